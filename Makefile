@@ -1,0 +1,44 @@
+# ringlog: `make test` and `make demo` work on a fresh machine with Python 3.11 and a C compiler.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: test demo bench lint build debug clean stress
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "python3.11 not found; using python3"; }
+	@($(PYTHON) -m venv $(VENV) 2>/dev/null || python3 -m venv $(VENV))
+	$(PY) -m pip install -q --upgrade pip
+
+# Reinstall when the build inputs change; editable, so src/ is the package.
+$(STAMP): $(PY) pyproject.toml setup.py $(shell find ext -name '*.pyx' -o -name '*.pxd' -o -name '*.h' -o -name '*.pxi' 2>/dev/null)
+	$(PY) -m pip install -q -e '.[test,bench,lint]'
+	@touch $(STAMP)
+
+build: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -x -p no:cacheprovider tests
+
+stress: $(STAMP)
+	$(PY) -m pytest -q -m stress tests
+
+demo: $(STAMP)
+	$(PY) -m ringlog.demo
+
+bench: $(STAMP)
+	$(PY) -m ringlog.bench all --runs 3 --report docs/benchmarks.md
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/cython-lint ext
+	$(VENV)/bin/mypy src/ringlog/*.pyi src/ringlog/**/*.pyi
+
+debug: $(PY)
+	RINGLOG_DEBUG=1 $(PY) -m pip install -q -e '.[test]'
+	@rm -f $(STAMP)
+
+clean:
+	rm -rf build $(VENV) src/*.egg-info
+	find src ext -name '*.so' -delete -o -name '*.c' -path 'ext/*' -delete -o -name '*.html' -path 'ext/*' -delete

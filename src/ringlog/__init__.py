@@ -1,0 +1,65 @@
+"""ringlog: an LMAX-style single-writer event processor for Python.
+
+A Disruptor ring feeds one business-logic thread that journals every event to
+memory-mapped segments, recovers by snapshot + replay, and halts on an output-volume
+circuit breaker without losing an event. The public API is this flat namespace.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .errors import (
+    CircuitOpenError,
+    InsufficientCapacityError,
+    JournalCorruptError,
+    JournalError,
+    RingClosedError,
+    RingError,
+    RingLogError,
+    SchemaError,
+    SnapshotError,
+)
+from .events import HEADER_DTYPE, HEADER_SIZE, EventRegistry, EventType, slot_dtype
+
+__version__ = "0.1.0"
+
+# Parts are imported on first use: `ringlog --help` stays instant, and each part loads alone.
+_LAZY: dict[str, str] = {}
+
+
+def _export(module: str, *names: str) -> None:
+    for n in names:
+        _LAZY[n] = module
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ringlog' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = [
+    "HEADER_DTYPE",
+    "HEADER_SIZE",
+    "CircuitOpenError",
+    "EventRegistry",
+    "EventType",
+    "InsufficientCapacityError",
+    "JournalCorruptError",
+    "JournalError",
+    "RingClosedError",
+    "RingError",
+    "RingLogError",
+    "SchemaError",
+    "SnapshotError",
+    "slot_dtype",
+]
