@@ -2,8 +2,8 @@
 
 A slot (and a journal record body) is a 48-byte header followed by the payload::
 
-     0        8             16              24            32      36    40      44      48
-     | seq    | timestamp_ns | correlation_id | producer_seq | type  | flags | length | prod_id | payload
+     0        8          16           24           32      36      40      44      48
+     | seq    | timestamp  | correlation | producer_seq | type  | flags | length | prod_id | payload
 
 Hot-path events are fixed binary records (a numpy dtype and a matching C struct); general
 events are msgspec Structs registered with a type id and encoded as msgpack into the payload.

@@ -1,0 +1,89 @@
+"""The results document: machine, versions, config and every run, as JSON; and regression compare.
+
+One result row::
+
+    {"target": "ring", "name": "1p1c_threads_batch64_cython", "unit": "events/s",
+     "median": 1.2e8, "min": ..., "max": ..., "runs": [...],
+     "peers": {"queue.Queue": 1.1e6}, "ratios": {"queue.Queue": 109.0}, "note": "..."}
+
+Units ending in ``/s`` are higher-is-better; ``ns``/``us``/``ms`` units are lower-is-better.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["compare", "higher_is_better", "load", "machine_info", "new_document", "save"]
+
+SCHEMA_VERSION = 1
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, memory, kernel and Python version of this machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = None
+    with contextlib.suppress(ValueError, OSError):
+        mem_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem_gib,
+            "kernel": platform.release(), "python": sys.version.split()[0],
+            "machine": platform.machine()}
+
+
+def new_document(config: dict[str, Any]) -> dict[str, Any]:
+    """An empty results document stamped with the machine, versions and config."""
+    import numpy
+
+    from .. import __version__
+    return {"schema": SCHEMA_VERSION, "ringlog": __version__, "numpy": numpy.__version__,
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "machine": machine_info(), "config": config, "peers": {}, "results": []}
+
+
+def save(doc: dict[str, Any], path: str | Path) -> None:
+    """Writes the document as indented JSON."""
+    Path(path).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Reads a results document; a wrong schema is a ValueError naming the file."""
+    doc = json.loads(Path(path).read_text())
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA_VERSION:
+        raise ValueError(f"{path}: not a ringlog results document (schema {SCHEMA_VERSION})")
+    return doc
+
+
+def higher_is_better(unit: str) -> bool:
+    """Rates are higher-is-better; latencies and durations lower-is-better."""
+    return unit.endswith("/s") or unit in ("ratio", "x")
+
+
+def compare(old: dict[str, Any], new: dict[str, Any],
+            threshold: float = 0.10) -> list[dict[str, Any]]:
+    """Rows present in both documents with their change; ``regression`` where worse by more
+    than ``threshold`` (a fraction) in the direction that matters for the unit."""
+    before = {(r["target"], r["name"]): r for r in old["results"]}
+    rows = []
+    for r in new["results"]:
+        o = before.get((r["target"], r["name"]))
+        if o is None or not o.get("median") or r.get("median") is None:
+            continue
+        change = r["median"] / o["median"] - 1.0
+        worse = -change if higher_is_better(r["unit"]) else change
+        rows.append({"target": r["target"], "name": r["name"], "unit": r["unit"],
+                     "old": o["median"], "new": r["median"], "change": change,
+                     "regression": worse > threshold})
+    return rows
