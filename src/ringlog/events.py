@@ -20,6 +20,7 @@ import numpy as np
 from .errors import SchemaError
 
 __all__ = [
+    "CONTROL_BASE",
     "FLAG_CONTROL",
     "FLAG_MSGPACK",
     "FLAG_REPLAY",
@@ -27,6 +28,7 @@ __all__ = [
     "HEADER_SIZE",
     "EventRegistry",
     "EventType",
+    "is_control",
     "slot_dtype",
 ]
 
@@ -122,8 +124,9 @@ class EventRegistry:
                  name: str | None = None, version: int = 1,
                  dtype: np.dtype | None = None) -> EventType:
         """Registers a msgspec Struct (or a fixed numpy record ``dtype``) under ``type_id``."""
-        if not isinstance(type_id, int) or not 0 < type_id < 2**32:
-            raise SchemaError(f"type_id must be an int in 1..2**32-1, got {type_id!r}")
+        if not isinstance(type_id, int) or not 0 < type_id < CONTROL_BASE:
+            raise SchemaError(f"type_id must be an int in 1..{CONTROL_BASE - 1} (ids above are "
+                              f"reserved for control events), got {type_id!r}")
         if type_id in self._by_id:
             raise SchemaError(f"type_id {type_id} is already registered as "
                               f"{self._by_id[type_id].name!r}")
@@ -190,3 +193,33 @@ class EventRegistry:
 
     def __len__(self) -> int:
         return len(self._by_id)
+
+
+# Control events: reserved type ids at the top of the range, flagged FLAG_CONTROL. They travel
+# through the input ring and the journal like any event, so replay meets them at the same
+# sequences (breaker commands, timers, snapshot requests).
+CONTROL_BASE = 0xFFFF_FF00
+TYPE_TIMER = CONTROL_BASE + 1            # input: a timer tick; its timestamp is the event time
+TYPE_BREAKER_RESET = CONTROL_BASE + 2    # input: operator closes the breaker, re-reads held input
+TYPE_RELEASE_HELD = CONTROL_BASE + 3     # input: operator publishes the held outputs
+TYPE_DISCARD_HELD = CONTROL_BASE + 4     # input: operator drops the held outputs
+TYPE_SNAPSHOT = CONTROL_BASE + 5         # input: take a snapshot at this sequence
+TYPE_BREAKER_TRIPPED = CONTROL_BASE + 16  # output: the breaker opened (payload: msgpack trip info)
+TYPE_BREAKER_CLOSED = CONTROL_BASE + 17   # output: the breaker closed again
+TYPE_DEAD_LETTER = CONTROL_BASE + 18      # dead-letter journal: a poison event and its traceback
+
+CONTROL_NAMES = {
+    TYPE_TIMER: "timer",
+    TYPE_BREAKER_RESET: "breaker_reset",
+    TYPE_RELEASE_HELD: "release_held",
+    TYPE_DISCARD_HELD: "discard_held",
+    TYPE_SNAPSHOT: "snapshot",
+    TYPE_BREAKER_TRIPPED: "breaker_tripped",
+    TYPE_BREAKER_CLOSED: "breaker_closed",
+    TYPE_DEAD_LETTER: "dead_letter",
+}
+
+
+def is_control(type_id: int) -> bool:
+    """True for the reserved control type ids (never registered by applications)."""
+    return type_id >= CONTROL_BASE
