@@ -1,0 +1,1 @@
+"""The gateway: TCP clients reach the processor through length-prefixed msgspec frames."""

@@ -1,0 +1,300 @@
+"""The gateway's wire protocol (docs/protocol.md): length-prefixed msgspec frames.
+
+A frame is a 4-byte big-endian body length and a body; a body is one message, a msgspec
+tagged union encoded as a msgpack array (``[tag, field, ...]``) or, for debugging, as JSON.
+``FrameDecoder`` turns a byte stream into messages and names what is wrong with a bad frame
+without ever raising past its caller: a malformed frame becomes a ``ProtocolError`` value.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Literal
+
+import msgspec
+
+__all__ = [
+    "MAX_FRAME",
+    "Ack",
+    "Cancel",
+    "ClientMessage",
+    "Error",
+    "ErrorCode",
+    "FrameDecoder",
+    "Halted",
+    "Heartbeat",
+    "Logon",
+    "LogonAck",
+    "LogonReject",
+    "Logout",
+    "MarketData",
+    "MassCancel",
+    "Modify",
+    "NewOrder",
+    "OpenOrders",
+    "OpenOrdersEnd",
+    "OrderInfo",
+    "OrderStatus",
+    "ProtocolError",
+    "Report",
+    "ServerMessage",
+    "Subscribe",
+    "encode_frame",
+]
+
+MAX_FRAME = 64 * 1024
+_LEN = struct.Struct(">I")
+
+
+class _Msg(msgspec.Struct, array_like=True, tag_field="tag", frozen=True):
+    pass
+
+
+# -- client -> server ------------------------------------------------------------------------
+class Logon(_Msg, tag=1):
+    """Opens a session: the token is bound to one account in the server's config."""
+
+    seq: int
+    token: str
+    heartbeat_ms: int = 0
+
+
+class Logout(_Msg, tag=2):
+    """Closes the session after the server has answered everything before it."""
+
+    seq: int
+
+
+class Heartbeat(_Msg, tag=3):
+    """Keeps an idle session alive; answered with an Ack."""
+
+    seq: int
+
+
+class NewOrder(_Msg, tag=4):
+    """A new order; enums are the engine's integer values (docs/matching.md)."""
+
+    seq: int
+    order_id: int
+    symbol: int
+    side: int
+    qty: int
+    price: int = 0
+    order_type: int = 0
+    tif: int = 0
+    post_only: bool = False
+    stp: int = 0
+
+
+class Cancel(_Msg, tag=5):
+    """Cancels a live order of this session's account."""
+
+    seq: int
+    order_id: int
+
+
+class Modify(_Msg, tag=6):
+    """Changes price and/or open quantity (reduce at the same price keeps priority)."""
+
+    seq: int
+    order_id: int
+    new_price: int
+    new_qty: int
+
+
+class MassCancel(_Msg, tag=7):
+    """Cancels every live order of the account (on one symbol, or all with symbol 0)."""
+
+    seq: int
+    symbol: int = 0
+
+
+class OrderStatus(_Msg, tag=8):
+    """Asks for one order's state."""
+
+    seq: int
+    order_id: int
+
+
+class OpenOrders(_Msg, tag=9):
+    """Lists the account's live orders (one symbol, or all with symbol 0)."""
+
+    seq: int
+    symbol: int = 0
+
+
+class Subscribe(_Msg, tag=10):
+    """Market data: depth 1 is L1, N is L2 to depth N, 0 unsubscribes."""
+
+    seq: int
+    symbol: int
+    depth: int = 1
+
+
+ClientMessage = (Logon | Logout | Heartbeat | NewOrder | Cancel | Modify | MassCancel
+                 | OrderStatus | OpenOrders | Subscribe)
+
+
+# -- server -> client ------------------------------------------------------------------------
+class LogonAck(_Msg, tag=64):
+    """Logon accepted; ``session_seq`` is the highest client seq already processed."""
+
+    session_seq: int
+    account: int
+
+
+class LogonReject(_Msg, tag=65):
+    """Logon refused (unknown token, already logged on, server recovering)."""
+
+    reason: str
+
+
+class Ack(_Msg, tag=66):
+    """The highest client seq the server has processed."""
+
+    seq: int
+
+
+class Report(_Msg, tag=67):
+    """An execution report: accepted, rejected, trade, rested, cancelled or modified."""
+
+    seq: int
+    kind: str
+    order_id: int
+    reason: str = ""
+    price: int = 0
+    qty: int = 0
+    remaining: int = 0
+    maker_id: int = 0
+    taker_id: int = 0
+    symbol: int = 0
+
+
+class ErrorCode:
+    """Error frame codes (docs/protocol.md)."""
+
+    BAD_FRAME = 1
+    BAD_MESSAGE = 2
+    NOT_LOGGED_ON = 3
+    SEQUENCE_GAP = 4
+    RATE_LIMITED = 5
+    FORBIDDEN = 6
+
+
+class Error(_Msg, tag=68):
+    """An error frame: nothing was applied for the message it answers."""
+
+    code: int
+    message: str
+    seq: int = 0
+
+
+class Halted(_Msg, tag=69):
+    """The circuit breaker is open: the message was not applied; retry after a reset."""
+
+    seq: int
+    reason: str
+
+
+class MarketData(_Msg, tag=70):
+    """One level of a symbol's book (level 0 = best) after a change."""
+
+    symbol: int
+    level: int
+    bid_price: int
+    bid_qty: int
+    ask_price: int
+    ask_qty: int
+
+
+class OrderInfo(_Msg, tag=71):
+    """One order's state, in answer to OrderStatus or OpenOrders."""
+
+    seq: int
+    order_id: int
+    symbol: int
+    side: int
+    price: int
+    open_qty: int
+    status: str
+
+
+class OpenOrdersEnd(_Msg, tag=72):
+    """Ends an OpenOrders answer."""
+
+    seq: int
+    count: int
+
+
+ServerMessage = (LogonAck | LogonReject | Ack | Report | Error | Halted | MarketData
+                 | OrderInfo | OpenOrdersEnd)
+
+Codec = Literal["msgpack", "json"]
+
+_encoders = {"msgpack": msgspec.msgpack.Encoder(), "json": msgspec.json.Encoder()}
+
+
+def encode_frame(msg: msgspec.Struct, codec: Codec = "msgpack") -> bytes:
+    """One frame: the 4-byte big-endian length, then the encoded message."""
+    body = _encoders[codec].encode(msg)
+    return _LEN.pack(len(body)) + body
+
+
+class ProtocolError(msgspec.Struct, frozen=True):
+    """A frame that could not be turned into a message: the error code and what was wrong."""
+
+    code: int
+    message: str
+    fatal: bool = False  # the stream cannot be resynchronised (the session must close)
+
+
+class FrameDecoder:
+    """Splits a byte stream into messages of ``message_type``; one per session.
+
+    ``feed(data)`` returns the messages and ProtocolErrors of every complete frame, in order.
+    An oversize length is fatal (the stream cannot be trusted to resynchronise); a body that is
+    not a valid message is an error for that frame only. Not thread-safe.
+    """
+
+    def __init__(self, message_type: object = ClientMessage, max_frame: int = MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self.codec: Codec | None = None  # the codec of the first valid frame
+        self._buf = bytearray()
+        self._mp = msgspec.msgpack.Decoder(message_type)
+        self._js = msgspec.json.Decoder(message_type)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[msgspec.Struct | ProtocolError]:
+        """Adds bytes; returns every complete frame's message (or error) in order."""
+        buf = self._buf
+        buf += data
+        out: list[msgspec.Struct | ProtocolError] = []
+        pos = 0
+        while len(buf) - pos >= 4:
+            (n,) = _LEN.unpack_from(buf, pos)
+            if n == 0 or n > self.max_frame:
+                out.append(ProtocolError(ErrorCode.BAD_FRAME,
+                                         f"frame length {n} is outside 1..{self.max_frame}",
+                                         fatal=True))
+                buf.clear()
+                return out
+            if len(buf) - pos - 4 < n:
+                break
+            body = memoryview(buf)[pos + 4:pos + 4 + n]
+            out.append(self._decode(body))
+            body.release()
+            pos += 4 + n
+        del buf[:pos]
+        return out
+
+    def _decode(self, body: memoryview) -> msgspec.Struct | ProtocolError:
+        is_json = body[0] in (0x5B, 0x7B)  # '[' or '{': never a valid msgpack message
+        try:
+            msg = (self._js if is_json else self._mp).decode(body)
+        except msgspec.ValidationError as e:
+            return ProtocolError(ErrorCode.BAD_MESSAGE, f"invalid message: {e}")
+        except msgspec.DecodeError as e:
+            return ProtocolError(ErrorCode.BAD_FRAME,
+                                 f"body is not valid {'JSON' if is_json else 'msgpack'}: {e}")
+        if self.codec is None:
+            self.codec = "json" if is_json else "msgpack"
+        return msg

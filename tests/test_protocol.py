@@ -1,0 +1,78 @@
+import struct
+
+import msgspec
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ringlog.gateway.protocol import (
+    Cancel,
+    ErrorCode,
+    FrameDecoder,
+    Logon,
+    NewOrder,
+    ProtocolError,
+    Report,
+    ServerMessage,
+    encode_frame,
+)
+
+
+def test_frames_round_trip_in_msgpack_and_json():
+    msgs = [Logon(1, "tok"), NewOrder(2, 10, 1, 0, 5, price=100), Cancel(3, 10)]
+    dec = FrameDecoder()
+    stream = b"".join(encode_frame(m) for m in msgs)
+    assert dec.feed(stream) == msgs and dec.codec == "msgpack"
+    jdec = FrameDecoder()
+    assert jdec.feed(b"".join(encode_frame(m, "json") for m in msgs)) == msgs
+    assert jdec.codec == "json"
+
+
+def test_message_is_an_array_with_its_tag_first():
+    assert msgspec.msgpack.decode(encode_frame(Cancel(3, 10))[4:]) == [5, 3, 10]
+
+
+def test_frames_split_at_every_byte_boundary_decode_the_same():
+    frame = encode_frame(NewOrder(7, 1, 2, 1, 3, price=4))
+    for cut in range(len(frame) + 1):
+        dec = FrameDecoder()
+        got = dec.feed(frame[:cut]) + dec.feed(frame[cut:])
+        assert got == [NewOrder(7, 1, 2, 1, 3, price=4)]
+
+
+def test_unknown_tag_is_a_bad_message_and_the_next_frame_still_decodes():
+    body = msgspec.msgpack.encode([99, 1])
+    dec = FrameDecoder()
+    out = dec.feed(struct.pack(">I", len(body)) + body + encode_frame(Cancel(2, 1)))
+    assert isinstance(out[0], ProtocolError) and out[0].code == ErrorCode.BAD_MESSAGE
+    assert "99" in out[0].message and not out[0].fatal
+    assert out[1] == Cancel(2, 1)
+
+
+def test_wrong_field_type_names_the_field():
+    body = msgspec.msgpack.encode([5, 1, "x"])
+    (err,) = FrameDecoder().feed(struct.pack(">I", len(body)) + body)
+    assert err.code == ErrorCode.BAD_MESSAGE and "$[2]" in err.message
+
+
+def test_garbage_body_is_a_bad_frame():
+    (err,) = FrameDecoder().feed(struct.pack(">I", 2) + b"\xc1\xc1")
+    assert err.code == ErrorCode.BAD_FRAME and "msgpack" in err.message
+
+
+def test_oversize_or_zero_length_is_fatal():
+    for n in (0, 70_000):
+        (err,) = FrameDecoder(max_frame=65536).feed(struct.pack(">I", n) + b"x" * 8)
+        assert err.fatal and err.code == ErrorCode.BAD_FRAME and str(n) in err.message
+
+
+def test_server_messages_decode_as_server_union():
+    dec = FrameDecoder(ServerMessage)
+    r = Report(4, "trade", 9, price=100, qty=2, maker_id=1, taker_id=9)
+    assert dec.feed(encode_frame(r)) == [r]
+
+
+@given(st.binary(max_size=300))
+def test_random_bytes_never_raise(data):
+    dec = FrameDecoder(max_frame=1024)
+    for item in dec.feed(data):
+        assert isinstance(item, (ProtocolError, msgspec.Struct))
