@@ -32,7 +32,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/cython-lint ext
+	PATH=$(VENV)/bin:$$PATH cython-lint ext
 	$(VENV)/bin/mypy src/ringlog/*.pyi src/ringlog/**/*.pyi
 
 debug: $(PY)

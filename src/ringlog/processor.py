@@ -1,0 +1,449 @@
+"""Processor: producers -> input ring -> journaller -> business-logic loop -> breaker -> outputs.
+
+::
+
+    producers ──publish──► INPUT RING ──► journaller (append, group commit) ──gates──►
+        business-logic loop (one thread: the handler, the only writer of its state)
+            │ emit ──► breaker ──► OUTPUT RING ──► output journal + on_output callbacks
+
+A processor owns a directory: ``input/`` (the input journal), ``output/`` (the output
+journal), ``snapshots/`` and ``dead-letter/``. ``start()`` recovers first (newest valid
+snapshot + replay of the input journal after it, outputs suppressed or verified), so a
+restarted processor continues exactly where the journal ends.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from .errors import CircuitOpenError, RingClosedError, RingLogError
+from .events import (
+    FLAG_CONTROL,
+    TYPE_BREAKER_RESET,
+    TYPE_DEAD_LETTER,
+    TYPE_DISCARD_HELD,
+    TYPE_RELEASE_HELD,
+    TYPE_SNAPSHOT,
+    TYPE_TIMER,
+    EventRegistry,
+)
+from .logic import InputEvent, LogicLoop, LoopState, OutputRecord
+
+__all__ = ["Processor", "ProcessorConfig", "ProcessorMetrics", "RecoveryReport"]
+
+
+class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How a processor is built; validated at construction with errors naming the field."""
+
+    ring_capacity: int = 1 << 14
+    output_capacity: int = 1 << 14
+    slot_size: int = 128
+    max_batch: int = 1024
+    durability: Literal["none", "group", "sync"] = "group"
+    wait: Literal["blocking", "busy_spin", "yielding", "sleeping"] = "blocking"
+    segment_size: int = 64 << 20
+    snapshot_every: int = 0  # events between automatic snapshots; 0 = only on request
+    exception_policy: Literal["halt", "dead_letter"] = "halt"
+    dedup: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("ring_capacity", "output_capacity"):
+            v = getattr(self, name)
+            if v < 2 or v & (v - 1):
+                raise ValueError(f"{name} must be a power of two >= 2, got {v}")
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+        if self.snapshot_every < 0:
+            raise ValueError(f"snapshot_every must be >= 0, got {self.snapshot_every}")
+
+
+class ProcessorMetrics(msgspec.Struct, frozen=True):
+    """Counters readable while running (from any thread; each a consistent-enough read)."""
+
+    state: str
+    published: int
+    journaled: int
+    durable: int
+    processed: int
+    outputs: int
+    output_journaled: int
+    journal_lag: int
+    logic_lag: int
+    breaker_state: str
+    held: int
+    duplicates: int
+    dead_letters: int
+    events_in_per_s: float
+    events_out_per_s: float
+
+
+class RecoveryReport(msgspec.Struct, frozen=True):
+    """What ``recover()`` did: the snapshot it started from and the events it replayed."""
+
+    snapshot_sequence: int
+    replayed: int
+    last_sequence: int
+    verified_outputs: int
+    first_divergence: int | None  # input sequence whose outputs differ from the recorded ones
+
+
+class Processor:
+    """An LMAX-style event processor around one handler. See the module docstring.
+
+    Producers may publish from any thread (the input ring is multi-producer); everything else
+    (the handler, the breaker, snapshots) runs on the loop thread.
+    """
+
+    def __init__(self, handler: Any, directory: str | Path, config: ProcessorConfig | None = None,
+                 *, breaker: Any | None = None, registry: EventRegistry | None = None,
+                 on_output: Callable[[OutputRecord], None] | None = None) -> None:
+        from .journal import Journal
+        from .snapshot import SnapshotStore
+
+        self.config = config or ProcessorConfig()
+        self.directory = Path(directory)
+        self.handler = handler
+        self.breaker = breaker
+        self.registry = registry or EventRegistry()
+        self._on_output = [on_output] if on_output else []
+        c = self.config
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.input = Journal(self.directory / "input", segment_size=c.segment_size,
+                             durability=c.durability)
+        self.output = Journal(self.directory / "output", segment_size=c.segment_size,
+                              durability="none" if c.durability == "none" else "group")
+        self.snapshots = SnapshotStore(self.directory / "snapshots")
+        self._dead_letter_journal: Any = None
+        self._state = "created"
+        self._threads: list[threading.Thread] = []
+        self._error: BaseException | None = None
+        self._open = threading.Condition()
+        self._loop = LogicLoop(handler, breaker, sink=self._sink, reread=self._reread,
+                               snapshot=self._take_snapshot,
+                               dead_letter=(self._write_dead_letter
+                                            if c.exception_policy == "dead_letter" else None),
+                               dedup=c.dedup)
+        self._rate_mark = (time.monotonic(), 0, 0)
+        self._recovered: RecoveryReport | None = None
+
+    # -- recovery -------------------------------------------------------------------------
+    def recover(self, verify: bool = False) -> RecoveryReport:
+        """Loads the newest valid snapshot and replays the input journal after it.
+
+        Outputs are suppressed during replay; with ``verify`` they are compared with the
+        recorded output journal and the first divergent input sequence is reported.
+        """
+        if self._state not in ("created",):
+            raise RingLogError(f"recover() must come before start(); the processor is "
+                               f"{self._state}")
+        loop = self._loop
+        snap_seq = -1
+        snap = self.snapshots.latest()
+        if snap is not None:
+            snap_seq, data = snap.sequence, snap.data
+            self._restore(data)
+        recorded: Iterator[Any] | None = None
+        if verify:
+            recorded = (r for r in self.output.reader(0) if r.producer_seq > snap_seq)
+        verified, divergence = 0, None
+        captured: list[OutputRecord] = []
+        loop.replaying = True
+        self._replay_sink = captured.append
+        replayed = 0
+        try:
+            self.handler.on_start()
+            for rec in self.input.reader(snap_seq + 1):
+                seq = rec.sequence
+                loop.process(rec, seq, True)
+                replayed += 1
+                if recorded is not None:
+                    for out in captured:
+                        want = next(recorded, None)
+                        if divergence is None and (want is None or not _same_output(out, want)):
+                            divergence = out.cause
+                        verified += 1
+                captured.clear()
+        finally:
+            loop.replaying = False
+            self._replay_sink = None
+        self._recovered = RecoveryReport(snap_seq, replayed, loop.state.last_sequence, verified,
+                                         divergence)
+        self._state = "recovered"
+        return self._recovered
+
+    def _restore(self, data: bytes) -> None:
+        parts = msgspec.msgpack.decode(data, type=_Snapshot)
+        self._loop.state = parts.loop
+        self.handler.on_restore(parts.handler)
+        if self.breaker is not None and parts.breaker:
+            self.breaker.restore(parts.breaker)
+
+    def _take_snapshot(self, sequence: int) -> None:
+        snap = _Snapshot(loop=self._loop.state, handler=self.handler.on_snapshot(),
+                         breaker=self.breaker.snapshot() if self.breaker is not None else b"")
+        self.snapshots.write(sequence, msgspec.msgpack.encode(snap))
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Recovers (if not done), then starts the journaller, loop and output threads."""
+        from .ring import Ring
+
+        if self._state == "created":
+            self.recover()
+        if self._state != "recovered":
+            raise RingLogError(f"start() on a processor that is {self._state}")
+        c = self.config
+        self._in = Ring(c.ring_capacity, c.slot_size, producer="multi", wait=c.wait)
+        self._out = Ring(c.output_capacity, c.slot_size, producer="single", wait=c.wait)
+        self._jc = self._in.consumer()
+        self._lc = self._in.consumer(after=[self._jc])
+        self._oc = self._out.consumer()
+        self._base = self.input.last_sequence + 1  # journal sequence of ring sequence 0
+        self._state = "running"
+        for name, fn in (("journaller", self._run_journaller), ("logic", self._run_logic),
+                         ("output", self._run_output)):
+            t = threading.Thread(target=self._guard, args=(fn,), name=f"ringlog-{name}",
+                                 daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _guard(self, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except RingClosedError:
+            pass
+        except BaseException as e:  # the loop halts; the error is re-raised by stop/drain
+            self._error = e
+            self._state = "halted"
+            self._in.close()
+            self._out.close()
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Processes everything published so far, then stops."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        target = self._in.cursor
+        while self._state == "running" and (self._lc.sequence < target
+                                             or self._oc.sequence < self._out.cursor):
+            if self._loop_halted_by_breaker() and self._lc.sequence >= target:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"drain: the loop is at {self._lc.sequence}, "
+                                   f"the input cursor at {target}")
+            time.sleep(0.001)
+        self.stop()
+
+    def stop(self) -> None:
+        """Stops the threads after their current batch; closes journals. Idempotent."""
+        if self._state in ("running", "halted"):
+            self._in.close()
+            self._out.close()
+            for t in self._threads:
+                t.join()
+            self._state = "stopped" if self._error is None else "halted"
+        if self._state != "closed":
+            self.input.close()
+            self.output.close()
+            if self._dead_letter_journal is not None:
+                self._dead_letter_journal.close()
+            self._state = "closed" if self._error is None else "halted"
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise RingLogError(f"the processor halted: {err!r}") from err
+
+    def halt(self) -> None:
+        """Stops at once without draining; what was journaled is replayed on restart."""
+        self.stop()
+
+    def __enter__(self) -> Processor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- producers ------------------------------------------------------------------------
+    def publish(self, payload: Any, type_id: int = 0, *, timestamp_ns: int | None = None,
+                correlation_id: int = 0, producer_id: int = 0, producer_seq: int = 0,
+                timeout: float | None = None) -> int:
+        """Publishes an input event (bytes-like payload); returns its ring sequence.
+
+        The timestamp is taken here (the producer's clock), never by the loop. While the
+        breaker is open this blocks (backpressure) and raises CircuitOpenError on timeout.
+        """
+        if self._loop_halted_by_breaker():
+            self._wait_closed(timeout)
+        ts = time.time_ns() if timestamp_ns is None else timestamp_ns
+        return self._in.publish(payload, type_id, timestamp_ns=ts, correlation_id=correlation_id,
+                                producer_id=producer_id, producer_seq=producer_seq,
+                                timeout=timeout)
+
+    def publish_struct(self, event: msgspec.Struct, **kw: Any) -> int:
+        """Publishes a registered msgspec Struct as an input event."""
+        type_id, data = self.registry.encode(event)
+        return self.publish(data, type_id, **kw)
+
+    def _control(self, type_id: int, timestamp_ns: int | None) -> int:
+        ts = time.time_ns() if timestamp_ns is None else timestamp_ns
+        return self._in.publish(b"", type_id, timestamp_ns=ts, flags=FLAG_CONTROL)
+
+    def timer(self, timestamp_ns: int) -> int:
+        """Publishes a timer event: handlers see time advance only through such events."""
+        return self._control(TYPE_TIMER, timestamp_ns)
+
+    def reset_breaker(self, timestamp_ns: int | None = None) -> int:
+        """Operator command (journaled): close the breaker and re-read held-back input."""
+        return self._control(TYPE_BREAKER_RESET, timestamp_ns)
+
+    def release_held(self, timestamp_ns: int | None = None) -> int:
+        """Operator command (journaled): publish the outputs held while the breaker was open."""
+        return self._control(TYPE_RELEASE_HELD, timestamp_ns)
+
+    def discard_held(self, timestamp_ns: int | None = None) -> int:
+        """Operator command (journaled): drop the held outputs (they stay in the journal)."""
+        return self._control(TYPE_DISCARD_HELD, timestamp_ns)
+
+    def request_snapshot(self, timestamp_ns: int | None = None) -> int:
+        """Asks the loop to snapshot at this point of the input stream."""
+        return self._control(TYPE_SNAPSHOT, timestamp_ns)
+
+    def add_output_listener(self, fn: Callable[[OutputRecord], None]) -> None:
+        """Calls ``fn(record)`` from the output thread for every published output."""
+        self._on_output.append(fn)
+
+    def _loop_halted_by_breaker(self) -> bool:
+        return self._loop.state.pending_from >= 0
+
+    def _wait_closed(self, timeout: float | None) -> None:
+        with self._open:
+            if not self._open.wait_for(lambda: not self._loop_halted_by_breaker(), timeout):
+                raise CircuitOpenError("the circuit breaker is open: input is held until an "
+                                       "operator resets it (Processor.reset_breaker)")
+
+    # -- threads --------------------------------------------------------------------------
+    def _run_journaller(self) -> None:
+        c = self.config
+        while True:
+            batch = self._jc.poll(c.max_batch, timeout=0.05)
+            if len(batch):
+                self.input.append_batch(batch)
+                self._jc.release(batch)
+
+    def _run_logic(self) -> None:
+        c = self.config
+        loop = self._loop
+        self.handler.on_start() if self._recovered is None else None
+        base = self._base
+        every = c.snapshot_every
+        while True:
+            batch = self._lc.poll(c.max_batch, timeout=0.05)
+            n = len(batch)
+            was_open = self._loop_halted_by_breaker()
+            for i, ev in enumerate(batch):
+                seq = base + ev.sequence
+                loop.process(ev, seq, i == n - 1)
+                if every and (seq + 1) % every == 0:
+                    self._take_snapshot(seq)
+            self._lc.release(batch)
+            if was_open and not self._loop_halted_by_breaker():
+                with self._open:
+                    self._open.notify_all()
+
+    def _run_output(self) -> None:
+        c = self.config
+        while True:
+            batch = self._oc.poll(c.max_batch, timeout=0.05)
+            if len(batch):
+                self.output.append_batch(batch)
+                if self._on_output:
+                    for ev in batch:
+                        rec = _output_of(ev)
+                        for fn in self._on_output:
+                            fn(rec)
+                self._oc.release(batch)
+
+    def _sink(self, rec: OutputRecord) -> None:
+        if self._loop.replaying:
+            if self._replay_sink is not None:
+                self._replay_sink(rec)
+            return
+        self._out.publish(rec.payload, rec.type_id, timestamp_ns=rec.timestamp_ns,
+                          correlation_id=rec.correlation_id, producer_seq=rec.cause,
+                          producer_id=rec.key, flags=rec.flags)
+
+    def _reread(self, lo: int, hi: int) -> Iterator[tuple[int, InputEvent]]:
+        self.input.sync() if self._state == "running" else None
+        for rec in self.input.reader(lo):
+            if rec.sequence > hi:
+                return
+            yield rec.sequence, rec
+
+    def _write_dead_letter(self, event: InputEvent, sequence: int, tb: str) -> None:
+        from .journal import Journal
+
+        if self._dead_letter_journal is None:
+            self._dead_letter_journal = Journal(self.directory / "dead-letter",
+                                                durability="group")
+        body = msgspec.msgpack.encode(_DeadLetter(sequence, event.type_id, bytes(event.payload),
+                                                  tb))
+        self._dead_letter_journal.append(body, TYPE_DEAD_LETTER,
+                                         timestamp_ns=event.timestamp_ns,
+                                         correlation_id=event.correlation_id)
+
+    # -- inspection -----------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        """created, recovered, running, stopped, halted or closed."""
+        return self._state
+
+    @property
+    def metrics(self) -> ProcessorMetrics:
+        """A snapshot of the counters; safe to read from any thread while running."""
+        st = self._loop.state
+        running = self._state == "running"
+        published = self._in.cursor + 1 if running else 0
+        journaled = self._jc.sequence + 1 if running else 0
+        logic = self._lc.sequence + 1 if running else 0
+        now = time.monotonic()
+        t0, p0, o0 = self._rate_mark
+        dt = max(now - t0, 1e-9)
+        rates = ((st.processed - p0) / dt, (st.outputs - o0) / dt)
+        self._rate_mark = (now, st.processed, st.outputs)
+        b = self.breaker
+        return ProcessorMetrics(
+            state=self._state, published=published, journaled=journaled,
+            durable=self.input.durable_sequence, processed=st.processed, outputs=st.outputs,
+            output_journaled=self._oc.sequence + 1 if running else 0,
+            journal_lag=published - journaled, logic_lag=journaled - logic,
+            breaker_state=b.state_name if b is not None else "none",
+            held=b.held_count if b is not None else 0, duplicates=st.duplicates,
+            dead_letters=st.dead_letters, events_in_per_s=rates[0], events_out_per_s=rates[1])
+
+
+class _Snapshot(msgspec.Struct, array_like=True):
+    loop: LoopState
+    handler: bytes
+    breaker: bytes
+
+
+class _DeadLetter(msgspec.Struct, array_like=True):
+    sequence: int
+    type_id: int
+    payload: bytes
+    traceback: str
+
+
+def _output_of(ev: Any) -> OutputRecord:
+    return OutputRecord(ev.type_id, bytes(ev.payload), ev.producer_id, ev.timestamp_ns,
+                        ev.correlation_id, ev.producer_seq, ev.flags)
+
+
+def _same_output(rec: OutputRecord, recorded: Any) -> bool:
+    return (rec.type_id == recorded.type_id and rec.payload == bytes(recorded.payload)
+            and rec.cause == recorded.producer_seq)
+
