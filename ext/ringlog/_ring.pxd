@@ -47,12 +47,32 @@ cpdef enum WaitKind:
     BLOCKING = 3
 
 
+cdef class Consumer
+
+
 cdef class _Mapping:
     # Owns the ring memory (mmap); exports it as a buffer so views keep it alive.
     cdef char* base
     cdef Py_ssize_t size
     cdef int fd
     cdef object path
+
+
+cdef class Event:
+    cdef readonly int64_t sequence
+    cdef readonly int64_t timestamp_ns
+    cdef readonly int64_t correlation_id
+    cdef readonly int64_t producer_seq
+    cdef readonly uint32_t type_id
+    cdef readonly uint32_t flags
+    cdef readonly uint32_t producer_id
+    cdef readonly object payload
+
+
+cdef class Batch:
+    cdef readonly Consumer consumer
+    cdef readonly int64_t lo
+    cdef readonly int64_t hi
 
 
 cdef class Ring:

@@ -138,15 +138,6 @@ cdef class Event:
     Valid until the consumer releases its batch (the producer may then reuse the slot).
     """
 
-    cdef readonly int64_t sequence
-    cdef readonly int64_t timestamp_ns
-    cdef readonly int64_t correlation_id
-    cdef readonly int64_t producer_seq
-    cdef readonly uint32_t type_id
-    cdef readonly uint32_t flags
-    cdef readonly uint32_t producer_id
-    cdef readonly object payload
-
     def __repr__(self):
         return (f"Event(sequence={self.sequence}, type_id={self.type_id}, "
                 f"length={len(self.payload)}, timestamp_ns={self.timestamp_ns})")
@@ -157,10 +148,6 @@ cdef class Batch:
 
     A batch never wraps around the end of the ring, so its numpy view is contiguous.
     """
-
-    cdef readonly Consumer consumer
-    cdef readonly int64_t lo
-    cdef readonly int64_t hi
 
     def __len__(self):
         return <Py_ssize_t>(self.hi - self.lo + 1)

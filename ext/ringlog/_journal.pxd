@@ -1,0 +1,68 @@
+# The journal's C-level API (docs/journal-format.md): a mapped segment, the appender's hot
+# path (memcpy into the map, commit by storing the length last) and the record scanner.
+from libc.stdint cimport int32_t, int64_t, uint32_t
+
+from ringlog._ring cimport _Mapping
+from ringlog.includes.event cimport rl_header
+
+
+cdef enum:
+    SEG_HEADER_SIZE = 4096
+    REC_PREFIX = 8            # u32 length + u32 crc32c
+
+
+cpdef enum ScanStatus:
+    SCAN_OK = 0               # a valid record
+    SCAN_END = 1              # length 0: nothing more written in this segment
+    SCAN_BAD_LENGTH = 2       # length smaller than a header or past the segment end
+    SCAN_BAD_CRC = 3
+    SCAN_BAD_SEQUENCE = 4     # not the next dense sequence
+
+
+cpdef enum Durability:
+    NONE = 0
+    GROUP = 1
+    SYNC = 2
+
+
+cdef class Segment:
+    cdef _Mapping _map
+    cdef char* base
+    cdef readonly Py_ssize_t size
+    cdef readonly int64_t first_sequence
+    cdef readonly object path
+    cdef readonly bint writable
+    cdef object _view
+
+    cdef int scan_one(self, Py_ssize_t off, int64_t expect_seq, bint verify,
+                      uint32_t* length) noexcept nogil
+
+
+cdef class JournalAppender:
+    # Single writer: one thread appends (not thread-safe); the group-commit thread only reads
+    # `last_seq` and writes `durable`, both with atomics.
+    cdef Segment seg
+    cdef readonly Py_ssize_t pos
+    cdef int64_t next_seq
+    cdef int64_t last_seq
+    cdef int64_t durable
+    cdef int32_t sync_signal
+    cdef int32_t sync_waiters
+    cdef readonly int policy
+    cdef readonly int64_t group_events
+    cdef int64_t index_every
+    cdef int64_t since_index
+    cdef int64_t max_ts
+    cdef int64_t* index        # triples (sequence, offset, running max timestamp)
+    cdef Py_ssize_t index_len
+    cdef Py_ssize_t index_cap
+    cdef object owner          # the Python Journal: rolls segments
+    cdef int failed            # a write error happened: every later append fails
+
+    cdef int64_t append_record(self, const rl_header* h, const char* payload) except -1 nogil
+    cdef int64_t append_slots(self, const char* base, Py_ssize_t stride,
+                              Py_ssize_t count) except -1 nogil
+    cdef int _room(self, Py_ssize_t need) except -1 nogil
+    cdef void _write(self, const rl_header* h, const char* payload) noexcept nogil
+    cdef void _note_index(self, int64_t seq, int64_t ts) noexcept nogil
+    cdef int _after_append(self) except -1 nogil

@@ -1,0 +1,64 @@
+/* CRC32C (Castagnoli): the SSE4.2 crc32 instruction where the CPU has it (checked once at
+ * run time), else a slicing-by-1 table. Same polynomial as iSCSI, ext4 and Chronicle's
+ * optional checksum; rl_crc32c(0, "123456789", 9) == 0xE3069283. */
+#ifndef RINGLOG_CRC32C_H
+#define RINGLOG_CRC32C_H
+#include <stdint.h>
+#include <stddef.h>
+#include <string.h>
+
+static uint32_t rl_crc32c_table[256];
+static int rl_crc32c_mode = -1; /* -1 unknown, 0 table, 1 sse4.2 */
+
+static void rl_crc32c_init_table(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        rl_crc32c_table[i] = c;
+    }
+}
+
+static uint32_t rl_crc32c_sw(uint32_t crc, const void *buf, size_t len) {
+    const uint8_t *p = (const uint8_t *)buf;
+    crc = ~crc;
+    while (len--) crc = rl_crc32c_table[(crc ^ *p++) & 0xFF] ^ (crc >> 8);
+    return ~crc;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2")))
+static uint32_t rl_crc32c_hw(uint32_t crc, const void *buf, size_t len) {
+    const uint8_t *p = (const uint8_t *)buf;
+    uint64_t c = ~crc;
+    while (len >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c = __builtin_ia32_crc32di(c, v);
+        p += 8;
+        len -= 8;
+    }
+    uint32_t c32 = (uint32_t)c;
+    while (len--) c32 = __builtin_ia32_crc32qi(c32, *p++);
+    return ~c32;
+}
+#endif
+
+static inline void rl_crc32c_setup(void) {
+    if (rl_crc32c_mode >= 0) return;
+    rl_crc32c_init_table();
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    rl_crc32c_mode = __builtin_cpu_supports("sse4.2") ? 1 : 0;
+#else
+    rl_crc32c_mode = 0;
+#endif
+}
+
+/* crc of buf, continuing from crc (0 to start) */
+static inline uint32_t rl_crc32c(uint32_t crc, const void *buf, size_t len) {
+#if defined(__x86_64__)
+    if (rl_crc32c_mode == 1) return rl_crc32c_hw(crc, buf, len);
+#endif
+    return rl_crc32c_sw(crc, buf, len);
+}
+#endif

@@ -1,0 +1,610 @@
+"""The journal: a directory of memory-mapped segments (docs/journal-format.md).
+
+``Journal`` is the one appender of a directory: it validates and repairs the tail on open,
+rolls segments (prepared and pre-faulted by a background thread), runs group commit, writes
+the sparse index of sealed segments and drops old segments when asked. ``JournalReader``
+reads any journal (also one being written, from another thread or process) from a sequence or
+a time; ``JournalTailer`` follows a live journal. The hot append path is ``ringlog._journal``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import fcntl
+import itertools
+import json
+import logging
+import os
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from ._journal import HEADER_SIZE, JournalAppender, Record, Segment, corrupt, crc32c
+from .errors import JournalCorruptError, JournalError
+from .events import EventRegistry
+
+__all__ = ["Journal", "JournalReader", "JournalTailer", "Record", "TornTail"]
+
+log = logging.getLogger("ringlog.journal")
+
+_POLICIES = {"none": 0, "group": 1, "sync": 2}
+_SCAN_OK, _SCAN_END = 0, 1
+_IDX_MAGIC = b"RLJIDX01"
+_IDX_HEAD = struct.Struct("<8sIIqqq")  # magic, count, pad, last seq, end offset, max ts
+_TAIL_PROBE = 65536  # bytes after a bad record that must be zero for it to be a torn tail
+
+
+class TornTail(msgspec.Struct, frozen=True):
+    """What opening a journal truncated: a record torn by a crash, and what was dropped."""
+
+    path: str
+    offset: int
+    sequence: int
+    bytes_dropped: int
+    reason: str
+
+
+def _seg_name(first: int) -> str:
+    return f"{first:020d}.seg"
+
+
+def list_segments(directory: Path) -> list[tuple[int, Path]]:
+    """(first sequence, path) of every segment file, ordered by first sequence."""
+    out = []
+    for p in directory.glob("*.seg"):
+        try:
+            out.append((int(p.stem), p))
+        except ValueError:
+            raise JournalCorruptError(f"{p}: not a segment name (20 digits expected)",
+                                      str(p), 0) from None
+    return sorted(out)
+
+
+def _align8(n: int) -> int:
+    return (n + 7) & ~7
+
+
+def _read_index(seg_path: Path) -> tuple[int, int, int, list[tuple[int, int, int]]] | None:
+    """(last sequence, end offset, max timestamp, entries) of a sealed segment's .idx; None
+    if absent or damaged."""
+    p = seg_path.with_suffix(".idx")
+    try:
+        data = p.read_bytes()
+        magic, count, _, last, end, max_ts = _IDX_HEAD.unpack_from(data)
+        body = data[:-4]
+        if magic != _IDX_MAGIC or len(body) != _IDX_HEAD.size + 24 * count:
+            raise ValueError("bad index layout")
+        if struct.unpack_from("<I", data, len(body))[0] != crc32c(body):
+            raise ValueError("bad index checksum")
+    except (OSError, ValueError, struct.error) as e:
+        if p.exists():
+            log.warning("ignoring index %s (%s); it will be rebuilt by a scan", p, e)
+        return None
+    ents = list(struct.iter_unpack("<qqq", body[_IDX_HEAD.size:]))
+    return last, end, max_ts, ents
+
+
+def _write_index(seg_path: Path, last: int, end: int, max_ts: int,
+                 entries: list[tuple[int, int, int]]) -> None:
+    body = _IDX_HEAD.pack(_IDX_MAGIC, len(entries), 0, last, end, max_ts) + b"".join(
+        struct.pack("<qqq", *e) for e in entries)
+    tmp = seg_path.with_suffix(".idx.tmp")
+    tmp.write_bytes(body + struct.pack("<I", crc32c(body)))
+    os.replace(tmp, seg_path.with_suffix(".idx"))
+
+
+def _is_zero_after(seg: Segment, start: int) -> bool:
+    """Nothing written in the probe window after ``start``: a bad record there is a torn
+    tail, not corruption in the middle."""
+    return seg.is_zero(start, start + _TAIL_PROBE)
+
+
+class JournalReader:
+    """Reads a journal directory; usable while another thread or process appends to it.
+
+    ``records(from_sequence=..., from_time=...)`` yields zero-copy Record views in sequence
+    order, checking every checksum (``verify``) and the density of sequences across segments.
+    """
+
+    def __init__(self, path: str | Path, *, verify: bool = True) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise JournalError(f"{self.path} is not a journal directory")
+        self.verify = verify
+        self._open: dict[int, Segment] = {}
+
+    def segments(self) -> list[tuple[int, Path]]:
+        """(first sequence, path) of every segment, in order."""
+        return list_segments(self.path)
+
+    def segment(self, first: int, path: Path) -> Segment:
+        """The mapped segment with this first sequence (cached)."""
+        seg = self._open.get(first)
+        if seg is None:
+            seg = Segment.open(path)
+            if seg.first_sequence != first:
+                raise JournalCorruptError(f"{path}: header says first sequence "
+                                          f"{seg.first_sequence}, the name says {first}",
+                                          str(path), 16)
+            self._open[first] = seg
+        return seg
+
+    @property
+    def schema(self) -> list[dict[str, Any]]:
+        """The schema descriptor of the newest segment (type ids, names, fields)."""
+        segs = self.segments()
+        if not segs:
+            return []
+        raw = self.segment(*segs[-1]).schema
+        return json.loads(raw) if raw else []
+
+    def locate(self, sequence: int) -> tuple[int, Segment, int] | None:
+        """(segment index, segment, byte offset) of ``sequence``; None if past the end."""
+        segs = self.segments()
+        if not segs:
+            return None
+        i = max(0, bisect.bisect_right([f for f, _ in segs], sequence) - 1)
+        first, path = segs[i]
+        seg = self.segment(first, path)
+        off, expect = HEADER_SIZE, first
+        idx = _read_index(path)
+        if idx is not None:
+            for s, o, _ in reversed(idx[3]):
+                if s <= sequence:
+                    off, expect = o, s
+                    break
+        if sequence > expect:
+            _, off, expect, _ = seg.scan(off, expect, False, sequence - 1)
+            if expect != sequence:
+                return None
+        return i, seg, off
+
+    def locate_time(self, timestamp_ns: int) -> int:
+        """The first sequence whose record (or an earlier one) reaches ``timestamp_ns``;
+        timestamps are event times, so this is exact for non-decreasing timestamps."""
+        start = None
+        for first, path in self.segments():
+            idx = _read_index(path)
+            if idx is not None and idx[2] < timestamp_ns:
+                continue  # the whole sealed segment is earlier
+            start = first
+            if idx is not None:
+                for s, _, ts in idx[3]:
+                    if ts >= timestamp_ns:
+                        break
+                    start = s
+            break
+        if start is None:
+            return -1
+        for rec in self.records(start):
+            if rec.timestamp_ns >= timestamp_ns:
+                return rec.sequence
+        return -1
+
+    def records(self, from_sequence: int | None = None, *,
+                from_time: int | None = None, to_sequence: int | None = None
+                ) -> Iterator[Record]:
+        """Yields records from ``from_sequence`` (default: the first) or the first at or
+        after ``from_time``, up to ``to_sequence`` inclusive or the written end."""
+        if from_time is not None:
+            from_sequence = self.locate_time(from_time)
+            if from_sequence < 0:
+                return
+        segs = self.segments()
+        if not segs:
+            return
+        if from_sequence is None or from_sequence < segs[0][0]:
+            if from_sequence is not None and from_sequence < segs[0][0]:
+                raise JournalError(f"sequence {from_sequence} is before the journal's first "
+                                   f"retained sequence {segs[0][0]} (older segments dropped)")
+            from_sequence = segs[0][0]
+        found = self.locate(from_sequence)
+        if found is None:
+            return
+        i, seg, off = found
+        expect = from_sequence
+        while True:
+            for _, rec in seg.records(off, expect, self.verify):
+                if to_sequence is not None and rec.sequence > to_sequence:
+                    return
+                yield rec
+                expect = rec.sequence + 1
+            segs = self.segments()
+            if i + 1 >= len(segs):
+                return
+            first, path = segs[i + 1]
+            if first != expect:
+                raise JournalCorruptError(
+                    f"{path}: first sequence {first} but the previous segment ends before "
+                    f"{expect} (a missing or out-of-order segment)", str(path), 0, expect)
+            i, seg, off = i + 1, self.segment(first, path), HEADER_SIZE
+
+    def __iter__(self) -> Iterator[Record]:
+        return self.records()
+
+    def verify_all(self) -> tuple[int, int]:
+        """Checks every checksum and the sequence density of every segment without the GIL;
+        returns (records, last sequence). Raises JournalCorruptError at the first problem,
+        except a torn tail of the last segment, which is reported by ``Journal``'s open."""
+        segs = self.segments()
+        count, expect = 0, segs[0][0] if segs else 0
+        for i, (first, path) in enumerate(segs):
+            seg = self.segment(first, path)
+            if first != expect:
+                raise JournalCorruptError(f"{path}: first sequence {first}, expected {expect} "
+                                          "(missing or out-of-order segment)", str(path), 0,
+                                          expect)
+            status, off, expect, n = seg.scan(HEADER_SIZE, first, True)
+            count += n
+            if status != _SCAN_END and not (i == len(segs) - 1 and _is_zero_after(seg, off + 8)):
+                raise corrupt(str(path), off, expect, status)
+        return count, expect - 1
+
+    def close(self) -> None:
+        """Drops the mappings (views already handed out keep theirs alive)."""
+        self._open.clear()
+
+
+class JournalTailer:
+    """Follows a live journal like ``tail -f``: ``poll()`` returns the records appended since
+    the last call. Works across threads and processes (the segments are shared mappings).
+    Not thread-safe: one reading thread."""
+
+    def __init__(self, path: str | Path, from_sequence: int = 0, *, verify: bool = True) -> None:
+        self.reader = JournalReader(path, verify=verify)
+        self.next_sequence = from_sequence
+        self._pos: tuple[int, Segment, int] | None = None
+
+    def poll(self, timeout: float = 0.0, max_records: int = 4096) -> list[Record]:
+        """Records from ``next_sequence`` on; waits up to ``timeout`` seconds for the first."""
+        deadline = time.monotonic() + timeout
+        pause = 0.0002
+        while True:
+            out = self._read(max_records)
+            if out or time.monotonic() >= deadline:
+                return out
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, 0.01)
+
+    def _read(self, max_records: int) -> list[Record]:
+        if self._pos is None:
+            self._pos = self.reader.locate(self.next_sequence)
+            if self._pos is None:
+                return []
+        out: list[Record] = []
+        i, seg, off = self._pos
+        while len(out) < max_records:
+            for o, rec in seg.records(off, self.next_sequence, self.reader.verify):
+                out.append(rec)
+                off = o + 8 + _align8(48 + len(rec.payload))
+                self.next_sequence = rec.sequence + 1
+                if len(out) >= max_records:
+                    break
+            else:
+                segs = self.reader.segments()
+                if i + 1 < len(segs) and segs[i + 1][0] == self.next_sequence:
+                    # the appender only rolls after the last record of `seg` is committed
+                    status, _, _, _ = seg.scan(off, self.next_sequence, self.reader.verify)
+                    if status == _SCAN_END:
+                        i, seg, off = i + 1, self.reader.segment(*segs[i + 1]), HEADER_SIZE
+                        continue
+                break
+        self._pos = (i, seg, off)
+        return out
+
+    def __iter__(self) -> Iterator[Record]:
+        """Yields records forever (until the process stops iterating)."""
+        while True:
+            yield from self.poll(timeout=0.1)
+
+
+class Journal:
+    """The appender of one journal directory (exclusive: a lock file keeps out a second one).
+
+    ``durability``: ``none`` (page cache), ``group`` (fdatasync every ``group_events`` events
+    or ``group_ms`` ms from a background thread; the default) or ``sync`` (an append returns
+    once durable). Not thread-safe for appends: one appending thread.
+    """
+
+    def __init__(self, path: str | Path, *, segment_size: int = 64 << 20,
+                 durability: Literal["none", "group", "sync"] = "group",
+                 group_events: int = 1000, group_ms: float = 2.0,
+                 registry: EventRegistry | None = None, first_sequence: int = 0,
+                 index_every: int = 1024, prefault: bool = True) -> None:
+        if durability not in _POLICIES:
+            raise ValueError(f"durability must be one of {sorted(_POLICIES)}, got "
+                             f"{durability!r}")
+        if segment_size < 2 * HEADER_SIZE or segment_size % 4096:
+            raise ValueError(f"segment_size must be a multiple of 4096 and at least "
+                             f"{2 * HEADER_SIZE}, got {segment_size}")
+        if group_ms <= 0 or group_events < 1:
+            raise ValueError("group_ms must be > 0 and group_events >= 1")
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.segment_size = segment_size
+        self.durability = durability
+        self.group_ms = group_ms
+        self.registry = registry
+        self._schema = json.dumps(registry.describe() if registry else [],
+                                  separators=(",", ":")).encode()
+        self._prefault = prefault
+        self._lock_file = open(self.path / "LOCK", "a+b")  # noqa: SIM115
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_file.close()
+            raise JournalError(f"{self.path} is already open for appending by another "
+                               "Journal (one appender per journal)") from None
+        self._lock = threading.Lock()
+        self._retired: list[Segment] = []
+        self._prepared: Segment | None = None
+        self._error: BaseException | None = None
+        self._closed = False
+        self.recovery: TornTail | None = None
+        for stale in self.path.glob("*.tmp"):
+            stale.unlink()
+        self._appender = JournalAppender(self, _POLICIES[durability], group_events, index_every)
+        try:
+            self._open_tail(first_sequence)
+        except BaseException:
+            self._release_lock()
+            raise
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._background, name="ringlog-journal",
+                                        daemon=True)
+        self._thread.start()
+
+    # -- open -----------------------------------------------------------------------------
+    def _open_tail(self, first_sequence: int) -> None:
+        segs = list_segments(self.path)
+        if not segs:
+            seg = self._new_segment(first_sequence)
+            self._appender.attach(seg, HEADER_SIZE, first_sequence)
+            return
+        expect = segs[0][0]
+        for first, path in segs[:-1]:  # sealed segments: cheap checks via their index
+            if first != expect:
+                raise JournalCorruptError(f"{path}: first sequence {first}, expected {expect}: "
+                                          "a segment is missing or out of order", str(path), 0,
+                                          expect)
+            idx = _read_index(path)
+            if idx is None:
+                status, off, nxt, _ = Segment.open(path).scan(HEADER_SIZE, first, True)
+                if status != _SCAN_END:
+                    raise corrupt(str(path), off, nxt, status)
+                expect = nxt
+            else:
+                expect = idx[0] + 1
+        first, path = segs[-1]
+        if first != expect:
+            raise JournalCorruptError(f"{path}: first sequence {first}, expected {expect}: a "
+                                      "segment is missing or out of order", str(path), 0, expect)
+        seg = Segment.open(path, True)
+        if seg.first_sequence != first:
+            raise JournalCorruptError(f"{path}: header says first sequence "
+                                      f"{seg.first_sequence}, the name says {first}",
+                                      str(path), 16)
+        status, off, nxt, _ = seg.scan(HEADER_SIZE, first, True)
+        if status != _SCAN_END:
+            n = seg.next_length(off)
+            plausible = 48 <= n <= seg.size - off - 8
+            after = off + 8 + (_align8(n) if plausible else 0)
+            if not _is_zero_after(seg, after):
+                raise corrupt(str(path), off, nxt, status)
+            end = min(seg.size, max(after, off + 8))
+            seg.zero(off, end)
+            seg.sync()
+            reason = {2: "impossible length", 3: "checksum mismatch",
+                      4: "sequence out of order"}.get(status, str(status))
+            self.recovery = TornTail(str(path), off, nxt, end - off, reason)
+            log.warning("journal %s: truncated a torn record at %s offset %d (sequence %d, "
+                        "%d bytes, %s)", self.path, path, off, nxt, end - off, reason)
+        self._appender.attach(seg, off, nxt)
+        self._appender.mark_durable(nxt - 1)  # what survived a restart is on disk
+
+    def _new_segment(self, first: int) -> Segment:
+        seg = self._take_prepared() or Segment.prepare(self.path / "roll.tmp",
+                                                       self.segment_size)
+        seg.seal_header(first, self._schema, time.time_ns())
+        seg.move_to(self.path / _seg_name(first))
+        if self.durability != "none":
+            seg.sync()
+            _fsync_dir(self.path)
+        return seg
+
+    def _take_prepared(self) -> Segment | None:
+        seg, self._prepared = self._prepared, None
+        return seg
+
+    def _roll(self, appender: JournalAppender) -> None:
+        """Called by the appender (with the GIL) when the next record does not fit."""
+        old = appender.segment
+        last = appender.next_sequence - 1  # mid-batch, last_sequence is not yet published
+        _write_index(Path(old.path), last, appender.pos, appender.max_timestamp,
+                     appender.take_index())
+        if self.durability == "sync":
+            old.sync()
+        with self._lock:
+            new = self._new_segment(last + 1)
+            if self.durability == "group":
+                self._retired.append(old)
+            appender.attach(new, HEADER_SIZE, last + 1)
+        self._wake.set()
+
+    # -- background: group commit and segment preparation -------------------------------
+    def _background(self) -> None:
+        a = self._appender
+        while not self._closed:
+            if self.durability == "group":
+                a.wait_for_work(self.group_ms / 1000.0)
+                try:
+                    self._group_sync()
+                except Exception as e:  # surfaces on the next append
+                    self._error = e
+                    a.fail()
+                    log.error("journal %s: group commit failed: %s", self.path, e)
+                    return
+            else:
+                self._wake.wait(0.05)
+            self._wake.clear()
+            if self._prefault and self._prepared is None and not self._closed:
+                self._prepare_next()
+
+    def _group_sync(self) -> None:
+        a = self._appender
+        with self._lock:
+            last = a.last_sequence
+            current = a.segment
+            retired, self._retired = self._retired, []
+        if last <= a.durable_sequence:
+            return
+        for seg in retired:
+            seg.sync()
+        current.sync()
+        a.mark_durable(last)
+
+    def _prepare_next(self) -> None:
+        try:
+            seg = Segment.prepare(self.path / "prepared.tmp", self.segment_size)
+        except JournalError as e:
+            log.warning("journal %s: could not prepare the next segment: %s", self.path, e)
+            return
+        seg.prefault()
+        with self._lock:
+            if self._closed:
+                os.unlink(seg.path)
+                return
+            self._prepared = seg
+
+    # -- appends --------------------------------------------------------------------------
+    def append(self, payload: Any, type_id: int = 0, *, timestamp_ns: int = 0,
+               correlation_id: int = 0, flags: int = 0, producer_id: int = 0,
+               producer_seq: int = 0) -> int:
+        """Appends one event; returns its sequence. Durable on return under ``sync``."""
+        self._check()
+        return self._appender.append(payload, type_id, timestamp_ns=timestamp_ns,
+                                     correlation_id=correlation_id, flags=flags,
+                                     producer_id=producer_id, producer_seq=producer_seq)
+
+    def append_struct(self, event: msgspec.Struct, **kw: Any) -> int:
+        """Appends a msgspec Struct registered in the journal's registry."""
+        if self.registry is None:
+            raise JournalError("append_struct needs a Journal opened with registry=")
+        type_id, data = self.registry.encode(event)
+        return self.append(data, type_id, flags=kw.pop("flags", 0) | 1, **kw)
+
+    def append_many(self, payloads: Any, type_id: int = 0, **kw: Any) -> int:
+        """Appends several payloads; one durability step at the end under ``sync``."""
+        self._check()
+        return self._appender.append_many(payloads, type_id, **kw)
+
+    def append_batch(self, batch: Any) -> int:
+        """Appends a ring Batch (consecutive slots) with one memcpy loop; returns the last
+        sequence."""
+        self._check()
+        return self._appender.append_batch(batch)
+
+    def _check(self) -> None:
+        if self._closed:
+            raise JournalError(f"append on a closed journal ({self.path})")
+        if self._error is not None:
+            raise JournalError(f"journal {self.path} failed: {self._error}") from self._error
+
+    def sync(self) -> int:
+        """Makes everything appended durable now; returns the durable sequence."""
+        self._check()
+        with self._lock:
+            retired, self._retired = self._retired, []
+        for seg in retired:
+            seg.sync()
+        return self._appender.sync()
+
+    # -- inspection -----------------------------------------------------------------------
+    @property
+    def last_sequence(self) -> int:
+        """The last appended sequence (first_sequence - 1 when empty)."""
+        return self._appender.last_sequence
+
+    @property
+    def next_sequence(self) -> int:
+        """The sequence the next append gets."""
+        return self._appender.next_sequence
+
+    @property
+    def durable_sequence(self) -> int:
+        """The highest sequence known to be on disk."""
+        return self._appender.durable_sequence
+
+    @property
+    def appender(self) -> JournalAppender:
+        """The Cython appender (for cimport-level hot paths)."""
+        return self._appender
+
+    def reader(self, from_sequence: int | None = None, *, from_time: int | None = None,
+               to_sequence: int | None = None, verify: bool = True) -> Iterator[Record]:
+        """Records of this journal from a sequence or a time (see JournalReader.records)."""
+        return JournalReader(self.path, verify=verify).records(
+            from_sequence, from_time=from_time, to_sequence=to_sequence)
+
+    def drop_segments_before(self, sequence: int) -> list[str]:
+        """Deletes the segments whose records all precede ``sequence`` (never the one being
+        appended to); returns the deleted paths. Retention only happens when called."""
+        segs = list_segments(self.path)
+        dropped = []
+        for (_, path), (nxt, _) in itertools.pairwise(segs):
+            if nxt <= sequence and path != Path(self._appender.segment.path):
+                path.unlink()
+                with contextlib.suppress(FileNotFoundError):
+                    path.with_suffix(".idx").unlink()
+                dropped.append(str(path))
+        if dropped:
+            _fsync_dir(self.path)
+        return dropped
+
+    # -- close ----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Syncs (unless ``none``), stops the background thread, releases the lock."""
+        if self._closed:
+            return
+        try:
+            if self.durability != "none" and self._error is None:
+                self.sync()
+        finally:
+            self._closed = True
+            self._appender.wake()
+            self._wake.set()
+            self._thread.join()
+            with self._lock:
+                if self._prepared is not None:
+                    os.unlink(self._prepared.path)
+                    self._prepared = None
+            self._release_lock()
+
+    def _release_lock(self) -> None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+        self._lock_file.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Journal({str(self.path)!r}, durability={self.durability!r}, "
+                f"last_sequence={self.last_sequence}, durable={self.durable_sequence})")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
