@@ -1,0 +1,153 @@
+"""Snapshots: state written atomically, tagged with the last journal sequence it includes.
+
+File layout (docs/journal-format.md)::
+
+    0        8        12       16       24          32        36        44        48
+    | magic  | version| flags  | seq    | created_ns| metalen | datalen | crc32c  | meta | data
+
+A snapshot is written to a temporary file, fsynced, renamed into place and the directory
+fsynced: after a crash it is either whole or absent. ``latest()`` returns the newest snapshot
+whose checksum holds and logs every damaged one it skips.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ._journal import crc32c
+from .errors import SnapshotError
+
+__all__ = ["Snapshot", "SnapshotStore"]
+
+log = logging.getLogger("ringlog.snapshot")
+
+_MAGIC = b"RLSNAP01"
+_HEAD = struct.Struct("<8sIIqqIQI")
+_VERSION = 1
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    """A loaded snapshot: the last sequence it includes, its data and metadata."""
+
+    sequence: int
+    data: bytes
+    meta: dict[str, Any]
+    created_ns: int
+    path: str
+
+
+class SnapshotStore:
+    """A directory of snapshots named by sequence. Safe to read while another process writes
+    (a snapshot appears only by an atomic rename)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.skipped: list[str] = []  # damaged snapshots that latest() passed over
+
+    def _file(self, sequence: int) -> Path:
+        return self.path / f"{sequence:020d}.snap"
+
+    def write(self, sequence: int, data: bytes, meta: dict[str, Any] | None = None) -> Path:
+        """Writes a snapshot atomically (temp file, fsync, rename, fsync dir)."""
+        if sequence < -1:
+            raise SnapshotError(f"snapshot sequence must be >= -1, got {sequence}")
+        m = msgspec.msgpack.encode(meta or {})
+        body = m + bytes(data)
+        head = _HEAD.pack(_MAGIC, _VERSION, 0, sequence, time.time_ns(), len(m), len(data),
+                          crc32c(body))
+        final = self._file(sequence)
+        tmp = final.with_suffix(f".tmp{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(head)
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise SnapshotError(f"cannot write snapshot {final}: {e}") from e
+        return final
+
+    def sequences(self) -> list[int]:
+        """Sequences of the snapshot files present (valid or not), ascending."""
+        out = []
+        for p in self.path.glob("*.snap"):
+            with contextlib.suppress(ValueError):
+                out.append(int(p.stem))
+        return sorted(out)
+
+    def load(self, sequence: int) -> Snapshot:
+        """The snapshot at ``sequence``; SnapshotError if missing or damaged."""
+        path = self._file(sequence)
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise SnapshotError(f"cannot read snapshot {path}: {e}") from e
+        if len(raw) < _HEAD.size:
+            raise SnapshotError(f"{path}: {len(raw)} bytes is shorter than a snapshot header")
+        magic, version, _, seq, created, mlen, dlen, crc = _HEAD.unpack_from(raw)
+        if magic != _MAGIC or version != _VERSION:
+            raise SnapshotError(f"{path}: not a ringlog snapshot (magic {magic!r}, "
+                                f"version {version})")
+        body = raw[_HEAD.size:]
+        if len(body) != mlen + dlen:
+            raise SnapshotError(f"{path}: body is {len(body)} bytes, header says "
+                                f"{mlen + dlen} (truncated)")
+        if crc32c(body) != crc:
+            raise SnapshotError(f"{path}: checksum mismatch (damaged)")
+        if seq != sequence:
+            raise SnapshotError(f"{path}: header says sequence {seq}, the name {sequence}")
+        return Snapshot(seq, body[mlen:], msgspec.msgpack.decode(body[:mlen]), created,
+                        str(path))
+
+    def latest(self, at_or_before: int | None = None) -> Snapshot | None:
+        """The newest valid snapshot (at or before a sequence); damaged ones are skipped,
+        logged and listed in ``skipped``."""
+        for seq in reversed(self.sequences()):
+            if at_or_before is not None and seq > at_or_before:
+                continue
+            try:
+                return self.load(seq)
+            except SnapshotError as e:
+                self.skipped.append(str(e))
+                log.warning("skipping damaged snapshot: %s", e)
+        return None
+
+    def list(self) -> list[dict[str, Any]]:
+        """Every snapshot with its sequence, size, and whether it is valid."""
+        out = []
+        for seq in self.sequences():
+            p = self._file(seq)
+            try:
+                self.load(seq)
+                ok, err = True, ""
+            except SnapshotError as e:
+                ok, err = False, str(e)
+            out.append({"sequence": seq, "path": str(p), "bytes": p.stat().st_size,
+                        "valid": ok, "error": err})
+        return out
+
+    def delete_before(self, sequence: int) -> list[str]:
+        """Deletes snapshots older than ``sequence``; returns their paths."""
+        gone = []
+        for seq in self.sequences():
+            if seq < sequence:
+                self._file(seq).unlink()
+                gone.append(str(self._file(seq)))
+        return gone

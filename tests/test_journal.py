@@ -1,0 +1,209 @@
+"""Journal round trips, seeks, durability bookkeeping, retention and errors."""
+
+import os
+import threading
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ringlog import EventRegistry, JournalError
+from ringlog._ring import Ring
+from ringlog.journal import Journal, JournalReader, JournalTailer
+
+SMALL = 1 << 14  # 16 KiB segments: rolls every few hundred records
+
+
+def payload(seq: int, n: int) -> bytes:
+    return bytes((seq + i) & 0xFF for i in range(n))
+
+
+def test_append_and_read_back_every_header_field(tmp_path):
+    with Journal(tmp_path / "j") as j:
+        seq = j.append(b"abc", 7, timestamp_ns=5, correlation_id=6, flags=2, producer_id=8,
+                       producer_seq=9)
+        assert seq == 0 and j.last_sequence == 0
+    (r,) = list(JournalReader(tmp_path / "j"))
+    assert (r.sequence, r.type_id, r.timestamp_ns, r.correlation_id, r.flags, r.producer_id,
+            r.producer_seq, bytes(r.payload)) == (0, 7, 5, 6, 2, 8, 9, b"abc")
+
+
+@settings(max_examples=25)
+@given(sizes=st.lists(st.integers(0, 300), min_size=1, max_size=400),
+       policy=st.sampled_from(["none", "group", "sync"]))
+def test_round_trip_of_random_sizes_across_segment_rolls(tmp_path_factory, sizes, policy):
+    d = tmp_path_factory.mktemp("j")
+    with Journal(d, segment_size=SMALL, durability=policy) as j:
+        for i, n in enumerate(sizes):
+            assert j.append(payload(i, n), i % 5, timestamp_ns=i) == i
+    recs = list(JournalReader(d))
+    assert [r.sequence for r in recs] == list(range(len(sizes)))
+    assert all(bytes(r.payload) == payload(r.sequence, n) for r, n in zip(recs, sizes,
+                                                                          strict=True))
+    assert JournalReader(d).verify_all() == (len(sizes), len(sizes) - 1)
+
+
+def test_reopen_continues_the_sequence_and_first_sequence_is_honoured(tmp_path):
+    with Journal(tmp_path, first_sequence=100, segment_size=SMALL) as j:
+        for i in range(300):
+            j.append(b"x" * 40)
+    with Journal(tmp_path, segment_size=SMALL) as j:
+        assert j.next_sequence == 400 and j.recovery is None
+        assert j.append(b"y") == 400
+    assert [r.sequence for r in JournalReader(tmp_path).records(398)] == [398, 399, 400]
+
+
+def test_seek_by_sequence_and_by_time(tmp_path):
+    with Journal(tmp_path, segment_size=SMALL, index_every=16) as j:
+        for i in range(2000):
+            j.append(b"z" * 20, timestamp_ns=1000 + 10 * i)
+    rd = JournalReader(tmp_path)
+    assert len(rd.segments()) > 3
+    assert next(iter(rd.records(1234))).sequence == 1234
+    assert [r.sequence for r in rd.records(1990, to_sequence=1992)] == [1990, 1991, 1992]
+    assert rd.locate_time(1000 + 10 * 777) == 777
+    assert rd.locate_time(1000 + 10 * 777 - 5) == 777
+    assert next(iter(rd.records(from_time=1000 + 10 * 1500))).sequence == 1500
+    assert rd.locate_time(10**12) == -1
+    assert list(rd.records(5000)) == []
+
+
+def test_durable_sequence_under_each_policy(tmp_path):
+    with Journal(tmp_path / "s", durability="sync") as j:
+        j.append(b"a")
+        assert j.durable_sequence == 0
+        j.append_many([b"b", b"c"])
+        assert j.durable_sequence == 2
+    with Journal(tmp_path / "g", durability="group", group_events=1, group_ms=1) as j:
+        j.append(b"a")
+        j.sync()
+        assert j.durable_sequence == 0
+    with Journal(tmp_path / "n", durability="none") as j:
+        j.append(b"a")
+        assert j.durable_sequence == -1
+        assert j.sync() == 0 and j.durable_sequence == 0
+
+
+def test_group_commit_advances_durable_without_an_explicit_sync(tmp_path):
+    with Journal(tmp_path, durability="group", group_events=10, group_ms=5) as j:
+        for _ in range(100):
+            j.append(b"e")
+        deadline = 0
+        while j.durable_sequence < 99 and deadline < 2000:
+            threading.Event().wait(0.005)
+            deadline += 5
+        assert j.durable_sequence == 99
+
+
+def test_append_batch_from_a_ring_journals_slots_byte_for_byte(tmp_path):
+    r = Ring(64, 64)
+    c = r.consumer()
+    r.publish_many([b"p%d" % i for i in range(10)], 4, timestamp_ns=77)
+    with Journal(tmp_path) as j:
+        assert j.append_batch(c.poll()) == 9
+    recs = list(JournalReader(tmp_path))
+    assert [bytes(x.payload) for x in recs] == [b"p%d" % i for i in range(10)]
+    assert {x.type_id for x in recs} == {4} and {x.timestamp_ns for x in recs} == {77}
+
+
+def test_append_struct_and_decode_with_the_schema_in_the_segment(tmp_path):
+    class Order(msgspec.Struct, array_like=True):
+        id: int
+
+    reg = EventRegistry()
+    reg.register(3, Order)
+    with Journal(tmp_path, registry=reg) as j:
+        j.append_struct(Order(9))
+    rd = JournalReader(tmp_path)
+    (r,) = list(rd)
+    assert r.decode(reg) == Order(9)
+    assert rd.schema == [{"type_id": 3, "name": "Order", "version": 1, "kind": "msgpack",
+                          "fields": [["id", "int"]]}]
+
+
+def test_second_appender_on_the_same_directory_is_refused(tmp_path):
+    with Journal(tmp_path), pytest.raises(JournalError, match="already open for appending"):
+        Journal(tmp_path)
+
+
+def test_bad_arguments_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="durability must be one of"):
+        Journal(tmp_path, durability="fast")
+    with pytest.raises(ValueError, match="segment_size"):
+        Journal(tmp_path, segment_size=1000)
+    with Journal(tmp_path) as j, pytest.raises(TypeError, match="bytes-like"):
+        j.append("text")
+
+
+def test_record_larger_than_a_segment_is_an_error_and_changes_nothing(tmp_path):
+    with Journal(tmp_path, segment_size=8192) as j:
+        with pytest.raises(JournalError, match="cannot fit a segment"):
+            j.append(b"x" * 5000)
+        assert j.append(b"ok") == 0
+
+
+def test_append_on_closed_journal_is_an_error(tmp_path):
+    j = Journal(tmp_path)
+    j.close()
+    with pytest.raises(JournalError, match="closed"):
+        j.append(b"x")
+
+
+def test_retention_drops_only_whole_segments_before_the_sequence(tmp_path):
+    with Journal(tmp_path, segment_size=SMALL) as j:
+        for _ in range(2000):
+            j.append(b"r" * 40)
+        segs = JournalReader(tmp_path).segments()
+        keep_from = segs[2][0] + 5
+        dropped = j.drop_segments_before(keep_from)
+        assert len(dropped) == 2
+        rd = JournalReader(tmp_path)
+        assert rd.segments()[0][0] == segs[2][0]
+        assert next(iter(rd.records(keep_from))).sequence == keep_from
+        with pytest.raises(JournalError, match="before the journal's first retained"):
+            list(rd.records(0))
+    with Journal(tmp_path, segment_size=SMALL) as j:  # reopens fine after retention
+        assert j.next_sequence == 2000
+
+
+def test_tailer_follows_a_writer_thread_across_segment_rolls(tmp_path):
+    j = Journal(tmp_path, segment_size=SMALL, durability="none")
+    t = JournalTailer(tmp_path)
+    n = 3000
+
+    def write():
+        for i in range(n):
+            j.append(i.to_bytes(4, "little"))
+
+    w = threading.Thread(target=write)
+    w.start()
+    got = []
+    while len(got) < n:
+        got += [int.from_bytes(r.payload, "little") for r in t.poll(timeout=5)]
+    w.join()
+    j.close()
+    assert got == list(range(n))
+
+
+def _write_in_child(path, n):
+    with Journal(path, segment_size=SMALL, durability="none") as j:
+        for i in range(n):
+            j.append(i.to_bytes(4, "little"))
+
+
+def test_tailer_follows_a_writer_process(tmp_path):
+    import multiprocessing as mp
+
+    os.makedirs(tmp_path / "j")
+    ctx = mp.get_context("fork")
+    p = ctx.Process(target=_write_in_child, args=(tmp_path / "j", 3000))
+    p.start()
+    while not list((tmp_path / "j").glob("*.seg")):
+        p.join(0.001)
+    t = JournalTailer(tmp_path / "j")
+    got = []
+    while len(got) < 3000:
+        got += [int.from_bytes(r.payload, "little") for r in t.poll(timeout=5)]
+    p.join(10)
+    assert got == list(range(3000)) and p.exitcode == 0
