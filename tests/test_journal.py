@@ -46,7 +46,7 @@ def test_round_trip_of_random_sizes_across_segment_rolls(tmp_path_factory, sizes
 
 def test_reopen_continues_the_sequence_and_first_sequence_is_honoured(tmp_path):
     with Journal(tmp_path, first_sequence=100, segment_size=SMALL) as j:
-        for i in range(300):
+        for _i in range(300):
             j.append(b"x" * 40)
     with Journal(tmp_path, segment_size=SMALL) as j:
         assert j.next_sequence == 400 and j.recovery is None
