@@ -337,7 +337,7 @@ cdef class BreakerCore:
             self.state, self.clock, self.opened_at, self.bucket_start,
             [self.ins[i] for i in range(RATIO_BUCKETS)],
             [self.outs[i] for i in range(RATIO_BUCKETS)],
-            [(<_CountLimit>l).state() for l in self._limits], self.held,
+            [(<_CountLimit>lim).state() for lim in self._limits], self.held,
             [self.trips, self.resets, self.passed, self.throttled, self.checks,
              self.released, self.discarded, self.inputs],
             None if self.last_trip is None else msgspec.to_builtins(self.last_trip)])
@@ -352,15 +352,15 @@ cdef class BreakerCore:
         for i in range(RATIO_BUCKETS):
             self.ins[i] = ins[i]
             self.outs[i] = outs[i]
-        for l, s in zip(self._limits, lims):
-            (<_CountLimit>l).load(s)
+        for lim, st in zip(self._limits, lims):
+            (<_CountLimit>lim).load(st)
         self.held = [bytes(h) for h in held]
         (self.trips, self.resets, self.passed, self.throttled, self.checks, self.released,
          self.discarded, self.inputs) = ctr
         self.last_trip = None if last is None else msgspec.convert(last, TripReport)
 
 
-class TripReport(msgspec.Struct, frozen=True):
+class TripReport(msgspec.Struct, frozen=True, array_like=True):
     """Why the breaker opened: the limit, its figures, and the event time."""
 
     limit: str

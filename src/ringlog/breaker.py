@@ -96,6 +96,8 @@ class BreakerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
                                          "use a shorter window")
             if lim.window_ns <= 0:
                 raise BreakerConfigError(f"{label}: window_ns must be > 0, got {lim.window_ns}")
+            if len(lim.name) > 32:
+                raise BreakerConfigError(f"{label}: a limit name is at most 32 characters")
             if lim.name and lim.name in names:
                 raise BreakerConfigError(f"two limits are named {lim.name!r}")
             names.add(lim.name)

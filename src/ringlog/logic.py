@@ -72,11 +72,10 @@ class LoopState(msgspec.Struct, array_like=True):
 
 
 class TripInfo(msgspec.Struct, array_like=True):
-    """Payload of a TYPE_BREAKER_TRIPPED output: what fired, at which input sequence."""
+    """Payload of a TYPE_BREAKER_TRIPPED output: the input sequence and the trip report."""
 
     sequence: int
-    timestamp_ns: int
-    reason: str
+    report: Any
 
 
 class LogicLoop:
@@ -117,7 +116,11 @@ class LogicLoop:
         if event.flags & FLAG_CONTROL or is_control(event.type_id):
             self._control(event, sequence)
         elif st.pending_from >= 0:
-            pass  # held back in the journal until a reset
+            # held back in the journal until a reset, or the automatic half-open
+            if self.breaker.tick(event.timestamp_ns):
+                self._resume(sequence)
+                if st.pending_from < 0:
+                    self._business(event, sequence, end_of_batch)
         else:
             self._business(event, sequence, end_of_batch)
 
@@ -170,7 +173,8 @@ class LogicLoop:
             self._resume(sequence)
 
     def _resume(self, reset_sequence: int) -> None:
-        """Re-reads the inputs held back while open, in journal order, up to the reset."""
+        """Re-reads the inputs held back while open, in journal order, up to (not including)
+        ``reset_sequence``."""
         st = self.state
         lo = st.pending_from
         if lo < 0:
@@ -203,7 +207,7 @@ class LogicLoop:
         else:
             b.hold(msgspec.msgpack.encode(rec))
             if decision == b.TRIPPED:
-                info = TripInfo(seq, ts, str(b.last_trip))
+                info = TripInfo(seq, b.last_trip)
                 self._publish(OutputRecord(TYPE_BREAKER_TRIPPED, msgspec.msgpack.encode(info),
                                            0, ts, corr, seq, FLAG_CONTROL))
         return int(decision)

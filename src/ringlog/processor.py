@@ -146,8 +146,8 @@ class Processor:
         snap_seq = -1
         snap = self.snapshots.latest()
         if snap is not None:
-            snap_seq, data = snap.sequence, snap.data
-            self._restore(data)
+            snap_seq = snap.sequence
+            self._restore(snap.data)
         recorded: Iterator[Any] | None = None
         if verify:
             recorded = (r for r in self.output.reader(0) if r.producer_seq > snap_seq)
@@ -192,7 +192,7 @@ class Processor:
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         """Recovers (if not done), then starts the journaller, loop and output threads."""
-        from .ring import Ring
+        from ._ring import Ring
 
         if self._state == "created":
             self.recover()
@@ -240,11 +240,13 @@ class Processor:
 
     def stop(self) -> None:
         """Stops the threads after their current batch; closes journals. Idempotent."""
-        if self._state in ("running", "halted"):
+        if self._state in ("running", "halted") and self._threads:
             self._in.close()
-            self._out.close()
-            for t in self._threads:
+            for t in self._threads[:2]:  # journaller and loop: the loop may still emit
                 t.join()
+            self._out.close()
+            self._threads[2].join()
+            self._threads = []
             self._state = "stopped" if self._error is None else "halted"
         if self._state != "closed":
             self.input.close()
@@ -337,7 +339,6 @@ class Processor:
     def _run_logic(self) -> None:
         c = self.config
         loop = self._loop
-        self.handler.on_start() if self._recovered is None else None
         base = self._base
         every = c.snapshot_every
         while True:
@@ -374,13 +375,10 @@ class Processor:
             return
         self._out.publish(rec.payload, rec.type_id, timestamp_ns=rec.timestamp_ns,
                           correlation_id=rec.correlation_id, producer_seq=rec.cause,
-                          producer_id=rec.key, flags=rec.flags)
+                          flags=rec.flags)
 
     def _reread(self, lo: int, hi: int) -> Iterator[tuple[int, InputEvent]]:
-        self.input.sync() if self._state == "running" else None
-        for rec in self.input.reader(lo):
-            if rec.sequence > hi:
-                return
+        for rec in self.input.reader(lo, to_sequence=hi):
             yield rec.sequence, rec
 
     def _write_dead_letter(self, event: InputEvent, sequence: int, tb: str) -> None:
@@ -439,7 +437,9 @@ class _DeadLetter(msgspec.Struct, array_like=True):
 
 
 def _output_of(ev: Any) -> OutputRecord:
-    return OutputRecord(ev.type_id, bytes(ev.payload), ev.producer_id, ev.timestamp_ns,
+    """An output ring slot (or output journal record) as an OutputRecord; the breaker key
+    is not kept past the breaker (0)."""
+    return OutputRecord(ev.type_id, bytes(ev.payload), 0, ev.timestamp_ns,
                         ev.correlation_id, ev.producer_seq, ev.flags)
 
 
