@@ -187,3 +187,11 @@ def test_snapshot_and_restore_continue_identically(steps, data):
     b.restore(a.snapshot())
     assert run(b, events[cut:]) == run(a, events[cut:])
     assert b.counters() == a.counters()
+
+
+def test_reset_starts_the_windows_afresh_without_moving_event_time():
+    b = Breaker(BreakerConfig(limits=[Limit(max_count=1, window_ns=SEC)]))
+    assert b.check(0) == PASS and b.check(1) == TRIPPED
+    b.reset(100 * SEC)
+    assert b.check(2) == PASS  # the held-back input is judged at its own time, afresh
+    assert b.check(3) == TRIPPED

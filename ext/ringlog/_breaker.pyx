@@ -111,6 +111,14 @@ cdef class _CountLimit:
                 raise MemoryError("cannot allocate a breaker window")
         return w
 
+    def clear(self):
+        """Empties every window (keys stay known)."""
+        cdef int64_t i
+        self.total.count = self.total.head = 0
+        if self.keyed != NULL:
+            for i in range(self.max_keys + 1):
+                self.keyed[i].count = self.keyed[i].head = 0
+
     def state(self):
         """The windows as plain data (for snapshots), keys in insertion order."""
         cdef int64_t i
@@ -220,10 +228,11 @@ cdef class BreakerCore:
             self.ins[RATIO_BUCKETS - 1] += 1
 
     def tick(self, int64_t timestamp_ns):
-        """Advances event time while open; True when the cool-down ends (half-open)."""
-        cdef int64_t t = self._now(timestamp_ns)
+        """While open: True when an input at ``timestamp_ns`` ends the cool-down (the
+        breaker turns half-open). It does not move the clock: the input held back while open
+        is judged later at its own event times."""
         if self.state == OPEN and self.half_open_after >= 0 \
-                and t - self.opened_at >= self.half_open_after:
+                and timestamp_ns - self.opened_at >= self.half_open_after:
             self.state = HALF_OPEN
             return True
         return False
@@ -302,11 +311,19 @@ cdef class BreakerCore:
         return n
 
     def reset(self, int64_t timestamp_ns):
-        """Operator reset: closes the breaker (held outputs stay held until released)."""
-        self._now(timestamp_ns)
+        """Operator reset: closes the breaker and starts every window afresh, so the input
+        held back while open is judged at its own event times (the reset's timestamp does
+        not move the clock). Held outputs stay held until released or discarded."""
+        cdef _CountLimit lim
+        cdef int i
         if self.state != CLOSED:
             self.resets += 1
         self.state = CLOSED
+        for lim in self._limits:
+            lim.clear()
+        for i in range(RATIO_BUCKETS):
+            self.ins[i] = 0
+            self.outs[i] = 0
 
     @property
     def is_open(self):

@@ -34,6 +34,15 @@ def _export(module: str, *names: str) -> None:
         _LAZY[n] = module
 
 
+_export("._ring", "Ring", "Consumer", "Batch", "Event")
+_export(".journal", "Journal", "JournalReader", "JournalTailer", "Record", "TornTail")
+_export(".snapshot", "Snapshot", "SnapshotStore")
+_export(".breaker", "Breaker", "BreakerConfig", "BreakerConfigError", "Limit", "RatioLimit",
+        "TripReport")
+_export(".processor", "Processor", "ProcessorConfig", "ProcessorMetrics", "RecoveryReport")
+_export(".handler", "EventHandler")
+
+
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
@@ -62,4 +71,5 @@ __all__ = [
     "SchemaError",
     "SnapshotError",
     "slot_dtype",
+    *_LAZY,
 ]

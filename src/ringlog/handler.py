@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BatchHandler", "EventHandler"]
+__all__ = ["EventHandler"]
 
 
 class EventHandler:
@@ -43,17 +43,3 @@ class EventHandler:
         """
         raise RuntimeError("emit() is only available while the handler runs in a Processor")
 
-
-class BatchHandler(EventHandler):
-    """A handler for vectorised logic: receives each batch as a numpy structured view.
-
-    ``on_batch(array, first_sequence)`` gets the batch's slots (header + payload fields, see
-    ``ringlog.slot_dtype``); the view is valid only during the call.
-    """
-
-    def on_batch(self, array: Any, first_sequence: int) -> None:
-        """Handles a batch of consecutive input events starting at ``first_sequence``."""
-        raise NotImplementedError
-
-    def on_event(self, event: Any, sequence: int, end_of_batch: bool) -> None:
-        raise TypeError("a BatchHandler is called through on_batch, not on_event")

@@ -65,7 +65,8 @@ class LoopState(msgspec.Struct, array_like=True):
     last_sequence: int = -1
     pending_from: int = -1  # first input held back while the breaker was open; -1 = none
     dedup: dict[int, int] = msgspec.field(default_factory=dict)
-    outputs: int = 0  # outputs emitted (published, held or suppressed in replay)
+    outputs: int = 0  # outputs emitted (published or held)
+    published: int = 0  # outputs published: the output journal's next sequence
     processed: int = 0
     duplicates: int = 0
     dead_letters: int = 0
@@ -215,4 +216,5 @@ class LogicLoop:
     def _publish(self, rec: OutputRecord | bytes) -> None:
         if not isinstance(rec, OutputRecord):
             rec = msgspec.msgpack.decode(rec, type=OutputRecord)
+        self.state.published += 1
         self._sink(rec)

@@ -91,6 +91,7 @@ class RecoveryReport(msgspec.Struct, frozen=True):
     last_sequence: int
     verified_outputs: int
     first_divergence: int | None  # input sequence whose outputs differ from the recorded ones
+    outputs_restored: int  # outputs the output journal lacked (lost in a crash), journaled
 
 
 class Processor:
@@ -130,6 +131,7 @@ class Processor:
                                             if c.exception_policy == "dead_letter" else None),
                                dedup=c.dedup)
         self._rate_mark = (time.monotonic(), 0, 0)
+        self._replay_sink: Callable[[OutputRecord], None] | None = None
         self._recovered: RecoveryReport | None = None
 
     # -- recovery -------------------------------------------------------------------------
@@ -148,10 +150,14 @@ class Processor:
         if snap is not None:
             snap_seq = snap.sequence
             self._restore(snap.data)
-        recorded: Iterator[Any] | None = None
-        if verify:
-            recorded = (r for r in self.output.reader(0) if r.producer_seq > snap_seq)
+        # Outputs of the replay line up with the output journal from the snapshot's count
+        # of published outputs on; those the journal lacks (lost from the output ring by a
+        # crash) are journaled now, so none is lost.
+        index = loop.state.published
+        journaled = self.output.next_sequence
+        recorded = self.output.reader(index) if verify and index < journaled else iter(())
         verified, divergence = 0, None
+        missing: list[OutputRecord] = []
         captured: list[OutputRecord] = []
         loop.replaying = True
         self._replay_sink = captured.append
@@ -159,21 +165,29 @@ class Processor:
         try:
             self.handler.on_start()
             for rec in self.input.reader(snap_seq + 1):
-                seq = rec.sequence
-                loop.process(rec, seq, True)
+                loop.process(rec, rec.sequence, True)
                 replayed += 1
-                if recorded is not None:
-                    for out in captured:
-                        want = next(recorded, None)
-                        if divergence is None and (want is None or not _same_output(out, want)):
-                            divergence = out.cause
-                        verified += 1
+                for out in captured:
+                    if index < journaled:
+                        if verify:
+                            want = next(recorded, None)
+                            if divergence is None and (want is None
+                                                       or not _same_output(out, want)):
+                                divergence = out.cause
+                            verified += 1
+                    else:
+                        missing.append(out)
+                    index += 1
                 captured.clear()
         finally:
             loop.replaying = False
             self._replay_sink = None
+        for out in missing:
+            self.output.append(out.payload, out.type_id, timestamp_ns=out.timestamp_ns,
+                               correlation_id=out.correlation_id, producer_seq=out.cause,
+                               flags=out.flags)
         self._recovered = RecoveryReport(snap_seq, replayed, loop.state.last_sequence, verified,
-                                         divergence)
+                                         divergence, len(missing))
         self._state = "recovered"
         return self._recovered
 
