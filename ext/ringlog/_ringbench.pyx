@@ -11,7 +11,7 @@ from ringlog.includes.event cimport RL_HEADER_SIZE, rl_header
 
 from ringlog.errors import RingClosedError
 
-__all__ = ["consume", "produce"]
+__all__ = ["consume", "consume_latency", "produce", "produce_paced"]
 
 
 def produce(Ring ring, int64_t count, int batch=1, uint32_t producer_id=0):
@@ -78,3 +78,55 @@ def consume(Consumer consumer, int64_t count, int nproducers=1, double timeout=3
     if seen < count:
         raise TimeoutError(f"consumed {seen} of {count} events before the timeout/close")
     return total
+
+
+cdef extern from "ringwait.h" nogil:
+    int64_t rl_now_ns()
+
+
+def produce_paced(Ring ring, int64_t count, double rate):
+    """Open-loop producer: event i is due at start + i / rate; it is published when due and
+    carries its intended send time, so latency measured from it includes any stall
+    (coordinated omission corrected). Busy-waits between events."""
+    cdef int64_t i = 0, hi, due, start
+    cdef double period = 1e9 / rate
+    cdef rl_header* h
+    with nogil:
+        start = rl_now_ns() + 1000000
+        while i < count:
+            due = start + <int64_t>(i * period)
+            while rl_now_ns() < due:
+                pass
+            hi = ring.claim(1, -1)
+            if hi < -1:
+                break
+            h = <rl_header*>ring.slot(hi)
+            h.sequence = hi
+            h.timestamp_ns = due
+            h.length = 0
+            h.producer_id = 0
+            h.producer_seq = i
+            ring.publish_range(hi, hi)
+            i += 1
+    return i
+
+
+def consume_latency(Consumer consumer, int64_t[::1] out, double timeout=30.0):
+    """Consumes len(out) events, storing now - intended send time (ns) of each."""
+    cdef int64_t n = out.shape[0], seen = 0, nxt = consumer.sequence + 1, avail, s, now
+    cdef Ring ring = consumer.ring
+    with nogil:
+        while seen < n:
+            avail = consumer.wait_for(nxt, <int64_t>(timeout * 1e9))
+            if avail == RL_TIMEOUT or avail == RL_CLOSED:
+                break
+            now = rl_now_ns()
+            for s in range(nxt, avail + 1):
+                if seen < n:
+                    out[seen] = now - (<rl_header*>ring.slot(s)).timestamp_ns
+                    seen += 1
+            consumer.set_sequence(avail)
+            nxt = avail + 1
+    if seen < n:
+        raise TimeoutError(f"consumed {seen} of {n} events")
+    return seen

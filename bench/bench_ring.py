@@ -1,0 +1,265 @@
+"""Ring benchmarks, with the Python queues measured in the same run.
+
+    one_to_one_threads:   producer thread ──ring──► consumer thread   (C loops, no GIL)
+    one_to_one_processes: producer process ──shm ring──► consumer     (C loops)
+    two_to_one_threads:   2 producer threads ──multi-producer ring──► consumer
+    python_*:             plain Python publish / publish_many ──► Python poll
+    latency_100k:         open-loop producer at 100k events/s ──► consumer; latency from each
+                          event's intended send time (coordinated omission corrected)
+
+``run(runs, smoke, peers)`` returns result rows (see ringlog.bench.results); ratios are to the
+Java LMAX Disruptor and to queue.Queue / multiprocessing.Queue / faster-fifo from the same run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from ringlog import Ring
+from ringlog._ringbench import consume, consume_latency, produce, produce_paced
+from ringlog.bench.latency import percentiles
+from ringlog.bench.stats import summarize
+
+
+def _threads_1p1c(n: int, batch: int, wait: str = "busy_spin",
+                  producer: str = "single") -> float:
+    ring = Ring(1 << 16, 64, producer=producer, wait=wait)
+    c = ring.consumer()
+    t = threading.Thread(target=consume, args=(c, n))
+    t0 = time.perf_counter()
+    t.start()
+    produce(ring, n, batch)
+    t.join()
+    return n / (time.perf_counter() - t0)
+
+
+def _threads_2p1c(n: int, batch: int) -> float:
+    ring = Ring(1 << 16, 64, producer="multi", wait="yielding")
+    c = ring.consumer()
+    ps = [threading.Thread(target=produce, args=(ring, n // 2, batch, p)) for p in range(2)]
+    t0 = time.perf_counter()
+    for p in ps:
+        p.start()
+    consume(c, n // 2 * 2, nproducers=2)
+    for p in ps:
+        p.join()
+    return n // 2 * 2 / (time.perf_counter() - t0)
+
+
+def _producer_process(path: str, n: int, batch: int) -> None:
+    produce(Ring.attach(path), n, batch)
+
+
+def _processes_1p1c(n: int, batch: int) -> float:
+    import os
+    import tempfile
+
+    path = os.path.join(tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None),
+                        "ring")
+    ring = Ring.create(path, 1 << 16, 64, producer="single", wait="yielding")
+    c = ring.consumer()
+    p = mp.get_context("fork").Process(target=_producer_process, args=(path, n, batch))
+    t0 = time.perf_counter()
+    p.start()
+    consume(c, n)
+    dt = time.perf_counter() - t0
+    p.join()
+    os.unlink(path)
+    return n / dt
+
+
+def _python_single(n: int) -> float:
+    ring = Ring(1 << 14, 64, wait="yielding")
+    c = ring.consumer()
+    done = threading.Event()
+
+    def consumer() -> None:
+        got = 0
+        while got < n:
+            for _ in c.poll(timeout=5):
+                got += 1
+        done.set()
+
+    t = threading.Thread(target=consumer)
+    t0 = time.perf_counter()
+    t.start()
+    pub = ring.publish
+    for _ in range(n):
+        pub(b"12345678")
+    done.wait()
+    return n / (time.perf_counter() - t0)
+
+
+def _python_batched(n: int, chunk: int = 256) -> float:
+    ring = Ring(1 << 14, 64, wait="yielding")
+    c = ring.consumer()
+    n -= n % chunk
+    items = [b"12345678"] * chunk
+
+    def consumer() -> None:
+        got = 0
+        while got < n:
+            got += len(c.poll(timeout=5))
+
+    t = threading.Thread(target=consumer)
+    t0 = time.perf_counter()
+    t.start()
+    for _ in range(n // chunk):
+        ring.publish_many(items)
+    t.join()
+    return n / (time.perf_counter() - t0)
+
+
+def _queue_queue(n: int) -> float:
+    q: queue.Queue[bytes | None] = queue.Queue(maxsize=1 << 14)
+
+    def consumer() -> None:
+        get = q.get
+        while get() is not None:
+            pass
+
+    t = threading.Thread(target=consumer)
+    t0 = time.perf_counter()
+    t.start()
+    put = q.put
+    for _ in range(n):
+        put(b"12345678")
+    put(None)
+    t.join()
+    return n / (time.perf_counter() - t0)
+
+
+def _mp_consumer(q: Any) -> None:
+    while q.get() is not None:
+        pass
+
+
+def _mp_queue(n: int) -> float:
+    ctx = mp.get_context("fork")
+    q = ctx.Queue(maxsize=1 << 14)
+    p = ctx.Process(target=_mp_consumer, args=(q,))
+    t0 = time.perf_counter()
+    p.start()
+    for _ in range(n):
+        q.put(b"12345678")
+    q.put(None)
+    p.join()
+    return n / (time.perf_counter() - t0)
+
+
+def _ff_consumer(q: Any) -> None:
+    while True:
+        for m in q.get_many(max_messages_to_get=1024, timeout=10):
+            if m is None:
+                return
+
+
+def _faster_fifo(n: int) -> float | None:
+    try:
+        from faster_fifo import Queue as FQueue
+    except ImportError:
+        return None
+    q = FQueue(max_size_bytes=8 << 20)
+    p = mp.get_context("fork").Process(target=_ff_consumer, args=(q,))
+    t0 = time.perf_counter()
+    p.start()
+    chunk = [b"12345678"] * 256
+    for _ in range(n // 256):
+        q.put_many(chunk, timeout=10)
+    q.put(None)
+    p.join()
+    return n // 256 * 256 / (time.perf_counter() - t0)
+
+
+def _latency(rate: float, n: int, wait: str) -> np.ndarray:
+    ring = Ring(1 << 14, 64, wait=wait)
+    c = ring.consumer()
+    out = np.zeros(n, dtype=np.int64)
+    t = threading.Thread(target=consume_latency, args=(c, out))
+    t.start()
+    produce_paced(ring, n, rate)
+    t.join()
+    return out
+
+
+def _row(name: str, values: list[float], unit: str = "events/s", **extra: Any) -> dict:
+    return {"target": "ring", "name": name, "unit": unit, **summarize(values), **extra}
+
+
+def _ratios(row: dict, peers: dict[str, float | None]) -> dict:
+    row["peers"] = {k: v for k, v in peers.items() if v}
+    row["ratios"] = {k: row["median"] / v for k, v in peers.items() if v}
+    return row
+
+
+def run(runs: int = 3, smoke: bool = False, peers: dict | None = None) -> list[dict]:
+    """Every ring figure, each the median of ``runs`` runs, with peers from the same run."""
+    peers = peers or {}
+    d = peers.get("disruptor", {}) if isinstance(peers.get("disruptor"), dict) else {}
+    n = 200_000 if smoke else 20_000_000
+    py_n = 20_000 if smoke else 1_000_000
+
+    def rep(fn: Any, *args: Any) -> list[float]:
+        return [fn(*args) for _ in range(runs)]
+
+    qq = rep(_queue_queue, py_n // 4)
+    qq_med = float(np.median(qq))
+    mpq = float(np.median(rep(_mp_queue, py_n // 10)))
+    ff_runs = [v for v in rep(_faster_fifo, py_n) if v]
+    ff = float(np.median(ff_runs)) if ff_runs else None
+    rows = [
+        _row("peer_queue.Queue_1p1c", qq),
+        _row("peer_multiprocessing.Queue_1p1c", [mpq]),
+    ]
+    if ff:
+        rows.append(_row("peer_faster_fifo_1p1c_batched", ff_runs))
+    rows += [
+        _ratios(_row("one_to_one_threads_claim1_busy_spin", rep(_threads_1p1c, n, 1)),
+                {"disruptor_1p1c_busyspin": d.get("disruptor_1p1c_busyspin_ops_per_s")}),
+        _ratios(_row("one_to_one_threads_claim64_busy_spin", rep(_threads_1p1c, n, 64)),
+                {"disruptor_1p1c_batch64": d.get("disruptor_1p1c_busyspin_batch64_ops_per_s")}),
+        _ratios(_row("one_to_one_threads_claim1_yielding",
+                     rep(_threads_1p1c, n, 1, "yielding")),
+                {"disruptor_1p1c_yielding": d.get("disruptor_1p1c_yielding_ops_per_s")}),
+        _ratios(_row("one_to_one_threads_claim1_blocking",
+                     rep(_threads_1p1c, n // 4, 1, "blocking")),
+                {"disruptor_1p1c_blocking": d.get("disruptor_1p1c_blocking_ops_per_s")}),
+        _row("one_to_one_threads_claim1_sleeping", rep(_threads_1p1c, n // 4, 1, "sleeping")),
+        _ratios(_row("one_to_one_threads_claim1_multi_producer_sequencer",
+                     rep(_threads_1p1c, n, 1, "busy_spin", "multi")),
+                {"disruptor_multi_producer": d.get(
+                    "disruptor_1p1c_multi_producer_busyspin_ops_per_s")}),
+        _row("two_to_one_threads_claim1", rep(_threads_2p1c, n, 1)),
+        _row("two_to_one_threads_claim64", rep(_threads_2p1c, n, 64)),
+        _ratios(_row("one_to_one_processes_claim64", rep(_processes_1p1c, n, 64)),
+                {"multiprocessing.Queue": mpq, "faster_fifo": ff}),
+        _row("one_to_one_processes_claim1", rep(_processes_1p1c, n // 4, 1)),
+        _ratios(_row("python_publish_and_iterate_per_event", rep(_python_single, py_n)),
+                {"queue.Queue": qq_med}),
+        _ratios(_row("python_publish_many_and_poll_batches", rep(_python_batched, py_n * 4)),
+                {"queue.Queue": qq_med, "faster_fifo": ff}),
+    ]
+    lat_n = 10_000 if smoke else 200_000
+    for wait in ("busy_spin", "blocking"):
+        samples = [percentiles(_latency(100_000, lat_n, wait)) for _ in range(runs)]
+        for p in ("p50", "p99", "p99.9"):
+            row = _row(f"latency_100k_per_s_{wait}_{p}", [s[p] for s in samples], unit="ns")
+            dl = d.get("disruptor_latency_busyspin_100k_per_s_ns")
+            if isinstance(dl, dict) and p in dl:
+                row["peers"] = {"disruptor_busyspin": dl[p]}
+                row["ratios"] = {"disruptor_busyspin": row["median"] / dl[p]}
+            rows.append(row)
+    return rows
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(json.dumps(run(runs=1, smoke="--smoke" in sys.argv), indent=1))
