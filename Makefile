@@ -28,12 +28,12 @@ demo: $(STAMP)
 	$(PY) -m ringlog.demo
 
 bench: $(STAMP)
-	$(PY) -m ringlog.bench all --runs 3 --report docs/benchmarks.md
+	$(PY) -m ringlog.bench all --runs 3 --json docs/benchmarks.json --report docs/benchmarks.md --command-text "make bench"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
 	PATH=$(VENV)/bin:$$PATH cython-lint ext
-	$(VENV)/bin/mypy src/ringlog/*.pyi src/ringlog/**/*.pyi
+	$(VENV)/bin/mypy $$(find src/ringlog -name "*.pyi")
 
 debug: $(PY)
 	RINGLOG_DEBUG=1 $(PY) -m pip install -q -e '.[test]'

@@ -24,19 +24,8 @@ import numpy as np
 from ringlog import Ring
 from ringlog._ringbench import consume, consume_latency, produce, produce_paced
 from ringlog.bench.latency import percentiles
+from ringlog.bench.loops import one_to_one_threads
 from ringlog.bench.stats import summarize
-
-
-def _threads_1p1c(n: int, batch: int, wait: str = "busy_spin",
-                  producer: str = "single") -> float:
-    ring = Ring(1 << 16, 64, producer=producer, wait=wait)
-    c = ring.consumer()
-    t = threading.Thread(target=consume, args=(c, n))
-    t0 = time.perf_counter()
-    t.start()
-    produce(ring, n, batch)
-    t.join()
-    return n / (time.perf_counter() - t0)
 
 
 def _threads_2p1c(n: int, batch: int) -> float:
@@ -220,19 +209,19 @@ def run(runs: int = 3, smoke: bool = False, peers: dict | None = None) -> list[d
     if ff:
         rows.append(_row("peer_faster_fifo_1p1c_batched", ff_runs))
     rows += [
-        _ratios(_row("one_to_one_threads_claim1_busy_spin", rep(_threads_1p1c, n, 1)),
+        _ratios(_row("one_to_one_threads_claim1_busy_spin", rep(one_to_one_threads, n, 1)),
                 {"disruptor_1p1c_busyspin": d.get("disruptor_1p1c_busyspin_ops_per_s")}),
-        _ratios(_row("one_to_one_threads_claim64_busy_spin", rep(_threads_1p1c, n, 64)),
+        _ratios(_row("one_to_one_threads_claim64_busy_spin", rep(one_to_one_threads, n, 64)),
                 {"disruptor_1p1c_batch64": d.get("disruptor_1p1c_busyspin_batch64_ops_per_s")}),
         _ratios(_row("one_to_one_threads_claim1_yielding",
-                     rep(_threads_1p1c, n, 1, "yielding")),
+                     rep(one_to_one_threads, n, 1, "yielding")),
                 {"disruptor_1p1c_yielding": d.get("disruptor_1p1c_yielding_ops_per_s")}),
         _ratios(_row("one_to_one_threads_claim1_blocking",
-                     rep(_threads_1p1c, n // 4, 1, "blocking")),
+                     rep(one_to_one_threads, n // 4, 1, "blocking")),
                 {"disruptor_1p1c_blocking": d.get("disruptor_1p1c_blocking_ops_per_s")}),
-        _row("one_to_one_threads_claim1_sleeping", rep(_threads_1p1c, n // 4, 1, "sleeping")),
+        _row("one_to_one_threads_claim1_sleeping", rep(one_to_one_threads, n // 4, 1, "sleeping")),
         _ratios(_row("one_to_one_threads_claim1_multi_producer_sequencer",
-                     rep(_threads_1p1c, n, 1, "busy_spin", "multi")),
+                     rep(one_to_one_threads, n, 1, "busy_spin", "multi")),
                 {"disruptor_multi_producer": d.get(
                     "disruptor_1p1c_multi_producer_busyspin_ops_per_s")}),
         _row("two_to_one_threads_claim1", rep(_threads_2p1c, n, 1)),

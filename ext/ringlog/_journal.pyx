@@ -12,10 +12,9 @@ from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy, memset
 from posix.fcntl cimport O_CREAT, O_EXCL, O_RDONLY, O_RDWR, open as c_open
-from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap
 from posix.stat cimport fstat, struct_stat
 
-from ringlog._ring cimport Batch, Ring
+from ringlog._ring cimport Batch, Event, Ring, map_fd
 from ringlog.includes.atomics cimport (
     rl_fence, rl_fetch_add32, rl_load_acquire, rl_load_acquire32, rl_load_acquire_u32,
     rl_store_release, rl_store_release_u32,
@@ -77,19 +76,6 @@ def crc32c(data, uint32_t crc=0):
         PyBuffer_Release(&buf)
 
 
-cdef _Mapping _map_fd(int fd, Py_ssize_t size, bint writable, str path):
-    cdef _Mapping m = _Mapping()
-    m.fd = fd
-    m.path = path
-    cdef void* p = mmap(NULL, size, PROT_READ | (PROT_WRITE if writable else 0), MAP_SHARED,
-                        fd, 0)
-    if p == MAP_FAILED:
-        raise JournalError(f"cannot map {path} ({size} bytes): {os.strerror(errno)}")
-    m.base = <char*>p
-    m.size = size
-    return m
-
-
 cdef class Segment:
     """One mapped segment file: a 4096-byte header, then records. See the format doc."""
 
@@ -110,7 +96,7 @@ cdef class Segment:
             raise JournalError(f"cannot preallocate {size} bytes for segment {p}: "
                                f"{os.strerror(rc)} (is the disk full?)")
         cdef Segment s = Segment.__new__(Segment)
-        s._map = _map_fd(fd, size, True, p)
+        s._map = map_fd(fd, size, True, p, JournalError)
         s._setup(p, True)
         s.first_sequence = -1
         return s
@@ -160,7 +146,7 @@ cdef class Segment:
             raise JournalCorruptError(f"{p}: {st.st_size} bytes is too small for a segment "
                                       f"(header alone is {SEG_HEADER_SIZE})", p, 0)
         cdef Segment s = Segment.__new__(Segment)
-        s._map = _map_fd(fd, st.st_size, writable, p)
+        s._map = map_fd(fd, st.st_size, writable, p, JournalError)
         s._setup(p, writable)
         cdef char* b = s.base
         if b[:8] != MAGIC:
@@ -315,20 +301,11 @@ def corrupt(path, Py_ssize_t off, int64_t seq, int status):
                                f"{seq})", path, off, seq)
 
 
-cdef class Record:
-    """One journal record: header fields and a zero-copy ``payload`` memoryview.
+cdef class Record(Event):
+    """One journal record: the Event header fields, a zero-copy ``payload`` memoryview, and
+    where it lies. The view stays valid while the Record (or the payload) is alive: it holds
+    the mapping."""
 
-    The view stays valid while the Record (or the payload) is alive: it holds the mapping.
-    """
-
-    cdef readonly int64_t sequence
-    cdef readonly int64_t timestamp_ns
-    cdef readonly int64_t correlation_id
-    cdef readonly int64_t producer_seq
-    cdef readonly uint32_t type_id
-    cdef readonly uint32_t flags
-    cdef readonly uint32_t producer_id
-    cdef readonly object payload
     cdef readonly Py_ssize_t offset
     cdef readonly object segment
 

@@ -58,6 +58,9 @@ cdef class _Mapping:
     cdef object path
 
 
+cdef _Mapping map_fd(int fd, Py_ssize_t size, bint writable, str path, object error)
+
+
 cdef class Event:
     cdef readonly int64_t sequence
     cdef readonly int64_t timestamp_ns

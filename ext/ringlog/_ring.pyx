@@ -103,7 +103,6 @@ cdef _Mapping _map_anonymous(Py_ssize_t size):
 
 
 cdef _Mapping _map_file(str path, Py_ssize_t size, bint create):
-    cdef _Mapping m = _Mapping()
     cdef struct_stat st
     cdef bytes bpath = os.fsencode(path)
     cdef int fd = c_open(bpath, O_RDWR | (O_CREAT | O_EXCL if create else 0), 0o600)
@@ -113,20 +112,30 @@ cdef _Mapping _map_file(str path, Py_ssize_t size, bint create):
             raise RingError(f"{path} already exists; attach to it with Ring.attach(), "
                             "or remove it first")
         raise RingError(f"cannot open ring file {path}: {err}")
-    m.fd = fd
-    m.path = path
     if create:
         if ftruncate(fd, size) != 0:
+            c_close(fd)
             raise RingError(f"cannot size ring file {path} to {size} bytes")
     else:
         fstat(fd, &st)
         size = st.st_size
         if size < _HEADER_BYTES:
+            c_close(fd)
             raise RingError(f"{path} is {size} bytes, too small to be a ringlog ring "
                             f"(header alone is {_HEADER_BYTES})")
-    cdef void* p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+    return map_fd(fd, size, True, path, RingError)
+
+
+cdef _Mapping map_fd(int fd, Py_ssize_t size, bint writable, str path, object error):
+    """Maps ``size`` bytes of ``fd`` shared; the mapping owns (and closes) the fd; a failure
+    raises ``error`` naming the file."""
+    cdef _Mapping m = _Mapping()
+    m.fd = fd
+    m.path = path
+    cdef void* p = mmap(NULL, size, PROT_READ | (PROT_WRITE if writable else 0), MAP_SHARED,
+                        fd, 0)
     if p == MAP_FAILED:
-        raise RingError(f"cannot map ring file {path}")
+        raise error(f"cannot map {path} ({size} bytes): {os.strerror(errno)}")
     m.base = <char*>p
     m.size = size
     return m

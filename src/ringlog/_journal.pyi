@@ -5,7 +5,7 @@ from enum import IntEnum
 from os import PathLike
 from typing import Any
 
-from ._ring import Batch
+from ._ring import Batch, Event
 from .errors import JournalCorruptError
 
 MAGIC: bytes
@@ -29,17 +29,9 @@ def corrupt(path: str, off: int, seq: int, status: int) -> JournalCorruptError: 
 def scan(seg: Segment, off: int, expect_seq: int, verify: bool = True,
          stop_seq: int = -1) -> tuple[int, int, int, int]: ...
 
-class Record:
-    """One journal record: header fields and a zero-copy payload view."""
+class Record(Event):
+    """One journal record: the Event header fields, a zero-copy payload view, its place."""
 
-    sequence: int
-    timestamp_ns: int
-    correlation_id: int
-    producer_seq: int
-    type_id: int
-    flags: int
-    producer_id: int
-    payload: memoryview
     offset: int
     segment: Segment
     def decode(self, registry: Any) -> Any: ...

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from ._ring import Ring
-from ._ringbench import consume, produce
+from .bench.loops import one_to_one_threads
 from .breaker import Breaker, BreakerConfig, Limit
 from .handler import EventHandler
 from .journal import Journal
@@ -29,18 +29,6 @@ from .processor import Processor, ProcessorConfig
 
 def _rate(n: int, seconds: float) -> str:
     return f"{n / seconds / 1e6:8.2f} M events/s"
-
-
-def ring_c_level(count: int, batch: int) -> float:
-    """Seconds for ``count`` events through a ring between two GIL-free C loops."""
-    ring = Ring(1 << 16, 64, producer="single", wait="yielding")
-    c = ring.consumer()
-    t = threading.Thread(target=consume, args=(c, count))
-    t0 = time.perf_counter()
-    t.start()
-    produce(ring, count, batch)
-    t.join()
-    return time.perf_counter() - t0
 
 
 def ring_python_level(count: int) -> tuple[int, float]:
@@ -173,8 +161,9 @@ def main() -> int:
     quick = "--quick" in sys.argv
     n = 2_000_000 if quick else 20_000_000
     print("ringlog demo\n\n1. ring, 1 producer -> 1 consumer, two threads")
-    print(f"   C level, claims of 1:   {_rate(n, ring_c_level(n, 1))}")
-    print(f"   C level, claims of 64:  {_rate(n, ring_c_level(n, 64))}")
+    for batch in (1, 64):
+        rate = one_to_one_threads(n, batch, wait="yielding")
+        print(f"   C level, claims of {batch:<2}:  {rate / 1e6:8.2f} M events/s")
     m = n // 10
     print(f"   Python, publish_many+poll: {_rate(*ring_python_level(m))}")
     work = Path("demo-journal")

@@ -8,14 +8,14 @@ payload intact, nothing lost up to the last durable sequence the child reported.
 
 import os
 import random
-import signal
 import struct
-import time
 
 import pytest
 
 from ringlog.journal import Journal, JournalReader
 from ringlog.snapshot import SnapshotStore
+
+from .killer import run_and_kill
 
 SEG = 1 << 16
 
@@ -25,34 +25,13 @@ def body(seq: int) -> bytes:
 
 
 def _child(path: str, policy: str, wfd: int) -> None:
-    try:
-        with Journal(path, segment_size=SEG, durability=policy, group_events=50,
-                     group_ms=1) as j:
-            while True:
-                seq = j.next_sequence
-                j.append(body(seq), 1)
-                if seq % 25 == 0:
-                    os.write(wfd, struct.pack("<q", j.durable_sequence))
-    finally:
-        os._exit(0)
-
-
-def _cycle(path: str, policy: str, rnd: random.Random) -> int:
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        _child(path, policy, w)
-    os.close(w)
-    time.sleep(rnd.uniform(0.005, 0.04))
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    data = b""
-    while chunk := os.read(r, 65536):
-        data += chunk
-    os.close(r)
-    reported = [struct.unpack_from("<q", data, i)[0] for i in range(0, len(data) - 7, 8)]
-    return max(reported, default=-1)
+    with Journal(path, segment_size=SEG, durability=policy, group_events=50,
+                 group_ms=1) as j:
+        while True:
+            seq = j.next_sequence
+            j.append(body(seq), 1)
+            if seq % 25 == 0:
+                os.write(wfd, struct.pack("<q", j.durable_sequence))
 
 
 @pytest.mark.crash
@@ -63,7 +42,8 @@ def test_journal_survives_kill_9_at_random_moments(tmp_path, policy):
     path = str(tmp_path / "j")
     durable_seen = -1
     for _ in range(cycles):
-        durable_seen = max(durable_seen, _cycle(path, policy, rnd))
+        reported = run_and_kill(lambda w: _child(path, policy, w), rnd.uniform(0.005, 0.04))
+        durable_seen = max([durable_seen, *reported])
         with Journal(path, segment_size=SEG, durability="none") as j:
             last = j.last_sequence
             assert j.recovery is None or j.recovery.sequence == last + 1
@@ -87,15 +67,7 @@ def _snap_child(path: str) -> None:
 def test_snapshot_is_whole_or_absent_after_kill_9(tmp_path):
     rnd = random.Random(7)
     for _ in range(20):
-        pid = os.fork()
-        if pid == 0:
-            try:
-                _snap_child(str(tmp_path))
-            finally:
-                os._exit(0)
-        time.sleep(rnd.uniform(0.002, 0.03))
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        run_and_kill(lambda _w: _snap_child(str(tmp_path)), rnd.uniform(0.002, 0.03))
         s = SnapshotStore(tmp_path)
         for seq in s.sequences():
             snap = s.load(seq)  # raises if any visible snapshot is partial

@@ -3,9 +3,7 @@ the input journal and no event acknowledged as durable is lost."""
 
 import os
 import random
-import signal
 import struct
-import time
 
 import pytest
 from test_processor import Summer
@@ -13,21 +11,20 @@ from test_processor import Summer
 from ringlog.journal import JournalReader
 from ringlog.processor import Processor, ProcessorConfig
 
+from .killer import run_and_kill
+
 
 def _child(path, policy, wfd):
-    try:
-        cfg = ProcessorConfig(ring_capacity=256, output_capacity=256, segment_size=1 << 16,
-                              durability=policy, snapshot_every=97)
-        p = Processor(Summer(), path, cfg)
-        p.start()
-        v = 0
-        while True:
-            p.publish(struct.pack("<q", v), 5, timestamp_ns=v)
-            v += 1
-            if v % 16 == 0:
-                os.write(wfd, struct.pack("<q", p.input.durable_sequence))
-    finally:
-        os._exit(0)
+    cfg = ProcessorConfig(ring_capacity=256, output_capacity=256, segment_size=1 << 16,
+                          durability=policy, snapshot_every=97)
+    p = Processor(Summer(), path, cfg)
+    p.start()
+    v = 0
+    while True:
+        p.publish(struct.pack("<q", v), 5, timestamp_ns=v)
+        v += 1
+        if v % 16 == 0:
+            os.write(wfd, struct.pack("<q", p.input.durable_sequence))
 
 
 @pytest.mark.crash
@@ -37,21 +34,8 @@ def test_processor_recovers_exactly_after_kill_9(tmp_path, policy):
     path = str(tmp_path)
     acked = -1
     for _ in range(int(os.environ.get("RINGLOG_CRASH_CYCLES", "12"))):
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(r)
-            _child(path, policy, w)
-        os.close(w)
-        time.sleep(rnd.uniform(0.02, 0.15))
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        data = b""
-        while chunk := os.read(r, 1 << 16):
-            data += chunk
-        os.close(r)
-        if len(data) >= 8:
-            acked = max(acked, struct.unpack_from("<q", data, len(data) - len(data) % 8 - 8)[0])
+        reported = run_and_kill(lambda w: _child(path, policy, w), rnd.uniform(0.02, 0.15))
+        acked = max([acked, *reported])
         h = Summer()
         p = Processor(h, path, ProcessorConfig(segment_size=1 << 16, durability="none"))
         rep = p.recover(verify=True)
