@@ -74,3 +74,13 @@ if __name__ == "__main__":
     import sys
 
     print(json.dumps(run(runs=1, smoke="--smoke" in sys.argv), indent=1))
+
+GOALS = [
+    {"goal": "trivial Python handler >= 40% of the bare Python call ceiling",
+     "row": "processor_python_handler", "ratio": "python_call_ceiling", "min": 0.4,
+     "why": "the loop itself is Python: per event a LogicLoop.process call, the dedup/control "
+            "checks and the handler call (a Cython loop is the planned fix)"},
+    {"goal": "breaker overhead < 5% (throughput with breaker >= 0.95x without)",
+     "row": "processor_python_handler_breaker", "ratio": "without_breaker", "min": 0.95,
+     "why": "the breaker is consulted per output from Python; noise between runs is ~5%"},
+]

@@ -110,3 +110,18 @@ def test_hdr_log_is_written_in_the_standard_format(tmp_path):
     latency.to_hdr_log(np.array([100, 200, 300, 100_000]), str(path), tag="t")
     text = path.read_text()
     assert "#[Histogram log format version" in text and "\"StartTimestamp\"" in text
+
+
+def test_targets_are_met_or_missed_by_how_much_with_the_reason():
+    doc = _doc(2_000_000.0)
+    doc["results"][0]["ratios"] = {"peer": 0.5}
+    goals = [{"target": "ring", "goal": "rate", "row": "x", "min": 1e6, "why": "slow"},
+             {"target": "ring", "goal": "ratio", "row": "x", "ratio": "peer", "min": 1.0,
+              "why": "because"},
+             {"target": "ring", "goal": "lat", "row": "x", "max": 1e6},
+             {"target": "ring", "goal": "absent", "row": "nope", "min": 1}]
+    got = report.evaluate_targets(doc, goals)
+    assert [g["met"] for g in got] == [True, False, False, None]
+    assert got[1]["by"] == "0.50x the goal" and got[3]["by"] == "not measured in this run"
+    md = report.render(doc, "make bench", targets=goals)
+    assert "| ratio | 0.50x | **no** | 0.50x the goal | because |" in md

@@ -207,3 +207,37 @@ def test_tailer_follows_a_writer_process(tmp_path):
         got += [int.from_bytes(r.payload, "little") for r in t.poll(timeout=5)]
     p.join(10)
     assert got == list(range(3000)) and p.exitcode == 0
+
+
+def _fill_until_disk_full(path, q):
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    appended = 0
+    try:
+        with Journal(path, segment_size=SMALL, durability="sync", prefault=False) as j:
+            # no file may now grow past half a segment: the next roll cannot preallocate
+            resource.setrlimit(resource.RLIMIT_FSIZE, (SMALL // 2, SMALL // 2))
+            while True:
+                j.append(payload(appended, 100))
+                appended += 1
+    except JournalError as e:
+        q.put((appended, str(e)))
+    except BaseException as e:
+        q.put((appended, f"unexpected {e!r}"))
+
+
+def test_disk_full_is_a_clear_error_and_what_was_durable_stays_readable(tmp_path):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_fill_until_disk_full, args=(tmp_path / "j", q))
+    p.start()
+    appended, message = q.get(timeout=30)
+    p.join(10)
+    assert "cannot preallocate" in message and "disk full" in message
+    recs = list(JournalReader(tmp_path / "j"))
+    assert len(recs) == appended > 0
+    assert all(bytes(r.payload) == payload(r.sequence, 100) for r in recs)

@@ -312,3 +312,22 @@ def test_shared_ring_create_attach_and_errors(tmp_path):
     with pytest.raises(RingError, match="no active consumer 5"):
         other.attach_consumer(5)
     os.unlink(path)
+
+
+def test_pin_current_thread_pins_only_the_calling_thread():
+    from ringlog.ring import pin_current_thread
+
+    before = os.sched_getaffinity(0)
+    seen = {}
+
+    def worker():
+        pin_current_thread(0)
+        seen["inside"] = os.sched_getaffinity(0)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join(10)
+    assert seen["inside"] == {0}
+    assert os.sched_getaffinity(0) == before  # the main thread is unaffected
+    with pytest.raises(ValueError, match="non-empty subset"):
+        pin_current_thread(set())

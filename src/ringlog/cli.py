@@ -36,15 +36,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"unknown bench target(s) {unknown}; choose from {list(runner.TARGETS)}",
               file=sys.stderr)
         return EXIT_USAGE
-    doc = runner.run_all(targets, runs=args.runs, smoke=args.smoke,
-                         with_peers=not args.no_peers,
-                         progress=lambda s: print(s, file=sys.stderr, flush=True))
+    if args.from_json:
+        doc = results.load(args.from_json)  # re-render a saved run, measure nothing
+    else:
+        doc = runner.run_all(targets, runs=args.runs, smoke=args.smoke,
+                             with_peers=not args.no_peers,
+                             progress=lambda s: print(s, file=sys.stderr, flush=True))
     if args.json:
         results.save(doc, args.json)
     if args.report:
         cmdline = "ringlog bench " + " ".join(sys.argv[2:] if len(sys.argv) > 2 else [])
         with open(args.report, "w") as f:
-            f.write(report.render(doc, args.command_text or cmdline.strip()))
+            f.write(report.render(doc, args.command_text or cmdline.strip(),
+                                  targets=runner.goals(doc["config"]["targets"])))
     if not args.json and not args.report:
         json.dump(doc, sys.stdout, indent=1)
         print()
@@ -66,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-peers", action="store_true", help="skip the Disruptor and limits")
     b.add_argument("--json", help="write the results document here")
     b.add_argument("--report", help="write the markdown report here")
+    b.add_argument("--from-json", help="render the report from a saved results document")
     b.add_argument("--command-text", help=argparse.SUPPRESS)
     b.add_argument("--threshold", type=float, default=0.2, help="compare: regression fraction")
     return p

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["fmt", "render"]
+__all__ = ["evaluate_targets", "fmt", "render"]
 
 
 def fmt(value: float | None, unit: str = "") -> str:
@@ -18,7 +18,30 @@ def fmt(value: float | None, unit: str = "") -> str:
     return f"{value:.3g}" if a < 1000 else f"{value:,.0f}"
 
 
-def render(doc: dict[str, Any], command: str, intro: str = "") -> str:
+def evaluate_targets(doc: dict[str, Any], targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each target against the document: the measured value (a median, or its ratio to a
+    peer from the same run), met or missed, by how much, and why where missed.
+
+    A target is ``{"goal", "row", "min" | "max", "ratio" (optional peer name), "why"}``."""
+    rows = {(r["target"], r["name"]): r for r in doc["results"]}
+    out = []
+    for t in targets:
+        r = rows.get((t["target"], t["row"]))
+        value = None
+        if r is not None:
+            value = r.get("ratios", {}).get(t["ratio"]) if t.get("ratio") else r["median"]
+        if value is None:
+            out.append({**t, "value": None, "met": None, "by": "not measured in this run"})
+            continue
+        bound = t.get("min", t.get("max"))
+        met = value >= bound if "min" in t else value <= bound
+        by = value / bound if bound else float("inf")
+        out.append({**t, "value": value, "met": met, "by": f"{by:.2f}x the goal"})
+    return out
+
+
+def render(doc: dict[str, Any], command: str, intro: str = "",
+           targets: list[dict[str, Any]] | None = None) -> str:
     """The markdown report for ``doc``; ``command`` is the command that produced it."""
     m = doc["machine"]
     runs = doc["config"].get("runs")
@@ -44,6 +67,16 @@ def render(doc: dict[str, Any], command: str, intro: str = "") -> str:
                 continue
             for k, v in figures.items():
                 lines.append(f"| {group}: {k} | {v if not isinstance(v, float) else fmt(v)} |")
+        lines.append("")
+    if targets:
+        lines += ["## Targets", "", "| goal | measured | met | | why, where missed |",
+                  "|---|---|---|---|---|"]
+        for t in evaluate_targets(doc, targets):
+            v = t["value"]
+            shown = "-" if v is None else (f"{v:.2f}x" if t.get("ratio") else fmt(v, "/s"))
+            met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
+            why = "" if t["met"] else t.get("why", "")
+            lines.append(f"| {t['goal']} | {shown} | {met} | {t['by']} | {why} |")
         lines.append("")
     by_target: dict[str, list[dict[str, Any]]] = {}
     for r in doc["results"]:

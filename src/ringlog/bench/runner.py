@@ -17,7 +17,7 @@ from typing import Any
 
 from . import peers, results
 
-__all__ = ["TARGETS", "bench_dir", "load_target", "run_all"]
+__all__ = ["TARGETS", "bench_dir", "goals", "load_target", "run_all"]
 
 TARGETS = ("ring", "journal", "breaker", "processor", "engine", "gateway")
 
@@ -66,3 +66,13 @@ def run_all(targets: list[str], runs: int = 3, smoke: bool = False,
             row.setdefault("target", t)
             doc["results"].append(row)
     return doc
+
+
+def goals(targets: list[str]) -> list[dict[str, Any]]:
+    """The performance goals (``GOALS``) each target's bench module declares."""
+    out = []
+    for t in targets:
+        mod = load_target(t)
+        for g in getattr(mod, "GOALS", []) if mod else []:
+            out.append({"target": t, **g})
+    return out
