@@ -2,6 +2,7 @@
 events in order (checked by the C consumer loop in ringlog._ringbench)."""
 
 import multiprocessing as mp
+import os
 import threading
 
 import pytest
@@ -67,3 +68,23 @@ def test_consumer_in_another_process_gates_the_producer(tmp_path):
     assert q.get(timeout=60) == _expected(1, N)
     p.join(30)
     assert p.exitcode == 0
+
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_ring_memory_does_not_grow_with_events():
+    r = Ring(1 << 12, 64)
+    c = r.consumer()
+    t = threading.Thread(target=consume, args=(c, 1_000_000))
+    t.start()
+    produce(r, 1_000_000, 64)  # warm: every slot and page touched
+    t.join(60)
+    before = _rss_bytes()
+    t = threading.Thread(target=consume, args=(c, 10_000_000))
+    t.start()
+    produce(r, 10_000_000, 64)
+    t.join(60)
+    assert _rss_bytes() - before < 1 << 20  # 10M more events: no growth beyond noise
