@@ -1,0 +1,90 @@
+"""Cython handlers: ``CyEventHandler`` is the base class of business logic written in Cython.
+
+A subclass overrides ``cdef on_event_c(h, payload, sequence, end_of_batch)`` and calls
+``self.emit_c(type_id, payload, length, key)``. The processor's Cython loop calls
+``on_event_c`` straight from the ring slot; Python callers (the Python loop, tests) use
+``on_event(event, sequence, end_of_batch)``, which builds the header from the event's
+fields and passes the payload's buffer. Not thread-safe: only the loop thread calls it.
+"""
+
+from libc.stdint cimport int64_t, uint32_t
+from libc.string cimport memset
+
+from ringlog.includes.event cimport rl_header
+
+__all__ = ["CyEventHandler", "Emitter"]
+
+cdef char _EMPTY[1]
+
+
+cdef class Emitter:
+    """Sends a Cython handler's outputs to a Python ``emit(payload, type_id, key)``."""
+
+    def __cinit__(self, fn=None):
+        self._fn = fn
+
+    cdef int emit(self, uint32_t type_id, const char* payload, uint32_t length,
+                  int64_t key) except -1:
+        if self._fn is None:
+            raise RuntimeError("emit() is only available while the handler runs in a Processor")
+        self._fn(payload[:length], type_id, key)
+        return 0
+
+
+cdef class CyEventHandler:
+    """Base class of a handler written in Cython (see the module docstring).
+
+    Lifecycle hooks are the same as ``ringlog.EventHandler``'s: ``on_start``,
+    ``on_snapshot`` (state as bytes) and ``on_restore``.
+    """
+
+    def __cinit__(self, *args, **kwargs):
+        self._emitter = Emitter(None)
+
+    cdef int on_event_c(self, const rl_header* h, const char* payload, int64_t sequence,
+                        bint end_of_batch) except -1:
+        raise NotImplementedError(f"{type(self).__name__} must override cdef on_event_c")
+
+    cdef int emit_c(self, uint32_t type_id, const char* payload, uint32_t length,
+                    int64_t key) except -1:
+        return self._emitter.emit(type_id, payload, length, key)
+
+    def on_event(self, event, int64_t sequence, bint end_of_batch):
+        """Handles one event given as Python object (a ring Event or a journal Record)."""
+        cdef rl_header h
+        cdef const unsigned char[::1] body = memoryview(event.payload).cast("B")
+        memset(&h, 0, sizeof(h))
+        h.sequence = sequence
+        h.timestamp_ns = event.timestamp_ns
+        h.correlation_id = event.correlation_id
+        h.producer_seq = event.producer_seq
+        h.type_id = event.type_id
+        h.flags = event.flags
+        h.length = <uint32_t>body.shape[0]
+        h.producer_id = event.producer_id
+        cdef const char* data = _EMPTY
+        if body.shape[0]:
+            data = <const char*>&body[0]
+        self.on_event_c(&h, data, sequence, end_of_batch)
+
+    @property
+    def emit(self):
+        """The output function ``emit(payload, type_id=0, key=0)``, bound by the processor."""
+        fn = self._emitter._fn
+        if fn is None:
+            raise RuntimeError("emit() is only available while the handler runs in a Processor")
+        return fn
+
+    @emit.setter
+    def emit(self, fn):
+        self._emitter = fn if isinstance(fn, Emitter) else Emitter(fn)
+
+    def on_start(self):
+        """Called once on the loop thread before the first event (and before replay)."""
+
+    def on_snapshot(self):
+        """The handler's state as bytes; the default handler is stateless."""
+        return b""
+
+    def on_restore(self, data):
+        """Replaces the handler's state with one written by ``on_snapshot``."""

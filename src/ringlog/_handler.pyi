@@ -1,0 +1,18 @@
+"""Stub of ringlog._handler: the base class of handlers written in Cython."""
+
+from collections.abc import Callable
+from typing import Any
+
+class Emitter:
+    """Sends a Cython handler's outputs to a Python ``emit(payload, type_id, key)``."""
+
+    def __init__(self, fn: Callable[[bytes, int, int], Any] | None = None) -> None: ...
+
+class CyEventHandler:
+    """Base class of a handler written in Cython: override ``cdef on_event_c``."""
+
+    emit: Callable[..., Any]
+    def on_event(self, event: Any, sequence: int, end_of_batch: bool) -> None: ...
+    def on_start(self) -> None: ...
+    def on_snapshot(self) -> bytes: ...
+    def on_restore(self, data: bytes) -> None: ...
