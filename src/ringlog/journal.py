@@ -105,6 +105,18 @@ def _is_zero_after(seg: Segment, start: int) -> bool:
     return seg.is_zero(start, start + _TAIL_PROBE)
 
 
+def torn_tail_end(seg: Segment, off: int) -> int | None:
+    """Where a bad record at ``off`` of the last segment ends if it is a torn tail (nothing
+    written after it): the bytes off..end are what truncation zeroes. None when data follows:
+    corruption in the middle, never to be truncated silently."""
+    n = seg.next_length(off)
+    plausible = 48 <= n <= seg.size - off - 8
+    after = off + 8 + (_align8(n) if plausible else 0)
+    if not _is_zero_after(seg, after):
+        return None
+    return min(seg.size, max(after, off + 8))
+
+
 class JournalReader:
     """Reads a journal directory; usable while another thread or process appends to it.
 
@@ -223,6 +235,9 @@ class JournalReader:
                 raise JournalCorruptError(
                     f"{path}: first sequence {first} but the previous segment ends before "
                     f"{expect} (a missing or out-of-order segment)", str(path), 0, expect)
+            # unmap what was read (views handed out keep their own reference): a reader
+            # streaming a journal larger than memory keeps one segment mapped, not all
+            self._open.pop(segs[i][0], None)
             i, seg, off = i + 1, self.segment(first, path), HEADER_SIZE
 
     def __iter__(self) -> Iterator[Record]:
@@ -392,12 +407,9 @@ class Journal:
                                       str(path), 16)
         status, off, nxt, _ = seg.scan(HEADER_SIZE, first, True)
         if status != _SCAN_END:
-            n = seg.next_length(off)
-            plausible = 48 <= n <= seg.size - off - 8
-            after = off + 8 + (_align8(n) if plausible else 0)
-            if not _is_zero_after(seg, after):
+            end = torn_tail_end(seg, off)
+            if end is None:
                 raise corrupt(str(path), off, nxt, status)
-            end = min(seg.size, max(after, off + 8))
             seg.zero(off, end)
             seg.sync()
             reason = {2: "impossible length", 3: "checksum mismatch",
