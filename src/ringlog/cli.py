@@ -346,6 +346,7 @@ def _add_journal_parsers(sub: Any) -> None:
                        description="Journal tools. DIR is a journal directory or a processor "
                                    "directory (then --journal picks input, output or "
                                    "dead-letter).")
+    j.set_defaults(group_help=j.format_help)
     jsub = j.add_subparsers(dest="action", metavar="ACTION")
     p = _parser(jsub, "info", "segments, ranges, counts by type, sizes, snapshots, schema",
                 "  ringlog journal info ./proc\n  ringlog journal info ./proc/output --json")
@@ -436,6 +437,7 @@ def _add_replay_parser(sub: Any) -> None:
 def _add_snapshot_parsers(sub: Any) -> None:
     s = sub.add_parser("snapshot", help="list, take or verify snapshots",
                        description="Snapshots of a processor directory.")
+    s.set_defaults(group_help=s.format_help)
     ssub = s.add_subparsers(dest="action", metavar="ACTION")
     p = _parser(ssub, "list", "list snapshots with sequence, time, size, validity",
                 "  ringlog snapshot list ./proc --json")
@@ -474,7 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     key = " ".join(filter(None, (args.command, getattr(args, "action", None))))
     if key not in COMMANDS:  # a command group without its action: show the group's help
-        parser.parse_args([args.command, "--help"])
+        print(args.group_help(), file=sys.stderr)
+        return EXIT_USAGE
     from .errors import JournalCorruptError, RingLogError
 
     try:
