@@ -62,6 +62,7 @@ __all__ = [
 _SCAN_END = 1
 _SCAN_WHAT = {2: "impossible record length", 3: "checksum mismatch",
               4: "sequence out of order"}
+_END_PROBE = 65536  # bytes after the written end that must be zero
 HEADER_FIELDS = ("sequence", "timestamp_ns", "type_id", "flags", "correlation_id",
                  "producer_id", "producer_seq")
 
@@ -484,9 +485,22 @@ def _check_segment(i: int, first: int, p: Path, expect: int, last: bool,
                        f"{p}: header says first sequence {seg.first_sequence}, the name "
                        f"says {first}", i)
     status, off, nxt, n = seg.scan(HEADER_SIZE, first, True)
+    for _ in range(5):
+        # after the written end comes nothing: a record there behind a zero length word
+        # would be invisible to readers and overwritten by the next append. An appender may
+        # be committing a record right now (length is stored last): look again shortly.
+        if status != _SCAN_END or seg.is_zero(off, off + _END_PROBE):
+            break
+        time.sleep(0.01)
+        status, off2, nxt2, n2 = seg.scan(off, nxt, True)
+        off, nxt, n = off2, nxt2, n + n2
     res.records += n
     res.last_sequence = nxt - 1
     res.bytes += off
+    if status == _SCAN_END and not seg.is_zero(off, off + _END_PROBE):
+        return Problem("corrupt", str(p), off, nxt,
+                       f"{p}: zero length word at byte offset {off} (sequence {nxt}) but data "
+                       "after it: a damaged record header hides what follows", i)
     if status != _SCAN_END:
         what = _SCAN_WHAT.get(status, f"status {status}")
         end = torn_tail_end(seg, off) if last else None
