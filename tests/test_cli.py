@@ -182,7 +182,7 @@ def tear_last_record(j):
 
 def test_repair_truncates_a_torn_tail_saves_it_and_keeps_every_intact_record(tmp_path):
     j = make_journal(tmp_path / "j")
-    path, off, _ = tear_last_record(j)
+    path, _off, _ = tear_last_record(j)
     assert json.loads(ringlog("journal", "verify", j, "--json").stdout)["problem"]["kind"] == (
         "torn_tail")
     declined = ringlog("journal", "repair", j, input="n\n")

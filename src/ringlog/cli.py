@@ -310,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  ringlog bench ring --runs 5 --json ring.json\n"
                               "  ringlog bench compare old.json new.json",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    b.add_argument("targets", nargs="*", help="ring journal breaker processor engine gateway all")
+    b.add_argument("targets", nargs="*",
+                   help="ring journal breaker processor engine gateway tools all")
     b.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
     b.add_argument("--smoke", action="store_true", help="tiny sizes: checks the harness only")
     b.add_argument("--no-peers", action="store_true", help="skip the Disruptor and limits")

@@ -19,7 +19,7 @@ from . import peers, results
 
 __all__ = ["TARGETS", "bench_dir", "goals", "load_target", "run_all"]
 
-TARGETS = ("ring", "journal", "breaker", "processor", "engine", "gateway")
+TARGETS = ("ring", "journal", "breaker", "processor", "engine", "gateway", "tools")
 
 
 def bench_dir() -> Path:
