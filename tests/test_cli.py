@@ -225,14 +225,14 @@ def test_tail_follows_records_appended_by_another_process(tmp_path):
         for i in range(5):
             jj.append(struct.pack("<q", i), 3)
         with subprocess.Popen([sys.executable, "-m", "ringlog", "journal", "tail", str(j),
-                               "-n", "2", "--count", "7", "--json"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) as p:
-            first = json.loads(p.stdout.readline())  # it is running: append the rest now
+                               "-n", "2", "--count", "7", "--json", "--idle-exit", "30"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
+            first = p.stdout.readline()  # it is running: append the rest now
             for i in range(5, 10):
                 jj.append(struct.pack("<q", i), 3)
-            out, err = p.communicate(timeout=60)
-    seqs = [first["sequence"]] + [d["sequence"] for d in jsonl(out)]
-    assert p.returncode == 0, err
+            rest = [p.stdout.readline() for _ in range(6)]  # --idle-exit bounds the wait
+            assert p.wait(timeout=60) == 0, p.stderr.read()
+    seqs = [d["sequence"] for d in jsonl(first + "".join(rest))]
     assert seqs == [3, 4, 5, 6, 7, 8, 9]
 
 

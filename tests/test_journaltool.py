@@ -107,3 +107,20 @@ def test_check_finds_records_hidden_behind_a_zeroed_length_word(pristine, tmp_pa
         f.write(b"\0\0\0\0")
     p = check(d).problem
     assert (p.kind, p.offset, p.sequence) == ("corrupt", start, seq)
+
+
+def test_info_counts_by_type_in_c_and_past_its_table_in_python(tmp_path):
+    from ringlog.journaltool import info
+
+    with Journal(tmp_path / "few", durability="none") as j:
+        for i in range(1000):
+            j.append(b"x", 1 + i % 3)
+    got = info(tmp_path / "few")["counts_by_type"]
+    assert got == {"type1 (1)": 334, "type2 (2)": 333, "type3 (3)": 333}
+    with Journal(tmp_path / "many", durability="none") as j:  # 5000 distinct ids > 4096 slots
+        for i in range(5000):
+            j.append(b"x", 1 + i)
+            if i < 10:
+                j.append(b"y", 1 + i)
+    got = info(tmp_path / "many")["counts_by_type"]
+    assert len(got) == 5000 and got["type1 (1)"] == 2 and got["type5000 (5000)"] == 1

@@ -30,7 +30,7 @@ from typing import Any, TextIO
 import msgspec
 import numpy as np
 
-from ._journal import FORMAT_VERSION, HEADER_SIZE, Record, Segment
+from ._journal import FORMAT_VERSION, HEADER_SIZE, Record, Segment, type_counts
 from .errors import JournalCorruptError, JournalError
 from .events import CONTROL_NAMES, FLAG_CONTROL, FLAG_MSGPACK, is_control
 from .journal import (
@@ -178,10 +178,13 @@ class PayloadDecoder:
 
     def type_name(self, rec: Record) -> str:
         """The type's name from the schema, a control event's name, or ``type<id>``."""
-        t = rec.type_id
+        return self.name_of(rec.type_id, rec.segment)
+
+    def name_of(self, t: int, seg: Segment) -> str:
+        """The name of type id ``t`` in ``seg``'s schema (control names, else ``type<id>``)."""
         if is_control(t):
             return CONTROL_NAMES.get(t, f"control{t - 0xFFFF_FF00}")
-        td = self.types_of(rec.segment).get(t)
+        td = self.types_of(seg).get(t)
         return td.name if td is not None else f"type{t}"
 
     def decode(self, rec: Record) -> tuple[Any, bool]:
@@ -585,14 +588,10 @@ def info(path: str | Path, counts: bool = True) -> dict[str, Any]:
             head = seg.record(HEADER_SIZE)
             first_ts = head.timestamp_ns if first_ts is None else first_ts
         if counts and n:
-            for _, rec in seg.records(HEADER_SIZE, first, False):
-                by_type[f"{dec.type_name(rec)} ({rec.type_id})"] += 1
-                last_ts = rec.timestamp_ns
-                if rec.sequence >= nxt - 1:
-                    break
+            _count_types(seg, first, nxt - 1, dec, by_type)
         raw = seg.schema
         schema = json.loads(raw) if raw else []
-    if last_ts is None and first_seq is not None and last_seq >= first_seq:
+    if first_seq is not None and last_seq >= first_seq:
         found = JournalReader(directory, verify=False).locate(last_seq)
         if found is not None:
             last_ts = found[1].record(found[2]).timestamp_ns
@@ -617,6 +616,20 @@ def info(path: str | Path, counts: bool = True) -> dict[str, Any]:
         out["snapshots"] = [{k: v for k, v in s.items() if k != "path"}
                             for s in SnapshotStore(snaps).list()]
     return out
+
+
+def _count_types(seg: Segment, first: int, last: int, dec: PayloadDecoder,
+                 by_type: Counter[str]) -> None:
+    """Adds the segment's records by type: a C pass, or a Python one past 4096 type ids."""
+    found = type_counts(seg, HEADER_SIZE, first, last)
+    if found is not None:
+        for t, k in found[0].items():
+            by_type[f"{dec.name_of(t, seg)} ({t})"] += k
+        return
+    for _, rec in seg.records(HEADER_SIZE, first, False):
+        by_type[f"{dec.type_name(rec)} ({rec.type_id})"] += 1
+        if rec.sequence >= last:
+            break
 
 
 def format_info(d: dict[str, Any]) -> str:
