@@ -368,3 +368,39 @@ def test_every_command_has_help_with_examples():
         r = ringlog(*cmd, "--help")
         assert r.returncode == 0 and "examples:" in r.stdout, cmd
     assert os.path.exists(HANDLERS)
+
+
+def test_replay_with_the_breaker_halts_and_resumes_where_the_live_run_did(tmp_path):
+    sys.path.insert(0, str(HERE))
+    try:
+        import cli_handler
+    finally:
+        sys.path.remove(str(HERE))
+    from ringlog.breaker import Breaker
+
+    ms = 1_000_000
+    config = {"limits": [{"max_count": 10, "window_ns": 1000 * ms}]}
+    (tmp_path / "breaker.json").write_text(json.dumps(config))
+    d = tmp_path / "proc"
+    h = cli_handler.Book()
+    cfg = ProcessorConfig(ring_capacity=256, output_capacity=256, segment_size=1 << 16,
+                          durability="none")
+    p = Processor(h, d, cfg, breaker=Breaker(config))
+    p.start()
+    for i, e in enumerate(book_events(30)):
+        p._in.publish(e, 1, timestamp_ns=i * ms)  # all in the ring before the trip
+    p.reset_breaker(timestamp_ns=10_000 * ms)  # journaled operator commands, in order
+    p.release_held(timestamp_ns=10_001 * ms)
+    p.reset_breaker(timestamp_ns=20_000 * ms)
+    p.drain(timeout=60)
+    live = h.dump_state()
+    outputs = len(list(JournalReader(d / "output")))
+    assert any(r.type_id == 0xFFFF_FF10 for r in JournalReader(d / "output"))  # it tripped
+    out = tmp_path / "state.json"
+    r = ringlog("replay", d, "--handler", f"{HANDLERS}:Book", "--breaker",
+                tmp_path / "breaker.json", "--verify", "--json", "--dump-state", out)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["verified_outputs"] == outputs
+    assert json.loads(out.read_text())["state"] == live
+    r = ringlog("replay", d, "--handler", f"{HANDLERS}:Book", "--verify", "--json")
+    assert r.returncode == 1  # without the breaker the outputs differ at the first trip
