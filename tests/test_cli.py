@@ -300,6 +300,9 @@ def test_replay_verify_passes_then_finds_an_injected_divergence(processor_dir):
                 "--json")
     res = json.loads(r.stdout)
     assert r.returncode == 0 and res["verified_outputs"] == 600 and res["divergence"] is None
+    r = ringlog("journal", "verify", d)  # a processor directory: every journal in it
+    assert r.returncode == 0 and [line.split()[1] for line in r.stdout.splitlines()] == [
+        f"{d / 'input'}:", f"{d / 'output'}:"]
     r = ringlog("replay", d, "--handler", f"{HANDLERS}:DivergentBook", "--snapshot", "none",
                 "--verify", "--json")
     res = json.loads(r.stdout)

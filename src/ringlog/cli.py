@@ -109,28 +109,37 @@ def cmd_journal_dump(args: argparse.Namespace) -> int:
 
 
 def cmd_journal_verify(args: argparse.Namespace) -> int:
-    """Checks every checksum, sequence density, segment order and index."""
+    """Checks every checksum, sequence density, segment order and index; of a processor
+    directory, every journal in it unless --journal picks one."""
     from . import journaltool
 
-    path = _journal_dir(args)
-    show = args.progress or (sys.stderr.isatty() and not args.json)
-    res = journaltool.check(path, progress=(lambda i, n: print(
-        f"\rverify: segment {i}/{n}", end="", file=sys.stderr, flush=True)) if show else None)
-    if show:
-        print(file=sys.stderr)
-    if args.json:
-        print(journaltool.to_json(res))
-    elif res.problem is None:
-        rate = res.records / res.seconds if res.seconds > 0 else 0.0
-        print(f"ok: {res.path}: {res.segments} segment(s), {res.records:,} records, sequences "
-              f"{res.first_sequence}..{res.last_sequence}, {res.bytes:,} bytes in "
-              f"{res.seconds:.3f} s ({rate / 1e6:.1f}M records/s)")
+    d = Path(args.dir)
+    if args.journal is None and not any(d.glob("*.seg")) and (d / "input").is_dir():
+        paths = [d / j for j in ("input", "output", "dead-letter") if (d / j).is_dir()]
     else:
-        p = res.problem
-        print(f"{p.kind.upper()}: {p.message}\n  file {p.path}\n  offset {p.offset}\n"
-              f"  sequence {p.sequence}\n  {res.records:,} records before it are intact",
-              file=sys.stderr)
-    return EXIT_OK if res.problem is None else EXIT_FAILED
+        paths = [_journal_dir(args)]
+    show = args.progress or (sys.stderr.isatty() and not args.json)
+    failed = False
+    for path in paths:
+        res = journaltool.check(path, progress=(lambda i, n, p=path: print(
+            f"\rverify {p}: segment {i}/{n}", end="", file=sys.stderr, flush=True))
+            if show else None)
+        if show:
+            print(file=sys.stderr)
+        failed |= res.problem is not None
+        if args.json:
+            print(journaltool.to_json(res))
+        elif res.problem is None:
+            rate = res.records / res.seconds if res.seconds > 0 else 0.0
+            print(f"ok: {res.path}: {res.segments} segment(s), {res.records:,} records, "
+                  f"sequences {res.first_sequence}..{res.last_sequence}, {res.bytes:,} bytes "
+                  f"in {res.seconds:.3f} s ({rate / 1e6:.1f}M records/s)")
+        else:
+            p = res.problem
+            print(f"{p.kind.upper()}: {p.message}\n  file {p.path}\n  offset {p.offset}\n"
+                  f"  sequence {p.sequence}\n  {res.records:,} records before it are intact",
+                  file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def cmd_journal_tail(args: argparse.Namespace) -> int:
@@ -139,8 +148,9 @@ def cmd_journal_tail(args: argparse.Namespace) -> int:
 
     flt = _filter(args)
     flt.compile()
-    journaltool.tail(_journal_dir(args), sys.stdout, lines=args.lines, from_sequence=args.from_seq,
-                     flt=flt, as_json=args.json, count=args.count, idle_exit=args.idle_exit)
+    journaltool.tail(_journal_dir(args), sys.stdout, lines=args.lines,
+                     from_sequence=args.from_seq, flt=flt, as_json=args.json,
+                     count=args.count, idle_exit=args.idle_exit)
     return EXIT_OK
 
 
@@ -396,8 +406,8 @@ def _add_journal_parsers(sub: Any) -> None:
     for name in ("info", "dump", "verify", "tail", "repair"):
         jsub.choices[name].add_argument("dir", metavar="DIR")
         jsub.choices[name].add_argument("--journal", choices=["input", "output", "dead-letter"],
-                                        default="input", help="which journal of a processor "
-                                        "directory (default input)")
+                                        help="which journal of a processor directory "
+                                        "(default input; verify: all of them)")
 
 
 def _add_handler_args(p: argparse.ArgumentParser) -> None:
