@@ -41,8 +41,11 @@ def evaluate_targets(doc: dict[str, Any], targets: list[dict[str, Any]]) -> list
 
 
 def render(doc: dict[str, Any], command: str, intro: str = "",
-           targets: list[dict[str, Any]] | None = None) -> str:
-    """The markdown report for ``doc``; ``command`` is the command that produced it."""
+           targets: list[dict[str, Any]] | None = None,
+           images: list[tuple[str, str, str]] | None = None) -> str:
+    """The markdown report for ``doc``; ``command`` is the command that produced it.
+    ``images`` are ``(target, title, path relative to the report)``, embedded under their
+    target's table."""
     m = doc["machine"]
     runs = doc["config"].get("runs")
     lines = [
@@ -90,5 +93,17 @@ def render(doc: dict[str, Any], command: str, intro: str = "",
             lines.append(f"| {r['name']} | {fmt(r.get('median'), r['unit'])} | {spread} | "
                          f"{r['unit']} | {ratios} |")
         notes = [f"- {r['name']}: {r['note']}" for r in rows if r.get("note")]
+        logs = sorted({r["hdr_log"] for r in rows if r.get("hdr_log")})
+        if logs:
+            notes.append("- HdrHistogram logs (next to the JSON): "
+                         + ", ".join(f"`{x}`" for x in logs))
         lines += ["", *notes, ""] if notes else [""]
+        for t, title, rel in images or []:
+            if t == target:
+                lines += [f"![{title}]({rel})", ""]
+    skipped = doc.get("skipped") or []
+    if skipped:
+        lines += ["## Skipped in this run", ""]
+        lines += [f"- {s['name']}: {s['reason']}" for s in skipped]
+        lines.append("")
     return "\n".join(lines) + "\n"
