@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="run benchmarks (or: bench compare OLD.json NEW.json)",
                        description="Run benchmark targets with peers in the same run.",
                        epilog="examples:\n  ringlog bench ring --runs 5 --json ring.json\n"
-                              "  ringlog bench --handler myapp:Handler --rate 10k --durability sync\n"
+                              "  ringlog bench --handler myapp:Handler --rate 10k --runs 5\n"
                               "  ringlog bench compare old.json new.json",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("targets", nargs="*", help="ring journal breaker processor engine gateway all")

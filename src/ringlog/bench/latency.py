@@ -17,8 +17,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PERCENTILES", "hdr_histogram", "intended_times", "open_loop", "percentiles",
-           "read_hdr_log", "to_hdr_log", "hdr_percentiles"]
+__all__ = [
+    "PERCENTILES",
+    "hdr_histogram",
+    "hdr_percentiles",
+    "intended_times",
+    "open_loop",
+    "percentiles",
+    "read_hdr_log",
+    "to_hdr_log",
+]
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9, 99.99)
 

@@ -34,31 +34,31 @@ def _figure(width: float, height: float) -> Any:
     return fig
 
 
-def _subtitle(doc: dict[str, Any]) -> str:
+def _subtitle(doc: dict[str, Any], spread: str) -> str:
     m = doc.get("machine", {})
     return (f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores; median of "
-            f"{doc.get('config', {}).get('runs', '?')} runs, whiskers min-max; {doc.get('created', '')}")
+            f"{doc.get('config', {}).get('runs', '?')} runs, {spread}; {doc.get('created', '')}")
 
 
 def plot_throughput(doc: dict[str, Any], target: str, path: Path) -> bool:
     """Bars of ``target``'s rate rows and their same-run peers; False if it has none."""
     bars: list[tuple[str, float, float, float, bool]] = []
-    seen: set[str] = set()
-    for r in doc["results"]:
-        if r["target"] != target or not r["unit"].endswith("/s") or not r.get("median"):
-            continue
+    rows = [r for r in doc["results"] if r["target"] == target and r["unit"].endswith("/s")
+            and r.get("median")]
+    # a row's peer figure that is also a peer row of its own is drawn once
+    seen: set[Any] = {r["median"] for r in rows if r["name"].startswith("peer_")}
+    for r in rows:
         is_peer = r["name"].startswith("peer_")
         bars.append((r["name"], r["median"], r.get("min") or r["median"],
                      r.get("max") or r["median"], is_peer))
         seen.add(r["name"])
         for peer, value in (r.get("peers") or {}).items():
-            if isinstance(value, int | float) and value > 0 and peer not in seen:
-                seen.add(peer)
+            if isinstance(value, int | float) and value > 0 and not {peer, value} & seen:
+                seen |= {peer, value}
                 bars.append((f"peer: {peer}", float(value), float(value), float(value), True))
     if not bars:
         return False
-    unit = next(r["unit"] for r in doc["results"] if r["target"] == target
-                and r["unit"].endswith("/s"))
+    unit = rows[0]["unit"]
     fig = _figure(9, 1.2 + 0.32 * len(bars))
     ax = fig.add_subplot()
     ys = list(range(len(bars)))[::-1]
@@ -68,7 +68,8 @@ def plot_throughput(doc: dict[str, Any], target: str, path: Path) -> bool:
     ax.set_yticks(ys, [b[0] for b in bars], fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel(f"{unit} (log scale; grey: peers measured in the same run)")
-    ax.set_title(f"{target}: throughput against peers\n{_subtitle(doc)}", fontsize=8)
+    ax.set_title(f"{target}: throughput against peers\n"
+                 f"{_subtitle(doc, 'whiskers min-max')}", fontsize=8)
     ax.grid(axis="x", which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
@@ -122,7 +123,7 @@ def plot_latency(doc: dict[str, Any], target: str, series: str,
     ax.set_ylabel("latency from intended send time (us, log scale)")
     ax.set_xlabel("percentile")
     ax.set_title(f"{target} {series}: latency by offered rate (open loop, coordinated omission "
-                 f"corrected)\n{_subtitle(doc)}", fontsize=8)
+                 f"corrected)\n{_subtitle(doc, 'spread in the report table')}", fontsize=8)
     ax.grid(which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -1,8 +1,10 @@
 """Runs benchmark targets and peers into one results document, and renders the report.
 
 A target is ``bench/bench_<target>.py`` in the repository with ``run(runs, smoke, peers) ->
-list[dict]`` returning result rows (see ``results``) and a ``GOALS`` list (see ``report``). Peers (the Java Disruptor, machine limits) run in the
-same invocation so that every ratio compares figures taken minutes apart on the same machine.
+list[dict]`` returning result rows (see ``results``) and a ``GOALS`` list (see ``report``).
+Peers (the Java Disruptor, machine limits) run in the same invocation, so that every ratio
+compares figures taken minutes apart on the same machine. A user's handler (``--handler``) is
+measured by ``pipeline``.
 """
 
 from __future__ import annotations
