@@ -56,7 +56,8 @@ def percentiles(latencies_ns: np.ndarray) -> dict[str, Any]:
 
 
 def open_loop(send: Callable[[int], None], rate_per_s: float, count: int,
-              clock: Callable[[], int] = time.perf_counter_ns) -> np.ndarray:
+              clock: Callable[[], int] = time.perf_counter_ns,
+              sleep: Callable[[float], None] = time.sleep) -> np.ndarray:
     """Calls ``send(i)`` for ``i`` in ``range(count)`` at each event's intended time on the
     open-loop schedule; returns the intended times (``clock`` nanoseconds).
 
@@ -66,7 +67,6 @@ def open_loop(send: Callable[[int], None], rate_per_s: float, count: int,
     test keep the GIL and the CPU."""
     intended = intended_times(clock(), rate_per_s, count)
     due = intended.tolist()
-    sleep = time.sleep
     for i in range(count):
         while True:
             ahead = due[i] - clock()
@@ -103,7 +103,9 @@ def to_hdr_log(latencies_ns: np.ndarray, path: str | Path, tag: str = "",
         writer.output_comment(f"ringlog latency {tag} (ns)")
         writer.output_log_format_version()
         # hdrh's own output_start_time is broken (datetime.iso_format); same line by hand
-        f.write(f"#[StartTime: {start / 1000.0:.3f} (seconds since epoch)]\n")
+        # formatted as the interval line formats it: a StartTime rounded past the interval's
+        # start would make readers skip the interval as before the start
+        f.write(f"#[StartTime: {start / 1000.0:f} (seconds since epoch)]\n")
         writer.output_legend()
         writer.output_interval_histogram(hist, start_time_stamp_sec=start / 1000.0,
                                          end_time_stamp_sec=start / 1000.0 + max(seconds, 1e-3))
