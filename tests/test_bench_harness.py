@@ -215,7 +215,7 @@ def test_hdr_log_round_trips_counts_and_percentiles(tmp_path):
 def test_hdr_log_without_an_interval_is_an_error_naming_the_file(tmp_path):
     path = tmp_path / "empty.hlog"
     path.write_text("#[Histogram log format version 1.2]\n")
-    with pytest.raises(ValueError, match="empty.hlog: no interval histogram"):
+    with pytest.raises(ValueError, match=r"empty\.hlog: no interval histogram"):
         latency.read_hdr_log(path)
 
 
@@ -228,7 +228,7 @@ def test_results_schema_names_the_wrong_field(tmp_path):
         results.save(doc, tmp_path / "bad.json")
     assert not (tmp_path / "bad.json").exists()
     (tmp_path / "nojson.json").write_text("{")
-    with pytest.raises(ValueError, match="nojson.json: not JSON"):
+    with pytest.raises(ValueError, match=r"nojson\.json: not JSON"):
         results.load(tmp_path / "nojson.json")
 
 
@@ -456,3 +456,21 @@ def test_pipeline_slot_size_holds_the_event_size():
     assert pipeline.PipelineOptions(event_size=100).slot_size == 152
     with pytest.raises(ValueError, match="offered rate"):
         pipeline.PipelineOptions(rates=(0.0,))
+
+
+def test_latency_rows_summarise_runs_and_save_one_log_for_all_of_them(tmp_path):
+    runs = [np.arange(1, 1001), np.arange(1, 1001) * 3]
+    with latency.hdr_logs_in(tmp_path / "r-hlog"):
+        rows = latency.latency_rows("ring", "spin", 10_000, runs, note="n")
+    by = {r["name"]: r for r in rows}
+    assert list(by) == [f"spin_latency_10k_per_s_{p}" for p in
+                        ("p50", "p90", "p99", "p99.9", "p99.99", "max")]
+    assert by["spin_latency_10k_per_s_p50"]["runs"] == [500.0, 1500.0]
+    assert by["spin_latency_10k_per_s_max"]["median"] == 2000.0
+    assert rows[0]["note"] == "n" and rows[0]["hdr_log"] == "r-hlog/ring_spin_10k.hlog"
+    assert latency.read_hdr_log(tmp_path / rows[0]["hdr_log"]).get_total_count() == 2000
+    empty = latency.latency_rows("ring", "spin", 500, [np.arange(3), np.array([])],
+                                 missing="no output")
+    assert empty == [{"target": "ring", "name": "spin_latency_500_per_s", "unit": "ns",
+                      "median": None, "min": None, "max": None, "runs": [],
+                      "note": "not measured: no output"}]

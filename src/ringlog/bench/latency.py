@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,13 @@ import numpy as np
 __all__ = [
     "PERCENTILES",
     "hdr_histogram",
+    "hdr_logs_in",
     "hdr_percentiles",
     "intended_times",
+    "latency_rows",
     "open_loop",
     "percentiles",
+    "rate_label",
     "read_hdr_log",
     "to_hdr_log",
 ]
@@ -137,3 +141,61 @@ def hdr_percentiles(hist: Any) -> dict[str, Any]:
     out["max"] = float(hist.get_max_value())
     out["count"] = int(hist.get_total_count())
     return out
+
+
+_log_dir: list[Path] = []  # where latency_rows writes HdrHistogram logs (set by the runner)
+
+
+@contextmanager
+def hdr_logs_in(directory: Path | None) -> Iterator[None]:
+    """While inside, ``latency_rows`` saves each histogram as an HdrHistogram log in
+    ``directory`` (the runner points it at a folder beside the results JSON)."""
+    if directory is None:
+        yield
+        return
+    _log_dir.append(directory)
+    try:
+        yield
+    finally:
+        _log_dir.pop()
+
+
+def rate_label(rate: float) -> str:
+    """``10000.0`` -> ``10k``, ``500.0`` -> ``500``: how rates appear in row names."""
+    return f"{rate / 1000:g}k" if rate >= 1000 else f"{rate:g}"
+
+
+def latency_rows(target: str, series: str, rate: float, samples: list[np.ndarray], *,
+                 note: str = "", missing: str = "no latency recorded in a run"
+                 ) -> list[dict[str, Any]]:
+    """Result rows of one latency series at one offered rate from the raw nanoseconds of
+    each run: one row per percentile (p50 ... p99.99, max; the median over runs with min and
+    max), each marked for the percentile plot; all runs' samples saved as one HdrHistogram
+    log when ``hdr_logs_in`` names a folder. A run with no sample gives one row with no
+    median and ``missing`` as its note."""
+    from .stats import summarize
+
+    name = f"{series}_latency_{rate_label(rate)}_per_s"
+    if not samples or not all(np.asarray(s).size for s in samples):
+        return [{"target": target, "name": name, "unit": "ns", "median": None, "min": None,
+                 "max": None, "runs": [], "note": f"not measured: {missing}"}]
+    per_run = [percentiles(s) for s in samples]
+    log = None
+    if _log_dir:
+        folder = _log_dir[-1]
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{target}_{series}_{rate_label(rate)}.hlog"
+        to_hdr_log(np.concatenate(samples), path, tag=f"{target} {series} at {rate:g}/s")
+        log = f"{folder.name}/{path.name}"  # relative to the JSON's folder
+    rows = []
+    for p in (*[f"p{q:g}" for q in PERCENTILES], "max"):
+        row: dict[str, Any] = {
+            "target": target, "name": f"{name}_{p}", "unit": "ns",
+            **summarize([r[p] for r in per_run]),
+            "latency": {"series": series, "rate_per_s": float(rate), "percentile": p}}
+        if log is not None:
+            row["hdr_log"] = log
+        rows.append(row)
+    if note:
+        rows[0]["note"] = note
+    return rows

@@ -217,16 +217,12 @@ def _latency_once(factory: Callable[[], Any], opts: PipelineOptions, payloads: l
     return (first_after[measured] - intended[measured]), count
 
 
-def _rate_label(rate: float) -> str:
-    return f"{rate / 1000:g}k" if rate >= 1000 else f"{rate:g}"
-
-
 def run_handler(spec: str, opts: PipelineOptions, *, smoke: bool = False,
-                limits: dict[str, Any] | None = None, artifacts: Path | None = None,
+                limits: dict[str, Any] | None = None,
                 progress: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Result rows for the handler ``spec``: throughput (median of ``opts.runs``) with the
-    no-op pipeline as peer, and latency percentiles at each offered rate; with ``artifacts``
-    the HdrHistogram log of each rate (all runs) is written there, named in the row."""
+    no-op pipeline as peer, and latency percentiles at each offered rate (with the
+    HdrHistogram log of each rate where ``latency.hdr_logs_in`` names a folder)."""
     from .progress import Progress
 
     factory = load_handler(spec)
@@ -259,41 +255,17 @@ def run_handler(spec: str, opts: PipelineOptions, *, smoke: bool = False,
         for rate in opts.rates:
             samples, sent = [], 0
             for i in range(opts.runs):
-                with prog.step(f"latency at {_rate_label(rate)}/s run {i + 1}/{opts.runs}"):
+                with prog.step(f"latency at {latency.rate_label(rate)}/s run {i + 1}/{opts.runs}"):
                     lat, n = _latency_once(factory, opts, payloads, rate, workdir)
                 samples.append(lat)
                 sent += n
-            rows += _latency_rows(name, tag, rate, samples, sent, artifacts)
+            measured = sum(s.size for s in samples)
+            rows += latency.latency_rows(
+                "handler", f"{name}_{tag}", rate, samples,
+                note=f"open loop at {rate:g} events/s from the intended send time; "
+                     f"{measured} of {sent} events sampled",
+                missing="the handler emitted no output in a run (latency is measured to "
+                        "the output an event causes)")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return rows
-
-
-def _latency_rows(name: str, tag: str, rate: float, samples: list[np.ndarray], sent: int,
-                  artifacts: Path | None) -> list[dict[str, Any]]:
-    """One row per percentile (median over runs), each marked for the latency plot."""
-    series = f"{name}_{tag}"
-    measured = sum(s.size for s in samples)
-    if not all(s.size for s in samples):
-        return [{"target": "handler", "name": f"{series}_latency_{_rate_label(rate)}_per_s",
-                 "unit": "ns", "median": None, "min": None, "max": None, "runs": [],
-                 "note": "not measured: the handler emitted no output in a run (latency is "
-                         "measured to the output an event causes)"}]
-    per_run = [latency.percentiles(s) for s in samples]
-    hlog = None
-    if artifacts is not None:
-        artifacts.mkdir(parents=True, exist_ok=True)
-        hlog = artifacts / f"handler_{series}_{_rate_label(rate)}.hlog"
-        latency.to_hdr_log(np.concatenate(samples), hlog, tag=f"{series} at {rate:g}/s")
-    rows = []
-    for p in (*[f"p{q:g}" for q in latency.PERCENTILES], "max"):
-        row: dict[str, Any] = {
-            "target": "handler", "name": f"{series}_latency_{_rate_label(rate)}_per_s_{p}",
-            "unit": "ns", **summarize([r[p] for r in per_run]),
-            "latency": {"series": series, "rate_per_s": rate, "percentile": p}}
-        if hlog is not None:
-            row["hdr_log"] = f"{artifacts.name}/{hlog.name}"  # relative to the JSON
-        rows.append(row)
-    rows[0]["note"] = (f"open loop at {rate:g} events/s from the intended send time; "
-                       f"{measured} of {sent} events sampled")
     return rows

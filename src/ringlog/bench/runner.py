@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from . import peers, results
+from . import latency, peers, results
 from .progress import Progress
 
 __all__ = ["TARGETS", "bench_dir", "goals", "load_target", "run_all"]
@@ -58,7 +58,8 @@ def run_all(targets: list[str], runs: int = 3, smoke: bool = False,
     """Runs the peers, each target and (with ``handler``, a ``module:Class`` spec) the user's
     handler through the pipeline built from ``options`` (PipelineOptions); returns the results
     document. A peer or target that fails is recorded under ``skipped`` with the reason and the
-    run goes on; ``previous`` (an earlier document) supplies per-step timings for the ETA."""
+    run goes on; ``previous`` (an earlier document) supplies per-step timings for the ETA;
+    ``artifacts`` is the folder of HdrHistogram logs (``latency.latency_rows``)."""
     from .pipeline import PipelineOptions, run_handler
 
     config: dict[str, Any] = {"runs": runs, "smoke": smoke, "targets": targets}
@@ -105,12 +106,12 @@ def run_all(targets: list[str], runs: int = 3, smoke: bool = False,
             lim = doc["peers"].get("limits")
             doc["results"].extend(run_handler(
                 handler, options, smoke=smoke, limits=lim if isinstance(lim, dict) else None,
-                artifacts=artifacts, progress=progress))
+                progress=progress))
         steps.append((f"handler {handler}", user))
     before = (previous or {}).get("timings", {})
     prog = Progress(len(steps), progress, estimates=[before.get(label) for label, _ in steps])
     for label, fn in steps:
-        with prog.step(label):
+        with prog.step(label), latency.hdr_logs_in(artifacts):
             guarded(label.split(" (")[0], fn)()
         doc["timings"][label] = round(prog.elapsed[-1], 3)
     for peer, figures in doc["peers"].items():
