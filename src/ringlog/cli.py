@@ -80,7 +80,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         img_dir = Path(args.plots) if args.plots else out.parent / "img"
         images = [(t, title, os.path.relpath(p, out.parent))
                   for t, title, p in plots.plot_all(doc, img_dir)]
-        cmdline = "ringlog bench " + " ".join(sys.argv[2:] if len(sys.argv) > 2 else [])
+        cmdline = "ringlog " + " ".join(args.argv)
         out.write_text(report.render(doc, args.command_text or cmdline.strip(),
                                      targets=runner.goals(doc["config"]["targets"]),
                                      images=images))
@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "  ringlog bench --handler myapp:Handler --rate 10k --runs 5\n"
                               "  ringlog bench compare old.json new.json",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    b.add_argument("targets", nargs="*", help="ring journal breaker processor engine gateway all")
+    b.add_argument("targets", nargs="*", help="ring journal breaker processor engine gateway "
+                                              "tools all (default all; none with --handler)")
     b.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
     b.add_argument("--smoke", action="store_true", help="tiny sizes: checks the harness only")
     b.add_argument("--no-peers", action="store_true", help="skip the Disruptor and limits")
@@ -153,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``ringlog`` and ``python -m ringlog``."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the report's command line
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

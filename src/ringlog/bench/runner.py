@@ -24,7 +24,7 @@ from .progress import Progress
 
 __all__ = ["TARGETS", "bench_dir", "goals", "load_target", "run_all"]
 
-TARGETS = ("ring", "journal", "breaker", "processor", "engine", "gateway")
+TARGETS = ("ring", "journal", "breaker", "processor", "engine", "gateway", "tools")
 
 
 def bench_dir() -> Path:
@@ -85,7 +85,9 @@ def run_all(targets: list[str], runs: int = 3, smoke: bool = False,
             with tempfile.TemporaryDirectory(dir=".") as d:
                 doc["peers"]["limits"] = peers.run_limits(d)
         steps.append(("peers: machine limits (shared/anchors/limits.py)", limits))
-        if not smoke:
+        if smoke:
+            doc["skipped"].append({"name": "peer disruptor", "reason": "not run in smoke mode"})
+        else:
             def disruptor() -> None:
                 doc["peers"]["disruptor"] = peers.run_disruptor(20_000_000, runs)
             steps.append(("peers: Java LMAX Disruptor (shared/anchors/disruptor/run.sh)",
