@@ -475,3 +475,18 @@ def test_latency_rows_summarise_runs_and_save_one_log_for_all_of_them(tmp_path):
     assert empty == [{"target": "ring", "name": "spin_latency_500_per_s", "unit": "ns",
                       "median": None, "min": None, "max": None, "runs": [],
                       "note": "not measured: no output"}]
+
+
+def test_a_handler_that_raises_fails_the_run_with_its_error(tmp_path, handlers, capsys):
+    bad = tmp_path / "bad.py"
+    bad.write_text("from ringlog import EventHandler\n\n\nclass Boom(EventHandler):\n"
+                   "    def on_event(self, event, sequence, end_of_batch):\n"
+                   "        if sequence == 10:\n"
+                   "            raise KeyError('account 42')\n")
+    rc = cli.main(["bench", "--handler", f"{bad}:Boom", "--smoke", "--runs", "1", "--rate",
+                   "1k", "--no-peers", "--json", str(tmp_path / "r.json")])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "the processor halted" in err and "account 42" in err
+    doc = results.load(tmp_path / "r.json")
+    assert doc["skipped"][0]["failed"] and doc["results"] == []

@@ -23,6 +23,7 @@ Only the public ``Processor`` API is used, so the measurement holds whatever the
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import math
@@ -30,7 +31,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -156,6 +157,21 @@ def _processor(factory: Callable[[], Any], opts: PipelineOptions, workdir: str,
     return Processor(factory(), d, opts.processor_config(), on_output=on_output)
 
 
+@contextlib.contextmanager
+def _stopped_on_error(p: Any) -> Iterator[None]:
+    """Stops the processor if publishing fails: a handler that raised halts the loop and
+    closes the ring, and ``stop()`` raises the processor's error naming the handler's
+    exception, which says more than the closed ring the producer ran into."""
+    try:
+        yield
+    except BaseException:
+        try:
+            p.stop()
+        finally:
+            shutil.rmtree(p.directory, ignore_errors=True)
+        raise
+
+
 def _finish(p: Any, published: int, timeout: float) -> Any:
     """Drains, checks that every event was handled, removes the directory; the metrics."""
     try:
@@ -180,9 +196,10 @@ def _throughput_once(factory: Callable[[], Any], opts: PipelineOptions, payloads
     clock = time.perf_counter
     t0 = clock()
     deadline = t0 + opts.duration
-    while clock() < deadline:
-        publish_many(chunk)
-        n += CHUNK
+    with _stopped_on_error(p):
+        while clock() < deadline:
+            publish_many(chunk)
+            n += CHUNK
     _finish(p, n, timeout=max(60.0, opts.duration * 20))
     return n / (clock() - t0)
 
@@ -203,12 +220,9 @@ def _latency_once(factory: Callable[[], Any], opts: PipelineOptions, payloads: l
     p.start()
     publish = p.publish
     m = len(payloads)
-    try:
+    with _stopped_on_error(p):
         intended = latency.open_loop(lambda i: publish(payloads[i % m], correlation_id=i + 1),
                                      rate, count, clock)
-    except BaseException:
-        p.stop()
-        raise
     _finish(p, count, timeout=max(60.0, opts.duration * 20))
     # outputs leave in input order: an event without an output of its own is complete when
     # the first output of a later event arrives

@@ -98,8 +98,8 @@ def render(doc: dict[str, Any], command: str, intro: str = "",
             notes.append("- HdrHistogram logs (next to the JSON): "
                          + ", ".join(f"`{x}`" for x in logs))
         lines += ["", *notes, ""] if notes else [""]
-        for t, title, rel in images or []:
-            if t == target:
+        for img_target, title, rel in images or []:
+            if img_target == target:
                 lines += [f"![{title}]({rel})", ""]
     skipped = doc.get("skipped") or []
     if skipped:
