@@ -275,7 +275,8 @@ def test_a_failing_target_is_recorded_and_the_run_goes_on(monkeypatch):
 
     class Fine:
         @staticmethod
-        def run(runs, smoke, peers):
+        def run(runs, smoke, peers, progress):
+            progress("run 1/1 of x")
             return [{"name": "x", "unit": "events/s", **stats.summarize([1.0])}]
 
     monkeypatch.setattr(runner, "load_target", {"ring": Broken, "journal": Fine}.get)
@@ -286,7 +287,7 @@ def test_a_failing_target_is_recorded_and_the_run_goes_on(monkeypatch):
     assert doc["skipped"] == [
         {"name": "gateway", "reason": "no bench/bench_gateway.py yet"},
         {"name": "ring", "reason": "RuntimeError: no such device", "failed": True}]
-    assert any("ring: FAILED" in s for s in lines)
+    assert any("ring: FAILED" in s for s in lines) and "journal: run 1/1 of x" in lines
     results.validate(doc)
 
 

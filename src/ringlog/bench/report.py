@@ -58,6 +58,10 @@ def render(doc: dict[str, Any], command: str, intro: str = "",
         f"- date: {doc['created']}; runs per figure: {runs} (median, with min-max spread)",
         "- these machines are shared and noisy: read the ratios against peers measured in the "
         "same run, not the absolute figures.",
+        "- throughput: events per second of each run; latency (unit ns): an open-loop load at a "
+        "fixed offered rate, measured from each event's intended send time (coordinated "
+        "omission corrected), raw nanoseconds summarised as HdrHistogram percentiles; each "
+        "percentile is the median over the runs.",
         "",
     ]
     if intro:

@@ -1,7 +1,8 @@
 """Runs benchmark targets and peers into one results document, and renders the report.
 
 A target is ``bench/bench_<target>.py`` in the repository with ``run(runs, smoke, peers) ->
-list[dict]`` returning result rows (see ``results``) and a ``GOALS`` list (see ``report``).
+list[dict]`` returning result rows (see ``results``) and a ``GOALS`` list (see ``report``);
+a ``run`` that also takes ``progress`` gets a callable to report each run on long benchmarks.
 Peers (the Java Disruptor, machine limits) run in the same invocation, so that every ratio
 compares figures taken minutes apart on the same machine. A user's handler (``--handler``) is
 measured by ``pipeline``.
@@ -10,6 +11,7 @@ measured by ``pipeline``.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import sys
 import tempfile
 from collections.abc import Callable
@@ -99,7 +101,10 @@ def run_all(targets: list[str], runs: int = 3, smoke: bool = False,
             continue
 
         def target(t: str = t, mod: ModuleType = mod) -> None:
-            for row in mod.run(runs=runs, smoke=smoke, peers=doc["peers"]):
+            kw: dict[str, Any] = {}
+            if "progress" in inspect.signature(mod.run).parameters:
+                kw["progress"] = lambda s, t=t: progress(f"{t}: {s}")
+            for row in mod.run(runs=runs, smoke=smoke, peers=doc["peers"], **kw):
                 row.setdefault("target", t)
                 doc["results"].append(row)
         steps.append((f"{t} ({runs} runs{', smoke' if smoke else ''})", target))
