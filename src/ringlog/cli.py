@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     h = b.add_argument_group("your handler through the full pipeline (--handler)")
     h.add_argument("--handler", metavar="MODULE:CLASS",
                    help="measure this handler (module:Class or file.py:Class, built with no "
-                        "arguments): producer -> ring -> journal -> handler -> outputs")
+                        "arguments): producer -> ring -> journal -> handler -> outputs; a "
+                        "static bench_payloads(size) on the class supplies valid input")
     h.add_argument("--event-size", type=int, default=64, help="payload bytes per event (64)")
     h.add_argument("--ring-size", type=int, default=1 << 14, help="ring capacity (16384)")
     h.add_argument("--wait", default="blocking",
