@@ -161,7 +161,9 @@ def hdr_logs_in(directory: Path | None) -> Iterator[None]:
 
 
 def rate_label(rate: float) -> str:
-    """``10000.0`` -> ``10k``, ``500.0`` -> ``500``: how rates appear in row names."""
+    """``2e6`` -> ``2M``, ``10000.0`` -> ``10k``, ``500.0`` -> ``500``: rates in row names."""
+    if rate >= 1e6:
+        return f"{rate / 1e6:g}M"
     return f"{rate / 1000:g}k" if rate >= 1000 else f"{rate:g}"
 
 

@@ -205,8 +205,9 @@ def _throughput_once(factory: Callable[[], Any], opts: PipelineOptions, payloads
 
 
 def _latency_once(factory: Callable[[], Any], opts: PipelineOptions, payloads: list[bytes],
-                  rate: float, workdir: str) -> tuple[np.ndarray, int]:
-    """Latencies (ns) of the events an output completed, and how many events were sent."""
+                  rate: float, workdir: str) -> tuple[np.ndarray, int, float]:
+    """Latencies (ns) of the events an output completed, how many events were sent, and the
+    rate the sender achieved (below the offered rate when it fell behind the schedule)."""
     count = max(1, int(rate * opts.duration))
     done = np.zeros(count, dtype=np.int64)
     clock = time.perf_counter_ns
@@ -223,12 +224,13 @@ def _latency_once(factory: Callable[[], Any], opts: PipelineOptions, payloads: l
     with _stopped_on_error(p):
         intended = latency.open_loop(lambda i: publish(payloads[i % m], correlation_id=i + 1),
                                      rate, count, clock)
+        sent_rate = count / max(clock() - intended[0], 1) * 1e9
     _finish(p, count, timeout=max(60.0, opts.duration * 20))
     # outputs leave in input order: an event without an output of its own is complete when
     # the first output of a later event arrives
     first_after = np.minimum.accumulate(np.where(done > 0, done, _NO_OUTPUT)[::-1])[::-1]
     measured = first_after != _NO_OUTPUT
-    return (first_after[measured] - intended[measured]), count
+    return (first_after[measured] - intended[measured]), count, sent_rate
 
 
 def run_handler(spec: str, opts: PipelineOptions, *, smoke: bool = False,
@@ -267,17 +269,22 @@ def run_handler(spec: str, opts: PipelineOptions, *, smoke: bool = False,
             row["ratios"]["python_call_ceiling"] = row["median"] * call_ns / 1e9
         rows += [row, peer]
         for rate in opts.rates:
-            samples, sent = [], 0
+            samples, sent, achieved = [], 0, []
             for i in range(opts.runs):
                 with prog.step(f"latency at {latency.rate_label(rate)}/s run {i + 1}/{opts.runs}"):
-                    lat, n = _latency_once(factory, opts, payloads, rate, workdir)
+                    lat, n, r = _latency_once(factory, opts, payloads, rate, workdir)
                 samples.append(lat)
                 sent += n
+                achieved.append(r)
             measured = sum(s.size for s in samples)
+            behind = ""
+            if min(achieved) < 0.95 * rate:  # the sender's own backlog is in the latencies
+                behind = (f"; the sender fell behind the schedule (achieved "
+                          f"{min(achieved):,.0f} events/s): the latencies include its backlog")
             rows += latency.latency_rows(
                 "handler", f"{name}_{tag}", rate, samples,
                 note=f"open loop at {rate:g} events/s from the intended send time; "
-                     f"{measured} of {sent} events sampled",
+                     f"{measured} of {sent} events sampled{behind}",
                 missing="the handler emitted no output in a run (latency is measured to "
                         "the output an event causes)")
     finally:

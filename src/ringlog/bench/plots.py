@@ -7,7 +7,7 @@
                              HdrHistogram's plotter does
 
 Latency rows are found by their ``latency`` field (``{"series", "rate_per_s", "percentile"}``)
-or, for rows without one, by the name ``latency_<rate>[k]_per_s_<series>_<pNN|max>``. Every plot
+or, for rows without one, by the name ``latency_<rate>[k|M]_per_s_<series>_<pNN|max>``. Every plot
 states the machine and the run count in its title.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 __all__ = ["latency_series", "plot_all", "plot_latency", "plot_throughput"]
 
-_LATENCY_NAME = re.compile(r"^latency_(?P<rate>[\d.]+)(?P<k>k?)_per_s_(?P<series>.+)_"
+_LATENCY_NAME = re.compile(r"^latency_(?P<rate>[\d.]+)(?P<k>[kM]?)_per_s_(?P<series>.+)_"
                            r"(?P<p>p[\d.]+|max)$")
 OURS, PEER = "#1f5fa8", "#9a9a9a"
 
@@ -95,7 +95,7 @@ def latency_series(doc: dict[str, Any]) -> dict[tuple[str, str], dict[float, dic
             m = _LATENCY_NAME.match(r["name"])
             if m is None:
                 continue
-            rate = float(m["rate"]) * (1000 if m["k"] else 1)
+            rate = float(m["rate"]) * {"k": 1e3, "M": 1e6}.get(m["k"], 1)
             meta = {"series": m["series"], "rate_per_s": rate, "percentile": m["p"]}
         key = (r["target"], meta["series"])
         out.setdefault(key, {}).setdefault(float(meta["rate_per_s"]), {})[

@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 
 __all__ = ["Document", "Row", "compare", "higher_is_better", "json_schema", "load",
-           "machine_info", "new_document", "save", "validate"]
+           "machine_info", "new_document", "save", "validate", "versions"]
 
 SCHEMA_VERSION = 1
 
@@ -84,6 +84,7 @@ class Document(msgspec.Struct, frozen=True):
     config: dict[str, Any]
     peers: dict[str, Any]
     results: list[Row]
+    versions: dict[str, str] = {}  # package -> version
     skipped: list[Skipped] = []
     timings: dict[str, float] = {}  # seconds per step, for the next run's ETA
 
@@ -128,8 +129,21 @@ def new_document(config: dict[str, Any]) -> dict[str, Any]:
 
     from .. import __version__
     return {"schema": SCHEMA_VERSION, "ringlog": __version__, "numpy": numpy.__version__,
+            "versions": versions(),
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "machine": machine_info(), "config": config, "peers": {}, "results": []}
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages the figures depend on (those installed)."""
+    from importlib import metadata
+
+    out = {}
+    for name in ("Cython", "msgspec", "numpy", "hdrhistogram", "faster-fifo",
+                 "cython-orderbook", "matplotlib", "uvloop"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out
 
 
 def save(doc: dict[str, Any], path: str | Path) -> None:
