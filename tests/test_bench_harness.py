@@ -392,8 +392,7 @@ def handlers(tmp_path):
 
 def test_cli_handler_smoke_run_writes_rows_hdr_logs_plots_and_report(tmp_path, handlers,
                                                                      capsys):
-    out = tmp_path / "out"
-    out.mkdir()
+    out = tmp_path / "out" / "new"  # folders that do not exist yet
     rc = cli.main(["bench", "--handler", f"{handlers}:Echo", "--smoke", "--runs", "1",
                    "--rate", "2k", "--no-peers", "--durability", "none", "--event-size", "100",
                    "--json", str(out / "r.json"), "--report", str(out / "r.md")])

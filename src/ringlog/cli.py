@@ -60,6 +60,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"ringlog bench: {e}", file=sys.stderr)
             return EXIT_USAGE
         json_path = Path(args.json) if args.json else None
+        for p in (args.json, args.report):  # a long run must not end unable to write
+            if p:
+                Path(p).parent.mkdir(parents=True, exist_ok=True)
         previous = None
         if json_path is not None and json_path.exists():
             with contextlib.suppress(ValueError, OSError):
@@ -77,6 +80,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from .bench import plots
 
         out = Path(args.report)
+        out.parent.mkdir(parents=True, exist_ok=True)
         img_dir = Path(args.plots) if args.plots else out.parent / "img"
         images = [(t, title, os.path.relpath(p, out.parent))
                   for t, title, p in plots.plot_all(doc, img_dir)]

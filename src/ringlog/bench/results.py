@@ -147,8 +147,9 @@ def versions() -> dict[str, str]:
 
 
 def save(doc: dict[str, Any], path: str | Path) -> None:
-    """Validates the document, then writes it as indented JSON."""
+    """Validates the document, then writes it as indented JSON (creating its folder)."""
     validate(doc, str(path))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
 
 
