@@ -407,3 +407,14 @@ def test_replay_with_the_breaker_halts_and_resumes_where_the_live_run_did(tmp_pa
     assert json.loads(out.read_text())["state"] == live
     r = ringlog("replay", d, "--handler", f"{HANDLERS}:Book", "--verify", "--json")
     assert r.returncode == 1  # without the breaker the outputs differ at the first trip
+
+
+def test_repair_refuses_while_an_appender_holds_the_journal(tmp_path):
+    j = make_journal(tmp_path / "j")
+    idx = sorted(j.glob("*.idx"))
+    with Journal(j, durability="none"):
+        idx[0].write_bytes(idx[1].read_bytes())  # a stale index: something to repair
+        r = ringlog("journal", "repair", j, "--yes")
+        assert r.returncode == 1 and f"pid {os.getpid()}" in r.stderr
+    assert ringlog("journal", "repair", j, "--yes").returncode == 0
+    assert ringlog("journal", "verify", j).returncode == 0

@@ -124,3 +124,21 @@ def test_info_counts_by_type_in_c_and_past_its_table_in_python(tmp_path):
                 j.append(b"y", 1 + i)
     got = info(tmp_path / "many")["counts_by_type"]
     assert len(got) == 5000 and got["type1 (1)"] == 2 and got["type5000 (5000)"] == 1
+
+
+def test_check_never_reports_a_live_journal_being_appended_as_corrupt(tmp_path):
+    import threading
+
+    results = []
+    with Journal(tmp_path / "live", segment_size=1 << 16, durability="none") as j:
+        def writer():  # a bounded amount: 2000 batches of 64 records, ~300 segments
+            for _ in range(2000):
+                j.append_many([b"p" * 40] * 64)
+
+        t = threading.Thread(target=writer)
+        t.start()
+        while t.is_alive() or len(results) < 3:
+            results.append(check(tmp_path / "live"))
+        t.join()
+    assert all(r.problem is None for r in results), [r.problem for r in results if r.problem]
+    assert results[-1].records > results[0].records  # it really was growing
