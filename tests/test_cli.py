@@ -407,6 +407,12 @@ def test_replay_with_the_breaker_halts_and_resumes_where_the_live_run_did(tmp_pa
     assert json.loads(out.read_text())["state"] == live
     r = ringlog("replay", d, "--handler", f"{HANDLERS}:Book", "--verify", "--json")
     assert r.returncode == 1  # without the breaker the outputs differ at the first trip
+    # control events by name, in both journals; trip reports decoded from msgpack
+    resets = jsonl(ringlog("journal", "dump", d, "--type", "breaker_reset", "--json").stdout)
+    assert [x["timestamp_ns"] for x in resets] == [10_000 * ms, 20_000 * ms]
+    trips = jsonl(ringlog("journal", "dump", d, "--journal", "output", "--type",
+                          "breaker_tripped", "--json").stdout)
+    assert len(trips) == 2 and trips[0]["payload"][0] == trips[0]["producer_seq"]
 
 
 def test_repair_refuses_while_an_appender_holds_the_journal(tmp_path):
