@@ -63,8 +63,6 @@ _SCAN_END = 1
 _SCAN_WHAT = {2: "impossible record length", 3: "checksum mismatch",
               4: "sequence out of order"}
 _END_PROBE = 65536  # bytes after the written end that must be zero
-HEADER_FIELDS = ("sequence", "timestamp_ns", "type_id", "flags", "correlation_id",
-                 "producer_id", "producer_seq")
 
 
 # -- time ---------------------------------------------------------------------------------
@@ -155,11 +153,13 @@ class PayloadDecoder:
 
     def __init__(self) -> None:
         self._by_schema: dict[bytes, dict[int, _TypeDecoder]] = {}
-        self._by_segment: dict[int, dict[int, _TypeDecoder]] = {}
+        self._by_path: dict[str, dict[int, _TypeDecoder]] = {}
+        self._lookup: dict[tuple[str, int], tuple[str, _TypeDecoder | None]] = {}
 
     def types_of(self, seg: Segment) -> dict[int, _TypeDecoder]:
-        """type id -> decoder for one segment (cached by schema bytes)."""
-        found = self._by_segment.get(id(seg))
+        """type id -> decoder for one segment (cached by file and by schema bytes: a
+        segment's header never changes)."""
+        found = self._by_path.get(seg.path)
         if found is not None:
             return found
         raw = seg.schema
@@ -171,26 +171,38 @@ class PayloadDecoder:
                 desc = []
             types = {int(d["type_id"]): _TypeDecoder(d) for d in desc if "type_id" in d}
             self._by_schema[raw] = types
-        if len(self._by_segment) > 64:
-            self._by_segment.clear()
-        self._by_segment[id(seg)] = types
+        if len(self._by_path) > 1024:
+            self._by_path.clear()
+        self._by_path[seg.path] = types
         return types
+
+    def _type(self, t: int, seg: Segment) -> tuple[str, _TypeDecoder | None]:
+        key = (seg.path, t)
+        found = self._lookup.get(key)
+        if found is None:
+            if is_control(t):
+                found = (CONTROL_NAMES.get(t, f"control{t - 0xFFFF_FF00}"), None)
+            else:
+                td = self.types_of(seg).get(t)
+                found = (td.name if td is not None else f"type{t}", td)
+            if len(self._lookup) > 4096:
+                self._lookup.clear()
+            self._lookup[key] = found
+        return found
 
     def type_name(self, rec: Record) -> str:
         """The type's name from the schema, a control event's name, or ``type<id>``."""
-        return self.name_of(rec.type_id, rec.segment)
+        return self._type(rec.type_id, rec.segment)[0]
 
     def name_of(self, t: int, seg: Segment) -> str:
         """The name of type id ``t`` in ``seg``'s schema (control names, else ``type<id>``)."""
-        if is_control(t):
-            return CONTROL_NAMES.get(t, f"control{t - 0xFFFF_FF00}")
-        td = self.types_of(seg).get(t)
-        return td.name if td is not None else f"type{t}"
+        return self._type(t, seg)[0]
 
-    def decode(self, rec: Record) -> tuple[Any, bool]:
+    def decode(self, rec: Record, td: _TypeDecoder | None = None) -> tuple[Any, bool]:
         """(decoded payload, True) or (hex string of the raw bytes, False)."""
         payload = rec.payload
-        td = None if is_control(rec.type_id) else self.types_of(rec.segment).get(rec.type_id)
+        if td is None:
+            td = self._type(rec.type_id, rec.segment)[1]
         try:
             if td is not None and td.kind != "bytes":
                 return td.decode(payload), True
@@ -203,12 +215,13 @@ class PayloadDecoder:
 
     def as_dict(self, rec: Record) -> dict[str, Any]:
         """One record as a JSON-able dict: header fields, type name, decoded payload."""
-        out: dict[str, Any] = {f: getattr(rec, f) for f in HEADER_FIELDS}
-        out["type"] = self.type_name(rec)
-        out["length"] = len(rec.payload)
-        value, ok = self.decode(rec)
-        out["payload" if ok else "payload_hex"] = value
-        return out
+        name, td = self._type(rec.type_id, rec.segment)
+        value, ok = self.decode(rec, td)
+        return {"sequence": rec.sequence, "timestamp_ns": rec.timestamp_ns,
+                "type_id": rec.type_id, "flags": rec.flags,
+                "correlation_id": rec.correlation_id, "producer_id": rec.producer_id,
+                "producer_seq": rec.producer_seq, "type": name, "length": len(rec.payload),
+                "payload" if ok else "payload_hex": value}
 
 
 # -- filters ------------------------------------------------------------------------------
@@ -353,9 +366,9 @@ def write_rows(rows: Iterator[dict[str, Any]], out: TextIO, as_json: bool,
     """Writes rows as JSON lines or the human table, streaming; returns the count."""
     n = 0
     if as_json:
+        enc = _ENC.encode
         for d in rows:
-            out.write(_ENC.encode(d).decode())
-            out.write("\n")
+            out.write(enc(d).decode() + "\n")
             n += 1
         return n
     for d in rows:
