@@ -67,3 +67,12 @@ class Counter(EventHandler):
 
     def on_restore(self, data):
         (self.n,) = struct.unpack("<q", data)
+
+
+class Crashy(Book):
+    """Raises on sequence 123: the replay names the sequence instead of a traceback."""
+
+    def adjust(self, sequence, qty):
+        if sequence == 123:
+            raise KeyError("no such account")
+        return qty

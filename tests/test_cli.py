@@ -311,6 +311,13 @@ def test_replay_verify_passes_then_finds_an_injected_divergence(processor_dir):
     assert "DIVERGENCE at input sequence 250" in r.stderr
 
 
+def test_replay_names_the_sequence_where_the_handler_raised(processor_dir):
+    d, _ = processor_dir
+    r = ringlog("replay", d, "--handler", f"{HANDLERS}:Crashy", "--snapshot", "none")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "raised at input sequence 123" in r.stderr and "no such account" in r.stderr
+
+
 def test_replay_dumps_opaque_state_as_base64_and_shows_progress_on_request(processor_dir,
                                                                            tmp_path):
     d, _ = processor_dir
@@ -357,6 +364,7 @@ def test_snapshot_take_list_and_verify(tmp_path, processor_dir):
     ["journal", "dump", "{j}", "--since", "yesterday"],
     ["replay", "{j}", "--handler", "no_such_module:X"],
     ["replay", "{j}", "--handler", "x:Y", "--to", "5", "--until", "6"],
+    ["replay", "{j}", "--handler", f"{HANDLERS}:Book", "--snapshot", "newest"],
     ["journal"],
 ])
 def test_usage_errors_exit_2_with_a_message(journal, args):

@@ -266,7 +266,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from .replay import Progress
 
     rp = _replayer(args)
-    snap: int | str = args.snapshot if args.snapshot in ("latest", "none") else int(args.snapshot)
+    snap: int | str = args.snapshot
+    if snap not in ("latest", "none"):
+        if not str(snap).lstrip("-").isdigit():
+            raise UsageError(f"--snapshot {snap!r}: give a snapshot sequence (see `ringlog "
+                             "snapshot list`), latest or none")
+        snap = int(snap)
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     res = rp.run(_target(args, rp), snapshot=snap, verify=args.verify,
                  progress=Progress(0, sys.stderr) if show else None)

@@ -278,7 +278,12 @@ class Replayer:
             progress.total = max(to - snap_seq, 1)
         self.handler.on_start()
         for rec in self.input.records(start, to_sequence=to):
-            process(rec, rec.sequence, True)
+            try:
+                process(rec, rec.sequence, True)
+            except Exception as e:  # the handler's bug, reported where it happened
+                raise RingLogError(f"the handler raised at input sequence {rec.sequence} "
+                                   f"(type {rec.type_id}): {e!r}; replay stops here (a "
+                                   "processor run with --dead-letter continues)") from e
             replayed += 1
             if captured:
                 outputs += len(captured)
