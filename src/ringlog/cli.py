@@ -444,7 +444,7 @@ def _add_journal_parsers(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="one JSON document")
     p = _parser(jsub, "dump", "records decoded by the journal's own schema",
                 "  ringlog journal dump ./proc --from 1000 --to 1010\n"
-                "  ringlog journal dump ./proc --type NEW --where price>100 --json | jq .\n"
+                "  ringlog journal dump ./proc --type NEW --where 'price>100' --json | jq .\n"
                 "  ringlog journal dump ./proc --since 2026-11-24T12:00:00Z "
                 "--until 2026-11-24T12:05:00Z")
     p.add_argument("--from", dest="from_seq", type=int, metavar="SEQ", help="first sequence")
