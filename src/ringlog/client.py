@@ -121,7 +121,6 @@ class AsyncClient:
         self._logon: asyncio.Future[Any] | None = None
         self._proto: _ClientProtocol | None = None
         self._enc = FrameEncoder(codec)
-        self._buf = bytearray()
 
     @classmethod
     async def connect(cls, host: str, port: int, token: str, *, timeout: float = 10.0,
@@ -150,8 +149,8 @@ class AsyncClient:
             raise LogonRejected(f"logon refused: {ack.reason}")
         self.account = ack.account
         self.server_seq = ack.session_seq
-        self._on_ack(ack.session_seq)
-        # answers collected for unacked seqs come again with the resend: start them afresh
+        # resend even what the server already processed (seq <= session_seq): it answers a
+        # resend again, so answers lost with the old connection arrive; collect them afresh
         for seq, msg in list(self.unacked.items()):
             self._answers.pop(seq, None)
             self._write(msg)
@@ -206,10 +205,9 @@ class AsyncClient:
         p = self._proto
         if p is None or p.transport is None or p.transport.is_closing():
             return
-        buf = self._buf
+        buf = bytearray()  # the transport may keep it (never reuse a written buffer)
         self._enc.append(buf, msg)
         p.transport.write(buf)
-        buf.clear()
 
     async def drain(self) -> None:
         """Waits while the connection's write buffer is above its high-water mark."""

@@ -14,8 +14,9 @@ Everything but the processor's threads runs on one event loop thread, so session
 locks. The loop never blocks: commands are published with ``timeout=0`` (a full input ring
 parks them in a backlog retried from a timer while the senders' reading pauses; an open breaker
 answers Halted at once). Each connection has write-buffer limits: above ``high_water`` its
-reading pauses (so it cannot make the server queue more answers), beyond ``max_buffered`` it
-is closed as a slow consumer; market data to a paused connection is dropped (it is a latest
+reading pauses (so it cannot make the server queue more answers), as it does while
+``max_inflight`` of its commands await the engine; beyond ``max_buffered`` it is closed as a
+slow consumer; market data to a paused connection is dropped (it is a latest
 value), reports never are. ``start()`` recovers the engine (snapshot + journal) and rebuilds
 the sessions before the socket listens.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 import time
 from collections import deque
@@ -63,6 +65,7 @@ from .session import (
 __all__ = ["Connection", "Gateway", "GatewayMetrics", "GatewayThread", "new_event_loop"]
 
 _BACKLOG_RETRY_S = 0.0005
+_SETTLE_S = 0.0002
 _REBUILD_TIMEOUT_S = 30.0
 
 
@@ -109,7 +112,9 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
         self.out = bytearray()
-        self.paused: set[str] = set()  # why reading is paused: "write", "backlog"
+        self.pending: deque[Any] = deque()  # decoded frames not handled yet (paused)
+        self.paused: set[str] = set()  # why reading is paused: write, backlog, inflight
+        self.reading = True
         self.closing = False
         self.errors = 0  # consecutive error frames before logon
         self.heartbeat_s = 0.0
@@ -121,17 +126,28 @@ class Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  (uvloop's is no subclass)
         lim = self.gw.config.limits
         transport.set_write_buffer_limits(high=lim.high_water, low=lim.low_water)
+        sock = transport.get_extra_info("socket")
+        if lim.socket_buffer and sock is not None:  # bounds the kernel's share as well
+            for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+                sock.setsockopt(socket.SOL_SOCKET, opt, lim.socket_buffer)
         self.gw.connections.add(self)
         self.gw.metrics.connections += 1
 
     def data_received(self, data: bytes) -> None:
-        """Decodes every complete frame and handles it; then one write of the answers."""
+        """Decodes every complete frame and handles them; then one write of the answers."""
+        self.pending.extend(self.decoder.feed(data))
+        self.process()
+
+    def process(self) -> None:
+        """Handles decoded frames until none is left or the connection is paused; frames
+        decoded before a pause wait here, and reading stays off until they are handled (at
+        most one read's worth waits per connection)."""
         gw = self.gw
-        for item in self.decoder.feed(data):
-            if self.closing:
-                break
-            gw.handle(self, item)
+        pending = self.pending
+        while pending and not self.paused and not self.closing:
+            gw.handle(self, pending.popleft())
         self.flush()
+        self._sync_reading()
 
     def pause_writing(self) -> None:
         """The client reads slower than we answer: stop reading its requests."""
@@ -144,6 +160,7 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """Detaches the session (it survives for a reconnect)."""
         self.closing = True
+        self.pending.clear()
         self.gw.detach(self)
 
     def eof_received(self) -> bool:
@@ -152,16 +169,31 @@ class Connection(asyncio.Protocol):
 
     # -- flow control ---------------------------------------------------------------------
     def pause(self, why: str) -> None:
-        """Pauses reading for a reason (write backpressure, a backlogged input ring)."""
-        if not self.paused and self.transport is not None and not self.closing:
-            self.transport.pause_reading()
+        """Stops handling and reading for a reason (write backpressure, a backlogged input
+        ring, too many commands in flight)."""
         self.paused.add(why)
+        self._sync_reading()
 
     def resume(self, why: str) -> None:
-        """Lifts one reason; reading resumes when none is left."""
+        """Lifts one reason; the waiting frames, then reading, resume when none is left."""
+        if why not in self.paused:
+            return
         self.paused.discard(why)
-        if not self.paused and self.transport is not None and not self.closing:
-            self.transport.resume_reading()
+        if not self.paused:
+            if self.pending:
+                asyncio.get_running_loop().call_soon(self.process)
+            else:
+                self._sync_reading()
+
+    def _sync_reading(self) -> None:
+        want = not self.paused and not self.pending
+        t = self.transport
+        if want != self.reading and t is not None and not self.closing:
+            self.reading = want
+            if want:
+                t.resume_reading()
+            else:
+                t.pause_reading()
 
     # -- output ---------------------------------------------------------------------------
     def send(self, msg: msgspec.Struct) -> None:
@@ -197,6 +229,9 @@ class Connection(asyncio.Protocol):
             return
         s = self.session
         if s is not None:
+            if "inflight" in self.paused and \
+                    len(s.inflight) <= self.gw.config.limits.max_inflight // 2:
+                self.resume("inflight")
             target = s.ack_target()
             if target > s.acked:
                 s.acked = target
@@ -205,8 +240,10 @@ class Connection(asyncio.Protocol):
                 self.logout_seq = 0
                 self.closing = True
         if self.out:
+            # the transport may keep the buffer it was given (uvloop does when the socket is
+            # full): hand it over and start a new one, never clear or reuse it
             t.write(self.out)
-            self.out.clear()
+            self.out = bytearray()
             lim = self.gw.config.limits
             if t.get_write_buffer_size() > lim.max_buffered:
                 # a slow consumer: its unread output would grow without bound
@@ -250,6 +287,9 @@ class Gateway:
         self._retry: asyncio.TimerHandle | None = None
         self._rebuild: asyncio.Future[None] | None = None
         self._ticker: asyncio.TimerHandle | None = None
+        self._settle_timer: asyncio.TimerHandle | None = None
+        self._routed = 0  # outputs routed since start
+        self._published0 = 0  # outputs the processor had published before start
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -259,6 +299,7 @@ class Gateway:
         if p.state == "created":
             await loop.run_in_executor(None, p.recover)
         self._restore_sessions()
+        self._published0 = _published(p)
         p.add_output_listener(self._on_output)
         p.start()
         await self._rebuild_live_orders()
@@ -285,6 +326,8 @@ class Gateway:
             self._ticker.cancel()
         if self._retry is not None:
             self._retry.cancel()
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -435,6 +478,8 @@ class Gateway:
             s.news.add(seq)
             table.pending_new[s.account] += 1
         s.inflight.append(seq)
+        if len(s.inflight) >= self.config.limits.max_inflight:
+            conn.pause("inflight")  # its answers are bounded by the window, not by its sending
         type_id, payload = encode_command(msg, s.account)
         if self.backlog:
             self._park(conn, s, seq, type_id, payload)
@@ -534,7 +579,8 @@ class Gateway:
         m = self.metrics
         while q:
             rec = q.popleft()
-            for s, seq, msg in route(rec.type_id, rec.payload, rec.correlation_id):
+            self._routed += 1
+            for s, seq, msg in route(rec.type_id, rec.payload, rec.correlation_id, rec.cause):
                 m.reports += 1
                 if seq:
                     s.record(seq, msg)
@@ -550,12 +596,43 @@ class Gateway:
         if self._rebuild is not None and not self.table.rebuilding \
                 and not self._rebuild.done():
             self._rebuild.set_result(None)
+        self._settle()
+
+    def _settle(self) -> None:
+        """Completes commands the engine has finished; rechecks soon while any is pending
+        (the processor says when it finished an input, not the last report of it)."""
+        self._settle_timer = None
+        table = self.table
+        if table.unsettled:
+            done = _done_through(self.processor, self._routed + self._published0)
+            for s in table.settle(done):
+                if s.conn is not None:
+                    self.dirty.add(s.conn)
+            if table.unsettled and self._settle_timer is None:
+                assert self._loop is not None
+                self._settle_timer = self._loop.call_later(_SETTLE_S, self._settle)
         self._flush_dirty()
 
     def _flush_dirty(self) -> None:
         dirty = self.dirty
         while dirty:
             dirty.pop().flush()
+
+
+# -- what the gateway needs of the processor beyond its public API (to be exposed by it) ------
+def _published(processor: Any) -> int:
+    """Outputs the processor has published to its output ring since it was created."""
+    return int(processor._loop.state.published)
+
+
+def _done_through(processor: Any, routed: int) -> int:
+    """The journal sequence up to which the loop has finished every input and all their
+    outputs were routed (``routed`` of them), or -1 while some are still on their way."""
+    p = processor
+    if p.state != "running":
+        return -1
+    done = p._base + p._lc.sequence  # read first: outputs of inputs <= done are published
+    return done if routed >= _published(p) else -1
 
 
 def _applied_seqs(processor: Any) -> dict[int, int]:

@@ -100,14 +100,16 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     max_open_orders: int = 10_000  # live + in-flight new orders per account
     max_errors: int = 50  # consecutive error frames before the session is closed
     resend_window: int = 4_096  # answered seqs per session kept for resends
+    max_inflight: int = 1_024  # commands awaiting the engine before the session's reading pauses
     high_water: int = 256 << 10  # unsent bytes above which the session's reading pauses
     low_water: int = 64 << 10  # ... and below which it resumes
     max_buffered: int = 8 << 20  # unsent bytes beyond which the session is closed
+    socket_buffer: int = 0  # SO_SNDBUF/SO_RCVBUF of each connection; 0 = the kernel's
     heartbeat_grace: float = 2.0  # a session silent for grace x its heartbeat is closed
 
     def __post_init__(self) -> None:
         for name in ("max_frame", "burst", "max_open_orders", "max_errors", "resend_window",
-                     "high_water", "max_buffered"):
+                     "max_inflight", "high_water", "max_buffered"):
             if getattr(self, name) < 1:
                 raise ValueError(f"limits.{name} must be >= 1, got {getattr(self, name)}")
         if self.rate <= 0:
@@ -221,8 +223,9 @@ class Session:
     their first report; ``answers`` the recent answers kept for resends.
     """
 
-    __slots__ = ("account", "acked", "answers", "conn", "depth", "errors", "id", "inflight",
-                 "last_heard", "last_seen", "news", "tokens", "token", "token_time", "window")
+    __slots__ = ("account", "acked", "answers", "conn", "depth", "errors", "head_cause", "id",
+                 "inflight", "last_heard", "last_seen", "news", "tokens", "token", "token_time",
+                 "window")
 
     def __init__(self, entry: SessionEntry, limits: Limits) -> None:
         self.id = entry.id
@@ -231,6 +234,7 @@ class Session:
         self.last_seen = 0
         self.acked = 0
         self.inflight: deque[int] = deque()
+        self.head_cause = -1  # journal sequence of inflight[0] once its first report came
         self.news: set[int] = set()  # in-flight seqs that are new orders
         self.answers: OrderedDict[int, list[msgspec.Struct]] = OrderedDict()
         self.window = limits.resend_window
@@ -258,6 +262,7 @@ class Session:
         q = self.inflight
         while q and q[0] <= seq:
             s = q.popleft()
+            self.head_cause = -1
             if s in self.news:
                 self.news.discard(s)
                 n += 1
@@ -297,6 +302,7 @@ class SessionTable:
         self.pending_new: dict[int, int] = dict.fromkeys(self.by_account, 0)
         self.subscribers: dict[int, set[Session]] = {}
         self.rebuilding: set[int] = set()  # accounts whose open-orders query is unanswered
+        self.unsettled: set[Session] = set()  # sessions whose head command may have more
 
     def authenticate(self, token: str) -> Session | None:
         """The session of ``token``: compares against every token in constant time each."""
@@ -325,15 +331,36 @@ class SessionTable:
         for symbol in list(s.depth):
             self.subscribe(s, symbol, 0)
 
-    def route(self, type_id: int, payload: bytes, corr: int,
+    def _complete(self, s: Session, seq: int) -> None:
+        left = s.complete_through(seq)
+        if left:
+            self.pending_new[s.account] -= left
+
+    def settle(self, done: int) -> list[Session]:
+        """Completes head commands whose input (journal sequence) is at or below ``done``:
+        the loop finished them and every output they made has been routed. Returns the
+        sessions whose Ack may move."""
+        out = []
+        for s in list(self.unsettled):
+            if 0 <= s.head_cause <= done:
+                self._complete(s, s.inflight[0])
+                self.unsettled.discard(s)
+                out.append(s)
+        return out
+
+    def route(self, type_id: int, payload: bytes, corr: int, cause: int = -1,
               ) -> Iterator[tuple[Session, int, msgspec.Struct]]:
-        """Deliveries of one engine output; also updates live orders and in-flight seqs."""
+        """Deliveries of one engine output (``cause``: the journal sequence of the input that
+        made it); also updates live orders and in-flight seqs."""
         sid, seq = corr >> SEQ_BITS, corr & SEQ_MASK
         req = self.by_id.get(sid) if sid else None
         if req is not None and seq:
-            left = req.complete_through(seq)
-            if left:
-                self.pending_new[req.account] -= left
+            # a session's commands are journaled in seq order: a report of seq means every
+            # earlier seq is done (even one that made no report); seq itself may have more
+            self._complete(req, seq - 1)
+            if req.inflight and req.inflight[0] == seq and cause >= 0:
+                req.head_cause = cause
+                self.unsettled.add(req)
         if type_id in _KIND:
             eid, account, symbol, price, qty, leaves, _side, reason, _cmd = \
                 REPORT.unpack(payload)
