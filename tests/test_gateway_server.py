@@ -479,7 +479,7 @@ def test_new_orders_get_halted_while_the_breaker_is_open_and_flow_after_a_reset(
 _frames = st.one_of(
     st.binary(max_size=64),
     st.binary(max_size=64).map(frame_of),
-    st.lists(st.one_of(st.integers(-2**70, 2**70), st.text(max_size=5), st.none(),
+    st.lists(st.one_of(st.integers(-2**63, 2**64 - 1), st.text(max_size=5), st.none(),
                        st.booleans(), st.floats(allow_nan=False)), max_size=8)
     .map(lambda xs: frame_of(msgspec.msgpack.encode(xs))),
     st.tuples(st.integers(1, 10), st.lists(st.integers(-5, 2**40), max_size=8))
@@ -492,6 +492,10 @@ _frames = st.one_of(
 def fuzz_gateway(tmp_path_factory):
     cfg = config(Limits(max_frame=512, max_errors=5))
     with running(tmp_path_factory.mktemp("fuzz"), cfg) as g:
+        g.bystander = Raw(g.gateway.address)  # logged on before the fuzz, used after it
+        assert logon(g.bystander, ALICE) == LogonAck(0, 7)
+        g.bystander.send(NewOrder(1, 1, 1, Side.BUY, 5, 100))
+        g.bystander.read_until(lambda m: m == Ack(1))
         yield g
 
 
@@ -524,3 +528,11 @@ def test_fuzzed_frames_never_hurt_the_server_or_other_sessions(fuzz_gateway, chu
     while g.call(lambda: g.gateway.table.by_id[3].conn is not None):
         assert time.monotonic() < deadline
         threading.Event().wait(0.01)
+
+
+def test_after_the_fuzz_a_session_connected_throughout_still_trades(fuzz_gateway):
+    r = fuzz_gateway.bystander
+    r.send(OpenOrders(2), Cancel(3, 1))
+    got = r.read_until(lambda m: m == Ack(3))
+    assert OrderInfo(2, 1, 1, Side.BUY, 100, 5, "open") in got
+    assert [m.kind for m in got if isinstance(m, Report)] == ["cancelled"]

@@ -339,13 +339,15 @@ _POS = re.compile(r"`\$\[(\d+)\]`")
 
 def _name_fields(error: str, body: memoryview, is_json: bool) -> str:
     """Adds the message and field name to msgspec's positional error (``$[3]``)."""
-    try:
-        raw = (msgspec.json if is_json else msgspec.msgpack).decode(body)
-    except msgspec.DecodeError:
+    mod = msgspec.json if is_json else msgspec.msgpack
+    try:  # only the tag is decoded: the other elements stay raw (they may be invalid)
+        raw = mod.decode(body, type=list[msgspec.Raw])
+        tag = mod.decode(raw[0], type=int) if raw else None
+    except (msgspec.DecodeError, ValueError):
         return error
-    if not (isinstance(raw, list) and raw and isinstance(raw[0], int) and raw[0] in _FIELDS):
+    if tag not in _FIELDS:
         return error
-    name, fields = _FIELDS[raw[0]]
+    name, fields = _FIELDS[tag]
 
     def label(m: re.Match[str]) -> str:
         i = int(m.group(1))
