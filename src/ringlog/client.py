@@ -149,6 +149,11 @@ class AsyncClient:
             raise LogonRejected(f"logon refused: {ack.reason}")
         self.account = ack.account
         self.server_seq = ack.session_seq
+        if not self.unacked and self.next_seq <= ack.session_seq:
+            # a client without the session's history (a new process): continue after the
+            # server's seq instead of sending seqs it would take for resends
+            self.next_seq = ack.session_seq + 1
+            self.acked = ack.session_seq
         # resend even what the server already processed (seq <= session_seq): it answers a
         # resend again, so answers lost with the old connection arrive; collect them afresh
         for seq, msg in list(self.unacked.items()):
@@ -195,6 +200,25 @@ class AsyncClient:
         if self.connected:
             self._write(msg)
         return seq
+
+    def send_many(self, msgs: list[tuple[type[msgspec.Struct], tuple[Any, ...]]]) -> int:
+        """Numbers and sends ``(msg_type, args)`` messages in one write; returns the first
+        seq (the others follow it)."""
+        first = self.next_seq
+        buf = bytearray()
+        enc = self._enc.append
+        unacked = self.unacked
+        seq = first
+        for msg_type, args in msgs:
+            msg = msg_type(seq, *args)
+            unacked[seq] = msg
+            enc(buf, msg)
+            seq += 1
+        self.next_seq = seq
+        p = self._proto
+        if buf and p is not None and p.transport is not None and not p.transport.is_closing():
+            p.transport.write(buf)
+        return first
 
     def send_raw(self, data: bytes) -> None:
         """Writes raw bytes (tests of malformed input)."""
