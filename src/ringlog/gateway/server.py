@@ -62,7 +62,8 @@ from .session import (
     split_correlation,
 )
 
-__all__ = ["Connection", "Gateway", "GatewayMetrics", "GatewayThread", "new_event_loop"]
+__all__ = ["Connection", "Gateway", "GatewayMetrics", "GatewayThread", "new_event_loop",
+           "run_server"]
 
 _BACKLOG_RETRY_S = 0.0005
 _SETTLE_S = 0.0002
@@ -288,6 +289,7 @@ class Gateway:
         self._rebuild: asyncio.Future[None] | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self._settle_timer: asyncio.TimerHandle | None = None
+        self.recovery: Any = None  # the processor's RecoveryReport, if start() recovered it
         self._routed = 0  # outputs routed since start
         self._published0 = 0  # outputs the processor had published before start
 
@@ -296,8 +298,8 @@ class Gateway:
         """Recovers the engine, rebuilds sessions, starts the processor, then listens."""
         self._loop = loop = asyncio.get_running_loop()
         p = self.processor
-        if p.state == "created":
-            await loop.run_in_executor(None, p.recover)
+        if p.state == "created":  # recovery reads the journal: off the loop thread
+            self.recovery = await loop.run_in_executor(None, p.recover)
         self._restore_sessions()
         self._published0 = _published(p)
         p.add_output_listener(self._on_output)
@@ -705,3 +707,31 @@ class GatewayThread:
                 loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
         self._thread.join(timeout)
         self._thread = None
+
+
+def run_server(processor: Any, config: GatewayConfig, *, loop: str = "uvloop",
+               on_ready: Callable[[Gateway], None] | None = None) -> None:
+    """Runs a gateway in the foreground until SIGINT or SIGTERM, then stops it cleanly
+    (drains the processor). ``on_ready(gateway)`` is called once it listens."""
+    import signal
+
+    ev = new_event_loop(loop)
+
+    async def main() -> None:
+        gw = Gateway(processor, config)
+        stop = asyncio.get_running_loop().create_future()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(
+                sig, lambda: stop.done() or stop.set_result(None))
+        await gw.start()
+        if on_ready is not None:
+            on_ready(gw)
+        try:
+            await stop
+        finally:
+            await gw.stop()
+
+    try:
+        ev.run_until_complete(main())
+    finally:
+        ev.close()
