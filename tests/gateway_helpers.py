@@ -9,12 +9,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from standin_engine import StandInEngine
-
 from ringlog import Processor, ProcessorConfig
 from ringlog.gateway.protocol import FrameDecoder, ServerMessage, encode_frame
 from ringlog.gateway.server import GatewayThread
 from ringlog.gateway.session import GatewayConfig, Limits, SessionEntry
+
+from standin_engine import StandInEngine
 
 TOKENS = {1: ("token-alice", 7), 2: ("token-bob-1", 8), 3: ("token-carol", 9),
           4: ("token-alice-2", 7)}

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from gateway_helpers import TOKENS, running
 
 from ringlog.client import AsyncClient, Client, GatewayError, LogonRejected
 from ringlog.engine.records import Side
 from ringlog.gateway.protocol import Halted, NewOrder, OpenOrders, OpenOrdersEnd
+
+from gateway_helpers import TOKENS, running
 
 ALICE, BOB = TOKENS[1][0], TOKENS[2][0]
 

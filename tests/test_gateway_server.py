@@ -9,7 +9,6 @@ import time
 
 import msgspec
 import pytest
-from gateway_helpers import TOKENS, Raw, config, frame_of, running
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,7 +25,6 @@ from ringlog.gateway.protocol import (
     Logon,
     LogonAck,
     LogonReject,
-    Logout,
     MarketData,
     NewOrder,
     OpenOrders,
@@ -38,6 +36,8 @@ from ringlog.gateway.protocol import (
     encode_frame,
 )
 from ringlog.gateway.session import Limits
+
+from gateway_helpers import TOKENS, Raw, config, frame_of, running
 
 ALICE, BOB, CAROL, ALICE2 = (TOKENS[i][0] for i in (1, 2, 3, 4))
 
@@ -400,7 +400,7 @@ def test_a_client_that_never_reads_is_paused_with_bounded_memory_and_others_go_o
         while "write" not in g.call(state)[0]:
             assert time.monotonic() < deadline, g.call(state)
             threading.Event().wait(0.01)
-        paused, buffered, waiting, handled = g.call(state)
+        _, buffered, waiting, handled = g.call(state)
         # it stopped handling the client's requests: its output is bounded by high water and
         # the answers of the in-flight window (128 x ~1 KiB), its input by one read
         assert handled < n and waiting < 64 << 10

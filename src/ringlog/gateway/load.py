@@ -15,6 +15,7 @@ the result is one JSON document.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any, Literal
 
@@ -130,11 +131,9 @@ async def _load(cfg: LoadConfig) -> dict[str, Any]:
         for c in conns:
             c.intended += behind
     await asyncio.gather(*(c.run() for c in conns))
-    try:
+    with contextlib.suppress(TimeoutError):  # what is still unanswered is reported missing
         await asyncio.wait_for(asyncio.gather(*(c.complete for c in conns)),
                                cfg.drain_timeout)
-    except TimeoutError:
-        pass  # reported as missing
     for c in conns:
         await c.client.close_and_wait()
     intended = np.concatenate([c.intended for c in conns])
@@ -147,8 +146,8 @@ async def _load(cfg: LoadConfig) -> dict[str, Any]:
     return {
         "offered_rate": cfg.rate, "connections": cfg.connections, "duration_s": cfg.duration,
         "warmup_s": cfg.warmup, "pattern": cfg.pattern, "loop": cfg.loop, "codec": cfg.codec,
-        "sent": int(len(intended)), "answered": answered,
-        "missing": int(len(intended)) - answered,
+        "sent": len(intended), "answered": answered,
+        "missing": len(intended) - answered,
         "halted": sum(c.halted for c in conns), "errors": sum(c.errors for c in conns),
         "achieved_rate": answered / max((last - first) / 1e9, 1e-9),
         "latency_ns": percentiles(lat) if lat.size else None,

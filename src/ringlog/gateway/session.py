@@ -223,9 +223,24 @@ class Session:
     their first report; ``answers`` the recent answers kept for resends.
     """
 
-    __slots__ = ("account", "acked", "answers", "conn", "depth", "errors", "head_cause", "id",
-                 "inflight", "last_heard", "last_seen", "news", "tokens", "token", "token_time",
-                 "window")
+    __slots__ = (
+        "account",
+        "acked",
+        "answers",
+        "conn",
+        "depth",
+        "errors",
+        "head_cause",
+        "id",
+        "inflight",
+        "last_heard",
+        "last_seen",
+        "news",
+        "token",
+        "token_time",
+        "tokens",
+        "window",
+    )
 
     def __init__(self, entry: SessionEntry, limits: Limits) -> None:
         self.id = entry.id
@@ -388,7 +403,7 @@ class SessionTable:
                                taker_id=_client_id(taker, m_acct), symbol=symbol)
             yield from self._to_account(None, 0, m_acct, maker_msg)
         elif type_id == R.ORDER_INFO:
-            eid, account, symbol, price, _qty, leaves, side, _reason_, _cmd = \
+            eid, account, symbol, price, _qty, leaves, side, _, _cmd = \
                 REPORT.unpack(payload)
             if req is None and sid == 0:  # the gateway's own query: seq is the account
                 if leaves > 0 and seq in self.live:
