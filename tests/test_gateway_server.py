@@ -441,38 +441,38 @@ def test_unread_unsolicited_output_past_the_limit_closes_the_slow_consumer(tmp_p
 
 # -- the breaker ---------------------------------------------------------------------------
 def test_new_orders_get_halted_while_the_breaker_is_open_and_flow_after_a_reset(tmp_path):
-    b = Breaker(BreakerConfig(limits=[Limit(max_count=12, window_ns=10**15)]))
+    # outputs: 3 at start (the open-orders query of each account), then 3 per resting order
+    # (accepted, rested, L1): 15 pass, order 5 makes the 16th, which trips
+    b = Breaker(BreakerConfig(limits=[Limit(max_count=15, window_ns=10**15)]))
     with running(tmp_path, breaker=b) as g:
         r = Raw(g.gateway.address)
         logon(r, ALICE)
+        for i in range(1, 5):
+            r.send(NewOrder(i, i, 1, Side.BUY, 1, 100))
+            r.read_until(lambda m, i=i: m == Ack(i))
+        r.send(NewOrder(5, 5, 1, Side.BUY, 1, 100))  # trips: its outputs are held
         proc = g.gateway.processor
-        seq = 0
-        while proc.metrics.breaker_state != "open":
-            seq += 1
-            r.send(NewOrder(seq, seq, 1, Side.BUY, 1, 100))
-            if seq > 100:
-                raise AssertionError("the breaker never tripped")
-            r.read_until(lambda m, s=seq: m == Ack(s) or isinstance(m, Halted))
-        # the event loop is not blocked: heartbeats answer, orders get Halted at once
-        r.send(NewOrder(seq + 1, 900, 1, Side.BUY, 1, 100))
-        got = r.read_until(lambda m: isinstance(m, Halted))
-        assert got[-1].seq == seq + 1 and "breaker" in got[-1].reason
-        proc.reset_breaker()
-        proc.release_held()
         deadline = time.monotonic() + 10
-        answer = []
-        while time.monotonic() < deadline:
-            seq_n = seq + 2
-            r.send(Heartbeat(seq_n))
-            r.read_until(lambda m, s=seq_n: m == Ack(s) or (isinstance(m, Ack) and m.seq > s))
-            seq += 1
-            if proc.metrics.breaker_state != "open":
-                break
-        seq += 2
-        r.send(NewOrder(seq, 901, 1, Side.BUY, 1, 100))
-        answer = r.read_until(lambda m, s=seq: isinstance(m, Report) and m.seq == s)
-        assert answer[-1].kind == "accepted"
-        assert g.call(lambda: g.gateway.metrics.halted) >= 1
+        while proc.metrics.breaker_state != "open":
+            assert time.monotonic() < deadline, "the breaker never tripped"
+            threading.Event().wait(0.01)
+        # the loop is not blocked: the next order is answered Halted at once
+        r.send(NewOrder(6, 6, 1, Side.BUY, 1, 100), Heartbeat(7))
+        (halted,) = r.read(1)
+        assert isinstance(halted, Halted) and halted.seq == 6 and "breaker" in halted.reason
+        proc.reset_breaker()
+        proc.release_held()  # order 5's reports go out; then everything up to 7 is acked
+        got = r.read_until(lambda m: m == Ack(7))
+        assert [(m.seq, m.kind) for m in got if isinstance(m, Report)] == \
+            [(5, "accepted"), (5, "rested")]
+        r.send(NewOrder(8, 8, 1, Side.BUY, 1, 100))
+        got = r.read_until(lambda m: m == Ack(8))
+        assert [(m.seq, m.kind) for m in got if isinstance(m, Report)] == \
+            [(8, "accepted"), (8, "rested")]
+        r.send(OpenOrders(9))  # 6 was never applied
+        got = r.read_until(lambda m: isinstance(m, OpenOrdersEnd))
+        assert sorted(m.order_id for m in got[:-1]) == [1, 2, 3, 4, 5, 8]
+        assert g.call(lambda: g.gateway.metrics.halted) == 1
 
 
 # -- fuzz ----------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from ..engine.records import (
 )
 from ..engine.records import Report as R
 from ..errors import RingLogError
+from ..events import is_control
 from .protocol import (
     Cancel,
     MarketData,
@@ -367,6 +368,10 @@ class SessionTable:
               ) -> Iterator[tuple[Session, int, msgspec.Struct]]:
         """Deliveries of one engine output (``cause``: the journal sequence of the input that
         made it); also updates live orders and in-flight seqs."""
+        if is_control(type_id):
+            # the processor's own outputs (breaker tripped/closed) carry the correlation of
+            # the input they followed; they are not the engine's answer to it
+            return
         sid, seq = corr >> SEQ_BITS, corr & SEQ_MASK
         req = self.by_id.get(sid) if sid else None
         if req is not None and seq:
