@@ -418,8 +418,10 @@ def test_a_client_that_never_reads_is_paused_with_bounded_memory_and_others_go_o
 
 
 def test_unread_unsolicited_output_past_the_limit_closes_the_slow_consumer(tmp_path):
+    # the taker's answers are bounded by its in-flight window (64 x 3 reports, well under
+    # max_buffered); the maker's fills are unsolicited and unbounded: it is the one closed
     lim = Limits(high_water=2 << 10, low_water=1 << 10, max_buffered=32 << 10, rate=1e9,
-                 burst=10**9, socket_buffer=8192)
+                 burst=10**9, socket_buffer=8192, max_inflight=64)
     with running(tmp_path, config(lim)) as g:
         addr = g.gateway.address
         maker = Raw(addr, rcvbuf=4096)

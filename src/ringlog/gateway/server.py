@@ -128,9 +128,10 @@ class Connection(asyncio.Protocol):
         lim = self.gw.config.limits
         transport.set_write_buffer_limits(high=lim.high_water, low=lim.low_water)
         sock = transport.get_extra_info("socket")
-        if lim.socket_buffer and sock is not None:  # bounds the kernel's share as well
-            for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
-                sock.setsockopt(socket.SOL_SOCKET, opt, lim.socket_buffer)
+        if lim.socket_buffer and sock is not None:
+            # bounds the kernel's share of unsent output too; only the send side: shrinking
+            # SO_RCVBUF of an established connection can stall its window (seen on Linux)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, lim.socket_buffer)
         self.gw.connections.add(self)
         self.gw.metrics.connections += 1
 
@@ -199,6 +200,8 @@ class Connection(asyncio.Protocol):
     # -- output ---------------------------------------------------------------------------
     def send(self, msg: msgspec.Struct) -> None:
         """Queues one message for the next flush."""
+        if self.transport is None:
+            return
         if not self.out:
             self.gw.dirty.add(self)
         self.encoder.append(self.out, msg)
@@ -226,7 +229,8 @@ class Connection(asyncio.Protocol):
     def flush(self) -> None:
         """Appends an Ack if the acknowledged seq moved, then writes everything queued."""
         t = self.transport
-        if t is None:
+        if t is None or t.is_closing():
+            self.out = bytearray()  # aborted (slow consumer) or closed: nothing more goes out
             return
         s = self.session
         if s is not None:

@@ -105,7 +105,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     high_water: int = 256 << 10  # unsent bytes above which the session's reading pauses
     low_water: int = 64 << 10  # ... and below which it resumes
     max_buffered: int = 8 << 20  # unsent bytes beyond which the session is closed
-    socket_buffer: int = 0  # SO_SNDBUF/SO_RCVBUF of each connection; 0 = the kernel's
+    socket_buffer: int = 0  # SO_SNDBUF of each connection; 0 = the kernel's default
     heartbeat_grace: float = 2.0  # a session silent for grace x its heartbeat is closed
 
     def __post_init__(self) -> None:
