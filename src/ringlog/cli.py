@@ -98,6 +98,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           "sessions": len(cfg.sessions),
                           "recovered": msgspec.to_builtins(rec) if rec else None}), flush=True)
 
+    # the loop thread hands the GIL to the processor's threads and back for every order: at
+    # the default 5 ms switch interval a wake-up can wait that long behind a busy thread
+    sys.setswitchinterval(args.switch_interval_us / 1e6)
     run_server(proc, cfg, loop=args.loop, on_ready=ready)
     return EXIT_OK
 
@@ -154,6 +157,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--breaker-max", type=int, default=0,
                    help="trip the breaker above this many outputs per window (0: no breaker)")
     s.add_argument("--breaker-window-ms", type=int, default=1000)
+    s.add_argument("--switch-interval-us", type=int, default=500,
+                   help="the interpreter's GIL switch interval (default 500; Python's is 5000)")
 
 
 def _add_load(sub: argparse._SubParsersAction) -> None:
