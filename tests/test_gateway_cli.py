@@ -84,3 +84,26 @@ def test_serve_with_a_bad_config_exits_2_naming_the_field(tmp_path, capsys):
 def test_load_without_enough_tokens_is_a_usage_error(capsys):
     assert main(["load", "--token", "x" * 10, "--connections", "2"]) == 2
     assert "need as many tokens" in capsys.readouterr().err
+
+
+def test_kill_9_mid_stream_then_resend_applies_every_order_exactly_once(tmp_path):
+    cfg = _config(tmp_path)
+    proc, ready = _serve(tmp_path, cfg)
+    c = Client("127.0.0.1", ready["port"], "load-token-2")
+    try:
+        for i in range(1, 301):  # resting orders, not awaited
+            c.new_order(i, 3, Side.SELL, 1, 1000 + i)
+        c.answers(100)  # some are surely processed, others may be in flight
+        proc.kill()  # SIGKILL: no drain, no goodbye
+        proc.wait(10)
+        proc.stdout.close()
+        proc.stderr.close()
+        proc, ready = _serve(tmp_path, cfg)
+        # resends every unacked order: each is applied now or answered again
+        c.reconnect(port=ready["port"])
+        got = c.request(OpenOrders, 3, timeout=20)
+        assert [m.order_id for m in got[:-1]] == list(range(1, 301))
+        assert c.acked == 301 and not c.unacked
+    finally:
+        c.close()
+        _stop(proc)

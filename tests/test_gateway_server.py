@@ -26,6 +26,8 @@ from ringlog.gateway.protocol import (
     LogonAck,
     LogonReject,
     MarketData,
+    MassCancel,
+    Modify,
     NewOrder,
     OpenOrders,
     OpenOrdersEnd,
@@ -263,8 +265,7 @@ def test_restart_recovers_orders_and_limits_for_reconnecting_clients(tmp_path):
 
     async def after(addr):
         for c in (a, b):  # the same clients, the new server's port
-            c.host, c.port = addr
-            await c.logon()
+            await c.reconnect(host=addr[0], port=addr[1])
         got = await a.request(OpenOrders)
         assert [(m.order_id, m.open_qty) for m in got[:-1]] == [(1, 5), (2, 10), (3, 10)]
         (err,) = await a.request(NewOrder, 5, 1, Side.BUY, 10, 90)
@@ -290,6 +291,54 @@ def test_logout_closes_after_everything_before_it_is_answered(tmp_path):
 
     with running(tmp_path) as g:
         run(main(g.gateway.address))
+
+
+def test_logon_seq_above_the_servers_restores_answers_that_were_never_journaled(tmp_path):
+    with running(tmp_path) as g:
+        r = Raw(g.gateway.address)
+        logon(r, ALICE)
+        r.send(NewOrder(1, 1, 1, Side.BUY, 1, 100), Heartbeat(2), Heartbeat(3))
+        r.read_until(lambda m: m == Ack(3))
+        r.close()
+    with running(tmp_path) as g:
+        r = Raw(g.gateway.address)
+        # the heartbeats were answered by the gateway alone: after a restart the server only
+        # knows seq 1 from the journal; the client's logon tells it 3 was acked
+        assert logon(r, ALICE, seq=3) == LogonAck(3, 7)
+        r.send(Heartbeat(4))
+        assert r.read(1) == [Ack(4)]
+
+
+def test_modify_order_status_and_mass_cancel_reach_the_engine_for_the_account(tmp_path):
+    async def main(addr):
+        a = await AsyncClient.connect(*addr, ALICE)
+        b = await AsyncClient.connect(*addr, BOB)
+        for i in (1, 2):
+            await a.request(NewOrder, i, 1, Side.BUY, 10, 100)
+        await b.request(NewOrder, 1, 1, Side.BUY, 10, 100)
+        (m,) = await a.request(Modify, 1, 99, 4)
+        assert (m.kind, m.order_id, m.price, m.remaining) == ("modified", 1, 99, 4)
+        assert await a.request(OrderStatus, 1) == [OrderInfo(4, 1, 1, Side.BUY, 99, 4, "open")]
+        got = await a.request(MassCancel)
+        assert sorted((m.kind, m.reason, m.order_id) for m in got) == \
+            [("cancelled", "mass_cancel", 1), ("cancelled", "mass_cancel", 2)]
+        assert (await a.request(OpenOrders))[-1].count == 0
+        assert (await b.request(OpenOrders))[-1].count == 1  # bob's order untouched
+        await a.close_and_wait()
+        await b.close_and_wait()
+
+    with running(tmp_path) as g:
+        run(main(g.gateway.address))
+
+
+def test_a_session_silent_past_its_heartbeat_is_closed(tmp_path):
+    with running(tmp_path, config(Limits(heartbeat_grace=1.0))) as g:
+        r = Raw(g.gateway.address)
+        r.send(Logon(0, ALICE, heartbeat_ms=100))
+        assert r.read(1) == [LogonAck(0, 7)]
+        got = r.read_until(lambda m: isinstance(m, Error), timeout=5)
+        assert "no heartbeat" in got[-1].message
+        assert r.closed_by_peer()
 
 
 # -- limits and abuse ----------------------------------------------------------------------

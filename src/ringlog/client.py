@@ -161,9 +161,13 @@ class AsyncClient:
             self._write(msg)
         return ack
 
-    async def reconnect(self, timeout: float = 10.0) -> LogonAck:
-        """Closes the connection (if open) and logs on again; unacked messages are resent."""
+    async def reconnect(self, timeout: float = 10.0, *, host: str | None = None,
+                        port: int | None = None) -> LogonAck:
+        """Closes the connection (if open) and logs on again (to another address if given:
+        a restarted or failed-over server); unacked messages are resent."""
         await self.close_and_wait()
+        self.host = host or self.host
+        self.port = port or self.port
         return await self.logon(timeout)
 
     def close(self) -> None:
