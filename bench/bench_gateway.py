@@ -4,8 +4,8 @@
         gateway on uvloop | asyncio ─► processor ring ─► journal (group) ─► engine)
     ◄═══ first execution report of each order: latency from its *intended* send time (wrk2)
 
-    gateway_<loop>_<N>conn_<R>k_orders_per_s:  orders answered per second at R k/s offered
-    gateway_<loop>_<N>conn_<R>k_p50/p99_ns:    round-trip latency percentiles at that rate
+    gateway_<loop>_<N>conn_<R>k_orders_per_s:         orders answered per second at R k/s offered
+    gateway_<loop>_<N>conn_latency_<R>k_per_s_<p>:   round-trip latency percentiles at that rate
 Both event loops are measured in the same run (the server's loop differs; the load generator
 always runs on uvloop), with 1 and 8 connections. Client and server share the machine's cores.
 """
@@ -21,8 +21,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ringlog.bench.latency import latency_rows, rate_label
 from ringlog.bench.stats import summarize
-from ringlog.gateway.load import LoadConfig, run_load
+from ringlog.gateway.load import LoadConfig, measure
 
 LOOPS = ("uvloop", "asyncio")
 TOKENS = [f"bench-token-{i:02d}" for i in range(1, 9)]
@@ -65,10 +66,10 @@ class _Server:
 
 
 def _measure(port: int, conns: int, rate: float, duration: float, warmup: float,
-             ) -> dict[str, Any]:
+             ) -> tuple[dict[str, Any], Any]:
     cfg = LoadConfig(port=port, tokens=TOKENS[:conns], rate=rate, connections=conns,
                      duration=duration, warmup=warmup, pattern="ioc", loop="uvloop")
-    return run_load(cfg)
+    return measure(cfg)
 
 
 def run(runs: int = 3, smoke: bool = False, peers: dict | None = None) -> list[dict]:
@@ -82,25 +83,27 @@ def run(runs: int = 3, smoke: bool = False, peers: dict | None = None) -> list[d
             server = _Server(d, loop)
             try:
                 for conns in conn_counts:
+                    series = f"gateway_{loop}_{conns}conn"
                     for rate in rates:
-                        docs = [_measure(server.port, conns, rate, duration, warmup)
-                                for _ in range(runs)]
-                        name = f"gateway_{loop}_{conns}conn_{rate // 1000}k"
-                        rows.append({"target": "gateway", "name": f"{name}_orders_per_s",
-                                     "unit": "orders/s", "offered": rate,
-                                     "missing": sum(x["missing"] for x in docs),
-                                     **summarize([x["achieved_rate"] for x in docs])})
-                        for p in ("p50", "p99"):
-                            vals = [x["latency_ns"][p] for x in docs if x["latency_ns"]]
-                            if vals:
-                                rows.append({"target": "gateway", "name": f"{name}_{p}_ns",
-                                             "unit": "ns", **summarize(vals)})
+                        got = [_measure(server.port, conns, rate, duration, warmup)
+                               for _ in range(runs)]
+                        docs = [g[0] for g in got]
+                        missing = sum(x["missing"] for x in docs)
+                        rows.append({"target": "gateway",
+                                     "name": f"{series}_{rate_label(rate)}_orders_per_s",
+                                     "unit": "orders/s",
+                                     **summarize([x["achieved_rate"] for x in docs]),
+                                     **({"note": f"{missing} orders unanswered"}
+                                        if missing else {})})
+                        rows += latency_rows("gateway", series, rate, [g[1] for g in got],
+                                             note="round trip: intended send -> first report")
             finally:
                 server.stop()
     by_name = {r["name"]: r for r in rows}
     for r in rows:  # uvloop against the default loop, same configuration
         twin = by_name.get(r["name"].replace("gateway_uvloop_", "gateway_asyncio_"))
-        if r["name"].startswith("gateway_uvloop_") and twin and twin["median"]:
+        if r["name"].startswith("gateway_uvloop_") and twin and twin.get("median") \
+                and r.get("median"):
             r.setdefault("ratios", {})["asyncio_loop"] = r["median"] / twin["median"]
     return rows
 
@@ -115,7 +118,7 @@ GOALS = [
             "logic, the Python processor loop and engine call, report routing), and the load "
             "generator shares the two cores with the server"},
     {"goal": "p99 round trip < 1 ms at 50k orders/s (1 connection, uvloop)",
-     "row": "gateway_uvloop_1conn_50k_p99_ns", "max": 1_000_000,
+     "row": "gateway_uvloop_1conn_latency_50k_per_s_p99", "max": 1_000_000,
      "why": "an order wakes three processor threads (journaller, loop, output) and the "
             "gateway's loop in turn; with client and server on two shared cores each wake-up "
             "can wait for a time slice"},

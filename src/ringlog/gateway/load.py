@@ -26,7 +26,7 @@ from ..bench.latency import intended_times, percentiles
 from ..engine.records import Side, Tif
 from .protocol import Cancel, Error, Halted, NewOrder, OpenOrdersEnd, OrderInfo, Report
 
-__all__ = ["LoadConfig", "run_load"]
+__all__ = ["LoadConfig", "measure", "run_load"]
 
 _ANSWER = (Report, Halted, Error, OrderInfo, OpenOrdersEnd)
 
@@ -118,7 +118,7 @@ class _Conn:
                 await asyncio.sleep(max(0.0, (int(intended[i]) - time.monotonic_ns()) / 1e9))
 
 
-async def _load(cfg: LoadConfig) -> dict[str, Any]:
+async def _load(cfg: LoadConfig) -> tuple[dict[str, Any], np.ndarray]:
     n = max(1, int(cfg.rate / cfg.connections * cfg.duration))
     per_conn_rate = cfg.rate / cfg.connections
     start = time.monotonic_ns() + 200_000_000  # time to connect and log on first
@@ -143,7 +143,7 @@ async def _load(cfg: LoadConfig) -> dict[str, Any]:
     answered = int((done > 0).sum())
     last = int(done.max()) if answered else first
     lat = done[measured] - intended[measured]
-    return {
+    doc = {
         "offered_rate": cfg.rate, "connections": cfg.connections, "duration_s": cfg.duration,
         "warmup_s": cfg.warmup, "pattern": cfg.pattern, "loop": cfg.loop, "codec": cfg.codec,
         "sent": len(intended), "answered": answered,
@@ -152,10 +152,16 @@ async def _load(cfg: LoadConfig) -> dict[str, Any]:
         "achieved_rate": answered / max((last - first) / 1e9, 1e-9),
         "latency_ns": percentiles(lat) if lat.size else None,
     }
+    return doc, lat
 
 
 def run_load(cfg: LoadConfig) -> dict[str, Any]:
     """Runs the load on a new event loop of ``cfg.loop``; returns the result document."""
+    return measure(cfg)[0]
+
+
+def measure(cfg: LoadConfig) -> tuple[dict[str, Any], np.ndarray]:
+    """Runs the load; returns the result document and the measured latencies (ns, raw)."""
     from .server import new_event_loop
 
     loop = new_event_loop(cfg.loop)
