@@ -331,6 +331,15 @@ def test_modify_order_status_and_mass_cancel_reach_the_engine_for_the_account(tm
         run(main(g.gateway.address))
 
 
+def test_a_command_that_makes_no_report_is_still_acked(tmp_path):
+    # the engine emits nothing for a mass cancel with nothing to cancel (docs/matching.md)
+    with running(tmp_path) as g:
+        r = Raw(g.gateway.address)
+        logon(r, ALICE)
+        r.send(MassCancel(1))
+        assert r.read(1) == [Ack(1)]
+
+
 def test_a_session_silent_past_its_heartbeat_is_closed(tmp_path):
     with running(tmp_path, config(Limits(heartbeat_grace=1.0))) as g:
         r = Raw(g.gateway.address)

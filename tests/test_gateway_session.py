@@ -124,13 +124,26 @@ def _report(kind, eid, account, leaves=0):
 def test_a_report_goes_to_its_session_and_completes_earlier_silent_seqs():
     t = _table()
     s = t.by_id[1]
-    s.inflight.extend([1, 2, 3])
+    for seq, cause in ((1, 8), (2, 9), (3, 10)):
+        s.inflight.append(seq)
+        t.published(s, seq, cause)
     s.last_seen = 3
     out = list(t.route(R.ACCEPTED, _report(R.ACCEPTED, 7 << 32 | 4, 7, 5), correlation(1, 3),
                        cause=10))
     assert out == [(s, 3, Report(3, "accepted", 4, "", 100, 5, 5, symbol=1))]
     assert list(s.inflight) == [3] and s.ack_target() == 2  # 3 may have more reports
-    assert t.settle(9) == [] and t.settle(10) == [s] and s.ack_target() == 3
+    assert t.settle(9) == [] and s.ack_target() == 2
+    assert t.settle(10) == [s] and s.ack_target() == 3 and not t.unsettled
+
+
+def test_settle_completes_commands_that_made_no_report_in_order():
+    t = _table()
+    s = t.by_id[1]
+    for seq, cause in ((1, 20), (2, 21), (3, 22)):
+        s.inflight.append(seq)
+        t.published(s, seq, cause)
+    s.last_seen = 3
+    assert t.settle(21) == [s] and list(s.inflight) == [3] and s.ack_target() == 2
 
 
 def test_a_trade_reaches_both_accounts_and_hides_the_other_sides_order_id():

@@ -35,6 +35,7 @@ from typing import Any
 import msgspec
 
 from ..errors import CircuitOpenError, InsufficientCapacityError, RingClosedError
+from ..events import TYPE_BREAKER_TRIPPED
 from .protocol import (
     Ack,
     Error,
@@ -293,6 +294,8 @@ class Gateway:
         self._rebuild: asyncio.Future[None] | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self._settle_timer: asyncio.TimerHandle | None = None
+        self._settle_delay = _SETTLE_S
+        self._held_from = -1  # input whose outputs the breaker started holding; -1: none
         self.recovery: Any = None  # the processor's RecoveryReport, if start() recovered it
         self._routed = 0  # outputs routed since start
         self._published0 = 0  # outputs the processor had published before start
@@ -491,12 +494,15 @@ class Gateway:
             self._park(conn, s, seq, type_id, payload)
             return
         try:
-            self.processor.publish(payload, type_id, correlation_id=correlation(s.id, seq),
-                                   producer_id=s.id, producer_seq=seq, timeout=0)
+            ring_seq = self.processor.publish(payload, type_id,
+                                              correlation_id=correlation(s.id, seq),
+                                              producer_id=s.id, producer_seq=seq, timeout=0)
         except InsufficientCapacityError:
             self._park(conn, s, seq, type_id, payload)
         except (CircuitOpenError, RingClosedError) as e:
             self._halted(s, seq, e)
+        else:
+            table.published(s, seq, _journal_seq(self.processor, ring_seq))
 
     def _halted(self, s: Session, seq: int, e: Exception) -> None:
         """Answers Halted: the command was not published (breaker open, processor stopped)."""
@@ -528,15 +534,18 @@ class Gateway:
         while q:
             s, seq, type_id, payload = q[0]
             try:
-                p.publish(payload, type_id, correlation_id=correlation(s.id, seq),
-                          producer_id=s.id, producer_seq=seq, timeout=0)
+                ring_seq = p.publish(payload, type_id, correlation_id=correlation(s.id, seq),
+                                     producer_id=s.id, producer_seq=seq, timeout=0)
             except InsufficientCapacityError:
                 assert self._loop is not None
                 self._retry = self._loop.call_later(_BACKLOG_RETRY_S, self._retry_backlog)
                 return
             except (CircuitOpenError, RingClosedError) as e:
                 self._halted(s, seq, e)
+            else:
+                self.table.published(s, seq, _journal_seq(p, ring_seq))
             q.popleft()
+        self._settle()
         for c in list(self.connections):
             if "backlog" in c.paused:
                 c.resume("backlog")
@@ -586,6 +595,8 @@ class Gateway:
         while q:
             rec = q.popleft()
             self._routed += 1
+            if rec.type_id == TYPE_BREAKER_TRIPPED and self._held_from < 0:
+                self._held_from = rec.cause  # outputs from this input on are held
             for s, seq, msg in route(rec.type_id, rec.payload, rec.correlation_id, rec.cause):
                 m.reports += 1
                 if seq:
@@ -604,19 +615,32 @@ class Gateway:
             self._rebuild.set_result(None)
         self._settle()
 
-    def _settle(self) -> None:
-        """Completes commands the engine has finished; rechecks soon while any is pending
-        (the processor says when it finished an input, not the last report of it)."""
-        self._settle_timer = None
+    def _settle(self, from_timer: bool = False) -> None:
+        """Completes commands the engine has finished. The processor says when it finished
+        an input, not which output was an input's last, so while commands are in flight this
+        rechecks on a timer: soon after progress, backing off to 50 ms when nothing moves (a
+        halted breaker holds them)."""
+        if from_timer:
+            self._settle_timer = None
         table = self.table
         if table.unsettled:
-            done = _done_through(self.processor, self._routed + self._published0)
-            for s in table.settle(done):
+            p = self.processor
+            done = _done_through(p, self._routed + self._published0)
+            if self._held_from >= 0:
+                if p.breaker is None or p.breaker.held_count == 0:
+                    self._held_from = -1  # released or discarded: routed like any output
+                else:  # held reports may still come: never complete past the trip
+                    done = min(done, self._held_from - 1)
+            moved = table.settle(done)
+            for s in moved:
                 if s.conn is not None:
                     self.dirty.add(s.conn)
+            self._settle_delay = _SETTLE_S if moved or not from_timer \
+                else min(self._settle_delay * 2, 0.05)
             if table.unsettled and self._settle_timer is None:
                 assert self._loop is not None
-                self._settle_timer = self._loop.call_later(_SETTLE_S, self._settle)
+                self._settle_timer = self._loop.call_later(self._settle_delay, self._settle,
+                                                           True)
         self._flush_dirty()
 
     def _flush_dirty(self) -> None:
@@ -629,6 +653,12 @@ class Gateway:
 def _published(processor: Any) -> int:
     """Outputs the processor has published to its output ring since it was created."""
     return int(processor._loop.state.published)
+
+
+def _journal_seq(processor: Any, ring_seq: int) -> int:
+    """The journal sequence an input published at ``ring_seq`` gets (journal-before-process:
+    ring sequence 0 of this run is the journal's next sequence at start)."""
+    return int(processor._base) + ring_seq
 
 
 def _done_through(processor: Any, routed: int) -> int:

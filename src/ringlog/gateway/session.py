@@ -231,7 +231,7 @@ class Session:
         "conn",
         "depth",
         "errors",
-        "head_cause",
+        "causes",
         "id",
         "inflight",
         "last_heard",
@@ -250,7 +250,7 @@ class Session:
         self.last_seen = 0
         self.acked = 0
         self.inflight: deque[int] = deque()
-        self.head_cause = -1  # journal sequence of inflight[0] once its first report came
+        self.causes: dict[int, int] = {}  # in-flight seq -> its input's journal sequence
         self.news: set[int] = set()  # in-flight seqs that are new orders
         self.answers: OrderedDict[int, list[msgspec.Struct]] = OrderedDict()
         self.window = limits.resend_window
@@ -278,7 +278,7 @@ class Session:
         q = self.inflight
         while q and q[0] <= seq:
             s = q.popleft()
-            self.head_cause = -1
+            self.causes.pop(s, None)
             if s in self.news:
                 self.news.discard(s)
                 n += 1
@@ -318,7 +318,7 @@ class SessionTable:
         self.pending_new: dict[int, int] = dict.fromkeys(self.by_account, 0)
         self.subscribers: dict[int, set[Session]] = {}
         self.rebuilding: set[int] = set()  # accounts whose open-orders query is unanswered
-        self.unsettled: set[Session] = set()  # sessions whose head command may have more
+        self.unsettled: set[Session] = set()  # sessions with commands in flight
 
     def authenticate(self, token: str) -> Session | None:
         """The session of ``token``: compares against every token in constant time each."""
@@ -352,16 +352,27 @@ class SessionTable:
         if left:
             self.pending_new[s.account] -= left
 
+    def published(self, s: Session, seq: int, cause: int) -> None:
+        """A command of ``s`` is in the input ring at journal sequence ``cause``."""
+        s.causes[seq] = cause
+        self.unsettled.add(s)
+
     def settle(self, done: int) -> list[Session]:
-        """Completes head commands whose input (journal sequence) is at or below ``done``:
-        the loop finished them and every output they made has been routed. Returns the
-        sessions whose Ack may move."""
+        """Completes in-flight commands whose input (journal sequence) is at or below
+        ``done``: the loop finished them and every output they made has been routed (so a
+        command that makes no report, a mass cancel with nothing to cancel, completes too).
+        Returns the sessions whose Ack may move."""
         out = []
         for s in list(self.unsettled):
-            if 0 <= s.head_cause <= done:
-                self._complete(s, s.inflight[0])
-                self.unsettled.discard(s)
+            q, causes = s.inflight, s.causes
+            last = 0
+            while q and 0 <= causes.get(q[0], -1) <= done:
+                last = q[0]
+                self._complete(s, last)
+            if last:
                 out.append(s)
+            if not q:
+                self.unsettled.discard(s)
         return out
 
     def route(self, type_id: int, payload: bytes, corr: int, cause: int = -1,
@@ -378,9 +389,6 @@ class SessionTable:
             # a session's commands are journaled in seq order: a report of seq means every
             # earlier seq is done (even one that made no report); seq itself may have more
             self._complete(req, seq - 1)
-            if req.inflight and req.inflight[0] == seq and cause >= 0:
-                req.head_cause = cause
-                self.unsettled.add(req)
         if type_id in _KIND:
             eid, account, symbol, price, qty, leaves, _side, reason, _cmd = \
                 REPORT.unpack(payload)
