@@ -503,6 +503,10 @@ class Gateway:
             self._halted(s, seq, e)
         else:
             table.published(s, seq, _journal_seq(self.processor, ring_seq))
+            if self._settle_timer is None:  # completes it even if it makes no report
+                assert self._loop is not None
+                self._settle_delay = _SETTLE_S
+                self._settle_timer = self._loop.call_later(_SETTLE_S, self._settle, True)
 
     def _halted(self, s: Session, seq: int, e: Exception) -> None:
         """Answers Halted: the command was not published (breaker open, processor stopped)."""
