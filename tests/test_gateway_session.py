@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -16,10 +18,11 @@ from ringlog.engine.records import (
     Side,
 )
 from ringlog.engine.records import Report as R
-from ringlog.gateway.protocol import Heartbeat, NewOrder, Report
+from ringlog.gateway.protocol import Heartbeat, MarketData, NewOrder, Report
 from ringlog.gateway.session import (
     COMMAND,
     L1,
+    L2_HEAD,
     REPORT,
     TRADE,
     GatewayConfig,
@@ -184,3 +187,20 @@ def test_unknown_reasons_from_a_newer_engine_are_kept_as_numbers():
     rej = REPORT.pack(7 << 32 | 1, 7, 1, 0, 0, 0, 0, 250, 2)
     ((_, _, msg),) = t.route(R.REJECTED, rej, correlation(1, 1))
     assert msg.reason == "reason_250"
+
+
+def test_l2_goes_level_by_level_to_deeper_subscribers_and_l1_to_l1_subscribers():
+    t = _table()
+    s1, s2 = t.by_id[1], t.by_id[2]
+    t.subscribe(s1, 5, 1)
+    t.subscribe(s2, 5, 2)
+    # depth 3: bids (100, 1) (99, 2) (0, 0), asks (101, 3) (0, 0) (0, 0)
+    l2 = L2_HEAD.pack(5, 3, 2, 1) + struct.pack("<12q", 100, 1, 99, 2, 0, 0, 101, 3, 0, 0,
+                                                   0, 0)
+    out = list(t.route(R.L2, l2, 0))
+    assert [(x[0], x[2]) for x in out] == [(s2, MarketData(5, 0, 100, 1, 101, 3)),
+                                           (s2, MarketData(5, 1, 99, 2, 0, 0))]
+    l1 = L1.pack(5, 100, 1, 101, 3)
+    assert [x[0] for x in t.route(R.L1, l1, 0)] == [s1]
+    t.subscribe(s2, 5, 0)
+    assert list(t.route(R.L2, l2, 0)) == []

@@ -70,6 +70,7 @@ COMMAND = struct.Struct("<QqqIIBBBBB3xQ")
 REPORT = struct.Struct("<QIIqqqBBB5x")
 TRADE = struct.Struct("<QQIIIB3xqqqq")
 L1 = struct.Struct("<I4xqqqq")
+L2_HEAD = struct.Struct("<IHHH6x")  # then depth bid levels and depth ask levels (<qq each)
 
 
 class GatewayConfigError(RingLogError, ValueError):
@@ -228,10 +229,10 @@ class Session:
         "account",
         "acked",
         "answers",
+        "causes",
         "conn",
         "depth",
         "errors",
-        "causes",
         "id",
         "inflight",
         "last_heard",
@@ -435,7 +436,19 @@ class SessionTable:
             symbol, bp, bq, ap, aq = L1.unpack(payload)
             md = MarketData(symbol, 0, bp, bq, ap, aq)
             for s in self.subscribers.get(symbol, ()):
-                yield s, 0, md
+                if s.depth.get(symbol) == 1:
+                    yield s, 0, md
+        elif type_id == R.L2:
+            symbol, depth, _bids, _asks = L2_HEAD.unpack_from(payload)
+            levels = struct.unpack_from(f"<{4 * depth}q", payload, L2_HEAD.size)
+            subs = [s for s in self.subscribers.get(symbol, ()) if s.depth.get(symbol, 0) > 1]
+            if subs:
+                mds = [MarketData(symbol, i, levels[2 * i], levels[2 * i + 1],
+                                  levels[2 * (depth + i)], levels[2 * (depth + i) + 1])
+                       for i in range(depth)]
+                for s in subs:
+                    for md in mds[:s.depth[symbol]]:
+                        yield s, 0, md
 
     def _to_account(self, req: Session | None, seq: int, account: int,
                     msg: msgspec.Struct) -> Iterable[tuple[Session, int, msgspec.Struct]]:
