@@ -28,10 +28,12 @@ def config(limits: Limits | None = None, **kw: Any) -> GatewayConfig:
 
 @contextlib.contextmanager
 def running(directory: Any, cfg: GatewayConfig | None = None, *, handler: Any = None,
-            breaker: Any = None, loop: str = "uvloop") -> Iterator[GatewayThread]:
+            breaker: Any = None, loop: str = "uvloop",
+            ring_capacity: int = 1 << 14) -> Iterator[GatewayThread]:
     """A gateway over a fresh processor (dedup on) in ``directory``; stopped on exit."""
     proc = Processor(handler or StandInEngine(), directory,
-                     ProcessorConfig(dedup=True, durability="none", wait="blocking"),
+                     ProcessorConfig(dedup=True, durability="none", wait="blocking",
+                                     ring_capacity=ring_capacity),
                      breaker=breaker)
     g = GatewayThread(proc, cfg or config(), loop=loop)
     g.start()

@@ -40,6 +40,7 @@ from ringlog.gateway.protocol import (
 from ringlog.gateway.session import Limits
 
 from gateway_helpers import TOKENS, Raw, config, frame_of, running
+from standin_engine import StandInEngine
 
 ALICE, BOB, CAROL, ALICE2 = (TOKENS[i][0] for i in (1, 2, 3, 4))
 
@@ -497,6 +498,42 @@ def test_unread_unsolicited_output_past_the_limit_closes_the_slow_consumer(tmp_p
         run(taker())
         assert g.call(lambda: g.gateway.metrics.slow_consumers) == 1
         assert maker.closed_by_peer(10)
+
+
+class GatedEngine(StandInEngine):
+    """The stand-in, but the first new order of account 7 waits until the test opens the gate."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = threading.Event()
+
+    def on_event(self, event, sequence, end_of_batch):
+        if event.type_id == 101 and not self.gate.is_set() and not self.orders:
+            assert self.gate.wait(20), "the test never opened the gate"
+        super().on_event(event, sequence, end_of_batch)
+
+
+def test_a_full_input_ring_parks_commands_in_order_and_never_blocks_the_loop(tmp_path):
+    engine = GatedEngine()
+    with running(tmp_path, handler=engine, ring_capacity=8) as g:
+        a = Raw(g.gateway.address)
+        logon(a, ALICE)
+        b = Raw(g.gateway.address)
+        logon(b, BOB)
+        a.send(*[NewOrder(i, i, 1, Side.BUY, 1, 100 - i) for i in range(1, 41)])
+        deadline = time.monotonic() + 10
+        while not g.call(lambda: g.gateway.backlog):
+            assert time.monotonic() < deadline, "the ring never filled"
+            threading.Event().wait(0.01)
+        # the engine is stuck and the ring is full: the loop still answers others at once
+        b.send(Heartbeat(1))
+        assert b.read(1) == [Ack(1)]
+        engine.gate.set()
+        got = a.read_until(lambda m: m == Ack(40), timeout=20)
+        rested = [m.seq for m in got if isinstance(m, Report) and m.kind == "rested"]
+        assert rested == list(range(1, 41))  # every one, once, in order
+        assert g.call(lambda: g.gateway.metrics.backlog_peak) > 0
+        assert g.call(lambda: g.gateway.processor.metrics.duplicates) == 0
 
 
 # -- the breaker ---------------------------------------------------------------------------
