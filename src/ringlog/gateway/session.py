@@ -201,15 +201,15 @@ _KIND = {R.ACCEPTED: "accepted", R.REJECTED: "rejected", R.CANCELLED: "cancelled
          R.MODIFIED: "modified", R.RESTED: "rested"}
 
 
+_REASONS = {(R.REJECTED, int(r)): r.name.lower() for r in RejectReason} | \
+    {(R.CANCELLED, int(r)): r.name.lower() for r in CancelReason}
+
+
 def _reason(type_id: int, code: int) -> str:
-    enum = RejectReason if type_id == R.REJECTED else CancelReason if type_id == R.CANCELLED \
-        else None
-    if enum is None:
+    if type_id != R.REJECTED and type_id != R.CANCELLED:
         return ""
-    try:
-        return enum(code).name.lower()
-    except ValueError:  # a newer engine's reason: tolerant reader
-        return f"reason_{code}"
+    # a reason this gateway does not know (a newer engine's): tolerant reader
+    return _REASONS.get((type_id, code)) or f"reason_{code}"
 
 
 def _client_id(eid: int, account: int) -> int:
