@@ -114,13 +114,20 @@ def decode(type_id: int, payload: Any) -> dict[str, Any]:
     for name in dt.names or ():
         if not name.startswith("_"):
             v = int(rec[name])
-            out[name] = _ENUMS[name](v) if name in _ENUMS and v else v
-    if "reason" in out:
-        if t == Report.REJECTED:
-            out["reason"] = RejectReason(out["reason"])
-        elif t == Report.CANCELLED:
-            out["reason"] = CancelReason(out["reason"])
+            out[name] = _enum(_ENUMS[name], v) if name in _ENUMS else v
+    if t == Report.REJECTED:
+        out["reason"] = _enum(RejectReason, out["reason"])
+    elif t == Report.CANCELLED:
+        out["reason"] = _enum(CancelReason, out["reason"])
     return out
+
+
+def _enum(cls: Any, v: int) -> Any:
+    """The enum member of ``v``, or ``v`` itself (an invalid value echoed by a REJECTED)."""
+    try:
+        return cls(v)
+    except ValueError:
+        return v
 
 
 def registry(l2_depth: int = 5, into: EventRegistry | None = None) -> EventRegistry:
