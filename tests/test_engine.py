@@ -580,7 +580,7 @@ def test_registry_describes_every_command_and_report_with_its_dtype():
     reg = registry(l2_depth=3)
     ids = {d["type_id"]: d for d in reg.describe()}
     assert set(ids) == {int(c) for c in Command} | {int(r) for r in Report}
-    assert ids[Command.NEW]["kind"] == "record" and ids[Report.TRADE]["name"] == "engine.trade"
+    assert ids[Command.NEW]["kind"] == "record" and ids[Report.TRADE]["name"] == "trade"
     rec = reg.decode(Report.TRADE, bytes(64))
     assert rec.dtype == TRADE_DTYPE
     assert reg.type_of(int(Report.L2)).dtype.itemsize == 16 + 32 * 3

@@ -133,8 +133,9 @@ def _enum(cls: Any, v: int) -> Any:
 def registry(l2_depth: int = 5, into: EventRegistry | None = None) -> EventRegistry:
     """An EventRegistry with every engine command and report type and its record dtype."""
     reg = into if into is not None else EventRegistry()
+    # short names: the whole descriptor must fit the journal's 4 KiB segment header
     for c in Command:
-        reg.register(int(c), name=f"engine.{c.name.lower()}", dtype=COMMAND_DTYPE)
+        reg.register(int(c), name=c.name.lower(), dtype=COMMAND_DTYPE)
     for r in Report:
-        reg.register(int(r), name=f"engine.{r.name.lower()}", dtype=report_dtype(r, l2_depth))
+        reg.register(int(r), name=r.name.lower(), dtype=report_dtype(r, l2_depth))
     return reg
