@@ -6,7 +6,6 @@ from collections import defaultdict
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reference_book import RefEngine
 
 from ringlog.engine import (
     AccountLimits,
@@ -19,6 +18,8 @@ from ringlog.engine import (
 )
 from ringlog.engine.codec import command
 from ringlog.engine.flow import demo_config, mixed_flow
+
+from reference_book import RefEngine
 
 
 def small_config(stp, market_data=True, **kw):

@@ -23,9 +23,9 @@ import numpy as np
 
 from .bench.loops import one_to_one_threads
 from .breaker import Breaker, BreakerConfig, Limit
-from .errors import CircuitOpenError
 from .engine import Command, Engine, RejectReason, Report, Side, decode, new_order, registry
 from .engine.flow import demo_config, mixed_flow
+from .errors import CircuitOpenError
 from .logic import OutputRecord
 from .processor import Processor, ProcessorConfig
 

@@ -613,7 +613,7 @@ cdef class Books:
         fit this engine (other symbols, too many orders, a truncated or inconsistent blob)."""
         cdef const unsigned char* p = &data[0] if data.shape[0] else NULL
         cdef const unsigned char* end = p + data.shape[0]
-        cdef int32_t i, k
+        cdef int32_t i
         cdef int64_t n
         cdef rl_book* b
         cdef rl_taker t
@@ -633,7 +633,7 @@ cdef class Books:
             if n + self.live > self.capacity:
                 raise ValueError(f"the snapshot holds more orders than the pool's "
                                  f"{self.capacity}: raise max_orders")
-            for k in range(n):
+            for _ in range(n):
                 memset(&t, 0, sizeof(t))
                 t.id = (<uint64_t*>p)[0]
                 t.price = (<int64_t*>p)[1]
@@ -729,6 +729,10 @@ cdef class Books:
         return self.capacity - self.live
 
 
+cdef inline Py_ssize_t _at(void* field, void* record) noexcept:
+    return <char*>field - <char*>record
+
+
 def layouts():
     """Sizes and field offsets of the C records (records.h), for the test against the dtypes."""
     cdef rl_command c
@@ -739,32 +743,32 @@ def layouts():
     cdef rl_l2_level lv
     return {
         "command": (sizeof(rl_command), {
-            "order_id": (<char*>&c.order_id - <char*>&c), "price": (<char*>&c.price - <char*>&c),
-            "qty": (<char*>&c.qty - <char*>&c), "account": (<char*>&c.account - <char*>&c),
-            "symbol": (<char*>&c.symbol - <char*>&c), "side": (<char*>&c.side - <char*>&c),
-            "order_type": (<char*>&c.order_type - <char*>&c), "tif": (<char*>&c.tif - <char*>&c),
-            "flags": (<char*>&c.flags - <char*>&c), "stp": (<char*>&c.stp - <char*>&c),
-            "client_tag": (<char*>&c.client_tag - <char*>&c)}),
+            "order_id": _at(&c.order_id, &c), "price": _at(&c.price, &c),
+            "qty": _at(&c.qty, &c), "account": _at(&c.account, &c),
+            "symbol": _at(&c.symbol, &c), "side": _at(&c.side, &c),
+            "order_type": _at(&c.order_type, &c), "tif": _at(&c.tif, &c),
+            "flags": _at(&c.flags, &c), "stp": _at(&c.stp, &c),
+            "client_tag": _at(&c.client_tag, &c)}),
         "report": (sizeof(rl_report), {
-            "order_id": (<char*>&r.order_id - <char*>&r), "account": (<char*>&r.account - <char*>&r),
-            "symbol": (<char*>&r.symbol - <char*>&r), "price": (<char*>&r.price - <char*>&r),
-            "qty": (<char*>&r.qty - <char*>&r), "leaves": (<char*>&r.leaves - <char*>&r),
-            "side": (<char*>&r.side - <char*>&r), "reason": (<char*>&r.reason - <char*>&r),
-            "command": (<char*>&r.command - <char*>&r)}),
+            "order_id": _at(&r.order_id, &r), "account": _at(&r.account, &r),
+            "symbol": _at(&r.symbol, &r), "price": _at(&r.price, &r),
+            "qty": _at(&r.qty, &r), "leaves": _at(&r.leaves, &r),
+            "side": _at(&r.side, &r), "reason": _at(&r.reason, &r),
+            "command": _at(&r.command, &r)}),
         "trade": (sizeof(rl_trade), {
-            "taker_id": (<char*>&t.taker_id - <char*>&t), "maker_id": (<char*>&t.maker_id - <char*>&t),
-            "taker_account": (<char*>&t.taker_account - <char*>&t),
-            "maker_account": (<char*>&t.maker_account - <char*>&t), "symbol": (<char*>&t.symbol - <char*>&t),
-            "taker_side": (<char*>&t.taker_side - <char*>&t), "price": (<char*>&t.price - <char*>&t),
-            "qty": (<char*>&t.qty - <char*>&t), "taker_leaves": (<char*>&t.taker_leaves - <char*>&t),
-            "maker_leaves": (<char*>&t.maker_leaves - <char*>&t)}),
+            "taker_id": _at(&t.taker_id, &t), "maker_id": _at(&t.maker_id, &t),
+            "taker_account": _at(&t.taker_account, &t),
+            "maker_account": _at(&t.maker_account, &t), "symbol": _at(&t.symbol, &t),
+            "taker_side": _at(&t.taker_side, &t), "price": _at(&t.price, &t),
+            "qty": _at(&t.qty, &t), "taker_leaves": _at(&t.taker_leaves, &t),
+            "maker_leaves": _at(&t.maker_leaves, &t)}),
         "l1": (sizeof(rl_l1), {
-            "symbol": (<char*>&l1.symbol - <char*>&l1), "bid_price": (<char*>&l1.bid_price - <char*>&l1),
-            "bid_qty": (<char*>&l1.bid_qty - <char*>&l1), "ask_price": (<char*>&l1.ask_price - <char*>&l1),
-            "ask_qty": (<char*>&l1.ask_qty - <char*>&l1)}),
+            "symbol": _at(&l1.symbol, &l1), "bid_price": _at(&l1.bid_price, &l1),
+            "bid_qty": _at(&l1.bid_qty, &l1), "ask_price": _at(&l1.ask_price, &l1),
+            "ask_qty": _at(&l1.ask_qty, &l1)}),
         "l2_head": (sizeof(rl_l2_head), {
-            "symbol": (<char*>&h.symbol - <char*>&h), "depth": (<char*>&h.depth - <char*>&h),
-            "bids": (<char*>&h.bids - <char*>&h), "asks": (<char*>&h.asks - <char*>&h)}),
+            "symbol": _at(&h.symbol, &h), "depth": _at(&h.depth, &h),
+            "bids": _at(&h.bids, &h), "asks": _at(&h.asks, &h)}),
         "l2_level": (sizeof(rl_l2_level), {
-            "price": (<char*>&lv.price - <char*>&lv), "qty": (<char*>&lv.qty - <char*>&lv)}),
+            "price": _at(&lv.price, &lv), "qty": _at(&lv.qty, &lv)}),
     }

@@ -22,7 +22,6 @@ from ringlog.engine._book cimport (
     CXL_SELF_TRADE,
     RL_FLAG_POST_ONLY,
     SELL,
-    STP_NONE,
     Books,
     map_free,
     map_get,
@@ -442,7 +441,7 @@ cdef class Engine(CyEventHandler):
         cdef const char* base
         if n == 0:
             return 0
-        if raw.shape[0] != n * sizeof(rl_command):
+        if raw.shape[0] != n * <Py_ssize_t>sizeof(rl_command):
             raise ValueError(f"commands must be a contiguous COMMAND_DTYPE array "
                              f"({sizeof(rl_command)} bytes a record)")
         if per_type:
