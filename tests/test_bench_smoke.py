@@ -5,7 +5,7 @@ import pytest
 from ringlog.bench import runner
 
 
-@pytest.mark.parametrize("target", ["ring", "journal", "processor", "breaker"])
+@pytest.mark.parametrize("target", ["ring", "journal", "processor", "breaker", "engine"])
 def test_bench_target_smoke_run_returns_rows(target):
     mod = runner.load_target(target)
     rows = mod.run(runs=1, smoke=True, peers={})

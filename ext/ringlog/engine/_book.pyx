@@ -33,6 +33,16 @@ cdef enum:
 cdef uint64_t ALL = <uint64_t>0xFFFFFFFFFFFFFFFF
 
 
+cdef void prefault(void* p, size_t n) noexcept:
+    """Touches every page now, so that no page fault lands on the matching path later
+    (a plain memset of zeros would be folded into calloc's lazy zero pages)."""
+    cdef volatile char* b = <volatile char*>p
+    cdef size_t i = 0
+    while i < n:
+        b[i] = b[i]
+        i += 4096
+
+
 # -- hash map ---------------------------------------------------------------------------------
 cdef int map_init(rl_map* m, int64_t entries) except -1:
     """Room for ``entries`` keys at a load factor <= 1/2."""
@@ -41,10 +51,14 @@ cdef int map_init(rl_map* m, int64_t entries) except -1:
         cap <<= 1
     m.keys = <uint64_t*>malloc(cap * sizeof(uint64_t))
     m.vals = <int64_t*>malloc(cap * sizeof(int64_t))
-    m.used = <uint8_t*>calloc(cap, 1)
+    m.used = <uint8_t*>malloc(cap)
     if m.keys == NULL or m.vals == NULL or m.used == NULL:
         map_free(m)
         raise MemoryError(f"cannot allocate a hash map of {cap} slots")
+    memset(m.used, 0, cap)
+    prefault(m.keys, cap * sizeof(uint64_t))
+    prefault(m.vals, cap * sizeof(int64_t))
+    prefault(m.used, cap)
     m.mask = cap - 1
     m.size = 0
     return 0
@@ -177,7 +191,7 @@ cdef class Books:
         cdef rl_book* b
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
-        self.orders = <rl_order*>calloc(capacity, sizeof(rl_order))
+        self.orders = <rl_order*>calloc(capacity, sizeof(rl_order))     # (touched below)
         if self.orders == NULL:
             raise MemoryError(f"cannot allocate an order pool of {capacity} orders")
         self.capacity = capacity
