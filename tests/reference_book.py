@@ -18,6 +18,7 @@ from ringlog.engine.records import COMMAND_DTYPE, FLAG_POST_ONLY, Report
 BUY, SELL = 1, 2
 GTC, IOC, FOK = 0, 1, 2
 NONE, NEWEST, OLDEST, BOTH = 1, 2, 3, 4
+MAX_QTY = 1 << 40
 
 
 class RefEngine:
@@ -197,7 +198,7 @@ class RefEngine:
         if (c["order_type"] > 1 or c["tif"] > 2 or c["stp"] > 4 or c["flags"] & ~FLAG_POST_ONLY
                 or (market and c["tif"] == GTC) or (post and (market or c["tif"] != GTC))):
             return self.reject(c, 5, 1)
-        if c["qty"] <= 0:
+        if not 0 < c["qty"] <= MAX_QTY:
             return self.reject(c, 2, 1)
         if market and c["price"] != 0:
             return self.reject(c, 3, 1)
@@ -255,7 +256,7 @@ class RefEngine:
         o = self.owned(c, 3)
         if o is None:
             return
-        if c["qty"] <= 0:
+        if not 0 < c["qty"] <= MAX_QTY:
             return self.reject(c, 2, 3)
         if c["price"] != o["price"] and (r := self.check_price(o["symbol"], c["price"])):
             return self.reject(c, r, 3)

@@ -384,6 +384,7 @@ def test_price_band_in_percent():
 @pytest.mark.parametrize("kw, reason", [
     ({"qty": 0}, RejectReason.INVALID_QTY),
     ({"qty": -5}, RejectReason.INVALID_QTY),
+    ({"qty": (1 << 40) + 1}, RejectReason.INVALID_QTY),
     ({"price": 0}, RejectReason.INVALID_PRICE),
     ({"price": -3}, RejectReason.INVALID_PRICE),
     ({"price": 1001}, RejectReason.INVALID_PRICE),
@@ -574,6 +575,8 @@ def test_process_commands_counts_the_same_outputs_as_apply_and_times_each_comman
     assert a.state_hash() == b.state_hash() and (lat > 0).all()
     with pytest.raises(ValueError, match="type_ids has 3 entries"):
         a.process_commands(cmds, types[:3])
+    with pytest.raises(TypeError, match="COMMAND_DTYPE"):
+        a.process_commands(np.zeros(2, "V48"), 101)
 
 
 def test_registry_describes_every_command_and_report_with_its_dtype():

@@ -36,6 +36,7 @@ from ringlog.engine._book cimport (
 from ringlog.includes.event cimport rl_header
 
 from ringlog.engine.config import EngineConfig
+from ringlog.engine.records import COMMAND_DTYPE
 
 __all__ = ["Engine"]
 
@@ -82,6 +83,8 @@ cdef enum:
     CXL_MASS = 4
 
 cdef uint32_t CONTROL_BASE = 0xFFFFFF00     # ringlog.events.CONTROL_BASE: timers etc.
+# the largest order quantity: level totals stay far from int64 overflow
+cdef int64_t MAX_QTY = <int64_t>1 << 40
 SNAPSHOT_MAGIC = b"RLENGIN1"
 _HEAD = struct.Struct("<8sIIqqqqqq")        # magic, version, books, counters
 
@@ -252,7 +255,7 @@ cdef class Engine(CyEventHandler):
                 or c.flags & ~RL_FLAG_POST_ONLY or (market and c.tif == GTC)
                 or (c.flags & RL_FLAG_POST_ONLY and (market or c.tif != GTC))):
             return self.reject(c, INVALID_TYPE, 1)
-        if c.qty <= 0:
+        if c.qty <= 0 or c.qty > MAX_QTY:
             return self.reject(c, INVALID_QTY, 1)
         if market:
             if c.price != 0:
@@ -317,7 +320,7 @@ cdef class Engine(CyEventHandler):
         o = &self.books.orders[idx]
         if o.account != c.account:
             return self.reject(c, NOT_OWNER, 3)
-        if c.qty <= 0:
+        if c.qty <= 0 or c.qty > MAX_QTY:
             return self.reject(c, INVALID_QTY, 3)
         b = &self.books.books[o.book]
         if c.price != o.price:
@@ -439,6 +442,8 @@ cdef class Engine(CyEventHandler):
         cdef int64_t outputs = 0
         cdef timespec t0, t1
         cdef const char* base
+        if getattr(commands, "dtype", None) != COMMAND_DTYPE:
+            raise TypeError("commands must be a numpy array of COMMAND_DTYPE")
         if n == 0:
             return 0
         if raw.shape[0] != n * <Py_ssize_t>sizeof(rl_command):
