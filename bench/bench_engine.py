@@ -84,7 +84,7 @@ def _peer_cython_orderbook(cmds: np.ndarray, types: Any,
     except ImportError as e:
         return f"cython-orderbook not installed ({e}); pip install 'ringlog[bench]'"
     books: dict[int, Any] = {}
-    ids: dict[int, tuple[Any, str]] = {}
+    ids: dict[int, tuple[Any, str, Any]] = {}     # our id -> (book, peer id, peer side)
     sides = {Side.BUY: OrderSide.BID, Side.SELL: OrderSide.ASK}
 
     def play(rows: list[tuple], kinds: list[int]) -> None:
@@ -102,16 +102,15 @@ def _peer_cython_orderbook(cmds: np.ndarray, types: Any,
                 if tif != Tif.GTC:
                     book.cancel_order(o.order_id)
                 else:
-                    ids[oid] = (book, o.order_id)
+                    ids[oid] = (book, o.order_id, sides[side])
             else:
                 got = ids.pop(oid, None)
                 if got is not None:
                     got[0].cancel_order(got[1])
-                    if t == Command.MODIFY and qty > 0:
-                        o = Order(side=sides[side] if side in sides else OrderSide.BID,
-                                  price=price, original_quantity=qty)
+                    if t == Command.MODIFY and qty > 0:   # loses priority: a new order
+                        o = Order(side=got[2], price=price, original_quantity=qty)
                         got[0].add_limit_order(o)
-                        ids[oid] = (got[0], o.order_id)
+                        ids[oid] = (got[0], o.order_id, got[2])
 
     def rows_of(c: np.ndarray, t: Any) -> tuple[list[tuple], list[int]]:
         kinds = [t] * len(c) if isinstance(t, int) else t.tolist()
