@@ -13,7 +13,8 @@
     engine_command_latency_*      ns per command on the mixed flow (clock read around each)
     processor_engine_journaled    the mixed flow through the full pipeline
 Peers on the same flows: ``cython-orderbook`` from PyPI (adds, cancels, matches, mixed; it has no
-IOC/FOK/post-only/STP, so those run as plain limits and an IOC's rest is cancelled after) and the
+IOC/FOK/post-only/STP or modify, so those run as plain limits with an IOC's rest cancelled after,
+and a modify as cancel + add) and the
 pure-Python reference book of tests/reference_book.py (mixed, a shorter run: it is O(book)).
 """
 

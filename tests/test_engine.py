@@ -587,6 +587,9 @@ def test_registry_describes_every_command_and_report_with_its_dtype():
     rec = reg.decode(Report.TRADE, bytes(64))
     assert rec.dtype == TRADE_DTYPE
     assert reg.type_of(int(Report.L2)).dtype.itemsize == 16 + 32 * 3
+    # the descriptor goes into each journal segment's 4 KiB header (48 bytes of it are taken)
+    for depth in (0, 5, 64):
+        assert len(json.dumps(registry(depth).describe(), separators=(",", ":"))) <= 4096 - 48
 
 
 # -- configuration -----------------------------------------------------------------------------
