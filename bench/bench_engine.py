@@ -14,8 +14,8 @@
     processor_engine_journaled    the mixed flow through the full pipeline
 Peers on the same flows: ``cython-orderbook`` from PyPI (adds, cancels, matches, mixed; it has no
 IOC/FOK/post-only/STP or modify, so those run as plain limits with an IOC's rest cancelled after,
-and a modify as cancel + add) and the
-pure-Python reference book of tests/reference_book.py (mixed, a shorter run: it is O(book)).
+and a modify as cancel + add) and the pure-Python reference book of tests/reference_book.py
+(mixed, a shorter run: it re-sorts the book on every match).
 """
 
 from __future__ import annotations
