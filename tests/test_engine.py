@@ -534,6 +534,8 @@ def test_snapshot_restore_reproduces_the_books_byte_for_byte_and_continues_ident
     b.on_restore(snap)
     assert b.on_snapshot() == snap and b.state_hash() == a.state_hash()
     assert b.dump_state() == a.dump_state()
+    a.books.check()
+    b.books.check()
     for i in range(2000, 3000):
         one = cmds[i:i + 1].tobytes()
         assert a.apply(int(types[i]), one) == b.apply(int(types[i]), one)

@@ -104,6 +104,7 @@ def test_engine_matches_the_reference_and_keeps_its_invariants(stp, cmds):
         got = [decode(t, p) for t, p in e.apply(type_id, payload)]
         want = ref.apply(type_id, payload)
         assert got == want, f"command {type_id} {payload.hex()}"
+        e.books.check()
         check_invariants(e, cfg, got, state)
     for spec in cfg.symbols:
         assert e.book(spec.symbol) == ref.book(spec.symbol)
@@ -117,6 +118,7 @@ def test_snapshot_at_any_point_restores_an_engine_that_continues_identically(cmd
     for type_id, payload in cmds[:cut]:
         a.apply(type_id, payload)
     b.on_restore(a.on_snapshot())
+    b.books.check()
     assert b.on_snapshot() == a.on_snapshot()
     for type_id, payload in cmds[cut:]:
         assert a.apply(type_id, payload) == b.apply(type_id, payload)

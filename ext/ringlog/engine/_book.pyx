@@ -732,6 +732,62 @@ cdef class Books:
         cdef rl_book* b = self._book(symbol)
         return b.last_price, b.n_orders
 
+    def check(self):
+        """Verifies the internal invariants (for tests): every level's FIFO links, size and
+        bitmap bit agree, best prices are the extreme non-empty levels, the book is not
+        crossed, and the id map, account counts and free list account for every slot.
+        Raises AssertionError naming the first broken one."""
+        cdef int32_t i, idx, prev, n_live = 0, n_free = 0
+        cdef int64_t p, q, k
+        cdef rl_book* b
+        cdef rl_level* lv
+        cdef rl_order* o
+        cdef uint8_t side
+        cdef dict counts = {}
+        for i in range(self.nbooks):
+            b = &self.books[i]
+            if b.best_bid and b.best_ask and b.best_bid >= b.best_ask:
+                raise AssertionError(f"book {b.symbol} is crossed: {b.best_bid} >= {b.best_ask}")
+            for k in range(b.max_price - b.min_price + 1):
+                lv = &b.levels[k]
+                p = b.min_price + k
+                q = 0
+                prev = -1
+                idx = lv.head
+                side = 0
+                while idx >= 0:
+                    o = &self.orders[idx]
+                    if o.prev != prev or o.price != p or o.book != i or o.leaves <= 0:
+                        raise AssertionError(f"order {o.id} is mislinked at {b.symbol}@{p}")
+                    if side and o.side != side:
+                        raise AssertionError(f"both sides rest at {b.symbol}@{p}")
+                    if self.find(o.id) != idx:
+                        raise AssertionError(f"order {o.id} is not in the id map")
+                    side = o.side
+                    q += o.leaves
+                    n_live += 1
+                    counts[o.account] = counts.get(o.account, 0) + 1
+                    prev = idx
+                    idx = o.next
+                if lv.tail != prev or lv.qty != q:
+                    raise AssertionError(f"level {b.symbol}@{p}: tail or size is wrong")
+                if ((bm_next(&b.bids, k) == k) != (side == BUY)
+                        or (bm_next(&b.asks, k) == k) != (side == SELL)):
+                    raise AssertionError(f"level {b.symbol}@{p}: bitmap disagrees")
+            if (b.best_bid != best_after(b, BUY, b.max_price + 1)
+                    or b.best_ask != best_after(b, SELL, b.min_price - 1)):
+                raise AssertionError(f"book {b.symbol}: best prices are stale")
+        idx = self.free_head
+        while idx >= 0:
+            n_free += 1
+            idx = self.orders[idx].next
+        if n_live != self.live or n_free != self.capacity - self.live:
+            raise AssertionError(f"{n_live} linked and {n_free} free orders, pool says "
+                                 f"{self.live} live of {self.capacity}")
+        if self.ids.size != self.live or self.open_count.size != len(counts) or any(
+                self.open_orders_of(a) != n for a, n in counts.items()):
+            raise AssertionError("the id map or the open-order counts disagree with the books")
+
     @property
     def live_orders(self):
         """Live orders across all books."""
