@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench lint build debug clean stress
+.PHONY: test demo bench bench-micro lint build debug clean stress
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "python3.11 not found; using python3"; }
@@ -29,6 +29,9 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m ringlog.bench all --runs 3 --json docs/benchmarks.json --report docs/benchmarks.md --command-text "make bench"
+
+bench-micro: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider bench/ --benchmark-only --benchmark-json=docs/bench-micro.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

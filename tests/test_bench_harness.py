@@ -1,11 +1,15 @@
-"""The benchmark harness's own logic: percentiles, open-loop latency, JSON, compare, report."""
+"""The benchmark harness's own logic: percentiles, open-loop latency, HdrHistogram logs, JSON,
+compare, peers, progress, plots, report and --handler through the pipeline."""
 
 import json
+import threading
 
 import numpy as np
 import pytest
 
-from ringlog.bench import latency, peers, report, results, stats
+from ringlog import cli
+from ringlog.bench import latency, peers, pipeline, plots, report, results, runner, stats
+from ringlog.bench.progress import Progress
 
 
 def test_percentiles_of_uniform_1_to_10000_are_exact():
@@ -125,3 +129,373 @@ def test_targets_are_met_or_missed_by_how_much_with_the_reason():
     assert got[1]["by"] == "0.50x the goal" and got[3]["by"] == "not measured in this run"
     md = report.render(doc, "make bench", targets=goals)
     assert "| ratio | 0.50x | **no** | 0.50x the goal | because |" in md
+
+
+# -- percentiles against known distributions ---------------------------------------------------
+
+def test_percentiles_of_an_exponential_sample_match_its_quantiles():
+    mean = 10_000.0
+    x = np.random.default_rng(7).exponential(mean, 400_000).astype(np.int64)
+    p = latency.percentiles(x)
+    for q in (50, 90, 99):
+        assert p[f"p{q}"] == pytest.approx(-mean * np.log(1 - q / 100), rel=0.03)
+
+
+def test_percentiles_of_a_bimodal_sample_land_in_the_right_mode():
+    # 99% at 1 us, 1% at 1 ms: p99 is still the fast mode, p99.9 the slow one
+    x = np.concatenate([np.full(9900, 1_000), np.full(100, 1_000_000)])
+    p = latency.percentiles(np.random.default_rng(1).permutation(x))
+    assert (p["p50"], p["p99"], p["p99.9"], p["max"]) == (1_000, 1_000, 1_000_000, 1_000_000)
+
+
+def test_hdr_histogram_percentiles_agree_with_the_exact_ones_to_its_precision():
+    x = np.random.default_rng(3).lognormal(10, 1.5, 100_000).astype(np.int64)
+    exact, hdr = latency.percentiles(x), latency.hdr_percentiles(latency.hdr_histogram(x))
+    assert hdr["count"] == exact["count"] == x.size
+    for k in ("p50", "p90", "p99", "p99.9", "p99.99", "max"):
+        assert hdr[k] == pytest.approx(exact[k], rel=2e-3)  # 3 significant digits
+
+
+# -- open loop: coordinated omission ---------------------------------------------------------
+
+class _FakeClock:
+    """Time that moves only when the system under test works or the sender sleeps."""
+
+    def __init__(self):
+        self.now = 0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += int(seconds * 1e9) if seconds > 0 else 5_000  # a yield: 5 us pass
+
+
+def test_open_loop_sender_records_a_100ms_stall_at_10k_per_s_in_p99():
+    clock = _FakeClock()
+    done = np.zeros(20_000, dtype=np.int64)
+    sent = []
+
+    def send(i):
+        sent.append(i)
+        clock.now += 100_000_000 if i == 10_000 else 5_000  # one 100 ms stall, else 5 us
+        done[i] = clock.now
+
+    intended = latency.open_loop(send, 10_000, 20_000, clock=clock, sleep=clock.sleep)
+    assert sent == list(range(20_000))  # late events are sent at once, none skipped
+    p = latency.percentiles(done - intended)
+    # the 1000 events scheduled during the stall waited up to 100 ms: 5% of the sample
+    assert p["p50"] == 5_000 and p["p99"] >= 50_000_000 and p["max"] >= 100_000_000
+    # measured from the actual send time instead, the stall is one slow event: p99 hides it
+    actual = np.concatenate([[intended[0]], done[:-1]])
+    closed = latency.percentiles(done - np.maximum(intended, actual))
+    assert closed["p99"] == 5_000
+
+
+def test_open_loop_sends_on_schedule_when_the_system_keeps_up():
+    clock = _FakeClock()
+    at = []
+    latency.open_loop(lambda i: at.append(clock.now), 1_000, 5, clock=clock, sleep=clock.sleep)
+    assert at == [0, 1_000_000, 2_000_000, 3_000_000, 4_000_000]
+
+
+# -- HdrHistogram log ------------------------------------------------------------------------
+
+def test_hdr_log_round_trips_counts_and_percentiles(tmp_path):
+    x = np.random.default_rng(5).exponential(50_000, 20_000).astype(np.int64) + 1
+    path = tmp_path / "lat.hlog"
+    latency.to_hdr_log(x, path, tag="round trip", seconds=2.0)
+    back = latency.hdr_percentiles(latency.read_hdr_log(path))
+    exact = latency.percentiles(x)
+    assert back["count"] == x.size
+    for k in ("p50", "p99", "p99.9", "max"):
+        assert back[k] == pytest.approx(exact[k], rel=2e-3)
+
+
+def test_hdr_log_without_an_interval_is_an_error_naming_the_file(tmp_path):
+    path = tmp_path / "empty.hlog"
+    path.write_text("#[Histogram log format version 1.2]\n")
+    with pytest.raises(ValueError, match=r"empty\.hlog: no interval histogram"):
+        latency.read_hdr_log(path)
+
+
+# -- results schema and compare --------------------------------------------------------------
+
+def test_results_schema_names_the_wrong_field(tmp_path):
+    doc = _doc(100.0)
+    doc["results"][0]["median"] = "fast"
+    with pytest.raises(ValueError, match=r"\$\.results\[0\]\.median"):
+        results.save(doc, tmp_path / "bad.json")
+    assert not (tmp_path / "bad.json").exists()
+    (tmp_path / "nojson.json").write_text("{")
+    with pytest.raises(ValueError, match=r"nojson\.json: not JSON"):
+        results.load(tmp_path / "nojson.json")
+
+
+def test_results_document_with_latency_rows_and_extra_fields_round_trips(tmp_path):
+    doc = _doc(100.0)
+    doc["results"].append({"target": "handler", "name": "h_latency_1k_per_s_p99", "unit": "ns",
+                           **stats.summarize([5.0, 7.0]), "hdr_log": "r-hlog/h.hlog",
+                           "latency": {"series": "h", "rate_per_s": 1000.0,
+                                       "percentile": "p99"}, "extra": [1, 2]})
+    doc["skipped"] = [{"name": "peer disruptor", "reason": "Java is absent"}]
+    results.save(doc, tmp_path / "a.json")
+    assert results.load(tmp_path / "a.json") == json.loads(json.dumps(doc))
+    assert "Document" in results.json_schema()["$defs"]
+
+
+def _save_pair(tmp_path, old, new):
+    results.save(_doc(old), tmp_path / "old.json")
+    results.save(_doc(new), tmp_path / "new.json")
+    return [str(tmp_path / "old.json"), str(tmp_path / "new.json")]
+
+
+def test_cli_compare_flags_a_20_percent_regression_with_exit_code_1(tmp_path, capsys):
+    assert cli.main(["bench", "compare", *_save_pair(tmp_path, 100.0, 80.0)]) == 1
+    assert "REGRESSION" in capsys.readouterr().out
+    assert cli.main(["bench", "compare", *_save_pair(tmp_path, 100.0, 95.0)]) == 0
+    assert "REGRESSION" not in capsys.readouterr().out
+
+
+# -- peers and failures ----------------------------------------------------------------------
+
+def test_a_failing_anchor_is_a_noted_skip(tmp_path, monkeypatch):
+    (tmp_path / "limits.py").write_text("import sys\nprint('boom', file=sys.stderr)\n"
+                                        "sys.exit(3)\n")
+    monkeypatch.setenv("RINGLOG_ANCHORS", str(tmp_path))
+    got = peers.run_limits()
+    assert got == {"skipped": "limits.py exited with 3: boom"}
+
+
+def test_a_failing_target_is_recorded_and_the_run_goes_on(monkeypatch):
+    class Broken:
+        @staticmethod
+        def run(runs, smoke, peers):
+            raise RuntimeError("no such device")
+
+    class Fine:
+        @staticmethod
+        def run(runs, smoke, peers, progress):
+            progress("run 1/1 of x")
+            return [{"name": "x", "unit": "events/s", **stats.summarize([1.0])}]
+
+    monkeypatch.setattr(runner, "load_target", {"ring": Broken, "journal": Fine}.get)
+    lines = []
+    doc = runner.run_all(["ring", "journal", "gateway"], runs=1, with_peers=False,
+                         progress=lines.append)
+    assert [r["target"] for r in doc["results"]] == ["journal"]
+    assert doc["skipped"] == [
+        {"name": "gateway", "reason": "no bench/bench_gateway.py yet"},
+        {"name": "ring", "reason": "RuntimeError: no such device", "failed": True}]
+    assert any("ring: FAILED" in s for s in lines) and "journal: run 1/1 of x" in lines
+    results.validate(doc)
+
+
+# -- progress ---------------------------------------------------------------------------------
+
+def test_progress_reports_step_count_and_eta():
+    lines = []
+    prog = Progress(3, lines.append, prefix="t", estimates=[10.0, 20.0, 30.0])
+    with prog.step("a"):
+        pass
+    prog.elapsed[-1] = 4.0  # pretend the first step took 4 s
+    with prog.step("b"):
+        pass
+    assert lines[0] == "t: [1/3] a (about 1 min 00 s left)"  # from the estimates
+    assert lines[1] == "t: [2/3] b (about 50 s left)"  # estimates of the steps left
+    assert Progress(2, lines.append).eta() is None
+
+
+def test_progress_beats_while_a_long_step_runs():
+    lines = []
+    beat = threading.Event()
+
+    def emit(s):
+        lines.append(s)
+        if "..." in s:
+            beat.set()
+
+    with Progress(1, emit, heartbeat=0.01).step("slow"):
+        assert beat.wait(10)
+    assert lines[0] == "[1/1] slow" and "... slow:" in lines[1]
+
+
+# -- plots and report -------------------------------------------------------------------------
+
+def _plot_doc():
+    doc = _doc(2e6)
+    doc["results"][0]["peers"] = {"queue.Queue": 1e5}
+    doc["results"].append({"target": "ring", "name": "peer_queue.Queue", "unit": "events/s",
+                           **stats.summarize([1e5])})
+    for rate in ("10k", "1.5M"):
+        for p, v in (("p50", 1e3), ("p99", 5e4), ("max", 1e6)):
+            doc["results"].append({"target": "ring", "name": f"latency_{rate}_per_s_spin_{p}",
+                                   "unit": "ns", **stats.summarize([v * 0.9, v, v * 1.2])})
+    return doc
+
+
+def test_latency_rows_are_grouped_into_curves_by_series_and_rate():
+    curves = plots.latency_series(_plot_doc())
+    assert curves == {("ring", "spin"): {
+        10_000.0: {"p50": 1e3, "p99": 5e4, "max": 1e6},
+        1_500_000.0: {"p50": 1e3, "p99": 5e4, "max": 1e6}}}
+
+
+def test_plots_are_png_files_and_the_report_embeds_them(tmp_path):
+    doc = _plot_doc()
+    made = plots.plot_all(doc, tmp_path / "img")
+    assert [p.name for _, _, p in made] == ["ring_throughput.png", "ring_spin_latency.png"]
+    for _, _, p in made:
+        data = p.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    md = report.render(doc, "make bench",
+                       images=[(t, title, f"img/{p.name}") for t, title, p in made])
+    assert "![ring: throughput against peers](img/ring_throughput.png)" in md
+    assert "(img/ring_spin_latency.png)" in md
+
+
+# -- --handler through the full pipeline ------------------------------------------------------
+
+HANDLERS = '''
+from ringlog import EventHandler
+
+
+class Echo(EventHandler):
+    """One output per event."""
+
+    def on_event(self, event, sequence, end_of_batch):
+        self.emit(b"ok", 1)
+
+
+class EveryFourth(EventHandler):
+    """An output for events 0, 4, 8, ... (by correlation id, which the bench numbers)."""
+
+    def on_event(self, event, sequence, end_of_batch):
+        if (event.correlation_id - 1) % 4 == 0:
+            self.emit(b"ok", 1)
+
+    @staticmethod
+    def bench_payloads(size):
+        return [bytes([i]) * size for i in range(3)]
+
+
+NOT_A_CLASS = 3
+'''
+
+
+@pytest.fixture
+def handlers(tmp_path):
+    path = tmp_path / "myhandlers.py"
+    path.write_text(HANDLERS)
+    return path
+
+
+def test_cli_handler_smoke_run_writes_rows_hdr_logs_plots_and_report(tmp_path, handlers,
+                                                                     capsys):
+    out = tmp_path / "out" / "new"  # folders that do not exist yet
+    rc = cli.main(["bench", "--handler", f"{handlers}:Echo", "--smoke", "--runs", "1",
+                   "--rate", "2k", "--no-peers", "--durability", "none", "--event-size", "100",
+                   "--json", str(out / "r.json"), "--report", str(out / "r.md")])
+    assert rc == 0
+    doc = results.load(out / "r.json")
+    assert doc["config"]["handler"]["event_size"] == 100
+    assert doc["config"]["targets"] == []
+    rows = {r["name"]: r for r in doc["results"]}
+    tput = rows["Echo_throughput_100b_none_blocking"]
+    assert tput["median"] > 0 and tput["ratios"]["noop_handler"] > 0
+    assert rows["peer_noop_handler_throughput_100b_none_blocking"]["median"] > 0
+    p99 = rows["Echo_100b_none_blocking_latency_2k_per_s_p99"]
+    assert p99["latency"] == {"series": "Echo_100b_none_blocking", "rate_per_s": 2000.0,
+                              "percentile": "p99"}
+    assert "400 of 400 events sampled" in rows["Echo_100b_none_blocking_latency_2k_per_s_p50"][
+        "note"]
+    hist = latency.read_hdr_log(out / p99["hdr_log"])
+    assert hist.get_total_count() == 400
+    md = (out / "r.md").read_text()
+    assert f"Generated by `ringlog bench --handler {handlers}:Echo --smoke" in md
+    assert "(img/handler_Echo_100b_none_blocking_latency.png)" in md
+    assert (out / "img" / "handler_throughput.png").stat().st_size > 0
+    err = capsys.readouterr().err
+    assert "[1/1] handler" in err and "latency at 2k/s run 1/1" in err
+
+
+def test_handler_that_emits_for_some_events_is_sampled_up_to_its_last_output(handlers):
+    rows = pipeline.run_handler(f"{handlers}:EveryFourth",
+                                pipeline.PipelineOptions(runs=1, rates=(2000.0,)),
+                                smoke=True, progress=lambda s: None)
+    note = next(r["note"] for r in rows if r["name"].endswith("_p50"))
+    # 400 events sent; outputs at 0, 4, ..., 396: the 3 events after the last are not sampled
+    assert "397 of 400 events sampled" in note
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("nocolon", "expected module:Class"),
+    ("no_such_module_xyz:Foo", "importing no_such_module_xyz failed: ModuleNotFoundError"),
+    ("{handlers}:Missing", "has no attribute 'Missing'"),
+    ("{handlers}:NOT_A_CLASS", "NOT_A_CLASS is a int, not a class or factory"),
+    ("/nonexistent/h.py:Echo", "no file /nonexistent/h.py"),
+])
+def test_a_wrong_handler_spec_is_a_usage_error_saying_what_is_wrong(spec, message, handlers,
+                                                                    capsys):
+    assert cli.main(["bench", "--handler", spec.format(handlers=handlers), "--smoke"]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--ring-size", "1000"], "ring_size must be a power of two"),
+    (["--duration", "0"], "duration must be > 0"),
+    (["--event-size", "-1"], "event_size must be >= 0"),
+])
+def test_wrong_pipeline_options_are_usage_errors_naming_the_option(args, message, handlers,
+                                                                   capsys):
+    assert cli.main(["bench", "--handler", f"{handlers}:Echo", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_pipeline_slot_size_holds_the_event_size():
+    assert pipeline.PipelineOptions(event_size=0).slot_size == 56
+    assert pipeline.PipelineOptions(event_size=100).slot_size == 152
+    with pytest.raises(ValueError, match="offered rate"):
+        pipeline.PipelineOptions(rates=(0.0,))
+
+
+def test_latency_rows_summarise_runs_and_save_one_log_for_all_of_them(tmp_path):
+    runs = [np.arange(1, 1001), np.arange(1, 1001) * 3]
+    with latency.hdr_logs_in(tmp_path / "r-hlog"):
+        rows = latency.latency_rows("ring", "spin", 10_000, runs, note="n")
+    by = {r["name"]: r for r in rows}
+    assert list(by) == [f"spin_latency_10k_per_s_{p}" for p in
+                        ("p50", "p90", "p99", "p99.9", "p99.99", "max")]
+    assert by["spin_latency_10k_per_s_p50"]["runs"] == [500.0, 1500.0]
+    assert by["spin_latency_10k_per_s_max"]["median"] == 2000.0
+    assert rows[0]["note"] == "n" and rows[0]["hdr_log"] == "r-hlog/ring_spin_10k.hlog"
+    assert latency.read_hdr_log(tmp_path / rows[0]["hdr_log"]).get_total_count() == 2000
+    empty = latency.latency_rows("ring", "spin", 500, [np.arange(3), np.array([])],
+                                 missing="no output")
+    assert empty == [{"target": "ring", "name": "spin_latency_500_per_s", "unit": "ns",
+                      "median": None, "min": None, "max": None, "runs": [],
+                      "note": "not measured: no output"}]
+
+
+def test_a_handler_that_raises_fails_the_run_with_its_error(tmp_path, handlers, capsys):
+    bad = tmp_path / "bad.py"
+    bad.write_text("from ringlog import EventHandler\n\n\nclass Boom(EventHandler):\n"
+                   "    def on_event(self, event, sequence, end_of_batch):\n"
+                   "        if sequence == 10:\n"
+                   "            raise KeyError('account 42')\n")
+    rc = cli.main(["bench", "--handler", f"{bad}:Boom", "--smoke", "--runs", "1", "--rate",
+                   "1k", "--no-peers", "--json", str(tmp_path / "r.json")])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "the processor halted" in err and "account 42" in err
+    doc = results.load(tmp_path / "r.json")
+    assert doc["skipped"][0]["failed"] and doc["results"] == []
+
+
+def test_a_sender_behind_its_schedule_is_said_in_the_note(handlers):
+    # 5M events/s is far beyond a Python sender: the note must say the latencies hold its backlog
+    rows = pipeline.run_handler(f"{handlers}:Echo",
+                                pipeline.PipelineOptions(runs=1, rates=(5e6,), duration=0.02),
+                                progress=lambda s: None)
+    note = next(r["note"] for r in rows if r["name"].endswith("_5M_per_s_p50"))
+    assert "100000 of 100000 events sampled; the sender fell behind the schedule" in note

@@ -50,8 +50,23 @@ def run_limits(directory: str | None = None, timeout: float = 600) -> dict[str, 
     if d is None:
         return {"skipped": "shared/anchors not found"}
     cmd = [sys.executable, str(d / "limits.py")] + ([directory] if directory else [])
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
-    return parse_anchor_lines(res.stdout)
+    return _run(cmd, timeout, "limits.py")
+
+
+def _run(cmd: list[str], timeout: float, what: str) -> dict[str, Any]:
+    """The parsed figures of an anchor, or ``{"skipped": why}``: a peer that cannot run is a
+    note in the report, never the end of the benchmark run."""
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
+    except subprocess.CalledProcessError as e:
+        tail = (e.stderr or e.stdout or "").strip().splitlines()[-1:] or ["no output"]
+        return {"skipped": f"{what} exited with {e.returncode}: {tail[0][:200]}"}
+    except subprocess.TimeoutExpired:
+        return {"skipped": f"{what} took longer than {timeout:g} s"}
+    except OSError as e:
+        return {"skipped": f"{what} could not start: {e}"}
+    figures = parse_anchor_lines(res.stdout)
+    return figures or {"skipped": f"{what} printed no figures"}
 
 
 def run_disruptor(events: int = 20_000_000, runs: int = 3,
@@ -62,10 +77,8 @@ def run_disruptor(events: int = 20_000_000, runs: int = 3,
         return {"skipped": "shared/anchors not found"}
     script = d / "disruptor" / "run.sh"
     if not shutil.which("java") and not shutil.which("apt-get"):
-        return {"skipped": "no java and no apt-get to install it"}
-    try:
-        res = subprocess.run(["bash", str(script), str(events), str(runs)], capture_output=True,
-                             text=True, timeout=timeout, check=True)
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
-        return {"skipped": f"disruptor anchor failed: {e}"}
-    return parse_anchor_lines(res.stdout)
+        return {"skipped": "Java is absent (and no apt-get to install it)"}
+    got = _run(["bash", str(script), str(events), str(runs)], timeout, "disruptor/run.sh")
+    if "skipped" in got and not shutil.which("java"):
+        got["skipped"] = f"Java is absent and run.sh could not install it: {got['skipped']}"
+    return got

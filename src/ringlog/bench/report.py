@@ -41,8 +41,11 @@ def evaluate_targets(doc: dict[str, Any], targets: list[dict[str, Any]]) -> list
 
 
 def render(doc: dict[str, Any], command: str, intro: str = "",
-           targets: list[dict[str, Any]] | None = None) -> str:
-    """The markdown report for ``doc``; ``command`` is the command that produced it."""
+           targets: list[dict[str, Any]] | None = None,
+           images: list[tuple[str, str, str]] | None = None) -> str:
+    """The markdown report for ``doc``; ``command`` is the command that produced it.
+    ``images`` are ``(target, title, path relative to the report)``, embedded under their
+    target's table."""
     m = doc["machine"]
     runs = doc["config"].get("runs")
     lines = [
@@ -55,6 +58,10 @@ def render(doc: dict[str, Any], command: str, intro: str = "",
         f"- date: {doc['created']}; runs per figure: {runs} (median, with min-max spread)",
         "- these machines are shared and noisy: read the ratios against peers measured in the "
         "same run, not the absolute figures.",
+        "- throughput: events per second of each run; latency (unit ns): an open-loop load at a "
+        "fixed offered rate, measured from each event's intended send time (coordinated "
+        "omission corrected), raw nanoseconds summarised as HdrHistogram percentiles; each "
+        "percentile is the median over the runs.",
         "",
     ]
     if intro:
@@ -90,5 +97,17 @@ def render(doc: dict[str, Any], command: str, intro: str = "",
             lines.append(f"| {r['name']} | {fmt(r.get('median'), r['unit'])} | {spread} | "
                          f"{r['unit']} | {ratios} |")
         notes = [f"- {r['name']}: {r['note']}" for r in rows if r.get("note")]
+        logs = sorted({r["hdr_log"] for r in rows if r.get("hdr_log")})
+        if logs:
+            notes.append("- HdrHistogram logs (next to the JSON): "
+                         + ", ".join(f"`{x}`" for x in logs))
         lines += ["", *notes, ""] if notes else [""]
+        for img_target, title, rel in images or []:
+            if img_target == target:
+                lines += [f"![{title}]({rel})", ""]
+    skipped = doc.get("skipped") or []
+    if skipped:
+        lines += ["## Skipped in this run", ""]
+        lines += [f"- {s['name']}: {s['reason']}" for s in skipped]
+        lines.append("")
     return "\n".join(lines) + "\n"

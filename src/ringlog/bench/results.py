@@ -20,9 +20,89 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["compare", "higher_is_better", "load", "machine_info", "new_document", "save"]
+import msgspec
+
+__all__ = ["Document", "Row", "compare", "higher_is_better", "json_schema", "load",
+           "machine_info", "new_document", "save", "validate", "versions"]
 
 SCHEMA_VERSION = 1
+
+
+class LatencyPoint(msgspec.Struct, frozen=True):
+    """Marks a latency row for the percentile plot: which curve, which rate, which point."""
+
+    series: str
+    rate_per_s: float
+    percentile: str
+
+
+class Row(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One figure: the median of its runs with min, max and every run; peers and ratios from
+    the same run. ``median`` is None for a figure that could not be measured (see ``note``)."""
+
+    target: str
+    name: str
+    unit: str
+    median: float | None
+    min: float | None
+    max: float | None
+    runs: list[float]
+    peers: dict[str, float] = {}
+    ratios: dict[str, float] = {}
+    note: str | None = None
+    latency: LatencyPoint | None = None
+    hdr_log: str | None = None  # HdrHistogram log, relative to the JSON file's folder
+
+
+class Machine(msgspec.Struct, frozen=True):
+    """Where the figures were taken."""
+
+    cpu: str
+    cores: int | None
+    memory_gib: float | None
+    kernel: str
+    python: str
+    machine: str
+
+
+class Skipped(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A peer or target that did not run, and why; ``failed`` where it raised."""
+
+    name: str
+    reason: str
+    failed: bool = False
+
+
+class Document(msgspec.Struct, frozen=True):
+    """A results document (schema 1): machine, versions, config, peers and every row."""
+
+    schema: int
+    ringlog: str
+    numpy: str
+    created: str
+    machine: Machine
+    config: dict[str, Any]
+    peers: dict[str, Any]
+    results: list[Row]
+    versions: dict[str, str] = {}  # package -> version
+    skipped: list[Skipped] = []
+    timings: dict[str, float] = {}  # seconds per step, for the next run's ETA
+
+
+def validate(doc: Any, where: str = "results document") -> None:
+    """Checks ``doc`` against ``Document``; a ValueError naming ``where`` and the JSON path
+    of the first wrong field (``$.results[3].median``). Unknown fields are allowed and kept."""
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA_VERSION:
+        raise ValueError(f"{where}: not a ringlog results document (schema {SCHEMA_VERSION})")
+    try:
+        msgspec.convert(doc, Document)
+    except msgspec.ValidationError as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a results document, for tools outside Python."""
+    return msgspec.json.schema(Document)
 
 
 def machine_info() -> dict[str, Any]:
@@ -49,21 +129,38 @@ def new_document(config: dict[str, Any]) -> dict[str, Any]:
 
     from .. import __version__
     return {"schema": SCHEMA_VERSION, "ringlog": __version__, "numpy": numpy.__version__,
+            "versions": versions(),
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "machine": machine_info(), "config": config, "peers": {}, "results": []}
 
 
+def versions() -> dict[str, str]:
+    """Versions of the packages the figures depend on (those installed)."""
+    from importlib import metadata
+
+    out = {}
+    for name in ("Cython", "msgspec", "numpy", "hdrhistogram", "faster-fifo",
+                 "cython-orderbook", "matplotlib", "uvloop"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out
+
+
 def save(doc: dict[str, Any], path: str | Path) -> None:
-    """Writes the document as indented JSON."""
+    """Validates the document, then writes it as indented JSON (creating its folder)."""
+    validate(doc, str(path))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
 
 
 def load(path: str | Path) -> dict[str, Any]:
-    """Reads a results document; a wrong schema is a ValueError naming the file."""
-    doc = json.loads(Path(path).read_text())
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA_VERSION:
-        raise ValueError(f"{path}: not a ringlog results document (schema {SCHEMA_VERSION})")
-    return doc
+    """Reads and validates a results document; errors are ValueErrors naming the file."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not JSON ({e})") from None
+    validate(doc, str(path))
+    return doc  # type: ignore[no-any-return]
 
 
 def higher_is_better(unit: str) -> bool:

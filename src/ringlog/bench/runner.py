@@ -1,13 +1,17 @@
 """Runs benchmark targets and peers into one results document, and renders the report.
 
-A target is ``bench/bench_<target>.py`` in the repository with ``run(runs, smoke) -> list[dict]``
-returning result rows (see ``results``). Peers (the Java Disruptor, machine limits) run in the
-same invocation so that every ratio compares figures taken minutes apart on the same machine.
+A target is ``bench/bench_<target>.py`` in the repository with ``run(runs, smoke, peers) ->
+list[dict]`` returning result rows (see ``results``) and a ``GOALS`` list (see ``report``);
+a ``run`` that also takes ``progress`` gets a callable to report each run on long benchmarks.
+Peers (the Java Disruptor, machine limits) run in the same invocation, so that every ratio
+compares figures taken minutes apart on the same machine. A user's handler (``--handler``) is
+measured by ``pipeline``.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import sys
 import tempfile
 from collections.abc import Callable
@@ -15,11 +19,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from . import peers, results
+import msgspec
+
+from . import latency, peers, results
+from .progress import Progress
 
 __all__ = ["TARGETS", "bench_dir", "goals", "load_target", "run_all"]
 
-TARGETS = ("ring", "journal", "breaker", "processor", "engine", "gateway")
+TARGETS = ("ring", "journal", "breaker", "processor", "engine", "gateway", "tools")
 
 
 def bench_dir() -> Path:
@@ -46,25 +53,77 @@ def load_target(name: str) -> ModuleType | None:
 
 
 def run_all(targets: list[str], runs: int = 3, smoke: bool = False,
-            with_peers: bool = True, progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """Runs the peers and each target; returns the results document."""
-    doc = results.new_document({"runs": runs, "smoke": smoke, "targets": targets})
+            with_peers: bool = True, progress: Callable[[str], None] = print,
+            handler: str | None = None, options: Any = None,
+            artifacts: Path | None = None,
+            previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Runs the peers, each target and (with ``handler``, a ``module:Class`` spec) the user's
+    handler through the pipeline built from ``options`` (PipelineOptions); returns the results
+    document. A peer or target that fails is recorded under ``skipped`` with the reason and the
+    run goes on; ``previous`` (an earlier document) supplies per-step timings for the ETA;
+    ``artifacts`` is the folder of HdrHistogram logs (``latency.latency_rows``)."""
+    from .pipeline import PipelineOptions, run_handler
+
+    config: dict[str, Any] = {"runs": runs, "smoke": smoke, "targets": targets}
+    if handler:
+        options = options or PipelineOptions(runs=runs)
+        config["handler"] = {"spec": handler, **msgspec.structs.asdict(options)}
+    doc = results.new_document(config)
+    doc["skipped"], doc["timings"] = [], {}
+    steps: list[tuple[str, Callable[[], None]]] = []
+
+    def guarded(name: str, fn: Callable[[], None]) -> Callable[[], None]:
+        def call() -> None:
+            try:
+                fn()
+            except Exception as e:  # one target's failure must not lose the others' figures
+                reason = f"{type(e).__name__}: {e}"
+                doc["skipped"].append({"name": name, "reason": reason, "failed": True})
+                progress(f"{name}: FAILED, skipped ({reason})")
+        return call
+
     if with_peers:
-        progress("peers: machine limits (shared/anchors/limits.py)")
-        with tempfile.TemporaryDirectory(dir=".") as d:
-            doc["peers"]["limits"] = peers.run_limits(d)
-        if not smoke:
-            progress("peers: Java LMAX Disruptor (shared/anchors/disruptor/run.sh)")
-            doc["peers"]["disruptor"] = peers.run_disruptor(20_000_000, runs)
+        def limits() -> None:
+            with tempfile.TemporaryDirectory(dir=".") as d:
+                doc["peers"]["limits"] = peers.run_limits(d)
+        steps.append(("peers: machine limits (shared/anchors/limits.py)", limits))
+        if smoke:
+            doc["skipped"].append({"name": "peer disruptor", "reason": "not run in smoke mode"})
+        else:
+            def disruptor() -> None:
+                doc["peers"]["disruptor"] = peers.run_disruptor(20_000_000, runs)
+            steps.append(("peers: Java LMAX Disruptor (shared/anchors/disruptor/run.sh)",
+                          disruptor))
     for t in targets:
         mod = load_target(t)
         if mod is None:
-            progress(f"{t}: no bench/bench_{t}.py yet, skipped")
+            doc["skipped"].append({"name": t, "reason": f"no bench/bench_{t}.py yet"})
             continue
-        progress(f"{t}: running ({runs} runs{', smoke' if smoke else ''})")
-        for row in mod.run(runs=runs, smoke=smoke, peers=doc["peers"]):
-            row.setdefault("target", t)
-            doc["results"].append(row)
+
+        def target(t: str = t, mod: ModuleType = mod) -> None:
+            kw: dict[str, Any] = {}
+            if "progress" in inspect.signature(mod.run).parameters:
+                kw["progress"] = lambda s, t=t: progress(f"{t}: {s}")
+            for row in mod.run(runs=runs, smoke=smoke, peers=doc["peers"], **kw):
+                row.setdefault("target", t)
+                doc["results"].append(row)
+        steps.append((f"{t} ({runs} runs{', smoke' if smoke else ''})", target))
+    if handler:
+        def user() -> None:
+            lim = doc["peers"].get("limits")
+            doc["results"].extend(run_handler(
+                handler, options, smoke=smoke, limits=lim if isinstance(lim, dict) else None,
+                progress=progress))
+        steps.append((f"handler {handler}", user))
+    before = (previous or {}).get("timings", {})
+    prog = Progress(len(steps), progress, estimates=[before.get(label) for label, _ in steps])
+    for label, fn in steps:
+        with prog.step(label), latency.hdr_logs_in(artifacts):
+            guarded(label.split(" (")[0], fn)()
+        doc["timings"][label] = round(prog.elapsed[-1], 3)
+    for peer, figures in doc["peers"].items():
+        if isinstance(figures, dict) and "skipped" in figures:
+            doc["skipped"].append({"name": f"peer {peer}", "reason": figures["skipped"]})
     return doc
 
 
