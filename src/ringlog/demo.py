@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .bench.latency import percentiles
 from .bench.loops import one_to_one_threads
 from .breaker import Breaker, BreakerConfig, Limit
 from .engine import Command, Engine, RejectReason, Report, Side, decode, new_order, registry
@@ -46,9 +47,9 @@ def engine_alone(n: int) -> None:
           f"resting at the end {s['live_orders']:,}")
     lat = np.zeros(n, np.int64)
     Engine(demo_config(max_orders=1 << 20)).process_commands(cmds, types, latencies=lat)
-    p50, p99, p999, top = np.percentile(lat, [50, 99, 99.9, 100])
-    print(f"   latency per command: p50 {p50:.0f} ns, p99 {p99:.0f} ns, "
-          f"p99.9 {p999:.0f} ns, max {top / 1000:.0f} us")
+    q = percentiles(lat)
+    print(f"   latency per command: p50 {q['p50']:.0f} ns, p99 {q['p99']:.0f} ns, "
+          f"p99.9 {q['p99.9']:.0f} ns, max {q['max'] / 1000:.0f} us")
 
 
 class Tally:
