@@ -101,3 +101,17 @@ def test_garbage_payloads_are_rejected_not_fatal_to_the_loop(tmp_path, payload):
     p.publish(payload, 4242)
     p.drain(timeout=30)
     assert [r.type_id for r in got] == [Report.REJECTED, Report.REJECTED]
+
+
+def test_default_engine_config_runs_behind_the_default_processor_config(tmp_path):
+    from ringlog.engine import EngineConfig, SymbolSpec
+
+    cfg = EngineConfig(symbols=[SymbolSpec(symbol=1, max_price=100)])
+    got = []
+    p = Processor(Engine(cfg), tmp_path, ProcessorConfig(durability="none"),
+                  registry=registry(cfg.l2_depth), on_output=got.append)
+    p.start()
+    p.publish(new_order(1, account=1, symbol=1, side=Side.BUY, price=10, qty=1), Command.NEW)
+    p.drain(timeout=30)
+    assert [r.type_id for r in got] == [Report.ACCEPTED, Report.RESTED, Report.L1]
+    assert cfg.min_slot_size <= ProcessorConfig().slot_size

@@ -92,7 +92,8 @@ _HEAD = struct.Struct("<8sIIqqqqqq")        # magic, version, books, counters
 cdef class Engine(CyEventHandler):
     """Price-time priority order books per symbol as the processor's business logic.
 
-    ``Engine(EngineConfig(...))``; see the module docstring and docs/matching.md.
+    ``Engine(EngineConfig(...))``; see the module docstring and docs/matching.md. Not
+    thread-safe: commands and queries come from the loop thread (or after it stopped).
     """
 
     def __init__(self, config):

@@ -89,7 +89,7 @@ _REPORT_DTYPES = {Report.TRADE: TRADE_DTYPE, Report.L1: L1_DTYPE}
 _ENUMS = {"side": Side, "taker_side": Side}
 
 
-def report_dtype(type_id: int, l2_depth: int = 5) -> np.dtype:
+def report_dtype(type_id: int, l2_depth: int = 0) -> np.dtype:
     """The dtype of a report type's payload."""
     if type_id == Report.L2:
         return l2_dtype(l2_depth)
@@ -130,7 +130,7 @@ def _enum(cls: Any, v: int) -> Any:
         return v
 
 
-def registry(l2_depth: int = 5, into: EventRegistry | None = None) -> EventRegistry:
+def registry(l2_depth: int = 0, into: EventRegistry | None = None) -> EventRegistry:
     """An EventRegistry with every engine command and report type and its record dtype."""
     reg = into if into is not None else EventRegistry()
     # short names: the whole descriptor must fit the journal's 4 KiB segment header

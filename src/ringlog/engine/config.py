@@ -89,7 +89,9 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """How an Engine is built. ``limits`` apply to every account without an entry in
     ``account_limits``; ``max_orders`` sizes the order pool (live orders across all books);
     ``stp`` is the self-trade prevention mode of orders that send ENGINE_DEFAULT;
-    ``market_data`` turns L1/L2 records on; ``l2_depth`` levels per side (0 = L1 only)."""
+    ``market_data`` turns L1/L2 records on; ``l2_depth`` levels per side (0 = L1 only: L2 is
+    opt-in because its records need ring slots of ``min_slot_size`` bytes, more than the
+    processor's default 128)."""
 
     symbols: list[SymbolSpec]
     limits: AccountLimits = AccountLimits()
@@ -97,7 +99,7 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     max_orders: int = 1 << 20
     stp: Stp = Stp.NONE
     market_data: bool = True
-    l2_depth: int = 5
+    l2_depth: int = 0
 
     def __post_init__(self) -> None:
         if not self.symbols:

@@ -24,7 +24,9 @@ _CANCEL, _MODIFY = 0.55, 0.15      # share of resting orders later cancelled / m
 
 
 def demo_config(symbols: int = 4, **kw: object) -> EngineConfig:
-    """The demo's and benchmarks' engine: ``symbols`` books around 10_000 ticks, a 10% band."""
+    """The demo's and benchmarks' engine: ``symbols`` books around 10_000 ticks, a 10% band,
+    L2 of depth 5 (``kw`` overrides any EngineConfig field)."""
+    kw.setdefault("l2_depth", 5)
     specs = [SymbolSpec(symbol=s + 1, min_price=1, max_price=20_000, reference_price=10_000,
                         band_pct=10.0) for s in range(symbols)]
     return EngineConfig(symbols=specs, **kw)  # type: ignore[arg-type]
