@@ -9,7 +9,7 @@ PRESENT = [t for t in runner.TARGETS if (runner.bench_dir() / f"bench_{t}.py").e
 
 
 def test_the_long_standing_targets_are_present():
-    assert {"ring", "journal", "processor", "breaker"} <= set(PRESENT)
+    assert {"ring", "journal", "processor", "breaker", "engine"} <= set(PRESENT)
 
 
 @pytest.mark.parametrize("target", PRESENT)

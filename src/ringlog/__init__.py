@@ -41,6 +41,7 @@ _export(".breaker", "Breaker", "BreakerConfig", "BreakerConfigError", "Limit", "
         "TripReport")
 _export(".processor", "Processor", "ProcessorConfig", "ProcessorMetrics", "RecoveryReport")
 _export(".handler", "EventHandler")
+_export(".engine", "Engine", "EngineConfig", "EngineConfigError", "SymbolSpec", "AccountLimits")
 
 
 def __getattr__(name: str) -> Any:

@@ -115,10 +115,13 @@ class Processor:
         self._on_output = [on_output] if on_output else []
         c = self.config
         self.directory.mkdir(parents=True, exist_ok=True)
+        # the registry's schema descriptor goes into every segment header, so tools decode
+        # the journals without the application's code
         self.input = Journal(self.directory / "input", segment_size=c.segment_size,
-                             durability=c.durability)
+                             durability=c.durability, registry=self.registry)
         self.output = Journal(self.directory / "output", segment_size=c.segment_size,
-                              durability="none" if c.durability == "none" else "group")
+                              durability="none" if c.durability == "none" else "group",
+                              registry=self.registry)
         self.snapshots = SnapshotStore(self.directory / "snapshots")
         self._dead_letter_journal: Any = None
         self._state = "created"
