@@ -527,8 +527,8 @@ cdef class Ring:
                      int64_t correlation_id=0, uint32_t flags=0, timeout=None):
         """Publishes a sequence of payloads with one claim per ring-full; returns the last
         sequence (-1 for none). Every payload is checked before anything is claimed."""
-        cdef list items = [p if isinstance(p, bytes) else _buffer_bytes(p, i)
-                           for i, p in enumerate(payloads)]
+        cdef list items = [x if isinstance(x, bytes) else _buffer_bytes(x, k)
+                           for k, x in enumerate(payloads)]
         cdef Py_ssize_t room = self.slot_size - RL_HEADER_SIZE, i, n = len(items)
         cdef bytes p
         for i in range(n):
@@ -792,6 +792,6 @@ cdef class Consumer:
     def metrics(self):
         """Batches, events, mean and max batch size, queue depth."""
         return {"batches": self.batches, "events": self.events,
-                "mean_batch": self.events / self.batches if self.batches else 0.0,
+                "mean_batch": <double>self.events / self.batches if self.batches else 0.0,
                 "max_batch": self.max_batch_seen, "depth": self.depth,
                 "sequence": self.sequence}
