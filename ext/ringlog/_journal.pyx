@@ -29,6 +29,7 @@ from ringlog.errors import JournalCorruptError, JournalError
 cdef extern from "crc32c.h" nogil:
     void rl_crc32c_setup()
     uint32_t rl_crc32c(uint32_t crc, const void* buf, size_t n)
+    uint32_t rl_crc32c_copy(uint32_t crc, void* dst, const void* src, size_t n)
 
 cdef extern from "ringwait.h" nogil:
     int64_t rl_now_ns()
@@ -452,11 +453,20 @@ cdef class JournalAppender:
         cdef uint32_t n = RL_HEADER_SIZE + h.length
         cdef int64_t seq = self.next_seq
         cdef Py_ssize_t total
-        memcpy(dst, h, RL_HEADER_SIZE)
+        cdef uint32_t crc
+        # one pass: each word is loaded, stored and folded into the crc once; the body's
+        # first word is the journal sequence, not the source's
         dst.sequence = seq
-        if payload != NULL:
-            memcpy(<char*>dst + RL_HEADER_SIZE, payload, h.length)
-        (<uint32_t*>(rec + 4))[0] = rl_crc32c(0, dst, n)
+        crc = rl_crc32c(0, &dst.sequence, 8)
+        if payload == <const char*>h + RL_HEADER_SIZE:  # a ring slot: header + payload
+            crc = rl_crc32c_copy(crc, <char*>dst + 8, <const char*>h + 8, n - 8)
+        else:
+            crc = rl_crc32c_copy(crc, <char*>dst + 8, <const char*>h + 8, RL_HEADER_SIZE - 8)
+            if payload != NULL:
+                crc = rl_crc32c_copy(crc, <char*>dst + RL_HEADER_SIZE, payload, h.length)
+            else:
+                crc = rl_crc32c(crc, <char*>dst + RL_HEADER_SIZE, h.length)
+        (<uint32_t*>(rec + 4))[0] = crc
         total = REC_PREFIX + _align8(n)
         if self.since_index >= self.index_every:
             self._note_index(seq, h.timestamp_ns)
@@ -508,7 +518,9 @@ cdef class JournalAppender:
 
     cdef int64_t append_record(self, const rl_header* h, const char* payload) except -1 nogil:
         """Appends one event (header + ``h.length`` payload bytes); returns its sequence."""
-        self._room(REC_PREFIX + _align8(RL_HEADER_SIZE + h.length))
+        cdef Py_ssize_t need = REC_PREFIX + _align8(RL_HEADER_SIZE + h.length)
+        if self.failed or self.pos + need > self.seg.size:  # the call only when it matters
+            self._room(need)
         self._write(h, payload)
         self._after_append()
         return self.next_seq - 1
@@ -517,11 +529,13 @@ cdef class JournalAppender:
                               Py_ssize_t count) except -1 nogil:
         """Appends ``count`` ring slots (each an rl_header + payload, ``stride`` bytes
         apart); one durability step for the batch. Returns the last sequence."""
-        cdef Py_ssize_t i
+        cdef Py_ssize_t i, need
         cdef const rl_header* h
         for i in range(count):
             h = <const rl_header*>(base + i * stride)
-            self._room(REC_PREFIX + _align8(RL_HEADER_SIZE + h.length))
+            need = REC_PREFIX + _align8(RL_HEADER_SIZE + h.length)
+            if self.failed or self.pos + need > self.seg.size:
+                self._room(need)
             self._write(h, <const char*>h + RL_HEADER_SIZE)
         self._after_append()
         return self.next_seq - 1
