@@ -276,7 +276,7 @@ def test_a_reader_in_another_process_sees_the_writers_durable_sequence(tmp_path)
     import multiprocessing as mp
 
     ctx = mp.get_context("fork")
-    q_out, q_in = ctx.Queue(), ctx.Queue()
+    q_out = ctx.Queue()
     p = ctx.Process(target=_sync_writer, args=(tmp_path / "j", 2000, q_out))
     p.start()
     try:
@@ -302,7 +302,7 @@ def test_sync_write_error_is_a_clear_exception_and_durable_data_stays_readable(t
     for i in range(10):
         j.append(payload(i, 30))
     _broken_fsync(j)
-    with pytest.raises(JournalError, match="fdatasync of .* failed"):
+    with pytest.raises(JournalError, match=r"fdatasync of .* failed"):
         j.append(payload(10, 30))
     with pytest.raises(JournalError, match="failed earlier"):
         j.append(b"more")
@@ -322,7 +322,7 @@ def test_group_commit_write_error_surfaces_on_the_next_append(tmp_path):
         j.append(payload(i, 30))
     j._thread.join(10)  # the group-commit thread stops at its failed sync
     assert not j._thread.is_alive() and j.failed
-    with pytest.raises(JournalError, match="failed: fdatasync of .* Invalid argument"):
+    with pytest.raises(JournalError, match=r"failed: fdatasync of .* Invalid argument"):
         j.append(b"again")
     assert j.durable_sequence >= 9
     j.close()

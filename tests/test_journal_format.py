@@ -223,7 +223,7 @@ def test_segments_out_of_order_are_a_clear_error(tmp_path):
     with pytest.raises(JournalCorruptError, match="header says first sequence") as e:
         list(JournalReader(tmp_path))
     assert e.value.path == str(a)
-    with pytest.raises(JournalCorruptError, match="sequence out of order|header says first"):
+    with pytest.raises(JournalCorruptError, match=r"sequence out of order|header says first"):
         Journal(tmp_path, segment_size=SMALL)
 
 

@@ -398,7 +398,7 @@ def test_attach_to_a_mismatched_or_foreign_file_is_a_clear_error(tmp_path):
         Ring.attach(_patched(path, tmp_path / "v9", 8, 9, "<I"))
     with pytest.raises(RingError, match="header 12 bytes"):
         Ring.attach(_patched(path, tmp_path / "hs", 12, 12, "<I"))
-    with pytest.raises(RingError, match="inconsistent ring header .capacity 6"):
+    with pytest.raises(RingError, match=r"inconsistent ring header \(capacity 6"):
         Ring.attach(_patched(path, tmp_path / "cap", 16, 6))
     with pytest.raises(RingError, match="inconsistent ring header"):
         Ring.attach(_patched(path, tmp_path / "slot", 24, 1 << 20, "<I"))

@@ -149,8 +149,8 @@ cdef class Segment:
         """The durable sequence the appender published in this segment's header (-1: none).
         A pair that stays inconsistent (a flipped bit) is a JournalCorruptError."""
         cdef int64_t v, chk
-        cdef int tries
-        for tries in range(1000):
+        cdef int _tries
+        for _tries in range(1000):
             v = rl_load_acquire(<int64_t*>(self.base + H_DURABLE))
             chk = rl_load_acquire(<int64_t*>(self.base + H_DURABLE_CHECK))
             if chk == ~v:

@@ -22,7 +22,7 @@ cdef extern from "ringlayout.h" nogil:
         int32_t waiters
     ctypedef struct rl_producer_local:
         int64_t next_value    # single producer: last claimed
-        int64_t cached_gating # single producer: cached consumer minimum
+        int64_t cached_gating  # single producer: cached consumer minimum
     ctypedef struct rl_ring_header:
         uint64_t magic
         uint32_t version
