@@ -23,10 +23,10 @@ __all__ = [
     "L1_DTYPE",
     "REPORT_DTYPE",
     "TRADE_DTYPE",
+    "CancelReason",
     "Command",
     "OrderType",
     "RejectReason",
-    "CancelReason",
     "Report",
     "Side",
     "Stp",
@@ -42,7 +42,7 @@ class Command(IntEnum):
     MODIFY = 103       # order_id, account, price (new), qty (new open quantity)
     MASS_CANCEL = 104  # account, symbol (0 = every symbol)
     ORDER_STATUS = 105  # order_id, account -> one ORDER_INFO (or REJECTED unknown order)
-    OPEN_ORDERS = 106  # account, symbol (0 = all) -> ORDER_INFO per live order, then OPEN_ORDERS_END
+    OPEN_ORDERS = 106  # account, symbol (0 = all) -> ORDER_INFO each, then OPEN_ORDERS_END
 
 
 class Report(IntEnum):
