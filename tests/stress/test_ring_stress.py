@@ -10,6 +10,8 @@ import pytest
 from ringlog._ring import Ring
 from ringlog._ringbench import consume, cycle, produce
 
+pytestmark = pytest.mark.stress  # `make stress` runs these alone; they stay in `make test`
+
 N = 200_000
 
 
