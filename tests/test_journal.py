@@ -30,17 +30,19 @@ def test_append_and_read_back_every_header_field(tmp_path):
 
 
 @settings(max_examples=25)
-@given(sizes=st.lists(st.integers(0, 300), min_size=1, max_size=400),
+@given(events=st.lists(st.tuples(st.integers(0, 300), st.integers(0, 2**32 - 1),
+                                 st.integers(-2**63, 2**63 - 1)), min_size=1, max_size=400),
        policy=st.sampled_from(["none", "group", "sync"]))
-def test_round_trip_of_random_sizes_across_segment_rolls(tmp_path_factory, sizes, policy):
+def test_round_trip_of_random_sizes_across_segment_rolls(tmp_path_factory, events, policy):
     d = tmp_path_factory.mktemp("j")
     with Journal(d, segment_size=SMALL, durability=policy) as j:
-        for i, n in enumerate(sizes):
-            assert j.append(payload(i, n), i % 5, timestamp_ns=i) == i
+        for i, (n, type_id, corr) in enumerate(events):
+            assert j.append(payload(i, n), type_id, timestamp_ns=i, correlation_id=corr) == i
     recs = list(JournalReader(d))
-    assert [r.sequence for r in recs] == list(range(len(sizes)))
-    assert all(bytes(r.payload) == payload(r.sequence, n) for r, n in zip(recs, sizes,
-                                                                          strict=True))
+    assert [r.sequence for r in recs] == list(range(len(events)))
+    assert [(bytes(r.payload), r.type_id, r.correlation_id, r.timestamp_ns) for r in recs] == [
+        (payload(i, n), t, c, i) for i, (n, t, c) in enumerate(events)]
+    sizes = events
     assert JournalReader(d).verify_all() == (len(sizes), len(sizes) - 1)
 
 

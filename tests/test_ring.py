@@ -108,6 +108,10 @@ def test_batch_never_wraps_the_ring_end_and_numpy_view_matches():
     assert arr["payload"][:, 0].tolist() == [6, 7]
     b2 = c.poll()
     assert (b2.lo, b2.hi) == (8, 11)
+    assert [b2.end_of_batch(e.sequence) for e in b2] == [False, False, False, True]
+    assert b2[-1].sequence == 11 and b2[0].sequence == 8
+    with pytest.raises(IndexError, match="batch index 4 out of range"):
+        b2[4]
 
 
 def test_poll_with_max_batch_limits_the_batch():
