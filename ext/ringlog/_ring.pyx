@@ -477,9 +477,8 @@ cdef class Ring:
                 raise SchemaError(f"payload of {n} bytes does not fit a {self.slot_size}-byte "
                                   f"slot ({self.slot_size - RL_HEADER_SIZE} bytes after the "
                                   "header); use a larger slot_size")
-            if once:
-                seq = self.try_claim(1)
-            else:
+            seq = self.try_claim(1)  # holding the GIL: no hand-off unless we must wait
+            if seq == RL_TIMEOUT and not once:
                 with nogil:
                     seq = self.claim(1, timeout_ns)
             if seq < -1:
@@ -542,8 +541,10 @@ cdef class Ring:
         i = 0
         while i < n:
             chunk = min(n - i, self.capacity)
-            with nogil:
-                hi = self.claim(chunk, t)
+            hi = self.try_claim(chunk)
+            if hi == RL_TIMEOUT:
+                with nogil:
+                    hi = self.claim(chunk, t)
             if hi < -1:
                 if hi == RL_CLOSED:
                     raise RingClosedError("publish on a closed ring")
@@ -743,8 +744,10 @@ cdef class Consumer:
         if self.pending_hi > rl_load_acquire(self.seq_ptr):
             self.set_sequence(self.pending_hi)
         nxt = self.pending_hi + 1
-        with nogil:
-            avail = self.wait_for(nxt, t)
+        avail = self.available(nxt)  # holding the GIL: release it only to wait
+        if avail < nxt:
+            with nogil:
+                avail = self.wait_for(nxt, t)
         cdef Batch b = Batch.__new__(Batch)
         b.consumer = self
         b.lo = nxt
