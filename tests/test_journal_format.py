@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ringlog import JournalCorruptError, JournalError
-from ringlog._journal import HEADER_SIZE, crc32c
+from ringlog._journal import HEADER_SIZE, crc32c, crc32c_mode
 from ringlog.journal import Journal, JournalReader, list_segments
 
 SMALL = 1 << 14
@@ -38,6 +38,44 @@ def _record_offsets(seg_path):
 def test_crc32c_matches_the_standard_check_value():
     assert crc32c(b"123456789") == 0xE3069283
     assert crc32c(b"") == 0
+
+
+def _crc32c_reference(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+@settings(max_examples=30)
+@given(data=st.binary(max_size=200), seed=st.integers(0, 2**32 - 1))
+def test_hardware_and_table_crc32c_agree_with_a_reference(data, seed):
+    mode = crc32c_mode()
+    try:
+        for m in {0, mode}:
+            crc32c_mode(m)
+            assert crc32c(data) == _crc32c_reference(data)
+            assert crc32c(data[7:], crc32c(data[:7])) == _crc32c_reference(data)
+    finally:
+        crc32c_mode(mode)
+
+
+def test_journal_written_with_one_crc_implementation_reads_with_the_other(tmp_path):
+    mode = crc32c_mode()
+    try:
+        crc32c_mode(0)
+        _make(tmp_path / "a", n=300, size=45)
+        crc32c_mode(mode)
+        assert JournalReader(tmp_path / "a").verify_all() == (300, 299)
+        _make(tmp_path / "b", n=300, size=45)
+        crc32c_mode(0)
+        assert JournalReader(tmp_path / "b").verify_all() == (300, 299)
+    finally:
+        crc32c_mode(mode)
+    with pytest.raises(ValueError, match="mode must be 0"):
+        crc32c_mode(2)
 
 
 @settings(max_examples=40)

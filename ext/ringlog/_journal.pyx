@@ -27,9 +27,11 @@ import os
 from ringlog.errors import JournalCorruptError, JournalError
 
 cdef extern from "crc32c.h" nogil:
+    int rl_crc32c_mode
     void rl_crc32c_setup()
     uint32_t rl_crc32c(uint32_t crc, const void* buf, size_t n)
     uint32_t rl_crc32c_copy(uint32_t crc, void* dst, const void* src, size_t n)
+    uint32_t rl_crc32c_body(void* dst, const void* src, size_t n, uint64_t first)
 
 cdef extern from "ringwait.h" nogil:
     int64_t rl_now_ns()
@@ -46,6 +48,7 @@ cdef extern from "Python.h":
     object PyMemoryView_FromObject(object)
 
 rl_crc32c_setup()
+_HAS_HW_CRC = rl_crc32c_mode == 1
 
 __all__ = ["JournalAppender", "Record", "Segment", "crc32c", "scan"]
 
@@ -78,6 +81,18 @@ def crc32c(data, uint32_t crc=0):
         return rl_crc32c(crc, buf.buf, buf.len)
     finally:
         PyBuffer_Release(&buf)
+
+
+def crc32c_mode(int mode=-1):
+    """The CRC32C implementation in use: 1 the SSE4.2 instruction, 0 the table. ``mode`` 0 or
+    1 switches it (tests run both; the table is the fallback on CPUs without SSE4.2)."""
+    if mode == 1 and not _HAS_HW_CRC:
+        raise ValueError("this CPU has no SSE4.2 crc32 instruction")
+    if mode in (0, 1):
+        rl_crc32c_mode = mode
+    elif mode != -1:
+        raise ValueError(f"mode must be 0 (table) or 1 (sse4.2), got {mode}")
+    return rl_crc32c_mode
 
 
 cdef class Segment:
@@ -456,12 +471,10 @@ cdef class JournalAppender:
         cdef uint32_t crc
         # one pass: each word is loaded, stored and folded into the crc once; the body's
         # first word is the journal sequence, not the source's
-        dst.sequence = seq
-        crc = rl_crc32c(0, &dst.sequence, 8)
         if payload == <const char*>h + RL_HEADER_SIZE:  # a ring slot: header + payload
-            crc = rl_crc32c_copy(crc, <char*>dst + 8, <const char*>h + 8, n - 8)
+            crc = rl_crc32c_body(dst, h, n, <uint64_t>seq)
         else:
-            crc = rl_crc32c_copy(crc, <char*>dst + 8, <const char*>h + 8, RL_HEADER_SIZE - 8)
+            crc = rl_crc32c_body(dst, h, RL_HEADER_SIZE, <uint64_t>seq)
             if payload != NULL:
                 crc = rl_crc32c_copy(crc, <char*>dst + RL_HEADER_SIZE, payload, h.length)
             else:
