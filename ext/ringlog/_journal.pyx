@@ -170,6 +170,8 @@ cdef class Segment:
             chk = rl_load_acquire(<int64_t*>(self.base + H_DURABLE_CHECK))
             if chk == ~v:
                 return v
+            if v == 0 and chk == 0:
+                return -1  # never written (a segment from before the mark existed)
         raise JournalCorruptError(f"{self.path}: durable sequence mark damaged ({v} / check "
                                   f"{~chk})", self.path, H_DURABLE_CHECK)
 
