@@ -8,6 +8,7 @@ consumers, and four wait strategies. Producers never overwrite a slot a consumer
 released (backpressure). Every wait releases the GIL and takes a timeout.
 """
 
+cimport cython
 from cpython.buffer cimport (
     PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBuffer_Release, PyObject_GetBuffer,
 )
@@ -169,10 +170,11 @@ cdef class Batch:
         return self.hi >= self.lo
 
     def __iter__(self):
-        cdef Ring ring = self.consumer.ring
-        cdef int64_t s
-        for s in range(self.lo, self.hi + 1):
-            yield _event_at(ring, s)
+        cdef _BatchIter it = _BatchIter.__new__(_BatchIter)
+        it.ring = self.consumer.ring
+        it.next_seq = self.lo
+        it.hi = self.hi
+        return it
 
     def __getitem__(self, Py_ssize_t i):
         if i < 0:
@@ -204,10 +206,28 @@ cdef bytes _buffer_bytes(object p, Py_ssize_t i):
         raise TypeError(f"payload {i} must be bytes-like, got {type(p).__name__}") from None
 
 
+@cython.final
+cdef class _BatchIter:
+    """Iterates a Batch's events (a plain iterator: cheaper per event than a generator)."""
+
+    cdef Ring ring
+    cdef int64_t next_seq
+    cdef int64_t hi
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.next_seq > self.hi:
+            raise StopIteration
+        self.next_seq += 1
+        return _event_at(self.ring, self.next_seq - 1)
+
+
 cdef Event _event_at(Ring ring, int64_t seq):
     cdef rl_header* h = <rl_header*>ring.slot(seq)
     cdef Event e = Event.__new__(Event)
-    cdef Py_ssize_t off = (ring.slot(seq) - ring._map.base) + RL_HEADER_SIZE
+    cdef Py_ssize_t off = (<char*>h - ring._map.base) + RL_HEADER_SIZE
     e.sequence = h.sequence
     e.timestamp_ns = h.timestamp_ns
     e.correlation_id = h.correlation_id
