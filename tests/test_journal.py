@@ -381,3 +381,27 @@ def test_retention_only_happens_when_asked(tmp_path):
     assert dropped and rd.segments()[0][0] <= keep
     assert [p for _, p in before if str(p) not in dropped] == [p for _, p in rd.segments()]
     assert next(iter(rd.records(keep))).sequence == keep
+
+
+def test_durable_mark_stays_consistent_with_concurrent_sync_callers(tmp_path):
+    j = Journal(tmp_path, segment_size=SMALL, durability="sync")
+    stop = threading.Event()
+    seen = []
+
+    def syncer():
+        rd = JournalReader(tmp_path)
+        while not stop.is_set():
+            j.sync()
+            seen.append(rd.durable_sequence)  # raises if the pair were ever torn
+
+    t = threading.Thread(target=syncer)
+    t.start()
+    try:
+        for i in range(300):
+            j.append(payload(i, 100))
+    finally:
+        stop.set()
+        t.join(30)
+    assert seen == sorted(seen)  # monotonic as readers see it
+    assert JournalReader(tmp_path).durable_sequence == 299 == j.durable_sequence
+    j.close()

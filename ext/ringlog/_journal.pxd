@@ -39,6 +39,7 @@ cdef class Segment:
     cdef int scan_one(self, Py_ssize_t off, int64_t expect_seq, bint verify,
                       uint32_t* length) noexcept nogil
     cdef void store_durable(self, int64_t seq) noexcept nogil
+    cdef int64_t durable_hint(self) noexcept nogil
     cdef Py_ssize_t first_nonzero_c(self, Py_ssize_t start, Py_ssize_t end) noexcept nogil
 
 
@@ -50,6 +51,7 @@ cdef class JournalAppender:
     cdef int64_t next_seq
     cdef int64_t last_seq
     cdef int64_t durable
+    cdef int64_t durable_lock  # serializes publishing `durable` (appender vs sync callers)
     cdef int32_t sync_signal
     cdef int32_t sync_waiters
     cdef readonly int policy

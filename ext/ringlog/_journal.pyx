@@ -16,8 +16,8 @@ from posix.stat cimport fstat, struct_stat
 
 from ringlog._ring cimport Batch, Event, Ring, map_fd
 from ringlog.includes.atomics cimport (
-    rl_fence, rl_fetch_add32, rl_load_acquire, rl_load_acquire32, rl_load_acquire_u32,
-    rl_store_release, rl_store_release_u32,
+    rl_cas, rl_cpu_relax, rl_fence, rl_fetch_add32, rl_load_acquire, rl_load_acquire32,
+    rl_load_acquire_u32, rl_store_release, rl_store_release_u32,
 )
 from ringlog.includes.event cimport RL_HEADER_SIZE, rl_header
 
@@ -158,6 +158,11 @@ cdef class Segment:
         word ~seq first, then seq with release, so a reader that sees seq sees its check."""
         rl_store_release(<int64_t*>(self.base + H_DURABLE_CHECK), ~seq)
         rl_store_release(<int64_t*>(self.base + H_DURABLE), seq)
+
+    cdef int64_t durable_hint(self) noexcept nogil:
+        """The published durable value, unchecked (the appender's own monotonic bookkeeping).
+        """
+        return rl_load_acquire(<int64_t*>(self.base + H_DURABLE))
 
     @property
     def durable_sequence(self):
@@ -442,9 +447,7 @@ cdef class JournalAppender:
         self.seg = seg
         self.pos = pos
         self.next_seq = next_seq
-        cdef int64_t d = rl_load_acquire(&self.durable)
-        if d > seg.durable_sequence:  # the group thread may have synced since it was sealed
-            seg.store_durable(d)
+        self._set_durable(-1)  # carry what the group thread synced since `seg` was sealed
         rl_store_release(&self.last_seq, next_seq - 1)
         self.index_len = 0
         self.since_index = self.index_every  # index the first record of every segment
@@ -525,11 +528,16 @@ cdef class JournalAppender:
         return 0
 
     cdef void _set_durable(self, int64_t seq) noexcept nogil:
-        # Writers are the appending thread (sync policy) and, holding the GIL, sync() and
-        # mark_durable(): never two at once, so a plain max suffices.
-        if seq > rl_load_acquire(&self.durable):
+        # The appending thread (sync policy, without the GIL), the group-commit thread and
+        # any thread calling sync() may publish: a tiny lock keeps the header's value/check
+        # pair consistent and the value monotonic. Held for two stores, once per sync.
+        while not rl_cas(&self.durable_lock, 0, 1):
+            rl_cpu_relax()
+        if seq > self.durable:
             rl_store_release(&self.durable, seq)
-            self.seg.store_durable(seq)
+        if self.durable > self.seg.durable_hint():
+            self.seg.store_durable(self.durable)
+        rl_store_release(&self.durable_lock, 0)
 
     cdef int64_t append_record(self, const rl_header* h, const char* payload) except -1 nogil:
         """Appends one event (header + ``h.length`` payload bytes); returns its sequence."""
