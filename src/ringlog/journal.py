@@ -257,8 +257,10 @@ class JournalReader:
     def durable_sequence(self) -> int:
         """The highest sequence the appender (in any process) knows to be on disk, from the
         newest segment's header; -1 if none. Records up to it survive a power loss."""
-        segs = self.segments()
-        return self.segment(*segs[-1]).durable_sequence if segs else -1
+        # the previous segment too: during a roll the newest may show its sealing-time value
+        # while the appender still publishes into the previous one
+        return max((self.segment(*s).durable_sequence for s in self.segments()[-2:]),
+                   default=-1)
 
     def close(self) -> None:
         """Drops the mappings (views already handed out keep theirs alive)."""
