@@ -144,6 +144,19 @@ def test_record_larger_than_a_segment_is_an_error_and_changes_nothing(tmp_path):
         assert j.append(b"ok") == 0
 
 
+def test_bad_payload_in_a_batch_appends_nothing(tmp_path):
+    with Journal(tmp_path, segment_size=8192) as j:
+        j.append(b"first")
+        with pytest.raises(TypeError, match="payload 2 must be bytes-like, got int"):
+            j.append_many([b"a", b"b", 7])
+        with pytest.raises(JournalError, match="payload 1: a record of 5000 bytes"):
+            j.append_many([b"a", b"x" * 5000])
+        with pytest.raises(OverflowError):
+            j.append(b"x", -1)
+        assert j.last_sequence == 0 and j.append_many([b"c", bytearray(b"d")]) == 2
+    assert [bytes(r.payload) for r in JournalReader(tmp_path)] == [b"first", b"c", b"d"]
+
+
 def test_append_on_closed_journal_is_an_error(tmp_path):
     j = Journal(tmp_path)
     j.close()

@@ -595,15 +595,28 @@ cdef class JournalAppender:
     def append_many(self, payloads, uint32_t type_id=0, *, int64_t timestamp_ns=0,
                     int64_t correlation_id=0, uint32_t flags=0):
         """Appends several bytes-like payloads with one durability step; returns the last
-        sequence."""
+        sequence. Every payload is checked first: a bad one appends nothing."""
         cdef Py_buffer buf
         cdef rl_header h
+        cdef Py_ssize_t room = self.seg.size - SEG_HEADER_SIZE
+        items = []
+        for i, p in enumerate(payloads):
+            try:
+                v = memoryview(p)
+            except TypeError:
+                raise TypeError(f"payload {i} must be bytes-like, got {type(p).__name__}") \
+                    from None
+            if REC_PREFIX + _align8(RL_HEADER_SIZE + v.nbytes) > room:
+                raise JournalError(f"payload {i}: a record of {v.nbytes} bytes cannot fit a "
+                                   f"segment of {self.seg.size} bytes; use a larger "
+                                   "segment_size")
+            items.append(v)
         memset(&h, 0, sizeof(h))
         h.timestamp_ns = timestamp_ns
         h.correlation_id = correlation_id
         h.type_id = type_id
         h.flags = flags
-        for p in payloads:
+        for p in items:
             PyObject_GetBuffer(p, &buf, PyBUF_SIMPLE)
             try:
                 h.length = <uint32_t>buf.len
