@@ -240,11 +240,27 @@ class JournalReader:
                 raise JournalCorruptError(f"{path}: first sequence {first}, expected {expect} "
                                           "(missing or out-of-order segment)", str(path), 0,
                                           expect)
+            seg.durable_sequence  # noqa: B018 - raises if the mark is damaged
             status, off, expect, n = seg.scan(HEADER_SIZE, first, True)
             count += n
-            if status != _SCAN_END and not (i == len(segs) - 1 and _is_zero_after(seg, off + 8)):
+            last = i == len(segs) - 1
+            if status != _SCAN_END and not (last and _is_zero_after(seg, off + 8)):
                 raise corrupt(str(path), off, expect, status)
+            junk = -1 if last else seg.first_nonzero(off, seg.size)
+            if junk >= 0:  # a sealed segment is all zeros after its last record
+                raise JournalCorruptError(f"{path}: non-zero byte at offset {junk} after the "
+                                          f"last record (sequence {expect - 1})", str(path),
+                                          junk, expect)
         return count, expect - 1
+
+    @property
+    def durable_sequence(self) -> int:
+        """The highest sequence the appender (in any process) knows to be on disk, from the
+        newest segment's header; -1 if none. Records up to it survive a power loss."""
+        # the previous segment too: during a roll the newest may show its sealing-time value
+        # while the appender still publishes into the previous one
+        return max((self.segment(*s).durable_sequence for s in self.segments()[-2:]),
+                   default=-1)
 
     def close(self) -> None:
         """Drops the mappings (views already handed out keep theirs alive)."""
@@ -298,6 +314,11 @@ class JournalTailer:
         self._pos = (i, seg, off)
         return out
 
+    @property
+    def durable_sequence(self) -> int:
+        """The writer's durable sequence (see JournalReader.durable_sequence)."""
+        return self.reader.durable_sequence
+
     def __iter__(self) -> Iterator[Record]:
         """Yields records forever (until the process stops iterating)."""
         while True:
@@ -350,12 +371,12 @@ class Journal:
         for stale in self.path.glob("*.tmp"):
             stale.unlink()
         self._appender = JournalAppender(self, _POLICIES[durability], group_events, index_every)
+        self._wake = threading.Event()
         try:
             self._open_tail(first_sequence)
         except BaseException:
             self._release_lock()
             raise
-        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._background, name="ringlog-journal",
                                         daemon=True)
         self._thread.start()
@@ -401,17 +422,26 @@ class Journal:
             seg.zero(off, end)
             seg.sync()
             reason = {2: "impossible length", 3: "checksum mismatch",
-                      4: "sequence out of order"}.get(status, str(status))
+                      4: "sequence out of order", 5: "non-zero padding"}.get(status,
+                                                                             str(status))
             self.recovery = TornTail(str(path), off, nxt, end - off, reason)
             log.warning("journal %s: truncated a torn record at %s offset %d (sequence %d, "
                         "%d bytes, %s)", self.path, path, off, nxt, end - off, reason)
         self._appender.attach(seg, off, nxt)
         self._appender.mark_durable(nxt - 1)  # what survived a restart is on disk
+        if seg.schema != self._schema:
+            # the header describes the records after it: a changed registry (a new schema
+            # version) starts a segment of its own, so old records keep their old versions
+            if off == HEADER_SIZE:
+                seg.seal_header(first, self._schema, time.time_ns(), nxt - 1)
+                seg.sync()
+            else:
+                self._roll(self._appender)
 
     def _new_segment(self, first: int) -> Segment:
         seg = self._take_prepared() or Segment.prepare(self.path / "roll.tmp",
                                                        self.segment_size)
-        seg.seal_header(first, self._schema, time.time_ns())
+        seg.seal_header(first, self._schema, time.time_ns(), self._appender.durable_sequence)
         seg.move_to(self.path / _seg_name(first))
         if self.durability != "none":
             seg.sync()
@@ -527,6 +557,11 @@ class Journal:
 
     # -- inspection -----------------------------------------------------------------------
     @property
+    def failed(self) -> bool:
+        """True once a write or sync error happened: appends raise until reopened."""
+        return self._error is not None or self._appender.failed
+
+    @property
     def last_sequence(self) -> int:
         """The last appended sequence (first_sequence - 1 when empty)."""
         return self._appender.last_sequence
@@ -573,7 +608,7 @@ class Journal:
         if self._closed:
             return
         try:
-            if self.durability != "none" and self._error is None:
+            if self.durability != "none" and self._error is None and not self.failed:
                 self.sync()
         finally:
             self._closed = True
