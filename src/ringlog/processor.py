@@ -227,6 +227,12 @@ class Processor:
         None before ``start()``."""
         return getattr(self, "_in", None)
 
+    @property
+    def output_ring(self) -> Any:
+        """The output ring (an extra consumer registered before publishing sees every
+        output, e.g. a latency probe); None before ``start()``."""
+        return getattr(self, "_out", None)
+
     def start(self) -> None:
         """Recovers (if not done), then starts the journaller, loop and output threads."""
         from ._ring import Ring
