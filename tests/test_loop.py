@@ -324,7 +324,7 @@ def test_emit_of_a_non_bytes_payload_is_a_type_error_naming_the_type(tmp_path):
 
 
 def test_loop_rejects_a_non_breaker_and_a_non_handler():
-    with pytest.raises(TypeError, match="breaker must be a ringlog.Breaker"):
+    with pytest.raises(TypeError, match=r"breaker must be a ringlog\.Breaker"):
         LogicLoop(Summer(), object())
     with pytest.raises(TypeError, match="is not a handler"):
         LogicLoop(object(), None)

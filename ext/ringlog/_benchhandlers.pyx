@@ -8,7 +8,7 @@ payloads, one output per event, a poison value), so the same input can be checke
 Not thread-safe: the processor's loop thread calls them.
 """
 
-from libc.stdint cimport int64_t, uint32_t
+from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 
 from ringlog._handler cimport CyEventHandler

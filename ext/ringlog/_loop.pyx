@@ -405,7 +405,7 @@ cdef class LogicCore:
         """Runs ``on_batch`` over ``n`` consecutive business events laid out as slots."""
         cdef int64_t i, last = first + n - 1
         cdef const rl_header* h
-        cdef object view, base_view
+        cdef object base_view
         cdef const char* base_p
         if first != self.last_sequence + 1 and self.last_sequence >= 0:
             raise RuntimeError(f"input sequence {first} after {self.last_sequence}: the loop "
