@@ -288,6 +288,10 @@ class Processor:
             self._in.close()
             for t in self._threads[:2]:  # journaller and loop: the loop may still emit
                 t.join()
+            if self._error is None and self._lc.sequence < self._jc.sequence:
+                # the loop saw the ring closed before the journaller released its last
+                # batch: handle that batch too (on this thread, now the only one)
+                self._guard(lambda: self._loop.run(self._lc, self._base))
             self._out.close()
             self._threads[2].join()
             self._threads = []
