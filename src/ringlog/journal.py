@@ -503,7 +503,9 @@ class Journal:
 
     def _prepare_next(self) -> None:
         try:
-            seg = Segment.prepare(self.path / "prepared.tmp", self.segment_size)
+            # a fresh name each time: the segment taken last may not be renamed yet
+            seg = Segment.prepare(self.path / f"prepared-{time.monotonic_ns()}.tmp",
+                                  self.segment_size)
         except JournalError as e:
             log.warning("journal %s: could not prepare the next segment: %s", self.path, e)
             return
