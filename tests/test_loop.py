@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from reference_logic import ModelEvent, ModelLoop
 from test_processor import CFG, MS, Summer, ev
 
-from ringlog import RingLogError, SchemaError
+from ringlog import JournalError, RingLogError, SchemaError
 from ringlog._benchhandlers import SumHandler
 from ringlog._loop import journal_stage
 from ringlog._ring import Ring
@@ -370,3 +370,15 @@ def test_oversize_replay_row_for_a_batch_handler_is_a_schema_error(tmp_path):
     with pytest.raises(SchemaError, match="does not fit a 64-byte slot"):
         p.recover()
     p.stop()
+
+
+def test_journal_stage_raises_a_journal_failure_instead_of_releasing_slots(tmp_path):
+    ring = Ring(64, 64)
+    c = ring.consumer()
+    j = Journal(tmp_path, durability="none")
+    j.appender.fail()  # as after a failed group commit
+    ring.publish(ev(1), 5)
+    with pytest.raises(JournalError, match="the journal failed earlier"):
+        journal_stage(c, j.appender, 8)
+    assert c.sequence == -1  # nothing released downstream unjournaled
+    j.close()

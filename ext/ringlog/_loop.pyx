@@ -72,7 +72,8 @@ cdef inline bint _is_control(const rl_header* h) noexcept nogil:
 def journal_stage(Consumer consumer, JournalAppender appender, int max_batch,
                   bint mark_batches=True):
     """The journaller: appends ring batches (at most ``max_batch`` slots, never wrapping the
-    ring end) with one memcpy per slot and no GIL, then releases them to the next stage.
+    ring end) with one memcpy per slot, without the GIL, then releases them to the next
+    stage.
     With ``mark_batches`` the last slot of each batch gets FLAG_BATCH_END before it is
     journaled, so replay sees the live batch boundaries. Returns when the ring is closed and
     drained."""
@@ -80,20 +81,19 @@ def journal_stage(Consumer consumer, JournalAppender appender, int max_batch,
     cdef int64_t nxt = rl_load_acquire(consumer.seq_ptr) + 1, avail, hi
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-    while True:
-        with nogil:
+    with nogil:  # the GIL is taken only to roll a segment or raise
+        while True:
             avail = consumer.wait_for(nxt, WAIT_NS)
-        if avail == RL_CLOSED:
-            return
-        if avail == RL_TIMEOUT:
-            continue
-        hi = min(avail, nxt + max_batch - 1, nxt | ring.mask)
-        if mark_batches:
-            (<rl_header*>ring.slot(hi)).flags |= RL_FLAG_BATCH_END
-        with nogil:
+            if avail == RL_CLOSED:
+                break
+            if avail == RL_TIMEOUT:
+                continue
+            hi = min(avail, nxt + max_batch - 1, nxt | ring.mask)
+            if mark_batches:
+                (<rl_header*>ring.slot(hi)).flags |= RL_FLAG_BATCH_END
             appender.append_slots(ring.slot(nxt), ring.slot_size, hi - nxt + 1)
             consumer.set_sequence(hi)
-        nxt = hi + 1
+            nxt = hi + 1
 
 
 cdef class SlotEvent:
