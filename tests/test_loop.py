@@ -16,7 +16,7 @@ from test_processor import CFG, MS, Summer, ev
 
 from ringlog import JournalError, RingLogError, SchemaError
 from ringlog._benchhandlers import SumHandler
-from ringlog._loop import journal_stage
+from ringlog._loop import SlotEvent, journal_stage
 from ringlog._ring import Ring
 from ringlog.breaker import Breaker, BreakerConfig, Limit
 from ringlog.events import (
@@ -203,6 +203,7 @@ class BatchSummer(BatchEventHandler):
         self.fail_on = fail_on
 
     def on_batch(self, array, first_sequence):
+        assert not array.flags.writeable  # inputs are read-only: replay sees what live saw
         vals = array["payload"][array["header"]["type_id"] == 5]  # timers arrive here too
         if self.fail_on is not None and (vals == self.fail_on).any():
             raise ValueError("poison in batch")
@@ -321,6 +322,11 @@ def test_emit_of_a_non_bytes_payload_is_a_type_error_naming_the_type(tmp_path):
     p.publish(ev(1), 5)
     with pytest.raises(RingLogError, match="bytes-like payloads, got str"):
         p.drain(timeout=30)
+
+
+def test_slot_event_is_made_by_the_loop_only():
+    with pytest.raises(TypeError, match="made by the loop only"):
+        SlotEvent()
 
 
 def test_loop_rejects_a_non_breaker_and_a_non_handler():

@@ -75,6 +75,7 @@ cdef class LogicCore:
     cdef bint _rare(self, const rl_header* h) noexcept
     cdef int _flush_scratch(self) except -1
     cdef int _ring_run(self, Ring ring, int64_t lo, int64_t hi, int64_t base) except -1
+    cdef object _readonly(self, object arr)
     cdef char* _scratch_row(self, const rl_header* h, const char* payload) except NULL
     cdef int emit_c(self, uint32_t type_id, const char* payload, uint32_t length,
                     int64_t key) except -1

@@ -101,6 +101,9 @@ cdef class SlotEvent:
     being handled, reused for every event and valid only during the handler call. Its
     ``sequence`` is the journal sequence. Copy ``bytes(event.payload)`` to keep a payload."""
 
+    def __init__(self):
+        raise TypeError("SlotEvent is made by the loop only (a flyweight over its slots)")
+
     @property
     def sequence(self):
         """The journal sequence of the event."""
@@ -207,7 +210,7 @@ cdef class LogicCore:
         self.pending_from = -1
         self.dedup = {}
         self.cur_seq = -1
-        self.fly = SlotEvent()
+        self.fly = SlotEvent.__new__(SlotEvent)
         self.OutputRecord, self.TripInfo = OutputRecord, TripInfo
         self.encode = msgspec.msgpack.Encoder().encode
         self.decode = msgspec.msgpack.Decoder(OutputRecord).decode
@@ -312,7 +315,7 @@ cdef class LogicCore:
         self.run_n = 0
         self._scratch_row(h, payload)
         self.run_n = 0
-        self.py_call(self.scratch_view[:1], seq)
+        self.py_call(self._readonly(self.scratch_view[:1]), seq)
         return 0
 
     cdef int _dead(self, object event, int64_t seq, object tb) except -1:
@@ -398,7 +401,8 @@ cdef class LogicCore:
         cdef int64_t n = self.run_n
         if n:
             self.run_n = 0
-            self._batch(self.scratch_view[:n], self.scratch_p, n, self.run_first)
+            self._batch(self._readonly(self.scratch_view[:n]), self.scratch_p, n,
+                        self.run_first)
         return 0
 
     cdef int _batch(self, object arr, const char* rows, int64_t n, int64_t first) except -1:
@@ -497,7 +501,12 @@ cdef class LogicCore:
         cdef int64_t n = hi - lo + 1
         arr = np.frombuffer(ring._view, dtype=self.dtype, count=n,
                             offset=ring.hdr.slots_offset + (lo & ring.mask) * ring.slot_size)
-        return self._batch(arr, ring.slot(lo), n, base + lo)
+        return self._batch(self._readonly(arr), ring.slot(lo), n, base + lo)
+
+    cdef object _readonly(self, object arr):
+        """Handlers read their input, never write it (replay must see what live saw)."""
+        arr.flags.writeable = False
+        return arr
 
     def replay_segment(self, Segment seg, Py_ssize_t offset, int64_t sequence,
                        bint verify=True, int64_t stop_sequence=-1):
