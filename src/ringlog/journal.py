@@ -19,7 +19,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -227,6 +227,38 @@ class JournalReader:
 
     def __iter__(self) -> Iterator[Record]:
         return self.records()
+
+    def walk(self, from_sequence: int,
+             read: Callable[[Segment, int, int], tuple[int, int, int, int]]) -> int:
+        """Hands every segment from ``from_sequence`` on to ``read(segment, offset, sequence)``,
+        a scanner that returns ``Segment.scan``'s (status, offset, next sequence, count), e.g.
+        a compiled replay loop; checks that each segment ends cleanly and that the next one
+        continues densely. Returns the number of records read."""
+        segs = self.segments()
+        if not segs:
+            return 0
+        if from_sequence < segs[0][0]:
+            raise JournalError(f"sequence {from_sequence} is before the journal's first "
+                               f"retained sequence {segs[0][0]} (older segments dropped)")
+        found = self.locate(from_sequence)
+        if found is None:
+            return 0
+        i, seg, off = found
+        expect, total = from_sequence, 0
+        while True:
+            status, off, expect, n = read(seg, off, expect)
+            total += n
+            if status != _SCAN_END:
+                raise corrupt(str(seg.path), off, expect, status)
+            segs = self.segments()
+            if i + 1 >= len(segs):
+                return total
+            first, path = segs[i + 1]
+            if first != expect:
+                raise JournalCorruptError(
+                    f"{path}: first sequence {first} but the previous segment ends before "
+                    f"{expect} (a missing or out-of-order segment)", str(path), 0, expect)
+            i, seg, off = i + 1, self.segment(first, path), HEADER_SIZE
 
     def verify_all(self) -> tuple[int, int]:
         """Checks every checksum and the sequence density of every segment without the GIL;
@@ -501,7 +533,9 @@ class Journal:
 
     def _prepare_next(self) -> None:
         try:
-            seg = Segment.prepare(self.path / "prepared.tmp", self.segment_size)
+            # a fresh name each time: the segment taken last may not be renamed yet
+            seg = Segment.prepare(self.path / f"prepared-{time.monotonic_ns()}.tmp",
+                                  self.segment_size)
         except JournalError as e:
             log.warning("journal %s: could not prepare the next segment: %s", self.path, e)
             return
