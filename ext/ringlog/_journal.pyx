@@ -23,6 +23,7 @@ from ringlog.includes.event cimport RL_HEADER_SIZE, rl_header
 
 import json
 import os
+import zlib
 
 from ringlog.errors import JournalCorruptError, JournalError
 
@@ -134,10 +135,17 @@ cdef class Segment:
     def seal_header(self, int64_t first_sequence, bytes schema, int64_t created_ns,
                     int64_t durable=-1):
         """Writes the segment header (magic, version, first sequence, schema, crc) and the
-        durable sequence known so far."""
-        if H_SCHEMA + len(schema) > H_DURABLE_CHECK:
-            raise JournalError(f"schema descriptor of {len(schema)} bytes does not fit the "
-                               f"{SEG_HEADER_SIZE}-byte segment header")
+        durable sequence known so far. A descriptor too large for the header as JSON is
+        stored zlib-compressed (JSON starts with '[', zlib with 'x': readers tell them apart)."""
+        cdef Py_ssize_t room = H_DURABLE_CHECK - H_SCHEMA
+        if len(schema) > room:
+            packed = zlib.compress(schema, 9)
+            if len(packed) > room:
+                raise JournalError(
+                    f"schema descriptor of {len(schema)} bytes ({len(packed)} compressed) does "
+                    f"not fit the {room} bytes of the segment header: register fewer types or "
+                    f"shorter names/fields")
+            schema = packed
         cdef char* b = self.base
         memset(b, 0, SEG_HEADER_SIZE)
         memcpy(b, "RLJRNL01", 8)
@@ -258,9 +266,10 @@ cdef class Segment:
 
     @property
     def schema(self):
-        """The schema descriptor bytes (JSON) from the header."""
+        """The schema descriptor bytes (JSON) from the header (inflated if stored compressed)."""
         cdef uint32_t n = (<uint32_t*>(self.base + H_SCHLEN))[0]
-        return bytes(self._view[H_SCHEMA:H_SCHEMA + n])
+        raw = bytes(self._view[H_SCHEMA:H_SCHEMA + n])
+        return zlib.decompress(raw) if raw[:1] == b"x" else raw
 
     def schema_version(self, uint32_t type_id):
         """The schema version this segment's descriptor records for ``type_id`` (None if the
