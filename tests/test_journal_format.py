@@ -1,6 +1,7 @@
 """Corruption is always found and named: bit flips, torn tails, truncated, missing and
 foreign files."""
 
+import json
 import os
 import random
 import struct
@@ -274,3 +275,28 @@ def test_a_repeated_record_with_a_valid_checksum_is_corruption(tmp_path):
     with pytest.raises(JournalCorruptError, match="sequence out of order at byte offset") as e:
         list(JournalReader(tmp_path))
     assert (e.value.path, e.value.offset, e.value.sequence) == (str(segs[0]), o2, 6)
+
+
+def test_a_schema_too_large_for_the_header_as_json_is_stored_compressed_and_read_back(tmp_path):
+    import numpy as np
+
+    from ringlog.events import EventRegistry
+
+    reg = EventRegistry()
+    for i in range(1, 61):  # ~60 record types: several KiB of JSON, past the 4 KiB header
+        reg.register(i, name=f"record_type_{i}", dtype=np.dtype(
+            [(f"field_{k}", "<i8") for k in range(6)]))
+    raw = json.dumps(reg.describe(), separators=(",", ":")).encode()
+    assert len(raw) > 4096
+    with Journal(tmp_path / "j", registry=reg, durability="none") as j:
+        j.append(b"\0" * 48, 7)
+    seg = (tmp_path / "j").glob("*.seg")
+    header = next(iter(sorted(seg))).read_bytes()[:4096]
+    assert raw not in header and header[48:49] == b"x"  # zlib, not JSON
+    assert JournalReader(tmp_path / "j").schema == reg.describe()
+    # a schema too large even compressed is a clear error, not a corrupt header
+    huge = EventRegistry()
+    for i in range(1, 400):
+        huge.register(i, name=os.urandom(16).hex(), dtype=np.dtype([("x", "<i8")]))
+    with pytest.raises(JournalError, match="does not fit"):
+        Journal(tmp_path / "k", registry=huge, durability="none")
