@@ -9,14 +9,20 @@ STAMP  := $(VENV)/.installed
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "python3.11 not found; using python3"; }
 	@($(PYTHON) -m venv $(VENV) 2>/dev/null || python3 -m venv $(VENV))
-	$(PY) -m pip install -q --upgrade pip
+	-$(PY) -m pip install -q --upgrade pip  # a newer pip is nice to have, not needed
 
 # Reinstall when the build inputs change; editable, so src/ is the package.
 $(STAMP): $(PY) pyproject.toml setup.py $(shell find ext -name '*.pyx' -o -name '*.pxd' -o -name '*.h' -o -name '*.pxi' 2>/dev/null)
-	$(PY) -m pip install -q -e '.[test,bench,lint]'
+	$(PY) -m pip install -q -e '.[test,bench]'
 	@touch $(STAMP)
 
-build: $(STAMP)
+# An extra's requirements (lint tools, benchmark peers) as pyproject.toml lists them,
+# installed once and without rebuilding the package: `make test` needs neither.
+$(VENV)/.extra-%: $(PY) pyproject.toml
+	$(PY) -m pip install -q $$($(PY) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['$*']))")
+	@touch $@
+
+build: $(STAMP) $(VENV)/.extra-lint $(VENV)/.extra-bench
 
 test: $(STAMP)
 	$(PY) -m pytest -q -x -p no:cacheprovider tests
@@ -27,19 +33,19 @@ stress: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m ringlog.demo
 
-bench: $(STAMP)
+bench: $(STAMP) $(VENV)/.extra-bench
 	$(PY) -m ringlog.bench all --runs 3 --json docs/benchmarks.json --report docs/benchmarks.md --command-text "make bench"
 
-bench-micro: $(STAMP)
+bench-micro: $(STAMP) $(VENV)/.extra-bench
 	$(PY) -m pytest -q -p no:cacheprovider bench/ --benchmark-only --benchmark-json=docs/bench-micro.json
 
-lint: $(STAMP)
+lint: $(STAMP) $(VENV)/.extra-lint
 	$(VENV)/bin/ruff check src tests bench
 	PATH=$(VENV)/bin:$$PATH cython-lint ext
 	$(VENV)/bin/mypy $$(find src/ringlog -name "*.pyi")
 
 debug: $(PY)
-	RINGLOG_DEBUG=1 $(PY) -m pip install -q -e '.[test]'
+	RINGLOG_DEBUG=1 $(PY) -m pip install -q -e '.[test,bench]'
 	@rm -f $(STAMP)
 
 clean:

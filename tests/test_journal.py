@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ringlog import EventRegistry, JournalError
+from ringlog import EventRegistry, JournalError, SchemaError
 from ringlog._ring import Ring
 from ringlog.journal import Journal, JournalReader, JournalTailer
 
@@ -30,18 +30,19 @@ def test_append_and_read_back_every_header_field(tmp_path):
 
 
 @settings(max_examples=25)
-@given(sizes=st.lists(st.integers(0, 300), min_size=1, max_size=400),
+@given(events=st.lists(st.tuples(st.integers(0, 300), st.integers(0, 2**32 - 1),
+                                 st.integers(-2**63, 2**63 - 1)), min_size=1, max_size=400),
        policy=st.sampled_from(["none", "group", "sync"]))
-def test_round_trip_of_random_sizes_across_segment_rolls(tmp_path_factory, sizes, policy):
+def test_round_trip_of_random_sizes_across_segment_rolls(tmp_path_factory, events, policy):
     d = tmp_path_factory.mktemp("j")
     with Journal(d, segment_size=SMALL, durability=policy) as j:
-        for i, n in enumerate(sizes):
-            assert j.append(payload(i, n), i % 5, timestamp_ns=i) == i
+        for i, (n, type_id, corr) in enumerate(events):
+            assert j.append(payload(i, n), type_id, timestamp_ns=i, correlation_id=corr) == i
     recs = list(JournalReader(d))
-    assert [r.sequence for r in recs] == list(range(len(sizes)))
-    assert all(bytes(r.payload) == payload(r.sequence, n) for r, n in zip(recs, sizes,
-                                                                          strict=True))
-    assert JournalReader(d).verify_all() == (len(sizes), len(sizes) - 1)
+    assert [r.sequence for r in recs] == list(range(len(events)))
+    assert [(bytes(r.payload), r.type_id, r.correlation_id, r.timestamp_ns) for r in recs] == [
+        (payload(i, n), t, c, i) for i, (n, t, c) in enumerate(events)]
+    assert JournalReader(d).verify_all() == (len(events), len(events) - 1)
 
 
 def test_reopen_continues_the_sequence_and_first_sequence_is_honoured(tmp_path):
@@ -143,6 +144,19 @@ def test_record_larger_than_a_segment_is_an_error_and_changes_nothing(tmp_path):
         assert j.append(b"ok") == 0
 
 
+def test_bad_payload_in_a_batch_appends_nothing(tmp_path):
+    with Journal(tmp_path, segment_size=8192) as j:
+        j.append(b"first")
+        with pytest.raises(TypeError, match="payload 2 must be bytes-like, got int"):
+            j.append_many([b"a", b"b", 7])
+        with pytest.raises(JournalError, match="payload 1: a record of 5000 bytes"):
+            j.append_many([b"a", b"x" * 5000])
+        with pytest.raises(OverflowError):
+            j.append(b"x", -1)
+        assert j.last_sequence == 0 and j.append_many([b"c", bytearray(b"d")]) == 2
+    assert [bytes(r.payload) for r in JournalReader(tmp_path)] == [b"first", b"c", b"d"]
+
+
 def test_append_on_closed_journal_is_an_error(tmp_path):
     j = Journal(tmp_path)
     j.close()
@@ -241,3 +255,166 @@ def test_disk_full_is_a_clear_error_and_what_was_durable_stays_readable(tmp_path
     recs = list(JournalReader(tmp_path / "j"))
     assert len(recs) == appended > 0
     assert all(bytes(r.payload) == payload(r.sequence, 100) for r in recs)
+
+
+def test_readers_see_the_durable_sequence_across_rolls(tmp_path):
+    with Journal(tmp_path, segment_size=SMALL, durability="none") as j:
+        rd = JournalReader(tmp_path)
+        assert rd.durable_sequence == -1
+        for _ in range(1000):  # several rolls, nothing synced under `none`
+            j.append(b"d" * 40)
+        assert len(rd.segments()) > 2 and JournalReader(tmp_path).durable_sequence == -1
+        assert j.sync() == 999
+        assert JournalReader(tmp_path).durable_sequence == 999
+        for _ in range(500):
+            j.append(b"d" * 40)
+        # the new segments were sealed with what was durable then; nothing newer is claimed
+        assert JournalReader(tmp_path).durable_sequence == 999
+        assert JournalTailer(tmp_path).durable_sequence == 999
+    with Journal(tmp_path, segment_size=SMALL, durability="sync") as j:
+        assert JournalReader(tmp_path).durable_sequence == 1499  # what survived is on disk
+        j.append(b"s")
+        assert JournalReader(tmp_path).durable_sequence == 1500 == j.durable_sequence
+
+
+def _sync_writer(path, n, q):
+    with Journal(path, segment_size=SMALL, durability="group", group_events=10,
+                 group_ms=1) as j:
+        for i in range(n):
+            j.append(i.to_bytes(4, "little"))
+        q.put(j.sync())
+        q.get(timeout=30)  # stay open until the parent has looked
+
+
+def test_a_reader_in_another_process_sees_the_writers_durable_sequence(tmp_path):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    q_out = ctx.Queue()
+    p = ctx.Process(target=_sync_writer, args=(tmp_path / "j", 2000, q_out))
+    p.start()
+    try:
+        assert q_out.get(timeout=30) == 1999
+        rd = JournalReader(tmp_path / "j")
+        assert rd.durable_sequence == 1999
+        assert [r.sequence for r in rd.records(1990)] == list(range(1990, 2000))
+    finally:
+        q_out.put(None)
+        p.join(10)
+
+
+def _broken_fsync(journal):
+    """Points the current segment's fd at /dev/null: fdatasync then fails with EINVAL, as a
+    failing disk would with EIO (the mapping, and so every record, is untouched)."""
+    fd = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(fd, journal.appender.segment.fd)
+    os.close(fd)
+
+
+def test_sync_write_error_is_a_clear_exception_and_durable_data_stays_readable(tmp_path):
+    j = Journal(tmp_path, durability="sync")
+    for i in range(10):
+        j.append(payload(i, 30))
+    _broken_fsync(j)
+    with pytest.raises(JournalError, match=r"fdatasync of .* failed"):
+        j.append(payload(10, 30))
+    with pytest.raises(JournalError, match="failed earlier"):
+        j.append(b"more")
+    assert j.durable_sequence == 9
+    j.close()
+    recs = list(JournalReader(tmp_path))
+    assert [bytes(r.payload) for r in recs[:10]] == [payload(i, 30) for i in range(10)]
+
+
+def test_group_commit_write_error_surfaces_on_the_next_append(tmp_path):
+    j = Journal(tmp_path, durability="group", group_events=5, group_ms=1)
+    for i in range(10):
+        j.append(payload(i, 30))
+    j.sync()
+    _broken_fsync(j)
+    for i in range(10, 20):
+        j.append(payload(i, 30))
+    j._thread.join(10)  # the group-commit thread stops at its failed sync
+    assert not j._thread.is_alive() and j.failed
+    with pytest.raises(JournalError, match=r"failed: fdatasync of .* Invalid argument"):
+        j.append(b"again")
+    assert j.durable_sequence >= 9
+    j.close()
+    assert [bytes(r.payload) for r in JournalReader(tmp_path).records(0, to_sequence=9)] == [
+        payload(i, 30) for i in range(10)]
+
+
+def test_records_decode_by_type_id_and_old_versions_are_upcast(tmp_path):
+    class OrderV1(msgspec.Struct, array_like=True):
+        id: int
+
+    class Order(msgspec.Struct, array_like=True):
+        id: int
+        qty: int
+
+    class Cancel(msgspec.Struct, array_like=True):
+        id: int
+
+    old = EventRegistry()
+    old.register(3, OrderV1, name="Order", version=1)
+    old.register(4, Cancel)
+    with Journal(tmp_path, registry=old) as j:
+        j.append_struct(OrderV1(1))
+        j.append_struct(Cancel(1))
+    new = EventRegistry()
+    new.register(3, Order, version=2)
+    new.register(4, Cancel)
+    recs = list(JournalReader(tmp_path))
+    with pytest.raises(SchemaError, match="no upcaster for Order v1 -> v2"):
+        recs[0].decode(new)
+    new.add_upcaster(3, 1, lambda fields: Order(fields[0], qty=0))
+    assert [r.decode(new) for r in recs] == [Order(1, 0), Cancel(1)]
+    with Journal(tmp_path, registry=new) as j:  # a new registry starts a new segment
+        j.append_struct(Order(2, 5))
+    recs = list(JournalReader(tmp_path))
+    assert [r.decode(new) for r in recs] == [Order(1, 0), Cancel(1), Order(2, 5)]
+    assert [r.segment.schema_version(3) for r in recs] == [1, 1, 2]
+
+
+def test_retention_only_happens_when_asked(tmp_path):
+    from ringlog.snapshot import SnapshotStore
+
+    snaps = SnapshotStore(tmp_path / "snaps")
+    with Journal(tmp_path / "j", segment_size=SMALL) as j:
+        for i in range(3000):
+            j.append(b"k" * 40)
+            if i % 500 == 0:
+                snaps.write(i, b"state")
+        before = JournalReader(tmp_path / "j").segments()
+    with Journal(tmp_path / "j", segment_size=SMALL) as j:
+        assert JournalReader(tmp_path / "j").segments() == before  # nothing dropped
+        keep = snaps.latest().sequence + 1
+        dropped = j.drop_segments_before(keep)
+    rd = JournalReader(tmp_path / "j")
+    assert dropped and rd.segments()[0][0] <= keep
+    assert [p for _, p in before if str(p) not in dropped] == [p for _, p in rd.segments()]
+    assert next(iter(rd.records(keep))).sequence == keep
+
+
+def test_durable_mark_stays_consistent_with_concurrent_sync_callers(tmp_path):
+    j = Journal(tmp_path, segment_size=SMALL, durability="sync")
+    stop = threading.Event()
+    seen = []
+
+    def syncer():
+        rd = JournalReader(tmp_path)
+        while not stop.is_set():
+            j.sync()
+            seen.append(rd.durable_sequence)  # raises if the pair were ever torn
+
+    t = threading.Thread(target=syncer)
+    t.start()
+    try:
+        for i in range(300):
+            j.append(payload(i, 100))
+    finally:
+        stop.set()
+        t.join(30)
+    assert seen == sorted(seen)  # monotonic as readers see it
+    assert JournalReader(tmp_path).durable_sequence == 299 == j.durable_sequence
+    j.close()

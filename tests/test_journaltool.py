@@ -1,5 +1,6 @@
 """journaltool in-process: any flipped bit is found at its record, time parsing, filters."""
 
+import os
 import shutil
 import struct
 
@@ -142,3 +143,14 @@ def test_check_never_reports_a_live_journal_being_appended_as_corrupt(tmp_path):
         t.join()
     assert all(r.problem is None for r in results), [r.problem for r in results if r.problem]
     assert results[-1].records > results[0].records  # it really was growing
+
+
+def test_info_reports_the_durable_sequence_the_appender_published(tmp_path):
+    from ringlog.journaltool import info
+
+    with Journal(tmp_path / "g", durability="group") as j:
+        for _ in range(10):
+            j.append(b"x")
+        j.sync()
+        assert info(tmp_path / "g")["durable_sequence"] == 9  # live, from another reader
+        assert info(tmp_path / "g")["appender_pid"] == os.getpid()

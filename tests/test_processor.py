@@ -5,8 +5,9 @@ import struct
 import msgspec
 import pytest
 
-from ringlog import RingLogError
+from ringlog import CircuitOpenError, EventRegistry, RingLogError
 from ringlog.breaker import Breaker, BreakerConfig, Limit
+from ringlog.events import TYPE_BREAKER_RESET
 from ringlog.handler import EventHandler
 from ringlog.journal import JournalReader
 from ringlog.processor import Processor, ProcessorConfig
@@ -195,3 +196,64 @@ def _wait(cond, timeout=30.0):
     while not cond():
         assert time.monotonic() < end, "condition not reached in time"
         time.sleep(0.001)
+
+
+def test_halted_is_true_while_the_breaker_holds_input_and_publish_times_out(tmp_path):
+    cfg = BreakerConfig(limits=[Limit(max_count=3, window_ns=1000 * MS)])
+    p = Processor(Summer(), tmp_path, CFG, breaker=Breaker(cfg))
+    p.start()
+    assert not p.halted
+    for i in range(5):
+        p.publish(ev(i), 5, timestamp_ns=i * MS)
+    _wait(lambda: p._lc.sequence >= 4)
+    assert p.halted and p.metrics.breaker_state == "open"
+    with pytest.raises(CircuitOpenError, match="circuit breaker is open"):
+        p.publish(ev(9), 5, timeout=0.05)
+    p.reset_breaker(timestamp_ns=10_000 * MS)
+    _wait(lambda: not p.halted)
+    p.publish(ev(9), 5, timeout=5)  # accepted again
+    p.drain(timeout=30)
+
+
+def test_journal_headers_carry_the_registry_and_the_control_types(tmp_path):
+    class Deposit(msgspec.Struct, array_like=True):
+        account: int
+        amount: int
+
+    class Nop(EventHandler):
+        def on_event(self, event, sequence, end_of_batch):
+            assert event.decode(reg) == Deposit(1, 2)
+
+    reg = EventRegistry()
+    reg.register(7, Deposit)
+    p = Processor(Nop(), tmp_path, CFG, registry=reg)
+    p.start()
+    p.publish_struct(Deposit(1, 2))
+    p.drain(timeout=30)
+    for part in ("input", "output"):
+        schema = {d["type_id"]: d for d in JournalReader(tmp_path / part).schema}
+        assert schema[7]["name"] == "Deposit"
+        assert schema[7]["fields"] == [["account", "int"], ["amount", "int"]]
+        assert schema[TYPE_BREAKER_RESET]["name"] == "breaker_reset"
+        assert schema[TYPE_BREAKER_RESET]["kind"] == "control"
+
+
+def test_stop_without_drain_loses_nothing_published(tmp_path):
+    h = Summer()
+    p = Processor(h, tmp_path, CFG)
+    p.start()
+    p.publish_many([ev(v) for v in range(200)], 5)
+    p.stop()  # the stages finish what was published, then stop
+    assert len(list(JournalReader(tmp_path / "input"))) == 200
+    assert h.count == 200 and p.state == "closed"
+
+
+def test_metrics_are_readable_while_running(tmp_path):
+    p = Processor(Summer(), tmp_path, CFG)
+    p.start()
+    p.publish_many([ev(v) for v in range(100)], 5)
+    _wait(lambda: p.metrics.processed == 100)
+    m = p.metrics
+    assert (m.published, m.journaled, m.outputs) == (100, 100, 100)
+    assert m.logic_lag == 0 and m.duplicates == 0 and m.state == "running"
+    p.drain(timeout=30)

@@ -76,3 +76,20 @@ def test_random_bytes_never_raise(data):
     dec = FrameDecoder(max_frame=1024)
     for item in dec.feed(data):
         assert isinstance(item, (ProtocolError, msgspec.Struct))
+
+
+def test_invalid_message_with_bad_utf8_after_the_error_still_decodes_to_an_error():
+    # typed decoding stops at the wrong type (field 2); the bad string after it must not
+    # break the message that names the field
+    body = msgspec.msgpack.encode([5, 1, "x", "y"]).replace(b"\xa1y", b"\xa2\xc5\x41")
+    (err,) = FrameDecoder().feed(struct.pack(">I", len(body)) + body)
+    assert err.code == ErrorCode.BAD_MESSAGE and "Cancel.order_id" in err.message
+
+
+@given(st.lists(st.one_of(st.integers(-2**63, 2**64 - 1), st.binary(max_size=4),
+                          st.text(max_size=4), st.none()), max_size=8),
+       st.integers(1, 10))
+def test_arrays_with_a_valid_tag_and_random_fields_never_raise(fields, tag):
+    body = msgspec.msgpack.encode([tag, *fields])
+    (item,) = FrameDecoder().feed(struct.pack(">I", len(body)) + body)
+    assert isinstance(item, (ProtocolError, msgspec.Struct))

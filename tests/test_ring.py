@@ -108,6 +108,10 @@ def test_batch_never_wraps_the_ring_end_and_numpy_view_matches():
     assert arr["payload"][:, 0].tolist() == [6, 7]
     b2 = c.poll()
     assert (b2.lo, b2.hi) == (8, 11)
+    assert [b2.end_of_batch(e.sequence) for e in b2] == [False, False, False, True]
+    assert b2[-1].sequence == 11 and b2[0].sequence == 8
+    with pytest.raises(IndexError, match="batch index 4 out of range"):
+        b2[4]
 
 
 def test_poll_with_max_batch_limits_the_batch():
@@ -331,3 +335,102 @@ def test_pin_current_thread_pins_only_the_calling_thread():
     assert os.sched_getaffinity(0) == before  # the main thread is unaffected
     with pytest.raises(ValueError, match="non-empty subset"):
         pin_current_thread(set())
+
+
+def test_bad_input_to_publish_is_a_clear_error_and_claims_nothing():
+    r = Ring(8, 64)
+    c = r.consumer()
+    with pytest.raises(TypeError, match="payload 1 must be bytes-like, got int"):
+        r.publish_many([b"a", 5])  # bytes(5) would have been five zero bytes
+    with pytest.raises(TypeError, match="payload 0 must be bytes-like, got str"):
+        r.publish_many(["text"])
+    with pytest.raises(OverflowError):
+        r.publish(b"x", -1)  # type ids are u32
+    with pytest.raises(TypeError):
+        r.publish(b"x", timestamp_ns="now")
+    with pytest.raises(ValueError, match="timeout must be >= 0"):
+        r.publish(b"x", timeout=-1)
+    assert r.cursor == -1 and len(c.poll(timeout=0)) == 0
+    with pytest.raises(TypeError):
+        Ring("8")
+    with pytest.raises(RingError, match="over the limit"):
+        Ring(1 << 31)
+
+
+def test_every_publish_on_a_closed_ring_fails_and_changes_nothing():
+    r = Ring(8, 64, producer="multi")
+    c = r.consumer()
+    r.publish(b"kept")
+    r.close()
+    with pytest.raises(RingClosedError):
+        r.publish(b"x")
+    with pytest.raises(RingClosedError):
+        r.try_publish(b"x")
+    with pytest.raises(RingClosedError):
+        r.publish_many([b"x", b"y"])
+    assert r.cursor == 0 and r.closed
+    assert [bytes(e.payload) for e in c] == [b"kept"]
+
+
+def test_consumer_graph_errors_are_clear():
+    r, other = Ring(8, 64), Ring(8, 64)
+    with pytest.raises(RingError, match="after= takes consumers of this ring"):
+        r.consumer(after=[other.consumer()])
+    with pytest.raises(RingError, match="after= takes consumers of this ring"):
+        r.consumer(after=["a"])
+    for _ in range(16):
+        r.consumer()
+    with pytest.raises(RingError, match="at most 16 consumers"):
+        r.consumer()
+
+
+def _patched(src, dst, offset, value, fmt="<Q"):
+    import struct
+
+    raw = bytearray(src.read_bytes())
+    struct.pack_into(fmt, raw, offset, value)
+    dst.write_bytes(raw)
+    return dst
+
+
+def test_attach_to_a_mismatched_or_foreign_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "ring"
+    Ring.create(path, 8, 64)
+    # header layout: magic u64 @0, version u32 @8, header_size u32 @12, capacity i64 @16,
+    # slot_size u32 @24, multi_producer u32 @28, total_size u64 @32, avail @40, slots @48
+    with pytest.raises(RingError, match="format version 9"):
+        Ring.attach(_patched(path, tmp_path / "v9", 8, 9, "<I"))
+    with pytest.raises(RingError, match="header 12 bytes"):
+        Ring.attach(_patched(path, tmp_path / "hs", 12, 12, "<I"))
+    with pytest.raises(RingError, match=r"inconsistent ring header \(capacity 6"):
+        Ring.attach(_patched(path, tmp_path / "cap", 16, 6))
+    with pytest.raises(RingError, match="inconsistent ring header"):
+        Ring.attach(_patched(path, tmp_path / "slot", 24, 1 << 20, "<I"))
+    with pytest.raises(RingError, match="inconsistent ring header"):
+        Ring.attach(_patched(path, tmp_path / "off", 48, 1 << 40))
+    with pytest.raises(RingError, match="not a ringlog ring"):
+        Ring.attach(_patched(path, tmp_path / "magic", 0, 0x3130_4C4E_524A_4C52))
+    with pytest.raises(RingError, match="wait must be one of"):
+        Ring.attach(path, wait="spin")
+    from ringlog.journal import Journal
+
+    with Journal(tmp_path / "j", segment_size=8192, durability="none") as j:
+        j.append(b"x")
+    (seg,) = (tmp_path / "j").glob("*.seg")
+    with pytest.raises(RingError, match="not a ringlog ring"):
+        Ring.attach(seg)  # a journal segment is not a ring
+    assert Ring.attach(path).capacity == 8  # the original is untouched
+
+
+def test_batch_metrics_follow_batch_sizes_and_queue_depth():
+    r = Ring(64, 64)
+    c = r.consumer(max_batch=4)
+    r.publish_many([b"x"] * 10)
+    sizes = [len(c.poll(timeout=0)) for _ in range(3)]
+    assert sizes == [4, 4, 2]
+    m = c.metrics
+    assert (m["batches"], m["events"], m["max_batch"]) == (3, 10, 4)
+    assert m["mean_batch"] == pytest.approx(10 / 3)
+    assert m["depth"] == 2  # the last batch of 2 is still held
+    c.release()
+    assert c.metrics["depth"] == 0 and c.metrics["sequence"] == 9

@@ -9,9 +9,11 @@ from reference_ring import ModelRing
 
 
 class RingMatchesModel(RuleBasedStateMachine):
+    producer = "multi"
+
     def __init__(self):
         super().__init__()
-        self.ring = Ring(8, 64, producer="multi")
+        self.ring = Ring(8, 64, producer=self.producer)
         self.model = ModelRing(8)
         self.consumers = []
         self.counter = 0
@@ -32,6 +34,17 @@ class RingMatchesModel(RuleBasedStateMachine):
             self.counter += 1
             expect = self.model.try_publish(payload)
             assert self.ring.try_publish(payload) == (expect is not None)
+
+    @rule(n=st.integers(1, 12))
+    def publish_many(self, n):
+        """A batch claim: all of it fits now, or the model says it would block (skipped)."""
+        if self.model.free() < n:
+            return
+        payloads = [(self.counter + i).to_bytes(4, "little") for i in range(n)]
+        self.counter += n
+        for p in payloads:
+            self.model.try_publish(p)
+        assert self.ring.publish_many(payloads, timeout=0) == self.model.cursor
 
     @precondition(lambda self: self.consumers)
     @rule(data=st.data(), max_batch=st.integers(1, 8))
@@ -55,4 +68,9 @@ class RingMatchesModel(RuleBasedStateMachine):
             assert c.sequence == self.model.consumers[i]
 
 
-TestRingMatchesModel = RingMatchesModel.TestCase
+class SingleProducerRingMatchesModel(RingMatchesModel):
+    producer = "single"
+
+
+TestMultiProducerRingMatchesModel = RingMatchesModel.TestCase
+TestSingleProducerRingMatchesModel = SingleProducerRingMatchesModel.TestCase

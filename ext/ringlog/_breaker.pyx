@@ -16,10 +16,9 @@ import msgspec
 
 __all__ = ["CLOSED", "HALF_OPEN", "OPEN", "PASS", "HOLD", "THROTTLE", "TRIPPED", "BreakerCore"]
 
-PASS, HOLD, THROTTLE, TRIPPED = 0, 1, 2, 3
-CLOSED, OPEN, HALF_OPEN = 0, 1, 2
+PASS, HOLD, THROTTLE, TRIPPED = BR_PASS, BR_HOLD, BR_THROTTLE, BR_TRIPPED
+CLOSED, OPEN, HALF_OPEN = BR_CLOSED, BR_OPEN, BR_HALF_OPEN
 _STATE_NAMES = ("closed", "open", "half_open")
-DEF RATIO_BUCKETS = 16
 
 
 cdef struct Window:
@@ -156,24 +155,7 @@ cdef void _load(Window* w, wd):
 cdef class BreakerCore:
     """Decisions for each output: PASS, HOLD (open), THROTTLE (soft limit) or TRIPPED."""
 
-    cdef list _limits
-    cdef readonly int state
-    cdef int64_t clock                  # event time: the largest timestamp seen
-    cdef int64_t ratio_window, ratio_min_inputs
-    cdef double ratio_max
-    cdef object ratio_name
-    cdef int64_t bucket_start
-    cdef int64_t ins[RATIO_BUCKETS]
-    cdef int64_t outs[RATIO_BUCKETS]
-    cdef frozenset allow
-    cdef int64_t half_open_after, opened_at
-    cdef public object last_trip
-    cdef object alert
-    cdef readonly list held
-    cdef readonly int64_t trips, resets, passed, throttled, checks, released, discarded
-    cdef readonly int64_t alert_errors, inputs
-
-    PASS, HOLD, THROTTLE, TRIPPED = PASS, HOLD, THROTTLE, TRIPPED
+    PASS, HOLD, THROTTLE, TRIPPED = BR_PASS, BR_HOLD, BR_THROTTLE, BR_TRIPPED
 
     def __init__(self, limits, ratio=None, allow=(), half_open_after_ns=None, alert=None,
                  int64_t max_keys=4096):
@@ -188,13 +170,14 @@ cdef class BreakerCore:
             self.ratio_max = ratio.max_ratio
             self.ratio_name = ratio.name or "ratio"
         self.allow = frozenset(allow)
+        self.has_allow = len(self.allow) > 0
         self.half_open_after = -1 if half_open_after_ns is None else half_open_after_ns
         self.alert = alert
         self.held = []
-        self.state = CLOSED
+        self.state = BR_CLOSED
         self.clock = -(1 << 62)
 
-    cdef inline int64_t _now(self, int64_t ts) noexcept:
+    cdef int64_t _now(self, int64_t ts) noexcept:
         if ts > self.clock:
             self.clock = ts
         return self.clock
@@ -221,6 +204,9 @@ cdef class BreakerCore:
 
     def on_input(self, int64_t timestamp_ns):
         """Counts an input event (for the ratio limit) at its event time."""
+        self.on_input_c(timestamp_ns)
+
+    cdef void on_input_c(self, int64_t timestamp_ns) noexcept:
         cdef int64_t t = self._now(timestamp_ns)
         self.inputs += 1
         if self.ratio_window:
@@ -231,27 +217,30 @@ cdef class BreakerCore:
         """While open: True when an input at ``timestamp_ns`` ends the cool-down (the
         breaker turns half-open). It does not move the clock: the input held back while open
         is judged later at its own event times."""
-        if self.state == OPEN and self.half_open_after >= 0 \
+        if self.state == BR_OPEN and self.half_open_after >= 0 \
                 and timestamp_ns - self.opened_at >= self.half_open_after:
-            self.state = HALF_OPEN
+            self.state = BR_HALF_OPEN
             return True
         return False
 
     def check(self, int64_t timestamp_ns, uint32_t type_id=0, int64_t key=0):
         """The decision for one output at event time ``timestamp_ns``."""
+        return self.check_c(timestamp_ns, type_id, key)
+
+    cdef int check_c(self, int64_t timestamp_ns, uint32_t type_id, int64_t key) except -1:
         cdef int64_t t = self._now(timestamp_ns), sin, sout, i
         cdef _CountLimit lim
         cdef Window* w
         cdef bint throttled = False
         self.checks += 1
-        if self.state == OPEN:
-            if type_id in self.allow:
+        if self.state == BR_OPEN:
+            if self.has_allow and type_id in self.allow:
                 self.passed += 1
-                return PASS
-            return HOLD
-        if type_id in self.allow and self.state == CLOSED:
+                return BR_PASS
+            return BR_HOLD
+        if self.has_allow and self.state == BR_CLOSED and type_id in self.allow:
             self.passed += 1
-            return PASS
+            return BR_PASS
         for lim in self._limits:
             w = lim.window(key if lim.per == 1 else type_id)
             if window_full_within(w, t, lim.window_ns):
@@ -272,17 +261,17 @@ cdef class BreakerCore:
             self.outs[RATIO_BUCKETS - 1] += 1
         for lim in self._limits:
             window_add(lim.window(key if lim.per == 1 else type_id), t)
-        if self.state == HALF_OPEN:
-            self.state = CLOSED  # the probe passed every limit
+        if self.state == BR_HALF_OPEN:
+            self.state = BR_CLOSED  # the probe passed every limit
         if throttled:
             self.throttled += 1
-            return THROTTLE
+            return BR_THROTTLE
         self.passed += 1
-        return PASS
+        return BR_PASS
 
     cdef int _trip(self, int64_t t, name, int64_t count, int64_t window, key,
                    ratio=None) except -1:
-        self.state = OPEN
+        self.state = BR_OPEN
         self.opened_at = t
         self.trips += 1
         self.last_trip = TripReport(name, count, window, key, t, ratio)
@@ -291,7 +280,7 @@ cdef class BreakerCore:
                 self.alert(self.last_trip)
             except Exception:
                 self.alert_errors += 1  # an alert hook never breaks the breaker
-        return TRIPPED
+        return BR_TRIPPED
 
     def hold(self, bytes record):
         """Keeps an output that may not be published while open (never dropped)."""
@@ -316,9 +305,9 @@ cdef class BreakerCore:
         not move the clock). Held outputs stay held until released or discarded."""
         cdef _CountLimit lim
         cdef int i
-        if self.state != CLOSED:
+        if self.state != BR_CLOSED:
             self.resets += 1
-        self.state = CLOSED
+        self.state = BR_CLOSED
         for lim in self._limits:
             lim.clear()
         for i in range(RATIO_BUCKETS):
@@ -328,7 +317,7 @@ cdef class BreakerCore:
     @property
     def is_open(self):
         """True while OPEN (HALF_OPEN lets a probe through)."""
-        return self.state == OPEN
+        return self.state == BR_OPEN
 
     @property
     def state_name(self):

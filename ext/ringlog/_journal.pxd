@@ -17,6 +17,7 @@ cpdef enum ScanStatus:
     SCAN_BAD_LENGTH = 2       # length smaller than a header or past the segment end
     SCAN_BAD_CRC = 3
     SCAN_BAD_SEQUENCE = 4     # not the next dense sequence
+    SCAN_BAD_PADDING = 5      # a non-zero byte in the record's alignment padding
 
 
 cpdef enum Durability:
@@ -33,9 +34,13 @@ cdef class Segment:
     cdef readonly object path
     cdef readonly bint writable
     cdef object _view
+    cdef dict _versions        # type id -> schema version from the header (parsed lazily)
 
     cdef int scan_one(self, Py_ssize_t off, int64_t expect_seq, bint verify,
                       uint32_t* length) noexcept nogil
+    cdef void store_durable(self, int64_t seq) noexcept nogil
+    cdef int64_t durable_hint(self) noexcept nogil
+    cdef Py_ssize_t first_nonzero_c(self, Py_ssize_t start, Py_ssize_t end) noexcept nogil
 
 
 cdef class JournalAppender:
@@ -46,6 +51,7 @@ cdef class JournalAppender:
     cdef int64_t next_seq
     cdef int64_t last_seq
     cdef int64_t durable
+    cdef int64_t durable_lock  # serializes publishing `durable` (appender vs sync callers)
     cdef int32_t sync_signal
     cdef int32_t sync_waiters
     cdef readonly int policy
@@ -66,3 +72,4 @@ cdef class JournalAppender:
     cdef void _write(self, const rl_header* h, const char* payload) noexcept nogil
     cdef void _note_index(self, int64_t seq, int64_t ts) noexcept nogil
     cdef int _after_append(self) except -1 nogil
+    cdef void _set_durable(self, int64_t seq) noexcept nogil

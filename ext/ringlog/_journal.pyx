@@ -16,18 +16,23 @@ from posix.stat cimport fstat, struct_stat
 
 from ringlog._ring cimport Batch, Event, Ring, map_fd
 from ringlog.includes.atomics cimport (
-    rl_fence, rl_fetch_add32, rl_load_acquire, rl_load_acquire32, rl_load_acquire_u32,
-    rl_store_release, rl_store_release_u32,
+    rl_cas, rl_cpu_relax, rl_fence, rl_fetch_add32, rl_load_acquire, rl_load_acquire32,
+    rl_load_acquire_u32, rl_store_release, rl_store_release_u32,
 )
 from ringlog.includes.event cimport RL_HEADER_SIZE, rl_header
 
+import json
 import os
+import zlib
 
 from ringlog.errors import JournalCorruptError, JournalError
 
 cdef extern from "crc32c.h" nogil:
+    int rl_crc32c_mode
     void rl_crc32c_setup()
     uint32_t rl_crc32c(uint32_t crc, const void* buf, size_t n)
+    uint32_t rl_crc32c_copy(uint32_t crc, void* dst, const void* src, size_t n)
+    uint32_t rl_crc32c_body(void* dst, const void* src, size_t n, uint64_t first)
 
 cdef extern from "ringwait.h" nogil:
     int64_t rl_now_ns()
@@ -44,6 +49,7 @@ cdef extern from "Python.h":
     object PyMemoryView_FromObject(object)
 
 rl_crc32c_setup()
+_HAS_HW_CRC = rl_crc32c_mode == 1
 
 __all__ = ["JournalAppender", "Record", "Segment", "crc32c", "scan"]
 
@@ -60,6 +66,8 @@ cdef enum:
     H_SCHLEN = 40
     H_HDRCRC = 44
     H_SCHEMA = 48
+    H_DURABLE_CHECK = SEG_HEADER_SIZE - 16  # ~durable sequence (a torn/flipped pair shows)
+    H_DURABLE = SEG_HEADER_SIZE - 8         # durable sequence hint, outside the header crc
 
 
 cdef inline Py_ssize_t _align8(Py_ssize_t n) noexcept nogil:
@@ -74,6 +82,18 @@ def crc32c(data, uint32_t crc=0):
         return rl_crc32c(crc, buf.buf, buf.len)
     finally:
         PyBuffer_Release(&buf)
+
+
+def crc32c_mode(int mode=-1):
+    """The CRC32C implementation in use: 1 the SSE4.2 instruction, 0 the table. ``mode`` 0 or
+    1 switches it (tests run both; the table is the fallback on CPUs without SSE4.2)."""
+    if mode == 1 and not _HAS_HW_CRC:
+        raise ValueError("this CPU has no SSE4.2 crc32 instruction")
+    if mode in (0, 1):
+        rl_crc32c_mode = mode
+    elif mode != -1:
+        raise ValueError(f"mode must be 0 (table) or 1 (sse4.2), got {mode}")
+    return rl_crc32c_mode
 
 
 cdef class Segment:
@@ -112,11 +132,20 @@ cdef class Segment:
                 b[off] = 0
                 off += 4096
 
-    def seal_header(self, int64_t first_sequence, bytes schema, int64_t created_ns):
-        """Writes the segment header (magic, version, first sequence, schema, crc)."""
-        if H_SCHEMA + len(schema) > SEG_HEADER_SIZE:
-            raise JournalError(f"schema descriptor of {len(schema)} bytes does not fit the "
-                               f"{SEG_HEADER_SIZE}-byte segment header")
+    def seal_header(self, int64_t first_sequence, bytes schema, int64_t created_ns,
+                    int64_t durable=-1):
+        """Writes the segment header (magic, version, first sequence, schema, crc) and the
+        durable sequence known so far. A descriptor too large for the header as JSON is
+        stored zlib-compressed (JSON starts with '[', zlib with 'x': readers tell them apart)."""
+        cdef Py_ssize_t room = H_DURABLE_CHECK - H_SCHEMA
+        if len(schema) > room:
+            packed = zlib.compress(schema, 9)
+            if len(packed) > room:
+                raise JournalError(
+                    f"schema descriptor of {len(schema)} bytes ({len(packed)} compressed) does "
+                    f"not fit the {room} bytes of the segment header: register fewer types or "
+                    f"shorter names/fields")
+            schema = packed
         cdef char* b = self.base
         memset(b, 0, SEG_HEADER_SIZE)
         memcpy(b, "RLJRNL01", 8)
@@ -130,6 +159,48 @@ cdef class Segment:
         cdef uint32_t c = rl_crc32c(0, b, H_HDRCRC)
         (<uint32_t*>(b + H_HDRCRC))[0] = rl_crc32c(c, b + H_SCHEMA, len(schema))
         self.first_sequence = first_sequence
+        self.store_durable(durable)
+
+    cdef void store_durable(self, int64_t seq) noexcept nogil:
+        """Publishes the durable sequence to readers (in this and other processes): the check
+        word ~seq first, then seq with release, so a reader that sees seq sees its check."""
+        rl_store_release(<int64_t*>(self.base + H_DURABLE_CHECK), ~seq)
+        rl_store_release(<int64_t*>(self.base + H_DURABLE), seq)
+
+    cdef int64_t durable_hint(self) noexcept nogil:
+        """The published durable value, unchecked (the appender's own monotonic bookkeeping).
+        """
+        return rl_load_acquire(<int64_t*>(self.base + H_DURABLE))
+
+    @property
+    def durable_sequence(self):
+        """The durable sequence the appender published in this segment's header (-1: none).
+        A pair that stays inconsistent (a flipped bit) is a JournalCorruptError."""
+        cdef int64_t v, chk
+        cdef int _tries
+        for _tries in range(1000):
+            v = rl_load_acquire(<int64_t*>(self.base + H_DURABLE))
+            chk = rl_load_acquire(<int64_t*>(self.base + H_DURABLE_CHECK))
+            if chk == ~v:
+                return v
+            if v == 0 and chk == 0:
+                return -1  # never written (a segment from before the mark existed)
+        raise JournalCorruptError(f"{self.path}: durable sequence mark damaged ({v} / check "
+                                  f"{~chk})", self.path, H_DURABLE_CHECK)
+
+    cdef Py_ssize_t first_nonzero_c(self, Py_ssize_t start, Py_ssize_t end) noexcept nogil:
+        cdef Py_ssize_t i
+        for i in range(max(start, 0), min(end, self.size)):
+            if self.base[i] != 0:
+                return i
+        return -1
+
+    def first_nonzero(self, Py_ssize_t start, Py_ssize_t end):
+        """Offset of the first non-zero byte in start..end (clipped), or -1."""
+        cdef Py_ssize_t r
+        with nogil:
+            r = self.first_nonzero_c(start, end)
+        return r
 
     @staticmethod
     def open(path, bint writable=False):
@@ -157,7 +228,7 @@ cdef class Segment:
             raise JournalCorruptError(f"{p}: segment format version {version}; this build "
                                       f"reads version {FORMAT_VERSION}", p, H_VERSION)
         cdef uint32_t schlen = (<uint32_t*>(b + H_SCHLEN))[0]
-        if H_SCHEMA + schlen > SEG_HEADER_SIZE:
+        if H_SCHEMA + schlen > H_DURABLE_CHECK:
             raise JournalCorruptError(f"{p}: header schema length {schlen} is impossible", p,
                                       H_SCHLEN)
         cdef uint32_t c = rl_crc32c(rl_crc32c(0, b, H_HDRCRC), b + H_SCHEMA, schlen)
@@ -167,6 +238,10 @@ cdef class Segment:
             raise JournalCorruptError(
                 f"{p}: file is {st.st_size} bytes but its header says "
                 f"{(<uint64_t*>(b + H_SEGSIZE))[0]}: truncated or extended", p, H_SEGSIZE)
+        cdef Py_ssize_t junk = s.first_nonzero_c(H_SCHEMA + schlen, H_DURABLE_CHECK)
+        if junk >= 0:
+            raise JournalCorruptError(f"{p}: non-zero byte at header offset {junk} (after the "
+                                      "schema, where the header is all zeros)", p, junk)
         s.first_sequence = (<int64_t*>(b + H_FIRST))[0]
         return s
 
@@ -191,9 +266,19 @@ cdef class Segment:
 
     @property
     def schema(self):
-        """The schema descriptor bytes (JSON) from the header."""
+        """The schema descriptor bytes (JSON) from the header (inflated if stored compressed)."""
         cdef uint32_t n = (<uint32_t*>(self.base + H_SCHLEN))[0]
-        return bytes(self._view[H_SCHEMA:H_SCHEMA + n])
+        raw = bytes(self._view[H_SCHEMA:H_SCHEMA + n])
+        return zlib.decompress(raw) if raw[:1] == b"x" else raw
+
+    def schema_version(self, uint32_t type_id):
+        """The schema version this segment's descriptor records for ``type_id`` (None if the
+        journal was written without a registry or without that type)."""
+        if self._versions is None:
+            raw = self.schema
+            self._versions = {d["type_id"]: d["version"] for d in json.loads(raw)} if raw \
+                else {}
+        return self._versions.get(type_id)
 
     @property
     def fd(self):
@@ -230,6 +315,9 @@ cdef class Segment:
             return SCAN_BAD_LENGTH
         if verify and rl_crc32c(0, h, n) != (<uint32_t*>(self.base + off + 4))[0]:
             return SCAN_BAD_CRC
+        if verify and n & 7 and self.first_nonzero_c(off + REC_PREFIX + n,
+                                                     off + REC_PREFIX + _align8(n)) >= 0:
+            return SCAN_BAD_PADDING  # padding is outside the crc: checked to be zero
         if expect_seq >= 0 and h.sequence != expect_seq:
             return SCAN_BAD_SEQUENCE
         return SCAN_OK
@@ -253,15 +341,7 @@ cdef class Segment:
 
     def is_zero(self, Py_ssize_t start, Py_ssize_t end):
         """True if every byte in start..end (clipped to the segment) is zero."""
-        cdef Py_ssize_t i
-        cdef bint zero = True
-        end = min(end, self.size)
-        with nogil:
-            for i in range(max(start, 0), end):
-                if self.base[i] != 0:
-                    zero = False
-                    break
-        return zero
+        return self.first_nonzero(start, end) < 0
 
     def next_length(self, Py_ssize_t off):
         """The length word at ``off`` (0 past the end): is anything written after a bad
@@ -296,7 +376,9 @@ cdef class Segment:
 def corrupt(path, Py_ssize_t off, int64_t seq, int status):
     """The JournalCorruptError for a failed scan at ``off`` of ``path``."""
     what = {SCAN_BAD_LENGTH: "impossible record length", SCAN_BAD_CRC: "checksum mismatch",
-            SCAN_BAD_SEQUENCE: "sequence out of order"}.get(status, f"status {status}")
+            SCAN_BAD_SEQUENCE: "sequence out of order",
+            SCAN_BAD_PADDING: "non-zero padding after the record"}.get(status,
+                                                                       f"status {status}")
     return JournalCorruptError(f"{path}: {what} at byte offset {off} (expected sequence "
                                f"{seq})", path, off, seq)
 
@@ -310,8 +392,11 @@ cdef class Record(Event):
     cdef readonly object segment
 
     def decode(self, registry):
-        """The payload decoded by ``registry`` (an EventRegistry) for this type id."""
-        return registry.decode(self.type_id, self.payload)
+        """The payload decoded by ``registry`` (an EventRegistry) into the Struct of this type
+        id; a record written at an older schema version (per its segment's header) goes
+        through the registry's upcaster to the current Struct."""
+        return registry.decode(self.type_id, self.payload,
+                               (<Segment>self.segment).schema_version(self.type_id))
 
     @property
     def body(self):
@@ -371,6 +456,7 @@ cdef class JournalAppender:
         self.seg = seg
         self.pos = pos
         self.next_seq = next_seq
+        self._set_durable(-1)  # carry what the group thread synced since `seg` was sealed
         rl_store_release(&self.last_seq, next_seq - 1)
         self.index_len = 0
         self.since_index = self.index_every  # index the first record of every segment
@@ -396,11 +482,18 @@ cdef class JournalAppender:
         cdef uint32_t n = RL_HEADER_SIZE + h.length
         cdef int64_t seq = self.next_seq
         cdef Py_ssize_t total
-        memcpy(dst, h, RL_HEADER_SIZE)
-        dst.sequence = seq
-        if payload != NULL:
-            memcpy(<char*>dst + RL_HEADER_SIZE, payload, h.length)
-        (<uint32_t*>(rec + 4))[0] = rl_crc32c(0, dst, n)
+        cdef uint32_t crc
+        # one pass: each word is loaded, stored and folded into the crc once; the body's
+        # first word is the journal sequence, not the source's
+        if payload == <const char*>h + RL_HEADER_SIZE:  # a ring slot: header + payload
+            crc = rl_crc32c_body(dst, h, n, <uint64_t>seq)
+        else:
+            crc = rl_crc32c_body(dst, h, RL_HEADER_SIZE, <uint64_t>seq)
+            if payload != NULL:
+                crc = rl_crc32c_copy(crc, <char*>dst + RL_HEADER_SIZE, payload, h.length)
+            else:
+                crc = rl_crc32c(crc, <char*>dst + RL_HEADER_SIZE, h.length)
+        (<uint32_t*>(rec + 4))[0] = crc
         total = REC_PREFIX + _align8(n)
         if self.since_index >= self.index_every:
             self._note_index(seq, h.timestamp_ns)
@@ -434,7 +527,7 @@ cdef class JournalAppender:
                 with gil:
                     raise JournalError(f"fdatasync of {self.seg.path} failed: "
                                        f"{os.strerror(errno)}")
-            rl_store_release(&self.durable, last)
+            self._set_durable(last)
         elif self.policy == GROUP:
             if last - rl_load_acquire(&self.durable) >= self.group_events:
                 rl_fence()
@@ -443,9 +536,23 @@ cdef class JournalAppender:
                     rl_futex_wake_all(&self.sync_signal)
         return 0
 
+    cdef void _set_durable(self, int64_t seq) noexcept nogil:
+        # The appending thread (sync policy, without the GIL), the group-commit thread and
+        # any thread calling sync() may publish: a tiny lock keeps the header's value/check
+        # pair consistent and the value monotonic. Held for two stores, once per sync.
+        while not rl_cas(&self.durable_lock, 0, 1):
+            rl_cpu_relax()
+        if seq > self.durable:
+            rl_store_release(&self.durable, seq)
+        if self.durable > self.seg.durable_hint():
+            self.seg.store_durable(self.durable)
+        rl_store_release(&self.durable_lock, 0)
+
     cdef int64_t append_record(self, const rl_header* h, const char* payload) except -1 nogil:
         """Appends one event (header + ``h.length`` payload bytes); returns its sequence."""
-        self._room(REC_PREFIX + _align8(RL_HEADER_SIZE + h.length))
+        cdef Py_ssize_t need = REC_PREFIX + _align8(RL_HEADER_SIZE + h.length)
+        if self.failed or self.pos + need > self.seg.size:  # the call only when it matters
+            self._room(need)
         self._write(h, payload)
         self._after_append()
         return self.next_seq - 1
@@ -454,11 +561,13 @@ cdef class JournalAppender:
                               Py_ssize_t count) except -1 nogil:
         """Appends ``count`` ring slots (each an rl_header + payload, ``stride`` bytes
         apart); one durability step for the batch. Returns the last sequence."""
-        cdef Py_ssize_t i
+        cdef Py_ssize_t i, need
         cdef const rl_header* h
         for i in range(count):
             h = <const rl_header*>(base + i * stride)
-            self._room(REC_PREFIX + _align8(RL_HEADER_SIZE + h.length))
+            need = REC_PREFIX + _align8(RL_HEADER_SIZE + h.length)
+            if self.failed or self.pos + need > self.seg.size:
+                self._room(need)
             self._write(h, <const char*>h + RL_HEADER_SIZE)
         self._after_append()
         return self.next_seq - 1
@@ -495,15 +604,28 @@ cdef class JournalAppender:
     def append_many(self, payloads, uint32_t type_id=0, *, int64_t timestamp_ns=0,
                     int64_t correlation_id=0, uint32_t flags=0):
         """Appends several bytes-like payloads with one durability step; returns the last
-        sequence."""
+        sequence. Every payload is checked first: a bad one appends nothing."""
         cdef Py_buffer buf
         cdef rl_header h
+        cdef Py_ssize_t room = self.seg.size - SEG_HEADER_SIZE
+        items = []
+        for i, p in enumerate(payloads):
+            try:
+                v = memoryview(p)
+            except TypeError:
+                raise TypeError(f"payload {i} must be bytes-like, got {type(p).__name__}") \
+                    from None
+            if REC_PREFIX + _align8(RL_HEADER_SIZE + v.nbytes) > room:
+                raise JournalError(f"payload {i}: a record of {v.nbytes} bytes cannot fit a "
+                                   f"segment of {self.seg.size} bytes; use a larger "
+                                   "segment_size")
+            items.append(v)
         memset(&h, 0, sizeof(h))
         h.timestamp_ns = timestamp_ns
         h.correlation_id = correlation_id
         h.type_id = type_id
         h.flags = flags
-        for p in payloads:
+        for p in items:
             PyObject_GetBuffer(p, &buf, PyBUF_SIMPLE)
             try:
                 h.length = <uint32_t>buf.len
@@ -533,15 +655,21 @@ cdef class JournalAppender:
         Safe to call from the group-commit thread while the appender appends."""
         cdef int64_t last = rl_load_acquire(&self.last_seq)
         cdef Segment seg = self.seg
-        seg.sync()
-        if last > rl_load_acquire(&self.durable):
-            rl_store_release(&self.durable, last)
+        if self.failed:
+            raise JournalError("the journal failed earlier (a write or sync error); reopen "
+                               "it to continue from what is durable")
+        try:
+            seg.sync()
+        except JournalError:
+            self.failed = 1  # what the page cache holds may never reach the disk
+            raise
+        self._set_durable(last)
         return last
 
     def mark_durable(self, int64_t seq):
-        """Records that everything up to ``seq`` is on disk (after the owner synced it)."""
-        if seq > rl_load_acquire(&self.durable):
-            rl_store_release(&self.durable, seq)
+        """Records that everything up to ``seq`` is on disk (after the owner synced it) and
+        publishes it in the current segment's header for readers."""
+        self._set_durable(seq)
 
     def wait_for_work(self, double timeout):
         """Group-commit thread: sleeps (no GIL) until ``group_events`` are unsynced or
@@ -572,6 +700,11 @@ cdef class JournalAppender:
     def fail(self):
         """Marks the appender failed: every later append raises."""
         self.failed = 1
+
+    @property
+    def failed(self):
+        """True once a write or sync error happened (appends and syncs then raise)."""
+        return self.failed != 0
 
     @property
     def segment(self):

@@ -20,6 +20,9 @@ cdef extern from "ringlayout.h" nogil:
     ctypedef struct rl_line_wake:
         int32_t signal
         int32_t waiters
+    ctypedef struct rl_producer_local:
+        int64_t next_value    # single producer: last claimed
+        int64_t cached_gating  # single producer: cached consumer minimum
     ctypedef struct rl_ring_header:
         uint64_t magic
         uint32_t version
@@ -89,8 +92,7 @@ cdef class Ring:
     cdef int index_shift
     cdef readonly bint multi_producer
     cdef readonly WaitKind wait_kind
-    cdef int64_t next_value      # single producer: last claimed (producer-local)
-    cdef int64_t cached_gating   # single producer: cached consumer minimum
+    cdef rl_producer_local* prod  # single producer's state, on its own cache line
     cdef object _view            # memoryview over the whole mapping
     cdef object _dtype
 
@@ -105,6 +107,7 @@ cdef class Ring:
     cdef int64_t highest_published(self, int64_t lo, int64_t hi) noexcept nogil
     cdef int64_t _claim_mp(self, int64_t n, int64_t deadline, bint once) noexcept nogil
     cdef int64_t _claim_sp(self, int64_t n, int64_t deadline, bint once) noexcept nogil
+    cdef int64_t _claim_sp_wait(self, int64_t n, int64_t deadline, bint once) noexcept nogil
     cdef int64_t _publish_one(self, object payload, uint32_t type_id, int64_t timestamp_ns,
                               int64_t correlation_id, uint32_t flags, uint32_t producer_id,
                               int64_t producer_seq, int64_t timeout_ns, bint once) except? -1
@@ -125,4 +128,5 @@ cdef class Consumer:
     cdef Consumer _bind(Ring ring, int index, int max_batch)
     cdef int64_t available(self, int64_t seq) noexcept nogil
     cdef int64_t wait_for(self, int64_t seq, int64_t timeout_ns) noexcept nogil
+    cdef int64_t _wait_slow(self, int64_t seq, int64_t timeout_ns) noexcept nogil
     cdef void set_sequence(self, int64_t seq) noexcept nogil

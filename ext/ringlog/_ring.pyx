@@ -8,12 +8,14 @@ consumers, and four wait strategies. Producers never overwrite a slot a consumer
 released (backpressure). Every wait releases the GIL and takes a timeout.
 """
 
+cimport cython
 from cpython.buffer cimport (
     PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBuffer_Release, PyObject_GetBuffer,
 )
 from libc.errno cimport errno
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t, INT64_MAX
+from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 from posix.fcntl cimport O_CREAT, O_EXCL, O_RDWR, open as c_open
 from posix.mman cimport MAP_ANONYMOUS, MAP_FAILED, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE
@@ -38,6 +40,9 @@ cdef extern from "ringwait.h" nogil:
     void rl_yield()
     void rl_futex_wait(int32_t *word, int32_t expected, int64_t timeout_ns)
     void rl_futex_wake_all(int32_t *word)
+
+cdef extern from "<stdlib.h>" nogil:
+    int posix_memalign(void** p, size_t alignment, size_t size)
 
 cdef extern from "Python.h":
     object PyMemoryView_FromObject(object)
@@ -165,10 +170,11 @@ cdef class Batch:
         return self.hi >= self.lo
 
     def __iter__(self):
-        cdef Ring ring = self.consumer.ring
-        cdef int64_t s
-        for s in range(self.lo, self.hi + 1):
-            yield _event_at(ring, s)
+        cdef _BatchIter it = _BatchIter.__new__(_BatchIter)
+        it.ring = self.consumer.ring
+        it.next_seq = self.lo
+        it.hi = self.hi
+        return it
 
     def __getitem__(self, Py_ssize_t i):
         if i < 0:
@@ -191,10 +197,37 @@ cdef class Batch:
         return sequence == self.hi
 
 
+cdef bytes _buffer_bytes(object p, Py_ssize_t i):
+    """A bytes copy of a bytes-like payload; TypeError naming the item otherwise (bytes(5)
+    would silently be five zero bytes)."""
+    try:
+        return memoryview(p).tobytes()
+    except TypeError:
+        raise TypeError(f"payload {i} must be bytes-like, got {type(p).__name__}") from None
+
+
+@cython.final
+cdef class _BatchIter:
+    """Iterates a Batch's events (a plain iterator: cheaper per event than a generator)."""
+
+    cdef Ring ring
+    cdef int64_t next_seq
+    cdef int64_t hi
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.next_seq > self.hi:
+            raise StopIteration
+        self.next_seq += 1
+        return _event_at(self.ring, self.next_seq - 1)
+
+
 cdef Event _event_at(Ring ring, int64_t seq):
     cdef rl_header* h = <rl_header*>ring.slot(seq)
     cdef Event e = Event.__new__(Event)
-    cdef Py_ssize_t off = (ring.slot(seq) - ring._map.base) + RL_HEADER_SIZE
+    cdef Py_ssize_t off = (<char*>h - ring._map.base) + RL_HEADER_SIZE
     e.sequence = h.sequence
     e.timestamp_ns = h.timestamp_ns
     e.correlation_id = h.correlation_id
@@ -216,6 +249,16 @@ cdef class Ring:
     CPU). With ``path`` the ring lives in a shared-memory file that other processes
     ``Ring.attach``.
     """
+
+    def __cinit__(self):
+        cdef void* p = NULL
+        if posix_memalign(&p, sizeof(rl_producer_local), sizeof(rl_producer_local)) != 0:
+            raise MemoryError("cannot allocate the producer state")
+        self.prod = <rl_producer_local*>p
+        memset(p, 0, sizeof(rl_producer_local))
+
+    def __dealloc__(self):
+        free(self.prod)
 
     def __init__(self, int64_t capacity, int slot_size=128, *, str producer="single",
                  str wait="blocking", path=None):
@@ -276,6 +319,16 @@ cdef class Ring:
         if h.total_size != <uint64_t>(<_Mapping>m).size:
             raise RingError(f"{path} is {(<_Mapping>m).size} bytes but its header says "
                             f"{h.total_size}: truncated or foreign")
+        # a damaged header must not send a producer writing outside the mapping
+        cap, ss = h.capacity, h.slot_size
+        if (cap < 2 or cap & (cap - 1) or cap > (1 << 30) or ss < RL_HEADER_SIZE + 8 or ss % 8
+                or h.multi_producer > 1 or h.slots_offset < _HEADER_BYTES
+                or h.slots_offset + cap * ss != <int64_t>h.total_size
+                or (h.multi_producer and h.avail_offset + cap * 4 > h.slots_offset)
+                or not 0 <= h.n_consumers <= RL_MAX_CONSUMERS):
+            raise RingError(f"{path} has an inconsistent ring header (capacity {cap}, slot "
+                            f"size {ss}, slots at {h.slots_offset}, {h.n_consumers} "
+                            f"consumers): damaged or foreign")
         cdef Ring r = Ring.__new__(Ring)
         r._setup(m, _WAIT_NAMES[wait])
         return r
@@ -293,8 +346,8 @@ cdef class Ring:
         self.slots = m.base + self.hdr.slots_offset
         self.avail = <int32_t*>(m.base + self.hdr.avail_offset)
         self.wait_kind = <WaitKind>wait_kind
-        self.next_value = rl_load_acquire(&self.hdr.cursor.value)
-        self.cached_gating = -1
+        self.prod.next_value = rl_load_acquire(&self.hdr.cursor.value)
+        self.prod.cached_gating = -1
         self._view = PyMemoryView_FromObject(m)
         self._dtype = slot_dtype(self.slot_size)
 
@@ -325,20 +378,30 @@ cdef class Ring:
         return 0
 
     cdef int64_t _claim_sp(self, int64_t n, int64_t deadline, bint once) noexcept nogil:
-        cdef int64_t next_seq = self.next_value + n
+        cdef rl_producer_local* p = self.prod
+        cdef int64_t next_seq = p.next_value + n
+        if next_seq - self.capacity > p.cached_gating:
+            return self._claim_sp_wait(n, deadline, once)  # out of line: a lean fast path
+        p.next_value = next_seq
+        return next_seq
+
+    cdef int64_t _claim_sp_wait(self, int64_t n, int64_t deadline, bint once) noexcept nogil:
+        """Single producer, slow path: refreshes the cached consumer minimum, waiting for
+        space unless ``once``."""
+        cdef rl_producer_local* p = self.prod
+        cdef int64_t next_seq = p.next_value + n
         cdef int64_t wrap = next_seq - self.capacity
         cdef int spins = 0
-        if wrap > self.cached_gating:
-            while True:
-                self.cached_gating = self.min_gating(self.next_value)
-                if wrap <= self.cached_gating:
-                    break
-                if once:
-                    return RL_TIMEOUT
-                if self.wait_step(spins, deadline):
-                    return RL_CLOSED if self.hdr.closed else RL_TIMEOUT
-                spins += 1
-        self.next_value = next_seq
+        while True:
+            p.cached_gating = self.min_gating(p.next_value)
+            if wrap <= p.cached_gating:
+                break
+            if once:
+                return RL_TIMEOUT
+            if self.wait_step(spins, deadline):
+                return RL_CLOSED if self.hdr.closed else RL_TIMEOUT
+            spins += 1
+        p.next_value = next_seq
         return next_seq
 
     cdef int64_t _claim_mp(self, int64_t n, int64_t deadline, bint once) noexcept nogil:
@@ -388,7 +451,8 @@ cdef class Ring:
                 rl_store_release32(&self.avail[s & self.mask], <int32_t>(s >> self.index_shift))
         else:
             rl_store_release(&self.hdr.cursor.value, hi)
-        self.signal()
+        if self.wait_kind == BLOCKING:  # checked here: no call for the other strategies
+            self.signal()
 
     cdef void signal(self) noexcept nogil:
         """Wakes blocked waiters; costs no syscall when nobody sleeps."""
@@ -433,9 +497,8 @@ cdef class Ring:
                 raise SchemaError(f"payload of {n} bytes does not fit a {self.slot_size}-byte "
                                   f"slot ({self.slot_size - RL_HEADER_SIZE} bytes after the "
                                   "header); use a larger slot_size")
-            if once:
-                seq = self.try_claim(1)
-            else:
+            seq = self.try_claim(1)  # holding the GIL: no hand-off unless we must wait
+            if seq == RL_TIMEOUT and not once:
                 with nogil:
                     seq = self.claim(1, timeout_ns)
             if seq < -1:
@@ -483,7 +546,8 @@ cdef class Ring:
                      int64_t correlation_id=0, uint32_t flags=0, timeout=None):
         """Publishes a sequence of payloads with one claim per ring-full; returns the last
         sequence (-1 for none). Every payload is checked before anything is claimed."""
-        cdef list items = [p if isinstance(p, bytes) else bytes(p) for p in payloads]
+        cdef list items = [x if isinstance(x, bytes) else _buffer_bytes(x, k)
+                           for k, x in enumerate(payloads)]
         cdef Py_ssize_t room = self.slot_size - RL_HEADER_SIZE, i, n = len(items)
         cdef bytes p
         for i in range(n):
@@ -497,8 +561,10 @@ cdef class Ring:
         i = 0
         while i < n:
             chunk = min(n - i, self.capacity)
-            with nogil:
-                hi = self.claim(chunk, t)
+            hi = self.try_claim(chunk)
+            if hi == RL_TIMEOUT:
+                with nogil:
+                    hi = self.claim(chunk, t)
             if hi < -1:
                 if hi == RL_CLOSED:
                     raise RingClosedError("publish on a closed ring")
@@ -640,13 +706,18 @@ cdef class Consumer:
     cdef int64_t wait_for(self, int64_t seq, int64_t timeout_ns) noexcept nogil:
         """Waits until ``seq`` is readable; returns the highest readable sequence (batching),
         or RL_TIMEOUT, or RL_CLOSED once the ring is closed and nothing is left."""
+        cdef int64_t avail = self.available(seq)
+        if avail >= seq:
+            return avail  # the common case under load: no clock read, no spill
+        return self._wait_slow(seq, timeout_ns)
+
+    cdef int64_t _wait_slow(self, int64_t seq, int64_t timeout_ns) noexcept nogil:
+        """``wait_for`` once ``seq`` was not readable: spin, yield, sleep or block."""
         cdef rl_ring_header* h = self.ring.hdr
         cdef WaitKind kind = self.ring.wait_kind
-        cdef int64_t avail = self.available(seq), deadline = -1, left
+        cdef int64_t avail, deadline = -1, left
         cdef int32_t token
         cdef int spins = 0
-        if avail >= seq:
-            return avail  # the common case under load: no clock read
         if timeout_ns >= 0:
             deadline = rl_now_ns() + timeout_ns
         while True:
@@ -679,7 +750,8 @@ cdef class Consumer:
     cdef void set_sequence(self, int64_t seq) noexcept nogil:
         """Releases every slot up to ``seq`` (release store) and wakes downstream sleepers."""
         rl_store_release(self.seq_ptr, seq)
-        self.ring.signal()
+        if self.ring.wait_kind == BLOCKING:
+            self.ring.signal()
 
     # -- Python API ------------------------------------------------------------------------
     def poll(self, int max_batch=0, timeout=None):
@@ -692,8 +764,10 @@ cdef class Consumer:
         if self.pending_hi > rl_load_acquire(self.seq_ptr):
             self.set_sequence(self.pending_hi)
         nxt = self.pending_hi + 1
-        with nogil:
-            avail = self.wait_for(nxt, t)
+        avail = self.available(nxt)  # holding the GIL: release it only to wait
+        if avail < nxt:
+            with nogil:
+                avail = self.wait_for(nxt, t)
         cdef Batch b = Batch.__new__(Batch)
         b.consumer = self
         b.lo = nxt
@@ -741,6 +815,6 @@ cdef class Consumer:
     def metrics(self):
         """Batches, events, mean and max batch size, queue depth."""
         return {"batches": self.batches, "events": self.events,
-                "mean_batch": self.events / self.batches if self.batches else 0.0,
+                "mean_batch": <double>self.events / self.batches if self.batches else 0.0,
                 "max_batch": self.max_batch_seen, "depth": self.depth,
                 "sequence": self.sequence}

@@ -11,7 +11,8 @@ from ringlog.includes.event cimport RL_HEADER_SIZE, rl_header
 
 from ringlog.errors import RingClosedError
 
-__all__ = ["consume", "consume_latency", "produce", "produce_paced"]
+__all__ = ["consume", "consume_latency", "consume_values", "cycle", "produce", "produce_paced",
+           "produce_values"]
 
 
 def produce(Ring ring, int64_t count, int batch=1, uint32_t producer_id=0):
@@ -77,6 +78,78 @@ def consume(Consumer consumer, int64_t count, int nproducers=1, double timeout=3
         raise AssertionError(f"event at sequence {bad} is out of order or duplicated")
     if seen < count:
         raise TimeoutError(f"consumed {seen} of {count} events before the timeout/close")
+    return total
+
+
+def produce_values(Ring ring, int64_t count, int batch=1):
+    """Like-for-like with the Disruptor's OneToOne perftest: each event writes one 8-byte value
+    (its sequence) into the slot's payload and nothing else; claims of ``batch``."""
+    cdef int64_t done = 0, hi, lo, s, n
+    if batch < 1 or batch > ring.capacity:
+        raise ValueError(f"batch must be in 1..{ring.capacity}, got {batch}")
+    with nogil:
+        while done < count:
+            n = batch if count - done >= batch else count - done
+            hi = ring.claim(n, -1)
+            if hi < -1:
+                break
+            lo = hi - n + 1
+            for s in range(lo, hi + 1):
+                (<int64_t*>(ring.slot(s) + RL_HEADER_SIZE))[0] = s
+            ring.publish_range(lo, hi)
+            done += n
+    if done < count:
+        raise RingClosedError(f"the ring closed after {done} of {count} events")
+    return done
+
+
+def consume_values(Consumer consumer, int64_t count, double timeout=30.0):
+    """The consumer of ``produce_values``: sums the 8-byte values (the Disruptor's handler
+    does ``sum += e.value``). Returns the sum; count*(count-1)/2 from a fresh ring."""
+    cdef int64_t seen = 0, nxt = consumer.sequence + 1, avail, s, total = 0
+    cdef Ring ring = consumer.ring
+    with nogil:
+        while seen < count:
+            avail = consumer.wait_for(nxt, <int64_t>(timeout * 1e9))
+            if avail == RL_TIMEOUT or avail == RL_CLOSED:
+                break
+            for s in range(nxt, avail + 1):
+                total += (<int64_t*>(ring.slot(s) + RL_HEADER_SIZE))[0]
+            seen += avail - nxt + 1
+            consumer.set_sequence(avail)
+            nxt = avail + 1
+    if seen < count:
+        raise TimeoutError(f"consumed {seen} of {count} events before the timeout/close")
+    return total
+
+
+def cycle(Ring ring, Consumer consumer, int64_t count, int batch=64):
+    """One thread alternately claims+publishes ``batch`` events and consumes them through
+    ``consumer``, all in C: every sequencer and barrier step runs ``count`` times at memory
+    speed (the 100M-event memory check). Returns the sum of the consumed values."""
+    cdef int64_t done = 0, hi, lo, s, n, avail, total = 0
+    if batch < 1 or batch > ring.capacity:
+        raise ValueError(f"batch must be in 1..{ring.capacity}, got {batch}")
+    with nogil:
+        while done < count:
+            n = batch if count - done >= batch else count - done
+            hi = ring.try_claim(n)
+            if hi < -1:
+                break
+            lo = hi - n + 1
+            for s in range(lo, hi + 1):
+                (<int64_t*>(ring.slot(s) + RL_HEADER_SIZE))[0] = done + s - lo
+            ring.publish_range(lo, hi)
+            avail = consumer.wait_for(lo, 0)
+            if avail != hi:
+                break
+            for s in range(lo, hi + 1):
+                total += (<int64_t*>(ring.slot(s) + RL_HEADER_SIZE))[0]
+            consumer.set_sequence(hi)
+            done += n
+    if done < count:
+        raise AssertionError(f"cycle stopped after {done} of {count} events (claim or wait "
+                             "failed in a single-threaded loop)")
     return total
 
 

@@ -40,7 +40,9 @@ _export(".snapshot", "Snapshot", "SnapshotStore")
 _export(".breaker", "Breaker", "BreakerConfig", "BreakerConfigError", "Limit", "RatioLimit",
         "TripReport")
 _export(".processor", "Processor", "ProcessorConfig", "ProcessorMetrics", "RecoveryReport")
-_export(".handler", "EventHandler")
+_export(".handler", "EventHandler", "BatchEventHandler")
+_export("._handler", "CyEventHandler")
+_export(".engine", "Engine", "EngineConfig", "EngineConfigError", "SymbolSpec", "AccountLimits")
 
 
 def __getattr__(name: str) -> Any:

@@ -1,181 +1,164 @@
-"""``python -m ringlog.demo`` (``make demo``): the ring, the journal and the processor at work.
+"""``python -m ringlog.demo`` (``make demo``): the matching engine behind the full processor.
 
-1. Ring throughput, 1 producer -> 1 consumer on two threads: C-level loops (claims of 1 and
-   of 64) and plain Python (publish_many + poll).
-2. Journal appends from a ring batch, 64-byte records, group commit.
-3. The processor with a Python handler and the circuit breaker: a runaway handler trips it,
-   input is held in the journal, a journaled reset resumes it; then a fresh processor
-   recovers from the journal alone and its state hash matches.
-The journal is left in ``./demo-journal`` for the tools.
+1. The engine alone: a seeded realistic order flow (mids random-walking, limit / cancel /
+   modify / IOC / market / FOK / post-only, 50 accounts, 4 symbols, ~2% invalid commands) run
+   in one C loop: throughput and latency per command.
+2. The engine as the processor's handler: producer -> input ring -> journal (group commit) ->
+   engine -> circuit breaker (per-account output limit) -> output ring -> output journal. Then
+   a runaway account floods the engine, trips the breaker, and an operator release + reset
+   (journaled like any event) resumes it.
+3. A fresh engine recovers from snapshot + journal alone and its state hash matches.
+The journals are left in ``./demo-journal`` for the tools.
 """
 
 from __future__ import annotations
 
-import hashlib
+import itertools
 import shutil
-import struct
 import sys
-import threading
 import time
+from collections import Counter
 from pathlib import Path
 
-from ._ring import Ring
+import numpy as np
+
+from .bench.latency import percentiles
 from .bench.loops import one_to_one_threads
 from .breaker import Breaker, BreakerConfig, Limit
-from .handler import EventHandler
-from .journal import Journal
+from .engine import Command, Engine, RejectReason, Report, Side, decode, new_order, registry
+from .engine.flow import demo_config, mixed_flow
+from .errors import CircuitOpenError
+from .journal import JournalReader
 from .processor import Processor, ProcessorConfig
 
-
-def _rate(n: int, seconds: float) -> str:
-    return f"{n / seconds / 1e6:8.2f} M events/s"
+RUNAWAY = 999
 
 
-def ring_python_level(count: int) -> tuple[int, float]:
-    """(events, seconds) for events published with publish_many and consumed with poll."""
-    ring = Ring(1 << 14, 64, wait="yielding")
-    c = ring.consumer()
-    chunk = [b"12345678"] * 256
-    count -= count % len(chunk)
-    got = 0
-
-    def consumer() -> None:
-        nonlocal got
-        while got < count:
-            got += len(c.poll(timeout=5))
-
-    t = threading.Thread(target=consumer)
+def engine_alone(n: int) -> None:
+    """Throughput of ``process_commands`` and the latency of single commands."""
+    cmds, types = mixed_flow(n, seed=7)
+    engine = Engine(demo_config(max_orders=1 << 20))
     t0 = time.perf_counter()
-    t.start()
-    for _ in range(count // len(chunk)):
-        ring.publish_many(chunk, timeout=5)
-    t.join()
-    return count, time.perf_counter() - t0
-
-
-def journal_appends(path: Path, count: int) -> float:
-    """Seconds to journal ``count`` 64-byte records from ring batches (group commit)."""
-    ring = Ring(1 << 14, 64)
-    c = ring.consumer()
-    chunk = [b"12345678"] * 4096
-    count -= count % len(chunk)
-    with Journal(path, durability="group", segment_size=64 << 20) as j:
-        t0 = time.perf_counter()
-        done = 0
-        while done < count:
-            ring.publish_many(chunk)
-            while True:
-                b = c.poll(timeout=0)
-                if not b:
-                    break
-                j.append_batch(b)
-                done += len(b)
-        j.sync()
-        return time.perf_counter() - t0
-
-
-class Runaway(EventHandler):
-    """Keeps a running sum per account; at its 3000th event a 'bug' emits 1000 orders."""
-
-    def __init__(self) -> None:
-        self.sums: dict[int, int] = {}
-        self.seen = 0
-
-    def on_event(self, event, sequence, end_of_batch):  # type: ignore[no-untyped-def]
-        account, amount = struct.unpack("<qq", event.payload)
-        self.sums[account] = self.sums.get(account, 0) + amount
-        self.seen += 1
-        copies = 1000 if self.seen == 3000 else 1
-        for _ in range(copies):
-            self.emit(struct.pack("<qq", account, self.sums[account]), type_id=1, key=account)
-
-    def on_snapshot(self) -> bytes:
-        return struct.pack(f"<{1 + 2 * len(self.sums)}q", self.seen,
-                           *[x for kv in sorted(self.sums.items()) for x in kv])
-
-    def on_restore(self, data: bytes) -> None:
-        self.seen, *vals = struct.unpack(f"<{len(data) // 8}q", data)
-        self.sums = dict(zip(vals[::2], vals[1::2], strict=True))
-
-    def state_hash(self) -> str:
-        return hashlib.sha256(self.on_snapshot()).hexdigest()[:16]
-
-
-def processor_demo(path: Path, count: int) -> None:
-    """Runs the processor with the breaker, trips it, resets it, recovers from the journal."""
-    cfg = ProcessorConfig(ring_capacity=1 << 14, output_capacity=1 << 14,
-                          durability="group", snapshot_every=5000)
-    # normal flow: 1000 events and outputs per second of event time; the bug adds ~1000
-    limits = BreakerConfig(limits=[Limit(max_count=1500, window_ns=1_000_000_000,
-                                         name="per-second")])
-    trips = []
-    outputs = 0
-
-    def count_output(_rec: object) -> None:
-        nonlocal outputs
-        outputs += 1
-
-    h = Runaway()
-    p = Processor(h, path, cfg, breaker=Breaker(limits, alert=trips.append),
-                  on_output=count_output)
-    p.start()
-    t0 = time.perf_counter()
-    for i in range(count):
-        # event time: 1000 events per (event-time) second, from the producer's clock
-        p._in.publish(struct.pack("<qq", i % 7, i), 1, timestamp_ns=i * 1_000_000)
-    while p._lc.sequence < count - 1:
-        time.sleep(0.005)
-    elapsed = time.perf_counter() - t0
-    m = p.metrics
-    print(f"  published {count} events in {elapsed:.2f} s; journaled {m.journaled}, "
-          f"processed {m.processed} (Python handler)")
-    print(f"  breaker: {m.breaker_state}, held outputs {m.held}")
-    if trips:
-        t = trips[0]
-        print(f"  TRIP: limit {t.limit!r}: {t.count} outputs within {t.window_ns / 1e9:.0f} s "
-              f"(event time {t.timestamp_ns / 1e9:.3f} s); input since then is held in the "
-              "journal")
-    p.release_held(timestamp_ns=count * 1_000_000)
-    p.reset_breaker(timestamp_ns=count * 1_000_000 + 10_000_000_000)
-    p.drain(timeout=60)
-    print(f"  after an operator release + reset: processed {h.seen}, breaker "
-          f"{p.breaker.state_name}, outputs published {outputs}")
-    live = h.state_hash()
-    h2 = Runaway()
-    p2 = Processor(h2, path, cfg, breaker=Breaker(limits))
-    t0 = time.perf_counter()
-    rep = p2.recover(verify=True)
+    outputs = engine.process_commands(cmds, types)
     dt = time.perf_counter() - t0
-    p2.stop()
-    print(f"  recovery: snapshot at {rep.snapshot_sequence}, replayed {rep.replayed} events in "
-          f"{dt:.2f} s, outputs verified {rep.verified_outputs}, first divergence "
+    s = engine.stats()
+    print(f"   {n:,} commands in {dt:.2f} s: {n / dt / 1e6:.2f} M commands/s, "
+          f"{outputs:,} reports + market data")
+    print(f"   trades {s['trades']:,}, cancels {s['cancelled']:,}, rejects {s['rejected']:,}, "
+          f"resting at the end {s['live_orders']:,}")
+    lat = np.zeros(n, np.int64)
+    Engine(demo_config(max_orders=1 << 20)).process_commands(cmds, types, latencies=lat)
+    q = percentiles(lat)
+    print(f"   latency per command: p50 {q['p50']:.0f} ns, p99 {q['p99']:.0f} ns, "
+          f"p99.9 {q['p99.9']:.0f} ns, max {q['max'] / 1000:.0f} us")
+
+
+def tally(path: Path, first: int = 0) -> tuple[Counter[int], Counter[str]]:
+    """Counts the output journal's records by type and reject reason (after the timed run)."""
+    types: Counter[int] = Counter()
+    rejects: Counter[str] = Counter()
+    for rec in JournalReader(path / "output").records(first):
+        types[rec.type_id] += 1
+        if rec.type_id == Report.REJECTED:
+            rejects[RejectReason(decode(rec.type_id, rec.payload)["reason"]).name] += 1
+    return types, rejects
+
+
+def pipeline(path: Path, n: int) -> str:
+    """Runs the flow through the processor, then the runaway; returns the live state hash."""
+    cfg = demo_config(max_orders=1 << 20)
+    engine = Engine(cfg)
+    # ~100k commands/s of event time: an account sees ~2k outputs/s; the limit is 10x that
+    limits = BreakerConfig(limits=[Limit(max_count=2_000, window_ns=100_000_000, per="key",
+                                         name="per-account")])
+    trips: list = []
+    p = Processor(engine, path, ProcessorConfig(slot_size=cfg.min_slot_size, durability="group",
+                                                snapshot_every=n // 2),
+                  breaker=Breaker(limits, alert=trips.append), registry=registry(cfg.l2_depth))
+    p.start()
+    cmds, types = mixed_flow(n, seed=8)
+    payloads = [c.tobytes() for c in cmds]
+    runs = np.concatenate([[0], np.flatnonzero(np.diff(types)) + 1, [n]]).tolist()
+    t0 = time.perf_counter()
+    # one claim per run of same-type commands; event time advances 10 us per command
+    for lo, hi in itertools.pairwise(runs):
+        p.publish_many(payloads[lo:hi], int(types[lo]), timestamp_ns=lo * 10_000)
+    while (m := p.metrics).processed < n or m.output_journaled < m.outputs:
+        time.sleep(0.001)
+    dt = time.perf_counter() - t0
+    print(f"   {n:,} commands journaled and matched in {dt:.2f} s: {n / dt / 1e6:.2f} M "
+          f"commands/s (Cython loop); {m.outputs:,} outputs journaled")
+    kinds, rejects = tally(path)
+    print(f"   trades {kinds[Report.TRADE]:,}, rests {kinds[Report.RESTED]:,}, "
+          f"cancels {kinds[Report.CANCELLED]:,}, L1 {kinds[Report.L1]:,}, "
+          f"L2 {kinds[Report.L2]:,}")
+    print(f"   rejects {kinds[Report.REJECTED]:,}: "
+          + ", ".join(f"{k} {v}" for k, v in rejects.most_common()))
+    print(f"   breaker: {m.breaker_state}, held {m.held}")
+    # a runaway algo: 1500 orders within 1.5 ms of event time from one account; once the
+    # breaker opens, the producer feels backpressure (CircuitOpenError after its timeout)
+    t = n * 10_000
+    sent = 0
+    try:
+        for i in range(1_500):
+            p.publish(new_order(10_000_000 + i, account=RUNAWAY, symbol=1, side=Side.SELL,
+                                price=10_500 + i % 50, qty=1), Command.NEW,
+                      timestamp_ns=t + i * 1000, timeout=1.0)
+            sent += 1
+    except CircuitOpenError:
+        pass
+    deadline = time.monotonic() + 30
+    while p.metrics.breaker_state != "open" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    m = p.metrics
+    if trips:
+        print(f"   TRIP: account {trips[0].key} sent {trips[0].count} outputs within "
+              f"{trips[0].window_ns / 1e6:.0f} ms; {m.held} outputs held; the producer was "
+              f"refused after {sent} of 1500 orders; input since the trip waits in the journal")
+    p.release_held(timestamp_ns=t + 10**9)
+    p.reset_breaker(timestamp_ns=t + 2 * 10**9)
+    p.drain(timeout=60)
+    print(f"   operator release + reset: breaker {p.breaker.state_name}, "
+          f"{engine.stats()['commands']:,} commands processed")
+    return engine.state_hash()
+
+
+def recovery(path: Path, live: str) -> bool:
+    """A fresh engine from the newest snapshot + replay; outputs verified against the journal."""
+    cfg = demo_config(max_orders=1 << 20)
+    engine = Engine(cfg)
+    p = Processor(engine, path, ProcessorConfig(slot_size=cfg.min_slot_size),
+                  breaker=Breaker(BreakerConfig(limits=[Limit(
+                      max_count=2_000, window_ns=100_000_000, per="key", name="per-account")])),
+                  registry=registry(cfg.l2_depth))
+    t0 = time.perf_counter()
+    rep = p.recover(verify=True)
+    dt = time.perf_counter() - t0
+    p.stop()
+    got = engine.state_hash()
+    print(f"   snapshot at sequence {rep.snapshot_sequence:,}, replayed {rep.replayed:,} events "
+          f"in {dt:.2f} s, {rep.verified_outputs:,} outputs verified, first divergence "
           f"{rep.first_divergence}")
-    print(f"  state hash live {live} / recovered {h2.state_hash()}: "
-          f"{'MATCH' if live == h2.state_hash() else 'MISMATCH'}")
-    if live != h2.state_hash():
-        raise SystemExit(1)
+    print(f"   state hash live {live} / recovered {got}: {'MATCH' if got == live else 'MISMATCH'}")
+    return got == live and rep.first_divergence is None
 
 
 def main() -> int:
-    """Runs the demo; exit code 1 if recovery did not reproduce the live state."""
+    """Runs the demo; exit code 1 if recovery did not reproduce the live engine."""
     quick = "--quick" in sys.argv
-    n = 2_000_000 if quick else 20_000_000
-    print("ringlog demo\n\n1. ring, 1 producer -> 1 consumer, two threads")
-    for batch in (1, 64):
-        rate = one_to_one_threads(n, batch, wait="yielding")
-        print(f"   C level, claims of {batch:<2}:  {rate / 1e6:8.2f} M events/s")
-    m = n // 10
-    print(f"   Python, publish_many+poll: {_rate(*ring_python_level(m))}")
+    print("ringlog demo: a matching engine as the business logic of an LMAX-style processor\n")
+    ring = one_to_one_threads(2_000_000, 64, wait="yielding")
+    print(f"0. ring, 1 producer -> 1 consumer thread, C level: {ring / 1e6:.1f} M events/s\n")
+    print("1. the engine alone (C loop over a seeded order flow, 4 symbols, 50 accounts)")
+    engine_alone(200_000 if quick else 2_000_000)
     work = Path("demo-journal")
     shutil.rmtree(work, ignore_errors=True)
-    k = n // 4
-    print(f"\n2. journal, {k} x 64-byte records from ring batches, group commit")
-    secs = journal_appends(work / "bench", k)
-    print(f"   {_rate(k, secs)}, {k * 64 / secs / 1e9:.2f} GB/s")
-    print("\n3. processor + circuit breaker + recovery")
-    processor_demo(work / "processor", 20_000 if quick else 100_000)
-    print(f"\njournal left in {work}/ for the tools")
-    return 0
+    print("\n2. the engine behind the processor: journal (group commit) + circuit breaker")
+    live = pipeline(work, 20_000 if quick else 200_000)
+    print("\n3. recovery of a fresh engine from the journal")
+    ok = recovery(work, live)
+    print(f"\njournals left in {work}/ (input/, output/, snapshots/) for the tools")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

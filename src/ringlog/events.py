@@ -21,6 +21,7 @@ from .errors import SchemaError
 
 __all__ = [
     "CONTROL_BASE",
+    "FLAG_BATCH_END",
     "FLAG_CONTROL",
     "FLAG_MSGPACK",
     "FLAG_REPLAY",
@@ -28,6 +29,7 @@ __all__ = [
     "HEADER_SIZE",
     "EventRegistry",
     "EventType",
+    "control_descriptors",
     "is_control",
     "slot_dtype",
 ]
@@ -36,6 +38,7 @@ HEADER_SIZE = 48
 FLAG_MSGPACK = 0x1
 FLAG_CONTROL = 0x2
 FLAG_REPLAY = 0x4
+FLAG_BATCH_END = 0x8  # the journaller's batch ends here: replay sees the live batches
 
 HEADER_DTYPE = np.dtype(
     [
@@ -204,11 +207,13 @@ TYPE_BREAKER_RESET = CONTROL_BASE + 2    # input: operator closes the breaker, r
 TYPE_RELEASE_HELD = CONTROL_BASE + 3     # input: operator publishes the held outputs
 TYPE_DISCARD_HELD = CONTROL_BASE + 4     # input: operator drops the held outputs
 TYPE_SNAPSHOT = CONTROL_BASE + 5         # input: take a snapshot at this sequence
+TYPE_BATCH_MARK = CONTROL_BASE + 6       # input: no-op that ends a batch a crash cut short
 TYPE_BREAKER_TRIPPED = CONTROL_BASE + 16  # output: the breaker opened (payload: msgpack trip info)
 TYPE_BREAKER_CLOSED = CONTROL_BASE + 17   # output: the breaker closed again
 TYPE_DEAD_LETTER = CONTROL_BASE + 18      # dead-letter journal: a poison event and its traceback
 
 CONTROL_NAMES = {
+    TYPE_BATCH_MARK: "batch_mark",
     TYPE_TIMER: "timer",
     TYPE_BREAKER_RESET: "breaker_reset",
     TYPE_RELEASE_HELD: "release_held",
@@ -218,6 +223,13 @@ CONTROL_NAMES = {
     TYPE_BREAKER_CLOSED: "breaker_closed",
     TYPE_DEAD_LETTER: "dead_letter",
 }
+
+
+def control_descriptors() -> list[dict[str, Any]]:
+    """Descriptors of the control event types, in the form of ``EventRegistry.describe()``,
+    so a journal's schema names every type id it may hold."""
+    return [{"type_id": t, "name": n, "version": 1, "kind": "control", "fields": []}
+            for t, n in sorted(CONTROL_NAMES.items())]
 
 
 def is_control(type_id: int) -> bool:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["EventHandler"]
+import numpy as np
+
+__all__ = ["BatchEventHandler", "EventHandler"]
 
 
 class EventHandler:
@@ -25,7 +27,12 @@ class EventHandler:
         """Called once on the loop thread before the first event (and before replay)."""
 
     def on_event(self, event: Any, sequence: int, end_of_batch: bool) -> None:
-        """Handles one input event; ``sequence`` is its journal sequence."""
+        """Handles one input event; ``sequence`` is its journal sequence.
+
+        ``event`` is a flyweight reused for every event (the Disruptor way): read its fields
+        and ``payload`` (a zero-copy view) during the call; copy ``bytes(event.payload)`` to
+        keep anything.
+        """
         raise NotImplementedError
 
     def on_snapshot(self) -> bytes:
@@ -43,3 +50,24 @@ class EventHandler:
         """
         raise RuntimeError("emit() is only available while the handler runs in a Processor")
 
+
+
+class BatchEventHandler(EventHandler):
+    """Base class of a vectorised handler: override ``on_batch(array, first_sequence)``.
+
+    ``array`` is a numpy structured view (``ringlog.slot_dtype(slot_size, payload_dtype)``)
+    of consecutive business events, journal sequences ``first_sequence`` on: zero-copy over
+    the ring when live, valid only during the call (copy what you keep). Set
+    ``payload_dtype`` to a fixed record dtype to get typed payload fields. The batches are
+    the journaller's, so replay hands over the same batches; control events, dedup keys and
+    events re-read after a breaker reset arrive as batches of one. Outputs ``emit``-ted
+    during ``on_batch`` carry the batch's last sequence, timestamp and correlation id. With
+    the ``dead_letter`` policy, an exception dead-letters every event of the batch.
+    Not thread-safe: only the processor's loop thread calls it.
+    """
+
+    payload_dtype: np.dtype | None = None
+
+    def on_batch(self, array: np.ndarray, first_sequence: int) -> None:
+        """Handles ``len(array)`` events, journal sequences ``first_sequence`` on."""
+        raise NotImplementedError

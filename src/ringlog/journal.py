@@ -19,7 +19,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -243,6 +243,38 @@ class JournalReader:
     def __iter__(self) -> Iterator[Record]:
         return self.records()
 
+    def walk(self, from_sequence: int,
+             read: Callable[[Segment, int, int], tuple[int, int, int, int]]) -> int:
+        """Hands every segment from ``from_sequence`` on to ``read(segment, offset, sequence)``,
+        a scanner that returns ``Segment.scan``'s (status, offset, next sequence, count), e.g.
+        a compiled replay loop; checks that each segment ends cleanly and that the next one
+        continues densely. Returns the number of records read."""
+        segs = self.segments()
+        if not segs:
+            return 0
+        if from_sequence < segs[0][0]:
+            raise JournalError(f"sequence {from_sequence} is before the journal's first "
+                               f"retained sequence {segs[0][0]} (older segments dropped)")
+        found = self.locate(from_sequence)
+        if found is None:
+            return 0
+        i, seg, off = found
+        expect, total = from_sequence, 0
+        while True:
+            status, off, expect, n = read(seg, off, expect)
+            total += n
+            if status != _SCAN_END:
+                raise corrupt(str(seg.path), off, expect, status)
+            segs = self.segments()
+            if i + 1 >= len(segs):
+                return total
+            first, path = segs[i + 1]
+            if first != expect:
+                raise JournalCorruptError(
+                    f"{path}: first sequence {first} but the previous segment ends before "
+                    f"{expect} (a missing or out-of-order segment)", str(path), 0, expect)
+            i, seg, off = i + 1, self.segment(first, path), HEADER_SIZE
+
     def verify_all(self) -> tuple[int, int]:
         """Checks every checksum and the sequence density of every segment without the GIL;
         returns (records, last sequence). Raises JournalCorruptError at the first problem,
@@ -255,11 +287,27 @@ class JournalReader:
                 raise JournalCorruptError(f"{path}: first sequence {first}, expected {expect} "
                                           "(missing or out-of-order segment)", str(path), 0,
                                           expect)
+            seg.durable_sequence  # noqa: B018 - raises if the mark is damaged
             status, off, expect, n = seg.scan(HEADER_SIZE, first, True)
             count += n
-            if status != _SCAN_END and not (i == len(segs) - 1 and _is_zero_after(seg, off + 8)):
+            last = i == len(segs) - 1
+            if status != _SCAN_END and not (last and _is_zero_after(seg, off + 8)):
                 raise corrupt(str(path), off, expect, status)
+            junk = -1 if last else seg.first_nonzero(off, seg.size)
+            if junk >= 0:  # a sealed segment is all zeros after its last record
+                raise JournalCorruptError(f"{path}: non-zero byte at offset {junk} after the "
+                                          f"last record (sequence {expect - 1})", str(path),
+                                          junk, expect)
         return count, expect - 1
+
+    @property
+    def durable_sequence(self) -> int:
+        """The highest sequence the appender (in any process) knows to be on disk, from the
+        newest segment's header; -1 if none. Records up to it survive a power loss."""
+        # the previous segment too: during a roll the newest may show its sealing-time value
+        # while the appender still publishes into the previous one
+        return max((self.segment(*s).durable_sequence for s in self.segments()[-2:]),
+                   default=-1)
 
     def close(self) -> None:
         """Drops the mappings (views already handed out keep theirs alive)."""
@@ -313,6 +361,11 @@ class JournalTailer:
         self._pos = (i, seg, off)
         return out
 
+    @property
+    def durable_sequence(self) -> int:
+        """The writer's durable sequence (see JournalReader.durable_sequence)."""
+        return self.reader.durable_sequence
+
     def __iter__(self) -> Iterator[Record]:
         """Yields records forever (until the process stops iterating)."""
         while True:
@@ -365,12 +418,12 @@ class Journal:
         for stale in self.path.glob("*.tmp"):
             stale.unlink()
         self._appender = JournalAppender(self, _POLICIES[durability], group_events, index_every)
+        self._wake = threading.Event()
         try:
             self._open_tail(first_sequence)
         except BaseException:
             self._release_lock()
             raise
-        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._background, name="ringlog-journal",
                                         daemon=True)
         self._thread.start()
@@ -413,17 +466,26 @@ class Journal:
             seg.zero(off, end)
             seg.sync()
             reason = {2: "impossible length", 3: "checksum mismatch",
-                      4: "sequence out of order"}.get(status, str(status))
+                      4: "sequence out of order", 5: "non-zero padding"}.get(status,
+                                                                             str(status))
             self.recovery = TornTail(str(path), off, nxt, end - off, reason)
             log.warning("journal %s: truncated a torn record at %s offset %d (sequence %d, "
                         "%d bytes, %s)", self.path, path, off, nxt, end - off, reason)
         self._appender.attach(seg, off, nxt)
         self._appender.mark_durable(nxt - 1)  # what survived a restart is on disk
+        if seg.schema != self._schema:
+            # the header describes the records after it: a changed registry (a new schema
+            # version) starts a segment of its own, so old records keep their old versions
+            if off == HEADER_SIZE:
+                seg.seal_header(first, self._schema, time.time_ns(), nxt - 1)
+                seg.sync()
+            else:
+                self._roll(self._appender)
 
     def _new_segment(self, first: int) -> Segment:
         seg = self._take_prepared() or Segment.prepare(self.path / "roll.tmp",
                                                        self.segment_size)
-        seg.seal_header(first, self._schema, time.time_ns())
+        seg.seal_header(first, self._schema, time.time_ns(), self._appender.durable_sequence)
         seg.move_to(self.path / _seg_name(first))
         if self.durability != "none":
             seg.sync()
@@ -483,7 +545,9 @@ class Journal:
 
     def _prepare_next(self) -> None:
         try:
-            seg = Segment.prepare(self.path / "prepared.tmp", self.segment_size)
+            # a fresh name each time: the segment taken last may not be renamed yet
+            seg = Segment.prepare(self.path / f"prepared-{time.monotonic_ns()}.tmp",
+                                  self.segment_size)
         except JournalError as e:
             log.warning("journal %s: could not prepare the next segment: %s", self.path, e)
             return
@@ -539,6 +603,11 @@ class Journal:
 
     # -- inspection -----------------------------------------------------------------------
     @property
+    def failed(self) -> bool:
+        """True once a write or sync error happened: appends raise until reopened."""
+        return self._error is not None or self._appender.failed
+
+    @property
     def last_sequence(self) -> int:
         """The last appended sequence (first_sequence - 1 when empty)."""
         return self._appender.last_sequence
@@ -585,7 +654,7 @@ class Journal:
         if self._closed:
             return
         try:
-            if self.durability != "none" and self._error is None:
+            if self.durability != "none" and self._error is None and not self.failed:
                 self.sync()
         finally:
             self._closed = True

@@ -500,6 +500,10 @@ def _check_segment(i: int, first: int, p: Path, expect: int, last: bool,
         return Problem("header", str(p), 16, expect,
                        f"{p}: header says first sequence {seg.first_sequence}, the name "
                        f"says {first}", i)
+    try:
+        seg.durable_sequence  # noqa: B018 - raises if the durable mark is damaged
+    except JournalCorruptError as e:
+        return Problem("header", str(p), e.offset or 0, expect, str(e), i)
     status, off, nxt, n = seg.scan(HEADER_SIZE, first, True)
     for _ in range(5):
         # after the written end comes nothing: a record there behind a zero length word
@@ -513,10 +517,14 @@ def _check_segment(i: int, first: int, p: Path, expect: int, last: bool,
     res.records += n
     res.last_sequence = nxt - 1
     res.bytes += off
-    if status == _SCAN_END and not seg.is_zero(off, off + _END_PROBE):
-        return Problem("corrupt", str(p), off, nxt,
-                       f"{p}: zero length word at byte offset {off} (sequence {nxt}) but data "
-                       "after it: a damaged record header hides what follows", i)
+    if status == _SCAN_END:
+        # a sealed segment is all zeros after its last record; the last one is probed
+        junk = seg.first_nonzero(off, seg.size if not last else off + _END_PROBE)
+        if junk >= 0:
+            return Problem("corrupt", str(p), off, nxt,
+                           f"{p}: the records end at byte offset {off} (sequence {nxt}) but "
+                           f"byte {junk} after it is not zero: a damaged length word hides "
+                           "what follows", i)
     if status != _SCAN_END:
         what = _SCAN_WHAT.get(status, f"status {status}")
         end = torn_tail_end(seg, off) if last else None
@@ -609,6 +617,10 @@ def info(path: str | Path, counts: bool = True) -> dict[str, Any]:
         if found is not None:
             last_ts = found[1].record(found[2]).timestamp_ns
     holder = lock_holder(directory)
+    try:
+        durable: int | None = JournalReader(directory, verify=False).durable_sequence
+    except JournalError:
+        durable = None  # a damaged mark: `verify` names it
     out: dict[str, Any] = {
         "path": str(directory), "format_version": FORMAT_VERSION,
         "segments": segs_out, "first_sequence": first_seq, "last_sequence": last_seq,
@@ -616,10 +628,10 @@ def info(path: str | Path, counts: bool = True) -> dict[str, Any]:
         "first_time": format_time(first_ts) if first_ts is not None else None,
         "last_time": format_time(last_ts) if last_ts is not None else None,
         "appender_pid": holder,
-        "durable_sequence": (last_seq if holder is None else None),
-        "durable_note": ("no appender holds the lock: every committed record was synced on "
-                         "close (or is in the page cache after a crash)") if holder is None
-        else f"live: pid {holder} appends; its durable sequence is in its metrics",
+        "durable_sequence": durable,
+        "durable_note": ("published by the appender in the segment header: records up to it "
+                         "survive a power loss") + ("" if holder is None else
+                                                    f"; pid {holder} appends"),
         "counts_by_type": dict(by_type.most_common()) if counts else None,
         "schema": schema,
     }

@@ -22,9 +22,12 @@ from typing import Any, Literal
 
 import msgspec
 
+from ._loop import journal_stage
 from .errors import CircuitOpenError, RingClosedError, RingLogError
 from .events import (
+    FLAG_BATCH_END,
     FLAG_CONTROL,
+    TYPE_BATCH_MARK,
     TYPE_BREAKER_RESET,
     TYPE_DEAD_LETTER,
     TYPE_DISCARD_HELD,
@@ -32,6 +35,7 @@ from .events import (
     TYPE_SNAPSHOT,
     TYPE_TIMER,
     EventRegistry,
+    control_descriptors,
 )
 from .logic import InputEvent, LogicLoop, LoopState, OutputRecord
 
@@ -115,23 +119,26 @@ class Processor:
         self._on_output = [on_output] if on_output else []
         c = self.config
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._schema = _Schema(self.registry)
         self.input = Journal(self.directory / "input", segment_size=c.segment_size,
-                             durability=c.durability)
+                             durability=c.durability, registry=self._schema)  # type: ignore[arg-type]
         self.output = Journal(self.directory / "output", segment_size=c.segment_size,
-                              durability="none" if c.durability == "none" else "group")
+                              durability="none" if c.durability == "none" else "group",
+                              registry=self._schema)  # type: ignore[arg-type]
         self.snapshots = SnapshotStore(self.directory / "snapshots")
         self._dead_letter_journal: Any = None
         self._state = "created"
         self._threads: list[threading.Thread] = []
         self._error: BaseException | None = None
         self._open = threading.Condition()
-        self._loop = LogicLoop(handler, breaker, sink=self._sink, reread=self._reread,
+        self._loop = LogicLoop(handler, breaker, reread=self._reread,
                                snapshot=self._take_snapshot,
                                dead_letter=(self._write_dead_letter
                                             if c.exception_policy == "dead_letter" else None),
-                               dedup=c.dedup)
+                               dedup=c.dedup, snapshot_every=c.snapshot_every,
+                               slot_size=c.slot_size, max_batch=c.max_batch,
+                               on_resume=self._notify_resumed)
         self._rate_mark = (time.monotonic(), 0, 0)
-        self._replay_sink: Callable[[OutputRecord], None] | None = None
         self._recovered: RecoveryReport | None = None
 
     # -- recovery -------------------------------------------------------------------------
@@ -152,44 +159,60 @@ class Processor:
             self._restore(snap.data)
         # Outputs of the replay line up with the output journal from the snapshot's count
         # of published outputs on; those the journal lacks (lost from the output ring by a
-        # crash) are journaled now, so none is lost.
-        index = loop.state.published
+        # crash) are journaled now, so none is lost. Outputs already journaled and not
+        # verified are suppressed inside the loop (no record is built for them).
         journaled = self.output.next_sequence
+        index = loop.published
         recorded = self.output.reader(index) if verify and index < journaled else iter(())
         verified, divergence = 0, None
         missing: list[OutputRecord] = []
-        captured: list[OutputRecord] = []
+
+        def on_output(out: OutputRecord) -> None:
+            nonlocal verified, divergence
+            if loop.published - 1 < journaled:  # this output's index in the output journal
+                want = next(recorded, None)
+                if divergence is None and (want is None or not _same_output(out, want)):
+                    divergence = out.cause
+                verified += 1
+            else:
+                missing.append(out)
+
+        from .journal import JournalReader
+
+        self._end_torn_batch()
         loop.replaying = True
-        self._replay_sink = captured.append
+        loop.replay_quiet = 0 if verify else journaled
+        loop.sink = on_output
         replayed = 0
         try:
             self.handler.on_start()
-            for rec in self.input.reader(snap_seq + 1):
-                loop.process(rec, rec.sequence, True)
-                replayed += 1
-                for out in captured:
-                    if index < journaled:
-                        if verify:
-                            want = next(recorded, None)
-                            if divergence is None and (want is None
-                                                       or not _same_output(out, want)):
-                                divergence = out.cause
-                            verified += 1
-                    else:
-                        missing.append(out)
-                    index += 1
-                captured.clear()
+            replayed = JournalReader(self.input.path).walk(snap_seq + 1, loop.replay_segment)
+            loop.replay_done()
         finally:
             loop.replaying = False
-            self._replay_sink = None
+            loop.sink = None
         for out in missing:
             self.output.append(out.payload, out.type_id, timestamp_ns=out.timestamp_ns,
                                correlation_id=out.correlation_id, producer_seq=out.cause,
                                flags=out.flags)
-        self._recovered = RecoveryReport(snap_seq, replayed, loop.state.last_sequence, verified,
+        self._recovered = RecoveryReport(snap_seq, replayed, loop.last_sequence, verified,
                                          divergence, len(missing))
         self._state = "recovered"
         return self._recovered
+
+    def _end_torn_batch(self) -> None:
+        """A crash can cut the journaller's last batch short: its last record then lacks
+        FLAG_BATCH_END, and a later replay would join it to the next live batch. Journaling a
+        no-op control marker that ends it makes every replay hand a batch handler the same
+        batches as this one."""
+        last = self.input.last_sequence
+        rec = next(self.input.reader(last), None) if last >= 0 else None
+        if rec is None or rec.flags & FLAG_BATCH_END:
+            return
+        self.input.append(b"", TYPE_BATCH_MARK, timestamp_ns=rec.timestamp_ns,
+                          flags=FLAG_CONTROL | FLAG_BATCH_END)
+        if self.config.durability != "none":
+            self.input.sync()
 
     def _restore(self, data: bytes) -> None:
         parts = msgspec.msgpack.decode(data, type=_Snapshot)
@@ -215,6 +238,18 @@ class Processor:
         self.snapshots.write(sequence, msgspec.msgpack.encode(snap))
 
     # -- lifecycle ------------------------------------------------------------------------
+    @property
+    def input_ring(self) -> Any:
+        """The input ring (for producers written in Cython, with its cdef claim/publish API);
+        None before ``start()``."""
+        return getattr(self, "_in", None)
+
+    @property
+    def output_ring(self) -> Any:
+        """The output ring (an extra consumer registered before publishing sees every
+        output, e.g. a latency probe); None before ``start()``."""
+        return getattr(self, "_out", None)
+
     def start(self) -> None:
         """Recovers (if not done), then starts the journaller, loop and output threads."""
         from ._ring import Ring
@@ -230,6 +265,7 @@ class Processor:
         self._lc = self._in.consumer(after=[self._jc])
         self._oc = self._out.consumer()
         self._base = self.input.last_sequence + 1  # journal sequence of ring sequence 0
+        self._loop.output_ring = self._out
         self._state = "running"
         for name, fn in (("journaller", self._run_journaller), ("logic", self._run_logic),
                          ("output", self._run_output)):
@@ -269,6 +305,10 @@ class Processor:
             self._in.close()
             for t in self._threads[:2]:  # journaller and loop: the loop may still emit
                 t.join()
+            if self._error is None and self._lc.sequence < self._jc.sequence:
+                # the loop saw the ring closed before the journaller released its last
+                # batch: handle that batch too (on this thread, now the only one)
+                self._guard(lambda: self._loop.run(self._lc, self._base))
             self._out.close()
             self._threads[2].join()
             self._threads = []
@@ -349,11 +389,21 @@ class Processor:
         return self._control(TYPE_SNAPSHOT, timestamp_ns)
 
     def add_output_listener(self, fn: Callable[[OutputRecord], None]) -> None:
-        """Calls ``fn(record)`` from the output thread for every published output."""
+        """Calls ``fn(record)`` from the output thread for every published output. Add
+        listeners before ``start()``: the output stage is chosen then."""
+        if self._state == "running":
+            raise RingLogError("add_output_listener() must come before start()")
         self._on_output.append(fn)
 
     def _loop_halted_by_breaker(self) -> bool:
-        return self._loop.state.pending_from >= 0
+        return bool(self._loop.pending_from >= 0)
+
+    @property
+    def halted(self) -> bool:
+        """True while the circuit breaker is open and input is held: producers block (or
+        get CircuitOpenError on timeout) until a journaled reset; the gateway answers
+        "halted". Safe to read from any thread."""
+        return self._loop_halted_by_breaker()
 
     def _wait_closed(self, timeout: float | None) -> None:
         with self._open:
@@ -363,53 +413,29 @@ class Processor:
 
     # -- threads --------------------------------------------------------------------------
     def _run_journaller(self) -> None:
-        c = self.config
-        while True:
-            batch = self._jc.poll(c.max_batch, timeout=0.05)
-            if len(batch):
-                self.input.append_batch(batch)
-                self._jc.release(batch)
+        journal_stage(self._jc, self.input.appender, self.config.max_batch)
 
     def _run_logic(self) -> None:
-        c = self.config
-        loop = self._loop
-        base = self._base
-        every = c.snapshot_every
-        while True:
-            batch = self._lc.poll(c.max_batch, timeout=0.05)
-            n = len(batch)
-            was_open = self._loop_halted_by_breaker()
-            for i, ev in enumerate(batch):
-                seq = base + ev.sequence
-                loop.process(ev, seq, i == n - 1)
-                if every and (seq + 1) % every == 0:
-                    self._take_snapshot(seq)
-            self._lc.release(batch)
-            if was_open and not self._loop_halted_by_breaker():
-                with self._open:
-                    self._open.notify_all()
+        self._loop.run(self._lc, self._base)
 
     def _run_output(self) -> None:
         c = self.config
+        if not self._on_output:  # only the output journal: the GIL-free stage
+            journal_stage(self._oc, self.output.appender, c.max_batch, False)
+            return
         while True:
             batch = self._oc.poll(c.max_batch, timeout=0.05)
             if len(batch):
                 self.output.append_batch(batch)
-                if self._on_output:
-                    for ev in batch:
-                        rec = _output_of(ev)
-                        for fn in self._on_output:
-                            fn(rec)
+                for ev in batch:
+                    rec = _output_of(ev)
+                    for fn in self._on_output:
+                        fn(rec)
                 self._oc.release(batch)
 
-    def _sink(self, rec: OutputRecord) -> None:
-        if self._loop.replaying:
-            if self._replay_sink is not None:
-                self._replay_sink(rec)
-            return
-        self._out.publish(rec.payload, rec.type_id, timestamp_ns=rec.timestamp_ns,
-                          correlation_id=rec.correlation_id, producer_seq=rec.cause,
-                          flags=rec.flags)
+    def _notify_resumed(self) -> None:
+        with self._open:
+            self._open.notify_all()
 
     def _reread(self, lo: int, hi: int) -> Iterator[tuple[int, InputEvent]]:
         for rec in self.input.reader(lo, to_sequence=hi):
@@ -436,7 +462,7 @@ class Processor:
     @property
     def metrics(self) -> ProcessorMetrics:
         """A snapshot of the counters; safe to read from any thread while running."""
-        st = self._loop.state
+        st = self._loop
         running = self._state == "running"
         published = self._in.cursor + 1 if running else 0
         journaled = self._jc.sequence + 1 if running else 0
@@ -455,6 +481,20 @@ class Processor:
             breaker_state=b.state_name if b is not None else "none",
             held=b.held_count if b is not None else 0, duplicates=st.duplicates,
             dead_letters=st.dead_letters, events_in_per_s=rates[0], events_out_per_s=rates[1])
+
+
+class _Schema:
+    """The processor's event registry plus the control event types, as the schema
+    descriptor of its journals' segment headers."""
+
+    def __init__(self, registry: EventRegistry) -> None:
+        self.registry = registry
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [*self.registry.describe(), *control_descriptors()]
+
+    def encode(self, event: msgspec.Struct) -> tuple[int, bytes]:
+        return self.registry.encode(event)
 
 
 class _Snapshot(msgspec.Struct, array_like=True):

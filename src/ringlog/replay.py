@@ -3,8 +3,9 @@
 ``ringlog replay`` and ``ringlog snapshot`` use this. A processor directory holds ``input/``,
 ``output/`` and ``snapshots/`` (see ``ringlog.processor``). Replay loads a snapshot (the
 newest at or before the target, a chosen one, or none), restores the loop, handler and
-breaker state from it, and feeds the input journal through the same ``LogicLoop`` the live
-processor runs, so state and outputs come out as they did live.
+breaker state from it, and feeds the input journal through the same compiled loop the live
+processor runs (``LogicCore.replay_segment`` over each mapped segment, batch ends as
+journaled), so state and outputs come out as they did live.
 
 Replay is read-only: journals are mapped read-only and nothing is written into the
 directory (``Processor.recover`` is not used because opening a processor takes the appender
@@ -125,6 +126,13 @@ def _out_dict(o: Any) -> dict[str, Any]:
             "output_sequence": o.sequence}
 
 
+_SCAN_OK = 0
+
+
+class _Reached(Exception):
+    """The replay reached its target sequence (ends the segment walk early)."""
+
+
 class Progress:
     """A one-line progress bar with events/s and ETA on a terminal stream (redrawn at most
     five times a second)."""
@@ -183,9 +191,7 @@ class Replayer:
         self.handler = handler
         self.breaker = breaker
         self.input = JournalReader(self.input_path)
-        self._captured: list[OutputRecord] = []
-        self.loop = LogicLoop(handler, breaker, sink=self._captured.append,
-                              reread=self._reread,
+        self.loop = LogicLoop(handler, breaker, reread=self._reread,
                               dead_letter=(lambda ev, seq, tb: None) if dead_letter else None,
                               dedup=dedup)
         self.loop.replaying = True  # snapshot requests are not acted on during a replay
@@ -258,7 +264,6 @@ class Replayer:
         if segs and start < segs[0][0]:
             raise JournalError(f"replay must start at sequence {start} but the journal's first "
                                f"retained sequence is {segs[0][0]}: choose a later snapshot")
-        index = loop.state.published
         recorded: Iterator[Any] = iter(())
         journaled = 0
         if verify:
@@ -268,51 +273,71 @@ class Replayer:
             from .journaltool import last_sequence
 
             journaled = last_sequence(self.output_path) + 1
-            if index < journaled:
-                recorded = JournalReader(self.output_path).records(index)
-        verified = unrecorded = replayed = outputs = 0
+            if loop.published < journaled:
+                recorded = JournalReader(self.output_path).records(loop.published)
+        verified = unrecorded = 0
         divergence: Divergence | None = None
-        captured = self._captured
-        process = loop.process
+
+        def on_output(out: OutputRecord) -> None:
+            nonlocal verified, unrecorded, divergence
+            index = loop.published - 1  # this output's place in the output journal
+            if index >= journaled:
+                unrecorded += 1
+                return
+            want = next(recorded, None)
+            if divergence is None and (want is None or not _same_output(out, want)):
+                divergence = Divergence(out.cause, index,
+                                        None if want is None else _out_dict(want), _out_dict(out))
+            verified += 1
+
+        # unverified outputs are suppressed inside the compiled loop (no record is built)
+        loop.sink = on_output if verify else None
+        loop.replay_quiet = 0 if verify else 1 << 62
+        outputs0 = loop.outputs
+        done = 0
+        replay = loop.replay_segment
+        chunk = (1 << 18) if progress is not None else (1 << 62)
         if progress is not None:
             progress.total = max(to - snap_seq, 1)
+
+        def read(seg: Any, off: int, seq: int) -> tuple[int, int, int, int]:
+            """One segment through the compiled loop, in chunks (progress) up to ``to``."""
+            nonlocal done
+            count = 0
+            while True:
+                try:
+                    st, off, seq, n = replay(seg, off, seq, True, min(to, seq + chunk - 1))
+                except Exception as e:  # the handler's bug, reported where it happened
+                    raise RingLogError(
+                        f"the handler raised at input sequence {loop.last_sequence}: {e!r}; "
+                        "replay stops here (a processor run with --dead-letter continues)"
+                    ) from e
+                count += n
+                done += n
+                if progress is not None:
+                    progress.update(done)
+                if seq > to:
+                    raise _Reached
+                if st != _SCAN_OK or n == 0:
+                    return st, off, seq, count
+
         self.handler.on_start()
-        for rec in self.input.records(start, to_sequence=to):
-            try:
-                process(rec, rec.sequence, True)
-            except Exception as e:  # the handler's bug, reported where it happened
-                raise RingLogError(f"the handler raised at input sequence {rec.sequence} "
-                                   f"(type {rec.type_id}): {e!r}; replay stops here (a "
-                                   "processor run with --dead-letter continues)") from e
-            replayed += 1
-            if captured:
-                outputs += len(captured)
-                if verify:
-                    for out in captured:
-                        if index >= journaled:
-                            unrecorded += 1
-                        else:
-                            want = next(recorded, None)
-                            if divergence is None and (want is None
-                                                       or not _same_output(out, want)):
-                                divergence = Divergence(
-                                    out.cause, index, None if want is None else _out_dict(want),
-                                    _out_dict(out))
-                            verified += 1
-                        index += 1
-                captured.clear()
-                if divergence is not None and stop_at_divergence:
-                    break
-            if progress is not None and not replayed & 0x3FFF:
-                progress.update(replayed)
-        if verify and divergence is None and to == end and index < journaled:
+        try:
+            self.input.walk(start, read)
+        except _Reached:
+            pass
+        finally:
+            loop.replay_done()
+            loop.sink = None
+        if verify and divergence is None and to == end and loop.published < journaled:
             # the replay produced fewer outputs than were recorded: the next recorded one
             want = next(recorded, None)
             if want is not None:
-                divergence = Divergence(want.producer_seq, index, _out_dict(want), None)
+                divergence = Divergence(want.producer_seq, loop.published, _out_dict(want),
+                                        None)
         if progress is not None:
-            progress.update(replayed, final=True)
-        return ReplayResult(snap_seq, start, loop.state.last_sequence, replayed, outputs,
+            progress.update(done, final=True)
+        return ReplayResult(snap_seq, start, loop.last_sequence, done, loop.outputs - outputs0,
                             verified, unrecorded, divergence, time.perf_counter() - t0)
 
     # -- state out ------------------------------------------------------------------------

@@ -29,8 +29,15 @@ static inline int32_t rl_fetch_add32(int32_t *p, int32_t d) { return __atomic_fe
 /* 32-bit length word of a journal record: committed last, with release */
 static inline uint32_t rl_load_acquire_u32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void rl_store_release_u32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
-/* full fence */
-static inline void rl_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+/* full fence (store-load ordering for the Dekker handshakes). On x86 a locked add to the
+ * stack, as Linux's smp_mb(): the same ordering as mfence at a fraction of its cost. */
+static inline void rl_fence(void) {
+#if defined(__x86_64__)
+    __asm__ __volatile__("lock; addl $0,-4(%%rsp)" ::: "memory", "cc");
+#else
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+#endif
+}
 /* spin-loop hint: yields the pipeline to the sibling hyper-thread */
 static inline void rl_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)

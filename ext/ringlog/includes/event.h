@@ -32,4 +32,6 @@ _Static_assert(sizeof(rl_header) == RL_HEADER_SIZE, "rl_header must be 48 bytes"
 #define RL_FLAG_MSGPACK   0x1u   /* payload is a msgspec/msgpack-encoded Struct */
 #define RL_FLAG_CONTROL   0x2u   /* operator/control event (breaker reset, timers ...) */
 #define RL_FLAG_REPLAY    0x4u   /* produced while replaying */
+#define RL_FLAG_BATCH_END 0x8u   /* set by the journaller on the last slot of each batch it
+                                    journals, so replay sees the live batch boundaries */
 #endif

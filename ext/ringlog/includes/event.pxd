@@ -16,3 +16,4 @@ cdef extern from "event.h" nogil:
     uint32_t RL_FLAG_MSGPACK
     uint32_t RL_FLAG_CONTROL
     uint32_t RL_FLAG_REPLAY
+    uint32_t RL_FLAG_BATCH_END

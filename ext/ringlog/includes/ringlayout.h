@@ -23,6 +23,11 @@
 typedef struct { _Alignas(RL_LINE) int64_t value; } rl_line_seq;
 typedef struct { _Alignas(RL_LINE) int32_t signal; int32_t waiters; } rl_line_wake;
 
+/* A single producer's own state (last claimed sequence, cached consumer minimum), allocated on
+ * a cache line of its own: the producer writes it on every claim, and a consumer thread reading
+ * the Ring object's other fields (slots, mask) must not lose its cache line each time. */
+typedef struct { _Alignas(RL_LINE) int64_t next_value; int64_t cached_gating; } rl_producer_local;
+
 typedef struct rl_ring_header {
     uint64_t magic;
     uint32_t version;

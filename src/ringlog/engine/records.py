@@ -21,6 +21,8 @@ import numpy as np
 __all__ = [
     "COMMAND_DTYPE",
     "L1_DTYPE",
+    "L2_HEAD_DTYPE",
+    "L2_LEVEL_DTYPE",
     "REPORT_DTYPE",
     "TRADE_DTYPE",
     "CancelReason",
@@ -31,6 +33,7 @@ __all__ = [
     "Side",
     "Stp",
     "Tif",
+    "l2_dtype",
 ]
 
 
@@ -180,3 +183,23 @@ L1_DTYPE = np.dtype([
     ("ask_qty", "<i8"),
 ])
 assert L1_DTYPE.itemsize == 40
+
+L2_HEAD_DTYPE = np.dtype([
+    ("symbol", "<u4"),
+    ("depth", "<u2"),       # levels per side in the record
+    ("bids", "<u2"),        # bid levels present (<= depth)
+    ("asks", "<u2"),        # ask levels present (<= depth)
+    ("_pad", "V6"),
+])
+assert L2_HEAD_DTYPE.itemsize == 16
+
+L2_LEVEL_DTYPE = np.dtype([("price", "<i8"), ("qty", "<i8")])
+
+
+def l2_dtype(depth: int) -> np.dtype:
+    """The L2 record of ``depth`` levels per side: the head, then ``depth`` bid levels (best
+    first) and ``depth`` ask levels; levels past ``bids``/``asks`` are zero."""
+    return np.dtype([
+        ("symbol", "<u4"), ("depth", "<u2"), ("bids", "<u2"), ("asks", "<u2"), ("_pad", "V6"),
+        ("bid", L2_LEVEL_DTYPE, (depth,)), ("ask", L2_LEVEL_DTYPE, (depth,)),
+    ])

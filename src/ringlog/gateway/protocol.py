@@ -8,8 +8,9 @@ without ever raising past its caller: a malformed frame becomes a ``ProtocolErro
 
 from __future__ import annotations
 
+import re
 import struct
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -21,6 +22,7 @@ __all__ = [
     "Error",
     "ErrorCode",
     "FrameDecoder",
+    "FrameEncoder",
     "Halted",
     "Heartbeat",
     "Logon",
@@ -45,6 +47,14 @@ __all__ = [
 MAX_FRAME = 64 * 1024
 _LEN = struct.Struct(">I")
 
+# Field ranges are checked at decode time, so a value that cannot fit the engine's binary
+# command record (records.COMMAND_DTYPE) is a bad_message naming the field, never a wrap-around.
+Seq = Annotated[int, msgspec.Meta(ge=1, lt=1 << 40)]
+OrderId = Annotated[int, msgspec.Meta(ge=1, lt=1 << 32)]  # per account; see docs/protocol.md
+U32 = Annotated[int, msgspec.Meta(ge=0, lt=1 << 32)]
+U8 = Annotated[int, msgspec.Meta(ge=0, lt=1 << 8)]
+I64 = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]
+
 
 class _Msg(msgspec.Struct, array_like=True, tag_field="tag", frozen=True):
     pass
@@ -54,81 +64,81 @@ class _Msg(msgspec.Struct, array_like=True, tag_field="tag", frozen=True):
 class Logon(_Msg, tag=1):
     """Opens a session: the token is bound to one account in the server's config."""
 
-    seq: int
+    seq: Annotated[int, msgspec.Meta(ge=0, lt=1 << 40)]  # highest seq the client saw acked
     token: str
-    heartbeat_ms: int = 0
+    heartbeat_ms: Annotated[int, msgspec.Meta(ge=0, lt=1 << 31)] = 0
 
 
 class Logout(_Msg, tag=2):
     """Closes the session after the server has answered everything before it."""
 
-    seq: int
+    seq: Seq
 
 
 class Heartbeat(_Msg, tag=3):
     """Keeps an idle session alive; answered with an Ack."""
 
-    seq: int
+    seq: Seq
 
 
 class NewOrder(_Msg, tag=4):
     """A new order; enums are the engine's integer values (docs/matching.md)."""
 
-    seq: int
-    order_id: int
-    symbol: int
-    side: int
-    qty: int
-    price: int = 0
-    order_type: int = 0
-    tif: int = 0
+    seq: Seq
+    order_id: OrderId
+    symbol: U32
+    side: U8
+    qty: I64
+    price: I64 = 0
+    order_type: U8 = 0
+    tif: U8 = 0
     post_only: bool = False
-    stp: int = 0
+    stp: U8 = 0
 
 
 class Cancel(_Msg, tag=5):
     """Cancels a live order of this session's account."""
 
-    seq: int
-    order_id: int
+    seq: Seq
+    order_id: OrderId
 
 
 class Modify(_Msg, tag=6):
     """Changes price and/or open quantity (reduce at the same price keeps priority)."""
 
-    seq: int
-    order_id: int
-    new_price: int
-    new_qty: int
+    seq: Seq
+    order_id: OrderId
+    new_price: I64
+    new_qty: I64
 
 
 class MassCancel(_Msg, tag=7):
     """Cancels every live order of the account (on one symbol, or all with symbol 0)."""
 
-    seq: int
-    symbol: int = 0
+    seq: Seq
+    symbol: U32 = 0
 
 
 class OrderStatus(_Msg, tag=8):
     """Asks for one order's state."""
 
-    seq: int
-    order_id: int
+    seq: Seq
+    order_id: OrderId
 
 
 class OpenOrders(_Msg, tag=9):
     """Lists the account's live orders (one symbol, or all with symbol 0)."""
 
-    seq: int
-    symbol: int = 0
+    seq: Seq
+    symbol: U32 = 0
 
 
 class Subscribe(_Msg, tag=10):
     """Market data: depth 1 is L1, N is L2 to depth N, 0 unsubscribes."""
 
-    seq: int
-    symbol: int
-    depth: int = 1
+    seq: Seq
+    symbol: U32
+    depth: Annotated[int, msgspec.Meta(ge=0, le=64)] = 1
 
 
 ClientMessage = (Logon | Logout | Heartbeat | NewOrder | Cancel | Modify | MassCancel
@@ -179,6 +189,8 @@ class ErrorCode:
     SEQUENCE_GAP = 4
     RATE_LIMITED = 5
     FORBIDDEN = 6
+    LIMIT_EXCEEDED = 7  # a per-session limit other than the rate (open orders)
+    SLOW_CONSUMER = 8  # the session's unread output passed its limit; the session closes
 
 
 class Error(_Msg, tag=68):
@@ -240,6 +252,25 @@ def encode_frame(msg: msgspec.Struct, codec: Codec = "msgpack") -> bytes:
     return _LEN.pack(len(body)) + body
 
 
+class FrameEncoder:
+    """Appends frames to a reusable buffer (one encoder per codec; no copy of the body).
+
+    ``append(buf, msg)`` writes the length prefix and the body at the end of ``buf``, so a
+    batch of answers becomes one ``transport.write``. Not thread-safe.
+    """
+
+    def __init__(self, codec: Codec = "msgpack") -> None:
+        self.codec = codec
+        self._enc = msgspec.json.Encoder() if codec == "json" else msgspec.msgpack.Encoder()
+
+    def append(self, buf: bytearray, msg: msgspec.Struct) -> None:
+        """Appends one frame of ``msg`` to ``buf``."""
+        pos = len(buf)
+        buf += b"\0\0\0\0"
+        self._enc.encode_into(msg, buf, pos + 4)
+        _LEN.pack_into(buf, pos, len(buf) - pos - 4)
+
+
 class ProtocolError(msgspec.Struct, frozen=True):
     """A frame that could not be turned into a message: the error code and what was wrong."""
 
@@ -291,10 +322,35 @@ class FrameDecoder:
         try:
             msg = (self._js if is_json else self._mp).decode(body)
         except msgspec.ValidationError as e:
-            return ProtocolError(ErrorCode.BAD_MESSAGE, f"invalid message: {e}")
+            return ProtocolError(ErrorCode.BAD_MESSAGE,
+                                 f"invalid message: {_name_fields(str(e), body, is_json)}")
         except msgspec.DecodeError as e:
             return ProtocolError(ErrorCode.BAD_FRAME,
                                  f"body is not valid {'JSON' if is_json else 'msgpack'}: {e}")
         if self.codec is None:
             self.codec = "json" if is_json else "msgpack"
         return msg
+
+
+_FIELDS = {cls.__struct_config__.tag: (cls.__name__, cls.__struct_fields__)
+           for cls in (*ClientMessage.__args__, *ServerMessage.__args__)}  # type: ignore[attr-defined]
+_POS = re.compile(r"`\$\[(\d+)\]`")
+
+
+def _name_fields(error: str, body: memoryview, is_json: bool) -> str:
+    """Adds the message and field name to msgspec's positional error (``$[3]``)."""
+    mod = msgspec.json if is_json else msgspec.msgpack
+    try:  # only the tag is decoded: the other elements stay raw (they may be invalid)
+        raw = mod.decode(body, type=list[msgspec.Raw])
+        tag = mod.decode(raw[0], type=int) if raw else None
+    except (msgspec.DecodeError, ValueError):
+        return error
+    if tag not in _FIELDS:
+        return error
+    name, fields = _FIELDS[tag]
+
+    def label(m: re.Match[str]) -> str:
+        i = int(m.group(1))
+        return f"{m.group(0)} ({name}.{fields[i - 1]})" if 0 < i <= len(fields) else m.group(0)
+
+    return _POS.sub(label, error)

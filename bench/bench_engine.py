@@ -1,0 +1,217 @@
+"""Matching engine benchmarks: the engine alone, per-command latency, and behind the processor.
+
+    engine-only:   numpy COMMAND_DTYPE array ──Engine.process_commands (one C loop)──► books
+                   (reports and market data built, counted, not emitted)
+    full pipeline: producer ──publish_many──► input ring ──► journaller (group commit) ──►
+                   Engine handler (processor loop) ──► breaker ──► output ring ──► output journal
+
+    engine_adds_throughput        passive GTC limits, nothing trades
+    engine_cancels_throughput     cancels of those orders in random order
+    engine_matches_throughput     a resting sell then an IOC buy that takes it, repeated
+    engine_mixed_throughput       the realistic mix of ringlog.engine.flow.mixed_flow (L1 + L2 on)
+    engine_mixed_no_market_data   the same with market data off
+    engine_command_service_time_* ns per command on the mixed flow, back to back (clock reads
+                                  around each)
+    processor_engine_journaled    the mixed flow through the full pipeline
+Peers on the same flows: ``cython-orderbook`` from PyPI (adds, cancels, matches, mixed; it has no
+IOC/FOK/post-only/STP or modify, so those run as plain limits with an IOC's rest cancelled after,
+and a modify as cancel + add) and the pure-Python reference book of tests/reference_book.py
+(mixed, a shorter run: it re-sorts the book on every match).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+from ringlog import Breaker, BreakerConfig, Limit, Processor, ProcessorConfig
+from ringlog.bench.latency import percentiles
+from ringlog.bench.stats import summarize
+from ringlog.engine import Command, Engine, OrderType, Side, Tif, registry
+from ringlog.engine.flow import adds_flow, cancels_flow, demo_config, matches_flow, mixed_flow
+
+
+def _rate(cmds: np.ndarray, types: Any, md: bool = True,
+          before: tuple[np.ndarray, int] | None = None) -> float:
+    """Commands per second of ``process_commands`` on a fresh engine (after ``before``)."""
+    engine = Engine(demo_config(market_data=md, max_orders=1 << 21))
+    if before is not None:
+        engine.process_commands(*before)
+    t0 = time.perf_counter()
+    engine.process_commands(cmds, types)
+    return len(cmds) / (time.perf_counter() - t0)
+
+
+def _latencies(cmds: np.ndarray, types: np.ndarray) -> dict[str, Any]:
+    """Percentiles of the wall time of each command, back to back (service time)."""
+    lat = np.zeros(len(cmds), np.int64)
+    Engine(demo_config(max_orders=1 << 21)).process_commands(cmds, types, latencies=lat)
+    return percentiles(lat)
+
+
+def _pipeline(n: int) -> float:
+    """Commands per second through the processor with journaling and a (quiet) breaker."""
+    cfg = demo_config(max_orders=1 << 21)
+    d = tempfile.mkdtemp(prefix="ringlog-engine-", dir=".")
+    try:
+        engine = Engine(cfg)
+        breaker = Breaker(BreakerConfig(limits=[Limit(max_count=10**6, window_ns=10**9,
+                                                      per="key")]))
+        p = Processor(engine, d, ProcessorConfig(slot_size=cfg.min_slot_size,
+                                                 ring_capacity=1 << 16, output_capacity=1 << 16,
+                                                 durability="group", wait="yielding"),
+                      breaker=breaker, registry=registry(cfg.l2_depth))
+        p.start()
+        cmds, types = mixed_flow(n, seed=21)
+        payloads = [c.tobytes() for c in cmds]
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(types)) + 1, [n]])
+        t0 = time.perf_counter()
+        for lo, hi in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True):
+            p.publish_many(payloads[lo:hi], int(types[lo]), timestamp_ns=lo * 1000)
+        p.drain(timeout=900)
+        return n / (time.perf_counter() - t0)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# -- peers ------------------------------------------------------------------------------------
+def _peer_cython_orderbook(cmds: np.ndarray, types: Any,
+                           before: tuple[np.ndarray, Any] | None = None) -> float | str:
+    """Commands per second of cython-orderbook on the same flow (one OrderBook per symbol)."""
+    try:
+        from cython_orderbook import Order, OrderBook, OrderSide
+    except ImportError as e:
+        return f"cython-orderbook not installed ({e}); pip install 'ringlog[bench]'"
+    books: dict[int, Any] = {}
+    ids: dict[int, tuple[Any, str, Any]] = {}     # our id -> (book, peer id, peer side)
+    sides = {Side.BUY: OrderSide.BID, Side.SELL: OrderSide.ASK}
+
+    def play(rows: list[tuple], kinds: list[int]) -> None:
+        for (oid, price, qty, _acct, sym, side, otype, tif, _fl, _stp, _pad, _tag), t in zip(
+                rows, kinds, strict=True):
+            if t == Command.NEW:
+                if qty <= 0 or side not in sides or sym > 100:
+                    continue
+                book = books.get(sym) or books.setdefault(sym, OrderBook())
+                if otype == OrderType.MARKET:
+                    book.add_market_order(Order(side=sides[side], original_quantity=qty))
+                    continue
+                o = Order(side=sides[side], price=price, original_quantity=qty)
+                book.add_limit_order(o)
+                if tif != Tif.GTC:
+                    book.cancel_order(o.order_id)
+                else:
+                    ids[oid] = (book, o.order_id, sides[side])
+            else:
+                got = ids.pop(oid, None)
+                if got is not None:
+                    got[0].cancel_order(got[1])
+                    if t == Command.MODIFY and qty > 0:   # loses priority: a new order
+                        o = Order(side=got[2], price=price, original_quantity=qty)
+                        got[0].add_limit_order(o)
+                        ids[oid] = (got[0], o.order_id, got[2])
+
+    def rows_of(c: np.ndarray, t: Any) -> tuple[list[tuple], list[int]]:
+        kinds = [t] * len(c) if isinstance(t, int) else t.tolist()
+        return c.tolist(), kinds
+
+    if before is not None:
+        play(*rows_of(*before))
+    rows, kinds = rows_of(cmds, types)
+    t0 = time.perf_counter()
+    play(rows, kinds)
+    return len(rows) / (time.perf_counter() - t0)
+
+
+def _peer_reference(n: int) -> float:
+    """Commands per second of the pure-Python reference book on the mixed flow."""
+    from ringlog.bench.runner import bench_dir
+
+    tests = str(bench_dir().parent / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    from reference_book import RefEngine
+
+    cmds, types = mixed_flow(n, seed=31)
+    ref = RefEngine(demo_config(max_orders=1 << 21))
+    payloads = [c.tobytes() for c in cmds]
+    t0 = time.perf_counter()
+    for t, p in zip(types.tolist(), payloads, strict=True):
+        ref.apply(t, p)
+    return n / (time.perf_counter() - t0)
+
+
+def _row(name: str, unit: str, values: list[float], peers: dict[str, Any] | None = None,
+         note: str = "") -> dict[str, Any]:
+    row: dict[str, Any] = {"target": "engine", "name": name, "unit": unit, **summarize(values)}
+    figures = {k: v for k, v in (peers or {}).items() if isinstance(v, float)}
+    if figures:
+        row["peers"] = figures
+        row["ratios"] = {k: row["median"] / v for k, v in figures.items()}
+    skipped = [f"{k}: {v}" for k, v in (peers or {}).items() if isinstance(v, str)]
+    if note or skipped:
+        row["note"] = "; ".join([note, *skipped]).strip("; ")
+    return row
+
+
+def run(runs: int = 3, smoke: bool = False, peers: dict | None = None) -> list[dict]:
+    """Engine-only rates, latency percentiles and the full pipeline, with the peers."""
+    n = 50_000 if smoke else 2_000_000
+    n_peer = 20_000 if smoke else 300_000
+    adds = adds_flow(n)
+    cancels = cancels_flow(adds)
+    matches = matches_flow(n)
+    mixed, types = mixed_flow(n, seed=11)
+    new = int(Command.NEW)
+    rows = [
+        _row("engine_adds_throughput", "ops/s", [_rate(adds, new) for _ in range(runs)],
+             {"cython-orderbook": _peer_cython_orderbook(adds[:n_peer], new)}),
+        _row("engine_cancels_throughput", "ops/s",
+             [_rate(cancels, int(Command.CANCEL), before=(adds, new)) for _ in range(runs)],
+             {"cython-orderbook": _peer_cython_orderbook(
+                 cancels_flow(adds[:n_peer]), int(Command.CANCEL),
+                 before=(adds[:n_peer], new))}),
+        _row("engine_matches_throughput", "ops/s", [_rate(matches, new) for _ in range(runs)],
+             {"cython-orderbook": _peer_cython_orderbook(matches[:n_peer], new)},
+             note="half the commands rest a sell, half take it with an IOC buy"),
+        _row("engine_mixed_throughput", "ops/s", [_rate(mixed, types) for _ in range(runs)],
+             {"cython-orderbook": _peer_cython_orderbook(mixed[:n_peer], types[:n_peer]),
+              "reference_book": _peer_reference(2_000 if smoke else 20_000)},
+             note="L1 + L2 (depth 5) market data on"),
+        _row("engine_mixed_no_market_data", "ops/s",
+             [_rate(mixed, types, md=False) for _ in range(runs)]),
+    ]
+    lat = [_latencies(mixed, types) for _ in range(runs)]
+    for q in ("p50", "p99", "p99.9", "max"):
+        rows.append(_row(f"engine_command_service_time_{q}", "ns", [x[q] for x in lat],
+                         note="mixed flow back to back; includes ~20 ns of clock reads"))
+    rows.append(_row("processor_engine_journaled", "ops/s",
+                     [_pipeline(20_000 if smoke else 500_000) for _ in range(runs)],
+                     note="Python processor loop; group commit; breaker on"))
+    return rows
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run(runs=1, smoke="--smoke" in sys.argv), indent=1))
+
+GOALS = [
+    {"goal": "engine-only >= 5M ops/s on the mixed stream (exchange-core's single-book figure)",
+     "row": "engine_mixed_throughput", "min": 5e6,
+     "why": "per command: a 48-byte decode, 2-4 hash probes, the match, and 2.6 reports plus L1/L2 "
+            "records built; on a shared 2-core machine the figure swings with the neighbours"},
+    {"goal": ">= 2M ops/s through the full pipeline with journaling",
+     "row": "processor_engine_journaled", "min": 2e6,
+     "why": "the processor's loop is still Python (LogicLoop.process, breaker checks and "
+            "Python emit per output, ~10 us a command); the Cython loop calling on_event_c from "
+            "ring slots is the planned fix, the engine itself is ~50x faster than this row"},
+    {"goal": ">= 10x the Python peer (cython-orderbook) on the mixed stream",
+     "row": "engine_mixed_throughput", "ratio": "cython-orderbook", "min": 10.0,
+     "why": "the peer makes Python objects per order and per trade"},
+]

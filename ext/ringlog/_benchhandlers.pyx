@@ -1,0 +1,98 @@
+"""Small Cython handlers for benchmarks and tests (the smallest real CyEventHandlers).
+
+``CountingHandler`` counts events and emits one 8-byte output every ``every`` events (the
+end-to-end throughput handler); ``LatencyHandler`` records, per event, now minus the event's
+timestamp (its intended send time from an open-loop producer) and emits one output per event;
+``SumHandler`` is the Cython twin of the tests' Python ``Summer`` (count and sum of int64
+payloads, one output per event, a poison value), so the same input can be checked through both.
+Not thread-safe: the processor's loop thread calls them.
+"""
+
+from libc.stdint cimport int64_t
+from libc.string cimport memcpy
+
+from ringlog._handler cimport CyEventHandler
+from ringlog.includes.event cimport rl_header
+
+import msgspec
+
+__all__ = ["CountingHandler", "LatencyHandler", "SumHandler"]
+
+cdef extern from "ringwait.h" nogil:
+    int64_t rl_now_ns()
+
+
+cdef class CountingHandler(CyEventHandler):
+    """Counts events; emits the count (8 bytes, type 1) every ``every`` events."""
+
+    cdef readonly int64_t count
+    cdef int64_t mask
+
+    def __init__(self, int64_t every=16):
+        if every < 1 or every & (every - 1):
+            raise ValueError(f"every must be a power of two >= 1, got {every}")
+        self.mask = every - 1
+
+    cdef int on_event_c(self, const rl_header* h, const char* payload, int64_t sequence,
+                        bint end_of_batch) except -1:
+        self.count += 1
+        if not self.count & self.mask:
+            self.emit_c(1, <const char*>&self.count, 8, 0)
+        return 0
+
+
+cdef class LatencyHandler(CyEventHandler):
+    """Stores now - timestamp_ns of each event into ``out`` and emits one output per event
+    (its timestamp is the input's, so an output consumer measures publish to output)."""
+
+    cdef int64_t[::1] out
+    cdef readonly int64_t count
+
+    def __init__(self, int64_t[::1] out):
+        self.out = out
+
+    cdef int on_event_c(self, const rl_header* h, const char* payload, int64_t sequence,
+                        bint end_of_batch) except -1:
+        if self.count < self.out.shape[0]:
+            self.out[self.count] = rl_now_ns() - h.timestamp_ns
+        self.count += 1
+        self.emit_c(1, <const char*>&sequence, 8, 0)
+        return 0
+
+
+cdef class SumHandler(CyEventHandler):
+    """Count and sum of int64 payloads; emits (sequence, running total) as type 1 with key
+    ``value % 3`` for every event; raises on the value ``fail_on``."""
+
+    cdef readonly int64_t count, total
+    cdef object fail_on
+    cdef int64_t poison
+    cdef bint has_poison
+
+    def __init__(self, fail_on=None):
+        self.fail_on = fail_on
+        self.has_poison = fail_on is not None
+        self.poison = fail_on if fail_on is not None else 0
+
+    cdef int on_event_c(self, const rl_header* h, const char* payload, int64_t sequence,
+                        bint end_of_batch) except -1:
+        cdef int64_t v = 0, out[2]
+        if h.length != 8:
+            raise ValueError(f"SumHandler expects 8-byte payloads, got {h.length} bytes")
+        memcpy(&v, payload, 8)
+        if self.has_poison and v == self.poison:
+            raise ValueError(f"poison {v}")
+        self.count += 1
+        self.total += v
+        out[0] = sequence
+        out[1] = self.total
+        self.emit_c(1, <const char*>out, 16, ((v % 3) + 3) % 3)  # Python's v % 3
+        return 0
+
+    def on_snapshot(self):
+        """[count, total] as msgpack."""
+        return msgspec.msgpack.encode([self.count, self.total])
+
+    def on_restore(self, data):
+        """Loads ``on_snapshot`` output."""
+        self.count, self.total = msgspec.msgpack.decode(data)

@@ -1,0 +1,46 @@
+# The circuit breaker's C-level API, for the processor's Cython loop: the per-output decision
+# (`check_c`) and the per-input count (`on_input_c`) without a Python call. The Python API
+# (`check`, `on_input`, `hold`, ...) calls these, so both paths decide identically.
+from libc.stdint cimport int64_t, uint32_t
+
+
+cdef enum:
+    RATIO_BUCKETS = 16
+
+
+# decisions for one output, and breaker states (exported to Python as PASS, ..., CLOSED, ...)
+cdef enum:
+    BR_PASS = 0
+    BR_HOLD = 1
+    BR_THROTTLE = 2
+    BR_TRIPPED = 3
+    BR_CLOSED = 0
+    BR_OPEN = 1
+    BR_HALF_OPEN = 2
+
+
+cdef class BreakerCore:
+    cdef list _limits
+    cdef readonly int state
+    cdef int64_t clock                  # event time: the largest timestamp seen
+    cdef int64_t ratio_window, ratio_min_inputs
+    cdef double ratio_max
+    cdef object ratio_name
+    cdef int64_t bucket_start
+    cdef int64_t ins[RATIO_BUCKETS]
+    cdef int64_t outs[RATIO_BUCKETS]
+    cdef frozenset allow
+    cdef bint has_allow                 # skip the allow-list lookup when it is empty
+    cdef int64_t half_open_after, opened_at
+    cdef public object last_trip
+    cdef object alert
+    cdef readonly list held
+    cdef readonly int64_t trips, resets, passed, throttled, checks, released, discarded
+    cdef readonly int64_t alert_errors, inputs
+
+    cdef int64_t _now(self, int64_t ts) noexcept
+    cdef void _ratio_advance(self, int64_t t) noexcept
+    cdef void on_input_c(self, int64_t timestamp_ns) noexcept
+    cdef int check_c(self, int64_t timestamp_ns, uint32_t type_id, int64_t key) except -1
+    cdef int _trip(self, int64_t t, name, int64_t count, int64_t window, key,
+                   ratio=*) except -1

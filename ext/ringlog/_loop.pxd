@@ -1,0 +1,85 @@
+# The processor's hot loops: the journaller stage and LogicCore, the business-logic state
+# machine (control events, dedup, breaker halt/resume, exception policy, outputs). One
+# per-event path (`process_c`) serves the live loop over ring slots, replay over mapped
+# journal records and Python event objects, so every decision is the same in all three.
+from libc.stdint cimport int64_t, uint32_t
+
+from ringlog._breaker cimport BreakerCore
+from ringlog._handler cimport CyEventHandler, Emitter
+from ringlog._ring cimport Ring
+from ringlog.includes.event cimport rl_header
+
+
+cdef enum HandlerKind:
+    KIND_PYTHON = 0           # on_event(event, sequence, end_of_batch) with a flyweight event
+    KIND_CYTHON = 1           # CyEventHandler.on_event_c: no Python object per event
+    KIND_BATCH = 2            # on_batch(array, first_sequence) with a numpy view of slots
+
+
+cdef class SlotEvent:
+    # The flyweight a Python handler receives: reads the header it points at. Reused for
+    # every event; valid only during the handler call (as in the Disruptor).
+    cdef const rl_header* h
+    cdef int64_t seq              # the journal sequence (the ring's differs)
+    cdef object owner_view        # memoryview over the memory `h` points into
+    cdef const char* owner_base
+
+
+cdef class _CoreEmitter(Emitter):
+    # A Cython handler's emit_c goes straight to LogicCore.emit_c (breaker, in-place write).
+    cdef LogicCore core
+
+
+cdef class LogicCore:
+    cdef readonly object handler
+    cdef readonly int kind
+    cdef CyEventHandler cy
+    cdef object py_call           # bound on_event or on_batch
+    cdef readonly BreakerCore breaker
+    cdef bint dedup_on
+    cdef public object sink           # outputs as OutputRecords when replaying or ringless
+    cdef object _reread, _snapshot, _dead_letter, _on_resume
+    cdef public int64_t snapshot_every
+    # state (saved in snapshots through ringlog.logic.LoopState)
+    cdef public int64_t last_sequence
+    cdef public int64_t pending_from   # first input held back while the breaker is open
+    cdef public dict dedup
+    cdef public int64_t outputs, published, processed, duplicates, dead_letters
+    cdef public bint replaying
+    cdef public int64_t replay_quiet   # replay: outputs below this index are suppressed
+    # the input being handled: outputs carry its sequence, timestamp and correlation id
+    cdef int64_t cur_seq, cur_ts, cur_corr
+    cdef public Ring output_ring       # live outputs are written here in place
+    cdef SlotEvent fly
+    # batch handlers: slots of `slot_size` bytes; replay gathers runs in `scratch`
+    cdef readonly int slot_size
+    cdef object dtype
+    cdef object scratch
+    cdef object scratch_view
+    cdef char* scratch_p
+    cdef int64_t scratch_cap, run_n, run_first
+    cdef object OutputRecord, TripInfo, encode, decode
+
+    cdef int process_c(self, const rl_header* h, const char* payload, int64_t seq,
+                       bint end_of_batch, object obj) except -1
+    cdef int _business(self, const rl_header* h, const char* payload, int64_t seq,
+                       bint end_of_batch, object obj) except -1
+    cdef int _call(self, const rl_header* h, const char* payload, int64_t seq,
+                   bint end_of_batch, object obj) except -1
+    cdef int _batch(self, object arr, const char* rows, int64_t n, int64_t first) except -1
+    cdef int _dead(self, object event, int64_t seq, object tb) except -1
+    cdef int _control(self, const rl_header* h, const char* payload, int64_t seq,
+                      object obj) except -1
+    cdef int _resume(self, int64_t reset_sequence) except -1
+    cdef int _after(self, int64_t seq) except -1
+    cdef bint _rare(self, const rl_header* h) noexcept
+    cdef int _flush_scratch(self) except -1
+    cdef int _ring_run(self, Ring ring, int64_t lo, int64_t hi, int64_t base) except -1
+    cdef object _readonly(self, object arr)
+    cdef char* _scratch_row(self, const rl_header* h, const char* payload) except NULL
+    cdef int emit_c(self, uint32_t type_id, const char* payload, uint32_t length,
+                    int64_t key) except -1
+    cdef int _publish(self, uint32_t type_id, uint32_t flags, const char* payload,
+                      uint32_t length, int64_t key, int64_t ts, int64_t corr,
+                      int64_t cause) except -1
+    cdef int _publish_record(self, object rec) except -1

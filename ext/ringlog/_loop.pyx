@@ -1,0 +1,655 @@
+"""The processor's hot loops: the journaller stage and the business-logic state machine.
+
+``LogicCore`` is the one implementation of the loop's logic; ``ringlog.logic.LogicLoop`` is its
+configurable Python shell. For each input event, in journal order, it decides whether it is a
+control event (breaker commands, timers, snapshot requests), a duplicate (dedup key seen
+before), input to hold back (the breaker is open: the journal is the buffer, ``pending_from``
+the first held-back sequence, re-read on a journaled reset) or business for the handler. The
+handler's outputs pass the breaker (``BreakerCore.check_c``) and are written into the output
+ring in place (claim, header + payload, publish), or held while the breaker is open.
+
+The same per-event code (``process_c``) runs live over ring slots (``run``), on replay over
+mapped journal records (``replay_segment``) and for Python event objects (``process``), so a
+replay trips, halts, resumes and emits exactly as the live run did. Handlers:
+
+- ``CyEventHandler`` subclasses: ``on_event_c`` gets the slot's header and payload pointers;
+  no Python object is made per event.
+- Python ``on_event(event, sequence, end_of_batch)``: ``event`` is a flyweight ``SlotEvent``
+  reused for every event, valid only during the call (copy ``bytes(event.payload)`` to keep).
+- Python ``on_batch(array, first_sequence)``: a numpy view (``slot_dtype``) of consecutive
+  business events; the batches are the journaller's (``FLAG_BATCH_END``), so replay hands the
+  handler the same batches. Outputs of a batch carry its last event's sequence and time.
+
+Not thread-safe: only the processor's loop thread (or the replaying thread) drives a core.
+"""
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.stdint cimport int64_t, uint32_t
+from libc.string cimport memcpy, memset
+
+from ringlog._breaker cimport BR_OPEN, BR_PASS, BR_THROTTLE, BR_TRIPPED, BreakerCore
+from ringlog._handler cimport CyEventHandler, Emitter
+from ringlog._journal cimport REC_PREFIX, SCAN_OK, JournalAppender, Segment
+from ringlog._ring cimport RL_CLOSED, RL_TIMEOUT, Consumer, Ring
+from ringlog.includes.atomics cimport rl_load_acquire
+from ringlog.includes.event cimport (
+    RL_FLAG_BATCH_END, RL_FLAG_CONTROL, RL_HEADER_SIZE, rl_header,
+)
+
+import traceback
+
+import msgspec
+import numpy as np
+
+from ringlog import events as _events
+from ringlog.errors import RingClosedError, RingLogError, SchemaError
+
+__all__ = ["LogicCore", "SlotEvent", "journal_stage"]
+
+# control type ids, from ringlog.events (the one place they are defined)
+cdef uint32_t CONTROL_BASE = _events.CONTROL_BASE
+cdef uint32_t T_TIMER = _events.TYPE_TIMER
+cdef uint32_t T_SNAPSHOT = _events.TYPE_SNAPSHOT
+cdef uint32_t T_RESET = _events.TYPE_BREAKER_RESET
+cdef uint32_t T_RELEASE = _events.TYPE_RELEASE_HELD
+cdef uint32_t T_DISCARD = _events.TYPE_DISCARD_HELD
+cdef uint32_t T_TRIPPED = _events.TYPE_BREAKER_TRIPPED
+cdef uint32_t T_CLOSED = _events.TYPE_BREAKER_CLOSED
+
+cdef int64_t WAIT_NS = 50000000  # a stage re-checks for a closed ring at least this often
+cdef char _EMPTY[1]
+
+
+cdef inline Py_ssize_t _align8(Py_ssize_t n) noexcept nogil:
+    return (n + 7) & ~7
+
+
+cdef inline bint _is_control(const rl_header* h) noexcept nogil:
+    return (h.flags & RL_FLAG_CONTROL) != 0 or h.type_id >= CONTROL_BASE
+
+
+def journal_stage(Consumer consumer, JournalAppender appender, int max_batch,
+                  bint mark_batches=True):
+    """The journaller: appends ring batches (at most ``max_batch`` slots, never wrapping the
+    ring end) with one memcpy per slot, without the GIL, then releases them to the next
+    stage.
+    With ``mark_batches`` the last slot of each batch gets FLAG_BATCH_END before it is
+    journaled, so replay sees the live batch boundaries. Returns when the ring is closed and
+    drained."""
+    cdef Ring ring = consumer.ring
+    cdef int64_t nxt = rl_load_acquire(consumer.seq_ptr) + 1, avail, hi
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    with nogil:  # the GIL is taken only to roll a segment or raise
+        while True:
+            avail = consumer.wait_for(nxt, WAIT_NS)
+            if avail == RL_CLOSED:
+                break
+            if avail == RL_TIMEOUT:
+                continue
+            hi = min(avail, nxt + max_batch - 1, nxt | ring.mask)
+            if mark_batches:
+                (<rl_header*>ring.slot(hi)).flags |= RL_FLAG_BATCH_END
+            appender.append_slots(ring.slot(nxt), ring.slot_size, hi - nxt + 1)
+            consumer.set_sequence(hi)
+            nxt = hi + 1
+
+
+cdef class SlotEvent:
+    """The event a Python handler receives: a flyweight over the slot (or journal record)
+    being handled, reused for every event and valid only during the handler call. Its
+    ``sequence`` is the journal sequence. Copy ``bytes(event.payload)`` to keep a payload."""
+
+    def __init__(self):
+        raise TypeError("SlotEvent is made by the loop only (a flyweight over its slots)")
+
+    @property
+    def sequence(self):
+        """The journal sequence of the event."""
+        return self.seq
+
+    @property
+    def timestamp_ns(self):
+        """The producer's timestamp: the only clock a handler may read."""
+        return self.h.timestamp_ns
+
+    @property
+    def correlation_id(self):
+        """The producer's correlation id (copied to the outputs)."""
+        return self.h.correlation_id
+
+    @property
+    def producer_seq(self):
+        """The producer's own sequence (the dedup key with ``producer_id``)."""
+        return self.h.producer_seq
+
+    @property
+    def type_id(self):
+        """The event type id."""
+        return self.h.type_id
+
+    @property
+    def flags(self):
+        """Header flags (FLAG_MSGPACK, FLAG_CONTROL, FLAG_BATCH_END ...)."""
+        return self.h.flags
+
+    @property
+    def producer_id(self):
+        """The producer id (0: no dedup key)."""
+        return self.h.producer_id
+
+    @property
+    def payload(self):
+        """A zero-copy memoryview of the payload, valid during the handler call."""
+        cdef Py_ssize_t off = (<const char*>self.h + RL_HEADER_SIZE) - self.owner_base
+        return self.owner_view[off:off + self.h.length]
+
+    def decode(self, registry):
+        """The payload decoded by ``registry`` (an EventRegistry) for this type id."""
+        return registry.decode(self.h.type_id, self.payload)
+
+    def __repr__(self):
+        if self.h == NULL:
+            return "SlotEvent(<unbound>)"
+        return (f"SlotEvent(sequence={self.seq}, type_id={self.h.type_id}, "
+                f"length={self.h.length}, timestamp_ns={self.h.timestamp_ns})")
+
+
+cdef class _CoreEmitter(Emitter):
+    """A Cython handler's ``emit_c`` goes straight to ``LogicCore.emit_c``."""
+
+    cdef int emit(self, uint32_t type_id, const char* payload, uint32_t length,
+                  int64_t key) except -1:
+        return self.core.emit_c(type_id, payload, length, key)
+
+
+cdef int _header_of(object event, rl_header* h, Py_buffer* buf) except -1:
+    """Fills ``h`` from a Python event (ring Event, journal Record, any InputEvent) and gets
+    its payload buffer (released by the caller)."""
+    try:
+        PyObject_GetBuffer(event.payload, buf, PyBUF_SIMPLE)
+    except TypeError:
+        raise TypeError(f"event payload must be bytes-like, got "
+                        f"{type(event.payload).__name__}") from None
+    memset(h, 0, sizeof(rl_header))
+    h.timestamp_ns = event.timestamp_ns
+    h.correlation_id = event.correlation_id
+    h.producer_seq = event.producer_seq
+    h.type_id = event.type_id
+    h.flags = event.flags
+    h.length = <uint32_t>buf.len
+    h.producer_id = event.producer_id
+    return 0
+
+
+cdef class LogicCore:
+    """The business-logic state machine (see the module docstring). Configure it through
+    ``ringlog.logic.LogicLoop``. Not thread-safe."""
+
+    def __init__(self, handler, breaker=None, *, sink=None, reread=None, snapshot=None,
+                 dead_letter=None, bint dedup=False, int64_t snapshot_every=0,
+                 int slot_size=128, int max_batch=1024, on_resume=None):
+        from ringlog.logic import OutputRecord, TripInfo
+
+        if breaker is not None and not isinstance(breaker, BreakerCore):
+            raise TypeError(f"breaker must be a ringlog.Breaker, got {type(breaker).__name__}")
+        if snapshot_every < 0:
+            raise ValueError(f"snapshot_every must be >= 0, got {snapshot_every}")
+        self.handler = handler
+        self.breaker = breaker
+        self.sink = sink
+        self._reread = reread
+        self._snapshot = snapshot
+        self._dead_letter = dead_letter
+        self._on_resume = on_resume
+        self.dedup_on = dedup
+        self.snapshot_every = snapshot_every
+        self.slot_size = slot_size
+        self.last_sequence = -1
+        self.pending_from = -1
+        self.dedup = {}
+        self.cur_seq = -1
+        self.fly = SlotEvent.__new__(SlotEvent)
+        self.OutputRecord, self.TripInfo = OutputRecord, TripInfo
+        self.encode = msgspec.msgpack.Encoder().encode
+        self.decode = msgspec.msgpack.Decoder(OutputRecord).decode
+        cdef _CoreEmitter em
+        cdef unsigned char[::1] mem
+        if isinstance(handler, CyEventHandler):
+            self.kind = KIND_CYTHON
+            self.cy = handler
+            em = _CoreEmitter(self.emit)
+            em.core = self
+            self.cy._emitter = em
+            return
+        on_batch = getattr(handler, "on_batch", None)
+        if callable(on_batch):
+            self.kind = KIND_BATCH
+            self.py_call = on_batch
+            if max_batch < 1:
+                raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+            self.dtype = _events.slot_dtype(slot_size, getattr(handler, "payload_dtype", None))
+            self.scratch = np.zeros(max_batch * slot_size, dtype=np.uint8)
+            self.scratch_view = self.scratch.view(self.dtype)
+            mem = self.scratch
+            self.scratch_p = <char*>&mem[0]
+            self.scratch_cap = max_batch
+        else:
+            on_event = getattr(handler, "on_event", None)
+            if not callable(on_event):
+                raise TypeError(f"{type(handler).__name__} is not a handler: it needs "
+                                "on_event(event, sequence, end_of_batch) or "
+                                "on_batch(array, first_sequence)")
+            self.kind = KIND_PYTHON
+            self.py_call = on_event
+        handler.emit = self.emit
+
+    # -- the per-event path ---------------------------------------------------------------
+    cdef int process_c(self, const rl_header* h, const char* payload, int64_t seq,
+                       bint end_of_batch, object obj) except -1:
+        """Handles one input event at journal ``seq`` (dense, increasing). ``obj`` is the
+        Python event for Python handlers, or None to use the flyweight over ``h``."""
+        if seq != self.last_sequence + 1 and self.last_sequence >= 0:
+            raise RuntimeError(f"input sequence {seq} after {self.last_sequence}: the loop "
+                               "must see every journal sequence once, in order")
+        self.last_sequence = seq
+        if _is_control(h):
+            self._control(h, payload, seq, obj)
+        elif self.pending_from >= 0:
+            # held back in the journal until a reset, or the automatic half-open
+            if self.breaker.tick(h.timestamp_ns):
+                self._resume(seq)
+                if self.pending_from < 0:
+                    self._business(h, payload, seq, end_of_batch, obj)
+        else:
+            self._business(h, payload, seq, end_of_batch, obj)
+        if self.snapshot_every:
+            self._after(seq)
+        return 0
+
+    cdef int _business(self, const rl_header* h, const char* payload, int64_t seq,
+                       bint end_of_batch, object obj) except -1:
+        """Runs the handler; returns 0 if the breaker opened on this event, else 1."""
+        cdef int64_t last
+        if self.dedup_on and h.producer_id:
+            last = self.dedup.get(h.producer_id, -1)
+            if h.producer_seq <= last:
+                self.duplicates += 1
+                return 1
+            self.dedup[h.producer_id] = h.producer_seq
+        self.cur_seq = seq
+        self.cur_ts = h.timestamp_ns
+        self.cur_corr = h.correlation_id
+        if self.breaker is not None:
+            self.breaker.on_input_c(h.timestamp_ns)
+        try:
+            self._call(h, payload, seq, end_of_batch, obj)
+        except Exception:
+            if self._dead_letter is None:
+                raise
+            if obj is None:
+                self.fly.h = h
+                self.fly.seq = seq
+                obj = self.fly
+            self._dead(obj, seq, traceback.format_exc())
+        self.processed += 1
+        if self.breaker is not None and self.breaker.state == BR_OPEN:
+            self.pending_from = seq + 1
+            return 0
+        return 1
+
+    cdef int _call(self, const rl_header* h, const char* payload, int64_t seq,
+                   bint end_of_batch, object obj) except -1:
+        if self.kind == KIND_CYTHON:
+            return self.cy.on_event_c(h, payload, seq, end_of_batch)
+        if self.kind == KIND_PYTHON:
+            if obj is None:
+                self.fly.h = h
+                self.fly.seq = seq
+                obj = self.fly
+            self.py_call(obj, seq, end_of_batch)
+            return 0
+        # a batch handler meets a lone event (after a control event, a dedup key, a reset)
+        # as a batch of one
+        self.run_n = 0
+        self._scratch_row(h, payload)
+        self.run_n = 0
+        self.py_call(self._readonly(self.scratch_view[:1]), seq)
+        return 0
+
+    cdef int _dead(self, object event, int64_t seq, object tb) except -1:
+        self.dead_letters += 1
+        self._dead_letter(event, seq, tb)
+        return 0
+
+    cdef int _after(self, int64_t seq) except -1:
+        """Automatic snapshots: every ``snapshot_every`` input sequences (live only)."""
+        if (seq + 1) % self.snapshot_every == 0 and not self.replaying \
+                and self._snapshot is not None:
+            self._snapshot(seq)
+        return 0
+
+    cdef int _control(self, const rl_header* h, const char* payload, int64_t seq,
+                      object obj) except -1:
+        cdef uint32_t t = h.type_id
+        cdef int64_t ts = h.timestamp_ns
+        cdef BreakerCore b = self.breaker
+        if t == T_TIMER:
+            if self.pending_from < 0:
+                self._business(h, payload, seq, True, obj)
+        elif t == T_SNAPSHOT:
+            if self._snapshot is not None and not self.replaying:
+                self._snapshot(seq)
+        elif b is None:
+            return 0
+        elif t == T_RELEASE:
+            for rec in b.release_held():
+                self._publish_record(self.decode(rec))
+        elif t == T_DISCARD:
+            b.discard_held()
+        elif t == T_RESET:
+            b.reset(ts)
+            self._publish(T_CLOSED, RL_FLAG_CONTROL, _EMPTY, 0, 0, ts, h.correlation_id, seq)
+            self._resume(seq)
+        return 0
+
+    cdef int _resume(self, int64_t reset_sequence) except -1:
+        """Re-reads the inputs held back while open, in journal order, up to (not
+        including) ``reset_sequence``."""
+        cdef int64_t lo = self.pending_from
+        cdef rl_header h
+        cdef Py_buffer buf
+        cdef int more
+        if lo < 0:
+            return 0
+        self.pending_from = -1
+        for seq, ev in self._reread(lo, reset_sequence - 1):
+            _header_of(ev, &h, &buf)
+            try:
+                if _is_control(&h):
+                    continue  # already handled when it arrived
+                more = self._business(&h, <const char*>buf.buf, seq,
+                                      seq == reset_sequence - 1, ev)
+            finally:
+                PyBuffer_Release(&buf)
+            if not more:
+                return 0  # tripped again: _business set pending_from past this event
+        return 0
+
+    # -- batch handlers -------------------------------------------------------------------
+    cdef bint _rare(self, const rl_header* h) noexcept:
+        """Does this event leave the batch path (control, held back, dedup key)?"""
+        return _is_control(h) or self.pending_from >= 0 or (self.dedup_on and h.producer_id)
+
+    cdef char* _scratch_row(self, const rl_header* h, const char* payload) except NULL:
+        """Copies an event into the next scratch row (slot layout, zero-filled)."""
+        if self.run_n >= self.scratch_cap:
+            raise RingLogError("internal: batch scratch overflow")
+        if RL_HEADER_SIZE + h.length > <uint32_t>self.slot_size:
+            raise SchemaError(f"event of {h.length} payload bytes does not fit a "
+                              f"{self.slot_size}-byte slot: replay with the slot_size it was "
+                              "written with")
+        cdef char* row = self.scratch_p + self.run_n * self.slot_size
+        memcpy(row, h, RL_HEADER_SIZE)
+        memcpy(row + RL_HEADER_SIZE, payload, h.length)
+        memset(row + RL_HEADER_SIZE + h.length, 0, self.slot_size - RL_HEADER_SIZE - h.length)
+        self.run_n += 1
+        return row
+
+    cdef int _flush_scratch(self) except -1:
+        cdef int64_t n = self.run_n
+        if n:
+            self.run_n = 0
+            self._batch(self._readonly(self.scratch_view[:n]), self.scratch_p, n,
+                        self.run_first)
+        return 0
+
+    cdef int _batch(self, object arr, const char* rows, int64_t n, int64_t first) except -1:
+        """Runs ``on_batch`` over ``n`` consecutive business events laid out as slots."""
+        cdef int64_t i, last = first + n - 1
+        cdef const rl_header* h
+        cdef object base_view
+        cdef const char* base_p
+        if first != self.last_sequence + 1 and self.last_sequence >= 0:
+            raise RuntimeError(f"input sequence {first} after {self.last_sequence}: the loop "
+                               "must see every journal sequence once, in order")
+        self.last_sequence = last
+        if self.breaker is not None:
+            for i in range(n):
+                self.breaker.on_input_c((<const rl_header*>(rows + i * self.slot_size))
+                                        .timestamp_ns)
+        h = <const rl_header*>(rows + (n - 1) * self.slot_size)
+        self.cur_seq = last
+        self.cur_ts = h.timestamp_ns
+        self.cur_corr = h.correlation_id
+        try:
+            self.py_call(arr, first)
+        except Exception:
+            if self._dead_letter is None:
+                raise
+            tb = traceback.format_exc()
+            base_view, base_p = self.fly.owner_view, self.fly.owner_base
+            if rows == self.scratch_p:
+                self.fly.owner_view = memoryview(self.scratch)
+                self.fly.owner_base = self.scratch_p
+            try:
+                for i in range(n):  # every event of the batch, so none is lost
+                    self.fly.h = <const rl_header*>(rows + i * self.slot_size)
+                    self.fly.seq = first + i
+                    self._dead(self.fly, first + i, tb)
+            finally:
+                self.fly.owner_view, self.fly.owner_base = base_view, base_p
+        self.processed += n
+        if self.breaker is not None and self.breaker.state == BR_OPEN:
+            self.pending_from = last + 1
+        if self.snapshot_every and (last + 1) // self.snapshot_every > first // \
+                self.snapshot_every and not self.replaying and self._snapshot is not None:
+            self._snapshot(last)
+        return 0
+
+    # -- drivers --------------------------------------------------------------------------
+    def run(self, Consumer consumer, int64_t base):
+        """The live loop: handles ring batches as the journaller releases them (journal
+        sequence = ``base`` + ring sequence) until the ring is closed and drained."""
+        cdef Ring ring = consumer.ring
+        cdef int64_t nxt = rl_load_acquire(consumer.seq_ptr) + 1, avail, s, lo
+        cdef const rl_header* h
+        cdef bint was_open
+        if self.kind == KIND_BATCH and ring.slot_size != self.slot_size:
+            raise ValueError(f"the ring's slots are {ring.slot_size} bytes, the batch "
+                             f"handler's view {self.slot_size}")
+        self.fly.owner_view = ring._view
+        self.fly.owner_base = ring._map.base
+        while True:
+            with nogil:
+                avail = consumer.wait_for(nxt, WAIT_NS)
+            if avail == RL_CLOSED:
+                return
+            if avail == RL_TIMEOUT:
+                continue
+            was_open = self.pending_from >= 0
+            if self.kind != KIND_BATCH:
+                for s in range(nxt, avail + 1):
+                    h = <const rl_header*>ring.slot(s)
+                    self.process_c(h, <const char*>h + RL_HEADER_SIZE, base + s,
+                                   (h.flags & RL_FLAG_BATCH_END) != 0, None)
+            else:
+                lo = -1
+                for s in range(nxt, avail + 1):
+                    h = <const rl_header*>ring.slot(s)
+                    if self._rare(h):
+                        if lo >= 0:
+                            self._ring_run(ring, lo, s - 1, base)
+                            lo = -1
+                        self.process_c(h, <const char*>h + RL_HEADER_SIZE, base + s,
+                                       (h.flags & RL_FLAG_BATCH_END) != 0, None)
+                        continue
+                    if lo < 0:
+                        lo = s
+                    if h.flags & RL_FLAG_BATCH_END or s == avail or (s & ring.mask) == \
+                            ring.mask or s - lo + 1 >= self.scratch_cap:
+                        self._ring_run(ring, lo, s, base)
+                        lo = -1
+            consumer.set_sequence(avail)
+            nxt = avail + 1
+            if was_open and self.pending_from < 0 and self._on_resume is not None:
+                self._on_resume()
+
+    cdef int _ring_run(self, Ring ring, int64_t lo, int64_t hi, int64_t base) except -1:
+        """A batch handler's run of ring slots lo..hi, as a zero-copy view."""
+        cdef int64_t n = hi - lo + 1
+        arr = np.frombuffer(ring._view, dtype=self.dtype, count=n,
+                            offset=ring.hdr.slots_offset + (lo & ring.mask) * ring.slot_size)
+        return self._batch(self._readonly(arr), ring.slot(lo), n, base + lo)
+
+    cdef object _readonly(self, object arr):
+        """Handlers read their input, never write it (replay must see what live saw)."""
+        arr.flags.writeable = False
+        return arr
+
+    def replay_segment(self, Segment seg, Py_ssize_t offset, int64_t sequence,
+                       bint verify=True, int64_t stop_sequence=-1):
+        """Replays the records of ``seg`` from byte ``offset`` (whose sequence is
+        ``sequence``) until the written end, a bad record, or past ``stop_sequence``.
+        Returns (scan status, offset reached, next sequence, records replayed), like
+        ``Segment.scan``; a batch handler's last batch waits for ``replay_done``."""
+        cdef uint32_t n = 0
+        cdef int st = SCAN_OK
+        cdef int64_t count = 0
+        cdef const rl_header* h
+        cdef const char* payload
+        self.fly.owner_view = seg._view
+        self.fly.owner_base = seg.base
+        while stop_sequence < 0 or sequence <= stop_sequence:
+            st = seg.scan_one(offset, sequence, verify, &n)
+            if st != SCAN_OK:
+                break
+            h = <const rl_header*>(seg.base + offset + REC_PREFIX)
+            payload = <const char*>h + RL_HEADER_SIZE
+            if self.kind != KIND_BATCH:
+                self.process_c(h, payload, sequence, (h.flags & RL_FLAG_BATCH_END) != 0, None)
+            elif self._rare(h):
+                self._flush_scratch()
+                self.process_c(h, payload, sequence, (h.flags & RL_FLAG_BATCH_END) != 0, None)
+            else:
+                if self.run_n == 0:
+                    self.run_first = sequence
+                self._scratch_row(h, payload)
+                if h.flags & RL_FLAG_BATCH_END or self.run_n >= self.scratch_cap:
+                    self._flush_scratch()
+            offset += REC_PREFIX + _align8(n)
+            sequence += 1
+            count += 1
+        return st, offset, sequence, count
+
+    def replay_done(self):
+        """Ends a replay: hands a batch handler the records gathered after the last batch
+        end (a batch the crash cut short)."""
+        if self.kind == KIND_BATCH:
+            self._flush_scratch()
+
+    def process(self, event, int64_t sequence, bint end_of_batch):
+        """Handles one Python input event (a ring Event, a journal Record, any object with
+        the header fields and a bytes-like payload) at journal ``sequence``."""
+        cdef rl_header h
+        cdef Py_buffer buf
+        _header_of(event, &h, &buf)
+        try:
+            if self.kind == KIND_BATCH:
+                self._flush_scratch()
+            self.process_c(&h, <const char*>buf.buf, sequence, end_of_batch, event)
+        finally:
+            PyBuffer_Release(&buf)
+
+    # -- outputs --------------------------------------------------------------------------
+    def emit(self, payload, uint32_t type_id=0, int64_t key=0):
+        """The handler's ``emit``: checks the breaker, then publishes or holds the output.
+
+        Returns the breaker's decision (0 pass, 1 held, 2 throttled, 3 tripped).
+        """
+        cdef Py_buffer buf
+        if isinstance(payload, bytes):
+            return self.emit_c(type_id, PyBytes_AS_STRING(payload),
+                               <uint32_t>PyBytes_GET_SIZE(payload), key)
+        if not isinstance(payload, (bytearray, memoryview)):
+            raise TypeError(f"emit() takes bytes-like payloads, got {type(payload).__name__}")
+        PyObject_GetBuffer(payload, &buf, PyBUF_SIMPLE)
+        try:
+            return self.emit_c(type_id, <const char*>buf.buf, <uint32_t>buf.len, key)
+        finally:
+            PyBuffer_Release(&buf)
+
+    cdef int emit_c(self, uint32_t type_id, const char* payload, uint32_t length,
+                    int64_t key) except -1:
+        cdef BreakerCore b = self.breaker
+        cdef int decision
+        self.outputs += 1
+        if b is None:
+            self._publish(type_id, 0, payload, length, key, self.cur_ts, self.cur_corr,
+                          self.cur_seq)
+            return BR_PASS
+        decision = b.check_c(self.cur_ts, type_id, key)
+        if decision == BR_PASS or decision == BR_THROTTLE:
+            self._publish(type_id, 0, payload, length, key, self.cur_ts, self.cur_corr,
+                          self.cur_seq)
+        else:
+            b.hold(self.encode(self.OutputRecord(type_id, payload[:length], key, self.cur_ts,
+                                                 self.cur_corr, self.cur_seq)))
+            if decision == BR_TRIPPED:
+                info = self.encode(self.TripInfo(self.cur_seq, b.last_trip))
+                self._publish(T_TRIPPED, RL_FLAG_CONTROL, PyBytes_AS_STRING(info),
+                              <uint32_t>PyBytes_GET_SIZE(info), 0, self.cur_ts, self.cur_corr,
+                              self.cur_seq)
+        return decision
+
+    cdef int _publish_record(self, object rec) except -1:
+        cdef bytes p = rec.payload
+        return self._publish(rec.type_id, rec.flags, PyBytes_AS_STRING(p),
+                             <uint32_t>PyBytes_GET_SIZE(p), rec.key, rec.timestamp_ns,
+                             rec.correlation_id, rec.cause)
+
+    cdef int _publish(self, uint32_t type_id, uint32_t flags, const char* payload,
+                      uint32_t length, int64_t key, int64_t ts, int64_t corr,
+                      int64_t cause) except -1:
+        """Publishes one output: in place into the output ring when live; to ``sink``
+        when replaying (unless it is already journaled and not verified) or ringless."""
+        cdef Ring r = self.output_ring
+        cdef int64_t seq
+        cdef rl_header* o
+        self.published += 1
+        if self.replaying or r is None:
+            if self.replaying and self.published <= self.replay_quiet:
+                return 0
+            if self.sink is None:
+                raise RingLogError("the loop has no output ring and no sink for its outputs")
+            self.sink(self.OutputRecord(type_id, payload[:length], key, ts, corr, cause, flags))
+            return 0
+        if length > <uint32_t>(r.slot_size - RL_HEADER_SIZE):
+            self.published -= 1
+            raise SchemaError(f"output of {length} bytes does not fit a {r.slot_size}-byte "
+                              f"output slot ({r.slot_size - RL_HEADER_SIZE} bytes after the "
+                              "header); use a larger slot_size")
+        seq = r.try_claim(1)
+        if seq < -1 and seq != RL_CLOSED:
+            with nogil:  # the output ring is full: wait without the GIL (backpressure)
+                seq = r.claim(1, -1)
+        if seq == RL_CLOSED:
+            raise RingClosedError("the output ring is closed")
+        o = <rl_header*>r.slot(seq)
+        o.sequence = seq
+        o.timestamp_ns = ts
+        o.correlation_id = corr
+        o.producer_seq = cause
+        o.type_id = type_id
+        o.flags = flags
+        o.length = length
+        o.producer_id = 0
+        memcpy(<char*>o + RL_HEADER_SIZE, payload, length)
+        r.publish_range(seq, seq)
+        return 0
+
+    @property
+    def halted(self):
+        """True while the breaker holds input back (input is journaled, not processed)."""
+        return self.pending_from >= 0

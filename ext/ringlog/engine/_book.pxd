@@ -1,0 +1,237 @@
+# The order books of the matching engine: a preallocated order pool, an id -> order hash map,
+# per-symbol books whose price levels are intrusive FIFO lists indexed directly by tick, with a
+# hierarchical bitmap per side for best-price search, and an output arena for the reports of
+# the current command. No Python object per order. Not thread-safe: the processor's loop thread
+# is the only caller.
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+
+
+cdef extern from "records.h" nogil:
+    ctypedef struct rl_command:
+        uint64_t order_id
+        int64_t price
+        int64_t qty
+        uint32_t account
+        uint32_t symbol
+        uint8_t side
+        uint8_t order_type
+        uint8_t tif
+        uint8_t flags
+        uint8_t stp
+        uint64_t client_tag
+    ctypedef struct rl_report:
+        uint64_t order_id
+        uint32_t account
+        uint32_t symbol
+        int64_t price
+        int64_t qty
+        int64_t leaves
+        uint8_t side
+        uint8_t reason
+        uint8_t command
+    ctypedef struct rl_trade:
+        uint64_t taker_id
+        uint64_t maker_id
+        uint32_t taker_account
+        uint32_t maker_account
+        uint32_t symbol
+        uint8_t taker_side
+        int64_t price
+        int64_t qty
+        int64_t taker_leaves
+        int64_t maker_leaves
+    ctypedef struct rl_l1:
+        uint32_t symbol
+        int64_t bid_price
+        int64_t bid_qty
+        int64_t ask_price
+        int64_t ask_qty
+    ctypedef struct rl_l2_head:
+        uint32_t symbol
+        uint16_t depth
+        uint16_t bids
+        uint16_t asks
+    ctypedef struct rl_l2_level:
+        int64_t price
+        int64_t qty
+    int RL_FLAG_POST_ONLY
+
+# enum values of records.py (Side, Stp, CancelReason, Report) used by the matching loop
+cdef enum:
+    BUY = 1
+    SELL = 2
+    STP_NONE = 1
+    STP_CANCEL_NEWEST = 2
+    STP_CANCEL_OLDEST = 3
+    STP_CANCEL_BOTH = 4
+    CXL_SELF_TRADE = 3
+    R_TRADE = 203
+    R_CANCELLED = 204
+    BITMAP_MAX_DEPTH = 4
+
+ctypedef struct rl_order:       # one pool entry (a live order, or a free slot)
+    uint64_t id
+    int64_t price
+    int64_t qty                 # executed + leaves (a modify sets leaves, qty follows)
+    int64_t leaves              # open quantity
+    uint32_t account
+    int32_t book                # index of its book; -1 = free slot
+    int32_t prev                # FIFO neighbours in its level (-1 = none); next = free list
+    int32_t next
+    uint8_t side
+    uint8_t flags
+    uint8_t stp                 # the order's own STP mode as sent (may be ENGINE_DEFAULT)
+
+ctypedef struct rl_level:       # one price level: an intrusive FIFO of pool indices
+    int32_t head
+    int32_t tail
+    int64_t qty
+
+ctypedef struct rl_bitmap:      # hierarchical bitmap: bit i of level k+1 = word i of level k != 0
+    uint64_t* words
+    int64_t off[BITMAP_MAX_DEPTH]
+    int64_t nwords[BITMAP_MAX_DEPTH]
+    int depth
+
+ctypedef struct rl_map:         # open addressing, linear probing, backward-shift deletion
+    uint64_t* keys
+    int64_t* vals
+    uint8_t* used
+    uint64_t mask
+    int64_t size
+
+ctypedef struct rl_book:
+    uint32_t symbol
+    int64_t min_price           # tick band: levels[price - min_price]
+    int64_t max_price
+    rl_level* levels
+    rl_bitmap bids
+    rl_bitmap asks
+    int64_t best_bid            # 0 = no bid
+    int64_t best_ask            # 0 = no ask
+    int64_t last_price          # last trade price; 0 = none yet
+    int64_t n_orders
+    uint8_t touched             # changed by the current command (market data to check)
+    uint8_t l2_dirty            # a level inside the last L2 window changed
+    int64_t l2_bid_bound        # worst bid price in the last L2 (0: fewer than depth levels)
+    int64_t l2_ask_bound        # worst ask price in the last L2 (max: fewer than depth levels)
+    int64_t l1_last[4]          # last L1 sent: bid price, bid qty, ask price, ask qty
+    char* l2_last               # last L2 payload sent (l2_size bytes)
+
+ctypedef struct rl_taker:       # the incoming side of a match (not in the pool until it rests)
+    uint64_t id
+    int64_t price               # limit; the band edge for market orders
+    int64_t qty
+    int64_t leaves
+    uint32_t account
+    uint8_t side
+    uint8_t flags
+    uint8_t stp                 # the order's STP as sent (kept when it rests)
+    uint8_t stp_mode            # resolved mode (never ENGINE_DEFAULT)
+    uint8_t command             # Command - 100, for the reports
+
+
+# -- the hash map (inline so that _engine shares it) ----------------------------------------
+cdef inline uint64_t map_hash(uint64_t x) noexcept nogil:
+    # splitmix64's finalizer: spreads sequential ids over the table
+    x ^= x >> 30
+    x *= <uint64_t>0xbf58476d1ce4e5b9
+    x ^= x >> 27
+    x *= <uint64_t>0x94d049bb133111eb
+    x ^= x >> 31
+    return x
+
+
+cdef inline int64_t map_get(const rl_map* m, uint64_t key, int64_t missing) noexcept nogil:
+    cdef uint64_t i = map_hash(key) & m.mask
+    while m.used[i]:
+        if m.keys[i] == key:
+            return m.vals[i]
+        i = (i + 1) & m.mask
+    return missing
+
+
+cdef inline int64_t* map_slot(rl_map* m, uint64_t key, int64_t initial) noexcept nogil:
+    # the value slot of `key`, inserted with `initial` if absent; the caller keeps size < cap
+    cdef uint64_t i = map_hash(key) & m.mask
+    while m.used[i]:
+        if m.keys[i] == key:
+            return &m.vals[i]
+        i = (i + 1) & m.mask
+    m.used[i] = 1
+    m.keys[i] = key
+    m.vals[i] = initial
+    m.size += 1
+    return &m.vals[i]
+
+
+cdef inline void map_del(rl_map* m, uint64_t key) noexcept nogil:
+    # backward-shift deletion: no tombstones, so probe lengths never degrade
+    cdef uint64_t i = map_hash(key) & m.mask
+    cdef uint64_t j, h
+    while True:
+        if not m.used[i]:
+            return
+        if m.keys[i] == key:
+            break
+        i = (i + 1) & m.mask
+    j = i
+    while True:
+        j = (j + 1) & m.mask
+        if not m.used[j]:
+            break
+        h = map_hash(m.keys[j]) & m.mask
+        if (h <= i or h > j) if i <= j else (h <= i and h > j):
+            m.keys[i] = m.keys[j]
+            m.vals[i] = m.vals[j]
+            i = j
+    m.used[i] = 0
+    m.size -= 1
+
+
+cdef int map_init(rl_map* m, int64_t entries) except -1
+cdef void map_free(rl_map* m) noexcept
+
+
+cdef class Books:
+    cdef rl_order* orders
+    cdef int32_t capacity
+    cdef int32_t free_head
+    cdef int32_t live
+    cdef rl_map ids             # order id -> pool index
+    cdef rl_map open_count      # account -> live orders
+    cdef rl_map symbols         # symbol id -> book index
+    cdef rl_book* books
+    cdef int32_t nbooks
+    cdef int l2_depth
+    cdef uint32_t l2_size
+    cdef char* out              # output arena: [type u32 | length u32 | key i64 | payload]...
+    cdef size_t out_len
+    cdef size_t out_cap
+    cdef int32_t n_out
+    cdef int64_t n_trades       # counters, part of the state
+    cdef int64_t traded_qty
+    cdef int64_t n_cancels      # orders cancelled out of the book (user, mass, STP)
+
+    cdef int32_t book_of(self, uint32_t symbol) noexcept
+    cdef int32_t find(self, uint64_t order_id) noexcept
+    cdef int64_t open_orders_of(self, uint32_t account) noexcept
+    cdef char* push(self, uint32_t type_id, uint32_t length, int64_t key) except NULL
+    cdef rl_report* push_report(self, uint32_t type_id, int64_t key) except NULL
+    cdef int report_order(self, uint32_t type_id, int64_t key, int32_t idx, uint8_t reason,
+                          uint8_t command, int64_t qty) except -1
+    cdef bint would_cross(self, rl_book* b, const rl_taker* t) noexcept
+    cdef int64_t fillable(self, rl_book* b, const rl_taker* t) noexcept
+    cdef int match(self, rl_book* b, rl_taker* t) except -1
+    cdef int32_t rest(self, rl_book* b, const rl_taker* t) except -1
+    cdef void unlink(self, int32_t idx) noexcept
+    cdef void release(self, int32_t idx) noexcept
+    cdef int cancel(self, int32_t idx, int64_t key, uint8_t reason, uint8_t command) except -1
+    cdef void set_leaves(self, int32_t idx, int64_t leaves) noexcept
+    cdef void level_changed(self, rl_book* b, uint8_t side, int64_t price) noexcept
+    cdef int market_data(self, rl_book* b, int64_t key, bint publish) except -1
+    cdef void clear_book(self, rl_book* b) noexcept
+    cdef int32_t first_order(self, rl_book* b, uint8_t side) noexcept
+    cdef int32_t next_order(self, int32_t idx) noexcept
+    cdef rl_book* _book(self, uint32_t symbol) except NULL
+    cdef dict _order_dict(self, int32_t idx)

@@ -1,0 +1,18 @@
+"""Stub of ringlog._benchhandlers: small Cython handlers for benchmarks and tests."""
+
+from typing import Any
+
+from ._handler import CyEventHandler
+
+class CountingHandler(CyEventHandler):
+    count: int
+    def __init__(self, every: int = 16) -> None: ...
+
+class LatencyHandler(CyEventHandler):
+    count: int
+    def __init__(self, out: Any) -> None: ...
+
+class SumHandler(CyEventHandler):
+    count: int
+    total: int
+    def __init__(self, fail_on: int | None = None) -> None: ...

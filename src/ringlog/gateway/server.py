@@ -1,0 +1,775 @@
+"""The gateway server: asyncio (uvloop) TCP sessions in front of a processor.
+
+::
+
+    client ──TCP──► Connection (asyncio.Protocol, FrameDecoder) ──► Gateway.handle
+        │ logon, seq check, limits                                    │ publish(timeout=0)
+        │                                                             ▼
+        │                                           processor input ring ─► journal ─► engine
+        │                                                                        │ emit
+        ◄── Connection.flush (one write per batch) ◄── SessionTable.route ◄── output thread
+                                                      (deque + one call_soon_threadsafe per batch)
+
+Everything but the processor's threads runs on one event loop thread, so sessions need no
+locks. The loop never blocks: commands are published with ``timeout=0`` (a full input ring
+parks them in a backlog retried from a timer while the senders' reading pauses; an open breaker
+answers Halted at once). Each connection has write-buffer limits: above ``high_water`` its
+reading pauses (so it cannot make the server queue more answers), as it does while
+``max_inflight`` of its commands await the engine; beyond ``max_buffered`` it is closed as a
+slow consumer; market data to a paused connection is dropped (it is a latest
+value), reports never are. ``start()`` recovers the engine (snapshot + journal) and rebuilds
+the sessions before the socket listens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from ..errors import CircuitOpenError, InsufficientCapacityError, RingClosedError
+from ..events import TYPE_BREAKER_TRIPPED
+from .protocol import (
+    Ack,
+    Error,
+    ErrorCode,
+    FrameDecoder,
+    FrameEncoder,
+    Halted,
+    Heartbeat,
+    Logon,
+    LogonAck,
+    LogonReject,
+    Logout,
+    MarketData,
+    NewOrder,
+    ProtocolError,
+    Subscribe,
+)
+from .session import (
+    ENGINE_MESSAGES,
+    GatewayConfig,
+    Session,
+    SessionTable,
+    correlation,
+    encode_command,
+    split_correlation,
+)
+
+__all__ = ["Connection", "Gateway", "GatewayMetrics", "GatewayThread", "new_event_loop",
+           "run_server"]
+
+_BACKLOG_RETRY_S = 0.0005
+_SETTLE_S = 0.0002
+_REBUILD_TIMEOUT_S = 30.0
+
+
+class GatewayMetrics(msgspec.Struct):
+    """Counters of a running gateway (read on the loop thread, or roughly from any)."""
+
+    connections: int = 0
+    logons: int = 0
+    logon_failures: int = 0
+    messages: int = 0
+    resends: int = 0
+    reports: int = 0
+    errors: int = 0
+    halted: int = 0
+    rate_limited: int = 0
+    slow_consumers: int = 0
+    closed_for_errors: int = 0
+    backlog_peak: int = 0
+    market_data_dropped: int = 0
+
+
+def new_event_loop(kind: str = "uvloop") -> asyncio.AbstractEventLoop:
+    """A new event loop: ``uvloop`` (the default) or ``asyncio`` (the standard one)."""
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    if kind == "asyncio":
+        return asyncio.new_event_loop()
+    raise ValueError(f"loop must be 'uvloop' or 'asyncio', got {kind!r}")
+
+
+class Connection(asyncio.Protocol):
+    """One TCP connection: frames in, answers out; bound to a session after logon.
+
+    Answers are appended to ``out`` and written once per batch (``flush``). Not thread-safe.
+    """
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+        lim = gateway.config.limits
+        self.decoder = FrameDecoder(max_frame=lim.max_frame)
+        self.encoder = FrameEncoder("msgpack")
+        self.transport: asyncio.Transport | None = None
+        self.session: Session | None = None
+        self.out = bytearray()
+        self.pending: deque[Any] = deque()  # decoded frames not handled yet (paused)
+        self.paused: set[str] = set()  # why reading is paused: write, backlog, inflight
+        self.reading = True
+        self.closing = False
+        self.errors = 0  # consecutive error frames before logon
+        self.heartbeat_s = 0.0
+        self.logout_seq = 0
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Sets the write-buffer limits that drive pause_writing / resume_writing."""
+        self.transport = transport  # type: ignore[assignment]  (uvloop's is no subclass)
+        lim = self.gw.config.limits
+        transport.set_write_buffer_limits(high=lim.high_water, low=lim.low_water)
+        sock = transport.get_extra_info("socket")
+        if lim.socket_buffer and sock is not None:
+            # bounds the kernel's share of unsent output too; only the send side: shrinking
+            # SO_RCVBUF of an established connection can stall its window (seen on Linux)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, lim.socket_buffer)
+        self.gw.connections.add(self)
+        self.gw.metrics.connections += 1
+
+    def data_received(self, data: bytes) -> None:
+        """Decodes every complete frame and handles them; then one write of the answers."""
+        self.pending.extend(self.decoder.feed(data))
+        self.process()
+
+    def process(self) -> None:
+        """Handles decoded frames until none is left or the connection is paused; frames
+        decoded before a pause wait here, and reading stays off until they are handled (at
+        most one read's worth waits per connection)."""
+        gw = self.gw
+        pending = self.pending
+        while pending and not self.paused and not self.closing:
+            gw.handle(self, pending.popleft())
+        self.flush()
+        self._sync_reading()
+
+    def pause_writing(self) -> None:
+        """The client reads slower than we answer: stop reading its requests."""
+        self.pause("write")
+
+    def resume_writing(self) -> None:
+        """The write buffer drained below low water: read requests again."""
+        self.resume("write")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Detaches the session (it survives for a reconnect)."""
+        self.closing = True
+        self.pending.clear()
+        self.gw.detach(self)
+
+    def eof_received(self) -> bool:
+        """The client closed its side: close ours (nothing more will come)."""
+        return False
+
+    # -- flow control ---------------------------------------------------------------------
+    def pause(self, why: str) -> None:
+        """Stops handling and reading for a reason (write backpressure, a backlogged input
+        ring, too many commands in flight)."""
+        self.paused.add(why)
+        self._sync_reading()
+
+    def resume(self, why: str) -> None:
+        """Lifts one reason; the waiting frames, then reading, resume when none is left."""
+        if why not in self.paused:
+            return
+        self.paused.discard(why)
+        if not self.paused:
+            if self.pending:
+                asyncio.get_running_loop().call_soon(self.process)
+            else:
+                self._sync_reading()
+
+    def _sync_reading(self) -> None:
+        want = not self.paused and not self.pending
+        t = self.transport
+        if want != self.reading and t is not None and not self.closing:
+            self.reading = want
+            if want:
+                t.resume_reading()
+            else:
+                t.pause_reading()
+
+    # -- output ---------------------------------------------------------------------------
+    def send(self, msg: msgspec.Struct) -> None:
+        """Queues one message for the next flush."""
+        if self.transport is None:
+            return
+        if not self.out:
+            self.gw.dirty.add(self)
+        self.encoder.append(self.out, msg)
+
+    def error(self, code: int, message: str, seq: int = 0) -> None:
+        """Sends an error frame; too many in a row closes this connection only."""
+        gw = self.gw
+        gw.metrics.errors += 1
+        s = self.session
+        if s is not None:
+            if seq:
+                s.record(seq, Error(code, message, seq))
+            s.errors += 1
+            n = s.errors
+        else:
+            self.errors += 1
+            n = self.errors
+        self.send(Error(code, message, seq))
+        if n > gw.config.limits.max_errors:
+            gw.metrics.closed_for_errors += 1
+            self.send(Error(ErrorCode.BAD_MESSAGE,
+                            f"more than {gw.config.limits.max_errors} errors in a row: closing"))
+            self.close()
+
+    def flush(self) -> None:
+        """Appends an Ack if the acknowledged seq moved, then writes everything queued."""
+        t = self.transport
+        if t is None or t.is_closing():
+            self.out = bytearray()  # aborted (slow consumer) or closed: nothing more goes out
+            return
+        s = self.session
+        if s is not None:
+            if "inflight" in self.paused and \
+                    len(s.inflight) <= self.gw.config.limits.max_inflight // 2:
+                self.resume("inflight")
+            target = s.ack_target()
+            if target > s.acked:
+                s.acked = target
+                self.encoder.append(self.out, Ack(target))
+            if self.logout_seq and s.acked >= self.logout_seq:
+                self.logout_seq = 0
+                self.closing = True
+        if self.out:
+            # the transport may keep the buffer it was given (uvloop does when the socket is
+            # full): hand it over and start a new one, never clear or reuse it
+            t.write(self.out)
+            self.out = bytearray()
+            lim = self.gw.config.limits
+            if t.get_write_buffer_size() > lim.max_buffered:
+                # a slow consumer: its unread output would grow without bound
+                self.gw.metrics.slow_consumers += 1
+                self.closing = True
+                t.abort()
+                return
+        if self.closing:
+            t.close()
+
+    def close(self) -> None:
+        """Closes after the queued answers are written."""
+        self.closing = True
+        self.gw.dirty.add(self)
+
+
+class Gateway:
+    """The gateway around one processor running the matching engine (or any handler that
+    speaks ``ringlog.engine.records``). Create it, ``await start()``, ``await stop()``.
+
+    The processor must be built with ``ProcessorConfig(dedup=True)`` (a resent command is
+    never applied twice) and not started: ``start()`` recovers it and rebuilds the sessions
+    first. Not thread-safe: everything runs on the event loop that called ``start()``.
+    """
+
+    def __init__(self, processor: Any, config: GatewayConfig) -> None:
+        if not processor.config.dedup:
+            raise ValueError("the gateway needs ProcessorConfig(dedup=True): without it a "
+                             "resent command could be applied twice")
+        self.processor = processor
+        self.config = config
+        self.table = SessionTable(config)
+        self.metrics = GatewayMetrics()
+        self.connections: set[Connection] = set()
+        self.dirty: set[Connection] = set()
+        self.backlog: deque[tuple[Session, int, int, bytes]] = deque()
+        self._outq: deque[Any] = deque()
+        self._scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._retry: asyncio.TimerHandle | None = None
+        self._rebuild: asyncio.Future[None] | None = None
+        self._ticker: asyncio.TimerHandle | None = None
+        self._settle_timer: asyncio.TimerHandle | None = None
+        self._settle_delay = _SETTLE_S
+        self._held_from = -1  # input whose outputs the breaker started holding; -1: none
+        self.recovery: Any = None  # the processor's RecoveryReport, if start() recovered it
+        self._routed = 0  # outputs routed since start
+        self._published0 = 0  # outputs the processor had published before start
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Recovers the engine, rebuilds sessions, starts the processor, then listens."""
+        self._loop = loop = asyncio.get_running_loop()
+        p = self.processor
+        if p.state == "created":  # recovery reads the journal: off the loop thread
+            self.recovery = await loop.run_in_executor(None, p.recover)
+        self._restore_sessions()
+        self._published0 = _published(p)
+        p.add_output_listener(self._on_output)
+        p.start()
+        await self._rebuild_live_orders()
+        c = self.config
+        self._server = await loop.create_server(lambda: Connection(self), c.host, c.port,
+                                                reuse_address=True)
+        self._ticker = loop.call_later(1.0, self._tick)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound ``(host, port)`` (the port is the kernel's choice if configured 0)."""
+        assert self._server is not None, "start() first"
+        return self._server.sockets[0].getsockname()[:2]
+
+    async def stop(self, drain_timeout: float = 10.0) -> None:
+        """Stops listening, closes every connection, drains and stops the processor."""
+        if self._server is not None:
+            self._server.close()
+        for c in list(self.connections):
+            c.flush()
+            if c.transport is not None:
+                c.transport.close()
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._retry is not None:
+            self._retry.cancel()
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+        p = self.processor
+        if p.state == "running":
+            await asyncio.get_running_loop().run_in_executor(None, p.drain, drain_timeout)
+        else:
+            p.stop()
+
+    def _restore_sessions(self) -> None:
+        """After recovery: each session's last applied seq from the processor's dedup table,
+        and the recent answers from the output journal's tail (for resends)."""
+        applied = _applied_seqs(self.processor)
+        table = self.table
+        for s in table.by_id.values():
+            s.last_seen = s.acked = applied.get(s.id, 0)
+        out = self.processor.output
+        lo = max(0, out.next_sequence - self.config.answer_scan)
+        for rec in out.reader(lo):
+            sid, seq = split_correlation(rec.correlation_id)
+            s = table.by_id.get(sid)
+            if s is None or not seq or seq > s.last_seen:
+                continue
+            for target, tseq, msg in table.route(rec.type_id, bytes(rec.payload),
+                                                 rec.correlation_id):
+                if tseq:
+                    target.record(tseq, msg)
+        for live in table.live.values():  # rebuilt from the engine itself next
+            live.clear()
+
+    async def _rebuild_live_orders(self) -> None:
+        """Asks the engine for each account's open orders (the open-orders limit's count)."""
+        table = self.table
+        accounts = list(table.live)
+        if not accounts:
+            return
+        from ..engine.records import Command
+        from .protocol import OpenOrders
+
+        table.rebuilding = set()
+        for acct in accounts:
+            type_id, payload = encode_command(OpenOrders(1), acct)
+            try:
+                self.processor.publish(payload, type_id, correlation_id=correlation(0, acct),
+                                       timeout=1.0)
+            except (CircuitOpenError, InsufficientCapacityError):
+                # the breaker is open: the engine's own per-account limit still applies
+                table.rebuilding = set()
+                return
+            table.rebuilding.add(acct)
+        assert type_id == Command.OPEN_ORDERS
+        self._rebuild = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(self._rebuild, _REBUILD_TIMEOUT_S)
+        finally:
+            self._rebuild = None
+
+    # -- input ----------------------------------------------------------------------------
+    def handle(self, conn: Connection, item: Any) -> None:
+        """One decoded frame (or protocol error) of a connection."""
+        if type(item) is ProtocolError:
+            conn.error(item.code, item.message)
+            if item.fatal:
+                conn.close()
+            return
+        self.metrics.messages += 1
+        s = conn.session
+        if s is None:
+            if type(item) is Logon:
+                self._logon(conn, item)
+            else:
+                conn.error(ErrorCode.NOT_LOGGED_ON, "log on first: send Logon(seq, token)",
+                           item.seq)
+            return
+        now = time.monotonic()
+        s.last_heard = now
+        if type(item) is Logon:
+            conn.error(ErrorCode.BAD_MESSAGE, "this connection is already logged on")
+            return
+        seq = item.seq
+        if seq <= s.last_seen:
+            self._resend(conn, s, seq)
+            return
+        if seq != s.last_seen + 1:
+            conn.error(ErrorCode.SEQUENCE_GAP,
+                       f"seq {seq} skips ahead: the next expected seq is {s.last_seen + 1}", seq)
+            return
+        s.last_seen = seq
+        lim = self.config.limits
+        if not s.take_token(lim.rate, lim.burst, now):
+            self.metrics.rate_limited += 1
+            conn.error(ErrorCode.RATE_LIMITED,
+                       f"over {lim.rate:g} messages/s (burst {lim.burst}): message dropped", seq)
+            return
+        s.errors = 0
+        t = type(item)
+        if t in ENGINE_MESSAGES:
+            self._submit(conn, s, item)
+        elif t is Heartbeat:
+            pass  # answered by the Ack of the next flush
+        elif t is Subscribe:
+            self.table.subscribe(s, item.symbol, item.depth)
+        elif t is Logout:
+            conn.logout_seq = seq
+        # the Ack of the next flush answers heartbeats, subscriptions and logouts
+
+    def _logon(self, conn: Connection, msg: Logon) -> None:
+        s = self.table.authenticate(msg.token)
+        conn.encoder = FrameEncoder(conn.decoder.codec or "msgpack")
+        if s is None or s.conn is not None:
+            self.metrics.logon_failures += 1
+            conn.send(LogonReject("unknown token" if s is None
+                                  else f"session {s.id} is already logged on"))
+            conn.close()
+            return
+        self.metrics.logons += 1
+        conn.session = s
+        s.conn = conn
+        s.errors = 0
+        s.last_heard = time.monotonic()
+        conn.heartbeat_s = msg.heartbeat_ms / 1000.0
+        if msg.seq > s.last_seen:
+            # the client saw these acknowledged: answers the server gave without the engine
+            # (errors, heartbeats, halted) are not journaled and so are forgotten by a restart
+            s.last_seen = msg.seq
+        s.acked = s.ack_target()
+        conn.send(LogonAck(s.acked, s.account))
+
+    def _resend(self, conn: Connection, s: Session, seq: int) -> None:
+        """A seq already taken: answer it again from the recorded answers, apply nothing."""
+        self.metrics.resends += 1
+        for msg in s.answers.get(seq, ()):
+            conn.send(msg)
+        if seq <= s.acked:
+            conn.send(Ack(s.acked))  # (in flight: the answers and the Ack are on their way)
+
+    def _submit(self, conn: Connection, s: Session, msg: Any) -> None:
+        seq = msg.seq
+        is_new = type(msg) is NewOrder
+        table = self.table
+        if is_new:
+            lim = self.config.limits.max_open_orders
+            if table.open_orders(s.account) >= lim:
+                conn.error(ErrorCode.LIMIT_EXCEEDED,
+                           f"account {s.account} has {lim} open or pending orders (the limit)",
+                           seq)
+                return
+            s.news.add(seq)
+            table.pending_new[s.account] += 1
+        s.inflight.append(seq)
+        if len(s.inflight) >= self.config.limits.max_inflight:
+            conn.pause("inflight")  # its answers are bounded by the window, not by its sending
+        type_id, payload = encode_command(msg, s.account)
+        if self.backlog:
+            self._park(conn, s, seq, type_id, payload)
+            return
+        try:
+            ring_seq = self.processor.publish(payload, type_id,
+                                              correlation_id=correlation(s.id, seq),
+                                              producer_id=s.id, producer_seq=seq, timeout=0)
+        except InsufficientCapacityError:
+            self._park(conn, s, seq, type_id, payload)
+        except (CircuitOpenError, RingClosedError) as e:
+            self._halted(s, seq, e)
+        else:
+            table.published(s, seq, _journal_seq(self.processor, ring_seq))
+            if self._settle_timer is None:  # completes it even if it makes no report
+                assert self._loop is not None
+                self._settle_delay = _SETTLE_S
+                self._settle_timer = self._loop.call_later(_SETTLE_S, self._settle, True)
+
+    def _halted(self, s: Session, seq: int, e: Exception) -> None:
+        """Answers Halted: the command was not published (breaker open, processor stopped)."""
+        self.metrics.halted += 1
+        s.inflight.remove(seq)
+        if seq in s.news:
+            s.news.discard(seq)
+            self.table.pending_new[s.account] -= 1
+        reason = ("circuit breaker open: retry after an operator reset"
+                  if isinstance(e, CircuitOpenError) else "the engine is stopped")
+        msg = Halted(seq, reason)
+        s.record(seq, msg)
+        if s.conn is not None:
+            s.conn.send(msg)
+
+    def _park(self, conn: Connection, s: Session, seq: int, type_id: int, payload: bytes) -> None:
+        """The input ring is full: keep the command in order and stop reading its sender."""
+        self.backlog.append((s, seq, type_id, payload))
+        self.metrics.backlog_peak = max(self.metrics.backlog_peak, len(self.backlog))
+        conn.pause("backlog")
+        if self._retry is None:
+            assert self._loop is not None
+            self._retry = self._loop.call_later(_BACKLOG_RETRY_S, self._retry_backlog)
+
+    def _retry_backlog(self) -> None:
+        self._retry = None
+        q = self.backlog
+        p = self.processor
+        while q:
+            s, seq, type_id, payload = q[0]
+            try:
+                ring_seq = p.publish(payload, type_id, correlation_id=correlation(s.id, seq),
+                                     producer_id=s.id, producer_seq=seq, timeout=0)
+            except InsufficientCapacityError:
+                assert self._loop is not None
+                self._retry = self._loop.call_later(_BACKLOG_RETRY_S, self._retry_backlog)
+                return
+            except (CircuitOpenError, RingClosedError) as e:
+                self._halted(s, seq, e)
+            else:
+                self.table.published(s, seq, _journal_seq(p, ring_seq))
+            q.popleft()
+        self._settle()
+        for c in list(self.connections):
+            if "backlog" in c.paused:
+                c.resume("backlog")
+        self._flush_dirty()
+
+    def detach(self, conn: Connection) -> None:
+        """A connection closed: its session stays (state, answers) for a reconnect."""
+        self.connections.discard(conn)
+        self.dirty.discard(conn)
+        s = conn.session
+        if s is not None and s.conn is conn:
+            s.conn = None
+            self.table.unsubscribe_all(s)
+        conn.session = None
+        conn.transport = None
+
+    def _tick(self) -> None:
+        """Once a second: close sessions silent for longer than their heartbeat allows."""
+        assert self._loop is not None
+        now = time.monotonic()
+        grace = self.config.limits.heartbeat_grace
+        for c in list(self.connections):
+            s = c.session
+            if s is not None and c.heartbeat_s and now - s.last_heard > grace * c.heartbeat_s:
+                c.send(Error(ErrorCode.BAD_MESSAGE, "no heartbeat: closing"))
+                c.close()
+        self._flush_dirty()
+        self._ticker = self._loop.call_later(1.0, self._tick)
+
+    # -- output ---------------------------------------------------------------------------
+    def _on_output(self, rec: Any) -> None:
+        """Output-thread listener: queue the record; one loop wake-up per batch."""
+        self._outq.append(rec)
+        if not self._scheduled:
+            self._scheduled = True
+            loop = self._loop
+            if loop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
+                    loop.call_soon_threadsafe(self._drain_outputs)
+
+    def _drain_outputs(self) -> None:
+        # clear the flag before draining: a record queued after this point schedules again
+        self._scheduled = False
+        q = self._outq
+        route = self.table.route
+        m = self.metrics
+        while q:
+            rec = q.popleft()
+            self._routed += 1
+            if rec.type_id == TYPE_BREAKER_TRIPPED and self._held_from < 0:
+                self._held_from = rec.cause  # outputs from this input on are held
+            for s, seq, msg in route(rec.type_id, rec.payload, rec.correlation_id, rec.cause):
+                m.reports += 1
+                if seq:
+                    s.record(seq, msg)
+                c = s.conn
+                if c is None:
+                    continue
+                if c.paused and type(msg) is MarketData:
+                    m.market_data_dropped += 1  # a latest value: the next update replaces it
+                    continue
+                c.send(msg)
+                if seq:
+                    self.dirty.add(c)  # the Ack may move even with nothing else to say
+        if self._rebuild is not None and not self.table.rebuilding \
+                and not self._rebuild.done():
+            self._rebuild.set_result(None)
+        self._settle()
+
+    def _settle(self, from_timer: bool = False) -> None:
+        """Completes commands the engine has finished. The processor says when it finished
+        an input, not which output was an input's last, so while commands are in flight this
+        rechecks on a timer: soon after progress, backing off to 50 ms when nothing moves (a
+        halted breaker holds them)."""
+        if from_timer:
+            self._settle_timer = None
+        table = self.table
+        if table.unsettled:
+            p = self.processor
+            done = _done_through(p, self._routed + self._published0)
+            if self._held_from >= 0:
+                if p.breaker is None or p.breaker.held_count == 0:
+                    self._held_from = -1  # released or discarded: routed like any output
+                else:  # held reports may still come: never complete past the trip
+                    done = min(done, self._held_from - 1)
+            moved = table.settle(done)
+            for s in moved:
+                if s.conn is not None:
+                    self.dirty.add(s.conn)
+            self._settle_delay = _SETTLE_S if moved or not from_timer \
+                else min(self._settle_delay * 2, 0.05)
+            if table.unsettled and self._settle_timer is None:
+                assert self._loop is not None
+                self._settle_timer = self._loop.call_later(self._settle_delay, self._settle,
+                                                           True)
+        self._flush_dirty()
+
+    def _flush_dirty(self) -> None:
+        dirty = self.dirty
+        while dirty:
+            dirty.pop().flush()
+
+
+# -- what the gateway needs of the processor beyond its public API (to be exposed by it) ------
+def _published(processor: Any) -> int:
+    """Outputs the processor has published to its output ring since it was created."""
+    return int(processor._loop.state.published)
+
+
+def _journal_seq(processor: Any, ring_seq: int) -> int:
+    """The journal sequence an input published at ``ring_seq`` gets (journal-before-process:
+    ring sequence 0 of this run is the journal's next sequence at start)."""
+    return int(processor._base) + ring_seq
+
+
+def _done_through(processor: Any, routed: int) -> int:
+    """The journal sequence up to which the loop has finished every input and all their
+    outputs were routed (``routed`` of them), or -1 while some are still on their way."""
+    p = processor
+    if p.state != "running":
+        return -1
+    done = p._base + p._lc.sequence  # read first: outputs of inputs <= done are published
+    return done if routed >= _published(p) else -1
+
+
+def _applied_seqs(processor: Any) -> dict[int, int]:
+    """producer id -> last applied producer seq, from the recovered processor's dedup table."""
+    fn = getattr(processor, "dedup_table", None)
+    if fn is not None:
+        return dict(fn())
+    return dict(processor._loop.state.dedup)  # until the processor exposes it publicly
+
+
+class GatewayThread:
+    """Runs a Gateway on its own event loop in a background thread (tests, benchmarks, apps
+    whose main thread is busy). ``start()`` returns once it listens; ``stop()`` joins."""
+
+    def __init__(self, processor: Any, config: GatewayConfig, loop: str = "uvloop") -> None:
+        self.gateway = Gateway(processor, config)
+        self._kind = loop
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._done: asyncio.Future[None] | None = None
+
+    def start(self, timeout: float = 30.0) -> tuple[str, int]:
+        """Starts the thread; returns the bound address once the gateway listens."""
+        self._thread = threading.Thread(target=self._run, name="ringlog-gateway", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError("the gateway did not start in time")
+        if self._error is not None:
+            raise self._error
+        return self.gateway.address
+
+    def _run(self) -> None:
+        self._loop = loop = new_event_loop(self._kind)
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._main())
+        finally:
+            loop.close()
+
+    async def _main(self) -> None:
+        self._done = asyncio.get_running_loop().create_future()
+        try:
+            await self.gateway.start()
+        except BaseException as e:
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        await self._done
+        await self.gateway.stop()
+
+    def call(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
+        """Runs ``fn()`` on the gateway's loop thread and returns its result."""
+        assert self._loop is not None
+
+        async def run() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stops the gateway (and its processor) and joins the thread. Idempotent."""
+        if self._thread is None:
+            return
+        loop, done = self._loop, self._done
+        if loop is not None and done is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+        self._thread.join(timeout)
+        self._thread = None
+
+
+def run_server(processor: Any, config: GatewayConfig, *, loop: str = "uvloop",
+               on_ready: Callable[[Gateway], None] | None = None) -> None:
+    """Runs a gateway in the foreground until SIGINT or SIGTERM, then stops it cleanly
+    (drains the processor). ``on_ready(gateway)`` is called once it listens."""
+    import signal
+
+    ev = new_event_loop(loop)
+
+    async def main() -> None:
+        gw = Gateway(processor, config)
+        stop = asyncio.get_running_loop().create_future()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(
+                sig, lambda: stop.done() or stop.set_result(None))
+        await gw.start()
+        if on_ready is not None:
+            on_ready(gw)
+        try:
+            await stop
+        finally:
+            await gw.stop()
+
+    try:
+        ev.run_until_complete(main())
+    finally:
+        ev.close()

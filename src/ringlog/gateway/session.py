@@ -1,0 +1,461 @@
+"""Gateway sessions: configuration, per-session sequencing and limits, commands and reports.
+
+A session is one configured token bound to one account, identified by a stable ``id`` that
+survives reconnects and restarts. The id is the processor's dedup key: every command a session
+sends is published with ``producer_id = id`` and ``producer_seq = seq`` and routed back by its
+``correlation_id = id << 40 | seq``, so a resent command is journaled but never applied twice
+and its reports find their session again after a restart (rebuilt from the output journal).
+
+Order ids are per account on the wire: the engine sees ``account << 32 | order_id``, so one
+account can neither address nor probe another's orders (docs/protocol.md, "Isolation").
+Nothing here does I/O; ``ringlog.gateway.server`` owns the sockets and the processor.
+"""
+
+from __future__ import annotations
+
+import hmac
+import struct
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ..engine.records import (
+    FLAG_POST_ONLY,
+    CancelReason,
+    Command,
+    RejectReason,
+)
+from ..engine.records import Report as R
+from ..errors import RingLogError
+from ..events import is_control
+from .protocol import (
+    Cancel,
+    MarketData,
+    MassCancel,
+    Modify,
+    NewOrder,
+    OpenOrders,
+    OpenOrdersEnd,
+    OrderInfo,
+    OrderStatus,
+    Report,
+)
+
+__all__ = [
+    "SEQ_BITS",
+    "GatewayConfig",
+    "GatewayConfigError",
+    "Limits",
+    "Session",
+    "SessionEntry",
+    "SessionTable",
+    "correlation",
+    "encode_command",
+    "load_config",
+    "split_correlation",
+]
+
+SEQ_BITS = 40  # correlation_id = session id << SEQ_BITS | seq
+SEQ_MASK = (1 << SEQ_BITS) - 1
+MAX_SESSION_ID = (1 << 23) - 1  # keeps the correlation id a positive int64
+ORDER_BITS = 32  # engine order id = account << ORDER_BITS | client order id
+ORDER_MASK = (1 << ORDER_BITS) - 1
+
+# Binary layouts of records.py as struct formats (a test checks them against the dtypes).
+COMMAND = struct.Struct("<QqqIIBBBBB3xQ")
+REPORT = struct.Struct("<QIIqqqBBB5x")
+TRADE = struct.Struct("<QQIIIB3xqqqq")
+L1 = struct.Struct("<I4xqqqq")
+L2_HEAD = struct.Struct("<IHHH6x")  # then depth bid levels and depth ask levels (<qq each)
+
+
+class GatewayConfigError(RingLogError, ValueError):
+    """The gateway's configuration file is missing, unreadable or invalid."""
+
+
+class SessionEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One configured session: its stable id, its logon token and the account it trades for."""
+
+    id: int
+    token: str
+    account: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.id <= MAX_SESSION_ID:
+            raise ValueError(f"session id must be in 1..{MAX_SESSION_ID}, got {self.id}")
+        if not 0 < self.account < 1 << 32:
+            raise ValueError(f"account must be in 1..2^32-1, got {self.account}")
+        if len(self.token) < 8:
+            raise ValueError(f"session {self.id}: a token needs at least 8 characters")
+
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Per-session limits; beyond them an error frame, and repeated abuse closes the session."""
+
+    max_frame: int = 4096  # bytes of one frame's body
+    rate: float = 20_000.0  # messages per second (token bucket refill)
+    burst: int = 2_000  # messages allowed at once (token bucket size)
+    max_open_orders: int = 10_000  # live + in-flight new orders per account
+    max_errors: int = 50  # consecutive error frames before the session is closed
+    resend_window: int = 4_096  # answered seqs per session kept for resends
+    max_inflight: int = 1_024  # commands awaiting the engine before the session's reading pauses
+    high_water: int = 256 << 10  # unsent bytes above which the session's reading pauses
+    low_water: int = 64 << 10  # ... and below which it resumes
+    max_buffered: int = 8 << 20  # unsent bytes beyond which the session is closed
+    socket_buffer: int = 0  # SO_SNDBUF of each connection; 0 = the kernel's default
+    heartbeat_grace: float = 2.0  # a session silent for grace x its heartbeat is closed
+
+    def __post_init__(self) -> None:
+        for name in ("max_frame", "burst", "max_open_orders", "max_errors", "resend_window",
+                     "max_inflight", "high_water", "max_buffered"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"limits.{name} must be >= 1, got {getattr(self, name)}")
+        if self.rate <= 0:
+            raise ValueError(f"limits.rate must be > 0, got {self.rate}")
+        if not 0 <= self.low_water <= self.high_water <= self.max_buffered:
+            raise ValueError("limits need 0 <= low_water <= high_water <= max_buffered")
+        if self.max_frame > 1 << 20:
+            raise ValueError(f"limits.max_frame must be <= 1 MiB, got {self.max_frame}")
+
+
+class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The server's configuration (a JSON or TOML file; docs/protocol.md, "Configuration")."""
+
+    host: str = "127.0.0.1"
+    port: int = 7878
+    sessions: list[SessionEntry] = msgspec.field(default_factory=list)
+    limits: Limits = msgspec.field(default_factory=Limits)
+    answer_scan: int = 200_000  # output journal records read at start to rebuild answers
+
+    def __post_init__(self) -> None:
+        ids: set[int] = set()
+        tokens: set[str] = set()
+        for s in self.sessions:
+            if s.id in ids:
+                raise ValueError(f"session id {s.id} appears twice")
+            if s.token in tokens:
+                raise ValueError(f"session {s.id}: its token is already used by another session")
+            ids.add(s.id)
+            tokens.add(s.token)
+        if not 0 <= self.port < 1 << 16:
+            raise ValueError(f"port must be in 0..65535, got {self.port}")
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Reads a JSON (``.json``) or TOML (any other suffix) gateway configuration file."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise GatewayConfigError(f"cannot read the gateway config {p}: {e.strerror}") from e
+    try:
+        if p.suffix == ".json":
+            return msgspec.json.decode(data, type=GatewayConfig)
+        return msgspec.toml.decode(data, type=GatewayConfig)
+    except (msgspec.ValidationError, msgspec.DecodeError) as e:
+        raise GatewayConfigError(f"invalid gateway config {p}: {e}") from e
+
+
+def correlation(session_id: int, seq: int) -> int:
+    """The correlation id of a session's command: routes its reports back to it."""
+    return session_id << SEQ_BITS | seq
+
+
+def split_correlation(corr: int) -> tuple[int, int]:
+    """``(session id, seq)`` of a correlation id (``(0, x)``: not a session's command)."""
+    return corr >> SEQ_BITS, corr & SEQ_MASK
+
+
+def encode_command(msg: Any, account: int) -> tuple[int, bytes]:
+    """``(type id, COMMAND_DTYPE payload)`` of an engine-bound client message."""
+    oid = getattr(msg, "order_id", 0)
+    eid = account << ORDER_BITS | oid if oid else 0
+    if type(msg) is NewOrder:
+        return Command.NEW, COMMAND.pack(eid, msg.price, msg.qty, account, msg.symbol, msg.side,
+                                         msg.order_type, msg.tif,
+                                         FLAG_POST_ONLY if msg.post_only else 0, msg.stp,
+                                         msg.seq)
+    if type(msg) is Cancel:
+        return Command.CANCEL, COMMAND.pack(eid, 0, 0, account, 0, 0, 0, 0, 0, 0, msg.seq)
+    if type(msg) is Modify:
+        return Command.MODIFY, COMMAND.pack(eid, msg.new_price, msg.new_qty, account, 0, 0, 0,
+                                            0, 0, 0, msg.seq)
+    if type(msg) is MassCancel:
+        return Command.MASS_CANCEL, COMMAND.pack(0, 0, 0, account, msg.symbol, 0, 0, 0, 0, 0,
+                                                 msg.seq)
+    if type(msg) is OrderStatus:
+        return Command.ORDER_STATUS, COMMAND.pack(eid, 0, 0, account, 0, 0, 0, 0, 0, 0, msg.seq)
+    if type(msg) is OpenOrders:
+        return Command.OPEN_ORDERS, COMMAND.pack(0, 0, 0, account, msg.symbol, 0, 0, 0, 0, 0,
+                                                 msg.seq)
+    raise TypeError(f"{type(msg).__name__} is not an engine command")
+
+
+ENGINE_MESSAGES = (NewOrder, Cancel, Modify, MassCancel, OrderStatus, OpenOrders)
+
+_KIND = {R.ACCEPTED: "accepted", R.REJECTED: "rejected", R.CANCELLED: "cancelled",
+         R.MODIFIED: "modified", R.RESTED: "rested"}
+
+
+_REASONS = {(R.REJECTED, int(r)): r.name.lower() for r in RejectReason} | \
+    {(R.CANCELLED, int(r)): r.name.lower() for r in CancelReason}
+
+
+def _reason(type_id: int, code: int) -> str:
+    if type_id != R.REJECTED and type_id != R.CANCELLED:
+        return ""
+    # a reason this gateway does not know (a newer engine's): tolerant reader
+    return _REASONS.get((type_id, code)) or f"reason_{code}"
+
+
+def _client_id(eid: int, account: int) -> int:
+    """The wire order id of an engine order id (hidden, 0, if another account's)."""
+    return eid & ORDER_MASK if eid >> ORDER_BITS == account else 0
+
+
+class Session:
+    """One configured session's state; it outlives connections. Not thread-safe (the loop's).
+
+    ``last_seen`` is the highest client seq taken (answered or in flight); ``acked`` the
+    highest below which everything is answered; ``inflight`` the engine-bound seqs waiting for
+    their first report; ``answers`` the recent answers kept for resends.
+    """
+
+    __slots__ = (
+        "account",
+        "acked",
+        "answers",
+        "causes",
+        "conn",
+        "depth",
+        "errors",
+        "id",
+        "inflight",
+        "last_heard",
+        "last_seen",
+        "news",
+        "token",
+        "token_time",
+        "tokens",
+        "window",
+    )
+
+    def __init__(self, entry: SessionEntry, limits: Limits) -> None:
+        self.id = entry.id
+        self.account = entry.account
+        self.token = entry.token.encode()
+        self.last_seen = 0
+        self.acked = 0
+        self.inflight: deque[int] = deque()
+        self.causes: dict[int, int] = {}  # in-flight seq -> its input's journal sequence
+        self.news: set[int] = set()  # in-flight seqs that are new orders
+        self.answers: OrderedDict[int, list[msgspec.Struct]] = OrderedDict()
+        self.window = limits.resend_window
+        self.conn: Any = None
+        self.depth: dict[int, int] = {}  # market data subscriptions: symbol -> depth
+        self.errors = 0
+        self.tokens = float(limits.burst)
+        self.token_time = time.monotonic()
+        self.last_heard = self.token_time
+
+    def record(self, seq: int, msg: msgspec.Struct) -> None:
+        """Keeps an answer to ``seq`` for resends (the oldest seqs fall out of the window)."""
+        lst = self.answers.get(seq)
+        if lst is None:
+            self.answers[seq] = lst = []
+            if len(self.answers) > self.window:
+                self.answers.popitem(last=False)
+        lst.append(msg)
+
+    def complete_through(self, seq: int) -> int:
+        """Marks in-flight seqs up to ``seq`` answered (reports of a session arrive in seq
+        order, so a later seq's report completes earlier silent ones); returns how many
+        new orders left flight."""
+        n = 0
+        q = self.inflight
+        while q and q[0] <= seq:
+            s = q.popleft()
+            self.causes.pop(s, None)
+            if s in self.news:
+                self.news.discard(s)
+                n += 1
+        return n
+
+    def ack_target(self) -> int:
+        """The highest seq with everything at or below it answered."""
+        return self.inflight[0] - 1 if self.inflight else self.last_seen
+
+    def take_token(self, rate: float, burst: int, now: float) -> bool:
+        """Token bucket: True if one more message fits the rate limit now."""
+        t = self.tokens + (now - self.token_time) * rate
+        self.tokens = t if t < burst else float(burst)
+        self.token_time = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class SessionTable:
+    """Every configured session, by id, by token and by account; routes engine reports.
+
+    ``route(record)`` turns one output record into ``(session, seq, message)`` deliveries:
+    an order's reports go to the session that sent the command (with its seq), a trade also to
+    the maker's account (seq 0: unsolicited), market data to subscribers. It also keeps each
+    account's live orders for the open-orders limit. Not thread-safe (the event loop's).
+    """
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.by_id = {e.id: Session(e, config.limits) for e in config.sessions}
+        self.by_account: dict[int, list[Session]] = {}
+        for s in self.by_id.values():
+            self.by_account.setdefault(s.account, []).append(s)
+        self.live: dict[int, set[int]] = {a: set() for a in self.by_account}
+        self.pending_new: dict[int, int] = dict.fromkeys(self.by_account, 0)
+        self.subscribers: dict[int, set[Session]] = {}
+        self.rebuilding: set[int] = set()  # accounts whose open-orders query is unanswered
+        self.unsettled: set[Session] = set()  # sessions with commands in flight
+
+    def authenticate(self, token: str) -> Session | None:
+        """The session of ``token``: compares against every token in constant time each."""
+        t = token.encode()
+        found = None
+        for s in self.by_id.values():
+            if hmac.compare_digest(s.token, t):
+                found = s
+        return found
+
+    def open_orders(self, account: int) -> int:
+        """Live plus in-flight new orders of an account (the open-orders limit counts both)."""
+        return len(self.live.get(account, ())) + self.pending_new.get(account, 0)
+
+    def subscribe(self, s: Session, symbol: int, depth: int) -> None:
+        """Sets (depth > 0) or clears a session's market-data subscription to a symbol."""
+        if depth:
+            s.depth[symbol] = depth
+            self.subscribers.setdefault(symbol, set()).add(s)
+        else:
+            s.depth.pop(symbol, None)
+            self.subscribers.get(symbol, set()).discard(s)
+
+    def unsubscribe_all(self, s: Session) -> None:
+        """Drops every subscription of a session (its connection closed)."""
+        for symbol in list(s.depth):
+            self.subscribe(s, symbol, 0)
+
+    def _complete(self, s: Session, seq: int) -> None:
+        left = s.complete_through(seq)
+        if left:
+            self.pending_new[s.account] -= left
+
+    def published(self, s: Session, seq: int, cause: int) -> None:
+        """A command of ``s`` is in the input ring at journal sequence ``cause``."""
+        s.causes[seq] = cause
+        self.unsettled.add(s)
+
+    def settle(self, done: int) -> list[Session]:
+        """Completes in-flight commands whose input (journal sequence) is at or below
+        ``done``: the loop finished them and every output they made has been routed (so a
+        command that makes no report, a mass cancel with nothing to cancel, completes too).
+        Returns the sessions whose Ack may move."""
+        out = []
+        for s in list(self.unsettled):
+            q, causes = s.inflight, s.causes
+            last = 0
+            while q and 0 <= causes.get(q[0], -1) <= done:
+                last = q[0]
+                self._complete(s, last)
+            if last:
+                out.append(s)
+            if not q:
+                self.unsettled.discard(s)
+        return out
+
+    def route(self, type_id: int, payload: bytes, corr: int, cause: int = -1,
+              ) -> Iterator[tuple[Session, int, msgspec.Struct]]:
+        """Deliveries of one engine output (``cause``: the journal sequence of the input that
+        made it); also updates live orders and in-flight seqs."""
+        if is_control(type_id):
+            # the processor's own outputs (breaker tripped/closed) carry the correlation of
+            # the input they followed; they are not the engine's answer to it
+            return
+        sid, seq = corr >> SEQ_BITS, corr & SEQ_MASK
+        req = self.by_id.get(sid) if sid else None
+        if req is not None and seq:
+            # a session's commands are journaled in seq order: a report of seq means every
+            # earlier seq is done (even one that made no report); seq itself may have more
+            self._complete(req, seq - 1)
+        if type_id in _KIND:
+            eid, account, symbol, price, qty, leaves, _side, reason, _cmd = \
+                REPORT.unpack(payload)
+            live = self.live.get(account)
+            if live is not None:
+                if type_id == R.RESTED or (type_id == R.MODIFIED and leaves > 0):
+                    live.add(eid)
+                elif type_id in (R.CANCELLED, R.MODIFIED):
+                    live.discard(eid)
+            msg = Report(seq, _KIND[type_id], _client_id(eid, account), _reason(type_id, reason),
+                         price, qty, leaves, symbol=symbol)
+            yield from self._to_account(req, seq, account, msg)
+        elif type_id == R.TRADE:
+            (taker, maker, t_acct, m_acct, symbol, _side, price, qty, t_leaves,
+             m_leaves) = TRADE.unpack(payload)
+            for acct, eid, left in ((t_acct, taker, t_leaves), (m_acct, maker, m_leaves)):
+                if not left and acct in self.live:
+                    self.live[acct].discard(eid)
+            taker_msg = Report(seq, "trade", _client_id(taker, t_acct), "", price, qty, t_leaves,
+                               maker_id=_client_id(maker, t_acct),
+                               taker_id=_client_id(taker, t_acct), symbol=symbol)
+            yield from self._to_account(req, seq, t_acct, taker_msg)
+            maker_msg = Report(0, "trade", _client_id(maker, m_acct), "", price, qty, m_leaves,
+                               maker_id=_client_id(maker, m_acct),
+                               taker_id=_client_id(taker, m_acct), symbol=symbol)
+            yield from self._to_account(None, 0, m_acct, maker_msg)
+        elif type_id == R.ORDER_INFO:
+            eid, account, symbol, price, _qty, leaves, side, _, _cmd = \
+                REPORT.unpack(payload)
+            if req is None and sid == 0:  # the gateway's own query: seq is the account
+                if leaves > 0 and seq in self.live:
+                    self.live[seq].add(eid)
+                return
+            if req is not None:
+                yield req, seq, OrderInfo(seq, _client_id(eid, account), symbol, side, price,
+                                          leaves, "open" if leaves > 0 else "done")
+        elif type_id == R.OPEN_ORDERS_END:
+            count = REPORT.unpack(payload)[0]
+            if req is None and sid == 0:
+                self.rebuilding.discard(seq)
+            elif req is not None:
+                yield req, seq, OpenOrdersEnd(seq, count)
+        elif type_id == R.L1:
+            symbol, bp, bq, ap, aq = L1.unpack(payload)
+            md = MarketData(symbol, 0, bp, bq, ap, aq)
+            for s in self.subscribers.get(symbol, ()):
+                if s.depth.get(symbol) == 1:
+                    yield s, 0, md
+        elif type_id == R.L2:
+            symbol, depth, _bids, _asks = L2_HEAD.unpack_from(payload)
+            levels = struct.unpack_from(f"<{4 * depth}q", payload, L2_HEAD.size)
+            subs = [s for s in self.subscribers.get(symbol, ()) if s.depth.get(symbol, 0) > 1]
+            if subs:
+                mds = [MarketData(symbol, i, levels[2 * i], levels[2 * i + 1],
+                                  levels[2 * (depth + i)], levels[2 * (depth + i) + 1])
+                       for i in range(depth)]
+                for s in subs:
+                    for md in mds[:s.depth[symbol]]:
+                        yield s, 0, md
+
+    def _to_account(self, req: Session | None, seq: int, account: int,
+                    msg: msgspec.Struct) -> Iterable[tuple[Session, int, msgspec.Struct]]:
+        if req is not None and req.account == account:
+            return ((req, seq, msg),)
+        # not this session's command (a maker's fill, an operator's kill): every session of
+        # the account hears it, unsolicited (seq 0)
+        if seq:
+            msg = msgspec.structs.replace(msg, seq=0)
+        return [(s, 0, msg) for s in self.by_account.get(account, ())]

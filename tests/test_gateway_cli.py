@@ -1,0 +1,109 @@
+"""`ringlog serve` and `ringlog load` end to end: subprocess server, real TCP, restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from ringlog.cli import main
+from ringlog.client import Client
+from ringlog.engine.records import Side
+from ringlog.gateway.protocol import OpenOrders
+
+ENGINE = "standin_engine:StandInEngine"  # the real engine once it has landed
+TESTS = Path(__file__).parent
+
+
+def _config(tmp_path):
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text("port = 0\n" + "".join(
+        f'[[sessions]]\nid = {i}\ntoken = "load-token-{i}"\naccount = {100 + i}\n'
+        for i in (1, 2)))
+    return cfg
+
+
+def _serve(tmp_path, cfg):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "ringlog", "serve", str(tmp_path / "data"),
+                             "--config", str(cfg), "--engine", ENGINE, "--durability", "none"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait(10)
+        raise AssertionError(f"serve did not start: {proc.stderr.read()}")
+    return proc, json.loads(line)
+
+
+def _stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, proc.stderr.read()
+    proc.stdout.close()
+    proc.stderr.close()
+
+
+def test_serve_then_load_then_restart_recovers_the_orders(tmp_path, capsys):
+    cfg = _config(tmp_path)
+    proc, ready = _serve(tmp_path, cfg)
+    try:
+        assert ready["event"] == "listening" and ready["host"] == "127.0.0.1"
+        port = str(ready["port"])
+        out = tmp_path / "load.json"
+        rc = main(["load", "--config", str(cfg), "--port", port, "--connections", "2",
+                   "--rate", "2000", "--duration", "0.5", "--warmup", "0.1",
+                   "--pattern", "rest_cancel", "--json", str(out)])
+        doc = json.loads(out.read_text())
+        assert rc == 0 and doc["sent"] == doc["answered"] == 1000 and doc["missing"] == 0
+        assert doc["latency_ns"]["count"] > 0 and doc["latency_ns"]["p50"] > 0
+        with Client("127.0.0.1", ready["port"], "load-token-1") as c:
+            c.new_order(4_000_000, 7, Side.BUY, 3, 50)
+            assert c.request(OpenOrders, 7)[-1].count == 1
+    finally:
+        _stop(proc)
+    proc, ready = _serve(tmp_path, cfg)
+    try:
+        assert ready["recovered"]["replayed"] > 1000
+        with Client("127.0.0.1", ready["port"], "load-token-1") as c:
+            got = c.request(OpenOrders, 7)
+            assert [(m.order_id, m.open_qty) for m in got[:-1]] == [(4_000_000, 3)]
+    finally:
+        _stop(proc)
+
+
+def test_serve_with_a_bad_config_exits_2_naming_the_field(tmp_path, capsys):
+    bad = tmp_path / "gw.toml"
+    bad.write_text("[[sessions]]\nid = 1\ntoken = 'short'\naccount = 1\n")
+    assert main(["serve", str(tmp_path / "d"), "--config", str(bad)]) == 2
+    assert "8 characters" in capsys.readouterr().err
+
+
+def test_load_without_enough_tokens_is_a_usage_error(capsys):
+    assert main(["load", "--token", "x" * 10, "--connections", "2"]) == 2
+    assert "need as many tokens" in capsys.readouterr().err
+
+
+def test_kill_9_mid_stream_then_resend_applies_every_order_exactly_once(tmp_path):
+    cfg = _config(tmp_path)
+    proc, ready = _serve(tmp_path, cfg)
+    c = Client("127.0.0.1", ready["port"], "load-token-2")
+    try:
+        for i in range(1, 301):  # resting orders, not awaited
+            c.new_order(i, 3, Side.SELL, 1, 1000 + i)
+        c.answers(100)  # some are surely processed, others may be in flight
+        proc.kill()  # SIGKILL: no drain, no goodbye
+        proc.wait(10)
+        proc.stdout.close()
+        proc.stderr.close()
+        proc, ready = _serve(tmp_path, cfg)
+        # resends every unacked order: each is applied now or answered again
+        c.reconnect(port=ready["port"])
+        got = c.request(OpenOrders, 3, timeout=20)
+        assert [m.order_id for m in got[:-1]] == list(range(1, 301))
+        assert c.acked == 301 and not c.unacked
+    finally:
+        c.close()
+        _stop(proc)
