@@ -76,3 +76,11 @@ class Crashy(Book):
         if sequence == 123:
             raise KeyError("no such account")
         return qty
+
+
+def engine():
+    """The matching engine as the replay handler (a factory: Engine needs its config)."""
+    from ringlog.engine import Engine
+    from ringlog.engine.flow import demo_config
+
+    return Engine(demo_config(2, max_orders=1 << 14))
