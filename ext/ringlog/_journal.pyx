@@ -377,8 +377,10 @@ def corrupt(path, Py_ssize_t off, int64_t seq, int status):
     """The JournalCorruptError for a failed scan at ``off`` of ``path``."""
     what = {SCAN_BAD_LENGTH: "impossible record length", SCAN_BAD_CRC: "checksum mismatch",
             SCAN_BAD_SEQUENCE: "sequence out of order",
-            SCAN_BAD_PADDING: "non-zero padding after the record"}.get(status,
-                                                                       f"status {status}")
+            SCAN_BAD_PADDING: "non-zero padding after the record",
+            SCAN_UNTERMINATED: "data after the last record's missing length word (a damaged "
+                               "length word, not a torn tail: data or a durable mark follows)"
+            }.get(status, f"status {status}")
     return JournalCorruptError(f"{path}: {what} at byte offset {off} (expected sequence "
                                f"{seq})", path, off, seq)
 

@@ -19,6 +19,7 @@ class ScanStatus(IntEnum):
     SCAN_BAD_CRC = 3
     SCAN_BAD_SEQUENCE = 4
     SCAN_BAD_PADDING = 5
+    SCAN_UNTERMINATED = 6
 
 class Durability(IntEnum):
     NONE = 0

@@ -59,9 +59,10 @@ __all__ = [
     "tail",
 ]
 
-_SCAN_END = 1
+_SCAN_END, _SCAN_UNTERMINATED = 1, 6
 _SCAN_WHAT = {2: "impossible record length", 3: "checksum mismatch",
-              4: "sequence out of order"}
+              4: "sequence out of order", 5: "non-zero padding",
+              6: "bytes after the last record with no length word"}
 _END_PROBE = 65536  # bytes after the written end that must be zero
 
 
@@ -520,14 +521,16 @@ def _check_segment(i: int, first: int, p: Path, expect: int, last: bool,
     if status == _SCAN_END:
         # a sealed segment is all zeros after its last record; the last one is probed
         junk = seg.first_nonzero(off, seg.size if not last else off + _END_PROBE)
-        if junk >= 0:
+        if junk >= 0 and not last:
             return Problem("corrupt", str(p), off, nxt,
                            f"{p}: the records end at byte offset {off} (sequence {nxt}) but "
                            f"byte {junk} after it is not zero: a damaged length word hides "
                            "what follows", i)
+        if junk >= 0:  # a torn record whose length was never stored, or a damaged length
+            status = _SCAN_UNTERMINATED
     if status != _SCAN_END:
         what = _SCAN_WHAT.get(status, f"status {status}")
-        end = torn_tail_end(seg, off) if last else None
+        end = torn_tail_end(seg, off, nxt) if last else None
         if end is not None:
             return Problem("torn_tail", str(p), off, nxt,
                            f"{p}: torn tail at byte offset {off} (sequence {nxt}, {what}, "
