@@ -413,8 +413,13 @@ def test_replay_with_the_breaker_halts_and_resumes_where_the_live_run_did(tmp_pa
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["verified_outputs"] == outputs
     assert json.loads(out.read_text())["state"] == live
-    r = ringlog("replay", d, "--handler", f"{HANDLERS}:Book", "--verify", "--json")
+    r = ringlog("replay", d, "--handler", f"{HANDLERS}:Book", "--breaker", "none", "--verify",
+                "--json")
     assert r.returncode == 1  # without the breaker the outputs differ at the first trip
+    # by default the breaker the processor ran with comes from DIR/processor.json
+    r = ringlog("replay", d, "--handler", f"{HANDLERS}:Book", "--verify", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["verified_outputs"] == outputs
     # control events by name, in both journals; trip reports decoded from msgpack
     resets = jsonl(ringlog("journal", "dump", d, "--type", "breaker_reset", "--json").stdout)
     assert [x["timestamp_ns"] for x in resets] == [10_000 * ms, 20_000 * ms]

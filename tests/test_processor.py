@@ -257,3 +257,21 @@ def test_metrics_are_readable_while_running(tmp_path):
     assert (m.published, m.journaled, m.outputs) == (100, 100, 100)
     assert m.logic_lag == 0 and m.duplicates == 0 and m.state == "running"
     p.drain(timeout=30)
+
+
+def test_start_records_how_the_directory_is_run_for_the_replay_tools(tmp_path):
+    from ringlog.processor import read_manifest
+
+    assert read_manifest(tmp_path) is None  # no processor has started here
+    cfg = msgspec.structs.replace(CFG, dedup=True, exception_policy="dead_letter")
+    limits = BreakerConfig(limits=[Limit(max_count=5, window_ns=10**9, per="key")])
+    p = Processor(Summer(), tmp_path, cfg, breaker=Breaker(limits))
+    p.start()
+    p.stop()
+    m = read_manifest(tmp_path)
+    assert m.handler == f"{Summer.__module__}:Summer" and m.config == cfg
+    assert msgspec.convert(m.breaker, BreakerConfig) == limits
+    assert not list(tmp_path.glob("*.tmp*"))  # written atomically, nothing left behind
+    (tmp_path / "processor.json").write_text('{"handler": 3}')
+    with pytest.raises(RingLogError, match=r"processor\.json"):
+        read_manifest(tmp_path)

@@ -243,13 +243,19 @@ def _replayer(args: argparse.Namespace) -> Any:
 
     if not Path(args.dir).is_dir():
         raise UsageError(f"{args.dir}: no such directory (give a processor directory)")
+    from .processor import read_manifest
+
+    # what the processor ran with (processor.json), unless the flags say otherwise
+    ran = read_manifest(args.dir)
+    spec = args.breaker if args.breaker is not None else (ran and ran.breaker)
     try:
         handler = make_handler(args.handler)
-        breaker = make_breaker(args.breaker)
+        breaker = make_breaker(None if spec == "none" else spec)
     except ValueError as e:
         raise UsageError(str(e)) from e
-    return Replayer(args.dir, handler, breaker=breaker, dedup=args.dedup,
-                    dead_letter=args.dead_letter)
+    dedup = args.dedup or bool(ran and ran.config.dedup)
+    dead_letter = args.dead_letter or bool(ran and ran.config.exception_policy == "dead_letter")
+    return Replayer(args.dir, handler, breaker=breaker, dedup=dedup, dead_letter=dead_letter)
 
 
 def _target(args: argparse.Namespace, rp: Any) -> int | None:
@@ -617,11 +623,14 @@ def _add_handler_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", metavar="DIR", help="processor directory (input/ output/ snapshots/)")
     p.add_argument("--handler", required=True, metavar="MODULE:CLASS",
                    help="the handler class (or factory) the processor ran")
-    p.add_argument("--breaker", metavar="CONFIG.json|MODULE:ATTR",
-                   help="the breaker the processor ran with (its state is in the snapshots)")
-    p.add_argument("--dedup", action="store_true", help="the processor ran with dedup=True")
+    p.add_argument("--breaker", metavar="CONFIG.json|MODULE:ATTR|none",
+                   help="the breaker the processor ran with (default: the one recorded in "
+                        "DIR/processor.json; none: replay without a breaker)")
+    p.add_argument("--dedup", action="store_true", help="the processor ran with dedup=True "
+                   "(default: as recorded in DIR/processor.json)")
     p.add_argument("--dead-letter", action="store_true",
-                   help="the processor ran with exception_policy='dead_letter'")
+                   help="the processor ran with exception_policy='dead_letter' (default: as "
+                        "recorded in DIR/processor.json)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--to", dest="to_seq", type=int, metavar="SEQ", help="stop after this "
                    "input sequence (default: the end)")

@@ -530,6 +530,8 @@ def _check_segment(i: int, first: int, p: Path, expect: int, last: bool,
             status = _SCAN_UNTERMINATED
     if status != _SCAN_END:
         what = _SCAN_WHAT.get(status, f"status {status}")
+        if status == _SCAN_UNTERMINATED and lock_holder(p.parent):
+            return None  # a live appender is writing the next record: its length comes last
         end = torn_tail_end(seg, off, nxt) if last else None
         if end is not None:
             return Problem("torn_tail", str(p), off, nxt,

@@ -39,7 +39,10 @@ from .events import (
 )
 from .logic import InputEvent, LogicLoop, LoopState, OutputRecord
 
-__all__ = ["Processor", "ProcessorConfig", "ProcessorMetrics", "RecoveryReport"]
+__all__ = ["Processor", "ProcessorConfig", "ProcessorManifest", "ProcessorMetrics",
+           "RecoveryReport", "read_manifest"]
+
+MANIFEST = "processor.json"
 
 
 class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -85,6 +88,27 @@ class ProcessorMetrics(msgspec.Struct, frozen=True):
     dead_letters: int
     events_in_per_s: float
     events_out_per_s: float
+
+
+class ProcessorManifest(msgspec.Struct, frozen=True):
+    """How a processor directory was last run, written by ``start()`` as ``processor.json``:
+    the handler's class, the ProcessorConfig and the breaker's configuration (None: none).
+    ``ringlog replay`` takes its breaker, dedup and exception policy from it."""
+
+    handler: str
+    config: ProcessorConfig
+    breaker: dict[str, Any] | None = None
+
+
+def read_manifest(directory: str | Path) -> ProcessorManifest | None:
+    """The manifest of a processor directory; None where no processor has started there."""
+    path = Path(directory) / MANIFEST
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=ProcessorManifest)
+    except FileNotFoundError:
+        return None
+    except msgspec.DecodeError as e:  # ValidationError is a DecodeError
+        raise RingLogError(f"{path}: {e}") from e
 
 
 class RecoveryReport(msgspec.Struct, frozen=True):
@@ -214,6 +238,17 @@ class Processor:
         if self.config.durability != "none":
             self.input.sync()
 
+    def _write_manifest(self) -> None:
+        """Records how this directory is run (``processor.json``, atomically), so that the
+        replay tools rebuild state the same way without being told."""
+        from .snapshot import atomic_write
+
+        h = type(self.handler)
+        b = getattr(self.breaker, "config", None)
+        doc = ProcessorManifest(handler=f"{h.__module__}:{h.__qualname__}", config=self.config,
+                                breaker=msgspec.to_builtins(b) if b is not None else None)
+        atomic_write(self.directory / MANIFEST, msgspec.json.format(msgspec.json.encode(doc)))
+
     def _restore(self, data: bytes) -> None:
         parts = msgspec.msgpack.decode(data, type=_Snapshot)
         self._loop.state = parts.loop
@@ -266,6 +301,7 @@ class Processor:
         self._oc = self._out.consumer()
         self._base = self.input.last_sequence + 1  # journal sequence of ring sequence 0
         self._loop.output_ring = self._out
+        self._write_manifest()
         self._state = "running"
         for name, fn in (("journaller", self._run_journaller), ("logic", self._run_logic),
                          ("output", self._run_output)):

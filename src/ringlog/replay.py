@@ -76,12 +76,16 @@ def make_handler(spec: str) -> Any:
     return handler
 
 
-def make_breaker(spec: str | None) -> Any | None:
-    """The breaker a processor ran with: a BreakerConfig JSON file, or ``module:attr`` (a
-    Breaker, a BreakerConfig/dict, or a factory). None without a spec."""
+def make_breaker(spec: str | dict[str, Any] | None) -> Any | None:
+    """The breaker a processor ran with: a BreakerConfig JSON file, ``module:attr`` (a
+    Breaker, a BreakerConfig/dict, or a factory) or a config dict (from processor.json).
+    None without a spec."""
     if not spec:
         return None
     from .breaker import Breaker
+
+    if isinstance(spec, dict):
+        return Breaker(spec)
 
     if spec.endswith(".json"):
         try:

@@ -25,7 +25,29 @@ import msgspec
 from ._journal import crc32c
 from .errors import SnapshotError
 
-__all__ = ["Snapshot", "SnapshotStore"]
+__all__ = ["Snapshot", "SnapshotStore", "atomic_write"]
+
+
+def atomic_write(final: Path, *parts: bytes) -> None:
+    """Writes ``parts`` to ``final`` atomically: temp file, fsync, rename, fsync of the
+    directory. After a crash the file is either whole or as it was. Raises OSError."""
+    tmp = final.with_suffix(f"{final.suffix}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            for part in parts:
+                f.write(part)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        fd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 log = logging.getLogger("ringlog.snapshot")
 
@@ -65,22 +87,9 @@ class SnapshotStore:
         head = _HEAD.pack(_MAGIC, _VERSION, 0, sequence, time.time_ns(), len(m), len(data),
                           crc32c(body))
         final = self._file(sequence)
-        tmp = final.with_suffix(f".tmp{os.getpid()}")
         try:
-            with open(tmp, "wb") as f:
-                f.write(head)
-                f.write(body)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-            fd = os.open(self.path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            atomic_write(final, head, body)
         except OSError as e:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             raise SnapshotError(f"cannot write snapshot {final}: {e}") from e
         return final
 
