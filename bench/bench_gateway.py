@@ -13,7 +13,6 @@ always runs on uvloop), with 1 and 8 connections. Client and server share the ma
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -27,16 +26,10 @@ from ringlog.gateway.load import LoadConfig, measure
 
 LOOPS = ("uvloop", "asyncio")
 TOKENS = [f"bench-token-{i:02d}" for i in range(1, 9)]
-
-
-def _engine() -> tuple[str, dict[str, str]]:
-    """The engine handler spec for `ringlog serve`, and any environment it needs."""
-    try:
-        from ringlog.engine import MatchingEngine  # noqa: F401
-    except ImportError:  # before the engine lands: the tests' stand-in (same records)
-        tests = Path(__file__).resolve().parents[1] / "tests"
-        return "standin_engine:StandInEngine", {"PYTHONPATH": str(tests)}
-    return "ringlog.engine:MatchingEngine", {}
+# the real matching engine (the default of `ringlog serve`): the load's symbol 1; IOC buys
+# at price 1 find no sellers, so each order is accepted then cancelled unfilled
+ENGINE = ("[engine]\nmax_orders = 1048576\n"
+          "[[engine.symbols]]\nsymbol = 1\nmax_price = 100000\n")
 
 
 class _Server:
@@ -47,13 +40,11 @@ class _Server:
         cfg.write_text("port = 0\n[limits]\nrate = 1e7\nburst = 1000000\n"
                        "max_open_orders = 1000000\n" + "".join(
                            f'[[sessions]]\nid = {i}\ntoken = "{t}"\naccount = {i}\n'
-                           for i, t in enumerate(TOKENS, 1)))
-        spec, env = _engine()
+                           for i, t in enumerate(TOKENS, 1)) + ENGINE)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ringlog", "serve", str(Path(directory) / "data"),
-             "--config", str(cfg), "--engine", spec, "--loop", loop],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, **env})
+             "--config", str(cfg), "--loop", loop],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line:

@@ -111,7 +111,7 @@ def _rate(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a rate: {text!r} (e.g. 2500, 10k, 1.5M)") from None
 
 
-DEFAULT_ENGINE = "ringlog.engine:MatchingEngine"
+DEFAULT_ENGINE = "ringlog.engine:Engine"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -138,13 +138,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (ImportError, AttributeError) as e:
         print(f"cannot load the engine {args.engine!r}: {e}", file=sys.stderr)
         return EXIT_USAGE
+    from . import engine
+
+    real = factory is engine.Engine
+    if real and cfg.engine is None:
+        print(f"{args.config}: no [engine] section: the matching engine needs its symbols "
+              "(docs/protocol.md, \"Configuration\")", file=sys.stderr)
+        return EXIT_USAGE
     breaker = None
     if args.breaker_max:
-        breaker = Breaker(BreakerConfig(limits=[Limit(max_count=args.breaker_max,
-                                                      window_ns=args.breaker_window_ms * 10**6)]))
-    proc = Processor(factory(), args.directory,
+        # the engine emits every report keyed by its account: per="key" limits each account
+        breaker = Breaker(BreakerConfig(limits=[Limit(
+            max_count=args.breaker_max, window_ns=args.breaker_window_ms * 10**6,
+            per="key" if args.breaker_per_account else None)]))
+    slot = cfg.engine.min_slot_size if cfg.engine is not None else 128
+    reg = engine.registry(cfg.engine.l2_depth) if real and cfg.engine is not None else None
+    proc = Processor(factory(cfg.engine) if cfg.engine is not None else factory(),
+                     args.directory,
                      ProcessorConfig(dedup=True, durability=args.durability,
-                                     snapshot_every=args.snapshot_every), breaker=breaker)
+                                     snapshot_every=args.snapshot_every,
+                                     slot_size=max(slot, 128)),
+                     breaker=breaker, registry=reg)
 
     def ready(gw: Any) -> None:
         host, port = gw.address
@@ -212,6 +226,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--breaker-max", type=int, default=0,
                    help="trip the breaker above this many outputs per window (0: no breaker)")
     s.add_argument("--breaker-window-ms", type=int, default=1000)
+    s.add_argument("--breaker-per-account", action="store_true",
+                   help="--breaker-max counts each account's reports apart")
     s.add_argument("--switch-interval-us", type=int, default=500,
                    help="the interpreter's GIL switch interval (default 500; Python's is 5000)")
 

@@ -438,6 +438,37 @@ class Processor:
 
     # -- inspection -----------------------------------------------------------------------
     @property
+    def processed_sequence(self) -> int:
+        """Journal sequence of the last input the loop has finished (-1: none yet). While
+        running, every output of the inputs up to it is already in the output ring (it is
+        read before ``published_outputs`` when both are read). Safe from any thread."""
+        if self._state == "running":
+            return int(self._base + self._lc.sequence)
+        return int(self._loop.last_sequence)
+
+    @property
+    def published_outputs(self) -> int:
+        """Outputs published to the output ring since the processor's first event (its
+        output journal's next sequence once they are journaled); held outputs are not
+        counted until released. Safe from any thread."""
+        return int(self._loop.published)
+
+    def dedup_positions(self) -> dict[int, int]:
+        """``producer_id -> last applied producer_seq`` of the dedup table (a copy); after
+        ``recover()`` it says where each producer (a gateway session) resumes. Empty unless
+        ``ProcessorConfig(dedup=True)``."""
+        return dict(self._loop.dedup)
+
+    def journal_sequence_of(self, ring_sequence: int) -> int:
+        """The input journal sequence an event published at ``ring_sequence`` (what
+        ``publish`` returned) gets: inputs are journaled in ring order from the journal's
+        end at ``start()``."""
+        if self._state not in ("running", "stopped", "halted") or not hasattr(self, "_base"):
+            raise RingLogError(f"journal_sequence_of() needs a started processor; it is "
+                               f"{self._state}")
+        return int(self._base + ring_sequence)
+
+    @property
     def state(self) -> str:
         """created, recovered, running, stopped, halted or closed."""
         return self._state

@@ -308,7 +308,7 @@ class Gateway:
         if p.state == "created":  # recovery reads the journal: off the loop thread
             self.recovery = await loop.run_in_executor(None, p.recover)
         self._restore_sessions()
-        self._published0 = _published(p)
+        self._published0 = p.published_outputs
         p.add_output_listener(self._on_output)
         p.start()
         await self._rebuild_live_orders()
@@ -349,7 +349,7 @@ class Gateway:
     def _restore_sessions(self) -> None:
         """After recovery: each session's last applied seq from the processor's dedup table,
         and the recent answers from the output journal's tail (for resends)."""
-        applied = _applied_seqs(self.processor)
+        applied = self.processor.dedup_positions()
         table = self.table
         for s in table.by_id.values():
             s.last_seen = s.acked = applied.get(s.id, 0)
@@ -502,7 +502,7 @@ class Gateway:
         except (CircuitOpenError, RingClosedError) as e:
             self._halted(s, seq, e)
         else:
-            table.published(s, seq, _journal_seq(self.processor, ring_seq))
+            table.published(s, seq, self.processor.journal_sequence_of(ring_seq))
             if self._settle_timer is None:  # completes it even if it makes no report
                 assert self._loop is not None
                 self._settle_delay = _SETTLE_S
@@ -547,7 +547,7 @@ class Gateway:
             except (CircuitOpenError, RingClosedError) as e:
                 self._halted(s, seq, e)
             else:
-                self.table.published(s, seq, _journal_seq(p, ring_seq))
+                self.table.published(s, seq, p.journal_sequence_of(ring_seq))
             q.popleft()
         self._settle()
         for c in list(self.connections):
@@ -653,34 +653,14 @@ class Gateway:
             dirty.pop().flush()
 
 
-# -- what the gateway needs of the processor beyond its public API (to be exposed by it) ------
-def _published(processor: Any) -> int:
-    """Outputs the processor has published to its output ring since it was created."""
-    return int(processor._loop.state.published)
-
-
-def _journal_seq(processor: Any, ring_seq: int) -> int:
-    """The journal sequence an input published at ``ring_seq`` gets (journal-before-process:
-    ring sequence 0 of this run is the journal's next sequence at start)."""
-    return int(processor._base) + ring_seq
-
-
 def _done_through(processor: Any, routed: int) -> int:
     """The journal sequence up to which the loop has finished every input and all their
     outputs were routed (``routed`` of them), or -1 while some are still on their way."""
     p = processor
     if p.state != "running":
         return -1
-    done = p._base + p._lc.sequence  # read first: outputs of inputs <= done are published
-    return done if routed >= _published(p) else -1
-
-
-def _applied_seqs(processor: Any) -> dict[int, int]:
-    """producer id -> last applied producer seq, from the recovered processor's dedup table."""
-    fn = getattr(processor, "dedup_table", None)
-    if fn is not None:
-        return dict(fn())
-    return dict(processor._loop.state.dedup)  # until the processor exposes it publicly
+    done = p.processed_sequence  # read first: outputs of inputs <= done are published
+    return done if routed >= p.published_outputs else -1
 
 
 class GatewayThread:

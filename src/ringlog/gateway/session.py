@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from ..engine.config import EngineConfig
 from ..engine.records import (
     FLAG_POST_ONLY,
     CancelReason,
@@ -123,13 +124,16 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
 
 class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The server's configuration (a JSON or TOML file; docs/protocol.md, "Configuration")."""
+    """The server's configuration (a JSON or TOML file; docs/protocol.md, "Configuration").
+    ``engine`` is the matching engine's (symbols, bands, account limits, STP, market data):
+    ``ringlog serve`` builds ``ringlog.engine.Engine(engine)`` from it."""
 
     host: str = "127.0.0.1"
     port: int = 7878
     sessions: list[SessionEntry] = msgspec.field(default_factory=list)
     limits: Limits = msgspec.field(default_factory=Limits)
     answer_scan: int = 200_000  # output journal records read at start to rebuild answers
+    engine: EngineConfig | None = None
 
     def __post_init__(self) -> None:
         ids: set[int] = set()
