@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import struct
@@ -11,12 +12,25 @@ from typing import Any
 
 from ringlog import Processor, ProcessorConfig
 from ringlog.engine import Engine, EngineConfig, SymbolSpec, registry
-from ringlog.gateway.protocol import FrameDecoder, ServerMessage, encode_frame
+from ringlog.gateway.protocol import FrameDecoder, Logon, ServerMessage, encode_frame
 from ringlog.gateway.server import GatewayThread
 from ringlog.gateway.session import GatewayConfig, Limits, SessionEntry
 
 TOKENS = {1: ("token-alice", 7), 2: ("token-bob-1", 8), 3: ("token-carol", 9),
           4: ("token-alice-2", 7)}
+ALICE, BOB, CAROL, ALICE2 = (TOKENS[i][0] for i in (1, 2, 3, 4))
+
+
+def run(coro: Any) -> Any:
+    """Runs a test's coroutine on a fresh event loop, bounded in time."""
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def logon(raw: Raw, token: str, seq: int = 0) -> Any:
+    """Logs a raw peer on; returns the server's answer."""
+    raw.send(Logon(seq, token))
+    (ack,) = raw.read(1)
+    return ack
 
 
 def engine_config(**kw: Any) -> EngineConfig:

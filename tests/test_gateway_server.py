@@ -1,8 +1,8 @@
-"""The gateway over real TCP on loopback, in front of a processor with the stand-in engine."""
+"""The gateway over real TCP on loopback, in front of a processor running the real matching
+engine (the stand-in only where a test must hold the engine still)."""
 
 from __future__ import annotations
 
-import asyncio
 import struct
 import threading
 import time
@@ -39,20 +39,8 @@ from ringlog.gateway.protocol import (
 )
 from ringlog.gateway.session import Limits
 
-from gateway_helpers import TOKENS, Raw, config, frame_of, running
+from gateway_helpers import ALICE, ALICE2, BOB, CAROL, Raw, config, frame_of, logon, run, running
 from standin_engine import StandInEngine
-
-ALICE, BOB, CAROL, ALICE2 = (TOKENS[i][0] for i in (1, 2, 3, 4))
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 60))
-
-
-def logon(raw, token, seq=0):
-    raw.send(Logon(seq, token))
-    (ack,) = raw.read(1)
-    return ack
 
 
 # -- logon ---------------------------------------------------------------------------------
