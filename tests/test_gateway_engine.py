@@ -27,7 +27,6 @@ from ringlog.gateway.protocol import (
     Report,
     Subscribe,
 )
-
 from ringlog.gateway.session import correlation, encode_command
 
 from gateway_helpers import (

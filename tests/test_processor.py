@@ -275,7 +275,7 @@ def test_progress_api_maps_ring_to_journal_sequences_and_counts_outputs(tmp_path
             super().on_event(event, sequence, end_of_batch)
 
     cfg = msgspec.structs.replace(CFG, dedup=True)
-    h, _, p = run(tmp_path, range(5), config=cfg)
+    *_, p = run(tmp_path, range(5), config=cfg)
     assert p.processed_sequence == 4 and p.published_outputs == 5
     with pytest.raises(RingLogError, match="started"):
         Processor(Summer(), tmp_path / "other", cfg).journal_sequence_of(0)
