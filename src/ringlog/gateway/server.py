@@ -595,25 +595,32 @@ class Gateway:
         self._scheduled = False
         q = self._outq
         route = self.table.route
-        m = self.metrics
+        dirty_add = self.dirty.add
+        reports = dropped = routed = 0
+        popleft = q.popleft
         while q:
-            rec = q.popleft()
-            self._routed += 1
-            if rec.type_id == TYPE_BREAKER_TRIPPED and self._held_from < 0:
+            rec = popleft()
+            routed += 1
+            type_id = rec.type_id
+            if type_id == TYPE_BREAKER_TRIPPED and self._held_from < 0:
                 self._held_from = rec.cause  # outputs from this input on are held
-            for s, seq, msg in route(rec.type_id, rec.payload, rec.correlation_id, rec.cause):
-                m.reports += 1
+            for s, seq, msg in route(type_id, rec.payload, rec.correlation_id, rec.cause):
+                reports += 1
                 if seq:
                     s.record(seq, msg)
                 c = s.conn
                 if c is None:
                     continue
                 if c.paused and type(msg) is MarketData:
-                    m.market_data_dropped += 1  # a latest value: the next update replaces it
+                    dropped += 1  # a latest value: the next update replaces it
                     continue
                 c.send(msg)
                 if seq:
-                    self.dirty.add(c)  # the Ack may move even with nothing else to say
+                    dirty_add(c)  # the Ack may move even with nothing else to say
+        self._routed += routed
+        m = self.metrics
+        m.reports += reports
+        m.market_data_dropped += dropped
         if self._rebuild is not None and not self.table.rebuilding \
                 and not self._rebuild.done():
             self._rebuild.set_result(None)
