@@ -277,8 +277,10 @@ def test_progress_api_maps_ring_to_journal_sequences_and_counts_outputs(tmp_path
     cfg = msgspec.structs.replace(CFG, dedup=True)
     *_, p = run(tmp_path, range(5), config=cfg)
     assert p.processed_sequence == 4 and p.published_outputs == 5
+    other = Processor(Summer(), tmp_path / "other", cfg)
     with pytest.raises(RingLogError, match="started"):
-        Processor(Summer(), tmp_path / "other", cfg).journal_sequence_of(0)
+        other.journal_sequence_of(0)
+    other.stop()
     g = Gate()
     p = Processor(g, tmp_path, cfg)
     p.recover()

@@ -299,6 +299,7 @@ class Gateway:
         self.recovery: Any = None  # the processor's RecoveryReport, if start() recovered it
         self._routed = 0  # outputs routed since start
         self._published0 = 0  # outputs the processor had published before start
+        self._journal_base = 0  # journal sequence of this run's ring sequence 0
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -309,8 +310,9 @@ class Gateway:
             self.recovery = await loop.run_in_executor(None, p.recover)
         self._restore_sessions()
         self._published0 = p.published_outputs
-        p.add_output_listener(self._on_output)
+        p.add_output_listener(self._on_outputs, batch=True)
         p.start()
+        self._journal_base = p.journal_sequence_of(0)  # + a ring sequence: its journal seq
         await self._rebuild_live_orders()
         c = self.config
         self._server = await loop.create_server(lambda: Connection(self), c.host, c.port,
@@ -502,7 +504,7 @@ class Gateway:
         except (CircuitOpenError, RingClosedError) as e:
             self._halted(s, seq, e)
         else:
-            table.published(s, seq, self.processor.journal_sequence_of(ring_seq))
+            table.published(s, seq, self._journal_base + ring_seq)
             if self._settle_timer is None:  # completes it even if it makes no report
                 assert self._loop is not None
                 self._settle_delay = _SETTLE_S
@@ -547,7 +549,7 @@ class Gateway:
             except (CircuitOpenError, RingClosedError) as e:
                 self._halted(s, seq, e)
             else:
-                self.table.published(s, seq, p.journal_sequence_of(ring_seq))
+                self.table.published(s, seq, self._journal_base + ring_seq)
             q.popleft()
         self._settle()
         for c in list(self.connections):
@@ -580,9 +582,10 @@ class Gateway:
         self._ticker = self._loop.call_later(1.0, self._tick)
 
     # -- output ---------------------------------------------------------------------------
-    def _on_output(self, rec: Any) -> None:
-        """Output-thread listener: queue the record; one loop wake-up per batch."""
-        self._outq.append(rec)
+    def _on_outputs(self, recs: list[Any]) -> None:
+        """Output-thread listener: queue a batch of records; one loop wake-up per batch
+        (none while a drain is already scheduled)."""
+        self._outq.extend(recs)
         if not self._scheduled:
             self._scheduled = True
             loop = self._loop

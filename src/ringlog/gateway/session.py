@@ -408,7 +408,7 @@ class SessionTable:
                 elif type_id == R.CANCELLED or type_id == R.MODIFIED:
                     live.discard(eid)
             msg = Report(seq, kind, eid & ORDER_MASK if eid >> ORDER_BITS == account else 0,
-                         _reason(type_id, reason), price, qty, leaves, symbol=symbol)
+                         _reason(type_id, reason), price, qty, leaves, 0, 0, symbol)
             if req is not None and req.account == account:
                 return [(req, seq, msg)]
             return self._to_account(req, seq, account, msg)
