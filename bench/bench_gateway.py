@@ -105,12 +105,12 @@ if __name__ == "__main__":
 GOALS = [
     {"goal": ">= 200k orders/s sustained (8 connections, uvloop, 200k offered)",
      "row": "gateway_uvloop_8conn_200k_orders_per_s", "min": 200_000,
-     "why": "every order crosses Python four times (client encode, gateway decode + session "
-            "logic, the Python processor loop and engine call, report routing), and the load "
+     "why": "the gateway's session layer is Python: about 10-20 us of the event loop thread "
+            "per order (decode, limits, publish, routing two reports, encode), and the load "
             "generator shares the two cores with the server"},
     {"goal": "p99 round trip < 1 ms at 50k orders/s (1 connection, uvloop)",
      "row": "gateway_uvloop_1conn_latency_50k_per_s_p99", "max": 1_000_000,
      "why": "an order wakes three processor threads (journaller, loop, output) and the "
-            "gateway's loop in turn; with client and server on two shared cores each wake-up "
-            "can wait for a time slice"},
+            "gateway's loop in turn, and the loop and output threads take the GIL the gateway's "
+            "thread holds; on two shared cores each hand-off can wait for a time slice"},
 ]

@@ -10,7 +10,7 @@ import sys
 from ringlog.cli import main
 from ringlog.client import Client
 from ringlog.engine.records import Side
-from ringlog.gateway.protocol import OpenOrders
+from ringlog.gateway.protocol import MarketData, NewOrder, OpenOrders, Subscribe
 
 # the real matching engine (`ringlog serve`'s default): the symbols the tests trade
 ENGINE = "[engine]\n" + "".join(f"[[engine.symbols]]\nsymbol = {s}\nmax_price = 100000\n"
@@ -67,6 +67,23 @@ def test_serve_then_load_then_restart_recovers_the_orders(tmp_path, capsys):
         with Client("127.0.0.1", ready["port"], "load-token-1") as c:
             got = c.request(OpenOrders, 7)
             assert [(m.order_id, m.open_qty) for m in got[:-1]] == [(4_000_000, 3)]
+    finally:
+        _stop(proc)
+
+
+def test_serve_with_l2_runs_the_engine_with_slots_that_fit_its_records(tmp_path):
+    cfg = _config(tmp_path)
+    cfg.write_text(cfg.read_text().replace("[engine]\n", "[engine]\nl2_depth = 2\n"))
+    proc, ready = _serve(tmp_path, cfg)
+    try:
+        with Client("127.0.0.1", ready["port"], "load-token-1") as a, \
+                Client("127.0.0.1", ready["port"], "load-token-2") as b:
+            b.request(Subscribe, 3, 2)
+            a.request(NewOrder, 1, 3, Side.BUY, 2, 50)
+            a.request(NewOrder, 2, 3, Side.BUY, 1, 49)
+            assert [b.next_event(5) for _ in range(4)] == \
+                [MarketData(3, 0, 50, 2, 0, 0), MarketData(3, 1, 0, 0, 0, 0),
+                 MarketData(3, 0, 50, 2, 0, 0), MarketData(3, 1, 49, 1, 0, 0)]
     finally:
         _stop(proc)
 
