@@ -108,6 +108,17 @@ def test_serve_with_a_bad_engine_section_exits_2_naming_the_field(tmp_path, caps
     assert "no [engine] section" in capsys.readouterr().err
 
 
+def test_serve_breaker_options_build_a_per_account_limit():
+    from ringlog.cli import _serve_breaker, build_parser
+
+    args = build_parser().parse_args(["serve", "d", "--config", "c", "--breaker-max", "7",
+                                      "--breaker-window-ms", "20", "--breaker-per-account"])
+    (limit,) = _serve_breaker(args).config.limits
+    assert (limit.max_count, limit.window_ns, limit.per) == (7, 20 * 10**6, "key")
+    args = build_parser().parse_args(["serve", "d", "--config", "c"])
+    assert _serve_breaker(args) is None
+
+
 def test_load_without_enough_tokens_is_a_usage_error(capsys):
     assert main(["load", "--token", "x" * 10, "--connections", "2"]) == 2
     assert "need as many tokens" in capsys.readouterr().err

@@ -114,13 +114,25 @@ def _rate(text: str) -> float:
 DEFAULT_ENGINE = "ringlog.engine:Engine"
 
 
+def _serve_breaker(args: argparse.Namespace) -> Any:
+    """The breaker of ``ringlog serve`` (None without ``--breaker-max``)."""
+    from . import Breaker, BreakerConfig, Limit
+
+    if not args.breaker_max:
+        return None
+    # the engine emits every report keyed by its account: per="key" limits each account
+    return Breaker(BreakerConfig(limits=[Limit(
+        max_count=args.breaker_max, window_ns=args.breaker_window_ms * 10**6,
+        per="key" if args.breaker_per_account else None)]))
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Runs the matching engine behind the processor behind the gateway until SIGINT/SIGTERM."""
     import importlib
 
     import msgspec
 
-    from . import Breaker, BreakerConfig, Limit, Processor, ProcessorConfig
+    from . import Processor, ProcessorConfig
     from .gateway.server import run_server
     from .gateway.session import GatewayConfigError, load_config
 
@@ -145,12 +157,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"{args.config}: no [engine] section: the matching engine needs its symbols "
               "(docs/protocol.md, \"Configuration\")", file=sys.stderr)
         return EXIT_USAGE
-    breaker = None
-    if args.breaker_max:
-        # the engine emits every report keyed by its account: per="key" limits each account
-        breaker = Breaker(BreakerConfig(limits=[Limit(
-            max_count=args.breaker_max, window_ns=args.breaker_window_ms * 10**6,
-            per="key" if args.breaker_per_account else None)]))
+    breaker = _serve_breaker(args)
     slot = cfg.engine.min_slot_size if cfg.engine is not None else 128
     reg = engine.registry(cfg.engine.l2_depth) if real and cfg.engine is not None else None
     proc = Processor(factory(cfg.engine) if cfg.engine is not None else factory(),
