@@ -418,3 +418,44 @@ def test_durable_mark_stays_consistent_with_concurrent_sync_callers(tmp_path):
     assert seen == sorted(seen)  # monotonic as readers see it
     assert JournalReader(tmp_path).durable_sequence == 299 == j.durable_sequence
     j.close()
+
+
+def _unterminate_last_record(path, durable):
+    """The journal as a crash between a record's body and its length word leaves it (the
+    length is stored last), with the segment's durable mark set to ``durable``."""
+    from ringlog.journal import list_segments
+
+    with Journal(path, durability="none") as j:
+        for _ in range(11):
+            j.append(b"x" * 40, 1)
+        end = j.appender.pos
+    _, seg = list_segments(path)[-1]
+    with open(seg, "r+b") as f:
+        f.seek(end - (8 + 48 + 40))
+        f.write(b"\0\0\0\0")  # the last record's length word, never stored
+        f.seek(4080)  # the durable mark: its complement, then the value
+        f.write((~durable).to_bytes(8, "little", signed=True))
+        f.write(durable.to_bytes(8, "little", signed=True))
+    return seg, end - (8 + 48 + 40)
+
+
+def test_a_body_without_its_length_word_past_the_durable_mark_is_a_torn_tail(tmp_path):
+    from ringlog.journaltool import check
+
+    _, off = _unterminate_last_record(tmp_path / "j", durable=9)
+    problem = check(tmp_path / "j").problem
+    assert (problem.kind, problem.offset, problem.sequence) == ("torn_tail", off, 10)
+    with Journal(tmp_path / "j", durability="none") as j:
+        assert j.recovery.offset == off and j.recovery.sequence == 10
+        assert j.recovery.bytes_dropped == 96 and j.last_sequence == 9
+        j.append(b"y", 2)  # the space is reused only after the torn bytes were zeroed
+    assert [r.type_id for r in JournalReader(tmp_path / "j")] == [1] * 10 + [2]
+
+
+def test_a_missing_length_word_of_a_durable_record_is_corruption_not_a_torn_tail(tmp_path):
+    from ringlog.journaltool import check
+
+    _, off = _unterminate_last_record(tmp_path / "j", durable=10)
+    assert check(tmp_path / "j").problem.kind == "corrupt"
+    with pytest.raises(JournalError, match=f"offset {off}"):
+        Journal(tmp_path / "j", durability="none")

@@ -22,6 +22,7 @@ from ringlog.breaker import Breaker, BreakerConfig, Limit
 from ringlog.events import (
     FLAG_BATCH_END,
     FLAG_CONTROL,
+    TYPE_BATCH_MARK,
     TYPE_BREAKER_RESET,
     TYPE_DISCARD_HELD,
     TYPE_RELEASE_HELD,
@@ -243,6 +244,29 @@ def test_batch_handler_gets_numpy_views_and_replay_hands_it_the_same_batches(tmp
     p2.stop()
     assert rep.first_divergence is None and rep.verified_outputs == len(outs)
     assert h2.batches == h.batches and (h2.count, h2.total) == (h.count, h.total)
+
+
+def test_a_batch_cut_short_by_a_crash_is_ended_so_every_replay_sees_the_same_batches(tmp_path):
+    # the journal as a crash leaves it: a batch of 5 whose last record has no batch end
+    with Journal(tmp_path / "input", durability="none") as j:
+        for v in range(5):
+            j.append(ev(v), 5, timestamp_ns=v)
+    h1 = BatchSummer()
+    p1 = Processor(h1, tmp_path, CFG)
+    p1.recover()
+    p1.stop()
+    assert h1.batches == [(0, 5)]
+    last = next(JournalReader(tmp_path / "input").records(5))
+    assert last.type_id == TYPE_BATCH_MARK and last.flags & FLAG_BATCH_END
+    # live input after the restart, then a replay from scratch: the cut batch stays alone
+    with Journal(tmp_path / "input", durability="none") as j:
+        for v in range(5, 8):
+            j.append(ev(v), 5, timestamp_ns=v, flags=FLAG_BATCH_END if v == 7 else 0)
+    h2 = BatchSummer()
+    p2 = Processor(h2, tmp_path, CFG)
+    p2.recover()
+    p2.stop()
+    assert h2.batches == [(0, 5), (6, 3)] and h2.total == sum(range(8))
 
 
 def test_timer_reaches_a_batch_handler_as_a_batch_of_one(tmp_path):

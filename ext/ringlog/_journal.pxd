@@ -18,6 +18,7 @@ cpdef enum ScanStatus:
     SCAN_BAD_CRC = 3
     SCAN_BAD_SEQUENCE = 4     # not the next dense sequence
     SCAN_BAD_PADDING = 5      # a non-zero byte in the record's alignment padding
+    SCAN_UNTERMINATED = 6     # length 0 but bytes after it: a body whose length was not stored
 
 
 cpdef enum Durability:

@@ -9,7 +9,7 @@ reader (a tailer in another thread or process) never sees a half-written record.
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from libc.errno cimport errno
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
-from libc.stdlib cimport free, realloc
+from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcpy, memset
 from posix.fcntl cimport O_CREAT, O_EXCL, O_RDONLY, O_RDWR, open as c_open
 from posix.stat cimport fstat, struct_stat
@@ -377,8 +377,10 @@ def corrupt(path, Py_ssize_t off, int64_t seq, int status):
     """The JournalCorruptError for a failed scan at ``off`` of ``path``."""
     what = {SCAN_BAD_LENGTH: "impossible record length", SCAN_BAD_CRC: "checksum mismatch",
             SCAN_BAD_SEQUENCE: "sequence out of order",
-            SCAN_BAD_PADDING: "non-zero padding after the record"}.get(status,
-                                                                       f"status {status}")
+            SCAN_BAD_PADDING: "non-zero padding after the record",
+            SCAN_UNTERMINATED: "data after the last record's missing length word (a damaged "
+                               "length word, not a torn tail: data or a durable mark follows)"
+            }.get(status, f"status {status}")
     return JournalCorruptError(f"{path}: {what} at byte offset {off} (expected sequence "
                                f"{seq})", path, off, seq)
 
@@ -736,3 +738,51 @@ def scan(Segment seg, Py_ssize_t off, int64_t expect_seq, bint verify=True,
          int64_t stop_seq=-1):
     """Module-level alias of ``Segment.scan``."""
     return seg.scan(off, expect_seq, verify, stop_seq)
+
+
+# -- type counts for `ringlog journal info`: one pass without the GIL -----------------------
+cdef enum:
+    _TC_SLOTS = 4096  # distinct type ids a pass can count (open addressing, power of two)
+
+
+def type_counts(Segment seg, Py_ssize_t off, int64_t expect_seq, int64_t stop_seq=-1):
+    """Counts records by type id from ``off`` (sequence ``expect_seq``) to the written end or
+    past ``stop_seq``, without checksums; returns ({type_id: count}, last timestamp, records).
+    None when more distinct type ids occur than the table holds (count in Python then)."""
+    cdef uint32_t* keys = <uint32_t*>calloc(_TC_SLOTS, sizeof(uint32_t))
+    cdef int64_t* counts = <int64_t*>calloc(_TC_SLOTS, sizeof(int64_t))
+    if keys == NULL or counts == NULL:
+        free(keys)
+        free(counts)
+        raise MemoryError()
+    cdef uint32_t n = 0, t, h
+    cdef int64_t total = 0, last_ts = 0
+    cdef bint full = False
+    cdef const rl_header* hd
+    try:
+        with nogil:
+            while stop_seq < 0 or expect_seq <= stop_seq:
+                if seg.scan_one(off, expect_seq, False, &n) != SCAN_OK:
+                    break
+                hd = <const rl_header*>(seg.base + off + REC_PREFIX)
+                t = hd.type_id
+                h = (t * <uint32_t>2654435761u) & (_TC_SLOTS - 1)
+                while counts[h] != 0 and keys[h] != t:
+                    h = (h + 1) & (_TC_SLOTS - 1)
+                    if h == ((t * <uint32_t>2654435761u) & (_TC_SLOTS - 1)):
+                        full = True
+                        break
+                if full:
+                    break
+                keys[h] = t
+                counts[h] += 1
+                last_ts = hd.timestamp_ns
+                off += REC_PREFIX + _align8(n)
+                expect_seq += 1
+                total += 1
+        if full:
+            return None
+        return {keys[i]: counts[i] for i in range(_TC_SLOTS) if counts[i]}, last_ts, total
+    finally:
+        free(keys)
+        free(counts)

@@ -19,6 +19,7 @@ class ScanStatus(IntEnum):
     SCAN_BAD_CRC = 3
     SCAN_BAD_SEQUENCE = 4
     SCAN_BAD_PADDING = 5
+    SCAN_UNTERMINATED = 6
 
 class Durability(IntEnum):
     NONE = 0
@@ -108,3 +109,5 @@ class JournalAppender:
     def next_sequence(self) -> int: ...
     @property
     def durable_sequence(self) -> int: ...
+def type_counts(seg: Segment, off: int, expect_seq: int,
+                stop_seq: int = -1) -> tuple[dict[int, int], int, int] | None: ...

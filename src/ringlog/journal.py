@@ -34,7 +34,7 @@ __all__ = ["Journal", "JournalReader", "JournalTailer", "Record", "TornTail"]
 log = logging.getLogger("ringlog.journal")
 
 _POLICIES = {"none": 0, "group": 1, "sync": 2}
-_SCAN_OK, _SCAN_END = 0, 1
+_SCAN_OK, _SCAN_END, _SCAN_UNTERMINATED = 0, 1, 6
 _IDX_MAGIC = b"RLJIDX01"
 _IDX_HEAD = struct.Struct("<8sIIqqq")  # magic, count, pad, last seq, end offset, max ts
 _TAIL_PROBE = 65536  # bytes after a bad record that must be zero for it to be a torn tail
@@ -99,10 +99,29 @@ def _write_index(seg_path: Path, last: int, end: int, max_ts: int,
     os.replace(tmp, seg_path.with_suffix(".idx"))
 
 
+_HEADER_LENGTH_FIELD = 40  # offset of rl_header.length in a record body
+
+
 def _is_zero_after(seg: Segment, start: int) -> bool:
     """Nothing written in the probe window after ``start``: a bad record there is a torn
     tail, not corruption in the middle."""
     return seg.is_zero(start, start + _TAIL_PROBE)
+
+
+def torn_tail_end(seg: Segment, off: int, sequence: int) -> int | None:
+    """Where a bad or unterminated record at ``off`` of the last segment ends if it is a
+    torn tail: the bytes off..end are what truncation zeroes. A record's length word is
+    stored last, so a crash can leave a body with no length: then the body's own header
+    says how long it is. None when it is not a torn tail but corruption, never to be
+    truncated silently: data follows it, or ``sequence`` was already durable."""
+    n = seg.next_length(off)
+    if n == 0:  # the length word never written: the body's header has the payload length
+        n = 48 + seg.next_length(off + 8 + _HEADER_LENGTH_FIELD)
+    plausible = 48 <= n <= seg.size - off - 8
+    after = off + 8 + (_align8(n) if plausible else 0)
+    if not _is_zero_after(seg, after) or seg.durable_sequence >= sequence:
+        return None
+    return min(seg.size, max(after, off + 8))
 
 
 class JournalReader:
@@ -223,6 +242,9 @@ class JournalReader:
                 raise JournalCorruptError(
                     f"{path}: first sequence {first} but the previous segment ends before "
                     f"{expect} (a missing or out-of-order segment)", str(path), 0, expect)
+            # unmap what was read (views handed out keep their own reference): a reader
+            # streaming a journal larger than memory keeps one segment mapped, not all
+            self._open.pop(segs[i][0], None)
             i, seg, off = i + 1, self.segment(first, path), HEADER_SIZE
 
     def __iter__(self) -> Iterator[Record]:
@@ -444,17 +466,17 @@ class Journal:
                                       f"{seg.first_sequence}, the name says {first}",
                                       str(path), 16)
         status, off, nxt, _ = seg.scan(HEADER_SIZE, first, True)
+        if status == _SCAN_END and not _is_zero_after(seg, off):
+            status = _SCAN_UNTERMINATED  # a body with no length word: torn, or a damaged one
         if status != _SCAN_END:
-            n = seg.next_length(off)
-            plausible = 48 <= n <= seg.size - off - 8
-            after = off + 8 + (_align8(n) if plausible else 0)
-            if not _is_zero_after(seg, after):
+            end = torn_tail_end(seg, off, nxt)
+            if end is None:
                 raise corrupt(str(path), off, nxt, status)
-            end = min(seg.size, max(after, off + 8))
             seg.zero(off, end)
             seg.sync()
             reason = {2: "impossible length", 3: "checksum mismatch",
-                      4: "sequence out of order", 5: "non-zero padding"}.get(status,
+                      4: "sequence out of order", 5: "non-zero padding",
+                      _SCAN_UNTERMINATED: "no length word"}.get(status,
                                                                              str(status))
             self.recovery = TornTail(str(path), off, nxt, end - off, reason)
             log.warning("journal %s: truncated a torn record at %s offset %d (sequence %d, "

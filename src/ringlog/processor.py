@@ -25,7 +25,9 @@ import msgspec
 from ._loop import journal_stage
 from .errors import CircuitOpenError, RingClosedError, RingLogError
 from .events import (
+    FLAG_BATCH_END,
     FLAG_CONTROL,
+    TYPE_BATCH_MARK,
     TYPE_BREAKER_RESET,
     TYPE_DEAD_LETTER,
     TYPE_DISCARD_HELD,
@@ -178,6 +180,7 @@ class Processor:
 
         from .journal import JournalReader
 
+        self._end_torn_batch()
         loop.replaying = True
         loop.replay_quiet = 0 if verify else journaled
         loop.sink = on_output
@@ -197,6 +200,20 @@ class Processor:
                                          divergence, len(missing))
         self._state = "recovered"
         return self._recovered
+
+    def _end_torn_batch(self) -> None:
+        """A crash can cut the journaller's last batch short: its last record then lacks
+        FLAG_BATCH_END, and a later replay would join it to the next live batch. Journaling a
+        no-op control marker that ends it makes every replay hand a batch handler the same
+        batches as this one."""
+        last = self.input.last_sequence
+        rec = next(self.input.reader(last), None) if last >= 0 else None
+        if rec is None or rec.flags & FLAG_BATCH_END:
+            return
+        self.input.append(b"", TYPE_BATCH_MARK, timestamp_ns=rec.timestamp_ns,
+                          flags=FLAG_CONTROL | FLAG_BATCH_END)
+        if self.config.durability != "none":
+            self.input.sync()
 
     def _restore(self, data: bytes) -> None:
         parts = msgspec.msgpack.decode(data, type=_Snapshot)
