@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import struct
@@ -10,14 +11,32 @@ from collections.abc import Iterator
 from typing import Any
 
 from ringlog import Processor, ProcessorConfig
-from ringlog.gateway.protocol import FrameDecoder, ServerMessage, encode_frame
+from ringlog.engine import Engine, EngineConfig, SymbolSpec, registry
+from ringlog.gateway.protocol import FrameDecoder, Logon, ServerMessage, encode_frame
 from ringlog.gateway.server import GatewayThread
 from ringlog.gateway.session import GatewayConfig, Limits, SessionEntry
 
-from standin_engine import StandInEngine
-
 TOKENS = {1: ("token-alice", 7), 2: ("token-bob-1", 8), 3: ("token-carol", 9),
           4: ("token-alice-2", 7)}
+ALICE, BOB, CAROL, ALICE2 = (TOKENS[i][0] for i in (1, 2, 3, 4))
+
+
+def run(coro: Any) -> Any:
+    """Runs a test's coroutine on a fresh event loop, bounded in time."""
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def logon(raw: Raw, token: str, seq: int = 0) -> Any:
+    """Logs a raw peer on; returns the server's answer."""
+    raw.send(Logon(seq, token))
+    (ack,) = raw.read(1)
+    return ack
+
+
+def engine_config(**kw: Any) -> EngineConfig:
+    """The real engine's config of the gateway tests: symbols 1 and 2, prices 1..10_000."""
+    return EngineConfig(symbols=[SymbolSpec(symbol=1, max_price=10_000),
+                                 SymbolSpec(symbol=2, max_price=10_000)], **kw)
 
 
 def config(limits: Limits | None = None, **kw: Any) -> GatewayConfig:
@@ -28,13 +47,15 @@ def config(limits: Limits | None = None, **kw: Any) -> GatewayConfig:
 
 @contextlib.contextmanager
 def running(directory: Any, cfg: GatewayConfig | None = None, *, handler: Any = None,
-            breaker: Any = None, loop: str = "uvloop",
-            ring_capacity: int = 1 << 14) -> Iterator[GatewayThread]:
-    """A gateway over a fresh processor (dedup on) in ``directory``; stopped on exit."""
-    proc = Processor(handler or StandInEngine(), directory,
+            breaker: Any = None, loop: str = "uvloop", ring_capacity: int = 1 << 14,
+            engine: EngineConfig | None = None) -> Iterator[GatewayThread]:
+    """A gateway over a processor (dedup on) in ``directory`` running the real matching
+    engine (``engine`` or ``engine_config()``), or ``handler``; stopped on exit."""
+    ec = engine or engine_config()
+    proc = Processor(handler or Engine(ec), directory,
                      ProcessorConfig(dedup=True, durability="none", wait="blocking",
-                                     ring_capacity=ring_capacity),
-                     breaker=breaker)
+                                     ring_capacity=ring_capacity, slot_size=ec.min_slot_size),
+                     breaker=breaker, registry=registry(ec.l2_depth))
     g = GatewayThread(proc, cfg or config(), loop=loop)
     g.start()
     try:

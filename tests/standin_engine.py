@@ -1,5 +1,9 @@
 """A tiny stand-in for the matching engine, speaking ringlog.engine.records (a test double).
 
+Kept for the one session-layer test the real engine cannot serve: a handler that blocks on a
+gate (test_gateway_server.GatedEngine) so the input ring fills. Every other gateway test runs
+the real ``ringlog.engine.Engine``.
+
 It answers the way the engine's contract says so the gateway's session layer can be tested
 alone: NEW -> ACCEPTED, TRADE with the first crossing resting order(s), then RESTED (GTC) or
 CANCELLED (IOC remainder); CANCEL -> CANCELLED | REJECTED; ORDER_STATUS / OPEN_ORDERS ->

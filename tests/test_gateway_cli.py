@@ -3,35 +3,32 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 from ringlog.cli import main
 from ringlog.client import Client
 from ringlog.engine.records import Side
-from ringlog.gateway.protocol import OpenOrders
+from ringlog.gateway.protocol import MarketData, NewOrder, OpenOrders, Subscribe
 
-ENGINE = "standin_engine:StandInEngine"  # the real engine once it has landed
-TESTS = Path(__file__).parent
+# the real matching engine (`ringlog serve`'s default): the symbols the tests trade
+ENGINE = "[engine]\n" + "".join(f"[[engine.symbols]]\nsymbol = {s}\nmax_price = 100000\n"
+                                 for s in (1, 3, 7))
 
 
 def _config(tmp_path):
     cfg = tmp_path / "gw.toml"
     cfg.write_text("port = 0\n" + "".join(
         f'[[sessions]]\nid = {i}\ntoken = "load-token-{i}"\naccount = {100 + i}\n'
-        for i in (1, 2)))
+        for i in (1, 2)) + ENGINE)
     return cfg
 
 
 def _serve(tmp_path, cfg):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS),
-                                                         os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "ringlog", "serve", str(tmp_path / "data"),
-                             "--config", str(cfg), "--engine", ENGINE, "--durability", "none"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                             "--config", str(cfg), "--durability", "none"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line:
         proc.wait(10)
@@ -74,11 +71,52 @@ def test_serve_then_load_then_restart_recovers_the_orders(tmp_path, capsys):
         _stop(proc)
 
 
+def test_serve_with_l2_runs_the_engine_with_slots_that_fit_its_records(tmp_path):
+    cfg = _config(tmp_path)
+    cfg.write_text(cfg.read_text().replace("[engine]\n", "[engine]\nl2_depth = 2\n"))
+    proc, ready = _serve(tmp_path, cfg)
+    try:
+        with Client("127.0.0.1", ready["port"], "load-token-1") as a, \
+                Client("127.0.0.1", ready["port"], "load-token-2") as b:
+            b.request(Subscribe, 3, 2)
+            a.request(NewOrder, 1, 3, Side.BUY, 2, 50)
+            a.request(NewOrder, 2, 3, Side.BUY, 1, 49)
+            assert [b.next_event(5) for _ in range(4)] == \
+                [MarketData(3, 0, 50, 2, 0, 0), MarketData(3, 1, 0, 0, 0, 0),
+                 MarketData(3, 0, 50, 2, 0, 0), MarketData(3, 1, 49, 1, 0, 0)]
+    finally:
+        _stop(proc)
+
+
 def test_serve_with_a_bad_config_exits_2_naming_the_field(tmp_path, capsys):
     bad = tmp_path / "gw.toml"
     bad.write_text("[[sessions]]\nid = 1\ntoken = 'short'\naccount = 1\n")
     assert main(["serve", str(tmp_path / "d"), "--config", str(bad)]) == 2
     assert "8 characters" in capsys.readouterr().err
+
+
+def test_serve_with_a_bad_engine_section_exits_2_naming_the_field(tmp_path, capsys):
+    bad = tmp_path / "gw.toml"
+    bad.write_text("[engine]\n[[engine.symbols]]\nsymbol = 1\nmax_price = 100\n"
+                   "band_pct = 200.0\n")
+    assert main(["serve", str(tmp_path / "d"), "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "band_pct" in err and "engine.symbols[0]" in err
+    none = tmp_path / "none.toml"
+    none.write_text("port = 0\n")
+    assert main(["serve", str(tmp_path / "d"), "--config", str(none)]) == 2
+    assert "no [engine] section" in capsys.readouterr().err
+
+
+def test_serve_breaker_options_build_a_per_account_limit():
+    from ringlog.cli import _serve_breaker, build_parser
+
+    args = build_parser().parse_args(["serve", "d", "--config", "c", "--breaker-max", "7",
+                                      "--breaker-window-ms", "20", "--breaker-per-account"])
+    (limit,) = _serve_breaker(args).config.limits
+    assert (limit.max_count, limit.window_ns, limit.per) == (7, 20 * 10**6, "key")
+    args = build_parser().parse_args(["serve", "d", "--config", "c"])
+    assert _serve_breaker(args) is None
 
 
 def test_load_without_enough_tokens_is_a_usage_error(capsys):

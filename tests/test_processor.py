@@ -1,6 +1,7 @@
 """The processor: pipeline, lifecycle, determinism and recovery, breaker halts, dead letters."""
 
 import struct
+import time
 
 import msgspec
 import pytest
@@ -275,3 +276,52 @@ def test_start_records_how_the_directory_is_run_for_the_replay_tools(tmp_path):
     (tmp_path / "processor.json").write_text('{"handler": 3}')
     with pytest.raises(RingLogError, match=r"processor\.json"):
         read_manifest(tmp_path)
+
+
+# -- the public progress API the gateway reads ----------------------------------------------
+def test_progress_api_maps_ring_to_journal_sequences_and_counts_outputs(tmp_path):
+    import threading
+
+    class Gate(Summer):
+        def __init__(self):
+            super().__init__()
+            self.open = threading.Event()
+
+        def on_event(self, event, sequence, end_of_batch):
+            if event.producer_seq == 99:  # holds the loop here until the test opens it
+                assert self.open.wait(10)
+            super().on_event(event, sequence, end_of_batch)
+
+    cfg = msgspec.structs.replace(CFG, dedup=True)
+    *_, p = run(tmp_path, range(5), config=cfg)
+    assert p.processed_sequence == 4 and p.published_outputs == 5
+    other = Processor(Summer(), tmp_path / "other", cfg)
+    with pytest.raises(RingLogError, match="started"):
+        other.journal_sequence_of(0)
+    other.stop()
+    g = Gate()
+    p = Processor(g, tmp_path, cfg)
+    p.recover()
+    assert (p.processed_sequence, p.published_outputs) == (4, 5)  # from the replay
+    p.start()
+    try:
+        # ring sequence 0 of this run is journal sequence 5: the journal's end
+        first = p.publish(ev(1), 5, producer_id=3, producer_seq=1)
+        assert p.journal_sequence_of(first) == 5
+        deadline = time.monotonic() + 10
+        while p.processed_sequence < 5:  # (progress is published per batch)
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        assert p.dedup_positions() == {3: 1}
+        held = p.publish(ev(2), 5, producer_id=3, producer_seq=99)
+        assert p.journal_sequence_of(held) == 6
+        # the loop finished input 5 (and published its output), not input 6
+        assert p.processed_sequence == 5 and p.published_outputs == 6
+        g.open.set()
+    finally:
+        p.drain(timeout=30)
+    assert p.processed_sequence == 6 and p.published_outputs == 7
+    p2 = Processor(Summer(), tmp_path, cfg)
+    p2.recover()
+    assert p2.dedup_positions() == {3: 99}  # where producer 3 resumes after a restart
+    p2.stop()

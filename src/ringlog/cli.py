@@ -376,7 +376,19 @@ def cmd_snapshot_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if bad == 0 else EXIT_FAILED
 
 
-DEFAULT_ENGINE = "ringlog.engine:MatchingEngine"
+DEFAULT_ENGINE = "ringlog.engine:Engine"
+
+
+def _serve_breaker(args: argparse.Namespace) -> Any:
+    """The breaker of ``ringlog serve`` (None without ``--breaker-max``)."""
+    from . import Breaker, BreakerConfig, Limit
+
+    if not args.breaker_max:
+        return None
+    # the engine emits every report keyed by its account: per="key" limits each account
+    return Breaker(BreakerConfig(limits=[Limit(
+        max_count=args.breaker_max, window_ns=args.breaker_window_ms * 10**6,
+        per="key" if args.breaker_per_account else None)]))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -385,7 +397,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import msgspec
 
-    from . import Breaker, BreakerConfig, Limit, Processor, ProcessorConfig
+    from . import Processor, ProcessorConfig
     from .gateway.server import run_server
     from .gateway.session import GatewayConfigError, load_config
 
@@ -403,13 +415,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (ImportError, AttributeError) as e:
         print(f"cannot load the engine {args.engine!r}: {e}", file=sys.stderr)
         return EXIT_USAGE
-    breaker = None
-    if args.breaker_max:
-        breaker = Breaker(BreakerConfig(limits=[Limit(max_count=args.breaker_max,
-                                                      window_ns=args.breaker_window_ms * 10**6)]))
-    proc = Processor(factory(), args.directory,
+    from . import engine
+
+    real = factory is engine.Engine
+    if real and cfg.engine is None:
+        print(f"{args.config}: no [engine] section: the matching engine needs its symbols "
+              "(docs/protocol.md, \"Configuration\")", file=sys.stderr)
+        return EXIT_USAGE
+    breaker = _serve_breaker(args)
+    slot = cfg.engine.min_slot_size if cfg.engine is not None else 128
+    reg = engine.registry(cfg.engine.l2_depth) if real and cfg.engine is not None else None
+    proc = Processor(factory(cfg.engine) if cfg.engine is not None else factory(),
+                     args.directory,
                      ProcessorConfig(dedup=True, durability=args.durability,
-                                     snapshot_every=args.snapshot_every), breaker=breaker)
+                                     snapshot_every=args.snapshot_every,
+                                     slot_size=max(slot, 128)),
+                     breaker=breaker, registry=reg)
 
     def ready(gw: Any) -> None:
         host, port = gw.address
@@ -477,6 +498,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--breaker-max", type=int, default=0,
                    help="trip the breaker above this many outputs per window (0: no breaker)")
     s.add_argument("--breaker-window-ms", type=int, default=1000)
+    s.add_argument("--breaker-per-account", action="store_true",
+                   help="--breaker-max counts each account's reports apart")
     s.add_argument("--switch-interval-us", type=int, default=500,
                    help="the interpreter's GIL switch interval (default 500; Python's is 5000)")
 

@@ -141,6 +141,7 @@ class Processor:
         self.breaker = breaker
         self.registry = registry or EventRegistry()
         self._on_output = [on_output] if on_output else []
+        self._on_output_batch: list[Callable[[list[OutputRecord]], None]] = []
         c = self.config
         self.directory.mkdir(parents=True, exist_ok=True)
         self._schema = _Schema(self.registry)
@@ -424,12 +425,14 @@ class Processor:
         """Asks the loop to snapshot at this point of the input stream."""
         return self._control(TYPE_SNAPSHOT, timestamp_ns)
 
-    def add_output_listener(self, fn: Callable[[OutputRecord], None]) -> None:
-        """Calls ``fn(record)`` from the output thread for every published output. Add
-        listeners before ``start()``: the output stage is chosen then."""
+    def add_output_listener(self, fn: Callable[[Any], None], *, batch: bool = False) -> None:
+        """Calls ``fn(record)`` from the output thread for every published output, or with
+        ``batch`` ``fn(records)`` once per batch the output stage takes (a list in output
+        order: one call, and one hand-off to another thread, per batch). Add listeners
+        before ``start()``: the output stage is chosen then."""
         if self._state == "running":
             raise RingLogError("add_output_listener() must come before start()")
-        self._on_output.append(fn)
+        (self._on_output_batch if batch else self._on_output).append(fn)
 
     def _loop_halted_by_breaker(self) -> bool:
         return bool(self._loop.pending_from >= 0)
@@ -456,17 +459,20 @@ class Processor:
 
     def _run_output(self) -> None:
         c = self.config
-        if not self._on_output:  # only the output journal: the GIL-free stage
+        each, whole = self._on_output, self._on_output_batch
+        if not each and not whole:  # only the output journal: the GIL-free stage
             journal_stage(self._oc, self.output.appender, c.max_batch, False)
             return
         while True:
             batch = self._oc.poll(c.max_batch, timeout=0.05)
             if len(batch):
                 self.output.append_batch(batch)
-                for ev in batch:
-                    rec = _output_of(ev)
-                    for fn in self._on_output:
+                recs = [_output_of(ev) for ev in batch]
+                for fn in each:
+                    for rec in recs:
                         fn(rec)
+                for fn in whole:
+                    fn(recs)
                 self._oc.release(batch)
 
     def _notify_resumed(self) -> None:
@@ -490,6 +496,37 @@ class Processor:
                                          correlation_id=event.correlation_id)
 
     # -- inspection -----------------------------------------------------------------------
+    @property
+    def processed_sequence(self) -> int:
+        """Journal sequence of the last input the loop has finished (-1: none yet). While
+        running, every output of the inputs up to it is already in the output ring (it is
+        read before ``published_outputs`` when both are read). Safe from any thread."""
+        if self._state == "running":
+            return int(self._base + self._lc.sequence)
+        return int(self._loop.last_sequence)
+
+    @property
+    def published_outputs(self) -> int:
+        """Outputs published to the output ring since the processor's first event (its
+        output journal's next sequence once they are journaled); held outputs are not
+        counted until released. Safe from any thread."""
+        return int(self._loop.published)
+
+    def dedup_positions(self) -> dict[int, int]:
+        """``producer_id -> last applied producer_seq`` of the dedup table (a copy); after
+        ``recover()`` it says where each producer (a gateway session) resumes. Empty unless
+        ``ProcessorConfig(dedup=True)``."""
+        return dict(self._loop.dedup)
+
+    def journal_sequence_of(self, ring_sequence: int) -> int:
+        """The input journal sequence an event published at ``ring_sequence`` (what
+        ``publish`` returned) gets: inputs are journaled in ring order from the journal's
+        end at ``start()``."""
+        if self._state not in ("running", "stopped", "halted") or not hasattr(self, "_base"):
+            raise RingLogError(f"journal_sequence_of() needs a started processor; it is "
+                               f"{self._state}")
+        return int(self._base + ring_sequence)
+
     @property
     def state(self) -> str:
         """created, recovered, running, stopped, halted or closed."""

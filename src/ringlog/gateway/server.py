@@ -299,6 +299,7 @@ class Gateway:
         self.recovery: Any = None  # the processor's RecoveryReport, if start() recovered it
         self._routed = 0  # outputs routed since start
         self._published0 = 0  # outputs the processor had published before start
+        self._journal_base = 0  # journal sequence of this run's ring sequence 0
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -308,9 +309,10 @@ class Gateway:
         if p.state == "created":  # recovery reads the journal: off the loop thread
             self.recovery = await loop.run_in_executor(None, p.recover)
         self._restore_sessions()
-        self._published0 = _published(p)
-        p.add_output_listener(self._on_output)
+        self._published0 = p.published_outputs
+        p.add_output_listener(self._on_outputs, batch=True)
         p.start()
+        self._journal_base = p.journal_sequence_of(0)  # + a ring sequence: its journal seq
         await self._rebuild_live_orders()
         c = self.config
         self._server = await loop.create_server(lambda: Connection(self), c.host, c.port,
@@ -349,7 +351,7 @@ class Gateway:
     def _restore_sessions(self) -> None:
         """After recovery: each session's last applied seq from the processor's dedup table,
         and the recent answers from the output journal's tail (for resends)."""
-        applied = _applied_seqs(self.processor)
+        applied = self.processor.dedup_positions()
         table = self.table
         for s in table.by_id.values():
             s.last_seen = s.acked = applied.get(s.id, 0)
@@ -502,7 +504,7 @@ class Gateway:
         except (CircuitOpenError, RingClosedError) as e:
             self._halted(s, seq, e)
         else:
-            table.published(s, seq, _journal_seq(self.processor, ring_seq))
+            table.published(s, seq, self._journal_base + ring_seq)
             if self._settle_timer is None:  # completes it even if it makes no report
                 assert self._loop is not None
                 self._settle_delay = _SETTLE_S
@@ -547,7 +549,7 @@ class Gateway:
             except (CircuitOpenError, RingClosedError) as e:
                 self._halted(s, seq, e)
             else:
-                self.table.published(s, seq, _journal_seq(p, ring_seq))
+                self.table.published(s, seq, self._journal_base + ring_seq)
             q.popleft()
         self._settle()
         for c in list(self.connections):
@@ -580,9 +582,10 @@ class Gateway:
         self._ticker = self._loop.call_later(1.0, self._tick)
 
     # -- output ---------------------------------------------------------------------------
-    def _on_output(self, rec: Any) -> None:
-        """Output-thread listener: queue the record; one loop wake-up per batch."""
-        self._outq.append(rec)
+    def _on_outputs(self, recs: list[Any]) -> None:
+        """Output-thread listener: queue a batch of records; one loop wake-up per batch
+        (none while a drain is already scheduled)."""
+        self._outq.extend(recs)
         if not self._scheduled:
             self._scheduled = True
             loop = self._loop
@@ -595,25 +598,32 @@ class Gateway:
         self._scheduled = False
         q = self._outq
         route = self.table.route
-        m = self.metrics
+        dirty_add = self.dirty.add
+        reports = dropped = routed = 0
+        popleft = q.popleft
         while q:
-            rec = q.popleft()
-            self._routed += 1
-            if rec.type_id == TYPE_BREAKER_TRIPPED and self._held_from < 0:
+            rec = popleft()
+            routed += 1
+            type_id = rec.type_id
+            if type_id == TYPE_BREAKER_TRIPPED and self._held_from < 0:
                 self._held_from = rec.cause  # outputs from this input on are held
-            for s, seq, msg in route(rec.type_id, rec.payload, rec.correlation_id, rec.cause):
-                m.reports += 1
+            for s, seq, msg in route(type_id, rec.payload, rec.correlation_id, rec.cause):
+                reports += 1
                 if seq:
                     s.record(seq, msg)
                 c = s.conn
                 if c is None:
                     continue
                 if c.paused and type(msg) is MarketData:
-                    m.market_data_dropped += 1  # a latest value: the next update replaces it
+                    dropped += 1  # a latest value: the next update replaces it
                     continue
                 c.send(msg)
                 if seq:
-                    self.dirty.add(c)  # the Ack may move even with nothing else to say
+                    dirty_add(c)  # the Ack may move even with nothing else to say
+        self._routed += routed
+        m = self.metrics
+        m.reports += reports
+        m.market_data_dropped += dropped
         if self._rebuild is not None and not self.table.rebuilding \
                 and not self._rebuild.done():
             self._rebuild.set_result(None)
@@ -653,34 +663,14 @@ class Gateway:
             dirty.pop().flush()
 
 
-# -- what the gateway needs of the processor beyond its public API (to be exposed by it) ------
-def _published(processor: Any) -> int:
-    """Outputs the processor has published to its output ring since it was created."""
-    return int(processor._loop.state.published)
-
-
-def _journal_seq(processor: Any, ring_seq: int) -> int:
-    """The journal sequence an input published at ``ring_seq`` gets (journal-before-process:
-    ring sequence 0 of this run is the journal's next sequence at start)."""
-    return int(processor._base) + ring_seq
-
-
 def _done_through(processor: Any, routed: int) -> int:
     """The journal sequence up to which the loop has finished every input and all their
     outputs were routed (``routed`` of them), or -1 while some are still on their way."""
     p = processor
     if p.state != "running":
         return -1
-    done = p._base + p._lc.sequence  # read first: outputs of inputs <= done are published
-    return done if routed >= _published(p) else -1
-
-
-def _applied_seqs(processor: Any) -> dict[int, int]:
-    """producer id -> last applied producer seq, from the recovered processor's dedup table."""
-    fn = getattr(processor, "dedup_table", None)
-    if fn is not None:
-        return dict(fn())
-    return dict(processor._loop.state.dedup)  # until the processor exposes it publicly
+    done = p.processed_sequence  # read first: outputs of inputs <= done are published
+    return done if routed >= p.published_outputs else -1
 
 
 class GatewayThread:

@@ -17,12 +17,13 @@ import hmac
 import struct
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from ..engine.config import EngineConfig
 from ..engine.records import (
     FLAG_POST_ONLY,
     CancelReason,
@@ -31,7 +32,7 @@ from ..engine.records import (
 )
 from ..engine.records import Report as R
 from ..errors import RingLogError
-from ..events import is_control
+from ..events import CONTROL_BASE
 from .protocol import (
     Cancel,
     MarketData,
@@ -123,13 +124,16 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
 
 class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The server's configuration (a JSON or TOML file; docs/protocol.md, "Configuration")."""
+    """The server's configuration (a JSON or TOML file; docs/protocol.md, "Configuration").
+    ``engine`` is the matching engine's (symbols, bands, account limits, STP, market data):
+    ``ringlog serve`` builds ``ringlog.engine.Engine(engine)`` from it."""
 
     host: str = "127.0.0.1"
     port: int = 7878
     sessions: list[SessionEntry] = msgspec.field(default_factory=list)
     limits: Limits = msgspec.field(default_factory=Limits)
     answer_scan: int = 200_000  # output journal records read at start to rebuild answers
+    engine: EngineConfig | None = None
 
     def __post_init__(self) -> None:
         ids: set[int] = set()
@@ -377,32 +381,43 @@ class SessionTable:
         return out
 
     def route(self, type_id: int, payload: bytes, corr: int, cause: int = -1,
-              ) -> Iterator[tuple[Session, int, msgspec.Struct]]:
+              ) -> list[tuple[Session, int, msgspec.Struct]]:
         """Deliveries of one engine output (``cause``: the journal sequence of the input that
-        made it); also updates live orders and in-flight seqs."""
-        if is_control(type_id):
+        made it); also updates live orders and in-flight seqs. (The hot path of every report:
+        a list, not a generator, and the common order reports without helper calls.)"""
+        if type_id >= CONTROL_BASE:
             # the processor's own outputs (breaker tripped/closed) carry the correlation of
             # the input they followed; they are not the engine's answer to it
-            return
+            return []
         sid, seq = corr >> SEQ_BITS, corr & SEQ_MASK
         req = self.by_id.get(sid) if sid else None
         if req is not None and seq:
             # a session's commands are journaled in seq order: a report of seq means every
             # earlier seq is done (even one that made no report); seq itself may have more
-            self._complete(req, seq - 1)
-        if type_id in _KIND:
+            q = req.inflight
+            if q and q[0] < seq:
+                self._complete(req, seq - 1)
+        kind = _KIND.get(type_id)
+        if kind is not None:
             eid, account, symbol, price, qty, leaves, _side, reason, _cmd = \
                 REPORT.unpack(payload)
             live = self.live.get(account)
             if live is not None:
                 if type_id == R.RESTED or (type_id == R.MODIFIED and leaves > 0):
                     live.add(eid)
-                elif type_id in (R.CANCELLED, R.MODIFIED):
+                elif type_id == R.CANCELLED or type_id == R.MODIFIED:
                     live.discard(eid)
-            msg = Report(seq, _KIND[type_id], _client_id(eid, account), _reason(type_id, reason),
-                         price, qty, leaves, symbol=symbol)
-            yield from self._to_account(req, seq, account, msg)
-        elif type_id == R.TRADE:
+            msg = Report(seq, kind, eid & ORDER_MASK if eid >> ORDER_BITS == account else 0,
+                         _reason(type_id, reason), price, qty, leaves, 0, 0, symbol)
+            if req is not None and req.account == account:
+                return [(req, seq, msg)]
+            return self._to_account(req, seq, account, msg)
+        return list(self._route_other(type_id, payload, req, sid, seq))
+
+    def _route_other(self, type_id: int, payload: bytes, req: Session | None, sid: int,
+                     seq: int) -> Iterator[tuple[Session, int, msgspec.Struct]]:
+        """Deliveries of the outputs that are not an order's own report."""
+        if type_id == R.TRADE:
             (taker, maker, t_acct, m_acct, symbol, _side, price, qty, t_leaves,
              m_leaves) = TRADE.unpack(payload)
             for acct, eid, left in ((t_acct, taker, t_leaves), (m_acct, maker, m_leaves)):
@@ -451,9 +466,9 @@ class SessionTable:
                         yield s, 0, md
 
     def _to_account(self, req: Session | None, seq: int, account: int,
-                    msg: msgspec.Struct) -> Iterable[tuple[Session, int, msgspec.Struct]]:
+                    msg: msgspec.Struct) -> list[tuple[Session, int, msgspec.Struct]]:
         if req is not None and req.account == account:
-            return ((req, seq, msg),)
+            return [(req, seq, msg)]
         # not this session's command (a maker's fill, an operator's kill): every session of
         # the account hears it, unsolicited (seq 0)
         if seq:
