@@ -69,3 +69,43 @@ def test_gateway_on_the_default_asyncio_loop_serves_the_same(tmp_path):
         assert [m.kind for m in c.request(NewOrder, 1, 1, Side.SELL, 5, 100)] == \
             ["accepted", "rested"]
         assert not isinstance(c.request(OpenOrders)[0], Halted)
+
+
+def test_close_and_wait_aborts_a_connection_whose_server_stopped_reading():
+    """A closing transport reads no more but flushes its writes first: against a server
+    that has stopped reading (it waits for us to read its answers) that flush never ends.
+    close_and_wait must give up and abort instead of hanging the caller for ever."""
+    import socket
+    import threading
+
+    from ringlog.gateway.protocol import FrameEncoder, LogonAck
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def serve():
+        conn, _ = srv.accept()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        conn.recv(4096)  # the Logon frame
+        ack = bytearray()
+        FrameEncoder().append(ack, LogonAck(0, 7))
+        conn.sendall(ack)
+        done.wait(30)  # then never reads again
+        conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+
+    async def go():
+        c = AsyncClient("127.0.0.1", srv.getsockname()[1], "token")
+        await c.logon(timeout=5)
+        c.send_raw(b"\0" * (32 << 20))  # far more than the socket buffers hold
+        await asyncio.wait_for(c.close_and_wait(timeout=0.2), 20)
+        assert not c.connected
+
+    try:
+        asyncio.run(go())
+    finally:
+        done.set()
+        t.join(5)
+        srv.close()

@@ -175,12 +175,20 @@ class AsyncClient:
         if self._proto is not None and self._proto.transport is not None:
             self._proto.transport.close()
 
-    async def close_and_wait(self) -> None:
-        """Closes the connection and waits until it is gone."""
+    async def close_and_wait(self, timeout: float = 5.0) -> None:
+        """Closes the connection and waits until it is gone. A close flushes what is still
+        unsent first; a server that stopped reading (it is waiting for us to read, and a
+        closing transport reads no more) would hold it open for ever: after ``timeout`` the
+        connection is aborted instead."""
         p = self._proto
         self.close()
         if p is not None:
-            await p.lost
+            try:
+                await asyncio.wait_for(asyncio.shield(p.lost), timeout)
+            except TimeoutError:
+                if p.transport is not None:
+                    p.transport.abort()
+                await p.lost
 
     async def logout(self, timeout: float = 10.0) -> None:
         """Sends Logout and waits until the server has answered everything and closed."""
