@@ -192,7 +192,7 @@ def run(runs: int = 3, smoke: bool = False, peers: dict | None = None) -> list[d
                          note="mixed flow back to back; includes ~20 ns of clock reads"))
     rows.append(_row("processor_engine_journaled", "ops/s",
                      [_pipeline(20_000 if smoke else 500_000) for _ in range(runs)],
-                     note="Python processor loop; group commit; breaker on"))
+                     note="Cython loop (on_event_c from ring slots); group commit; per-account breaker on"))
     return rows
 
 
@@ -208,9 +208,11 @@ GOALS = [
             "records built; on a shared 2-core machine the figure swings with the neighbours"},
     {"goal": ">= 2M ops/s through the full pipeline with journaling",
      "row": "processor_engine_journaled", "min": 2e6,
-     "why": "the processor's loop is still Python (LogicLoop.process, breaker checks and "
-            "Python emit per output, ~10 us a command); the Cython loop calling on_event_c from "
-            "ring slots is the planned fix, the engine itself is ~50x faster than this row"},
+     "why": "each command journals its input and ~2.6 outputs (~3.6 records of 100-130 "
+            "bytes) under group commit, which is disk-bound on this VM (see append_64b_group), "
+            "the per-account breaker checks every output, and the producer, journaller, loop "
+            "and output journaller are four busy threads on two cores; the engine alone runs "
+            "the same flow at engine_mixed_throughput. No finer breakdown measured yet"},
     {"goal": ">= 10x the Python peer (cython-orderbook) on the mixed stream",
      "row": "engine_mixed_throughput", "ratio": "cython-orderbook", "min": 10.0,
      "why": "the peer makes Python objects per order and per trade"},
