@@ -182,7 +182,8 @@ class AsyncClient:
         connection is aborted instead."""
         p = self._proto
         self.close()
-        if p is not None:
+        if p is not None and not p.lost.done() \
+                and p.lost.get_loop() is asyncio.get_running_loop():  # else gone with its loop
             try:
                 await asyncio.wait_for(asyncio.shield(p.lost), timeout)
             except TimeoutError:
