@@ -192,7 +192,8 @@ def run(runs: int = 3, smoke: bool = False, peers: dict | None = None) -> list[d
                          note="mixed flow back to back; includes ~20 ns of clock reads"))
     rows.append(_row("processor_engine_journaled", "ops/s",
                      [_pipeline(20_000 if smoke else 500_000) for _ in range(runs)],
-                     note="Cython loop (on_event_c from ring slots); group commit; per-account breaker on"))
+                     note="Cython loop (on_event_c from ring slots); group commit; "
+                          "per-account breaker on"))
     return rows
 
 
