@@ -474,3 +474,25 @@ def test_replay_rebuilds_the_matching_engine_book_at_a_sequence(tmp_path):
     assert len(rows) == 5 and all(x["type"] == "new" and x["payload"]["side"] == 1
                                   for x in rows)
     assert rows[0]["payload"]["order_id"] == int(cmds[rows[0]["sequence"]]["order_id"])
+
+
+def test_dump_type_names_match_any_case_and_padding_fields_are_not_shown(tmp_path):
+    from ringlog.engine import registry
+    from ringlog.engine.records import REPORT_DTYPE, Report
+
+    rec = np.zeros(1, REPORT_DTYPE)
+    rec["order_id"], rec["qty"] = 5, 7
+    with Journal(tmp_path / "j", registry=registry(), durability="none") as j:
+        j.append(rec.tobytes(), Report.ACCEPTED)
+        j.append(rec.tobytes(), Report.RESTED)
+    rows = jsonl(ringlog("journal", "dump", tmp_path / "j", "--type", "ACCEPTED",
+                         "--json").stdout)
+    assert len(rows) == 1 and rows[0]["payload"]["order_id"] == 5
+    assert not [k for k in rows[0]["payload"] if k.startswith("_")]
+
+
+def test_replay_of_a_handler_that_needs_arguments_is_a_usage_error_naming_a_factory(tmp_path):
+    with Journal(tmp_path / "p" / "input", durability="none") as j:
+        j.append(b"x", 1)
+    r = ringlog("replay", tmp_path / "p", "--handler", "ringlog.engine:Engine")
+    assert r.returncode == 2 and "factory" in r.stderr and "Traceback" not in r.stderr

@@ -25,8 +25,8 @@ import numpy as np
 from .bench.latency import percentiles
 from .bench.loops import one_to_one_threads
 from .breaker import Breaker, BreakerConfig, Limit
-from .engine import Command, Engine, RejectReason, Report, Side, decode, new_order, registry
-from .engine.flow import demo_config, mixed_flow
+from .engine import Command, RejectReason, Report, Side, decode, new_order, registry
+from .engine.flow import demo_engine, mixed_flow
 from .errors import CircuitOpenError
 from .journal import JournalReader
 from .processor import Processor, ProcessorConfig
@@ -37,7 +37,7 @@ RUNAWAY = 999
 def engine_alone(n: int) -> None:
     """Throughput of ``process_commands`` and the latency of single commands."""
     cmds, types = mixed_flow(n, seed=7)
-    engine = Engine(demo_config(max_orders=1 << 20))
+    engine = demo_engine()
     t0 = time.perf_counter()
     outputs = engine.process_commands(cmds, types)
     dt = time.perf_counter() - t0
@@ -47,7 +47,7 @@ def engine_alone(n: int) -> None:
     print(f"   trades {s['trades']:,}, cancels {s['cancelled']:,}, rejects {s['rejected']:,}, "
           f"resting at the end {s['live_orders']:,}")
     lat = np.zeros(n, np.int64)
-    Engine(demo_config(max_orders=1 << 20)).process_commands(cmds, types, latencies=lat)
+    demo_engine().process_commands(cmds, types, latencies=lat)
     q = percentiles(lat)
     print(f"   latency per command: p50 {q['p50']:.0f} ns, p99 {q['p99']:.0f} ns, "
           f"p99.9 {q['p99.9']:.0f} ns, max {q['max'] / 1000:.0f} us")
@@ -66,8 +66,8 @@ def tally(path: Path, first: int = 0) -> tuple[Counter[int], Counter[str]]:
 
 def pipeline(path: Path, n: int) -> str:
     """Runs the flow through the processor, then the runaway; returns the live state hash."""
-    cfg = demo_config(max_orders=1 << 20)
-    engine = Engine(cfg)
+    engine = demo_engine()
+    cfg = engine.config
     # ~100k commands/s of event time: an account sees ~2k outputs/s; the limit is 10x that
     limits = BreakerConfig(limits=[Limit(max_count=2_000, window_ns=100_000_000, per="key",
                                          name="per-account")])
@@ -113,8 +113,10 @@ def pipeline(path: Path, n: int) -> str:
     m = p.metrics
     if trips:
         print(f"   TRIP: account {trips[0].key} sent {trips[0].count} outputs within "
-              f"{trips[0].window_ns / 1e6:.0f} ms; {m.held} outputs held; the producer was "
-              f"refused after {sent} of 1500 orders; input since the trip waits in the journal")
+              f"{trips[0].window_ns / 1e6:.0f} ms; {m.held} outputs held; "
+              + (f"the producer was refused after {sent} of 1500 orders" if sent < 1500 else
+                 "all 1500 orders were in the ring before the loop tripped")
+              + "; input since the trip waits in the journal")
     p.release_held(timestamp_ns=t + 10**9)
     p.reset_breaker(timestamp_ns=t + 2 * 10**9)
     p.drain(timeout=60)
@@ -125,8 +127,8 @@ def pipeline(path: Path, n: int) -> str:
 
 def recovery(path: Path, live: str) -> bool:
     """A fresh engine from the newest snapshot + replay; outputs verified against the journal."""
-    cfg = demo_config(max_orders=1 << 20)
-    engine = Engine(cfg)
+    engine = demo_engine()
+    cfg = engine.config
     p = Processor(engine, path, ProcessorConfig(slot_size=cfg.min_slot_size),
                   breaker=Breaker(BreakerConfig(limits=[Limit(
                       max_count=2_000, window_ns=100_000_000, per="key", name="per-account")])),

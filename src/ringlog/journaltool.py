@@ -124,7 +124,8 @@ class _TypeDecoder:
                 raise ValueError(f"{len(payload)} bytes, the {self.name} record needs "
                                  f"{self.dtype.itemsize}")
             row = np.frombuffer(payload, self.dtype, count=1)[0]
-            return {n: _plain(row[n]) for n in self.fields}
+            # fields named _x are layout padding: nothing to show
+            return {n: _plain(row[n]) for n in self.fields if not n.startswith("_")}
         if self.kind == "msgpack":
             return _named(msgspec.msgpack.decode(payload), self.fields)
         raise ValueError("no decoder")
@@ -258,7 +259,7 @@ class Filter(msgspec.Struct, kw_only=True):
         """A function returning the record's dict when it passes, else None. Header checks
         run before the payload is decoded."""
         ids = {int(t) for t in self.types if t.isdigit()}
-        names = {t for t in self.types if not t.isdigit()}
+        names = {t.lower() for t in self.types if not t.isdigit()}  # names match any case
         preds = []
         for w in self.where:
             m = _WHERE.match(w)
@@ -275,7 +276,8 @@ class Filter(msgspec.Struct, kw_only=True):
                 return None
             if until is not None and rec.timestamp_ns > until:
                 return None
-            if (ids or names) and rec.type_id not in ids and dec.type_name(rec) not in names:
+            if (ids or names) and rec.type_id not in ids \
+                    and dec.type_name(rec).lower() not in names:
                 return None
             d = dec.as_dict(rec)
             for field, op, value in preds:

@@ -69,8 +69,13 @@ def load_object(spec: str) -> Any:
 def make_handler(spec: str) -> Any:
     """A handler instance from ``module:Class`` (or a factory function taking no args)."""
     obj = load_object(spec)
-    handler = obj() if isinstance(obj, type) or (callable(obj) and not hasattr(obj, "on_event")
-                                                  ) else obj
+    try:
+        handler = obj() if isinstance(obj, type) or (
+            callable(obj) and not hasattr(obj, "on_event")) else obj
+    except TypeError as e:
+        raise ValueError(f"{spec!r} cannot be built without arguments ({e}): give a factory "
+                         "function module:function that returns the handler as the processor "
+                         "ran it (for the demo engine: ringlog.engine.flow:demo_engine)") from e
     if not hasattr(handler, "on_event"):
         raise ValueError(f"{spec!r} is not an event handler (no on_event method)")
     return handler

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._engine import Engine
 from .config import EngineConfig, SymbolSpec
 from .records import COMMAND_DTYPE, FLAG_POST_ONLY, Command, OrderType, Side, Tif
 
-__all__ = ["adds_flow", "cancels_flow", "demo_config", "matches_flow", "mixed_flow"]
+__all__ = ["adds_flow", "cancels_flow", "demo_config", "demo_engine", "matches_flow",
+           "mixed_flow"]
 
 # share of each kind of new order in the mixed stream; cancels and modifies come on top
 _KINDS = ("limit", "ioc", "market", "fok", "post_only", "invalid")
@@ -30,6 +32,12 @@ def demo_config(symbols: int = 4, **kw: object) -> EngineConfig:
     specs = [SymbolSpec(symbol=s + 1, min_price=1, max_price=20_000, reference_price=10_000,
                         band_pct=10.0) for s in range(symbols)]
     return EngineConfig(symbols=specs, **kw)  # type: ignore[arg-type]
+
+
+def demo_engine() -> Engine:
+    """The engine exactly as ``make demo`` runs it: a factory for the tools
+    (``ringlog replay demo-journal --handler ringlog.engine.flow:demo_engine``)."""
+    return Engine(demo_config(max_orders=1 << 20))
 
 
 def mixed_flow(n: int, seed: int = 1, symbols: int = 4, accounts: int = 50,
