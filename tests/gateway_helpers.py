@@ -26,6 +26,23 @@ def run(coro: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coro, 60))
 
 
+def with_clients(directory: Any, body: Any, *tokens: str, **running_kw: Any) -> None:
+    """Runs ``await body(*clients)`` against a gateway ``running`` in ``directory``, one
+    logged-on AsyncClient per token; the clients are closed afterwards."""
+    from ringlog.client import AsyncClient
+
+    async def main(addr: tuple[str, int]) -> None:
+        clients = [await AsyncClient.connect(*addr, t) for t in tokens]
+        try:
+            await body(*clients)
+        finally:
+            for c in clients:
+                await c.close_and_wait()
+
+    with running(directory, **running_kw) as g:
+        run(main(g.gateway.address))
+
+
 def logon(raw: Raw, token: str, seq: int = 0) -> Any:
     """Logs a raw peer on; returns the server's answer."""
     raw.send(Logon(seq, token))

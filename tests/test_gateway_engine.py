@@ -40,6 +40,7 @@ from gateway_helpers import (
     logon,
     run,
     running,
+    with_clients,
 )
 
 
@@ -48,9 +49,7 @@ def kinds(got):
 
 
 def test_a_trade_reaches_both_accounts_with_their_own_order_ids_in_time_priority(tmp_path):
-    async def main(addr):
-        a = await AsyncClient.connect(*addr, ALICE)
-        b = await AsyncClient.connect(*addr, BOB)
+    async def body(a, b):
         assert kinds(await a.request(NewOrder, 11, 1, Side.BUY, 5, 100)) == \
             [("accepted", ""), ("rested", "")]
         await a.request(NewOrder, 12, 1, Side.BUY, 5, 100)
@@ -69,11 +68,8 @@ def test_a_trade_reaches_both_accounts_with_their_own_order_ids_in_time_priority
         got = await a.request(OpenOrders)
         assert got == [OrderInfo(4, 12, 1, Side.BUY, 100, 3, "open"), OpenOrdersEnd(4, 1)]
         assert await b.request(OpenOrders) == [OpenOrdersEnd(2, 0)]
-        await a.close_and_wait()
-        await b.close_and_wait()
 
-    with running(tmp_path) as g:
-        run(main(g.gateway.address))
+    with_clients(tmp_path, body, ALICE, BOB)
 
 
 def test_one_account_cannot_cancel_modify_query_or_mass_cancel_anothers_orders(tmp_path):
@@ -99,9 +95,7 @@ def test_one_account_cannot_cancel_modify_query_or_mass_cancel_anothers_orders(t
 
 
 def test_ioc_fok_and_market_orders_through_the_wire(tmp_path):
-    async def main(addr):
-        a = await AsyncClient.connect(*addr, ALICE)
-        b = await AsyncClient.connect(*addr, BOB)
+    async def body(a, b):
         await a.request(NewOrder, 1, 1, Side.SELL, 5, 100)
         await a.request(NewOrder, 2, 1, Side.SELL, 5, 102)
         # IOC: takes what crosses, the rest is cancelled (unfilled), nothing rests
@@ -125,17 +119,12 @@ def test_ioc_fok_and_market_orders_through_the_wire(tmp_path):
         assert [(m.kind, m.price, m.qty) for m in got] == \
             [("accepted", 0, 3), ("trade", 90, 2), ("trade", 80, 1)]
         assert await b.request(OpenOrders) == [OpenOrdersEnd(7, 0)]
-        await a.close_and_wait()
-        await b.close_and_wait()
 
-    with running(tmp_path) as g:
-        run(main(g.gateway.address))
+    with_clients(tmp_path, body, ALICE, BOB)
 
 
 def test_mass_cancel_of_one_symbol_cancels_only_the_accounts_orders_there(tmp_path):
-    async def main(addr):
-        a = await AsyncClient.connect(*addr, ALICE)
-        b = await AsyncClient.connect(*addr, BOB)
+    async def body(a, b):
         await a.request(NewOrder, 1, 1, Side.BUY, 1, 100)
         await a.request(NewOrder, 2, 2, Side.BUY, 1, 100)
         await a.request(NewOrder, 3, 2, Side.SELL, 1, 200)
@@ -146,11 +135,8 @@ def test_mass_cancel_of_one_symbol_cancels_only_the_accounts_orders_there(tmp_pa
         got = await a.request(OpenOrders)
         assert [m.order_id for m in got[:-1]] == [1]
         assert [m.order_id for m in (await b.request(OpenOrders))[:-1]] == [1]
-        await a.close_and_wait()
-        await b.close_and_wait()
 
-    with running(tmp_path) as g:
-        run(main(g.gateway.address))
+    with_clients(tmp_path, body, ALICE, BOB)
 
 
 def test_a_resent_trade_after_a_restart_is_answered_again_and_never_trades_twice(tmp_path):

@@ -39,7 +39,19 @@ from ringlog.gateway.protocol import (
 )
 from ringlog.gateway.session import Limits
 
-from gateway_helpers import ALICE, ALICE2, BOB, CAROL, Raw, config, frame_of, logon, run, running
+from gateway_helpers import (
+    ALICE,
+    ALICE2,
+    BOB,
+    CAROL,
+    Raw,
+    config,
+    frame_of,
+    logon,
+    run,
+    running,
+    with_clients,
+)
 from standin_engine import StandInEngine
 
 
@@ -94,9 +106,7 @@ def test_json_logon_is_answered_in_json(tmp_path):
 
 # -- orders, reports, isolation ----------------------------------------------------------
 def test_orders_are_answered_in_order_and_a_trade_reaches_maker_and_taker(tmp_path):
-    async def main(addr):
-        a = await AsyncClient.connect(*addr, ALICE)
-        b = await AsyncClient.connect(*addr, BOB)
+    async def body(a, b):
         got = await a.request(NewOrder, 11, 1, Side.BUY, 10, 100)
         assert [m.kind for m in got] == ["accepted", "rested"]
         got = await b.request(NewOrder, 11, 1, Side.SELL, 4, 99)
@@ -105,17 +115,12 @@ def test_orders_are_answered_in_order_and_a_trade_reaches_maker_and_taker(tmp_pa
         assert got[1].order_id == 11 and got[1].price == 100 and got[1].maker_id == 0
         fill = await a.next_event(5)
         assert fill == Report(0, "trade", 11, "", 100, 4, 6, maker_id=11, taker_id=0, symbol=1)
-        await a.close_and_wait()
-        await b.close_and_wait()
 
-    with running(tmp_path) as g:
-        run(main(g.gateway.address))
+    with_clients(tmp_path, body, ALICE, BOB)
 
 
 def test_an_account_cannot_see_or_touch_another_accounts_orders(tmp_path):
-    async def main(addr):
-        a = await AsyncClient.connect(*addr, ALICE)
-        b = await AsyncClient.connect(*addr, BOB)
+    async def body(a, b):
         await a.request(NewOrder, 5, 1, Side.BUY, 10, 100)
         (rej,) = await b.request(Cancel, 5)
         assert rej.kind == "rejected" and rej.reason == "unknown_order"
@@ -127,11 +132,8 @@ def test_an_account_cannot_see_or_touch_another_accounts_orders(tmp_path):
         assert [m.kind for m in got] == ["accepted", "rested"]
         info = await a.request(OpenOrders)
         assert info == [OrderInfo(2, 5, 1, Side.BUY, 100, 10, "open"), OpenOrdersEnd(2, 1)]
-        await a.close_and_wait()
-        await b.close_and_wait()
 
-    with running(tmp_path) as g:
-        run(main(g.gateway.address))
+    with_clients(tmp_path, body, ALICE, BOB)
 
 
 def test_two_sessions_of_one_account_share_its_orders(tmp_path):
@@ -149,9 +151,7 @@ def test_two_sessions_of_one_account_share_its_orders(tmp_path):
 
 
 def test_market_data_reaches_subscribers_only(tmp_path):
-    async def main(addr):
-        a = await AsyncClient.connect(*addr, ALICE)
-        b = await AsyncClient.connect(*addr, BOB)
+    async def body(a, b):
         await b.request(Subscribe, 1)
         await a.request(NewOrder, 1, 1, Side.BUY, 3, 100)
         md = await b.next_event(5)
@@ -161,11 +161,8 @@ def test_market_data_reaches_subscribers_only(tmp_path):
         await a.request(NewOrder, 3, 1, Side.BUY, 3, 101)
         await b.request(Heartbeat)
         assert b.events.empty() and a.events.empty()
-        await a.close_and_wait()
-        await b.close_and_wait()
 
-    with running(tmp_path) as g:
-        run(main(g.gateway.address))
+    with_clients(tmp_path, body, ALICE, BOB)
 
 
 # -- sequencing and idempotency ------------------------------------------------------------
@@ -299,9 +296,7 @@ def test_logon_seq_above_the_servers_restores_answers_that_were_never_journaled(
 
 
 def test_modify_order_status_and_mass_cancel_reach_the_engine_for_the_account(tmp_path):
-    async def main(addr):
-        a = await AsyncClient.connect(*addr, ALICE)
-        b = await AsyncClient.connect(*addr, BOB)
+    async def body(a, b):
         for i in (1, 2):
             await a.request(NewOrder, i, 1, Side.BUY, 10, 100)
         await b.request(NewOrder, 1, 1, Side.BUY, 10, 100)
@@ -315,11 +310,8 @@ def test_modify_order_status_and_mass_cancel_reach_the_engine_for_the_account(tm
             [("cancelled", "mass_cancel", 1), ("cancelled", "mass_cancel", 2)]
         assert (await a.request(OpenOrders))[-1].count == 0
         assert (await b.request(OpenOrders))[-1].count == 1  # bob's order untouched
-        await a.close_and_wait()
-        await b.close_and_wait()
 
-    with running(tmp_path) as g:
-        run(main(g.gateway.address))
+    with_clients(tmp_path, body, ALICE, BOB)
 
 
 def test_a_command_that_makes_no_report_is_still_acked(tmp_path):
