@@ -184,10 +184,30 @@ def test_duplicate_producer_sequence_is_journaled_but_processed_once(tmp_path):
 
 
 def test_bad_configuration_is_an_error():
-    with pytest.raises(ValueError, match="ring_capacity must be a power of two"):
+    with pytest.raises(ValueError, match="ring_capacity: must be a power of two"):
         ProcessorConfig(ring_capacity=100)
     with pytest.raises(ValueError, match="max_batch"):
         ProcessorConfig(max_batch=0)
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"durability": "fast"}, "ProcessorConfig.durability"),
+    ({"wait": "spin"}, "ProcessorConfig.wait"),
+    ({"ring_capacity": "1024"}, "ProcessorConfig.ring_capacity"),
+    ({"dedup": 1}, "ProcessorConfig.dedup"),
+    ({"slot_size": 60}, "ProcessorConfig.slot_size"),
+    ({"segment_size": 5000}, "ProcessorConfig.segment_size"),
+    ({"snapshot_every": -1}, "ProcessorConfig.snapshot_every"),
+])
+def test_configuration_errors_name_the_field_at_construction(kwargs, field):
+    from ringlog.errors import ConfigError, RingLogError
+
+    with pytest.raises(ConfigError) as info:
+        ProcessorConfig(**kwargs)
+    assert info.value.field == field
+    assert str(info.value).startswith(field + ":")
+    assert isinstance(info.value, RingLogError)
+    assert info.value.value == next(iter(kwargs.values()))
 
 
 def _wait(cond, timeout=30.0):

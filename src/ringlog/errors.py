@@ -2,6 +2,7 @@
 
 __all__ = [
     "CircuitOpenError",
+    "ConfigError",
     "InsufficientCapacityError",
     "JournalCorruptError",
     "JournalError",
@@ -15,6 +16,20 @@ __all__ = [
 
 class RingLogError(Exception):
     """Base class of every error ringlog raises."""
+
+
+class ConfigError(RingLogError, ValueError, TypeError):
+    """A configuration value that cannot work, raised when the configuration is built.
+
+    ``field`` is the path of the offending value the way ``msgspec.convert`` reports it
+    (``"ProcessorConfig.ring_capacity"``, ``"BreakerConfig.limits[1].per"``) and ``value`` the
+    value given. A ValueError and a TypeError, so either builtin catches it.
+    """
+
+    def __init__(self, field: str, message: str, value: object = None) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.value = value
 
 
 class RingError(RingLogError):

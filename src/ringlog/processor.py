@@ -23,6 +23,7 @@ from typing import Any, Literal
 import msgspec
 
 from ._loop import journal_stage
+from .config import check_fields, config_error
 from .errors import CircuitOpenError, RingClosedError, RingLogError
 from .events import (
     FLAG_BATCH_END,
@@ -60,14 +61,22 @@ class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     dedup: bool = False
 
     def __post_init__(self) -> None:
+        check_fields(self)
         for name in ("ring_capacity", "output_capacity"):
             v = getattr(self, name)
             if v < 2 or v & (v - 1):
-                raise ValueError(f"{name} must be a power of two >= 2, got {v}")
+                raise config_error(self, name, f"must be a power of two >= 2, got {v}")
+        if self.slot_size < 56 or self.slot_size % 8:
+            raise config_error(self, "slot_size", f"must be a multiple of 8 and >= 56 (the "
+                               f"48-byte header plus payload), got {self.slot_size}")
         if self.max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+            raise config_error(self, "max_batch", f"must be >= 1, got {self.max_batch}")
+        if self.segment_size < 8192 or self.segment_size % 4096:
+            raise config_error(self, "segment_size", f"must be a multiple of 4096 and >= 8192 "
+                               f"bytes, got {self.segment_size}")
         if self.snapshot_every < 0:
-            raise ValueError(f"snapshot_every must be >= 0, got {self.snapshot_every}")
+            raise config_error(self, "snapshot_every", f"must be >= 0, got "
+                               f"{self.snapshot_every}")
 
 
 class ProcessorMetrics(msgspec.Struct, frozen=True):

@@ -1,0 +1,45 @@
+"""Validation shared by every configuration Struct: types checked at construction.
+
+msgspec validates types only when it decodes or converts; a Struct built by calling it
+(``ProcessorConfig(durability="fast")``) is not checked. ``check_fields`` converts each field's
+value against its annotation and raises :class:`~ringlog.errors.ConfigError` naming the field
+path, so a wrong type or a value outside a ``Literal`` fails at construction, never later in a
+thread.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from .errors import ConfigError
+
+__all__ = ["ConfigError", "check_fields", "config_error"]
+
+
+def check_fields(obj: msgspec.Struct, path: str | None = None) -> None:
+    """Raises ConfigError for the first field of ``obj`` whose value does not fit its type.
+
+    Call it first in ``__post_init__``; ``path`` prefixes the field names (default: the
+    class name).
+    """
+    owner = path or type(obj).__name__
+    for f in msgspec.structs.fields(obj):
+        value = getattr(obj, f.name)
+        try:
+            msgspec.convert(value, f.type, strict=True)
+        except msgspec.ValidationError as e:
+            raise ConfigError(f"{owner}.{f.name}", _reason(e, value), value) from None
+
+
+def config_error(obj: msgspec.Struct, field: str, message: str) -> ConfigError:
+    """A ConfigError for ``field`` of ``obj`` (a value check in ``__post_init__``)."""
+    return ConfigError(f"{type(obj).__name__}.{field}", message, getattr(obj, field, None))
+
+
+def _reason(e: msgspec.ValidationError, value: Any) -> str:
+    msg = str(e)
+    # msgspec says "Expected `int`, got `str`" or "Invalid enum value 'fast'"; a path of an
+    # inner value follows as " - at `$[1]`", which we keep.
+    return msg if "got" in msg or repr(value) in msg else f"{msg} (got {value!r})"
