@@ -58,14 +58,23 @@ def state_hash(handler: Any) -> str:
 async def record_checkpoint(kv: Any, key: str, cp: Checkpoint) -> Checkpoint:
     """Writes ``cp`` as the reference if none exists; returns the reference (``cp`` or the
     one already there). Raises Divergence when the reference's hash differs."""
-    from nats.js.errors import KeyWrongLastSequenceError
+    import asyncio
+
+    from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
     try:
         await kv.create(key, msgspec.json.encode(cp))
         return cp
-    except KeyWrongLastSequenceError:
-        pass
-    entry = await kv.get(key)
+    except (KeyWrongLastSequenceError, KeyNotFoundError):
+        pass  # (nats-py's create reads the key back, and a follower may not have it yet)
+    for attempt in range(100):  # reads may go to a follower that lags: retry a moment
+        try:
+            entry = await kv.get(key)
+            break
+        except KeyNotFoundError:
+            if attempt == 99:
+                raise
+            await asyncio.sleep(0.05)
     ref = msgspec.json.decode(entry.value, type=Checkpoint)
     if ref.state_hash != cp.state_hash:
         raise Divergence(cp.stream_seq, cp.state_hash, ref)

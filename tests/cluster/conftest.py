@@ -1,0 +1,69 @@
+"""A three-node NATS cluster (JetStream, file storage in a temp directory, loopback ports)
+shared by the cluster tests, and the failover times they report at the end of the run.
+
+Each test names its own cluster (``ClusterConfig.name``) so its streams and buckets are its
+own; a test that kills a NATS node brings it back before it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+nats = pytest.importorskip("nats", reason="the cluster extra (nats-py) is not installed")
+
+from ringlog.cluster import ClusterConfig  # noqa: E402
+from ringlog.cluster.natsserver import NatsCluster  # noqa: E402
+
+REPORT: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    """Three nats-server processes with JetStream, clustered; stopped after the session."""
+    from ringlog.cluster.replica import wait_for_jetstream
+
+    cluster = NatsCluster(3, tmp_path_factory.mktemp("nats")).start()
+
+    async def ready() -> None:
+        nc = await nats.connect(cluster.urls)
+        try:
+            await wait_for_jetstream(nc.jetstream(timeout=2), timeout=60)
+        finally:
+            await nc.close()
+
+    try:
+        asyncio.run(ready())
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster_config(nats_cluster: NatsCluster) -> Any:
+    """A factory of ClusterConfigs with a name of their own on the shared NATS cluster."""
+    def make(**kw: Any) -> ClusterConfig:
+        kw.setdefault("name", "t" + uuid.uuid4().hex[:10])
+        kw.setdefault("lease_ttl", 0.5)
+        kw.setdefault("checkpoint_every", 20)
+        kw.setdefault("batch_max_commands", 50)
+        kw.setdefault("batch_linger", 0.005)
+        return ClusterConfig(servers=nats_cluster.urls, **kw)
+    return make
+
+
+@pytest.fixture
+def cluster_report() -> list[str]:
+    """Lines a test wants printed in the run's summary (failover times)."""
+    return REPORT
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if REPORT:
+        terminalreporter.section("cluster")
+        for line in REPORT:
+            terminalreporter.write_line(line)
