@@ -8,6 +8,8 @@ own; a test that kills a NATS node brings it back before it ends.
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -23,11 +25,14 @@ REPORT: list[str] = []
 
 
 @pytest.fixture(scope="session")
-def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
-    """Three nats-server processes with JetStream, clustered; stopped after the session."""
+def nats_cluster() -> Iterator[NatsCluster]:
+    """Three nats-server processes with JetStream, clustered; stopped after the session.
+    (Their files live outside pytest's numbered temp dirs, which a concurrent pytest run may
+    clean up.)"""
     from ringlog.cluster.replica import wait_for_jetstream
 
-    cluster = NatsCluster(3, tmp_path_factory.mktemp("nats")).start()
+    store = tempfile.mkdtemp(prefix="ringlog-nats-")
+    cluster = NatsCluster(3, store).start()
 
     async def ready() -> None:
         nc = await nats.connect(cluster.urls)
@@ -41,6 +46,7 @@ def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsClust
         yield cluster
     finally:
         cluster.stop()
+        shutil.rmtree(store, ignore_errors=True)
 
 
 @pytest.fixture

@@ -246,7 +246,7 @@ async def publish_once(js: Any, subject: str, data: bytes, msg_id: str, timeout:
     timeout, a missing stream leader or a reconnect; the duplicate window makes a retry of a
     stored message a no-op); returns its stream sequence."""
     import nats.errors
-    from nats.js.errors import APIError, ServiceUnavailableError
+    from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
 
     hdrs = {"Nats-Msg-Id": msg_id, **(headers or {})}
     deadline = time.monotonic() + give_up_after
@@ -256,7 +256,8 @@ async def publish_once(js: Any, subject: str, data: bytes, msg_id: str, timeout:
             ack = await js.publish(subject, data, timeout=timeout, headers=hdrs)
             return int(ack.seq)
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError,
-                nats.errors.ConnectionReconnectingError, ServiceUnavailableError) as e:
+                nats.errors.ConnectionReconnectingError, ServiceUnavailableError,
+                NoStreamResponseError) as e:
             err: BaseException = e
         except APIError as e:
             if e.code not in (503, 504):
