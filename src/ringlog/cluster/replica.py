@@ -34,7 +34,7 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -48,7 +48,8 @@ from .lease import Lease
 from .outputs import OutputEmitter, last_mark, pack_mark
 from .stream import ensure_shard, input_decoder, publish_once
 
-__all__ = ["Replica", "ReplicaConfig", "ReplicaStatus", "main"]
+__all__ = ["Replica", "ReplicaConfig", "ReplicaStatus", "connect", "main", "run_replica",
+           "wait_for_jetstream"]
 
 EXIT_DIVERGED = 3
 
@@ -95,8 +96,10 @@ class ReplicaStatus(msgspec.Struct):
 class Replica:
     """Runs one replica until ``stop()`` or a divergence (see the module docstring)."""
 
-    def __init__(self, config: ReplicaConfig) -> None:
+    def __init__(self, config: ReplicaConfig,
+                 handler_factory: Callable[[], Any] | None = None) -> None:
         self.config = config
+        self._factory = handler_factory or pkgutil.resolve_name(config.handler)
         self.cfg = config.cluster
         self.names = self.cfg.names(config.shard)
         self.status = ReplicaStatus(config.replica_id, os.getpid())
@@ -113,12 +116,8 @@ class Replica:
     async def run(self) -> int:
         """Connects, recovers, then consumes and (when leading) publishes until stopped.
         Returns 0, or EXIT_DIVERGED after a divergence."""
-        import nats
-
         self._loop = asyncio.get_running_loop()
-        self.nc = await nats.connect(self.cfg.servers, max_reconnect_attempts=-1,
-                                     reconnect_time_wait=0.1, connect_timeout=2,
-                                     name=f"ringlog-{self.config.replica_id}")
+        self.nc = await connect(self.cfg, f"ringlog-{self.config.replica_id}")
         self.js = self.nc.jetstream(timeout=self.cfg.publish_timeout)
         await wait_for_jetstream(self.js)
         await ensure_shard(self.js, self.cfg, self.config.shard)
@@ -176,7 +175,7 @@ class Replica:
 
     # -- recovery -------------------------------------------------------------------------
     def _recover(self) -> None:
-        self.handler = pkgutil.resolve_name(self.config.handler)()
+        self.handler = self._factory()
         pc = self.config.processor
         need = getattr(getattr(self.handler, "config", None), "min_slot_size", 0)
         if need > pc.slot_size:  # the engine's market-data records need bigger slots
@@ -418,6 +417,25 @@ class Replica:
                                  msgspec.json.encode(self.status))
 
 
+async def connect(cfg: ClusterConfig, name: str, first_try: float = 10.0) -> Any:
+    """A NATS connection that reconnects for ever once made; RingLogError if no server
+    answers within ``first_try`` seconds. Connection errors are counted, not printed."""
+    import nats
+
+    errors: list[BaseException] = []
+
+    async def quiet(e: BaseException) -> None:
+        errors[:] = [e]
+
+    try:
+        return await asyncio.wait_for(nats.connect(
+            cfg.servers, max_reconnect_attempts=-1, reconnect_time_wait=0.1,
+            connect_timeout=2, name=name, error_cb=quiet), first_try)
+    except (Exception, asyncio.TimeoutError) as e:
+        why = errors[0] if errors else e
+        raise RingLogError(f"cannot reach NATS at {', '.join(cfg.servers)}: {why!r}") from e
+
+
 async def wait_for_jetstream(js: Any, timeout: float = 30.0) -> None:
     """Waits until JetStream answers (a new cluster elects its meta leader first)."""
     deadline = time.monotonic() + timeout
@@ -432,59 +450,39 @@ async def wait_for_jetstream(js: Any, timeout: float = 30.0) -> None:
             await asyncio.sleep(0.1)
 
 
-def run_replica(config: ReplicaConfig) -> int:
+def run_replica(config: ReplicaConfig, handler_factory: Callable[[], Any] | None = None
+                ) -> int:
     """Runs a replica in this process until SIGINT/SIGTERM; returns its exit code."""
     async def main() -> int:
-        r = Replica(config)
+        r = Replica(config, handler_factory)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, r.stop)
         return await r.run()
 
-    return asyncio.run(main())
-
-
-def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """The options of a replica (``python -m ringlog.cluster.replica`` and ``ringlog serve
-    --cluster``)."""
-    p = p or argparse.ArgumentParser(prog="python -m ringlog.cluster.replica",
-                                     description="Run one replica of a ringlog shard.")
-    p.add_argument("--cluster", dest="servers", action="append", required=True,
-                   metavar="URL", help="NATS server URL (repeat or comma-separate)")
-    p.add_argument("--dir", dest="directory", required=True, help="the replica's directory")
-    p.add_argument("--replica-id", required=True, help="unique name of this replica")
-    p.add_argument("--name", default="ringlog", help="cluster name (prefix of streams)")
-    p.add_argument("--shard", type=int, default=0)
-    p.add_argument("--shards", type=int, default=1)
-    p.add_argument("--replicas", type=int, default=3, help="JetStream replicas (1, 3, 5)")
-    p.add_argument("--handler", default="ringlog.engine.flow:demo_engine",
-                   help="module:factory of the handler")
-    p.add_argument("--lease-ttl", type=float, default=2.0)
-    p.add_argument("--checkpoint-every", type=int, default=1000)
-    p.add_argument("--durability", choices=("none", "group", "sync"), default="group")
-    p.add_argument("--segment-size", type=int, default=64 << 20)
-    p.add_argument("--standby-only", action="store_true")
-    return p
-
-
-def config_from_args(a: argparse.Namespace) -> ReplicaConfig:
-    """A ReplicaConfig from parsed options (ConfigError names a wrong one)."""
-    servers = [u for s in a.servers for u in s.split(",") if u]
-    cluster = ClusterConfig(servers=servers, name=a.name, shards=a.shards,
-                            replicas=a.replicas, lease_ttl=a.lease_ttl,
-                            checkpoint_every=a.checkpoint_every)
-    return ReplicaConfig(cluster=cluster, replica_id=a.replica_id,
-                         directory=str(Path(a.directory)), shard=a.shard, handler=a.handler,
-                         processor=ProcessorConfig(durability=a.durability,
-                                                   segment_size=a.segment_size),
-                         standby_only=a.standby_only)
+    try:
+        return asyncio.run(main())
+    except RingLogError as e:
+        print(f"ringlog replica {config.replica_id}: {e}", file=sys.stderr)
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m ringlog.cluster.replica``: exit 2 with one line for a bad option."""
-    args = build_parser().parse_args(argv)
+    from .cli import add_cluster_options, cluster_config_from_args
+
+    p = argparse.ArgumentParser(prog="python -m ringlog.cluster.replica",
+                                description="Run one replica of a ringlog shard.")
+    p.add_argument("--dir", dest="directory", required=True, help="the replica's directory")
+    p.add_argument("--handler", default="ringlog.engine.flow:demo_engine",
+                   help="module:factory of the handler (called with no arguments)")
+    p.add_argument("--durability", choices=("none", "group", "sync"), default="group")
+    p.add_argument("--segment-size", type=int, default=64 << 20)
+    add_cluster_options(p, required=True)
+    args = p.parse_args(argv)
     try:
-        cfg = config_from_args(args)
+        cfg = cluster_config_from_args(args, args.directory, args.handler, ProcessorConfig(
+            durability=args.durability, segment_size=args.segment_size))
     except RingLogError as e:
         print(f"ringlog replica: {e}", file=sys.stderr)
         return 2

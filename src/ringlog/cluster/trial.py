@@ -43,7 +43,7 @@ class ReplicaProcess:
         self.directory = Path(directory)
         self.shard = shard
         self.args = [sys.executable, "-m", "ringlog.cluster.replica",
-                     "--cluster", ",".join(cfg.servers), "--name", cfg.name,
+                     "--cluster", ",".join(cfg.servers), "--cluster-name", cfg.name,
                      "--shard", str(shard), "--shards", str(cfg.shards),
                      "--replicas", str(cfg.replicas), "--replica-id", replica_id,
                      "--dir", str(self.directory), "--handler", handler,
