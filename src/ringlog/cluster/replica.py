@@ -193,44 +193,48 @@ class Replica:
 
     # -- input: stream → processor --------------------------------------------------------
     async def _fetch(self) -> None:
-        """Reads the input stream in order from ``_next_seq`` with an ephemeral pull
-        consumer, recreated from the next sequence whenever it fails (a NATS node died)."""
+        """Reads the input stream in order from ``_next_seq`` through an ordered push
+        consumer (no acks, flow control; nats-py recreates it after a gap or missed
+        heartbeats). A watchdog resubscribes from the next sequence when nothing arrives
+        while the stream has more (the consumer's node died and the reset failed)."""
         import nats.errors
-        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+        from nats.js.api import ConsumerConfig, DeliverPolicy
 
         while True:
             try:
-                sub = await self.js.pull_subscribe(
+                sub = await self.js.subscribe(
                     self.names.input_subject, stream=self.names.input_stream,
-                    config=ConsumerConfig(ack_policy=AckPolicy.NONE,
-                                          deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                                          opt_start_seq=self._next_seq,
-                                          inactive_threshold=10.0, mem_storage=True,
-                                          num_replicas=1))
+                    ordered_consumer=True, idle_heartbeat=1.0,
+                    config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                                          opt_start_seq=self._next_seq, mem_storage=True))
             except Exception:
                 await asyncio.sleep(0.1)
                 continue
+            idle = 0
             try:
                 while True:
                     try:
-                        msgs = await sub.fetch(256, timeout=0.5)
+                        m = await sub.next_msg(timeout=1.0)
                     except nats.errors.TimeoutError:
+                        idle += 1
+                        if idle >= 3 and await self._stream_has_more():
+                            break  # resubscribe from _next_seq
                         continue
-                    for m in msgs:
-                        seq = m.metadata.sequence.stream
-                        if seq < self._next_seq:
-                            continue  # a duplicate delivery after a consumer reset
-                        if seq > self._next_seq:
-                            raise RingLogError(f"{self.names.input_stream}: expected "
-                                               f"sequence {self._next_seq}, got {seq} (a "
-                                               f"gap: messages deleted from the stream?)")
-                        while True:
-                            try:
-                                self._queue.put_nowait((seq, m.data))
-                                break
-                            except queue.Full:
-                                await asyncio.sleep(0.002)
-                        self._next_seq = seq + 1
+                    idle = 0
+                    seq = m.metadata.sequence.stream
+                    if seq < self._next_seq:
+                        continue  # a duplicate delivery after a consumer reset
+                    if seq > self._next_seq:
+                        raise RingLogError(f"{self.names.input_stream}: expected sequence "
+                                           f"{self._next_seq}, got {seq} (a gap: messages "
+                                           f"deleted from the stream?)")
+                    while True:
+                        try:
+                            self._queue.put_nowait((seq, m.data))
+                            break
+                        except queue.Full:
+                            await asyncio.sleep(0.002)
+                    self._next_seq = seq + 1
             except RingLogError as e:
                 self._fail(e)
                 return
@@ -239,9 +243,16 @@ class Replica:
                     await sub.unsubscribe()
                 raise
             except Exception:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
                 await asyncio.sleep(0.05)
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _stream_has_more(self) -> bool:
+        try:
+            info = await self.js.stream_info(self.names.input_stream)
+        except Exception:
+            return False
+        return int(info.state.last_seq) >= self._next_seq
 
     def _guard_feeder(self) -> None:
         try:
@@ -262,8 +273,8 @@ class Replica:
         skip, last_ring = self._skip, -1
         while True:
             try:
-                item = self._queue.get(timeout=0.05)
-            except queue.Empty:
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:  # quiet for 0.1 s: hash the state for the status
                 if last_ring >= 0 and self.status.hash_seq != self.status.applied_seq:
                     self._hash_now(last_ring)
                 continue
