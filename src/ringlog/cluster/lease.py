@@ -19,6 +19,7 @@ Not thread-safe: one event loop owns a Lease.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -101,7 +102,5 @@ class Lease:
         to expire."""
         if self.revision and self.held():
             self.valid_until = 0.0
-            try:
+            with contextlib.suppress(Exception):  # if not deleted, it expires by itself
                 await self.kv.delete(self.key, last=self.revision)
-            except Exception:
-                pass  # it expires by itself

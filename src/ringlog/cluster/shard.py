@@ -31,8 +31,9 @@ from .stream import InputPublisher
 
 __all__ = ["ShardRouter", "ShardedPublisher", "split_by_shard"]
 
-_SYMBOL = COMMAND_DTYPE.fields["symbol"][1]  # byte offset of the symbol in a command
-_ORDER = COMMAND_DTYPE.fields["order_id"][1]
+_FIELDS: Any = COMMAND_DTYPE.fields or {}
+_SYMBOL = int(_FIELDS["symbol"][1])  # byte offset of the symbol in a command
+_ORDER = int(_FIELDS["order_id"][1])
 _BY_ORDER = (Command.CANCEL, Command.MODIFY, Command.ORDER_STATUS)
 _ANY_SYMBOL = (Command.MASS_CANCEL, Command.OPEN_ORDERS)
 

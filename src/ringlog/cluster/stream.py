@@ -21,6 +21,7 @@ event time every replica hands the processor, so replicas agree) and the command
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections import deque
@@ -212,7 +213,7 @@ class InputPublisher:
             await self.flush()
         finally:
             self._sender.cancel()
-            with _suppress_cancel():
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._sender
 
     async def _send_loop(self) -> None:
@@ -270,11 +271,3 @@ async def publish_once(js: Any, subject: str, data: bytes, msg_id: str, timeout:
                                f"{give_up_after:.0f} s: {err!r}") from err
         await asyncio.sleep(pause)
         pause = min(pause * 2, 0.5)
-
-
-class _suppress_cancel:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, et: Any, *a: Any) -> bool:
-        return et is asyncio.CancelledError
