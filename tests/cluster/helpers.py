@@ -29,8 +29,13 @@ class Shard:
         self.replicas: dict[str, ReplicaProcess] = {}
 
     async def __aenter__(self) -> Shard:
+        self.errors: list[BaseException] = []
+
+        async def note(e: BaseException) -> None:
+            self.errors.append(e)
+            print("NATSERR", repr(e), flush=True)
         self.nc = await nats.connect(self.cfg.servers, max_reconnect_attempts=-1,
-                                     reconnect_time_wait=0.1)
+                                     reconnect_time_wait=0.1, error_cb=note)
         self.js = self.nc.jetstream(timeout=5)
         await wait_for_jetstream(self.js)
         await ensure_shard(self.js, self.cfg, 0)

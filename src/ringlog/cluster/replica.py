@@ -16,7 +16,7 @@ journal's last stream mark: a message cut short by a crash continues after its j
 commands. An empty directory reads the whole stream. Standbys and the leader run the same
 code; leadership only decides who publishes outputs.
 
-``python -m ringlog.cluster.replica --servers nats://… --dir DIR --replica-id a`` runs one
+``python -m ringlog.cluster --cluster nats://… --dir DIR --replica-id a`` runs one
 (``ringlog serve --cluster`` does the same); it prints JSON lines (started, leader, standby,
 diverged) and exits 3 when its state diverged from the shard's checkpoint.
 """
@@ -117,7 +117,8 @@ class Replica:
         """Connects, recovers, then consumes and (when leading) publishes until stopped.
         Returns 0, or EXIT_DIVERGED after a divergence."""
         self._loop = asyncio.get_running_loop()
-        self.nc = await connect(self.cfg, f"ringlog-{self.config.replica_id}")
+        self.nc = await connect(self.cfg, f"ringlog-{self.config.replica_id}",
+                                on_closed=self._connection_closed)
         self.js = self.nc.jetstream(timeout=self.cfg.publish_timeout)
         await wait_for_jetstream(self.js)
         await ensure_shard(self.js, self.cfg, self.config.shard)
@@ -132,6 +133,8 @@ class Replica:
         feeder.start()
         tasks = [asyncio.ensure_future(t) for t in (self._fetch(), self._lead(),
                                                      self._report())]
+        for t in tasks:  # a task that ends with an error stops the replica, loudly
+            t.add_done_callback(self._task_done)
         await self._stopping.wait()
         for t in tasks:
             t.cancel()
@@ -156,6 +159,16 @@ class Replica:
     def stop(self) -> None:
         """Asks the replica to stop (from the event loop's thread or a signal handler)."""
         self._stopping.set()
+
+    def _task_done(self, task: asyncio.Future[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._fail(task.exception())  # type: ignore[arg-type]
+
+    def _connection_closed(self) -> None:
+        if not self._stopping.is_set():
+            self._fail(RingLogError("the NATS connection closed for good (nats-py gives up "
+                                    "after an error while reconnecting): restart the "
+                                    "replica; it resumes from its journal"))
 
     def _fail(self, e: BaseException) -> None:
         if self._error is None:
@@ -428,20 +441,29 @@ class Replica:
                                  msgspec.json.encode(self.status))
 
 
-async def connect(cfg: ClusterConfig, name: str, first_try: float = 10.0) -> Any:
+async def connect(cfg: ClusterConfig, name: str, first_try: float = 10.0,
+                  on_closed: Callable[[], Any] | None = None) -> Any:
     """A NATS connection that reconnects for ever once made; RingLogError if no server
-    answers within ``first_try`` seconds. Connection errors are counted, not printed."""
+    answers within ``first_try`` seconds. Connection errors are counted, not printed;
+    ``on_closed`` is called if the client closes the connection for good."""
     import nats
 
     errors: list[BaseException] = []
+    opened = False
 
     async def quiet(e: BaseException) -> None:
         errors[:] = [e]
 
+    async def closed() -> None:
+        if opened and on_closed is not None:
+            on_closed()
+
     try:
-        return await asyncio.wait_for(nats.connect(
+        nc = await asyncio.wait_for(nats.connect(
             cfg.servers, max_reconnect_attempts=-1, reconnect_time_wait=0.1,
-            connect_timeout=2, name=name, error_cb=quiet), first_try)
+            connect_timeout=2, name=name, error_cb=quiet, closed_cb=closed), first_try)
+        opened = True
+        return nc
     except Exception as e:  # (TimeoutError included)
         why = errors[0] if errors else e
         raise RingLogError(f"cannot reach NATS at {', '.join(cfg.servers)}: {why!r}") from e
@@ -479,10 +501,10 @@ def run_replica(config: ReplicaConfig, handler_factory: Callable[[], Any] | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ringlog.cluster.replica``: exit 2 with one line for a bad option."""
+    """``python -m ringlog.cluster``: exit 2 with one line for a bad option."""
     from .cli import add_cluster_options, cluster_config_from_args
 
-    p = argparse.ArgumentParser(prog="python -m ringlog.cluster.replica",
+    p = argparse.ArgumentParser(prog="python -m ringlog.cluster",
                                 description="Run one replica of a ringlog shard.")
     p.add_argument("--dir", dest="directory", required=True, help="the replica's directory")
     p.add_argument("--handler", default="ringlog.engine.flow:demo_engine",
@@ -500,5 +522,6 @@ def main(argv: list[str] | None = None) -> int:
     return run_replica(cfg)
 
 
-if __name__ == "__main__":
+
+if __name__ == "__main__":  # python -m ringlog.cluster.replica works too
     sys.exit(main())

@@ -3,7 +3,7 @@ one machine: start, kill -9, SIGSTOP/SIGCONT, and read what the shard says about
 
 ::
 
-    test / bench process ── ReplicaProcess.start() ──► python -m ringlog.cluster.replica …
+    test / bench process ── ReplicaProcess.start() ──► python -m ringlog.cluster …
           │  kill() = SIGKILL, pause() = SIGSTOP, resume() = SIGCONT
           └─ ShardWatch: status bucket, output stream, lease (read-only NATS client)
 
@@ -33,7 +33,7 @@ __all__ = ["ReplicaProcess", "ShardWatch", "engine_commands"]
 
 
 class ReplicaProcess:
-    """One replica in a child process (``python -m ringlog.cluster.replica``)."""
+    """One replica in a child process (``python -m ringlog.cluster``)."""
 
     def __init__(self, cfg: ClusterConfig, replica_id: str, directory: str | Path, *,
                  shard: int = 0, handler: str = "ringlog.engine.flow:demo_engine",
@@ -42,7 +42,7 @@ class ReplicaProcess:
         self.replica_id = replica_id
         self.directory = Path(directory)
         self.shard = shard
-        self.args = [sys.executable, "-m", "ringlog.cluster.replica",
+        self.args = [sys.executable, "-m", "ringlog.cluster",
                      "--cluster", ",".join(cfg.servers), "--cluster-name", cfg.name,
                      "--shard", str(shard), "--shards", str(cfg.shards),
                      "--replicas", str(cfg.replicas), "--replica-id", replica_id,
