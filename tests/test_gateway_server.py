@@ -222,7 +222,7 @@ def test_resend_is_idempotent_across_a_restart(tmp_path):
         r.close()
     with running(tmp_path) as g:  # the same journal: the engine recovers by replay
         r = Raw(g.gateway.address)
-        assert logon(r, ALICE) == LogonAck(1, 7)
+        assert logon(r, ALICE) == LogonAck(1, 7, 1)
         r.send(order)  # a client that never saw the answer resends it
         assert r.read_until(lambda m: m == Ack(1)) == before
         r.send(OpenOrders(2))
@@ -279,7 +279,7 @@ def test_logout_closes_after_everything_before_it_is_answered(tmp_path):
         run(main(g.gateway.address))
 
 
-def test_logon_seq_above_the_servers_restores_answers_that_were_never_journaled(tmp_path):
+def test_a_restart_forgets_seqs_answered_without_the_engine_and_the_client_renumbers(tmp_path):
     with running(tmp_path) as g:
         r = Raw(g.gateway.address)
         logon(r, ALICE)
@@ -289,10 +289,41 @@ def test_logon_seq_above_the_servers_restores_answers_that_were_never_journaled(
     with running(tmp_path) as g:
         r = Raw(g.gateway.address)
         # the heartbeats were answered by the gateway alone: after a restart the server only
-        # knows seq 1 from the journal; the client's logon tells it 3 was acked
-        assert logon(r, ALICE, seq=3) == LogonAck(3, 7)
-        r.send(Heartbeat(4))
-        assert r.read(1) == [Ack(4)]
+        # knows seq 1 from the journal. It stays authoritative and names the expected seq.
+        r.send(Logon(3, ALICE))
+        ack, err = r.read(2)
+        assert ack == LogonAck(1, 7, 1)
+        assert err.code == ErrorCode.SEQUENCE_GAP and "next expected seq is 2" in err.message
+        r.send(Heartbeat(2))
+        assert r.read(1) == [Ack(2)]
+
+
+def test_the_client_renumbers_its_unacked_messages_after_a_restart_forgot_heartbeats(tmp_path):
+    async def first(addr):
+        a = await AsyncClient.connect(*addr, ALICE)
+        await a.request(NewOrder, 1, 1, Side.BUY, 1, 100)
+        await a.request(Heartbeat)
+        await a.close_and_wait()
+        return a
+
+    with running(tmp_path) as g:
+        a = run(first(g.gateway.address))
+    assert a.acked == 2
+
+    async def second(addr):
+        seq = a.new_order(2, 1, Side.BUY, 1, 101)  # queued while disconnected: seq 3
+        assert seq == 3
+        ack = await a.reconnect(host=addr[0], port=addr[1])
+        assert ack.session_seq == 1 and a.acked == 1
+        got = await a.answers(2)  # renumbered: the server's seq 2
+        assert [m.kind for m in got] == ["accepted", "rested"]
+        assert a.events.empty()  # the expected sequence_gap is not an event
+        got = await a.request(OpenOrders)
+        assert sorted(m.order_id for m in got[:-1]) == [1, 2]
+        await a.close_and_wait()
+
+    with running(tmp_path) as g:
+        run(second(g.gateway.address))
 
 
 def test_modify_order_status_and_mass_cancel_reach_the_engine_for_the_account(tmp_path):

@@ -29,6 +29,7 @@ from .gateway.protocol import (
     Cancel,
     Codec,
     Error,
+    ErrorCode,
     FrameDecoder,
     FrameEncoder,
     Halted,
@@ -121,6 +122,8 @@ class AsyncClient:
         self._logon: asyncio.Future[Any] | None = None
         self._proto: _ClientProtocol | None = None
         self._enc = FrameEncoder(codec)
+        self._logon_seq = 0
+        self._gap_expected = False
 
     @classmethod
     async def connect(cls, host: str, port: int, token: str, *, timeout: float = 10.0,
@@ -139,6 +142,7 @@ class AsyncClient:
             loop.create_connection(lambda: _ClientProtocol(self), self.host, self.port),
             timeout)
         self._proto = proto
+        self._logon_seq = self.acked
         self._write(Logon(self.acked, self.token, self.heartbeat_ms))
         try:
             ack = await asyncio.wait_for(self._logon, timeout)
@@ -149,6 +153,11 @@ class AsyncClient:
             raise LogonRejected(f"logon refused: {ack.reason}")
         self.account = ack.account
         self.server_seq = ack.session_seq
+        if self.acked > ack.session_seq:
+            # the server is behind what we saw acked: a restart forgot the seqs it answered
+            # without the engine (docs/protocol.md). It expects session_seq + 1 next, and
+            # everything we have not seen acked was never taken: renumber it from there.
+            self._renumber(self.acked - ack.session_seq)
         if not self.unacked and self.next_seq <= ack.session_seq:
             # a client without the session's history (a new process): continue after the
             # server's seq instead of sending seqs it would take for resends
@@ -160,6 +169,14 @@ class AsyncClient:
             self._answers.pop(seq, None)
             self._write(msg)
         return ack
+
+    def _renumber(self, shift: int) -> None:
+        self.acked -= shift
+        self.next_seq -= shift
+        self.unacked = {seq - shift: msgspec.structs.replace(m, seq=seq - shift)  # type: ignore[type-var]
+                        for seq, m in self.unacked.items()}
+        self._answers = {seq - shift: a for seq, a in self._answers.items() if seq > shift}
+        self._waiters = deque((seq - shift, f) for seq, f in self._waiters)
 
     async def reconnect(self, timeout: float = 10.0, *, host: str | None = None,
                         port: int | None = None) -> LogonAck:
@@ -319,6 +336,11 @@ class AsyncClient:
         elif t is LogonAck or t is LogonReject:
             if self._logon is not None and not self._logon.done():
                 self._logon.set_result(msg)
+                # a logon ahead of the server is followed by a sequence_gap error naming the
+                # expected seq: logon() renumbers, so that error is expected, not an event
+                self._gap_expected = t is LogonAck and msg.session_seq < self._logon_seq
+        elif t is Error and self._gap_expected and msg.code == ErrorCode.SEQUENCE_GAP:
+            self._gap_expected = False
         else:
             self.events.put_nowait(msg)
 

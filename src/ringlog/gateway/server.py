@@ -121,6 +121,7 @@ class Connection(asyncio.Protocol):
         self.errors = 0  # consecutive error frames before logon
         self.heartbeat_s = 0.0
         self.logout_seq = 0
+        self.before: dict[int, int] = {}  # in-flight seq -> its answers routed before logon
 
     # -- asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -300,6 +301,7 @@ class Gateway:
         self._routed = 0  # outputs routed since start
         self._published0 = 0  # outputs the processor had published before start
         self._journal_base = 0  # journal sequence of this run's ring sequence 0
+        self._holding = False  # test hook: outputs wait in _outq (hold_outputs)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -460,20 +462,34 @@ class Gateway:
         s.errors = 0
         s.last_heard = time.monotonic()
         conn.heartbeat_s = msg.heartbeat_ms / 1000.0
-        if msg.seq > s.last_seen:
-            # the client saw these acknowledged: answers the server gave without the engine
-            # (errors, heartbeats, halted) are not journaled and so are forgotten by a restart
-            s.last_seen = msg.seq
         s.acked = s.ack_target()
-        conn.send(LogonAck(s.acked, s.account))
+        # answers of in-flight seqs routed before this logon went to no connection (or to the
+        # old one): a resend of such a seq repeats those; later ones come here as they route
+        answers = s.answers
+        conn.before = {q: len(answers[q]) for q in s.inflight if q in answers}
+        conn.send(LogonAck(s.last_seen, s.account, s.acked, 0))
+        if msg.seq > s.last_seen:
+            # the server is authoritative: a client ahead of it (a restart forgot the seqs the
+            # gateway answered alone, or a wrong claim) renumbers from the expected seq
+            conn.error(ErrorCode.SEQUENCE_GAP,
+                       f"logon seq {msg.seq} is ahead of the session's seq {s.last_seen}: "
+                       f"the next expected seq is {s.last_seen + 1}")
 
     def _resend(self, conn: Connection, s: Session, seq: int) -> None:
         """A seq already taken: answer it again from the recorded answers, apply nothing."""
         self.metrics.resends += 1
-        for msg in s.answers.get(seq, ()):
-            conn.send(msg)
+        kept = s.answers.get(seq, ())
         if seq <= s.acked:
-            conn.send(Ack(s.acked))  # (in flight: the answers and the Ack are on their way)
+            for msg in kept:
+                conn.send(msg)
+            # Ack(seq), not the session's: a client resending seqs in order collects each
+            # one's answers before an Ack covers the next
+            conn.send(Ack(seq))
+            return
+        # in flight: repeat what was routed before this connection logged on; the rest and
+        # the Ack are on their way here
+        for msg in kept[:conn.before.pop(seq, 0)]:
+            conn.send(msg)
 
     def _submit(self, conn: Connection, s: Session, msg: Any) -> None:
         seq = msg.seq
@@ -593,9 +609,22 @@ class Gateway:
                 with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
                     loop.call_soon_threadsafe(self._drain_outputs)
 
+    def hold_outputs(self) -> None:
+        """Test hook (loop thread): engine outputs wait, unrouted, until
+        ``release_outputs()``; commands stay in flight, so a test sees a session that has
+        taken more seqs than it has answered, deterministically."""
+        self._holding = True
+
+    def release_outputs(self) -> None:
+        """Ends ``hold_outputs``: the waiting outputs are routed now (loop thread)."""
+        self._holding = False
+        self._drain_outputs()
+
     def _drain_outputs(self) -> None:
         # clear the flag before draining: a record queued after this point schedules again
         self._scheduled = False
+        if self._holding:
+            return
         q = self._outq
         route = self.table.route
         dirty_add = self.dirty.add
