@@ -341,6 +341,15 @@ class FrameDecoder:
         del buf[:pos]
         return out
 
+    @property
+    def buffered(self) -> int:
+        """Bytes of an incomplete frame waiting for the rest."""
+        return len(self._buf)
+
+    def clear(self) -> None:
+        """Drops any incomplete frame (the connection closed)."""
+        self._buf = bytearray()
+
     def _decode(self, body: memoryview) -> msgspec.Struct | ProtocolError:
         is_json = body[0] in (0x5B, 0x7B)  # '[' or '{': never a valid msgpack message
         try:

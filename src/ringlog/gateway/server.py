@@ -85,6 +85,8 @@ class GatewayMetrics(msgspec.Struct):
     rate_limited: int = 0
     slow_consumers: int = 0
     closed_for_errors: int = 0
+    timeouts: int = 0  # connections closed for no logon, silence or a stalled frame
+    refused: int = 0  # connections over max_connections / max_connections_per_peer
     backlog_peak: int = 0
     market_data_dropped: int = 0
 
@@ -122,6 +124,9 @@ class Connection(asyncio.Protocol):
         self.heartbeat_s = 0.0
         self.logout_seq = 0
         self.before: dict[int, int] = {}  # in-flight seq -> its answers routed before logon
+        self.opened = self.heard = time.monotonic()  # heard: the last complete frame
+        self.partial_since = 0.0  # when the incomplete frame in the decoder started (0: none)
+        self.peer = ""  # counted in gateway.peers under this address ("": not counted)
 
     # -- asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -134,12 +139,40 @@ class Connection(asyncio.Protocol):
             # bounds the kernel's share of unsent output too; only the send side: shrinking
             # SO_RCVBUF of an established connection can stall its window (seen on Linux)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, lim.socket_buffer)
-        self.gw.connections.add(self)
-        self.gw.metrics.connections += 1
+        gw = self.gw
+        peer = transport.get_extra_info("peername")
+        host = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        if len(gw.connections) >= lim.max_connections:
+            self._refuse(f"the server has {lim.max_connections} connections (the limit)")
+            return
+        if gw.peers.get(host, 0) >= lim.max_connections_per_peer:
+            self._refuse(f"{host} has {lim.max_connections_per_peer} connections (the limit)")
+            return
+        self.peer = host
+        gw.peers[host] = gw.peers.get(host, 0) + 1
+        gw.connections.add(self)
+        gw.metrics.connections += 1
+
+    def _refuse(self, why: str) -> None:
+        self.gw.metrics.refused += 1
+        self.send(Error(ErrorCode.CONNECTION_LIMIT, f"{why}: closing"))
+        self.closing = True
+        self.flush()
 
     def data_received(self, data: bytes) -> None:
         """Decodes every complete frame and handles them; then one write of the answers."""
-        self.pending.extend(self.decoder.feed(data))
+        if self.closing:
+            return
+        dec = self.decoder
+        got = dec.feed(data)
+        if got:
+            self.heard = time.monotonic()
+        if dec.buffered:
+            if not self.partial_since or got:
+                self.partial_since = time.monotonic()  # a new frame started
+        else:
+            self.partial_since = 0.0
+        self.pending.extend(got)
         self.process()
 
     def process(self) -> None:
@@ -165,6 +198,9 @@ class Connection(asyncio.Protocol):
         """Detaches the session (it survives for a reconnect)."""
         self.closing = True
         self.pending.clear()
+        self.decoder.clear()
+        self.before = {}
+        self.out = bytearray()
         self.gw.detach(self)
 
     def eof_received(self) -> bool:
@@ -285,6 +321,7 @@ class Gateway:
         self.table = SessionTable(config)
         self.metrics = GatewayMetrics()
         self.connections: set[Connection] = set()
+        self.peers: dict[str, int] = {}  # open connections per peer address
         self.dirty: set[Connection] = set()
         self.backlog: deque[tuple[Session, int, int, bytes]] = deque()
         self._outq: deque[Any] = deque()
@@ -319,7 +356,7 @@ class Gateway:
         c = self.config
         self._server = await loop.create_server(lambda: Connection(self), c.host, c.port,
                                                 reuse_address=True)
-        self._ticker = loop.call_later(1.0, self._tick)
+        self._ticker = loop.call_later(self._tick_interval(), self._tick)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -416,7 +453,6 @@ class Gateway:
                            item.seq)
             return
         now = time.monotonic()
-        s.last_heard = now
         if type(item) is Logon:
             conn.error(ErrorCode.BAD_MESSAGE, "this connection is already logged on")
             return
@@ -460,7 +496,6 @@ class Gateway:
         conn.session = s
         s.conn = conn
         s.errors = 0
-        s.last_heard = time.monotonic()
         conn.heartbeat_s = msg.heartbeat_ms / 1000.0
         s.acked = s.ack_target()
         # answers of in-flight seqs routed before this logon went to no connection (or to the
@@ -577,6 +612,13 @@ class Gateway:
         """A connection closed: its session stays (state, answers) for a reconnect."""
         self.connections.discard(conn)
         self.dirty.discard(conn)
+        if conn.peer:
+            n = self.peers[conn.peer] - 1
+            if n:
+                self.peers[conn.peer] = n
+            else:
+                del self.peers[conn.peer]
+            conn.peer = ""
         s = conn.session
         if s is not None and s.conn is conn:
             s.conn = None
@@ -584,18 +626,40 @@ class Gateway:
         conn.session = None
         conn.transport = None
 
+    def _tick_interval(self) -> float:
+        """A quarter of the shortest timeout, at most a second (tests use short ones)."""
+        lim = self.config.limits
+        return max(0.005, min(1.0, lim.logon_timeout / 4, lim.idle_timeout / 4,
+                              lim.frame_timeout / 4))
+
     def _tick(self) -> None:
-        """Once a second: close sessions silent for longer than their heartbeat allows."""
+        """Closes connections past a timeout: no logon, silence beyond the heartbeat (or the
+        idle timeout), a frame started and not finished. Paused connections are not read,
+        so their silence is ours, not theirs: they are left alone."""
         assert self._loop is not None
         now = time.monotonic()
-        grace = self.config.limits.heartbeat_grace
+        lim = self.config.limits
         for c in list(self.connections):
+            if c.closing or c.paused:
+                continue
+            why = ""
             s = c.session
-            if s is not None and c.heartbeat_s and now - s.last_heard > grace * c.heartbeat_s:
-                c.send(Error(ErrorCode.BAD_MESSAGE, "no heartbeat: closing"))
+            if s is None:
+                if now - c.opened > lim.logon_timeout:
+                    why = f"no logon within {lim.logon_timeout:g}s"
+            elif c.heartbeat_s:
+                if now - c.heard > lim.heartbeat_grace * c.heartbeat_s:
+                    why = f"nothing heard for {lim.heartbeat_grace:g} x {c.heartbeat_s:g}s"
+            elif now - c.heard > lim.idle_timeout:
+                why = f"nothing heard for {lim.idle_timeout:g}s"
+            if not why and c.partial_since and now - c.partial_since > lim.frame_timeout:
+                why = f"a frame incomplete for {lim.frame_timeout:g}s"
+            if why:
+                self.metrics.timeouts += 1
+                c.send(Error(ErrorCode.TIMEOUT, f"{why}: closing"))
                 c.close()
         self._flush_dirty()
-        self._ticker = self._loop.call_later(1.0, self._tick)
+        self._ticker = self._loop.call_later(self._tick_interval(), self._tick)
 
     # -- output ---------------------------------------------------------------------------
     def _on_outputs(self, recs: list[Any]) -> None:

@@ -109,14 +109,23 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     max_buffered: int = 8 << 20  # unsent bytes beyond which the session is closed
     socket_buffer: int = 0  # SO_SNDBUF of each connection; 0 = the kernel's default
     heartbeat_grace: float = 2.0  # a session silent for grace x its heartbeat is closed
+    logon_timeout: float = 10.0  # seconds a connection may stay without a successful logon
+    idle_timeout: float = 300.0  # seconds a session without heartbeat_ms may stay silent
+    frame_timeout: float = 10.0  # seconds a started frame may stay incomplete
+    max_connections: int = 1_024  # open connections in total (logged on or not)
+    max_connections_per_peer: int = 64  # ... from one peer address
+    session_memory: int = 4 << 20  # bytes of answers kept for resends per session
 
     def __post_init__(self) -> None:
         for name in ("max_frame", "burst", "max_open_orders", "max_errors", "resend_window",
-                     "max_inflight", "high_water", "max_buffered"):
+                     "max_inflight", "high_water", "max_buffered", "max_connections",
+                     "max_connections_per_peer", "session_memory"):
             if getattr(self, name) < 1:
                 raise ValueError(f"limits.{name} must be >= 1, got {getattr(self, name)}")
-        if self.rate <= 0:
-            raise ValueError(f"limits.rate must be > 0, got {self.rate}")
+        for name in ("rate", "logon_timeout", "idle_timeout", "frame_timeout",
+                     "heartbeat_grace"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"limits.{name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.low_water <= self.high_water <= self.max_buffered:
             raise ValueError("limits need 0 <= low_water <= high_water <= max_buffered")
         if self.max_frame > 1 << 20:
@@ -239,7 +248,6 @@ class Session:
         "errors",
         "id",
         "inflight",
-        "last_heard",
         "last_seen",
         "news",
         "token",
@@ -264,7 +272,6 @@ class Session:
         self.errors = 0
         self.tokens = float(limits.burst)
         self.token_time = time.monotonic()
-        self.last_heard = self.token_time
 
     def record(self, seq: int, msg: msgspec.Struct) -> None:
         """Keeps an answer to ``seq`` for resends (the oldest seqs fall out of the window)."""
