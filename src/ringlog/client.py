@@ -105,8 +105,16 @@ class AsyncClient:
 
     def __init__(self, host: str, port: int, token: str, *, codec: Codec = "msgpack",
                  heartbeat_ms: int = 0, keep_answers: bool = True,
-                 on_message: Callable[[Any], None] | None = None) -> None:
+                 on_message: Callable[[Any], None] | None = None, reports_after: int = -1,
+                 resume_reports: bool = True, drop_copy: bool = False,
+                 cancel_on_disconnect_ms: int = -1) -> None:
         self.host, self.port, self.token = host, port, token
+        # the execution-report stream: the highest report seq seen; a reconnect asks for
+        # every report after it (resume_reports), so fills made while away arrive once
+        self.last_report = reports_after
+        self.resume_reports = resume_reports
+        self.drop_copy = drop_copy
+        self.cancel_on_disconnect_ms = cancel_on_disconnect_ms
         self.codec: Codec = codec
         self.heartbeat_ms = heartbeat_ms
         self.keep_answers = keep_answers
@@ -143,7 +151,9 @@ class AsyncClient:
             timeout)
         self._proto = proto
         self._logon_seq = self.acked
-        self._write(Logon(self.acked, self.token, self.heartbeat_ms))
+        after = self.last_report if self.resume_reports else -1
+        self._write(Logon(self.acked, self.token, self.heartbeat_ms, after, self.drop_copy,
+                          self.cancel_on_disconnect_ms))
         try:
             ack = await asyncio.wait_for(self._logon, timeout)
         finally:
@@ -153,6 +163,8 @@ class AsyncClient:
             raise LogonRejected(f"logon refused: {ack.reason}")
         self.account = ack.account
         self.server_seq = ack.session_seq
+        if after < 0:  # no replay asked: the stream starts here for us
+            self.last_report = max(self.last_report, ack.report_seq)
         if self.acked > ack.session_seq:
             # the server is behind what we saw acked: a restart forgot the seqs it answered
             # without the engine (docs/protocol.md). It expects session_seq + 1 next, and
@@ -328,6 +340,8 @@ class AsyncClient:
         if self.on_message is not None:
             self.on_message(msg)
         t = type(msg)
+        if t is Report and msg.rseq > self.last_report:
+            self.last_report = msg.rseq
         if t is Ack:
             self._on_ack(msg.seq)
         elif t in _ANSWERS and msg.seq:

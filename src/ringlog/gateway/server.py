@@ -36,6 +36,7 @@ import msgspec
 
 from ..errors import CircuitOpenError, InsufficientCapacityError, RingClosedError
 from ..events import TYPE_BREAKER_TRIPPED
+from ..journal import JournalReader
 from .protocol import (
     Ack,
     Error,
@@ -49,8 +50,10 @@ from .protocol import (
     LogonReject,
     Logout,
     MarketData,
+    MassCancel,
     NewOrder,
     ProtocolError,
+    Report,
     Subscribe,
 )
 from .session import (
@@ -60,6 +63,7 @@ from .session import (
     SessionTable,
     correlation,
     encode_command,
+    report_seq,
     split_correlation,
 )
 
@@ -87,6 +91,9 @@ class GatewayMetrics(msgspec.Struct):
     closed_for_errors: int = 0
     timeouts: int = 0  # connections closed for no logon, silence or a stalled frame
     refused: int = 0  # connections over max_connections / max_connections_per_peer
+    reports_replayed: int = 0  # execution reports sent from the output journal at logons
+    cancel_on_disconnect: int = 0  # mass cancels published for a lost connection
+    cancel_on_disconnect_failed: int = 0  # ... refused (breaker open, processor stopped)
     backlog_peak: int = 0
     market_data_dropped: int = 0
 
@@ -127,6 +134,7 @@ class Connection(asyncio.Protocol):
         self.opened = self.heard = time.monotonic()  # heard: the last complete frame
         self.partial_since = 0.0  # when the incomplete frame in the decoder started (0: none)
         self.peer = ""  # counted in gateway.peers under this address ("": not counted)
+        self.cod_s = -1.0  # cancel-on-disconnect grace in seconds (-1: off)
 
     # -- asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -337,8 +345,11 @@ class Gateway:
         self.recovery: Any = None  # the processor's RecoveryReport, if start() recovered it
         self._routed = 0  # outputs routed since start
         self._published0 = 0  # outputs the processor had published before start
+        self._out_base = 0  # output journal sequence of the first output routed this run
+        self._cod: dict[int, asyncio.TimerHandle] = {}  # session id -> cancel-on-disconnect
         self._journal_base = 0  # journal sequence of this run's ring sequence 0
         self._holding = False  # test hook: outputs wait in _outq (hold_outputs)
+        self._stopping = False
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -349,6 +360,7 @@ class Gateway:
             self.recovery = await loop.run_in_executor(None, p.recover)
         self._restore_sessions()
         self._published0 = p.published_outputs
+        self._out_base = p.output.next_sequence  # the first record this run routes
         p.add_output_listener(self._on_outputs, batch=True)
         p.start()
         self._journal_base = p.journal_sequence_of(0)  # + a ring sequence: its journal seq
@@ -366,6 +378,10 @@ class Gateway:
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Stops listening, closes every connection, drains and stops the processor."""
+        self._stopping = True
+        for timer in self._cod.values():
+            timer.cancel()
+        self._cod.clear()
         if self._server is not None:
             self._server.close()
         for c in list(self.connections):
@@ -402,7 +418,8 @@ class Gateway:
             if s is None or not seq or seq > s.last_seen:
                 continue
             for target, tseq, msg in table.route(rec.type_id, bytes(rec.payload),
-                                                 rec.correlation_id):
+                                                 rec.correlation_id, -1,
+                                                 report_seq(rec.sequence)):
                 if tseq:
                     target.record(tseq, msg)
         for live in table.live.values():  # rebuilt from the engine itself next
@@ -497,18 +514,52 @@ class Gateway:
         s.conn = conn
         s.errors = 0
         conn.heartbeat_s = msg.heartbeat_ms / 1000.0
+        conn.cod_s = msg.cancel_on_disconnect_ms / 1000.0 if msg.cancel_on_disconnect_ms >= 0 \
+            else -1.0
+        timer = self._cod.pop(s.id, None)
+        if timer is not None:  # back within the grace: nothing is cancelled
+            timer.cancel()
+        self.table.set_drop_copy(s, msg.drop_copy)
         s.acked = s.ack_target()
         # answers of in-flight seqs routed before this logon went to no connection (or to the
         # old one): a resend of such a seq repeats those; later ones come here as they route
         answers = s.answers
         conn.before = {q: len(answers[q]) for q in s.inflight if q in answers}
-        conn.send(LogonAck(s.last_seen, s.account, s.acked, 0))
+        end = self._out_base + self._routed  # output records routed so far
+        conn.send(LogonAck(s.last_seen, s.account, s.acked, 2 * end))
         if msg.seq > s.last_seen:
             # the server is authoritative: a client ahead of it (a restart forgot the seqs the
             # gateway answered alone, or a wrong claim) renumbers from the expected seq
             conn.error(ErrorCode.SEQUENCE_GAP,
                        f"logon seq {msg.seq} is ahead of the session's seq {s.last_seen}: "
                        f"the next expected seq is {s.last_seen + 1}")
+        if msg.reports_after >= 0:
+            self._replay_reports(conn, s, msg.reports_after, end)
+
+    def _replay_reports(self, conn: Connection, s: Session, after: int, end: int) -> None:
+        """Sends the reports after report seq ``after`` that this session would have heard
+        unsolicited (fills of resting orders, engine cancels, drop copies), read from the
+        output journal up to ``end`` (the records routed so far: the later ones reach this
+        connection live). Solicited answers come back through resends, not here."""
+        reader = JournalReader(self.processor.output.path)
+        segs = reader.segments()
+        first = segs[0][0] if segs else end
+        if after < 2 * first:  # retention dropped the records that made these
+            conn.send(Error(ErrorCode.REPORTS_GONE,
+                            f"reports before {report_seq(first)} are gone; use OpenOrders"))
+        lo = max(first, after // 2)  # record o made report seqs 2o+1 and 2o+2
+        if lo >= end:
+            return
+        route = self.table.route
+        n = 0
+        for rec in reader.records(lo, to_sequence=end - 1):
+            for target, tseq, msg in route(rec.type_id, bytes(rec.payload),
+                                           rec.correlation_id, -1, report_seq(rec.sequence),
+                                           False):
+                if target is s and not tseq and type(msg) is Report and msg.rseq > after:
+                    conn.send(msg)
+                    n += 1
+        self.metrics.reports_replayed += n
 
     def _resend(self, conn: Connection, s: Session, seq: int) -> None:
         """A seq already taken: answer it again from the recorded answers, apply nothing."""
@@ -623,8 +674,33 @@ class Gateway:
         if s is not None and s.conn is conn:
             s.conn = None
             self.table.unsubscribe_all(s)
+            self.table.set_drop_copy(s, False)
+            if conn.cod_s >= 0 and self._loop is not None and not self._stopping:
+                self._cod[s.id] = self._loop.call_later(conn.cod_s, self._cancel_on_disconnect,
+                                                        s)
         conn.session = None
         conn.transport = None
+
+    def _cancel_on_disconnect(self, s: Session) -> None:
+        """The grace after a cancel-on-disconnect session's connection was lost has passed
+        without a new logon: cancel every order of its account as a journaled MASS_CANCEL
+        (an input like any other, so a replay reproduces it; its reports are unsolicited)."""
+        self._cod.pop(s.id, None)
+        if s.conn is not None:
+            return
+        type_id, payload = encode_command(MassCancel(1), s.account)
+        try:
+            self.processor.publish(payload, type_id, correlation_id=correlation(0, 0),
+                                   timeout=0)
+        except InsufficientCapacityError:  # the ring is full for now: try again shortly
+            assert self._loop is not None
+            self._cod[s.id] = self._loop.call_later(_BACKLOG_RETRY_S * 20,
+                                                    self._cancel_on_disconnect, s)
+            return
+        except (CircuitOpenError, RingClosedError):
+            self.metrics.cancel_on_disconnect_failed += 1
+            return
+        self.metrics.cancel_on_disconnect += 1
 
     def _tick_interval(self) -> float:
         """A quarter of the shortest timeout, at most a second (tests use short ones)."""
@@ -694,13 +770,16 @@ class Gateway:
         dirty_add = self.dirty.add
         reports = dropped = routed = 0
         popleft = q.popleft
+        rseq = report_seq(self._out_base + self._routed)  # this record's output sequence
         while q:
             rec = popleft()
             routed += 1
             type_id = rec.type_id
             if type_id == TYPE_BREAKER_TRIPPED and self._held_from < 0:
                 self._held_from = rec.cause  # outputs from this input on are held
-            for s, seq, msg in route(type_id, rec.payload, rec.correlation_id, rec.cause):
+            deliveries = route(type_id, rec.payload, rec.correlation_id, rec.cause, rseq)
+            rseq += 2
+            for s, seq, msg in deliveries:
                 reports += 1
                 if seq:
                     s.record(seq, msg)

@@ -57,6 +57,7 @@ __all__ = [
     "correlation",
     "encode_command",
     "load_config",
+    "report_seq",
     "split_correlation",
 ]
 
@@ -171,6 +172,13 @@ def load_config(path: str | Path) -> GatewayConfig:
         return msgspec.toml.decode(data, type=GatewayConfig)
     except (msgspec.ValidationError, msgspec.DecodeError) as e:
         raise GatewayConfigError(f"invalid gateway config {p}: {e}") from e
+
+
+def report_seq(out_seq: int) -> int:
+    """The report seq of the first report made by output journal record ``out_seq`` (a
+    trade's second, the maker's, is one more): deterministic from the output journal, the
+    same after a restart and on every replica (docs/protocol.md, "Execution reports")."""
+    return 2 * out_seq + 1
 
 
 def correlation(session_id: int, seq: int) -> int:
@@ -331,6 +339,7 @@ class SessionTable:
         self.subscribers: dict[int, set[Session]] = {}
         self.rebuilding: set[int] = set()  # accounts whose open-orders query is unanswered
         self.unsettled: set[Session] = set()  # sessions with commands in flight
+        self.copiers: dict[int, set[Session]] = {}  # account -> drop-copy sessions
 
     def authenticate(self, token: str) -> Session | None:
         """The session of ``token``: compares against every token in constant time each."""
@@ -387,18 +396,20 @@ class SessionTable:
                 self.unsettled.discard(s)
         return out
 
-    def route(self, type_id: int, payload: bytes, corr: int, cause: int = -1,
-              ) -> list[tuple[Session, int, msgspec.Struct]]:
+    def route(self, type_id: int, payload: bytes, corr: int, cause: int = -1, rseq: int = 0,
+              effects: bool = True) -> list[tuple[Session, int, msgspec.Struct]]:
         """Deliveries of one engine output (``cause``: the journal sequence of the input that
-        made it); also updates live orders and in-flight seqs. (The hot path of every report:
-        a list, not a generator, and the common order reports without helper calls.)"""
+        made it; ``rseq``: the report seq of its first report, ``report_seq(out_seq)``); with
+        ``effects`` also updates live orders and in-flight seqs (without: a replay of the
+        journal, which must change nothing). (The hot path of every report: a list, not a
+        generator, and the common order reports without helper calls.)"""
         if type_id >= CONTROL_BASE:
             # the processor's own outputs (breaker tripped/closed) carry the correlation of
             # the input they followed; they are not the engine's answer to it
             return []
         sid, seq = corr >> SEQ_BITS, corr & SEQ_MASK
         req = self.by_id.get(sid) if sid else None
-        if req is not None and seq:
+        if effects and req is not None and seq:
             # a session's commands are journaled in seq order: a report of seq means every
             # earlier seq is done (even one that made no report); seq itself may have more
             q = req.inflight
@@ -408,41 +419,44 @@ class SessionTable:
         if kind is not None:
             eid, account, symbol, price, qty, leaves, _side, reason, _cmd = \
                 REPORT.unpack(payload)
-            live = self.live.get(account)
+            live = self.live.get(account) if effects else None
             if live is not None:
                 if type_id == R.RESTED or (type_id == R.MODIFIED and leaves > 0):
                     live.add(eid)
                 elif type_id == R.CANCELLED or type_id == R.MODIFIED:
                     live.discard(eid)
             msg = Report(seq, kind, eid & ORDER_MASK if eid >> ORDER_BITS == account else 0,
-                         _reason(type_id, reason), price, qty, leaves, 0, 0, symbol)
-            if req is not None and req.account == account:
+                         _reason(type_id, reason), price, qty, leaves, 0, 0, symbol, rseq)
+            if req is not None and req.account == account and account not in self.copiers:
                 return [(req, seq, msg)]
             return self._to_account(req, seq, account, msg)
-        return list(self._route_other(type_id, payload, req, sid, seq))
+        return list(self._route_other(type_id, payload, req, sid, seq, rseq, effects))
 
     def _route_other(self, type_id: int, payload: bytes, req: Session | None, sid: int,
-                     seq: int) -> Iterator[tuple[Session, int, msgspec.Struct]]:
+                     seq: int, rseq: int, effects: bool,
+                     ) -> Iterator[tuple[Session, int, msgspec.Struct]]:
         """Deliveries of the outputs that are not an order's own report."""
         if type_id == R.TRADE:
             (taker, maker, t_acct, m_acct, symbol, _side, price, qty, t_leaves,
              m_leaves) = TRADE.unpack(payload)
-            for acct, eid, left in ((t_acct, taker, t_leaves), (m_acct, maker, m_leaves)):
-                if not left and acct in self.live:
-                    self.live[acct].discard(eid)
+            if effects:
+                for acct, eid, left in ((t_acct, taker, t_leaves), (m_acct, maker, m_leaves)):
+                    if not left and acct in self.live:
+                        self.live[acct].discard(eid)
             taker_msg = Report(seq, "trade", _client_id(taker, t_acct), "", price, qty, t_leaves,
                                maker_id=_client_id(maker, t_acct),
-                               taker_id=_client_id(taker, t_acct), symbol=symbol)
+                               taker_id=_client_id(taker, t_acct), symbol=symbol, rseq=rseq)
             yield from self._to_account(req, seq, t_acct, taker_msg)
             maker_msg = Report(0, "trade", _client_id(maker, m_acct), "", price, qty, m_leaves,
                                maker_id=_client_id(maker, m_acct),
-                               taker_id=_client_id(taker, m_acct), symbol=symbol)
+                               taker_id=_client_id(taker, m_acct), symbol=symbol,
+                               rseq=rseq + 1 if rseq else 0)
             yield from self._to_account(None, 0, m_acct, maker_msg)
         elif type_id == R.ORDER_INFO:
             eid, account, symbol, price, _qty, leaves, side, _, _cmd = \
                 REPORT.unpack(payload)
             if req is None and sid == 0:  # the gateway's own query: seq is the account
-                if leaves > 0 and seq in self.live:
+                if effects and leaves > 0 and seq in self.live:
                     self.live[seq].add(eid)
                 return
             if req is not None:
@@ -451,7 +465,8 @@ class SessionTable:
         elif type_id == R.OPEN_ORDERS_END:
             count = REPORT.unpack(payload)[0]
             if req is None and sid == 0:
-                self.rebuilding.discard(seq)
+                if effects:
+                    self.rebuilding.discard(seq)
             elif req is not None:
                 yield req, seq, OpenOrdersEnd(seq, count)
         elif type_id == R.L1:
@@ -475,9 +490,24 @@ class SessionTable:
     def _to_account(self, req: Session | None, seq: int, account: int,
                     msg: msgspec.Struct) -> list[tuple[Session, int, msgspec.Struct]]:
         if req is not None and req.account == account:
-            return [(req, seq, msg)]
+            copiers = self.copiers.get(account)
+            if not copiers:
+                return [(req, seq, msg)]
+            # drop copies: the account's other sessions that subscribed hear it, unsolicited
+            copy = msgspec.structs.replace(msg, seq=0)
+            return [(req, seq, msg)] + [(s, 0, copy) for s in copiers if s is not req]
         # not this session's command (a maker's fill, an operator's kill): every session of
         # the account hears it, unsolicited (seq 0)
         if seq:
             msg = msgspec.structs.replace(msg, seq=0)
         return [(s, 0, msg) for s in self.by_account.get(account, ())]
+
+    def set_drop_copy(self, s: Session, on: bool) -> None:
+        """Subscribes (or not) a session to every report of its account (drop copy)."""
+        copiers = self.copiers.setdefault(s.account, set())
+        if on:
+            copiers.add(s)
+        else:
+            copiers.discard(s)
+        if not copiers:
+            del self.copiers[s.account]
