@@ -57,6 +57,7 @@ from .protocol import (
     Subscribe,
 )
 from .session import (
+    ANSWER_COST,
     ENGINE_MESSAGES,
     GatewayConfig,
     Session,
@@ -305,6 +306,15 @@ class Connection(asyncio.Protocol):
         if self.closing:
             t.close()
 
+    def memory(self) -> int:
+        """Bytes this connection holds by the server's accounting: unsent output (the
+        transport's buffer, at most ``max_buffered`` after a flush, and the batch being
+        built), the incomplete frame, and decoded frames waiting while paused."""
+        t = self.transport
+        buffered = t.get_write_buffer_size() if t is not None and not t.is_closing() else 0
+        return buffered + len(self.out) + self.decoder.buffered + \
+            len(self.pending) * ANSWER_COST
+
     def close(self) -> None:
         """Closes after the queued answers are written."""
         self.closing = True
@@ -402,6 +412,18 @@ class Gateway:
             await asyncio.get_running_loop().run_in_executor(None, p.drain, drain_timeout)
         else:
             p.stop()
+
+    def memory(self) -> dict[int, int]:
+        """Bytes each session holds by the server's own accounting (RSS does not shrink when
+        Python frees memory, so it cannot tell): the answers kept for resends (at most
+        ``session_memory``) and, while connected, its connection's share. Session id 0 sums
+        the connections not logged on. Loop thread."""
+        out = {s.id: s.kept for s in self.table.by_id.values()}
+        out[0] = 0
+        for c in self.connections:
+            sid = c.session.id if c.session is not None else 0
+            out[sid] += c.memory()
+        return out
 
     def _restore_sessions(self) -> None:
         """After recovery: each session's last applied seq from the processor's dedup table,

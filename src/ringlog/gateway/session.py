@@ -13,6 +13,7 @@ Nothing here does I/O; ``ringlog.gateway.server`` owns the sockets and the proce
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import struct
 import time
@@ -35,6 +36,8 @@ from ..errors import RingLogError
 from ..events import CONTROL_BASE
 from .protocol import (
     Cancel,
+    Error,
+    ErrorCode,
     MarketData,
     MassCancel,
     Modify,
@@ -66,6 +69,12 @@ SEQ_MASK = (1 << SEQ_BITS) - 1
 MAX_SESSION_ID = (1 << 23) - 1  # keeps the correlation id a positive int64
 ORDER_BITS = 32  # engine order id = account << ORDER_BITS | client order id
 ORDER_MASK = (1 << ORDER_BITS) - 1
+
+# The resend store's accounting, in bytes: a kept message costs at most ANSWER_COST (the
+# largest answer Struct is 120 bytes by sys.getsizeof, plus its list slot; strings are shared
+# constants), a kept seq SEQ_COST more (its list and its OrderedDict entry).
+ANSWER_COST = 160
+SEQ_COST = 200
 
 # Binary layouts of records.py as struct formats (a test checks them against the dtypes).
 COMMAND = struct.Struct("<QqqIIBBBBB3xQ")
@@ -250,15 +259,19 @@ class Session:
         "account",
         "acked",
         "answers",
+        "budget",
         "causes",
         "conn",
         "depth",
         "errors",
+        "evicted",
         "id",
         "inflight",
+        "kept",
         "last_seen",
         "news",
-        "token",
+        "overflowed",
+        "token_digest",
         "token_time",
         "tokens",
         "window",
@@ -267,7 +280,7 @@ class Session:
     def __init__(self, entry: SessionEntry, limits: Limits) -> None:
         self.id = entry.id
         self.account = entry.account
-        self.token = entry.token.encode()
+        self.token_digest = hashlib.sha256(entry.token.encode()).digest()
         self.last_seen = 0
         self.acked = 0
         self.inflight: deque[int] = deque()
@@ -275,6 +288,10 @@ class Session:
         self.news: set[int] = set()  # in-flight seqs that are new orders
         self.answers: OrderedDict[int, list[msgspec.Struct]] = OrderedDict()
         self.window = limits.resend_window
+        self.budget = limits.session_memory
+        self.kept = 0  # bytes of kept answers, by the server's accounting (ANSWER_COST...)
+        self.overflowed: set[int] = set()  # kept seqs whose answers passed the budget
+        self.evicted = 0  # seqs dropped from the resend store (window or budget)
         self.conn: Any = None
         self.depth: dict[int, int] = {}  # market data subscriptions: symbol -> depth
         self.errors = 0
@@ -282,13 +299,37 @@ class Session:
         self.token_time = time.monotonic()
 
     def record(self, seq: int, msg: msgspec.Struct) -> None:
-        """Keeps an answer to ``seq`` for resends (the oldest seqs fall out of the window)."""
-        lst = self.answers.get(seq)
+        """Keeps an answer to ``seq`` for resends, within the window of seqs and the byte
+        budget: the oldest seqs go first; a seq whose answers alone pass the budget keeps one
+        memory_limit error instead (it was answered once; a resend says to ask again)."""
+        answers = self.answers
+        lst = answers.get(seq)
         if lst is None:
-            self.answers[seq] = lst = []
-            if len(self.answers) > self.window:
-                self.answers.popitem(last=False)
+            answers[seq] = lst = []
+            self.kept += SEQ_COST
+            if len(answers) > self.window:
+                self._evict()
+        elif seq in self.overflowed:
+            return
         lst.append(msg)
+        self.kept += ANSWER_COST
+        while self.kept > self.budget:
+            if next(iter(answers)) != seq:
+                self._evict()
+                continue
+            # this seq alone is over the budget (a large OpenOrders reply)
+            self.kept -= ANSWER_COST * (len(lst) - 1)
+            answers[seq] = [Error(ErrorCode.MEMORY_LIMIT,
+                                  f"the answers of seq {seq} passed this session's resend "
+                                  f"budget ({self.budget} bytes): not kept, ask again", seq)]
+            self.overflowed.add(seq)
+            break
+
+    def _evict(self) -> None:
+        seq, lst = self.answers.popitem(last=False)
+        self.kept -= SEQ_COST + ANSWER_COST * len(lst)
+        self.overflowed.discard(seq)
+        self.evicted += 1
 
     def complete_through(self, seq: int) -> int:
         """Marks in-flight seqs up to ``seq`` answered (reports of a session arrive in seq
@@ -342,11 +383,13 @@ class SessionTable:
         self.copiers: dict[int, set[Session]] = {}  # account -> drop-copy sessions
 
     def authenticate(self, token: str) -> Session | None:
-        """The session of ``token``: compares against every token in constant time each."""
-        t = token.encode()
+        """The session of ``token``. The token is hashed first and the digests compared in
+        constant time against every session's, so the cost depends neither on where a guess
+        differs nor on the length of what a client sends (beyond hashing it once)."""
+        d = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
         found = None
         for s in self.by_id.values():
-            if hmac.compare_digest(s.token, t):
+            if hmac.compare_digest(s.token_digest, d):
                 found = s
         return found
 
