@@ -15,7 +15,6 @@ import fcntl
 import itertools
 import json
 import logging
-import os
 import struct
 import threading
 import time
@@ -25,6 +24,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from . import durable
 from ._journal import HEADER_SIZE, JournalAppender, Record, Segment, corrupt, crc32c
 from .errors import JournalCorruptError, JournalError
 from .events import EventRegistry
@@ -95,8 +95,9 @@ def _write_index(seg_path: Path, last: int, end: int, max_ts: int,
     body = _IDX_HEAD.pack(_IDX_MAGIC, len(entries), 0, last, end, max_ts) + b"".join(
         struct.pack("<qqq", *e) for e in entries)
     tmp = seg_path.with_suffix(".idx.tmp")
-    tmp.write_bytes(body + struct.pack("<I", crc32c(body)))
-    os.replace(tmp, seg_path.with_suffix(".idx"))
+    # not fsynced: an index is a hint (a damaged one is reported and rebuilt by a scan)
+    durable.write_file(tmp, body, struct.pack("<I", crc32c(body)), sync=False)
+    durable.rename(tmp, seg_path.with_suffix(".idx"))
 
 
 _HEADER_LENGTH_FIELD = 40  # offset of rl_header.length in a record body
@@ -423,7 +424,7 @@ class Journal:
         self._closed = False
         self.recovery: TornTail | None = None
         for stale in self.path.glob("*.tmp"):
-            stale.unlink()
+            durable.unlink(stale, missing_ok=True)
         self._appender = JournalAppender(self, _POLICIES[durability], group_events, index_every)
         self._wake = threading.Event()
         try:
@@ -499,7 +500,8 @@ class Journal:
         seg.move_to(self.path / _seg_name(first))
         if self.durability != "none":
             seg.sync()
-            _fsync_dir(self.path)
+            if "no_roll_dir_fsync" not in durable.planted:  # a test-only planted bug
+                durable.fsync_dir(self.path)
         return seg
 
     def _take_prepared(self) -> Segment | None:
@@ -564,7 +566,7 @@ class Journal:
         seg.prefault()
         with self._lock:
             if self._closed:
-                os.unlink(seg.path)
+                durable.unlink(seg.path)
                 return
             self._prepared = seg
 
@@ -650,12 +652,11 @@ class Journal:
         dropped = []
         for (_, path), (nxt, _) in itertools.pairwise(segs):
             if nxt <= sequence and path != Path(self._appender.segment.path):
-                path.unlink()
-                with contextlib.suppress(FileNotFoundError):
-                    path.with_suffix(".idx").unlink()
+                durable.unlink(path)
+                durable.unlink(path.with_suffix(".idx"), missing_ok=True)
                 dropped.append(str(path))
         if dropped:
-            _fsync_dir(self.path)
+            durable.fsync_dir(self.path)
         return dropped
 
     # -- close ----------------------------------------------------------------------------
@@ -673,7 +674,7 @@ class Journal:
             self._thread.join()
             with self._lock:
                 if self._prepared is not None:
-                    os.unlink(self._prepared.path)
+                    durable.unlink(self._prepared.path)
                     self._prepared = None
             self._release_lock()
 
@@ -692,10 +693,3 @@ class Journal:
         return (f"Journal({str(self.path)!r}, durability={self.durability!r}, "
                 f"last_sequence={self.last_sequence}, durable={self.durable_sequence})")
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

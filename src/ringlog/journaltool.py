@@ -30,13 +30,13 @@ from typing import Any, TextIO
 import msgspec
 import numpy as np
 
+from . import durable
 from ._journal import FORMAT_VERSION, HEADER_SIZE, Record, Segment, type_counts
 from .errors import JournalCorruptError, JournalError
 from .events import CONTROL_NAMES, FLAG_CONTROL, FLAG_MSGPACK, is_control
 from .journal import (
     JournalReader,
     JournalTailer,
-    _fsync_dir,
     _read_index,
     list_segments,
     torn_tail_end,
@@ -823,18 +823,16 @@ def apply_repair(path: str | Path, plan: RepairPlan, side_dir: str | Path | None
         if plan.truncate_path is not None:
             seg = Segment.open(plan.truncate_path, True)
             name = f"{Path(plan.truncate_path).name}.{plan.offset}-{plan.end}.removed"
-            with open(side / name, "wb") as f:
-                f.write(_read_range(plan.truncate_path, plan.offset, plan.end))
-                f.flush()
-                os.fsync(f.fileno())
+            durable.write_file(side / name, _read_range(plan.truncate_path, plan.offset,
+                                                         plan.end))
             seg.zero(plan.offset, plan.end)
             seg.sync()
         for p in plan.drop_index:
             shutil.move(p, side / Path(p).name)
         for p in plan.move_segments:
             shutil.move(p, side / Path(p).name)
-        _fsync_dir(side)
-        _fsync_dir(directory)
+        durable.fsync_dir(side)
+        durable.fsync_dir(directory)
     return side
 
 

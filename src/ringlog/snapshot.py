@@ -22,29 +22,24 @@ from typing import Any
 
 import msgspec
 
+from . import durable
 from ._journal import crc32c
-from .errors import SnapshotError
+from .errors import RingLogError, SnapshotError
 
 __all__ = ["Snapshot", "SnapshotStore", "atomic_write"]
 
 
-def atomic_write(final: Path, *parts: bytes) -> None:
+def atomic_write(final: Path, *parts: bytes,
+                 error: type[RingLogError] = SnapshotError) -> None:
     """Writes ``parts`` to ``final`` atomically: temp file, fsync, rename, fsync of the
-    directory. After a crash the file is either whole or as it was. Raises OSError."""
+    directory (each step through ringlog.durable). After a crash the file is either whole or
+    as it was. Raises ``error`` (SnapshotError) with the path and errno."""
     tmp = final.with_suffix(f"{final.suffix}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            for part in parts:
-                f.write(part)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        fd = os.open(final.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
+        durable.write_file(tmp, *parts, error=error)
+        durable.rename(tmp, final, error)
+        durable.fsync_dir(final.parent, error)
+    except RingLogError:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
@@ -87,10 +82,7 @@ class SnapshotStore:
         head = _HEAD.pack(_MAGIC, _VERSION, 0, sequence, time.time_ns(), len(m), len(data),
                           crc32c(body))
         final = self._file(sequence)
-        try:
-            atomic_write(final, head, body)
-        except OSError as e:
-            raise SnapshotError(f"cannot write snapshot {final}: {e}") from e
+        atomic_write(final, head, body)
         return final
 
     def sequences(self) -> list[int]:
@@ -157,6 +149,8 @@ class SnapshotStore:
         gone = []
         for seq in self.sequences():
             if seq < sequence:
-                self._file(seq).unlink()
+                durable.unlink(self._file(seq), SnapshotError, missing_ok=True)
                 gone.append(str(self._file(seq)))
+        if gone:
+            durable.fsync_dir(self.path, SnapshotError)
         return gone
