@@ -427,6 +427,49 @@ cdef class Segment:
                 count += 1
         return st, off, expect_seq, count
 
+    def find_record(self, Py_ssize_t start, Py_ssize_t end, int64_t min_seq):
+        """The first valid record (plausible length, checksum, zero padding, sequence >=
+        ``min_seq``) at an 8-byte aligned offset in start..end, as (offset, sequence); (-1,
+        -1) if none. Recovery's evidence that records follow a damaged range."""
+        cdef Py_ssize_t off = _align8(start)
+        cdef uint32_t n
+        cdef const rl_header* h
+        with nogil:
+            while off + REC_PREFIX + RL_HEADER_SIZE <= min(end, self.size):
+                n = (<uint32_t*>(self.base + off))[0]
+                h = <const rl_header*>(self.base + off + REC_PREFIX)
+                if n >= RL_HEADER_SIZE and off + REC_PREFIX + n <= self.size \
+                        and h.length == n - RL_HEADER_SIZE and h.sequence >= min_seq \
+                        and self.scan_one(off, h.sequence, True, &n) == SCAN_OK:
+                    break
+                off += 8
+        if off + REC_PREFIX + RL_HEADER_SIZE > min(end, self.size):
+            return -1, -1
+        return off, (<const rl_header*>(self.base + off + REC_PREFIX)).sequence
+
+    def last_nonzero(self, Py_ssize_t start, Py_ssize_t end):
+        """Offset just past the last non-zero byte in start..end (clipped); ``start`` if all
+        zero: the written end of a segment's data."""
+        cdef Py_ssize_t lo = max(start, 0), i = min(end, self.size)
+        with nogil:
+            while i > lo and (i & 7):
+                if self.base[i - 1] != 0:
+                    break
+                i -= 1
+            else:
+                while i - 8 >= lo and (<const uint64_t*>(self.base + i - 8))[0] == 0:
+                    i -= 8
+                while i > lo and self.base[i - 1] == 0:
+                    i -= 1
+        return i
+
+    def write_durable_mark(self, int64_t seq):
+        """Rewrites the durable-mark hint (value and check word): repair of a damaged hint,
+        and recovery publishing what it found on disk."""
+        if not self.writable:
+            raise JournalError(f"{self.path} is mapped read-only", path=self.path)
+        self.store_durable(seq)
+
     def is_zero(self, Py_ssize_t start, Py_ssize_t end):
         """True if every byte in start..end (clipped to the segment) is zero."""
         return self.first_nonzero(start, end) < 0
