@@ -46,6 +46,16 @@ def atomic_write(final: Path, *parts: bytes,
 
 log = logging.getLogger("ringlog.snapshot")
 
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
 _MAGIC = b"RLSNAP01"
 _HEAD = struct.Struct("<8sIIqqIQI")
 _VERSION = 1
@@ -67,8 +77,26 @@ class SnapshotStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SnapshotError(f"cannot create snapshot directory {self.path}: {e.strerror}",
+                                errno=e.errno, path=str(self.path)) from e
         self.skipped: list[str] = []  # damaged snapshots that latest() passed over
+        self.removed_temp = self.clean_temp_files()
+
+    def clean_temp_files(self) -> list[str]:
+        """Removes ``*.tmp<pid>`` files a crash left mid-write (their writer process is gone);
+        returns and logs their paths."""
+        gone = []
+        for p in self.path.glob("*.tmp*"):
+            pid = p.suffix[4:]
+            if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+                continue  # another live process is writing it right now
+            durable.unlink(p, SnapshotError, missing_ok=True)
+            gone.append(str(p))
+            log.warning("removed %s: a snapshot write a crash cut short", p)
+        return gone
 
     def _file(self, sequence: int) -> Path:
         return self.path / f"{sequence:020d}.snap"
