@@ -235,7 +235,7 @@ def test_every_byte_of_the_last_record(small_journal, tmp_path, mark_state, how)
 def test_repair_of_a_kill_9_torn_body_succeeds(small_journal, tmp_path):
     """A body with no length word (what kill -9 leaves): repair plans and applies the cut
     and exits clean (it used to fail every time: 'changed since the repair was planned')."""
-    src, name, off, size, seq = small_journal
+    src, name, off, _size, seq = small_journal
     d = tmp_path / "j"
     shutil.copytree(src, d)
     raw = bytearray((d / name).read_bytes())

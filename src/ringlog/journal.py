@@ -521,7 +521,8 @@ class Journal:
         last = appender.next_sequence - 1  # mid-batch, last_sequence is not yet published
         _write_index(Path(old.path), last, appender.pos, appender.max_timestamp,
                      appender.take_index())
-        if self.durability == "sync":
+        if self.durability != "none":
+            # sealed means on disk: a power loss may tear only the last segment's tail
             old.sync()
         with self._lock:
             new = self._new_segment(last + 1)

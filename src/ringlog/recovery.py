@@ -24,6 +24,7 @@ caller.
 from __future__ import annotations
 
 import logging
+
 import msgspec
 
 from ._journal import HEADER_SIZE, Segment
