@@ -387,7 +387,13 @@ class Journal:
         if group_ms <= 0 or group_events < 1:
             raise ValueError("group_ms must be > 0 and group_events >= 1")
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock_file = open(self.path / "LOCK", "a+b")  # noqa: SIM115
+        except OSError as e:
+            raise JournalError(f"cannot open journal {self.path}: {e.strerror} (errno "
+                               f"{e.errno})", errno=e.errno, path=e.filename or str(self.path)
+                               ) from e
         self.segment_size = segment_size
         self.durability = durability
         self.group_ms = group_ms
@@ -395,7 +401,6 @@ class Journal:
         self._schema = json.dumps(registry.describe() if registry else [],
                                   separators=(",", ":")).encode()
         self._prefault = prefault
-        self._lock_file = open(self.path / "LOCK", "a+b")  # noqa: SIM115
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -405,6 +410,7 @@ class Journal:
         self._lock = threading.Lock()
         self._retired: list[Segment] = []
         self._prepared: Segment | None = None
+        self._prepare_failing = False
         self._error: BaseException | None = None
         self._closed = False
         self.recovery: TornTail | None = None
@@ -569,8 +575,14 @@ class Journal:
             seg = Segment.prepare(self.path / f"prepared-{time.monotonic_ns()}.tmp",
                                   self.segment_size)
         except JournalError as e:
-            log.warning("journal %s: could not prepare the next segment: %s", self.path, e)
+            if not self._prepare_failing:  # once per change of state, not every few ms
+                log.warning("journal %s: could not prepare the next segment: %s (retrying; "
+                            "a roll fails with this error while it lasts)", self.path, e)
+            self._prepare_failing = True
             return
+        if self._prepare_failing:
+            log.warning("journal %s: preparing segments works again", self.path)
+            self._prepare_failing = False
         seg.prefault()
         with self._lock:
             if self._closed:
