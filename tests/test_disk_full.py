@@ -14,9 +14,9 @@ import pytest
 
 from ringlog import _journal
 from ringlog.errors import JournalError, RingClosedError, RingLogError, SnapshotError
+from ringlog.handler import EventHandler
 from ringlog.journal import Journal
 from ringlog.processor import Processor, ProcessorConfig
-from ringlog.handler import EventHandler
 from ringlog.snapshot import SnapshotStore
 
 
