@@ -74,6 +74,7 @@ def _pipeline(n: int) -> float:
         for lo, hi in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True):
             p.publish_many(payloads[lo:hi], int(types[lo]), timestamp_ns=lo * 1000)
         p.drain(timeout=900)
+        p.stop()
         return n / (time.perf_counter() - t0)
     finally:
         shutil.rmtree(d, ignore_errors=True)

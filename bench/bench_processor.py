@@ -71,6 +71,7 @@ def _throughput(n: int, handler: Any, breaker: bool) -> float:
         t.start()
         t.join()
         p.drain(timeout=600)
+        p.stop()
         return n / (time.perf_counter() - t0)
     finally:
         shutil.rmtree(d)
@@ -88,6 +89,7 @@ def _replay(n: int) -> float:
         t.start()
         t.join()
         p.drain(timeout=600)
+        p.stop()
         h = CountingHandler(16)
         p2 = Processor(h, d, _config())
         t0 = time.perf_counter()
@@ -105,7 +107,7 @@ def _latency(rate: float, n: int) -> tuple[np.ndarray, np.ndarray]:
     try:
         handled = np.zeros(n, dtype=np.int64)
         output = np.zeros(n, dtype=np.int64)
-        p = Processor(LatencyHandler(handled), d, _config())
+        p = Processor(LatencyHandler(handled), d, _config(topology="staged"))  # output ring probe
         p.start()
         probe = p.output_ring.consumer()
         time.sleep(0.5)  # warm-up: let the journals prepare and pre-fault their next segment
@@ -114,6 +116,7 @@ def _latency(rate: float, n: int) -> tuple[np.ndarray, np.ndarray]:
         produce_paced(p.input_ring, n, rate)
         t.join()
         p.drain(timeout=120)
+        p.stop()
         return handled, output
     finally:
         shutil.rmtree(d)
