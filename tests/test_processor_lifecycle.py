@@ -5,6 +5,7 @@ every topology journals before processing and replays the same batches."""
 import os
 import struct
 
+import numpy as np
 import pytest
 from test_processor import CFG, Summer, ev
 
@@ -212,3 +213,44 @@ def test_a_directory_continues_under_the_other_topology(tmp_path, first, second)
     assert (h.count, h.total) == (40, sum(range(40)))
     outs = [struct.unpack("<qq", r.payload)[0] for r in JournalReader(tmp_path / "output")]
     assert outs == list(range(40))
+
+
+def _records(values):
+    return np.array([(v,) for v in values], dtype=[("v", "<i8")])
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+def test_publish_records_feeds_a_numpy_array_as_one_event_per_element(tmp_path, topology):
+    outs = []
+    p = Processor(Summer(), tmp_path, _cfg(topology), on_output=outs.append)
+    p.start()
+    arr = _records(range(1000))  # more than the ring: claimed a ring-full at a time
+    last = p.publish_records(arr, 5, timestamp_ns=np.arange(1000, dtype=np.int64) * 10)
+    assert last == 999
+    p.publish_records(bytes(ev(7)) + bytes(ev(8)), 6, record_size=8, timestamp_ns=1)
+    p.stop()
+    assert p.handler.count == 1002 and p.handler.total == sum(range(1000)) + 15
+    recs = list(JournalReader(tmp_path / "input"))
+    assert [r.timestamp_ns for r in recs[:1000]] == [i * 10 for i in range(1000)]
+    assert [r.type_id for r in recs] == [5] * 1000 + [6, 6]
+    assert [bytes(r.payload) for r in recs[-2:]] == [ev(7), ev(8)]
+    assert len(outs) == 1002
+
+
+def test_publish_records_per_record_type_ids_and_checks_before_claiming(tmp_path):
+    p = Processor(Summer(), tmp_path, CFG)
+    p.start()
+    try:
+        with pytest.raises(ValueError, match="whole number"):
+            p.publish_records(b"x" * 12, record_size=8)
+        with pytest.raises(RingLogError, match="do not fit"):
+            p.publish_records(np.zeros(3, dtype=[("b", "V200")]))
+        with pytest.raises(TypeError, match="1-d numpy array"):
+            p.publish_records(b"abc")
+        with pytest.raises(ValueError):  # 3 type ids for 2 records
+            p.publish_records(_records([1, 2]), np.array([5, 5, 5]))
+        assert p.input_ring.cursor == -1  # nothing claimed by a refused call
+        p.publish_records(_records([1, 2]), np.array([5, 9], dtype=np.uint32))
+    finally:
+        p.stop()
+    assert [r.type_id for r in JournalReader(tmp_path / "input")] == [5, 9]

@@ -64,6 +64,7 @@ __all__ = ["Processor", "ProcessorConfig", "ProcessorManifest", "ProcessorMetric
 
 MANIFEST = "processor.json"
 INLINE_BELOW_CPUS = 4  # ``topology="auto"``: inline when the process may use fewer CPUs
+OUTPUT_GROUP_EVENTS, OUTPUT_GROUP_MS = 1 << 16, 20.0  # output journal: sync in large groups
 
 
 def resolve_topology(topology: str = "auto") -> Literal["inline", "staged"]:
@@ -204,8 +205,11 @@ class Processor:
         self._schema = _Schema(self.registry)
         self.input = Journal(self.directory / "input", segment_size=c.segment_size,
                              durability=c.durability, registry=self._schema)  # type: ignore[arg-type]
+        # the output journal is not on the release path (a restart recomputes outputs from
+        # the input journal): it syncs in large groups, sparing a core the fdatasync churn
         self.output = Journal(self.directory / "output", segment_size=c.segment_size,
                               durability="none" if c.durability == "none" else "group",
+                              group_events=OUTPUT_GROUP_EVENTS, group_ms=OUTPUT_GROUP_MS,
                               registry=self._schema)  # type: ignore[arg-type]
         self.snapshots = SnapshotStore(self.directory / "snapshots")
         self._dead_letter_journal: Any = None
@@ -493,6 +497,20 @@ class Processor:
             self._wait_closed(timeout)
         ts = time.time_ns() if timestamp_ns is None else timestamp_ns
         return self._in.publish_many(payloads, type_id, timestamp_ns=ts, timeout=timeout)
+
+    def publish_records(self, records: Any, type_id: Any = 0, *, timestamp_ns: Any = None,
+                        record_size: int = 0, timeout: float | None = None) -> int:
+        """Publishes many fixed-size input events from one buffer in one call, with no
+        Python object per event and the copying done without the GIL: a 1-d numpy array
+        (each element's bytes are one payload, e.g. the engine's ``COMMAND_DTYPE``) or a
+        bytes-like buffer of ``record_size``-byte records. ``type_id`` and ``timestamp_ns``
+        are one value or an array with one per record (default timestamp: now). Returns
+        the last ring sequence."""
+        if self._loop_halted_by_breaker():
+            self._wait_closed(timeout)
+        ts = time.time_ns() if timestamp_ns is None else timestamp_ns
+        return self._in.publish_records(records, type_id, timestamp_ns=ts,
+                                        record_size=record_size, timeout=timeout)
 
     def publish_struct(self, event: msgspec.Struct, **kw: Any) -> int:
         """Publishes a registered msgspec Struct as an input event."""
