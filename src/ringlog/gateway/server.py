@@ -408,9 +408,10 @@ class Gateway:
             await self._server.wait_closed()
             self._server = None
         p = self.processor
-        if p.state == "running":
-            await asyncio.get_running_loop().run_in_executor(None, p.drain, drain_timeout)
-        else:
+        try:
+            if p.state == "running":  # drain() keeps the processor running: stop() after
+                await asyncio.get_running_loop().run_in_executor(None, p.drain, drain_timeout)
+        finally:
             p.stop()
 
     def memory(self) -> dict[int, int]:
