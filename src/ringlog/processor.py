@@ -39,6 +39,7 @@ from .events import (
     control_descriptors,
 )
 from .logic import InputEvent, LogicLoop, LoopState, OutputRecord
+from .retention import Retention, prune_processor
 
 __all__ = ["Processor", "ProcessorConfig", "ProcessorManifest", "ProcessorMetrics",
            "RecoveryReport", "read_manifest"]
@@ -59,6 +60,7 @@ class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     snapshot_every: int = 0  # events between automatic snapshots; 0 = only on request
     exception_policy: Literal["halt", "dead_letter"] = "halt"
     dedup: bool = False
+    retention: Retention | None = None  # prune after each snapshot (ringlog.retention)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -282,6 +284,8 @@ class Processor:
         snap = _Snapshot(loop=self._loop.state, handler=self.handler.on_snapshot(),
                          breaker=self.breaker.snapshot() if self.breaker is not None else b"")
         self.snapshots.write(sequence, msgspec.msgpack.encode(snap))
+        if self.config.retention is not None:
+            prune_processor(self, self.config.retention)
 
     # -- lifecycle ------------------------------------------------------------------------
     @property
