@@ -368,16 +368,25 @@ class JournalTailer:
 class Journal:
     """The appender of one journal directory (exclusive: a lock file keeps out a second one).
 
-    ``durability``: ``none`` (page cache), ``group`` (fdatasync every ``group_events`` events
-    or ``group_ms`` ms from a background thread; the default) or ``sync`` (an append returns
-    once durable). Not thread-safe for appends: one appending thread.
+    ``durability``: ``none`` (page cache), ``group`` (the default: a background thread
+    fdatasyncs whatever was appended, starting the next fdatasync as soon as the previous one
+    returns while appends keep coming, and sleeping when there is nothing to sync; with
+    ``group_events`` > 1 it waits for that many events or ``group_ms`` ms first) or ``sync``
+    (an append returns once durable). Not thread-safe for appends: one appending thread.
+
+    ``prefault``: how the background thread prepares the next segment. ``True`` picks by
+    durability: ``"write"`` under ``none`` (every page touched by a store: the fastest
+    appends), ``"read"`` under group/sync (pages mapped by a load: nothing dirtied, so the
+    first fdatasync does not write the zero pages back and write-protect them again); False:
+    no segment prepared ahead (each is created when the appender rolls).
     """
 
     def __init__(self, path: str | Path, *, segment_size: int = 64 << 20,
                  durability: Literal["none", "group", "sync"] = "group",
-                 group_events: int = 1000, group_ms: float = 2.0,
+                 group_events: int = 1, group_ms: float = 2.0,
                  registry: EventRegistry | None = None, first_sequence: int = 0,
-                 index_every: int = 1024, prefault: bool = True) -> None:
+                 index_every: int = 1024,
+                 prefault: bool | Literal["write", "read"] = True) -> None:
         if durability not in _POLICIES:
             raise ValueError(f"durability must be one of {sorted(_POLICIES)}, got "
                              f"{durability!r}")
@@ -400,6 +409,11 @@ class Journal:
         self.registry = registry
         self._schema = json.dumps(registry.describe() if registry else [],
                                   separators=(",", ":")).encode()
+        if prefault not in (True, False, "write", "read"):
+            raise ValueError(f"prefault must be True, False, 'write' or 'read', got "
+                             f"{prefault!r}")
+        if prefault is True:
+            prefault = "write" if durability == "none" else "read"
         self._prefault = prefault
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -426,8 +440,8 @@ class Journal:
         except BaseException:
             self._release_lock()
             raise
-        self._thread = threading.Thread(target=self._background, name="ringlog-journal",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._background,
+                                        name=f"rl-sync-{self.path.name}"[:15], daemon=True)
         self._thread.start()
 
     # -- open -----------------------------------------------------------------------------
@@ -539,6 +553,9 @@ class Journal:
 
     # -- background: group commit and segment preparation -------------------------------
     def _background(self) -> None:
+        from .bench.cpu import name_thread
+
+        name_thread(threading.current_thread().name)  # per-thread CPU figures, perf, top
         a = self._appender
         while not self._closed:
             if self.durability == "group":
@@ -583,7 +600,7 @@ class Journal:
         if self._prepare_failing:
             log.warning("journal %s: preparing segments works again", self.path)
             self._prepare_failing = False
-        seg.prefault()
+        seg.prefault(self._prefault == "write")
         with self._lock:
             if self._closed:
                 durable.unlink(seg.path)
