@@ -58,6 +58,7 @@ from .events import (
     control_descriptors,
 )
 from .logic import InputEvent, LogicLoop, LoopState, OutputRecord
+from .retention import Retention, prune_processor
 
 __all__ = ["Processor", "ProcessorConfig", "ProcessorManifest", "ProcessorMetrics",
            "RecoveryReport", "read_manifest", "resolve_topology"]
@@ -100,6 +101,7 @@ class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     # "durable": under group/sync an output reaches listeners only once the input that caused
     # it is durable (power-loss safe acks); "immediate": as soon as it is journaled
     release: Literal["durable", "immediate"] = "durable"
+    retention: Retention | None = None  # prune after each snapshot (ringlog.retention)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -339,6 +341,8 @@ class Processor:
         snap = _Snapshot(loop=self._loop.state, handler=self.handler.on_snapshot(),
                          breaker=self.breaker.snapshot() if self.breaker is not None else b"")
         self.snapshots.write(sequence, msgspec.msgpack.encode(snap))
+        if self.config.retention is not None:
+            prune_processor(self, self.config.retention)
 
     # -- lifecycle ------------------------------------------------------------------------
     @property
@@ -523,8 +527,11 @@ class Processor:
         if self._loop_halted_by_breaker():
             self._wait_closed(timeout)
         ts = time.time_ns() if timestamp_ns is None else timestamp_ns
-        return self._in.publish_records(records, type_id, timestamp_ns=ts,
-                                        record_size=record_size, timeout=timeout)
+        try:
+            return self._in.publish_records(records, type_id, timestamp_ns=ts,
+                                            record_size=record_size, timeout=timeout)
+        except RingClosedError as e:
+            raise self._closed(e) from self.halt_cause
 
     def publish_struct(self, event: msgspec.Struct, **kw: Any) -> int:
         """Publishes a registered msgspec Struct as an input event."""
