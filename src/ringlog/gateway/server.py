@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -71,6 +72,7 @@ from .session import (
 __all__ = ["Connection", "Gateway", "GatewayMetrics", "GatewayThread", "new_event_loop",
            "run_server"]
 
+_log = logging.getLogger("ringlog.gateway")
 _BACKLOG_RETRY_S = 0.0005
 _SETTLE_S = 0.0002
 _REBUILD_TIMEOUT_S = 30.0
@@ -92,6 +94,7 @@ class GatewayMetrics(msgspec.Struct):
     closed_for_errors: int = 0
     timeouts: int = 0  # connections closed for no logon, silence or a stalled frame
     refused: int = 0  # connections over max_connections / max_connections_per_peer
+    unexpected_exceptions: int = 0  # bugs: an exception escaped a connection's handling
     reports_replayed: int = 0  # execution reports sent from the output journal at logons
     cancel_on_disconnect: int = 0  # mass cancels published for a lost connection
     cancel_on_disconnect_failed: int = 0  # ... refused (breaker open, processor stopped)
@@ -169,7 +172,22 @@ class Connection(asyncio.Protocol):
         self.flush()
 
     def data_received(self, data: bytes) -> None:
-        """Decodes every complete frame and handles them; then one write of the answers."""
+        """Decodes every complete frame and handles them; then one write of the answers.
+        The protocol layer turns every bad frame into an answer without a catch-all; an
+        exception escaping it anyway is a bug: counted (``unexpected_exceptions``), logged
+        once per connection with its traceback, and that connection is aborted, so a bug
+        is seen and never takes the event loop or another session with it."""
+        try:
+            self._received(data)
+        except Exception:
+            self.gw.metrics.unexpected_exceptions += 1
+            _log.exception("gateway: unexpected error handling a connection's input; "
+                           "aborting that connection")
+            self.closing = True
+            if self.transport is not None:
+                self.transport.abort()
+
+    def _received(self, data: bytes) -> None:
         if self.closing:
             return
         dec = self.decoder
