@@ -277,7 +277,7 @@ class Connection(asyncio.Protocol):
         gw.metrics.errors += 1
         s = self.session
         if s is not None:
-            if seq:
+            if seq and seq <= s.last_seen:  # a taken seq (not a gap's): kept for resends
                 s.record(seq, Error(code, message, seq))
             s.errors += 1
             n = s.errors
