@@ -5,8 +5,8 @@ reached the input journal, and the engine's state hash is what it was before the
 from __future__ import annotations
 
 import pytest
-
 from conformance import fuzz, wire
+
 from ringlog.engine.records import Side
 from ringlog.gateway.protocol import Ack, NewOrder
 from ringlog.gateway.session import Limits

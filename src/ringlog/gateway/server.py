@@ -135,6 +135,11 @@ class Connection(asyncio.Protocol):
         self.heartbeat_s = 0.0
         self.logout_seq = 0
         self.before: dict[int, int] = {}  # in-flight seq -> its answers routed before logon
+        # a client with history resends the seqs after its Logon.seq: until it has (or takes
+        # a new seq), Acks here stop at the last one it resent, so a cumulative Ack never
+        # overtakes the answers a resend is about to repeat
+        self.owed_to = 0  # last seq it may resend (0: nothing owed)
+        self.resent = 0  # the highest seq it has resent so far
         self.opened = self.heard = time.monotonic()  # heard: the last complete frame
         self.partial_since = 0.0  # when the incomplete frame in the decoder started (0: none)
         self.peer = ""  # counted in gateway.peers under this address ("": not counted)
@@ -303,6 +308,8 @@ class Connection(asyncio.Protocol):
                     len(s.inflight) <= self.gw.config.limits.max_inflight // 2:
                 self.resume("inflight")
             target = s.ack_target()
+            if self.owed_to and target > self.resent:
+                target = self.resent
             if target > s.acked:
                 s.acked = target
                 self.encoder.append(self.out, Ack(target))
@@ -377,6 +384,7 @@ class Gateway:
         self._cod: dict[int, asyncio.TimerHandle] = {}  # session id -> cancel-on-disconnect
         self._journal_base = 0  # journal sequence of this run's ring sequence 0
         self._holding = False  # test hook: outputs wait in _outq (hold_outputs)
+        self._holding_completion = False  # test hook: no settle (hold_completion)
         self._stopping = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -522,6 +530,9 @@ class Gateway:
                        f"seq {seq} skips ahead: the next expected seq is {s.last_seen + 1}", seq)
             return
         s.last_seen = seq
+        if conn.owed_to:  # a new seq: the client resends nothing more
+            conn.owed_to = 0
+            conn.before.clear()
         lim = self.config.limits
         if not s.take_token(lim.rate, lim.burst, now):
             self.metrics.rate_limited += 1
@@ -565,6 +576,8 @@ class Gateway:
         # old one): a resend of such a seq repeats those; later ones come here as they route
         answers = s.answers
         conn.before = {q: len(answers[q]) for q in s.inflight if q in answers}
+        if msg.seq < s.last_seen:
+            conn.owed_to, conn.resent = s.last_seen, msg.seq
         end = self._out_base + self._routed  # output records routed so far
         conn.send(LogonAck(s.last_seen, s.account, s.acked, 2 * end))
         if msg.seq > s.last_seen:
@@ -604,6 +617,10 @@ class Gateway:
     def _resend(self, conn: Connection, s: Session, seq: int) -> None:
         """A seq already taken: answer it again from the recorded answers, apply nothing."""
         self.metrics.resends += 1
+        if conn.owed_to and seq > conn.resent:
+            conn.resent = seq
+            if seq >= conn.owed_to:
+                conn.owed_to = 0
         kept = s.answers.get(seq, ())
         if seq <= s.acked:
             for msg in kept:
@@ -795,6 +812,16 @@ class Gateway:
         taken more seqs than it has answered, deterministically."""
         self._holding = True
 
+    def hold_completion(self) -> None:
+        """Test hook (loop thread): outputs are routed, but commands that made no later
+        report stay in flight (no settle) until ``release_completion()``."""
+        self._holding_completion = True
+
+    def release_completion(self) -> None:
+        """Ends ``hold_completion``: finished commands complete now (loop thread)."""
+        self._holding_completion = False
+        self._settle()
+
     def release_outputs(self) -> None:
         """Ends ``hold_outputs``: the waiting outputs are routed now (loop thread)."""
         self._holding = False
@@ -849,7 +876,11 @@ class Gateway:
         if from_timer:
             self._settle_timer = None
         table = self.table
-        if table.unsettled:
+        if table.unsettled and self._holding_completion:
+            if self._settle_timer is None:  # look again later
+                assert self._loop is not None
+                self._settle_timer = self._loop.call_later(0.05, self._settle, True)
+        elif table.unsettled:
             p = self.processor
             done = _done_through(p, self._routed + self._published0)
             if self._held_from >= 0:
