@@ -103,6 +103,8 @@ def _pipeline_rows(runs: int, n: int) -> list[dict[str, Any]]:
     alone's), with per-thread CPU and context switches per 1,000 commands."""
     import statistics
 
+    from ringlog.bench.cpu import summary_line
+
     cmds, types = mixed_flow(n, seed=21)
     pipe, alone = [], []
     for _ in range(runs):
@@ -134,7 +136,9 @@ def _pipeline_rows(runs: int, n: int) -> list[dict[str, Any]]:
                                                           "max": max(loop_cpu),
                                                           "runs": loop_cpu}}
     row["cpu"] = cpu(med)
-    alone_row = _row("engine_alone_same_flow", "ops/s", [r for r, _ in alone])
+    row["note"] += f"; {summary_line(med)} (median run)"
+    alone_row = _row("engine_alone_same_flow", "ops/s", [r for r, _ in alone],
+                     note=f"{summary_line(amed)} (median run)")
     alone_row["cpu"] = cpu(amed)
     return [row, alone_row]
 

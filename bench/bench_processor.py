@@ -42,7 +42,7 @@ import numpy as np
 from ringlog import Breaker, BreakerConfig, EventHandler, Limit, Processor, ProcessorConfig
 from ringlog._benchhandlers import CountingHandler, LatencyHandler
 from ringlog._ringbench import consume_latency, produce, produce_paced
-from ringlog.bench.cpu import CpuMeter
+from ringlog.bench.cpu import CpuMeter, summary_line
 from ringlog.bench.latency import percentiles
 from ringlog.bench.stats import summarize
 from ringlog.processor import resolve_topology
@@ -131,8 +131,7 @@ def _trow(name: str, results: list[tuple[float, dict]], note: str = "") -> dict:
                   "total_ns_per_event": round(med["cpu_ns_total"], 1),
                   "cs_per_1k_events": round(med["cs_per_1k"], 2),
                   "cpus_busy": round(med["cpu_utilisation"], 2)}
-    if note:
-        row["note"] = note
+    row["note"] = "; ".join(x for x in (note, summary_line(med) + " (median run)") if x)
     return row
 
 
