@@ -21,6 +21,14 @@ cpdef enum ScanStatus:
     SCAN_UNTERMINATED = 6     # length 0 but bytes after it: a body whose length was not stored
 
 
+cdef enum:
+    SYNC_DATA = 0             # durable_sync ops: fdatasync
+    SYNC_FILE = 1             # fsync
+
+
+cdef int durable_sync(int fd, int op) noexcept nogil
+
+
 cpdef enum Durability:
     NONE = 0
     GROUP = 1

@@ -216,6 +216,7 @@ class Processor:
         self._state = "created"
         self._threads: list[threading.Thread] = []
         self._error: BaseException | None = None
+        self.halt_cause: BaseException | None = None  # what halted it (kept after stop)
         self._open = threading.Condition()
         self._loop = LogicLoop(handler, breaker, reread=self._reread,
                                snapshot=self._take_snapshot,
@@ -397,7 +398,7 @@ class Processor:
         except RingClosedError:
             pass
         except BaseException as e:  # the loop halts; the error is re-raised by stop/drain
-            self._error = e
+            self._error = self.halt_cause = e
             self._state = "halted"
             self._in.close()
             if self._out is not None:
@@ -485,9 +486,12 @@ class Processor:
         if self._loop_halted_by_breaker():
             self._wait_closed(timeout)
         ts = time.time_ns() if timestamp_ns is None else timestamp_ns
-        return self._in.publish(payload, type_id, timestamp_ns=ts, correlation_id=correlation_id,
-                                producer_id=producer_id, producer_seq=producer_seq,
-                                timeout=timeout)
+        try:
+            return self._in.publish(payload, type_id, timestamp_ns=ts,
+                                    correlation_id=correlation_id, producer_id=producer_id,
+                                    producer_seq=producer_seq, timeout=timeout)
+        except RingClosedError as e:
+            raise self._closed(e) from self.halt_cause
 
     def publish_many(self, payloads: Any, type_id: int = 0, *,
                      timestamp_ns: int | None = None, timeout: float | None = None) -> int:
@@ -496,7 +500,17 @@ class Processor:
         if self._loop_halted_by_breaker():
             self._wait_closed(timeout)
         ts = time.time_ns() if timestamp_ns is None else timestamp_ns
-        return self._in.publish_many(payloads, type_id, timestamp_ns=ts, timeout=timeout)
+        try:
+            return self._in.publish_many(payloads, type_id, timestamp_ns=ts, timeout=timeout)
+        except RingClosedError as e:
+            raise self._closed(e) from self.halt_cause
+
+    def _closed(self, e: RingClosedError) -> RingClosedError:
+        """The error a producer gets from a closed ring: the cause when a failure (a full
+        disk: JournalError with path and errno) halted the processor."""
+        if self.halt_cause is None:
+            return e
+        return RingClosedError(f"the processor halted: {self.halt_cause}")
 
     def publish_records(self, records: Any, type_id: Any = 0, *, timestamp_ns: Any = None,
                         record_size: int = 0, timeout: float | None = None) -> int:
