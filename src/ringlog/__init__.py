@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ._version import __version__ as __version__
 from .errors import (
     CircuitOpenError,
     InsufficientCapacityError,
@@ -22,8 +23,6 @@ from .errors import (
     SnapshotError,
 )
 from .events import HEADER_DTYPE, HEADER_SIZE, EventRegistry, EventType, slot_dtype
-
-__version__ = "0.1.0"
 
 # Parts are imported on first use: `ringlog --help` stays instant, and each part loads alone.
 _LAZY: dict[str, str] = {}

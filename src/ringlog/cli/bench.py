@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _rate
+from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, count, rate, seconds, size
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -105,7 +105,7 @@ def add_parsers(sub: Any) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("targets", nargs="*", help="ring journal breaker processor engine gateway "
                                               "tools all (default all; none with --handler)")
-    b.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
+    b.add_argument("--runs", type=count, default=3, help="runs per figure (median reported)")
     b.add_argument("--smoke", action="store_true", help="tiny sizes: checks the harness only")
     b.add_argument("--no-peers", action="store_true", help="skip the Disruptor and limits")
     b.add_argument("--json", help="write the results document here (HdrHistogram logs go to "
@@ -121,16 +121,18 @@ def add_parsers(sub: Any) -> None:
                    help="measure this handler (module:Class or file.py:Class, built with no "
                         "arguments): producer -> ring -> journal -> handler -> outputs; a "
                         "static bench_payloads(size) on the class supplies valid input")
-    h.add_argument("--event-size", type=int, default=64, help="payload bytes per event (64)")
-    h.add_argument("--ring-size", type=int, default=1 << 14, help="ring capacity (16384)")
+    h.add_argument("--event-size", type=size, default=64,
+                   help="payload bytes per event (64; 1KiB works)")
+    h.add_argument("--ring-size", type=size, default=1 << 14,
+                   help="ring capacity in slots (16384, or 16KiB)")
     h.add_argument("--wait", default="blocking",
                    choices=["blocking", "busy_spin", "yielding", "sleeping"],
                    help="wait strategy of the processor's threads (blocking)")
     h.add_argument("--durability", default="group", choices=["none", "group", "sync"],
                    help="journal durability (group)")
-    h.add_argument("--rate", type=_rate, action="append", metavar="EVENTS_PER_S",
+    h.add_argument("--rate", type=rate, action="append", metavar="EVENTS_PER_S",
                    help="offered rate of the latency runs, repeatable (1k and 10k)")
-    h.add_argument("--duration", type=float, default=5.0,
+    h.add_argument("--duration", type=seconds(0, strict=True), default=5.0,
                    help="seconds of each throughput run and each latency rate (5)")
 
 
