@@ -19,10 +19,7 @@ from ringlog.units import parse_rate, parse_size
 
 def run(argv, capsys):
     """(exit code, stderr) of ``ringlog argv`` run in this process."""
-    try:
-        rc = cli.main([str(a) for a in argv])
-    except SystemExit as e:  # argparse's own exits (bad option values, --help, --version)
-        rc = e.code
+    rc = cli.main([str(a) for a in argv])
     out = capsys.readouterr()
     return rc, out.err, out.out
 
