@@ -29,18 +29,20 @@ __all__ = ["TARGETS", "bench_dir", "goals", "load_target", "run_all"]
 TARGETS = ("ring", "journal", "breaker", "processor", "engine", "gateway", "tools")
 
 
-def bench_dir() -> Path:
-    """The repository's ``bench/`` folder (next to ``src/``), else ``./bench``."""
-    for p in Path(__file__).resolve().parents:
-        if (p / "bench").is_dir() and (p / "src" / "ringlog").is_dir():
+def bench_dir() -> Path | None:
+    """The repository's ``bench/`` folder (next to ``src/``), else ``./bench`` of a clone
+    (with its ``src/ringlog``); None for an installed package run outside a checkout."""
+    for p in [*Path(__file__).resolve().parents, Path.cwd()]:
+        if (p / "bench" / "bench_ring.py").is_file() and (p / "src" / "ringlog").is_dir():
             return p / "bench"
-    return Path.cwd() / "bench"
+    return None
 
 
 def load_target(name: str) -> ModuleType | None:
     """Imports ``bench/bench_<name>.py``; None where the target has no benchmarks yet."""
-    path = bench_dir() / f"bench_{name}.py"
-    if not path.exists():
+    folder = bench_dir()
+    path = folder / f"bench_{name}.py" if folder is not None else None
+    if path is None or not path.exists():
         return None
     if str(path.parent) not in sys.path:
         sys.path.insert(0, str(path.parent))
