@@ -3,6 +3,7 @@ compare, peers, progress, plots, report and --handler through the pipeline."""
 
 import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -306,12 +307,45 @@ def test_cli_compare_flags_a_20_percent_regression_with_exit_code_1(tmp_path, ca
 
 # -- peers and failures ----------------------------------------------------------------------
 
-def test_a_failing_anchor_is_a_noted_skip(tmp_path, monkeypatch):
-    (tmp_path / "limits.py").write_text("import sys\nprint('boom', file=sys.stderr)\n"
-                                        "sys.exit(3)\n")
-    monkeypatch.setenv("RINGLOG_ANCHORS", str(tmp_path))
-    got = peers.run_limits()
-    assert got == {"skipped": "limits.py exited with 3: boom"}
+def test_a_failing_peer_is_a_noted_skip(tmp_path, monkeypatch):
+    script = tmp_path / "run.sh"
+    script.write_text("echo 'the Disruptor peer needs Java' >&2\nexit 3\n")
+    monkeypatch.setattr(peers, "DISRUPTOR", script)
+    assert peers.run_disruptor(1000, 1) == {
+        "skipped": "disruptor/run.sh exited with 3: the Disruptor peer needs Java"}
+
+
+def test_the_peers_ship_in_the_package():
+    here = Path(peers.__file__).parent
+    java = (here / "disruptor" / "DisruptorPeer.java").read_text()
+    assert "import com.lmax.disruptor.dsl.Disruptor;" in java
+    for figure in ("disruptor_1p1c_busyspin_ops_per_s", "disruptor_1p1c_busyspin_batch64",
+                   "disruptor_latency_%s_100k_per_s_ns"):  # the names bench_ring reads
+        assert figure in java
+    assert "libdisruptor-java" in (here / "disruptor" / "run.sh").read_text()
+
+
+def test_machine_limits_measure_each_figure(tmp_path):
+    from ringlog.bench.peers import limits
+
+    assert limits.memcpy_gb_per_s(1 << 20) > 0
+    assert limits.mmap_write_gb_per_s(str(tmp_path), size=1 << 20) > 0
+    assert limits.mmap_write_gb_per_s(str(tmp_path), msync=True, size=1 << 20) > 0
+    p50, p99 = limits.fdatasync_us(str(tmp_path), calls=5)
+    assert 0 < p50 <= p99
+    assert limits.python_call_ns(20_000) >= 0
+    assert list(tmp_path.iterdir()) == []  # its files are gone
+
+
+@pytest.mark.stress
+@pytest.mark.skipif(not Path("/usr/share/java/disruptor.jar").exists(),
+                    reason="Debian's libdisruptor-java is not installed")
+def test_the_disruptor_peer_compiles_and_prints_every_figure(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    got = peers.run_disruptor(64_000, 1, timeout=600)
+    assert got["disruptor_1p1c_busyspin_ops_per_s"] > 0
+    assert set(got["disruptor_latency_busyspin_100k_per_s_ns"]) == {"p50", "p99", "p99.9",
+                                                                     "max"}
 
 
 def test_a_failing_target_is_recorded_and_the_run_goes_on(monkeypatch):

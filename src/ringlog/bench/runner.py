@@ -88,13 +88,13 @@ def run_all(targets: list[str], runs: int = 3, smoke: bool = False,
         def limits() -> None:
             with tempfile.TemporaryDirectory(dir=".") as d:
                 doc["peers"]["limits"] = peers.run_limits(d)
-        steps.append(("peers: machine limits (shared/anchors/limits.py)", limits))
+        steps.append(("peers: machine limits (ringlog.bench.peers.limits)", limits))
         if smoke:
             doc["skipped"].append({"name": "peer disruptor", "reason": "not run in smoke mode"})
         else:
             def disruptor() -> None:
                 doc["peers"]["disruptor"] = peers.run_disruptor(20_000_000, runs)
-            steps.append(("peers: Java LMAX Disruptor (shared/anchors/disruptor/run.sh)",
+            steps.append(("peers: Java LMAX Disruptor (ringlog/bench/peers/disruptor)",
                           disruptor))
     for t in targets:
         mod = load_target(t)
