@@ -46,15 +46,27 @@ cdef extern from "ringwait.h" nogil:
     void rl_futex_wake_all(int32_t *word)
 
 __all__ = [
-    "GAUGE", "LAYOUT_VERSION", "LABEL_MAX", "SEQUENCE", "STATE", "TOTAL", "Counter",
-    "CounterValue", "CountersError", "CountersManager", "CountersReader",
-    "CountersVersionError",
+    "GAUGE", "LAYOUT_VERSION", "LABEL_MAX", "SEQUENCE", "STAGE_COUNTERS", "STATE", "TOTAL",
+    "Counter", "CounterValue", "CountersError", "CountersManager", "CountersReader",
+    "CountersVersionError", "StageCounters",
 ]
 
 TOTAL, SEQUENCE, GAUGE, STATE = 1, 2, 3, 4
 LAYOUT_VERSION = RL_COUNTERS_VERSION
 LABEL_MAX = RL_COUNTER_LABEL_MAX
 _LINE = 128
+
+# The counters each processor stage stores at its batch ends, in slot order (the JS_*/LS_*
+# enums of _counters.pxd); labels are "<prefix>.<name>". A stage's lag behind its upstream
+# is derived by the reader from two sequences, so no stage loads another stage's line.
+STAGE_COUNTERS = {
+    "journal": (("sequence", SEQUENCE), ("lag", GAUGE), ("durable", SEQUENCE),
+                ("batches", TOTAL)),
+    "logic": (("sequence", SEQUENCE), ("batches", TOTAL), ("processed", TOTAL),
+              ("outputs", TOTAL), ("published", TOTAL), ("dead_letters", TOTAL),
+              ("duplicates", TOTAL), ("breaker_state", STATE), ("breaker_trips", TOTAL),
+              ("breaker_held", GAUGE), ("kills", TOTAL)),
+}
 
 
 class CountersError(RingLogError):
@@ -362,6 +374,50 @@ cdef class CountersManager:
 
     def __exit__(self, *exc):
         self.close()
+
+
+cdef class StageCounters:
+    """The counters of one processor stage (``STAGE_COUNTERS[kind]``), allocated in
+    ``manager`` as ``<prefix>.<name>``; with no manager every slot is a private spare, so the
+    stage stores the same way with or without a counters file. Not thread-safe: the stage's
+    thread is the only writer."""
+
+    def __init__(self, manager, str kind, str prefix=None):
+        cdef int i
+        spec = STAGE_COUNTERS.get(kind)
+        if spec is None:
+            raise CountersError(f"no stage counters of kind {kind!r}; known: "
+                                f"{sorted(STAGE_COUNTERS)}")
+        prefix = prefix or kind
+        self.kind = kind
+        self.counters = []
+        for i in range(STAGE_MAX):
+            self.spare[i] = 0
+            self.slot[i] = &self.spare[i]
+        if manager is None:
+            return
+        for i, (name, type_id) in enumerate(spec):
+            c = (<CountersManager?>manager).allocate(f"{prefix}.{name}", type_id)
+            self.counters.append(c)
+            self.slot[i] = (<Counter>c).addr
+
+    def set(self, str name, int64_t value):
+        """Stores ``value`` into the counter ``name`` (a stage driven from Python)."""
+        counter_set(self.slot[self._index(name)], value)
+
+    def add(self, str name, int64_t delta=1):
+        """Adds ``delta`` to the counter ``name`` (owner thread only)."""
+        counter_add(self.slot[self._index(name)], delta)
+
+    def _index(self, str name):
+        for i, (n, _) in enumerate(STAGE_COUNTERS[self.kind]):
+            if n == name:
+                return i
+        raise CountersError(f"stage {self.kind!r} has no counter {name!r}")
+
+    def values(self):
+        """The stage's values by name (for tests and in-process inspection)."""
+        return {c.label.split(".", 1)[1]: c.value for c in self.counters}
 
 
 cdef class CountersReader:

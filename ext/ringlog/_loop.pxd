@@ -5,6 +5,7 @@
 from libc.stdint cimport int64_t, uint32_t
 
 from ringlog._breaker cimport BreakerCore
+from ringlog._counters cimport StageCounters
 from ringlog._handler cimport CyEventHandler, Emitter
 from ringlog._ring cimport Ring
 from ringlog.includes.event cimport rl_header
@@ -59,6 +60,7 @@ cdef class LogicCore:
     cdef char* scratch_p
     cdef int64_t scratch_cap, run_n, run_first
     cdef object OutputRecord, TripInfo, encode, decode
+    cdef public StageCounters counters  # stored at each live batch end (ringlog._counters)
 
     cdef int process_c(self, const rl_header* h, const char* payload, int64_t seq,
                        bint end_of_batch, object obj) except -1
@@ -72,6 +74,7 @@ cdef class LogicCore:
                       object obj) except -1
     cdef int _resume(self, int64_t reset_sequence) except -1
     cdef int _after(self, int64_t seq) except -1
+    cdef void _store_counters(self, int64_t seq) noexcept
     cdef bint _rare(self, const rl_header* h) noexcept
     cdef int _flush_scratch(self) except -1
     cdef int _ring_run(self, Ring ring, int64_t lo, int64_t hi, int64_t base) except -1

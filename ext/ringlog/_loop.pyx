@@ -29,6 +29,11 @@ from libc.stdint cimport int64_t, uint32_t
 from libc.string cimport memcpy, memset
 
 from ringlog._breaker cimport BR_OPEN, BR_PASS, BR_THROTTLE, BR_TRIPPED, BreakerCore
+from ringlog._counters cimport (
+    JS_BATCHES, JS_DURABLE, JS_LAG, JS_SEQUENCE, LS_BATCHES, LS_BREAKER_HELD, LS_BREAKER_STATE,
+    LS_BREAKER_TRIPS, LS_DEAD_LETTERS, LS_DUPLICATES, LS_OUTPUTS, LS_PROCESSED, LS_PUBLISHED,
+    LS_SEQUENCE, StageCounters, counter_add, counter_set,
+)
 from ringlog._handler cimport CyEventHandler, Emitter
 from ringlog._journal cimport REC_PREFIX, SCAN_OK, JournalAppender, Segment
 from ringlog._ring cimport RL_CLOSED, RL_TIMEOUT, Consumer, Ring
@@ -70,23 +75,26 @@ cdef inline bint _is_control(const rl_header* h) noexcept nogil:
 
 
 def journal_stage(Consumer consumer, JournalAppender appender, int max_batch,
-                  bint mark_batches=True):
+                  bint mark_batches=True, StageCounters counters=None):
     """The journaller: appends ring batches (at most ``max_batch`` slots, never wrapping the
     ring end) with one memcpy per slot, without the GIL, then releases them to the next
     stage.
     With ``mark_batches`` the last slot of each batch gets FLAG_BATCH_END before it is
-    journaled, so replay sees the live batch boundaries. Returns when the ring is closed and
-    drained."""
+    journaled, so replay sees the live batch boundaries. ``counters`` (kind "journal") are
+    stored at each batch end. Returns when the ring is closed and drained."""
     cdef Ring ring = consumer.ring
     cdef int64_t nxt = rl_load_acquire(consumer.seq_ptr) + 1, avail, hi
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    cdef StageCounters ctr = counters if counters is not None else StageCounters(None, "journal")
+    cdef int64_t** c = ctr.slot
     with nogil:  # the GIL is taken only to roll a segment or raise
         while True:
             avail = consumer.wait_for(nxt, WAIT_NS)
             if avail == RL_CLOSED:
                 break
-            if avail == RL_TIMEOUT:
+            if avail == RL_TIMEOUT:  # idle: the sync thread may have moved the durable mark
+                counter_set(c[JS_DURABLE], rl_load_acquire(&appender.durable))
                 continue
             hi = min(avail, nxt + max_batch - 1, nxt | ring.mask)
             if mark_batches:
@@ -94,6 +102,10 @@ def journal_stage(Consumer consumer, JournalAppender appender, int max_batch,
             appender.append_slots(ring.slot(nxt), ring.slot_size, hi - nxt + 1)
             consumer.set_sequence(hi)
             nxt = hi + 1
+            counter_set(c[JS_SEQUENCE], appender.last_seq)
+            counter_set(c[JS_LAG], avail - hi)
+            counter_set(c[JS_DURABLE], rl_load_acquire(&appender.durable))
+            counter_add(c[JS_BATCHES], 1)
 
 
 cdef class SlotEvent:
@@ -211,6 +223,7 @@ cdef class LogicCore:
         self.dedup = {}
         self.cur_seq = -1
         self.fly = SlotEvent.__new__(SlotEvent)
+        self.counters = StageCounters(None, "logic")
         self.OutputRecord, self.TripInfo = OutputRecord, TripInfo
         self.encode = msgspec.msgpack.Encoder().encode
         self.decode = msgspec.msgpack.Decoder(OutputRecord).decode
@@ -493,8 +506,25 @@ cdef class LogicCore:
                         lo = -1
             consumer.set_sequence(avail)
             nxt = avail + 1
+            self._store_counters(base + avail)
             if was_open and self.pending_from < 0 and self._on_resume is not None:
                 self._on_resume()
+
+    cdef void _store_counters(self, int64_t seq) noexcept:
+        """The loop's counters at a batch end: release stores into the counters file."""
+        cdef int64_t** c = self.counters.slot
+        cdef BreakerCore b = self.breaker
+        counter_set(c[LS_SEQUENCE], seq)
+        counter_add(c[LS_BATCHES], 1)
+        counter_set(c[LS_PROCESSED], self.processed)
+        counter_set(c[LS_OUTPUTS], self.outputs)
+        counter_set(c[LS_PUBLISHED], self.published)
+        counter_set(c[LS_DEAD_LETTERS], self.dead_letters)
+        counter_set(c[LS_DUPLICATES], self.duplicates)
+        if b is not None:
+            counter_set(c[LS_BREAKER_STATE], b.state)
+            counter_set(c[LS_BREAKER_TRIPS], b.trips)
+            counter_set(c[LS_BREAKER_HELD], len(b.held))
 
     cdef int _ring_run(self, Ring ring, int64_t lo, int64_t hi, int64_t base) except -1:
         """A batch handler's run of ring slots lo..hi, as a zero-copy view."""

@@ -13,6 +13,7 @@ GAUGE: int
 STATE: int
 LAYOUT_VERSION: int
 LABEL_MAX: int
+STAGE_COUNTERS: dict[str, tuple[tuple[str, int], ...]]
 
 class CountersError(RingLogError):
     """A counters file that cannot be made, read or allocated in."""
@@ -65,6 +66,19 @@ class CountersManager:
     def __enter__(self) -> CountersManager: ...
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
                  tb: TracebackType | None) -> None: ...
+
+class StageCounters:
+    """The counters of one processor stage, stored by the stage's thread."""
+
+    @property
+    def counters(self) -> list[Counter]: ...
+    @property
+    def kind(self) -> str: ...
+    def __init__(self, manager: CountersManager | None, kind: str,
+                 prefix: str | None = None) -> None: ...
+    def set(self, name: str, value: int) -> None: ...
+    def add(self, name: str, delta: int = 1) -> None: ...
+    def values(self) -> dict[str, int]: ...
 
 class CountersReader:
     """Reads a counters file from any process, without locks or stores."""

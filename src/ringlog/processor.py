@@ -44,6 +44,7 @@ __all__ = ["Processor", "ProcessorConfig", "ProcessorManifest", "ProcessorMetric
            "RecoveryReport", "read_manifest"]
 
 MANIFEST = "processor.json"
+COUNTERS = "counters"  # the live counters file (ringlog._counters), read by `ringlog stat`
 
 
 class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -59,6 +60,7 @@ class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     snapshot_every: int = 0  # events between automatic snapshots; 0 = only on request
     exception_policy: Literal["halt", "dead_letter"] = "halt"
     dedup: bool = False
+    counters: bool = True  # DIR/counters: live counters for `ringlog stat` and metrics
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -311,6 +313,7 @@ class Processor:
         self._oc = self._out.consumer()
         self._base = self.input.last_sequence + 1  # journal sequence of ring sequence 0
         self._loop.output_ring = self._out
+        self._open_counters()
         self._write_manifest()
         self._state = "running"
         for name, fn in (("journaller", self._run_journaller), ("logic", self._run_logic),
@@ -319,6 +322,17 @@ class Processor:
                                  daemon=True)
             t.start()
             self._threads.append(t)
+
+    def _open_counters(self) -> None:
+        """Makes ``DIR/counters`` (with ``config.counters``) and the stages' counters in it;
+        without it every stage stores into private spares, the same way."""
+        from ._counters import CountersManager, StageCounters
+
+        self.counters = (CountersManager.create(self.directory / COUNTERS)
+                         if self.config.counters else None)
+        self._loop.counters = StageCounters(self.counters, "logic")
+        self._journal_counters = StageCounters(self.counters, "journal")
+        self._output_counters = StageCounters(self.counters, "journal", "output")
 
     def _guard(self, fn: Callable[[], None]) -> None:
         try:
@@ -364,6 +378,8 @@ class Processor:
             self.output.close()
             if self._dead_letter_journal is not None:
                 self._dead_letter_journal.close()
+            if getattr(self, "counters", None) is not None:
+                self.counters.close()
             self._state = "closed" if self._error is None else "halted"
         if self._error is not None:
             err, self._error = self._error, None
@@ -461,7 +477,8 @@ class Processor:
 
     # -- threads --------------------------------------------------------------------------
     def _run_journaller(self) -> None:
-        journal_stage(self._jc, self.input.appender, self.config.max_batch)
+        journal_stage(self._jc, self.input.appender, self.config.max_batch,
+                      counters=self._journal_counters)
 
     def _run_logic(self) -> None:
         self._loop.run(self._lc, self._base)
@@ -470,8 +487,10 @@ class Processor:
         c = self.config
         each, whole = self._on_output, self._on_output_batch
         if not each and not whole:  # only the output journal: the GIL-free stage
-            journal_stage(self._oc, self.output.appender, c.max_batch, False)
+            journal_stage(self._oc, self.output.appender, c.max_batch, False,
+                          self._output_counters)
             return
+        ctr = self._output_counters
         while True:
             batch = self._oc.poll(c.max_batch, timeout=0.05)
             if len(batch):
@@ -483,6 +502,9 @@ class Processor:
                 for fn in whole:
                     fn(recs)
                 self._oc.release(batch)
+                ctr.set("sequence", self.output.last_sequence)
+                ctr.set("durable", self.output.durable_sequence)
+                ctr.add("batches")
 
     def _notify_resumed(self) -> None:
         with self._open:
