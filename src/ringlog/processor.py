@@ -32,6 +32,8 @@ from .events import (
     TYPE_BREAKER_RESET,
     TYPE_DEAD_LETTER,
     TYPE_DISCARD_HELD,
+    TYPE_ENABLE,
+    TYPE_KILL,
     TYPE_RELEASE_HELD,
     TYPE_SNAPSHOT,
     TYPE_TIMER,
@@ -167,13 +169,19 @@ class Processor:
         self._threads: list[threading.Thread] = []
         self._error: BaseException | None = None
         self._open = threading.Condition()
-        self._loop = LogicLoop(handler, breaker, reread=self._reread,
-                               snapshot=self._take_snapshot,
-                               dead_letter=(self._write_dead_letter
-                                            if c.exception_policy == "dead_letter" else None),
-                               dedup=c.dedup, snapshot_every=c.snapshot_every,
-                               slot_size=c.slot_size, max_batch=c.max_batch,
-                               on_resume=self._notify_resumed)
+        try:
+            self._loop = LogicLoop(handler, breaker, reread=self._reread,
+                                   snapshot=self._take_snapshot,
+                                   dead_letter=(self._write_dead_letter
+                                                if c.exception_policy == "dead_letter"
+                                                else None),
+                                   dedup=c.dedup, snapshot_every=c.snapshot_every,
+                                   slot_size=c.slot_size, max_batch=c.max_batch,
+                                   on_resume=self._notify_resumed)
+        except BaseException:  # a handler/breaker mismatch: leave the journals unlocked
+            self.input.close()
+            self.output.close()
+            raise
         self._rate_mark = (time.monotonic(), 0, 0)
         self._recovered: RecoveryReport | None = None
 
@@ -426,9 +434,29 @@ class Processor:
         type_id, data = self.registry.encode(event)
         return self.publish(data, type_id, **kw)
 
-    def _control(self, type_id: int, timestamp_ns: int | None) -> int:
+    def _control(self, type_id: int, timestamp_ns: int | None, payload: bytes = b"") -> int:
         ts = time.time_ns() if timestamp_ns is None else timestamp_ns
-        return self._in.publish(b"", type_id, timestamp_ns=ts, flags=FLAG_CONTROL)
+        return self._in.publish(payload, type_id, timestamp_ns=ts, flags=FLAG_CONTROL)
+
+    def kill(self, key: int | None = None, timestamp_ns: int | None = None) -> int:
+        """Operator command (journaled): the kill switch by hand. The loop calls the
+        handler's ``on_kill(key)`` (None: every key) at this point of the input: resting
+        orders are cancelled with outputs past the breaker, and new ones refused until
+        ``enable``."""
+        return self._control(TYPE_KILL, timestamp_ns, self._key_payload("kill", key))
+
+    def enable(self, key: int | None = None, timestamp_ns: int | None = None) -> int:
+        """Operator command (journaled): re-enables a killed key (None: every key) through
+        the handler's ``on_enable(key)``."""
+        return self._control(TYPE_ENABLE, timestamp_ns, self._key_payload("enable", key))
+
+    def _key_payload(self, what: str, key: int | None) -> bytes:
+        if not callable(getattr(self.handler, f"on_{what}", None)):
+            raise RingLogError(f"{what}: {type(self.handler).__name__} has no on_{what}(key) "
+                               "(the kill switch needs the handler's support)")
+        if key is not None and (type(key) is not int or not -2**63 <= key < 2**63):
+            raise RingLogError(f"{what}: key must be an int64 or None (everyone), got {key!r}")
+        return msgspec.msgpack.encode(key)
 
     def timer(self, timestamp_ns: int) -> int:
         """Publishes a timer event: handlers see time advance only through such events."""
