@@ -26,7 +26,7 @@ def test_processor_counters_hold_every_stages_sequence_and_totals_after_a_run(tm
             p.publish(ev(v), 5, timestamp_ns=v * MS)
         p.drain(timeout=30)
     v = _values(tmp_path)
-    assert v["journal.sequence"] == 999 and v["journal.lag"] == 0
+    assert v["journal.sequence"] == 999 and v["journal.backlog"] == 0
     assert v["journal.batches"] >= 1 and v["logic.batches"] >= 1
     assert v["logic.sequence"] == 999
     assert (v["logic.processed"], v["logic.outputs"], v["logic.published"]) == (1000,) * 3
@@ -37,7 +37,7 @@ def test_processor_counters_hold_every_stages_sequence_and_totals_after_a_run(tm
     assert r.writer_status() == "stopped" and r.writer_pid == os.getpid()
     types = {c.label: c.type_id for c in r.read()}
     assert types["logic.sequence"] == SEQUENCE and types["logic.processed"] == TOTAL
-    assert types["logic.breaker_state"] == STATE and types["journal.lag"] == GAUGE
+    assert types["logic.breaker_state"] == STATE and types["journal.backlog"] == GAUGE
 
 
 def test_processor_counters_show_a_breaker_trip_and_held_outputs(tmp_path):

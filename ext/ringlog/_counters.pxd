@@ -96,11 +96,11 @@ cdef class CountersManager:
 
 
 # Slots of a stage's StageCounters (the order of STAGE_COUNTERS in _counters.pyx).
-# journaller: last journaled sequence; events published but not yet journaled at its batch
-# end; last durable sequence (also stored when idle); batches journaled
+# journaller: last journaled sequence; backlog: events published but not yet journaled at
+# its batch end; last durable sequence (also stored when idle); batches journaled
 cdef enum:
     JS_SEQUENCE = 0
-    JS_LAG = 1
+    JS_BACKLOG = 1
     JS_DURABLE = 2
     JS_BATCHES = 3
 # logic: last input handled; batches; inputs the handler saw; outputs emitted (published or

@@ -60,7 +60,7 @@ _LINE = 128
 # enums of _counters.pxd); labels are "<prefix>.<name>". A stage's lag behind its upstream
 # is derived by the reader from two sequences, so no stage loads another stage's line.
 STAGE_COUNTERS = {
-    "journal": (("sequence", SEQUENCE), ("lag", GAUGE), ("durable", SEQUENCE),
+    "journal": (("sequence", SEQUENCE), ("backlog", GAUGE), ("durable", SEQUENCE),
                 ("batches", TOTAL)),
     "logic": (("sequence", SEQUENCE), ("batches", TOTAL), ("processed", TOTAL),
               ("outputs", TOTAL), ("published", TOTAL), ("dead_letters", TOTAL),

@@ -30,9 +30,9 @@ from libc.string cimport memcpy, memset
 
 from ringlog._breaker cimport BR_OPEN, BR_PASS, BR_THROTTLE, BR_TRIPPED, BreakerCore
 from ringlog._counters cimport (
-    JS_BATCHES, JS_DURABLE, JS_LAG, JS_SEQUENCE, LS_BATCHES, LS_BREAKER_HELD, LS_BREAKER_STATE,
-    LS_BREAKER_TRIPS, LS_DEAD_LETTERS, LS_DUPLICATES, LS_OUTPUTS, LS_PROCESSED, LS_PUBLISHED,
-    LS_KILLS, LS_SEQUENCE, StageCounters, counter_add, counter_set,
+    JS_BACKLOG, JS_BATCHES, JS_DURABLE, JS_SEQUENCE, LS_BATCHES, LS_BREAKER_HELD,
+    LS_BREAKER_STATE, LS_BREAKER_TRIPS, LS_DEAD_LETTERS, LS_DUPLICATES, LS_KILLS, LS_OUTPUTS,
+    LS_PROCESSED, LS_PUBLISHED, LS_SEQUENCE, StageCounters, counter_add, counter_set,
 )
 from ringlog._handler cimport CyEventHandler, Emitter
 from ringlog._journal cimport REC_PREFIX, SCAN_OK, JournalAppender, Segment
@@ -106,7 +106,7 @@ def journal_stage(Consumer consumer, JournalAppender appender, int max_batch,
             consumer.set_sequence(hi)
             nxt = hi + 1
             counter_set(c[JS_SEQUENCE], appender.last_seq)
-            counter_set(c[JS_LAG], avail - hi)
+            counter_set(c[JS_BACKLOG], avail - hi)
             counter_set(c[JS_DURABLE], rl_load_acquire(&appender.durable))
             counter_add(c[JS_BATCHES], 1)
 

@@ -63,6 +63,7 @@ class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     exception_policy: Literal["halt", "dead_letter"] = "halt"
     dedup: bool = False
     counters: bool = True  # DIR/counters: live counters for `ringlog stat` and metrics
+    admin: bool = True  # DIR/admin.sock: journaled operator commands (`ringlog admin`)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -330,6 +331,10 @@ class Processor:
                                  daemon=True)
             t.start()
             self._threads.append(t)
+        if c.admin:
+            from .admin import AdminServer
+
+            self._admin = AdminServer(self, self.directory)
 
     def _open_counters(self) -> None:
         """Makes ``DIR/counters`` (with ``config.counters``) and the stages' counters in it;
@@ -339,6 +344,8 @@ class Processor:
         self.counters = (CountersManager.create(self.directory / COUNTERS)
                          if self.config.counters else None)
         self._loop.counters = StageCounters(self.counters, "logic")
+        if self.breaker is None:
+            self._loop.counters.set("breaker_state", -1)  # readers show "none"
         self._journal_counters = StageCounters(self.counters, "journal")
         self._output_counters = StageCounters(self.counters, "journal", "output")
 
@@ -369,6 +376,8 @@ class Processor:
 
     def stop(self) -> None:
         """Stops the threads after their current batch; closes journals. Idempotent."""
+        if getattr(self, "_admin", None) is not None:
+            self._admin.close()
         if self._state in ("running", "halted") and self._threads:
             self._in.close()
             for t in self._threads[:2]:  # journaller and loop: the loop may still emit
