@@ -7,6 +7,7 @@ from libc.stdint cimport int64_t, uint32_t
 from ringlog._breaker cimport BreakerCore
 from ringlog._counters cimport StageCounters
 from ringlog._handler cimport CyEventHandler, Emitter
+from ringlog._journal cimport JournalAppender
 from ringlog._ring cimport Ring
 from ringlog.includes.event cimport rl_header
 
@@ -54,6 +55,9 @@ cdef class LogicCore:
     # the input being handled: outputs carry its sequence, timestamp and correlation id
     cdef int64_t cur_seq, cur_ts, cur_corr
     cdef public Ring output_ring       # live outputs are written here in place
+    cdef public JournalAppender output_journal  # ...or, with no ring, appended straight here
+    cdef object out_keys               # int64 per output ring slot: the breaker key
+    cdef int64_t* out_keys_p
     cdef SlotEvent fly
     # batch handlers: slots of `slot_size` bytes; replay gathers runs in `scratch`
     cdef readonly int slot_size
@@ -64,6 +68,8 @@ cdef class LogicCore:
     cdef int64_t scratch_cap, run_n, run_first
     cdef object OutputRecord, TripInfo, KillInfo, KillReport, encode, decode
     cdef public StageCounters counters  # stored at each live batch end (ringlog._counters)
+    # the journal stages' counters when this thread journals (inline topology, no output ring)
+    cdef public StageCounters journal_counters, output_counters
 
     cdef int process_c(self, const rl_header* h, const char* payload, int64_t seq,
                        bint end_of_batch, object obj) except -1
