@@ -100,6 +100,7 @@ def test_trip_cancels_only_the_tripped_accounts_resting_orders_and_disables_it(t
     p.enable(1, timestamp_ns=303 * US)
     p.publish(order(202, 1, Side.SELL, 10_200), Command.NEW, timestamp_ns=304 * US)
     p.drain(timeout=60)
+    p.stop()
     outs = outputs(tmp_path)
     assert sorted(cancels(outs)) == want  # published, not held: they bypass the hold
     assert rejects(outs) == [*range(119, 130), 200]
@@ -122,6 +123,7 @@ def test_replay_repeats_the_kill_and_reaches_the_same_state_hash(tmp_path):
     p.reset_breaker(timestamp_ns=200 * US)
     p.release_held(timestamp_ns=200 * US)
     p.drain(timeout=60)
+    p.stop()
     fresh = Engine(CFG)
     again = []
     p2 = Processor(fresh, tmp_path, PCFG, breaker=key_breaker(again))
@@ -157,6 +159,7 @@ def test_kill_all_on_a_total_limit_cancels_everyone_until_enabled(tmp_path):
     p.enable(None, timestamp_ns=301 * US)
     p.publish(order(301, 3, Side.BUY, 9_000), Command.NEW, timestamp_ns=302 * US)
     p.drain(timeout=60)
+    p.stop()
     outs = outputs(tmp_path)
     assert {1, 2, 3, 4, 10, 11} <= set(cancels(outs))
     assert 300 in rejects(outs) and engine.order(301) is not None
@@ -187,6 +190,7 @@ def test_operator_kill_without_a_breaker_is_journaled_and_replayed(tmp_path):
     p.publish(order(400, 2, Side.BUY, 9_000), Command.NEW, timestamp_ns=51 * US)
     p.publish(order(401, 3, Side.BUY, 9_000), Command.NEW, timestamp_ns=52 * US)
     p.drain(timeout=60)
+    p.stop()
     outs = outputs(tmp_path)
     assert sorted(cancels(outs)) == [1, 2]
     assert rejects(outs) == [400] and live.order(401) is not None

@@ -36,6 +36,7 @@ SERVER = """
         i += 1
         time.sleep(0.005)
     p.drain(timeout=30)
+    p.stop()
 """
 
 

@@ -2,6 +2,7 @@
 
 import os
 
+import msgspec
 import pytest
 from test_processor import CFG, MS, Summer, ev, run
 
@@ -14,17 +15,23 @@ def _values(path):
     return CountersReader(path / "counters").values()
 
 
-@pytest.mark.parametrize("listener", [True, False], ids=["python-output", "gil-free-output"])
+@pytest.mark.parametrize("topology", ["inline", "staged"])
+@pytest.mark.parametrize("listener", [True, False], ids=["listener", "no-listener"])
 def test_processor_counters_hold_every_stages_sequence_and_totals_after_a_run(tmp_path,
-                                                                              listener):
+                                                                              listener,
+                                                                              topology):
+    # inline: the loop thread journals inputs (and, with no listener, outputs) and stores
+    # those counters; staged: the journaller and output threads store their own
+    cfg = msgspec.structs.replace(CFG, topology=topology)
     if listener:
-        run(tmp_path, range(1000))
+        run(tmp_path, range(1000), config=cfg)
     else:
-        p = Processor(Summer(), tmp_path, CFG)
+        p = Processor(Summer(), tmp_path, cfg)
         p.start()
         for v in range(1000):
             p.publish(ev(v), 5, timestamp_ns=v * MS)
         p.drain(timeout=30)
+        p.stop()
     v = _values(tmp_path)
     assert v["journal.sequence"] == 999 and v["journal.backlog"] == 0
     assert v["journal.batches"] >= 1 and v["logic.batches"] >= 1
