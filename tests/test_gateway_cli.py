@@ -109,7 +109,8 @@ def test_serve_with_a_bad_engine_section_exits_2_naming_the_field(tmp_path, caps
 
 
 def test_serve_breaker_options_build_a_per_account_limit():
-    from ringlog.cli import _serve_breaker, build_parser
+    from ringlog.cli import build_parser
+    from ringlog.cli.serve import _serve_breaker
 
     args = build_parser().parse_args(["serve", "d", "--config", "c", "--breaker-max", "7",
                                       "--breaker-window-ms", "20", "--breaker-per-account"])

@@ -1,0 +1,102 @@
+# Counters in a shared-memory file (includes/counterslayout.h), for Cython code that stores
+# with zero Python overhead:
+#
+#   cdef int64_t* p = (<Counter>counter).addr      # once, when wiring the stage
+#   counter_set(p, sequence)                        # per batch: one release store
+#   counter_add(p, n)                               # owner thread only (not atomic RMW)
+#
+# A stage without counters points at a private int64 instead, so the store needs no branch.
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+
+from ringlog.includes.atomics cimport rl_load_acquire, rl_load_relaxed, rl_store_release
+
+
+cdef extern from "counterslayout.h" nogil:
+    uint64_t RL_COUNTERS_MAGIC
+    uint32_t RL_COUNTERS_VERSION
+    int RL_COUNTERS_HEADER_SIZE
+    int RL_COUNTER_LABEL_MAX
+    int RL_COUNTER_UNUSED
+    int RL_COUNTER_ALLOCATED
+    int RL_COUNTER_RECLAIMED
+    int RL_WRITER_RUNNING
+    int RL_WRITER_CLOSED
+    ctypedef struct rl_counters_line:
+        int64_t value
+    ctypedef struct rl_counters_header:
+        uint64_t magic
+        uint32_t version
+        uint32_t header_size
+        uint32_t max_counters
+        uint32_t meta_size
+        uint32_t value_size
+        uint32_t reserved
+        int64_t metadata_offset
+        int64_t values_offset
+        int64_t total_size
+        int64_t writer_pid
+        int64_t writer_start_ticks
+        int64_t created_ns
+        rl_counters_line heartbeat_ns
+        rl_counters_line writer_state
+        rl_counters_line high_water
+    ctypedef struct rl_counter_meta:
+        int32_t state
+        int32_t type_id
+        int64_t registration_id
+        int32_t label_length
+        char label[108]
+    ctypedef struct rl_counter_value:
+        int64_t value
+
+
+# release store: a reader's acquire load of the counter sees everything before it
+cdef inline void counter_set(int64_t* p, int64_t v) noexcept nogil:
+    rl_store_release(p, v)
+
+
+# owner thread only: relaxed load of its own value, release store of the sum
+cdef inline void counter_add(int64_t* p, int64_t d) noexcept nogil:
+    rl_store_release(p, rl_load_relaxed(p) + d)
+
+
+# acquire load (any thread, any process)
+cdef inline int64_t counter_get(const int64_t* p) noexcept nogil:
+    return rl_load_acquire(p)
+
+
+cdef class _CountersMap:
+    # The mapped file; every Counter and reader keeps it alive (no store into unmapped memory).
+    cdef char* base
+    cdef Py_ssize_t size
+    cdef object path
+    cdef rl_counters_header* hdr
+    cdef rl_counter_meta* meta(self, int i) noexcept nogil
+    cdef int64_t* value(self, int i) noexcept nogil
+
+
+cdef class Counter:
+    cdef int64_t* addr                 # the value: store with counter_set / counter_add
+    cdef readonly int id
+    cdef readonly int type_id
+    cdef readonly int64_t registration_id
+    cdef readonly str label
+    cdef _CountersMap _map
+    cdef object _manager
+
+
+cdef class CountersManager:
+    cdef _CountersMap _map
+    cdef object _lock
+    cdef object _heartbeat
+    cdef int32_t _stop
+    cdef int64_t _next_registration
+    cdef readonly double heartbeat_interval
+    cdef dict _labels
+
+
+cdef class CountersReader:
+    cdef _CountersMap _map
+    cdef readonly object path
+    cdef int64_t _ino
+    cdef dict _cache

@@ -1,0 +1,137 @@
+"""``ringlog bench``: benchmark targets, peers, a user's handler; ``bench compare``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from typing import Any
+
+from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _rate
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Runs benchmark targets, peers and (``--handler``) a user's handler; writes JSON with
+    HdrHistogram logs beside it and, if asked, the markdown report with its PNG plots."""
+    from pathlib import Path
+
+    from ..bench import report, results, runner
+
+    if args.targets and args.targets[0] == "compare":
+        if len(args.targets) != 3:
+            print("usage: ringlog bench compare OLD.json NEW.json", file=sys.stderr)
+            return EXIT_USAGE
+        rows = results.compare(results.load(args.targets[1]), results.load(args.targets[2]),
+                               args.threshold)
+        for r in rows:
+            flag = "REGRESSION" if r["regression"] else "ok"
+            print(f"{r['target']:10} {r['name']:44} {r['change']:+7.1%}  {flag}")
+        return EXIT_FAILED if any(r["regression"] for r in rows) else EXIT_OK
+    if args.targets:
+        targets = list(runner.TARGETS) if "all" in args.targets else args.targets
+    else:  # `ringlog bench --handler x:Y` measures the handler alone
+        targets = [] if args.handler else list(runner.TARGETS)
+    unknown = [t for t in targets if t not in runner.TARGETS]
+    if unknown:
+        print(f"unknown bench target(s) {unknown}; choose from {list(runner.TARGETS)}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.from_json:
+        doc = results.load(args.from_json)  # re-render a saved run, measure nothing
+    else:
+        from ..bench.pipeline import HandlerSpecError, PipelineOptions, load_handler
+
+        try:
+            options = PipelineOptions(
+                event_size=args.event_size, ring_size=args.ring_size, wait=args.wait,
+                durability=args.durability, rates=tuple(args.rate or (1_000.0, 10_000.0)),
+                duration=args.duration, runs=args.runs)
+            if args.handler:
+                load_handler(args.handler)  # a wrong spec fails now, not after the targets
+        except (ValueError, HandlerSpecError) as e:
+            print(f"ringlog bench: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        json_path = Path(args.json) if args.json else None
+        for p in (args.json, args.report):  # a long run must not end unable to write
+            if p:
+                Path(p).parent.mkdir(parents=True, exist_ok=True)
+        previous = None
+        if json_path is not None and json_path.exists():
+            with contextlib.suppress(ValueError, OSError):
+                previous = results.load(json_path)  # its timings give the ETA
+        doc = runner.run_all(targets, runs=args.runs, smoke=args.smoke,
+                             with_peers=not args.no_peers,
+                             progress=lambda s: print(s, file=sys.stderr, flush=True),
+                             handler=args.handler, options=options,
+                             artifacts=(json_path.parent / f"{json_path.stem}-hlog"
+                                        if json_path else None),
+                             previous=previous)
+    if args.json:
+        results.save(doc, args.json)
+    if args.report:
+        from ..bench import plots
+
+        out = Path(args.report)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        img_dir = Path(args.plots) if args.plots else out.parent / "img"
+        images = [(t, title, os.path.relpath(p, out.parent))
+                  for t, title, p in plots.plot_all(doc, img_dir)]
+        cmdline = "ringlog " + " ".join(args.argv)
+        out.write_text(report.render(doc, args.command_text or cmdline.strip(),
+                                     targets=runner.goals(doc["config"]["targets"]),
+                                     images=images))
+    elif args.plots:
+        from ..bench import plots
+
+        plots.plot_all(doc, args.plots)
+    if not args.json and not args.report:
+        json.dump(doc, sys.stdout, indent=1)
+        print()
+    failed = [] if args.from_json else [x for x in doc["skipped"] if x.get("failed")]
+    for x in failed:
+        print(f"ringlog bench: {x['name']} failed: {x['reason']}", file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def add_parsers(sub: Any) -> None:
+    """Registers ``bench``."""
+    b = sub.add_parser("bench", help="run benchmarks (or: bench compare OLD.json NEW.json)",
+                       description="Run benchmark targets with peers in the same run.",
+                       epilog="examples:\n  ringlog bench ring --runs 5 --json ring.json\n"
+                              "  ringlog bench --handler myapp:Handler --rate 10k --runs 5\n"
+                              "  ringlog bench compare old.json new.json",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("targets", nargs="*", help="ring journal breaker processor engine gateway "
+                                              "tools all (default all; none with --handler)")
+    b.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
+    b.add_argument("--smoke", action="store_true", help="tiny sizes: checks the harness only")
+    b.add_argument("--no-peers", action="store_true", help="skip the Disruptor and limits")
+    b.add_argument("--json", help="write the results document here (HdrHistogram logs go to "
+                                  "a folder beside it)")
+    b.add_argument("--report", help="write the markdown report here (plots in img/ beside it)")
+    b.add_argument("--plots", help="write the PNG plots to this folder")
+    b.add_argument("--from-json", help="render the report from a saved results document")
+    b.add_argument("--command-text", help=argparse.SUPPRESS)
+    b.add_argument("--threshold", type=float, default=0.1,
+                   help="compare: a change worse than this fraction is a regression (0.1)")
+    h = b.add_argument_group("your handler through the full pipeline (--handler)")
+    h.add_argument("--handler", metavar="MODULE:CLASS",
+                   help="measure this handler (module:Class or file.py:Class, built with no "
+                        "arguments): producer -> ring -> journal -> handler -> outputs; a "
+                        "static bench_payloads(size) on the class supplies valid input")
+    h.add_argument("--event-size", type=int, default=64, help="payload bytes per event (64)")
+    h.add_argument("--ring-size", type=int, default=1 << 14, help="ring capacity (16384)")
+    h.add_argument("--wait", default="blocking",
+                   choices=["blocking", "busy_spin", "yielding", "sleeping"],
+                   help="wait strategy of the processor's threads (blocking)")
+    h.add_argument("--durability", default="group", choices=["none", "group", "sync"],
+                   help="journal durability (group)")
+    h.add_argument("--rate", type=_rate, action="append", metavar="EVENTS_PER_S",
+                   help="offered rate of the latency runs, repeatable (1k and 10k)")
+    h.add_argument("--duration", type=float, default=5.0,
+                   help="seconds of each throughput run and each latency rate (5)")
+
+
+COMMANDS = {"bench": cmd_bench}

@@ -1,0 +1,164 @@
+"""``ringlog serve`` (engine behind the gateway) and ``ringlog load`` (open-loop load)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
+DEFAULT_ENGINE = "ringlog.engine:Engine"
+
+
+def _serve_breaker(args: argparse.Namespace) -> Any:
+    """The breaker of ``ringlog serve`` (None without ``--breaker-max``)."""
+    from .. import Breaker, BreakerConfig, Limit
+
+    if not args.breaker_max:
+        return None
+    # the engine emits every report keyed by its account: per="key" limits each account
+    return Breaker(BreakerConfig(limits=[Limit(
+        max_count=args.breaker_max, window_ns=args.breaker_window_ms * 10**6,
+        per="key" if args.breaker_per_account else None)]))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Runs the matching engine behind the processor behind the gateway until SIGINT/SIGTERM."""
+    import importlib
+
+    import msgspec
+
+    from .. import Processor, ProcessorConfig
+    from ..gateway.server import run_server
+    from ..gateway.session import GatewayConfigError, load_config
+
+    try:
+        cfg = load_config(args.config)
+    except GatewayConfigError as e:
+        print(e, file=sys.stderr)
+        return EXIT_USAGE
+    over = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if over:
+        cfg = msgspec.structs.replace(cfg, **over)
+    module, _, attr = args.engine.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), attr or "Engine")
+    except (ImportError, AttributeError) as e:
+        print(f"cannot load the engine {args.engine!r}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    from .. import engine
+
+    real = factory is engine.Engine
+    if real and cfg.engine is None:
+        print(f"{args.config}: no [engine] section: the matching engine needs its symbols "
+              "(docs/protocol.md, \"Configuration\")", file=sys.stderr)
+        return EXIT_USAGE
+    breaker = _serve_breaker(args)
+    slot = cfg.engine.min_slot_size if cfg.engine is not None else 128
+    reg = engine.registry(cfg.engine.l2_depth) if real and cfg.engine is not None else None
+    proc = Processor(factory(cfg.engine) if cfg.engine is not None else factory(),
+                     args.directory,
+                     ProcessorConfig(dedup=True, durability=args.durability,
+                                     snapshot_every=args.snapshot_every,
+                                     slot_size=max(slot, 128)),
+                     breaker=breaker, registry=reg)
+
+    def ready(gw: Any) -> None:
+        host, port = gw.address
+        rec = gw.recovery
+        print(json.dumps({"event": "listening", "host": host, "port": port,
+                          "sessions": len(cfg.sessions),
+                          "recovered": msgspec.to_builtins(rec) if rec else None}), flush=True)
+
+    # the loop thread hands the GIL to the processor's threads and back for every order: at
+    # the default 5 ms switch interval a wake-up can wait that long behind a busy thread
+    sys.setswitchinterval(args.switch_interval_us / 1e6)
+    run_server(proc, cfg, loop=args.loop, on_ready=ready)
+    return EXIT_OK
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    """Offers an open-loop load to a gateway; prints (or writes) the JSON result."""
+    from ..gateway.load import LoadConfig, run_load
+    from ..gateway.session import GatewayConfigError, load_config
+
+    tokens = list(args.token or [])
+    host, port = args.host, args.port
+    if args.config:
+        try:
+            cfg = load_config(args.config)
+        except GatewayConfigError as e:
+            print(e, file=sys.stderr)
+            return EXIT_USAGE
+        tokens += [s.token for s in cfg.sessions]
+        host, port = host or cfg.host, port or cfg.port
+    try:
+        lc = LoadConfig(host=host or "127.0.0.1", port=port or 7878, tokens=tokens,
+                        rate=args.rate, connections=args.connections, duration=args.duration,
+                        warmup=args.warmup, pattern=args.pattern, loop=args.loop)
+    except ValueError as e:
+        print(f"ringlog load: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        doc = run_load(lc)
+    except OSError as e:
+        print(f"ringlog load: cannot reach the gateway at {lc.host}:{lc.port}: {e}",
+              file=sys.stderr)
+        return EXIT_FAILED
+    text = json.dumps(doc, indent=1)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(text + "\n")
+    else:
+        print(text)
+    return EXIT_OK if doc["missing"] == 0 else EXIT_FAILED
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("serve", help="run the matching engine behind the TCP gateway",
+                       description="Recover the engine from DIRECTORY (snapshot + journal), then "
+                                   "serve the gateway protocol (docs/protocol.md).")
+    s.add_argument("directory", help="the processor's directory (journals, snapshots)")
+    s.add_argument("--config", required=True, help="gateway config (TOML or .json): sessions")
+    s.add_argument("--host", help="bind address (default: the config's, 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port (default: the config's; 0 = any free)")
+    s.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    s.add_argument("--durability", choices=["none", "group", "sync"], default="group")
+    s.add_argument("--snapshot-every", type=int, default=0, help="events between snapshots")
+    s.add_argument("--engine", default=DEFAULT_ENGINE, help="module:Class of the handler")
+    s.add_argument("--breaker-max", type=int, default=0,
+                   help="trip the breaker above this many outputs per window (0: no breaker)")
+    s.add_argument("--breaker-window-ms", type=int, default=1000)
+    s.add_argument("--breaker-per-account", action="store_true",
+                   help="--breaker-max counts each account's reports apart")
+    s.add_argument("--switch-interval-us", type=int, default=500,
+                   help="the interpreter's GIL switch interval (default 500; Python's is 5000)")
+
+
+def _add_load(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("load", help="open-loop load against a gateway (latency percentiles)",
+                       description="Send at a fixed offered rate over N sessions; latency from "
+                                   "each message's intended send time (wrk2).")
+    s.add_argument("--config", help="take host, port and tokens from a gateway config")
+    s.add_argument("--token", action="append", help="a session token (one per connection)")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--rate", type=float, default=10_000.0, help="messages/s, all connections")
+    s.add_argument("--connections", type=int, default=1)
+    s.add_argument("--duration", type=float, default=5.0, help="seconds of sending")
+    s.add_argument("--warmup", type=float, default=1.0, help="first seconds not measured")
+    s.add_argument("--pattern", choices=["ioc", "rest_cancel"], default="ioc")
+    s.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    s.add_argument("--json", help="write the result here instead of stdout")
+
+
+
+def add_parsers(sub: Any) -> None:
+    """Registers ``serve`` and ``load``."""
+    _add_serve(sub)
+    _add_load(sub)
+
+
+COMMANDS = {"serve": cmd_serve, "load": cmd_load}
