@@ -58,12 +58,18 @@ class _Peer:
         self.proc.communicate(timeout=120)
 
 
-def _gateway(directory: str) -> _Peer:
+def gateway_config(directory: str) -> Path:
+    """Writes the benchmark's gateway config (8 sessions, the demo engine) in ``directory``."""
     cfg = Path(directory) / "gw.toml"
     cfg.write_text("port = 0\n[limits]\nrate = 1e7\nburst = 1000000\n"
                    "max_open_orders = 10000000\n" + "".join(
                        f'[[sessions]]\nid = {i}\ntoken = "{t}"\naccount = {i}\n'
                        for i, t in enumerate(TOKENS, 1)) + ENGINE)
+    return cfg
+
+
+def _gateway(directory: str) -> _Peer:
+    cfg = gateway_config(directory)
     return _Peer([sys.executable, "-m", "ringlog", "serve", str(Path(directory) / "data"),
                   "--config", str(cfg)])
 

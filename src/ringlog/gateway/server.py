@@ -34,6 +34,7 @@ from typing import Any
 
 import msgspec
 
+from ..engine.records import Report as EngineReport
 from ..errors import CircuitOpenError, InsufficientCapacityError, RingClosedError
 from ..events import TYPE_BREAKER_TRIPPED
 from .protocol import (
@@ -67,6 +68,7 @@ __all__ = ["Connection", "Gateway", "GatewayMetrics", "GatewayThread", "new_even
            "run_server"]
 
 _BACKLOG_RETRY_S = 0.0005
+_L1, _L2 = int(EngineReport.L1), int(EngineReport.L2)
 _SETTLE_S = 0.0002
 _REBUILD_TIMEOUT_S = 30.0
 
@@ -601,11 +603,17 @@ class Gateway:
         dirty_add = self.dirty.add
         reports = dropped = routed = 0
         popleft = q.popleft
+        subscribers = self.table.subscribers
         while q:
             rec = popleft()
             routed += 1
             type_id = rec.type_id
-            if type_id == TYPE_BREAKER_TRIPPED and self._held_from < 0:
+            if type_id == _L1 or type_id == _L2:
+                # market data (most outputs of a busy book) goes to subscribers only: skip
+                # the decode when the symbol (the record's first u32) has none
+                if not subscribers.get(int.from_bytes(rec.payload[:4], "little")):
+                    continue
+            elif type_id == TYPE_BREAKER_TRIPPED and self._held_from < 0:
                 self._held_from = rec.cause  # outputs from this input on are held
             for s, seq, msg in route(type_id, rec.payload, rec.correlation_id, rec.cause):
                 reports += 1
