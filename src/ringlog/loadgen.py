@@ -146,19 +146,22 @@ class _Conn:
         self.intended = self.plan.offsets + start_ns
 
     def send_due(self, now: int) -> None:
-        """Encodes everything due by ``now`` and writes as much as the socket takes."""
-        i = self.next
-        j = int(np.searchsorted(self.intended, now, side="right"))
-        if j > i:
-            frames = encode_orders(self.raw, self.plan.kinds, i, j, self.base + i)
-            self.pending = self.pending + frames if self.pending else frames
+        """Encodes everything due by ``now`` and writes as much as the socket takes. While
+        the socket is full (the server stopped reading) nothing more is encoded: the late
+        orders keep their intended times, so their latency counts the wait (and memory stays
+        bounded by one write)."""
+        if not self.pending:
+            i = self.next
+            j = int(np.searchsorted(self.intended, now, side="right"))
+            if j <= i:
+                return
+            self.pending = encode_orders(self.raw, self.plan.kinds, i, j, self.base + i)
             self.next = j
-        if self.pending:
-            try:
-                sent = self.sock.send(self.pending)
-            except BlockingIOError:
-                sent = 0
-            self.pending = self.pending[sent:]
+        try:
+            sent = self.sock.send(self.pending)
+        except BlockingIOError:
+            sent = 0
+        self.pending = self.pending[sent:]
 
     @property
     def finished(self) -> bool:
@@ -185,21 +188,37 @@ def _logon(sock: socket.socket, token: str) -> int:
     return msg.session_seq + 1
 
 
-def _proc_cpu_ns(pid: int) -> int:
-    """CPU time of process ``pid``, all its threads, in ns (``/proc/PID/task/*/schedstat``:
-    the scheduler's run time, finer than the clock ticks of ``stat``); 0 if unreadable."""
-    total = 0
+def _proc_threads(pid: int) -> dict[str, tuple[int, int]]:
+    """``{thread: (cpu ns, context switches)}`` of process ``pid`` from ``/proc/PID/task/*``
+    (the scheduler's run time, finer than ``stat``'s clock ticks); a thread is ``main`` or
+    ``<comm>#<k>`` in thread-creation order. Empty if ``pid`` is 0 or gone."""
+    out: dict[str, tuple[int, int]] = {}
+    if not pid:
+        return out
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return 0
-    for t in tasks:
+        return out
+    for k, t in enumerate(sorted(tasks, key=int)):
+        base = f"/proc/{pid}/task/{t}/"
         try:
-            with open(f"/proc/{pid}/task/{t}/schedstat", "rb") as f:
-                total += int(f.read().split()[0])
+            with open(base + "schedstat", "rb") as f:
+                cpu = int(f.read().split()[0])
+            with open(base + "comm", "rb") as f:
+                name = f.read().decode(errors="replace").strip()
+            with open(base + "status", "rb") as f:
+                switches = sum(int(line.split()[1]) for line in f
+                               if line.startswith((b"voluntary_ctxt", b"nonvoluntary_ctxt")))
         except (OSError, ValueError, IndexError):
             continue  # the thread ended meanwhile
-    return total
+        out["main" if int(t) == pid else f"{name}#{k}"] = (cpu, switches)
+    return out
+
+
+def _threads_delta(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]
+                   ) -> dict[str, tuple[int, int]]:
+    return {k: (v[0] - before.get(k, (0, 0))[0], v[1] - before.get(k, (0, 0))[1])
+            for k, v in after.items()}
 
 
 def _drive(cfg: LoadConfig, conns: list[_Conn]) -> dict[str, Any]:
@@ -215,7 +234,7 @@ def _drive(cfg: LoadConfig, conns: list[_Conn]) -> dict[str, Any]:
         c.start(start)
     last_due = max(int(c.intended[-1]) for c in conns if len(c.intended))
     total = sum(len(c.done) for c in conns)
-    cpu0, srv0, wall0 = time.process_time_ns(), _proc_cpu_ns(cfg.server_pid), clock()
+    cpu0, srv0, wall0 = time.process_time_ns(), _proc_threads(cfg.server_pid), clock()
     samples: list[tuple[int, int, int]] = []  # (t, outstanding, send lag)
     next_sample = start
     deadline = None
@@ -262,7 +281,7 @@ def _drive(cfg: LoadConfig, conns: list[_Conn]) -> dict[str, Any]:
                         break
     wall = clock() - wall0
     return {"start": start, "total": total, "cpu_ns": time.process_time_ns() - cpu0,
-            "server_cpu_ns": _proc_cpu_ns(cfg.server_pid) - srv0 if cfg.server_pid else None,
+            "server": _threads_delta(srv0, _proc_threads(cfg.server_pid)) if srv0 else None,
             "wall_ns": wall, "samples": samples}
 
 
@@ -301,6 +320,8 @@ def measure(cfg: LoadConfig) -> tuple[dict[str, Any], np.ndarray]:
     third = max(1, len(samples) // 3)
     backlog = [s[1] for s in samples]
     n = max(1, run["total"])
+    server = run["server"]
+    server_cpu = sum(v[0] for v in server.values()) if server else None
     doc = {"offered_rate": cfg.rate, "connections": cfg.connections, "duration_s": cfg.duration,
            "warmup_s": cfg.warmup, "pattern": cfg.pattern, "tick_us": cfg.tick_us, **doc,
            "halted": sum(c.scanner.halted for c in conns),
@@ -308,10 +329,11 @@ def measure(cfg: LoadConfig) -> tuple[dict[str, Any], np.ndarray]:
            "answer_frames": sum(c.scanner.frames for c in conns),
            "client_cpu_ns_per_order": run["cpu_ns"] / n,
            "client_cpu_share": run["cpu_ns"] / max(run["wall_ns"], 1),
-           "server_cpu_ns_per_order": (run["server_cpu_ns"] / n
-                                       if run["server_cpu_ns"] is not None else None),
-           "server_cpu_share": (run["server_cpu_ns"] / max(run["wall_ns"], 1)
-                                if run["server_cpu_ns"] is not None else None),
+           "server_cpu_ns_per_order": server_cpu / n if server else None,
+           "server_cpu_share": server_cpu / max(run["wall_ns"], 1) if server else None,
+           "server_threads": {k: {"cpu_ns_per_order": v[0] / n,
+                                  "switches_per_1k_orders": 1000 * v[1] / n}
+                              for k, v in sorted(server.items())} if server else None,
            "send_lag_max_ns": max((s[2] for s in samples), default=0),
            "backlog_first_third": int(np.median(backlog[:third])) if backlog else 0,
            "backlog_last_third": int(np.median(backlog[-third:])) if backlog else 0}

@@ -608,7 +608,7 @@ class Gateway:
             rec = popleft()
             routed += 1
             type_id = rec.type_id
-            if type_id == _L1 or type_id == _L2:
+            if type_id in (_L1, _L2):
                 # market data (most outputs of a busy book) goes to subscribers only: skip
                 # the decode when the symbol (the record's first u32) has none
                 if not subscribers.get(int.from_bytes(rec.payload[:4], "little")):
