@@ -191,3 +191,25 @@ def test_a_run_against_the_echo_peer_answers_every_order(pattern):
     assert doc["answer_frames"] == 5000 and doc["errors"] == doc["halted"] == 0
     assert lat.size == doc["latency_ns"]["count"] > 0 and (lat > 0).all()
     assert doc["client_cpu_ns_per_order"] > 0 and doc["server_cpu_ns_per_order"] is None
+
+
+def test_output_slots_yield_every_record_of_a_ring_batch_and_skip_unwatched_market_data():
+    from ringlog import Ring
+    from ringlog.engine.records import Report as R
+
+    ring = Ring(64, 128, producer="single")
+    c = ring.consumer()
+    sent = [(R.ACCEPTED, b"a" * 48, 7 << 40 | 3, 11), (R.L1, (5).to_bytes(4, "little") + b"x" * 36,
+             0, 12), (R.TRADE, b"t" * 64, 9, 13), (R.L2, (6).to_bytes(4, "little") + b"y" * 12,
+                                                      0, 14), (R.REJECTED, b"", 1, 15)]
+    for type_id, payload, corr, cause in sent:
+        ring.publish(payload, type_id, correlation_id=corr, producer_seq=cause)
+    batch = c.poll(timeout=1.0)
+    assert len(batch) == 5
+    block = batch.array.tobytes()
+    slots = _wire.OutputSlots(block, 128, {6: {"a session"}, 5: set()})
+    got = list(slots)
+    assert got == [(int(t), p, corr, cause) for t, p, corr, cause in sent if t != R.L1]
+    assert slots.count == 5 and slots.skipped == 1
+    with pytest.raises(ValueError, match="whole slots"):
+        _wire.OutputSlots(block[:-1], 128, {})

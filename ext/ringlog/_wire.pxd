@@ -15,3 +15,10 @@ cdef class AnswerScanner:
     cdef readonly int64_t answered, halted, errors, frames, acked
     cdef readonly int64_t bad           # frames that are not msgpack arrays (never expected)
     cdef int64_t _scan(self, const uint8_t* p, Py_ssize_t n, int64_t now) noexcept nogil
+
+
+cdef class OutputSlots:
+    cdef bytes block                    # a copy of whole output ring slots
+    cdef Py_ssize_t slot_size, pos
+    cdef dict subscribers               # symbol -> sessions watching its market data
+    cdef readonly int64_t count, skipped

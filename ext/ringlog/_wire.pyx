@@ -1,9 +1,13 @@
-"""The gateway protocol's framing in C: order frames from command records, answers scanned.
+"""The gateway protocol's framing in C: order frames from command records, answers scanned,
+output ring slots handed to the gateway's loop as one block per batch.
 
 ::
 
     COMMAND_DTYPE records ─► encode_orders ─► [len][0x9b 4 seq order_id ...] ... ─► socket
     socket ─► AnswerScanner.feed ─► done[seq - base] = now  (first answer of each message)
+    output ring batch ─► bytes (one copy, output thread) ─► OutputSlots ─► (type, payload,
+        correlation, cause) per record the gateway routes (loop thread; unwatched market
+        data skipped in C)
 
 A frame is a 4-byte big-endian length and a msgpack array ``[tag, field, ...]`` (the
 ``array_like`` msgspec Structs of ``ringlog.gateway.protocol``); integers take msgpack's
@@ -14,6 +18,9 @@ both halves; nothing here allocates a Python object per frame.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+
+from ringlog.includes.event cimport RL_HEADER_SIZE, rl_header
 
 
 cdef enum:
@@ -32,6 +39,9 @@ cdef enum:
     C_CANCEL = 102
     C_MODIFY = 103
     FLAG_POST_ONLY = 1
+    # engine market-data output type ids (records.Report.L1 / L2)
+    R_L1 = 210
+    R_L2 = 211
     MAX_ORDER_FRAME = 4 + 1 + 1 + 9 * 9 + 1 + 1 + 2   # the largest NewOrder frame, rounded
 
 ORDER_FRAME_MAX = MAX_ORDER_FRAME
@@ -309,3 +319,50 @@ cdef class AnswerScanner:
                 elif tag == T_ERROR:
                     self.errors += 1
         return pos
+
+
+cdef class OutputSlots:
+    """Iterates a copy of consecutive output ring slots (``slot_size`` bytes each: the 48-byte
+    event header, then the payload) as ``(type_id, payload, correlation_id, cause)``, the
+    cause being the input's journal sequence (the slot's ``producer_seq``). Market data (L1 /
+    L2) of a symbol with no entry in ``subscribers`` (a dict: symbol -> set) is skipped
+    without making an object. ``count`` says how many slots were passed, skipped or not.
+    Not thread-safe.
+    """
+
+    def __init__(self, bytes block, int slot_size, dict subscribers):
+        if slot_size <= RL_HEADER_SIZE or len(block) % slot_size:
+            raise ValueError(f"a block of {len(block)} bytes is not whole slots of {slot_size}")
+        self.block = block
+        self.slot_size = slot_size
+        self.subscribers = subscribers
+        self.pos = 0
+        self.count = 0
+        self.skipped = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        cdef const char* base = PyBytes_AS_STRING(self.block)
+        cdef Py_ssize_t n = len(self.block)
+        cdef const rl_header* h
+        cdef uint32_t symbol
+        cdef object subs
+        while self.pos < n:
+            h = <const rl_header*>(base + self.pos)
+            self.pos += self.slot_size
+            self.count += 1
+            if h.length > <uint32_t>(self.slot_size - RL_HEADER_SIZE):
+                raise ValueError(f"slot {self.count - 1}: payload length {h.length} exceeds "
+                                 f"the slot ({self.slot_size} bytes)")
+            if (h.type_id == R_L1 or h.type_id == R_L2) and h.length >= 4:
+                memcpy(&symbol, <const char*>h + RL_HEADER_SIZE, 4)
+                subs = self.subscribers.get(symbol)
+                if not subs:
+                    self.skipped += 1
+                    continue
+            return (h.type_id,
+                    PyBytes_FromStringAndSize(<const char*>h + RL_HEADER_SIZE, h.length),
+                    h.correlation_id, h.producer_seq)
+        raise StopIteration

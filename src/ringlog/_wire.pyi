@@ -1,5 +1,7 @@
 """Stub of ringlog._wire: order frames from command records, answer frames scanned in C."""
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -18,3 +20,11 @@ class AnswerScanner:
     bad: int
     def __init__(self, done: NDArray[np.int64], base: int) -> None: ...
     def feed(self, data: bytes | bytearray | memoryview, now: int) -> int: ...
+
+
+class OutputSlots:
+    count: int
+    skipped: int
+    def __init__(self, block: bytes, slot_size: int, subscribers: dict[int, Any]) -> None: ...
+    def __iter__(self) -> OutputSlots: ...
+    def __next__(self) -> tuple[int, bytes, int, int]: ...

@@ -8,7 +8,8 @@
         │                                           processor input ring ─► journal ─► engine
         │                                                                        │ emit
         ◄── Connection.flush (one write per batch) ◄── SessionTable.route ◄── output thread
-                                                      (deque + one call_soon_threadsafe per batch)
+                       (_wire.OutputSlots reads the slots in C) ◄── one bytes copy of the
+                                  batch's slots + one call_soon_threadsafe per batch
 
 Everything but the processor's threads runs on one event loop thread, so sessions need no
 locks. The loop never blocks: commands are published with ``timeout=0`` (a full input ring
@@ -34,7 +35,7 @@ from typing import Any
 
 import msgspec
 
-from ..engine.records import Report as EngineReport
+from .._wire import OutputSlots
 from ..errors import CircuitOpenError, InsufficientCapacityError, RingClosedError
 from ..events import TYPE_BREAKER_TRIPPED
 from .protocol import (
@@ -68,7 +69,6 @@ __all__ = ["Connection", "Gateway", "GatewayMetrics", "GatewayThread", "new_even
            "run_server"]
 
 _BACKLOG_RETRY_S = 0.0005
-_L1, _L2 = int(EngineReport.L1), int(EngineReport.L2)
 _SETTLE_S = 0.0002
 _REBUILD_TIMEOUT_S = 30.0
 
@@ -312,7 +312,7 @@ class Gateway:
             self.recovery = await loop.run_in_executor(None, p.recover)
         self._restore_sessions()
         self._published0 = p.published_outputs
-        p.add_output_listener(self._on_outputs, batch=True)
+        p.add_output_listener(self._on_outputs, batch="slots")
         p.start()
         self._journal_base = p.journal_sequence_of(0)  # + a ring sequence: its journal seq
         await self._rebuild_live_orders()
@@ -584,10 +584,10 @@ class Gateway:
         self._ticker = self._loop.call_later(1.0, self._tick)
 
     # -- output ---------------------------------------------------------------------------
-    def _on_outputs(self, recs: list[Any]) -> None:
-        """Output-thread listener: queue a batch of records; one loop wake-up per batch
-        (none while a drain is already scheduled)."""
-        self._outq.extend(recs)
+    def _on_outputs(self, slots: bytes, slot_size: int) -> None:
+        """Output-thread listener: queue a batch's slots (one bytes copy, no object per
+        output); one loop wake-up per batch (none while a drain is already scheduled)."""
+        self._outq.append((slots, slot_size))
         if not self._scheduled:
             self._scheduled = True
             loop = self._loop
@@ -605,29 +605,26 @@ class Gateway:
         popleft = q.popleft
         subscribers = self.table.subscribers
         while q:
-            rec = popleft()
-            routed += 1
-            type_id = rec.type_id
-            if type_id in (_L1, _L2):
-                # market data (most outputs of a busy book) goes to subscribers only: skip
-                # the decode when the symbol (the record's first u32) has none
-                if not subscribers.get(int.from_bytes(rec.payload[:4], "little")):
-                    continue
-            elif type_id == TYPE_BREAKER_TRIPPED and self._held_from < 0:
-                self._held_from = rec.cause  # outputs from this input on are held
-            for s, seq, msg in route(type_id, rec.payload, rec.correlation_id, rec.cause):
-                reports += 1
-                if seq:
-                    s.record(seq, msg)
-                c = s.conn
-                if c is None:
-                    continue
-                if c.paused and type(msg) is MarketData:
-                    dropped += 1  # a latest value: the next update replaces it
-                    continue
-                c.send(msg)
-                if seq:
-                    dirty_add(c)  # the Ack may move even with nothing else to say
+            # the slots are read in C; market data of a symbol nobody watches (most outputs
+            # of a busy book) is skipped there
+            slots = OutputSlots(*popleft(), subscribers)
+            for type_id, payload, corr, cause in slots:
+                if type_id == TYPE_BREAKER_TRIPPED and self._held_from < 0:
+                    self._held_from = cause  # outputs from this input on are held
+                for s, seq, msg in route(type_id, payload, corr, cause):
+                    reports += 1
+                    if seq:
+                        s.record(seq, msg)
+                    c = s.conn
+                    if c is None:
+                        continue
+                    if c.paused and type(msg) is MarketData:
+                        dropped += 1  # a latest value: the next update replaces it
+                        continue
+                    c.send(msg)
+                    if seq:
+                        dirty_add(c)  # the Ack may move even with nothing else to say
+            routed += slots.count
         self._routed += routed
         m = self.metrics
         m.reports += reports
