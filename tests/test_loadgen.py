@@ -209,7 +209,8 @@ def test_output_slots_yield_every_record_of_a_ring_batch_and_skip_unwatched_mark
     block = batch.array.tobytes()
     slots = _wire.OutputSlots(block, 128, {6: {"a session"}, 5: set()})
     got = list(slots)
-    assert got == [(int(t), p, corr, cause) for t, p, corr, cause in sent if t != R.L1]
+    assert got == [(i, int(t), p, corr, cause) for i, (t, p, corr, cause) in enumerate(sent)
+                   if t != R.L1]
     assert slots.count == 5 and slots.skipped == 1
     with pytest.raises(ValueError, match="whole slots"):
         _wire.OutputSlots(block[:-1], 128, {})

@@ -6,6 +6,7 @@ from libc.stdint cimport int64_t, uint32_t
 
 from ringlog._breaker cimport BreakerCore
 from ringlog._handler cimport CyEventHandler, Emitter
+from ringlog._journal cimport JournalAppender
 from ringlog._ring cimport Ring
 from ringlog.includes.event cimport rl_header
 
@@ -50,6 +51,9 @@ cdef class LogicCore:
     # the input being handled: outputs carry its sequence, timestamp and correlation id
     cdef int64_t cur_seq, cur_ts, cur_corr
     cdef public Ring output_ring       # live outputs are written here in place
+    cdef public JournalAppender output_journal  # ...or, with no ring, appended straight here
+    cdef object out_keys               # int64 per output ring slot: the breaker key
+    cdef int64_t* out_keys_p
     cdef SlotEvent fly
     # batch handlers: slots of `slot_size` bytes; replay gathers runs in `scratch`
     cdef readonly int slot_size

@@ -449,11 +449,39 @@ cdef class LogicCore:
         return 0
 
     # -- drivers --------------------------------------------------------------------------
-    def run(self, Consumer consumer, int64_t base):
-        """The live loop: handles ring batches as the journaller releases them (journal
-        sequence = ``base`` + ring sequence) until the ring is closed and drained."""
+    def set_outputs(self, Ring ring=None, JournalAppender journal=None):
+        """Where live outputs go: in place into ``ring`` (each slot's breaker key kept in
+        ``output_keys``), or with no ring appended straight to ``journal`` by the loop
+        thread (the inline topology when nothing listens to outputs)."""
+        cdef int64_t[::1] keys
+        self.output_ring = ring
+        self.output_journal = journal
+        self.out_keys = None
+        self.out_keys_p = NULL
+        if ring is not None:
+            self.out_keys = np.zeros(ring.capacity, dtype=np.int64)
+            keys = self.out_keys
+            self.out_keys_p = &keys[0]
+
+    @property
+    def output_keys(self):
+        """The breaker key of each output ring slot (index: ring sequence & mask), written
+        before the slot is published; None without an output ring."""
+        return self.out_keys
+
+    def run(self, Consumer consumer, int64_t base, JournalAppender journal=None,
+            int max_batch=0):
+        """The live loop: handles ring batches (journal sequence = ``base`` + ring sequence)
+        until the ring is closed and drained.
+
+        Without ``journal`` a journaller stage upstream released the batches (staged
+        topology). With ``journal`` this thread is the journaller too (inline topology):
+        each batch of at most ``max_batch`` slots is appended (memcpy + CRC, FLAG_BATCH_END
+        on its last slot, no GIL) before any of it is handled, so journal-before-process
+        holds exactly as with a separate stage and replay sees the same batches."""
         cdef Ring ring = consumer.ring
         cdef int64_t nxt = rl_load_acquire(consumer.seq_ptr) + 1, avail, s, lo
+        cdef int64_t limit = max_batch if max_batch > 0 else ring.capacity
         cdef const rl_header* h
         cdef bint was_open
         if self.kind == KIND_BATCH and ring.slot_size != self.slot_size:
@@ -464,6 +492,10 @@ cdef class LogicCore:
         while True:
             with nogil:
                 avail = consumer.wait_for(nxt, WAIT_NS)
+                if avail >= nxt and journal is not None:
+                    avail = min(avail, nxt + limit - 1, nxt | ring.mask)
+                    (<rl_header*>ring.slot(avail)).flags |= RL_FLAG_BATCH_END
+                    journal.append_slots(ring.slot(nxt), ring.slot_size, avail - nxt + 1)
             if avail == RL_CLOSED:
                 return
             if avail == RL_TIMEOUT:
@@ -617,9 +649,20 @@ cdef class LogicCore:
         cdef Ring r = self.output_ring
         cdef int64_t seq
         cdef rl_header* o
+        cdef rl_header oh
         self.published += 1
         if self.replaying or r is None:
             if self.replaying and self.published <= self.replay_quiet:
+                return 0
+            if not self.replaying and self.output_journal is not None:
+                memset(&oh, 0, sizeof(rl_header))
+                oh.timestamp_ns = ts
+                oh.correlation_id = corr
+                oh.producer_seq = cause
+                oh.type_id = type_id
+                oh.flags = flags
+                oh.length = length
+                self.output_journal.append_record(&oh, payload)  # GIL held: no hand-off
                 return 0
             if self.sink is None:
                 raise RingLogError("the loop has no output ring and no sink for its outputs")
@@ -646,6 +689,7 @@ cdef class LogicCore:
         o.length = length
         o.producer_id = 0
         memcpy(<char*>o + RL_HEADER_SIZE, payload, length)
+        self.out_keys_p[seq & r.mask] = key  # published with the slot (release below)
         r.publish_range(seq, seq)
         return 0
 

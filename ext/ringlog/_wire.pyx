@@ -5,8 +5,8 @@ output ring slots handed to the gateway's loop as one block per batch.
 
     COMMAND_DTYPE records ─► encode_orders ─► [len][0x9b 4 seq order_id ...] ... ─► socket
     socket ─► AnswerScanner.feed ─► done[seq - base] = now  (first answer of each message)
-    output ring batch ─► bytes (one copy, output thread) ─► OutputSlots ─► (type, payload,
-        correlation, cause) per record the gateway routes (loop thread; unwatched market
+    output ring batch ─► bytes (one copy, output thread) ─► OutputSlots ─► (index, type,
+        payload, correlation, cause) per record the gateway routes (loop thread; unwatched market
         data skipped in C)
 
 A frame is a 4-byte big-endian length and a msgpack array ``[tag, field, ...]`` (the
@@ -323,8 +323,9 @@ cdef class AnswerScanner:
 
 cdef class OutputSlots:
     """Iterates a copy of consecutive output ring slots (``slot_size`` bytes each: the 48-byte
-    event header, then the payload) as ``(type_id, payload, correlation_id, cause)``, the
-    cause being the input's journal sequence (the slot's ``producer_seq``). Market data (L1 /
+    event header, then the payload) as ``(index, type_id, payload, correlation_id, cause)``:
+    the slot's index in the block, and the cause is the input's journal sequence (the slot's
+    ``producer_seq``). Market data (L1 /
     L2) of a symbol with no entry in ``subscribers`` (a dict: symbol -> set) is skipped
     without making an object. ``count`` says how many slots were passed, skipped or not.
     Not thread-safe.
@@ -362,7 +363,7 @@ cdef class OutputSlots:
                 if not subs:
                     self.skipped += 1
                     continue
-            return (h.type_id,
+            return (self.count - 1, h.type_id,
                     PyBytes_FromStringAndSize(<const char*>h + RL_HEADER_SIZE, h.length),
                     h.correlation_id, h.producer_seq)
         raise StopIteration

@@ -73,6 +73,9 @@ class Ring:
     def try_publish(self, payload: Any, type_id: int = 0, *, timestamp_ns: int = 0,
                     correlation_id: int = 0, flags: int = 0, producer_id: int = 0,
                     producer_seq: int = 0) -> bool: ...
+    def publish_records(self, records: Any, type_id: Any = 0, *, timestamp_ns: Any = 0,
+                        correlation_id: int = 0, flags: int = 0, record_size: int = 0,
+                        timeout: float | None = None) -> int: ...
     def publish_many(self, payloads: Iterable[Any], type_id: int = 0, *,
                      timestamp_ns: int = 0, correlation_id: int = 0, flags: int = 0,
                      timeout: float | None = None) -> int: ...

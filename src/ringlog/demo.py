@@ -120,6 +120,7 @@ def pipeline(path: Path, n: int) -> str:
     p.release_held(timestamp_ns=t + 10**9)
     p.reset_breaker(timestamp_ns=t + 2 * 10**9)
     p.drain(timeout=60)
+    p.stop()
     print(f"   operator release + reset: breaker {p.breaker.state_name}, "
           f"{engine.stats()['commands']:,} commands processed")
     return engine.state_hash()

@@ -49,7 +49,14 @@ class SchemaError(RingLogError, ValueError):
 
 
 class JournalError(RingLogError):
-    """A journal could not be opened, written or read."""
+    """A journal could not be opened, written or read. ``errno`` and ``path`` name the
+    operating-system error and the file when one caused it (a full disk: ENOSPC)."""
+
+    def __init__(self, message: str = "", *, errno: int | None = None,
+                 path: str | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+        self.path = path
 
 
 class JournalCorruptError(JournalError, ValueError):
@@ -64,7 +71,14 @@ class JournalCorruptError(JournalError, ValueError):
 
 
 class SnapshotError(RingLogError):
-    """A snapshot could not be written, or no valid snapshot could be loaded."""
+    """A snapshot could not be written, or no valid snapshot could be loaded; ``errno`` and
+    ``path`` as in JournalError."""
+
+    def __init__(self, message: str = "", *, errno: int | None = None,
+                 path: str | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+        self.path = path
 
 
 class CircuitOpenError(RingLogError):
