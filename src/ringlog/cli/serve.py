@@ -26,6 +26,9 @@ def _serve_breaker(args: argparse.Namespace) -> Any:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Runs the matching engine behind the processor behind the gateway until SIGINT/SIGTERM."""
+    if args.cluster:  # a replica of a cluster shard instead (docs/cluster.md)
+        from ..cluster.cli import cmd_serve_cluster
+        return cmd_serve_cluster(args)
     import importlib
 
     import msgspec
@@ -157,6 +160,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="--breaker-max counts each account's reports apart")
     s.add_argument("--switch-interval-us", type=count, default=500,
                    help="the interpreter's GIL switch interval (default 500; Python's is 5000)")
+    from ..cluster.cli import add_cluster_options
+    add_cluster_options(s)
 
 
 def _add_load(sub: argparse._SubParsersAction) -> None:
