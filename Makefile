@@ -31,7 +31,7 @@ stress: $(STAMP)
 	$(PY) -m pytest -q -m stress tests
 
 demo: $(STAMP)
-	$(PY) -m ringlog.demo
+	$(PY) -m ringlog demo
 
 bench: $(STAMP) $(VENV)/.extra-bench
 	$(PY) -m ringlog.bench all --runs 3 --json docs/benchmarks.json --report docs/benchmarks.md --command-text "make bench"

@@ -65,13 +65,15 @@ def config(limits: Limits | None = None, **kw: Any) -> GatewayConfig:
 @contextlib.contextmanager
 def running(directory: Any, cfg: GatewayConfig | None = None, *, handler: Any = None,
             breaker: Any = None, loop: str = "uvloop", ring_capacity: int = 1 << 14,
-            engine: EngineConfig | None = None) -> Iterator[GatewayThread]:
+            engine: EngineConfig | None = None, segment_size: int = 1 << 20,
+            ) -> Iterator[GatewayThread]:
     """A gateway over a processor (dedup on) in ``directory`` running the real matching
     engine (``engine`` or ``engine_config()``), or ``handler``; stopped on exit."""
     ec = engine or engine_config()
     proc = Processor(handler or Engine(ec), directory,
                      ProcessorConfig(dedup=True, durability="none", wait="blocking",
-                                     ring_capacity=ring_capacity, slot_size=ec.min_slot_size),
+                                     ring_capacity=ring_capacity, slot_size=ec.min_slot_size,
+                                     segment_size=segment_size),
                      breaker=breaker, registry=registry(ec.l2_depth))
     g = GatewayThread(proc, cfg or config(), loop=loop)
     g.start()
@@ -155,3 +157,8 @@ class Raw:
 def frame_of(body: bytes) -> bytes:
     """A frame with a correct length prefix around arbitrary bytes."""
     return struct.pack(">I", len(body)) + body
+
+
+def pos(ack: Any) -> tuple[int, int]:
+    """``(session_seq, account)`` of a LogonAck (its report position depends on history)."""
+    return (ack.session_seq, ack.account)

@@ -48,6 +48,7 @@ from gateway_helpers import (
     config,
     frame_of,
     logon,
+    pos,
     run,
     running,
     with_clients,
@@ -59,7 +60,7 @@ from standin_engine import StandInEngine
 def test_logon_with_a_known_token_is_acked_with_its_account_and_seq(tmp_path):
     with running(tmp_path) as g:
         r = Raw(g.gateway.address)
-        assert logon(r, ALICE) == LogonAck(0, 7)
+        assert pos(logon(r, ALICE)) == (0, 7)
         r.send(Heartbeat(1))
         assert r.read(1) == [Ack(1)]
 
@@ -89,7 +90,7 @@ def test_messages_before_logon_get_not_logged_on_and_apply_nothing(tmp_path):
         r.send(NewOrder(1, 1, 1, Side.BUY, 5, 100))
         (err,) = r.read(1)
         assert isinstance(err, Error) and err.code == ErrorCode.NOT_LOGGED_ON
-        assert logon(r, ALICE) == LogonAck(0, 7)  # seq 1 was never taken
+        assert pos(logon(r, ALICE)) == (0, 7)  # seq 1 was never taken
         r.send(OpenOrders(1))
         assert r.read_until(lambda m: isinstance(m, OpenOrdersEnd))[-1].count == 0
 
@@ -101,7 +102,8 @@ def test_json_logon_is_answered_in_json(tmp_path):
         r.sock.settimeout(5)
         data = r.sock.recv(100)
         assert data[4:5] == b"["
-        assert r.dec.feed(data) == [LogonAck(0, 7)]
+        (ack,) = r.dec.feed(data)
+        assert pos(ack) == (0, 7)
 
 
 # -- orders, reports, isolation ----------------------------------------------------------
@@ -114,7 +116,9 @@ def test_orders_are_answered_in_order_and_a_trade_reaches_maker_and_taker(tmp_pa
         # the taker sees its own id and the price of the maker; never the maker's id
         assert got[1].order_id == 11 and got[1].price == 100 and got[1].maker_id == 0
         fill = await a.next_event(5)
-        assert fill == Report(0, "trade", 11, "", 100, 4, 6, maker_id=11, taker_id=0, symbol=1)
+        assert fill == Report(0, "trade", 11, "", 100, 4, 6, maker_id=11, taker_id=0, symbol=1,
+                              rseq=fill.rseq)
+        assert fill.rseq == got[-1].rseq + 1  # the trade's second report: the maker's
 
     with_clients(tmp_path, body, ALICE, BOB)
 
@@ -222,7 +226,7 @@ def test_resend_is_idempotent_across_a_restart(tmp_path):
         r.close()
     with running(tmp_path) as g:  # the same journal: the engine recovers by replay
         r = Raw(g.gateway.address)
-        assert logon(r, ALICE) == LogonAck(1, 7)
+        assert pos(logon(r, ALICE)) == (1, 7)
         r.send(order)  # a client that never saw the answer resends it
         assert r.read_until(lambda m: m == Ack(1)) == before
         r.send(OpenOrders(2))
@@ -279,7 +283,7 @@ def test_logout_closes_after_everything_before_it_is_answered(tmp_path):
         run(main(g.gateway.address))
 
 
-def test_logon_seq_above_the_servers_restores_answers_that_were_never_journaled(tmp_path):
+def test_a_restart_forgets_seqs_answered_without_the_engine_and_the_client_renumbers(tmp_path):
     with running(tmp_path) as g:
         r = Raw(g.gateway.address)
         logon(r, ALICE)
@@ -289,10 +293,41 @@ def test_logon_seq_above_the_servers_restores_answers_that_were_never_journaled(
     with running(tmp_path) as g:
         r = Raw(g.gateway.address)
         # the heartbeats were answered by the gateway alone: after a restart the server only
-        # knows seq 1 from the journal; the client's logon tells it 3 was acked
-        assert logon(r, ALICE, seq=3) == LogonAck(3, 7)
-        r.send(Heartbeat(4))
-        assert r.read(1) == [Ack(4)]
+        # knows seq 1 from the journal. It stays authoritative and names the expected seq.
+        r.send(Logon(3, ALICE))
+        ack, err = r.read(2)
+        assert pos(ack) == (1, 7) and ack.acked == 1
+        assert err.code == ErrorCode.SEQUENCE_GAP and "next expected seq is 2" in err.message
+        r.send(Heartbeat(2))
+        assert r.read(1) == [Ack(2)]
+
+
+def test_the_client_renumbers_its_unacked_messages_after_a_restart_forgot_heartbeats(tmp_path):
+    async def first(addr):
+        a = await AsyncClient.connect(*addr, ALICE)
+        await a.request(NewOrder, 1, 1, Side.BUY, 1, 100)
+        await a.request(Heartbeat)
+        await a.close_and_wait()
+        return a
+
+    with running(tmp_path) as g:
+        a = run(first(g.gateway.address))
+    assert a.acked == 2
+
+    async def second(addr):
+        seq = a.new_order(2, 1, Side.BUY, 1, 101)  # queued while disconnected: seq 3
+        assert seq == 3
+        ack = await a.reconnect(host=addr[0], port=addr[1])
+        assert ack.session_seq == 1 and a.acked == 1
+        got = await a.answers(2)  # renumbered: the server's seq 2
+        assert [m.kind for m in got] == ["accepted", "rested"]
+        assert a.events.empty()  # the expected sequence_gap is not an event
+        got = await a.request(OpenOrders)
+        assert sorted(m.order_id for m in got[:-1]) == [1, 2]
+        await a.close_and_wait()
+
+    with running(tmp_path) as g:
+        run(second(g.gateway.address))
 
 
 def test_modify_order_status_and_mass_cancel_reach_the_engine_for_the_account(tmp_path):
@@ -327,9 +362,9 @@ def test_a_session_silent_past_its_heartbeat_is_closed(tmp_path):
     with running(tmp_path, config(Limits(heartbeat_grace=1.0))) as g:
         r = Raw(g.gateway.address)
         r.send(Logon(0, ALICE, heartbeat_ms=100))
-        assert r.read(1) == [LogonAck(0, 7)]
+        assert pos(r.read(1)[0]) == (0, 7)
         got = r.read_until(lambda m: isinstance(m, Error), timeout=5)
-        assert "no heartbeat" in got[-1].message
+        assert got[-1].code == ErrorCode.TIMEOUT and "nothing heard" in got[-1].message
         assert r.closed_by_peer()
 
 
@@ -572,7 +607,7 @@ def fuzz_gateway(tmp_path_factory):
     cfg = config(Limits(max_frame=512, max_errors=5))
     with running(tmp_path_factory.mktemp("fuzz"), cfg) as g:
         g.bystander = Raw(g.gateway.address)  # logged on before the fuzz, used after it
-        assert logon(g.bystander, ALICE) == LogonAck(0, 7)
+        assert pos(logon(g.bystander, ALICE)) == (0, 7)
         g.bystander.send(NewOrder(1, 1, 1, Side.BUY, 5, 100))
         g.bystander.read_until(lambda m: m == Ack(1))
         yield g

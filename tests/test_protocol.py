@@ -1,6 +1,7 @@
 import struct
 
 import msgspec
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -8,6 +9,7 @@ from ringlog.gateway.protocol import (
     Cancel,
     ErrorCode,
     FrameDecoder,
+    Heartbeat,
     Logon,
     NewOrder,
     ProtocolError,
@@ -15,6 +17,10 @@ from ringlog.gateway.protocol import (
     ServerMessage,
     encode_frame,
 )
+
+
+def frame_of(body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + body
 
 
 def test_frames_round_trip_in_msgpack_and_json():
@@ -93,3 +99,28 @@ def test_arrays_with_a_valid_tag_and_random_fields_never_raise(fields, tag):
     body = msgspec.msgpack.encode([tag, *fields])
     (item,) = FrameDecoder().feed(struct.pack(">I", len(body)) + body)
     assert isinstance(item, (ProtocolError, msgspec.Struct))
+
+
+DEPTHS = [10, 100, 999, 1000, 5000, 100_000]
+
+
+def nested(depth: int, codec: str, inside_heartbeat: bool = False) -> bytes:
+    """A body nested ``depth`` deep: msgpack fixarray-of-one (0x91) or JSON ``[[[...]]]``;
+    with ``inside_heartbeat`` the nesting is an extra element after a valid Heartbeat."""
+    if codec == "msgpack":
+        inner = b"\x91" * depth + b"\x01"
+        return b"\x93\x03\x01" + inner if inside_heartbeat else inner
+    inner = b"[" * depth + b"1" + b"]" * depth
+    return b"[3,1," + inner + b"]" if inside_heartbeat else inner
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+@pytest.mark.parametrize("codec", ["msgpack", "json"])
+@pytest.mark.parametrize("inside", [False, True])
+def test_deep_nesting_is_an_error_value_and_the_next_frame_decodes(depth, codec, inside):
+    dec = FrameDecoder(max_frame=1 << 20)
+    data = frame_of(nested(depth, codec, inside)) + encode_frame(Heartbeat(2))
+    bad, good = dec.feed(data)
+    assert isinstance(bad, ProtocolError) and bad.code == ErrorCode.BAD_MESSAGE
+    assert not bad.fatal
+    assert good == Heartbeat(2)

@@ -29,6 +29,7 @@ from .gateway.protocol import (
     Cancel,
     Codec,
     Error,
+    ErrorCode,
     FrameDecoder,
     FrameEncoder,
     Halted,
@@ -104,8 +105,16 @@ class AsyncClient:
 
     def __init__(self, host: str, port: int, token: str, *, codec: Codec = "msgpack",
                  heartbeat_ms: int = 0, keep_answers: bool = True,
-                 on_message: Callable[[Any], None] | None = None) -> None:
+                 on_message: Callable[[Any], None] | None = None, reports_after: int = -1,
+                 resume_reports: bool = True, drop_copy: bool = False,
+                 cancel_on_disconnect_ms: int = -1) -> None:
         self.host, self.port, self.token = host, port, token
+        # the execution-report stream: the highest report seq seen; a reconnect asks for
+        # every report after it (resume_reports), so fills made while away arrive once
+        self.last_report = reports_after
+        self.resume_reports = resume_reports
+        self.drop_copy = drop_copy
+        self.cancel_on_disconnect_ms = cancel_on_disconnect_ms
         self.codec: Codec = codec
         self.heartbeat_ms = heartbeat_ms
         self.keep_answers = keep_answers
@@ -121,6 +130,8 @@ class AsyncClient:
         self._logon: asyncio.Future[Any] | None = None
         self._proto: _ClientProtocol | None = None
         self._enc = FrameEncoder(codec)
+        self._logon_seq = 0
+        self._gap_expected = False
 
     @classmethod
     async def connect(cls, host: str, port: int, token: str, *, timeout: float = 10.0,
@@ -139,7 +150,10 @@ class AsyncClient:
             loop.create_connection(lambda: _ClientProtocol(self), self.host, self.port),
             timeout)
         self._proto = proto
-        self._write(Logon(self.acked, self.token, self.heartbeat_ms))
+        self._logon_seq = self.acked
+        after = self.last_report if self.resume_reports else -1
+        self._write(Logon(self.acked, self.token, self.heartbeat_ms, after, self.drop_copy,
+                          self.cancel_on_disconnect_ms))
         try:
             ack = await asyncio.wait_for(self._logon, timeout)
         finally:
@@ -149,17 +163,32 @@ class AsyncClient:
             raise LogonRejected(f"logon refused: {ack.reason}")
         self.account = ack.account
         self.server_seq = ack.session_seq
+        if after < 0:  # no replay asked: the stream starts here for us
+            self.last_report = max(self.last_report, ack.report_seq)
+        if self.acked > ack.session_seq:
+            # the server is behind what we saw acked: a restart forgot the seqs it answered
+            # without the engine (docs/protocol.md). It expects session_seq + 1 next, and
+            # everything we have not seen acked was never taken: renumber it from there.
+            self._renumber(self.acked - ack.session_seq)
         if not self.unacked and self.next_seq <= ack.session_seq:
             # a client without the session's history (a new process): continue after the
             # server's seq instead of sending seqs it would take for resends
             self.next_seq = ack.session_seq + 1
             self.acked = ack.session_seq
         # resend even what the server already processed (seq <= session_seq): it answers a
-        # resend again, so answers lost with the old connection arrive; collect them afresh
-        for seq, msg in list(self.unacked.items()):
-            self._answers.pop(seq, None)
+        # resend again, so answers lost with the old connection arrive (collected afresh
+        # from the LogonAck on: see _on_message)
+        for msg in list(self.unacked.values()):
             self._write(msg)
         return ack
+
+    def _renumber(self, shift: int) -> None:
+        self.acked -= shift
+        self.next_seq -= shift
+        self.unacked = {seq - shift: msgspec.structs.replace(m, seq=seq - shift)  # type: ignore[type-var]
+                        for seq, m in self.unacked.items()}
+        self._answers = {seq - shift: a for seq, a in self._answers.items() if seq > shift}
+        self._waiters = deque((seq - shift, f) for seq, f in self._waiters)
 
     async def reconnect(self, timeout: float = 10.0, *, host: str | None = None,
                         port: int | None = None) -> LogonAck:
@@ -311,6 +340,8 @@ class AsyncClient:
         if self.on_message is not None:
             self.on_message(msg)
         t = type(msg)
+        if t is Report and msg.rseq > self.last_report:
+            self.last_report = msg.rseq
         if t is Ack:
             self._on_ack(msg.seq)
         elif t in _ANSWERS and msg.seq:
@@ -318,7 +349,18 @@ class AsyncClient:
                 self._answers.setdefault(msg.seq, []).append(msg)
         elif t is LogonAck or t is LogonReject:
             if self._logon is not None and not self._logon.done():
+                if t is LogonAck:
+                    # answers of unacked seqs are collected afresh from here: the server
+                    # repeats those it gave before this logon, and answers routed after it
+                    # may follow in this very read, before logon() resumes
+                    for seq in self.unacked:
+                        self._answers.pop(seq, None)
                 self._logon.set_result(msg)
+                # a logon ahead of the server is followed by a sequence_gap error naming the
+                # expected seq: logon() renumbers, so that error is expected, not an event
+                self._gap_expected = t is LogonAck and msg.session_seq < self._logon_seq
+        elif t is Error and self._gap_expected and msg.code == ErrorCode.SEQUENCE_GAP:
+            self._gap_expected = False
         else:
             self.events.put_nowait(msg)
 

@@ -60,28 +60,42 @@ class _Msg(msgspec.Struct, array_like=True, tag_field="tag", frozen=True):
     pass
 
 
+class _ClientMsg(_Msg, forbid_unknown_fields=True):
+    """A client message: a flat array of scalars with nothing after its last field, so a
+    typed decode never descends into a nested value (a nested or extra element is a
+    bad_message at once, whatever its depth)."""
+
+
 # -- client -> server ------------------------------------------------------------------------
-class Logon(_Msg, tag=1):
-    """Opens a session: the token is bound to one account in the server's config."""
+class Logon(_ClientMsg, tag=1):
+    """Opens a session: the token is bound to one account in the server's config.
+
+    ``reports_after`` >= 0 asks for the account's execution reports after that report seq
+    (-1: none); ``drop_copy`` subscribes to every report of the account, also those of
+    sibling sessions; ``cancel_on_disconnect_ms`` >= 0 cancels the account's orders that
+    long after this connection is lost (-1: never). See docs/protocol.md."""
 
     seq: Annotated[int, msgspec.Meta(ge=0, lt=1 << 40)]  # highest seq the client saw acked
     token: str
     heartbeat_ms: Annotated[int, msgspec.Meta(ge=0, lt=1 << 31)] = 0
+    reports_after: Annotated[int, msgspec.Meta(ge=-1, lt=1 << 62)] = -1
+    drop_copy: bool = False
+    cancel_on_disconnect_ms: Annotated[int, msgspec.Meta(ge=-1, lt=1 << 31)] = -1
 
 
-class Logout(_Msg, tag=2):
+class Logout(_ClientMsg, tag=2):
     """Closes the session after the server has answered everything before it."""
 
     seq: Seq
 
 
-class Heartbeat(_Msg, tag=3):
+class Heartbeat(_ClientMsg, tag=3):
     """Keeps an idle session alive; answered with an Ack."""
 
     seq: Seq
 
 
-class NewOrder(_Msg, tag=4):
+class NewOrder(_ClientMsg, tag=4):
     """A new order; enums are the engine's integer values (docs/matching.md)."""
 
     seq: Seq
@@ -96,14 +110,14 @@ class NewOrder(_Msg, tag=4):
     stp: U8 = 0
 
 
-class Cancel(_Msg, tag=5):
+class Cancel(_ClientMsg, tag=5):
     """Cancels a live order of this session's account."""
 
     seq: Seq
     order_id: OrderId
 
 
-class Modify(_Msg, tag=6):
+class Modify(_ClientMsg, tag=6):
     """Changes price and/or open quantity (reduce at the same price keeps priority)."""
 
     seq: Seq
@@ -112,28 +126,28 @@ class Modify(_Msg, tag=6):
     new_qty: I64
 
 
-class MassCancel(_Msg, tag=7):
+class MassCancel(_ClientMsg, tag=7):
     """Cancels every live order of the account (on one symbol, or all with symbol 0)."""
 
     seq: Seq
     symbol: U32 = 0
 
 
-class OrderStatus(_Msg, tag=8):
+class OrderStatus(_ClientMsg, tag=8):
     """Asks for one order's state."""
 
     seq: Seq
     order_id: OrderId
 
 
-class OpenOrders(_Msg, tag=9):
+class OpenOrders(_ClientMsg, tag=9):
     """Lists the account's live orders (one symbol, or all with symbol 0)."""
 
     seq: Seq
     symbol: U32 = 0
 
 
-class Subscribe(_Msg, tag=10):
+class Subscribe(_ClientMsg, tag=10):
     """Market data: depth 1 is L1, N is L2 to depth N, 0 unsubscribes."""
 
     seq: Seq
@@ -147,10 +161,15 @@ ClientMessage = (Logon | Logout | Heartbeat | NewOrder | Cancel | Modify | MassC
 
 # -- server -> client ------------------------------------------------------------------------
 class LogonAck(_Msg, tag=64):
-    """Logon accepted; ``session_seq`` is the highest client seq already processed."""
+    """Logon accepted. ``session_seq``: the highest client seq the server has taken (a
+    client without history continues after it); ``acked``: the highest with every answer
+    sent; ``report_seq``: the account's execution-report stream position (the next report
+    has a higher seq)."""
 
     session_seq: int
     account: int
+    acked: int = 0
+    report_seq: int = 0
 
 
 class LogonReject(_Msg, tag=65):
@@ -178,6 +197,7 @@ class Report(_Msg, tag=67):
     maker_id: int = 0
     taker_id: int = 0
     symbol: int = 0
+    rseq: int = 0  # its place in the account's execution-report stream (0: none)
 
 
 class ErrorCode:
@@ -191,6 +211,10 @@ class ErrorCode:
     FORBIDDEN = 6
     LIMIT_EXCEEDED = 7  # a per-session limit other than the rate (open orders)
     SLOW_CONSUMER = 8  # the session's unread output passed its limit; the session closes
+    TIMEOUT = 9  # no logon, no message or a partial frame for too long; the connection closes
+    CONNECTION_LIMIT = 10  # too many connections (in total or from one address); it closes
+    REPORTS_GONE = 11  # the report stream asked for starts before the journal's retention
+    MEMORY_LIMIT = 12  # an answer too large to keep for resends (ask again)
 
 
 class Error(_Msg, tag=68):
@@ -317,6 +341,15 @@ class FrameDecoder:
         del buf[:pos]
         return out
 
+    @property
+    def buffered(self) -> int:
+        """Bytes of an incomplete frame waiting for the rest."""
+        return len(self._buf)
+
+    def clear(self) -> None:
+        """Drops any incomplete frame (the connection closed)."""
+        self._buf = bytearray()
+
     def _decode(self, body: memoryview) -> msgspec.Struct | ProtocolError:
         is_json = body[0] in (0x5B, 0x7B)  # '[' or '{': never a valid msgpack message
         try:
@@ -327,6 +360,11 @@ class FrameDecoder:
         except msgspec.DecodeError as e:
             return ProtocolError(ErrorCode.BAD_FRAME,
                                  f"body is not valid {'JSON' if is_json else 'msgpack'}: {e}")
+        except RecursionError:
+            # messages are flat arrays of scalars, so a typed decode stops at the first
+            # nested value; only skipping extra trailing elements descends, and msgspec bounds
+            # that by the interpreter's recursion limit (it raises, it never overflows)
+            return ProtocolError(ErrorCode.BAD_MESSAGE, _TOO_DEEP)
         if self.codec is None:
             self.codec = "json" if is_json else "msgpack"
         return msg
@@ -335,6 +373,7 @@ class FrameDecoder:
 _FIELDS = {cls.__struct_config__.tag: (cls.__name__, cls.__struct_fields__)
            for cls in (*ClientMessage.__args__, *ServerMessage.__args__)}  # type: ignore[attr-defined]
 _POS = re.compile(r"`\$\[(\d+)\]`")
+_TOO_DEEP = "invalid message: nested too deep (messages are flat arrays of scalars)"
 
 
 def _name_fields(error: str, body: memoryview, is_json: bool) -> str:
@@ -345,6 +384,8 @@ def _name_fields(error: str, body: memoryview, is_json: bool) -> str:
         tag = mod.decode(raw[0], type=int) if raw else None
     except (msgspec.DecodeError, ValueError):
         return error
+    except RecursionError:  # an element nested past the recursion limit: name no field
+        return f"{error} (nested too deep)"
     if tag not in _FIELDS:
         return error
     name, fields = _FIELDS[tag]

@@ -8,7 +8,8 @@
         │                                           processor input ring ─► journal ─► engine
         │                                                                        │ emit
         ◄── Connection.flush (one write per batch) ◄── SessionTable.route ◄── output thread
-                                                      (deque + one call_soon_threadsafe per batch)
+                       (_wire.OutputSlots reads the slots in C) ◄── one bytes copy of the
+                                  batch's slots + one call_soon_threadsafe per batch
 
 Everything but the processor's threads runs on one event loop thread, so sessions need no
 locks. The loop never blocks: commands are published with ``timeout=0`` (a full input ring
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -34,8 +36,10 @@ from typing import Any
 
 import msgspec
 
+from .._wire import OutputSlots
 from ..errors import CircuitOpenError, InsufficientCapacityError, RingClosedError
 from ..events import TYPE_BREAKER_TRIPPED
+from ..journal import JournalReader
 from .protocol import (
     Ack,
     Error,
@@ -49,23 +53,28 @@ from .protocol import (
     LogonReject,
     Logout,
     MarketData,
+    MassCancel,
     NewOrder,
     ProtocolError,
+    Report,
     Subscribe,
 )
 from .session import (
+    ANSWER_COST,
     ENGINE_MESSAGES,
     GatewayConfig,
     Session,
     SessionTable,
     correlation,
     encode_command,
+    report_seq,
     split_correlation,
 )
 
 __all__ = ["Connection", "Gateway", "GatewayMetrics", "GatewayThread", "new_event_loop",
            "run_server"]
 
+_log = logging.getLogger("ringlog.gateway")
 _BACKLOG_RETRY_S = 0.0005
 _SETTLE_S = 0.0002
 _REBUILD_TIMEOUT_S = 30.0
@@ -85,6 +94,12 @@ class GatewayMetrics(msgspec.Struct):
     rate_limited: int = 0
     slow_consumers: int = 0
     closed_for_errors: int = 0
+    timeouts: int = 0  # connections closed for no logon, silence or a stalled frame
+    refused: int = 0  # connections over max_connections / max_connections_per_peer
+    unexpected_exceptions: int = 0  # bugs: an exception escaped a connection's handling
+    reports_replayed: int = 0  # execution reports sent from the output journal at logons
+    cancel_on_disconnect: int = 0  # mass cancels published for a lost connection
+    cancel_on_disconnect_failed: int = 0  # ... refused (breaker open, processor stopped)
     backlog_peak: int = 0
     market_data_dropped: int = 0
 
@@ -121,6 +136,16 @@ class Connection(asyncio.Protocol):
         self.errors = 0  # consecutive error frames before logon
         self.heartbeat_s = 0.0
         self.logout_seq = 0
+        self.before: dict[int, int] = {}  # in-flight seq -> its answers routed before logon
+        # a client with history resends the seqs after its Logon.seq: until it has (or takes
+        # a new seq), Acks here stop at the last one it resent, so a cumulative Ack never
+        # overtakes the answers a resend is about to repeat
+        self.owed_to = 0  # last seq it may resend (0: nothing owed)
+        self.resent = 0  # the highest seq it has resent so far
+        self.opened = self.heard = time.monotonic()  # heard: the last complete frame
+        self.partial_since = 0.0  # when the incomplete frame in the decoder started (0: none)
+        self.peer = ""  # counted in gateway.peers under this address ("": not counted)
+        self.cod_s = -1.0  # cancel-on-disconnect grace in seconds (-1: off)
 
     # -- asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -133,12 +158,55 @@ class Connection(asyncio.Protocol):
             # bounds the kernel's share of unsent output too; only the send side: shrinking
             # SO_RCVBUF of an established connection can stall its window (seen on Linux)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, lim.socket_buffer)
-        self.gw.connections.add(self)
-        self.gw.metrics.connections += 1
+        gw = self.gw
+        peer = transport.get_extra_info("peername")
+        host = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        if len(gw.connections) >= lim.max_connections:
+            self._refuse(f"the server has {lim.max_connections} connections (the limit)")
+            return
+        if gw.peers.get(host, 0) >= lim.max_connections_per_peer:
+            self._refuse(f"{host} has {lim.max_connections_per_peer} connections (the limit)")
+            return
+        self.peer = host
+        gw.peers[host] = gw.peers.get(host, 0) + 1
+        gw.connections.add(self)
+        gw.metrics.connections += 1
+
+    def _refuse(self, why: str) -> None:
+        self.gw.metrics.refused += 1
+        self.send(Error(ErrorCode.CONNECTION_LIMIT, f"{why}: closing"))
+        self.closing = True
+        self.flush()
 
     def data_received(self, data: bytes) -> None:
-        """Decodes every complete frame and handles them; then one write of the answers."""
-        self.pending.extend(self.decoder.feed(data))
+        """Decodes every complete frame and handles them; then one write of the answers.
+        The protocol layer turns every bad frame into an answer without a catch-all; an
+        exception escaping it anyway is a bug: counted (``unexpected_exceptions``), logged
+        once per connection with its traceback, and that connection is aborted, so a bug
+        is seen and never takes the event loop or another session with it."""
+        try:
+            self._received(data)
+        except Exception:
+            self.gw.metrics.unexpected_exceptions += 1
+            _log.exception("gateway: unexpected error handling a connection's input; "
+                           "aborting that connection")
+            self.closing = True
+            if self.transport is not None:
+                self.transport.abort()
+
+    def _received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        dec = self.decoder
+        got = dec.feed(data)
+        if got:
+            self.heard = time.monotonic()
+        if dec.buffered:
+            if not self.partial_since or got:
+                self.partial_since = time.monotonic()  # a new frame started
+        else:
+            self.partial_since = 0.0
+        self.pending.extend(got)
         self.process()
 
     def process(self) -> None:
@@ -164,6 +232,9 @@ class Connection(asyncio.Protocol):
         """Detaches the session (it survives for a reconnect)."""
         self.closing = True
         self.pending.clear()
+        self.decoder.clear()
+        self.before = {}
+        self.out = bytearray()
         self.gw.detach(self)
 
     def eof_received(self) -> bool:
@@ -213,7 +284,7 @@ class Connection(asyncio.Protocol):
         gw.metrics.errors += 1
         s = self.session
         if s is not None:
-            if seq:
+            if seq and seq <= s.last_seen:  # a taken seq (not a gap's): kept for resends
                 s.record(seq, Error(code, message, seq))
             s.errors += 1
             n = s.errors
@@ -239,6 +310,8 @@ class Connection(asyncio.Protocol):
                     len(s.inflight) <= self.gw.config.limits.max_inflight // 2:
                 self.resume("inflight")
             target = s.ack_target()
+            if self.owed_to and target > self.resent:
+                target = self.resent
             if target > s.acked:
                 s.acked = target
                 self.encoder.append(self.out, Ack(target))
@@ -259,6 +332,15 @@ class Connection(asyncio.Protocol):
                 return
         if self.closing:
             t.close()
+
+    def memory(self) -> int:
+        """Bytes this connection holds by the server's accounting: unsent output (the
+        transport's buffer, at most ``max_buffered`` after a flush, and the batch being
+        built), the incomplete frame, and decoded frames waiting while paused."""
+        t = self.transport
+        buffered = t.get_write_buffer_size() if t is not None and not t.is_closing() else 0
+        return buffered + len(self.out) + self.decoder.buffered + \
+            len(self.pending) * ANSWER_COST
 
     def close(self) -> None:
         """Closes after the queued answers are written."""
@@ -284,6 +366,7 @@ class Gateway:
         self.table = SessionTable(config)
         self.metrics = GatewayMetrics()
         self.connections: set[Connection] = set()
+        self.peers: dict[str, int] = {}  # open connections per peer address
         self.dirty: set[Connection] = set()
         self.backlog: deque[tuple[Session, int, int, bytes]] = deque()
         self._outq: deque[Any] = deque()
@@ -299,7 +382,12 @@ class Gateway:
         self.recovery: Any = None  # the processor's RecoveryReport, if start() recovered it
         self._routed = 0  # outputs routed since start
         self._published0 = 0  # outputs the processor had published before start
+        self._out_base = 0  # output journal sequence of the first output routed this run
+        self._cod: dict[int, asyncio.TimerHandle] = {}  # session id -> cancel-on-disconnect
         self._journal_base = 0  # journal sequence of this run's ring sequence 0
+        self._holding = False  # test hook: outputs wait in _outq (hold_outputs)
+        self._holding_completion = False  # test hook: no settle (hold_completion)
+        self._stopping = False
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -310,14 +398,15 @@ class Gateway:
             self.recovery = await loop.run_in_executor(None, p.recover)
         self._restore_sessions()
         self._published0 = p.published_outputs
-        p.add_output_listener(self._on_outputs, batch=True)
+        self._out_base = p.output.next_sequence  # the first record this run routes
+        p.add_output_listener(self._on_outputs, batch="slots")
         p.start()
         self._journal_base = p.journal_sequence_of(0)  # + a ring sequence: its journal seq
         await self._rebuild_live_orders()
         c = self.config
         self._server = await loop.create_server(lambda: Connection(self), c.host, c.port,
                                                 reuse_address=True)
-        self._ticker = loop.call_later(1.0, self._tick)
+        self._ticker = loop.call_later(self._tick_interval(), self._tick)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -327,6 +416,10 @@ class Gateway:
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Stops listening, closes every connection, drains and stops the processor."""
+        self._stopping = True
+        for timer in self._cod.values():
+            timer.cancel()
+        self._cod.clear()
         if self._server is not None:
             self._server.close()
         for c in list(self.connections):
@@ -343,10 +436,23 @@ class Gateway:
             await self._server.wait_closed()
             self._server = None
         p = self.processor
-        if p.state == "running":
-            await asyncio.get_running_loop().run_in_executor(None, p.drain, drain_timeout)
-        else:
+        try:
+            if p.state == "running":  # drain() keeps the processor running: stop() after
+                await asyncio.get_running_loop().run_in_executor(None, p.drain, drain_timeout)
+        finally:
             p.stop()
+
+    def memory(self) -> dict[int, int]:
+        """Bytes each session holds by the server's own accounting (RSS does not shrink when
+        Python frees memory, so it cannot tell): the answers kept for resends (at most
+        ``session_memory``) and, while connected, its connection's share. Session id 0 sums
+        the connections not logged on. Loop thread."""
+        out = {s.id: s.kept for s in self.table.by_id.values()}
+        out[0] = 0
+        for c in self.connections:
+            sid = c.session.id if c.session is not None else 0
+            out[sid] += c.memory()
+        return out
 
     def _restore_sessions(self) -> None:
         """After recovery: each session's last applied seq from the processor's dedup table,
@@ -363,7 +469,8 @@ class Gateway:
             if s is None or not seq or seq > s.last_seen:
                 continue
             for target, tseq, msg in table.route(rec.type_id, bytes(rec.payload),
-                                                 rec.correlation_id):
+                                                 rec.correlation_id, -1,
+                                                 report_seq(rec.sequence)):
                 if tseq:
                     target.record(tseq, msg)
         for live in table.live.values():  # rebuilt from the engine itself next
@@ -414,7 +521,6 @@ class Gateway:
                            item.seq)
             return
         now = time.monotonic()
-        s.last_heard = now
         if type(item) is Logon:
             conn.error(ErrorCode.BAD_MESSAGE, "this connection is already logged on")
             return
@@ -427,6 +533,9 @@ class Gateway:
                        f"seq {seq} skips ahead: the next expected seq is {s.last_seen + 1}", seq)
             return
         s.last_seen = seq
+        if conn.owed_to:  # a new seq: the client resends nothing more
+            conn.owed_to = 0
+            conn.before.clear()
         lim = self.config.limits
         if not s.take_token(lim.rate, lim.burst, now):
             self.metrics.rate_limited += 1
@@ -458,22 +567,75 @@ class Gateway:
         conn.session = s
         s.conn = conn
         s.errors = 0
-        s.last_heard = time.monotonic()
         conn.heartbeat_s = msg.heartbeat_ms / 1000.0
-        if msg.seq > s.last_seen:
-            # the client saw these acknowledged: answers the server gave without the engine
-            # (errors, heartbeats, halted) are not journaled and so are forgotten by a restart
-            s.last_seen = msg.seq
+        conn.cod_s = msg.cancel_on_disconnect_ms / 1000.0 if msg.cancel_on_disconnect_ms >= 0 \
+            else -1.0
+        timer = self._cod.pop(s.id, None)
+        if timer is not None:  # back within the grace: nothing is cancelled
+            timer.cancel()
+        self.table.set_drop_copy(s, msg.drop_copy)
         s.acked = s.ack_target()
-        conn.send(LogonAck(s.acked, s.account))
+        # answers of in-flight seqs routed before this logon went to no connection (or to the
+        # old one): a resend of such a seq repeats those; later ones come here as they route
+        answers = s.answers
+        conn.before = {q: len(answers[q]) for q in s.inflight if q in answers}
+        if msg.seq < s.last_seen:
+            conn.owed_to, conn.resent = s.last_seen, msg.seq
+        end = self._out_base + self._routed  # output records routed so far
+        conn.send(LogonAck(s.last_seen, s.account, s.acked, 2 * end))
+        if msg.seq > s.last_seen:
+            # the server is authoritative: a client ahead of it (a restart forgot the seqs the
+            # gateway answered alone, or a wrong claim) renumbers from the expected seq
+            conn.error(ErrorCode.SEQUENCE_GAP,
+                       f"logon seq {msg.seq} is ahead of the session's seq {s.last_seen}: "
+                       f"the next expected seq is {s.last_seen + 1}")
+        if msg.reports_after >= 0:
+            self._replay_reports(conn, s, msg.reports_after, end)
+
+    def _replay_reports(self, conn: Connection, s: Session, after: int, end: int) -> None:
+        """Sends the reports after report seq ``after`` that this session would have heard
+        unsolicited (fills of resting orders, engine cancels, drop copies), read from the
+        output journal up to ``end`` (the records routed so far: the later ones reach this
+        connection live). Solicited answers come back through resends, not here."""
+        reader = JournalReader(self.processor.output.path)
+        segs = reader.segments()
+        first = segs[0][0] if segs else end
+        if after < 2 * first:  # retention dropped the records that made these
+            conn.send(Error(ErrorCode.REPORTS_GONE,
+                            f"reports before {report_seq(first)} are gone; use OpenOrders"))
+        lo = max(first, after // 2)  # record o made report seqs 2o+1 and 2o+2
+        if lo >= end:
+            return
+        route = self.table.route
+        n = 0
+        for rec in reader.records(lo, to_sequence=end - 1):
+            for target, tseq, msg in route(rec.type_id, bytes(rec.payload),
+                                           rec.correlation_id, -1, report_seq(rec.sequence),
+                                           False):
+                if target is s and not tseq and type(msg) is Report and msg.rseq > after:
+                    conn.send(msg)
+                    n += 1
+        self.metrics.reports_replayed += n
 
     def _resend(self, conn: Connection, s: Session, seq: int) -> None:
         """A seq already taken: answer it again from the recorded answers, apply nothing."""
         self.metrics.resends += 1
-        for msg in s.answers.get(seq, ()):
-            conn.send(msg)
+        if conn.owed_to and seq > conn.resent:
+            conn.resent = seq
+            if seq >= conn.owed_to:
+                conn.owed_to = 0
+        kept = s.answers.get(seq, ())
         if seq <= s.acked:
-            conn.send(Ack(s.acked))  # (in flight: the answers and the Ack are on their way)
+            for msg in kept:
+                conn.send(msg)
+            # Ack(seq), not the session's: a client resending seqs in order collects each
+            # one's answers before an Ack covers the next
+            conn.send(Ack(seq))
+            return
+        # in flight: repeat what was routed before this connection logged on; the rest and
+        # the Ack are on their way here
+        for msg in kept[:conn.before.pop(seq, 0)]:
+            conn.send(msg)
 
     def _submit(self, conn: Connection, s: Session, msg: Any) -> None:
         seq = msg.seq
@@ -561,31 +723,85 @@ class Gateway:
         """A connection closed: its session stays (state, answers) for a reconnect."""
         self.connections.discard(conn)
         self.dirty.discard(conn)
+        if conn.peer:
+            n = self.peers[conn.peer] - 1
+            if n:
+                self.peers[conn.peer] = n
+            else:
+                del self.peers[conn.peer]
+            conn.peer = ""
         s = conn.session
         if s is not None and s.conn is conn:
             s.conn = None
             self.table.unsubscribe_all(s)
+            self.table.set_drop_copy(s, False)
+            if conn.cod_s >= 0 and self._loop is not None and not self._stopping:
+                self._cod[s.id] = self._loop.call_later(conn.cod_s, self._cancel_on_disconnect,
+                                                        s)
         conn.session = None
         conn.transport = None
 
+    def _cancel_on_disconnect(self, s: Session) -> None:
+        """The grace after a cancel-on-disconnect session's connection was lost has passed
+        without a new logon: cancel every order of its account as a journaled MASS_CANCEL
+        (an input like any other, so a replay reproduces it; its reports are unsolicited)."""
+        self._cod.pop(s.id, None)
+        if s.conn is not None:
+            return
+        type_id, payload = encode_command(MassCancel(1), s.account)
+        try:
+            self.processor.publish(payload, type_id, correlation_id=correlation(0, 0),
+                                   timeout=0)
+        except InsufficientCapacityError:  # the ring is full for now: try again shortly
+            assert self._loop is not None
+            self._cod[s.id] = self._loop.call_later(_BACKLOG_RETRY_S * 20,
+                                                    self._cancel_on_disconnect, s)
+            return
+        except (CircuitOpenError, RingClosedError):
+            self.metrics.cancel_on_disconnect_failed += 1
+            return
+        self.metrics.cancel_on_disconnect += 1
+
+    def _tick_interval(self) -> float:
+        """A quarter of the shortest timeout, at most a second (tests use short ones)."""
+        lim = self.config.limits
+        return max(0.005, min(1.0, lim.logon_timeout / 4, lim.idle_timeout / 4,
+                              lim.frame_timeout / 4))
+
     def _tick(self) -> None:
-        """Once a second: close sessions silent for longer than their heartbeat allows."""
+        """Closes connections past a timeout: no logon, silence beyond the heartbeat (or the
+        idle timeout), a frame started and not finished. Paused connections are not read,
+        so their silence is ours, not theirs: they are left alone."""
         assert self._loop is not None
         now = time.monotonic()
-        grace = self.config.limits.heartbeat_grace
+        lim = self.config.limits
         for c in list(self.connections):
+            if c.closing or c.paused:
+                continue
+            why = ""
             s = c.session
-            if s is not None and c.heartbeat_s and now - s.last_heard > grace * c.heartbeat_s:
-                c.send(Error(ErrorCode.BAD_MESSAGE, "no heartbeat: closing"))
+            if s is None:
+                if now - c.opened > lim.logon_timeout:
+                    why = f"no logon within {lim.logon_timeout:g}s"
+            elif c.heartbeat_s:
+                if now - c.heard > lim.heartbeat_grace * c.heartbeat_s:
+                    why = f"nothing heard for {lim.heartbeat_grace:g} x {c.heartbeat_s:g}s"
+            elif now - c.heard > lim.idle_timeout:
+                why = f"nothing heard for {lim.idle_timeout:g}s"
+            if not why and c.partial_since and now - c.partial_since > lim.frame_timeout:
+                why = f"a frame incomplete for {lim.frame_timeout:g}s"
+            if why:
+                self.metrics.timeouts += 1
+                c.send(Error(ErrorCode.TIMEOUT, f"{why}: closing"))
                 c.close()
         self._flush_dirty()
-        self._ticker = self._loop.call_later(1.0, self._tick)
+        self._ticker = self._loop.call_later(self._tick_interval(), self._tick)
 
     # -- output ---------------------------------------------------------------------------
-    def _on_outputs(self, recs: list[Any]) -> None:
-        """Output-thread listener: queue a batch of records; one loop wake-up per batch
-        (none while a drain is already scheduled)."""
-        self._outq.extend(recs)
+    def _on_outputs(self, slots: bytes, slot_size: int) -> None:
+        """Output-thread listener: queue a batch's slots (one bytes copy, no object per
+        output); one loop wake-up per batch (none while a drain is already scheduled)."""
+        self._outq.append((slots, slot_size))
         if not self._scheduled:
             self._scheduled = True
             loop = self._loop
@@ -593,33 +809,60 @@ class Gateway:
                 with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
                     loop.call_soon_threadsafe(self._drain_outputs)
 
+    def hold_outputs(self) -> None:
+        """Test hook (loop thread): engine outputs wait, unrouted, until
+        ``release_outputs()``; commands stay in flight, so a test sees a session that has
+        taken more seqs than it has answered, deterministically."""
+        self._holding = True
+
+    def hold_completion(self) -> None:
+        """Test hook (loop thread): outputs are routed, but commands that made no later
+        report stay in flight (no settle) until ``release_completion()``."""
+        self._holding_completion = True
+
+    def release_completion(self) -> None:
+        """Ends ``hold_completion``: finished commands complete now (loop thread)."""
+        self._holding_completion = False
+        self._settle()
+
+    def release_outputs(self) -> None:
+        """Ends ``hold_outputs``: the waiting outputs are routed now (loop thread)."""
+        self._holding = False
+        self._drain_outputs()
+
     def _drain_outputs(self) -> None:
         # clear the flag before draining: a record queued after this point schedules again
         self._scheduled = False
+        if self._holding:
+            return
         q = self._outq
         route = self.table.route
         dirty_add = self.dirty.add
         reports = dropped = routed = 0
         popleft = q.popleft
+        subscribers = self.table.subscribers
         while q:
-            rec = popleft()
-            routed += 1
-            type_id = rec.type_id
-            if type_id == TYPE_BREAKER_TRIPPED and self._held_from < 0:
-                self._held_from = rec.cause  # outputs from this input on are held
-            for s, seq, msg in route(type_id, rec.payload, rec.correlation_id, rec.cause):
-                reports += 1
-                if seq:
-                    s.record(seq, msg)
-                c = s.conn
-                if c is None:
-                    continue
-                if c.paused and type(msg) is MarketData:
-                    dropped += 1  # a latest value: the next update replaces it
-                    continue
-                c.send(msg)
-                if seq:
-                    dirty_add(c)  # the Ack may move even with nothing else to say
+            # the slots are read in C; market data of a symbol nobody watches (most outputs
+            # of a busy book) is skipped there, but still counts for the report seqs
+            slots = OutputSlots(*popleft(), subscribers)
+            rseq0 = report_seq(self._out_base + self._routed + routed)  # the block's first
+            for i, type_id, payload, corr, cause in slots:
+                if type_id == TYPE_BREAKER_TRIPPED and self._held_from < 0:
+                    self._held_from = cause  # outputs from this input on are held
+                for s, seq, msg in route(type_id, payload, corr, cause, rseq0 + 2 * i):
+                    reports += 1
+                    if seq:
+                        s.record(seq, msg)
+                    c = s.conn
+                    if c is None:
+                        continue
+                    if c.paused and type(msg) is MarketData:
+                        dropped += 1  # a latest value: the next update replaces it
+                        continue
+                    c.send(msg)
+                    if seq:
+                        dirty_add(c)  # the Ack may move even with nothing else to say
+            routed += slots.count
         self._routed += routed
         m = self.metrics
         m.reports += reports
@@ -637,7 +880,11 @@ class Gateway:
         if from_timer:
             self._settle_timer = None
         table = self.table
-        if table.unsettled:
+        if table.unsettled and self._holding_completion:
+            if self._settle_timer is None:  # look again later
+                assert self._loop is not None
+                self._settle_timer = self._loop.call_later(0.05, self._settle, True)
+        elif table.unsettled:
             p = self.processor
             done = _done_through(p, self._routed + self._published0)
             if self._held_from >= 0:

@@ -13,6 +13,7 @@ Nothing here does I/O; ``ringlog.gateway.server`` owns the sockets and the proce
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import struct
 import time
@@ -35,6 +36,8 @@ from ..errors import RingLogError
 from ..events import CONTROL_BASE
 from .protocol import (
     Cancel,
+    Error,
+    ErrorCode,
     MarketData,
     MassCancel,
     Modify,
@@ -57,6 +60,7 @@ __all__ = [
     "correlation",
     "encode_command",
     "load_config",
+    "report_seq",
     "split_correlation",
 ]
 
@@ -65,6 +69,12 @@ SEQ_MASK = (1 << SEQ_BITS) - 1
 MAX_SESSION_ID = (1 << 23) - 1  # keeps the correlation id a positive int64
 ORDER_BITS = 32  # engine order id = account << ORDER_BITS | client order id
 ORDER_MASK = (1 << ORDER_BITS) - 1
+
+# The resend store's accounting, in bytes: a kept message costs at most ANSWER_COST (the
+# largest answer Struct is 120 bytes by sys.getsizeof, plus its list slot; strings are shared
+# constants), a kept seq SEQ_COST more (its list and its OrderedDict entry).
+ANSWER_COST = 160
+SEQ_COST = 200
 
 # Binary layouts of records.py as struct formats (a test checks them against the dtypes).
 COMMAND = struct.Struct("<QqqIIBBBBB3xQ")
@@ -109,14 +119,23 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     max_buffered: int = 8 << 20  # unsent bytes beyond which the session is closed
     socket_buffer: int = 0  # SO_SNDBUF of each connection; 0 = the kernel's default
     heartbeat_grace: float = 2.0  # a session silent for grace x its heartbeat is closed
+    logon_timeout: float = 10.0  # seconds a connection may stay without a successful logon
+    idle_timeout: float = 300.0  # seconds a session without heartbeat_ms may stay silent
+    frame_timeout: float = 10.0  # seconds a started frame may stay incomplete
+    max_connections: int = 1_024  # open connections in total (logged on or not)
+    max_connections_per_peer: int = 64  # ... from one peer address
+    session_memory: int = 4 << 20  # bytes of answers kept for resends per session
 
     def __post_init__(self) -> None:
         for name in ("max_frame", "burst", "max_open_orders", "max_errors", "resend_window",
-                     "max_inflight", "high_water", "max_buffered"):
+                     "max_inflight", "high_water", "max_buffered", "max_connections",
+                     "max_connections_per_peer", "session_memory"):
             if getattr(self, name) < 1:
                 raise ValueError(f"limits.{name} must be >= 1, got {getattr(self, name)}")
-        if self.rate <= 0:
-            raise ValueError(f"limits.rate must be > 0, got {self.rate}")
+        for name in ("rate", "logon_timeout", "idle_timeout", "frame_timeout",
+                     "heartbeat_grace"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"limits.{name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.low_water <= self.high_water <= self.max_buffered:
             raise ValueError("limits need 0 <= low_water <= high_water <= max_buffered")
         if self.max_frame > 1 << 20:
@@ -162,6 +181,13 @@ def load_config(path: str | Path) -> GatewayConfig:
         return msgspec.toml.decode(data, type=GatewayConfig)
     except (msgspec.ValidationError, msgspec.DecodeError) as e:
         raise GatewayConfigError(f"invalid gateway config {p}: {e}") from e
+
+
+def report_seq(out_seq: int) -> int:
+    """The report seq of the first report made by output journal record ``out_seq`` (a
+    trade's second, the maker's, is one more): deterministic from the output journal, the
+    same after a restart and on every replica (docs/protocol.md, "Execution reports")."""
+    return 2 * out_seq + 1
 
 
 def correlation(session_id: int, seq: int) -> int:
@@ -233,16 +259,19 @@ class Session:
         "account",
         "acked",
         "answers",
+        "budget",
         "causes",
         "conn",
         "depth",
         "errors",
+        "evicted",
         "id",
         "inflight",
-        "last_heard",
+        "kept",
         "last_seen",
         "news",
-        "token",
+        "overflowed",
+        "token_digest",
         "token_time",
         "tokens",
         "window",
@@ -251,7 +280,7 @@ class Session:
     def __init__(self, entry: SessionEntry, limits: Limits) -> None:
         self.id = entry.id
         self.account = entry.account
-        self.token = entry.token.encode()
+        self.token_digest = hashlib.sha256(entry.token.encode()).digest()
         self.last_seen = 0
         self.acked = 0
         self.inflight: deque[int] = deque()
@@ -259,21 +288,48 @@ class Session:
         self.news: set[int] = set()  # in-flight seqs that are new orders
         self.answers: OrderedDict[int, list[msgspec.Struct]] = OrderedDict()
         self.window = limits.resend_window
+        self.budget = limits.session_memory
+        self.kept = 0  # bytes of kept answers, by the server's accounting (ANSWER_COST...)
+        self.overflowed: set[int] = set()  # kept seqs whose answers passed the budget
+        self.evicted = 0  # seqs dropped from the resend store (window or budget)
         self.conn: Any = None
         self.depth: dict[int, int] = {}  # market data subscriptions: symbol -> depth
         self.errors = 0
         self.tokens = float(limits.burst)
         self.token_time = time.monotonic()
-        self.last_heard = self.token_time
 
     def record(self, seq: int, msg: msgspec.Struct) -> None:
-        """Keeps an answer to ``seq`` for resends (the oldest seqs fall out of the window)."""
-        lst = self.answers.get(seq)
+        """Keeps an answer to ``seq`` for resends, within the window of seqs and the byte
+        budget: the oldest seqs go first; a seq whose answers alone pass the budget keeps one
+        memory_limit error instead (it was answered once; a resend says to ask again)."""
+        answers = self.answers
+        lst = answers.get(seq)
         if lst is None:
-            self.answers[seq] = lst = []
-            if len(self.answers) > self.window:
-                self.answers.popitem(last=False)
+            answers[seq] = lst = []
+            self.kept += SEQ_COST
+            if len(answers) > self.window:
+                self._evict()
+        elif seq in self.overflowed:
+            return
         lst.append(msg)
+        self.kept += ANSWER_COST
+        while self.kept > self.budget:
+            if next(iter(answers)) != seq:
+                self._evict()
+                continue
+            # this seq alone is over the budget (a large OpenOrders reply)
+            self.kept -= ANSWER_COST * (len(lst) - 1)
+            answers[seq] = [Error(ErrorCode.MEMORY_LIMIT,
+                                  f"the answers of seq {seq} passed this session's resend "
+                                  f"budget ({self.budget} bytes): not kept, ask again", seq)]
+            self.overflowed.add(seq)
+            break
+
+    def _evict(self) -> None:
+        seq, lst = self.answers.popitem(last=False)
+        self.kept -= SEQ_COST + ANSWER_COST * len(lst)
+        self.overflowed.discard(seq)
+        self.evicted += 1
 
     def complete_through(self, seq: int) -> int:
         """Marks in-flight seqs up to ``seq`` answered (reports of a session arrive in seq
@@ -324,13 +380,16 @@ class SessionTable:
         self.subscribers: dict[int, set[Session]] = {}
         self.rebuilding: set[int] = set()  # accounts whose open-orders query is unanswered
         self.unsettled: set[Session] = set()  # sessions with commands in flight
+        self.copiers: dict[int, set[Session]] = {}  # account -> drop-copy sessions
 
     def authenticate(self, token: str) -> Session | None:
-        """The session of ``token``: compares against every token in constant time each."""
-        t = token.encode()
+        """The session of ``token``. The token is hashed first and the digests compared in
+        constant time against every session's, so the cost depends neither on where a guess
+        differs nor on the length of what a client sends (beyond hashing it once)."""
+        d = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
         found = None
         for s in self.by_id.values():
-            if hmac.compare_digest(s.token, t):
+            if hmac.compare_digest(s.token_digest, d):
                 found = s
         return found
 
@@ -380,18 +439,20 @@ class SessionTable:
                 self.unsettled.discard(s)
         return out
 
-    def route(self, type_id: int, payload: bytes, corr: int, cause: int = -1,
-              ) -> list[tuple[Session, int, msgspec.Struct]]:
+    def route(self, type_id: int, payload: bytes, corr: int, cause: int = -1, rseq: int = 0,
+              effects: bool = True) -> list[tuple[Session, int, msgspec.Struct]]:
         """Deliveries of one engine output (``cause``: the journal sequence of the input that
-        made it); also updates live orders and in-flight seqs. (The hot path of every report:
-        a list, not a generator, and the common order reports without helper calls.)"""
+        made it; ``rseq``: the report seq of its first report, ``report_seq(out_seq)``); with
+        ``effects`` also updates live orders and in-flight seqs (without: a replay of the
+        journal, which must change nothing). (The hot path of every report: a list, not a
+        generator, and the common order reports without helper calls.)"""
         if type_id >= CONTROL_BASE:
             # the processor's own outputs (breaker tripped/closed) carry the correlation of
             # the input they followed; they are not the engine's answer to it
             return []
         sid, seq = corr >> SEQ_BITS, corr & SEQ_MASK
         req = self.by_id.get(sid) if sid else None
-        if req is not None and seq:
+        if effects and req is not None and seq:
             # a session's commands are journaled in seq order: a report of seq means every
             # earlier seq is done (even one that made no report); seq itself may have more
             q = req.inflight
@@ -401,41 +462,44 @@ class SessionTable:
         if kind is not None:
             eid, account, symbol, price, qty, leaves, _side, reason, _cmd = \
                 REPORT.unpack(payload)
-            live = self.live.get(account)
+            live = self.live.get(account) if effects else None
             if live is not None:
                 if type_id == R.RESTED or (type_id == R.MODIFIED and leaves > 0):
                     live.add(eid)
                 elif type_id == R.CANCELLED or type_id == R.MODIFIED:
                     live.discard(eid)
             msg = Report(seq, kind, eid & ORDER_MASK if eid >> ORDER_BITS == account else 0,
-                         _reason(type_id, reason), price, qty, leaves, 0, 0, symbol)
-            if req is not None and req.account == account:
+                         _reason(type_id, reason), price, qty, leaves, 0, 0, symbol, rseq)
+            if req is not None and req.account == account and account not in self.copiers:
                 return [(req, seq, msg)]
             return self._to_account(req, seq, account, msg)
-        return list(self._route_other(type_id, payload, req, sid, seq))
+        return list(self._route_other(type_id, payload, req, sid, seq, rseq, effects))
 
     def _route_other(self, type_id: int, payload: bytes, req: Session | None, sid: int,
-                     seq: int) -> Iterator[tuple[Session, int, msgspec.Struct]]:
+                     seq: int, rseq: int, effects: bool,
+                     ) -> Iterator[tuple[Session, int, msgspec.Struct]]:
         """Deliveries of the outputs that are not an order's own report."""
         if type_id == R.TRADE:
             (taker, maker, t_acct, m_acct, symbol, _side, price, qty, t_leaves,
              m_leaves) = TRADE.unpack(payload)
-            for acct, eid, left in ((t_acct, taker, t_leaves), (m_acct, maker, m_leaves)):
-                if not left and acct in self.live:
-                    self.live[acct].discard(eid)
+            if effects:
+                for acct, eid, left in ((t_acct, taker, t_leaves), (m_acct, maker, m_leaves)):
+                    if not left and acct in self.live:
+                        self.live[acct].discard(eid)
             taker_msg = Report(seq, "trade", _client_id(taker, t_acct), "", price, qty, t_leaves,
                                maker_id=_client_id(maker, t_acct),
-                               taker_id=_client_id(taker, t_acct), symbol=symbol)
+                               taker_id=_client_id(taker, t_acct), symbol=symbol, rseq=rseq)
             yield from self._to_account(req, seq, t_acct, taker_msg)
             maker_msg = Report(0, "trade", _client_id(maker, m_acct), "", price, qty, m_leaves,
                                maker_id=_client_id(maker, m_acct),
-                               taker_id=_client_id(taker, m_acct), symbol=symbol)
+                               taker_id=_client_id(taker, m_acct), symbol=symbol,
+                               rseq=rseq + 1 if rseq else 0)
             yield from self._to_account(None, 0, m_acct, maker_msg)
         elif type_id == R.ORDER_INFO:
             eid, account, symbol, price, _qty, leaves, side, _, _cmd = \
                 REPORT.unpack(payload)
             if req is None and sid == 0:  # the gateway's own query: seq is the account
-                if leaves > 0 and seq in self.live:
+                if effects and leaves > 0 and seq in self.live:
                     self.live[seq].add(eid)
                 return
             if req is not None:
@@ -444,7 +508,8 @@ class SessionTable:
         elif type_id == R.OPEN_ORDERS_END:
             count = REPORT.unpack(payload)[0]
             if req is None and sid == 0:
-                self.rebuilding.discard(seq)
+                if effects:
+                    self.rebuilding.discard(seq)
             elif req is not None:
                 yield req, seq, OpenOrdersEnd(seq, count)
         elif type_id == R.L1:
@@ -468,9 +533,24 @@ class SessionTable:
     def _to_account(self, req: Session | None, seq: int, account: int,
                     msg: msgspec.Struct) -> list[tuple[Session, int, msgspec.Struct]]:
         if req is not None and req.account == account:
-            return [(req, seq, msg)]
+            copiers = self.copiers.get(account)
+            if not copiers:
+                return [(req, seq, msg)]
+            # drop copies: the account's other sessions that subscribed hear it, unsolicited
+            copy = msgspec.structs.replace(msg, seq=0)
+            return [(req, seq, msg)] + [(s, 0, copy) for s in copiers if s is not req]
         # not this session's command (a maker's fill, an operator's kill): every session of
         # the account hears it, unsolicited (seq 0)
         if seq:
             msg = msgspec.structs.replace(msg, seq=0)
         return [(s, 0, msg) for s in self.by_account.get(account, ())]
+
+    def set_drop_copy(self, s: Session, on: bool) -> None:
+        """Subscribes (or not) a session to every report of its account (drop copy)."""
+        copiers = self.copiers.setdefault(s.account, set())
+        if on:
+            copiers.add(s)
+        else:
+            copiers.discard(s)
+        if not copiers:
+            del self.copiers[s.account]
