@@ -34,19 +34,32 @@ class Shard:
         async def note(e: BaseException) -> None:
             self.errors.append(e)
             print("NATSERR", repr(e), flush=True)
+        self._note = note
+        self.old: list[Any] = []
         self.nc = await nats.connect(self.cfg.servers, max_reconnect_attempts=-1,
                                      reconnect_time_wait=0.1, error_cb=note)
         self.js = self.nc.jetstream(timeout=5)
         await wait_for_jetstream(self.js)
         await ensure_shard(self.js, self.cfg, 0)
         self.watch = ShardWatch(self.js, self.cfg)
+        self.watch.reconnect = self.reconnect
         return self
+
+    async def reconnect(self) -> Any:
+        """A new connection after nats-py closed the old one for good (it does on a server
+        -ERR while reconnecting); the watcher moves to it too."""
+        self.old.append(self.nc)
+        self.nc = await nats.connect(self.cfg.servers, max_reconnect_attempts=-1,
+                                     reconnect_time_wait=0.1, error_cb=self._note)
+        self.js = self.watch.js = self.nc.jetstream(timeout=5)
+        return self.js
 
     async def __aexit__(self, *exc: Any) -> None:
         for r in self.replicas.values():
             r.stop()
-        with contextlib.suppress(Exception):
-            await self.nc.close()
+        for nc in [*self.old, self.nc]:
+            with contextlib.suppress(Exception):
+                await nc.close()
 
     def start(self, rid: str, handler: str = "ringlog.engine.flow:demo_engine",
               fresh_dir: bool = False) -> ReplicaProcess:
@@ -88,7 +101,7 @@ class Load:
     """Publishes engine commands at about ``rate`` per second until stopped."""
 
     def __init__(self, shard: Shard, rate: float = 2000, n: int = 200_000) -> None:
-        self.pub = InputPublisher(shard.js, shard.cfg, 0)
+        self.pub = InputPublisher(shard.js, shard.cfg, 0, reconnect=shard.reconnect)
         self.commands = engine_commands(n)
         self.rate = rate
         self.sent = 0

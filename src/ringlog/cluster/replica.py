@@ -111,20 +111,20 @@ class Replica:
         self._skip = 0  # commands of message _next_seq already journaled (a crash cut it)
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._reconnecting: asyncio.Future[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     async def run(self) -> int:
         """Connects, recovers, then consumes and (when leading) publishes until stopped.
         Returns 0, or EXIT_DIVERGED after a divergence."""
         self._loop = asyncio.get_running_loop()
-        self.nc = await connect(self.cfg, f"ringlog-{self.config.replica_id}",
-                                on_closed=self._connection_closed)
-        self.js = self.nc.jetstream(timeout=self.cfg.publish_timeout)
-        await wait_for_jetstream(self.js)
+        await self._connect()
         await ensure_shard(self.js, self.cfg, self.config.shard)
         self.lease_kv = await self.js.key_value(self.names.lease_bucket)
         self.ckpt_kv = await self.js.key_value(self.names.checkpoint_bucket)
         self.status_kv = await self.js.key_value(self.names.status_bucket)
+        self.lease = Lease(self.lease_kv, self.names.lease_key, self.config.replica_id,
+                           self.cfg.lease_ttl)
         self._recover()
         self._event("started", next_seq=self._next_seq, skip=self._skip)
         self.status.role = "standby"
@@ -164,11 +164,28 @@ class Replica:
         if not task.cancelled() and task.exception() is not None:
             self._fail(task.exception())  # type: ignore[arg-type]
 
+    async def _connect(self) -> None:
+        self.nc = await connect(self.cfg, f"ringlog-{self.config.replica_id}",
+                                on_closed=self._connection_closed)
+        self.js = self.nc.jetstream(timeout=self.cfg.publish_timeout)
+        await wait_for_jetstream(self.js)
+
     def _connection_closed(self) -> None:
+        """nats-py closes a connection for good on a server -ERR while reconnecting: open a
+        new one and move the buckets to it (the tasks pick up ``self.js`` as they retry)."""
         if not self._stopping.is_set():
-            self._fail(RingLogError("the NATS connection closed for good (nats-py gives up "
-                                    "after an error while reconnecting): restart the "
-                                    "replica; it resumes from its journal"))
+            self._reconnecting = asyncio.ensure_future(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        try:
+            await self._connect()
+            self.lease_kv = await self.js.key_value(self.names.lease_bucket)
+            self.ckpt_kv = await self.js.key_value(self.names.checkpoint_bucket)
+            self.status_kv = await self.js.key_value(self.names.status_bucket)
+            self.lease.kv = self.lease_kv
+            self._event("reconnected")
+        except BaseException as e:
+            self._fail(e)
 
     def _fail(self, e: BaseException) -> None:
         if self._error is None:
@@ -308,9 +325,25 @@ class Replica:
             if seq % every == 0:
                 h = self._hash_now(last_ring)
                 cp = Checkpoint(seq, h, self.config.replica_id)
+                self._record(seq, cp)
+
+    def _record(self, seq: int, cp: Checkpoint) -> None:
+        """Records or checks a checkpoint from the feeder thread; retries NATS trouble (a
+        timeout, a connection replaced meanwhile) for up to a minute."""
+        assert self._loop is not None
+        deadline = time.monotonic() + 60
+        while True:
+            try:
                 asyncio.run_coroutine_threadsafe(
                     record_checkpoint(self.ckpt_kv, self.names.checkpoint_key(seq), cp),
-                    self._loop).result(timeout=60)
+                    self._loop).result(timeout=30)
+                return
+            except Divergence:
+                raise
+            except Exception:
+                if time.monotonic() > deadline or self._stopping.is_set():
+                    raise
+                time.sleep(0.1)
 
     def _hash_now(self, last_ring: int) -> str:
         """Waits until the loop has processed everything published, then hashes the state
@@ -332,9 +365,7 @@ class Replica:
     async def _lead(self) -> None:
         """Standby: try to take the lease every ttl/8. Leader: renew it every ttl/4 and
         publish output batches while it is trusted."""
-        lease = Lease(self.lease_kv, self.names.lease_key, self.config.replica_id,
-                      self.cfg.lease_ttl)
-        self.lease = lease
+        lease = self.lease
         try:
             while True:
                 if self.config.standby_only or not await lease.try_acquire():
@@ -346,6 +377,9 @@ class Replica:
                 renew = asyncio.ensure_future(self._renew(lease))
                 try:
                     await self._publish_outputs(lease)
+                except Exception as e:  # NATS trouble: stand down, the lease decides anew
+                    self._event("publish_error", error=repr(e))
+                    lease.valid_until = 0.0
                 finally:
                     renew.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -365,6 +399,7 @@ class Replica:
         """Publishes output batches from the output stream's last sequence on, while the
         lease is trusted; returns when it is not. The batch at that last sequence (when this
         replica has it) and any batch the stream already holds are compared byte for byte."""
+        import nats.errors
         from nats.js.errors import BadRequestError
 
         info = await self.js.stream_info(self.names.output_stream)
@@ -403,8 +438,8 @@ class Replica:
                         last = int((await self.js.stream_info(
                             self.names.output_stream)).state.last_seq)
                         continue
-                    except RingLogError:
-                        return  # no quorum within a lease: let the lease decide
+                    except (RingLogError, nats.errors.ConnectionClosedError):
+                        return  # no quorum within a lease, or a new connection: retry
                     last = seq
                     self.status.published_seq = seq
         finally:

@@ -25,6 +25,7 @@ import contextlib
 import time
 import uuid
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -132,8 +133,10 @@ class InputPublisher:
     """
 
     def __init__(self, js: Any, cfg: ClusterConfig, shard: int, *,
-                 publisher_id: str | None = None, max_pending: int = 64) -> None:
+                 publisher_id: str | None = None, max_pending: int = 64,
+                 reconnect: Callable[[], Awaitable[Any]] | None = None) -> None:
         self.js = js
+        self.reconnect = reconnect  # a new JetStream context once nats-py closed the old one
         self.cfg = cfg
         self.names = cfg.names(shard)
         self.publisher_id = publisher_id or uuid.uuid4().hex[:12]
@@ -217,6 +220,8 @@ class InputPublisher:
                 await self._sender
 
     async def _send_loop(self) -> None:
+        import nats.errors
+
         try:
             while True:
                 if not self._ready:
@@ -225,9 +230,15 @@ class InputPublisher:
                     await self._wake.wait()
                     continue
                 msg_id, data = self._ready[0]
-                self.last_seq = await publish_once(self.js, self.names.input_subject, data,
-                                                   msg_id, self.cfg.publish_timeout,
-                                                   self.cfg.duplicate_window, self)
+                try:
+                    self.last_seq = await publish_once(self.js, self.names.input_subject, data,
+                                                       msg_id, self.cfg.publish_timeout,
+                                                       self.cfg.duplicate_window, self)
+                except nats.errors.ConnectionClosedError:
+                    if self.reconnect is None:
+                        raise
+                    self.js = await self.reconnect()  # the same batch again, same id
+                    continue
                 self._ready.popleft()
                 self.batches_sent += 1
                 if len(self._ready) < self.max_pending:

@@ -116,6 +116,7 @@ class ShardWatch:
         self.js = js
         self.cfg = cfg
         self.names = cfg.names(shard)
+        self.reconnect: Callable[[], Any] | None = None  # called if nats-py closed ``js``
 
     async def status(self, replica_id: str) -> ReplicaStatus | None:
         """The replica's last published status, None if it never published one."""
@@ -158,9 +159,17 @@ class ShardWatch:
     async def wait(self, predicate: Callable[[], Any], what: str,
                    timeout: float = 30.0) -> Any:
         """Polls the coroutine function ``predicate`` until it returns something true."""
+        import nats.errors
+
         deadline = time.monotonic() + timeout
         while True:
-            got = await predicate()
+            try:
+                got = await predicate()
+            except nats.errors.ConnectionClosedError:
+                if self.reconnect is None:
+                    raise
+                await self.reconnect()  # sets self.js
+                got = None
             if got:
                 return got
             if time.monotonic() > deadline:
