@@ -73,7 +73,7 @@ class Shard:
         return r
 
     async def leader(self, not_: str | None = None, since: float = 0.0,
-                     timeout: float = 30.0) -> str:
+                     timeout: float = 60.0) -> str:
         """The replica that leads (another than ``not_``, leading since ``since``)."""
         async def led() -> str | None:
             holder = await self.watch.leader()

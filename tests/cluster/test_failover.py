@@ -28,7 +28,7 @@ async def _failovers(cfg: Any, tmp: Any, trials: int, report: list[str]) -> None
             mark = await shard.watch.last_output_seq()
             async def moved(mark: int = mark) -> bool:
                 return await shard.watch.last_output_seq() >= mark + 3
-            await shard.watch.wait(moved, "the leader publishing", 30)
+            await shard.watch.wait(moved, "the leader publishing", 90)
             t0 = time.time()
             shard.replicas[leader].kill()
             new = await shard.leader(not_=leader, since=t0)
