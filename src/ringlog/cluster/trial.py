@@ -170,6 +170,8 @@ class ShardWatch:
                     raise
                 await self.reconnect()  # sets self.js
                 got = None
+            except (nats.errors.Error, TimeoutError):
+                got = None  # no stream leader yet, a timeout: NATS is electing; ask again
             if got:
                 return got
             if time.monotonic() > deadline:
