@@ -138,10 +138,15 @@ class Replica:
         await self._stopping.wait()
         for t in tasks:
             t.cancel()
-        for t in tasks:
+        for t in tasks:  # (bounded: a stop never hangs on NATS)
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        self._queue.put(None)
+                await asyncio.wait_for(t, 5)
+        while True:  # the feeder may be gone (it failed): never block on a full queue
+            with contextlib.suppress(queue.Empty):
+                self._queue.get_nowait()
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait(None)
+                break
         await asyncio.get_running_loop().run_in_executor(None, feeder.join, 10)
         if self.processor is not None:
             with contextlib.suppress(Exception):
@@ -149,9 +154,9 @@ class Replica:
         diverged = isinstance(self._error, Divergence)
         self.status.role = "diverged" if diverged else "stopped"
         with contextlib.suppress(Exception):
-            await self._put_status()
+            await asyncio.wait_for(self._put_status(), 5)
         with contextlib.suppress(Exception):
-            await self.nc.close()
+            await asyncio.wait_for(self.nc.close(), 5)
         if self._error is not None and not diverged:
             raise self._error
         return EXIT_DIVERGED if diverged else 0
