@@ -119,13 +119,18 @@ class ShardWatch:
         self.reconnect: Callable[[], Any] | None = None  # called if nats-py closed ``js``
 
     async def status(self, replica_id: str) -> ReplicaStatus | None:
-        """The replica's last published status, None if it never published one."""
+        """The replica's last published status, None if it never published one. Read from
+        the bucket's stream leader (a key-value get may be served by a follower that lags,
+        e.g. a NATS node catching up after a restart)."""
+        bucket = self.names.status_bucket
         try:
-            kv = await self.js.key_value(self.names.status_bucket)
-            entry = await kv.get(self.names.status_key(replica_id))
+            msg = await self.js.get_last_msg(f"KV_{bucket}", f"$KV.{bucket}."
+                                             f"{self.names.status_key(replica_id)}")
         except Exception:
             return None
-        return msgspec.json.decode(entry.value, type=ReplicaStatus)
+        if not msg.data:
+            return None
+        return msgspec.json.decode(msg.data, type=ReplicaStatus)
 
     async def leader(self) -> str | None:
         """The lease holder named in the bucket (None: no one)."""
