@@ -35,7 +35,12 @@ from typing import Any
 
 import msgspec
 
-from ..errors import CircuitOpenError, InsufficientCapacityError, RingClosedError
+from ..errors import (
+    CircuitOpenError,
+    InsufficientCapacityError,
+    JournalError,
+    RingClosedError,
+)
 from ..events import TYPE_BREAKER_TRIPPED
 from ..journal import JournalReader
 from .protocol import (
@@ -595,6 +600,16 @@ class Gateway:
         output journal up to ``end`` (the records routed so far: the later ones reach this
         connection live). Solicited answers come back through resends, not here."""
         reader = JournalReader(self.processor.output.path)
+        try:
+            self._replay_from(reader, conn, s, after, end)
+        except JournalError as e:  # retention dropped a segment while we read it
+            conn.send(Error(ErrorCode.REPORTS_GONE,
+                            f"the report replay stopped: {e}; use OpenOrders"))
+        finally:
+            reader.close()
+
+    def _replay_from(self, reader: JournalReader, conn: Connection, s: Session, after: int,
+                     end: int) -> None:
         segs = reader.segments()
         first = segs[0][0] if segs else end
         if after < 2 * first:  # retention dropped the records that made these
