@@ -262,6 +262,7 @@ def processor_dir(tmp_path_factory):
         for i, e in enumerate(book_events(600)):
             p.publish(e, 1, timestamp_ns=T0 + i * 1_000_000)
         p.drain(timeout=60)
+        p.stop()
         history = dict(cli_handler.Book.history)
     finally:
         cli_handler.Book.history = None
@@ -404,6 +405,7 @@ def test_replay_with_the_breaker_halts_and_resumes_where_the_live_run_did(tmp_pa
     p.release_held(timestamp_ns=10_001 * ms)
     p.reset_breaker(timestamp_ns=20_000 * ms)
     p.drain(timeout=60)
+    p.stop()
     live = h.dump_state()
     outputs = len(list(JournalReader(d / "output")))
     assert any(r.type_id == 0xFFFF_FF10 for r in JournalReader(d / "output"))  # it tripped
@@ -454,6 +456,7 @@ def test_replay_rebuilds_the_matching_engine_book_at_a_sequence(tmp_path):
     for i in range(2000):
         p.publish(cmds[i:i + 1].tobytes(), int(types[i]), timestamp_ns=T0 + 1000 * i)
     p.drain(timeout=120)
+    p.stop()
     direct = Engine(cfg)  # the engine's state after each command, computed directly
     for i in range(1500):
         direct.apply(int(types[i]), cmds[i:i + 1].tobytes())

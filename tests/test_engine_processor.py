@@ -18,6 +18,7 @@ def run_flow(path, cfg, n, seed, snapshot_every=0, breaker=None):
     for i in range(n):
         p.publish(cmds[i:i + 1].tobytes(), int(types[i]), timestamp_ns=1_000 * i)
     p.drain(timeout=120)
+    p.stop()
     return engine, cmds, types
 
 
@@ -83,6 +84,7 @@ def test_breaker_limits_outputs_per_account_and_holds_them(tmp_path):
         p.publish(new_order(100 + i, account=1, symbol=1, side=Side.SELL, price=10_010 + i,
                             qty=1), Command.NEW, timestamp_ns=1_000 * (i + 1))
     p.drain(timeout=30)
+    p.stop()
     assert trips and trips[0].key == 1 and trips[0].limit
     assert p.breaker.state_name == "open" and p.breaker.held_count > 0
     # the 41st output of account 1 (its 21st order) trips; later input waits in the journal
@@ -100,6 +102,7 @@ def test_garbage_payloads_are_rejected_not_fatal_to_the_loop(tmp_path, payload):
     p.publish(payload, Command.NEW)
     p.publish(payload, 4242)
     p.drain(timeout=30)
+    p.stop()
     assert [r.type_id for r in got] == [Report.REJECTED, Report.REJECTED]
 
 
@@ -113,5 +116,6 @@ def test_default_engine_config_runs_behind_the_default_processor_config(tmp_path
     p.start()
     p.publish(new_order(1, account=1, symbol=1, side=Side.BUY, price=10, qty=1), Command.NEW)
     p.drain(timeout=30)
+    p.stop()
     assert [r.type_id for r in got] == [Report.ACCEPTED, Report.RESTED, Report.L1]
     assert cfg.min_slot_size <= ProcessorConfig().slot_size

@@ -13,12 +13,14 @@ from hypothesis import strategies as st
 from ringlog import JournalCorruptError, JournalError
 from ringlog._journal import HEADER_SIZE, crc32c, crc32c_mode
 from ringlog.journal import Journal, JournalReader, list_segments
+from ringlog.journaltool import check
 
 SMALL = 1 << 14
 
 
-def _make(path, n=500, size=40):
-    with Journal(path, segment_size=SMALL, durability="none") as j:
+def _make(path, n=500, size=40, durability="group"):
+    # group: close() syncs and publishes the durable mark, so every record is durable
+    with Journal(path, segment_size=SMALL, durability=durability) as j:
         for i in range(n):
             j.append(bytes([i & 0xFF]) * size, 1, timestamp_ns=i)
     return [p for _, p in list_segments(path)]
@@ -112,7 +114,7 @@ def test_bit_flip_in_the_middle_of_the_last_segment_is_corruption_not_a_torn_tai
 
 
 def test_torn_last_record_is_truncated_and_reported(tmp_path):
-    segs = _make(tmp_path)
+    segs = _make(tmp_path, durability="none")  # the last record is past the durable mark
     last = segs[-1]
     off, n = _record_offsets(last)[-1]
     raw = bytearray(last.read_bytes())
@@ -128,7 +130,7 @@ def test_torn_last_record_is_truncated_and_reported(tmp_path):
 
 
 def test_torn_length_word_is_truncated(tmp_path):
-    segs = _make(tmp_path)
+    segs = _make(tmp_path, durability="none")
     last = segs[-1]
     off, n = _record_offsets(last)[-1]
     end = off + 8 + ((n + 7) & ~7)
@@ -216,6 +218,10 @@ def test_a_bit_flip_at_any_offset_of_a_sealed_segment_is_detected_where_it_is(
     raw = bytearray(seg.read_bytes())
     raw[pos] ^= 1 << data.draw(st.integers(0, 7))
     seg.write_bytes(raw)
+    if HEADER_SIZE - 16 <= pos < HEADER_SIZE:  # the durable-mark hint: not a record's damage
+        p = check(d).problem
+        assert (p.kind, p.path, p.offset) == ("hint", str(seg), HEADER_SIZE - 16)
+        return
     with pytest.raises(JournalCorruptError) as e:
         JournalReader(d).verify_all()
     assert e.value.path == str(seg)
@@ -235,11 +241,12 @@ def test_padding_and_durable_mark_damage_are_named(tmp_path):
         JournalReader(tmp_path).verify_all()
     assert e.value.offset == off
     raw[off + 8 + n] = 0
-    raw[HEADER_SIZE - 3] ^= 4  # inside the durable sequence mark
+    raw[HEADER_SIZE - 3] ^= 4  # inside the durable sequence mark: a hint, not a record
     segs[0].write_bytes(raw)
-    with pytest.raises(JournalCorruptError, match="durable sequence mark damaged") as e:
-        JournalReader(tmp_path).verify_all()
-    assert e.value.offset == HEADER_SIZE - 16
+    assert JournalReader(tmp_path).verify_all() == (300, 299)
+    p = check(tmp_path).problem
+    assert (p.kind, p.path, p.offset) == ("hint", str(segs[0]), HEADER_SIZE - 16)
+    assert "durable sequence mark damaged" in p.message
     raw[HEADER_SIZE - 3] ^= 4
     last, m = _record_offsets(segs[0])[-1]
     end = last + 8 + ((m + 7) & ~7)

@@ -19,7 +19,7 @@ N = 500
 def pristine(tmp_path_factory):
     """A small journal of 3 segments and the extent of every checksummed byte in it."""
     d = tmp_path_factory.mktemp("jt") / "j"
-    with Journal(d, segment_size=16384, durability="none") as j:
+    with Journal(d, segment_size=16384, durability="group") as j:  # all durable on close
         for i in range(N):
             j.append(struct.pack("<q", i) * (1 + i % 3), 1 + i % 4, timestamp_ns=i)
     extents = []  # (file name, start, end, sequence, last record of the journal)

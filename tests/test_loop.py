@@ -122,6 +122,7 @@ def test_live_loop_and_replay_match_the_model_on_random_mixes(kind, ops, half_op
                                  flags=e.flags, correlation_id=e.correlation_id,
                                  producer_id=e.producer_id, producer_seq=e.producer_seq)
         p.drain(timeout=30)
+        p.stop()
         assert [key(o) for o in outs] == [key(o) for o in m.published]
         assert (h.count, h.total) == (m.handler.count, m.handler.total)
         assert loop_figures(p._loop) == model_figures(m)
@@ -179,12 +180,14 @@ def test_flyweight_event_carries_the_journal_sequence_live_and_on_replay(tmp_pat
     for v in range(50):
         p.publish(ev(v), 5)
     p.drain(timeout=30)
+    p.stop()
     r2 = Recorder()
     p2 = Processor(r2, tmp_path, CFG)
     p2.start()  # recovers the first 50, then continues at journal sequence 50
     for v in range(50, 60):
         p2.publish(ev(v), 5)
     p2.drain(timeout=30)
+    p2.stop()
     assert [s for s, *_ in r.seen] == list(range(50))
     assert [(a, b) for a, b, *_ in r2.seen] == [(s, s) for s in range(60)]
     assert [p for _, _, p, *_ in r2.seen] == [ev(v) for v in range(60)]
@@ -233,6 +236,7 @@ def test_batch_handler_gets_numpy_views_and_replay_hands_it_the_same_batches(tmp
         if v == 120:
             p.publish(ev(1000), 5, producer_id=3, producer_seq=1)  # a dedup key: alone
     p.drain(timeout=30)
+    p.stop()
     assert h.count == 201 and h.total == sum(range(200)) + 1000
     assert all(n <= 16 for _, n in h.batches)
     firsts = [f for f, _ in h.batches]
@@ -284,6 +288,7 @@ def test_timer_reaches_a_batch_handler_as_a_batch_of_one(tmp_path):
     p.publish(ev(1), 5)
     p.timer(123)
     p.drain(timeout=30)
+    p.stop()
     assert h.rows == [(0, 5), (1, TYPE_TIMER)]
 
 
@@ -294,11 +299,13 @@ def test_batch_handler_exception_dead_letters_every_event_of_the_batch(tmp_path)
     p.start()
     p.publish_many([ev(v) for v in range(5)], 5)
     p.drain(timeout=30)
+    p.stop()
     assert not (tmp_path / "dead-letter").exists() and h.count == 5
     p = Processor(BatchSummer(fail_on=7), tmp_path, cfg)
     p.start()
     p.publish_many([ev(v) for v in range(5, 10)], 5)
     p.drain(timeout=30)
+    p.stop()
     dead = [msgspec.msgpack.decode(r.payload) for r in JournalReader(tmp_path / "dead-letter")]
     assert [d[0] for d in dead] == [5, 6, 7, 8, 9]  # the whole batch, none lost
     assert [d[2] for d in dead] == [ev(v) for v in range(5, 10)]
@@ -321,6 +328,7 @@ def _run(path, values, h, config=CFG, **kw):
     for i, v in enumerate(values):
         p.publish(ev(v), 5, timestamp_ns=i * MS)
     p.drain(timeout=30)
+    p.stop()
     return h, outs, p
 
 
@@ -346,6 +354,7 @@ def test_emit_of_a_non_bytes_payload_is_a_type_error_naming_the_type(tmp_path):
     p.publish(ev(1), 5)
     with pytest.raises(RingLogError, match="bytes-like payloads, got str"):
         p.drain(timeout=30)
+        p.stop()
 
 
 def test_slot_event_is_made_by_the_loop_only():

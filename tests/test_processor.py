@@ -53,6 +53,7 @@ def run(path, values, handler=None, config=CFG, breaker=None, ts=None, **kw):
     for i, v in enumerate(values):
         p.publish(ev(v), 5, timestamp_ns=(ts(i) if ts else i * MS))
     p.drain(timeout=30)
+    p.stop()
     return h, outs, p
 
 
@@ -111,6 +112,7 @@ def test_request_snapshot_is_taken_at_its_sequence(tmp_path):
     p.request_snapshot()
     p.publish(ev(10), 5)
     p.drain(timeout=30)
+    p.stop()
     snap = p.snapshots.latest()
     assert snap.sequence == 10  # the snapshot request itself is sequence 10
     assert msgspec.msgpack.decode(snap.data)[1] != b""
@@ -136,6 +138,7 @@ def test_breaker_trips_holds_outputs_resumes_on_a_journaled_reset_and_replays_sa
     p.release_held(timestamp_ns=10_001 * MS)
     p.reset_breaker(timestamp_ns=20_000 * MS)
     p.drain(timeout=30)
+    p.stop()
     assert h.count == 30 and h.total == sum(range(30))
     kinds = [o.type_id for o in outs]
     published = [struct.unpack("<qq", o.payload)[0] for o in outs if o.type_id == 1]
@@ -179,6 +182,7 @@ def test_duplicate_producer_sequence_is_journaled_but_processed_once(tmp_path):
     for ps in (1, 2, 2, 3, 1):
         p.publish(ev(ps), 5, producer_id=9, producer_seq=ps)
     p.drain(timeout=30)
+    p.stop()
     assert h.count == 3 and h.total == 6
     assert len(list(JournalReader(tmp_path / "input"))) == 5
 
@@ -234,6 +238,7 @@ def test_halted_is_true_while_the_breaker_holds_input_and_publish_times_out(tmp_
     _wait(lambda: not p.halted)
     p.publish(ev(9), 5, timeout=5)  # accepted again
     p.drain(timeout=30)
+    p.stop()
 
 
 def test_journal_headers_carry_the_registry_and_the_control_types(tmp_path):
@@ -251,6 +256,7 @@ def test_journal_headers_carry_the_registry_and_the_control_types(tmp_path):
     p.start()
     p.publish_struct(Deposit(1, 2))
     p.drain(timeout=30)
+    p.stop()
     for part in ("input", "output"):
         schema = {d["type_id"]: d for d in JournalReader(tmp_path / part).schema}
         assert schema[7]["name"] == "Deposit"
@@ -278,6 +284,7 @@ def test_metrics_are_readable_while_running(tmp_path):
     assert (m.published, m.journaled, m.outputs) == (100, 100, 100)
     assert m.logic_lag == 0 and m.duplicates == 0 and m.state == "running"
     p.drain(timeout=30)
+    p.stop()
 
 
 def test_start_records_how_the_directory_is_run_for_the_replay_tools(tmp_path):
@@ -340,6 +347,7 @@ def test_progress_api_maps_ring_to_journal_sequences_and_counts_outputs(tmp_path
         g.open.set()
     finally:
         p.drain(timeout=30)
+        p.stop()
     assert p.processed_sequence == 6 and p.published_outputs == 7
     p2 = Processor(Summer(), tmp_path, cfg)
     p2.recover()

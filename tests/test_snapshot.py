@@ -55,3 +55,20 @@ def test_no_temporary_files_remain_and_delete_before(tmp_path):
     assert sorted(os.listdir(tmp_path)) == [f"{i:020d}.snap" for i in range(5)]
     s.delete_before(3)
     assert s.sequences() == [3, 4]
+
+
+def test_stale_temp_files_of_a_dead_writer_are_removed_at_start(tmp_path):
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs
+    store = SnapshotStore(tmp_path)
+    store.write(3, b"ok")
+    stale = tmp_path / f"00000000000000000009.snap.tmp{dead.pid}"
+    stale.write_bytes(b"half a snapshot")
+    live = tmp_path / f"00000000000000000010.snap.tmp{os.getppid()}"  # a live process's
+    live.write_bytes(b"being written")
+    again = SnapshotStore(tmp_path)
+    assert again.removed_temp == [str(stale)]
+    assert not stale.exists() and live.exists()
+    assert again.sequences() == [3] and again.latest().data == b"ok"

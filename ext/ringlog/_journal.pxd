@@ -21,6 +21,14 @@ cpdef enum ScanStatus:
     SCAN_UNTERMINATED = 6     # length 0 but bytes after it: a body whose length was not stored
 
 
+cdef enum:
+    SYNC_DATA = 0             # durable_sync ops: fdatasync
+    SYNC_FILE = 1             # fsync
+
+
+cdef int durable_sync(int fd, int op) noexcept nogil
+
+
 cpdef enum Durability:
     NONE = 0
     GROUP = 1
@@ -55,6 +63,8 @@ cdef class JournalAppender:
     cdef int64_t durable_lock  # serializes publishing `durable` (appender vs sync callers)
     cdef int32_t sync_signal
     cdef int32_t sync_waiters
+    cdef int32_t durable_signal   # bumped (futex) each time `durable` advances
+    cdef int32_t durable_waiters  # threads sleeping in wait_durable_c
     cdef readonly int policy
     cdef readonly int64_t group_events
     cdef int64_t index_every
@@ -74,3 +84,4 @@ cdef class JournalAppender:
     cdef void _note_index(self, int64_t seq, int64_t ts) noexcept nogil
     cdef int _after_append(self) except -1 nogil
     cdef void _set_durable(self, int64_t seq) noexcept nogil
+    cdef int64_t wait_durable_c(self, int64_t seq, int64_t timeout_ns) noexcept nogil

@@ -44,6 +44,7 @@ cdef extern from "<fcntl.h>" nogil:
 
 cdef extern from "<unistd.h>" nogil:
     int fdatasync(int fd)
+    int fsync(int fd)
 
 cdef extern from "Python.h":
     object PyMemoryView_FromObject(object)
@@ -51,7 +52,83 @@ cdef extern from "Python.h":
 rl_crc32c_setup()
 _HAS_HW_CRC = rl_crc32c_mode == 1
 
-__all__ = ["JournalAppender", "Record", "Segment", "crc32c", "scan"]
+__all__ = ["JournalAppender", "Record", "Segment", "crc32c", "scan", "set_sync_hook",
+           "sync_hook"]
+
+
+# -- the sync hook: every durability step of the journal goes through durable_sync ----------
+# Production: `_hook_fn` is NULL and durable_sync is one branch before the syscall. Tests
+# (the power-loss simulator, injected ENOSPC/EIO) install a Python callable with
+# set_sync_hook; it runs with the GIL before the operation and may raise OSError to make the
+# operation fail with that errno. Python-level file steps (rename, unlink, directory fsync,
+# snapshot files) go through ringlog.durable, which calls the same hook.
+ctypedef int (*_sync_hook_fn)(int op, int fd) noexcept nogil
+
+cdef _sync_hook_fn _hook_fn = NULL
+cdef object _py_hook = None
+cdef int _plant_mark_early = 0  # test-only planted bug: publish the durable mark before sync
+_OP_NAMES = {SYNC_DATA: "fdatasync", SYNC_FILE: "fsync"}
+
+
+cdef int _call_py_hook(int op, int fd) noexcept nogil:
+    with gil:
+        hook = _py_hook
+        if hook is None:
+            return 0
+        try:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            path = f"fd {fd}"
+        try:
+            hook(_OP_NAMES[op], path, None)
+        except OSError as e:
+            return e.errno or 5
+        except BaseException:  # a broken test hook must not pass for a successful sync
+            import traceback
+            traceback.print_exc()
+            return 5  # EIO
+    return 0
+
+
+cdef int durable_sync(int fd, int op) noexcept nogil:
+    """fdatasync (SYNC_DATA) or fsync (SYNC_FILE) of ``fd`` through the hook; returns 0 or
+    the errno of the failure."""
+    cdef int rc
+    if _hook_fn != NULL:
+        rc = _hook_fn(op, fd)
+        if rc != 0:
+            return rc
+    rc = fdatasync(fd) if op == SYNC_DATA else fsync(fd)
+    return errno if rc != 0 else 0
+
+
+def set_sync_hook(hook):
+    """Installs ``hook(op, path, target)`` called before every durability step (``op`` one
+    of fdatasync, fsync, fsync_dir, rename, unlink, create, fallocate); an OSError it raises
+    fails the step with that errno. None removes it (production runs without one)."""
+    global _py_hook, _hook_fn
+    if hook is not None and not callable(hook):
+        raise TypeError(f"sync hook must be callable or None, got {type(hook).__name__}")
+    _py_hook = hook
+    if hook is None:
+        _hook_fn = NULL
+    else:
+        _hook_fn = _call_py_hook
+
+
+def sync_hook():
+    """The installed sync hook (None in production)."""
+    return _py_hook
+
+
+def _plant(str name, bint on):
+    """Test-only planted bugs that the power-loss simulator must catch."""
+    global _plant_mark_early
+    if name == "mark_before_sync":
+        _plant_mark_early = on
+    else:
+        raise ValueError(f"unknown planted bug {name!r}")
+
 
 MAGIC = b"RLJRNL01"
 FORMAT_VERSION = 1
@@ -106,31 +183,52 @@ cdef class Segment:
         cdef str p = os.fspath(path)
         cdef int fd = c_open(os.fsencode(p), O_RDWR | O_CREAT | O_EXCL, 0o644)
         if fd < 0:
-            raise JournalError(f"cannot create segment {p}: {os.strerror(errno)}")
-        cdef int rc
-        with nogil:
-            rc = posix_fallocate(fd, 0, size)
+            e = errno
+            raise JournalError(f"cannot create segment {p}: {os.strerror(e)}", errno=e,
+                               path=p)
+        cdef int rc = 0
+        if _py_hook is not None:
+            try:
+                _py_hook("create", p, None)
+                _py_hook("fallocate", p, None)
+            except OSError as e:
+                rc = e.errno or 5
+        if rc == 0:
+            with nogil:
+                rc = posix_fallocate(fd, 0, size)
         if rc != 0:
             os.close(fd)
             os.unlink(p)
             raise JournalError(f"cannot preallocate {size} bytes for segment {p}: "
-                               f"{os.strerror(rc)} (is the disk full?)")
+                               f"{os.strerror(rc)} (is the disk full?)", errno=rc, path=p)
         cdef Segment s = Segment.__new__(Segment)
         s._map = map_fd(fd, size, True, p, JournalError)
         s._setup(p, True)
         s.first_sequence = -1
         return s
 
-    def prefault(self):
-        """Touches every page (without the GIL) so the appender never takes a first-write
-        page fault: a fresh map writes at a fraction of a pre-faulted one's speed."""
+    def prefault(self, bint write=True):
+        """Maps every page in advance (without the GIL) so the appender does not take the
+        full first-touch fault (page allocation and zeroing) on the hot path.
+
+        ``write``: store a zero in each page, the cheapest appends afterwards, but every
+        page is then dirty: the first fdatasync writes the whole segment of zeros back and
+        write-protects the pages again, so under group/sync the appender faults on every
+        page anyway and the disk writes each page twice. Without ``write`` each page is only
+        read: it is allocated in the page cache and mapped read-only, nothing is dirtied,
+        and the appender's first store per page costs a minor write-protect fault."""
         cdef Py_ssize_t off
         cdef volatile char* b = self.base
+        cdef char sink = 0
         with nogil:
             off = SEG_HEADER_SIZE
             while off < self.size:
-                b[off] = 0
+                if write:
+                    b[off] = 0
+                else:
+                    sink ^= b[off]
                 off += 4096
+        return sink
 
     def seal_header(self, int64_t first_sequence, bytes schema, int64_t created_ns,
                     int64_t durable=-1):
@@ -255,7 +353,8 @@ cdef class Segment:
     def move_to(self, path):
         """Renames the segment file (a prepared segment taking its final name)."""
         path = os.fspath(path)
-        os.rename(self.path, path)
+        from ringlog import durable
+        durable.rename(self.path, path, JournalError)
         self.path = path
         self._map.path = path
 
@@ -289,9 +388,10 @@ cdef class Segment:
         """fdatasync of the segment file: what was written through the map becomes durable."""
         cdef int rc, fd = self._map.fd
         with nogil:
-            rc = fdatasync(fd)
+            rc = durable_sync(fd, SYNC_DATA)
         if rc != 0:
-            raise JournalError(f"fdatasync of {self.path} failed: {os.strerror(errno)}")
+            raise JournalError(f"fdatasync of {self.path} failed: {os.strerror(rc)}",
+                               errno=rc, path=self.path)
 
     def zero(self, Py_ssize_t start, Py_ssize_t end):
         """Zeroes bytes start..end (truncating a torn tail)."""
@@ -338,6 +438,49 @@ cdef class Segment:
                 expect_seq += 1
                 count += 1
         return st, off, expect_seq, count
+
+    def find_record(self, Py_ssize_t start, Py_ssize_t end, int64_t min_seq):
+        """The first valid record (plausible length, checksum, zero padding, sequence >=
+        ``min_seq``) at an 8-byte aligned offset in start..end, as (offset, sequence); (-1,
+        -1) if none. Recovery's evidence that records follow a damaged range."""
+        cdef Py_ssize_t off = _align8(start)
+        cdef uint32_t n
+        cdef const rl_header* h
+        with nogil:
+            while off + REC_PREFIX + RL_HEADER_SIZE <= min(end, self.size):
+                n = (<uint32_t*>(self.base + off))[0]
+                h = <const rl_header*>(self.base + off + REC_PREFIX)
+                if n >= RL_HEADER_SIZE and off + REC_PREFIX + n <= self.size \
+                        and h.length == n - RL_HEADER_SIZE and h.sequence >= min_seq \
+                        and self.scan_one(off, h.sequence, True, &n) == SCAN_OK:
+                    break
+                off += 8
+        if off + REC_PREFIX + RL_HEADER_SIZE > min(end, self.size):
+            return -1, -1
+        return off, (<const rl_header*>(self.base + off + REC_PREFIX)).sequence
+
+    def last_nonzero(self, Py_ssize_t start, Py_ssize_t end):
+        """Offset just past the last non-zero byte in start..end (clipped); ``start`` if all
+        zero: the written end of a segment's data."""
+        cdef Py_ssize_t lo = max(start, 0), i = min(end, self.size)
+        with nogil:
+            while i > lo and (i & 7):
+                if self.base[i - 1] != 0:
+                    break
+                i -= 1
+            else:
+                while i - 8 >= lo and (<const uint64_t*>(self.base + i - 8))[0] == 0:
+                    i -= 8
+                while i > lo and self.base[i - 1] == 0:
+                    i -= 1
+        return i
+
+    def write_durable_mark(self, int64_t seq):
+        """Rewrites the durable-mark hint (value and check word): repair of a damaged hint,
+        and recovery publishing what it found on disk."""
+        if not self.writable:
+            raise JournalError(f"{self.path} is mapped read-only", path=self.path)
+        self.store_durable(seq)
 
     def is_zero(self, Py_ssize_t start, Py_ssize_t end):
         """True if every byte in start..end (clipped to the segment) is zero."""
@@ -523,12 +666,16 @@ cdef class JournalAppender:
     cdef int _after_append(self) except -1 nogil:
         cdef int64_t last = self.next_seq - 1
         rl_store_release(&self.last_seq, last)
+        cdef int err
         if self.policy == SYNC:
-            if fdatasync(self.seg._map.fd) != 0:
+            if _plant_mark_early:
+                self._set_durable(last)
+            err = durable_sync(self.seg._map.fd, SYNC_DATA)
+            if err != 0:
                 self.failed = 1
                 with gil:
                     raise JournalError(f"fdatasync of {self.seg.path} failed: "
-                                       f"{os.strerror(errno)}")
+                                       f"{os.strerror(err)}", errno=err, path=self.seg.path)
             self._set_durable(last)
         elif self.policy == GROUP:
             if last - rl_load_acquire(&self.durable) >= self.group_events:
@@ -549,6 +696,31 @@ cdef class JournalAppender:
         if self.durable > self.seg.durable_hint():
             self.seg.store_durable(self.durable)
         rl_store_release(&self.durable_lock, 0)
+        rl_fence()
+        if rl_load_acquire32(&self.durable_waiters) > 0:  # a syscall only when someone sleeps
+            rl_fetch_add32(&self.durable_signal, 1)
+            rl_futex_wake_all(&self.durable_signal)
+
+    cdef int64_t wait_durable_c(self, int64_t seq, int64_t timeout_ns) noexcept nogil:
+        """Sleeps (futex, no spinning) until ``seq`` is durable or ``timeout_ns`` passed (< 0:
+        no limit) or the journal failed; returns the durable sequence then. Any thread."""
+        cdef int64_t d = rl_load_acquire(&self.durable)
+        cdef int64_t deadline = -1 if timeout_ns < 0 else rl_now_ns() + timeout_ns
+        cdef int64_t left = 50000000
+        cdef int32_t token
+        while d < seq and not self.failed:
+            if deadline >= 0:
+                left = deadline - rl_now_ns()
+                if left <= 0:
+                    break
+            rl_fetch_add32(&self.durable_waiters, 1)
+            rl_fence()
+            token = rl_load_acquire32(&self.durable_signal)
+            if rl_load_acquire(&self.durable) < seq and not self.failed:
+                rl_futex_wait(&self.durable_signal, token, min(left, 50000000))
+            rl_fetch_add32(&self.durable_waiters, -1)
+            d = rl_load_acquire(&self.durable)
+        return d
 
     cdef int64_t append_record(self, const rl_header* h, const char* payload) except -1 nogil:
         """Appends one event (header + ``h.length`` payload bytes); returns its sequence."""
@@ -660,6 +832,8 @@ cdef class JournalAppender:
         if self.failed:
             raise JournalError("the journal failed earlier (a write or sync error); reopen "
                                "it to continue from what is durable")
+        if _plant_mark_early:
+            self._set_durable(last)
         try:
             seg.sync()
         except JournalError:
@@ -688,9 +862,21 @@ cdef class JournalAppender:
             rl_fetch_add32(&self.sync_waiters, -1)
 
     def wake(self):
-        """Wakes the group-commit thread (for close)."""
+        """Wakes the group-commit thread (for close) and every thread in wait_durable."""
         rl_fetch_add32(&self.sync_signal, 1)
         rl_futex_wake_all(&self.sync_signal)
+        rl_fetch_add32(&self.durable_signal, 1)
+        rl_futex_wake_all(&self.durable_signal)
+
+    def wait_durable(self, int64_t sequence, timeout=None):
+        """Waits without the GIL (sleeping, not spinning) until ``sequence`` is durable;
+        returns the durable sequence, which is below ``sequence`` only after ``timeout``
+        seconds (None: no limit) or when the journal failed."""
+        cdef int64_t t = -1 if timeout is None else <int64_t>(max(0.0, timeout) * 1e9)
+        cdef int64_t d
+        with nogil:
+            d = self.wait_durable_c(sequence, t)
+        return d
 
     def take_index(self):
         """The sparse index entries of the current segment as a list of

@@ -101,6 +101,9 @@ cdef class Ring:
     cdef int64_t claim(self, int64_t n, int64_t timeout_ns) noexcept nogil
     cdef int64_t try_claim(self, int64_t n) noexcept nogil
     cdef void publish_range(self, int64_t lo, int64_t hi) noexcept nogil
+    cdef int64_t _publish_records(self, const char* src, Py_ssize_t size, Py_ssize_t n,
+                                  const uint32_t[::1] tids, const int64_t[::1] tss,
+                                  int64_t corr, uint32_t flags, int64_t t) except? -3
     cdef int64_t min_gating(self, int64_t floor) noexcept nogil
     cdef void signal(self) noexcept nogil
     cdef int wait_step(self, int spins, int64_t deadline) noexcept nogil

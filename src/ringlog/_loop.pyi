@@ -4,11 +4,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._breaker import BreakerCore
+from ._counters import StageCounters
 from ._journal import JournalAppender, Segment
 from ._ring import Consumer, Ring
 
 def journal_stage(consumer: Consumer, appender: JournalAppender, max_batch: int,
-                  mark_batches: bool = True) -> None: ...
+                  mark_batches: bool = True, counters: StageCounters | None = None) -> None: ...
 
 class SlotEvent:
     """The flyweight event a Python handler receives (valid only during the call)."""
@@ -37,6 +38,7 @@ class LogicCore:
     handler: Any
     kind: int
     breaker: BreakerCore | None
+    counters: StageCounters
     sink: Callable[[Any], None] | None
     snapshot_every: int
     last_sequence: int
@@ -50,6 +52,7 @@ class LogicCore:
     replaying: bool
     replay_quiet: int
     output_ring: Ring | None
+    output_journal: JournalAppender | None
     slot_size: int
     def __init__(self, handler: Any, breaker: BreakerCore | None = None, *,
                  sink: Callable[[Any], None] | None = None,
@@ -58,7 +61,12 @@ class LogicCore:
                  dead_letter: Callable[[Any, int, str], None] | None = None,
                  dedup: bool = False, snapshot_every: int = 0, slot_size: int = 128,
                  max_batch: int = 1024, on_resume: Callable[[], None] | None = None) -> None: ...
-    def run(self, consumer: Consumer, base: int) -> None: ...
+    def set_outputs(self, ring: Ring | None = None,
+                    journal: JournalAppender | None = None) -> None: ...
+    @property
+    def output_keys(self) -> Any: ...
+    def run(self, consumer: Consumer, base: int, journal: JournalAppender | None = None,
+            max_batch: int = 0) -> None: ...
     def replay_segment(self, seg: Segment, offset: int, sequence: int, verify: bool = True,
                        stop_sequence: int = -1) -> tuple[int, int, int, int]: ...
     def replay_done(self) -> None: ...

@@ -15,7 +15,6 @@ import fcntl
 import itertools
 import json
 import logging
-import os
 import struct
 import threading
 import time
@@ -25,11 +24,19 @@ from typing import Any, Literal
 
 import msgspec
 
+from . import durable
 from ._journal import HEADER_SIZE, JournalAppender, Record, Segment, corrupt, crc32c
 from .errors import JournalCorruptError, JournalError
 from .events import EventRegistry
+from .recovery import (
+    RecoveryDecision,
+    durable_mark,
+    judge_tail,
+    rebuild_index,
+)
 
-__all__ = ["Journal", "JournalReader", "JournalTailer", "Record", "TornTail"]
+__all__ = ["Journal", "JournalReader", "JournalTailer", "Record", "RecoveryDecision",
+           "TornTail"]
 
 log = logging.getLogger("ringlog.journal")
 
@@ -37,7 +44,6 @@ _POLICIES = {"none": 0, "group": 1, "sync": 2}
 _SCAN_OK, _SCAN_END, _SCAN_UNTERMINATED = 0, 1, 6
 _IDX_MAGIC = b"RLJIDX01"
 _IDX_HEAD = struct.Struct("<8sIIqqq")  # magic, count, pad, last seq, end offset, max ts
-_TAIL_PROBE = 65536  # bytes after a bad record that must be zero for it to be a torn tail
 
 
 class TornTail(msgspec.Struct, frozen=True):
@@ -95,33 +101,9 @@ def _write_index(seg_path: Path, last: int, end: int, max_ts: int,
     body = _IDX_HEAD.pack(_IDX_MAGIC, len(entries), 0, last, end, max_ts) + b"".join(
         struct.pack("<qqq", *e) for e in entries)
     tmp = seg_path.with_suffix(".idx.tmp")
-    tmp.write_bytes(body + struct.pack("<I", crc32c(body)))
-    os.replace(tmp, seg_path.with_suffix(".idx"))
-
-
-_HEADER_LENGTH_FIELD = 40  # offset of rl_header.length in a record body
-
-
-def _is_zero_after(seg: Segment, start: int) -> bool:
-    """Nothing written in the probe window after ``start``: a bad record there is a torn
-    tail, not corruption in the middle."""
-    return seg.is_zero(start, start + _TAIL_PROBE)
-
-
-def torn_tail_end(seg: Segment, off: int, sequence: int) -> int | None:
-    """Where a bad or unterminated record at ``off`` of the last segment ends if it is a
-    torn tail: the bytes off..end are what truncation zeroes. A record's length word is
-    stored last, so a crash can leave a body with no length: then the body's own header
-    says how long it is. None when it is not a torn tail but corruption, never to be
-    truncated silently: data follows it, or ``sequence`` was already durable."""
-    n = seg.next_length(off)
-    if n == 0:  # the length word never written: the body's header has the payload length
-        n = 48 + seg.next_length(off + 8 + _HEADER_LENGTH_FIELD)
-    plausible = 48 <= n <= seg.size - off - 8
-    after = off + 8 + (_align8(n) if plausible else 0)
-    if not _is_zero_after(seg, after) or seg.durable_sequence >= sequence:
-        return None
-    return min(seg.size, max(after, off + 8))
+    # not fsynced: an index is a hint (a damaged one is reported and rebuilt by a scan)
+    durable.write_file(tmp, body, struct.pack("<I", crc32c(body)), sync=False)
+    durable.rename(tmp, seg_path.with_suffix(".idx"))
 
 
 class JournalReader:
@@ -294,11 +276,15 @@ class JournalReader:
                 raise JournalCorruptError(f"{path}: first sequence {first}, expected {expect} "
                                           "(missing or out-of-order segment)", str(path), 0,
                                           expect)
-            seg.durable_sequence  # noqa: B018 - raises if the mark is damaged
             status, off, expect, n = seg.scan(HEADER_SIZE, first, True)
             count += n
             last = i == len(segs) - 1
-            if status != _SCAN_END and not (last and _is_zero_after(seg, off + 8)):
+            if last:  # the same rule as open and repair: torn tail or corruption
+                marks = [self.segment(*s) for s in segs[-2:]]
+                verdict = judge_tail(seg, off, expect, status, durable_mark(*marks))
+                if verdict.kind == "corrupt":
+                    raise verdict.error()
+            elif status != _SCAN_END:
                 raise corrupt(str(path), off, expect, status)
             junk = -1 if last else seg.first_nonzero(off, seg.size)
             if junk >= 0:  # a sealed segment is all zeros after its last record
@@ -382,16 +368,25 @@ class JournalTailer:
 class Journal:
     """The appender of one journal directory (exclusive: a lock file keeps out a second one).
 
-    ``durability``: ``none`` (page cache), ``group`` (fdatasync every ``group_events`` events
-    or ``group_ms`` ms from a background thread; the default) or ``sync`` (an append returns
-    once durable). Not thread-safe for appends: one appending thread.
+    ``durability``: ``none`` (page cache), ``group`` (the default: a background thread
+    fdatasyncs whatever was appended, starting the next fdatasync as soon as the previous one
+    returns while appends keep coming, and sleeping when there is nothing to sync; with
+    ``group_events`` > 1 it waits for that many events or ``group_ms`` ms first) or ``sync``
+    (an append returns once durable). Not thread-safe for appends: one appending thread.
+
+    ``prefault``: how the background thread prepares the next segment. ``True`` picks by
+    durability: ``"write"`` under ``none`` (every page touched by a store: the fastest
+    appends), ``"read"`` under group/sync (pages mapped by a load: nothing dirtied, so the
+    first fdatasync does not write the zero pages back and write-protect them again); False:
+    no segment prepared ahead (each is created when the appender rolls).
     """
 
     def __init__(self, path: str | Path, *, segment_size: int = 64 << 20,
                  durability: Literal["none", "group", "sync"] = "group",
-                 group_events: int = 1000, group_ms: float = 2.0,
+                 group_events: int = 1, group_ms: float = 2.0,
                  registry: EventRegistry | None = None, first_sequence: int = 0,
-                 index_every: int = 1024, prefault: bool = True) -> None:
+                 index_every: int = 1024,
+                 prefault: bool | Literal["write", "read"] = True) -> None:
         if durability not in _POLICIES:
             raise ValueError(f"durability must be one of {sorted(_POLICIES)}, got "
                              f"{durability!r}")
@@ -401,15 +396,25 @@ class Journal:
         if group_ms <= 0 or group_events < 1:
             raise ValueError("group_ms must be > 0 and group_events >= 1")
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock_file = open(self.path / "LOCK", "a+b")  # noqa: SIM115
+        except OSError as e:
+            raise JournalError(f"cannot open journal {self.path}: {e.strerror} (errno "
+                               f"{e.errno})", errno=e.errno, path=e.filename or str(self.path)
+                               ) from e
         self.segment_size = segment_size
         self.durability = durability
         self.group_ms = group_ms
         self.registry = registry
         self._schema = json.dumps(registry.describe() if registry else [],
                                   separators=(",", ":")).encode()
+        if prefault not in (True, False, "write", "read"):
+            raise ValueError(f"prefault must be True, False, 'write' or 'read', got "
+                             f"{prefault!r}")
+        if prefault is True:
+            prefault = "write" if durability == "none" else "read"
         self._prefault = prefault
-        self._lock_file = open(self.path / "LOCK", "a+b")  # noqa: SIM115
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -419,11 +424,15 @@ class Journal:
         self._lock = threading.Lock()
         self._retired: list[Segment] = []
         self._prepared: Segment | None = None
+        self._prepare_failing = False
         self._error: BaseException | None = None
         self._closed = False
         self.recovery: TornTail | None = None
+        self.decisions: list[RecoveryDecision] = []  # what opening did and why (logged)
         for stale in self.path.glob("*.tmp"):
-            stale.unlink()
+            durable.unlink(stale, missing_ok=True)
+            self._decide(RecoveryDecision("remove_temp_file", str(stale),
+                                          reason="left by a crash"))
         self._appender = JournalAppender(self, _POLICIES[durability], group_events, index_every)
         self._wake = threading.Event()
         try:
@@ -431,8 +440,8 @@ class Journal:
         except BaseException:
             self._release_lock()
             raise
-        self._thread = threading.Thread(target=self._background, name="ringlog-journal",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._background,
+                                        name=f"rl-sync-{self.path.name}"[:15], daemon=True)
         self._thread.start()
 
     # -- open -----------------------------------------------------------------------------
@@ -450,10 +459,12 @@ class Journal:
                                           expect)
             idx = _read_index(path)
             if idx is None:
-                status, off, nxt, _ = Segment.open(path).scan(HEADER_SIZE, first, True)
+                sealed = Segment.open(path)
+                status, off, nxt, _ = sealed.scan(HEADER_SIZE, first, True)
                 if status != _SCAN_END:
                     raise corrupt(str(path), off, nxt, status)
                 expect = nxt
+                self._rebuild_index(sealed, first, path)
             else:
                 expect = idx[0] + 1
         first, path = segs[-1]
@@ -465,24 +476,26 @@ class Journal:
             raise JournalCorruptError(f"{path}: header says first sequence "
                                       f"{seg.first_sequence}, the name says {first}",
                                       str(path), 16)
+        marks = [Segment.open(segs[-2][1]), seg] if len(segs) > 1 else [seg]
+        mark = durable_mark(*marks)
         status, off, nxt, _ = seg.scan(HEADER_SIZE, first, True)
-        if status == _SCAN_END and not _is_zero_after(seg, off):
-            status = _SCAN_UNTERMINATED  # a body with no length word: torn, or a damaged one
-        if status != _SCAN_END:
-            end = torn_tail_end(seg, off, nxt)
-            if end is None:
-                raise corrupt(str(path), off, nxt, status)
-            seg.zero(off, end)
+        verdict = judge_tail(seg, off, nxt, status, mark)
+        if verdict.kind == "corrupt":
+            log.error("journal %s: %s", self.path, verdict.message)
+            raise verdict.error()
+        if verdict.kind == "torn_tail":
+            seg.zero(off, verdict.end)
             seg.sync()
-            reason = {2: "impossible length", 3: "checksum mismatch",
-                      4: "sequence out of order", 5: "non-zero padding",
-                      _SCAN_UNTERMINATED: "no length word"}.get(status,
-                                                                             str(status))
-            self.recovery = TornTail(str(path), off, nxt, end - off, reason)
-            log.warning("journal %s: truncated a torn record at %s offset %d (sequence %d, "
-                        "%d bytes, %s)", self.path, path, off, nxt, end - off, reason)
+            self.recovery = TornTail(str(path), off, nxt, verdict.end - off, verdict.reason)
+            self._decide(RecoveryDecision("truncate_torn_tail", str(path), off, nxt,
+                                          verdict.end - off, verdict.message))
         self._appender.attach(seg, off, nxt)
-        self._appender.mark_durable(nxt - 1)  # what survived a restart is on disk
+        seg.sync()  # what survived a restart is made durable before the mark says so
+        if mark == -2:
+            seg.write_durable_mark(nxt - 1)
+            self._decide(RecoveryDecision("rewrite_durable_mark", str(path), 4080, nxt - 1,
+                                          reason="the durable-mark hint was damaged"))
+        self._appender.mark_durable(nxt - 1)
         if seg.schema != self._schema:
             # the header describes the records after it: a changed registry (a new schema
             # version) starts a segment of its own, so old records keep their old versions
@@ -492,14 +505,30 @@ class Journal:
             else:
                 self._roll(self._appender)
 
+    def _rebuild_index(self, seg: Segment, first: int, path: Path) -> None:
+        """Writes the missing or damaged ``.idx`` of a sealed segment again from a scan."""
+        last, end, max_ts, entries = rebuild_index(seg, first)
+        had = path.with_suffix(".idx").exists()
+        _write_index(path, last, end, max_ts, entries)
+        if had:
+            self._decide(RecoveryDecision("rebuild_index", str(path.with_suffix(".idx")),
+                                          sequence=first, reason="damaged index"))
+
+    def _decide(self, d: RecoveryDecision) -> None:
+        self.decisions.append(d)
+        log.warning("journal %s: recovery: %s %s (offset %d, sequence %d, %d bytes): %s",
+                    self.path, d.action, d.path, d.offset, d.sequence, d.bytes, d.reason)
+
     def _new_segment(self, first: int) -> Segment:
         seg = self._take_prepared() or Segment.prepare(self.path / "roll.tmp",
                                                        self.segment_size)
         seg.seal_header(first, self._schema, time.time_ns(), self._appender.durable_sequence)
+        # the header is on disk before the name is (whatever the policy): a segment under its
+        # final name always has a valid header, so a damaged one is never a crash's doing
+        seg.sync()
         seg.move_to(self.path / _seg_name(first))
-        if self.durability != "none":
-            seg.sync()
-            _fsync_dir(self.path)
+        if "no_roll_dir_fsync" not in durable.planted:  # a test-only planted bug
+            durable.fsync_dir(self.path)
         return seg
 
     def _take_prepared(self) -> Segment | None:
@@ -512,7 +541,8 @@ class Journal:
         last = appender.next_sequence - 1  # mid-batch, last_sequence is not yet published
         _write_index(Path(old.path), last, appender.pos, appender.max_timestamp,
                      appender.take_index())
-        if self.durability == "sync":
+        if self.durability != "none":
+            # sealed means on disk: a power loss may tear only the last segment's tail
             old.sync()
         with self._lock:
             new = self._new_segment(last + 1)
@@ -523,10 +553,15 @@ class Journal:
 
     # -- background: group commit and segment preparation -------------------------------
     def _background(self) -> None:
+        from .bench.cpu import name_thread
+
+        name_thread(threading.current_thread().name)  # per-thread CPU figures, perf, top
         a = self._appender
         while not self._closed:
             if self.durability == "group":
-                a.wait_for_work(self.group_ms / 1000.0)
+                # with group_events 1 every append past the durable mark wakes this thread:
+                # the timeout is only a safety net, so an idle journal sleeps, not polls
+                a.wait_for_work(self.group_ms / 1000.0 if a.group_events > 1 else 0.05)
                 try:
                     self._group_sync()
                 except Exception as e:  # surfaces on the next append
@@ -559,12 +594,18 @@ class Journal:
             seg = Segment.prepare(self.path / f"prepared-{time.monotonic_ns()}.tmp",
                                   self.segment_size)
         except JournalError as e:
-            log.warning("journal %s: could not prepare the next segment: %s", self.path, e)
+            if not self._prepare_failing:  # once per change of state, not every few ms
+                log.warning("journal %s: could not prepare the next segment: %s (retrying; "
+                            "a roll fails with this error while it lasts)", self.path, e)
+            self._prepare_failing = True
             return
-        seg.prefault()
+        if self._prepare_failing:
+            log.warning("journal %s: preparing segments works again", self.path)
+            self._prepare_failing = False
+        seg.prefault(self._prefault == "write")
         with self._lock:
             if self._closed:
-                os.unlink(seg.path)
+                durable.unlink(seg.path)
                 return
             self._prepared = seg
 
@@ -650,12 +691,11 @@ class Journal:
         dropped = []
         for (_, path), (nxt, _) in itertools.pairwise(segs):
             if nxt <= sequence and path != Path(self._appender.segment.path):
-                path.unlink()
-                with contextlib.suppress(FileNotFoundError):
-                    path.with_suffix(".idx").unlink()
+                durable.unlink(path)
+                durable.unlink(path.with_suffix(".idx"), missing_ok=True)
                 dropped.append(str(path))
         if dropped:
-            _fsync_dir(self.path)
+            durable.fsync_dir(self.path)
         return dropped
 
     # -- close ----------------------------------------------------------------------------
@@ -673,7 +713,7 @@ class Journal:
             self._thread.join()
             with self._lock:
                 if self._prepared is not None:
-                    os.unlink(self._prepared.path)
+                    durable.unlink(self._prepared.path)
                     self._prepared = None
             self._release_lock()
 
@@ -692,10 +732,3 @@ class Journal:
         return (f"Journal({str(self.path)!r}, durability={self.durability!r}, "
                 f"last_sequence={self.last_sequence}, durable={self.durable_sequence})")
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

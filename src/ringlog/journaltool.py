@@ -30,17 +30,18 @@ from typing import Any, TextIO
 import msgspec
 import numpy as np
 
+from . import durable
 from ._journal import FORMAT_VERSION, HEADER_SIZE, Record, Segment, type_counts
 from .errors import JournalCorruptError, JournalError
 from .events import CONTROL_NAMES, FLAG_CONTROL, FLAG_MSGPACK, is_control
 from .journal import (
     JournalReader,
     JournalTailer,
-    _fsync_dir,
     _read_index,
+    _write_index,
     list_segments,
-    torn_tail_end,
 )
+from .recovery import durable_mark, judge_tail, rebuild_index
 
 __all__ = [
     "CheckResult",
@@ -438,9 +439,12 @@ def last_sequence(path: str | Path) -> int:
 class Problem(msgspec.Struct, frozen=True):
     """The first problem found: what, where (file and byte offset), at which sequence.
 
-    ``kind``: ``torn_tail`` (a half-written last record, repairable), ``corrupt`` (a bad
-    record with data after it), ``header`` (a segment header), ``gap`` (a missing or
-    out-of-order segment) or ``index`` (a sparse index disagreeing with its segment).
+    ``kind``: ``torn_tail`` (bytes a crash tore after the durable mark, repairable),
+    ``corrupt`` (a bad record in a sealed segment, or durable records missing or damaged at
+    the end: ``lost_last`` is the last sequence lost), ``header`` (a segment header),
+    ``gap`` (a missing or out-of-order segment), ``hint`` (a damaged durable-mark hint) or
+    ``index`` (a damaged sparse index or one disagreeing with its segment). ``hint`` and
+    ``index`` never cost a record.
     """
 
     kind: str
@@ -450,6 +454,7 @@ class Problem(msgspec.Struct, frozen=True):
     message: str
     segment: int  # position of the segment in the ordered list
     end: int = 0  # torn_tail: the end of the bytes a truncation zeroes
+    lost_last: int = -1  # corrupt at the end: the last durable sequence missing
 
 
 class CheckResult(msgspec.Struct):
@@ -465,10 +470,13 @@ class CheckResult(msgspec.Struct):
     problem: Problem | None = None
 
 
-def check(path: str | Path, progress: Callable[[int, int], None] | None = None
-          ) -> CheckResult:
-    """Checks every segment header, record checksum, sequence density, segment order and
-    sparse index; stops at the first problem. The scan runs in C without the GIL."""
+def check(path: str | Path, progress: Callable[[int, int], None] | None = None,
+          live: bool = True) -> CheckResult:
+    """Checks every segment header, record checksum, sequence density, segment order,
+    durable mark and sparse index; stops at the first problem. The end of the last segment
+    is judged by ringlog.recovery's rule (torn tail or corruption), as open and repair do.
+    ``live``: an appender may be running (a record without its length word yet is no
+    problem). The scan runs in C without the GIL."""
     directory = Path(path)
     if not directory.is_dir():
         raise JournalError(f"{directory} is not a journal directory")
@@ -477,9 +485,12 @@ def check(path: str | Path, progress: Callable[[int, int], None] | None = None
     res = CheckResult(str(directory), len(segs), 0, segs[0][0] if segs else 0,
                       (segs[0][0] - 1) if segs else -1, 0, 0.0)
     expect = segs[0][0] if segs else 0
+    prev: Segment | None = None
     for i, (first, p) in enumerate(segs):
-        problem = _check_segment(i, first, p, expect, i == len(segs) - 1, res)
+        problem = _check_segment(i, first, p, expect, i == len(segs) - 1, res, live, prev)
         expect = res.last_sequence + 1
+        with contextlib.suppress(JournalError):
+            prev = Segment.open(p)
         if progress is not None:
             progress(i + 1, len(segs))
         if problem is not None:
@@ -490,7 +501,8 @@ def check(path: str | Path, progress: Callable[[int, int], None] | None = None
 
 
 def _check_segment(i: int, first: int, p: Path, expect: int, last: bool,
-                   res: CheckResult) -> Problem | None:
+                   res: CheckResult, live: bool = True,
+                   prev: Segment | None = None) -> Problem | None:
     if first != expect:
         return Problem("gap", str(p), 0, expect,
                        f"{p}: first sequence {first}, expected {expect}: a segment is "
@@ -503,12 +515,8 @@ def _check_segment(i: int, first: int, p: Path, expect: int, last: bool,
         return Problem("header", str(p), 16, expect,
                        f"{p}: header says first sequence {seg.first_sequence}, the name "
                        f"says {first}", i)
-    try:
-        seg.durable_sequence  # noqa: B018 - raises if the durable mark is damaged
-    except JournalCorruptError as e:
-        return Problem("header", str(p), e.offset or 0, expect, str(e), i)
     status, off, nxt, n = seg.scan(HEADER_SIZE, first, True)
-    for _ in range(5):
+    for _ in range(5 if live else 0):
         # after the written end comes nothing: a record there behind a zero length word
         # would be invisible to readers and overwritten by the next append. An appender may
         # be committing a record right now (length is stored last): look again shortly.
@@ -520,33 +528,51 @@ def _check_segment(i: int, first: int, p: Path, expect: int, last: bool,
     res.records += n
     res.last_sequence = nxt - 1
     res.bytes += off
-    if status == _SCAN_END:
-        # a sealed segment is all zeros after its last record; the last one is probed
-        junk = seg.first_nonzero(off, seg.size if not last else off + _END_PROBE)
-        if junk >= 0 and not last:
+    if last:
+        mark = durable_mark(*([prev, seg] if prev is not None else [seg]))
+        verdict = judge_tail(seg, off, nxt, status, mark)
+        if verdict.kind == "torn_tail" and live and lock_holder(p.parent):
+            # a live appender is writing past the durable mark right now (its length word
+            # comes last, and it may be rolling): only damage below the mark is a problem
+            verdict = None
+        if verdict is not None and verdict.kind != "clean":
+            kind = "torn_tail" if verdict.kind == "torn_tail" else "corrupt"
+            tail = "; `ringlog journal repair` truncates it" if kind == "torn_tail" else ""
+            return Problem(kind, str(p), off, nxt, verdict.message + tail, i, verdict.end,
+                           verdict.lost_last)
+    elif status != _SCAN_END:
+        what = _SCAN_WHAT.get(status, f"status {status}")
+        return Problem("corrupt", str(p), off, nxt,
+                       f"{p}: {what} at byte offset {off} (sequence {nxt}) in a sealed "
+                       "segment: corruption in the middle of the journal", i)
+    else:
+        junk = seg.first_nonzero(off, seg.size)
+        if junk >= 0:
             return Problem("corrupt", str(p), off, nxt,
                            f"{p}: the records end at byte offset {off} (sequence {nxt}) but "
                            f"byte {junk} after it is not zero: a damaged length word hides "
                            "what follows", i)
-        if junk >= 0:  # a torn record whose length was never stored, or a damaged length
-            status = _SCAN_UNTERMINATED
-    if status != _SCAN_END:
-        what = _SCAN_WHAT.get(status, f"status {status}")
-        if status == _SCAN_UNTERMINATED and lock_holder(p.parent):
-            return None  # a live appender is writing the next record: its length comes last
-        end = torn_tail_end(seg, off, nxt) if last else None
-        if end is not None:
-            return Problem("torn_tail", str(p), off, nxt,
-                           f"{p}: torn tail at byte offset {off} (sequence {nxt}, {what}, "
-                           f"{end - off} bytes, nothing written after it): a crash tore the "
-                           "last record; `ringlog journal repair` truncates it", i, end)
-        return Problem("corrupt", str(p), off, nxt,
-                       f"{p}: {what} at byte offset {off} (sequence {nxt}) with data after "
-                       "it: corruption in the middle of the journal", i)
+    return _check_hints(i, p, seg, off, nxt, last)
+
+
+def _check_hints(i: int, p: Path, seg: Segment, end: int, nxt: int, last: bool
+                 ) -> Problem | None:
+    """Damage to a hint (the durable mark, a .idx): its own kind, never a record's fault."""
+    try:
+        seg.durable_sequence  # noqa: B018 - raises if the mark is damaged
+    except JournalCorruptError as e:
+        return Problem("hint", str(p), e.offset or 4080, nxt,
+                       f"{e}; the records are intact: `ringlog journal repair` rewrites the "
+                       "mark", i)
+    ip = p.with_suffix(".idx")
+    if last or not ip.exists():
+        return None
     idx = _read_index(p)
-    if idx is not None:
-        return _check_index(i, p, seg, idx, off, nxt)
-    return None
+    if idx is None:
+        return Problem("index", str(ip), 0, nxt, f"{ip}: damaged sparse index (bad magic, "
+                       "layout or checksum); the records are intact: `ringlog journal "
+                       "repair` rebuilds it", i)
+    return _check_index(i, p, seg, idx, end, nxt)
 
 
 def _check_index(i: int, p: Path, seg: Segment, idx: Any, end: int, nxt: int
@@ -703,7 +729,8 @@ def format_info(d: dict[str, Any]) -> str:
 # -- repair -------------------------------------------------------------------------------
 class RepairPlan(msgspec.Struct):
     """What ``repair`` would do: zero ``path`` from ``offset`` to ``end``, move later
-    segments aside, drop the damaged index; ``drops`` sequences first..last."""
+    segments aside, rebuild a damaged index or durable mark; ``drops`` sequences
+    first..last. A damaged hint or index never costs a record."""
 
     problem: Problem
     truncate_path: str | None
@@ -714,6 +741,8 @@ class RepairPlan(msgspec.Struct):
     first_dropped: int
     last_dropped: int  # -1 when only torn (uncommitted) bytes go
     forced: bool
+    rebuild_index: list[str] = msgspec.field(default_factory=list)  # segment paths
+    rewrite_mark: list[str] = msgspec.field(default_factory=list)  # segment paths
 
     def describe(self) -> str:
         """Exactly what the repair drops, for the confirmation prompt and the log."""
@@ -722,41 +751,53 @@ class RepairPlan(msgspec.Struct):
             lines.append(f"zero {self.truncate_path} bytes {self.offset}..{self.end} "
                          f"({self.end - self.offset} bytes)")
         lines += [f"move aside segment {s}" for s in self.move_segments]
-        lines += [f"delete index {s}" for s in self.drop_index]
+        lines += [f"move aside index {s}" for s in self.drop_index]
+        lines += [f"rebuild index {Path(s).with_suffix('.idx')} from its segment"
+                  for s in self.rebuild_index]
+        lines += [f"rewrite the durable mark of {s} from its records"
+                  for s in self.rewrite_mark]
         if self.last_dropped >= self.first_dropped:
             lines.append(f"drops sequences {self.first_dropped}..{self.last_dropped} "
                          f"({self.last_dropped - self.first_dropped + 1} committed records)")
+        elif self.truncate_path is not None or self.move_segments:
+            lines.append("drops no committed record (only bytes written after the durable "
+                         "mark)")
         else:
-            lines.append("drops no committed record (only the torn one)")
+            lines.append("drops no record")
         return "\n".join(lines)
 
 
-def plan_repair(path: str | Path, force: bool = False) -> RepairPlan | None:
-    """The repair for the first problem ``check`` finds; None when clean. Mid-journal damage
-    raises JournalCorruptError unless ``force`` (which drops everything from the damage on,
-    so the journal ends just before it)."""
-    res = check(path)
+def plan_repair(path: str | Path, force: bool = False, live: bool = True
+                ) -> RepairPlan | None:
+    """The repair for the first problem ``check`` finds; None when clean. Damage to records
+    that were durable raises JournalCorruptError unless ``force`` (which cuts the journal just
+    before the damage; what follows is saved aside). Damaged hints and indexes are rebuilt,
+    never a reason to drop a record."""
+    res = check(path, live=live)
     pr = res.problem
     if pr is None:
         return None
     segs = list_segments(Path(path))
+    seg_path = str(Path(pr.path).with_suffix(".seg"))
     if pr.kind == "index":
-        return RepairPlan(pr, None, 0, 0, [], [pr.path], 0, -1, False)
+        return RepairPlan(pr, None, 0, 0, [], [pr.path], 0, -1, False, [seg_path])
+    if pr.kind == "hint":
+        return RepairPlan(pr, None, 0, 0, [], [], 0, -1, False, [], [pr.path])
     if pr.kind == "torn_tail":
         return RepairPlan(pr, pr.path, pr.offset, pr.end, [], [], pr.sequence, -1, False)
     if not force:
         raise JournalCorruptError(
-            f"{pr.message}.\nrepair refuses to drop committed records from the middle of a "
-            "journal; restore the segment from a replica or backup, or rerun with --force to "
-            "cut the journal at this point (what it drops is listed first)",
-            pr.path, pr.offset, pr.sequence)
+            f"{pr.message}.\nrepair refuses to drop committed records; restore the segment "
+            "from a replica or backup, or rerun with --force to cut the journal at this point "
+            "(what it drops is listed first and saved aside)", pr.path, pr.offset, pr.sequence)
     later = [str(p) for _, p in segs[pr.segment + 1:]]
-    last_seq = max(res.last_sequence, _last_of(segs[-1][1], segs[-1][0]) if later else -1)
+    last_seq = max(res.last_sequence, _last_of(segs[-1][1], segs[-1][0]) if later else -1,
+                   pr.lost_last)
     if pr.kind in ("gap", "header"):
         moved = [str(p) for _, p in segs[pr.segment:]]
         return RepairPlan(pr, None, 0, 0, moved, _indexes(moved), pr.sequence, last_seq, True)
     seg = Segment.open(pr.path)
-    end = _written_end(seg, pr.offset)
+    end = max(seg.last_nonzero(pr.offset, seg.size), min(seg.size, pr.offset + 8))
     last_here = _last_of(Path(pr.path), seg.first_sequence)
     return RepairPlan(pr, pr.path, pr.offset, end, later, _indexes([pr.path, *later]),
                       pr.sequence, max(last_seq, last_here), True)
@@ -778,18 +819,6 @@ def _last_of(p: Path, first: int) -> int:
         return -1
     _, _, nxt, _ = seg.scan(HEADER_SIZE, first, False)
     return nxt - 1
-
-
-def _written_end(seg: Segment, off: int) -> int:
-    """The end of non-zero data in a segment (scanning back from its end in 64 KiB steps)."""
-    step = 65536
-    end = seg.size
-    while end > off:
-        lo = max(off, end - step)
-        if not seg.is_zero(lo, end):
-            break
-        end = lo
-    return max(end, min(seg.size, off + 8))
 
 
 @contextlib.contextmanager
@@ -814,27 +843,36 @@ def apply_repair(path: str | Path, plan: RepairPlan, side_dir: str | Path | None
     directory = Path(path)
     side = Path(side_dir) if side_dir else directory / f"repair-{time.strftime('%Y%m%dT%H%M%S')}"
     with _appender_lock(directory):
-        again = check(directory).problem
-        if again is None or (again.path, again.offset) != (plan.problem.path,
-                                                           plan.problem.offset):
+        # no appender can run now (we hold its lock): the check is of a still journal
+        again = check(directory, live=False).problem
+        if again is None or (again.kind, again.path, again.offset) != (
+                plan.problem.kind, plan.problem.path, plan.problem.offset):
             raise JournalError(f"{directory} changed since the repair was planned; run it "
                                "again")
         side.mkdir(parents=True, exist_ok=True)
         if plan.truncate_path is not None:
             seg = Segment.open(plan.truncate_path, True)
             name = f"{Path(plan.truncate_path).name}.{plan.offset}-{plan.end}.removed"
-            with open(side / name, "wb") as f:
-                f.write(_read_range(plan.truncate_path, plan.offset, plan.end))
-                f.flush()
-                os.fsync(f.fileno())
+            durable.write_file(side / name, _read_range(plan.truncate_path, plan.offset,
+                                                         plan.end))
             seg.zero(plan.offset, plan.end)
             seg.sync()
         for p in plan.drop_index:
             shutil.move(p, side / Path(p).name)
         for p in plan.move_segments:
             shutil.move(p, side / Path(p).name)
-        _fsync_dir(side)
-        _fsync_dir(directory)
+        for p in plan.rebuild_index:
+            seg = Segment.open(p)
+            last, end, max_ts, entries = rebuild_index(seg, seg.first_sequence)
+            _write_index(Path(p), last, end, max_ts, entries)
+        for p in plan.rewrite_mark:
+            seg = Segment.open(p, True)
+            _, _, nxt, _ = seg.scan(HEADER_SIZE, seg.first_sequence, True)
+            seg.sync()  # the records first: the mark never runs ahead of the disk
+            seg.write_durable_mark(nxt - 1)
+            seg.sync()
+        durable.fsync_dir(side)
+        durable.fsync_dir(directory)
     return side
 
 

@@ -1,10 +1,27 @@
 """Processor: producers -> input ring -> journaller -> business-logic loop -> breaker -> outputs.
 
+Two topologies run the same logical stages in the same order (``ProcessorConfig.topology``;
+``auto`` picks by the CPUs the process may use, ``os.sched_getaffinity``):
+
 ::
 
-    producers ──publish──► INPUT RING ──► journaller (append, group commit) ──gates──►
-        business-logic loop (one thread: the handler, the only writer of its state)
-            │ emit ──► breaker ──► OUTPUT RING ──► output journal + on_output callbacks
+    staged (a thread per stage; for machines with CPUs to spare)
+    producers ──publish──► INPUT RING ──► journaller thread (memcpy+CRC into the mmap) ──gates──►
+        loop thread (the handler, the only writer of its state) ──emit──► breaker ──►
+        OUTPUT RING ──► output thread: output journal, then listeners (after durability)
+
+    inline (few CPUs: nothing spins on a core it shares)
+    producers ──publish──► INPUT RING ──► loop thread: append the batch to the input journal
+        (no GIL), then handle it ──emit──► breaker ──► output journal (appended by the loop)
+                                               └─ with listeners: OUTPUT RING ──► output thread
+
+    both: the input journal's sync thread sleeps until there is something to fdatasync and
+    starts the next fdatasync as soon as the previous one returns (group commit)
+
+Ordering, in every topology: an input is in the journal before the handler sees it; under
+``durability`` group/sync with ``release="durable"`` (the default) no output reaches a
+listener (the gateway, an output stream) before the input that caused it is durable, so a
+client never holds an acknowledgement for an input a power loss can erase.
 
 A processor owns a directory: ``input/`` (the input journal), ``output/`` (the output
 journal), ``snapshots/`` and ``dead-letter/``. ``start()`` recovers first (newest valid
@@ -14,6 +31,7 @@ restarted processor continues exactly where the journal ends.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,8 +41,9 @@ from typing import Any, Literal
 import msgspec
 
 from ._loop import journal_stage
+from .bench.cpu import name_thread
 from .config import check_fields, config_error
-from .errors import CircuitOpenError, RingClosedError, RingLogError
+from .errors import CircuitOpenError, ConfigError, RingClosedError, RingLogError
 from .events import (
     FLAG_BATCH_END,
     FLAG_CONTROL,
@@ -32,6 +51,8 @@ from .events import (
     TYPE_BREAKER_RESET,
     TYPE_DEAD_LETTER,
     TYPE_DISCARD_HELD,
+    TYPE_ENABLE,
+    TYPE_KILL,
     TYPE_RELEASE_HELD,
     TYPE_SNAPSHOT,
     TYPE_TIMER,
@@ -39,11 +60,29 @@ from .events import (
     control_descriptors,
 )
 from .logic import InputEvent, LogicLoop, LoopState, OutputRecord
+from .retention import Retention, prune_processor
 
 __all__ = ["Processor", "ProcessorConfig", "ProcessorManifest", "ProcessorMetrics",
-           "RecoveryReport", "read_manifest"]
+           "RecoveryReport", "read_manifest", "resolve_topology"]
 
 MANIFEST = "processor.json"
+COUNTERS = "counters"  # the live counters file (ringlog._counters), read by `ringlog stat`
+INLINE_BELOW_CPUS = 4  # ``topology="auto"``: inline when the process may use fewer CPUs
+OUTPUT_GROUP_EVENTS, OUTPUT_GROUP_MS = 1 << 16, 20.0  # output journal: sync in large groups
+
+
+def resolve_topology(topology: str = "auto") -> Literal["inline", "staged"]:
+    """The topology ``auto`` stands for here: ``inline`` when this process may run on fewer
+    than ``INLINE_BELOW_CPUS`` CPUs (``os.sched_getaffinity``: containers and taskset count),
+    where a thread per stage would make the stages take turns on shared cores; else
+    ``staged``. ``inline``/``staged`` are returned as given."""
+    if topology in ("inline", "staged"):
+        return topology  # type: ignore[return-value]
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    return "inline" if cpus < INLINE_BELOW_CPUS else "staged"
 
 
 class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -59,6 +98,15 @@ class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     snapshot_every: int = 0  # events between automatic snapshots; 0 = only on request
     exception_policy: Literal["halt", "dead_letter"] = "halt"
     dedup: bool = False
+    counters: bool = True  # DIR/counters: live counters for `ringlog stat` and metrics
+    admin: bool = True  # DIR/admin.sock: journaled operator commands (`ringlog admin`)
+    # "inline": the loop thread journals each batch itself, then handles it; "staged": a
+    # journaller thread ahead of the loop; "auto": inline on few CPUs (resolve_topology)
+    topology: Literal["auto", "inline", "staged"] = "auto"
+    # "durable": under group/sync an output reaches listeners only once the input that caused
+    # it is durable (power-loss safe acks); "immediate": as soon as it is journaled
+    release: Literal["durable", "immediate"] = "durable"
+    retention: Retention | None = None  # prune after each snapshot (ringlog.retention)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -144,36 +192,59 @@ class Processor:
         from .journal import Journal
         from .snapshot import SnapshotStore
 
+        _check_handler(handler)  # before any file exists: a bad handler leaves nothing behind
+        if config is not None and not isinstance(config, ProcessorConfig):
+            raise ConfigError("Processor.config", f"must be a ProcessorConfig, got "
+                              f"{type(config).__name__}", config)
+        if on_output is not None and not callable(on_output):
+            raise ConfigError("Processor.on_output", f"must be callable, got "
+                              f"{type(on_output).__name__}", on_output)
         self.config = config or ProcessorConfig()
+        self.topology = resolve_topology(self.config.topology)
         self.directory = Path(directory)
         self.handler = handler
         self.breaker = breaker
         self.registry = registry or EventRegistry()
         self._on_output = [on_output] if on_output else []
         self._on_output_batch: list[Callable[[list[OutputRecord]], None]] = []
+        self._on_output_slots: list[Callable[[bytes, int], None]] = []
         c = self.config
         self.directory.mkdir(parents=True, exist_ok=True)
         self._schema = _Schema(self.registry)
         self.input = Journal(self.directory / "input", segment_size=c.segment_size,
                              durability=c.durability, registry=self._schema)  # type: ignore[arg-type]
+        # the output journal is not on the release path (a restart recomputes outputs from
+        # the input journal): it syncs in large groups, sparing a core the fdatasync churn
         self.output = Journal(self.directory / "output", segment_size=c.segment_size,
                               durability="none" if c.durability == "none" else "group",
+                              group_events=OUTPUT_GROUP_EVENTS, group_ms=OUTPUT_GROUP_MS,
                               registry=self._schema)  # type: ignore[arg-type]
         self.snapshots = SnapshotStore(self.directory / "snapshots")
         self._dead_letter_journal: Any = None
         self._state = "created"
         self._threads: list[threading.Thread] = []
         self._error: BaseException | None = None
+        self.halt_cause: BaseException | None = None  # what halted it (kept after stop)
         self._open = threading.Condition()
-        self._loop = LogicLoop(handler, breaker, reread=self._reread,
-                               snapshot=self._take_snapshot,
-                               dead_letter=(self._write_dead_letter
-                                            if c.exception_policy == "dead_letter" else None),
-                               dedup=c.dedup, snapshot_every=c.snapshot_every,
-                               slot_size=c.slot_size, max_batch=c.max_batch,
-                               on_resume=self._notify_resumed)
+        try:
+            self._loop = LogicLoop(handler, breaker, reread=self._reread,
+                                   snapshot=self._take_snapshot,
+                                   dead_letter=(self._write_dead_letter
+                                                if c.exception_policy == "dead_letter"
+                                                else None),
+                                   dedup=c.dedup, snapshot_every=c.snapshot_every,
+                                   slot_size=c.slot_size, max_batch=c.max_batch,
+                                   on_resume=self._notify_resumed)
+        except BaseException:  # a handler/breaker mismatch: leave the journals unlocked
+            self.input.close()
+            self.output.close()
+            raise
         self._rate_mark = (time.monotonic(), 0, 0)
         self._recovered: RecoveryReport | None = None
+        self._in: Any = None
+        self._out: Any = None
+        self._oc: Any = None
+        self._final: tuple[int, int, int, int] | None = None  # _counts() at the last stop
 
     # -- recovery -------------------------------------------------------------------------
     def recover(self, verify: bool = False) -> RecoveryReport:
@@ -270,8 +341,9 @@ class Processor:
         if self._state == "running":
             # The snapshot's count of published outputs must be in the output journal (and on
             # disk) first: outputs before a snapshot are never regenerated by a replay.
-            target = self._out.cursor
-            while self._oc.sequence < target:
+            # (inline without listeners this thread journaled them itself: nothing to wait)
+            target = self._out.cursor if self._out is not None else -1
+            while self._oc is not None and self._oc.sequence < target:
                 if self._out.closed:
                     raise RingLogError("the output stage stopped before a snapshot could be "
                                        "taken")
@@ -281,6 +353,8 @@ class Processor:
         snap = _Snapshot(loop=self._loop.state, handler=self.handler.on_snapshot(),
                          breaker=self.breaker.snapshot() if self.breaker is not None else b"")
         self.snapshots.write(sequence, msgspec.msgpack.encode(snap))
+        if self.config.retention is not None:
+            prune_processor(self, self.config.retention)
 
     # -- lifecycle ------------------------------------------------------------------------
     @property
@@ -296,7 +370,7 @@ class Processor:
         return getattr(self, "_out", None)
 
     def start(self) -> None:
-        """Recovers (if not done), then starts the journaller, loop and output threads."""
+        """Recovers (if not done), then starts the stage threads of the topology."""
         from ._ring import Ring
 
         if self._state == "created":
@@ -304,66 +378,128 @@ class Processor:
         if self._state != "recovered":
             raise RingLogError(f"start() on a processor that is {self._state}")
         c = self.config
+        inline = self.topology == "inline"
+        listeners = bool(self._on_output or self._on_output_batch or self._on_output_slots)
         self._in = Ring(c.ring_capacity, c.slot_size, producer="multi", wait=c.wait)
-        self._out = Ring(c.output_capacity, c.slot_size, producer="single", wait=c.wait)
-        self._jc = self._in.consumer()
-        self._lc = self._in.consumer(after=[self._jc])
-        self._oc = self._out.consumer()
+        self._lc = self._in.consumer() if inline else None
+        self._jc = self._lc or self._in.consumer()
+        self._lc = self._lc or self._in.consumer(after=[self._jc])
         self._base = self.input.last_sequence + 1  # journal sequence of ring sequence 0
-        self._loop.output_ring = self._out
+        self._published_at_start = int(self._loop.published)
+        if inline and not listeners:  # nothing needs an output ring: the loop journals them
+            self._out = self._oc = None
+            self._loop.set_outputs(None, self.output.appender)
+        else:
+            self._out = Ring(c.output_capacity, c.slot_size, producer="single", wait=c.wait)
+            self._oc = self._out.consumer()
+            self._loop.set_outputs(self._out, None)
+        self._open_counters()
         self._write_manifest()
         self._state = "running"
-        for name, fn in (("journaller", self._run_journaller), ("logic", self._run_logic),
-                         ("output", self._run_output)):
-            t = threading.Thread(target=self._guard, args=(fn,), name=f"ringlog-{name}",
-                                 daemon=True)
+        stages: list[tuple[str, Callable[[], None]]] = [("loop", self._run_logic)]
+        if not inline:
+            stages.insert(0, ("journaller", self._run_journaller))
+        if self._out is not None:
+            stages.append(("output", self._run_output))
+        for name, fn in stages:
+            t = threading.Thread(target=self._guard, args=(fn, f"rl-{name}"),
+                                 name=f"ringlog-{name}", daemon=True)
             t.start()
             self._threads.append(t)
+        if c.admin:
+            from .admin import AdminServer
 
-    def _guard(self, fn: Callable[[], None]) -> None:
+            self._admin = AdminServer(self, self.directory)
+
+    def _open_counters(self) -> None:
+        """Makes ``DIR/counters`` (with ``config.counters``) and the stages' counters in it;
+        without it every stage stores into private spares, the same way."""
+        from ._counters import CountersManager, StageCounters
+
+        self.counters = (CountersManager.create(self.directory / COUNTERS)
+                         if self.config.counters else None)
+        self._loop.counters = StageCounters(self.counters, "logic")
+        if self.breaker is None:
+            self._loop.counters.set("breaker_state", -1)  # readers show "none"
+        self._journal_counters = StageCounters(self.counters, "journal")
+        self._output_counters = StageCounters(self.counters, "journal", "output")
+        # inline topology: the loop thread journals its input (and, with no output ring,
+        # its outputs) itself, so it stores those stages' counters too
+        self._loop.journal_counters = self._journal_counters
+        self._loop.output_counters = self._output_counters
+
+    def _guard(self, fn: Callable[[], None], name: str | None = None) -> None:
+        if name:
+            name_thread(name)  # per-thread CPU figures (ringlog.bench.cpu), perf, top
         try:
             fn()
         except RingClosedError:
             pass
         except BaseException as e:  # the loop halts; the error is re-raised by stop/drain
-            self._error = e
+            self._error = self.halt_cause = e
             self._state = "halted"
             self._in.close()
-            self._out.close()
+            if self._out is not None:
+                self._out.close()
+
+    def _idle(self, target: int) -> bool:
+        """Everything published up to ring sequence ``target`` is handled and every output
+        of it has left the output stage."""
+        if self._lc.sequence < target:
+            return False
+        return self._out is None or self._oc.sequence >= self._out.cursor
 
     def drain(self, timeout: float | None = None) -> None:
-        """Processes everything published so far, then stops."""
+        """Waits until everything published so far is handled and its outputs have left the
+        output stage (journaled, and handed to listeners); the processor keeps running, so
+        a later publish is handled as usual. Returns early while the breaker holds input
+        back. Raises TimeoutError after ``timeout`` seconds, or the processor's error
+        (RingLogError) if it halted."""
+        if self._state not in ("running", "halted"):
+            raise RingLogError(f"drain() on a processor that is {self._state}")
         deadline = None if timeout is None else time.monotonic() + timeout
         target = self._in.cursor
-        while self._state == "running" and (self._lc.sequence < target
-                                             or self._oc.sequence < self._out.cursor):
+        pause = 0.0001
+        while self._state == "running" and not self._idle(target):
             if self._loop_halted_by_breaker() and self._lc.sequence >= target:
                 break
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"drain: the loop is at {self._lc.sequence}, "
                                    f"the input cursor at {target}")
-            time.sleep(0.001)
-        self.stop()
+            time.sleep(pause)
+            pause = min(pause * 2, 0.005)
+        if self._error is not None:
+            self.stop()  # raises the error that halted the processor
 
     def stop(self) -> None:
-        """Stops the threads after their current batch; closes journals. Idempotent."""
+        """Handles what is already published, stops the threads and closes the journals
+        (everything appended is synced unless durability is ``none``). Idempotent; raises
+        the error that halted the processor, if one did."""
+        if getattr(self, "_admin", None) is not None:
+            self._admin.close()
         if self._state in ("running", "halted") and self._threads:
             self._in.close()
-            for t in self._threads[:2]:  # journaller and loop: the loop may still emit
+            loops = [t for t in self._threads if t.name != "ringlog-output"]
+            for t in loops:  # journaller and loop: the loop may still emit
                 t.join()
             if self._error is None and self._lc.sequence < self._jc.sequence:
                 # the loop saw the ring closed before the journaller released its last
                 # batch: handle that batch too (on this thread, now the only one)
                 self._guard(lambda: self._loop.run(self._lc, self._base))
-            self._out.close()
-            self._threads[2].join()
+            if self._out is not None:
+                self._out.close()
+            for t in self._threads:
+                t.join()
             self._threads = []
+            self._final = self._counts()
             self._state = "stopped" if self._error is None else "halted"
         if self._state != "closed":
             self.input.close()
             self.output.close()
             if self._dead_letter_journal is not None:
                 self._dead_letter_journal.close()
+            if getattr(self, "counters", None) is not None:
+                self.counters.close()
             self._state = "closed" if self._error is None else "halted"
         if self._error is not None:
             err, self._error = self._error, None
@@ -392,9 +528,12 @@ class Processor:
         if self._loop_halted_by_breaker():
             self._wait_closed(timeout)
         ts = time.time_ns() if timestamp_ns is None else timestamp_ns
-        return self._in.publish(payload, type_id, timestamp_ns=ts, correlation_id=correlation_id,
-                                producer_id=producer_id, producer_seq=producer_seq,
-                                timeout=timeout)
+        try:
+            return self._in.publish(payload, type_id, timestamp_ns=ts,
+                                    correlation_id=correlation_id, producer_id=producer_id,
+                                    producer_seq=producer_seq, timeout=timeout)
+        except RingClosedError as e:
+            raise self._closed(e) from self.halt_cause
 
     def publish_many(self, payloads: Any, type_id: int = 0, *,
                      timestamp_ns: int | None = None, timeout: float | None = None) -> int:
@@ -403,16 +542,63 @@ class Processor:
         if self._loop_halted_by_breaker():
             self._wait_closed(timeout)
         ts = time.time_ns() if timestamp_ns is None else timestamp_ns
-        return self._in.publish_many(payloads, type_id, timestamp_ns=ts, timeout=timeout)
+        try:
+            return self._in.publish_many(payloads, type_id, timestamp_ns=ts, timeout=timeout)
+        except RingClosedError as e:
+            raise self._closed(e) from self.halt_cause
+
+    def _closed(self, e: RingClosedError) -> RingClosedError:
+        """The error a producer gets from a closed ring: the cause when a failure (a full
+        disk: JournalError with path and errno) halted the processor."""
+        if self.halt_cause is None:
+            return e
+        return RingClosedError(f"the processor halted: {self.halt_cause}")
+
+    def publish_records(self, records: Any, type_id: Any = 0, *, timestamp_ns: Any = None,
+                        record_size: int = 0, timeout: float | None = None) -> int:
+        """Publishes many fixed-size input events from one buffer in one call, with no
+        Python object per event and the copying done without the GIL: a 1-d numpy array
+        (each element's bytes are one payload, e.g. the engine's ``COMMAND_DTYPE``) or a
+        bytes-like buffer of ``record_size``-byte records. ``type_id`` and ``timestamp_ns``
+        are one value or an array with one per record (default timestamp: now). Returns
+        the last ring sequence."""
+        if self._loop_halted_by_breaker():
+            self._wait_closed(timeout)
+        ts = time.time_ns() if timestamp_ns is None else timestamp_ns
+        try:
+            return self._in.publish_records(records, type_id, timestamp_ns=ts,
+                                            record_size=record_size, timeout=timeout)
+        except RingClosedError as e:
+            raise self._closed(e) from self.halt_cause
 
     def publish_struct(self, event: msgspec.Struct, **kw: Any) -> int:
         """Publishes a registered msgspec Struct as an input event."""
         type_id, data = self.registry.encode(event)
         return self.publish(data, type_id, **kw)
 
-    def _control(self, type_id: int, timestamp_ns: int | None) -> int:
+    def _control(self, type_id: int, timestamp_ns: int | None, payload: bytes = b"") -> int:
         ts = time.time_ns() if timestamp_ns is None else timestamp_ns
-        return self._in.publish(b"", type_id, timestamp_ns=ts, flags=FLAG_CONTROL)
+        return self._in.publish(payload, type_id, timestamp_ns=ts, flags=FLAG_CONTROL)
+
+    def kill(self, key: int | None = None, timestamp_ns: int | None = None) -> int:
+        """Operator command (journaled): the kill switch by hand. The loop calls the
+        handler's ``on_kill(key)`` (None: every key) at this point of the input: resting
+        orders are cancelled with outputs past the breaker, and new ones refused until
+        ``enable``."""
+        return self._control(TYPE_KILL, timestamp_ns, self._key_payload("kill", key))
+
+    def enable(self, key: int | None = None, timestamp_ns: int | None = None) -> int:
+        """Operator command (journaled): re-enables a killed key (None: every key) through
+        the handler's ``on_enable(key)``."""
+        return self._control(TYPE_ENABLE, timestamp_ns, self._key_payload("enable", key))
+
+    def _key_payload(self, what: str, key: int | None) -> bytes:
+        if not callable(getattr(self.handler, f"on_{what}", None)):
+            raise RingLogError(f"{what}: {type(self.handler).__name__} has no on_{what}(key) "
+                               "(the kill switch needs the handler's support)")
+        if key is not None and (type(key) is not int or not -2**63 <= key < 2**63):
+            raise RingLogError(f"{what}: key must be an int64 or None (everyone), got {key!r}")
+        return msgspec.msgpack.encode(key)
 
     def timer(self, timestamp_ns: int) -> int:
         """Publishes a timer event: handlers see time advance only through such events."""
@@ -434,14 +620,19 @@ class Processor:
         """Asks the loop to snapshot at this point of the input stream."""
         return self._control(TYPE_SNAPSHOT, timestamp_ns)
 
-    def add_output_listener(self, fn: Callable[[Any], None], *, batch: bool = False) -> None:
+    def add_output_listener(self, fn: Callable[..., None], *,
+                            batch: bool | Literal["slots"] = False) -> None:
         """Calls ``fn(record)`` from the output thread for every published output, or with
         ``batch`` ``fn(records)`` once per batch the output stage takes (a list in output
-        order: one call, and one hand-off to another thread, per batch). Add listeners
-        before ``start()``: the output stage is chosen then."""
+        order: one call, and one hand-off to another thread, per batch), or with
+        ``batch="slots"`` ``fn(slots, slot_size)``: a bytes copy of the batch's output ring
+        slots (``ringlog.slot_dtype`` records; no object per output, see
+        ``ringlog._wire.OutputSlots``). Add listeners before ``start()``: the output stage is
+        chosen then."""
         if self._state == "running":
             raise RingLogError("add_output_listener() must come before start()")
-        (self._on_output_batch if batch else self._on_output).append(fn)
+        (self._on_output_slots if batch == "slots" else self._on_output_batch if batch
+         else self._on_output).append(fn)
 
     def _loop_halted_by_breaker(self) -> bool:
         return bool(self._loop.pending_from >= 0)
@@ -461,28 +652,63 @@ class Processor:
 
     # -- threads --------------------------------------------------------------------------
     def _run_journaller(self) -> None:
-        journal_stage(self._jc, self.input.appender, self.config.max_batch)
+        journal_stage(self._jc, self.input.appender, self.config.max_batch,
+                      counters=self._journal_counters)
 
     def _run_logic(self) -> None:
-        self._loop.run(self._lc, self._base)
+        if self.topology == "inline":
+            self._loop.run(self._lc, self._base, self.input.appender, self.config.max_batch)
+        else:
+            self._loop.run(self._lc, self._base)
+
+    @property
+    def _gated(self) -> bool:
+        """Do listeners wait for their outputs' inputs to be durable?"""
+        return self.config.release == "durable" and self.config.durability != "none"
 
     def _run_output(self) -> None:
         c = self.config
-        each, whole = self._on_output, self._on_output_batch
-        if not each and not whole:  # only the output journal: the GIL-free stage
-            journal_stage(self._oc, self.output.appender, c.max_batch, False)
+        each, whole, slots = self._on_output, self._on_output_batch, self._on_output_slots
+        if not each and not whole and not slots:  # only the output journal: GIL-free stage
+            journal_stage(self._oc, self.output.appender, c.max_batch, False,
+                          self._output_counters)
             return
+        ctr = self._output_counters
+        keys, mask = self._loop.output_keys, self._out.capacity - 1
+        gate = self.input.appender if self._gated else None
+        slot_size = self._out.slot_size
         while True:
             batch = self._oc.poll(c.max_batch, timeout=0.05)
-            if len(batch):
-                self.output.append_batch(batch)
-                recs = [_output_of(ev) for ev in batch]
+            if not len(batch):
+                continue
+            self.output.append_batch(batch)
+            if gate is not None:
+                # release after durability: the outputs' causes (input journal sequences)
+                # must be on disk before anything is handed on
+                self._await_durable(gate, int(batch.array["header"]["producer_seq"].max()))
+            if slots:  # one copy per batch: the slots are reused once released
+                block = batch.array.tobytes()
+                for fn in slots:
+                    fn(block, slot_size)
+            if each or whole:
+                recs = [_output_of(ev, int(keys[ev.sequence & mask])) for ev in batch]
                 for fn in each:
                     for rec in recs:
                         fn(rec)
                 for fn in whole:
                     fn(recs)
-                self._oc.release(batch)
+            self._oc.release(batch)
+            ctr.set("sequence", self.output.last_sequence)
+            ctr.set("durable", self.output.durable_sequence)
+            ctr.add("batches")
+
+    def _await_durable(self, appender: Any, sequence: int) -> None:
+        """Sleeps (no GIL, no spinning) until input ``sequence`` is durable; a failed input
+        journal halts the output stage (its outputs are never released)."""
+        while appender.wait_durable(sequence, 0.1) < sequence:
+            if appender.failed or self.input.failed:
+                raise RingLogError(f"input journal failed before sequence {sequence} was "
+                                   "durable: its outputs are not released")
 
     def _notify_resumed(self) -> None:
         with self._open:
@@ -541,24 +767,40 @@ class Processor:
         """created, recovered, running, stopped, halted or closed."""
         return self._state
 
+    def _counts(self) -> tuple[int, int, int, int]:
+        """(published, journaled, handled, outputs journaled) as counts of ring sequences
+        since start, from the live sequences."""
+        if self._in is None:
+            return 0, 0, 0, 0
+        published = self._in.cursor + 1
+        journaled = self._jc.sequence + 1
+        logic = self._lc.sequence + 1
+        if self._oc is not None:
+            out = self._oc.sequence + 1
+        else:  # inline without listeners: the loop journals outputs as it emits them
+            out = int(self._loop.published) - self._published_at_start
+        return published, journaled, logic, out
+
     @property
     def metrics(self) -> ProcessorMetrics:
-        """A snapshot of the counters; safe to read from any thread while running."""
+        """A snapshot of the counters; safe to read from any thread while running, and after
+        stop() (the figures of the run that ended)."""
         st = self._loop
         running = self._state == "running"
-        published = self._in.cursor + 1 if running else 0
-        journaled = self._jc.sequence + 1 if running else 0
-        logic = self._lc.sequence + 1 if running else 0
+        if running or self._final is None:
+            published, journaled, logic, out = self._counts()
+        else:
+            published, journaled, logic, out = self._final
         now = time.monotonic()
         t0, p0, o0 = self._rate_mark
         dt = max(now - t0, 1e-9)
-        rates = ((st.processed - p0) / dt, (st.outputs - o0) / dt)
+        rates = ((st.processed - p0) / dt, (st.outputs - o0) / dt) if running else (0.0, 0.0)
         self._rate_mark = (now, st.processed, st.outputs)
         b = self.breaker
         return ProcessorMetrics(
             state=self._state, published=published, journaled=journaled,
             durable=self.input.durable_sequence, processed=st.processed, outputs=st.outputs,
-            output_journaled=self._oc.sequence + 1 if running else 0,
+            output_journaled=out,
             journal_lag=published - journaled, logic_lag=journaled - logic,
             breaker_state=b.state_name if b is not None else "none",
             held=b.held_count if b is not None else 0, duplicates=st.duplicates,
@@ -592,10 +834,34 @@ class _DeadLetter(msgspec.Struct, array_like=True):
     traceback: str
 
 
-def _output_of(ev: Any) -> OutputRecord:
-    """An output ring slot (or output journal record) as an OutputRecord; the breaker key
-    is not kept past the breaker (0)."""
-    return OutputRecord(ev.type_id, bytes(ev.payload), 0, ev.timestamp_ns,
+def _check_handler(handler: Any) -> None:
+    """A RingLogError (ConfigError naming ``Processor.handler``) for what cannot be a handler:
+    a class instead of an instance, or an object with neither ``on_event`` nor ``on_batch``
+    (a CyEventHandler instance always qualifies)."""
+    from ._handler import CyEventHandler
+
+    if isinstance(handler, type):
+        raise ConfigError("Processor.handler", f"got the class {handler.__qualname__}, not an "
+                          f"instance: pass {handler.__qualname__}() (or what its constructor "
+                          "needs)", handler)
+    if isinstance(handler, CyEventHandler):
+        return
+    if not (callable(getattr(handler, "on_event", None))
+            or callable(getattr(handler, "on_batch", None))):
+        raise ConfigError("Processor.handler", f"{type(handler).__name__} is not a handler: "
+                          "it needs on_event(event, sequence, end_of_batch) or "
+                          "on_batch(array, first_sequence) (subclass ringlog.EventHandler)",
+                          handler)
+    if not callable(getattr(handler, "on_start", None)):
+        raise ConfigError("Processor.handler", f"{type(handler).__name__} has no on_start(): "
+                          "subclass ringlog.EventHandler (or BatchEventHandler), which "
+                          "provides the lifecycle hooks", handler)
+
+
+def _output_of(ev: Any, key: int = 0) -> OutputRecord:
+    """An output ring slot (or output journal record) as an OutputRecord with its breaker
+    key (the output journal does not keep keys: 0 there)."""
+    return OutputRecord(ev.type_id, bytes(ev.payload), key, ev.timestamp_ns,
                         ev.correlation_id, ev.producer_seq, ev.flags)
 
 

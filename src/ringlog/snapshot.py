@@ -22,34 +22,39 @@ from typing import Any
 
 import msgspec
 
+from . import durable
 from ._journal import crc32c
-from .errors import SnapshotError
+from .errors import RingLogError, SnapshotError
 
 __all__ = ["Snapshot", "SnapshotStore", "atomic_write"]
 
 
-def atomic_write(final: Path, *parts: bytes) -> None:
+def atomic_write(final: Path, *parts: bytes,
+                 error: type[RingLogError] = SnapshotError) -> None:
     """Writes ``parts`` to ``final`` atomically: temp file, fsync, rename, fsync of the
-    directory. After a crash the file is either whole or as it was. Raises OSError."""
+    directory (each step through ringlog.durable). After a crash the file is either whole or
+    as it was. Raises ``error`` (SnapshotError) with the path and errno."""
     tmp = final.with_suffix(f"{final.suffix}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            for part in parts:
-                f.write(part)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        fd = os.open(final.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
+        durable.write_file(tmp, *parts, error=error)
+        durable.rename(tmp, final, error)
+        durable.fsync_dir(final.parent, error)
+    except RingLogError:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
 
 log = logging.getLogger("ringlog.snapshot")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 _MAGIC = b"RLSNAP01"
 _HEAD = struct.Struct("<8sIIqqIQI")
@@ -72,8 +77,26 @@ class SnapshotStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SnapshotError(f"cannot create snapshot directory {self.path}: {e.strerror}",
+                                errno=e.errno, path=str(self.path)) from e
         self.skipped: list[str] = []  # damaged snapshots that latest() passed over
+        self.removed_temp = self.clean_temp_files()
+
+    def clean_temp_files(self) -> list[str]:
+        """Removes ``*.tmp<pid>`` files a crash left mid-write (their writer process is gone);
+        returns and logs their paths."""
+        gone = []
+        for p in self.path.glob("*.tmp*"):
+            pid = p.suffix[4:]
+            if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+                continue  # another live process is writing it right now
+            durable.unlink(p, SnapshotError, missing_ok=True)
+            gone.append(str(p))
+            log.warning("removed %s: a snapshot write a crash cut short", p)
+        return gone
 
     def _file(self, sequence: int) -> Path:
         return self.path / f"{sequence:020d}.snap"
@@ -87,10 +110,7 @@ class SnapshotStore:
         head = _HEAD.pack(_MAGIC, _VERSION, 0, sequence, time.time_ns(), len(m), len(data),
                           crc32c(body))
         final = self._file(sequence)
-        try:
-            atomic_write(final, head, body)
-        except OSError as e:
-            raise SnapshotError(f"cannot write snapshot {final}: {e}") from e
+        atomic_write(final, head, body)
         return final
 
     def sequences(self) -> list[int]:
@@ -157,6 +177,8 @@ class SnapshotStore:
         gone = []
         for seq in self.sequences():
             if seq < sequence:
-                self._file(seq).unlink()
+                durable.unlink(self._file(seq), SnapshotError, missing_ok=True)
                 gone.append(str(self._file(seq)))
+        if gone:
+            durable.fsync_dir(self.path, SnapshotError)
         return gone

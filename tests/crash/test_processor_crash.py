@@ -18,9 +18,9 @@ from .killer import run_and_kill
 HANDLERS = {"python": Summer, "cython": SumHandler}
 
 
-def _child(path, policy, kind, wfd):
+def _child(path, policy, kind, topology, wfd):
     cfg = ProcessorConfig(ring_capacity=256, output_capacity=256, segment_size=1 << 16,
-                          durability=policy, snapshot_every=97)
+                          durability=policy, snapshot_every=97, topology=topology)
     p = Processor(HANDLERS[kind](), path, cfg)
     p.start()
     v = 0
@@ -32,14 +32,16 @@ def _child(path, policy, kind, wfd):
 
 
 @pytest.mark.crash
+@pytest.mark.parametrize("topology", ["inline", "staged"])
 @pytest.mark.parametrize("kind", ["python", "cython"])
 @pytest.mark.parametrize("policy", ["sync", "group"])
-def test_processor_recovers_exactly_after_kill_9(tmp_path, policy, kind):
-    rnd = random.Random(policy + kind)
+def test_processor_recovers_exactly_after_kill_9(tmp_path, policy, kind, topology):
+    rnd = random.Random(policy + kind + topology)
     path = str(tmp_path)
     acked = -1
     for _ in range(int(os.environ.get("RINGLOG_CRASH_CYCLES", "12"))):
-        reported = run_and_kill(lambda w: _child(path, policy, kind, w), rnd.uniform(0.02, 0.15))
+        reported = run_and_kill(lambda w: _child(path, policy, kind, topology, w),
+                                rnd.uniform(0.02, 0.15))
         acked = max([acked, *reported])
         h = HANDLERS[kind]()
         p = Processor(h, path, ProcessorConfig(segment_size=1 << 16, durability="none"))

@@ -8,7 +8,8 @@
         │                                           processor input ring ─► journal ─► engine
         │                                                                        │ emit
         ◄── Connection.flush (one write per batch) ◄── SessionTable.route ◄── output thread
-                                                      (deque + one call_soon_threadsafe per batch)
+                       (_wire.OutputSlots reads the slots in C) ◄── one bytes copy of the
+                                  batch's slots + one call_soon_threadsafe per batch
 
 Everything but the processor's threads runs on one event loop thread, so sessions need no
 locks. The loop never blocks: commands are published with ``timeout=0`` (a full input ring
@@ -35,6 +36,7 @@ from typing import Any
 
 import msgspec
 
+from .._wire import OutputSlots
 from ..errors import (
     CircuitOpenError,
     InsufficientCapacityError,
@@ -402,7 +404,7 @@ class Gateway:
         self._restore_sessions()
         self._published0 = p.published_outputs
         self._out_base = p.output.next_sequence  # the first record this run routes
-        p.add_output_listener(self._on_outputs, batch=True)
+        p.add_output_listener(self._on_outputs, batch="slots")
         p.start()
         self._journal_base = p.journal_sequence_of(0)  # + a ring sequence: its journal seq
         await self._rebuild_live_orders()
@@ -439,9 +441,10 @@ class Gateway:
             await self._server.wait_closed()
             self._server = None
         p = self.processor
-        if p.state == "running":
-            await asyncio.get_running_loop().run_in_executor(None, p.drain, drain_timeout)
-        else:
+        try:
+            if p.state == "running":  # drain() keeps the processor running: stop() after
+                await asyncio.get_running_loop().run_in_executor(None, p.drain, drain_timeout)
+        finally:
             p.stop()
 
     def memory(self) -> dict[int, int]:
@@ -810,10 +813,10 @@ class Gateway:
         self._ticker = self._loop.call_later(self._tick_interval(), self._tick)
 
     # -- output ---------------------------------------------------------------------------
-    def _on_outputs(self, recs: list[Any]) -> None:
-        """Output-thread listener: queue a batch of records; one loop wake-up per batch
-        (none while a drain is already scheduled)."""
-        self._outq.extend(recs)
+    def _on_outputs(self, slots: bytes, slot_size: int) -> None:
+        """Output-thread listener: queue a batch's slots (one bytes copy, no object per
+        output); one loop wake-up per batch (none while a drain is already scheduled)."""
+        self._outq.append((slots, slot_size))
         if not self._scheduled:
             self._scheduled = True
             loop = self._loop
@@ -852,28 +855,29 @@ class Gateway:
         dirty_add = self.dirty.add
         reports = dropped = routed = 0
         popleft = q.popleft
-        rseq = report_seq(self._out_base + self._routed)  # this record's output sequence
+        subscribers = self.table.subscribers
         while q:
-            rec = popleft()
-            routed += 1
-            type_id = rec.type_id
-            if type_id == TYPE_BREAKER_TRIPPED and self._held_from < 0:
-                self._held_from = rec.cause  # outputs from this input on are held
-            deliveries = route(type_id, rec.payload, rec.correlation_id, rec.cause, rseq)
-            rseq += 2
-            for s, seq, msg in deliveries:
-                reports += 1
-                if seq:
-                    s.record(seq, msg)
-                c = s.conn
-                if c is None:
-                    continue
-                if c.paused and type(msg) is MarketData:
-                    dropped += 1  # a latest value: the next update replaces it
-                    continue
-                c.send(msg)
-                if seq:
-                    dirty_add(c)  # the Ack may move even with nothing else to say
+            # the slots are read in C; market data of a symbol nobody watches (most outputs
+            # of a busy book) is skipped there, but still counts for the report seqs
+            slots = OutputSlots(*popleft(), subscribers)
+            rseq0 = report_seq(self._out_base + self._routed + routed)  # the block's first
+            for i, type_id, payload, corr, cause in slots:
+                if type_id == TYPE_BREAKER_TRIPPED and self._held_from < 0:
+                    self._held_from = cause  # outputs from this input on are held
+                for s, seq, msg in route(type_id, payload, corr, cause, rseq0 + 2 * i):
+                    reports += 1
+                    if seq:
+                        s.record(seq, msg)
+                    c = s.conn
+                    if c is None:
+                        continue
+                    if c.paused and type(msg) is MarketData:
+                        dropped += 1  # a latest value: the next update replaces it
+                        continue
+                    c.send(msg)
+                    if seq:
+                        dirty_add(c)  # the Ack may move even with nothing else to say
+            routed += slots.count
         self._routed += routed
         m = self.metrics
         m.reports += reports
