@@ -28,6 +28,7 @@ from ._breaker import (
     THROTTLE,
     TRIPPED,
     BreakerCore,
+    KillReport,
     TripReport,
 )
 from .config import check_fields
@@ -44,6 +45,7 @@ __all__ = [
     "Breaker",
     "BreakerConfig",
     "BreakerConfigError",
+    "KillReport",
     "Limit",
     "RatioLimit",
     "TripReport",
@@ -82,14 +84,21 @@ class RatioLimit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
 class BreakerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Limits (several at once), the allow-list of output types that pass while open (e.g.
-    cancels), an optional automatic half-open after a cool-down (off by default) and the cap
-    on distinct keys per keyed limit."""
+    cancels), an optional automatic half-open after a cool-down (off by default), the cap
+    on distinct keys per keyed limit, and the kill switch.
+
+    ``kill``: on a trip the loop itself, at the tripping sequence, calls the handler's
+    ``on_kill(key)`` (cancel the resting orders of ``key``, None = everyone, and refuse new
+    ones until ``on_enable``), whose outputs bypass the hold: ``"key"`` on a per-key trip
+    kills that key; ``"all"`` on any trip kills everyone; ``"key_or_all"`` the key on a
+    per-key trip, everyone on any other; ``"none"`` (default) kills no one."""
 
     limits: list[Limit] = []
     ratio: RatioLimit | None = None
     allow_types: frozenset[int] = frozenset()
     half_open_after_ns: int | None = None
     max_keys: int = 4096
+    kill: Literal["none", "key", "all", "key_or_all"] = "none"
 
     def __post_init__(self) -> None:
         check_fields(self, error=BreakerConfigError)
@@ -149,11 +158,12 @@ def _validated(config: Any) -> BreakerConfig:
 class Breaker(BreakerCore):
     """The circuit breaker (see the module docstring). Not thread-safe: the processor's loop
     thread is its only caller. ``alert(TripReport)`` is called on each trip, from that
-    thread: keep it quick (queue the page, do not send it inline)."""
+    thread: keep it quick (queue the page, do not send it inline). With a kill switch it is
+    called after the kill ran, and ``report.kill`` says what was cancelled."""
 
     def __init__(self, config: BreakerConfig | dict[str, Any],
                  alert: Callable[[TripReport], None] | None = None) -> None:
         cfg = _validated(config)
         self.config = cfg
         super().__init__(cfg.limits, cfg.ratio, cfg.allow_types, cfg.half_open_after_ns,
-                         alert, cfg.max_keys)
+                         alert, cfg.max_keys, cfg.kill)

@@ -24,7 +24,7 @@ from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Parser, UsageError
 __all__ = ["COMMANDS", "FAMILIES", "build_parser", "main"]
 
 # the command families, in the order `ringlog --help` lists them
-FAMILIES = ("demo", "bench", "journal", "replay", "snapshot", "serve")
+FAMILIES = ("demo", "bench", "journal", "replay", "snapshot", "serve", "admin", "stat")
 
 
 def _families() -> list[ModuleType]:

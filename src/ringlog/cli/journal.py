@@ -152,6 +152,13 @@ def cmd_journal_repair(args: argparse.Namespace) -> int:
 
 
 
+def cmd_journal_prune(args: argparse.Namespace) -> int:
+    """Drops snapshots and segments older than the retention keeps (ringlog.retention)."""
+    from ..retention import cmd_journal_prune as run
+
+    return run(args)
+
+
 def _add_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--type", action="append", metavar="ID|NAME",
                    help="only this type (repeatable): a type id or a schema/control name")
@@ -224,6 +231,9 @@ def add_parsers(sub: Any) -> None:
                    "nothing (exit 1 if something needs repair)")
     p.add_argument("--side-dir", metavar="PATH", help="where removed bytes and segments go "
                    "(default DIR/repair-<time>/)")
+    from ..retention import add_prune_parser  # logic in ringlog.retention
+
+    add_prune_parser(jsub)
     for name in ("info", "dump", "verify", "tail", "repair"):
         jsub.choices[name].add_argument("dir", metavar="DIR")
         jsub.choices[name].add_argument("--journal", choices=["input", "output", "dead-letter"],
@@ -235,5 +245,5 @@ def add_parsers(sub: Any) -> None:
 COMMANDS = {
     "journal info": cmd_journal_info, "journal dump": cmd_journal_dump,
     "journal verify": cmd_journal_verify, "journal tail": cmd_journal_tail,
-    "journal repair": cmd_journal_repair,
+    "journal repair": cmd_journal_repair, "journal prune": cmd_journal_prune,
 }

@@ -26,6 +26,9 @@ def _serve_breaker(args: argparse.Namespace) -> Any:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Runs the matching engine behind the processor behind the gateway until SIGINT/SIGTERM."""
+    if args.cluster:  # a replica of a cluster shard instead (docs/cluster.md)
+        from ..cluster.cli import cmd_serve_cluster
+        return cmd_serve_cluster(args)
     import importlib
 
     import msgspec
@@ -81,8 +84,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_load(args: argparse.Namespace) -> int:
     """Offers an open-loop load to a gateway; prints (or writes) the JSON result."""
-    from ..gateway.load import LoadConfig, run_load
     from ..gateway.session import GatewayConfigError, load_config
+    from ..loadgen import LoadConfig, run_load
 
     tokens = list(args.token or [])
     host, port = args.host, args.port
@@ -106,13 +109,15 @@ def cmd_load(args: argparse.Namespace) -> int:
     try:
         lc = LoadConfig(host=host or "127.0.0.1", port=port or 7878, tokens=tokens,
                         rate=args.rate, connections=args.connections, duration=args.duration,
-                        warmup=args.warmup, pattern=args.pattern, loop=args.loop)
+                        warmup=args.warmup, pattern=args.pattern, tick_us=args.tick_us)
     except ValueError as e:
         print(f"ringlog load: {e}", file=sys.stderr)
         return EXIT_USAGE
+    from ..client import GatewayError
+
     try:
         doc = run_load(lc)
-    except OSError as e:
+    except (OSError, GatewayError) as e:
         print(f"ringlog load: cannot reach the gateway at {lc.host}:{lc.port}: {e}",
               file=sys.stderr)
         return EXIT_FAILED
@@ -155,6 +160,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="--breaker-max counts each account's reports apart")
     s.add_argument("--switch-interval-us", type=count, default=500,
                    help="the interpreter's GIL switch interval (default 500; Python's is 5000)")
+    from ..cluster.cli import add_cluster_options
+    add_cluster_options(s)
 
 
 def _add_load(sub: argparse._SubParsersAction) -> None:
@@ -179,8 +186,10 @@ def _add_load(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--duration", type=seconds(0, strict=True), default=5.0,
                    help="seconds of sending")
     s.add_argument("--warmup", type=seconds(0), default=1.0, help="first seconds not measured")
-    s.add_argument("--pattern", choices=["ioc", "rest_cancel"], default="ioc")
-    s.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    s.add_argument("--pattern", choices=["mixed", "ioc", "rest_cancel"], default="mixed",
+                   help="mixed: the engine's mixed flow on symbols 1..4 (default)")
+    s.add_argument("--tick-us", type=count, default=100,
+                   help="the sender wakes at most this often (us); due orders go in one write")
     s.add_argument("--json", help="write the result here instead of stdout")
 
 
