@@ -51,8 +51,9 @@ def _poke(path, offset, fmt, value):
 def test_counters_reader_in_another_process_sees_a_writer_threads_stores_in_order(tmp_path):
     path = tmp_path / "counters"
     n = 200_000
-    # the reader reads `second` then `first`: with release stores (first before second) and
-    # acquire loads it never sees second ahead of first, nor a value go back
+    # read() loads in id order, so `second` (id 0) before `first` (id 1); the writer stores
+    # first then second: with release stores and acquire loads the reader never sees second
+    # ahead of first, nor a value go back
     code = """
         import sys
         from ringlog._counters import CountersReader
@@ -60,8 +61,10 @@ def test_counters_reader_in_another_process_sees_a_writer_threads_stores_in_orde
         print("ready", flush=True)
         last = -1
         while True:
-            vals = {c.label: c.value for c in r.read()}
-            b, a = vals["stage.second"], vals["stage.first"]
+            # one read() loads in allocation order (first, then second), so take `second`
+            # from one read and `first` from a later one
+            b = {c.label: c.value for c in r.read()}["stage.second"]
+            a = {c.label: c.value for c in r.read()}["stage.first"]
             if a < b or b < last:
                 print("disorder", a, b, last, flush=True)
                 sys.exit(1)
@@ -71,8 +74,8 @@ def test_counters_reader_in_another_process_sees_a_writer_threads_stores_in_orde
                 break
     """
     with CountersManager.create(path) as mgr:
-        first = mgr.allocate("stage.first", SEQUENCE)
         second = mgr.allocate("stage.second", SEQUENCE)
+        first = mgr.allocate("stage.first", SEQUENCE)
         with _python(code, path, n) as reader:
             assert reader.stdout.readline().strip() == "ready"
 

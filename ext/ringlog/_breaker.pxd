@@ -19,6 +19,14 @@ cdef enum:
     BR_HALF_OPEN = 2
 
 
+# the kill switch on a trip (BreakerConfig.kill)
+cdef enum:
+    KILL_NONE = 0
+    KILL_KEY = 1         # a per-key trip cancels that key's resting orders
+    KILL_ALL = 2         # any trip cancels everyone's
+    KILL_KEY_OR_ALL = 3  # the key's on a per-key trip, everyone's on any other
+
+
 cdef class BreakerCore:
     cdef list _limits
     cdef readonly int state
@@ -37,10 +45,13 @@ cdef class BreakerCore:
     cdef readonly list held
     cdef readonly int64_t trips, resets, passed, throttled, checks, released, discarded
     cdef readonly int64_t alert_errors, inputs
+    cdef readonly int kill            # kill switch on trip: KILL_NONE, KILL_KEY, KILL_ALL, ...
+    cdef readonly int last_trip_per   # the tripping limit: 0 total/ratio, 1 per key, 2 per type
+    cdef public bint defer_alert      # the loop alerts after running the kill switch
 
     cdef int64_t _now(self, int64_t ts) noexcept
     cdef void _ratio_advance(self, int64_t t) noexcept
     cdef void on_input_c(self, int64_t timestamp_ns) noexcept
     cdef int check_c(self, int64_t timestamp_ns, uint32_t type_id, int64_t key) except -1
-    cdef int _trip(self, int64_t t, name, int64_t count, int64_t window, key,
+    cdef int _trip(self, int64_t t, name, int64_t count, int64_t window, key, int per,
                    ratio=*) except -1

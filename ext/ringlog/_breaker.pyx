@@ -14,11 +14,13 @@ from libc.stdlib cimport calloc, free
 
 import msgspec
 
-__all__ = ["CLOSED", "HALF_OPEN", "OPEN", "PASS", "HOLD", "THROTTLE", "TRIPPED", "BreakerCore"]
+__all__ = ["CLOSED", "HALF_OPEN", "OPEN", "PASS", "HOLD", "THROTTLE", "TRIPPED", "BreakerCore",
+           "KillReport", "TripReport"]
 
 PASS, HOLD, THROTTLE, TRIPPED = BR_PASS, BR_HOLD, BR_THROTTLE, BR_TRIPPED
 CLOSED, OPEN, HALF_OPEN = BR_CLOSED, BR_OPEN, BR_HALF_OPEN
 _STATE_NAMES = ("closed", "open", "half_open")
+_KILL_MODES = {"none": KILL_NONE, "key": KILL_KEY, "all": KILL_ALL, "key_or_all": KILL_KEY_OR_ALL}
 
 
 cdef struct Window:
@@ -158,7 +160,7 @@ cdef class BreakerCore:
     PASS, HOLD, THROTTLE, TRIPPED = BR_PASS, BR_HOLD, BR_THROTTLE, BR_TRIPPED
 
     def __init__(self, limits, ratio=None, allow=(), half_open_after_ns=None, alert=None,
-                 int64_t max_keys=4096):
+                 int64_t max_keys=4096, kill="none"):
         self._limits = [_CountLimit(l.max_count, l.window_ns,
                                     {None: 0, "key": 1, "type": 2}[l.per],
                                     l.tier == "throttle", l.name or f"limit{i}", max_keys)
@@ -173,6 +175,7 @@ cdef class BreakerCore:
         self.has_allow = len(self.allow) > 0
         self.half_open_after = -1 if half_open_after_ns is None else half_open_after_ns
         self.alert = alert
+        self.kill = _KILL_MODES[kill]
         self.held = []
         self.state = BR_CLOSED
         self.clock = -(1 << 62)
@@ -248,7 +251,8 @@ cdef class BreakerCore:
                     throttled = True
                     continue
                 return self._trip(t, lim.name, lim.max_count, lim.window_ns,
-                                  key if lim.per == 1 else (type_id if lim.per else None))
+                                  key if lim.per == 1 else (type_id if lim.per else None),
+                                  lim.per)
         if self.ratio_window:
             self._ratio_advance(t)
             sin = sout = 0
@@ -256,7 +260,7 @@ cdef class BreakerCore:
                 sin += self.ins[i]
                 sout += self.outs[i]
             if sin >= self.ratio_min_inputs and (sout + 1) > self.ratio_max * sin:
-                return self._trip(t, self.ratio_name, sout + 1, self.ratio_window, None,
+                return self._trip(t, self.ratio_name, sout + 1, self.ratio_window, None, 0,
                                   ratio=(sout + 1) / sin)
             self.outs[RATIO_BUCKETS - 1] += 1
         for lim in self._limits:
@@ -269,18 +273,35 @@ cdef class BreakerCore:
         self.passed += 1
         return BR_PASS
 
-    cdef int _trip(self, int64_t t, name, int64_t count, int64_t window, key,
+    cdef int _trip(self, int64_t t, name, int64_t count, int64_t window, key, int per,
                    ratio=None) except -1:
         self.state = BR_OPEN
         self.opened_at = t
         self.trips += 1
+        self.last_trip_per = per
         self.last_trip = TripReport(name, count, window, key, t, ratio)
+        if not self.defer_alert:
+            self.send_alert(self.last_trip)
+        return BR_TRIPPED
+
+    def send_alert(self, report):
+        """Calls the alert hook with ``report`` (errors are counted, never raised). The loop
+        calls it after the kill switch ran, with what was cancelled in ``report.kill``."""
         if self.alert is not None:
             try:
-                self.alert(self.last_trip)
+                self.alert(report)
             except Exception:
                 self.alert_errors += 1  # an alert hook never breaks the breaker
-        return BR_TRIPPED
+
+    def kill_scope(self):
+        """Whom the kill switch cancels for the last trip: ``(True, key)`` for one key,
+        ``(True, None)`` for everyone, ``(False, None)`` for no one."""
+        per_key = self.last_trip_per == 1 and self.last_trip is not None
+        if self.kill == KILL_ALL or (self.kill == KILL_KEY_OR_ALL and not per_key):
+            return True, None
+        if per_key and (self.kill == KILL_KEY or self.kill == KILL_KEY_OR_ALL):
+            return True, self.last_trip.key
+        return False, None
 
     def hold(self, bytes record):
         """Keeps an output that may not be published while open (never dropped)."""
@@ -366,8 +387,18 @@ cdef class BreakerCore:
         self.last_trip = None if last is None else msgspec.convert(last, TripReport)
 
 
+class KillReport(msgspec.Struct, frozen=True, array_like=True):
+    """What the kill switch did: the key whose resting orders it cancelled (None: everyone's),
+    the input sequence it ran at, and what the handler's ``on_kill`` reported cancelled."""
+
+    key: int | None
+    sequence: int
+    cancelled: list[int]
+
+
 class TripReport(msgspec.Struct, frozen=True, array_like=True):
-    """Why the breaker opened: the limit, its figures, and the event time."""
+    """Why the breaker opened: the limit, its figures, and the event time; ``kill`` is what
+    the kill switch cancelled (in the report the alert hook gets after it ran)."""
 
     limit: str
     count: int
@@ -375,3 +406,4 @@ class TripReport(msgspec.Struct, frozen=True, array_like=True):
     key: int | None
     timestamp_ns: int
     ratio: float | None = None
+    kill: KillReport | None = None

@@ -95,6 +95,42 @@ cdef class CountersManager:
     cdef dict _labels
 
 
+# Slots of a stage's StageCounters (the order of STAGE_COUNTERS in _counters.pyx).
+# journaller: last journaled sequence; backlog: events published but not yet journaled at
+# its batch end; last durable sequence (also stored when idle); batches journaled
+cdef enum:
+    JS_SEQUENCE = 0
+    JS_BACKLOG = 1
+    JS_DURABLE = 2
+    JS_BATCHES = 3
+# logic: last input handled; batches; inputs the handler saw; outputs emitted (published or
+# held); outputs published; dead letters; duplicates; breaker state (0 closed, 1 open,
+# 2 half-open), trips and held outputs; kill switch runs
+cdef enum:
+    LS_SEQUENCE = 0
+    LS_BATCHES = 1
+    LS_PROCESSED = 2
+    LS_OUTPUTS = 3
+    LS_PUBLISHED = 4
+    LS_DEAD_LETTERS = 5
+    LS_DUPLICATES = 6
+    LS_BREAKER_STATE = 7
+    LS_BREAKER_TRIPS = 8
+    LS_BREAKER_HELD = 9
+    LS_KILLS = 10
+cdef enum:
+    STAGE_MAX = 16
+
+
+cdef class StageCounters:
+    # A stage's counters, stored by the stage thread at its batch ends. A slot with no counter
+    # (no counters file) points into `spare`, so a store never needs a branch.
+    cdef int64_t* slot[16]
+    cdef int64_t spare[16]
+    cdef readonly list counters
+    cdef readonly str kind
+
+
 cdef class CountersReader:
     cdef _CountersMap _map
     cdef readonly object path

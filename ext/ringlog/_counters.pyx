@@ -26,7 +26,7 @@ from libc.string cimport memcpy, memset
 from posix.fcntl cimport O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, open as c_open
 from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
 from posix.stat cimport fstat, struct_stat
-from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
+from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 from posix.unistd cimport close as c_close, ftruncate
 
 from ringlog.includes.atomics cimport (
@@ -46,15 +46,27 @@ cdef extern from "ringwait.h" nogil:
     void rl_futex_wake_all(int32_t *word)
 
 __all__ = [
-    "GAUGE", "LAYOUT_VERSION", "LABEL_MAX", "SEQUENCE", "STATE", "TOTAL", "Counter",
-    "CounterValue", "CountersError", "CountersManager", "CountersReader",
-    "CountersVersionError",
+    "GAUGE", "LAYOUT_VERSION", "LABEL_MAX", "SEQUENCE", "STAGE_COUNTERS", "STATE", "TOTAL",
+    "Counter", "CounterValue", "CountersError", "CountersManager", "CountersReader",
+    "CountersVersionError", "StageCounters",
 ]
 
 TOTAL, SEQUENCE, GAUGE, STATE = 1, 2, 3, 4
 LAYOUT_VERSION = RL_COUNTERS_VERSION
 LABEL_MAX = RL_COUNTER_LABEL_MAX
 _LINE = 128
+
+# The counters each processor stage stores at its batch ends, in slot order (the JS_*/LS_*
+# enums of _counters.pxd); labels are "<prefix>.<name>". A stage's lag behind its upstream
+# is derived by the reader from two sequences, so no stage loads another stage's line.
+STAGE_COUNTERS = {
+    "journal": (("sequence", SEQUENCE), ("backlog", GAUGE), ("durable", SEQUENCE),
+                ("batches", TOTAL)),
+    "logic": (("sequence", SEQUENCE), ("batches", TOTAL), ("processed", TOTAL),
+              ("outputs", TOTAL), ("published", TOTAL), ("dead_letters", TOTAL),
+              ("duplicates", TOTAL), ("breaker_state", STATE), ("breaker_trips", TOTAL),
+              ("breaker_held", GAUGE), ("kills", TOTAL)),
+}
 
 
 class CountersError(RingLogError):
@@ -73,6 +85,12 @@ class CounterValue(msgspec.Struct, frozen=True, array_like=True):
     label: str
     value: int
     registration_id: int
+
+
+cdef inline int64_t _mono_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
 cdef inline int64_t _now_ns() noexcept nogil:
@@ -362,6 +380,64 @@ cdef class CountersManager:
 
     def __exit__(self, *exc):
         self.close()
+
+
+cdef class StageCounters:
+    """The counters of one processor stage (``STAGE_COUNTERS[kind]``), allocated in
+    ``manager`` as ``<prefix>.<name>``; with no manager every slot is a private spare, so the
+    stage stores the same way with or without a counters file. Not thread-safe: the stage's
+    thread is the only writer."""
+
+    def __init__(self, manager, str kind, str prefix=None):
+        cdef int i
+        spec = STAGE_COUNTERS.get(kind)
+        if spec is None:
+            raise CountersError(f"no stage counters of kind {kind!r}; known: "
+                                f"{sorted(STAGE_COUNTERS)}")
+        prefix = prefix or kind
+        self.kind = kind
+        self.counters = []
+        for i in range(STAGE_MAX):
+            self.spare[i] = 0
+            self.slot[i] = &self.spare[i]
+        if manager is None:
+            return
+        for i, (name, type_id) in enumerate(spec):
+            c = (<CountersManager?>manager).allocate(f"{prefix}.{name}", type_id)
+            self.counters.append(c)
+            self.slot[i] = (<Counter>c).addr
+
+    def set(self, str name, int64_t value):
+        """Stores ``value`` into the counter ``name`` (a stage driven from Python)."""
+        counter_set(self.slot[self._index(name)], value)
+
+    def add(self, str name, int64_t delta=1):
+        """Adds ``delta`` to the counter ``name`` (owner thread only)."""
+        counter_add(self.slot[self._index(name)], delta)
+
+    def _index(self, str name):
+        for i, (n, _) in enumerate(STAGE_COUNTERS[self.kind]):
+            if n == name:
+                return i
+        raise CountersError(f"stage {self.kind!r} has no counter {name!r}")
+
+    def store_cost_ns(self, int64_t rounds=1_000_000):
+        """Benchmarks what a batch end costs: ``rounds`` times a release store into each of
+        this stage's slots (as the stages do), timed without the GIL. Returns ns per
+        round."""
+        cdef int64_t r, t0, t1
+        cdef int i, n = max(len(STAGE_COUNTERS[self.kind]), 1)
+        with nogil:
+            t0 = _mono_ns()
+            for r in range(rounds):
+                for i in range(n):
+                    counter_set(self.slot[i], r)
+            t1 = _mono_ns()
+        return (t1 - t0) / <double>max(rounds, 1)
+
+    def values(self):
+        """The stage's values by name (for tests and in-process inspection)."""
+        return {c.label.split(".", 1)[1]: c.value for c in self.counters}
 
 
 cdef class CountersReader:

@@ -5,6 +5,7 @@
 from libc.stdint cimport int64_t, uint32_t
 
 from ringlog._breaker cimport BreakerCore
+from ringlog._counters cimport StageCounters
 from ringlog._handler cimport CyEventHandler, Emitter
 from ringlog._journal cimport JournalAppender
 from ringlog._ring cimport Ring
@@ -40,12 +41,15 @@ cdef class LogicCore:
     cdef bint dedup_on
     cdef public object sink           # outputs as OutputRecords when replaying or ringless
     cdef object _reread, _snapshot, _dead_letter, _on_resume
+    cdef object _on_kill, _on_enable    # the handler's kill switch hooks (or None)
+    cdef int bypass                    # > 0 while the kill switch runs: outputs skip the breaker
+    cdef bint kill_armed               # a trip armed the kill switch for the current input
     cdef public int64_t snapshot_every
     # state (saved in snapshots through ringlog.logic.LoopState)
     cdef public int64_t last_sequence
     cdef public int64_t pending_from   # first input held back while the breaker is open
     cdef public dict dedup
-    cdef public int64_t outputs, published, processed, duplicates, dead_letters
+    cdef public int64_t outputs, published, processed, duplicates, dead_letters, kills
     cdef public bint replaying
     cdef public int64_t replay_quiet   # replay: outputs below this index are suppressed
     # the input being handled: outputs carry its sequence, timestamp and correlation id
@@ -62,7 +66,10 @@ cdef class LogicCore:
     cdef object scratch_view
     cdef char* scratch_p
     cdef int64_t scratch_cap, run_n, run_first
-    cdef object OutputRecord, TripInfo, encode, decode
+    cdef object OutputRecord, TripInfo, KillInfo, KillReport, encode, decode
+    cdef public StageCounters counters  # stored at each live batch end (ringlog._counters)
+    # the journal stages' counters when this thread journals (inline topology, no output ring)
+    cdef public StageCounters journal_counters, output_counters
 
     cdef int process_c(self, const rl_header* h, const char* payload, int64_t seq,
                        bint end_of_batch, object obj) except -1
@@ -75,7 +82,10 @@ cdef class LogicCore:
     cdef int _control(self, const rl_header* h, const char* payload, int64_t seq,
                       object obj) except -1
     cdef int _resume(self, int64_t reset_sequence) except -1
+    cdef int _kill_on_trip(self) except -1
+    cdef object _kill(self, object key, bint by_trip)
     cdef int _after(self, int64_t seq) except -1
+    cdef void _store_counters(self, int64_t seq) noexcept
     cdef bint _rare(self, const rl_header* h) noexcept
     cdef int _flush_scratch(self) except -1
     cdef int _ring_run(self, Ring ring, int64_t lo, int64_t hi, int64_t base) except -1

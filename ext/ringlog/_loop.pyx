@@ -29,6 +29,11 @@ from libc.stdint cimport int64_t, uint32_t
 from libc.string cimport memcpy, memset
 
 from ringlog._breaker cimport BR_OPEN, BR_PASS, BR_THROTTLE, BR_TRIPPED, BreakerCore
+from ringlog._counters cimport (
+    JS_BACKLOG, JS_BATCHES, JS_DURABLE, JS_SEQUENCE, LS_BATCHES, LS_BREAKER_HELD,
+    LS_BREAKER_STATE, LS_BREAKER_TRIPS, LS_DEAD_LETTERS, LS_DUPLICATES, LS_KILLS, LS_OUTPUTS,
+    LS_PROCESSED, LS_PUBLISHED, LS_SEQUENCE, StageCounters, counter_add, counter_set,
+)
 from ringlog._handler cimport CyEventHandler, Emitter
 from ringlog._journal cimport REC_PREFIX, SCAN_OK, JournalAppender, Segment
 from ringlog._ring cimport RL_CLOSED, RL_TIMEOUT, Consumer, Ring
@@ -43,7 +48,7 @@ import msgspec
 import numpy as np
 
 from ringlog import events as _events
-from ringlog.errors import RingClosedError, RingLogError, SchemaError
+from ringlog.errors import ConfigError, RingClosedError, RingLogError, SchemaError
 
 __all__ = ["LogicCore", "SlotEvent", "journal_stage"]
 
@@ -56,6 +61,9 @@ cdef uint32_t T_RELEASE = _events.TYPE_RELEASE_HELD
 cdef uint32_t T_DISCARD = _events.TYPE_DISCARD_HELD
 cdef uint32_t T_TRIPPED = _events.TYPE_BREAKER_TRIPPED
 cdef uint32_t T_CLOSED = _events.TYPE_BREAKER_CLOSED
+cdef uint32_t T_KILL = _events.TYPE_KILL
+cdef uint32_t T_ENABLE = _events.TYPE_ENABLE
+cdef uint32_t T_KILLED = _events.TYPE_KILLED
 
 cdef int64_t WAIT_NS = 50000000  # a stage re-checks for a closed ring at least this often
 cdef char _EMPTY[1]
@@ -70,23 +78,26 @@ cdef inline bint _is_control(const rl_header* h) noexcept nogil:
 
 
 def journal_stage(Consumer consumer, JournalAppender appender, int max_batch,
-                  bint mark_batches=True):
+                  bint mark_batches=True, StageCounters counters=None):
     """The journaller: appends ring batches (at most ``max_batch`` slots, never wrapping the
     ring end) with one memcpy per slot, without the GIL, then releases them to the next
     stage.
     With ``mark_batches`` the last slot of each batch gets FLAG_BATCH_END before it is
-    journaled, so replay sees the live batch boundaries. Returns when the ring is closed and
-    drained."""
+    journaled, so replay sees the live batch boundaries. ``counters`` (kind "journal") are
+    stored at each batch end. Returns when the ring is closed and drained."""
     cdef Ring ring = consumer.ring
     cdef int64_t nxt = rl_load_acquire(consumer.seq_ptr) + 1, avail, hi
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    cdef StageCounters ctr = counters if counters is not None else StageCounters(None, "journal")
+    cdef int64_t** c = ctr.slot
     with nogil:  # the GIL is taken only to roll a segment or raise
         while True:
             avail = consumer.wait_for(nxt, WAIT_NS)
             if avail == RL_CLOSED:
                 break
-            if avail == RL_TIMEOUT:
+            if avail == RL_TIMEOUT:  # idle: the sync thread may have moved the durable mark
+                counter_set(c[JS_DURABLE], rl_load_acquire(&appender.durable))
                 continue
             hi = min(avail, nxt + max_batch - 1, nxt | ring.mask)
             if mark_batches:
@@ -94,6 +105,10 @@ def journal_stage(Consumer consumer, JournalAppender appender, int max_batch,
             appender.append_slots(ring.slot(nxt), ring.slot_size, hi - nxt + 1)
             consumer.set_sequence(hi)
             nxt = hi + 1
+            counter_set(c[JS_SEQUENCE], appender.last_seq)
+            counter_set(c[JS_BACKLOG], avail - hi)
+            counter_set(c[JS_DURABLE], rl_load_acquire(&appender.durable))
+            counter_add(c[JS_BATCHES], 1)
 
 
 cdef class SlotEvent:
@@ -190,10 +205,18 @@ cdef class LogicCore:
     def __init__(self, handler, breaker=None, *, sink=None, reread=None, snapshot=None,
                  dead_letter=None, bint dedup=False, int64_t snapshot_every=0,
                  int slot_size=128, int max_batch=1024, on_resume=None):
-        from ringlog.logic import OutputRecord, TripInfo
+        from ringlog._breaker import KillReport
+        from ringlog.logic import KillInfo, OutputRecord, TripInfo
 
         if breaker is not None and not isinstance(breaker, BreakerCore):
             raise TypeError(f"breaker must be a ringlog.Breaker, got {type(breaker).__name__}")
+        self._on_kill = getattr(handler, "on_kill", None)
+        self._on_enable = getattr(handler, "on_enable", None)
+        if breaker is not None and (<BreakerCore>breaker).kill:
+            if not callable(self._on_kill):
+                raise ConfigError("BreakerConfig.kill", f"a kill switch needs a handler with "
+                                  f"on_kill(key); {type(handler).__name__} has none")
+            (<BreakerCore>breaker).defer_alert = True  # alerted after the kill, with its report
         if snapshot_every < 0:
             raise ValueError(f"snapshot_every must be >= 0, got {snapshot_every}")
         self.handler = handler
@@ -211,7 +234,11 @@ cdef class LogicCore:
         self.dedup = {}
         self.cur_seq = -1
         self.fly = SlotEvent.__new__(SlotEvent)
+        self.counters = StageCounters(None, "logic")
+        self.journal_counters = StageCounters(None, "journal")
+        self.output_counters = StageCounters(None, "journal")
         self.OutputRecord, self.TripInfo = OutputRecord, TripInfo
+        self.KillInfo, self.KillReport = KillInfo, KillReport
         self.encode = msgspec.msgpack.Encoder().encode
         self.decode = msgspec.msgpack.Decoder(OutputRecord).decode
         cdef _CoreEmitter em
@@ -295,6 +322,8 @@ cdef class LogicCore:
             self._dead(obj, seq, traceback.format_exc())
         self.processed += 1
         if self.breaker is not None and self.breaker.state == BR_OPEN:
+            if self.kill_armed:
+                self._kill_on_trip()
             self.pending_from = seq + 1
             return 0
         return 1
@@ -341,6 +370,16 @@ cdef class LogicCore:
         elif t == T_SNAPSHOT:
             if self._snapshot is not None and not self.replaying:
                 self._snapshot(seq)
+        elif t == T_KILL or t == T_ENABLE:
+            try:
+                key = msgspec.msgpack.decode(payload[:h.length], type=int | None)
+            except msgspec.DecodeError:
+                return 0  # not written by Processor.kill/enable: nothing to do
+            self.cur_seq, self.cur_ts, self.cur_corr = seq, ts, h.correlation_id
+            if t == T_KILL and self._on_kill is not None:
+                self._kill(key, False)
+            elif t == T_ENABLE and self._on_enable is not None:
+                self._on_enable(key)
         elif b is None:
             return 0
         elif t == T_RELEASE:
@@ -353,6 +392,36 @@ cdef class LogicCore:
             self._publish(T_CLOSED, RL_FLAG_CONTROL, _EMPTY, 0, 0, ts, h.correlation_id, seq)
             self._resume(seq)
         return 0
+
+    cdef int _kill_on_trip(self) except -1:
+        """The kill switch, at the tripping input (after the handler returned): cancels
+        whom the breaker's ``kill`` says, then alerts with the trip and what was cancelled."""
+        cdef BreakerCore b = self.breaker
+        self.kill_armed = False
+        go, key = b.kill_scope()
+        report = b.last_trip
+        if go:
+            report = msgspec.structs.replace(report, kill=self._kill(key, True))
+        if not self.replaying:  # the live run alerted already
+            b.send_alert(report)
+        return 0
+
+    cdef object _kill(self, object key, bint by_trip):
+        """Runs the handler's ``on_kill(key)`` (key None: everyone) with its outputs past
+        the breaker (not held, not counted), then publishes a KILLED control output.
+        Returns the KillReport."""
+        self.bypass += 1
+        try:
+            cancelled = self._on_kill(key)
+        finally:
+            self.bypass -= 1
+        ids = [int(i) for i in cancelled] if cancelled is not None else []
+        self.kills += 1
+        info = self.encode(self.KillInfo(self.cur_seq, key, len(ids), by_trip))
+        self._publish(T_KILLED, RL_FLAG_CONTROL, PyBytes_AS_STRING(info),
+                      <uint32_t>PyBytes_GET_SIZE(info), 0, self.cur_ts, self.cur_corr,
+                      self.cur_seq)
+        return self.KillReport(key, self.cur_seq, ids)
 
     cdef int _resume(self, int64_t reset_sequence) except -1:
         """Re-reads the inputs held back while open, in journal order, up to (not
@@ -442,6 +511,8 @@ cdef class LogicCore:
                 self.fly.owner_view, self.fly.owner_base = base_view, base_p
         self.processed += n
         if self.breaker is not None and self.breaker.state == BR_OPEN:
+            if self.kill_armed:
+                self._kill_on_trip()
             self.pending_from = last + 1
         if self.snapshot_every and (last + 1) // self.snapshot_every > first // \
                 self.snapshot_every and not self.replaying and self._snapshot is not None:
@@ -484,6 +555,8 @@ cdef class LogicCore:
         cdef int64_t limit = max_batch if max_batch > 0 else ring.capacity
         cdef const rl_header* h
         cdef bint was_open
+        cdef int64_t** jc = self.journal_counters.slot
+        cdef int64_t seen
         if self.kind == KIND_BATCH and ring.slot_size != self.slot_size:
             raise ValueError(f"the ring's slots are {ring.slot_size} bytes, the batch "
                              f"handler's view {self.slot_size}")
@@ -493,12 +566,19 @@ cdef class LogicCore:
             with nogil:
                 avail = consumer.wait_for(nxt, WAIT_NS)
                 if avail >= nxt and journal is not None:
+                    seen = avail
                     avail = min(avail, nxt + limit - 1, nxt | ring.mask)
                     (<rl_header*>ring.slot(avail)).flags |= RL_FLAG_BATCH_END
                     journal.append_slots(ring.slot(nxt), ring.slot_size, avail - nxt + 1)
+                    counter_set(jc[JS_SEQUENCE], journal.last_seq)
+                    counter_set(jc[JS_BACKLOG], seen - avail)
+                    counter_set(jc[JS_DURABLE], rl_load_acquire(&journal.durable))
+                    counter_add(jc[JS_BATCHES], 1)
             if avail == RL_CLOSED:
                 return
             if avail == RL_TIMEOUT:
+                if journal is not None:  # idle: the sync thread may have moved the mark
+                    counter_set(jc[JS_DURABLE], rl_load_acquire(&journal.durable))
                 continue
             was_open = self.pending_from >= 0
             if self.kind != KIND_BATCH:
@@ -525,8 +605,31 @@ cdef class LogicCore:
                         lo = -1
             consumer.set_sequence(avail)
             nxt = avail + 1
+            self._store_counters(base + avail)
             if was_open and self.pending_from < 0 and self._on_resume is not None:
                 self._on_resume()
+
+    cdef void _store_counters(self, int64_t seq) noexcept:
+        """The loop's counters at a batch end: release stores into the counters file."""
+        cdef int64_t** c = self.counters.slot
+        cdef BreakerCore b = self.breaker
+        counter_set(c[LS_SEQUENCE], seq)
+        counter_add(c[LS_BATCHES], 1)
+        counter_set(c[LS_PROCESSED], self.processed)
+        counter_set(c[LS_OUTPUTS], self.outputs)
+        counter_set(c[LS_PUBLISHED], self.published)
+        counter_set(c[LS_DEAD_LETTERS], self.dead_letters)
+        counter_set(c[LS_DUPLICATES], self.duplicates)
+        if b is not None:
+            counter_set(c[LS_BREAKER_STATE], b.state)
+            counter_set(c[LS_BREAKER_TRIPS], b.trips)
+            counter_set(c[LS_BREAKER_HELD], len(b.held))
+        counter_set(c[LS_KILLS], self.kills)
+        if self.output_journal is not None:  # outputs journaled by this thread
+            c = self.output_counters.slot
+            counter_set(c[JS_SEQUENCE], self.output_journal.last_seq)
+            counter_set(c[JS_DURABLE], rl_load_acquire(&self.output_journal.durable))
+            counter_add(c[JS_BATCHES], 1)
 
     cdef int _ring_run(self, Ring ring, int64_t lo, int64_t hi, int64_t base) except -1:
         """A batch handler's run of ring slots lo..hi, as a zero-copy view."""
@@ -617,7 +720,7 @@ cdef class LogicCore:
         cdef BreakerCore b = self.breaker
         cdef int decision
         self.outputs += 1
-        if b is None:
+        if b is None or self.bypass:
             self._publish(type_id, 0, payload, length, key, self.cur_ts, self.cur_corr,
                           self.cur_seq)
             return BR_PASS
@@ -633,6 +736,7 @@ cdef class LogicCore:
                 self._publish(T_TRIPPED, RL_FLAG_CONTROL, PyBytes_AS_STRING(info),
                               <uint32_t>PyBytes_GET_SIZE(info), 0, self.cur_ts, self.cur_corr,
                               self.cur_seq)
+                self.kill_armed = b.kill != 0  # runs once the handler returns
         return decision
 
     cdef int _publish_record(self, object rec) except -1:

@@ -13,6 +13,11 @@ CLOSED: int
 OPEN: int
 HALF_OPEN: int
 
+class KillReport(msgspec.Struct, frozen=True, array_like=True):
+    key: int | None
+    sequence: int
+    cancelled: list[int]
+
 class TripReport(msgspec.Struct, frozen=True, array_like=True):
     limit: str
     count: int
@@ -20,6 +25,7 @@ class TripReport(msgspec.Struct, frozen=True, array_like=True):
     key: int | None
     timestamp_ns: int
     ratio: float | None = None
+    kill: KillReport | None = None
 
 class BreakerCore:
     PASS: ClassVar[int]
@@ -38,10 +44,15 @@ class BreakerCore:
     discarded: int
     alert_errors: int
     inputs: int
+    kill: int
+    last_trip_per: int
+    defer_alert: bool
     def __init__(self, limits: Iterable[Any], ratio: Any = None, allow: Iterable[int] = (),
                  half_open_after_ns: int | None = None,
                  alert: Callable[[TripReport], None] | None = None,
-                 max_keys: int = 4096) -> None: ...
+                 max_keys: int = 4096, kill: str = "none") -> None: ...
+    def send_alert(self, report: TripReport) -> None: ...
+    def kill_scope(self) -> tuple[bool, int | None]: ...
     def on_input(self, timestamp_ns: int) -> None: ...
     def tick(self, timestamp_ns: int) -> bool: ...
     def check(self, timestamp_ns: int, type_id: int = 0, key: int = 0) -> int: ...

@@ -4,11 +4,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._breaker import BreakerCore
+from ._counters import StageCounters
 from ._journal import JournalAppender, Segment
 from ._ring import Consumer, Ring
 
 def journal_stage(consumer: Consumer, appender: JournalAppender, max_batch: int,
-                  mark_batches: bool = True) -> None: ...
+                  mark_batches: bool = True, counters: StageCounters | None = None) -> None: ...
 
 class SlotEvent:
     """The flyweight event a Python handler receives (valid only during the call)."""
@@ -37,6 +38,7 @@ class LogicCore:
     handler: Any
     kind: int
     breaker: BreakerCore | None
+    counters: StageCounters
     sink: Callable[[Any], None] | None
     snapshot_every: int
     last_sequence: int

@@ -208,12 +208,17 @@ TYPE_RELEASE_HELD = CONTROL_BASE + 3     # input: operator publishes the held ou
 TYPE_DISCARD_HELD = CONTROL_BASE + 4     # input: operator drops the held outputs
 TYPE_SNAPSHOT = CONTROL_BASE + 5         # input: take a snapshot at this sequence
 TYPE_BATCH_MARK = CONTROL_BASE + 6       # input: no-op that ends a batch a crash cut short
+TYPE_KILL = CONTROL_BASE + 7             # input: operator kill switch (payload: msgpack [key])
+TYPE_ENABLE = CONTROL_BASE + 8           # input: operator re-enables a killed key ([key])
+TYPE_STREAM_MARK = CONTROL_BASE + 9      # input: no-op, a cluster stream message starts here
 TYPE_BREAKER_TRIPPED = CONTROL_BASE + 16  # output: the breaker opened (payload: msgpack trip info)
 TYPE_BREAKER_CLOSED = CONTROL_BASE + 17   # output: the breaker closed again
 TYPE_DEAD_LETTER = CONTROL_BASE + 18      # dead-letter journal: a poison event and its traceback
+TYPE_KILLED = CONTROL_BASE + 19           # output: the kill switch ran (payload: msgpack KillInfo)
 
 CONTROL_NAMES = {
     TYPE_BATCH_MARK: "batch_mark",
+    TYPE_STREAM_MARK: "stream_mark",
     TYPE_TIMER: "timer",
     TYPE_BREAKER_RESET: "breaker_reset",
     TYPE_RELEASE_HELD: "release_held",
@@ -222,6 +227,9 @@ CONTROL_NAMES = {
     TYPE_BREAKER_TRIPPED: "breaker_tripped",
     TYPE_BREAKER_CLOSED: "breaker_closed",
     TYPE_DEAD_LETTER: "dead_letter",
+    TYPE_KILL: "kill",
+    TYPE_ENABLE: "enable",
+    TYPE_KILLED: "killed",
 }
 
 

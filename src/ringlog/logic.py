@@ -24,7 +24,7 @@ import msgspec
 
 from ._loop import LogicCore
 
-__all__ = ["InputEvent", "LogicLoop", "LoopState", "OutputRecord"]
+__all__ = ["InputEvent", "KillInfo", "LogicLoop", "LoopState", "OutputRecord", "TripInfo"]
 
 
 class InputEvent(Protocol):
@@ -62,6 +62,7 @@ class LoopState(msgspec.Struct, array_like=True):
     processed: int = 0
     duplicates: int = 0
     dead_letters: int = 0
+    kills: int = 0  # kill switch runs (on a trip or an operator's kill)
 
 
 class TripInfo(msgspec.Struct, array_like=True):
@@ -69,6 +70,17 @@ class TripInfo(msgspec.Struct, array_like=True):
 
     sequence: int
     report: Any
+
+
+class KillInfo(msgspec.Struct, array_like=True):
+    """Payload of a TYPE_KILLED output: the input sequence the kill switch ran at, the key
+    whose resting orders it cancelled (None: everyone's), how many the handler cancelled, and
+    whether a breaker trip (rather than an operator) set it off."""
+
+    sequence: int
+    key: int | None
+    cancelled: int
+    by_trip: bool
 
 
 class LogicLoop(LogicCore):
@@ -81,7 +93,9 @@ class LogicLoop(LogicCore):
     reset; ``snapshot(sequence)`` is called for a snapshot request and every
     ``snapshot_every`` inputs (live only); ``dead_letter(event, seq, tb)`` for a poison event
     when the exception policy is ``dead_letter``; ``on_resume()`` when a reset lets input
-    through again. Not thread-safe.
+    through again. The handler's ``on_kill(key)`` / ``on_enable(key)`` (optional) serve
+    the kill switch (BreakerConfig.kill and the journaled TYPE_KILL / TYPE_ENABLE). Not
+    thread-safe.
     """
 
     def __init__(self, handler: Any, breaker: Any | None, *,
@@ -100,11 +114,11 @@ class LogicLoop(LogicCore):
         """The loop's state as plain data (a copy), for snapshots and inspection."""
         return LoopState(self.last_sequence, self.pending_from, dict(self.dedup),
                          self.outputs, self.published, self.processed, self.duplicates,
-                         self.dead_letters)
+                         self.dead_letters, self.kills)
 
     @state.setter
     def state(self, st: LoopState) -> None:
         (self.last_sequence, self.pending_from, self.dedup, self.outputs, self.published,
-         self.processed, self.duplicates, self.dead_letters) = (
+         self.processed, self.duplicates, self.dead_letters, self.kills) = (
             st.last_sequence, st.pending_from, dict(st.dedup), st.outputs, st.published,
-            st.processed, st.duplicates, st.dead_letters)
+            st.processed, st.duplicates, st.dead_letters, st.kills)

@@ -51,6 +51,8 @@ from .events import (
     TYPE_BREAKER_RESET,
     TYPE_DEAD_LETTER,
     TYPE_DISCARD_HELD,
+    TYPE_ENABLE,
+    TYPE_KILL,
     TYPE_RELEASE_HELD,
     TYPE_SNAPSHOT,
     TYPE_TIMER,
@@ -58,11 +60,13 @@ from .events import (
     control_descriptors,
 )
 from .logic import InputEvent, LogicLoop, LoopState, OutputRecord
+from .retention import Retention, prune_processor
 
 __all__ = ["Processor", "ProcessorConfig", "ProcessorManifest", "ProcessorMetrics",
            "RecoveryReport", "read_manifest", "resolve_topology"]
 
 MANIFEST = "processor.json"
+COUNTERS = "counters"  # the live counters file (ringlog._counters), read by `ringlog stat`
 INLINE_BELOW_CPUS = 4  # ``topology="auto"``: inline when the process may use fewer CPUs
 OUTPUT_GROUP_EVENTS, OUTPUT_GROUP_MS = 1 << 16, 20.0  # output journal: sync in large groups
 
@@ -94,12 +98,15 @@ class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     snapshot_every: int = 0  # events between automatic snapshots; 0 = only on request
     exception_policy: Literal["halt", "dead_letter"] = "halt"
     dedup: bool = False
+    counters: bool = True  # DIR/counters: live counters for `ringlog stat` and metrics
+    admin: bool = True  # DIR/admin.sock: journaled operator commands (`ringlog admin`)
     # "inline": the loop thread journals each batch itself, then handles it; "staged": a
     # journaller thread ahead of the loop; "auto": inline on few CPUs (resolve_topology)
     topology: Literal["auto", "inline", "staged"] = "auto"
     # "durable": under group/sync an output reaches listeners only once the input that caused
     # it is durable (power-loss safe acks); "immediate": as soon as it is journaled
     release: Literal["durable", "immediate"] = "durable"
+    retention: Retention | None = None  # prune after each snapshot (ringlog.retention)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -219,13 +226,19 @@ class Processor:
         self._error: BaseException | None = None
         self.halt_cause: BaseException | None = None  # what halted it (kept after stop)
         self._open = threading.Condition()
-        self._loop = LogicLoop(handler, breaker, reread=self._reread,
-                               snapshot=self._take_snapshot,
-                               dead_letter=(self._write_dead_letter
-                                            if c.exception_policy == "dead_letter" else None),
-                               dedup=c.dedup, snapshot_every=c.snapshot_every,
-                               slot_size=c.slot_size, max_batch=c.max_batch,
-                               on_resume=self._notify_resumed)
+        try:
+            self._loop = LogicLoop(handler, breaker, reread=self._reread,
+                                   snapshot=self._take_snapshot,
+                                   dead_letter=(self._write_dead_letter
+                                                if c.exception_policy == "dead_letter"
+                                                else None),
+                                   dedup=c.dedup, snapshot_every=c.snapshot_every,
+                                   slot_size=c.slot_size, max_batch=c.max_batch,
+                                   on_resume=self._notify_resumed)
+        except BaseException:  # a handler/breaker mismatch: leave the journals unlocked
+            self.input.close()
+            self.output.close()
+            raise
         self._rate_mark = (time.monotonic(), 0, 0)
         self._recovered: RecoveryReport | None = None
         self._in: Any = None
@@ -340,6 +353,8 @@ class Processor:
         snap = _Snapshot(loop=self._loop.state, handler=self.handler.on_snapshot(),
                          breaker=self.breaker.snapshot() if self.breaker is not None else b"")
         self.snapshots.write(sequence, msgspec.msgpack.encode(snap))
+        if self.config.retention is not None:
+            prune_processor(self, self.config.retention)
 
     # -- lifecycle ------------------------------------------------------------------------
     @property
@@ -378,6 +393,7 @@ class Processor:
             self._out = Ring(c.output_capacity, c.slot_size, producer="single", wait=c.wait)
             self._oc = self._out.consumer()
             self._loop.set_outputs(self._out, None)
+        self._open_counters()
         self._write_manifest()
         self._state = "running"
         stages: list[tuple[str, Callable[[], None]]] = [("loop", self._run_logic)]
@@ -390,6 +406,27 @@ class Processor:
                                  name=f"ringlog-{name}", daemon=True)
             t.start()
             self._threads.append(t)
+        if c.admin:
+            from .admin import AdminServer
+
+            self._admin = AdminServer(self, self.directory)
+
+    def _open_counters(self) -> None:
+        """Makes ``DIR/counters`` (with ``config.counters``) and the stages' counters in it;
+        without it every stage stores into private spares, the same way."""
+        from ._counters import CountersManager, StageCounters
+
+        self.counters = (CountersManager.create(self.directory / COUNTERS)
+                         if self.config.counters else None)
+        self._loop.counters = StageCounters(self.counters, "logic")
+        if self.breaker is None:
+            self._loop.counters.set("breaker_state", -1)  # readers show "none"
+        self._journal_counters = StageCounters(self.counters, "journal")
+        self._output_counters = StageCounters(self.counters, "journal", "output")
+        # inline topology: the loop thread journals its input (and, with no output ring,
+        # its outputs) itself, so it stores those stages' counters too
+        self._loop.journal_counters = self._journal_counters
+        self._loop.output_counters = self._output_counters
 
     def _guard(self, fn: Callable[[], None], name: str | None = None) -> None:
         if name:
@@ -438,6 +475,8 @@ class Processor:
         """Handles what is already published, stops the threads and closes the journals
         (everything appended is synced unless durability is ``none``). Idempotent; raises
         the error that halted the processor, if one did."""
+        if getattr(self, "_admin", None) is not None:
+            self._admin.close()
         if self._state in ("running", "halted") and self._threads:
             self._in.close()
             loops = [t for t in self._threads if t.name != "ringlog-output"]
@@ -459,6 +498,8 @@ class Processor:
             self.output.close()
             if self._dead_letter_journal is not None:
                 self._dead_letter_journal.close()
+            if getattr(self, "counters", None) is not None:
+                self.counters.close()
             self._state = "closed" if self._error is None else "halted"
         if self._error is not None:
             err, self._error = self._error, None
@@ -524,17 +565,40 @@ class Processor:
         if self._loop_halted_by_breaker():
             self._wait_closed(timeout)
         ts = time.time_ns() if timestamp_ns is None else timestamp_ns
-        return self._in.publish_records(records, type_id, timestamp_ns=ts,
-                                        record_size=record_size, timeout=timeout)
+        try:
+            return self._in.publish_records(records, type_id, timestamp_ns=ts,
+                                            record_size=record_size, timeout=timeout)
+        except RingClosedError as e:
+            raise self._closed(e) from self.halt_cause
 
     def publish_struct(self, event: msgspec.Struct, **kw: Any) -> int:
         """Publishes a registered msgspec Struct as an input event."""
         type_id, data = self.registry.encode(event)
         return self.publish(data, type_id, **kw)
 
-    def _control(self, type_id: int, timestamp_ns: int | None) -> int:
+    def _control(self, type_id: int, timestamp_ns: int | None, payload: bytes = b"") -> int:
         ts = time.time_ns() if timestamp_ns is None else timestamp_ns
-        return self._in.publish(b"", type_id, timestamp_ns=ts, flags=FLAG_CONTROL)
+        return self._in.publish(payload, type_id, timestamp_ns=ts, flags=FLAG_CONTROL)
+
+    def kill(self, key: int | None = None, timestamp_ns: int | None = None) -> int:
+        """Operator command (journaled): the kill switch by hand. The loop calls the
+        handler's ``on_kill(key)`` (None: every key) at this point of the input: resting
+        orders are cancelled with outputs past the breaker, and new ones refused until
+        ``enable``."""
+        return self._control(TYPE_KILL, timestamp_ns, self._key_payload("kill", key))
+
+    def enable(self, key: int | None = None, timestamp_ns: int | None = None) -> int:
+        """Operator command (journaled): re-enables a killed key (None: every key) through
+        the handler's ``on_enable(key)``."""
+        return self._control(TYPE_ENABLE, timestamp_ns, self._key_payload("enable", key))
+
+    def _key_payload(self, what: str, key: int | None) -> bytes:
+        if not callable(getattr(self.handler, f"on_{what}", None)):
+            raise RingLogError(f"{what}: {type(self.handler).__name__} has no on_{what}(key) "
+                               "(the kill switch needs the handler's support)")
+        if key is not None and (type(key) is not int or not -2**63 <= key < 2**63):
+            raise RingLogError(f"{what}: key must be an int64 or None (everyone), got {key!r}")
+        return msgspec.msgpack.encode(key)
 
     def timer(self, timestamp_ns: int) -> int:
         """Publishes a timer event: handlers see time advance only through such events."""
@@ -588,7 +652,8 @@ class Processor:
 
     # -- threads --------------------------------------------------------------------------
     def _run_journaller(self) -> None:
-        journal_stage(self._jc, self.input.appender, self.config.max_batch)
+        journal_stage(self._jc, self.input.appender, self.config.max_batch,
+                      counters=self._journal_counters)
 
     def _run_logic(self) -> None:
         if self.topology == "inline":
@@ -605,8 +670,10 @@ class Processor:
         c = self.config
         each, whole, slots = self._on_output, self._on_output_batch, self._on_output_slots
         if not each and not whole and not slots:  # only the output journal: GIL-free stage
-            journal_stage(self._oc, self.output.appender, c.max_batch, False)
+            journal_stage(self._oc, self.output.appender, c.max_batch, False,
+                          self._output_counters)
             return
+        ctr = self._output_counters
         keys, mask = self._loop.output_keys, self._out.capacity - 1
         gate = self.input.appender if self._gated else None
         slot_size = self._out.slot_size
@@ -631,6 +698,9 @@ class Processor:
                 for fn in whole:
                     fn(recs)
             self._oc.release(batch)
+            ctr.set("sequence", self.output.last_sequence)
+            ctr.set("durable", self.output.durable_sequence)
+            ctr.add("batches")
 
     def _await_durable(self, appender: Any, sequence: int) -> None:
         """Sleeps (no GIL, no spinning) until input ``sequence`` is durable; a failed input

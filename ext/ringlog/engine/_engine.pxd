@@ -1,7 +1,7 @@
 # The matching engine as a ringlog handler: decodes command records in place, applies the rules
 # (validation, account limits, price bands, self-trade prevention defaults) and drives the
 # books of ringlog.engine._book; reports go out through emit_c with key = the account.
-from libc.stdint cimport int64_t, uint8_t, uint32_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 
 from ringlog._handler cimport CyEventHandler
 from ringlog.engine._book cimport Books, rl_book, rl_command, rl_map, rl_taker
@@ -22,6 +22,9 @@ cdef class Engine(CyEventHandler):
     cdef int64_t n_commands         # counters, part of the state
     cdef int64_t n_rejected
     cdef int64_t n_cancelled
+    cdef bint any_disabled          # the kill switch: some account (or all) refused new orders
+    cdef bint all_disabled
+    cdef set disabled               # killed accounts, until re-enabled
 
     cdef int command(self, uint32_t type_id, const char* payload, uint32_t length) except -1
     cdef int flush(self, int64_t key) except -1
@@ -31,6 +34,9 @@ cdef class Engine(CyEventHandler):
     cdef int cancel(self, const rl_command* c) except -1
     cdef int modify(self, const rl_command* c) except -1
     cdef int mass_cancel(self, const rl_command* c) except -1
+    cdef int cancel_resting(self, bint every, uint32_t account, int32_t lo, int32_t hi,
+                            uint8_t reason, list ids) except -1
+    cdef bint is_disabled(self, uint32_t account) noexcept
     cdef int order_status(self, const rl_command* c) except -1
     cdef int open_orders(self, const rl_command* c) except -1
     cdef int execute(self, rl_book* b, rl_taker* t, bint gtc, int64_t price) except -1

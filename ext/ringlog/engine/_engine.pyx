@@ -76,17 +76,20 @@ cdef enum:
     ORDER_POOL_FULL = 13
     UNKNOWN_COMMAND = 14
     MALFORMED = 15
+    ACCOUNT_DISABLED = 16
     # CancelReason
     CXL_USER = 0
     CXL_UNFILLED = 1
     CXL_FOK = 2
     CXL_MASS = 4
+    CXL_KILL = 5
 
 cdef uint32_t CONTROL_BASE = 0xFFFFFF00     # ringlog.events.CONTROL_BASE: timers etc.
 # the largest order quantity: level totals stay far from int64 overflow
 cdef int64_t MAX_QTY = <int64_t>1 << 40
 SNAPSHOT_MAGIC = b"RLENGIN1"
 _HEAD = struct.Struct("<8sIIqqqqqq")        # magic, version, books, counters
+_KILLED = struct.Struct("<II")              # v2: all disabled, n killed accounts (u32 each)
 
 
 cdef class Engine(CyEventHandler):
@@ -126,6 +129,7 @@ cdef class Engine(CyEventHandler):
             self.max_open[i] = lim.max_open_orders
         for i, (acct, _) in enumerate(overrides):
             map_slot(&self.limit_index, acct, 0)[0] = i + 1
+        self.disabled = set()
 
     def __dealloc__(self):
         free(self.band_ticks)
@@ -265,6 +269,8 @@ cdef class Engine(CyEventHandler):
             r = self.check_price(b, c.price)
             if r:
                 return self.reject(c, r, 1)
+        if self.any_disabled and self.is_disabled(c.account):
+            return self.reject(c, ACCOUNT_DISABLED, 1)
         lim = map_get(&self.limit_index, c.account, 0)
         if c.qty > self.max_qty[lim]:
             return self.reject(c, MAX_ORDER_QTY, 1)
@@ -323,6 +329,8 @@ cdef class Engine(CyEventHandler):
             return self.reject(c, NOT_OWNER, 3)
         if c.qty <= 0 or c.qty > MAX_QTY:
             return self.reject(c, INVALID_QTY, 3)
+        if self.any_disabled and self.is_disabled(c.account):
+            return self.reject(c, ACCOUNT_DISABLED, 3)
         b = &self.books.books[o.book]
         if c.price != o.price:
             r = self.check_price(b, c.price)
@@ -355,24 +363,72 @@ cdef class Engine(CyEventHandler):
         return 0
 
     cdef int mass_cancel(self, const rl_command* c) except -1:
-        cdef int32_t bi, lo = 0, hi = self.books.nbooks, idx, nxt
-        cdef uint8_t side
+        cdef int32_t lo = 0, hi = self.books.nbooks
         if c.symbol:
             lo = self.books.book_of(c.symbol)
             if lo < 0:
                 return self.reject(c, UNKNOWN_SYMBOL, 4)
             hi = lo + 1
+        return self.cancel_resting(False, c.account, lo, hi, CXL_MASS, None)
+
+    cdef int cancel_resting(self, bint every, uint32_t account, int32_t lo, int32_t hi,
+                            uint8_t reason, list ids) except -1:
+        """Cancels the resting orders of ``account`` (of every account with ``every``) in
+        books lo..hi-1, in book and priority order; each gets a CANCELLED report (keyed by
+        its account) and its id is appended to ``ids`` (if given)."""
+        cdef int32_t bi, idx, nxt
+        cdef uint8_t side
+        cdef uint32_t owner
         for bi in range(lo, hi):
             for side in (BUY, SELL):
                 idx = self.books.first_order(&self.books.books[bi], side)
                 while idx >= 0:
                     nxt = self.books.next_order(idx)
-                    if self.books.orders[idx].account == c.account:
-                        self.books.cancel(idx, c.account, CXL_MASS, 4)
+                    owner = self.books.orders[idx].account
+                    if every or owner == account:
+                        if ids is not None:
+                            ids.append(self.books.orders[idx].id)
+                        self.books.cancel(idx, owner, reason, 4)
                     idx = nxt
             if self.md:
-                self.books.market_data(&self.books.books[bi], c.account, True)
+                self.books.market_data(&self.books.books[bi], account, True)
         return 0
+
+    cdef bint is_disabled(self, uint32_t account) noexcept:
+        return self.all_disabled or account in self.disabled
+
+    # -- the kill switch (the loop calls these; see BreakerConfig.kill) ---------------------
+    def on_kill(self, key):
+        """Cancels the resting orders of account ``key`` (None: every account) with reason
+        KILL, emits the reports, and refuses the account's new orders and modifies
+        (ACCOUNT_DISABLED) until ``on_enable``. Returns the cancelled order ids."""
+        cdef list ids = []
+        if key is not None and not 0 <= key < 2 ** 32:
+            return ids  # not an account: nothing of it rests here
+        self.books.out_len = 0
+        self.books.n_out = 0
+        self.cancel_resting(key is None, 0 if key is None else key, 0, self.books.nbooks,
+                            CXL_KILL, ids)
+        if key is None:
+            self.all_disabled = True
+        else:
+            self.disabled.add(key)
+        self.any_disabled = True
+        self.flush(0)
+        return ids
+
+    def on_enable(self, key):
+        """Accepts new orders again from account ``key`` (None: from every account)."""
+        if key is None:
+            self.all_disabled = False
+            self.disabled.clear()
+        else:
+            self.disabled.discard(key)
+        self.any_disabled = self.all_disabled or bool(self.disabled)
+
+    def disabled_accounts(self):
+        """``(all_disabled, sorted killed accounts)``."""
+        return self.all_disabled, sorted(self.disabled)
 
     cdef int order_status(self, const rl_command* c) except -1:
         cdef int32_t idx = self.books.find(c.order_id)
@@ -476,10 +532,14 @@ cdef class Engine(CyEventHandler):
 
     # -- state ------------------------------------------------------------------------------
     def on_snapshot(self):
-        """Every book byte for byte (orders in priority order) and the counters."""
-        return _HEAD.pack(SNAPSHOT_MAGIC, 1, self.books.nbooks, self.n_commands,
-                          self.n_rejected, self.n_cancelled, self.books.n_cancels,
-                          self.books.n_trades, self.books.traded_qty) + self.books.dump_orders()
+        """Every book byte for byte (orders in priority order), the counters and the killed
+        accounts."""
+        killed = sorted(self.disabled)
+        return (_HEAD.pack(SNAPSHOT_MAGIC, 2, self.books.nbooks, self.n_commands,
+                           self.n_rejected, self.n_cancelled, self.books.n_cancels,
+                           self.books.n_trades, self.books.traded_qty)
+                + _KILLED.pack(self.all_disabled, len(killed))
+                + struct.pack(f"<{len(killed)}I", *killed) + self.books.dump_orders())
 
     def on_restore(self, data):
         """Replaces the state with one ``on_snapshot`` wrote (ValueError if it does not fit)."""
@@ -487,10 +547,19 @@ cdef class Engine(CyEventHandler):
         if len(data) < _HEAD.size or data[:8] != SNAPSHOT_MAGIC:
             raise ValueError("not a matching engine snapshot (bad magic)")
         _, version, nbooks, cmds, rej, cxl, book_cxl, trades, qty = _HEAD.unpack_from(data)
-        if version != 1 or nbooks != self.books.nbooks:
+        if version not in (1, 2) or nbooks != self.books.nbooks:
             raise ValueError(f"engine snapshot version {version} with {nbooks} books does not "
                              f"fit this engine ({self.books.nbooks} books)")
-        self.books.load_orders(data[_HEAD.size:])
+        off = _HEAD.size
+        every, killed = False, []
+        if version >= 2:  # version 1 had no kill switch: nobody disabled
+            every, n = _KILLED.unpack_from(data, off)
+            killed = list(struct.unpack_from(f"<{n}I", data, off + _KILLED.size))
+            off += _KILLED.size + 4 * n
+        self.books.load_orders(data[off:])
+        self.all_disabled = bool(every)
+        self.disabled = set(killed)
+        self.any_disabled = self.all_disabled or bool(self.disabled)
         self.n_commands, self.n_rejected, self.n_cancelled = cmds, rej, cxl
         self.books.n_trades, self.books.traded_qty = trades, qty
         self.books.n_cancels = book_cxl

@@ -114,6 +114,7 @@ class RejectReason(IntEnum):
     ORDER_POOL_FULL = 13
     UNKNOWN_COMMAND = 14
     MALFORMED = 15            # payload of the wrong length
+    ACCOUNT_DISABLED = 16     # the kill switch ran for this account: re-enabled by an operator
 
 
 class CancelReason(IntEnum):

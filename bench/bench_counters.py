@@ -1,0 +1,187 @@
+"""What the shared-memory counters cost the loop thread, per command.
+
+::
+
+    bulk producer ──► INPUT RING ──► loop thread (journals the batch, runs the engine,
+                                     journals the outputs; at each batch end ~20 release
+                                     stores into DIR/counters)          ◄── reader process:
+                                                                           CountersReader
+                                                                           every 100 ms
+    with:    ProcessorConfig(counters=True) and the reader process sampling the file
+    without: ProcessorConfig(counters=False): the same stores go to private spares, no file,
+             no reader
+
+The figure is the loop thread's CPU time (schedstat, ringlog.bench.cpu) per engine command
+on ringlog.engine.flow.mixed_flow, fed by publish_records; ``--pairs`` interleaved pairs
+(the order alternates each pair so drift hits both alike). Reported: the median and range
+of the per-pair differences (ns per command and percent). Goal: median < 2% and < 10 ns.
+Whole runs on a shared machine swing by tens of percent, so the script also times the
+batch-end stores alone (StageCounters.store_cost_ns, into a real counters file) and scales
+them by the batches per command the runs made: the cost the counters add, without the noise.
+
+    python bench/bench_counters.py --pairs 7 --n 400000 [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ringlog import Breaker, BreakerConfig, Limit, Processor, ProcessorConfig
+from ringlog._benchhandlers import CountingHandler
+from ringlog._counters import CountersManager, StageCounters
+from ringlog._ringbench import produce
+from ringlog.bench.cpu import CpuMeter
+from ringlog.engine import Engine, registry
+from ringlog.engine.flow import demo_config, mixed_flow
+
+LOOP_THREAD = "rl-loop"
+READER = """
+    import sys, time
+    from ringlog.stat import open_reader, sample
+    while True:
+        try:
+            r = open_reader(sys.argv[1])
+            break
+        except FileNotFoundError:
+            time.sleep(0.01)
+    print("reading", flush=True)
+    while True:
+        sample(r)
+        time.sleep(0.1)
+"""
+
+
+def one_run(n: int, cmds: np.ndarray | None, types: np.ndarray | None,
+            counters: bool) -> dict[str, Any]:
+    """The loop thread's CPU ns per command (and the whole process's) for one run; with no
+    ``cmds``, a trivial Cython handler (CountingHandler) fed by a C producer thread."""
+    cfg = demo_config(max_orders=1 << 21)
+    d = tempfile.mkdtemp(prefix="ringlog-ctr-", dir=".")
+    reader = None
+    try:
+        breaker = Breaker(BreakerConfig(limits=[Limit(max_count=10**7, window_ns=10**9,
+                                                      per="key")]))
+        if cmds is not None:
+            p = Processor(Engine(cfg), d, ProcessorConfig(slot_size=cfg.min_slot_size,
+                                                          counters=counters, admin=False),
+                          breaker=breaker, registry=registry(cfg.l2_depth))
+        else:
+            p = Processor(CountingHandler(16), d, ProcessorConfig(counters=counters,
+                                                                  admin=False),
+                          breaker=breaker)
+        p.start()
+        if counters:
+            reader = subprocess.Popen([sys.executable, "-c", textwrap.dedent(READER), d],
+                                      stdout=subprocess.PIPE, text=True)
+            assert reader.stdout is not None and reader.stdout.readline().strip() == "reading"
+        time.sleep(0.3)  # the journals prepare their next segment
+        with CpuMeter() as m:
+            if cmds is not None and types is not None:
+                ts = np.arange(n, dtype=np.int64) * 1000
+                p.publish_records(cmds, types.astype(np.uint32), timestamp_ns=ts)
+            else:
+                t = threading.Thread(target=produce, args=(p.input_ring, n, 64))
+                t.start()
+                t.join()
+            p.drain(timeout=900)
+        batches = p.counters.counters()["logic.batches"].value if counters else None
+        p.stop()
+        per = m.per_event(n)
+        return {"loop_ns": per["threads"][LOOP_THREAD]["cpu_ns"],
+                "total_ns": per["cpu_ns_total"], "cs_per_1k": per["cs_per_1k"],
+                "batches_per_1k": None if batches is None else 1000 * batches / n}
+    finally:
+        if reader is not None:
+            reader.kill()
+            reader.communicate()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def store_cost(repeats: int = 7) -> dict[str, float]:
+    """The loop's batch-end stores alone into a real counters file: ns per batch end
+    (median and range of ``repeats``), free of the run-to-run noise of whole runs."""
+    d = tempfile.mkdtemp(prefix="ringlog-ctr-", dir=".")
+    try:
+        with CountersManager.create(Path(d) / "counters") as mgr:
+            stage = StageCounters(mgr, "logic")
+            xs = [stage.store_cost_ns(2_000_000) for _ in range(repeats)]
+        return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def measure(pairs: int, n: int, handler: str) -> dict[str, Any]:
+    """``pairs`` interleaved (with, without) runs; differences per pair."""
+    cmds, types = mixed_flow(n, seed=41) if handler == "engine" else (None, None)
+    one_run(min(n, 50_000), None if cmds is None else cmds[:50_000],
+            None if types is None else types[:50_000], True)  # warm caches and imports
+    rows = []
+    for i in range(pairs):
+        order = (True, False) if i % 2 == 0 else (False, True)
+        got = {c: one_run(n, cmds, types, c) for c in order}
+        rows.append({"with": got[True], "without": got[False]})
+    store = store_cost()
+    per_batch = statistics.median(r["with"]["batches_per_1k"] for r in rows) / 1000
+    diff = [r["with"]["loop_ns"] - r["without"]["loop_ns"] for r in rows]
+    rel = [100 * d / r["without"]["loop_ns"] for d, r in zip(diff, rows, strict=True)]
+    return {
+        "bench": "counters_cost_loop_thread", "handler": handler, "pairs": pairs,
+        "commands_per_run": n,
+        "batches_per_1k_commands": statistics.median(r["with"]["batches_per_1k"]
+                                                     for r in rows),
+        "machine": f"{len(os.sched_getaffinity(0))} CPUs available, shared",
+        "loop_ns_with": [round(r["with"]["loop_ns"], 2) for r in rows],
+        "loop_ns_without": [round(r["without"]["loop_ns"], 2) for r in rows],
+        "diff_ns": {"median": statistics.median(diff), "min": min(diff), "max": max(diff)},
+        "diff_pct": {"median": statistics.median(rel), "min": min(rel), "max": max(rel)},
+        # signed: the counters may not cost more (a negative median is noise, not a gain)
+        "goal_met": statistics.median(diff) < 10 and statistics.median(rel) < 2,
+        "batch_end_store_ns": store,
+        "store_ns_per_command": round(store["median"] * per_batch, 4),
+        "rows": rows,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pairs", type=int, default=7)
+    ap.add_argument("--n", type=int, default=400_000, help="engine commands per run")
+    ap.add_argument("--handler", choices=["engine", "counting"], default="engine",
+                    help="the matching engine on the mixed flow, or a trivial Cython handler")
+    ap.add_argument("--json", help="write the result here too")
+    a = ap.parse_args()
+    if a.pairs < 5:
+        print("bench_counters: --pairs must be >= 5", file=sys.stderr)
+        return 2
+    res = measure(a.pairs, a.n, a.handler)
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
+    d, r = res["diff_ns"], res["diff_pct"]
+    print(json.dumps({k: v for k, v in res.items() if k != "rows"}))
+    print(f"loop thread CPU per command, with - without counters: median {d['median']:+.2f} ns "
+          f"(range {d['min']:+.2f}..{d['max']:+.2f}), {r['median']:+.2f}% "
+          f"(range {r['min']:+.2f}..{r['max']:+.2f}) over {res['pairs']} pairs; goal "
+          f"{'met' if res['goal_met'] else 'NOT met'}")
+    st = res["batch_end_store_ns"]
+    print(f"batch-end stores alone: {st['median']:.1f} ns per batch end (range "
+          f"{st['min']:.1f}..{st['max']:.1f}) x {res['batches_per_1k_commands']:.2f} batches "
+          f"per 1k commands = {res['store_ns_per_command']:.4f} ns per command")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The processor's counters file: every stage stores its figures at its batch ends."""
+
+import os
+
+import msgspec
+import pytest
+from test_processor import CFG, MS, Summer, ev, run
+
+from ringlog._counters import GAUGE, SEQUENCE, STATE, TOTAL, CountersReader
+from ringlog.breaker import Breaker, BreakerConfig, Limit
+from ringlog.processor import Processor, ProcessorConfig
+
+
+def _values(path):
+    return CountersReader(path / "counters").values()
+
+
+@pytest.mark.parametrize("topology", ["inline", "staged"])
+@pytest.mark.parametrize("listener", [True, False], ids=["listener", "no-listener"])
+def test_processor_counters_hold_every_stages_sequence_and_totals_after_a_run(tmp_path,
+                                                                              listener,
+                                                                              topology):
+    # inline: the loop thread journals inputs (and, with no listener, outputs) and stores
+    # those counters; staged: the journaller and output threads store their own
+    cfg = msgspec.structs.replace(CFG, topology=topology)
+    if listener:
+        run(tmp_path, range(1000), config=cfg)
+    else:
+        p = Processor(Summer(), tmp_path, cfg)
+        p.start()
+        for v in range(1000):
+            p.publish(ev(v), 5, timestamp_ns=v * MS)
+        p.drain(timeout=30)
+        p.stop()
+    v = _values(tmp_path)
+    assert v["journal.sequence"] == 999 and v["journal.backlog"] == 0
+    assert v["journal.batches"] >= 1 and v["logic.batches"] >= 1
+    assert v["logic.sequence"] == 999
+    assert (v["logic.processed"], v["logic.outputs"], v["logic.published"]) == (1000,) * 3
+    assert v["output.sequence"] == 999
+    assert (v["logic.dead_letters"], v["logic.duplicates"]) == (0, 0)
+    assert v["logic.breaker_trips"] == 0 and v["logic.breaker_held"] == 0
+    r = CountersReader(tmp_path / "counters")
+    assert r.writer_status() == "stopped" and r.writer_pid == os.getpid()
+    types = {c.label: c.type_id for c in r.read()}
+    assert types["logic.sequence"] == SEQUENCE and types["logic.processed"] == TOTAL
+    assert types["logic.breaker_state"] == STATE and types["journal.backlog"] == GAUGE
+
+
+def test_processor_counters_show_a_breaker_trip_and_held_outputs(tmp_path):
+    br = Breaker(BreakerConfig(limits=[Limit(max_count=10, window_ns=10**12)]))
+    run(tmp_path, range(50), breaker=br)
+    v = _values(tmp_path)
+    assert v["logic.breaker_state"] == 1  # open
+    assert v["logic.breaker_trips"] == 1
+    assert v["logic.breaker_held"] == 1  # the output that tripped it
+    assert v["logic.processed"] == 11 and v["logic.published"] == 11  # 10 + the trip notice
+    assert v["journal.sequence"] == 49  # input is still journaled while halted
+
+
+def test_processor_counters_count_dead_letters(tmp_path):
+    cfg = ProcessorConfig(ring_capacity=256, output_capacity=256, segment_size=1 << 16,
+                          durability="none", exception_policy="dead_letter")
+    run(tmp_path, range(20), handler=Summer(fail_on=7), config=cfg)
+    v = _values(tmp_path)
+    assert v["logic.dead_letters"] == 1 and v["logic.processed"] == 20
+
+
+def test_processor_counters_durable_mark_follows_group_commit(tmp_path):
+    cfg = ProcessorConfig(ring_capacity=256, output_capacity=256, segment_size=1 << 16,
+                          durability="sync")
+    run(tmp_path, range(100), config=cfg)
+    v = _values(tmp_path)
+    # under `sync` the loop never handles an event before it is durable
+    assert v["journal.durable"] == v["journal.sequence"] == 99
+
+
+def test_processor_restart_replaces_the_counters_file_and_continues_the_sequences(tmp_path):
+    run(tmp_path, range(100))
+    r = CountersReader(tmp_path / "counters")
+    run(tmp_path, range(100, 150))
+    assert r.reopen()
+    v = r.values()
+    assert v["logic.sequence"] == 149 and v["journal.sequence"] == 149
+    assert v["logic.processed"] == 150  # the loop's totals include the replayed inputs
+
+
+def test_processor_without_counters_makes_no_counters_file(tmp_path):
+    cfg = ProcessorConfig(ring_capacity=256, output_capacity=256, segment_size=1 << 16,
+                          durability="none", counters=False)
+    _, outs, p = run(tmp_path, range(10), config=cfg)
+    assert len(outs) == 10 and p.counters is None
+    assert not (tmp_path / "counters").exists()
