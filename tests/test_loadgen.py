@@ -214,3 +214,34 @@ def test_output_slots_yield_every_record_of_a_ring_batch_and_skip_unwatched_mark
     assert slots.count == 5 and slots.skipped == 1
     with pytest.raises(ValueError, match="whole slots"):
         _wire.OutputSlots(block[:-1], 128, {})
+
+
+def test_a_slots_listener_gets_every_output_of_the_processor_in_order(tmp_path):
+    from ringlog import Processor, ProcessorConfig
+    from ringlog.engine import Engine, EngineConfig, SymbolSpec
+    from ringlog.gateway.protocol import OpenOrders
+    from ringlog.gateway.session import encode_command
+
+    proc = Processor(Engine(EngineConfig(symbols=[SymbolSpec(symbol=1, max_price=100)])),
+                     tmp_path, ProcessorConfig(dedup=True, durability="none",
+                                               segment_size=1 << 20))
+    got: list[tuple[int, int, bytes, int, int]] = []
+    done = __import__("threading").Event()
+
+    def on_slots(block: bytes, slot_size: int) -> None:
+        got.extend(_wire.OutputSlots(block, slot_size, {}))
+        if len(got) >= 4:
+            done.set()
+
+    proc.add_output_listener(on_slots, batch="slots")
+    proc.start()
+    try:
+        for seq, acct in enumerate((7, 8, 9, 10), 1):
+            t, p = encode_command(OpenOrders(seq), acct)
+            proc.publish(p, t, correlation_id=acct << 40 | seq)
+        assert done.wait(30)
+    finally:
+        proc.stop()
+    assert [(g[1], g[3]) for g in got] == [(208, a << 40 | s)
+                                          for s, a in enumerate((7, 8, 9, 10), 1)]
+    assert [g[4] for g in got] == sorted(g[4] for g in got)  # causes: input journal seqs
