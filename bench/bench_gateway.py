@@ -54,9 +54,10 @@ class _Peer:
         self.port = json.loads(line)["port"]
         self.pid = self.proc.pid
 
-    def stop(self) -> None:
+    def stop(self) -> str:
+        """Stops the peer; returns the tail of what it wrote to stderr."""
         self.proc.send_signal(signal.SIGTERM)
-        self.proc.communicate(timeout=120)
+        return self.proc.communicate(timeout=120)[1][-2000:]
 
 
 def gateway_config(directory: str) -> Path:
@@ -113,9 +114,12 @@ def _rows(series: str, rate: float, got: list[tuple[dict[str, Any], np.ndarray]]
     docs = [g[0] for g in got]
     pre = f"{series}_{rate_label(rate)}"
     missing = sum(d["missing"] for d in docs)
+    lost = [why for d in docs for why in d["connections_lost"]]
+    note = "; ".join(([f"{missing} orders unanswered"] if missing else []) +
+                     ([f"{len(lost)} connections lost ({lost[0]})"] if lost else []))
     rows = [{"target": "gateway", "name": f"{pre}_orders_per_s", "unit": "orders/s",
              **summarize([d["achieved_rate"] for d in docs]),
-             **({"note": f"{missing} orders unanswered"} if missing else {})},
+             **({"note": note} if note else {})},
             {"target": "gateway", "name": f"{pre}_answered_pct", "unit": "%",
              **summarize([100.0 * d["answered"] / d["sent"] for d in docs])},
             {"target": "gateway", "name": f"{pre}_server_cpu_per_order", "unit": "ns",
@@ -152,7 +156,9 @@ def run(runs: int = 3, smoke: bool = False, peers: dict | None = None) -> list[d
                     try:
                         got[kind].append(_run_once(peer, conns, rate, duration, warmup, tick))
                     finally:
-                        peer.stop()
+                        err = peer.stop()
+                    if got[kind][-1][0]["connections_lost"] and err:
+                        print(f"bench_gateway: {kind} peer's stderr: {err}", file=sys.stderr)
             echo = _rows(f"echo_{conns}conn", rate, got["echo"])
             by_name = {r["name"]: r for r in echo}
             for release in releases:

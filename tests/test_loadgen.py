@@ -245,3 +245,31 @@ def test_a_slots_listener_gets_every_output_of_the_processor_in_order(tmp_path):
     assert [(g[1], g[3]) for g in got] == [(208, a << 40 | s)
                                           for s, a in enumerate((7, 8, 9, 10), 1)]
     assert [g[4] for g in got] == sorted(g[4] for g in got)  # causes: input journal seqs
+
+
+def test_a_connection_the_server_drops_is_reported_lost_and_its_orders_missing():
+    import socket
+    import threading
+
+    from ringlog.gateway.protocol import LogonAck, encode_frame
+
+    lsock = socket.create_server(("127.0.0.1", 0))
+    port = lsock.getsockname()[1]
+
+    def serve() -> None:  # logs the session on, reads a little, then hangs up
+        conn, _ = lsock.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(encode_frame(LogonAck(0, 1)))
+            conn.recv(100)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        doc, _ = measure(LoadConfig(port=port, tokens=["t"], rate=20_000, duration=0.2,
+                                    warmup=0.0, pattern="ioc", drain_timeout=5))
+    finally:
+        t.join(10)
+        lsock.close()
+    assert len(doc["connections_lost"]) == 1
+    assert doc["sent"] == 4000 and doc["answered"] == 0 and doc["missing"] == 4000
