@@ -9,7 +9,8 @@ the transport's ceiling (an echo server) driven by the same generator in the sam
     gateway_8conn_200k_*:  200k orders/s offered over 8 connections for 30 s: answered/s,
                            answered %, latency percentiles, backlog, CPU per order (both sides)
     gateway_1conn_50k_*:   50k orders/s on one connection: the round trip's percentiles, with
-                           the same run's fdatasync p99 (durability group)
+                           the same run's fdatasync p99 (durability group; reports released
+                           once their order is durable, and _release_immediate: at once)
     echo_*:                the same runs against the echo peer; gateway rows carry the ratio
 Runs alternate gateway and echo so both see the same machine; medians and ranges over runs.
 """
@@ -53,9 +54,10 @@ class _Peer:
         self.port = json.loads(line)["port"]
         self.pid = self.proc.pid
 
-    def stop(self) -> None:
+    def stop(self) -> str:
+        """Stops the peer; returns the tail of what it wrote to stderr."""
         self.proc.send_signal(signal.SIGTERM)
-        self.proc.communicate(timeout=120)
+        return self.proc.communicate(timeout=120)[1][-2000:]
 
 
 def gateway_config(directory: str) -> Path:
@@ -68,10 +70,10 @@ def gateway_config(directory: str) -> Path:
     return cfg
 
 
-def _gateway(directory: str) -> _Peer:
+def _gateway(directory: str, release: str = "durable") -> _Peer:
     cfg = gateway_config(directory)
     return _Peer([sys.executable, "-m", "ringlog", "serve", str(Path(directory) / "data"),
-                  "--config", str(cfg)])
+                  "--config", str(cfg), "--release", release])
 
 
 def _echo() -> _Peer:
@@ -112,9 +114,12 @@ def _rows(series: str, rate: float, got: list[tuple[dict[str, Any], np.ndarray]]
     docs = [g[0] for g in got]
     pre = f"{series}_{rate_label(rate)}"
     missing = sum(d["missing"] for d in docs)
+    lost = [why for d in docs for why in d["connections_lost"]]
+    note = "; ".join(([f"{missing} orders unanswered"] if missing else []) +
+                     ([f"{len(lost)} connections lost ({lost[0]})"] if lost else []))
     rows = [{"target": "gateway", "name": f"{pre}_orders_per_s", "unit": "orders/s",
              **summarize([d["achieved_rate"] for d in docs]),
-             **({"note": f"{missing} orders unanswered"} if missing else {})},
+             **({"note": note} if note else {})},
             {"target": "gateway", "name": f"{pre}_answered_pct", "unit": "%",
              **summarize([100.0 * d["answered"] / d["sent"] for d in docs])},
             {"target": "gateway", "name": f"{pre}_server_cpu_per_order", "unit": "ns",
@@ -133,33 +138,50 @@ def _rows(series: str, rate: float, got: list[tuple[dict[str, Any], np.ndarray]]
 def run(runs: int = 3, smoke: bool = False, peers: dict | None = None) -> list[dict]:
     """Throughput at 200k/s on 8 connections and latency at 50k/s on one, against the
     gateway and the echo peer alternately."""
-    plan = ([(1, 2_000.0, 0.3, 0.05, 100)] if smoke else
-            [(8, 200_000.0, 30.0, 5.0, 500), (1, 50_000.0, 10.0, 2.0, 100)])
+    # (connections, offered rate, seconds, warmup, sender tick us, gateway release modes)
+    plan = ([(1, 2_000.0, 0.3, 0.05, 100, ("durable",))] if smoke else
+            [(8, 200_000.0, 30.0, 5.0, 500, ("durable",)),
+             (1, 50_000.0, 10.0, 2.0, 100, ("durable", "immediate"))])
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="ringlog-gw-", dir=".") as d:
         sync_p99 = fdatasync_p99(d, 100 if smoke else 500)
-        for conns, rate, duration, warmup, tick in plan:
-            got: dict[str, list] = {"gateway": [], "echo": []}
+        for conns, rate, duration, warmup, tick, releases in plan:
+            kinds = [*releases, "echo"]
+            got: dict[str, list] = {k: [] for k in kinds}
             for r in range(runs):
-                for kind in ("echo", "gateway") if r % 2 else ("gateway", "echo"):
+                for kind in kinds[::-1] if r % 2 else kinds:
                     sub = Path(d) / f"{kind}-{conns}-{r}"
                     sub.mkdir()
-                    peer = _gateway(str(sub)) if kind == "gateway" else _echo()
+                    peer = _echo() if kind == "echo" else _gateway(str(sub), kind)
                     try:
                         got[kind].append(_run_once(peer, conns, rate, duration, warmup, tick))
                     finally:
-                        peer.stop()
-            gw = _rows(f"gateway_{conns}conn", rate, got["gateway"])
+                        err = peer.stop()
+                    if got[kind][-1][0]["connections_lost"] and err:
+                        print(f"bench_gateway: {kind} peer's stderr: {err}", file=sys.stderr)
             echo = _rows(f"echo_{conns}conn", rate, got["echo"])
             by_name = {r["name"]: r for r in echo}
-            for r in gw:
-                twin = by_name.get(r["name"].replace("gateway_", "echo_", 1))
-                if twin and twin.get("median") and r.get("median"):
-                    r.setdefault("ratios", {})["echo"] = r["median"] / twin["median"]
-            rows += gw + echo
+            for release in releases:
+                series = f"gateway_{conns}conn" + ("" if release == "durable" else
+                                                  f"_release_{release}")
+                gw = _rows(series, rate, got[release])
+                for r in gw:
+                    twin = by_name.get(r["name"].replace(series, f"echo_{conns}conn", 1))
+                    if twin and twin.get("median") and r.get("median"):
+                        r.setdefault("ratios", {})["echo"] = r["median"] / twin["median"]
+                rows += gw
+            rows += echo
     rows.append({"target": "gateway", "name": "fdatasync_4k_p99", "unit": "ns",
                  **summarize([sync_p99]),
                  "note": "4 KiB pwrite + fdatasync on the benchmark's file system, same run"})
+    p99 = next((r for r in rows if r["name"] == "gateway_1conn_latency_50k_per_s_p99"), None)
+    if p99 is not None and p99.get("median"):
+        # the issue's rule: < 1 ms, or fdatasync p99 + 0.3 ms where that p99 exceeds 0.7 ms
+        target = max(1_000_000.0, sync_p99 + 300_000.0)
+        rows.append({"target": "gateway", "name": "gateway_1conn_50k_p99_of_target",
+                     "unit": "x", **summarize([v / target for v in p99["runs"]]),
+                     "note": f"p99 round trip / {target / 1e6:.2f} ms (max of 1 ms and the "
+                             "same run's fdatasync p99 + 0.3 ms)"})
     return rows
 
 
@@ -176,8 +198,9 @@ GOALS = [
     {"goal": "p99 round trip < 10 ms at 200k/s (8 connections, CO-corrected)",
      "row": "gateway_8conn_latency_200k_per_s_p99", "max": 10_000_000,
      "why": "the server saturates below the offered rate, so the queue grows over the run"},
-    {"goal": "p99 round trip < 1 ms at 50k orders/s (1 connection, durability group)",
-     "row": "gateway_1conn_latency_50k_per_s_p99", "max": 1_000_000,
+    {"goal": "p99 round trip < 1 ms (or fdatasync p99 + 0.3 ms) at 50k orders/s, 1 connection, "
+             "durable release",
+     "row": "gateway_1conn_50k_p99_of_target", "max": 1.0,
      "why": "an order crosses the gateway loop, the journaller, the processor loop and the "
             "output thread, with GIL hand-offs between three of them, on two shared cores"},
     {"goal": "server CPU per order <= 3 us (process CPU, all threads, 200k/s run)",

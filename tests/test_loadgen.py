@@ -214,3 +214,62 @@ def test_output_slots_yield_every_record_of_a_ring_batch_and_skip_unwatched_mark
     assert slots.count == 5 and slots.skipped == 1
     with pytest.raises(ValueError, match="whole slots"):
         _wire.OutputSlots(block[:-1], 128, {})
+
+
+def test_a_slots_listener_gets_every_output_of_the_processor_in_order(tmp_path):
+    from ringlog import Processor, ProcessorConfig
+    from ringlog.engine import Engine, EngineConfig, SymbolSpec
+    from ringlog.gateway.protocol import OpenOrders
+    from ringlog.gateway.session import encode_command
+
+    proc = Processor(Engine(EngineConfig(symbols=[SymbolSpec(symbol=1, max_price=100)])),
+                     tmp_path, ProcessorConfig(dedup=True, durability="none",
+                                               segment_size=1 << 20))
+    got: list[tuple[int, int, bytes, int, int]] = []
+    done = __import__("threading").Event()
+
+    def on_slots(block: bytes, slot_size: int) -> None:
+        got.extend(_wire.OutputSlots(block, slot_size, {}))
+        if len(got) >= 4:
+            done.set()
+
+    proc.add_output_listener(on_slots, batch="slots")
+    proc.start()
+    try:
+        for seq, acct in enumerate((7, 8, 9, 10), 1):
+            t, p = encode_command(OpenOrders(seq), acct)
+            proc.publish(p, t, correlation_id=acct << 40 | seq)
+        assert done.wait(30)
+    finally:
+        proc.stop()
+    assert [(g[1], g[3]) for g in got] == [(208, a << 40 | s)
+                                          for s, a in enumerate((7, 8, 9, 10), 1)]
+    assert [g[4] for g in got] == sorted(g[4] for g in got)  # causes: input journal seqs
+
+
+def test_a_connection_the_server_drops_is_reported_lost_and_its_orders_missing():
+    import socket
+    import threading
+
+    from ringlog.gateway.protocol import LogonAck, encode_frame
+
+    lsock = socket.create_server(("127.0.0.1", 0))
+    port = lsock.getsockname()[1]
+
+    def serve() -> None:  # logs the session on, reads a little, then hangs up
+        conn, _ = lsock.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(encode_frame(LogonAck(0, 1)))
+            conn.recv(100)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        doc, _ = measure(LoadConfig(port=port, tokens=["t"], rate=20_000, duration=0.2,
+                                    warmup=0.0, pattern="ioc", drain_timeout=5))
+    finally:
+        t.join(10)
+        lsock.close()
+    assert len(doc["connections_lost"]) == 1
+    assert doc["sent"] == 4000 and doc["answered"] == 0 and doc["missing"] == 4000

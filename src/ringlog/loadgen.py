@@ -141,6 +141,7 @@ class _Conn:
         self.intended = plan.offsets  # made absolute by start()
         self.next = 0  # first record not yet encoded
         self.pending = b""  # encoded, not yet accepted by the socket
+        self.lost = ""  # why the server closed or reset this connection mid-run
 
     def start(self, start_ns: int) -> None:
         self.intended = self.plan.offsets + start_ns
@@ -161,11 +162,20 @@ class _Conn:
             sent = self.sock.send(self.pending)
         except BlockingIOError:
             sent = 0
+        except OSError as e:  # reset by the server: its unanswered orders count as missing
+            self.lose(f"send: {e}")
+            return
         self.pending = self.pending[sent:]
+
+    def lose(self, why: str) -> None:
+        """The server closed or reset the connection: nothing more is sent on it."""
+        self.lost = why
+        self.pending = b""
+        self.next = len(self.done)
 
     @property
     def finished(self) -> bool:
-        return self.scanner.answered == len(self.done)
+        return bool(self.lost) or self.scanner.answered == len(self.done)
 
 
 def _logon(sock: socket.socket, token: str) -> int:
@@ -224,7 +234,6 @@ def _threads_delta(before: dict[str, tuple[int, int]], after: dict[str, tuple[in
 def _drive(cfg: LoadConfig, conns: list[_Conn]) -> dict[str, Any]:
     """The send/receive loop; returns run facts (times, CPU, backlog samples)."""
     by_fd = {c.sock.fileno(): c for c in conns}
-    socks = [c.sock for c in conns]
     buf = bytearray(_RECV)
     view = memoryview(buf)
     tick = cfg.tick_us * 1000
@@ -263,7 +272,10 @@ def _drive(cfg: LoadConfig, conns: list[_Conn]) -> dict[str, Any]:
         nxt = min((int(c.intended[c.next]) for c in conns if c.next < len(c.done)),
                   default=now + _SAMPLE_NS)
         wait = max(nxt - now, tick) if sending else _SAMPLE_NS
+        socks = [c.sock for c in conns if not c.lost]
         wsocks = [c.sock for c in conns if c.pending]
+        if not socks:
+            break
         readable, _, _ = select.select(socks, wsocks, [], wait / 1e9)
         if readable:
             t = clock()
@@ -274,8 +286,12 @@ def _drive(cfg: LoadConfig, conns: list[_Conn]) -> dict[str, Any]:
                         n = s.recv_into(buf)
                     except BlockingIOError:
                         break
+                    except OSError as e:
+                        c.lose(f"recv: {e}")
+                        break
                     if not n:
-                        raise ConnectionError("the gateway closed a connection during the run")
+                        c.lose("the gateway closed the connection")
+                        break
                     c.scanner.feed(view[:n], t)
                     if n < _RECV:
                         break
@@ -327,6 +343,7 @@ def measure(cfg: LoadConfig) -> tuple[dict[str, Any], np.ndarray]:
            "halted": sum(c.scanner.halted for c in conns),
            "errors": sum(c.scanner.errors for c in conns),
            "answer_frames": sum(c.scanner.frames for c in conns),
+           "connections_lost": [c.lost for c in conns if c.lost],
            "client_cpu_ns_per_order": run["cpu_ns"] / n,
            "client_cpu_share": run["cpu_ns"] / max(run["wall_ns"], 1),
            "server_cpu_ns_per_order": server_cpu / n if server else None,

@@ -677,8 +677,11 @@ class Processor:
         keys, mask = self._loop.output_keys, self._out.capacity - 1
         gate = self.input.appender if self._gated else None
         slot_size = self._out.slot_size
+        # Under durable release a batch waits one fdatasync: take all that is there (up to the
+        # ring's end), or the stage would release at most max_batch outputs per sync.
+        take = self._out.capacity if gate is not None else c.max_batch
         while True:
-            batch = self._oc.poll(c.max_batch, timeout=0.05)
+            batch = self._oc.poll(take, timeout=0.05)
             if not len(batch):
                 continue
             self.output.append_batch(batch)

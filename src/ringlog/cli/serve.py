@@ -64,6 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     proc = Processor(factory(cfg.engine) if cfg.engine is not None else factory(),
                      args.directory,
                      ProcessorConfig(dedup=True, durability=args.durability,
+                                     release=args.release,
                                      snapshot_every=args.snapshot_every,
                                      slot_size=max(slot, 128)),
                      breaker=breaker, registry=reg)
@@ -149,6 +150,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--port", type=port, help="port (default: the config's; 0 = any free)")
     s.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     s.add_argument("--durability", choices=["none", "group", "sync"], default="group")
+    s.add_argument("--release", choices=["durable", "immediate"], default="durable",
+                   help="reports leave once their order is durable (default) or at once")
     s.add_argument("--snapshot-every", type=whole(0, what="events"), default=0,
                    help="events between snapshots (0: none)")
     s.add_argument("--engine", default=DEFAULT_ENGINE, help="module:Class of the handler")
