@@ -21,7 +21,7 @@ def _serve_breaker(args: argparse.Namespace) -> Any:
     # the engine emits every report keyed by its account: per="key" limits each account
     return Breaker(BreakerConfig(limits=[Limit(
         max_count=args.breaker_max, window_ns=args.breaker_window_ms * 10**6,
-        per="key" if args.breaker_per_account else None)]))
+        per="key" if args.breaker_per_account else None)], kill=args.breaker_kill))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -70,12 +70,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         rec = gw.recovery
         print(json.dumps({"event": "listening", "host": host, "port": port,
                           "sessions": len(cfg.sessions),
+                          "metrics_port": metrics.address[1] if metrics else None,
                           "recovered": msgspec.to_builtins(rec) if rec else None}), flush=True)
 
     # the loop thread hands the GIL to the processor's threads and back for every order: at
     # the default 5 ms switch interval a wake-up can wait that long behind a busy thread
     sys.setswitchinterval(args.switch_interval_us / 1e6)
-    run_server(proc, cfg, loop=args.loop, on_ready=ready)
+    metrics = None
+    if args.metrics_port is not None:  # Prometheus over DIR/counters (ringlog.metrics)
+        from ..metrics import serve_metrics
+
+        metrics = serve_metrics(args.directory, args.metrics_port, args.metrics_host)
+    try:
+        run_server(proc, cfg, loop=args.loop, on_ready=ready)
+    finally:
+        if metrics is not None:
+            metrics.close()
     return EXIT_OK
 
 
@@ -133,6 +143,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--breaker-window-ms", type=int, default=1000)
     s.add_argument("--breaker-per-account", action="store_true",
                    help="--breaker-max counts each account's reports apart")
+    s.add_argument("--breaker-kill", choices=["none", "key", "all", "key_or_all"],
+                   default="none", help="kill switch on a trip: cancel the tripped account's "
+                   "(key) or everyone's (all) resting orders")
+    s.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port "
+                   "(0: any free; needs the metrics extra)")
+    s.add_argument("--metrics-host", default="127.0.0.1", help="metrics bind address")
     s.add_argument("--switch-interval-us", type=int, default=500,
                    help="the interpreter's GIL switch interval (default 500; Python's is 5000)")
 
