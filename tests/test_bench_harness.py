@@ -3,6 +3,7 @@ compare, peers, progress, plots, report and --handler through the pipeline."""
 
 import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,10 +62,10 @@ def test_summarize_gives_median_min_max_runs():
         stats.summarize([])
 
 
-def _doc(median, unit="events/s"):
+def _doc(median, unit="events/s", spread=0.1, name="x"):
     doc = results.new_document({"runs": 3})
-    doc["results"].append({"target": "ring", "name": "x", "unit": unit, **stats.summarize(
-        [median, median * 0.9, median * 1.1])})
+    doc["results"].append({"target": "ring", "name": name, "unit": unit, **stats.summarize(
+        [median, median * (1 - spread), median * (1 + spread)])})
     return doc
 
 
@@ -81,14 +82,55 @@ def test_load_rejects_a_foreign_json(tmp_path):
 
 
 def test_compare_flags_a_20_percent_throughput_regression():
-    rows = results.compare(_doc(100.0), _doc(79.0), threshold=0.1)
+    rows = results.compare(_doc(100.0, spread=0.02), _doc(79.0, spread=0.02), threshold=0.1)
     assert rows[0]["regression"] and rows[0]["change"] == pytest.approx(-0.21)
-    assert not results.compare(_doc(100.0), _doc(95.0), threshold=0.1)[0]["regression"]
+    assert rows[0]["verdict"] == "regression"
+    small = results.compare(_doc(100.0, spread=0.01), _doc(95.0, spread=0.01), threshold=0.1)
+    assert not small[0]["regression"] and small[0]["verdict"] == "within threshold"
 
 
 def test_compare_treats_latency_increase_as_regression():
-    assert results.compare(_doc(100.0, "ns"), _doc(125.0, "ns"), 0.2)[0]["regression"]
-    assert not results.compare(_doc(100.0, "ns"), _doc(50.0, "ns"), 0.2)[0]["regression"]
+    assert results.compare(_doc(100.0, "ns", 0.02), _doc(125.0, "ns", 0.02), 0.2)[0][
+        "regression"]
+    better = results.compare(_doc(100.0, "ns", 0.02), _doc(50.0, "ns", 0.02), 0.2)[0]
+    assert not better["regression"] and better["verdict"] == "improvement"
+
+
+def test_compare_does_not_call_a_change_within_the_noise_a_regression():
+    # 3 runs spread +-30%: a 21% lower median is not significant (Welch's t-test)
+    rows = results.compare(_doc(100.0, spread=0.3), _doc(79.0, spread=0.3), threshold=0.1)
+    assert rows[0]["verdict"] == "not significant" and not rows[0]["regression"]
+    one_run = _doc(79.0)
+    one_run["results"][0]["runs"] = [79.0]
+    assert results.compare(_doc(100.0), one_run)[0]["verdict"] == "too few runs"
+
+
+def test_compare_leaves_out_the_rows_of_peer_libraries():
+    old, new = _doc(100.0, spread=0.01), _doc(50.0, spread=0.01)
+    for d, v in ((old, 100.0), (new, 50.0)):  # queue.Queue got slower: not our regression
+        d["results"] += _doc(v, spread=0.01, name="peer_queue.Queue_1p1c")["results"]
+    rows = results.compare(old, new)
+    assert [r["name"] for r in rows] == ["x"]
+
+
+def test_welch_t_test_against_known_values():
+    # by hand: means 2.5 and 5, s^2/n 5/12 and 1/2; t = 2.5 / sqrt(11/12) = 2.611,
+    # df = (11/12)^2 / ((5/12)^2/3 + (1/2)^2/4) = 6.98 -> critical t(6) = 2.447
+    t = stats.t_test([1.0, 2.0, 3.0, 4.0], [3.0, 4.0, 5.0, 6.0, 7.0])
+    assert t.t == pytest.approx(2.6112, abs=1e-3) and t.df == pytest.approx(6.98, abs=0.01)
+    assert t.significant
+    assert not stats.t_test([1.0, 2.0, 3.0, 4.0], [2.0, 3.0, 4.0, 5.0, 6.0]).significant
+    assert stats.t_test([5.0, 5.0], [5.0, 5.0]) == (0.0, 2.0, False)
+    assert stats.t_test([1.0], [2.0, 3.0]) is None
+
+
+def test_figures_are_shown_with_their_units():
+    assert stats.fmt_value(850, "ns") == "850 ns"
+    assert stats.fmt_value(12_345, "ns") == "12.3 µs"
+    assert stats.fmt_value(4.56e6, "ns") == "4.56 ms"
+    assert stats.fmt_value(2.5e6, "events/s") == "2.5 M events/s"
+    assert stats.fmt_value(65536, "bytes") == "64 KiB"
+    assert stats.fmt_value(None, "ns") == "-"
 
 
 def test_anchor_lines_parse_values_and_key_values():
@@ -106,7 +148,8 @@ def test_report_states_machine_runs_and_spread():
     doc["results"][0]["ratios"] = {"queue.Queue": 50.0}
     md = report.render(doc, "make bench")
     assert "runs per figure: 3" in md and "cores" in md
-    assert "| x | 2.00M | 1.80M - 2.20M | events/s | queue.Queue: 50.00x |" in md
+    assert ("| x | 2 M events/s | 1.8 M events/s - 2.2 M events/s | queue.Queue: 50.00x |"
+            in md)
 
 
 def test_hdr_log_is_written_in_the_standard_format(tmp_path):
@@ -245,26 +288,64 @@ def test_results_document_with_latency_rows_and_extra_fields_round_trips(tmp_pat
 
 
 def _save_pair(tmp_path, old, new):
-    results.save(_doc(old), tmp_path / "old.json")
-    results.save(_doc(new), tmp_path / "new.json")
+    results.save(_doc(old, spread=0.02), tmp_path / "old.json")
+    results.save(_doc(new, spread=0.02), tmp_path / "new.json")
     return [str(tmp_path / "old.json"), str(tmp_path / "new.json")]
 
 
 def test_cli_compare_flags_a_20_percent_regression_with_exit_code_1(tmp_path, capsys):
     assert cli.main(["bench", "compare", *_save_pair(tmp_path, 100.0, 80.0)]) == 1
-    assert "REGRESSION" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "REGRESSION" in out and "100 events/s" in out and "-20.0%" in out
     assert cli.main(["bench", "compare", *_save_pair(tmp_path, 100.0, 95.0)]) == 0
     assert "REGRESSION" not in capsys.readouterr().out
+    assert cli.main(["bench", "--format", "json", "compare",
+                     *_save_pair(tmp_path, 100.0, 80.0)]) == 1
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["verdict"] == "regression" and rows[0]["old"] == 100.0
 
 
 # -- peers and failures ----------------------------------------------------------------------
 
-def test_a_failing_anchor_is_a_noted_skip(tmp_path, monkeypatch):
-    (tmp_path / "limits.py").write_text("import sys\nprint('boom', file=sys.stderr)\n"
-                                        "sys.exit(3)\n")
-    monkeypatch.setenv("RINGLOG_ANCHORS", str(tmp_path))
-    got = peers.run_limits()
-    assert got == {"skipped": "limits.py exited with 3: boom"}
+def test_a_failing_peer_is_a_noted_skip(tmp_path, monkeypatch):
+    script = tmp_path / "run.sh"
+    script.write_text("echo 'the Disruptor peer needs Java' >&2\nexit 3\n")
+    monkeypatch.setattr(peers, "DISRUPTOR", script)
+    assert peers.run_disruptor(1000, 1) == {
+        "skipped": "disruptor/run.sh exited with 3: the Disruptor peer needs Java"}
+
+
+def test_the_peers_ship_in_the_package():
+    here = Path(peers.__file__).parent
+    java = (here / "disruptor" / "DisruptorPeer.java").read_text()
+    assert "import com.lmax.disruptor.dsl.Disruptor;" in java
+    for figure in ("disruptor_1p1c_busyspin_ops_per_s", "disruptor_1p1c_busyspin_batch64",
+                   "disruptor_latency_%s_100k_per_s_ns"):  # the names bench_ring reads
+        assert figure in java
+    assert "libdisruptor-java" in (here / "disruptor" / "run.sh").read_text()
+
+
+def test_machine_limits_measure_each_figure(tmp_path):
+    from ringlog.bench.peers import limits
+
+    assert limits.memcpy_gb_per_s(1 << 20) > 0
+    assert limits.mmap_write_gb_per_s(str(tmp_path), size=1 << 20) > 0
+    assert limits.mmap_write_gb_per_s(str(tmp_path), msync=True, size=1 << 20) > 0
+    p50, p99 = limits.fdatasync_us(str(tmp_path), calls=5)
+    assert 0 < p50 <= p99
+    assert limits.python_call_ns(20_000) >= 0
+    assert list(tmp_path.iterdir()) == []  # its files are gone
+
+
+@pytest.mark.stress
+@pytest.mark.skipif(not Path("/usr/share/java/disruptor.jar").exists(),
+                    reason="Debian's libdisruptor-java is not installed")
+def test_the_disruptor_peer_compiles_and_prints_every_figure(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    got = peers.run_disruptor(64_000, 1, timeout=600)
+    assert got["disruptor_1p1c_busyspin_ops_per_s"] > 0
+    assert set(got["disruptor_latency_busyspin_100k_per_s_ns"]) == {"p50", "p99", "p99.9",
+                                                                     "max"}
 
 
 def test_a_failing_target_is_recorded_and_the_run_goes_on(monkeypatch):
@@ -443,8 +524,9 @@ def test_a_wrong_handler_spec_is_a_usage_error_saying_what_is_wrong(spec, messag
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--ring-size", "1000"], "ring_size must be a power of two"),
-    (["--duration", "0"], "duration must be > 0"),
-    (["--event-size", "-1"], "event_size must be >= 0"),
+    (["--duration", "0"], "argument --duration: seconds must be above 0"),
+    (["--event-size", "-1"], "argument --event-size: not a size: '-1'"),
+    (["--event-size", "0"], "argument --event-size: a size must be a whole number above 0"),
 ])
 def test_wrong_pipeline_options_are_usage_errors_naming_the_option(args, message, handlers,
                                                                    capsys):
@@ -499,3 +581,76 @@ def test_a_sender_behind_its_schedule_is_said_in_the_note(handlers):
                                 progress=lambda s: None)
     note = next(r["note"] for r in rows if r["name"].endswith("_5M_per_s_p50"))
     assert "100000 of 100000 events sampled; the sender fell behind the schedule" in note
+
+
+# -- a user's first run: outside a checkout, missing extras, the README's handler -------------
+
+def test_targets_outside_a_checkout_are_a_usage_error_naming_the_way_out(monkeypatch, capsys):
+    monkeypatch.setattr(runner, "bench_dir", lambda: None)
+    assert cli.main(["bench", "ring", "--smoke"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "from a clone" in err and "--handler" in err
+
+
+@pytest.mark.parametrize(("args", "absent", "says"), [
+    (["--smoke", "ring"], "hdrh", "needs hdrh"),
+    (["--smoke", "ring", "--report", "r.md"], "matplotlib", "needs matplotlib"),
+])
+def test_missing_extras_are_found_before_the_run_with_the_pip_command(args, absent, says,
+                                                                      monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == absent else real(name, *a))
+    assert cli.main(["bench", *args]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "pip install 'ringlog[bench]'" in err
+
+
+README_HANDLER = '''
+import struct
+from ringlog import EventHandler
+
+class Balances(EventHandler):
+    def __init__(self):
+        self.balance = {}
+
+    def on_event(self, event, sequence, end_of_batch):
+        account, amount = struct.unpack("<qq", event.payload)
+        self.balance[account] = self.balance.get(account, 0) + amount
+        self.emit(struct.pack("<qq", account, self.balance[account]), type_id=1, key=account)
+'''
+
+
+def test_the_readme_handler_runs_with_its_event_size_and_says_so_when_it_does_not(
+        tmp_path, capsys):
+    (tmp_path / "readme_app.py").write_text(README_HANDLER)
+    spec = f"{tmp_path / 'readme_app.py'}:Balances"
+    common = ["--smoke", "--runs", "1", "--rate", "1k", "--no-peers", "--durability", "none"]
+    assert cli.main(["bench", "--handler", spec, *common]) == 1
+    err = capsys.readouterr().err
+    assert "unpack requires a buffer of 16 bytes" in err and "--event-size 64" in err
+    assert cli.main(["bench", "--handler", spec, *common, "--event-size", "16"]) == 0
+    out = capsys.readouterr().out  # a table for people, not JSON
+    assert "Balances_throughput_16b_none_blocking" in out and " k events/s" in out
+    assert not out.lstrip().startswith("{")
+
+
+def test_latency_plot_follows_the_hdr_log_and_dashes_a_rate_past_capacity(tmp_path):
+    doc = results.new_document({"runs": 2})
+    samples = [np.arange(1, 20_001) * 100, np.arange(1, 20_001) * 120]
+    with latency.hdr_logs_in(tmp_path / "r-hlog"):
+        doc["results"] += latency.latency_rows("ring", "spin", 10_000, samples)
+        doc["results"] += latency.latency_rows("ring", "spin", 1e6, samples,
+                                               achieved=[6e5, 6.2e5])
+    assert not any(r.get("past_capacity") for r in doc["results"][:6])
+    assert all(r["past_capacity"] for r in doc["results"][6:])
+    xs, ys = plots.hdr_curve(tmp_path / doc["results"][0]["hdr_log"])
+    assert len(xs) > 100 and xs == sorted(xs) and ys == sorted(ys)  # the whole distribution
+    assert ys[-1] == pytest.approx(2_400_000 / 1000, rel=1e-3)  # ends at the max, in µs
+    made = plots.plot_all(doc, tmp_path / "img", logs_base=tmp_path)
+    assert [p.name for _, _, p in made] == ["ring_spin_latency.png"]
+    md = report.render(doc, "make bench")
+    assert "(past capacity)" in md and " ms |" in md and " us" not in md
+    assert "spin_latency_1M_per_s_p99" in report.table(doc)

@@ -113,8 +113,8 @@ def test_alert_hook_is_called_once_per_trip_and_a_raising_hook_is_contained():
 
 @pytest.mark.parametrize("cfg, message", [
     ({"limits": []}, "at least one limit"),
-    ({"limits": [{"max_count": 0, "window_ns": 1}]}, "max_count must be >= 1"),
-    ({"limits": [{"max_count": 1, "window_ns": -5}]}, "window_ns must be > 0"),
+    ({"limits": [{"max_count": 0, "window_ns": 1}]}, r"limits\[0\]\.max_count: must be >= 1"),
+    ({"limits": [{"max_count": 1, "window_ns": -5}]}, r"limits\[0\]\.window_ns: must be > 0"),
     ({"limits": [{"max_count": 1, "window_ns": 1, "per": "account"}]}, "per"),
     ({"limits": [{"max_count": 1, "window_ns": 1, "color": 1}]}, "color"),
     ({"limits": [{"max_count": 5, "window_ns": 1, "tier": "throttle"},

@@ -596,10 +596,11 @@ def test_registry_describes_every_command_and_report_with_its_dtype():
 
 # -- configuration -----------------------------------------------------------------------------
 @pytest.mark.parametrize("build, match", [
-    (lambda: EngineConfig(symbols=[]), "symbols is empty"),
+    (lambda: EngineConfig(symbols=[]), r"EngineConfig\.symbols: needs at least one"),
     (lambda: EngineConfig(symbols=[SymbolSpec(symbol=1, max_price=10)] * 2),
-     "symbol 1 is configured twice"),
-    (lambda: SymbolSpec(symbol=0, max_price=10), r"symbol must be an integer in 1\.\."),
+     r"EngineConfig\.symbols\[1\]: symbol 1 is configured twice"),
+    (lambda: SymbolSpec(symbol=0, max_price=10),
+     r"SymbolSpec\.symbol: must be an integer in 1\.\."),
     (lambda: SymbolSpec(symbol=1, min_price=10, max_price=5), "max_price"),
     (lambda: SymbolSpec(symbol=1, max_price=1 << 30), "spans"),
     (lambda: SymbolSpec(symbol=1, max_price=10, band_pct=150), "band_pct"),

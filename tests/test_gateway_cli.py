@@ -122,7 +122,7 @@ def test_serve_breaker_options_build_a_per_account_limit():
 
 def test_load_without_enough_tokens_is_a_usage_error(capsys):
     assert main(["load", "--token", "x" * 10, "--connections", "2"]) == 2
-    assert "need as many tokens" in capsys.readouterr().err
+    assert "needs 2 session tokens" in capsys.readouterr().err
 
 
 def test_kill_9_mid_stream_then_resend_applies_every_order_exactly_once(tmp_path):

@@ -130,3 +130,31 @@ def test_a_logon_seq_ahead_of_the_server_is_an_error_and_changes_nothing(tmp_pat
             r.send(OrderStatus(2, 5))
             got = r.read_until(lambda m: m == Ack(2))
             assert got[0].status == "open"
+
+
+def test_an_ack_never_overtakes_the_answers_a_resend_will_repeat(tmp_path):
+    """A seq in flight at a logon, its answers routed before it (to no connection), completes
+    before the client's resends arrive: the Ack on the new connection waits for the resends,
+    so each resent seq's answers come before an Ack covers it (found by the soak: the client
+    took a cumulative Ack for answers not yet repeated and lost them)."""
+    with running(tmp_path) as g:
+        gw = g.gateway
+        s = g.call(lambda: gw.table.by_id[1])
+        g.call(gw.hold_completion)
+        r = Raw(gw.address)
+        logon(r, ALICE)
+        r.send(*[NewOrder(i, i, 1, Side.BUY, 1, 100) for i in range(1, 6)])
+        wait_for(g, lambda: len(s.answers.get(5, ())) == 2)  # routed, seq 5 not completed
+        r.close()
+        wait_for(g, lambda: s.conn is None)
+        r2 = Raw(gw.address)
+        ack = logon(r2, ALICE)  # a client that saw nothing acked
+        assert (ack.session_seq, ack.acked) == (5, 4)
+        g.call(gw.release_completion)  # seq 5 completes before any resend arrives
+        wait_for(g, lambda: not s.inflight)
+        r2.send(*[NewOrder(i, i, 1, Side.BUY, 1, 100) for i in range(1, 6)])
+        got = r2.read_until(lambda m: m == Ack(5))
+        for seq in range(1, 6):  # no Ack covers a seq before its answers
+            first_ack = next(i for i, m in enumerate(got) if isinstance(m, Ack) and m.seq >= seq)
+            mine = [m.order_id for m in got[:first_ack] if isinstance(m, Report) and m.seq == seq]
+            assert mine == [seq, seq], (seq, got)

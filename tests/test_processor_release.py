@@ -52,7 +52,7 @@ def _hold_group_commit(p):
         real()
 
     p.input._group_sync = held
-    # the sync thread calls it after every wait (2 ms at most): once it is inside, no call
+    # the sync thread calls it after every wait (50 ms at most): once it is inside, no call
     # of the real one begun before the patch can still be running
     assert entered.wait(30)
     return gate

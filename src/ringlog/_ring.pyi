@@ -3,12 +3,15 @@
 from collections.abc import Iterable, Iterator
 from enum import IntEnum
 from os import PathLike
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 import msgspec
 import numpy as np
 
 from .events import EventRegistry
+
+Producer: TypeAlias = Literal["single", "multi"]
+Wait: TypeAlias = Literal["blocking", "busy_spin", "yielding", "sleeping"]
 
 class WaitKind(IntEnum):
     BUSY_SPIN = 0
@@ -60,13 +63,13 @@ class Ring:
     slot_size: int
     multi_producer: bool
     wait_kind: WaitKind
-    def __init__(self, capacity: int, slot_size: int = 128, *, producer: str = "single",
-                 wait: str = "blocking", path: str | PathLike[str] | None = None) -> None: ...
+    def __init__(self, capacity: int, slot_size: int = 128, *, producer: Producer = "single",
+                 wait: Wait = "blocking", path: str | PathLike[str] | None = None) -> None: ...
     @classmethod
     def create(cls, path: str | PathLike[str], capacity: int, slot_size: int = 128, *,
-               producer: str = "single", wait: str = "blocking") -> Ring: ...
+               producer: Producer = "single", wait: Wait = "blocking") -> Ring: ...
     @classmethod
-    def attach(cls, path: str | PathLike[str], *, wait: str = "blocking") -> Ring: ...
+    def attach(cls, path: str | PathLike[str], *, wait: Wait = "blocking") -> Ring: ...
     def publish(self, payload: Any, type_id: int = 0, *, timestamp_ns: int = 0,
                 correlation_id: int = 0, flags: int = 0, producer_id: int = 0,
                 producer_seq: int = 0, timeout: float | None = None) -> int: ...

@@ -31,7 +31,8 @@ from ._breaker import (
     KillReport,
     TripReport,
 )
-from .errors import RingLogError
+from .config import check_fields
+from .errors import ConfigError
 
 __all__ = [
     "CLOSED",
@@ -51,8 +52,9 @@ __all__ = [
 ]
 
 
-class BreakerConfigError(RingLogError, ValueError):
-    """A breaker configuration that cannot work; says which limit and why."""
+class BreakerConfigError(ConfigError):
+    """A breaker configuration that cannot work; ``field`` names it the way msgspec does
+    (``Limit.per``, ``BreakerConfig.limits[1].max_count``) and the message says why."""
 
 
 class Limit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -64,6 +66,9 @@ class Limit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     tier: Literal["trip", "throttle"] = "trip"
     name: str = ""
 
+    def __post_init__(self) -> None:
+        check_fields(self, error=BreakerConfigError)  # Limit(per="account") fails here
+
 
 class RatioLimit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """At most ``max_ratio`` outputs per input over ``window_ns``, once ``min_inputs`` came."""
@@ -72,6 +77,9 @@ class RatioLimit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     window_ns: int
     min_inputs: int = 1
     name: str = "ratio"
+
+    def __post_init__(self) -> None:
+        check_fields(self, error=BreakerConfigError)
 
 
 class BreakerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -93,39 +101,47 @@ class BreakerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     kill: Literal["none", "key", "all", "key_or_all"] = "none"
 
     def __post_init__(self) -> None:
+        check_fields(self, error=BreakerConfigError)
+        E = BreakerConfigError  # every check below raises it
         if not self.limits and self.ratio is None:
-            raise BreakerConfigError("a breaker needs at least one limit (limits= or ratio=)")
+            raise E("BreakerConfig.limits", "a breaker needs at least one limit (limits= or "
+                    "ratio=)", self.limits)
         names = set()
         for i, lim in enumerate(self.limits):
-            label = lim.name or f"limits[{i}]"
+            at = f"BreakerConfig.limits[{i}]"
+            label = f" ({lim.name})" if lim.name else ""
             if lim.max_count < 1:
-                raise BreakerConfigError(f"{label}: max_count must be >= 1, got {lim.max_count}")
+                raise E(f"{at}.max_count", f"must be >= 1{label}, got {lim.max_count}",
+                        lim.max_count)
             if lim.max_count > 10_000_000:
-                raise BreakerConfigError(f"{label}: max_count {lim.max_count} is over 10M; "
-                                         "use a shorter window")
+                raise E(f"{at}.max_count", f"{lim.max_count} is over 10M{label}; use a shorter "
+                        "window", lim.max_count)
             if lim.window_ns <= 0:
-                raise BreakerConfigError(f"{label}: window_ns must be > 0, got {lim.window_ns}")
+                raise E(f"{at}.window_ns", f"must be > 0{label}, got {lim.window_ns}",
+                        lim.window_ns)
             if len(lim.name) > 32:
-                raise BreakerConfigError(f"{label}: a limit name is at most 32 characters")
+                raise E(f"{at}.name", "a limit name is at most 32 characters", lim.name)
             if lim.name and lim.name in names:
-                raise BreakerConfigError(f"two limits are named {lim.name!r}")
+                raise E(f"{at}.name", f"two limits are named {lim.name!r}", lim.name)
             names.add(lim.name)
-        for t in self.limits:
+        for i, t in enumerate(self.limits):
             for h in self.limits:
                 if (t.tier, h.tier) == ("throttle", "trip") and t.per == h.per \
                         and t.window_ns == h.window_ns and t.max_count >= h.max_count:
-                    raise BreakerConfigError(
-                        f"throttle limit {t.name or t.max_count} is not below the trip limit "
-                        f"{h.name or h.max_count} over the same window: it could never act")
+                    raise E(f"BreakerConfig.limits[{i}].max_count",
+                            f"throttle limit {t.name or t.max_count} is not below the trip "
+                            f"limit {h.name or h.max_count} over the same window: it could "
+                            "never act", t.max_count)
         r = self.ratio
         if r is not None and (r.window_ns <= 0 or r.max_ratio <= 0 or r.min_inputs < 1):
-            raise BreakerConfigError("ratio: window_ns and max_ratio must be > 0 and "
-                                     f"min_inputs >= 1, got {r}")
+            raise E("BreakerConfig.ratio", "window_ns and max_ratio must be > 0 and "
+                    f"min_inputs >= 1, got {r}", r)
         if self.half_open_after_ns is not None and self.half_open_after_ns <= 0:
-            raise BreakerConfigError(f"half_open_after_ns must be > 0 or None, got "
-                                     f"{self.half_open_after_ns}")
+            raise E("BreakerConfig.half_open_after_ns", "must be > 0 or None, got "
+                    f"{self.half_open_after_ns}", self.half_open_after_ns)
         if self.max_keys < 1:
-            raise BreakerConfigError(f"max_keys must be >= 1, got {self.max_keys}")
+            raise E("BreakerConfig.max_keys", f"must be >= 1, got {self.max_keys}",
+                    self.max_keys)
 
 
 def _validated(config: Any) -> BreakerConfig:
@@ -134,7 +150,9 @@ def _validated(config: Any) -> BreakerConfig:
     try:
         return msgspec.convert(config, BreakerConfig)
     except msgspec.ValidationError as e:
-        raise BreakerConfigError(f"invalid breaker configuration: {e}") from e
+        # msgspec says "Expected `int`, got `str` - at `$.limits[0].max_count`"
+        msg, _, where = str(e).partition(" - at `$")
+        raise BreakerConfigError("BreakerConfig" + where.rstrip("`"), msg, config) from e
 
 
 class Breaker(BreakerCore):

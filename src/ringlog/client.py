@@ -176,9 +176,9 @@ class AsyncClient:
             self.next_seq = ack.session_seq + 1
             self.acked = ack.session_seq
         # resend even what the server already processed (seq <= session_seq): it answers a
-        # resend again, so answers lost with the old connection arrive; collect them afresh
-        for seq, msg in list(self.unacked.items()):
-            self._answers.pop(seq, None)
+        # resend again, so answers lost with the old connection arrive (collected afresh
+        # from the LogonAck on: see _on_message)
+        for msg in list(self.unacked.values()):
             self._write(msg)
         return ack
 
@@ -349,6 +349,12 @@ class AsyncClient:
                 self._answers.setdefault(msg.seq, []).append(msg)
         elif t is LogonAck or t is LogonReject:
             if self._logon is not None and not self._logon.done():
+                if t is LogonAck:
+                    # answers of unacked seqs are collected afresh from here: the server
+                    # repeats those it gave before this logon, and answers routed after it
+                    # may follow in this very read, before logon() resumes
+                    for seq in self.unacked:
+                        self._answers.pop(seq, None)
                 self._logon.set_result(msg)
                 # a logon ahead of the server is followed by a sequence_gap error naming the
                 # expected seq: logon() renumbers, so that error is expected, not an event

@@ -18,11 +18,13 @@ from .errors import ConfigError
 __all__ = ["ConfigError", "check_fields", "config_error"]
 
 
-def check_fields(obj: msgspec.Struct, path: str | None = None) -> None:
-    """Raises ConfigError for the first field of ``obj`` whose value does not fit its type.
+def check_fields(obj: msgspec.Struct, path: str | None = None,
+                 error: type[ConfigError] = ConfigError) -> None:
+    """Raises ``error`` (a ConfigError) for the first field of ``obj`` whose value does not fit
+    its type.
 
     Call it first in ``__post_init__``; ``path`` prefixes the field names (default: the
-    class name).
+    class name); ``error`` is the part's own subclass (BreakerConfigError, ...).
     """
     owner = path or type(obj).__name__
     for f in msgspec.structs.fields(obj):
@@ -30,12 +32,14 @@ def check_fields(obj: msgspec.Struct, path: str | None = None) -> None:
         try:
             msgspec.convert(value, f.type, strict=True)
         except msgspec.ValidationError as e:
-            raise ConfigError(f"{owner}.{f.name}", _reason(e, value), value) from None
+            raise error(f"{owner}.{f.name}", _reason(e, value), value) from None
 
 
-def config_error(obj: msgspec.Struct, field: str, message: str) -> ConfigError:
-    """A ConfigError for ``field`` of ``obj`` (a value check in ``__post_init__``)."""
-    return ConfigError(f"{type(obj).__name__}.{field}", message, getattr(obj, field, None))
+def config_error(obj: msgspec.Struct, field: str, message: str,
+                 error: type[ConfigError] = ConfigError) -> ConfigError:
+    """A ConfigError (or the ``error`` subclass) for ``field`` of ``obj`` (a value check in
+    ``__post_init__``)."""
+    return error(f"{type(obj).__name__}.{field}", message, getattr(obj, field, None))
 
 
 def _reason(e: msgspec.ValidationError, value: Any) -> str:

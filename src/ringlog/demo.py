@@ -1,4 +1,4 @@
-"""``python -m ringlog.demo`` (``make demo``): the matching engine behind the full processor.
+"""``ringlog demo`` (``make demo``): the matching engine behind the full processor.
 
 1. The engine alone: a seeded realistic order flow (mids random-walking, limit / cancel /
    modify / IOC / market / FOK / post-only, 50 accounts, 4 symbols, ~2% invalid commands) run
@@ -8,14 +8,15 @@
    a runaway account floods the engine, trips the breaker, and an operator release + reset
    (journaled like any event) resumes it.
 3. A fresh engine recovers from snapshot + journal alone and its state hash matches.
-The journals are left in ``./demo-journal`` for the tools.
+The journals are left in ``--dir`` (default ``./demo-journal``) for the tools. The demo only
+ever deletes a directory it made itself (it leaves a marker file in it); any other existing,
+non-empty directory is refused.
 """
 
 from __future__ import annotations
 
 import itertools
 import shutil
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,7 +28,7 @@ from .bench.loops import one_to_one_threads
 from .breaker import Breaker, BreakerConfig, Limit
 from .engine import Command, RejectReason, Report, Side, decode, new_order, registry
 from .engine.flow import demo_engine, mixed_flow
-from .errors import CircuitOpenError
+from .errors import CircuitOpenError, RingLogError
 from .journal import JournalReader
 from .processor import Processor, ProcessorConfig
 
@@ -146,16 +147,37 @@ def recovery(path: Path, live: str) -> bool:
     return got == live and rep.first_divergence is None
 
 
-def main() -> int:
-    """Runs the demo; exit code 1 if recovery did not reproduce the live engine."""
-    quick = "--quick" in sys.argv
+MARKER = ".ringlog-demo"  # in a directory the demo made: only such a directory is replaced
+
+
+class DirectoryInUse(RingLogError, FileExistsError):
+    """The demo's directory exists, holds files, and was not made by the demo."""
+
+
+def prepare(work: Path) -> None:
+    """Makes ``work`` for a run: new, empty, or made by an earlier demo (then replaced)."""
+    if work.exists():
+        if not work.is_dir():
+            raise DirectoryInUse(f"{work} exists and is not a directory")
+        if (work / MARKER).is_file():
+            shutil.rmtree(work)  # an earlier demo's journals: ours to replace
+        elif any(work.iterdir()):
+            raise DirectoryInUse(f"{work} exists, holds files and was not made by ringlog demo;"
+                                 " give another --dir (nothing was changed)")
+    work.mkdir(parents=True, exist_ok=True)
+    (work / MARKER).write_text("made by `ringlog demo`; the next demo run replaces this "
+                               "directory\n")
+
+
+def main(work: Path = Path("demo-journal"), quick: bool = False) -> int:
+    """Runs the demo into ``work``; exit code 1 if recovery did not reproduce the live engine.
+    Raises DirectoryInUse (before anything runs) for a directory it must not touch."""
+    prepare(work)
     print("ringlog demo: a matching engine as the business logic of an LMAX-style processor\n")
-    ring = one_to_one_threads(2_000_000, 64, wait="yielding")
+    ring = one_to_one_threads(200_000 if quick else 2_000_000, 64, wait="yielding")
     print(f"0. ring, 1 producer -> 1 consumer thread, C level: {ring / 1e6:.1f} M events/s\n")
     print("1. the engine alone (C loop over a seeded order flow, 4 symbols, 50 accounts)")
     engine_alone(200_000 if quick else 2_000_000)
-    work = Path("demo-journal")
-    shutil.rmtree(work, ignore_errors=True)
     print("\n2. the engine behind the processor: journal (group commit) + circuit breaker")
     live = pipeline(work, 20_000 if quick else 200_000)
     print("\n3. recovery of a fresh engine from the journal")
@@ -164,5 +186,9 @@ def main() -> int:
     return 0 if ok else 1
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # python -m ringlog.demo: the same as `ringlog demo`
+    import sys
+
+    from .cli import main as cli_main
+
+    raise SystemExit(cli_main(["demo", *sys.argv[1:]]))

@@ -1,4 +1,20 @@
-"""ringlog's error hierarchy: every error says what was wrong and what to do."""
+"""ringlog's error hierarchy: every error says what was wrong and what to do.
+
+Every error ringlog raises derives from RingLogError and from the builtin a Python user would
+catch for that kind of failure:
+
+    RingLogError
+    |- ConfigError            ValueError, TypeError  (.field "ProcessorConfig.x", .value)
+    |  |- BreakerConfigError, EngineConfigError      (ringlog.breaker, ringlog.engine)
+    |- RingError              ValueError             (misuse, incompatible shared file)
+    |  |- RingClosedError                            (as a closed file's ValueError)
+    |  |- InsufficientCapacityError  BlockingIOError (a non-blocking claim would block)
+    |- SchemaError            ValueError
+    |- JournalError           OSError
+    |  |- JournalCorruptError ValueError too         (.path .offset .sequence)
+    |- SnapshotError          OSError
+    |- CircuitOpenError       RuntimeError
+"""
 
 __all__ = [
     "CircuitOpenError",
@@ -32,7 +48,7 @@ class ConfigError(RingLogError, ValueError, TypeError):
         self.value = value
 
 
-class RingError(RingLogError):
+class RingError(RingLogError, ValueError):
     """A ring buffer was misused or is incompatible (bad size, foreign shared-memory file)."""
 
 
@@ -40,7 +56,7 @@ class RingClosedError(RingError):
     """An operation on a ring (or processor) that has been closed."""
 
 
-class InsufficientCapacityError(RingError):
+class InsufficientCapacityError(RingError, BlockingIOError):
     """A non-blocking claim found no free slot: the consumers have not caught up (backpressure)."""
 
 
@@ -48,7 +64,7 @@ class SchemaError(RingLogError, ValueError):
     """An event type is unknown, registered twice, or does not fit a slot."""
 
 
-class JournalError(RingLogError):
+class JournalError(RingLogError, OSError):
     """A journal could not be opened, written or read. ``errno`` and ``path`` name the
     operating-system error and the file when one caused it (a full disk: ENOSPC)."""
 
@@ -70,7 +86,7 @@ class JournalCorruptError(JournalError, ValueError):
         self.sequence = sequence
 
 
-class SnapshotError(RingLogError):
+class SnapshotError(RingLogError, OSError):
     """A snapshot could not be written, or no valid snapshot could be loaded; ``errno`` and
     ``path`` as in JournalError."""
 
@@ -81,5 +97,5 @@ class SnapshotError(RingLogError):
         self.path = path
 
 
-class CircuitOpenError(RingLogError):
+class CircuitOpenError(RingLogError, RuntimeError):
     """The circuit breaker is open: the processor is halted until an operator resets it."""

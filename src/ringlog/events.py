@@ -210,6 +210,7 @@ TYPE_SNAPSHOT = CONTROL_BASE + 5         # input: take a snapshot at this sequen
 TYPE_BATCH_MARK = CONTROL_BASE + 6       # input: no-op that ends a batch a crash cut short
 TYPE_KILL = CONTROL_BASE + 7             # input: operator kill switch (payload: msgpack [key])
 TYPE_ENABLE = CONTROL_BASE + 8           # input: operator re-enables a killed key ([key])
+TYPE_STREAM_MARK = CONTROL_BASE + 9      # input: no-op, a cluster stream message starts here
 TYPE_BREAKER_TRIPPED = CONTROL_BASE + 16  # output: the breaker opened (payload: msgpack trip info)
 TYPE_BREAKER_CLOSED = CONTROL_BASE + 17   # output: the breaker closed again
 TYPE_DEAD_LETTER = CONTROL_BASE + 18      # dead-letter journal: a poison event and its traceback
@@ -217,6 +218,7 @@ TYPE_KILLED = CONTROL_BASE + 19           # output: the kill switch ran (payload
 
 CONTROL_NAMES = {
     TYPE_BATCH_MARK: "batch_mark",
+    TYPE_STREAM_MARK: "stream_mark",
     TYPE_TIMER: "timer",
     TYPE_BREAKER_RESET: "breaker_reset",
     TYPE_RELEASE_HELD: "release_held",

@@ -559,7 +559,9 @@ class Journal:
         a = self._appender
         while not self._closed:
             if self.durability == "group":
-                a.wait_for_work(self.group_ms / 1000.0)
+                # with group_events 1 every append past the durable mark wakes this thread:
+                # the timeout is only a safety net, so an idle journal sleeps, not polls
+                a.wait_for_work(self.group_ms / 1000.0 if a.group_events > 1 else 0.05)
                 try:
                     self._group_sync()
                 except Exception as e:  # surfaces on the next append

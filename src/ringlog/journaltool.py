@@ -531,9 +531,10 @@ def _check_segment(i: int, first: int, p: Path, expect: int, last: bool,
     if last:
         mark = durable_mark(*([prev, seg] if prev is not None else [seg]))
         verdict = judge_tail(seg, off, nxt, status, mark)
-        if verdict.kind == "torn_tail" and live and verdict.reason == "no length word" \
-                and lock_holder(p.parent):
-            verdict = None  # a live appender is writing the next record: its length comes last
+        if verdict.kind == "torn_tail" and live and lock_holder(p.parent):
+            # a live appender is writing past the durable mark right now (its length word
+            # comes last, and it may be rolling): only damage below the mark is a problem
+            verdict = None
         if verdict is not None and verdict.kind != "clean":
             kind = "torn_tail" if verdict.kind == "torn_tail" else "corrupt"
             tail = "; `ringlog journal repair` truncates it" if kind == "torn_tail" else ""

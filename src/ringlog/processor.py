@@ -60,6 +60,7 @@ from .events import (
     control_descriptors,
 )
 from .logic import InputEvent, LogicLoop, LoopState, OutputRecord
+from .retention import Retention, prune_processor
 
 __all__ = ["Processor", "ProcessorConfig", "ProcessorManifest", "ProcessorMetrics",
            "RecoveryReport", "read_manifest", "resolve_topology"]
@@ -105,6 +106,7 @@ class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     # "durable": under group/sync an output reaches listeners only once the input that caused
     # it is durable (power-loss safe acks); "immediate": as soon as it is journaled
     release: Literal["durable", "immediate"] = "durable"
+    retention: Retention | None = None  # prune after each snapshot (ringlog.retention)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -205,6 +207,7 @@ class Processor:
         self.registry = registry or EventRegistry()
         self._on_output = [on_output] if on_output else []
         self._on_output_batch: list[Callable[[list[OutputRecord]], None]] = []
+        self._on_output_slots: list[Callable[[bytes, int], None]] = []
         c = self.config
         self.directory.mkdir(parents=True, exist_ok=True)
         self._schema = _Schema(self.registry)
@@ -350,6 +353,8 @@ class Processor:
         snap = _Snapshot(loop=self._loop.state, handler=self.handler.on_snapshot(),
                          breaker=self.breaker.snapshot() if self.breaker is not None else b"")
         self.snapshots.write(sequence, msgspec.msgpack.encode(snap))
+        if self.config.retention is not None:
+            prune_processor(self, self.config.retention)
 
     # -- lifecycle ------------------------------------------------------------------------
     @property
@@ -560,8 +565,11 @@ class Processor:
         if self._loop_halted_by_breaker():
             self._wait_closed(timeout)
         ts = time.time_ns() if timestamp_ns is None else timestamp_ns
-        return self._in.publish_records(records, type_id, timestamp_ns=ts,
-                                        record_size=record_size, timeout=timeout)
+        try:
+            return self._in.publish_records(records, type_id, timestamp_ns=ts,
+                                            record_size=record_size, timeout=timeout)
+        except RingClosedError as e:
+            raise self._closed(e) from self.halt_cause
 
     def publish_struct(self, event: msgspec.Struct, **kw: Any) -> int:
         """Publishes a registered msgspec Struct as an input event."""
@@ -612,14 +620,19 @@ class Processor:
         """Asks the loop to snapshot at this point of the input stream."""
         return self._control(TYPE_SNAPSHOT, timestamp_ns)
 
-    def add_output_listener(self, fn: Callable[[Any], None], *, batch: bool = False) -> None:
+    def add_output_listener(self, fn: Callable[..., None], *,
+                            batch: bool | Literal["slots"] = False) -> None:
         """Calls ``fn(record)`` from the output thread for every published output, or with
         ``batch`` ``fn(records)`` once per batch the output stage takes (a list in output
-        order: one call, and one hand-off to another thread, per batch). Add listeners
-        before ``start()``: the output stage is chosen then."""
+        order: one call, and one hand-off to another thread, per batch), or with
+        ``batch="slots"`` ``fn(slots, slot_size)``: a bytes copy of the batch's output ring
+        slots (``ringlog.slot_dtype`` records; no object per output, see
+        ``ringlog._wire.OutputSlots``). Add listeners before ``start()``: the output stage is
+        chosen then."""
         if self._state == "running":
             raise RingLogError("add_output_listener() must come before start()")
-        (self._on_output_batch if batch else self._on_output).append(fn)
+        (self._on_output_slots if batch == "slots" else self._on_output_batch if batch
+         else self._on_output).append(fn)
 
     def _loop_halted_by_breaker(self) -> bool:
         return bool(self._loop.pending_from >= 0)
@@ -655,14 +668,15 @@ class Processor:
 
     def _run_output(self) -> None:
         c = self.config
-        each, whole = self._on_output, self._on_output_batch
-        if not each and not whole:  # only the output journal: the GIL-free stage
+        each, whole, slots = self._on_output, self._on_output_batch, self._on_output_slots
+        if not each and not whole and not slots:  # only the output journal: GIL-free stage
             journal_stage(self._oc, self.output.appender, c.max_batch, False,
                           self._output_counters)
             return
         ctr = self._output_counters
         keys, mask = self._loop.output_keys, self._out.capacity - 1
         gate = self.input.appender if self._gated else None
+        slot_size = self._out.slot_size
         while True:
             batch = self._oc.poll(c.max_batch, timeout=0.05)
             if not len(batch):
@@ -672,12 +686,17 @@ class Processor:
                 # release after durability: the outputs' causes (input journal sequences)
                 # must be on disk before anything is handed on
                 self._await_durable(gate, int(batch.array["header"]["producer_seq"].max()))
-            recs = [_output_of(ev, int(keys[ev.sequence & mask])) for ev in batch]
-            for fn in each:
-                for rec in recs:
-                    fn(rec)
-            for fn in whole:
-                fn(recs)
+            if slots:  # one copy per batch: the slots are reused once released
+                block = batch.array.tobytes()
+                for fn in slots:
+                    fn(block, slot_size)
+            if each or whole:
+                recs = [_output_of(ev, int(keys[ev.sequence & mask])) for ev in batch]
+                for fn in each:
+                    for rec in recs:
+                        fn(rec)
+                for fn in whole:
+                    fn(recs)
             self._oc.release(batch)
             ctr.set("sequence", self.output.last_sequence)
             ctr.set("durable", self.output.durable_sequence)

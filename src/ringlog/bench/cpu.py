@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["CpuMeter", "CpuReport", "CpuSample", "ThreadCpu", "name_thread", "sample",
-           "thread_cpu"]
+           "summary_line", "thread_cpu"]
 
 _TASKS = "/proc/self/task"
 EXITED = "(exited)"
@@ -193,10 +193,17 @@ class CpuReport:
 
     def summary(self, events: int) -> str:
         """One line for people: total ns/event, then each busy thread's ns/event."""
-        d = self.per_event(events)
-        parts = [f"{k}={v['cpu_ns']:.0f}" for k, v in d["threads"].items() if v["cpu_ns"] >= 1]
-        return (f"cpu {d['cpu_ns_total']:.0f} ns/ev ({', '.join(parts)}); "
-                f"cs {d['cs_per_1k']:.2f}/1k ev")
+        return summary_line(self.per_event(events))
+
+
+def summary_line(per_event: dict[str, Any]) -> str:
+    """``CpuReport.per_event`` figures as one line for a report note: total CPU ns per event
+    (each busy thread's share) and context switches per 1,000 events."""
+    d = per_event
+    parts = [f"{k} {v['cpu_ns']:.0f}" for k, v in d["threads"].items() if v["cpu_ns"] >= 1]
+    return (f"CPU {d['cpu_ns_total']:.0f} ns/event ({', '.join(parts)}), "
+            f"{d['cs_per_1k']:.1f} context switches/1k events, "
+            f"{d['cpu_utilisation']:.2f} CPUs busy")
 
 
 def diff(a: CpuSample, b: CpuSample, seen: dict[int, ThreadCpu] | None = None) -> CpuReport:

@@ -168,13 +168,14 @@ def rate_label(rate: float) -> str:
 
 
 def latency_rows(target: str, series: str, rate: float, samples: list[np.ndarray], *,
-                 note: str = "", missing: str = "no latency recorded in a run"
-                 ) -> list[dict[str, Any]]:
+                 note: str = "", missing: str = "no latency recorded in a run",
+                 achieved: list[float] | None = None) -> list[dict[str, Any]]:
     """Result rows of one latency series at one offered rate from the raw nanoseconds of
     each run: one row per percentile (p50 ... p99.99, max; the median over runs with min and
     max), each marked for the percentile plot; all runs' samples saved as one HdrHistogram
     log when ``hdr_logs_in`` names a folder. A run with no sample gives one row with no
-    median and ``missing`` as its note."""
+    median and ``missing`` as its note. ``achieved`` (the rate each run sustained) below 95%
+    of ``rate`` marks the rows ``past_capacity``: reports and plots say so."""
     from .stats import summarize
 
     name = f"{series}_latency_{rate_label(rate)}_per_s"
@@ -197,6 +198,8 @@ def latency_rows(target: str, series: str, rate: float, samples: list[np.ndarray
             "latency": {"series": series, "rate_per_s": float(rate), "percentile": p}}
         if log is not None:
             row["hdr_log"] = log
+        if achieved and min(achieved) < 0.95 * rate:
+            row["past_capacity"] = True
         rows.append(row)
     if note:
         rows[0]["note"] = note

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["evaluate_targets", "fmt", "render"]
+__all__ = ["evaluate_targets", "fmt", "peer_value", "render", "table"]
+
+PAST = " (past capacity)"  # marks a latency figure offered more than the system could take
 
 
 def fmt(value: float | None, unit: str = "") -> str:
@@ -16,6 +18,54 @@ def fmt(value: float | None, unit: str = "") -> str:
         if a >= div and unit.endswith("/s"):
             return f"{value / div:.2f}{suf}"
     return f"{value:.3g}" if a < 1000 else f"{value:,.0f}"
+
+
+def peer_value(name: str, value: Any) -> str:
+    """A peer figure with its unit read from its name (``..._ns``, ``..._us``, ``..._per_s``),
+    a ``{p50: .., p99: ..}`` dict as ``p50 1.2 µs, p99 3.4 µs``."""
+    from .stats import fmt_value
+
+    if name.endswith("_ns"):
+        scale, unit = 1.0, "ns"
+    elif name.endswith("_us"):
+        scale, unit = 1000.0, "ns"  # shown in the one time format: µs
+    elif name.endswith("_gb_per_s"):
+        scale, unit = 1.0, "GB/s"
+    elif name.endswith("_ops_per_s") or name.endswith("_per_s"):
+        scale, unit = 1.0, "ops/s"
+    else:
+        scale, unit = 1.0, ""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {peer_value(name, v)}" for k, v in value.items())
+    if isinstance(value, int | float):
+        return fmt_value(value * scale, unit)
+    return str(value)
+
+
+def _shown(r: dict[str, Any]) -> str:
+    from .stats import fmt_value
+
+    return fmt_value(r.get("median"), r["unit"]) + (PAST if r.get("past_capacity") else "")
+
+
+def table(doc: dict[str, Any]) -> str:
+    """The results for people on a terminal: one line a figure, median with its unit, spread
+    over the runs, ratios to peers of the same run; skipped and failed steps after."""
+    from .stats import fmt_value
+
+    lines = [f"{'target':10} {'benchmark':52} {'median':>18} {'min - max':>27}  vs peers"]
+    for r in doc["results"]:
+        spread = (f"{fmt_value(r.get('min'), r['unit'])} - {fmt_value(r.get('max'), r['unit'])}"
+                  if r.get("median") is not None else "")
+        ratios = ", ".join(f"{k} {v:.2f}x" for k, v in (r.get("ratios") or {}).items())
+        lines.append(f"{r['target']:10} {r['name']:52} {_shown(r):>18} {spread:>27}  {ratios}")
+    for s in doc.get("skipped") or []:  # failures go to stderr, with their hint
+        if not s.get("failed"):
+            lines.append(f"skipped: {s['name']}: {s['reason']}")
+    runs = doc.get("config", {}).get("runs")
+    lines.append(f"{len(doc['results'])} figures, median of {runs} runs each; latencies from "
+                 "each event's intended send time (open loop)")
+    return "\n".join(lines)
 
 
 def evaluate_targets(doc: dict[str, Any], targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -58,10 +108,12 @@ def render(doc: dict[str, Any], command: str, intro: str = "",
         f"- date: {doc['created']}; runs per figure: {runs} (median, with min-max spread)",
         "- these machines are shared and noisy: read the ratios against peers measured in the "
         "same run, not the absolute figures.",
-        "- throughput: events per second of each run; latency (unit ns): an open-loop load at a "
-        "fixed offered rate, measured from each event's intended send time (coordinated "
-        "omission corrected), raw nanoseconds summarised as HdrHistogram percentiles; each "
-        "percentile is the median over the runs.",
+        "- throughput: events per second of each run; latency (ns, µs, ms as they fit): an "
+        "open-loop load at a fixed offered rate, measured from each event's intended send "
+        "time (coordinated omission corrected), raw nanoseconds summarised as HdrHistogram "
+        "percentiles; each percentile is the median over the runs. A rate marked "
+        f"*{PAST.strip()}* offered more than the system could take: its latencies measure the "
+        "queue that grew.",
         "",
     ]
     if intro:
@@ -73,7 +125,7 @@ def render(doc: dict[str, Any], command: str, intro: str = "",
             if not isinstance(figures, dict):
                 continue
             for k, v in figures.items():
-                lines.append(f"| {group}: {k} | {v if not isinstance(v, float) else fmt(v)} |")
+                lines.append(f"| {group}: {k} | {peer_value(k, v)} |")
         lines.append("")
     if targets:
         lines += ["## Targets", "", "| goal | measured | met | | why, where missed |",
@@ -89,13 +141,15 @@ def render(doc: dict[str, Any], command: str, intro: str = "",
     for r in doc["results"]:
         by_target.setdefault(r["target"], []).append(r)
     for target, rows in by_target.items():
-        lines += [f"## {target}", "", "| benchmark | median | min - max | unit | vs peers |",
-                  "|---|---|---|---|---|"]
+        from .stats import fmt_value
+
+        lines += [f"## {target}", "", "| benchmark | median | min - max | vs peers |",
+                  "|---|---|---|---|"]
         for r in rows:
             ratios = ", ".join(f"{k}: {v:.2f}x" for k, v in r.get("ratios", {}).items())
-            spread = f"{fmt(r.get('min'), r['unit'])} - {fmt(r.get('max'), r['unit'])}"
-            lines.append(f"| {r['name']} | {fmt(r.get('median'), r['unit'])} | {spread} | "
-                         f"{r['unit']} | {ratios} |")
+            spread = (f"{fmt_value(r.get('min'), r['unit'])} - "
+                      f"{fmt_value(r.get('max'), r['unit'])}")
+            lines.append(f"| {r['name']} | {_shown(r)} | {spread} | {ratios} |")
         notes = [f"- {r['name']}: {r['note']}" for r in rows if r.get("note")]
         logs = sorted({r["hdr_log"] for r in rows if r.get("hdr_log")})
         if logs:

@@ -52,6 +52,7 @@ class Row(msgspec.Struct, frozen=True, omit_defaults=True):
     note: str | None = None
     latency: LatencyPoint | None = None
     hdr_log: str | None = None  # HdrHistogram log, relative to the JSON file's folder
+    past_capacity: bool = False  # a latency offered more than the system could take
 
 
 class Machine(msgspec.Struct, frozen=True):
@@ -168,19 +169,41 @@ def higher_is_better(unit: str) -> bool:
     return unit.endswith("/s") or unit in ("ratio", "x")
 
 
+def is_ours(row: dict[str, Any]) -> bool:
+    """A figure of ringlog's own, not of a peer library measured beside it (``peer_...``)."""
+    return not str(row["name"]).startswith("peer_")
+
+
 def compare(old: dict[str, Any], new: dict[str, Any],
             threshold: float = 0.10) -> list[dict[str, Any]]:
-    """Rows present in both documents with their change; ``regression`` where worse by more
-    than ``threshold`` (a fraction) in the direction that matters for the unit."""
+    """Our rows present in both documents, with their change and a verdict in pyperf's manner:
+    ``regression`` where the runs differ significantly (Welch's t-test, 95%) and the median
+    is worse by more than ``threshold`` (a fraction) in the direction that matters for the
+    unit; ``improvement`` the other way; else ``not significant`` (or ``too few runs``).
+    Peer rows are left out: another library's figure moving is not our regression."""
+    from .stats import t_test
+
     before = {(r["target"], r["name"]): r for r in old["results"]}
     rows = []
     for r in new["results"]:
         o = before.get((r["target"], r["name"]))
-        if o is None or not o.get("median") or r.get("median") is None:
+        if not is_ours(r) or o is None or not o.get("median") or r.get("median") is None:
             continue
         change = r["median"] / o["median"] - 1.0
         worse = -change if higher_is_better(r["unit"]) else change
+        test = t_test(o.get("runs") or [], r.get("runs") or [])
+        if test is None:
+            verdict = "too few runs"
+        elif not test.significant:
+            verdict = "not significant"
+        elif worse > threshold:
+            verdict = "regression"
+        elif -worse > threshold:
+            verdict = "improvement"
+        else:
+            verdict = "within threshold"
         rows.append({"target": r["target"], "name": r["name"], "unit": r["unit"],
                      "old": o["median"], "new": r["median"], "change": change,
-                     "regression": worse > threshold})
+                     "t": None if test is None else test.t,
+                     "verdict": verdict, "regression": verdict == "regression"})
     return rows

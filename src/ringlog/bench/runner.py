@@ -29,18 +29,20 @@ __all__ = ["TARGETS", "bench_dir", "goals", "load_target", "run_all"]
 TARGETS = ("ring", "journal", "breaker", "processor", "engine", "gateway", "tools")
 
 
-def bench_dir() -> Path:
-    """The repository's ``bench/`` folder (next to ``src/``), else ``./bench``."""
-    for p in Path(__file__).resolve().parents:
-        if (p / "bench").is_dir() and (p / "src" / "ringlog").is_dir():
+def bench_dir() -> Path | None:
+    """The repository's ``bench/`` folder (next to ``src/``), else ``./bench`` of a clone
+    (with its ``src/ringlog``); None for an installed package run outside a checkout."""
+    for p in [*Path(__file__).resolve().parents, Path.cwd()]:
+        if (p / "bench" / "bench_ring.py").is_file() and (p / "src" / "ringlog").is_dir():
             return p / "bench"
-    return Path.cwd() / "bench"
+    return None
 
 
 def load_target(name: str) -> ModuleType | None:
     """Imports ``bench/bench_<name>.py``; None where the target has no benchmarks yet."""
-    path = bench_dir() / f"bench_{name}.py"
-    if not path.exists():
+    folder = bench_dir()
+    path = folder / f"bench_{name}.py" if folder is not None else None
+    if path is None or not path.exists():
         return None
     if str(path.parent) not in sys.path:
         sys.path.insert(0, str(path.parent))
@@ -86,13 +88,13 @@ def run_all(targets: list[str], runs: int = 3, smoke: bool = False,
         def limits() -> None:
             with tempfile.TemporaryDirectory(dir=".") as d:
                 doc["peers"]["limits"] = peers.run_limits(d)
-        steps.append(("peers: machine limits (shared/anchors/limits.py)", limits))
+        steps.append(("peers: machine limits (ringlog.bench.peers.limits)", limits))
         if smoke:
             doc["skipped"].append({"name": "peer disruptor", "reason": "not run in smoke mode"})
         else:
             def disruptor() -> None:
                 doc["peers"]["disruptor"] = peers.run_disruptor(20_000_000, runs)
-            steps.append(("peers: Java LMAX Disruptor (shared/anchors/disruptor/run.sh)",
+            steps.append(("peers: Java LMAX Disruptor (ringlog/bench/peers/disruptor)",
                           disruptor))
     for t in targets:
         mod = load_target(t)

@@ -19,12 +19,12 @@ import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
-from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
+from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Parser, UsageError
 
 __all__ = ["COMMANDS", "FAMILIES", "build_parser", "main"]
 
 # the command families, in the order `ringlog --help` lists them
-FAMILIES = ("bench", "journal", "replay", "snapshot", "serve", "admin", "stat")
+FAMILIES = ("demo", "bench", "journal", "replay", "snapshot", "serve", "admin", "stat")
 
 
 def _families() -> list[ModuleType]:
@@ -33,11 +33,23 @@ def _families() -> list[ModuleType]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The one parser of every subcommand."""
-    p = argparse.ArgumentParser(
-        prog="ringlog", description="Tools of ringlog, a single-writer event processor: inspect "
+    from .._version import __version__
+
+    p = Parser(
+        prog="ringlog", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Tools of ringlog, a single-writer event processor: inspect "
         "and repair journals, replay and snapshot a processor's state, serve the matching engine "
         "behind its TCP gateway, offer it load, and benchmark.",
-        epilog="run `ringlog COMMAND --help` for a command's options and examples")
+        epilog="examples:\n"
+               "  ringlog demo --dir /tmp/ringlog-demo\n"
+               "  ringlog journal verify ./proc && echo clean\n"
+               "  ringlog journal dump ./proc --type NEW --where 'price>100' --limit 20\n"
+               "  ringlog replay ./proc --handler myapp:Book --verify\n"
+               "  ringlog bench --handler myapp:Book --rate 10k --runs 5\n"
+               "`ringlog COMMAND --help` shows a command's options and examples. exit codes: "
+               "0 ok, 1 the check failed (corruption, divergence, regression), 2 usage error "
+               "or a path the system refused")
+    p.add_argument("--version", action="version", version=f"ringlog {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for family in _families():
         family.add_parsers(sub)
@@ -51,7 +63,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``ringlog`` and ``python -m ringlog``."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, a usage error: an exit code, not an exception
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for the report's command line
     if args.command is None:
         parser.print_help()
@@ -80,3 +95,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RingLogError as e:
         print(f"ringlog {key}: {e}", file=sys.stderr)
         return EXIT_FAILED
+    except OSError as e:  # a path the user named that the system refused: one line, no trace
+        print(f"ringlog {key}: {os_error(e)}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def os_error(e: OSError) -> str:
+    """``PATH: Permission denied (errno 13, EACCES)`` from an OSError."""
+    import errno
+
+    where = ": ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    code = f" (errno {e.errno}, {errno.errorcode.get(e.errno, '?')})" if e.errno else ""
+    return f"{where + ': ' if where else ''}{e.strerror or e}{code}"

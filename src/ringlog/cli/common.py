@@ -1,29 +1,86 @@
-"""What every command family shares: exit codes, the usage error, the parser helper."""
+"""What every command family shares: exit codes, the usage error, argument types, the parser
+class that reports a bad argument in one line, the helper that adds a subcommand with examples.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import math
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from ..units import parse_rate, parse_size
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def _rate(text: str) -> float:
-    """An offered rate: ``2500``, ``10k``, ``1.5M`` events per second."""
-    scale = {"k": 1e3, "m": 1e6}.get(text[-1:].lower(), 1.0)
-    try:
-        return float(text[:-1] if scale != 1.0 else text) * scale
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a rate: {text!r} (e.g. 2500, 10k, 1.5M)") from None
+MAX_SEQUENCE = 2**63 - 1  # sequences are signed 64-bit in the journal
 
 
 class UsageError(ValueError):
     """A command was given arguments it cannot use (exit code 2)."""
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line: ``ringlog journal dump: argument
+    --to: ... (see ringlog journal dump --help)``, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Prints the problem in one line and exits with 2."""
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see: {self.prog} --help)\n")
+
+
+def _arg_type(name: str, convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return convert(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = name  # argparse names the type in its messages
+    return parse
+
+
+def whole(low: int = 0, high: int = MAX_SEQUENCE, what: str = "number") -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high]."""
+
+    def convert(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise ValueError(f"not a whole number: {text!r}") from None
+        if v < low:
+            raise ValueError(f"{what} must be {low} or more, not {text}")
+        if v > high:
+            raise ValueError(f"{what} {text} is too large (at most {high})")
+        return v
+
+    return _arg_type(what.replace(" ", "_"), convert)
+
+
+def seconds(low: float = 0.0, strict: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds, >= low (> low when strict)."""
+
+    def convert(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise ValueError(f"not a number of seconds: {text!r}") from None
+        if not math.isfinite(v) or v < low or (strict and v == low):
+            raise ValueError(f"seconds must be {'above' if strict else 'at least'} {low:g}, "
+                             f"not {text}")
+        return v
+
+    return _arg_type("seconds", convert)
+
+
+sequence = whole(0, MAX_SEQUENCE, "sequence")
+count = whole(1, MAX_SEQUENCE, "count")
+port = whole(0, 65535, "port")
+rate = _arg_type("rate", parse_rate)
+size = _arg_type("size", parse_size)
+
 
 def _parser(sub: Any, name: str, help: str, examples: str) -> argparse.ArgumentParser:
+    """A subcommand whose description is its help and whose epilog is its examples."""
     return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
                           epilog="examples:\n" + examples,
                           formatter_class=argparse.RawDescriptionHelpFormatter)
-

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import EXIT_FAILED, EXIT_OK, UsageError, _parser
+from .common import EXIT_FAILED, EXIT_OK, UsageError, _parser, count, seconds, sequence, whole
+from .filters import check_filter, check_range
 
 
 def _journal_dir(args: argparse.Namespace) -> Path:
@@ -23,18 +24,25 @@ def _journal_dir(args: argparse.Namespace) -> Path:
     return d
 
 
-def _filter(args: argparse.Namespace) -> Any:
+def _filter(args: argparse.Namespace, path: Path) -> Any:
+    """The Filter of dump/tail, checked against the journal at ``path`` before any output."""
     from ..journaltool import Filter, parse_time
 
     def t(v: str | None) -> int | None:
         return None if v is None else parse_time(v)
 
-    return Filter(from_sequence=getattr(args, "from_seq", None),
+    check_range(getattr(args, "from_seq", None), getattr(args, "to_seq", None), "--from/--to")
+    check_range(t(getattr(args, "since", None)), t(getattr(args, "until", None)),
+                "--since/--until")
+    check_filter(path, args.type or [], args.where or [])
+    flt = Filter(from_sequence=getattr(args, "from_seq", None),
                   to_sequence=getattr(args, "to_seq", None),
                   since_ns=t(getattr(args, "since", None)),
                   until_ns=t(getattr(args, "until", None)),
                   types=args.type or [], correlation_id=args.correlation_id,
                   where=args.where or [], limit=getattr(args, "limit", None))
+    flt.compile()  # the Filter's own checks, too, before any output
+    return flt
 
 
 def cmd_journal_info(args: argparse.Namespace) -> int:
@@ -50,9 +58,8 @@ def cmd_journal_dump(args: argparse.Namespace) -> int:
     """Streams records decoded by the journal's own schema, filtered."""
     from .. import journaltool
 
-    flt = _filter(args)
-    flt.compile()  # a bad --where is a usage error before any output
-    journaltool.dump(_journal_dir(args), flt, sys.stdout, as_json=args.json)
+    path = _journal_dir(args)
+    journaltool.dump(path, _filter(args, path), sys.stdout, as_json=args.json)
     return EXIT_OK
 
 
@@ -94,12 +101,22 @@ def cmd_journal_tail(args: argparse.Namespace) -> int:
     """Follows a live journal like tail -f."""
     from .. import journaltool
 
-    flt = _filter(args)
-    flt.compile()
-    journaltool.tail(_journal_dir(args), sys.stdout, lines=args.lines,
-                     from_sequence=args.from_seq, flt=flt, as_json=args.json,
+    path = _journal_dir(args)
+    journaltool.tail(path, sys.stdout, lines=args.lines,
+                     from_sequence=args.from_seq, flt=_filter(args, path), as_json=args.json,
                      count=args.count, idle_exit=args.idle_exit)
     return EXIT_OK
+
+
+def _check_side_dir(side: Path) -> None:
+    """--side-dir must be a directory, or a new one whose nearest existing parent is one."""
+    if side.exists() and not side.is_dir():
+        raise UsageError(f"--side-dir {side}: exists and is not a directory")
+    parent = side
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"--side-dir {side}: {parent} is not a directory")
 
 
 def cmd_journal_repair(args: argparse.Namespace) -> int:
@@ -108,6 +125,8 @@ def cmd_journal_repair(args: argparse.Namespace) -> int:
     from ..errors import JournalCorruptError
 
     path = _journal_dir(args)
+    if args.side_dir is not None:
+        _check_side_dir(Path(args.side_dir))
     try:
         plan = journaltool.plan_repair(path, force=args.force)
     except JournalCorruptError as e:
@@ -133,10 +152,18 @@ def cmd_journal_repair(args: argparse.Namespace) -> int:
 
 
 
+def cmd_journal_prune(args: argparse.Namespace) -> int:
+    """Drops snapshots and segments older than the retention keeps (ringlog.retention)."""
+    from ..retention import cmd_journal_prune as run
+
+    return run(args)
+
+
 def _add_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--type", action="append", metavar="ID|NAME",
                    help="only this type (repeatable): a type id or a schema/control name")
-    p.add_argument("--correlation-id", type=int, metavar="N", help="only this correlation id")
+    p.add_argument("--correlation-id", type=whole(0, 2**64 - 1, "correlation id"),
+                   metavar="N", help="only this correlation id")
     p.add_argument("--where", action="append", metavar="EXPR",
                    help="field predicate, repeatable: price>100, account=7, side!=1 "
                         "(payload or header fields)")
@@ -148,7 +175,15 @@ def add_parsers(sub: Any) -> None:
     j = sub.add_parser("journal", help="inspect, verify, follow or repair a journal",
                        description="Journal tools. DIR is a journal directory or a processor "
                                    "directory (then --journal picks input, output or "
-                                   "dead-letter).")
+                                   "dead-letter).",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n"
+                              "  ringlog journal verify ./proc && echo clean\n"
+                              "  ringlog journal info ./proc --journal output\n"
+                              "  ringlog journal dump ./proc --type NEW --where 'price>100'\n"
+                              "  ringlog journal tail ./proc -n 0 --json\n"
+                              "  ringlog journal repair ./proc --dry-run\n"
+                              "`ringlog journal ACTION --help` shows an action's options")
     j.set_defaults(group_help=j.format_help)
     jsub = j.add_subparsers(dest="action", metavar="ACTION")
     p = _parser(jsub, "info", "segments, ranges, counts by type, sizes, snapshots, schema",
@@ -160,11 +195,11 @@ def add_parsers(sub: Any) -> None:
                 "  ringlog journal dump ./proc --type NEW --where 'price>100' --json | jq .\n"
                 "  ringlog journal dump ./proc --since 2026-11-24T12:00:00Z "
                 "--until 2026-11-24T12:05:00Z")
-    p.add_argument("--from", dest="from_seq", type=int, metavar="SEQ", help="first sequence")
-    p.add_argument("--to", dest="to_seq", type=int, metavar="SEQ", help="last sequence")
+    p.add_argument("--from", dest="from_seq", type=sequence, metavar="SEQ", help="first sequence")
+    p.add_argument("--to", dest="to_seq", type=sequence, metavar="SEQ", help="last sequence")
     p.add_argument("--since", metavar="TIME", help="event time from (ns or ISO-8601, UTC)")
     p.add_argument("--until", metavar="TIME", help="event time up to, inclusive")
-    p.add_argument("--limit", type=int, metavar="N", help="stop after N records")
+    p.add_argument("--limit", type=count, metavar="N", help="stop after N records")
     _add_filters(p)
     p = _parser(jsub, "verify", "check every checksum, sequence density, segment order",
                 "  ringlog journal verify ./proc && echo clean\n"
@@ -177,11 +212,12 @@ def add_parsers(sub: Any) -> None:
     p = _parser(jsub, "tail", "follow a live journal like tail -f",
                 "  ringlog journal tail ./proc\n  ringlog journal tail ./proc/output -n 0 "
                 "--json --type trade")
-    p.add_argument("-n", "--lines", type=int, default=10, help="start with the last N records")
-    p.add_argument("--from", dest="from_seq", type=int, metavar="SEQ",
+    p.add_argument("-n", "--lines", type=whole(0, what="lines"), default=10,
+                   help="start with the last N records")
+    p.add_argument("--from", dest="from_seq", type=sequence, metavar="SEQ",
                    help="start at this sequence instead")
-    p.add_argument("--count", type=int, metavar="N", help="exit after N records")
-    p.add_argument("--idle-exit", type=float, metavar="SECONDS",
+    p.add_argument("--count", type=count, metavar="N", help="exit after N records")
+    p.add_argument("--idle-exit", type=seconds(0, strict=True), metavar="SECONDS",
                    help="exit when nothing new arrives for this long")
     _add_filters(p)
     p = _parser(jsub, "repair", "truncate a torn tail (asks first); --force cuts at damage",
@@ -195,6 +231,9 @@ def add_parsers(sub: Any) -> None:
                    "nothing (exit 1 if something needs repair)")
     p.add_argument("--side-dir", metavar="PATH", help="where removed bytes and segments go "
                    "(default DIR/repair-<time>/)")
+    from ..retention import add_prune_parser  # logic in ringlog.retention
+
+    add_prune_parser(jsub)
     for name in ("info", "dump", "verify", "tail", "repair"):
         jsub.choices[name].add_argument("dir", metavar="DIR")
         jsub.choices[name].add_argument("--journal", choices=["input", "output", "dead-letter"],
@@ -206,5 +245,5 @@ def add_parsers(sub: Any) -> None:
 COMMANDS = {
     "journal info": cmd_journal_info, "journal dump": cmd_journal_dump,
     "journal verify": cmd_journal_verify, "journal tail": cmd_journal_tail,
-    "journal repair": cmd_journal_repair,
+    "journal repair": cmd_journal_repair, "journal prune": cmd_journal_prune,
 }

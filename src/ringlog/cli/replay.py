@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import EXIT_FAILED, EXIT_OK, UsageError, _parser
+from .common import EXIT_FAILED, EXIT_OK, UsageError, _parser, sequence
 
 
 def _replayer(args: argparse.Namespace) -> Any:
@@ -38,6 +38,18 @@ def _target(args: argparse.Namespace, rp: Any) -> int | None:
     return getattr(args, "to_seq", None)
 
 
+def _check_snapshot(directory: Path, seq: int) -> None:
+    """--snapshot SEQ must name a snapshot that exists (the valid ones are listed)."""
+    from ..snapshot import SnapshotStore
+
+    d = directory / "snapshots"
+    have = SnapshotStore(d).sequences() if d.is_dir() else []
+    if seq not in have:
+        shown = ", ".join(str(s) for s in have[-10:]) or "none in this directory"
+        raise UsageError(f"--snapshot {seq}: no such snapshot; choose latest, none or one of "
+                         f"{shown}" + (" (the newest 10)" if len(have) > 10 else ""))
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     """Rebuilds state from a snapshot + the input journal; optionally verifies outputs."""
     from ..journaltool import to_json
@@ -50,6 +62,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
             raise UsageError(f"--snapshot {snap!r}: give a snapshot sequence (see `ringlog "
                              "snapshot list`), latest or none")
         snap = int(snap)
+        _check_snapshot(Path(args.dir), snap)
+    if args.dump_state and not Path(args.dump_state).resolve().parent.is_dir():
+        raise UsageError(f"--dump-state {args.dump_state}: no directory "
+                         f"{Path(args.dump_state).resolve().parent} to write it in")
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     res = rp.run(_target(args, rp), snapshot=snap, verify=args.verify,
                  progress=Progress(0, sys.stderr) if show else None)
@@ -93,7 +109,7 @@ def _add_handler_args(p: argparse.ArgumentParser) -> None:
                    help="the processor ran with exception_policy='dead_letter' (default: as "
                         "recorded in DIR/processor.json)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--to", dest="to_seq", type=int, metavar="SEQ", help="stop after this "
+    g.add_argument("--to", dest="to_seq", type=sequence, metavar="SEQ", help="stop after this "
                    "input sequence (default: the end)")
     g.add_argument("--until", metavar="TIME", help="stop after the last event at or before "
                    "this event time (ns or ISO-8601)")

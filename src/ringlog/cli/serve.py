@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, count, port, rate, seconds, whole
 
 DEFAULT_ENGINE = "ringlog.engine:Engine"
 
@@ -26,6 +26,9 @@ def _serve_breaker(args: argparse.Namespace) -> Any:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Runs the matching engine behind the processor behind the gateway until SIGINT/SIGTERM."""
+    if args.cluster:  # a replica of a cluster shard instead (docs/cluster.md)
+        from ..cluster.cli import cmd_serve_cluster
+        return cmd_serve_cluster(args)
     import importlib
 
     import msgspec
@@ -55,6 +58,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"{args.config}: no [engine] section: the matching engine needs its symbols "
               "(docs/protocol.md, \"Configuration\")", file=sys.stderr)
         return EXIT_USAGE
+    metrics = None
+    if args.metrics_port is not None:  # Prometheus over DIR/counters (ringlog.metrics)
+        from ..metrics import serve_metrics
+
+        metrics = serve_metrics(args.directory, args.metrics_port, args.metrics_host)
     breaker = _serve_breaker(args)
     slot = cfg.engine.min_slot_size if cfg.engine is not None else 128
     reg = engine.registry(cfg.engine.l2_depth) if real and cfg.engine is not None else None
@@ -63,7 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                      ProcessorConfig(dedup=True, durability=args.durability,
                                      snapshot_every=args.snapshot_every,
                                      slot_size=max(slot, 128)),
-                     breaker=breaker, registry=reg)
+                     breaker=breaker, registry=reg)  # (metrics: closed with the process)
 
     def ready(gw: Any) -> None:
         host, port = gw.address
@@ -76,11 +84,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # the loop thread hands the GIL to the processor's threads and back for every order: at
     # the default 5 ms switch interval a wake-up can wait that long behind a busy thread
     sys.setswitchinterval(args.switch_interval_us / 1e6)
-    metrics = None
-    if args.metrics_port is not None:  # Prometheus over DIR/counters (ringlog.metrics)
-        from ..metrics import serve_metrics
-
-        metrics = serve_metrics(args.directory, args.metrics_port, args.metrics_host)
     try:
         run_server(proc, cfg, loop=args.loop, on_ready=ready)
     finally:
@@ -91,8 +94,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_load(args: argparse.Namespace) -> int:
     """Offers an open-loop load to a gateway; prints (or writes) the JSON result."""
-    from ..gateway.load import LoadConfig, run_load
     from ..gateway.session import GatewayConfigError, load_config
+    from ..loadgen import LoadConfig, run_load
 
     tokens = list(args.token or [])
     host, port = args.host, args.port
@@ -104,16 +107,27 @@ def cmd_load(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         tokens += [s.token for s in cfg.sessions]
         host, port = host or cfg.host, port or cfg.port
+    if args.connections > len(tokens):
+        # the gateway allows one logged-on connection per session
+        need = args.connections - len(tokens)
+        where = f"{args.config}" if args.config else "the gateway's config"
+        print(f"ringlog load: --connections {args.connections} needs {args.connections} "
+              f"session tokens (one logon each), {len(tokens)} given: add {need} [[sessions]] "
+              f"to {where} (and restart serve), pass --token {need} more time(s), or use "
+              f"--connections {max(len(tokens), 1)}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         lc = LoadConfig(host=host or "127.0.0.1", port=port or 7878, tokens=tokens,
                         rate=args.rate, connections=args.connections, duration=args.duration,
-                        warmup=args.warmup, pattern=args.pattern, loop=args.loop)
+                        warmup=args.warmup, pattern=args.pattern, tick_us=args.tick_us)
     except ValueError as e:
         print(f"ringlog load: {e}", file=sys.stderr)
         return EXIT_USAGE
+    from ..client import GatewayError
+
     try:
         doc = run_load(lc)
-    except OSError as e:
+    except (OSError, GatewayError) as e:
         print(f"ringlog load: cannot reach the gateway at {lc.host}:{lc.port}: {e}",
               file=sys.stderr)
         return EXIT_FAILED
@@ -129,44 +143,69 @@ def cmd_load(args: argparse.Namespace) -> int:
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("serve", help="run the matching engine behind the TCP gateway",
                        description="Recover the engine from DIRECTORY (snapshot + journal), then "
-                                   "serve the gateway protocol (docs/protocol.md).")
+                                   "serve the gateway protocol (docs/protocol.md).",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n"
+                              "  ringlog serve ./data --config gateway.toml\n"
+                              "  ringlog serve ./data --config gateway.toml --port 0 "
+                              "--durability sync --snapshot-every 100000\n"
+                              "  ringlog serve ./data --config gateway.toml --breaker-max 5000 "
+                              "--breaker-per-account\n"
+                              "prints one JSON line {\"event\": \"listening\", ...} when "
+                              "ready; stops on SIGINT/SIGTERM")
     s.add_argument("directory", help="the processor's directory (journals, snapshots)")
     s.add_argument("--config", required=True, help="gateway config (TOML or .json): sessions")
     s.add_argument("--host", help="bind address (default: the config's, 127.0.0.1)")
-    s.add_argument("--port", type=int, help="port (default: the config's; 0 = any free)")
+    s.add_argument("--port", type=port, help="port (default: the config's; 0 = any free)")
     s.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     s.add_argument("--durability", choices=["none", "group", "sync"], default="group")
-    s.add_argument("--snapshot-every", type=int, default=0, help="events between snapshots")
+    s.add_argument("--snapshot-every", type=whole(0, what="events"), default=0,
+                   help="events between snapshots (0: none)")
     s.add_argument("--engine", default=DEFAULT_ENGINE, help="module:Class of the handler")
-    s.add_argument("--breaker-max", type=int, default=0,
+    s.add_argument("--breaker-max", type=whole(0, what="outputs"), default=0,
                    help="trip the breaker above this many outputs per window (0: no breaker)")
-    s.add_argument("--breaker-window-ms", type=int, default=1000)
+    s.add_argument("--breaker-window-ms", type=count, default=1000,
+                   help="the breaker's window in milliseconds (1000)")
     s.add_argument("--breaker-per-account", action="store_true",
                    help="--breaker-max counts each account's reports apart")
     s.add_argument("--breaker-kill", choices=["none", "key", "all", "key_or_all"],
                    default="none", help="kill switch on a trip: cancel the tripped account's "
                    "(key) or everyone's (all) resting orders")
-    s.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port "
+    s.add_argument("--metrics-port", type=port, help="serve Prometheus metrics on this port "
                    "(0: any free; needs the metrics extra)")
     s.add_argument("--metrics-host", default="127.0.0.1", help="metrics bind address")
-    s.add_argument("--switch-interval-us", type=int, default=500,
+    s.add_argument("--switch-interval-us", type=count, default=500,
                    help="the interpreter's GIL switch interval (default 500; Python's is 5000)")
+    from ..cluster.cli import add_cluster_options
+    add_cluster_options(s)
 
 
 def _add_load(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("load", help="open-loop load against a gateway (latency percentiles)",
                        description="Send at a fixed offered rate over N sessions; latency from "
-                                   "each message's intended send time (wrk2).")
+                                   "each message's intended send time (wrk2).",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n"
+                              "  ringlog load --config gateway.toml --rate 50k --duration 10\n"
+                              "  ringlog load --config gateway.toml --connections 4 --rate 1M "
+                              "--pattern rest_cancel --json load.json\n"
+                              "  ringlog load --port 7878 --token t1 --token t2 --connections 2\n"
+                              "each connection logs on with its own session token; exit 1 if a "
+                              "message went unanswered")
     s.add_argument("--config", help="take host, port and tokens from a gateway config")
     s.add_argument("--token", action="append", help="a session token (one per connection)")
     s.add_argument("--host")
-    s.add_argument("--port", type=int)
-    s.add_argument("--rate", type=float, default=10_000.0, help="messages/s, all connections")
-    s.add_argument("--connections", type=int, default=1)
-    s.add_argument("--duration", type=float, default=5.0, help="seconds of sending")
-    s.add_argument("--warmup", type=float, default=1.0, help="first seconds not measured")
-    s.add_argument("--pattern", choices=["ioc", "rest_cancel"], default="ioc")
-    s.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    s.add_argument("--port", type=port)
+    s.add_argument("--rate", type=rate, default=10_000.0,
+                   help="messages/s over all connections: 2500, 50k, 1.5M (10k)")
+    s.add_argument("--connections", type=count, default=1)
+    s.add_argument("--duration", type=seconds(0, strict=True), default=5.0,
+                   help="seconds of sending")
+    s.add_argument("--warmup", type=seconds(0), default=1.0, help="first seconds not measured")
+    s.add_argument("--pattern", choices=["mixed", "ioc", "rest_cancel"], default="mixed",
+                   help="mixed: the engine's mixed flow on symbols 1..4 (default)")
+    s.add_argument("--tick-us", type=count, default=100,
+                   help="the sender wakes at most this often (us); due orders go in one write")
     s.add_argument("--json", help="write the result here instead of stdout")
 
 

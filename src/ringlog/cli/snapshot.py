@@ -83,7 +83,13 @@ def cmd_snapshot_verify(args: argparse.Namespace) -> int:
 def add_parsers(sub: Any) -> None:
     """Registers ``snapshot``."""
     s = sub.add_parser("snapshot", help="list, take or verify snapshots",
-                       description="Snapshots of a processor directory.")
+                       description="Snapshots of a processor directory.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n"
+                              "  ringlog snapshot list ./proc\n"
+                              "  ringlog snapshot take ./proc --handler myapp:Book --to 500000\n"
+                              "  ringlog snapshot verify ./proc --handler myapp:Book\n"
+                              "`ringlog snapshot ACTION --help` shows an action's options")
     s.set_defaults(group_help=s.format_help)
     ssub = s.add_subparsers(dest="action", metavar="ACTION")
     p = _parser(ssub, "list", "list snapshots with sequence, time, size, validity",

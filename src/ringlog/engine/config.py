@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import msgspec
 
-from ..errors import RingLogError
+from ..errors import ConfigError
 from .records import Stp
 
 __all__ = ["AccountLimits", "EngineConfig", "EngineConfigError", "SymbolSpec"]
@@ -25,14 +25,15 @@ MAX_ORDERS = (1 << 31) - 1    # pool indices are int32
 MAX_L2_DEPTH = 64
 
 
-class EngineConfigError(RingLogError, ValueError):
-    """An engine configuration that cannot work; says which field and why."""
+class EngineConfigError(ConfigError):
+    """An engine configuration that cannot work; ``field`` names it (``SymbolSpec.max_price``,
+    ``EngineConfig.symbols[1]``) and the message says why and what would work."""
 
 
 def _int(owner: str, name: str, value: object, lo: int, hi: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise EngineConfigError(f"{owner}.{name} must be an integer in {lo}..{hi}, "
-                                f"got {value!r}")
+        raise EngineConfigError(f"{owner}.{name}", f"must be an integer in {lo}..{hi}, "
+                                f"got {value!r}", value)
 
 
 class SymbolSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -53,20 +54,21 @@ class SymbolSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     name: str = ""
 
     def __post_init__(self) -> None:
-        me = f"SymbolSpec(symbol={self.symbol!r})"
+        me = "SymbolSpec"
         _int(me, "symbol", self.symbol, 1, (1 << 32) - 1)
         _int(me, "min_price", self.min_price, 1, MAX_PRICE)
         _int(me, "max_price", self.max_price, self.min_price, MAX_PRICE)
         ticks = self.max_price - self.min_price + 1
         if ticks > MAX_TICKS:
-            raise EngineConfigError(f"{me}: the tick band min_price..max_price spans {ticks} "
-                                    f"ticks, at most {MAX_TICKS} (16 bytes per tick)")
+            raise EngineConfigError(f"{me}.max_price", f"the tick band min_price..max_price of "
+                                    f"symbol {self.symbol} spans {ticks} ticks, at most "
+                                    f"{MAX_TICKS} (16 bytes per tick)", self.max_price)
         if self.reference_price:
             _int(me, "reference_price", self.reference_price, self.min_price, self.max_price)
         _int(me, "band_ticks", self.band_ticks, 0, MAX_PRICE)
         if not isinstance(self.band_pct, (int, float)) or not 0 <= self.band_pct <= 100:
-            raise EngineConfigError(f"{me}.band_pct must be a percentage in 0..100, got "
-                                    f"{self.band_pct!r}")
+            raise EngineConfigError(f"{me}.band_pct", "must be a percentage in 0..100, got "
+                                    f"{self.band_pct!r}", self.band_pct)
 
     @property
     def band_ppm(self) -> int:
@@ -103,28 +105,29 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
     def __post_init__(self) -> None:
         if not self.symbols:
-            raise EngineConfigError("EngineConfig.symbols is empty: configure at least one "
-                                    "SymbolSpec")
+            raise EngineConfigError("EngineConfig.symbols", "needs at least one SymbolSpec "
+                                    "(it is empty)", self.symbols)
         seen: set[int] = set()
-        for s in self.symbols:
+        for i, s in enumerate(self.symbols):
             if not isinstance(s, SymbolSpec):
-                raise EngineConfigError(f"EngineConfig.symbols holds {s!r}, not a SymbolSpec")
+                raise EngineConfigError(f"EngineConfig.symbols[{i}]", f"holds {s!r}, not a "
+                                        "SymbolSpec", s)
             if s.symbol in seen:
-                raise EngineConfigError(f"EngineConfig.symbols: symbol {s.symbol} is configured "
-                                        "twice")
+                raise EngineConfigError(f"EngineConfig.symbols[{i}]", f"symbol {s.symbol} is "
+                                        "configured twice", s)
             seen.add(s.symbol)
         if not isinstance(self.limits, AccountLimits):
-            raise EngineConfigError(f"EngineConfig.limits must be AccountLimits, got "
-                                    f"{self.limits!r}")
+            raise EngineConfigError("EngineConfig.limits", "must be AccountLimits, got "
+                                    f"{self.limits!r}", self.limits)
         for acct, lim in self.account_limits.items():
             _int("EngineConfig", "account_limits key", acct, 0, (1 << 32) - 1)
             if not isinstance(lim, AccountLimits):
-                raise EngineConfigError(f"EngineConfig.account_limits[{acct}] must be "
-                                        f"AccountLimits, got {lim!r}")
+                raise EngineConfigError(f"EngineConfig.account_limits[{acct}]", "must be "
+                                        f"AccountLimits, got {lim!r}", lim)
         _int("EngineConfig", "max_orders", self.max_orders, 1, MAX_ORDERS)
         if self.stp not in tuple(Stp) or self.stp == Stp.ENGINE_DEFAULT:
-            raise EngineConfigError(f"EngineConfig.stp must be one of NONE, CANCEL_NEWEST, "
-                                    f"CANCEL_OLDEST, CANCEL_BOTH, got {self.stp!r}")
+            raise EngineConfigError("EngineConfig.stp", "must be one of NONE, CANCEL_NEWEST, "
+                                    f"CANCEL_OLDEST, CANCEL_BOTH, got {self.stp!r}", self.stp)
         _int("EngineConfig", "l2_depth", self.l2_depth, 0, MAX_L2_DEPTH)
 
     @property

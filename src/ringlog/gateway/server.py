@@ -8,7 +8,8 @@
         │                                           processor input ring ─► journal ─► engine
         │                                                                        │ emit
         ◄── Connection.flush (one write per batch) ◄── SessionTable.route ◄── output thread
-                                                      (deque + one call_soon_threadsafe per batch)
+                       (_wire.OutputSlots reads the slots in C) ◄── one bytes copy of the
+                                  batch's slots + one call_soon_threadsafe per batch
 
 Everything but the processor's threads runs on one event loop thread, so sessions need no
 locks. The loop never blocks: commands are published with ``timeout=0`` (a full input ring
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -34,6 +36,7 @@ from typing import Any
 
 import msgspec
 
+from .._wire import OutputSlots
 from ..errors import CircuitOpenError, InsufficientCapacityError, RingClosedError
 from ..events import TYPE_BREAKER_TRIPPED
 from ..journal import JournalReader
@@ -71,6 +74,7 @@ from .session import (
 __all__ = ["Connection", "Gateway", "GatewayMetrics", "GatewayThread", "new_event_loop",
            "run_server"]
 
+_log = logging.getLogger("ringlog.gateway")
 _BACKLOG_RETRY_S = 0.0005
 _SETTLE_S = 0.0002
 _REBUILD_TIMEOUT_S = 30.0
@@ -92,6 +96,7 @@ class GatewayMetrics(msgspec.Struct):
     closed_for_errors: int = 0
     timeouts: int = 0  # connections closed for no logon, silence or a stalled frame
     refused: int = 0  # connections over max_connections / max_connections_per_peer
+    unexpected_exceptions: int = 0  # bugs: an exception escaped a connection's handling
     reports_replayed: int = 0  # execution reports sent from the output journal at logons
     cancel_on_disconnect: int = 0  # mass cancels published for a lost connection
     cancel_on_disconnect_failed: int = 0  # ... refused (breaker open, processor stopped)
@@ -132,6 +137,11 @@ class Connection(asyncio.Protocol):
         self.heartbeat_s = 0.0
         self.logout_seq = 0
         self.before: dict[int, int] = {}  # in-flight seq -> its answers routed before logon
+        # a client with history resends the seqs after its Logon.seq: until it has (or takes
+        # a new seq), Acks here stop at the last one it resent, so a cumulative Ack never
+        # overtakes the answers a resend is about to repeat
+        self.owed_to = 0  # last seq it may resend (0: nothing owed)
+        self.resent = 0  # the highest seq it has resent so far
         self.opened = self.heard = time.monotonic()  # heard: the last complete frame
         self.partial_since = 0.0  # when the incomplete frame in the decoder started (0: none)
         self.peer = ""  # counted in gateway.peers under this address ("": not counted)
@@ -169,7 +179,22 @@ class Connection(asyncio.Protocol):
         self.flush()
 
     def data_received(self, data: bytes) -> None:
-        """Decodes every complete frame and handles them; then one write of the answers."""
+        """Decodes every complete frame and handles them; then one write of the answers.
+        The protocol layer turns every bad frame into an answer without a catch-all; an
+        exception escaping it anyway is a bug: counted (``unexpected_exceptions``), logged
+        once per connection with its traceback, and that connection is aborted, so a bug
+        is seen and never takes the event loop or another session with it."""
+        try:
+            self._received(data)
+        except Exception:
+            self.gw.metrics.unexpected_exceptions += 1
+            _log.exception("gateway: unexpected error handling a connection's input; "
+                           "aborting that connection")
+            self.closing = True
+            if self.transport is not None:
+                self.transport.abort()
+
+    def _received(self, data: bytes) -> None:
         if self.closing:
             return
         dec = self.decoder
@@ -259,7 +284,7 @@ class Connection(asyncio.Protocol):
         gw.metrics.errors += 1
         s = self.session
         if s is not None:
-            if seq:
+            if seq and seq <= s.last_seen:  # a taken seq (not a gap's): kept for resends
                 s.record(seq, Error(code, message, seq))
             s.errors += 1
             n = s.errors
@@ -285,6 +310,8 @@ class Connection(asyncio.Protocol):
                     len(s.inflight) <= self.gw.config.limits.max_inflight // 2:
                 self.resume("inflight")
             target = s.ack_target()
+            if self.owed_to and target > self.resent:
+                target = self.resent
             if target > s.acked:
                 s.acked = target
                 self.encoder.append(self.out, Ack(target))
@@ -359,6 +386,7 @@ class Gateway:
         self._cod: dict[int, asyncio.TimerHandle] = {}  # session id -> cancel-on-disconnect
         self._journal_base = 0  # journal sequence of this run's ring sequence 0
         self._holding = False  # test hook: outputs wait in _outq (hold_outputs)
+        self._holding_completion = False  # test hook: no settle (hold_completion)
         self._stopping = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -371,7 +399,7 @@ class Gateway:
         self._restore_sessions()
         self._published0 = p.published_outputs
         self._out_base = p.output.next_sequence  # the first record this run routes
-        p.add_output_listener(self._on_outputs, batch=True)
+        p.add_output_listener(self._on_outputs, batch="slots")
         p.start()
         self._journal_base = p.journal_sequence_of(0)  # + a ring sequence: its journal seq
         from ..metrics import GatewayCounters
@@ -510,6 +538,9 @@ class Gateway:
                        f"seq {seq} skips ahead: the next expected seq is {s.last_seen + 1}", seq)
             return
         s.last_seen = seq
+        if conn.owed_to:  # a new seq: the client resends nothing more
+            conn.owed_to = 0
+            conn.before.clear()
         lim = self.config.limits
         if not s.take_token(lim.rate, lim.burst, now):
             self.metrics.rate_limited += 1
@@ -553,6 +584,8 @@ class Gateway:
         # old one): a resend of such a seq repeats those; later ones come here as they route
         answers = s.answers
         conn.before = {q: len(answers[q]) for q in s.inflight if q in answers}
+        if msg.seq < s.last_seen:
+            conn.owed_to, conn.resent = s.last_seen, msg.seq
         end = self._out_base + self._routed  # output records routed so far
         conn.send(LogonAck(s.last_seen, s.account, s.acked, 2 * end))
         if msg.seq > s.last_seen:
@@ -592,6 +625,10 @@ class Gateway:
     def _resend(self, conn: Connection, s: Session, seq: int) -> None:
         """A seq already taken: answer it again from the recorded answers, apply nothing."""
         self.metrics.resends += 1
+        if conn.owed_to and seq > conn.resent:
+            conn.resent = seq
+            if seq >= conn.owed_to:
+                conn.owed_to = 0
         kept = s.answers.get(seq, ())
         if seq <= s.acked:
             for msg in kept:
@@ -766,10 +803,10 @@ class Gateway:
         self._ticker = self._loop.call_later(self._tick_interval(), self._tick)
 
     # -- output ---------------------------------------------------------------------------
-    def _on_outputs(self, recs: list[Any]) -> None:
-        """Output-thread listener: queue a batch of records; one loop wake-up per batch
-        (none while a drain is already scheduled)."""
-        self._outq.extend(recs)
+    def _on_outputs(self, slots: bytes, slot_size: int) -> None:
+        """Output-thread listener: queue a batch's slots (one bytes copy, no object per
+        output); one loop wake-up per batch (none while a drain is already scheduled)."""
+        self._outq.append((slots, slot_size))
         if not self._scheduled:
             self._scheduled = True
             loop = self._loop
@@ -782,6 +819,16 @@ class Gateway:
         ``release_outputs()``; commands stay in flight, so a test sees a session that has
         taken more seqs than it has answered, deterministically."""
         self._holding = True
+
+    def hold_completion(self) -> None:
+        """Test hook (loop thread): outputs are routed, but commands that made no later
+        report stay in flight (no settle) until ``release_completion()``."""
+        self._holding_completion = True
+
+    def release_completion(self) -> None:
+        """Ends ``hold_completion``: finished commands complete now (loop thread)."""
+        self._holding_completion = False
+        self._settle()
 
     def release_outputs(self) -> None:
         """Ends ``hold_outputs``: the waiting outputs are routed now (loop thread)."""
@@ -798,28 +845,29 @@ class Gateway:
         dirty_add = self.dirty.add
         reports = dropped = routed = 0
         popleft = q.popleft
-        rseq = report_seq(self._out_base + self._routed)  # this record's output sequence
+        subscribers = self.table.subscribers
         while q:
-            rec = popleft()
-            routed += 1
-            type_id = rec.type_id
-            if type_id == TYPE_BREAKER_TRIPPED and self._held_from < 0:
-                self._held_from = rec.cause  # outputs from this input on are held
-            deliveries = route(type_id, rec.payload, rec.correlation_id, rec.cause, rseq)
-            rseq += 2
-            for s, seq, msg in deliveries:
-                reports += 1
-                if seq:
-                    s.record(seq, msg)
-                c = s.conn
-                if c is None:
-                    continue
-                if c.paused and type(msg) is MarketData:
-                    dropped += 1  # a latest value: the next update replaces it
-                    continue
-                c.send(msg)
-                if seq:
-                    dirty_add(c)  # the Ack may move even with nothing else to say
+            # the slots are read in C; market data of a symbol nobody watches (most outputs
+            # of a busy book) is skipped there, but still counts for the report seqs
+            slots = OutputSlots(*popleft(), subscribers)
+            rseq0 = report_seq(self._out_base + self._routed + routed)  # the block's first
+            for i, type_id, payload, corr, cause in slots:
+                if type_id == TYPE_BREAKER_TRIPPED and self._held_from < 0:
+                    self._held_from = cause  # outputs from this input on are held
+                for s, seq, msg in route(type_id, payload, corr, cause, rseq0 + 2 * i):
+                    reports += 1
+                    if seq:
+                        s.record(seq, msg)
+                    c = s.conn
+                    if c is None:
+                        continue
+                    if c.paused and type(msg) is MarketData:
+                        dropped += 1  # a latest value: the next update replaces it
+                        continue
+                    c.send(msg)
+                    if seq:
+                        dirty_add(c)  # the Ack may move even with nothing else to say
+            routed += slots.count
         self._routed += routed
         m = self.metrics
         m.reports += reports
@@ -837,7 +885,11 @@ class Gateway:
         if from_timer:
             self._settle_timer = None
         table = self.table
-        if table.unsettled:
+        if table.unsettled and self._holding_completion:
+            if self._settle_timer is None:  # look again later
+                assert self._loop is not None
+                self._settle_timer = self._loop.call_later(0.05, self._settle, True)
+        elif table.unsettled:
             p = self.processor
             done = _done_through(p, self._routed + self._published0)
             if self._held_from >= 0:

@@ -1,29 +1,26 @@
 """Peers measured in the same run: the Java LMAX Disruptor and the machine's limits.
 
-Both come from ``shared/anchors`` beside the repository (or ``$RINGLOG_ANCHORS``); each prints
-one figure a line as ``NAME VALUE  # note`` or ``NAME k=v k=v``.
+Both ship in this package (so an installed ringlog measures them too):
+
+    peers/limits.py                   python -m ringlog.bench.peers.limits DIR
+    peers/disruptor/DisruptorPeer.java  our runner of Debian's libdisruptor-java,
+    peers/disruptor/run.sh              compiled and run by run.sh (apt-get installs Java)
+
+Each prints one figure a line as ``NAME VALUE  # note`` or ``NAME k=v k=v``; a peer that cannot
+run becomes ``{"skipped": why}``, a note in the report, never the end of the run.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["anchors_dir", "parse_anchor_lines", "run_disruptor", "run_limits"]
+__all__ = ["DISRUPTOR", "parse_anchor_lines", "run_disruptor", "run_limits"]
 
-
-def anchors_dir() -> Path | None:
-    """The anchors folder: ``$RINGLOG_ANCHORS``, else ``../shared/anchors`` from the repo."""
-    env = os.environ.get("RINGLOG_ANCHORS")
-    candidates = [Path(env)] if env else []
-    here = Path(__file__).resolve()
-    candidates += [p / "shared" / "anchors" for p in here.parents]
-    candidates += [Path.cwd().parent / "shared" / "anchors"]
-    return next((c for c in candidates if (c / "limits.py").exists()), None)
+DISRUPTOR = Path(__file__).parent / "disruptor" / "run.sh"
 
 
 def parse_anchor_lines(text: str) -> dict[str, Any]:
@@ -45,12 +42,11 @@ def parse_anchor_lines(text: str) -> dict[str, Any]:
 
 
 def run_limits(directory: str | None = None, timeout: float = 600) -> dict[str, Any]:
-    """Runs ``limits.py`` (memcpy, mmap write, fdatasync, Python call cost) and parses it."""
-    d = anchors_dir()
-    if d is None:
-        return {"skipped": "shared/anchors not found"}
-    cmd = [sys.executable, str(d / "limits.py")] + ([directory] if directory else [])
-    return _run(cmd, timeout, "limits.py")
+    """Runs ``peers.limits`` (memcpy, mmap write, fdatasync, Python call cost) in a process of
+    its own and parses it."""
+    cmd = [sys.executable, "-m", "ringlog.bench.peers.limits"] + ([directory] if directory
+                                                                  else [])
+    return _run(cmd, timeout, "limits")
 
 
 def _run(cmd: list[str], timeout: float, what: str) -> dict[str, Any]:
@@ -71,14 +67,8 @@ def _run(cmd: list[str], timeout: float, what: str) -> dict[str, Any]:
 
 def run_disruptor(events: int = 20_000_000, runs: int = 3,
                   timeout: float = 1800) -> dict[str, Any]:
-    """Runs the Java LMAX Disruptor anchor; a note instead of figures where Java is absent."""
-    d = anchors_dir()
-    if d is None:
-        return {"skipped": "shared/anchors not found"}
-    script = d / "disruptor" / "run.sh"
-    if not shutil.which("java") and not shutil.which("apt-get"):
-        return {"skipped": "Java is absent (and no apt-get to install it)"}
-    got = _run(["bash", str(script), str(events), str(runs)], timeout, "disruptor/run.sh")
-    if "skipped" in got and not shutil.which("java"):
-        got["skipped"] = f"Java is absent and run.sh could not install it: {got['skipped']}"
-    return got
+    """Runs our Java LMAX Disruptor peer (``disruptor/run.sh``); a note instead of figures
+    where Java and libdisruptor-java are absent and cannot be installed."""
+    if not shutil.which("bash"):
+        return {"skipped": "no bash to run disruptor/run.sh"}
+    return _run(["bash", str(DISRUPTOR), str(events), str(runs)], timeout, "disruptor/run.sh")

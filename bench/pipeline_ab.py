@@ -1,0 +1,118 @@
+"""A/B measurements of the pipeline's choices, interleaved round by round on the same machine.
+
+::
+
+    python bench/pipeline_ab.py prefault [appends] [rounds]
+        journal-only appends under group commit with the next segment prepared by a store
+        per page ("write"), a load per page ("read", the default under group/sync) or not at
+        all (False)
+    python bench/pipeline_ab.py processor [cython events] [python events] [rounds]
+        a trivial Cython handler under the default config and each topology x wait, and a
+        trivial Python handler against the same handler in a plain Python loop
+    python bench/pipeline_ab.py engine [commands] [rounds]
+        the matching engine behind the processor (default config, breaker, bulk producer)
+        against the engine alone on the same flow
+
+Each line: events/s, CPU ns per event of each thread and context switches per 1,000 events
+(ringlog.bench.cpu); then medians and the range of the per-round ratios. Absolute figures on a
+shared machine are noise; the ratios and the CPU per event are what to read.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from ringlog.bench.cpu import CpuMeter, summary_line
+
+
+def _show(name: str, rate: float, cpu: dict[str, Any]) -> None:
+    print(f"{name:18s} {rate / 1e6:6.2f}M/s  {summary_line(cpu)}", flush=True)
+
+
+def _summary(res: dict[str, list[tuple[float, dict]]], base: str) -> None:
+    for k, rs in res.items():
+        rates = [r for r, _ in rs]
+        cpu = [c["cpu_ns_total"] for _, c in rs]
+        print(f"{k:18s} median {statistics.median(rates) / 1e6:.2f}M/s "
+              f"(range {min(rates) / 1e6:.2f}-{max(rates) / 1e6:.2f}), "
+              f"CPU median {statistics.median(cpu):.0f} ns/event")
+    for k, rs in res.items():
+        if k != base:
+            ratios = [a[0] / b[0] for a, b in zip(rs, res[base], strict=True)]
+            print(f"{k}/{base}: median {statistics.median(ratios):.2f} "
+                  f"(range {min(ratios):.2f}-{max(ratios):.2f}, {len(ratios)} rounds)")
+
+
+def prefault(n: int = 1_000_000, rounds: int = 5) -> None:
+    from ringlog.journal import Journal
+
+    chunk = [bytes(64)] * 256
+
+    def once(mode: Any) -> tuple[float, dict]:
+        d = tempfile.mkdtemp(prefix="ringlog-ab-", dir=".")
+        try:
+            j = Journal(d, segment_size=8 << 20, durability="group", prefault=mode)
+            time.sleep(0.3)  # the first prepared segment is ready
+            with CpuMeter() as m:
+                t0 = time.perf_counter()
+                for _ in range(n // 256):
+                    j.append_many(chunk)
+                dt = time.perf_counter() - t0
+            j.close()
+            return n / dt, m.per_event(n)
+        finally:
+            shutil.rmtree(d)
+
+    res: dict[str, list[tuple[float, dict]]] = {"write": [], "read": [], "none": []}
+    for _ in range(rounds):
+        for mode, arg in (("write", "write"), ("read", "read"), ("none", False)):
+            res[mode].append(once(arg))
+            _show(mode, *res[mode][-1])
+    _summary(res, "write")
+
+
+def processor(n_cy: int = 3_000_000, n_py: int = 1_000_000, rounds: int = 5) -> None:
+    import bench_processor as b
+
+    from ringlog._benchhandlers import CountingHandler
+
+    v: dict[str, Any] = {"default": lambda: b._throughput(n_cy, CountingHandler(16), False)}
+    for topo in ("inline", "staged"):
+        for wait in ("blocking", "yielding"):
+            v[f"{topo}_{wait}"] = (lambda t=topo, w=wait: b._throughput(
+                n_cy, CountingHandler(16), False, topology=t, wait=w))
+    res: dict[str, list[tuple[float, dict]]] = {k: [] for k in v}
+    for _ in range(rounds):
+        for k, fn in v.items():
+            res[k].append(fn())
+            _show(k, *res[k][-1])
+    _summary(res, "default")
+    py: dict[str, list[tuple[float, dict]]] = {"py_pipeline": [], "py_direct": []}
+    for _ in range(rounds):
+        py["py_pipeline"].append(b._throughput(n_py, b.Counter(), False))
+        _show("py_pipeline", *py["py_pipeline"][-1])
+        py["py_direct"].append(b._direct_python(n_py))
+        _show("py_direct", *py["py_direct"][-1])
+    _summary(py, "py_direct")
+
+
+def engine(n: int = 2_000_000, rounds: int = 5) -> None:
+    import bench_engine as b
+
+    for row in b._pipeline_rows(rounds, n):
+        print(row["name"], f"median {row['median'] / 1e6:.2f}M/s", row.get("ratios", {}),
+              row.get("ratio_runs", {}), row["note"], sep="\n  ")
+
+
+if __name__ == "__main__":
+    what, *args = sys.argv[1:] or ["processor"]
+    {"prefault": prefault, "processor": processor, "engine": engine}[what](
+        *(int(a) for a in args))

@@ -1,0 +1,92 @@
+"""The cluster's command-line options, shared by ``ringlog serve --cluster`` and
+``python -m ringlog.cluster.replica``; imports nothing heavy (``ringlog --help`` stays
+instant).
+
+::
+
+    ringlog serve DIR --config gw.toml --cluster nats://h1:4222,nats://h2:4222 --replica-id a
+        └─ cmd_serve_cluster: the engine of gw.toml's [engine] section as a replica of its
+           shard (leader or standby, decided by the lease)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+__all__ = ["add_cluster_options", "cluster_config_from_args", "cmd_serve_cluster"]
+
+
+def add_cluster_options(p: argparse.ArgumentParser, *, required: bool = False) -> None:
+    """Adds the options of a replica of a cluster (docs/cluster.md) to ``p``."""
+    g = p.add_argument_group("cluster (docs/cluster.md)")
+    g.add_argument("--cluster", dest="cluster", action="append", required=required,
+                   metavar="URL", help="run as a replica of a shard on these NATS servers "
+                   "(nats://host:port; repeat or comma-separate)")
+    g.add_argument("--replica-id", help="this replica's name, unique in its shard")
+    g.add_argument("--cluster-name", default="ringlog", help="prefix of the streams")
+    g.add_argument("--shard", type=int, default=0, help="the shard this replica runs")
+    g.add_argument("--shards", type=int, default=1, help="shards of the cluster")
+    g.add_argument("--replicas", type=int, default=3,
+                   help="JetStream replicas of each stream (1 for a single NATS server)")
+    g.add_argument("--lease-ttl", type=float, default=2.0,
+                   help="seconds a silent leader keeps the lease (about the failover time)")
+    g.add_argument("--checkpoint-every", type=int, default=1000,
+                   help="input stream messages between state-hash checkpoints")
+    g.add_argument("--standby-only", action="store_true", help="never take the lease")
+
+
+def cluster_config_from_args(args: argparse.Namespace, directory: str, handler: str,
+                             processor: Any) -> Any:
+    """The ReplicaConfig the options describe (ConfigError names a wrong value)."""
+    from ..errors import ConfigError
+    from .config import ClusterConfig
+    from .replica import ReplicaConfig
+
+    if not args.replica_id:
+        raise ConfigError("--replica-id", "a replica needs a name unique in its shard")
+    servers = [u.strip() for s in args.cluster for u in s.split(",") if u.strip()]
+    cluster = ClusterConfig(servers=servers, name=args.cluster_name, shards=args.shards,
+                            replicas=args.replicas, lease_ttl=args.lease_ttl,
+                            checkpoint_every=args.checkpoint_every)
+    return ReplicaConfig(cluster=cluster, replica_id=args.replica_id, directory=directory,
+                         shard=args.shard, handler=handler, processor=processor,
+                         standby_only=args.standby_only)
+
+
+def cmd_serve_cluster(args: argparse.Namespace) -> int:
+    """``ringlog serve --cluster``: the engine of the gateway config as a replica of its
+    shard until SIGINT/SIGTERM. Exit 2 for a bad option, 3 when the state diverged."""
+    import pkgutil
+
+    from ..errors import RingLogError
+    from ..gateway.session import GatewayConfigError, load_config
+    from ..processor import ProcessorConfig
+    from .replica import run_replica
+
+    try:
+        gw = load_config(args.config)
+    except GatewayConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    try:
+        factory = pkgutil.resolve_name(args.engine)
+    except (ImportError, AttributeError, ValueError) as e:
+        print(f"cannot load the engine {args.engine!r}: {e}", file=sys.stderr)
+        return 2
+    if gw.engine is not None:
+        engine_cfg = gw.engine
+        make = lambda: factory(engine_cfg)  # noqa: E731
+        slot = max(engine_cfg.min_slot_size, 128)
+    else:
+        make, slot = factory, 128
+    try:
+        cfg = cluster_config_from_args(
+            args, args.directory, args.engine,
+            ProcessorConfig(durability=args.durability, slot_size=slot,
+                            snapshot_every=args.snapshot_every))
+    except RingLogError as e:
+        print(f"ringlog serve: {e}", file=sys.stderr)
+        return 2
+    return run_replica(cfg, make)

@@ -1,0 +1,107 @@
+"""Leadership of a shard: a lease held as a key of a JetStream key-value bucket whose
+entries expire ``lease_ttl`` after their last write (the stream's max age, on the servers'
+clock).
+
+::
+
+    standby ── create(shard-N, me) ──► bucket RL_<name>_LEASE (R=3, ttl)   ok: leader
+    leader  ── update(shard-N, me, last=revision) every ttl/4 ──►          ok: still leader
+                                      (a compare-and-set: a lease someone else took fails)
+
+The leader trusts its lease only until ``sent + 3/4 ttl`` by its own monotonic clock, where
+``sent`` is when it sent the write that the server stamped later: the server cannot expire
+the entry, and no one else can create it, before the leader stops trusting it. A leader that
+was paused (SIGSTOP) or cut off wakes to a lease it no longer trusts and publishes nothing
+until a renewal succeeds, which fails once another replica holds the key.
+
+Not thread-safe: one event loop owns a Lease.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+__all__ = ["Lease"]
+
+TRUST = 0.75  # share of the ttl a leader trusts a renewal for
+
+
+class Lease:
+    """One replica's view of a shard's lease (see the module docstring)."""
+
+    def __init__(self, kv: Any, key: str, holder: str, ttl: float) -> None:
+        self.kv = kv
+        self.key = key
+        self.holder = holder
+        self.ttl = ttl
+        self.revision = 0
+        self.valid_until = 0.0  # monotonic time the lease is trusted until
+        self.acquired_at = 0.0  # wall time of the last acquisition (for failover reports)
+
+    def held(self) -> bool:
+        """True while the last successful write is recent enough to trust."""
+        return time.monotonic() < self.valid_until
+
+    async def current_holder(self) -> str | None:
+        """The replica the bucket names as leader, None if the key is absent or expired."""
+        from nats.js.errors import KeyNotFoundError
+
+        try:
+            entry = await self.kv.get(self.key)
+        except KeyNotFoundError:
+            return None
+        return entry.value.decode() if entry.value else None
+
+    async def try_acquire(self) -> bool:
+        """Creates the key if no one holds it; True if this replica now leads. A key that
+        already names this replica (written by its previous process) is taken over."""
+        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+        sent = time.monotonic()
+        try:
+            self.revision = await self.kv.create(self.key, self.holder.encode())
+        except KeyWrongLastSequenceError:
+            try:
+                entry = await self.kv.get(self.key)
+            except KeyNotFoundError:
+                return False  # expired meanwhile: the next try creates it
+            if entry.value != self.holder.encode():
+                return False
+            try:
+                self.revision = await self.kv.update(self.key, self.holder.encode(),
+                                                     last=entry.revision)
+            except KeyWrongLastSequenceError:
+                return False
+        except Exception:
+            return False  # no quorum, timeout: still a standby
+        self.valid_until = sent + self.ttl * TRUST
+        self.acquired_at = time.time()
+        return True
+
+    async def renew(self) -> bool:
+        """Extends the lease with a compare-and-set on the last revision; False (and the
+        lease no longer trusted) if another replica took it or the write failed."""
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        sent = time.monotonic()
+        try:
+            self.revision = await self.kv.update(self.key, self.holder.encode(),
+                                                 last=self.revision)
+        except KeyWrongLastSequenceError:
+            self.valid_until = 0.0
+            return False
+        except Exception:
+            return self.held()  # a failed write: trust what is left, try again soon
+        self.valid_until = sent + self.ttl * TRUST
+        return True
+
+    async def release(self) -> None:
+        """Gives the lease up at once (a clean shutdown), so a standby need not wait for it
+        to expire."""
+        if self.revision and self.held():
+            self.valid_until = 0.0
+            try:
+                await self.kv.delete(self.key, last=self.revision)
+            except Exception:
+                pass  # it expires by itself

@@ -1,0 +1,213 @@
+"""Output batches: the outputs of each input stream message, cut from the local journals at
+the same boundaries on every replica, and published by the leader alone.
+
+::
+
+    input journal  … MARK(s) cmd cmd cmd MARK(s+1) cmd …     (TYPE_STREAM_MARK: s, n)
+    output journal … out(cause) out out out out …            (cause = input journal seq)
+                        │ outputs whose cause lies in message s's commands
+                        ▼
+    OutputBatch(input_seq=s, first_output, outputs) ──► leader: publish to RL_<name>_OUT_<k>
+        Nats-Msg-Id = s, Nats-Expected-Last-Sequence = s - 1   (so stream seq == s)
+
+Every input message gives exactly one output batch (empty when its commands emitted
+nothing), so the output stream's sequence is the input stream's sequence: a new leader
+resumes after the output stream's last sequence and a deposed one cannot append (the expected
+last sequence no longer matches, and the message id is a duplicate). The batches are rebuilt
+from the journals, not kept in memory, so a replica that restarted (its journal replayed with
+outputs suppressed) or a standby that just took over builds the same bytes as the old leader.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgspec
+
+from ..events import FLAG_CONTROL, TYPE_STREAM_MARK, is_control
+from ..journal import JournalReader, JournalTailer
+from .stream import OutputBatch, OutputRecordOut
+
+__all__ = ["MARK", "OutputEmitter", "find_mark", "last_mark", "pack_mark", "unpack_mark"]
+
+MARK = struct.Struct("<QI")  # stream sequence, commands in the message
+_encode = msgspec.msgpack.Encoder().encode
+
+
+def pack_mark(stream_seq: int, commands: int) -> bytes:
+    """The payload of a TYPE_STREAM_MARK record."""
+    return MARK.pack(stream_seq, commands)
+
+
+def unpack_mark(payload: Any) -> tuple[int, int]:
+    """``(stream_seq, commands)`` of a TYPE_STREAM_MARK payload."""
+    s, n = MARK.unpack(bytes(payload))
+    return int(s), int(n)
+
+
+def _is_mark(rec: Any) -> bool:
+    return bool(rec.type_id == TYPE_STREAM_MARK and rec.flags & FLAG_CONTROL)
+
+
+def _is_command(rec: Any) -> bool:
+    return not (rec.flags & FLAG_CONTROL or is_control(rec.type_id))
+
+
+def _first_mark_from(reader: JournalReader, seq: int, end: int) -> tuple[int, int] | None:
+    """``(journal seq, stream seq)`` of the first mark at or after ``seq`` (up to ``end``)."""
+    for rec in reader.records(seq, to_sequence=end):
+        if _is_mark(rec):
+            return rec.sequence, unpack_mark(rec.payload)[0]
+    return None
+
+
+def _first_retained(reader: JournalReader) -> int:
+    segs = reader.segments()
+    return segs[0][0] if segs else 0
+
+
+def find_mark(path: Any, stream_seq: int, last: int) -> int | None:
+    """The input journal sequence of the first mark whose stream sequence is >= ``stream_seq``
+    (binary search over the journal up to ``last``); None if there is none."""
+    reader = JournalReader(path)
+    try:
+        lo, hi = _first_retained(reader), last + 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            found = _first_mark_from(reader, mid, last)
+            if found is None or found[1] >= stream_seq:
+                hi = mid
+            else:
+                lo = found[0] + 1
+        found = _first_mark_from(reader, lo, last) if lo <= last else None
+        return found[0] if found is not None and found[1] >= stream_seq else None
+    finally:
+        reader.close()
+
+
+def last_mark(path: Any, last: int) -> tuple[int, int, int, int] | None:
+    """The newest stream message in the input journal: ``(stream seq, commands, commands
+    journaled, journal seq of its mark)``; None if the journal holds no mark."""
+    reader = JournalReader(path)
+    try:
+        first = _first_retained(reader)
+        window = 4096
+        while True:
+            start = max(first, last - window)
+            found: tuple[int, int, int, int] | None = None
+            for rec in reader.records(start, to_sequence=last):
+                if _is_mark(rec):
+                    s, n = unpack_mark(rec.payload)
+                    found = (s, n, 0, rec.sequence)
+                elif found is not None and _is_command(rec):
+                    found = (found[0], found[1], found[2] + 1, found[3])
+            if found is not None or start <= first:
+                return found
+            window *= 4
+    finally:
+        reader.close()
+
+
+def _first_output_caused_at_or_after(path: Any, cause: int, end: int) -> int:
+    """The output journal sequence of the first output whose cause is >= ``cause``
+    (outputs are journaled in cause order); ``end`` if none."""
+    reader = JournalReader(path)
+    try:
+        lo, hi = _first_retained(reader), end
+        while lo < hi:
+            mid = (lo + hi) // 2
+            rec = next(reader.records(mid, to_sequence=mid), None)
+            if rec is None or rec.producer_seq >= cause:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+    finally:
+        reader.close()
+
+
+class _Message:
+    __slots__ = ("commands", "end", "seen", "seq")
+
+    def __init__(self, seq: int, commands: int) -> None:
+        self.seq = seq
+        self.commands = commands
+        self.seen = 0
+        self.end = -1  # input journal seq of its last command, once journaled
+
+
+class OutputEmitter:
+    """Builds the output batches of input stream messages from ``start_seq`` on by tailing a
+    running processor's journals (see the module docstring). Not thread-safe.
+
+    ``poll()`` returns the batches completed since the last call as ``(stream seq, bytes)``:
+    a message is complete once the loop has processed its last command and every output
+    published so far is in the output journal.
+    """
+
+    def __init__(self, processor: Any, start_seq: int) -> None:
+        self.processor = processor
+        self.start_seq = start_seq
+        inp, out = processor.input, processor.output
+        last = inp.last_sequence
+        jm = find_mark(inp.path, start_seq, last) if last >= 0 else None
+        in_from = jm if jm is not None else inp.next_sequence
+        self._inputs = JournalTailer(inp.path, in_from)
+        self._outputs = JournalTailer(out.path, _first_output_caused_at_or_after(
+            out.path, in_from, out.next_sequence))
+        self._open: list[_Message] = []
+        self._outs: list[OutputRecordOut] = []
+        self._first_output = self._outputs.next_sequence
+        self._buffer: list[Any] = []  # output records read and not yet in a batch
+        self._next = 0
+
+    def poll(self) -> list[tuple[int, bytes]]:
+        """The batches completed since the last call, in stream order."""
+        for rec in self._inputs.poll(0.0):
+            if _is_mark(rec):
+                self._open.append(_Message(*unpack_mark(rec.payload)))
+            elif _is_command(rec) and self._open:
+                m = self._open[-1]
+                m.seen += 1
+                if m.seen == m.commands:
+                    m.end = rec.sequence
+        done: list[tuple[int, bytes]] = []
+        if not self._open or self._open[0].end < 0:
+            return done
+        p = self.processor
+        processed = p.processed_sequence  # read first: its outputs are then all published
+        published = p.published_outputs
+        while self._open and 0 <= self._open[0].end <= processed:
+            m = self._open[0]
+            if not self._collect(m.end, published):
+                break
+            self._open.pop(0)
+            if m.seq >= self.start_seq:
+                done.append((m.seq, _encode(OutputBatch(m.seq, self._first_output, self._outs))))
+            self._first_output += len(self._outs)
+            self._outs = []
+        return done
+
+    def _collect(self, end: int, published: int) -> bool:
+        """Gathers the outputs caused by input journal sequences <= ``end``; True once every
+        one is read (an output of a later input seen, or every published output read)."""
+        buf = self._buffer
+        while True:
+            if self._next >= len(buf):
+                buf = self._buffer = self._outputs.poll(0.0, 4096)
+                self._next = 0
+                if not buf:
+                    return self._outputs.next_sequence >= published
+            rec = buf[self._next]
+            if rec.producer_seq > end:
+                return True
+            self._next += 1
+            self._outs.append(OutputRecordOut(rec.type_id, bytes(rec.payload),
+                                              rec.correlation_id, rec.timestamp_ns, rec.flags))
+
+    def close(self) -> None:
+        """Releases the journal mappings."""
+        self._inputs.reader.close()
+        self._outputs.reader.close()
+

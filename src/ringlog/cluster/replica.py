@@ -1,0 +1,504 @@
+"""A replica of one shard: the input stream, in order, into a local processor; the leader
+alone publishes the outputs.
+
+::
+
+    RL_<name>_IN_<shard> ──fetch (ordered, from the journal's end)──► feeder thread
+        MARK(s, n) + n commands ──publish──► Processor (journal before process, as ever)
+                                               │ input journal, output journal
+                      every checkpoint_every: hash ──► RL_<name>_CKPT (compare, halt)
+    lease task ── renew / acquire RL_<name>_LEASE ──► leader?
+    leader task ── OutputEmitter(journals) ── Nats-Expected-Last-Sequence ──► RL_<name>_OUT_<shard>
+    status task ── RL_<name>_STATUS <shard>.<replica>: role, applied seq, idle state hash
+
+Restart = the processor's own recovery (snapshot + local journal) then the stream from the
+journal's last stream mark: a message cut short by a crash continues after its journaled
+commands. An empty directory reads the whole stream. Standbys and the leader run the same
+code; leadership only decides who publishes outputs.
+
+``python -m ringlog.cluster.replica --servers nats://… --dir DIR --replica-id a`` runs one
+(``ringlog serve --cluster`` does the same); it prints JSON lines (started, leader, standby,
+diverged) and exits 3 when its state diverged from the shard's checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import pkgutil
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from ..errors import RingLogError
+from ..events import FLAG_CONTROL, TYPE_STREAM_MARK
+from ..processor import Processor, ProcessorConfig
+from .checkpoint import Checkpoint, Divergence, record_checkpoint, state_hash
+from .config import ClusterConfig
+from .lease import Lease
+from .outputs import OutputEmitter, last_mark, pack_mark
+from .stream import ensure_shard, input_decoder, publish_once
+
+__all__ = ["Replica", "ReplicaConfig", "ReplicaStatus", "connect", "main", "run_replica",
+           "wait_for_jetstream"]
+
+EXIT_DIVERGED = 3
+
+
+class ReplicaConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One replica: its cluster and shard, a name unique in the shard, its directory, the
+    handler factory (``module:attr``, called with no arguments) and its processor's
+    configuration. ``standby_only`` never takes the lease (a read replica)."""
+
+    cluster: ClusterConfig
+    replica_id: str
+    directory: str
+    shard: int = 0
+    handler: str = "ringlog.engine.flow:demo_engine"
+    processor: ProcessorConfig = msgspec.field(default_factory=ProcessorConfig)
+    standby_only: bool = False
+
+    def __post_init__(self) -> None:
+        from ..config import check_fields, config_error
+
+        check_fields(self)
+        if not self.replica_id or not all(c.isalnum() or c in "-_" for c in self.replica_id):
+            raise config_error(self, "replica_id", f"{self.replica_id!r}: use letters, "
+                               f"digits, '-' or '_'")
+        self.cluster.names(self.shard)  # the shard exists
+
+
+class ReplicaStatus(msgspec.Struct):
+    """What a replica publishes about itself (``RL_<name>_STATUS``, key
+    ``<shard>.<replica>``) and prints: its role, the last input stream sequence it applied,
+    the state hash at ``hash_seq`` (taken while idle), and the outputs it published."""
+
+    replica: str
+    pid: int
+    role: str = "starting"  # starting, standby, leader, diverged, stopped
+    applied_seq: int = 0
+    hash_seq: int = 0
+    state_hash: str = ""
+    leader_since: float = 0.0  # wall time this replica last became leader
+    published_seq: int = 0  # last output stream sequence this replica published
+    error: str = ""
+
+
+class Replica:
+    """Runs one replica until ``stop()`` or a divergence (see the module docstring)."""
+
+    def __init__(self, config: ReplicaConfig,
+                 handler_factory: Callable[[], Any] | None = None) -> None:
+        self.config = config
+        self._factory = handler_factory or pkgutil.resolve_name(config.handler)
+        self.cfg = config.cluster
+        self.names = self.cfg.names(config.shard)
+        self.status = ReplicaStatus(config.replica_id, os.getpid())
+        self.handler: Any = None
+        self.processor: Processor | None = None
+        self._stopping = asyncio.Event()
+        self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=256)
+        self._next_seq = 1  # next input stream sequence to fetch
+        self._skip = 0  # commands of message _next_seq already journaled (a crash cut it)
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def run(self) -> int:
+        """Connects, recovers, then consumes and (when leading) publishes until stopped.
+        Returns 0, or EXIT_DIVERGED after a divergence."""
+        self._loop = asyncio.get_running_loop()
+        self.nc = await connect(self.cfg, f"ringlog-{self.config.replica_id}")
+        self.js = self.nc.jetstream(timeout=self.cfg.publish_timeout)
+        await wait_for_jetstream(self.js)
+        await ensure_shard(self.js, self.cfg, self.config.shard)
+        self.lease_kv = await self.js.key_value(self.names.lease_bucket)
+        self.ckpt_kv = await self.js.key_value(self.names.checkpoint_bucket)
+        self.status_kv = await self.js.key_value(self.names.status_bucket)
+        self._recover()
+        self._event("started", next_seq=self._next_seq, skip=self._skip)
+        self.status.role = "standby"
+        feeder = threading.Thread(target=self._guard_feeder, name="ringlog-feeder",
+                                  daemon=True)
+        feeder.start()
+        tasks = [asyncio.ensure_future(t) for t in (self._fetch(), self._lead(),
+                                                     self._report())]
+        await self._stopping.wait()
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._queue.put(None)
+        await asyncio.get_running_loop().run_in_executor(None, feeder.join, 10)
+        if self.processor is not None:
+            with contextlib.suppress(Exception):
+                self.processor.stop()
+        diverged = isinstance(self._error, Divergence)
+        self.status.role = "diverged" if diverged else "stopped"
+        with contextlib.suppress(Exception):
+            await self._put_status()
+        with contextlib.suppress(Exception):
+            await self.nc.close()
+        if self._error is not None and not diverged:
+            raise self._error
+        return EXIT_DIVERGED if diverged else 0
+
+    def stop(self) -> None:
+        """Asks the replica to stop (from the event loop's thread or a signal handler)."""
+        self._stopping.set()
+
+    def _fail(self, e: BaseException) -> None:
+        if self._error is None:
+            self._error = e
+        if isinstance(e, Divergence):
+            self.status.error = str(e)
+            self._event("diverged", stream_seq=e.stream_seq, mine=e.mine,
+                        recorded=e.recorded.state_hash, by=e.recorded.replica)
+        else:
+            self.status.error = repr(e)
+            self._event("failed", error=repr(e))
+        self._stopping.set()
+
+    def _event(self, name: str, **kw: Any) -> None:
+        print(json.dumps({"event": name, "replica": self.config.replica_id,
+                          "shard": self.config.shard, "time": time.time(), **kw}), flush=True)
+
+    # -- recovery -------------------------------------------------------------------------
+    def _recover(self) -> None:
+        self.handler = self._factory()
+        pc = self.config.processor
+        need = getattr(getattr(self.handler, "config", None), "min_slot_size", 0)
+        if need > pc.slot_size:  # the engine's market-data records need bigger slots
+            pc = msgspec.structs.replace(pc, slot_size=need)
+        p = Processor(self.handler, self.config.directory, pc)
+        p.recover()
+        inp = p.input
+        found = last_mark(inp.path, inp.last_sequence) if inp.last_sequence >= 0 else None
+        if found is not None:
+            s, n, journaled, _ = found
+            self._next_seq, self._skip = (s + 1, 0) if journaled >= n else (s, journaled)
+            self.status.applied_seq = s if journaled >= n else s - 1
+        p.start()
+        self.processor = p
+
+    # -- input: stream → processor --------------------------------------------------------
+    async def _fetch(self) -> None:
+        """Reads the input stream in order from ``_next_seq`` through an ordered push
+        consumer (no acks, flow control; nats-py recreates it after a gap or missed
+        heartbeats). A watchdog resubscribes from the next sequence when nothing arrives
+        while the stream has more (the consumer's node died and the reset failed)."""
+        import nats.errors
+        from nats.js.api import ConsumerConfig, DeliverPolicy
+
+        while True:
+            try:
+                sub = await self.js.subscribe(
+                    self.names.input_subject, stream=self.names.input_stream,
+                    ordered_consumer=True, idle_heartbeat=1.0,
+                    config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                                          opt_start_seq=self._next_seq, mem_storage=True))
+            except Exception:
+                await asyncio.sleep(0.1)
+                continue
+            idle = 0
+            try:
+                while True:
+                    try:
+                        m = await sub.next_msg(timeout=1.0)
+                    except nats.errors.TimeoutError:
+                        idle += 1
+                        if idle >= 3 and await self._stream_has_more():
+                            break  # resubscribe from _next_seq
+                        continue
+                    idle = 0
+                    seq = m.metadata.sequence.stream
+                    if seq < self._next_seq:
+                        continue  # a duplicate delivery after a consumer reset
+                    if seq > self._next_seq:
+                        raise RingLogError(f"{self.names.input_stream}: expected sequence "
+                                           f"{self._next_seq}, got {seq} (a gap: messages "
+                                           f"deleted from the stream?)")
+                    while True:
+                        try:
+                            self._queue.put_nowait((seq, m.data))
+                            break
+                        except queue.Full:
+                            await asyncio.sleep(0.002)
+                    self._next_seq = seq + 1
+            except RingLogError as e:
+                self._fail(e)
+                return
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+                raise
+            except Exception:
+                await asyncio.sleep(0.05)
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _stream_has_more(self) -> bool:
+        try:
+            info = await self.js.stream_info(self.names.input_stream)
+        except Exception:
+            return False
+        return int(info.state.last_seq) >= self._next_seq
+
+    def _guard_feeder(self) -> None:
+        try:
+            self._feed()
+        except BaseException as e:
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._fail, e)
+
+    def _feed(self) -> None:
+        """The feeder thread: each stream message becomes a mark and its commands in the
+        processor's input ring; checkpoints and idle state hashes are taken here, where no
+        other input can arrive meanwhile."""
+        p = self.processor
+        assert p is not None and self._loop is not None
+        ring = p.input_ring
+        decode = input_decoder().decode
+        every = self.cfg.checkpoint_every
+        skip, last_ring = self._skip, -1
+        while True:
+            try:
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:  # quiet for 0.1 s: hash the state for the status
+                if last_ring >= 0 and self.status.hash_seq != self.status.applied_seq:
+                    self._hash_now(last_ring)
+                continue
+            if item is None:
+                return
+            seq, data = item
+            batch = decode(data)
+            ts = batch.timestamp_ns
+            if skip == 0:
+                last_ring = ring.publish(pack_mark(seq, len(batch.commands)), TYPE_STREAM_MARK,
+                                         timestamp_ns=ts, flags=FLAG_CONTROL)
+            for c in batch.commands[skip:]:
+                last_ring = p.publish(c.payload, c.type_id, timestamp_ns=ts,
+                                      correlation_id=c.correlation_id,
+                                      producer_id=c.producer_id, producer_seq=c.producer_seq)
+            skip = 0
+            self.status.applied_seq = seq
+            if seq % every == 0:
+                h = self._hash_now(last_ring)
+                cp = Checkpoint(seq, h, self.config.replica_id)
+                asyncio.run_coroutine_threadsafe(
+                    record_checkpoint(self.ckpt_kv, self.names.checkpoint_key(seq), cp),
+                    self._loop).result(timeout=60)
+
+    def _hash_now(self, last_ring: int) -> str:
+        """Waits until the loop has processed everything published, then hashes the state
+        (the loop is idle: this thread is its only producer)."""
+        p = self.processor
+        assert p is not None
+        target = p.journal_sequence_of(last_ring)
+        while p.processed_sequence < target:
+            if p.state != "running":
+                p.stop()  # raises the loop's error
+                raise RingLogError(f"the processor stopped ({p.state}) before input "
+                                   f"{target} was processed")
+            time.sleep(0.0002)
+        h = state_hash(self.handler)
+        self.status.hash_seq, self.status.state_hash = self.status.applied_seq, h
+        return h
+
+    # -- leadership and outputs -----------------------------------------------------------
+    async def _lead(self) -> None:
+        """Standby: try to take the lease every ttl/8. Leader: renew it every ttl/4 and
+        publish output batches while it is trusted."""
+        lease = Lease(self.lease_kv, self.names.lease_key, self.config.replica_id,
+                      self.cfg.lease_ttl)
+        self.lease = lease
+        try:
+            while True:
+                if self.config.standby_only or not await lease.try_acquire():
+                    await asyncio.sleep(self.cfg.lease_ttl / 8)
+                    continue
+                self.status.role = "leader"
+                self.status.leader_since = lease.acquired_at
+                self._event("leader", applied_seq=self.status.applied_seq)
+                renew = asyncio.ensure_future(self._renew(lease))
+                try:
+                    await self._publish_outputs(lease)
+                finally:
+                    renew.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await renew
+                self.status.role = "standby"
+                self._event("standby", applied_seq=self.status.applied_seq)
+        except asyncio.CancelledError:
+            await lease.release()
+            raise
+
+    async def _renew(self, lease: Lease) -> None:
+        while lease.held():
+            await asyncio.sleep(self.cfg.lease_ttl / 4)
+            await lease.renew()
+
+    async def _publish_outputs(self, lease: Lease) -> None:
+        """Publishes output batches from the output stream's last sequence on, while the
+        lease is trusted; returns when it is not. The batch at that last sequence (when this
+        replica has it) and any batch the stream already holds are compared byte for byte."""
+        from nats.js.errors import BadRequestError
+
+        info = await self.js.stream_info(self.names.output_stream)
+        last = int(info.state.last_seq)
+        p = self.processor
+        assert p is not None
+        emitter = OutputEmitter(p, max(last, 1))
+        try:
+            while lease.held():
+                batches = emitter.poll()
+                if not batches:
+                    await asyncio.sleep(0.0005)
+                    continue
+                for seq, data in batches:
+                    if seq <= last:
+                        if not await self._check_published(seq, data):
+                            return
+                        continue
+                    if not lease.held():
+                        return
+                    try:
+                        await publish_once(self.js, self.names.output_subject, data, str(seq),
+                                           self.cfg.publish_timeout, self.cfg.lease_ttl,
+                                           headers={"Nats-Expected-Last-Sequence":
+                                                    str(seq - 1),
+                                                    "Ringlog-Replica": self.config.replica_id})
+                    except BadRequestError as e:
+                        if e.err_code != 10071:  # wrong last sequence
+                            raise
+                        # someone else published (we were deposed, or our own earlier
+                        # attempt landed): compare what is there and step down if not ours
+                        if not await self._check_published(seq, data):
+                            return
+                        if not await lease.renew():
+                            return
+                        last = int((await self.js.stream_info(
+                            self.names.output_stream)).state.last_seq)
+                        continue
+                    except RingLogError:
+                        return  # no quorum within a lease: let the lease decide
+                    last = seq
+                    self.status.published_seq = seq
+        finally:
+            emitter.close()
+
+    async def _check_published(self, seq: int, data: bytes) -> bool:
+        """Compares this replica's batch ``seq`` with the output stream's message ``seq``;
+        False (and the replica halting) when they differ."""
+        try:
+            msg = await self.js.get_msg(self.names.output_stream, seq, direct=True)
+        except Exception:
+            return True  # gone (retention): nothing to compare with
+        if msg.data != data:
+            self._fail(Divergence(seq, f"output batch of {len(data)} bytes",
+                                  Checkpoint(seq, f"output batch of {len(msg.data or b'')} "
+                                             f"bytes", (msg.headers or {}).get(
+                                                 "Ringlog-Replica", "?"))))
+            return False
+        return True
+
+    # -- status ---------------------------------------------------------------------------
+    async def _report(self) -> None:
+        last = b""
+        while True:
+            data = msgspec.json.encode(self.status)
+            if data != last:
+                with contextlib.suppress(Exception):
+                    await self._put_status()
+                    last = data
+            await asyncio.sleep(0.1)
+
+    async def _put_status(self) -> None:
+        await self.status_kv.put(self.names.status_key(self.config.replica_id),
+                                 msgspec.json.encode(self.status))
+
+
+async def connect(cfg: ClusterConfig, name: str, first_try: float = 10.0) -> Any:
+    """A NATS connection that reconnects for ever once made; RingLogError if no server
+    answers within ``first_try`` seconds. Connection errors are counted, not printed."""
+    import nats
+
+    errors: list[BaseException] = []
+
+    async def quiet(e: BaseException) -> None:
+        errors[:] = [e]
+
+    try:
+        return await asyncio.wait_for(nats.connect(
+            cfg.servers, max_reconnect_attempts=-1, reconnect_time_wait=0.1,
+            connect_timeout=2, name=name, error_cb=quiet), first_try)
+    except (Exception, asyncio.TimeoutError) as e:
+        why = errors[0] if errors else e
+        raise RingLogError(f"cannot reach NATS at {', '.join(cfg.servers)}: {why!r}") from e
+
+
+async def wait_for_jetstream(js: Any, timeout: float = 30.0) -> None:
+    """Waits until JetStream answers (a new cluster elects its meta leader first)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await js.account_info()
+            return
+        except Exception as e:
+            if time.monotonic() > deadline:
+                raise RingLogError(f"JetStream did not answer within {timeout:.0f} s: "
+                                   f"{e!r}") from e
+            await asyncio.sleep(0.1)
+
+
+def run_replica(config: ReplicaConfig, handler_factory: Callable[[], Any] | None = None
+                ) -> int:
+    """Runs a replica in this process until SIGINT/SIGTERM; returns its exit code."""
+    async def main() -> int:
+        r = Replica(config, handler_factory)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, r.stop)
+        return await r.run()
+
+    try:
+        return asyncio.run(main())
+    except RingLogError as e:
+        print(f"ringlog replica {config.replica_id}: {e}", file=sys.stderr)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ringlog.cluster.replica``: exit 2 with one line for a bad option."""
+    from .cli import add_cluster_options, cluster_config_from_args
+
+    p = argparse.ArgumentParser(prog="python -m ringlog.cluster.replica",
+                                description="Run one replica of a ringlog shard.")
+    p.add_argument("--dir", dest="directory", required=True, help="the replica's directory")
+    p.add_argument("--handler", default="ringlog.engine.flow:demo_engine",
+                   help="module:factory of the handler (called with no arguments)")
+    p.add_argument("--durability", choices=("none", "group", "sync"), default="group")
+    p.add_argument("--segment-size", type=int, default=64 << 20)
+    add_cluster_options(p, required=True)
+    args = p.parse_args(argv)
+    try:
+        cfg = cluster_config_from_args(args, args.directory, args.handler, ProcessorConfig(
+            durability=args.durability, segment_size=args.segment_size))
+    except RingLogError as e:
+        print(f"ringlog replica: {e}", file=sys.stderr)
+        return 2
+    return run_replica(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""The shard's input log: one JetStream stream per shard; gateways publish batches of
+commands to it, each batch once.
+
+::
+
+    gateway ─ publish(cmd) ─► open batch ─(batch_max_bytes | batch_max_commands | linger)─►
+        ready batches ─► sender: js.publish(rl.<name>.in.<shard>, InputBatch,
+                                            Nats-Msg-Id=<publisher>.<batch no>)
+             ▲    │ no ack (timeout, no stream leader, reconnect)
+             └────┘ retry the same batch with the same id: JetStream's duplicate window
+                    stores it once, whatever the retries
+
+One batch is in flight at a time, so a retried batch can never land behind its successor:
+commands from one publisher keep their order in the stream. Throughput comes from the size
+of the batches, not from a window of outstanding publishes.
+
+``InputBatch`` is the message (msgpack, array-like): the publisher's clock once per batch (the
+event time every replica hands the processor, so replicas agree) and the commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+import msgspec
+
+from ..errors import RingLogError
+from .config import ClusterConfig, ShardNames
+
+__all__ = ["Command", "InputBatch", "InputPublisher", "OutputBatch", "OutputRecordOut",
+           "ensure_shard", "input_decoder"]
+
+
+class Command(msgspec.Struct, array_like=True, frozen=True):
+    """One command as the processor's input: a type id and payload plus the ids a gateway
+    routes reports with (``correlation_id``) and deduplicates sessions with."""
+
+    type_id: int
+    payload: bytes
+    correlation_id: int = 0
+    producer_id: int = 0
+    producer_seq: int = 0
+
+
+class InputBatch(msgspec.Struct, array_like=True):
+    """A message of the input stream: commands with one event time."""
+
+    timestamp_ns: int
+    commands: list[Command]
+
+
+class OutputRecordOut(msgspec.Struct, array_like=True, frozen=True):
+    """One output as it travels in the output stream (no local journal sequences)."""
+
+    type_id: int
+    payload: bytes
+    correlation_id: int
+    timestamp_ns: int
+    flags: int
+
+
+class OutputBatch(msgspec.Struct, array_like=True):
+    """The outputs of one input stream message (its ``input_seq``, which is also this
+    message's sequence in the output stream); ``first_output`` is the index of its first
+    output since the shard began. Encoded deterministically: every replica builds the same
+    bytes."""
+
+    input_seq: int
+    first_output: int
+    outputs: list[OutputRecordOut]
+
+
+_batch_encoder = msgspec.msgpack.Encoder()
+
+
+def input_decoder() -> msgspec.msgpack.Decoder[InputBatch]:
+    """A reusable decoder of input stream messages."""
+    return msgspec.msgpack.Decoder(InputBatch)
+
+
+async def ensure_shard(js: Any, cfg: ClusterConfig, shard: int) -> ShardNames:
+    """Creates the shard's input and output streams and the cluster's buckets if missing
+    (idempotent: replicas and gateways all call it at start)."""
+    from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+    from nats.js.errors import BadRequestError
+
+    names = cfg.names(shard)
+    for stream, subject in ((names.input_stream, names.input_subject),
+                            (names.output_stream, names.output_subject)):
+        sc = StreamConfig(name=stream, subjects=[subject], num_replicas=cfg.replicas,
+                          storage=StorageType.FILE, retention=RetentionPolicy.LIMITS,
+                          duplicate_window=cfg.duplicate_window, allow_direct=True)
+        try:
+            await js.add_stream(sc)
+        except BadRequestError as e:
+            if e.err_code != 10058:  # "stream name already in use" with another config
+                raise
+    await ensure_bucket(js, names.lease_bucket, cfg.replicas, ttl=cfg.lease_ttl)
+    await ensure_bucket(js, names.checkpoint_bucket, cfg.replicas)
+    await ensure_bucket(js, names.status_bucket, cfg.replicas, ttl=300.0)
+    return names
+
+
+async def ensure_bucket(js: Any, bucket: str, replicas: int, ttl: float | None = None) -> Any:
+    """The key-value bucket ``bucket``, created if missing."""
+    from nats.js.api import KeyValueConfig, StorageType
+    from nats.js.errors import BucketNotFoundError
+
+    try:
+        return await js.key_value(bucket)
+    except BucketNotFoundError:
+        pass
+    try:
+        return await js.create_key_value(KeyValueConfig(
+            bucket=bucket, history=1, ttl=ttl, replicas=replicas, storage=StorageType.FILE))
+    except Exception:  # created by another replica meanwhile
+        return await js.key_value(bucket)
+
+
+class InputPublisher:
+    """Batches commands for one shard and publishes each batch exactly once (see the module
+    docstring). Not thread-safe: use it from one event loop.
+
+    ``await publish(...)`` returns once the command is in a batch (it waits only while
+    ``max_pending`` batches are unacknowledged: backpressure); ``await flush()`` returns the
+    stream sequence of the last batch once every batch is stored.
+    """
+
+    def __init__(self, js: Any, cfg: ClusterConfig, shard: int, *,
+                 publisher_id: str | None = None, max_pending: int = 64) -> None:
+        self.js = js
+        self.cfg = cfg
+        self.names = cfg.names(shard)
+        self.publisher_id = publisher_id or uuid.uuid4().hex[:12]
+        self.max_pending = max_pending
+        self.batches_sent = 0
+        self.retries = 0
+        self.last_seq = 0  # stream sequence of the newest stored batch
+        self._open: list[Command] = []
+        self._open_bytes = 0
+        self._ready: deque[tuple[str, bytes]] = deque()
+        self._next_id = 0
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._linger: asyncio.TimerHandle | None = None
+        self._error: BaseException | None = None
+        self._sender = asyncio.ensure_future(self._send_loop())
+
+    async def publish(self, type_id: int, payload: bytes, *, correlation_id: int = 0,
+                      producer_id: int = 0, producer_seq: int = 0) -> None:
+        """Adds one command to the open batch."""
+        if not self._room.is_set():
+            await self._room.wait()
+        self.add(Command(type_id, payload, correlation_id, producer_id, producer_seq))
+
+    def add(self, cmd: Command) -> None:
+        """Adds a command without waiting (the caller watches ``pending``)."""
+        if self._error is not None:
+            raise RingLogError(f"the publisher to {self.names.input_stream} failed: "
+                               f"{self._error!r}") from self._error
+        size = len(cmd.payload) + 24
+        if self._open and self._open_bytes + size > self.cfg.batch_max_bytes:
+            self._cut()
+        self._open.append(cmd)
+        self._open_bytes += size
+        if len(self._open) >= self.cfg.batch_max_commands:
+            self._cut()
+        elif self._linger is None:
+            self._linger = asyncio.get_running_loop().call_later(self.cfg.batch_linger,
+                                                                  self._cut)
+
+    @property
+    def pending(self) -> int:
+        """Batches cut and not yet stored."""
+        return len(self._ready)
+
+    def _cut(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        if not self._open:
+            return
+        data = _batch_encoder.encode(InputBatch(time.time_ns(), self._open))
+        self._open, self._open_bytes = [], 0
+        self._ready.append((f"{self.publisher_id}.{self._next_id}", data))
+        self._next_id += 1
+        self._idle.clear()
+        self._wake.set()
+        if len(self._ready) >= self.max_pending:
+            self._room.clear()
+
+    async def flush(self) -> int:
+        """Cuts the open batch and waits until every batch is stored; returns the stream
+        sequence of the last one."""
+        self._cut()
+        await self._idle.wait()
+        if self._error is not None:
+            raise RingLogError(f"the publisher to {self.names.input_stream} failed: "
+                               f"{self._error!r}") from self._error
+        return self.last_seq
+
+    async def close(self) -> None:
+        """Flushes, then stops the sender."""
+        try:
+            await self.flush()
+        finally:
+            self._sender.cancel()
+            with _suppress_cancel():
+                await self._sender
+
+    async def _send_loop(self) -> None:
+        try:
+            while True:
+                if not self._ready:
+                    self._idle.set()
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                msg_id, data = self._ready[0]
+                self.last_seq = await publish_once(self.js, self.names.input_subject, data,
+                                                   msg_id, self.cfg.publish_timeout,
+                                                   self.cfg.duplicate_window, self)
+                self._ready.popleft()
+                self.batches_sent += 1
+                if len(self._ready) < self.max_pending:
+                    self._room.set()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            self._error = e
+            self._idle.set()
+            self._room.set()
+
+
+async def publish_once(js: Any, subject: str, data: bytes, msg_id: str, timeout: float,
+                       give_up_after: float, counter: Any = None,
+                       headers: dict[str, str] | None = None) -> int:
+    """Publishes ``data`` with ``msg_id`` until JetStream acknowledges it (retrying on a
+    timeout, a missing stream leader or a reconnect; the duplicate window makes a retry of a
+    stored message a no-op); returns its stream sequence."""
+    import nats.errors
+    from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
+
+    hdrs = {"Nats-Msg-Id": msg_id, **(headers or {})}
+    deadline = time.monotonic() + give_up_after
+    pause = 0.02
+    while True:
+        try:
+            ack = await js.publish(subject, data, timeout=timeout, headers=hdrs)
+            return int(ack.seq)
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError,
+                nats.errors.ConnectionReconnectingError, ServiceUnavailableError,
+                NoStreamResponseError) as e:
+            err: BaseException = e
+        except APIError as e:
+            if e.code not in (503, 504):
+                raise
+            err = e
+        if counter is not None:
+            counter.retries += 1
+        if time.monotonic() > deadline:
+            raise RingLogError(f"{subject}: no acknowledgement for message {msg_id} within "
+                               f"{give_up_after:.0f} s: {err!r}") from err
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.5)
+
+
+class _suppress_cancel:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et: Any, *a: Any) -> bool:
+        return et is asyncio.CancelledError

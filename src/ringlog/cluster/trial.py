@@ -1,0 +1,176 @@
+"""Replicas as child processes, for the failure tests, the benchmarks and trying a cluster on
+one machine: start, kill -9, SIGSTOP/SIGCONT, and read what the shard says about them.
+
+::
+
+    test / bench process ── ReplicaProcess.start() ──► python -m ringlog.cluster.replica …
+          │  kill() = SIGKILL, pause() = SIGSTOP, resume() = SIGCONT
+          └─ ShardWatch: status bucket, output stream, lease (read-only NATS client)
+
+Not thread-safe: one owner drives the processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ..errors import RingLogError
+from .config import ClusterConfig
+from .replica import ReplicaStatus
+from .stream import OutputBatch
+
+__all__ = ["ReplicaProcess", "ShardWatch", "engine_commands"]
+
+
+class ReplicaProcess:
+    """One replica in a child process (``python -m ringlog.cluster.replica``)."""
+
+    def __init__(self, cfg: ClusterConfig, replica_id: str, directory: str | Path, *,
+                 shard: int = 0, handler: str = "ringlog.engine.flow:demo_engine",
+                 segment_size: int = 1 << 20, extra: list[str] | None = None) -> None:
+        self.cfg = cfg
+        self.replica_id = replica_id
+        self.directory = Path(directory)
+        self.shard = shard
+        self.args = [sys.executable, "-m", "ringlog.cluster.replica",
+                     "--cluster", ",".join(cfg.servers), "--cluster-name", cfg.name,
+                     "--shard", str(shard), "--shards", str(cfg.shards),
+                     "--replicas", str(cfg.replicas), "--replica-id", replica_id,
+                     "--dir", str(self.directory), "--handler", handler,
+                     "--lease-ttl", str(cfg.lease_ttl),
+                     "--checkpoint-every", str(cfg.checkpoint_every),
+                     "--segment-size", str(segment_size), *(extra or [])]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = self.directory.with_name(self.directory.name + ".log")
+
+    def start(self) -> ReplicaProcess:
+        """Starts the process (its output goes to ``<dir>.log``)."""
+        self.directory.parent.mkdir(parents=True, exist_ok=True)
+        out = open(self.log, "ab")  # noqa: SIM115 (the child keeps it)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=env)
+        out.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        """The child's process id."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """kill -9."""
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def pause(self) -> None:
+        """SIGSTOP: the process stops wherever it is, holding whatever it held."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM (a clean stop), SIGKILL after ``timeout``; returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+    def output(self) -> str:
+        """What the process printed so far."""
+        return self.log.read_text() if self.log.exists() else ""
+
+
+class ShardWatch:
+    """A read-only view of one shard from the outside: each replica's status, the lease
+    holder, the output stream. Use from one event loop."""
+
+    def __init__(self, js: Any, cfg: ClusterConfig, shard: int = 0) -> None:
+        self.js = js
+        self.cfg = cfg
+        self.names = cfg.names(shard)
+
+    async def status(self, replica_id: str) -> ReplicaStatus | None:
+        """The replica's last published status, None if it never published one."""
+        try:
+            kv = await self.js.key_value(self.names.status_bucket)
+            entry = await kv.get(self.names.status_key(replica_id))
+        except Exception:
+            return None
+        return msgspec.json.decode(entry.value, type=ReplicaStatus)
+
+    async def leader(self) -> str | None:
+        """The lease holder named in the bucket (None: no one)."""
+        try:
+            kv = await self.js.key_value(self.names.lease_bucket)
+            entry = await kv.get(self.names.lease_key)
+        except Exception:
+            return None
+        return entry.value.decode() if entry.value else None
+
+    async def last_output_seq(self) -> int:
+        """The output stream's last sequence."""
+        info = await self.js.stream_info(self.names.output_stream)
+        return int(info.state.last_seq)
+
+    async def last_input_seq(self) -> int:
+        """The input stream's last sequence."""
+        info = await self.js.stream_info(self.names.input_stream)
+        return int(info.state.last_seq)
+
+    async def outputs(self, first: int = 1) -> list[tuple[int, OutputBatch, dict[str, str]]]:
+        """Every output stream message from ``first`` on: (stream seq, batch, headers)."""
+        last = await self.last_output_seq()
+        dec = msgspec.msgpack.Decoder(OutputBatch)
+        out = []
+        for seq in range(first, last + 1):
+            msg = await self.js.get_msg(self.names.output_stream, seq, direct=True)
+            out.append((seq, dec.decode(msg.data), dict(msg.headers or {})))
+        return out
+
+    async def wait(self, predicate: Callable[[], Any], what: str,
+                   timeout: float = 30.0) -> Any:
+        """Polls the coroutine function ``predicate`` until it returns something true."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = await predicate()
+            if got:
+                return got
+            if time.monotonic() > deadline:
+                raise RingLogError(f"timed out after {timeout:.0f} s waiting for {what}")
+            await asyncio.sleep(0.02)
+
+
+def engine_commands(n: int, seed: int = 1, symbols: int = 4) -> list[tuple[int, bytes]]:
+    """``n`` commands of the engine's mixed flow as ``(type_id, payload)``."""
+    from ..engine.flow import mixed_flow
+
+    cmds, types = mixed_flow(n, seed=seed, symbols=symbols)
+    return [(int(t), cmds[i].tobytes()) for i, t in enumerate(types)]

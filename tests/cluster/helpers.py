@@ -1,0 +1,134 @@
+"""Shared steps of the cluster tests: a shard with replicas in child processes, a steady
+load of engine commands, and the final check that the output stream holds every output of
+every command exactly once (against the engine run here, in this process)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+import nats
+
+from ringlog.cluster.replica import wait_for_jetstream
+from ringlog.cluster.stream import InputPublisher, ensure_shard
+from ringlog.cluster.trial import ReplicaProcess, ShardWatch, engine_commands
+from ringlog.engine.flow import demo_engine
+
+HERE = Path(__file__).parent
+
+
+class Shard:
+    """A shard under test: a NATS connection, its replicas and a watcher."""
+
+    def __init__(self, cfg: Any, tmp: Path) -> None:
+        self.cfg = cfg
+        self.tmp = tmp
+        self.replicas: dict[str, ReplicaProcess] = {}
+
+    async def __aenter__(self) -> Shard:
+        self.nc = await nats.connect(self.cfg.servers, max_reconnect_attempts=-1,
+                                     reconnect_time_wait=0.1)
+        self.js = self.nc.jetstream(timeout=5)
+        await wait_for_jetstream(self.js)
+        await ensure_shard(self.js, self.cfg, 0)
+        self.watch = ShardWatch(self.js, self.cfg)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        for r in self.replicas.values():
+            r.stop()
+        with contextlib.suppress(Exception):
+            await self.nc.close()
+
+    def start(self, rid: str, handler: str = "ringlog.engine.flow:demo_engine",
+              fresh_dir: bool = False) -> ReplicaProcess:
+        """Starts (or restarts, same directory) replica ``rid``."""
+        d = self.tmp / (f"{rid}-{time.monotonic_ns()}" if fresh_dir else rid)
+        old = self.replicas.get(rid)
+        if old is not None and not fresh_dir:
+            d = old.directory
+        r = ReplicaProcess(self.cfg, rid, d, handler=handler).start()
+        self.replicas[rid] = r
+        return r
+
+    async def leader(self, not_: str | None = None, since: float = 0.0,
+                     timeout: float = 30.0) -> str:
+        """The replica that leads (another than ``not_``, leading since ``since``)."""
+        async def led() -> str | None:
+            holder = await self.watch.leader()
+            if holder is None or holder == not_:
+                return None
+            st = await self.watch.status(holder)
+            return holder if st and st.role == "leader" and st.leader_since >= since else None
+        return str(await self.watch.wait(led, "a leader", timeout))
+
+    async def caught_up(self, rid: str, seq: int, timeout: float = 30.0) -> Any:
+        """Waits until ``rid`` applied ``seq`` and hashed its state there."""
+        async def done() -> Any:
+            st = await self.watch.status(rid)
+            return st if st and st.hash_seq >= seq else None
+        return await self.watch.wait(done, f"replica {rid} at input {seq}", timeout)
+
+    async def all_outputs(self, last: int, timeout: float = 30.0) -> list[Any]:
+        async def done() -> bool:
+            return await self.watch.last_output_seq() >= last
+        await self.watch.wait(done, f"output stream at {last}", timeout)
+        return await self.watch.outputs()
+
+
+class Load:
+    """Publishes engine commands at about ``rate`` per second until stopped."""
+
+    def __init__(self, shard: Shard, rate: float = 2000, n: int = 200_000) -> None:
+        self.pub = InputPublisher(shard.js, shard.cfg, 0)
+        self.commands = engine_commands(n)
+        self.rate = rate
+        self.sent = 0
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> Load:
+        self._task = asyncio.ensure_future(self._run())
+        return self
+
+    async def _run(self) -> None:
+        t0 = time.monotonic()
+        while not self._stop.is_set() and self.sent < len(self.commands):
+            due = int((time.monotonic() - t0) * self.rate) + 1
+            while self.sent < min(due, len(self.commands)):
+                ty, pl = self.commands[self.sent]
+                await self.pub.publish(ty, pl)
+                self.sent += 1
+            await asyncio.sleep(0.005)
+
+    async def stop(self) -> int:
+        """Stops, flushes; returns the input stream's last sequence."""
+        self._stop.set()
+        assert self._task is not None
+        await self._task
+        last = await self.pub.flush()
+        await self.pub.close()
+        return last
+
+
+def check_outputs(batches: list[Any], commands: list[tuple[int, bytes]], last: int) -> str:
+    """Asserts the output stream holds, exactly once and in order, the outputs the engine
+    gives for ``commands``; returns the engine's state hash after them."""
+    assert [seq for seq, _, _ in batches] == list(range(1, last + 1))
+    expect_first = 0
+    got: list[tuple[int, bytes]] = []
+    for seq, batch, headers in batches:
+        assert batch.input_seq == seq
+        assert headers["Nats-Msg-Id"] == str(seq)
+        assert batch.first_output == expect_first, f"output batch {seq} starts at " \
+            f"{batch.first_output}, the one before ended at {expect_first}"
+        expect_first += len(batch.outputs)
+        got += [(o.type_id, o.payload) for o in batch.outputs]
+    engine = demo_engine()
+    want = [out for ty, pl in commands for out in engine.apply(ty, pl)]
+    assert len(got) == len(want)
+    assert got == want
+    return str(engine.state_hash())

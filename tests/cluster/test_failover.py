@@ -1,0 +1,112 @@
+"""kill -9 of the leader under load: a standby takes over, every replica ends with the same
+state hash as the engine run here, and the output stream holds every output exactly once.
+SIGSTOP of the leader past its lease: after SIGCONT it publishes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from typing import Any
+
+import pytest
+
+from .helpers import Load, Shard, check_outputs
+
+TRIALS = 20
+
+
+async def _failovers(cfg: Any, tmp: Any, trials: int, report: list[str]) -> None:
+    async with Shard(cfg, tmp) as shard:
+        for rid in ("a", "b", "c"):
+            shard.start(rid)
+        leader = await shard.leader(timeout=60)
+        load = Load(shard, rate=1500).start()
+        times: list[float] = []
+        for _ in range(trials):
+            # let the leader publish under load, then kill it mid-stream
+            mark = await shard.watch.last_output_seq()
+            async def moved(mark: int = mark) -> bool:
+                return await shard.watch.last_output_seq() >= mark + 3
+            await shard.watch.wait(moved, "the leader publishing", 30)
+            t0 = time.time()
+            shard.replicas[leader].kill()
+            new = await shard.leader(not_=leader, since=t0)
+            st = await shard.watch.status(new)
+            assert st is not None
+            times.append(st.leader_since - t0)
+            shard.start(leader)  # restarts from its own journal: the local recovery path
+            leader = new
+        last = await load.stop()
+        batches = await shard.all_outputs(last, timeout=60)
+        want_hash = check_outputs(batches, load.commands[:load.sent], last)
+        for rid in shard.replicas:
+            st = await shard.caught_up(rid, last, timeout=60)
+            assert st.state_hash == want_hash, f"replica {rid}: {st}"
+        assert len({h["Ringlog-Replica"] for _, _, h in batches}) >= 2
+    times.sort()
+    report.append(f"failover (kill -9 of the leader to the lease taken, lease_ttl "
+                  f"{cfg.lease_ttl} s): {trials} trials, max {max(times) * 1e3:.0f} ms, "
+                  f"median {statistics.median(times) * 1e3:.0f} ms, p99 "
+                  f"{times[min(len(times) - 1, int(len(times) * 0.99))] * 1e3:.0f} ms")
+
+
+def test_leader_kill9_under_load_standby_takes_over_with_outputs_exactly_once(
+        cluster_config: Any, tmp_path: Any, cluster_report: list[str]) -> None:
+    asyncio.run(asyncio.wait_for(_failovers(cluster_config(), tmp_path, TRIALS,
+                                            cluster_report), 240))
+
+
+@pytest.mark.stress
+def test_leader_kill9_hundred_trials_stress(cluster_config: Any, tmp_path: Any,
+                                            cluster_report: list[str]) -> None:
+    asyncio.run(asyncio.wait_for(_failovers(cluster_config(), tmp_path, 100,
+                                            cluster_report), 1200))
+
+
+def test_leader_paused_past_its_lease_publishes_nothing_after_waking(
+        cluster_config: Any, tmp_path: Any) -> None:
+    async def scenario() -> None:
+        cfg = cluster_config()
+        async with Shard(cfg, tmp_path) as shard:
+            shard.start("a")
+            assert await shard.leader(timeout=60) == "a"
+            shard.start("b")
+            load = Load(shard, rate=1500).start()
+            mark = await shard.watch.last_output_seq()
+            async def moved() -> bool:
+                return await shard.watch.last_output_seq() >= mark + 5
+            await shard.watch.wait(moved, "a publishing", 30)
+            paused = time.time()
+            shard.replicas["a"].pause()
+            assert await shard.leader(not_="a", since=paused) == "b"
+            await asyncio.sleep(cfg.lease_ttl * 2)  # well past a's lease
+            woke = time.time()
+            shard.replicas["a"].resume()
+            async def standby() -> bool:
+                st = await shard.watch.status("a")
+                return st is not None and st.role == "standby" and st.applied_seq > 0
+            await shard.watch.wait(standby, "a back as a standby", 30)
+            await asyncio.sleep(0.5)  # a keeps running under load next to b
+            last = await load.stop()
+            batches = await shard.all_outputs(last, timeout=60)
+            want = check_outputs(batches, load.commands[:load.sent], last)
+            after = [seq for seq, _, h in batches
+                     if h["Ringlog-Replica"] == "a" and _stamp(h) > woke]
+            assert after == [], f"a published {after} after it woke"
+            assert any(_stamp(h) > woke and h["Ringlog-Replica"] == "b"
+                       for _, _, h in batches)
+            for rid in ("a", "b"):
+                st = await shard.caught_up(rid, last, timeout=60)
+                assert st.state_hash == want
+    asyncio.run(asyncio.wait_for(scenario(), 180))
+
+
+def _stamp(headers: dict[str, str]) -> float:
+    """The server's time of a stream message (``Nats-Time-Stamp``, RFC 3339, ns)."""
+    from datetime import datetime
+
+    ts = headers["Nats-Time-Stamp"].rstrip("Z")
+    whole, _, frac = ts.partition(".")
+    t = datetime.fromisoformat(whole + "+00:00").timestamp()
+    return t + float("0." + (frac or "0"))

@@ -1,0 +1,87 @@
+"""Replicas joining and leaving: from an empty directory (the whole stream), after kill -9
+(the local journal, then the stream), and one whose state diverges (halted at the first
+checkpoint that differs, saying where)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from .helpers import Load, Shard, check_outputs
+
+
+def test_replica_from_an_empty_directory_catches_up_and_takes_over(
+        cluster_config: Any, tmp_path: Any) -> None:
+    async def scenario() -> None:
+        cfg = cluster_config()
+        async with Shard(cfg, tmp_path) as shard:
+            shard.start("a")
+            assert await shard.leader(timeout=60) == "a"
+            load = Load(shard, rate=3000).start()
+            await asyncio.sleep(1.0)
+            joined = shard.start("z")  # empty directory, joins while input flows
+            st = await shard.caught_up("z", 1, timeout=60)
+            assert st.role == "standby"
+            shard.replicas["a"].kill()
+            assert await shard.leader(not_="a") == "z"
+            await asyncio.sleep(0.5)
+            last = await load.stop()
+            batches = await shard.all_outputs(last, timeout=60)
+            want = check_outputs(batches, load.commands[:load.sent], last)
+            st = await shard.caught_up("z", last, timeout=60)
+            assert st.state_hash == want
+            assert json.loads(joined.output().splitlines()[0])["next_seq"] == 1
+            assert {h["Ringlog-Replica"] for _, _, h in batches} == {"a", "z"}
+    asyncio.run(asyncio.wait_for(scenario(), 180))
+
+
+def test_replica_killed_mid_stream_recovers_from_its_journal_then_the_stream(
+        cluster_config: Any, tmp_path: Any) -> None:
+    async def scenario() -> None:
+        cfg = cluster_config(checkpoint_every=5)
+        async with Shard(cfg, tmp_path) as shard:
+            shard.start("a")
+            assert await shard.leader(timeout=60) == "a"
+            b = shard.start("b")
+            load = Load(shard, rate=3000).start()
+            await shard.caught_up("b", 20, timeout=60)
+            b.kill()
+            await asyncio.sleep(0.5)  # the stream moves on without b
+            b = shard.start("b")
+            last = await load.stop()
+            st = await shard.caught_up("b", last, timeout=60)
+            started = json.loads([ln for ln in b.output().splitlines()
+                                  if '"started"' in ln][-1])
+            assert started["next_seq"] > 1  # resumed from its journal, not from the start
+            batches = await shard.all_outputs(last, timeout=60)
+            want = check_outputs(batches, load.commands[:load.sent], last)
+            assert st.state_hash == want
+    asyncio.run(asyncio.wait_for(scenario(), 180))
+
+
+def test_replica_whose_state_diverges_halts_at_the_first_checkpoint_naming_it(
+        cluster_config: Any, tmp_path: Any) -> None:
+    async def scenario() -> None:
+        cfg = cluster_config(checkpoint_every=5)
+        async with Shard(cfg, tmp_path) as shard:
+            shard.start("a")
+            assert await shard.leader(timeout=60) == "a"
+            load = Load(shard, rate=3000).start()
+            await shard.caught_up("a", 10, timeout=60)
+            bad = shard.start("bad", handler="tests.cluster.handlers:skewed_engine")
+            assert bad.proc is not None
+            code = await asyncio.get_running_loop().run_in_executor(None, bad.proc.wait, 60)
+            assert code == 3
+            events = [json.loads(ln) for ln in bad.output().splitlines()
+                      if ln.startswith("{")]
+            div = [e for e in events if e["event"] == "diverged"]
+            assert div and div[0]["stream_seq"] == 5 and div[0]["by"] == "a"
+            assert div[0]["mine"] != div[0]["recorded"]
+            st = await shard.watch.status("bad")
+            assert st is not None and st.role == "diverged"
+            assert "input stream sequence 5" in st.error
+            last = await load.stop()
+            batches = await shard.all_outputs(last, timeout=60)
+            check_outputs(batches, load.commands[:load.sent], last)
+    asyncio.run(asyncio.wait_for(scenario(), 180))

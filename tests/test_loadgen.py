@@ -1,0 +1,216 @@
+"""The load generator: its frames decode to the intended commands, answers are matched to
+their seqs, latency is corrected for coordinated omission, and a run against an echo peer
+answers everything."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ringlog import _wire
+from ringlog.bench.echo import EchoServer
+from ringlog.engine.flow import mixed_flow
+from ringlog.engine.records import COMMAND_DTYPE, FLAG_POST_ONLY, Command
+from ringlog.errors import ConfigError
+from ringlog.gateway.protocol import (
+    Ack,
+    Cancel,
+    Error,
+    FrameDecoder,
+    FrameEncoder,
+    Halted,
+    MarketData,
+    Modify,
+    NewOrder,
+    OpenOrdersEnd,
+    OrderInfo,
+    Report,
+)
+from ringlog.loadgen import LoadConfig, measure, plan_load, summarize_load
+
+
+def _decode(frames: bytes) -> list:
+    out = FrameDecoder().feed(frames)
+    assert all(type(m).__name__ != "ProtocolError" for m in out), out
+    return out
+
+
+def _expected(cmd: np.void, kind: int, seq: int) -> object:
+    if kind == Command.NEW:
+        return NewOrder(seq, int(cmd["order_id"]), int(cmd["symbol"]), int(cmd["side"]),
+                        int(cmd["qty"]), int(cmd["price"]), int(cmd["order_type"]),
+                        int(cmd["tif"]), bool(cmd["flags"] & FLAG_POST_ONLY), int(cmd["stp"]))
+    if kind == Command.CANCEL:
+        return Cancel(seq, int(cmd["order_id"]))
+    return Modify(seq, int(cmd["order_id"]), int(cmd["price"]), int(cmd["qty"]))
+
+
+def test_encode_orders_of_the_mixed_flow_decode_to_the_intended_messages():
+    cmds, kinds = mixed_flow(3000, seed=5)
+    assert {int(k) for k in kinds} == {Command.NEW, Command.CANCEL, Command.MODIFY}
+    frames = _wire.encode_orders(cmds.view(np.uint8), kinds, 100, 2900, 77)
+    got = _decode(frames)
+    assert got == [_expected(cmds[i], kinds[i], 77 + i - 100) for i in range(100, 2900)]
+
+
+def test_encode_orders_tags_match_the_protocol():
+    assert (NewOrder.__struct_config__.tag, Cancel.__struct_config__.tag,
+            Modify.__struct_config__.tag) == (4, 5, 6)
+    assert [c.__struct_config__.tag for c in (Ack, Report, Error, Halted, OrderInfo,
+                                              OpenOrdersEnd)] == [66, 67, 68, 69, 71, 72]
+
+
+_i64 = st.integers(-(1 << 63), (1 << 63) - 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([101, 102, 103]), st.integers(1, (1 << 32) - 1),
+                          _i64, _i64, st.integers(0, (1 << 32) - 1), st.integers(0, 255),
+                          st.integers(0, 255), st.booleans()), min_size=1, max_size=20),
+       st.integers(1, (1 << 40) - 100))
+def test_encode_orders_write_every_integer_width_as_msgspec_reads_it(rows, seq):
+    cmds = np.zeros(len(rows), COMMAND_DTYPE)
+    kinds = np.array([r[0] for r in rows], np.uint32)
+    for i, (_, oid, price, qty, sym, side, tif, post) in enumerate(rows):
+        cmds[i] = (oid, price, qty, 0, sym, side, 0, tif, FLAG_POST_ONLY if post else 0, side,
+                   b"\0\0\0", 0)
+    got = FrameDecoder().feed(_wire.encode_orders(cmds.view(np.uint8), kinds, 0, len(rows),
+                                                  seq))
+    assert got == [_expected(cmds[i], kinds[i], seq + i) for i in range(len(rows))]
+
+
+def test_encode_orders_names_a_command_that_is_no_order_message():
+    cmds = np.zeros(3, COMMAND_DTYPE)
+    kinds = np.array([101, 105, 101], np.uint32)
+    with pytest.raises(ValueError, match="command 1 has type 105"):
+        _wire.encode_orders(cmds.view(np.uint8), kinds, 0, 3, 1)
+    with pytest.raises(ValueError, match="outside"):
+        _wire.encode_orders(cmds.view(np.uint8), kinds, 2, 5, 1)
+
+
+def _answers() -> tuple[bytes, dict[int, int]]:
+    """Server frames of every kind; the seqs they answer (first answer wins) -> frame index."""
+    enc = FrameEncoder()
+    msgs = [Ack(3), Report(12, "accepted", 5), MarketData(1, 0, 1, 2, 3, 4),
+            Error(2, "bad \u00e9" * 40, 13), Report(12, "rested", 5, price=-5),
+            Halted(14, "breaker"), OrderInfo(15, 1, 1, 1, 10, 1, "open"), Ack(15),
+            OpenOrdersEnd(16, 0), Report(0, "trade", 7), Error(1, "no seq"),
+            Report(1 << 39, "accepted", 1), Cancel(17, 9)]
+    buf = bytearray()
+    for m in msgs:
+        enc.append(buf, m)
+    return bytes(buf), {12: 1, 13: 3, 14: 5, 15: 6, 16: 8, 17: 12}
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 2000), max_size=6))
+def test_answer_scanner_marks_the_first_answer_of_each_seq_across_any_split(cuts):
+    data, first = _answers()
+    done = np.zeros(8, np.int64)
+    sc = _wire.AnswerScanner(done, 10)  # seqs 10..17
+    bounds = [0, *sorted(c % (len(data) + 1) for c in cuts), len(data)]
+    for k, (a, b) in enumerate(itertools.pairwise(bounds)):
+        sc.feed(data[a:b], 1000 + k)
+    assert sc.frames == 13 and sc.bad == 0 and sc.acked == 15
+    assert sc.answered == 6 and sc.halted == 1 and sc.errors == 1
+    assert done[0] == done[1] == 0 and all(done[s - 10] > 0 for s in first)
+
+
+def test_answer_scanner_times_each_answer_by_the_read_that_completed_it():
+    data, _ = _answers()
+    done = np.zeros(8, np.int64)
+    sc = _wire.AnswerScanner(done, 10)
+    cut = data.index(b"\x93\x45\x0e")  # inside the Halted(14) frame
+    sc.feed(data[:cut + 1], 5)
+    sc.feed(data[cut + 1:], 9)
+    assert done[2] == 5 and done[4] == 9  # seq 12 completed in the first read, 14 later
+
+
+def test_summarize_load_corrects_for_coordinated_omission():
+    # 1000 messages at 1 kHz; a 100 ms stall at 500 ms: everything scheduled during it is
+    # answered when it ends. From the send time a closed loop would see ~0.1 ms for all.
+    intended = np.arange(1000, dtype=np.int64) * 1_000_000
+    done = intended + 100_000
+    stalled = (intended >= 500_000_000) & (intended < 600_000_000)
+    done[stalled] = 600_000_000 + 100_000
+    done[999] = 0  # never answered
+    doc, lat = summarize_load(intended, done, warmup_ns=0)
+    assert doc["sent"] == 1000 and doc["answered"] == 999 and doc["missing"] == 1
+    assert lat.size == 999
+    assert doc["latency_ns"]["p50"] == 100_000
+    assert doc["latency_ns"]["p99"] >= 90_000_000  # the stall, seen by 10% of the messages
+    assert doc["latency_ns"]["max"] == 100_100_000
+    doc2, lat2 = summarize_load(intended, done, warmup_ns=600_000_000)
+    assert lat2.size == 399 and doc2["latency_ns"]["max"] == 100_000
+
+
+def test_plan_load_splits_the_mixed_flow_by_account_and_keeps_every_command_once():
+    cfg = LoadConfig(tokens=["a", "b", "c"], connections=3, rate=10_000, duration=0.5,
+                     warmup=0.1)
+    plans = plan_load(cfg)
+    cmds, _kinds = mixed_flow(5000, seed=1, symbols=4)
+    assert sum(len(p.kinds) for p in plans) == 5000
+    for k, p in enumerate(plans):
+        assert ((p.commands["account"].astype(int) - 1) % 3 == k).all()
+        assert (np.diff(p.offsets) > 0).all()
+        ids = set(p.commands["order_id"][p.kinds == Command.NEW].tolist())
+        mine = p.commands["account"] <= 50  # a cancel by its owner targets this connection
+        follow = p.commands["order_id"][(p.kinds != Command.NEW) & mine]
+        assert set(follow.tolist()) <= ids
+    got = np.sort(np.concatenate([p.commands["order_id"] for p in plans]))
+    assert (got == np.sort(cmds["order_id"])).all()
+
+
+def test_load_config_names_the_bad_field():
+    with pytest.raises(ConfigError) as e:
+        LoadConfig(tokens=["a"], connections=2)
+    assert e.value.field == "LoadConfig.tokens"
+    with pytest.raises(ConfigError) as e:
+        LoadConfig(tokens=["a"], rate=0)
+    assert e.value.field == "LoadConfig.rate"
+    with pytest.raises(ConfigError) as e:
+        LoadConfig(tokens=["a"], pattern="burst")  # type: ignore[arg-type]
+    assert e.value.field == "LoadConfig.pattern"
+
+
+@pytest.mark.parametrize("pattern", ["mixed", "ioc", "rest_cancel"])
+def test_a_run_against_the_echo_peer_answers_every_order(pattern):
+    srv = EchoServer()
+    port = srv.start()
+    try:
+        doc, lat = measure(LoadConfig(port=port, tokens=["t", "u"], connections=2,
+                                      rate=20_000, duration=0.25, warmup=0.05,
+                                      pattern=pattern, drain_timeout=20))
+    finally:
+        srv.stop()
+    assert doc["sent"] == 5000 and doc["answered"] == 5000 and doc["missing"] == 0
+    assert doc["answer_frames"] == 5000 and doc["errors"] == doc["halted"] == 0
+    assert lat.size == doc["latency_ns"]["count"] > 0 and (lat > 0).all()
+    assert doc["client_cpu_ns_per_order"] > 0 and doc["server_cpu_ns_per_order"] is None
+
+
+def test_output_slots_yield_every_record_of_a_ring_batch_and_skip_unwatched_market_data():
+    from ringlog import Ring
+    from ringlog.engine.records import Report as R
+
+    ring = Ring(64, 128, producer="single")
+    c = ring.consumer()
+    sent = [(R.ACCEPTED, b"a" * 48, 7 << 40 | 3, 11), (R.L1, (5).to_bytes(4, "little") + b"x" * 36,
+             0, 12), (R.TRADE, b"t" * 64, 9, 13), (R.L2, (6).to_bytes(4, "little") + b"y" * 12,
+                                                      0, 14), (R.REJECTED, b"", 1, 15)]
+    for type_id, payload, corr, cause in sent:
+        ring.publish(payload, type_id, correlation_id=corr, producer_seq=cause)
+    batch = c.poll(timeout=1.0)
+    assert len(batch) == 5
+    block = batch.array.tobytes()
+    slots = _wire.OutputSlots(block, 128, {6: {"a session"}, 5: set()})
+    got = list(slots)
+    assert got == [(i, int(t), p, corr, cause) for i, (t, p, corr, cause) in enumerate(sent)
+                   if t != R.L1]
+    assert slots.count == 5 and slots.skipped == 1
+    with pytest.raises(ValueError, match="whole slots"):
+        _wire.OutputSlots(block[:-1], 128, {})

@@ -1,0 +1,101 @@
+"""The typed API and the error hierarchy: mypy --strict sees every top-level name with its real
+type (so a misspelt Literal is caught before the program runs), configuration errors name the
+field path at construction, and every error ringlog defines is a RingLogError and the builtin
+a Python user would catch."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import ringlog
+from ringlog import errors
+from ringlog.errors import ConfigError, RingLogError
+
+
+def test_mypy_strict_catches_misspelt_configuration_and_types_the_lazy_names(tmp_path):
+    snippet = tmp_path / "user_code.py"
+    snippet.write_text(textwrap.dedent("""\
+        from ringlog import Limit, ProcessorConfig, Ring, Journal
+
+        good = ProcessorConfig(durability="sync", wait="yielding")
+        capacity: int = Ring(64, producer="multi").capacity
+        cfg = ProcessorConfig(durability="fast")
+        lim = Limit(per="account", max_count=5, window_ns=10)
+        ring = Ring(64, producer="mutli")
+        name: str = Ring(64).capacity
+        Journal("j", durability="always")
+        """))
+    r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental",
+                        "--cache-dir", str(tmp_path / "cache"), str(snippet)],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    lines = {int(m) for m in re.findall(r"user_code\.py:(\d+): error:", r.stdout)}
+    # the good lines type-check; each bad one is an error (none is Any)
+    assert r.returncode == 1 and lines == {5, 6, 7, 8, 9}, r.stdout + r.stderr
+    assert "Literal['fast']" in r.stdout and "Literal['mutli']" in r.stdout
+
+
+def test_the_type_checking_imports_list_every_lazy_name():
+    tree = ast.parse(Path(ringlog.__file__).read_text())
+    typed = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.If)
+             and getattr(n.test, "id", "") == "TYPE_CHECKING"
+             for imp in n.body if isinstance(imp, ast.ImportFrom) for a in imp.names}
+    assert typed == set(ringlog._LAZY)
+
+
+def _error_classes():
+    import ringlog.breaker
+    import ringlog.engine.config
+
+    found = {c for m in (errors, ringlog.breaker, ringlog.engine.config)
+             for _, c in inspect.getmembers(m, inspect.isclass)
+             if issubclass(c, BaseException) and c.__module__.startswith("ringlog")
+             and c is not RingLogError}
+    return sorted(found, key=lambda c: c.__name__)
+
+
+@pytest.mark.parametrize("cls", _error_classes(), ids=lambda c: c.__name__)
+def test_every_error_is_a_ringlog_error_and_a_builtin(cls):
+    assert issubclass(cls, RingLogError)
+    builtins = [b for b in cls.__mro__ if b.__module__ == "builtins"
+                and b not in (Exception, BaseException, object)]
+    assert builtins, f"{cls.__name__} derives from no builtin a user would catch"
+
+
+@pytest.mark.parametrize(("build", "field", "error"), [
+    (lambda: ringlog.ProcessorConfig(durability="fast"), "ProcessorConfig.durability",
+     ConfigError),
+    (lambda: ringlog.Limit(per="account", max_count=5, window_ns=10), "Limit.per",
+     ringlog.BreakerConfigError),
+    (lambda: ringlog.Limit(max_count="5", window_ns=10), "Limit.max_count",
+     ringlog.BreakerConfigError),
+    (lambda: ringlog.RatioLimit(max_ratio=1.0, window_ns="x"), "RatioLimit.window_ns",
+     ringlog.BreakerConfigError),
+    (lambda: ringlog.BreakerConfig(limits=[ringlog.Limit(max_count=1, window_ns=1),
+                                           ringlog.Limit(max_count=0, window_ns=1)]),
+     "BreakerConfig.limits[1].max_count", ringlog.BreakerConfigError),
+    (lambda: ringlog.Breaker({"limits": [{"max_count": 1, "window_ns": "soon"}]}),
+     "BreakerConfig.limits[0].window_ns", ringlog.BreakerConfigError),
+    (lambda: ringlog.EngineConfig(symbols=[]), "EngineConfig.symbols",
+     ringlog.EngineConfigError),
+    (lambda: ringlog.SymbolSpec(symbol=1, max_price=10, band_pct=150), "SymbolSpec.band_pct",
+     ringlog.EngineConfigError),
+])
+def test_configuration_errors_name_the_field_path_at_construction(build, field, error):
+    with pytest.raises(error) as e:
+        build()
+    assert isinstance(e.value, ConfigError) and isinstance(e.value, ValueError)
+    assert e.value.field == field and str(e.value).startswith(field + ": ")
+
+
+def test_a_misspelt_ring_producer_fails_at_construction_naming_the_choices():
+    with pytest.raises(ringlog.RingError, match="'single' or 'multi', got 'mutli'") as e:
+        ringlog.Ring(64, producer="mutli")
+    assert isinstance(e.value, ValueError)
