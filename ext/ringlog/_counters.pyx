@@ -101,7 +101,7 @@ cdef inline int64_t _mono_ns() noexcept nogil:
 
 def _start_ticks(int pid):
     """The process's start time in clock ticks since boot (/proc/PID/stat field 22), or 0
-    where /proc is absent; None when the process does not exist."""
+    where /proc is absent; None when the process does not exist or is a zombie."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
@@ -110,7 +110,10 @@ def _start_ticks(int pid):
     except OSError:
         return 0
     try:  # the command name may hold spaces and parentheses: split after its last ')'
-        return int(stat[stat.rindex(b")") + 2:].split()[19])
+        fields = stat[stat.rindex(b")") + 2:].split()
+        if fields[0] in (b"Z", b"X"):
+            return None  # a zombie (killed, not yet reaped) is not a writer any more
+        return int(fields[19])
     except (ValueError, IndexError):
         return 0
 
