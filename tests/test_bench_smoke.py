@@ -20,7 +20,13 @@ def test_bench_target_smoke_run_returns_rows(target):
     for r in rows:
         assert r["target"] == target and r["unit"]
         if r.get("median") is not None:
-            assert r["median"] > 0 or (r["unit"] == "bytes" and r["median"] >= 0)
+            # a size may be zero and a backlog may shrink; every rate and time is positive
+            if r["name"].endswith("_backlog_growth"):
+                pass
+            elif r["unit"] == "bytes":
+                assert r["median"] >= 0
+            else:
+                assert r["median"] > 0
             assert r["min"] <= r["median"] <= r["max"] and r["runs"]
     doc = results.new_document({"runs": 1, "smoke": True, "targets": [target]})
     doc["results"] = rows

@@ -82,7 +82,7 @@ BAD = [
     (["bench", "--handler", H, "--event-size", "0"], "size must be a whole number above 0"),
     (["bench", "--handler", H, "--event-size", "1.5"], "size must be a whole number"),
     (["bench", "--handler", H, "--duration", "-1"], "seconds must be above 0"),
-    (["bench", "nope"], "unknown bench target"),
+    (["bench", "nope"], "unknown target(s) nope; choose from ring, journal"),
     (["bench", "compare", "/nonexistent/a.json", "/nonexistent/b.json"],
      "/nonexistent/a.json: No such file or directory (errno 2, ENOENT)"),
     (["bench", "compare", "only-one.json"], "usage: ringlog bench compare"),
@@ -228,3 +228,16 @@ def test_one_spelling_of_rates_and_sizes_everywhere():
     assert p.parse_args(["bench", "--rate", "50k"]).rate == [50_000.0]
     args = p.parse_args(["bench", "--event-size", "1KiB", "--ring-size", "16KiB"])
     assert (args.event_size, args.ring_size) == (1024, 16384)
+
+
+def test_a_journal_error_from_the_system_is_a_usage_exit_with_its_errno(small_journal,
+                                                                        monkeypatch, capsys):
+    from ringlog.errors import JournalError
+
+    def refuse(*a, **k):
+        raise JournalError(f"cannot open journal {small_journal}: Permission denied (errno 13)",
+                           errno=13, path=str(small_journal))
+
+    monkeypatch.setattr(journaltool, "info", refuse)
+    rc, err, _ = run(["journal", "info", small_journal], capsys)
+    assert rc == 2 and err.count("\n") == 1 and "errno 13" in err and str(small_journal) in err

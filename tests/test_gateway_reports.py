@@ -95,16 +95,25 @@ def test_fills_made_while_away_arrive_after_the_reconnect_once_and_in_order(tmp_
 
 def test_fills_made_while_away_arrive_after_a_server_restart_too(tmp_path):
     with running(tmp_path) as g:
-        a = run(rest_and_leave(g.gateway.address))
+        a = run(rest_and_leave(g.gateway.address, 6))
         run(hit(g.gateway.address))
 
     async def after(addr):
         await a.reconnect(host=addr[0], port=addr[1])
         check_fills(await drain_events(a))
+        await hit(addr, 1)  # live after the restart: its report seq is the journal's too
+        (live,) = await drain_events(a)
         await a.close_and_wait()
+        return live
 
     with running(tmp_path) as g:
-        run(after(g.gateway.address))
+        live = run(after(g.gateway.address))
+        out = g.gateway.processor.output.path
+    records = {rec.sequence: (rec.type_id, bytes(rec.payload))
+               for rec in JournalReader(out).records(0)}
+    type_id, payload = records[(live.rseq - 1) // 2]
+    assert type_id == R.TRADE and live.rseq % 2 == 0  # the maker's side of that trade
+    assert TRADE.unpack(payload)[1] & 0xFFFFFFFF == live.order_id == 6
 
 
 def test_report_seqs_are_the_output_journals_and_live_equals_replayed(tmp_path):

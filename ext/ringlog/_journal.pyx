@@ -613,12 +613,8 @@ cdef class JournalAppender:
                                    "reopen it to continue from what is durable")
         if self.pos + need <= self.seg.size:
             return 0
-        if SEG_HEADER_SIZE + need > self.seg.size:
-            with gil:
-                raise JournalError(f"a record of {need} bytes cannot fit a segment of "
-                                   f"{self.seg.size} bytes; use a larger segment_size")
-        with gil:
-            self.owner._roll(self)
+        with gil:  # the owner sizes the next segment to fit, or refuses the record
+            self.owner._roll(self, need)
         return 0
 
     cdef void _write(self, const rl_header* h, const char* payload) noexcept nogil:
@@ -781,7 +777,9 @@ cdef class JournalAppender:
         sequence. Every payload is checked first: a bad one appends nothing."""
         cdef Py_buffer buf
         cdef rl_header h
-        cdef Py_ssize_t room = self.seg.size - SEG_HEADER_SIZE
+        # segments grow up to the owner's segment_size: the largest record that can fit
+        cdef Py_ssize_t room = getattr(self.owner, "segment_size", self.seg.size) \
+            - SEG_HEADER_SIZE
         items = []
         for i, p in enumerate(payloads):
             try:
@@ -791,7 +789,7 @@ cdef class JournalAppender:
                     from None
             if REC_PREFIX + _align8(RL_HEADER_SIZE + v.nbytes) > room:
                 raise JournalError(f"payload {i}: a record of {v.nbytes} bytes cannot fit a "
-                                   f"segment of {self.seg.size} bytes; use a larger "
+                                   f"segment of {room + SEG_HEADER_SIZE} bytes; use a larger "
                                    "segment_size")
             items.append(v)
         memset(&h, 0, sizeof(h))

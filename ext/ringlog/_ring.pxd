@@ -106,7 +106,7 @@ cdef class Ring:
                                   int64_t corr, uint32_t flags, int64_t t) except? -3
     cdef int64_t min_gating(self, int64_t floor) noexcept nogil
     cdef void signal(self) noexcept nogil
-    cdef int wait_step(self, int spins, int64_t deadline) noexcept nogil
+    cdef int wait_step(self, int spins, int64_t deadline, int64_t wrap) noexcept nogil
     cdef int64_t highest_published(self, int64_t lo, int64_t hi) noexcept nogil
     cdef int64_t _claim_mp(self, int64_t n, int64_t deadline, bint once) noexcept nogil
     cdef int64_t _claim_sp(self, int64_t n, int64_t deadline, bint once) noexcept nogil

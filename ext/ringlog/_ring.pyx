@@ -363,16 +363,29 @@ cdef class Ring:
                     m = v
         return floor if m == INT64_MAX else m
 
-    cdef int wait_step(self, int spins, int64_t deadline) noexcept nogil:
-        """One backoff step of a producer waiting for space; 1 when out of time or closed."""
+    cdef int wait_step(self, int spins, int64_t deadline, int64_t wrap) noexcept nogil:
+        """One backoff step of a producer waiting until every consumer has passed ``wrap``
+        (space to claim); 1 when out of time or closed. Blocking rings sleep on the futex
+        the consumers signal as they release slots (no polling wake-ups on a full ring)."""
+        cdef int64_t left = 1000000
+        cdef int32_t token
         if self.hdr.closed:
             return 1
-        if deadline >= 0 and rl_now_ns() >= deadline:
-            return 1
+        if deadline >= 0:
+            left = deadline - rl_now_ns()
+            if left <= 0:
+                return 1
         if spins < 100:
             rl_cpu_relax()
         elif spins < 200 or self.wait_kind == BUSY_SPIN:
             rl_yield()
+        elif self.wait_kind == BLOCKING:
+            rl_fetch_add32(&self.hdr.wake.waiters, 1)
+            rl_fence()  # pairs with the consumer's fence in signal() (Dekker)
+            token = rl_load_acquire32(&self.hdr.wake.signal)
+            if self.min_gating(wrap) < wrap and not rl_load_acquire32(&self.hdr.closed):
+                rl_futex_wait(&self.hdr.wake.signal, token, min(left, 1000000))
+            rl_fetch_add32(&self.hdr.wake.waiters, -1)
         else:
             rl_sleep_ns(20000)
         return 0
@@ -398,7 +411,7 @@ cdef class Ring:
                 break
             if once:
                 return RL_TIMEOUT
-            if self.wait_step(spins, deadline):
+            if self.wait_step(spins, deadline, wrap):
                 return RL_CLOSED if self.hdr.closed else RL_TIMEOUT
             spins += 1
         p.next_value = next_seq
@@ -417,7 +430,7 @@ cdef class Ring:
                 if wrap > gating:
                     if once:
                         return RL_TIMEOUT
-                    if self.wait_step(spins, deadline):
+                    if self.wait_step(spins, deadline, wrap):
                         return RL_CLOSED if self.hdr.closed else RL_TIMEOUT
                     spins += 1
                     continue
@@ -599,7 +612,7 @@ cdef class Ring:
         import numpy as np
 
         cdef Py_buffer buf
-        cdef Py_ssize_t size = record_size, room = self.slot_size - RL_HEADER_SIZE, n, i
+        cdef Py_ssize_t size = record_size, room = self.slot_size - RL_HEADER_SIZE, n
         if size <= 0:
             size = getattr(records, "itemsize", 0)
             if getattr(records, "ndim", 1) != 1 or size <= 0:
@@ -626,11 +639,12 @@ cdef class Ring:
                                   const uint32_t[::1] tids, const int64_t[::1] tss,
                                   int64_t corr, uint32_t flags, int64_t t) except? -3:
         cdef int64_t hi = -1, lo, s, chunk
-        cdef Py_ssize_t i = 0
+        cdef int64_t step = max(1, self.capacity // 8)  # claims of an eighth of the ring:
+        cdef Py_ssize_t i = 0                            # the consumer overlaps the copying
         cdef rl_header* h
         with nogil:
             while i < n:
-                chunk = min(n - i, self.capacity)
+                chunk = min(n - i, step)
                 hi = self.claim(chunk, t)
                 if hi < -1:
                     break

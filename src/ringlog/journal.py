@@ -41,6 +41,7 @@ __all__ = ["Journal", "JournalReader", "JournalTailer", "Record", "RecoveryDecis
 log = logging.getLogger("ringlog.journal")
 
 _POLICIES = {"none": 0, "group": 1, "sync": 2}
+FIRST_SEGMENT_SIZE = 1 << 20  # the first segment of a journal; each next one doubles
 _SCAN_OK, _SCAN_END, _SCAN_UNTERMINATED = 0, 1, 6
 _IDX_MAGIC = b"RLJIDX01"
 _IDX_HEAD = struct.Struct("<8sIIqqq")  # magic, count, pad, last seq, end offset, max ts
@@ -386,7 +387,8 @@ class Journal:
                  group_events: int = 1, group_ms: float = 2.0,
                  registry: EventRegistry | None = None, first_sequence: int = 0,
                  index_every: int = 1024,
-                 prefault: bool | Literal["write", "read"] = True) -> None:
+                 prefault: bool | Literal["write", "read"] = True,
+                 first_segment_size: int | None = None) -> None:
         if durability not in _POLICIES:
             raise ValueError(f"durability must be one of {sorted(_POLICIES)}, got "
                              f"{durability!r}")
@@ -395,6 +397,14 @@ class Journal:
                              f"{2 * HEADER_SIZE}, got {segment_size}")
         if group_ms <= 0 or group_events < 1:
             raise ValueError("group_ms must be > 0 and group_events >= 1")
+        # segments grow: a short-lived journal stays small on disk (docs/journal-format.md)
+        if first_segment_size is None:
+            first_segment_size = min(segment_size, FIRST_SEGMENT_SIZE)
+        if first_segment_size < 2 * HEADER_SIZE or first_segment_size % 4096 \
+                or first_segment_size > segment_size:
+            raise ValueError(f"first_segment_size must be a multiple of 4096 in "
+                             f"{2 * HEADER_SIZE}..segment_size, got {first_segment_size}")
+        self.first_segment_size = first_segment_size
         self.path = Path(path)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -519,9 +529,27 @@ class Journal:
         log.warning("journal %s: recovery: %s %s (offset %d, sequence %d, %d bytes): %s",
                     self.path, d.action, d.path, d.offset, d.sequence, d.bytes, d.reason)
 
-    def _new_segment(self, first: int) -> Segment:
-        seg = self._take_prepared() or Segment.prepare(self.path / "roll.tmp",
-                                                       self.segment_size)
+    def _next_size(self, need: int = 0) -> int:
+        """The size of the next segment: the first is ``first_segment_size``, each next one
+        twice the current, up to ``segment_size``, and large enough for a record of
+        ``need`` bytes (JournalError if even ``segment_size`` is not)."""
+        if HEADER_SIZE + need > self.segment_size:
+            raise JournalError(f"a record of {need} bytes cannot fit a segment of "
+                               f"{self.segment_size} bytes; use a larger segment_size")
+        cur = self._appender.segment
+        size = self.first_segment_size if cur is None else min(self.segment_size,
+                                                               max(self.first_segment_size,
+                                                                   2 * cur.size))
+        return max(size, (HEADER_SIZE + need + 4095) & ~4095)
+
+    def _new_segment(self, first: int, size: int | None = None) -> Segment:
+        size = self._next_size() if size is None else size
+        seg = self._take_prepared()
+        if seg is not None and seg.size < size:  # prepared for a smaller record
+            durable.unlink(seg.path)
+            seg = None
+        if seg is None:
+            seg = Segment.prepare(self.path / "roll.tmp", size)
         seg.seal_header(first, self._schema, time.time_ns(), self._appender.durable_sequence)
         # the header is on disk before the name is (whatever the policy): a segment under its
         # final name always has a valid header, so a damaged one is never a crash's doing
@@ -535,8 +563,10 @@ class Journal:
         seg, self._prepared = self._prepared, None
         return seg
 
-    def _roll(self, appender: JournalAppender) -> None:
-        """Called by the appender (with the GIL) when the next record does not fit."""
+    def _roll(self, appender: JournalAppender, need: int = 0) -> None:
+        """Called by the appender (with the GIL) when the next record (``need`` bytes) does
+        not fit."""
+        size = self._next_size(need)  # before anything changes: a record too large refuses
         old = appender.segment
         last = appender.next_sequence - 1  # mid-batch, last_sequence is not yet published
         _write_index(Path(old.path), last, appender.pos, appender.max_timestamp,
@@ -545,7 +575,7 @@ class Journal:
             # sealed means on disk: a power loss may tear only the last segment's tail
             old.sync()
         with self._lock:
-            new = self._new_segment(last + 1)
+            new = self._new_segment(last + 1, size)
             if self.durability == "group":
                 self._retired.append(old)
             appender.attach(new, HEADER_SIZE, last + 1)
@@ -592,7 +622,7 @@ class Journal:
         try:
             # a fresh name each time: the segment taken last may not be renamed yet
             seg = Segment.prepare(self.path / f"prepared-{time.monotonic_ns()}.tmp",
-                                  self.segment_size)
+                                  self._next_size())
         except JournalError as e:
             if not self._prepare_failing:  # once per change of state, not every few ms
                 log.warning("journal %s: could not prepare the next segment: %s (retrying; "

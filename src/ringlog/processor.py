@@ -379,7 +379,7 @@ class Processor:
             raise RingLogError(f"start() on a processor that is {self._state}")
         c = self.config
         inline = self.topology == "inline"
-        listeners = bool(self._on_output or self._on_output_batch)
+        listeners = bool(self._on_output or self._on_output_batch or self._on_output_slots)
         self._in = Ring(c.ring_capacity, c.slot_size, producer="multi", wait=c.wait)
         self._lc = self._in.consumer() if inline else None
         self._jc = self._lc or self._in.consumer()

@@ -93,8 +93,8 @@ def judge_tail(seg: Segment, off: int, nxt: int, status: int, durable: int) -> T
         if durable >= nxt:
             return TailVerdict(
                 "corrupt", path, off, nxt, off, durable, durable, "durable records missing",
-                f"{path}: the records end at byte offset {off} (sequence {nxt - 1}) but the "
-                f"durable mark says {durable}: durable records {nxt}..{durable} are missing "
+                f"{path}: the records end at byte offset {off} (after sequence {nxt - 1}) but "
+                f"the durable mark says {durable}: durable records {nxt}..{durable} are missing "
                 "(lost writes or zeroed pages); refusing to truncate or append over them")
         return TailVerdict("clean", path, off, nxt, off, durable, -1, "", "")
     reason = _WHY.get(status, "data after the last record's missing length word"

@@ -145,6 +145,7 @@ def soak(tmp_path, seconds: float, seed: int) -> None:
             f"unexpected {sorted(got - expected[t.account])[:10]}")
 
 
+@pytest.mark.timeout(600)  # the long form trades for 300 s, then checks
 def test_reconnecting_traders_get_every_fill_once_and_no_misrouted_answer(tmp_path, request):
     long = "stress" in (request.config.getoption("markexpr") or "")
     soak(tmp_path, 300.0 if long else 4.0, seed=1)

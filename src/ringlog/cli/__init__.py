@@ -94,7 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except RingLogError as e:
         print(f"ringlog {key}: {e}", file=sys.stderr)
-        return EXIT_FAILED
+        # a journal or snapshot the system refused (EACCES, ENOENT...) is the operator's
+        # path, not a failed check
+        return EXIT_USAGE if isinstance(e, OSError) and e.errno else EXIT_FAILED
     except OSError as e:  # a path the user named that the system refused: one line, no trace
         print(f"ringlog {key}: {os_error(e)}", file=sys.stderr)
         return EXIT_USAGE
