@@ -13,7 +13,7 @@ $(PY):
 
 # Reinstall when the build inputs change; editable, so src/ is the package.
 $(STAMP): $(PY) pyproject.toml setup.py $(shell find ext -name '*.pyx' -o -name '*.pxd' -o -name '*.h' -o -name '*.pxi' 2>/dev/null)
-	$(PY) -m pip install -q -e '.[test,bench,cluster]'
+	$(PY) -m pip install -q -e '.[test,bench,cluster,metrics]'
 	@touch $(STAMP)
 
 # An extra's requirements (lint tools, benchmark peers) as pyproject.toml lists them,

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -251,3 +252,19 @@ def test_counters_reader_matches_a_model_under_allocate_set_free(tmp_path_factor
                 live[label].set(value)
                 model[label] = value
             assert r.values() == model
+
+
+def test_counters_killed_writer_not_yet_reaped_reads_as_dead_and_is_replaced(tmp_path):
+    path = tmp_path / "counters"
+    with _python(WRITER, path, "run") as w:
+        assert w.stdout.readline().strip() == "ready"
+        os.kill(w.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        stat = Path(f"/proc/{w.pid}/stat")
+        while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the killed writer never became a zombie"
+            time.sleep(0.01)
+        # a zombie until its parent (we) reaps it: already not a writer
+        assert CountersReader(path).writer_status() == "dead"
+        with CountersManager.create(path):  # a restart may take the file at once
+            assert CountersReader(path).writer_pid == os.getpid()

@@ -1,14 +1,16 @@
 """The processor's counters file: every stage stores its figures at its batch ends."""
 
 import os
+import time
 
 import msgspec
 import pytest
 from test_processor import CFG, MS, Summer, ev, run
 
-from ringlog._counters import GAUGE, SEQUENCE, STATE, TOTAL, CountersReader
+from ringlog._counters import AGE_BUCKETS, GAUGE, SEQUENCE, STATE, TOTAL, CountersReader
 from ringlog.breaker import Breaker, BreakerConfig, Limit
 from ringlog.processor import Processor, ProcessorConfig
+from ringlog.stat import histograms, quantile
 
 
 def _values(path):
@@ -91,3 +93,29 @@ def test_processor_without_counters_makes_no_counters_file(tmp_path):
     _, outs, p = run(tmp_path, range(10), config=cfg)
     assert len(outs) == 10 and p.counters is None
     assert not (tmp_path / "counters").exists()
+
+
+def test_processor_counters_age_histogram_counts_each_batch_by_event_age(tmp_path):
+    cfg = msgspec.structs.replace(CFG, topology="staged")
+    p = Processor(Summer(), tmp_path, cfg)
+    p.start()
+    for v in range(200):  # stamped 5 ms in the past: every batch's last event is >= 5 ms old
+        p.publish(ev(v), 5, timestamp_ns=time.time_ns() - 5_000_000)
+    p.drain(timeout=30)
+    p.stop()
+    r = CountersReader(tmp_path / "counters")
+    values = r.values()
+    types = {c.label: c.type_id for c in r.read()}
+    (buckets,) = histograms(values, types).values()
+    assert len(buckets) == len(AGE_BUCKETS) + 1 and buckets[-1][0] == float("inf")
+    assert sum(n for _, n in buckets) == values["logic.batches"]
+    assert all(n == 0 for bound, n in buckets if bound <= 1 << 22)  # none under 4.2 ms
+    assert quantile(buckets, 0.5) >= 1 << 23
+
+
+def test_stat_quantile_picks_the_bucket_holding_the_rank():
+    b = [(1024.0, 5), (2048.0, 0), (4096.0, 4), (float("inf"), 1)]
+    assert quantile(b, 0.5) == 1024.0
+    assert quantile(b, 0.51) == 4096.0
+    assert quantile(b, 0.99) == float("inf")
+    assert quantile([(1024.0, 0)], 0.5) is None

@@ -7,6 +7,7 @@
 #
 # A stage without counters points at a private int64 instead, so the store needs no branch.
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
 
 from ringlog.includes.atomics cimport rl_load_acquire, rl_load_relaxed, rl_store_release
 
@@ -118,15 +119,37 @@ cdef enum:
     LS_BREAKER_TRIPS = 8
     LS_BREAKER_HELD = 9
     LS_KILLS = 10
+    LS_AGE = 11          # 28 buckets of event age at handling: < 2^10 ns, < 2^11, ..., rest
+    LS_AGE_BUCKETS = 28
 cdef enum:
-    STAGE_MAX = 16
+    STAGE_MAX = 40
+
+
+cdef extern from *:
+    int __builtin_clzll(unsigned long long x) nogil
+
+
+# the age bucket of `age_ns` (< 2^10 ns is bucket 0; 2^36 ns and over the last)
+cdef inline int age_bucket(int64_t age_ns) noexcept nogil:
+    cdef int b
+    if age_ns < 1024:
+        return 0
+    b = 63 - __builtin_clzll(<unsigned long long>age_ns) - 9
+    return b if b < LS_AGE_BUCKETS - 1 else LS_AGE_BUCKETS - 1
+
+
+# CLOCK_REALTIME ns: the clock producers stamp events with (Processor.publish)
+cdef inline int64_t wall_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
 cdef class StageCounters:
     # A stage's counters, stored by the stage thread at its batch ends. A slot with no counter
     # (no counters file) points into `spare`, so a store never needs a branch.
-    cdef int64_t* slot[16]
-    cdef int64_t spare[16]
+    cdef int64_t* slot[40]
+    cdef int64_t spare[40]
     cdef readonly list counters
     cdef readonly str kind
 

@@ -26,7 +26,7 @@ from libc.string cimport memcpy, memset
 from posix.fcntl cimport O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, open as c_open
 from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
 from posix.stat cimport fstat, struct_stat
-from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from posix.unistd cimport close as c_close, ftruncate
 
 from ringlog.includes.atomics cimport (
@@ -46,12 +46,17 @@ cdef extern from "ringwait.h" nogil:
     void rl_futex_wake_all(int32_t *word)
 
 __all__ = [
-    "GAUGE", "LAYOUT_VERSION", "LABEL_MAX", "SEQUENCE", "STAGE_COUNTERS", "STATE", "TOTAL",
+    "AGE_BUCKETS", "BUCKET", "GAUGE", "LAYOUT_VERSION", "LABEL_MAX", "SEQUENCE",
+    "STAGE_COUNTERS", "STATE", "TOTAL",
     "Counter", "CounterValue", "CountersError", "CountersManager", "CountersReader",
     "CountersVersionError", "StageCounters",
 ]
 
-TOTAL, SEQUENCE, GAUGE, STATE = 1, 2, 3, 4
+TOTAL, SEQUENCE, GAUGE, STATE, BUCKET = 1, 2, 3, 4, 5
+# A histogram is BUCKET counters labelled "<name>:<upper bound>" (a count of observations
+# below that bound and at or above the previous one); AGE_BUCKETS bounds the loop's
+# event-age histogram in ns: powers of two from 1 us to ~69 s, the last one open.
+AGE_BUCKETS = tuple(1 << k for k in range(10, 37))
 LAYOUT_VERSION = RL_COUNTERS_VERSION
 LABEL_MAX = RL_COUNTER_LABEL_MAX
 _LINE = 128
@@ -65,7 +70,8 @@ STAGE_COUNTERS = {
     "logic": (("sequence", SEQUENCE), ("batches", TOTAL), ("processed", TOTAL),
               ("outputs", TOTAL), ("published", TOTAL), ("dead_letters", TOTAL),
               ("duplicates", TOTAL), ("breaker_state", STATE), ("breaker_trips", TOTAL),
-              ("breaker_held", GAUGE), ("kills", TOTAL)),
+              ("breaker_held", GAUGE), ("kills", TOTAL))
+    + tuple((f"age_ns:{b}", BUCKET) for b in AGE_BUCKETS) + (("age_ns:inf", BUCKET),),
 }
 
 
@@ -93,15 +99,9 @@ cdef inline int64_t _mono_ns() noexcept nogil:
     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
-cdef inline int64_t _now_ns() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
-
-
 def _start_ticks(int pid):
     """The process's start time in clock ticks since boot (/proc/PID/stat field 22), or 0
-    where /proc is absent; None when the process does not exist."""
+    where /proc is absent; None when the process does not exist or is a zombie."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
@@ -110,7 +110,10 @@ def _start_ticks(int pid):
     except OSError:
         return 0
     try:  # the command name may hold spaces and parentheses: split after its last ')'
-        return int(stat[stat.rindex(b")") + 2:].split()[19])
+        fields = stat[stat.rindex(b")") + 2:].split()
+        if fields[0] in (b"Z", b"X"):
+            return None  # a zombie (killed, not yet reaped) is not a writer any more
+        return int(fields[19])
     except (ValueError, IndexError):
         return 0
 
@@ -269,7 +272,7 @@ cdef class CountersManager:
         h.total_size = size
         h.writer_pid = os.getpid()
         h.writer_start_ticks = _start_ticks(os.getpid()) or 0
-        h.created_ns = _now_ns()
+        h.created_ns = wall_ns()
         h.heartbeat_ns.value = h.created_ns
         h.writer_state.value = RL_WRITER_RUNNING
         rl_store_release(<int64_t*>&h.magic, <int64_t>RL_COUNTERS_MAGIC)
@@ -289,7 +292,7 @@ cdef class CountersManager:
         cdef rl_counters_header* h = self._map.hdr
         with nogil:  # a futex sleep between beats: close() wakes it at once
             while rl_load_acquire32(&self._stop) == 0:
-                rl_store_release(&h.heartbeat_ns.value, _now_ns())
+                rl_store_release(&h.heartbeat_ns.value, wall_ns())
                 rl_futex_wait(&self._stop, 0, interval)
 
     @property

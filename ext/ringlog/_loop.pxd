@@ -85,7 +85,7 @@ cdef class LogicCore:
     cdef int _kill_on_trip(self) except -1
     cdef object _kill(self, object key, bint by_trip)
     cdef int _after(self, int64_t seq) except -1
-    cdef void _store_counters(self, int64_t seq) noexcept
+    cdef void _store_counters(self, int64_t seq, int64_t ts) noexcept
     cdef bint _rare(self, const rl_header* h) noexcept
     cdef int _flush_scratch(self) except -1
     cdef int _ring_run(self, Ring ring, int64_t lo, int64_t hi, int64_t base) except -1

@@ -30,9 +30,10 @@ from libc.string cimport memcpy, memset
 
 from ringlog._breaker cimport BR_OPEN, BR_PASS, BR_THROTTLE, BR_TRIPPED, BreakerCore
 from ringlog._counters cimport (
-    JS_BACKLOG, JS_BATCHES, JS_DURABLE, JS_SEQUENCE, LS_BATCHES, LS_BREAKER_HELD,
+    JS_BACKLOG, JS_BATCHES, JS_DURABLE, JS_SEQUENCE, LS_AGE, LS_BATCHES, LS_BREAKER_HELD,
     LS_BREAKER_STATE, LS_BREAKER_TRIPS, LS_DEAD_LETTERS, LS_DUPLICATES, LS_KILLS, LS_OUTPUTS,
-    LS_PROCESSED, LS_PUBLISHED, LS_SEQUENCE, StageCounters, counter_add, counter_set,
+    LS_PROCESSED, LS_PUBLISHED, LS_SEQUENCE, StageCounters, age_bucket, counter_add,
+    counter_set, wall_ns,
 )
 from ringlog._handler cimport CyEventHandler, Emitter
 from ringlog._journal cimport REC_PREFIX, SCAN_OK, JournalAppender, Segment
@@ -605,13 +606,16 @@ cdef class LogicCore:
                         lo = -1
             consumer.set_sequence(avail)
             nxt = avail + 1
-            self._store_counters(base + avail)
+            h = <const rl_header*>ring.slot(avail)
+            self._store_counters(base + avail, h.timestamp_ns)
             if was_open and self.pending_from < 0 and self._on_resume is not None:
                 self._on_resume()
 
-    cdef void _store_counters(self, int64_t seq) noexcept:
-        """The loop's counters at a batch end: release stores into the counters file."""
+    cdef void _store_counters(self, int64_t seq, int64_t ts) noexcept:
+        """The loop's counters at a batch end: release stores into the counters file; the
+        age histogram counts how old (wall clock) the batch's last event was when handled."""
         cdef int64_t** c = self.counters.slot
+        counter_add(c[LS_AGE + age_bucket(wall_ns() - ts)], 1)
         cdef BreakerCore b = self.breaker
         counter_set(c[LS_SEQUENCE], seq)
         counter_add(c[LS_BATCHES], 1)

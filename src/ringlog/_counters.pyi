@@ -11,6 +11,8 @@ TOTAL: int
 SEQUENCE: int
 GAUGE: int
 STATE: int
+BUCKET: int
+AGE_BUCKETS: tuple[int, ...]
 LAYOUT_VERSION: int
 LABEL_MAX: int
 STAGE_COUNTERS: dict[str, tuple[tuple[str, int], ...]]

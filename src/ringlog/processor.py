@@ -394,6 +394,15 @@ class Processor:
             self._oc = self._out.consumer()
             self._loop.set_outputs(self._out, None)
         self._open_counters()
+        if c.admin:  # before any thread starts: a socket that cannot be made fails start()
+            from .admin import AdminServer
+
+            try:
+                self._admin = AdminServer(self, self.directory)
+            except RingLogError:
+                if self.counters is not None:
+                    self.counters.close()
+                raise
         self._write_manifest()
         self._state = "running"
         stages: list[tuple[str, Callable[[], None]]] = [("loop", self._run_logic)]
@@ -406,10 +415,6 @@ class Processor:
                                  name=f"ringlog-{name}", daemon=True)
             t.start()
             self._threads.append(t)
-        if c.admin:
-            from .admin import AdminServer
-
-            self._admin = AdminServer(self, self.directory)
 
     def _open_counters(self) -> None:
         """Makes ``DIR/counters`` (with ``config.counters``) and the stages' counters in it;

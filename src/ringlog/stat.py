@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from ._counters import GAUGE, SEQUENCE, STATE, TOTAL, CountersReader
+from ._counters import BUCKET, GAUGE, SEQUENCE, STATE, TOTAL, CountersReader
 
-__all__ = ["COUNTERS_FILE", "Sample", "derive", "open_reader", "render", "run_stat", "sample"]
+__all__ = ["COUNTERS_FILE", "Sample", "derive", "histograms", "open_reader", "quantile",
+           "render", "run_stat", "sample"]
 
 COUNTERS_FILE = "counters"
 BREAKER_STATES = {-1: "none", 0: "closed", 1: "open", 2: "half_open"}
@@ -35,7 +36,8 @@ LAGS = {
     "logic.lag": ("journal.sequence", "logic.sequence", 0),
     "output.lag": ("logic.published", "output.sequence", 1),
 }
-_TYPE_NAMES = {TOTAL: "total", SEQUENCE: "sequence", GAUGE: "gauge", STATE: "state"}
+_TYPE_NAMES = {TOTAL: "total", SEQUENCE: "sequence", GAUGE: "gauge", STATE: "state",
+               BUCKET: "bucket"}
 _HOME, _CLEAR = "\x1b[H", "\x1b[J"
 
 
@@ -69,6 +71,33 @@ def sample(reader: CountersReader) -> Sample:
                   {c.label: c.type_id for c in cs})
 
 
+def histograms(values: dict[str, int], types: dict[str, int]
+               ) -> dict[str, list[tuple[float, int]]]:
+    """BUCKET counters grouped by histogram: ``{name: [(upper bound, count), ...]}`` in
+    bound order (``inf`` last)."""
+    out: dict[str, list[tuple[float, int]]] = {}
+    for label, v in values.items():
+        if types.get(label) == BUCKET and ":" in label:
+            name, bound = label.rsplit(":", 1)
+            out.setdefault(name, []).append((float(bound), v))
+    for buckets in out.values():
+        buckets.sort()
+    return out
+
+
+def quantile(buckets: list[tuple[float, int]], q: float) -> float | None:
+    """The upper bound of the bucket holding quantile ``q`` (None: no observation)."""
+    total = sum(n for _, n in buckets)
+    if not total:
+        return None
+    seen = 0
+    for bound, n in buckets:
+        seen += n
+        if seen >= q * total:
+            return bound
+    return buckets[-1][0]
+
+
 def derive(prev: Sample | None, cur: Sample) -> dict[str, Any]:
     """Rates per second since ``prev`` (of TOTAL and SEQUENCE counters), derived lags and
     the breaker's state by name."""
@@ -84,7 +113,9 @@ def derive(prev: Sample | None, cur: Sample) -> dict[str, Any]:
     if "journal.backlog" in v:
         lags["journal.backlog"] = v["journal.backlog"]
     state = v.get("logic.breaker_state")
-    return {"rates": rates, "lags": lags,
+    hists = {name: {f"p{int(q * 100)}": _bound(quantile(b, q)) for q in (0.5, 0.99)}
+             for name, b in histograms(cur.values, cur.types).items()}
+    return {"rates": rates, "lags": lags, "histograms": hists,
             "breaker": None if state is None else
             BREAKER_STATES.get(state, str(state))}
 
@@ -102,14 +133,36 @@ def render(directory: str | Path, cur: Sample, d: dict[str, Any], width: int = 1
                      f"{v.get('logic.kills', 0)}")
     if d["lags"]:
         lines.append("lags    " + "   ".join(f"{k} {n:,}" for k, n in d["lags"].items()))
+    for name, qs in d["histograms"].items():
+        lines.append(f"{name}  " + "   ".join(f"{q} {_shown(b)}" for q, b in qs.items()))
     lines.append("")
     lines.append(f"{'COUNTER':<34} {'VALUE':>20} {'RATE/S':>16}  TYPE")
     for label, value in cur.values.items():
+        if cur.types[label] == BUCKET:
+            continue  # summarised above
         r = d["rates"].get(label)
         rate = "" if r is None else f"{r:,.1f}"
         lines.append(f"{label[:34]:<34} {value:>20,} {rate:>16}  "
                      f"{_TYPE_NAMES.get(cur.types[label], cur.types[label])}")
     return "\n".join(line[:width] for line in lines) + "\n"
+
+
+def _bound(b: float | None) -> float | str | None:
+    """A bucket bound for JSON: ``"inf"`` for the open last bucket."""
+    return b if b is None or b != float("inf") else "inf"
+
+
+def _shown(b: float | str | None) -> str:
+    if b is None:
+        return "-"
+    return "over the last bound" if b == "inf" else f"< {_ns(float(b))}"
+
+
+def _ns(ns: float) -> str:
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
+        if ns >= scale:
+            return f"{ns / scale:g} {unit}"
+    return f"{ns:g} ns"
 
 
 def run_stat(directory: str | Path, interval: float = 1.0, count: int = 0,
@@ -131,7 +184,8 @@ def run_stat(directory: str | Path, interval: float = 1.0, count: int = 0,
             out.write(json.dumps({"time_ns": cur.time_ns, "writer": cur.writer,
                                   "pid": cur.pid, "breaker": d["breaker"],
                                   "counters": cur.values, "rates": d["rates"],
-                                  "lags": d["lags"]}) + "\n")
+                                  "lags": d["lags"], "histograms": d["histograms"]})
+                      + "\n")
             shown += 1
         elif not as_json:
             text = render(directory, cur, d)

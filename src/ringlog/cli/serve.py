@@ -21,7 +21,7 @@ def _serve_breaker(args: argparse.Namespace) -> Any:
     # the engine emits every report keyed by its account: per="key" limits each account
     return Breaker(BreakerConfig(limits=[Limit(
         max_count=args.breaker_max, window_ns=args.breaker_window_ms * 10**6,
-        per="key" if args.breaker_per_account else None)]))
+        per="key" if args.breaker_per_account else None)], kill=args.breaker_kill))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -58,6 +58,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"{args.config}: no [engine] section: the matching engine needs its symbols "
               "(docs/protocol.md, \"Configuration\")", file=sys.stderr)
         return EXIT_USAGE
+    metrics = None
+    if args.metrics_port is not None:  # Prometheus over DIR/counters (ringlog.metrics)
+        from ..metrics import serve_metrics
+
+        metrics = serve_metrics(args.directory, args.metrics_port, args.metrics_host)
     breaker = _serve_breaker(args)
     slot = cfg.engine.min_slot_size if cfg.engine is not None else 128
     reg = engine.registry(cfg.engine.l2_depth) if real and cfg.engine is not None else None
@@ -67,19 +72,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                      release=args.release,
                                      snapshot_every=args.snapshot_every,
                                      slot_size=max(slot, 128)),
-                     breaker=breaker, registry=reg)
+                     breaker=breaker, registry=reg)  # (metrics: closed with the process)
 
     def ready(gw: Any) -> None:
         host, port = gw.address
         rec = gw.recovery
         print(json.dumps({"event": "listening", "host": host, "port": port,
                           "sessions": len(cfg.sessions),
+                          "metrics_port": metrics.address[1] if metrics else None,
                           "recovered": msgspec.to_builtins(rec) if rec else None}), flush=True)
 
     # the loop thread hands the GIL to the processor's threads and back for every order: at
     # the default 5 ms switch interval a wake-up can wait that long behind a busy thread
     sys.setswitchinterval(args.switch_interval_us / 1e6)
-    run_server(proc, cfg, loop=args.loop, on_ready=ready)
+    try:
+        run_server(proc, cfg, loop=args.loop, on_ready=ready)
+    finally:
+        if metrics is not None:
+            metrics.close()
     return EXIT_OK
 
 
@@ -161,6 +171,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="the breaker's window in milliseconds (1000)")
     s.add_argument("--breaker-per-account", action="store_true",
                    help="--breaker-max counts each account's reports apart")
+    s.add_argument("--breaker-kill", choices=["none", "key", "all", "key_or_all"],
+                   default="none", help="kill switch on a trip: cancel the tripped account's "
+                   "(key) or everyone's (all) resting orders")
+    s.add_argument("--metrics-port", type=port, help="serve Prometheus metrics on this port "
+                   "(0: any free; needs the metrics extra)")
+    s.add_argument("--metrics-host", default="127.0.0.1", help="metrics bind address")
     s.add_argument("--switch-interval-us", type=count, default=500,
                    help="the interpreter's GIL switch interval (default 500; Python's is 5000)")
     from ..cluster.cli import add_cluster_options

@@ -133,6 +133,9 @@ class Gateway:
         p.add_output_listener(self._on_outputs, batch="slots")
         p.start()
         self._journal_base = p.journal_sequence_of(0)  # + a ring sequence: its journal seq
+        from ..metrics import GatewayCounters
+
+        self._gw_counters = GatewayCounters(self, loop)  # gateway.* in DIR/counters
         await self._rebuild_live_orders()
         c = self.config
         self._server = await loop.create_server(lambda: Connection(self), c.host, c.port,
@@ -148,6 +151,8 @@ class Gateway:
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Stops listening, closes every connection, drains and stops the processor."""
         self._stopping = True
+        if getattr(self, "_gw_counters", None) is not None:
+            self._gw_counters.close()
         for timer in self._cod.values():
             timer.cancel()
         self._cod.clear()

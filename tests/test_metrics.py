@@ -1,0 +1,85 @@
+"""Prometheus metrics: `ringlog serve --metrics-port` scraped over HTTP on loopback."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from ringlog.client import Client
+from ringlog.engine.records import Side
+
+parser = pytest.importorskip("prometheus_client.parser")  # the metrics extra (make test has it)
+
+CONFIG = ("port = 0\n[[sessions]]\nid = 1\ntoken = \"token-one\"\naccount = 101\n"
+          "[engine]\n[[engine.symbols]]\nsymbol = 7\nmax_price = 100000\n")
+
+
+def scrape(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("text/plain")
+        text = r.read().decode()
+    return {s.name: s for f in parser.text_string_to_metric_families(text) for s in f.samples}, \
+        text
+
+
+@pytest.fixture
+def served(tmp_path):
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(CONFIG)
+    proc = subprocess.Popen([sys.executable, "-m", "ringlog", "serve", str(tmp_path / "data"),
+                             "--config", str(cfg), "--durability", "none",
+                             "--metrics-port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read()
+        yield json.loads(line)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+
+
+def test_metrics_endpoint_exposes_counters_lags_and_the_age_histogram(served):
+    port = served["metrics_port"]
+    assert isinstance(port, int) and port > 0
+    with Client("127.0.0.1", served["port"], "token-one") as c:
+        for i in range(5):
+            c.new_order(1000 + i, 7, Side.BUY, 1, 500 + i)
+        deadline = time.monotonic() + 30
+        while True:  # the gateway stores its figures every 100 ms
+            samples, text = scrape(port)
+            if samples.get("ringlog_gateway_messages_total") and \
+                    samples["ringlog_gateway_messages_total"].value >= 6:
+                break
+            assert time.monotonic() < deadline, text
+            time.sleep(0.05)
+        assert samples["ringlog_gateway_sessions"].value == 1  # open now
+    assert samples["ringlog_writer_up"].value == 1
+    assert samples["ringlog_logic_processed_total"].value >= 5
+    assert samples["ringlog_logic_sequence"].value >= 4
+    assert samples["ringlog_gateway_logons_total"].value == 1
+    assert "ringlog_logic_lag" in samples and "ringlog_journal_durable_lag" in samples
+    assert "# TYPE ringlog_logic_age_seconds histogram" in text
+    inf = [s for f in parser.text_string_to_metric_families(text) for s in f.samples
+           if s.name == "ringlog_logic_age_seconds_bucket" and s.labels["le"] == "+Inf"]
+    assert inf and inf[0].value == samples["ringlog_logic_batches_total"].value
+
+
+def test_metrics_port_in_use_is_one_line_and_exit_1(tmp_path, served):
+    cfg = tmp_path / "gw2.toml"
+    cfg.write_text(CONFIG)
+    r = subprocess.run([sys.executable, "-m", "ringlog", "serve", str(tmp_path / "other"),
+                        "--config", str(cfg), "--metrics-port", str(served["metrics_port"])],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and "cannot serve metrics on 127.0.0.1:" in r.stderr
