@@ -38,6 +38,7 @@ from typing import Any, Literal
 import msgspec
 import numpy as np
 
+from ..errors import RingLogError
 from ..events import HEADER_SIZE
 from ..handler import EventHandler
 from . import latency
@@ -49,7 +50,7 @@ CHUNK = 256  # events per publish_many call of the flat-out producer
 _NO_OUTPUT = np.iinfo(np.int64).max
 
 
-class HandlerSpecError(ValueError):
+class HandlerSpecError(RingLogError, ValueError):
     """A ``--handler`` spec that does not name an importable handler class or factory."""
 
 
