@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import threading
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,3 +189,33 @@ class PowerLossModel:
             if page != out[off:off + PAGE] and self.rnd.random() < 0.5:
                 out[off:off + len(page)] = page
         return bytes(out)
+
+
+def crash_runs(tmp_path: Path, crashes: int, per_run: int,
+               run: Callable[[Path, int, int], PowerLossModel],
+               verify: Callable[[PowerLossModel], Iterable[tuple[CrashImage, str | None]]],
+               first_failure: bool = False) -> tuple[int, list[str], dict[str, int]]:
+    """Runs workloads until ``crashes`` images are verified (or, with ``first_failure``, one
+    fails): ``run(work_dir, run_index, images_wanted)`` makes a model with its crash images,
+    ``verify(model)`` yields ``(image, failure or None)``. Returns (images verified, failures,
+    crash points by phase)."""
+    failures: list[str] = []
+    counts: dict[str, int] = {}
+    done = index = 0
+    while done < crashes and not (first_failure and failures):
+        work = tmp_path / f"w{index}"
+        model = run(work, index, min(per_run, crashes - done))
+        for img, why in verify(model):
+            if why is not None:
+                failures.append(f"[{img.phase}/{img.op}] {why}")
+        for k, v in model.counts.items():
+            counts[k] = counts.get(k, 0) + v
+        done += len(model.images)
+        shutil.rmtree(work)
+        index += 1
+    return done, failures, counts
+
+
+def crash_count(config: object, default: int) -> int:
+    """1,000 simulated crashes under ``-m stress`` (``make stress``), ``default`` otherwise."""
+    return 1000 if "stress" in (config.getoption("-m") or "") else default  # type: ignore[attr-defined]

@@ -21,7 +21,7 @@ from ringlog.journal import Journal, JournalReader, list_segments
 from ringlog.journaltool import check
 from ringlog.snapshot import SnapshotStore
 
-from .powerloss import CrashImage, PowerLossModel
+from .powerloss import CrashImage, PowerLossModel, crash_count, crash_runs
 
 SEG = 16384
 
@@ -116,27 +116,14 @@ def verify_image(img: CrashImage, where: Path) -> str | None:
 
 def simulate(tmp_path: Path, policy: str, crashes: int, seed: int = 1) -> tuple[int, list[str],
                                                                                  dict[str, int]]:
-    failures: list[str] = []
-    done = 0
-    counts: dict[str, int] = {}
-    run = 0
-    while done < crashes:
-        work = tmp_path / f"w{run}"
-        model = run_workload(work, policy, seed * 1000 + run, min(100, crashes - done))
-        for img in model.images:
-            why = verify_image(img, tmp_path / "img")
-            if why is not None:
-                failures.append(f"[{img.phase}/{img.op}] {why}")
-        for k, v in model.counts.items():
-            counts[k] = counts.get(k, 0) + v
-        done += len(model.images)
-        shutil.rmtree(work)
-        run += 1
-    return done, failures, counts
+    return crash_runs(
+        tmp_path, crashes, 100,
+        lambda work, i, n: run_workload(work, policy, seed * 1000 + i, n),
+        lambda model: ((img, verify_image(img, tmp_path / "img")) for img in model.images))
 
 
 def _crashes(request: pytest.FixtureRequest) -> int:
-    return 1000 if "stress" in (request.config.getoption("-m") or "") else 100
+    return crash_count(request.config, 100)
 
 
 @pytest.mark.crash

@@ -22,6 +22,7 @@ from __future__ import annotations
 import random
 import shutil
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,7 @@ from ringlog.handler import EventHandler
 from ringlog.journal import JournalReader
 from ringlog.processor import Processor, ProcessorConfig
 
-from .powerloss import CrashImage, PowerLossModel
+from .powerloss import CrashImage, PowerLossModel, crash_count, crash_runs
 
 SEG = 1 << 16
 MAX_EVENTS = 6000  # per run; a run that took fewer crash images is followed by another
@@ -157,27 +158,18 @@ def simulate(tmp_path: Path, durability: str, topology: str, release: str, crash
              seed: int = 1, first_failure: bool = False) -> tuple[int, list[str], dict[str, int]]:
     """Runs until ``crashes`` images are verified (or, with ``first_failure``, one fails);
     returns (images verified, failures, crash points by phase)."""
-    failures: list[str] = []
-    counts: dict[str, int] = {}
-    done = run = 0
-    while done < crashes and not (first_failure and failures):
-        work = tmp_path / f"w{run}"
-        model = run_processor(work, durability, topology, release, seed * 1000 + run,
-                              min(50, crashes - done))
+    def run(work: Path, i: int, n: int) -> ClientModel:
+        return run_processor(work, durability, topology, release, seed * 1000 + i, n)
+
+    def verify(model: ClientModel) -> Iterator[tuple[CrashImage, str | None]]:
         for img, n in zip(model.images, model.seen, strict=True):
-            why = verify_outputs(img, model.received[:n], tmp_path / "img", topology)
-            if why is not None:
-                failures.append(f"[{img.phase}/{img.op}] {why}")
-        for k, v in model.counts.items():
-            counts[k] = counts.get(k, 0) + v
-        done += len(model.images)
-        shutil.rmtree(work)
-        run += 1
-    return done, failures, counts
+            yield img, verify_outputs(img, model.received[:n], tmp_path / "img", topology)
+
+    return crash_runs(tmp_path, crashes, 50, run, verify, first_failure)
 
 
 def _crashes(request: pytest.FixtureRequest) -> int:
-    return 1000 if "stress" in (request.config.getoption("-m") or "") else 50
+    return crash_count(request.config, 50)
 
 
 @pytest.mark.crash
