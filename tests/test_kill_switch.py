@@ -140,9 +140,11 @@ def test_replay_repeats_the_kill_and_reaches_the_same_state_hash(tmp_path):
     assert restored.disabled_accounts() == (False, [1])
 
 
-def test_kill_all_on_a_total_limit_cancels_everyone_until_enabled(tmp_path):
+def _tripped_on_a_total_limit(tmp_path, kill):
+    """A processor on the engine whose runaway account trips a total (keyless) limit with the
+    given kill setting; returns (processor, engine, alerts) once it has halted."""
     trips = []
-    br = Breaker(BreakerConfig(limits=[Limit(max_count=40, window_ns=10**9)], kill="key_or_all"),
+    br = Breaker(BreakerConfig(limits=[Limit(max_count=40, window_ns=10**9)], kill=kill),
                  alert=trips.append)
     engine = Engine(CFG)
     p = Processor(engine, tmp_path, PCFG, breaker=br)
@@ -150,6 +152,11 @@ def test_kill_all_on_a_total_limit_cancels_everyone_until_enabled(tmp_path):
     book_setup(p)
     runaway(p)
     wait_for(lambda: p.halted, "the trip")
+    return p, engine, trips
+
+
+def test_kill_all_on_a_total_limit_cancels_everyone_until_enabled(tmp_path):
+    p, engine, trips = _tripped_on_a_total_limit(tmp_path, "key_or_all")
     assert trips[0].kill.key is None
     assert engine.stats()["live_orders"] == 0
     assert engine.disabled_accounts() == (True, [])
@@ -166,15 +173,7 @@ def test_kill_all_on_a_total_limit_cancels_everyone_until_enabled(tmp_path):
 
 
 def test_kill_key_on_a_trip_of_a_total_limit_kills_no_one_but_still_alerts(tmp_path):
-    trips = []
-    br = Breaker(BreakerConfig(limits=[Limit(max_count=40, window_ns=10**9)], kill="key"),
-                 alert=trips.append)
-    engine = Engine(CFG)
-    p = Processor(engine, tmp_path, PCFG, breaker=br)
-    p.start()
-    book_setup(p)
-    runaway(p)
-    wait_for(lambda: p.halted, "the trip")
+    p, engine, trips = _tripped_on_a_total_limit(tmp_path, "key")
     p.stop()
     assert len(trips) == 1 and trips[0].kill is None
     assert engine.disabled_accounts() == (False, [])
