@@ -96,10 +96,14 @@ def test_emitter_after_a_restart_rebuilds_the_same_bytes_from_any_message(tmp_pa
 def test_last_mark_says_how_much_of_a_cut_message_is_journaled(tmp_path: Any) -> None:
     p = _processor(tmp_path)
     p.start()
-    _feed(p, _split([2, 3]))
-    p.input_ring.publish(pack_mark(3, 5), TYPE_STREAM_MARK, timestamp_ns=9, flags=FLAG_CONTROL)
-    for ty, pl in COMMANDS[:3]:  # 3 of its 5 commands, then the "crash"
-        p.publish(pl, ty, timestamp_ns=9)
-    p.drain(10)
-    seq, n, journaled, _ = last_mark(p.input.path, p.input.last_sequence) or (0, 0, 0, 0)
+    try:
+        _feed(p, _split([2, 3]))
+        p.input_ring.publish(pack_mark(3, 5), TYPE_STREAM_MARK, timestamp_ns=9,
+                             flags=FLAG_CONTROL)
+        for ty, pl in COMMANDS[:3]:  # 3 of its 5 commands, then the "crash"
+            p.publish(pl, ty, timestamp_ns=9)
+        p.drain(10)
+        seq, n, journaled, _ = last_mark(p.input.path, p.input.last_sequence) or (0, 0, 0, 0)
+    finally:
+        p.stop()
     assert (seq, n, journaled) == (3, 5, 3)

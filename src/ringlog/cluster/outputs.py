@@ -150,9 +150,13 @@ class OutputEmitter:
         self.processor = processor
         self.start_seq = start_seq
         inp, out = processor.input, processor.output
+        # One reading of the journal's end serves both: with no mark of start_seq up to
+        # `last`, it lies past `last`. (Reading next_sequence separately raced the loop: a
+        # mark journaled between the two reads was skipped and its batch never came.)
         last = inp.last_sequence
         jm = find_mark(inp.path, start_seq, last) if last >= 0 else None
-        in_from = jm if jm is not None else inp.next_sequence
+        in_from = jm if jm is not None else last + 1
+        self._in_from = in_from
         self._inputs = JournalTailer(inp.path, in_from)
         self._outputs = JournalTailer(out.path, _first_output_caused_at_or_after(
             out.path, in_from, out.next_sequence))
@@ -203,6 +207,10 @@ class OutputEmitter:
             if rec.producer_seq > end:
                 return True
             self._next += 1
+            if rec.producer_seq < self._in_from:
+                # caused before the first message tailed (journaled after the search above
+                # read the output journal's end): in no batch of this emitter
+                continue
             self._outs.append(OutputRecordOut(rec.type_id, bytes(rec.payload),
                                               rec.correlation_id, rec.timestamp_ns, rec.flags))
 
