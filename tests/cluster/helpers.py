@@ -16,6 +16,7 @@ from ringlog.cluster.replica import wait_for_jetstream
 from ringlog.cluster.stream import InputPublisher, ensure_shard
 from ringlog.cluster.trial import ReplicaProcess, ShardWatch, engine_commands
 from ringlog.engine.flow import demo_engine
+from ringlog.errors import RingLogError
 
 HERE = Path(__file__).parent
 
@@ -93,7 +94,12 @@ class Shard:
     async def all_outputs(self, last: int, timeout: float = 30.0) -> list[Any]:
         async def done() -> bool:
             return await self.watch.last_output_seq() >= last
-        await self.watch.wait(done, f"output stream at {last}", timeout)
+        try:
+            await self.watch.wait(done, f"output stream at {last}", timeout)
+        except RingLogError as e:  # say where each replica stood
+            states = {rid: await self.watch.status(rid) for rid in self.replicas}
+            logs = {rid: r.output()[-2000:] for rid, r in self.replicas.items()}
+            raise RingLogError(f"{e}; replicas: {states}; logs: {logs}") from e
         return await self.watch.outputs()
 
 

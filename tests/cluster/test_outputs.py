@@ -107,3 +107,60 @@ def test_last_mark_says_how_much_of_a_cut_message_is_journaled(tmp_path: Any) ->
     finally:
         p.stop()
     assert (seq, n, journaled) == (3, 5, 3)
+
+
+def test_an_emitter_made_mid_message_gives_the_bytes_of_one_made_at_the_start(
+        tmp_path: Any) -> None:
+    """A new leader builds its emitter while the journal holds part of a message: that
+    message's remaining commands belong to it, not to the next (the batch would differ from
+    the old leader's, which a standby reports as a divergence)."""
+    p = _processor(tmp_path)
+    p.start()
+    try:
+        ref = OutputEmitter(p, 1)
+        msgs = _split([3, 4, 5])
+        _feed(p, msgs[:1])
+        p.input_ring.publish(pack_mark(2, 4), TYPE_STREAM_MARK, timestamp_ns=2,
+                             flags=FLAG_CONTROL)
+        for ty, pl in msgs[1][:2]:  # 2 of message 2's 4 commands journaled
+            p.publish(pl, ty, timestamp_ns=2)
+        p.drain(10)
+        late = OutputEmitter(p, 3)  # no mark of 3 journaled yet
+        for ty, pl in msgs[1][2:]:
+            p.publish(pl, ty, timestamp_ns=2)
+        _feed(p, msgs[2:], first_seq=3)
+        assert _drain(late, 1) == _drain(ref, 3)[2:]
+    finally:
+        p.stop()
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.integers(0, 60), st.integers(1, 60))
+def test_an_emitter_made_while_the_loop_runs_agrees_with_one_made_before(
+        tmp_path_factory: Any, made_after: int, start_seq: int) -> None:
+    """Whatever the journals hold when it is made (a mark, part of a message, outputs not
+    yet journaled), a late emitter's batches equal those of an emitter made before input."""
+    import threading
+
+    messages = _split([1 + (k * 7) % 9 for k in range(60)])
+    p = _processor(tmp_path_factory.mktemp("p"))
+    p.start()
+    try:
+        ref = OutputEmitter(p, 1)
+        fed = threading.Event()
+
+        def feed() -> None:
+            for k, cmds in enumerate(messages):
+                _feed(p, [cmds], first_seq=k + 1)
+                if k == made_after:
+                    fed.set()
+            fed.set()
+        t = threading.Thread(target=feed)
+        t.start()
+        fed.wait(30)
+        late = OutputEmitter(p, start_seq)
+        t.join(30)
+        assert _drain(late, len(messages) - start_seq + 1) == \
+            _drain(ref, len(messages))[start_seq - 1:]
+    finally:
+        p.stop()

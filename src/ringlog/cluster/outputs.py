@@ -150,12 +150,17 @@ class OutputEmitter:
         self.processor = processor
         self.start_seq = start_seq
         inp, out = processor.input, processor.output
-        # One reading of the journal's end serves both: with no mark of start_seq up to
-        # `last`, it lies past `last`. (Reading next_sequence separately raced the loop: a
-        # mark journaled between the two reads was skipped and its batch never came.)
+        # One reading of the journal's end serves both searches (reading next_sequence
+        # apart from it raced the loop: a mark journaled between the reads was skipped and
+        # its batch never came). With no mark of start_seq up to `last`, tailing starts at
+        # the mark of the message in progress there: its remaining commands must not be
+        # taken for the next message's.
         last = inp.last_sequence
         jm = find_mark(inp.path, start_seq, last) if last >= 0 else None
-        in_from = jm if jm is not None else last + 1
+        if jm is None:
+            newest = last_mark(inp.path, last) if last >= 0 else None
+            jm = newest[3] if newest is not None else last + 1
+        in_from = jm
         self._in_from = in_from
         self._inputs = JournalTailer(inp.path, in_from)
         self._outputs = JournalTailer(out.path, _first_output_caused_at_or_after(
@@ -170,7 +175,10 @@ class OutputEmitter:
         """The batches completed since the last call, in stream order."""
         for rec in self._inputs.poll(0.0):
             if _is_mark(rec):
-                self._open.append(_Message(*unpack_mark(rec.payload)))
+                m = _Message(*unpack_mark(rec.payload))
+                if m.commands == 0:  # an empty message is complete at its mark
+                    m.end = rec.sequence
+                self._open.append(m)
             elif _is_command(rec) and self._open:
                 m = self._open[-1]
                 m.seen += 1
@@ -210,6 +218,7 @@ class OutputEmitter:
             if rec.producer_seq < self._in_from:
                 # caused before the first message tailed (journaled after the search above
                 # read the output journal's end): in no batch of this emitter
+                self._first_output += 1
                 continue
             self._outs.append(OutputRecordOut(rec.type_id, bytes(rec.payload),
                                               rec.correlation_id, rec.timestamp_ns, rec.flags))
