@@ -91,6 +91,13 @@ class Shard:
             return st if st and st.hash_seq >= seq else None
         return await self.watch.wait(done, f"replica {rid} at input {seq}", timeout)
 
+    async def published(self, rid: str, seq: int, timeout: float = 60.0) -> Any:
+        """Waits until ``rid`` published output batch ``seq`` (as its status says)."""
+        async def done() -> Any:
+            st = await self.watch.status(rid)
+            return st if st and st.published_seq >= seq else None
+        return await self.watch.wait(done, f"replica {rid} publishing batch {seq}", timeout)
+
     async def all_outputs(self, last: int, timeout: float = 30.0) -> list[Any]:
         async def done() -> bool:
             return await self.watch.last_output_seq() >= last

@@ -19,7 +19,7 @@ def test_replica_from_an_empty_directory_catches_up_and_takes_over(
             shard.start("a")
             assert await shard.leader(timeout=60) == "a"
             load = Load(shard, rate=3000).start()
-            await asyncio.sleep(1.0)
+            await shard.published("a", 1)  # the leader is publishing before z joins
             joined = shard.start("z")  # empty directory, joins while input flows
             st = await shard.caught_up("z", 1, timeout=60)
             assert st.role == "standby"
