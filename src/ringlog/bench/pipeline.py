@@ -279,7 +279,7 @@ def run_handler(spec: str, opts: PipelineOptions, *, smoke: bool = False,
                 achieved.append(r)
             measured = sum(s.size for s in samples)
             behind = ""
-            if min(achieved) < 0.95 * rate:  # the sender's own backlog is in the latencies
+            if latency.past_capacity(rate, achieved):  # the sender's backlog is in them
                 behind = (f"; the sender fell behind the schedule (achieved "
                           f"{min(achieved):,.0f} events/s): the latencies include its backlog")
             rows += latency.latency_rows(
@@ -287,7 +287,7 @@ def run_handler(spec: str, opts: PipelineOptions, *, smoke: bool = False,
                 note=f"open loop at {rate:g} events/s from the intended send time; "
                      f"{measured} of {sent} events sampled{behind}",
                 missing="the handler emitted no output in a run (latency is measured to "
-                        "the output an event causes)")
+                        "the output an event causes)", achieved=achieved)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return rows
