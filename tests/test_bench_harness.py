@@ -152,6 +152,17 @@ def test_report_states_machine_runs_and_spread():
             in md)
 
 
+def test_a_rewritten_report_keeps_the_figures_measured_apart():
+    doc = _doc(2_000_000.0)
+    apart = (f"{report.APART}\n\n### Counters' cost\n\n`python bench/bench_counters.py`: "
+             "+0.1% (5 pairs)\n")
+    old = report.render(doc, "make bench") + apart
+    assert report.kept_section(old) == apart
+    new = report.render(_doc(3_000_000.0), "make bench", kept=report.kept_section(old))
+    assert new.endswith(apart) and "3 M events/s" in new and "2 M events/s" not in new
+    assert report.kept_section(report.render(doc, "make bench")) == ""
+
+
 def test_hdr_log_is_written_in_the_standard_format(tmp_path):
     path = tmp_path / "h.hlog"
     latency.to_hdr_log(np.array([100, 200, 300, 100_000]), str(path), tag="t")
