@@ -534,7 +534,7 @@ def test_a_wrong_handler_spec_is_a_usage_error_saying_what_is_wrong(spec, messag
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--ring-size", "1000"], "ring_size must be a power of two"),
+    (["--ring-size", "1000"], "PipelineOptions.ring_size: must be a power of two"),
     (["--duration", "0"], "argument --duration: seconds must be above 0"),
     (["--event-size", "-1"], "argument --event-size: not a size: '-1'"),
     (["--event-size", "0"], "argument --event-size: a size must be a whole number above 0"),

@@ -14,11 +14,15 @@ catch for that kind of failure:
     |  |- JournalCorruptError ValueError too         (.path .offset .sequence)
     |- SnapshotError          OSError
     |- CircuitOpenError       RuntimeError
+    |- StateError             RuntimeError           (a call the object's state forbids)
+    |- WaitTimeoutError       TimeoutError           (drain, a server's start)
+    |- HandlerSpecError       ValueError             ("module:Class" that names no handler)
 """
 
 __all__ = [
     "CircuitOpenError",
     "ConfigError",
+    "HandlerSpecError",
     "InsufficientCapacityError",
     "JournalCorruptError",
     "JournalError",
@@ -27,6 +31,8 @@ __all__ = [
     "RingLogError",
     "SchemaError",
     "SnapshotError",
+    "StateError",
+    "WaitTimeoutError",
 ]
 
 
@@ -99,3 +105,18 @@ class SnapshotError(RingLogError, OSError):
 
 class CircuitOpenError(RingLogError, RuntimeError):
     """The circuit breaker is open: the processor is halted until an operator resets it."""
+
+
+class WaitTimeoutError(RingLogError, TimeoutError):
+    """A wait bounded by a timeout ran out (``drain()``, a server's start); the message says
+    how far it got."""
+
+
+class HandlerSpecError(RingLogError, ValueError):
+    """A ``module:Class`` (or ``file.py:Class``) spec that does not name an importable event
+    handler, factory or breaker; says which part is wrong."""
+
+
+class StateError(RingLogError, RuntimeError):
+    """A call the object's current state does not allow: ``start()`` twice, ``drain()`` of a
+    stopped processor, ``emit()`` outside a processor; says the state."""

@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 import msgspec
 
-from .errors import JournalError, RingLogError, SnapshotError
+from .errors import HandlerSpecError, JournalError, RingLogError, SnapshotError
 from .journal import JournalReader
 from .logic import InputEvent, LogicLoop, OutputRecord
 from .processor import _same_output, _Snapshot
@@ -40,11 +40,11 @@ def load_object(spec: str) -> Any:
     directory is importable, as with ``python -m``."""
     mod_name, sep, attr = spec.partition(":")
     if not sep or not mod_name or not attr:
-        raise ValueError(f"{spec!r}: expected module:Name (e.g. myapp.handlers:Book)")
+        raise HandlerSpecError(f"{spec!r}: expected module:Name (e.g. myapp.handlers:Book)")
     if mod_name.endswith(".py"):
         path = Path(mod_name)
         if not path.is_file():
-            raise ValueError(f"{spec!r}: no file {path}")
+            raise HandlerSpecError(f"{spec!r}: no file {path}")
         modspec = importlib.util.spec_from_file_location(path.stem, path)
         assert modspec is not None and modspec.loader is not None
         module = importlib.util.module_from_spec(modspec)
@@ -56,13 +56,13 @@ def load_object(spec: str) -> Any:
         try:
             module = importlib.import_module(mod_name)
         except ImportError as e:
-            raise ValueError(f"{spec!r}: cannot import {mod_name}: {e}") from e
+            raise HandlerSpecError(f"{spec!r}: cannot import {mod_name}: {e}") from e
     obj: Any = module
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise ValueError(f"{spec!r}: {mod_name} has no attribute {attr}") from None
+            raise HandlerSpecError(f"{spec!r}: {mod_name} has no attribute {attr}") from None
     return obj
 
 
@@ -73,11 +73,11 @@ def make_handler(spec: str) -> Any:
         handler = obj() if isinstance(obj, type) or (
             callable(obj) and not hasattr(obj, "on_event")) else obj
     except TypeError as e:
-        raise ValueError(f"{spec!r} cannot be built without arguments ({e}): give a factory "
+        raise HandlerSpecError(f"{spec!r} cannot be built without arguments ({e}): give a factory "
                          "function module:function that returns the handler as the processor "
                          "ran it (for the demo engine: ringlog.engine.flow:demo_engine)") from e
     if not hasattr(handler, "on_event"):
-        raise ValueError(f"{spec!r} is not an event handler (no on_event method)")
+        raise HandlerSpecError(f"{spec!r} is not an event handler (no on_event method)")
     return handler
 
 
@@ -96,7 +96,7 @@ def make_breaker(spec: str | dict[str, Any] | None) -> Any | None:
         try:
             return Breaker(msgspec.json.decode(Path(spec).read_bytes()))
         except OSError as e:
-            raise ValueError(f"--breaker {spec}: {e}") from e
+            raise HandlerSpecError(f"--breaker {spec}: {e}") from e
     obj = load_object(spec)
     if isinstance(obj, Breaker):
         return obj

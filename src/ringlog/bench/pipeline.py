@@ -38,7 +38,8 @@ from typing import Any, Literal
 import msgspec
 import numpy as np
 
-from ..errors import RingLogError
+from ..config import check_fields, config_error
+from ..errors import HandlerSpecError
 from ..events import HEADER_SIZE
 from ..handler import EventHandler
 from . import latency
@@ -48,10 +49,6 @@ __all__ = ["HandlerSpecError", "PipelineOptions", "load_handler", "run_handler"]
 
 CHUNK = 256  # events per publish_many call of the flat-out producer
 _NO_OUTPUT = np.iinfo(np.int64).max
-
-
-class HandlerSpecError(RingLogError, ValueError):
-    """A ``--handler`` spec that does not name an importable handler class or factory."""
 
 
 class PipelineOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -66,16 +63,19 @@ class PipelineOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     runs: int = 3
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.event_size < 0:
-            raise ValueError(f"event_size must be >= 0 bytes, got {self.event_size}")
+            raise config_error(self, "event_size", f"must be >= 0 bytes, got {self.event_size}")
         if not all(r > 0 and math.isfinite(r) for r in self.rates):
-            raise ValueError(f"every offered rate must be a positive number, got {self.rates}")
+            raise config_error(self, "rates", "every offered rate must be a positive number, "
+                               f"got {self.rates}")
         if not self.duration > 0:
-            raise ValueError(f"duration must be > 0 seconds, got {self.duration}")
+            raise config_error(self, "duration", f"must be > 0 seconds, got {self.duration}")
         if self.runs < 1:
-            raise ValueError(f"runs must be >= 1, got {self.runs}")
+            raise config_error(self, "runs", f"must be >= 1, got {self.runs}")
         if self.ring_size < 2 or self.ring_size & (self.ring_size - 1):
-            raise ValueError(f"ring_size must be a power of two >= 2, got {self.ring_size}")
+            raise config_error(self, "ring_size", "must be a power of two >= 2, got "
+                               f"{self.ring_size}")
 
     @property
     def slot_size(self) -> int:

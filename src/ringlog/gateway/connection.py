@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .protocol import Ack, Error, ErrorCode, FrameDecoder, FrameEncoder
-from .session import ANSWER_COST, Session
+from .session import ANSWER_COST, GatewayConfigError, Session
 
 if TYPE_CHECKING:
     from .server import Gateway
@@ -66,7 +66,7 @@ def new_event_loop(kind: str = "uvloop") -> asyncio.AbstractEventLoop:
         return uvloop.new_event_loop()
     if kind == "asyncio":
         return asyncio.new_event_loop()
-    raise ValueError(f"loop must be 'uvloop' or 'asyncio', got {kind!r}")
+    raise GatewayConfigError(f"loop must be 'uvloop' or 'asyncio', got {kind!r}")
 
 
 class Connection(asyncio.Protocol):
