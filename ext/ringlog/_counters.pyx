@@ -39,7 +39,9 @@ import time
 
 import msgspec
 
-from ringlog.errors import RingLogError
+from ringlog.errors import (
+    CountersError, CountersFileError, CountersMissingError, CountersVersionError,
+)
 
 cdef extern from "ringwait.h" nogil:
     void rl_futex_wait(int32_t *word, int32_t expected, int64_t timeout_ns)
@@ -73,31 +75,6 @@ STAGE_COUNTERS = {
               ("breaker_held", GAUGE), ("kills", TOTAL))
     + tuple((f"age_ns:{b}", BUCKET) for b in AGE_BUCKETS) + (("age_ns:inf", BUCKET),),
 }
-
-
-class CountersError(RingLogError, ValueError):
-    """A file that is not a usable counters file (size, magic, header), or a counter that
-    cannot be allocated (label, type, the file full); names the file or the label. The
-    operating system's refusals are CountersFileError."""
-
-
-class CountersVersionError(CountersError):
-    """A counters file of another layout version: read it with the ringlog that wrote it."""
-
-
-class CountersFileError(RingLogError, OSError):
-    """The operating system refused the counters file (open, create, size, map), or another
-    live process writes it (``errno`` EBUSY); ``errno`` and ``path`` say which."""
-
-    def __init__(self, message, *, errno=None, path=None):
-        super().__init__(message)
-        self.errno = errno
-        self.path = path
-
-
-class CountersMissingError(CountersFileError, FileNotFoundError):
-    """No counters file where one was looked for: no processor (with counters on) has run
-    in that directory."""
 
 
 class CounterValue(msgspec.Struct, frozen=True, array_like=True):

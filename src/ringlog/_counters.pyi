@@ -5,7 +5,10 @@ from types import TracebackType
 
 import msgspec
 
-from .errors import RingLogError
+from .errors import CountersError as CountersError
+from .errors import CountersFileError as CountersFileError
+from .errors import CountersMissingError as CountersMissingError
+from .errors import CountersVersionError as CountersVersionError
 
 TOTAL: int
 SEQUENCE: int
@@ -16,22 +19,6 @@ AGE_BUCKETS: tuple[int, ...]
 LAYOUT_VERSION: int
 LABEL_MAX: int
 STAGE_COUNTERS: dict[str, tuple[tuple[str, int], ...]]
-
-class CountersError(RingLogError, ValueError):
-    """A file that is not a usable counters file, or a counter that cannot be allocated."""
-
-class CountersVersionError(CountersError):
-    """A counters file of another layout version."""
-
-class CountersFileError(RingLogError, OSError):
-    """The operating system refused the counters file, or another live process writes it."""
-
-    path: str | None
-    def __init__(self, message: str, *, errno: int | None = ...,
-                 path: str | None = ...) -> None: ...
-
-class CountersMissingError(CountersFileError, FileNotFoundError):
-    """No counters file where one was looked for."""
 
 class CounterValue(msgspec.Struct, frozen=True, array_like=True):
     """One counter as a reader sees it."""

@@ -14,6 +14,10 @@ catch for that kind of failure:
     |  |- JournalCorruptError ValueError too         (.path .offset .sequence)
     |- SnapshotError          OSError
     |- CircuitOpenError       RuntimeError
+    |- CountersError          ValueError             (not a counters file; a bad allocation)
+    |  |- CountersVersionError                       (another layout version)
+    |- CountersFileError      OSError                (.errno .path: refused, in use: EBUSY)
+    |  |- CountersMissingError FileNotFoundError
     |- StateError             RuntimeError           (a call the object's state forbids)
     |- WaitTimeoutError       TimeoutError           (drain, a server's start)
     |- HandlerSpecError       ValueError             ("module:Class" that names no handler)
@@ -22,6 +26,10 @@ catch for that kind of failure:
 __all__ = [
     "CircuitOpenError",
     "ConfigError",
+    "CountersError",
+    "CountersFileError",
+    "CountersMissingError",
+    "CountersVersionError",
     "HandlerSpecError",
     "InsufficientCapacityError",
     "JournalCorruptError",
@@ -120,3 +128,29 @@ class HandlerSpecError(RingLogError, ValueError):
 class StateError(RingLogError, RuntimeError):
     """A call the object's current state does not allow: ``start()`` twice, ``drain()`` of a
     stopped processor, ``emit()`` outside a processor; says the state."""
+
+
+class CountersError(RingLogError, ValueError):
+    """A file that is not a usable counters file (size, magic, header), or a counter that
+    cannot be allocated (label, type, the file full); names the file or the label. The
+    operating system's refusals are CountersFileError."""
+
+
+class CountersVersionError(CountersError):
+    """A counters file of another layout version: read it with the ringlog that wrote it."""
+
+
+class CountersFileError(RingLogError, OSError):
+    """The operating system refused the counters file (open, create, size, map), or another
+    live process writes it (``errno`` EBUSY); ``errno`` and ``path`` say which."""
+
+    def __init__(self, message: str, *, errno: int | None = None,
+                 path: str | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+        self.path = path
+
+
+class CountersMissingError(CountersFileError, FileNotFoundError):
+    """No counters file where one was looked for: no processor (with counters on) has run
+    in that directory."""
