@@ -36,33 +36,39 @@ __all__ = ["Divergence", "Progress", "ReplayResult", "Replayer", "load_object", 
 
 
 def load_object(spec: str) -> Any:
-    """The object named by ``module:attr`` (or ``path/to/file.py:attr``); the current
-    directory is importable, as with ``python -m``."""
-    mod_name, sep, attr = spec.partition(":")
+    """The object named by ``module:attr`` (or ``path/to/file.py:attr``; ``attr`` may be
+    dotted); the current directory is importable, as with ``python -m``. Every way the spec
+    can be wrong is a HandlerSpecError saying which part (an exception raised while importing
+    the user's module is reported with its type)."""
+    mod_name, sep, attr = spec.rpartition(":")
     if not sep or not mod_name or not attr:
-        raise HandlerSpecError(f"{spec!r}: expected module:Name (e.g. myapp.handlers:Book)")
-    if mod_name.endswith(".py"):
-        path = Path(mod_name)
-        if not path.is_file():
-            raise HandlerSpecError(f"{spec!r}: no file {path}")
-        modspec = importlib.util.spec_from_file_location(path.stem, path)
-        assert modspec is not None and modspec.loader is not None
-        module = importlib.util.module_from_spec(modspec)
-        sys.modules[path.stem] = module
-        modspec.loader.exec_module(module)
-    else:
-        if "" not in sys.path and str(Path.cwd()) not in sys.path:
-            sys.path.insert(0, str(Path.cwd()))
-        try:
+        raise HandlerSpecError(f"{spec!r}: expected module:Class or file.py:Class (e.g. "
+                               "myapp.handlers:Book)")
+    try:
+        if mod_name.endswith(".py"):
+            path = Path(mod_name)
+            if not path.is_file():
+                raise HandlerSpecError(f"{spec!r}: no file {path}")
+            modspec = importlib.util.spec_from_file_location(path.stem, path)
+            assert modspec is not None and modspec.loader is not None
+            module = importlib.util.module_from_spec(modspec)
+            sys.modules[path.stem] = module
+            modspec.loader.exec_module(module)
+        else:
+            if "" not in sys.path and str(Path.cwd()) not in sys.path:
+                sys.path.insert(0, str(Path.cwd()))
             module = importlib.import_module(mod_name)
-        except ImportError as e:
-            raise HandlerSpecError(f"{spec!r}: cannot import {mod_name}: {e}") from e
+    except HandlerSpecError:
+        raise
+    except Exception as e:  # the user's module failed to import: say how
+        raise HandlerSpecError(f"{spec!r}: importing {mod_name} failed: "
+                               f"{type(e).__name__}: {e}") from e
     obj: Any = module
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise HandlerSpecError(f"{spec!r}: {mod_name} has no attribute {attr}") from None
+            raise HandlerSpecError(f"{spec!r}: {mod_name} has no attribute {attr!r}") from None
     return obj
 
 

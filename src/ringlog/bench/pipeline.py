@@ -24,15 +24,11 @@ Only the public ``Processor`` API is used, so the measurement holds whatever the
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
 import math
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
@@ -96,34 +92,15 @@ def load_handler(spec: str) -> Callable[[], Any]:
 
     The factory is called with no arguments for each run, so each run starts from a fresh
     handler. Every way the spec can be wrong is a HandlerSpecError saying which part."""
-    mod_name, sep, attr = spec.rpartition(":")
-    if not sep or not mod_name or not attr:
-        raise HandlerSpecError(f"--handler {spec!r}: expected module:Class or file.py:Class")
+    from ..replay import load_object
+
     try:
-        if mod_name.endswith(".py"):
-            path = Path(mod_name)
-            if not path.is_file():
-                raise HandlerSpecError(f"--handler {spec!r}: no file {path}")
-            loader = importlib.util.spec_from_file_location(f"_ringlog_bench_{path.stem}", path)
-            assert loader is not None and loader.loader is not None
-            module = importlib.util.module_from_spec(loader)
-            sys.modules[loader.name] = module
-            loader.loader.exec_module(module)
-        else:
-            if "" not in sys.path and str(Path.cwd()) not in sys.path:
-                sys.path.insert(0, str(Path.cwd()))  # as `python -m` would: the cwd's modules
-            module = importlib.import_module(mod_name)
-    except HandlerSpecError:
-        raise
-    except Exception as e:  # an import error of the user's module, reported as such
-        raise HandlerSpecError(f"--handler {spec!r}: importing {mod_name} failed: "
-                               f"{type(e).__name__}: {e}") from e
-    factory = getattr(module, attr, None)
-    if factory is None:
-        raise HandlerSpecError(f"--handler {spec!r}: {mod_name} has no attribute {attr!r}")
+        factory = load_object(spec)
+    except HandlerSpecError as e:
+        raise HandlerSpecError(f"--handler {e}") from e.__cause__
     if not callable(factory):
-        raise HandlerSpecError(f"--handler {spec!r}: {attr} is a {type(factory).__name__}, "
-                               "not a class or factory")
+        raise HandlerSpecError(f"--handler {spec!r}: {spec.rpartition(':')[2]} is a "
+                               f"{type(factory).__name__}, not a class or factory")
     return factory  # type: ignore[no-any-return]
 
 
