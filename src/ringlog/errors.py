@@ -21,6 +21,12 @@ catch for that kind of failure:
     |- StateError             RuntimeError           (a call the object's state forbids)
     |- WaitTimeoutError       TimeoutError           (drain, a server's start)
     |- HandlerSpecError       ValueError             ("module:Class" that names no handler)
+
+Beside their parts: AdminError (RuntimeError: refused) and AdminSocketError
+(ConnectionError: not delivered) in ringlog.admin; GatewayError (ConnectionError),
+GatewayTimeout (TimeoutError) and LogonRejected (PermissionError) in ringlog.client;
+GatewayConfigError (ValueError) in ringlog.gateway; Divergence (RuntimeError) in
+ringlog.cluster. tests/test_typing.py checks every one.
 """
 
 __all__ = [
