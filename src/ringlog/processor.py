@@ -46,6 +46,8 @@ from .config import check_fields, config_error
 from .errors import (
     CircuitOpenError,
     ConfigError,
+    JournalCorruptError,
+    JournalError,
     RingClosedError,
     RingLogError,
     StateError,
@@ -172,7 +174,7 @@ def read_manifest(directory: str | Path) -> ProcessorManifest | None:
     except FileNotFoundError:
         return None
     except msgspec.DecodeError as e:  # ValidationError is a DecodeError
-        raise RingLogError(f"{path}: {e}") from e
+        raise JournalCorruptError(f"{path}: {e}", path=str(path)) from e
 
 
 class RecoveryReport(msgspec.Struct, frozen=True):
@@ -352,8 +354,8 @@ class Processor:
             target = self._out.cursor if self._out is not None else -1
             while self._oc is not None and self._oc.sequence < target:
                 if self._out.closed:
-                    raise RingLogError("the output stage stopped before a snapshot could be "
-                                       "taken")
+                    raise StateError("the output stage stopped before a snapshot could be "
+                                     "taken")
                 time.sleep(0.0002)
             if self.config.durability != "none":
                 self.output.sync()
@@ -515,7 +517,7 @@ class Processor:
             self._state = "closed" if self._error is None else "halted"
         if self._error is not None:
             err, self._error = self._error, None
-            raise RingLogError(f"the processor halted: {err!r}") from err
+            raise StateError(f"the processor halted: {err!r}") from err
 
     def halt(self) -> None:
         """Stops at once without draining; what was journaled is replayed on restart."""
@@ -723,7 +725,7 @@ class Processor:
         journal halts the output stage (its outputs are never released)."""
         while appender.wait_durable(sequence, 0.1) < sequence:
             if appender.failed or self.input.failed:
-                raise RingLogError(f"input journal failed before sequence {sequence} was "
+                raise JournalError(f"input journal failed before sequence {sequence} was "
                                    "durable: its outputs are not released")
 
     def _notify_resumed(self) -> None:
