@@ -86,14 +86,16 @@ def test_metrics_endpoint_exposes_counters_lags_and_the_age_histogram(served):
     assert inf and inf[0].value == samples["ringlog_logic_batches_total"].value
 
 
-def test_metrics_port_in_use_is_one_line_and_exit_1(tmp_path, served):
+def test_metrics_port_in_use_is_one_line_with_the_errno_and_exit_2(tmp_path, served):
     cfg = tmp_path / "gw2.toml"
     cfg.write_text(CONFIG)
     r = subprocess.run([sys.executable, "-m", "ringlog", "serve", str(tmp_path / "other"),
                         "--config", str(cfg), "--metrics-port", str(served["metrics_port"])],
                        capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1
-    assert r.stderr.count("\n") == 1 and "cannot serve metrics on 127.0.0.1:" in r.stderr
+    assert r.returncode == 2, r.stderr  # as serve's own port in use (test_cli_input)
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert f"127.0.0.1:{served['metrics_port']}: cannot serve metrics: " in r.stderr
+    assert "EADDRINUSE" in r.stderr
 
 
 def exchange(port, frames, answers):

@@ -21,6 +21,8 @@ catch for that kind of failure:
     |- StateError             RuntimeError           (a call the object's state forbids)
     |- WaitTimeoutError       TimeoutError           (drain, a server's start)
     |- HandlerSpecError       ValueError             ("module:Class" that names no handler)
+    |- ListenError            OSError                (.errno, .filename "host:port")
+    |- MissingExtraError      ImportError            (names the pip command)
 
 Beside their parts: AdminError (RuntimeError: refused) and AdminSocketError
 (ConnectionError: not delivered) in ringlog.admin; GatewayError (ConnectionError),
@@ -40,6 +42,8 @@ __all__ = [
     "InsufficientCapacityError",
     "JournalCorruptError",
     "JournalError",
+    "ListenError",
+    "MissingExtraError",
     "RingClosedError",
     "RingError",
     "RingLogError",
@@ -160,3 +164,13 @@ class CountersFileError(RingLogError, OSError):
 class CountersMissingError(CountersFileError, FileNotFoundError):
     """No counters file where one was looked for: no processor (with counters on) has run
     in that directory."""
+
+
+class ListenError(RingLogError, OSError):
+    """A server (the metrics endpoint) could not listen on its address: ``errno`` says why
+    and ``filename`` is the ``host:port``. Build it as ``ListenError(errno, strerror,
+    "host:port")``, like an OSError."""
+
+
+class MissingExtraError(RingLogError, ImportError):
+    """A feature needs a package of an extra that is not installed; says the pip command."""
