@@ -176,14 +176,20 @@ BARE_BUILTINS_ALLOWED = {
     ("bench/cpu.py", "RuntimeError"): "benchmark harness internals",
     ("bench/echo.py", "TimeoutError"): "benchmark peer process",
     ("bench/pipeline.py", "RuntimeError"): "benchmark harness internals",
+    # RingLogError itself derives from no builtin: still raised bare in the cluster part
+    ("cluster/natsserver.py", "RingLogError"): "not done yet (cluster part)",
+    ("cluster/shard.py", "RingLogError"): "not done yet (cluster part)",
+    ("cluster/stream.py", "RingLogError"): "not done yet (cluster part)",
+    ("cluster/replica.py", "RingLogError"): "not done yet (cluster part)",
+    ("cluster/trial.py", "RingLogError"): "not done yet (cluster part)",
 }
 
 
-def test_no_module_raises_a_bare_builtin_outside_the_known_places():
+def test_no_module_raises_a_bare_builtin_or_bare_ringlog_error_outside_the_known_places():
     import builtins
 
     kinds = {n for n in dir(builtins) if isinstance(getattr(builtins, n), type)
-             and issubclass(getattr(builtins, n), BaseException)}
+             and issubclass(getattr(builtins, n), BaseException)} | {"RingLogError"}
     root = Path(ringlog.__file__).parent
     found = set()
     for path in root.rglob("*.py"):

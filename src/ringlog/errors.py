@@ -18,7 +18,7 @@ catch for that kind of failure:
     |  |- CountersVersionError                       (another layout version)
     |- CountersFileError      OSError                (.errno .path: refused, in use: EBUSY)
     |  |- CountersMissingError FileNotFoundError
-    |- StateError             RuntimeError           (a call the object's state forbids)
+    |- StateError             RuntimeError           (cannot go on in its current state)
     |- WaitTimeoutError       TimeoutError           (drain, a server's start)
     |- HandlerSpecError       ValueError             ("module:Class" that names no handler)
     |- ListenError            OSError                (.errno, .filename "host:port")
@@ -136,8 +136,9 @@ class HandlerSpecError(RingLogError, ValueError):
 
 
 class StateError(RingLogError, RuntimeError):
-    """A call the object's current state does not allow: ``start()`` twice, ``drain()`` of a
-    stopped processor, ``emit()`` outside a processor; says the state."""
+    """The object cannot go on in its current state: ``start()`` twice, ``drain()`` of a
+    stopped processor, ``emit()`` outside a processor, a processor or a replay stopped by its
+    handler's exception (the cause is chained); says the state."""
 
 
 class CountersError(RingLogError, ValueError):

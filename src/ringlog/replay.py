@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 import msgspec
 
-from .errors import HandlerSpecError, JournalError, RingLogError, SnapshotError
+from .errors import HandlerSpecError, JournalError, SnapshotError, StateError
 from .journal import JournalReader
 from .logic import InputEvent, LogicLoop, OutputRecord
 from .processor import _same_output, _Snapshot
@@ -323,7 +323,7 @@ class Replayer:
                 try:
                     st, off, seq, n = replay(seg, off, seq, True, min(to, seq + chunk - 1))
                 except Exception as e:  # the handler's bug, reported where it happened
-                    raise RingLogError(
+                    raise StateError(
                         f"the handler raised at input sequence {loop.last_sequence}: {e!r}; "
                         "replay stops here (a processor run with --dead-letter continues)"
                     ) from e
@@ -387,7 +387,7 @@ class Replayer:
 
             journaled = last_sequence(self.output_path) + 1
             if self.loop.state.published > journaled:
-                raise RingLogError(
+                raise StateError(
                     f"the output journal holds {journaled} outputs but the state at sequence "
                     f"{self.loop.state.last_sequence} has published "
                     f"{self.loop.state.published}: start the processor once (its recovery "
