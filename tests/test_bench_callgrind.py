@@ -45,3 +45,18 @@ def test_a_threads_instructions_are_counted_apart_from_the_main_threads():
     # a million more additions in the thread; the main thread's count hardly moves
     assert big - s > 10_000_000
     assert abs(large[1] - small[1]) < 0.05 * small[1]
+
+
+@pytest.mark.parametrize(("diff", "rel", "ns", "says"), [
+    ([-1.0, 3.0, 0.5, -0.2, 1.0], [-0.03, 0.1, 0.02, -0.01, 0.03], False, "met"),
+    ([30.0, 31.0, 29.0, 30.0, 30.5], [1.5, 1.6, 1.4, 1.5, 1.5], True, "NOT met"),  # > 10 ns
+    ([-91.0, 216.0, -309.0, 10.0, 5.0], [-5.6, 19.6, -21.9, 0.8, 0.4], True, "not resolved"),
+])
+def test_the_counters_goal_is_judged_only_where_the_pairs_resolve_it(diff, rel, ns, says,
+                                                                      monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "bench"))
+    import bench_counters
+
+    assert bench_counters.goal(diff, rel, ns).startswith(says)
