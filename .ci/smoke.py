@@ -1,7 +1,8 @@
 """Smoke test of an installed ringlog wheel, run from outside the checkout by .ci/wheel.
 
     every compiled module imports  ->  ringlog --version  ->  a small journal written through
-    the public API passes `ringlog journal verify`  ->  (--cimport) a Cython module that
+    the public API passes `ringlog journal verify`  ->  `ringlog bench ring` outside a checkout
+    is exit 2 with one line saying where the targets are  ->  (--cimport) a Cython module that
     cimports ringlog._ring compiles against the wheel's .pxd and headers and runs
 
 Exits non-zero with the failing step's message.
@@ -53,9 +54,23 @@ def main() -> int:
         if r.returncode != 0 or "1,000 records" not in r.stdout:
             sys.exit(f"smoke: journal verify: {r.returncode} {r.stdout} {r.stderr}")
         step(r.stdout.strip())
+        bench(exe, Path(tmp))
         if "--cimport" in sys.argv:
             cimport(Path(tmp))
     return 0
+
+
+def bench(exe: Path, tmp: Path) -> None:
+    """The bench targets are the repository's bench/ folder: from an installed wheel, outside
+    a checkout, asking for one is a usage error in one line that names the way out."""
+    r = subprocess.run([exe, "bench", "ring", "--smoke", "--runs", "1"], capture_output=True,
+                       text=True, cwd=tmp, timeout=600)
+    err = r.stderr.strip()
+    if r.returncode != 2 or len(err.splitlines()) != 1 or "from a clone" not in err \
+            or "--handler" not in err:
+        sys.exit(f"smoke: ringlog bench ring outside a checkout: exit {r.returncode}, "
+                 f"stdout {r.stdout[-500:]!r}, stderr {r.stderr[-2000:]!r}")
+    step(f"ringlog bench ring outside a checkout: exit 2, {err[:60]}...")
 
 
 def cimport(tmp: Path) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ringlog.bench.latency import latency_rows, percentiles, rate_label
+from ringlog.bench.latency import latency_rows, past_capacity, percentiles, rate_label
 from ringlog.bench.stats import summarize
 from ringlog.loadgen import LoadConfig, measure
 
@@ -131,8 +131,13 @@ def _rows(series: str, rate: float, got: list[tuple[dict[str, Any], np.ndarray]]
             {"target": "gateway", "name": f"{pre}_backlog_growth", "unit": "orders",
              **summarize([d["backlog_last_third"] - d["backlog_first_third"] for d in docs]),
              "note": "unanswered orders: median of the last third of the run minus the first"}]
+    achieved = [d["achieved_rate"] for d in docs]  # answered orders/s of each run
+    if past_capacity(rate, achieved):  # every figure of these runs was taken past capacity
+        for r in rows:
+            r["past_capacity"] = True
     return rows + latency_rows("gateway", series, rate, [g[1] for g in got],
-                               note="round trip: intended send -> first answer (CO-corrected)")
+                               note="round trip: intended send -> first answer (CO-corrected)",
+                               achieved=achieved)
 
 
 def run(runs: int = 3, smoke: bool = False, peers: dict | None = None) -> list[dict]:

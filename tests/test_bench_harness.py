@@ -152,6 +152,17 @@ def test_report_states_machine_runs_and_spread():
             in md)
 
 
+def test_a_rewritten_report_keeps_the_figures_measured_apart():
+    doc = _doc(2_000_000.0)
+    apart = (f"{report.APART}\n\n### Counters' cost\n\n`python bench/bench_counters.py`: "
+             "+0.1% (5 pairs)\n")
+    old = report.render(doc, "make bench") + apart
+    assert report.kept_section(old) == apart
+    new = report.render(_doc(3_000_000.0), "make bench", kept=report.kept_section(old))
+    assert new.endswith(apart) and "3 M events/s" in new and "2 M events/s" not in new
+    assert report.kept_section(report.render(doc, "make bench")) == ""
+
+
 def test_hdr_log_is_written_in_the_standard_format(tmp_path):
     path = tmp_path / "h.hlog"
     latency.to_hdr_log(np.array([100, 200, 300, 100_000]), str(path), tag="t")
@@ -523,7 +534,7 @@ def test_a_wrong_handler_spec_is_a_usage_error_saying_what_is_wrong(spec, messag
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--ring-size", "1000"], "ring_size must be a power of two"),
+    (["--ring-size", "1000"], "PipelineOptions.ring_size: must be a power of two"),
     (["--duration", "0"], "argument --duration: seconds must be above 0"),
     (["--event-size", "-1"], "argument --event-size: not a size: '-1'"),
     (["--event-size", "0"], "argument --event-size: a size must be a whole number above 0"),
@@ -581,6 +592,30 @@ def test_a_sender_behind_its_schedule_is_said_in_the_note(handlers):
                                 progress=lambda s: None)
     note = next(r["note"] for r in rows if r["name"].endswith("_5M_per_s_p50"))
     assert "100000 of 100000 events sampled; the sender fell behind the schedule" in note
+    past = [r for r in rows if "_5M_per_s_" in r["name"]]
+    assert len(past) == 6 and all(r.get("past_capacity") for r in past)
+    assert not any(r.get("past_capacity") for r in rows if "_latency_" not in r["name"])
+    shown = report.table({"results": past, "config": {"runs": 1}}).splitlines()[1:-1]
+    assert len(shown) == 6 and all(report.PAST in line for line in shown)
+
+
+def _gateway_docs(achieved):
+    return [({"missing": 0, "connections_lost": [], "achieved_rate": a, "answered": 100,
+              "sent": 100, "server_cpu_ns_per_order": 1.0, "client_cpu_ns_per_order": 1.0,
+              "backlog_last_third": 0, "backlog_first_third": 0}, np.arange(1, 101))
+            for a in achieved]
+
+
+@pytest.mark.parametrize(("achieved", "past"), [((199_000.0, 200_500.0), False),
+                                                 ((199_000.0, 150_000.0), True)])
+def test_every_gateway_row_of_runs_past_capacity_is_marked(achieved, past, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "bench"))
+    import bench_gateway
+
+    rows = bench_gateway._rows("gateway_8conn", 200_000.0, _gateway_docs(achieved))
+    assert len(rows) == 5 + 6  # the run's figures and the latency percentiles
+    assert all(bool(r.get("past_capacity")) is past for r in rows)
+    assert latency.past_capacity(200_000.0, list(achieved)) is past
 
 
 # -- a user's first run: outside a checkout, missing extras, the README's handler -------------

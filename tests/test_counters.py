@@ -1,6 +1,7 @@
 """Counters in a shared-memory file: writer, reader in another process, liveness, layout."""
 
 import contextlib
+import errno
 import mmap
 import os
 import signal
@@ -22,6 +23,7 @@ from ringlog._counters import (
     SEQUENCE,
     TOTAL,
     CountersError,
+    CountersFileError,
     CountersManager,
     CountersReader,
     CountersVersionError,
@@ -190,8 +192,9 @@ def test_counters_create_refuses_a_file_a_live_writer_holds(tmp_path):
     path = tmp_path / "counters"
     with _python(WRITER, path, "run") as w:
         assert w.stdout.readline().strip() == "ready"
-        with pytest.raises(CountersError, match=f"in use by process {w.pid}"):
+        with pytest.raises(CountersFileError, match=f"in use by process {w.pid}") as e:
             CountersManager.create(path)
+        assert e.value.errno == errno.EBUSY and e.value.path == str(path)
         w.kill()
         w.wait()
         with CountersManager.create(path) as mgr:  # its writer is dead now: replaced

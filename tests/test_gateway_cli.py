@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from ringlog.cli import main
 from ringlog.client import Client
@@ -67,6 +69,32 @@ def test_serve_then_load_then_restart_recovers_the_orders(tmp_path, capsys):
         with Client("127.0.0.1", ready["port"], "load-token-1") as c:
             got = c.request(OpenOrders, 7)
             assert [(m.order_id, m.open_qty) for m in got[:-1]] == [(4_000_000, 3)]
+    finally:
+        _stop(proc)
+
+
+def test_the_readmes_config_serves_the_readmes_load_over_8_connections(tmp_path):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = re.search(r"cat > gateway.toml <<'EOF'\n(.*?)\n +EOF\n", readme, re.S).group(1)
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text("\n".join(line[4:] for line in block.splitlines()) + "\n")
+    command = re.search(r"`(ringlog load --config gateway.toml [^`]*)`", readme).group(1)
+    assert "--connections 8" in command and "--rate 50k" in command
+    args = command.split()[1:]
+    args[args.index("--rate") + 1] = "4k"  # the README's command, gentler on a shared machine
+    args[args.index("--config") + 1] = str(cfg)
+    proc = subprocess.Popen([sys.executable, "-m", "ringlog", "serve", str(tmp_path / "data"),
+                             "--config", str(cfg), "--port", "0", "--durability", "none"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line, proc.stderr.read()
+    try:
+        out = tmp_path / "load.json"
+        rc = main([*args, "--port", str(json.loads(line)["port"]), "--duration", "1",
+                   "--warmup", "0.2", "--json", str(out)])
+        doc = json.loads(out.read_text())
+        assert rc == 0 and doc["connections"] == 8
+        assert doc["sent"] == doc["answered"] == 4000 and doc["missing"] == 0
     finally:
         _stop(proc)
 

@@ -129,7 +129,7 @@ def test_second_appender_on_the_same_directory_is_refused(tmp_path):
 
 
 def test_bad_arguments_are_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match="durability must be one of"):
+    with pytest.raises(ValueError, match=r"Journal\.durability: must be one of"):
         Journal(tmp_path, durability="fast")
     with pytest.raises(ValueError, match="segment_size"):
         Journal(tmp_path, segment_size=1000)

@@ -10,7 +10,7 @@ from ringlog.engine import Command, Engine, Report, Side, new_order
 from ringlog.engine.codec import decode, modify
 from ringlog.engine.flow import demo_config
 from ringlog.engine.records import CancelReason, RejectReason
-from ringlog.errors import ConfigError, RingLogError
+from ringlog.errors import ConfigError, RingLogError, StateError
 from ringlog.events import TYPE_KILLED
 from ringlog.handler import EventHandler
 from ringlog.journal import Journal
@@ -212,11 +212,12 @@ def test_kill_switch_needs_a_handler_that_supports_it(tmp_path):
     p = Processor(Plain(), tmp_path, PCFG)
     p.start()
     try:
-        with pytest.raises(RingLogError, match="Plain has no on_kill"):
+        with pytest.raises(StateError, match="Plain has no on_kill"):
             p.kill(1)
         p2 = Processor(Engine(CFG), tmp_path / "e", PCFG)
-        with pytest.raises(RingLogError, match="key must be an int64"):
+        with pytest.raises(ConfigError, match=r"Processor\.kill\.key: must be an int64") as e:
             p2.kill("7")
+        assert isinstance(e.value, RingLogError) and e.value.value == "7"
         p2.stop()
     finally:
         p.stop()

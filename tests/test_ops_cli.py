@@ -4,6 +4,7 @@ live view in a real terminal (tmux)."""
 import contextlib
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -108,6 +109,34 @@ def test_admin_usage_errors_are_one_line_and_exit_2(tmp_path):
         assert r.returncode == 2 and "an account is 0.." in r.stderr
         r = ringlog("admin", "reset", tmp_path)  # no breaker: harmless, journaled
         assert r.returncode == 0 and "reset: journaled at input sequence" in r.stdout
+
+
+def test_admin_without_a_running_processor_exits_2_with_one_line_for_each_way(tmp_path):
+    missing = tmp_path / "never-made"
+    stale = tmp_path / "killed"
+    stale.mkdir()
+    # a processor killed -9 leaves its socket file behind: nobody listens on it
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.bind(str(stale / "admin.sock"))
+    for directory in (tmp_path, missing, stale):
+        for args in (("kill", directory, "--all"), ("reset", directory)):
+            r = ringlog("admin", *args)
+            assert r.returncode == 2, (args, r.stderr)
+            assert r.stderr.count("\n") == 1 and r.stdout == ""
+            assert f"no running processor at {directory}" in r.stderr
+            assert "Traceback" not in r.stderr
+
+
+def test_admin_against_a_processor_that_never_answers_says_so(tmp_path):
+    from ringlog.admin import AdminSocketError, send_admin
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as hung:
+        hung.bind(str(tmp_path / "admin.sock"))
+        hung.listen(1)  # accepts (the kernel does) and never reads nor answers
+        with pytest.raises(AdminSocketError, match=r"did not answer .*no answer within 0\.2s") \
+                as e:
+            send_admin(tmp_path, "reset", timeout=0.2)
+    assert isinstance(e.value, ConnectionError)
 
 
 def test_stat_json_prints_one_line_per_interval_with_rates_and_lags(tmp_path):

@@ -20,7 +20,7 @@ rate from deltas), SEQUENCE (a position: also a rate), GAUGE (a level such as a 
 (an enumerated state). Types from 1000 up are the application's.
 """
 
-from libc.errno cimport errno
+from libc.errno cimport EBUSY, ENOENT, errno
 from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memcpy, memset
 from posix.fcntl cimport O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, open as c_open
@@ -39,7 +39,9 @@ import time
 
 import msgspec
 
-from ringlog.errors import RingLogError
+from ringlog.errors import (
+    CountersError, CountersFileError, CountersMissingError, CountersVersionError,
+)
 
 cdef extern from "ringwait.h" nogil:
     void rl_futex_wait(int32_t *word, int32_t expected, int64_t timeout_ns)
@@ -48,8 +50,8 @@ cdef extern from "ringwait.h" nogil:
 __all__ = [
     "AGE_BUCKETS", "BUCKET", "GAUGE", "LAYOUT_VERSION", "LABEL_MAX", "SEQUENCE",
     "STAGE_COUNTERS", "STATE", "TOTAL",
-    "Counter", "CounterValue", "CountersError", "CountersManager", "CountersReader",
-    "CountersVersionError", "StageCounters",
+    "Counter", "CounterValue", "CountersError", "CountersFileError", "CountersManager",
+    "CountersMissingError", "CountersReader", "CountersVersionError", "StageCounters",
 ]
 
 TOTAL, SEQUENCE, GAUGE, STATE, BUCKET = 1, 2, 3, 4, 5
@@ -73,14 +75,6 @@ STAGE_COUNTERS = {
               ("breaker_held", GAUGE), ("kills", TOTAL))
     + tuple((f"age_ns:{b}", BUCKET) for b in AGE_BUCKETS) + (("age_ns:inf", BUCKET),),
 }
-
-
-class CountersError(RingLogError):
-    """A counters file that cannot be made, read or allocated in; names the file or label."""
-
-
-class CountersVersionError(CountersError):
-    """A counters file of another layout version: read it with the ringlog that wrote it."""
 
 
 class CounterValue(msgspec.Struct, frozen=True, array_like=True):
@@ -142,9 +136,11 @@ cdef _CountersMap _map_fd(int fd, Py_ssize_t size, bint writable, object path):
     cdef _CountersMap m = _CountersMap()
     cdef void* p = mmap(NULL, size, PROT_READ | (PROT_WRITE if writable else 0), MAP_SHARED,
                         fd, 0)
+    cdef int err
     if p == MAP_FAILED:
-        raise CountersError(f"cannot map counters file {path} ({size} bytes): "
-                            f"{os.strerror(errno)}")
+        err = errno
+        raise CountersFileError(f"cannot map counters file {path} ({size} bytes): "
+                                f"{os.strerror(err)}", errno=err, path=path)
     m.base = <char*>p
     m.size = size
     m.path = path
@@ -159,10 +155,13 @@ cdef _CountersMap _open_map(object path, int64_t* ino):
     cdef rl_counters_header* h
     cdef bytes bpath = os.fsencode(path)
     cdef int fd = c_open(bpath, O_RDONLY)
+    cdef int err
     if fd < 0:
-        if errno == 2:
-            raise FileNotFoundError(f"no counters file at {path}")
-        raise CountersError(f"cannot open counters file {path}: {os.strerror(errno)}")
+        err = errno
+        if err == ENOENT:
+            raise CountersMissingError(f"no counters file at {path}", errno=err, path=path)
+        raise CountersFileError(f"cannot open counters file {path}: {os.strerror(err)}",
+                                errno=err, path=path)
     try:
         fstat(fd, &st)
         ino[0] = st.st_ino
@@ -231,6 +230,7 @@ cdef class CountersManager:
         cdef int fd
         cdef Py_ssize_t size
         cdef rl_counters_header* h
+        cdef int err
         path = os.fspath(path)
         if not 1 <= max_counters <= 1 << 20:
             raise CountersError(f"max_counters must be between 1 and {1 << 20}, got "
@@ -244,17 +244,21 @@ cdef class CountersManager:
             pass
         else:
             if old.writer_status() in ("running", "stale") and old.writer_pid != os.getpid():
-                raise CountersError(f"{path} is in use by process {old.writer_pid}; stop it "
-                                    "first (one writer per counters file)")
+                raise CountersFileError(f"{path} is in use by process {old.writer_pid}; stop "
+                                        "it first (one writer per counters file)",
+                                        errno=EBUSY, path=path)
         tmp = f"{path}.{os.getpid()}.tmp"
         size = RL_COUNTERS_HEADER_SIZE + 2 * max_counters * _LINE
         fd = c_open(os.fsencode(tmp), O_RDWR | O_CREAT | O_TRUNC, 0o644)
         if fd < 0:
-            raise CountersError(f"cannot create counters file {tmp}: {os.strerror(errno)}")
+            err = errno
+            raise CountersFileError(f"cannot create counters file {tmp}: {os.strerror(err)}",
+                                    errno=err, path=tmp)
         try:
             if ftruncate(fd, size) != 0:
-                raise CountersError(f"cannot size counters file {tmp} to {size} bytes: "
-                                    f"{os.strerror(errno)}")
+                err = errno
+                raise CountersFileError(f"cannot size counters file {tmp} to {size} "
+                                        f"bytes: {os.strerror(err)}", errno=err, path=tmp)
             self._map = _map_fd(fd, size, True, path)
         except BaseException:
             c_close(fd)

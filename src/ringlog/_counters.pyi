@@ -5,7 +5,10 @@ from types import TracebackType
 
 import msgspec
 
-from .errors import RingLogError
+from .errors import CountersError as CountersError
+from .errors import CountersFileError as CountersFileError
+from .errors import CountersMissingError as CountersMissingError
+from .errors import CountersVersionError as CountersVersionError
 
 TOTAL: int
 SEQUENCE: int
@@ -16,12 +19,6 @@ AGE_BUCKETS: tuple[int, ...]
 LAYOUT_VERSION: int
 LABEL_MAX: int
 STAGE_COUNTERS: dict[str, tuple[tuple[str, int], ...]]
-
-class CountersError(RingLogError):
-    """A counters file that cannot be made, read or allocated in."""
-
-class CountersVersionError(CountersError):
-    """A counters file of another layout version."""
 
 class CounterValue(msgspec.Struct, frozen=True, array_like=True):
     """One counter as a reader sees it."""

@@ -28,7 +28,7 @@ import msgspec
 from .errors import RingLogError
 
 __all__ = ["ADMIN_SOCKET", "OPERATIONS", "AdminError", "AdminRequest", "AdminServer",
-           "send_admin"]
+           "AdminSocketError", "send_admin"]
 
 ADMIN_SOCKET = "admin.sock"
 MAX_REQUEST = 4096
@@ -38,8 +38,16 @@ OPERATIONS = {"kill": ("kill", True), "enable": ("enable", True),
               "discard": ("discard_held", False)}
 
 
-class AdminError(RingLogError):
-    """An operator command that could not be delivered or was refused; says why."""
+class AdminError(RingLogError, RuntimeError):
+    """An operator command the processor refused (it is not running, the key is invalid, the
+    handler has no kill switch); says why. One that never reached a processor is an
+    AdminSocketError."""
+
+
+class AdminSocketError(RingLogError, ConnectionError):
+    """An operator command that could not be delivered: no processor listens on the admin
+    socket (none runs in that directory, or it runs with ``admin=False``), or its answer was
+    unreadable; also a processor that cannot listen there."""
 
 
 class AdminRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -85,7 +93,7 @@ class AdminServer:
                 os.umask(old)
         except OSError as e:
             self._sock.close()
-            raise AdminError(f"cannot listen on {self.path}: {e}") from e
+            raise AdminSocketError(f"cannot listen on {self.path}: {e}") from e
         finally:
             if fd is not None:
                 os.close(fd)
@@ -152,11 +160,11 @@ def _read_line(conn: socket.socket) -> bytes:
 def send_admin(directory: str | Path, op: str, key: int | None = None,
                timeout: float = 10.0) -> int:
     """Sends one operator command to the processor running in ``directory``; returns the
-    journal sequence it was journaled at. AdminError when no processor listens there or it
-    refused the command."""
+    journal sequence it was journaled at. AdminSocketError when no processor listens there,
+    AdminError when it refused the command."""
     path = Path(directory) / ADMIN_SOCKET
     if not path.exists():
-        raise AdminError(f"no running processor at {directory} (no {ADMIN_SOCKET})")
+        raise AdminSocketError(f"no running processor at {directory} (no {ADMIN_SOCKET})")
     name, fd = _short(path)
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -164,17 +172,23 @@ def send_admin(directory: str | Path, op: str, key: int | None = None,
             try:
                 s.connect(name)
             except OSError as e:
-                raise AdminError(f"no running processor at {directory} ({path}: "
+                raise AdminSocketError(f"no running processor at {directory} ({path}: "
                                  f"{e.strerror or e})") from e
-            s.sendall(msgspec.json.encode(AdminRequest(op, key)) + b"\n")
-            raw = _read_line(s)
+            try:
+                s.sendall(msgspec.json.encode(AdminRequest(op, key)) + b"\n")
+                raw = _read_line(s)
+            except OSError as e:  # a hung processor (timeout) or one that died meanwhile
+                why = f"no answer within {timeout:g}s" if isinstance(e, TimeoutError) \
+                    else e.strerror or str(e)
+                raise AdminSocketError(f"the processor at {directory} did not answer "
+                                       f"({path}: {why})") from e
     finally:
         if fd is not None:
             os.close(fd)
     try:
         reply = msgspec.json.decode(raw, type=_Reply)
     except msgspec.DecodeError as e:
-        raise AdminError(f"{path}: unreadable reply {raw[:80]!r}") from e
+        raise AdminSocketError(f"{path}: unreadable reply {raw[:80]!r}") from e
     if not reply.ok:
         raise AdminError(f"{op} refused: {reply.error}")
     return reply.sequence

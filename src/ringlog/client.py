@@ -50,17 +50,22 @@ from .gateway.protocol import (
     Subscribe,
 )
 
-__all__ = ["AsyncClient", "Client", "GatewayError", "LogonRejected"]
+__all__ = ["AsyncClient", "Client", "GatewayError", "GatewayTimeout", "LogonRejected"]
 
 _ANSWERS = (Report, Error, Halted, OrderInfo, OpenOrdersEnd)
 
 
-class GatewayError(RingLogError):
-    """The gateway closed the connection, or did not answer in time."""
+class GatewayError(RingLogError, ConnectionError):
+    """The gateway closed the connection, or answered what the protocol does not allow."""
 
 
-class LogonRejected(GatewayError):
-    """The gateway refused the logon (the reason says why)."""
+class GatewayTimeout(GatewayError, TimeoutError):
+    """The gateway did not answer in time."""
+
+
+class LogonRejected(GatewayError, PermissionError):
+    """The gateway refused the logon (the reason says why: an unknown token, or the session
+    already logged on elsewhere)."""
 
 
 class _ClientProtocol(asyncio.Protocol):
@@ -146,9 +151,15 @@ class AsyncClient:
         """Opens the connection, logs on and resends every unacknowledged message in order."""
         loop = asyncio.get_running_loop()
         self._logon = loop.create_future()
-        _, proto = await asyncio.wait_for(
-            loop.create_connection(lambda: _ClientProtocol(self), self.host, self.port),
-            timeout)
+        where = f"{self.host}:{self.port}"
+        try:
+            _, proto = await asyncio.wait_for(
+                loop.create_connection(lambda: _ClientProtocol(self), self.host, self.port),
+                timeout)
+        except TimeoutError:
+            raise GatewayTimeout(f"no connection to {where} within {timeout}s") from None
+        except OSError as e:  # refused, unreachable, unknown host: one kind for the caller
+            raise GatewayError(f"cannot connect to {where}: {e.strerror or e}") from e
         self._proto = proto
         self._logon_seq = self.acked
         after = self.last_report if self.resume_reports else -1
@@ -156,6 +167,9 @@ class AsyncClient:
                           self.cancel_on_disconnect_ms))
         try:
             ack = await asyncio.wait_for(self._logon, timeout)
+        except TimeoutError:
+            raise GatewayTimeout(f"{where} did not answer the logon within {timeout}s") \
+                from None
         finally:
             self._logon = None
         if isinstance(ack, LogonReject):
@@ -225,7 +239,11 @@ class AsyncClient:
         self.send(Logout)
         p = self._proto
         if p is not None:
-            await asyncio.wait_for(p.lost, timeout)
+            try:
+                await asyncio.wait_for(p.lost, timeout)
+            except TimeoutError:
+                raise GatewayTimeout(f"the gateway did not close the session within "
+                                     f"{timeout}s of the logout") from None
 
     @property
     def connected(self) -> bool:
@@ -323,8 +341,8 @@ class AsyncClient:
             try:
                 await asyncio.wait_for(fut, timeout)
             except TimeoutError:
-                raise GatewayError(f"seq {seq} not acknowledged within {timeout}s (acked "
-                                   f"{self.acked})") from None
+                raise GatewayTimeout(f"seq {seq} not acknowledged within {timeout}s (acked "
+                                     f"{self.acked})") from None
         return self._answers.pop(seq, [])
 
     async def request(self, msg_type: type[msgspec.Struct], *args: Any,
@@ -334,7 +352,10 @@ class AsyncClient:
 
     async def next_event(self, timeout: float = 10.0) -> Any:
         """The next unsolicited message (a maker's fill, market data, an Error without seq)."""
-        return await asyncio.wait_for(self.events.get(), timeout)
+        try:
+            return await asyncio.wait_for(self.events.get(), timeout)
+        except TimeoutError:
+            raise GatewayTimeout(f"no unsolicited message within {timeout}s") from None
 
     def _on_message(self, msg: Any) -> None:
         if self.on_message is not None:

@@ -14,19 +14,43 @@ catch for that kind of failure:
     |  |- JournalCorruptError ValueError too         (.path .offset .sequence)
     |- SnapshotError          OSError
     |- CircuitOpenError       RuntimeError
+    |- CountersError          ValueError             (not a counters file; a bad allocation)
+    |  |- CountersVersionError                       (another layout version)
+    |- CountersFileError      OSError                (.errno .path: refused, in use: EBUSY)
+    |  |- CountersMissingError FileNotFoundError
+    |- StateError             RuntimeError           (cannot go on in its current state)
+    |- WaitTimeoutError       TimeoutError           (drain, a server's start)
+    |- HandlerSpecError       ValueError             ("module:Class" that names no handler)
+    |- ListenError            OSError                (.errno, .filename "host:port")
+    |- MissingExtraError      ImportError            (names the pip command)
+
+Beside their parts: AdminError (RuntimeError: refused) and AdminSocketError
+(ConnectionError: not delivered) in ringlog.admin; GatewayError (ConnectionError),
+GatewayTimeout (TimeoutError) and LogonRejected (PermissionError) in ringlog.client;
+GatewayConfigError (ValueError) in ringlog.gateway; Divergence (RuntimeError) in
+ringlog.cluster. tests/test_typing.py checks every one.
 """
 
 __all__ = [
     "CircuitOpenError",
     "ConfigError",
+    "CountersError",
+    "CountersFileError",
+    "CountersMissingError",
+    "CountersVersionError",
+    "HandlerSpecError",
     "InsufficientCapacityError",
     "JournalCorruptError",
     "JournalError",
+    "ListenError",
+    "MissingExtraError",
     "RingClosedError",
     "RingError",
     "RingLogError",
     "SchemaError",
     "SnapshotError",
+    "StateError",
+    "WaitTimeoutError",
 ]
 
 
@@ -99,3 +123,55 @@ class SnapshotError(RingLogError, OSError):
 
 class CircuitOpenError(RingLogError, RuntimeError):
     """The circuit breaker is open: the processor is halted until an operator resets it."""
+
+
+class WaitTimeoutError(RingLogError, TimeoutError):
+    """A wait bounded by a timeout ran out (``drain()``, a server's start); the message says
+    how far it got."""
+
+
+class HandlerSpecError(RingLogError, ValueError):
+    """A ``module:Class`` (or ``file.py:Class``) spec that does not name an importable event
+    handler, factory or breaker; says which part is wrong."""
+
+
+class StateError(RingLogError, RuntimeError):
+    """The object cannot go on in its current state: ``start()`` twice, ``drain()`` of a
+    stopped processor, ``emit()`` outside a processor, a processor or a replay stopped by its
+    handler's exception (the cause is chained); says the state."""
+
+
+class CountersError(RingLogError, ValueError):
+    """A file that is not a usable counters file (size, magic, header), or a counter that
+    cannot be allocated (label, type, the file full); names the file or the label. The
+    operating system's refusals are CountersFileError."""
+
+
+class CountersVersionError(CountersError):
+    """A counters file of another layout version: read it with the ringlog that wrote it."""
+
+
+class CountersFileError(RingLogError, OSError):
+    """The operating system refused the counters file (open, create, size, map), or another
+    live process writes it (``errno`` EBUSY); ``errno`` and ``path`` say which."""
+
+    def __init__(self, message: str, *, errno: int | None = None,
+                 path: str | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+        self.path = path
+
+
+class CountersMissingError(CountersFileError, FileNotFoundError):
+    """No counters file where one was looked for: no processor (with counters on) has run
+    in that directory."""
+
+
+class ListenError(RingLogError, OSError):
+    """A server (the metrics endpoint) could not listen on its address: ``errno`` says why
+    and ``filename`` is the ``host:port``. Build it as ``ListenError(errno, strerror,
+    "host:port")``, like an OSError."""
+
+
+class MissingExtraError(RingLogError, ImportError):
+    """A feature needs a package of an extra that is not installed; says the pip command."""

@@ -48,7 +48,9 @@ class EventHandler:
         ``key`` is the breaker's per-key limit key (an account or symbol id). Bound by the
         processor when it starts; calling it on a handler outside a processor is an error.
         """
-        raise RuntimeError("emit() is only available while the handler runs in a Processor")
+        from .errors import StateError
+
+        raise StateError("emit() is only available while the handler runs in a Processor")
 
 
 

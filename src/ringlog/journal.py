@@ -26,7 +26,7 @@ import msgspec
 
 from . import durable
 from ._journal import HEADER_SIZE, JournalAppender, Record, Segment, corrupt, crc32c
-from .errors import JournalCorruptError, JournalError
+from .errors import ConfigError, JournalCorruptError, JournalError
 from .events import EventRegistry
 from .recovery import (
     RecoveryDecision,
@@ -390,20 +390,23 @@ class Journal:
                  prefault: bool | Literal["write", "read"] = True,
                  first_segment_size: int | None = None) -> None:
         if durability not in _POLICIES:
-            raise ValueError(f"durability must be one of {sorted(_POLICIES)}, got "
-                             f"{durability!r}")
+            raise ConfigError("Journal.durability", f"must be one of {sorted(_POLICIES)}, got "
+                              f"{durability!r}", durability)
         if segment_size < 2 * HEADER_SIZE or segment_size % 4096:
-            raise ValueError(f"segment_size must be a multiple of 4096 and at least "
-                             f"{2 * HEADER_SIZE}, got {segment_size}")
+            raise ConfigError("Journal.segment_size", f"must be a multiple of 4096 and at "
+                              f"least {2 * HEADER_SIZE}, got {segment_size}", segment_size)
         if group_ms <= 0 or group_events < 1:
-            raise ValueError("group_ms must be > 0 and group_events >= 1")
+            raise ConfigError("Journal.group_ms" if group_ms <= 0 else "Journal.group_events",
+                              "group_ms must be > 0 and group_events >= 1",
+                              group_ms if group_ms <= 0 else group_events)
         # segments grow: a short-lived journal stays small on disk (docs/journal-format.md)
         if first_segment_size is None:
             first_segment_size = min(segment_size, FIRST_SEGMENT_SIZE)
         if first_segment_size < 2 * HEADER_SIZE or first_segment_size % 4096 \
                 or first_segment_size > segment_size:
-            raise ValueError(f"first_segment_size must be a multiple of 4096 in "
-                             f"{2 * HEADER_SIZE}..segment_size, got {first_segment_size}")
+            raise ConfigError("Journal.first_segment_size", f"must be a multiple of 4096 in "
+                              f"{2 * HEADER_SIZE}..segment_size, got {first_segment_size}",
+                              first_segment_size)
         self.first_segment_size = first_segment_size
         self.path = Path(path)
         try:
@@ -420,8 +423,8 @@ class Journal:
         self._schema = json.dumps(registry.describe() if registry else [],
                                   separators=(",", ":")).encode()
         if prefault not in (True, False, "write", "read"):
-            raise ValueError(f"prefault must be True, False, 'write' or 'read', got "
-                             f"{prefault!r}")
+            raise ConfigError("Journal.prefault", "must be True, False, 'write' or 'read', "
+                              f"got {prefault!r}", prefault)
         if prefault is True:
             prefault = "write" if durability == "none" else "read"
         self._prefault = prefault

@@ -180,7 +180,7 @@ class _Conn:
 
 def _logon(sock: socket.socket, token: str) -> int:
     """Logs on (blocking); returns the seq of the session's next message."""
-    from .client import LogonRejected
+    from .client import GatewayError, LogonRejected
     from .gateway.protocol import Logon, LogonAck, LogonReject, ServerMessage, encode_frame
 
     sock.sendall(encode_frame(Logon(0, token)))
@@ -188,13 +188,13 @@ def _logon(sock: socket.socket, token: str) -> int:
     while len(buf) < 4 or len(buf) < 4 + int.from_bytes(buf[:4], "big"):
         chunk = sock.recv(65536)
         if not chunk:
-            raise ConnectionError("the gateway closed the connection during logon")
+            raise GatewayError("the gateway closed the connection during logon")
         buf += chunk
     msg = msgspec.msgpack.decode(buf[4:4 + int.from_bytes(buf[:4], "big")], type=ServerMessage)
     if isinstance(msg, LogonReject):
         raise LogonRejected(f"logon refused: {msg.reason}")
     if not isinstance(msg, LogonAck):
-        raise ConnectionError(f"the gateway answered the logon with {type(msg).__name__}")
+        raise GatewayError(f"the gateway answered the logon with {type(msg).__name__}")
     return msg.session_seq + 1
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ._counters import BUCKET, GAUGE, TOTAL
-from .errors import RingLogError
+from .errors import ListenError, MissingExtraError
 from .stat import derive, histograms, open_reader, sample
 
 __all__ = ["CountersCollector", "GatewayCounters", "MetricsServer", "serve_metrics"]
@@ -100,14 +100,15 @@ class MetricsServer:
         try:
             from prometheus_client import CollectorRegistry, start_http_server
         except ImportError:
-            raise RingLogError("metrics need prometheus_client: pip install "
-                               "'ringlog[metrics]'") from None
+            raise MissingExtraError("metrics need prometheus_client: pip install "
+                                    "'ringlog[metrics]'") from None
         self.registry = CollectorRegistry()
         self.registry.register(CountersCollector(directory))  # type: ignore[arg-type]
         try:
             self._server, self._thread = start_http_server(port, host, self.registry)
         except OSError as e:
-            raise RingLogError(f"cannot serve metrics on {host}:{port}: {e}") from e
+            raise ListenError(e.errno, f"cannot serve metrics: {e.strerror or e}",
+                              f"{host}:{port}") from e
         self.address: tuple[str, int] = self._server.server_address[:2]  # type: ignore[assignment]
 
     def close(self) -> None:

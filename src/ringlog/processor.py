@@ -43,7 +43,16 @@ import msgspec
 from ._loop import journal_stage
 from .bench.cpu import name_thread
 from .config import check_fields, config_error
-from .errors import CircuitOpenError, ConfigError, RingClosedError, RingLogError
+from .errors import (
+    CircuitOpenError,
+    ConfigError,
+    JournalCorruptError,
+    JournalError,
+    RingClosedError,
+    RingLogError,
+    StateError,
+    WaitTimeoutError,
+)
 from .events import (
     FLAG_BATCH_END,
     FLAG_CONTROL,
@@ -165,7 +174,7 @@ def read_manifest(directory: str | Path) -> ProcessorManifest | None:
     except FileNotFoundError:
         return None
     except msgspec.DecodeError as e:  # ValidationError is a DecodeError
-        raise RingLogError(f"{path}: {e}") from e
+        raise JournalCorruptError(f"{path}: {e}", path=str(path)) from e
 
 
 class RecoveryReport(msgspec.Struct, frozen=True):
@@ -254,8 +263,8 @@ class Processor:
         recorded output journal and the first divergent input sequence is reported.
         """
         if self._state not in ("created",):
-            raise RingLogError(f"recover() must come before start(); the processor is "
-                               f"{self._state}")
+            raise StateError(f"recover() must come before start(); the processor is "
+                             f"{self._state}")
         loop = self._loop
         snap_seq = -1
         snap = self.snapshots.latest()
@@ -345,8 +354,8 @@ class Processor:
             target = self._out.cursor if self._out is not None else -1
             while self._oc is not None and self._oc.sequence < target:
                 if self._out.closed:
-                    raise RingLogError("the output stage stopped before a snapshot could be "
-                                       "taken")
+                    raise StateError("the output stage stopped before a snapshot could be "
+                                     "taken")
                 time.sleep(0.0002)
             if self.config.durability != "none":
                 self.output.sync()
@@ -376,7 +385,7 @@ class Processor:
         if self._state == "created":
             self.recover()
         if self._state != "recovered":
-            raise RingLogError(f"start() on a processor that is {self._state}")
+            raise StateError(f"start() on a processor that is {self._state}")
         c = self.config
         inline = self.topology == "inline"
         listeners = bool(self._on_output or self._on_output_batch or self._on_output_slots)
@@ -461,7 +470,7 @@ class Processor:
         back. Raises TimeoutError after ``timeout`` seconds, or the processor's error
         (RingLogError) if it halted."""
         if self._state not in ("running", "halted"):
-            raise RingLogError(f"drain() on a processor that is {self._state}")
+            raise StateError(f"drain() on a processor that is {self._state}")
         deadline = None if timeout is None else time.monotonic() + timeout
         target = self._in.cursor
         pause = 0.0001
@@ -469,8 +478,8 @@ class Processor:
             if self._loop_halted_by_breaker() and self._lc.sequence >= target:
                 break
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"drain: the loop is at {self._lc.sequence}, "
-                                   f"the input cursor at {target}")
+                raise WaitTimeoutError(f"drain: the loop is at {self._lc.sequence}, "
+                                       f"the input cursor at {target}")
             time.sleep(pause)
             pause = min(pause * 2, 0.005)
         if self._error is not None:
@@ -508,7 +517,7 @@ class Processor:
             self._state = "closed" if self._error is None else "halted"
         if self._error is not None:
             err, self._error = self._error, None
-            raise RingLogError(f"the processor halted: {err!r}") from err
+            raise StateError(f"the processor halted: {err!r}") from err
 
     def halt(self) -> None:
         """Stops at once without draining; what was journaled is replayed on restart."""
@@ -599,10 +608,11 @@ class Processor:
 
     def _key_payload(self, what: str, key: int | None) -> bytes:
         if not callable(getattr(self.handler, f"on_{what}", None)):
-            raise RingLogError(f"{what}: {type(self.handler).__name__} has no on_{what}(key) "
-                               "(the kill switch needs the handler's support)")
+            raise StateError(f"{what}: {type(self.handler).__name__} has no on_{what}(key) "
+                             "(the kill switch needs the handler's support)")
         if key is not None and (type(key) is not int or not -2**63 <= key < 2**63):
-            raise RingLogError(f"{what}: key must be an int64 or None (everyone), got {key!r}")
+            raise ConfigError(f"Processor.{what}.key", "must be an int64 or None (everyone), "
+                              f"got {key!r}", key)
         return msgspec.msgpack.encode(key)
 
     def timer(self, timestamp_ns: int) -> int:
@@ -635,7 +645,7 @@ class Processor:
         ``ringlog._wire.OutputSlots``). Add listeners before ``start()``: the output stage is
         chosen then."""
         if self._state == "running":
-            raise RingLogError("add_output_listener() must come before start()")
+            raise StateError("add_output_listener() must come before start()")
         (self._on_output_slots if batch == "slots" else self._on_output_batch if batch
          else self._on_output).append(fn)
 
@@ -715,7 +725,7 @@ class Processor:
         journal halts the output stage (its outputs are never released)."""
         while appender.wait_durable(sequence, 0.1) < sequence:
             if appender.failed or self.input.failed:
-                raise RingLogError(f"input journal failed before sequence {sequence} was "
+                raise JournalError(f"input journal failed before sequence {sequence} was "
                                    "durable: its outputs are not released")
 
     def _notify_resumed(self) -> None:
@@ -766,8 +776,8 @@ class Processor:
         ``publish`` returned) gets: inputs are journaled in ring order from the journal's
         end at ``start()``."""
         if self._state not in ("running", "stopped", "halted") or not hasattr(self, "_base"):
-            raise RingLogError(f"journal_sequence_of() needs a started processor; it is "
-                               f"{self._state}")
+            raise StateError(f"journal_sequence_of() needs a started processor; it is "
+                             f"{self._state}")
         return int(self._base + ring_sequence)
 
     @property

@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 import msgspec
 
-from .errors import JournalError, RingLogError, SnapshotError
+from .errors import HandlerSpecError, JournalError, SnapshotError, StateError
 from .journal import JournalReader
 from .logic import InputEvent, LogicLoop, OutputRecord
 from .processor import _same_output, _Snapshot
@@ -36,33 +36,39 @@ __all__ = ["Divergence", "Progress", "ReplayResult", "Replayer", "load_object", 
 
 
 def load_object(spec: str) -> Any:
-    """The object named by ``module:attr`` (or ``path/to/file.py:attr``); the current
-    directory is importable, as with ``python -m``."""
-    mod_name, sep, attr = spec.partition(":")
+    """The object named by ``module:attr`` (or ``path/to/file.py:attr``; ``attr`` may be
+    dotted); the current directory is importable, as with ``python -m``. Every way the spec
+    can be wrong is a HandlerSpecError saying which part (an exception raised while importing
+    the user's module is reported with its type)."""
+    mod_name, sep, attr = spec.rpartition(":")
     if not sep or not mod_name or not attr:
-        raise ValueError(f"{spec!r}: expected module:Name (e.g. myapp.handlers:Book)")
-    if mod_name.endswith(".py"):
-        path = Path(mod_name)
-        if not path.is_file():
-            raise ValueError(f"{spec!r}: no file {path}")
-        modspec = importlib.util.spec_from_file_location(path.stem, path)
-        assert modspec is not None and modspec.loader is not None
-        module = importlib.util.module_from_spec(modspec)
-        sys.modules[path.stem] = module
-        modspec.loader.exec_module(module)
-    else:
-        if "" not in sys.path and str(Path.cwd()) not in sys.path:
-            sys.path.insert(0, str(Path.cwd()))
-        try:
+        raise HandlerSpecError(f"{spec!r}: expected module:Class or file.py:Class (e.g. "
+                               "myapp.handlers:Book)")
+    try:
+        if mod_name.endswith(".py"):
+            path = Path(mod_name)
+            if not path.is_file():
+                raise HandlerSpecError(f"{spec!r}: no file {path}")
+            modspec = importlib.util.spec_from_file_location(path.stem, path)
+            assert modspec is not None and modspec.loader is not None
+            module = importlib.util.module_from_spec(modspec)
+            sys.modules[path.stem] = module
+            modspec.loader.exec_module(module)
+        else:
+            if "" not in sys.path and str(Path.cwd()) not in sys.path:
+                sys.path.insert(0, str(Path.cwd()))
             module = importlib.import_module(mod_name)
-        except ImportError as e:
-            raise ValueError(f"{spec!r}: cannot import {mod_name}: {e}") from e
+    except HandlerSpecError:
+        raise
+    except Exception as e:  # the user's module failed to import: say how
+        raise HandlerSpecError(f"{spec!r}: importing {mod_name} failed: "
+                               f"{type(e).__name__}: {e}") from e
     obj: Any = module
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise ValueError(f"{spec!r}: {mod_name} has no attribute {attr}") from None
+            raise HandlerSpecError(f"{spec!r}: {mod_name} has no attribute {attr!r}") from None
     return obj
 
 
@@ -73,11 +79,11 @@ def make_handler(spec: str) -> Any:
         handler = obj() if isinstance(obj, type) or (
             callable(obj) and not hasattr(obj, "on_event")) else obj
     except TypeError as e:
-        raise ValueError(f"{spec!r} cannot be built without arguments ({e}): give a factory "
+        raise HandlerSpecError(f"{spec!r} cannot be built without arguments ({e}): give a factory "
                          "function module:function that returns the handler as the processor "
                          "ran it (for the demo engine: ringlog.engine.flow:demo_engine)") from e
     if not hasattr(handler, "on_event"):
-        raise ValueError(f"{spec!r} is not an event handler (no on_event method)")
+        raise HandlerSpecError(f"{spec!r} is not an event handler (no on_event method)")
     return handler
 
 
@@ -96,7 +102,7 @@ def make_breaker(spec: str | dict[str, Any] | None) -> Any | None:
         try:
             return Breaker(msgspec.json.decode(Path(spec).read_bytes()))
         except OSError as e:
-            raise ValueError(f"--breaker {spec}: {e}") from e
+            raise HandlerSpecError(f"--breaker {spec}: {e}") from e
     obj = load_object(spec)
     if isinstance(obj, Breaker):
         return obj
@@ -317,7 +323,7 @@ class Replayer:
                 try:
                     st, off, seq, n = replay(seg, off, seq, True, min(to, seq + chunk - 1))
                 except Exception as e:  # the handler's bug, reported where it happened
-                    raise RingLogError(
+                    raise StateError(
                         f"the handler raised at input sequence {loop.last_sequence}: {e!r}; "
                         "replay stops here (a processor run with --dead-letter continues)"
                     ) from e
@@ -381,7 +387,7 @@ class Replayer:
 
             journaled = last_sequence(self.output_path) + 1
             if self.loop.state.published > journaled:
-                raise RingLogError(
+                raise StateError(
                     f"the output journal holds {journaled} outputs but the state at sequence "
                     f"{self.loop.state.last_sequence} has published "
                     f"{self.loop.state.published}: start the processor once (its recovery "

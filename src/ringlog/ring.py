@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+from .errors import RingError
+
 __all__ = ["pin_current_thread"]
 
 
@@ -20,7 +22,7 @@ def pin_current_thread(cpus: int | Iterable[int]) -> set[int]:
     wanted = {cpus} if isinstance(cpus, int) else set(cpus)
     available = os.sched_getaffinity(0)
     if not wanted or not wanted <= set(range(os.cpu_count() or 1)):
-        raise ValueError(f"cpus must be a non-empty subset of 0..{(os.cpu_count() or 1) - 1}, "
-                         f"got {sorted(wanted)}")
+        raise RingError(f"cpus must be a non-empty subset of 0..{(os.cpu_count() or 1) - 1}, "
+                        f"got {sorted(wanted)}")
     os.sched_setaffinity(0, wanted)  # pid 0: the calling thread on Linux
     return available

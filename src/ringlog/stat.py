@@ -23,7 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from ._counters import BUCKET, GAUGE, SEQUENCE, STATE, TOTAL, CountersReader
+from ._counters import (
+    BUCKET,
+    GAUGE,
+    SEQUENCE,
+    STATE,
+    TOTAL,
+    CountersMissingError,
+    CountersReader,
+)
 
 __all__ = ["COUNTERS_FILE", "Sample", "derive", "histograms", "open_reader", "quantile",
            "render", "run_stat", "sample"]
@@ -54,11 +62,12 @@ class Sample:
 
 
 def open_reader(directory: str | Path) -> CountersReader:
-    """The reader of ``DIR/counters``; FileNotFoundError naming it when there is none."""
+    """The reader of ``DIR/counters``; CountersMissingError (a FileNotFoundError) naming it
+    when there is none."""
     path = Path(directory) / COUNTERS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"no counters file at {path}: is a processor (with counters "
-                                "on) running in that directory?")
+        raise CountersMissingError(f"no counters file at {path}: is a processor (with "
+                                   "counters on) running in that directory?", path=str(path))
     return CountersReader(path)
 
 

@@ -167,6 +167,16 @@ def rate_label(rate: float) -> str:
     return f"{rate / 1000:g}k" if rate >= 1000 else f"{rate:g}"
 
 
+# a run that sustained less than this share of the offered rate ran past capacity
+SUSTAINED = 0.95
+
+
+def past_capacity(rate: float, achieved: list[float] | None) -> bool:
+    """Did any run sustain less than ``SUSTAINED`` of the offered ``rate``? Every row of
+    such runs (latency or not) is marked ``past_capacity``: reports and plots say so."""
+    return bool(achieved) and min(achieved or [0.0]) < SUSTAINED * rate
+
+
 def latency_rows(target: str, series: str, rate: float, samples: list[np.ndarray], *,
                  note: str = "", missing: str = "no latency recorded in a run",
                  achieved: list[float] | None = None) -> list[dict[str, Any]]:
@@ -174,14 +184,15 @@ def latency_rows(target: str, series: str, rate: float, samples: list[np.ndarray
     each run: one row per percentile (p50 ... p99.99, max; the median over runs with min and
     max), each marked for the percentile plot; all runs' samples saved as one HdrHistogram
     log when ``hdr_logs_in`` names a folder. A run with no sample gives one row with no
-    median and ``missing`` as its note. ``achieved`` (the rate each run sustained) below 95%
-    of ``rate`` marks the rows ``past_capacity``: reports and plots say so."""
+    median and ``missing`` as its note. ``achieved`` (the rate each run sustained) below
+    ``SUSTAINED`` of ``rate`` marks the rows ``past_capacity``: reports and plots say so."""
     from .stats import summarize
 
     name = f"{series}_latency_{rate_label(rate)}_per_s"
     if not samples or not all(np.asarray(s).size for s in samples):
         return [{"target": target, "name": name, "unit": "ns", "median": None, "min": None,
-                 "max": None, "runs": [], "note": f"not measured: {missing}"}]
+                 "max": None, "runs": [], "note": f"not measured: {missing}",
+                 **({"past_capacity": True} if past_capacity(rate, achieved) else {})}]
     per_run = [percentiles(s) for s in samples]
     log = None
     if _log_dir:
@@ -198,7 +209,7 @@ def latency_rows(target: str, series: str, rate: float, samples: list[np.ndarray
             "latency": {"series": series, "rate_per_s": float(rate), "percentile": p}}
         if log is not None:
             row["hdr_log"] = log
-        if achieved and min(achieved) < 0.95 * rate:
+        if past_capacity(rate, achieved):
             row["past_capacity"] = True
         rows.append(row)
     if note:

@@ -24,21 +24,18 @@ Only the public ``Processor`` API is used, so the measurement holds whatever the
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
 import math
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
 import numpy as np
 
-from ..errors import RingLogError
+from ..config import check_fields, config_error
+from ..errors import HandlerSpecError
 from ..events import HEADER_SIZE
 from ..handler import EventHandler
 from . import latency
@@ -48,10 +45,6 @@ __all__ = ["HandlerSpecError", "PipelineOptions", "load_handler", "run_handler"]
 
 CHUNK = 256  # events per publish_many call of the flat-out producer
 _NO_OUTPUT = np.iinfo(np.int64).max
-
-
-class HandlerSpecError(RingLogError, ValueError):
-    """A ``--handler`` spec that does not name an importable handler class or factory."""
 
 
 class PipelineOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -66,16 +59,19 @@ class PipelineOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     runs: int = 3
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.event_size < 0:
-            raise ValueError(f"event_size must be >= 0 bytes, got {self.event_size}")
+            raise config_error(self, "event_size", f"must be >= 0 bytes, got {self.event_size}")
         if not all(r > 0 and math.isfinite(r) for r in self.rates):
-            raise ValueError(f"every offered rate must be a positive number, got {self.rates}")
+            raise config_error(self, "rates", "every offered rate must be a positive number, "
+                               f"got {self.rates}")
         if not self.duration > 0:
-            raise ValueError(f"duration must be > 0 seconds, got {self.duration}")
+            raise config_error(self, "duration", f"must be > 0 seconds, got {self.duration}")
         if self.runs < 1:
-            raise ValueError(f"runs must be >= 1, got {self.runs}")
+            raise config_error(self, "runs", f"must be >= 1, got {self.runs}")
         if self.ring_size < 2 or self.ring_size & (self.ring_size - 1):
-            raise ValueError(f"ring_size must be a power of two >= 2, got {self.ring_size}")
+            raise config_error(self, "ring_size", "must be a power of two >= 2, got "
+                               f"{self.ring_size}")
 
     @property
     def slot_size(self) -> int:
@@ -96,34 +92,15 @@ def load_handler(spec: str) -> Callable[[], Any]:
 
     The factory is called with no arguments for each run, so each run starts from a fresh
     handler. Every way the spec can be wrong is a HandlerSpecError saying which part."""
-    mod_name, sep, attr = spec.rpartition(":")
-    if not sep or not mod_name or not attr:
-        raise HandlerSpecError(f"--handler {spec!r}: expected module:Class or file.py:Class")
+    from ..replay import load_object
+
     try:
-        if mod_name.endswith(".py"):
-            path = Path(mod_name)
-            if not path.is_file():
-                raise HandlerSpecError(f"--handler {spec!r}: no file {path}")
-            loader = importlib.util.spec_from_file_location(f"_ringlog_bench_{path.stem}", path)
-            assert loader is not None and loader.loader is not None
-            module = importlib.util.module_from_spec(loader)
-            sys.modules[loader.name] = module
-            loader.loader.exec_module(module)
-        else:
-            if "" not in sys.path and str(Path.cwd()) not in sys.path:
-                sys.path.insert(0, str(Path.cwd()))  # as `python -m` would: the cwd's modules
-            module = importlib.import_module(mod_name)
-    except HandlerSpecError:
-        raise
-    except Exception as e:  # an import error of the user's module, reported as such
-        raise HandlerSpecError(f"--handler {spec!r}: importing {mod_name} failed: "
-                               f"{type(e).__name__}: {e}") from e
-    factory = getattr(module, attr, None)
-    if factory is None:
-        raise HandlerSpecError(f"--handler {spec!r}: {mod_name} has no attribute {attr!r}")
+        factory = load_object(spec)
+    except HandlerSpecError as e:
+        raise HandlerSpecError(f"--handler {e}") from e.__cause__
     if not callable(factory):
-        raise HandlerSpecError(f"--handler {spec!r}: {attr} is a {type(factory).__name__}, "
-                               "not a class or factory")
+        raise HandlerSpecError(f"--handler {spec!r}: {spec.rpartition(':')[2]} is a "
+                               f"{type(factory).__name__}, not a class or factory")
     return factory  # type: ignore[no-any-return]
 
 
@@ -279,7 +256,7 @@ def run_handler(spec: str, opts: PipelineOptions, *, smoke: bool = False,
                 achieved.append(r)
             measured = sum(s.size for s in samples)
             behind = ""
-            if min(achieved) < 0.95 * rate:  # the sender's own backlog is in the latencies
+            if latency.past_capacity(rate, achieved):  # the sender's backlog is in them
                 behind = (f"; the sender fell behind the schedule (achieved "
                           f"{min(achieved):,.0f} events/s): the latencies include its backlog")
             rows += latency.latency_rows(
@@ -287,7 +264,7 @@ def run_handler(spec: str, opts: PipelineOptions, *, smoke: bool = False,
                 note=f"open loop at {rate:g} events/s from the intended send time; "
                      f"{measured} of {sent} events sampled{behind}",
                 missing="the handler emitted no output in a run (latency is measured to "
-                        "the output an event causes)")
+                        "the output an event causes)", achieved=achieved)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return rows

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["evaluate_targets", "fmt", "peer_value", "render", "table"]
+__all__ = ["APART", "evaluate_targets", "fmt", "kept_section", "peer_value", "render", "table"]
 
-PAST = " (past capacity)"  # marks a latency figure offered more than the system could take
+PAST = " (past capacity)"  # marks a figure taken at an offered rate a run did not sustain
+# Figures measured by their own scripts (bench/bench_counters.py, bench/pipeline_ab.py ...),
+# each with its command: written under this heading by hand, kept when the report is rewritten
+APART = "## Measured apart"
+
+
+def kept_section(text: str) -> str:
+    """The part of an existing report that a rewrite keeps: from the ``APART`` heading to the
+    end ("" where there is none)."""
+    at = text.find("\n" + APART + "\n")
+    return text[at + 1:] if at >= 0 else ""
 
 
 def fmt(value: float | None, unit: str = "") -> str:
@@ -92,10 +102,10 @@ def evaluate_targets(doc: dict[str, Any], targets: list[dict[str, Any]]) -> list
 
 def render(doc: dict[str, Any], command: str, intro: str = "",
            targets: list[dict[str, Any]] | None = None,
-           images: list[tuple[str, str, str]] | None = None) -> str:
+           images: list[tuple[str, str, str]] | None = None, kept: str = "") -> str:
     """The markdown report for ``doc``; ``command`` is the command that produced it.
     ``images`` are ``(target, title, path relative to the report)``, embedded under their
-    target's table."""
+    target's table; ``kept`` (``kept_section`` of the previous report) goes last, as it was."""
     m = doc["machine"]
     runs = doc["config"].get("runs")
     lines = [
@@ -164,4 +174,4 @@ def render(doc: dict[str, Any], command: str, intro: str = "",
         lines += ["## Skipped in this run", ""]
         lines += [f"- {s['name']}: {s['reason']}" for s in skipped]
         lines.append("")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + kept

@@ -52,7 +52,7 @@ class Row(msgspec.Struct, frozen=True, omit_defaults=True):
     note: str | None = None
     latency: LatencyPoint | None = None
     hdr_log: str | None = None  # HdrHistogram log, relative to the JSON file's folder
-    past_capacity: bool = False  # a latency offered more than the system could take
+    past_capacity: bool = False  # taken at an offered rate a run did not sustain
 
 
 class Machine(msgspec.Struct, frozen=True):

@@ -30,9 +30,12 @@ TARGETS = ("ring", "journal", "breaker", "processor", "engine", "gateway", "tool
 
 
 def bench_dir() -> Path | None:
-    """The repository's ``bench/`` folder (next to ``src/``), else ``./bench`` of a clone
-    (with its ``src/ringlog``); None for an installed package run outside a checkout."""
-    for p in [*Path(__file__).resolve().parents, Path.cwd()]:
+    """The repository's ``bench/`` folder (next to the ``src/`` this package is imported
+    from), else ``./bench`` of a clone (with its ``src/ringlog``); None for an installed
+    package run outside a checkout (even from a venv kept inside one)."""
+    here = Path(__file__).resolve().parents  # <root>/src/ringlog/bench/runner.py
+    roots = [here[3]] if here[2].name == "src" else []
+    for p in [*roots, Path.cwd()]:
         if (p / "bench" / "bench_ring.py").is_file() and (p / "src" / "ringlog").is_dir():
             return p / "bench"
     return None

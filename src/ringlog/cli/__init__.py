@@ -93,7 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ringlog {key}: {e}", file=sys.stderr)
         return EXIT_USAGE
     except RingLogError as e:
-        print(f"ringlog {key}: {e}", file=sys.stderr)
+        # an OSError kind built like an OSError (errno, strerror, filename): one line with
+        # the path and the errno's name, as for the builtin below
+        text = os_error(e) if isinstance(e, OSError) and e.strerror else str(e)
+        print(f"ringlog {key}: {text}", file=sys.stderr)
         # a journal or snapshot the system refused (EACCES, ENOENT...) is the operator's
         # path, not a failed check
         return EXIT_USAGE if isinstance(e, OSError) and e.errno else EXIT_FAILED

@@ -21,7 +21,7 @@ _HELP = {
 
 def cmd_admin(args: argparse.Namespace) -> int:
     """Sends one operator command; prints the journal sequence it was journaled at."""
-    from ..admin import AdminError, send_admin
+    from ..admin import AdminError, AdminSocketError, send_admin
 
     key = None
     if args.action in ("kill", "enable"):
@@ -30,7 +30,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
         key = args.account
     try:
         seq = send_admin(args.dir, args.action, key)
-    except AdminError as e:
+    except (AdminSocketError, AdminError) as e:
         raise UsageError(str(e)) from None
     whom = "" if args.action not in ("kill", "enable") else \
         (" every account" if key is None else f" account {key}")

@@ -97,9 +97,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         images = [(t, title, os.path.relpath(p, out.parent))
                   for t, title, p in plots.plot_all(doc, img_dir, logs_base)]
         cmdline = "ringlog " + " ".join(args.argv)
+        kept = report.kept_section(out.read_text()) if out.is_file() else ""
         out.write_text(report.render(doc, args.command_text or cmdline.strip(),
                                      targets=runner.goals(doc["config"]["targets"]),
-                                     images=images))
+                                     images=images, kept=kept))
     elif args.plots:
         from ..bench import plots
 

@@ -9,13 +9,14 @@ import math
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from ..errors import RingLogError
 from ..units import parse_rate, parse_size
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 MAX_SEQUENCE = 2**63 - 1  # sequences are signed 64-bit in the journal
 
 
-class UsageError(ValueError):
+class UsageError(RingLogError, ValueError):
     """A command was given arguments it cannot use (exit code 2)."""
 
 

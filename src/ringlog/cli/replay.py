@@ -45,9 +45,10 @@ def _check_snapshot(directory: Path, seq: int) -> None:
     d = directory / "snapshots"
     have = SnapshotStore(d).sequences() if d.is_dir() else []
     if seq not in have:
-        shown = ", ".join(str(s) for s in have[-10:]) or "none in this directory"
-        raise UsageError(f"--snapshot {seq}: no such snapshot; choose latest, none or one of "
-                         f"{shown}" + (" (the newest 10)" if len(have) > 10 else ""))
+        shown = (" or one of " + ", ".join(str(s) for s in have[-10:])
+                 + (" (the newest 10)" if len(have) > 10 else "")) if have else \
+            " (this directory has no snapshots)"
+        raise UsageError(f"--snapshot {seq}: no such snapshot; choose latest, none{shown}")
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -40,7 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
     except GatewayConfigError as e:
-        print(e, file=sys.stderr)
+        print(f"ringlog serve: {e}", file=sys.stderr)
         return EXIT_USAGE
     over = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if over:
@@ -104,7 +104,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         try:
             cfg = load_config(args.config)
         except GatewayConfigError as e:
-            print(e, file=sys.stderr)
+            print(f"ringlog load: {e}", file=sys.stderr)
             return EXIT_USAGE
         tokens += [s.token for s in cfg.sessions]
         host, port = host or cfg.host, port or cfg.port

@@ -10,7 +10,7 @@ from .common import UsageError, _parser
 
 def cmd_stat(args: argparse.Namespace) -> int:
     """Shows the counters of the processor in DIR, refreshed every interval."""
-    from .._counters import CountersError
+    from .._counters import CountersError, CountersFileError
     from ..stat import run_stat
 
     if args.interval <= 0:
@@ -19,7 +19,7 @@ def cmd_stat(args: argparse.Namespace) -> int:
         raise UsageError(f"--count must be >= 0, got {args.count}")
     try:
         return run_stat(args.dir, args.interval, args.count, args.json)
-    except (FileNotFoundError, CountersError) as e:
+    except (CountersFileError, CountersError) as e:
         raise UsageError(str(e)) from None
 
 

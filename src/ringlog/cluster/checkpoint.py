@@ -34,7 +34,7 @@ class Checkpoint(msgspec.Struct, frozen=True):
     replica: str
 
 
-class Divergence(RingLogError):
+class Divergence(RingLogError, RuntimeError):
     """This replica's state differs from the shard's reference checkpoint."""
 
     def __init__(self, stream_seq: int, mine: str, recorded: Checkpoint) -> None:

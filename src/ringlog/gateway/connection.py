@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .protocol import Ack, Error, ErrorCode, FrameDecoder, FrameEncoder
-from .session import ANSWER_COST, Session
+from .session import ANSWER_COST, GatewayConfigError, Session
 
 if TYPE_CHECKING:
     from .server import Gateway
@@ -54,6 +54,8 @@ class GatewayMetrics(msgspec.Struct):
     cancel_on_disconnect_failed: int = 0  # ... refused (breaker open, processor stopped)
     backlog_peak: int = 0
     market_data_dropped: int = 0
+    bytes_in: int = 0  # bytes read from every connection (as the sockets gave them)
+    bytes_out: int = 0  # bytes handed to the transports (answers, Acks, error frames)
 
 
 def new_event_loop(kind: str = "uvloop") -> asyncio.AbstractEventLoop:
@@ -64,7 +66,7 @@ def new_event_loop(kind: str = "uvloop") -> asyncio.AbstractEventLoop:
         return uvloop.new_event_loop()
     if kind == "asyncio":
         return asyncio.new_event_loop()
-    raise ValueError(f"loop must be 'uvloop' or 'asyncio', got {kind!r}")
+    raise GatewayConfigError(f"loop must be 'uvloop' or 'asyncio', got {kind!r}")
 
 
 class Connection(asyncio.Protocol):
@@ -147,6 +149,7 @@ class Connection(asyncio.Protocol):
                 self.transport.abort()
 
     def _received(self, data: bytes) -> None:
+        self.gw.metrics.bytes_in += len(data)  # once per read, not per frame
         if self.closing:
             return
         dec = self.decoder
@@ -273,6 +276,7 @@ class Connection(asyncio.Protocol):
         if self.out:
             # the transport may keep the buffer it was given (uvloop does when the socket is
             # full): hand it over and start a new one, never clear or reuse it
+            self.gw.metrics.bytes_out += len(self.out)
             t.write(self.out)
             self.out = bytearray()
             lim = self.gw.config.limits

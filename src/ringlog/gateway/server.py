@@ -38,6 +38,7 @@ from ..errors import (
     InsufficientCapacityError,
     JournalError,
     RingClosedError,
+    WaitTimeoutError,
 )
 from ..events import TYPE_BREAKER_TRIPPED
 from ..journal import JournalReader
@@ -63,6 +64,7 @@ from .protocol import (
 from .session import (
     ENGINE_MESSAGES,
     GatewayConfig,
+    GatewayConfigError,
     Session,
     SessionTable,
     correlation,
@@ -90,8 +92,8 @@ class Gateway:
 
     def __init__(self, processor: Any, config: GatewayConfig) -> None:
         if not processor.config.dedup:
-            raise ValueError("the gateway needs ProcessorConfig(dedup=True): without it a "
-                             "resent command could be applied twice")
+            raise GatewayConfigError("the gateway needs ProcessorConfig(dedup=True): without "
+                                     "it a resent command could be applied twice")
         self.processor = processor
         self.config = config
         self.table = SessionTable(config)
@@ -684,7 +686,7 @@ class GatewayThread:
         self._thread = threading.Thread(target=self._run, name="ringlog-gateway", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
-            raise TimeoutError("the gateway did not start in time")
+            raise WaitTimeoutError(f"the gateway did not start within {timeout:g}s")
         if self._error is not None:
             raise self._error
         return self.gateway.address

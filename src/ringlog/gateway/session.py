@@ -97,11 +97,11 @@ class SessionEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         if not 0 < self.id <= MAX_SESSION_ID:
-            raise ValueError(f"session id must be in 1..{MAX_SESSION_ID}, got {self.id}")
+            raise GatewayConfigError(f"session id must be in 1..{MAX_SESSION_ID}, got {self.id}")
         if not 0 < self.account < 1 << 32:
-            raise ValueError(f"account must be in 1..2^32-1, got {self.account}")
+            raise GatewayConfigError(f"account must be in 1..2^32-1, got {self.account}")
         if len(self.token) < 8:
-            raise ValueError(f"session {self.id}: a token needs at least 8 characters")
+            raise GatewayConfigError(f"session {self.id}: a token needs at least 8 characters")
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -131,15 +131,15 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
                      "max_inflight", "high_water", "max_buffered", "max_connections",
                      "max_connections_per_peer", "session_memory"):
             if getattr(self, name) < 1:
-                raise ValueError(f"limits.{name} must be >= 1, got {getattr(self, name)}")
+                raise GatewayConfigError(f"limits.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("rate", "logon_timeout", "idle_timeout", "frame_timeout",
                      "heartbeat_grace"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"limits.{name} must be > 0, got {getattr(self, name)}")
+                raise GatewayConfigError(f"limits.{name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.low_water <= self.high_water <= self.max_buffered:
-            raise ValueError("limits need 0 <= low_water <= high_water <= max_buffered")
+            raise GatewayConfigError("limits need 0 <= low_water <= high_water <= max_buffered")
         if self.max_frame > 1 << 20:
-            raise ValueError(f"limits.max_frame must be <= 1 MiB, got {self.max_frame}")
+            raise GatewayConfigError(f"limits.max_frame must be <= 1 MiB, got {self.max_frame}")
 
 
 class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -159,13 +159,14 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         tokens: set[str] = set()
         for s in self.sessions:
             if s.id in ids:
-                raise ValueError(f"session id {s.id} appears twice")
+                raise GatewayConfigError(f"session id {s.id} appears twice")
             if s.token in tokens:
-                raise ValueError(f"session {s.id}: its token is already used by another session")
+                raise GatewayConfigError(f"session {s.id}: its token is already used by "
+                                         "another session")
             ids.add(s.id)
             tokens.add(s.token)
         if not 0 <= self.port < 1 << 16:
-            raise ValueError(f"port must be in 0..65535, got {self.port}")
+            raise GatewayConfigError(f"port must be in 0..65535, got {self.port}")
 
 
 def load_config(path: str | Path) -> GatewayConfig:
