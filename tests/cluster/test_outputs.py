@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ringlog import Processor, ProcessorConfig
-from ringlog.cluster.outputs import OutputEmitter, find_mark, last_mark, pack_mark
+from ringlog.cluster.outputs import OutputEmitter, find_mark, last_mark, pack_mark, unpack_mark
 from ringlog.cluster.stream import OutputBatch
 from ringlog.cluster.trial import engine_commands
 from ringlog.engine.flow import demo_engine
@@ -30,9 +30,9 @@ def _processor(directory: Any) -> Processor:
 def _feed(p: Processor, messages: list[list[tuple[int, bytes]]], first_seq: int = 1) -> None:
     for k, cmds in enumerate(messages):
         p.input_ring.publish(pack_mark(first_seq + k, len(cmds)), TYPE_STREAM_MARK,
-                             timestamp_ns=k + 1, flags=FLAG_CONTROL)
+                             timestamp_ns=first_seq + k, flags=FLAG_CONTROL)
         for ty, pl in cmds:
-            p.publish(pl, ty, timestamp_ns=k + 1)
+            p.publish(pl, ty, timestamp_ns=first_seq + k)
 
 
 def _drain(em: OutputEmitter, count: int) -> list[tuple[int, bytes]]:
@@ -164,3 +164,73 @@ def test_an_emitter_made_while_the_loop_runs_agrees_with_one_made_before(
             _drain(ref, len(messages))[start_seq - 1:]
     finally:
         p.stop()
+
+
+def test_a_message_marked_twice_after_a_crash_is_one_batch(tmp_path: Any) -> None:
+    """A journal from a replica cut after a mark and before its first command, that marked
+    the message again on resuming: the second mark supersedes the first (which would
+    otherwise never complete and stall every later batch)."""
+    msgs = _split([3, 4, 2])
+    p = _processor(tmp_path / "twice")
+    p.start()
+    try:
+        ref_p = _processor(tmp_path / "once")
+        ref_p.start()
+        try:
+            _feed(ref_p, msgs)
+            want = _drain(OutputEmitter(ref_p, 1), 3)
+        finally:
+            ref_p.stop()
+        _feed(p, msgs[:1])
+        p.input_ring.publish(pack_mark(2, 4), TYPE_STREAM_MARK, timestamp_ns=2,
+                             flags=FLAG_CONTROL)  # the crash: no command of 2 journaled
+        _feed(p, msgs[1:], first_seq=2)
+        assert _drain(OutputEmitter(p, 1), 3) == want
+    finally:
+        p.stop()
+
+
+def test_a_replica_resuming_a_message_cut_after_its_mark_does_not_mark_it_again(
+        tmp_path: Any) -> None:
+    """Recovery then the feeder, without NATS: message 2's mark is journaled with none of
+    its commands; the replica resumes at message 2 and journals its commands under the
+    one mark."""
+    import asyncio
+
+    from ringlog.cluster.config import ClusterConfig
+    from ringlog.cluster.replica import Replica, ReplicaConfig
+    from ringlog.cluster.stream import Command, InputBatch
+    from ringlog.journal import JournalReader
+
+    msgs = _split([3, 4, 2])
+    p = _processor(tmp_path)
+    p.start()
+    _feed(p, msgs[:1])
+    p.input_ring.publish(pack_mark(2, 4), TYPE_STREAM_MARK, timestamp_ns=2, flags=FLAG_CONTROL)
+    p.stop()
+    e = demo_engine()
+    cluster = ClusterConfig(name="t", servers=["nats://127.0.0.1:4222"])  # never reached
+    r = Replica(ReplicaConfig(cluster=cluster, replica_id="a",
+                              directory=str(tmp_path), processor=ProcessorConfig(
+                                  slot_size=max(128, e.config.min_slot_size),
+                                  segment_size=1 << 20)))
+    r._recover()
+    assert (r._next_seq, r._skip) == (2, 0)
+    r._loop = asyncio.new_event_loop()
+    try:
+        enc = msgspec.msgpack.Encoder()
+        for k, cmds in enumerate(msgs[1:], start=2):
+            r._queue.put((k, enc.encode(InputBatch(k, [Command(ty, pl) for ty, pl in cmds]))))
+        r._queue.put(None)
+        r._feed()
+        assert r.processor is not None
+        r.processor.drain(10)
+        reader = JournalReader(r.processor.input.path)
+        marks = [unpack_mark(rec.payload)[0] for rec in reader.records()
+                 if rec.type_id == TYPE_STREAM_MARK]
+        reader.close()
+        assert marks == [1, 2, 3]
+    finally:
+        if r.processor is not None:
+            r.processor.stop()
+        r._loop.close()

@@ -178,6 +178,8 @@ class OutputEmitter:
                 m = _Message(*unpack_mark(rec.payload))
                 if m.commands == 0:  # an empty message is complete at its mark
                     m.end = rec.sequence
+                if self._open and self._open[-1].seq == m.seq and self._open[-1].seen == 0:
+                    self._open.pop()  # marked again after a crash cut it before a command
                 self._open.append(m)
             elif _is_command(rec) and self._open:
                 m = self._open[-1]

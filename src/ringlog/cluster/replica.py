@@ -109,6 +109,7 @@ class Replica:
         self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=256)
         self._next_seq = 1  # next input stream sequence to fetch
         self._skip = 0  # commands of message _next_seq already journaled (a crash cut it)
+        self._cut = False  # its mark is journaled already (even with no command after it)
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reconnecting: asyncio.Future[None] | None = None
@@ -222,6 +223,7 @@ class Replica:
         if found is not None:
             s, n, journaled, _ = found
             self._next_seq, self._skip = (s + 1, 0) if journaled >= n else (s, journaled)
+            self._cut = journaled < n
             self.status.applied_seq = s if journaled >= n else s - 1
         p.start()
         self.processor = p
@@ -305,7 +307,7 @@ class Replica:
         ring = p.input_ring
         decode = input_decoder().decode
         every = self.cfg.checkpoint_every
-        skip, last_ring = self._skip, -1
+        skip, cut, last_ring = self._skip, self._cut, -1
         while True:
             try:
                 item = self._queue.get(timeout=0.1)
@@ -318,14 +320,14 @@ class Replica:
             seq, data = item
             batch = decode(data)
             ts = batch.timestamp_ns
-            if skip == 0:
+            if not cut:
                 last_ring = ring.publish(pack_mark(seq, len(batch.commands)), TYPE_STREAM_MARK,
                                          timestamp_ns=ts, flags=FLAG_CONTROL)
             for c in batch.commands[skip:]:
                 last_ring = p.publish(c.payload, c.type_id, timestamp_ns=ts,
                                       correlation_id=c.correlation_id,
                                       producer_id=c.producer_id, producer_seq=c.producer_seq)
-            skip = 0
+            skip, cut = 0, False
             self.status.applied_seq = seq
             if seq % every == 0:
                 h = self._hash_now(last_ring)
