@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .protocol import Ack, Error, ErrorCode, FrameDecoder, FrameEncoder
-from .session import ANSWER_COST, Session
+from .session import ANSWER_COST, Session, decode_frames
 
 if TYPE_CHECKING:
     from .server import Gateway
@@ -229,6 +229,19 @@ class Connection(asyncio.Protocol):
         if not self.out:
             self.gw.dirty.add(self)
         self.encoder.append(self.out, msg)
+
+    def send_frame(self, frames: bytes) -> None:
+        """Queues msgpack frames written by the compiled path (``ringlog._gateway``): as they
+        are to a msgpack session, re-encoded to a JSON one (a debugging codec)."""
+        if self.transport is None or not frames:
+            return
+        if not self.out:
+            self.gw.dirty.add(self)
+        if self.encoder.codec == "msgpack":
+            self.out += frames
+        else:
+            for msg in decode_frames(frames):
+                self.encoder.append(self.out, msg)
 
     def error(self, code: int, message: str, seq: int = 0) -> None:
         """Sends an error frame; too many in a row closes this connection only."""

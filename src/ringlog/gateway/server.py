@@ -7,9 +7,10 @@
         │                                                             ▼
         │                                           processor input ring ─► journal ─► engine
         │                                                                        │ emit
-        ◄── Connection.flush (one write per batch) ◄── SessionTable.route ◄── output thread
-                       (_wire.OutputSlots reads the slots in C) ◄── one bytes copy of the
-                                  batch's slots + one call_soon_threadsafe per batch
+        ◄── Connection.flush (one write per batch) ◄── Router.drain (C) ◄── output thread
+              (routes the slots, writes the report frames, keeps them    one bytes copy of
+               for resends: ringlog._gateway)                            the batch's slots +
+                                                        one call_soon_threadsafe per batch
 
 Everything but the processor's threads runs on one event loop thread, so sessions need no
 locks. The loop never blocks: commands are published with ``timeout=0`` (a full input ring
@@ -32,14 +33,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .._wire import OutputSlots
 from ..errors import (
     CircuitOpenError,
     InsufficientCapacityError,
     JournalError,
     RingClosedError,
 )
-from ..events import TYPE_BREAKER_TRIPPED
 from ..journal import JournalReader
 from .connection import Connection, GatewayMetrics, new_event_loop
 from .protocol import (
@@ -53,7 +52,6 @@ from .protocol import (
     LogonAck,
     LogonReject,
     Logout,
-    MarketData,
     MassCancel,
     NewOrder,
     ProtocolError,
@@ -204,11 +202,11 @@ class Gateway:
             s = table.by_id.get(sid)
             if s is None or not seq or seq > s.last_seen:
                 continue
-            for target, tseq, msg in table.route(rec.type_id, bytes(rec.payload),
-                                                 rec.correlation_id, -1,
-                                                 report_seq(rec.sequence)):
+            for target, tseq, frame in table.route_frames(rec.type_id, bytes(rec.payload),
+                                                          rec.correlation_id,
+                                                          report_seq(rec.sequence)):
                 if tseq:
-                    target.record(tseq, msg)
+                    target.store.record(tseq, frame)
         for live in table.live.values():  # rebuilt from the engine itself next
             live.clear()
 
@@ -313,8 +311,8 @@ class Gateway:
         s.acked = s.ack_target()
         # answers of in-flight seqs routed before this logon went to no connection (or to the
         # old one): a resend of such a seq repeats those; later ones come here as they route
-        answers = s.answers
-        conn.before = {q: len(answers[q]) for q in s.inflight if q in answers}
+        store = s.store
+        conn.before = {q: store.count(q) for q in s.inflight if q in store}
         if msg.seq < s.last_seen:
             conn.owed_to, conn.resent = s.last_seen, msg.seq
         end = self._out_base + self._routed  # output records routed so far
@@ -370,18 +368,15 @@ class Gateway:
             conn.resent = seq
             if seq >= conn.owed_to:
                 conn.owed_to = 0
-        kept = s.answers.get(seq, ())
         if seq <= s.acked:
-            for msg in kept:
-                conn.send(msg)
+            conn.send_frame(s.store.get(seq))
             # Ack(seq), not the session's: a client resending seqs in order collects each
             # one's answers before an Ack covers the next
             conn.send(Ack(seq))
             return
         # in flight: repeat what was routed before this connection logged on; the rest and
         # the Ack are on their way here
-        for msg in kept[:conn.before.pop(seq, 0)]:
-            conn.send(msg)
+        conn.send_frame(s.store.get(seq, conn.before.pop(seq, 0)))
 
     def _submit(self, conn: Connection, s: Session, msg: Any) -> None:
         seq = msg.seq
@@ -582,33 +577,21 @@ class Gateway:
         if self._holding:
             return
         q = self._outq
-        route = self.table.route
-        dirty_add = self.dirty.add
+        drain = self.table.router.drain
+        dirty = self.dirty
         reports = dropped = routed = 0
-        popleft = q.popleft
-        subscribers = self.table.subscribers
         while q:
-            # the slots are read in C; market data of a symbol nobody watches (most outputs
-            # of a busy book) is skipped there, but still counts for the report seqs
-            slots = OutputSlots(*popleft(), subscribers)
+            # routed and encoded in C (ringlog._gateway.Router.drain): market data of a symbol
+            # nobody watches (most outputs of a busy book) is skipped there without an object,
+            # but still counts for the report seqs
+            slots, slot_size = q.popleft()
             rseq0 = report_seq(self._out_base + self._routed + routed)  # the block's first
-            for i, type_id, payload, corr, cause in slots:
-                if type_id == TYPE_BREAKER_TRIPPED and self._held_from < 0:
-                    self._held_from = cause  # outputs from this input on are held
-                for s, seq, msg in route(type_id, payload, corr, cause, rseq0 + 2 * i):
-                    reports += 1
-                    if seq:
-                        s.record(seq, msg)
-                    c = s.conn
-                    if c is None:
-                        continue
-                    if c.paused and type(msg) is MarketData:
-                        dropped += 1  # a latest value: the next update replaces it
-                        continue
-                    c.send(msg)
-                    if seq:
-                        dirty_add(c)  # the Ack may move even with nothing else to say
-            routed += slots.count
+            n, r, d, trip = drain(slots, slot_size, rseq0, dirty)
+            if trip >= 0 and self._held_from < 0:
+                self._held_from = trip  # outputs from this input on are held
+            routed += n
+            reports += r
+            dropped += d
         self._routed += routed
         m = self.metrics
         m.reports += reports

@@ -1,0 +1,500 @@
+"""The gateway's per-report path in C: engine output records routed to their sessions and
+encoded as protocol frames, and each session's resend store of answer frames.
+
+::
+
+    output ring slots (one bytes block per batch, on the gateway's loop thread)
+        │ Router.drain: per slot in C: header; unwatched market data and control records
+        │ skipped without an object
+        ▼
+    route: correlation -> requesting session, account -> its sessions, drop copies,
+           subscribers; live orders for the open-orders limit
+        │ one msgpack frame (bytes) per delivery, written in C from the record
+        ├──────────────────────────────► Connection.send_frame (one write per flush)
+        └─ seq != 0 ──► ResendStore.record(seq, frame)  (frames, within a byte budget)
+
+The routing rules (who hears which report with which seq, the other account's order ids
+hidden, live orders) live here only: ``ringlog.gateway.session.SessionTable.route`` decodes
+these frames into the protocol's Structs for the rare callers (the rebuild at a restart, the
+report replay, tests). Frames are byte for byte what msgspec writes for the same Struct (a
+test compares them), so a client cannot tell which path answered.
+"""
+
+from collections import OrderedDict
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+
+from ringlog._wire cimport (
+    put_int,
+    put_len,
+    put_str,
+    rl_l1,
+    rl_l2_head,
+    rl_l2_level,
+    rl_report,
+    rl_trade,
+)
+from ringlog.includes.event cimport RL_HEADER_SIZE, rl_header
+
+from ringlog.engine.records import CancelReason, RejectReason
+from ringlog.events import CONTROL_BASE as _CONTROL_BASE
+from ringlog.events import TYPE_BREAKER_TRIPPED as _TYPE_BREAKER_TRIPPED
+from ringlog.gateway.protocol import Error, ErrorCode, encode_frame
+
+# The resend store's accounting, in bytes: a kept message counts ANSWER_COST, a kept seq
+# SEQ_COST more (docs/protocol.md, "Memory": the budget a session's answers are held to).
+ANSWER_COST = 160
+SEQ_COST = 200
+
+cdef enum:
+    SEQ_BITS = 40
+    ORDER_BITS = 32
+    FRAME_MAX = 256                  # the largest frame written here (a Report: ~130 bytes)
+    # engine output type ids (records.Report)
+    R_ACCEPTED = 201
+    R_REJECTED = 202
+    R_TRADE = 203
+    R_CANCELLED = 204
+    R_MODIFIED = 205
+    R_RESTED = 206
+    R_ORDER_INFO = 207
+    R_OPEN_ORDERS_END = 208
+    R_L1 = 210
+    R_L2 = 211
+    # server message tags (protocol.py); a test checks the frames against msgspec's
+    T_REPORT = 67
+    T_MARKET_DATA = 70
+    T_ORDER_INFO = 71
+    T_OPEN_ORDERS_END = 72
+
+cdef int64_t SEQ_MASK = (<int64_t>1 << SEQ_BITS) - 1
+cdef uint64_t ORDER_MASK = (<uint64_t>1 << ORDER_BITS) - 1
+cdef uint32_t CONTROL_BASE = _CONTROL_BASE
+cdef uint32_t TYPE_BREAKER_TRIPPED = _TYPE_BREAKER_TRIPPED
+cdef int64_t C_ANSWER = ANSWER_COST
+cdef int64_t C_SEQ = SEQ_COST
+
+
+cdef inline int64_t client_id(uint64_t eid, uint32_t account) noexcept nogil:
+    """The wire order id of an engine order id (hidden, 0, if another account's)."""
+    return <int64_t>(eid & ORDER_MASK) if (eid >> ORDER_BITS) == account else 0
+
+
+cdef bytes report_frame(const report_t* r, int64_t seq):
+    cdef uint8_t buf[FRAME_MAX]
+    cdef Py_ssize_t n = 6
+    buf[4] = 0x9c                                  # [67, seq, kind, ... rseq]: 12 items
+    buf[5] = T_REPORT
+    n += put_int(buf + n, seq)
+    n += put_str(buf + n, r.kind, r.kind_len)
+    n += put_int(buf + n, r.order_id)
+    n += put_str(buf + n, r.reason, r.reason_len)
+    n += put_int(buf + n, r.price)
+    n += put_int(buf + n, r.qty)
+    n += put_int(buf + n, r.remaining)
+    n += put_int(buf + n, r.maker_id)
+    n += put_int(buf + n, r.taker_id)
+    n += put_int(buf + n, r.symbol)
+    n += put_int(buf + n, r.rseq)
+    put_len(buf, n - 4)
+    return PyBytes_FromStringAndSize(<char*>buf, n)
+
+
+cdef bytes market_data_frame(uint32_t symbol, int64_t level, int64_t bp, int64_t bq,
+                             int64_t ap, int64_t aq):
+    cdef uint8_t buf[FRAME_MAX]
+    cdef Py_ssize_t n = 6
+    buf[4] = 0x97                                  # [70, symbol, level, bid, bid qty, ask, qty]
+    buf[5] = T_MARKET_DATA
+    n += put_int(buf + n, symbol)
+    n += put_int(buf + n, level)
+    n += put_int(buf + n, bp)
+    n += put_int(buf + n, bq)
+    n += put_int(buf + n, ap)
+    n += put_int(buf + n, aq)
+    put_len(buf, n - 4)
+    return PyBytes_FromStringAndSize(<char*>buf, n)
+
+
+cdef Py_ssize_t frame_count(const uint8_t* p, Py_ssize_t n, Py_ssize_t most) noexcept nogil:
+    """The bytes taken by the first ``most`` frames of ``p`` (all of them if fewer)."""
+    cdef Py_ssize_t pos = 0, k = 0
+    while pos + 4 <= n and k < most:
+        pos += 4 + ((<Py_ssize_t>p[pos] << 24) | (<Py_ssize_t>p[pos + 1] << 16) |
+                    (<Py_ssize_t>p[pos + 2] << 8) | p[pos + 3])
+        k += 1
+    return pos if pos <= n else n
+
+
+cdef Py_ssize_t frames_in(bytearray buf):
+    cdef const uint8_t[::1] v = buf
+    cdef Py_ssize_t pos = 0, k = 0, n = v.shape[0]
+    while pos + 4 <= n:
+        pos += 4 + ((<Py_ssize_t>v[pos] << 24) | (<Py_ssize_t>v[pos + 1] << 16) |
+                    (<Py_ssize_t>v[pos + 2] << 8) | v[pos + 3])
+        k += 1
+    return k
+
+
+cdef class ResendStore:
+    """One session's answers kept for resends, as the frames that were sent: at most
+    ``window`` seqs and ``budget`` bytes by the accounting of docs/protocol.md ("Memory": a
+    kept message counts ANSWER_COST, a kept seq SEQ_COST more). The oldest seqs go first; a
+    seq whose answers alone pass the budget keeps one memory_limit Error frame instead (it was
+    answered once; a resend says to ask again). Not thread-safe (the gateway's loop)."""
+
+    def __init__(self, Py_ssize_t window, int64_t budget):
+        self.frames = OrderedDict()
+        self.overflowed = set()
+        self.window = window
+        self.budget = budget
+        self.kept = 0
+        self.evicted = 0
+
+    cpdef record(self, int64_t seq, bytes frame):
+        """Keeps one answer frame of ``seq``."""
+        frames = self.frames
+        buf = frames.get(seq)
+        if buf is None:
+            buf = bytearray()
+            frames[seq] = buf
+            self.kept += C_SEQ
+            if len(frames) > self.window:
+                self._evict()
+        elif seq in self.overflowed:
+            return
+        buf += frame
+        self.kept += C_ANSWER
+        while self.kept > self.budget:
+            if next(iter(frames)) != seq:
+                self._evict()
+                continue
+            # this seq alone is over the budget (a large OpenOrders reply)
+            self.kept -= C_ANSWER * (frames_in(buf) - 1)
+            frames[seq] = bytearray(encode_frame(Error(
+                ErrorCode.MEMORY_LIMIT, f"the answers of seq {seq} passed this session's "
+                f"resend budget ({self.budget} bytes): not kept, ask again", seq)))
+            self.overflowed.add(seq)
+            break
+
+    cdef void _evict(self) except *:
+        seq, buf = self.frames.popitem(last=False)
+        self.kept -= C_SEQ + C_ANSWER * frames_in(buf)
+        self.overflowed.discard(seq)
+        self.evicted += 1
+
+    def get(self, int64_t seq, Py_ssize_t most=-1):
+        """The kept frames of ``seq`` (the first ``most`` of them; all with -1), one bytes."""
+        buf = self.frames.get(seq)
+        if buf is None:
+            return b""
+        if most < 0:
+            return bytes(buf)
+        cdef const uint8_t[::1] v = buf
+        if v.shape[0] == 0:
+            return b""
+        return bytes(buf[:frame_count(&v[0], v.shape[0], most)])
+
+    def count(self, int64_t seq):
+        """How many frames ``seq`` keeps."""
+        buf = self.frames.get(seq)
+        return 0 if buf is None else frames_in(buf)
+
+    def __contains__(self, seq):
+        return seq in self.frames
+
+    def __iter__(self):
+        return iter(self.frames)
+
+    def __len__(self):
+        return len(self.frames)
+
+
+cdef class Router:
+    """Routes engine output records to sessions as frames; built over a SessionTable (its
+    dicts are shared, not copied). ``route`` answers one record with ``[(session, seq,
+    frame)]``; ``drain`` routes a block of output ring slots and delivers the frames. With
+    ``effects`` a record also moves live orders and in-flight seqs (without: a replay of the
+    journal, which must change nothing). Not thread-safe (the gateway's loop)."""
+
+    def __init__(self, table):
+        self.table = table
+        self.by_id = table.by_id
+        self.by_account = table.by_account
+        self.live = table.live
+        self.copiers = table.copiers
+        self.subscribers = table.subscribers
+        # a reason this gateway does not know (a newer engine's) is kept as a number
+        self.reasons = [f"reason_{i}".encode() for i in range(512)]
+        for r in RejectReason:
+            self.reasons[int(r)] = r.name.lower().encode()
+        for r in CancelReason:
+            self.reasons[256 + int(r)] = r.name.lower().encode()
+
+    def route(self, uint32_t type_id, const uint8_t[::1] payload, int64_t corr,
+              int64_t rseq=0, bint effects=True):
+        """``[(session, seq, frame)]`` of one output record (``rseq``: the report seq of its
+        first report, ``report_seq(out_seq)``)."""
+        out = []
+        cdef const char* p = b""
+        if payload.shape[0]:
+            p = <const char*>&payload[0]
+        self._route(type_id, p, payload.shape[0], corr, rseq, effects, out)
+        return out
+
+    def drain(self, bytes block, Py_ssize_t slot_size, int64_t rseq0, set dirty):
+        """Routes a block of output ring slots (``slot_size`` bytes each: header, payload)
+        whose first record makes report seq ``rseq0``, keeps the answers of seqs for resends
+        and queues every frame on its session's connection (market data to a paused one is
+        dropped: a later update replaces it). Returns ``(slots, reports, dropped, trip)``:
+        ``trip`` is the cause (input journal sequence) of the first breaker-tripped record,
+        or -1."""
+        cdef const char* base = PyBytes_AS_STRING(block)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(block), pos = 0, i = 0
+        cdef const rl_header* h
+        cdef uint32_t symbol
+        cdef int64_t trip = -1, reports = 0, dropped = 0, seq
+        cdef bint md
+        cdef list out = []
+        if slot_size <= RL_HEADER_SIZE or n % slot_size:
+            raise ValueError(f"a block of {n} bytes is not whole slots of {slot_size}")
+        subscribers = self.subscribers
+        while pos < n:
+            h = <const rl_header*>(base + pos)
+            if h.length > <uint32_t>(slot_size - RL_HEADER_SIZE):
+                raise ValueError(f"slot {i}: payload length {h.length} exceeds the slot "
+                                 f"({slot_size} bytes)")
+            md = h.type_id == R_L1 or h.type_id == R_L2
+            if h.type_id == TYPE_BREAKER_TRIPPED and trip < 0:
+                trip = h.producer_seq
+            if md and h.length >= 4:
+                memcpy(&symbol, <const char*>h + RL_HEADER_SIZE, 4)
+                if not subscribers.get(symbol):   # nobody watches: no object made
+                    pos += slot_size
+                    i += 1
+                    continue
+            self._route(h.type_id, <const char*>h + RL_HEADER_SIZE, h.length,
+                        h.correlation_id, rseq0 + 2 * i, True, out)
+            for s, seq, frame in out:
+                reports += 1
+                if seq:
+                    (<ResendStore>s.store).record(seq, <bytes>frame)
+                c = s.conn
+                if c is None:
+                    continue
+                if md and c.paused:
+                    dropped += 1
+                    continue
+                c.send_frame(frame)
+                if seq:
+                    dirty.add(c)   # the Ack may move even with nothing else to say
+            del out[:]
+            pos += slot_size
+            i += 1
+        return i, reports, dropped, trip
+
+    cdef int _route(self, uint32_t type_id, const char* p, Py_ssize_t n, int64_t corr,
+                    int64_t rseq, bint effects, list out) except -1:
+        cdef int64_t sid, seq
+        cdef rl_report r
+        cdef rl_trade t
+        cdef report_t rep
+        cdef bytes name
+        if type_id >= CONTROL_BASE:
+            # the processor's own outputs (breaker tripped/closed) carry the correlation of
+            # the input they followed; they are not the engine's answer to it
+            return 0
+        sid = corr >> SEQ_BITS
+        seq = corr & SEQ_MASK
+        req = self.by_id.get(sid) if sid else None
+        if effects and req is not None and seq:
+            # a session's commands are journaled in seq order: a report of seq means every
+            # earlier seq is done (even one that made no report); seq itself may have more
+            q = req.inflight
+            if q and q[0] < seq:
+                self.table._complete(req, seq - 1)
+        if R_ACCEPTED <= type_id <= R_RESTED and type_id != R_TRADE:
+            _need(type_id, n, sizeof(rl_report))
+            memcpy(&r, p, sizeof(rl_report))
+            if effects:
+                live = self.live.get(r.account)
+                if live is not None:
+                    if type_id == R_RESTED or (type_id == R_MODIFIED and r.leaves > 0):
+                        live.add(r.order_id)
+                    elif type_id == R_CANCELLED or type_id == R_MODIFIED:
+                        live.discard(r.order_id)
+            _kind(&rep, type_id)
+            if type_id == R_REJECTED or type_id == R_CANCELLED:
+                name = self.reasons[(256 if type_id == R_CANCELLED else 0) + r.reason]
+                rep.reason = PyBytes_AS_STRING(name)
+                rep.reason_len = PyBytes_GET_SIZE(name)
+            rep.order_id = client_id(r.order_id, r.account)
+            rep.price = r.price
+            rep.qty = r.qty
+            rep.remaining = r.leaves
+            rep.maker_id = rep.taker_id = 0
+            rep.symbol = r.symbol
+            rep.rseq = rseq
+            self._to_account(req, seq, r.account, &rep, out)
+        elif type_id == R_TRADE:
+            _need(type_id, n, sizeof(rl_trade))
+            memcpy(&t, p, sizeof(rl_trade))
+            if effects:
+                if not t.taker_leaves and t.taker_account in self.live:
+                    self.live[t.taker_account].discard(t.taker_id)
+                if not t.maker_leaves and t.maker_account in self.live:
+                    self.live[t.maker_account].discard(t.maker_id)
+            _kind(&rep, R_TRADE)
+            rep.price = t.price
+            rep.qty = t.qty
+            rep.symbol = t.symbol
+            rep.order_id = rep.taker_id = client_id(t.taker_id, t.taker_account)
+            rep.maker_id = client_id(t.maker_id, t.taker_account)
+            rep.remaining = t.taker_leaves
+            rep.rseq = rseq
+            self._to_account(req, seq, t.taker_account, &rep, out)
+            rep.order_id = rep.maker_id = client_id(t.maker_id, t.maker_account)
+            rep.taker_id = client_id(t.taker_id, t.maker_account)
+            rep.remaining = t.maker_leaves
+            rep.rseq = rseq + 1 if rseq else 0
+            self._to_account(None, 0, t.maker_account, &rep, out)
+        elif type_id == R_ORDER_INFO:
+            _need(type_id, n, sizeof(rl_report))
+            memcpy(&r, p, sizeof(rl_report))
+            if req is None and sid == 0:  # the gateway's own query: seq is the account
+                if effects and r.leaves > 0 and seq in self.live:
+                    self.live[seq].add(r.order_id)
+            elif req is not None:
+                out.append((req, seq, _order_info_frame(seq, &r)))
+        elif type_id == R_OPEN_ORDERS_END:
+            _need(type_id, n, sizeof(rl_report))
+            memcpy(&r, p, sizeof(rl_report))
+            if req is None and sid == 0:
+                if effects:
+                    self.table.rebuilding.discard(seq)
+            elif req is not None:
+                out.append((req, seq, _open_orders_end_frame(seq, <int64_t>r.order_id)))
+        elif type_id == R_L1:
+            self._route_l1(p, n, out)
+        elif type_id == R_L2:
+            self._route_l2(p, n, out)
+        return 0
+
+    cdef void _to_account(self, object req, int64_t seq, uint32_t account,
+                          const report_t* rep, list out) except *:
+        if req is not None and req.account == account:
+            out.append((req, seq, report_frame(rep, seq)))
+            copiers = self.copiers.get(account)
+            if copiers:
+                # drop copies: the account's other sessions that subscribed hear it, unsolicited
+                copy = report_frame(rep, 0)
+                for s in copiers:
+                    if s is not req:
+                        out.append((s, 0, copy))
+            return
+        # not this session's command (a maker's fill, an operator's kill): every session of
+        # the account hears it, unsolicited (seq 0)
+        sessions = self.by_account.get(account)
+        if sessions:
+            frame = report_frame(rep, 0)
+            for s in sessions:
+                out.append((s, 0, frame))
+
+    cdef void _route_l1(self, const char* p, Py_ssize_t n, list out) except *:
+        cdef rl_l1 m
+        _need(R_L1, n, sizeof(rl_l1))
+        memcpy(&m, p, sizeof(rl_l1))
+        subs = self.subscribers.get(m.symbol)
+        if not subs:
+            return
+        frame = None
+        for s in subs:
+            if s.depth.get(m.symbol) == 1:
+                if frame is None:
+                    frame = market_data_frame(m.symbol, 0, m.bid_price, m.bid_qty,
+                                              m.ask_price, m.ask_qty)
+                out.append((s, 0, frame))
+
+    cdef void _route_l2(self, const char* p, Py_ssize_t n, list out) except *:
+        cdef rl_l2_head head
+        cdef rl_l2_level bid, ask
+        cdef Py_ssize_t i, want
+        _need(R_L2, n, sizeof(rl_l2_head))
+        memcpy(&head, p, sizeof(rl_l2_head))
+        _need(R_L2, n, sizeof(rl_l2_head) + 2 * head.depth * sizeof(rl_l2_level))
+        subs = self.subscribers.get(head.symbol)
+        if not subs:
+            return
+        levels = None
+        for s in subs:
+            want = s.depth.get(head.symbol, 0)
+            if want <= 1:
+                continue
+            if levels is None:
+                levels = []
+                for i in range(head.depth):
+                    memcpy(&bid, p + sizeof(rl_l2_head) + i * sizeof(rl_l2_level),
+                           sizeof(rl_l2_level))
+                    memcpy(&ask, p + sizeof(rl_l2_head) + (head.depth + i) *
+                           sizeof(rl_l2_level), sizeof(rl_l2_level))
+                    levels.append(market_data_frame(head.symbol, i, bid.price, bid.qty,
+                                                    ask.price, ask.qty))
+            for frame in levels[:want]:
+                out.append((s, 0, frame))
+
+
+cdef void _need(uint32_t type_id, Py_ssize_t n, Py_ssize_t size) except *:
+    if n < size:
+        raise ValueError(f"an output record of type {type_id} has {n} bytes, needs {size}")
+
+
+cdef void _kind(report_t* rep, uint32_t type_id) noexcept:
+    rep.reason = b""
+    rep.reason_len = 0
+    if type_id == R_ACCEPTED:
+        rep.kind = b"accepted"
+        rep.kind_len = 8
+    elif type_id == R_REJECTED:
+        rep.kind = b"rejected"
+        rep.kind_len = 8
+    elif type_id == R_TRADE:
+        rep.kind = b"trade"
+        rep.kind_len = 5
+    elif type_id == R_CANCELLED:
+        rep.kind = b"cancelled"
+        rep.kind_len = 9
+    elif type_id == R_MODIFIED:
+        rep.kind = b"modified"
+        rep.kind_len = 8
+    else:
+        rep.kind = b"rested"
+        rep.kind_len = 6
+
+
+cdef bytes _order_info_frame(int64_t seq, const rl_report* r):
+    cdef uint8_t buf[FRAME_MAX]
+    cdef Py_ssize_t n = 6
+    buf[4] = 0x98                                  # [71, seq, id, symbol, side, price, qty, st]
+    buf[5] = T_ORDER_INFO
+    n += put_int(buf + n, seq)
+    n += put_int(buf + n, client_id(r.order_id, r.account))
+    n += put_int(buf + n, r.symbol)
+    n += put_int(buf + n, r.side)
+    n += put_int(buf + n, r.price)
+    n += put_int(buf + n, r.leaves)
+    n += put_str(buf + n, b"open" if r.leaves > 0 else b"done", 4)
+    put_len(buf, n - 4)
+    return PyBytes_FromStringAndSize(<char*>buf, n)
+
+
+cdef bytes _open_orders_end_frame(int64_t seq, int64_t count):
+    cdef uint8_t buf[FRAME_MAX]
+    cdef Py_ssize_t n = 6
+    buf[4] = 0x93                                  # [72, seq, count]
+    buf[5] = T_OPEN_ORDERS_END
+    n += put_int(buf + n, seq)
+    n += put_int(buf + n, count)
+    put_len(buf, n - 4)
+    return PyBytes_FromStringAndSize(<char*>buf, n)
