@@ -1,5 +1,6 @@
-# The gateway's per-report path in C: engine output records routed to their sessions and
-# encoded as protocol frames, and each session's resend store of answer frames.
+# The gateway's per-order path in C: order frames decoded into engine command records and
+# published to the input ring; engine output records routed to their sessions and encoded as
+# protocol frames; each session's resend store of answer frames.
 from libc.stdint cimport int64_t, uint32_t
 
 
@@ -33,3 +34,13 @@ cdef class Router:
                           const report_t* rep, list out) except *
     cdef void _route_l1(self, const char* p, Py_ssize_t n, list out) except *
     cdef void _route_l2(self, const char* p, Py_ssize_t n, list out) except *
+
+
+cdef class CommandBatch:
+    # the engine commands of one read's leading order frames (NewOrder, Cancel, Modify)
+    cdef void* _recs                    # rl_command[capacity]
+    cdef uint32_t* _kinds               # their Command type ids
+    cdef Py_ssize_t* _ends              # byte offset after each one's frame
+    cdef readonly Py_ssize_t capacity
+    cdef readonly Py_ssize_t count
+    cdef readonly int64_t first_seq

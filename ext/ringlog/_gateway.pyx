@@ -1,7 +1,16 @@
-"""The gateway's per-report path in C: engine output records routed to their sessions and
-encoded as protocol frames, and each session's resend store of answer frames.
+"""The gateway's per-order path in C: order frames decoded into engine command records and
+published to the input ring in one claim per read; engine output records routed to their
+sessions and encoded as protocol frames; each session's resend store of answer frames.
 
 ::
+
+    socket read ─► CommandBatch.scan: the leading NewOrder/Cancel/Modify frames whose fields
+        │          are in range and whose seqs follow on, as rl_command records (no object
+        │          per field; any other frame stops the scan: the protocol's decoder and the
+        │          per-message path take it from there)
+        ▼ Gateway.take_orders: the session rules for the batch (seq, rate, open orders,
+        │                      in-flight window), then CommandBatch.publish: one claim
+    input ring (correlation = session << 40 | seq, dedup key = (session, seq))
 
     output ring slots (one bytes block per batch, on the gateway's loop thread)
         │ Router.drain: per slot in C: header; unwatched market data and control records
@@ -23,13 +32,17 @@ test compares them), so a client cannot tell which path answered.
 from collections import OrderedDict
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
+from ringlog._ring cimport RL_CLOSED, Ring
 from ringlog._wire cimport (
+    RL_FLAG_POST_ONLY,
     put_int,
     put_len,
     put_str,
+    rl_command,
     rl_l1,
     rl_l2_head,
     rl_l2_level,
@@ -39,6 +52,7 @@ from ringlog._wire cimport (
 from ringlog.includes.event cimport RL_HEADER_SIZE, rl_header
 
 from ringlog.engine.records import CancelReason, RejectReason
+from ringlog.errors import RingClosedError
 from ringlog.events import CONTROL_BASE as _CONTROL_BASE
 from ringlog.events import TYPE_BREAKER_TRIPPED as _TYPE_BREAKER_TRIPPED
 from ringlog.gateway.protocol import Error, ErrorCode, encode_frame
@@ -498,3 +512,235 @@ cdef bytes _open_orders_end_frame(int64_t seq, int64_t count):
     n += put_int(buf + n, count)
     put_len(buf, n - 4)
     return PyBytes_FromStringAndSize(<char*>buf, n)
+
+
+# -- input: order frames -> command records -> the input ring -------------------------------
+
+cdef enum:
+    T_NEW = 4
+    T_CANCEL = 5
+    T_MODIFY = 6
+    C_NEW = 101
+    C_CANCEL = 102
+    C_MODIFY = 103
+
+
+cdef inline bint get_int(const uint8_t* p, Py_ssize_t end, Py_ssize_t* pos,
+                         int64_t* out) noexcept nogil:
+    """A msgpack integer that fits int64 at ``pos[0]`` (advancing it); False for anything
+    else (another type, a uint64 past int64, the end of the frame)."""
+    cdef Py_ssize_t i = pos[0], w, k
+    cdef uint8_t b
+    cdef uint64_t u = 0
+    if i >= end:
+        return False
+    b = p[i]
+    if b < 0x80 or b >= 0xe0:
+        out[0] = b if b < 0x80 else <int64_t>b - 256
+        pos[0] = i + 1
+        return True
+    if 0xcc <= b <= 0xcf:
+        w = 1 << (b - 0xcc)
+    elif 0xd0 <= b <= 0xd3:
+        w = 1 << (b - 0xd0)
+    else:
+        return False
+    if i + 1 + w > end:
+        return False
+    for k in range(w):
+        u = (u << 8) | p[i + 1 + k]
+    if b == 0xcf and u >> 63:                      # a uint64 past int64: out of range
+        return False
+    if b >= 0xd0 and w < 8 and u >> (8 * w - 1):   # sign-extend a negative int8..int32
+        u |= ~<uint64_t>0 << (8 * w)
+    out[0] = <int64_t>u
+    pos[0] = i + 1 + w
+    return True
+
+
+cdef inline bint get_range(const uint8_t* p, Py_ssize_t end, Py_ssize_t* pos, int64_t lo,
+                           int64_t hi, int64_t* out) noexcept nogil:
+    return get_int(p, end, pos, out) and lo <= out[0] <= hi
+
+
+cdef bint parse_order(const uint8_t* p, Py_ssize_t q, Py_ssize_t end, int64_t want_seq,
+                      uint32_t account, rl_command* c, uint32_t* kind) noexcept nogil:
+    """One frame body as an engine command, if it is a complete NewOrder (all 10 fields),
+    Cancel or Modify in msgpack whose every field is in the protocol's range and whose seq is
+    ``want_seq`` (any seq if -1). False for anything else: the protocol's decoder handles
+    that frame (and names what is wrong with it), so nothing is accepted here that it would
+    refuse. The record is what the engine sees: ``account << 32 | order_id``, the seq in
+    ``client_tag``."""
+    cdef int64_t seq, oid, v
+    cdef uint8_t head
+    if end - q < 2:
+        return False
+    head = p[q]
+    memset(c, 0, sizeof(rl_command))
+    if head == 0x9b and p[q + 1] == T_NEW:
+        kind[0] = C_NEW
+    elif head == 0x93 and p[q + 1] == T_CANCEL:
+        kind[0] = C_CANCEL
+    elif head == 0x95 and p[q + 1] == T_MODIFY:
+        kind[0] = C_MODIFY
+    else:
+        return False
+    q += 2
+    if not get_range(p, end, &q, 1, (<int64_t>1 << 40) - 1, &seq):
+        return False
+    if want_seq >= 0 and seq != want_seq:
+        return False
+    if not get_range(p, end, &q, 1, (<int64_t>1 << 32) - 1, &oid):
+        return False
+    c.order_id = (<uint64_t>account << ORDER_BITS) | <uint64_t>oid
+    c.account = account
+    c.client_tag = <uint64_t>seq
+    if kind[0] == C_NEW:
+        if not get_range(p, end, &q, 0, (<int64_t>1 << 32) - 1, &v):
+            return False
+        c.symbol = <uint32_t>v
+        if not get_range(p, end, &q, 0, 255, &v):
+            return False
+        c.side = <uint8_t>v
+        if not get_int(p, end, &q, &c.qty) or not get_int(p, end, &q, &c.price):
+            return False
+        if not get_range(p, end, &q, 0, 255, &v):
+            return False
+        c.order_type = <uint8_t>v
+        if not get_range(p, end, &q, 0, 255, &v):
+            return False
+        c.tif = <uint8_t>v
+        if q >= end or (p[q] != 0xc2 and p[q] != 0xc3):
+            return False
+        c.flags = RL_FLAG_POST_ONLY if p[q] == 0xc3 else 0
+        q += 1
+        if not get_range(p, end, &q, 0, 255, &v):
+            return False
+        c.stp = <uint8_t>v
+    elif kind[0] == C_MODIFY:
+        if not get_int(p, end, &q, &c.price) or not get_int(p, end, &q, &c.qty):
+            return False
+    return q == end                                # nothing after the last field
+
+
+cdef class CommandBatch:
+    """The engine commands decoded from the leading order frames of one read (at most
+    ``capacity``): ``scan`` fills it, ``publish`` puts a prefix of it into the input ring.
+    Reused from read to read; not thread-safe (the gateway's loop)."""
+
+    def __cinit__(self, Py_ssize_t capacity):
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self._recs = PyMem_Malloc(capacity * sizeof(rl_command))
+        self._kinds = <uint32_t*>PyMem_Malloc(capacity * sizeof(uint32_t))
+        self._ends = <Py_ssize_t*>PyMem_Malloc(capacity * sizeof(Py_ssize_t))
+        if not self._recs or not self._kinds or not self._ends:
+            raise MemoryError()
+        self.capacity = capacity
+
+    def __dealloc__(self):
+        PyMem_Free(self._recs)
+        PyMem_Free(self._kinds)
+        PyMem_Free(self._ends)
+
+    def scan(self, const uint8_t[::1] data, Py_ssize_t max_frame, int64_t next_seq,
+             Py_ssize_t most, uint32_t account):
+        """Decodes the complete frames at the start of ``data`` while each is an order frame
+        (``parse_order``) numbered ``next_seq``, ``next_seq + 1`` ... (any seq for the first
+        if ``next_seq`` is -1), at most ``most`` (and ``capacity``); returns how many."""
+        cdef const uint8_t* p
+        cdef Py_ssize_t n = data.shape[0], pos = 0, k = 0, ln
+        cdef rl_command* recs = <rl_command*>self._recs
+        most = min(most, self.capacity)
+        self.count = 0
+        if n == 0:
+            return 0
+        p = &data[0]
+        with nogil:
+            while k < most and n - pos >= 4:
+                ln = (<Py_ssize_t>p[pos] << 24) | (<Py_ssize_t>p[pos + 1] << 16) | \
+                    (<Py_ssize_t>p[pos + 2] << 8) | p[pos + 3]
+                if ln == 0 or ln > max_frame or n - pos - 4 < ln:
+                    break
+                if not parse_order(p, pos + 4, pos + 4 + ln,
+                                   next_seq + k if next_seq >= 0 or k else -1, account,
+                                   &recs[k], &self._kinds[k]):
+                    break
+                if k == 0:
+                    self.first_seq = <int64_t>recs[0].client_tag
+                    next_seq = self.first_seq
+                pos += 4 + ln
+                self._ends[k] = pos
+                k += 1
+        self.count = k
+        return k
+
+    def end(self, Py_ssize_t k):
+        """Bytes of ``data`` taken by the first ``k`` commands' frames."""
+        return self._ends[k - 1] if 0 < k <= self.count else 0
+
+    def new_seqs(self, Py_ssize_t k):
+        """The seqs of the new orders among the first ``k`` commands."""
+        cdef rl_command* recs = <rl_command*>self._recs
+        return [<int64_t>recs[i].client_tag for i in range(min(k, self.count))
+                if self._kinds[i] == C_NEW]
+
+    def prefix_with_news(self, Py_ssize_t k, Py_ssize_t news):
+        """The longest prefix (at most ``k`` commands) holding at most ``news`` new orders."""
+        cdef Py_ssize_t i, seen = 0
+        for i in range(min(k, self.count)):
+            if self._kinds[i] == C_NEW:
+                if seen == news:
+                    return i
+                seen += 1
+        return min(k, self.count)
+
+    def command(self, Py_ssize_t i):
+        """``(type id, payload)`` of command ``i`` (for a backlog or a single message)."""
+        if not 0 <= i < self.count:
+            raise IndexError(i)
+        return self._kinds[i], PyBytes_FromStringAndSize(
+            <char*>self._recs + i * sizeof(rl_command), sizeof(rl_command))
+
+    def publish(self, Ring ring, Py_ssize_t k, uint32_t producer_id, int64_t timestamp_ns):
+        """Publishes the first ``k`` commands to ``ring`` in one claim, each with
+        ``producer_id`` and its seq as the dedup key and ``producer_id << 40 | seq`` as its
+        correlation id; returns the first ring sequence, or -1 if the ring has no room for
+        all of them now (nothing is published then). Never waits."""
+        cdef int64_t hi, lo, i
+        cdef rl_header* h
+        cdef rl_command* recs = <rl_command*>self._recs
+        if not 0 < k <= self.count:
+            raise ValueError(f"cannot publish {k} of {self.count} commands")
+        if ring.slot_size - RL_HEADER_SIZE < <int>sizeof(rl_command):
+            raise ValueError(f"a {ring.slot_size}-byte slot cannot hold a command record")
+        hi = ring.try_claim(k)
+        if hi == RL_CLOSED:
+            raise RingClosedError("publish on a closed ring")
+        if hi < 0:
+            return -1
+        lo = hi - k + 1
+        with nogil:
+            for i in range(k):
+                h = <rl_header*>ring.slot(lo + i)
+                h.sequence = lo + i
+                h.timestamp_ns = timestamp_ns
+                h.correlation_id = (<int64_t>producer_id << SEQ_BITS) | \
+                    <int64_t>recs[i].client_tag
+                h.producer_seq = <int64_t>recs[i].client_tag
+                h.type_id = self._kinds[i]
+                h.flags = 0
+                h.length = sizeof(rl_command)
+                h.producer_id = producer_id
+                memcpy(<char*>h + RL_HEADER_SIZE, &recs[i], sizeof(rl_command))
+            ring.publish_range(lo, hi)
+        return lo
+
+
+def order_command(bytes frame, uint32_t account):
+    """``(type id, payload)`` of one NewOrder / Cancel / Modify frame for ``account`` (the
+    same decoding as the fast path); ValueError if the frame is not such a message."""
+    cdef CommandBatch b = CommandBatch(1)
+    if not b.scan(frame, len(frame), -1, 1, account):
+        raise ValueError("not a complete NewOrder, Cancel or Modify frame")
+    return b.command(0)

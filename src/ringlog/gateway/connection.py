@@ -2,8 +2,9 @@
 
 ::
 
-    socket ──data_received──► FrameDecoder ──► pending ──process──► Gateway.handle
-    socket ◄──one write per batch── flush (+ Ack) ◄── out ◄── send / error
+    socket ──data_received─┬─► Gateway.take_orders (C: leading order frames ─► input ring)
+                           └─► FrameDecoder ──► pending ──process──► Gateway.handle (the rest)
+    socket ◄──one write per batch── flush (+ Ack) ◄── out ◄── send / send_frame / error
 
 A ``Connection`` is an ``asyncio.Protocol`` on the gateway's event loop; it is bound to a
 session after logon and keeps nothing once closed (docs/protocol.md, "Heartbeats, timeouts
@@ -150,11 +151,19 @@ class Connection(asyncio.Protocol):
         if self.closing:
             return
         dec = self.decoder
+        took = 0
+        if self.session is not None and not self.pending and not self.paused:
+            # the compiled fast path takes the leading order frames (Gateway.take_orders);
+            # whatever it leaves is decoded and handled message by message, in order
+            data = dec.take(data)
+            took = self.gw.take_orders(self, data)
+            if took:
+                data = memoryview(data)[took:]
         got = dec.feed(data)
-        if got:
+        if got or took:
             self.heard = time.monotonic()
         if dec.buffered:
-            if not self.partial_since or got:
+            if not self.partial_since or got or took:
                 self.partial_since = time.monotonic()  # a new frame started
         else:
             self.partial_since = 0.0

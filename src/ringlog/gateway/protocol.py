@@ -341,6 +341,16 @@ class FrameDecoder:
         del buf[:pos]
         return out
 
+    def take(self, data: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
+        """``data`` preceded by the incomplete frame kept from the last feed (which is
+        dropped here): for a reader that takes whole frames itself before ``feed``."""
+        if not self._buf:
+            return data
+        buf = self._buf
+        buf += data
+        self._buf = bytearray()
+        return buf
+
     @property
     def buffered(self) -> int:
         """Bytes of an incomplete frame waiting for the rest."""

@@ -24,9 +24,9 @@ from typing import Any
 
 import msgspec
 
-from .._gateway import ANSWER_COST, SEQ_COST, ResendStore, Router
+from .._gateway import ANSWER_COST, SEQ_COST, ResendStore, Router, order_command
 from ..engine.config import EngineConfig
-from ..engine.records import FLAG_POST_ONLY, Command
+from ..engine.records import Command
 from ..errors import RingLogError
 from .protocol import (
     Cancel,
@@ -187,28 +187,22 @@ def split_correlation(corr: int) -> tuple[int, int]:
 
 
 def encode_command(msg: Any, account: int) -> tuple[int, bytes]:
-    """``(type id, COMMAND_DTYPE payload)`` of an engine-bound client message."""
-    oid = getattr(msg, "order_id", 0)
-    eid = account << ORDER_BITS | oid if oid else 0
-    if type(msg) is NewOrder:
-        return Command.NEW, COMMAND.pack(eid, msg.price, msg.qty, account, msg.symbol, msg.side,
-                                         msg.order_type, msg.tif,
-                                         FLAG_POST_ONLY if msg.post_only else 0, msg.stp,
-                                         msg.seq)
-    if type(msg) is Cancel:
-        return Command.CANCEL, COMMAND.pack(eid, 0, 0, account, 0, 0, 0, 0, 0, 0, msg.seq)
-    if type(msg) is Modify:
-        return Command.MODIFY, COMMAND.pack(eid, msg.new_price, msg.new_qty, account, 0, 0, 0,
-                                            0, 0, 0, msg.seq)
-    if type(msg) is MassCancel:
+    """``(type id, COMMAND_DTYPE payload)`` of an engine-bound client message. NewOrder,
+    Cancel and Modify go through the compiled decoder of the fast path (one mapping of their
+    fields to the record: ``ringlog._gateway``), the queries are packed here."""
+    t = type(msg)
+    if t is NewOrder or t is Cancel or t is Modify:
+        return order_command(encode_frame(msg), account)
+    if t is MassCancel:
         return Command.MASS_CANCEL, COMMAND.pack(0, 0, 0, account, msg.symbol, 0, 0, 0, 0, 0,
                                                  msg.seq)
-    if type(msg) is OrderStatus:
+    if t is OrderStatus:
+        eid = account << ORDER_BITS | msg.order_id
         return Command.ORDER_STATUS, COMMAND.pack(eid, 0, 0, account, 0, 0, 0, 0, 0, 0, msg.seq)
-    if type(msg) is OpenOrders:
+    if t is OpenOrders:
         return Command.OPEN_ORDERS, COMMAND.pack(0, 0, 0, account, msg.symbol, 0, 0, 0, 0, 0,
                                                  msg.seq)
-    raise TypeError(f"{type(msg).__name__} is not an engine command")
+    raise TypeError(f"{t.__name__} is not an engine command")
 
 
 ENGINE_MESSAGES = (NewOrder, Cancel, Modify, MassCancel, OrderStatus, OpenOrders)
@@ -337,13 +331,16 @@ class Session:
 
     def take_token(self, rate: float, burst: int, now: float) -> bool:
         """Token bucket: True if one more message fits the rate limit now."""
+        return self.take_tokens(rate, burst, now, 1) == 1
+
+    def take_tokens(self, rate: float, burst: int, now: float, n: int) -> int:
+        """Token bucket: how many of ``n`` messages fit the rate limit now (those are taken)."""
         t = self.tokens + (now - self.token_time) * rate
         self.tokens = t if t < burst else float(burst)
         self.token_time = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
+        k = min(n, int(self.tokens))
+        self.tokens -= k
+        return k
 
 
 class SessionTable:
@@ -405,9 +402,17 @@ class SessionTable:
         if left:
             self.pending_new[s.account] -= left
 
-    def published(self, s: Session, seq: int, cause: int) -> None:
-        """A command of ``s`` is in the input ring at journal sequence ``cause``."""
-        s.causes[seq] = cause
+    def order_room(self, account: int) -> int:
+        """New orders the account may still send (the open-orders limit: live + in flight)."""
+        return self.config.limits.max_open_orders - self.open_orders(account)
+
+    def published(self, s: Session, seq: int, cause: int, n: int = 1) -> None:
+        """Commands ``seq .. seq + n - 1`` of ``s`` are in the input ring from journal
+        sequence ``cause`` on (one each, in order)."""
+        if n == 1:
+            s.causes[seq] = cause
+        else:
+            s.causes.update(zip(range(seq, seq + n), range(cause, cause + n), strict=True))
         self.unsettled.add(s)
 
     def settle(self, done: int) -> list[Session]:
