@@ -737,10 +737,13 @@ cdef class CommandBatch:
         return lo
 
 
+cdef CommandBatch _one = CommandBatch(1)
+
+
 def order_command(bytes frame, uint32_t account):
     """``(type id, payload)`` of one NewOrder / Cancel / Modify frame for ``account`` (the
     same decoding as the fast path); ValueError if the frame is not such a message."""
-    cdef CommandBatch b = CommandBatch(1)
+    cdef CommandBatch b = _one
     if not b.scan(frame, len(frame), -1, 1, account):
         raise ValueError("not a complete NewOrder, Cancel or Modify frame")
     return b.command(0)
