@@ -26,7 +26,7 @@ cdef class ResendStore:
 
 cdef class Router:
     cdef object table                   # the SessionTable (in-flight completion, rebuilding)
-    cdef dict by_id, by_account, live, copiers, subscribers
+    cdef dict by_id, by_account, live, copiers, subscribers, pending_new
     cdef list reasons                   # (kind, code) -> reason name as bytes
     cdef int _route(self, uint32_t type_id, const char* p, Py_ssize_t n, int64_t corr,
                     int64_t rseq, bint effects, list out) except -1

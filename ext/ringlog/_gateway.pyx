@@ -226,6 +226,34 @@ cdef class ResendStore:
         return len(self.frames)
 
 
+def queue_frame(c, bytes frames, set dirty):
+    """Appends msgpack frames to connection ``c``'s output batch (written at its next flush;
+    ``dirty`` lists the connections to flush). Nothing once its transport is gone."""
+    if c.transport is None:
+        return
+    out = c.out
+    if not out:
+        dirty.add(c)
+    out += frames
+
+
+def complete_through(s, int64_t seq):
+    """Marks session ``s``'s in-flight seqs up to ``seq`` answered (a session's reports arrive
+    in seq order, so a later seq's report completes earlier silent ones); returns how many
+    new orders left flight."""
+    cdef Py_ssize_t n = 0
+    q = s.inflight
+    causes = s.causes
+    news = s.news
+    while q and q[0] <= seq:
+        x = q.popleft()
+        causes.pop(x, None)
+        if x in news:
+            news.discard(x)
+            n += 1
+    return n
+
+
 cdef class Router:
     """Routes engine output records to sessions as frames; built over a SessionTable (its
     dicts are shared, not copied). ``route`` answers one record with ``[(session, seq,
@@ -240,6 +268,7 @@ cdef class Router:
         self.live = table.live
         self.copiers = table.copiers
         self.subscribers = table.subscribers
+        self.pending_new = table.pending_new
         # a reason this gateway does not know (a newer engine's) is kept as a number
         self.reasons = [f"reason_{i}".encode() for i in range(512)]
         for r in RejectReason:
@@ -301,7 +330,10 @@ cdef class Router:
                 if md and c.paused:
                     dropped += 1
                     continue
-                c.send_frame(frame)
+                if c.raw_frames:
+                    queue_frame(c, frame, dirty)
+                else:
+                    c.send_frame(frame)
                 if seq:
                     dirty.add(c)   # the Ack may move even with nothing else to say
             del out[:]
@@ -328,7 +360,9 @@ cdef class Router:
             # earlier seq is done (even one that made no report); seq itself may have more
             q = req.inflight
             if q and q[0] < seq:
-                self.table._complete(req, seq - 1)
+                left = complete_through(req, seq - 1)
+                if left:
+                    self.pending_new[req.account] -= left
         if R_ACCEPTED <= type_id <= R_RESTED and type_id != R_TRADE:
             _need(type_id, n, sizeof(rl_report))
             memcpy(&r, p, sizeof(rl_report))

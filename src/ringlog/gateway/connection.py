@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from .._gateway import queue_frame
 from .protocol import Ack, Error, ErrorCode, FrameDecoder, FrameEncoder
 from .session import Session, decode_frames
 
@@ -79,6 +80,7 @@ class Connection(asyncio.Protocol):
         lim = gateway.config.limits
         self.decoder = FrameDecoder(max_frame=lim.max_frame)
         self.encoder = FrameEncoder("msgpack")
+        self.raw_frames = True  # msgpack: compiled frames go out as they are (not JSON)
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
         self.out = bytearray()
@@ -250,13 +252,13 @@ class Connection(asyncio.Protocol):
         are to a msgpack session, re-encoded to a JSON one (a debugging codec)."""
         if self.transport is None or not frames:
             return
+        if self.raw_frames:
+            queue_frame(self, frames, self.gw.dirty)
+            return
         if not self.out:
             self.gw.dirty.add(self)
-        if self.encoder.codec == "msgpack":
-            self.out += frames
-        else:
-            for msg in decode_frames(frames):
-                self.encoder.append(self.out, msg)
+        for msg in decode_frames(frames):
+            self.encoder.append(self.out, msg)
 
     def error(self, code: int, message: str, seq: int = 0) -> None:
         """Sends an error frame; too many in a row closes this connection only."""

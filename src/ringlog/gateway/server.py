@@ -293,6 +293,7 @@ class Gateway:
     def _logon(self, conn: Connection, msg: Logon) -> None:
         s = self.table.authenticate(msg.token)
         conn.encoder = FrameEncoder(conn.decoder.codec or "msgpack")
+        conn.raw_frames = conn.encoder.codec == "msgpack"
         if s is None or s.conn is not None:
             self.metrics.logon_failures += 1
             conn.send(LogonReject("unknown token" if s is None

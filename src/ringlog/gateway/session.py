@@ -24,7 +24,14 @@ from typing import Any
 
 import msgspec
 
-from .._gateway import ANSWER_COST, SEQ_COST, ResendStore, Router, order_command
+from .._gateway import (
+    ANSWER_COST,
+    SEQ_COST,
+    ResendStore,
+    Router,
+    complete_through,
+    order_command,
+)
 from ..engine.config import EngineConfig
 from ..engine.records import Command
 from ..errors import RingLogError
@@ -314,16 +321,8 @@ class Session:
     def complete_through(self, seq: int) -> int:
         """Marks in-flight seqs up to ``seq`` answered (reports of a session arrive in seq
         order, so a later seq's report completes earlier silent ones); returns how many
-        new orders left flight."""
-        n = 0
-        q = self.inflight
-        while q and q[0] <= seq:
-            s = q.popleft()
-            self.causes.pop(s, None)
-            if s in self.news:
-                self.news.discard(s)
-                n += 1
-        return n
+        new orders left flight (compiled: ``ringlog._gateway.complete_through``)."""
+        return complete_through(self, seq)
 
     def ack_target(self) -> int:
         """The highest seq with everything at or below it answered."""
