@@ -31,8 +31,10 @@ test compares them), so a client cannot tell which path answered.
 
 from collections import OrderedDict
 
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
@@ -132,24 +134,21 @@ cdef bytes market_data_frame(uint32_t symbol, int64_t level, int64_t bp, int64_t
     return PyBytes_FromStringAndSize(<char*>buf, n)
 
 
-cdef Py_ssize_t frame_count(const uint8_t* p, Py_ssize_t n, Py_ssize_t most) noexcept nogil:
-    """The bytes taken by the first ``most`` frames of ``p`` (all of them if fewer)."""
+cdef (Py_ssize_t, Py_ssize_t) frame_count(const uint8_t* p, Py_ssize_t n,
+                                         Py_ssize_t most) noexcept nogil:
+    """``(bytes, frames)`` of the first ``most`` frames of ``p`` (all of them if fewer)."""
     cdef Py_ssize_t pos = 0, k = 0
     while pos + 4 <= n and k < most:
         pos += 4 + ((<Py_ssize_t>p[pos] << 24) | (<Py_ssize_t>p[pos + 1] << 16) |
                     (<Py_ssize_t>p[pos + 2] << 8) | p[pos + 3])
         k += 1
-    return pos if pos <= n else n
+    return (pos if pos <= n else n), k
 
 
 cdef Py_ssize_t frames_in(bytearray buf):
-    cdef const uint8_t[::1] v = buf
-    cdef Py_ssize_t pos = 0, k = 0, n = v.shape[0]
-    while pos + 4 <= n:
-        pos += 4 + ((<Py_ssize_t>v[pos] << 24) | (<Py_ssize_t>v[pos + 1] << 16) |
-                    (<Py_ssize_t>v[pos + 2] << 8) | v[pos + 3])
-        k += 1
-    return k
+    """How many frames ``buf`` holds."""
+    return frame_count(<const uint8_t*>PyByteArray_AS_STRING(buf), PyByteArray_GET_SIZE(buf),
+                       PY_SSIZE_T_MAX)[1]
 
 
 cdef class ResendStore:
@@ -206,10 +205,8 @@ cdef class ResendStore:
             return b""
         if most < 0:
             return bytes(buf)
-        cdef const uint8_t[::1] v = buf
-        if v.shape[0] == 0:
-            return b""
-        return bytes(buf[:frame_count(&v[0], v.shape[0], most)])
+        return bytes(buf[:frame_count(<const uint8_t*>PyByteArray_AS_STRING(buf),
+                                      PyByteArray_GET_SIZE(buf), most)[0]])
 
     def count(self, int64_t seq):
         """How many frames ``seq`` keeps."""
