@@ -134,8 +134,8 @@ cdef bytes market_data_frame(uint32_t symbol, int64_t level, int64_t bp, int64_t
     return PyBytes_FromStringAndSize(<char*>buf, n)
 
 
-cdef (Py_ssize_t, Py_ssize_t) frame_count(const uint8_t* p, Py_ssize_t n,
-                                         Py_ssize_t most) noexcept nogil:
+cdef (Py_ssize_t, Py_ssize_t) frame_count(
+        const uint8_t* p, Py_ssize_t n, Py_ssize_t most) noexcept nogil:
     """``(bytes, frames)`` of the first ``most`` frames of ``p`` (all of them if fewer)."""
     cdef Py_ssize_t pos = 0, k = 0
     while pos + 4 <= n and k < most:
