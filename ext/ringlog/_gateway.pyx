@@ -223,21 +223,23 @@ cdef class ResendStore:
         return len(self.frames)
 
 
-def queue_frame(c, bytes frames, set dirty):
-    """Appends msgpack frames to connection ``c``'s output batch (written at its next flush;
-    ``dirty`` lists the connections to flush). Nothing once its transport is gone."""
+cdef inline int _queue(object c, bytes frames, set dirty) except -1:
     if c.transport is None:
-        return
+        return 0
     out = c.out
     if not out:
         dirty.add(c)
     out += frames
+    return 0
 
 
-def complete_through(s, int64_t seq):
-    """Marks session ``s``'s in-flight seqs up to ``seq`` answered (a session's reports arrive
-    in seq order, so a later seq's report completes earlier silent ones); returns how many
-    new orders left flight."""
+def queue_frame(c, bytes frames, set dirty):
+    """Appends msgpack frames to connection ``c``'s output batch (written at its next flush;
+    ``dirty`` lists the connections to flush). Nothing once its transport is gone."""
+    _queue(c, frames, dirty)
+
+
+cdef Py_ssize_t _complete(object s, int64_t seq) except -1:
     cdef Py_ssize_t n = 0
     q = s.inflight
     causes = s.causes
@@ -249,6 +251,13 @@ def complete_through(s, int64_t seq):
             news.discard(x)
             n += 1
     return n
+
+
+def complete_through(s, int64_t seq):
+    """Marks session ``s``'s in-flight seqs up to ``seq`` answered (a session's reports arrive
+    in seq order, so a later seq's report completes earlier silent ones); returns how many
+    new orders left flight."""
+    return _complete(s, seq)
 
 
 cdef class Router:
@@ -328,7 +337,7 @@ cdef class Router:
                     dropped += 1
                     continue
                 if c.raw_frames:
-                    queue_frame(c, frame, dirty)
+                    _queue(c, <bytes>frame, dirty)
                 else:
                     c.send_frame(frame)
                 if seq:
@@ -357,7 +366,7 @@ cdef class Router:
             # earlier seq is done (even one that made no report); seq itself may have more
             q = req.inflight
             if q and q[0] < seq:
-                left = complete_through(req, seq - 1)
+                left = _complete(req, seq - 1)
                 if left:
                     self.pending_new[req.account] -= left
         if R_ACCEPTED <= type_id <= R_RESTED and type_id != R_TRADE:
