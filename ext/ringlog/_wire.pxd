@@ -1,7 +1,139 @@
 # The gateway protocol's framing in C (docs/protocol.md): msgpack frames of the order messages
 # written from engine command records, and a scanner of answer frames that records completion
 # times without a Python object per frame.
-from libc.stdint cimport int64_t, uint8_t, uint32_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+
+
+cdef extern from "engine/records.h" nogil:
+    # the engine's records (one C definition: ext/ringlog/engine/records.h)
+    ctypedef struct rl_command:
+        uint64_t order_id
+        int64_t price
+        int64_t qty
+        uint32_t account
+        uint32_t symbol
+        uint8_t side
+        uint8_t order_type
+        uint8_t tif
+        uint8_t flags
+        uint8_t stp
+        uint64_t client_tag
+    ctypedef struct rl_report:
+        uint64_t order_id
+        uint32_t account
+        uint32_t symbol
+        int64_t price
+        int64_t qty
+        int64_t leaves
+        uint8_t side
+        uint8_t reason
+        uint8_t command
+    ctypedef struct rl_trade:
+        uint64_t taker_id
+        uint64_t maker_id
+        uint32_t taker_account
+        uint32_t maker_account
+        uint32_t symbol
+        uint8_t taker_side
+        int64_t price
+        int64_t qty
+        int64_t taker_leaves
+        int64_t maker_leaves
+    ctypedef struct rl_l1:
+        uint32_t symbol
+        int64_t bid_price
+        int64_t bid_qty
+        int64_t ask_price
+        int64_t ask_qty
+    ctypedef struct rl_l2_head:
+        uint32_t symbol
+        uint16_t depth
+        uint16_t bids
+        uint16_t asks
+    ctypedef struct rl_l2_level:
+        int64_t price
+        int64_t qty
+    int RL_FLAG_POST_ONLY
+
+
+# msgpack writers shared by the compiled gateway modules (msgspec writes the same bytes)
+cdef inline Py_ssize_t put_int(uint8_t* p, int64_t v) noexcept nogil:
+    """msgpack's smallest encoding of ``v`` (msgspec's choice too); returns bytes written."""
+    cdef uint64_t u
+    cdef int i
+    if v >= 0:
+        u = <uint64_t>v
+        if u < 128:
+            p[0] = <uint8_t>u
+            return 1
+        if u < 256:
+            p[0] = 0xcc
+            p[1] = <uint8_t>u
+            return 2
+        if u < 65536:
+            p[0] = 0xcd
+            p[1] = <uint8_t>(u >> 8)
+            p[2] = <uint8_t>u
+            return 3
+        if (u >> 32) == 0:
+            p[0] = 0xce
+            for i in range(4):
+                p[1 + i] = <uint8_t>(u >> (24 - 8 * i))
+            return 5
+        p[0] = 0xcf
+        for i in range(8):
+            p[1 + i] = <uint8_t>(u >> (56 - 8 * i))
+        return 9
+    if v >= -32:
+        p[0] = <uint8_t>(<int>v & 0xff)
+        return 1
+    u = <uint64_t>v
+    if v >= -128:
+        p[0] = 0xd0
+        p[1] = <uint8_t>u
+        return 2
+    if v >= -32768:
+        p[0] = 0xd1
+        p[1] = <uint8_t>(u >> 8)
+        p[2] = <uint8_t>u
+        return 3
+    if v >= -0x7fffffff - 1:
+        p[0] = 0xd2
+        for i in range(4):
+            p[1 + i] = <uint8_t>(u >> (24 - 8 * i))
+        return 5
+    p[0] = 0xd3
+    for i in range(8):
+        p[1 + i] = <uint8_t>(u >> (56 - 8 * i))
+    return 9
+
+
+cdef inline Py_ssize_t put_str(uint8_t* p, const char* s, Py_ssize_t n) noexcept nogil:
+    """A msgpack str of ``n`` bytes (fixstr, str8 or str16, as msgspec writes it)."""
+    cdef Py_ssize_t h
+    if n < 32:
+        p[0] = <uint8_t>(0xa0 | n)
+        h = 1
+    elif n < 256:
+        p[0] = 0xd9
+        p[1] = <uint8_t>n
+        h = 2
+    else:
+        p[0] = 0xda
+        p[1] = <uint8_t>(n >> 8)
+        p[2] = <uint8_t>n
+        h = 3
+    memcpy(p + h, s, n)
+    return h + n
+
+
+cdef inline void put_len(uint8_t* p, Py_ssize_t body) noexcept nogil:
+    """The 4-byte big-endian length prefix of a frame."""
+    p[0] = <uint8_t>(body >> 24)
+    p[1] = <uint8_t>(body >> 16)
+    p[2] = <uint8_t>(body >> 8)
+    p[3] = <uint8_t>body
 
 
 cdef int64_t read_int(const uint8_t* p, Py_ssize_t n, Py_ssize_t* pos) noexcept nogil

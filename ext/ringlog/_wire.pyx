@@ -38,7 +38,6 @@ cdef enum:
     C_NEW = 101
     C_CANCEL = 102
     C_MODIFY = 103
-    FLAG_POST_ONLY = 1
     # engine market-data output type ids (records.Report.L1 / L2)
     R_L1 = 210
     R_L2 = 211
@@ -47,73 +46,7 @@ cdef enum:
 ORDER_FRAME_MAX = MAX_ORDER_FRAME
 
 
-cdef packed struct command_t:      # records.COMMAND_DTYPE (48 bytes)
-    uint64_t order_id
-    int64_t price
-    int64_t qty
-    uint32_t account
-    uint32_t symbol
-    uint8_t side
-    uint8_t order_type
-    uint8_t tif
-    uint8_t flags
-    uint8_t stp
-    uint8_t pad[3]
-    uint64_t client_tag
-
-
-cdef inline Py_ssize_t put_int(uint8_t* p, int64_t v) noexcept nogil:
-    """msgpack's smallest encoding of ``v`` (msgspec's choice too); returns bytes written."""
-    cdef uint64_t u
-    cdef int i
-    if v >= 0:
-        u = <uint64_t>v
-        if u < 128:
-            p[0] = <uint8_t>u
-            return 1
-        if u < 256:
-            p[0] = 0xcc
-            p[1] = <uint8_t>u
-            return 2
-        if u < 65536:
-            p[0] = 0xcd
-            p[1] = <uint8_t>(u >> 8)
-            p[2] = <uint8_t>u
-            return 3
-        if (u >> 32) == 0:
-            p[0] = 0xce
-            for i in range(4):
-                p[1 + i] = <uint8_t>(u >> (24 - 8 * i))
-            return 5
-        p[0] = 0xcf
-        for i in range(8):
-            p[1 + i] = <uint8_t>(u >> (56 - 8 * i))
-        return 9
-    if v >= -32:
-        p[0] = <uint8_t>(<int>v & 0xff)
-        return 1
-    u = <uint64_t>v
-    if v >= -128:
-        p[0] = 0xd0
-        p[1] = <uint8_t>u
-        return 2
-    if v >= -32768:
-        p[0] = 0xd1
-        p[1] = <uint8_t>(u >> 8)
-        p[2] = <uint8_t>u
-        return 3
-    if v >= -0x7fffffff - 1:
-        p[0] = 0xd2
-        for i in range(4):
-            p[1 + i] = <uint8_t>(u >> (24 - 8 * i))
-        return 5
-    p[0] = 0xd3
-    for i in range(8):
-        p[1 + i] = <uint8_t>(u >> (56 - 8 * i))
-    return 9
-
-
-cdef inline Py_ssize_t put_order(uint8_t* p, const command_t* c, uint32_t kind,
+cdef inline Py_ssize_t put_order(uint8_t* p, const rl_command* c, uint32_t kind,
                                  int64_t seq) noexcept nogil:
     """One frame of command ``c`` as the client message of ``kind``; 0 for another kind."""
     cdef Py_ssize_t n = 4
@@ -129,7 +62,7 @@ cdef inline Py_ssize_t put_order(uint8_t* p, const command_t* c, uint32_t kind,
         n += put_int(p + n, c.price)
         n += put_int(p + n, c.order_type)
         n += put_int(p + n, c.tif)
-        p[n] = 0xc3 if c.flags & FLAG_POST_ONLY else 0xc2
+        p[n] = 0xc3 if c.flags & RL_FLAG_POST_ONLY else 0xc2
         n += 1
         n += put_int(p + n, c.stp)
     elif kind == C_CANCEL:
@@ -148,11 +81,7 @@ cdef inline Py_ssize_t put_order(uint8_t* p, const command_t* c, uint32_t kind,
         n += put_int(p + n, c.qty)
     else:
         return 0
-    cdef uint32_t body = <uint32_t>(n - 4)
-    p[0] = <uint8_t>(body >> 24)
-    p[1] = <uint8_t>(body >> 16)
-    p[2] = <uint8_t>(body >> 8)
-    p[3] = <uint8_t>body
+    put_len(p, n - 4)
     return n
 
 
@@ -164,14 +93,14 @@ def encode_orders(const uint8_t[::1] commands, const uint32_t[::1] kinds, Py_ssi
     NEW, CANCEL and MODIFY become NewOrder, Cancel and Modify (the account is the session's,
     so it is not sent); another kind raises ValueError naming it."""
     cdef Py_ssize_t count = len(kinds)
-    if commands.shape[0] != count * sizeof(command_t):
+    if commands.shape[0] != count * <Py_ssize_t>sizeof(rl_command):
         raise ValueError(f"commands hold {commands.shape[0]} bytes, not {count} records of "
-                         f"{sizeof(command_t)}")
+                         f"{sizeof(rl_command)}")
     if not 0 <= start <= stop <= count:
         raise ValueError(f"range {start}..{stop} is outside 0..{count}")
     out = PyBytes_FromStringAndSize(NULL, (stop - start) * MAX_ORDER_FRAME)
     cdef uint8_t* p = <uint8_t*>PyBytes_AS_STRING(out)
-    cdef const command_t* recs = <const command_t*>&commands[0] if count else NULL
+    cdef const rl_command* recs = <const rl_command*>&commands[0] if count else NULL
     cdef Py_ssize_t n = 0, i, w
     with nogil:
         for i in range(start, stop):

@@ -346,10 +346,12 @@ def measure(cfg: LoadConfig) -> tuple[dict[str, Any], np.ndarray]:
            "connections_lost": [c.lost for c in conns if c.lost],
            "client_cpu_ns_per_order": run["cpu_ns"] / n,
            "client_cpu_share": run["cpu_ns"] / max(run["wall_ns"], 1),
-           "server_cpu_ns_per_order": server_cpu / n if server else None,
+           # per order the server finished: under saturation it never saw the rest
+           "server_cpu_ns_per_order": server_cpu / max(1, doc["answered"]) if server
+           else None,
            "server_cpu_share": server_cpu / max(run["wall_ns"], 1) if server else None,
-           "server_threads": {k: {"cpu_ns_per_order": v[0] / n,
-                                  "switches_per_1k_orders": 1000 * v[1] / n}
+           "server_threads": {k: {"cpu_ns_per_order": v[0] / max(1, doc["answered"]),
+                                  "switches_per_1k_orders": 1000 * v[1] / max(1, doc["answered"])}
                               for k, v in sorted(server.items())} if server else None,
            "send_lag_max_ns": max((s[2] for s in samples), default=0),
            "backlog_first_third": int(np.median(backlog[:third])) if backlog else 0,

@@ -2,8 +2,10 @@
 
 ::
 
-    socket ──data_received──► FrameDecoder ──► pending ──process──► Gateway.handle
-    socket ◄──one write per batch── flush (+ Ack) ◄── out ◄── send / error
+    socket ──data_received──► FrameDecoder (bytes) ──process─┬─► Gateway.take_orders (C: order
+                                                             │   frames ─► input ring)
+                                                             └─► next() ─► Gateway.handle
+    socket ◄──one write per batch── flush (+ Ack) ◄── out ◄── send / send_frame / error
 
 A ``Connection`` is an ``asyncio.Protocol`` on the gateway's event loop; it is bound to a
 session after logon and keeps nothing once closed (docs/protocol.md, "Heartbeats, timeouts
@@ -16,13 +18,13 @@ import asyncio
 import logging
 import socket
 import time
-from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
+from .._gateway import queue_frame
 from .protocol import Ack, Error, ErrorCode, FrameDecoder, FrameEncoder
-from .session import ANSWER_COST, GatewayConfigError, Session
+from .session import GatewayConfigError, Session, decode_frames
 
 if TYPE_CHECKING:
     from .server import Gateway
@@ -80,10 +82,10 @@ class Connection(asyncio.Protocol):
         lim = gateway.config.limits
         self.decoder = FrameDecoder(max_frame=lim.max_frame)
         self.encoder = FrameEncoder("msgpack")
+        self.raw_frames = True  # msgpack: compiled frames go out as they are (not JSON)
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
         self.out = bytearray()
-        self.pending: deque[Any] = deque()  # decoded frames not handled yet (paused)
         self.paused: set[str] = set()  # why reading is paused: write, backlog, inflight
         self.reading = True
         self.closing = False
@@ -100,6 +102,12 @@ class Connection(asyncio.Protocol):
         self.partial_since = 0.0  # when the incomplete frame in the decoder started (0: none)
         self.peer = ""  # counted in gateway.peers under this address ("": not counted)
         self.cod_s = -1.0  # cancel-on-disconnect grace in seconds (-1: off)
+
+    @property
+    def pending(self) -> range:
+        """The frames read and not handled yet (while paused), as a sized range: they wait
+        in the decoder as the bytes that were read."""
+        return range(self.decoder.waiting())
 
     # -- asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -153,25 +161,35 @@ class Connection(asyncio.Protocol):
         if self.closing:
             return
         dec = self.decoder
-        got = dec.feed(data)
-        if got:
+        dec.keep(data)
+        fresh = dec.complete()  # a frame completed: heard, and any partial one is new
+        if fresh:
             self.heard = time.monotonic()
-        if dec.buffered:
-            if not self.partial_since or got:
-                self.partial_since = time.monotonic()  # a new frame started
-        else:
-            self.partial_since = 0.0
-        self.pending.extend(got)
         self.process()
+        if dec.buffered and (not self.partial_since or fresh):
+            self.partial_since = time.monotonic()  # a new frame started
 
     def process(self) -> None:
-        """Handles decoded frames until none is left or the connection is paused; frames
-        decoded before a pause wait here, and reading stays off until they are handled (at
-        most one read's worth waits per connection)."""
+        """Handles the frames kept by the decoder until none is left or the connection is
+        paused: the compiled fast path takes leading order frames (``Gateway.take_orders``),
+        anything else is decoded and handled one message at a time. Frames read before a
+        pause wait as bytes, and reading stays off until they are handled (at most one
+        read's worth waits per connection)."""
         gw = self.gw
-        pending = self.pending
-        while pending and not self.paused and not self.closing:
-            gw.handle(self, pending.popleft())
+        dec = self.decoder
+        while not self.paused and not self.closing:
+            if self.session is not None and dec.complete():
+                with dec.view() as data:
+                    took = gw.take_orders(self, data)
+                if took:
+                    dec.consume(took)
+                    continue
+            msg = dec.next()
+            if msg is None:
+                break
+            gw.handle(self, msg)
+        if not dec.buffered:
+            self.partial_since = 0.0
         self.flush()
         self._sync_reading()
 
@@ -186,7 +204,6 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """Detaches the session (it survives for a reconnect)."""
         self.closing = True
-        self.pending.clear()
         self.decoder.clear()
         self.before = {}
         self.out = bytearray()
@@ -209,13 +226,13 @@ class Connection(asyncio.Protocol):
             return
         self.paused.discard(why)
         if not self.paused:
-            if self.pending:
+            if self.decoder.complete():
                 asyncio.get_running_loop().call_soon(self.process)
             else:
                 self._sync_reading()
 
     def _sync_reading(self) -> None:
-        want = not self.paused and not self.pending
+        want = not self.paused and not self.decoder.complete()
         t = self.transport
         if want != self.reading and t is not None and not self.closing:
             self.reading = want
@@ -232,6 +249,19 @@ class Connection(asyncio.Protocol):
         if not self.out:
             self.gw.dirty.add(self)
         self.encoder.append(self.out, msg)
+
+    def send_frame(self, frames: bytes) -> None:
+        """Queues msgpack frames written by the compiled path (``ringlog._gateway``): as they
+        are to a msgpack session, re-encoded to a JSON one (a debugging codec)."""
+        if self.transport is None or not frames:
+            return
+        if self.raw_frames:
+            queue_frame(self, frames, self.gw.dirty)
+            return
+        if not self.out:
+            self.gw.dirty.add(self)
+        for msg in decode_frames(frames):
+            self.encoder.append(self.out, msg)
 
     def error(self, code: int, message: str, seq: int = 0) -> None:
         """Sends an error frame; too many in a row closes this connection only."""
@@ -292,11 +322,11 @@ class Connection(asyncio.Protocol):
     def memory(self) -> int:
         """Bytes this connection holds by the server's accounting: unsent output (the
         transport's buffer, at most ``max_buffered`` after a flush, and the batch being
-        built), the incomplete frame, and decoded frames waiting while paused."""
+        built), the incomplete frame, and the frames of one read waiting while paused (kept
+        as the bytes that were read)."""
         t = self.transport
         buffered = t.get_write_buffer_size() if t is not None and not t.is_closing() else 0
-        return buffered + len(self.out) + self.decoder.buffered + \
-            len(self.pending) * ANSWER_COST
+        return buffered + len(self.out) + self.decoder.buffered
 
     def close(self) -> None:
         """Closes after the queued answers are written."""

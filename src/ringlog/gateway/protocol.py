@@ -306,7 +306,9 @@ class ProtocolError(msgspec.Struct, frozen=True):
 class FrameDecoder:
     """Splits a byte stream into messages of ``message_type``; one per session.
 
-    ``feed(data)`` returns the messages and ProtocolErrors of every complete frame, in order.
+    ``feed(data)`` returns the messages and ProtocolErrors of every complete frame, in order;
+    ``keep(data)`` then ``next()`` decode one frame at a time (a reader that may pause between
+    frames keeps the rest as bytes, and may take whole frames itself: ``view``, ``consume``).
     An oversize length is fatal (the stream cannot be trusted to resynchronise); a body that is
     not a valid message is an error for that frame only. Not thread-safe.
     """
@@ -315,40 +317,87 @@ class FrameDecoder:
         self.max_frame = max_frame
         self.codec: Codec | None = None  # the codec of the first valid frame
         self._buf = bytearray()
+        self._pos = 0  # bytes of _buf already decoded or taken
         self._mp = msgspec.msgpack.Decoder(message_type)
         self._js = msgspec.json.Decoder(message_type)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[msgspec.Struct | ProtocolError]:
         """Adds bytes; returns every complete frame's message (or error) in order."""
-        buf = self._buf
-        buf += data
+        self.keep(data)
         out: list[msgspec.Struct | ProtocolError] = []
-        pos = 0
+        while (msg := self.next()) is not None:
+            out.append(msg)
+        return out
+
+    def keep(self, data: bytes | bytearray | memoryview) -> None:
+        """Adds bytes without decoding them (``next`` decodes one frame at a time)."""
+        self._buf += data
+        if self._pos > 1 << 16 and self._pos * 2 > len(self._buf):  # drop what was read
+            del self._buf[:self._pos]
+            self._pos = 0
+
+    def next(self) -> msgspec.Struct | ProtocolError | None:
+        """The message (or error) of the next complete frame; None if there is none."""
+        buf = self._buf
+        pos = self._pos
+        if len(buf) - pos < 4:
+            return None
+        (n,) = _LEN.unpack_from(buf, pos)
+        if n == 0 or n > self.max_frame:
+            self.clear()
+            return ProtocolError(ErrorCode.BAD_FRAME,
+                                 f"frame length {n} is outside 1..{self.max_frame}", fatal=True)
+        if len(buf) - pos - 4 < n:
+            return None
+        body = memoryview(buf)[pos + 4:pos + 4 + n]
+        msg = self._decode(body)
+        body.release()
+        self.consume(4 + n)
+        return msg
+
+    def view(self) -> memoryview:
+        """The bytes kept and not yet taken (complete frames first, then a partial one), for
+        a reader that takes whole frames itself (``consume``). Release it before ``keep``."""
+        return memoryview(self._buf)[self._pos:]
+
+    def consume(self, n: int) -> None:
+        """Marks the first ``n`` bytes of ``view()`` taken."""
+        self._pos += n
+        if self._pos == len(self._buf):
+            self._new()  # a new buffer: a view of the old one may still be alive
+
+    def complete(self) -> bool:
+        """True if a whole frame (or a bad length, which ``next`` reports) is waiting."""
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < 4:
+            return False
+        (n,) = _LEN.unpack_from(buf, pos)
+        return n == 0 or n > self.max_frame or len(buf) - pos - 4 >= n
+
+    def waiting(self) -> int:
+        """How many complete frames are kept and not yet decoded."""
+        buf, pos, k = self._buf, self._pos, 0
         while len(buf) - pos >= 4:
             (n,) = _LEN.unpack_from(buf, pos)
-            if n == 0 or n > self.max_frame:
-                out.append(ProtocolError(ErrorCode.BAD_FRAME,
-                                         f"frame length {n} is outside 1..{self.max_frame}",
-                                         fatal=True))
-                buf.clear()
-                return out
             if len(buf) - pos - 4 < n:
                 break
-            body = memoryview(buf)[pos + 4:pos + 4 + n]
-            out.append(self._decode(body))
-            body.release()
             pos += 4 + n
-        del buf[:pos]
-        return out
+            k += 1
+        return k
 
     @property
     def buffered(self) -> int:
-        """Bytes of an incomplete frame waiting for the rest."""
-        return len(self._buf)
+        """Bytes kept and not yet decoded (an incomplete frame waiting for the rest, and while
+        its reader is paused the complete frames of one read)."""
+        return len(self._buf) - self._pos
 
     def clear(self) -> None:
-        """Drops any incomplete frame (the connection closed)."""
+        """Drops everything kept (the connection closed, or its stream is lost)."""
+        self._new()
+
+    def _new(self) -> None:
         self._buf = bytearray()
+        self._pos = 0
 
     def _decode(self, body: memoryview) -> msgspec.Struct | ProtocolError:
         is_json = body[0] in (0x5B, 0x7B)  # '[' or '{': never a valid msgpack message

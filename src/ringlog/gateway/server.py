@@ -7,9 +7,10 @@
         │                                                             ▼
         │                                           processor input ring ─► journal ─► engine
         │                                                                        │ emit
-        ◄── Connection.flush (one write per batch) ◄── SessionTable.route ◄── output thread
-                       (_wire.OutputSlots reads the slots in C) ◄── one bytes copy of the
-                                  batch's slots + one call_soon_threadsafe per batch
+        ◄── Connection.flush (one write per batch) ◄── Router.drain (C) ◄── output thread
+              (routes the slots, writes the report frames, keeps them    one bytes copy of
+               for resends: ringlog._gateway)                            the batch's slots +
+                                                        one call_soon_threadsafe per batch
 
 Everything but the processor's threads runs on one event loop thread, so sessions need no
 locks. The loop never blocks: commands are published with ``timeout=0`` (a full input ring
@@ -32,7 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .._wire import OutputSlots
+from .._gateway import CommandBatch
 from ..errors import (
     CircuitOpenError,
     InsufficientCapacityError,
@@ -40,7 +41,6 @@ from ..errors import (
     RingClosedError,
     WaitTimeoutError,
 )
-from ..events import TYPE_BREAKER_TRIPPED
 from ..journal import JournalReader
 from .connection import Connection, GatewayMetrics, new_event_loop
 from .protocol import (
@@ -54,7 +54,6 @@ from .protocol import (
     LogonAck,
     LogonReject,
     Logout,
-    MarketData,
     MassCancel,
     NewOrder,
     ProtocolError,
@@ -102,6 +101,7 @@ class Gateway:
         self.peers: dict[str, int] = {}  # open connections per peer address
         self.dirty: set[Connection] = set()
         self.backlog: deque[tuple[Session, int, int, bytes]] = deque()
+        self._batch = CommandBatch(config.limits.max_inflight)  # the fast path's commands
         self._outq: deque[Any] = deque()
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -206,11 +206,11 @@ class Gateway:
             s = table.by_id.get(sid)
             if s is None or not seq or seq > s.last_seen:
                 continue
-            for target, tseq, msg in table.route(rec.type_id, bytes(rec.payload),
-                                                 rec.correlation_id, -1,
-                                                 report_seq(rec.sequence)):
+            for target, tseq, frame in table.route_frames(rec.type_id, bytes(rec.payload),
+                                                          rec.correlation_id,
+                                                          report_seq(rec.sequence)):
                 if tseq:
-                    target.record(tseq, msg)
+                    target.store.record(tseq, frame)
         for live in table.live.values():  # rebuilt from the engine itself next
             live.clear()
 
@@ -295,6 +295,7 @@ class Gateway:
     def _logon(self, conn: Connection, msg: Logon) -> None:
         s = self.table.authenticate(msg.token)
         conn.encoder = FrameEncoder(conn.decoder.codec or "msgpack")
+        conn.raw_frames = conn.encoder.codec == "msgpack"
         if s is None or s.conn is not None:
             self.metrics.logon_failures += 1
             conn.send(LogonReject("unknown token" if s is None
@@ -315,8 +316,8 @@ class Gateway:
         s.acked = s.ack_target()
         # answers of in-flight seqs routed before this logon went to no connection (or to the
         # old one): a resend of such a seq repeats those; later ones come here as they route
-        answers = s.answers
-        conn.before = {q: len(answers[q]) for q in s.inflight if q in answers}
+        store = s.store
+        conn.before = {q: store.count(q) for q in s.inflight if q in store}
         if msg.seq < s.last_seen:
             conn.owed_to, conn.resent = s.last_seen, msg.seq
         end = self._out_base + self._routed  # output records routed so far
@@ -372,53 +373,114 @@ class Gateway:
             conn.resent = seq
             if seq >= conn.owed_to:
                 conn.owed_to = 0
-        kept = s.answers.get(seq, ())
         if seq <= s.acked:
-            for msg in kept:
-                conn.send(msg)
+            conn.send_frame(s.store.get(seq))
             # Ack(seq), not the session's: a client resending seqs in order collects each
             # one's answers before an Ack covers the next
             conn.send(Ack(seq))
             return
         # in flight: repeat what was routed before this connection logged on; the rest and
         # the Ack are on their way here
-        for msg in kept[:conn.before.pop(seq, 0)]:
-            conn.send(msg)
+        conn.send_frame(s.store.get(seq, conn.before.pop(seq, 0)))
+
+    def take_orders(self, conn: Connection, data: bytes | memoryview) -> int:
+        """The fast path of a logged-on connection's read: its leading order frames (NewOrder,
+        Cancel, Modify in msgpack, fields in range, seqs following ``received``) are decoded
+        in C into command records and published in one claim, under the same session rules
+        as ``handle`` (seq, rate, open orders, in-flight window) taken for the whole batch.
+        Returns the bytes taken; the rest (any other frame, a frame a rule would refuse, a
+        partial frame) goes to the per-message path, which answers it as before."""
+        s = conn.session
+        if s is None or self.backlog or conn.owed_to:
+            return 0  # rare states: the per-message path knows them
+        lim = self.config.limits
+        batch = self._batch
+        k = batch.scan(data, lim.max_frame, s.last_seen + 1, lim.max_inflight - len(s.inflight),
+                       s.account)
+        if k:
+            k = batch.prefix_with_news(k, max(0, self.table.order_room(s.account)))
+        if k:
+            k = s.take_tokens(lim.rate, lim.burst, time.monotonic(), k)
+        if not k:
+            return 0
+        first = s.last_seen + 1
+        s.last_seen = first + k - 1
+        s.errors = 0
+        self.metrics.messages += k
+        self._enter(conn, s, range(first, first + k), batch.new_seqs(k))
+        try:
+            ring_seq = self._publish(s, first, k)
+        except (CircuitOpenError, RingClosedError) as e:
+            for seq in range(first, first + k):
+                self._halted(s, seq, e)
+        else:
+            if ring_seq >= 0:
+                self._published(s, first, k, ring_seq)
+            else:  # the input ring is full: park them in order
+                for i in range(k):
+                    self._park(conn, s, first + i, *batch.command(i))
+        return batch.end(k)
 
     def _submit(self, conn: Connection, s: Session, msg: Any) -> None:
         seq = msg.seq
         is_new = type(msg) is NewOrder
-        table = self.table
-        if is_new:
+        if is_new and self.table.order_room(s.account) <= 0:
             lim = self.config.limits.max_open_orders
-            if table.open_orders(s.account) >= lim:
-                conn.error(ErrorCode.LIMIT_EXCEEDED,
-                           f"account {s.account} has {lim} open or pending orders (the limit)",
-                           seq)
-                return
-            s.news.add(seq)
-            table.pending_new[s.account] += 1
-        s.inflight.append(seq)
-        if len(s.inflight) >= self.config.limits.max_inflight:
-            conn.pause("inflight")  # its answers are bounded by the window, not by its sending
-        type_id, payload = encode_command(msg, s.account)
+            conn.error(ErrorCode.LIMIT_EXCEEDED,
+                       f"account {s.account} has {lim} open or pending orders (the limit)", seq)
+            return
+        self._enter(conn, s, (seq,), (seq,) if is_new else ())
+        command = encode_command(msg, s.account)
         if self.backlog:
-            self._park(conn, s, seq, type_id, payload)
+            self._park(conn, s, seq, *command)
             return
         try:
-            ring_seq = self.processor.publish(payload, type_id,
-                                              correlation_id=correlation(s.id, seq),
-                                              producer_id=s.id, producer_seq=seq, timeout=0)
-        except InsufficientCapacityError:
-            self._park(conn, s, seq, type_id, payload)
+            ring_seq = self._publish(s, seq, 1, command)
         except (CircuitOpenError, RingClosedError) as e:
             self._halted(s, seq, e)
         else:
-            table.published(s, seq, self._journal_base + ring_seq)
-            if self._settle_timer is None:  # completes it even if it makes no report
-                assert self._loop is not None
-                self._settle_delay = _SETTLE_S
-                self._settle_timer = self._loop.call_later(_SETTLE_S, self._settle, True)
+            if ring_seq >= 0:
+                self._published(s, seq, 1, ring_seq)
+            else:
+                self._park(conn, s, seq, *command)
+
+    def _enter(self, conn: Connection, s: Session, seqs: Any, news: Any) -> None:
+        """Commands of ``s`` go in flight (new orders count against the open-orders limit
+        until answered); at ``max_inflight`` its reading pauses (its answers are bounded by
+        the window, not by its sending)."""
+        if news:
+            s.news.update(news)
+            self.table.pending_new[s.account] += len(news)
+        s.inflight.extend(seqs)
+        if len(s.inflight) >= self.config.limits.max_inflight:
+            conn.pause("inflight")
+
+    def _publish(self, s: Session, first: int, n: int,
+                 command: tuple[int, bytes] | None = None) -> int:
+        """The one way commands leave the gateway: ``n`` commands of ``s`` numbered from
+        ``first`` (the fast path's batch, or one ``command``: type id and payload) into the
+        processor's input ring, never waiting, with the session as the dedup producer and
+        ``correlation(s.id, seq)``. Returns the ring sequence of the first, -1 if the ring
+        has no room now; raises CircuitOpenError (breaker open) or RingClosedError."""
+        p = self.processor
+        if command is not None:
+            try:
+                return p.publish(command[1], command[0], correlation_id=correlation(s.id, first),
+                                 producer_id=s.id, producer_seq=first, timeout=0)
+            except InsufficientCapacityError:
+                return -1
+        if p.halted:
+            raise CircuitOpenError("the circuit breaker is open: input is held until an "
+                                   "operator resets it")
+        return self._batch.publish(p.input_ring, n, s.id, time.time_ns())
+
+    def _published(self, s: Session, first: int, n: int, ring_seq: int) -> None:
+        """Commands are in the input ring: they complete once the engine has done them."""
+        self.table.published(s, first, self._journal_base + ring_seq, n)
+        if self._settle_timer is None:  # completes them even if they make no report
+            assert self._loop is not None
+            self._settle_delay = _SETTLE_S
+            self._settle_timer = self._loop.call_later(_SETTLE_S, self._settle, True)
 
     def _halted(self, s: Session, seq: int, e: Exception) -> None:
         """Answers Halted: the command was not published (breaker open, processor stopped)."""
@@ -446,19 +508,17 @@ class Gateway:
     def _retry_backlog(self) -> None:
         self._retry = None
         q = self.backlog
-        p = self.processor
         while q:
             s, seq, type_id, payload = q[0]
             try:
-                ring_seq = p.publish(payload, type_id, correlation_id=correlation(s.id, seq),
-                                     producer_id=s.id, producer_seq=seq, timeout=0)
-            except InsufficientCapacityError:
-                assert self._loop is not None
-                self._retry = self._loop.call_later(_BACKLOG_RETRY_S, self._retry_backlog)
-                return
+                ring_seq = self._publish(s, seq, 1, (type_id, payload))
             except (CircuitOpenError, RingClosedError) as e:
                 self._halted(s, seq, e)
             else:
+                if ring_seq < 0:
+                    assert self._loop is not None
+                    self._retry = self._loop.call_later(_BACKLOG_RETRY_S, self._retry_backlog)
+                    return
                 self.table.published(s, seq, self._journal_base + ring_seq)
             q.popleft()
         self._settle()
@@ -584,33 +644,21 @@ class Gateway:
         if self._holding:
             return
         q = self._outq
-        route = self.table.route
-        dirty_add = self.dirty.add
+        drain = self.table.router.drain
+        dirty = self.dirty
         reports = dropped = routed = 0
-        popleft = q.popleft
-        subscribers = self.table.subscribers
         while q:
-            # the slots are read in C; market data of a symbol nobody watches (most outputs
-            # of a busy book) is skipped there, but still counts for the report seqs
-            slots = OutputSlots(*popleft(), subscribers)
+            # routed and encoded in C (ringlog._gateway.Router.drain): market data of a symbol
+            # nobody watches (most outputs of a busy book) is skipped there without an object,
+            # but still counts for the report seqs
+            slots, slot_size = q.popleft()
             rseq0 = report_seq(self._out_base + self._routed + routed)  # the block's first
-            for i, type_id, payload, corr, cause in slots:
-                if type_id == TYPE_BREAKER_TRIPPED and self._held_from < 0:
-                    self._held_from = cause  # outputs from this input on are held
-                for s, seq, msg in route(type_id, payload, corr, cause, rseq0 + 2 * i):
-                    reports += 1
-                    if seq:
-                        s.record(seq, msg)
-                    c = s.conn
-                    if c is None:
-                        continue
-                    if c.paused and type(msg) is MarketData:
-                        dropped += 1  # a latest value: the next update replaces it
-                        continue
-                    c.send(msg)
-                    if seq:
-                        dirty_add(c)  # the Ack may move even with nothing else to say
-            routed += slots.count
+            n, r, d, trip = drain(slots, slot_size, rseq0, dirty)
+            if trip >= 0 and self._held_from < 0:
+                self._held_from = trip  # outputs from this input on are held
+            routed += n
+            reports += r
+            dropped += d
         self._routed += routed
         m = self.metrics
         m.reports += reports

@@ -17,40 +17,39 @@ import hashlib
 import hmac
 import struct
 import time
-from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from ..engine.config import EngineConfig
-from ..engine.records import (
-    FLAG_POST_ONLY,
-    CancelReason,
-    Command,
-    RejectReason,
+from .._gateway import (
+    ANSWER_COST,
+    SEQ_COST,
+    ResendStore,
+    Router,
+    complete_through,
+    order_command,
 )
-from ..engine.records import Report as R
+from ..engine.config import EngineConfig
+from ..engine.records import Command
 from ..errors import RingLogError
-from ..events import CONTROL_BASE
 from .protocol import (
     Cancel,
-    Error,
-    ErrorCode,
-    MarketData,
     MassCancel,
     Modify,
     NewOrder,
     OpenOrders,
-    OpenOrdersEnd,
-    OrderInfo,
     OrderStatus,
-    Report,
+    ServerMessage,
+    encode_frame,
 )
 
 __all__ = [
+    "ANSWER_COST",
     "SEQ_BITS",
+    "SEQ_COST",
     "GatewayConfig",
     "GatewayConfigError",
     "Limits",
@@ -69,12 +68,6 @@ SEQ_MASK = (1 << SEQ_BITS) - 1
 MAX_SESSION_ID = (1 << 23) - 1  # keeps the correlation id a positive int64
 ORDER_BITS = 32  # engine order id = account << ORDER_BITS | client order id
 ORDER_MASK = (1 << ORDER_BITS) - 1
-
-# The resend store's accounting, in bytes: a kept message costs at most ANSWER_COST (the
-# largest answer Struct is 120 bytes by sys.getsizeof, plus its list slot; strings are shared
-# constants), a kept seq SEQ_COST more (its list and its OrderedDict entry).
-ANSWER_COST = 160
-SEQ_COST = 200
 
 # Binary layouts of records.py as struct formats (a test checks them against the dtypes).
 COMMAND = struct.Struct("<QqqIIBBBBB3xQ")
@@ -202,50 +195,61 @@ def split_correlation(corr: int) -> tuple[int, int]:
 
 
 def encode_command(msg: Any, account: int) -> tuple[int, bytes]:
-    """``(type id, COMMAND_DTYPE payload)`` of an engine-bound client message."""
-    oid = getattr(msg, "order_id", 0)
-    eid = account << ORDER_BITS | oid if oid else 0
-    if type(msg) is NewOrder:
-        return Command.NEW, COMMAND.pack(eid, msg.price, msg.qty, account, msg.symbol, msg.side,
-                                         msg.order_type, msg.tif,
-                                         FLAG_POST_ONLY if msg.post_only else 0, msg.stp,
-                                         msg.seq)
-    if type(msg) is Cancel:
-        return Command.CANCEL, COMMAND.pack(eid, 0, 0, account, 0, 0, 0, 0, 0, 0, msg.seq)
-    if type(msg) is Modify:
-        return Command.MODIFY, COMMAND.pack(eid, msg.new_price, msg.new_qty, account, 0, 0, 0,
-                                            0, 0, 0, msg.seq)
-    if type(msg) is MassCancel:
+    """``(type id, COMMAND_DTYPE payload)`` of an engine-bound client message. NewOrder,
+    Cancel and Modify go through the compiled decoder of the fast path (one mapping of their
+    fields to the record: ``ringlog._gateway``), the queries are packed here."""
+    t = type(msg)
+    if t is NewOrder or t is Cancel or t is Modify:
+        return order_command(encode_frame(msg), account)
+    if t is MassCancel:
         return Command.MASS_CANCEL, COMMAND.pack(0, 0, 0, account, msg.symbol, 0, 0, 0, 0, 0,
                                                  msg.seq)
-    if type(msg) is OrderStatus:
+    if t is OrderStatus:
+        eid = account << ORDER_BITS | msg.order_id
         return Command.ORDER_STATUS, COMMAND.pack(eid, 0, 0, account, 0, 0, 0, 0, 0, 0, msg.seq)
-    if type(msg) is OpenOrders:
+    if t is OpenOrders:
         return Command.OPEN_ORDERS, COMMAND.pack(0, 0, 0, account, msg.symbol, 0, 0, 0, 0, 0,
                                                  msg.seq)
-    raise TypeError(f"{type(msg).__name__} is not an engine command")
+    raise TypeError(f"{t.__name__} is not an engine command")
 
 
 ENGINE_MESSAGES = (NewOrder, Cancel, Modify, MassCancel, OrderStatus, OpenOrders)
 
-_KIND = {R.ACCEPTED: "accepted", R.REJECTED: "rejected", R.CANCELLED: "cancelled",
-         R.MODIFIED: "modified", R.RESTED: "rested"}
+_decode_frame = msgspec.msgpack.Decoder(ServerMessage).decode
 
 
-_REASONS = {(R.REJECTED, int(r)): r.name.lower() for r in RejectReason} | \
-    {(R.CANCELLED, int(r)): r.name.lower() for r in CancelReason}
+def decode_frames(frames: bytes) -> list[msgspec.Struct]:
+    """The messages of consecutive msgpack frames (the compiled path's output, for the rare
+    callers that want Structs: a JSON session, the report replay, tests)."""
+    out = []
+    pos = 0
+    mv = memoryview(frames)
+    while pos < len(frames):
+        n = int.from_bytes(frames[pos:pos + 4], "big")
+        out.append(_decode_frame(mv[pos + 4:pos + 4 + n]))
+        pos += 4 + n
+    return out
 
 
-def _reason(type_id: int, code: int) -> str:
-    if type_id != R.REJECTED and type_id != R.CANCELLED:
-        return ""
-    # a reason this gateway does not know (a newer engine's): tolerant reader
-    return _REASONS.get((type_id, code)) or f"reason_{code}"
+class AnswersView(Mapping[int, list[msgspec.Struct]]):
+    """A read-only view of a session's resend store as messages: ``seq -> [answers]``."""
 
+    def __init__(self, store: ResendStore) -> None:
+        self._store = store
 
-def _client_id(eid: int, account: int) -> int:
-    """The wire order id of an engine order id (hidden, 0, if another account's)."""
-    return eid & ORDER_MASK if eid >> ORDER_BITS == account else 0
+    def __getitem__(self, seq: int) -> list[msgspec.Struct]:
+        if seq not in self._store:
+            raise KeyError(seq)
+        return decode_frames(self._store.get(seq))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._store)
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def __contains__(self, seq: object) -> bool:
+        return seq in self._store
 
 
 class Session:
@@ -253,29 +257,25 @@ class Session:
 
     ``last_seen`` is the highest client seq taken (answered or in flight); ``acked`` the
     highest below which everything is answered; ``inflight`` the engine-bound seqs waiting for
-    their first report; ``answers`` the recent answers kept for resends.
+    their first report; ``store`` the recent answers kept for resends (frames, compiled:
+    ``ringlog._gateway.ResendStore``), ``answers`` a view of them as messages.
     """
 
     __slots__ = (
         "account",
         "acked",
-        "answers",
-        "budget",
         "causes",
         "conn",
         "depth",
         "errors",
-        "evicted",
         "id",
         "inflight",
-        "kept",
         "last_seen",
         "news",
-        "overflowed",
+        "store",
         "token_digest",
         "token_time",
         "tokens",
-        "window",
     )
 
     def __init__(self, entry: SessionEntry, limits: Limits) -> None:
@@ -287,12 +287,7 @@ class Session:
         self.inflight: deque[int] = deque()
         self.causes: dict[int, int] = {}  # in-flight seq -> its input's journal sequence
         self.news: set[int] = set()  # in-flight seqs that are new orders
-        self.answers: OrderedDict[int, list[msgspec.Struct]] = OrderedDict()
-        self.window = limits.resend_window
-        self.budget = limits.session_memory
-        self.kept = 0  # bytes of kept answers, by the server's accounting (ANSWER_COST...)
-        self.overflowed: set[int] = set()  # kept seqs whose answers passed the budget
-        self.evicted = 0  # seqs dropped from the resend store (window or budget)
+        self.store = ResendStore(limits.resend_window, limits.session_memory)
         self.conn: Any = None
         self.depth: dict[int, int] = {}  # market data subscriptions: symbol -> depth
         self.errors = 0
@@ -300,51 +295,35 @@ class Session:
         self.token_time = time.monotonic()
 
     def record(self, seq: int, msg: msgspec.Struct) -> None:
-        """Keeps an answer to ``seq`` for resends, within the window of seqs and the byte
-        budget: the oldest seqs go first; a seq whose answers alone pass the budget keeps one
-        memory_limit error instead (it was answered once; a resend says to ask again)."""
-        answers = self.answers
-        lst = answers.get(seq)
-        if lst is None:
-            answers[seq] = lst = []
-            self.kept += SEQ_COST
-            if len(answers) > self.window:
-                self._evict()
-        elif seq in self.overflowed:
-            return
-        lst.append(msg)
-        self.kept += ANSWER_COST
-        while self.kept > self.budget:
-            if next(iter(answers)) != seq:
-                self._evict()
-                continue
-            # this seq alone is over the budget (a large OpenOrders reply)
-            self.kept -= ANSWER_COST * (len(lst) - 1)
-            answers[seq] = [Error(ErrorCode.MEMORY_LIMIT,
-                                  f"the answers of seq {seq} passed this session's resend "
-                                  f"budget ({self.budget} bytes): not kept, ask again", seq)]
-            self.overflowed.add(seq)
-            break
+        """Keeps an answer to ``seq`` for resends (``ResendStore.record``: within the window
+        of seqs and the byte budget)."""
+        self.store.record(seq, encode_frame(msg))
 
-    def _evict(self) -> None:
-        seq, lst = self.answers.popitem(last=False)
-        self.kept -= SEQ_COST + ANSWER_COST * len(lst)
-        self.overflowed.discard(seq)
-        self.evicted += 1
+    @property
+    def answers(self) -> AnswersView:
+        """The answers kept for resends, as messages (decoded: not for the hot path)."""
+        return AnswersView(self.store)
+
+    @property
+    def kept(self) -> int:
+        """Bytes of kept answers by the server's accounting (``session_memory`` at most)."""
+        return self.store.kept
+
+    @property
+    def evicted(self) -> int:
+        """Seqs dropped from the resend store (window or budget)."""
+        return self.store.evicted
+
+    @property
+    def overflowed(self) -> set[int]:
+        """Kept seqs whose answers alone passed the budget (a memory_limit error kept)."""
+        return self.store.overflowed
 
     def complete_through(self, seq: int) -> int:
         """Marks in-flight seqs up to ``seq`` answered (reports of a session arrive in seq
         order, so a later seq's report completes earlier silent ones); returns how many
-        new orders left flight."""
-        n = 0
-        q = self.inflight
-        while q and q[0] <= seq:
-            s = q.popleft()
-            self.causes.pop(s, None)
-            if s in self.news:
-                self.news.discard(s)
-                n += 1
-        return n
+        new orders left flight (compiled: ``ringlog._gateway.complete_through``)."""
+        return complete_through(self, seq)
 
     def ack_target(self) -> int:
         """The highest seq with everything at or below it answered."""
@@ -352,13 +331,16 @@ class Session:
 
     def take_token(self, rate: float, burst: int, now: float) -> bool:
         """Token bucket: True if one more message fits the rate limit now."""
+        return self.take_tokens(rate, burst, now, 1) == 1
+
+    def take_tokens(self, rate: float, burst: int, now: float, n: int) -> int:
+        """Token bucket: how many of ``n`` messages fit the rate limit now (those are taken)."""
         t = self.tokens + (now - self.token_time) * rate
         self.tokens = t if t < burst else float(burst)
         self.token_time = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
+        k = min(n, int(self.tokens))
+        self.tokens -= k
+        return k
 
 
 class SessionTable:
@@ -367,7 +349,9 @@ class SessionTable:
     ``route(record)`` turns one output record into ``(session, seq, message)`` deliveries:
     an order's reports go to the session that sent the command (with its seq), a trade also to
     the maker's account (seq 0: unsolicited), market data to subscribers. It also keeps each
-    account's live orders for the open-orders limit. Not thread-safe (the event loop's).
+    account's live orders for the open-orders limit. The rules are compiled
+    (``ringlog._gateway.Router``, which writes the frames; ``router.drain`` is the gateway's
+    hot path). Not thread-safe (the event loop's).
     """
 
     def __init__(self, config: GatewayConfig) -> None:
@@ -382,6 +366,7 @@ class SessionTable:
         self.rebuilding: set[int] = set()  # accounts whose open-orders query is unanswered
         self.unsettled: set[Session] = set()  # sessions with commands in flight
         self.copiers: dict[int, set[Session]] = {}  # account -> drop-copy sessions
+        self.router = Router(self)  # shares the dicts above (never rebind them)
 
     def authenticate(self, token: str) -> Session | None:
         """The session of ``token``. The token is hashed first and the digests compared in
@@ -417,9 +402,17 @@ class SessionTable:
         if left:
             self.pending_new[s.account] -= left
 
-    def published(self, s: Session, seq: int, cause: int) -> None:
-        """A command of ``s`` is in the input ring at journal sequence ``cause``."""
-        s.causes[seq] = cause
+    def order_room(self, account: int) -> int:
+        """New orders the account may still send (the open-orders limit: live + in flight)."""
+        return self.config.limits.max_open_orders - self.open_orders(account)
+
+    def published(self, s: Session, seq: int, cause: int, n: int = 1) -> None:
+        """Commands ``seq .. seq + n - 1`` of ``s`` are in the input ring from journal
+        sequence ``cause`` on (one each, in order)."""
+        if n == 1:
+            s.causes[seq] = cause
+        else:
+            s.causes.update(zip(range(seq, seq + n), range(cause, cause + n), strict=True))
         self.unsettled.add(s)
 
     def settle(self, done: int) -> list[Session]:
@@ -442,109 +435,17 @@ class SessionTable:
 
     def route(self, type_id: int, payload: bytes, corr: int, cause: int = -1, rseq: int = 0,
               effects: bool = True) -> list[tuple[Session, int, msgspec.Struct]]:
-        """Deliveries of one engine output (``cause``: the journal sequence of the input that
-        made it; ``rseq``: the report seq of its first report, ``report_seq(out_seq)``); with
-        ``effects`` also updates live orders and in-flight seqs (without: a replay of the
-        journal, which must change nothing). (The hot path of every report: a list, not a
-        generator, and the common order reports without helper calls.)"""
-        if type_id >= CONTROL_BASE:
-            # the processor's own outputs (breaker tripped/closed) carry the correlation of
-            # the input they followed; they are not the engine's answer to it
-            return []
-        sid, seq = corr >> SEQ_BITS, corr & SEQ_MASK
-        req = self.by_id.get(sid) if sid else None
-        if effects and req is not None and seq:
-            # a session's commands are journaled in seq order: a report of seq means every
-            # earlier seq is done (even one that made no report); seq itself may have more
-            q = req.inflight
-            if q and q[0] < seq:
-                self._complete(req, seq - 1)
-        kind = _KIND.get(type_id)
-        if kind is not None:
-            eid, account, symbol, price, qty, leaves, _side, reason, _cmd = \
-                REPORT.unpack(payload)
-            live = self.live.get(account) if effects else None
-            if live is not None:
-                if type_id == R.RESTED or (type_id == R.MODIFIED and leaves > 0):
-                    live.add(eid)
-                elif type_id == R.CANCELLED or type_id == R.MODIFIED:
-                    live.discard(eid)
-            msg = Report(seq, kind, eid & ORDER_MASK if eid >> ORDER_BITS == account else 0,
-                         _reason(type_id, reason), price, qty, leaves, 0, 0, symbol, rseq)
-            if req is not None and req.account == account and account not in self.copiers:
-                return [(req, seq, msg)]
-            return self._to_account(req, seq, account, msg)
-        return list(self._route_other(type_id, payload, req, sid, seq, rseq, effects))
+        """Deliveries of one engine output as messages (``cause``: the journal sequence of the
+        input that made it; ``rseq``: the report seq of its first report,
+        ``report_seq(out_seq)``); with ``effects`` also updates live orders and in-flight
+        seqs (without: a replay of the journal, which must change nothing)."""
+        return [(s, seq, _decode_frame(memoryview(frame)[4:]))
+                for s, seq, frame in self.router.route(type_id, payload, corr, rseq, effects)]
 
-    def _route_other(self, type_id: int, payload: bytes, req: Session | None, sid: int,
-                     seq: int, rseq: int, effects: bool,
-                     ) -> Iterator[tuple[Session, int, msgspec.Struct]]:
-        """Deliveries of the outputs that are not an order's own report."""
-        if type_id == R.TRADE:
-            (taker, maker, t_acct, m_acct, symbol, _side, price, qty, t_leaves,
-             m_leaves) = TRADE.unpack(payload)
-            if effects:
-                for acct, eid, left in ((t_acct, taker, t_leaves), (m_acct, maker, m_leaves)):
-                    if not left and acct in self.live:
-                        self.live[acct].discard(eid)
-            taker_msg = Report(seq, "trade", _client_id(taker, t_acct), "", price, qty, t_leaves,
-                               maker_id=_client_id(maker, t_acct),
-                               taker_id=_client_id(taker, t_acct), symbol=symbol, rseq=rseq)
-            yield from self._to_account(req, seq, t_acct, taker_msg)
-            maker_msg = Report(0, "trade", _client_id(maker, m_acct), "", price, qty, m_leaves,
-                               maker_id=_client_id(maker, m_acct),
-                               taker_id=_client_id(taker, m_acct), symbol=symbol,
-                               rseq=rseq + 1 if rseq else 0)
-            yield from self._to_account(None, 0, m_acct, maker_msg)
-        elif type_id == R.ORDER_INFO:
-            eid, account, symbol, price, _qty, leaves, side, _, _cmd = \
-                REPORT.unpack(payload)
-            if req is None and sid == 0:  # the gateway's own query: seq is the account
-                if effects and leaves > 0 and seq in self.live:
-                    self.live[seq].add(eid)
-                return
-            if req is not None:
-                yield req, seq, OrderInfo(seq, _client_id(eid, account), symbol, side, price,
-                                          leaves, "open" if leaves > 0 else "done")
-        elif type_id == R.OPEN_ORDERS_END:
-            count = REPORT.unpack(payload)[0]
-            if req is None and sid == 0:
-                if effects:
-                    self.rebuilding.discard(seq)
-            elif req is not None:
-                yield req, seq, OpenOrdersEnd(seq, count)
-        elif type_id == R.L1:
-            symbol, bp, bq, ap, aq = L1.unpack(payload)
-            md = MarketData(symbol, 0, bp, bq, ap, aq)
-            for s in self.subscribers.get(symbol, ()):
-                if s.depth.get(symbol) == 1:
-                    yield s, 0, md
-        elif type_id == R.L2:
-            symbol, depth, _bids, _asks = L2_HEAD.unpack_from(payload)
-            levels = struct.unpack_from(f"<{4 * depth}q", payload, L2_HEAD.size)
-            subs = [s for s in self.subscribers.get(symbol, ()) if s.depth.get(symbol, 0) > 1]
-            if subs:
-                mds = [MarketData(symbol, i, levels[2 * i], levels[2 * i + 1],
-                                  levels[2 * (depth + i)], levels[2 * (depth + i) + 1])
-                       for i in range(depth)]
-                for s in subs:
-                    for md in mds[:s.depth[symbol]]:
-                        yield s, 0, md
-
-    def _to_account(self, req: Session | None, seq: int, account: int,
-                    msg: msgspec.Struct) -> list[tuple[Session, int, msgspec.Struct]]:
-        if req is not None and req.account == account:
-            copiers = self.copiers.get(account)
-            if not copiers:
-                return [(req, seq, msg)]
-            # drop copies: the account's other sessions that subscribed hear it, unsolicited
-            copy = msgspec.structs.replace(msg, seq=0)
-            return [(req, seq, msg)] + [(s, 0, copy) for s in copiers if s is not req]
-        # not this session's command (a maker's fill, an operator's kill): every session of
-        # the account hears it, unsolicited (seq 0)
-        if seq:
-            msg = msgspec.structs.replace(msg, seq=0)
-        return [(s, 0, msg) for s in self.by_account.get(account, ())]
+    def route_frames(self, type_id: int, payload: bytes, corr: int, rseq: int = 0,
+                     effects: bool = True) -> list[tuple[Session, int, bytes]]:
+        """``route`` with each message as its msgpack frame (what the gateway sends)."""
+        return self.router.route(type_id, payload, corr, rseq, effects)
 
     def set_drop_copy(self, s: Session, on: bool) -> None:
         """Subscribes (or not) a session to every report of its account (drop copy)."""

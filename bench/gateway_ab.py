@@ -1,0 +1,79 @@
+"""Interleaved A/B of two gateways on this machine: ``ringlog serve`` from this checkout and
+from another source tree (e.g. an older commit's ``src``, given as ``--base-src``), same
+load generator and config (bench_gateway.gateway_config), alternating peers per run.
+
+    python bench/gateway_ab.py --base-src /path/to/old/src [--connections 8]
+        [--rate 200000] [--duration 10] [--pairs 3]
+
+Prints each run and the medians: answered orders/s, server CPU per answered order (all
+threads) and the gateway's loop thread's share of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import bench_gateway as bg
+
+from ringlog.loadgen import LoadConfig, measure
+
+
+def _one(kind: str, base_src: str, conns: int, rate: float, duration: float) -> tuple:
+    saved = os.environ.get("PYTHONPATH")
+    with tempfile.TemporaryDirectory(prefix="gwab-") as d:
+        if kind == "base":
+            os.environ["PYTHONPATH"] = base_src
+        try:
+            peer = bg._gateway(d, "durable")
+        finally:
+            if saved is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved
+        try:
+            cfg = LoadConfig(port=peer.port, tokens=bg.TOKENS[:conns], rate=rate,
+                             connections=conns, duration=duration,
+                             warmup=min(2.0, duration / 4), pattern="mixed",
+                             tick_us=500 if conns > 1 else 100, server_pid=peer.pid,
+                             drain_timeout=15.0)
+            doc, _ = measure(cfg)
+        finally:
+            peer.stop()
+    main = (doc["server_threads"] or {}).get("main", {}).get("cpu_ns_per_order", 0.0)
+    return (doc["achieved_rate"], doc["server_cpu_ns_per_order"], main,
+            100.0 * doc["answered"] / doc["sent"], os.getloadavg()[0])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base-src", required=True)
+    ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--rate", type=float, default=200_000.0)
+    ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--pairs", type=int, default=3)
+    a = ap.parse_args()
+    got: dict[str, list[tuple]] = {"base": [], "this": []}
+    for r in range(a.pairs):
+        for kind in ("base", "this") if r % 2 == 0 else ("this", "base"):
+            row = _one(kind, a.base_src, a.connections, a.rate, a.duration)
+            got[kind].append(row)
+            print(f"{kind}: {row[0]:,.0f} orders/s, {row[1]:,.0f} ns/order (loop thread "
+                  f"{row[2]:,.0f}), {row[3]:.1f}% answered, load {row[4]:.1f}", flush=True)
+    for kind, rows in got.items():
+        med = [statistics.median(x[i] for x in rows) for i in range(3)]
+        lo = [min(x[i] for x in rows) for i in range(2)]
+        hi = [max(x[i] for x in rows) for i in range(2)]
+        print(f"{kind}: median {med[0]:,.0f} orders/s [{lo[0]:,.0f} - {hi[0]:,.0f}], "
+              f"{med[1]:,.0f} ns/order [{lo[1]:,.0f} - {hi[1]:,.0f}], loop thread "
+              f"{med[2]:,.0f} ns/order")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,789 @@
+"""The gateway's per-order path in C: order frames decoded into engine command records and
+published to the input ring in one claim per read; engine output records routed to their
+sessions and encoded as protocol frames; each session's resend store of answer frames.
+
+::
+
+    socket read ─► CommandBatch.scan: the leading NewOrder/Cancel/Modify frames whose fields
+        │          are in range and whose seqs follow on, as rl_command records (no object
+        │          per field; any other frame stops the scan: the protocol's decoder and the
+        │          per-message path take it from there)
+        ▼ Gateway.take_orders: the session rules for the batch (seq, rate, open orders,
+        │                      in-flight window), then CommandBatch.publish: one claim
+    input ring (correlation = session << 40 | seq, dedup key = (session, seq))
+
+    output ring slots (one bytes block per batch, on the gateway's loop thread)
+        │ Router.drain: per slot in C: header; unwatched market data and control records
+        │ skipped without an object
+        ▼
+    route: correlation -> requesting session, account -> its sessions, drop copies,
+           subscribers; live orders for the open-orders limit
+        │ one msgpack frame (bytes) per delivery, written in C from the record
+        ├──────────────────────────────► Connection.send_frame (one write per flush)
+        └─ seq != 0 ──► ResendStore.record(seq, frame)  (frames, within a byte budget)
+
+The routing rules (who hears which report with which seq, the other account's order ids
+hidden, live orders) live here only: ``ringlog.gateway.session.SessionTable.route`` decodes
+these frames into the protocol's Structs for the rare callers (the rebuild at a restart, the
+report replay, tests). Frames are byte for byte what msgspec writes for the same Struct (a
+test compares them), so a client cannot tell which path answered.
+"""
+
+from collections import OrderedDict
+
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.pyport cimport PY_SSIZE_T_MAX
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy, memset
+
+from ringlog._ring cimport RL_CLOSED, Ring
+from ringlog._wire cimport (
+    RL_FLAG_POST_ONLY,
+    put_int,
+    put_len,
+    put_str,
+    rl_command,
+    rl_l1,
+    rl_l2_head,
+    rl_l2_level,
+    rl_report,
+    rl_trade,
+)
+from ringlog.includes.event cimport RL_HEADER_SIZE, rl_header
+
+from ringlog.engine.records import CancelReason, RejectReason
+from ringlog.errors import RingClosedError
+from ringlog.events import CONTROL_BASE as _CONTROL_BASE
+from ringlog.events import TYPE_BREAKER_TRIPPED as _TYPE_BREAKER_TRIPPED
+from ringlog.gateway.protocol import Error, ErrorCode, encode_frame
+
+# The resend store's accounting, in bytes: a kept message counts ANSWER_COST, a kept seq
+# SEQ_COST more (docs/protocol.md, "Memory": the budget a session's answers are held to).
+ANSWER_COST = 160
+SEQ_COST = 200
+
+cdef enum:
+    SEQ_BITS = 40
+    ORDER_BITS = 32
+    FRAME_MAX = 256                  # the largest frame written here (a Report: ~130 bytes)
+    # engine output type ids (records.Report)
+    R_ACCEPTED = 201
+    R_REJECTED = 202
+    R_TRADE = 203
+    R_CANCELLED = 204
+    R_MODIFIED = 205
+    R_RESTED = 206
+    R_ORDER_INFO = 207
+    R_OPEN_ORDERS_END = 208
+    R_L1 = 210
+    R_L2 = 211
+    # server message tags (protocol.py); a test checks the frames against msgspec's
+    T_REPORT = 67
+    T_MARKET_DATA = 70
+    T_ORDER_INFO = 71
+    T_OPEN_ORDERS_END = 72
+
+cdef int64_t SEQ_MASK = (<int64_t>1 << SEQ_BITS) - 1
+cdef uint64_t ORDER_MASK = (<uint64_t>1 << ORDER_BITS) - 1
+cdef uint32_t CONTROL_BASE = _CONTROL_BASE
+cdef uint32_t TYPE_BREAKER_TRIPPED = _TYPE_BREAKER_TRIPPED
+cdef int64_t C_ANSWER = ANSWER_COST
+cdef int64_t C_SEQ = SEQ_COST
+
+
+cdef inline int64_t client_id(uint64_t eid, uint32_t account) noexcept nogil:
+    """The wire order id of an engine order id (hidden, 0, if another account's)."""
+    return <int64_t>(eid & ORDER_MASK) if (eid >> ORDER_BITS) == account else 0
+
+
+cdef bytes report_frame(const report_t* r, int64_t seq):
+    cdef uint8_t buf[FRAME_MAX]
+    cdef Py_ssize_t n = 6
+    buf[4] = 0x9c                                  # [67, seq, kind, ... rseq]: 12 items
+    buf[5] = T_REPORT
+    n += put_int(buf + n, seq)
+    n += put_str(buf + n, r.kind, r.kind_len)
+    n += put_int(buf + n, r.order_id)
+    n += put_str(buf + n, r.reason, r.reason_len)
+    n += put_int(buf + n, r.price)
+    n += put_int(buf + n, r.qty)
+    n += put_int(buf + n, r.remaining)
+    n += put_int(buf + n, r.maker_id)
+    n += put_int(buf + n, r.taker_id)
+    n += put_int(buf + n, r.symbol)
+    n += put_int(buf + n, r.rseq)
+    put_len(buf, n - 4)
+    return PyBytes_FromStringAndSize(<char*>buf, n)
+
+
+cdef bytes market_data_frame(uint32_t symbol, int64_t level, int64_t bp, int64_t bq,
+                             int64_t ap, int64_t aq):
+    cdef uint8_t buf[FRAME_MAX]
+    cdef Py_ssize_t n = 6
+    buf[4] = 0x97                                  # [70, symbol, level, bid, bid qty, ask, qty]
+    buf[5] = T_MARKET_DATA
+    n += put_int(buf + n, symbol)
+    n += put_int(buf + n, level)
+    n += put_int(buf + n, bp)
+    n += put_int(buf + n, bq)
+    n += put_int(buf + n, ap)
+    n += put_int(buf + n, aq)
+    put_len(buf, n - 4)
+    return PyBytes_FromStringAndSize(<char*>buf, n)
+
+
+cdef (Py_ssize_t, Py_ssize_t) frame_count(
+        const uint8_t* p, Py_ssize_t n, Py_ssize_t most) noexcept nogil:
+    """``(bytes, frames)`` of the first ``most`` frames of ``p`` (all of them if fewer)."""
+    cdef Py_ssize_t pos = 0, k = 0
+    while pos + 4 <= n and k < most:
+        pos += 4 + ((<Py_ssize_t>p[pos] << 24) | (<Py_ssize_t>p[pos + 1] << 16) |
+                    (<Py_ssize_t>p[pos + 2] << 8) | p[pos + 3])
+        k += 1
+    return (pos if pos <= n else n), k
+
+
+cdef Py_ssize_t frames_in(bytearray buf):
+    """How many frames ``buf`` holds."""
+    return frame_count(<const uint8_t*>PyByteArray_AS_STRING(buf), PyByteArray_GET_SIZE(buf),
+                       PY_SSIZE_T_MAX)[1]
+
+
+cdef class ResendStore:
+    """One session's answers kept for resends, as the frames that were sent: at most
+    ``window`` seqs and ``budget`` bytes by the accounting of docs/protocol.md ("Memory": a
+    kept message counts ANSWER_COST, a kept seq SEQ_COST more). The oldest seqs go first; a
+    seq whose answers alone pass the budget keeps one memory_limit Error frame instead (it was
+    answered once; a resend says to ask again). Not thread-safe (the gateway's loop)."""
+
+    def __init__(self, Py_ssize_t window, int64_t budget):
+        self.frames = OrderedDict()
+        self.overflowed = set()
+        self.window = window
+        self.budget = budget
+        self.kept = 0
+        self.evicted = 0
+
+    cpdef record(self, int64_t seq, bytes frame):
+        """Keeps one answer frame of ``seq``."""
+        frames = self.frames
+        buf = frames.get(seq)
+        if buf is None:
+            buf = bytearray()
+            frames[seq] = buf
+            self.kept += C_SEQ
+            if len(frames) > self.window:
+                self._evict()
+        elif seq in self.overflowed:
+            return
+        buf += frame
+        self.kept += C_ANSWER
+        while self.kept > self.budget:
+            if next(iter(frames)) != seq:
+                self._evict()
+                continue
+            # this seq alone is over the budget (a large OpenOrders reply)
+            self.kept -= C_ANSWER * (frames_in(buf) - 1)
+            frames[seq] = bytearray(encode_frame(Error(
+                ErrorCode.MEMORY_LIMIT, f"the answers of seq {seq} passed this session's "
+                f"resend budget ({self.budget} bytes): not kept, ask again", seq)))
+            self.overflowed.add(seq)
+            break
+
+    cdef void _evict(self) except *:
+        seq, buf = self.frames.popitem(last=False)
+        self.kept -= C_SEQ + C_ANSWER * frames_in(buf)
+        self.overflowed.discard(seq)
+        self.evicted += 1
+
+    def get(self, int64_t seq, Py_ssize_t most=-1):
+        """The kept frames of ``seq`` (the first ``most`` of them; all with -1), one bytes."""
+        buf = self.frames.get(seq)
+        if buf is None:
+            return b""
+        if most < 0:
+            return bytes(buf)
+        return bytes(buf[:frame_count(<const uint8_t*>PyByteArray_AS_STRING(buf),
+                                      PyByteArray_GET_SIZE(buf), most)[0]])
+
+    def count(self, int64_t seq):
+        """How many frames ``seq`` keeps."""
+        buf = self.frames.get(seq)
+        return 0 if buf is None else frames_in(buf)
+
+    def __contains__(self, seq):
+        return seq in self.frames
+
+    def __iter__(self):
+        return iter(self.frames)
+
+    def __len__(self):
+        return len(self.frames)
+
+
+cdef inline int _queue(object c, bytes frames, set dirty) except -1:
+    if c.transport is None:
+        return 0
+    out = c.out
+    if not out:
+        dirty.add(c)
+    out += frames
+    return 0
+
+
+def queue_frame(c, bytes frames, set dirty):
+    """Appends msgpack frames to connection ``c``'s output batch (written at its next flush;
+    ``dirty`` lists the connections to flush). Nothing once its transport is gone."""
+    _queue(c, frames, dirty)
+
+
+cdef Py_ssize_t _complete(object s, int64_t seq) except -1:
+    cdef Py_ssize_t n = 0
+    q = s.inflight
+    causes = s.causes
+    news = s.news
+    while q and q[0] <= seq:
+        x = q.popleft()
+        causes.pop(x, None)
+        if x in news:
+            news.discard(x)
+            n += 1
+    return n
+
+
+def complete_through(s, int64_t seq):
+    """Marks session ``s``'s in-flight seqs up to ``seq`` answered (a session's reports arrive
+    in seq order, so a later seq's report completes earlier silent ones); returns how many
+    new orders left flight."""
+    return _complete(s, seq)
+
+
+cdef class Router:
+    """Routes engine output records to sessions as frames; built over a SessionTable (its
+    dicts are shared, not copied). ``route`` answers one record with ``[(session, seq,
+    frame)]``; ``drain`` routes a block of output ring slots and delivers the frames. With
+    ``effects`` a record also moves live orders and in-flight seqs (without: a replay of the
+    journal, which must change nothing). Not thread-safe (the gateway's loop)."""
+
+    def __init__(self, table):
+        self.table = table
+        self.by_id = table.by_id
+        self.by_account = table.by_account
+        self.live = table.live
+        self.copiers = table.copiers
+        self.subscribers = table.subscribers
+        self.pending_new = table.pending_new
+        # a reason this gateway does not know (a newer engine's) is kept as a number
+        self.reasons = [f"reason_{i}".encode() for i in range(512)]
+        for r in RejectReason:
+            self.reasons[int(r)] = r.name.lower().encode()
+        for r in CancelReason:
+            self.reasons[256 + int(r)] = r.name.lower().encode()
+
+    def route(self, uint32_t type_id, const uint8_t[::1] payload, int64_t corr,
+              int64_t rseq=0, bint effects=True):
+        """``[(session, seq, frame)]`` of one output record (``rseq``: the report seq of its
+        first report, ``report_seq(out_seq)``)."""
+        out = []
+        cdef const char* p = b""
+        if payload.shape[0]:
+            p = <const char*>&payload[0]
+        self._route(type_id, p, payload.shape[0], corr, rseq, effects, out)
+        return out
+
+    def drain(self, bytes block, Py_ssize_t slot_size, int64_t rseq0, set dirty):
+        """Routes a block of output ring slots (``slot_size`` bytes each: header, payload)
+        whose first record makes report seq ``rseq0``, keeps the answers of seqs for resends
+        and queues every frame on its session's connection (market data to a paused one is
+        dropped: a later update replaces it). Returns ``(slots, reports, dropped, trip)``:
+        ``trip`` is the cause (input journal sequence) of the first breaker-tripped record,
+        or -1."""
+        cdef const char* base = PyBytes_AS_STRING(block)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(block), pos = 0, i = 0
+        cdef const rl_header* h
+        cdef uint32_t symbol
+        cdef int64_t trip = -1, reports = 0, dropped = 0, seq
+        cdef bint md
+        cdef list out = []
+        if slot_size <= RL_HEADER_SIZE or n % slot_size:
+            raise ValueError(f"a block of {n} bytes is not whole slots of {slot_size}")
+        subscribers = self.subscribers
+        while pos < n:
+            h = <const rl_header*>(base + pos)
+            if h.length > <uint32_t>(slot_size - RL_HEADER_SIZE):
+                raise ValueError(f"slot {i}: payload length {h.length} exceeds the slot "
+                                 f"({slot_size} bytes)")
+            md = h.type_id == R_L1 or h.type_id == R_L2
+            if h.type_id == TYPE_BREAKER_TRIPPED and trip < 0:
+                trip = h.producer_seq
+            if md and h.length >= 4:
+                memcpy(&symbol, <const char*>h + RL_HEADER_SIZE, 4)
+                if not subscribers.get(symbol):   # nobody watches: no object made
+                    pos += slot_size
+                    i += 1
+                    continue
+            self._route(h.type_id, <const char*>h + RL_HEADER_SIZE, h.length,
+                        h.correlation_id, rseq0 + 2 * i, True, out)
+            for s, seq, frame in out:
+                reports += 1
+                if seq:
+                    (<ResendStore>s.store).record(seq, <bytes>frame)
+                c = s.conn
+                if c is None:
+                    continue
+                if md and c.paused:
+                    dropped += 1
+                    continue
+                if c.raw_frames:
+                    _queue(c, <bytes>frame, dirty)
+                else:
+                    c.send_frame(frame)
+                if seq:
+                    dirty.add(c)   # the Ack may move even with nothing else to say
+            del out[:]
+            pos += slot_size
+            i += 1
+        return i, reports, dropped, trip
+
+    cdef int _route(self, uint32_t type_id, const char* p, Py_ssize_t n, int64_t corr,
+                    int64_t rseq, bint effects, list out) except -1:
+        cdef int64_t sid, seq
+        cdef rl_report r
+        cdef rl_trade t
+        cdef report_t rep
+        cdef bytes name
+        if type_id >= CONTROL_BASE:
+            # the processor's own outputs (breaker tripped/closed) carry the correlation of
+            # the input they followed; they are not the engine's answer to it
+            return 0
+        sid = corr >> SEQ_BITS
+        seq = corr & SEQ_MASK
+        req = self.by_id.get(sid) if sid else None
+        if effects and req is not None and seq:
+            # a session's commands are journaled in seq order: a report of seq means every
+            # earlier seq is done (even one that made no report); seq itself may have more
+            q = req.inflight
+            if q and q[0] < seq:
+                left = _complete(req, seq - 1)
+                if left:
+                    self.pending_new[req.account] -= left
+        if R_ACCEPTED <= type_id <= R_RESTED and type_id != R_TRADE:
+            _need(type_id, n, sizeof(rl_report))
+            memcpy(&r, p, sizeof(rl_report))
+            if effects:
+                live = self.live.get(r.account)
+                if live is not None:
+                    if type_id == R_RESTED or (type_id == R_MODIFIED and r.leaves > 0):
+                        live.add(r.order_id)
+                    elif type_id == R_CANCELLED or type_id == R_MODIFIED:
+                        live.discard(r.order_id)
+            _kind(&rep, type_id)
+            if type_id == R_REJECTED or type_id == R_CANCELLED:
+                name = self.reasons[(256 if type_id == R_CANCELLED else 0) + r.reason]
+                rep.reason = PyBytes_AS_STRING(name)
+                rep.reason_len = PyBytes_GET_SIZE(name)
+            rep.order_id = client_id(r.order_id, r.account)
+            rep.price = r.price
+            rep.qty = r.qty
+            rep.remaining = r.leaves
+            rep.maker_id = rep.taker_id = 0
+            rep.symbol = r.symbol
+            rep.rseq = rseq
+            self._to_account(req, seq, r.account, &rep, out)
+        elif type_id == R_TRADE:
+            _need(type_id, n, sizeof(rl_trade))
+            memcpy(&t, p, sizeof(rl_trade))
+            if effects:
+                if not t.taker_leaves and t.taker_account in self.live:
+                    self.live[t.taker_account].discard(t.taker_id)
+                if not t.maker_leaves and t.maker_account in self.live:
+                    self.live[t.maker_account].discard(t.maker_id)
+            _kind(&rep, R_TRADE)
+            rep.price = t.price
+            rep.qty = t.qty
+            rep.symbol = t.symbol
+            rep.order_id = rep.taker_id = client_id(t.taker_id, t.taker_account)
+            rep.maker_id = client_id(t.maker_id, t.taker_account)
+            rep.remaining = t.taker_leaves
+            rep.rseq = rseq
+            self._to_account(req, seq, t.taker_account, &rep, out)
+            rep.order_id = rep.maker_id = client_id(t.maker_id, t.maker_account)
+            rep.taker_id = client_id(t.taker_id, t.maker_account)
+            rep.remaining = t.maker_leaves
+            rep.rseq = rseq + 1 if rseq else 0
+            self._to_account(None, 0, t.maker_account, &rep, out)
+        elif type_id == R_ORDER_INFO:
+            _need(type_id, n, sizeof(rl_report))
+            memcpy(&r, p, sizeof(rl_report))
+            if req is None and sid == 0:  # the gateway's own query: seq is the account
+                if effects and r.leaves > 0 and seq in self.live:
+                    self.live[seq].add(r.order_id)
+            elif req is not None:
+                out.append((req, seq, _order_info_frame(seq, &r)))
+        elif type_id == R_OPEN_ORDERS_END:
+            _need(type_id, n, sizeof(rl_report))
+            memcpy(&r, p, sizeof(rl_report))
+            if req is None and sid == 0:
+                if effects:
+                    self.table.rebuilding.discard(seq)
+            elif req is not None:
+                out.append((req, seq, _open_orders_end_frame(seq, <int64_t>r.order_id)))
+        elif type_id == R_L1:
+            self._route_l1(p, n, out)
+        elif type_id == R_L2:
+            self._route_l2(p, n, out)
+        return 0
+
+    cdef void _to_account(self, object req, int64_t seq, uint32_t account,
+                          const report_t* rep, list out) except *:
+        if req is not None and req.account == account:
+            out.append((req, seq, report_frame(rep, seq)))
+            copiers = self.copiers.get(account)
+            if copiers:
+                # drop copies: the account's other sessions that subscribed hear it, unsolicited
+                copy = report_frame(rep, 0)
+                for s in copiers:
+                    if s is not req:
+                        out.append((s, 0, copy))
+            return
+        # not this session's command (a maker's fill, an operator's kill): every session of
+        # the account hears it, unsolicited (seq 0)
+        sessions = self.by_account.get(account)
+        if sessions:
+            frame = report_frame(rep, 0)
+            for s in sessions:
+                out.append((s, 0, frame))
+
+    cdef void _route_l1(self, const char* p, Py_ssize_t n, list out) except *:
+        cdef rl_l1 m
+        _need(R_L1, n, sizeof(rl_l1))
+        memcpy(&m, p, sizeof(rl_l1))
+        subs = self.subscribers.get(m.symbol)
+        if not subs:
+            return
+        frame = None
+        for s in subs:
+            if s.depth.get(m.symbol) == 1:
+                if frame is None:
+                    frame = market_data_frame(m.symbol, 0, m.bid_price, m.bid_qty,
+                                              m.ask_price, m.ask_qty)
+                out.append((s, 0, frame))
+
+    cdef void _route_l2(self, const char* p, Py_ssize_t n, list out) except *:
+        cdef rl_l2_head head
+        cdef rl_l2_level bid, ask
+        cdef Py_ssize_t i, want
+        _need(R_L2, n, sizeof(rl_l2_head))
+        memcpy(&head, p, sizeof(rl_l2_head))
+        _need(R_L2, n, sizeof(rl_l2_head) + 2 * head.depth * sizeof(rl_l2_level))
+        subs = self.subscribers.get(head.symbol)
+        if not subs:
+            return
+        levels = None
+        for s in subs:
+            want = s.depth.get(head.symbol, 0)
+            if want <= 1:
+                continue
+            if levels is None:
+                levels = []
+                for i in range(head.depth):
+                    memcpy(&bid, p + sizeof(rl_l2_head) + i * sizeof(rl_l2_level),
+                           sizeof(rl_l2_level))
+                    memcpy(&ask, p + sizeof(rl_l2_head) + (head.depth + i) *
+                           sizeof(rl_l2_level), sizeof(rl_l2_level))
+                    levels.append(market_data_frame(head.symbol, i, bid.price, bid.qty,
+                                                    ask.price, ask.qty))
+            for frame in levels[:want]:
+                out.append((s, 0, frame))
+
+
+cdef void _need(uint32_t type_id, Py_ssize_t n, Py_ssize_t size) except *:
+    if n < size:
+        raise ValueError(f"an output record of type {type_id} has {n} bytes, needs {size}")
+
+
+cdef void _kind(report_t* rep, uint32_t type_id) noexcept:
+    rep.reason = b""
+    rep.reason_len = 0
+    if type_id == R_ACCEPTED:
+        rep.kind = b"accepted"
+        rep.kind_len = 8
+    elif type_id == R_REJECTED:
+        rep.kind = b"rejected"
+        rep.kind_len = 8
+    elif type_id == R_TRADE:
+        rep.kind = b"trade"
+        rep.kind_len = 5
+    elif type_id == R_CANCELLED:
+        rep.kind = b"cancelled"
+        rep.kind_len = 9
+    elif type_id == R_MODIFIED:
+        rep.kind = b"modified"
+        rep.kind_len = 8
+    else:
+        rep.kind = b"rested"
+        rep.kind_len = 6
+
+
+cdef bytes _order_info_frame(int64_t seq, const rl_report* r):
+    cdef uint8_t buf[FRAME_MAX]
+    cdef Py_ssize_t n = 6
+    buf[4] = 0x98                                  # [71, seq, id, symbol, side, price, qty, st]
+    buf[5] = T_ORDER_INFO
+    n += put_int(buf + n, seq)
+    n += put_int(buf + n, client_id(r.order_id, r.account))
+    n += put_int(buf + n, r.symbol)
+    n += put_int(buf + n, r.side)
+    n += put_int(buf + n, r.price)
+    n += put_int(buf + n, r.leaves)
+    n += put_str(buf + n, b"open" if r.leaves > 0 else b"done", 4)
+    put_len(buf, n - 4)
+    return PyBytes_FromStringAndSize(<char*>buf, n)
+
+
+cdef bytes _open_orders_end_frame(int64_t seq, int64_t count):
+    cdef uint8_t buf[FRAME_MAX]
+    cdef Py_ssize_t n = 6
+    buf[4] = 0x93                                  # [72, seq, count]
+    buf[5] = T_OPEN_ORDERS_END
+    n += put_int(buf + n, seq)
+    n += put_int(buf + n, count)
+    put_len(buf, n - 4)
+    return PyBytes_FromStringAndSize(<char*>buf, n)
+
+
+# -- input: order frames -> command records -> the input ring -------------------------------
+
+cdef enum:
+    T_NEW = 4
+    T_CANCEL = 5
+    T_MODIFY = 6
+    C_NEW = 101
+    C_CANCEL = 102
+    C_MODIFY = 103
+
+
+cdef inline bint get_int(const uint8_t* p, Py_ssize_t end, Py_ssize_t* pos,
+                         int64_t* out) noexcept nogil:
+    """A msgpack integer that fits int64 at ``pos[0]`` (advancing it); False for anything
+    else (another type, a uint64 past int64, the end of the frame)."""
+    cdef Py_ssize_t i = pos[0], w, k
+    cdef uint8_t b
+    cdef uint64_t u = 0
+    if i >= end:
+        return False
+    b = p[i]
+    if b < 0x80 or b >= 0xe0:
+        out[0] = b if b < 0x80 else <int64_t>b - 256
+        pos[0] = i + 1
+        return True
+    if 0xcc <= b <= 0xcf:
+        w = 1 << (b - 0xcc)
+    elif 0xd0 <= b <= 0xd3:
+        w = 1 << (b - 0xd0)
+    else:
+        return False
+    if i + 1 + w > end:
+        return False
+    for k in range(w):
+        u = (u << 8) | p[i + 1 + k]
+    if b == 0xcf and u >> 63:                      # a uint64 past int64: out of range
+        return False
+    if b >= 0xd0 and w < 8 and u >> (8 * w - 1):   # sign-extend a negative int8..int32
+        u |= ~<uint64_t>0 << (8 * w)
+    out[0] = <int64_t>u
+    pos[0] = i + 1 + w
+    return True
+
+
+cdef inline bint get_range(const uint8_t* p, Py_ssize_t end, Py_ssize_t* pos, int64_t lo,
+                           int64_t hi, int64_t* out) noexcept nogil:
+    return get_int(p, end, pos, out) and lo <= out[0] <= hi
+
+
+cdef bint parse_order(const uint8_t* p, Py_ssize_t q, Py_ssize_t end, int64_t want_seq,
+                      uint32_t account, rl_command* c, uint32_t* kind) noexcept nogil:
+    """One frame body as an engine command, if it is a complete NewOrder (all 10 fields),
+    Cancel or Modify in msgpack whose every field is in the protocol's range and whose seq is
+    ``want_seq`` (any seq if -1). False for anything else: the protocol's decoder handles
+    that frame (and names what is wrong with it), so nothing is accepted here that it would
+    refuse. The record is what the engine sees: ``account << 32 | order_id``, the seq in
+    ``client_tag``."""
+    cdef int64_t seq, oid, v
+    cdef uint8_t head
+    if end - q < 2:
+        return False
+    head = p[q]
+    memset(c, 0, sizeof(rl_command))
+    if head == 0x9b and p[q + 1] == T_NEW:
+        kind[0] = C_NEW
+    elif head == 0x93 and p[q + 1] == T_CANCEL:
+        kind[0] = C_CANCEL
+    elif head == 0x95 and p[q + 1] == T_MODIFY:
+        kind[0] = C_MODIFY
+    else:
+        return False
+    q += 2
+    if not get_range(p, end, &q, 1, (<int64_t>1 << 40) - 1, &seq):
+        return False
+    if want_seq >= 0 and seq != want_seq:
+        return False
+    if not get_range(p, end, &q, 1, (<int64_t>1 << 32) - 1, &oid):
+        return False
+    c.order_id = (<uint64_t>account << ORDER_BITS) | <uint64_t>oid
+    c.account = account
+    c.client_tag = <uint64_t>seq
+    if kind[0] == C_NEW:
+        if not get_range(p, end, &q, 0, (<int64_t>1 << 32) - 1, &v):
+            return False
+        c.symbol = <uint32_t>v
+        if not get_range(p, end, &q, 0, 255, &v):
+            return False
+        c.side = <uint8_t>v
+        if not get_int(p, end, &q, &c.qty) or not get_int(p, end, &q, &c.price):
+            return False
+        if not get_range(p, end, &q, 0, 255, &v):
+            return False
+        c.order_type = <uint8_t>v
+        if not get_range(p, end, &q, 0, 255, &v):
+            return False
+        c.tif = <uint8_t>v
+        if q >= end or (p[q] != 0xc2 and p[q] != 0xc3):
+            return False
+        c.flags = RL_FLAG_POST_ONLY if p[q] == 0xc3 else 0
+        q += 1
+        if not get_range(p, end, &q, 0, 255, &v):
+            return False
+        c.stp = <uint8_t>v
+    elif kind[0] == C_MODIFY:
+        if not get_int(p, end, &q, &c.price) or not get_int(p, end, &q, &c.qty):
+            return False
+    return q == end                                # nothing after the last field
+
+
+cdef class CommandBatch:
+    """The engine commands decoded from the leading order frames of one read (at most
+    ``capacity``): ``scan`` fills it, ``publish`` puts a prefix of it into the input ring.
+    Reused from read to read; not thread-safe (the gateway's loop)."""
+
+    def __cinit__(self, Py_ssize_t capacity):
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self._recs = PyMem_Malloc(capacity * sizeof(rl_command))
+        self._kinds = <uint32_t*>PyMem_Malloc(capacity * sizeof(uint32_t))
+        self._ends = <Py_ssize_t*>PyMem_Malloc(capacity * sizeof(Py_ssize_t))
+        if not self._recs or not self._kinds or not self._ends:
+            raise MemoryError()
+        self.capacity = capacity
+
+    def __dealloc__(self):
+        PyMem_Free(self._recs)
+        PyMem_Free(self._kinds)
+        PyMem_Free(self._ends)
+
+    def scan(self, const uint8_t[::1] data, Py_ssize_t max_frame, int64_t next_seq,
+             Py_ssize_t most, uint32_t account):
+        """Decodes the complete frames at the start of ``data`` while each is an order frame
+        (``parse_order``) numbered ``next_seq``, ``next_seq + 1`` ... (any seq for the first
+        if ``next_seq`` is -1), at most ``most`` (and ``capacity``); returns how many."""
+        cdef const uint8_t* p
+        cdef Py_ssize_t n = data.shape[0], pos = 0, k = 0, ln
+        cdef rl_command* recs = <rl_command*>self._recs
+        most = min(most, self.capacity)
+        self.count = 0
+        if n == 0:
+            return 0
+        p = &data[0]
+        with nogil:
+            while k < most and n - pos >= 4:
+                ln = (<Py_ssize_t>p[pos] << 24) | (<Py_ssize_t>p[pos + 1] << 16) | \
+                    (<Py_ssize_t>p[pos + 2] << 8) | p[pos + 3]
+                if ln == 0 or ln > max_frame or n - pos - 4 < ln:
+                    break
+                if not parse_order(p, pos + 4, pos + 4 + ln,
+                                   next_seq + k if next_seq >= 0 or k else -1, account,
+                                   &recs[k], &self._kinds[k]):
+                    break
+                if k == 0:
+                    self.first_seq = <int64_t>recs[0].client_tag
+                    next_seq = self.first_seq
+                pos += 4 + ln
+                self._ends[k] = pos
+                k += 1
+        self.count = k
+        return k
+
+    def end(self, Py_ssize_t k):
+        """Bytes of ``data`` taken by the first ``k`` commands' frames."""
+        return self._ends[k - 1] if 0 < k <= self.count else 0
+
+    def new_seqs(self, Py_ssize_t k):
+        """The seqs of the new orders among the first ``k`` commands."""
+        cdef rl_command* recs = <rl_command*>self._recs
+        return [<int64_t>recs[i].client_tag for i in range(min(k, self.count))
+                if self._kinds[i] == C_NEW]
+
+    def prefix_with_news(self, Py_ssize_t k, Py_ssize_t news):
+        """The longest prefix (at most ``k`` commands) holding at most ``news`` new orders."""
+        cdef Py_ssize_t i, seen = 0
+        for i in range(min(k, self.count)):
+            if self._kinds[i] == C_NEW:
+                if seen == news:
+                    return i
+                seen += 1
+        return min(k, self.count)
+
+    def command(self, Py_ssize_t i):
+        """``(type id, payload)`` of command ``i`` (for a backlog or a single message)."""
+        if not 0 <= i < self.count:
+            raise IndexError(i)
+        return self._kinds[i], PyBytes_FromStringAndSize(
+            <char*>self._recs + i * sizeof(rl_command), sizeof(rl_command))
+
+    def publish(self, Ring ring, Py_ssize_t k, uint32_t producer_id, int64_t timestamp_ns):
+        """Publishes the first ``k`` commands to ``ring`` in one claim, each with
+        ``producer_id`` and its seq as the dedup key and ``producer_id << 40 | seq`` as its
+        correlation id; returns the first ring sequence, or -1 if the ring has no room for
+        all of them now (nothing is published then). Never waits."""
+        cdef int64_t hi, lo, i
+        cdef rl_header* h
+        cdef rl_command* recs = <rl_command*>self._recs
+        if not 0 < k <= self.count:
+            raise ValueError(f"cannot publish {k} of {self.count} commands")
+        if ring.slot_size - RL_HEADER_SIZE < <int>sizeof(rl_command):
+            raise ValueError(f"a {ring.slot_size}-byte slot cannot hold a command record")
+        hi = ring.try_claim(k)
+        if hi == RL_CLOSED:
+            raise RingClosedError("publish on a closed ring")
+        if hi < 0:
+            return -1
+        lo = hi - k + 1
+        with nogil:
+            for i in range(k):
+                h = <rl_header*>ring.slot(lo + i)
+                h.sequence = lo + i
+                h.timestamp_ns = timestamp_ns
+                h.correlation_id = (<int64_t>producer_id << SEQ_BITS) | \
+                    <int64_t>recs[i].client_tag
+                h.producer_seq = <int64_t>recs[i].client_tag
+                h.type_id = self._kinds[i]
+                h.flags = 0
+                h.length = sizeof(rl_command)
+                h.producer_id = producer_id
+                memcpy(<char*>h + RL_HEADER_SIZE, &recs[i], sizeof(rl_command))
+            ring.publish_range(lo, hi)
+        return lo
+
+
+cdef CommandBatch _one = CommandBatch(1)
+
+
+def order_command(bytes frame, uint32_t account):
+    """``(type id, payload)`` of one NewOrder / Cancel / Modify frame for ``account`` (the
+    same decoding as the fast path); ValueError if the frame is not such a message."""
+    cdef CommandBatch b = _one
+    if not b.scan(frame, len(frame), -1, 1, account):
+        raise ValueError("not a complete NewOrder, Cancel or Modify frame")
+    return b.command(0)
