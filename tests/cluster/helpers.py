@@ -62,13 +62,15 @@ class Shard:
                 await nc.close()
 
     def start(self, rid: str, handler: str = "ringlog.engine.flow:demo_engine",
-              fresh_dir: bool = False) -> ReplicaProcess:
-        """Starts (or restarts, same directory) replica ``rid``."""
+              fresh_dir: bool = False, gateway_config: Path | None = None) -> ReplicaProcess:
+        """Starts (or restarts, same directory) replica ``rid`` (with a gateway config: a
+        ``ringlog serve --cluster`` node)."""
         d = self.tmp / (f"{rid}-{time.monotonic_ns()}" if fresh_dir else rid)
         old = self.replicas.get(rid)
         if old is not None and not fresh_dir:
             d = old.directory
-        r = ReplicaProcess(self.cfg, rid, d, handler=handler).start()
+        r = ReplicaProcess(self.cfg, rid, d, handler=handler,
+                           gateway_config=gateway_config).start()
         self.replicas[rid] = r
         return r
 

@@ -128,11 +128,12 @@ def _first_output_caused_at_or_after(path: Any, cause: int, end: int) -> int:
 
 
 class _Message:
-    __slots__ = ("commands", "end", "seen", "seq")
+    __slots__ = ("commands", "end", "mark", "seen", "seq")
 
-    def __init__(self, seq: int, commands: int) -> None:
+    def __init__(self, seq: int, commands: int, mark: int) -> None:
         self.seq = seq
         self.commands = commands
+        self.mark = mark  # input journal seq of its mark
         self.seen = 0
         self.end = -1  # input journal seq of its last command, once journaled
 
@@ -156,7 +157,6 @@ class OutputEmitter:
         last = inp.last_sequence
         jm = find_mark(inp.path, start_seq, last) if last >= 0 else None
         in_from = jm if jm is not None else last + 1
-        self._in_from = in_from
         self._inputs = JournalTailer(inp.path, in_from)
         self._outputs = JournalTailer(out.path, _first_output_caused_at_or_after(
             out.path, in_from, out.next_sequence))
@@ -170,7 +170,7 @@ class OutputEmitter:
         """The batches completed since the last call, in stream order."""
         for rec in self._inputs.poll(0.0):
             if _is_mark(rec):
-                self._open.append(_Message(*unpack_mark(rec.payload)))
+                self._open.append(_Message(*unpack_mark(rec.payload), rec.sequence))
             elif _is_command(rec) and self._open:
                 m = self._open[-1]
                 m.seen += 1
@@ -184,7 +184,7 @@ class OutputEmitter:
         published = p.published_outputs
         while self._open and 0 <= self._open[0].end <= processed:
             m = self._open[0]
-            if not self._collect(m.end, published):
+            if not self._collect(m.mark, m.end, published):
                 break
             self._open.pop(0)
             if m.seq >= self.start_seq:
@@ -193,9 +193,10 @@ class OutputEmitter:
             self._outs = []
         return done
 
-    def _collect(self, end: int, published: int) -> bool:
-        """Gathers the outputs caused by input journal sequences <= ``end``; True once every
-        one is read (an output of a later input seen, or every published output read)."""
+    def _collect(self, mark: int, end: int, published: int) -> bool:
+        """Gathers the outputs caused by input journal sequences ``mark..end``; True once
+        every one is read (an output of a later input seen, or every published output
+        read)."""
         buf = self._buffer
         while True:
             if self._next >= len(buf):
@@ -207,9 +208,12 @@ class OutputEmitter:
             if rec.producer_seq > end:
                 return True
             self._next += 1
-            if rec.producer_seq < self._in_from:
-                # caused before the first message tailed (journaled after the search above
-                # read the output journal's end): in no batch of this emitter
+            if rec.producer_seq < mark:
+                # caused before this message's mark: by the tail of a message this emitter
+                # did not see whole (it started mid-message, or the search above read the
+                # output journal's end before the loop journaled these). In no batch of this
+                # emitter, but it holds an output index: the batch's first output is later.
+                self._first_output += 1
                 continue
             self._outs.append(OutputRecordOut(rec.type_id, bytes(rec.payload),
                                               rec.correlation_id, rec.timestamp_ns, rec.flags))

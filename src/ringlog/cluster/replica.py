@@ -97,8 +97,12 @@ class Replica:
     """Runs one replica until ``stop()`` or a divergence (see the module docstring)."""
 
     def __init__(self, config: ReplicaConfig,
-                 handler_factory: Callable[[], Any] | None = None) -> None:
+                 handler_factory: Callable[[], Any] | None = None, *,
+                 front: Any = None) -> None:
         self.config = config
+        # a GatewayFront (ringlog.cluster.front): starts the processor itself (its output
+        # listener comes first) and hears which session commands the feeder applied
+        self.front = front
         self._factory = handler_factory or pkgutil.resolve_name(config.handler)
         self.cfg = config.cluster
         self.names = self.cfg.names(config.shard)
@@ -126,6 +130,11 @@ class Replica:
         self.lease = Lease(self.lease_kv, self.names.lease_key, self.config.replica_id,
                            self.cfg.lease_ttl)
         self._recover()
+        if self.front is not None:
+            await self.front.start(self)
+        else:
+            assert self.processor is not None
+            self.processor.start()
         self._event("started", next_seq=self._next_seq, skip=self._skip)
         self.status.role = "standby"
         feeder = threading.Thread(target=self._guard_feeder, name="ringlog-feeder",
@@ -133,6 +142,8 @@ class Replica:
         feeder.start()
         tasks = [asyncio.ensure_future(t) for t in (self._fetch(), self._lead(),
                                                      self._report())]
+        if self.front is not None:
+            tasks.append(asyncio.ensure_future(self._announce()))
         for t in tasks:  # a task that ends with an error stops the replica, loudly
             t.add_done_callback(self._task_done)
         await self._stopping.wait()
@@ -148,6 +159,8 @@ class Replica:
                 self._queue.put_nowait(None)
                 break
         await asyncio.get_running_loop().run_in_executor(None, feeder.join, 10)
+        if self.front is not None:  # closes its clients, drains and stops the processor
+            await self.front.stop()
         if self.processor is not None:
             with contextlib.suppress(Exception):
                 self.processor.stop()
@@ -164,6 +177,12 @@ class Replica:
     def stop(self) -> None:
         """Asks the replica to stop (from the event loop's thread or a signal handler)."""
         self._stopping.set()
+
+    async def _announce(self) -> None:
+        """Prints where the gateway listens once it does (after its open-orders queries
+        came back through the stream)."""
+        host, port = await self.front.listening()
+        self._event("listening", host=host, port=port)
 
     def _task_done(self, task: asyncio.Future[Any]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -215,6 +234,9 @@ class Replica:
         need = getattr(getattr(self.handler, "config", None), "min_slot_size", 0)
         if need > pc.slot_size:  # the engine's market-data records need bigger slots
             pc = msgspec.structs.replace(pc, slot_size=need)
+        # Every replica dedups by (producer, producer seq): a gateway session's resend (after
+        # a failover, to another node) is applied once, identically everywhere.
+        pc = msgspec.structs.replace(pc, dedup=True)
         p = Processor(self.handler, self.config.directory, pc)
         p.recover()
         inp = p.input
@@ -223,8 +245,7 @@ class Replica:
             s, n, journaled, _ = found
             self._next_seq, self._skip = (s + 1, 0) if journaled >= n else (s, journaled)
             self.status.applied_seq = s if journaled >= n else s - 1
-        p.start()
-        self.processor = p
+        self.processor = p  # started by run() (or by the front's gateway)
 
     # -- input: stream → processor --------------------------------------------------------
     async def _fetch(self) -> None:
@@ -306,6 +327,7 @@ class Replica:
         decode = input_decoder().decode
         every = self.cfg.checkpoint_every
         skip, last_ring = self._skip, -1
+        applied = self.front.applied if self.front is not None else None
         while True:
             try:
                 item = self._queue.get(timeout=0.1)
@@ -321,10 +343,15 @@ class Replica:
             if skip == 0:
                 last_ring = ring.publish(pack_mark(seq, len(batch.commands)), TYPE_STREAM_MARK,
                                          timestamp_ns=ts, flags=FLAG_CONTROL)
+            sessions = []
             for c in batch.commands[skip:]:
                 last_ring = p.publish(c.payload, c.type_id, timestamp_ns=ts,
                                       correlation_id=c.correlation_id,
                                       producer_id=c.producer_id, producer_seq=c.producer_seq)
+                if c.producer_id:
+                    sessions.append((c.producer_id, c.producer_seq, last_ring))
+            if applied is not None and sessions:
+                applied(sessions)
             skip = 0
             self.status.applied_seq = seq
             if seq % every == 0:
@@ -523,11 +550,12 @@ async def wait_for_jetstream(js: Any, timeout: float = 30.0) -> None:
             await asyncio.sleep(0.1)
 
 
-def run_replica(config: ReplicaConfig, handler_factory: Callable[[], Any] | None = None
-                ) -> int:
-    """Runs a replica in this process until SIGINT/SIGTERM; returns its exit code."""
+def run_replica(config: ReplicaConfig, handler_factory: Callable[[], Any] | None = None,
+                *, front: Any = None) -> int:
+    """Runs a replica (with a ``GatewayFront``: and its TCP gateway) in this process until
+    SIGINT/SIGTERM; returns its exit code."""
     async def main() -> int:
-        r = Replica(config, handler_factory)
+        r = Replica(config, handler_factory, front=front)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, r.stop)

@@ -86,13 +86,20 @@ class Gateway:
     The processor must be built with ``ProcessorConfig(dedup=True)`` (a resent command is
     never applied twice) and not started: ``start()`` recovers it and rebuilds the sessions
     first. Not thread-safe: everything runs on the event loop that called ``start()``.
+    ``submit`` replaces ``processor.publish`` as the way commands enter (same arguments;
+    returns the ring sequence, or None when the journal sequence is told later).
     """
 
-    def __init__(self, processor: Any, config: GatewayConfig) -> None:
+    def __init__(self, processor: Any, config: GatewayConfig, *,
+                 submit: Callable[..., int | None] | None = None) -> None:
         if not processor.config.dedup:
             raise ValueError("the gateway needs ProcessorConfig(dedup=True): without it a "
                              "resent command could be applied twice")
         self.processor = processor
+        # Where commands go: the processor's input ring, or (a cluster gateway) a shard's
+        # input stream, whose submit returns None and reports each command's journal
+        # sequence later through ``table.published`` (ringlog.cluster.front).
+        self._publish = submit or processor.publish
         self.config = config
         self.table = SessionTable(config)
         self.metrics = GatewayMetrics()
@@ -225,8 +232,8 @@ class Gateway:
         for acct in accounts:
             type_id, payload = encode_command(OpenOrders(1), acct)
             try:
-                self.processor.publish(payload, type_id, correlation_id=correlation(0, acct),
-                                       timeout=1.0)
+                self._publish(payload, type_id, correlation_id=correlation(0, acct),
+                              timeout=1.0)
             except (CircuitOpenError, InsufficientCapacityError):
                 # the breaker is open: the engine's own per-account limit still applies
                 table.rebuilding = set()
@@ -404,15 +411,15 @@ class Gateway:
             self._park(conn, s, seq, type_id, payload)
             return
         try:
-            ring_seq = self.processor.publish(payload, type_id,
-                                              correlation_id=correlation(s.id, seq),
-                                              producer_id=s.id, producer_seq=seq, timeout=0)
+            ring_seq = self._publish(payload, type_id, correlation_id=correlation(s.id, seq),
+                                     producer_id=s.id, producer_seq=seq, timeout=0)
         except InsufficientCapacityError:
             self._park(conn, s, seq, type_id, payload)
         except (CircuitOpenError, RingClosedError) as e:
             self._halted(s, seq, e)
         else:
-            table.published(s, seq, self._journal_base + ring_seq)
+            if ring_seq is not None:
+                table.published(s, seq, self._journal_base + ring_seq)
             if self._settle_timer is None:  # completes it even if it makes no report
                 assert self._loop is not None
                 self._settle_delay = _SETTLE_S
@@ -444,12 +451,12 @@ class Gateway:
     def _retry_backlog(self) -> None:
         self._retry = None
         q = self.backlog
-        p = self.processor
+        publish = self._publish
         while q:
             s, seq, type_id, payload = q[0]
             try:
-                ring_seq = p.publish(payload, type_id, correlation_id=correlation(s.id, seq),
-                                     producer_id=s.id, producer_seq=seq, timeout=0)
+                ring_seq = publish(payload, type_id, correlation_id=correlation(s.id, seq),
+                                   producer_id=s.id, producer_seq=seq, timeout=0)
             except InsufficientCapacityError:
                 assert self._loop is not None
                 self._retry = self._loop.call_later(_BACKLOG_RETRY_S, self._retry_backlog)
@@ -457,7 +464,8 @@ class Gateway:
             except (CircuitOpenError, RingClosedError) as e:
                 self._halted(s, seq, e)
             else:
-                self.table.published(s, seq, self._journal_base + ring_seq)
+                if ring_seq is not None:
+                    self.table.published(s, seq, self._journal_base + ring_seq)
             q.popleft()
         self._settle()
         for c in list(self.connections):
@@ -496,8 +504,7 @@ class Gateway:
             return
         type_id, payload = encode_command(MassCancel(1), s.account)
         try:
-            self.processor.publish(payload, type_id, correlation_id=correlation(0, 0),
-                                   timeout=0)
+            self._publish(payload, type_id, correlation_id=correlation(0, 0), timeout=0)
         except InsufficientCapacityError:  # the ring is full for now: try again shortly
             assert self._loop is not None
             self._cod[s.id] = self._loop.call_later(_BACKLOG_RETRY_S * 20,
