@@ -35,6 +35,9 @@ def add_cluster_options(p: argparse.ArgumentParser, *, required: bool = False) -
                    help="seconds a silent leader keeps the lease (about the failover time)")
     g.add_argument("--checkpoint-every", type=int, default=1000,
                    help="input stream messages between state-hash checkpoints")
+    g.add_argument("--cluster-snapshot-every", type=int, default=10_000,
+                   help="input messages between the snapshots the leader ships (a new "
+                   "replica starts from the newest); 0: none")
     g.add_argument("--standby-only", action="store_true", help="never take the lease")
 
 
@@ -50,7 +53,8 @@ def cluster_config_from_args(args: argparse.Namespace, directory: str, handler: 
     servers = [u.strip() for s in args.cluster for u in s.split(",") if u.strip()]
     cluster = ClusterConfig(servers=servers, name=args.cluster_name, shards=args.shards,
                             replicas=args.replicas, lease_ttl=args.lease_ttl,
-                            checkpoint_every=args.checkpoint_every)
+                            checkpoint_every=args.checkpoint_every,
+                            snapshot_every=args.cluster_snapshot_every)
     return ReplicaConfig(cluster=cluster, replica_id=args.replica_id, directory=directory,
                          shard=args.shard, handler=handler, processor=processor,
                          standby_only=args.standby_only)

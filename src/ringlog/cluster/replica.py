@@ -46,6 +46,14 @@ from .checkpoint import Checkpoint, Divergence, record_checkpoint, state_hash
 from .config import ClusterConfig
 from .lease import Lease
 from .outputs import OutputEmitter, last_mark, pack_mark
+from .snapshot import (
+    ShardSnapshot,
+    fetch_snapshot,
+    is_empty,
+    read_seed,
+    seed_directory,
+    ship_snapshot,
+)
 from .stream import ensure_shard, input_decoder, publish_once
 
 __all__ = ["Replica", "ReplicaConfig", "ReplicaStatus", "connect", "main", "run_replica",
@@ -116,6 +124,9 @@ class Replica:
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reconnecting: asyncio.Future[None] | None = None
+        self._seed = 0  # stream seq a snapshot seeded this directory at (0: none)
+        self._shipping: Any = None  # the snapshot upload in flight
+        self._shipped_before = -1  # journal seq of the last snapshot shipped
 
     # -- lifecycle ------------------------------------------------------------------------
     async def run(self) -> int:
@@ -129,6 +140,12 @@ class Replica:
         self.status_kv = await self.js.key_value(self.names.status_bucket)
         self.lease = Lease(self.lease_kv, self.names.lease_key, self.config.replica_id,
                            self.cfg.lease_ttl)
+        if is_empty(self.config.directory):  # a new replica: from the newest snapshot
+            snap = await fetch_snapshot(self.js, self.names.snapshot_bucket,
+                                        self.names.snapshot_object)
+            if snap is not None:
+                seed_directory(self.config.directory, snap, self.config.processor.segment_size)
+                self._event("seeded", stream_seq=snap.stream_seq, bytes=len(snap.data))
         self._recover()
         if self.front is not None:
             await self.front.start(self)
@@ -241,10 +258,14 @@ class Replica:
         p.recover()
         inp = p.input
         found = last_mark(inp.path, inp.last_sequence) if inp.last_sequence >= 0 else None
+        self._seed = read_seed(self.config.directory)
         if found is not None:
             s, n, journaled, _ = found
             self._next_seq, self._skip = (s + 1, 0) if journaled >= n else (s, journaled)
             self.status.applied_seq = s if journaled >= n else s - 1
+        elif self._seed:  # seeded from a snapshot, no message journaled since
+            self._next_seq = self._seed + 1
+            self.status.applied_seq = self._seed
         self.processor = p  # started by run() (or by the front's gateway)
 
     # -- input: stream → processor --------------------------------------------------------
@@ -326,6 +347,7 @@ class Replica:
         ring = p.input_ring
         decode = input_decoder().decode
         every = self.cfg.checkpoint_every
+        snap_every = self.cfg.snapshot_every
         skip, last_ring = self._skip, -1
         applied = self.front.applied if self.front is not None else None
         while True:
@@ -358,6 +380,44 @@ class Replica:
                 h = self._hash_now(last_ring)
                 cp = Checkpoint(seq, h, self.config.replica_id)
                 self._record(seq, cp)
+            if snap_every and seq % snap_every == 0 and self.status.role == "leader":
+                last_ring = self._snapshot(seq, ts)
+
+    def _snapshot(self, seq: int, ts: int) -> int:
+        """The leader's feeder after message ``seq``: a local snapshot there (a control event
+        the loop takes after the message), shipped to the object store in the background
+        (one upload at a time: a slow one makes the next checkpoint skip). Returns the ring
+        sequence of the snapshot request."""
+        p = self.processor
+        assert p is not None and self._loop is not None
+        ring_seq = p.request_snapshot(timestamp_ns=ts)
+        self._wait_processed(ring_seq)
+        snap = p.snapshots.latest()
+        if snap is None or snap.sequence != p.journal_sequence_of(ring_seq):
+            return ring_seq
+        if self._shipping is not None and not self._shipping.done():
+            return ring_seq
+        shard_snap = ShardSnapshot(seq, snap.sequence, p.published_outputs, snap.data)
+        self._shipping = asyncio.run_coroutine_threadsafe(self._ship(shard_snap), self._loop)
+        return ring_seq
+
+    async def _ship(self, snap: ShardSnapshot) -> None:
+        try:
+            await ship_snapshot(self.js, self.names.snapshot_bucket, self.names.snapshot_object,
+                                snap)
+            self._event("snapshot_shipped", stream_seq=snap.stream_seq, bytes=len(snap.data))
+        except Exception as e:  # the next one will do
+            self._event("snapshot_failed", stream_seq=snap.stream_seq, error=repr(e))
+            return
+        # local copies: the newest two stay (recovery falls back to the older if the newest
+        # is damaged); the journal they need is the processor's retention's business
+        assert self.processor is not None
+        try:
+            if self._shipped_before >= 0:
+                self.processor.snapshots.delete_before(self._shipped_before)
+            self._shipped_before = snap.journal_seq
+        except Exception as e:
+            self._event("snapshot_cleanup_failed", error=repr(e))
 
     def _record(self, seq: int, cp: Checkpoint) -> None:
         """Records or checks a checkpoint from the feeder thread; retries NATS trouble (a
@@ -377,9 +437,9 @@ class Replica:
                     raise
                 time.sleep(0.1)
 
-    def _hash_now(self, last_ring: int) -> str:
-        """Waits until the loop has processed everything published, then hashes the state
-        (the loop is idle: this thread is its only producer)."""
+    def _wait_processed(self, last_ring: int) -> None:
+        """Waits until the loop has processed everything published up to ``last_ring`` (it is
+        then idle: this thread is its only producer)."""
         p = self.processor
         assert p is not None
         target = p.journal_sequence_of(last_ring)
@@ -389,6 +449,10 @@ class Replica:
                 raise RingLogError(f"the processor stopped ({p.state}) before input "
                                    f"{target} was processed")
             time.sleep(0.0002)
+
+    def _hash_now(self, last_ring: int) -> str:
+        """Waits until the loop is idle, then hashes the state."""
+        self._wait_processed(last_ring)
         h = state_hash(self.handler)
         self.status.hash_seq, self.status.state_hash = self.status.applied_seq, h
         return h
@@ -400,7 +464,8 @@ class Replica:
         lease = self.lease
         try:
             while True:
-                if self.config.standby_only or not await lease.try_acquire():
+                if self.config.standby_only or not await self._may_lead() \
+                        or not await lease.try_acquire():
                     await asyncio.sleep(self.cfg.lease_ttl / 8)
                     continue
                 self.status.role = "leader"
@@ -421,6 +486,20 @@ class Replica:
         except asyncio.CancelledError:
             await lease.release()
             raise
+
+    async def _may_lead(self) -> bool:
+        """A replica seeded from a snapshot at s has no output batches up to s: it may lead
+        only once the output stream holds them."""
+        if not self._seed:
+            return True
+        try:
+            info = await self.js.stream_info(self.names.output_stream)
+        except Exception:
+            return False
+        if int(info.state.last_seq) >= self._seed:
+            self._seed = 0  # for good: the stream only grows
+            return True
+        return False
 
     async def _renew(self, lease: Lease) -> None:
         while lease.held():

@@ -104,6 +104,9 @@ async def ensure_shard(js: Any, cfg: ClusterConfig, shard: int) -> ShardNames:
     await ensure_bucket(js, names.lease_bucket, cfg.replicas, ttl=cfg.lease_ttl)
     await ensure_bucket(js, names.checkpoint_bucket, cfg.replicas)
     await ensure_bucket(js, names.status_bucket, cfg.replicas, ttl=300.0)
+    from .snapshot import ensure_snapshot_store
+
+    await ensure_snapshot_store(js, names.snapshot_bucket, cfg.replicas)
     return names
 
 

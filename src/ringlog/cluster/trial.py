@@ -48,7 +48,8 @@ class ReplicaProcess:
                   "--shard", str(shard), "--shards", str(cfg.shards),
                   "--replicas", str(cfg.replicas), "--replica-id", replica_id,
                   "--lease-ttl", str(cfg.lease_ttl),
-                  "--checkpoint-every", str(cfg.checkpoint_every)]
+                  "--checkpoint-every", str(cfg.checkpoint_every),
+                  "--cluster-snapshot-every", str(cfg.snapshot_every)]
         if gateway_config is None:
             self.args = [sys.executable, "-m", "ringlog.cluster", *common,
                          "--dir", str(self.directory), "--handler", handler,
