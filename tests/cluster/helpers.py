@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import nats
 
 from ringlog.cluster.replica import wait_for_jetstream
-from ringlog.cluster.stream import InputPublisher, ensure_shard
+from ringlog.cluster.stream import InputBatch, InputPublisher, ensure_shard
 from ringlog.cluster.trial import ReplicaProcess, ShardWatch, engine_commands
 from ringlog.engine.flow import demo_engine
 
@@ -152,3 +153,29 @@ def check_outputs(batches: list[Any], commands: list[tuple[int, bytes]], last: i
     assert len(got) == len(want)
     assert got == want
     return str(engine.state_hash())
+
+
+async def stream_commands(shard: Shard, last: int) -> list[tuple[int, int, int, bytes]]:
+    """Every command of the input stream up to ``last``: (producer, seq, type, payload)."""
+    dec = msgspec.msgpack.Decoder(InputBatch)
+    out = []
+    for seq in range(1, last + 1):
+        msg = await shard.js.get_msg(shard.watch.names.input_stream, seq, direct=True)
+        out += [(c.producer_id, c.producer_seq, c.type_id, c.payload)
+                for c in dec.decode(msg.data).commands]
+    return out
+
+
+def apply_once(engine: Any, commands: list[tuple[int, int, int, bytes]]
+               ) -> tuple[list[tuple[int, bytes]], set[tuple[int, int]]]:
+    """Applies stream commands to ``engine`` as every replica does (a command whose
+    (producer, seq) came before is a resend: skipped); returns the outputs and the keys."""
+    seen: set[tuple[int, int]] = set()
+    outs: list[tuple[int, bytes]] = []
+    for producer, seq, ty, payload in commands:
+        if producer:
+            if (producer, seq) in seen:
+                continue
+            seen.add((producer, seq))
+        outs += engine.apply(ty, payload)
+    return outs, seen

@@ -7,15 +7,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import msgspec
-
 from ringlog.client import AsyncClient
-from ringlog.cluster.stream import InputBatch
 from ringlog.engine import Engine
 from ringlog.gateway.protocol import NewOrder
 from ringlog.gateway.session import encode_command, load_config
 
-from .helpers import Shard
+from .helpers import Shard, apply_once, stream_commands
 
 TOKEN = "token-of-one"
 CONFIG = ("port = 0\n[[sessions]]\nid = 1\ntoken = \"token-of-one\"\naccount = 101\n"
@@ -29,17 +26,6 @@ async def _address(shard: Shard, rid: str) -> tuple[str, int]:
         ev = shard.replicas[rid].events("listening")
         return (ev[0]["host"], ev[0]["port"]) if ev else None
     return tuple(await shard.watch.wait(listening, f"{rid}'s gateway listening", 60))
-
-
-async def _stream_commands(shard: Shard, last: int) -> list[tuple[int, int, int, bytes]]:
-    """Every command of the input stream up to ``last``: (producer, seq, type, payload)."""
-    dec = msgspec.msgpack.Decoder(InputBatch)
-    out = []
-    for seq in range(1, last + 1):
-        msg = await shard.js.get_msg(shard.watch.names.input_stream, seq, direct=True)
-        out += [(c.producer_id, c.producer_seq, c.type_id, c.payload)
-                for c in dec.decode(msg.data).commands]
-    return out
 
 
 def _order(i: int) -> tuple[Any, ...]:
@@ -78,16 +64,11 @@ def test_gateway_orders_go_through_the_stream_and_survive_their_nodes_death(
             assert await shard.leader(not_="g1") == "g2"
             last = await shard.watch.last_input_seq()
             st = await shard.caught_up("g2", last, timeout=60)
-            cmds = await _stream_commands(shard, last)
+            cmds = await stream_commands(shard, last)
             # each order entered the stream at least once (resends may repeat it) and the
             # replicas applied each exactly once: the engine fed the first copy of each
-            seen: set[tuple[int, int]] = set()
             engine = Engine(load_config(str(gw)).engine)
-            for producer, seq, ty, payload in cmds:
-                if producer and (producer, seq) in seen:
-                    continue
-                seen.add((producer, seq))
-                engine.apply(ty, payload)
+            _, seen = apply_once(engine, cmds)
             assert {seq for producer, seq in seen if producer == 1} == set(range(1, 101))
             assert st.state_hash == engine.state_hash()
             want = [encode_command(NewOrder(i, *_order(i)), 101) for i in (1, 100)]
