@@ -23,6 +23,11 @@ the leader: a leader failover does not pause it, and a client whose node dies lo
 another node, where the session's state is the same (the dedup table is replicated state: a
 resend of a command already in the stream is applied once).
 
+A logon waits until this node's replica has applied everything the input stream held when
+the logon came (``ClusterGateway``): a client that moves here from a dead node was acked
+by that node's replica, so its commands are in the stream; answering the logon before they
+are applied here would give it a stale session seq (and a client renumbers to a stale seq).
+
 Not thread-safe: everything but ``applied`` (the feeder thread's hook) runs on the replica's
 event loop.
 """
@@ -31,13 +36,48 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 from ..errors import InsufficientCapacityError, RingClosedError, RingLogError
+from ..gateway.protocol import LogonReject
+from ..gateway.server import Gateway
 from .replica import connect
 from .stream import Command, InputPublisher
 
-__all__ = ["GatewayFront"]
+__all__ = ["ClusterGateway", "GatewayFront"]
+
+LOGON_CATCH_UP_S = 30.0  # a logon waits this long for the replica to catch up, then is refused
+
+
+class ClusterGateway(Gateway):
+    """A Gateway whose logons wait for the node's replica to reach the input stream's end
+    (see the module docstring). Not thread-safe (the event loop's)."""
+
+    def __init__(self, processor: Any, config: Any, front: GatewayFront) -> None:
+        super().__init__(processor, config, submit=front.submit)
+        self.front = front
+        self._logons: set[asyncio.Future[None]] = set()  # logons waiting for the catch-up
+
+    def _logon(self, conn: Any, msg: Any) -> None:
+        conn.pause("catch-up")  # its next frames wait with it
+        task = asyncio.ensure_future(self._logon_caught_up(conn, msg))
+        self._logons.add(task)
+        task.add_done_callback(self._logons.discard)
+
+    async def _logon_caught_up(self, conn: Any, msg: Any) -> None:
+        behind = await self.front.catch_up(LOGON_CATCH_UP_S)
+        if conn.transport is None or conn.closing:
+            return
+        if behind:
+            self.metrics.logon_failures += 1
+            conn.send(LogonReject(f"this node's replica is {behind} input messages behind "
+                                  f"the stream: log on again, or at another node"))
+            conn.close()
+            return
+        super()._logon(conn, msg)
+        conn.resume("catch-up")
+        conn.flush()
 
 
 class GatewayFront:
@@ -60,9 +100,8 @@ class GatewayFront:
         """Connects a publisher and starts the gateway on ``replica.processor`` (recovered,
         not started: the gateway adds its output listener, then starts it). Returns once
         the processor runs; ``listening()`` waits for the socket."""
-        from ..gateway.server import Gateway
-
         self._loop = asyncio.get_running_loop()
+        self.replica = replica
         cfg, shard = replica.cfg, replica.config.shard
         self._name = f"ringlog-gw-{replica.config.replica_id}"
         self._cfg = cfg
@@ -71,7 +110,7 @@ class GatewayFront:
                                         shard, max_pending=self.max_pending,
                                         reconnect=self._reconnect)
         p = replica.processor
-        self.gateway = Gateway(p, self.gateway_config, submit=self.submit)
+        self.gateway = ClusterGateway(p, self.gateway_config, self)
         self._listening = asyncio.ensure_future(self.gateway.start())
         # Gateway.start() starts the processor before its first wait (its open-orders
         # queries, answered through the stream once the replica consumes it)
@@ -91,6 +130,23 @@ class GatewayFront:
         self._old.append(self._nc)
         self._nc = await connect(self._cfg, self._name)
         return self._nc.jetstream(timeout=self._cfg.publish_timeout)
+
+    async def catch_up(self, timeout: float) -> int:
+        """Waits until the replica has applied the input stream's last message as of now;
+        returns how many messages it is still behind after ``timeout`` (0: caught up)."""
+        names = self.replica.names
+        deadline = time.monotonic() + timeout
+        try:
+            info = await self.replica.js.stream_info(names.input_stream)
+            target = int(info.state.last_seq)
+        except Exception:  # NATS unreachable: what this node has is all it can know
+            return 0
+        status = self.replica.status
+        while status.applied_seq < target:
+            if time.monotonic() > deadline:
+                return target - status.applied_seq
+            await asyncio.sleep(0.005)  # the feeder thread moves applied_seq
+        return 0
 
     def submit(self, payload: Any, type_id: int, *, correlation_id: int = 0,
                producer_id: int = 0, producer_seq: int = 0, timeout: float | None = None,

@@ -218,6 +218,20 @@ class OutputEmitter:
             self._outs.append(OutputRecordOut(rec.type_id, bytes(rec.payload),
                                               rec.correlation_id, rec.timestamp_ns, rec.flags))
 
+    def describe(self) -> dict[str, Any]:
+        """Where the emitter stands (for a diagnosis): the first open message, the tailers'
+        positions, the processor's counts."""
+        head = self._open[0] if self._open else None
+        p = self.processor
+        return {"start_seq": self.start_seq, "open_messages": len(self._open),
+                "head": None if head is None else [head.seq, head.commands, head.seen,
+                                                    head.mark, head.end],
+                "input_tail": self._inputs.next_sequence,
+                "output_tail": self._outputs.next_sequence,
+                "buffered": len(self._buffer) - self._next, "first_output": self._first_output,
+                "processed": p.processed_sequence, "published": p.published_outputs,
+                "input_last": p.input.last_sequence, "output_next": p.output.next_sequence}
+
     def close(self) -> None:
         """Releases the journal mappings."""
         self._inputs.reader.close()

@@ -54,12 +54,13 @@ from .snapshot import (
     seed_directory,
     ship_snapshot,
 )
-from .stream import ensure_shard, input_decoder, publish_once
+from .stream import ensure_shard, input_decoder, publish_once, until_answered
 
 __all__ = ["Replica", "ReplicaConfig", "ReplicaStatus", "connect", "main", "run_replica",
            "wait_for_jetstream"]
 
 EXIT_DIVERGED = 3
+EMITTER_STALL_S = 10.0  # a leader's emitter silent this long with input processed: a bug
 
 
 class ReplicaConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -135,9 +136,7 @@ class Replica:
         self._loop = asyncio.get_running_loop()
         await self._connect()
         await ensure_shard(self.js, self.cfg, self.config.shard)
-        self.lease_kv = await self.js.key_value(self.names.lease_bucket)
-        self.ckpt_kv = await self.js.key_value(self.names.checkpoint_bucket)
-        self.status_kv = await self.js.key_value(self.names.status_bucket)
+        await self._open_buckets()
         self.lease = Lease(self.lease_kv, self.names.lease_key, self.config.replica_id,
                            self.cfg.lease_ttl)
         if is_empty(self.config.directory):  # a new replica: from the newest snapshot
@@ -220,13 +219,20 @@ class Replica:
     async def _reconnect(self) -> None:
         try:
             await self._connect()
-            self.lease_kv = await self.js.key_value(self.names.lease_bucket)
-            self.ckpt_kv = await self.js.key_value(self.names.checkpoint_bucket)
-            self.status_kv = await self.js.key_value(self.names.status_bucket)
+            await self._open_buckets()
             self.lease.kv = self.lease_kv
             self._event("reconnected")
         except BaseException as e:
             self._fail(e)
+
+    async def _open_buckets(self) -> None:
+        names, js = self.names, self.js
+        self.lease_kv = await until_answered(lambda: js.key_value(names.lease_bucket),
+                                             names.lease_bucket)
+        self.ckpt_kv = await until_answered(lambda: js.key_value(names.checkpoint_bucket),
+                                            names.checkpoint_bucket)
+        self.status_kv = await until_answered(lambda: js.key_value(names.status_bucket),
+                                              names.status_bucket)
 
     def _fail(self, e: BaseException) -> None:
         if self._error is None:
@@ -518,12 +524,16 @@ class Replica:
         p = self.processor
         assert p is not None
         emitter = OutputEmitter(p, max(last, 1))
+        quiet_since = time.monotonic()
         try:
             while lease.held():
                 batches = emitter.poll()
                 if not batches:
+                    if self._emitter_stalled(emitter, last, quiet_since):
+                        return  # stand down; the next term builds a new emitter
                     await asyncio.sleep(0.0005)
                     continue
+                quiet_since = time.monotonic()
                 for seq, data in batches:
                     if seq <= last:
                         if not await self._check_published(seq, data):
@@ -555,6 +565,21 @@ class Replica:
                     self.status.published_seq = seq
         finally:
             emitter.close()
+
+    def _emitter_stalled(self, emitter: OutputEmitter, last: int, quiet_since: float) -> bool:
+        """A watchdog: the processor has finished input past what the output stream holds, yet
+        the emitter has given no batch for EMITTER_STALL_S. That is a bug (the emitter's
+        bookkeeping, a journal tailer): say what it looked like, and let a new term start
+        afresh from the journals."""
+        p = self.processor
+        assert p is not None
+        if time.monotonic() - quiet_since < EMITTER_STALL_S or p.state != "running":
+            return False
+        if self.status.applied_seq <= last or p.processed_sequence < p.input.last_sequence:
+            return False  # nothing new to publish, or the loop is still busy
+        self._event("emitter_stalled", output_last=last, applied_seq=self.status.applied_seq,
+                    **emitter.describe())
+        return True
 
     async def _check_published(self, seq: int, data: bytes) -> bool:
         """Compares this replica's batch ``seq`` with the output stream's message ``seq``;

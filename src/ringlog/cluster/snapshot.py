@@ -21,9 +21,7 @@ while the output stream is behind s (another replica must publish up to there fi
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -75,24 +73,18 @@ async def fetch_snapshot(js: Any, bucket: str, name: str, timeout: float = 60.0
     does not answer (a bucket just created has no stream leader yet; a node is down) for up
     to ``timeout`` seconds, then raises RingLogError: starting from the stream's beginning
     instead could only meet a gap."""
-    import nats.errors
-    from nats.js.errors import APIError, NotFoundError, ObjectNotFoundError
+    from nats.js.errors import NotFoundError, ObjectNotFoundError
 
-    deadline = time.monotonic() + timeout
-    while True:
+    from .stream import until_answered
+
+    async def get() -> Any:
         try:
-            store = await js.object_store(bucket)
-            res = await store.get(name)
-            break
+            return await (await js.object_store(bucket)).get(name)
         except (NotFoundError, ObjectNotFoundError):
             return None
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, APIError) as e:
-            if isinstance(e, APIError) and e.code not in (503, 504):
-                raise
-            if time.monotonic() > deadline:
-                raise RingLogError(f"the snapshot store {bucket} did not answer within "
-                                   f"{timeout:.0f} s: {e!r}") from e
-            await asyncio.sleep(0.1)
+    res = await until_answered(get, f"the snapshot store {bucket}", timeout)
+    if res is None:
+        return None
     if res.data is None:
         return None
     return msgspec.msgpack.decode(res.data, type=ShardSnapshot)
