@@ -127,6 +127,14 @@ def _first_output_caused_at_or_after(path: Any, cause: int, end: int) -> int:
         reader.close()
 
 
+def _appended(tailer: JournalTailer, last: int, most: int = 4096) -> list[Any]:
+    """The records the tailer has not read up to ``last`` (the appender's last sequence: its
+    records are committed), at most ``most``. Asking for exactly what is there keeps the
+    tailer from looking for a next segment (a directory listing) at the end of each read."""
+    n = min(last - tailer.next_sequence + 1, most)
+    return tailer.poll(0.0, n) if n > 0 else []
+
+
 class _Message:
     __slots__ = ("commands", "end", "mark", "seen", "seq")
 
@@ -168,7 +176,7 @@ class OutputEmitter:
 
     def poll(self) -> list[tuple[int, bytes]]:
         """The batches completed since the last call, in stream order."""
-        for rec in self._inputs.poll(0.0):
+        for rec in _appended(self._inputs, self.processor.input.last_sequence):
             if _is_mark(rec):
                 self._open.append(_Message(*unpack_mark(rec.payload), rec.sequence))
             elif _is_command(rec) and self._open:
@@ -200,7 +208,8 @@ class OutputEmitter:
         buf = self._buffer
         while True:
             if self._next >= len(buf):
-                buf = self._buffer = self._outputs.poll(0.0, 4096)
+                buf = self._buffer = _appended(self._outputs,
+                                               self.processor.output.next_sequence - 1)
                 self._next = 0
                 if not buf:
                     return self._outputs.next_sequence >= published
