@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import json
 import os
 import pkgutil
@@ -60,7 +61,7 @@ __all__ = ["Replica", "ReplicaConfig", "ReplicaStatus", "connect", "main", "run_
            "wait_for_jetstream"]
 
 EXIT_DIVERGED = 3
-EMITTER_STALL_S = 10.0  # a leader's emitter silent this long with input processed: a bug
+EMITTER_STALL_S = 10.0  # a leader's term neither publishing nor idle this long: a bug
 
 
 class ReplicaConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -128,6 +129,8 @@ class Replica:
         self._seed = 0  # stream seq a snapshot seeded this directory at (0: none)
         self._shipping: Any = None  # the snapshot upload in flight
         self._shipped_before = -1  # journal seq of the last snapshot shipped
+        self._progress = 0.0  # monotonic time the leader's term last published or idled
+        self._emitter: OutputEmitter | None = None  # the term's, for the watchdog's report
 
     # -- lifecycle ------------------------------------------------------------------------
     async def run(self) -> int:
@@ -478,12 +481,19 @@ class Replica:
                 self.status.leader_since = lease.acquired_at
                 self._event("leader", applied_seq=self.status.applied_seq)
                 renew = asyncio.ensure_future(self._renew(lease))
+                self._progress = time.monotonic()
+                publishing = asyncio.ensure_future(self._publish_outputs(lease))
                 try:
-                    await self._publish_outputs(lease)
+                    await self._watch_publishing(publishing)
+                except asyncio.CancelledError:
+                    if not publishing.cancelled():
+                        raise  # the replica stops
+                    lease.valid_until = 0.0  # the watchdog stopped a stalled term
                 except Exception as e:  # NATS trouble: stand down, the lease decides anew
                     self._event("publish_error", error=repr(e))
                     lease.valid_until = 0.0
                 finally:
+                    publishing.cancel()
                     renew.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await renew
@@ -492,6 +502,30 @@ class Replica:
         except asyncio.CancelledError:
             await lease.release()
             raise
+
+    async def _watch_publishing(self, publishing: asyncio.Future[None]) -> None:
+        """Awaits the term's publishing task, a watchdog over it: a term that neither
+        publishes nor is idle for EMITTER_STALL_S (a bug: a call that never returns, an
+        emitter that lost count) is reported with where it waits, and cancelled; the lease
+        decides anew and a new term starts afresh from the journals."""
+        while True:
+            done, _ = await asyncio.wait([publishing], timeout=1.0)
+            if done:
+                return publishing.result()
+            quiet = time.monotonic() - self._progress
+            # (one publish may retry for up to a lease, each try up to publish_timeout)
+            if quiet > max(EMITTER_STALL_S, 2 * self.cfg.lease_ttl + self.cfg.publish_timeout):
+                stack = io.StringIO()
+                publishing.print_stack(file=stack)
+                emitter = self._emitter.describe() if self._emitter is not None else None
+                self._event("publisher_stalled", quiet_s=round(quiet, 1),
+                            applied_seq=self.status.applied_seq,
+                            published_seq=self.status.published_seq, emitter=emitter,
+                            stack=stack.getvalue())
+                publishing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await publishing
+                return
 
     async def _may_lead(self) -> bool:
         """A replica seeded from a snapshot at s has no output batches up to s: it may lead
@@ -523,21 +557,22 @@ class Replica:
         last = int(info.state.last_seq)
         p = self.processor
         assert p is not None
-        emitter = OutputEmitter(p, max(last, 1))
-        quiet_since = time.monotonic()
+        emitter = self._emitter = OutputEmitter(p, max(last, 1))
         try:
             while lease.held():
                 batches = emitter.poll()
                 if not batches:
-                    if self._emitter_stalled(emitter, last, quiet_since):
-                        return  # stand down; the next term builds a new emitter
+                    if self.status.applied_seq <= last or \
+                            p.processed_sequence < p.input.last_sequence:
+                        self._progress = time.monotonic()  # idle, or the loop is busy
                     await asyncio.sleep(0.0005)
                     continue
-                quiet_since = time.monotonic()
+                self._progress = time.monotonic()
                 for seq, data in batches:
                     if seq <= last:
                         if not await self._check_published(seq, data):
                             return
+                        self._progress = time.monotonic()
                         continue
                     if not lease.held():
                         return
@@ -563,23 +598,10 @@ class Replica:
                         return  # no quorum within a lease, or a new connection: retry
                     last = seq
                     self.status.published_seq = seq
+                    self._progress = time.monotonic()
         finally:
+            self._emitter = None
             emitter.close()
-
-    def _emitter_stalled(self, emitter: OutputEmitter, last: int, quiet_since: float) -> bool:
-        """A watchdog: the processor has finished input past what the output stream holds, yet
-        the emitter has given no batch for EMITTER_STALL_S. That is a bug (the emitter's
-        bookkeeping, a journal tailer): say what it looked like, and let a new term start
-        afresh from the journals."""
-        p = self.processor
-        assert p is not None
-        if time.monotonic() - quiet_since < EMITTER_STALL_S or p.state != "running":
-            return False
-        if self.status.applied_seq <= last or p.processed_sequence < p.input.last_sequence:
-            return False  # nothing new to publish, or the loop is still busy
-        self._event("emitter_stalled", output_last=last, applied_seq=self.status.applied_seq,
-                    **emitter.describe())
-        return True
 
     async def _check_published(self, seq: int, data: bytes) -> bool:
         """Compares this replica's batch ``seq`` with the output stream's message ``seq``;
