@@ -370,9 +370,10 @@ def run(runs: int = 3, smoke: bool = False, peers: dict | None = None,
 GOALS = [
     {"goal": ">= 0.5x the raw replicas-3 byte rate at the same message size",
      "row": "cluster_r3_vs_raw_bytes", "min": 0.5,
-     "why": "the replica is the limit, not NATS: ~10 us of Python per command in the leader "
-            "(one Processor.publish per command, one record object per output in the "
-            "emitter), and leader, standby and three nats-servers share two cores"},
+     "why": "the replica is the limit, not NATS: ~8 us of CPU per command in the leader, "
+            "two thirds of it the output emitter reading back in Python the ~3.6 journal "
+            "records each command makes (bench/cluster_replica_cpu.py); leader, standby and "
+            "three nats-servers share two cores with other work"},
     {"goal": "failover (kill -9 of the leader to its successor's first output) < 1 s",
      "row": "cluster_failover_ms", "max": 1000,
      "why": "a lease of 0.5 s is trusted for 3/4 of it; the standby polls every ttl/8"},
