@@ -56,11 +56,23 @@ class Shard:
         return self.js
 
     async def __aexit__(self, *exc: Any) -> None:
+        if exc[0] is not None:  # a failed test: what each replica said about itself
+            await self._report()
         for r in self.replicas.values():
             r.stop()
         for nc in [*self.old, self.nc]:
             with contextlib.suppress(Exception):
                 await nc.close()
+
+    async def _report(self) -> None:
+        with contextlib.suppress(Exception):
+            print("input stream last", await asyncio.wait_for(self.watch.last_input_seq(), 5),
+                  "output stream last", await asyncio.wait_for(self.watch.last_output_seq(), 5),
+                  "lease", await asyncio.wait_for(self.watch.leader(), 5))
+        for rid, r in self.replicas.items():
+            with contextlib.suppress(Exception):
+                print(rid, "alive" if r.alive() else "dead",
+                      await asyncio.wait_for(self.watch.status(rid), 5))
 
     def start(self, rid: str, handler: str = "ringlog.engine.flow:demo_engine",
               fresh_dir: bool = False, gateway_config: Path | None = None) -> ReplicaProcess:
