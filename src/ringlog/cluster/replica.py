@@ -131,8 +131,6 @@ class Replica:
         self._shipping: Any = None  # the snapshot upload in flight
         self._shipped_before = -1  # journal seq of the last snapshot shipped
         self._progress = 0.0  # monotonic time the leader's term last published or idled
-        self._recording: set[asyncio.Future[None]] = set()  # checkpoints being recorded
-        self._verified = 0  # the newest checkpoint known to match (or this replica's start)
         self._emitter: OutputEmitter | None = None  # the term's, for the watchdog's report
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -278,9 +276,6 @@ class Replica:
         elif self._seed:  # seeded from a snapshot, no message journaled since
             self._next_seq = self._seed + 1
             self.status.applied_seq = self._seed
-        # what this replica applied before it restarted was checked then (or halts it at
-        # the next checkpoint)
-        self._verified = self.status.applied_seq
         self.processor = p  # started by run() (or by the front's gateway)
 
     # -- input: stream → processor --------------------------------------------------------
@@ -435,36 +430,24 @@ class Replica:
             self._event("snapshot_cleanup_failed", error=repr(e))
 
     def _record(self, seq: int, cp: Checkpoint) -> None:
-        """Hands a checkpoint to the event loop to record or check (the feeder goes on:
-        NATS trouble with the checkpoint bucket must not stop the input)."""
+        """Records or checks a checkpoint from the feeder thread (which waits: no input
+        passes an unchecked checkpoint, so a diverged replica writes no later reference);
+        retries NATS trouble (a timeout, a bucket electing its leader, a connection replaced
+        meanwhile) for up to CHECKPOINT_RETRY_S."""
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._start_recording, seq, cp)
-
-    def _start_recording(self, seq: int, cp: Checkpoint) -> None:
-        task = asyncio.ensure_future(self._record_async(seq, cp))
-        self._recording.add(task)
-        task.add_done_callback(self._recording.discard)
-
-    async def _record_async(self, seq: int, cp: Checkpoint) -> None:
-        """Records or checks checkpoint ``seq``, retrying NATS trouble (a timeout, a bucket
-        without a leader, a connection replaced meanwhile) for up to CHECKPOINT_RETRY_S; a
-        divergence stops the replica. Once it matches, the leader may publish the outputs of
-        the next checkpoint_every messages (``_verified``)."""
         deadline = time.monotonic() + CHECKPOINT_RETRY_S
         while True:
             try:
-                await record_checkpoint(self.ckpt_kv, self.names.checkpoint_key(seq), cp)
-                self._verified = max(self._verified, seq)
+                asyncio.run_coroutine_threadsafe(
+                    record_checkpoint(self.ckpt_kv, self.names.checkpoint_key(seq), cp),
+                    self._loop).result(timeout=30)
                 return
-            except Divergence as e:
-                self._fail(e)
-                return
-            except Exception as e:
-                if time.monotonic() > deadline:
-                    self._fail(RingLogError(f"checkpoint {seq} not recorded within "
-                                            f"{CHECKPOINT_RETRY_S:.0f} s: {e!r}"))
-                    return
-                await asyncio.sleep(0.2)
+            except Divergence:
+                raise
+            except Exception:
+                if time.monotonic() > deadline or self._stopping.is_set():
+                    raise
+                time.sleep(0.1)
 
     def _wait_processed(self, last_ring: int) -> None:
         """Waits until the loop has processed everything published up to ``last_ring`` (it is
@@ -578,7 +561,6 @@ class Replica:
         p = self.processor
         assert p is not None
         emitter = self._emitter = OutputEmitter(p, max(last, 1))
-        every = self.cfg.checkpoint_every
         try:
             while lease.held():
                 batches = emitter.poll()
@@ -595,11 +577,6 @@ class Replica:
                             return
                         self._progress = time.monotonic()
                         continue
-                    # outputs past the next checkpoint wait until the state there is known
-                    # to match the shard's (a diverged leader publishes nothing beyond it)
-                    while seq > self._verified + every and lease.held():
-                        self._progress = time.monotonic()
-                        await asyncio.sleep(0.002)
                     if not lease.held():
                         return
                     try:
