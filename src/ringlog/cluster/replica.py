@@ -565,9 +565,8 @@ class Replica:
             while lease.held():
                 batches = emitter.poll()
                 if not batches:
-                    if self.status.applied_seq <= last or \
-                            p.processed_sequence < p.input.last_sequence:
-                        self._progress = time.monotonic()  # idle, or the loop is busy
+                    if self.status.applied_seq <= last:
+                        self._progress = time.monotonic()  # idle: nothing new to publish
                     await asyncio.sleep(0.0005)
                     continue
                 self._progress = time.monotonic()
