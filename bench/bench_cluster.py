@@ -46,7 +46,7 @@ from ringlog.cluster.natsserver import NatsCluster
 from ringlog.cluster.replica import wait_for_jetstream
 from ringlog.cluster.shard import ShardedPublisher, ShardRouter
 from ringlog.cluster.stream import InputBatch, InputPublisher, OutputBatch, ensure_shard
-from ringlog.cluster.trial import ReplicaProcess, ShardWatch, engine_commands
+from ringlog.cluster.trial import ReplicaProcess, ShardWatch, engine_commands, stop_all
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -122,8 +122,7 @@ class _Bench:
                     "publish_s": t_in, "leader_cpu_us_per_command": cpu / n * 1e6,
                     "msg_size": info.state.bytes / max(info.state.messages, 1)}
         finally:
-            for r in reps:
-                r.stop()
+            stop_all(reps)
 
     async def raw(self, replicas: int, size: int, count: int) -> dict[str, float]:
         """``count`` js.publish_async of ``size`` bytes to a fresh stream; all acked."""
@@ -194,8 +193,7 @@ class _Bench:
         finally:
             await sub.unsubscribe()
             await isub.unsubscribe()
-            for r in reps:
-                r.stop()
+            stop_all(reps)
         ins = sorted(seen_in.values())
         xs = sorted(lat.values())
         warm = xs if len(xs) < 100 else sorted(list(lat.values())[len(xs) // 10:])
@@ -250,8 +248,7 @@ class _Bench:
             await task
             await pub.close()
             await sub.unsubscribe()
-            for r in reps:
-                r.stop()
+            stop_all(reps)
         return times
 
     async def shards(self, k: int, n: int) -> float:
@@ -276,8 +273,7 @@ class _Bench:
             await pub.close()
             return n / dt
         finally:
-            for r in reps:
-                r.stop()
+            stop_all(reps)
 
 
 async def _true(x: bool) -> bool:

@@ -15,7 +15,7 @@ import nats
 
 from ringlog.cluster.replica import wait_for_jetstream
 from ringlog.cluster.stream import InputBatch, InputPublisher, ensure_shard
-from ringlog.cluster.trial import ReplicaProcess, ShardWatch, engine_commands
+from ringlog.cluster.trial import ReplicaProcess, ShardWatch, engine_commands, stop_all
 from ringlog.engine.flow import demo_engine
 
 HERE = Path(__file__).parent
@@ -58,8 +58,7 @@ class Shard:
     async def __aexit__(self, *exc: Any) -> None:
         if exc[0] is not None:  # a failed test: what each replica said about itself
             await self._report()
-        for r in self.replicas.values():
-            r.stop()
+        stop_all(list(self.replicas.values()))
         for nc in [*self.old, self.nc]:
             with contextlib.suppress(Exception):
                 await nc.close()

@@ -30,7 +30,7 @@ from .config import ClusterConfig
 from .replica import ReplicaStatus
 from .stream import OutputBatch
 
-__all__ = ["ReplicaProcess", "ShardWatch", "engine_commands"]
+__all__ = ["ReplicaProcess", "ShardWatch", "engine_commands", "stop_all"]
 
 
 class ReplicaProcess:
@@ -97,13 +97,18 @@ class ReplicaProcess:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGCONT)
 
+    def terminate(self) -> None:
+        """Asks for a clean stop (SIGCONT first: a paused process could not act on it)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM (a clean stop), SIGKILL after ``timeout``; returns the exit code."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
+            self.terminate()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -127,6 +132,14 @@ class ReplicaProcess:
                     if ev.get("event") == name:
                         out.append(ev)
         return out
+
+
+def stop_all(replicas: list[ReplicaProcess], timeout: float = 15.0) -> None:
+    """Stops replicas together: every one is asked first, then each is waited for."""
+    for r in replicas:
+        r.terminate()
+    for r in replicas:
+        r.stop(timeout)
 
 
 class ShardWatch:
