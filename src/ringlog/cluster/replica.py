@@ -561,6 +561,7 @@ class Replica:
         p = self.processor
         assert p is not None
         emitter = self._emitter = OutputEmitter(p, max(last, 1))
+        rejected = 0  # publishes refused as out of sequence this term
         try:
             while lease.held():
                 batches = emitter.poll()
@@ -569,7 +570,6 @@ class Replica:
                         self._progress = time.monotonic()  # idle: nothing new to publish
                     await asyncio.sleep(0.0005)
                     continue
-                self._progress = time.monotonic()
                 for seq, data in batches:
                     if seq <= last:
                         if not await self._check_published(seq, data):
@@ -595,6 +595,10 @@ class Replica:
                             return
                         last = int((await self.js.stream_info(
                             self.names.output_stream)).state.last_seq)
+                        rejected += 1
+                        if rejected == 1 or rejected % 1000 == 0:  # (the watchdog's evidence)
+                            self._event("publish_rejected", seq=seq, stream_last=last,
+                                        times=rejected)
                         continue
                     except (RingLogError, nats.errors.ConnectionClosedError):
                         return  # no quorum within a lease, or a new connection: retry
