@@ -73,9 +73,8 @@ class Shard:
                 print(rid, "alive" if r.alive() else "dead",
                       await asyncio.wait_for(self.watch.status(rid), 5))
             # its last words (pytest's temp dirs may be gone before anyone reads the logs)
-            lines = [ln for ln in r.output().splitlines()
-                     if '"event": "leader"' not in ln and '"event": "standby"' not in ln]
-            for ln in lines[-12:]:
+            lines = [ln for ln in r.output().splitlines() if "remove_temp_file" not in ln]
+            for ln in lines[-25:]:
                 print(f"  {rid}: {ln[:3000]}")
 
     def start(self, rid: str, handler: str = "ringlog.engine.flow:demo_engine",
