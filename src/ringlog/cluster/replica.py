@@ -480,6 +480,14 @@ class Replica:
                         or not await lease.try_acquire():
                     await asyncio.sleep(self.cfg.lease_ttl / 8)
                     continue
+                if not lease.held():
+                    # the write came back after the share of the ttl it may be trusted for
+                    # (a loaded machine): a term could publish nothing, and taking the key
+                    # again and again would keep it from a replica that can use it. Let it
+                    # expire instead.
+                    self._event("lease_too_slow", ttl=self.cfg.lease_ttl)
+                    await asyncio.sleep(self.cfg.lease_ttl)
+                    continue
                 self.status.role = "leader"
                 self.status.leader_since = lease.acquired_at
                 self._event("leader", applied_seq=self.status.applied_seq)
