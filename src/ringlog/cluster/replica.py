@@ -131,6 +131,7 @@ class Replica:
         self._shipping: Any = None  # the snapshot upload in flight
         self._shipped_before = -1  # journal seq of the last snapshot shipped
         self._progress = 0.0  # monotonic time the leader's term last published or idled
+        self._term_last = 0  # the output stream's last sequence as the term knows it
         self._emitter: OutputEmitter | None = None  # the term's, for the watchdog's report
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -514,6 +515,19 @@ class Replica:
             await lease.release()
             raise
 
+    def dump(self) -> None:
+        """Prints where the replica stands (SIGUSR1): the leader's term, its emitter, the
+        stacks of the replica's tasks. For a diagnosis of a running replica."""
+        stacks = io.StringIO()
+        for t in asyncio.all_tasks():
+            t.print_stack(file=stacks)
+        self._event("dump", role=self.status.role, applied_seq=self.status.applied_seq,
+                    published_seq=self.status.published_seq, term_last=self._term_last,
+                    progress_age=round(time.monotonic() - self._progress, 3),
+                    lease_held=self.lease.held() if hasattr(self, "lease") else None,
+                    emitter=self._emitter.describe() if self._emitter is not None else None,
+                    stacks=stacks.getvalue())
+
     async def _watch_publishing(self, publishing: asyncio.Future[None]) -> None:
         """Awaits the term's publishing task, a watchdog over it: a term that neither
         publishes nor is idle for EMITTER_STALL_S (a bug: a call that never returns, an
@@ -565,7 +579,7 @@ class Replica:
         from nats.js.errors import BadRequestError
 
         info = await self.js.stream_info(self.names.output_stream)
-        last = int(info.state.last_seq)
+        last = self._term_last = int(info.state.last_seq)
         p = self.processor
         assert p is not None
         emitter = self._emitter = OutputEmitter(p, max(last, 1))
@@ -610,7 +624,7 @@ class Replica:
                         continue
                     except (RingLogError, nats.errors.ConnectionClosedError):
                         return  # no quorum within a lease, or a new connection: retry
-                    last = seq
+                    last = self._term_last = seq
                     self.status.published_seq = seq
                     self._progress = time.monotonic()
         finally:
@@ -699,6 +713,7 @@ def run_replica(config: ReplicaConfig, handler_factory: Callable[[], Any] | None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, r.stop)
+        loop.add_signal_handler(signal.SIGUSR1, r.dump)
         return await r.run()
 
     try:
