@@ -320,7 +320,10 @@ class Processor:
         no-op control marker that ends it makes every replay hand a batch handler the same
         batches as this one."""
         last = self.input.last_sequence
-        rec = next(self.input.reader(last), None) if last >= 0 else None
+        try:
+            rec = next(self.input.reader(last), None) if last >= 0 else None
+        except JournalError:  # empty, starting after `last` (a directory seeded from a
+            rec = None        # snapshot: ringlog.cluster.snapshot)
         if rec is None or rec.flags & FLAG_BATCH_END:
             return
         self.input.append(b"", TYPE_BATCH_MARK, timestamp_ns=rec.timestamp_ns,

@@ -10,11 +10,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import nats
 
 from ringlog.cluster.replica import wait_for_jetstream
-from ringlog.cluster.stream import InputPublisher, ensure_shard
-from ringlog.cluster.trial import ReplicaProcess, ShardWatch, engine_commands
+from ringlog.cluster.stream import InputBatch, InputPublisher, ensure_shard
+from ringlog.cluster.trial import ReplicaProcess, ShardWatch, engine_commands, stop_all
 from ringlog.engine.flow import demo_engine
 from ringlog.errors import RingLogError
 
@@ -56,20 +57,37 @@ class Shard:
         return self.js
 
     async def __aexit__(self, *exc: Any) -> None:
-        for r in self.replicas.values():
-            r.stop()
+        if exc[0] is not None:  # a failed test: what each replica said about itself
+            await self._report()
+        stop_all(list(self.replicas.values()))
         for nc in [*self.old, self.nc]:
             with contextlib.suppress(Exception):
                 await nc.close()
 
+    async def _report(self) -> None:
+        with contextlib.suppress(Exception):
+            print("input stream last", await asyncio.wait_for(self.watch.last_input_seq(), 5),
+                  "output stream last", await asyncio.wait_for(self.watch.last_output_seq(), 5),
+                  "lease", await asyncio.wait_for(self.watch.leader(), 5))
+        for rid, r in self.replicas.items():
+            with contextlib.suppress(Exception):
+                print(rid, "alive" if r.alive() else "dead",
+                      await asyncio.wait_for(self.watch.status(rid), 5))
+            # its last words (pytest's temp dirs may be gone before anyone reads the logs)
+            lines = [ln for ln in r.output().splitlines() if "remove_temp_file" not in ln]
+            for ln in lines[-25:]:
+                print(f"  {rid}: {ln[:3000]}")
+
     def start(self, rid: str, handler: str = "ringlog.engine.flow:demo_engine",
-              fresh_dir: bool = False) -> ReplicaProcess:
-        """Starts (or restarts, same directory) replica ``rid``."""
+              fresh_dir: bool = False, gateway_config: Path | None = None) -> ReplicaProcess:
+        """Starts (or restarts, same directory) replica ``rid`` (with a gateway config: a
+        ``ringlog serve --cluster`` node)."""
         d = self.tmp / (f"{rid}-{time.monotonic_ns()}" if fresh_dir else rid)
         old = self.replicas.get(rid)
         if old is not None and not fresh_dir:
             d = old.directory
-        r = ReplicaProcess(self.cfg, rid, d, handler=handler).start()
+        r = ReplicaProcess(self.cfg, rid, d, handler=handler,
+                           gateway_config=gateway_config).start()
         self.replicas[rid] = r
         return r
 
@@ -163,3 +181,29 @@ def check_outputs(batches: list[Any], commands: list[tuple[int, bytes]], last: i
     assert len(got) == len(want)
     assert got == want
     return str(engine.state_hash())
+
+
+async def stream_commands(shard: Shard, last: int) -> list[tuple[int, int, int, bytes]]:
+    """Every command of the input stream up to ``last``: (producer, seq, type, payload)."""
+    dec = msgspec.msgpack.Decoder(InputBatch)
+    out = []
+    for seq in range(1, last + 1):
+        msg = await shard.js.get_msg(shard.watch.names.input_stream, seq, direct=True)
+        out += [(c.producer_id, c.producer_seq, c.type_id, c.payload)
+                for c in dec.decode(msg.data).commands]
+    return out
+
+
+def apply_once(engine: Any, commands: list[tuple[int, int, int, bytes]]
+               ) -> tuple[list[tuple[int, bytes]], set[tuple[int, int]]]:
+    """Applies stream commands to ``engine`` as every replica does (a command whose
+    (producer, seq) came before is a resend: skipped); returns the outputs and the keys."""
+    seen: set[tuple[int, int]] = set()
+    outs: list[tuple[int, bytes]] = []
+    for producer, seq, ty, payload in commands:
+        if producer:
+            if (producer, seq) in seen:
+                continue
+            seen.add((producer, seq))
+        outs += engine.apply(ty, payload)
+    return outs, seen

@@ -1,5 +1,6 @@
-"""``ringlog serve --cluster``: the engine of a gateway config as a replica of its shard;
-bad cluster options exit 2 with one line naming the option."""
+"""``ringlog serve --cluster``: the engine of a gateway config as a replica of its shard (its
+TCP gateway in front: tests/cluster/test_front.py); bad cluster options exit 2 with one line
+naming the option."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from ringlog.cluster.stream import InputPublisher
 from ringlog.engine import Command, Engine, new_order
 from ringlog.gateway.session import load_config
 
-from .helpers import Shard
+from .helpers import Shard, apply_once, stream_commands
 
 CONFIG = ("port = 0\n[[sessions]]\nid = 1\ntoken = \"token-of-one\"\naccount = 101\n[engine]\n" +
           "".join(f"[[engine.symbols]]\nsymbol = {s}\nmax_price = 100000\n" for s in (1, 3)))
@@ -62,8 +63,12 @@ def test_serve_cluster_runs_the_configured_engine_as_a_replica(cluster_config: A
             last = await pub.flush()
             await pub.close()
             st = await shard.caught_up("s1", last, timeout=60)
+            # the stream holds these orders and the gateway's own queries (its open-orders
+            # rebuild at start): the engine fed them gives every output the shard published
+            cmds = await stream_commands(shard, last)
+            assert [pl for _, _, ty, pl in cmds if ty == Command.NEW] == orders
             engine = Engine(load_config(str(gw)).engine)
-            want = [out for o in orders for out in engine.apply(Command.NEW, o)]
+            want, _ = apply_once(engine, cmds)
             got = [(o.type_id, o.payload) for _, b, _ in await shard.all_outputs(last)
                    for o in b.outputs]
             assert got == want and st.state_hash == engine.state_hash()

@@ -215,6 +215,9 @@ def test_a_replica_resuming_a_message_cut_after_its_mark_does_not_mark_it_again(
                                   slot_size=max(128, e.config.min_slot_size),
                                   segment_size=1 << 20)))
     r._recover()
+    assert r.processor is not None
+    if r.processor.state != "running":
+        r.processor.start()
     assert (r._next_seq, r._skip) == (2, 0)
     r._loop = asyncio.new_event_loop()
     try:

@@ -1,4 +1,5 @@
-"""Replicas joining and leaving: from an empty directory (the whole stream), after kill -9
+"""Replicas joining and leaving: from an empty directory (the newest snapshot, then the stream
+after it, whose beginning is gone), after kill -9
 (the local journal, then the stream), and one whose state diverges (halted at the first
 checkpoint that differs, saying where)."""
 
@@ -8,30 +9,39 @@ import asyncio
 import json
 from typing import Any
 
+from ringlog.cluster.snapshot import fetch_snapshot
+
 from .helpers import Load, Shard, check_outputs
 
 
-def test_replica_from_an_empty_directory_catches_up_and_takes_over(
+def test_replica_from_an_empty_directory_starts_from_a_snapshot_and_takes_over(
         cluster_config: Any, tmp_path: Any) -> None:
     async def scenario() -> None:
-        cfg = cluster_config()
+        cfg = cluster_config(snapshot_every=50)
         async with Shard(cfg, tmp_path) as shard:
-            shard.start("a")
+            a = shard.start("a")
             assert await shard.leader(timeout=60) == "a"
             load = Load(shard, rate=3000).start()
-            await shard.published("a", 1)  # the leader is publishing before z joins
+            async def shipped() -> Any:
+                return await fetch_snapshot(shard.js, shard.watch.names.snapshot_bucket,
+                                            shard.watch.names.snapshot_object)
+            snap = await shard.watch.wait(shipped, "a snapshot shipped", 60)
+            # the input stream no longer holds its beginning: only a snapshot can help
+            await shard.js.purge_stream(shard.watch.names.input_stream,
+                                        seq=snap.stream_seq + 1)
             joined = shard.start("z")  # empty directory, joins while input flows
-            st = await shard.caught_up("z", 1, timeout=60)
-            assert st.role == "standby"
-            shard.replicas["a"].kill()
+            await shard.caught_up("z", snap.stream_seq + 1, timeout=60)
+            seeded = joined.events("seeded")
+            assert seeded and seeded[0]["stream_seq"] >= snap.stream_seq
+            assert joined.events("started")[0]["next_seq"] == seeded[0]["stream_seq"] + 1
+            a.kill()
             assert await shard.leader(not_="a") == "z"
-            await asyncio.sleep(0.5)
+            await shard.published("z", 1)
             last = await load.stop()
             batches = await shard.all_outputs(last, timeout=60)
             want = check_outputs(batches, load.commands[:load.sent], last)
             st = await shard.caught_up("z", last, timeout=60)
             assert st.state_hash == want
-            assert json.loads(joined.output().splitlines()[0])["next_seq"] == 1
             assert {h["Ringlog-Replica"] for _, _, h in batches} == {"a", "z"}
     asyncio.run(asyncio.wait_for(scenario(), 180))
 
@@ -47,7 +57,10 @@ def test_replica_killed_mid_stream_recovers_from_its_journal_then_the_stream(
             load = Load(shard, rate=3000).start()
             await shard.caught_up("b", 20, timeout=60)
             b.kill()
-            await asyncio.sleep(0.5)  # the stream moves on without b
+            gone = await shard.watch.last_input_seq()
+            async def moved_on() -> bool:  # the stream moves on without b
+                return await shard.watch.last_input_seq() >= gone + 10
+            await shard.watch.wait(moved_on, "input after b died", 60)
             b = shard.start("b")
             last = await load.stop()
             st = await shard.caught_up("b", last, timeout=60)

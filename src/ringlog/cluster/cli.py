@@ -6,7 +6,8 @@ instant).
 
     ringlog serve DIR --config gw.toml --cluster nats://h1:4222,nats://h2:4222 --replica-id a
         └─ cmd_serve_cluster: the engine of gw.toml's [engine] section as a replica of its
-           shard (leader or standby, decided by the lease)
+           shard (leader or standby, decided by the lease), and gw.toml's TCP gateway in
+           front of it, its commands into the shard's input stream (ringlog.cluster.front)
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def add_cluster_options(p: argparse.ArgumentParser, *, required: bool = False) -
                    help="seconds a silent leader keeps the lease (about the failover time)")
     g.add_argument("--checkpoint-every", type=int, default=1000,
                    help="input stream messages between state-hash checkpoints")
+    g.add_argument("--cluster-snapshot-every", type=int, default=10_000,
+                   help="input messages between the snapshots the leader ships (a new "
+                   "replica starts from the newest); 0: none")
     g.add_argument("--standby-only", action="store_true", help="never take the lease")
 
 
@@ -49,7 +53,8 @@ def cluster_config_from_args(args: argparse.Namespace, directory: str, handler: 
     servers = [u.strip() for s in args.cluster for u in s.split(",") if u.strip()]
     cluster = ClusterConfig(servers=servers, name=args.cluster_name, shards=args.shards,
                             replicas=args.replicas, lease_ttl=args.lease_ttl,
-                            checkpoint_every=args.checkpoint_every)
+                            checkpoint_every=args.checkpoint_every,
+                            snapshot_every=args.cluster_snapshot_every)
     return ReplicaConfig(cluster=cluster, replica_id=args.replica_id, directory=directory,
                          shard=args.shard, handler=handler, processor=processor,
                          standby_only=args.standby_only)
@@ -57,12 +62,16 @@ def cluster_config_from_args(args: argparse.Namespace, directory: str, handler: 
 
 def cmd_serve_cluster(args: argparse.Namespace) -> int:
     """``ringlog serve --cluster``: the engine of the gateway config as a replica of its
-    shard until SIGINT/SIGTERM. Exit 2 for a bad option, 3 when the state diverged."""
+    shard, with the gateway in front, until SIGINT/SIGTERM. Exit 2 for a bad option, 3 when
+    the state diverged."""
     import pkgutil
+
+    import msgspec
 
     from ..errors import RingLogError
     from ..gateway.session import GatewayConfigError, load_config
     from ..processor import ProcessorConfig
+    from .front import GatewayFront
     from .replica import run_replica
 
     try:
@@ -70,6 +79,9 @@ def cmd_serve_cluster(args: argparse.Namespace) -> int:
     except GatewayConfigError as e:
         print(e, file=sys.stderr)
         return 2
+    over = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if over:
+        gw = msgspec.structs.replace(gw, **over)
     try:
         factory = pkgutil.resolve_name(args.engine)
     except (ImportError, AttributeError, ValueError) as e:
@@ -89,4 +101,4 @@ def cmd_serve_cluster(args: argparse.Namespace) -> int:
     except RingLogError as e:
         print(f"ringlog serve: {e}", file=sys.stderr)
         return 2
-    return run_replica(cfg, make)
+    return run_replica(cfg, make, front=GatewayFront(gw))

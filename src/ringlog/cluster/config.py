@@ -9,6 +9,7 @@ test runs) share one NATS deployment without meeting::
     bucket  RL_<name>_LEASE         key shard-<shard>               the leader's lease
     bucket  RL_<name>_CKPT          key <shard>.<stream seq>        state-hash checkpoints
     bucket  RL_<name>_STATUS        key <shard>.<replica>           what each replica is doing
+    objects RL_<name>_SNAP          object shard-<shard>            the newest shipped snapshot
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     is about this much); it renews every ``lease_ttl / 4``. Batches of commands end at
     ``batch_max_bytes`` or ``batch_max_commands`` or ``batch_linger`` seconds after their
     first command. A checkpoint of the state hash is taken every ``checkpoint_every`` input
-    stream messages.
+    stream messages, and the leader ships a snapshot every ``snapshot_every`` (0: never), from
+    which a replica with an empty directory starts.
     """
 
     servers: list[str]
@@ -42,6 +44,7 @@ class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     replicas: int = 3
     lease_ttl: float = 2.0
     checkpoint_every: int = 1000
+    snapshot_every: int = 10_000
     batch_max_bytes: int = 64 << 10
     batch_max_commands: int = 1024
     batch_linger: float = 0.002
@@ -73,6 +76,9 @@ class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         if not 64 <= self.batch_max_bytes <= 1 << 20:
             raise config_error(self, "batch_max_bytes", f"must be 64 B to 1 MiB (NATS's "
                                f"default max_payload), got {self.batch_max_bytes}")
+        if self.snapshot_every < 0:
+            raise config_error(self, "snapshot_every", f"must be >= 0 (0: no snapshots), got "
+                               f"{self.snapshot_every}")
         if self.batch_max_commands < 1:
             raise config_error(self, "batch_max_commands", f"must be >= 1, got "
                                f"{self.batch_max_commands}")
@@ -106,6 +112,8 @@ class ShardNames:
         self.lease_key = f"shard-{shard}"
         self.checkpoint_bucket = f"RL_{name}_CKPT"
         self.status_bucket = f"RL_{name}_STATUS"
+        self.snapshot_bucket = f"RL_{name}_SNAP"
+        self.snapshot_object = f"shard-{shard}"
 
     def checkpoint_key(self, stream_seq: int) -> str:
         """The key of the shard's reference checkpoint at an input stream sequence."""

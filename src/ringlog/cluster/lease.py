@@ -56,29 +56,39 @@ class Lease:
 
     async def try_acquire(self) -> bool:
         """Creates the key if no one holds it; True if this replica now leads. A key that
-        already names this replica (written by its previous process) is taken over."""
-        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-
+        already names this replica (written by its previous process) is taken over. Any
+        trouble (no quorum, a timeout) leaves it a standby: False."""
         sent = time.monotonic()
         try:
-            self.revision = await self.kv.create(self.key, self.holder.encode())
-        except KeyWrongLastSequenceError:
-            try:
-                entry = await self.kv.get(self.key)
-            except KeyNotFoundError:
-                return False  # expired meanwhile: the next try creates it
-            if entry.value != self.holder.encode():
-                return False
-            try:
-                self.revision = await self.kv.update(self.key, self.holder.encode(),
-                                                     last=entry.revision)
-            except KeyWrongLastSequenceError:
-                return False
+            revision = await self._create_or_take_over()
         except Exception:
             return False  # no quorum, timeout: still a standby
+        if revision is None:
+            return False
+        self.revision = revision
         self.valid_until = sent + self.ttl * TRUST
         self.acquired_at = time.time()
         return True
+
+    async def _create_or_take_over(self) -> int | None:
+        """The revision this replica now holds the key at, None if another holds it."""
+        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+        try:
+            return int(await self.kv.create(self.key, self.holder.encode()))
+        except KeyWrongLastSequenceError:
+            pass
+        try:
+            entry = await self.kv.get(self.key)
+        except KeyNotFoundError:
+            return None  # expired meanwhile: the next try creates it
+        if entry.value != self.holder.encode():
+            return None
+        try:
+            return int(await self.kv.update(self.key, self.holder.encode(),
+                                            last=entry.revision))
+        except KeyWrongLastSequenceError:
+            return None
 
     async def renew(self) -> bool:
         """Extends the lease with a compare-and-set on the last revision; False (and the

@@ -127,12 +127,21 @@ def _first_output_caused_at_or_after(path: Any, cause: int, end: int) -> int:
         reader.close()
 
 
-class _Message:
-    __slots__ = ("commands", "end", "seen", "seq")
+def _appended(tailer: JournalTailer, last: int, most: int = 4096) -> list[Any]:
+    """The records the tailer has not read up to ``last`` (the appender's last sequence: its
+    records are committed), at most ``most``. Asking for exactly what is there keeps the
+    tailer from looking for a next segment (a directory listing) at the end of each read."""
+    n = min(last - tailer.next_sequence + 1, most)
+    return tailer.poll(0.0, n) if n > 0 else []
 
-    def __init__(self, seq: int, commands: int) -> None:
+
+class _Message:
+    __slots__ = ("commands", "end", "mark", "seen", "seq")
+
+    def __init__(self, seq: int, commands: int, mark: int) -> None:
         self.seq = seq
         self.commands = commands
+        self.mark = mark  # input journal seq of its mark
         self.seen = 0
         self.end = -1  # input journal seq of its last command, once journaled
 
@@ -150,18 +159,12 @@ class OutputEmitter:
         self.processor = processor
         self.start_seq = start_seq
         inp, out = processor.input, processor.output
-        # One reading of the journal's end serves both searches (reading next_sequence
-        # apart from it raced the loop: a mark journaled between the reads was skipped and
-        # its batch never came). With no mark of start_seq up to `last`, tailing starts at
-        # the mark of the message in progress there: its remaining commands must not be
-        # taken for the next message's.
+        # One reading of the journal's end serves both: with no mark of start_seq up to
+        # `last`, it lies past `last`. (Reading next_sequence separately raced the loop: a
+        # mark journaled between the two reads was skipped and its batch never came.)
         last = inp.last_sequence
         jm = find_mark(inp.path, start_seq, last) if last >= 0 else None
-        if jm is None:
-            newest = last_mark(inp.path, last) if last >= 0 else None
-            jm = newest[3] if newest is not None else last + 1
-        in_from = jm
-        self._in_from = in_from
+        in_from = jm if jm is not None else last + 1
         self._inputs = JournalTailer(inp.path, in_from)
         self._outputs = JournalTailer(out.path, _first_output_caused_at_or_after(
             out.path, in_from, out.next_sequence))
@@ -173,9 +176,9 @@ class OutputEmitter:
 
     def poll(self) -> list[tuple[int, bytes]]:
         """The batches completed since the last call, in stream order."""
-        for rec in self._inputs.poll(0.0):
+        for rec in _appended(self._inputs, self.processor.input.last_sequence):
             if _is_mark(rec):
-                m = _Message(*unpack_mark(rec.payload))
+                m = _Message(*unpack_mark(rec.payload), rec.sequence)
                 if m.commands == 0:  # an empty message is complete at its mark
                     m.end = rec.sequence
                 if self._open and self._open[-1].seq == m.seq and self._open[-1].seen == 0:
@@ -194,7 +197,7 @@ class OutputEmitter:
         published = p.published_outputs
         while self._open and 0 <= self._open[0].end <= processed:
             m = self._open[0]
-            if not self._collect(m.end, published):
+            if not self._collect(m.mark, m.end, published):
                 break
             self._open.pop(0)
             if m.seq >= self.start_seq:
@@ -203,13 +206,15 @@ class OutputEmitter:
             self._outs = []
         return done
 
-    def _collect(self, end: int, published: int) -> bool:
-        """Gathers the outputs caused by input journal sequences <= ``end``; True once every
-        one is read (an output of a later input seen, or every published output read)."""
+    def _collect(self, mark: int, end: int, published: int) -> bool:
+        """Gathers the outputs caused by input journal sequences ``mark..end``; True once
+        every one is read (an output of a later input seen, or every published output
+        read)."""
         buf = self._buffer
         while True:
             if self._next >= len(buf):
-                buf = self._buffer = self._outputs.poll(0.0, 4096)
+                buf = self._buffer = _appended(self._outputs,
+                                               self.processor.output.next_sequence - 1)
                 self._next = 0
                 if not buf:
                     return self._outputs.next_sequence >= published
@@ -217,13 +222,29 @@ class OutputEmitter:
             if rec.producer_seq > end:
                 return True
             self._next += 1
-            if rec.producer_seq < self._in_from:
-                # caused before the first message tailed (journaled after the search above
-                # read the output journal's end): in no batch of this emitter
+            if rec.producer_seq < mark:
+                # caused before this message's mark: by the tail of a message this emitter
+                # did not see whole (it started mid-message, or the search above read the
+                # output journal's end before the loop journaled these). In no batch of this
+                # emitter, but it holds an output index: the batch's first output is later.
                 self._first_output += 1
                 continue
             self._outs.append(OutputRecordOut(rec.type_id, bytes(rec.payload),
                                               rec.correlation_id, rec.timestamp_ns, rec.flags))
+
+    def describe(self) -> dict[str, Any]:
+        """Where the emitter stands (for a diagnosis): the first open message, the tailers'
+        positions, the processor's counts."""
+        head = self._open[0] if self._open else None
+        p = self.processor
+        return {"start_seq": self.start_seq, "open_messages": len(self._open),
+                "head": None if head is None else [head.seq, head.commands, head.seen,
+                                                    head.mark, head.end],
+                "input_tail": self._inputs.next_sequence,
+                "output_tail": self._outputs.next_sequence,
+                "buffered": len(self._buffer) - self._next, "first_output": self._first_output,
+                "processed": p.processed_sequence, "published": p.published_outputs,
+                "input_last": p.input.last_sequence, "output_next": p.output.next_sequence}
 
     def close(self) -> None:
         """Releases the journal mappings."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import json
 import os
 import pkgutil
@@ -46,12 +47,22 @@ from .checkpoint import Checkpoint, Divergence, record_checkpoint, state_hash
 from .config import ClusterConfig
 from .lease import Lease
 from .outputs import OutputEmitter, last_mark, pack_mark
-from .stream import ensure_shard, input_decoder, publish_once
+from .snapshot import (
+    ShardSnapshot,
+    fetch_snapshot,
+    is_empty,
+    read_seed,
+    seed_directory,
+    ship_snapshot,
+)
+from .stream import ensure_shard, input_decoder, publish_once, until_answered
 
 __all__ = ["Replica", "ReplicaConfig", "ReplicaStatus", "connect", "main", "run_replica",
            "wait_for_jetstream"]
 
 EXIT_DIVERGED = 3
+CHECKPOINT_RETRY_S = 600.0  # NATS trouble recording a checkpoint: retried this long
+EMITTER_STALL_S = 10.0  # a leader's term neither publishing nor idle this long: a bug
 
 
 class ReplicaConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -97,8 +108,12 @@ class Replica:
     """Runs one replica until ``stop()`` or a divergence (see the module docstring)."""
 
     def __init__(self, config: ReplicaConfig,
-                 handler_factory: Callable[[], Any] | None = None) -> None:
+                 handler_factory: Callable[[], Any] | None = None, *,
+                 front: Any = None) -> None:
         self.config = config
+        # a GatewayFront (ringlog.cluster.front): starts the processor itself (its output
+        # listener comes first) and hears which session commands the feeder applied
+        self.front = front
         self._factory = handler_factory or pkgutil.resolve_name(config.handler)
         self.cfg = config.cluster
         self.names = self.cfg.names(config.shard)
@@ -113,6 +128,12 @@ class Replica:
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reconnecting: asyncio.Future[None] | None = None
+        self._seed = 0  # stream seq a snapshot seeded this directory at (0: none)
+        self._shipping: Any = None  # the snapshot upload in flight
+        self._shipped_before = -1  # journal seq of the last snapshot shipped
+        self._progress = 0.0  # monotonic time the leader's term last published or idled
+        self._term_last = 0  # the output stream's last sequence as the term knows it
+        self._emitter: OutputEmitter | None = None  # the term's, for the watchdog's report
 
     # -- lifecycle ------------------------------------------------------------------------
     async def run(self) -> int:
@@ -121,12 +142,21 @@ class Replica:
         self._loop = asyncio.get_running_loop()
         await self._connect()
         await ensure_shard(self.js, self.cfg, self.config.shard)
-        self.lease_kv = await self.js.key_value(self.names.lease_bucket)
-        self.ckpt_kv = await self.js.key_value(self.names.checkpoint_bucket)
-        self.status_kv = await self.js.key_value(self.names.status_bucket)
+        await self._open_buckets()
         self.lease = Lease(self.lease_kv, self.names.lease_key, self.config.replica_id,
                            self.cfg.lease_ttl)
+        if is_empty(self.config.directory):  # a new replica: from the newest snapshot
+            snap = await fetch_snapshot(self.js, self.names.snapshot_bucket,
+                                        self.names.snapshot_object)
+            if snap is not None:
+                seed_directory(self.config.directory, snap, self.config.processor.segment_size)
+                self._event("seeded", stream_seq=snap.stream_seq, bytes=len(snap.data))
         self._recover()
+        if self.front is not None:
+            await self.front.start(self)
+        else:
+            assert self.processor is not None
+            self.processor.start()
         self._event("started", next_seq=self._next_seq, skip=self._skip)
         self.status.role = "standby"
         feeder = threading.Thread(target=self._guard_feeder, name="ringlog-feeder",
@@ -134,6 +164,8 @@ class Replica:
         feeder.start()
         tasks = [asyncio.ensure_future(t) for t in (self._fetch(), self._lead(),
                                                      self._report())]
+        if self.front is not None:
+            tasks.append(asyncio.ensure_future(self._announce()))
         for t in tasks:  # a task that ends with an error stops the replica, loudly
             t.add_done_callback(self._task_done)
         await self._stopping.wait()
@@ -149,6 +181,8 @@ class Replica:
                 self._queue.put_nowait(None)
                 break
         await asyncio.get_running_loop().run_in_executor(None, feeder.join, 10)
+        if self.front is not None:  # closes its clients, drains and stops the processor
+            await self.front.stop()
         if self.processor is not None:
             with contextlib.suppress(Exception):
                 self.processor.stop()
@@ -165,6 +199,12 @@ class Replica:
     def stop(self) -> None:
         """Asks the replica to stop (from the event loop's thread or a signal handler)."""
         self._stopping.set()
+
+    async def _announce(self) -> None:
+        """Prints where the gateway listens once it does (after its open-orders queries
+        came back through the stream)."""
+        host, port = await self.front.listening()
+        self._event("listening", host=host, port=port)
 
     def _task_done(self, task: asyncio.Future[Any]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -185,13 +225,20 @@ class Replica:
     async def _reconnect(self) -> None:
         try:
             await self._connect()
-            self.lease_kv = await self.js.key_value(self.names.lease_bucket)
-            self.ckpt_kv = await self.js.key_value(self.names.checkpoint_bucket)
-            self.status_kv = await self.js.key_value(self.names.status_bucket)
+            await self._open_buckets()
             self.lease.kv = self.lease_kv
             self._event("reconnected")
         except BaseException as e:
             self._fail(e)
+
+    async def _open_buckets(self) -> None:
+        names, js = self.names, self.js
+        self.lease_kv = await until_answered(lambda: js.key_value(names.lease_bucket),
+                                             names.lease_bucket)
+        self.ckpt_kv = await until_answered(lambda: js.key_value(names.checkpoint_bucket),
+                                            names.checkpoint_bucket)
+        self.status_kv = await until_answered(lambda: js.key_value(names.status_bucket),
+                                              names.status_bucket)
 
     def _fail(self, e: BaseException) -> None:
         if self._error is None:
@@ -216,17 +263,23 @@ class Replica:
         need = getattr(getattr(self.handler, "config", None), "min_slot_size", 0)
         if need > pc.slot_size:  # the engine's market-data records need bigger slots
             pc = msgspec.structs.replace(pc, slot_size=need)
+        # Every replica dedups by (producer, producer seq): a gateway session's resend (after
+        # a failover, to another node) is applied once, identically everywhere.
+        pc = msgspec.structs.replace(pc, dedup=True)
         p = Processor(self.handler, self.config.directory, pc)
         p.recover()
         inp = p.input
         found = last_mark(inp.path, inp.last_sequence) if inp.last_sequence >= 0 else None
+        self._seed = read_seed(self.config.directory)
         if found is not None:
             s, n, journaled, _ = found
             self._next_seq, self._skip = (s + 1, 0) if journaled >= n else (s, journaled)
             self._cut = journaled < n
             self.status.applied_seq = s if journaled >= n else s - 1
-        p.start()
-        self.processor = p
+        elif self._seed:  # seeded from a snapshot, no message journaled since
+            self._next_seq = self._seed + 1
+            self.status.applied_seq = self._seed
+        self.processor = p  # started by run() (or by the front's gateway)
 
     # -- input: stream → processor --------------------------------------------------------
     async def _fetch(self) -> None:
@@ -307,7 +360,9 @@ class Replica:
         ring = p.input_ring
         decode = input_decoder().decode
         every = self.cfg.checkpoint_every
+        snap_every = self.cfg.snapshot_every
         skip, cut, last_ring = self._skip, self._cut, -1
+        applied = self.front.applied if self.front is not None else None
         while True:
             try:
                 item = self._queue.get(timeout=0.1)
@@ -323,22 +378,67 @@ class Replica:
             if not cut:
                 last_ring = ring.publish(pack_mark(seq, len(batch.commands)), TYPE_STREAM_MARK,
                                          timestamp_ns=ts, flags=FLAG_CONTROL)
+            sessions = []
             for c in batch.commands[skip:]:
                 last_ring = p.publish(c.payload, c.type_id, timestamp_ns=ts,
                                       correlation_id=c.correlation_id,
                                       producer_id=c.producer_id, producer_seq=c.producer_seq)
+                if c.producer_id:
+                    sessions.append((c.producer_id, c.producer_seq, last_ring))
+            if applied is not None and sessions:
+                applied(sessions)
             skip, cut = 0, False
             self.status.applied_seq = seq
             if seq % every == 0:
                 h = self._hash_now(last_ring)
                 cp = Checkpoint(seq, h, self.config.replica_id)
                 self._record(seq, cp)
+            if snap_every and seq % snap_every == 0 and self.status.role == "leader":
+                last_ring = self._snapshot(seq, ts)
+
+    def _snapshot(self, seq: int, ts: int) -> int:
+        """The leader's feeder after message ``seq``: a local snapshot there (a control event
+        the loop takes after the message), shipped to the object store in the background
+        (one upload at a time: a slow one makes the next checkpoint skip). Returns the ring
+        sequence of the snapshot request."""
+        p = self.processor
+        assert p is not None and self._loop is not None
+        ring_seq = p.request_snapshot(timestamp_ns=ts)
+        self._wait_processed(ring_seq)
+        snap = p.snapshots.latest()
+        if snap is None or snap.sequence != p.journal_sequence_of(ring_seq):
+            return ring_seq
+        if self._shipping is not None and not self._shipping.done():
+            return ring_seq
+        shard_snap = ShardSnapshot(seq, snap.sequence, p.published_outputs, snap.data)
+        self._shipping = asyncio.run_coroutine_threadsafe(self._ship(shard_snap), self._loop)
+        return ring_seq
+
+    async def _ship(self, snap: ShardSnapshot) -> None:
+        try:
+            await ship_snapshot(self.js, self.names.snapshot_bucket, self.names.snapshot_object,
+                                snap)
+            self._event("snapshot_shipped", stream_seq=snap.stream_seq, bytes=len(snap.data))
+        except Exception as e:  # the next one will do
+            self._event("snapshot_failed", stream_seq=snap.stream_seq, error=repr(e))
+            return
+        # local copies: the newest two stay (recovery falls back to the older if the newest
+        # is damaged); the journal they need is the processor's retention's business
+        assert self.processor is not None
+        try:
+            if self._shipped_before >= 0:
+                self.processor.snapshots.delete_before(self._shipped_before)
+            self._shipped_before = snap.journal_seq
+        except Exception as e:
+            self._event("snapshot_cleanup_failed", error=repr(e))
 
     def _record(self, seq: int, cp: Checkpoint) -> None:
-        """Records or checks a checkpoint from the feeder thread; retries NATS trouble (a
-        timeout, a connection replaced meanwhile) for up to a minute."""
+        """Records or checks a checkpoint from the feeder thread (which waits: no input
+        passes an unchecked checkpoint, so a diverged replica writes no later reference);
+        retries NATS trouble (a timeout, a bucket electing its leader, a connection replaced
+        meanwhile) for up to CHECKPOINT_RETRY_S."""
         assert self._loop is not None
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + CHECKPOINT_RETRY_S
         while True:
             try:
                 asyncio.run_coroutine_threadsafe(
@@ -352,9 +452,9 @@ class Replica:
                     raise
                 time.sleep(0.1)
 
-    def _hash_now(self, last_ring: int) -> str:
-        """Waits until the loop has processed everything published, then hashes the state
-        (the loop is idle: this thread is its only producer)."""
+    def _wait_processed(self, last_ring: int) -> None:
+        """Waits until the loop has processed everything published up to ``last_ring`` (it is
+        then idle: this thread is its only producer)."""
         p = self.processor
         assert p is not None
         target = p.journal_sequence_of(last_ring)
@@ -364,6 +464,10 @@ class Replica:
                 raise RingLogError(f"the processor stopped ({p.state}) before input "
                                    f"{target} was processed")
             time.sleep(0.0002)
+
+    def _hash_now(self, last_ring: int) -> str:
+        """Waits until the loop is idle, then hashes the state."""
+        self._wait_processed(last_ring)
         h = state_hash(self.handler)
         self.status.hash_seq, self.status.state_hash = self.status.applied_seq, h
         return h
@@ -375,19 +479,35 @@ class Replica:
         lease = self.lease
         try:
             while True:
-                if self.config.standby_only or not await lease.try_acquire():
+                if self.config.standby_only or not await self._may_lead() \
+                        or not await lease.try_acquire():
                     await asyncio.sleep(self.cfg.lease_ttl / 8)
+                    continue
+                if not lease.held():
+                    # the write came back after the share of the ttl it may be trusted for
+                    # (a loaded machine): a term could publish nothing, and taking the key
+                    # again and again would keep it from a replica that can use it. Let it
+                    # expire instead.
+                    self._event("lease_too_slow", ttl=self.cfg.lease_ttl)
+                    await asyncio.sleep(self.cfg.lease_ttl)
                     continue
                 self.status.role = "leader"
                 self.status.leader_since = lease.acquired_at
                 self._event("leader", applied_seq=self.status.applied_seq)
                 renew = asyncio.ensure_future(self._renew(lease))
+                self._progress = time.monotonic()
+                publishing = asyncio.ensure_future(self._publish_outputs(lease))
                 try:
-                    await self._publish_outputs(lease)
+                    await self._watch_publishing(publishing)
+                except asyncio.CancelledError:
+                    if not publishing.cancelled():
+                        raise  # the replica stops
+                    lease.valid_until = 0.0  # the watchdog stopped a stalled term
                 except Exception as e:  # NATS trouble: stand down, the lease decides anew
                     self._event("publish_error", error=repr(e))
                     lease.valid_until = 0.0
                 finally:
+                    publishing.cancel()
                     renew.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await renew
@@ -396,6 +516,57 @@ class Replica:
         except asyncio.CancelledError:
             await lease.release()
             raise
+
+    def dump(self) -> None:
+        """Prints where the replica stands (SIGUSR1): the leader's term, its emitter, the
+        stacks of the replica's tasks. For a diagnosis of a running replica."""
+        stacks = io.StringIO()
+        for t in asyncio.all_tasks():
+            t.print_stack(file=stacks)
+        self._event("dump", role=self.status.role, applied_seq=self.status.applied_seq,
+                    published_seq=self.status.published_seq, term_last=self._term_last,
+                    progress_age=round(time.monotonic() - self._progress, 3),
+                    lease_held=self.lease.held() if hasattr(self, "lease") else None,
+                    emitter=self._emitter.describe() if self._emitter is not None else None,
+                    stacks=stacks.getvalue())
+
+    async def _watch_publishing(self, publishing: asyncio.Future[None]) -> None:
+        """Awaits the term's publishing task, a watchdog over it: a term that neither
+        publishes nor is idle for EMITTER_STALL_S (a bug: a call that never returns, an
+        emitter that lost count) is reported with where it waits, and cancelled; the lease
+        decides anew and a new term starts afresh from the journals."""
+        while True:
+            done, _ = await asyncio.wait([publishing], timeout=1.0)
+            if done:
+                return publishing.result()
+            quiet = time.monotonic() - self._progress
+            # (one publish may retry for up to a lease, each try up to publish_timeout)
+            if quiet > max(EMITTER_STALL_S, 2 * self.cfg.lease_ttl + self.cfg.publish_timeout):
+                stack = io.StringIO()
+                publishing.print_stack(file=stack)
+                emitter = self._emitter.describe() if self._emitter is not None else None
+                self._event("publisher_stalled", quiet_s=round(quiet, 1),
+                            applied_seq=self.status.applied_seq,
+                            published_seq=self.status.published_seq, emitter=emitter,
+                            stack=stack.getvalue())
+                publishing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await publishing
+                return
+
+    async def _may_lead(self) -> bool:
+        """A replica seeded from a snapshot at s has no output batches up to s: it may lead
+        only once the output stream holds them."""
+        if not self._seed:
+            return True
+        try:
+            info = await self.js.stream_info(self.names.output_stream)
+        except Exception:
+            return False
+        if int(info.state.last_seq) >= self._seed:
+            self._seed = 0  # for good: the stream only grows
+            return True
+        return False
 
     async def _renew(self, lease: Lease) -> None:
         while lease.held():
@@ -410,20 +581,24 @@ class Replica:
         from nats.js.errors import BadRequestError
 
         info = await self.js.stream_info(self.names.output_stream)
-        last = int(info.state.last_seq)
+        last = self._term_last = int(info.state.last_seq)
         p = self.processor
         assert p is not None
-        emitter = OutputEmitter(p, max(last, 1))
+        emitter = self._emitter = OutputEmitter(p, max(last, 1))
+        rejected = 0  # publishes refused as out of sequence this term
         try:
             while lease.held():
                 batches = emitter.poll()
                 if not batches:
+                    if self.status.applied_seq <= last:
+                        self._progress = time.monotonic()  # idle: nothing new to publish
                     await asyncio.sleep(0.0005)
                     continue
                 for seq, data in batches:
                     if seq <= last:
                         if not await self._check_published(seq, data):
                             return
+                        self._progress = time.monotonic()
                         continue
                     if not lease.held():
                         return
@@ -444,12 +619,18 @@ class Replica:
                             return
                         last = int((await self.js.stream_info(
                             self.names.output_stream)).state.last_seq)
+                        rejected += 1
+                        if rejected == 1 or rejected % 1000 == 0:  # (the watchdog's evidence)
+                            self._event("publish_rejected", seq=seq, stream_last=last,
+                                        times=rejected)
                         continue
                     except (RingLogError, nats.errors.ConnectionClosedError):
                         return  # no quorum within a lease, or a new connection: retry
-                    last = seq
+                    last = self._term_last = seq
                     self.status.published_seq = seq
+                    self._progress = time.monotonic()
         finally:
+            self._emitter = None
             emitter.close()
 
     async def _check_published(self, seq: int, data: bytes) -> bool:
@@ -525,14 +706,16 @@ async def wait_for_jetstream(js: Any, timeout: float = 30.0) -> None:
             await asyncio.sleep(0.1)
 
 
-def run_replica(config: ReplicaConfig, handler_factory: Callable[[], Any] | None = None
-                ) -> int:
-    """Runs a replica in this process until SIGINT/SIGTERM; returns its exit code."""
+def run_replica(config: ReplicaConfig, handler_factory: Callable[[], Any] | None = None,
+                *, front: Any = None) -> int:
+    """Runs a replica (with a ``GatewayFront``: and its TCP gateway) in this process until
+    SIGINT/SIGTERM; returns its exit code."""
     async def main() -> int:
-        r = Replica(config, handler_factory)
+        r = Replica(config, handler_factory, front=front)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, r.stop)
+        loop.add_signal_handler(signal.SIGUSR1, r.dump)
         return await r.run()
 
     try:

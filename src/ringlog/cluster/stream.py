@@ -84,9 +84,40 @@ def input_decoder() -> msgspec.msgpack.Decoder[InputBatch]:
     return msgspec.msgpack.Decoder(InputBatch)
 
 
+async def until_answered(call: Callable[[], Awaitable[Any]], what: str,
+                         timeout: float = 60.0) -> Any:
+    """``await call()``, again while JetStream does not answer (a timeout, no responders, no
+    stream leader yet: a busy or electing cluster), for up to ``timeout`` seconds; then
+    RingLogError naming ``what``. Other errors pass through."""
+    import nats.errors
+    from nats.js.errors import APIError, ServiceUnavailableError
+
+    deadline = time.monotonic() + timeout
+    pause = 0.05
+    while True:
+        try:
+            return await call()
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError,
+                ServiceUnavailableError, APIError) as e:
+            if isinstance(e, APIError) and not isinstance(e, ServiceUnavailableError) \
+                    and e.code not in (503, 504):
+                raise
+            if time.monotonic() > deadline:
+                raise RingLogError(f"{what}: JetStream did not answer within {timeout:.0f} s: "
+                                   f"{e!r}") from e
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 1.0)
+
+
 async def ensure_shard(js: Any, cfg: ClusterConfig, shard: int) -> ShardNames:
     """Creates the shard's input and output streams and the cluster's buckets if missing
-    (idempotent: replicas and gateways all call it at start)."""
+    (idempotent: replicas and gateways all call it at start; retried while JetStream does not
+    answer)."""
+    return await until_answered(lambda: _ensure_shard(js, cfg, shard),  # type: ignore[no-any-return]
+                                f"creating shard {shard} of {cfg.name}")
+
+
+async def _ensure_shard(js: Any, cfg: ClusterConfig, shard: int) -> ShardNames:
     from nats.js.api import RetentionPolicy, StorageType, StreamConfig
     from nats.js.errors import BadRequestError
 
@@ -104,6 +135,9 @@ async def ensure_shard(js: Any, cfg: ClusterConfig, shard: int) -> ShardNames:
     await ensure_bucket(js, names.lease_bucket, cfg.replicas, ttl=cfg.lease_ttl)
     await ensure_bucket(js, names.checkpoint_bucket, cfg.replicas)
     await ensure_bucket(js, names.status_bucket, cfg.replicas, ttl=300.0)
+    from .snapshot import ensure_snapshot_store
+
+    await ensure_snapshot_store(js, names.snapshot_bucket, cfg.replicas)
     return names
 
 

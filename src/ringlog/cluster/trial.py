@@ -13,6 +13,7 @@ Not thread-safe: one owner drives the processes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -29,7 +30,7 @@ from .config import ClusterConfig
 from .replica import ReplicaStatus
 from .stream import OutputBatch
 
-__all__ = ["ReplicaProcess", "ShardWatch", "engine_commands"]
+__all__ = ["ReplicaProcess", "ShardWatch", "engine_commands", "stop_all"]
 
 
 class ReplicaProcess:
@@ -37,19 +38,26 @@ class ReplicaProcess:
 
     def __init__(self, cfg: ClusterConfig, replica_id: str, directory: str | Path, *,
                  shard: int = 0, handler: str = "ringlog.engine.flow:demo_engine",
-                 segment_size: int = 1 << 20, extra: list[str] | None = None) -> None:
+                 segment_size: int = 1 << 20, extra: list[str] | None = None,
+                 gateway_config: str | Path | None = None) -> None:
         self.cfg = cfg
         self.replica_id = replica_id
         self.directory = Path(directory)
         self.shard = shard
-        self.args = [sys.executable, "-m", "ringlog.cluster",
-                     "--cluster", ",".join(cfg.servers), "--cluster-name", cfg.name,
-                     "--shard", str(shard), "--shards", str(cfg.shards),
-                     "--replicas", str(cfg.replicas), "--replica-id", replica_id,
-                     "--dir", str(self.directory), "--handler", handler,
-                     "--lease-ttl", str(cfg.lease_ttl),
-                     "--checkpoint-every", str(cfg.checkpoint_every),
-                     "--segment-size", str(segment_size), *(extra or [])]
+        common = ["--cluster", ",".join(cfg.servers), "--cluster-name", cfg.name,
+                  "--shard", str(shard), "--shards", str(cfg.shards),
+                  "--replicas", str(cfg.replicas), "--replica-id", replica_id,
+                  "--lease-ttl", str(cfg.lease_ttl),
+                  "--checkpoint-every", str(cfg.checkpoint_every),
+                  "--cluster-snapshot-every", str(cfg.snapshot_every)]
+        if gateway_config is None:
+            self.args = [sys.executable, "-m", "ringlog.cluster", *common,
+                         "--dir", str(self.directory), "--handler", handler,
+                         "--segment-size", str(segment_size), *(extra or [])]
+        else:  # a node with a TCP gateway: ``ringlog serve --cluster`` on a free port
+            self.args = [sys.executable, "-m", "ringlog", "serve", str(self.directory),
+                         "--config", str(gateway_config), "--port", "0", *common,
+                         *(extra or [])]
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.directory.with_name(self.directory.name + ".log")
 
@@ -89,13 +97,18 @@ class ReplicaProcess:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGCONT)
 
+    def terminate(self) -> None:
+        """Asks for a clean stop (SIGCONT first: a paused process could not act on it)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM (a clean stop), SIGKILL after ``timeout``; returns the exit code."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
+            self.terminate()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -106,6 +119,27 @@ class ReplicaProcess:
     def output(self) -> str:
         """What the process printed so far."""
         return self.log.read_text() if self.log.exists() else ""
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """The JSON-line events called ``name`` the process printed so far."""
+        import json
+
+        out = []
+        for line in self.output().splitlines():
+            if line.startswith("{") and f'"{name}"' in line:
+                with contextlib.suppress(ValueError):
+                    ev = json.loads(line)
+                    if ev.get("event") == name:
+                        out.append(ev)
+        return out
+
+
+def stop_all(replicas: list[ReplicaProcess], timeout: float = 15.0) -> None:
+    """Stops replicas together: every one is asked first, then each is waited for."""
+    for r in replicas:
+        r.terminate()
+    for r in replicas:
+        r.stop(timeout)
 
 
 class ShardWatch:

@@ -87,13 +87,22 @@ class Gateway:
     The processor must be built with ``ProcessorConfig(dedup=True)`` (a resent command is
     never applied twice) and not started: ``start()`` recovers it and rebuilds the sessions
     first. Not thread-safe: everything runs on the event loop that called ``start()``.
+    ``submit`` replaces ``processor.publish`` as the way commands enter (same arguments;
+    returns the ring sequence, or None when the journal sequence is told later).
     """
 
-    def __init__(self, processor: Any, config: GatewayConfig) -> None:
+    def __init__(self, processor: Any, config: GatewayConfig, *,
+                 submit: Callable[..., int | None] | None = None) -> None:
         if not processor.config.dedup:
             raise GatewayConfigError("the gateway needs ProcessorConfig(dedup=True): without "
                                      "it a resent command could be applied twice")
         self.processor = processor
+        # Where commands go: the processor's input ring, or (a cluster gateway) a shard's
+        # input stream, whose submit returns None and reports each command's journal
+        # sequence later through ``table.published`` (ringlog.cluster.front). The compiled
+        # fast path publishes straight into the ring, so it serves the first case only.
+        self._submit_command = submit or processor.publish
+        self._fast = submit is None
         self.config = config
         self.table = SessionTable(config)
         self.metrics = GatewayMetrics()
@@ -227,8 +236,8 @@ class Gateway:
         for acct in accounts:
             type_id, payload = encode_command(OpenOrders(1), acct)
             try:
-                self.processor.publish(payload, type_id, correlation_id=correlation(0, acct),
-                                       timeout=1.0)
+                self._submit_command(payload, type_id, correlation_id=correlation(0, acct),
+                                     timeout=1.0)
             except (CircuitOpenError, InsufficientCapacityError):
                 # the breaker is open: the engine's own per-account limit still applies
                 table.rebuilding = set()
@@ -391,8 +400,8 @@ class Gateway:
         Returns the bytes taken; the rest (any other frame, a frame a rule would refuse, a
         partial frame) goes to the per-message path, which answers it as before."""
         s = conn.session
-        if s is None or self.backlog or conn.owed_to:
-            return 0  # rare states: the per-message path knows them
+        if s is None or self.backlog or conn.owed_to or not self._fast:
+            return 0  # rare states (and a cluster gateway): the per-message path knows them
         lim = self.config.limits
         batch = self._batch
         k = batch.scan(data, lim.max_frame, s.last_seen + 1, lim.max_inflight - len(s.inflight),
@@ -439,7 +448,7 @@ class Gateway:
         except (CircuitOpenError, RingClosedError) as e:
             self._halted(s, seq, e)
         else:
-            if ring_seq >= 0:
+            if ring_seq is None or ring_seq >= 0:
                 self._published(s, seq, 1, ring_seq)
             else:
                 self._park(conn, s, seq, *command)
@@ -456,17 +465,19 @@ class Gateway:
             conn.pause("inflight")
 
     def _publish(self, s: Session, first: int, n: int,
-                 command: tuple[int, bytes] | None = None) -> int:
-        """The one way commands leave the gateway: ``n`` commands of ``s`` numbered from
-        ``first`` (the fast path's batch, or one ``command``: type id and payload) into the
-        processor's input ring, never waiting, with the session as the dedup producer and
-        ``correlation(s.id, seq)``. Returns the ring sequence of the first, -1 if the ring
-        has no room now; raises CircuitOpenError (breaker open) or RingClosedError."""
+                 command: tuple[int, bytes] | None = None) -> int | None:
+        """The one way session commands leave the gateway: ``n`` commands of ``s`` numbered
+        from ``first`` (the fast path's batch, or one ``command``: type id and payload) into
+        the processor's input ring (or the ``submit`` given), never waiting, with the session
+        as the dedup producer and ``correlation(s.id, seq)``. Returns the ring sequence of
+        the first, -1 if there is no room now, None if the journal sequence is told later
+        (a cluster gateway); raises CircuitOpenError (breaker open) or RingClosedError."""
         p = self.processor
         if command is not None:
             try:
-                return p.publish(command[1], command[0], correlation_id=correlation(s.id, first),
-                                 producer_id=s.id, producer_seq=first, timeout=0)
+                return self._submit_command(command[1], command[0],
+                                            correlation_id=correlation(s.id, first),
+                                            producer_id=s.id, producer_seq=first, timeout=0)
             except InsufficientCapacityError:
                 return -1
         if p.halted:
@@ -474,9 +485,11 @@ class Gateway:
                                    "operator resets it")
         return self._batch.publish(p.input_ring, n, s.id, time.time_ns())
 
-    def _published(self, s: Session, first: int, n: int, ring_seq: int) -> None:
-        """Commands are in the input ring: they complete once the engine has done them."""
-        self.table.published(s, first, self._journal_base + ring_seq, n)
+    def _published(self, s: Session, first: int, n: int, ring_seq: int | None) -> None:
+        """Commands are in the input ring (or, ``ring_seq`` None, submitted and told later):
+        they complete once the engine has done them."""
+        if ring_seq is not None:
+            self.table.published(s, first, self._journal_base + ring_seq, n)
         if self._settle_timer is None:  # completes them even if they make no report
             assert self._loop is not None
             self._settle_delay = _SETTLE_S
@@ -515,11 +528,12 @@ class Gateway:
             except (CircuitOpenError, RingClosedError) as e:
                 self._halted(s, seq, e)
             else:
-                if ring_seq < 0:
+                if ring_seq is not None and ring_seq < 0:
                     assert self._loop is not None
                     self._retry = self._loop.call_later(_BACKLOG_RETRY_S, self._retry_backlog)
                     return
-                self.table.published(s, seq, self._journal_base + ring_seq)
+                if ring_seq is not None:
+                    self.table.published(s, seq, self._journal_base + ring_seq)
             q.popleft()
         self._settle()
         for c in list(self.connections):
@@ -558,8 +572,7 @@ class Gateway:
             return
         type_id, payload = encode_command(MassCancel(1), s.account)
         try:
-            self.processor.publish(payload, type_id, correlation_id=correlation(0, 0),
-                                   timeout=0)
+            self._submit_command(payload, type_id, correlation_id=correlation(0, 0), timeout=0)
         except InsufficientCapacityError:  # the ring is full for now: try again shortly
             assert self._loop is not None
             self._cod[s.id] = self._loop.call_later(_BACKLOG_RETRY_S * 20,

@@ -1,0 +1,77 @@
+"""``ringlog serve --cluster`` nodes take orders over TCP and put them on the shard's input
+stream; reports come back from the node's own replica. A client whose node (the leader) is
+killed logs on at another node, resends, and every order is applied exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ringlog.client import AsyncClient
+from ringlog.engine import Engine
+from ringlog.gateway.protocol import NewOrder
+from ringlog.gateway.session import encode_command, load_config
+
+from .helpers import Shard, apply_once, stream_commands
+
+TOKEN = "token-of-one"
+CONFIG = ("port = 0\n[[sessions]]\nid = 1\ntoken = \"token-of-one\"\naccount = 101\n"
+          "[limits]\nmax_open_orders = 100000\n[engine]\n" +
+          "".join(f"[[engine.symbols]]\nsymbol = {s}\nmax_price = 100000\n" for s in (1, 3)))
+
+
+async def _address(shard: Shard, rid: str) -> tuple[str, int]:
+    """Where node ``rid``'s gateway listens (its "listening" event)."""
+    async def listening() -> Any:
+        ev = shard.replicas[rid].events("listening")
+        return (ev[0]["host"], ev[0]["port"]) if ev else None
+    return tuple(await shard.watch.wait(listening, f"{rid}'s gateway listening", 60))
+
+
+def _order(i: int) -> tuple[Any, ...]:
+    """Order i: resting buys and sells on two symbols that never cross."""
+    side = 1 + i % 2
+    return (i, (1, 3)[i % 3 == 0], side, 1 + i % 4, 100 + i % 7 if side == 1 else 500 + i % 7)
+
+
+def test_gateway_orders_go_through_the_stream_and_survive_their_nodes_death(
+        cluster_config: Any, tmp_path: Any) -> None:
+    gw = tmp_path / "gw.toml"
+    gw.write_text(CONFIG)
+
+    async def scenario() -> None:
+        cfg = cluster_config()
+        async with Shard(cfg, tmp_path) as shard:
+            shard.start("g1", gateway_config=gw)
+            assert await shard.leader(timeout=60) == "g1"
+            shard.start("g2", gateway_config=gw)
+            h1, p1 = await _address(shard, "g1")
+            h2, p2 = await _address(shard, "g2")
+            client = await AsyncClient.connect(h1, p1, TOKEN, timeout=30)
+            first = [client.new_order(*_order(i)) for i in range(1, 41)]
+            answers = [await client.answers(s, timeout=60) for s in first]
+            assert all(any(getattr(a, "kind", "") == "accepted" for a in ans)
+                       for ans in answers), answers
+            # more orders in flight, then the client's node (the leader) dies
+            more = [client.new_order(*_order(i)) for i in range(41, 81)]
+            shard.replicas["g1"].kill()
+            await client.reconnect(30, host=h2, port=p2)  # resends what was not acked
+            tail = [client.new_order(*_order(i)) for i in range(81, 101)]
+            for s in more + tail:
+                await client.answers(s, timeout=60)
+            assert client.acked == 100
+            client.close()
+            assert await shard.leader(not_="g1") == "g2"
+            last = await shard.watch.last_input_seq()
+            st = await shard.caught_up("g2", last, timeout=60)
+            cmds = await stream_commands(shard, last)
+            # each order entered the stream at least once (resends may repeat it) and the
+            # replicas applied each exactly once: the engine fed the first copy of each
+            engine = Engine(load_config(str(gw)).engine)
+            _, seen = apply_once(engine, cmds)
+            assert {seq for producer, seq in seen if producer == 1} == set(range(1, 101))
+            assert st.state_hash == engine.state_hash()
+            want = [encode_command(NewOrder(i, *_order(i)), 101) for i in (1, 100)]
+            assert [(ty, pl) for p_, s_, ty, pl in cmds if p_ == 1 and s_ in (1, 100)][:2] \
+                == want
+    asyncio.run(asyncio.wait_for(scenario(), 180))
