@@ -98,7 +98,7 @@ def _child(kind: str, n: int) -> None:
 
 def _annotate(path: Path) -> tuple[int, list[tuple[int, str]]]:
     """(total Ir, [(Ir, "file:function"), ...]) of one callgrind output file."""
-    out = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100",
+    out = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100", "--auto=no",
                           str(path)], capture_output=True, text=True, check=True).stdout
     total = 0
     rows = []
@@ -130,11 +130,12 @@ def measure(kind: str, n: int, keep: Path | None = None) -> dict[str, Any]:
                         f"--callgrind-out-file={d}/cg.out", sys.executable, __file__,
                         "--child", kind, str(n)], check=True, env=env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        loop = None
-        for f in sorted(d.glob("cg.out*")):
+        loop, most = None, 0
+        for f in sorted(d.glob("cg.out-*")):  # one file per thread
             total, rows = _annotate(f)
-            if any("LogicCore_run" in r[1] or "LogicCore_3run" in r[1] for r in rows):
-                loop = (f, total, rows)
+            in_loop = sum(ir for ir, name in rows if "LogicCore" in name)
+            if in_loop > most:  # the loop thread: the one that ran LogicCore most
+                loop, most = (f, total, rows), in_loop
         if loop is None:
             raise SystemExit("no thread ran LogicCore.run: is the build stripped? "
                              "(rebuild with RINGLOG_SYMBOLS=1)")

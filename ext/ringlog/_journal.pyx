@@ -659,7 +659,10 @@ cdef class JournalAppender:
         self.index_len += 3
         self.since_index = 0
 
-    cdef int _after_append(self) except -1 nogil:
+    cdef int commit(self) except -1 nogil:
+        """The durability step after a batch of appends: publishes ``last_seq`` (readers,
+        the group-commit thread), fdatasyncs under ``sync``, wakes the group-commit thread
+        once enough is unsynced under ``group``."""
         cdef int64_t last = self.next_seq - 1
         rl_store_release(&self.last_seq, last)
         cdef int err
@@ -720,26 +723,57 @@ cdef class JournalAppender:
 
     cdef int64_t append_record(self, const rl_header* h, const char* payload) except -1 nogil:
         """Appends one event (header + ``h.length`` payload bytes); returns its sequence."""
+        self.write_record(h, payload)
+        self.commit()
+        return self.next_seq - 1
+
+    cdef int64_t write_record(self, const rl_header* h, const char* payload) except -1 nogil:
+        """Appends one event like ``append_record`` but leaves the durability step to a
+        ``commit()`` after the last record of the batch (the loop journals a batch's
+        outputs so: one release store and one group-commit check per batch, not per
+        output). The record is committed for readers (length word) already."""
         cdef Py_ssize_t need = REC_PREFIX + _align8(RL_HEADER_SIZE + h.length)
         if self.failed or self.pos + need > self.seg.size:  # the call only when it matters
             self._room(need)
         self._write(h, payload)
-        self._after_append()
         return self.next_seq - 1
 
     cdef int64_t append_slots(self, const char* base, Py_ssize_t stride,
                               Py_ssize_t count) except -1 nogil:
         """Appends ``count`` ring slots (each an rl_header + payload, ``stride`` bytes
         apart); one durability step for the batch. Returns the last sequence."""
-        cdef Py_ssize_t i, need
+        cdef Py_ssize_t i, need, pos = self.pos, end = self.seg.size
         cdef const rl_header* h
+        cdef char* seg = self.seg.base
+        cdef char* rec
+        cdef uint32_t n
+        cdef int64_t seq = self.next_seq, since = self.since_index, every = self.index_every
+        cdef int64_t max_ts = self.max_ts
+        # _write's steps with the appender's fields in locals for the batch: a store into the
+        # map may alias any field (no strict aliasing), so fields would be re-read per record
         for i in range(count):
             h = <const rl_header*>(base + i * stride)
-            need = REC_PREFIX + _align8(RL_HEADER_SIZE + h.length)
-            if self.failed or self.pos + need > self.seg.size:
-                self._room(need)
-            self._write(h, <const char*>h + RL_HEADER_SIZE)
-        self._after_append()
+            n = RL_HEADER_SIZE + h.length
+            need = REC_PREFIX + _align8(n)
+            if pos + need > end or self.failed:
+                self.pos, self.next_seq, self.since_index, self.max_ts = pos, seq, since, max_ts
+                self._room(need)  # rolls to the next segment (or raises)
+                seg, end, pos, seq = self.seg.base, self.seg.size, self.pos, self.next_seq
+                since, max_ts = self.since_index, self.max_ts
+            rec = seg + pos
+            (<uint32_t*>(rec + 4))[0] = rl_crc32c_body(rec + REC_PREFIX, h, n, <uint64_t>seq)
+            if since >= every:
+                self.pos, self.max_ts = pos, max_ts
+                self._note_index(seq, h.timestamp_ns)
+                since = 0
+            since += 1
+            if h.timestamp_ns > max_ts:
+                max_ts = h.timestamp_ns
+            rl_store_release_u32(<uint32_t*>rec, n)  # commit: the length word last
+            pos += need
+            seq += 1
+        self.pos, self.next_seq, self.since_index, self.max_ts = pos, seq, since, max_ts
+        self.commit()
         return self.next_seq - 1
 
     # -- Python API ------------------------------------------------------------------------
@@ -806,7 +840,7 @@ cdef class JournalAppender:
             finally:
                 PyBuffer_Release(&buf)
         with nogil:
-            self._after_append()
+            self.commit()
         return self.next_seq - 1
 
     def append_batch(self, Batch batch):
