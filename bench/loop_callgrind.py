@@ -11,7 +11,8 @@
         runs itself under ``valgrind --tool=callgrind --separate-threads=yes``, finds the
         thread that ran ``LogicCore.run`` and prints its instructions per event by part
     python bench/loop_callgrind.py compare OLD.json NEW.json
-        the same breakdowns side by side (``--json FILE`` writes one)
+        the same breakdowns side by side (``--json FILE`` writes one; ``--keep FILE`` keeps
+        the loop thread's callgrind file for ``callgrind_annotate``)
 
 Instruction counts repeat to a fraction of a percent from run to run, so they tell a change
 of a few instructions per event from noise on a machine where wall time swings 2-3x. They
@@ -181,10 +182,14 @@ def main(argv: list[str]) -> None:
     if argv[:1] == ["compare"]:
         _compare(*(json.loads(Path(p).read_text()) for p in argv[1:3]))
         return
-    out = None
+    out = keep = None
     if "--json" in argv:
         i = argv.index("--json")
         out = Path(argv[i + 1])
+        del argv[i:i + 2]
+    if "--keep" in argv:  # the loop thread's callgrind file, for callgrind_annotate
+        i = argv.index("--keep")
+        keep = Path(argv[i + 1])
         del argv[i:i + 2]
     kind = argv[0] if argv else "cython"
     if kind not in ("cython", "cython_breaker", "python", "engine"):
@@ -193,7 +198,7 @@ def main(argv: list[str]) -> None:
         raise SystemExit(2)
     n = int(argv[1]) if len(argv) > 1 else (100_000 if kind == "engine" else 300_000)
     t0 = time.time()
-    res = measure(kind, n)
+    res = measure(kind, n, keep)
     _show(res)
     print(f"  ({time.time() - t0:.0f} s under valgrind)")
     if out is not None:
