@@ -126,7 +126,8 @@ def measure(kind: str, n: int, keep: Path | None = None) -> dict[str, Any]:
     """Runs the child under callgrind; the loop thread's instructions per event by part."""
     d = Path(tempfile.mkdtemp(prefix="ringlog-cg-out-"))
     try:
-        env = dict(os.environ, PYTHONMALLOC="malloc")
+        env = dict(os.environ)
+        env.pop("PYTHONMALLOC", None)  # pymalloc, as users run it
         subprocess.run(["valgrind", "--tool=callgrind", "--separate-threads=yes",
                         f"--callgrind-out-file={d}/cg.out", sys.executable, __file__,
                         "--child", kind, str(n)], check=True, env=env,
