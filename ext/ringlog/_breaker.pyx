@@ -227,7 +227,9 @@ cdef class BreakerCore:
         self.on_input_c(timestamp_ns)
 
     cdef void on_input_c(self, int64_t timestamp_ns) noexcept:
-        cdef int64_t t = self._now(timestamp_ns)
+        if timestamp_ns > self.clock:  # _now, inline: once per input
+            self.clock = timestamp_ns
+        cdef int64_t t = self.clock
         self.inputs += 1
         if self.ratio_window:
             self._ratio_advance(t)
@@ -248,10 +250,13 @@ cdef class BreakerCore:
         return self.check_c(timestamp_ns, type_id, key)
 
     cdef int check_c(self, int64_t timestamp_ns, uint32_t type_id, int64_t key) except -1:
-        cdef int64_t t = self._now(timestamp_ns), sin, sout, i
+        cdef int64_t t, sin, sout, i
         cdef CountLimit* L
         cdef Window* w
         cdef bint throttled = False
+        if timestamp_ns > self.clock:  # _now, inline: once per output
+            self.clock = timestamp_ns
+        t = self.clock
         self.checks += 1
         if self.state == BR_OPEN:
             if self.has_allow and type_id in self.allow:

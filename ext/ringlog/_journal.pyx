@@ -622,7 +622,6 @@ cdef class JournalAppender:
         cdef rl_header* dst = <rl_header*>(rec + REC_PREFIX)
         cdef uint32_t n = RL_HEADER_SIZE + h.length
         cdef int64_t seq = self.next_seq
-        cdef Py_ssize_t total
         cdef uint32_t crc
         # one pass: each word is loaded, stored and folded into the crc once; the body's
         # first word is the journal sequence, not the source's
@@ -634,16 +633,47 @@ cdef class JournalAppender:
                 crc = rl_crc32c_copy(crc, <char*>dst + RL_HEADER_SIZE, payload, h.length)
             else:
                 crc = rl_crc32c(crc, <char*>dst + RL_HEADER_SIZE, h.length)
+        self._seal(rec, n, seq, h.timestamp_ns, crc)
+
+    cdef void _seal(self, char* rec, uint32_t n, int64_t seq, int64_t ts,
+                    uint32_t crc) noexcept nogil:
+        """Ends a record whose body is written at ``rec``: its CRC, the sparse index, then
+        the length word, stored last (release) to commit it; moves the append position."""
         (<uint32_t*>(rec + 4))[0] = crc
-        total = REC_PREFIX + _align8(n)
         if self.since_index >= self.index_every:
-            self._note_index(seq, h.timestamp_ns)
+            self._note_index(seq, ts)
         self.since_index += 1
-        if h.timestamp_ns > self.max_ts:
-            self.max_ts = h.timestamp_ns
+        if ts > self.max_ts:
+            self.max_ts = ts
         rl_store_release_u32(<uint32_t*>rec, n)  # commit: the length word last
-        self.pos += total
+        self.pos += REC_PREFIX + _align8(n)
         self.next_seq = seq + 1
+
+    cdef int64_t write_output(self, uint32_t type_id, uint32_t flags, const char* payload,
+                              uint32_t length, int64_t ts, int64_t corr,
+                              int64_t cause) except -1 nogil:
+        """``write_record`` of an output (``cause`` in ``producer_seq``, no producer id):
+        the header is stored straight into the map, not built aside and copied."""
+        cdef uint32_t n = RL_HEADER_SIZE + length
+        cdef Py_ssize_t need = REC_PREFIX + _align8(n)
+        if self.failed or self.pos + need > self.seg.size:
+            self._room(need)
+        cdef char* rec = self.seg.base + self.pos
+        cdef rl_header* d = <rl_header*>(rec + REC_PREFIX)
+        cdef int64_t seq = self.next_seq
+        d.sequence = seq
+        d.timestamp_ns = ts
+        d.correlation_id = corr
+        d.producer_seq = cause
+        d.type_id = type_id
+        d.flags = flags
+        d.length = length
+        d.producer_id = 0
+        cdef uint32_t crc = rl_crc32c(0, d, RL_HEADER_SIZE)  # six words, still in L1
+        if length:
+            crc = rl_crc32c_copy(crc, rec + REC_PREFIX + RL_HEADER_SIZE, payload, length)
+        self._seal(rec, n, seq, ts, crc)
+        return seq
 
     cdef void _note_index(self, int64_t seq, int64_t ts) noexcept nogil:
         cdef int64_t* grown

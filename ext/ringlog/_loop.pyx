@@ -848,21 +848,14 @@ cdef class LogicCore:
         cdef Ring r = self.output_ring
         cdef int64_t seq
         cdef rl_header* o
-        cdef rl_header oh
         self.published += 1
         if self.replaying or r is None:
             if self.replaying and self.published <= self.replay_quiet:
                 return 0
             if not self.replaying and self.output_journal is not None:
-                memset(&oh, 0, sizeof(rl_header))
-                oh.timestamp_ns = ts
-                oh.correlation_id = corr
-                oh.producer_seq = cause
-                oh.type_id = type_id
-                oh.flags = flags
-                oh.length = length
                 # committed (last_seq, group-commit nudge) once per batch by run()
-                self.output_journal.write_record(&oh, payload)  # GIL held: no hand-off
+                self.output_journal.write_output(type_id, flags, payload, length, ts, corr,
+                                                 cause)  # GIL held: no hand-off
                 return 0
             if self.sink is None:
                 raise RingLogError("the loop has no output ring and no sink for its outputs")
