@@ -37,7 +37,6 @@ cdef class LogicCore:
     cdef readonly int kind
     cdef CyEventHandler cy
     cdef object py_call           # bound on_event or on_batch
-    cdef object py_func, py_self  # on_event as function + handler, when a plain method
     cdef readonly BreakerCore breaker
     cdef bint dedup_on
     cdef public object sink           # outputs as OutputRecords when replaying or ringless

@@ -44,7 +44,6 @@ from ringlog.includes.event cimport (
 )
 
 import traceback
-from types import FunctionType, MethodType
 
 import msgspec
 import numpy as np
@@ -272,11 +271,6 @@ cdef class LogicCore:
                                 "on_batch(array, first_sequence)")
             self.kind = KIND_PYTHON
             self.py_call = on_event
-            if type(on_event) is MethodType and type(on_event.__func__) is FunctionType:
-                # a plain method: call its function with the handler as first argument (a
-                # direct vectorcall, no bound-method trampoline per event)
-                self.py_func = on_event.__func__
-                self.py_self = on_event.__self__
         handler.emit = self.emit
 
     # -- the per-event path ---------------------------------------------------------------
@@ -367,10 +361,7 @@ cdef class LogicCore:
                 else:  # the flyweight, re-pointed: no event object per call
                     fly.h = h
                     fly.seq = seq
-                    if self.py_func is not None:
-                        self.py_func(self.py_self, fly, seq, (h.flags & RL_FLAG_BATCH_END) != 0)
-                    else:
-                        self.py_call(fly, seq, (h.flags & RL_FLAG_BATCH_END) != 0)
+                    self.py_call(fly, seq, (h.flags & RL_FLAG_BATCH_END) != 0)
                 self.processed += 1
                 s += 1
                 if b is not None and b.state == BR_OPEN:

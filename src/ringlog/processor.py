@@ -381,11 +381,11 @@ class Processor:
         inline = self.topology == "inline"
         listeners = bool(self._on_output or self._on_output_batch or self._on_output_slots)
         self._in = Ring(c.ring_capacity, c.slot_size, producer="multi", wait=c.wait)
-        # consumers look at most max_batch slots ahead (a batch is never longer)
-        mb = c.max_batch
-        self._lc = self._in.consumer(max_batch=mb) if inline else None
-        self._jc = self._lc or self._in.consumer(max_batch=mb)
-        self._lc = self._lc or self._in.consumer(after=[self._jc], max_batch=mb)
+        # the consumer that journals looks at most max_batch slots ahead (a batch is never
+        # longer); a staged loop takes what the journaller released, whole batches
+        self._lc = self._in.consumer(max_batch=c.max_batch) if inline else None
+        self._jc = self._lc or self._in.consumer(max_batch=c.max_batch)
+        self._lc = self._lc or self._in.consumer(after=[self._jc])
         self._base = self.input.last_sequence + 1  # journal sequence of ring sequence 0
         self._published_at_start = int(self._loop.published)
         if inline and not listeners:  # nothing needs an output ring: the loop journals them
