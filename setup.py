@@ -11,6 +11,8 @@ must never be produced quietly (an sdist carries ext/ with the .pyx, .pxd and .h
 Environment switches:
   RINGLOG_ONLY=_ring,_journal  build only these modules (by last name) - for parallel work
   RINGLOG_DEBUG=1              debug build: -O0 -g, line tracing, RINGLOG_DEBUG C checks
+  RINGLOG_SYMBOLS=1            the release code (-O3) with symbols, not stripped: for
+                               profilers (bench/loop_callgrind.py, perf)
 """
 import os
 import shutil
@@ -25,6 +27,7 @@ from setuptools.command.build_py import build_py
 HERE = Path(__file__).parent
 EXT = HERE / "ext"
 DEBUG = os.environ.get("RINGLOG_DEBUG", "0") == "1"
+SYMBOLS = os.environ.get("RINGLOG_SYMBOLS", "0") == "1"
 ONLY = {n for n in os.environ.get("RINGLOG_ONLY", "").split(",") if n}
 # what Cython code that cimports ringlog needs beside the compiled modules
 CIMPORT_FILES = ("*.pxd", "*.h")
@@ -39,7 +42,8 @@ def extensions():
         if ONLY and rel.name not in ONLY:
             continue
         # release builds carry no debug symbols: 15 MB of DWARF otherwise, 2.6 MB without
-        cflags = ["-O0", "-g"] if DEBUG else ["-O3", "-g0", "-fno-strict-aliasing"]
+        cflags = ["-O0", "-g"] if DEBUG else ["-O3", "-g" if SYMBOLS else "-g0",
+                                               "-fno-strict-aliasing"]
         mods.append(
             Extension(
                 name,
@@ -51,7 +55,7 @@ def extensions():
                 ]
                 + ([("CYTHON_TRACE_NOGIL", "1")] if DEBUG else []),
                 extra_compile_args=cflags,
-                extra_link_args=[] if DEBUG else ["-s"],
+                extra_link_args=[] if DEBUG or SYMBOLS else ["-s"],
                 libraries=["rt"] if os.name == "posix" and os.uname().sysname == "Linux" else [],
             )
         )

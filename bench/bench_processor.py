@@ -272,28 +272,32 @@ if __name__ == "__main__":
 GOALS = [
     {"goal": "Cython handler, group commit, >= 6M events/s (LMAX's one business-logic thread)",
      "row": "processor_cython_handler", "min": 6_000_000,
-     "why": "CPU per event is ~190 ns in all (loop ~100: memcpy + CRC ~35, a page "
-            "write-protect fault per 4 KiB of journal ~25, loop logic ~20; the input sync "
-            "thread 30-60; the producer ~30), i.e. ~10M/s on two free cores; on this shared "
-            "machine the run gets ~0.4-0.5 CPUs (see 'CPUs busy' in the note)"},
+     "why": "CPU per event is ~145 ns over all threads (loop ~70, of which about 2/3 is the "
+            "kernel: a write-protect page fault per 4 KiB of journal, ~3.5 us each on this VM; "
+            "the input sync thread 30-60; the producer ~15), i.e. ~7M/s on one free core; the "
+            "loop thread runs ~187 instructions per event (bench/loop_callgrind.py). On this "
+            "shared machine the runs get 0.06-0.4 CPUs (see 'CPUs busy' in the note)"},
     {"goal": "the default topology at >= 0.8x the best topology",
      "row": "processor_cython_handler", "ratio": "best_topology", "min": 0.8,
-     "why": "noise: the rounds are interleaved, the spread is in ratio_runs"},
+     "why": "noise: here the default is inline + blocking, the same configuration as the "
+            "inline_blocking row; the rounds are interleaved, the spread is in ratio_runs"},
     {"goal": "trivial Python handler >= 0.5x the same handler called from a plain Python loop",
      "row": "processor_python_handler", "ratio": "direct_call_loop", "min": 0.5,
-     "why": "the loop thread spends ~160 ns per event against ~87 ns for the direct call: "
-            "journaling the event (~35 ns), page faults on the journal (~25 ns) and the "
-            "flyweight event + sequence int per call"},
+     "why": "the loop thread spends ~160-175 ns CPU per event against ~85 ns for the plain "
+            "loop: the call and the body ~90 (the interpreter, as in the plain loop, and a new "
+            "int per sequence), the journal append ~25, its page faults ~40 "
+            "(docs/processor.md)"},
     {"goal": "breaker overhead < 5% (throughput with breaker >= 0.95x without)",
      "row": "processor_python_handler_breaker", "ratio": "without_breaker", "min": 0.95,
      "why": "noise between runs on a shared 2-core machine is ~5%"},
     {"goal": "breaker overhead < 5% with a Cython handler",
      "row": "processor_cython_handler_breaker", "ratio": "without_breaker", "min": 0.95,
-     "why": "per input one on_input_c and per output one check_c (~20 ns per event in CPU "
-            "terms); the wall ratio swings with the neighbours"},
+     "why": "per input one on_input_c and per output one check_c (~110 instructions with a "
+            "per-key limit); the wall ratio swings with the neighbours"},
     {"goal": "replay >= 20M events/s (64-byte records, Cython handler)",
      "row": "replay_cython_handler_64b", "min": 20_000_000,
-     "why": "per record a CRC32C check and the loop's per-event decisions"},
+     "why": "per record a CRC32C check and the loop's per-event decisions; one thread, so on "
+            "this shared machine it runs at the fraction of a core it gets"},
     {"goal": "p99 publish to handled at 100k/s within the Java Disruptor's p99",
      "row": "latency_100k_per_s_handled_p99", "ratio": "disruptor_busyspin", "max": 1.0,
      "why": "the event is journaled before it is handled (memcpy + CRC into the mmap) and "

@@ -12,6 +12,10 @@
     python bench/pipeline_ab.py engine [commands] [rounds]
         the matching engine behind the processor (default config, breaker, bulk producer)
         against the engine alone on the same flow
+    python bench/pipeline_ab.py faults [events]
+        one run each of the trivial Cython handler and of the engine flow (default config):
+        per thread, minor page faults per 1,000 events and user / system CPU ns per event
+        (/proc/self/task/*/stat), i.e. how much of a thread's CPU is the kernel's
 
 Each line: events/s, CPU ns per event of each thread and context switches per 1,000 events
 (ringlog.bench.cpu); then medians and the range of the per-round ratios. Absolute figures on a
@@ -112,7 +116,79 @@ def engine(n: int = 2_000_000, rounds: int = 5) -> None:
               row.get("ratio_runs", {}), row["note"], sep="\n  ")
 
 
+def _task_stat() -> dict[str, tuple[int, int, int]]:
+    """Per thread (name:tid): minor faults, user and system CPU in clock ticks."""
+    import os
+
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                st = f.read()
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                name = f.read().strip()
+        except OSError:  # the thread ended
+            continue
+        fields = st[st.rindex(")") + 2:].split()  # fields after "pid (comm) "
+        out[f"{name}:{tid}"] = (int(fields[7]), int(fields[11]), int(fields[12]))
+    return out
+
+
+def _show_faults(what: str, n: int, before: dict, after: dict) -> None:
+    import os
+
+    ns_per_tick = 1e9 / os.sysconf("SC_CLK_TCK")
+    print(f"{what}: per thread, {n:,} events")
+    for k, (flt, user, sys_) in after.items():
+        f0, u0, s0 = before.get(k, (0, 0, 0))
+        if (flt - f0, user - u0, sys_ - s0) != (0, 0, 0):
+            print(f"  {k:28s} {(flt - f0) * 1000 / n:7.1f} faults/1k events  user "
+                  f"{(user - u0) * ns_per_tick / n:6.0f} ns/event  system "
+                  f"{(sys_ - s0) * ns_per_tick / n:6.0f} ns/event", flush=True)
+
+
+def faults(n: int = 1_000_000) -> None:
+    import threading
+
+    import numpy as np
+
+    from ringlog import Breaker, BreakerConfig, Limit, Processor, ProcessorConfig
+    from ringlog._benchhandlers import CountingHandler
+    from ringlog._ringbench import produce
+    from ringlog.engine import Engine, registry
+    from ringlog.engine.flow import demo_config, mixed_flow
+
+    d = tempfile.mkdtemp(prefix="ringlog-ab-", dir=".")
+    try:
+        p = Processor(CountingHandler(16), d + "/cy", ProcessorConfig())
+        p.start()
+        time.sleep(0.3)  # the first prepared segment is ready
+        a = _task_stat()
+        t = threading.Thread(target=produce, args=(p.input_ring, n, 64), name="producer")
+        t.start()
+        t.join()
+        p.drain(timeout=900)
+        _show_faults("trivial Cython handler", n, a, _task_stat())
+        p.stop()
+        cfg = demo_config(max_orders=1 << 21)
+        cmds, types = mixed_flow(n, seed=21)
+        br = Breaker(BreakerConfig(limits=[Limit(max_count=10**6, window_ns=10**9,
+                                                 per="key")]))
+        p = Processor(Engine(cfg), d + "/engine", ProcessorConfig(slot_size=cfg.min_slot_size),
+                      breaker=br, registry=registry(cfg.l2_depth))
+        p.start()
+        time.sleep(0.3)
+        a = _task_stat()
+        p.publish_records(cmds, types.astype(np.uint32),
+                          timestamp_ns=np.arange(n, dtype=np.int64) * 1000)
+        p.drain(timeout=900)
+        _show_faults("matching engine, mixed flow", n, a, _task_stat())
+        p.stop()
+    finally:
+        shutil.rmtree(d)
+
+
 if __name__ == "__main__":
     what, *args = sys.argv[1:] or ["processor"]
-    {"prefault": prefault, "processor": processor, "engine": engine}[what](
+    {"prefault": prefault, "processor": processor, "engine": engine, "faults": faults}[what](
         *(int(a) for a in args))

@@ -75,6 +75,25 @@ def test_results_document_round_trips_through_json(tmp_path):
     assert results.load(tmp_path / "a.json") == json.loads(json.dumps(doc))
 
 
+def test_merge_replaces_only_the_rerun_targets_rows_in_place_and_says_so(tmp_path):
+    def doc(targets, rows):
+        d = results.new_document({"runs": 3, "targets": targets})
+        d["results"] = [{"target": t, "name": n, "unit": "events/s",
+                         **stats.summarize([v])} for t, n, v in rows]
+        return d
+
+    base = doc(["ring", "processor", "engine"], [("ring", "r", 1.0), ("processor", "p1", 1.0),
+                                                 ("processor", "p2", 1.0), ("engine", "e", 1.0)])
+    new = doc(["processor"], [("processor", "p1", 2.0), ("processor", "p3", 3.0)])
+    out = results.merge(base, new)
+    assert [(r["name"], r["median"]) for r in out["results"]] == [
+        ("r", 1.0), ("p1", 2.0), ("p3", 3.0), ("e", 1.0)]
+    assert out["merged"][0]["targets"] == ["processor"] and base["results"][1]["median"] == 1.0
+    results.save(out, tmp_path / "m.json")  # still a valid document
+    text = report.render(results.load(tmp_path / "m.json"), "make bench")
+    assert f"re-measured {new['created']}: processor (3 runs per figure" in text
+
+
 def test_load_rejects_a_foreign_json(tmp_path):
     (tmp_path / "b.json").write_text('{"x": 1}')
     with pytest.raises(ValueError, match="not a ringlog results document"):

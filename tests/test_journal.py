@@ -97,6 +97,21 @@ def test_group_commit_advances_durable_without_an_explicit_sync(tmp_path):
         assert j.durable_sequence == 99
 
 
+def test_every_payload_length_gets_a_checksum_the_reader_verifies(tmp_path):
+    # the fused copy + CRC takes 16, 8, 4, 2 and 1 bytes a step: every tail length, through
+    # both append paths (a separate payload, and ring slots whose payload follows the header)
+    r = Ring(128, 128)
+    c = r.consumer()
+    r.publish_many([payload(n, n) for n in range(81)], 3)
+    with Journal(tmp_path) as j:
+        for n in range(81):
+            j.append(payload(n, n), 2)
+        assert j.append_batch(c.poll()) == 161
+    recs = list(JournalReader(tmp_path))
+    assert [bytes(x.payload) for x in recs] == [payload(n, n) for n in range(81)] * 2
+    assert JournalReader(tmp_path).verify_all() == (162, 161)
+
+
 def test_append_batch_from_a_ring_journals_slots_byte_for_byte(tmp_path):
     r = Ring(64, 64)
     c = r.consumer()

@@ -122,6 +122,23 @@ def test_poll_with_max_batch_limits_the_batch():
     assert len(c.poll()) == 7
 
 
+def test_multi_producer_consumer_waits_for_at_most_its_max_batch():
+    # the availability scan stops at max_batch slots (each flag is read once per batch), so
+    # even a longer poll gets no more than the consumer's max_batch, and nothing is skipped
+    r = Ring(64, 64, producer="multi")
+    c = r.consumer(max_batch=10)
+    r.publish_many([b"x%d" % i for i in range(40)])
+    sizes, seen = [], []
+    while True:
+        b = c.poll(max_batch=40, timeout=0)
+        if not len(b):
+            break
+        sizes.append(len(b))
+        seen += [bytes(e.payload) for e in b]
+    assert sizes == [10, 10, 10, 10]
+    assert seen == [b"x%d" % i for i in range(40)]
+
+
 def test_poll_times_out_with_an_empty_batch():
     r = Ring(8, 64)
     c = r.consumer()

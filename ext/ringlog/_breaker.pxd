@@ -27,8 +27,30 @@ cdef enum:
     KILL_KEY_OR_ALL = 3  # the key's on a per-key trip, everyone's on any other
 
 
+cdef struct Window:
+    int64_t* ts      # the last `cap` accepted timestamps (circular)
+    int64_t cap
+    int64_t head     # index of the oldest when full
+    int64_t count
+
+
+cdef struct CountLimit:
+    # N outputs per W ns, in total, per handler key or per type id (one _CountLimit's state)
+    int64_t max_count, window_ns
+    int per            # 0 total, 1 handler key, 2 type id
+    bint throttle
+    Window total
+    Window* keyed      # max_keys + 1 windows (the last is the shared overflow window)
+    int64_t* keys      # open-addressing table of keys ...
+    int64_t* slot      # ... and the window index of each used entry (-1 = empty)
+    int64_t max_keys, nkeys, table
+
+
 cdef class BreakerCore:
     cdef list _limits
+    cdef CountLimit** climits           # each limit's C state, in order (owned by _limits)
+    cdef Window** cwins                 # check_c: each limit's window for this output
+    cdef Py_ssize_t nlimits
     cdef readonly int state
     cdef int64_t clock                  # event time: the largest timestamp seen
     cdef int64_t ratio_window, ratio_min_inputs

@@ -23,121 +23,125 @@ _STATE_NAMES = ("closed", "open", "half_open")
 _KILL_MODES = {"none": KILL_NONE, "key": KILL_KEY, "all": KILL_ALL, "key_or_all": KILL_KEY_OR_ALL}
 
 
-cdef struct Window:
-    int64_t* ts      # the last `cap` accepted timestamps (circular)
-    int64_t cap
-    int64_t head     # index of the oldest when full
-    int64_t count
-
-
 cdef inline bint window_full_within(Window* w, int64_t t, int64_t span) noexcept nogil:
     return w.count == w.cap and t - w.ts[w.head] < span
 
 
 cdef inline void window_add(Window* w, int64_t t) noexcept nogil:
-    if w.count < w.cap:
-        w.ts[(w.head + w.count) % w.cap] = t
+    cdef int64_t i
+    if w.count < w.cap:  # filling: head stays 0 until full (see _load), no wrap yet
+        i = w.head + w.count
+        w.ts[i - w.cap if i >= w.cap else i] = t
         w.count += 1
-    else:
+    else:  # full: overwrite the oldest; a compare instead of a division per output
         w.ts[w.head] = t
-        w.head = (w.head + 1) % w.cap
+        w.head += 1
+        if w.head == w.cap:
+            w.head = 0
+
+
+cdef inline Window* limit_window(CountLimit* L, int64_t key) noexcept nogil:
+    """The window of ``key`` under limit ``L`` (created on first use; past the cap of
+    distinct keys, the shared overflow one); NULL if its memory cannot be allocated."""
+    if not L.per:
+        return &L.total
+    cdef uint64_t h = (<uint64_t>key * 0x9E3779B97F4A7C15ULL) >> 17
+    cdef int64_t i = h & (L.table - 1), idx
+    while L.slot[i] >= 0 and L.keys[i] != key:
+        i = (i + 1) & (L.table - 1)
+    if L.slot[i] >= 0:
+        idx = L.slot[i]
+    elif L.nkeys < L.max_keys:
+        idx = L.nkeys
+        L.nkeys += 1
+        L.keys[i] = key
+        L.slot[i] = idx
+    else:
+        idx = L.max_keys
+    cdef Window* w = &L.keyed[idx]
+    if w.ts == NULL:
+        w.cap = L.max_count
+        w.ts = <int64_t*>calloc(L.max_count, sizeof(int64_t))
+    return w if w.ts != NULL else NULL
 
 
 cdef class _CountLimit:
-    """N outputs per W ns, in total, per handler key or per type id."""
+    """N outputs per W ns, in total, per handler key or per type id. The state is the C
+    struct ``c``, which ``BreakerCore.check_c`` reads through a pointer (no Python object
+    per output)."""
 
-    cdef int64_t max_count, window_ns
-    cdef int per          # 0 total, 1 handler key, 2 type id
-    cdef bint throttle
+    cdef CountLimit c
     cdef object name
-    cdef Window total
-    cdef Window* keyed    # max_keys + 1 windows (the last is the shared overflow window)
-    cdef int64_t* keys    # open-addressing table of keys ...
-    cdef int64_t* slot    # ... and the window index of each used entry (-1 = empty)
-    cdef int64_t max_keys, nkeys, table
 
     def __cinit__(self, int64_t max_count, int64_t window_ns, int per, bint throttle, name,
                   int64_t max_keys):
         cdef int64_t i
-        self.max_count, self.window_ns, self.per = max_count, window_ns, per
-        self.throttle, self.name, self.max_keys = throttle, name, max_keys
-        self.total.cap = max_count
-        self.total.ts = <int64_t*>calloc(max_count, sizeof(int64_t))
+        cdef CountLimit* L = &self.c
+        L.max_count, L.window_ns, L.per = max_count, window_ns, per
+        L.throttle, L.max_keys = throttle, max_keys
+        self.name = name
+        L.total.cap = max_count
+        L.total.ts = <int64_t*>calloc(max_count, sizeof(int64_t))
         if per:
-            self.table = 1
-            while self.table < 2 * max_keys:
-                self.table <<= 1
-            self.keys = <int64_t*>calloc(self.table, sizeof(int64_t))
-            self.slot = <int64_t*>calloc(self.table, sizeof(int64_t))
-            self.keyed = <Window*>calloc(max_keys + 1, sizeof(Window))
-            if self.keys == NULL or self.slot == NULL or self.keyed == NULL:
+            L.table = 1
+            while L.table < 2 * max_keys:
+                L.table <<= 1
+            L.keys = <int64_t*>calloc(L.table, sizeof(int64_t))
+            L.slot = <int64_t*>calloc(L.table, sizeof(int64_t))
+            L.keyed = <Window*>calloc(max_keys + 1, sizeof(Window))
+            if L.keys == NULL or L.slot == NULL or L.keyed == NULL:
                 raise MemoryError("cannot allocate breaker windows")
-            for i in range(self.table):
-                self.slot[i] = -1
-        if self.total.ts == NULL:
+            for i in range(L.table):
+                L.slot[i] = -1
+        if L.total.ts == NULL:
             raise MemoryError("cannot allocate breaker windows")
 
     def __dealloc__(self):
         cdef int64_t i
-        free(self.total.ts)
-        if self.keyed != NULL:
-            for i in range(self.max_keys + 1):
-                free(self.keyed[i].ts)
-        free(self.keyed)
-        free(self.keys)
-        free(self.slot)
+        cdef CountLimit* L = &self.c
+        free(L.total.ts)
+        if L.keyed != NULL:
+            for i in range(L.max_keys + 1):
+                free(L.keyed[i].ts)
+        free(L.keyed)
+        free(L.keys)
+        free(L.slot)
 
     cdef Window* window(self, int64_t key) except NULL:
         """The window of ``key`` (created on first use; past the cap, the overflow one)."""
-        if not self.per:
-            return &self.total
-        cdef uint64_t h = (<uint64_t>key * 0x9E3779B97F4A7C15ULL) >> 17
-        cdef int64_t i = h & (self.table - 1), idx
-        while self.slot[i] >= 0 and self.keys[i] != key:
-            i = (i + 1) & (self.table - 1)
-        if self.slot[i] >= 0:
-            idx = self.slot[i]
-        elif self.nkeys < self.max_keys:
-            idx = self.nkeys
-            self.nkeys += 1
-            self.keys[i] = key
-            self.slot[i] = idx
-        else:
-            idx = self.max_keys
-        cdef Window* w = &self.keyed[idx]
-        if w.ts == NULL:
-            w.cap = self.max_count
-            w.ts = <int64_t*>calloc(self.max_count, sizeof(int64_t))
-            if w.ts == NULL:
-                raise MemoryError("cannot allocate a breaker window")
+        cdef Window* w = limit_window(&self.c, key)
+        if w == NULL:
+            raise MemoryError("cannot allocate a breaker window")
         return w
 
     def clear(self):
         """Empties every window (keys stay known)."""
         cdef int64_t i
-        self.total.count = self.total.head = 0
-        if self.keyed != NULL:
-            for i in range(self.max_keys + 1):
-                self.keyed[i].count = self.keyed[i].head = 0
+        cdef CountLimit* L = &self.c
+        L.total.count = L.total.head = 0
+        if L.keyed != NULL:
+            for i in range(L.max_keys + 1):
+                L.keyed[i].count = L.keyed[i].head = 0
 
     def state(self):
         """The windows as plain data (for snapshots), keys in insertion order."""
         cdef int64_t i
-        order = sorted((self.slot[i], self.keys[i]) for i in range(self.table)
-                       if self.per and self.slot[i] >= 0)
-        keyed = [[k, _dump(&self.keyed[idx])] for idx, k in order]
-        overflow = _dump(&self.keyed[self.max_keys]) if self.per else None
-        return [_dump(&self.total), keyed, overflow]
+        cdef CountLimit* L = &self.c
+        order = sorted((L.slot[i], L.keys[i]) for i in range(L.table)
+                       if L.per and L.slot[i] >= 0)
+        keyed = [[k, _dump(&L.keyed[idx])] for idx, k in order]
+        overflow = _dump(&L.keyed[L.max_keys]) if L.per else None
+        return [_dump(&L.total), keyed, overflow]
 
     def load(self, state):
         """Restores windows from ``state()`` output (into a fresh limit)."""
         total, keyed, overflow = state
-        _load(&self.total, total)
+        _load(&self.c.total, total)
         for k, wd in keyed:
             _load(self.window(k), wd)
         if overflow is not None and overflow[2]:
-            self.nkeys = self.max_keys
-            _load(self.window(-1 if self.max_keys else 0), overflow)
+            self.c.nkeys = self.c.max_keys
+            _load(self.window(-1 if self.c.max_keys else 0), overflow)
 
 
 cdef list _dump(Window* w):
@@ -165,6 +169,15 @@ cdef class BreakerCore:
                                     {None: 0, "key": 1, "type": 2}[l.per],
                                     l.tier == "throttle", l.name or f"limit{i}", max_keys)
                         for i, l in enumerate(limits)]
+        # the limits' C state in order, and room for each one's window of the output being
+        # checked (found once, then added to once the output passes every limit)
+        self.nlimits = len(self._limits)
+        self.climits = <CountLimit**>calloc(self.nlimits + 1, sizeof(CountLimit*))
+        self.cwins = <Window**>calloc(self.nlimits + 1, sizeof(Window*))
+        if self.climits == NULL or self.cwins == NULL:
+            raise MemoryError("cannot allocate the breaker's limit table")
+        for i, lim in enumerate(self._limits):
+            self.climits[i] = &(<_CountLimit>lim).c
         self.ratio_window = 0
         if ratio is not None:
             self.ratio_window = ratio.window_ns
@@ -179,6 +192,10 @@ cdef class BreakerCore:
         self.held = []
         self.state = BR_CLOSED
         self.clock = -(1 << 62)
+
+    def __dealloc__(self):
+        free(self.climits)
+        free(self.cwins)
 
     cdef int64_t _now(self, int64_t ts) noexcept:
         if ts > self.clock:
@@ -210,7 +227,9 @@ cdef class BreakerCore:
         self.on_input_c(timestamp_ns)
 
     cdef void on_input_c(self, int64_t timestamp_ns) noexcept:
-        cdef int64_t t = self._now(timestamp_ns)
+        if timestamp_ns > self.clock:  # _now, inline: once per input
+            self.clock = timestamp_ns
+        cdef int64_t t = self.clock
         self.inputs += 1
         if self.ratio_window:
             self._ratio_advance(t)
@@ -231,10 +250,13 @@ cdef class BreakerCore:
         return self.check_c(timestamp_ns, type_id, key)
 
     cdef int check_c(self, int64_t timestamp_ns, uint32_t type_id, int64_t key) except -1:
-        cdef int64_t t = self._now(timestamp_ns), sin, sout, i
-        cdef _CountLimit lim
+        cdef int64_t t, sin, sout, i
+        cdef CountLimit* L
         cdef Window* w
         cdef bint throttled = False
+        if timestamp_ns > self.clock:  # _now, inline: once per output
+            self.clock = timestamp_ns
+        t = self.clock
         self.checks += 1
         if self.state == BR_OPEN:
             if self.has_allow and type_id in self.allow:
@@ -244,15 +266,19 @@ cdef class BreakerCore:
         if self.has_allow and self.state == BR_CLOSED and type_id in self.allow:
             self.passed += 1
             return BR_PASS
-        for lim in self._limits:
-            w = lim.window(key if lim.per == 1 else type_id)
-            if window_full_within(w, t, lim.window_ns):
-                if lim.throttle:
+        for i in range(self.nlimits):  # C structs: no Python object touched per output
+            L = self.climits[i]
+            w = limit_window(L, key if L.per == 1 else type_id)
+            if w == NULL:
+                raise MemoryError("cannot allocate a breaker window")
+            self.cwins[i] = w
+            if window_full_within(w, t, L.window_ns):
+                if L.throttle:
                     throttled = True
                     continue
-                return self._trip(t, lim.name, lim.max_count, lim.window_ns,
-                                  key if lim.per == 1 else (type_id if lim.per else None),
-                                  lim.per)
+                return self._trip(t, (<_CountLimit>self._limits[i]).name, L.max_count,
+                                  L.window_ns,
+                                  key if L.per == 1 else (type_id if L.per else None), L.per)
         if self.ratio_window:
             self._ratio_advance(t)
             sin = sout = 0
@@ -263,8 +289,8 @@ cdef class BreakerCore:
                 return self._trip(t, self.ratio_name, sout + 1, self.ratio_window, None, 0,
                                   ratio=(sout + 1) / sin)
             self.outs[RATIO_BUCKETS - 1] += 1
-        for lim in self._limits:
-            window_add(lim.window(key if lim.per == 1 else type_id), t)
+        for i in range(self.nlimits):
+            window_add(self.cwins[i], t)
         if self.state == BR_HALF_OPEN:
             self.state = BR_CLOSED  # the probe passed every limit
         if throttled:

@@ -77,11 +77,17 @@ cdef class JournalAppender:
     cdef int failed            # a write error happened: every later append fails
 
     cdef int64_t append_record(self, const rl_header* h, const char* payload) except -1 nogil
+    cdef int64_t write_record(self, const rl_header* h, const char* payload) except -1 nogil
+    cdef int64_t write_output(self, uint32_t type_id, uint32_t flags, const char* payload,
+                              uint32_t length, int64_t ts, int64_t corr,
+                              int64_t cause) except -1 nogil
+    cdef void _seal(self, char* rec, uint32_t n, int64_t seq, int64_t ts,
+                    uint32_t crc) noexcept nogil
     cdef int64_t append_slots(self, const char* base, Py_ssize_t stride,
                               Py_ssize_t count) except -1 nogil
     cdef int _room(self, Py_ssize_t need) except -1 nogil
     cdef void _write(self, const rl_header* h, const char* payload) noexcept nogil
     cdef void _note_index(self, int64_t seq, int64_t ts) noexcept nogil
-    cdef int _after_append(self) except -1 nogil
+    cdef int commit(self) except -1 nogil
     cdef void _set_durable(self, int64_t seq) noexcept nogil
     cdef int64_t wait_durable_c(self, int64_t seq, int64_t timeout_ns) noexcept nogil

@@ -622,7 +622,6 @@ cdef class JournalAppender:
         cdef rl_header* dst = <rl_header*>(rec + REC_PREFIX)
         cdef uint32_t n = RL_HEADER_SIZE + h.length
         cdef int64_t seq = self.next_seq
-        cdef Py_ssize_t total
         cdef uint32_t crc
         # one pass: each word is loaded, stored and folded into the crc once; the body's
         # first word is the journal sequence, not the source's
@@ -634,16 +633,47 @@ cdef class JournalAppender:
                 crc = rl_crc32c_copy(crc, <char*>dst + RL_HEADER_SIZE, payload, h.length)
             else:
                 crc = rl_crc32c(crc, <char*>dst + RL_HEADER_SIZE, h.length)
+        self._seal(rec, n, seq, h.timestamp_ns, crc)
+
+    cdef void _seal(self, char* rec, uint32_t n, int64_t seq, int64_t ts,
+                    uint32_t crc) noexcept nogil:
+        """Ends a record whose body is written at ``rec``: its CRC, the sparse index, then
+        the length word, stored last (release) to commit it; moves the append position."""
         (<uint32_t*>(rec + 4))[0] = crc
-        total = REC_PREFIX + _align8(n)
         if self.since_index >= self.index_every:
-            self._note_index(seq, h.timestamp_ns)
+            self._note_index(seq, ts)
         self.since_index += 1
-        if h.timestamp_ns > self.max_ts:
-            self.max_ts = h.timestamp_ns
+        if ts > self.max_ts:
+            self.max_ts = ts
         rl_store_release_u32(<uint32_t*>rec, n)  # commit: the length word last
-        self.pos += total
+        self.pos += REC_PREFIX + _align8(n)
         self.next_seq = seq + 1
+
+    cdef int64_t write_output(self, uint32_t type_id, uint32_t flags, const char* payload,
+                              uint32_t length, int64_t ts, int64_t corr,
+                              int64_t cause) except -1 nogil:
+        """``write_record`` of an output (``cause`` in ``producer_seq``, no producer id):
+        the header is stored straight into the map, not built aside and copied."""
+        cdef uint32_t n = RL_HEADER_SIZE + length
+        cdef Py_ssize_t need = REC_PREFIX + _align8(n)
+        if self.failed or self.pos + need > self.seg.size:
+            self._room(need)
+        cdef char* rec = self.seg.base + self.pos
+        cdef rl_header* d = <rl_header*>(rec + REC_PREFIX)
+        cdef int64_t seq = self.next_seq
+        d.sequence = seq
+        d.timestamp_ns = ts
+        d.correlation_id = corr
+        d.producer_seq = cause
+        d.type_id = type_id
+        d.flags = flags
+        d.length = length
+        d.producer_id = 0
+        cdef uint32_t crc = rl_crc32c(0, d, RL_HEADER_SIZE)  # six words, still in L1
+        if length:
+            crc = rl_crc32c_copy(crc, rec + REC_PREFIX + RL_HEADER_SIZE, payload, length)
+        self._seal(rec, n, seq, ts, crc)
+        return seq
 
     cdef void _note_index(self, int64_t seq, int64_t ts) noexcept nogil:
         cdef int64_t* grown
@@ -659,7 +689,10 @@ cdef class JournalAppender:
         self.index_len += 3
         self.since_index = 0
 
-    cdef int _after_append(self) except -1 nogil:
+    cdef int commit(self) except -1 nogil:
+        """The durability step after a batch of appends: publishes ``last_seq`` (readers,
+        the group-commit thread), fdatasyncs under ``sync``, wakes the group-commit thread
+        once enough is unsynced under ``group``."""
         cdef int64_t last = self.next_seq - 1
         rl_store_release(&self.last_seq, last)
         cdef int err
@@ -720,26 +753,57 @@ cdef class JournalAppender:
 
     cdef int64_t append_record(self, const rl_header* h, const char* payload) except -1 nogil:
         """Appends one event (header + ``h.length`` payload bytes); returns its sequence."""
+        self.write_record(h, payload)
+        self.commit()
+        return self.next_seq - 1
+
+    cdef int64_t write_record(self, const rl_header* h, const char* payload) except -1 nogil:
+        """Appends one event like ``append_record`` but leaves the durability step to a
+        ``commit()`` after the last record of the batch (the loop journals a batch's
+        outputs so: one release store and one group-commit check per batch, not per
+        output). The record is committed for readers (length word) already."""
         cdef Py_ssize_t need = REC_PREFIX + _align8(RL_HEADER_SIZE + h.length)
         if self.failed or self.pos + need > self.seg.size:  # the call only when it matters
             self._room(need)
         self._write(h, payload)
-        self._after_append()
         return self.next_seq - 1
 
     cdef int64_t append_slots(self, const char* base, Py_ssize_t stride,
                               Py_ssize_t count) except -1 nogil:
         """Appends ``count`` ring slots (each an rl_header + payload, ``stride`` bytes
         apart); one durability step for the batch. Returns the last sequence."""
-        cdef Py_ssize_t i, need
+        cdef Py_ssize_t i, need, pos = self.pos, end = self.seg.size
         cdef const rl_header* h
+        cdef char* seg = self.seg.base
+        cdef char* rec
+        cdef uint32_t n
+        cdef int64_t seq = self.next_seq, since = self.since_index, every = self.index_every
+        cdef int64_t max_ts = self.max_ts
+        # _write's steps with the appender's fields in locals for the batch: a store into the
+        # map may alias any field (no strict aliasing), so fields would be re-read per record
         for i in range(count):
             h = <const rl_header*>(base + i * stride)
-            need = REC_PREFIX + _align8(RL_HEADER_SIZE + h.length)
-            if self.failed or self.pos + need > self.seg.size:
-                self._room(need)
-            self._write(h, <const char*>h + RL_HEADER_SIZE)
-        self._after_append()
+            n = RL_HEADER_SIZE + h.length
+            need = REC_PREFIX + _align8(n)
+            if pos + need > end or self.failed:
+                self.pos, self.next_seq, self.since_index, self.max_ts = pos, seq, since, max_ts
+                self._room(need)  # rolls to the next segment (or raises)
+                seg, end, pos, seq = self.seg.base, self.seg.size, self.pos, self.next_seq
+                since, max_ts = self.since_index, self.max_ts
+            rec = seg + pos
+            (<uint32_t*>(rec + 4))[0] = rl_crc32c_body(rec + REC_PREFIX, h, n, <uint64_t>seq)
+            if since >= every:
+                self.pos, self.max_ts = pos, max_ts
+                self._note_index(seq, h.timestamp_ns)
+                since = 0
+            since += 1
+            if h.timestamp_ns > max_ts:
+                max_ts = h.timestamp_ns
+            rl_store_release_u32(<uint32_t*>rec, n)  # commit: the length word last
+            pos += need
+            seq += 1
+        self.pos, self.next_seq, self.since_index, self.max_ts = pos, seq, since, max_ts
+        self.commit()
         return self.next_seq - 1
 
     # -- Python API ------------------------------------------------------------------------
@@ -806,7 +870,7 @@ cdef class JournalAppender:
             finally:
                 PyBuffer_Release(&buf)
         with nogil:
-            self._after_append()
+            self.commit()
         return self.next_seq - 1
 
     def append_batch(self, Batch batch):

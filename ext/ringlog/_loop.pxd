@@ -8,7 +8,7 @@ from ringlog._breaker cimport BreakerCore
 from ringlog._counters cimport StageCounters
 from ringlog._handler cimport CyEventHandler, Emitter
 from ringlog._journal cimport JournalAppender
-from ringlog._ring cimport Ring
+from ringlog._ring cimport Consumer, Ring
 from ringlog.includes.event cimport rl_header
 
 
@@ -75,6 +75,10 @@ cdef class LogicCore:
                        bint end_of_batch, object obj) except -1
     cdef int _business(self, const rl_header* h, const char* payload, int64_t seq,
                        bint end_of_batch, object obj) except -1
+    cdef int _run(self, Consumer consumer, int64_t base, JournalAppender journal,
+                  int64_t limit) except -1
+    cdef int64_t _business_run(self, Ring ring, int64_t s, int64_t hi,
+                               int64_t base) except -1
     cdef int _call(self, const rl_header* h, const char* payload, int64_t seq,
                    bint end_of_batch, object obj) except -1
     cdef int _batch(self, object arr, const char* rows, int64_t n, int64_t first) except -1

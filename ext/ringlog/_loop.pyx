@@ -329,6 +329,59 @@ cdef class LogicCore:
             return 0
         return 1
 
+    cdef int64_t _business_run(self, Ring ring, int64_t s, int64_t hi,
+                               int64_t base) except -1:
+        """``_business`` for consecutive ring slots from ``s`` (a business event) to ``hi``,
+        with one exception frame for the run instead of one per event; it stops before a
+        control event and after the event that opens the breaker. Returns the next ring
+        sequence to handle. Used when nothing else runs per event (no dedup, no automatic
+        snapshots): the decisions are exactly ``process_c``'s."""
+        cdef const rl_header* h = NULL
+        cdef int64_t seq = -1
+        cdef bint opened = False
+        cdef BreakerCore b = self.breaker
+        cdef CyEventHandler cy = self.cy
+        cdef bint cython = self.kind == KIND_CYTHON
+        cdef SlotEvent fly = self.fly
+        try:
+            while s <= hi:
+                h = <const rl_header*>ring.slot(s)
+                if _is_control(h):
+                    break
+                seq = base + s
+                self.last_sequence = seq
+                self.cur_seq = seq
+                self.cur_ts = h.timestamp_ns
+                self.cur_corr = h.correlation_id
+                if b is not None:
+                    b.on_input_c(h.timestamp_ns)
+                if cython:
+                    cy.on_event_c(h, <const char*>h + RL_HEADER_SIZE, seq,
+                                  (h.flags & RL_FLAG_BATCH_END) != 0)
+                else:  # the flyweight, re-pointed: no event object per call
+                    fly.h = h
+                    fly.seq = seq
+                    self.py_call(fly, seq, (h.flags & RL_FLAG_BATCH_END) != 0)
+                self.processed += 1
+                s += 1
+                if b is not None and b.state == BR_OPEN:
+                    opened = True
+                    break
+        except Exception:  # only the handler (and what it calls: emit) raises in the loop
+            if self._dead_letter is None:
+                raise
+            fly.h = h
+            fly.seq = seq
+            self._dead(fly, seq, traceback.format_exc())
+            self.processed += 1
+            s += 1
+            opened = b is not None and b.state == BR_OPEN
+        if opened:
+            if self.kill_armed:
+                self._kill_on_trip()
+            self.pending_from = seq + 1
+        return s
+
     cdef int _call(self, const rl_header* h, const char* payload, int64_t seq,
                    bint end_of_batch, object obj) except -1:
         if self.kind == KIND_CYTHON:
@@ -552,17 +605,28 @@ cdef class LogicCore:
         on its last slot, no GIL) before any of it is handled, so journal-before-process
         holds exactly as with a separate stage and replay sees the same batches."""
         cdef Ring ring = consumer.ring
-        cdef int64_t nxt = rl_load_acquire(consumer.seq_ptr) + 1, avail, s, lo
         cdef int64_t limit = max_batch if max_batch > 0 else ring.capacity
-        cdef const rl_header* h
-        cdef bint was_open
-        cdef int64_t** jc = self.journal_counters.slot
-        cdef int64_t seen
         if self.kind == KIND_BATCH and ring.slot_size != self.slot_size:
             raise ValueError(f"the ring's slots are {ring.slot_size} bytes, the batch "
                              f"handler's view {self.slot_size}")
         self.fly.owner_view = ring._view
         self.fly.owner_base = ring._map.base
+        try:
+            self._run(consumer, base, journal, limit)
+        finally:  # outputs journaled by this thread are committed even when the loop halts
+            if self.output_journal is not None:
+                self.output_journal.commit()
+
+    cdef int _run(self, Consumer consumer, int64_t base, JournalAppender journal,
+                  int64_t limit) except -1:
+        cdef Ring ring = consumer.ring
+        cdef int64_t nxt = rl_load_acquire(consumer.seq_ptr) + 1, avail, s, lo
+        cdef const rl_header* h
+        cdef bint was_open
+        cdef bint fast = (self.kind != KIND_BATCH and not self.dedup_on
+                          and not self.snapshot_every)
+        cdef int64_t** jc = self.journal_counters.slot
+        cdef int64_t seen
         while True:
             with nogil:
                 avail = consumer.wait_for(nxt, WAIT_NS)
@@ -576,13 +640,27 @@ cdef class LogicCore:
                     counter_set(jc[JS_DURABLE], rl_load_acquire(&journal.durable))
                     counter_add(jc[JS_BATCHES], 1)
             if avail == RL_CLOSED:
-                return
+                return 0
             if avail == RL_TIMEOUT:
                 if journal is not None:  # idle: the sync thread may have moved the mark
                     counter_set(jc[JS_DURABLE], rl_load_acquire(&journal.durable))
                 continue
             was_open = self.pending_from >= 0
-            if self.kind != KIND_BATCH:
+            if fast:
+                if base + nxt != self.last_sequence + 1 and self.last_sequence >= 0:
+                    raise RuntimeError(f"input sequence {base + nxt} after "
+                                       f"{self.last_sequence}: the loop must see every "
+                                       "journal sequence once, in order")
+                s = nxt
+                while s <= avail:
+                    h = <const rl_header*>ring.slot(s)
+                    if self.pending_from >= 0 or _is_control(h):
+                        self.process_c(h, <const char*>h + RL_HEADER_SIZE, base + s,
+                                       (h.flags & RL_FLAG_BATCH_END) != 0, None)
+                        s += 1
+                    else:
+                        s = self._business_run(ring, s, avail, base)
+            elif self.kind != KIND_BATCH:
                 for s in range(nxt, avail + 1):
                     h = <const rl_header*>ring.slot(s)
                     self.process_c(h, <const char*>h + RL_HEADER_SIZE, base + s,
@@ -604,6 +682,8 @@ cdef class LogicCore:
                             ring.mask or s - lo + 1 >= self.scratch_cap:
                         self._ring_run(ring, lo, s, base)
                         lo = -1
+            if self.output_journal is not None:
+                self.output_journal.commit()  # the batch's outputs: one durability step
             consumer.set_sequence(avail)
             nxt = avail + 1
             h = <const rl_header*>ring.slot(avail)
@@ -700,6 +780,8 @@ cdef class LogicCore:
             self.process_c(&h, <const char*>buf.buf, sequence, end_of_batch, event)
         finally:
             PyBuffer_Release(&buf)
+            if self.output_journal is not None and not self.replaying:
+                self.output_journal.commit()
 
     # -- outputs --------------------------------------------------------------------------
     def emit(self, payload, uint32_t type_id=0, int64_t key=0):
@@ -757,20 +839,14 @@ cdef class LogicCore:
         cdef Ring r = self.output_ring
         cdef int64_t seq
         cdef rl_header* o
-        cdef rl_header oh
         self.published += 1
         if self.replaying or r is None:
             if self.replaying and self.published <= self.replay_quiet:
                 return 0
             if not self.replaying and self.output_journal is not None:
-                memset(&oh, 0, sizeof(rl_header))
-                oh.timestamp_ns = ts
-                oh.correlation_id = corr
-                oh.producer_seq = cause
-                oh.type_id = type_id
-                oh.flags = flags
-                oh.length = length
-                self.output_journal.append_record(&oh, payload)  # GIL held: no hand-off
+                # committed (last_seq, group-commit nudge) once per batch by run()
+                self.output_journal.write_output(type_id, flags, payload, length, ts, corr,
+                                                 cause)  # GIL held: no hand-off
                 return 0
             if self.sink is None:
                 raise RingLogError("the loop has no output ring and no sink for its outputs")

@@ -393,8 +393,10 @@ class Processor:
         inline = self.topology == "inline"
         listeners = bool(self._on_output or self._on_output_batch or self._on_output_slots)
         self._in = Ring(c.ring_capacity, c.slot_size, producer="multi", wait=c.wait)
-        self._lc = self._in.consumer() if inline else None
-        self._jc = self._lc or self._in.consumer()
+        # the consumer that journals looks at most max_batch slots ahead (a batch is never
+        # longer); a staged loop takes what the journaller released, whole batches
+        self._lc = self._in.consumer(max_batch=c.max_batch) if inline else None
+        self._jc = self._lc or self._in.consumer(max_batch=c.max_batch)
         self._lc = self._lc or self._in.consumer(after=[self._jc])
         self._base = self.input.last_sequence + 1  # journal sequence of ring sequence 0
         self._published_at_start = int(self._loop.published)

@@ -48,15 +48,39 @@ static uint32_t rl_crc32c_copy_hw(uint32_t crc, void *dst, const void *src, size
     const uint8_t *s = (const uint8_t *)src;
     uint8_t *d = (uint8_t *)dst;
     uint64_t c = ~crc;
-    size_t i, words = n & ~(size_t)7;
-    for (i = 0; i < words; i += 8) {  /* one index: load, store, crc, step */
+    size_t i = 0, pairs = n & ~(size_t)15;
+    for (; i < pairs; i += 16) {  /* two words a step: half the loop overhead */
+        uint64_t v, w;
+        memcpy(&v, s + i, 8);
+        memcpy(&w, s + i + 8, 8);
+        memcpy(d + i, &v, 8);
+        memcpy(d + i + 8, &w, 8);
+        c = __builtin_ia32_crc32di(c, v);
+        c = __builtin_ia32_crc32di(c, w);
+    }
+    if (n - i >= 8) {
         uint64_t v;
         memcpy(&v, s + i, 8);
         memcpy(d + i, &v, 8);
         c = __builtin_ia32_crc32di(c, v);
+        i += 8;
     }
     uint32_t c32 = (uint32_t)c;
-    for (; i < n; i++) {
+    if (n - i >= 4) {  /* the tail in at most three steps, not byte by byte */
+        uint32_t v;
+        memcpy(&v, s + i, 4);
+        memcpy(d + i, &v, 4);
+        c32 = __builtin_ia32_crc32si(c32, v);
+        i += 4;
+    }
+    if (n - i >= 2) {
+        uint16_t v;
+        memcpy(&v, s + i, 2);
+        memcpy(d + i, &v, 2);
+        c32 = __builtin_ia32_crc32hi(c32, v);
+        i += 2;
+    }
+    if (i < n) {
         d[i] = s[i];
         c32 = __builtin_ia32_crc32qi(c32, s[i]);
     }

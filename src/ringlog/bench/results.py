@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 
 __all__ = ["Document", "Row", "compare", "higher_is_better", "json_schema", "load",
-           "machine_info", "new_document", "save", "validate", "versions"]
+           "machine_info", "merge", "new_document", "save", "validate", "versions"]
 
 SCHEMA_VERSION = 1
 
@@ -152,6 +152,28 @@ def save(doc: dict[str, Any], path: str | Path) -> None:
     validate(doc, str(path))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+
+
+def merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with the rows of the targets ``new`` measured replaced by ``new``'s, in
+    place of the old ones (a partial re-run folded into the full report). ``merged`` lists
+    each fold (date, targets, runs, machine) so the report says which figures are newer."""
+    targets = set(new["config"]["targets"])
+    rows: list[dict[str, Any]] = []
+    placed: set[str] = set()
+    for r in base["results"]:
+        t = r["target"]
+        if t not in targets:
+            rows.append(r)
+        elif t not in placed:  # the new rows where the old ones of that target began
+            placed.add(t)
+            rows += [x for x in new["results"] if x["target"] == t]
+    rows += [x for x in new["results"] if x["target"] not in placed]  # targets base lacked
+    out = dict(base, results=rows)
+    out["merged"] = [*base.get("merged", []),
+                     {"created": new["created"], "targets": sorted(targets),
+                      "runs": new["config"].get("runs"), "machine": new["machine"]}]
+    return out
 
 
 def load(path: str | Path) -> dict[str, Any]:

@@ -86,8 +86,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
                              previous=previous)
     if args.json:
         results.save(doc, args.json)
+    if args.merge_into:  # fold these targets' rows into a full report's document
+        doc = results.merge(results.load(args.merge_into), doc)
+        results.save(doc, args.merge_into)
     # row hdr_log paths are relative to the results JSON's folder
-    logs_base = Path(args.json or args.from_json or ".").parent
+    logs_base = Path(args.merge_into or args.json or args.from_json or ".").parent
     if args.report:
         from ..bench import plots
 
@@ -168,6 +171,9 @@ def add_parsers(sub: Any) -> None:
     b.add_argument("--report", help="write the markdown report here (plots in img/ beside it)")
     b.add_argument("--plots", help="write the PNG plots to this folder")
     b.add_argument("--from-json", help="render the report from a saved results document")
+    b.add_argument("--merge-into", metavar="JSON", help="replace the rows of the targets "
+                   "measured (or read with --from-json) in this results document, save it, "
+                   "and render --report from it")
     b.add_argument("--command-text", help=argparse.SUPPRESS)
     b.add_argument("--format", choices=["table", "json"], default="table",
                    help="stdout: a table for people (default) or JSON for scripts (the "

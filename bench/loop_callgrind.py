@@ -1,0 +1,210 @@
+"""Instructions per event on the processor's loop thread, by part, counted by callgrind.
+
+::
+
+    C producer thread ──► INPUT RING ──► loop thread: journal the batch (memcpy + CRC) ──►
+        LogicCore (control? dedup? breaker open?) ──► handler ──emit──► breaker ──►
+        output journal (inline topology, no listener)
+                      ^ this thread's instructions, per event, grouped by part
+
+    python bench/loop_callgrind.py [cython|cython_breaker|python|engine] [events]
+        runs itself under ``valgrind --tool=callgrind --separate-threads=yes``, finds the
+        thread that ran ``LogicCore.run`` and prints its instructions per event by part
+    python bench/loop_callgrind.py compare OLD.json NEW.json
+        the same breakdowns side by side (``--json FILE`` writes one; ``--keep FILE`` keeps
+        the loop thread's callgrind file for ``callgrind_annotate``)
+
+Instruction counts repeat to a fraction of a percent from run to run, so they tell a change
+of a few instructions per event from noise on a machine where wall time swings 2-3x. They
+miss the kernel (page faults on the journal maps, futex calls) and cache misses: read them
+beside the CPU ns per event of ``bench/pipeline_ab.py``. The build needs symbols
+(``RINGLOG_SYMBOLS=1``: the release flags, not stripped), else every part reads "other".
+
+Handlers: ``cython`` is CountingHandler(16) (one output per 16 events), ``cython_breaker``
+the same behind a breaker limit that never trips, ``python`` the bench's Python Counter,
+``engine`` the matching engine on the mixed flow (2.6 outputs per command) with a
+per-account breaker fed by the bulk producer. All run the default ProcessorConfig.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+# Parts, matched in order against callgrind_annotate's "file:function" (inlined code is
+# attributed to the header it comes from, so the CRC is its own part).
+PARTS: list[tuple[str, str]] = [
+    ("journal: memcpy + CRC", r"crc32c\.h|memcpy|memmove"),
+    ("journal: append bookkeeping", r"_journal"),
+    ("ring: wait, claim, publish", r"_ring\b|_ring\.|ringwait\.h|ringlayout\.h|atomics\.h|futex"),
+    ("breaker", r"_breaker"),
+    ("handler", r"_benchhandlers|engine[/.]|_book|_engine"),
+    ("counters", r"_counters|counterslayout\.h"),
+    ("loop logic (LogicCore)", r"_loop"),
+    ("Python interpreter", r"python|Py[A-Z_]|_Py|libpython|ceval|Objects/|Python/"),
+]
+OTHER = "other (libc, numpy, msgspec)"
+
+
+def _child(kind: str, n: int) -> None:
+    """The measured run: a processor with the default config over ``n`` events."""
+    from ringlog import Breaker, BreakerConfig, Limit, Processor, ProcessorConfig
+
+    d = tempfile.mkdtemp(prefix="ringlog-cg-", dir=".")
+    try:
+        if kind == "engine":
+            import numpy as np
+
+            from ringlog.engine import Engine, registry
+            from ringlog.engine.flow import demo_config, mixed_flow
+
+            cfg = demo_config(max_orders=1 << 21)
+            cmds, types = mixed_flow(n, seed=21)
+            br = Breaker(BreakerConfig(limits=[Limit(max_count=10**6, window_ns=10**9,
+                                                     per="key")]))
+            p = Processor(Engine(cfg), d, ProcessorConfig(slot_size=cfg.min_slot_size),
+                          breaker=br, registry=registry(cfg.l2_depth))
+            p.start()
+            p.publish_records(cmds, types.astype(np.uint32),
+                              timestamp_ns=np.arange(n, dtype=np.int64) * 1000)
+        else:
+            from ringlog._benchhandlers import CountingHandler
+            from ringlog._ringbench import produce
+
+            sys.path.insert(0, str(Path(__file__).parent))
+            import bench_processor as bp
+
+            handler = bp.Counter() if kind == "python" else CountingHandler(16)
+            br = (Breaker(BreakerConfig(limits=[Limit(max_count=10_000_000, window_ns=10**9)]))
+                  if kind == "cython_breaker" else None)
+            p = Processor(handler, d, ProcessorConfig(), breaker=br)
+            p.start()
+            t = threading.Thread(target=produce, args=(p.input_ring, n, 64), name="producer")
+            t.start()
+            t.join()
+        p.drain(timeout=3600)
+        p.stop()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _annotate(path: Path) -> tuple[int, list[tuple[int, str]]]:
+    """(total Ir, [(Ir, "file:function"), ...]) of one callgrind output file."""
+    out = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100", "--auto=no",
+                          str(path)], capture_output=True, text=True, check=True).stdout
+    total = 0
+    rows = []
+    for line in out.splitlines():
+        m = re.match(r"\s*([\d,]+)\s+(?:\([^)]*\)\s+)?(PROGRAM TOTALS|\S.*)$", line)
+        if not m:
+            continue
+        ir = int(m.group(1).replace(",", ""))
+        if m.group(2) == "PROGRAM TOTALS":
+            total = ir
+        elif ":" in m.group(2):
+            rows.append((ir, m.group(2).strip()))
+    return total, rows
+
+
+def _part(name: str) -> str:
+    for part, pat in PARTS:
+        if re.search(pat, name):
+            return part
+    return OTHER
+
+
+def measure(kind: str, n: int, keep: Path | None = None) -> dict[str, Any]:
+    """Runs the child under callgrind; the loop thread's instructions per event by part."""
+    d = Path(tempfile.mkdtemp(prefix="ringlog-cg-out-"))
+    try:
+        env = dict(os.environ)
+        env.pop("PYTHONMALLOC", None)  # pymalloc, as users run it
+        subprocess.run(["valgrind", "--tool=callgrind", "--separate-threads=yes",
+                        f"--callgrind-out-file={d}/cg.out", sys.executable, __file__,
+                        "--child", kind, str(n)], check=True, env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        loop, most = None, 0
+        for f in sorted(d.glob("cg.out-*")):  # one file per thread
+            total, rows = _annotate(f)
+            in_loop = sum(ir for ir, name in rows if "LogicCore" in name)
+            if in_loop > most:  # the loop thread: the one that ran LogicCore most
+                loop, most = (f, total, rows), in_loop
+        if loop is None:
+            raise SystemExit("no thread ran LogicCore.run: is the build stripped? "
+                             "(rebuild with RINGLOG_SYMBOLS=1)")
+        f, total, rows = loop
+        if keep is not None:
+            shutil.copy(f, keep)
+        parts: dict[str, float] = {}
+        top: list[tuple[float, str]] = []
+        for ir, name in rows:
+            parts[_part(name)] = parts.get(_part(name), 0.0) + ir / n
+            top.append((ir / n, name))
+        top.sort(reverse=True)
+        return {"kind": kind, "events": n, "instructions_per_event": total / n,
+                "parts": dict(sorted(parts.items(), key=lambda kv: -kv[1])),
+                "functions": [(round(v, 1), name) for v, name in top[:25]]}
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _show(res: dict[str, Any]) -> None:
+    print(f"{res['kind']}: {res['instructions_per_event']:.0f} instructions per event on the "
+          f"loop thread ({res['events']:,} events, callgrind)")
+    for part, v in res["parts"].items():
+        print(f"  {v:8.1f}  {part}")
+    print("  top functions (self):")
+    for v, name in res["functions"][:15]:
+        print(f"  {v:8.1f}  {name[-110:]}")
+
+
+def _compare(a: dict[str, Any], b: dict[str, Any]) -> None:
+    print(f"{'part':32s} {'old':>9s} {'new':>9s} {'new/old':>8s}")
+    for part in dict.fromkeys([*a["parts"], *b["parts"]]):
+        x, y = a["parts"].get(part, 0.0), b["parts"].get(part, 0.0)
+        print(f"{part:32s} {x:9.1f} {y:9.1f} {y / x if x else float('nan'):8.2f}")
+    x, y = a["instructions_per_event"], b["instructions_per_event"]
+    print(f"{'total':32s} {x:9.1f} {y:9.1f} {y / x:8.2f}")
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["--child"]:
+        _child(argv[1], int(argv[2]))
+        return
+    if argv[:1] == ["compare"]:
+        _compare(*(json.loads(Path(p).read_text()) for p in argv[1:3]))
+        return
+    out = keep = None
+    if "--json" in argv:
+        i = argv.index("--json")
+        out = Path(argv[i + 1])
+        del argv[i:i + 2]
+    if "--keep" in argv:  # the loop thread's callgrind file, for callgrind_annotate
+        i = argv.index("--keep")
+        keep = Path(argv[i + 1])
+        del argv[i:i + 2]
+    kind = argv[0] if argv else "cython"
+    if kind not in ("cython", "cython_breaker", "python", "engine"):
+        print(f"unknown handler {kind!r}: cython, cython_breaker, python or engine",
+              file=sys.stderr)
+        raise SystemExit(2)
+    n = int(argv[1]) if len(argv) > 1 else (100_000 if kind == "engine" else 300_000)
+    t0 = time.time()
+    res = measure(kind, n, keep)
+    _show(res)
+    print(f"  ({time.time() - t0:.0f} s under valgrind)")
+    if out is not None:
+        out.write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
