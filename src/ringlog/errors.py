@@ -33,6 +33,9 @@ ringlog.cluster. tests/test_typing.py checks every one.
 
 __all__ = [
     "CircuitOpenError",
+    "ClusterError",
+    "ClusterTimeoutError",
+    "ClusterUnreachableError",
     "ConfigError",
     "CountersError",
     "CountersFileError",
@@ -171,6 +174,20 @@ class ListenError(RingLogError, OSError):
     """A server (the metrics endpoint) could not listen on its address: ``errno`` says why
     and ``filename`` is the ``host:port``. Build it as ``ListenError(errno, strerror,
     "host:port")``, like an OSError."""
+
+
+class ClusterError(RingLogError, RuntimeError):
+    """A replicated shard cannot go on: a gap in its input stream, a publisher that failed,
+    a replica's processor that stopped, a directory a snapshot cannot seed."""
+
+
+class ClusterTimeoutError(ClusterError, TimeoutError):
+    """NATS or JetStream did not answer (or a replica did not get somewhere) in time; the
+    message says what was waited for and how long."""
+
+
+class ClusterUnreachableError(ClusterError, ConnectionError):
+    """No NATS server of the cluster's list could be reached."""
 
 
 class MissingExtraError(RingLogError, ImportError):

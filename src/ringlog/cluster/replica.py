@@ -40,7 +40,7 @@ from typing import Any
 
 import msgspec
 
-from ..errors import RingLogError
+from ..errors import ClusterError, ClusterTimeoutError, ClusterUnreachableError, RingLogError
 from ..events import FLAG_CONTROL, TYPE_STREAM_MARK
 from ..processor import Processor, ProcessorConfig
 from .checkpoint import Checkpoint, Divergence, record_checkpoint, state_hash
@@ -315,7 +315,7 @@ class Replica:
                     if seq < self._next_seq:
                         continue  # a duplicate delivery after a consumer reset
                     if seq > self._next_seq:
-                        raise RingLogError(f"{self.names.input_stream}: expected sequence "
+                        raise ClusterError(f"{self.names.input_stream}: expected sequence "
                                            f"{self._next_seq}, got {seq} (a gap: messages "
                                            f"deleted from the stream?)")
                     while True:
@@ -461,7 +461,7 @@ class Replica:
         while p.processed_sequence < target:
             if p.state != "running":
                 p.stop()  # raises the loop's error
-                raise RingLogError(f"the processor stopped ({p.state}) before input "
+                raise ClusterError(f"the processor stopped ({p.state}) before input "
                                    f"{target} was processed")
             time.sleep(0.0002)
 
@@ -689,7 +689,8 @@ async def connect(cfg: ClusterConfig, name: str, first_try: float = 10.0,
         return nc
     except Exception as e:  # (TimeoutError included)
         why = errors[0] if errors else e
-        raise RingLogError(f"cannot reach NATS at {', '.join(cfg.servers)}: {why!r}") from e
+        raise ClusterUnreachableError(f"cannot reach NATS at {', '.join(cfg.servers)}: "
+                                      f"{why!r}") from e
 
 
 async def wait_for_jetstream(js: Any, timeout: float = 30.0) -> None:
@@ -701,7 +702,7 @@ async def wait_for_jetstream(js: Any, timeout: float = 30.0) -> None:
             return
         except Exception as e:
             if time.monotonic() > deadline:
-                raise RingLogError(f"JetStream did not answer within {timeout:.0f} s: "
+                raise ClusterTimeoutError(f"JetStream did not answer within {timeout:.0f} s: "
                                    f"{e!r}") from e
             await asyncio.sleep(0.1)
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..engine.records import COMMAND_DTYPE, Command
-from ..errors import RingLogError
+from ..errors import ClusterError
 from .config import ClusterConfig
 from .stream import InputPublisher
 
@@ -44,10 +44,10 @@ class ShardRouter:
 
     def __init__(self, shards: int, assignments: dict[int, int] | None = None) -> None:
         if shards < 1:
-            raise RingLogError(f"shards must be >= 1, got {shards}")
+            raise ClusterError(f"shards must be >= 1, got {shards}")
         for sym, shard in (assignments or {}).items():
             if not 0 <= shard < shards:
-                raise RingLogError(f"symbol {sym} is assigned to shard {shard}, outside "
+                raise ClusterError(f"symbol {sym} is assigned to shard {shard}, outside "
                                    f"0..{shards - 1}")
         self.shards = shards
         self.assignments = dict(assignments or {})
@@ -84,7 +84,7 @@ class ShardedPublisher:
                  **kw: Any) -> None:
         self.router = router or ShardRouter(cfg.shards)
         if self.router.shards != cfg.shards:
-            raise RingLogError(f"the router has {self.router.shards} shards, the cluster "
+            raise ClusterError(f"the router has {self.router.shards} shards, the cluster "
                                f"{cfg.shards}")
         self.publishers = [InputPublisher(js, cfg, s, **kw) for s in range(cfg.shards)]
 

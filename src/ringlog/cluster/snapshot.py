@@ -27,7 +27,7 @@ from typing import Any
 
 import msgspec
 
-from ..errors import RingLogError
+from ..errors import ClusterError
 
 __all__ = ["SEED_FILE", "ShardSnapshot", "ensure_snapshot_store", "fetch_snapshot", "is_empty",
            "read_seed", "seed_directory", "ship_snapshot"]
@@ -105,7 +105,7 @@ def seed_directory(directory: str | Path, snap: ShardSnapshot, segment_size: int
 
     d = Path(directory)
     if not is_empty(d):
-        raise RingLogError(f"{d}: not empty; a snapshot seeds only a new replica directory")
+        raise ClusterError(f"{d}: not empty; a snapshot seeds only a new replica directory")
     d.mkdir(parents=True, exist_ok=True)
     SnapshotStore(d / "snapshots").write(snap.journal_seq, snap.data)
     (d / SEED_FILE).write_text(json.dumps({"stream_seq": snap.stream_seq}))

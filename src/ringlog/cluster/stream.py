@@ -30,7 +30,7 @@ from typing import Any
 
 import msgspec
 
-from ..errors import RingLogError
+from ..errors import ClusterError, ClusterTimeoutError
 from .config import ClusterConfig, ShardNames
 
 __all__ = ["Command", "InputBatch", "InputPublisher", "OutputBatch", "OutputRecordOut",
@@ -103,8 +103,8 @@ async def until_answered(call: Callable[[], Awaitable[Any]], what: str,
                     and e.code not in (503, 504):
                 raise
             if time.monotonic() > deadline:
-                raise RingLogError(f"{what}: JetStream did not answer within {timeout:.0f} s: "
-                                   f"{e!r}") from e
+                raise ClusterTimeoutError(f"{what}: JetStream did not answer within "
+                                          f"{timeout:.0f} s: {e!r}") from e
         await asyncio.sleep(pause)
         pause = min(pause * 2, 1.0)
 
@@ -201,7 +201,7 @@ class InputPublisher:
     def add(self, cmd: Command) -> None:
         """Adds a command without waiting (the caller watches ``pending``)."""
         if self._error is not None:
-            raise RingLogError(f"the publisher to {self.names.input_stream} failed: "
+            raise ClusterError(f"the publisher to {self.names.input_stream} failed: "
                                f"{self._error!r}") from self._error
         size = len(cmd.payload) + 24
         if self._open and self._open_bytes + size > self.cfg.batch_max_bytes:
@@ -240,7 +240,7 @@ class InputPublisher:
         self._cut()
         await self._idle.wait()
         if self._error is not None:
-            raise RingLogError(f"the publisher to {self.names.input_stream} failed: "
+            raise ClusterError(f"the publisher to {self.names.input_stream} failed: "
                                f"{self._error!r}") from self._error
         return self.last_seq
 
@@ -312,7 +312,7 @@ async def publish_once(js: Any, subject: str, data: bytes, msg_id: str, timeout:
         if counter is not None:
             counter.retries += 1
         if time.monotonic() > deadline:
-            raise RingLogError(f"{subject}: no acknowledgement for message {msg_id} within "
+            raise ClusterTimeoutError(f"{subject}: no acknowledgement for message {msg_id} within "
                                f"{give_up_after:.0f} s: {err!r}") from err
         await asyncio.sleep(pause)
         pause = min(pause * 2, 0.5)

@@ -25,7 +25,7 @@ from typing import Any
 
 import msgspec
 
-from ..errors import RingLogError
+from ..errors import ClusterTimeoutError
 from .config import ClusterConfig
 from .replica import ReplicaStatus
 from .stream import OutputBatch
@@ -214,7 +214,7 @@ class ShardWatch:
             if got:
                 return got
             if time.monotonic() > deadline:
-                raise RingLogError(f"timed out after {timeout:.0f} s waiting for {what}")
+                raise ClusterTimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
             await asyncio.sleep(0.02)
 
 
