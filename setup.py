@@ -48,7 +48,8 @@ def extensions():
             Extension(
                 name,
                 [str(pyx.relative_to(HERE))],
-                include_dirs=[str(EXT / "ringlog" / "includes"), numpy.get_include()],
+                include_dirs=[str(EXT / "ringlog" / "includes"), str(EXT / "ringlog" / "engine"),
+                              numpy.get_include()],
                 define_macros=[
                     ("RINGLOG_DEBUG", "1" if DEBUG else "0"),
                     ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),

@@ -5,56 +5,16 @@ from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 
-cdef extern from "engine/records.h" nogil:
-    # the engine's records (one C definition: ext/ringlog/engine/records.h)
-    ctypedef struct rl_command:
-        uint64_t order_id
-        int64_t price
-        int64_t qty
-        uint32_t account
-        uint32_t symbol
-        uint8_t side
-        uint8_t order_type
-        uint8_t tif
-        uint8_t flags
-        uint8_t stp
-        uint64_t client_tag
-    ctypedef struct rl_report:
-        uint64_t order_id
-        uint32_t account
-        uint32_t symbol
-        int64_t price
-        int64_t qty
-        int64_t leaves
-        uint8_t side
-        uint8_t reason
-        uint8_t command
-    ctypedef struct rl_trade:
-        uint64_t taker_id
-        uint64_t maker_id
-        uint32_t taker_account
-        uint32_t maker_account
-        uint32_t symbol
-        uint8_t taker_side
-        int64_t price
-        int64_t qty
-        int64_t taker_leaves
-        int64_t maker_leaves
-    ctypedef struct rl_l1:
-        uint32_t symbol
-        int64_t bid_price
-        int64_t bid_qty
-        int64_t ask_price
-        int64_t ask_qty
-    ctypedef struct rl_l2_head:
-        uint32_t symbol
-        uint16_t depth
-        uint16_t bids
-        uint16_t asks
-    ctypedef struct rl_l2_level:
-        int64_t price
-        int64_t qty
-    int RL_FLAG_POST_ONLY
+# the engine's records (one declaration: ringlog/engine/records.pxd)
+from ringlog.engine.records cimport (
+    RL_FLAG_POST_ONLY,
+    rl_command,
+    rl_l1,
+    rl_l2_head,
+    rl_l2_level,
+    rl_report,
+    rl_trade,
+)
 
 
 # msgpack writers shared by the compiled gateway modules (msgspec writes the same bytes)
