@@ -96,7 +96,8 @@ def evaluate_targets(doc: dict[str, Any], targets: list[dict[str, Any]]) -> list
         bound = t.get("min", t.get("max"))
         met = value >= bound if "min" in t else value <= bound
         by = value / bound if bound else float("inf")
-        out.append({**t, "value": value, "met": met, "by": f"{by:.2f}x the goal"})
+        out.append({**t, "value": value, "met": met, "by": f"{by:.2f}x the goal",
+                    "unit": "" if t.get("ratio") else r.get("unit", "")})
     return out
 
 
@@ -140,11 +141,14 @@ def render(doc: dict[str, Any], command: str, intro: str = "",
                 lines.append(f"| {group}: {k} | {peer_value(k, v)} |")
         lines.append("")
     if targets:
+        from .stats import fmt_value
+
         lines += ["## Targets", "", "| goal | measured | met | | why, where missed |",
                   "|---|---|---|---|---|"]
         for t in evaluate_targets(doc, targets):
             v = t["value"]
-            shown = "-" if v is None else (f"{v:.2f}x" if t.get("ratio") else fmt(v, "/s"))
+            shown = "-" if v is None else (f"{v:.2f}x" if t.get("ratio") else
+                                           fmt_value(v, t.get("unit") or "/s"))
             met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
             why = "" if t["met"] else t.get("why", "")
             lines.append(f"| {t['goal']} | {shown} | {met} | {t['by']} | {why} |")
