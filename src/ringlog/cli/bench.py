@@ -161,8 +161,10 @@ def add_parsers(sub: Any) -> None:
                               "  ringlog bench --handler myapp:Handler --rate 10k --runs 5\n"
                               "  ringlog bench compare old.json new.json",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    b.add_argument("targets", nargs="*", help="ring journal breaker processor engine gateway "
-                                              "tools all (default all; none with --handler)")
+    from ..bench.runner import TARGETS
+
+    b.add_argument("targets", nargs="*", help=f"{' '.join(TARGETS)} all (default all; none "
+                                              f"with --handler)")
     b.add_argument("--runs", type=count, default=3, help="runs per figure (median reported)")
     b.add_argument("--smoke", action="store_true", help="tiny sizes: checks the harness only")
     b.add_argument("--no-peers", action="store_true", help="skip the Disruptor and limits")
