@@ -11,6 +11,16 @@ from ringlog.includes.event cimport RL_HEADER_SIZE, rl_header
 
 from ringlog.errors import RingClosedError
 
+
+cdef extern from "<sys/prctl.h>" nogil:
+    int prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5)
+    int PR_SET_TIMERSLACK
+
+
+cdef extern from "ringwait.h" nogil:
+    int64_t rl_now_ns()
+    void rl_sleep_ns(int64_t ns)
+
 __all__ = ["consume", "consume_latency", "consume_values", "cycle", "produce", "produce_paced",
            "produce_values"]
 
@@ -153,21 +163,25 @@ def cycle(Ring ring, Consumer consumer, int64_t count, int batch=64):
     return total
 
 
-cdef extern from "ringwait.h" nogil:
-    int64_t rl_now_ns()
-
-
-def produce_paced(Ring ring, int64_t count, double rate):
+def produce_paced(Ring ring, int64_t count, double rate, int64_t spin_ns=-1):
     """Open-loop producer: event i is due at start + i / rate; it is published when due and
     carries its intended send time, so latency measured from it includes any stall
-    (coordinated omission corrected). Busy-waits between events."""
-    cdef int64_t i = 0, hi, due, start
+    (coordinated omission corrected). ``spin_ns`` < 0 busy-waits between events, as the
+    Disruptor's latency test does; otherwise the thread sleeps until ``spin_ns`` before each
+    due time and spins the rest, as a producer fed by a network or a timer would (the time
+    it wakes late is counted in the latency)."""
+    cdef int64_t i = 0, hi, due, start, now
     cdef double period = 1e9 / rate
     cdef rl_header* h
+    if spin_ns >= 0:
+        prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)  # the default 50 us slack would be the latency
     with nogil:
         start = rl_now_ns() + 1000000
         while i < count:
             due = start + <int64_t>(i * period)
+            now = rl_now_ns()
+            if spin_ns >= 0 and due - now > spin_ns:
+                rl_sleep_ns(due - now - spin_ns)
             while rl_now_ns() < due:
                 pass
             hi = ring.claim(1, -1)
