@@ -87,8 +87,9 @@ class JournalAppender:
     pos: int
     policy: int
     group_events: int
+    buffered: bool
     def __init__(self, owner: Any, policy: int, group_events: int = 1000,
-                 index_every: int = 1024) -> None: ...
+                 index_every: int = 1024, buffered: bool | None = None) -> None: ...
     def attach(self, seg: Segment, pos: int, next_seq: int) -> None: ...
     def append(self, payload: Any, type_id: int = 0, *, timestamp_ns: int = 0,
                correlation_id: int = 0, flags: int = 0, producer_id: int = 0,

@@ -380,6 +380,13 @@ class Journal:
     appends), ``"read"`` under group/sync (pages mapped by a load: nothing dirtied, so the
     first fdatasync does not write the zero pages back and write-protect them again); False:
     no segment prepared ahead (each is created when the appender rolls).
+
+    ``buffered``: how records reach the segment file. None picks by durability: under
+    group/sync each batch is built in a private buffer and written with ``pwrite()`` (a store
+    into the shared map would take a page fault on every 4 KiB page that each fdatasync
+    write-protects again); under ``none`` records are stored straight into the map, whose
+    pages are pre-faulted writable. Readers map the segments either way (the page cache is
+    one). True/False force one way (benchmarks).
     """
 
     def __init__(self, path: str | Path, *, segment_size: int = 64 << 20,
@@ -388,7 +395,8 @@ class Journal:
                  registry: EventRegistry | None = None, first_sequence: int = 0,
                  index_every: int = 1024,
                  prefault: bool | Literal["write", "read"] = True,
-                 first_segment_size: int | None = None) -> None:
+                 first_segment_size: int | None = None,
+                 buffered: bool | None = None) -> None:
         if durability not in _POLICIES:
             raise ConfigError("Journal.durability", f"must be one of {sorted(_POLICIES)}, got "
                               f"{durability!r}", durability)
@@ -446,7 +454,11 @@ class Journal:
             durable.unlink(stale, missing_ok=True)
             self._decide(RecoveryDecision("remove_temp_file", str(stale),
                                           reason="left by a crash"))
-        self._appender = JournalAppender(self, _POLICIES[durability], group_events, index_every)
+        if buffered not in (None, True, False):
+            raise ConfigError("Journal.buffered", f"must be None, True or False, got "
+                              f"{buffered!r}", buffered)
+        self._appender = JournalAppender(self, _POLICIES[durability], group_events, index_every,
+                                         buffered)
         self._wake = threading.Event()
         try:
             self._open_tail(first_sequence)
