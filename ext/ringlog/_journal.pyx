@@ -173,10 +173,11 @@ cdef inline void _zero_tail(char* rec, uint32_t n) noexcept nogil:
 
 cdef enum:
     WBUF_SIZE = 256 * 1024  # a buffered appender's private buffer (grown for a larger record)
-    # A flush of fewer bytes is copied into the map instead of pwrite()n: two syscalls
-    # (~1.4 us each here) cost more than the page faults of a small batch (~3.5 us per 4 KiB
-    # page; bench/journal_write_ab.py)
-    PWRITE_MIN = 8192
+    # A flush of fewer bytes is copied into the map instead: its two pwrite() calls (~1.4 us
+    # each on the 2-vCPU VM, plus ~0.9 us per page) cost more than the at most one write
+    # fault (~3.5 us) of a batch within a page; above a page, pwrite() wins (figures:
+    # docs/processor.md, bench/journal_write_ab.py)
+    PWRITE_MIN = 4096
 
 
 cdef int _pwrite_all(int fd, const char* buf, Py_ssize_t n, Py_ssize_t off) noexcept nogil:
