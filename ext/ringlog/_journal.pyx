@@ -1016,8 +1016,17 @@ cdef class JournalAppender:
             seq = self.append_slots(base, stride, n)
         return seq
 
+    def flush(self):
+        """``commit()`` from Python: the records written since the last commit reach the
+        segment (readers see them) and the durability step runs. The appending thread
+        only."""
+        with nogil:
+            self.commit()
+
     def sync(self):
-        """Makes everything appended so far durable now (fdatasync); returns that sequence.
+        """Makes everything appended so far committed so far durable now (fdatasync); returns that sequence.
+        Records written but not yet committed (``write_record``, ``write_output``) are not
+        included: ``flush()`` them first, from the appending thread.
         Safe to call from the group-commit thread while the appender appends."""
         cdef int64_t last = rl_load_acquire(&self.last_seq)
         cdef Segment seg = self.seg
