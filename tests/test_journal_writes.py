@@ -1,5 +1,5 @@
-"""How records reach a segment: buffered (a private buffer written by pwrite(), the default
-under group/sync) and direct (stores into the mapped segment, the default under none).
+"""How records reach a segment: buffered (a private buffer written by pwrite(), the default)
+and direct (stores into the mapped segment, ``buffered=False``).
 
 Both must write the same bytes; a reader (another process, its own read-only map) must never
 see a record before its body and CRC are in place, whatever the record and batch sizes (a
@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from ringlog._journal import HEADER_SIZE
 from ringlog._ring import Ring
+from ringlog.errors import ConfigError
 from ringlog.journal import Journal, JournalReader, JournalTailer, list_segments
 
 SMALL = 1 << 16  # 64 KiB segments: batches of the sizes below cross pages and rolls
@@ -79,10 +80,14 @@ def test_a_record_larger_than_the_buffer_grows_it(tmp_path):
         payload(i, n) for i, n in enumerate(big + big)]
 
 
-def test_default_write_path_by_durability(tmp_path):
-    for policy, buffered in (("none", False), ("group", True), ("sync", True)):
+def test_appends_are_buffered_under_every_policy_unless_asked(tmp_path):
+    for policy in ("none", "group", "sync"):
         with Journal(tmp_path / policy, durability=policy) as j:
-            assert j.appender.buffered is buffered
+            assert j.appender.buffered is True
+        with Journal(tmp_path / f"{policy}-direct", durability=policy, buffered=False) as j:
+            assert j.appender.buffered is False
+    with pytest.raises(ConfigError, match=r"Journal\.buffered"):
+        Journal(tmp_path / "bad", buffered="yes")
 
 
 def _tail_in_child(path, n, conn):
@@ -163,7 +168,7 @@ def test_a_batch_whose_commit_word_is_missing_is_a_torn_tail(tmp_path):
     # the state a kill between a batch's pwrite() and its commit leaves: the body written,
     # the first length word still zero; reopening truncates it and keeps the prefix (under
     # `none`: nothing is marked durable, as when the kill comes before the next fdatasync)
-    with Journal(tmp_path, durability="none", buffered=True) as j:
+    with Journal(tmp_path, durability="none") as j:
         j.append_many([payload(i, 100) for i in range(10)])
         end = j.appender.pos
         j.append_many([payload(10 + i, 500) for i in range(40)])  # > PWRITE_MIN: pwrite

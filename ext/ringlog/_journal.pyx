@@ -3,13 +3,13 @@
 Record and segment layout: docs/journal-format.md. The appender builds each record (event
 header and payload, the journal sequence, the CRC32C) and commits it by its length word,
 written last, so a concurrent reader (a tailer in another thread or process, reading the
-mapped segment) never sees a half-written record. Under group/sync the records of a batch are
+mapped segment) never sees a half-written record. By default the records of a batch are
 built in a private buffer and written to the segment file with pwrite() (the page cache is the
 one the readers map): stores into a shared file map take a write fault on the first store into
-each 4 KiB page after every fdatasync, a pwrite() takes none (docs/processor.md). Under
-``none`` they are stored into the map directly (its pages are pre-faulted writable)::
+each 4 KiB page after every fdatasync or background writeback, a pwrite() takes none
+(docs/processor.md). ``buffered=False`` stores them into the map directly::
 
-    buffered (group, sync)                          direct (none)
+    buffered (default)                              direct (buffered=False)
     records ──► private buffer (pos - out_at bytes)   records ──► mapped segment at pos
                     │ commit(): _flush()
                     ├─ >= PWRITE_MIN: pwrite(all but the first length word),
@@ -624,8 +624,8 @@ cdef class JournalAppender:
     thread. Rolling to the next segment and group commit are the owner's (ringlog.Journal).
 
     ``buffered``: records are built in a private buffer and written out by pwrite() at each
-    ``commit()`` (None: under group/sync, where stores into the map would fault on every
-    page each fdatasync write-protects); False: stored straight into the mapped segment.
+    ``commit()`` (the default: stores into the map would fault on every page an fdatasync
+    or background writeback cleaned); False: stored straight into the mapped segment.
     Either way a record becomes visible to readers at the ``commit()`` after it, at the
     latest.
     """
@@ -639,7 +639,7 @@ cdef class JournalAppender:
         free(self.wbuf)
 
     def __init__(self, owner, int policy, int64_t group_events=1000,
-                 int64_t index_every=1024, buffered=None):
+                 int64_t index_every=1024, bint buffered=True):
         if policy not in (NONE, GROUP, SYNC):
             raise ValueError(f"unknown durability policy {policy}")
         self.owner = owner
@@ -648,7 +648,7 @@ cdef class JournalAppender:
         self.index_every = max(1, index_every)
         self.durable = -1
         self.last_seq = -1
-        self.buffered = policy != NONE if buffered is None else bool(buffered)
+        self.buffered = buffered
         if self.buffered and self.wbuf == NULL:
             self.wbuf = <char*>malloc(WBUF_SIZE)
             if self.wbuf == NULL:
@@ -1024,7 +1024,7 @@ cdef class JournalAppender:
             self.commit()
 
     def sync(self):
-        """Makes everything appended so far committed so far durable now (fdatasync); returns that sequence.
+        """Makes everything committed so far durable now (fdatasync); returns that sequence.
         Records written but not yet committed (``write_record``, ``write_output``) are not
         included: ``flush()`` them first, from the appending thread.
         Safe to call from the group-commit thread while the appender appends."""
