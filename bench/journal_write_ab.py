@@ -18,6 +18,10 @@
     nothing       the same loop writing nothing: the Python overhead in every figure
 
     python bench/journal_write_ab.py [records of 64 bytes] [rounds]
+    python bench/journal_write_ab.py costs
+        one thread, no fdatasync: CPU per pwrite() call by size into a fresh posix_fallocate'd
+        file, with its pages first read into the page cache (pread, fadvise, a read map) or
+        not; a 1-byte pwrite() into a dirty page; a bare syscall (getppid)
 
 Per method and record size, interleaved round by round: per thread, minor faults per 1,000
 records and CPU ns per record (thread CPU clock; the system share from getrusage
@@ -155,6 +159,53 @@ def once(method: str, rec_size: int, n: int, workdir: str) -> dict[str, float]:
             "syncs": syncer.syncs}
 
 
+def costs(total: int = 64 << 20) -> None:
+    """What a pwrite() costs: a fixed part per call and a part per page."""
+    path = os.path.join(tempfile.mkdtemp(prefix="ringlog-wab-", dir="."), "costs.seg")
+    try:
+        for pre in ("none", "pread", "fadvise", "mmap_read"):
+            for size in (512, 4096, 16384, 65536, 262144):
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+                os.posix_fallocate(fd, 0, total)
+                mm = None
+                if pre == "pread":
+                    for off in range(0, total, 1 << 20):
+                        os.pread(fd, 1 << 20, off)
+                elif pre == "fadvise":
+                    os.posix_fadvise(fd, 0, total, os.POSIX_FADV_WILLNEED)
+                elif pre == "mmap_read":
+                    mm = mmap.mmap(fd, total, mmap.MAP_SHARED, mmap.PROT_READ)
+                    int(np.frombuffer(mm, np.uint8)[::PAGE].sum())
+                buf = os.urandom(size)
+                t0, pos, calls = time.thread_time_ns(), 0, 0
+                while pos + size <= total:
+                    os.pwrite(fd, buf, pos)
+                    pos += size
+                    calls += 1
+                dt = time.thread_time_ns() - t0
+                if mm is not None:
+                    mm.close()
+                os.close(fd)
+                print(f"pages first {pre:9s} pwrite of {size:6d} B: {dt / calls / 1000:6.2f} us "
+                      f"per call, {dt / (pos / PAGE) / 1000:5.2f} us per 4 KiB", flush=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.posix_fallocate(fd, 0, 16 << 20)
+        os.pwrite(fd, bytes(16 << 20), 0)  # every page dirty in the page cache
+        n = 100_000
+        t0 = time.thread_time_ns()
+        for i in range(n):
+            os.pwrite(fd, b"\x01", (i * 64) % (16 << 20))
+        t1 = time.thread_time_ns()
+        for _ in range(n):
+            os.getppid()
+        t2 = time.thread_time_ns()
+        os.close(fd)
+        print(f"1-byte pwrite into a dirty page: {(t1 - t0) / n / 1000:.2f} us per call; a bare "
+              f"syscall (getppid, with Python's call): {(t2 - t1) / n / 1000:.2f} us")
+    finally:
+        shutil.rmtree(os.path.dirname(path))
+
+
 def main(n64: int = 1_000_000, rounds: int = 5) -> None:
     workdir = tempfile.mkdtemp(prefix="ringlog-wab-", dir=".")
     try:
@@ -188,4 +239,7 @@ def main(n64: int = 1_000_000, rounds: int = 5) -> None:
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:]))
+    if sys.argv[1:2] == ["costs"]:
+        costs()
+    else:
+        main(*(int(a) for a in sys.argv[1:]))
