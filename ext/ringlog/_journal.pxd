@@ -75,9 +75,9 @@ cdef class JournalAppender:
     cdef Py_ssize_t index_cap
     cdef object owner          # the Python Journal: rolls segments
     cdef int failed            # a write error happened: every later append fails
-    # Where records are built: `out` + (pos - out_at). Buffered (group/sync): a private
+    # Where records are built: `out` + (pos - out_at). Buffered (the default): a private
     # buffer holding the records since the last flush, written out by pwrite() (no page
-    # fault per 4 KiB of the shared map); direct (none): the map itself, out_at 0.
+    # fault per 4 KiB of the shared map); direct (buffered=False): the map itself, out_at 0.
     cdef char* out
     cdef Py_ssize_t out_at     # segment offset of out[0]: the first unflushed byte
     cdef Py_ssize_t out_end    # records must end at or before this offset (flush or roll)

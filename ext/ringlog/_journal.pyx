@@ -173,10 +173,10 @@ cdef inline void _zero_tail(char* rec, uint32_t n) noexcept nogil:
 
 cdef enum:
     WBUF_SIZE = 256 * 1024  # a buffered appender's private buffer (grown for a larger record)
-    # A flush of fewer bytes is copied into the map instead: its two pwrite() calls (~1.4 us
-    # each on the 2-vCPU VM, plus ~0.9 us per page) cost more than the at most one write
-    # fault (~3.5 us) of a batch within a page; above a page, pwrite() wins (figures:
-    # docs/processor.md, bench/journal_write_ab.py)
+    # A flush of fewer bytes is copied into the map instead: its two pwrite() calls (~1.3-2.7
+    # us each on the 2-vCPU VM, plus ~0.9 us per page) cost about what the one or two write
+    # faults (~3.5 us each) of a batch within a page do; above a page pwrite() wins, ~3x at
+    # 64 KiB (figures: docs/processor.md, bench/journal_write_ab.py)
     PWRITE_MIN = 4096
 
 
