@@ -10,6 +10,8 @@
     python bench/loop_callgrind.py [cython|cython_breaker|python|engine] [events]
         runs itself under ``valgrind --tool=callgrind --separate-threads=yes``, finds the
         thread that ran ``LogicCore.run`` and prints its instructions per event by part
+        ``--map``: the journals store records into their maps (``Journal(buffered=False)``)
+        instead of the default pwrite() from a buffer under group commit
     python bench/loop_callgrind.py compare OLD.json NEW.json
         the same breakdowns side by side (``--json FILE`` writes one; ``--keep FILE`` keeps
         the loop thread's callgrind file for ``callgrind_annotate``)
@@ -59,6 +61,13 @@ def _child(kind: str, n: int) -> None:
     """The measured run: a processor with the default config over ``n`` events."""
     from ringlog import Breaker, BreakerConfig, Limit, Processor, ProcessorConfig
 
+    if os.environ.get("RINGLOG_CG_WRITES") == "map":  # --map: the processor's journals
+        import functools
+
+        import ringlog.journal
+
+        ringlog.journal.Journal = functools.partial(  # type: ignore[misc]
+            ringlog.journal.Journal, buffered=False)
     d = tempfile.mkdtemp(prefix="ringlog-cg-", dir=".")
     try:
         if kind == "engine":
@@ -122,12 +131,14 @@ def _part(name: str) -> str:
     return OTHER
 
 
-def measure(kind: str, n: int, keep: Path | None = None) -> dict[str, Any]:
+def measure(kind: str, n: int, keep: Path | None = None, writes: str = "default"
+            ) -> dict[str, Any]:
     """Runs the child under callgrind; the loop thread's instructions per event by part."""
     d = Path(tempfile.mkdtemp(prefix="ringlog-cg-out-"))
     try:
         env = dict(os.environ)
         env.pop("PYTHONMALLOC", None)  # pymalloc, as users run it
+        env["RINGLOG_CG_WRITES"] = writes
         subprocess.run(["valgrind", "--tool=callgrind", "--separate-threads=yes",
                         f"--callgrind-out-file={d}/cg.out", sys.executable, __file__,
                         "--child", kind, str(n)], check=True, env=env,
@@ -184,6 +195,10 @@ def main(argv: list[str]) -> None:
         _compare(*(json.loads(Path(p).read_text()) for p in argv[1:3]))
         return
     out = keep = None
+    writes = "default"
+    if "--map" in argv:
+        writes = "map"
+        argv.remove("--map")
     if "--json" in argv:
         i = argv.index("--json")
         out = Path(argv[i + 1])
@@ -199,7 +214,7 @@ def main(argv: list[str]) -> None:
         raise SystemExit(2)
     n = int(argv[1]) if len(argv) > 1 else (100_000 if kind == "engine" else 300_000)
     t0 = time.time()
-    res = measure(kind, n, keep)
+    res = measure(kind, n, keep, writes)
     _show(res)
     print(f"  ({time.time() - t0:.0f} s under valgrind)")
     if out is not None:

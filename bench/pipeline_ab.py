@@ -16,6 +16,16 @@
         one run each of the trivial Cython handler and of the engine flow (default config):
         per thread, minor page faults per 1,000 events and user / system CPU ns per event
         (/proc/self/task/*/stat), i.e. how much of a thread's CPU is the kernel's
+    python bench/pipeline_ab.py writes [events] [rounds]
+        the same two flows with the journals' records written by pwrite() from a private
+        buffer (the default under group/sync) and by stores into the shared map, interleaved
+        round by round: the loop thread's faults per 1,000 events and CPU ns per event
+    python bench/pipeline_ab.py writes_none [events] [rounds]
+        the same under durability none
+    python bench/pipeline_ab.py journal [records] [rounds]
+        journal-only appends (batches of 1,024 records of 64 bytes) under durability none
+        and group, buffered (pwrite) against direct (stores into the map): the appending
+        thread's CPU ns per record and faults per 1,000 records
 
 Each line: events/s, CPU ns per event of each thread and context switches per 1,000 events
 (ringlog.bench.cpu); then medians and the range of the per-round ratios. Absolute figures on a
@@ -24,6 +34,7 @@ shared machine are noise; the ratios and the CPU per event are what to read.
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import sys
@@ -116,10 +127,9 @@ def engine(n: int = 2_000_000, rounds: int = 5) -> None:
               row.get("ratio_runs", {}), row["note"], sep="\n  ")
 
 
-def _task_stat() -> dict[str, tuple[int, int, int]]:
-    """Per thread (name:tid): minor faults, user and system CPU in clock ticks."""
-    import os
-
+def _task_stat() -> dict[str, tuple[int, int, int, int]]:
+    """Per thread (name:tid): minor faults, user and system CPU in clock ticks, on-CPU ns
+    (schedstat: exact)."""
     out = {}
     for tid in os.listdir("/proc/self/task"):
         try:
@@ -127,68 +137,178 @@ def _task_stat() -> dict[str, tuple[int, int, int]]:
                 st = f.read()
             with open(f"/proc/self/task/{tid}/comm") as f:
                 name = f.read().strip()
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                on_cpu = int(f.read().split()[0])
         except OSError:  # the thread ended
             continue
         fields = st[st.rindex(")") + 2:].split()  # fields after "pid (comm) "
-        out[f"{name}:{tid}"] = (int(fields[7]), int(fields[11]), int(fields[12]))
+        out[f"{name}:{tid}"] = (int(fields[7]), int(fields[11]), int(fields[12]), on_cpu)
     return out
 
 
 def _show_faults(what: str, n: int, before: dict, after: dict) -> None:
-    import os
-
     ns_per_tick = 1e9 / os.sysconf("SC_CLK_TCK")
     print(f"{what}: per thread, {n:,} events")
-    for k, (flt, user, sys_) in after.items():
-        f0, u0, s0 = before.get(k, (0, 0, 0))
+    for k, (flt, user, sys_, _) in after.items():
+        f0, u0, s0, _ = before.get(k, (0, 0, 0, 0))
         if (flt - f0, user - u0, sys_ - s0) != (0, 0, 0):
             print(f"  {k:28s} {(flt - f0) * 1000 / n:7.1f} faults/1k events  user "
                   f"{(user - u0) * ns_per_tick / n:6.0f} ns/event  system "
                   f"{(sys_ - s0) * ns_per_tick / n:6.0f} ns/event", flush=True)
 
 
-def faults(n: int = 1_000_000) -> None:
+def _flow_cython(d: str, n: int, durability: str = "group") -> tuple[dict, dict]:
+    """The trivial Cython handler over ``n`` 64-byte events: per-thread stats before/after."""
     import threading
 
+    from ringlog import Processor, ProcessorConfig
+    from ringlog._benchhandlers import CountingHandler
+    from ringlog._ringbench import produce
+
+    p = Processor(CountingHandler(16), d, ProcessorConfig(durability=durability))
+    p.start()
+    time.sleep(0.3)  # the first prepared segment is ready
+    a = _task_stat()
+    t = threading.Thread(target=produce, args=(p.input_ring, n, 64), name="producer")
+    t.start()
+    t.join()
+    p.drain(timeout=900)
+    b = _task_stat()
+    p.stop()
+    return a, b
+
+
+def _flow_engine(d: str, n: int, durability: str = "group") -> tuple[dict, dict]:
+    """The matching engine's mixed flow (``n`` commands, per-account breaker, bulk
+    producer): per-thread stats before/after."""
     import numpy as np
 
     from ringlog import Breaker, BreakerConfig, Limit, Processor, ProcessorConfig
-    from ringlog._benchhandlers import CountingHandler
-    from ringlog._ringbench import produce
     from ringlog.engine import Engine, registry
     from ringlog.engine.flow import demo_config, mixed_flow
 
+    cfg = demo_config(max_orders=1 << 21)
+    cmds, types = mixed_flow(n, seed=21)
+    br = Breaker(BreakerConfig(limits=[Limit(max_count=10**6, window_ns=10**9, per="key")]))
+    p = Processor(Engine(cfg), d, ProcessorConfig(slot_size=cfg.min_slot_size,
+                                                  durability=durability),
+                  breaker=br, registry=registry(cfg.l2_depth))
+    p.start()
+    time.sleep(0.3)
+    a = _task_stat()
+    p.publish_records(cmds, types.astype(np.uint32),
+                      timestamp_ns=np.arange(n, dtype=np.int64) * 1000)
+    p.drain(timeout=900)
+    b = _task_stat()
+    p.stop()
+    return a, b
+
+
+def faults(n: int = 1_000_000) -> None:
     d = tempfile.mkdtemp(prefix="ringlog-ab-", dir=".")
     try:
-        p = Processor(CountingHandler(16), d + "/cy", ProcessorConfig())
-        p.start()
-        time.sleep(0.3)  # the first prepared segment is ready
-        a = _task_stat()
-        t = threading.Thread(target=produce, args=(p.input_ring, n, 64), name="producer")
-        t.start()
-        t.join()
-        p.drain(timeout=900)
-        _show_faults("trivial Cython handler", n, a, _task_stat())
-        p.stop()
-        cfg = demo_config(max_orders=1 << 21)
-        cmds, types = mixed_flow(n, seed=21)
-        br = Breaker(BreakerConfig(limits=[Limit(max_count=10**6, window_ns=10**9,
-                                                 per="key")]))
-        p = Processor(Engine(cfg), d + "/engine", ProcessorConfig(slot_size=cfg.min_slot_size),
-                      breaker=br, registry=registry(cfg.l2_depth))
-        p.start()
-        time.sleep(0.3)
-        a = _task_stat()
-        p.publish_records(cmds, types.astype(np.uint32),
-                          timestamp_ns=np.arange(n, dtype=np.int64) * 1000)
-        p.drain(timeout=900)
-        _show_faults("matching engine, mixed flow", n, a, _task_stat())
-        p.stop()
+        _show_faults("trivial Cython handler", n, *_flow_cython(d + "/cy", n))
+        _show_faults("matching engine, mixed flow", n, *_flow_engine(d + "/engine", n))
+    finally:
+        shutil.rmtree(d)
+
+
+def journal(n: int = 2_000_000, rounds: int = 5) -> None:
+    import resource
+
+    from ringlog.journal import Journal
+
+    chunk = [bytes(56)] * 1024  # 64-byte records (8-byte prefix + 48-byte header + 8)
+
+    def once(policy: str, buffered: bool) -> tuple[float, float]:
+        d = tempfile.mkdtemp(prefix="ringlog-ab-", dir=".")
+        try:
+            j = Journal(d, durability=policy, buffered=buffered)  # type: ignore[arg-type]
+            time.sleep(0.3)  # the first prepared segment is ready
+            f0, c0 = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt, time.thread_time_ns()
+            for _ in range(n // 1024):
+                j.append_many(chunk)
+            f1, c1 = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt, time.thread_time_ns()
+            j.close()
+            return (c1 - c0) / n, (f1 - f0) * 1000 / n
+        finally:
+            shutil.rmtree(d)
+
+    for policy in ("none", "group"):
+        res: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+        for r in range(rounds):
+            for buffered in (True, False):
+                res[buffered].append(once(policy, buffered))
+                cpu, flt = res[buffered][-1]
+                print(f"{policy} round {r} {'pwrite' if buffered else 'map':6s} appending "
+                      f"thread: CPU {cpu:5.0f} ns/record, {flt:5.1f} faults/1k", flush=True)
+        ratios = [a[0] / b[0] for a, b in zip(res[True], res[False], strict=True)]
+        for buffered, xs in res.items():
+            print(f"{policy} {'pwrite' if buffered else 'map':6s} median CPU "
+                  f"{statistics.median(x[0] for x in xs):.0f} ns/record (range "
+                  f"{min(x[0] for x in xs):.0f}-{max(x[0] for x in xs):.0f}), faults/1k "
+                  f"{statistics.median(x[1] for x in xs):.1f}")
+        print(f"{policy}: appending thread CPU pwrite/map median {statistics.median(ratios):.2f} "
+              f"(range {min(ratios):.2f}-{max(ratios):.2f}, {rounds} pairs)", flush=True)
+
+
+def _loop_thread(n: int, before: dict, after: dict) -> tuple[float, float, float, float]:
+    """The loop thread's (faults per 1k events, system ns/event, CPU ns/event) and the CPU
+    ns/event of every thread of the process together."""
+    ns_per_tick = 1e9 / os.sysconf("SC_CLK_TCK")
+    total = sum(cpu - before.get(k, (0, 0, 0, 0))[3] for k, (_, _, _, cpu) in after.items())
+    for k, (flt, _, sys_, cpu) in after.items():
+        if k.startswith("rl-loop"):
+            f0, _, s0, c0 = before.get(k, (0, 0, 0, 0))
+            return ((flt - f0) * 1000 / n, (sys_ - s0) * ns_per_tick / n, (cpu - c0) / n,
+                    total / n)
+    raise RuntimeError("no rl-loop thread")
+
+
+def writes(n: int = 1_000_000, rounds: int = 5, durability: str = "group") -> None:
+    import functools
+
+    import ringlog.journal
+    from ringlog.journal import Journal
+
+    variants = {"pwrite": True, "map": False}
+    d = tempfile.mkdtemp(prefix="ringlog-ab-", dir=".")
+    try:
+        for flow_name, flow in (("cython", _flow_cython), ("engine", _flow_engine)):
+            res: dict[str, list[tuple[float, float, float, float]]] = {v: [] for v in variants}
+            for r in range(rounds):
+                for v, buffered in variants.items():
+                    # the processor imports Journal from ringlog.journal when it starts
+                    ringlog.journal.Journal = functools.partial(  # type: ignore[misc]
+                        Journal, buffered=buffered)
+                    try:
+                        got = _loop_thread(n, *flow(f"{d}/{flow_name}-{v}-{r}", n, durability))
+                    finally:
+                        ringlog.journal.Journal = Journal  # type: ignore[misc]
+                    shutil.rmtree(f"{d}/{flow_name}-{v}-{r}")
+                    res[v].append(got)
+                    print(f"{flow_name} round {r} {v:6s} loop thread: {got[0]:6.1f} faults/1k, "
+                          f"system {got[1]:5.0f} ns/event, CPU {got[2]:6.0f} ns/event; all "
+                          f"threads {got[3]:6.0f} ns/event", flush=True)
+            for v, xs in res.items():
+                med = [statistics.median(x[i] for x in xs) for i in range(4)]
+                print(f"{flow_name} {v:6s} median faults/1k {med[0]:.1f}, system {med[1]:.0f}, "
+                      f"CPU {med[2]:.0f} ns/event (range {min(x[2] for x in xs):.0f}-"
+                      f"{max(x[2] for x in xs):.0f}); all threads {med[3]:.0f} ns/event")
+            ratios = [a[2] / b[2] for a, b in zip(res["pwrite"], res["map"], strict=True)]
+            print(f"{flow_name} loop CPU pwrite/map: median {statistics.median(ratios):.2f} "
+                  f"(range {min(ratios):.2f}-{max(ratios):.2f}, {rounds} pairs)", flush=True)
+            ratios = [a[3] / b[3] for a, b in zip(res["pwrite"], res["map"], strict=True)]
+            print(f"{flow_name} all threads' CPU pwrite/map: median "
+                  f"{statistics.median(ratios):.2f} (range {min(ratios):.2f}-"
+                  f"{max(ratios):.2f}, {rounds} pairs)", flush=True)
     finally:
         shutil.rmtree(d)
 
 
 if __name__ == "__main__":
     what, *args = sys.argv[1:] or ["processor"]
-    {"prefault": prefault, "processor": processor, "engine": engine, "faults": faults}[what](
+    {"prefault": prefault, "processor": processor, "engine": engine, "faults": faults,
+     "writes": writes, "journal": journal,
+     "writes_none": lambda *a: writes(*a, durability="none")}[what](
         *(int(a) for a in args))

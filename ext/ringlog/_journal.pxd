@@ -75,6 +75,15 @@ cdef class JournalAppender:
     cdef Py_ssize_t index_cap
     cdef object owner          # the Python Journal: rolls segments
     cdef int failed            # a write error happened: every later append fails
+    # Where records are built: `out` + (pos - out_at). Buffered (the default): a private
+    # buffer holding the records since the last flush, written out by pwrite() (no page
+    # fault per 4 KiB of the shared map); direct (buffered=False): the map itself, out_at 0.
+    cdef char* out
+    cdef Py_ssize_t out_at     # segment offset of out[0]: the first unflushed byte
+    cdef Py_ssize_t out_end    # records must end at or before this offset (flush or roll)
+    cdef char* wbuf            # the private buffer (NULL when direct)
+    cdef Py_ssize_t wcap
+    cdef readonly bint buffered
 
     cdef int64_t append_record(self, const rl_header* h, const char* payload) except -1 nogil
     cdef int64_t write_record(self, const rl_header* h, const char* payload) except -1 nogil
@@ -86,6 +95,8 @@ cdef class JournalAppender:
     cdef int64_t append_slots(self, const char* base, Py_ssize_t stride,
                               Py_ssize_t count) except -1 nogil
     cdef int _room(self, Py_ssize_t need) except -1 nogil
+    cdef int _flush(self) except -1 nogil
+    cdef void _aim(self) noexcept nogil
     cdef void _write(self, const rl_header* h, const char* payload) noexcept nogil
     cdef void _note_index(self, int64_t seq, int64_t ts) noexcept nogil
     cdef int commit(self) except -1 nogil

@@ -1,18 +1,30 @@
 """The journal's hot paths: mapped segments, the appender, the record scanner.
 
-Record and segment layout: docs/journal-format.md. The appender copies an event header and
-its payload into the mapped segment, sets the journal sequence, writes the CRC32C and then
-commits the record by storing its length last with release semantics, so a concurrent
-reader (a tailer in another thread or process) never sees a half-written record.
+Record and segment layout: docs/journal-format.md. The appender builds each record (event
+header and payload, the journal sequence, the CRC32C) and commits it by its length word,
+written last, so a concurrent reader (a tailer in another thread or process, reading the
+mapped segment) never sees a half-written record. By default the records of a batch are
+built in a private buffer and written to the segment file with pwrite() (the page cache is the
+one the readers map): stores into a shared file map take a write fault on the first store into
+each 4 KiB page after every fdatasync or background writeback, a pwrite() takes none
+(docs/processor.md). ``buffered=False`` stores them into the map directly::
+
+    buffered (default)                              direct (buffered=False)
+    records ──► private buffer (pos - out_at bytes)   records ──► mapped segment at pos
+                    │ commit(): _flush()
+                    ├─ >= PWRITE_MIN: pwrite(all but the first length word),
+                    │                 then that word (the batch's commit)
+                    └─ smaller: memcpy into the map, then that word (release store)
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from libc.errno cimport errno
+from libc.errno cimport EINTR, EIO, errno
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free, realloc
+from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
 from posix.fcntl cimport O_CREAT, O_EXCL, O_RDONLY, O_RDWR, open as c_open
 from posix.stat cimport fstat, struct_stat
+from posix.types cimport off_t
 
 from ringlog._ring cimport Batch, Event, Ring, map_fd
 from ringlog.includes.atomics cimport (
@@ -45,6 +57,7 @@ cdef extern from "<fcntl.h>" nogil:
 cdef extern from "<unistd.h>" nogil:
     int fdatasync(int fd)
     int fsync(int fd)
+    ssize_t pwrite(int fd, const void* buf, size_t n, off_t offset)
 
 cdef extern from "Python.h":
     object PyMemoryView_FromObject(object)
@@ -149,6 +162,40 @@ cdef enum:
 
 cdef inline Py_ssize_t _align8(Py_ssize_t n) noexcept nogil:
     return (n + 7) & ~7
+
+
+cdef inline void _zero_tail(char* rec, uint32_t n) noexcept nogil:
+    """Zeroes the last 8-byte word of a record of body length ``n`` before its body is
+    written over the start of it: the alignment padding is zero (a private buffer holds
+    the previous batch's bytes there)."""
+    (<uint64_t*>(rec + REC_PREFIX + _align8(n) - 8))[0] = 0
+
+
+cdef enum:
+    WBUF_SIZE = 256 * 1024  # a buffered appender's private buffer (grown for a larger record)
+    # A flush of fewer bytes is copied into the map instead: its two pwrite() calls (~1.3-2.7
+    # us each on the 2-vCPU VM, plus ~0.9 us per page) cost about what the one or two write
+    # faults (~3.5 us each) of a batch within a page do; above a page pwrite() wins, ~3x at
+    # 64 KiB (figures: docs/processor.md, bench/journal_write_ab.py)
+    PWRITE_MIN = 4096
+
+
+cdef int _pwrite_all(int fd, const char* buf, Py_ssize_t n, Py_ssize_t off) noexcept nogil:
+    """pwrite() of all ``n`` bytes at ``off`` (a short write continued, EINTR retried);
+    returns 0 or the errno."""
+    cdef ssize_t w
+    while n > 0:
+        w = pwrite(fd, buf, n, off)
+        if w < 0:
+            if errno == EINTR:
+                continue
+            return errno
+        if w == 0:
+            return EIO
+        buf += w
+        n -= w
+        off += w
+    return 0
 
 
 def crc32c(data, uint32_t crc=0):
@@ -575,16 +622,24 @@ cdef Record _record_at(Segment s, Py_ssize_t off):
 cdef class JournalAppender:
     """The hot path of appends into the current segment. Not thread-safe: one appending
     thread. Rolling to the next segment and group commit are the owner's (ringlog.Journal).
+
+    ``buffered``: records are built in a private buffer and written out by pwrite() at each
+    ``commit()`` (the default: stores into the map would fault on every page an fdatasync
+    or background writeback cleaned); False: stored straight into the mapped segment.
+    Either way a record becomes visible to readers at the ``commit()`` after it, at the
+    latest.
     """
 
     def __cinit__(self):
         self.index = NULL
+        self.wbuf = NULL
 
     def __dealloc__(self):
         free(self.index)
+        free(self.wbuf)
 
     def __init__(self, owner, int policy, int64_t group_events=1000,
-                 int64_t index_every=1024):
+                 int64_t index_every=1024, bint buffered=True):
         if policy not in (NONE, GROUP, SYNC):
             raise ValueError(f"unknown durability policy {policy}")
         self.owner = owner
@@ -593,13 +648,22 @@ cdef class JournalAppender:
         self.index_every = max(1, index_every)
         self.durable = -1
         self.last_seq = -1
+        self.buffered = buffered
+        if self.buffered and self.wbuf == NULL:
+            self.wbuf = <char*>malloc(WBUF_SIZE)
+            if self.wbuf == NULL:
+                raise MemoryError()
+            self.wcap = WBUF_SIZE
 
     def attach(self, Segment seg, Py_ssize_t pos, int64_t next_seq):
         """Continues appending into ``seg`` at byte ``pos`` with sequence ``next_seq``."""
         if not seg.writable:
             raise JournalError(f"{seg.path} is mapped read-only")
+        if self.seg is not None:
+            self._flush()  # nothing pending when the owner rolls; kept for any other caller
         self.seg = seg
         self.pos = pos
+        self._aim()
         self.next_seq = next_seq
         self._set_durable(-1)  # carry what the group thread synced since `seg` was sealed
         rl_store_release(&self.last_seq, next_seq - 1)
@@ -607,22 +671,77 @@ cdef class JournalAppender:
         self.since_index = self.index_every  # index the first record of every segment
 
     cdef int _room(self, Py_ssize_t need) except -1 nogil:
+        """Makes room for a record of ``need`` bytes that does not fit before ``out_end``:
+        flushes the buffer, rolls to the next segment if the record does not fit this one,
+        grows the buffer for a record larger than it."""
+        cdef char* grown
         if self.failed:
             with gil:
                 raise JournalError("the journal failed earlier (a write or sync error); "
                                    "reopen it to continue from what is durable")
-        if self.pos + need <= self.seg.size:
+        self._flush()  # a sealed segment holds all its records; a flush ends at a record
+        if self.pos + need > self.seg.size:
+            with gil:  # the owner sizes the next segment to fit, or refuses the record
+                self.owner._roll(self, need)
+        if self.buffered and need > self.wcap:
+            grown = <char*>realloc(self.wbuf, need)
+            if grown == NULL:
+                with gil:
+                    raise MemoryError(f"no memory for a journal record of {need} bytes")
+            self.wbuf, self.wcap = grown, need
+            self._aim()
+        return 0
+
+    cdef void _aim(self) noexcept nogil:
+        """Points the record destination at ``pos``, nothing pending: the private buffer
+        (buffered) or the mapped segment (direct)."""
+        if self.buffered:
+            self.out, self.out_at = self.wbuf, self.pos
+            self.out_end = min(self.seg.size, self.pos + self.wcap)
+        else:
+            self.out, self.out_at, self.out_end = self.seg.base, 0, self.seg.size
+
+    cdef int _flush(self) except -1 nogil:
+        """Writes the buffered records (``out_at``..``pos``) into the segment, committing
+        them for readers by the first record's length word, written last: a later record is
+        reachable only through it, so a reader never sees a record before its body and CRC.
+        The file holds zero at ``out_at`` (the written end) until then."""
+        cdef Py_ssize_t n = self.pos - self.out_at
+        if not self.buffered or n == 0:
             return 0
-        with gil:  # the owner sizes the next segment to fit, or refuses the record
-            self.owner._roll(self, need)
+        cdef char* dst = self.seg.base + self.out_at
+        cdef uint32_t first = (<uint32_t*>self.wbuf)[0]
+        cdef int err = 0, fd = self.seg._map.fd
+        if n < PWRITE_MIN:
+            memcpy(dst + 4, self.wbuf + 4, n - 4)
+            rl_store_release_u32(<uint32_t*>dst, first)  # commit: the length word last
+        else:
+            err = _pwrite_all(fd, self.wbuf + 4, n - 4, self.out_at + 4)
+            if err == 0:
+                rl_fence()  # the body's stores before the commit word's, on any CPU
+                if first < 256:
+                    # one non-zero byte (little-endian: the first): a reader sees 0 or all
+                    err = _pwrite_all(fd, self.wbuf, 1, self.out_at)
+                else:
+                    # a kernel copy may store byte by byte, so a reader could see a part
+                    # of a wider word: an atomic store into the map (may fault) instead
+                    rl_store_release_u32(<uint32_t*>dst, first)
+        if err != 0:
+            self.failed = 1  # the page cache holds part of the batch at most
+            with gil:
+                raise JournalError(f"write to {self.seg.path} at byte offset {self.out_at} "
+                                   f"failed: {os.strerror(err)}", errno=err,
+                                   path=self.seg.path)
+        self._aim()
         return 0
 
     cdef void _write(self, const rl_header* h, const char* payload) noexcept nogil:
-        cdef char* rec = self.seg.base + self.pos
+        cdef char* rec = self.out + (self.pos - self.out_at)
         cdef rl_header* dst = <rl_header*>(rec + REC_PREFIX)
         cdef uint32_t n = RL_HEADER_SIZE + h.length
         cdef int64_t seq = self.next_seq
         cdef uint32_t crc
+        _zero_tail(rec, n)
         # one pass: each word is loaded, stored and folded into the crc once; the body's
         # first word is the journal sequence, not the source's
         if payload == <const char*>h + RL_HEADER_SIZE:  # a ring slot: header + payload
@@ -638,7 +757,8 @@ cdef class JournalAppender:
     cdef void _seal(self, char* rec, uint32_t n, int64_t seq, int64_t ts,
                     uint32_t crc) noexcept nogil:
         """Ends a record whose body is written at ``rec``: its CRC, the sparse index, then
-        the length word, stored last (release) to commit it; moves the append position."""
+        the length word, stored last (release) to commit it (directly; buffered, a flush
+        commits the buffer); moves the append position."""
         (<uint32_t*>(rec + 4))[0] = crc
         if self.since_index >= self.index_every:
             self._note_index(seq, ts)
@@ -653,14 +773,16 @@ cdef class JournalAppender:
                               uint32_t length, int64_t ts, int64_t corr,
                               int64_t cause) except -1 nogil:
         """``write_record`` of an output (``cause`` in ``producer_seq``, no producer id):
-        the header is stored straight into the map, not built aside and copied."""
+        the header is stored straight where the record is built, not built aside and
+        copied."""
         cdef uint32_t n = RL_HEADER_SIZE + length
         cdef Py_ssize_t need = REC_PREFIX + _align8(n)
-        if self.failed or self.pos + need > self.seg.size:
+        if self.failed or self.pos + need > self.out_end:
             self._room(need)
-        cdef char* rec = self.seg.base + self.pos
+        cdef char* rec = self.out + (self.pos - self.out_at)
         cdef rl_header* d = <rl_header*>(rec + REC_PREFIX)
         cdef int64_t seq = self.next_seq
+        _zero_tail(rec, n)
         d.sequence = seq
         d.timestamp_ns = ts
         d.correlation_id = corr
@@ -690,9 +812,11 @@ cdef class JournalAppender:
         self.since_index = 0
 
     cdef int commit(self) except -1 nogil:
-        """The durability step after a batch of appends: publishes ``last_seq`` (readers,
-        the group-commit thread), fdatasyncs under ``sync``, wakes the group-commit thread
-        once enough is unsynced under ``group``."""
+        """The durability step after a batch of appends: writes the buffered records out
+        (committing them for readers), publishes ``last_seq`` (readers, the group-commit
+        thread), fdatasyncs under ``sync``, wakes the group-commit thread once enough is
+        unsynced under ``group``."""
+        self._flush()
         cdef int64_t last = self.next_seq - 1
         rl_store_release(&self.last_seq, last)
         cdef int err
@@ -761,9 +885,9 @@ cdef class JournalAppender:
         """Appends one event like ``append_record`` but leaves the durability step to a
         ``commit()`` after the last record of the batch (the loop journals a batch's
         outputs so: one release store and one group-commit check per batch, not per
-        output). The record is committed for readers (length word) already."""
+        output). Readers see the record after that ``commit()`` (or earlier)."""
         cdef Py_ssize_t need = REC_PREFIX + _align8(RL_HEADER_SIZE + h.length)
-        if self.failed or self.pos + need > self.seg.size:  # the call only when it matters
+        if self.failed or self.pos + need > self.out_end:  # the call only when it matters
             self._room(need)
         self._write(h, payload)
         return self.next_seq - 1
@@ -772,25 +896,28 @@ cdef class JournalAppender:
                               Py_ssize_t count) except -1 nogil:
         """Appends ``count`` ring slots (each an rl_header + payload, ``stride`` bytes
         apart); one durability step for the batch. Returns the last sequence."""
-        cdef Py_ssize_t i, need, pos = self.pos, end = self.seg.size
+        cdef Py_ssize_t i, need, pos = self.pos, end = self.out_end, at = self.out_at
         cdef const rl_header* h
-        cdef char* seg = self.seg.base
+        cdef char* out = self.out
         cdef char* rec
         cdef uint32_t n
         cdef int64_t seq = self.next_seq, since = self.since_index, every = self.index_every
         cdef int64_t max_ts = self.max_ts
         # _write's steps with the appender's fields in locals for the batch: a store into the
-        # map may alias any field (no strict aliasing), so fields would be re-read per record
+        # record may alias any field (no strict aliasing), so fields would be re-read per
+        # record
         for i in range(count):
             h = <const rl_header*>(base + i * stride)
             n = RL_HEADER_SIZE + h.length
             need = REC_PREFIX + _align8(n)
             if pos + need > end or self.failed:
                 self.pos, self.next_seq, self.since_index, self.max_ts = pos, seq, since, max_ts
-                self._room(need)  # rolls to the next segment (or raises)
-                seg, end, pos, seq = self.seg.base, self.seg.size, self.pos, self.next_seq
+                self._room(need)  # flushes, rolls to the next segment (or raises)
+                out, at, end, pos, seq = self.out, self.out_at, self.out_end, self.pos, \
+                    self.next_seq
                 since, max_ts = self.since_index, self.max_ts
-            rec = seg + pos
+            rec = out + (pos - at)
+            _zero_tail(rec, n)
             (<uint32_t*>(rec + 4))[0] = rl_crc32c_body(rec + REC_PREFIX, h, n, <uint64_t>seq)
             if since >= every:
                 self.pos, self.max_ts = pos, max_ts
@@ -841,6 +968,7 @@ cdef class JournalAppender:
         sequence. Every payload is checked first: a bad one appends nothing."""
         cdef Py_buffer buf
         cdef rl_header h
+        cdef Py_ssize_t need
         # segments grow up to the owner's segment_size: the largest record that can fit
         cdef Py_ssize_t room = getattr(self.owner, "segment_size", self.seg.size) \
             - SEG_HEADER_SIZE
@@ -865,7 +993,9 @@ cdef class JournalAppender:
             PyObject_GetBuffer(p, &buf, PyBUF_SIMPLE)
             try:
                 h.length = <uint32_t>buf.len
-                self._room(REC_PREFIX + _align8(RL_HEADER_SIZE + h.length))
+                need = REC_PREFIX + _align8(RL_HEADER_SIZE + h.length)
+                if self.failed or self.pos + need > self.out_end:
+                    self._room(need)
                 self._write(&h, <const char*>buf.buf)
             finally:
                 PyBuffer_Release(&buf)
@@ -886,8 +1016,17 @@ cdef class JournalAppender:
             seq = self.append_slots(base, stride, n)
         return seq
 
+    def flush(self):
+        """``commit()`` from Python: the records written since the last commit reach the
+        segment (readers see them) and the durability step runs. The appending thread
+        only."""
+        with nogil:
+            self.commit()
+
     def sync(self):
-        """Makes everything appended so far durable now (fdatasync); returns that sequence.
+        """Makes everything committed so far durable now (fdatasync); returns that sequence.
+        Records written but not yet committed (``write_record``, ``write_output``) are not
+        included: ``flush()`` them first, from the appending thread.
         Safe to call from the group-commit thread while the appender appends."""
         cdef int64_t last = rl_load_acquire(&self.last_seq)
         cdef Segment seg = self.seg

@@ -376,10 +376,18 @@ class Journal:
     (an append returns once durable). Not thread-safe for appends: one appending thread.
 
     ``prefault``: how the background thread prepares the next segment. ``True`` picks by
-    durability: ``"write"`` under ``none`` (every page touched by a store: the fastest
-    appends), ``"read"`` under group/sync (pages mapped by a load: nothing dirtied, so the
-    first fdatasync does not write the zero pages back and write-protect them again); False:
-    no segment prepared ahead (each is created when the appender rolls).
+    the write path (``buffered``): ``"write"`` when records are stored into the map (every
+    page touched by a store: no first-touch fault on the hot path), ``"read"`` when they
+    are written with pwrite() (pages mapped by a load: nothing dirtied, so no zero page is
+    written back); False: no segment prepared ahead (each is created when the appender
+    rolls).
+
+    ``buffered``: how records reach the segment file. True (the default): each batch is
+    built in a private buffer and written with ``pwrite()``; False: records are stored
+    straight into the shared map, which takes a page fault on the first store into every
+    4 KiB page that an fdatasync (or the kernel's background writeback, under ``none``)
+    has cleaned: measured slower under every policy (docs/processor.md). Readers map the
+    segments either way (the page cache is one).
     """
 
     def __init__(self, path: str | Path, *, segment_size: int = 64 << 20,
@@ -388,7 +396,8 @@ class Journal:
                  registry: EventRegistry | None = None, first_sequence: int = 0,
                  index_every: int = 1024,
                  prefault: bool | Literal["write", "read"] = True,
-                 first_segment_size: int | None = None) -> None:
+                 first_segment_size: int | None = None,
+                 buffered: bool = True) -> None:
         if durability not in _POLICIES:
             raise ConfigError("Journal.durability", f"must be one of {sorted(_POLICIES)}, got "
                               f"{durability!r}", durability)
@@ -399,6 +408,9 @@ class Journal:
             raise ConfigError("Journal.group_ms" if group_ms <= 0 else "Journal.group_events",
                               "group_ms must be > 0 and group_events >= 1",
                               group_ms if group_ms <= 0 else group_events)
+        if buffered not in (True, False):
+            raise ConfigError("Journal.buffered", f"must be True or False, got {buffered!r}",
+                              buffered)
         # segments grow: a short-lived journal stays small on disk (docs/journal-format.md)
         if first_segment_size is None:
             first_segment_size = min(segment_size, FIRST_SEGMENT_SIZE)
@@ -425,8 +437,8 @@ class Journal:
         if prefault not in (True, False, "write", "read"):
             raise ConfigError("Journal.prefault", "must be True, False, 'write' or 'read', "
                               f"got {prefault!r}", prefault)
-        if prefault is True:
-            prefault = "write" if durability == "none" else "read"
+        if prefault is True:  # stores into the map want writable pages; pwrite() does not
+            prefault = "read" if buffered else "write"
         self._prefault = prefault
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -446,7 +458,8 @@ class Journal:
             durable.unlink(stale, missing_ok=True)
             self._decide(RecoveryDecision("remove_temp_file", str(stale),
                                           reason="left by a crash"))
-        self._appender = JournalAppender(self, _POLICIES[durability], group_events, index_every)
+        self._appender = JournalAppender(self, _POLICIES[durability], group_events, index_every,
+                                         buffered)
         self._wake = threading.Event()
         try:
             self._open_tail(first_sequence)

@@ -360,6 +360,8 @@ class Processor:
                     raise StateError("the output stage stopped before a snapshot could be "
                                      "taken")
                 time.sleep(0.0002)
+            if self._out is None:  # this thread's outputs may still be in the buffer
+                self.output.appender.flush()
             if self.config.durability != "none":
                 self.output.sync()
         snap = _Snapshot(loop=self._loop.state, handler=self.handler.on_snapshot(),
