@@ -7,6 +7,7 @@ test runs) share one NATS deployment without meeting::
     stream  RL_<name>_IN_<shard>    subject rl.<name>.in.<shard>    the input log (commands)
     stream  RL_<name>_OUT_<shard>   subject rl.<name>.out.<shard>   outputs, seq = input seq
     bucket  RL_<name>_LEASE         key shard-<shard>               the leader's lease
+                                    key session-<id>                a gateway session's node
     bucket  RL_<name>_CKPT          key <shard>.<stream seq>        state-hash checkpoints
     bucket  RL_<name>_STATUS        key <shard>.<replica>           what each replica is doing
     objects RL_<name>_SNAP          object shard-<shard>            the newest shipped snapshot
@@ -50,6 +51,7 @@ class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     batch_linger: float = 0.002
     duplicate_window: float = 120.0
     publish_timeout: float = 5.0
+    connect_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -91,6 +93,9 @@ class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         if self.publish_timeout <= 0:
             raise config_error(self, "publish_timeout", f"must be > 0 seconds, got "
                                f"{self.publish_timeout}")
+        if self.connect_timeout <= 0:
+            raise config_error(self, "connect_timeout", f"must be > 0 seconds, got "
+                               f"{self.connect_timeout}")
 
     def names(self, shard: int) -> ShardNames:
         """The stream, subject and bucket names of one shard."""
