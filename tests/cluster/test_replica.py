@@ -17,16 +17,17 @@ from .helpers import Load, Shard, check_outputs
 def test_replica_from_an_empty_directory_starts_from_a_snapshot_and_takes_over(
         cluster_config: Any, tmp_path: Any) -> None:
     async def scenario() -> None:
-        # a snapshot every 500 messages: at every 50, a loaded machine replaced the object
-        # faster than the joining replica could read it back, for the whole minute
-        cfg = cluster_config(snapshot_every=500)
+        # a snapshot every 50 messages: faster than a loaded machine reads one back (which
+        # starved the joining replica for a whole minute before it pinned what it reads)
+        cfg = cluster_config(snapshot_every=50)
         async with Shard(cfg, tmp_path) as shard:
             a = shard.start("a")
             assert await shard.leader(timeout=60) == "a"
             load = Load(shard, rate=3000).start()
+            pins = await shard.js.key_value(shard.watch.names.status_bucket)
+
             async def shipped() -> Any:
-                return await fetch_snapshot(shard.js, shard.watch.names.snapshot_bucket,
-                                            shard.watch.names.snapshot_object)
+                return await fetch_snapshot(shard.js, shard.watch.names, "test", pins)
             snap = await shard.watch.wait(shipped, "a snapshot shipped", 60)
             # the input stream no longer holds its beginning: only a snapshot can help
             await shard.js.purge_stream(shard.watch.names.input_stream,

@@ -10,7 +10,8 @@ test runs) share one NATS deployment without meeting::
                                     key session-<id>                a gateway session's node
     bucket  RL_<name>_CKPT          key <shard>.<stream seq>        state-hash checkpoints
     bucket  RL_<name>_STATUS        key <shard>.<replica>           what each replica is doing
-    objects RL_<name>_SNAP          object shard-<shard>            the newest shipped snapshot
+    bucket  RL_<name>_STATUS        key <shard>.reading.<replica>   a snapshot object being read
+    objects RL_<name>_SNAP          object shard-<shard>-<seq>      the newest shipped snapshots
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ class ShardNames:
         self.checkpoint_bucket = f"RL_{name}_CKPT"
         self.status_bucket = f"RL_{name}_STATUS"
         self.snapshot_bucket = f"RL_{name}_SNAP"
-        self.snapshot_object = f"shard-{shard}"
+        self.snapshot_object = f"shard-{shard}"  # the prefix of its objects' names
 
     def checkpoint_key(self, stream_seq: int) -> str:
         """The key of the shard's reference checkpoint at an input stream sequence."""
@@ -127,3 +128,7 @@ class ShardNames:
     def status_key(self, replica: str) -> str:
         """The key of one replica's status."""
         return f"{self.shard}.{replica}"
+
+    def snapshot_pin_key(self, replica: str) -> str:
+        """The key naming the snapshot object ``replica`` reads (``*``: every reader's)."""
+        return f"{self.shard}.reading.{replica}"

@@ -149,8 +149,8 @@ class Replica:
         self.lease = Lease(self.lease_kv, self.names.lease_key, self.config.replica_id,
                            self.cfg.lease_ttl)
         if is_empty(self.config.directory):  # a new replica: from the newest snapshot
-            snap = await fetch_snapshot(self.js, self.names.snapshot_bucket,
-                                        self.names.snapshot_object)
+            snap = await fetch_snapshot(self.js, self.names, self.config.replica_id,
+                                        self.status_kv)
             if snap is not None:
                 seed_directory(self.config.directory, snap, self.config.processor.segment_size)
                 self._event("seeded", stream_seq=snap.stream_seq, bytes=len(snap.data))
@@ -422,8 +422,7 @@ class Replica:
 
     async def _ship(self, snap: ShardSnapshot) -> None:
         try:
-            await ship_snapshot(self.js, self.names.snapshot_bucket, self.names.snapshot_object,
-                                snap)
+            await ship_snapshot(self.js, self.names, snap, self.status_kv)
             self._event("snapshot_shipped", stream_seq=snap.stream_seq, bytes=len(snap.data))
         except Exception as e:  # the next one will do
             self._event("snapshot_failed", stream_seq=snap.stream_seq, error=repr(e))
