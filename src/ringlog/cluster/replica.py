@@ -40,13 +40,13 @@ from typing import Any
 
 import msgspec
 
+from .._feed import publish_message
 from ..errors import ClusterError, ClusterTimeoutError, ClusterUnreachableError, RingLogError
-from ..events import FLAG_CONTROL, TYPE_STREAM_MARK
 from ..processor import Processor, ProcessorConfig
 from .checkpoint import Checkpoint, Divergence, record_checkpoint, state_hash
 from .config import ClusterConfig
 from .lease import Lease
-from .outputs import OutputEmitter, last_mark, pack_mark
+from .outputs import OutputEmitter, last_mark
 from .snapshot import (
     ShardSnapshot,
     fetch_snapshot,
@@ -55,7 +55,7 @@ from .snapshot import (
     seed_directory,
     ship_snapshot,
 )
-from .stream import ensure_shard, input_decoder, publish_once, until_answered
+from .stream import ensure_shard, publish_once, until_answered
 
 __all__ = ["Replica", "ReplicaConfig", "ReplicaStatus", "connect", "main", "run_replica",
            "wait_for_jetstream"]
@@ -362,7 +362,6 @@ class Replica:
         p = self.processor
         assert p is not None and self._loop is not None
         ring = p.input_ring
-        decode = input_decoder().decode
         every = self.cfg.checkpoint_every
         snap_every = self.cfg.snapshot_every
         skip, cut, last_ring = self._skip, self._cut, -1
@@ -377,18 +376,12 @@ class Replica:
             if item is None:
                 return
             seq, data = item
-            batch = decode(data)
-            ts = batch.timestamp_ns
-            if not cut:
-                last_ring = ring.publish(pack_mark(seq, len(batch.commands)), TYPE_STREAM_MARK,
-                                         timestamp_ns=ts, flags=FLAG_CONTROL)
-            sessions = []
-            for c in batch.commands[skip:]:
-                last_ring = p.publish(c.payload, c.type_id, timestamp_ns=ts,
-                                      correlation_id=c.correlation_id,
-                                      producer_id=c.producer_id, producer_seq=c.producer_seq)
-                if c.producer_id:
-                    sessions.append((c.producer_id, c.producer_seq, last_ring))
+            if p.halted:  # the breaker holds input: wait as Processor.publish's producers do
+                p._wait_closed(None)
+            sessions: list[tuple[int, int, int]] = []
+            # the mark and the commands into the ring in C (ringlog._feed), no object each
+            hi, ts = publish_message(ring, data, seq, skip, not cut, sessions)
+            last_ring = max(last_ring, hi)
             if applied is not None and sessions:
                 applied(sessions)
             skip, cut = 0, False
