@@ -492,7 +492,8 @@ class Replica:
                 self.status.role = "leader"
                 self.status.leader_since = lease.acquired_at
                 self._event("leader", applied_seq=self.status.applied_seq)
-                renew = asyncio.ensure_future(self._renew(lease))
+                term = asyncio.Event()  # set when the term ends: renewing stops with it
+                renew = asyncio.ensure_future(self._renew(lease, term))
                 self._progress = time.monotonic()
                 publishing = asyncio.ensure_future(self._publish_outputs(lease))
                 try:
@@ -506,9 +507,7 @@ class Replica:
                     lease.valid_until = 0.0
                 finally:
                     publishing.cancel()
-                    renew.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await renew
+                    await end_term(renew, term)
                 self.status.role = "standby"
                 self._event("standby", applied_seq=self.status.applied_seq)
         except asyncio.CancelledError:
@@ -566,10 +565,12 @@ class Replica:
             return True
         return False
 
-    async def _renew(self, lease: Lease) -> None:
-        while lease.held():
+    async def _renew(self, lease: Lease, term: asyncio.Event) -> None:
+        """Renews the lease every ttl/4 while it is trusted and the term lasts."""
+        while lease.held() and not term.is_set():
             await asyncio.sleep(self.cfg.lease_ttl / 4)
-            await lease.renew()
+            if not term.is_set():
+                await lease.renew()
 
     async def _publish_outputs(self, lease: Lease) -> None:
         """Publishes output batches from the output stream's last sequence on, while the
@@ -667,6 +668,20 @@ class Replica:
     async def _put_status(self) -> None:
         await self.status_kv.put(self.names.status_key(self.config.replica_id),
                                  msgspec.json.encode(self.status))
+
+
+async def end_term(renew: asyncio.Future[None], term: asyncio.Event) -> None:
+    """Ends a leader's term: its renewals stop (``term`` set, the task cancelled until it is
+    done). A cancellation alone did not do: on Python 3.11 ``asyncio.wait_for`` (nats-py's
+    request) can swallow one when the reply lands as it is cancelled, and the renewing task
+    then kept the lease, renewed, for a term that had ended: the leader held the lease and
+    published nothing, for minutes (the stalls in docs/cluster.md)."""
+    term.set()
+    while not renew.done():
+        renew.cancel()
+        await asyncio.wait([renew], timeout=1.0)
+    if not renew.cancelled():
+        renew.exception()  # (retrieved: a failed renewal ends a term like any trouble)
 
 
 async def connect(cfg: ClusterConfig, name: str, first_try: float | None = None,
