@@ -506,8 +506,7 @@ class Replica:
                     self._event("publish_error", error=repr(e))
                     lease.valid_until = 0.0
                 finally:
-                    publishing.cancel()
-                    await end_term(renew, term)
+                    await end_term(renew, term, publishing)
                 self.status.role = "standby"
                 self._event("standby", applied_seq=self.status.applied_seq)
         except asyncio.CancelledError:
@@ -546,9 +545,7 @@ class Replica:
                             applied_seq=self.status.applied_seq,
                             published_seq=self.status.published_seq, emitter=emitter,
                             stack=stack.getvalue())
-                publishing.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await publishing
+                await stop_task(publishing)
                 return
 
     async def _may_lead(self) -> bool:
@@ -670,18 +667,28 @@ class Replica:
                                  msgspec.json.encode(self.status))
 
 
-async def end_term(renew: asyncio.Future[None], term: asyncio.Event) -> None:
-    """Ends a leader's term: its renewals stop (``term`` set, the task cancelled until it is
-    done). A cancellation alone did not do: on Python 3.11 ``asyncio.wait_for`` (nats-py's
-    request) can swallow one when the reply lands as it is cancelled, and the renewing task
-    then kept the lease, renewed, for a term that had ended: the leader held the lease and
-    published nothing, for minutes (the stalls in docs/cluster.md)."""
+async def end_term(renew: asyncio.Future[None], term: asyncio.Event,
+                   publishing: asyncio.Future[None] | None = None) -> None:
+    """Ends a leader's term: its publishing and its renewals stop (``term`` set, each task
+    cancelled until it is done). A cancellation alone did not do: on Python 3.11
+    ``asyncio.wait_for`` (nats-py's request) can swallow one when the reply lands as it is
+    cancelled, and the renewing task then kept the lease, renewed, for a term that had ended:
+    the leader held the lease and published nothing, for minutes (the stalls in
+    docs/cluster.md)."""
     term.set()
-    while not renew.done():
-        renew.cancel()
-        await asyncio.wait([renew], timeout=1.0)
-    if not renew.cancelled():
-        renew.exception()  # (retrieved: a failed renewal ends a term like any trouble)
+    if publishing is not None:
+        await stop_task(publishing)
+    await stop_task(renew)
+
+
+async def stop_task(task: asyncio.Future[Any]) -> None:
+    """Cancels ``task`` until it is done (one cancellation may be swallowed: ``end_term``);
+    its error, if any, is retrieved and dropped (a term's failure ends it, nothing more)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=1.0)
+    if not task.cancelled():
+        task.exception()
 
 
 async def connect(cfg: ClusterConfig, name: str, first_try: float | None = None,
