@@ -92,6 +92,13 @@ class _Bucket:
     def __init__(self) -> None:
         self.entries: dict[str, tuple[bytes, int]] = {}
         self.revision = 0
+        self.away = False  # no answer (a NATS node's re-election)
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in ("create", "get", "update", "delete") and object.__getattribute__(
+                self, "away"):
+            raise TimeoutError("nats: timeout")
+        return object.__getattribute__(self, name)
 
     def _put(self, key: str, value: bytes) -> int:
         self.revision += 1
@@ -137,6 +144,14 @@ def test_a_session_is_leased_to_one_node_at_a_time_and_a_node_that_lost_it_drops
         assert await b.acquire(1, wait=0) is None
         await b.renew_all()
         assert lost == [] and set(b.held) == {1, 2}
+        bucket.away = True  # the bucket does not answer past b's trust in its leases
+        b.held[1].valid_until = b.held[2].valid_until = 0.0
+        await b.renew_all()
+        assert lost == [] and set(b.held) == {1, 2}  # its sessions stay
+        bucket.away = False
+        bucket.expire("session-2")  # lapsed meanwhile: b takes it again
+        await b.renew_all()
+        assert lost == [] and bucket.entries["session-2"][0] == b"b" and b.held[2].held()
         bucket.expire("session-1")  # b paused past the ttl, and a took the session
         assert await a.acquire(1, wait=0) is None
         await b.renew_all()

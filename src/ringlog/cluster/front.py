@@ -179,13 +179,22 @@ class SessionLeases:
             await asyncio.gather(*self._releasing, return_exceptions=True)
 
     async def renew_all(self) -> None:
-        """One renewal of every lease held; ``lost`` for each another node took."""
+        """One renewal of every lease held; ``lost`` for each another node took. A lease
+        that lapsed while the bucket did not answer (a NATS node's re-election takes
+        seconds) is taken again, not given up: its session stays."""
         kv = self.kv()
         for sid, lease in list(self.held.items()):
             lease.kv = kv
-            if not await lease.renew() and not lease.held() and self.held.get(sid) is lease:
+            if await lease.renew() or lease.held():
+                continue
+            holder = None
+            with contextlib.suppress(Exception):
+                holder = await lease.current_holder()
+            if holder is not None and holder != self.node and self.held.get(sid) is lease:
                 del self.held[sid]
                 self.lost(sid)
+            elif holder is None:
+                await lease.try_acquire()  # (expired, or the bucket is away: next round)
 
     async def run(self) -> None:
         """Renews every ttl/4 until cancelled."""
