@@ -149,7 +149,7 @@ class OutputEmitter:
 
     def poll(self) -> list[tuple[int, bytes]]:
         """The batches completed since the last call, in stream order."""
-        return self._cutter.poll()  # type: ignore[no-any-return]
+        return self._cutter.poll()
 
     def describe(self) -> dict[str, Any]:
         """Where the emitter stands (for a diagnosis): the first open message, the tailers'
