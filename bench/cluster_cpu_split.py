@@ -1,6 +1,7 @@
 """Where a shard's CPU goes, per command and per process, in bench_cluster.py's R=3
 throughput run (leader + standby, 3 nats-servers on loopback, this process publishing), with
-optionally a second build of the replicas in interleaved pairs (an A/B of two commits).
+optionally a second build of the replicas or other input batch limits in interleaved pairs
+(an A/B of two commits, or of two configurations).
 
     this process: InputPublisher ══► RL_IN_0 (R=3) ══► leader replica ══► RL_OUT_0 (R=3)
                                                   ╚══► standby replica
@@ -9,7 +10,8 @@ optionally a second build of the replicas in interleaved pairs (an A/B of two co
              raw js.publish_async byte rate of the same message size right after, and ours
              over it (the issue's goal: >= 0.5x)
 
-Run: ``python bench/cluster_cpu_split.py [--commands N] [--runs R] [--base-src SRC]``.
+Run: ``python bench/cluster_cpu_split.py [--commands N] [--runs R] [--base-src SRC]
+[--batch BYTES,COMMANDS]``.
 ``--base-src`` names the ``src`` directory of another build, put first on the replicas'
 PYTHONPATH for the "base" runs (e.g. ``git archive <commit> src/ringlog | tar -x -C
 /tmp/base`` and the compiled ``*.so`` files of a build of that commit copied beside its
@@ -38,10 +40,11 @@ from ringlog.cluster.stream import InputPublisher
 from ringlog.cluster.trial import engine_commands, stop_all
 
 
-async def one_run(b: Any, cl: NatsCluster, n: int) -> dict[str, float]:
+async def one_run(b: Any, cl: NatsCluster, n: int, **cfg_kw: Any) -> dict[str, float]:
     """``n`` engine commands through one R=3 shard (leader + standby): CPU per command of
-    each process, rate, stream bytes per command, and the raw rate of the same size."""
-    cfg = b.config(replicas=3)
+    each process, rate, stream bytes per command, and the raw rate of the same size.
+    ``cfg_kw``: ClusterConfig fields (batch limits)."""
+    cfg = b.config(replicas=3, **cfg_kw)
     reps, w = await b.replicas(cfg, ["lead", "standby"])
     try:
         cmds = engine_commands(n)
@@ -80,17 +83,20 @@ async def one_run(b: Any, cl: NatsCluster, n: int) -> dict[str, float]:
             "vs_raw": ii.state.bytes / elapsed / raw["bytes_per_s"]}
 
 
-async def _measure(cl: NatsCluster, tmp: Path, n: int, runs: int,
-                   base: str | None) -> dict[str, list[dict[str, float]]]:
-    variants = ["base", "tree"] if base else ["tree"]
+async def _measure(cl: NatsCluster, tmp: Path, n: int, runs: int, base: str | None,
+                   batch: tuple[int, int] | None) -> dict[str, list[dict[str, float]]]:
+    variants = ["tree"] + (["base"] if base else []) + (["batch"] if batch else [])
+    variants = variants[1:] + variants[:1]  # (the other variant first)
     res: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
     async with bc._Bench(cl, tmp) as b:
         for k in range(runs):
             for v in variants if k % 2 == 0 else variants[::-1]:
                 if v == "base":
                     os.environ["PYTHONPATH"] = str(base)
+                kw = {"batch_max_bytes": batch[0], "batch_max_commands": batch[1]} \
+                    if v == "batch" and batch else {}
                 try:
-                    got = await one_run(b, cl, n)
+                    got = await one_run(b, cl, n, **kw)
                 finally:
                     os.environ.pop("PYTHONPATH", None)
                 res[v].append(got)
@@ -105,11 +111,15 @@ def main() -> None:
     a.add_argument("--runs", type=int, default=3)
     a.add_argument("--base-src", dest="base",
                    help="src/ of another build for the replicas (an A/B)")
+    a.add_argument("--batch", help="BYTES,COMMANDS: also runs with these input batch limits "
+                   "(ClusterConfig.batch_max_bytes, batch_max_commands), interleaved")
     args = a.parse_args()
+    batch = tuple(int(x) for x in args.batch.split(",")) if args.batch else None
     with tempfile.TemporaryDirectory(prefix="ringlog-cpu-split-") as d:
         cl = NatsCluster(3, Path(d) / "nats").start()
         try:
-            res = asyncio.run(_measure(cl, Path(d), args.commands, args.runs, args.base))
+            res = asyncio.run(_measure(cl, Path(d), args.commands, args.runs, args.base,
+                                       batch))  # type: ignore[arg-type]
         finally:
             cl.stop()
     for v, rows in res.items():
