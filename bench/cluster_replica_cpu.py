@@ -1,11 +1,13 @@
-"""Where a cluster leader's CPU per command goes, without NATS: the feeder's work (decode a
-stream message, publish a mark and its commands into the processor) and the output emitter's
+"""Where a cluster leader's CPU per command goes, without NATS: the feeder's work (a stream
+message's mark and commands into the processor's ring, ringlog._feed) and the output emitter's
 (tail the journals, cut and encode one output batch per message), each timed on this thread,
-and the whole process's CPU (the processor's loop and journal threads too).
+and the whole process's CPU (the processor's loop and journal threads too). The emitter polls
+after each message, as the leader does; the last messages are polled once the loop has drained
+(polling while it catches up would time the wait, not the work).
 
-    InputBatch bytes (1024 engine commands) ─► decode ─► mark + publish ─► Processor
-                                                 (feeder)                     │ journals
-                                   OutputEmitter.poll ◄──────────────────────┘
+    InputBatch bytes (1024 engine commands) ─► publish_message ─► Processor
+                                          (feeder: mark + commands)      │ journals
+                                   OutputEmitter.poll ◄──────────────────┘
                                      (emitter: one OutputBatch per message)
 
 Run: ``python bench/cluster_replica_cpu.py [--commands N] [--runs R]``; prints one JSON line
@@ -23,11 +25,11 @@ import time
 import msgspec
 
 from ringlog import Processor, ProcessorConfig
-from ringlog.cluster.outputs import OutputEmitter, pack_mark
-from ringlog.cluster.stream import Command, InputBatch, input_decoder
+from ringlog._feed import publish_message
+from ringlog.cluster.outputs import OutputEmitter
+from ringlog.cluster.stream import Command, InputBatch
 from ringlog.cluster.trial import engine_commands
 from ringlog.engine.flow import demo_engine
-from ringlog.events import FLAG_CONTROL, TYPE_STREAM_MARK
 
 
 def one_run(n: int, per_message: int = 1024) -> dict[str, float]:
@@ -45,24 +47,20 @@ def one_run(n: int, per_message: int = 1024) -> dict[str, float]:
         p.start()
         try:
             em = OutputEmitter(p, 1)
-            decode = input_decoder().decode
             ring = p.input_ring
             feed = emit = 0.0
             got = 0
             proc0 = time.process_time()
             for k, data in enumerate(msgs):
                 t0 = time.thread_time()
-                batch = decode(data)
-                ring.publish(pack_mark(k + 1, len(batch.commands)), TYPE_STREAM_MARK,
-                             timestamp_ns=1, flags=FLAG_CONTROL)
-                for c in batch.commands:
-                    p.publish(c.payload, c.type_id, timestamp_ns=1,
-                              correlation_id=c.correlation_id, producer_id=c.producer_id,
-                              producer_seq=c.producer_seq)
+                publish_message(ring, data, k + 1, 0, True, [])  # the replica's feeder
                 t1 = time.thread_time()
                 got += len(em.poll())
                 emit += time.thread_time() - t1
                 feed += t1 - t0
+            # the rest once the loop is done with it (not timed: polling an emitter while the
+            # loop catches up measures how long that takes, not the emitter's work)
+            p.drain(60)
             while got < len(msgs):
                 t1 = time.thread_time()
                 got += len(em.poll())

@@ -1,6 +1,6 @@
 """``ringlog serve --cluster``: the engine of a gateway config as a replica of its shard (its
 TCP gateway in front: tests/cluster/test_front.py); bad cluster options exit 2 with one line
-naming the option."""
+naming the option, and so does a NATS URL no server answers at."""
 
 from __future__ import annotations
 
@@ -39,6 +39,19 @@ def test_serve_cluster_with_a_bad_option_exits_2_naming_it(tmp_path: Any, capsys
     assert main(["serve", str(tmp_path / "d"), "--config", str(cfg), *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1
+
+
+def test_serve_cluster_with_an_unreachable_nats_url_exits_2_naming_it(tmp_path: Any,
+                                                                    capsys: Any) -> None:
+    from ringlog.cluster.natsserver import free_port
+
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(CONFIG)
+    url = f"nats://127.0.0.1:{free_port()}"  # nothing listens there
+    assert main(["serve", str(tmp_path / "d"), "--config", str(cfg), "--cluster", url,
+                 "--replica-id", "a", "--connect-timeout", "0.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert url in err and len(err.splitlines()) == 1, err
 
 
 def test_serve_cluster_runs_the_configured_engine_as_a_replica(cluster_config: Any,

@@ -1,13 +1,19 @@
 """``ringlog serve --cluster`` nodes take orders over TCP and put them on the shard's input
 stream; reports come back from the node's own replica. A client whose node (the leader) is
-killed logs on at another node, resends, and every order is applied exactly once."""
+killed logs on at another node, resends, and every order is applied exactly once; a session
+is logged on at one node at a time."""
 
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
-from ringlog.client import AsyncClient
+import pytest
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+from ringlog.client import AsyncClient, LogonRejected
+from ringlog.cluster.front import SessionLeases
 from ringlog.engine import Engine
 from ringlog.gateway.protocol import NewOrder
 from ringlog.gateway.session import encode_command, load_config
@@ -52,6 +58,8 @@ def test_gateway_orders_go_through_the_stream_and_survive_their_nodes_death(
             answers = [await client.answers(s, timeout=60) for s in first]
             assert all(any(getattr(a, "kind", "") == "accepted" for a in ans)
                        for ans in answers), answers
+            with pytest.raises(LogonRejected, match="logged on at node g1"):  # the same session
+                await AsyncClient.connect(h2, p2, TOKEN, timeout=30)
             # more orders in flight, then the client's node (the leader) dies
             more = [client.new_order(*_order(i)) for i in range(41, 81)]
             shard.replicas["g1"].kill()
@@ -75,3 +83,77 @@ def test_gateway_orders_go_through_the_stream_and_survive_their_nodes_death(
             assert [(ty, pl) for p_, s_, ty, pl in cmds if p_ == 1 and s_ in (1, 100)][:2] \
                 == want
     asyncio.run(asyncio.wait_for(scenario(), 180))
+
+
+class _Bucket:
+    """The calls a Lease makes of a JetStream key-value bucket, in memory; ``expire(key)`` is
+    the servers' ttl passing over a key no one renewed."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[bytes, int]] = {}
+        self.revision = 0
+        self.away = False  # no answer (a NATS node's re-election)
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in ("create", "get", "update", "delete") and object.__getattribute__(
+                self, "away"):
+            raise TimeoutError("nats: timeout")
+        return object.__getattribute__(self, name)
+
+    def _put(self, key: str, value: bytes) -> int:
+        self.revision += 1
+        self.entries[key] = (value, self.revision)
+        return self.revision
+
+    async def create(self, key: str, value: bytes) -> int:
+        if key in self.entries:
+            raise KeyWrongLastSequenceError()
+        return self._put(key, value)
+
+    async def get(self, key: str) -> Any:
+        if key not in self.entries:
+            raise KeyNotFoundError()
+        value, revision = self.entries[key]
+        return SimpleNamespace(value=value, revision=revision)
+
+    async def update(self, key: str, value: bytes, last: int) -> int:
+        if key not in self.entries or self.entries[key][1] != last:
+            raise KeyWrongLastSequenceError()
+        return self._put(key, value)
+
+    async def delete(self, key: str, last: int | None = None) -> None:
+        if key in self.entries and last in (None, self.entries[key][1]):
+            del self.entries[key]
+
+    def expire(self, key: str) -> None:
+        del self.entries[key]
+
+
+def test_a_session_is_leased_to_one_node_at_a_time_and_a_node_that_lost_it_drops_it() -> None:
+    async def scenario() -> None:
+        bucket, lost = _Bucket(), []
+        a = SessionLeases(lambda: bucket, "a", 60.0, lambda sid: lost.append(("a", sid)))
+        b = SessionLeases(lambda: bucket, "b", 60.0, lambda sid: lost.append(("b", sid)))
+        assert await a.acquire(1) is None
+        assert await a.acquire(1) is None  # again at the same node (a restarted process)
+        refused = await b.acquire(1, wait=0)
+        assert refused is not None and "session 1 is logged on at node a" in refused
+        assert await b.acquire(2, wait=0) is None  # another session: its own lease
+        a.release(1)
+        await a.released()
+        assert await b.acquire(1, wait=0) is None
+        await b.renew_all()
+        assert lost == [] and set(b.held) == {1, 2}
+        bucket.away = True  # the bucket does not answer past b's trust in its leases
+        b.held[1].valid_until = b.held[2].valid_until = 0.0
+        await b.renew_all()
+        assert lost == [] and set(b.held) == {1, 2}  # its sessions stay
+        bucket.away = False
+        bucket.expire("session-2")  # lapsed meanwhile: b takes it again
+        await b.renew_all()
+        assert lost == [] and bucket.entries["session-2"][0] == b"b" and b.held[2].held()
+        bucket.expire("session-1")  # b paused past the ttl, and a took the session
+        assert await a.acquire(1, wait=0) is None
+        await b.renew_all()
+        assert lost == [("b", 1)] and set(b.held) == {2}
+    asyncio.run(asyncio.wait_for(scenario(), 30))

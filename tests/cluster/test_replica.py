@@ -1,11 +1,13 @@
 """Replicas joining and leaving: from an empty directory (the newest snapshot, then the stream
 after it, whose beginning is gone), after kill -9
 (the local journal, then the stream), and one whose state diverges (halted at the first
-checkpoint that differs, saying where)."""
+checkpoint that differs, saying where); a leader's term that ends stops renewing its lease
+even when a renewal swallows its cancellation."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -17,16 +19,17 @@ from .helpers import Load, Shard, check_outputs
 def test_replica_from_an_empty_directory_starts_from_a_snapshot_and_takes_over(
         cluster_config: Any, tmp_path: Any) -> None:
     async def scenario() -> None:
-        # a snapshot every 500 messages: at every 50, a loaded machine replaced the object
-        # faster than the joining replica could read it back, for the whole minute
-        cfg = cluster_config(snapshot_every=500)
+        # a snapshot every 50 messages: faster than a loaded machine reads one back (which
+        # starved the joining replica for a whole minute before it pinned what it reads)
+        cfg = cluster_config(snapshot_every=50)
         async with Shard(cfg, tmp_path) as shard:
             a = shard.start("a")
             assert await shard.leader(timeout=60) == "a"
             load = Load(shard, rate=3000).start()
+            pins = await shard.js.key_value(shard.watch.names.status_bucket)
+
             async def shipped() -> Any:
-                return await fetch_snapshot(shard.js, shard.watch.names.snapshot_bucket,
-                                            shard.watch.names.snapshot_object)
+                return await fetch_snapshot(shard.js, shard.watch.names, "test", pins)
             snap = await shard.watch.wait(shipped, "a snapshot shipped", 60)
             # the input stream no longer holds its beginning: only a snapshot can help
             await shard.js.purge_stream(shard.watch.names.input_stream,
@@ -103,3 +106,42 @@ def test_replica_whose_state_diverges_halts_at_the_first_checkpoint_naming_it(
             batches = await shard.all_outputs(last, timeout=60)
             check_outputs(batches, load.commands[:load.sent], last)
     asyncio.run(asyncio.wait_for(scenario(), 180))
+
+
+def test_a_term_ends_even_when_a_renewal_swallows_its_cancellation() -> None:
+    """Python 3.11's asyncio.wait_for (inside nats-py's request) can swallow a cancellation
+    when the reply lands at the same time; the renewing task then went on renewing the lease
+    of an ended term for ever, and the leader published nothing while holding it."""
+    from ringlog.cluster.config import ClusterConfig
+    from ringlog.cluster.replica import Replica, ReplicaConfig, end_term
+
+    class SwallowingLease:
+        """Trusted for ever; each renewal waits, and returns normally when cancelled."""
+
+        def __init__(self) -> None:
+            self.renewals = 0
+            self.inside = asyncio.Event()
+            self.trusted = True
+
+        def held(self) -> bool:
+            return self.trusted
+
+        async def renew(self) -> bool:
+            self.renewals += 1
+            self.inside.set()
+            with contextlib.suppress(asyncio.CancelledError):  # the reply "landed": the
+                await asyncio.Event().wait()                     # cancellation is lost
+            return True
+
+    async def scenario() -> None:
+        cfg = ClusterConfig(servers=["nats://127.0.0.1:4222"], lease_ttl=0.1)  # never reached
+        r = Replica(ReplicaConfig(cluster=cfg, replica_id="a", directory="unused"))
+        lease, term = SwallowingLease(), asyncio.Event()
+        renew = asyncio.ensure_future(r._renew(lease, term))  # type: ignore[arg-type]
+        await lease.inside.wait()
+        ended = asyncio.ensure_future(end_term(renew, term))
+        done, _ = await asyncio.wait([ended], timeout=10)  # (immediate; 10 s: a safety net)
+        lease.trusted = False  # a renewing task that outlived its term stops: the test ends
+        assert ended in done, "the term's renewals went on after it ended"
+        assert renew.done() and lease.renewals == 1
+    asyncio.run(asyncio.wait_for(scenario(), 30))

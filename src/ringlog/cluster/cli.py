@@ -39,6 +39,8 @@ def add_cluster_options(p: argparse.ArgumentParser, *, required: bool = False) -
                    help="input messages between the snapshots the leader ships (a new "
                    "replica starts from the newest); 0: none")
     g.add_argument("--standby-only", action="store_true", help="never take the lease")
+    g.add_argument("--connect-timeout", type=float, default=10.0,
+                   help="seconds to reach a NATS server at start before giving up (exit 2)")
 
 
 def cluster_config_from_args(args: argparse.Namespace, directory: str, handler: str,
@@ -54,7 +56,8 @@ def cluster_config_from_args(args: argparse.Namespace, directory: str, handler: 
     cluster = ClusterConfig(servers=servers, name=args.cluster_name, shards=args.shards,
                             replicas=args.replicas, lease_ttl=args.lease_ttl,
                             checkpoint_every=args.checkpoint_every,
-                            snapshot_every=args.cluster_snapshot_every)
+                            snapshot_every=args.cluster_snapshot_every,
+                            connect_timeout=args.connect_timeout)
     return ReplicaConfig(cluster=cluster, replica_id=args.replica_id, directory=directory,
                          shard=args.shard, handler=handler, processor=processor,
                          standby_only=args.standby_only)

@@ -7,9 +7,11 @@ test runs) share one NATS deployment without meeting::
     stream  RL_<name>_IN_<shard>    subject rl.<name>.in.<shard>    the input log (commands)
     stream  RL_<name>_OUT_<shard>   subject rl.<name>.out.<shard>   outputs, seq = input seq
     bucket  RL_<name>_LEASE         key shard-<shard>               the leader's lease
+                                    key session-<id>                a gateway session's node
     bucket  RL_<name>_CKPT          key <shard>.<stream seq>        state-hash checkpoints
     bucket  RL_<name>_STATUS        key <shard>.<replica>           what each replica is doing
-    objects RL_<name>_SNAP          object shard-<shard>            the newest shipped snapshot
+    bucket  RL_<name>_STATUS        key <shard>.reading.<replica>   a snapshot object being read
+    objects RL_<name>_SNAP          object shard-<shard>-<seq>      the newest shipped snapshots
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     batch_linger: float = 0.002
     duplicate_window: float = 120.0
     publish_timeout: float = 5.0
+    connect_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -91,6 +94,9 @@ class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         if self.publish_timeout <= 0:
             raise config_error(self, "publish_timeout", f"must be > 0 seconds, got "
                                f"{self.publish_timeout}")
+        if self.connect_timeout <= 0:
+            raise config_error(self, "connect_timeout", f"must be > 0 seconds, got "
+                               f"{self.connect_timeout}")
 
     def names(self, shard: int) -> ShardNames:
         """The stream, subject and bucket names of one shard."""
@@ -113,7 +119,7 @@ class ShardNames:
         self.checkpoint_bucket = f"RL_{name}_CKPT"
         self.status_bucket = f"RL_{name}_STATUS"
         self.snapshot_bucket = f"RL_{name}_SNAP"
-        self.snapshot_object = f"shard-{shard}"
+        self.snapshot_object = f"shard-{shard}"  # the prefix of its objects' names
 
     def checkpoint_key(self, stream_seq: int) -> str:
         """The key of the shard's reference checkpoint at an input stream sequence."""
@@ -122,3 +128,7 @@ class ShardNames:
     def status_key(self, replica: str) -> str:
         """The key of one replica's status."""
         return f"{self.shard}.{replica}"
+
+    def snapshot_pin_key(self, replica: str) -> str:
+        """The key naming the snapshot object ``replica`` reads (``*``: every reader's)."""
+        return f"{self.shard}.reading.{replica}"

@@ -23,7 +23,22 @@ the leader: a leader failover does not pause it, and a client whose node dies lo
 another node, where the session's state is the same (the dedup table is replicated state: a
 resend of a command already in the stream is applied once).
 
-A logon waits until this node's replica has applied everything the input stream held when
+One session is logged on at one node at a time: a logon takes the session's lease (key
+``session-<id>`` of the shard's lease bucket, the leader lease's kind: ``ringlog.cluster.
+lease``), renewed while the session is connected here and released when it leaves. A logon
+at a second node waits for the lease up to twice its ttl (a node that died stops renewing:
+its clients move over within that), then is refused naming the node that holds it; a node
+that loses a lease it held (paused past the ttl while another took it) closes the session's
+connection.
+
+::
+
+    logon(token) ─► catch-up ─► SessionLeases.acquire(id) ── held by node X ──► LogonReject
+                                     │ ok                                     "... at node X"
+                                     ▼
+                               Gateway logon ... renew every ttl/4 ... detach ─► release
+
+A logon also waits until this node's replica has applied everything the input stream held when
 the logon came (``ClusterGateway``): a client that moves here from a dead node was acked
 by that node's replica, so its commands are in the stream; answering the logon before they
 are applied here would give it a stale session seq (and a client renumbers to a stale seq).
@@ -37,15 +52,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import InsufficientCapacityError, RingClosedError, RingLogError
 from ..gateway.protocol import LogonReject
 from ..gateway.server import Gateway
+from .lease import Lease
 from .replica import connect
 from .stream import Command, InputPublisher
 
-__all__ = ["ClusterGateway", "GatewayFront"]
+__all__ = ["ClusterGateway", "GatewayFront", "SessionLeases"]
 
 LOGON_CATCH_UP_S = 30.0  # a logon waits this long for the replica to catch up, then is refused
 
@@ -54,9 +71,11 @@ class ClusterGateway(Gateway):
     """A Gateway whose logons wait for the node's replica to reach the input stream's end
     (see the module docstring). Not thread-safe (the event loop's)."""
 
-    def __init__(self, processor: Any, config: Any, front: GatewayFront) -> None:
+    def __init__(self, processor: Any, config: Any, front: GatewayFront,
+                 sessions: SessionLeases) -> None:
         super().__init__(processor, config, submit=front.submit)
         self.front = front
+        self.sessions = sessions
         self._logons: set[asyncio.Future[None]] = set()  # logons waiting for the catch-up
 
     def _logon(self, conn: Any, msg: Any) -> None:
@@ -75,9 +94,113 @@ class ClusterGateway(Gateway):
                                   f"the stream: log on again, or at another node"))
             conn.close()
             return
+        s = self.table.authenticate(msg.token)
+        if s is not None and s.conn is None:  # (unknown or here already: the Gateway says)
+            refused = await self.sessions.acquire(s.id)
+            if conn.transport is None or conn.closing:
+                if refused is None and s.conn is None:
+                    self.sessions.release(s.id)
+                return
+            if refused is not None:
+                self.metrics.logon_failures += 1
+                conn.send(LogonReject(refused))
+                conn.close()
+                return
         super()._logon(conn, msg)
         conn.resume("catch-up")
         conn.flush()
+
+    def detach(self, conn: Any) -> None:
+        """A connection closed: its session's lease goes once no connection here has it."""
+        s = conn.session
+        super().detach(conn)
+        if s is not None and s.conn is None:
+            self.sessions.release(s.id)
+
+    def drop_session(self, session_id: int) -> None:
+        """Closes the connection of a session whose lease this node lost."""
+        s = self.table.by_id.get(session_id)
+        if s is not None and s.conn is not None:
+            s.conn.close()
+
+
+class SessionLeases:
+    """The leases of the sessions logged on at this node (see the module docstring):
+    ``acquire`` at logon, ``release`` when the session leaves, ``run()`` renews them and calls
+    ``lost(session id)`` for one another node took. ``kv()`` gives the lease bucket (the
+    replica's, replaced after a reconnect). Not thread-safe (one event loop)."""
+
+    def __init__(self, kv: Callable[[], Any], node: str, ttl: float,
+                 lost: Callable[[int], None]) -> None:
+        self.kv = kv
+        self.node = node
+        self.ttl = ttl
+        self.lost = lost
+        self.held: dict[int, Lease] = {}
+        self._releasing: set[asyncio.Future[None]] = set()
+
+    @staticmethod
+    def key(session_id: int) -> str:
+        """The session's key in the lease bucket."""
+        return f"session-{session_id}"
+
+    async def acquire(self, session_id: int, wait: float | None = None) -> str | None:
+        """Takes the session's lease, waiting up to ``wait`` seconds (default: twice the
+        ttl, by when a dead holder's lease has expired) while another node holds it. None
+        once held; else why not (naming the node that holds it)."""
+        lease = Lease(self.kv(), self.key(session_id), self.node, self.ttl)
+        deadline = time.monotonic() + (2 * self.ttl if wait is None else wait)
+        while True:
+            if await lease.try_acquire() and lease.held():
+                self.held[session_id] = lease
+                return None
+            if time.monotonic() >= deadline:
+                holder = None
+                with contextlib.suppress(Exception):
+                    holder = await lease.current_holder()
+                if holder:
+                    return (f"session {session_id} is logged on at node {holder}: log off "
+                            f"there first")
+                return (f"session {session_id}: its lease could not be taken (the lease bucket "
+                        f"did not answer in time): log on again")
+            await asyncio.sleep(self.ttl / 8)
+
+    def release(self, session_id: int) -> None:
+        """Gives the session's lease up (in the background: it expires anyway)."""
+        lease = self.held.pop(session_id, None)
+        if lease is not None:
+            task = asyncio.ensure_future(lease.release())
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
+
+    async def released(self) -> None:
+        """Waits for the releases in flight (bounded by the bucket's timeouts)."""
+        while self._releasing:
+            await asyncio.gather(*self._releasing, return_exceptions=True)
+
+    async def renew_all(self) -> None:
+        """One renewal of every lease held; ``lost`` for each another node took. A lease
+        that lapsed while the bucket did not answer (a NATS node's re-election takes
+        seconds) is taken again, not given up: its session stays."""
+        kv = self.kv()
+        for sid, lease in list(self.held.items()):
+            lease.kv = kv
+            if await lease.renew() or lease.held():
+                continue
+            holder = None
+            with contextlib.suppress(Exception):
+                holder = await lease.current_holder()
+            if holder is not None and holder != self.node and self.held.get(sid) is lease:
+                del self.held[sid]
+                self.lost(sid)
+            elif holder is None:
+                await lease.try_acquire()  # (expired, or the bucket is away: next round)
+
+    async def run(self) -> None:
+        """Renews every ttl/4 until cancelled."""
+        while True:
+            await asyncio.sleep(self.ttl / 4)
+            await self.renew_all()
 
 
 class GatewayFront:
@@ -95,6 +218,8 @@ class GatewayFront:
         self._listening: asyncio.Future[None] | None = None
         self._nc: Any = None
         self._old: list[Any] = []
+        self.sessions: SessionLeases | None = None
+        self._renewing: asyncio.Future[None] | None = None
 
     async def start(self, replica: Any) -> None:
         """Connects a publisher and starts the gateway on ``replica.processor`` (recovered,
@@ -110,7 +235,10 @@ class GatewayFront:
                                         shard, max_pending=self.max_pending,
                                         reconnect=self._reconnect)
         p = replica.processor
-        self.gateway = ClusterGateway(p, self.gateway_config, self)
+        self.sessions = SessionLeases(lambda: replica.lease_kv, replica.config.replica_id,
+                                      cfg.lease_ttl, lambda sid: self.gateway.drop_session(sid))
+        self.gateway = ClusterGateway(p, self.gateway_config, self, self.sessions)
+        self._renewing = asyncio.ensure_future(self.sessions.run())
         self._listening = asyncio.ensure_future(self.gateway.start())
         # Gateway.start() starts the processor before its first wait (its open-orders
         # queries, answered through the stream once the replica consumes it)
@@ -196,6 +324,10 @@ class GatewayFront:
     async def stop(self) -> None:
         """Stops the gateway (closing its connections; it drains and stops the processor)
         and flushes the publisher (bounded: NATS may be gone)."""
+        if self._renewing is not None:
+            self._renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._renewing
         if self._listening is not None and not self._listening.done():
             self._listening.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -203,6 +335,9 @@ class GatewayFront:
         if self.gateway is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.gateway.stop(), 30)
+        if self.sessions is not None:  # its sessions' leases go now, not at their expiry
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.sessions.released(), 5)
         if self.publisher is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.publisher.close(), 5)

@@ -23,16 +23,13 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-import msgspec
-
+from .._emit import BatchCutter
 from ..events import FLAG_CONTROL, TYPE_STREAM_MARK, is_control
-from ..journal import JournalReader, JournalTailer
-from .stream import OutputBatch, OutputRecordOut
+from ..journal import JournalReader
 
 __all__ = ["MARK", "OutputEmitter", "find_mark", "last_mark", "pack_mark", "unpack_mark"]
 
 MARK = struct.Struct("<QI")  # stream sequence, commands in the message
-_encode = msgspec.msgpack.Encoder().encode
 
 
 def pack_mark(stream_seq: int, commands: int) -> bytes:
@@ -127,28 +124,10 @@ def _first_output_caused_at_or_after(path: Any, cause: int, end: int) -> int:
         reader.close()
 
 
-def _appended(tailer: JournalTailer, last: int, most: int = 4096) -> list[Any]:
-    """The records the tailer has not read up to ``last`` (the appender's last sequence: its
-    records are committed), at most ``most``. Asking for exactly what is there keeps the
-    tailer from looking for a next segment (a directory listing) at the end of each read."""
-    n = min(last - tailer.next_sequence + 1, most)
-    return tailer.poll(0.0, n) if n > 0 else []
-
-
-class _Message:
-    __slots__ = ("commands", "end", "mark", "seen", "seq")
-
-    def __init__(self, seq: int, commands: int, mark: int) -> None:
-        self.seq = seq
-        self.commands = commands
-        self.mark = mark  # input journal seq of its mark
-        self.seen = 0
-        self.end = -1  # input journal seq of its last command, once journaled
-
-
 class OutputEmitter:
     """Builds the output batches of input stream messages from ``start_seq`` on by tailing a
-    running processor's journals (see the module docstring). Not thread-safe.
+    running processor's journals (see the module docstring; the per-record work is
+    ``ringlog._emit.BatchCutter``'s, in C). Not thread-safe.
 
     ``poll()`` returns the batches completed since the last call as ``(stream seq, bytes)``:
     a message is complete once the loop has processed its last command and every output
@@ -165,89 +144,28 @@ class OutputEmitter:
         last = inp.last_sequence
         jm = find_mark(inp.path, start_seq, last) if last >= 0 else None
         in_from = jm if jm is not None else last + 1
-        self._inputs = JournalTailer(inp.path, in_from)
-        self._outputs = JournalTailer(out.path, _first_output_caused_at_or_after(
-            out.path, in_from, out.next_sequence))
-        self._open: list[_Message] = []
-        self._outs: list[OutputRecordOut] = []
-        self._first_output = self._outputs.next_sequence
-        self._buffer: list[Any] = []  # output records read and not yet in a batch
-        self._next = 0
+        out_from = _first_output_caused_at_or_after(out.path, in_from, out.next_sequence)
+        self._cutter = BatchCutter(processor, start_seq, in_from, out_from)
 
     def poll(self) -> list[tuple[int, bytes]]:
         """The batches completed since the last call, in stream order."""
-        for rec in _appended(self._inputs, self.processor.input.last_sequence):
-            if _is_mark(rec):
-                m = _Message(*unpack_mark(rec.payload), rec.sequence)
-                if m.commands == 0:  # an empty message is complete at its mark
-                    m.end = rec.sequence
-                if self._open and self._open[-1].seq == m.seq and self._open[-1].seen == 0:
-                    self._open.pop()  # marked again after a crash cut it before a command
-                self._open.append(m)
-            elif _is_command(rec) and self._open:
-                m = self._open[-1]
-                m.seen += 1
-                if m.seen == m.commands:
-                    m.end = rec.sequence
-        done: list[tuple[int, bytes]] = []
-        if not self._open or self._open[0].end < 0:
-            return done
-        p = self.processor
-        processed = p.processed_sequence  # read first: its outputs are then all published
-        published = p.published_outputs
-        while self._open and 0 <= self._open[0].end <= processed:
-            m = self._open[0]
-            if not self._collect(m.mark, m.end, published):
-                break
-            self._open.pop(0)
-            if m.seq >= self.start_seq:
-                done.append((m.seq, _encode(OutputBatch(m.seq, self._first_output, self._outs))))
-            self._first_output += len(self._outs)
-            self._outs = []
-        return done
-
-    def _collect(self, mark: int, end: int, published: int) -> bool:
-        """Gathers the outputs caused by input journal sequences ``mark..end``; True once
-        every one is read (an output of a later input seen, or every published output
-        read)."""
-        buf = self._buffer
-        while True:
-            if self._next >= len(buf):
-                buf = self._buffer = _appended(self._outputs,
-                                               self.processor.output.next_sequence - 1)
-                self._next = 0
-                if not buf:
-                    return self._outputs.next_sequence >= published
-            rec = buf[self._next]
-            if rec.producer_seq > end:
-                return True
-            self._next += 1
-            if rec.producer_seq < mark:
-                # caused before this message's mark: by the tail of a message this emitter
-                # did not see whole (it started mid-message, or the search above read the
-                # output journal's end before the loop journaled these). In no batch of this
-                # emitter, but it holds an output index: the batch's first output is later.
-                self._first_output += 1
-                continue
-            self._outs.append(OutputRecordOut(rec.type_id, bytes(rec.payload),
-                                              rec.correlation_id, rec.timestamp_ns, rec.flags))
+        return self._cutter.poll()
 
     def describe(self) -> dict[str, Any]:
         """Where the emitter stands (for a diagnosis): the first open message, the tailers'
         positions, the processor's counts."""
-        head = self._open[0] if self._open else None
+        c = self._cutter
+        head = c.open_messages[0] if c.open_messages else None
         p = self.processor
-        return {"start_seq": self.start_seq, "open_messages": len(self._open),
+        return {"start_seq": self.start_seq, "open_messages": len(c.open_messages),
                 "head": None if head is None else [head.seq, head.commands, head.seen,
                                                     head.mark, head.end],
-                "input_tail": self._inputs.next_sequence,
-                "output_tail": self._outputs.next_sequence,
-                "buffered": len(self._buffer) - self._next, "first_output": self._first_output,
+                "input_tail": c.input_tail, "output_tail": c.output_tail,
+                "collected": c.collected, "first_output": c.first_output,
                 "processed": p.processed_sequence, "published": p.published_outputs,
                 "input_last": p.input.last_sequence, "output_next": p.output.next_sequence}
 
     def close(self) -> None:
         """Releases the journal mappings."""
-        self._inputs.reader.close()
-        self._outputs.reader.close()
+        self._cutter.close()
 

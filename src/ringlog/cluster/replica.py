@@ -40,13 +40,13 @@ from typing import Any
 
 import msgspec
 
+from .._feed import publish_message
 from ..errors import ClusterError, ClusterTimeoutError, ClusterUnreachableError, RingLogError
-from ..events import FLAG_CONTROL, TYPE_STREAM_MARK
 from ..processor import Processor, ProcessorConfig
 from .checkpoint import Checkpoint, Divergence, record_checkpoint, state_hash
 from .config import ClusterConfig
 from .lease import Lease
-from .outputs import OutputEmitter, last_mark, pack_mark
+from .outputs import OutputEmitter, last_mark
 from .snapshot import (
     ShardSnapshot,
     fetch_snapshot,
@@ -55,12 +55,13 @@ from .snapshot import (
     seed_directory,
     ship_snapshot,
 )
-from .stream import ensure_shard, input_decoder, publish_once, until_answered
+from .stream import ensure_shard, publish_once, until_answered
 
 __all__ = ["Replica", "ReplicaConfig", "ReplicaStatus", "connect", "main", "run_replica",
            "wait_for_jetstream"]
 
 EXIT_DIVERGED = 3
+EXIT_UNREACHABLE = 2  # no NATS server answered at start: a usage error, like a bad option
 CHECKPOINT_RETRY_S = 600.0  # NATS trouble recording a checkpoint: retried this long
 EMITTER_STALL_S = 10.0  # a leader's term neither publishing nor idle this long: a bug
 
@@ -134,6 +135,8 @@ class Replica:
         self._progress = 0.0  # monotonic time the leader's term last published or idled
         self._term_last = 0  # the output stream's last sequence as the term knows it
         self._emitter: OutputEmitter | None = None  # the term's, for the watchdog's report
+        self._fed = asyncio.Event()  # set (from the feeder) after each message it applied
+        self.connected = False  # reached NATS once (unreachable at start: the operator's error)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def run(self) -> int:
@@ -146,8 +149,8 @@ class Replica:
         self.lease = Lease(self.lease_kv, self.names.lease_key, self.config.replica_id,
                            self.cfg.lease_ttl)
         if is_empty(self.config.directory):  # a new replica: from the newest snapshot
-            snap = await fetch_snapshot(self.js, self.names.snapshot_bucket,
-                                        self.names.snapshot_object)
+            snap = await fetch_snapshot(self.js, self.names, self.config.replica_id,
+                                        self.status_kv)
             if snap is not None:
                 seed_directory(self.config.directory, snap, self.config.processor.segment_size)
                 self._event("seeded", stream_seq=snap.stream_seq, bytes=len(snap.data))
@@ -214,6 +217,7 @@ class Replica:
         self.nc = await connect(self.cfg, f"ringlog-{self.config.replica_id}",
                                 on_closed=self._connection_closed)
         self.js = self.nc.jetstream(timeout=self.cfg.publish_timeout)
+        self.connected = True
         await wait_for_jetstream(self.js)
 
     def _connection_closed(self) -> None:
@@ -358,7 +362,6 @@ class Replica:
         p = self.processor
         assert p is not None and self._loop is not None
         ring = p.input_ring
-        decode = input_decoder().decode
         every = self.cfg.checkpoint_every
         snap_every = self.cfg.snapshot_every
         skip, cut, last_ring = self._skip, self._cut, -1
@@ -373,22 +376,18 @@ class Replica:
             if item is None:
                 return
             seq, data = item
-            batch = decode(data)
-            ts = batch.timestamp_ns
-            if not cut:
-                last_ring = ring.publish(pack_mark(seq, len(batch.commands)), TYPE_STREAM_MARK,
-                                         timestamp_ns=ts, flags=FLAG_CONTROL)
-            sessions = []
-            for c in batch.commands[skip:]:
-                last_ring = p.publish(c.payload, c.type_id, timestamp_ns=ts,
-                                      correlation_id=c.correlation_id,
-                                      producer_id=c.producer_id, producer_seq=c.producer_seq)
-                if c.producer_id:
-                    sessions.append((c.producer_id, c.producer_seq, last_ring))
+            if p.halted:  # the breaker holds input: wait as Processor.publish's producers do
+                p._wait_closed(None)
+            sessions: list[tuple[int, int, int]] = []
+            # the mark and the commands into the ring in C (ringlog._feed), no object each
+            hi, ts = publish_message(ring, data, seq, skip, not cut, sessions)
+            last_ring = max(last_ring, hi)
             if applied is not None and sessions:
                 applied(sessions)
             skip, cut = 0, False
             self.status.applied_seq = seq
+            with contextlib.suppress(RuntimeError):  # (the loop closed during shutdown)
+                self._loop.call_soon_threadsafe(self._fed.set)  # a leader idle on it goes on
             if seq % every == 0:
                 h = self._hash_now(last_ring)
                 cp = Checkpoint(seq, h, self.config.replica_id)
@@ -416,8 +415,7 @@ class Replica:
 
     async def _ship(self, snap: ShardSnapshot) -> None:
         try:
-            await ship_snapshot(self.js, self.names.snapshot_bucket, self.names.snapshot_object,
-                                snap)
+            await ship_snapshot(self.js, self.names, snap, self.status_kv)
             self._event("snapshot_shipped", stream_seq=snap.stream_seq, bytes=len(snap.data))
         except Exception as e:  # the next one will do
             self._event("snapshot_failed", stream_seq=snap.stream_seq, error=repr(e))
@@ -494,7 +492,8 @@ class Replica:
                 self.status.role = "leader"
                 self.status.leader_since = lease.acquired_at
                 self._event("leader", applied_seq=self.status.applied_seq)
-                renew = asyncio.ensure_future(self._renew(lease))
+                term = asyncio.Event()  # set when the term ends: renewing stops with it
+                renew = asyncio.ensure_future(self._renew(lease, term))
                 self._progress = time.monotonic()
                 publishing = asyncio.ensure_future(self._publish_outputs(lease))
                 try:
@@ -507,10 +506,7 @@ class Replica:
                     self._event("publish_error", error=repr(e))
                     lease.valid_until = 0.0
                 finally:
-                    publishing.cancel()
-                    renew.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await renew
+                    await end_term(renew, term, publishing)
                 self.status.role = "standby"
                 self._event("standby", applied_seq=self.status.applied_seq)
         except asyncio.CancelledError:
@@ -549,9 +545,7 @@ class Replica:
                             applied_seq=self.status.applied_seq,
                             published_seq=self.status.published_seq, emitter=emitter,
                             stack=stack.getvalue())
-                publishing.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await publishing
+                await stop_task(publishing)
                 return
 
     async def _may_lead(self) -> bool:
@@ -568,10 +562,12 @@ class Replica:
             return True
         return False
 
-    async def _renew(self, lease: Lease) -> None:
-        while lease.held():
+    async def _renew(self, lease: Lease, term: asyncio.Event) -> None:
+        """Renews the lease every ttl/4 while it is trusted and the term lasts."""
+        while lease.held() and not term.is_set():
             await asyncio.sleep(self.cfg.lease_ttl / 4)
-            await lease.renew()
+            if not term.is_set():
+                await lease.renew()
 
     async def _publish_outputs(self, lease: Lease) -> None:
         """Publishes output batches from the output stream's last sequence on, while the
@@ -590,9 +586,16 @@ class Replica:
             while lease.held():
                 batches = emitter.poll()
                 if not batches:
-                    if self.status.applied_seq <= last:
-                        self._progress = time.monotonic()  # idle: nothing new to publish
-                    await asyncio.sleep(0.0005)
+                    if self.status.applied_seq > last:  # the loop is at it: look again soon
+                        await asyncio.sleep(0.0005)
+                        continue
+                    # idle, nothing new to publish: sleep until the feeder applies a message
+                    # (polling every 0.5 ms here cost an idle leader 8% of a core)
+                    self._progress = time.monotonic()
+                    self._fed.clear()
+                    if self.status.applied_seq <= last:  # (again: it may have moved meanwhile)
+                        with contextlib.suppress(asyncio.TimeoutError):
+                            await asyncio.wait_for(self._fed.wait(), self.cfg.lease_ttl / 8)
                     continue
                 for seq, data in batches:
                     if seq <= last:
@@ -664,11 +667,36 @@ class Replica:
                                  msgspec.json.encode(self.status))
 
 
-async def connect(cfg: ClusterConfig, name: str, first_try: float = 10.0,
+async def end_term(renew: asyncio.Future[None], term: asyncio.Event,
+                   publishing: asyncio.Future[None] | None = None) -> None:
+    """Ends a leader's term: its publishing and its renewals stop (``term`` set, each task
+    cancelled until it is done). A cancellation alone did not do: on Python 3.11
+    ``asyncio.wait_for`` (nats-py's request) can swallow one when the reply lands as it is
+    cancelled, and the renewing task then kept the lease, renewed, for a term that had ended:
+    the leader held the lease and published nothing, for minutes (the stalls in
+    docs/cluster.md)."""
+    term.set()
+    if publishing is not None:
+        await stop_task(publishing)
+    await stop_task(renew)
+
+
+async def stop_task(task: asyncio.Future[Any]) -> None:
+    """Cancels ``task`` until it is done (one cancellation may be swallowed: ``end_term``);
+    its error, if any, is retrieved and dropped (a term's failure ends it, nothing more)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=1.0)
+    if not task.cancelled():
+        task.exception()
+
+
+async def connect(cfg: ClusterConfig, name: str, first_try: float | None = None,
                   on_closed: Callable[[], Any] | None = None) -> Any:
-    """A NATS connection that reconnects for ever once made; RingLogError if no server
-    answers within ``first_try`` seconds. Connection errors are counted, not printed;
-    ``on_closed`` is called if the client closes the connection for good."""
+    """A NATS connection that reconnects for ever once made; ClusterUnreachableError if no
+    server answers within ``first_try`` seconds (default: ``cfg.connect_timeout``).
+    Connection errors are counted, not printed; ``on_closed`` is called if the client closes
+    the connection for good."""
     import nats
 
     errors: list[BaseException] = []
@@ -684,7 +712,8 @@ async def connect(cfg: ClusterConfig, name: str, first_try: float = 10.0,
     try:
         nc = await asyncio.wait_for(nats.connect(
             cfg.servers, max_reconnect_attempts=-1, reconnect_time_wait=0.1,
-            connect_timeout=2, name=name, error_cb=quiet, closed_cb=closed), first_try)
+            connect_timeout=2, name=name, error_cb=quiet, closed_cb=closed),
+            cfg.connect_timeout if first_try is None else first_try)
         opened = True
         return nc
     except Exception as e:  # (TimeoutError included)
@@ -710,14 +739,21 @@ async def wait_for_jetstream(js: Any, timeout: float = 30.0) -> None:
 def run_replica(config: ReplicaConfig, handler_factory: Callable[[], Any] | None = None,
                 *, front: Any = None) -> int:
     """Runs a replica (with a ``GatewayFront``: and its TCP gateway) in this process until
-    SIGINT/SIGTERM; returns its exit code."""
+    SIGINT/SIGTERM; returns its exit code: 2 with one line naming the URLs when no NATS
+    server answers at start (a wrong URL, a cluster not started: the operator's to fix)."""
     async def main() -> int:
         r = Replica(config, handler_factory, front=front)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, r.stop)
         loop.add_signal_handler(signal.SIGUSR1, r.dump)
-        return await r.run()
+        try:
+            return await r.run()
+        except ClusterUnreachableError as e:
+            if r.connected:
+                raise
+            print(f"ringlog replica {config.replica_id}: {e}", file=sys.stderr)
+            return EXIT_UNREACHABLE
 
     try:
         return asyncio.run(main())

@@ -6,10 +6,12 @@ reads the stream after it, so the input stream need not keep its beginning.
 
     leader feeder, every snapshot_every input messages (loop idle after message s):
         Processor.request_snapshot ─► local snapshot at journal seq J (loop + engine state)
-        ShardSnapshot(s, J, published outputs P, bytes) ─► object RL_<name>_SNAP / shard-<k>
-                                                           (put replaces the previous one)
+        ShardSnapshot(s, J, published outputs P, bytes) ─► object RL_<name>_SNAP /
+            shard-<k>-<s>, then the shard's objects older than the newest two are deleted,
+            except those pinned by a reader
     empty directory, at start:
-        get shard-<k> ─► DIR/snapshots/<J>.snap   input journal from J+1   output journal from P
+        pin the newest (status bucket: <k>.reading.<replica> = its name), read it, unpin
+        shard-<k>-<s> ─► DIR/snapshots/<J>.snap   input journal from J+1   output journal from P
                          DIR/cluster-seed.json {"stream_seq": s}
         Processor.recover() = that snapshot; the replica reads the stream from s+1
 
@@ -17,10 +19,18 @@ The input journal of the seeded replica starts at J+1 and its output journal at 
 journal sequences, output indices and therefore output batches are those of the replica that
 took the snapshot. A seeded replica has no batches before s+1: it does not take the lease
 while the output stream is behind s (another replica must publish up to there first).
+
+A joining replica's read cannot starve however fast snapshots are shipped: the object it
+reads is pinned (a replaced object used to be deleted under a reader that was slower than the
+next upload, again and again). A reader that dies leaves its pin until the status bucket's
+ttl (5 minutes) expires it; the object stays that long.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -28,11 +38,14 @@ from typing import Any
 import msgspec
 
 from ..errors import ClusterError
+from .config import ShardNames
 
-__all__ = ["SEED_FILE", "ShardSnapshot", "ensure_snapshot_store", "fetch_snapshot", "is_empty",
-           "read_seed", "seed_directory", "ship_snapshot"]
+__all__ = ["KEEP_SNAPSHOTS", "SEED_FILE", "ShardSnapshot", "ensure_snapshot_store",
+           "fetch_snapshot", "is_empty", "pick_snapshot", "read_seed", "read_snapshot",
+           "seed_directory", "ship_snapshot", "snapshot_name"]
 
 SEED_FILE = "cluster-seed.json"
+KEEP_SNAPSHOTS = 2  # the shard's newest snapshot objects kept (and any a reader has pinned)
 
 
 class ShardSnapshot(msgspec.Struct, array_like=True, frozen=True):
@@ -61,33 +74,111 @@ async def ensure_snapshot_store(js: Any, bucket: str, replicas: int) -> Any:
         return await js.object_store(bucket)
 
 
-async def ship_snapshot(js: Any, bucket: str, name: str, snap: ShardSnapshot) -> None:
-    """Stores ``snap`` as object ``name`` (replacing the previous one)."""
-    store = await js.object_store(bucket)
-    await store.put(name, msgspec.msgpack.encode(snap))
+def snapshot_name(names: ShardNames, stream_seq: int) -> str:
+    """The object of the shard's snapshot after input message ``stream_seq`` (names sort by
+    sequence)."""
+    return f"{names.snapshot_object}-{stream_seq:020d}"
 
 
-async def fetch_snapshot(js: Any, bucket: str, name: str, timeout: float = 60.0
-                         ) -> ShardSnapshot | None:
-    """The newest shipped snapshot of a shard, None if there is none. Retries while JetStream
-    does not answer (a bucket just created has no stream leader yet; a node is down) for up
-    to ``timeout`` seconds, then raises RingLogError: starting from the stream's beginning
-    instead could only meet a gap."""
+def _seq_of(names: ShardNames, name: str) -> int | None:
+    head = f"{names.snapshot_object}-"
+    tail = name[len(head):]
+    return int(tail) if name.startswith(head) and tail.isdigit() else None
+
+
+async def _shipped(store: Any, names: ShardNames) -> list[str]:
+    """The shard's snapshot objects in the store, oldest first."""
+    from nats.js.errors import NotFoundError
+
+    try:
+        infos = await store.list(ignore_deletes=True)
+    except NotFoundError:  # (an empty store)
+        return []
+    found = [(seq, i.name) for i in infos if not i.deleted
+             and (seq := _seq_of(names, i.name)) is not None]
+    return [n for _, n in sorted(found)]
+
+
+async def _pinned(kv: Any, names: ShardNames) -> set[str]:
+    """The objects joining replicas are reading (their pins in the status bucket)."""
+    pins = set()
+    watcher = await kv.watch(names.snapshot_pin_key("*"), ignore_deletes=True)
+    try:
+        async for entry in watcher:
+            if entry is None:  # the current values are all read
+                break
+            if entry.value:
+                pins.add(entry.value.decode())
+    finally:
+        await watcher.stop()
+    return pins
+
+
+async def ship_snapshot(js: Any, names: ShardNames, snap: ShardSnapshot,
+                        pins: Any) -> None:
+    """Stores ``snap`` as a new object, then deletes the shard's objects older than the newest
+    KEEP_SNAPSHOTS, except those a joining replica reads (pinned in the key-value bucket
+    ``pins``)."""
+    store = await js.object_store(names.snapshot_bucket)
+    await store.put(snapshot_name(names, snap.stream_seq), msgspec.msgpack.encode(snap))
+    shipped = await _shipped(store, names)
+    if len(shipped) <= KEEP_SNAPSHOTS:
+        return
+    pinned = await asyncio.wait_for(_pinned(pins, names), 30)
+    for name in shipped[:-KEEP_SNAPSHOTS]:
+        if name not in pinned:
+            await store.delete(name)
+
+
+async def pick_snapshot(js: Any, names: ShardNames, reader: str, pins: Any) -> str | None:
+    """Pins the newest snapshot object for ``reader`` and returns its name (None: there is
+    none). The pin is written before the object is checked again: from then on no shipper
+    deletes it (one that listed the pins earlier may have: then the next newest is taken)."""
     from nats.js.errors import NotFoundError, ObjectNotFoundError
 
+    store = await js.object_store(names.snapshot_bucket)
+    while True:
+        shipped = await _shipped(store, names)
+        if not shipped:
+            return None
+        name = shipped[-1]
+        await pins.put(names.snapshot_pin_key(reader), name.encode())
+        try:
+            await store.get_info(name)
+            return name
+        except (NotFoundError, ObjectNotFoundError):
+            continue  # deleted between the listing and the pin
+
+
+async def read_snapshot(js: Any, names: ShardNames, name: str, reader: str,
+                        pins: Any) -> ShardSnapshot:
+    """The snapshot object ``name`` (pinned by ``pick_snapshot``); unpins it."""
+    store = await js.object_store(names.snapshot_bucket)
+    buf = io.BytesIO()  # (nats-py's default joins the chunks by bytes +=: quadratic)
+    try:
+        await store.get(name, writeinto=buf)
+    finally:
+        with contextlib.suppress(Exception):
+            await pins.delete(names.snapshot_pin_key(reader))
+    return msgspec.msgpack.decode(buf.getvalue(), type=ShardSnapshot)
+
+
+async def fetch_snapshot(js: Any, names: ShardNames, reader: str, pins: Any,
+                         timeout: float = 60.0) -> ShardSnapshot | None:
+    """The newest shipped snapshot of a shard, None if there is none (pinned while it is read:
+    however fast snapshots are shipped, the one being read stays). Retries while JetStream
+    does not answer (a bucket just created has no stream leader yet; a node is down) for up
+    to ``timeout`` seconds, then raises ClusterTimeoutError: starting from the stream's
+    beginning instead could only meet a gap."""
     from .stream import until_answered
 
-    async def get() -> Any:
-        try:
-            return await (await js.object_store(bucket)).get(name)
-        except (NotFoundError, ObjectNotFoundError):
+    async def get() -> ShardSnapshot | None:
+        name = await pick_snapshot(js, names, reader, pins)
+        if name is None:
             return None
-    res = await until_answered(get, f"the snapshot store {bucket}", timeout)
-    if res is None:
-        return None
-    if res.data is None:
-        return None
-    return msgspec.msgpack.decode(res.data, type=ShardSnapshot)
+        return await read_snapshot(js, names, name, reader, pins)
+    return await until_answered(get, f"the snapshot store {names.snapshot_bucket}",  # type: ignore[no-any-return]
+                                timeout)
 
 
 def is_empty(directory: str | Path) -> bool:
