@@ -77,3 +77,18 @@ cdef class BreakerCore:
     cdef int check_c(self, int64_t timestamp_ns, uint32_t type_id, int64_t key) except -1
     cdef int _trip(self, int64_t t, name, int64_t count, int64_t window, key, int per,
                    ratio=*) except -1
+    cdef int _trip_limit(self, Py_ssize_t i, int64_t t, uint32_t type_id,
+                         int64_t key) except -1
+    cdef int _ratio_check(self, int64_t t) except -1
+
+
+# One input at event time `timestamp_ns`: moves the clock, counts it (and, with a ratio
+# limit, fills its bucket). Inline so that the loop pays no call per input; the one
+# implementation (BreakerCore.on_input_c calls it).
+cdef inline void breaker_input(BreakerCore b, int64_t timestamp_ns) noexcept:
+    if timestamp_ns > b.clock:
+        b.clock = timestamp_ns
+    b.inputs += 1
+    if b.ratio_window:
+        b._ratio_advance(b.clock)
+        b.ins[RATIO_BUCKETS - 1] += 1

@@ -227,13 +227,7 @@ cdef class BreakerCore:
         self.on_input_c(timestamp_ns)
 
     cdef void on_input_c(self, int64_t timestamp_ns) noexcept:
-        if timestamp_ns > self.clock:  # _now, inline: once per input
-            self.clock = timestamp_ns
-        cdef int64_t t = self.clock
-        self.inputs += 1
-        if self.ratio_window:
-            self._ratio_advance(t)
-            self.ins[RATIO_BUCKETS - 1] += 1
+        breaker_input(self, timestamp_ns)
 
     def tick(self, int64_t timestamp_ns):
         """While open: True when an input at ``timestamp_ns`` ends the cool-down (the
@@ -250,13 +244,15 @@ cdef class BreakerCore:
         return self.check_c(timestamp_ns, type_id, key)
 
     cdef int check_c(self, int64_t timestamp_ns, uint32_t type_id, int64_t key) except -1:
-        cdef int64_t t, sin, sout, i
+        # The hot path touches C structs only; a trip and the ratio limit (Python objects,
+        # floats) are out of line, so the common case stays small.
+        cdef Py_ssize_t i
         cdef CountLimit* L
         cdef Window* w
         cdef bint throttled = False
         if timestamp_ns > self.clock:  # _now, inline: once per output
             self.clock = timestamp_ns
-        t = self.clock
+        cdef int64_t t = self.clock
         self.checks += 1
         if self.state == BR_OPEN:
             if self.has_allow and type_id in self.allow:
@@ -273,22 +269,11 @@ cdef class BreakerCore:
                 raise MemoryError("cannot allocate a breaker window")
             self.cwins[i] = w
             if window_full_within(w, t, L.window_ns):
-                if L.throttle:
-                    throttled = True
-                    continue
-                return self._trip(t, (<_CountLimit>self._limits[i]).name, L.max_count,
-                                  L.window_ns,
-                                  key if L.per == 1 else (type_id if L.per else None), L.per)
-        if self.ratio_window:
-            self._ratio_advance(t)
-            sin = sout = 0
-            for i in range(RATIO_BUCKETS):
-                sin += self.ins[i]
-                sout += self.outs[i]
-            if sin >= self.ratio_min_inputs and (sout + 1) > self.ratio_max * sin:
-                return self._trip(t, self.ratio_name, sout + 1, self.ratio_window, None, 0,
-                                  ratio=(sout + 1) / sin)
-            self.outs[RATIO_BUCKETS - 1] += 1
+                if not L.throttle:
+                    return self._trip_limit(i, t, type_id, key)
+                throttled = True
+        if self.ratio_window and self._ratio_check(t):
+            return BR_TRIPPED
         for i in range(self.nlimits):
             window_add(self.cwins[i], t)
         if self.state == BR_HALF_OPEN:
@@ -298,6 +283,27 @@ cdef class BreakerCore:
             return BR_THROTTLE
         self.passed += 1
         return BR_PASS
+
+    cdef int _trip_limit(self, Py_ssize_t i, int64_t t, uint32_t type_id,
+                         int64_t key) except -1:
+        """Trips on count limit ``i`` for the output being checked."""
+        cdef CountLimit* L = self.climits[i]
+        return self._trip(t, (<_CountLimit>self._limits[i]).name, L.max_count, L.window_ns,
+                          key if L.per == 1 else (type_id if L.per else None), L.per)
+
+    cdef int _ratio_check(self, int64_t t) except -1:
+        """The output/input ratio limit for one more output: trips (returns 1) or counts it."""
+        cdef int64_t sin = 0, sout = 0, i
+        self._ratio_advance(t)
+        for i in range(RATIO_BUCKETS):
+            sin += self.ins[i]
+            sout += self.outs[i]
+        if sin >= self.ratio_min_inputs and (sout + 1) > self.ratio_max * sin:
+            self._trip(t, self.ratio_name, sout + 1, self.ratio_window, None, 0,
+                       ratio=(sout + 1) / sin)
+            return 1
+        self.outs[RATIO_BUCKETS - 1] += 1
+        return 0
 
     cdef int _trip(self, int64_t t, name, int64_t count, int64_t window, key, int per,
                    ratio=None) except -1:

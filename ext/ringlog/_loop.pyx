@@ -28,7 +28,9 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport int64_t, uint32_t
 from libc.string cimport memcpy, memset
 
-from ringlog._breaker cimport BR_OPEN, BR_PASS, BR_THROTTLE, BR_TRIPPED, BreakerCore
+from ringlog._breaker cimport (
+    BR_OPEN, BR_PASS, BR_THROTTLE, BR_TRIPPED, BreakerCore, breaker_input,
+)
 from ringlog._counters cimport (
     JS_BACKLOG, JS_BATCHES, JS_DURABLE, JS_SEQUENCE, LS_AGE, LS_BATCHES, LS_BREAKER_HELD,
     LS_BREAKER_STATE, LS_BREAKER_TRIPS, LS_DEAD_LETTERS, LS_DUPLICATES, LS_KILLS, LS_OUTPUTS,
@@ -43,6 +45,7 @@ from ringlog.includes.event cimport (
     RL_FLAG_BATCH_END, RL_FLAG_CONTROL, RL_HEADER_SIZE, rl_header,
 )
 
+import inspect
 import traceback
 
 import msgspec
@@ -52,6 +55,23 @@ from ringlog import events as _events
 from ringlog.errors import ConfigError, RingClosedError, RingLogError, SchemaError
 
 __all__ = ["LogicCore", "SlotEvent", "journal_stage"]
+
+
+def _event_arity(on_event):
+    """How many of (event, sequence, end_of_batch) a Python ``on_event`` takes: what its
+    signature declares positionally (``*args``: all three). A handler that reads only
+    ``event`` (its ``sequence`` included) is spared the int and bool made per call."""
+    try:
+        params = inspect.signature(on_event).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin): the full contract
+        return 3
+    n = 0
+    for p in params:
+        if p.kind == p.VAR_POSITIONAL:
+            return 3
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            n += 1
+    return n if 1 <= n <= 3 else 3
 
 # control type ids, from ringlog.events (the one place they are defined)
 cdef uint32_t CONTROL_BASE = _events.CONTROL_BASE
@@ -199,6 +219,28 @@ cdef int _header_of(object event, rl_header* h, Py_buffer* buf) except -1:
     return 0
 
 
+cdef inline int _handle(LogicCore self, const rl_header* h, int64_t seq) except -1:
+    """One event of a business run (``LogicCore._business_run``, ``._replay_run``): what
+    ``_business`` does when there is no dedup key and the breaker is closed. Its end of
+    batch is the record's FLAG_BATCH_END, as on the per-event path. A function, not a
+    method, so that the C compiler inlines it into both runs."""
+    cdef bint end_of_batch = (h.flags & RL_FLAG_BATCH_END) != 0
+    self.last_sequence = seq
+    self.cur_seq = seq
+    self.cur_ts = h.timestamp_ns
+    self.cur_corr = h.correlation_id
+    if self.breaker is not None:
+        breaker_input(self.breaker, h.timestamp_ns)
+    if self.kind == KIND_CYTHON:
+        self.cy.on_event_c(h, <const char*>h + RL_HEADER_SIZE, seq, end_of_batch)
+    else:  # the flyweight, re-pointed: no event object per call
+        self.fly.h = h
+        self.fly.seq = seq
+        self._on_event(self.fly, seq, end_of_batch)
+    self.processed += 1
+    return 0
+
+
 cdef class LogicCore:
     """The business-logic state machine (see the module docstring). Configure it through
     ``ringlog.logic.LogicLoop``. Not thread-safe."""
@@ -271,6 +313,7 @@ cdef class LogicCore:
                                 "on_batch(array, first_sequence)")
             self.kind = KIND_PYTHON
             self.py_call = on_event
+            self.py_nargs = _event_arity(on_event)
         handler.emit = self.emit
 
     # -- the per-event path ---------------------------------------------------------------
@@ -310,7 +353,7 @@ cdef class LogicCore:
         self.cur_ts = h.timestamp_ns
         self.cur_corr = h.correlation_id
         if self.breaker is not None:
-            self.breaker.on_input_c(h.timestamp_ns)
+            breaker_input(self.breaker, h.timestamp_ns)
         try:
             self._call(h, payload, seq, end_of_batch, obj)
         except Exception:
@@ -340,29 +383,13 @@ cdef class LogicCore:
         cdef int64_t seq = -1
         cdef bint opened = False
         cdef BreakerCore b = self.breaker
-        cdef CyEventHandler cy = self.cy
-        cdef bint cython = self.kind == KIND_CYTHON
-        cdef SlotEvent fly = self.fly
         try:
             while s <= hi:
                 h = <const rl_header*>ring.slot(s)
                 if _is_control(h):
                     break
                 seq = base + s
-                self.last_sequence = seq
-                self.cur_seq = seq
-                self.cur_ts = h.timestamp_ns
-                self.cur_corr = h.correlation_id
-                if b is not None:
-                    b.on_input_c(h.timestamp_ns)
-                if cython:
-                    cy.on_event_c(h, <const char*>h + RL_HEADER_SIZE, seq,
-                                  (h.flags & RL_FLAG_BATCH_END) != 0)
-                else:  # the flyweight, re-pointed: no event object per call
-                    fly.h = h
-                    fly.seq = seq
-                    self.py_call(fly, seq, (h.flags & RL_FLAG_BATCH_END) != 0)
-                self.processed += 1
+                _handle(self, h, seq)
                 s += 1
                 if b is not None and b.state == BR_OPEN:
                     opened = True
@@ -370,9 +397,9 @@ cdef class LogicCore:
         except Exception:  # only the handler (and what it calls: emit) raises in the loop
             if self._dead_letter is None:
                 raise
-            fly.h = h
-            fly.seq = seq
-            self._dead(fly, seq, traceback.format_exc())
+            self.fly.h = h
+            self.fly.seq = seq
+            self._dead(self.fly, seq, traceback.format_exc())
             self.processed += 1
             s += 1
             opened = b is not None and b.state == BR_OPEN
@@ -381,6 +408,65 @@ cdef class LogicCore:
                 self._kill_on_trip()
             self.pending_from = seq + 1
         return s
+
+    cdef int64_t _replay_run(self, Segment seg, Py_ssize_t* offset, int64_t seq,
+                             int64_t stop, bint verify, int* status) except -1:
+        """``_business_run`` over journal records: the business records of ``seg`` from
+        byte ``offset[0]`` (sequence ``seq``) with one exception frame for the run. Stops
+        before a control record, at a record the scan refuses (``status[0]``), past
+        ``stop`` and after the record that opens the breaker. Moves ``offset[0]`` past the
+        records handled and returns the next sequence."""
+        cdef const rl_header* h = NULL
+        cdef uint32_t n = 0
+        cdef bint opened = False
+        cdef BreakerCore b = self.breaker
+        cdef Py_ssize_t off = offset[0]
+        if seq != self.last_sequence + 1 and self.last_sequence >= 0:
+            raise RuntimeError(f"input sequence {seq} after {self.last_sequence}: the loop "
+                               "must see every journal sequence once, in order")
+        status[0] = SCAN_OK
+        try:
+            while stop < 0 or seq <= stop:
+                status[0] = seg.scan_one(off, seq, verify, &n)
+                if status[0] != SCAN_OK:
+                    break
+                h = <const rl_header*>(seg.base + off + REC_PREFIX)
+                if _is_control(h):
+                    break
+                _handle(self, h, seq)
+                off += REC_PREFIX + _align8(n)
+                seq += 1
+                if b is not None and b.state == BR_OPEN:
+                    opened = True
+                    break
+        except Exception:  # the handler raised on the record at `off`
+            if self._dead_letter is None:
+                offset[0] = off
+                raise
+            self.fly.h = h
+            self.fly.seq = seq
+            self._dead(self.fly, seq, traceback.format_exc())
+            self.processed += 1
+            off += REC_PREFIX + _align8(n)
+            seq += 1
+            opened = b is not None and b.state == BR_OPEN
+        offset[0] = off
+        if opened:
+            if self.kill_armed:
+                self._kill_on_trip()
+            self.pending_from = seq
+        return seq
+
+    cdef int _on_event(self, object event, int64_t seq, bint end_of_batch) except -1:
+        """Calls a Python ``on_event`` with the arguments its signature takes (see
+        ``_event_arity``): a handler that declares only ``event`` gets no int per event."""
+        if self.py_nargs == 1:
+            self.py_call(event)
+        elif self.py_nargs == 2:
+            self.py_call(event, seq)
+        else:
+            self.py_call(event, seq, end_of_batch)
+        return 0
 
     cdef int _call(self, const rl_header* h, const char* payload, int64_t seq,
                    bint end_of_batch, object obj) except -1:
@@ -391,8 +477,7 @@ cdef class LogicCore:
                 self.fly.h = h
                 self.fly.seq = seq
                 obj = self.fly
-            self.py_call(obj, seq, end_of_batch)
-            return 0
+            return self._on_event(obj, seq, end_of_batch)
         # a batch handler meets a lone event (after a control event, a dedup key, a reset)
         # as a batch of one
         self.run_n = 0
@@ -735,12 +820,23 @@ cdef class LogicCore:
         ``Segment.scan``; a batch handler's last batch waits for ``replay_done``."""
         cdef uint32_t n = 0
         cdef int st = SCAN_OK
-        cdef int64_t count = 0
+        cdef int64_t count = 0, nxt
         cdef const rl_header* h
         cdef const char* payload
+        # business records in runs, as the live loop's fast path (automatic snapshots are
+        # not taken while replaying)
+        cdef bint fast = (self.kind != KIND_BATCH and not self.dedup_on
+                          and (self.replaying or not self.snapshot_every))
         self.fly.owner_view = seg._view
         self.fly.owner_base = seg.base
         while stop_sequence < 0 or sequence <= stop_sequence:
+            if fast and self.pending_from < 0:
+                nxt = self._replay_run(seg, &offset, sequence, stop_sequence, verify, &st)
+                count += nxt - sequence
+                sequence = nxt
+                if st != SCAN_OK or (stop_sequence >= 0 and sequence > stop_sequence):
+                    break
+                # next: a control record, or input held back by the opened breaker
             st = seg.scan_one(offset, sequence, verify, &n)
             if st != SCAN_OK:
                 break
