@@ -82,7 +82,6 @@ cdef class LogicCore:
                                int64_t base) except -1
     cdef int64_t _replay_run(self, Segment seg, Py_ssize_t* offset, int64_t seq,
                              int64_t stop, bint verify, int* status) except -1
-    cdef int _on_event(self, object event, int64_t seq, bint end_of_batch) except -1
     cdef int _call(self, const rl_header* h, const char* payload, int64_t seq,
                    bint end_of_batch, object obj) except -1
     cdef int _batch(self, object arr, const char* rows, int64_t n, int64_t first) except -1

@@ -29,7 +29,7 @@ from libc.stdint cimport int64_t, uint32_t
 from libc.string cimport memcpy, memset
 
 from ringlog._breaker cimport (
-    BR_OPEN, BR_PASS, BR_THROTTLE, BR_TRIPPED, BreakerCore, breaker_input,
+    BR_OPEN, BR_PASS, BR_THROTTLE, BR_TRIPPED, BreakerCore, breaker_check, breaker_input,
 )
 from ringlog._counters cimport (
     JS_BACKLOG, JS_BATCHES, JS_DURABLE, JS_SEQUENCE, LS_AGE, LS_BATCHES, LS_BREAKER_HELD,
@@ -219,25 +219,40 @@ cdef int _header_of(object event, rl_header* h, Py_buffer* buf) except -1:
     return 0
 
 
-cdef inline int _handle(LogicCore self, const rl_header* h, int64_t seq) except -1:
+cdef inline int _handle(LogicCore self, BreakerCore b, CyEventHandler cy, SlotEvent fly,
+                        const rl_header* h, int64_t seq) except -1:
     """One event of a business run (``LogicCore._business_run``, ``._replay_run``): what
     ``_business`` does when there is no dedup key and the breaker is closed. Its end of
-    batch is the record's FLAG_BATCH_END, as on the per-event path. A function, not a
-    method, so that the C compiler inlines it into both runs."""
+    batch is the record's FLAG_BATCH_END, as on the per-event path. ``b``, ``cy`` and
+    ``fly`` are the core's, held by the caller for the run (no reference counting per
+    event). A function, not a method, so that the C compiler inlines it into both runs."""
     cdef bint end_of_batch = (h.flags & RL_FLAG_BATCH_END) != 0
     self.last_sequence = seq
     self.cur_seq = seq
     self.cur_ts = h.timestamp_ns
     self.cur_corr = h.correlation_id
-    if self.breaker is not None:
-        breaker_input(self.breaker, h.timestamp_ns)
-    if self.kind == KIND_CYTHON:
-        self.cy.on_event_c(h, <const char*>h + RL_HEADER_SIZE, seq, end_of_batch)
+    if b is not None:
+        breaker_input(b, h.timestamp_ns)
+    if cy is not None:
+        cy.on_event_c(h, <const char*>h + RL_HEADER_SIZE, seq, end_of_batch)
     else:  # the flyweight, re-pointed: no event object per call
-        self.fly.h = h
-        self.fly.seq = seq
-        self._on_event(self.fly, seq, end_of_batch)
+        fly.h = h
+        fly.seq = seq
+        _call_on_event(self, fly, seq, end_of_batch)
     self.processed += 1
+    return 0
+
+
+cdef inline int _call_on_event(LogicCore self, object event, int64_t seq,
+                               bint end_of_batch) except -1:
+    """Calls a Python ``on_event`` with the arguments its signature takes (see
+    ``_event_arity``): a handler that declares only ``event`` gets no int per event."""
+    if self.py_nargs == 3:
+        self.py_call(event, seq, end_of_batch)
+    elif self.py_nargs == 1:
+        self.py_call(event)
+    else:
+        self.py_call(event, seq)
     return 0
 
 
@@ -383,13 +398,15 @@ cdef class LogicCore:
         cdef int64_t seq = -1
         cdef bint opened = False
         cdef BreakerCore b = self.breaker
+        cdef CyEventHandler cy = self.cy if self.kind == KIND_CYTHON else None
+        cdef SlotEvent fly = self.fly
         try:
             while s <= hi:
                 h = <const rl_header*>ring.slot(s)
                 if _is_control(h):
                     break
                 seq = base + s
-                _handle(self, h, seq)
+                _handle(self, b, cy, fly, h, seq)
                 s += 1
                 if b is not None and b.state == BR_OPEN:
                     opened = True
@@ -397,9 +414,9 @@ cdef class LogicCore:
         except Exception:  # only the handler (and what it calls: emit) raises in the loop
             if self._dead_letter is None:
                 raise
-            self.fly.h = h
-            self.fly.seq = seq
-            self._dead(self.fly, seq, traceback.format_exc())
+            fly.h = h
+            fly.seq = seq
+            self._dead(fly, seq, traceback.format_exc())
             self.processed += 1
             s += 1
             opened = b is not None and b.state == BR_OPEN
@@ -420,6 +437,8 @@ cdef class LogicCore:
         cdef uint32_t n = 0
         cdef bint opened = False
         cdef BreakerCore b = self.breaker
+        cdef CyEventHandler cy = self.cy if self.kind == KIND_CYTHON else None
+        cdef SlotEvent fly = self.fly
         cdef Py_ssize_t off = offset[0]
         if seq != self.last_sequence + 1 and self.last_sequence >= 0:
             raise RuntimeError(f"input sequence {seq} after {self.last_sequence}: the loop "
@@ -433,7 +452,7 @@ cdef class LogicCore:
                 h = <const rl_header*>(seg.base + off + REC_PREFIX)
                 if _is_control(h):
                     break
-                _handle(self, h, seq)
+                _handle(self, b, cy, fly, h, seq)
                 off += REC_PREFIX + _align8(n)
                 seq += 1
                 if b is not None and b.state == BR_OPEN:
@@ -443,9 +462,9 @@ cdef class LogicCore:
             if self._dead_letter is None:
                 offset[0] = off
                 raise
-            self.fly.h = h
-            self.fly.seq = seq
-            self._dead(self.fly, seq, traceback.format_exc())
+            fly.h = h
+            fly.seq = seq
+            self._dead(fly, seq, traceback.format_exc())
             self.processed += 1
             off += REC_PREFIX + _align8(n)
             seq += 1
@@ -457,17 +476,6 @@ cdef class LogicCore:
             self.pending_from = seq
         return seq
 
-    cdef int _on_event(self, object event, int64_t seq, bint end_of_batch) except -1:
-        """Calls a Python ``on_event`` with the arguments its signature takes (see
-        ``_event_arity``): a handler that declares only ``event`` gets no int per event."""
-        if self.py_nargs == 1:
-            self.py_call(event)
-        elif self.py_nargs == 2:
-            self.py_call(event, seq)
-        else:
-            self.py_call(event, seq, end_of_batch)
-        return 0
-
     cdef int _call(self, const rl_header* h, const char* payload, int64_t seq,
                    bint end_of_batch, object obj) except -1:
         if self.kind == KIND_CYTHON:
@@ -477,7 +485,7 @@ cdef class LogicCore:
                 self.fly.h = h
                 self.fly.seq = seq
                 obj = self.fly
-            return self._on_event(obj, seq, end_of_batch)
+            return _call_on_event(self, obj, seq, end_of_batch)
         # a batch handler meets a lone event (after a control event, a dedup key, a reset)
         # as a batch of one
         self.run_n = 0
@@ -906,7 +914,7 @@ cdef class LogicCore:
             self._publish(type_id, 0, payload, length, key, self.cur_ts, self.cur_corr,
                           self.cur_seq)
             return BR_PASS
-        decision = b.check_c(self.cur_ts, type_id, key)
+        decision = breaker_check(b, self.cur_ts, type_id, key)
         if decision == BR_PASS or decision == BR_THROTTLE:
             self._publish(type_id, 0, payload, length, key, self.cur_ts, self.cur_corr,
                           self.cur_seq)
