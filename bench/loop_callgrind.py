@@ -7,7 +7,7 @@
         output journal (inline topology, no listener)
                       ^ this thread's instructions, per event, grouped by part
 
-    python bench/loop_callgrind.py [cython|cython_breaker|python|engine] [events]
+    python bench/loop_callgrind.py [cython|cython_breaker|python|python_event|engine] [events]
         runs itself under ``valgrind --tool=callgrind --separate-threads=yes``, finds the
         thread that ran ``LogicCore.run`` and prints its instructions per event by part
     python bench/loop_callgrind.py compare OLD.json NEW.json
@@ -21,7 +21,9 @@ beside the CPU ns per event of ``bench/pipeline_ab.py``. The build needs symbols
 (``RINGLOG_SYMBOLS=1``: the release flags, not stripped), else every part reads "other".
 
 Handlers: ``cython`` is CountingHandler(16) (one output per 16 events), ``cython_breaker``
-the same behind a breaker limit that never trips, ``python`` the bench's Python Counter,
+the same behind a breaker limit that never trips, ``python`` the bench's Python Counter
+(``on_event(event, sequence, end_of_batch)``), ``python_event`` the same declaring only
+``on_event(event)``,
 ``engine`` the matching engine on the mixed flow (2.6 outputs per command) with a
 per-account breaker fed by the bulk producer. All run the default ProcessorConfig.
 """
@@ -83,7 +85,8 @@ def _child(kind: str, n: int) -> None:
             sys.path.insert(0, str(Path(__file__).parent))
             import bench_processor as bp
 
-            handler = bp.Counter() if kind == "python" else CountingHandler(16)
+            handler = (bp.Counter() if kind == "python" else bp.EventCounter()
+                       if kind == "python_event" else CountingHandler(16))
             br = (Breaker(BreakerConfig(limits=[Limit(max_count=10_000_000, window_ns=10**9)]))
                   if kind == "cython_breaker" else None)
             p = Processor(handler, d, ProcessorConfig(), breaker=br)
@@ -193,9 +196,9 @@ def main(argv: list[str]) -> None:
         keep = Path(argv[i + 1])
         del argv[i:i + 2]
     kind = argv[0] if argv else "cython"
-    if kind not in ("cython", "cython_breaker", "python", "engine"):
-        print(f"unknown handler {kind!r}: cython, cython_breaker, python or engine",
-              file=sys.stderr)
+    if kind not in ("cython", "cython_breaker", "python", "python_event", "engine"):
+        print(f"unknown handler {kind!r}: cython, cython_breaker, python, python_event or "
+              "engine", file=sys.stderr)
         raise SystemExit(2)
     n = int(argv[1]) if len(argv) > 1 else (100_000 if kind == "engine" else 300_000)
     t0 = time.time()

@@ -10,6 +10,7 @@ from ringlog._handler cimport CyEventHandler, Emitter
 from ringlog._journal cimport JournalAppender, Segment
 from ringlog._ring cimport Consumer, Ring
 from ringlog.includes.event cimport rl_header
+from ringlog.includes.pycall cimport vectorcallfunc
 
 
 cdef enum HandlerKind:
@@ -38,6 +39,8 @@ cdef class LogicCore:
     cdef CyEventHandler cy
     cdef object py_call           # bound on_event or on_batch
     cdef int py_nargs             # how many of (event, sequence, end_of_batch) on_event takes
+    cdef object py_func, py_self  # on_event as function (+ its self, or None): vectorcall
+    cdef vectorcallfunc py_vc     # py_func's vectorcall function (NULL: the generic call)
     cdef readonly BreakerCore breaker
     cdef bint dedup_on
     cdef public object sink           # outputs as OutputRecords when replaying or ringless

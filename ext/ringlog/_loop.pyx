@@ -25,6 +25,7 @@ Not thread-safe: only the processor's loop thread (or the replaying thread) driv
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.object cimport PyObject
 from libc.stdint cimport int64_t, uint32_t
 from libc.string cimport memcpy, memset
 
@@ -41,6 +42,7 @@ from ringlog._handler cimport CyEventHandler, Emitter
 from ringlog._journal cimport REC_PREFIX, SCAN_OK, JournalAppender, Segment
 from ringlog._ring cimport RL_CLOSED, RL_TIMEOUT, Consumer, Ring
 from ringlog.includes.atomics cimport rl_load_acquire
+from ringlog.includes.pycall cimport rl_vectorcall, rl_vectorcall_of
 from ringlog.includes.event cimport (
     RL_FLAG_BATCH_END, RL_FLAG_CONTROL, RL_HEADER_SIZE, rl_header,
 )
@@ -88,6 +90,11 @@ cdef uint32_t T_KILLED = _events.TYPE_KILLED
 
 cdef int64_t WAIT_NS = 50000000  # a stage re-checks for a closed ring at least this often
 cdef char _EMPTY[1]
+
+
+cdef extern from "Python.h":
+    PyObject* Py_True
+    PyObject* Py_False
 
 
 cdef inline Py_ssize_t _align8(Py_ssize_t n) noexcept nogil:
@@ -246,13 +253,26 @@ cdef inline int _handle(LogicCore self, BreakerCore b, CyEventHandler cy, SlotEv
 cdef inline int _call_on_event(LogicCore self, object event, int64_t seq,
                                bint end_of_batch) except -1:
     """Calls a Python ``on_event`` with the arguments its signature takes (see
-    ``_event_arity``): a handler that declares only ``event`` gets no int per event."""
-    if self.py_nargs == 3:
-        self.py_call(event, seq, end_of_batch)
-    elif self.py_nargs == 1:
-        self.py_call(event)
-    else:
-        self.py_call(event, seq)
+    ``_event_arity``): a handler that declares only ``event`` gets no int per event. One
+    vectorcall of the method's function with the handler first (no bound-method unpacking
+    and reference counting per call)."""
+    cdef PyObject* argv[5]
+    cdef Py_ssize_t n = 1
+    cdef object seq_obj
+    argv[0] = NULL  # PY_VECTORCALL_ARGUMENTS_OFFSET: the callee may use this slot
+    if self.py_self is not None:
+        argv[n] = <PyObject*>self.py_self
+        n += 1
+    argv[n] = <PyObject*>event
+    n += 1
+    if self.py_nargs >= 2:
+        seq_obj = seq
+        argv[n] = <PyObject*>seq_obj
+        n += 1
+        if self.py_nargs == 3:
+            argv[n] = Py_True if end_of_batch else Py_False
+            n += 1
+    rl_vectorcall(self.py_vc, self.py_func, &argv[1], <size_t>(n - 1))
     return 0
 
 
@@ -329,6 +349,10 @@ cdef class LogicCore:
             self.kind = KIND_PYTHON
             self.py_call = on_event
             self.py_nargs = _event_arity(on_event)
+            self.py_func, self.py_self = on_event, None
+            if inspect.ismethod(on_event):  # called as its function, the handler first
+                self.py_func, self.py_self = on_event.__func__, on_event.__self__
+            self.py_vc = rl_vectorcall_of(self.py_func)
         handler.emit = self.emit
 
     # -- the per-event path ---------------------------------------------------------------
