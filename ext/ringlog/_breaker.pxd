@@ -91,7 +91,6 @@ cdef inline Window* limit_window(CountLimit* L, int64_t key) noexcept nogil:
     return w if w.ts != NULL else NULL
 
 
-
 cdef class BreakerCore:
     cdef list _limits
     cdef CountLimit** climits           # each limit's C state, in order (owned by _limits)

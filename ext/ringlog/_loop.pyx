@@ -10,12 +10,17 @@ ring in place (claim, header + payload, publish), or held while the breaker is o
 
 The same per-event code (``process_c``) runs live over ring slots (``run``), on replay over
 mapped journal records (``replay_segment``) and for Python event objects (``process``), so a
-replay trips, halts, resumes and emits exactly as the live run did. Handlers:
+replay trips, halts, resumes and emits exactly as the live run did. Consecutive business
+events (no control event, no dedup key, breaker closed) run through ``_handle`` in runs with
+one exception frame (``_business_run`` live, ``_replay_run`` on replay), with the same
+decisions. Handlers:
 
 - ``CyEventHandler`` subclasses: ``on_event_c`` gets the slot's header and payload pointers;
   no Python object is made per event.
 - Python ``on_event(event, sequence, end_of_batch)``: ``event`` is a flyweight ``SlotEvent``
   reused for every event, valid only during the call (copy ``bytes(event.payload)`` to keep).
+  An ``on_event`` declaring fewer parameters (``event``, or ``event, sequence``) gets only
+  those (``_event_arity``): no int made per call.
 - Python ``on_batch(array, first_sequence)``: a numpy view (``slot_dtype``) of consecutive
   business events; the batches are the journaller's (``FLAG_BATCH_END``), so replay hands the
   handler the same batches. Outputs of a batch carry its last event's sequence and time.
@@ -74,6 +79,7 @@ def _event_arity(on_event):
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
             n += 1
     return n if 1 <= n <= 3 else 3
+
 
 # control type ids, from ringlog.events (the one place they are defined)
 cdef uint32_t CONTROL_BASE = _events.CONTROL_BASE
