@@ -239,7 +239,6 @@ cdef inline int _handle(LogicCore self, BreakerCore b, CyEventHandler cy, SlotEv
     batch is the record's FLAG_BATCH_END, as on the per-event path. ``b``, ``cy`` and
     ``fly`` are the core's, held by the caller for the run (no reference counting per
     event). A function, not a method, so that the C compiler inlines it into both runs."""
-    cdef bint end_of_batch = (h.flags & RL_FLAG_BATCH_END) != 0
     self.last_sequence = seq
     self.cur_seq = seq
     self.cur_ts = h.timestamp_ns
@@ -247,11 +246,12 @@ cdef inline int _handle(LogicCore self, BreakerCore b, CyEventHandler cy, SlotEv
     if b is not None:
         breaker_input(b, h.timestamp_ns)
     if cy is not None:
-        cy.on_event_c(h, <const char*>h + RL_HEADER_SIZE, seq, end_of_batch)
+        cy.on_event_c(h, <const char*>h + RL_HEADER_SIZE, seq,
+                      (h.flags & RL_FLAG_BATCH_END) != 0)
     else:  # the flyweight, re-pointed: no event object per call
         fly.h = h
         fly.seq = seq
-        _call_on_event(self, fly, seq, end_of_batch)
+        _call_on_event(self, fly, seq, (h.flags & RL_FLAG_BATCH_END) != 0)
     self.processed += 1
     return 0
 
