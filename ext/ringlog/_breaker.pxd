@@ -46,6 +46,8 @@ cdef struct CountLimit:
     int64_t* keys      # open-addressing table of keys ...
     int64_t* slot      # ... and the window index of each used entry (-1 = empty)
     int64_t max_keys, nkeys, table
+    int64_t last_key   # the key found last and its window: consecutive outputs often
+    Window* last_win   # share a key (a key's window never moves: the table only grows)
 
 
 # Window helpers: C structs only, inline (breaker_check below runs in the loop).
@@ -71,6 +73,8 @@ cdef inline Window* limit_window(CountLimit* L, int64_t key) noexcept nogil:
     # keys, the shared overflow one); NULL if its memory cannot be allocated.
     if not L.per:
         return &L.total
+    if L.last_win != NULL and L.last_key == key:
+        return L.last_win
     cdef uint64_t h = (<uint64_t>key * 0x9E3779B97F4A7C15ULL) >> 17
     cdef int64_t i = h & (L.table - 1), idx
     while L.slot[i] >= 0 and L.keys[i] != key:
@@ -88,7 +92,11 @@ cdef inline Window* limit_window(CountLimit* L, int64_t key) noexcept nogil:
     if w.ts == NULL:
         w.cap = L.max_count
         w.ts = <int64_t*>calloc(L.max_count, sizeof(int64_t))
-    return w if w.ts != NULL else NULL
+        if w.ts == NULL:
+            return NULL
+    L.last_key = key
+    L.last_win = w
+    return w
 
 
 cdef class BreakerCore:
