@@ -65,6 +65,19 @@ class Counter(EventHandler):
             self.emit(b"o", 1)
 
 
+class EventCounter(EventHandler):
+    """Counter with ``on_event(event)``: the loop passes only what it declares (no sequence
+    int, no end-of-batch flag per call)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def on_event(self, event: Any) -> None:  # type: ignore[override]
+        self.n += 1
+        if not self.n & 15:
+            self.emit(b"o", 1)
+
+
 def _config(**kw: Any) -> ProcessorConfig:
     """The default configuration (what a user gets), with the given fields changed."""
     return ProcessorConfig(**kw)

@@ -7,7 +7,7 @@
         output journal (inline topology, no listener)
                       ^ this thread's instructions, per event, grouped by part
 
-    python bench/loop_callgrind.py [cython|cython_breaker|python|engine] [events]
+    python bench/loop_callgrind.py [cython|cython_breaker|python|python_event|engine|replay] [N]
         runs itself under ``valgrind --tool=callgrind --separate-threads=yes``, finds the
         thread that ran ``LogicCore.run`` and prints its instructions per event by part
         ``--map``: the journals store records into their maps (``Journal(buffered=False)``)
@@ -23,9 +23,13 @@ beside the CPU ns per event of ``bench/pipeline_ab.py``. The build needs symbols
 (``RINGLOG_SYMBOLS=1``: the release flags, not stripped), else every part reads "other".
 
 Handlers: ``cython`` is CountingHandler(16) (one output per 16 events), ``cython_breaker``
-the same behind a breaker limit that never trips, ``python`` the bench's Python Counter,
+the same behind a breaker limit that never trips, ``python`` the bench's Python Counter
+(``on_event(event, sequence, end_of_batch)``), ``python_event`` the same declaring only
+``on_event(event)``,
 ``engine`` the matching engine on the mixed flow (2.6 outputs per command) with a
 per-account breaker fed by the bulk producer. All run the default ProcessorConfig.
+``replay`` journals N events of the ``cython`` run, then measures the thread that runs
+``Processor.recover()`` over them (64-byte records; its count includes recover's setup).
 """
 
 from __future__ import annotations
@@ -92,7 +96,8 @@ def _child(kind: str, n: int) -> None:
             sys.path.insert(0, str(Path(__file__).parent))
             import bench_processor as bp
 
-            handler = bp.Counter() if kind == "python" else CountingHandler(16)
+            handler = (bp.Counter() if kind == "python" else bp.EventCounter()
+                       if kind == "python_event" else CountingHandler(16))  # cython, replay
             br = (Breaker(BreakerConfig(limits=[Limit(max_count=10_000_000, window_ns=10**9)]))
                   if kind == "cython_breaker" else None)
             p = Processor(handler, d, ProcessorConfig(), breaker=br)
@@ -102,6 +107,12 @@ def _child(kind: str, n: int) -> None:
             t.join()
         p.drain(timeout=3600)
         p.stop()
+        if kind == "replay":  # recover() of what the live run journaled, on its own thread
+            p = Processor(CountingHandler(16), d, ProcessorConfig())
+            t = threading.Thread(target=p.recover, name="replay")
+            t.start()
+            t.join()
+            p.stop()
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -144,9 +155,10 @@ def measure(kind: str, n: int, keep: Path | None = None, writes: str = "default"
                         "--child", kind, str(n)], check=True, env=env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         loop, most = None, 0
+        marker = "LogicCore_" if kind != "replay" else "replay_"  # recover: replay_segment
         for f in sorted(d.glob("cg.out-*")):  # one file per thread
             total, rows = _annotate(f)
-            in_loop = sum(ir for ir, name in rows if "LogicCore" in name)
+            in_loop = sum(ir for ir, name in rows if marker in name)
             if in_loop > most:  # the loop thread: the one that ran LogicCore most
                 loop, most = (f, total, rows), in_loop
         if loop is None:
@@ -208,9 +220,9 @@ def main(argv: list[str]) -> None:
         keep = Path(argv[i + 1])
         del argv[i:i + 2]
     kind = argv[0] if argv else "cython"
-    if kind not in ("cython", "cython_breaker", "python", "engine"):
-        print(f"unknown handler {kind!r}: cython, cython_breaker, python or engine",
-              file=sys.stderr)
+    if kind not in ("cython", "cython_breaker", "python", "python_event", "engine", "replay"):
+        print(f"unknown handler {kind!r}: cython, cython_breaker, python, python_event, "
+              "engine or replay", file=sys.stderr)
         raise SystemExit(2)
     n = int(argv[1]) if len(argv) > 1 else (100_000 if kind == "engine" else 300_000)
     t0 = time.time()

@@ -9,6 +9,13 @@
     python bench/pipeline_ab.py processor [cython events] [python events] [rounds]
         a trivial Cython handler under the default config and each topology x wait, and a
         trivial Python handler against the same handler in a plain Python loop
+    python bench/pipeline_ab.py handlers [python events] [cython events] [rounds] [variants]
+        the loop thread's cost per handler kind, interleaved: a trivial Cython handler with
+        and without a breaker limit that never trips, the trivial Python handler (``on_event(
+        event, sequence, end_of_batch)``) and the same declaring only ``on_event(event)``,
+        each beside the same handler in a plain Python loop, and ``recover()`` of a journal
+        of 64-byte records (CPU ns per event of the recovering thread); ``variants`` a comma
+        list of cy,cy_breaker,py,py_event,replay (default: all)
     python bench/pipeline_ab.py engine [commands] [rounds]
         the matching engine behind the processor (default config, breaker, bulk producer)
         against the engine alone on the same flow
@@ -117,6 +124,89 @@ def processor(n_cy: int = 3_000_000, n_py: int = 1_000_000, rounds: int = 5) -> 
         py["py_direct"].append(b._direct_python(n_py))
         _show("py_direct", *py["py_direct"][-1])
     _summary(py, "py_direct")
+
+
+def _direct_event_only(n: int) -> tuple[float, dict]:
+    """The plain-loop ceiling of the handler declaring only ``event``: no int per call."""
+    from itertools import repeat
+
+    import bench_processor as b
+
+    h = b.EventCounter()
+    h.emit = lambda payload, type_id=0, key=0: 0  # type: ignore[method-assign]
+    on_event, ev = h.on_event, b._Flyweight()
+    with CpuMeter() as m:
+        t0 = time.perf_counter()
+        for _ in repeat(None, n):
+            on_event(ev)
+        dt = time.perf_counter() - t0
+    return n / dt, m.per_event(n)
+
+
+def _recover(n: int) -> tuple[float, dict]:
+    """recover() of n 64-byte records with a Cython handler: events/s and the recovering
+    thread's CPU (recovery runs on the calling thread)."""
+    import threading
+
+    from ringlog import Processor, ProcessorConfig
+    from ringlog._benchhandlers import CountingHandler
+    from ringlog._ringbench import produce
+
+    d = tempfile.mkdtemp(prefix="ringlog-ab-", dir=".")
+    try:
+        p = Processor(CountingHandler(16), d, ProcessorConfig())
+        p.start()
+        t = threading.Thread(target=produce, args=(p.input_ring, n, 64))
+        t.start()
+        t.join()
+        p.drain(timeout=900)
+        p.stop()
+        p2 = Processor(CountingHandler(16), d, ProcessorConfig())
+        with CpuMeter() as m:
+            t0 = time.perf_counter()
+            p2.recover()
+            dt = time.perf_counter() - t0
+        p2.stop()
+        return n / dt, m.per_event(n)
+    finally:
+        shutil.rmtree(d)
+
+
+def handlers(n_py: int = 1_000_000, n_cy: int = 3_000_000, rounds: int = 5,
+             variants: str = "cy,cy_breaker,py,py_event,replay") -> None:
+    import bench_processor as b
+
+    from ringlog._benchhandlers import CountingHandler
+
+    every: dict[str, Any] = {
+        "cy": lambda: b._throughput(n_cy, CountingHandler(16), False),
+        "cy_breaker": lambda: b._throughput(n_cy, CountingHandler(16), True),
+        "py": lambda: b._throughput(n_py, b.Counter(), False),
+        "py_direct": lambda: b._direct_python(n_py),
+        "py_event": lambda: b._throughput(n_py, b.EventCounter(), False),
+        "py_event_direct": lambda: _direct_event_only(n_py),
+        "replay": lambda: _recover(n_cy),
+    }
+    chosen = variants.split(",")
+    v = {k: fn for k, fn in every.items() if k in chosen or k.removesuffix("_direct") in chosen}
+    res: dict[str, list[tuple[float, dict]]] = {k: [] for k in v}
+    for _ in range(rounds):
+        for k, fn in v.items():
+            res[k].append(fn())
+            _show(k, *res[k][-1])
+    for k, rs in res.items():
+        rates = [r for r, _ in rs]
+        # the loop thread's CPU; a plain loop and recover() run on the main thread
+        loop = [c["threads"].get("rl-loop", c["threads"].get("MainThread", {})).get("cpu_ns", 0.0)
+                for _, c in rs]
+        print(f"{k:18s} median {statistics.median(rates) / 1e6:.2f}M/s, loop (or main) "
+              f"thread CPU median {statistics.median(loop):.0f} ns/event "
+              f"(range {min(loop):.0f}-{max(loop):.0f}, {len(rs)} rounds)")
+    for a, base in (("cy_breaker", "cy"), ("py", "py_direct"), ("py_event", "py_event_direct")):
+        if a in res and base in res:
+            ratios = [x[0] / y[0] for x, y in zip(res[a], res[base], strict=True)]
+            print(f"{a}/{base}: median {statistics.median(ratios):.2f} "
+                  f"(range {min(ratios):.2f}-{max(ratios):.2f}, {len(ratios)} rounds)")
 
 
 def engine(n: int = 2_000_000, rounds: int = 5) -> None:
@@ -308,7 +398,10 @@ def writes(n: int = 1_000_000, rounds: int = 5, durability: str = "group") -> No
 
 if __name__ == "__main__":
     what, *args = sys.argv[1:] or ["processor"]
-    {"prefault": prefault, "processor": processor, "engine": engine, "faults": faults,
-     "writes": writes, "journal": journal,
-     "writes_none": lambda *a: writes(*a, durability="none")}[what](
-        *(int(a) for a in args))
+    fns = {"prefault": prefault, "processor": processor, "handlers": handlers,
+           "engine": engine, "faults": faults, "writes": writes, "journal": journal,
+           "writes_none": lambda *a: writes(*a, durability="none")}
+    if what not in fns:
+        print(f"unknown measurement {what!r}: {', '.join(fns)}", file=sys.stderr)
+        raise SystemExit(2)
+    fns[what](*(int(a) if a.isdigit() else a for a in args))

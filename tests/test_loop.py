@@ -76,9 +76,9 @@ def build(ops):
     return out
 
 
-def model_of(events, half_open):
+def model_of(events, half_open, dedup=True):
     m = ModelLoop(Summer(fail_on=POISON), Breaker(breaker_config(half_open)), events,
-                  dedup=True, dead_letters=True)
+                  dedup=dedup, dead_letters=True)
     m.run()
     return m
 
@@ -101,20 +101,23 @@ def dead_sequences(path):
     return [msgspec.msgpack.decode(r.payload)[0] for r in JournalReader(path)]
 
 
+@pytest.mark.parametrize("dedup", [True, False], ids=["dedup", "runs"])
 @pytest.mark.parametrize("kind", ["python", "cython"])
 @settings(max_examples=20)
 @given(ops=OPS, half_open=st.sampled_from([None, 30 * MS]))
-def test_live_loop_and_replay_match_the_model_on_random_mixes(kind, ops, half_open):
+def test_live_loop_and_replay_match_the_model_on_random_mixes(kind, dedup, ops, half_open):
     """Events, control events, breaker trips/resets/releases, dedup resends and poison
     events: the live Cython loop (ring -> journal -> loop -> output ring) publishes exactly
     the model's outputs, ends in its state, and a recovery from snapshot + journal verifies
-    every output and reaches the same state again."""
+    every output and reaches the same state again. Without dedup the loop and the replay
+    take their business-run paths (``_business_run``, ``_replay_run``): same decisions."""
     events = build(ops)
-    m = model_of(events, half_open)
+    m = model_of(events, half_open, dedup)
+    cfg = msgspec.structs.replace(DL_CFG, dedup=dedup)
     with tempfile.TemporaryDirectory() as d:
         h = Summer(fail_on=POISON) if kind == "python" else SumHandler(fail_on=POISON)
         outs = []
-        p = Processor(h, d, DL_CFG, breaker=Breaker(breaker_config(half_open)),
+        p = Processor(h, d, cfg, breaker=Breaker(breaker_config(half_open)),
                       on_output=outs.append)
         p.start()
         for e in events:  # bypass producer backpressure: the breaker holds input back
@@ -133,7 +136,7 @@ def test_live_loop_and_replay_match_the_model_on_random_mixes(kind, ops, half_op
         assert dead == [s for s, _ in m.dead]
 
         h2 = Summer(fail_on=POISON) if kind == "python" else SumHandler(fail_on=POISON)
-        p2 = Processor(h2, d, DL_CFG, breaker=Breaker(breaker_config(half_open)))
+        p2 = Processor(h2, d, cfg, breaker=Breaker(breaker_config(half_open)))
         rep = p2.recover(verify=True)
         p2.stop()
         assert rep.first_divergence is None and rep.outputs_restored == 0
@@ -421,3 +424,68 @@ def test_journal_stage_raises_a_journal_failure_instead_of_releasing_slots(tmp_p
         journal_stage(c, j.appender, 8)
     assert c.sequence == -1  # nothing released downstream unjournaled
     j.close()
+
+
+class OneArg(EventHandler):
+    """Declares only ``event``: the loop passes nothing else (no int per event)."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_event(self, event):
+        self.seen.append((event.sequence, bytes(event.payload)))
+
+
+class TwoArgs(OneArg):
+    def on_event(self, event, sequence):
+        self.seen.append((event.sequence, sequence))
+
+
+class AnyArgs(OneArg):
+    def on_event(self, *args):
+        self.seen.append((args[0].sequence, args[1], args[2]))
+
+
+@pytest.mark.parametrize("handler", [OneArg, TwoArgs, AnyArgs])
+def test_python_handler_gets_the_arguments_its_on_event_declares_live_and_on_replay(
+        tmp_path, handler):
+    """A handler that declares fewer than (event, sequence, end_of_batch) is called with
+    just those, live, on replay and for a re-read event; the full contract is unchanged."""
+    h, _, p = _run(tmp_path, list(range(40)), handler())
+    assert p._loop.processed == 40 and p._loop.dead_letters == 0
+    h2 = handler()
+    p2 = Processor(h2, tmp_path, CFG)
+    p2.recover()
+    p2.stop()
+    assert h2.seen == h.seen and len(h.seen) == 40
+    if handler is OneArg:
+        assert h.seen == [(s, ev(s)) for s in range(40)]
+    else:
+        assert all(seq == s for s, (_, seq, *_) in enumerate(h.seen))
+    if handler is AnyArgs:
+        assert h.seen[-1][2] is True  # end_of_batch: the last event closes its batch
+    calls = []
+
+    class Probe:
+        def on_event(self, event, sequence):
+            calls.append((event.payload, sequence))
+
+    loop = LogicLoop(Probe(), None, sink=lambda out: None)
+    loop.process(ModelEvent(5, ev(7), 0), 3, True)  # the Python-event path: the same rule
+    assert calls == [(ev(7), 3)]
+
+
+@pytest.mark.parametrize("stop", [0, 17, 63, 64, 99])
+def test_replay_stops_exactly_at_the_stop_sequence_inside_a_run(tmp_path, stop):
+    """``replay_segment`` hands business records to the handler in runs: a stop sequence
+    inside a run ends it there, and the next call continues at the next record."""
+    _run(tmp_path, list(range(100)), SumHandler())
+    h = SumHandler()
+    loop = LogicLoop(h, None, sink=lambda out: None)
+    loop.replaying = True
+    reader = JournalReader(tmp_path / "input")
+    seg = reader.segment(*reader.segments()[0])
+    _, off, nxt, n = loop.replay_segment(seg, reader.locate(0)[2], 0, True, stop)
+    assert (nxt, n, h.count, loop.last_sequence) == (stop + 1, stop + 1, stop + 1, stop)
+    _, _, nxt, n = loop.replay_segment(seg, off, nxt)
+    assert (nxt, h.count, h.total) == (100, 100, sum(range(100)))

@@ -9,7 +9,7 @@ timestamps the processor passes in, so a replay makes the same decisions. Not th
 only the processor's loop thread calls it.
 """
 
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint32_t
 from libc.stdlib cimport calloc, free
 
 import msgspec
@@ -21,48 +21,6 @@ PASS, HOLD, THROTTLE, TRIPPED = BR_PASS, BR_HOLD, BR_THROTTLE, BR_TRIPPED
 CLOSED, OPEN, HALF_OPEN = BR_CLOSED, BR_OPEN, BR_HALF_OPEN
 _STATE_NAMES = ("closed", "open", "half_open")
 _KILL_MODES = {"none": KILL_NONE, "key": KILL_KEY, "all": KILL_ALL, "key_or_all": KILL_KEY_OR_ALL}
-
-
-cdef inline bint window_full_within(Window* w, int64_t t, int64_t span) noexcept nogil:
-    return w.count == w.cap and t - w.ts[w.head] < span
-
-
-cdef inline void window_add(Window* w, int64_t t) noexcept nogil:
-    cdef int64_t i
-    if w.count < w.cap:  # filling: head stays 0 until full (see _load), no wrap yet
-        i = w.head + w.count
-        w.ts[i - w.cap if i >= w.cap else i] = t
-        w.count += 1
-    else:  # full: overwrite the oldest; a compare instead of a division per output
-        w.ts[w.head] = t
-        w.head += 1
-        if w.head == w.cap:
-            w.head = 0
-
-
-cdef inline Window* limit_window(CountLimit* L, int64_t key) noexcept nogil:
-    """The window of ``key`` under limit ``L`` (created on first use; past the cap of
-    distinct keys, the shared overflow one); NULL if its memory cannot be allocated."""
-    if not L.per:
-        return &L.total
-    cdef uint64_t h = (<uint64_t>key * 0x9E3779B97F4A7C15ULL) >> 17
-    cdef int64_t i = h & (L.table - 1), idx
-    while L.slot[i] >= 0 and L.keys[i] != key:
-        i = (i + 1) & (L.table - 1)
-    if L.slot[i] >= 0:
-        idx = L.slot[i]
-    elif L.nkeys < L.max_keys:
-        idx = L.nkeys
-        L.nkeys += 1
-        L.keys[i] = key
-        L.slot[i] = idx
-    else:
-        idx = L.max_keys
-    cdef Window* w = &L.keyed[idx]
-    if w.ts == NULL:
-        w.cap = L.max_count
-        w.ts = <int64_t*>calloc(L.max_count, sizeof(int64_t))
-    return w if w.ts != NULL else NULL
 
 
 cdef class _CountLimit:
@@ -227,13 +185,7 @@ cdef class BreakerCore:
         self.on_input_c(timestamp_ns)
 
     cdef void on_input_c(self, int64_t timestamp_ns) noexcept:
-        if timestamp_ns > self.clock:  # _now, inline: once per input
-            self.clock = timestamp_ns
-        cdef int64_t t = self.clock
-        self.inputs += 1
-        if self.ratio_window:
-            self._ratio_advance(t)
-            self.ins[RATIO_BUCKETS - 1] += 1
+        breaker_input(self, timestamp_ns)
 
     def tick(self, int64_t timestamp_ns):
         """While open: True when an input at ``timestamp_ns`` ends the cool-down (the
@@ -250,54 +202,40 @@ cdef class BreakerCore:
         return self.check_c(timestamp_ns, type_id, key)
 
     cdef int check_c(self, int64_t timestamp_ns, uint32_t type_id, int64_t key) except -1:
-        cdef int64_t t, sin, sout, i
-        cdef CountLimit* L
-        cdef Window* w
-        cdef bint throttled = False
-        if timestamp_ns > self.clock:  # _now, inline: once per output
-            self.clock = timestamp_ns
-        t = self.clock
-        self.checks += 1
-        if self.state == BR_OPEN:
-            if self.has_allow and type_id in self.allow:
+        return breaker_check(self, timestamp_ns, type_id, key)
+
+    cdef int _open_or_allowed(self, uint32_t type_id) except -2:
+        """While open: PASS for the allow-list, else HOLD. While closed (or half-open: a
+        probe is judged by the limits), PASS for the allow-list; -1: judge it by the
+        limits."""
+        if self.has_allow and type_id in self.allow:
+            if self.state != BR_HALF_OPEN:
                 self.passed += 1
                 return BR_PASS
+        elif self.state == BR_OPEN:
             return BR_HOLD
-        if self.has_allow and self.state == BR_CLOSED and type_id in self.allow:
-            self.passed += 1
-            return BR_PASS
-        for i in range(self.nlimits):  # C structs: no Python object touched per output
-            L = self.climits[i]
-            w = limit_window(L, key if L.per == 1 else type_id)
-            if w == NULL:
-                raise MemoryError("cannot allocate a breaker window")
-            self.cwins[i] = w
-            if window_full_within(w, t, L.window_ns):
-                if L.throttle:
-                    throttled = True
-                    continue
-                return self._trip(t, (<_CountLimit>self._limits[i]).name, L.max_count,
-                                  L.window_ns,
-                                  key if L.per == 1 else (type_id if L.per else None), L.per)
-        if self.ratio_window:
-            self._ratio_advance(t)
-            sin = sout = 0
-            for i in range(RATIO_BUCKETS):
-                sin += self.ins[i]
-                sout += self.outs[i]
-            if sin >= self.ratio_min_inputs and (sout + 1) > self.ratio_max * sin:
-                return self._trip(t, self.ratio_name, sout + 1, self.ratio_window, None, 0,
-                                  ratio=(sout + 1) / sin)
-            self.outs[RATIO_BUCKETS - 1] += 1
-        for i in range(self.nlimits):
-            window_add(self.cwins[i], t)
-        if self.state == BR_HALF_OPEN:
-            self.state = BR_CLOSED  # the probe passed every limit
-        if throttled:
-            self.throttled += 1
-            return BR_THROTTLE
-        self.passed += 1
-        return BR_PASS
+        return -1
+
+    cdef int _trip_limit(self, Py_ssize_t i, int64_t t, uint32_t type_id,
+                         int64_t key) except -1:
+        """Trips on count limit ``i`` for the output being checked."""
+        cdef CountLimit* L = self.climits[i]
+        return self._trip(t, (<_CountLimit>self._limits[i]).name, L.max_count, L.window_ns,
+                          key if L.per == 1 else (type_id if L.per else None), L.per)
+
+    cdef int _ratio_check(self, int64_t t) except -1:
+        """The output/input ratio limit for one more output: trips (returns 1) or counts it."""
+        cdef int64_t sin = 0, sout = 0, i
+        self._ratio_advance(t)
+        for i in range(RATIO_BUCKETS):
+            sin += self.ins[i]
+            sout += self.outs[i]
+        if sin >= self.ratio_min_inputs and (sout + 1) > self.ratio_max * sin:
+            self._trip(t, self.ratio_name, sout + 1, self.ratio_window, None, 0,
+                       ratio=(sout + 1) / sin)
+            return 1
+        self.outs[RATIO_BUCKETS - 1] += 1
+        return 0
 
     cdef int _trip(self, int64_t t, name, int64_t count, int64_t window, key, int per,
                    ratio=None) except -1:

@@ -7,9 +7,10 @@ from libc.stdint cimport int64_t, uint32_t
 from ringlog._breaker cimport BreakerCore
 from ringlog._counters cimport StageCounters
 from ringlog._handler cimport CyEventHandler, Emitter
-from ringlog._journal cimport JournalAppender
+from ringlog._journal cimport JournalAppender, Segment
 from ringlog._ring cimport Consumer, Ring
 from ringlog.includes.event cimport rl_header
+from ringlog.includes.pycall cimport vectorcallfunc
 
 
 cdef enum HandlerKind:
@@ -37,6 +38,9 @@ cdef class LogicCore:
     cdef readonly int kind
     cdef CyEventHandler cy
     cdef object py_call           # bound on_event or on_batch
+    cdef int py_nargs             # how many of (event, sequence, end_of_batch) on_event takes
+    cdef object py_func, py_self  # on_event as function (+ its self, or None): vectorcall
+    cdef vectorcallfunc py_vc     # py_func's vectorcall function (NULL: the generic call)
     cdef readonly BreakerCore breaker
     cdef bint dedup_on
     cdef public object sink           # outputs as OutputRecords when replaying or ringless
@@ -79,6 +83,8 @@ cdef class LogicCore:
                   int64_t limit) except -1
     cdef int64_t _business_run(self, Ring ring, int64_t s, int64_t hi,
                                int64_t base) except -1
+    cdef int64_t _replay_run(self, Segment seg, Py_ssize_t* offset, int64_t seq,
+                             int64_t stop, bint verify, int* status) except -1
     cdef int _call(self, const rl_header* h, const char* payload, int64_t seq,
                    bint end_of_batch, object obj) except -1
     cdef int _batch(self, object arr, const char* rows, int64_t n, int64_t first) except -1

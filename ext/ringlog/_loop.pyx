@@ -10,12 +10,17 @@ ring in place (claim, header + payload, publish), or held while the breaker is o
 
 The same per-event code (``process_c``) runs live over ring slots (``run``), on replay over
 mapped journal records (``replay_segment``) and for Python event objects (``process``), so a
-replay trips, halts, resumes and emits exactly as the live run did. Handlers:
+replay trips, halts, resumes and emits exactly as the live run did. Consecutive business
+events (no control event, no dedup key, breaker closed) run through ``_handle`` in runs with
+one exception frame (``_business_run`` live, ``_replay_run`` on replay), with the same
+decisions. Handlers:
 
 - ``CyEventHandler`` subclasses: ``on_event_c`` gets the slot's header and payload pointers;
   no Python object is made per event.
 - Python ``on_event(event, sequence, end_of_batch)``: ``event`` is a flyweight ``SlotEvent``
   reused for every event, valid only during the call (copy ``bytes(event.payload)`` to keep).
+  An ``on_event`` declaring fewer parameters (``event``, or ``event, sequence``) gets only
+  those (``_event_arity``): no int made per call.
 - Python ``on_batch(array, first_sequence)``: a numpy view (``slot_dtype``) of consecutive
   business events; the batches are the journaller's (``FLAG_BATCH_END``), so replay hands the
   handler the same batches. Outputs of a batch carry its last event's sequence and time.
@@ -25,10 +30,13 @@ Not thread-safe: only the processor's loop thread (or the replaying thread) driv
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.object cimport PyObject
 from libc.stdint cimport int64_t, uint32_t
 from libc.string cimport memcpy, memset
 
-from ringlog._breaker cimport BR_OPEN, BR_PASS, BR_THROTTLE, BR_TRIPPED, BreakerCore
+from ringlog._breaker cimport (
+    BR_OPEN, BR_PASS, BR_THROTTLE, BR_TRIPPED, BreakerCore, breaker_check, breaker_input,
+)
 from ringlog._counters cimport (
     JS_BACKLOG, JS_BATCHES, JS_DURABLE, JS_SEQUENCE, LS_AGE, LS_BATCHES, LS_BREAKER_HELD,
     LS_BREAKER_STATE, LS_BREAKER_TRIPS, LS_DEAD_LETTERS, LS_DUPLICATES, LS_KILLS, LS_OUTPUTS,
@@ -39,10 +47,12 @@ from ringlog._handler cimport CyEventHandler, Emitter
 from ringlog._journal cimport REC_PREFIX, SCAN_OK, JournalAppender, Segment
 from ringlog._ring cimport RL_CLOSED, RL_TIMEOUT, Consumer, Ring
 from ringlog.includes.atomics cimport rl_load_acquire
+from ringlog.includes.pycall cimport rl_vectorcall, rl_vectorcall_of
 from ringlog.includes.event cimport (
     RL_FLAG_BATCH_END, RL_FLAG_CONTROL, RL_HEADER_SIZE, rl_header,
 )
 
+import inspect
 import traceback
 
 import msgspec
@@ -52,6 +62,24 @@ from ringlog import events as _events
 from ringlog.errors import ConfigError, RingClosedError, RingLogError, SchemaError
 
 __all__ = ["LogicCore", "SlotEvent", "journal_stage"]
+
+
+def _event_arity(on_event):
+    """How many of (event, sequence, end_of_batch) a Python ``on_event`` takes: what its
+    signature declares positionally (``*args``: all three). A handler that reads only
+    ``event`` (its ``sequence`` included) is spared the int and bool made per call."""
+    try:
+        params = inspect.signature(on_event).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin): the full contract
+        return 3
+    n = 0
+    for p in params:
+        if p.kind == p.VAR_POSITIONAL:
+            return 3
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            n += 1
+    return n if 1 <= n <= 3 else 3
+
 
 # control type ids, from ringlog.events (the one place they are defined)
 cdef uint32_t CONTROL_BASE = _events.CONTROL_BASE
@@ -68,6 +96,11 @@ cdef uint32_t T_KILLED = _events.TYPE_KILLED
 
 cdef int64_t WAIT_NS = 50000000  # a stage re-checks for a closed ring at least this often
 cdef char _EMPTY[1]
+
+
+cdef extern from "Python.h":
+    PyObject* Py_True
+    PyObject* Py_False
 
 
 cdef inline Py_ssize_t _align8(Py_ssize_t n) noexcept nogil:
@@ -199,6 +232,56 @@ cdef int _header_of(object event, rl_header* h, Py_buffer* buf) except -1:
     return 0
 
 
+cdef inline int _handle(LogicCore self, BreakerCore b, CyEventHandler cy, SlotEvent fly,
+                        const rl_header* h, int64_t seq) except -1:
+    """One event of a business run (``LogicCore._business_run``, ``._replay_run``): what
+    ``_business`` does when there is no dedup key and the breaker is closed. Its end of
+    batch is the record's FLAG_BATCH_END, as on the per-event path. ``b``, ``cy`` and
+    ``fly`` are the core's, held by the caller for the run (no reference counting per
+    event). A function, not a method, so that the C compiler inlines it into both runs."""
+    self.last_sequence = seq
+    self.cur_seq = seq
+    self.cur_ts = h.timestamp_ns
+    self.cur_corr = h.correlation_id
+    if b is not None:
+        breaker_input(b, h.timestamp_ns)
+    if cy is not None:
+        cy.on_event_c(h, <const char*>h + RL_HEADER_SIZE, seq,
+                      (h.flags & RL_FLAG_BATCH_END) != 0)
+    else:  # the flyweight, re-pointed: no event object per call
+        fly.h = h
+        fly.seq = seq
+        _call_on_event(self, fly, seq, (h.flags & RL_FLAG_BATCH_END) != 0)
+    self.processed += 1
+    return 0
+
+
+cdef inline int _call_on_event(LogicCore self, object event, int64_t seq,
+                               bint end_of_batch) except -1:
+    """Calls a Python ``on_event`` with the arguments its signature takes (see
+    ``_event_arity``): a handler that declares only ``event`` gets no int per event. One
+    vectorcall of the method's function with the handler first (no bound-method unpacking
+    and reference counting per call)."""
+    cdef PyObject* argv[5]
+    cdef Py_ssize_t n = 1
+    cdef object seq_obj
+    argv[0] = NULL  # PY_VECTORCALL_ARGUMENTS_OFFSET: the callee may use this slot
+    if self.py_self is not None:
+        argv[n] = <PyObject*>self.py_self
+        n += 1
+    argv[n] = <PyObject*>event
+    n += 1
+    if self.py_nargs >= 2:
+        seq_obj = seq
+        argv[n] = <PyObject*>seq_obj
+        n += 1
+        if self.py_nargs == 3:
+            argv[n] = Py_True if end_of_batch else Py_False
+            n += 1
+    rl_vectorcall(self.py_vc, self.py_func, &argv[1], <size_t>(n - 1))
+    return 0
+
+
 cdef class LogicCore:
     """The business-logic state machine (see the module docstring). Configure it through
     ``ringlog.logic.LogicLoop``. Not thread-safe."""
@@ -271,6 +354,11 @@ cdef class LogicCore:
                                 "on_batch(array, first_sequence)")
             self.kind = KIND_PYTHON
             self.py_call = on_event
+            self.py_nargs = _event_arity(on_event)
+            self.py_func, self.py_self = on_event, None
+            if inspect.ismethod(on_event):  # called as its function, the handler first
+                self.py_func, self.py_self = on_event.__func__, on_event.__self__
+            self.py_vc = rl_vectorcall_of(self.py_func)
         handler.emit = self.emit
 
     # -- the per-event path ---------------------------------------------------------------
@@ -310,7 +398,7 @@ cdef class LogicCore:
         self.cur_ts = h.timestamp_ns
         self.cur_corr = h.correlation_id
         if self.breaker is not None:
-            self.breaker.on_input_c(h.timestamp_ns)
+            breaker_input(self.breaker, h.timestamp_ns)
         try:
             self._call(h, payload, seq, end_of_batch, obj)
         except Exception:
@@ -340,8 +428,7 @@ cdef class LogicCore:
         cdef int64_t seq = -1
         cdef bint opened = False
         cdef BreakerCore b = self.breaker
-        cdef CyEventHandler cy = self.cy
-        cdef bint cython = self.kind == KIND_CYTHON
+        cdef CyEventHandler cy = self.cy if self.kind == KIND_CYTHON else None
         cdef SlotEvent fly = self.fly
         try:
             while s <= hi:
@@ -349,20 +436,7 @@ cdef class LogicCore:
                 if _is_control(h):
                     break
                 seq = base + s
-                self.last_sequence = seq
-                self.cur_seq = seq
-                self.cur_ts = h.timestamp_ns
-                self.cur_corr = h.correlation_id
-                if b is not None:
-                    b.on_input_c(h.timestamp_ns)
-                if cython:
-                    cy.on_event_c(h, <const char*>h + RL_HEADER_SIZE, seq,
-                                  (h.flags & RL_FLAG_BATCH_END) != 0)
-                else:  # the flyweight, re-pointed: no event object per call
-                    fly.h = h
-                    fly.seq = seq
-                    self.py_call(fly, seq, (h.flags & RL_FLAG_BATCH_END) != 0)
-                self.processed += 1
+                _handle(self, b, cy, fly, h, seq)
                 s += 1
                 if b is not None and b.state == BR_OPEN:
                     opened = True
@@ -382,6 +456,56 @@ cdef class LogicCore:
             self.pending_from = seq + 1
         return s
 
+    cdef int64_t _replay_run(self, Segment seg, Py_ssize_t* offset, int64_t seq,
+                             int64_t stop, bint verify, int* status) except -1:
+        """``_business_run`` over journal records: the business records of ``seg`` from
+        byte ``offset[0]`` (sequence ``seq``) with one exception frame for the run. Stops
+        before a control record, at a record the scan refuses (``status[0]``), past
+        ``stop`` and after the record that opens the breaker. Moves ``offset[0]`` past the
+        records handled and returns the next sequence."""
+        cdef const rl_header* h = NULL
+        cdef uint32_t n = 0
+        cdef bint opened = False
+        cdef BreakerCore b = self.breaker
+        cdef CyEventHandler cy = self.cy if self.kind == KIND_CYTHON else None
+        cdef SlotEvent fly = self.fly
+        cdef Py_ssize_t off = offset[0]
+        if seq != self.last_sequence + 1 and self.last_sequence >= 0:
+            raise RuntimeError(f"input sequence {seq} after {self.last_sequence}: the loop "
+                               "must see every journal sequence once, in order")
+        status[0] = SCAN_OK
+        try:
+            while stop < 0 or seq <= stop:
+                status[0] = seg.scan_one(off, seq, verify, &n)
+                if status[0] != SCAN_OK:
+                    break
+                h = <const rl_header*>(seg.base + off + REC_PREFIX)
+                if _is_control(h):
+                    break
+                _handle(self, b, cy, fly, h, seq)
+                off += REC_PREFIX + _align8(n)
+                seq += 1
+                if b is not None and b.state == BR_OPEN:
+                    opened = True
+                    break
+        except Exception:  # the handler raised on the record at `off`
+            if self._dead_letter is None:
+                offset[0] = off
+                raise
+            fly.h = h
+            fly.seq = seq
+            self._dead(fly, seq, traceback.format_exc())
+            self.processed += 1
+            off += REC_PREFIX + _align8(n)
+            seq += 1
+            opened = b is not None and b.state == BR_OPEN
+        offset[0] = off
+        if opened:
+            if self.kill_armed:
+                self._kill_on_trip()
+            self.pending_from = seq
+        return seq
+
     cdef int _call(self, const rl_header* h, const char* payload, int64_t seq,
                    bint end_of_batch, object obj) except -1:
         if self.kind == KIND_CYTHON:
@@ -391,8 +515,7 @@ cdef class LogicCore:
                 self.fly.h = h
                 self.fly.seq = seq
                 obj = self.fly
-            self.py_call(obj, seq, end_of_batch)
-            return 0
+            return _call_on_event(self, obj, seq, end_of_batch)
         # a batch handler meets a lone event (after a control event, a dedup key, a reset)
         # as a batch of one
         self.run_n = 0
@@ -735,12 +858,23 @@ cdef class LogicCore:
         ``Segment.scan``; a batch handler's last batch waits for ``replay_done``."""
         cdef uint32_t n = 0
         cdef int st = SCAN_OK
-        cdef int64_t count = 0
+        cdef int64_t count = 0, nxt
         cdef const rl_header* h
         cdef const char* payload
+        # business records in runs, as the live loop's fast path (automatic snapshots are
+        # not taken while replaying)
+        cdef bint fast = (self.kind != KIND_BATCH and not self.dedup_on
+                          and (self.replaying or not self.snapshot_every))
         self.fly.owner_view = seg._view
         self.fly.owner_base = seg.base
         while stop_sequence < 0 or sequence <= stop_sequence:
+            if fast and self.pending_from < 0:
+                nxt = self._replay_run(seg, &offset, sequence, stop_sequence, verify, &st)
+                count += nxt - sequence
+                sequence = nxt
+                if st != SCAN_OK or (stop_sequence >= 0 and sequence > stop_sequence):
+                    break
+                # next: a control record, or input held back by the opened breaker
             st = seg.scan_one(offset, sequence, verify, &n)
             if st != SCAN_OK:
                 break
@@ -810,7 +944,7 @@ cdef class LogicCore:
             self._publish(type_id, 0, payload, length, key, self.cur_ts, self.cur_corr,
                           self.cur_seq)
             return BR_PASS
-        decision = b.check_c(self.cur_ts, type_id, key)
+        decision = breaker_check(b, self.cur_ts, type_id, key)
         if decision == BR_PASS or decision == BR_THROTTLE:
             self._publish(type_id, 0, payload, length, key, self.cur_ts, self.cur_corr,
                           self.cur_seq)

@@ -32,6 +32,12 @@ class EventHandler:
         ``event`` is a flyweight reused for every event (the Disruptor way): read its fields
         and ``payload`` (a zero-copy view) during the call; copy ``bytes(event.payload)`` to
         keep anything.
+
+        The loop passes only the parameters the override declares: ``on_event(self, event)``
+        gets the event alone (``event.sequence`` is the journal sequence; ``event.flags &
+        FLAG_BATCH_END`` marks a journal batch end) and ``on_event(self, event, sequence)``
+        the two; that spares a new int per call, which is most of what the loop adds to a
+        trivial Python handler. Three parameters (or ``*args``) get all three.
         """
         raise NotImplementedError
 
