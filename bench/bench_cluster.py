@@ -91,16 +91,12 @@ class _Bench:
         await w.wait(w.leader, "a leader", 60)
         return reps, w
 
-    async def throughput(self, replicas: int, n: int) -> dict[str, float]:
-        """N commands through one shard with a leader and a standby."""
-        cfg = self.config(replicas=replicas)
-        reps, w = await self.replicas(cfg, ["lead", "standby"])
+    async def drive(self, cfg: ClusterConfig, w: ShardWatch, leader: str,
+                    cmds: list[tuple[int, bytes]]) -> tuple[float, float]:
+        """Publishes ``cmds`` to shard 0 and waits until the leader has output and the
+        standby has hashed the last of them: (seconds publishing, seconds in all)."""
+        pub = InputPublisher(self.js, cfg, 0)
         try:
-            cmds = engine_commands(n)
-            leader = await w.leader()
-            lpid = next(r.pid for r in reps if r.replica_id == leader)
-            cpu0 = _cpu_s(lpid)
-            pub = InputPublisher(self.js, cfg, 0)
             t0 = time.perf_counter()
             for ty, pl in cmds:
                 await pub.publish(ty, pl)
@@ -113,10 +109,22 @@ class _Bench:
                 st = await w.status("standby" if leader == "lead" else "lead")
                 return st is not None and st.hash_seq >= last
             await w.wait(done, "the shard at the end", 600)
-            elapsed = time.perf_counter() - t0
+            return t_in, time.perf_counter() - t0
+        finally:
+            await pub.close()
+
+    async def throughput(self, replicas: int, n: int) -> dict[str, float]:
+        """N commands through one shard with a leader and a standby."""
+        cfg = self.config(replicas=replicas)
+        reps, w = await self.replicas(cfg, ["lead", "standby"])
+        try:
+            cmds = engine_commands(n)
+            leader = await w.leader()
+            lpid = next(r.pid for r in reps if r.replica_id == leader)
+            cpu0 = _cpu_s(lpid)
+            t_in, elapsed = await self.drive(cfg, w, leader, cmds)
             cpu = _cpu_s(lpid) - cpu0
             info = await self.js.stream_info(w.names.input_stream)
-            await pub.close()
             return {"commands_per_s": n / elapsed, "input_bytes": float(info.state.bytes),
                     "messages": float(info.state.messages), "elapsed": elapsed,
                     "publish_s": t_in, "leader_cpu_us_per_command": cpu / n * 1e6,

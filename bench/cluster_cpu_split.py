@@ -36,7 +36,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_cluster as bc
 
 from ringlog.cluster.natsserver import NatsCluster
-from ringlog.cluster.stream import InputPublisher
 from ringlog.cluster.trial import engine_commands, stop_all
 
 
@@ -53,23 +52,10 @@ async def one_run(b: Any, cl: NatsCluster, n: int, **cfg_kw: Any) -> dict[str, f
         pids.update({f"nats{i}": p.pid for i, p in enumerate(cl.procs) if p is not None})
         cpu0 = {k: bc._cpu_s(p) for k, p in pids.items()}
         me0 = time.process_time()
-        pub = InputPublisher(b.js, cfg, 0)
-        t0 = time.perf_counter()
-        for ty, pl in cmds:
-            await pub.publish(ty, pl)
-        last = await pub.flush()
-
-        async def done() -> bool:
-            if await w.last_output_seq() < last:
-                return False
-            st = await w.status("standby" if leader == "lead" else "lead")
-            return st is not None and st.hash_seq >= last
-        await w.wait(done, "the shard at the end", 600)
-        elapsed = time.perf_counter() - t0
+        elapsed = (await b.drive(cfg, w, leader, cmds))[1]
         us = {k: (bc._cpu_s(p) - cpu0[k]) / n * 1e6 for k, p in pids.items()}
         ii = await b.js.stream_info(w.names.input_stream)
         oi = await b.js.stream_info(w.names.output_stream)
-        await pub.close()
     finally:
         stop_all(reps)
     size = ii.state.bytes / max(ii.state.messages, 1)

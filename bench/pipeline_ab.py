@@ -143,35 +143,6 @@ def _direct_event_only(n: int) -> tuple[float, dict]:
     return n / dt, m.per_event(n)
 
 
-def _recover(n: int) -> tuple[float, dict]:
-    """recover() of n 64-byte records with a Cython handler: events/s and the recovering
-    thread's CPU (recovery runs on the calling thread)."""
-    import threading
-
-    from ringlog import Processor, ProcessorConfig
-    from ringlog._benchhandlers import CountingHandler
-    from ringlog._ringbench import produce
-
-    d = tempfile.mkdtemp(prefix="ringlog-ab-", dir=".")
-    try:
-        p = Processor(CountingHandler(16), d, ProcessorConfig())
-        p.start()
-        t = threading.Thread(target=produce, args=(p.input_ring, n, 64))
-        t.start()
-        t.join()
-        p.drain(timeout=900)
-        p.stop()
-        p2 = Processor(CountingHandler(16), d, ProcessorConfig())
-        with CpuMeter() as m:
-            t0 = time.perf_counter()
-            p2.recover()
-            dt = time.perf_counter() - t0
-        p2.stop()
-        return n / dt, m.per_event(n)
-    finally:
-        shutil.rmtree(d)
-
-
 def handlers(n_py: int = 1_000_000, n_cy: int = 3_000_000, rounds: int = 5,
              variants: str = "cy,cy_breaker,py,py_event,replay") -> None:
     import bench_processor as b
@@ -185,7 +156,7 @@ def handlers(n_py: int = 1_000_000, n_cy: int = 3_000_000, rounds: int = 5,
         "py_direct": lambda: b._direct_python(n_py),
         "py_event": lambda: b._throughput(n_py, b.EventCounter(), False),
         "py_event_direct": lambda: _direct_event_only(n_py),
-        "replay": lambda: _recover(n_cy),
+        "replay": lambda: b._replay_cpu(n_cy),
     }
     chosen = variants.split(",")
     v = {k: fn for k, fn in every.items() if k in chosen or k.removesuffix("_direct") in chosen}
