@@ -17,6 +17,11 @@ import time
 from typing import Any
 
 from ringlog._wire import OutputSlots
+
+try:
+    from ringlog._gateway import Outbox
+except ImportError:  # a checkout before the router wrote through Outbox
+    Outbox = None
 from ringlog.engine.records import Report as R
 from ringlog.engine.records import Side
 from ringlog.gateway.protocol import FrameEncoder, MarketData
@@ -44,6 +49,7 @@ class _Conn:
 
     def __init__(self, dirty: set[Any]) -> None:
         self.transport = _Transport()
+        self.outbox = Outbox(self) if Outbox is not None else None
         self.out = bytearray()
         self.raw_frames = True
         self.paused: set[str] = set()
@@ -106,6 +112,9 @@ def main(passes: int) -> None:
     for _ in range(passes):
         for s in t.by_id.values():
             s.conn.out = bytearray()
+            if s.conn.outbox is not None:
+                s.conn.outbox.out = bytearray()
+                s.conn.outbox.queued = False
             s.inflight.clear()
         if compiled:
             t.router.drain(data, SLOT, 1, dirty)
