@@ -175,7 +175,9 @@ cdef class ResendStore:
             raise ValueError(f"window and budget must be >= 1, got {window}, {budget}")
         self.window = window
         self.budget = budget
-        self._cap_max = max(<int64_t>RS_MIN_ARENA, (budget + RS_ALIGN - 1) & ~(<int64_t>RS_ALIGN - 1))
+        # real bytes never past the budget (rounded to the record alignment), at least 4 KiB
+        self._cap_max = max(<int64_t>RS_MIN_ARENA,
+                            (budget + RS_ALIGN - 1) & ~(<int64_t>RS_ALIGN - 1))
         self._cap = min(self._cap_max, <int64_t>RS_FIRST_ARENA)
         self._ecap = min(<int64_t>window, <int64_t>RS_FIRST_ENTRIES)
         self._hmask = 2 * RS_FIRST_ENTRIES - 1
