@@ -71,6 +71,7 @@ cdef class Router:
     cdef object table                   # the SessionTable (in-flight completion, rebuilding)
     cdef dict by_id, by_account, live, copiers, subscribers, pending_new
     cdef list reasons                   # (kind, code) -> reason name as bytes
+    cdef list _by_sid                   # session id -> session (None: id > SMALL_IDS)
     cdef list _collect                  # route(): the deliveries, as (session, seq, frame)
     cdef set _dirty                     # drain(): the connections to flush
     cdef int64_t reports, dropped       # drain(): frames delivered, market data dropped

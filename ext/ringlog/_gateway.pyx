@@ -76,6 +76,7 @@ cdef enum:
     R_OPEN_ORDERS_END = 208
     R_L1 = 210
     R_L2 = 211
+    SMALL_IDS = 1 << 16              # session ids up to this are found by list index
     # server message tags (protocol.py); a test checks the frames against msgspec's
     T_REPORT = 67
     T_MARKET_DATA = 70
@@ -566,6 +567,9 @@ cdef class Router:
         self.copiers = table.copiers
         self.subscribers = table.subscribers
         self.pending_new = table.pending_new
+        # sessions are configured once: small ids find theirs by index, not by a dict
+        top = max(self.by_id, default=0)
+        self._by_sid = [self.by_id.get(i) for i in range(top + 1)] if top <= SMALL_IDS else None
         self._collect = None
         self._dirty = None
         # a reason this gateway does not know (a newer engine's) is kept as a number
@@ -618,7 +622,8 @@ cdef class Router:
                     trip = h.producer_seq
                 if (h.type_id == R_L1 or h.type_id == R_L2) and h.length >= 4:
                     memcpy(&symbol, <const char*>h + RL_HEADER_SIZE, 4)
-                    if not subscribers.get(symbol):   # nobody watches: no object made
+                    # nobody watches: no object made
+                    if not subscribers or not subscribers.get(symbol):
                         pos += slot_size
                         i += 1
                         continue
@@ -665,6 +670,7 @@ cdef class Router:
         cdef rl_trade t
         cdef report_t rep
         cdef bytes name
+        cdef set live
         cdef uint8_t buf[FRAME_MAX]
         if type_id >= CONTROL_BASE:
             # the processor's own outputs (breaker tripped/closed) carry the correlation of
@@ -672,7 +678,12 @@ cdef class Router:
             return 0
         sid = corr >> SEQ_BITS
         seq = corr & SEQ_MASK
-        req = self.by_id.get(sid) if sid else None
+        if not sid:
+            req = None
+        elif self._by_sid is not None:
+            req = self._by_sid[sid] if sid < len(self._by_sid) else None
+        else:
+            req = self.by_id.get(sid)
         if effects and req is not None and seq:
             # a session's commands are journaled in seq order: a report of seq means every
             # earlier seq is done (even one that made no report); seq itself may have more
@@ -708,10 +719,14 @@ cdef class Router:
             _need(type_id, n, sizeof(rl_trade))
             memcpy(&t, p, sizeof(rl_trade))
             if effects:
-                if not t.taker_leaves and t.taker_account in self.live:
-                    self.live[t.taker_account].discard(t.taker_id)
-                if not t.maker_leaves and t.maker_account in self.live:
-                    self.live[t.maker_account].discard(t.maker_id)
+                if not t.taker_leaves:
+                    live = self.live.get(t.taker_account)
+                    if live:
+                        live.discard(t.taker_id)
+                if not t.maker_leaves:
+                    live = self.live.get(t.maker_account)
+                    if live:
+                        live.discard(t.maker_id)
             _kind(&rep, R_TRADE)
             rep.price = t.price
             rep.qty = t.qty
