@@ -216,5 +216,5 @@ def test_sessions_with_large_ids_are_routed_like_small_ones(big_id):
         mine = _frames(t, R.ACCEPTED, payload, correlation(sid, 9))
         assert [(s, q) for s, q, _ in mine] == [(sid, 9)]
         # an unknown session's command: the account hears it unsolicited (seq 0)
-        other = _frames(t, R.ACCEPTED, payload, correlation(sid + 1, 9))
+        other = _frames(t, R.ACCEPTED, payload, correlation(sid - 1, 9))
         assert [(s, q) for s, q, _ in other] == [(sid, 0)]
