@@ -65,6 +65,11 @@ cdef class SessionCore:
     cdef readonly ResendStore store
     cdef object _conn
     cdef Outbox _outbox                 # the connection's, while one is attached
+    cdef public object inflight         # deque: seqs awaiting their first report, in order
+    cdef public dict causes             # in-flight seq -> its input's journal sequence
+    cdef public set news                # in-flight seqs that are new orders
+    cdef public dict depth              # market data subscriptions: symbol -> depth
+    cdef public set live                # the account's live order ids (SessionTable.live's)
 
 
 cdef class Router:

@@ -35,6 +35,8 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
+from collections import deque
+
 from ringlog._ring cimport RL_CLOSED, Ring
 from ringlog._wire cimport (
     RL_FLAG_POST_ONLY,
@@ -509,9 +511,13 @@ cdef class Outbox:
 
 cdef class SessionCore:
     """What the router needs of a session, as C fields: ``id``, ``account``, ``store`` (its
-    answers kept for resends) and ``conn`` (the connection while one is attached; setting it
-    also gives the router that connection's Outbox). ``ringlog.gateway.session.Session``
-    adds the session rules. Not thread-safe (the gateway's loop)."""
+    answers kept for resends), ``conn`` (the connection while one is attached; setting it
+    also gives the router that connection's Outbox), ``inflight`` (a deque of the seqs
+    awaiting their first report), ``causes`` (in-flight seq -> its input's journal sequence),
+    ``news`` (in-flight seqs that are new orders), ``depth`` (market data subscriptions:
+    symbol -> depth) and ``live`` (the account's live order ids, shared by its sessions).
+    ``ringlog.gateway.session.Session`` adds the session rules. Not thread-safe (the
+    gateway's loop)."""
 
     def __init__(self, int64_t id, uint32_t account, ResendStore store):
         self.id = id
@@ -519,6 +525,11 @@ cdef class SessionCore:
         self.store = store
         self._conn = None
         self._outbox = None
+        self.inflight = deque()
+        self.causes = {}
+        self.news = set()
+        self.depth = {}
+        self.live = None
 
     @property
     def conn(self):
@@ -531,11 +542,11 @@ cdef class SessionCore:
         self._outbox = None if c is None else getattr(c, "outbox", None)
 
 
-cdef Py_ssize_t _complete(object s, int64_t seq) except -1:
+cdef Py_ssize_t _complete(SessionCore s, int64_t seq) except -1:
     cdef Py_ssize_t n = 0
     q = s.inflight
-    causes = s.causes
-    news = s.news
+    cdef dict causes = s.causes
+    cdef set news = s.news
     while q and q[0] <= seq:
         x = q.popleft()
         causes.pop(x, None)
@@ -545,7 +556,7 @@ cdef Py_ssize_t _complete(object s, int64_t seq) except -1:
     return n
 
 
-def complete_through(s, int64_t seq):
+def complete_through(SessionCore s, int64_t seq):
     """Marks session ``s``'s in-flight seqs up to ``seq`` answered (a session's reports arrive
     in seq order, so a later seq's report completes earlier silent ones); returns how many
     new orders left flight."""
@@ -687,7 +698,7 @@ cdef class Router:
         if effects and req is not None and seq:
             # a session's commands are journaled in seq order: a report of seq means every
             # earlier seq is done (even one that made no report); seq itself may have more
-            q = req.inflight
+            q = (<SessionCore>req).inflight
             if q and q[0] < seq:
                 left = _complete(req, seq - 1)
                 if left:
@@ -696,7 +707,10 @@ cdef class Router:
             _need(type_id, n, sizeof(rl_report))
             memcpy(&r, p, sizeof(rl_report))
             if effects:
-                live = self.live.get(r.account)
+                if req is not None and (<SessionCore>req).account == r.account:
+                    live = (<SessionCore>req).live
+                else:
+                    live = self.live.get(r.account)
                 if live is not None:
                     if type_id == R_RESTED or (type_id == R_MODIFIED and r.leaves > 0):
                         live.add(r.order_id)
@@ -770,7 +784,7 @@ cdef class Router:
         cdef Py_ssize_t k
         if req is not None and (<SessionCore>req).account == account:
             self._emit(req, seq, buf, put_report(buf, rep, seq), False)
-            copiers = self.copiers.get(account)
+            copiers = self.copiers.get(account) if self.copiers else None
             if copiers:
                 # drop copies: the account's other sessions that subscribed hear it, unsolicited
                 k = put_report(buf, rep, 0)
@@ -797,7 +811,7 @@ cdef class Router:
         if not subs:
             return 0
         for s in subs:
-            if s.depth.get(m.symbol) == 1:
+            if (<SessionCore>s).depth.get(m.symbol) == 1:
                 if not k:
                     k = put_market_data(buf, m.symbol, 0, m.bid_price, m.bid_qty,
                                         m.ask_price, m.ask_qty)
@@ -816,7 +830,7 @@ cdef class Router:
         if not subs:
             return 0
         for s in subs:
-            want = s.depth.get(head.symbol, 0)
+            want = (<SessionCore>s).depth.get(head.symbol, 0)
             if want <= 1:
                 continue
             for i in range(min(want, <Py_ssize_t>head.depth)):

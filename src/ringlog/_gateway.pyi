@@ -1,6 +1,7 @@
 """Stub of ringlog._gateway: order frames to command records, output records routed and
 encoded as frames, the resend store."""
 
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,6 +39,11 @@ class SessionCore:
     account: int
     store: ResendStore
     conn: Any
+    inflight: deque[int]
+    causes: dict[int, int]
+    news: set[int]
+    depth: dict[int, int]
+    live: set[int] | None
     def __init__(self, id: int, account: int, store: ResendStore) -> None: ...
 
 class Router:
