@@ -204,3 +204,17 @@ def test_a_read_mixing_orders_with_other_messages_is_answered_in_order(tmp_path)
         taken = g.call(lambda: g.gateway.metrics.messages)
         assert taken == 9  # the logon and eight messages, each counted once
         r.close()
+
+
+@pytest.mark.parametrize("big_id", [70_000, (1 << 23) - 1])
+def test_sessions_with_large_ids_are_routed_like_small_ones(big_id):
+    # ids up to 65536 are found by list index in the router, larger ones by dict
+    t = SessionTable(GatewayConfig(port=0, sessions=[
+        SessionEntry(2, "token-small", 7), SessionEntry(big_id, "token-large", 8)]))
+    for sid, acct in ((2, 7), (big_id, 8)):
+        payload = REPORT.pack(acct << 32 | 4, acct, 3, 100, 5, 5, Side.BUY, 0, 1)
+        mine = _frames(t, R.ACCEPTED, payload, correlation(sid, 9))
+        assert [(s, q) for s, q, _ in mine] == [(sid, 9)]
+        # an unknown session's command: the account hears it unsolicited (seq 0)
+        other = _frames(t, R.ACCEPTED, payload, correlation(sid - 1, 9))
+        assert [(s, q) for s, q, _ in other] == [(sid, 0)]

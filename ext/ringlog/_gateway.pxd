@@ -1,7 +1,7 @@
 # The gateway's per-order path in C: order frames decoded into engine command records and
 # published to the input ring; engine output records routed to their sessions and encoded as
 # protocol frames; each session's resend store of answer frames.
-from libc.stdint cimport int64_t, uint32_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t
 
 
 cdef struct report_t:               # the fields of one Report frame but its seq
@@ -13,27 +13,81 @@ cdef struct report_t:               # the fields of one Report frame but its seq
     uint32_t symbol
 
 
+cdef struct rs_entry:               # one kept seq, in the order of its first answer
+    int64_t seq
+    int64_t head, tail                  # arena offsets of its first and last frame (-1: none)
+    int64_t frames                      # frames kept (1 once overflowed: the error frame)
+    bint overflowed                     # its answers passed the budget: an error frame kept
+
+
 cdef class ResendStore:
-    cdef object frames                  # OrderedDict: seq -> bytearray of its answers' frames
-    cdef readonly set overflowed        # kept seqs whose answers passed the budget
+    # the frames: a byte arena used as a ring of records (rs_record + frame, 16-aligned),
+    # each linked to the next record of its seq; the seqs: a ring of rs_entry, oldest first,
+    # found by an open-addressing hash of seq -> entry number
+    cdef char* _arena
+    cdef int64_t _cap, _cap_max         # arena bytes now, and at most (grown by doubling)
+    cdef int64_t _rpos, _wpos           # ring positions (monotonic) of the oldest and next byte
+    cdef rs_entry* _entries
+    cdef int64_t _ecap, _efirst, _ecount    # entry ring: capacity, number of the oldest, count
+    cdef int64_t* _hash                 # entry number or -1; size _hmask + 1 (>= 2 x _ecap)
+    cdef int64_t _hmask
     cdef readonly Py_ssize_t window     # answered seqs kept at most
     cdef readonly int64_t budget        # bytes by the accounting (ANSWER_COST, SEQ_COST)
     cdef readonly int64_t kept          # bytes kept by that accounting
     cdef readonly int64_t evicted       # seqs dropped (window or budget)
-    cpdef record(self, int64_t seq, bytes frame)
-    cdef void _evict(self) except *
+    cdef int record_frame(self, int64_t seq, const char* frame, Py_ssize_t n) except -1
+    cdef rs_entry* _find(self, int64_t seq) noexcept
+    cdef void _hash_put(self, int64_t seq, int64_t k) noexcept
+    cdef void _hash_del(self, int64_t seq) noexcept
+    cdef int _grow_entries(self) except -1
+    cdef rs_entry* _add(self, int64_t seq) except NULL
+    cdef void _evict(self) noexcept
+    cdef void _free_frames(self, rs_entry* e) noexcept
+    cdef void _reclaim(self) noexcept
+    cdef int _grow_arena(self, int64_t need) except -1
+    cdef int _append(self, rs_entry* e, const char* frame, Py_ssize_t n) except -1
+    cdef void _overflow(self, rs_entry* e) except *
+    cdef bytes _join(self, rs_entry* e, Py_ssize_t most)
+
+
+cdef class Outbox:
+    # what the router needs of a connection, as C fields: its output batch, whether market
+    # data is dropped (reading paused), whether frames go out as they are (msgpack)
+    cdef readonly object conn
+    cdef public bytearray out
+    cdef public bint paused, raw, queued
+
+
+cdef class SessionCore:
+    # what the router needs of a session, as C fields (ringlog.gateway.session.Session)
+    cdef readonly int64_t id
+    cdef readonly uint32_t account
+    cdef readonly ResendStore store
+    cdef object _conn
+    cdef Outbox _outbox                 # the connection's, while one is attached
+    cdef public object inflight         # deque: seqs awaiting their first report, in order
+    cdef public dict causes             # in-flight seq -> its input's journal sequence
+    cdef public set news                # in-flight seqs that are new orders
+    cdef public dict depth              # market data subscriptions: symbol -> depth
+    cdef public set live                # the account's live order ids (SessionTable.live's)
 
 
 cdef class Router:
     cdef object table                   # the SessionTable (in-flight completion, rebuilding)
     cdef dict by_id, by_account, live, copiers, subscribers, pending_new
     cdef list reasons                   # (kind, code) -> reason name as bytes
+    cdef list _by_sid                   # session id -> session (None: id > SMALL_IDS)
+    cdef list _collect                  # route(): the deliveries, as (session, seq, frame)
+    cdef set _dirty                     # drain(): the connections to flush
+    cdef int64_t reports, dropped       # drain(): frames delivered, market data dropped
+    cdef int _emit(self, object s, int64_t seq, const uint8_t* f, Py_ssize_t n,
+                   bint md) except -1
     cdef int _route(self, uint32_t type_id, const char* p, Py_ssize_t n, int64_t corr,
-                    int64_t rseq, bint effects, list out) except -1
-    cdef void _to_account(self, object req, int64_t seq, uint32_t account,
-                          const report_t* rep, list out) except *
-    cdef void _route_l1(self, const char* p, Py_ssize_t n, list out) except *
-    cdef void _route_l2(self, const char* p, Py_ssize_t n, list out) except *
+                    int64_t rseq, bint effects) except -1
+    cdef int _to_account(self, object req, int64_t seq, uint32_t account,
+                         const report_t* rep) except -1
+    cdef int _route_l1(self, const char* p, Py_ssize_t n) except -1
+    cdef int _route_l2(self, const char* p, Py_ssize_t n) except -1
 
 
 cdef class CommandBatch:

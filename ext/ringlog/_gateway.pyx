@@ -29,14 +29,13 @@ report replay, tests). Frames are byte for byte what msgspec writes for the same
 test compares them), so a client cannot tell which path answered.
 """
 
-from collections import OrderedDict
-
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from cpython.pyport cimport PY_SSIZE_T_MAX
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
+
+from collections import deque
 
 from ringlog._ring cimport RL_CLOSED, Ring
 from ringlog._wire cimport (
@@ -79,6 +78,7 @@ cdef enum:
     R_OPEN_ORDERS_END = 208
     R_L1 = 210
     R_L2 = 211
+    SMALL_IDS = 1 << 16              # session ids up to this are found by list index
     # server message tags (protocol.py); a test checks the frames against msgspec's
     T_REPORT = 67
     T_MARKET_DATA = 70
@@ -98,8 +98,9 @@ cdef inline int64_t client_id(uint64_t eid, uint32_t account) noexcept nogil:
     return <int64_t>(eid & ORDER_MASK) if (eid >> ORDER_BITS) == account else 0
 
 
-cdef bytes report_frame(const report_t* r, int64_t seq):
-    cdef uint8_t buf[FRAME_MAX]
+cdef Py_ssize_t put_report(uint8_t* buf, const report_t* r, int64_t seq) noexcept nogil:
+    """Writes the Report frame of ``r`` with ``seq`` at ``buf`` (FRAME_MAX bytes at most);
+    returns its length."""
     cdef Py_ssize_t n = 6
     buf[4] = 0x9c                                  # [67, seq, kind, ... rseq]: 12 items
     buf[5] = T_REPORT
@@ -115,12 +116,12 @@ cdef bytes report_frame(const report_t* r, int64_t seq):
     n += put_int(buf + n, r.symbol)
     n += put_int(buf + n, r.rseq)
     put_len(buf, n - 4)
-    return PyBytes_FromStringAndSize(<char*>buf, n)
+    return n
 
 
-cdef bytes market_data_frame(uint32_t symbol, int64_t level, int64_t bp, int64_t bq,
-                             int64_t ap, int64_t aq):
-    cdef uint8_t buf[FRAME_MAX]
+cdef Py_ssize_t put_market_data(uint8_t* buf, uint32_t symbol, int64_t level, int64_t bp,
+                                int64_t bq, int64_t ap, int64_t aq) noexcept nogil:
+    """Writes a MarketData frame at ``buf``; returns its length."""
     cdef Py_ssize_t n = 6
     buf[4] = 0x97                                  # [70, symbol, level, bid, bid qty, ask, qty]
     buf[5] = T_MARKET_DATA
@@ -131,24 +132,28 @@ cdef bytes market_data_frame(uint32_t symbol, int64_t level, int64_t bp, int64_t
     n += put_int(buf + n, ap)
     n += put_int(buf + n, aq)
     put_len(buf, n - 4)
-    return PyBytes_FromStringAndSize(<char*>buf, n)
+    return n
 
 
-cdef (Py_ssize_t, Py_ssize_t) frame_count(
-        const uint8_t* p, Py_ssize_t n, Py_ssize_t most) noexcept nogil:
-    """``(bytes, frames)`` of the first ``most`` frames of ``p`` (all of them if fewer)."""
-    cdef Py_ssize_t pos = 0, k = 0
-    while pos + 4 <= n and k < most:
-        pos += 4 + ((<Py_ssize_t>p[pos] << 24) | (<Py_ssize_t>p[pos + 1] << 16) |
-                    (<Py_ssize_t>p[pos + 2] << 8) | p[pos + 3])
-        k += 1
-    return (pos if pos <= n else n), k
+cdef struct rs_record:              # a frame's header in the arena; the frame follows
+    int64_t next                        # arena offset of its seq's next frame (-1: last)
+    int32_t size                        # bytes of the record, header and padding included
+    int32_t length                      # bytes of the frame; -1: dead (evicted, or padding)
 
 
-cdef Py_ssize_t frames_in(bytearray buf):
-    """How many frames ``buf`` holds."""
-    return frame_count(<const uint8_t*>PyByteArray_AS_STRING(buf), PyByteArray_GET_SIZE(buf),
-                       PY_SSIZE_T_MAX)[1]
+cdef enum:
+    RS_ALIGN = 16
+    RS_FIRST_ARENA = 16 << 10           # bytes at first; doubles up to the budget
+    RS_MIN_ARENA = 4 << 10              # at least (a tiny budget still keeps an error frame)
+    RS_FIRST_ENTRIES = 64
+
+
+cdef inline int64_t rs_size(Py_ssize_t n) noexcept nogil:
+    return (<int64_t>sizeof(rs_record) + n + RS_ALIGN - 1) & ~(<int64_t>RS_ALIGN - 1)
+
+
+cdef inline uint64_t rs_hash(int64_t seq) noexcept nogil:
+    return <uint64_t>seq * <uint64_t>0x9E3779B97F4A7C15
 
 
 cdef class ResendStore:
@@ -156,94 +161,392 @@ cdef class ResendStore:
     ``window`` seqs and ``budget`` bytes by the accounting of docs/protocol.md ("Memory": a
     kept message counts ANSWER_COST, a kept seq SEQ_COST more). The oldest seqs go first; a
     seq whose answers alone pass the budget keeps one memory_limit Error frame instead (it was
-    answered once; a resend says to ask again). Not thread-safe (the gateway's loop)."""
+    answered once; a resend says to ask again).
 
-    def __init__(self, Py_ssize_t window, int64_t budget):
-        self.frames = OrderedDict()
-        self.overflowed = set()
+    The frames live in one byte arena per session used as a ring (no Python object per
+    frame or seq), which never exceeds the budget in real bytes either (at least 4 KiB)::
+
+        arena  [rec|frame][rec|frame][pad ][rec|frame] ...   rec: next, size, length
+                 ▲ rpos (oldest)          wraps at the end ─►   ▲ wpos (next write)
+        entries (ring, oldest first): seq, head, tail, frames  ◄─ hash: seq -> entry
+        a seq's frames: head ─next─► ... ─next─► tail (interleaved with other seqs')
+
+    Not thread-safe (the gateway's loop)."""
+
+    def __cinit__(self, Py_ssize_t window, int64_t budget):
+        if window < 1 or budget < 1:
+            raise ValueError(f"window and budget must be >= 1, got {window}, {budget}")
         self.window = window
         self.budget = budget
-        self.kept = 0
-        self.evicted = 0
+        # real bytes never past the budget (rounded to the record alignment), at least 4 KiB
+        self._cap_max = max(<int64_t>RS_MIN_ARENA,
+                            (budget + RS_ALIGN - 1) & ~(<int64_t>RS_ALIGN - 1))
+        self._cap = min(self._cap_max, <int64_t>RS_FIRST_ARENA)
+        self._ecap = min(<int64_t>window, <int64_t>RS_FIRST_ENTRIES)
+        self._hmask = 2 * RS_FIRST_ENTRIES - 1
+        while self._hmask + 1 < 2 * self._ecap:
+            self._hmask = 2 * self._hmask + 1
+        self._arena = <char*>PyMem_Malloc(self._cap)
+        self._entries = <rs_entry*>PyMem_Malloc(self._ecap * sizeof(rs_entry))
+        self._hash = <int64_t*>PyMem_Malloc((self._hmask + 1) * sizeof(int64_t))
+        if not self._arena or not self._entries or not self._hash:
+            raise MemoryError()
+        memset(self._hash, 0xff, (self._hmask + 1) * sizeof(int64_t))
 
-    cpdef record(self, int64_t seq, bytes frame):
-        """Keeps one answer frame of ``seq``."""
-        frames = self.frames
-        buf = frames.get(seq)
-        if buf is None:
-            buf = bytearray()
-            frames[seq] = buf
-            self.kept += C_SEQ
-            if len(frames) > self.window:
-                self._evict()
-        elif seq in self.overflowed:
-            return
-        buf += frame
+    def __dealloc__(self):
+        PyMem_Free(self._arena)
+        PyMem_Free(self._entries)
+        PyMem_Free(self._hash)
+
+    # -- the seqs: entries in a ring, found by hash ------------------------------------------
+    cdef rs_entry* _find(self, int64_t seq) noexcept:
+        cdef uint64_t h = rs_hash(seq) & <uint64_t>self._hmask
+        cdef int64_t k
+        cdef rs_entry* e
+        while True:
+            k = self._hash[h]
+            if k < 0:
+                return NULL
+            e = &self._entries[k % self._ecap]
+            if e.seq == seq:
+                return e
+            h = (h + 1) & <uint64_t>self._hmask
+
+    cdef void _hash_put(self, int64_t seq, int64_t k) noexcept:
+        cdef uint64_t h = rs_hash(seq) & <uint64_t>self._hmask
+        while self._hash[h] >= 0:
+            h = (h + 1) & <uint64_t>self._hmask
+        self._hash[h] = k
+
+    cdef void _hash_del(self, int64_t seq) noexcept:
+        # linear probing's backward-shift deletion (no tombstones)
+        cdef uint64_t m = <uint64_t>self._hmask, i = rs_hash(seq) & m, j, home
+        while self._entries[self._hash[i] % self._ecap].seq != seq:
+            i = (i + 1) & m
+        j = i
+        while True:
+            self._hash[i] = -1
+            while True:
+                j = (j + 1) & m
+                if self._hash[j] < 0:
+                    return
+                home = rs_hash(self._entries[self._hash[j] % self._ecap].seq) & m
+                # move j back to i unless its home lies cyclically in (i, j]
+                if (i <= j and (home <= i or home > j)) or (i > j and home <= i and home > j):
+                    break
+            self._hash[i] = self._hash[j]
+            i = j
+
+    cdef int _grow_entries(self) except -1:
+        cdef int64_t ecap = min(2 * self._ecap, <int64_t>self.window), k
+        cdef int64_t hsize = self._hmask + 1
+        cdef rs_entry* es = <rs_entry*>PyMem_Malloc(ecap * sizeof(rs_entry))
+        cdef int64_t* hs
+        if es == NULL:
+            raise MemoryError()
+        while hsize < 2 * ecap:
+            hsize *= 2
+        hs = <int64_t*>PyMem_Malloc(hsize * sizeof(int64_t))
+        if hs == NULL:
+            PyMem_Free(es)
+            raise MemoryError()
+        for k in range(self._efirst, self._efirst + self._ecount):
+            es[k % ecap] = self._entries[k % self._ecap]
+        PyMem_Free(self._entries)
+        PyMem_Free(self._hash)
+        self._entries, self._ecap = es, ecap
+        self._hash, self._hmask = hs, hsize - 1
+        memset(hs, 0xff, hsize * sizeof(int64_t))
+        for k in range(self._efirst, self._efirst + self._ecount):
+            self._hash_put(es[k % ecap].seq, k)
+        return 0
+
+    cdef rs_entry* _add(self, int64_t seq) except NULL:
+        cdef rs_entry* e
+        cdef int64_t k
+        if self._ecount == self.window:
+            self._evict()
+        elif self._ecount == self._ecap:
+            self._grow_entries()
+        k = self._efirst + self._ecount
+        self._ecount += 1
+        e = &self._entries[k % self._ecap]
+        e.seq = seq
+        e.head = e.tail = -1
+        e.frames = 0
+        e.overflowed = False
+        self._hash_put(seq, k)
+        self.kept += C_SEQ
+        return e
+
+    cdef void _evict(self) noexcept:
+        cdef rs_entry* e = &self._entries[self._efirst % self._ecap]
+        self._free_frames(e)
+        self.kept -= C_SEQ + C_ANSWER * e.frames
+        self._hash_del(e.seq)
+        self._efirst += 1
+        self._ecount -= 1
+        self.evicted += 1
+
+    # -- the frames: records in the arena ---------------------------------------------------
+    cdef void _free_frames(self, rs_entry* e) noexcept:
+        cdef int64_t off = e.head
+        cdef rs_record* r
+        while off >= 0:
+            r = <rs_record*>(self._arena + off)
+            r.length = -1
+            off = r.next
+        e.head = e.tail = -1
+        self._reclaim()
+
+    cdef void _reclaim(self) noexcept:
+        cdef rs_record* r
+        while self._rpos < self._wpos:
+            r = <rs_record*>(self._arena + self._rpos % self._cap)
+            if r.length >= 0:
+                return
+            self._rpos += r.size
+
+    cdef int _grow_arena(self, int64_t need) except -1:
+        """Doubles the arena (up to the budget) so ``need`` more bytes fit, keeping the
+        records in ring order from offset 0 (their links moved by the same shift)."""
+        cdef int64_t cap = self._cap, used = self._wpos - self._rpos, start, k
+        cdef int64_t old = self._cap
+        cdef char* a
+        cdef rs_record* r
+        cdef rs_entry* e
+        while cap - used < need + RS_ALIGN and cap < self._cap_max:
+            cap = min(2 * cap, self._cap_max)
+        if cap == old:
+            return 0
+        a = <char*>PyMem_Malloc(cap)
+        if a == NULL:
+            raise MemoryError()
+        start = self._rpos % old
+        if start + used <= old:
+            memcpy(a, self._arena + start, used)
+        else:
+            memcpy(a, self._arena + start, old - start)
+            memcpy(a + old - start, self._arena, used - (old - start))
+        PyMem_Free(self._arena)
+        self._arena = a
+        self._cap = cap
+        self._rpos, self._wpos = 0, used
+        k = 0
+        while k < used:                            # an offset p moves to (p - start) mod old
+            r = <rs_record*>(a + k)
+            if r.length >= 0 and r.next >= 0:
+                r.next = (r.next - start + old) % old
+            k += r.size
+        for k in range(self._efirst, self._efirst + self._ecount):
+            e = &self._entries[k % self._ecap]
+            if e.head >= 0:
+                e.head = (e.head - start + old) % old
+                e.tail = (e.tail - start + old) % old
+        return 0
+
+    cdef int _append(self, rs_entry* e, const char* frame, Py_ssize_t n) except -1:
+        """Writes one frame of ``e`` at the ring's head, evicting the oldest seqs (never
+        ``e``) while it does not fit; returns 1, or 0 if it cannot fit beside ``e``'s own
+        frames (nothing written then)."""
+        cdef int64_t size = rs_size(n), pad, off
+        cdef rs_record* r
+        if self._wpos - self._rpos + size + RS_ALIGN > self._cap:
+            self._grow_arena(size)
+        while True:
+            if self._rpos == self._wpos:           # empty: start again at offset 0
+                self._rpos = self._wpos = 0
+            pad = self._cap - self._wpos % self._cap
+            if pad >= size:
+                pad = 0
+            if self._cap - (self._wpos - self._rpos) >= size + pad:
+                break
+            if &self._entries[self._efirst % self._ecap] == e:
+                return 0
+            self._evict()
+        if pad:                                    # the rest of the arena: a dead record
+            r = <rs_record*>(self._arena + self._wpos % self._cap)
+            r.size = <int32_t>pad
+            r.length = -1
+            self._wpos += pad
+            self._reclaim()
+        off = self._wpos % self._cap
+        r = <rs_record*>(self._arena + off)
+        r.next = -1
+        r.size = <int32_t>size
+        r.length = <int32_t>n
+        memcpy(self._arena + off + sizeof(rs_record), frame, n)
+        self._wpos += size
+        if e.tail >= 0:
+            (<rs_record*>(self._arena + e.tail)).next = off
+        else:
+            e.head = off
+        e.tail = off
+        e.frames += 1
+        return 1
+
+    cdef void _overflow(self, rs_entry* e) except *:
+        # this seq alone is over the budget (a large OpenOrders reply): one error frame
+        cdef bytes err = encode_frame(Error(
+            ErrorCode.MEMORY_LIMIT, f"the answers of seq {e.seq} passed this session's "
+            f"resend budget ({self.budget} bytes): not kept, ask again", e.seq))
+        self._free_frames(e)
+        self.kept -= C_ANSWER * e.frames
+        e.frames = 0
+        e.overflowed = True
+        if self._append(e, err, len(err)):
+            self.kept += C_ANSWER
+
+    cdef int record_frame(self, int64_t seq, const char* frame, Py_ssize_t n) except -1:
+        """Keeps one answer frame of ``seq`` (C callers: the router)."""
+        cdef rs_entry* e = self._find(seq)
+        if e == NULL:
+            e = self._add(seq)
+        elif e.overflowed:
+            return 0
+        if not self._append(e, frame, n):
+            self._overflow(e)
+            return 0
         self.kept += C_ANSWER
         while self.kept > self.budget:
-            if next(iter(frames)) != seq:
+            if &self._entries[self._efirst % self._ecap] != e:
                 self._evict()
-                continue
-            # this seq alone is over the budget (a large OpenOrders reply)
-            self.kept -= C_ANSWER * (frames_in(buf) - 1)
-            frames[seq] = bytearray(encode_frame(Error(
-                ErrorCode.MEMORY_LIMIT, f"the answers of seq {seq} passed this session's "
-                f"resend budget ({self.budget} bytes): not kept, ask again", seq)))
-            self.overflowed.add(seq)
-            break
+            else:
+                self._overflow(e)
+                break
+        return 0
 
-    cdef void _evict(self) except *:
-        seq, buf = self.frames.popitem(last=False)
-        self.kept -= C_SEQ + C_ANSWER * frames_in(buf)
-        self.overflowed.discard(seq)
-        self.evicted += 1
+    def record(self, int64_t seq, const uint8_t[::1] frame):
+        """Keeps one answer frame of ``seq``."""
+        cdef const char* p = b""
+        if frame.shape[0]:
+            p = <const char*>&frame[0]
+        self.record_frame(seq, p, frame.shape[0])
+
+    cdef bytes _join(self, rs_entry* e, Py_ssize_t most):
+        cdef int64_t off = e.head, total = 0
+        cdef Py_ssize_t k = 0
+        cdef rs_record* r
+        while off >= 0 and k != most:
+            r = <rs_record*>(self._arena + off)
+            total += r.length
+            off = r.next
+            k += 1
+        out = PyBytes_FromStringAndSize(NULL, total)
+        cdef char* p = PyBytes_AS_STRING(out)
+        off = e.head
+        while total:
+            r = <rs_record*>(self._arena + off)
+            memcpy(p, self._arena + off + sizeof(rs_record), r.length)
+            p += r.length
+            total -= r.length
+            off = r.next
+        return out
 
     def get(self, int64_t seq, Py_ssize_t most=-1):
         """The kept frames of ``seq`` (the first ``most`` of them; all with -1), one bytes."""
-        buf = self.frames.get(seq)
-        if buf is None:
-            return b""
-        if most < 0:
-            return bytes(buf)
-        return bytes(buf[:frame_count(<const uint8_t*>PyByteArray_AS_STRING(buf),
-                                      PyByteArray_GET_SIZE(buf), most)[0]])
+        cdef rs_entry* e = self._find(seq)
+        return b"" if e == NULL else self._join(e, most)
 
     def count(self, int64_t seq):
         """How many frames ``seq`` keeps."""
-        buf = self.frames.get(seq)
-        return 0 if buf is None else frames_in(buf)
+        cdef rs_entry* e = self._find(seq)
+        return 0 if e == NULL else e.frames
+
+    @property
+    def overflowed(self):
+        """The kept seqs whose answers passed the budget (a memory_limit error kept)."""
+        cdef int64_t k
+        return {self._entries[k % self._ecap].seq
+                for k in range(self._efirst, self._efirst + self._ecount)
+                if self._entries[k % self._ecap].overflowed}
+
+    @property
+    def arena_bytes(self):
+        """Bytes of the frame arena now (it grows by doubling up to the budget)."""
+        return self._cap
 
     def __contains__(self, seq):
-        return seq in self.frames
+        return isinstance(seq, int) and -(1 << 63) <= seq < (1 << 63) and \
+            self._find(seq) != NULL
 
     def __iter__(self):
-        return iter(self.frames)
+        cdef int64_t k
+        return iter([self._entries[k % self._ecap].seq
+                     for k in range(self._efirst, self._efirst + self._ecount)])
 
     def __len__(self):
-        return len(self.frames)
+        return self._ecount
 
 
-cdef inline int _queue(object c, bytes frames, set dirty) except -1:
-    if c.transport is None:
-        return 0
-    out = c.out
-    if not out:
-        dirty.add(c)
-    out += frames
+cdef inline int _append_out(Outbox ob, const char* f, Py_ssize_t n) except -1:
+    cdef bytearray out = ob.out
+    cdef Py_ssize_t k = PyByteArray_GET_SIZE(out)
+    PyByteArray_Resize(out, k + n)
+    memcpy(PyByteArray_AS_STRING(out) + k, f, n)
     return 0
 
 
-def queue_frame(c, bytes frames, set dirty):
-    """Appends msgpack frames to connection ``c``'s output batch (written at its next flush;
-    ``dirty`` lists the connections to flush). Nothing once its transport is gone."""
-    _queue(c, frames, dirty)
+cdef class Outbox:
+    """What the router needs of one connection, as C fields: ``out``, the batch of frames
+    written at its next flush; ``paused`` (market data to it is dropped); ``raw`` (msgpack:
+    frames go out as they are; else ``conn.send_frame`` re-encodes them); ``queued`` (it is
+    in the gateway's dirty set since its last flush). Not thread-safe (the gateway's loop)."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.out = bytearray()
+        self.paused = False
+        self.raw = True
+        self.queued = False
+
+    def queue(self, const uint8_t[::1] frames, set dirty):
+        """Appends msgpack frames to the output batch (the connection joins ``dirty``)."""
+        if frames.shape[0]:
+            _append_out(self, <const char*>&frames[0], frames.shape[0])
+        if not self.queued:
+            self.queued = True
+            dirty.add(self.conn)
 
 
-cdef Py_ssize_t _complete(object s, int64_t seq) except -1:
+cdef class SessionCore:
+    """What the router needs of a session, as C fields: ``id``, ``account``, ``store`` (its
+    answers kept for resends), ``conn`` (the connection while one is attached; setting it
+    also gives the router that connection's Outbox), ``inflight`` (a deque of the seqs
+    awaiting their first report), ``causes`` (in-flight seq -> its input's journal sequence),
+    ``news`` (in-flight seqs that are new orders), ``depth`` (market data subscriptions:
+    symbol -> depth) and ``live`` (the account's live order ids, shared by its sessions).
+    ``ringlog.gateway.session.Session`` adds the session rules. Not thread-safe (the
+    gateway's loop)."""
+
+    def __init__(self, int64_t id, uint32_t account, ResendStore store):
+        self.id = id
+        self.account = account
+        self.store = store
+        self._conn = None
+        self._outbox = None
+        self.inflight = deque()
+        self.causes = {}
+        self.news = set()
+        self.depth = {}
+        self.live = None
+
+    @property
+    def conn(self):
+        """The attached connection, or None."""
+        return self._conn
+
+    @conn.setter
+    def conn(self, c):
+        self._conn = c
+        self._outbox = None if c is None else getattr(c, "outbox", None)
+
+
+cdef Py_ssize_t _complete(SessionCore s, int64_t seq) except -1:
     cdef Py_ssize_t n = 0
     q = s.inflight
-    causes = s.causes
-    news = s.news
+    cdef dict causes = s.causes
+    cdef set news = s.news
     while q and q[0] <= seq:
         x = q.popleft()
         causes.pop(x, None)
@@ -253,7 +556,7 @@ cdef Py_ssize_t _complete(object s, int64_t seq) except -1:
     return n
 
 
-def complete_through(s, int64_t seq):
+def complete_through(SessionCore s, int64_t seq):
     """Marks session ``s``'s in-flight seqs up to ``seq`` answered (a session's reports arrive
     in seq order, so a later seq's report completes earlier silent ones); returns how many
     new orders left flight."""
@@ -275,6 +578,11 @@ cdef class Router:
         self.copiers = table.copiers
         self.subscribers = table.subscribers
         self.pending_new = table.pending_new
+        # sessions are configured once: small ids find theirs by index, not by a dict
+        top = max(self.by_id, default=0)
+        self._by_sid = [self.by_id.get(i) for i in range(top + 1)] if top <= SMALL_IDS else None
+        self._collect = None
+        self._dirty = None
         # a reason this gateway does not know (a newer engine's) is kept as a number
         self.reasons = [f"reason_{i}".encode() for i in range(512)]
         for r in RejectReason:
@@ -290,90 +598,119 @@ cdef class Router:
         cdef const char* p = b""
         if payload.shape[0]:
             p = <const char*>&payload[0]
-        self._route(type_id, p, payload.shape[0], corr, rseq, effects, out)
+        self._collect = out
+        try:
+            self._route(type_id, p, payload.shape[0], corr, rseq, effects)
+        finally:
+            self._collect = None
         return out
 
     def drain(self, bytes block, Py_ssize_t slot_size, int64_t rseq0, set dirty):
         """Routes a block of output ring slots (``slot_size`` bytes each: header, payload)
-        whose first record makes report seq ``rseq0``, keeps the answers of seqs for resends
-        and queues every frame on its session's connection (market data to a paused one is
-        dropped: a later update replaces it). Returns ``(slots, reports, dropped, trip)``:
-        ``trip`` is the cause (input journal sequence) of the first breaker-tripped record,
-        or -1."""
+        whose first record makes report seq ``rseq0``: each frame is written once, in C,
+        kept for resends if it answers a seq (``ResendStore``) and appended to its session's
+        connection's output batch (``Outbox``; market data to a paused one is dropped: a
+        later update replaces it), which joins ``dirty``. Returns ``(slots, reports,
+        dropped, trip)``: ``trip`` is the cause (input journal sequence) of the first
+        breaker-tripped record, or -1."""
         cdef const char* base = PyBytes_AS_STRING(block)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(block), pos = 0, i = 0
         cdef const rl_header* h
         cdef uint32_t symbol
-        cdef int64_t trip = -1, reports = 0, dropped = 0, seq
-        cdef bint md
-        cdef list out = []
+        cdef int64_t trip = -1
         if slot_size <= RL_HEADER_SIZE or n % slot_size:
             raise ValueError(f"a block of {n} bytes is not whole slots of {slot_size}")
         subscribers = self.subscribers
-        while pos < n:
-            h = <const rl_header*>(base + pos)
-            if h.length > <uint32_t>(slot_size - RL_HEADER_SIZE):
-                raise ValueError(f"slot {i}: payload length {h.length} exceeds the slot "
-                                 f"({slot_size} bytes)")
-            md = h.type_id == R_L1 or h.type_id == R_L2
-            if h.type_id == TYPE_BREAKER_TRIPPED and trip < 0:
-                trip = h.producer_seq
-            if md and h.length >= 4:
-                memcpy(&symbol, <const char*>h + RL_HEADER_SIZE, 4)
-                if not subscribers.get(symbol):   # nobody watches: no object made
-                    pos += slot_size
-                    i += 1
-                    continue
-            self._route(h.type_id, <const char*>h + RL_HEADER_SIZE, h.length,
-                        h.correlation_id, rseq0 + 2 * i, True, out)
-            for s, seq, frame in out:
-                reports += 1
-                if seq:
-                    (<ResendStore>s.store).record(seq, <bytes>frame)
-                c = s.conn
-                if c is None:
-                    continue
-                if md and c.paused:
-                    dropped += 1
-                    continue
-                if c.raw_frames:
-                    _queue(c, <bytes>frame, dirty)
-                else:
-                    c.send_frame(frame)
-                if seq:
-                    dirty.add(c)   # the Ack may move even with nothing else to say
-            del out[:]
-            pos += slot_size
-            i += 1
-        return i, reports, dropped, trip
+        self.reports = self.dropped = 0
+        self._dirty = dirty
+        try:
+            while pos < n:
+                h = <const rl_header*>(base + pos)
+                if h.length > <uint32_t>(slot_size - RL_HEADER_SIZE):
+                    raise ValueError(f"slot {i}: payload length {h.length} exceeds the slot "
+                                     f"({slot_size} bytes)")
+                if h.type_id == TYPE_BREAKER_TRIPPED and trip < 0:
+                    trip = h.producer_seq
+                if (h.type_id == R_L1 or h.type_id == R_L2) and h.length >= 4:
+                    memcpy(&symbol, <const char*>h + RL_HEADER_SIZE, 4)
+                    # nobody watches: no object made
+                    if not subscribers or not subscribers.get(symbol):
+                        pos += slot_size
+                        i += 1
+                        continue
+                self._route(h.type_id, <const char*>h + RL_HEADER_SIZE, h.length,
+                            h.correlation_id, rseq0 + 2 * i, True)
+                pos += slot_size
+                i += 1
+        finally:
+            self._dirty = None
+        return i, self.reports, self.dropped, trip
+
+    cdef int _emit(self, object s, int64_t seq, const uint8_t* f, Py_ssize_t n,
+                   bint md) except -1:
+        """Delivers one frame to session ``s``: collected (``route``), or kept for resends
+        and queued on its connection (``drain``)."""
+        cdef SessionCore sc
+        cdef Outbox ob
+        if self._collect is not None:
+            self._collect.append((s, seq, PyBytes_FromStringAndSize(<const char*>f, n)))
+            return 0
+        sc = <SessionCore>s
+        self.reports += 1
+        if seq:
+            sc.store.record_frame(seq, <const char*>f, n)
+        ob = sc._outbox
+        if ob is None:
+            return 0
+        if md and ob.paused:
+            self.dropped += 1
+            return 0
+        if ob.raw:
+            _append_out(ob, <const char*>f, n)
+        else:
+            ob.conn.send_frame(PyBytes_FromStringAndSize(<const char*>f, n))
+        if not ob.queued:  # with seq: the Ack may move even with nothing else to say
+            ob.queued = True
+            self._dirty.add(ob.conn)
+        return 0
 
     cdef int _route(self, uint32_t type_id, const char* p, Py_ssize_t n, int64_t corr,
-                    int64_t rseq, bint effects, list out) except -1:
+                    int64_t rseq, bint effects) except -1:
         cdef int64_t sid, seq
         cdef rl_report r
         cdef rl_trade t
         cdef report_t rep
         cdef bytes name
+        cdef set live
+        cdef uint8_t buf[FRAME_MAX]
         if type_id >= CONTROL_BASE:
             # the processor's own outputs (breaker tripped/closed) carry the correlation of
             # the input they followed; they are not the engine's answer to it
             return 0
         sid = corr >> SEQ_BITS
         seq = corr & SEQ_MASK
-        req = self.by_id.get(sid) if sid else None
+        if not sid:
+            req = None
+        elif self._by_sid is not None:
+            req = self._by_sid[sid] if sid < len(self._by_sid) else None
+        else:
+            req = self.by_id.get(sid)
         if effects and req is not None and seq:
             # a session's commands are journaled in seq order: a report of seq means every
             # earlier seq is done (even one that made no report); seq itself may have more
-            q = req.inflight
+            q = (<SessionCore>req).inflight
             if q and q[0] < seq:
                 left = _complete(req, seq - 1)
                 if left:
-                    self.pending_new[req.account] -= left
+                    self.pending_new[(<SessionCore>req).account] -= left
         if R_ACCEPTED <= type_id <= R_RESTED and type_id != R_TRADE:
             _need(type_id, n, sizeof(rl_report))
             memcpy(&r, p, sizeof(rl_report))
             if effects:
-                live = self.live.get(r.account)
+                if req is not None and (<SessionCore>req).account == r.account:
+                    live = (<SessionCore>req).live
+                else:
+                    live = self.live.get(r.account)
                 if live is not None:
                     if type_id == R_RESTED or (type_id == R_MODIFIED and r.leaves > 0):
                         live.add(r.order_id)
@@ -391,15 +728,19 @@ cdef class Router:
             rep.maker_id = rep.taker_id = 0
             rep.symbol = r.symbol
             rep.rseq = rseq
-            self._to_account(req, seq, r.account, &rep, out)
+            self._to_account(req, seq, r.account, &rep)
         elif type_id == R_TRADE:
             _need(type_id, n, sizeof(rl_trade))
             memcpy(&t, p, sizeof(rl_trade))
             if effects:
-                if not t.taker_leaves and t.taker_account in self.live:
-                    self.live[t.taker_account].discard(t.taker_id)
-                if not t.maker_leaves and t.maker_account in self.live:
-                    self.live[t.maker_account].discard(t.maker_id)
+                if not t.taker_leaves:
+                    live = self.live.get(t.taker_account)
+                    if live:
+                        live.discard(t.taker_id)
+                if not t.maker_leaves:
+                    live = self.live.get(t.maker_account)
+                    if live:
+                        live.discard(t.maker_id)
             _kind(&rep, R_TRADE)
             rep.price = t.price
             rep.qty = t.qty
@@ -408,12 +749,12 @@ cdef class Router:
             rep.maker_id = client_id(t.maker_id, t.taker_account)
             rep.remaining = t.taker_leaves
             rep.rseq = rseq
-            self._to_account(req, seq, t.taker_account, &rep, out)
+            self._to_account(req, seq, t.taker_account, &rep)
             rep.order_id = rep.maker_id = client_id(t.maker_id, t.maker_account)
             rep.taker_id = client_id(t.taker_id, t.maker_account)
             rep.remaining = t.maker_leaves
             rep.rseq = rseq + 1 if rseq else 0
-            self._to_account(None, 0, t.maker_account, &rep, out)
+            self._to_account(None, 0, t.maker_account, &rep)
         elif type_id == R_ORDER_INFO:
             _need(type_id, n, sizeof(rl_report))
             memcpy(&r, p, sizeof(rl_report))
@@ -421,7 +762,7 @@ cdef class Router:
                 if effects and r.leaves > 0 and seq in self.live:
                     self.live[seq].add(r.order_id)
             elif req is not None:
-                out.append((req, seq, _order_info_frame(seq, &r)))
+                self._emit(req, seq, buf, _put_order_info(buf, seq, &r), False)
         elif type_id == R_OPEN_ORDERS_END:
             _need(type_id, n, sizeof(rl_report))
             memcpy(&r, p, sizeof(rl_report))
@@ -429,74 +770,77 @@ cdef class Router:
                 if effects:
                     self.table.rebuilding.discard(seq)
             elif req is not None:
-                out.append((req, seq, _open_orders_end_frame(seq, <int64_t>r.order_id)))
+                self._emit(req, seq, buf,
+                           _put_open_orders_end(buf, seq, <int64_t>r.order_id), False)
         elif type_id == R_L1:
-            self._route_l1(p, n, out)
+            self._route_l1(p, n)
         elif type_id == R_L2:
-            self._route_l2(p, n, out)
+            self._route_l2(p, n)
         return 0
 
-    cdef void _to_account(self, object req, int64_t seq, uint32_t account,
-                          const report_t* rep, list out) except *:
-        if req is not None and req.account == account:
-            out.append((req, seq, report_frame(rep, seq)))
-            copiers = self.copiers.get(account)
+    cdef int _to_account(self, object req, int64_t seq, uint32_t account,
+                         const report_t* rep) except -1:
+        cdef uint8_t buf[FRAME_MAX]
+        cdef Py_ssize_t k
+        if req is not None and (<SessionCore>req).account == account:
+            self._emit(req, seq, buf, put_report(buf, rep, seq), False)
+            copiers = self.copiers.get(account) if self.copiers else None
             if copiers:
                 # drop copies: the account's other sessions that subscribed hear it, unsolicited
-                copy = report_frame(rep, 0)
+                k = put_report(buf, rep, 0)
                 for s in copiers:
                     if s is not req:
-                        out.append((s, 0, copy))
-            return
+                        self._emit(s, 0, buf, k, False)
+            return 0
         # not this session's command (a maker's fill, an operator's kill): every session of
         # the account hears it, unsolicited (seq 0)
         sessions = self.by_account.get(account)
         if sessions:
-            frame = report_frame(rep, 0)
+            k = put_report(buf, rep, 0)
             for s in sessions:
-                out.append((s, 0, frame))
+                self._emit(s, 0, buf, k, False)
+        return 0
 
-    cdef void _route_l1(self, const char* p, Py_ssize_t n, list out) except *:
+    cdef int _route_l1(self, const char* p, Py_ssize_t n) except -1:
         cdef rl_l1 m
+        cdef uint8_t buf[FRAME_MAX]
+        cdef Py_ssize_t k = 0
         _need(R_L1, n, sizeof(rl_l1))
         memcpy(&m, p, sizeof(rl_l1))
         subs = self.subscribers.get(m.symbol)
         if not subs:
-            return
-        frame = None
+            return 0
         for s in subs:
-            if s.depth.get(m.symbol) == 1:
-                if frame is None:
-                    frame = market_data_frame(m.symbol, 0, m.bid_price, m.bid_qty,
-                                              m.ask_price, m.ask_qty)
-                out.append((s, 0, frame))
+            if (<SessionCore>s).depth.get(m.symbol) == 1:
+                if not k:
+                    k = put_market_data(buf, m.symbol, 0, m.bid_price, m.bid_qty,
+                                        m.ask_price, m.ask_qty)
+                self._emit(s, 0, buf, k, True)
+        return 0
 
-    cdef void _route_l2(self, const char* p, Py_ssize_t n, list out) except *:
+    cdef int _route_l2(self, const char* p, Py_ssize_t n) except -1:
         cdef rl_l2_head head
         cdef rl_l2_level bid, ask
         cdef Py_ssize_t i, want
+        cdef uint8_t buf[FRAME_MAX]
         _need(R_L2, n, sizeof(rl_l2_head))
         memcpy(&head, p, sizeof(rl_l2_head))
         _need(R_L2, n, sizeof(rl_l2_head) + 2 * head.depth * sizeof(rl_l2_level))
         subs = self.subscribers.get(head.symbol)
         if not subs:
-            return
-        levels = None
+            return 0
         for s in subs:
-            want = s.depth.get(head.symbol, 0)
+            want = (<SessionCore>s).depth.get(head.symbol, 0)
             if want <= 1:
                 continue
-            if levels is None:
-                levels = []
-                for i in range(head.depth):
-                    memcpy(&bid, p + sizeof(rl_l2_head) + i * sizeof(rl_l2_level),
-                           sizeof(rl_l2_level))
-                    memcpy(&ask, p + sizeof(rl_l2_head) + (head.depth + i) *
-                           sizeof(rl_l2_level), sizeof(rl_l2_level))
-                    levels.append(market_data_frame(head.symbol, i, bid.price, bid.qty,
-                                                    ask.price, ask.qty))
-            for frame in levels[:want]:
-                out.append((s, 0, frame))
+            for i in range(min(want, <Py_ssize_t>head.depth)):
+                memcpy(&bid, p + sizeof(rl_l2_head) + i * sizeof(rl_l2_level),
+                       sizeof(rl_l2_level))
+                memcpy(&ask, p + sizeof(rl_l2_head) + (head.depth + i) *
+                       sizeof(rl_l2_level), sizeof(rl_l2_level))
+                self._emit(s, 0, buf, put_market_data(buf, head.symbol, i, bid.price,
+                                                      bid.qty, ask.price, ask.qty), True)
+        return 0
 
 
 cdef void _need(uint32_t type_id, Py_ssize_t n, Py_ssize_t size) except *:
@@ -527,8 +871,7 @@ cdef void _kind(report_t* rep, uint32_t type_id) noexcept:
         rep.kind_len = 6
 
 
-cdef bytes _order_info_frame(int64_t seq, const rl_report* r):
-    cdef uint8_t buf[FRAME_MAX]
+cdef Py_ssize_t _put_order_info(uint8_t* buf, int64_t seq, const rl_report* r) noexcept:
     cdef Py_ssize_t n = 6
     buf[4] = 0x98                                  # [71, seq, id, symbol, side, price, qty, st]
     buf[5] = T_ORDER_INFO
@@ -540,18 +883,17 @@ cdef bytes _order_info_frame(int64_t seq, const rl_report* r):
     n += put_int(buf + n, r.leaves)
     n += put_str(buf + n, b"open" if r.leaves > 0 else b"done", 4)
     put_len(buf, n - 4)
-    return PyBytes_FromStringAndSize(<char*>buf, n)
+    return n
 
 
-cdef bytes _open_orders_end_frame(int64_t seq, int64_t count):
-    cdef uint8_t buf[FRAME_MAX]
+cdef Py_ssize_t _put_open_orders_end(uint8_t* buf, int64_t seq, int64_t count) noexcept:
     cdef Py_ssize_t n = 6
     buf[4] = 0x93                                  # [72, seq, count]
     buf[5] = T_OPEN_ORDERS_END
     n += put_int(buf + n, seq)
     n += put_int(buf + n, count)
     put_len(buf, n - 4)
-    return PyBytes_FromStringAndSize(<char*>buf, n)
+    return n
 
 
 # -- input: order frames -> command records -> the input ring -------------------------------

@@ -1,6 +1,7 @@
 """Stub of ringlog._gateway: order frames to command records, output records routed and
 encoded as frames, the resend store."""
 
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -8,18 +9,42 @@ ANSWER_COST: int
 SEQ_COST: int
 
 class ResendStore:
-    overflowed: set[int]
     window: int
     budget: int
     kept: int
     evicted: int
     def __init__(self, window: int, budget: int) -> None: ...
-    def record(self, seq: int, frame: bytes) -> None: ...
+    @property
+    def overflowed(self) -> set[int]: ...
+    @property
+    def arena_bytes(self) -> int: ...
+    def record(self, seq: int, frame: bytes | bytearray | memoryview) -> None: ...
     def get(self, seq: int, most: int = -1) -> bytes: ...
     def count(self, seq: int) -> int: ...
     def __contains__(self, seq: object) -> bool: ...
     def __iter__(self) -> Iterator[int]: ...
     def __len__(self) -> int: ...
+
+class Outbox:
+    conn: Any
+    out: bytearray
+    paused: bool
+    raw: bool
+    queued: bool
+    def __init__(self, conn: Any) -> None: ...
+    def queue(self, frames: bytes | bytearray | memoryview, dirty: set[Any]) -> None: ...
+
+class SessionCore:
+    id: int
+    account: int
+    store: ResendStore
+    conn: Any
+    inflight: deque[int]
+    causes: dict[int, int]
+    news: set[int]
+    depth: dict[int, int]
+    live: set[int] | None
+    def __init__(self, id: int, account: int, store: ResendStore) -> None: ...
 
 class Router:
     def __init__(self, table: Any) -> None: ...
@@ -43,5 +68,4 @@ class CommandBatch:
 
 def order_command(frame: bytes, account: int) -> tuple[int, bytes]: ...
 
-def queue_frame(c: Any, frames: bytes, dirty: set[Any]) -> None: ...
 def complete_through(s: Any, seq: int) -> int: ...

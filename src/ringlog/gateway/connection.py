@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from .._gateway import queue_frame
+from .._gateway import Outbox
 from .protocol import Ack, Error, ErrorCode, FrameDecoder, FrameEncoder
 from .session import GatewayConfigError, Session, decode_frames
 
@@ -74,7 +74,9 @@ def new_event_loop(kind: str = "uvloop") -> asyncio.AbstractEventLoop:
 class Connection(asyncio.Protocol):
     """One TCP connection: frames in, answers out; bound to a session after logon.
 
-    Answers are appended to ``out`` and written once per batch (``flush``). Not thread-safe.
+    Answers are appended to ``out`` and written once per batch (``flush``); ``out``,
+    ``raw_frames`` and whether reading is paused live in ``outbox`` (C fields the compiled
+    router writes frames through). Not thread-safe.
     """
 
     def __init__(self, gateway: Gateway) -> None:
@@ -82,10 +84,9 @@ class Connection(asyncio.Protocol):
         lim = gateway.config.limits
         self.decoder = FrameDecoder(max_frame=lim.max_frame)
         self.encoder = FrameEncoder("msgpack")
-        self.raw_frames = True  # msgpack: compiled frames go out as they are (not JSON)
+        self.outbox = Outbox(self)  # out, raw_frames, paused: what the router writes through
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
-        self.out = bytearray()
         self.paused: set[str] = set()  # why reading is paused: write, backlog, inflight
         self.reading = True
         self.closing = False
@@ -102,6 +103,24 @@ class Connection(asyncio.Protocol):
         self.partial_since = 0.0  # when the incomplete frame in the decoder started (0: none)
         self.peer = ""  # counted in gateway.peers under this address ("": not counted)
         self.cod_s = -1.0  # cancel-on-disconnect grace in seconds (-1: off)
+
+    @property
+    def out(self) -> bytearray:
+        """The answers queued for the next flush (one write)."""
+        return self.outbox.out
+
+    @out.setter
+    def out(self, buf: bytearray) -> None:
+        self.outbox.out = buf
+
+    @property
+    def raw_frames(self) -> bool:
+        """msgpack: compiled frames go out as they are (a JSON session re-encodes them)."""
+        return self.outbox.raw
+
+    @raw_frames.setter
+    def raw_frames(self, raw: bool) -> None:
+        self.outbox.raw = raw
 
     @property
     def pending(self) -> range:
@@ -218,6 +237,7 @@ class Connection(asyncio.Protocol):
         """Stops handling and reading for a reason (write backpressure, a backlogged input
         ring, too many commands in flight)."""
         self.paused.add(why)
+        self.outbox.paused = True
         self._sync_reading()
 
     def resume(self, why: str) -> None:
@@ -226,6 +246,7 @@ class Connection(asyncio.Protocol):
             return
         self.paused.discard(why)
         if not self.paused:
+            self.outbox.paused = False
             if self.decoder.complete():
                 asyncio.get_running_loop().call_soon(self.process)
             else:
@@ -255,8 +276,8 @@ class Connection(asyncio.Protocol):
         are to a msgpack session, re-encoded to a JSON one (a debugging codec)."""
         if self.transport is None or not frames:
             return
-        if self.raw_frames:
-            queue_frame(self, frames, self.gw.dirty)
+        if self.outbox.raw:
+            self.outbox.queue(frames, self.gw.dirty)
             return
         if not self.out:
             self.gw.dirty.add(self)
@@ -285,9 +306,11 @@ class Connection(asyncio.Protocol):
 
     def flush(self) -> None:
         """Appends an Ack if the acknowledged seq moved, then writes everything queued."""
+        box = self.outbox
+        box.queued = False  # the router adds this connection to the dirty set again
         t = self.transport
         if t is None or t.is_closing():
-            self.out = bytearray()  # aborted (slow consumer) or closed: nothing more goes out
+            box.out = bytearray()  # aborted (slow consumer) or closed: nothing more goes out
             return
         s = self.session
         if s is not None:
@@ -299,16 +322,17 @@ class Connection(asyncio.Protocol):
                 target = self.resent
             if target > s.acked:
                 s.acked = target
-                self.encoder.append(self.out, Ack(target))
+                self.encoder.append(box.out, Ack(target))
             if self.logout_seq and s.acked >= self.logout_seq:
                 self.logout_seq = 0
                 self.closing = True
-        if self.out:
+        out = box.out
+        if out:
             # the transport may keep the buffer it was given (uvloop does when the socket is
             # full): hand it over and start a new one, never clear or reuse it
-            self.gw.metrics.bytes_out += len(self.out)
-            t.write(self.out)
-            self.out = bytearray()
+            self.gw.metrics.bytes_out += len(out)
+            t.write(out)
+            box.out = bytearray()
             lim = self.gw.config.limits
             if t.get_write_buffer_size() > lim.max_buffered:
                 # a slow consumer: its unread output would grow without bound

@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import struct
 import time
-from collections import deque
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from .._gateway import (
     SEQ_COST,
     ResendStore,
     Router,
+    SessionCore,
     complete_through,
     order_command,
 )
@@ -252,8 +252,12 @@ class AnswersView(Mapping[int, list[msgspec.Struct]]):
         return seq in self._store
 
 
-class Session:
+class Session(SessionCore):
     """One configured session's state; it outlives connections. Not thread-safe (the loop's).
+
+    What the compiled router reads per delivery (``id``, ``account``, ``store``, ``conn``
+    and its connection's output batch, ``inflight``, ``causes``, ``news``, ``depth``, the
+    account's ``live`` orders) are C fields of ``ringlog._gateway.SessionCore``.
 
     ``last_seen`` is the highest client seq taken (answered or in flight); ``acked`` the
     highest below which everything is answered; ``inflight`` the engine-bound seqs waiting for
@@ -262,34 +266,20 @@ class Session:
     """
 
     __slots__ = (
-        "account",
         "acked",
-        "causes",
-        "conn",
-        "depth",
         "errors",
-        "id",
-        "inflight",
         "last_seen",
-        "news",
-        "store",
         "token_digest",
         "token_time",
         "tokens",
     )
 
     def __init__(self, entry: SessionEntry, limits: Limits) -> None:
-        self.id = entry.id
-        self.account = entry.account
+        super().__init__(entry.id, entry.account,
+                         ResendStore(limits.resend_window, limits.session_memory))
         self.token_digest = hashlib.sha256(entry.token.encode()).digest()
         self.last_seen = 0
         self.acked = 0
-        self.inflight: deque[int] = deque()
-        self.causes: dict[int, int] = {}  # in-flight seq -> its input's journal sequence
-        self.news: set[int] = set()  # in-flight seqs that are new orders
-        self.store = ResendStore(limits.resend_window, limits.session_memory)
-        self.conn: Any = None
-        self.depth: dict[int, int] = {}  # market data subscriptions: symbol -> depth
         self.errors = 0
         self.tokens = float(limits.burst)
         self.token_time = time.monotonic()
@@ -361,6 +351,8 @@ class SessionTable:
         for s in self.by_id.values():
             self.by_account.setdefault(s.account, []).append(s)
         self.live: dict[int, set[int]] = {a: set() for a in self.by_account}
+        for s in self.by_id.values():  # the router reaches the requester's without a lookup
+            s.live = self.live[s.account]
         self.pending_new: dict[int, int] = dict.fromkeys(self.by_account, 0)
         self.subscribers: dict[int, set[Session]] = {}
         self.rebuilding: set[int] = set()  # accounts whose open-orders query is unanswered
