@@ -271,22 +271,20 @@ GOALS = [
     {"goal": ">= 2M ops/s through the full pipeline (group commit, durable release, breaker, "
              "default config, bulk producer)",
      "row": "processor_engine_journaled", "min": 2e6,
-     "why": "the loop thread spends ~950-1,000 ns CPU per command: ~660 ns user (2,545 "
-            "instructions: the engine 1,121 as alone, journal copy + CRC and bookkeeping ~600 "
-            "for the input and ~2.6 outputs, ~390 bytes, the breaker ~300, the loop ~350) and "
-            "~360 ns system: ~0.1 page faults per command on the journal maps, ~3.5 us each on "
-            "this VM (bench/pipeline_ab.py faults). The runs get a fraction of the 2 cores: "
-            "the engine alone runs 1.2M/s in the same run"},
+     "why": ("the loop thread's CPU per command is ~2.3x the engine alone's (the engine, the "
+            "journal copy + CRC and pwrite() of the input and ~2.6 outputs, ~390 bytes, the "
+            "breaker, the loop: 2,449 instructions against the engine's 1,121, "
+            "bench/loop_callgrind.py engine), and the engine alone runs ~2.7M/s in the same "
+            "run, so one loop thread tops out near 1.2M/s here: 2M needs a faster engine "
+            "(the engine-only row)")},
     {"goal": "through the pipeline >= 0.3x the engine alone on the same flow (same run)",
      "row": "processor_engine_journaled", "ratio": "engine_alone", "min": 0.3,
      "why": "see the row above"},
     {"goal": "the loop thread's CPU per command <= 2.5x the engine alone's",
      "row": "processor_engine_journaled", "ratio": "loop_cpu_vs_engine_alone_cpu", "max": 2.5,
-     "why": "met in instructions (2.27x, bench/loop_callgrind.py engine) and in user CPU "
-            "(2.0-2.3x); the rest is kernel time of the loop thread: write-protect page faults "
-            "on the input and output journal maps (~1 per 4 KiB written, ~360 ns per command), "
-            "and the engine takes 1.5x its L1 misses alone (journal writes and breaker windows "
-            "evict its lines; callgrind --cache-sim)"},
+     "why": ("in instructions 2.18x (bench/loop_callgrind.py engine); in CPU the loop "
+            "thread also pays pwrite() of its journal batches (~200-300 ns per command) and "
+            "first-touch faults on the breaker's per-account windows")},
     {"goal": ">= 10x the Python peer (cython-orderbook) on the mixed stream",
      "row": "engine_mixed_throughput", "ratio": "cython-orderbook", "min": 10.0,
      "why": "the peer makes Python objects per order and per trade"},

@@ -323,24 +323,29 @@ GOALS = [
             "inline_blocking row; the rounds are interleaved, the spread is in ratio_runs"},
     {"goal": "trivial Python handler >= 0.5x the same handler called from a plain Python loop",
      "row": "processor_python_handler", "ratio": "direct_call_loop", "min": 0.5,
-     "why": "the loop thread spends ~160-175 ns CPU per event against ~85 ns for the plain "
-            "loop: the call and the body ~90 (the interpreter, as in the plain loop, and a new "
-            "int per sequence), the journal append ~25, its page faults ~40 "
-            "(docs/processor.md)"},
+     "why": ("in CPU the loop thread's cost per event is ~0.51x the plain loop's (docs/"
+            "processor.md, step 8): the handler call and body (~1,170 instructions, the "
+            "interpreter as in the plain loop) and the journal append; the wall ratio also "
+            "pays for the input fdatasync thread on the same two cores")},
     {"goal": "breaker overhead < 5% (throughput with breaker >= 0.95x without)",
      "row": "processor_python_handler_breaker", "ratio": "without_breaker", "min": 0.95,
-     "why": "noise between runs on a shared 2-core machine is ~5%"},
+     "why": ("the breaker adds ~14 instructions per event to the ~1,200 of a Python handler's "
+            "loop (bench/loop_callgrind.py python); ratios of two identical configurations "
+            "span 0.58-1.21 on this machine (docs/processor.md), see ratio_runs")},
     {"goal": "breaker overhead < 5% with a Cython handler",
      "row": "processor_cython_handler_breaker", "ratio": "without_breaker", "min": 0.95,
-     "why": "per input one on_input_c and per output one check_c (~110 instructions with a "
-            "per-key limit); the wall ratio swings with the neighbours"},
-    {"goal": "replay >= 20M events/s (64-byte records, Cython handler)",
+     "why": ("~10 instructions per input (clock, count, open-state test) and ~60 per output "
+            "with a per-key limit: 7.4% of the loop's instructions (bench/loop_callgrind.py "
+            "cython_breaker); the wall ratio swings with the neighbours")},
+    {"goal": "recovery (Processor.recover) replays >= 20M events/s (64-byte records, "
+             "Cython handler)",
      "row": "replay_cython_handler_64b", "min": 20_000_000,
      "why": "per record a CRC32C check and the loop's per-event decisions; one thread, so on "
             "this shared machine it runs at the fraction of a core it gets"},
     {"goal": "p99 publish to handled at 100k/s within the Java Disruptor's p99",
      "row": "latency_100k_per_s_handled_p99", "ratio": "disruptor_best", "max": 1.0,
-     "why": "the event is journaled before it is handled (memcpy + CRC into the mmap) and "
-            "the stages wait with blocking waits (spin, yield, futex), not busy-spin, on two "
-            "shared cores"},
+     "why": ("at 100k/s the paced producer spins (a 10 us period is under its 20 us spin), "
+            "so the loop and the input fdatasync thread share the other core; each batch is "
+            "journaled (pwrite) before it is handled and the loop sleeps on a futex between "
+            "batches, where the Disruptor's consumer spins or yields")},
 ]
