@@ -1,0 +1,41 @@
+"""One gateway run under the load generator, with the server's CPU per order and context
+switches by thread: where an order's CPU goes at a given rate and connection count.
+
+    python bench/gateway_threads.py [durable|immediate] [CONNECTIONS] [RATE] [SECONDS]
+
+Prints the round-trip percentiles (us, CO-corrected) and the run's CPU figures.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import bench_gateway as bg
+
+from ringlog.bench.latency import percentiles
+
+
+def main() -> None:
+    """Runs once and prints the figures."""
+    args = sys.argv[1:]
+    release = args[0] if args else "durable"
+    conns = int(args[1]) if len(args) > 1 else 1
+    rate = float(args[2]) if len(args) > 2 else 50_000.0
+    seconds = float(args[3]) if len(args) > 3 else 8.0
+    with tempfile.TemporaryDirectory(dir=".") as d:
+        peer = bg._gateway(d, release)
+        try:
+            doc, lat = bg._run_once(peer, conns, rate, seconds, 2.0, 100 if conns == 1 else 500)
+        finally:
+            peer.stop()
+    print(json.dumps({k: round(v / 1e3) for k, v in percentiles(lat).items()}))
+    print(json.dumps({k: v for k, v in doc.items() if "cpu" in k or "thread" in k}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
