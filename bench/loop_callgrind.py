@@ -7,7 +7,8 @@
         output journal (inline topology, no listener)
                       ^ this thread's instructions, per event, grouped by part
 
-    python bench/loop_callgrind.py [cython|cython_breaker|python|python_event|engine|replay] [N]
+    python bench/loop_callgrind.py [cython|cython_breaker|python|python_breaker|python_event|
+                                    engine|replay] [N]
         runs itself under ``valgrind --tool=callgrind --separate-threads=yes``, finds the
         thread that ran ``LogicCore.run`` and prints its instructions per event by part
         ``--map``: the journals store records into their maps (``Journal(buffered=False)``)
@@ -24,8 +25,8 @@ beside the CPU ns per event of ``bench/pipeline_ab.py``. The build needs symbols
 
 Handlers: ``cython`` is CountingHandler(16) (one output per 16 events), ``cython_breaker``
 the same behind a breaker limit that never trips, ``python`` the bench's Python Counter
-(``on_event(event, sequence, end_of_batch)``), ``python_event`` the same declaring only
-``on_event(event)``,
+(``on_event(event, sequence, end_of_batch)``), ``python_breaker`` the same behind the
+``cython_breaker`` limit, ``python_event`` the same declaring only ``on_event(event)``,
 ``engine`` the matching engine on the mixed flow (2.6 outputs per command) with a
 per-account breaker fed by the bulk producer. All run the default ProcessorConfig.
 ``replay`` journals N events of the ``cython`` run, then measures the thread that runs
@@ -59,6 +60,8 @@ PARTS: list[tuple[str, str]] = [
     ("Python interpreter", r"python|Py[A-Z_]|_Py|libpython|ceval|Objects/|Python/"),
 ]
 OTHER = "other (libc, numpy, msgspec)"
+KINDS = ("cython", "cython_breaker", "python", "python_breaker", "python_event", "engine",
+         "replay")
 
 
 def _child(kind: str, n: int) -> None:
@@ -96,10 +99,10 @@ def _child(kind: str, n: int) -> None:
             sys.path.insert(0, str(Path(__file__).parent))
             import bench_processor as bp
 
-            handler = (bp.Counter() if kind == "python" else bp.EventCounter()
-                       if kind == "python_event" else CountingHandler(16))  # cython, replay
-            br = (Breaker(BreakerConfig(limits=[Limit(max_count=10_000_000, window_ns=10**9)]))
-                  if kind == "cython_breaker" else None)
+            handler = (bp.Counter() if kind in ("python", "python_breaker") else
+                       bp.EventCounter() if kind == "python_event" else
+                       CountingHandler(16))  # cython, cython_breaker, replay
+            br = bp._breaker() if kind.endswith("_breaker") else None
             p = Processor(handler, d, ProcessorConfig(), breaker=br)
             p.start()
             t = threading.Thread(target=produce, args=(p.input_ring, n, 64), name="producer")
@@ -220,9 +223,8 @@ def main(argv: list[str]) -> None:
         keep = Path(argv[i + 1])
         del argv[i:i + 2]
     kind = argv[0] if argv else "cython"
-    if kind not in ("cython", "cython_breaker", "python", "python_event", "engine", "replay"):
-        print(f"unknown handler {kind!r}: cython, cython_breaker, python, python_event, "
-              "engine or replay", file=sys.stderr)
+    if kind not in KINDS:
+        print(f"unknown handler {kind!r}: {', '.join(KINDS)}", file=sys.stderr)
         raise SystemExit(2)
     n = int(argv[1]) if len(argv) > 1 else (100_000 if kind == "engine" else 300_000)
     t0 = time.time()
