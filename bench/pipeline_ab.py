@@ -12,7 +12,8 @@
     python bench/pipeline_ab.py handlers [python events] [cython events] [rounds] [variants]
         the loop thread's cost per handler kind, interleaved: a trivial Cython handler with
         and without a breaker limit that never trips, the trivial Python handler (``on_event(
-        event, sequence, end_of_batch)``) and the same declaring only ``on_event(event)``,
+        event, sequence, end_of_batch)``) with and without that limit (``py_breaker``) and
+        the same declaring only ``on_event(event)``,
         each beside the same handler in a plain Python loop, and ``recover()`` of a journal
         of 64-byte records (CPU ns per event of the recovering thread); ``variants`` a comma
         list of cy,cy_breaker,py,py_breaker,py_event,replay (default: all)
