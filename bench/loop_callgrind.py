@@ -7,7 +7,8 @@
         output journal (inline topology, no listener)
                       ^ this thread's instructions, per event, grouped by part
 
-    python bench/loop_callgrind.py [cython|cython_breaker|python|python_event|engine|replay] [N]
+    python bench/loop_callgrind.py [cython|cython_breaker|python|python_breaker|python_event|
+                                    python_direct|engine|replay] [N]
         runs itself under ``valgrind --tool=callgrind --separate-threads=yes``, finds the
         thread that ran ``LogicCore.run`` and prints its instructions per event by part
         ``--map``: the journals store records into their maps (``Journal(buffered=False)``)
@@ -24,8 +25,10 @@ beside the CPU ns per event of ``bench/pipeline_ab.py``. The build needs symbols
 
 Handlers: ``cython`` is CountingHandler(16) (one output per 16 events), ``cython_breaker``
 the same behind a breaker limit that never trips, ``python`` the bench's Python Counter
-(``on_event(event, sequence, end_of_batch)``), ``python_event`` the same declaring only
-``on_event(event)``,
+(``on_event(event, sequence, end_of_batch)``), ``python_breaker`` the same behind the
+``cython_breaker`` limit, ``python_event`` the same declaring only ``on_event(event)``,
+``python_direct`` the Counter called from a plain Python loop on a thread of its own
+(``bench_processor._direct_python``: the ceiling the processor's Python path is held to),
 ``engine`` the matching engine on the mixed flow (2.6 outputs per command) with a
 per-account breaker fed by the bulk producer. All run the default ProcessorConfig.
 ``replay`` journals N events of the ``cython`` run, then measures the thread that runs
@@ -59,6 +62,8 @@ PARTS: list[tuple[str, str]] = [
     ("Python interpreter", r"python|Py[A-Z_]|_Py|libpython|ceval|Objects/|Python/"),
 ]
 OTHER = "other (libc, numpy, msgspec)"
+KINDS = ("cython", "cython_breaker", "python", "python_breaker", "python_event",
+         "python_direct", "engine", "replay")
 
 
 def _child(kind: str, n: int) -> None:
@@ -89,6 +94,14 @@ def _child(kind: str, n: int) -> None:
             p.start()
             p.publish_records(cmds, types.astype(np.uint32),
                               timestamp_ns=np.arange(n, dtype=np.int64) * 1000)
+        elif kind == "python_direct":  # no processor: the plain loop on its own thread
+            sys.path.insert(0, str(Path(__file__).parent))
+            import bench_processor as bp
+
+            t = threading.Thread(target=bp._direct_python, args=(n,), name="direct")
+            t.start()
+            t.join()
+            return
         else:
             from ringlog._benchhandlers import CountingHandler
             from ringlog._ringbench import produce
@@ -96,10 +109,10 @@ def _child(kind: str, n: int) -> None:
             sys.path.insert(0, str(Path(__file__).parent))
             import bench_processor as bp
 
-            handler = (bp.Counter() if kind == "python" else bp.EventCounter()
-                       if kind == "python_event" else CountingHandler(16))  # cython, replay
-            br = (Breaker(BreakerConfig(limits=[Limit(max_count=10_000_000, window_ns=10**9)]))
-                  if kind == "cython_breaker" else None)
+            handler = (bp.Counter() if kind in ("python", "python_breaker") else
+                       bp.EventCounter() if kind == "python_event" else
+                       CountingHandler(16))  # cython, cython_breaker, replay
+            br = bp._breaker() if kind.endswith("_breaker") else None
             p = Processor(handler, d, ProcessorConfig(), breaker=br)
             p.start()
             t = threading.Thread(target=produce, args=(p.input_ring, n, 64), name="producer")
@@ -159,6 +172,8 @@ def measure(kind: str, n: int, keep: Path | None = None, writes: str = "default"
         for f in sorted(d.glob("cg.out-*")):  # one file per thread
             total, rows = _annotate(f)
             in_loop = sum(ir for ir, name in rows if marker in name)
+            if kind == "python_direct" and not f.name.endswith("-01"):
+                in_loop = total  # the plain loop's thread: the busiest after the main one
             if in_loop > most:  # the loop thread: the one that ran LogicCore most
                 loop, most = (f, total, rows), in_loop
         if loop is None:
@@ -220,9 +235,8 @@ def main(argv: list[str]) -> None:
         keep = Path(argv[i + 1])
         del argv[i:i + 2]
     kind = argv[0] if argv else "cython"
-    if kind not in ("cython", "cython_breaker", "python", "python_event", "engine", "replay"):
-        print(f"unknown handler {kind!r}: cython, cython_breaker, python, python_event, "
-              "engine or replay", file=sys.stderr)
+    if kind not in KINDS:
+        print(f"unknown handler {kind!r}: {', '.join(KINDS)}", file=sys.stderr)
         raise SystemExit(2)
     n = int(argv[1]) if len(argv) > 1 else (100_000 if kind == "engine" else 300_000)
     t0 = time.time()

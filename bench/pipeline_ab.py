@@ -12,10 +12,11 @@
     python bench/pipeline_ab.py handlers [python events] [cython events] [rounds] [variants]
         the loop thread's cost per handler kind, interleaved: a trivial Cython handler with
         and without a breaker limit that never trips, the trivial Python handler (``on_event(
-        event, sequence, end_of_batch)``) and the same declaring only ``on_event(event)``,
+        event, sequence, end_of_batch)``) with and without that limit (``py_breaker``) and
+        the same declaring only ``on_event(event)``,
         each beside the same handler in a plain Python loop, and ``recover()`` of a journal
         of 64-byte records (CPU ns per event of the recovering thread); ``variants`` a comma
-        list of cy,cy_breaker,py,py_event,replay (default: all)
+        list of cy,cy_breaker,py,py_breaker,py_event,replay (default: all)
     python bench/pipeline_ab.py engine [commands] [rounds]
         the matching engine behind the processor (default config, breaker, bulk producer)
         against the engine alone on the same flow
@@ -144,7 +145,7 @@ def _direct_event_only(n: int) -> tuple[float, dict]:
 
 
 def handlers(n_py: int = 1_000_000, n_cy: int = 3_000_000, rounds: int = 5,
-             variants: str = "cy,cy_breaker,py,py_event,replay") -> None:
+             variants: str = "cy,cy_breaker,py,py_breaker,py_event,replay") -> None:
     import bench_processor as b
 
     from ringlog._benchhandlers import CountingHandler
@@ -153,6 +154,7 @@ def handlers(n_py: int = 1_000_000, n_cy: int = 3_000_000, rounds: int = 5,
         "cy": lambda: b._throughput(n_cy, CountingHandler(16), False),
         "cy_breaker": lambda: b._throughput(n_cy, CountingHandler(16), True),
         "py": lambda: b._throughput(n_py, b.Counter(), False),
+        "py_breaker": lambda: b._throughput(n_py, b.Counter(), True),
         "py_direct": lambda: b._direct_python(n_py),
         "py_event": lambda: b._throughput(n_py, b.EventCounter(), False),
         "py_event_direct": lambda: _direct_event_only(n_py),
@@ -173,7 +175,8 @@ def handlers(n_py: int = 1_000_000, n_cy: int = 3_000_000, rounds: int = 5,
         print(f"{k:18s} median {statistics.median(rates) / 1e6:.2f}M/s, loop (or main) "
               f"thread CPU median {statistics.median(loop):.0f} ns/event "
               f"(range {min(loop):.0f}-{max(loop):.0f}, {len(rs)} rounds)")
-    for a, base in (("cy_breaker", "cy"), ("py", "py_direct"), ("py_event", "py_event_direct")):
+    for a, base in (("cy_breaker", "cy"), ("py_breaker", "py"), ("py", "py_direct"),
+                    ("py_event", "py_event_direct")):
         if a in res and base in res:
             ratios = [x[0] / y[0] for x, y in zip(res[a], res[base], strict=True)]
             print(f"{a}/{base}: median {statistics.median(ratios):.2f} "

@@ -475,6 +475,39 @@ def test_python_handler_gets_the_arguments_its_on_event_declares_live_and_on_rep
     assert calls == [(ev(7), 3)]
 
 
+class Keeper(EventHandler):
+    """Copies every ``sequence`` it is handed and keeps every third one itself."""
+
+    def __init__(self):
+        self.copies, self.kept = [], []
+
+    def on_event(self, event, sequence, end_of_batch):
+        self.copies.append(sequence + 0)  # a new int: its value now
+        if len(self.copies) % 3 == 1:
+            self.kept.append(sequence)  # the loop's own int, held past the call
+
+
+def test_a_sequence_int_a_handler_keeps_is_never_rewritten(tmp_path):
+    """The loop rewrites its last ``sequence`` int in place only while nobody else holds
+    it (no allocation per event): every handler sees the right value, and the ints a
+    handler kept keep theirs, live, on replay, past the small ints and across 2**30 (where
+    a one-digit int ends)."""
+    h, _, _ = _run(tmp_path, list(range(1000)), Keeper())
+    assert h.copies == list(range(1000)) and h.kept == h.copies[::3]
+    h2 = Keeper()
+    p2 = Processor(h2, tmp_path, CFG)
+    p2.recover()
+    p2.stop()
+    assert h2.copies == h.copies and h2.kept == h.kept
+    seqs = [*range(250, 262), *range(2**30 - 4, 2**30 + 4), *range(2**40, 2**40 + 4)]
+    h3 = Keeper()
+    loop = LogicLoop(h3, None, sink=lambda out: None)
+    for s in seqs:  # the Python-event path, at any sequence
+        loop.last_sequence = s - 1
+        loop.process(ModelEvent(5, ev(1), 0), s, False)
+    assert h3.copies == seqs and h3.kept == seqs[::3]
+
+
 @pytest.mark.parametrize("stop", [0, 17, 63, 64, 99])
 def test_replay_stops_exactly_at_the_stop_sequence_inside_a_run(tmp_path, stop):
     """``replay_segment`` hands business records to the handler in runs: a stop sequence

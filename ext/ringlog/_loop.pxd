@@ -2,6 +2,7 @@
 # machine (control events, dedup, breaker halt/resume, exception policy, outputs). One
 # per-event path (`process_c`) serves the live loop over ring slots, replay over mapped
 # journal records and Python event objects, so every decision is the same in all three.
+from cpython.object cimport PyObject
 from libc.stdint cimport int64_t, uint32_t
 
 from ringlog._breaker cimport BreakerCore
@@ -41,6 +42,7 @@ cdef class LogicCore:
     cdef int py_nargs             # how many of (event, sequence, end_of_batch) on_event takes
     cdef object py_func, py_self  # on_event as function (+ its self, or None): vectorcall
     cdef vectorcallfunc py_vc     # py_func's vectorcall function (NULL: the generic call)
+    cdef PyObject* seq_cache      # the last sequence int, reused while no handler keeps it
     cdef readonly BreakerCore breaker
     cdef bint dedup_on
     cdef public object sink           # outputs as OutputRecords when replaying or ringless

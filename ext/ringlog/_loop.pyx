@@ -31,6 +31,7 @@ Not thread-safe: only the processor's loop thread (or the replaying thread) driv
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.object cimport PyObject
+from cpython.ref cimport Py_XDECREF
 from libc.stdint cimport int64_t, uint32_t
 from libc.string cimport memcpy, memset
 
@@ -47,7 +48,7 @@ from ringlog._handler cimport CyEventHandler, Emitter
 from ringlog._journal cimport REC_PREFIX, SCAN_OK, JournalAppender, Segment
 from ringlog._ring cimport RL_CLOSED, RL_TIMEOUT, Consumer, Ring
 from ringlog.includes.atomics cimport rl_load_acquire
-from ringlog.includes.pycall cimport rl_vectorcall, rl_vectorcall_of
+from ringlog.includes.pycall cimport rl_seq_int, rl_vectorcall, rl_vectorcall_of
 from ringlog.includes.event cimport (
     RL_FLAG_BATCH_END, RL_FLAG_CONTROL, RL_HEADER_SIZE, rl_header,
 )
@@ -259,7 +260,8 @@ cdef inline int _handle(LogicCore self, BreakerCore b, CyEventHandler cy, SlotEv
 cdef inline int _call_on_event(LogicCore self, object event, int64_t seq,
                                bint end_of_batch) except -1:
     """Calls a Python ``on_event`` with the arguments its signature takes (see
-    ``_event_arity``): a handler that declares only ``event`` gets no int per event. One
+    ``_event_arity``): a handler that declares only ``event`` gets no int per event, the
+    others the int of ``rl_seq_int`` (no allocation while they do not keep it). One
     vectorcall of the method's function with the handler first (no bound-method unpacking
     and reference counting per call)."""
     cdef PyObject* argv[5]
@@ -272,7 +274,7 @@ cdef inline int _call_on_event(LogicCore self, object event, int64_t seq,
     argv[n] = <PyObject*>event
     n += 1
     if self.py_nargs >= 2:
-        seq_obj = seq
+        seq_obj = rl_seq_int(&self.seq_cache, seq)
         argv[n] = <PyObject*>seq_obj
         n += 1
         if self.py_nargs == 3:
@@ -360,6 +362,9 @@ cdef class LogicCore:
                 self.py_func, self.py_self = on_event.__func__, on_event.__self__
             self.py_vc = rl_vectorcall_of(self.py_func)
         handler.emit = self.emit
+
+    def __dealloc__(self):
+        Py_XDECREF(self.seq_cache)
 
     # -- the per-event path ---------------------------------------------------------------
     cdef int process_c(self, const rl_header* h, const char* payload, int64_t seq,

@@ -6,3 +6,4 @@ cdef extern from "pycall.h":
     ctypedef void* vectorcallfunc
     vectorcallfunc rl_vectorcall_of(object callable)
     object rl_vectorcall(vectorcallfunc f, object callable, PyObject** args, size_t nargs)
+    object rl_seq_int(PyObject** cache, long long seq)
