@@ -3,10 +3,11 @@ from another source tree (e.g. an older commit's ``src``, given as ``--base-src`
 load generator and config (bench_gateway.gateway_config), alternating peers per run.
 
     python bench/gateway_ab.py --base-src /path/to/old/src [--connections 8]
-        [--rate 200000] [--duration 10] [--pairs 3]
+        [--rate 200000] [--duration 10] [--pairs 3] [--release durable|immediate]
 
 Prints each run and the medians: answered orders/s, server CPU per answered order (all
-threads) and the gateway's loop thread's share of it.
+threads), the gateway's loop thread's share of it and the round trip's p50 and p99 (ms,
+corrected for coordinated omission).
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ import bench_gateway as bg
 from ringlog.loadgen import LoadConfig, measure
 
 
-def _one(kind: str, base_src: str, conns: int, rate: float, duration: float) -> tuple:
+def _one(kind: str, base_src: str, conns: int, rate: float, duration: float,
+         release: str) -> tuple:
     saved = os.environ.get("PYTHONPATH")
     with tempfile.TemporaryDirectory(prefix="gwab-") as d:
         if kind == "base":
             os.environ["PYTHONPATH"] = base_src
         try:
-            peer = bg._gateway(d, "durable")
+            peer = bg._gateway(d, release)
         finally:
             if saved is None:
                 os.environ.pop("PYTHONPATH", None)
@@ -47,8 +49,9 @@ def _one(kind: str, base_src: str, conns: int, rate: float, duration: float) -> 
         finally:
             peer.stop()
     main = (doc["server_threads"] or {}).get("main", {}).get("cpu_ns_per_order", 0.0)
-    return (doc["achieved_rate"], doc["server_cpu_ns_per_order"], main,
-            100.0 * doc["answered"] / doc["sent"], os.getloadavg()[0])
+    lat = doc["latency_ns"] or {"p50": 0, "p99": 0}
+    return (doc["achieved_rate"], doc["server_cpu_ns_per_order"], main, lat["p50"] / 1e6,
+            lat["p99"] / 1e6, 100.0 * doc["answered"] / doc["sent"], os.getloadavg()[0])
 
 
 def main() -> None:
@@ -58,21 +61,24 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=200_000.0)
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--release", choices=("durable", "immediate"), default="durable")
     a = ap.parse_args()
     got: dict[str, list[tuple]] = {"base": [], "this": []}
     for r in range(a.pairs):
         for kind in ("base", "this") if r % 2 == 0 else ("this", "base"):
-            row = _one(kind, a.base_src, a.connections, a.rate, a.duration)
+            row = _one(kind, a.base_src, a.connections, a.rate, a.duration, a.release)
             got[kind].append(row)
             print(f"{kind}: {row[0]:,.0f} orders/s, {row[1]:,.0f} ns/order (loop thread "
-                  f"{row[2]:,.0f}), {row[3]:.1f}% answered, load {row[4]:.1f}", flush=True)
+                  f"{row[2]:,.0f}), p50 {row[3]:.2f} ms, p99 {row[4]:.2f} ms, "
+                  f"{row[5]:.1f}% answered, load {row[6]:.1f}", flush=True)
     for kind, rows in got.items():
-        med = [statistics.median(x[i] for x in rows) for i in range(3)]
-        lo = [min(x[i] for x in rows) for i in range(2)]
-        hi = [max(x[i] for x in rows) for i in range(2)]
+        med = [statistics.median(x[i] for x in rows) for i in range(5)]
+        lo = [min(x[i] for x in rows) for i in range(5)]
+        hi = [max(x[i] for x in rows) for i in range(5)]
         print(f"{kind}: median {med[0]:,.0f} orders/s [{lo[0]:,.0f} - {hi[0]:,.0f}], "
               f"{med[1]:,.0f} ns/order [{lo[1]:,.0f} - {hi[1]:,.0f}], loop thread "
-              f"{med[2]:,.0f} ns/order")
+              f"{med[2]:,.0f} ns/order, p50 {med[3]:.2f} ms [{lo[3]:.2f} - {hi[3]:.2f}], "
+              f"p99 {med[4]:.2f} ms [{lo[4]:.2f} - {hi[4]:.2f}]")
 
 
 if __name__ == "__main__":
