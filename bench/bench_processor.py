@@ -325,15 +325,16 @@ GOALS = [
             "inline_blocking row; the rounds are interleaved, the spread is in ratio_runs"},
     {"goal": "trivial Python handler >= 0.5x the same handler called from a plain Python loop",
      "row": "processor_python_handler", "ratio": "direct_call_loop", "min": 0.5,
-     "why": ("in CPU the loop thread's cost per event is ~0.51x the plain loop's (docs/"
-            "processor.md, step 8): the handler call and body (~1,170 instructions, the "
-            "interpreter as in the plain loop) and the journal append; the wall ratio also "
-            "pays for the input fdatasync thread on the same two cores")},
+     "why": ("the loop thread runs ~0.99x the plain loop's instructions per event (bench/"
+            "loop_callgrind.py python vs python_direct, docs/processor.md step 9) but more CPU: "
+            "the fixed per-event cost a Cython handler also pays (journal append, cache misses) "
+            "and, in wall time, the input fdatasync thread on the same two cores")},
     {"goal": "breaker overhead < 5% (throughput with breaker >= 0.95x without)",
      "row": "processor_python_handler_breaker", "ratio": "without_breaker", "min": 0.95,
-     "why": ("the breaker adds ~14 instructions per event to the ~1,200 of a Python handler's "
-            "loop (bench/loop_callgrind.py python); ratios of two identical configurations "
-            "span 0.58-1.21 on this machine (docs/processor.md), see ratio_runs")},
+     "why": ("the breaker adds ~14 instructions per event (1.1%) to a Python handler's loop "
+            "(bench/loop_callgrind.py python_breaker vs python); the run order alone moved the "
+            "loop thread's CPU by ~15% (docs/processor.md, step 9), so the rounds now alternate "
+            "it; see ratio_runs for the spread")},
     {"goal": "breaker overhead < 5% with a Cython handler",
      "row": "processor_cython_handler_breaker", "ratio": "without_breaker", "min": 0.95,
      "why": ("~10 instructions per input (clock, count, open-state test) and ~60 per output "
