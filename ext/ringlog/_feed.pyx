@@ -20,11 +20,11 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
-from ringlog._ring cimport RL_CLOSED, Ring
+from ringlog._ring cimport Ring
 from ringlog._wire cimport read_int
 from ringlog.includes.event cimport RL_FLAG_CONTROL, RL_HEADER_SIZE, rl_header
 
-from ringlog.errors import ClusterError, InsufficientCapacityError, RingClosedError
+from ringlog.errors import ClusterError
 from ringlog.events import TYPE_STREAM_MARK
 
 cdef uint32_t _STREAM_MARK = TYPE_STREAM_MARK
@@ -173,13 +173,7 @@ def publish_message(Ring ring, bytes data, int64_t stream_seq, Py_ssize_t skip, 
         k = 0  # events published so far (the mark is event 0 when marking)
         while k < total:
             chunk = min(total - k, step)
-            with nogil:
-                hi = ring.claim(chunk, timeout_ns)
-            if hi < -1:
-                if hi == RL_CLOSED:
-                    raise RingClosedError("publish on a closed ring")
-                raise InsufficientCapacityError(
-                    f"the ring stayed full for the whole timeout after {k} of {total} events")
+            hi = ring.claim_or_raise(chunk, timeout_ns, k, total)
             lo = hi - chunk + 1
             for s in range(lo, hi + 1):
                 h = <rl_header*>ring.slot(s)

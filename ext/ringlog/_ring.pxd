@@ -100,6 +100,8 @@ cdef class Ring:
         return self.slots + (seq & self.mask) * self.slot_size
     cdef int64_t claim(self, int64_t n, int64_t timeout_ns) noexcept nogil
     cdef int64_t try_claim(self, int64_t n) noexcept nogil
+    cdef int64_t claim_or_raise(self, int64_t n, int64_t timeout_ns, int64_t done,
+                                int64_t total) except -1
     cdef void publish_range(self, int64_t lo, int64_t hi) noexcept nogil
     cdef int64_t _publish_records(self, const char* src, Py_ssize_t size, Py_ssize_t n,
                                   const uint32_t[::1] tids, const int64_t[::1] tss,

@@ -456,6 +456,23 @@ cdef class Ring:
             return self._claim_mp(n, -1, True)
         return self._claim_sp(n, -1, True)
 
+    cdef int64_t claim_or_raise(self, int64_t n, int64_t timeout_ns, int64_t done,
+                                int64_t total) except -1:
+        """The claim of one chunk of a batch publish (``done`` of ``total`` events published
+        before it), with the GIL held: without a hand-off when there is room, else waiting
+        without the GIL. The highest claimed sequence; RingClosedError or
+        InsufficientCapacityError (naming how far the batch got) otherwise."""
+        cdef int64_t hi = self.try_claim(n)
+        if hi == RL_TIMEOUT:
+            with nogil:
+                hi = self.claim(n, timeout_ns)
+        if hi == RL_CLOSED:
+            raise RingClosedError("publish on a closed ring")
+        if hi < -1:
+            raise InsufficientCapacityError(
+                f"the ring stayed full for the whole timeout after {done} of {total} events")
+        return hi
+
     cdef void publish_range(self, int64_t lo, int64_t hi) noexcept nogil:
         """Makes slots ``lo..hi`` visible to consumers (release), then wakes sleepers."""
         cdef int64_t s
@@ -574,15 +591,7 @@ cdef class Ring:
         i = 0
         while i < n:
             chunk = min(n - i, self.capacity)
-            hi = self.try_claim(chunk)
-            if hi == RL_TIMEOUT:
-                with nogil:
-                    hi = self.claim(chunk, t)
-            if hi < -1:
-                if hi == RL_CLOSED:
-                    raise RingClosedError("publish on a closed ring")
-                raise InsufficientCapacityError(
-                    f"the ring stayed full for the whole timeout after {i} of {n} events")
+            hi = self.claim_or_raise(chunk, t, i, n)
             lo = hi - chunk + 1
             for s in range(lo, hi + 1):
                 p = items[i]

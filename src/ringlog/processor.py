@@ -546,8 +546,7 @@ class Processor:
         The timestamp is taken here (the producer's clock), never by the loop. While the
         breaker is open this blocks (backpressure) and raises CircuitOpenError on timeout.
         """
-        if self._loop_halted_by_breaker():
-            self._wait_closed(timeout)
+        self.wait_input_open(timeout)
         ts = time.time_ns() if timestamp_ns is None else timestamp_ns
         try:
             return self._in.publish(payload, type_id, timestamp_ns=ts,
@@ -560,8 +559,7 @@ class Processor:
                      timestamp_ns: int | None = None, timeout: float | None = None) -> int:
         """Publishes several input events with one claim per ring-full; returns the last
         ring sequence. All share one timestamp (taken here if not given)."""
-        if self._loop_halted_by_breaker():
-            self._wait_closed(timeout)
+        self.wait_input_open(timeout)
         ts = time.time_ns() if timestamp_ns is None else timestamp_ns
         try:
             return self._in.publish_many(payloads, type_id, timestamp_ns=ts, timeout=timeout)
@@ -583,8 +581,7 @@ class Processor:
         bytes-like buffer of ``record_size``-byte records. ``type_id`` and ``timestamp_ns``
         are one value or an array with one per record (default timestamp: now). Returns
         the last ring sequence."""
-        if self._loop_halted_by_breaker():
-            self._wait_closed(timeout)
+        self.wait_input_open(timeout)
         ts = time.time_ns() if timestamp_ns is None else timestamp_ns
         try:
             return self._in.publish_records(records, type_id, timestamp_ns=ts,
@@ -666,7 +663,12 @@ class Processor:
         "halted". Safe to read from any thread."""
         return self._loop_halted_by_breaker()
 
-    def _wait_closed(self, timeout: float | None) -> None:
+    def wait_input_open(self, timeout: float | None = None) -> None:
+        """Returns at once while input flows; while the circuit breaker holds input, blocks
+        until a journaled reset (``timeout`` None: no limit) and raises CircuitOpenError on
+        timeout. What every producer of this processor does before it publishes."""
+        if not self._loop_halted_by_breaker():
+            return
         with self._open:
             if not self._open.wait_for(lambda: not self._loop_halted_by_breaker(), timeout):
                 raise CircuitOpenError("the circuit breaker is open: input is held until an "

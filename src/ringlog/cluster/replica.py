@@ -376,8 +376,7 @@ class Replica:
             if item is None:
                 return
             seq, data = item
-            if p.halted:  # the breaker holds input: wait as Processor.publish's producers do
-                p._wait_closed(None)
+            p.wait_input_open()  # the breaker holds input: wait as every producer does
             sessions: list[tuple[int, int, int]] = []
             # the mark and the commands into the ring in C (ringlog._feed), no object each
             hi, ts = publish_message(ring, data, seq, skip, not cut, sessions)
