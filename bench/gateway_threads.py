@@ -8,6 +8,7 @@ Prints the round-trip percentiles (us, CO-corrected) and the run's CPU figures.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import tempfile
@@ -22,15 +23,20 @@ from ringlog.bench.latency import percentiles
 
 def main() -> None:
     """Runs once and prints the figures."""
-    args = sys.argv[1:]
-    release = args[0] if args else "durable"
-    conns = int(args[1]) if len(args) > 1 else 1
-    rate = float(args[2]) if len(args) > 2 else 50_000.0
-    seconds = float(args[3]) if len(args) > 3 else 8.0
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("release", nargs="?", choices=("durable", "immediate"), default="durable")
+    ap.add_argument("connections", nargs="?", type=int, choices=range(1, 9), default=1,
+                    metavar="CONNECTIONS (1-8)")
+    ap.add_argument("rate", nargs="?", type=float, default=50_000.0, help="orders/s offered")
+    ap.add_argument("seconds", nargs="?", type=float, default=8.0)
+    a = ap.parse_args()
+    if a.rate <= 0 or a.seconds <= 0:
+        ap.error("the rate and the seconds must be > 0")
     with tempfile.TemporaryDirectory(dir=".") as d:
-        peer = bg._gateway(d, release)
+        peer = bg._gateway(d, a.release)
         try:
-            doc, lat = bg._run_once(peer, conns, rate, seconds, 2.0, 100 if conns == 1 else 500)
+            doc, lat = bg._run_once(peer, a.connections, a.rate, a.seconds, 2.0,
+                                    100 if a.connections == 1 else 500)
         finally:
             peer.stop()
     print(json.dumps({k: round(v / 1e3) for k, v in percentiles(lat).items()}))
