@@ -8,11 +8,15 @@
                       ^ this thread's instructions, per event, grouped by part
 
     python bench/loop_callgrind.py [cython|cython_breaker|python|python_breaker|python_event|
-                                    python_direct|engine|replay] [N]
+                                    python_direct|engine|engine_alone|replay] [N]
         runs itself under ``valgrind --tool=callgrind --separate-threads=yes``, finds the
         thread that ran ``LogicCore.run`` and prints its instructions per event by part
         ``--map``: the journals store records into their maps (``Journal(buffered=False)``)
         instead of the default pwrite() from a buffer under group commit
+        ``--outputs loop|thread``: ``ProcessorConfig.output_journaller`` (default: auto)
+        ``--cache``: simulate the caches too (``--cache-sim=yes``): per part, L1 data and
+        last-level misses per event beside the instructions (valgrind runs the threads one
+        at a time on one simulated cache hierarchy: the footprint of every thread counts)
     python bench/loop_callgrind.py compare OLD.json NEW.json
         the same breakdowns side by side (``--json FILE`` writes one; ``--keep FILE`` keeps
         the loop thread's callgrind file for ``callgrind_annotate``)
@@ -27,6 +31,8 @@ Handlers: ``cython`` is CountingHandler(16) (one output per 16 events), ``cython
 the same behind a breaker limit that never trips, ``python`` the bench's Python Counter
 (``on_event(event, sequence, end_of_batch)``), ``python_breaker`` the same behind the
 ``cython_breaker`` limit, ``python_event`` the same declaring only ``on_event(event)``,
+``engine_alone`` the engine's ``process_commands`` over the same flow on a thread of its own
+(no processor: what the ``engine`` run's handler part is compared with),
 ``python_direct`` the Counter called from a plain Python loop on a thread of its own
 (``bench_processor._direct_python``: the ceiling the processor's Python path is held to),
 ``engine`` the matching engine on the mixed flow (2.6 outputs per command) with a
@@ -63,7 +69,7 @@ PARTS: list[tuple[str, str]] = [
 ]
 OTHER = "other (libc, numpy, msgspec)"
 KINDS = ("cython", "cython_breaker", "python", "python_breaker", "python_event",
-         "python_direct", "engine", "replay")
+         "python_direct", "engine", "engine_alone", "replay")
 
 
 def _child(kind: str, n: int) -> None:
@@ -77,9 +83,12 @@ def _child(kind: str, n: int) -> None:
 
         ringlog.journal.Journal = functools.partial(  # type: ignore[misc]
             ringlog.journal.Journal, buffered=False)
+    pc = {}  # ProcessorConfig fields from the command line
+    if os.environ.get("RINGLOG_CG_OUTPUTS", "auto") != "auto":
+        pc["output_journaller"] = os.environ["RINGLOG_CG_OUTPUTS"]
     d = tempfile.mkdtemp(prefix="ringlog-cg-", dir=".")
     try:
-        if kind == "engine":
+        if kind in ("engine", "engine_alone"):
             import numpy as np
 
             from ringlog.engine import Engine, registry
@@ -89,7 +98,13 @@ def _child(kind: str, n: int) -> None:
             cmds, types = mixed_flow(n, seed=21)
             br = Breaker(BreakerConfig(limits=[Limit(max_count=10**6, window_ns=10**9,
                                                      per="key")]))
-            p = Processor(Engine(cfg), d, ProcessorConfig(slot_size=cfg.min_slot_size),
+            if kind == "engine_alone":  # the same flow, no processor, on a thread of its own
+                t = threading.Thread(target=Engine(cfg).process_commands, args=(cmds, types),
+                                     name="alone")
+                t.start()
+                t.join()
+                return
+            p = Processor(Engine(cfg), d, ProcessorConfig(slot_size=cfg.min_slot_size, **pc),
                           breaker=br, registry=registry(cfg.l2_depth))
             p.start()
             p.publish_records(cmds, types.astype(np.uint32),
@@ -113,7 +128,7 @@ def _child(kind: str, n: int) -> None:
                        bp.EventCounter() if kind == "python_event" else
                        CountingHandler(16))  # cython, cython_breaker, replay
             br = bp._breaker() if kind.endswith("_breaker") else None
-            p = Processor(handler, d, ProcessorConfig(), breaker=br)
+            p = Processor(handler, d, ProcessorConfig(**pc), breaker=br)
             p.start()
             t = threading.Thread(target=produce, args=(p.input_ring, n, 64), name="producer")
             t.start()
@@ -130,21 +145,30 @@ def _child(kind: str, n: int) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def _annotate(path: Path) -> tuple[int, list[tuple[int, str]]]:
-    """(total Ir, [(Ir, "file:function"), ...]) of one callgrind output file."""
+# with --cache: callgrind's events, and how they are summed into the misses shown
+CACHE_EVENTS = "Ir,D1mr,D1mw,DLmr,DLmw"
+MISSES = {"L1d misses": ("D1mr", "D1mw"), "LL misses": ("DLmr", "DLmw")}
+
+
+def _annotate(path: Path, events: str = "Ir") -> tuple[list[int], list[tuple[list[int], str]]]:
+    """(totals, [(counts, "file:function"), ...]) of one callgrind output file: one count per
+    event of ``events`` (comma-separated), the first of them ``Ir``."""
     out = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100", "--auto=no",
-                          str(path)], capture_output=True, text=True, check=True).stdout
-    total = 0
+                          f"--show={events}", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    k = len(events.split(","))
+    num = r"([\d,.]+)\s+(?:\([^)]*\)\s+)?"
+    total = [0] * k
     rows = []
     for line in out.splitlines():
-        m = re.match(r"\s*([\d,]+)\s+(?:\([^)]*\)\s+)?(PROGRAM TOTALS|\S.*)$", line)
+        m = re.match(r"\s*" + num * k + r"(PROGRAM TOTALS|\S.*)$", line)
         if not m:
             continue
-        ir = int(m.group(1).replace(",", ""))
-        if m.group(2) == "PROGRAM TOTALS":
-            total = ir
-        elif ":" in m.group(2):
-            rows.append((ir, m.group(2).strip()))
+        counts = [int(float(g.replace(",", ""))) if g != "." else 0 for g in m.groups()[:k]]
+        if m.group(k + 1) == "PROGRAM TOTALS":
+            total = counts
+        elif ":" in m.group(k + 1):
+            rows.append((counts, m.group(k + 1).strip()))
     return total, rows
 
 
@@ -155,31 +179,36 @@ def _part(name: str) -> str:
     return OTHER
 
 
-def measure(kind: str, n: int, keep: Path | None = None, writes: str = "default"
-            ) -> dict[str, Any]:
-    """Runs the child under callgrind; the loop thread's instructions per event by part."""
+def measure(kind: str, n: int, keep: Path | None = None, writes: str = "default",
+            outputs: str = "auto", cache: bool = False) -> dict[str, Any]:
+    """Runs the child under callgrind; the loop thread's instructions per event by part
+    (with ``cache``, also its simulated cache misses per event by part)."""
     d = Path(tempfile.mkdtemp(prefix="ringlog-cg-out-"))
+    events = CACHE_EVENTS if cache else "Ir"
     try:
         env = dict(os.environ)
         env.pop("PYTHONMALLOC", None)  # pymalloc, as users run it
         env["RINGLOG_CG_WRITES"] = writes
+        env["RINGLOG_CG_OUTPUTS"] = outputs
         subprocess.run(["valgrind", "--tool=callgrind", "--separate-threads=yes",
+                        f"--cache-sim={'yes' if cache else 'no'}",
                         f"--callgrind-out-file={d}/cg.out", sys.executable, __file__,
                         "--child", kind, str(n)], check=True, env=env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         loop, most = None, 0
         marker = "LogicCore_" if kind != "replay" else "replay_"  # recover: replay_segment
         for f in sorted(d.glob("cg.out-*")):  # one file per thread
-            total, rows = _annotate(f)
+            totals, crows = _annotate(f, events)
+            total, rows = totals[0], [(c[0], name) for c, name in crows]
             in_loop = sum(ir for ir, name in rows if marker in name)
-            if kind == "python_direct" and not f.name.endswith("-01"):
+            if kind in ("python_direct", "engine_alone") and not f.name.endswith("-01"):
                 in_loop = total  # the plain loop's thread: the busiest after the main one
             if in_loop > most:  # the loop thread: the one that ran LogicCore most
-                loop, most = (f, total, rows), in_loop
+                loop, most = (f, total, rows, totals, crows), in_loop
         if loop is None:
             raise SystemExit("no thread ran LogicCore.run: is the build stripped? "
                              "(rebuild with RINGLOG_SYMBOLS=1)")
-        f, total, rows = loop
+        f, total, rows, totals, crows = loop
         if keep is not None:
             shutil.copy(f, keep)
         parts: dict[str, float] = {}
@@ -188,9 +217,20 @@ def measure(kind: str, n: int, keep: Path | None = None, writes: str = "default"
             parts[_part(name)] = parts.get(_part(name), 0.0) + ir / n
             top.append((ir / n, name))
         top.sort(reverse=True)
-        return {"kind": kind, "events": n, "instructions_per_event": total / n,
-                "parts": dict(sorted(parts.items(), key=lambda kv: -kv[1])),
-                "functions": [(round(v, 1), name) for v, name in top[:25]]}
+        res = {"kind": kind, "events": n, "instructions_per_event": total / n,
+               "parts": dict(sorted(parts.items(), key=lambda kv: -kv[1])),
+               "functions": [(round(v, 1), name) for v, name in top[:25]]}
+        if cache:
+            col = {e: i for i, e in enumerate(events.split(","))}
+            misses: dict[str, dict[str, float]] = {}
+            for what, evs in MISSES.items():
+                by_part: dict[str, float] = {"total": sum(totals[col[e]] for e in evs) / n}
+                for c, name in crows:
+                    by_part[_part(name)] = (by_part.get(_part(name), 0.0)
+                                            + sum(c[col[e]] for e in evs) / n)
+                misses[what] = by_part
+            res["misses_per_event"] = misses
+        return res
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -203,6 +243,11 @@ def _show(res: dict[str, Any]) -> None:
     print("  top functions (self):")
     for v, name in res["functions"][:15]:
         print(f"  {v:8.1f}  {name[-110:]}")
+    for what, by_part in res.get("misses_per_event", {}).items():
+        print(f"  {what} per event (simulated): {by_part['total']:.2f}")
+        for part, v in sorted(by_part.items(), key=lambda kv: -kv[1]):
+            if part != "total" and v >= 0.01:
+                print(f"  {v:8.2f}  {part}")
 
 
 def _compare(a: dict[str, Any], b: dict[str, Any]) -> None:
@@ -222,7 +267,17 @@ def main(argv: list[str]) -> None:
         _compare(*(json.loads(Path(p).read_text()) for p in argv[1:3]))
         return
     out = keep = None
-    writes = "default"
+    writes, outputs, cache = "default", "auto", False
+    if "--cache" in argv:
+        cache = True
+        argv.remove("--cache")
+    if "--outputs" in argv:
+        i = argv.index("--outputs")
+        outputs = argv[i + 1]
+        del argv[i:i + 2]
+        if outputs not in ("auto", "loop", "thread"):
+            print(f"--outputs takes auto, loop or thread, got {outputs!r}", file=sys.stderr)
+            raise SystemExit(2)
     if "--map" in argv:
         writes = "map"
         argv.remove("--map")
@@ -240,7 +295,7 @@ def main(argv: list[str]) -> None:
         raise SystemExit(2)
     n = int(argv[1]) if len(argv) > 1 else (100_000 if kind == "engine" else 300_000)
     t0 = time.time()
-    res = measure(kind, n, keep, writes)
+    res = measure(kind, n, keep, writes, outputs, cache)
     _show(res)
     print(f"  ({time.time() - t0:.0f} s under valgrind)")
     if out is not None:

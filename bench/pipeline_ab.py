@@ -20,6 +20,14 @@
     python bench/pipeline_ab.py engine [commands] [rounds]
         the matching engine behind the processor (default config, breaker, bulk producer)
         against the engine alone on the same flow
+    python bench/pipeline_ab.py outputs [commands] [rounds] [variants]
+        who journals the outputs (inline topology, no listener), interleaved round by round:
+        the engine flow (default config, breaker, bulk producer) with
+        ``output_journaller="loop"`` (the loop thread appends them) and ``"thread"`` (the loop
+        fills output ring slots, an output thread sleeping on the ring journals them), beside
+        the engine alone; then the trivial Cython and Python handlers the same way
+        (``variants``: a comma list of engine,cy,py; default all). Per variant the loop
+        thread's and all threads' CPU ns per event, and the ratios per round
     python bench/pipeline_ab.py faults [events]
         one run each of the trivial Cython handler and of the engine flow (default config):
         per thread, minor page faults per 1,000 events and user / system CPU ns per event
@@ -189,6 +197,64 @@ def engine(n: int = 2_000_000, rounds: int = 5) -> None:
     for row in b._pipeline_rows(rounds, n):
         print(row["name"], f"median {row['median'] / 1e6:.2f}M/s", row.get("ratios", {}),
               row.get("ratio_runs", {}), row["note"], sep="\n  ")
+
+
+def _cpu_of(c: dict, thread: str = "rl-loop") -> float:
+    return float(c["threads"].get(thread, {}).get("cpu_ns", 0.0))
+
+
+def outputs(n: int = 2_000_000, rounds: int = 5, variants: str = "engine,cy,py") -> None:
+    import bench_engine as be
+    import bench_processor as bp
+
+    from ringlog._benchhandlers import CountingHandler
+
+    cmds, types = be.mixed_flow(n, seed=21)
+    v: dict[str, Any] = {}
+    for who in ("loop", "thread"):
+        if "engine" in variants:
+            v[f"engine_{who}"] = (lambda w=who: be._pipeline(n, cmds, types,
+                                                              output_journaller=w))
+        if "cy" in variants:
+            v[f"cy_{who}"] = (lambda w=who: bp._throughput(
+                n, CountingHandler(16), False, output_journaller=w))
+        if "py" in variants:
+            v[f"py_{who}"] = (lambda w=who: bp._throughput(
+                n // 2, bp.Counter(), False, output_journaller=w))
+    if "engine" in variants:
+        v["engine_alone"] = lambda: be._engine_alone(cmds, types)
+    if "py" in variants:
+        v["py_direct"] = lambda: bp._direct_python(n // 2)
+    res: dict[str, list[tuple[float, dict]]] = {k: [] for k in v}
+    for r in range(rounds):
+        # alternate which of a pair runs first: the first of a pair reads ~15% apart here
+        for k in (v if r % 2 == 0 else reversed(v)):
+            res[k].append(v[k]())
+            _show(k, *res[k][-1])
+    for k, rs in res.items():
+        loop = [_cpu_of(c) or _cpu_of(c, "MainThread") for _, c in rs]
+        tot = [c["cpu_ns_total"] for _, c in rs]
+        print(f"{k:14s} median {statistics.median(r for r, _ in rs) / 1e6:.2f}M/s (range "
+              f"{min(r for r, _ in rs) / 1e6:.2f}-{max(r for r, _ in rs) / 1e6:.2f}); loop "
+              f"(or main) thread CPU {statistics.median(loop):.0f} ns/event ({min(loop):.0f}-"
+              f"{max(loop):.0f}); all threads {statistics.median(tot):.0f} ({min(tot):.0f}-"
+              f"{max(tot):.0f})")
+
+    def ratio(a: str, b: str, what: str, f: Any) -> None:
+        if a in res and b in res:
+            xs = [f(x) / max(f(y), 1e-9) for x, y in zip(res[a], res[b], strict=True)]
+            print(f"{a}/{b} {what}: median {statistics.median(xs):.2f} (range "
+                  f"{min(xs):.2f}-{max(xs):.2f}, {len(xs)} rounds)")
+
+    for k in ("engine", "cy", "py"):
+        ratio(f"{k}_thread", f"{k}_loop", "rate", lambda x: x[0])
+        ratio(f"{k}_thread", f"{k}_loop", "loop CPU", lambda x: _cpu_of(x[1]))
+        ratio(f"{k}_thread", f"{k}_loop", "all CPU", lambda x: x[1]["cpu_ns_total"])
+    for who in ("loop", "thread"):
+        ratio(f"engine_{who}", "engine_alone", "rate", lambda x: x[0])
+        ratio(f"engine_{who}", "engine_alone", "loop CPU / engine CPU",
+              lambda x: _cpu_of(x[1]) or x[1]["cpu_ns_total"])
+        ratio(f"py_{who}", "py_direct", "rate", lambda x: x[0])
 
 
 def _task_stat() -> dict[str, tuple[int, int, int, int]]:
@@ -373,7 +439,8 @@ def writes(n: int = 1_000_000, rounds: int = 5, durability: str = "group") -> No
 if __name__ == "__main__":
     what, *args = sys.argv[1:] or ["processor"]
     fns = {"prefault": prefault, "processor": processor, "handlers": handlers,
-           "engine": engine, "faults": faults, "writes": writes, "journal": journal,
+           "engine": engine, "outputs": outputs, "faults": faults, "writes": writes,
+           "journal": journal,
            "writes_none": lambda *a: writes(*a, durability="none")}
     if what not in fns:
         print(f"unknown measurement {what!r}: {', '.join(fns)}", file=sys.stderr)

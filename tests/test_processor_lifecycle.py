@@ -131,14 +131,18 @@ def test_auto_topology_with_one_cpu_is_inline(monkeypatch):
     assert resolve_topology("auto") == "staged"
 
 
+@pytest.mark.parametrize("outputs", ["loop", "thread"])
 @pytest.mark.parametrize("topology", TOPOLOGIES)
-def test_inline_without_listeners_has_no_output_thread(tmp_path, topology):
-    p = Processor(Summer(), tmp_path, _cfg(topology))
+def test_only_inline_with_outputs_journaled_by_the_loop_has_no_output_thread(tmp_path, topology,
+                                                                              outputs):
+    p = Processor(Summer(), tmp_path, _cfg(topology, output_journaller=outputs))
     p.start()
     names = sorted(t.name for t in p._threads)
     p.stop()
-    if topology == "inline":
+    if topology == "inline" and outputs == "loop":
         assert names == ["ringlog-loop"] and p.output_ring is None
+    elif topology == "inline":
+        assert names == ["ringlog-loop", "ringlog-output"]
     else:
         assert names == ["ringlog-journaller", "ringlog-loop", "ringlog-output"]
 

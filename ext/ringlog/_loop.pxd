@@ -61,6 +61,7 @@ cdef class LogicCore:
     # the input being handled: outputs carry its sequence, timestamp and correlation id
     cdef int64_t cur_seq, cur_ts, cur_corr
     cdef public Ring output_ring       # live outputs are written here in place
+    cdef int64_t out_lo, out_hi        # output slots written, not yet published (-1: none)
     cdef public JournalAppender output_journal  # ...or, with no ring, appended straight here
     cdef object out_keys               # int64 per output ring slot: the breaker key
     cdef int64_t* out_keys_p
@@ -109,3 +110,4 @@ cdef class LogicCore:
                       uint32_t length, int64_t key, int64_t ts, int64_t corr,
                       int64_t cause) except -1
     cdef int _publish_record(self, object rec) except -1
+    cdef int release_outputs(self) except -1

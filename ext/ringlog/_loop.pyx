@@ -319,6 +319,7 @@ cdef class LogicCore:
         self.pending_from = -1
         self.dedup = {}
         self.cur_seq = -1
+        self.out_lo = -1
         self.fly = SlotEvent.__new__(SlotEvent)
         self.counters = StageCounters(None, "logic")
         self.journal_counters = StageCounters(None, "journal")
@@ -538,6 +539,7 @@ cdef class LogicCore:
         """Automatic snapshots: every ``snapshot_every`` input sequences (live only)."""
         if (seq + 1) % self.snapshot_every == 0 and not self.replaying \
                 and self._snapshot is not None:
+            self.release_outputs()  # the snapshot counts them: the output stage must see them
             self._snapshot(seq)
         return 0
 
@@ -551,6 +553,7 @@ cdef class LogicCore:
                 self._business(h, payload, seq, True, obj)
         elif t == T_SNAPSHOT:
             if self._snapshot is not None and not self.replaying:
+                self.release_outputs()
                 self._snapshot(seq)
         elif t == T_KILL or t == T_ENABLE:
             try:
@@ -698,6 +701,7 @@ cdef class LogicCore:
             self.pending_from = last + 1
         if self.snapshot_every and (last + 1) // self.snapshot_every > first // \
                 self.snapshot_every and not self.replaying and self._snapshot is not None:
+            self.release_outputs()
             self._snapshot(last)
         return 0
 
@@ -707,6 +711,7 @@ cdef class LogicCore:
         ``output_keys``), or with no ring appended straight to ``journal`` by the loop
         thread (the inline topology when nothing listens to outputs)."""
         cdef int64_t[::1] keys
+        self.release_outputs()
         self.output_ring = ring
         self.output_journal = journal
         self.out_keys = None
@@ -741,7 +746,8 @@ cdef class LogicCore:
         self.fly.owner_base = ring._map.base
         try:
             self._run(consumer, base, journal, limit)
-        finally:  # outputs journaled by this thread are committed even when the loop halts
+        finally:  # outputs are published (journaled) even when the loop halts
+            self.release_outputs()
             if self.output_journal is not None:
                 self.output_journal.commit()
 
@@ -810,6 +816,7 @@ cdef class LogicCore:
                             ring.mask or s - lo + 1 >= self.scratch_cap:
                         self._ring_run(ring, lo, s, base)
                         lo = -1
+            self.release_outputs()  # the batch's outputs, before the batch counts as handled
             if self.output_journal is not None:
                 self.output_journal.commit()  # the batch's outputs: one durability step
             consumer.set_sequence(avail)
@@ -919,6 +926,7 @@ cdef class LogicCore:
             self.process_c(&h, <const char*>buf.buf, sequence, end_of_batch, event)
         finally:
             PyBuffer_Release(&buf)
+            self.release_outputs()
             if self.output_journal is not None and not self.replaying:
                 self.output_journal.commit()
 
@@ -998,6 +1006,7 @@ cdef class LogicCore:
                               "header); use a larger slot_size")
         seq = r.try_claim(1)
         if seq < -1 and seq != RL_CLOSED:
+            self.release_outputs()  # the consumer frees slots only past what it can see
             with nogil:  # the output ring is full: wait without the GIL (backpressure)
                 seq = r.claim(1, -1)
         if seq == RL_CLOSED:
@@ -1012,8 +1021,20 @@ cdef class LogicCore:
         o.length = length
         o.producer_id = 0
         memcpy(<char*>o + RL_HEADER_SIZE, payload, length)
-        self.out_keys_p[seq & r.mask] = key  # published with the slot (release below)
-        r.publish_range(seq, seq)
+        self.out_keys_p[seq & r.mask] = key  # published with the slot (release_outputs)
+        if self.out_lo < 0:
+            self.out_lo = seq
+        self.out_hi = seq
+        return 0
+
+    cdef int release_outputs(self) except -1:
+        """Publishes the output slots written since the last call, in one release store (one
+        fence, at most one wake of a sleeping output stage): at each input batch end, before
+        a snapshot, when the output ring is full, when the loop stops. Outputs are handled
+        per batch downstream anyway (journaled, gated on the batch's durability)."""
+        if self.out_lo >= 0:
+            self.output_ring.publish_range(self.out_lo, self.out_hi)
+            self.out_lo = -1
         return 0
 
     @property

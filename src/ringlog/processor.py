@@ -72,12 +72,32 @@ from .logic import InputEvent, LogicLoop, LoopState, OutputRecord
 from .retention import Retention, prune_processor
 
 __all__ = ["Processor", "ProcessorConfig", "ProcessorManifest", "ProcessorMetrics",
-           "RecoveryReport", "read_manifest", "resolve_topology"]
+           "RecoveryReport", "read_manifest", "resolve_output_journaller", "resolve_topology"]
 
 MANIFEST = "processor.json"
 COUNTERS = "counters"  # the live counters file (ringlog._counters), read by `ringlog stat`
 INLINE_BELOW_CPUS = 4  # ``topology="auto"``: inline when the process may use fewer CPUs
 OUTPUT_GROUP_EVENTS, OUTPUT_GROUP_MS = 1 << 16, 20.0  # output journal: sync in large groups
+
+
+def _usable_cpus() -> int:
+    """How many CPUs this process may run on (``os.sched_getaffinity``: containers and
+    taskset count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def resolve_output_journaller(choice: str = "auto") -> Literal["loop", "thread"]:
+    """Who journals outputs in the inline topology when nothing listens to them: ``thread``
+    (an output thread that sleeps on the output ring, copies + CRCs + writes whole batches)
+    when this process may use 2 CPUs or more, so the loop thread only fills output slots
+    and the second CPU does the journal work; ``loop`` on one CPU, where a second thread
+    would only take turns with the loop. ``loop``/``thread`` are returned as given."""
+    if choice in ("loop", "thread"):
+        return choice  # type: ignore[return-value]
+    return "thread" if _usable_cpus() >= 2 else "loop"
 
 
 def resolve_topology(topology: str = "auto") -> Literal["inline", "staged"]:
@@ -87,11 +107,7 @@ def resolve_topology(topology: str = "auto") -> Literal["inline", "staged"]:
     ``staged``. ``inline``/``staged`` are returned as given."""
     if topology in ("inline", "staged"):
         return topology  # type: ignore[return-value]
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        cpus = os.cpu_count() or 1
-    return "inline" if cpus < INLINE_BELOW_CPUS else "staged"
+    return "inline" if _usable_cpus() < INLINE_BELOW_CPUS else "staged"
 
 
 class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -112,6 +128,11 @@ class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     # "inline": the loop thread journals each batch itself, then handles it; "staged": a
     # journaller thread ahead of the loop; "auto": inline on few CPUs (resolve_topology)
     topology: Literal["auto", "inline", "staged"] = "auto"
+    # inline with no output listener, who appends outputs to the output journal: "thread" an
+    # output thread sleeping on the output ring (the loop only fills slots), "loop" the loop
+    # thread itself (no output ring, no thread); "auto": "thread" when the process may use
+    # two CPUs or more (resolve_output_journaller). Staged always has the output thread.
+    output_journaller: Literal["auto", "loop", "thread"] = "auto"
     # "durable": under group/sync an output reaches listeners only once the input that caused
     # it is durable (power-loss safe acks); "immediate": as soon as it is journaled
     release: Literal["durable", "immediate"] = "durable"
@@ -402,7 +423,8 @@ class Processor:
         self._lc = self._lc or self._in.consumer(after=[self._jc])
         self._base = self.input.last_sequence + 1  # journal sequence of ring sequence 0
         self._published_at_start = int(self._loop.published)
-        if inline and not listeners:  # nothing needs an output ring: the loop journals them
+        by_loop = resolve_output_journaller(c.output_journaller) == "loop"
+        if inline and not listeners and by_loop:  # no output ring: the loop journals them
             self._out = self._oc = None
             self._loop.set_outputs(None, self.output.appender)
         else:

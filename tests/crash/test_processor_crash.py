@@ -16,11 +16,17 @@ from ringlog.processor import Processor, ProcessorConfig
 from .killer import run_and_kill
 
 HANDLERS = {"python": Summer, "cython": SumHandler}
+# (topology, output_journaller): inline with the outputs journaled by an output thread from
+# the output ring or by the loop thread itself, staged (always an output thread)
+STAGES = {"inline": ("inline", "thread"), "inline-loop-outputs": ("inline", "loop"),
+          "staged": ("staged", "auto")}
 
 
-def _child(path, policy, kind, topology, wfd):
+def _child(path, policy, kind, stages, wfd):
+    topology, outputs = STAGES[stages]
     cfg = ProcessorConfig(ring_capacity=256, output_capacity=256, segment_size=1 << 16,
-                          durability=policy, snapshot_every=97, topology=topology)
+                          durability=policy, snapshot_every=97, topology=topology,
+                          output_journaller=outputs)
     p = Processor(HANDLERS[kind](), path, cfg)
     p.start()
     v = 0
@@ -32,7 +38,7 @@ def _child(path, policy, kind, topology, wfd):
 
 
 @pytest.mark.crash
-@pytest.mark.parametrize("topology", ["inline", "staged"])
+@pytest.mark.parametrize("topology", list(STAGES))
 @pytest.mark.parametrize("kind", ["python", "cython"])
 @pytest.mark.parametrize("policy", ["sync", "group"])
 def test_processor_recovers_exactly_after_kill_9(tmp_path, policy, kind, topology):
