@@ -14,9 +14,12 @@
         ``--map``: the journals store records into their maps (``Journal(buffered=False)``)
         instead of the default pwrite() from a buffer under group commit
         ``--outputs loop|thread``: ``ProcessorConfig.output_journaller`` (default: auto)
+        ``--config FIELD=INT,...``: other ProcessorConfig fields (e.g. ring_capacity=2048)
         ``--cache``: simulate the caches too (``--cache-sim=yes``): per part, L1 data and
-        last-level misses per event beside the instructions (valgrind runs the threads one
-        at a time on one simulated cache hierarchy: the footprint of every thread counts)
+        "LL" misses per event beside the instructions. The simulated hierarchy is set to
+        this EPYC's per-core caches, L1d 32 KiB 8-way and, as "LL", the 1 MiB L2 (what
+        valgrind detects from the VM's cpuid is a 256 MiB direct-mapped L3); valgrind runs
+        the threads one at a time on that one hierarchy, so every thread's footprint counts
     python bench/loop_callgrind.py compare OLD.json NEW.json
         the same breakdowns side by side (``--json FILE`` writes one; ``--keep FILE`` keeps
         the loop thread's callgrind file for ``callgrind_annotate``)
@@ -83,7 +86,10 @@ def _child(kind: str, n: int) -> None:
 
         ringlog.journal.Journal = functools.partial(  # type: ignore[misc]
             ringlog.journal.Journal, buffered=False)
-    pc = {}  # ProcessorConfig fields from the command line
+    pc: dict[str, Any] = {}  # ProcessorConfig fields from the command line
+    for item in filter(None, os.environ.get("RINGLOG_CG_CONFIG", "").split(",")):
+        field, _, value = item.partition("=")
+        pc[field] = int(value)
     if os.environ.get("RINGLOG_CG_OUTPUTS", "auto") != "auto":
         pc["output_journaller"] = os.environ["RINGLOG_CG_OUTPUTS"]
     d = tempfile.mkdtemp(prefix="ringlog-cg-", dir=".")
@@ -147,6 +153,7 @@ def _child(kind: str, n: int) -> None:
 
 # with --cache: callgrind's events, and how they are summed into the misses shown
 CACHE_EVENTS = "Ir,D1mr,D1mw,DLmr,DLmw"
+CACHE_SIM = ["--cache-sim=yes", "--D1=32768,8,64", "--LL=1048576,8,64"]  # bytes, ways, line
 MISSES = {"L1d misses": ("D1mr", "D1mw"), "LL misses": ("DLmr", "DLmw")}
 
 
@@ -180,7 +187,7 @@ def _part(name: str) -> str:
 
 
 def measure(kind: str, n: int, keep: Path | None = None, writes: str = "default",
-            outputs: str = "auto", cache: bool = False) -> dict[str, Any]:
+            outputs: str = "auto", cache: bool = False, config: str = "") -> dict[str, Any]:
     """Runs the child under callgrind; the loop thread's instructions per event by part
     (with ``cache``, also its simulated cache misses per event by part)."""
     d = Path(tempfile.mkdtemp(prefix="ringlog-cg-out-"))
@@ -190,8 +197,9 @@ def measure(kind: str, n: int, keep: Path | None = None, writes: str = "default"
         env.pop("PYTHONMALLOC", None)  # pymalloc, as users run it
         env["RINGLOG_CG_WRITES"] = writes
         env["RINGLOG_CG_OUTPUTS"] = outputs
+        env["RINGLOG_CG_CONFIG"] = config
         subprocess.run(["valgrind", "--tool=callgrind", "--separate-threads=yes",
-                        f"--cache-sim={'yes' if cache else 'no'}",
+                        *(CACHE_SIM if cache else []),
                         f"--callgrind-out-file={d}/cg.out", sys.executable, __file__,
                         "--child", kind, str(n)], check=True, env=env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -267,7 +275,14 @@ def main(argv: list[str]) -> None:
         _compare(*(json.loads(Path(p).read_text()) for p in argv[1:3]))
         return
     out = keep = None
-    writes, outputs, cache = "default", "auto", False
+    writes, outputs, cache, config = "default", "auto", False, ""
+    if "--config" in argv:
+        i = argv.index("--config")
+        config = argv[i + 1]
+        del argv[i:i + 2]
+        if not re.fullmatch(r"(\w+=\d+)(,\w+=\d+)*", config):
+            print(f"--config takes FIELD=INT,..., got {config!r}", file=sys.stderr)
+            raise SystemExit(2)
     if "--cache" in argv:
         cache = True
         argv.remove("--cache")
@@ -295,7 +310,7 @@ def main(argv: list[str]) -> None:
         raise SystemExit(2)
     n = int(argv[1]) if len(argv) > 1 else (100_000 if kind == "engine" else 300_000)
     t0 = time.time()
-    res = measure(kind, n, keep, writes, outputs, cache)
+    res = measure(kind, n, keep, writes, outputs, cache, config)
     _show(res)
     print(f"  ({time.time() - t0:.0f} s under valgrind)")
     if out is not None:
