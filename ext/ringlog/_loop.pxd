@@ -62,6 +62,9 @@ cdef class LogicCore:
     cdef int64_t cur_seq, cur_ts, cur_corr
     cdef public Ring output_ring       # live outputs are written here in place
     cdef int64_t out_lo, out_hi        # output slots written, not yet published (-1: none)
+    cdef int64_t out_next, out_end     # next output slot to write; last one claimed
+    cdef int64_t out_chunk             # output slots claimed at once
+    cdef uint32_t out_room             # payload bytes an output slot holds
     cdef public JournalAppender output_journal  # ...or, with no ring, appended straight here
     cdef object out_keys               # int64 per output ring slot: the breaker key
     cdef int64_t* out_keys_p
@@ -110,4 +113,7 @@ cdef class LogicCore:
                       uint32_t length, int64_t key, int64_t ts, int64_t corr,
                       int64_t cause) except -1
     cdef int _publish_record(self, object rec) except -1
+    cdef int _hold(self, int decision, uint32_t type_id, const char* payload,
+                   uint32_t length, int64_t key) except -1
     cdef int release_outputs(self) except -1
+    cdef int64_t _claim_outputs(self, uint32_t length) except -1

@@ -96,6 +96,7 @@ cdef uint32_t T_ENABLE = _events.TYPE_ENABLE
 cdef uint32_t T_KILLED = _events.TYPE_KILLED
 
 cdef int64_t WAIT_NS = 50000000  # a stage re-checks for a closed ring at least this often
+cdef int64_t OUT_CHUNK = 32      # output ring slots claimed at once (_claim_outputs)
 cdef char _EMPTY[1]
 
 
@@ -254,6 +255,34 @@ cdef inline int _handle(LogicCore self, BreakerCore b, CyEventHandler cy, SlotEv
         fly.seq = seq
         _call_on_event(self, fly, seq, (h.flags & RL_FLAG_BATCH_END) != 0)
     self.processed += 1
+    return 0
+
+
+cdef inline int _to_slot(LogicCore self, uint32_t type_id, uint32_t flags, const char* payload,
+                         uint32_t length, int64_t key, int64_t ts, int64_t corr,
+                         int64_t cause) except -1:
+    """One live output written in place into the next claimed output ring slot (published
+    with the batch's by ``release_outputs``). A function, not a method, so that the C
+    compiler inlines it into ``_publish``: C fields only, no reference counting."""
+    cdef int64_t seq = self.out_next
+    if seq > self.out_end or length > self.out_room:
+        seq = self._claim_outputs(length)
+    self.out_next = seq + 1
+    cdef int64_t i = seq & self.output_ring.mask
+    cdef rl_header* o = <rl_header*>(self.output_ring.slots + i * self.output_ring.slot_size)
+    o.sequence = seq
+    o.timestamp_ns = ts
+    o.correlation_id = corr
+    o.producer_seq = cause
+    o.type_id = type_id
+    o.flags = flags
+    o.length = length
+    o.producer_id = 0
+    memcpy(<char*>o + RL_HEADER_SIZE, payload, length)
+    self.out_keys_p[i] = key  # published with the slot (release_outputs)
+    if self.out_lo < 0:
+        self.out_lo = seq
+    self.out_hi = seq
     return 0
 
 
@@ -716,7 +745,11 @@ cdef class LogicCore:
         self.output_journal = journal
         self.out_keys = None
         self.out_keys_p = NULL
+        self.out_next, self.out_end = 0, -1  # nothing claimed yet
         if ring is not None:
+            self.out_room = ring.slot_size - RL_HEADER_SIZE
+            # a chunk is a small part of the ring: claiming ahead never starves the consumer
+            self.out_chunk = max(1, min(OUT_CHUNK, ring.capacity // 8))
             self.out_keys = np.zeros(ring.capacity, dtype=np.int64)
             keys = self.out_keys
             self.out_keys_p = &keys[0]
@@ -950,26 +983,37 @@ cdef class LogicCore:
 
     cdef int emit_c(self, uint32_t type_id, const char* payload, uint32_t length,
                     int64_t key) except -1:
-        cdef BreakerCore b = self.breaker
-        cdef int decision
+        # lean on purpose (it runs per output): no Python object, the ring write inlined,
+        # what the breaker holds out of line
+        cdef int decision = BR_PASS
         self.outputs += 1
-        if b is None or self.bypass:
-            self._publish(type_id, 0, payload, length, key, self.cur_ts, self.cur_corr,
-                          self.cur_seq)
-            return BR_PASS
-        decision = breaker_check(b, self.cur_ts, type_id, key)
-        if decision == BR_PASS or decision == BR_THROTTLE:
-            self._publish(type_id, 0, payload, length, key, self.cur_ts, self.cur_corr,
-                          self.cur_seq)
+        if self.breaker is not None and not self.bypass:
+            decision = breaker_check(self.breaker, self.cur_ts, type_id, key)
+            if decision != BR_PASS and decision != BR_THROTTLE:
+                return self._hold(decision, type_id, payload, length, key)
+        if self.output_ring is not None and not self.replaying:  # live: into the ring
+            self.published += 1
+            _to_slot(self, type_id, 0, payload, length, key, self.cur_ts, self.cur_corr,
+                     self.cur_seq)
         else:
-            b.hold(self.encode(self.OutputRecord(type_id, payload[:length], key, self.cur_ts,
-                                                 self.cur_corr, self.cur_seq)))
-            if decision == BR_TRIPPED:
-                info = self.encode(self.TripInfo(self.cur_seq, b.last_trip))
-                self._publish(T_TRIPPED, RL_FLAG_CONTROL, PyBytes_AS_STRING(info),
-                              <uint32_t>PyBytes_GET_SIZE(info), 0, self.cur_ts, self.cur_corr,
-                              self.cur_seq)
-                self.kill_armed = b.kill != 0  # runs once the handler returns
+            self._publish(type_id, 0, payload, length, key, self.cur_ts, self.cur_corr,
+                          self.cur_seq)
+        return decision
+
+    cdef int _hold(self, int decision, uint32_t type_id, const char* payload,
+                   uint32_t length, int64_t key) except -1:
+        """``emit_c``'s rare path: the breaker holds the output (open, or it tripped on
+        this one: then the trip is published as a control output and the kill switch armed).
+        Returns the decision."""
+        cdef BreakerCore b = self.breaker
+        b.hold(self.encode(self.OutputRecord(type_id, payload[:length], key, self.cur_ts,
+                                             self.cur_corr, self.cur_seq)))
+        if decision == BR_TRIPPED:
+            info = self.encode(self.TripInfo(self.cur_seq, b.last_trip))
+            self._publish(T_TRIPPED, RL_FLAG_CONTROL, PyBytes_AS_STRING(info),
+                          <uint32_t>PyBytes_GET_SIZE(info), 0, self.cur_ts, self.cur_corr,
+                          self.cur_seq)
+            self.kill_armed = b.kill != 0  # runs once the handler returns
         return decision
 
     cdef int _publish_record(self, object rec) except -1:
@@ -981,51 +1025,51 @@ cdef class LogicCore:
     cdef int _publish(self, uint32_t type_id, uint32_t flags, const char* payload,
                       uint32_t length, int64_t key, int64_t ts, int64_t corr,
                       int64_t cause) except -1:
-        """Publishes one output: in place into the output ring when live; to ``sink``
-        when replaying (unless it is already journaled and not verified) or ringless."""
-        cdef Ring r = self.output_ring
-        cdef int64_t seq
-        cdef rl_header* o
+        """Publishes one output: in place into the output ring when live (``_to_slot``); to
+        the output journal when live without a ring; to ``sink`` when replaying (unless it
+        is already journaled and not verified)."""
         self.published += 1
-        if self.replaying or r is None:
-            if self.replaying and self.published <= self.replay_quiet:
-                return 0
-            if not self.replaying and self.output_journal is not None:
-                # committed (last_seq, group-commit nudge) once per batch by run()
-                self.output_journal.write_output(type_id, flags, payload, length, ts, corr,
-                                                 cause)  # GIL held: no hand-off
-                return 0
-            if self.sink is None:
-                raise RingLogError("the loop has no output ring and no sink for its outputs")
-            self.sink(self.OutputRecord(type_id, payload[:length], key, ts, corr, cause, flags))
+        if self.output_ring is not None and not self.replaying:
+            return _to_slot(self, type_id, flags, payload, length, key, ts, corr, cause)
+        if self.replaying and self.published <= self.replay_quiet:
             return 0
+        if not self.replaying and self.output_journal is not None:
+            # committed (last_seq, group-commit nudge) once per batch by run()
+            self.output_journal.write_output(type_id, flags, payload, length, ts, corr,
+                                             cause)  # GIL held: no hand-off
+            return 0
+        if self.sink is None:
+            raise RingLogError("the loop has no output ring and no sink for its outputs")
+        self.sink(self.OutputRecord(type_id, payload[:length], key, ts, corr, cause, flags))
+        return 0
+
+    cdef int64_t _claim_outputs(self, uint32_t length) except -1:
+        """``_to_slot``'s rare path: refuses an output too large for a slot; otherwise claims
+        the next output slots, up to ``out_chunk`` at once when the ring has room (one claim
+        per chunk of outputs, not per output), else publishes what was written (the output
+        stage frees slots only past what it sees) and waits for one slot without the GIL.
+        Returns the sequence of the slot to write."""
+        cdef Ring r = self.output_ring
+        cdef int64_t hi
         if length > <uint32_t>(r.slot_size - RL_HEADER_SIZE):
             self.published -= 1
             raise SchemaError(f"output of {length} bytes does not fit a {r.slot_size}-byte "
                               f"output slot ({r.slot_size - RL_HEADER_SIZE} bytes after the "
                               "header); use a larger slot_size")
-        seq = r.try_claim(1)
-        if seq < -1 and seq != RL_CLOSED:
-            self.release_outputs()  # the consumer frees slots only past what it can see
+        if self.out_next <= self.out_end:  # claimed already: only the length was in question
+            return self.out_next
+        hi = r.try_claim(self.out_chunk)
+        if hi >= 0:
+            self.out_end = hi
+            return hi - self.out_chunk + 1
+        if hi != RL_CLOSED:
+            self.release_outputs()
             with nogil:  # the output ring is full: wait without the GIL (backpressure)
-                seq = r.claim(1, -1)
-        if seq == RL_CLOSED:
+                hi = r.claim(1, -1)
+        if hi == RL_CLOSED:
             raise RingClosedError("the output ring is closed")
-        o = <rl_header*>r.slot(seq)
-        o.sequence = seq
-        o.timestamp_ns = ts
-        o.correlation_id = corr
-        o.producer_seq = cause
-        o.type_id = type_id
-        o.flags = flags
-        o.length = length
-        o.producer_id = 0
-        memcpy(<char*>o + RL_HEADER_SIZE, payload, length)
-        self.out_keys_p[seq & r.mask] = key  # published with the slot (release_outputs)
-        if self.out_lo < 0:
-            self.out_lo = seq
-        self.out_hi = seq
-        return 0
+        self.out_end = hi
+        return hi
 
     cdef int release_outputs(self) except -1:
         """Publishes the output slots written since the last call, in one release store (one
