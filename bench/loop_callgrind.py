@@ -13,7 +13,7 @@
         thread that ran ``LogicCore.run`` and prints its instructions per event by part
         ``--map``: the journals store records into their maps (``Journal(buffered=False)``)
         instead of the default pwrite() from a buffer under group commit
-        ``--outputs loop|thread``: ``ProcessorConfig.output_journaller`` (default: auto)
+        ``--outputs loop|thread``: ``ProcessorConfig.output_journaller`` (default: loop)
         ``--config FIELD=INT,...``: other ProcessorConfig fields (e.g. ring_capacity=2048)
         ``--cache``: simulate the caches too (``--cache-sim=yes``): per part, L1 data and
         "LL" misses per event beside the instructions. The simulated hierarchy is set to
@@ -90,8 +90,7 @@ def _child(kind: str, n: int) -> None:
     for item in filter(None, os.environ.get("RINGLOG_CG_CONFIG", "").split(",")):
         field, _, value = item.partition("=")
         pc[field] = int(value)
-    if os.environ.get("RINGLOG_CG_OUTPUTS", "auto") != "auto":
-        pc["output_journaller"] = os.environ["RINGLOG_CG_OUTPUTS"]
+    pc["output_journaller"] = os.environ.get("RINGLOG_CG_OUTPUTS", "loop")
     d = tempfile.mkdtemp(prefix="ringlog-cg-", dir=".")
     try:
         if kind in ("engine", "engine_alone"):
@@ -187,7 +186,7 @@ def _part(name: str) -> str:
 
 
 def measure(kind: str, n: int, keep: Path | None = None, writes: str = "default",
-            outputs: str = "auto", cache: bool = False, config: str = "") -> dict[str, Any]:
+            outputs: str = "loop", cache: bool = False, config: str = "") -> dict[str, Any]:
     """Runs the child under callgrind; the loop thread's instructions per event by part
     (with ``cache``, also its simulated cache misses per event by part)."""
     d = Path(tempfile.mkdtemp(prefix="ringlog-cg-out-"))
@@ -275,7 +274,7 @@ def main(argv: list[str]) -> None:
         _compare(*(json.loads(Path(p).read_text()) for p in argv[1:3]))
         return
     out = keep = None
-    writes, outputs, cache, config = "default", "auto", False, ""
+    writes, outputs, cache, config = "default", "loop", False, ""
     if "--config" in argv:
         i = argv.index("--config")
         config = argv[i + 1]
@@ -290,8 +289,8 @@ def main(argv: list[str]) -> None:
         i = argv.index("--outputs")
         outputs = argv[i + 1]
         del argv[i:i + 2]
-        if outputs not in ("auto", "loop", "thread"):
-            print(f"--outputs takes auto, loop or thread, got {outputs!r}", file=sys.stderr)
+        if outputs not in ("loop", "thread"):
+            print(f"--outputs takes loop or thread, got {outputs!r}", file=sys.stderr)
             raise SystemExit(2)
     if "--map" in argv:
         writes = "map"

@@ -3,7 +3,6 @@ or an output thread sleeping on the output ring while the loop only fills slots 
 once per input batch). Every topology writes the same output journal byte for byte, in the
 handler's emit order, and a snapshot never counts an output the output journal lacks."""
 
-import os
 import struct
 
 import msgspec
@@ -16,11 +15,11 @@ from ringlog import EventHandler
 from ringlog._benchhandlers import SumHandler
 from ringlog.errors import ConfigError
 from ringlog.journal import JournalReader
-from ringlog.processor import Processor, ProcessorConfig, resolve_output_journaller
+from ringlog.processor import Processor, ProcessorConfig
 
 # (topology, output_journaller)
 STAGES = {"inline-thread": ("inline", "thread"), "inline-loop": ("inline", "loop"),
-          "staged": ("staged", "auto")}
+          "staged": ("staged", "loop")}
 DEADLINE = 60  # s: a safety net for drain(), never reached when the processor works
 
 
@@ -129,13 +128,8 @@ def test_outputs_are_journaled_in_emit_order_with_their_input_as_cause(
     assert got == want
 
 
-def test_output_journaller_auto_is_the_thread_with_two_cpus_and_the_loop_with_one(
-        monkeypatch):
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
-    assert resolve_output_journaller("auto") == "loop"
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
-    assert resolve_output_journaller("auto") == "thread"
-    assert resolve_output_journaller("loop") == "loop"
+def test_outputs_are_journaled_by_the_loop_unless_asked():
+    assert ProcessorConfig().output_journaller == "loop"
 
 
 def test_output_journaller_field_is_validated():

@@ -995,6 +995,10 @@ cdef class LogicCore:
             self.published += 1
             _to_slot(self, type_id, 0, payload, length, key, self.cur_ts, self.cur_corr,
                      self.cur_seq)
+        elif self.output_journal is not None and not self.replaying:  # live, no ring
+            self.published += 1  # committed once per batch by run()
+            self.output_journal.write_output(type_id, 0, payload, length, self.cur_ts,
+                                             self.cur_corr, self.cur_seq)
         else:
             self._publish(type_id, 0, payload, length, key, self.cur_ts, self.cur_corr,
                           self.cur_seq)

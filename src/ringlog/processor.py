@@ -12,8 +12,11 @@ Two topologies run the same logical stages in the same order (``ProcessorConfig.
 
     inline (few CPUs: nothing spins on a core it shares)
     producers ──publish──► INPUT RING ──► loop thread: append the batch to the input journal
-        (no GIL), then handle it ──emit──► breaker ──► output journal (appended by the loop)
-                                               └─ with listeners: OUTPUT RING ──► output thread
+        (no GIL), then handle it ──emit──► breaker ──┬─► output journal (appended by the loop:
+                                                      │   output_journaller "loop")
+                                                      └─► OUTPUT RING (slots published once per
+            batch) ──► output thread, sleeping on the ring: output journal (copy + CRC + pwrite
+            of whole batches), then listeners if any (output_journaller "thread", or listeners)
 
     both: the input journal's sync thread sleeps until there is something to fdatasync and
     starts the next fdatasync as soon as the previous one returns (group commit)
@@ -72,7 +75,7 @@ from .logic import InputEvent, LogicLoop, LoopState, OutputRecord
 from .retention import Retention, prune_processor
 
 __all__ = ["Processor", "ProcessorConfig", "ProcessorManifest", "ProcessorMetrics",
-           "RecoveryReport", "read_manifest", "resolve_output_journaller", "resolve_topology"]
+           "RecoveryReport", "read_manifest", "resolve_topology"]
 
 MANIFEST = "processor.json"
 COUNTERS = "counters"  # the live counters file (ringlog._counters), read by `ringlog stat`
@@ -87,17 +90,6 @@ def _usable_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
         return os.cpu_count() or 1
-
-
-def resolve_output_journaller(choice: str = "auto") -> Literal["loop", "thread"]:
-    """Who journals outputs in the inline topology when nothing listens to them: ``thread``
-    (an output thread that sleeps on the output ring, copies + CRCs + writes whole batches)
-    when this process may use 2 CPUs or more, so the loop thread only fills output slots
-    and the second CPU does the journal work; ``loop`` on one CPU, where a second thread
-    would only take turns with the loop. ``loop``/``thread`` are returned as given."""
-    if choice in ("loop", "thread"):
-        return choice  # type: ignore[return-value]
-    return "thread" if _usable_cpus() >= 2 else "loop"
 
 
 def resolve_topology(topology: str = "auto") -> Literal["inline", "staged"]:
@@ -128,11 +120,12 @@ class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     # "inline": the loop thread journals each batch itself, then handles it; "staged": a
     # journaller thread ahead of the loop; "auto": inline on few CPUs (resolve_topology)
     topology: Literal["auto", "inline", "staged"] = "auto"
-    # inline with no output listener, who appends outputs to the output journal: "thread" an
-    # output thread sleeping on the output ring (the loop only fills slots), "loop" the loop
-    # thread itself (no output ring, no thread); "auto": "thread" when the process may use
-    # two CPUs or more (resolve_output_journaller). Staged always has the output thread.
-    output_journaller: Literal["auto", "loop", "thread"] = "auto"
+    # inline with no output listener, who appends outputs to the output journal: "loop" the
+    # loop thread itself (no output ring, no thread); "thread" an output thread sleeping on
+    # the output ring (the loop only fills slots): fewer instructions on the loop thread but
+    # more CPU in all on a shared 2-vCPU machine (docs/processor.md, step 10). Staged always
+    # has the output thread.
+    output_journaller: Literal["loop", "thread"] = "loop"
     # "durable": under group/sync an output reaches listeners only once the input that caused
     # it is durable (power-loss safe acks); "immediate": as soon as it is journaled
     release: Literal["durable", "immediate"] = "durable"
@@ -423,8 +416,7 @@ class Processor:
         self._lc = self._lc or self._in.consumer(after=[self._jc])
         self._base = self.input.last_sequence + 1  # journal sequence of ring sequence 0
         self._published_at_start = int(self._loop.published)
-        by_loop = resolve_output_journaller(c.output_journaller) == "loop"
-        if inline and not listeners and by_loop:  # no output ring: the loop journals them
+        if inline and not listeners and c.output_journaller == "loop":  # no output ring
             self._out = self._oc = None
             self._loop.set_outputs(None, self.output.appender)
         else:

@@ -18,8 +18,8 @@ from .killer import run_and_kill
 HANDLERS = {"python": Summer, "cython": SumHandler}
 # (topology, output_journaller): inline with the outputs journaled by an output thread from
 # the output ring or by the loop thread itself, staged (always an output thread)
-STAGES = {"inline": ("inline", "thread"), "inline-loop-outputs": ("inline", "loop"),
-          "staged": ("staged", "auto")}
+STAGES = {"inline": ("inline", "loop"), "inline-output-thread": ("inline", "thread"),
+          "staged": ("staged", "loop")}
 
 
 def _child(path, policy, kind, stages, wfd):
