@@ -28,6 +28,11 @@
         the engine alone; then the trivial Cython and Python handlers the same way
         (``variants``: a comma list of engine,cy,py; default all). Per variant the loop
         thread's and all threads' CPU ns per event, and the ratios per round
+    python bench/pipeline_ab.py prepare [commands] [rounds]
+        the engine flow (default config) with the journals' next segments prepared as they
+        are (created, fallocated, then mapped page by page by a load: "read") and prepared
+        without that read-prefault ("none": the background thread creates the file only),
+        interleaved: all threads' CPU and each sync thread's, ns per command
     python bench/pipeline_ab.py faults [events]
         one run each of the trivial Cython handler and of the engine flow (default config):
         per thread, minor page faults per 1,000 events and user / system CPU ns per event
@@ -257,6 +262,54 @@ def outputs(n: int = 2_000_000, rounds: int = 5, variants: str = "engine,cy,py")
         ratio(f"py_{who}", "py_direct", "rate", lambda x: x[0])
 
 
+def prepare(n: int = 2_000_000, rounds: int = 4) -> None:
+    import bench_engine as be
+
+    import ringlog.journal as rj
+
+    as_is = rj.Journal._prepare_next
+
+    def without_prefault(self: Any) -> None:
+        # Journal._prepare_next without its seg.prefault(): an experiment, not an option
+        try:
+            seg = rj.Segment.prepare(self.path / f"prepared-{time.monotonic_ns()}.tmp",
+                                     self._next_size())
+        except rj.JournalError:
+            return
+        with self._lock:
+            if self._closed:
+                rj.durable.unlink(seg.path)
+                return
+            self._prepared = seg
+
+    cmds, types = be.mixed_flow(n, seed=21)
+    variants = {"read": as_is, "none": without_prefault}
+    threads = ("rl-loop", "rl-sync-input", "rl-sync-output")
+    res: dict[str, list[tuple[float, dict]]] = {k: [] for k in variants}
+    try:
+        for r in range(rounds):
+            for k in (variants if r % 2 == 0 else reversed(variants)):
+                rj.Journal._prepare_next = variants[k]  # type: ignore[method-assign]
+                res[k].append(be._pipeline(n, cmds, types))
+                _show(f"prepare_{k}", *res[k][-1])
+    finally:
+        rj.Journal._prepare_next = as_is  # type: ignore[method-assign]
+    for k, rs in res.items():
+        parts = ", ".join(f"{t} {statistics.median(_cpu_of(c, t) for _, c in rs):.0f}"
+                          for t in threads)
+        print(f"{k}: median {statistics.median(r for r, _ in rs) / 1e6:.2f}M/s; CPU ns per "
+              f"command: all {statistics.median(c['cpu_ns_total'] for _, c in rs):.0f}, "
+              f"{parts}")
+    pairs = list(zip(res["none"], res["read"], strict=True))
+    figures: list[tuple[str, Any]] = [("rate", lambda x: x[0]),
+                                      ("all threads' CPU", lambda x: x[1]["cpu_ns_total"])]
+    figures += [(t, lambda x, t=t: _cpu_of(x[1], t)) for t in threads]
+    for what, f in figures:
+        xs = [f(a) / max(f(b), 1e-9) for a, b in pairs]
+        print(f"none/read {what}: median {statistics.median(xs):.2f} (range {min(xs):.2f}-"
+              f"{max(xs):.2f}, {len(xs)} rounds)")
+
+
 def _task_stat() -> dict[str, tuple[int, int, int, int]]:
     """Per thread (name:tid): minor faults, user and system CPU in clock ticks, on-CPU ns
     (schedstat: exact)."""
@@ -439,7 +492,8 @@ def writes(n: int = 1_000_000, rounds: int = 5, durability: str = "group") -> No
 if __name__ == "__main__":
     what, *args = sys.argv[1:] or ["processor"]
     fns = {"prefault": prefault, "processor": processor, "handlers": handlers,
-           "engine": engine, "outputs": outputs, "faults": faults, "writes": writes,
+           "engine": engine, "outputs": outputs, "prepare": prepare, "faults": faults,
+           "writes": writes,
            "journal": journal,
            "writes_none": lambda *a: writes(*a, durability="none")}
     if what not in fns:
