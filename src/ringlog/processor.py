@@ -83,15 +83,6 @@ INLINE_BELOW_CPUS = 4  # ``topology="auto"``: inline when the process may use fe
 OUTPUT_GROUP_EVENTS, OUTPUT_GROUP_MS = 1 << 16, 20.0  # output journal: sync in large groups
 
 
-def _usable_cpus() -> int:
-    """How many CPUs this process may run on (``os.sched_getaffinity``: containers and
-    taskset count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
-
-
 def resolve_topology(topology: str = "auto") -> Literal["inline", "staged"]:
     """The topology ``auto`` stands for here: ``inline`` when this process may run on fewer
     than ``INLINE_BELOW_CPUS`` CPUs (``os.sched_getaffinity``: containers and taskset count),
@@ -99,7 +90,11 @@ def resolve_topology(topology: str = "auto") -> Literal["inline", "staged"]:
     ``staged``. ``inline``/``staged`` are returned as given."""
     if topology in ("inline", "staged"):
         return topology  # type: ignore[return-value]
-    return "inline" if _usable_cpus() < INLINE_BELOW_CPUS else "staged"
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    return "inline" if cpus < INLINE_BELOW_CPUS else "staged"
 
 
 class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
