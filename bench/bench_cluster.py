@@ -104,7 +104,7 @@ class _Bench:
             t_in = time.perf_counter() - t0
 
             async def done() -> bool:
-                if await w.last_output_seq() < last:
+                if await w.output_through() < last:
                     return False
                 st = await w.status("standby" if leader == "lead" else "lead")
                 return st is not None and st.hash_seq >= last
@@ -289,7 +289,7 @@ async def _true(x: bool) -> bool:
 
 
 async def _at(w: ShardWatch, last: int) -> bool:
-    return await w.last_output_seq() >= last
+    return await w.output_through() >= last
 
 
 async def _standby(w: ShardWatch, rid: str) -> bool:

@@ -118,7 +118,7 @@ class Shard:
 
     async def all_outputs(self, last: int, timeout: float = 30.0) -> list[Any]:
         async def done() -> bool:
-            return await self.watch.last_output_seq() >= last
+            return await self.watch.output_through() >= last
         try:
             await self.watch.wait(done, f"output stream at {last}", timeout)
         except RingLogError as e:  # say where each replica stood
@@ -166,16 +166,20 @@ class Load:
 def check_outputs(batches: list[Any], commands: list[tuple[int, bytes]], last: int) -> str:
     """Asserts the output stream holds, exactly once and in order, the outputs the engine
     gives for ``commands``; returns the engine's state hash after them."""
-    assert [seq for seq, _, _ in batches] == list(range(1, last + 1))
-    expect_first = 0
+    assert [seq for seq, _, _ in batches] == list(range(1, len(batches) + 1))
+    expect_first, expect = 0, (1, 0)  # (input seq, part) of the next batch
     got: list[tuple[int, bytes]] = []
     for seq, batch, headers in batches:
-        assert batch.input_seq == seq
-        assert headers["Nats-Msg-Id"] == str(seq)
+        assert (batch.input_seq, batch.part) == expect, f"output stream message {seq} is " \
+            f"part {batch.part} of input {batch.input_seq}, expected {expect}"
+        assert headers["Nats-Msg-Id"] == f"{batch.input_seq}.{batch.part}"
         assert batch.first_output == expect_first, f"output batch {seq} starts at " \
             f"{batch.first_output}, the one before ended at {expect_first}"
         expect_first += len(batch.outputs)
+        last_part = batch.part == batch.parts - 1
+        expect = (batch.input_seq + 1, 0) if last_part else (batch.input_seq, batch.part + 1)
         got += [(o.type_id, o.payload) for o in batch.outputs]
+    assert expect == (last + 1, 0), f"the output stream ends before input {last}'s end"
     engine = demo_engine()
     want = [out for ty, pl in commands for out in engine.apply(ty, pl)]
     assert len(got) == len(want)

@@ -16,7 +16,8 @@ from .helpers import Load, Shard, check_outputs
 TRIALS = 20
 
 
-async def _failovers(cfg: Any, tmp: Any, trials: int, report: list[str]) -> None:
+async def _failovers(cfg: Any, tmp: Any, trials: int, report: list[str]) -> list[Any]:
+    """``trials`` kills of the leader under load; returns the output stream's batches."""
     async with Shard(cfg, tmp) as shard:
         for rid in ("a", "b", "c"):
             shard.start(rid)
@@ -55,6 +56,7 @@ async def _failovers(cfg: Any, tmp: Any, trials: int, report: list[str]) -> None
                   f"{max(times) * 1e3:.0f} ms, median {statistics.median(times) * 1e3:.0f} ms, "
                   f"p99 {times[min(len(times) - 1, int(len(times) * 0.99))] * 1e3:.0f} ms"
                   + (f" ({flapped} kills found the lease already moved)" if flapped else ""))
+    return batches
 
 
 def test_leader_kill9_under_load_standby_takes_over_with_outputs_exactly_once(

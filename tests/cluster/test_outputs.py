@@ -35,8 +35,8 @@ def _feed(p: Processor, messages: list[list[tuple[int, bytes]]], first_seq: int 
             p.publish(pl, ty, timestamp_ns=first_seq + k)
 
 
-def _drain(em: OutputEmitter, count: int) -> list[tuple[int, bytes]]:
-    got: list[tuple[int, bytes]] = []
+def _drain(em: OutputEmitter, count: int) -> list[tuple[int, int, int, bytes]]:
+    got: list[tuple[int, int, int, bytes]] = []
     deadline = time.monotonic() + 30
     while len(got) < count:
         got += em.poll()
@@ -68,10 +68,11 @@ def test_emitter_gives_one_batch_per_message_with_its_commands_outputs(tmp_path_
     ref = demo_engine()
     first = 0
     dec = msgspec.msgpack.Decoder(OutputBatch)
-    for k, (seq, data) in enumerate(batches):
+    for k, (seq, part, parts, data) in enumerate(batches):
         b = dec.decode(data)
         want = [out for ty, pl in messages[k] for out in ref.apply(ty, pl)]
-        assert (seq, b.input_seq, b.first_output) == (k + 1, k + 1, first)
+        assert (seq, part, parts) == (k + 1, 0, 1)
+        assert (b.input_seq, b.first_output, b.timestamp_ns) == (k + 1, first, k + 1 if want else 0)
         assert [(o.type_id, o.payload) for o in b.outputs] == want
         first += len(b.outputs)
 

@@ -46,7 +46,7 @@ from ..processor import Processor, ProcessorConfig
 from .checkpoint import Checkpoint, Divergence, record_checkpoint, state_hash
 from .config import ClusterConfig
 from .lease import Lease
-from .outputs import OutputEmitter, last_mark
+from .outputs import HEADERS_ROOM, OutputEmitter, last_mark, output_position
 from .snapshot import (
     ShardSnapshot,
     fetch_snapshot,
@@ -101,7 +101,7 @@ class ReplicaStatus(msgspec.Struct):
     hash_seq: int = 0
     state_hash: str = ""
     leader_since: float = 0.0  # wall time this replica last became leader
-    published_seq: int = 0  # last output stream sequence this replica published
+    published_seq: int = 0  # last input message whose output batches it published whole
     error: str = ""
 
 
@@ -549,14 +549,14 @@ class Replica:
 
     async def _may_lead(self) -> bool:
         """A replica seeded from a snapshot at s has no output batches up to s: it may lead
-        only once the output stream holds them."""
+        only once the output stream holds them whole."""
         if not self._seed:
             return True
         try:
-            info = await self.js.stream_info(self.names.output_stream)
+            pos = await output_position(self.js, self.names.output_stream)
         except Exception:
             return False
-        if int(info.state.last_seq) >= self._seed:
+        if pos.through >= self._seed:
             self._seed = 0  # for good: the stream only grows
             return True
         return False
@@ -569,67 +569,76 @@ class Replica:
                 await lease.renew()
 
     async def _publish_outputs(self, lease: Lease) -> None:
-        """Publishes output batches from the output stream's last sequence on, while the
-        lease is trusted; returns when it is not. The batch at that last sequence (when this
-        replica has it) and any batch the stream already holds are compared byte for byte."""
+        """Publishes output batches from the output stream's end on, while the lease is
+        trusted; returns when it is not. The parts of the stream's last input message that
+        the stream holds (when this replica has them) and any batch the stream already holds
+        are compared byte for byte."""
         import nats.errors
         from nats.js.errors import BadRequestError
 
-        info = await self.js.stream_info(self.names.output_stream)
-        last = self._term_last = int(info.state.last_seq)
+        pos = await output_position(self.js, self.names.output_stream)
+        last = self._term_last = pos.last  # the stream's last sequence as this term knows it
+        through = pos.through  # input messages whose outputs the stream holds whole
+        next_stream = last + 1  # stream sequence of the next part after the last message's
         p = self.processor
         assert p is not None
-        emitter = self._emitter = OutputEmitter(p, max(last, 1))
+        # every part under the servers' max_payload (all servers of a cluster must agree on
+        # it: replicas with another bound cut other parts, and a new leader would then find
+        # the stream's last batch different from its own, and halt)
+        emitter = self._emitter = OutputEmitter(p, max(pos.input_seq, 1),
+                                                self.nc.max_payload - HEADERS_ROOM)
         rejected = 0  # publishes refused as out of sequence this term
         try:
             while lease.held():
                 batches = emitter.poll()
                 if not batches:
-                    if self.status.applied_seq > last:  # the loop is at it: look again soon
+                    if self.status.applied_seq > through:  # the loop is at it: look again soon
                         await asyncio.sleep(0.0005)
                         continue
                     # idle, nothing new to publish: sleep until the feeder applies a message
                     # (polling every 0.5 ms here cost an idle leader 8% of a core)
                     self._progress = time.monotonic()
                     self._fed.clear()
-                    if self.status.applied_seq <= last:  # (again: it may have moved meanwhile)
+                    if self.status.applied_seq <= through:  # (again: it may have moved)
                         with contextlib.suppress(asyncio.TimeoutError):
                             await asyncio.wait_for(self._fed.wait(), self.cfg.lease_ttl / 8)
                     continue
-                for seq, data in batches:
-                    if seq <= last:
-                        if not await self._check_published(seq, data):
+                for seq, part, parts, data in batches:
+                    at = pos.stream_seq_of(seq, part) or next_stream
+                    next_stream = at + 1
+                    if at <= last:
+                        if not await self._check_published(at, data):
                             return
-                        self._progress = time.monotonic()
-                        continue
-                    if not lease.held():
-                        return
-                    try:
-                        await publish_once(self.js, self.names.output_subject, data, str(seq),
-                                           self.cfg.publish_timeout, self.cfg.lease_ttl,
-                                           headers={"Nats-Expected-Last-Sequence":
-                                                    str(seq - 1),
-                                                    "Ringlog-Replica": self.config.replica_id})
-                    except BadRequestError as e:
-                        if e.err_code != 10071:  # wrong last sequence
-                            raise
-                        # someone else published (we were deposed, or our own earlier
-                        # attempt landed): compare what is there and step down if not ours
-                        if not await self._check_published(seq, data):
+                    else:
+                        if not lease.held():
                             return
-                        if not await lease.renew():
-                            return
-                        last = int((await self.js.stream_info(
-                            self.names.output_stream)).state.last_seq)
-                        rejected += 1
-                        if rejected == 1 or rejected % 1000 == 0:  # (the watchdog's evidence)
-                            self._event("publish_rejected", seq=seq, stream_last=last,
-                                        times=rejected)
-                        continue
-                    except (RingLogError, nats.errors.ConnectionClosedError):
-                        return  # no quorum within a lease, or a new connection: retry
-                    last = self._term_last = seq
-                    self.status.published_seq = seq
+                        try:
+                            await publish_once(
+                                self.js, self.names.output_subject, data, f"{seq}.{part}",
+                                self.cfg.publish_timeout, self.cfg.lease_ttl,
+                                headers={"Nats-Expected-Last-Sequence": str(at - 1),
+                                         "Ringlog-Replica": self.config.replica_id})
+                        except BadRequestError as e:
+                            if e.err_code != 10071:  # wrong last sequence
+                                raise
+                            # someone else published (we were deposed, or our own earlier
+                            # attempt landed): compare what is there and step down if not
+                            # ours
+                            if not await self._check_published(at, data):
+                                return
+                            if not await lease.renew():
+                                return
+                            rejected += 1
+                            if rejected == 1 or rejected % 1000 == 0:  # (watchdog's evidence)
+                                self._event("publish_rejected", seq=seq, part=part,
+                                            stream_seq=at, times=rejected)
+                        except (RingLogError, nats.errors.ConnectionClosedError):
+                            return  # no quorum within a lease, or a new connection: retry
+                        last = self._term_last = at
+                        if part == parts - 1:
+                            self.status.published_seq = seq
+                    if part == parts - 1:
+                        through = seq
                     self._progress = time.monotonic()
         finally:
             self._emitter = None

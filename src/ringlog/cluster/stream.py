@@ -34,7 +34,7 @@ from ..errors import ClusterError, ClusterTimeoutError
 from .config import ClusterConfig, ShardNames
 
 __all__ = ["Command", "InputBatch", "InputPublisher", "OutputBatch", "OutputRecordOut",
-           "ensure_shard", "input_decoder"]
+           "encode_batch", "ensure_shard", "input_decoder"]
 
 
 class Command(msgspec.Struct, array_like=True, frozen=True):
@@ -56,27 +56,65 @@ class InputBatch(msgspec.Struct, array_like=True):
 
 
 class OutputRecordOut(msgspec.Struct, array_like=True, frozen=True):
-    """One output as it travels in the output stream (no local journal sequences)."""
+    """One output as it travels in the output stream: no local journal sequences, and the
+    fields most outputs leave at their defaults omitted from the end of the array (market
+    data: ``[type_id, payload]``; a report: ``[type_id, payload, correlation_id]``; msgspec
+    decodes the short forms; ``encode_batch`` writes them).
+    ``timestamp_ns`` is None when it is the batch's (``OutputBatch.timestamp_ns``): every
+    output of an input message has its event time, so it is written once per batch."""
 
     type_id: int
     payload: bytes
-    correlation_id: int
-    timestamp_ns: int
-    flags: int
+    correlation_id: int = 0
+    flags: int = 0
+    timestamp_ns: int | None = None
+
+    def time_in(self, batch: OutputBatch) -> int:
+        """This output's event time (its own, else its batch's)."""
+        return batch.timestamp_ns if self.timestamp_ns is None else self.timestamp_ns
 
 
 class OutputBatch(msgspec.Struct, array_like=True):
-    """The outputs of one input stream message (its ``input_seq``, which is also this
-    message's sequence in the output stream); ``first_output`` is the index of its first
-    output since the shard began. Encoded deterministically: every replica builds the same
-    bytes."""
+    """The outputs of one input stream message (``input_seq``), or part ``part`` of
+    ``parts`` of them when they do not fit one NATS message (the servers' ``max_payload``):
+    the parts of a message are consecutive in the output stream. ``first_output`` is the
+    index of its first output since the shard began; ``timestamp_ns`` the event time of its
+    outputs (the first output's; 0 when there is none). Encoded deterministically: every
+    replica builds the same bytes (``ringlog._emit``); ``part`` and ``parts`` are omitted
+    for a message in one piece."""
 
     input_seq: int
     first_output: int
+    timestamp_ns: int
     outputs: list[OutputRecordOut]
+    part: int = 0
+    parts: int = 1
 
 
 _batch_encoder = msgspec.msgpack.Encoder()
+
+
+def _trimmed(fields: list[Any], defaults: tuple[Any, ...]) -> list[Any]:
+    """``fields`` without the trailing ones equal to their defaults (``defaults``: those of
+    the last fields)."""
+    keep = len(fields)
+    for value, default in zip(reversed(fields), reversed(defaults), strict=False):
+        if value != default:
+            break
+        keep -= 1
+    return fields[:keep]
+
+
+def encode_batch(batch: OutputBatch) -> bytes:
+    """The bytes of ``batch`` in the output stream, as ``ringlog._emit`` writes them: msgpack
+    arrays without the trailing fields at their defaults (msgspec writes them all), an
+    output's ``timestamp_ns`` only when it differs from its batch's. For tests and tools;
+    the leader's batches are written in C."""
+    outs = [_trimmed([o.type_id, o.payload, o.correlation_id, o.flags, o.timestamp_ns],
+                     (0, 0, None)) for o in batch.outputs]
+    return _batch_encoder.encode(_trimmed([batch.input_seq, batch.first_output,
+                                           batch.timestamp_ns, outs, batch.part, batch.parts],
+                                          (0, 1)))
 
 
 def input_decoder() -> msgspec.msgpack.Decoder[InputBatch]:

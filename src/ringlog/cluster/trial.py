@@ -180,6 +180,12 @@ class ShardWatch:
         info = await self.js.stream_info(self.names.output_stream)
         return int(info.state.last_seq)
 
+    async def output_through(self) -> int:
+        """The last input message whose output batches the output stream holds whole."""
+        from .outputs import output_position
+
+        return (await output_position(self.js, self.names.output_stream)).through
+
     async def last_input_seq(self) -> int:
         """The input stream's last sequence."""
         info = await self.js.stream_info(self.names.input_stream)
