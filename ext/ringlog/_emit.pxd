@@ -45,8 +45,13 @@ cdef class BatchCutter:
     cdef Py_ssize_t part_start          # buf offset of the open part's first output
     cdef int64_t part_count             # outputs in the open part
     cdef list cuts                      # (buf offset, outputs) where each closed part ends
+    cdef uint32_t types[8]              # the output types of this cutter's stream ...
+    cdef int ntypes
+    cdef bint exclude                   # ... or (exclude) every type but those
+    cdef readonly int64_t start_output  # output index of message start_seq's first (-1: ours)
 
     cdef int _scan_inputs(self, int64_t last) except -1
     cdef int _collect(self, int64_t mark, int64_t end, int64_t published) except -1
+    cdef bint _selected(self, uint32_t type_id) noexcept nogil
     cdef int _append(self, const rl_header* h) except -1
     cdef list _parts(self, int64_t seq)

@@ -167,7 +167,10 @@ cdef class BatchCutter:
     after ``in_from``, whose output index it is); batches of messages before ``start_seq`` are
     counted, not returned. A message's outputs that do not fit ``max_bytes`` in one batch
     are cut into parts that do, greedily in output order (so the same parts on every replica
-    with the same bound). Not thread-safe."""
+    with the same bound). ``types`` (up to 8 type ids) keeps only the outputs of those types
+    (``exclude``: of every other type): one stream's share of the outputs, whose batches
+    number its outputs from ``start_output`` at message ``start_seq`` (-1: the output
+    journal's index). Not thread-safe."""
 
     def __cinit__(self):
         self.cap = 1 << 16
@@ -180,10 +183,18 @@ cdef class BatchCutter:
         free(self.buf)
 
     def __init__(self, processor, int64_t start_seq, int64_t in_from, int64_t out_from,
-                 int64_t max_bytes=1 << 62):
+                 int64_t max_bytes=1 << 62, types=(), bint exclude=True,
+                 int64_t start_output=-1):
         if max_bytes < 2 * HEAD_MAX:
             raise ValueError(f"max_bytes must be >= {2 * HEAD_MAX}, got {max_bytes}")
+        if len(types) > 8:
+            raise ValueError(f"at most 8 output types per stream, got {len(types)}")
         self.max_bytes = max_bytes
+        for t in types:
+            self.types[self.ntypes] = t
+            self.ntypes += 1
+        self.exclude = exclude
+        self.start_output = start_output
         self.processor = processor
         self.in_journal = processor.input
         self.out_journal = processor.output
@@ -206,8 +217,8 @@ cdef class BatchCutter:
 
     def poll(self):
         """The batches completed since the last call, in stream order, as ``(stream seq,
-        part, parts, bytes)``: a message is complete once the loop has processed its last command and
-        every output published so far is in the output journal."""
+        part, parts, bytes)``: a message is complete once the loop has processed its last
+        command and every output published so far is in the output journal."""
         cdef OpenMessage m
         cdef list done = []
         self._scan_inputs(self.in_journal.last_sequence)
@@ -221,6 +232,8 @@ cdef class BatchCutter:
             if m.end < 0 or m.end > processed or not self._collect(m.mark, m.end, published):
                 break
             del self.open_messages[0]
+            if m.seq == self.start_seq and self.start_output >= 0:
+                self.first_output = self.start_output  # (what _collect counted before: moot)
             if m.seq >= self.start_seq:
                 done.extend(self._parts(m.seq))
             self.first_output += self.collected
@@ -271,7 +284,9 @@ cdef class BatchCutter:
                     return self.outputs.next_sequence >= published
             if h.producer_seq > end:
                 return 1
-            if h.producer_seq < mark:
+            if not self._selected(h.type_id):
+                pass  # another stream's
+            elif h.producer_seq < mark:
                 # caused before this message's mark: by the tail of a message this cutter
                 # did not see whole (it started mid-message, or the output journal's end was
                 # read before the loop journaled these). In no batch here, but it holds an
@@ -280,6 +295,14 @@ cdef class BatchCutter:
             else:
                 self._append(h)
             self.outputs.advance()
+
+    cdef bint _selected(self, uint32_t type_id) noexcept nogil:
+        """Whether outputs of ``type_id`` belong to this cutter's stream."""
+        cdef int i
+        for i in range(self.ntypes):
+            if self.types[i] == type_id:
+                return not self.exclude
+        return self.exclude
 
     cdef int _append(self, const rl_header* h) except -1:
         """One output as OutputRecordOut: ``[type_id, payload, correlation_id, flags,

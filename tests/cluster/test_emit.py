@@ -1,7 +1,8 @@
 """ringlog._emit: the batches cut in C are encode_batch's bytes of OutputBatch (msgpack,
 trailing defaults omitted), for every size of payload, count of outputs and integer (the
-msgpack forms change at 16, 256, 65536, 2**32), across segment boundaries; a message whose outputs pass max_bytes is cut into parts that do
-not, greedily; a damaged record is an error, never a skipped output."""
+msgpack forms change at 16, 256, 65536, 2**32), across segment boundaries; a message whose
+outputs pass max_bytes is cut into parts that do not, greedily; one stream's share of the
+outputs by type; a damaged record is an error, never a skipped output."""
 
 from __future__ import annotations
 
@@ -238,3 +239,26 @@ def test_cutter_refuses_an_output_larger_than_max_bytes(tmp_path: Path) -> None:
             BatchCutter(j, 1, 0, 0, 200).poll()
     finally:
         j.close()
+
+
+def test_cutters_by_type_split_the_outputs_into_two_streams_numbered_on_their_own(
+        tmp_path: Path) -> None:
+    """A cutter of types {210, 211} and one of every other type: each batch holds its
+    stream's outputs in order, its first_output counts that stream's outputs from
+    start_output (given at start_seq: what the stream's last batch says)."""
+    md, rep = (210, b"m", 0, 7, 0), (1, b"r", 5, 7, 0)
+    messages = [[[rep, md, md]], [[md]], [[rep], [rep, md]], []]
+    j = _Journals(tmp_path)
+    try:
+        for k, m in enumerate(messages):
+            j.message(k + 1, m)
+        reports = BatchCutter(j, 1, 0, 0, types=(210, 211), exclude=True).poll()
+        market = BatchCutter(j, 2, 0, 0, types=(210, 211), exclude=False,
+                             start_output=100).poll()
+    finally:
+        j.close()
+    dec = msgspec.msgpack.Decoder(OutputBatch)
+    assert [(s, dec.decode(d).first_output, [o.type_id for o in dec.decode(d).outputs])
+            for s, _, _, d in reports] == [(1, 0, [1]), (2, 1, []), (3, 1, [1, 1]), (4, 3, [])]
+    assert [(s, dec.decode(d).first_output, [o.type_id for o in dec.decode(d).outputs])
+            for s, _, _, d in market] == [(2, 100, [210]), (3, 101, [210]), (4, 102, [])]

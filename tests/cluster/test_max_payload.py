@@ -12,7 +12,6 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,7 +25,7 @@ from ringlog.cluster.outputs import HEADERS_ROOM, OutputEmitter  # noqa: E402
 from ringlog.cluster.stream import InputPublisher  # noqa: E402
 from ringlog.engine.flow import demo_engine  # noqa: E402
 
-from .helpers import Shard, check_outputs  # noqa: E402
+from .helpers import MARKET_DATA, Shard, check_outputs  # noqa: E402
 from .test_failover import _failovers  # noqa: E402
 
 MAX_PAYLOAD = 4096
@@ -63,8 +62,8 @@ def _config(cluster: NatsCluster) -> ClusterConfig:
 
 
 async def _parts_built_here(shard: Shard, last: int, tmp: Path) -> list[Part]:
-    """The output batches of input messages 1..last as any replica builds them: the stream's
-    messages through the compiled feeder into a processor, cut by an emitter."""
+    """The output stream's batches of input messages 1..last as any replica builds them: the
+    stream's messages through the compiled feeder into a processor, cut by an emitter."""
     e = demo_engine()
     p = Processor(e, tmp, ProcessorConfig(slot_size=max(128, e.config.min_slot_size),
                                           segment_size=1 << 20, dedup=True))
@@ -73,7 +72,7 @@ async def _parts_built_here(shard: Shard, last: int, tmp: Path) -> list[Part]:
         for seq in range(1, last + 1):
             msg = await shard.js.get_msg(shard.watch.names.input_stream, seq, direct=True)
             publish_message(p.input_ring, msg.data, seq, 0, True, [])
-        em = OutputEmitter(p, 1, MAX_PAYLOAD - HEADERS_ROOM)
+        em = OutputEmitter(p, 1, MAX_PAYLOAD - HEADERS_ROOM, tuple(MARKET_DATA), True)
         got: list[Part] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 30

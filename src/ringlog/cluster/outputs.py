@@ -37,8 +37,8 @@ from .stream import OutputBatch
 
 _head_decoder = msgspec.msgpack.Decoder(OutputBatch)
 
-__all__ = ["HEADERS_ROOM", "MARK", "OutputEmitter", "OutputPosition", "find_mark", "last_mark",
-           "output_position", "pack_mark", "unpack_mark"]
+__all__ = ["HEADERS_ROOM", "MARK", "OutputChannel", "OutputEmitter", "OutputPosition",
+           "find_mark", "last_mark", "output_position", "pack_mark", "unpack_mark"]
 
 MARK = struct.Struct("<QI")  # stream sequence, commands in the message
 # a batch's share of max_payload left to its headers (message id, expected last sequence,
@@ -46,14 +46,28 @@ MARK = struct.Struct("<QI")  # stream sequence, commands in the message
 HEADERS_ROOM = 1024
 
 
+class OutputChannel(NamedTuple):
+    """One stream of a shard's outputs: its name and subject, the output types it carries
+    (``types``; with ``exclude``: every other type), and whether it is the term's
+    ``watched`` one (reports: its trouble ends a leader's term)."""
+
+    stream: str
+    subject: str
+    types: tuple[int, ...]
+    exclude: bool
+    watched: bool
+
+
 class OutputPosition(NamedTuple):
-    """Where an output stream ends: its last sequence, and the input message (``input_seq``,
-    ``part`` of ``parts``) that message belongs to; all zeros for an empty stream."""
+    """Where an output stream ends: its last sequence, the input message (``input_seq``,
+    ``part`` of ``parts``) that message belongs to, and the output index of that input
+    message's first output (``first_output`` of its part 0); zeros for an empty stream."""
 
     last: int
     input_seq: int
     part: int
     parts: int
+    first_output: int = 0
 
     @property
     def through(self) -> int:
@@ -76,7 +90,10 @@ async def output_position(js: Any, stream: str) -> OutputPosition:
         return OutputPosition(0, 0, 0, 1)
     msg = await js.get_msg(stream, last, direct=True)
     b = _head_decoder.decode(msg.data)
-    return OutputPosition(last, b.input_seq, b.part, b.parts)
+    if b.part:
+        b0 = _head_decoder.decode((await js.get_msg(stream, last - b.part, direct=True)).data)
+        return OutputPosition(last, b.input_seq, b.part, b.parts, b0.first_output)
+    return OutputPosition(last, b.input_seq, b.part, b.parts, b.first_output)
 
 
 def pack_mark(stream_seq: int, commands: int) -> bytes:
@@ -179,10 +196,13 @@ class OutputEmitter:
     ``poll()`` returns the batches completed since the last call as ``(input stream seq,
     part, parts, bytes)``, each at most ``max_bytes``: a message is complete once the loop
     has processed its last command and every output published so far is in the output
-    journal.
+    journal. ``types``/``exclude``: the outputs of one stream (``ringlog._emit.BatchCutter``),
+    numbered from ``start_output`` at ``start_seq``.
     """
 
-    def __init__(self, processor: Any, start_seq: int, max_bytes: int = 1 << 62) -> None:
+    def __init__(self, processor: Any, start_seq: int, max_bytes: int = 1 << 62,
+                 types: tuple[int, ...] = (), exclude: bool = True,
+                 start_output: int = -1) -> None:
         self.processor = processor
         self.start_seq = start_seq
         inp, out = processor.input, processor.output
@@ -193,7 +213,8 @@ class OutputEmitter:
         jm = find_mark(inp.path, start_seq, last) if last >= 0 else None
         in_from = jm if jm is not None else last + 1
         out_from = _first_output_caused_at_or_after(out.path, in_from, out.next_sequence)
-        self._cutter = BatchCutter(processor, start_seq, in_from, out_from, max_bytes)
+        self._cutter = BatchCutter(processor, start_seq, in_from, out_from, max_bytes, types,
+                                   exclude, start_output)
 
     def poll(self) -> list[tuple[int, int, int, bytes]]:
         """The batches completed since the last call, in stream order."""

@@ -46,7 +46,7 @@ from ..processor import Processor, ProcessorConfig
 from .checkpoint import Checkpoint, Divergence, record_checkpoint, state_hash
 from .config import ClusterConfig
 from .lease import Lease
-from .outputs import HEADERS_ROOM, OutputEmitter, last_mark, output_position
+from .outputs import HEADERS_ROOM, OutputChannel, OutputEmitter, last_mark, output_position
 from .snapshot import (
     ShardSnapshot,
     fetch_snapshot,
@@ -569,15 +569,44 @@ class Replica:
                 await lease.renew()
 
     async def _publish_outputs(self, lease: Lease) -> None:
-        """Publishes output batches from the output stream's end on, while the lease is
-        trusted; returns when it is not. The parts of the stream's last input message that
-        the stream holds (when this replica has them) and any batch the stream already holds
-        are compared byte for byte."""
+        """The term's publishing, while the lease is trusted: reports (every output but the
+        market data types) to the output stream, whose trouble ends the term, and market
+        data to a stream of its own in a task beside it, whose trouble is retried and never
+        ends the term (an R=1 stream whose node is down must not stop the reports)."""
+        names, md = self.names, tuple(self.cfg.market_data_types)
+        reports = OutputChannel(names.output_stream, names.output_subject, md, True, True)
+        if not md:
+            await self._publish_channel(lease, reports)
+            return
+        market = asyncio.ensure_future(self._publish_market_data(lease, OutputChannel(
+            names.market_data_stream, names.market_data_subject, md, False, False)))
+        try:
+            await self._publish_channel(lease, reports)
+        finally:
+            await stop_task(market)
+
+    async def _publish_market_data(self, lease: Lease, channel: OutputChannel) -> None:
+        """Publishes the market data stream for the term, starting over after trouble."""
+        while lease.held():
+            try:
+                await self._publish_channel(lease, channel)
+            except Exception as e:  # (a cancellation passes: the term ended)
+                self._event("market_data_error", error=repr(e))
+            if lease.held():
+                await asyncio.sleep(self.cfg.lease_ttl / 4)
+
+    async def _publish_channel(self, lease: Lease, channel: OutputChannel) -> None:
+        """Publishes one stream's output batches from its end on, while the lease is
+        trusted; returns when it is not, or when no quorum acknowledges a batch within a
+        lease. The parts of the stream's last input message that the stream holds (when this
+        replica has them) and any batch the stream already holds are compared byte for byte.
+        The ``watched`` channel (reports) is the one the term's watchdog and status follow."""
         import nats.errors
         from nats.js.errors import BadRequestError
 
-        pos = await output_position(self.js, self.names.output_stream)
-        last = self._term_last = pos.last  # the stream's last sequence as this term knows it
+        watched = channel.watched
+        pos = await output_position(self.js, channel.stream)
+        last = pos.last  # the stream's last sequence as this term knows it
         through = pos.through  # input messages whose outputs the stream holds whole
         next_stream = last + 1  # stream sequence of the next part after the last message's
         p = self.processor
@@ -585,8 +614,10 @@ class Replica:
         # every part under the servers' max_payload (all servers of a cluster must agree on
         # it: replicas with another bound cut other parts, and a new leader would then find
         # the stream's last batch different from its own, and halt)
-        emitter = self._emitter = OutputEmitter(p, max(pos.input_seq, 1),
-                                                self.nc.max_payload - HEADERS_ROOM)
+        emitter = OutputEmitter(p, max(pos.input_seq, 1), self.nc.max_payload - HEADERS_ROOM,
+                                channel.types, channel.exclude, pos.first_output)
+        if watched:
+            self._emitter, self._term_last = emitter, last
         rejected = 0  # publishes refused as out of sequence this term
         try:
             while lease.held():
@@ -597,7 +628,8 @@ class Replica:
                         continue
                     # idle, nothing new to publish: sleep until the feeder applies a message
                     # (polling every 0.5 ms here cost an idle leader 8% of a core)
-                    self._progress = time.monotonic()
+                    if watched:
+                        self._progress = time.monotonic()
                     self._fed.clear()
                     if self.status.applied_seq <= through:  # (again: it may have moved)
                         with contextlib.suppress(asyncio.TimeoutError):
@@ -607,14 +639,14 @@ class Replica:
                     at = pos.stream_seq_of(seq, part) or next_stream
                     next_stream = at + 1
                     if at <= last:
-                        if not await self._check_published(at, data):
+                        if not await self._check_published(channel.stream, at, data):
                             return
                     else:
                         if not lease.held():
                             return
                         try:
                             await publish_once(
-                                self.js, self.names.output_subject, data, f"{seq}.{part}",
+                                self.js, channel.subject, data, f"{seq}.{part}",
                                 self.cfg.publish_timeout, self.cfg.lease_ttl,
                                 headers={"Nats-Expected-Last-Sequence": str(at - 1),
                                          "Ringlog-Replica": self.config.replica_id})
@@ -624,31 +656,35 @@ class Replica:
                             # someone else published (we were deposed, or our own earlier
                             # attempt landed): compare what is there and step down if not
                             # ours
-                            if not await self._check_published(at, data):
+                            if not await self._check_published(channel.stream, at, data):
                                 return
                             if not await lease.renew():
                                 return
                             rejected += 1
                             if rejected == 1 or rejected % 1000 == 0:  # (watchdog's evidence)
-                                self._event("publish_rejected", seq=seq, part=part,
-                                            stream_seq=at, times=rejected)
+                                self._event("publish_rejected", stream=channel.stream,
+                                            seq=seq, part=part, stream_seq=at, times=rejected)
                         except (RingLogError, nats.errors.ConnectionClosedError):
                             return  # no quorum within a lease, or a new connection: retry
-                        last = self._term_last = at
-                        if part == parts - 1:
-                            self.status.published_seq = seq
+                        last = at
+                        if watched:
+                            self._term_last = at
+                            if part == parts - 1:
+                                self.status.published_seq = seq
                     if part == parts - 1:
                         through = seq
-                    self._progress = time.monotonic()
+                    if watched:
+                        self._progress = time.monotonic()
         finally:
-            self._emitter = None
+            if watched:
+                self._emitter = None
             emitter.close()
 
-    async def _check_published(self, seq: int, data: bytes) -> bool:
-        """Compares this replica's batch ``seq`` with the output stream's message ``seq``;
-        False (and the replica halting) when they differ."""
+    async def _check_published(self, stream: str, seq: int, data: bytes) -> bool:
+        """Compares this replica's batch with ``stream``'s message ``seq``; False (and the
+        replica halting) when they differ."""
         try:
-            msg = await self.js.get_msg(self.names.output_stream, seq, direct=True)
+            msg = await self.js.get_msg(stream, seq, direct=True)
         except Exception:
             return True  # gone (retention): nothing to compare with
         if msg.data != data:

@@ -148,7 +148,8 @@ async def until_answered(call: Callable[[], Awaitable[Any]], what: str,
 
 
 async def ensure_shard(js: Any, cfg: ClusterConfig, shard: int) -> ShardNames:
-    """Creates the shard's input and output streams and the cluster's buckets if missing
+    """Creates the shard's input, output and market data streams and the cluster's buckets
+    if missing
     (idempotent: replicas and gateways all call it at start; retried while JetStream does not
     answer)."""
     return await until_answered(lambda: _ensure_shard(js, cfg, shard),  # type: ignore[no-any-return]
@@ -160,9 +161,13 @@ async def _ensure_shard(js: Any, cfg: ClusterConfig, shard: int) -> ShardNames:
     from nats.js.errors import BadRequestError
 
     names = cfg.names(shard)
-    for stream, subject in ((names.input_stream, names.input_subject),
-                            (names.output_stream, names.output_subject)):
-        sc = StreamConfig(name=stream, subjects=[subject], num_replicas=cfg.replicas,
+    streams = [(names.input_stream, names.input_subject, cfg.replicas),
+               (names.output_stream, names.output_subject, cfg.replicas)]
+    if cfg.market_data_types:
+        streams.append((names.market_data_stream, names.market_data_subject,
+                        cfg.market_data_replicas))
+    for stream, subject, replicas in streams:
+        sc = StreamConfig(name=stream, subjects=[subject], num_replicas=replicas,
                           storage=StorageType.FILE, retention=RetentionPolicy.LIMITS,
                           duplicate_window=cfg.duplicate_window, allow_direct=True)
         try:
