@@ -4,9 +4,11 @@ optionally a second build of the replicas or other input batch limits in interle
 (an A/B of two commits, or of two configurations).
 
     this process: InputPublisher ══► RL_IN_0 (R=3) ══► leader replica ══► RL_OUT_0 (R=3)
+                                                  ║                  ╚═► RL_MD_0 (R=1)
                                                   ╚══► standby replica
     per run: CPU us per command of the leader, the standby, the three nats-servers (summed)
-             and this process; commands/s; input and output stream bytes per command; the
+             and this process; commands/s; input, output and market data stream bytes per
+             command (an older build's "base" replicas: market data in the output stream); the
              raw js.publish_async byte rate of the same message size right after, and ours
              over it (the issue's goal: >= 0.5x)
 
@@ -39,7 +41,8 @@ from ringlog.cluster.natsserver import NatsCluster
 from ringlog.cluster.trial import engine_commands, stop_all
 
 
-async def one_run(b: Any, cl: NatsCluster, n: int, **cfg_kw: Any) -> dict[str, float]:
+async def one_run(b: Any, cl: NatsCluster, n: int, market_data: bool = True,
+                  **cfg_kw: Any) -> dict[str, float]:
     """``n`` engine commands through one R=3 shard (leader + standby): CPU per command of
     each process, rate, stream bytes per command, and the raw rate of the same size.
     ``cfg_kw``: ClusterConfig fields (batch limits)."""
@@ -52,10 +55,11 @@ async def one_run(b: Any, cl: NatsCluster, n: int, **cfg_kw: Any) -> dict[str, f
         pids.update({f"nats{i}": p.pid for i, p in enumerate(cl.procs) if p is not None})
         cpu0 = {k: bc._cpu_s(p) for k, p in pids.items()}
         me0 = time.process_time()
-        elapsed = (await b.drive(cfg, w, leader, cmds))[1]
+        elapsed = (await b.drive(cfg, w, leader, cmds, market_data))[1]
         us = {k: (bc._cpu_s(p) - cpu0[k]) / n * 1e6 for k, p in pids.items()}
         ii = await b.js.stream_info(w.names.input_stream)
         oi = await b.js.stream_info(w.names.output_stream)
+        mi = await b.js.stream_info(w.names.market_data_stream)
     finally:
         stop_all(reps)
     size = ii.state.bytes / max(ii.state.messages, 1)
@@ -64,7 +68,8 @@ async def one_run(b: Any, cl: NatsCluster, n: int, **cfg_kw: Any) -> dict[str, f
             "nats_us": sum(v for k, v in us.items() if k.startswith("nats")),
             "publisher_us": (time.process_time() - me0) / n * 1e6,
             "commands_per_s": n / elapsed, "in_bytes_per_command": ii.state.bytes / n,
-            "out_bytes_per_command": oi.state.bytes / n, "msg_size": size,
+            "out_bytes_per_command": oi.state.bytes / n,
+            "md_bytes_per_command": mi.state.bytes / n, "msg_size": size,
             "raw_bytes_per_s": raw["bytes_per_s"],
             "vs_raw": ii.state.bytes / elapsed / raw["bytes_per_s"]}
 
@@ -82,7 +87,7 @@ async def _measure(cl: NatsCluster, tmp: Path, n: int, runs: int, base: str | No
                 kw = {"batch_max_bytes": batch[0], "batch_max_commands": batch[1]} \
                     if v == "batch" and batch else {}
                 try:
-                    got = await one_run(b, cl, n, **kw)
+                    got = await one_run(b, cl, n, v != "base", **kw)
                 finally:
                     os.environ.pop("PYTHONPATH", None)
                 res[v].append(got)

@@ -176,10 +176,11 @@ MARKET_DATA = set(ClusterConfig(servers=["nats://127.0.0.1:4222"]).market_data_t
 
 
 def check_outputs(batches: list[Any], commands: list[tuple[int, bytes]], last: int,
-                  market_data: bool = False) -> str:
-    """Asserts the output stream (``market_data``: the market data stream) holds, exactly
-    once and in order, its share of the outputs the engine gives for ``commands``; returns
-    the engine's state hash after them."""
+                  market_data: bool | None = False) -> str:
+    """Asserts the output stream (``market_data``: the market data stream; None: an output
+    stream with every output, no market data stream) holds, exactly once and in order, its
+    share of the outputs the engine gives for ``commands``; returns the engine's state hash
+    after them."""
     assert [seq for seq, _, _ in batches] == list(range(1, len(batches) + 1))
     expect_first, expect = 0, (1, 0)  # (input seq, part) of the next batch
     got: list[tuple[int, bytes]] = []
@@ -196,7 +197,7 @@ def check_outputs(batches: list[Any], commands: list[tuple[int, bytes]], last: i
     assert expect == (last + 1, 0), f"the output stream ends before input {last}'s end"
     engine = demo_engine()
     want = [out for ty, pl in commands for out in engine.apply(ty, pl)
-            if (out[0] in MARKET_DATA) == market_data]
+            if market_data is None or (out[0] in MARKET_DATA) == market_data]
     assert len(got) == len(want)
     assert got == want
     return str(engine.state_hash())

@@ -49,9 +49,13 @@ class ReplicaProcess:
                   "--replicas", str(cfg.replicas), "--replica-id", replica_id,
                   "--lease-ttl", str(cfg.lease_ttl),
                   "--checkpoint-every", str(cfg.checkpoint_every),
-                  "--cluster-snapshot-every", str(cfg.snapshot_every),
-                  "--market-data-types", ",".join(map(str, cfg.market_data_types)),
-                  "--market-data-replicas", str(cfg.market_data_replicas)]
+                  "--cluster-snapshot-every", str(cfg.snapshot_every)]
+        # options at their defaults left out: a replica of an older build (an A/B) runs too
+        default = type(cfg)(servers=cfg.servers)
+        if cfg.market_data_types != default.market_data_types:
+            common += ["--market-data-types", ",".join(map(str, cfg.market_data_types))]
+        if cfg.market_data_replicas != default.market_data_replicas:
+            common += ["--market-data-replicas", str(cfg.market_data_replicas)]
         if gateway_config is None:
             self.args = [sys.executable, "-m", "ringlog.cluster", *common,
                          "--dir", str(self.directory), "--handler", handler,
