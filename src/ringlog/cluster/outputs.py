@@ -60,14 +60,16 @@ class OutputChannel(NamedTuple):
 
 class OutputPosition(NamedTuple):
     """Where an output stream ends: its last sequence, the input message (``input_seq``,
-    ``part`` of ``parts``) that message belongs to, and the output index of that input
-    message's first output (``first_output`` of its part 0); zeros for an empty stream."""
+    ``part`` of ``parts``) that message belongs to, the output index of that input
+    message's first output (``first_output`` of its part 0) and the index after the last
+    message's outputs (``next_output``); zeros for an empty stream."""
 
     last: int
     input_seq: int
     part: int
     parts: int
     first_output: int = 0
+    next_output: int = 0
 
     @property
     def through(self) -> int:
@@ -90,10 +92,12 @@ async def output_position(js: Any, stream: str) -> OutputPosition:
         return OutputPosition(0, 0, 0, 1)
     msg = await js.get_msg(stream, last, direct=True)
     b = _head_decoder.decode(msg.data)
+    first = b.first_output
     if b.part:
-        b0 = _head_decoder.decode((await js.get_msg(stream, last - b.part, direct=True)).data)
-        return OutputPosition(last, b.input_seq, b.part, b.parts, b0.first_output)
-    return OutputPosition(last, b.input_seq, b.part, b.parts, b.first_output)
+        first = _head_decoder.decode((await js.get_msg(stream, last - b.part,
+                                                       direct=True)).data).first_output
+    return OutputPosition(last, b.input_seq, b.part, b.parts, first,
+                          b.first_output + len(b.outputs))
 
 
 def pack_mark(stream_seq: int, commands: int) -> bytes:

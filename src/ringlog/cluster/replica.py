@@ -130,6 +130,7 @@ class Replica:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reconnecting: asyncio.Future[None] | None = None
         self._seed = 0  # stream seq a snapshot seeded this directory at (0: none)
+        self._journal_from = 1
         self._shipping: Any = None  # the snapshot upload in flight
         self._shipped_before = -1  # journal seq of the last snapshot shipped
         self._progress = 0.0  # monotonic time the leader's term last published or idled
@@ -275,6 +276,7 @@ class Replica:
         inp = p.input
         found = last_mark(inp.path, inp.last_sequence) if inp.last_sequence >= 0 else None
         self._seed = read_seed(self.config.directory)
+        self._journal_from = self._seed + 1  # the first stream message its journal can hold
         if found is not None:
             s, n, journaled, _ = found
             self._next_seq, self._skip = (s + 1, 0) if journaled >= n else (s, journaled)
@@ -614,8 +616,12 @@ class Replica:
         # every part under the servers' max_payload (all servers of a cluster must agree on
         # it: replicas with another bound cut other parts, and a new leader would then find
         # the stream's last batch different from its own, and halt)
-        emitter = OutputEmitter(p, max(pos.input_seq, 1), self.nc.max_payload - HEADERS_ROOM,
-                                channel.types, channel.exclude, pos.first_output)
+        start, start_output = max(pos.input_seq, 1), pos.first_output
+        if pos.input_seq < self._journal_from and pos.through == pos.input_seq:
+            # seeded after the stream's last message: nothing of it to compare, continue after
+            start, start_output = pos.input_seq + 1, pos.next_output
+        emitter = OutputEmitter(p, start, self.nc.max_payload - HEADERS_ROOM, channel.types,
+                                channel.exclude, start_output)
         if watched:
             self._emitter, self._term_last = emitter, last
         rejected = 0  # publishes refused as out of sequence this term
