@@ -13,13 +13,14 @@ optionally a second build of the replicas or other input batch limits in interle
              over it (the issue's goal: >= 0.5x)
 
 Run: ``python bench/cluster_cpu_split.py [--commands N] [--runs R] [--base-src SRC]
-[--batch BYTES,COMMANDS] [--set FIELD=JSON] [--idle SECONDS]``.
+[--batch BYTES,COMMANDS] [--set FIELD=JSON] [--idle SECONDS] [--latency RATE]``.
 ``--base-src`` names the ``src`` directory of another build, put first on the replicas'
 PYTHONPATH for the "base" runs (e.g. ``git archive <commit> src/ringlog | tar -x -C
 /tmp/base`` and the compiled ``*.so`` files of a build of that commit copied beside its
 modules); runs then alternate base, this tree, this tree, base, ... ``--set`` adds a variant
 of this tree with other ClusterConfig fields; ``--idle`` measures an idle shard's CPU per
-second instead. Prints one JSON line per run and the medians and min-max of each figure.
+second instead, ``--latency`` the end-to-end latency at a fixed rate. Prints one JSON line
+per run and the medians and min-max of each figure.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ async def idle_run(b: Any, cl: NatsCluster, seconds: float, **cfg_kw: Any
 
 async def _measure(cl: NatsCluster, tmp: Path, n: int, runs: int, base: str | None,
                    batch: tuple[int, int] | None, settings: dict[str, Any],
-                   idle: float) -> dict[str, list[dict[str, float]]]:
+                   idle: float, latency: float) -> dict[str, list[dict[str, float]]]:
     variants = ["tree"] + (["base"] if base else []) + (["batch"] if batch else []) + \
         (["set"] if settings else [])
     variants = variants[1:] + variants[:1]  # (the other variant first)
@@ -112,8 +113,11 @@ async def _measure(cl: NatsCluster, tmp: Path, n: int, runs: int, base: str | No
                 kw = {"batch_max_bytes": batch[0], "batch_max_commands": batch[1]} \
                     if v == "batch" and batch else settings if v == "set" else {}
                 try:
-                    got = await (idle_run(b, cl, idle, **kw) if idle else
-                                 one_run(b, cl, n, v != "base", **kw))
+                    if latency:  # (bench_cluster's latency run: R=3, its own config)
+                        got = await b.latency(latency, 5.0)
+                    else:
+                        got = await (idle_run(b, cl, idle, **kw) if idle else
+                                     one_run(b, cl, n, v != "base", **kw))
                 finally:
                     os.environ.pop("PYTHONPATH", None)
                 res[v].append(got)
@@ -135,6 +139,9 @@ def main() -> None:
                    "market_data_replicas=3 or market_data_types=[]; repeatable")
     a.add_argument("--idle", type=float, default=0.0, metavar="SECONDS",
                    help="instead of commands: CPU per second of an idle shard over SECONDS")
+    a.add_argument("--latency", type=float, default=0.0, metavar="RATE",
+                   help="instead: bench_cluster's latency run (5 s at RATE commands/s, "
+                   "intended send -> output batch at a subscriber), base and tree only")
     args = a.parse_args()
     batch = tuple(int(x) for x in args.batch.split(",")) if args.batch else None
     settings: dict[str, Any] = {}
@@ -148,7 +155,8 @@ def main() -> None:
         cl = NatsCluster(3, Path(d) / "nats").start()
         try:
             res = asyncio.run(_measure(cl, Path(d), args.commands, args.runs, args.base,
-                                       batch, settings, args.idle))  # type: ignore[arg-type]
+                                       batch, settings, args.idle,
+                                       args.latency))  # type: ignore[arg-type]
         finally:
             cl.stop()
     for v, rows in res.items():

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import io
 import json
@@ -64,6 +65,24 @@ EXIT_DIVERGED = 3
 EXIT_UNREACHABLE = 2  # no NATS server answered at start: a usage error, like a bad option
 CHECKPOINT_RETRY_S = 600.0  # NATS trouble recording a checkpoint: retried this long
 EMITTER_STALL_S = 10.0  # a leader's term neither publishing nor idle this long: a bug
+OUTPUT_WINDOW = 64  # output publishes in flight per stream (each expects the one before)
+
+
+class _StreamTerm:
+    """One output stream as a leader's term publishes it: the stream's last sequence as the
+    term knows it, the input messages it holds whole (``through``) and those cut so far
+    (``emitted``), the next stream sequence, the publishes in flight (oldest first: stream
+    seq, input seq, part, parts, bytes, acknowledgement future) and the refusals seen. Not
+    thread-safe: the term's task alone."""
+
+    def __init__(self, channel: OutputChannel, pos: Any) -> None:
+        self.channel = channel
+        self.last = pos.last
+        self.through = self.emitted = pos.through
+        self.next_stream = pos.last + 1  # after the last message's parts
+        self.window: collections.deque[tuple[int, int, int, int, bytes, Any]] = \
+            collections.deque()
+        self.rejected = 0
 
 
 class ReplicaConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -602,15 +621,12 @@ class Replica:
         trusted; returns when it is not, or when no quorum acknowledges a batch within a
         lease. The parts of the stream's last input message that the stream holds (when this
         replica has them) and any batch the stream already holds are compared byte for byte.
-        The ``watched`` channel (reports) is the one the term's watchdog and status follow."""
-        import nats.errors
-        from nats.js.errors import BadRequestError
-
-        watched = channel.watched
+        Up to OUTPUT_WINDOW publishes are in flight, each expecting the stream sequence of
+        the one before it (a deposed leader's cannot land); one that fails makes the window
+        be published again one at a time (``_settle``). The ``watched`` channel (reports) is
+        the one the term's watchdog and status follow."""
         pos = await output_position(self.js, channel.stream)
-        last = pos.last  # the stream's last sequence as this term knows it
-        through = pos.through  # input messages whose outputs the stream holds whole
-        next_stream = last + 1  # stream sequence of the next part after the last message's
+        t = _StreamTerm(channel, pos)
         p = self.processor
         assert p is not None
         # every part under the servers' max_payload (all servers of a cluster must agree on
@@ -622,69 +638,139 @@ class Replica:
             start, start_output = pos.input_seq + 1, pos.next_output
         emitter = OutputEmitter(p, start, self.nc.max_payload - HEADERS_ROOM, channel.types,
                                 channel.exclude, start_output)
-        if watched:
-            self._emitter, self._term_last = emitter, last
-        rejected = 0  # publishes refused as out of sequence this term
+        if channel.watched:
+            self._emitter, self._term_last = emitter, t.last
         try:
             while lease.held():
                 batches = emitter.poll()
-                if not batches:
-                    if self.status.applied_seq > through:  # the loop is at it: look again soon
-                        await asyncio.sleep(0.0005)
-                        continue
-                    # idle, nothing new to publish: sleep until the feeder applies a message
-                    # (polling every 0.5 ms here cost an idle leader 8% of a core)
-                    if watched:
-                        self._progress = time.monotonic()
-                    self._fed.clear()
-                    if self.status.applied_seq <= through:  # (again: it may have moved)
-                        with contextlib.suppress(asyncio.TimeoutError):
-                            await asyncio.wait_for(self._fed.wait(), self.cfg.lease_ttl / 8)
-                    continue
                 for seq, part, parts, data in batches:
-                    at = pos.stream_seq_of(seq, part) or next_stream
-                    next_stream = at + 1
-                    if at <= last:
+                    at = pos.stream_seq_of(seq, part) or t.next_stream
+                    t.next_stream = at + 1
+                    if part == parts - 1:
+                        t.emitted = seq
+                    if at <= pos.last:  # the stream has it: the same bytes, or we halt
                         if not await self._check_published(channel.stream, at, data):
                             return
-                    else:
-                        if not lease.held():
+                        self._stored(t, at, seq, part, parts, mine=False)
+                        continue
+                    if not lease.held():
+                        return
+                    ack = await self._send(channel.subject, data, self._headers(seq, part, at))
+                    t.window.append((at, seq, part, parts, data, ack))
+                    while len(t.window) >= OUTPUT_WINDOW or (t.window and t.window[0][5].done()):
+                        if not await self._settle(lease, t):
                             return
-                        try:
-                            await publish_once(
-                                self.js, channel.subject, data, f"{seq}.{part}",
-                                self.cfg.publish_timeout, self.cfg.lease_ttl,
-                                headers={"Nats-Expected-Last-Sequence": str(at - 1),
-                                         "Ringlog-Replica": self.config.replica_id})
-                        except BadRequestError as e:
-                            if e.err_code != 10071:  # wrong last sequence
-                                raise
-                            # someone else published (we were deposed, or our own earlier
-                            # attempt landed): compare what is there and step down if not
-                            # ours
-                            if not await self._check_published(channel.stream, at, data):
-                                return
-                            if not await lease.renew():
-                                return
-                            rejected += 1
-                            if rejected == 1 or rejected % 1000 == 0:  # (watchdog's evidence)
-                                self._event("publish_rejected", stream=channel.stream,
-                                            seq=seq, part=part, stream_seq=at, times=rejected)
-                        except (RingLogError, nats.errors.ConnectionClosedError):
-                            return  # no quorum within a lease, or a new connection: retry
-                        last = at
-                        if watched:
-                            self._term_last = at
-                            if part == parts - 1:
-                                self.status.published_seq = seq
-                    if part == parts - 1:
-                        through = seq
-                    if watched:
-                        self._progress = time.monotonic()
+                if batches:
+                    continue
+                if t.window:  # nothing new: wait for the oldest acknowledgement
+                    await asyncio.wait([t.window[0][5]], timeout=self.cfg.publish_timeout)
+                    if not await self._settle(lease, t):
+                        return
+                    continue
+                if self.status.applied_seq > t.emitted:  # the loop is at it: look again soon
+                    await asyncio.sleep(0.0005)
+                    continue
+                # idle, nothing new to publish: sleep until the feeder applies a message
+                # (polling every 0.5 ms here cost an idle leader 8% of a core)
+                if channel.watched:
+                    self._progress = time.monotonic()
+                self._fed.clear()
+                if self.status.applied_seq <= t.emitted:  # (again: it may have moved)
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._fed.wait(), self.cfg.lease_ttl / 8)
         finally:
-            if watched:
+            for *_, ack in t.window:
+                ack.cancel()  # (their answers no longer matter: a new term starts afresh)
+            if channel.watched:
                 self._emitter = None
             emitter.close()
+
+    async def _send(self, subject: str, data: bytes, headers: dict[str, str]) -> Any:
+        """``js.publish_async``: the future of its acknowledgement (failed at once if the
+        publish could not be sent, e.g. while reconnecting: ``_settle`` handles it)."""
+        try:
+            return await self.js.publish_async(subject, data, headers=headers)
+        except Exception as e:
+            failed = asyncio.get_running_loop().create_future()
+            failed.set_exception(e)
+            return failed
+
+    def _headers(self, seq: int, part: int, at: int) -> dict[str, str]:
+        """The headers of part ``part`` of input message ``seq``, to be stream message
+        ``at``: its id (JetStream stores an id once) and the sequence it must follow."""
+        return {"Nats-Msg-Id": f"{seq}.{part}", "Nats-Expected-Last-Sequence": str(at - 1),
+                "Ringlog-Replica": self.config.replica_id}
+
+    def _stored(self, t: _StreamTerm, at: int, seq: int, part: int, parts: int,
+                mine: bool = True) -> None:
+        """Books stream message ``at`` (part ``part`` of ``parts`` of input ``seq``) as in
+        the stream (``mine``: published by this term)."""
+        t.last = max(t.last, at)
+        if part == parts - 1:
+            t.through = seq
+        if t.channel.watched:
+            self._term_last = t.last
+            if mine and part == parts - 1:
+                self.status.published_seq = seq
+            self._progress = time.monotonic()
+
+    async def _settle(self, lease: Lease, t: _StreamTerm) -> bool:
+        """Books the oldest publish in flight once acknowledged at its sequence. One that
+        failed or went unanswered (a timeout, no stream leader, a deposed leader's refusal):
+        the publishes after it expected it stored, so each one in flight is published again
+        in order, one at a time (``_publish_one``: a stored one is acknowledged as a
+        duplicate of its id, or found the same). False: the term must end."""
+        at, seq, part, parts, _, ack = t.window[0]
+        if not ack.done():
+            await asyncio.wait([ack], timeout=self.cfg.publish_timeout)
+        if ack.done() and not ack.cancelled() and ack.exception() is None \
+                and int(ack.result().seq) == at:
+            t.window.popleft()
+            self._stored(t, at, seq, part, parts)
+            return True
+        again = list(t.window)
+        t.window.clear()
+        pending = [a for *_, a in again if not a.done()]
+        if pending:  # (their answers first: a late one must not pass a publish sent again)
+            await asyncio.wait(pending, timeout=self.cfg.publish_timeout)
+        for *_, a in again:
+            if not a.done():
+                a.cancel()
+            elif not a.cancelled():
+                a.exception()  # (retrieved: its failure is handled here)
+        for at, seq, part, parts, data, _ in again:
+            if not lease.held() or not await self._publish_one(lease, t, at, seq, part, data):
+                return False
+            self._stored(t, at, seq, part, parts)
+        return True
+
+    async def _publish_one(self, lease: Lease, t: _StreamTerm, at: int, seq: int, part: int,
+                           data: bytes) -> bool:
+        """Publishes stream message ``at`` alone, retrying within a lease; True once it is
+        in the stream (ours, or the same bytes already there). False: deposed, a different
+        batch there, or no quorum (the term ends)."""
+        import nats.errors
+        from nats.js.errors import BadRequestError
+
+        try:
+            await publish_once(self.js, t.channel.subject, data, f"{seq}.{part}",
+                               self.cfg.publish_timeout, self.cfg.lease_ttl,
+                               headers=self._headers(seq, part, at))
+            return True
+        except BadRequestError as e:
+            if e.err_code != 10071:  # wrong last sequence
+                raise
+        except (RingLogError, nats.errors.ConnectionClosedError):
+            return False  # no quorum within a lease, or a new connection: retry
+        # someone else published (we were deposed, or our own earlier attempt landed):
+        # compare what is there, and step down if it is not ours
+        if not await self._check_published(t.channel.stream, at, data):
+            return False
+        t.rejected += 1
+        if t.rejected == 1 or t.rejected % 1000 == 0:  # (the watchdog's evidence)
+            self._event("publish_rejected", stream=t.channel.stream, seq=seq, part=part,
+                        stream_seq=at, times=t.rejected)
+        return await lease.renew()
 
     async def _check_published(self, stream: str, seq: int, data: bytes) -> bool:
         """Compares this replica's batch with ``stream``'s message ``seq``; False (and the
