@@ -13,6 +13,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,3 +148,38 @@ def test_leader_kill9_under_load_with_split_batches_outputs_exactly_once(
     mid = sum(1 for (_, b, h), (_, _, h0) in zip(batches[1:], batches, strict=False)
               if h["Ringlog-Replica"] != h0["Ringlog-Replica"] and b.part > 0)
     print(f"{len(batches)} output batches, {mid} leader changes mid-message; {report}")
+
+
+def test_an_input_batch_past_max_payload_is_published_as_several() -> None:
+    """batch_max_bytes counts commands roughly and a server may take less: a batch whose
+    bytes pass the connection's max_payload (less the headers' room) is cut in halves until
+    each fits; the commands keep their order."""
+    from types import SimpleNamespace
+
+    import msgspec
+
+    from ringlog.cluster.stream import InputBatch
+
+    sent: list[bytes] = []
+
+    class JetStream:
+        _nc = SimpleNamespace(max_payload=MAX_PAYLOAD)
+
+        async def publish(self, subject: str, data: bytes, timeout: float,
+                          headers: dict[str, str]) -> Any:
+            sent.append(data)
+            return SimpleNamespace(seq=len(sent))
+
+    async def scenario() -> None:
+        cfg = ClusterConfig(servers=["nats://127.0.0.1:4222"], batch_max_bytes=64 << 10,
+                            batch_max_commands=4096)
+        pub = InputPublisher(JetStream(), cfg, 0)
+        for ty, pl in shard_commands(300):
+            await pub.publish(ty, pl)
+        await pub.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert len(sent) > 1 and all(len(d) <= MAX_PAYLOAD - HEADERS_ROOM for d in sent)
+    dec = msgspec.msgpack.Decoder(InputBatch)
+    assert [(c.type_id, c.payload) for d in sent for c in dec.decode(d).commands] == \
+        shard_commands(300)

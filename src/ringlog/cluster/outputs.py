@@ -33,7 +33,7 @@ import msgspec
 from .._emit import BatchCutter
 from ..events import FLAG_CONTROL, TYPE_STREAM_MARK, is_control
 from ..journal import JournalReader
-from .stream import OutputBatch
+from .stream import HEADERS_ROOM, OutputBatch
 
 _head_decoder = msgspec.msgpack.Decoder(OutputBatch)
 
@@ -41,9 +41,6 @@ __all__ = ["HEADERS_ROOM", "MARK", "OutputChannel", "OutputEmitter", "OutputPosi
            "find_mark", "last_mark", "output_position", "pack_mark", "unpack_mark"]
 
 MARK = struct.Struct("<QI")  # stream sequence, commands in the message
-# a batch's share of max_payload left to its headers (message id, expected last sequence,
-# replica id): a part is at most max_payload - HEADERS_ROOM bytes
-HEADERS_ROOM = 1024
 
 
 class OutputChannel(NamedTuple):

@@ -33,8 +33,8 @@ import msgspec
 from ..errors import ClusterError, ClusterTimeoutError
 from .config import ClusterConfig, ShardNames
 
-__all__ = ["Command", "InputBatch", "InputPublisher", "OutputBatch", "OutputRecordOut",
-           "encode_batch", "ensure_shard", "input_decoder"]
+__all__ = ["HEADERS_ROOM", "Command", "InputBatch", "InputPublisher", "OutputBatch",
+           "OutputRecordOut", "encode_batch", "ensure_shard", "input_decoder"]
 
 
 class Command(msgspec.Struct, array_like=True, frozen=True):
@@ -92,6 +92,9 @@ class OutputBatch(msgspec.Struct, array_like=True):
 
 
 _batch_encoder = msgspec.msgpack.Encoder()
+# a message's share of the servers' max_payload left to its headers (ids, expected sequence,
+# replica id): a batch is at most max_payload - HEADERS_ROOM bytes
+HEADERS_ROOM = 1024
 
 
 def _trimmed(fields: list[Any], defaults: tuple[Any, ...]) -> list[Any]:
@@ -268,14 +271,26 @@ class InputPublisher:
             self._linger = None
         if not self._open:
             return
-        data = _batch_encoder.encode(InputBatch(time.time_ns(), self._open))
+        for data in self._encoded(self._open, time.time_ns()):
+            self._ready.append((f"{self.publisher_id}.{self._next_id}", data))
+            self._next_id += 1
         self._open, self._open_bytes = [], 0
-        self._ready.append((f"{self.publisher_id}.{self._next_id}", data))
-        self._next_id += 1
         self._idle.clear()
         self._wake.set()
         if len(self._ready) >= self.max_pending:
             self._room.clear()
+
+    def _encoded(self, commands: list[Command], ts: int) -> list[bytes]:
+        """The batch's bytes; several batches (halves, again if need be) if it passes the
+        servers' max_payload less HEADERS_ROOM (``batch_max_bytes`` is counted roughly by
+        ``add``, and a server may take less than it)."""
+        data = _batch_encoder.encode(InputBatch(ts, commands))
+        limit = getattr(getattr(self.js, "_nc", None), "max_payload", None)
+        if not isinstance(limit, int) or len(data) <= limit - HEADERS_ROOM \
+                or len(commands) == 1:
+            return [data]
+        half = len(commands) // 2
+        return self._encoded(commands[:half], ts) + self._encoded(commands[half:], ts)
 
     async def flush(self) -> int:
         """Cuts the open batch and waits until every batch is stored; returns the stream
