@@ -679,8 +679,13 @@ class Replica:
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self._fed.wait(), self.cfg.lease_ttl / 8)
         finally:
+            # the answers of publishes still in flight no longer matter: a new term starts
+            # afresh from the stream
             for *_, ack in t.window:
-                ack.cancel()  # (their answers no longer matter: a new term starts afresh)
+                if not ack.done():
+                    ack.cancel()
+                elif not ack.cancelled():
+                    ack.exception()  # (retrieved: nothing to report)
             if channel.watched:
                 self._emitter = None
             emitter.close()
