@@ -30,6 +30,10 @@ CONFIG = ("port = 0\n[[sessions]]\nid = 1\ntoken = \"token-of-one\"\naccount = 1
     (["--cluster", "nats://127.0.0.1:4222", "--replica-id", "a", "--replicas", "2"],
      "ClusterConfig.replicas"),
     (["--cluster", "nats://127.0.0.1:4222", "--replica-id", "a b"], "ReplicaConfig.replica_id"),
+    (["--cluster", "nats://127.0.0.1:4222", "--replica-id", "a", "--market-data-types", "L2"],
+     "--market-data-types"),
+    (["--cluster", "nats://127.0.0.1:4222", "--replica-id", "a", "--replicas", "1",
+      "--market-data-replicas", "3"], "ClusterConfig.market_data_replicas"),
 ])
 def test_serve_cluster_with_a_bad_option_exits_2_naming_it(tmp_path: Any, capsys: Any,
                                                            extra: list[str],

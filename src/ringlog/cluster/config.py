@@ -43,7 +43,10 @@ class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     stream messages, and the leader ships a snapshot every ``snapshot_every`` (0: never), from
     which a replica with an empty directory starts. Outputs of the ``market_data_types``
     (the engine's L1 and L2 records; empty: none) go to a stream of their own replicated
-    ``market_data_replicas`` times (rebuildable from the input log: docs/cluster.md).
+    ``market_data_replicas`` times (rebuildable from the input log: docs/cluster.md). An
+    output batch is at most ``output_max_bytes`` or the server's ``max_payload``, whichever
+    is less (with the headers); every replica must cut the same parts, so servers with a
+    ``max_payload`` below it must all have the same.
     """
 
     servers: list[str]
@@ -65,6 +68,7 @@ class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     market_data_types: list[int] = msgspec.field(
         default_factory=lambda: [int(Report.L1), int(Report.L2)])
     market_data_replicas: int = 1
+    output_max_bytes: int = 1 << 20
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -114,6 +118,9 @@ class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
                 self.market_data_replicas > self.replicas:
             raise config_error(self, "market_data_replicas", f"1, 3 or 5 and at most replicas "
                                f"({self.replicas}), got {self.market_data_replicas}")
+        if not 4096 <= self.output_max_bytes <= 64 << 20:
+            raise config_error(self, "output_max_bytes", f"must be 4 KiB to 64 MiB (NATS's "
+                               f"largest max_payload), got {self.output_max_bytes}")
         if self.connect_timeout <= 0:
             raise config_error(self, "connect_timeout", f"must be > 0 seconds, got "
                                f"{self.connect_timeout}")

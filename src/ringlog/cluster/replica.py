@@ -629,15 +629,15 @@ class Replica:
         t = _StreamTerm(channel, pos)
         p = self.processor
         assert p is not None
-        # every part under the servers' max_payload (all servers of a cluster must agree on
-        # it: replicas with another bound cut other parts, and a new leader would then find
-        # the stream's last batch different from its own, and halt)
+        # every part under one bound on every replica (with another bound a replica cuts
+        # other parts, and as a new leader finds the stream's last batch different from its
+        # own, and halts): output_max_bytes, unless the server takes less
         start, start_output = max(pos.input_seq, 1), pos.first_output
         if pos.input_seq < self._journal_from and pos.through == pos.input_seq:
             # seeded after the stream's last message: nothing of it to compare, continue after
             start, start_output = pos.input_seq + 1, pos.next_output
-        emitter = OutputEmitter(p, start, self.nc.max_payload - HEADERS_ROOM, channel.types,
-                                channel.exclude, start_output)
+        bound = min(self.cfg.output_max_bytes, self.nc.max_payload) - HEADERS_ROOM
+        emitter = OutputEmitter(p, start, bound, channel.types, channel.exclude, start_output)
         if channel.watched:
             self._emitter, self._term_last = emitter, t.last
         try:
