@@ -8,7 +8,8 @@ the same boundaries on every replica, and published by the leader alone.
                         │ outputs whose cause lies in message s's commands
                         ▼ cut into parts of at most max_bytes (the servers' max_payload)
     OutputBatch(input_seq=s, first_output, timestamp_ns, outputs, part, parts)
-        ──► leader: publish to RL_<name>_OUT_<k>, Nats-Msg-Id = "s.part",
+        ──► leader: publish to RL_<name>_OUT_<k> (reports) or RL_<name>_MD_<k> (market
+            data: an emitter each, by type), Nats-Msg-Id = "s.part",
             Nats-Expected-Last-Sequence = the stream sequence of the batch before
 
 Every input message gives one output batch, or several consecutive ones (its parts) when

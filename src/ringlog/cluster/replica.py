@@ -9,6 +9,7 @@ alone publishes the outputs.
                       every checkpoint_every: hash ──► RL_<name>_CKPT (compare, halt)
     lease task ── renew / acquire RL_<name>_LEASE ──► leader?
     leader task ── OutputEmitter(journals) ── Nats-Expected-Last-Sequence ──► RL_<name>_OUT_<shard>
+                └─ (market data types) ── the same, in a task of its own ──► RL_<name>_MD_<shard>
     status task ── RL_<name>_STATUS <shard>.<replica>: role, applied seq, idle state hash
 
 Restart = the processor's own recovery (snapshot + local journal) then the stream from the
