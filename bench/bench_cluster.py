@@ -2,12 +2,12 @@
 through the output stream, against raw nats-py JetStream publishes in the same run.
 
     InputPublisher (this process) ══batches══► RL_IN_0 (R=1 | R=3, 3-node loopback cluster)
-        ══ordered══► leader replica (process) ══output batches══► RL_OUT_0
-        ══ordered══► standby replica (process)
+        ══ordered══► leader replica (process) ══output batches══► RL_OUT_0 (reports)
+        ══ordered══► standby replica (process)      ╚══market data══► RL_MD_0 (R=1)
     raw: js.publish_async of messages of the same size to a stream of the same replicas
 
     cluster_r<R>_commands_per_s           N engine commands published as fast as batches go,
-                                          until the output stream and the standby are at the end
+                                          until the output streams and the standby are at the end
     cluster_r<R>_vs_raw_bytes             our input stream bytes/s over raw bytes/s, same size
     raw_r<R>_<size>_msgs_per_s            the raw publishes alone
     cluster_latency_<rate>_p50/p99        intended send -> output batch seen by a subscriber
@@ -45,7 +45,7 @@ from ringlog.cluster import ClusterConfig
 from ringlog.cluster.natsserver import NatsCluster
 from ringlog.cluster.replica import wait_for_jetstream
 from ringlog.cluster.shard import ShardedPublisher, ShardRouter
-from ringlog.cluster.stream import InputBatch, InputPublisher, OutputBatch, ensure_shard
+from ringlog.cluster.stream import InputBatch, InputPublisher, ensure_shard
 from ringlog.cluster.trial import ReplicaProcess, ShardWatch, engine_commands, stop_all
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -92,7 +92,8 @@ class _Bench:
         return reps, w
 
     async def drive(self, cfg: ClusterConfig, w: ShardWatch, leader: str,
-                    cmds: list[tuple[int, bytes]]) -> tuple[float, float]:
+                    cmds: list[tuple[int, bytes]], market_data: bool = True
+                    ) -> tuple[float, float]:
         """Publishes ``cmds`` to shard 0 and waits until the leader has output and the
         standby has hashed the last of them: (seconds publishing, seconds in all)."""
         pub = InputPublisher(self.js, cfg, 0)
@@ -104,7 +105,7 @@ class _Bench:
             t_in = time.perf_counter() - t0
 
             async def done() -> bool:
-                if await w.last_output_seq() < last:
+                if not await _complete(w, last, market_data and bool(cfg.market_data_types)):
                     return False
                 st = await w.status("standby" if leader == "lead" else "lead")
                 return st is not None and st.hash_seq >= last
@@ -166,12 +167,11 @@ class _Bench:
         cfg = self.config(replicas=3)
         reps, w = await self.replicas(cfg, ["lead", "standby"])
         lat: dict[int, float] = {}
-        dec = msgspec.msgpack.Decoder(OutputBatch)
 
         async def on_batch(msg: Any) -> None:
             now = time.time_ns()
-            for o in dec.decode(msg.data).outputs:
-                lat.setdefault(o.correlation_id, (now - o.correlation_id) / 1e3)
+            for corr in _correlation_ids(msg.data):
+                lat.setdefault(corr, (now - corr) / 1e3)
         seen_in: dict[int, float] = {}
         idec = msgspec.msgpack.Decoder(InputBatch)
 
@@ -284,12 +284,37 @@ class _Bench:
             stop_all(reps)
 
 
+_any_msgpack = msgspec.msgpack.Decoder()
+
+
+def _correlation_ids(data: bytes) -> list[int]:
+    """The correlation ids of an output batch's outputs (OutputBatch; or an older build's
+    ``[input_seq, first_output, [[type, payload, correlation, ...], ...]]``: an A/B run)."""
+    b = _any_msgpack.decode(data)
+    outs = b[3] if len(b) >= 4 else b[2]
+    return [o[2] for o in outs if len(o) > 2 and o[2]]
+
+
 async def _true(x: bool) -> bool:
     return x
 
 
 async def _at(w: ShardWatch, last: int) -> bool:
-    return await w.last_output_seq() >= last
+    return await _complete(w, last, False)
+
+
+async def _complete(w: ShardWatch, last: int, market_data: bool) -> bool:
+    """Whether the output stream (and with ``market_data`` the market data stream) holds
+    input ``last``'s outputs whole. (An older build's batches, one per input message in the
+    output stream alone, are counted by the stream's last sequence: an A/B run.)"""
+    if await w.last_output_seq() < last:
+        return False
+    try:
+        if await w.output_through() < last:
+            return False
+    except msgspec.ValidationError:
+        return True
+    return not market_data or await w.output_through(w.names.market_data_stream) >= last
 
 
 async def _standby(w: ShardWatch, rid: str) -> bool:
@@ -374,11 +399,11 @@ def run(runs: int = 3, smoke: bool = False, peers: dict | None = None,
 GOALS = [
     {"goal": ">= 0.5x the raw replicas-3 byte rate at the same message size",
      "row": "cluster_r3_vs_raw_bytes", "min": 0.5,
-     "why": "the output stream carries 4.2x the input's bytes (232 B of reports and market "
-            "data per 55-byte command) through the same three R=3 servers, so even replicas "
-            "that cost nothing would leave ~0.2x; the leader's ~5 us and the standby's ~3.5 us "
-            "of CPU per command (emitter and feeder now compiled: "
-            "bench/cluster_cpu_split.py) share two cores with NATS and other work"},
+     "why": "NATS's CPU is much per message (~2 ms per input message, ~4.4 us per command: "
+            "bench/cluster_cpu_split.py, docs/cluster.md) and shares two cores with the "
+            "leader (~4.3 us per command) and the standby (~3.2 us); output bytes are down "
+            "42% (trimmed framing, market data on an R=1 stream), which leaves NATS alone "
+            "a cap of ~0.34x on this machine"},
     {"goal": "failover (kill -9 of the leader to its successor's first output) < 1 s",
      "row": "cluster_failover_ms", "max": 1000,
      "why": "a lease of 0.5 s is trusted for 3/4 of it; the standby polls every ttl/8"},

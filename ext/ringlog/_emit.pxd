@@ -37,11 +37,21 @@ cdef class BatchCutter:
     cdef readonly int64_t first_output  # output index of the batch being collected
     cdef readonly list open_messages    # OpenMessage, oldest first
     cdef int64_t out_last               # the output journal's last sequence as last read
-    cdef uint8_t* buf                   # [room for the batch head][outputs, encoded]
+    cdef readonly int64_t max_bytes     # bound of one batch's bytes (a part of a message)
+    cdef uint8_t* buf                   # the open message's outputs, encoded, back to back
     cdef Py_ssize_t cap, pos
     cdef readonly int64_t collected     # outputs in buf
+    cdef int64_t msg_ts                 # the open message's event time (its first output's)
+    cdef Py_ssize_t part_start          # buf offset of the open part's first output
+    cdef int64_t part_count             # outputs in the open part
+    cdef list cuts                      # (buf offset, outputs) where each closed part ends
+    cdef uint32_t types[8]              # the output types of this cutter's stream ...
+    cdef int ntypes
+    cdef bint exclude                   # ... or (exclude) every type but those
+    cdef readonly int64_t start_output  # output index of message start_seq's first (-1: ours)
 
     cdef int _scan_inputs(self, int64_t last) except -1
     cdef int _collect(self, int64_t mark, int64_t end, int64_t published) except -1
+    cdef bint _selected(self, uint32_t type_id) noexcept nogil
     cdef int _append(self, const rl_header* h) except -1
-    cdef bytes _batch(self, int64_t seq)
+    cdef list _parts(self, int64_t seq)

@@ -4,10 +4,13 @@ time, no Python object per record, each batch's msgpack bytes written in one buf
 ::
 
     input journal   … MARK(s, n) cmd cmd … ──JournalCursor──► OpenMessage(s, n, mark, seen, end)
-    output journal  … out(cause) out …     ──JournalCursor──► buf: [head room][out][out]…
-                                                                      │ message s complete
-                                                                      ▼
-        bytes = 0x93 s first_output array(k) out … (msgspec's bytes of OutputBatch, exactly)
+    output journal  … out(cause) out …     ──JournalCursor──► buf: [out][out]…|[out]…  (| a cut:
+                                                                      │       the part would
+                                                                      │       pass max_bytes)
+                                                                      ▼ message s complete
+        part k: 0x94|0x96 s first_output ts array(m) out … [k parts]
+                (msgspec's bytes of OutputBatch, exactly; out = OutputRecordOut, trailing
+                 defaults omitted)
 
 The rules (which message a record belongs to, when a message is complete, which outputs a
 batch skips) are src/ringlog/cluster/outputs.py's module docstring; OutputEmitter there owns a
@@ -31,8 +34,8 @@ cdef uint32_t _STREAM_MARK = TYPE_STREAM_MARK
 
 cdef enum:
     MARK_SIZE = 12      # TYPE_STREAM_MARK payload: u64 stream seq, u32 commands (little-endian)
-    HEAD_ROOM = 24      # a batch head: fixarray(3), two ints (<= 9 bytes each), array32 head
-    OUT_ROOM = 40       # one output's bytes beside its payload: fixarray(5), 4 ints, bin32 head
+    HEAD_MAX = 64       # a batch head: fixarray(6), five ints (<= 9 bytes each), array32 head
+    OUT_ROOM = 48       # one output's bytes beside its payload: fixarray(5), 4 ints, bin32 head
 
 
 cdef inline Py_ssize_t _align8(Py_ssize_t n) noexcept nogil:
@@ -162,19 +165,36 @@ cdef class BatchCutter:
     """Cuts output batches from a running processor's journals: the input journal read from
     ``in_from`` (a mark), the output journal from ``out_from`` (the first output caused at or
     after ``in_from``, whose output index it is); batches of messages before ``start_seq`` are
-    counted, not returned. Not thread-safe."""
+    counted, not returned. A message's outputs that do not fit ``max_bytes`` in one batch
+    are cut into parts that do, greedily in output order (so the same parts on every replica
+    with the same bound). ``types`` (up to 8 type ids) keeps only the outputs of those types
+    (``exclude``: of every other type): one stream's share of the outputs, whose batches
+    number its outputs from ``start_output`` at message ``start_seq`` (-1: the output
+    journal's index). Not thread-safe."""
 
     def __cinit__(self):
         self.cap = 1 << 16
         self.buf = <uint8_t*>malloc(self.cap)
         if self.buf == NULL:
             raise MemoryError()
-        self.pos = HEAD_ROOM
+        self.cuts = []
 
     def __dealloc__(self):
         free(self.buf)
 
-    def __init__(self, processor, int64_t start_seq, int64_t in_from, int64_t out_from):
+    def __init__(self, processor, int64_t start_seq, int64_t in_from, int64_t out_from,
+                 int64_t max_bytes=1 << 62, types=(), bint exclude=True,
+                 int64_t start_output=-1):
+        if max_bytes < 2 * HEAD_MAX:
+            raise ValueError(f"max_bytes must be >= {2 * HEAD_MAX}, got {max_bytes}")
+        if len(types) > 8:
+            raise ValueError(f"at most 8 output types per stream, got {len(types)}")
+        self.max_bytes = max_bytes
+        for t in types:
+            self.types[self.ntypes] = t
+            self.ntypes += 1
+        self.exclude = exclude
+        self.start_output = start_output
         self.processor = processor
         self.in_journal = processor.input
         self.out_journal = processor.output
@@ -197,8 +217,8 @@ cdef class BatchCutter:
 
     def poll(self):
         """The batches completed since the last call, in stream order, as ``(stream seq,
-        bytes)``: a message is complete once the loop has processed its last command and
-        every output published so far is in the output journal."""
+        part, parts, bytes)``: a message is complete once the loop has processed its last
+        command and every output published so far is in the output journal."""
         cdef OpenMessage m
         cdef list done = []
         self._scan_inputs(self.in_journal.last_sequence)
@@ -212,11 +232,14 @@ cdef class BatchCutter:
             if m.end < 0 or m.end > processed or not self._collect(m.mark, m.end, published):
                 break
             del self.open_messages[0]
+            if m.seq == self.start_seq and self.start_output >= 0:
+                self.first_output = self.start_output  # (what _collect counted before: moot)
             if m.seq >= self.start_seq:
-                done.append((m.seq, self._batch(m.seq)))
+                done.extend(self._parts(m.seq))
             self.first_output += self.collected
-            self.collected = 0
-            self.pos = HEAD_ROOM
+            self.collected = self.part_count = 0
+            self.pos = self.part_start = 0
+            self.cuts = []
         return done
 
     cdef int _scan_inputs(self, int64_t last) except -1:
@@ -261,7 +284,9 @@ cdef class BatchCutter:
                     return self.outputs.next_sequence >= published
             if h.producer_seq > end:
                 return 1
-            if h.producer_seq < mark:
+            if not self._selected(h.type_id):
+                pass  # another stream's
+            elif h.producer_seq < mark:
                 # caused before this message's mark: by the tail of a message this cutter
                 # did not see whole (it started mid-message, or the output journal's end was
                 # read before the loop journaled these). In no batch here, but it holds an
@@ -271,9 +296,18 @@ cdef class BatchCutter:
                 self._append(h)
             self.outputs.advance()
 
+    cdef bint _selected(self, uint32_t type_id) noexcept nogil:
+        """Whether outputs of ``type_id`` belong to this cutter's stream."""
+        cdef int i
+        for i in range(self.ntypes):
+            if self.types[i] == type_id:
+                return not self.exclude
+        return self.exclude
+
     cdef int _append(self, const rl_header* h) except -1:
-        """One output as OutputRecordOut: [type_id, payload, correlation_id, timestamp_ns,
-        flags]."""
+        """One output as OutputRecordOut: ``[type_id, payload, correlation_id, flags,
+        timestamp_ns]`` without the trailing fields at their defaults (0, 0, and None: the
+        message's event time); a cut before it when the open part would pass max_bytes."""
         cdef Py_ssize_t need = self.pos + OUT_ROOM + h.length
         cdef uint8_t* grown
         if need > self.cap:
@@ -283,30 +317,74 @@ cdef class BatchCutter:
             if grown == NULL:
                 raise MemoryError()
             self.buf = grown
+        if self.collected == 0:
+            self.msg_ts = h.timestamp_ns
+        cdef int n = 2
+        if h.timestamp_ns != self.msg_ts:
+            n = 5
+        elif h.flags:
+            n = 4
+        elif h.correlation_id:
+            n = 3
         cdef uint8_t* p = self.buf + self.pos
         cdef Py_ssize_t k = 1
-        p[0] = 0x95
+        p[0] = <uint8_t>(0x90 | n)
         k += put_int(p + k, h.type_id)
         k += _put_bin(p + k, <const char*>h + RL_HEADER_SIZE, h.length)
-        k += put_int(p + k, h.correlation_id)
-        k += put_int(p + k, h.timestamp_ns)
-        k += put_int(p + k, h.flags)
+        if n >= 3:
+            k += put_int(p + k, h.correlation_id)
+        if n >= 4:
+            k += put_int(p + k, h.flags)
+        if n == 5:
+            k += put_int(p + k, h.timestamp_ns)
+        if HEAD_MAX + k > self.max_bytes:
+            raise ValueError(f"an output of {k} bytes (type {h.type_id}, output journal "
+                             f"sequence {h.sequence}) cannot fit a batch of max_bytes="
+                             f"{self.max_bytes} (the servers' max_payload is too small)")
+        if self.part_count and HEAD_MAX + (self.pos - self.part_start) + k > self.max_bytes:
+            self.cuts.append((self.pos, self.part_count))
+            self.part_start = self.pos
+            self.part_count = 0
         self.pos += k
+        self.part_count += 1
         self.collected += 1
         return 0
 
-    cdef bytes _batch(self, int64_t seq):
-        """OutputBatch(seq, first_output, outputs collected) as msgpack: the head written in
-        the room left before the outputs, then one copy into bytes."""
-        cdef uint8_t head[HEAD_ROOM]
-        cdef Py_ssize_t k = 1
-        head[0] = 0x93
-        k += put_int(head + k, seq)
-        k += put_int(head + k, self.first_output)
-        k += _put_array_head(head + k, self.collected)
-        memcpy(self.buf + HEAD_ROOM - k, head, k)
-        return PyBytes_FromStringAndSize(<const char*>self.buf + HEAD_ROOM - k,
-                                         self.pos - HEAD_ROOM + k)
+    cdef list _parts(self, int64_t seq):
+        """OutputBatch(seq, first_output, ts, outputs[, part, parts]) of each part of the
+        collected outputs as msgpack: the head, then one copy of the part's outputs."""
+        cdef uint8_t head[HEAD_MAX]
+        cdef uint8_t tail[18]  # part, parts: two ints
+        cdef Py_ssize_t k, t, start = 0, end
+        cdef int64_t first = self.first_output, count, parts = len(self.cuts) + 1, part
+        cdef int64_t ts = self.msg_ts if self.collected else 0
+        cdef list out = []
+        cdef bytes data
+        cdef char* d
+        for part in range(parts):
+            if part < parts - 1:
+                end, count = self.cuts[part]
+            else:
+                end, count = self.pos, self.part_count
+            k = 1
+            head[0] = 0x96 if parts > 1 else 0x94  # part and parts omitted at their defaults
+            k += put_int(head + k, seq)
+            k += put_int(head + k, first)
+            k += put_int(head + k, ts)
+            k += _put_array_head(head + k, count)
+            t = 0
+            if parts > 1:
+                t = put_int(tail, part)
+                t += put_int(tail + t, parts)
+            data = PyBytes_FromStringAndSize(NULL, k + (end - start) + t)
+            d = <char*>data
+            memcpy(d, head, k)
+            memcpy(d + k, self.buf + start, end - start)
+            memcpy(d + k + (end - start), tail, t)
+            out.append((seq, part, parts, data))
+            first += count
+            start = end
+        return out
 
     def close(self):
         """Releases the journal mappings."""

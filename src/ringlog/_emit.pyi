@@ -19,10 +19,14 @@ class OpenMessage:
 class BatchCutter:
     start_seq: int
     first_output: int
+    max_bytes: int
+    start_output: int
     open_messages: list[OpenMessage]
     collected: int
     input_tail: int
     output_tail: int
-    def __init__(self, processor: Any, start_seq: int, in_from: int, out_from: int) -> None: ...
-    def poll(self) -> list[tuple[int, bytes]]: ...
+    def __init__(self, processor: Any, start_seq: int, in_from: int, out_from: int,
+                 max_bytes: int = ..., types: tuple[int, ...] | list[int] = ...,
+                 exclude: bool = ..., start_output: int = ...) -> None: ...
+    def poll(self) -> list[tuple[int, int, int, bytes]]: ...
     def close(self) -> None: ...

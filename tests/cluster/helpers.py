@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 import nats
 
+from ringlog.cluster import ClusterConfig
 from ringlog.cluster.replica import wait_for_jetstream
 from ringlog.cluster.stream import InputBatch, InputPublisher, ensure_shard
 from ringlog.cluster.trial import ReplicaProcess, ShardWatch, engine_commands, stop_all
@@ -116,16 +117,23 @@ class Shard:
             return st if st and st.published_seq >= seq else None
         return await self.watch.wait(done, f"replica {rid} publishing batch {seq}", timeout)
 
-    async def all_outputs(self, last: int, timeout: float = 30.0) -> list[Any]:
+    async def all_outputs(self, last: int, timeout: float = 30.0,
+                          stream: str | None = None) -> list[Any]:
+        """Every batch of the output stream (or ``stream``) once it holds input ``last``'s
+        outputs whole."""
         async def done() -> bool:
-            return await self.watch.last_output_seq() >= last
+            return await self.watch.output_through(stream) >= last
         try:
             await self.watch.wait(done, f"output stream at {last}", timeout)
         except RingLogError as e:  # say where each replica stood
             states = {rid: await self.watch.status(rid) for rid in self.replicas}
             logs = {rid: r.output()[-2000:] for rid, r in self.replicas.items()}
             raise RingLogError(f"{e}; replicas: {states}; logs: {logs}") from e
-        return await self.watch.outputs()
+        return await self.watch.outputs(stream=stream)
+
+    async def market_data(self, last: int, timeout: float = 30.0) -> list[Any]:
+        """Every batch of the market data stream once it holds input ``last``'s."""
+        return await self.all_outputs(last, timeout, self.watch.names.market_data_stream)
 
 
 class Load:
@@ -163,21 +171,33 @@ class Load:
         return last
 
 
-def check_outputs(batches: list[Any], commands: list[tuple[int, bytes]], last: int) -> str:
-    """Asserts the output stream holds, exactly once and in order, the outputs the engine
-    gives for ``commands``; returns the engine's state hash after them."""
-    assert [seq for seq, _, _ in batches] == list(range(1, last + 1))
-    expect_first = 0
+# the output types of the market data stream (the tests' clusters keep the default)
+MARKET_DATA = set(ClusterConfig(servers=["nats://127.0.0.1:4222"]).market_data_types)
+
+
+def check_outputs(batches: list[Any], commands: list[tuple[int, bytes]], last: int,
+                  market_data: bool | None = False) -> str:
+    """Asserts the output stream (``market_data``: the market data stream; None: an output
+    stream with every output, no market data stream) holds, exactly once and in order, its
+    share of the outputs the engine gives for ``commands``; returns the engine's state hash
+    after them."""
+    assert [seq for seq, _, _ in batches] == list(range(1, len(batches) + 1))
+    expect_first, expect = 0, (1, 0)  # (input seq, part) of the next batch
     got: list[tuple[int, bytes]] = []
     for seq, batch, headers in batches:
-        assert batch.input_seq == seq
-        assert headers["Nats-Msg-Id"] == str(seq)
+        assert (batch.input_seq, batch.part) == expect, f"output stream message {seq} is " \
+            f"part {batch.part} of input {batch.input_seq}, expected {expect}"
+        assert headers["Nats-Msg-Id"] == f"{batch.input_seq}.{batch.part}"
         assert batch.first_output == expect_first, f"output batch {seq} starts at " \
             f"{batch.first_output}, the one before ended at {expect_first}"
         expect_first += len(batch.outputs)
+        last_part = batch.part == batch.parts - 1
+        expect = (batch.input_seq + 1, 0) if last_part else (batch.input_seq, batch.part + 1)
         got += [(o.type_id, o.payload) for o in batch.outputs]
+    assert expect == (last + 1, 0), f"the output stream ends before input {last}'s end"
     engine = demo_engine()
-    want = [out for ty, pl in commands for out in engine.apply(ty, pl)]
+    want = [out for ty, pl in commands for out in engine.apply(ty, pl)
+            if market_data is None or (out[0] in MARKET_DATA) == market_data]
     assert len(got) == len(want)
     assert got == want
     return str(engine.state_hash())

@@ -20,6 +20,9 @@ URL = ["nats://127.0.0.1:4222"]
     ({"lease_ttl": 0.01}, "ClusterConfig.lease_ttl"),
     ({"batch_max_bytes": 10 << 20}, "ClusterConfig.batch_max_bytes"),
     ({"checkpoint_every": "often"}, "ClusterConfig.checkpoint_every"),
+    ({"replicas": 1, "market_data_replicas": 3}, "ClusterConfig.market_data_replicas"),
+    ({"market_data_types": list(range(9))}, "ClusterConfig.market_data_types"),
+    ({"output_max_bytes": 1024}, "ClusterConfig.output_max_bytes"),
 ])
 def test_cluster_config_with_a_bad_value_names_the_field(kw: dict, field: str) -> None:
     with pytest.raises(ConfigError) as e:
@@ -31,6 +34,7 @@ def test_names_are_per_cluster_and_shard() -> None:
     n = ClusterConfig(servers=URL, name="x", shards=2).names(1)
     assert (n.input_stream, n.output_subject, n.lease_key) == ("RL_x_IN_1", "rl.x.out.1",
                                                                "shard-1")
+    assert (n.market_data_stream, n.market_data_subject) == ("RL_x_MD_1", "rl.x.md.1")
     with pytest.raises(ConfigError, match=r"shard 2 is outside 0\.\.1"):
         ClusterConfig(servers=URL, shards=2).names(2)
 

@@ -1,6 +1,8 @@
-"""ringlog._emit: the batches cut in C are msgspec's bytes of OutputBatch, for every size of
-payload, count of outputs and integer (the msgpack forms change at 16, 256, 65536, 2**32),
-across segment boundaries; a damaged record is an error, never a skipped output."""
+"""ringlog._emit: the batches cut in C are encode_batch's bytes of OutputBatch (msgpack,
+trailing defaults omitted), for every size of payload, count of outputs and integer (the
+msgpack forms change at 16, 256, 65536, 2**32), across segment boundaries; a message whose
+outputs pass max_bytes is cut into parts that do not, greedily; one stream's share of the
+outputs by type; a damaged record is an error, never a skipped output."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from hypothesis import strategies as st
 
 from ringlog._emit import BatchCutter, JournalCursor
 from ringlog.cluster.outputs import pack_mark
-from ringlog.cluster.stream import OutputBatch, OutputRecordOut
+from ringlog.cluster.stream import OutputBatch, OutputRecordOut, encode_batch
 from ringlog.errors import JournalCorruptError
 from ringlog.events import FLAG_CONTROL, TYPE_STREAM_MARK, TYPE_TIMER
 from ringlog.journal import Journal, list_segments
@@ -60,12 +62,20 @@ class _Journals:
         self.output.close()
 
 
-def _reference(messages: list[list[list[Output]]], first_seq: int = 1) -> list[tuple[int, bytes]]:
+def _record(o: Output, ts: int) -> OutputRecordOut:
+    ty, pl, corr, t, fl = o
+    return OutputRecordOut(ty, pl, corr, fl, None if t == ts else t)
+
+
+def _reference(messages: list[list[list[Output]]], first_seq: int = 1
+               ) -> list[tuple[int, int, int, bytes]]:
     out, first = [], 0
     for k, cmds in enumerate(messages):
-        outs = [OutputRecordOut(*o) for c in cmds for o in c]
-        out.append((first_seq + k, msgspec.msgpack.encode(
-            OutputBatch(first_seq + k, first, outs))))
+        flat = [o for c in cmds for o in c]
+        ts = flat[0][3] if flat else 0
+        outs = [_record(o, ts) for o in flat]
+        out.append((first_seq + k, 0, 1, encode_batch(
+            OutputBatch(first_seq + k, first, ts, outs))))
         first += len(outs)
     return out
 
@@ -77,7 +87,7 @@ _outputs = st.lists(st.tuples(st.sampled_from(U32), st.sampled_from([0, 1, 255, 
 
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.lists(_outputs, max_size=4), min_size=1, max_size=8))
-def test_cutter_batches_are_msgspecs_bytes_of_output_batch(
+def test_cutter_batches_are_the_encoded_bytes_of_output_batch(
         tmp_path_factory: Any, shape: list[list[list[tuple[int, int, int, int, int]]]]) -> None:
     messages = [[[(ty, bytes([n % 251]) * n, c, ts, fl) for ty, n, c, ts, fl in cmd]
                  for cmd in msg] for msg in shape]
@@ -132,11 +142,11 @@ def test_cutter_waits_for_a_message_whose_commands_are_not_all_journaled(
         cause = j.input.append(b"cmd", 7)
         j.output.append(b"b", 1, producer_seq=cause)
         cutter = BatchCutter(j, 1, 0, 0)
-        assert [s for s, _ in cutter.poll()] == [1]
+        assert [b[0] for b in cutter.poll()] == [1]
         assert cutter.poll() == []
         assert [(m.seq, m.seen, m.end) for m in cutter.open_messages] == [(2, 1, -1)]
         cause = j.input.append(b"cmd", 7)
-        assert [s for s, _ in cutter.poll()] == [2]
+        assert [b[0] for b in cutter.poll()] == [2]
     finally:
         j.close()
 
@@ -167,3 +177,88 @@ def test_cursor_starts_past_the_end_of_an_empty_journal(tmp_path: Path) -> None:
         assert isinstance(JournalCursor(tmp_path / "in", 0).next_sequence, int)
     finally:
         j.close()
+
+
+_small = st.lists(st.tuples(st.sampled_from([1, 210, 65536]), st.integers(0, 120),
+                            st.sampled_from([0, 1, 300, 2**40]), st.sampled_from([5, 5, 5, 6]),
+                            st.sampled_from([0, 0, 3])), max_size=30)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(_small, max_size=4), min_size=1, max_size=6),
+       st.sampled_from([256, 333, 1000, 4096]))
+def test_cutter_cuts_a_message_into_parts_of_at_most_max_bytes_greedily(
+        tmp_path_factory: Any, shape: list[list[list[tuple[int, int, int, int, int]]]],
+        max_bytes: int) -> None:
+    """Every part within max_bytes and encode_batch's bytes of its OutputBatch; the parts of a
+    message consecutive, numbered, with the message's outputs in order and contiguous output
+    indexes; a cut only where the next output would not have fit (the bound less the
+    largest head)."""
+    messages = [[[(ty, bytes([n % 251]) * n, c, ts, fl) for ty, n, c, ts, fl in cmd]
+                 for cmd in msg] for msg in shape]
+    j = _Journals(tmp_path_factory.mktemp("j"))
+    try:
+        for k, m in enumerate(messages):
+            j.message(k + 1, m)
+        got = BatchCutter(j, 1, 0, 0, max_bytes).poll()
+    finally:
+        j.close()
+    dec = msgspec.msgpack.Decoder(OutputBatch)
+    first = 0
+
+    def size(o: OutputRecordOut) -> int:  # of one output in a batch
+        return len(encode_batch(OutputBatch(0, 0, ts, [o]))) - len(encode_batch(
+            OutputBatch(0, 0, ts, [])))
+    for k, msg in enumerate(messages):
+        flat = [o for c in msg for o in c]
+        ts = flat[0][3] if flat else 0
+        parts = [b for b in got if b[0] == k + 1]
+        assert [(b[1], b[2]) for b in parts] == [(i, len(parts)) for i in range(len(parts))]
+        outs: list[OutputRecordOut] = []
+        for i, (_, _, _, data) in enumerate(parts):
+            assert len(data) <= max_bytes
+            b = dec.decode(data)
+            assert encode_batch(b) == data
+            assert (b.input_seq, b.first_output, b.timestamp_ns, b.part, b.parts) == \
+                (k + 1, first + len(outs), ts, i, len(parts))
+            if i + 1 < len(parts):  # greedy: the next part's first output did not fit
+                nxt = dec.decode(parts[i + 1][3]).outputs[0]
+                body = sum(size(o) for o in b.outputs)
+                assert 64 + body + size(nxt) > max_bytes
+            outs += b.outputs
+        assert outs == [_record(o, ts) for o in flat]
+        first += len(outs)
+    assert len(got) == sum(len([b for b in got if b[0] == k + 1]) for k in range(len(messages)))
+
+
+def test_cutter_refuses_an_output_larger_than_max_bytes(tmp_path: Path) -> None:
+    j = _Journals(tmp_path)
+    try:
+        j.message(1, [[(1, b"x" * 200, 0, 0, 0)]])
+        with pytest.raises(ValueError, match="max_payload"):
+            BatchCutter(j, 1, 0, 0, 200).poll()
+    finally:
+        j.close()
+
+
+def test_cutters_by_type_split_the_outputs_into_two_streams_numbered_on_their_own(
+        tmp_path: Path) -> None:
+    """A cutter of types {210, 211} and one of every other type: each batch holds its
+    stream's outputs in order, its first_output counts that stream's outputs from
+    start_output (given at start_seq: what the stream's last batch says)."""
+    md, rep = (210, b"m", 0, 7, 0), (1, b"r", 5, 7, 0)
+    messages = [[[rep, md, md]], [[md]], [[rep], [rep, md]], []]
+    j = _Journals(tmp_path)
+    try:
+        for k, m in enumerate(messages):
+            j.message(k + 1, m)
+        reports = BatchCutter(j, 1, 0, 0, types=(210, 211), exclude=True).poll()
+        market = BatchCutter(j, 2, 0, 0, types=(210, 211), exclude=False,
+                             start_output=100).poll()
+    finally:
+        j.close()
+    dec = msgspec.msgpack.Decoder(OutputBatch)
+    assert [(s, dec.decode(d).first_output, [o.type_id for o in dec.decode(d).outputs])
+            for s, _, _, d in reports] == [(1, 0, [1]), (2, 1, []), (3, 1, [1, 1]), (4, 3, [])]
+    assert [(s, dec.decode(d).first_output, [o.type_id for o in dec.decode(d).outputs])
+            for s, _, _, d in market] == [(2, 100, [210]), (3, 101, [210]), (4, 102, [])]

@@ -16,7 +16,8 @@ from .helpers import Load, Shard, check_outputs
 TRIALS = 20
 
 
-async def _failovers(cfg: Any, tmp: Any, trials: int, report: list[str]) -> None:
+async def _failovers(cfg: Any, tmp: Any, trials: int, report: list[str]) -> list[Any]:
+    """``trials`` kills of the leader under load; returns the output stream's batches."""
     async with Shard(cfg, tmp) as shard:
         for rid in ("a", "b", "c"):
             shard.start(rid)
@@ -43,7 +44,12 @@ async def _failovers(cfg: Any, tmp: Any, trials: int, report: list[str]) -> None
             shard.start(leader)  # restarts from its own journal: the local recovery path
         last = await load.stop()
         batches = await shard.all_outputs(last, timeout=60)
-        want_hash = check_outputs(batches, load.commands[:load.sent], last)
+        if cfg.market_data_types:
+            want_hash = check_outputs(batches, load.commands[:load.sent], last)
+            check_outputs(await shard.market_data(last, timeout=60),
+                          load.commands[:load.sent], last, market_data=True)
+        else:
+            want_hash = check_outputs(batches, load.commands[:load.sent], last, None)
         for rid in shard.replicas:
             st = await shard.caught_up(rid, last, timeout=60)
             assert st.state_hash == want_hash, f"replica {rid}: {st}"
@@ -55,6 +61,7 @@ async def _failovers(cfg: Any, tmp: Any, trials: int, report: list[str]) -> None
                   f"{max(times) * 1e3:.0f} ms, median {statistics.median(times) * 1e3:.0f} ms, "
                   f"p99 {times[min(len(times) - 1, int(len(times) * 0.99))] * 1e3:.0f} ms"
                   + (f" ({flapped} kills found the lease already moved)" if flapped else ""))
+    return batches
 
 
 def test_leader_kill9_under_load_standby_takes_over_with_outputs_exactly_once(

@@ -35,8 +35,8 @@ def _feed(p: Processor, messages: list[list[tuple[int, bytes]]], first_seq: int 
             p.publish(pl, ty, timestamp_ns=first_seq + k)
 
 
-def _drain(em: OutputEmitter, count: int) -> list[tuple[int, bytes]]:
-    got: list[tuple[int, bytes]] = []
+def _drain(em: OutputEmitter, count: int) -> list[tuple[int, int, int, bytes]]:
+    got: list[tuple[int, int, int, bytes]] = []
     deadline = time.monotonic() + 30
     while len(got) < count:
         got += em.poll()
@@ -68,10 +68,11 @@ def test_emitter_gives_one_batch_per_message_with_its_commands_outputs(tmp_path_
     ref = demo_engine()
     first = 0
     dec = msgspec.msgpack.Decoder(OutputBatch)
-    for k, (seq, data) in enumerate(batches):
+    for k, (seq, part, parts, data) in enumerate(batches):
         b = dec.decode(data)
         want = [out for ty, pl in messages[k] for out in ref.apply(ty, pl)]
-        assert (seq, b.input_seq, b.first_output) == (k + 1, k + 1, first)
+        assert (seq, part, parts) == (k + 1, 0, 1)
+        assert (b.input_seq, b.first_output, b.timestamp_ns) == (k + 1, first, k + 1 if want else 0)
         assert [(o.type_id, o.payload) for o in b.outputs] == want
         first += len(b.outputs)
 
@@ -237,3 +238,104 @@ def test_a_replica_resuming_a_message_cut_after_its_mark_does_not_mark_it_again(
         if r.processor is not None:
             r.processor.stop()
         r._loop.close()
+
+
+class _FakeStream:
+    """An output stream in memory as JetStream keeps one: a message id is stored once (a
+    duplicate is acknowledged at its first sequence), a wrong expected last sequence is
+    refused (10071). ``lose`` holds the publish_async calls (0-based) whose message never
+    arrives: their acknowledgement times out, so those after them are refused."""
+
+    def __init__(self, lose: set[int]) -> None:
+        self.msgs: list[tuple[bytes, dict[str, str]]] = []
+        self.ids: dict[str, int] = {}
+        self.lose = lose
+        self.calls = 0
+
+    def _store(self, data: bytes, headers: dict[str, str]) -> Any:
+        from types import SimpleNamespace
+
+        from nats.js.errors import BadRequestError
+
+        mid = headers["Nats-Msg-Id"]
+        if mid in self.ids:
+            return SimpleNamespace(seq=self.ids[mid], duplicate=True)
+        if int(headers["Nats-Expected-Last-Sequence"]) != len(self.msgs):
+            raise BadRequestError(400, "wrong last sequence", 10071)
+        self.msgs.append((data, headers))
+        self.ids[mid] = len(self.msgs)
+        return SimpleNamespace(seq=len(self.msgs), duplicate=False)
+
+    async def publish_async(self, subject: str, data: bytes, headers: dict[str, str]) -> Any:
+        import asyncio
+
+        import nats.errors
+
+        ack = asyncio.get_running_loop().create_future()
+        self.calls += 1
+        if self.calls - 1 in self.lose:
+            ack.set_exception(nats.errors.TimeoutError())
+        else:
+            try:
+                ack.set_result(self._store(data, headers))
+            except Exception as e:
+                ack.set_exception(e)
+        return ack
+
+    async def publish(self, subject: str, data: bytes, timeout: float,
+                      headers: dict[str, str]) -> Any:
+        return self._store(data, headers)
+
+    async def stream_info(self, stream: str) -> Any:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(state=SimpleNamespace(last_seq=len(self.msgs)))
+
+    async def get_msg(self, stream: str, seq: int, direct: bool = True) -> Any:
+        from types import SimpleNamespace
+
+        data, headers = self.msgs[seq - 1]
+        return SimpleNamespace(data=data, headers=headers)
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.sets(st.integers(0, 40), max_size=4))
+def test_a_publish_lost_in_the_middle_of_the_window_is_published_again_in_order(
+        tmp_path_factory: Any, lose: set[int]) -> None:
+    """The leader's window of publishes with a message lost (its acknowledgement times out,
+    those after it are refused as out of sequence): every batch ends in the stream once, in
+    order, byte for byte the emitter's."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from ringlog.cluster.config import ClusterConfig
+    from ringlog.cluster.outputs import OutputChannel
+    from ringlog.cluster.replica import Replica, ReplicaConfig
+
+    messages = _split([1 + (k * 5) % 7 for k in range(30)])
+    d = tmp_path_factory.mktemp("p")
+    cluster = ClusterConfig(name="t", servers=["nats://127.0.0.1:4222"], publish_timeout=0.2)
+    r = Replica(ReplicaConfig(cluster=cluster, replica_id="a", directory=str(d)))
+    r._recover()
+    p = r.processor
+    assert p is not None
+    p.start()
+    try:
+        _feed(p, messages)
+        want = [data for *_, data in _drain(OutputEmitter(p, 1), len(messages))]
+        stream = _FakeStream(lose)
+        r.js, r.nc = stream, SimpleNamespace(max_payload=1 << 20)
+        r.status.applied_seq = len(messages)
+
+        class Lease:  # held until the stream holds every batch
+            def held(self) -> bool:
+                return len(stream.msgs) < len(want)
+
+            async def renew(self) -> bool:
+                return True
+        channel = OutputChannel("OUT", "out", (), True, True)
+        asyncio.run(asyncio.wait_for(r._publish_channel(Lease(), channel), 60))  # type: ignore
+        assert [data for data, _ in stream.msgs] == want
+        assert r.status.published_seq == len(messages)
+    finally:
+        p.stop()

@@ -38,6 +38,12 @@ def add_cluster_options(p: argparse.ArgumentParser, *, required: bool = False) -
     g.add_argument("--cluster-snapshot-every", type=int, default=10_000,
                    help="input messages between the snapshots the leader ships (a new "
                    "replica starts from the newest); 0: none")
+    g.add_argument("--market-data-types", default="210,211", metavar="IDS",
+                   help="output type ids published to the market data stream of their own, "
+                   "comma-separated (default: the engine's L1 and L2; empty: none)")
+    g.add_argument("--market-data-replicas", type=int, default=1,
+                   help="JetStream replicas of the market data stream (default 1: it can "
+                   "be rebuilt from the input log; see docs/cluster.md)")
     g.add_argument("--standby-only", action="store_true", help="never take the lease")
     g.add_argument("--connect-timeout", type=float, default=10.0,
                    help="seconds to reach a NATS server at start before giving up (exit 2)")
@@ -53,11 +59,18 @@ def cluster_config_from_args(args: argparse.Namespace, directory: str, handler: 
     if not args.replica_id:
         raise ConfigError("--replica-id", "a replica needs a name unique in its shard")
     servers = [u.strip() for s in args.cluster for u in s.split(",") if u.strip()]
+    try:
+        md_types = [int(t) for t in args.market_data_types.split(",") if t.strip()]
+    except ValueError:
+        raise ConfigError("--market-data-types", f"{args.market_data_types!r}: comma-"
+                          f"separated integers") from None
     cluster = ClusterConfig(servers=servers, name=args.cluster_name, shards=args.shards,
                             replicas=args.replicas, lease_ttl=args.lease_ttl,
                             checkpoint_every=args.checkpoint_every,
                             snapshot_every=args.cluster_snapshot_every,
-                            connect_timeout=args.connect_timeout)
+                            connect_timeout=args.connect_timeout,
+                            market_data_types=md_types,
+                            market_data_replicas=args.market_data_replicas)
     return ReplicaConfig(cluster=cluster, replica_id=args.replica_id, directory=directory,
                          shard=args.shard, handler=handler, processor=processor,
                          standby_only=args.standby_only)

@@ -5,7 +5,10 @@ Every name derives from ``ClusterConfig.name`` and the shard number, so several 
 test runs) share one NATS deployment without meeting::
 
     stream  RL_<name>_IN_<shard>    subject rl.<name>.in.<shard>    the input log (commands)
-    stream  RL_<name>_OUT_<shard>   subject rl.<name>.out.<shard>   outputs, seq = input seq
+    stream  RL_<name>_OUT_<shard>   subject rl.<name>.out.<shard>   outputs (reports), in
+                                                                    input order
+    stream  RL_<name>_MD_<shard>    subject rl.<name>.md.<shard>    market data outputs
+                                    (market_data_types; R = market_data_replicas)
     bucket  RL_<name>_LEASE         key shard-<shard>               the leader's lease
                                     key session-<id>                a gateway session's node
     bucket  RL_<name>_CKPT          key <shard>.<stream seq>        state-hash checkpoints
@@ -21,6 +24,7 @@ import re
 import msgspec
 
 from ..config import check_fields, config_error
+from ..engine.records import Report
 
 __all__ = ["ClusterConfig", "ShardNames"]
 
@@ -37,7 +41,12 @@ class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     ``batch_max_bytes`` or ``batch_max_commands`` or ``batch_linger`` seconds after their
     first command. A checkpoint of the state hash is taken every ``checkpoint_every`` input
     stream messages, and the leader ships a snapshot every ``snapshot_every`` (0: never), from
-    which a replica with an empty directory starts.
+    which a replica with an empty directory starts. Outputs of the ``market_data_types``
+    (the engine's L1 and L2 records; empty: none) go to a stream of their own replicated
+    ``market_data_replicas`` times (rebuildable from the input log: docs/cluster.md). An
+    output batch is at most ``output_max_bytes`` or the server's ``max_payload``, whichever
+    is less (with the headers); every replica must cut the same parts, so servers with a
+    ``max_payload`` below it must all have the same.
     """
 
     servers: list[str]
@@ -47,12 +56,19 @@ class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     lease_ttl: float = 2.0
     checkpoint_every: int = 1000
     snapshot_every: int = 10_000
-    batch_max_bytes: int = 64 << 10
-    batch_max_commands: int = 1024
+    # large batches: NATS's work is much per message (docs/cluster.md, Measurements); a
+    # batch still closes batch_linger after its first command, so below saturation they stay
+    # small. (The outputs of a large one are cut under max_payload: outputs.py.)
+    batch_max_bytes: int = 256 << 10
+    batch_max_commands: int = 4096
     batch_linger: float = 0.002
     duplicate_window: float = 120.0
     publish_timeout: float = 5.0
     connect_timeout: float = 10.0
+    market_data_types: list[int] = msgspec.field(
+        default_factory=lambda: [int(Report.L1), int(Report.L2)])
+    market_data_replicas: int = 1
+    output_max_bytes: int = 1 << 20
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -94,6 +110,17 @@ class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         if self.publish_timeout <= 0:
             raise config_error(self, "publish_timeout", f"must be > 0 seconds, got "
                                f"{self.publish_timeout}")
+        if len(self.market_data_types) > 8 or not all(
+                0 <= t < 1 << 32 for t in self.market_data_types):
+            raise config_error(self, "market_data_types", f"up to 8 output type ids (0 to "
+                               f"2**32-1), got {self.market_data_types}")
+        if self.market_data_replicas not in (1, 3, 5) or \
+                self.market_data_replicas > self.replicas:
+            raise config_error(self, "market_data_replicas", f"1, 3 or 5 and at most replicas "
+                               f"({self.replicas}), got {self.market_data_replicas}")
+        if not 4096 <= self.output_max_bytes <= 64 << 20:
+            raise config_error(self, "output_max_bytes", f"must be 4 KiB to 64 MiB (NATS's "
+                               f"largest max_payload), got {self.output_max_bytes}")
         if self.connect_timeout <= 0:
             raise config_error(self, "connect_timeout", f"must be > 0 seconds, got "
                                f"{self.connect_timeout}")
@@ -114,6 +141,8 @@ class ShardNames:
         self.input_subject = f"rl.{name}.in.{shard}"
         self.output_stream = f"RL_{name}_OUT_{shard}"
         self.output_subject = f"rl.{name}.out.{shard}"
+        self.market_data_stream = f"RL_{name}_MD_{shard}"
+        self.market_data_subject = f"rl.{name}.md.{shard}"
         self.lease_bucket = f"RL_{name}_LEASE"
         self.lease_key = f"shard-{shard}"
         self.checkpoint_bucket = f"RL_{name}_CKPT"

@@ -8,6 +8,10 @@ clock).
     leader  ── update(shard-N, me, last=revision) every ttl/4 ──►          ok: still leader
                                       (a compare-and-set: a lease someone else took fails)
 
+A standby polls with a create alone: it reads the key (to take over a key that names it,
+written by its previous process or its own earlier term) only while the key may name it,
+i.e. until a read shows another holder, and again after its own write.
+
 The leader trusts its lease only until ``sent + 3/4 ttl`` by its own monotonic clock, where
 ``sent`` is when it sent the write that the server stamped later: the server cannot expire
 the entry, and no one else can create it, before the leader stops trusting it. A leader that
@@ -39,6 +43,9 @@ class Lease:
         self.revision = 0
         self.valid_until = 0.0  # monotonic time the lease is trusted until
         self.acquired_at = 0.0  # wall time of the last acquisition (for failover reports)
+        # whether the key may name this holder without this object knowing: at first (a
+        # previous process) and after each write of ours; a read naming another clears it
+        self._may_be_mine = True
 
     def held(self) -> bool:
         """True while the last successful write is recent enough to trust."""
@@ -62,6 +69,7 @@ class Lease:
         try:
             revision = await self._create_or_take_over()
         except Exception:
+            self._may_be_mine = True  # (a write whose answer was lost may have landed)
             return False  # no quorum, timeout: still a standby
         if revision is None:
             return False
@@ -75,14 +83,18 @@ class Lease:
         from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
         try:
-            return int(await self.kv.create(self.key, self.holder.encode()))
+            revision = int(await self.kv.create(self.key, self.holder.encode()))
+            self._may_be_mine = True
+            return revision
         except KeyWrongLastSequenceError:
-            pass
+            if not self._may_be_mine:
+                return None  # held by another (a standby's poll: one request, not two)
         try:
             entry = await self.kv.get(self.key)
         except KeyNotFoundError:
             return None  # expired meanwhile: the next try creates it
         if entry.value != self.holder.encode():
+            self._may_be_mine = False
             return None
         try:
             return int(await self.kv.update(self.key, self.holder.encode(),
@@ -96,6 +108,7 @@ class Lease:
         from nats.js.errors import KeyWrongLastSequenceError
 
         sent = time.monotonic()
+        self._may_be_mine = True  # (a write of ours may land even if its answer does not)
         try:
             self.revision = await self.kv.update(self.key, self.holder.encode(),
                                                  last=self.revision)

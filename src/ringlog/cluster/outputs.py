@@ -6,30 +6,96 @@ the same boundaries on every replica, and published by the leader alone.
     input journal  … MARK(s) cmd cmd cmd MARK(s+1) cmd …     (TYPE_STREAM_MARK: s, n)
     output journal … out(cause) out out out out …            (cause = input journal seq)
                         │ outputs whose cause lies in message s's commands
-                        ▼
-    OutputBatch(input_seq=s, first_output, outputs) ──► leader: publish to RL_<name>_OUT_<k>
-        Nats-Msg-Id = s, Nats-Expected-Last-Sequence = s - 1   (so stream seq == s)
+                        ▼ cut into parts of at most max_bytes (the servers' max_payload)
+    OutputBatch(input_seq=s, first_output, timestamp_ns, outputs, part, parts)
+        ──► leader: publish to RL_<name>_OUT_<k> (reports) or RL_<name>_MD_<k> (market
+            data: an emitter each, by type), Nats-Msg-Id = "s.part",
+            Nats-Expected-Last-Sequence = the stream sequence of the batch before
 
-Every input message gives exactly one output batch (empty when its commands emitted
-nothing), so the output stream's sequence is the input stream's sequence: a new leader
-resumes after the output stream's last sequence and a deposed one cannot append (the expected
-last sequence no longer matches, and the message id is a duplicate). The batches are rebuilt
-from the journals, not kept in memory, so a replica that restarted (its journal replayed with
-outputs suppressed) or a standby that just took over builds the same bytes as the old leader.
+Every input message gives one output batch, or several consecutive ones (its parts) when
+its outputs do not fit one NATS message; an empty one when its commands emitted nothing. A
+new leader resumes at the output stream's last message (input message s, part j): it
+rebuilds message s's parts, compares those the stream holds byte for byte and publishes the
+rest, each expecting the stream's sequence before it, so a deposed leader cannot append (its
+expected last sequence no longer matches, and the message id is a duplicate). The parts are
+cut greedily in output order under one bound, so replicas with the same bound cut the same
+parts. The batches are rebuilt from the journals, not kept in memory, so a replica that
+restarted (its journal replayed with outputs suppressed) or a standby that just took over
+builds the same bytes as the old leader.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, NamedTuple
+
+import msgspec
 
 from .._emit import BatchCutter
 from ..events import FLAG_CONTROL, TYPE_STREAM_MARK, is_control
 from ..journal import JournalReader
+from .stream import HEADERS_ROOM, OutputBatch
 
-__all__ = ["MARK", "OutputEmitter", "find_mark", "last_mark", "pack_mark", "unpack_mark"]
+_head_decoder = msgspec.msgpack.Decoder(OutputBatch)
+
+__all__ = ["HEADERS_ROOM", "MARK", "OutputChannel", "OutputEmitter", "OutputPosition",
+           "find_mark", "last_mark", "output_position", "pack_mark", "unpack_mark"]
 
 MARK = struct.Struct("<QI")  # stream sequence, commands in the message
+
+
+class OutputChannel(NamedTuple):
+    """One stream of a shard's outputs: its name and subject, the output types it carries
+    (``types``; with ``exclude``: every other type), and whether it is the term's
+    ``watched`` one (reports: its trouble ends a leader's term)."""
+
+    stream: str
+    subject: str
+    types: tuple[int, ...]
+    exclude: bool
+    watched: bool
+
+
+class OutputPosition(NamedTuple):
+    """Where an output stream ends: its last sequence, the input message (``input_seq``,
+    ``part`` of ``parts``) that message belongs to, the output index of that input
+    message's first output (``first_output`` of its part 0) and the index after the last
+    message's outputs (``next_output``); zeros for an empty stream."""
+
+    last: int
+    input_seq: int
+    part: int
+    parts: int
+    first_output: int = 0
+    next_output: int = 0
+
+    @property
+    def through(self) -> int:
+        """The last input message whose outputs the stream holds whole."""
+        return self.input_seq if self.part == self.parts - 1 else self.input_seq - 1
+
+    def stream_seq_of(self, input_seq: int, part: int) -> int | None:
+        """The stream sequence of a part of message ``input_seq``, if that message is the
+        last one's (its parts are consecutive, ending at or after ``last``)."""
+        if input_seq != self.input_seq:
+            return None
+        return self.last - self.part + part
+
+
+async def output_position(js: Any, stream: str) -> OutputPosition:
+    """The output stream's end (``stream``'s last message, read from its stream leader)."""
+    info = await js.stream_info(stream)
+    last = int(info.state.last_seq)
+    if last == 0:
+        return OutputPosition(0, 0, 0, 1)
+    msg = await js.get_msg(stream, last, direct=True)
+    b = _head_decoder.decode(msg.data)
+    first = b.first_output
+    if b.part:
+        first = _head_decoder.decode((await js.get_msg(stream, last - b.part,
+                                                       direct=True)).data).first_output
+    return OutputPosition(last, b.input_seq, b.part, b.parts, first,
+                          b.first_output + len(b.outputs))
 
 
 def pack_mark(stream_seq: int, commands: int) -> bytes:
@@ -129,12 +195,16 @@ class OutputEmitter:
     running processor's journals (see the module docstring; the per-record work is
     ``ringlog._emit.BatchCutter``'s, in C). Not thread-safe.
 
-    ``poll()`` returns the batches completed since the last call as ``(stream seq, bytes)``:
-    a message is complete once the loop has processed its last command and every output
-    published so far is in the output journal.
+    ``poll()`` returns the batches completed since the last call as ``(input stream seq,
+    part, parts, bytes)``, each at most ``max_bytes``: a message is complete once the loop
+    has processed its last command and every output published so far is in the output
+    journal. ``types``/``exclude``: the outputs of one stream (``ringlog._emit.BatchCutter``),
+    numbered from ``start_output`` at ``start_seq``.
     """
 
-    def __init__(self, processor: Any, start_seq: int) -> None:
+    def __init__(self, processor: Any, start_seq: int, max_bytes: int = 1 << 62,
+                 types: tuple[int, ...] = (), exclude: bool = True,
+                 start_output: int = -1) -> None:
         self.processor = processor
         self.start_seq = start_seq
         inp, out = processor.input, processor.output
@@ -145,9 +215,10 @@ class OutputEmitter:
         jm = find_mark(inp.path, start_seq, last) if last >= 0 else None
         in_from = jm if jm is not None else last + 1
         out_from = _first_output_caused_at_or_after(out.path, in_from, out.next_sequence)
-        self._cutter = BatchCutter(processor, start_seq, in_from, out_from)
+        self._cutter = BatchCutter(processor, start_seq, in_from, out_from, max_bytes, types,
+                                   exclude, start_output)
 
-    def poll(self) -> list[tuple[int, bytes]]:
+    def poll(self) -> list[tuple[int, int, int, bytes]]:
         """The batches completed since the last call, in stream order."""
         return self._cutter.poll()
 

@@ -9,6 +9,7 @@ alone publishes the outputs.
                       every checkpoint_every: hash ──► RL_<name>_CKPT (compare, halt)
     lease task ── renew / acquire RL_<name>_LEASE ──► leader?
     leader task ── OutputEmitter(journals) ── Nats-Expected-Last-Sequence ──► RL_<name>_OUT_<shard>
+                └─ (market data types) ── the same, in a task of its own ──► RL_<name>_MD_<shard>
     status task ── RL_<name>_STATUS <shard>.<replica>: role, applied seq, idle state hash
 
 Restart = the processor's own recovery (snapshot + local journal) then the stream from the
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import io
 import json
@@ -46,7 +48,7 @@ from ..processor import Processor, ProcessorConfig
 from .checkpoint import Checkpoint, Divergence, record_checkpoint, state_hash
 from .config import ClusterConfig
 from .lease import Lease
-from .outputs import OutputEmitter, last_mark
+from .outputs import HEADERS_ROOM, OutputChannel, OutputEmitter, last_mark, output_position
 from .snapshot import (
     ShardSnapshot,
     fetch_snapshot,
@@ -64,6 +66,24 @@ EXIT_DIVERGED = 3
 EXIT_UNREACHABLE = 2  # no NATS server answered at start: a usage error, like a bad option
 CHECKPOINT_RETRY_S = 600.0  # NATS trouble recording a checkpoint: retried this long
 EMITTER_STALL_S = 10.0  # a leader's term neither publishing nor idle this long: a bug
+OUTPUT_WINDOW = 64  # output publishes in flight per stream (each expects the one before)
+
+
+class _StreamTerm:
+    """One output stream as a leader's term publishes it: the stream's last sequence as the
+    term knows it, the input messages it holds whole (``through``) and those cut so far
+    (``emitted``), the next stream sequence, the publishes in flight (oldest first: stream
+    seq, input seq, part, parts, bytes, acknowledgement future) and the refusals seen. Not
+    thread-safe: the term's task alone."""
+
+    def __init__(self, channel: OutputChannel, pos: Any) -> None:
+        self.channel = channel
+        self.last = pos.last
+        self.through = self.emitted = pos.through
+        self.next_stream = pos.last + 1  # after the last message's parts
+        self.window: collections.deque[tuple[int, int, int, int, bytes, Any]] = \
+            collections.deque()
+        self.rejected = 0
 
 
 class ReplicaConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -101,7 +121,7 @@ class ReplicaStatus(msgspec.Struct):
     hash_seq: int = 0
     state_hash: str = ""
     leader_since: float = 0.0  # wall time this replica last became leader
-    published_seq: int = 0  # last output stream sequence this replica published
+    published_seq: int = 0  # last input message whose output batches it published whole
     error: str = ""
 
 
@@ -130,6 +150,7 @@ class Replica:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reconnecting: asyncio.Future[None] | None = None
         self._seed = 0  # stream seq a snapshot seeded this directory at (0: none)
+        self._journal_from = 1
         self._shipping: Any = None  # the snapshot upload in flight
         self._shipped_before = -1  # journal seq of the last snapshot shipped
         self._progress = 0.0  # monotonic time the leader's term last published or idled
@@ -275,6 +296,7 @@ class Replica:
         inp = p.input
         found = last_mark(inp.path, inp.last_sequence) if inp.last_sequence >= 0 else None
         self._seed = read_seed(self.config.directory)
+        self._journal_from = self._seed + 1  # the first stream message its journal can hold
         if found is not None:
             s, n, journaled, _ = found
             self._next_seq, self._skip = (s + 1, 0) if journaled >= n else (s, journaled)
@@ -549,14 +571,14 @@ class Replica:
 
     async def _may_lead(self) -> bool:
         """A replica seeded from a snapshot at s has no output batches up to s: it may lead
-        only once the output stream holds them."""
+        only once the output stream holds them whole."""
         if not self._seed:
             return True
         try:
-            info = await self.js.stream_info(self.names.output_stream)
+            pos = await output_position(self.js, self.names.output_stream)
         except Exception:
             return False
-        if int(info.state.last_seq) >= self._seed:
+        if pos.through >= self._seed:
             self._seed = 0  # for good: the stream only grows
             return True
         return False
@@ -569,77 +591,198 @@ class Replica:
                 await lease.renew()
 
     async def _publish_outputs(self, lease: Lease) -> None:
-        """Publishes output batches from the output stream's last sequence on, while the
-        lease is trusted; returns when it is not. The batch at that last sequence (when this
-        replica has it) and any batch the stream already holds are compared byte for byte."""
-        import nats.errors
-        from nats.js.errors import BadRequestError
+        """The term's publishing, while the lease is trusted: reports (every output but the
+        market data types) to the output stream, whose trouble ends the term, and market
+        data to a stream of its own in a task beside it, whose trouble is retried and never
+        ends the term (an R=1 stream whose node is down must not stop the reports)."""
+        names, md = self.names, tuple(self.cfg.market_data_types)
+        reports = OutputChannel(names.output_stream, names.output_subject, md, True, True)
+        if not md:
+            await self._publish_channel(lease, reports)
+            return
+        market = asyncio.ensure_future(self._publish_market_data(lease, OutputChannel(
+            names.market_data_stream, names.market_data_subject, md, False, False)))
+        try:
+            await self._publish_channel(lease, reports)
+        finally:
+            await stop_task(market)
 
-        info = await self.js.stream_info(self.names.output_stream)
-        last = self._term_last = int(info.state.last_seq)
+    async def _publish_market_data(self, lease: Lease, channel: OutputChannel) -> None:
+        """Publishes the market data stream for the term, starting over after trouble."""
+        while lease.held():
+            try:
+                await self._publish_channel(lease, channel)
+            except Exception as e:  # (a cancellation passes: the term ended)
+                self._event("market_data_error", error=repr(e))
+            if lease.held():
+                await asyncio.sleep(self.cfg.lease_ttl / 4)
+
+    async def _publish_channel(self, lease: Lease, channel: OutputChannel) -> None:
+        """Publishes one stream's output batches from its end on, while the lease is
+        trusted; returns when it is not, or when no quorum acknowledges a batch within a
+        lease. The parts of the stream's last input message that the stream holds (when this
+        replica has them) and any batch the stream already holds are compared byte for byte.
+        Up to OUTPUT_WINDOW publishes are in flight, each expecting the stream sequence of
+        the one before it (a deposed leader's cannot land); one that fails makes the window
+        be published again one at a time (``_settle``). The ``watched`` channel (reports) is
+        the one the term's watchdog and status follow."""
+        pos = await output_position(self.js, channel.stream)
+        t = _StreamTerm(channel, pos)
         p = self.processor
         assert p is not None
-        emitter = self._emitter = OutputEmitter(p, max(last, 1))
-        rejected = 0  # publishes refused as out of sequence this term
+        # every part under one bound on every replica (with another bound a replica cuts
+        # other parts, and as a new leader finds the stream's last batch different from its
+        # own, and halts): output_max_bytes, unless the server takes less
+        start, start_output = max(pos.input_seq, 1), pos.first_output
+        if pos.input_seq < self._journal_from and pos.through == pos.input_seq:
+            # seeded after the stream's last message: nothing of it to compare, continue after
+            start, start_output = pos.input_seq + 1, pos.next_output
+        bound = min(self.cfg.output_max_bytes, self.nc.max_payload) - HEADERS_ROOM
+        emitter = OutputEmitter(p, start, bound, channel.types, channel.exclude, start_output)
+        if channel.watched:
+            self._emitter, self._term_last = emitter, t.last
         try:
             while lease.held():
                 batches = emitter.poll()
-                if not batches:
-                    if self.status.applied_seq > last:  # the loop is at it: look again soon
-                        await asyncio.sleep(0.0005)
-                        continue
-                    # idle, nothing new to publish: sleep until the feeder applies a message
-                    # (polling every 0.5 ms here cost an idle leader 8% of a core)
-                    self._progress = time.monotonic()
-                    self._fed.clear()
-                    if self.status.applied_seq <= last:  # (again: it may have moved meanwhile)
-                        with contextlib.suppress(asyncio.TimeoutError):
-                            await asyncio.wait_for(self._fed.wait(), self.cfg.lease_ttl / 8)
-                    continue
-                for seq, data in batches:
-                    if seq <= last:
-                        if not await self._check_published(seq, data):
+                for seq, part, parts, data in batches:
+                    at = pos.stream_seq_of(seq, part) or t.next_stream
+                    t.next_stream = at + 1
+                    if part == parts - 1:
+                        t.emitted = seq
+                    if at <= pos.last:  # the stream has it: the same bytes, or we halt
+                        if not await self._check_published(channel.stream, at, data):
                             return
-                        self._progress = time.monotonic()
+                        self._stored(t, at, seq, part, parts, mine=False)
                         continue
                     if not lease.held():
                         return
-                    try:
-                        await publish_once(self.js, self.names.output_subject, data, str(seq),
-                                           self.cfg.publish_timeout, self.cfg.lease_ttl,
-                                           headers={"Nats-Expected-Last-Sequence":
-                                                    str(seq - 1),
-                                                    "Ringlog-Replica": self.config.replica_id})
-                    except BadRequestError as e:
-                        if e.err_code != 10071:  # wrong last sequence
-                            raise
-                        # someone else published (we were deposed, or our own earlier
-                        # attempt landed): compare what is there and step down if not ours
-                        if not await self._check_published(seq, data):
+                    ack = await self._send(channel.subject, data, self._headers(seq, part, at))
+                    t.window.append((at, seq, part, parts, data, ack))
+                    while len(t.window) >= OUTPUT_WINDOW or (t.window and t.window[0][5].done()):
+                        if not await self._settle(lease, t):
                             return
-                        if not await lease.renew():
-                            return
-                        last = int((await self.js.stream_info(
-                            self.names.output_stream)).state.last_seq)
-                        rejected += 1
-                        if rejected == 1 or rejected % 1000 == 0:  # (the watchdog's evidence)
-                            self._event("publish_rejected", seq=seq, stream_last=last,
-                                        times=rejected)
-                        continue
-                    except (RingLogError, nats.errors.ConnectionClosedError):
-                        return  # no quorum within a lease, or a new connection: retry
-                    last = self._term_last = seq
-                    self.status.published_seq = seq
+                if batches:
+                    continue
+                if t.window:  # nothing new: wait for the oldest acknowledgement
+                    await asyncio.wait([t.window[0][5]], timeout=self.cfg.publish_timeout)
+                    if not await self._settle(lease, t):
+                        return
+                    continue
+                if self.status.applied_seq > t.emitted:  # the loop is at it: look again soon
+                    await asyncio.sleep(0.0005)
+                    continue
+                # idle, nothing new to publish: sleep until the feeder applies a message
+                # (polling every 0.5 ms here cost an idle leader 8% of a core)
+                if channel.watched:
                     self._progress = time.monotonic()
+                self._fed.clear()
+                if self.status.applied_seq <= t.emitted:  # (again: it may have moved)
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._fed.wait(), self.cfg.lease_ttl / 8)
         finally:
-            self._emitter = None
+            # the answers of publishes still in flight no longer matter: a new term starts
+            # afresh from the stream
+            for *_, ack in t.window:
+                if not ack.done():
+                    ack.cancel()
+                elif not ack.cancelled():
+                    ack.exception()  # (retrieved: nothing to report)
+            if channel.watched:
+                self._emitter = None
             emitter.close()
 
-    async def _check_published(self, seq: int, data: bytes) -> bool:
-        """Compares this replica's batch ``seq`` with the output stream's message ``seq``;
-        False (and the replica halting) when they differ."""
+    async def _send(self, subject: str, data: bytes, headers: dict[str, str]) -> Any:
+        """``js.publish_async``: the future of its acknowledgement (failed at once if the
+        publish could not be sent, e.g. while reconnecting: ``_settle`` handles it)."""
         try:
-            msg = await self.js.get_msg(self.names.output_stream, seq, direct=True)
+            return await self.js.publish_async(subject, data, headers=headers)
+        except Exception as e:
+            failed = asyncio.get_running_loop().create_future()
+            failed.set_exception(e)
+            return failed
+
+    def _headers(self, seq: int, part: int, at: int) -> dict[str, str]:
+        """The headers of part ``part`` of input message ``seq``, to be stream message
+        ``at``: its id (JetStream stores an id once) and the sequence it must follow."""
+        return {"Nats-Msg-Id": f"{seq}.{part}", "Nats-Expected-Last-Sequence": str(at - 1),
+                "Ringlog-Replica": self.config.replica_id}
+
+    def _stored(self, t: _StreamTerm, at: int, seq: int, part: int, parts: int,
+                mine: bool = True) -> None:
+        """Books stream message ``at`` (part ``part`` of ``parts`` of input ``seq``) as in
+        the stream (``mine``: published by this term)."""
+        t.last = max(t.last, at)
+        if part == parts - 1:
+            t.through = seq
+        if t.channel.watched:
+            self._term_last = t.last
+            if mine and part == parts - 1:
+                self.status.published_seq = seq
+            self._progress = time.monotonic()
+
+    async def _settle(self, lease: Lease, t: _StreamTerm) -> bool:
+        """Books the oldest publish in flight once acknowledged at its sequence. One that
+        failed or went unanswered (a timeout, no stream leader, a deposed leader's refusal):
+        the publishes after it expected it stored, so each one in flight is published again
+        in order, one at a time (``_publish_one``: a stored one is acknowledged as a
+        duplicate of its id, or found the same). False: the term must end."""
+        at, seq, part, parts, _, ack = t.window[0]
+        if not ack.done():
+            await asyncio.wait([ack], timeout=self.cfg.publish_timeout)
+        if ack.done() and not ack.cancelled() and ack.exception() is None \
+                and int(ack.result().seq) == at:
+            t.window.popleft()
+            self._stored(t, at, seq, part, parts)
+            return True
+        again = list(t.window)
+        t.window.clear()
+        pending = [a for *_, a in again if not a.done()]
+        if pending:  # (their answers first: a late one must not pass a publish sent again)
+            await asyncio.wait(pending, timeout=self.cfg.publish_timeout)
+        for *_, a in again:
+            if not a.done():
+                a.cancel()
+            elif not a.cancelled():
+                a.exception()  # (retrieved: its failure is handled here)
+        for at, seq, part, parts, data, _ in again:
+            if not lease.held() or not await self._publish_one(lease, t, at, seq, part, data):
+                return False
+            self._stored(t, at, seq, part, parts)
+        return True
+
+    async def _publish_one(self, lease: Lease, t: _StreamTerm, at: int, seq: int, part: int,
+                           data: bytes) -> bool:
+        """Publishes stream message ``at`` alone, retrying within a lease; True once it is
+        in the stream (ours, or the same bytes already there). False: deposed, a different
+        batch there, or no quorum (the term ends)."""
+        import nats.errors
+        from nats.js.errors import BadRequestError
+
+        try:
+            await publish_once(self.js, t.channel.subject, data, f"{seq}.{part}",
+                               self.cfg.publish_timeout, self.cfg.lease_ttl,
+                               headers=self._headers(seq, part, at))
+            return True
+        except BadRequestError as e:
+            if e.err_code != 10071:  # wrong last sequence
+                raise
+        except (RingLogError, nats.errors.ConnectionClosedError):
+            return False  # no quorum within a lease, or a new connection: retry
+        # someone else published (we were deposed, or our own earlier attempt landed):
+        # compare what is there, and step down if it is not ours
+        if not await self._check_published(t.channel.stream, at, data):
+            return False
+        t.rejected += 1
+        if t.rejected == 1 or t.rejected % 1000 == 0:  # (the watchdog's evidence)
+            self._event("publish_rejected", stream=t.channel.stream, seq=seq, part=part,
+                        stream_seq=at, times=t.rejected)
+        return await lease.renew()
+
+    async def _check_published(self, stream: str, seq: int, data: bytes) -> bool:
+        """Compares this replica's batch with ``stream``'s message ``seq``; False (and the
+        replica halting) when they differ."""
+        try:
+            msg = await self.js.get_msg(stream, seq, direct=True)
         except Exception:
             return True  # gone (retention): nothing to compare with
         if msg.data != data:

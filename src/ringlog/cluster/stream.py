@@ -33,8 +33,8 @@ import msgspec
 from ..errors import ClusterError, ClusterTimeoutError
 from .config import ClusterConfig, ShardNames
 
-__all__ = ["Command", "InputBatch", "InputPublisher", "OutputBatch", "OutputRecordOut",
-           "ensure_shard", "input_decoder"]
+__all__ = ["HEADERS_ROOM", "Command", "InputBatch", "InputPublisher", "OutputBatch",
+           "OutputRecordOut", "encode_batch", "ensure_shard", "input_decoder"]
 
 
 class Command(msgspec.Struct, array_like=True, frozen=True):
@@ -56,27 +56,68 @@ class InputBatch(msgspec.Struct, array_like=True):
 
 
 class OutputRecordOut(msgspec.Struct, array_like=True, frozen=True):
-    """One output as it travels in the output stream (no local journal sequences)."""
+    """One output as it travels in the output stream: no local journal sequences, and the
+    fields most outputs leave at their defaults omitted from the end of the array (market
+    data: ``[type_id, payload]``; a report: ``[type_id, payload, correlation_id]``; msgspec
+    decodes the short forms; ``encode_batch`` writes them).
+    ``timestamp_ns`` is None when it is the batch's (``OutputBatch.timestamp_ns``): every
+    output of an input message has its event time, so it is written once per batch."""
 
     type_id: int
     payload: bytes
-    correlation_id: int
-    timestamp_ns: int
-    flags: int
+    correlation_id: int = 0
+    flags: int = 0
+    timestamp_ns: int | None = None
+
+    def time_in(self, batch: OutputBatch) -> int:
+        """This output's event time (its own, else its batch's)."""
+        return batch.timestamp_ns if self.timestamp_ns is None else self.timestamp_ns
 
 
 class OutputBatch(msgspec.Struct, array_like=True):
-    """The outputs of one input stream message (its ``input_seq``, which is also this
-    message's sequence in the output stream); ``first_output`` is the index of its first
-    output since the shard began. Encoded deterministically: every replica builds the same
-    bytes."""
+    """The outputs of one input stream message (``input_seq``), or part ``part`` of
+    ``parts`` of them when they do not fit one NATS message (the servers' ``max_payload``):
+    the parts of a message are consecutive in the output stream. ``first_output`` is the
+    index of its first output since the shard began; ``timestamp_ns`` the event time of its
+    outputs (the first output's; 0 when there is none). Encoded deterministically: every
+    replica builds the same bytes (``ringlog._emit``); ``part`` and ``parts`` are omitted
+    for a message in one piece."""
 
     input_seq: int
     first_output: int
+    timestamp_ns: int
     outputs: list[OutputRecordOut]
+    part: int = 0
+    parts: int = 1
 
 
 _batch_encoder = msgspec.msgpack.Encoder()
+# a message's share of the servers' max_payload left to its headers (ids, expected sequence,
+# replica id): a batch is at most max_payload - HEADERS_ROOM bytes
+HEADERS_ROOM = 1024
+
+
+def _trimmed(fields: list[Any], defaults: tuple[Any, ...]) -> list[Any]:
+    """``fields`` without the trailing ones equal to their defaults (``defaults``: those of
+    the last fields)."""
+    keep = len(fields)
+    for value, default in zip(reversed(fields), reversed(defaults), strict=False):
+        if value != default:
+            break
+        keep -= 1
+    return fields[:keep]
+
+
+def encode_batch(batch: OutputBatch) -> bytes:
+    """The bytes of ``batch`` in the output stream, as ``ringlog._emit`` writes them: msgpack
+    arrays without the trailing fields at their defaults (msgspec writes them all), an
+    output's ``timestamp_ns`` only when it differs from its batch's. For tests and tools;
+    the leader's batches are written in C."""
+    outs = [_trimmed([o.type_id, o.payload, o.correlation_id, o.flags, o.timestamp_ns],
+                     (0, 0, None)) for o in batch.outputs]
+    return _batch_encoder.encode(_trimmed([batch.input_seq, batch.first_output,
+                                           batch.timestamp_ns, outs, batch.part, batch.parts],
+                                          (0, 1)))
 
 
 def input_decoder() -> msgspec.msgpack.Decoder[InputBatch]:
@@ -110,7 +151,8 @@ async def until_answered(call: Callable[[], Awaitable[Any]], what: str,
 
 
 async def ensure_shard(js: Any, cfg: ClusterConfig, shard: int) -> ShardNames:
-    """Creates the shard's input and output streams and the cluster's buckets if missing
+    """Creates the shard's input, output and market data streams and the cluster's buckets
+    if missing
     (idempotent: replicas and gateways all call it at start; retried while JetStream does not
     answer)."""
     return await until_answered(lambda: _ensure_shard(js, cfg, shard),  # type: ignore[no-any-return]
@@ -122,9 +164,13 @@ async def _ensure_shard(js: Any, cfg: ClusterConfig, shard: int) -> ShardNames:
     from nats.js.errors import BadRequestError
 
     names = cfg.names(shard)
-    for stream, subject in ((names.input_stream, names.input_subject),
-                            (names.output_stream, names.output_subject)):
-        sc = StreamConfig(name=stream, subjects=[subject], num_replicas=cfg.replicas,
+    streams = [(names.input_stream, names.input_subject, cfg.replicas),
+               (names.output_stream, names.output_subject, cfg.replicas)]
+    if cfg.market_data_types:
+        streams.append((names.market_data_stream, names.market_data_subject,
+                        cfg.market_data_replicas))
+    for stream, subject, replicas in streams:
+        sc = StreamConfig(name=stream, subjects=[subject], num_replicas=replicas,
                           storage=StorageType.FILE, retention=RetentionPolicy.LIMITS,
                           duplicate_window=cfg.duplicate_window, allow_direct=True)
         try:
@@ -225,14 +271,26 @@ class InputPublisher:
             self._linger = None
         if not self._open:
             return
-        data = _batch_encoder.encode(InputBatch(time.time_ns(), self._open))
+        for data in self._encoded(self._open, time.time_ns()):
+            self._ready.append((f"{self.publisher_id}.{self._next_id}", data))
+            self._next_id += 1
         self._open, self._open_bytes = [], 0
-        self._ready.append((f"{self.publisher_id}.{self._next_id}", data))
-        self._next_id += 1
         self._idle.clear()
         self._wake.set()
         if len(self._ready) >= self.max_pending:
             self._room.clear()
+
+    def _encoded(self, commands: list[Command], ts: int) -> list[bytes]:
+        """The batch's bytes; several batches (halves, again if need be) if it passes the
+        servers' max_payload less HEADERS_ROOM (``batch_max_bytes`` is counted roughly by
+        ``add``, and a server may take less than it)."""
+        data = _batch_encoder.encode(InputBatch(ts, commands))
+        limit = getattr(getattr(self.js, "_nc", None), "max_payload", None)
+        if not isinstance(limit, int) or len(data) <= limit - HEADERS_ROOM \
+                or len(commands) == 1:
+            return [data]
+        half = len(commands) // 2
+        return self._encoded(commands[:half], ts) + self._encoded(commands[half:], ts)
 
     async def flush(self) -> int:
         """Cuts the open batch and waits until every batch is stored; returns the stream

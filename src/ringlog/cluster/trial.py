@@ -50,6 +50,12 @@ class ReplicaProcess:
                   "--lease-ttl", str(cfg.lease_ttl),
                   "--checkpoint-every", str(cfg.checkpoint_every),
                   "--cluster-snapshot-every", str(cfg.snapshot_every)]
+        # options at their defaults left out: a replica of an older build (an A/B) runs too
+        default = type(cfg)(servers=cfg.servers)
+        if cfg.market_data_types != default.market_data_types:
+            common += ["--market-data-types", ",".join(map(str, cfg.market_data_types))]
+        if cfg.market_data_replicas != default.market_data_replicas:
+            common += ["--market-data-replicas", str(cfg.market_data_replicas)]
         if gateway_config is None:
             self.args = [sys.executable, "-m", "ringlog.cluster", *common,
                          "--dir", str(self.directory), "--handler", handler,
@@ -180,18 +186,28 @@ class ShardWatch:
         info = await self.js.stream_info(self.names.output_stream)
         return int(info.state.last_seq)
 
+    async def output_through(self, stream: str | None = None) -> int:
+        """The last input message whose output batches the output stream (or ``stream``,
+        e.g. the market data stream) holds whole."""
+        from .outputs import output_position
+
+        return (await output_position(self.js, stream or self.names.output_stream)).through
+
     async def last_input_seq(self) -> int:
         """The input stream's last sequence."""
         info = await self.js.stream_info(self.names.input_stream)
         return int(info.state.last_seq)
 
-    async def outputs(self, first: int = 1) -> list[tuple[int, OutputBatch, dict[str, str]]]:
-        """Every output stream message from ``first`` on: (stream seq, batch, headers)."""
-        last = await self.last_output_seq()
+    async def outputs(self, first: int = 1, stream: str | None = None
+                      ) -> list[tuple[int, OutputBatch, dict[str, str]]]:
+        """Every output stream (or ``stream``) message from ``first`` on: (stream seq,
+        batch, headers)."""
+        stream = stream or self.names.output_stream
+        last = int((await self.js.stream_info(stream)).state.last_seq)
         dec = msgspec.msgpack.Decoder(OutputBatch)
         out = []
         for seq in range(first, last + 1):
-            msg = await self.js.get_msg(self.names.output_stream, seq, direct=True)
+            msg = await self.js.get_msg(stream, seq, direct=True)
             out.append((seq, dec.decode(msg.data), dict(msg.headers or {})))
         return out
 
