@@ -41,6 +41,7 @@ from typing import Any, Literal
 import msgspec
 
 from ._loop import journal_stage
+from ._release import ReleaseStage
 from .bench.cpu import name_thread
 from .config import check_fields, config_error
 from .errors import (
@@ -698,8 +699,13 @@ class Processor:
                           self._output_counters)
             return
         ctr = self._output_counters
-        keys, mask = self._loop.output_keys, self._out.capacity - 1
         gate = self.input.appender if self._gated else None
+        if slots and not each and not whole:
+            # the gateway's case: poll, append and the durable wait without the GIL, which is
+            # taken once per hand-over (ringlog._release)
+            ReleaseStage(self._oc, self.output.appender, gate, slots, ctr).run()
+            return
+        keys, mask = self._loop.output_keys, self._out.capacity - 1
         slot_size = self._out.slot_size
         # Under durable release a batch waits one fdatasync: take all that is there (up to the
         # ring's end), or the stage would release at most max_batch outputs per sync.

@@ -1,0 +1,24 @@
+"""Stub of ringlog._release: the output stage for slot listeners as one compiled pump."""
+
+from collections.abc import Callable
+
+from ._counters import StageCounters
+from ._journal import JournalAppender
+from ._ring import Consumer
+
+class ReleaseStage:
+    """Appends outputs to the output journal and hands durable prefixes to slot listeners.
+    Not thread-safe: one thread runs it."""
+
+    consumer: Consumer
+    listeners: list[Callable[[bytes, int], object]]
+    appended: int
+    released: int
+    handovers: int
+    durable_waits: int
+
+    def __init__(self, consumer: Consumer, journal: JournalAppender,
+                 gate: JournalAppender | None,
+                 listeners: list[Callable[[bytes, int], object]],
+                 counters: StageCounters | None = None) -> None: ...
+    def run(self) -> None: ...
