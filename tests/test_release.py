@@ -4,6 +4,7 @@ to the output journal, then to the listeners only once their causes (input journ
 stage before anything past the durable mark is handed over."""
 
 import queue
+import select
 import struct
 import threading
 import time
@@ -14,7 +15,7 @@ from test_processor import Summer, ev
 from test_processor_release import _cfg, _hold_group_commit, _SlowSync
 
 from ringlog import slot_dtype
-from ringlog._release import ReleaseStage
+from ringlog._release import ReleaseStage, SlotSink
 from ringlog._ring import Ring
 from ringlog.errors import JournalError
 from ringlog.journal import Journal
@@ -258,3 +259,69 @@ def test_processor_slot_listener_waits_for_a_held_group_commit(tmp_path):
     p.drain(timeout=DEADLINE_S)
     p.stop()
     assert w.sums == [1] and w.violations == []
+
+
+# -- SlotSink: the hand-over without the GIL ----------------------------------------------
+
+def _readable(fd, timeout):
+    return bool(select.select([fd], [], [], timeout)[0])
+
+
+def test_slot_sink_takes_queued_blocks_in_order_and_clears_its_fd():
+    sink = SlotSink()
+    assert sink.take() is None and not _readable(sink.fd, 0)
+    sink(b"a" * SLOT, SLOT)
+    sink(b"b" * SLOT * 2, SLOT)
+    assert _readable(sink.fd, DEADLINE_S)
+    assert sink.signals == 1  # one wake-up: the second block found the sink non-empty
+    assert sink.take() == b"a" * SLOT + b"b" * SLOT * 2 and sink.slot_size == SLOT
+    assert not _readable(sink.fd, 0) and sink.take() is None
+    sink(b"c" * SLOT, SLOT)  # after a take, the next block wakes the consumer again
+    assert _readable(sink.fd, DEADLINE_S) and sink.take() == b"c" * SLOT
+
+
+def test_release_stage_into_a_sink_waits_for_durability_without_the_gil(tmp_path):
+    s = Stage(tmp_path)
+    sink = SlotSink()
+    s.stage = ReleaseStage(s.ring.consumer(), s.output.appender, s.input.appender, [sink])
+    s.publish(range(6), range(6))
+    s.thread.start()
+    s.wait_until("the durable wait", lambda: s.stage.durable_waits > 0)
+    assert sink.queued == 0 and not _readable(sink.fd, 0)  # nothing durable, nothing out
+    s.mark_durable(2)
+    assert _readable(sink.fd, DEADLINE_S)
+    hdr = np.frombuffer(sink.take(), slot_dtype(SLOT))["header"]
+    assert hdr["producer_seq"].tolist() == [0, 1, 2]
+    s.mark_durable(5)
+    s.wait_until("the rest", lambda: s.stage.released == 6)
+    hdr = np.frombuffer(sink.take(), slot_dtype(SLOT))["header"]
+    assert hdr["producer_seq"].tolist() == [3, 4, 5]
+    s.close()
+    assert s.error is None
+
+
+def test_processor_with_a_slot_sink_releases_only_durable_outputs_in_order(tmp_path):
+    sink = SlotSink()
+    p = Processor(Summer(), tmp_path, _cfg())
+    p.add_output_listener(sink, batch="slots")
+    p.start()
+    gate = _hold_group_commit(p)
+    try:
+        p.publish(ev(1), 5, timestamp_ns=1)
+        deadline = time.monotonic() + DEADLINE_S
+        while p.output.last_sequence < 0:  # the stage has the output in its journal
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        assert sink.queued == 0  # and holds it: its input is not durable
+    finally:
+        gate.set()
+    p.input._group_sync = _SlowSync(p, 0.002)
+    for v in range(2, 200):
+        p.publish(ev(v), 5, timestamp_ns=v)
+    p.drain(timeout=DEADLINE_S)  # everything released into the sink
+    durable = p.input.durable_sequence
+    p.stop()
+    arr = np.frombuffer(sink.take(), slot_dtype(p.config.slot_size))
+    sums = [struct.unpack_from("<qq", arr[i].tobytes(), 48)[1] for i in range(len(arr))]
+    assert sums == list(np.cumsum(range(1, 200)))
+    assert int(arr["header"]["producer_seq"].max()) <= durable

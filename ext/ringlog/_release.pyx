@@ -9,8 +9,11 @@ gateway) as one compiled pump that needs the GIL only to hand a block over.
                                                                           │ header.producer_seq)
                      input journal's durable mark (futex) ────gates────►  │ is durable
                                                                           ▼
-                    one bytes copy of the durable prefix ──► listeners(slots, slot_size)
-                    (the GIL, once per hand-over) ──► slots released to the engine loop
+                    the durable prefix ──► SlotSink: memcpy into its buffer, no GIL; an
+                        │                  eventfd write when it was empty ──► the gateway's
+                        │                  event loop (add_reader) takes one bytes of it all
+                        └─► Python listeners(slots, slot_size): one bytes copy, the GIL once
+                    then the slots go back to the engine loop
 
 Pipelined: while the oldest appended output waits for its input's fdatasync, the pump keeps
 appending what the engine loop publishes (each wake-up takes all there is), and a hand-over
@@ -22,8 +25,12 @@ hand-over follows each append.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from libc.stdint cimport int64_t
+from libc.errno cimport errno
+from libc.stdint cimport int64_t, uint64_t
+from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
+from posix.time cimport nanosleep, timespec
+from posix.unistd cimport close, read, write
 
 from ringlog._counters cimport (
     JS_BACKLOG, JS_BATCHES, JS_DURABLE, JS_SEQUENCE, StageCounters, counter_add, counter_set,
@@ -33,9 +40,110 @@ from ringlog._ring cimport RL_CLOSED, RL_TIMEOUT, Consumer, Ring
 from ringlog.includes.atomics cimport rl_load_acquire
 from ringlog.includes.event cimport rl_header
 
+import os
+
 from ringlog.errors import JournalError
 
-__all__ = ["ReleaseStage"]
+__all__ = ["ReleaseStage", "SlotSink"]
+
+
+cdef extern from "pthread.h" nogil:
+    int pthread_mutex_init(pthread_mutex_t* m, void* attr)
+    int pthread_mutex_destroy(pthread_mutex_t* m)
+    int pthread_mutex_lock(pthread_mutex_t* m)
+    int pthread_mutex_unlock(pthread_mutex_t* m)
+
+
+cdef extern from "sys/eventfd.h" nogil:
+    int eventfd(unsigned int initval, int flags)
+    int EFD_NONBLOCK
+    int EFD_CLOEXEC
+
+
+cdef class SlotSink:
+    """Output slot blocks handed from the output stage to another thread without the GIL: the
+    stage appends slots to a C buffer and writes an eventfd when the buffer was empty; the
+    consumer (the gateway's event loop: ``loop.add_reader(sink.fd, ...)``) calls ``take()``
+    for all that waits, as one bytes of whole slots (``ringlog.slot_dtype`` records, in
+    output order). Pass it to ``Processor.add_output_listener(sink, batch="slots")``; called
+    as ``sink(slots, slot_size)`` from Python it queues a block the same way. One producer
+    thread and one consumer thread."""
+
+    def __cinit__(self):
+        pthread_mutex_init(&self.lock, NULL)
+        self.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(errno, f"eventfd: {os.strerror(errno)}")
+
+    def __dealloc__(self):
+        # the fd is closed only here: the producer holds a reference while it may write
+        if self.fd >= 0:
+            close(self.fd)
+        free(self.buf)
+        pthread_mutex_destroy(&self.lock)
+
+    cdef int push(self, const char* first, Py_ssize_t first_len, const char* rest,
+                  Py_ssize_t rest_len, int slot_size) noexcept nogil:
+        """Appends ``first`` then ``rest`` (whole slots); wakes the consumer if the sink was
+        empty. Returns -1 if memory ran out (nothing appended), else 0."""
+        cdef Py_ssize_t need, cap
+        cdef char* grown
+        cdef bint was_empty
+        cdef uint64_t one = 1
+        pthread_mutex_lock(&self.lock)
+        need = self.len + first_len + rest_len
+        if need > self.cap:
+            cap = max(need, 2 * self.cap, 1 << 16)
+            grown = <char*>realloc(self.buf, cap)
+            if grown == NULL:
+                pthread_mutex_unlock(&self.lock)
+                return -1
+            self.buf, self.cap = grown, cap
+        was_empty = self.len == 0
+        memcpy(self.buf + self.len, first, first_len)
+        if rest_len:
+            memcpy(self.buf + self.len + first_len, rest, rest_len)
+        self.len = need
+        self.slot_size = slot_size
+        self.pushes += 1
+        pthread_mutex_unlock(&self.lock)
+        if was_empty:  # the consumer takes everything at once: one wake-up per take
+            self.signals += 1
+            write(self.fd, &one, 8)
+        return 0
+
+    def __call__(self, slots, int slot_size):
+        """Queues a block of slots from Python (a processor's Python output path)."""
+        cdef const unsigned char[::1] v = slots
+        cdef int rc
+        with nogil:
+            rc = self.push(<const char*>&v[0] if v.shape[0] else NULL, v.shape[0], NULL, 0,
+                           slot_size)
+        if rc:
+            raise MemoryError("SlotSink: no memory for a block of output slots")
+
+    def take(self):
+        """Everything queued, as one bytes of whole slots (None when nothing waits); clears
+        the eventfd first, so a block pushed after the take wakes the consumer again."""
+        cdef uint64_t count
+        cdef Py_ssize_t n
+        read(self.fd, &count, 8)  # non-blocking; EAGAIN when already clear
+        pthread_mutex_lock(&self.lock)
+        n = self.len
+        if n == 0:
+            pthread_mutex_unlock(&self.lock)
+            return None
+        try:
+            block = PyBytes_FromStringAndSize(self.buf, n)
+            self.len = 0
+        finally:
+            pthread_mutex_unlock(&self.lock)
+        return block
+
+    @property
+    def queued(self):
+        """Bytes waiting for ``take()``."""
+        return self.len
 
 cdef int64_t WAIT_NS = 50000000  # re-check a closed ring or a failed journal this often
 cdef enum:
@@ -59,11 +167,17 @@ cdef class ReleaseStage:
         for fn in listeners:
             if not callable(fn):
                 raise TypeError(f"a listener must be callable, got {type(fn).__name__}")
+        sinks = [fn for fn in listeners if isinstance(fn, SlotSink)]
+        if len(sinks) > 1:
+            raise ValueError("one SlotSink per output stage (its consumer takes all)")
+        self.sink = sinks[0] if sinks else None
+        listeners = [fn for fn in listeners if not isinstance(fn, SlotSink)]
         self.consumer = consumer
         self.ring = consumer.ring
         self.journal = journal
         self.gate = gate
         self.listeners = list(listeners)
+        self.python_listeners = bool(listeners)
         self.counters = counters if counters is not None else StageCounters(None, "journal")
         self.ctr = self.counters.slot
         self.appended = self.released = rl_load_acquire(consumer.seq_ptr) + 1
@@ -86,7 +200,7 @@ cdef class ReleaseStage:
         """Appends what the ring holds and returns the end (exclusive) of the next
         hand-over, or PUMP_CLOSED / PUMP_FAILED; sleeps on the ring or on the durable mark
         meanwhile, never holding the GIL."""
-        cdef int64_t avail, hi, upto, d, cause
+        cdef int64_t avail, hi, upto, cause
         while True:
             avail = self.consumer.available(self.appended)
             if avail >= self.appended:
@@ -97,12 +211,13 @@ cdef class ReleaseStage:
                 counter_set(self.ctr[JS_SEQUENCE], self.journal.last_seq)
                 counter_set(self.ctr[JS_BACKLOG], avail - hi)
             if self.released < self.appended:
-                if self.gate is None:
-                    return self.appended
-                d = rl_load_acquire(&self.gate.durable)
-                upto = self._releasable(d)
+                upto = self.appended if self.gate is None else \
+                    self._releasable(rl_load_acquire(&self.gate.durable))
                 if upto > self.released:
-                    return upto
+                    if self.python_listeners:
+                        return upto  # Python listeners: run() takes the GIL
+                    self._to_sinks(upto)
+                    continue
                 if self.gate.failed:
                     return PUMP_FAILED
                 # the oldest unreleased output waits for its input's sync; what the loop
@@ -126,9 +241,31 @@ cdef class ReleaseStage:
             s += 1
         return s
 
+    cdef void _to_sinks(self, int64_t upto) noexcept nogil:
+        """Ring slots [released, upto) into the sink (no GIL), then back to the engine loop.
+        Without memory for them the sink is retried after a pause (outputs are never
+        dropped; the ring's backpressure holds the loop meanwhile)."""
+        cdef Py_ssize_t size = self.ring.slot_size
+        cdef int64_t lo = self.released
+        cdef int64_t first = min(upto, (lo | self.ring.mask) + 1) - lo  # before the wrap
+        cdef timespec pause
+        pause.tv_sec, pause.tv_nsec = 0, 1000000
+        if self.sink is not None:
+            while self.sink.push(self.ring.slot(lo), first * size, self.ring.slot(lo + first),
+                                 (upto - lo - first) * size, self.ring.slot_size) != 0:
+                nanosleep(&pause, NULL)
+        self._released(upto)
+
+    cdef void _released(self, int64_t upto) noexcept nogil:
+        self.consumer.set_sequence(upto - 1)
+        self.released = upto
+        self.handovers += 1
+        counter_set(self.ctr[JS_DURABLE], rl_load_acquire(&self.journal.durable))
+        counter_add(self.ctr[JS_BATCHES], 1)
+
     cdef int _hand_over(self, int64_t upto) except -1:
-        """One bytes copy of ring slots [released, upto) to every listener (the GIL held),
-        then the slots go back to the engine loop."""
+        """Ring slots [released, upto) to the sink and one bytes copy of them to every Python
+        listener (the GIL held), then back to the engine loop."""
         cdef Ring ring = self.ring
         cdef Py_ssize_t size = ring.slot_size
         cdef int64_t lo = self.released
@@ -139,13 +276,11 @@ cdef class ReleaseStage:
         memcpy(dst, ring.slot(lo), first * size)
         if n > first:
             memcpy(dst + first * size, ring.slot(lo + first), (n - first) * size)
+        if self.sink is not None:
+            self.sink(block, size)
         for fn in self.listeners:
             fn(block, size)
-        self.consumer.set_sequence(upto - 1)
-        self.released = upto
-        self.handovers += 1
-        counter_set(self.ctr[JS_DURABLE], rl_load_acquire(&self.journal.durable))
-        counter_add(self.ctr[JS_BATCHES], 1)
+        self._released(upto)
         return 0
 
     def _cause(self, int64_t seq):

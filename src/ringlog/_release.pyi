@@ -12,6 +12,7 @@ class ReleaseStage:
 
     consumer: Consumer
     listeners: list[Callable[[bytes, int], object]]
+    sink: SlotSink | None
     appended: int
     released: int
     handovers: int
@@ -22,3 +23,18 @@ class ReleaseStage:
                  listeners: list[Callable[[bytes, int], object]],
                  counters: StageCounters | None = None) -> None: ...
     def run(self) -> None: ...
+
+class SlotSink:
+    """Output slot blocks handed over without the GIL; ``fd`` (an eventfd) is readable while
+    some wait. One producer thread and one consumer thread."""
+
+    fd: int
+    slot_size: int
+    pushes: int
+    signals: int
+
+    def __init__(self) -> None: ...
+    def __call__(self, slots: bytes | bytearray | memoryview, slot_size: int) -> None: ...
+    def take(self) -> bytes | None: ...
+    @property
+    def queued(self) -> int: ...

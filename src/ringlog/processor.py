@@ -647,8 +647,11 @@ class Processor:
         order: one call, and one hand-off to another thread, per batch), or with
         ``batch="slots"`` ``fn(slots, slot_size)``: a bytes copy of the batch's output ring
         slots (``ringlog.slot_dtype`` records; no object per output, see
-        ``ringlog._wire.OutputSlots``). Add listeners before ``start()``: the output stage is
-        chosen then."""
+        ``ringlog._wire.OutputSlots``). When every listener takes slots, the output stage is
+        compiled (``ringlog._release.ReleaseStage``: the GIL once per hand-over); a
+        ``ringlog._release.SlotSink`` as the listener gets them with no GIL at all, waking
+        its consumer through an eventfd. Add listeners before ``start()``: the output stage
+        is chosen then."""
         if self._state == "running":
             raise StateError("add_output_listener() must come before start()")
         (self._on_output_slots if batch == "slots" else self._on_output_batch if batch
