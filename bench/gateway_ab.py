@@ -88,7 +88,8 @@ def main() -> None:
         threads = sorted({t for x in rows for t in x[7]})
         print(f"{kind} by thread (ns/order, switches/1k orders): " + ", ".join(
             f"{t} {_thread_median(rows, t, 'cpu_ns_per_order'):,.0f} / "
-            f"{_thread_median(rows, t, 'switches_per_1k_orders'):,.0f}" for t in threads))
+            f"{_thread_median(rows, t, 'switches_per_1k_orders'):,.0f}" for t in threads
+            if _thread_median(rows, t, "cpu_ns_per_order") >= 50))
 
 
 if __name__ == "__main__":
