@@ -1,7 +1,8 @@
 """Do the gateway's round-trip spikes line up with journal segment rolls? One run of ``ringlog
-serve`` under the load generator, then each roll of the input and output journals (the time a
-prepared segment was renamed into place: its file's ctime) against the orders slower than the
-run's p99 (by their intended send time).
+serve`` under the load generator, then each roll of the input and output journals (the last
+write of a segment, its file's ctime, is the roll to the next one; the segments still open at
+the end are left out) against the orders slower than the run's p99 (by their intended send
+time).
 
     python bench/gateway_rolls.py [durable|immediate] [CONNECTIONS] [RATE] [SECONDS]
 
@@ -56,7 +57,8 @@ def main() -> None:
                     c.sock.close()
             rolls = sorted((p.stat().st_ctime_ns - wall_minus_mono, p.parent.name,
                             p.stat().st_size)
-                           for p in (Path(d) / "data").glob("*/*.seg"))
+                           for journal in ("input", "output")
+                           for p in sorted((Path(d) / "data" / journal).glob("*.seg"))[:-1])
         finally:
             peer.stop()
     intended = np.concatenate([c.intended for c in conns])
@@ -71,7 +73,8 @@ def main() -> None:
     covered = 0
     end = int(intended.max())
     for t, journal, size in rolls:
-        print(f"roll {journal:6s} {size >> 20:3d} MiB at {(t - start) / 1e9:6.2f} s")
+        print(f"{journal:6s} rolls after a {size >> 20:2d} MiB segment at "
+              f"{(t - start) / 1e9:6.2f} s")
         near |= (slow >= t - BEFORE_NS) & (slow <= t + AFTER_NS)
         if start + 2_000_000_000 <= t <= end:
             covered += BEFORE_NS + AFTER_NS
