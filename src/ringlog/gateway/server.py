@@ -725,11 +725,7 @@ class Gateway:
                     self.dirty.add(s.conn)
             self._settle_delay = _SETTLE_S if moved or not from_timer \
                 else min(self._settle_delay * 2, 0.05)
-            # outputs published but not routed yet are on their way: their drain settles
-            # again, so no timer (at one connection under durable release that timer woke
-            # the loop several times per fdatasync for nothing)
-            on_their_way = p.published_outputs > self._routed + self._published0
-            if table.unsettled and self._settle_timer is None and not on_their_way:
+            if table.unsettled and self._settle_timer is None:
                 assert self._loop is not None
                 self._settle_timer = self._loop.call_later(self._settle_delay, self._settle,
                                                            True)
