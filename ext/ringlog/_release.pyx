@@ -155,8 +155,9 @@ cdef class ReleaseStage:
     """The output stage of a processor whose listeners all take slot blocks: appends every
     output to ``journal`` (the output journal), then hands the outputs to each of
     ``listeners`` as ``fn(slots, slot_size)`` (a bytes copy of consecutive output ring slots,
-    ``ringlog.slot_dtype`` records), only once ``gate`` (the input journal's appender; None:
-    at once) has made their causes durable. ``run()`` returns when the output ring is closed
+    ``ringlog.slot_dtype`` records; at most one of them a ``SlotSink``, which gets them
+    without the GIL), only once ``gate`` (the input journal's appender; None: at once) has
+    made their causes durable. ``run()`` returns when the output ring is closed
     and everything was handed over; it raises a listener's exception or a JournalError when
     the input journal failed. Not thread-safe: one thread runs it."""
 
@@ -198,8 +199,9 @@ cdef class ReleaseStage:
 
     cdef int64_t _pump(self) except -1 nogil:
         """Appends what the ring holds and returns the end (exclusive) of the next
-        hand-over, or PUMP_CLOSED / PUMP_FAILED; sleeps on the ring or on the durable mark
-        meanwhile, never holding the GIL."""
+        hand-over to Python listeners, or PUMP_CLOSED / PUMP_FAILED; hands over to the sink
+        itself and sleeps on the ring or on the durable mark meanwhile, without the GIL (a
+        roll of the output journal takes it, in the journal's code)."""
         cdef int64_t avail, hi, upto, cause
         while True:
             avail = self.consumer.available(self.appended)
