@@ -7,7 +7,8 @@ load generator and config (bench_gateway.gateway_config), alternating peers per 
 
 Prints each run and the medians: answered orders/s, server CPU per answered order (all
 threads), the gateway's loop thread's share of it and the round trip's p50 and p99 (ms,
-corrected for coordinated omission).
+corrected for coordinated omission); then per server thread the median CPU ns per answered
+order and context switches per 1,000 answered orders.
 """
 
 from __future__ import annotations
@@ -51,7 +52,12 @@ def _one(kind: str, base_src: str, conns: int, rate: float, duration: float,
     main = (doc["server_threads"] or {}).get("main", {}).get("cpu_ns_per_order", 0.0)
     lat = doc["latency_ns"] or {"p50": 0, "p99": 0}
     return (doc["achieved_rate"], doc["server_cpu_ns_per_order"], main, lat["p50"] / 1e6,
-            lat["p99"] / 1e6, 100.0 * doc["answered"] / doc["sent"], os.getloadavg()[0])
+            lat["p99"] / 1e6, 100.0 * doc["answered"] / doc["sent"], os.getloadavg()[0],
+            doc["server_threads"] or {})
+
+
+def _thread_median(rows: list[tuple], thread: str, key: str) -> float:
+    return statistics.median(x[7].get(thread, {}).get(key, 0.0) for x in rows)
 
 
 def main() -> None:
@@ -79,6 +85,11 @@ def main() -> None:
               f"{med[1]:,.0f} ns/order [{lo[1]:,.0f} - {hi[1]:,.0f}], loop thread "
               f"{med[2]:,.0f} ns/order, p50 {med[3]:.2f} ms [{lo[3]:.2f} - {hi[3]:.2f}], "
               f"p99 {med[4]:.2f} ms [{lo[4]:.2f} - {hi[4]:.2f}]")
+        threads = sorted({t for x in rows for t in x[7]})
+        print(f"{kind} by thread (ns/order, switches/1k orders): " + ", ".join(
+            f"{t} {_thread_median(rows, t, 'cpu_ns_per_order'):,.0f} / "
+            f"{_thread_median(rows, t, 'switches_per_1k_orders'):,.0f}" for t in threads
+            if _thread_median(rows, t, "cpu_ns_per_order") >= 50))
 
 
 if __name__ == "__main__":

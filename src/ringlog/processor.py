@@ -44,6 +44,7 @@ from typing import Any, Literal
 import msgspec
 
 from ._loop import journal_stage
+from ._release import ReleaseStage
 from .bench.cpu import name_thread
 from .config import check_fields, config_error
 from .errors import (
@@ -655,8 +656,11 @@ class Processor:
         order: one call, and one hand-off to another thread, per batch), or with
         ``batch="slots"`` ``fn(slots, slot_size)``: a bytes copy of the batch's output ring
         slots (``ringlog.slot_dtype`` records; no object per output, see
-        ``ringlog._wire.OutputSlots``). Add listeners before ``start()``: the output stage is
-        chosen then."""
+        ``ringlog._wire.OutputSlots``). When every listener takes slots, the output stage is
+        compiled (``ringlog._release.ReleaseStage``: the GIL once per hand-over); a
+        ``ringlog._release.SlotSink`` as the listener gets them with no GIL at all, waking
+        its consumer through an eventfd. Add listeners before ``start()``: the output stage
+        is chosen then."""
         if self._state == "running":
             raise StateError("add_output_listener() must come before start()")
         (self._on_output_slots if batch == "slots" else self._on_output_batch if batch
@@ -707,8 +711,13 @@ class Processor:
                           self._output_counters)
             return
         ctr = self._output_counters
-        keys, mask = self._loop.output_keys, self._out.capacity - 1
         gate = self.input.appender if self._gated else None
+        if slots and not each and not whole:
+            # the gateway's case: poll, append and the durable wait without the GIL, which is
+            # taken once per hand-over (ringlog._release)
+            ReleaseStage(self._oc, self.output.appender, gate, slots, ctr).run()
+            return
+        keys, mask = self._loop.output_keys, self._out.capacity - 1
         slot_size = self._out.slot_size
         # Under durable release a batch waits one fdatasync: take all that is there (up to the
         # ring's end), or the stage would release at most max_batch outputs per sync.

@@ -7,10 +7,11 @@
         │                                                             ▼
         │                                           processor input ring ─► journal ─► engine
         │                                                                        │ emit
-        ◄── Connection.flush (one write per batch) ◄── Router.drain (C) ◄── output thread
-              (routes the slots, writes the report frames, keeps them    one bytes copy of
-               for resends: ringlog._gateway)                            the batch's slots +
-                                                        one call_soon_threadsafe per batch
+        ◄── Connection.flush (one write per batch) ◄── Router.drain (C) ◄── output stage
+              (routes the slots, writes the report frames, keeps them    (ringlog._release,
+               for resends: ringlog._gateway)                            no GIL): durable
+                                                        slots into a SlotSink, its eventfd
+                                                        wakes the loop (add_reader)
 
 Everything but the processor's threads runs on one event loop thread, so sessions need no
 locks. The loop never blocks: commands are published with ``timeout=0`` (a full input ring
@@ -34,6 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._gateway import CommandBatch
+from .._release import SlotSink
 from ..errors import (
     CircuitOpenError,
     InsufficientCapacityError,
@@ -112,6 +114,7 @@ class Gateway:
         self.backlog: deque[tuple[Session, int, int, bytes]] = deque()
         self._batch = CommandBatch(config.limits.max_inflight)  # the fast path's commands
         self._outq: deque[Any] = deque()
+        self._sink: SlotSink | None = None  # the processor's outputs (start())
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -141,8 +144,12 @@ class Gateway:
         self._restore_sessions()
         self._published0 = p.published_outputs
         self._out_base = p.output.next_sequence  # the first record this run routes
-        p.add_output_listener(self._on_outputs, batch="slots")
+        # outputs arrive through a SlotSink: the output stage hands them over without the
+        # GIL and wakes this loop through the sink's eventfd (no call_soon_threadsafe)
+        self._sink = SlotSink()
+        p.add_output_listener(self._sink, batch="slots")
         p.start()
+        loop.add_reader(self._sink.fd, self._drain_outputs)
         self._journal_base = p.journal_sequence_of(0)  # + a ring sequence: its journal seq
         from ..metrics import GatewayCounters
 
@@ -187,7 +194,12 @@ class Gateway:
             if p.state == "running":  # drain() keeps the processor running: stop() after
                 await asyncio.get_running_loop().run_in_executor(None, p.drain, drain_timeout)
         finally:
-            p.stop()
+            try:
+                p.stop()
+            finally:
+                if self._sink is not None:
+                    self._loop.remove_reader(self._sink.fd)
+                    self._drain_outputs()  # what the last drain released
 
     def memory(self) -> dict[int, int]:
         """Bytes each session holds by the server's own accounting (RSS does not shrink when
@@ -620,8 +632,9 @@ class Gateway:
 
     # -- output ---------------------------------------------------------------------------
     def _on_outputs(self, slots: bytes, slot_size: int) -> None:
-        """Output-thread listener: queue a batch's slots (one bytes copy, no object per
-        output); one loop wake-up per batch (none while a drain is already scheduled)."""
+        """A listener for blocks of output slots from another thread (the processor's own
+        outputs come through ``self._sink``): queue them (no object per output); one loop
+        wake-up per block (none while a drain is already scheduled)."""
         self._outq.append((slots, slot_size))
         if not self._scheduled:
             self._scheduled = True
@@ -654,6 +667,11 @@ class Gateway:
     def _drain_outputs(self) -> None:
         # clear the flag before draining: a record queued after this point schedules again
         self._scheduled = False
+        sink = self._sink
+        if sink is not None:  # the sink's fd was readable, or a drain for another reason
+            block = sink.take()
+            if block is not None:
+                self._outq.append((block, sink.slot_size))
         if self._holding:
             return
         q = self._outq

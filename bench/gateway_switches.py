@@ -1,0 +1,85 @@
+"""Why each thread of the gateway's server sleeps: one run of ``ringlog serve`` under the load
+generator with ``perf record -e sched:sched_switch -g`` on the server, then per thread the
+context switches grouped by state and by the C function the thread was in (libc's
+``__futex_abstimed_wait_common`` is CPython's GIL wait, ``syscall`` the rings' and the
+journal's raw futex waits, ``__sched_yield`` a ring wait's yield, ``fdatasync`` the disk,
+``epoll_pwait`` the event loop idle). Needs ``perf`` (software events work in this VM).
+
+    python bench/gateway_switches.py [durable|immediate] [CONNECTIONS] [RATE] [SECONDS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import bench_gateway as bg
+
+from ringlog.loadgen import LoadConfig, measure
+
+HEAD = re.compile(r"prev_comm=(\S+) .*prev_state=(\S+)")
+
+
+def _why(script: str) -> dict[str, collections.Counter[tuple[str, str]]]:
+    """``thread -> Counter((state, first user-space function))`` of ``perf script`` text."""
+    out: dict[str, collections.Counter[tuple[str, str]]] = collections.defaultdict(
+        collections.Counter)
+    for block in script.split("\n\n"):
+        lines = block.strip().splitlines()
+        m = HEAD.search(lines[0]) if lines else None
+        if not m:
+            continue
+        user = [ln.split()[1].split("+")[0] for ln in lines[1:]
+                if "kernel.kallsyms" not in ln and len(ln.split()) > 1]
+        out[m.group(1)][(m.group(2), user[0] if user else "(kernel)")] += 1
+    return out
+
+
+def main() -> None:
+    """Runs once and prints the switches per 1,000 answered orders by thread and reason."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("release", nargs="?", choices=("durable", "immediate"), default="durable")
+    ap.add_argument("connections", nargs="?", type=int, choices=range(1, 9), default=1,
+                    metavar="CONNECTIONS (1-8)")
+    ap.add_argument("rate", nargs="?", type=float, default=50_000.0, help="orders/s offered")
+    ap.add_argument("seconds", nargs="?", type=float, default=10.0)
+    a = ap.parse_args()
+    if a.rate <= 0 or a.seconds <= 2:
+        ap.error("the rate must be > 0 and the seconds > 2")
+    with tempfile.TemporaryDirectory(dir=".") as d:
+        peer = bg._gateway(d, a.release, 8192)
+        data = Path(d) / "perf.data"
+        try:
+            # recorded over the run less its first and last second (start-up, drain)
+            perf = subprocess.Popen(["perf", "record", "-q", "-e", "sched:sched_switch", "-g",
+                                     "-p", str(peer.pid), "-o", str(data), "--", "sleep",
+                                     str(a.seconds - 1)])
+            cfg = LoadConfig(port=peer.port, tokens=bg.TOKENS[:a.connections], rate=a.rate,
+                             connections=a.connections, duration=a.seconds, warmup=2.0,
+                             pattern="mixed", tick_us=100 if a.connections == 1 else 500,
+                             server_pid=peer.pid, drain_timeout=30.0)
+            doc, _ = measure(cfg)
+            perf.wait()
+        finally:
+            peer.stop()
+        script = subprocess.run(["perf", "script", "-i", str(data)], capture_output=True,
+                                text=True, check=True).stdout
+    orders = a.rate * (a.seconds - 1) / 1000  # thousands of orders in the recorded window
+    lat = doc["latency_ns"] or {}
+    print(f"p50 {lat.get('p50', 0) / 1e6:.2f} ms, p99 {lat.get('p99', 0) / 1e6:.2f} ms; "
+          "switches per 1,000 orders by thread, state and function:")
+    for thread, c in sorted(_why(script).items(), key=lambda kv: -sum(kv[1].values())):
+        print(f"{thread}: {sum(c.values()) / orders:.0f}")
+        for (state, fn), n in c.most_common(6):
+            print(f"    {n / orders:6.1f}  {state:3s} {fn}")
+
+
+if __name__ == "__main__":
+    main()

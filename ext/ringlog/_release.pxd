@@ -1,0 +1,51 @@
+# The processor's output stage in C (ringlog._release): poll the output ring, append to the
+# output journal, release to the listeners after the outputs' inputs are durable, taking the
+# GIL once per hand-over.
+from libc.stdint cimport int64_t
+
+from ringlog._counters cimport StageCounters
+from ringlog._journal cimport JournalAppender
+from ringlog._ring cimport Consumer, Ring
+
+
+cdef extern from "pthread.h" nogil:
+    ctypedef struct pthread_mutex_t:
+        pass
+
+
+cdef class SlotSink:
+    # One producer thread (the output stage, no GIL) and one consumer thread (take()).
+    cdef pthread_mutex_t lock        # guards buf/len/cap against the consumer's swap
+    cdef char* buf                   # the producer's side: slots not yet taken
+    cdef Py_ssize_t len
+    cdef Py_ssize_t cap
+    cdef readonly int fd             # eventfd: readable while slots wait (-1 once closed)
+    cdef readonly int slot_size
+    cdef readonly int64_t pushes
+    cdef readonly int64_t signals    # eventfd writes (an empty sink became non-empty)
+
+    cdef int push(self, const char* first, Py_ssize_t first_len, const char* rest,
+                  Py_ssize_t rest_len, int slot_size) noexcept nogil
+
+
+cdef class ReleaseStage:
+    # Not thread-safe: one thread (the processor's rl-output) runs it.
+    cdef readonly Consumer consumer
+    cdef Ring ring
+    cdef JournalAppender journal      # the output journal: every output is appended here
+    cdef JournalAppender gate         # the input journal (durable release), or None
+    cdef readonly list listeners      # fn(slots: bytes, slot_size: int), once per hand-over
+    cdef readonly SlotSink sink       # handed over without the GIL (None: no sink)
+    cdef bint python_listeners        # listeners is not empty: hand-overs take the GIL
+    cdef StageCounters counters
+    cdef int64_t** ctr
+    cdef readonly int64_t appended    # next ring sequence to append (all before it are)
+    cdef readonly int64_t released    # next ring sequence to hand over (all before it were)
+    cdef readonly int64_t handovers   # hand-overs so far (GIL acquisitions of the pump)
+    cdef readonly int64_t durable_waits  # sleeps for the input journal's durable mark
+
+    cdef int64_t _pump(self) except -1 nogil
+    cdef int64_t _releasable(self, int64_t durable) noexcept nogil
+    cdef int _hand_over(self, int64_t upto) except -1
+    cdef void _to_sinks(self, int64_t upto) noexcept nogil
+    cdef void _released(self, int64_t upto) noexcept nogil
