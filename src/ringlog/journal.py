@@ -32,6 +32,7 @@ from .events import EventRegistry
 from .recovery import (
     RecoveryDecision,
     durable_mark,
+    judge_roll,
     judge_tail,
     rebuild_index,
 )
@@ -473,6 +474,9 @@ class Journal:
     # -- open -----------------------------------------------------------------------------
     def _open_tail(self, first_sequence: int) -> None:
         segs = list_segments(self.path)
+        floor = self._set_aside_torn_roll(segs)
+        if floor is not None:
+            segs = segs[:-1]
         if not segs:
             seg = self._new_segment(first_sequence)
             self._appender.attach(seg, HEADER_SIZE, first_sequence)
@@ -504,6 +508,8 @@ class Journal:
                                       str(path), 16)
         marks = [Segment.open(segs[-2][1]), seg] if len(segs) > 1 else [seg]
         mark = durable_mark(*marks)
+        if mark != -2 and floor is not None:
+            mark = max(mark, floor)  # the torn roll's own mark, if it had one
         status, off, nxt, _ = seg.scan(HEADER_SIZE, first, True)
         verdict = judge_tail(seg, off, nxt, status, mark)
         if verdict.kind == "corrupt":
@@ -530,6 +536,23 @@ class Journal:
                 seg.sync()
             else:
                 self._roll_now(self._appender)
+
+    def _set_aside_torn_roll(self, segs: list[tuple[int, Path]]) -> int | None:
+        """Renames a torn roll's segment (recovery.judge_roll) to ``*.seg.torn``, where no
+        reader looks, and removes the previous segment's index (a hint that may list records
+        a power loss tore). Returns the durable mark judged by; None if nothing was torn."""
+        torn = judge_roll(segs)
+        if torn is None:
+            return None
+        path = Path(torn.path)
+        durable.rename(path, path.with_name(path.name + ".torn"))
+        durable.unlink(path.with_suffix(".idx"), missing_ok=True)
+        durable.unlink(segs[-2][1].with_suffix(".idx"), missing_ok=True)
+        durable.fsync_dir(self.path)
+        self._decide(RecoveryDecision("set_aside_torn_roll", torn.path, 0, torn.sequence,
+                                      path.with_name(path.name + ".torn").stat().st_size,
+                                      torn.message))
+        return torn.durable
 
     def _rebuild_index(self, seg: Segment, first: int, path: Path) -> None:
         """Writes the missing or damaged ``.idx`` of a sealed segment again from a scan."""
