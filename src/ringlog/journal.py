@@ -456,6 +456,7 @@ class Journal:
             raise JournalError(f"{self.path} is already open for appending by another "
                                "Journal (one appender per journal)") from None
         self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)  # a segment offered, a roll made durable
         self._roll_lock = threading.Lock()  # one thread at a time makes a roll durable
         self._prepare_failing = False
         self.fallback_rolls = 0  # rolls done with the GIL (no prepared segment was ready)
@@ -657,6 +658,17 @@ class Journal:
                 a.wake()  # a sync-policy append waiting for this roll raises
                 raise
             a.roll_done(upto if self.durability != "none" else -1)
+        with self._ready:
+            self._ready.notify_all()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Waits until the next roll costs the appending thread microseconds (a prepared
+        segment is offered and the last roll is durable); False after ``timeout`` seconds.
+        For warm-ups and tests: appends never wait for this."""
+        a = self._appender
+        with self._ready:
+            return self._ready.wait_for(lambda: (a.offered and not a.roll_pending) or
+                                        self._closed, timeout) and not self._closed
 
     @property
     def fast_rolls(self) -> int:
@@ -718,9 +730,10 @@ class Journal:
             self._prepare_failing = False
         seg.prefault(self._prefault == "write")
         seg.write_template(self._schema)  # the roll only finishes the header
-        with self._lock:
+        with self._ready:
             if self._closed or not self._appender.offer(seg, self.path):
                 durable.unlink(seg.path)
+            self._ready.notify_all()
 
     # -- appends --------------------------------------------------------------------------
     def append(self, payload: Any, type_id: int = 0, *, timestamp_ns: int = 0,
@@ -824,10 +837,11 @@ class Journal:
             self._closed = True
             self._appender.wake()
             self._thread.join()
-            with self._lock:
+            with self._ready:
                 seg = self._appender.take_offer()
                 if seg is not None:
                     durable.unlink(seg.path)
+                self._ready.notify_all()
             self._release_lock()
 
     def _release_lock(self) -> None:
