@@ -9,8 +9,7 @@ from ringlog.includes.event cimport rl_header
 cdef enum:
     SEG_HEADER_SIZE = 4096
     REC_PREFIX = 8            # u32 length + u32 crc32c
-    ROLL_PATH_MAX = 4096      # a segment path a roll without the GIL can rename (else: the
-                              # owner's roll)
+    ROLL_PATH_MAX = 4096      # longest path a roll without the GIL renames (else: fallback)
 
 
 cpdef enum ScanStatus:

@@ -22,7 +22,7 @@ from libc.errno cimport EINTR, EIO, errno
 from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint32_t, uint64_t
 from libc.stdio cimport rename, snprintf
 from libc.stdlib cimport calloc, free, malloc, realloc
-from libc.string cimport memcpy, memset, strlen
+from libc.string cimport memcpy, memset
 from posix.fcntl cimport O_CREAT, O_EXCL, O_RDONLY, O_RDWR, open as c_open
 from posix.stat cimport fstat, struct_stat
 from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
@@ -356,9 +356,9 @@ cdef class Segment:
         cdef char* b = self.base
         (<int64_t*>(b + H_FIRST))[0] = first_sequence
         (<int64_t*>(b + H_CREATED))[0] = created_ns
+        cdef uint32_t schlen = (<uint32_t*>(b + H_SCHLEN))[0]
         cdef uint32_t c = rl_crc32c(0, b, H_HDRCRC)
-        (<uint32_t*>(b + H_HDRCRC))[0] = rl_crc32c(c, b + H_SCHEMA,
-                                                    (<uint32_t*>(b + H_SCHLEN))[0])
+        (<uint32_t*>(b + H_HDRCRC))[0] = rl_crc32c(c, b + H_SCHEMA, schlen)
         self.first_sequence = first_sequence
         self.store_durable(durable)
 
