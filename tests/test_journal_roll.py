@@ -237,7 +237,8 @@ def _zero(path: Path, start: int, end: int) -> None:
         f.write(bytes(end - start))
 
 
-@pytest.mark.parametrize("state", ["empty_file", "header_page_zero", "previous_tail_torn"])
+@pytest.mark.parametrize("state", ["empty_file", "header_page_zero", "header_template",
+                                   "previous_tail_torn"])
 def test_a_torn_roll_is_set_aside_and_the_previous_segment_continues(tmp_path, state):
     d, prev, last, first = _two_segments(tmp_path)
     keep = first
@@ -245,6 +246,9 @@ def test_a_torn_roll_is_set_aside_and_the_previous_segment_continues(tmp_path, s
         os.truncate(last, 0)
     elif state == "header_page_zero":  # records reached the disk, the header page did not
         _zero(last, 0, 4096)
+    elif state == "header_template":  # the header as prepared, not as the roll finished it
+        for start, end in ((16, 32), (44, 48), (4080, 4096)):  # first, created, crc, mark
+            _zero(last, start, end)
     else:  # a good header, but the previous segment's last page did not reach the disk
         end = JournalReader(d).locate(first - 1)[2]  # offset of the previous last record
         _zero(prev, end, end + 8)

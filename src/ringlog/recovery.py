@@ -165,11 +165,34 @@ def _raw_mark(path: Path) -> int | None:
     return value if check == ~value else None
 
 
+def _unfinished_header(path: Path) -> str | None:
+    """Why the header of ``path`` is one a power loss during a roll can leave (the file's
+    size not on disk; its header page not on disk; only the template the background thread
+    wrote before the roll on disk); None for any other damage, which is corruption."""
+    try:
+        with open(path, "rb") as f:
+            page = f.read(HEADER_SIZE)
+    except OSError:
+        return None
+    if not page:
+        return "the file is empty (its size did not reach the disk)"
+    if len(page) < HEADER_SIZE:
+        return None
+    if not any(page):
+        return "its header page is zeros (it did not reach the disk)"
+    first, created, crc = struct.unpack_from("<qq", page, 16) + struct.unpack_from("<I", page, 44)
+    if page[:8] == b"RLJRNL01" and first == 0 and created == 0 and crc == 0:
+        return "its header is the template written before the roll (the rest did not reach " \
+               "the disk)"
+    return None
+
+
 def judge_roll(segs: list[tuple[int, Path]]) -> TornRoll | None:
     """Whether the newest of ``segs`` ((first sequence, path), ordered) is a torn roll: the
     durable mark is below its first sequence (nothing in it was durable) and its header is
-    invalid or the previous segment's records end before it starts. None otherwise (the
-    segment is judged by the other rules; a damaged mark is never a reason to set aside)."""
+    one a power loss leaves unfinished, or the previous segment's records end before it
+    starts. None otherwise (the segment is judged by the other rules: any other damaged
+    header is corruption; a damaged mark is never a reason to set aside)."""
     if len(segs) < 2:
         return None
     (prev_first, prev_path), (first, path) = segs[-2], segs[-1]
@@ -183,21 +206,19 @@ def judge_roll(segs: list[tuple[int, Path]]) -> TornRoll | None:
     d = max(mark, own)
     if d >= first:
         return None
-    reason = ""
     try:
-        seg = Segment.open(path)
-        if seg.first_sequence != first:
-            reason = f"its header says first sequence {seg.first_sequence}"
-    except JournalCorruptError as e:
-        reason = f"its header did not reach the disk ({e})"
-    if not reason:
+        if Segment.open(path).first_sequence != first:
+            return None  # a header that disagrees with its name: corruption
+    except JournalCorruptError:
+        reason = _unfinished_header(path)
+        if reason is None:
+            return None
+    else:
         status, _, nxt, _ = prev.scan(HEADER_SIZE, prev_first, True)
-        if status != _SCAN_END or nxt != first:
-            why = _WHY.get(status, "nothing written")
-            reason = (f"the previous segment's records stop at sequence {nxt} ({why}), "
-                      f"not at {first}")
-    if not reason:
-        return None
+        if status == _SCAN_END and nxt == first:
+            return None  # the newest segment continues the journal: judged as the last
+        reason = (f"the previous segment's records stop at sequence {nxt} "
+                  f"({_WHY.get(status, 'nothing written')}), not at {first}")
     return TornRoll(str(path), first, d, reason,
                     f"{path}: a roll torn by a crash: {reason}; the durable mark {d} is below "
                     f"its first sequence {first}, so none of its records was durable")
