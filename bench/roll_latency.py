@@ -44,6 +44,7 @@ def one(events: int) -> dict:
 
     sys.path.insert(0, str(HERE))
     import bench_processor as bp
+
     from ringlog._benchhandlers import LatencyHandler
     from ringlog._ringbench import produce_paced
     from ringlog.bench.latency import percentiles
