@@ -12,7 +12,8 @@ of an earlier commit) in a process of its own, then the Disruptor peer
 all see the same machine state. Percentiles are over every event (as bench_processor's
 latency rows); a stall is a run of events handled more than 1 ms late, reported by the index
 of its first event (segment rolls fall at fixed indices: 16,321, 49,025, ... for 64-byte
-records), with the journals' rolls (without the GIL / fallback).
+records), with the journals' rolls (without the GIL / fallback) and the median over the
+input journal's rolls of the worst latency of the events due in the 5 ms after each.
 
     .venv/bin/python bench/roll_latency.py --rounds 3 [--events 500000] [--json out.json]
         [--tree before=/tmp/ringlog-before/src] [--no-peer]
@@ -48,6 +49,7 @@ def one(events: int) -> dict:
     from ringlog._benchhandlers import LatencyHandler
     from ringlog._ringbench import produce_paced
     from ringlog.bench.latency import percentiles
+    from ringlog.journal import list_segments
     from ringlog.processor import Processor
 
     d = tempfile.mkdtemp(prefix="ringlog-lat-", dir=".")
@@ -61,14 +63,19 @@ def one(events: int) -> dict:
         rolls = {name: [getattr(j, "fast_rolls", None), getattr(j, "fallback_rolls", None)]
                  for name, j in (("input", p.input), ("output", p.output))}
         p.stop()
+        # where the input journal rolled (journal sequence ~ event index: the window is wide)
+        roll_at = [f for f, _ in list_segments(Path(d) / "input")][1:]
     finally:
         shutil.rmtree(d)
     pct = percentiles(handled)
     late = np.flatnonzero(handled > 1_000_000)
     starts = late[np.r_[True, np.diff(late) > 1]] if late.size else late
+    # the worst latency of the events due in the 5 ms after each input roll
+    peaks = [float(handled[max(0, f - 50):f + 500].max()) for f in roll_at if f < events]
     return {"p50": pct["p50"], "p99": pct["p99"], "p99.9": pct["p99.9"], "max": pct["max"],
             "late_1ms": round(float(late.size) / events, 5), "stalls": int(starts.size),
-            "stall_at": [int(s) for s in starts[:12]], "rolls": rolls}
+            "stall_at": [int(s) for s in starts[:12]], "rolls": rolls, "roll_at": roll_at,
+            "roll_peak_median": float(np.median(peaks)) if peaks else 0.0}
 
 
 def run_tree(src: str | None, events: int) -> dict:
@@ -127,7 +134,8 @@ def main() -> int:
             runs.setdefault(name, []).append(res)
             print(f"round {r + 1} {name:10} p50 {res['p50'] / 1e3:7.1f} p99 "
                   f"{res['p99'] / 1e3:7.1f} p99.9 {res['p99.9'] / 1e3:7.1f} us, "
-                  f"stalls {res['stalls']} at {res['stall_at'][:6]}, rolls {res['rolls']}",
+                  f"after a roll {res['roll_peak_median'] / 1e3:7.1f} us (median peak), "
+                  f"stalls {res['stalls']} at {res['stall_at'][:5]}, rolls {res['rolls']}",
                   flush=True)
         if not args.no_peer:
             for wait, res in run_peer().items():
@@ -135,10 +143,12 @@ def main() -> int:
                 print(f"round {r + 1} disruptor_{wait:9} p50 {res['p50'] / 1e3:7.1f} p99 "
                       f"{res['p99'] / 1e3:7.1f} p99.9 {res['p99.9'] / 1e3:7.1f} us",
                       flush=True)
-    print(f"\n{'run':22} {'p50 us (median [range])':>26} {'p99':>26} {'p99.9':>26}")
+    cols = ("p50", "p99", "p99.9", "roll_peak_median")
+    print(f"\n{'run':20} {'p50 us (median [range])':>26} {'p99':>26} {'p99.9':>26} "
+          f"{'peak after a roll':>26}")
     for name, rs in runs.items():
-        print(f"{name:22} " + " ".join(f"{summary([x[p] for x in rs]):>26}"
-                                       for p in ("p50", "p99", "p99.9")))
+        print(f"{name:20} " + " ".join(f"{summary([x[p] for x in rs]) if p in rs[0] else '':>26}"
+                                       for p in cols))
     if args.json:
         Path(args.json).write_text(json.dumps({"rounds": args.rounds, "events": args.events,
                                                "runs": runs}, indent=1))
