@@ -7,7 +7,8 @@ builds against the Java Disruptor's in the same run, interleaved rounds; where t
                                                               └─► output journal   1, 2, 4 .. MiB)
 
 Each round runs every ringlog tree (this one, and any ``--tree NAME=SRC`` given, e.g. a build
-of an earlier commit) in a process of its own, then the Disruptor peer
+of an earlier commit; the order alternates between rounds) in a process of its own, with
+CPU ns per event per thread (/proc schedstat, ringlog.bench.cpu), then the Disruptor peer
 (src/ringlog/bench/peers/disruptor/run.sh, its "yielding" and "busyspin" latency lines), so
 all see the same machine state. Percentiles are over every event (as bench_processor's
 latency rows); a stall is a run of events handled more than 1 ms late, reported by the index
@@ -48,6 +49,7 @@ def one(events: int) -> dict:
 
     from ringlog._benchhandlers import LatencyHandler
     from ringlog._ringbench import produce_paced
+    from ringlog.bench import cpu
     from ringlog.bench.latency import percentiles
     from ringlog.journal import list_segments
     from ringlog.processor import Processor
@@ -58,8 +60,10 @@ def one(events: int) -> dict:
         p = Processor(LatencyHandler(handled), d, bp._config(topology="auto"))
         p.start()
         time.sleep(0.5)  # as bench_processor: the journals prepare their next segment
+        before = cpu.sample()
         produce_paced(p.input_ring, events, RATE, bp.LATENCY_SPIN_NS)
         p.drain(timeout=120)
+        use = cpu.diff(before, cpu.sample()).per_event(events)
         rolls = {name: [getattr(j, "fast_rolls", None), getattr(j, "fallback_rolls", None)]
                  for name, j in (("input", p.input), ("output", p.output))}
         p.stop()
@@ -75,7 +79,9 @@ def one(events: int) -> dict:
     return {"p50": pct["p50"], "p99": pct["p99"], "p99.9": pct["p99.9"], "max": pct["max"],
             "late_1ms": round(float(late.size) / events, 5), "stalls": int(starts.size),
             "stall_at": [int(s) for s in starts[:12]], "rolls": rolls, "roll_at": roll_at,
-            "roll_peak_median": float(np.median(peaks)) if peaks else 0.0}
+            "roll_peak_median": float(np.median(peaks)) if peaks else 0.0,
+            "cpu_ns": {k: round(v["cpu_ns"]) for k, v in use["threads"].items()},
+            "cpu_ns_total": round(use["cpu_ns_total"])}
 
 
 def run_tree(src: str | None, events: int) -> dict:
@@ -129,14 +135,14 @@ def main() -> int:
         trees.append((name, src))
     runs: dict[str, list[dict]] = {}
     for r in range(args.rounds):
-        for name, src in trees:
+        for name, src in trees[::-1] if r % 2 else trees:  # the order alternates
             res = run_tree(src, args.events)
             runs.setdefault(name, []).append(res)
             print(f"round {r + 1} {name:10} p50 {res['p50'] / 1e3:7.1f} p99 "
                   f"{res['p99'] / 1e3:7.1f} p99.9 {res['p99.9'] / 1e3:7.1f} us, "
                   f"after a roll {res['roll_peak_median'] / 1e3:7.1f} us (median peak), "
-                  f"stalls {res['stalls']} at {res['stall_at'][:5]}, rolls {res['rolls']}",
-                  flush=True)
+                  f"stalls {res['stalls']} at {res['stall_at'][:5]}, rolls {res['rolls']}, "
+                  f"CPU ns/event {res['cpu_ns_total']} {res['cpu_ns']}", flush=True)
         if not args.no_peer:
             for wait, res in run_peer().items():
                 runs.setdefault(f"disruptor_{wait}", []).append(res)
