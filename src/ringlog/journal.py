@@ -3,9 +3,9 @@
 ``Journal`` is the one appender of a directory: it validates and repairs the tail on open,
 rolls segments (prepared and pre-faulted by a background thread, which also makes each roll
 durable), runs group commit, writes the sparse index of sealed segments and drops old
-segments when asked. ``JournalReader``
-reads any journal (also one being written, from another thread or process) from a sequence or
-a time; ``JournalTailer`` follows a live journal. The hot append path is ``ringlog._journal``.
+segments when asked. ``JournalReader`` reads any journal (also one being written, from
+another thread or process) from a sequence or a time; ``JournalTailer`` follows a live
+journal. The hot append path, and the roll without the GIL, is ``ringlog._journal``.
 """
 
 from __future__ import annotations
@@ -389,7 +389,7 @@ class Journal:
     page touched by a store: no first-touch fault on the hot path), ``"read"`` when they
     are written with pwrite() (pages mapped by a load: nothing dirtied, so no zero page is
     written back); False: no segment prepared ahead (each is created when the appender
-    rolls).
+    rolls: every roll is then the synchronous fallback, see docs/journal-format.md).
 
     ``buffered``: how records reach the segment file. True (the default): each batch is
     built in a private buffer and written with ``pwrite()``; False: records are stored
