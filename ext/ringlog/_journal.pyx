@@ -294,9 +294,11 @@ cdef class Segment:
         s.first_sequence = -1
         return s
 
-    def prefault(self, bint write=True):
-        """Maps every page in advance (without the GIL) so the appender does not take the
-        full first-touch fault (page allocation and zeroing) on the hot path.
+    def prefault(self, bint write=True, Py_ssize_t start=SEG_HEADER_SIZE,
+                 Py_ssize_t end=-1):
+        """Maps every page of ``start``..``end`` (default: all records) in advance (without
+        the GIL) so the appender does not take the full first-touch fault (page allocation
+        and zeroing) on the hot path.
 
         ``write``: store a zero in each page, the cheapest appends afterwards, but every
         page is then dirty: the first fdatasync writes the whole segment of zeros back and
@@ -304,12 +306,13 @@ cdef class Segment:
         page anyway and the disk writes each page twice. Without ``write`` each page is only
         read: it is allocated in the page cache and mapped read-only, nothing is dirtied,
         and the appender's first store per page costs a minor write-protect fault."""
-        cdef Py_ssize_t off
+        cdef Py_ssize_t off = max(start, 0) & ~4095
         cdef volatile char* b = self.base
         cdef char sink = 0
+        if end < 0 or end > self.size:
+            end = self.size
         with nogil:
-            off = SEG_HEADER_SIZE
-            while off < self.size:
+            while off < end:
                 if write:
                     b[off] = 0
                 else:
