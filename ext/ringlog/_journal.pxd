@@ -9,6 +9,7 @@ from ringlog.includes.event cimport rl_header
 cdef enum:
     SEG_HEADER_SIZE = 4096
     REC_PREFIX = 8            # u32 length + u32 crc32c
+    ROLL_PATH_MAX = 4096      # longest path a roll without the GIL renames (else: fallback)
 
 
 cpdef enum ScanStatus:
@@ -48,6 +49,8 @@ cdef class Segment:
     cdef int scan_one(self, Py_ssize_t off, int64_t expect_seq, bint verify,
                       uint32_t* length) noexcept nogil
     cdef void store_durable(self, int64_t seq) noexcept nogil
+    cdef void finish_header(self, int64_t first_sequence, int64_t created_ns,
+                            int64_t durable) noexcept nogil
     cdef int64_t durable_hint(self) noexcept nogil
     cdef Py_ssize_t first_nonzero_c(self, Py_ssize_t start, Py_ssize_t end) noexcept nogil
 
@@ -84,6 +87,27 @@ cdef class JournalAppender:
     cdef char* wbuf            # the private buffer (NULL when direct)
     cdef Py_ssize_t wcap
     cdef readonly bint buffered
+    # Rolling without the GIL (docs/journal-format.md, "Rolling"): the background thread
+    # offers a prepared segment with its header template written; the appender finishes the
+    # header, renames the file and switches to it, and leaves the old segment's index and
+    # fdatasync, the new header's fdatasync and the directory fsync to that thread
+    # (``take_roll`` ... ``roll_done``). Until then the durable mark stays below the roll.
+    cdef Segment ready_seg     # the offered segment (None: none)
+    cdef int32_t ready         # 1 while ready_seg may be taken (release/acquire)
+    cdef Segment rolled_seg    # the segment the last roll left, until take_roll (else None)
+    cdef int32_t roll_pending  # 1 from a roll without the GIL until roll_done
+    cdef int32_t path_stale    # seg.path still names the prepared file; roll_dst is right
+    cdef int64_t durable_cap   # _set_durable publishes no higher (a roll's syncs pending)
+    cdef int64_t rolled_last   # the rolled segment's last sequence, end offset, max ts
+    cdef Py_ssize_t rolled_end
+    cdef int64_t rolled_max_ts
+    cdef int64_t* rolled_index  # its sparse index (the buffers swap at a roll)
+    cdef Py_ssize_t rolled_index_len
+    cdef Py_ssize_t rolled_index_cap
+    cdef readonly int64_t fast_rolls  # rolls done without the GIL
+    cdef char ready_src[ROLL_PATH_MAX]  # the offered segment's (temporary) path
+    cdef char roll_dir[ROLL_PATH_MAX]   # the journal directory
+    cdef char roll_dst[ROLL_PATH_MAX]   # the final path of the segment the last roll took
 
     cdef int64_t append_record(self, const rl_header* h, const char* payload) except -1 nogil
     cdef int64_t write_record(self, const rl_header* h, const char* payload) except -1 nogil
@@ -101,4 +125,8 @@ cdef class JournalAppender:
     cdef void _note_index(self, int64_t seq, int64_t ts) noexcept nogil
     cdef int commit(self) except -1 nogil
     cdef void _set_durable(self, int64_t seq) noexcept nogil
+    cdef int _fast_roll(self, Py_ssize_t need) noexcept nogil
+    cdef void _switch(self, Py_ssize_t pos, int64_t next_seq) noexcept nogil
+    cdef int _await_roll(self, int64_t last) except -1 nogil
+    cdef _fix_path(self)
     cdef int64_t wait_durable_c(self, int64_t seq, int64_t timeout_ns) noexcept nogil

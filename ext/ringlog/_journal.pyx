@@ -19,17 +19,19 @@ each 4 KiB page after every fdatasync or background writeback, a pwrite() takes 
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from libc.errno cimport EINTR, EIO, errno
-from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint32_t, uint64_t
+from libc.stdio cimport rename, snprintf
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
 from posix.fcntl cimport O_CREAT, O_EXCL, O_RDONLY, O_RDWR, open as c_open
 from posix.stat cimport fstat, struct_stat
+from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
 from posix.types cimport off_t
 
 from ringlog._ring cimport Batch, Event, Ring, map_fd
 from ringlog.includes.atomics cimport (
     rl_cas, rl_cpu_relax, rl_fence, rl_fetch_add32, rl_load_acquire, rl_load_acquire32,
-    rl_load_acquire_u32, rl_store_release, rl_store_release_u32,
+    rl_load_acquire_u32, rl_store_release, rl_store_release32, rl_store_release_u32,
 )
 from ringlog.includes.event cimport RL_HEADER_SIZE, rl_header
 
@@ -61,6 +63,15 @@ cdef extern from "<unistd.h>" nogil:
 
 cdef extern from "Python.h":
     object PyMemoryView_FromObject(object)
+
+cdef extern from *:
+    """
+    /* a <- b, b <- c, c <- a: rotates three owned object fields without the GIL (each
+       object keeps exactly the references it had, so no reference count changes) */
+    #define RL_ROTATE3(a, b, c) do { void* rl_t_ = (void*)(a); (a) = (b); (b) = (c); \
+                                     (c) = rl_t_; } while (0)
+    """
+    void RL_ROTATE3(Segment a, Segment b, Segment c) nogil
 
 rl_crc32c_setup()
 _HAS_HW_CRC = rl_crc32c_mode == 1
@@ -101,6 +112,35 @@ cdef int _call_py_hook(int op, int fd) noexcept nogil:
             traceback.print_exc()
             return 5  # EIO
     return 0
+
+
+cdef int _call_py_path_hook(const char* op, const char* path,
+                            const char* target) noexcept nogil:
+    """The Python hook for a step named by paths (a rename without the GIL)."""
+    with gil:
+        hook = _py_hook
+        if hook is None:
+            return 0
+        try:
+            hook(op.decode(), os.fsdecode(path), None if target == NULL
+                 else os.fsdecode(target))
+        except OSError as e:
+            return e.errno or 5
+        except BaseException:  # a broken test hook must not pass for a successful step
+            import traceback
+            traceback.print_exc()
+            return 5  # EIO
+    return 0
+
+
+cdef int durable_rename(const char* src, const char* dst) noexcept nogil:
+    """rename(2) through the hook, without the GIL; returns 0 or the errno."""
+    cdef int rc
+    if _hook_fn != NULL:
+        rc = _call_py_path_hook("rename", src, dst)
+        if rc != 0:
+            return rc
+    return errno if rename(src, dst) != 0 else 0
 
 
 cdef int durable_sync(int fd, int op) noexcept nogil:
@@ -254,9 +294,11 @@ cdef class Segment:
         s.first_sequence = -1
         return s
 
-    def prefault(self, bint write=True):
-        """Maps every page in advance (without the GIL) so the appender does not take the
-        full first-touch fault (page allocation and zeroing) on the hot path.
+    def prefault(self, bint write=True, Py_ssize_t start=SEG_HEADER_SIZE,
+                 Py_ssize_t end=-1):
+        """Maps every page of ``start``..``end`` (default: all records) in advance (without
+        the GIL) so the appender does not take the full first-touch fault (page allocation
+        and zeroing) on the hot path.
 
         ``write``: store a zero in each page, the cheapest appends afterwards, but every
         page is then dirty: the first fdatasync writes the whole segment of zeros back and
@@ -264,12 +306,13 @@ cdef class Segment:
         page anyway and the disk writes each page twice. Without ``write`` each page is only
         read: it is allocated in the page cache and mapped read-only, nothing is dirtied,
         and the appender's first store per page costs a minor write-protect fault."""
-        cdef Py_ssize_t off
+        cdef Py_ssize_t off = max(start, 0) & ~4095
         cdef volatile char* b = self.base
         cdef char sink = 0
+        if end < 0 or end > self.size:
+            end = self.size
         with nogil:
-            off = SEG_HEADER_SIZE
-            while off < self.size:
+            while off < end:
                 if write:
                     b[off] = 0
                 else:
@@ -280,8 +323,16 @@ cdef class Segment:
     def seal_header(self, int64_t first_sequence, bytes schema, int64_t created_ns,
                     int64_t durable=-1):
         """Writes the segment header (magic, version, first sequence, schema, crc) and the
-        durable sequence known so far. A descriptor too large for the header as JSON is
-        stored zlib-compressed (JSON starts with '[', zlib with 'x': readers tell them apart)."""
+        durable sequence known so far: ``write_template`` then ``finish_header``."""
+        self.write_template(schema)
+        self.finish_header(first_sequence, created_ns, durable)
+
+    def write_template(self, bytes schema):
+        """Writes the parts of the header known before a roll (magic, version, sizes,
+        schema; zeros elsewhere): what is left, the first sequence, the creation time and the
+        crc, ``finish_header`` writes without the GIL. A descriptor too large for the header
+        as JSON is stored zlib-compressed (JSON starts with '[', zlib with 'x': readers tell
+        them apart)."""
         cdef Py_ssize_t room = H_DURABLE_CHECK - H_SCHEMA
         if len(schema) > room:
             packed = zlib.compress(schema, 9)
@@ -296,13 +347,21 @@ cdef class Segment:
         memcpy(b, "RLJRNL01", 8)
         (<uint32_t*>(b + H_VERSION))[0] = FORMAT_VERSION
         (<uint32_t*>(b + H_HDRSIZE))[0] = SEG_HEADER_SIZE
-        (<int64_t*>(b + H_FIRST))[0] = first_sequence
-        (<int64_t*>(b + H_CREATED))[0] = created_ns
         (<uint64_t*>(b + H_SEGSIZE))[0] = self.size
         (<uint32_t*>(b + H_SCHLEN))[0] = len(schema)
         memcpy(b + H_SCHEMA, <const char*>schema, len(schema))
+        self.first_sequence = -1
+
+    cdef void finish_header(self, int64_t first_sequence, int64_t created_ns,
+                            int64_t durable) noexcept nogil:
+        """Completes a header whose template is written: first sequence, creation time,
+        crc, and the durable sequence known so far."""
+        cdef char* b = self.base
+        (<int64_t*>(b + H_FIRST))[0] = first_sequence
+        (<int64_t*>(b + H_CREATED))[0] = created_ns
+        cdef uint32_t schlen = (<uint32_t*>(b + H_SCHLEN))[0]
         cdef uint32_t c = rl_crc32c(0, b, H_HDRCRC)
-        (<uint32_t*>(b + H_HDRCRC))[0] = rl_crc32c(c, b + H_SCHEMA, len(schema))
+        (<uint32_t*>(b + H_HDRCRC))[0] = rl_crc32c(c, b + H_SCHEMA, schlen)
         self.first_sequence = first_sequence
         self.store_durable(durable)
 
@@ -402,8 +461,12 @@ cdef class Segment:
         path = os.fspath(path)
         from ringlog import durable
         durable.rename(self.path, path, JournalError)
-        self.path = path
-        self._map.path = path
+        self.renamed(path)
+
+    def renamed(self, path):
+        """Records that the file now has the name ``path`` (renamed without the GIL)."""
+        self.path = os.fspath(path)
+        self._map.path = self.path
 
     @property
     def created_ns(self):
@@ -632,10 +695,12 @@ cdef class JournalAppender:
 
     def __cinit__(self):
         self.index = NULL
+        self.rolled_index = NULL
         self.wbuf = NULL
 
     def __dealloc__(self):
         free(self.index)
+        free(self.rolled_index)
         free(self.wbuf)
 
     def __init__(self, owner, int policy, int64_t group_events=1000,
@@ -647,6 +712,7 @@ cdef class JournalAppender:
         self.group_events = max(1, group_events)
         self.index_every = max(1, index_every)
         self.durable = -1
+        self.durable_cap = INT64_MAX
         self.last_seq = -1
         self.buffered = buffered
         if self.buffered and self.wbuf == NULL:
@@ -662,6 +728,11 @@ cdef class JournalAppender:
         if self.seg is not None:
             self._flush()  # nothing pending when the owner rolls; kept for any other caller
         self.seg = seg
+        self.path_stale = 0
+        self._switch(pos, next_seq)
+
+    cdef void _switch(self, Py_ssize_t pos, int64_t next_seq) noexcept nogil:
+        """Points the appender at ``self.seg`` from byte ``pos``, sequence ``next_seq``."""
         self.pos = pos
         self._aim()
         self.next_seq = next_seq
@@ -669,6 +740,136 @@ cdef class JournalAppender:
         rl_store_release(&self.last_seq, next_seq - 1)
         self.index_len = 0
         self.since_index = self.index_every  # index the first record of every segment
+
+    # -- rolling without the GIL -----------------------------------------------------------
+    #   background thread                     appending thread (no GIL, no fsync, no create)
+    #   prepare + prefault + write_template
+    #   offer(seg) ─── ready = 1 ──────────►  _fast_roll: finish_header, rename(2) to the
+    #                                         final name, cap the durable mark, switch;
+    #   take_roll() ◄── roll_pending = 1 ───  wake the background thread
+    #   write the old .idx, fdatasync old,
+    #   fdatasync new (header), fsync dir
+    #   roll_done(upto) ── cap lifted ─────►  (sync policy: commit waits for this)
+    cdef int _fast_roll(self, Py_ssize_t need) noexcept nogil:
+        """Switches to the offered segment (a record of ``need`` bytes must fit); returns 0
+        when there is none or it does not fit (the owner rolls then, with the GIL)."""
+        cdef int64_t first = self.next_seq, d
+        cdef timespec now
+        cdef int64_t* idx
+        cdef Py_ssize_t cap
+        if not rl_load_acquire32(&self.ready) or rl_load_acquire32(&self.roll_pending) \
+                or SEG_HEADER_SIZE + need > self.ready_seg.size:
+            return 0
+        if snprintf(self.roll_dst, ROLL_PATH_MAX, "%s/%020lld.seg", self.roll_dir,
+                    <long long>first) >= ROLL_PATH_MAX:
+            return 0
+        clock_gettime(CLOCK_REALTIME, &now)
+        # the header is whole before the file has its final name: a reader (any process)
+        # that finds the name maps a valid header
+        self.ready_seg.finish_header(first, <int64_t>now.tv_sec * 1000000000 + now.tv_nsec,
+                                     rl_load_acquire(&self.durable))
+        if durable_rename(self.ready_src, self.roll_dst) != 0:
+            return 0  # the owner's roll tries again and reports the error
+        # nothing past what is durable now may be published until the background thread has
+        # synced the old segment's tail, the new header and the directory entry
+        d = rl_load_acquire(&self.durable)
+        rl_store_release(&self.durable_cap, d)
+        idx, cap = self.rolled_index, self.rolled_index_cap  # the old index goes along
+        self.rolled_index, self.rolled_index_cap = self.index, self.index_cap
+        self.rolled_index_len = self.index_len
+        self.index, self.index_cap = idx, cap
+        self.rolled_last, self.rolled_end, self.rolled_max_ts = first - 1, self.pos, \
+            self.max_ts
+        RL_ROTATE3(self.seg, self.ready_seg, self.rolled_seg)  # seg <- new, rolled <- old
+        rl_store_release32(&self.ready, 0)
+        rl_store_release32(&self.path_stale, 1)
+        rl_store_release32(&self.roll_pending, 1)
+        self._switch(SEG_HEADER_SIZE, first)
+        self.fast_rolls += 1
+        rl_fence()
+        if rl_load_acquire32(&self.sync_waiters) > 0:
+            rl_fetch_add32(&self.sync_signal, 1)
+            rl_futex_wake_all(&self.sync_signal)
+        return 1
+
+    def offer(self, Segment seg, directory):
+        """Background thread: offers a prepared segment (its header template written) for
+        the next roll. Returns False if one is offered already or a path is too long for a
+        roll without the GIL (the owner's roll takes it then)."""
+        src, dst = os.fsencode(seg.path), os.fsencode(directory)
+        if rl_load_acquire32(&self.ready) or len(src) >= ROLL_PATH_MAX \
+                or len(dst) + 26 >= ROLL_PATH_MAX:
+            return False
+        memcpy(self.ready_src, <const char*>src, len(src) + 1)
+        memcpy(self.roll_dir, <const char*>dst, len(dst) + 1)
+        self.ready_seg = seg
+        rl_store_release32(&self.ready, 1)
+        return True
+
+    def take_offer(self):
+        """The offered segment, withdrawn (None if none). The appending thread only (or
+        any thread once appends stopped)."""
+        if not rl_load_acquire32(&self.ready):
+            return None
+        seg, self.ready_seg = self.ready_seg, None
+        rl_store_release32(&self.ready, 0)
+        return seg
+
+    @property
+    def offered(self):
+        """True while a prepared segment is offered for the next roll."""
+        return rl_load_acquire32(&self.ready) != 0
+
+    def take_roll(self):
+        """The work a roll without the GIL left, as (old segment, new segment, old's last
+        sequence, end offset, max timestamp, index entries); None if no roll is pending.
+        The new segment's path is its final name from here on. ``roll_done`` must follow."""
+        cdef Py_ssize_t i
+        if not rl_load_acquire32(&self.roll_pending) or self.rolled_seg is None:
+            return None
+        old, self.rolled_seg = self.rolled_seg, None
+        self._fix_path()
+        entries = [(self.rolled_index[i], self.rolled_index[i + 1], self.rolled_index[i + 2])
+                   for i in range(0, self.rolled_index_len, 3)]
+        self.rolled_index_len = 0
+        return (old, self.seg, self.rolled_last, self.rolled_end, self.rolled_max_ts,
+                entries)
+
+    def roll_done(self, int64_t durable):
+        """The old segment, the new header and the directory entry are on disk: the durable
+        mark may pass the roll; publishes ``durable`` (everything synced; -1: nothing)."""
+        with nogil:
+            rl_store_release(&self.durable_cap, INT64_MAX)
+            rl_store_release32(&self.roll_pending, 0)
+            self._set_durable(durable)  # also wakes a sync-policy commit waiting for this
+
+    @property
+    def roll_pending(self):
+        """True from a roll without the GIL until its syncs are done (``roll_done``)."""
+        return rl_load_acquire32(&self.roll_pending) != 0
+
+    cdef int _await_roll(self, int64_t last) except -1 nogil:
+        """Sync policy: ``last`` is synced but a roll's syncs (the background thread's)
+        are not done yet; sleeps until they are, then publishes ``last``."""
+        cdef int32_t token
+        while rl_load_acquire32(&self.roll_pending) and not self.failed:
+            rl_fetch_add32(&self.durable_waiters, 1)
+            rl_fence()
+            token = rl_load_acquire32(&self.durable_signal)
+            if rl_load_acquire32(&self.roll_pending) and not self.failed:
+                rl_futex_wait(&self.durable_signal, token, 50000000)
+            rl_fetch_add32(&self.durable_waiters, -1)
+        if self.failed:
+            with gil:
+                raise JournalError("the journal failed while a segment roll was being made "
+                                   "durable; reopen it to continue from what is durable")
+        self._set_durable(last)
+        return 0
+
+    cdef _fix_path(self):
+        if rl_load_acquire32(&self.path_stale):
+            self.seg.renamed(os.fsdecode(self.roll_dst))
+            self.path_stale = 0
 
     cdef int _room(self, Py_ssize_t need) except -1 nogil:
         """Makes room for a record of ``need`` bytes that does not fit before ``out_end``:
@@ -680,7 +881,7 @@ cdef class JournalAppender:
                 raise JournalError("the journal failed earlier (a write or sync error); "
                                    "reopen it to continue from what is durable")
         self._flush()  # a sealed segment holds all its records; a flush ends at a record
-        if self.pos + need > self.seg.size:
+        if self.pos + need > self.seg.size and not self._fast_roll(need):
             with gil:  # the owner sizes the next segment to fit, or refuses the record
                 self.owner._roll(self, need)
         if self.buffered and need > self.wcap:
@@ -830,6 +1031,8 @@ cdef class JournalAppender:
                     raise JournalError(f"fdatasync of {self.seg.path} failed: "
                                        f"{os.strerror(err)}", errno=err, path=self.seg.path)
             self._set_durable(last)
+            if rl_load_acquire(&self.durable) < last:  # capped: a roll's syncs are pending
+                self._await_roll(last)
         elif self.policy == GROUP:
             if last - rl_load_acquire(&self.durable) >= self.group_events:
                 rl_fence()
@@ -844,6 +1047,8 @@ cdef class JournalAppender:
         # pair consistent and the value monotonic. Held for two stores, once per sync.
         while not rl_cas(&self.durable_lock, 0, 1):
             rl_cpu_relax()
+        if seq > self.durable_cap:  # a roll's syncs are pending (_fast_roll)
+            seq = self.durable_cap
         if seq > self.durable:
             rl_store_release(&self.durable, seq)
         if self.durable > self.seg.durable_hint():
@@ -1041,24 +1246,26 @@ cdef class JournalAppender:
             self.failed = 1  # what the page cache holds may never reach the disk
             raise
         self._set_durable(last)
-        return last
+        return min(last, rl_load_acquire(&self.durable))  # lower while a roll's syncs run
 
     def mark_durable(self, int64_t seq):
         """Records that everything up to ``seq`` is on disk (after the owner synced it) and
         publishes it in the current segment's header for readers."""
         self._set_durable(seq)
 
-    def wait_for_work(self, double timeout):
-        """Group-commit thread: sleeps (no GIL) until ``group_events`` are unsynced or
-        ``timeout`` seconds pass."""
+    def wait_for_work(self, double timeout, bint group=True):
+        """Background thread: sleeps (no GIL) until a roll left work, ``group_events``
+        are unsynced (``group``: the group-commit policy), ``wake()`` or ``timeout`` seconds
+        pass."""
         cdef int32_t token
         cdef int64_t t = <int64_t>(timeout * 1e9)
         with nogil:
             rl_fetch_add32(&self.sync_waiters, 1)
             rl_fence()
             token = rl_load_acquire32(&self.sync_signal)
-            if rl_load_acquire(&self.last_seq) - rl_load_acquire(&self.durable) \
-                    < self.group_events:
+            if not rl_load_acquire32(&self.roll_pending) and not (
+                    group and rl_load_acquire(&self.last_seq) - rl_load_acquire(&self.durable)
+                    >= self.group_events):
                 rl_futex_wait(&self.sync_signal, token, t)
             rl_fetch_add32(&self.sync_waiters, -1)
 
@@ -1098,6 +1305,7 @@ cdef class JournalAppender:
     @property
     def segment(self):
         """The segment being appended to."""
+        self._fix_path()
         return self.seg
 
     @property

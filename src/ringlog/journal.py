@@ -1,10 +1,11 @@
 """The journal: a directory of memory-mapped segments (docs/journal-format.md).
 
 ``Journal`` is the one appender of a directory: it validates and repairs the tail on open,
-rolls segments (prepared and pre-faulted by a background thread), runs group commit, writes
-the sparse index of sealed segments and drops old segments when asked. ``JournalReader``
-reads any journal (also one being written, from another thread or process) from a sequence or
-a time; ``JournalTailer`` follows a live journal. The hot append path is ``ringlog._journal``.
+rolls segments (prepared and pre-faulted by a background thread, which also makes each roll
+durable), runs group commit, writes the sparse index of sealed segments and drops old
+segments when asked. ``JournalReader`` reads any journal (also one being written, from
+another thread or process) from a sequence or a time; ``JournalTailer`` follows a live
+journal. The hot append path, and the roll without the GIL, is ``ringlog._journal``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .events import EventRegistry
 from .recovery import (
     RecoveryDecision,
     durable_mark,
+    judge_roll,
     judge_tail,
     rebuild_index,
 )
@@ -42,6 +44,11 @@ log = logging.getLogger("ringlog.journal")
 
 _POLICIES = {"none": 0, "group": 1, "sync": 2}
 FIRST_SEGMENT_SIZE = 1 << 20  # the first segment of a journal; each next one doubles
+# Preparing the next segment maps its pages a chunk at a time (~75 us of CPU each here),
+# pausing between chunks while the current segment is less than half full: one burst for a
+# whole segment (2.4 ms for 8 MiB, ~20 ms for 64 MiB on the CI VM) right after a roll takes
+# the core from the appending thread when a producer keeps the other one busy
+PREFAULT_CHUNK, PREFAULT_PAUSE_S = 256 << 10, 0.0005
 _SCAN_OK, _SCAN_END, _SCAN_UNTERMINATED = 0, 1, 6
 _IDX_MAGIC = b"RLJIDX01"
 _IDX_HEAD = struct.Struct("<8sIIqqq")  # magic, count, pad, last seq, end offset, max ts
@@ -268,8 +275,12 @@ class JournalReader:
     def verify_all(self) -> tuple[int, int]:
         """Checks every checksum and the sequence density of every segment without the GIL;
         returns (records, last sequence). Raises JournalCorruptError at the first problem,
-        except a torn tail of the last segment, which is reported by ``Journal``'s open."""
+        except a torn tail of the last segment or a torn roll (recovery.judge_roll), which
+        ``Journal``'s open reports and repairs."""
         segs = self.segments()
+        torn = judge_roll(segs)
+        if torn is not None:  # the previous segment is the last one
+            segs = segs[:-1]
         count, expect = 0, segs[0][0] if segs else 0
         for i, (first, path) in enumerate(segs):
             seg = self.segment(first, path)
@@ -282,7 +293,10 @@ class JournalReader:
             last = i == len(segs) - 1
             if last:  # the same rule as open and repair: torn tail or corruption
                 marks = [self.segment(*s) for s in segs[-2:]]
-                verdict = judge_tail(seg, off, expect, status, durable_mark(*marks))
+                mark = durable_mark(*marks)
+                if torn is not None and mark != -2:
+                    mark = max(mark, torn.durable)
+                verdict = judge_tail(seg, off, expect, status, mark)
                 if verdict.kind == "corrupt":
                     raise verdict.error()
             elif status != _SCAN_END:
@@ -380,7 +394,7 @@ class Journal:
     page touched by a store: no first-touch fault on the hot path), ``"read"`` when they
     are written with pwrite() (pages mapped by a load: nothing dirtied, so no zero page is
     written back); False: no segment prepared ahead (each is created when the appender
-    rolls).
+    rolls: every roll is then the synchronous fallback, see docs/journal-format.md).
 
     ``buffered``: how records reach the segment file. True (the default): each batch is
     built in a private buffer and written with ``pwrite()``; False: records are stored
@@ -447,9 +461,10 @@ class Journal:
             raise JournalError(f"{self.path} is already open for appending by another "
                                "Journal (one appender per journal)") from None
         self._lock = threading.Lock()
-        self._retired: list[Segment] = []
-        self._prepared: Segment | None = None
+        self._ready = threading.Condition(self._lock)  # a segment offered, a roll made durable
+        self._roll_lock = threading.Lock()  # one thread at a time makes a roll durable
         self._prepare_failing = False
+        self.fallback_rolls = 0  # rolls done with the GIL (no prepared segment was ready)
         self._error: BaseException | None = None
         self._closed = False
         self.recovery: TornTail | None = None
@@ -460,7 +475,6 @@ class Journal:
                                           reason="left by a crash"))
         self._appender = JournalAppender(self, _POLICIES[durability], group_events, index_every,
                                          buffered)
-        self._wake = threading.Event()
         try:
             self._open_tail(first_sequence)
         except BaseException:
@@ -473,6 +487,9 @@ class Journal:
     # -- open -----------------------------------------------------------------------------
     def _open_tail(self, first_sequence: int) -> None:
         segs = list_segments(self.path)
+        floor = self._set_aside_torn_roll(segs)
+        if floor is not None:
+            segs = segs[:-1]
         if not segs:
             seg = self._new_segment(first_sequence)
             self._appender.attach(seg, HEADER_SIZE, first_sequence)
@@ -504,6 +521,8 @@ class Journal:
                                       str(path), 16)
         marks = [Segment.open(segs[-2][1]), seg] if len(segs) > 1 else [seg]
         mark = durable_mark(*marks)
+        if mark != -2 and floor is not None:
+            mark = max(mark, floor)  # the torn roll's own mark, if it had one
         status, off, nxt, _ = seg.scan(HEADER_SIZE, first, True)
         verdict = judge_tail(seg, off, nxt, status, mark)
         if verdict.kind == "corrupt":
@@ -529,7 +548,24 @@ class Journal:
                 seg.seal_header(first, self._schema, time.time_ns(), nxt - 1)
                 seg.sync()
             else:
-                self._roll(self._appender)
+                self._roll_now(self._appender)
+
+    def _set_aside_torn_roll(self, segs: list[tuple[int, Path]]) -> int | None:
+        """Renames a torn roll's segment (recovery.judge_roll) to ``*.seg.torn``, where no
+        reader looks, and removes the previous segment's index (a hint that may list records
+        a power loss tore). Returns the durable mark judged by; None if nothing was torn."""
+        torn = judge_roll(segs)
+        if torn is None:
+            return None
+        path = Path(torn.path)
+        durable.rename(path, path.with_name(path.name + ".torn"))
+        durable.unlink(path.with_suffix(".idx"), missing_ok=True)
+        durable.unlink(segs[-2][1].with_suffix(".idx"), missing_ok=True)
+        durable.fsync_dir(self.path)
+        self._decide(RecoveryDecision("set_aside_torn_roll", torn.path, 0, torn.sequence,
+                                      path.with_name(path.name + ".torn").stat().st_size,
+                                      torn.message))
+        return torn.durable
 
     def _rebuild_index(self, seg: Segment, first: int, path: Path) -> None:
         """Writes the missing or damaged ``.idx`` of a sealed segment again from a scan."""
@@ -576,13 +612,20 @@ class Journal:
         return seg
 
     def _take_prepared(self) -> Segment | None:
-        seg, self._prepared = self._prepared, None
-        return seg
+        return self._appender.take_offer()
 
     def _roll(self, appender: JournalAppender, need: int = 0) -> None:
         """Called by the appender (with the GIL) when the next record (``need`` bytes) does
-        not fit."""
+        not fit and it could not roll by itself (no prepared segment offered, or too small,
+        or the last roll's syncs still running): the synchronous roll, counted."""
+        self.fallback_rolls += 1
+        self._roll_now(appender, need)
+
+    def _roll_now(self, appender: JournalAppender, need: int = 0) -> None:
+        """Rolls with every step on this thread: index, old segment synced, new segment
+        sealed, synced, named and the directory fsynced before a record goes into it."""
         size = self._next_size(need)  # before anything changes: a record too large refuses
+        self._finish_roll()  # the previous roll's steps first, in order
         old = appender.segment
         last = appender.next_sequence - 1  # mid-batch, last_sequence is not yet published
         _write_index(Path(old.path), last, appender.pos, appender.max_timestamp,
@@ -590,12 +633,52 @@ class Journal:
         if self.durability != "none":
             # sealed means on disk: a power loss may tear only the last segment's tail
             old.sync()
-        with self._lock:
-            new = self._new_segment(last + 1, size)
-            if self.durability == "group":
-                self._retired.append(old)
-            appender.attach(new, HEADER_SIZE, last + 1)
-        self._wake.set()
+        new = self._new_segment(last + 1, size)
+        appender.attach(new, HEADER_SIZE, last + 1)
+        appender.wake()  # the background thread prepares the next one
+
+    def _finish_roll(self) -> None:
+        """Makes the appender's last roll without the GIL durable, if one is pending: the
+        old segment's index and fdatasync, the new segment's fdatasync (its header) and the
+        directory fsync (its name); only then may the durable mark pass the roll. Any thread;
+        on a failure the journal fails (appends raise)."""
+        a = self._appender
+        with self._roll_lock:
+            taken = a.take_roll()
+            if taken is None:
+                return
+            old, new, last, end, max_ts, entries = taken
+            if "roll_mark_before_sync" in durable.planted:  # a test-only planted bug
+                a.roll_done(a.last_sequence)
+            try:
+                _write_index(Path(old.path), last, end, max_ts, entries)
+                if self.durability != "none":
+                    old.sync()
+                upto = a.last_sequence  # what new.sync() below covers
+                new.sync()
+                if "no_roll_dir_fsync" not in durable.planted:  # a test-only planted bug
+                    durable.fsync_dir(self.path)
+            except BaseException:
+                a.fail()
+                a.wake()  # a sync-policy append waiting for this roll raises
+                raise
+            a.roll_done(upto if self.durability != "none" else -1)
+        with self._ready:
+            self._ready.notify_all()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Waits until the next roll costs the appending thread microseconds (a prepared
+        segment is offered and the last roll is durable); False after ``timeout`` seconds.
+        For warm-ups and tests: appends never wait for this."""
+        a = self._appender
+        with self._ready:
+            return self._ready.wait_for(lambda: (a.offered and not a.roll_pending) or
+                                        self._closed, timeout) and not self._closed
+
+    @property
+    def fast_rolls(self) -> int:
+        """Rolls the appender made without the GIL (a prepared segment was ready)."""
+        return self._appender.fast_rolls
 
     # -- background: group commit and segment preparation -------------------------------
     def _background(self) -> None:
@@ -603,34 +686,36 @@ class Journal:
 
         name_thread(threading.current_thread().name)  # per-thread CPU figures, perf, top
         a = self._appender
+        group = self.durability == "group"
         while not self._closed:
-            if self.durability == "group":
-                # with group_events 1 every append past the durable mark wakes this thread:
-                # the timeout is only a safety net, so an idle journal sleeps, not polls
-                a.wait_for_work(self.group_ms / 1000.0 if a.group_events > 1 else 0.05)
-                try:
+            # woken by a roll, by appends past the durable mark (group: with group_events 1
+            # every such append), by close; the timeout is only a safety net, so an idle
+            # journal sleeps, not polls
+            a.wait_for_work(self.group_ms / 1000.0 if group and a.group_events > 1 else 0.05,
+                            group)
+            try:
+                self._finish_roll()  # before the next group sync: the mark passes rolls
+                if group:
                     self._group_sync()
-                except Exception as e:  # surfaces on the next append
-                    self._error = e
-                    a.fail()
-                    log.error("journal %s: group commit failed: %s", self.path, e)
-                    return
-            else:
-                self._wake.wait(0.05)
-            self._wake.clear()
-            if self._prefault and self._prepared is None and not self._closed:
+            except Exception as e:  # surfaces on the next append
+                self._error = e
+                a.fail()
+                a.wake()
+                log.error("journal %s: %s failed: %s", self.path,
+                          "group commit" if group else "making a roll durable", e)
+                return
+            if self._prefault and not a.offered and not self._closed:
                 self._prepare_next()
 
     def _group_sync(self) -> None:
         a = self._appender
-        with self._lock:
-            last = a.last_sequence
-            current = a.segment
-            retired, self._retired = self._retired, []
+        last = a.last_sequence
+        current = a.segment
         if last <= a.durable_sequence:
             return
-        for seg in retired:
-            seg.sync()
+        # a roll between the two reads above leaves `last` or `current` stale: then the
+        # mark is capped (JournalAppender._fast_roll) until _finish_roll, so it never passes
+        # what this sync covered
         current.sync()
         a.mark_durable(last)
 
@@ -648,12 +733,21 @@ class Journal:
         if self._prepare_failing:
             log.warning("journal %s: preparing segments works again", self.path)
             self._prepare_failing = False
-        seg.prefault(self._prefault == "write")
-        with self._lock:
-            if self._closed:
+        self._prefault_paced(seg)
+        seg.write_template(self._schema)  # the roll only finishes the header
+        with self._ready:
+            if self._closed or not self._appender.offer(seg, self.path):
                 durable.unlink(seg.path)
-                return
-            self._prepared = seg
+            self._ready.notify_all()
+
+    def _prefault_paced(self, seg: Segment) -> None:
+        """``seg.prefault`` in chunks, pausing between them while the appender's current
+        segment is less than half full (then at full speed: the roll comes closer)."""
+        a, write = self._appender, self._prefault == "write"
+        for off in range(HEADER_SIZE, seg.size, PREFAULT_CHUNK):
+            seg.prefault(write, off, off + PREFAULT_CHUNK)
+            if not self._closed and a.pos < a.segment.size // 2:
+                time.sleep(PREFAULT_PAUSE_S)
 
     # -- appends --------------------------------------------------------------------------
     def append(self, payload: Any, type_id: int = 0, *, timestamp_ns: int = 0,
@@ -692,10 +786,7 @@ class Journal:
     def sync(self) -> int:
         """Makes everything appended durable now; returns the durable sequence."""
         self._check()
-        with self._lock:
-            retired, self._retired = self._retired, []
-        for seg in retired:
-            seg.sync()
+        self._finish_roll()
         return self._appender.sync()
 
     # -- inspection -----------------------------------------------------------------------
@@ -733,10 +824,12 @@ class Journal:
     def drop_segments_before(self, sequence: int) -> list[str]:
         """Deletes the segments whose records all precede ``sequence`` (never the one being
         appended to); returns the deleted paths. Retention only happens when called."""
+        self._finish_roll()  # the rolled segment's index and sync are done before it can go
         segs = list_segments(self.path)
+        current = self._appender.segment.first_sequence
         dropped = []
-        for (_, path), (nxt, _) in itertools.pairwise(segs):
-            if nxt <= sequence and path != Path(self._appender.segment.path):
+        for (first, path), (nxt, _) in itertools.pairwise(segs):
+            if nxt <= sequence and first != current:
                 durable.unlink(path)
                 durable.unlink(path.with_suffix(".idx"), missing_ok=True)
                 dropped.append(str(path))
@@ -750,17 +843,19 @@ class Journal:
         if self._closed:
             return
         try:
-            if self.durability != "none" and self._error is None and not self.failed:
-                self.sync()
+            if self._error is None and not self.failed:
+                self._finish_roll()  # under none too: the index, the name on disk
+                if self.durability != "none":
+                    self.sync()
         finally:
             self._closed = True
             self._appender.wake()
-            self._wake.set()
             self._thread.join()
-            with self._lock:
-                if self._prepared is not None:
-                    durable.unlink(self._prepared.path)
-                    self._prepared = None
+            with self._ready:
+                seg = self._appender.take_offer()
+                if seg is not None:
+                    durable.unlink(seg.path)
+                self._ready.notify_all()
             self._release_lock()
 
     def _release_lock(self) -> None:

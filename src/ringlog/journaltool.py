@@ -41,7 +41,7 @@ from .journal import (
     _write_index,
     list_segments,
 )
-from .recovery import durable_mark, judge_tail, rebuild_index
+from .recovery import durable_mark, judge_roll, judge_tail, rebuild_index
 
 __all__ = [
     "CheckResult",
@@ -440,6 +440,8 @@ class Problem(msgspec.Struct, frozen=True):
     """The first problem found: what, where (file and byte offset), at which sequence.
 
     ``kind``: ``torn_tail`` (bytes a crash tore after the durable mark, repairable),
+    ``torn_roll`` (a newest segment a power loss left without its header or after a torn
+    previous segment, none of it durable: repair sets it aside),
     ``corrupt`` (a bad record in a sealed segment, or durable records missing or damaged at
     the end: ``lost_last`` is the last sequence lost), ``header`` (a segment header),
     ``gap`` (a missing or out-of-order segment), ``hint`` (a damaged durable-mark hint) or
@@ -486,8 +488,13 @@ def check(path: str | Path, progress: Callable[[int, int], None] | None = None,
                       (segs[0][0] - 1) if segs else -1, 0, 0.0)
     expect = segs[0][0] if segs else 0
     prev: Segment | None = None
-    for i, (first, p) in enumerate(segs):
-        problem = _check_segment(i, first, p, expect, i == len(segs) - 1, res, live, prev)
+    # a torn roll's segment holds nothing durable: the one before it is judged as the last,
+    # and the torn roll is the problem if nothing before it is
+    torn = judge_roll(segs)
+    checked = segs[:-1] if torn is not None else segs
+    for i, (first, p) in enumerate(checked):
+        problem = _check_segment(i, first, p, expect, i == len(checked) - 1, res, live, prev,
+                                 torn.durable if torn is not None else None)
         expect = res.last_sequence + 1
         with contextlib.suppress(JournalError):
             prev = Segment.open(p)
@@ -496,13 +503,17 @@ def check(path: str | Path, progress: Callable[[int, int], None] | None = None,
         if problem is not None:
             res.problem = problem
             break
+    if res.problem is None and torn is not None:
+        res.problem = Problem("torn_roll", torn.path, 0, torn.sequence,
+                              f"{torn.message}; `ringlog journal repair` sets it aside",
+                              len(segs) - 1)
     res.seconds = time.perf_counter() - t0
     return res
 
 
 def _check_segment(i: int, first: int, p: Path, expect: int, last: bool,
                    res: CheckResult, live: bool = True,
-                   prev: Segment | None = None) -> Problem | None:
+                   prev: Segment | None = None, floor: int | None = None) -> Problem | None:
     if first != expect:
         return Problem("gap", str(p), 0, expect,
                        f"{p}: first sequence {first}, expected {expect}: a segment is "
@@ -530,6 +541,8 @@ def _check_segment(i: int, first: int, p: Path, expect: int, last: bool,
     res.bytes += off
     if last:
         mark = durable_mark(*([prev, seg] if prev is not None else [seg]))
+        if floor is not None and mark != -2:
+            mark = max(mark, floor)  # a torn roll's mark (judge_roll)
         verdict = judge_tail(seg, off, nxt, status, mark)
         if verdict.kind == "torn_tail" and live and lock_holder(p.parent):
             # a live appender is writing past the durable mark right now (its length word
@@ -785,6 +798,10 @@ def plan_repair(path: str | Path, force: bool = False, live: bool = True
         return RepairPlan(pr, None, 0, 0, [], [], 0, -1, False, [], [pr.path])
     if pr.kind == "torn_tail":
         return RepairPlan(pr, pr.path, pr.offset, pr.end, [], [], pr.sequence, -1, False)
+    if pr.kind == "torn_roll":  # the previous segment's index may list torn records
+        return RepairPlan(pr, None, 0, 0, [pr.path],
+                          _indexes([pr.path, str(segs[pr.segment - 1][1])]), pr.sequence, -1,
+                          False)
     if not force:
         raise JournalCorruptError(
             f"{pr.message}.\nrepair refuses to drop committed records; restore the segment "

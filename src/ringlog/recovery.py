@@ -15,22 +15,36 @@ hint in the segment header (published after fdatasync returned, so never ahead o
         nxt <= D                         -> corruption: durable records from nxt are damaged
     D unreadable (a damaged hint)        -> torn tail only if no valid record follows
 
-A segment's header is synced before the segment gets its final name (and the directory is
-fsynced before a record goes into it), so a segment with a damaged header is never a crash's
-doing: corruption. Every decision is returned as a ``RecoveryDecision`` and logged by the
-caller.
+A roll names the new segment before its header, the directory entry and the previous
+segment's tail are synced (the background thread syncs them, and only then lets the durable
+mark pass the roll). So a power loss may leave a newest segment that holds nothing durable
+and cannot continue the journal: its header did not reach the disk, or the previous
+segment's records end before it starts. ``judge_roll`` calls that a torn roll (the segment
+is set aside, the previous one is the last and is judged as above)::
+
+    [ ... P: records ... torn? ][ L: header? records ... ]      F = L's first sequence
+    D = max(P's mark, L's mark if its page is readable)
+    D >= F                                  -> L must be whole: the rules above
+    D <  F, L's header bad or P ends < F-1  -> torn roll: set L aside, P is the last
+    D <  F, L's header good, P ends at F-1  -> L is the last (the rules above)
+
+Any other segment with a damaged header is never a crash's doing: corruption. Every decision
+is returned as a ``RecoveryDecision`` and logged by the caller.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
+from pathlib import Path
 
 import msgspec
 
 from ._journal import HEADER_SIZE, Segment
 from .errors import JournalCorruptError
 
-__all__ = ["RecoveryDecision", "TailVerdict", "durable_mark", "judge_tail", "rebuild_index"]
+__all__ = ["RecoveryDecision", "TailVerdict", "TornRoll", "durable_mark", "judge_roll",
+           "judge_tail", "rebuild_index"]
 
 log = logging.getLogger("ringlog.journal")
 
@@ -42,8 +56,8 @@ _WHY = {2: "impossible length", 3: "checksum mismatch", 4: "sequence out of orde
 class RecoveryDecision(msgspec.Struct, frozen=True):
     """One thing recovery did to a journal directory and why (also logged).
 
-    ``action``: ``truncate_torn_tail``, ``remove_temp_file``, ``rebuild_index`` or
-    ``rewrite_durable_mark``."""
+    ``action``: ``truncate_torn_tail``, ``set_aside_torn_roll``, ``remove_temp_file``,
+    ``rebuild_index`` or ``rewrite_durable_mark``."""
 
     action: str
     path: str
@@ -117,6 +131,97 @@ def judge_tail(seg: Segment, off: int, nxt: int, status: int, durable: int) -> T
         f"{path}: torn tail at byte offset {off} (sequence {nxt}, {reason}, {end - off} "
         f"bytes written after the durable mark {durable}): a crash tore what was not yet "
         "durable")
+
+
+class TornRoll(msgspec.Struct, frozen=True):
+    """The newest segment ``path`` (first sequence ``sequence``) holds nothing durable and
+    cannot continue the journal (``reason``): a power loss during a roll. ``durable`` is the
+    mark judged by (below ``sequence``); the previous segment is then the last one."""
+
+    path: str
+    sequence: int
+    durable: int
+    reason: str
+    message: str
+
+
+_MARK = struct.Struct("<qq")  # ~durable, durable at header offset 4080
+
+
+def _raw_mark(path: Path) -> int | None:
+    """The durable mark in the header page of a segment whose header may be invalid: -1 if
+    never written (zeros, or the file too short), None if the pair is inconsistent."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(HEADER_SIZE - _MARK.size)
+            raw = f.read(_MARK.size)
+    except OSError:
+        return None
+    if len(raw) < _MARK.size:
+        return -1
+    check, value = _MARK.unpack(raw)
+    if check == 0 and value == 0:
+        return -1
+    return value if check == ~value else None
+
+
+def _unfinished_header(path: Path) -> str | None:
+    """Why the header of ``path`` is one a power loss during a roll can leave (the file's
+    size not on disk; its header page not on disk; only the template the background thread
+    wrote before the roll on disk); None for any other damage, which is corruption."""
+    try:
+        with open(path, "rb") as f:
+            page = f.read(HEADER_SIZE)
+    except OSError:
+        return None
+    if not page:
+        return "the file is empty (its size did not reach the disk)"
+    if len(page) < HEADER_SIZE:
+        return None
+    if not any(page):
+        return "its header page is zeros (it did not reach the disk)"
+    first, created, crc = struct.unpack_from("<qq", page, 16) + struct.unpack_from("<I", page, 44)
+    if page[:8] == b"RLJRNL01" and first == 0 and created == 0 and crc == 0:
+        return "its header is the template written before the roll (the rest did not reach " \
+               "the disk)"
+    return None
+
+
+def judge_roll(segs: list[tuple[int, Path]]) -> TornRoll | None:
+    """Whether the newest of ``segs`` ((first sequence, path), ordered) is a torn roll: the
+    durable mark is below its first sequence (nothing in it was durable) and its header is
+    one a power loss leaves unfinished, or the previous segment's records end before it
+    starts. None otherwise (the segment is judged by the other rules: any other damaged
+    header is corruption; a damaged mark is never a reason to set aside)."""
+    if len(segs) < 2:
+        return None
+    (prev_first, prev_path), (first, path) = segs[-2], segs[-1]
+    try:
+        prev = Segment.open(prev_path)
+    except JournalCorruptError:
+        return None  # the previous segment's own damage: corruption, judged elsewhere
+    mark, own = durable_mark(prev), _raw_mark(path)
+    if mark == -2 or own is None:
+        return None
+    d = max(mark, own)
+    if d >= first:
+        return None
+    try:
+        if Segment.open(path).first_sequence != first:
+            return None  # a header that disagrees with its name: corruption
+    except JournalCorruptError:
+        reason = _unfinished_header(path)
+        if reason is None:
+            return None
+    else:
+        status, _, nxt, _ = prev.scan(HEADER_SIZE, prev_first, True)
+        if status == _SCAN_END and nxt == first:
+            return None  # the newest segment continues the journal: judged as the last
+        reason = (f"the previous segment's records stop at sequence {nxt} "
+                  f"({_WHY.get(status, 'nothing written')}), not at {first}")
+    return TornRoll(str(path), first, d, reason,
+                    f"{path}: a roll torn by a crash: {reason}; the durable mark {d} is below "
+                    f"its first sequence {first}, so none of its records was durable")
 
 
 def rebuild_index(seg: Segment, first: int, every: int = 1024

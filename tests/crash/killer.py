@@ -4,13 +4,16 @@ return what it reported: the shared machinery of the kill -9 tests."""
 import os
 import signal
 import struct
+import threading
 import time
 from collections.abc import Callable
 
 
-def run_and_kill(child: Callable[[int], None], delay: float) -> list[int]:
+def run_and_kill(child: Callable[[int], None], delay: float,
+                 until_exit: bool = False) -> list[int]:
     """Runs ``child(write_fd)`` in a forked process, kills it with SIGKILL after ``delay``
-    seconds, and returns every int64 it wrote before dying (a torn last one is dropped)."""
+    seconds (``until_exit``: unless it exits first, e.g. killing itself at a chosen point),
+    and returns every int64 it wrote before dying (a torn last one is dropped)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -20,9 +23,15 @@ def run_and_kill(child: Callable[[int], None], delay: float) -> list[int]:
         finally:
             os._exit(0)
     os.close(w)
-    time.sleep(delay)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
+    if until_exit:  # the safety net: a child that hangs is killed after `delay`
+        timer = threading.Timer(delay, os.kill, (pid, signal.SIGKILL))
+        timer.start()
+        os.waitpid(pid, 0)
+        timer.cancel()
+    else:
+        time.sleep(delay)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
     data = b""
     while chunk := os.read(r, 1 << 16):
         data += chunk

@@ -123,7 +123,10 @@ class PowerLossModel:
         for d, name in self.pending:
             p = Path(d) / name
             if p.exists():
-                self.dirs[d].ops.append(("create", name, None, os.stat(p).st_ino))
+                ino = os.stat(p).st_ino
+                # a new file: what an earlier file with this (reused) inode synced is not its
+                self.synced.pop(ino, None)
+                self.dirs[d].ops.append(("create", name, None, ino))
             else:
                 still.append((d, name))
         self.pending = still
