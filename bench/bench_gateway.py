@@ -17,6 +17,7 @@ Runs alternate gateway and echo so both see the same machine; medians and ranges
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -103,6 +104,21 @@ def fdatasync_p99(directory: str, count: int = 500) -> float:
         path.unlink()
     return percentiles(lat)["p99"]
 
+
+
+def scenario_args(doc: str, seconds: float, min_seconds: float = 0.0) -> argparse.Namespace:
+    """The one-run scripts' arguments (release, connections, rate, seconds), checked: a
+    wrong one is one line and exit 2."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("release", nargs="?", choices=("durable", "immediate"), default="durable")
+    ap.add_argument("connections", nargs="?", type=int, choices=range(1, 9), default=1,
+                    metavar="CONNECTIONS (1-8)")
+    ap.add_argument("rate", nargs="?", type=float, default=50_000.0, help="orders/s offered")
+    ap.add_argument("seconds", nargs="?", type=float, default=seconds)
+    a = ap.parse_args()
+    if a.rate <= 0 or a.seconds <= min_seconds:
+        ap.error(f"the rate must be > 0 and the seconds > {min_seconds:g}")
+    return a
 
 def _run_once(peer: _Peer, conns: int, rate: float, duration: float, warmup: float,
               tick_us: int) -> tuple[dict[str, Any], np.ndarray]:

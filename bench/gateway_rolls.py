@@ -13,7 +13,6 @@ the run's time those windows cover (what the share would be if spikes ignored ro
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -32,15 +31,7 @@ BEFORE_NS, AFTER_NS = 30_000_000, 10_000_000
 
 def main() -> None:
     """Runs once and prints the figures."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("release", nargs="?", choices=("durable", "immediate"), default="durable")
-    ap.add_argument("connections", nargs="?", type=int, choices=range(1, 9), default=1,
-                    metavar="CONNECTIONS (1-8)")
-    ap.add_argument("rate", nargs="?", type=float, default=50_000.0, help="orders/s offered")
-    ap.add_argument("seconds", nargs="?", type=float, default=10.0)
-    a = ap.parse_args()
-    if a.rate <= 0 or a.seconds <= 0:
-        ap.error("the rate and the seconds must be > 0")
+    a = bg.scenario_args(__doc__, 10.0)
     with tempfile.TemporaryDirectory(dir=".") as d:
         peer = bg._gateway(d, a.release, 8192)
         wall_minus_mono = time.time_ns() - time.monotonic_ns()

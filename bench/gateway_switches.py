@@ -10,7 +10,6 @@ journal's raw futex waits, ``__sched_yield`` a ring wait's yield, ``fdatasync`` 
 
 from __future__ import annotations
 
-import argparse
 import collections
 import re
 import subprocess
@@ -44,15 +43,7 @@ def _why(script: str) -> dict[str, collections.Counter[tuple[str, str]]]:
 
 def main() -> None:
     """Runs once and prints the switches per 1,000 answered orders by thread and reason."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("release", nargs="?", choices=("durable", "immediate"), default="durable")
-    ap.add_argument("connections", nargs="?", type=int, choices=range(1, 9), default=1,
-                    metavar="CONNECTIONS (1-8)")
-    ap.add_argument("rate", nargs="?", type=float, default=50_000.0, help="orders/s offered")
-    ap.add_argument("seconds", nargs="?", type=float, default=10.0)
-    a = ap.parse_args()
-    if a.rate <= 0 or a.seconds <= 2:
-        ap.error("the rate must be > 0 and the seconds > 2")
+    a = bg.scenario_args(__doc__, 10.0, 2)
     with tempfile.TemporaryDirectory(dir=".") as d:
         peer = bg._gateway(d, a.release, 8192)
         data = Path(d) / "perf.data"

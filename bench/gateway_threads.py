@@ -8,7 +8,6 @@ Prints the round-trip percentiles (us, CO-corrected) and the run's CPU figures.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -23,15 +22,7 @@ from ringlog.bench.latency import percentiles
 
 def main() -> None:
     """Runs once and prints the figures."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("release", nargs="?", choices=("durable", "immediate"), default="durable")
-    ap.add_argument("connections", nargs="?", type=int, choices=range(1, 9), default=1,
-                    metavar="CONNECTIONS (1-8)")
-    ap.add_argument("rate", nargs="?", type=float, default=50_000.0, help="orders/s offered")
-    ap.add_argument("seconds", nargs="?", type=float, default=8.0)
-    a = ap.parse_args()
-    if a.rate <= 0 or a.seconds <= 0:
-        ap.error("the rate and the seconds must be > 0")
+    a = bg.scenario_args(__doc__, 8.0)
     with tempfile.TemporaryDirectory(dir=".") as d:
         peer = bg._gateway(d, a.release)
         try:

@@ -239,6 +239,15 @@ def test_processor_slot_listener_gets_every_output_in_order_after_durability(
     assert w.causes == sorted(w.causes)
 
 
+def _wait_output_journaled(p: Processor) -> None:
+    """Until the output stage has the first output in its journal (polled: the journal's
+    sequence is the only sign; DEADLINE_S is a safety net)."""
+    deadline = time.monotonic() + DEADLINE_S
+    while p.output.last_sequence < 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+
+
 def test_processor_slot_listener_waits_for_a_held_group_commit(tmp_path):
     w = SlotWitness()
     p = Processor(Summer(), tmp_path, _cfg())
@@ -248,10 +257,7 @@ def test_processor_slot_listener_waits_for_a_held_group_commit(tmp_path):
     gate = _hold_group_commit(p)
     try:
         p.publish(ev(1), 5, timestamp_ns=1)
-        deadline = time.monotonic() + DEADLINE_S
-        while p.output.last_sequence < 0:  # the stage has the output in its journal
-            assert time.monotonic() < deadline
-            time.sleep(0.001)
+        _wait_output_journaled(p)
         assert w.sums == []  # and holds it: its input is not durable
         assert p.input.durable_sequence < p.journal_sequence_of(0)
     finally:
@@ -308,10 +314,7 @@ def test_processor_with_a_slot_sink_releases_only_durable_outputs_in_order(tmp_p
     gate = _hold_group_commit(p)
     try:
         p.publish(ev(1), 5, timestamp_ns=1)
-        deadline = time.monotonic() + DEADLINE_S
-        while p.output.last_sequence < 0:  # the stage has the output in its journal
-            assert time.monotonic() < deadline
-            time.sleep(0.001)
+        _wait_output_journaled(p)
         assert sink.queued == 0  # and holds it: its input is not durable
     finally:
         gate.set()

@@ -94,43 +94,41 @@ cdef int _plant_mark_early = 0  # test-only planted bug: publish the durable mar
 _OP_NAMES = {SYNC_DATA: "fdatasync", SYNC_FILE: "fsync"}
 
 
+cdef int _run_py_hook(op, path, target) noexcept:
+    """Runs the Python hook for one step (with the GIL): 0, or the errno to fail it with."""
+    hook = _py_hook
+    if hook is None:
+        return 0
+    try:
+        hook(op, path, target)
+    except OSError as e:
+        return e.errno or 5
+    except BaseException:  # a broken test hook must not pass for a successful step
+        import traceback
+        traceback.print_exc()
+        return 5  # EIO
+    return 0
+
+
 cdef int _call_py_hook(int op, int fd) noexcept nogil:
     with gil:
-        hook = _py_hook
-        if hook is None:
+        if _py_hook is None:
             return 0
         try:
             path = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
             path = f"fd {fd}"
-        try:
-            hook(_OP_NAMES[op], path, None)
-        except OSError as e:
-            return e.errno or 5
-        except BaseException:  # a broken test hook must not pass for a successful sync
-            import traceback
-            traceback.print_exc()
-            return 5  # EIO
-    return 0
+        return _run_py_hook(_OP_NAMES[op], path, None)
 
 
 cdef int _call_py_path_hook(const char* op, const char* path,
                             const char* target) noexcept nogil:
     """The Python hook for a step named by paths (a rename without the GIL)."""
     with gil:
-        hook = _py_hook
-        if hook is None:
+        if _py_hook is None:
             return 0
-        try:
-            hook(op.decode(), os.fsdecode(path), None if target == NULL
-                 else os.fsdecode(target))
-        except OSError as e:
-            return e.errno or 5
-        except BaseException:  # a broken test hook must not pass for a successful step
-            import traceback
-            traceback.print_exc()
-            return 5  # EIO
-    return 0
+        return _run_py_hook(op.decode(), os.fsdecode(path),
+                            None if target == NULL else os.fsdecode(target))
 
 
 cdef int durable_rename(const char* src, const char* dst) noexcept nogil:

@@ -7,9 +7,6 @@ own; a test that kills a NATS node brings it back before it ends.
 
 from __future__ import annotations
 
-import asyncio
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -21,32 +18,16 @@ nats = pytest.importorskip("nats", reason="the cluster extra (nats-py) is not in
 from ringlog.cluster import ClusterConfig  # noqa: E402
 from ringlog.cluster.natsserver import NatsCluster  # noqa: E402
 
+from .helpers import running_nats  # noqa: E402
+
 REPORT: list[str] = []
 
 
 @pytest.fixture(scope="session")
 def nats_cluster() -> Iterator[NatsCluster]:
-    """Three nats-server processes with JetStream, clustered; stopped after the session.
-    (Their files live outside pytest's numbered temp dirs, which a concurrent pytest run may
-    clean up.)"""
-    from ringlog.cluster.replica import wait_for_jetstream
-
-    store = tempfile.mkdtemp(prefix="ringlog-nats-")
-    cluster = NatsCluster(3, store).start()
-
-    async def ready() -> None:
-        nc = await nats.connect(cluster.urls)
-        try:
-            await wait_for_jetstream(nc.jetstream(timeout=2), timeout=60)
-        finally:
-            await nc.close()
-
-    try:
-        asyncio.run(ready())
+    """Three nats-server processes with JetStream, clustered; stopped after the session."""
+    with running_nats(3, "ringlog-nats-") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(store, ignore_errors=True)
 
 
 @pytest.fixture

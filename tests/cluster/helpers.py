@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ import msgspec
 import nats
 
 from ringlog.cluster import ClusterConfig
+from ringlog.cluster.natsserver import NatsCluster
 from ringlog.cluster.replica import wait_for_jetstream
 from ringlog.cluster.stream import InputBatch, InputPublisher, ensure_shard
 from ringlog.cluster.trial import ReplicaProcess, ShardWatch, engine_commands, stop_all
@@ -227,3 +231,26 @@ def apply_once(engine: Any, commands: list[tuple[int, int, int, bytes]]
             seen.add((producer, seq))
         outs += engine.apply(ty, payload)
     return outs, seen
+
+
+@contextlib.contextmanager
+def running_nats(nodes: int, prefix: str, **kw: Any) -> Iterator[NatsCluster]:
+    """``nodes`` nats-server processes with JetStream (``kw`` to NatsCluster), ready to take
+    streams; stopped and their files removed on exit. (Their files live outside pytest's
+    numbered temp dirs, which a concurrent pytest run may clean up.)"""
+    store = tempfile.mkdtemp(prefix=prefix)
+    cluster = NatsCluster(nodes, store, **kw).start()
+
+    async def ready() -> None:
+        nc = await nats.connect(cluster.urls)
+        try:
+            await wait_for_jetstream(nc.jetstream(timeout=2), timeout=60)
+        finally:
+            await nc.close()
+
+    try:
+        asyncio.run(ready())
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(store, ignore_errors=True)

@@ -8,8 +8,6 @@ load lose and double nothing."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +25,7 @@ from ringlog.cluster.outputs import HEADERS_ROOM, OutputEmitter  # noqa: E402
 from ringlog.cluster.stream import InputPublisher  # noqa: E402
 from ringlog.engine.flow import demo_engine  # noqa: E402
 
-from .helpers import Shard, check_outputs  # noqa: E402
+from .helpers import Shard, check_outputs, running_nats  # noqa: E402
 from .test_failover import _failovers  # noqa: E402
 
 MAX_PAYLOAD = 4096
@@ -37,24 +35,8 @@ Part = tuple[int, int, int, bytes]  # input seq, part, parts, bytes
 @pytest.fixture(scope="module")
 def small_nats() -> Iterator[NatsCluster]:
     """One nats-server with JetStream whose max_payload is 4 KiB."""
-    from ringlog.cluster.replica import wait_for_jetstream
-
-    store = tempfile.mkdtemp(prefix="ringlog-nats-small-")
-    cluster = NatsCluster(1, store, max_payload=MAX_PAYLOAD).start()
-
-    async def ready() -> None:
-        nc = await nats.connect(cluster.urls)
-        try:
-            await wait_for_jetstream(nc.jetstream(timeout=2), timeout=60)
-        finally:
-            await nc.close()
-
-    try:
-        asyncio.run(ready())
+    with running_nats(1, "ringlog-nats-small-", max_payload=MAX_PAYLOAD) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(store, ignore_errors=True)
 
 
 def _config(cluster: NatsCluster) -> ClusterConfig:
