@@ -95,6 +95,24 @@ def test_merge_replaces_only_the_rerun_targets_rows_in_place_and_says_so(tmp_pat
     assert f"re-measured {new['created']}: processor (3 runs per figure" in text
 
 
+
+def test_merge_keeps_the_old_rows_of_a_target_that_failed_in_the_rerun(tmp_path):
+    def doc(targets, rows):
+        d = results.new_document({"runs": 3, "targets": targets})
+        d["results"] = [{"target": t, "name": n, "unit": "events/s",
+                         **stats.summarize([v])} for t, n, v in rows]
+        return d
+
+    base = doc(["gateway", "engine"], [("gateway", "g", 1.0), ("engine", "e", 1.0)])
+    new = doc(["gateway", "engine"], [("engine", "e", 2.0)])  # the gateway target raised
+    out = results.merge(base, new)
+    assert [(r["name"], r["median"]) for r in out["results"]] == [("g", 1.0), ("e", 2.0)]
+    assert out["merged"][0]["targets"] == ["engine"]
+    assert out["merged"][0]["failed"] == ["gateway"]
+    results.save(out, tmp_path / "m.json")
+    text = report.render(results.load(tmp_path / "m.json"), "make bench")
+    assert "gateway failed in it and kept the older rows" in text
+
 def test_load_rejects_a_foreign_json(tmp_path):
     (tmp_path / "b.json").write_text('{"x": 1}')
     with pytest.raises(ValueError, match="not a ringlog results document"):

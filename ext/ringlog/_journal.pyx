@@ -1267,6 +1267,48 @@ cdef class JournalAppender:
                 rl_futex_wait(&self.sync_signal, token, t)
             rl_fetch_add32(&self.sync_waiters, -1)
 
+    def group_commit(self, double timeout, bint prepare, bint once=False):
+        """Background thread, group policy: the group-commit cycle without the GIL. Sleeps
+        as ``wait_for_work``, then fdatasyncs the current segment and publishes the durable
+        mark, again and again, and returns only when Python is needed: a roll left work, a
+        segment is to be prepared (``prepare`` and none offered), a wake-up or ``timeout``
+        found nothing to sync (close, idle), or a sync failed (raised, the appender failed).
+        So a durable mark never waits for the GIL (a gateway's loop thread may hold it).
+        ``once``: at most one cycle (between the chunks of a segment's pre-fault)."""
+        cdef int32_t token
+        cdef int64_t t = <int64_t>(timeout * 1e9), last
+        cdef int rc = 0
+        with nogil:
+            while not self.failed:
+                rl_fetch_add32(&self.sync_waiters, 1)
+                rl_fence()
+                token = rl_load_acquire32(&self.sync_signal)
+                if not rl_load_acquire32(&self.roll_pending) and \
+                        rl_load_acquire(&self.last_seq) - rl_load_acquire(&self.durable) \
+                        < self.group_events:
+                    rl_futex_wait(&self.sync_signal, token, t)
+                rl_fetch_add32(&self.sync_waiters, -1)
+                if rl_load_acquire32(&self.roll_pending) or (
+                        prepare and not rl_load_acquire32(&self.ready)):
+                    break
+                last = rl_load_acquire(&self.last_seq)
+                if last <= rl_load_acquire(&self.durable):
+                    break  # woken for something else (close), or idle
+                if _plant_mark_early:  # test-only planted bug: the mark before the sync
+                    self._set_durable(last)
+                # a roll after the read of last leaves the old segment here: its tail is
+                # what last covers, and the mark stays capped until the roll's own syncs
+                rc = durable_sync(self.seg._map.fd, SYNC_DATA)
+                if rc != 0:
+                    self.failed = 1  # what the page cache holds may never reach the disk
+                    break
+                self._set_durable(last)
+                if once:
+                    break
+        if rc != 0:
+            raise JournalError(f"fdatasync of {self.seg.path} failed: {os.strerror(rc)}",
+                               errno=rc, path=self.seg.path)
+
     def wake(self):
         """Wakes the group-commit thread (for close) and every thread in wait_durable."""
         rl_fetch_add32(&self.sync_signal, 1)

@@ -691,12 +691,17 @@ class Journal:
             # woken by a roll, by appends past the durable mark (group: with group_events 1
             # every such append), by close; the timeout is only a safety net, so an idle
             # journal sleeps, not polls
-            a.wait_for_work(self.group_ms / 1000.0 if group and a.group_events > 1 else 0.05,
-                            group)
+            timeout = self.group_ms / 1000.0 if group and a.group_events > 1 else 0.05
             try:
+                if group:  # syncs and marks without the GIL until Python is needed
+                    a.group_commit(timeout, bool(self._prefault) and not self._closed)
+                else:
+                    a.wait_for_work(timeout, False)
                 self._finish_roll()  # before the next group sync: the mark passes rolls
                 if group:
                     self._group_sync()
+                if self._prefault and not a.offered and not self._closed:
+                    self._prepare_next()
             except Exception as e:  # surfaces on the next append
                 self._error = e
                 a.fail()
@@ -704,8 +709,6 @@ class Journal:
                 log.error("journal %s: %s failed: %s", self.path,
                           "group commit" if group else "making a roll durable", e)
                 return
-            if self._prefault and not a.offered and not self._closed:
-                self._prepare_next()
 
     def _group_sync(self) -> None:
         a = self._appender
@@ -744,9 +747,13 @@ class Journal:
         """``seg.prefault`` in chunks, pausing between them while the appender's current
         segment is less than half full (then at full speed: the roll comes closer)."""
         a, write = self._appender, self._prefault == "write"
+        group = self.durability == "group"
         for off in range(HEADER_SIZE, seg.size, PREFAULT_CHUNK):
             seg.prefault(write, off, off + PREFAULT_CHUNK)
-            if not self._closed and a.pos < a.segment.size // 2:
+            paced = not self._closed and a.pos < a.segment.size // 2
+            if group:  # group commits go on between chunks: this thread is theirs too
+                a.group_commit(PREFAULT_PAUSE_S if paced else 0.0, False, True)
+            elif paced:
                 time.sleep(PREFAULT_PAUSE_S)
 
     # -- appends --------------------------------------------------------------------------

@@ -181,7 +181,10 @@ def _roll_window_images(tmp: Path, policy: str, rolls: int, per_roll: int) -> Po
     held = threading.Event()
 
     def hook(op: str, path: str, target: str | None) -> None:
-        if held.is_set() and op == "fdatasync" and j.appender.roll_pending:
+        # the appender's own sync (policy sync); the group-commit thread's syncs of the
+        # current segment go on while the roll lock is held (the mark stays capped)
+        if held.is_set() and op == "fdatasync" and j.appender.roll_pending \
+                and threading.current_thread() is threading.main_thread():
             for _ in range(per_roll):  # before the model records this sync as done
                 model.crash("roll", op)
             held.clear()

@@ -118,7 +118,9 @@ def render(doc: dict[str, Any], command: str, intro: str = "",
         f"{m['kernel']}, Python {m['python']}",
         f"- date: {doc['created']}; runs per figure: {runs} (median, with min-max spread)",
         *(f"- re-measured {m['created']}: {', '.join(m['targets'])} ({m['runs']} runs per "
-          f"figure; these rows replace that run's)" for m in doc.get("merged", [])),
+          f"figure; these rows replace that run's)"
+          + (f"; {', '.join(m['failed'])} failed in it and kept the older rows"
+             if m.get("failed") else "") for m in doc.get("merged", [])),
         "- these machines are shared and noisy: read the ratios against peers measured in the "
         "same run, not the absolute figures.",
         "- throughput: events per second of each run; latency (ns, µs, ms as they fit): an "

@@ -157,8 +157,11 @@ def save(doc: dict[str, Any], path: str | Path) -> None:
 def merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """``base`` with the rows of the targets ``new`` measured replaced by ``new``'s, in
     place of the old ones (a partial re-run folded into the full report). ``merged`` lists
-    each fold (date, targets, runs, machine) so the report says which figures are newer."""
-    targets = set(new["config"]["targets"])
+    each fold (date, targets, runs, machine) so the report says which figures are newer.
+    A target that failed in ``new`` (no rows) keeps its old rows: the fold names it under
+    ``failed``."""
+    asked = set(new["config"]["targets"])
+    targets = asked & {x["target"] for x in new["results"]}
     rows: list[dict[str, Any]] = []
     placed: set[str] = set()
     for r in base["results"]:
@@ -172,7 +175,8 @@ def merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     out = dict(base, results=rows)
     out["merged"] = [*base.get("merged", []),
                      {"created": new["created"], "targets": sorted(targets),
-                      "runs": new["config"].get("runs"), "machine": new["machine"]}]
+                      "runs": new["config"].get("runs"), "machine": new["machine"],
+                      **({"failed": sorted(asked - targets)} if asked - targets else {})}]
     return out
 
 
