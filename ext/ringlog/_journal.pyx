@@ -33,7 +33,7 @@ from ringlog.includes.atomics cimport (
     rl_cas, rl_cpu_relax, rl_fence, rl_fetch_add32, rl_load_acquire, rl_load_acquire32,
     rl_load_acquire_u32, rl_store_release, rl_store_release32, rl_store_release_u32,
 )
-from ringlog.includes.event cimport RL_HEADER_SIZE, rl_header
+from ringlog.includes.event cimport RL_HEADER_SIZE, rl_header, rl_header_set
 
 import json
 import os
@@ -982,14 +982,7 @@ cdef class JournalAppender:
         cdef rl_header* d = <rl_header*>(rec + REC_PREFIX)
         cdef int64_t seq = self.next_seq
         _zero_tail(rec, n)
-        d.sequence = seq
-        d.timestamp_ns = ts
-        d.correlation_id = corr
-        d.producer_seq = cause
-        d.type_id = type_id
-        d.flags = flags
-        d.length = length
-        d.producer_id = 0
+        rl_header_set(d, seq, ts, corr, cause, type_id, flags, length)
         cdef uint32_t crc = rl_crc32c(0, d, RL_HEADER_SIZE)  # six words, still in L1
         if length:
             crc = rl_crc32c_copy(crc, rec + REC_PREFIX + RL_HEADER_SIZE, payload, length)

@@ -50,7 +50,7 @@ from ringlog._ring cimport RL_CLOSED, RL_TIMEOUT, Consumer, Ring
 from ringlog.includes.atomics cimport rl_load_acquire
 from ringlog.includes.pycall cimport rl_seq_int, rl_vectorcall, rl_vectorcall_of
 from ringlog.includes.event cimport (
-    RL_FLAG_BATCH_END, RL_FLAG_CONTROL, RL_HEADER_SIZE, rl_header,
+    RL_FLAG_BATCH_END, RL_FLAG_CONTROL, RL_HEADER_SIZE, rl_header, rl_header_set,
 )
 
 import inspect
@@ -270,14 +270,7 @@ cdef inline int _to_slot(LogicCore self, uint32_t type_id, uint32_t flags, const
     self.out_next = seq + 1
     cdef int64_t i = seq & self.output_ring.mask
     cdef rl_header* o = <rl_header*>(self.output_ring.slots + i * self.output_ring.slot_size)
-    o.sequence = seq
-    o.timestamp_ns = ts
-    o.correlation_id = corr
-    o.producer_seq = cause
-    o.type_id = type_id
-    o.flags = flags
-    o.length = length
-    o.producer_id = 0
+    rl_header_set(o, seq, ts, corr, cause, type_id, flags, length)
     memcpy(<char*>o + RL_HEADER_SIZE, payload, length)
     self.out_keys_p[i] = key  # published with the slot (release_outputs)
     if self.out_lo < 0:

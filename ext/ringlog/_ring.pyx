@@ -27,7 +27,7 @@ from ringlog.includes.atomics cimport (
     rl_cas, rl_cpu_relax, rl_fence, rl_fetch_add32, rl_load_acquire, rl_load_acquire32,
     rl_store_release, rl_store_release32,
 )
-from ringlog.includes.event cimport RL_HEADER_SIZE, rl_header
+from ringlog.includes.event cimport RL_HEADER_SIZE, rl_header, rl_header_set
 
 import os
 
@@ -237,6 +237,16 @@ cdef Event _event_at(Ring ring, int64_t seq):
     e.producer_id = h.producer_id
     e.payload = ring._view[off:off + h.length]
     return e
+
+
+cdef int64_t _claimed(int64_t hi, int64_t done, int64_t total) except? -3:
+    """``hi`` from a claim, or the error it stands for (naming how far the batch got)."""
+    if hi == RL_CLOSED:
+        raise RingClosedError("publish on a closed ring")
+    if hi < -1:
+        raise InsufficientCapacityError(
+            f"the ring stayed full for the whole timeout after {done} of {total} events")
+    return hi
 
 
 cdef class Ring:
@@ -466,12 +476,7 @@ cdef class Ring:
         if hi == RL_TIMEOUT:
             with nogil:
                 hi = self.claim(n, timeout_ns)
-        if hi == RL_CLOSED:
-            raise RingClosedError("publish on a closed ring")
-        if hi < -1:
-            raise InsufficientCapacityError(
-                f"the ring stayed full for the whole timeout after {done} of {total} events")
-        return hi
+        return _claimed(hi, done, total)
 
     cdef void publish_range(self, int64_t lo, int64_t hi) noexcept nogil:
         """Makes slots ``lo..hi`` visible to consumers (release), then wakes sleepers."""
@@ -597,14 +602,8 @@ cdef class Ring:
                 p = items[i]
                 i += 1
                 h = <rl_header*>self.slot(s)
-                h.sequence = s
-                h.timestamp_ns = timestamp_ns
-                h.correlation_id = correlation_id
-                h.producer_seq = 0
-                h.type_id = type_id
-                h.flags = flags
-                h.length = <uint32_t>PyBytes_GET_SIZE(p)
-                h.producer_id = 0
+                rl_header_set(h, s, timestamp_ns, correlation_id, 0, type_id, flags,
+                              <uint32_t>PyBytes_GET_SIZE(p))
                 memcpy(<char*>h + RL_HEADER_SIZE, PyBytes_AS_STRING(p), h.length)
             self.publish_range(lo, hi)
         return hi
@@ -660,23 +659,11 @@ cdef class Ring:
                 lo = hi - chunk + 1
                 for s in range(lo, hi + 1):
                     h = <rl_header*>self.slot(s)
-                    h.sequence = s
-                    h.timestamp_ns = tss[i]
-                    h.correlation_id = corr
-                    h.producer_seq = 0
-                    h.type_id = tids[i]
-                    h.flags = flags
-                    h.length = <uint32_t>size
-                    h.producer_id = 0
+                    rl_header_set(h, s, tss[i], corr, 0, tids[i], flags, <uint32_t>size)
                     memcpy(<char*>h + RL_HEADER_SIZE, src + i * size, size)
                     i += 1
                 self.publish_range(lo, hi)
-        if hi == RL_CLOSED:
-            raise RingClosedError("publish on a closed ring")
-        if hi < -1:
-            raise InsufficientCapacityError(
-                f"the ring stayed full for the whole timeout after {i} of {n} events")
-        return hi
+        return _claimed(hi, i, n)
 
     def publish_struct(self, event, registry, **kw):
         """Publishes a registered msgspec Struct (msgpack payload, FLAG_MSGPACK set)."""

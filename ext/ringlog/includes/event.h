@@ -28,6 +28,21 @@ typedef struct rl_header {
 #define RL_HEADER_SIZE 48
 _Static_assert(sizeof(rl_header) == RL_HEADER_SIZE, "rl_header must be 48 bytes");
 
+/* Every field of a header without a dedup key (producer_id 0): one writer for ring slots
+ * and journal records, inlined where it is called. */
+static inline void rl_header_set(rl_header *h, int64_t sequence, int64_t timestamp_ns,
+                                 int64_t correlation_id, int64_t producer_seq,
+                                 uint32_t type_id, uint32_t flags, uint32_t length) {
+    h->sequence = sequence;
+    h->timestamp_ns = timestamp_ns;
+    h->correlation_id = correlation_id;
+    h->producer_seq = producer_seq;
+    h->type_id = type_id;
+    h->flags = flags;
+    h->length = length;
+    h->producer_id = 0;
+}
+
 /* flags */
 #define RL_FLAG_MSGPACK   0x1u   /* payload is a msgspec/msgpack-encoded Struct */
 #define RL_FLAG_CONTROL   0x2u   /* operator/control event (breaker reset, timers ...) */
