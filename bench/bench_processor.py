@@ -25,6 +25,10 @@
     latency_<rate>_output_<p>:
         the same through the staged topology, where an extra output ring consumer records the
         latency again for the output (publish to output, after the input is durable).
+    latency_100k_per_s_handled_pinned_<p>:
+        the default configuration with its threads placed (ProcessorConfig.loop_cpus and
+        background_cpus: the last CPU) and the producer on the first CPU, as the Disruptor's
+        consumer has a core of its own; interleaved with the rows above.
 
 Every throughput row carries ``cpu``: CPU ns per event of each thread (schedstat) and
 context switches per 1,000 events (ringlog.bench.cpu), from the run at the median; these hold
@@ -34,6 +38,7 @@ and ratios are medians of per-run ratios (same run, same neighbours).
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import tempfile
@@ -196,13 +201,30 @@ def _replay_cpu(n: int) -> tuple[float, dict]:
 LATENCY_SPIN_NS = 20_000  # the paced producer sleeps until this long before each due time
 
 
-def _latency(rate: float, n: int, topology: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """Publish-to-handled latencies and, under ``staged``, publish-to-output ones."""
+def _placement() -> tuple[dict[str, Any], set[int]] | None:
+    """The pinned rows' placement: the processor's threads on the last CPU this process may
+    use, the producer on the first (the Disruptor's test gives its consumer a core of its
+    own the same way); None on one CPU."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    mine = frozenset(cpus[-1:])
+    return {"loop_cpus": mine, "background_cpus": mine}, set(cpus[:1])
+
+
+def _latency(rate: float, n: int, topology: str,
+             pinned: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Publish-to-handled latencies and, under ``staged``, publish-to-output ones;
+    ``pinned``: placed as ``_placement`` says (the caller's CPUs restored after)."""
     d = tempfile.mkdtemp(prefix="ringlog-lat-", dir=".")
+    place, producer_cpus = _placement() if pinned else ({}, None)
+    before = os.sched_getaffinity(0)
     try:
         handled = np.zeros(n, dtype=np.int64)
-        p = Processor(LatencyHandler(handled), d, _config(topology=topology))
+        p = Processor(LatencyHandler(handled), d, _config(topology=topology, **place))
         p.start()
+        if producer_cpus:
+            os.sched_setaffinity(0, producer_cpus)
         output = t = None
         if p.output_ring is not None:  # staged: a probe consumer of the output ring
             output = np.zeros(n, dtype=np.int64)
@@ -218,6 +240,7 @@ def _latency(rate: float, n: int, topology: str) -> tuple[np.ndarray, np.ndarray
         p.stop()
         return handled, output
     finally:
+        os.sched_setaffinity(0, before)
         shutil.rmtree(d)
 
 
@@ -286,12 +309,16 @@ def run(runs: int = 3, smoke: bool = False, peers: dict | None = None) -> list[d
     dl = dis.get("disruptor_latency_busyspin_100k_per_s_ns")
     dy = dis.get("disruptor_latency_yielding_100k_per_s_ns")
     dis_lat = (("disruptor_busyspin", dl), ("disruptor_yielding", dy))
+    rate_pinned = 100_000 if _placement() is not None else None
     for rate, n in lat_n.items():
         samples = []
-        for _ in range(min(runs, 3)):  # interleaved: the default, then staged for the outputs
-            samples.append((_latency(rate, n, "auto")[0], _latency(rate, n, "staged")[1]))
+        for _ in range(min(runs, 3)):  # interleaved: pinned, the default, staged (outputs)
+            pin = _latency(rate, n, "auto", pinned=True)[0] if rate == rate_pinned else None
+            samples.append((_latency(rate, n, "auto")[0], _latency(rate, n, "staged")[1], pin))
         label = f"{rate // 1000}k" if rate < 1_000_000 else f"{rate // 1_000_000}M"
-        for kind, idx in (("handled", 0), ("output", 1)):
+        kinds = (("handled", 0), ("output", 1)) + ((("handled_pinned", 2),)
+                                                   if rate == rate_pinned else ())
+        for kind, idx in kinds:
             pct = [percentiles(s[idx]) for s in samples]
             for p in ("p50", "p99", "p99.9"):
                 row = _row(f"latency_{label}_per_s_{kind}_{p}", [x[p] for x in pct], unit="ns")

@@ -484,6 +484,11 @@ class Journal:
                                         name=f"rl-sync-{self.path.name}"[:15], daemon=True)
         self._thread.start()
 
+    @property
+    def thread(self) -> threading.Thread:
+        """The background thread: group commit, segment preparation, a roll's syncs."""
+        return self._thread
+
     # -- open -----------------------------------------------------------------------------
     def _open_tail(self, first_sequence: int) -> None:
         segs = list_segments(self.path)

@@ -34,6 +34,7 @@ restarted processor continues exactly where the journal ends.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -84,6 +85,18 @@ INLINE_BELOW_CPUS = 4  # ``topology="auto"``: inline when the process may use fe
 OUTPUT_GROUP_EVENTS, OUTPUT_GROUP_MS = 1 << 16, 20.0  # output journal: sync in large groups
 
 
+def _allowed_cpus(c: ProcessorConfig) -> tuple[frozenset[int] | None, frozenset[int] | None]:
+    """``(loop_cpus, background_cpus)`` once each is checked against the CPUs this process may
+    use (``os.sched_getaffinity``: a container's or taskset's limit counts)."""
+    allowed = os.sched_getaffinity(0)
+    for name in ("loop_cpus", "background_cpus"):
+        cpus = getattr(c, name)
+        if cpus is not None and not cpus <= allowed:
+            raise config_error(c, name, f"CPUs {sorted(cpus - allowed)} are not among those "
+                               f"this process may use, {sorted(allowed)}")
+    return c.loop_cpus, c.background_cpus
+
+
 def resolve_topology(topology: str = "auto") -> Literal["inline", "staged"]:
     """The topology ``auto`` stands for here: ``inline`` when this process may run on fewer
     than ``INLINE_BELOW_CPUS`` CPUs (``os.sched_getaffinity``: containers and taskset count),
@@ -126,6 +139,13 @@ class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     # it is durable (power-loss safe acks); "immediate": as soon as it is journaled
     release: Literal["durable", "immediate"] = "durable"
     retention: Retention | None = None  # prune after each snapshot (ringlog.retention)
+    # CPU placement (os.sched_setaffinity), as Disruptor and Chronicle deployments pin their
+    # threads: the loop thread on ``loop_cpus``; the other stages (journaller, output) and
+    # the journals' group-commit threads on ``background_cpus``; None: where the OS puts
+    # them. Checked against the CPUs this process may use at start() (docs/processor.md,
+    # "Placing the threads").
+    loop_cpus: frozenset[int] | None = None
+    background_cpus: frozenset[int] | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -144,6 +164,11 @@ class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
         if self.snapshot_every < 0:
             raise config_error(self, "snapshot_every", f"must be >= 0, got "
                                f"{self.snapshot_every}")
+        for name in ("loop_cpus", "background_cpus"):
+            cpus = getattr(self, name)
+            if cpus is not None and (not cpus or min(cpus) < 0):
+                raise config_error(self, name, f"must be a non-empty set of CPU numbers >= 0 "
+                                   f"(or None), got {sorted(cpus)}")
 
 
 class ProcessorMetrics(msgspec.Struct, frozen=True):
@@ -402,6 +427,7 @@ class Processor:
         if self._state != "recovered":
             raise StateError(f"start() on a processor that is {self._state}")
         c = self.config
+        cpus = _allowed_cpus(c)  # before anything starts: a CPU this process lacks fails here
         inline = self.topology == "inline"
         listeners = bool(self._on_output or self._on_output_batch or self._on_output_slots)
         self._in = Ring(c.ring_capacity, c.slot_size, producer="multi", wait=c.wait)
@@ -441,6 +467,17 @@ class Processor:
                                  name=f"ringlog-{name}", daemon=True)
             t.start()
             self._threads.append(t)
+        self._place_threads(*cpus)
+
+    def _place_threads(self, loop: frozenset[int] | None,
+                       background: frozenset[int] | None) -> None:
+        """Pins the loop thread and the background threads (ProcessorConfig.loop_cpus,
+        background_cpus); a thread that already ended is left alone."""
+        for t in [*self._threads, self.input.thread, self.output.thread]:
+            cpus = loop if t.name == "ringlog-loop" else background
+            if cpus is not None and t.native_id is not None and t.is_alive():
+                with contextlib.suppress(ProcessLookupError):  # it ended since the check
+                    os.sched_setaffinity(t.native_id, cpus)
 
     def _open_counters(self) -> None:
         """Makes ``DIR/counters`` (with ``config.counters``) and the stages' counters in it;
