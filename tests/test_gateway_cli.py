@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from ringlog.cli import main
 from ringlog.client import Client
@@ -27,9 +30,9 @@ def _config(tmp_path):
     return cfg
 
 
-def _serve(tmp_path, cfg):
+def _serve(tmp_path, cfg, *extra):
     proc = subprocess.Popen([sys.executable, "-m", "ringlog", "serve", str(tmp_path / "data"),
-                             "--config", str(cfg), "--durability", "none"],
+                             "--config", str(cfg), "--durability", "none", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line:
@@ -146,6 +149,33 @@ def test_serve_breaker_options_build_a_per_account_limit():
     assert (limit.max_count, limit.window_ns, limit.per) == (7, 20 * 10**6, "key")
     args = build_parser().parse_args(["serve", "d", "--config", "c"])
     assert _serve_breaker(args) is None
+
+
+def test_serve_pins_the_processor_threads_to_the_cpus_given(tmp_path):
+    cpus = sorted(os.sched_getaffinity(0))
+    loop, background = str(cpus[-1]), str(cpus[0])
+    proc, _ = _serve(tmp_path, _config(tmp_path), "--loop-cpus", loop,
+                     "--background-cpus", background)
+    try:
+        placed = {}
+        for task in Path(f"/proc/{proc.pid}/task").iterdir():
+            name = (task / "comm").read_text().strip()
+            status = (task / "status").read_text()
+            placed[name] = re.search(r"Cpus_allowed_list:\s*(\S+)", status).group(1)
+        assert placed["rl-loop"] == loop
+        assert placed["rl-sync-input"] == placed["rl-sync-output"] == background
+    finally:
+        _stop(proc)
+
+
+@pytest.mark.parametrize("flag, value, says", [
+    ("--loop-cpus", "1-0", "not a CPU range"), ("--loop-cpus", "a", "not a CPU list"),
+    ("--background-cpus", "4096", "[4096] are not among those this process may use")])
+def test_serve_with_bad_cpus_exits_2_naming_the_flag(tmp_path, capsys, flag, value, says):
+    assert main(["serve", str(tmp_path / "d"), "--config", str(_config(tmp_path)),
+                 flag, value]) == 2
+    err = capsys.readouterr().err
+    assert flag in err and says in err
 
 
 def test_load_without_enough_tokens_is_a_usage_error(capsys):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -73,11 +74,31 @@ def seconds(low: float = 0.0, strict: bool = False) -> Callable[[str], float]:
     return _arg_type("seconds", convert)
 
 
+def parse_cpus(text: str) -> frozenset[int]:
+    """A CPU list as taskset(1) takes it (``0,2-3``), each CPU one this process may use."""
+    out: set[int] = set()
+    for part in text.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        try:
+            first, last = int(lo), int(hi if dash else lo)
+        except ValueError:
+            raise ValueError(f"not a CPU list like 0,2-3: {text!r}") from None
+        if first < 0 or last < first:
+            raise ValueError(f"not a CPU range: {part.strip()!r} in {text!r}")
+        out.update(range(first, last + 1))
+    allowed = os.sched_getaffinity(0)
+    if not out <= allowed:
+        raise ValueError(f"CPUs {sorted(out - allowed)} are not among those this process may "
+                         f"use, {sorted(allowed)}")
+    return frozenset(out)
+
+
 sequence = whole(0, MAX_SEQUENCE, "sequence")
 count = whole(1, MAX_SEQUENCE, "count")
 port = whole(0, 65535, "port")
 rate = _arg_type("rate", parse_rate)
 size = _arg_type("size", parse_size)
+cpus = _arg_type("cpus", parse_cpus)
 
 
 def _parser(sub: Any, name: str, help: str, examples: str) -> argparse.ArgumentParser:

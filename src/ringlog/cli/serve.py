@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, count, port, rate, seconds, whole
+from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, count, cpus, port, rate, seconds, whole
 
 DEFAULT_ENGINE = "ringlog.engine:Engine"
 
@@ -71,7 +71,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                      ProcessorConfig(dedup=True, durability=args.durability,
                                      release=args.release,
                                      snapshot_every=args.snapshot_every,
-                                     slot_size=max(slot, 128)),
+                                     slot_size=max(slot, 128),
+                                     loop_cpus=args.loop_cpus,
+                                     background_cpus=args.background_cpus),
                      breaker=breaker, registry=reg)  # (metrics: closed with the process)
 
     def ready(gw: Any) -> None:
@@ -177,6 +179,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--metrics-port", type=port, help="serve Prometheus metrics on this port "
                    "(0: any free; needs the metrics extra)")
     s.add_argument("--metrics-host", default="127.0.0.1", help="metrics bind address")
+    s.add_argument("--loop-cpus", type=cpus, metavar="LIST",
+                   help="pin the processor's loop thread to these CPUs (0,2-3 as taskset)")
+    s.add_argument("--background-cpus", type=cpus, metavar="LIST",
+                   help="pin the processor's other threads (output stage, fdatasync threads)")
     s.add_argument("--switch-interval-us", type=count, default=500,
                    help="the interpreter's GIL switch interval (default 500; Python's is 5000)")
     from ..cluster.cli import add_cluster_options

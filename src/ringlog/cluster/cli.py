@@ -113,7 +113,8 @@ def cmd_serve_cluster(args: argparse.Namespace) -> int:
         cfg = cluster_config_from_args(
             args, args.directory, args.engine,
             ProcessorConfig(durability=args.durability, slot_size=slot,
-                            snapshot_every=args.snapshot_every))
+                            snapshot_every=args.snapshot_every, loop_cpus=args.loop_cpus,
+                            background_cpus=args.background_cpus))
     except RingLogError as e:
         print(f"ringlog serve: {e}", file=sys.stderr)
         return 2
