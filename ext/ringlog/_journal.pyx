@@ -1046,17 +1046,17 @@ cdef class JournalAppender:
         if self.durable > self.seg.durable_hint():
             self.seg.store_durable(self.durable)
         rl_store_release(&self.durable_lock, 0)
-        rl_fence()
-        if rl_load_acquire32(&self.durable_waiters) > 0:  # a syscall only when someone sleeps
-            rl_fetch_add32(&self.durable_signal, 1)
-            rl_futex_wake_all(&self.durable_signal)
-        if self.durable_hook != NULL:  # set_durable_hook: run it on this thread, now
+        if self.durable_hook != NULL:  # set_durable_hook: run it here, before any wake-up
             rl_fetch_add32(&self.durable_hook_busy, 1)
             rl_fence()
             fn = self.durable_hook
             if fn != NULL:
                 fn(self.durable_hook_ctx, rl_load_acquire(&self.durable))
             rl_fetch_add32(&self.durable_hook_busy, -1)
+        rl_fence()
+        if rl_load_acquire32(&self.durable_waiters) > 0:  # a syscall only when someone sleeps
+            rl_fetch_add32(&self.durable_signal, 1)
+            rl_futex_wake_all(&self.durable_signal)
 
     cdef void set_durable_hook(self, durable_hook_t fn, void* ctx) noexcept nogil:
         """Sets (or, ``fn`` NULL, clears) the function every advance of the durable mark

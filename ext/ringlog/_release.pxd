@@ -54,4 +54,4 @@ cdef class ReleaseStage:
     cdef int _hand_over(self, int64_t upto) except -1
     cdef void _to_sinks(self, int64_t upto) noexcept nogil
     cdef void _released(self, int64_t upto) noexcept nogil
-    cdef bint _release_durable(self, int64_t durable, bint by_hook) noexcept nogil
+    cdef int64_t _release_durable(self, int64_t durable, bint by_hook) noexcept nogil

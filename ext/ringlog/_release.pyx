@@ -21,7 +21,8 @@ outputs it made durable into the sink itself, so an order's durable path has one
 wake-up fewer (no output-stage wake-up between the mark and the eventfd):
 
     group-commit thread: fdatasync ─► durable mark ─► hook: durable prefix ─► SlotSink ─► eventfd
-    rl-output thread:    output ring ─► output journal ─► appended (sleeps on the ring only)
+    rl-output thread:    output ring ─► output journal ─► appended; sleeps on the durable mark
+                         (woken after the hook ran) or, all released, on the ring
 
 Both threads hand over under one mutex (`lock`), each the prefix durable at the time, so an
 output appended after the mark moved is released by the output stage itself.
@@ -248,23 +249,21 @@ cdef class ReleaseStage:
                 counter_set(self.ctr[JS_SEQUENCE], self.journal.last_seq)
                 counter_set(self.ctr[JS_BACKLOG], avail - hi)
             if self.hooked:
-                # what is durable already goes now; the rest goes from the durable hook, so
-                # this thread sleeps on the ring only (a timeout re-checks a failed journal)
-                if self._release_durable(rl_load_acquire(&self.gate.durable), False):
+                # what is durable already goes now; the rest goes from the durable hook on
+                # the sync thread, before this one wakes from the durable wait (which it
+                # still sleeps in, once per sync, to append what came meanwhile: sleeping
+                # on the ring instead would wake it for each of the engine's publishes)
+                cause = self._release_durable(rl_load_acquire(&self.gate.durable), False)
+                if cause >= 0:
                     if self.gate.failed:
                         return PUMP_FAILED
-                avail = self.consumer.wait_for(self.appended, WAIT_NS)
-                if avail == RL_CLOSED:
-                    if not self._release_durable(rl_load_acquire(&self.gate.durable), False):
-                        return PUMP_CLOSED
-                    if self.gate.failed:
-                        return PUMP_FAILED
-                    pthread_mutex_lock(&self.lock)
-                    cause = (<const rl_header*>self.ring.slot(self.released)).producer_seq
-                    pthread_mutex_unlock(&self.lock)
                     self.durable_waits += 1
                     self.gate.wait_durable_c(cause, WAIT_NS)
-                elif avail == RL_TIMEOUT:
+                    continue
+                avail = self.consumer.wait_for(self.appended, WAIT_NS)
+                if avail == RL_CLOSED:
+                    return PUMP_CLOSED
+                if avail == RL_TIMEOUT:
                     counter_set(self.ctr[JS_DURABLE], rl_load_acquire(&self.journal.durable))
                 continue
             if self.released < self.appended:
@@ -320,21 +319,21 @@ cdef class ReleaseStage:
         counter_set(self.ctr[JS_DURABLE], rl_load_acquire(&self.journal.durable))
         counter_add(self.ctr[JS_BATCHES], 1)
 
-    cdef bint _release_durable(self, int64_t durable, bint by_hook) noexcept nogil:
+    cdef int64_t _release_durable(self, int64_t durable, bint by_hook) noexcept nogil:
         """Hooked: hands the appended outputs whose causes are at or below ``durable`` into
-        the sink (either thread, under the lock); returns whether unreleased outputs are
-        left."""
-        cdef int64_t upto
-        cdef bint left
+        the sink (either thread, under the lock); returns the cause of the oldest output
+        left unreleased, -1 if none is."""
+        cdef int64_t upto, cause = -1
         pthread_mutex_lock(&self.lock)
         upto = self._releasable(durable)
         if upto > self.released:
             self._to_sinks(upto)
             if by_hook:
                 self.hook_handovers += 1
-        left = self.released < self.appended
+        if self.released < self.appended:
+            cause = (<const rl_header*>self.ring.slot(self.released)).producer_seq
         pthread_mutex_unlock(&self.lock)
-        return left
+        return cause
 
     cdef int _hand_over(self, int64_t upto) except -1:
         """Ring slots [released, upto) to the sink and one bytes copy of them to every Python
