@@ -619,16 +619,26 @@ cdef class Inflight:
         return k
 
     def published(self, int64_t first, int64_t n, int64_t cause):
-        """Seqs ``first .. first + n - 1`` (in flight, consecutive) are in the input ring
-        from journal sequence ``cause`` on, one each."""
-        cdef int64_t i = self._index(first), j
+        """Seqs ``first .. first + n - 1`` are in the input ring from journal sequence
+        ``cause`` on, one each; returns how many of them are in flight (those get their
+        cause; one not in flight - answered, halted - has nothing to complete)."""
+        cdef int64_t lo = 0, hi = self._count, mid, k = 0, seq
         cdef if_entry* e
-        if i < 0 or i + n > self._count or self._at(i + n - 1).seq != first + n - 1:
-            raise ValueError(f"seqs {first}..{first + n - 1} are not all in flight")
-        for j in range(n):
-            e = self._at(i + j)
-            e.cause = cause + j
-        return None
+        while lo < hi:  # the first entry at or above first (seqs increase)
+            mid = (lo + hi) >> 1
+            if self._at(mid).seq < first:
+                lo = mid + 1
+            else:
+                hi = mid
+        while lo < self._count:
+            e = self._at(lo)
+            seq = e.seq
+            if seq >= first + n:
+                break
+            e.cause = cause + (seq - first)
+            k += 1
+            lo += 1
+        return k
 
     def cause(self, int64_t seq):
         """The journal sequence of an in-flight seq's input (-1: not published yet)."""
