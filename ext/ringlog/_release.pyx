@@ -17,8 +17,9 @@ gateway) as one compiled pump that needs the GIL only to hand a block over.
 
 With a SlotSink as the only listener, the input journal's durable hook releases: the thread
 that advances the durable mark (the group-commit thread, right after its fdatasync) hands the
-outputs it made durable into the sink itself, so an order's durable path has one thread
-wake-up fewer (no output-stage wake-up between the mark and the eventfd):
+outputs it made durable into the sink itself, so the output stage's wake-up is no longer
+between the mark and the eventfd (it still wakes once per sync, after the hook, to append
+what the engine published during the fdatasync):
 
     group-commit thread: fdatasync ─► durable mark ─► hook: durable prefix ─► SlotSink ─► eventfd
     rl-output thread:    output ring ─► output journal ─► appended; sleeps on the durable mark
@@ -164,6 +165,8 @@ cdef void _on_durable(void* ctx, int64_t durable) noexcept nogil:
     # the gate's durable hook (JournalAppender.set_durable_hook): ctx is the ReleaseStage,
     # alive while its run() is (run() clears the hook, waiting out a running call, first)
     (<ReleaseStage>ctx)._release_durable(durable, True)
+
+
 cdef enum:
     PUMP_CLOSED = -2              # the ring is closed and everything was handed over
     PUMP_FAILED = -3              # the input journal failed: nothing more is handed over
