@@ -29,7 +29,7 @@ class Stage:
     """A ReleaseStage on its own thread over a fresh ring, an output journal and an input
     journal whose durable mark only the test moves (its group commit never fires)."""
 
-    def __init__(self, tmp_path, capacity=64, gated=True):
+    def __init__(self, tmp_path, capacity=64, gated=True, sink=None):
         self.ring = Ring(capacity, SLOT, producer="single", wait="blocking")
         consumer = self.ring.consumer()
         self.output = Journal(tmp_path / "output", durability="none")
@@ -37,7 +37,8 @@ class Stage:
                              group_events=1 << 40, group_ms=1e9)
         self.blocks = queue.Queue()
         self.stage = ReleaseStage(consumer, self.output.appender,
-                                  self.input.appender if gated else None, [self._listener])
+                                  self.input.appender if gated else None,
+                                  [sink] if sink is not None else [self._listener])
         self.error = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -287,23 +288,52 @@ def test_slot_sink_takes_queued_blocks_in_order_and_clears_its_fd():
 
 
 def test_release_stage_into_a_sink_waits_for_durability_without_the_gil(tmp_path):
-    s = Stage(tmp_path)
     sink = SlotSink()
-    s.stage = ReleaseStage(s.ring.consumer(), s.output.appender, s.input.appender, [sink])
+    s = Stage(tmp_path, sink=sink)
     s.publish(range(6), range(6))
     s.thread.start()
-    s.wait_until("the durable wait", lambda: s.stage.durable_waits > 0)
+    s.wait_until("the appends", lambda: s.stage.appended == 6)
     assert sink.queued == 0 and not _readable(sink.fd, 0)  # nothing durable, nothing out
-    s.mark_durable(2)
-    assert _readable(sink.fd, DEADLINE_S)
+    s.mark_durable(2)  # the durable hook hands over, on this thread, before it returns
+    assert _readable(sink.fd, 0) and s.stage.released == 3
     hdr = np.frombuffer(sink.take(), slot_dtype(SLOT))["header"]
     assert hdr["producer_seq"].tolist() == [0, 1, 2]
     s.mark_durable(5)
-    s.wait_until("the rest", lambda: s.stage.released == 6)
+    assert s.stage.released == 6
     hdr = np.frombuffer(sink.take(), slot_dtype(SLOT))["header"]
     assert hdr["producer_seq"].tolist() == [3, 4, 5]
     s.close()
     assert s.error is None
+
+
+def test_release_stage_into_a_sink_releases_on_either_thread_never_past_the_mark(tmp_path):
+    # the mark moves behind the appends (the durable hook releases, on the marking thread)
+    # and ahead of them (the output stage releases at its append): each take holds exactly
+    # the outputs whose causes are at or below the mark, in order, and nothing more
+    sink = SlotSink()
+    s = Stage(tmp_path, capacity=256, sink=sink)
+    s.thread.start()
+    taken, published, mark = [], 0, -1
+    for step in range(40):
+        s.publish(range(published, published + 10), range(published, published + 10))
+        published += 10
+        s.wait_until("the appends", lambda p=published: s.stage.appended == p)
+        mark = published - 6 if step % 2 else published + 3
+        s.mark_durable(mark)
+        want = min(mark + 1, published)
+        s.wait_until("the release", lambda w=want: s.stage.released == w)
+        block = sink.take()
+        causes = np.frombuffer(block, slot_dtype(SLOT))["header"]["producer_seq"].tolist()
+        assert causes == list(range(len(taken), want)) and max(causes) <= mark
+        taken += causes
+    s.mark_durable(published - 1)
+    s.wait_until("the last release", lambda: s.stage.released == published)
+    taken += np.frombuffer(sink.take(), slot_dtype(SLOT))["header"]["producer_seq"].tolist()
+    s.close()
+    assert s.error is None and taken == list(range(400))
+    # both threads released (the output stage can win the race for a mark it woke on, but
+    # not for all twenty marks it sleeps through)
+    assert 0 < s.stage.hook_handovers < s.stage.handovers
 
 
 def test_processor_with_a_slot_sink_releases_only_durable_outputs_in_order(tmp_path):

@@ -1,7 +1,7 @@
 # The gateway's per-order path in C: order frames decoded into engine command records and
 # published to the input ring; engine output records routed to their sessions and encoded as
 # protocol frames; each session's resend store of answer frames.
-from libc.stdint cimport int64_t, uint8_t, uint32_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 
 cdef struct report_t:               # the fields of one Report frame but its seq
@@ -50,6 +50,36 @@ cdef class ResendStore:
     cdef bytes _join(self, rs_entry* e, Py_ssize_t most)
 
 
+cdef struct if_entry:               # one in-flight command of a session
+    int64_t seq
+    int64_t cause                       # its input's journal sequence (-1: not published)
+    bint is_new                         # a new order (counts against the open-orders limit)
+
+
+cdef class Inflight:
+    # a ring of if_entry, oldest first, seqs increasing; capacity a power of two
+    cdef if_entry* _e
+    cdef int64_t _cap, _head, _count
+    cdef readonly int64_t news          # in-flight new orders
+    cdef if_entry* _at(self, int64_t i) noexcept
+    cdef int _grow(self) except -1
+    cdef int push(self, int64_t seq, bint is_new) except -1
+    cdef int64_t _index(self, int64_t seq) noexcept
+    cdef int64_t first(self) noexcept
+    cdef int64_t complete(self, int64_t seq) noexcept
+
+
+cdef class OrderSet:
+    # open addressing (linear probing) of nonzero uint64 ids; 0 marks an empty slot
+    cdef uint64_t* _slots
+    cdef int64_t _mask, _count
+    cdef int64_t _pos(self, uint64_t x) noexcept
+    cdef int _grow(self) except -1
+    cdef bint has(self, uint64_t x) noexcept
+    cdef int put(self, uint64_t x) except -1
+    cdef void drop(self, uint64_t x) noexcept
+
+
 cdef class Outbox:
     # what the router needs of a connection, as C fields: its output batch, whether market
     # data is dropped (reading paused), whether frames go out as they are (msgpack)
@@ -65,11 +95,9 @@ cdef class SessionCore:
     cdef readonly ResendStore store
     cdef object _conn
     cdef Outbox _outbox                 # the connection's, while one is attached
-    cdef public object inflight         # deque: seqs awaiting their first report, in order
-    cdef public dict causes             # in-flight seq -> its input's journal sequence
-    cdef public set news                # in-flight seqs that are new orders
+    cdef readonly Inflight inflight     # commands awaiting their first report, in order
     cdef public dict depth              # market data subscriptions: symbol -> depth
-    cdef public set live                # the account's live order ids (SessionTable.live's)
+    cdef public OrderSet live           # the account's live order ids (SessionTable.live's)
 
 
 cdef class Router:

@@ -35,7 +35,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
-from collections import deque
+from collections.abc import Mapping
 
 from ringlog._ring cimport RL_CLOSED, Ring
 from ringlog._wire cimport (
@@ -509,15 +509,366 @@ cdef class Outbox:
             dirty.add(self.conn)
 
 
+cdef class Inflight:
+    """A session's in-flight commands, oldest first: each one's seq, its input's journal
+    sequence (its cause, -1 until published) and whether it is a new order (counted against
+    the open-orders limit until answered). A ring of C structs that grows by doubling (the
+    session's reading pauses at ``max_inflight``, so it stays that size): the gateway's
+    entry, publish, settle and completion of a batch touch no Python object per command.
+
+    Seqs enter in increasing order (a session's seqs are taken in order). The deque API the
+    rare callers read is kept: ``len``, ``[i]``, iteration, ``in``, ``append``, ``extend``,
+    ``popleft``, ``remove``, ``clear``. Not thread-safe (the gateway's loop)."""
+
+    def __cinit__(self):
+        self._cap = 16
+        self._e = <if_entry*>PyMem_Malloc(self._cap * sizeof(if_entry))
+        if self._e == NULL:
+            raise MemoryError()
+        self._head = 0
+        self._count = 0
+        self.news = 0
+
+    def __dealloc__(self):
+        PyMem_Free(self._e)
+
+    cdef if_entry* _at(self, int64_t i) noexcept:
+        return &self._e[(self._head + i) & (self._cap - 1)]
+
+    cdef int _grow(self) except -1:
+        cdef if_entry* e = <if_entry*>PyMem_Malloc(2 * self._cap * sizeof(if_entry))
+        cdef int64_t i
+        if e == NULL:
+            raise MemoryError()
+        for i in range(self._count):
+            e[i] = self._at(i)[0]
+        PyMem_Free(self._e)
+        self._e = e
+        self._cap *= 2
+        self._head = 0
+        return 0
+
+    cdef int push(self, int64_t seq, bint is_new) except -1:
+        cdef if_entry* e
+        if self._count and seq <= self._at(self._count - 1).seq:
+            raise ValueError(f"in-flight seq {seq} is not above the last one "
+                             f"({self._at(self._count - 1).seq})")
+        if self._count == self._cap:
+            self._grow()
+        e = self._at(self._count)
+        e.seq = seq
+        e.cause = -1
+        e.is_new = is_new
+        self._count += 1
+        self.news += is_new
+        return 0
+
+    cdef int64_t _index(self, int64_t seq) noexcept:
+        # binary search (seqs increase): the position of seq, or -1
+        cdef int64_t lo = 0, hi = self._count - 1, mid, x
+        while lo <= hi:
+            mid = (lo + hi) >> 1
+            x = self._at(mid).seq
+            if x == seq:
+                return mid
+            if x < seq:
+                lo = mid + 1
+            else:
+                hi = mid - 1
+        return -1
+
+    cdef int64_t first(self) noexcept:
+        """The oldest in-flight seq, or -1 if none."""
+        return self._at(0).seq if self._count else -1
+
+    cdef int64_t complete(self, int64_t seq) noexcept:
+        # pops every seq <= seq; returns how many of them were new orders
+        cdef int64_t n = 0
+        cdef if_entry* e
+        while self._count:
+            e = self._at(0)
+            if e.seq > seq:
+                break
+            n += e.is_new
+            self._head = (self._head + 1) & (self._cap - 1)
+            self._count -= 1
+        self.news -= n
+        return n
+
+    def enter(self, int64_t first, int64_t n, news=()):
+        """Seqs ``first .. first + n - 1`` go in flight, those in ``news`` (ascending) as new
+        orders; returns how many new orders entered."""
+        cdef int64_t i, k = 0, nxt = -1
+        it = iter(news)
+        for x in it:
+            nxt = x
+            break
+        for i in range(first, first + n):
+            if i == nxt:
+                self.push(i, True)
+                k += 1
+                nxt = -1
+                for x in it:
+                    nxt = x
+                    break
+            else:
+                self.push(i, False)
+        if nxt != -1:
+            raise ValueError(f"new order seq {nxt} is not among {first}..{first + n - 1} "
+                             "or not ascending")
+        return k
+
+    def published(self, int64_t first, int64_t n, int64_t cause):
+        """Seqs ``first .. first + n - 1`` are in the input ring from journal sequence
+        ``cause`` on, one each; returns how many of them are in flight (those get their
+        cause; one not in flight - answered, halted - has nothing to complete)."""
+        cdef int64_t lo = 0, hi = self._count, mid, k = 0, seq
+        cdef if_entry* e
+        while lo < hi:  # the first entry at or above first (seqs increase)
+            mid = (lo + hi) >> 1
+            if self._at(mid).seq < first:
+                lo = mid + 1
+            else:
+                hi = mid
+        while lo < self._count:
+            e = self._at(lo)
+            seq = e.seq
+            if seq >= first + n:
+                break
+            e.cause = cause + (seq - first)
+            k += 1
+            lo += 1
+        return k
+
+    def cause(self, int64_t seq):
+        """The journal sequence of an in-flight seq's input (-1: not published yet)."""
+        cdef int64_t i = self._index(seq)
+        if i < 0:
+            raise KeyError(seq)
+        return self._at(i).cause
+
+    def settle(self, int64_t done):
+        """Completes the oldest seqs whose input (journal sequence) is at or below ``done``,
+        up to the first not published or not done; returns ``(last seq completed or 0, new
+        orders among them)``."""
+        cdef int64_t last = 0, n = 0
+        cdef if_entry* e
+        while self._count:
+            e = self._at(0)
+            if e.cause < 0 or e.cause > done:
+                break
+            last = e.seq
+            n += e.is_new
+            self._head = (self._head + 1) & (self._cap - 1)
+            self._count -= 1
+        self.news -= n
+        return last, n
+
+    def complete_through(self, int64_t seq):
+        """Pops the seqs up to ``seq`` (answered); returns how many were new orders."""
+        return self.complete(seq)
+
+    def append(self, int64_t seq, bint is_new=False):
+        """One seq goes in flight (above every one in flight)."""
+        self.push(seq, is_new)
+
+    def extend(self, seqs):
+        """Seqs go in flight, in order (not new orders: ``enter`` marks those)."""
+        for x in seqs:
+            self.push(x, False)
+
+    def popleft(self):
+        """Removes and returns the oldest seq."""
+        if not self._count:
+            raise IndexError("pop from an empty in-flight ring")
+        cdef int64_t seq = self._at(0).seq
+        self.complete(seq)
+        return seq
+
+    def remove(self, int64_t seq):
+        """Takes ``seq`` out of flight wherever it is (a command never published); returns
+        whether it was a new order. ValueError if it is not in flight."""
+        cdef int64_t i = self._index(seq), j
+        if i < 0:
+            raise ValueError(f"seq {seq} is not in flight")
+        cdef bint was_new = self._at(i).is_new
+        for j in range(i, self._count - 1):
+            self._at(j)[0] = self._at(j + 1)[0]
+        self._count -= 1
+        self.news -= was_new
+        return was_new
+
+    def clear(self):
+        """Empties the ring."""
+        self._head = 0
+        self._count = 0
+        self.news = 0
+
+    def is_new(self, int64_t seq):
+        """Whether in-flight ``seq`` is a new order (False if it is not in flight)."""
+        cdef int64_t i = self._index(seq)
+        return i >= 0 and self._at(i).is_new
+
+    def __len__(self):
+        return self._count
+
+    def __getitem__(self, Py_ssize_t i):
+        if i < 0:
+            i += self._count
+        if not 0 <= i < self._count:
+            raise IndexError("in-flight index out of range")
+        return self._at(i).seq
+
+    def __contains__(self, seq):
+        return isinstance(seq, int) and self._index(seq) >= 0
+
+    def __iter__(self):
+        return iter([self._at(i).seq for i in range(self._count)])
+
+    def __repr__(self):
+        return f"Inflight({list(self)})"
+
+
+class CausesView(Mapping):
+    """A read-only view of a session's published in-flight seqs: ``seq -> journal sequence
+    of its input`` (for the rare callers; the gateway uses ``Inflight`` directly)."""
+
+    def __init__(self, Inflight ring):
+        self._ring = ring
+
+    def __getitem__(self, seq):
+        c = self._ring.cause(seq) if seq in self._ring else -1
+        if c < 0:
+            raise KeyError(seq)
+        return c
+
+    def __iter__(self):
+        r = self._ring
+        return iter([q for q in r if r.cause(q) >= 0])
+
+    def __len__(self):
+        return sum(1 for _ in self)
+
+
+cdef inline uint64_t _order_hash(uint64_t x) noexcept nogil:
+    x *= <uint64_t>0x9E3779B97F4A7C15
+    return x ^ (x >> 29)
+
+
+cdef class OrderSet:
+    """An account's live order ids (the engine's ids, ``account << 32 | order id``: never 0)
+    for the open-orders limit, as an open-addressing hash set of uint64 (linear probing,
+    deletion by backward shift: no tombstones), so the router's add and discard per report
+    make no int object and no Python set operation. ``len``, ``in``, iteration, ``add``,
+    ``discard`` and ``clear`` for the rare callers. Not thread-safe (the gateway's loop)."""
+
+    def __cinit__(self):
+        self._mask = 15
+        self._count = 0
+        self._slots = <uint64_t*>PyMem_Malloc(16 * sizeof(uint64_t))
+        if self._slots == NULL:
+            raise MemoryError()
+        memset(self._slots, 0, 16 * sizeof(uint64_t))
+
+    def __dealloc__(self):
+        PyMem_Free(self._slots)
+
+    cdef int64_t _pos(self, uint64_t x) noexcept:
+        # the slot holding x, or the empty slot where it would go (the table is never full)
+        cdef int64_t i = <int64_t>(_order_hash(x) & <uint64_t>self._mask)
+        while self._slots[i] != 0 and self._slots[i] != x:
+            i = (i + 1) & self._mask
+        return i
+
+    cdef int _grow(self) except -1:
+        cdef uint64_t* old = self._slots
+        cdef int64_t n = self._mask + 1, i
+        cdef uint64_t* grown = <uint64_t*>PyMem_Malloc(2 * n * sizeof(uint64_t))
+        if grown == NULL:
+            raise MemoryError()
+        memset(grown, 0, 2 * n * sizeof(uint64_t))
+        self._slots = grown
+        self._mask = 2 * n - 1
+        for i in range(n):
+            if old[i] != 0:
+                self._slots[self._pos(old[i])] = old[i]
+        PyMem_Free(old)
+        return 0
+
+    cdef bint has(self, uint64_t x) noexcept:
+        """Whether ``x`` is in the set."""
+        return x != 0 and self._slots[self._pos(x)] == x
+
+    cdef int put(self, uint64_t x) except -1:
+        """Adds ``x`` (not 0)."""
+        cdef int64_t i
+        if 2 * (self._count + 1) > self._mask + 1:  # at most half full: short probes
+            self._grow()
+        i = self._pos(x)
+        if self._slots[i] == 0:
+            self._slots[i] = x
+            self._count += 1
+        return 0
+
+    cdef void drop(self, uint64_t x) noexcept:
+        """Removes ``x`` if present; the entries after it in its probe run move back."""
+        cdef int64_t i, j, k
+        if x == 0:
+            return
+        i = self._pos(x)
+        if self._slots[i] == 0:
+            return
+        j = i
+        while True:
+            j = (j + 1) & self._mask
+            if self._slots[j] == 0:
+                break
+            k = <int64_t>(_order_hash(self._slots[j]) & <uint64_t>self._mask)
+            # the entry at j stays if its home k lies cyclically in (i, j]
+            if (i < k <= j) if i <= j else (i < k or k <= j):
+                continue
+            self._slots[i] = self._slots[j]
+            i = j
+        self._slots[i] = 0
+        self._count -= 1
+
+    def add(self, uint64_t order_id):
+        """Adds an engine order id (ValueError for 0, which is never one)."""
+        if order_id == 0:
+            raise ValueError("order id 0 is not an engine order id")
+        self.put(order_id)
+
+    def discard(self, uint64_t order_id):
+        """Removes an engine order id if it is there."""
+        self.drop(order_id)
+
+    def clear(self):
+        """Empties the set."""
+        memset(self._slots, 0, (self._mask + 1) * sizeof(uint64_t))
+        self._count = 0
+
+    def __len__(self):
+        return self._count
+
+    def __contains__(self, x):
+        return isinstance(x, int) and 0 < x < (1 << 64) and self.has(x)
+
+    def __iter__(self):
+        return iter([self._slots[i] for i in range(self._mask + 1) if self._slots[i] != 0])
+
+    def __repr__(self):
+        return f"OrderSet({sorted(self)})"
+
+
 cdef class SessionCore:
     """What the router needs of a session, as C fields: ``id``, ``account``, ``store`` (its
     answers kept for resends), ``conn`` (the connection while one is attached; setting it
-    also gives the router that connection's Outbox), ``inflight`` (a deque of the seqs
-    awaiting their first report), ``causes`` (in-flight seq -> its input's journal sequence),
-    ``news`` (in-flight seqs that are new orders), ``depth`` (market data subscriptions:
-    symbol -> depth) and ``live`` (the account's live order ids, shared by its sessions).
-    ``ringlog.gateway.session.Session`` adds the session rules. Not thread-safe (the
-    gateway's loop)."""
+    also gives the router that connection's Outbox), ``inflight`` (the commands awaiting
+    their first report, each with its cause and whether it is a new order: an ``Inflight``
+    ring; ``causes`` and ``news`` are read-only views of it), ``depth`` (market data
+    subscriptions: symbol -> depth) and ``live`` (the account's live order ids, shared by
+    its sessions). ``ringlog.gateway.session.Session`` adds the session rules. Not
+    thread-safe (the gateway's loop)."""
 
     def __init__(self, int64_t id, uint32_t account, ResendStore store):
         self.id = id
@@ -525,11 +876,20 @@ cdef class SessionCore:
         self.store = store
         self._conn = None
         self._outbox = None
-        self.inflight = deque()
-        self.causes = {}
-        self.news = set()
+        self.inflight = Inflight()
         self.depth = {}
         self.live = None
+
+    @property
+    def causes(self):
+        """In-flight seq -> its input's journal sequence, for the published ones (a view)."""
+        return CausesView(self.inflight)
+
+    @property
+    def news(self):
+        """The in-flight seqs that are new orders (a copy)."""
+        r = self.inflight
+        return frozenset(q for q in r if r.is_new(q))
 
     @property
     def conn(self):
@@ -542,25 +902,11 @@ cdef class SessionCore:
         self._outbox = None if c is None else getattr(c, "outbox", None)
 
 
-cdef Py_ssize_t _complete(SessionCore s, int64_t seq) except -1:
-    cdef Py_ssize_t n = 0
-    q = s.inflight
-    cdef dict causes = s.causes
-    cdef set news = s.news
-    while q and q[0] <= seq:
-        x = q.popleft()
-        causes.pop(x, None)
-        if x in news:
-            news.discard(x)
-            n += 1
-    return n
-
-
 def complete_through(SessionCore s, int64_t seq):
     """Marks session ``s``'s in-flight seqs up to ``seq`` answered (a session's reports arrive
     in seq order, so a later seq's report completes earlier silent ones); returns how many
     new orders left flight."""
-    return _complete(s, seq)
+    return s.inflight.complete(seq)
 
 
 cdef class Router:
@@ -676,12 +1022,13 @@ cdef class Router:
 
     cdef int _route(self, uint32_t type_id, const char* p, Py_ssize_t n, int64_t corr,
                     int64_t rseq, bint effects) except -1:
-        cdef int64_t sid, seq
+        cdef int64_t sid, seq, left
+        cdef Inflight fl
         cdef rl_report r
         cdef rl_trade t
         cdef report_t rep
         cdef bytes name
-        cdef set live
+        cdef OrderSet live
         cdef uint8_t buf[FRAME_MAX]
         if type_id >= CONTROL_BASE:
             # the processor's own outputs (breaker tripped/closed) carry the correlation of
@@ -698,9 +1045,9 @@ cdef class Router:
         if effects and req is not None and seq:
             # a session's commands are journaled in seq order: a report of seq means every
             # earlier seq is done (even one that made no report); seq itself may have more
-            q = (<SessionCore>req).inflight
-            if q and q[0] < seq:
-                left = _complete(req, seq - 1)
+            fl = (<SessionCore>req).inflight
+            if 0 <= fl.first() < seq:
+                left = fl.complete(seq - 1)
                 if left:
                     self.pending_new[(<SessionCore>req).account] -= left
         if R_ACCEPTED <= type_id <= R_RESTED and type_id != R_TRADE:
@@ -713,9 +1060,10 @@ cdef class Router:
                     live = self.live.get(r.account)
                 if live is not None:
                     if type_id == R_RESTED or (type_id == R_MODIFIED and r.leaves > 0):
-                        live.add(r.order_id)
+                        if r.order_id:
+                            live.put(r.order_id)
                     elif type_id == R_CANCELLED or type_id == R_MODIFIED:
-                        live.discard(r.order_id)
+                        live.drop(r.order_id)
             _kind(&rep, type_id)
             if type_id == R_REJECTED or type_id == R_CANCELLED:
                 name = self.reasons[(256 if type_id == R_CANCELLED else 0) + r.reason]
@@ -735,12 +1083,12 @@ cdef class Router:
             if effects:
                 if not t.taker_leaves:
                     live = self.live.get(t.taker_account)
-                    if live:
-                        live.discard(t.taker_id)
+                    if live is not None:
+                        live.drop(t.taker_id)
                 if not t.maker_leaves:
                     live = self.live.get(t.maker_account)
-                    if live:
-                        live.discard(t.maker_id)
+                    if live is not None:
+                        live.drop(t.maker_id)
             _kind(&rep, R_TRADE)
             rep.price = t.price
             rep.qty = t.qty

@@ -55,6 +55,11 @@ cdef class Segment:
     cdef Py_ssize_t first_nonzero_c(self, Py_ssize_t start, Py_ssize_t end) noexcept nogil
 
 
+# Called by whichever thread advanced the durable mark, right after publishing it (no GIL):
+# ringlog._release.ReleaseStage hands the outputs made durable over from there.
+ctypedef void (*durable_hook_t)(void* ctx, int64_t durable) noexcept nogil
+
+
 cdef class JournalAppender:
     # Single writer: one thread appends (not thread-safe); the group-commit thread only reads
     # `last_seq` and writes `durable`, both with atomics.
@@ -130,3 +135,8 @@ cdef class JournalAppender:
     cdef int _await_roll(self, int64_t last) except -1 nogil
     cdef _fix_path(self)
     cdef int64_t wait_durable_c(self, int64_t seq, int64_t timeout_ns) noexcept nogil
+    # the durable hook (set_durable_hook): fn, its argument, calls running now
+    cdef durable_hook_t durable_hook
+    cdef void* durable_hook_ctx
+    cdef int32_t durable_hook_busy
+    cdef void set_durable_hook(self, durable_hook_t fn, void* ctx) noexcept nogil

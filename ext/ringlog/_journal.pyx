@@ -1036,6 +1036,7 @@ cdef class JournalAppender:
         # The appending thread (sync policy, without the GIL), the group-commit thread and
         # any thread calling sync() may publish: a tiny lock keeps the header's value/check
         # pair consistent and the value monotonic. Held for two stores, once per sync.
+        cdef durable_hook_t fn
         while not rl_cas(&self.durable_lock, 0, 1):
             rl_cpu_relax()
         if seq > self.durable_cap:  # a roll's syncs are pending (_fast_roll)
@@ -1045,10 +1046,32 @@ cdef class JournalAppender:
         if self.durable > self.seg.durable_hint():
             self.seg.store_durable(self.durable)
         rl_store_release(&self.durable_lock, 0)
+        if self.durable_hook != NULL:  # set_durable_hook: run it here, before any wake-up
+            rl_fetch_add32(&self.durable_hook_busy, 1)
+            rl_fence()
+            fn = self.durable_hook
+            if fn != NULL:
+                fn(self.durable_hook_ctx, rl_load_acquire(&self.durable))
+            rl_fetch_add32(&self.durable_hook_busy, -1)
         rl_fence()
         if rl_load_acquire32(&self.durable_waiters) > 0:  # a syscall only when someone sleeps
             rl_fetch_add32(&self.durable_signal, 1)
             rl_futex_wake_all(&self.durable_signal)
+
+    cdef void set_durable_hook(self, durable_hook_t fn, void* ctx) noexcept nogil:
+        """Sets (or, ``fn`` NULL, clears) the function every advance of the durable mark
+        calls, on the thread that advanced it, after the mark is published. Clearing
+        returns only once no call is running, so ``ctx`` may then be freed."""
+        if fn != NULL:
+            self.durable_hook_ctx = ctx
+            rl_fence()
+            self.durable_hook = fn
+            return
+        self.durable_hook = NULL
+        rl_fence()
+        while rl_load_acquire32(&self.durable_hook_busy) > 0:
+            rl_cpu_relax()
+        self.durable_hook_ctx = NULL
 
     cdef int64_t wait_durable_c(self, int64_t seq, int64_t timeout_ns) noexcept nogil:
         """Sleeps (futex, no spinning) until ``seq`` is durable or ``timeout_ns`` passed (< 0:

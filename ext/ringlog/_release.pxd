@@ -43,9 +43,15 @@ cdef class ReleaseStage:
     cdef readonly int64_t released    # next ring sequence to hand over (all before it were)
     cdef readonly int64_t handovers   # hand-overs so far (GIL acquisitions of the pump)
     cdef readonly int64_t durable_waits  # sleeps for the input journal's durable mark
+    # hooked (a gate and a SlotSink only): the gate's durable hook hands over on the thread
+    # that advanced the mark; `lock` then guards appended/released and every hand-over
+    cdef bint hooked
+    cdef pthread_mutex_t lock
+    cdef readonly int64_t hook_handovers  # hand-overs made by the durable hook
 
     cdef int64_t _pump(self) except -1 nogil
     cdef int64_t _releasable(self, int64_t durable) noexcept nogil
     cdef int _hand_over(self, int64_t upto) except -1
     cdef void _to_sinks(self, int64_t upto) noexcept nogil
     cdef void _released(self, int64_t upto) noexcept nogil
+    cdef int64_t _release_durable(self, int64_t durable, bint by_hook) noexcept nogil

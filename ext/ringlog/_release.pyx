@@ -15,6 +15,19 @@ gateway) as one compiled pump that needs the GIL only to hand a block over.
                         └─► Python listeners(slots, slot_size): one bytes copy, the GIL once
                     then the slots go back to the engine loop
 
+With a SlotSink as the only listener, the input journal's durable hook releases: the thread
+that advances the durable mark (the group-commit thread, right after its fdatasync) hands the
+outputs it made durable into the sink itself, so the output stage's wake-up is no longer
+between the mark and the eventfd (it still wakes once per sync, after the hook, to append
+what the engine published during the fdatasync):
+
+    group-commit thread: fdatasync ─► durable mark ─► hook: durable prefix ─► SlotSink ─► eventfd
+    rl-output thread:    output ring ─► output journal ─► appended; sleeps on the durable mark
+                         (woken after the hook ran) or, all released, on the ring
+
+Both threads hand over under one mutex (`lock`), each the prefix durable at the time, so an
+output appended after the mark moved is released by the output stage itself.
+
 Pipelined: while the oldest appended output waits for its input's fdatasync, the pump keeps
 appending what the engine loop publishes (each wake-up takes all there is), and a hand-over
 takes every appended output whose cause is durable then, not one poll's batch per sync.
@@ -146,6 +159,14 @@ cdef class SlotSink:
         return self.len
 
 cdef int64_t WAIT_NS = 50000000  # re-check a closed ring or a failed journal this often
+
+
+cdef void _on_durable(void* ctx, int64_t durable) noexcept nogil:
+    # the gate's durable hook (JournalAppender.set_durable_hook): ctx is the ReleaseStage,
+    # alive while its run() is (run() clears the hook, waiting out a running call, first)
+    (<ReleaseStage>ctx)._release_durable(durable, True)
+
+
 cdef enum:
     PUMP_CLOSED = -2              # the ring is closed and everything was handed over
     PUMP_FAILED = -3              # the input journal failed: nothing more is handed over
@@ -182,20 +203,34 @@ cdef class ReleaseStage:
         self.counters = counters if counters is not None else StageCounters(None, "journal")
         self.ctr = self.counters.slot
         self.appended = self.released = rl_load_acquire(consumer.seq_ptr) + 1
+        self.hooked = gate is not None and self.sink is not None and not self.python_listeners
+
+    def __cinit__(self):
+        pthread_mutex_init(&self.lock, NULL)
+
+    def __dealloc__(self):
+        pthread_mutex_destroy(&self.lock)
 
     def run(self):
         """Pumps until the output ring is closed and drained (see the class docstring)."""
         cdef int64_t upto
-        while True:
-            with nogil:
-                upto = self._pump()
-            if upto == PUMP_CLOSED:
-                return
-            if upto == PUMP_FAILED:
-                raise JournalError(f"input journal failed before sequence "
-                                   f"{self._cause(self.released)} was durable: its outputs "
-                                   "are not released")
-            self._hand_over(upto)
+        if self.hooked:
+            self.gate.set_durable_hook(_on_durable, <void*>self)
+        try:
+            while True:
+                with nogil:
+                    upto = self._pump()
+                if upto == PUMP_CLOSED:
+                    return
+                if upto == PUMP_FAILED:
+                    raise JournalError(f"input journal failed before sequence "
+                                       f"{self._cause(self.released)} was durable: its "
+                                       "outputs are not released")
+                self._hand_over(upto)
+        finally:
+            if self.hooked:
+                with nogil:
+                    self.gate.set_durable_hook(NULL, NULL)
 
     cdef int64_t _pump(self) except -1 nogil:
         """Appends what the ring holds and returns the end (exclusive) of the next
@@ -209,9 +244,31 @@ cdef class ReleaseStage:
                 hi = min(avail, self.appended | self.ring.mask)  # one contiguous run of slots
                 self.journal.append_slots(self.ring.slot(self.appended), self.ring.slot_size,
                                           hi - self.appended + 1)
+                if self.hooked:
+                    pthread_mutex_lock(&self.lock)
                 self.appended = hi + 1
+                if self.hooked:
+                    pthread_mutex_unlock(&self.lock)
                 counter_set(self.ctr[JS_SEQUENCE], self.journal.last_seq)
                 counter_set(self.ctr[JS_BACKLOG], avail - hi)
+            if self.hooked:
+                # what is durable already goes now; the rest goes from the durable hook on
+                # the sync thread, before this one wakes from the durable wait (which it
+                # still sleeps in, once per sync, to append what came meanwhile: sleeping
+                # on the ring instead would wake it for each of the engine's publishes)
+                cause = self._release_durable(rl_load_acquire(&self.gate.durable), False)
+                if cause >= 0:
+                    if self.gate.failed:
+                        return PUMP_FAILED
+                    self.durable_waits += 1
+                    self.gate.wait_durable_c(cause, WAIT_NS)
+                    continue
+                avail = self.consumer.wait_for(self.appended, WAIT_NS)
+                if avail == RL_CLOSED:
+                    return PUMP_CLOSED
+                if avail == RL_TIMEOUT:
+                    counter_set(self.ctr[JS_DURABLE], rl_load_acquire(&self.journal.durable))
+                continue
             if self.released < self.appended:
                 upto = self.appended if self.gate is None else \
                     self._releasable(rl_load_acquire(&self.gate.durable))
@@ -264,6 +321,22 @@ cdef class ReleaseStage:
         self.handovers += 1
         counter_set(self.ctr[JS_DURABLE], rl_load_acquire(&self.journal.durable))
         counter_add(self.ctr[JS_BATCHES], 1)
+
+    cdef int64_t _release_durable(self, int64_t durable, bint by_hook) noexcept nogil:
+        """Hooked: hands the appended outputs whose causes are at or below ``durable`` into
+        the sink (either thread, under the lock); returns the cause of the oldest output
+        left unreleased, -1 if none is."""
+        cdef int64_t upto, cause = -1
+        pthread_mutex_lock(&self.lock)
+        upto = self._releasable(durable)
+        if upto > self.released:
+            self._to_sinks(upto)
+            if by_hook:
+                self.hook_handovers += 1
+        if self.released < self.appended:
+            cause = (<const rl_header*>self.ring.slot(self.released)).producer_seq
+        pthread_mutex_unlock(&self.lock)
+        return cause
 
     cdef int _hand_over(self, int64_t upto) except -1:
         """Ring slots [released, upto) to the sink and one bytes copy of them to every Python

@@ -17,6 +17,7 @@ class ReleaseStage:
     released: int
     handovers: int
     durable_waits: int
+    hook_handovers: int
 
     def __init__(self, consumer: Consumer, journal: JournalAppender,
                  gate: JournalAppender | None,

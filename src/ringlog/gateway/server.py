@@ -428,7 +428,7 @@ class Gateway:
         s.last_seen = first + k - 1
         s.errors = 0
         self.metrics.messages += k
-        self._enter(conn, s, range(first, first + k), batch.new_seqs(k))
+        self._enter(conn, s, first, k, batch.new_seqs(k))
         try:
             ring_seq = self._publish(s, first, k)
         except (CircuitOpenError, RingClosedError) as e:
@@ -450,7 +450,7 @@ class Gateway:
             conn.error(ErrorCode.LIMIT_EXCEEDED,
                        f"account {s.account} has {lim} open or pending orders (the limit)", seq)
             return
-        self._enter(conn, s, (seq,), (seq,) if is_new else ())
+        self._enter(conn, s, seq, 1, (seq,) if is_new else ())
         command = encode_command(msg, s.account)
         if self.backlog:
             self._park(conn, s, seq, *command)
@@ -465,14 +465,13 @@ class Gateway:
             else:
                 self._park(conn, s, seq, *command)
 
-    def _enter(self, conn: Connection, s: Session, seqs: Any, news: Any) -> None:
-        """Commands of ``s`` go in flight (new orders count against the open-orders limit
-        until answered); at ``max_inflight`` its reading pauses (its answers are bounded by
-        the window, not by its sending)."""
-        if news:
-            s.news.update(news)
+    def _enter(self, conn: Connection, s: Session, first: int, n: int, news: Any) -> None:
+        """Commands ``first .. first + n - 1`` of ``s`` go in flight (the new orders among
+        them, ``news``, count against the open-orders limit until answered); at
+        ``max_inflight`` its reading pauses (its answers are bounded by the window, not by
+        its sending)."""
+        if s.inflight.enter(first, n, news):
             self.table.pending_new[s.account] += len(news)
-        s.inflight.extend(seqs)
         if len(s.inflight) >= self.config.limits.max_inflight:
             conn.pause("inflight")
 
@@ -510,9 +509,7 @@ class Gateway:
     def _halted(self, s: Session, seq: int, e: Exception) -> None:
         """Answers Halted: the command was not published (breaker open, processor stopped)."""
         self.metrics.halted += 1
-        s.inflight.remove(seq)
-        if seq in s.news:
-            s.news.discard(seq)
+        if s.inflight.remove(seq):  # a new order
             self.table.pending_new[s.account] -= 1
         reason = ("circuit breaker open: retry after an operator reset"
                   if isinstance(e, CircuitOpenError) else "the engine is stopped")

@@ -26,6 +26,7 @@ import msgspec
 from .._gateway import (
     ANSWER_COST,
     SEQ_COST,
+    OrderSet,
     ResendStore,
     Router,
     SessionCore,
@@ -350,7 +351,7 @@ class SessionTable:
         self.by_account: dict[int, list[Session]] = {}
         for s in self.by_id.values():
             self.by_account.setdefault(s.account, []).append(s)
-        self.live: dict[int, set[int]] = {a: set() for a in self.by_account}
+        self.live: dict[int, OrderSet] = {a: OrderSet() for a in self.by_account}
         for s in self.by_id.values():  # the router reaches the requester's without a lookup
             s.live = self.live[s.account]
         self.pending_new: dict[int, int] = dict.fromkeys(self.by_account, 0)
@@ -389,11 +390,6 @@ class SessionTable:
         for symbol in list(s.depth):
             self.subscribe(s, symbol, 0)
 
-    def _complete(self, s: Session, seq: int) -> None:
-        left = s.complete_through(seq)
-        if left:
-            self.pending_new[s.account] -= left
-
     def order_room(self, account: int) -> int:
         """New orders the account may still send (the open-orders limit: live + in flight)."""
         return self.config.limits.max_open_orders - self.open_orders(account)
@@ -401,10 +397,7 @@ class SessionTable:
     def published(self, s: Session, seq: int, cause: int, n: int = 1) -> None:
         """Commands ``seq .. seq + n - 1`` of ``s`` are in the input ring from journal
         sequence ``cause`` on (one each, in order)."""
-        if n == 1:
-            s.causes[seq] = cause
-        else:
-            s.causes.update(zip(range(seq, seq + n), range(cause, cause + n), strict=True))
+        s.inflight.published(seq, n, cause)
         self.unsettled.add(s)
 
     def settle(self, done: int) -> list[Session]:
@@ -414,14 +407,12 @@ class SessionTable:
         Returns the sessions whose Ack may move."""
         out = []
         for s in list(self.unsettled):
-            q, causes = s.inflight, s.causes
-            last = 0
-            while q and 0 <= causes.get(q[0], -1) <= done:
-                last = q[0]
-                self._complete(s, last)
+            last, left = s.inflight.settle(done)
+            if left:
+                self.pending_new[s.account] -= left
             if last:
                 out.append(s)
-            if not q:
+            if not s.inflight:
                 self.unsettled.discard(s)
         return out
 

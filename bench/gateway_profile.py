@@ -1,0 +1,87 @@
+"""Where the gateway's loop thread spends its CPU: one run of ``ringlog serve`` under the load
+generator with ``perf record -e cpu-clock -g`` on the server's main thread (the gateway's
+event loop) only, then the self time by function, and the inclusive time of the compiled
+entry points. Build with ``RINGLOG_SYMBOLS=1`` for the Cython functions' names (a stripped
+build shows their addresses in the ``ringlog/_*.so`` objects only). Needs ``perf``.
+
+    python bench/gateway_profile.py [durable|immediate] [CONNECTIONS] [RATE] [SECONDS]
+"""
+
+from __future__ import annotations
+
+import collections
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import bench_gateway as bg
+
+from ringlog.loadgen import LoadConfig, measure
+
+TOP = 40
+
+
+def _samples(script: str) -> list[list[str]]:
+    """Each sample's call chain (innermost first) as ``function [object]`` strings."""
+    out = []
+    for block in script.split("\n\n"):
+        lines = block.strip().splitlines()[1:]
+        chain = []
+        for ln in lines:
+            parts = ln.split(None, 1)
+            if len(parts) < 2:
+                continue
+            fn, _, obj = parts[1].rpartition(" (")
+            fn = fn.split("+0x")[0]
+            chain.append(f"{fn} [{Path(obj.rstrip(')')).name}]")
+        if chain:
+            out.append(chain)
+    return out
+
+
+def main() -> None:
+    """Runs once and prints the main thread's profile."""
+    a = bg.scenario_args(__doc__, 10.0, 3)
+    with tempfile.TemporaryDirectory(dir=".") as d:
+        peer = bg._gateway(d, a.release, 8192 if a.connections == 1 else 1024)
+        data = Path(d) / "perf.data"
+        try:
+            # the main thread only, over the run less its first two seconds and the last
+            perf = subprocess.Popen(["sh", "-c", f"sleep 2; exec perf record -q -e cpu-clock "
+                                     f"-F 4000 -g -t {peer.pid} -o {data} -- sleep "
+                                     f"{a.seconds - 3}"])
+            cfg = LoadConfig(port=peer.port, tokens=bg.TOKENS[:a.connections], rate=a.rate,
+                             connections=a.connections, duration=a.seconds, warmup=2.0,
+                             pattern="mixed", tick_us=100 if a.connections == 1 else 500,
+                             server_pid=peer.pid, drain_timeout=30.0)
+            doc, _ = measure(cfg)
+            perf.wait()
+        finally:
+            peer.stop()
+        script = subprocess.run(["perf", "script", "-i", str(data)], capture_output=True,
+                                text=True, check=True).stdout
+    samples = _samples(script)
+    n = len(samples) or 1
+    lat = doc["latency_ns"] or {}
+    main_ns = (doc["server_threads"] or {}).get("main", {}).get("cpu_ns_per_order", 0.0)
+    print(f"{len(samples)} samples; {doc['achieved_rate']:.0f} answered/s; main thread "
+          f"{main_ns:.0f} ns per order; p50 {lat.get('p50', 0) / 1e6:.2f} ms, "
+          f"p99 {lat.get('p99', 0) / 1e6:.2f} ms")
+    self_t = collections.Counter(s[0] for s in samples)
+    incl: collections.Counter[str] = collections.Counter()
+    for s in samples:
+        incl.update(set(s))
+    print("self:")
+    for fn, k in self_t.most_common(TOP):
+        print(f"  {100 * k / n:5.1f}%  {fn}")
+    print("inclusive (ringlog's compiled functions and the Python objects' C API):")
+    for fn, k in incl.most_common():
+        if "_gateway" in fn or "_wire" in fn or "_release" in fn or "_ring" in fn:
+            print(f"  {100 * k / n:5.1f}%  {fn}")
+
+
+if __name__ == "__main__":
+    main()
