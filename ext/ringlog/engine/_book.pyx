@@ -16,6 +16,8 @@ from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint32_t, uint64_
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memset
 
+from ringlog._handler cimport PACKED_HEADER
+
 __all__ = ["Books", "layouts"]
 
 cdef extern from *:
@@ -27,7 +29,9 @@ cdef extern from *:
     int rl_clz(unsigned long long v) nogil
 
 cdef enum:
-    OUT_HEAD = 16          # arena entry: type u32 | length u32 | key i64, then the payload
+    # arena entry: type u32 | length u32 | key i64, then the payload padded to 8 bytes: the
+    # layout CyEventHandler.emit_packed_c takes (the engine emits a command's in one call)
+    OUT_HEAD = PACKED_HEADER
     ORDER_REC = 48         # snapshot bytes per order
     BOOK_REC = 24          # snapshot bytes per book header
 cdef uint64_t ALL = <uint64_t>0xFFFFFFFFFFFFFFFF

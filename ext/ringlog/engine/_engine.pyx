@@ -148,14 +148,10 @@ cdef class Engine(CyEventHandler):
         return self.flush(0)
 
     cdef int flush(self, int64_t key) except -1:
-        """Emits the current command's outputs, in order."""
-        cdef char* p = self.books.out
-        cdef char* end = p + self.books.out_len
-        cdef uint32_t length
-        while p < end:
-            length = (<uint32_t*>p)[1]
-            self.emit_c((<uint32_t*>p)[0], p + 16, length, (<int64_t*>p)[1])
-            p += 16 + ((length + 7) & ~7)
+        """Emits the current command's outputs, in order: the books' arena is laid out as
+        ``emit_packed_c`` takes it (``PACKED_HEADER``), so it goes in one call."""
+        if self.books.out_len:
+            self.emit_packed_c(self.books.out, self.books.out_len)
         return 0
 
     cdef int command(self, uint32_t type_id, const char* payload, uint32_t length) except -1:
