@@ -29,16 +29,18 @@ cdef enum:
 
 
 cdef struct Window:
-    # The accepted timestamps still inside the window, oldest first (circular): the
-    # output is over the limit when `max_count` of them are. Event time only moves
-    # forward, so a timestamp that has left the window never counts again and is dropped;
-    # the buffer grows (doubling) only to what the window holds at its busiest, never to
-    # `max_count` entries up front.
+    # The last accepted timestamps (at most `max_count`), oldest first (circular): an output
+    # is over the limit when `max_count` of them are less than `span` old. Event time never
+    # goes back, so a timestamp that has left the window never counts again: such are
+    # dropped when it matters (`max_count` kept, or the buffer full), not per output (no
+    # read of the oldest per output). The buffer grows (doubling, up to `max_count`) only
+    # when dropping them leaves it over half full: it follows what the window holds at its
+    # busiest, not `max_count` (8 MB at 10**6) up front.
     int64_t* ts
     int64_t cap      # entries allocated (0: none yet)
     int64_t head     # index of the oldest
     int64_t count
-    int64_t max_count
+    int64_t max_count, span
 
 
 cdef struct CountLimit:
@@ -56,24 +58,26 @@ cdef struct CountLimit:
 
 
 # Window helpers: C structs only, inline (breaker_check below runs in the loop).
-cdef int window_grow(Window* w, int64_t need) noexcept nogil  # -1: no memory (rare)
+cdef int window_room(Window* w, int64_t t, int64_t need) noexcept nogil  # -1: no memory
 
 
-cdef inline void window_prune(Window* w, int64_t t, int64_t span) noexcept nogil:
-    # Drops the timestamps `span` or more older than `t` (the clock, which never goes
-    # back: they never count again).
-    while w.count and t - w.ts[w.head] >= span:
+cdef inline void window_prune(Window* w, int64_t t) noexcept nogil:
+    # Drops the timestamps `span` or more older than `t` (the clock: they never count
+    # again).
+    while w.count and t - w.ts[w.head] >= w.span:
         w.head += 1
         if w.head == w.cap:
             w.head = 0
         w.count -= 1
 
 
-cdef inline bint window_full_within(Window* w, int64_t t, int64_t span) noexcept nogil:
+cdef inline bint window_full_within(Window* w, int64_t t) noexcept nogil:
     # Are `max_count` accepted outputs less than `span` old at `t`? The same answer as
-    # "the max_count-th last accepted output is less than `span` old" with every accepted
-    # timestamp kept.
-    window_prune(w, t, span)
+    # "the max_count-th last accepted output is less than `span` old". Fewer kept at all:
+    # fewer inside the window, nothing to read.
+    if w.count < w.max_count:
+        return False
+    window_prune(w, t)
     return w.count >= w.max_count
 
 
@@ -85,7 +89,7 @@ cdef inline int window_add(Window* w, int64_t t) noexcept nogil:
         w.head += 1
         if w.head == w.cap:
             w.head = 0
-    elif w.count == w.cap and window_grow(w, 1) < 0:
+    elif w.count == w.cap and window_room(w, t, 1) < 0:
         return -1
     i = w.head + w.count
     w.ts[i - w.cap if i >= w.cap else i] = t  # a compare instead of a division per output
@@ -96,7 +100,7 @@ cdef inline int window_add(Window* w, int64_t t) noexcept nogil:
 cdef inline int window_add_run(Window* w, int64_t t, int64_t k) noexcept nogil:
     # Counts `k` accepted outputs at `t` (count + k <= max_count: none is forgotten), in one
     # pass; -1 if the buffer cannot grow (no memory).
-    if w.cap - w.count < k and window_grow(w, k) < 0:
+    if w.cap - w.count < k and window_room(w, t, k) < 0:
         return -1
     cdef int64_t i = w.head + w.count, _j
     if i >= w.cap:
@@ -211,7 +215,7 @@ cdef inline int breaker_check(BreakerCore b, int64_t timestamp_ns, uint32_t type
         L = b.climits[i]
         w = limit_window(L, key if L.per == 1 else type_id)
         b.cwins[i] = w
-        if window_full_within(w, t, L.window_ns):
+        if window_full_within(w, t):
             if not L.throttle:
                 return b._trip_limit(i, t, type_id, key)
             throttled = True
@@ -252,9 +256,10 @@ cdef inline int breaker_pass_run(BreakerCore b, int64_t timestamp_ns, int64_t ke
         L = b.climits[i]
         w = limit_window(L, key)
         b.cwins[i] = w
-        window_prune(w, t, L.window_ns)
         if w.count + k > w.max_count:
-            return 0
+            window_prune(w, t)
+            if w.count + k > w.max_count:
+                return 0
     for i in range(b.nlimits):
         if window_add_run(b.cwins[i], t, k) < 0:
             raise MemoryError("cannot grow a breaker window")

@@ -1,11 +1,11 @@
 """The circuit breaker on output volume: exact sliding windows in event time.
 
-A count limit of N outputs per W ns keeps the timestamps of the accepted outputs less than W
-old (at most the last N) in a circular buffer: the next output is over the limit exactly when
-N of them are, i.e. when the N-th last accepted output is less than W old. Event time never
-goes back, so older timestamps are dropped for good, and the buffer grows (doubling) only to
-what the window holds at its busiest: a limit of 10**6 per key costs a quiet key a few bytes,
-not 8 MB. Per-key limits keep one such buffer per key in an open-addressing table with a cap on
+A count limit of N outputs per W ns keeps the timestamps of the last N accepted outputs in a
+circular buffer: the next output is over the limit exactly when N of them are less than W
+old. Event time never goes back, so timestamps W old are dropped for good when it matters (N
+kept, or the buffer full), and the buffer grows (doubling) only to about twice what the
+window holds at its busiest: a limit of 10**6 per key costs a quiet key 64 bytes, not 8 MB.
+Per-key limits keep one such buffer per key in an open-addressing table with a cap on
 distinct keys (keys past the cap share one overflow window: stricter, never unlimited). The
 output/input ratio limit counts in 16 buckets over its window. Time is only ever the event
 timestamps the processor passes in, so a replay makes the same decisions. Not thread-safe:
@@ -42,7 +42,7 @@ cdef class _CountLimit:
         L.max_count, L.window_ns, L.per = max_count, window_ns, per
         L.throttle, L.max_keys = throttle, max_keys
         self.name = name
-        L.total.max_count = max_count
+        L.total.max_count, L.total.span = max_count, window_ns
         if per:
             L.table = 1
             while L.table < 2 * max_keys:
@@ -55,7 +55,7 @@ cdef class _CountLimit:
             for i in range(L.table):
                 L.slot[i] = -1
             for i in range(max_keys + 1):
-                L.keyed[i].max_count = max_count
+                L.keyed[i].max_count, L.keyed[i].span = max_count, window_ns
 
     def __dealloc__(self):
         cdef int64_t i
@@ -110,11 +110,16 @@ cdef class _CountLimit:
             _load(self.window(-1 if self.c.max_keys else 0), overflow)
 
 
-cdef int window_grow(Window* w, int64_t need) noexcept nogil:
-    """Grows ``w``'s buffer (doubling, up to ``max_count`` entries) to room for ``need``
-    more, oldest entry first; -1 if there is no memory (the window is unchanged)."""
+cdef int window_room(Window* w, int64_t t, int64_t need) noexcept nogil:
+    """Makes room for ``need`` more timestamps in ``w`` at clock ``t`` (count + need <=
+    max_count): drops those that left the window, then grows the buffer (doubling, up to
+    ``max_count`` entries, oldest entry first) if it is still over half full; -1 if there
+    is no memory (the window keeps its entries)."""
+    window_prune(w, t)
+    if w.cap - w.count >= need and (w.count + need) * 2 <= w.cap or w.cap == w.max_count:
+        return 0
     cdef int64_t cap = w.cap if w.cap else 8, run
-    while cap - w.count < need:
+    while cap - w.count < need or (w.count + need) * 2 > cap:
         cap *= 2
     if cap > w.max_count:
         cap = w.max_count

@@ -158,8 +158,11 @@ cdef class Engine(CyEventHandler):
         """Runs one command; its outputs are left in the books' arena."""
         cdef rl_command c
         cdef uint8_t kind = <uint8_t>(type_id - 100) if 100 < type_id < 356 else 0
-        memset(&c, 0, sizeof(c))
-        memcpy(&c, payload, length if length < sizeof(c) else sizeof(c))
+        if length >= sizeof(c):  # the usual command: one fixed-size copy, inlined
+            memcpy(&c, payload, sizeof(c))
+        else:  # short (malformed) payloads: the missing fields are zero
+            memset(&c, 0, sizeof(c))
+            memcpy(&c, payload, length)
         self.books.out_len = 0
         self.books.n_out = 0
         self.n_commands += 1
