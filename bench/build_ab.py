@@ -10,8 +10,10 @@
         each in a child process with that build first on ``sys.path``, the order of the two
         reversed every other round. Per run: the loop thread's on-CPU ns per command
         (schedstat), its user and system ns per command and minor faults per 1,000
-        commands (/proc/self/task/*/stat), and all threads' on-CPU ns per command; then the
-        medians and the NEW/OLD ratios per round (median and range).
+        commands (/proc/self/task/*/stat), all threads' on-CPU ns per command and the
+        commands per loop batch (the counters file's ``logic.batches``: the loop takes
+        the GIL once per batch); then the medians and the NEW/OLD ratios per round
+        (median and range).
 
 What changes between builds is code; the flow, the machine and the moment are shared by the
 pair of a round, so the per-round ratio is what to read on a loaded machine.
@@ -36,13 +38,16 @@ def _child(n: int) -> None:
     sys.path.insert(0, str(HERE))
     import pipeline_ab as ab
 
+    from ringlog._counters import CountersReader
+
     d = tempfile.mkdtemp(prefix="ringlog-build-ab-", dir=".")
     try:
         before, after = ab._flow_engine(d + "/engine", n)
+        batches = CountersReader(d + "/engine/counters").values()["logic.batches"]
     finally:
         shutil.rmtree(d, ignore_errors=True)
     tick = 1e9 / os.sysconf("SC_CLK_TCK")
-    out = {"all_cpu": 0.0}
+    out = {"all_cpu": 0.0, "per_batch": n / max(batches, 1)}
     for k, (flt, user, sys_, on) in after.items():
         f0, u0, s0, on0 = before.get(k, (0, 0, 0, 0))
         out["all_cpu"] += (on - on0) / n
@@ -78,8 +83,8 @@ def main(argv: list[str]) -> None:
             res[name].append(got)
             print(f"round {r} {name}: loop {got['loop_cpu']:5.0f} ns/cmd (user "
                   f"{got['loop_user']:4.0f}, system {got['loop_sys']:4.0f}, "
-                  f"{got['loop_faults']:5.1f} faults/1k), all threads {got['all_cpu']:5.0f}",
-                  flush=True)
+                  f"{got['loop_faults']:5.1f} faults/1k), all threads {got['all_cpu']:5.0f}, "
+                  f"{got['per_batch']:.0f} commands per loop batch", flush=True)
     for what in ("loop_cpu", "loop_user", "loop_sys", "loop_faults", "all_cpu"):
         o = [x[what] for x in res["old"]]
         w = [x[what] for x in res["new"]]
