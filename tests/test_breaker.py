@@ -1,7 +1,9 @@
 """The circuit breaker: exact limits in event time, tiers, holding, allow-list, snapshots."""
 
+from collections import deque
+
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ringlog.breaker import (
@@ -195,3 +197,136 @@ def test_reset_starts_the_windows_afresh_without_moving_event_time():
     b.reset(100 * SEC)
     assert b.check(2) == PASS  # the held-back input is judged at its own time, afresh
     assert b.check(3) == TRIPPED
+
+
+class _LastNWindows:
+    """The breaker's count limits as they were before issue #14's step 11: every window
+    keeps the timestamps of its last ``max_count`` accepted outputs (a deque of that
+    length), and an output is over a limit exactly when that window is full and its oldest
+    is less than ``window_ns`` old. Throttled outputs count; keys past ``max_keys`` share
+    one overflow window; the clock is the largest timestamp seen; a trip opens (HOLD) until
+    ``reset``, which empties every window (keys stay known)."""
+
+    def __init__(self, limits, max_keys):
+        self.limits, self.max_keys = limits, max_keys
+        self.windows = [{} for _ in limits]
+        self.opened, self.clock = False, -(1 << 62)
+
+    def reset(self):
+        self.opened = False
+        for wins in self.windows:
+            for win in wins.values():
+                win.clear()
+
+    def _window(self, i, key):
+        n, _, per, _ = self.limits[i]
+        wins = self.windows[i]
+        k = key if per == "key" else None
+        if k not in wins and len(wins.keys() - {"overflow"}) >= self.max_keys:
+            k = "overflow"  # past the cap of distinct keys: one shared window
+        return wins.setdefault(k, deque(maxlen=n))
+
+    def check(self, t, key):
+        self.clock = max(self.clock, t)
+        if self.opened:
+            return HOLD
+        t, throttled, wins = self.clock, False, []
+        for i, (n, w, _, tier) in enumerate(self.limits):
+            win = self._window(i, key)
+            wins.append(win)
+            if len(win) == n and t - win[0] < w:
+                if tier == "trip":
+                    self.opened = True
+                    return TRIPPED
+                throttled = True
+        for win in wins:
+            win.append(t)
+        return THROTTLE if throttled else PASS
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.randoms(use_true_random=False), st.integers(1, 45), st.integers(1, 150),
+       st.integers(1, 45), st.integers(1, 4), st.sampled_from(["trip", "throttle"]))
+def test_windows_decide_as_the_last_n_timestamps_did(rnd, n, w, n2, max_keys, tier):
+    """Step 11's windows (timestamps still inside the window, grown on demand, older ones
+    dropped) against the keep-the-last-N windows they replaced: the same decision for every
+    output of 600, through growth past wraps, caps that are not powers of two, time going
+    back, throttle tiers, overflow keys, resets and a snapshot restored in the middle. (Long
+    runs from a seeded generator: short lists rarely fill a window to its boundary.)"""
+    limits = [(n, w, "key", tier), (n2, 2 * w, None, "trip")]
+    if tier == "throttle" and n2 <= n:
+        limits[1] = (n2, 3 * w, None, "trip")  # a throttle tier below the trip tier
+    cfg = BreakerConfig(limits=[Limit(max_count=c, window_ns=ww, per=p, tier=ti)
+                                for c, ww, p, ti in limits], max_keys=max_keys)
+    cut = rnd.randint(0, 600)
+    b, model, t = Breaker(cfg), _LastNWindows(limits, max_keys), 0
+    for i in range(600):
+        if i == cut:  # a snapshot restored into a fresh breaker continues identically
+            b2 = Breaker(cfg)
+            b2.restore(b.snapshot())
+            b = b2
+        t += rnd.randint(-3, 12)
+        key = rnd.randint(0, 6)
+        if model.opened and rnd.randint(0, 40) == 0:
+            b.reset(t)
+            model.reset()
+        assert (i, b.check(t, key=key)) == (i, model.check(t, key))
+
+
+def test_a_quiet_key_does_not_cost_max_count_timestamps():
+    # 10**7 per key per second (80 MB each if kept up front), 4096 keys with a few outputs
+    b = Breaker(BreakerConfig(limits=[Limit(max_count=10**7, window_ns=SEC, per="key")]))
+    for k in range(4096):
+        assert b.check(k, key=k) == PASS and b.check(k, key=k) == PASS
+    assert b.window_bytes() == 4096 * 8 * 8  # the first buffer: 8 timestamps per key
+
+
+def test_a_window_holds_only_what_is_inside_it():
+    # 200,000 outputs at 1 us, 10 us window: never more than 10 inside, none ever trips
+    b = Breaker(BreakerConfig(limits=[Limit(max_count=10**6, window_ns=10_000, per="key")]))
+    assert all(b.check(i * 1000, key=i % 3) == PASS for i in range(200_000))
+    assert b.window_bytes() <= 3 * 16 * 8
+    # and the limit still bites at exactly max_count inside the window
+    b = Breaker(BreakerConfig(limits=[Limit(max_count=1000, window_ns=SEC)]))
+    assert all(b.check(SEC + i) == PASS for i in range(1000))
+    assert b.check(2 * SEC) == PASS  # the first left the window exactly now
+    assert b.check(2 * SEC) == TRIPPED  # the second is 1 ns inside it
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 3), st.integers(1, 12)),
+                max_size=120),
+       st.integers(1, 30), st.integers(1, 200), st.sampled_from(["trip", "throttle"]),
+       st.integers(1, 3))
+def test_a_run_of_outputs_passes_at_once_exactly_when_each_would(steps, n, w, tier, max_keys):
+    """pass_run(t, key, k) (the loop's check of one input's outputs to one key) against k
+    check() calls: True only when each of them would PASS, counted the same, and every later
+    decision the same."""
+    cfg = BreakerConfig(limits=[Limit(max_count=n, window_ns=w, per="key", tier=tier),
+                                Limit(max_count=n + 7, window_ns=w + 5)], max_keys=max_keys)
+    runs, each, t = Breaker(cfg), Breaker(cfg), 0
+    for dt, key, k in steps:
+        t += dt
+        if runs.pass_run(t, key, k):
+            assert [each.check(t, key=key) for _ in range(k)] == [PASS] * k
+        else:  # the loop checks them one by one: the same decisions as without runs
+            assert [runs.check(t, key=key) for _ in range(k)] == \
+                [each.check(t, key=key) for _ in range(k)]
+        assert runs.counters() == each.counters()
+        if runs.is_open:
+            runs.reset(t)
+            each.reset(t)
+
+
+def test_a_run_passes_only_if_its_last_output_fits_the_window():
+    b = Breaker(BreakerConfig(limits=[Limit(max_count=5, window_ns=SEC, per="key")]))
+    assert b.pass_run(0, 1, 3) and b.pass_run(1, 1, 2)  # 5: the limit, not over it
+    assert not b.pass_run(2, 1, 1) and b.counters()["checks"] == 5  # nothing counted
+    assert b.check(2, key=1) == TRIPPED
+    # while open, and with a ratio limit or an allow-list, runs are checked one by one
+    assert not b.pass_run(3, 2, 1)
+    ratio = Breaker(BreakerConfig(limits=[Limit(max_count=5, window_ns=SEC)],
+                                  ratio=RatioLimit(max_ratio=2.0, window_ns=SEC)))
+    assert not ratio.pass_run(0, 0, 1)
+    with pytest.raises(ValueError, match="count must be >= 1"):
+        b.pass_run(0, 1, 0)

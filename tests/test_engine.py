@@ -631,3 +631,26 @@ def test_config_decodes_from_json_with_precise_errors():
 def test_min_slot_size_fits_the_largest_record():
     cfg = EngineConfig(symbols=[SymbolSpec(symbol=1, max_price=10)], l2_depth=5)
     assert cfg.min_slot_size >= 48 + cfg.l2_size and cfg.min_slot_size == 256
+
+
+def test_outputs_reach_a_python_emit_in_order_through_the_packed_entry():
+    # Outside a processor, Engine.on_event hands a command's outputs to a Python
+    # emit(payload, type_id, key) one by one (Emitter.emit_packed's default walk of the
+    # packed outputs): the same outputs, in the same order, as apply(), keyed by account.
+    from types import SimpleNamespace
+
+    from ringlog.engine.flow import demo_config, mixed_flow
+
+    cfg = demo_config(2)
+    cmds, types = mixed_flow(300, seed=3, symbols=2, accounts=4)
+    got, engine, direct = [], Engine(cfg), Engine(cfg)
+    engine.emit = lambda payload, type_id, key: got.append((type_id, bytes(payload), key))
+    want = []
+    for i in range(len(cmds)):
+        ev = SimpleNamespace(payload=cmds[i:i + 1].tobytes(), type_id=int(types[i]),
+                             timestamp_ns=i, correlation_id=0, producer_seq=0, flags=0,
+                             producer_id=0)
+        engine.on_event(ev, i, True)
+        want += direct.apply(int(types[i]), cmds[i:i + 1].tobytes())
+    assert [(t, p) for t, p, _ in got] == want and len(want) > 300
+    assert {k for _, _, k in got} <= {0, *range(1, 6)}  # accounts (0: market data)

@@ -119,3 +119,35 @@ def test_default_engine_config_runs_behind_the_default_processor_config(tmp_path
     p.stop()
     assert [r.type_id for r in got] == [Report.ACCEPTED, Report.RESTED, Report.L1]
     assert cfg.min_slot_size <= ProcessorConfig().slot_size
+
+
+def _engine_behind_breaker(path, cfg, cmds, types, limit, allow):
+    breaker = Breaker(BreakerConfig(limits=[Limit(max_count=limit, window_ns=10**9,
+                                                  per="key")], allow_types=allow))
+    p = Processor(Engine(cfg), path, ProcessorConfig(slot_size=cfg.min_slot_size,
+                                                     durability="none"),
+                  breaker=breaker, registry=registry(cfg.l2_depth))
+    p.start()
+    for i in range(len(cmds)):
+        p.publish(cmds[i:i + 1].tobytes(), int(types[i]), timestamp_ns=1_000 * i)
+    p.drain(timeout=120)
+    p.stop()
+    with Journal(path / "output") as j:
+        out = [(r.type_id, r.flags, bytes(r.payload), r.producer_seq) for r in j.reader(0)]
+    b = p.breaker
+    return out, b.held, b.counters(), b.last_trip
+
+
+@pytest.mark.parametrize("limit", [7, 8, 9, 10])
+def test_a_commands_outputs_pass_the_breaker_at_once_with_the_same_decisions(tmp_path, limit):
+    # The loop checks one command's outputs to one account at once when they all pass
+    # (BreakerCore.pass_run), else one by one. An allow-list of a type the engine never
+    # emits turns the runs off (every output checked alone) and changes no decision: the
+    # output journal, the held outputs, the counters and the trip are the same either way,
+    # wherever the trip falls inside a command's outputs (limits 7-10 move it).
+    cfg = demo_config(1, market_data=False, max_orders=1 << 12)
+    cmds, types = mixed_flow(400, seed=5, symbols=1, accounts=3)
+    runs = _engine_behind_breaker(tmp_path / "runs", cfg, cmds, types, limit, [])
+    each = _engine_behind_breaker(tmp_path / "each", cfg, cmds, types, limit, [65_000])
+    assert runs[3] is not None  # it tripped
+    assert runs == each

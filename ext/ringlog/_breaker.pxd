@@ -3,7 +3,6 @@
 # Python API (`check`, `on_input`, ...) and `check_c`/`on_input_c` call these, so every path
 # decides identically.
 from libc.stdint cimport int64_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc
 
 
 cdef enum:
@@ -30,10 +29,18 @@ cdef enum:
 
 
 cdef struct Window:
-    int64_t* ts      # the last `cap` accepted timestamps (circular)
-    int64_t cap
-    int64_t head     # index of the oldest when full
+    # The last accepted timestamps (at most `max_count`), oldest first (circular): an output
+    # is over the limit when `max_count` of them are less than `span` old. Event time never
+    # goes back, so a timestamp that has left the window never counts again: such are
+    # dropped when it matters (`max_count` kept, or the buffer full), not per output (no
+    # read of the oldest per output). The buffer grows (doubling, up to `max_count`) only
+    # when dropping them leaves it over half full: it follows what the window holds at its
+    # busiest, not `max_count` (8 MB at 10**6) up front.
+    int64_t* ts
+    int64_t cap      # entries allocated (0: none yet)
+    int64_t head     # index of the oldest
     int64_t count
+    int64_t max_count, span
 
 
 cdef struct CountLimit:
@@ -51,26 +58,65 @@ cdef struct CountLimit:
 
 
 # Window helpers: C structs only, inline (breaker_check below runs in the loop).
-cdef inline bint window_full_within(Window* w, int64_t t, int64_t span) noexcept nogil:
-    return w.count == w.cap and t - w.ts[w.head] < span
+cdef int window_room(Window* w, int64_t t, int64_t need) noexcept nogil  # -1: no memory
 
 
-cdef inline void window_add(Window* w, int64_t t) noexcept nogil:
-    cdef int64_t i
-    if w.count < w.cap:  # filling: head stays 0 until full (see _load), no wrap yet
-        i = w.head + w.count
-        w.ts[i - w.cap if i >= w.cap else i] = t
-        w.count += 1
-    else:  # full: overwrite the oldest; a compare instead of a division per output
-        w.ts[w.head] = t
+cdef inline void window_prune(Window* w, int64_t t) noexcept nogil:
+    # Drops the timestamps `span` or more older than `t` (the clock: they never count
+    # again).
+    while w.count and t - w.ts[w.head] >= w.span:
         w.head += 1
         if w.head == w.cap:
             w.head = 0
+        w.count -= 1
+
+
+cdef inline bint window_full_within(Window* w, int64_t t) noexcept nogil:
+    # Are `max_count` accepted outputs less than `span` old at `t`? The same answer as
+    # "the max_count-th last accepted output is less than `span` old". Fewer kept at all:
+    # fewer inside the window, nothing to read.
+    if w.count < w.max_count:
+        return False
+    window_prune(w, t)
+    return w.count >= w.max_count
+
+
+cdef inline int window_add(Window* w, int64_t t) noexcept nogil:
+    # Counts an accepted output at `t`; -1 if the buffer cannot grow (no memory).
+    cdef int64_t i
+    if w.count == w.max_count:  # a throttled output past a full window: forget the oldest
+        w.count -= 1
+        w.head += 1
+        if w.head == w.cap:
+            w.head = 0
+    elif w.count == w.cap and window_room(w, t, 1) < 0:
+        return -1
+    i = w.head + w.count
+    w.ts[i - w.cap if i >= w.cap else i] = t  # a compare instead of a division per output
+    w.count += 1
+    return 0
+
+
+cdef inline int window_add_run(Window* w, int64_t t, int64_t k) noexcept nogil:
+    # Counts `k` accepted outputs at `t` (count + k <= max_count: none is forgotten), in one
+    # pass; -1 if the buffer cannot grow (no memory).
+    if w.cap - w.count < k and window_room(w, t, k) < 0:
+        return -1
+    cdef int64_t i = w.head + w.count, _j
+    if i >= w.cap:
+        i -= w.cap
+    for _j in range(k):
+        w.ts[i] = t
+        i += 1
+        if i == w.cap:
+            i = 0
+    w.count += k
+    return 0
 
 
 cdef inline Window* limit_window(CountLimit* L, int64_t key) noexcept nogil:
-    # The window of `key` under limit `L` (created on first use; past the cap of distinct
-    # keys, the shared overflow one); NULL if its memory cannot be allocated.
+    # The window of `key` under limit `L` (a key gets its own on first use; past the cap of
+    # distinct keys, the shared overflow one). Its buffer is allocated by window_add.
     if not L.per:
         return &L.total
     if L.last_win != NULL and L.last_key == key:
@@ -89,11 +135,6 @@ cdef inline Window* limit_window(CountLimit* L, int64_t key) noexcept nogil:
     else:
         idx = L.max_keys
     cdef Window* w = &L.keyed[idx]
-    if w.ts == NULL:
-        w.cap = L.max_count
-        w.ts = <int64_t*>calloc(L.max_count, sizeof(int64_t))
-        if w.ts == NULL:
-            return NULL
     L.last_key = key
     L.last_win = w
     return w
@@ -123,6 +164,9 @@ cdef class BreakerCore:
     cdef readonly int kill            # kill switch on trip: KILL_NONE, KILL_KEY, KILL_ALL, ...
     cdef readonly int last_trip_per   # the tripping limit: 0 total/ratio, 1 per key, 2 per type
     cdef public bint defer_alert      # the loop alerts after running the kill switch
+    # breaker_pass_run applies: count limits in total or per key only, no ratio limit, no
+    # allow-list
+    cdef bint runs_ok
 
     cdef int64_t _now(self, int64_t ts) noexcept
     cdef void _ratio_advance(self, int64_t t) noexcept
@@ -170,17 +214,16 @@ cdef inline int breaker_check(BreakerCore b, int64_t timestamp_ns, uint32_t type
     for i in range(b.nlimits):  # each limit's window for this output, found once
         L = b.climits[i]
         w = limit_window(L, key if L.per == 1 else type_id)
-        if w == NULL:
-            raise MemoryError("cannot allocate a breaker window")
         b.cwins[i] = w
-        if window_full_within(w, t, L.window_ns):
+        if window_full_within(w, t):
             if not L.throttle:
                 return b._trip_limit(i, t, type_id, key)
             throttled = True
     if b.ratio_window and b._ratio_check(t):
         return BR_TRIPPED
     for i in range(b.nlimits):  # passed every limit: counted in each window
-        window_add(b.cwins[i], t)
+        if window_add(b.cwins[i], t) < 0:
+            raise MemoryError("cannot grow a breaker window")
     if b.state == BR_HALF_OPEN:
         b.state = BR_CLOSED  # the probe passed every limit
     if throttled:
@@ -188,3 +231,38 @@ cdef inline int breaker_check(BreakerCore b, int64_t timestamp_ns, uint32_t type
         return BR_THROTTLE
     b.passed += 1
     return BR_PASS
+
+
+# `k` outputs at event time `timestamp_ns` under breaker key `key` (a handler's outputs of
+# one input, e.g. the engine's reports of one command to one account): 1 if each of them
+# passes, as `k` breaker_check calls would decide it (PASS, not THROTTLE), and then they are
+# counted as those calls would count them; 0 if they must be checked one by one. Exact:
+# between outputs at one event time no timestamp leaves a window, so the j-th of them
+# passes a limit iff its window held fewer than max_count - j; all pass iff
+# count + k <= max_count in every window. One lookup and one check per run of outputs
+# instead of per output. Applies to a closed breaker whose limits are in total or per key,
+# without a ratio limit or an allow-list (`runs_ok`).
+cdef inline int breaker_pass_run(BreakerCore b, int64_t timestamp_ns, int64_t key,
+                                 int64_t k) except -1:
+    cdef Py_ssize_t i
+    cdef CountLimit* L
+    cdef Window* w
+    if not b.runs_ok or b.state != BR_CLOSED:
+        return 0
+    if timestamp_ns > b.clock:
+        b.clock = timestamp_ns
+    cdef int64_t t = b.clock
+    for i in range(b.nlimits):
+        L = b.climits[i]
+        w = limit_window(L, key)
+        b.cwins[i] = w
+        if w.count + k > w.max_count:
+            window_prune(w, t)
+            if w.count + k > w.max_count:
+                return 0
+    for i in range(b.nlimits):
+        if window_add_run(b.cwins[i], t, k) < 0:
+            raise MemoryError("cannot grow a breaker window")
+    b.checks += k
+    b.passed += k
+    return 1

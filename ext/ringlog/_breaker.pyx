@@ -1,8 +1,11 @@
 """The circuit breaker on output volume: exact sliding windows in event time.
 
-A count limit of N outputs per W ns keeps the timestamps of the last N outputs in a circular
-buffer: the next output is over the limit exactly when the oldest of those N is less than W
-old. Per-key limits keep one such buffer per key in an open-addressing table with a cap on
+A count limit of N outputs per W ns keeps the timestamps of the last N accepted outputs in a
+circular buffer: the next output is over the limit exactly when N of them are less than W
+old. Event time never goes back, so timestamps W old are dropped for good when it matters (N
+kept, or the buffer full), and the buffer grows (doubling) only to about twice what the
+window holds at its busiest: a limit of 10**6 per key costs a quiet key 64 bytes, not 8 MB.
+Per-key limits keep one such buffer per key in an open-addressing table with a cap on
 distinct keys (keys past the cap share one overflow window: stricter, never unlimited). The
 output/input ratio limit counts in 16 buckets over its window. Time is only ever the event
 timestamps the processor passes in, so a replay makes the same decisions. Not thread-safe:
@@ -10,7 +13,8 @@ only the processor's loop thread calls it.
 """
 
 from libc.stdint cimport int64_t, uint32_t
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport calloc, free, realloc
+from libc.string cimport memmove
 
 import msgspec
 
@@ -38,8 +42,7 @@ cdef class _CountLimit:
         L.max_count, L.window_ns, L.per = max_count, window_ns, per
         L.throttle, L.max_keys = throttle, max_keys
         self.name = name
-        L.total.cap = max_count
-        L.total.ts = <int64_t*>calloc(max_count, sizeof(int64_t))
+        L.total.max_count, L.total.span = max_count, window_ns
         if per:
             L.table = 1
             while L.table < 2 * max_keys:
@@ -51,8 +54,8 @@ cdef class _CountLimit:
                 raise MemoryError("cannot allocate breaker windows")
             for i in range(L.table):
                 L.slot[i] = -1
-        if L.total.ts == NULL:
-            raise MemoryError("cannot allocate breaker windows")
+            for i in range(max_keys + 1):
+                L.keyed[i].max_count, L.keyed[i].span = max_count, window_ns
 
     def __dealloc__(self):
         cdef int64_t i
@@ -65,12 +68,17 @@ cdef class _CountLimit:
         free(L.keys)
         free(L.slot)
 
-    cdef Window* window(self, int64_t key) except NULL:
+    cdef Window* window(self, int64_t key) noexcept:
         """The window of ``key`` (created on first use; past the cap, the overflow one)."""
-        cdef Window* w = limit_window(&self.c, key)
-        if w == NULL:
-            raise MemoryError("cannot allocate a breaker window")
-        return w
+        return limit_window(&self.c, key)
+
+    def window_bytes(self):
+        """Bytes allocated for this limit's timestamps (every window's buffer)."""
+        cdef int64_t i, n = self.c.total.cap
+        if self.c.keyed != NULL:
+            for i in range(self.c.max_keys + 1):
+                n += self.c.keyed[i].cap
+        return n * sizeof(int64_t)
 
     def clear(self):
         """Empties every window (keys stay known)."""
@@ -102,6 +110,31 @@ cdef class _CountLimit:
             _load(self.window(-1 if self.c.max_keys else 0), overflow)
 
 
+cdef int window_room(Window* w, int64_t t, int64_t need) noexcept nogil:
+    """Makes room for ``need`` more timestamps in ``w`` at clock ``t`` (count + need <=
+    max_count): drops those that left the window, then grows the buffer (doubling, up to
+    ``max_count`` entries, oldest entry first) if it is still over half full; -1 if there
+    is no memory (the window keeps its entries)."""
+    window_prune(w, t)
+    if w.cap - w.count >= need and (w.count + need) * 2 <= w.cap or w.cap == w.max_count:
+        return 0
+    cdef int64_t cap = w.cap if w.cap else 8, run
+    while cap - w.count < need or (w.count + need) * 2 > cap:
+        cap *= 2
+    if cap > w.max_count:
+        cap = w.max_count
+    cdef int64_t* ts = <int64_t*>realloc(w.ts, cap * sizeof(int64_t))
+    if ts == NULL:
+        return -1
+    if w.head + w.count > w.cap:  # wrapped: the run from the oldest to the old end moves
+        run = w.cap - w.head      # to the new end
+        memmove(ts + cap - run, ts + w.head, run * sizeof(int64_t))
+        w.head = cap - run
+    w.ts = ts
+    w.cap = cap
+    return 0
+
+
 cdef list _dump(Window* w):
     cdef int64_t j
     if w.ts == NULL:
@@ -109,11 +142,13 @@ cdef list _dump(Window* w):
     return [w.head, w.count, [w.ts[(w.head + j) % w.cap] for j in range(w.count)]]
 
 
-cdef void _load(Window* w, wd):
+cdef int _load(Window* w, wd) except -1:
     w.head = 0
     w.count = 0
     for t in wd[2]:
-        window_add(w, t)
+        if window_add(w, t) < 0:
+            raise MemoryError("cannot grow a breaker window")
+    return 0
 
 
 cdef class BreakerCore:
@@ -144,6 +179,8 @@ cdef class BreakerCore:
             self.ratio_name = ratio.name or "ratio"
         self.allow = frozenset(allow)
         self.has_allow = len(self.allow) > 0
+        self.runs_ok = (not self.ratio_window and not self.has_allow
+                        and all((<_CountLimit>lim).c.per != 2 for lim in self._limits))
         self.half_open_after = -1 if half_open_after_ns is None else half_open_after_ns
         self.alert = alert
         self.kill = _KILL_MODES[kill]
@@ -200,6 +237,16 @@ cdef class BreakerCore:
     def check(self, int64_t timestamp_ns, uint32_t type_id=0, int64_t key=0):
         """The decision for one output at event time ``timestamp_ns``."""
         return self.check_c(timestamp_ns, type_id, key)
+
+    def pass_run(self, int64_t timestamp_ns, int64_t key, int64_t count):
+        """True if ``count`` outputs at ``timestamp_ns`` under ``key`` all pass (then they
+        are counted, as ``count`` calls of ``check`` would count them); False if each must
+        go through ``check`` (nothing is counted; the clock moves to ``timestamp_ns`` as
+        the first ``check`` would move it). The processor's loop uses it for a handler's
+        outputs of one input."""
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        return breaker_pass_run(self, timestamp_ns, key, count) == 1
 
     cdef int check_c(self, int64_t timestamp_ns, uint32_t type_id, int64_t key) except -1:
         return breaker_check(self, timestamp_ns, type_id, key)
@@ -313,6 +360,11 @@ cdef class BreakerCore:
     def held_count(self):
         """Outputs held while open."""
         return len(self.held)
+
+    def window_bytes(self):
+        """Bytes the count limits' windows hold for timestamps (every key's buffer): they
+        grow with the outputs inside a window at its busiest, not with ``max_count``."""
+        return sum((<_CountLimit>lim).window_bytes() for lim in self._limits)
 
     def counters(self):
         """Every counter, for metrics."""

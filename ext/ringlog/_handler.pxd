@@ -8,6 +8,17 @@ from libc.stdint cimport int64_t, uint32_t
 from ringlog.includes.event cimport rl_header
 
 
+# Outputs packed in one buffer, for `emit_packed`: each is a 16-byte header (type_id u32,
+# payload length u32, breaker key i64) and its payload, padded to 8 bytes.
+cdef enum:
+    PACKED_HEADER = 16
+
+
+# The packed output after the one at `p`.
+cdef inline const char* packed_next(const char* p) noexcept nogil:
+    return p + PACKED_HEADER + (((<const uint32_t*>p)[1] + 7) & ~(<uint32_t>7))
+
+
 cdef class Emitter:
     # Where a Cython handler's outputs go. The processor's Cython loop supplies one that
     # checks the breaker and writes the output ring in place; the default wraps a Python
@@ -15,6 +26,8 @@ cdef class Emitter:
     cdef object _fn
     cdef int emit(self, uint32_t type_id, const char* payload, uint32_t length,
                   int64_t key) except -1
+    # The outputs packed in p[0:n] (see PACKED_HEADER), in order: as many `emit` calls.
+    cdef int emit_packed(self, const char* p, size_t n) except -1
 
 
 cdef class CyEventHandler:
@@ -27,3 +40,6 @@ cdef class CyEventHandler:
     # Publishes one output through the breaker; `key` is the breaker's per-key limit key.
     cdef int emit_c(self, uint32_t type_id, const char* payload, uint32_t length,
                     int64_t key) except -1
+    # Publishes the outputs packed in p[0:n] (see PACKED_HEADER), in order, as `emit_c`
+    # each: one call for all of an event's outputs (the processor's loop walks them).
+    cdef int emit_packed_c(self, const char* p, size_t n) except -1

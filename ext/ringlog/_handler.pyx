@@ -1,7 +1,9 @@
 """Cython handlers: ``CyEventHandler`` is the base class of business logic written in Cython.
 
 A subclass overrides ``cdef on_event_c(h, payload, sequence, end_of_batch)`` and calls
-``self.emit_c(type_id, payload, length, key)``. The processor's Cython loop calls
+``self.emit_c(type_id, payload, length, key)`` per output, or ``self.emit_packed_c(p, n)``
+once for outputs it built packed in a buffer (``PACKED_HEADER`` in ``_handler.pxd``: the
+processor's loop then walks them without a call per output). The processor's Cython loop calls
 ``on_event_c`` straight from the ring slot; Python callers (the Python loop, tests) use
 ``on_event(event, sequence, end_of_batch)``, which builds the header from the event's
 fields and passes the payload's buffer. Not thread-safe: only the loop thread calls it.
@@ -30,6 +32,14 @@ cdef class Emitter:
         self._fn(payload[:length], type_id, key)
         return 0
 
+    cdef int emit_packed(self, const char* p, size_t n) except -1:
+        cdef const char* end = p + n
+        while p < end:
+            self.emit((<const uint32_t*>p)[0], p + PACKED_HEADER, (<const uint32_t*>p)[1],
+                      (<const int64_t*>(p + 8))[0])
+            p = packed_next(p)
+        return 0
+
 
 cdef class CyEventHandler:
     """Base class of a handler written in Cython (see the module docstring).
@@ -48,6 +58,9 @@ cdef class CyEventHandler:
     cdef int emit_c(self, uint32_t type_id, const char* payload, uint32_t length,
                     int64_t key) except -1:
         return self._emitter.emit(type_id, payload, length, key)
+
+    cdef int emit_packed_c(self, const char* p, size_t n) except -1:
+        return self._emitter.emit_packed(p, n)
 
     def on_event(self, event, int64_t sequence, bint end_of_batch):
         """Handles one event given as Python object (a ring Event or a journal Record)."""

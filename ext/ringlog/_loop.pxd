@@ -109,6 +109,7 @@ cdef class LogicCore:
     cdef char* _scratch_row(self, const rl_header* h, const char* payload) except NULL
     cdef int emit_c(self, uint32_t type_id, const char* payload, uint32_t length,
                     int64_t key) except -1
+    cdef int emit_packed_c(self, const char* p, size_t n) except -1
     cdef int _publish(self, uint32_t type_id, uint32_t flags, const char* payload,
                       uint32_t length, int64_t key, int64_t ts, int64_t corr,
                       int64_t cause) except -1

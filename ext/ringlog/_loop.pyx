@@ -36,7 +36,8 @@ from libc.stdint cimport int64_t, uint32_t
 from libc.string cimport memcpy, memset
 
 from ringlog._breaker cimport (
-    BR_OPEN, BR_PASS, BR_THROTTLE, BR_TRIPPED, BreakerCore, breaker_check, breaker_input,
+    BR_CLOSED, BR_OPEN, BR_PASS, BR_THROTTLE, BR_TRIPPED, BreakerCore, breaker_check,
+    breaker_input, breaker_pass_run,
 )
 from ringlog._counters cimport (
     JS_BACKLOG, JS_BATCHES, JS_DURABLE, JS_SEQUENCE, LS_AGE, LS_BATCHES, LS_BREAKER_HELD,
@@ -44,7 +45,7 @@ from ringlog._counters cimport (
     LS_PROCESSED, LS_PUBLISHED, LS_SEQUENCE, StageCounters, age_bucket, counter_add,
     counter_set, wall_ns,
 )
-from ringlog._handler cimport CyEventHandler, Emitter
+from ringlog._handler cimport PACKED_HEADER, CyEventHandler, Emitter, packed_next
 from ringlog._journal cimport REC_PREFIX, SCAN_OK, JournalAppender, Segment
 from ringlog._ring cimport RL_CLOSED, RL_TIMEOUT, Consumer, Ring
 from ringlog.includes.atomics cimport rl_load_acquire
@@ -214,6 +215,9 @@ cdef class _CoreEmitter(Emitter):
                   int64_t key) except -1:
         return self.core.emit_c(type_id, payload, length, key)
 
+    cdef int emit_packed(self, const char* p, size_t n) except -1:
+        return self.core.emit_packed_c(p, n)
+
 
 cdef int _header_of(object event, rl_header* h, Py_buffer* buf) except -1:
     """Fills ``h`` from a Python event (ring Event, journal Record, any InputEvent) and gets
@@ -276,6 +280,63 @@ cdef inline int _to_slot(LogicCore self, uint32_t type_id, uint32_t flags, const
     if self.out_lo < 0:
         self.out_lo = seq
     self.out_hi = seq
+    return 0
+
+
+cdef inline int _emit_one(LogicCore self, uint32_t type_id, const char* payload,
+                          uint32_t length, int64_t key) except -1:
+    """The handler's output (``LogicCore.emit_c``): the breaker's decision, then
+    ``_emit_passed``. Lean on purpose (it runs per output): no Python object, what the
+    breaker holds out of line. A function, not a method, so that the C compiler inlines it
+    into ``emit_c`` and ``emit_packed_c``. Returns the breaker's decision (0 pass, 1 held,
+    2 throttled, 3 tripped)."""
+    cdef int decision = BR_PASS
+    if self.breaker is not None and not self.bypass:
+        decision = breaker_check(self.breaker, self.cur_ts, type_id, key)
+        if decision != BR_PASS and decision != BR_THROTTLE:
+            self.outputs += 1
+            return self._hold(decision, type_id, payload, length, key)
+    _emit_passed(self, type_id, payload, length, key)
+    return decision
+
+
+cdef inline int _emit_passed(LogicCore self, uint32_t type_id, const char* payload,
+                             uint32_t length, int64_t key) except -1:
+    """An output the breaker let through (or with no breaker): into the output ring slot
+    when live (``_to_slot``), else the output journal when live, else ``_publish``."""
+    self.outputs += 1
+    if self.output_ring is not None and not self.replaying:  # live: into the ring
+        self.published += 1
+        _to_slot(self, type_id, 0, payload, length, key, self.cur_ts, self.cur_corr,
+                 self.cur_seq)
+    elif self.output_journal is not None and not self.replaying:  # live, no ring
+        self.published += 1  # committed once per batch by run()
+        self.output_journal.write_output(type_id, 0, payload, length, self.cur_ts,
+                                         self.cur_corr, self.cur_seq)
+    else:
+        self._publish(type_id, 0, payload, length, key, self.cur_ts, self.cur_corr,
+                      self.cur_seq)
+    return 0
+
+
+cdef inline int _emit_run(LogicCore self, const char* p, const char* end,
+                          int64_t key) except -1:
+    """``_emit_passed`` for each packed output from ``p`` to ``end`` (all with breaker key
+    ``key``, all passed): straight into the output journal when that is where live outputs
+    go (the test of where they go made once per run, not per output)."""
+    cdef JournalAppender j = self.output_journal
+    if self.output_ring is None and j is not None and not self.replaying:
+        while p < end:
+            self.outputs += 1
+            self.published += 1  # committed once per batch by run()
+            j.write_output((<const uint32_t*>p)[0], 0, p + PACKED_HEADER,
+                           (<const uint32_t*>p)[1], self.cur_ts, self.cur_corr, self.cur_seq)
+            p = packed_next(p)
+        return 0
+    while p < end:
+        _emit_passed(self, (<const uint32_t*>p)[0], p + PACKED_HEADER,
+                     (<const uint32_t*>p)[1], key)
+        p = packed_next(p)
     return 0
 
 
@@ -976,26 +1037,34 @@ cdef class LogicCore:
 
     cdef int emit_c(self, uint32_t type_id, const char* payload, uint32_t length,
                     int64_t key) except -1:
-        # lean on purpose (it runs per output): no Python object, the ring write inlined,
-        # what the breaker holds out of line
-        cdef int decision = BR_PASS
-        self.outputs += 1
-        if self.breaker is not None and not self.bypass:
-            decision = breaker_check(self.breaker, self.cur_ts, type_id, key)
-            if decision != BR_PASS and decision != BR_THROTTLE:
-                return self._hold(decision, type_id, payload, length, key)
-        if self.output_ring is not None and not self.replaying:  # live: into the ring
-            self.published += 1
-            _to_slot(self, type_id, 0, payload, length, key, self.cur_ts, self.cur_corr,
-                     self.cur_seq)
-        elif self.output_journal is not None and not self.replaying:  # live, no ring
-            self.published += 1  # committed once per batch by run()
-            self.output_journal.write_output(type_id, 0, payload, length, self.cur_ts,
-                                             self.cur_corr, self.cur_seq)
-        else:
-            self._publish(type_id, 0, payload, length, key, self.cur_ts, self.cur_corr,
-                          self.cur_seq)
-        return decision
+        return _emit_one(self, type_id, payload, length, key)
+
+    cdef int emit_packed_c(self, const char* p, size_t n) except -1:
+        """``emit_c`` for each output packed in ``p[0:n]`` (``PACKED_HEADER``), in order,
+        with the same decisions: each run of consecutive outputs with one breaker key goes
+        through the breaker at once when it can (``breaker_pass_run``: all of them pass),
+        else output by output."""
+        cdef const char* end = p + n
+        cdef const char* q
+        cdef int64_t key, k
+        cdef BreakerCore b = self.breaker
+        while p < end:
+            key = (<const int64_t*>(p + 8))[0]
+            q = packed_next(p)
+            if b is not None and not self.bypass and b.runs_ok and b.state == BR_CLOSED:
+                k = 1
+                while q < end and (<const int64_t*>(q + 8))[0] == key:
+                    q = packed_next(q)
+                    k += 1
+                if breaker_pass_run(b, self.cur_ts, key, k):
+                    _emit_run(self, p, q, key)
+                    p = q
+                    continue
+            while p < q:  # the run one by one (or, without a breaker, one output)
+                _emit_one(self, (<const uint32_t*>p)[0], p + PACKED_HEADER,
+                          (<const uint32_t*>p)[1], key)
+                p = packed_next(p)
+        return 0
 
     cdef int _hold(self, int decision, uint32_t type_id, const char* payload,
                    uint32_t length, int64_t key) except -1:

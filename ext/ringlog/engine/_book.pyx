@@ -16,6 +16,8 @@ from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint32_t, uint64_
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memset
 
+from ringlog._handler cimport PACKED_HEADER
+
 __all__ = ["Books", "layouts"]
 
 cdef extern from *:
@@ -27,7 +29,9 @@ cdef extern from *:
     int rl_clz(unsigned long long v) nogil
 
 cdef enum:
-    OUT_HEAD = 16          # arena entry: type u32 | length u32 | key i64, then the payload
+    # arena entry: type u32 | length u32 | key i64, then the payload padded to 8 bytes: the
+    # layout CyEventHandler.emit_packed_c takes (the engine emits a command's in one call)
+    OUT_HEAD = PACKED_HEADER
     ORDER_REC = 48         # snapshot bytes per order
     BOOK_REC = 24          # snapshot bytes per book header
 cdef uint64_t ALL = <uint64_t>0xFFFFFFFFFFFFFFFF
@@ -179,6 +183,37 @@ cdef inline int64_t best_after(rl_book* b, uint8_t side, int64_t price) noexcept
     return 0 if i < 0 else b.min_price + i
 
 
+cdef char* _grow_arena(Books self, size_t need) except NULL:
+    """Doubles the output arena until ``need`` more bytes fit (out of line: rare)."""
+    cdef size_t cap = self.out_cap
+    cdef char* p
+    while self.out_len + need > cap:
+        cap *= 2
+    p = <char*>realloc(self.out, cap)
+    if p == NULL:
+        raise MemoryError(f"cannot grow the output arena to {cap} bytes")
+    self.out = p
+    self.out_cap = cap
+    return p
+
+
+cdef inline char* _push(Books self, uint32_t type_id, uint32_t length,
+                        int64_t key) except NULL:
+    """``Books.push``, inline: where ``length`` is a constant (a report, a trade, an L1
+    update) the C compiler zeroes the payload with a few stores instead of a memset call."""
+    cdef size_t need = OUT_HEAD + ((length + 7) & ~7)
+    if self.out_len + need > self.out_cap:
+        _grow_arena(self, need)
+    cdef char* p = self.out + self.out_len
+    (<uint32_t*>p)[0] = type_id
+    (<uint32_t*>p)[1] = length
+    (<int64_t*>p)[1] = key
+    memset(p + OUT_HEAD, 0, need - OUT_HEAD)
+    self.out_len += need
+    self.n_out += 1
+    return p + OUT_HEAD
+
+
 cdef class Books:
     """Every symbol's book, one shared order pool and the id map. Not thread-safe.
 
@@ -292,28 +327,10 @@ cdef class Books:
     # -- outputs ----------------------------------------------------------------------------
     cdef char* push(self, uint32_t type_id, uint32_t length, int64_t key) except NULL:
         """Appends a zeroed output of ``length`` bytes to the arena; returns its payload."""
-        cdef size_t need = OUT_HEAD + ((length + 7) & ~7)
-        cdef size_t cap = self.out_cap
-        cdef char* p
-        if self.out_len + need > cap:
-            while self.out_len + need > cap:
-                cap *= 2
-            p = <char*>realloc(self.out, cap)
-            if p == NULL:
-                raise MemoryError(f"cannot grow the output arena to {cap} bytes")
-            self.out = p
-            self.out_cap = cap
-        p = self.out + self.out_len
-        (<uint32_t*>p)[0] = type_id
-        (<uint32_t*>p)[1] = length
-        (<int64_t*>p)[1] = key
-        memset(p + OUT_HEAD, 0, need - OUT_HEAD)
-        self.out_len += need
-        self.n_out += 1
-        return p + OUT_HEAD
+        return _push(self, type_id, length, key)
 
     cdef rl_report* push_report(self, uint32_t type_id, int64_t key) except NULL:
-        return <rl_report*>self.push(type_id, sizeof(rl_report), key)
+        return <rl_report*>_push(self, type_id, sizeof(rl_report), key)
 
     cdef int report_order(self, uint32_t type_id, int64_t key, int32_t idx, uint8_t reason,
                           uint8_t command, int64_t qty) except -1:
@@ -508,7 +525,7 @@ cdef class Books:
                 b.last_price = best
                 self.n_trades += 1
                 self.traded_qty += q
-                tr = <rl_trade*>self.push(R_TRADE, sizeof(rl_trade), t.account)
+                tr = <rl_trade*>_push(self, R_TRADE, sizeof(rl_trade), t.account)
                 tr.taker_id = t.id
                 tr.maker_id = o.id
                 tr.taker_account = t.account
@@ -548,7 +565,7 @@ cdef class Books:
         if memcmp(cur, b.l1_last, sizeof(cur)) != 0:
             memcpy(b.l1_last, cur, sizeof(cur))
             if publish:
-                l1 = <rl_l1*>self.push(210, sizeof(rl_l1), key)
+                l1 = <rl_l1*>_push(self, 210, sizeof(rl_l1), key)
                 l1.symbol = b.symbol
                 l1.bid_price = cur[0]
                 l1.bid_qty = cur[1]

@@ -148,22 +148,21 @@ cdef class Engine(CyEventHandler):
         return self.flush(0)
 
     cdef int flush(self, int64_t key) except -1:
-        """Emits the current command's outputs, in order."""
-        cdef char* p = self.books.out
-        cdef char* end = p + self.books.out_len
-        cdef uint32_t length
-        while p < end:
-            length = (<uint32_t*>p)[1]
-            self.emit_c((<uint32_t*>p)[0], p + 16, length, (<int64_t*>p)[1])
-            p += 16 + ((length + 7) & ~7)
+        """Emits the current command's outputs, in order: the books' arena is laid out as
+        ``emit_packed_c`` takes it (``PACKED_HEADER``), so it goes in one call."""
+        if self.books.out_len:
+            self.emit_packed_c(self.books.out, self.books.out_len)
         return 0
 
     cdef int command(self, uint32_t type_id, const char* payload, uint32_t length) except -1:
         """Runs one command; its outputs are left in the books' arena."""
         cdef rl_command c
         cdef uint8_t kind = <uint8_t>(type_id - 100) if 100 < type_id < 356 else 0
-        memset(&c, 0, sizeof(c))
-        memcpy(&c, payload, length if length < sizeof(c) else sizeof(c))
+        if length >= sizeof(c):  # the usual command: one fixed-size copy, inlined
+            memcpy(&c, payload, sizeof(c))
+        else:  # short (malformed) payloads: the missing fields are zero
+            memset(&c, 0, sizeof(c))
+            memcpy(&c, payload, length)
         self.books.out_len = 0
         self.books.n_out = 0
         self.n_commands += 1

@@ -1,0 +1,100 @@
+"""Two builds of ringlog on the engine flow, interleaved round by round: the loop thread's CPU.
+
+::
+
+    python bench/build_ab.py OLD_SRC NEW_SRC [commands] [rounds]
+        OLD_SRC, NEW_SRC: the ``src`` directories of two built trees (e.g. a ``git archive``
+        of the base commit built with ``setup.py build_ext --inplace``, and this worktree's
+        ``src``). Each round runs the engine flow of ``pipeline_ab.py faults`` (default
+        config, per-account breaker, bulk producer, ``commands`` commands) once per build,
+        each in a child process with that build first on ``sys.path``, the order of the two
+        reversed every other round. Per run: the loop thread's on-CPU ns per command
+        (schedstat), its user and system ns per command and minor faults per 1,000
+        commands (/proc/self/task/*/stat), all threads' on-CPU ns per command and the
+        commands per loop batch (the counters file's ``logic.batches``: the loop takes
+        the GIL once per batch); then the medians and the NEW/OLD ratios per round
+        (median and range).
+
+What changes between builds is code; the flow, the machine and the moment are shared by the
+pair of a round, so the per-round ratio is what to read on a loaded machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def _child(n: int) -> None:
+    """One run of the engine flow in this process's build: per-thread stats as JSON."""
+    sys.path.insert(0, str(HERE))
+    import pipeline_ab as ab
+
+    from ringlog._counters import CountersReader
+
+    d = tempfile.mkdtemp(prefix="ringlog-build-ab-", dir=".")
+    try:
+        before, after = ab._flow_engine(d + "/engine", n)
+        batches = CountersReader(d + "/engine/counters").values()["logic.batches"]
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    tick = 1e9 / os.sysconf("SC_CLK_TCK")
+    out = {"all_cpu": 0.0, "per_batch": n / max(batches, 1)}
+    for k, (flt, user, sys_, on) in after.items():
+        f0, u0, s0, on0 = before.get(k, (0, 0, 0, 0))
+        out["all_cpu"] += (on - on0) / n
+        if k.startswith("rl-loop"):
+            out.update(loop_cpu=(on - on0) / n, loop_user=(user - u0) * tick / n,
+                       loop_sys=(sys_ - s0) * tick / n, loop_faults=(flt - f0) * 1000 / n)
+    print(json.dumps(out))
+
+
+def _run(src: str, n: int) -> dict[str, float]:
+    env = dict(os.environ, PYTHONPATH=src)
+    out = subprocess.run([sys.executable, __file__, "--child", str(n)], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["--child"]:
+        _child(int(argv[1]))
+        return
+    if len(argv) < 2 or not all(Path(p, "ringlog").is_dir() for p in argv[:2]):
+        print("usage: build_ab.py OLD_SRC NEW_SRC [commands] [rounds] (each SRC holds a "
+              "built ringlog package)", file=sys.stderr)
+        raise SystemExit(2)
+    old, new = argv[0], argv[1]
+    n = int(argv[2]) if len(argv) > 2 else 1_000_000
+    rounds = int(argv[3]) if len(argv) > 3 else 5
+    res: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
+    for r in range(rounds):
+        order = [("old", old), ("new", new)] if r % 2 == 0 else [("new", new), ("old", old)]
+        for name, src in order:
+            got = _run(src, n)
+            res[name].append(got)
+            print(f"round {r} {name}: loop {got['loop_cpu']:5.0f} ns/cmd (user "
+                  f"{got['loop_user']:4.0f}, system {got['loop_sys']:4.0f}, "
+                  f"{got['loop_faults']:5.1f} faults/1k), all threads {got['all_cpu']:5.0f}, "
+                  f"{got['per_batch']:.0f} commands per loop batch", flush=True)
+    for what in ("loop_cpu", "loop_user", "loop_sys", "loop_faults", "all_cpu"):
+        o = [x[what] for x in res["old"]]
+        w = [x[what] for x in res["new"]]
+        ratios = [b / a for a, b in zip(o, w, strict=True) if a]
+        line = f"{what:12s} old median {statistics.median(o):7.1f}, new {statistics.median(w):7.1f}"
+        if ratios:
+            line += (f"; new/old median {statistics.median(ratios):.2f} "
+                     f"(range {min(ratios):.2f}-{max(ratios):.2f}, {len(ratios)} rounds)")
+        print(line)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
