@@ -9,25 +9,30 @@ clock).
                                       (a compare-and-set: a lease someone else took fails)
 
 A standby does not poll: it watches the key (``LeaseWatch``, a KV watch: an ordered
-consumer of the bucket's stream). Each renewal it sees moves the time the key can expire to
-``ttl`` after the renewal arrived; a release (a delete) or the servers' expiry of the key (a
-delete marker the servers place when the key's max age passes: the bucket's
-``limit_marker_ttl``, NATS 2.11+) frees it at once, and the standby takes it with one
-compare-and-set on the marker's revision::
+consumer of the bucket's stream) and takes it with one compare-and-set on the revision it
+saw last, when that write is ``ttl`` old by its own clock (no renewal followed: the leader
+is gone), or at once when the key is released (a delete) or expired by the servers (their
+deletion marker, NATS 2.11+: the bucket's ``limit_marker_ttl``)::
 
-    leader  ── renew ──► key ──watch──► standby: free_at = arrival + ttl (no request)
-    (dies)             key expires: marker (MaxAge) ──watch──► standby: update(last=marker)
+    leader  ── renew (rev r) ──► key ──watch──► standby: due at arrival + ttl, no request
+    (dies)                       ...  arrival + ttl: update(key, me, last=r)   ok: leader
+    (releases / servers expire)  DEL / marker (rev m) ──watch──► update(last=m) at once
 
-Without a marker (servers before 2.11, a watch that broke) the standby tries when the last
-renewal it saw is ``ttl`` old and then every ``ttl/8`` (what it used to do all the time),
-and at least every ``ttl`` in any case. A try is a create, and when the key exists a read:
-a key that names this replica (its previous process, its own earlier term) or whose latest
-entry is the servers' expiry marker (no value: nats-py's create does not write over it) is
-taken with a compare-and-set on its revision.
+Waiting for the servers' expiry cost ~200 ms more per failover (their expiry check runs
+every ~250 ms). Taking a write at ``arrival + ttl`` is safe: the write was stamped, and
+sent by the leader, before it arrived here, and the leader trusts it for 3/4 ttl from
+sending (below); a renewal meanwhile changed the revision, so the compare-and-set fails.
+A failed try (another standby first, a renewal the watch had not delivered yet) is followed
+by the watch's news, or by a create and a read every ``ttl/8`` (what a standby used to do
+all the time), and a try at least every ``ttl`` in any case (a broken watch). A try without
+a revision is a create and, when the key exists, a read: a key that names this replica (its
+previous process, its own earlier term) or whose latest entry is the servers' expiry marker
+(no value: nats-py's create does not write over it) is taken with a compare-and-set.
 
 The leader trusts its lease only until ``sent + 3/4 ttl`` by its own monotonic clock, where
 ``sent`` is when it sent the write that the server stamped later: the server cannot expire
-the entry, and no one else can create it, before the leader stops trusting it. A leader that
+the entry, and no one else can create it or write over it, before the leader stops
+trusting it. A leader that
 was paused (SIGSTOP) or cut off wakes to a lease it no longer trusts and publishes nothing
 until a renewal succeeds, which fails once another replica holds the key.
 
@@ -75,9 +80,9 @@ class Lease:
     async def try_acquire(self, after: int | None = None) -> bool:
         """Creates the key if no one holds it; True if this replica now leads. A key that
         already names this replica (written by its previous process) is taken over. With
-        ``after`` (the revision of the deletion marker a watch saw: the key was released or
-        expired), one compare-and-set on that revision. Any trouble (no quorum, a timeout)
-        leaves it a standby: False."""
+        ``after`` (the revision of the entry a watch saw last: a deletion marker, or a
+        write no renewal followed for a ttl), one compare-and-set on that revision. Any
+        trouble (no quorum, a timeout) leaves it a standby: False."""
         sent = time.monotonic()
         try:
             revision = await (self._take_after(after) if after else
@@ -91,13 +96,13 @@ class Lease:
         self.acquired_at = time.time()
         return True
 
-    async def _take_after(self, marker: int) -> int | None:
-        """The revision this replica now holds the key at, written over the deletion marker
-        at ``marker``; None if another wrote first."""
+    async def _take_after(self, last: int) -> int | None:
+        """The revision this replica now holds the key at, written over the entry at
+        revision ``last``; None if the key moved on since (a renewal, another standby)."""
         from nats.js.errors import KeyWrongLastSequenceError
 
         try:
-            return int(await self.kv.update(self.key, self.holder.encode(), last=marker))
+            return int(await self.kv.update(self.key, self.holder.encode(), last=last))
         except KeyWrongLastSequenceError:
             return None
 
@@ -151,24 +156,33 @@ class Lease:
 
 class LeaseWatch:
     """A standby's view of the lease key through a KV watch (see the module docstring):
-    when the key is free (``free``, with the revision of the marker that freed it) or may
-    be (``free_at``, monotonic), without a request while a leader renews. ``run()`` is its
-    task; ``wait()`` returns when a try is due. Not thread-safe: one event loop."""
+    when a try is due and what it writes over (``after``: the revision of the entry the
+    watch saw last, None to create), without a request while a leader renews. ``run()`` is
+    its task; ``wait()`` returns when a try is due. Not thread-safe: one event loop."""
 
     def __init__(self, kv: Any, key: str, holder: str, ttl: float) -> None:
         self.kv = kv
         self.key = key
         self.holder = holder.encode()
         self.ttl = ttl
-        self.free = True  # try now (nothing seen yet, or the key deleted / expired)
-        self.marker: int | None = None  # revision of the deletion marker that freed it
-        self.free_at = 0.0  # monotonic: the last write seen can have expired from then on
+        self.free = True  # try now (nothing seen yet, a deletion marker, our own key)
+        self.revision: int | None = None  # of the entry seen last (None: the key is absent)
+        self.free_at = 0.0  # monotonic: the write seen last is ttl old from then on
+        self.retry_at = 0.0  # monotonic: after a failed try, not before
         self.seen_at = time.monotonic()  # when the watch last delivered something
         self.updates = 0  # entries seen (for tests and the dump)
         self.watches = 0  # watches made (one, unless one failed or went stale)
+        self._tried = False  # a try failed since the watch's last news
         self._changed = asyncio.Event()
         self._watcher: Any = None
         self._stopping: Any = None  # a stale watcher's stop (kept: a task needs a reference)
+
+    @property
+    def after(self) -> int | None:
+        """The revision a try writes over (a compare-and-set): the entry the watch saw last;
+        None (create, and read what is there) when the key is absent or a try on what the
+        watch saw failed already."""
+        return None if self._tried else self.revision
 
     async def run(self) -> None:
         """Follows the key until cancelled; a watch that fails or goes stale (``tried``) is
@@ -182,7 +196,7 @@ class LeaseWatch:
                 async for entry in self._watcher:
                     if entry is None:  # the end of what the key holds now
                         if not entries:
-                            self._free(None)  # nothing: the key is absent
+                            self._news(None, free=True)  # nothing: the key is absent
                         continue
                     entries += 1
                     self._seen(entry)
@@ -200,42 +214,46 @@ class LeaseWatch:
     def moved(self, kv: Any) -> None:
         """Follows the key through ``kv`` from now on (a new connection's bucket)."""
         self.kv = kv
+        self._restart()
+
+    def _restart(self) -> None:
         if self._watcher is not None:
             watcher, self._watcher = self._watcher, None
-            self._stopping = asyncio.ensure_future(watcher.stop())
+            self._stopping = asyncio.ensure_future(watcher.stop())  # (ends run()'s loop)
 
-    def _free(self, marker: int | None) -> None:
-        self.free, self.marker = True, marker
+    def _news(self, revision: int | None, free: bool) -> None:
+        self.revision, self.free, self._tried = revision, free, False
         self._changed.set()
 
     def _seen(self, entry: Any) -> None:
         self.updates += 1
         self.seen_at = time.monotonic()
         if entry.operation in ("DEL", "PURGE") or not entry.value:
-            self._free(int(entry.revision))  # released, or expired (the servers' marker)
+            self._news(int(entry.revision), free=True)  # released, or the servers' marker
             return
+        # a write: it lapses ttl after it arrived here (it was stamped before)
         self.free_at = self.seen_at + self.ttl
-        self.free = entry.value == self.holder  # (ours: a previous process's, take it)
-        self.marker = None
-        self._changed.set()
+        self._news(int(entry.revision), free=entry.value == self.holder)  # ours: take it
 
     def tried(self) -> None:
-        """A try failed: wait for the watch (another took the key) or the next due time.
-        A watch silent for two ttl while the key stays taken missed the renewals (its
-        consumer's server died): it is made again."""
-        self.free, self.marker = False, None
-        if time.monotonic() - self.seen_at > 2 * self.ttl and self._watcher is not None:
-            watcher, self._watcher = self._watcher, None
+        """A try failed: the next one when the watch has news, else after ttl/8 (creating
+        and reading). A watch silent for two ttl while the key stays taken missed the
+        renewals (its consumer's server died): it is made again."""
+        self.free, self._tried = False, True
+        self.retry_at = time.monotonic() + self.ttl / 8
+        if time.monotonic() - self.seen_at > 2 * self.ttl:
             self.seen_at = time.monotonic()
-            self._stopping = asyncio.ensure_future(watcher.stop())  # (ends run()'s loop)
+            self._restart()
 
     async def wait(self, safety: float) -> None:
-        """Returns when a try is due: the key is free, the last write seen is ``ttl`` old
-        (then every ttl/8: the servers' expiry may come later), or ``safety`` seconds
-        passed; or when the watch saw something new."""
+        """Returns when a try is due: the key is free, the write seen last is ``ttl`` old
+        (no renewal came: the leader is gone), a failed try's ttl/8 passed, or ``safety``
+        seconds; or when the watch has news."""
         if self.free:
             return
-        delay = min(safety, max(self.free_at - time.monotonic(), self.ttl / 8))
+        delay = min(safety, max(self.free_at, self.retry_at) - time.monotonic())
+        if delay <= 0:
+            return
         self._changed.clear()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._changed.wait(), delay)

@@ -523,8 +523,7 @@ class Replica:
                     continue
                 # until the watch says the key is free or due (at least every ttl: a net)
                 await watch.wait(self.cfg.lease_ttl)
-                if not await self._may_lead() or not await lease.try_acquire(
-                        watch.marker if watch.free else None):
+                if not await self._may_lead() or not await lease.try_acquire(watch.after):
                     watch.tried()
                     continue
                 if not lease.held():
