@@ -30,9 +30,10 @@ HERE = Path(__file__).parent
 class Shard:
     """A shard under test: a NATS connection, its replicas and a watcher."""
 
-    def __init__(self, cfg: Any, tmp: Path) -> None:
+    def __init__(self, cfg: Any, tmp: Path, configs: dict[str, Any] | None = None) -> None:
         self.cfg = cfg
         self.tmp = tmp
+        self.configs = configs or {}  # a replica's own ClusterConfig (its own servers)
         self.replicas: dict[str, ReplicaProcess] = {}
 
     async def __aenter__(self) -> Shard:
@@ -91,7 +92,7 @@ class Shard:
         old = self.replicas.get(rid)
         if old is not None and not fresh_dir:
             d = old.directory
-        r = ReplicaProcess(self.cfg, rid, d, handler=handler,
+        r = ReplicaProcess(self.configs.get(rid, self.cfg), rid, d, handler=handler,
                            gateway_config=gateway_config).start()
         self.replicas[rid] = r
         return r

@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 __all__ = ["Lease", "LeaseWatch"]
@@ -244,6 +245,17 @@ class LeaseWatch:
         if time.monotonic() - self.seen_at > 2 * self.ttl:
             self.seen_at = time.monotonic()
             self._restart()
+
+    async def take(self, lease: Lease, may: Callable[[], Awaitable[bool]] | None = None,
+                   safety: float | None = None) -> bool:
+        """A standby's step: waits until a try is due (``wait``, at least every ``safety``
+        seconds, default the ttl), then, if ``may()`` allows, tries to take the lease on the
+        revision the watch saw last. True once ``lease`` is held."""
+        await self.wait(self.ttl if safety is None else safety)
+        if (may is None or await may()) and await lease.try_acquire(self.after):
+            return True
+        self.tried()
+        return False
 
     async def wait(self, safety: float) -> None:
         """Returns when a try is due: the key is free, the write seen last is ``ttl`` old

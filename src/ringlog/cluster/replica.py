@@ -513,18 +513,17 @@ class Replica:
 
     # -- leadership and outputs -----------------------------------------------------------
     async def _lead(self) -> None:
-        """Standby: try to take the lease every ttl/8. Leader: renew it every ttl/4 and
-        publish output batches while it is trusted."""
+        """Standby: take the lease when its watch says it is free or lapsed
+        (``LeaseWatch``). Leader: renew it every ttl/4 and publish output batches while it
+        is trusted."""
         lease, watch = self.lease, self.lease_watch
         try:
             while True:
                 if self.config.standby_only:
                     await asyncio.sleep(self.cfg.lease_ttl)
                     continue
-                # until the watch says the key is free or due (at least every ttl: a net)
-                await watch.wait(self.cfg.lease_ttl)
-                if not await self._may_lead() or not await lease.try_acquire(watch.after):
-                    watch.tried()
+                # when the watch says the key is free or due (at least every ttl: a net)
+                if not await watch.take(lease, self._may_lead):
                     continue
                 if not lease.held():
                     # the write came back after the share of the ttl it may be trusted for
