@@ -24,7 +24,9 @@ sent by the leader, before it arrived here, and the leader trusts it for 3/4 ttl
 sending (below); a renewal meanwhile changed the revision, so the compare-and-set fails.
 A failed try (another standby first, a renewal the watch had not delivered yet) is followed
 by the watch's news, or by a create and a read every ``ttl/8`` (what a standby used to do
-all the time), and a try at least every ``ttl`` in any case (a broken watch). A try without
+all the time). The safety net is the same: a watch silent for a ttl (its consumer's server
+died) makes the standby try every ``ttl/8`` until it has news (and is made again after two
+ttl of silence while the key stays taken). A try without
 a revision is a create and, when the key exists, a read: a key that names this replica (its
 previous process, its own earlier term) or whose latest entry is the servers' expiry marker
 (no value: nats-py's create does not write over it) is taken with a compare-and-set.
@@ -166,9 +168,11 @@ class LeaseWatch:
         self.key = key
         self.holder = holder.encode()
         self.ttl = ttl
-        self.free = True  # try now (nothing seen yet, a deletion marker, our own key)
+        self.free = False  # try now (the key absent, a deletion marker, our own key)
         self.revision: int | None = None  # of the entry seen last (None: the key is absent)
-        self.free_at = 0.0  # monotonic: the write seen last is ttl old from then on
+        # monotonic: the write seen last is ttl old from then on (at first: the watch's
+        # first answer is awaited this long)
+        self.free_at = time.monotonic() + ttl / 8
         self.retry_at = 0.0  # monotonic: after a failed try, not before
         self.seen_at = time.monotonic()  # when the watch last delivered something
         self.updates = 0  # entries seen (for tests and the dump)
@@ -180,10 +184,12 @@ class LeaseWatch:
 
     @property
     def after(self) -> int | None:
-        """The revision a try writes over (a compare-and-set): the entry the watch saw last;
-        None (create, and read what is there) when the key is absent or a try on what the
-        watch saw failed already."""
-        return None if self._tried else self.revision
+        """The revision a try writes over (a compare-and-set): the entry the watch saw last,
+        if it is a deletion marker, ours, or a ttl old; else None (create, and read what is
+        there), as after a failed try (the watch may have missed a renewal)."""
+        if self._tried or not (self.free or time.monotonic() >= self.free_at):
+            return None
+        return self.revision
 
     async def run(self) -> None:
         """Follows the key until cancelled; a watch that fails or goes stale (``tried``) is
@@ -246,26 +252,29 @@ class LeaseWatch:
             self.seen_at = time.monotonic()
             self._restart()
 
-    async def take(self, lease: Lease, may: Callable[[], Awaitable[bool]] | None = None,
-                   safety: float | None = None) -> bool:
-        """A standby's step: waits until a try is due (``wait``, at least every ``safety``
-        seconds, default the ttl), then, if ``may()`` allows, tries to take the lease on the
-        revision the watch saw last. True once ``lease`` is held."""
-        await self.wait(self.ttl if safety is None else safety)
+    async def take(self, lease: Lease, may: Callable[[], Awaitable[bool]] | None = None
+                   ) -> bool:
+        """A standby's step: waits until a try is due (``wait``), then, if ``may()``
+        allows, tries to take the lease (on the revision the watch saw last, when that is
+        free or lapsed). True once ``lease`` is held."""
+        await self.wait()
         if (may is None or await may()) and await lease.try_acquire(self.after):
             return True
         self.tried()
         return False
 
-    async def wait(self, safety: float) -> None:
+    async def wait(self) -> None:
         """Returns when a try is due: the key is free, the write seen last is ``ttl`` old
-        (no renewal came: the leader is gone), a failed try's ttl/8 passed, or ``safety``
-        seconds; or when the watch has news."""
-        if self.free:
-            return
-        delay = min(safety, max(self.free_at, self.retry_at) - time.monotonic())
-        if delay <= 0:
-            return
-        self._changed.clear()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), delay)
+        (no renewal came: the leader is gone, or the watch went silent: the safety net), or
+        a failed try's ttl/8 passed. Each renewal the watch sees moves the due time; none
+        asks a server."""
+        while not self.free:
+            until = max(self.free_at, self.retry_at)
+            now = time.monotonic()
+            if now >= until:
+                return
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), until - now)
+            except TimeoutError:
+                return

@@ -522,7 +522,7 @@ class Replica:
                 if self.config.standby_only:
                     await asyncio.sleep(self.cfg.lease_ttl)
                     continue
-                # when the watch says the key is free or due (at least every ttl: a net)
+                # when the watch says the key is free or lapsed (LeaseWatch)
                 if not await watch.take(lease, self._may_lead):
                     continue
                 if not lease.held():
