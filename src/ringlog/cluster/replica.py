@@ -76,6 +76,10 @@ EXIT_SETUP = 2  # what the operator must fix, found at start (ClusterSetupError)
 CHECKPOINT_RETRY_S = 600.0  # NATS trouble recording a checkpoint: retried this long
 EMITTER_STALL_S = 10.0  # a leader's term neither publishing nor idle this long: a bug
 OUTPUT_WINDOW = 64  # output publishes in flight per stream (each expects the one before)
+# A test hook (tests/cluster/test_max_payload.py): with this variable set to 1, the leader
+# stops itself (SIGSTOP) once, before it sends part 1 of a message, with every part before
+# it stored: a kill -9 then lands between two parts of one message, deterministically.
+PAUSE_MID_MESSAGE_ENV = "RINGLOG_TEST_PAUSE_MID_MESSAGE"
 
 
 class _StreamTerm:
@@ -168,6 +172,7 @@ class Replica:
         self._fed = asyncio.Event()  # set (from the feeder) after each message it applied
         self.connected = False  # reached NATS once (unreachable at start: the operator's error)
         self._too_small = False  # connected to a server below the output bound (reported)
+        self._pause_mid_message = os.environ.get(PAUSE_MID_MESSAGE_ENV) == "1"  # (test hook)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def run(self) -> int:
@@ -693,6 +698,9 @@ class Replica:
                         continue
                     if not lease.held():
                         return
+                    if part == 1 and self._pause_mid_message and channel.watched \
+                            and not await self._pause_between_parts(lease, t, seq):
+                        return
                     ack = await self._send(channel.subject, data, self._headers(seq, part, at))
                     t.window.append((at, seq, part, parts, data, ack))
                     while len(t.window) >= OUTPUT_WINDOW or (t.window and t.window[0][5].done()):
@@ -727,6 +735,18 @@ class Replica:
             if channel.watched:
                 self._emitter = None
             emitter.close()
+
+    async def _pause_between_parts(self, lease: Lease, t: _StreamTerm, seq: int) -> bool:
+        """The test hook (PAUSE_MID_MESSAGE_ENV): every publish in flight stored (part 0 of
+        message ``seq`` the stream's last), then this process stops itself. False: the term
+        ended meanwhile."""
+        while t.window:
+            if not await self._settle(lease, t):
+                return False
+        self._pause_mid_message = False
+        self._event("test_paused", input_seq=seq, stream_last=t.last)
+        os.kill(os.getpid(), signal.SIGSTOP)
+        return True
 
     async def _send(self, subject: str, data: bytes, headers: dict[str, str]) -> Any:
         """``js.publish_async``: the future of its acknowledgement (failed at once if the
