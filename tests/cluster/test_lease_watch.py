@@ -77,3 +77,67 @@ def test_a_standby_asks_nothing_while_the_leader_renews_and_takes_a_lapsed_lease
                 t.cancel()
             await nc.close()
     asyncio.run(asyncio.wait_for(scenario(), 120))
+
+
+def test_a_lease_bucket_made_without_expiry_markers_gets_them(cluster_config: Any) -> None:
+    """A cluster's lease bucket from before (no markers): ensure_shard turns them on, so a
+    standby's watch sees the servers expire a key."""
+    from nats.js.api import KeyValueConfig, StorageType
+
+    async def scenario() -> None:
+        cfg = cluster_config()
+        names = cfg.names(0)
+        nc = await nats.connect(cfg.servers)
+        try:
+            js = nc.jetstream()
+            await js.create_key_value(KeyValueConfig(
+                bucket=names.lease_bucket, history=1, ttl=cfg.lease_ttl,
+                replicas=cfg.replicas, storage=StorageType.FILE))
+            stream = f"KV_{names.lease_bucket}"
+            assert not (await js.stream_info(stream)).config.subject_delete_marker_ttl
+            await ensure_shard(js, cfg, 0)
+            assert (await js.stream_info(stream)).config.subject_delete_marker_ttl == 1.0
+            kv = await js.key_value(names.lease_bucket)
+            watch = LeaseWatch(kv, names.lease_key, "b", cfg.lease_ttl)
+            task = asyncio.ensure_future(watch.run())
+            try:
+                assert await Lease(kv, names.lease_key, "a", cfg.lease_ttl).try_acquire()
+                async def expired() -> None:  # the servers' marker, no renewal after it
+                    while not (watch.free and watch.revision):
+                        await asyncio.sleep(0.01)  # (polling a condition, with a deadline)
+                await asyncio.wait_for(expired(), 30)
+                assert await Lease(kv, names.lease_key, "b", cfg.lease_ttl).try_acquire(
+                    watch.after)
+            finally:
+                task.cancel()
+        finally:
+            await nc.close()
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_a_lease_bucket_is_made_without_markers_where_they_are_not_supported() -> None:
+    """Servers before 2.11 (or a nats-py without ``limit_marker_ttl``) refuse the markers:
+    the bucket is made as before."""
+    from nats.js.errors import BucketNotFoundError
+
+    from ringlog.cluster.stream import ensure_bucket
+
+    made: list[dict[str, Any]] = []
+
+    class JetStream:
+        async def key_value(self, bucket: str) -> Any:
+            if not made:
+                raise BucketNotFoundError()
+            return made[-1]
+
+        async def create_key_value(self, config: Any) -> Any:
+            if config.limit_marker_ttl:
+                raise RuntimeError("limit markers not supported by the server")
+            made.append({"ttl": config.ttl, "markers": config.limit_marker_ttl})
+            return made[-1]
+
+        async def stream_info(self, stream: str) -> Any:
+            raise RuntimeError("not reached")
+
+    kv = asyncio.run(ensure_bucket(JetStream(), "RL_t_LEASE", 3, ttl=0.5, markers=True))
+    assert kv == {"ttl": 0.5, "markers": None}

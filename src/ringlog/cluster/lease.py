@@ -218,6 +218,14 @@ class LeaseWatch:
                         await watcher.stop()
             await asyncio.sleep(self.ttl / 8)
 
+    def describe(self) -> dict[str, Any]:
+        """Where the watch stands (for a diagnosis: ``Replica.dump``)."""
+        now = time.monotonic()
+        return {"free": self.free, "revision": self.revision, "tried": self._tried,
+                "due_in": round(max(self.free_at, self.retry_at) - now, 3),
+                "silent_for": round(now - self.seen_at, 3), "updates": self.updates,
+                "watches": self.watches}
+
     def moved(self, kv: Any) -> None:
         """Follows the key through ``kv`` from now on (a new connection's bucket)."""
         self.kv = kv

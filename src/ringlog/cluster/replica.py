@@ -572,6 +572,8 @@ class Replica:
                     published_seq=self.status.published_seq, term_last=self._term_last,
                     progress_age=round(time.monotonic() - self._progress, 3),
                     lease_held=self.lease.held() if hasattr(self, "lease") else None,
+                    lease_watch=self.lease_watch.describe() if hasattr(self, "lease_watch")
+                    else None,
                     emitter=self._emitter.describe() if self._emitter is not None else None,
                     stacks=stacks.getvalue())
 

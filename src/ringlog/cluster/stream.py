@@ -193,7 +193,8 @@ async def ensure_bucket(js: Any, bucket: str, replicas: int, ttl: float | None =
                         markers: bool = False) -> Any:
     """The key-value bucket ``bucket``, created if missing. With ``markers`` (and a ttl) the
     servers write a deletion marker when a key expires, which a watch of the key sees (NATS
-    2.11+; a bucket made without them gets them; servers without them leave it as it is)."""
+    2.11+; a bucket made without them gets them; servers or a nats-py without them: the
+    bucket as before, and the standbys' safety net finds expired leases)."""
     from nats.js.api import KeyValueConfig, StorageType
     from nats.js.errors import BucketNotFoundError
 
@@ -201,12 +202,16 @@ async def ensure_bucket(js: Any, bucket: str, replicas: int, ttl: float | None =
     try:
         kv = await js.key_value(bucket)
     except BucketNotFoundError:
-        try:
-            return await js.create_key_value(KeyValueConfig(
-                bucket=bucket, history=1, ttl=ttl, replicas=replicas, storage=StorageType.FILE,
-                limit_marker_ttl=marker_ttl))
-        except Exception:  # created by another replica meanwhile (or no markers here)
-            kv = await js.key_value(bucket)
+        plain: dict[str, Any] = {"bucket": bucket, "history": 1, "ttl": ttl,
+                                 "replicas": replicas, "storage": StorageType.FILE}
+        for kw in ([{**plain, "limit_marker_ttl": marker_ttl}, plain] if marker_ttl
+                   else [plain]):
+            try:
+                return await js.create_key_value(KeyValueConfig(**kw))
+            except Exception:  # created by another replica meanwhile, or no markers here
+                with contextlib.suppress(BucketNotFoundError):
+                    return await js.key_value(bucket)
+        return await js.key_value(bucket)  # (raises: the bucket could not be made)
     if marker_ttl is not None:
         with contextlib.suppress(Exception):  # (servers before 2.11: the standbys poll)
             await _add_markers(js, f"KV_{bucket}", marker_ttl)
