@@ -178,6 +178,7 @@ class LeaseWatch:
         self.updates = 0  # entries seen (for tests and the dump)
         self.watches = 0  # watches made (one, unless one failed or went stale)
         self._tried = False  # a try failed since the watch's last news
+        self.last_try: dict[str, Any] = {}  # the state the last try was made in
         self._changed = asyncio.Event()
         self._watcher: Any = None
         self._stopping: Any = None  # a stale watcher's stop (kept: a task needs a reference)
@@ -224,7 +225,7 @@ class LeaseWatch:
         return {"free": self.free, "revision": self.revision, "tried": self._tried,
                 "due_in": round(max(self.free_at, self.retry_at) - now, 3),
                 "silent_for": round(now - self.seen_at, 3), "updates": self.updates,
-                "watches": self.watches}
+                "watches": self.watches, "last_try": self.last_try}
 
     def moved(self, kv: Any) -> None:
         """Follows the key through ``kv`` from now on (a new connection's bucket)."""
@@ -266,7 +267,11 @@ class LeaseWatch:
         allows, tries to take the lease (on the revision the watch saw last, when that is
         free or lapsed). True once ``lease`` is held."""
         await self.wait()
-        if (may is None or await may()) and await lease.try_acquire(self.after):
+        after = self.after
+        # why this try (for the "leader" event: the failovers' diagnosis)
+        self.last_try = {"after": after, "free": self.free,
+                         "silent_for": round(time.monotonic() - self.seen_at, 3)}
+        if (may is None or await may()) and await lease.try_acquire(after):
             return True
         self.tried()
         return False

@@ -540,7 +540,8 @@ class Replica:
                     continue
                 self.status.role = "leader"
                 self.status.leader_since = lease.acquired_at
-                self._event("leader", applied_seq=self.status.applied_seq)
+                self._event("leader", applied_seq=self.status.applied_seq,
+                            watch=watch.describe())
                 term = asyncio.Event()  # set when the term ends: renewing stops with it
                 renew = asyncio.ensure_future(self._renew(lease, term))
                 self._progress = time.monotonic()
