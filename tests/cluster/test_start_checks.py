@@ -149,3 +149,25 @@ def test_an_output_stream_of_the_earlier_format_stops_a_replica_at_start(
     assert names.output_stream in err and "--cluster-name" in err, err
     assert f"nats stream rm {names.output_stream}" in err, err
     assert not any((tmp_path / "a").iterdir())  # stopped before recovering anything
+
+
+def test_a_snapshot_is_shipped_through_the_smallest_server_in_chunks_it_takes(
+        mixed_nats: NatsCluster) -> None:
+    """nats-py ships an object in 128 KiB chunks, which the 8 KiB server refuses: a leader
+    connected there ships its snapshots in chunks of the shard's output bound."""
+    from ringlog.cluster.snapshot import ShardSnapshot, fetch_snapshot, ship_snapshot
+
+    async def scenario() -> None:
+        cfg = _config(mixed_nats, [mixed_nats.urls[0]])
+        names = cfg.names(0)
+        snap = ShardSnapshot(7, 70, 21, bytes(range(256)) * 1200)  # ~300 KB
+        nc = await nats.connect(cfg.servers)
+        try:
+            js = nc.jetstream()
+            await ensure_shard(js, cfg, 0)
+            pins = await js.key_value(names.status_bucket)
+            await ship_snapshot(js, names, snap, pins, chunk=PAYLOADS[0] - HEADERS_ROOM)
+            assert await fetch_snapshot(js, names, "z", pins) == snap
+        finally:
+            await nc.close()
+    asyncio.run(asyncio.wait_for(scenario(), 60))

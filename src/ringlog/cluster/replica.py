@@ -461,7 +461,8 @@ class Replica:
 
     async def _ship(self, snap: ShardSnapshot) -> None:
         try:
-            await ship_snapshot(self.js, self.names, snap, self.status_kv)
+            await ship_snapshot(self.js, self.names, snap, self.status_kv,
+                                chunk=self.bound.bytes)
             self._event("snapshot_shipped", stream_seq=snap.stream_seq, bytes=len(snap.data))
         except Exception as e:  # the next one will do
             self._event("snapshot_failed", stream_seq=snap.stream_seq, error=repr(e))
