@@ -34,6 +34,7 @@ ringlog.cluster. tests/test_typing.py checks every one.
 __all__ = [
     "CircuitOpenError",
     "ClusterError",
+    "ClusterSetupError",
     "ClusterTimeoutError",
     "ClusterUnreachableError",
     "ConfigError",
@@ -188,6 +189,12 @@ class ClusterTimeoutError(ClusterError, TimeoutError):
 
 class ClusterUnreachableError(ClusterError, ConnectionError):
     """No NATS server of the cluster's list could be reached."""
+
+
+class ClusterSetupError(ClusterError):
+    """What a replica found at start that the operator must fix (servers whose
+    ``max_payload`` cannot carry the shard's output batches, an output stream of an earlier
+    format): the message names the servers or the stream and the fix (exit 2)."""
 
 
 class MissingExtraError(RingLogError, ImportError):

@@ -30,9 +30,10 @@ HERE = Path(__file__).parent
 class Shard:
     """A shard under test: a NATS connection, its replicas and a watcher."""
 
-    def __init__(self, cfg: Any, tmp: Path) -> None:
+    def __init__(self, cfg: Any, tmp: Path, configs: dict[str, Any] | None = None) -> None:
         self.cfg = cfg
         self.tmp = tmp
+        self.configs = configs or {}  # a replica's own ClusterConfig (its own servers)
         self.replicas: dict[str, ReplicaProcess] = {}
 
     async def __aenter__(self) -> Shard:
@@ -84,15 +85,16 @@ class Shard:
                 print(f"  {rid}: {ln[:3000]}")
 
     def start(self, rid: str, handler: str = "ringlog.engine.flow:demo_engine",
-              fresh_dir: bool = False, gateway_config: Path | None = None) -> ReplicaProcess:
+              fresh_dir: bool = False, gateway_config: Path | None = None,
+              env: dict[str, str] | None = None) -> ReplicaProcess:
         """Starts (or restarts, same directory) replica ``rid`` (with a gateway config: a
-        ``ringlog serve --cluster`` node)."""
+        ``ringlog serve --cluster`` node; ``env``: variables of its own)."""
         d = self.tmp / (f"{rid}-{time.monotonic_ns()}" if fresh_dir else rid)
         old = self.replicas.get(rid)
         if old is not None and not fresh_dir:
             d = old.directory
-        r = ReplicaProcess(self.cfg, rid, d, handler=handler,
-                           gateway_config=gateway_config).start()
+        r = ReplicaProcess(self.configs.get(rid, self.cfg), rid, d, handler=handler,
+                           gateway_config=gateway_config, env=env).start()
         self.replicas[rid] = r
         return r
 

@@ -16,9 +16,11 @@ from .helpers import Load, Shard, check_outputs
 TRIALS = 20
 
 
-async def _failovers(cfg: Any, tmp: Any, trials: int, report: list[str]) -> list[Any]:
-    """``trials`` kills of the leader under load; returns the output stream's batches."""
-    async with Shard(cfg, tmp) as shard:
+async def _failovers(cfg: Any, tmp: Any, trials: int, report: list[str],
+                     configs: dict[str, Any] | None = None) -> list[Any]:
+    """``trials`` kills of the leader under load; returns the output stream's batches.
+    ``configs``: a replica's own ClusterConfig (by replica id)."""
+    async with Shard(cfg, tmp, configs) as shard:
         for rid in ("a", "b", "c"):
             shard.start(rid)
         await shard.leader(timeout=60)

@@ -22,6 +22,7 @@ from ringlog._feed import publish_message  # noqa: E402
 from ringlog.cluster import ClusterConfig  # noqa: E402
 from ringlog.cluster.natsserver import NatsCluster  # noqa: E402
 from ringlog.cluster.outputs import HEADERS_ROOM, OutputEmitter  # noqa: E402
+from ringlog.cluster.replica import PAUSE_MID_MESSAGE_ENV  # noqa: E402
 from ringlog.cluster.stream import InputPublisher  # noqa: E402
 from ringlog.engine.flow import demo_engine  # noqa: E402
 
@@ -109,6 +110,50 @@ def test_new_leader_resumes_in_the_middle_of_a_split_message(small_nats: NatsClu
             except nats.js.errors.BadRequestError as e:
                 assert e.err_code == 10071  # wrong last sequence
             assert await shard.watch.last_output_seq() == len(parts)
+    asyncio.run(asyncio.wait_for(scenario(), 180))
+
+
+def test_kill9_of_a_leader_stopped_between_two_parts_of_a_message(small_nats: NatsCluster,
+                                                                   tmp_path: Path) -> None:
+    """A real leader process stops itself (the test hook PAUSE_MID_MESSAGE_ENV: SIGSTOP)
+    once part 0 of a message is stored and before part 1 is sent, and is killed with kill -9
+    there: the standby takes over in the middle of the message, checks part 0 byte for byte
+    and publishes the rest; every output once, the same state hash on both replicas."""
+    def state(pid: int) -> str:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+
+    async def scenario() -> None:
+        cfg = _config(small_nats)
+        commands = shard_commands(200)
+        async with Shard(cfg, tmp_path) as shard:
+            a = shard.start("a", env={PAUSE_MID_MESSAGE_ENV: "1"})
+            assert await shard.leader(timeout=60) == "a"
+            shard.start("b")
+            pub = InputPublisher(shard.js, cfg, 0)
+            for ty, pl in commands:
+                await pub.publish(ty, pl)
+            last = await pub.flush()
+            await pub.close()
+
+            async def paused() -> bool:
+                return bool(a.events("test_paused")) and state(a.pid) == "T"
+            await shard.watch.wait(paused, "a stopped between two parts", 60)
+            ev = a.events("test_paused")[0]
+            stopped = await shard.watch.last_output_seq()
+            assert stopped == ev["stream_last"]
+            a.kill()
+            assert await shard.leader(not_="a") == "b"
+            batches = await shard.all_outputs(last, timeout=60)
+            want = check_outputs(batches, commands, last, market_data=None)
+            _, end, h = batches[stopped - 1]  # the stream's end when a stopped: part 0
+            assert (end.input_seq, end.part, h["Ringlog-Replica"]) == (ev["input_seq"], 0, "a")
+            assert end.parts >= 2
+            _, nxt, h = batches[stopped]  # part 1 of the same message, by b
+            assert (nxt.input_seq, nxt.part, h["Ringlog-Replica"]) == (ev["input_seq"], 1, "b")
+            shard.start("a")  # (without the hook) recovers from its journal
+            for rid in ("a", "b"):
+                assert (await shard.caught_up(rid, last, timeout=60)).state_hash == want
     asyncio.run(asyncio.wait_for(scenario(), 180))
 
 

@@ -306,10 +306,10 @@ def test_a_publish_lost_in_the_middle_of_the_window_is_published_again_in_order(
     those after it are refused as out of sequence): every batch ends in the stream once, in
     order, byte for byte the emitter's."""
     import asyncio
-    from types import SimpleNamespace
 
     from ringlog.cluster.config import ClusterConfig
-    from ringlog.cluster.outputs import OutputChannel
+    from ringlog.cluster.outputs import HEADERS_ROOM, OutputChannel
+    from ringlog.cluster.payload import OutputBound
     from ringlog.cluster.replica import Replica, ReplicaConfig
 
     messages = _split([1 + (k * 5) % 7 for k in range(30)])
@@ -324,7 +324,7 @@ def test_a_publish_lost_in_the_middle_of_the_window_is_published_again_in_order(
         _feed(p, messages)
         want = [data for *_, data in _drain(OutputEmitter(p, 1), len(messages))]
         stream = _FakeStream(lose)
-        r.js, r.nc = stream, SimpleNamespace(max_payload=1 << 20)
+        r.js, r.bound = stream, OutputBound((1 << 20) - HEADERS_ROOM, {})
         r.status.applied_seq = len(messages)
 
         class Lease:  # held until the stream holds every batch

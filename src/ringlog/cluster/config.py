@@ -12,6 +12,7 @@ test runs) share one NATS deployment without meeting::
     bucket  RL_<name>_LEASE         key shard-<shard>               the leader's lease
                                     key session-<id>                a gateway session's node
     bucket  RL_<name>_CKPT          key <shard>.<stream seq>        state-hash checkpoints
+                                    key <shard>.output_bound        bytes of an output part
     bucket  RL_<name>_STATUS        key <shard>.<replica>           what each replica is doing
     bucket  RL_<name>_STATUS        key <shard>.reading.<replica>   a snapshot object being read
     objects RL_<name>_SNAP          object shard-<shard>-<seq>      the newest shipped snapshots
@@ -44,9 +45,9 @@ class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     which a replica with an empty directory starts. Outputs of the ``market_data_types``
     (the engine's L1 and L2 records; empty: none) go to a stream of their own replicated
     ``market_data_replicas`` times (rebuildable from the input log: docs/cluster.md). An
-    output batch is at most ``output_max_bytes`` or the server's ``max_payload``, whichever
-    is less (with the headers); every replica must cut the same parts, so servers with a
-    ``max_payload`` below it must all have the same.
+    output batch is at most ``output_max_bytes`` or the smallest ``max_payload`` of the
+    servers, whichever is less (with the headers), as recorded by the shard's first replica
+    (``ringlog.cluster.payload``): every replica cuts the same parts.
     """
 
     servers: list[str]
@@ -149,6 +150,7 @@ class ShardNames:
         self.status_bucket = f"RL_{name}_STATUS"
         self.snapshot_bucket = f"RL_{name}_SNAP"
         self.snapshot_object = f"shard-{shard}"  # the prefix of its objects' names
+        self.output_bound_key = f"{shard}.output_bound"  # in the checkpoint bucket
 
     def checkpoint_key(self, stream_seq: int) -> str:
         """The key of the shard's reference checkpoint at an input stream sequence."""

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -62,16 +63,20 @@ def free_port() -> int:
 class NatsCluster:
     """``n`` local nats-server processes with JetStream (file storage), clustered when
     ``n > 1``. ``sync`` is JetStream's ``sync_interval`` ("default": every 2 minutes, or
-    "always": fsync every write before the ack)."""
+    "always": fsync every write before the ack). ``max_payload``: every node's, or one per
+    node (servers that disagree)."""
 
     def __init__(self, n: int, directory: str | Path, *, sync: str = "default",
-                 max_payload: int = 8 << 20) -> None:
+                 max_payload: int | Sequence[int] = 8 << 20) -> None:
         if n < 1:
             raise ClusterError(f"a cluster needs at least one node, got {n}")
         self.n = n
         self.directory = Path(directory)
         self.sync = sync
-        self.max_payload = max_payload
+        self.max_payloads = [max_payload] * n if isinstance(max_payload, int) else \
+            list(max_payload)
+        if len(self.max_payloads) != n:
+            raise ClusterError(f"max_payload: one per node ({n}), got {max_payload}")
         self.binary = nats_server_binary()
         self.ports = [free_port() for _ in range(n)]
         self.routes = [free_port() for _ in range(n)] if n > 1 else []
@@ -86,7 +91,7 @@ class NatsCluster:
         store = self.directory / f"n{i}"
         store.mkdir(parents=True, exist_ok=True)
         lines = [f'server_name: "n{i}"', f"listen: 127.0.0.1:{self.ports[i]}",
-                 f"max_payload: {self.max_payload}",
+                 f"max_payload: {self.max_payloads[i]}",
                  "jetstream {", f'  store_dir: "{store}"', "  max_file_store: 2G",
                  "  max_memory_store: 256M"]
         if self.sync == "always":

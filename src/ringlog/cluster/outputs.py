@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from .._emit import BatchCutter
+from ..errors import ClusterSetupError
 from ..events import FLAG_CONTROL, TYPE_STREAM_MARK, is_control
 from ..journal import JournalReader
 from .stream import HEADERS_ROOM, OutputBatch
@@ -88,14 +89,28 @@ async def output_position(js: Any, stream: str) -> OutputPosition:
     last = int(info.state.last_seq)
     if last == 0:
         return OutputPosition(0, 0, 0, 1)
-    msg = await js.get_msg(stream, last, direct=True)
-    b = _head_decoder.decode(msg.data)
+    b = _decode_head(stream, last, (await js.get_msg(stream, last, direct=True)).data)
     first = b.first_output
     if b.part:
-        first = _head_decoder.decode((await js.get_msg(stream, last - b.part,
-                                                       direct=True)).data).first_output
+        first = _decode_head(stream, last - b.part, (await js.get_msg(
+            stream, last - b.part, direct=True)).data).first_output
     return OutputPosition(last, b.input_seq, b.part, b.parts, first,
                           b.first_output + len(b.outputs))
+
+
+def _decode_head(stream: str, seq: int, data: bytes) -> OutputBatch:
+    """Message ``seq`` of an output stream as an OutputBatch; ClusterSetupError naming the
+    stream and the fix when it is not one (the format of an earlier version:
+    ``[input_seq, first_output, [outputs]]``, which no replica of this version can extend)."""
+    try:
+        return _head_decoder.decode(data)
+    except msgspec.DecodeError as e:
+        raise ClusterSetupError(
+            f"{stream}: message {seq} is not an output batch of this version ({e}; "
+            f"written by an earlier ringlog, whose batches were [input_seq, first_output, "
+            f"[outputs]]?): a new leader cannot continue that stream. Run the upgraded "
+            f"cluster under a new --cluster-name, or, once the stream's consumers have read "
+            f"it, delete it (nats stream rm {stream}) and start the replicas again") from e
 
 
 def pack_mark(stream_seq: int, commands: int) -> bytes:

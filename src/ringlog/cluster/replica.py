@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import functools
 import io
 import json
 import os
@@ -43,12 +44,19 @@ from typing import Any
 import msgspec
 
 from .._feed import publish_message
-from ..errors import ClusterError, ClusterTimeoutError, ClusterUnreachableError, RingLogError
+from ..errors import (
+    ClusterError,
+    ClusterSetupError,
+    ClusterTimeoutError,
+    ClusterUnreachableError,
+    RingLogError,
+)
 from ..processor import Processor, ProcessorConfig
 from .checkpoint import Checkpoint, Divergence, record_checkpoint, state_hash
 from .config import ClusterConfig
-from .lease import Lease
-from .outputs import HEADERS_ROOM, OutputChannel, OutputEmitter, last_mark, output_position
+from .lease import Lease, LeaseWatch
+from .outputs import OutputChannel, OutputEmitter, last_mark, output_position
+from .payload import OutputBound
 from .snapshot import (
     ShardSnapshot,
     fetch_snapshot,
@@ -64,9 +72,14 @@ __all__ = ["Replica", "ReplicaConfig", "ReplicaStatus", "connect", "main", "run_
 
 EXIT_DIVERGED = 3
 EXIT_UNREACHABLE = 2  # no NATS server answered at start: a usage error, like a bad option
+EXIT_SETUP = 2  # what the operator must fix, found at start (ClusterSetupError)
 CHECKPOINT_RETRY_S = 600.0  # NATS trouble recording a checkpoint: retried this long
 EMITTER_STALL_S = 10.0  # a leader's term neither publishing nor idle this long: a bug
 OUTPUT_WINDOW = 64  # output publishes in flight per stream (each expects the one before)
+# A test hook (tests/cluster/test_max_payload.py): with this variable set to 1, the leader
+# stops itself (SIGSTOP) once, before it sends part 1 of a message, with every part before
+# it stored: a kill -9 then lands between two parts of one message, deterministically.
+PAUSE_MID_MESSAGE_ENV = "RINGLOG_TEST_PAUSE_MID_MESSAGE"
 
 
 class _StreamTerm:
@@ -158,6 +171,8 @@ class Replica:
         self._emitter: OutputEmitter | None = None  # the term's, for the watchdog's report
         self._fed = asyncio.Event()  # set (from the feeder) after each message it applied
         self.connected = False  # reached NATS once (unreachable at start: the operator's error)
+        self._too_small = False  # connected to a server below the output bound (reported)
+        self._pause_mid_message = os.environ.get(PAUSE_MID_MESSAGE_ENV) == "1"  # (test hook)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def run(self) -> int:
@@ -169,6 +184,13 @@ class Replica:
         await self._open_buckets()
         self.lease = Lease(self.lease_kv, self.names.lease_key, self.config.replica_id,
                            self.cfg.lease_ttl)
+        self.lease_watch = LeaseWatch(self.lease_kv, self.names.lease_key,
+                                      self.config.replica_id, self.cfg.lease_ttl)
+        # operator errors first, before anything is recovered: servers that cannot carry the
+        # shard's output parts, an output stream of an earlier format
+        self.bound = await OutputBound.agree(self.nc, self.ckpt_kv, self.names, self.cfg)
+        for stream in (c.stream for c in self._channels()):
+            await until_answered(functools.partial(output_position, self.js, stream), stream)
         if is_empty(self.config.directory):  # a new replica: from the newest snapshot
             snap = await fetch_snapshot(self.js, self.names, self.config.replica_id,
                                         self.status_kv)
@@ -188,6 +210,8 @@ class Replica:
         feeder.start()
         tasks = [asyncio.ensure_future(t) for t in (self._fetch(), self._lead(),
                                                      self._report())]
+        if not self.config.standby_only:
+            tasks.append(asyncio.ensure_future(self.lease_watch.run()))
         if self.front is not None:
             tasks.append(asyncio.ensure_future(self._announce()))
         for t in tasks:  # a task that ends with an error stops the replica, loudly
@@ -252,6 +276,7 @@ class Replica:
             await self._connect()
             await self._open_buckets()
             self.lease.kv = self.lease_kv
+            self.lease_watch.moved(self.lease_kv)
             self._event("reconnected")
         except BaseException as e:
             self._fail(e)
@@ -436,7 +461,8 @@ class Replica:
 
     async def _ship(self, snap: ShardSnapshot) -> None:
         try:
-            await ship_snapshot(self.js, self.names, snap, self.status_kv)
+            await ship_snapshot(self.js, self.names, snap, self.status_kv,
+                                chunk=self.bound.bytes)
             self._event("snapshot_shipped", stream_seq=snap.stream_seq, bytes=len(snap.data))
         except Exception as e:  # the next one will do
             self._event("snapshot_failed", stream_seq=snap.stream_seq, error=repr(e))
@@ -493,14 +519,17 @@ class Replica:
 
     # -- leadership and outputs -----------------------------------------------------------
     async def _lead(self) -> None:
-        """Standby: try to take the lease every ttl/8. Leader: renew it every ttl/4 and
-        publish output batches while it is trusted."""
-        lease = self.lease
+        """Standby: take the lease when its watch says it is free or lapsed
+        (``LeaseWatch``). Leader: renew it every ttl/4 and publish output batches while it
+        is trusted."""
+        lease, watch = self.lease, self.lease_watch
         try:
             while True:
-                if self.config.standby_only or not await self._may_lead() \
-                        or not await lease.try_acquire():
-                    await asyncio.sleep(self.cfg.lease_ttl / 8)
+                if self.config.standby_only:
+                    await asyncio.sleep(self.cfg.lease_ttl)
+                    continue
+                # when the watch says the key is free or lapsed (LeaseWatch)
+                if not await watch.take(lease, self._may_lead):
                     continue
                 if not lease.held():
                     # the write came back after the share of the ttl it may be trusted for
@@ -512,7 +541,8 @@ class Replica:
                     continue
                 self.status.role = "leader"
                 self.status.leader_since = lease.acquired_at
-                self._event("leader", applied_seq=self.status.applied_seq)
+                self._event("leader", applied_seq=self.status.applied_seq,
+                            watch=watch.describe())
                 term = asyncio.Event()  # set when the term ends: renewing stops with it
                 renew = asyncio.ensure_future(self._renew(lease, term))
                 self._progress = time.monotonic()
@@ -544,10 +574,12 @@ class Replica:
                     published_seq=self.status.published_seq, term_last=self._term_last,
                     progress_age=round(time.monotonic() - self._progress, 3),
                     lease_held=self.lease.held() if hasattr(self, "lease") else None,
+                    lease_watch=self.lease_watch.describe() if hasattr(self, "lease_watch")
+                    else None,
                     emitter=self._emitter.describe() if self._emitter is not None else None,
                     stacks=stacks.getvalue())
 
-    async def _watch_publishing(self, publishing: asyncio.Future[None]) -> None:
+    async def _watch_publishing(self, publishing: asyncio.Task[None]) -> None:
         """Awaits the term's publishing task, a watchdog over it: a term that neither
         publishes nor is idle for EMITTER_STALL_S (a bug: a call that never returns, an
         emitter that lost count) is reported with where it waits, and cancelled; the lease
@@ -571,7 +603,16 @@ class Replica:
 
     async def _may_lead(self) -> bool:
         """A replica seeded from a snapshot at s has no output batches up to s: it may lead
-        only once the output stream holds them whole."""
+        only once the output stream holds them whole. One connected to a server whose
+        max_payload cannot carry a full output part (its connection moved there after the
+        start check) does not lead."""
+        if self.nc.max_payload < self.bound.needs:
+            if not self._too_small:
+                self._event("max_payload_too_small", server=str(self.nc.connected_url),
+                            max_payload=self.nc.max_payload, needs=self.bound.needs)
+            self._too_small = True
+            return False
+        self._too_small = False
         if not self._seed:
             return True
         try:
@@ -595,17 +636,24 @@ class Replica:
         market data types) to the output stream, whose trouble ends the term, and market
         data to a stream of its own in a task beside it, whose trouble is retried and never
         ends the term (an R=1 stream whose node is down must not stop the reports)."""
-        names, md = self.names, tuple(self.cfg.market_data_types)
-        reports = OutputChannel(names.output_stream, names.output_subject, md, True, True)
-        if not md:
+        reports, *more = self._channels()
+        if not more:
             await self._publish_channel(lease, reports)
             return
-        market = asyncio.ensure_future(self._publish_market_data(lease, OutputChannel(
-            names.market_data_stream, names.market_data_subject, md, False, False)))
+        market = asyncio.ensure_future(self._publish_market_data(lease, more[0]))
         try:
             await self._publish_channel(lease, reports)
         finally:
             await stop_task(market)
+
+    def _channels(self) -> list[OutputChannel]:
+        """The shard's output streams: reports, and market data if it has types."""
+        names, md = self.names, tuple(self.cfg.market_data_types)
+        reports = OutputChannel(names.output_stream, names.output_subject, md, True, True)
+        if not md:
+            return [reports]
+        return [reports, OutputChannel(names.market_data_stream, names.market_data_subject,
+                                       md, False, False)]
 
     async def _publish_market_data(self, lease: Lease, channel: OutputChannel) -> None:
         """Publishes the market data stream for the term, starting over after trouble."""
@@ -630,15 +678,13 @@ class Replica:
         t = _StreamTerm(channel, pos)
         p = self.processor
         assert p is not None
-        # every part under one bound on every replica (with another bound a replica cuts
-        # other parts, and as a new leader finds the stream's last batch different from its
-        # own, and halts): output_max_bytes, unless the server takes less
         start, start_output = max(pos.input_seq, 1), pos.first_output
         if pos.input_seq < self._journal_from and pos.through == pos.input_seq:
             # seeded after the stream's last message: nothing of it to compare, continue after
             start, start_output = pos.input_seq + 1, pos.next_output
-        bound = min(self.cfg.output_max_bytes, self.nc.max_payload) - HEADERS_ROOM
-        emitter = OutputEmitter(p, start, bound, channel.types, channel.exclude, start_output)
+        # every replica cuts under the shard's recorded bound (ringlog.cluster.payload)
+        emitter = OutputEmitter(p, start, self.bound.bytes, channel.types, channel.exclude,
+                                start_output)
         if channel.watched:
             self._emitter, self._term_last = emitter, t.last
         try:
@@ -655,6 +701,9 @@ class Replica:
                         self._stored(t, at, seq, part, parts, mine=False)
                         continue
                     if not lease.held():
+                        return
+                    if part == 1 and self._pause_mid_message and channel.watched \
+                            and not await self._pause_between_parts(lease, t, seq):
                         return
                     ack = await self._send(channel.subject, data, self._headers(seq, part, at))
                     t.window.append((at, seq, part, parts, data, ack))
@@ -690,6 +739,18 @@ class Replica:
             if channel.watched:
                 self._emitter = None
             emitter.close()
+
+    async def _pause_between_parts(self, lease: Lease, t: _StreamTerm, seq: int) -> bool:
+        """The test hook (PAUSE_MID_MESSAGE_ENV): every publish in flight stored (part 0 of
+        message ``seq`` the stream's last), then this process stops itself. False: the term
+        ended meanwhile."""
+        while t.window:
+            if not await self._settle(lease, t):
+                return False
+        self._pause_mid_message = False
+        self._event("test_paused", input_seq=seq, stream_last=t.last)
+        os.kill(os.getpid(), signal.SIGSTOP)
+        return True
 
     async def _send(self, subject: str, data: bytes, headers: dict[str, str]) -> Any:
         """``js.publish_async``: the future of its acknowledgement (failed at once if the
@@ -896,6 +957,11 @@ def run_replica(config: ReplicaConfig, handler_factory: Callable[[], Any] | None
                 raise
             print(f"ringlog replica {config.replica_id}: {e}", file=sys.stderr)
             return EXIT_UNREACHABLE
+        except ClusterSetupError as e:
+            print(f"ringlog replica {config.replica_id}: {e}", file=sys.stderr)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(r.nc.close(), 5)
+            return EXIT_SETUP
 
     try:
         return asyncio.run(main())

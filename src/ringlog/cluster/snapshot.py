@@ -46,6 +46,7 @@ __all__ = ["KEEP_SNAPSHOTS", "SEED_FILE", "ShardSnapshot", "ensure_snapshot_stor
 
 SEED_FILE = "cluster-seed.json"
 KEEP_SNAPSHOTS = 2  # the shard's newest snapshot objects kept (and any a reader has pinned)
+CHUNK = 128 << 10  # nats-py's object chunk size: the largest a snapshot is shipped in
 
 
 class ShardSnapshot(msgspec.Struct, array_like=True, frozen=True):
@@ -115,12 +116,17 @@ async def _pinned(kv: Any, names: ShardNames) -> set[str]:
 
 
 async def ship_snapshot(js: Any, names: ShardNames, snap: ShardSnapshot,
-                        pins: Any) -> None:
-    """Stores ``snap`` as a new object, then deletes the shard's objects older than the newest
-    KEEP_SNAPSHOTS, except those a joining replica reads (pinned in the key-value bucket
-    ``pins``)."""
+                        pins: Any, chunk: int = CHUNK) -> None:
+    """Stores ``snap`` as a new object (in chunks of at most ``chunk`` bytes: the shard's
+    output bound, when servers take less than nats-py's 128 KiB), then deletes the shard's
+    objects older than the newest KEEP_SNAPSHOTS, except those a joining replica reads
+    (pinned in the key-value bucket ``pins``)."""
+    from nats.js.api import ObjectMeta, ObjectMetaOptions
+
     store = await js.object_store(names.snapshot_bucket)
-    await store.put(snapshot_name(names, snap.stream_seq), msgspec.msgpack.encode(snap))
+    name = snapshot_name(names, snap.stream_seq)
+    await store.put(name, msgspec.msgpack.encode(snap), meta=ObjectMeta(
+        name=name, options=ObjectMetaOptions(max_chunk_size=min(chunk, CHUNK))))
     shipped = await _shipped(store, names)
     if len(shipped) <= KEEP_SNAPSHOTS:
         return

@@ -178,7 +178,9 @@ async def _ensure_shard(js: Any, cfg: ClusterConfig, shard: int) -> ShardNames:
         except BadRequestError as e:
             if e.err_code != 10058:  # "stream name already in use" with another config
                 raise
-    await ensure_bucket(js, names.lease_bucket, cfg.replicas, ttl=cfg.lease_ttl)
+    # the servers mark a lease's expiry (a standby's watch sees it: ringlog.cluster.lease)
+    await ensure_bucket(js, names.lease_bucket, cfg.replicas, ttl=cfg.lease_ttl,
+                        markers=True)
     await ensure_bucket(js, names.checkpoint_bucket, cfg.replicas)
     await ensure_bucket(js, names.status_bucket, cfg.replicas, ttl=300.0)
     from .snapshot import ensure_snapshot_store
@@ -187,20 +189,44 @@ async def _ensure_shard(js: Any, cfg: ClusterConfig, shard: int) -> ShardNames:
     return names
 
 
-async def ensure_bucket(js: Any, bucket: str, replicas: int, ttl: float | None = None) -> Any:
-    """The key-value bucket ``bucket``, created if missing."""
+async def ensure_bucket(js: Any, bucket: str, replicas: int, ttl: float | None = None,
+                        markers: bool = False) -> Any:
+    """The key-value bucket ``bucket``, created if missing. With ``markers`` (and a ttl) the
+    servers write a deletion marker when a key expires, which a watch of the key sees (NATS
+    2.11+; a bucket made without them gets them; servers or a nats-py without them: the
+    bucket as before, and the standbys' safety net finds expired leases)."""
     from nats.js.api import KeyValueConfig, StorageType
     from nats.js.errors import BucketNotFoundError
 
+    marker_ttl = max(1.0, ttl) if markers and ttl else None
     try:
-        return await js.key_value(bucket)
+        kv = await js.key_value(bucket)
     except BucketNotFoundError:
-        pass
-    try:
-        return await js.create_key_value(KeyValueConfig(
-            bucket=bucket, history=1, ttl=ttl, replicas=replicas, storage=StorageType.FILE))
-    except Exception:  # created by another replica meanwhile
-        return await js.key_value(bucket)
+        plain: dict[str, Any] = {"bucket": bucket, "history": 1, "ttl": ttl,
+                                 "replicas": replicas, "storage": StorageType.FILE}
+        for kw in ([{**plain, "limit_marker_ttl": marker_ttl}, plain] if marker_ttl
+                   else [plain]):
+            try:
+                return await js.create_key_value(KeyValueConfig(**kw))
+            except Exception:  # created by another replica meanwhile, or no markers here
+                with contextlib.suppress(BucketNotFoundError):
+                    return await js.key_value(bucket)
+        return await js.key_value(bucket)  # (raises: the bucket could not be made)
+    if marker_ttl is not None:
+        with contextlib.suppress(Exception):  # (servers before 2.11: the standbys poll)
+            await _add_markers(js, f"KV_{bucket}", marker_ttl)
+    return kv
+
+
+async def _add_markers(js: Any, stream: str, marker_ttl: float) -> None:
+    """Turns on the servers' deletion markers of expired keys in a bucket made without."""
+    import dataclasses
+
+    info = await js.stream_info(stream)
+    if info.config.subject_delete_marker_ttl:
+        return
+    await js.update_stream(dataclasses.replace(info.config, allow_msg_ttl=True,
+                                               subject_delete_marker_ttl=marker_ttl))
 
 
 class InputPublisher:

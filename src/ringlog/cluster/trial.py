@@ -39,8 +39,10 @@ class ReplicaProcess:
     def __init__(self, cfg: ClusterConfig, replica_id: str, directory: str | Path, *,
                  shard: int = 0, handler: str = "ringlog.engine.flow:demo_engine",
                  segment_size: int = 1 << 20, extra: list[str] | None = None,
-                 gateway_config: str | Path | None = None) -> None:
+                 gateway_config: str | Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.cfg = cfg
+        self.env = env or {}  # variables for the child beside this process's
         self.replica_id = replica_id
         self.directory = Path(directory)
         self.shard = shard
@@ -71,7 +73,7 @@ class ReplicaProcess:
         """Starts the process (its output goes to ``<dir>.log``)."""
         self.directory.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log, "ab")  # noqa: SIM115 (the child keeps it)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=env)
         out.close()
         return self
