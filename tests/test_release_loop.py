@@ -17,7 +17,7 @@ from test_processor_release import _cfg, _hold_group_commit
 
 from ringlog import slot_dtype
 from ringlog._release import SlotSink
-from ringlog.errors import JournalError
+from ringlog.errors import StateError
 from ringlog.processor import Processor
 
 DEADLINE_S = 30.0  # a safety net only: every wait below ends on an event or a condition
@@ -183,6 +183,6 @@ def test_a_failed_input_journal_halts_the_loop_path_without_releasing(tmp_path):
         p.input.appender.wake()
     finally:
         gate.set()
-    with pytest.raises(JournalError, match="not released"):
+    with pytest.raises(StateError, match="not released"):
         p.stop()
     assert sink.queued == 0 and sink.take() is None
