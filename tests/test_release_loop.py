@@ -175,7 +175,17 @@ def test_stop_with_a_full_sink_nobody_reads_hands_everything_over(tmp_path):
 
 def test_a_failed_input_journal_halts_the_loop_path_without_releasing(tmp_path):
     p, sink = _start(tmp_path)
-    gate = _hold_group_commit(p)
+    gate, entered = threading.Event(), threading.Event()
+    real = p.input._group_sync
+
+    def held():  # as _hold_group_commit, but a failed journal's sync marks nothing durable
+        entered.set()
+        gate.wait(DEADLINE_S)
+        if not p.input.appender.failed:
+            real()
+
+    p.input._group_sync = held
+    assert entered.wait(DEADLINE_S)
     try:
         p.publish(ev(1), 5, timestamp_ns=1)
         _wait("the output journal", lambda: p.output.last_sequence >= 0)
