@@ -71,7 +71,7 @@ class Reader:
 
 
 def test_a_slot_sink_alone_runs_without_an_output_thread(tmp_path):
-    p, sink = _start(tmp_path)
+    p, _ = _start(tmp_path)
     try:
         names = [t.name for t in p._threads]
         assert "ringlog-output" not in names and p._stage is not None and p._stage.by_loop
