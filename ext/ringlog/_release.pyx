@@ -28,6 +28,21 @@ what the engine published during the fdatasync):
 Both threads hand over under one mutex (`lock`), each the prefix durable at the time, so an
 output appended after the mark moved is released by the output stage itself.
 
+Inline topology, a SlotSink the one listener (``attach()``): no rl-output thread. The engine
+loop, right after it publishes a batch's output slots, appends them to the output journal and
+hands over what is durable already (all of it under release immediate); the durable hook
+hands over the rest; handed-over slots go back to the loop at once:
+
+    engine loop:      outputs ─► OUTPUT RING (publish) ─► output journal ─► durable prefix
+                                                                             ─► SlotSink
+    group-commit thread: fdatasync ─► durable mark ─► hook: durable prefix ─► SlotSink
+
+The sink is then bounded (one output ring of bytes): a push that would exceed it is refused
+and the slots stay in the ring, so a slow consumer fills the ring and the ring holds the loop
+back (``LogicCore._claim_outputs`` waits, re-checking a failed input journal); the consumer's
+``take()`` hands over what waited. ``unbound()`` (stop) lifts the bound, ``finish()`` hands
+over the rest once durable and unhooks.
+
 Pipelined: while the oldest appended output waits for its input's fdatasync, the pump keeps
 appending what the engine loop publishes (each wake-up takes all there is), and a hand-over
 takes every appended output whose cause is durable then, not one poll's batch per sync.
