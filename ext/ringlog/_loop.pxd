@@ -9,6 +9,7 @@ from ringlog._breaker cimport BreakerCore
 from ringlog._counters cimport StageCounters
 from ringlog._handler cimport CyEventHandler, Emitter
 from ringlog._journal cimport JournalAppender, Segment
+from ringlog._release cimport ReleaseStage
 from ringlog._ring cimport Consumer, Ring
 from ringlog.includes.event cimport rl_header
 from ringlog.includes.pycall cimport vectorcallfunc
@@ -66,6 +67,7 @@ cdef class LogicCore:
     cdef int64_t out_chunk             # output slots claimed at once
     cdef uint32_t out_room             # payload bytes an output slot holds
     cdef public JournalAppender output_journal  # ...or, with no ring, appended straight here
+    cdef ReleaseStage release_stage    # with a ring: this thread appends and hands over (or None)
     cdef object out_keys               # int64 per output ring slot: the breaker key
     cdef int64_t* out_keys_p
     cdef SlotEvent fly

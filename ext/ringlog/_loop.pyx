@@ -789,14 +789,21 @@ cdef class LogicCore:
         return 0
 
     # -- drivers --------------------------------------------------------------------------
-    def set_outputs(self, Ring ring=None, JournalAppender journal=None):
+    def set_outputs(self, Ring ring=None, JournalAppender journal=None,
+                    ReleaseStage stage=None):
         """Where live outputs go: in place into ``ring`` (each slot's breaker key kept in
         ``output_keys``), or with no ring appended straight to ``journal`` by the loop
-        thread (the inline topology when nothing listens to outputs)."""
+        thread (the inline topology when nothing listens to outputs). With ``stage`` (over
+        ``ring``'s consumer, ``ReleaseStage.attach()``-ed) this thread also appends each
+        published batch of slots to the output journal and hands over what may go (the
+        inline topology when a SlotSink is the one listener: no output thread)."""
         cdef int64_t[::1] keys
+        if stage is not None and (ring is None or stage.consumer.ring is not ring):
+            raise ValueError("set_outputs: the release stage must consume the output ring")
         self.release_outputs()
         self.output_ring = ring
         self.output_journal = journal
+        self.release_stage = stage
         self.out_keys = None
         self.out_keys_p = NULL
         self.out_next, self.out_end = 0, -1  # nothing claimed yet
@@ -1130,8 +1137,13 @@ cdef class LogicCore:
             return hi - self.out_chunk + 1
         if hi != RL_CLOSED:
             self.release_outputs()
-            with nogil:  # the output ring is full: wait without the GIL (backpressure)
-                hi = r.claim(1, -1)
+            while True:  # the output ring is full: wait without the GIL (backpressure)
+                with nogil:
+                    hi = r.claim(1, WAIT_NS)
+                if hi != RL_TIMEOUT:
+                    break
+                if self.release_stage is not None:  # no output thread to fail for us
+                    self.release_stage.check_gate()
         if hi == RL_CLOSED:
             raise RingClosedError("the output ring is closed")
         self.out_end = hi
@@ -1145,6 +1157,8 @@ cdef class LogicCore:
         if self.out_lo >= 0:
             self.output_ring.publish_range(self.out_lo, self.out_hi)
             self.out_lo = -1
+            if self.release_stage is not None:  # no output thread: journal and hand over
+                self.release_stage.loop_append(self.out_hi)
         return 0
 
     @property

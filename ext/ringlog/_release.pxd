@@ -23,13 +23,21 @@ cdef class SlotSink:
     cdef readonly int slot_size
     cdef readonly int64_t pushes
     cdef readonly int64_t signals    # eventfd writes (an empty sink became non-empty)
+    # bounded (a loop-appended stage sets it): a push that would hold more than `limit`
+    # bytes is refused (0: no bound), and take() calls `refill(refill_ctx)` once it emptied
+    # the sink, so the refused slots follow (the output ring holds them meanwhile)
+    cdef readonly Py_ssize_t limit
+    cdef readonly int64_t refusals   # pushes refused by the bound
+    cdef void (*refill)(void* ctx) noexcept nogil
+    cdef void* refill_ctx
 
     cdef int push(self, const char* first, Py_ssize_t first_len, const char* rest,
                   Py_ssize_t rest_len, int slot_size) noexcept nogil
 
 
 cdef class ReleaseStage:
-    # Not thread-safe: one thread (the processor's rl-output) runs it.
+    # One thread runs it: the processor's rl-output (run()), or the engine loop itself
+    # (attach(), then loop_append() per published batch of outputs).
     cdef readonly Consumer consumer
     cdef Ring ring
     cdef JournalAppender journal      # the output journal: every output is appended here
@@ -48,10 +56,14 @@ cdef class ReleaseStage:
     cdef bint hooked
     cdef pthread_mutex_t lock
     cdef readonly int64_t hook_handovers  # hand-overs made by the durable hook
+    cdef readonly bint by_loop        # attach(): the engine loop appends, no rl-output
 
     cdef int64_t _pump(self) except -1 nogil
     cdef int64_t _releasable(self, int64_t durable) noexcept nogil
     cdef int _hand_over(self, int64_t upto) except -1
-    cdef void _to_sinks(self, int64_t upto) noexcept nogil
+    cdef bint _to_sinks(self, int64_t upto) noexcept nogil
+    cdef int loop_append(self, int64_t hi) except -1
+    cdef int check_gate(self) except -1
+    cdef int64_t _gate_durable(self) noexcept nogil
     cdef void _released(self, int64_t upto) noexcept nogil
     cdef int64_t _release_durable(self, int64_t durable, bint by_hook) noexcept nogil

@@ -28,6 +28,21 @@ what the engine published during the fdatasync):
 Both threads hand over under one mutex (`lock`), each the prefix durable at the time, so an
 output appended after the mark moved is released by the output stage itself.
 
+Inline topology, a SlotSink the one listener (``attach()``): no rl-output thread. The engine
+loop, right after it publishes a batch's output slots, appends them to the output journal and
+hands over what is durable already (all of it under release immediate); the durable hook
+hands over the rest; handed-over slots go back to the loop at once:
+
+    engine loop:      outputs ─► OUTPUT RING (publish) ─► output journal ─► durable prefix
+                                                                             ─► SlotSink
+    group-commit thread: fdatasync ─► durable mark ─► hook: durable prefix ─► SlotSink
+
+The sink is then bounded (one output ring of bytes): a push that would exceed it is refused
+and the slots stay in the ring, so a slow consumer fills the ring and the ring holds the loop
+back (``LogicCore._claim_outputs`` waits, re-checking a failed input journal); the consumer's
+``take()`` hands over what waited. ``unbound()`` (stop) lifts the bound, ``finish()`` hands
+over the rest once durable and unhooks.
+
 Pipelined: while the oldest appended output waits for its input's fdatasync, the pump keeps
 appending what the engine loop publishes (each wake-up takes all there is), and a hand-over
 takes every appended output whose cause is durable then, not one poll's batch per sync.
@@ -39,7 +54,7 @@ hand-over follows each append.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.errno cimport errno
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport INT64_MAX, int64_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
 from posix.time cimport nanosleep, timespec
@@ -98,13 +113,18 @@ cdef class SlotSink:
     cdef int push(self, const char* first, Py_ssize_t first_len, const char* rest,
                   Py_ssize_t rest_len, int slot_size) noexcept nogil:
         """Appends ``first`` then ``rest`` (whole slots); wakes the consumer if the sink was
-        empty. Returns -1 if memory ran out (nothing appended), else 0."""
+        empty. Returns -1 if memory ran out, 1 if the bound refused them (nothing appended
+        either way), else 0. An empty sink takes any block."""
         cdef Py_ssize_t need, cap
         cdef char* grown
         cdef bint was_empty
         cdef uint64_t one = 1
         pthread_mutex_lock(&self.lock)
         need = self.len + first_len + rest_len
+        if self.limit and self.len and need > self.limit:  # bounded: the ring holds them
+            self.refusals += 1
+            pthread_mutex_unlock(&self.lock)
+            return 1
         if need > self.cap:
             cap = max(need, 2 * self.cap, 1 << 16)
             grown = <char*>realloc(self.buf, cap)
@@ -151,6 +171,8 @@ cdef class SlotSink:
             self.len = 0
         finally:
             pthread_mutex_unlock(&self.lock)
+        if self.refill != NULL:  # bounded: what the bound held back follows now
+            self.refill(self.refill_ctx)
         return block
 
     @property
@@ -159,6 +181,12 @@ cdef class SlotSink:
         return self.len
 
 cdef int64_t WAIT_NS = 50000000  # re-check a closed ring or a failed journal this often
+
+
+cdef void _on_taken(void* ctx) noexcept nogil:
+    # the sink's refill (a loop-appended stage, bounded sink): ctx is the ReleaseStage, alive
+    # until finish() cleared it (with the GIL, which take() holds while it calls this)
+    (<ReleaseStage>ctx)._release_durable((<ReleaseStage>ctx)._gate_durable(), False)
 
 
 cdef void _on_durable(void* ctx, int64_t durable) noexcept nogil:
@@ -300,20 +328,28 @@ cdef class ReleaseStage:
             s += 1
         return s
 
-    cdef void _to_sinks(self, int64_t upto) noexcept nogil:
+    cdef bint _to_sinks(self, int64_t upto) noexcept nogil:
         """Ring slots [released, upto) into the sink (no GIL), then back to the engine loop.
         Without memory for them the sink is retried after a pause (outputs are never
-        dropped; the ring's backpressure holds the loop meanwhile)."""
+        dropped; the ring's backpressure holds the loop meanwhile). A bounded sink that is
+        full refuses them: they stay in the ring (False) until its consumer's take()."""
         cdef Py_ssize_t size = self.ring.slot_size
         cdef int64_t lo = self.released
         cdef int64_t first = min(upto, (lo | self.ring.mask) + 1) - lo  # before the wrap
         cdef timespec pause
+        cdef int rc
         pause.tv_sec, pause.tv_nsec = 0, 1000000
         if self.sink is not None:
-            while self.sink.push(self.ring.slot(lo), first * size, self.ring.slot(lo + first),
-                                 (upto - lo - first) * size, self.ring.slot_size) != 0:
+            while True:
+                rc = self.sink.push(self.ring.slot(lo), first * size, self.ring.slot(lo + first),
+                                    (upto - lo - first) * size, self.ring.slot_size)
+                if rc == 0:
+                    break
+                if rc == 1:
+                    return False
                 nanosleep(&pause, NULL)
         self._released(upto)
+        return True
 
     cdef void _released(self, int64_t upto) noexcept nogil:
         self.consumer.set_sequence(upto - 1)
@@ -329,10 +365,8 @@ cdef class ReleaseStage:
         cdef int64_t upto, cause = -1
         pthread_mutex_lock(&self.lock)
         upto = self._releasable(durable)
-        if upto > self.released:
-            self._to_sinks(upto)
-            if by_hook:
-                self.hook_handovers += 1
+        if upto > self.released and self._to_sinks(upto) and by_hook:
+            self.hook_handovers += 1
         if self.released < self.appended:
             cause = (<const rl_header*>self.ring.slot(self.released)).producer_seq
         pthread_mutex_unlock(&self.lock)
@@ -357,6 +391,90 @@ cdef class ReleaseStage:
             fn(block, size)
         self._released(upto)
         return 0
+
+    # -- the engine loop appends (no rl-output thread) ---------------------------------------
+    def attach(self):
+        """Makes the engine loop this stage's thread (``LogicCore.set_release``): the loop
+        appends each published batch of outputs itself (``loop_append``) and hands over
+        what may go; the input journal's durable hook hands over the rest on the thread
+        that advanced the mark. The sink is bounded to one output ring of bytes: when its
+        consumer lags, outputs wait in the ring and the ring holds the loop back; the
+        consumer's ``take()`` hands over what waited. ``finish()`` ends it."""
+        if self.sink is None or self.python_listeners:
+            raise ValueError("only a stage whose one listener is a SlotSink runs on the loop")
+        self.by_loop = self.hooked = True
+        self.sink.limit = self.ring.capacity * self.ring.slot_size
+        self.sink.refill_ctx = <void*>self
+        self.sink.refill = _on_taken
+        if self.gate is not None:
+            self.gate.set_durable_hook(_on_durable, <void*>self)
+
+    cdef int loop_append(self, int64_t hi) except -1:
+        """The loop thread, right after it published output slots up to ``hi``: appends
+        them to the output journal, then hands over those whose causes are durable now
+        (all of them without a gate, release immediate)."""
+        cdef int64_t lo, end
+        cdef Py_ssize_t size = self.ring.slot_size
+        while self.appended <= hi:  # one contiguous run of slots per append
+            lo = self.appended
+            end = min(hi, lo | self.ring.mask)
+            self.journal.append_slots(self.ring.slot(lo), size, end - lo + 1)
+            pthread_mutex_lock(&self.lock)
+            self.appended = end + 1
+            pthread_mutex_unlock(&self.lock)
+        counter_set(self.ctr[JS_SEQUENCE], self.journal.last_seq)
+        self._release_durable(self._gate_durable(), False)
+        return 0
+
+    cdef int64_t _gate_durable(self) noexcept nogil:
+        """The input journal's durable mark; without a gate, no bound."""
+        return INT64_MAX if self.gate is None else rl_load_acquire(&self.gate.durable)
+
+    cdef int check_gate(self) except -1:
+        """Raises JournalError once the input journal failed (nothing past its durable
+        mark is ever handed over): the loop, held back by a full output ring, stops."""
+        if self.gate is not None and self.gate.failed:
+            raise JournalError(f"input journal failed before sequence "
+                               f"{self._cause(self.released)} was durable: its outputs "
+                               "are not released")
+        return 0
+
+    def unbound(self):
+        """Lifts the sink's bound and hands over what it held back (stop: the loop, held by
+        a full output ring, must not wait for a consumer that may have gone)."""
+        if self.by_loop:
+            self.sink.limit = 0
+            with nogil:
+                self._release_durable(self._gate_durable(), False)
+
+    def finish(self):
+        """Stops a loop-appended stage (the loop has ended): lifts the sink's bound, waits
+        until every appended output was handed over (its input durable), then unhooks.
+        Raises JournalError, handing nothing more over, if the input journal failed."""
+        cdef int64_t cause
+        cdef bint failed = False
+        if not self.by_loop:
+            return
+        self.sink.limit = 0
+        try:
+            with nogil:
+                while True:
+                    cause = self._release_durable(self._gate_durable(), False)
+                    if cause < 0:
+                        break
+                    if self.gate.failed:
+                        failed = True
+                        break
+                    self.durable_waits += 1
+                    self.gate.wait_durable_c(cause, WAIT_NS)
+            if failed:
+                self.check_gate()
+        finally:
+            if self.gate is not None:
+                with nogil:
+                    self.gate.set_durable_hook(NULL, NULL)
+            self.sink.refill = NULL  # take() runs with the GIL held: none is running now
+            self.by_loop = False
 
     def _cause(self, int64_t seq):
         return (<const rl_header*>self.ring.slot(seq)).producer_seq

@@ -6,6 +6,7 @@ from typing import Any
 from ._breaker import BreakerCore
 from ._counters import StageCounters
 from ._journal import JournalAppender, Segment
+from ._release import ReleaseStage
 from ._ring import Consumer, Ring
 
 def journal_stage(consumer: Consumer, appender: JournalAppender, max_batch: int,
@@ -62,7 +63,8 @@ class LogicCore:
                  dedup: bool = False, snapshot_every: int = 0, slot_size: int = 128,
                  max_batch: int = 1024, on_resume: Callable[[], None] | None = None) -> None: ...
     def set_outputs(self, ring: Ring | None = None,
-                    journal: JournalAppender | None = None) -> None: ...
+                    journal: JournalAppender | None = None,
+                    stage: ReleaseStage | None = None) -> None: ...
     @property
     def output_keys(self) -> Any: ...
     def run(self, consumer: Consumer, base: int, journal: JournalAppender | None = None,

@@ -8,7 +8,7 @@ from ._ring import Consumer
 
 class ReleaseStage:
     """Appends outputs to the output journal and hands durable prefixes to slot listeners.
-    Not thread-safe: one thread runs it."""
+    One thread runs it: its own (``run()``) or, ``attach()``-ed, the engine loop."""
 
     consumer: Consumer
     listeners: list[Callable[[bytes, int], object]]
@@ -18,12 +18,19 @@ class ReleaseStage:
     handovers: int
     durable_waits: int
     hook_handovers: int
+    by_loop: bool
 
     def __init__(self, consumer: Consumer, journal: JournalAppender,
                  gate: JournalAppender | None,
                  listeners: list[Callable[[bytes, int], object]],
                  counters: StageCounters | None = None) -> None: ...
     def run(self) -> None: ...
+    def attach(self) -> None:
+        """Makes the engine loop this stage's thread (bounded sink, durable hook)."""
+    def unbound(self) -> None:
+        """Lifts the sink's bound and hands over what it held back."""
+    def finish(self) -> None:
+        """Hands over everything appended once durable, then unhooks."""
 
 class SlotSink:
     """Output slot blocks handed over without the GIL; ``fd`` (an eventfd) is readable while
@@ -33,6 +40,8 @@ class SlotSink:
     slot_size: int
     pushes: int
     signals: int
+    limit: int
+    refusals: int
 
     def __init__(self) -> None: ...
     def __call__(self, slots: bytes | bytearray | memoryview, slot_size: int) -> None: ...

@@ -3,12 +3,15 @@ the input journal and no event acknowledged as durable is lost."""
 
 import os
 import random
+import select
 import struct
+import threading
 
 import pytest
 from test_processor import Summer
 
 from ringlog._benchhandlers import SumHandler
+from ringlog._release import SlotSink
 from ringlog.events import FLAG_CONTROL
 from ringlog.journal import JournalReader
 from ringlog.processor import Processor, ProcessorConfig
@@ -16,18 +19,32 @@ from ringlog.processor import Processor, ProcessorConfig
 from .killer import run_and_kill
 
 HANDLERS = {"python": Summer, "cython": SumHandler}
-# (topology, output_journaller): inline with the outputs journaled by an output thread from
-# the output ring or by the loop thread itself, staged (always an output thread)
-STAGES = {"inline": ("inline", "loop"), "inline-output-thread": ("inline", "thread"),
-          "staged": ("staged", "loop")}
+# (topology, output_journaller, a SlotSink listener): inline with the outputs journaled by an
+# output thread from the output ring or by the loop thread itself, staged (always an output
+# thread); with a SlotSink (the gateway's listener) inline "loop" has the loop thread append
+# and hand over (no output thread)
+STAGES = {"inline": ("inline", "loop", False),
+          "inline-output-thread": ("inline", "thread", False),
+          "staged": ("staged", "loop", False),
+          "inline-slot-sink": ("inline", "loop", True)}
+
+
+def _drain_forever(sink):
+    while True:  # the gateway's side: take what the eventfd announces
+        select.select([sink.fd], [], [], 0.05)
+        sink.take()
 
 
 def _child(path, policy, kind, stages, wfd):
-    topology, outputs = STAGES[stages]
+    topology, outputs, slots = STAGES[stages]
     cfg = ProcessorConfig(ring_capacity=256, output_capacity=256, segment_size=1 << 16,
                           durability=policy, snapshot_every=97, topology=topology,
                           output_journaller=outputs)
     p = Processor(HANDLERS[kind](), path, cfg)
+    if slots:
+        sink = SlotSink()
+        p.add_output_listener(sink, batch="slots")
+        threading.Thread(target=_drain_forever, args=(sink,), daemon=True).start()
     p.start()
     v = 0
     while True:
