@@ -119,8 +119,6 @@ cdef class JournalAppender:
     cdef int64_t write_output(self, uint32_t type_id, uint32_t flags, const char* payload,
                               uint32_t length, int64_t ts, int64_t corr,
                               int64_t cause) except -1 nogil
-    cdef void _seal(self, char* rec, uint32_t n, int64_t seq, int64_t ts,
-                    uint32_t crc) noexcept nogil
     cdef int64_t append_slots(self, const char* base, Py_ssize_t stride,
                               Py_ssize_t count) except -1 nogil
     cdef int _room(self, Py_ssize_t need) except -1 nogil

@@ -33,7 +33,7 @@ from ringlog.includes.atomics cimport (
     rl_cas, rl_cpu_relax, rl_fence, rl_fetch_add32, rl_load_acquire, rl_load_acquire32,
     rl_load_acquire_u32, rl_store_release, rl_store_release32, rl_store_release_u32,
 )
-from ringlog.includes.event cimport RL_HEADER_SIZE, rl_header, rl_header_set
+from ringlog.includes.event cimport RL_HEADER_SIZE, rl_header
 
 import json
 import os
@@ -47,6 +47,11 @@ cdef extern from "crc32c.h" nogil:
     uint32_t rl_crc32c(uint32_t crc, const void* buf, size_t n)
     uint32_t rl_crc32c_copy(uint32_t crc, void* dst, const void* src, size_t n)
     uint32_t rl_crc32c_body(void* dst, const void* src, size_t n, uint64_t first)
+
+cdef extern from "record.h" nogil:
+    uint32_t rl_output_body(rl_header* d, int64_t seq, int64_t ts, int64_t corr,
+                            int64_t cause, uint32_t type_id, uint32_t flags,
+                            const void* payload, uint32_t length)
 
 cdef extern from "ringwait.h" nogil:
     int64_t rl_now_ns()
@@ -249,6 +254,7 @@ def crc32c(data, uint32_t crc=0):
 def crc32c_mode(int mode=-1):
     """The CRC32C implementation in use: 1 the SSE4.2 instruction, 0 the table. ``mode`` 0 or
     1 switches it (tests run both; the table is the fallback on CPUs without SSE4.2)."""
+    global rl_crc32c_mode  # the C variable, not a local of this function
     if mode == 1 and not _HAS_HW_CRC:
         raise ValueError("this CPU has no SSE4.2 crc32 instruction")
     if mode in (0, 1):
@@ -256,6 +262,33 @@ def crc32c_mode(int mode=-1):
     elif mode != -1:
         raise ValueError(f"mode must be 0 (table) or 1 (sse4.2), got {mode}")
     return rl_crc32c_mode
+
+
+def _crc32c_copy(data, uint32_t crc=0, Py_ssize_t dst_offset=0):
+    """Test hook: ``(crc, copy)`` from the appender's fused copy + CRC32C of ``data`` into a
+    buffer at byte ``dst_offset`` (0-7: unaligned destinations)."""
+    cdef bytes src = bytes(data)
+    cdef Py_ssize_t n = len(src)
+    if not 0 <= dst_offset < 8:
+        raise ValueError(f"dst_offset must be 0..7, got {dst_offset}")
+    cdef bytearray dst = bytearray(n + 8)
+    cdef char* d = dst
+    cdef uint32_t c = rl_crc32c_copy(crc, d + dst_offset, <const char*>src, n)
+    return c, bytes(dst[dst_offset:dst_offset + n])
+
+
+def _output_body(uint32_t type_id, uint32_t flags, payload, int64_t seq, int64_t ts,
+                 int64_t corr, int64_t cause):
+    """Test hook: ``(crc, body)`` as ``write_output`` builds an output record's body (header
+    + payload) and its CRC32C, from a payload at any alignment (a memoryview slice)."""
+    cdef const unsigned char[::1] p = payload
+    cdef uint32_t n = <uint32_t>p.shape[0]
+    cdef bytearray out = bytearray(RL_HEADER_SIZE + n + 8)
+    cdef char* o = out
+    cdef const unsigned char* src = &p[0] if n else NULL
+    cdef uint32_t c = rl_output_body(<rl_header*>o, seq, ts, corr, cause, type_id, flags,
+                                     src, n)
+    return c, bytes(out[:RL_HEADER_SIZE + n])
 
 
 cdef class Segment:
@@ -680,6 +713,23 @@ cdef Record _record_at(Segment s, Py_ssize_t off):
     return r
 
 
+cdef inline void _seal(JournalAppender self, char* rec, uint32_t n, int64_t seq, int64_t ts,
+                       uint32_t crc) noexcept nogil:
+    """Ends a record whose body is written at ``rec``: its CRC, the sparse index, then the
+    length word, stored last (release) to commit it (directly; buffered, a flush commits the
+    buffer); moves the append position. Inlined where a record is built (no call per
+    output)."""
+    (<uint32_t*>(rec + 4))[0] = crc
+    if self.since_index >= self.index_every:
+        self._note_index(seq, ts)
+    self.since_index += 1
+    if ts > self.max_ts:
+        self.max_ts = ts
+    rl_store_release_u32(<uint32_t*>rec, n)  # commit: the length word last
+    self.pos += REC_PREFIX + _align8(n)
+    self.next_seq = seq + 1
+
+
 cdef class JournalAppender:
     """The hot path of appends into the current segment. Not thread-safe: one appending
     thread. Rolling to the next segment and group commit are the owner's (ringlog.Journal).
@@ -951,22 +1001,7 @@ cdef class JournalAppender:
                 crc = rl_crc32c_copy(crc, <char*>dst + RL_HEADER_SIZE, payload, h.length)
             else:
                 crc = rl_crc32c(crc, <char*>dst + RL_HEADER_SIZE, h.length)
-        self._seal(rec, n, seq, h.timestamp_ns, crc)
-
-    cdef void _seal(self, char* rec, uint32_t n, int64_t seq, int64_t ts,
-                    uint32_t crc) noexcept nogil:
-        """Ends a record whose body is written at ``rec``: its CRC, the sparse index, then
-        the length word, stored last (release) to commit it (directly; buffered, a flush
-        commits the buffer); moves the append position."""
-        (<uint32_t*>(rec + 4))[0] = crc
-        if self.since_index >= self.index_every:
-            self._note_index(seq, ts)
-        self.since_index += 1
-        if ts > self.max_ts:
-            self.max_ts = ts
-        rl_store_release_u32(<uint32_t*>rec, n)  # commit: the length word last
-        self.pos += REC_PREFIX + _align8(n)
-        self.next_seq = seq + 1
+        _seal(self, rec, n, seq, h.timestamp_ns, crc)
 
     cdef int64_t write_output(self, uint32_t type_id, uint32_t flags, const char* payload,
                               uint32_t length, int64_t ts, int64_t corr,
@@ -979,14 +1014,11 @@ cdef class JournalAppender:
         if self.failed or self.pos + need > self.out_end:
             self._room(need)
         cdef char* rec = self.out + (self.pos - self.out_at)
-        cdef rl_header* d = <rl_header*>(rec + REC_PREFIX)
         cdef int64_t seq = self.next_seq
         _zero_tail(rec, n)
-        rl_header_set(d, seq, ts, corr, cause, type_id, flags, length)
-        cdef uint32_t crc = rl_crc32c(0, d, RL_HEADER_SIZE)  # six words, still in L1
-        if length:
-            crc = rl_crc32c_copy(crc, rec + REC_PREFIX + RL_HEADER_SIZE, payload, length)
-        self._seal(rec, n, seq, ts, crc)
+        _seal(self, rec, n, seq, ts,
+              rl_output_body(<rl_header*>(rec + REC_PREFIX), seq, ts, corr, cause, type_id,
+                             flags, payload, length))
         return seq
 
     cdef void _note_index(self, int64_t seq, int64_t ts) noexcept nogil:
