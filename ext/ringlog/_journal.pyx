@@ -48,11 +48,6 @@ cdef extern from "crc32c.h" nogil:
     uint32_t rl_crc32c_copy(uint32_t crc, void* dst, const void* src, size_t n)
     uint32_t rl_crc32c_body(void* dst, const void* src, size_t n, uint64_t first)
 
-cdef extern from "record.h" nogil:
-    uint32_t rl_output_body(rl_header* d, int64_t seq, int64_t ts, int64_t corr,
-                            int64_t cause, uint32_t type_id, uint32_t flags,
-                            const void* payload, uint32_t length)
-
 cdef extern from "ringwait.h" nogil:
     int64_t rl_now_ns()
     void rl_futex_wait(int32_t *word, int32_t expected, int64_t timeout_ns)
@@ -203,17 +198,6 @@ cdef enum:
     H_DURABLE = SEG_HEADER_SIZE - 8         # durable sequence hint, outside the header crc
 
 
-cdef inline Py_ssize_t _align8(Py_ssize_t n) noexcept nogil:
-    return (n + 7) & ~7
-
-
-cdef inline void _zero_tail(char* rec, uint32_t n) noexcept nogil:
-    """Zeroes the last 8-byte word of a record of body length ``n`` before its body is
-    written over the start of it: the alignment padding is zero (a private buffer holds
-    the previous batch's bytes there)."""
-    (<uint64_t*>(rec + REC_PREFIX + _align8(n) - 8))[0] = 0
-
-
 cdef enum:
     WBUF_SIZE = 256 * 1024  # a buffered appender's private buffer (grown for a larger record)
     # A flush of fewer bytes is copied into the map instead: its two pwrite() calls (~1.3-2.7
@@ -286,8 +270,8 @@ def _output_body(uint32_t type_id, uint32_t flags, payload, int64_t seq, int64_t
     cdef bytearray out = bytearray(RL_HEADER_SIZE + n + 8)
     cdef char* o = out
     cdef const unsigned char* src = &p[0] if n else NULL
-    cdef uint32_t c = rl_output_body(<rl_header*>o, seq, ts, corr, cause, type_id, flags,
-                                     src, n)
+    cdef uint32_t c = rl_output_body_pick()(<rl_header*>o, seq, ts, corr, cause, type_id,
+                                            flags, src, n)
     return c, bytes(out[:RL_HEADER_SIZE + n])
 
 
@@ -713,23 +697,6 @@ cdef Record _record_at(Segment s, Py_ssize_t off):
     return r
 
 
-cdef inline void _seal(JournalAppender self, char* rec, uint32_t n, int64_t seq, int64_t ts,
-                       uint32_t crc) noexcept nogil:
-    """Ends a record whose body is written at ``rec``: its CRC, the sparse index, then the
-    length word, stored last (release) to commit it (directly; buffered, a flush commits the
-    buffer); moves the append position. Inlined where a record is built (no call per
-    output)."""
-    (<uint32_t*>(rec + 4))[0] = crc
-    if self.since_index >= self.index_every:
-        self._note_index(seq, ts)
-    self.since_index += 1
-    if ts > self.max_ts:
-        self.max_ts = ts
-    rl_store_release_u32(<uint32_t*>rec, n)  # commit: the length word last
-    self.pos += REC_PREFIX + _align8(n)
-    self.next_seq = seq + 1
-
-
 cdef class JournalAppender:
     """The hot path of appends into the current segment. Not thread-safe: one appending
     thread. Rolling to the next segment and group commit are the owner's (ringlog.Journal).
@@ -763,6 +730,7 @@ cdef class JournalAppender:
         self.durable_cap = INT64_MAX
         self.last_seq = -1
         self.buffered = buffered
+        self.output_body = rl_output_body_pick()
         if self.buffered and self.wbuf == NULL:
             self.wbuf = <char*>malloc(WBUF_SIZE)
             if self.wbuf == NULL:
@@ -1007,19 +975,8 @@ cdef class JournalAppender:
                               uint32_t length, int64_t ts, int64_t corr,
                               int64_t cause) except -1 nogil:
         """``write_record`` of an output (``cause`` in ``producer_seq``, no producer id):
-        the header is stored straight where the record is built, not built aside and
-        copied."""
-        cdef uint32_t n = RL_HEADER_SIZE + length
-        cdef Py_ssize_t need = REC_PREFIX + _align8(n)
-        if self.failed or self.pos + need > self.out_end:
-            self._room(need)
-        cdef char* rec = self.out + (self.pos - self.out_at)
-        cdef int64_t seq = self.next_seq
-        _zero_tail(rec, n)
-        _seal(self, rec, n, seq, ts,
-              rl_output_body(<rl_header*>(rec + REC_PREFIX), seq, ts, corr, cause, type_id,
-                             flags, payload, length))
-        return seq
+        ``append_output`` (inline in _journal.pxd, where the loop calls it) as a method."""
+        return append_output(self, type_id, flags, payload, length, ts, corr, cause)
 
     cdef void _note_index(self, int64_t seq, int64_t ts) noexcept nogil:
         cdef int64_t* grown

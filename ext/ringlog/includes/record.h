@@ -53,13 +53,18 @@ static uint32_t rl_output_body_sw(rl_header *d, int64_t seq, int64_t ts, int64_t
     return rl_crc32c_sw(0, d, RL_HEADER_SIZE + (size_t)length);
 }
 
-static inline uint32_t rl_output_body(rl_header *d, int64_t seq, int64_t ts, int64_t corr,
+typedef uint32_t (*rl_output_body_fn)(rl_header *d, int64_t seq, int64_t ts, int64_t corr,
                                       int64_t cause, uint32_t type_id, uint32_t flags,
-                                      const void *payload, uint32_t length) {
+                                      const void *payload, uint32_t length);
+
+/* The build for the implementation in force in the calling module. rl_crc32c_mode is a
+ * static of each module that includes crc32c.h, so code inlined into another module (the
+ * loop) calls through the pointer its appender picked, never its own unset mode. */
+static inline rl_output_body_fn rl_output_body_pick(void) {
+    rl_crc32c_setup();
 #if defined(__x86_64__)
-    if (rl_crc32c_mode == 1)
-        return rl_output_body_hw(d, seq, ts, corr, cause, type_id, flags, payload, length);
+    if (rl_crc32c_mode == 1) return rl_output_body_hw;
 #endif
-    return rl_output_body_sw(d, seq, ts, corr, cause, type_id, flags, payload, length);
+    return rl_output_body_sw;
 }
 #endif
