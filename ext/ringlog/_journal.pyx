@@ -712,6 +712,7 @@ cdef class JournalAppender:
         self.index = NULL
         self.rolled_index = NULL
         self.wbuf = NULL
+        self.output_body = rl_output_body_pick()  # set before anything can append
 
     def __dealloc__(self):
         free(self.index)
@@ -730,7 +731,6 @@ cdef class JournalAppender:
         self.durable_cap = INT64_MAX
         self.last_seq = -1
         self.buffered = buffered
-        self.output_body = rl_output_body_pick()
         if self.buffered and self.wbuf == NULL:
             self.wbuf = <char*>malloc(WBUF_SIZE)
             if self.wbuf == NULL:
