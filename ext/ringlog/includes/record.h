@@ -1,7 +1,7 @@
 /* Building a journal record's body (docs/journal-format.md, "Record") for an output: the
  * 48-byte event header from its fields, then the payload, and the CRC32C of the two.
  *
- *   rl_output_body(d, seq, ts, corr, cause, type, flags, payload, length)
+ *   rl_output_body_pick()(d, seq, ts, corr, cause, type, flags, payload, length)
  *        d ─► | seq | ts | corr | cause | type,flags | length,0 | payload (length bytes) |
  *        returns crc32c(all of it)
  *
@@ -42,9 +42,7 @@ static uint32_t rl_output_body_hw(rl_header *d, int64_t seq, int64_t ts, int64_t
 }
 #endif
 
-/* the portable build: the header by fields, then the table CRC over what was written (out
- * of line: the fallback's loop would otherwise be inlined into the caller's hot path) */
-__attribute__((noinline))
+/* the portable build: the header by fields, then the table CRC over what was written */
 static uint32_t rl_output_body_sw(rl_header *d, int64_t seq, int64_t ts, int64_t corr,
                                   int64_t cause, uint32_t type_id, uint32_t flags,
                                   const void *payload, uint32_t length) {
