@@ -1,9 +1,18 @@
 # The journal's C-level API (docs/journal-format.md): a mapped segment, the appender's hot
 # path (memcpy into the map, commit by storing the length last) and the record scanner.
-from libc.stdint cimport int32_t, int64_t, uint32_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 
 from ringlog._ring cimport _Mapping
-from ringlog.includes.event cimport rl_header
+from ringlog.includes.atomics cimport rl_store_release_u32
+from ringlog.includes.event cimport RL_HEADER_SIZE, rl_header
+
+
+cdef extern from "record.h" nogil:
+    ctypedef uint32_t (*rl_output_body_fn)(rl_header* d, int64_t seq, int64_t ts,
+                                           int64_t corr, int64_t cause, uint32_t type_id,
+                                           uint32_t flags, const void* payload,
+                                           uint32_t length)
+    rl_output_body_fn rl_output_body_pick()
 
 
 cdef enum:
@@ -92,6 +101,9 @@ cdef class JournalAppender:
     cdef char* wbuf            # the private buffer (NULL when direct)
     cdef Py_ssize_t wcap
     cdef readonly bint buffered
+    # builds an output record's body: the CRC32C implementation in force when the appender
+    # was made (rl_output_body_pick; append_output runs inlined in other modules)
+    cdef rl_output_body_fn output_body
     # Rolling without the GIL (docs/journal-format.md, "Rolling"): the background thread
     # offers a prepared segment with its header template written; the appender finishes the
     # header, renames the file and switches to it, and leaves the old segment's index and
@@ -119,8 +131,6 @@ cdef class JournalAppender:
     cdef int64_t write_output(self, uint32_t type_id, uint32_t flags, const char* payload,
                               uint32_t length, int64_t ts, int64_t corr,
                               int64_t cause) except -1 nogil
-    cdef void _seal(self, char* rec, uint32_t n, int64_t seq, int64_t ts,
-                    uint32_t crc) noexcept nogil
     cdef int64_t append_slots(self, const char* base, Py_ssize_t stride,
                               Py_ssize_t count) except -1 nogil
     cdef int _room(self, Py_ssize_t need) except -1 nogil
@@ -140,3 +150,53 @@ cdef class JournalAppender:
     cdef void* durable_hook_ctx
     cdef int32_t durable_hook_busy
     cdef void set_durable_hook(self, durable_hook_t fn, void* ctx) noexcept nogil
+
+
+# -- building an output record, inline where it is called (the loop's emit path) ----------
+
+
+cdef inline Py_ssize_t _align8(Py_ssize_t n) noexcept nogil:
+    return (n + 7) & ~7
+
+
+cdef inline void _zero_tail(char* rec, uint32_t n) noexcept nogil:
+    """Zeroes the last 8-byte word of a record of body length ``n`` before its body is
+    written over the start of it: the alignment padding is zero (a private buffer holds
+    the previous batch's bytes there)."""
+    (<uint64_t*>(rec + REC_PREFIX + _align8(n) - 8))[0] = 0
+
+
+cdef inline void _seal(JournalAppender self, char* rec, uint32_t n, int64_t seq, int64_t ts,
+                       uint32_t crc) noexcept nogil:
+    """Ends a record whose body is written at ``rec``: its CRC, the sparse index, then the
+    length word, stored last (release) to commit it (directly; buffered, a flush commits the
+    buffer); moves the append position."""
+    (<uint32_t*>(rec + 4))[0] = crc
+    if self.since_index >= self.index_every:
+        self._note_index(seq, ts)
+    self.since_index += 1
+    if ts > self.max_ts:
+        self.max_ts = ts
+    rl_store_release_u32(<uint32_t*>rec, n)  # commit: the length word last
+    self.pos += REC_PREFIX + _align8(n)
+    self.next_seq = seq + 1
+
+
+cdef inline int64_t append_output(JournalAppender j, uint32_t type_id, uint32_t flags,
+                                  const char* payload, uint32_t length, int64_t ts,
+                                  int64_t corr, int64_t cause) except -1 nogil:
+    """``JournalAppender.write_output`` inlined into the caller (no call, prologue and
+    return check per output): the header is stored straight where the record is built and
+    checksummed from registers with the payload (``output_body``, one call); readers
+    see the record after the next ``commit()``. Returns its sequence."""
+    cdef uint32_t n = RL_HEADER_SIZE + length
+    cdef Py_ssize_t need = REC_PREFIX + _align8(n)
+    if j.failed or j.pos + need > j.out_end:
+        j._room(need)
+    cdef char* rec = j.out + (j.pos - j.out_at)
+    cdef int64_t seq = j.next_seq
+    _zero_tail(rec, n)
+    _seal(j, rec, n, seq, ts,
+          j.output_body(<rl_header*>(rec + REC_PREFIX), seq, ts, corr, cause, type_id,
+                        flags, payload, length))
+    return seq

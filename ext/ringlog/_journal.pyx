@@ -33,7 +33,7 @@ from ringlog.includes.atomics cimport (
     rl_cas, rl_cpu_relax, rl_fence, rl_fetch_add32, rl_load_acquire, rl_load_acquire32,
     rl_load_acquire_u32, rl_store_release, rl_store_release32, rl_store_release_u32,
 )
-from ringlog.includes.event cimport RL_HEADER_SIZE, rl_header, rl_header_set
+from ringlog.includes.event cimport RL_HEADER_SIZE, rl_header
 
 import json
 import os
@@ -198,17 +198,6 @@ cdef enum:
     H_DURABLE = SEG_HEADER_SIZE - 8         # durable sequence hint, outside the header crc
 
 
-cdef inline Py_ssize_t _align8(Py_ssize_t n) noexcept nogil:
-    return (n + 7) & ~7
-
-
-cdef inline void _zero_tail(char* rec, uint32_t n) noexcept nogil:
-    """Zeroes the last 8-byte word of a record of body length ``n`` before its body is
-    written over the start of it: the alignment padding is zero (a private buffer holds
-    the previous batch's bytes there)."""
-    (<uint64_t*>(rec + REC_PREFIX + _align8(n) - 8))[0] = 0
-
-
 cdef enum:
     WBUF_SIZE = 256 * 1024  # a buffered appender's private buffer (grown for a larger record)
     # A flush of fewer bytes is copied into the map instead: its two pwrite() calls (~1.3-2.7
@@ -249,6 +238,7 @@ def crc32c(data, uint32_t crc=0):
 def crc32c_mode(int mode=-1):
     """The CRC32C implementation in use: 1 the SSE4.2 instruction, 0 the table. ``mode`` 0 or
     1 switches it (tests run both; the table is the fallback on CPUs without SSE4.2)."""
+    global rl_crc32c_mode  # the C variable, not a local of this function
     if mode == 1 and not _HAS_HW_CRC:
         raise ValueError("this CPU has no SSE4.2 crc32 instruction")
     if mode in (0, 1):
@@ -256,6 +246,33 @@ def crc32c_mode(int mode=-1):
     elif mode != -1:
         raise ValueError(f"mode must be 0 (table) or 1 (sse4.2), got {mode}")
     return rl_crc32c_mode
+
+
+def _crc32c_copy(data, uint32_t crc=0, Py_ssize_t dst_offset=0):
+    """Test hook: ``(crc, copy)`` from the appender's fused copy + CRC32C of ``data`` into a
+    buffer at byte ``dst_offset`` (0-7: unaligned destinations)."""
+    cdef bytes src = bytes(data)
+    cdef Py_ssize_t n = len(src)
+    if not 0 <= dst_offset < 8:
+        raise ValueError(f"dst_offset must be 0..7, got {dst_offset}")
+    cdef bytearray dst = bytearray(n + 8)
+    cdef char* d = dst
+    cdef uint32_t c = rl_crc32c_copy(crc, d + dst_offset, <const char*>src, n)
+    return c, bytes(dst[dst_offset:dst_offset + n])
+
+
+def _output_body(uint32_t type_id, uint32_t flags, payload, int64_t seq, int64_t ts,
+                 int64_t corr, int64_t cause):
+    """Test hook: ``(crc, body)`` as ``write_output`` builds an output record's body (header
+    + payload) and its CRC32C, from a payload at any alignment (a memoryview slice)."""
+    cdef const unsigned char[::1] p = payload
+    cdef uint32_t n = <uint32_t>p.shape[0]
+    cdef bytearray out = bytearray(RL_HEADER_SIZE + n + 8)
+    cdef char* o = out
+    cdef const unsigned char* src = &p[0] if n else NULL
+    cdef uint32_t c = rl_output_body_pick()(<rl_header*>o, seq, ts, corr, cause, type_id,
+                                            flags, src, n)
+    return c, bytes(out[:RL_HEADER_SIZE + n])
 
 
 cdef class Segment:
@@ -695,6 +712,7 @@ cdef class JournalAppender:
         self.index = NULL
         self.rolled_index = NULL
         self.wbuf = NULL
+        self.output_body = rl_output_body_pick()  # set before anything can append
 
     def __dealloc__(self):
         free(self.index)
@@ -951,43 +969,14 @@ cdef class JournalAppender:
                 crc = rl_crc32c_copy(crc, <char*>dst + RL_HEADER_SIZE, payload, h.length)
             else:
                 crc = rl_crc32c(crc, <char*>dst + RL_HEADER_SIZE, h.length)
-        self._seal(rec, n, seq, h.timestamp_ns, crc)
-
-    cdef void _seal(self, char* rec, uint32_t n, int64_t seq, int64_t ts,
-                    uint32_t crc) noexcept nogil:
-        """Ends a record whose body is written at ``rec``: its CRC, the sparse index, then
-        the length word, stored last (release) to commit it (directly; buffered, a flush
-        commits the buffer); moves the append position."""
-        (<uint32_t*>(rec + 4))[0] = crc
-        if self.since_index >= self.index_every:
-            self._note_index(seq, ts)
-        self.since_index += 1
-        if ts > self.max_ts:
-            self.max_ts = ts
-        rl_store_release_u32(<uint32_t*>rec, n)  # commit: the length word last
-        self.pos += REC_PREFIX + _align8(n)
-        self.next_seq = seq + 1
+        _seal(self, rec, n, seq, h.timestamp_ns, crc)
 
     cdef int64_t write_output(self, uint32_t type_id, uint32_t flags, const char* payload,
                               uint32_t length, int64_t ts, int64_t corr,
                               int64_t cause) except -1 nogil:
         """``write_record`` of an output (``cause`` in ``producer_seq``, no producer id):
-        the header is stored straight where the record is built, not built aside and
-        copied."""
-        cdef uint32_t n = RL_HEADER_SIZE + length
-        cdef Py_ssize_t need = REC_PREFIX + _align8(n)
-        if self.failed or self.pos + need > self.out_end:
-            self._room(need)
-        cdef char* rec = self.out + (self.pos - self.out_at)
-        cdef rl_header* d = <rl_header*>(rec + REC_PREFIX)
-        cdef int64_t seq = self.next_seq
-        _zero_tail(rec, n)
-        rl_header_set(d, seq, ts, corr, cause, type_id, flags, length)
-        cdef uint32_t crc = rl_crc32c(0, d, RL_HEADER_SIZE)  # six words, still in L1
-        if length:
-            crc = rl_crc32c_copy(crc, rec + REC_PREFIX + RL_HEADER_SIZE, payload, length)
-        self._seal(rec, n, seq, ts, crc)
-        return seq
+        ``append_output`` (inline in _journal.pxd, where the loop calls it) as a method."""
+        return append_output(self, type_id, flags, payload, length, ts, corr, cause)
 
     cdef void _note_index(self, int64_t seq, int64_t ts) noexcept nogil:
         cdef int64_t* grown

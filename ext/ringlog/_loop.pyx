@@ -46,7 +46,7 @@ from ringlog._counters cimport (
     counter_set, wall_ns,
 )
 from ringlog._handler cimport PACKED_HEADER, CyEventHandler, Emitter, packed_next
-from ringlog._journal cimport REC_PREFIX, SCAN_OK, JournalAppender, Segment
+from ringlog._journal cimport REC_PREFIX, SCAN_OK, JournalAppender, Segment, append_output
 from ringlog._ring cimport RL_CLOSED, RL_TIMEOUT, Consumer, Ring
 from ringlog.includes.atomics cimport rl_load_acquire
 from ringlog.includes.pycall cimport rl_seq_int, rl_vectorcall, rl_vectorcall_of
@@ -311,8 +311,8 @@ cdef inline int _emit_passed(LogicCore self, uint32_t type_id, const char* paylo
                  self.cur_seq)
     elif self.output_journal is not None and not self.replaying:  # live, no ring
         self.published += 1  # committed once per batch by run()
-        self.output_journal.write_output(type_id, 0, payload, length, self.cur_ts,
-                                         self.cur_corr, self.cur_seq)
+        append_output(self.output_journal, type_id, 0, payload, length, self.cur_ts,
+                      self.cur_corr, self.cur_seq)
     else:
         self._publish(type_id, 0, payload, length, key, self.cur_ts, self.cur_corr,
                       self.cur_seq)
@@ -329,8 +329,8 @@ cdef inline int _emit_run(LogicCore self, const char* p, const char* end,
         while p < end:
             self.outputs += 1
             self.published += 1  # committed once per batch by run()
-            j.write_output((<const uint32_t*>p)[0], 0, p + PACKED_HEADER,
-                           (<const uint32_t*>p)[1], self.cur_ts, self.cur_corr, self.cur_seq)
+            append_output(j, (<const uint32_t*>p)[0], 0, p + PACKED_HEADER,
+                          (<const uint32_t*>p)[1], self.cur_ts, self.cur_corr, self.cur_seq)
             p = packed_next(p)
         return 0
     while p < end:

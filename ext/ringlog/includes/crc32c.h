@@ -42,30 +42,38 @@ static uint32_t rl_crc32c_hw(uint32_t crc, const void *buf, size_t len) {
     return ~c32;
 }
 /* copies n bytes src -> dst and continues crc over them, in one pass (the hot append path:
- * each payload word is loaded once, stored once and folded into the checksum) */
+ * each payload word is loaded once, stored once and folded into the checksum). Four words
+ * a step (a 32-byte step costs 15 instructions, two 16-byte ones 18), then words; the tail
+ * below a word is one test for the usual whole-word lengths. */
 __attribute__((target("sse4.2")))
 static uint32_t rl_crc32c_copy_hw(uint32_t crc, void *dst, const void *src, size_t n) {
     const uint8_t *s = (const uint8_t *)src;
     uint8_t *d = (uint8_t *)dst;
     uint64_t c = ~crc;
-    size_t i = 0, pairs = n & ~(size_t)15;
-    for (; i < pairs; i += 16) {  /* two words a step: half the loop overhead */
-        uint64_t v, w;
-        memcpy(&v, s + i, 8);
-        memcpy(&w, s + i + 8, 8);
-        memcpy(d + i, &v, 8);
-        memcpy(d + i + 8, &w, 8);
-        c = __builtin_ia32_crc32di(c, v);
-        c = __builtin_ia32_crc32di(c, w);
+    size_t i = 0, quads = n & ~(size_t)31, words = n & ~(size_t)7;
+    for (; i < quads; i += 32) {
+        uint64_t a, b, e, f;
+        memcpy(&a, s + i, 8);
+        memcpy(&b, s + i + 8, 8);
+        memcpy(&e, s + i + 16, 8);
+        memcpy(&f, s + i + 24, 8);
+        memcpy(d + i, &a, 8);
+        memcpy(d + i + 8, &b, 8);
+        memcpy(d + i + 16, &e, 8);
+        memcpy(d + i + 24, &f, 8);
+        c = __builtin_ia32_crc32di(c, a);
+        c = __builtin_ia32_crc32di(c, b);
+        c = __builtin_ia32_crc32di(c, e);
+        c = __builtin_ia32_crc32di(c, f);
     }
-    if (n - i >= 8) {
+    for (; i < words; i += 8) {
         uint64_t v;
         memcpy(&v, s + i, 8);
         memcpy(d + i, &v, 8);
         c = __builtin_ia32_crc32di(c, v);
-        i += 8;
     }
     uint32_t c32 = (uint32_t)c;
+    if (i == n) return ~c32;
     if (n - i >= 4) {  /* the tail in at most three steps, not byte by byte */
         uint32_t v;
         memcpy(&v, s + i, 4);
