@@ -120,6 +120,39 @@ def scenario_args(doc: str, seconds: float, min_seconds: float = 0.0) -> argpars
         ap.error(f"the rate must be > 0 and the seconds > {min_seconds:g}")
     return a
 
+
+def scenario_load(a: argparse.Namespace, port: int, server_pid: int = 0) -> LoadConfig:
+    """The one-run scripts' load: the mixed flow at ``scenario_args``'s rate (a finer pacing
+    tick at one connection), warm-up 2 s."""
+    return LoadConfig(port=port, tokens=TOKENS[:a.connections], rate=a.rate,
+                      connections=a.connections, duration=a.seconds, warmup=2.0,
+                      pattern="mixed", tick_us=100 if a.connections == 1 else 500,
+                      server_pid=server_pid, drain_timeout=30.0)
+
+
+def measure_under(a: argparse.Namespace, peer: _Peer, recorder: list[str]) -> dict[str, Any]:
+    """One ``scenario_load`` run of ``peer`` while ``recorder`` (a perf command line, started
+    first and waited for) records beside it; the load generator's result."""
+    perf = subprocess.Popen(recorder)
+    doc, _ = measure(scenario_load(a, peer.port, peer.pid))
+    perf.wait()
+    return doc
+
+
+def drive_unmeasured(cfg: LoadConfig) -> list[Any]:
+    """Offers ``cfg``'s load without the load generator's summary (the scripts that read each
+    order's send and answer times themselves); returns the connections, closed."""
+    from ringlog.loadgen import _Conn, _drive, plan_load
+
+    conns = [_Conn(cfg, cfg.tokens[k], p) for k, p in enumerate(plan_load(cfg))]
+    try:
+        _drive(cfg, conns)
+    finally:
+        for c in conns:
+            c.sock.close()
+    return conns
+
+
 def _run_once(peer: _Peer, conns: int, rate: float, duration: float, warmup: float,
               tick_us: int) -> tuple[dict[str, Any], np.ndarray]:
     cfg = LoadConfig(port=peer.port, tokens=TOKENS[:conns], rate=rate, connections=conns,

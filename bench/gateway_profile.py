@@ -19,8 +19,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_gateway as bg
 
-from ringlog.loadgen import LoadConfig, measure
-
 TOP = 40
 
 
@@ -50,15 +48,9 @@ def main() -> None:
         data = Path(d) / "perf.data"
         try:
             # the main thread only, over the run less its first two seconds and the last
-            perf = subprocess.Popen(["sh", "-c", f"sleep 2; exec perf record -q -e cpu-clock "
-                                     f"-F 4000 -g -t {peer.pid} -o {data} -- sleep "
-                                     f"{a.seconds - 3}"])
-            cfg = LoadConfig(port=peer.port, tokens=bg.TOKENS[:a.connections], rate=a.rate,
-                             connections=a.connections, duration=a.seconds, warmup=2.0,
-                             pattern="mixed", tick_us=100 if a.connections == 1 else 500,
-                             server_pid=peer.pid, drain_timeout=30.0)
-            doc, _ = measure(cfg)
-            perf.wait()
+            doc = bg.measure_under(a, peer, [
+                "sh", "-c", f"sleep 2; exec perf record -q -e cpu-clock -F 4000 -g "
+                f"-t {peer.pid} -o {data} -- sleep {a.seconds - 3}"])
         finally:
             peer.stop()
         script = subprocess.run(["perf", "script", "-i", str(data)], capture_output=True,

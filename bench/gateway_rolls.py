@@ -24,8 +24,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_gateway as bg
 
-from ringlog.loadgen import LoadConfig, _Conn, _drive, plan_load
-
 BEFORE_NS, AFTER_NS = 30_000_000, 10_000_000
 
 
@@ -36,16 +34,8 @@ def main() -> None:
         peer = bg._gateway(d, a.release, 8192)
         wall_minus_mono = time.time_ns() - time.monotonic_ns()
         try:
-            cfg = LoadConfig(port=peer.port, tokens=bg.TOKENS[:a.connections], rate=a.rate,
-                             connections=a.connections, duration=a.seconds, warmup=2.0,
-                             pattern="mixed", tick_us=100 if a.connections == 1 else 500,
-                             drain_timeout=30.0)
-            conns = [_Conn(cfg, cfg.tokens[k], p) for k, p in enumerate(plan_load(cfg))]
-            try:
-                _drive(cfg, conns)
-            finally:
-                for c in conns:
-                    c.sock.close()
+            cfg = bg.scenario_load(a, peer.port)
+            conns = bg.drive_unmeasured(cfg)
             rolls = sorted((p.stat().st_ctime_ns - wall_minus_mono, p.parent.name,
                             p.stat().st_size)
                            for journal in ("input", "output")

@@ -21,8 +21,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_gateway as bg
 
-from ringlog.loadgen import LoadConfig, measure
-
 HEAD = re.compile(r"prev_comm=(\S+) .*prev_state=(\S+)")
 
 
@@ -49,15 +47,9 @@ def main() -> None:
         data = Path(d) / "perf.data"
         try:
             # recorded over the run less its first and last second (start-up, drain)
-            perf = subprocess.Popen(["perf", "record", "-q", "-e", "sched:sched_switch", "-g",
-                                     "-p", str(peer.pid), "-o", str(data), "--", "sleep",
-                                     str(a.seconds - 1)])
-            cfg = LoadConfig(port=peer.port, tokens=bg.TOKENS[:a.connections], rate=a.rate,
-                             connections=a.connections, duration=a.seconds, warmup=2.0,
-                             pattern="mixed", tick_us=100 if a.connections == 1 else 500,
-                             server_pid=peer.pid, drain_timeout=30.0)
-            doc, _ = measure(cfg)
-            perf.wait()
+            doc = bg.measure_under(a, peer, [
+                "perf", "record", "-q", "-e", "sched:sched_switch", "-g", "-p", str(peer.pid),
+                "-o", str(data), "--", "sleep", str(a.seconds - 1)])
         finally:
             peer.stop()
         script = subprocess.run(["perf", "script", "-i", str(data)], capture_output=True,

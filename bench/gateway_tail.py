@@ -28,8 +28,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_gateway as bg
 
-from ringlog.loadgen import LoadConfig, _Conn, _drive, plan_load
-
 # perf sched timehist: time, [cpu], task[tid/pid], wait, sch delay, run (ms)
 LINE = re.compile(r"^\s*(\d+\.\d+)\s+\[(\d+)\]\s+(.+?)\[(\d+)(?:/(\d+))?\]\s+"
                   r"([\d.]+)\s+([\d.]+)\s+([\d.]+)")
@@ -99,16 +97,8 @@ def main() -> None:
                                      "CLOCK_MONOTONIC", "-o", str(data), "--", "sleep",
                                      str(a.seconds + 1)], stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
-            cfg = LoadConfig(port=peer.port, tokens=bg.TOKENS[:a.connections], rate=a.rate,
-                             connections=a.connections, duration=a.seconds, warmup=2.0,
-                             pattern="mixed", tick_us=100 if a.connections == 1 else 500,
-                             drain_timeout=30.0)
-            conns = [_Conn(cfg, cfg.tokens[k], p) for k, p in enumerate(plan_load(cfg))]
-            try:
-                _drive(cfg, conns)
-            finally:
-                for c in conns:
-                    c.sock.close()
+            cfg = bg.scenario_load(a, peer.port)
+            conns = bg.drive_unmeasured(cfg)
             perf.wait()
         finally:
             peer.stop()

@@ -59,6 +59,7 @@ cdef class ReleaseStage:
     cdef readonly bint by_loop        # attach(): the engine loop appends, no rl-output
 
     cdef int64_t _pump(self) except -1 nogil
+    cdef int64_t _await_output(self) noexcept nogil
     cdef int64_t _releasable(self, int64_t durable) noexcept nogil
     cdef int _hand_over(self, int64_t upto) except -1
     cdef bint _to_sinks(self, int64_t upto) noexcept nogil

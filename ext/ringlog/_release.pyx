@@ -291,11 +291,8 @@ cdef class ReleaseStage:
                     self.durable_waits += 1
                     self.gate.wait_durable_c(cause, WAIT_NS)
                     continue
-                avail = self.consumer.wait_for(self.appended, WAIT_NS)
-                if avail == RL_CLOSED:
+                if self._await_output() == PUMP_CLOSED:
                     return PUMP_CLOSED
-                if avail == RL_TIMEOUT:
-                    counter_set(self.ctr[JS_DURABLE], rl_load_acquire(&self.journal.durable))
                 continue
             if self.released < self.appended:
                 upto = self.appended if self.gate is None else \
@@ -313,11 +310,19 @@ cdef class ReleaseStage:
                 self.durable_waits += 1
                 self.gate.wait_durable_c(cause, WAIT_NS)
                 continue
-            avail = self.consumer.wait_for(self.appended, WAIT_NS)
-            if avail == RL_CLOSED:
+            if self._await_output() == PUMP_CLOSED:
                 return PUMP_CLOSED
-            if avail == RL_TIMEOUT:  # idle: the output journal's sync may have moved on
-                counter_set(self.ctr[JS_DURABLE], rl_load_acquire(&self.journal.durable))
+
+    cdef int64_t _await_output(self) noexcept nogil:
+        """Sleeps on the output ring for the next output: PUMP_CLOSED once it is closed and
+        empty, else 0 (after a timeout the durable counter is refreshed: idle, the output
+        journal's sync may have moved on)."""
+        cdef int64_t avail = self.consumer.wait_for(self.appended, WAIT_NS)
+        if avail == RL_CLOSED:
+            return PUMP_CLOSED
+        if avail == RL_TIMEOUT:
+            counter_set(self.ctr[JS_DURABLE], rl_load_acquire(&self.journal.durable))
+        return 0
 
     cdef int64_t _releasable(self, int64_t durable) noexcept nogil:
         """The end (exclusive) of the longest run of unreleased outputs whose causes are at
