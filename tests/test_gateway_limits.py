@@ -52,10 +52,13 @@ def test_a_silent_session_is_closed_after_the_idle_timeout(tmp_path):
 
 
 def test_a_session_that_keeps_talking_is_not_idle(tmp_path):
-    with running(tmp_path, config(SHORT)) as g:
+    # heartbeats every ~50 ms against a 1 s idle timeout: a loaded machine (a CI neighbour)
+    # may stall either side for hundreds of ms without the session going quiet for 1 s
+    lim = Limits(logon_timeout=1.0, idle_timeout=1.0, frame_timeout=1.0)
+    with running(tmp_path, config(lim)) as g:
         r = Raw(g.gateway.address)
         logon(r, ALICE)
-        t_end = time.monotonic() + 1.0  # > 3 idle timeouts
+        t_end = time.monotonic() + 3.2  # > 3 idle timeouts
         seq = 0
         while time.monotonic() < t_end:
             seq += 1
