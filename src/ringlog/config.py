@@ -9,13 +9,14 @@ thread.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import msgspec
 
 from .errors import ConfigError
 
-__all__ = ["ConfigError", "check_fields", "config_error"]
+__all__ = ["ConfigError", "check_fields", "config_error", "cpus_not_allowed"]
 
 
 def check_fields(obj: msgspec.Struct, path: str | None = None,
@@ -40,6 +41,16 @@ def config_error(obj: msgspec.Struct, field: str, message: str,
     """A ConfigError (or the ``error`` subclass) for ``field`` of ``obj`` (a value check in
     ``__post_init__``)."""
     return error(f"{type(obj).__name__}.{field}", message, getattr(obj, field, None))
+
+
+def cpus_not_allowed(cpus: frozenset[int]) -> str | None:
+    """Why ``cpus`` cannot be used to pin threads of this process (the CPUs it may not run
+    on, ``os.sched_getaffinity``: a container's or taskset's limit counts), or None."""
+    allowed = os.sched_getaffinity(0)
+    if cpus <= allowed:
+        return None
+    return (f"CPUs {sorted(cpus - allowed)} are not among those this process may use, "
+            f"{sorted(allowed)}")
 
 
 def _reason(e: msgspec.ValidationError, value: Any) -> str:

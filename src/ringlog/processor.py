@@ -47,7 +47,7 @@ import msgspec
 from ._loop import journal_stage
 from ._release import ReleaseStage, SlotSink
 from .bench.cpu import name_thread
-from .config import check_fields, config_error
+from .config import check_fields, config_error, cpus_not_allowed
 from .errors import (
     CircuitOpenError,
     ConfigError,
@@ -88,12 +88,11 @@ OUTPUT_GROUP_EVENTS, OUTPUT_GROUP_MS = 1 << 16, 20.0  # output journal: sync in 
 def _allowed_cpus(c: ProcessorConfig) -> tuple[frozenset[int] | None, frozenset[int] | None]:
     """``(loop_cpus, background_cpus)`` once each is checked against the CPUs this process may
     use (``os.sched_getaffinity``: a container's or taskset's limit counts)."""
-    allowed = os.sched_getaffinity(0)
     for name in ("loop_cpus", "background_cpus"):
         cpus = getattr(c, name)
-        if cpus is not None and not cpus <= allowed:
-            raise config_error(c, name, f"CPUs {sorted(cpus - allowed)} are not among those "
-                               f"this process may use, {sorted(allowed)}")
+        why = None if cpus is None else cpus_not_allowed(cpus)
+        if why is not None:
+            raise config_error(c, name, why)
     return c.loop_cpus, c.background_cpus
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from ..config import cpus_not_allowed
 from ..errors import RingLogError
 from ..units import parse_rate, parse_size
 
@@ -86,10 +86,9 @@ def parse_cpus(text: str) -> frozenset[int]:
         if first < 0 or last < first:
             raise ValueError(f"not a CPU range: {part.strip()!r} in {text!r}")
         out.update(range(first, last + 1))
-    allowed = os.sched_getaffinity(0)
-    if not out <= allowed:
-        raise ValueError(f"CPUs {sorted(out - allowed)} are not among those this process may "
-                         f"use, {sorted(allowed)}")
+    why = cpus_not_allowed(frozenset(out))
+    if why is not None:
+        raise ValueError(why)
     return frozenset(out)
 
 
