@@ -40,6 +40,8 @@ class LogicCore:
     kind: int
     breaker: BreakerCore | None
     counters: StageCounters
+    journal_counters: StageCounters  # the inline topology's journal stages' counters
+    output_counters: StageCounters
     sink: Callable[[Any], None] | None
     snapshot_every: int
     last_sequence: int

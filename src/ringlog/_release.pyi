@@ -1,6 +1,7 @@
 """Stub of ringlog._release: the output stage for slot listeners as one compiled pump."""
 
 from collections.abc import Callable
+from typing import Any
 
 from ._counters import StageCounters
 from ._journal import JournalAppender
@@ -11,7 +12,7 @@ class ReleaseStage:
     One thread runs it: its own (``run()``) or, ``attach()``-ed, the engine loop."""
 
     consumer: Consumer
-    listeners: list[Callable[[bytes, int], object]]
+    listeners: list[Callable[[bytes, int], Any]]  # what a listener returns is ignored
     sink: SlotSink | None
     appended: int
     released: int
@@ -22,7 +23,7 @@ class ReleaseStage:
 
     def __init__(self, consumer: Consumer, journal: JournalAppender,
                  gate: JournalAppender | None,
-                 listeners: list[Callable[[bytes, int], object]],
+                 listeners: list[Callable[[bytes, int], Any]],
                  counters: StageCounters | None = None) -> None: ...
     def run(self) -> None: ...
     def attach(self) -> None:

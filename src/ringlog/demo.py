@@ -73,9 +73,10 @@ def pipeline(path: Path, n: int) -> str:
     limits = BreakerConfig(limits=[Limit(max_count=2_000, window_ns=100_000_000, per="key",
                                          name="per-account")])
     trips: list = []
+    breaker = Breaker(limits, alert=trips.append)
     p = Processor(engine, path, ProcessorConfig(slot_size=cfg.min_slot_size, durability="group",
                                                 snapshot_every=n // 2),
-                  breaker=Breaker(limits, alert=trips.append), registry=registry(cfg.l2_depth))
+                  breaker=breaker, registry=registry(cfg.l2_depth))
     p.start()
     cmds, types = mixed_flow(n, seed=8)
     payloads = [c.tobytes() for c in cmds]
@@ -122,7 +123,7 @@ def pipeline(path: Path, n: int) -> str:
     p.reset_breaker(timestamp_ns=t + 2 * 10**9)
     p.drain(timeout=60)
     p.stop()
-    print(f"   operator release + reset: breaker {p.breaker.state_name}, "
+    print(f"   operator release + reset: breaker {breaker.state_name}, "
           f"{engine.stats()['commands']:,} commands processed")
     return engine.state_hash()
 

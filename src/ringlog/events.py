@@ -64,7 +64,7 @@ def slot_dtype(slot_size: int, payload: np.dtype | None = None) -> np.dtype:
     room = slot_size - HEADER_SIZE
     if room < 0:
         raise SchemaError(f"slot_size {slot_size} is smaller than the {HEADER_SIZE}-byte header")
-    fields: list[tuple[str, Any]] = [("header", HEADER_DTYPE)]
+    fields: list[tuple[Any, ...]] = [("header", HEADER_DTYPE)]
     if payload is None:
         fields.append(("payload", np.uint8, (room,)))
         return np.dtype(fields)
@@ -93,7 +93,7 @@ class EventType:
     def describe(self) -> dict[str, Any]:
         """A JSON-able descriptor of this type, written into journal segment headers."""
         if self.dtype is not None:
-            fields = [[n, self.dtype.fields[n][0].str] for n in self.dtype.names or ()]
+            fields = [[n, self.dtype[n].str] for n in self.dtype.names or ()]
             kind = "record"
         elif self.struct is not None:
             fields = [[f.name, _type_name(f.type)] for f in msgspec.structs.fields(self.struct)]

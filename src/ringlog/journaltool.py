@@ -41,7 +41,7 @@ from .journal import (
     _write_index,
     list_segments,
 )
-from .recovery import durable_mark, judge_roll, judge_tail, rebuild_index
+from .recovery import TailVerdict, durable_mark, judge_roll, judge_tail, rebuild_index
 
 __all__ = [
     "CheckResult",
@@ -543,8 +543,8 @@ def _check_segment(i: int, first: int, p: Path, expect: int, last: bool,
         mark = durable_mark(*([prev, seg] if prev is not None else [seg]))
         if floor is not None and mark != -2:
             mark = max(mark, floor)  # a torn roll's mark (judge_roll)
-        verdict = judge_tail(seg, off, nxt, status, mark)
-        if verdict.kind == "torn_tail" and live and lock_holder(p.parent):
+        verdict: TailVerdict | None = judge_tail(seg, off, nxt, status, mark)
+        if verdict is not None and verdict.kind == "torn_tail" and live and lock_holder(p.parent):
             # a live appender is writing past the durable mark right now (its length word
             # comes last, and it may be rolling): only damage below the mark is a problem
             verdict = None

@@ -28,15 +28,24 @@ __all__ = ["InputEvent", "KillInfo", "LogicLoop", "LoopState", "OutputRecord", "
 
 
 class InputEvent(Protocol):
-    """What the loop reads of an input event: a ring slot or a journal record view."""
+    """What the loop reads of an input event: a ring slot or a journal record view.
 
-    type_id: int
-    flags: int
-    timestamp_ns: int
-    correlation_id: int
-    producer_id: int
-    producer_seq: int
-    payload: Any
+    Read-only properties, so the compiled events' readonly fields satisfy it too."""
+
+    @property
+    def type_id(self) -> int: ...
+    @property
+    def flags(self) -> int: ...
+    @property
+    def timestamp_ns(self) -> int: ...
+    @property
+    def correlation_id(self) -> int: ...
+    @property
+    def producer_id(self) -> int: ...
+    @property
+    def producer_seq(self) -> int: ...
+    @property
+    def payload(self) -> Any: ...
 
 
 class OutputRecord(msgspec.Struct, array_like=True, frozen=True):

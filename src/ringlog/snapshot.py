@@ -12,6 +12,7 @@ whose checksum holds and logs every damaged one it skips.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import logging
 import os
@@ -172,7 +173,8 @@ class SnapshotStore:
                         "valid": ok, "error": err})
         return out
 
-    def delete_before(self, sequence: int) -> list[str]:
+    # builtins.list: in this class body, ``list`` names the method above
+    def delete_before(self, sequence: int) -> builtins.list[str]:
         """Deletes snapshots older than ``sequence``; returns their paths."""
         gone = []
         for seq in self.sequences():

@@ -116,12 +116,12 @@ def derive(prev: Sample | None, cur: Sample) -> dict[str, Any]:
         for label, v in cur.values.items():
             if cur.types[label] in (TOTAL, SEQUENCE) and label in prev.values:
                 rates[label] = (v - prev.values[label]) / dt
-    v = cur.values
-    lags = {name: v[up] - v[own] - off for name, (up, own, off) in LAGS.items()
-            if up in v and own in v}
-    if "journal.backlog" in v:
-        lags["journal.backlog"] = v["journal.backlog"]
-    state = v.get("logic.breaker_state")
+    values = cur.values
+    lags = {name: values[up] - values[own] - off for name, (up, own, off) in LAGS.items()
+            if up in values and own in values}
+    if "journal.backlog" in values:
+        lags["journal.backlog"] = values["journal.backlog"]
+    state = values.get("logic.breaker_state")
     hists = {name: {f"p{int(q * 100)}": _bound(quantile(b, q)) for q in (0.5, 0.99)}
              for name, b in histograms(cur.values, cur.types).items()}
     return {"rates": rates, "lags": lags, "histograms": hists,

@@ -97,7 +97,7 @@ class EchoServer:
             return
         stop = self._stop
         if stop is not None:
-            self._loop.call_soon_threadsafe(lambda: stop.done() or stop.set_result(None))
+            self._loop.call_soon_threadsafe(lambda: None if stop.done() else stop.set_result(None))
         self._thread.join(timeout)
         self._thread = None
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     async def serve() -> None:
         stop = loop.create_future()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+            loop.add_signal_handler(sig, lambda: None if stop.done() else stop.set_result(None))
         server = await loop.create_server(EchoProtocol, args.host, args.port)
         print(json.dumps({"port": server.sockets[0].getsockname()[1], "pid": os.getpid()}),
               flush=True)

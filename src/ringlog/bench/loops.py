@@ -5,16 +5,20 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from .._ring import Ring
 from .._ringbench import consume, consume_values, produce, produce_values
 from ..ring import pin_current_thread
 
+if TYPE_CHECKING:
+    from .._ring import Producer, Wait
+
 __all__ = ["one_to_one_threads"]
 
 
-def one_to_one_threads(count: int, batch: int = 1, wait: str = "busy_spin",
-                       producer: str = "single", like_for_like: bool = False) -> float:
+def one_to_one_threads(count: int, batch: int = 1, wait: Wait = "busy_spin",
+                       producer: Producer = "single", like_for_like: bool = False) -> float:
     """Events per second from a producer thread to a consumer thread, claims of ``batch``
     (the Disruptor's OneToOneSequencedThroughputTest shape). By default each event carries
     the full header and the consumer checks per-producer order; ``like_for_like`` writes one

@@ -90,7 +90,7 @@ def evaluate_targets(doc: dict[str, Any], targets: list[dict[str, Any]]) -> list
         value = None
         if r is not None:
             value = r.get("ratios", {}).get(t["ratio"]) if t.get("ratio") else r["median"]
-        if value is None:
+        if r is None or value is None:
             out.append({**t, "value": None, "met": None, "by": "not measured in this run"})
             continue
         bound = t.get("min", t.get("max"))

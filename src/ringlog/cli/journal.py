@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,12 @@ def _journal_dir(args: argparse.Namespace) -> Path:
     if not any(d.glob("*.seg")) and not (d / "LOCK").exists():
         raise UsageError(f"{d} holds no journal segments (*.seg) and no {sub}/ journal")
     return d
+
+
+def _verify_progress(path: Path) -> Callable[[int, int], None]:
+    """``verify``'s progress line on stderr for the journal at ``path``."""
+    return lambda i, n: print(f"\rverify {path}: segment {i}/{n}", end="", file=sys.stderr,
+                              flush=True)
 
 
 def _filter(args: argparse.Namespace, path: Path) -> Any:
@@ -76,9 +83,7 @@ def cmd_journal_verify(args: argparse.Namespace) -> int:
     show = args.progress or (sys.stderr.isatty() and not args.json)
     failed = False
     for path in paths:
-        res = journaltool.check(path, progress=(lambda i, n, p=path: print(
-            f"\rverify {p}: segment {i}/{n}", end="", file=sys.stderr, flush=True))
-            if show else None)
+        res = journaltool.check(path, progress=_verify_progress(path) if show else None)
         if show:
             print(file=sys.stderr)
         failed |= res.problem is not None

@@ -19,7 +19,7 @@ def _replayer(args: argparse.Namespace) -> Any:
 
     # what the processor ran with (processor.json), unless the flags say otherwise
     ran = read_manifest(args.dir)
-    spec = args.breaker if args.breaker is not None else (ran and ran.breaker)
+    spec = args.breaker if args.breaker is not None else (ran.breaker if ran else None)
     try:
         handler = make_handler(args.handler)
         breaker = make_breaker(None if spec == "none" else spec)

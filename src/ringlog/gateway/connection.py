@@ -18,7 +18,7 @@ import asyncio
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import msgspec
 
@@ -131,7 +131,8 @@ class Connection(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Sets the write-buffer limits that drive pause_writing / resume_writing."""
-        self.transport = transport  # type: ignore[assignment]  (uvloop's is no subclass)
+        # a stream connection's transport is a Transport (uvloop's too, though no subclass)
+        transport = self.transport = cast("asyncio.Transport", transport)
         lim = self.gw.config.limits
         transport.set_write_buffer_limits(high=lim.high_water, low=lim.low_water)
         sock = transport.get_extra_info("socket")

@@ -57,17 +57,18 @@ I64 = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]
 
 
 class _Msg(msgspec.Struct, array_like=True, tag_field="tag", frozen=True):
-    pass
+    """A message. msgspec subclasses inherit ``frozen``; each subclass still says
+    ``frozen=True`` because type checkers (PEP 681 dataclass_transform) do not inherit it."""
 
 
-class _ClientMsg(_Msg, forbid_unknown_fields=True):
+class _ClientMsg(_Msg, forbid_unknown_fields=True, frozen=True):
     """A client message: a flat array of scalars with nothing after its last field, so a
     typed decode never descends into a nested value (a nested or extra element is a
     bad_message at once, whatever its depth)."""
 
 
 # -- client -> server ------------------------------------------------------------------------
-class Logon(_ClientMsg, tag=1):
+class Logon(_ClientMsg, tag=1, frozen=True):
     """Opens a session: the token is bound to one account in the server's config.
 
     ``reports_after`` >= 0 asks for the account's execution reports after that report seq
@@ -83,19 +84,19 @@ class Logon(_ClientMsg, tag=1):
     cancel_on_disconnect_ms: Annotated[int, msgspec.Meta(ge=-1, lt=1 << 31)] = -1
 
 
-class Logout(_ClientMsg, tag=2):
+class Logout(_ClientMsg, tag=2, frozen=True):
     """Closes the session after the server has answered everything before it."""
 
     seq: Seq
 
 
-class Heartbeat(_ClientMsg, tag=3):
+class Heartbeat(_ClientMsg, tag=3, frozen=True):
     """Keeps an idle session alive; answered with an Ack."""
 
     seq: Seq
 
 
-class NewOrder(_ClientMsg, tag=4):
+class NewOrder(_ClientMsg, tag=4, frozen=True):
     """A new order; enums are the engine's integer values (docs/matching.md)."""
 
     seq: Seq
@@ -110,14 +111,14 @@ class NewOrder(_ClientMsg, tag=4):
     stp: U8 = 0
 
 
-class Cancel(_ClientMsg, tag=5):
+class Cancel(_ClientMsg, tag=5, frozen=True):
     """Cancels a live order of this session's account."""
 
     seq: Seq
     order_id: OrderId
 
 
-class Modify(_ClientMsg, tag=6):
+class Modify(_ClientMsg, tag=6, frozen=True):
     """Changes price and/or open quantity (reduce at the same price keeps priority)."""
 
     seq: Seq
@@ -126,28 +127,28 @@ class Modify(_ClientMsg, tag=6):
     new_qty: I64
 
 
-class MassCancel(_ClientMsg, tag=7):
+class MassCancel(_ClientMsg, tag=7, frozen=True):
     """Cancels every live order of the account (on one symbol, or all with symbol 0)."""
 
     seq: Seq
     symbol: U32 = 0
 
 
-class OrderStatus(_ClientMsg, tag=8):
+class OrderStatus(_ClientMsg, tag=8, frozen=True):
     """Asks for one order's state."""
 
     seq: Seq
     order_id: OrderId
 
 
-class OpenOrders(_ClientMsg, tag=9):
+class OpenOrders(_ClientMsg, tag=9, frozen=True):
     """Lists the account's live orders (one symbol, or all with symbol 0)."""
 
     seq: Seq
     symbol: U32 = 0
 
 
-class Subscribe(_ClientMsg, tag=10):
+class Subscribe(_ClientMsg, tag=10, frozen=True):
     """Market data: depth 1 is L1, N is L2 to depth N, 0 unsubscribes."""
 
     seq: Seq
@@ -160,7 +161,7 @@ ClientMessage = (Logon | Logout | Heartbeat | NewOrder | Cancel | Modify | MassC
 
 
 # -- server -> client ------------------------------------------------------------------------
-class LogonAck(_Msg, tag=64):
+class LogonAck(_Msg, tag=64, frozen=True):
     """Logon accepted. ``session_seq``: the highest client seq the server has taken (a
     client without history continues after it); ``acked``: the highest with every answer
     sent; ``report_seq``: the account's execution-report stream position (the next report
@@ -172,19 +173,19 @@ class LogonAck(_Msg, tag=64):
     report_seq: int = 0
 
 
-class LogonReject(_Msg, tag=65):
+class LogonReject(_Msg, tag=65, frozen=True):
     """Logon refused (unknown token, already logged on, server recovering)."""
 
     reason: str
 
 
-class Ack(_Msg, tag=66):
+class Ack(_Msg, tag=66, frozen=True):
     """The highest client seq the server has processed."""
 
     seq: int
 
 
-class Report(_Msg, tag=67):
+class Report(_Msg, tag=67, frozen=True):
     """An execution report: accepted, rejected, trade, rested, cancelled or modified."""
 
     seq: int
@@ -217,7 +218,7 @@ class ErrorCode:
     MEMORY_LIMIT = 12  # an answer too large to keep for resends (ask again)
 
 
-class Error(_Msg, tag=68):
+class Error(_Msg, tag=68, frozen=True):
     """An error frame: nothing was applied for the message it answers."""
 
     code: int
@@ -225,14 +226,14 @@ class Error(_Msg, tag=68):
     seq: int = 0
 
 
-class Halted(_Msg, tag=69):
+class Halted(_Msg, tag=69, frozen=True):
     """The circuit breaker is open: the message was not applied; retry after a reset."""
 
     seq: int
     reason: str
 
 
-class MarketData(_Msg, tag=70):
+class MarketData(_Msg, tag=70, frozen=True):
     """One level of a symbol's book (level 0 = best) after a change."""
 
     symbol: int
@@ -243,7 +244,7 @@ class MarketData(_Msg, tag=70):
     ask_qty: int
 
 
-class OrderInfo(_Msg, tag=71):
+class OrderInfo(_Msg, tag=71, frozen=True):
     """One order's state, in answer to OrderStatus or OpenOrders."""
 
     seq: int
@@ -255,7 +256,7 @@ class OrderInfo(_Msg, tag=71):
     status: str
 
 
-class OpenOrdersEnd(_Msg, tag=72):
+class OpenOrdersEnd(_Msg, tag=72, frozen=True):
     """Ends an OpenOrders answer."""
 
     seq: int
@@ -267,7 +268,8 @@ ServerMessage = (LogonAck | LogonReject | Ack | Report | Error | Halted | Market
 
 Codec = Literal["msgpack", "json"]
 
-_encoders = {"msgpack": msgspec.msgpack.Encoder(), "json": msgspec.json.Encoder()}
+_encoders: dict[Codec, msgspec.msgpack.Encoder | msgspec.json.Encoder] = {
+    "msgpack": msgspec.msgpack.Encoder(), "json": msgspec.json.Encoder()}
 
 
 def encode_frame(msg: msgspec.Struct, codec: Codec = "msgpack") -> bytes:

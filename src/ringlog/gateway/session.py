@@ -222,7 +222,7 @@ _decode_frame = msgspec.msgpack.Decoder(ServerMessage).decode
 def decode_frames(frames: bytes) -> list[msgspec.Struct]:
     """The messages of consecutive msgpack frames (the compiled path's output, for the rare
     callers that want Structs: a JSON session, the report replay, tests)."""
-    out = []
+    out: list[msgspec.Struct] = []
     pos = 0
     mv = memoryview(frames)
     while pos < len(frames):
