@@ -14,6 +14,9 @@
         commands per loop batch (the counters file's ``logic.batches``: the loop takes
         the GIL once per batch); then the medians and the NEW/OLD ratios per round
         (median and range).
+        ``SRC@BYTES``: that build with journal write buffers of BYTES
+        (``ringlog._journal.write_buffer_size``), e.g. ``src@65536 src`` compares two buffer
+        sizes of one build.
 
 What changes between builds is code; the flow, the machine and the moment are shared by the
 pair of a round, so the per-round ratio is what to read on a loaded machine.
@@ -38,6 +41,11 @@ def _child(n: int) -> None:
     sys.path.insert(0, str(HERE))
     import pipeline_ab as ab
 
+    if os.environ.get("BUILD_AB_WBUF"):  # SRC@BYTES (a build that has the setting)
+        from ringlog._journal import write_buffer_size
+
+        write_buffer_size(int(os.environ["BUILD_AB_WBUF"]))
+
     from ringlog._counters import CountersReader
 
     d = tempfile.mkdtemp(prefix="ringlog-build-ab-", dir=".")
@@ -57,8 +65,9 @@ def _child(n: int) -> None:
     print(json.dumps(out))
 
 
-def _run(src: str, n: int) -> dict[str, float]:
-    env = dict(os.environ, PYTHONPATH=src)
+def _run(spec: str, n: int) -> dict[str, float]:
+    src, _, wbuf = spec.partition("@")
+    env = dict(os.environ, PYTHONPATH=src, BUILD_AB_WBUF=wbuf)
     out = subprocess.run([sys.executable, __file__, "--child", str(n)], env=env, check=True,
                          capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -68,7 +77,8 @@ def main(argv: list[str]) -> None:
     if argv[:1] == ["--child"]:
         _child(int(argv[1]))
         return
-    if len(argv) < 2 or not all(Path(p, "ringlog").is_dir() for p in argv[:2]):
+    if len(argv) < 2 or not all(Path(p.partition("@")[0], "ringlog").is_dir()
+                                for p in argv[:2]):
         print("usage: build_ab.py OLD_SRC NEW_SRC [commands] [rounds] (each SRC holds a "
               "built ringlog package)", file=sys.stderr)
         raise SystemExit(2)
