@@ -14,6 +14,13 @@
         commands per loop batch (the counters file's ``logic.batches``: the loop takes
         the GIL once per batch); then the medians and the NEW/OLD ratios per round
         (median and range).
+        ``--python``: the flow of the ``processor_python_handler`` row instead (the bench's
+        Python Counter through the default processor, ``commands`` events) and, in the same
+        child, the plain-loop ceiling (``_direct_python``): per run the loop thread's CPU
+        ns per event, the rate and the rate / plain-loop rate (the goal's ratio).
+        ``SRC@BYTES``: that build with journal write buffers of BYTES
+        (``ringlog._journal.write_buffer_size``), e.g. ``src@65536 src`` compares two buffer
+        sizes of one build.
 
 What changes between builds is code; the flow, the machine and the moment are shared by the
 pair of a round, so the per-round ratio is what to read on a loaded machine.
@@ -38,6 +45,11 @@ def _child(n: int) -> None:
     sys.path.insert(0, str(HERE))
     import pipeline_ab as ab
 
+    if os.environ.get("BUILD_AB_WBUF"):  # SRC@BYTES (a build that has the setting)
+        from ringlog._journal import write_buffer_size
+
+        write_buffer_size(int(os.environ["BUILD_AB_WBUF"]))
+
     from ringlog._counters import CountersReader
 
     d = tempfile.mkdtemp(prefix="ringlog-build-ab-", dir=".")
@@ -57,9 +69,23 @@ def _child(n: int) -> None:
     print(json.dumps(out))
 
 
-def _run(src: str, n: int) -> dict[str, float]:
-    env = dict(os.environ, PYTHONPATH=src)
-    out = subprocess.run([sys.executable, __file__, "--child", str(n)], env=env, check=True,
+def _child_python(n: int) -> None:
+    """One run of the Python handler row's flow and its plain-loop ceiling: JSON."""
+    sys.path.insert(0, str(HERE))
+    import bench_processor as b
+
+    rate, cpu = b._throughput(n, b.Counter(), False)
+    direct, dcpu = b._direct_python(n)
+    print(json.dumps({"loop_cpu": cpu["threads"]["rl-loop"]["cpu_ns"],
+                      "direct_cpu": dcpu["threads"]["MainThread"]["cpu_ns"],
+                      "all_cpu": cpu["cpu_ns_total"], "rate": rate / 1e6,
+                      "ratio": rate / direct}))
+
+
+def _run(spec: str, n: int, child: str = "--child") -> dict[str, float]:
+    src, _, wbuf = spec.partition("@")
+    env = dict(os.environ, PYTHONPATH=src, BUILD_AB_WBUF=wbuf)
+    out = subprocess.run([sys.executable, __file__, child, str(n)], env=env, check=True,
                          capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -68,7 +94,14 @@ def main(argv: list[str]) -> None:
     if argv[:1] == ["--child"]:
         _child(int(argv[1]))
         return
-    if len(argv) < 2 or not all(Path(p, "ringlog").is_dir() for p in argv[:2]):
+    if argv[:1] == ["--child-python"]:
+        _child_python(int(argv[1]))
+        return
+    child = "--child"
+    if argv[:1] == ["--python"]:
+        child, argv = "--child-python", argv[1:]
+    if len(argv) < 2 or not all(Path(p.partition("@")[0], "ringlog").is_dir()
+                                for p in argv[:2]):
         print("usage: build_ab.py OLD_SRC NEW_SRC [commands] [rounds] (each SRC holds a "
               "built ringlog package)", file=sys.stderr)
         raise SystemExit(2)
@@ -79,17 +112,16 @@ def main(argv: list[str]) -> None:
     for r in range(rounds):
         order = [("old", old), ("new", new)] if r % 2 == 0 else [("new", new), ("old", old)]
         for name, src in order:
-            got = _run(src, n)
+            got = _run(src, n, child)
             res[name].append(got)
-            print(f"round {r} {name}: loop {got['loop_cpu']:5.0f} ns/cmd (user "
-                  f"{got['loop_user']:4.0f}, system {got['loop_sys']:4.0f}, "
-                  f"{got['loop_faults']:5.1f} faults/1k), all threads {got['all_cpu']:5.0f}, "
-                  f"{got['per_batch']:.0f} commands per loop batch", flush=True)
-    for what in ("loop_cpu", "loop_user", "loop_sys", "loop_faults", "all_cpu"):
+            print(f"round {r} {name}: " + ", ".join(f"{k} {v:.3g}" for k, v in got.items()),
+                  flush=True)
+    for what in res["old"][0]:
         o = [x[what] for x in res["old"]]
         w = [x[what] for x in res["new"]]
         ratios = [b / a for a, b in zip(o, w, strict=True) if a]
-        line = f"{what:12s} old median {statistics.median(o):7.1f}, new {statistics.median(w):7.1f}"
+        line = (f"{what:12s} old median {statistics.median(o):7.3g}, "
+                f"new {statistics.median(w):7.3g}")
         if ratios:
             line += (f"; new/old median {statistics.median(ratios):.2f} "
                      f"(range {min(ratios):.2f}-{max(ratios):.2f}, {len(ratios)} rounds)")

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ringlog._journal import HEADER_SIZE
+from ringlog._journal import HEADER_SIZE, write_buffer_size
 from ringlog._ring import Ring
 from ringlog.errors import ConfigError
 from ringlog.journal import Journal, JournalReader, JournalTailer, list_segments
@@ -53,16 +53,35 @@ BATCHES = st.lists(st.lists(st.integers(0, 3000), min_size=1, max_size=60), min_
                    max_size=12)
 
 
+# write buffers: the default, and small ones that a batch overflows (written in parts,
+# committed once)
+WBUFS = st.sampled_from([None, 2048, 8192, 20000])
+
+
+def _with_write_buffer(wbuf, fn):
+    before = write_buffer_size()
+    if wbuf is not None:
+        write_buffer_size(wbuf)
+    try:
+        return fn()
+    finally:
+        write_buffer_size(before)
+
+
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(sizes=BATCHES, policy=st.sampled_from(["group", "sync"]))
-def test_buffered_and_direct_appends_write_the_same_bytes(tmp_path_factory, sizes, policy):
+@given(sizes=BATCHES, policy=st.sampled_from(["group", "sync"]), wbuf=WBUFS)
+def test_buffered_and_direct_appends_write_the_same_bytes(tmp_path_factory, sizes, policy,
+                                                          wbuf):
     dirs = {}
     for buffered in (True, False):
         d = tmp_path_factory.mktemp("buffered" if buffered else "direct")
-        with Journal(d, segment_size=SMALL, first_segment_size=SMALL, durability=policy,
-                     buffered=buffered) as j:
-            assert j.appender.buffered is buffered
-            n = _append_batches(j, sizes)
+
+        def write(d=d, buffered=buffered):
+            with Journal(d, segment_size=SMALL, first_segment_size=SMALL, durability=policy,
+                         buffered=buffered) as j:
+                assert j.appender.buffered is buffered
+                return _append_batches(j, sizes)
+        n = _with_write_buffer(wbuf, write)
         dirs[buffered] = d
     assert _records_region(dirs[True]) == _records_region(dirs[False])
     assert JournalReader(dirs[True]).verify_all() == (n, n - 1)
@@ -114,12 +133,15 @@ def _tail_in_child(path, n, conn):
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sizes=st.lists(st.lists(st.integers(0, 2000), min_size=20, max_size=200), min_size=5,
                       max_size=15),
-       rounds=st.integers(3, 6))
+       rounds=st.integers(3, 6), wbuf=WBUFS)
 def test_a_reader_process_tailing_pwritten_batches_never_sees_a_torn_record(
-        tmp_path_factory, sizes, rounds):
+        tmp_path_factory, sizes, rounds, wbuf):
     d = tmp_path_factory.mktemp("tail")
     ctx = mp.get_context("fork")
-    with Journal(d, segment_size=SMALL, first_segment_size=SMALL, durability="group") as j:
+    j = _with_write_buffer(wbuf, lambda: Journal(d, segment_size=SMALL,
+                                                  first_segment_size=SMALL,
+                                                  durability="group"))
+    with j:
         assert j.appender.buffered
         total = sum(len(b) for b in sizes) * rounds
         parent, child = ctx.Pipe()
@@ -181,6 +203,59 @@ def test_a_batch_whose_commit_word_is_missing_is_a_torn_tail(tmp_path):
     with Journal(tmp_path, durability="none") as j:
         assert j.recovery is not None and j.recovery.sequence == 10
         assert j.recovery.offset == end
+        assert j.last_sequence == 9
+    assert [bytes(r.payload) for r in JournalReader(tmp_path)] == [
+        payload(i, 100) for i in range(10)]
+
+
+@pytest.fixture
+def write_buffer():
+    """Sets the journal write buffer of appenders made in the test; restores it after."""
+    before = write_buffer_size()
+    yield write_buffer_size
+    write_buffer_size(before)
+
+
+@pytest.mark.parametrize("wbuf, size", [(8192, 100), (8192, 3000), (2048, 100)])
+def test_records_flushed_before_the_commit_are_unreachable_until_it(tmp_path, write_buffer,
+                                                                     wbuf, size):
+    # a batch larger than the buffer is written out in parts before its commit (pwrite from
+    # 4 KiB, else copied into the map; its first length word under 256 written as a byte,
+    # else stored): none of it is reachable until the commit writes the held word
+    write_buffer(wbuf)
+    with Journal(tmp_path, durability="none") as j:
+        j.append_many([payload(i, 100) for i in range(10)])
+        end = j.appender.pos
+        j.append_many([payload(10 + i, size) for i in range(100)], commit=False)
+        seg = list_segments(tmp_path)[-1][1]
+        data = seg.read_bytes()
+        assert data[end:end + 4] == bytes(4)  # the held word
+        written = len(data[end:j.appender.pos].rstrip(b"\0"))
+        assert written > 100 * size // 2, "the parts before the commit were not written out"
+        assert [r.sequence for r in JournalReader(tmp_path)] == list(range(10))
+        j.appender.flush()
+        assert [bytes(r.payload) for r in JournalReader(tmp_path)] == [
+            payload(i, 100) for i in range(10)] + [payload(10 + i, size) for i in range(100)]
+    assert JournalReader(tmp_path).verify_all() == (110, 109)
+
+
+def _write_then_die(path, wbuf):
+    """Commits 10 records, writes 40 more past the buffer without their commit, and exits
+    without closing (what kill -9 leaves: the page cache holds the written parts)."""
+    write_buffer_size(wbuf)
+    j = Journal(path, durability="none")
+    j.append_many([payload(i, 100) for i in range(10)])
+    j.append_many([payload(10 + i, 700) for i in range(40)], commit=False)
+    os._exit(0)
+
+
+def test_a_crash_after_parts_of_a_batch_were_written_leaves_a_torn_tail(tmp_path):
+    p = mp.get_context("fork").Process(target=_write_then_die, args=(tmp_path, 8192))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+    with Journal(tmp_path, durability="none") as j:
+        assert j.recovery is not None and j.recovery.sequence == 10
         assert j.last_sequence == 9
     assert [bytes(r.payload) for r in JournalReader(tmp_path)] == [
         payload(i, 100) for i in range(10)]

@@ -99,6 +99,11 @@ cdef class JournalAppender:
     cdef Py_ssize_t out_at     # segment offset of out[0]: the first unflushed byte
     cdef Py_ssize_t out_end    # records must end at or before this offset (flush or roll)
     cdef char* wbuf            # the private buffer (NULL when direct)
+    # the length word of the first record flushed since the last commit, held back until
+    # the commit (_flush): the records after it are unreachable until it is written
+    cdef Py_ssize_t held_at    # its segment offset (-1: nothing held)
+    cdef uint32_t held_word
+    cdef bint held_by_pwrite   # its flush went by pwrite() (the word may go so too)
     cdef Py_ssize_t wcap
     cdef readonly bint buffered
     # builds an output record's body: the CRC32C implementation in force when the appender
@@ -134,7 +139,8 @@ cdef class JournalAppender:
     cdef int64_t append_slots(self, const char* base, Py_ssize_t stride,
                               Py_ssize_t count) except -1 nogil
     cdef int _room(self, Py_ssize_t need) except -1 nogil
-    cdef int _flush(self) except -1 nogil
+    cdef int _flush(self, bint publish=*) except -1 nogil
+    cdef int _write_out(self, const char* src, Py_ssize_t n, Py_ssize_t at) noexcept nogil
     cdef void _aim(self) noexcept nogil
     cdef void _write(self, const rl_header* h, const char* payload) noexcept nogil
     cdef void _note_index(self, int64_t seq, int64_t ts) noexcept nogil

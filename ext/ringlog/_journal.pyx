@@ -11,10 +11,13 @@ each 4 KiB page after every fdatasync or background writeback, a pwrite() takes 
 
     buffered (default)                              direct (buffered=False)
     records ──► private buffer (pos - out_at bytes)   records ──► mapped segment at pos
-                    │ commit(): _flush()
-                    ├─ >= PWRITE_MIN: pwrite(all but the first length word),
-                    │                 then that word (the batch's commit)
-                    └─ smaller: memcpy into the map, then that word (release store)
+                    │ buffer full: _flush(publish=False), commit(): _flush()
+                    ├─ the first flush since a commit: all but its first length word,
+                    │  which is held (the records after it are unreachable until then)
+                    ├─ later flushes before the commit: all of their bytes (one call)
+                    │     each >= PWRITE_MIN: pwrite(), smaller: memcpy into the map
+                    └─ commit: the held word (a 1-byte pwrite, or a release store into
+                       the map): the whole batch becomes reachable at once
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
@@ -205,6 +208,21 @@ cdef enum:
     # faults (~3.5 us each) of a batch within a page do; above a page pwrite() wins, ~3x at
     # 64 KiB (figures: docs/processor.md, bench/journal_write_ab.py)
     PWRITE_MIN = 4096
+
+
+cdef Py_ssize_t _wbuf_size = WBUF_SIZE  # what new buffered appenders get (write_buffer_size)
+
+
+def write_buffer_size(Py_ssize_t nbytes=-1):
+    """The private buffer of buffered appenders made from now on, in bytes (``nbytes`` > 0
+    sets it; default 256 KiB); returns the size in force. A batch larger than it is written
+    out in parts (one pwrite() each) and committed once. For tests and benchmarks."""
+    global _wbuf_size
+    if nbytes == 0 or nbytes < -1:
+        raise ValueError(f"write_buffer_size: nbytes must be > 0, got {nbytes}")
+    if nbytes > 0:
+        _wbuf_size = _align8(max(nbytes, 64))
+    return _wbuf_size
 
 
 cdef int _pwrite_all(int fd, const char* buf, Py_ssize_t n, Py_ssize_t off) noexcept nogil:
@@ -712,6 +730,7 @@ cdef class JournalAppender:
         self.index = NULL
         self.rolled_index = NULL
         self.wbuf = NULL
+        self.held_at = -1
         self.output_body = rl_output_body_pick()  # set before anything can append
 
     def __dealloc__(self):
@@ -732,10 +751,10 @@ cdef class JournalAppender:
         self.last_seq = -1
         self.buffered = buffered
         if self.buffered and self.wbuf == NULL:
-            self.wbuf = <char*>malloc(WBUF_SIZE)
+            self.wbuf = <char*>malloc(_wbuf_size)
             if self.wbuf == NULL:
                 raise MemoryError()
-            self.wcap = WBUF_SIZE
+            self.wcap = _wbuf_size
 
     def attach(self, Segment seg, Py_ssize_t pos, int64_t next_seq):
         """Continues appending into ``seg`` at byte ``pos`` with sequence ``next_seq``."""
@@ -750,6 +769,7 @@ cdef class JournalAppender:
     cdef void _switch(self, Py_ssize_t pos, int64_t next_seq) noexcept nogil:
         """Points the appender at ``self.seg`` from byte ``pos``, sequence ``next_seq``."""
         self.pos = pos
+        self.held_at = -1  # _room published any held word before the roll
         self._aim()
         self.next_seq = next_seq
         self._set_durable(-1)  # carry what the group thread synced since `seg` was sealed
@@ -896,10 +916,13 @@ cdef class JournalAppender:
             with gil:
                 raise JournalError("the journal failed earlier (a write or sync error); "
                                    "reopen it to continue from what is durable")
-        self._flush()  # a sealed segment holds all its records; a flush ends at a record
-        if self.pos + need > self.seg.size and not self._fast_roll(need):
-            with gil:  # the owner sizes the next segment to fit, or refuses the record
-                self.owner._roll(self, need)
+        if self.pos + need > self.seg.size:
+            self._flush(True)  # a sealed segment holds all its records, committed
+            if not self._fast_roll(need):
+                with gil:  # the owner sizes the next segment to fit, or refuses the record
+                    self.owner._roll(self, need)
+        else:
+            self._flush(False)  # the buffer is full: the batch's commit comes later
         if self.buffered and need > self.wcap:
             grown = <char*>realloc(self.wbuf, need)
             if grown == NULL:
@@ -918,39 +941,54 @@ cdef class JournalAppender:
         else:
             self.out, self.out_at, self.out_end = self.seg.base, 0, self.seg.size
 
-    cdef int _flush(self) except -1 nogil:
-        """Writes the buffered records (``out_at``..``pos``) into the segment, committing
-        them for readers by the first record's length word, written last: a later record is
-        reachable only through it, so a reader never sees a record before its body and CRC.
-        The file holds zero at ``out_at`` (the written end) until then."""
+    cdef int _flush(self, bint publish=True) except -1 nogil:
+        """Writes the buffered records (``out_at``..``pos``) into the segment. The length word
+        of the first record since the last commit is held back (``held_at``): every later
+        record is reachable only through it, so a reader sees none of them before that word,
+        written last. ``publish``: then writes it (the commit: a batch's records become
+        reachable at once, never a record before its body and CRC); else a full buffer is
+        written out in one call and the word stays held. The file holds zero at ``held_at``
+        until then."""
         cdef Py_ssize_t n = self.pos - self.out_at
-        if not self.buffered or n == 0:
+        cdef int err = 0
+        if not self.buffered:
             return 0
-        cdef char* dst = self.seg.base + self.out_at
-        cdef uint32_t first = (<uint32_t*>self.wbuf)[0]
-        cdef int err = 0, fd = self.seg._map.fd
-        if n < PWRITE_MIN:
-            memcpy(dst + 4, self.wbuf + 4, n - 4)
-            rl_store_release_u32(<uint32_t*>dst, first)  # commit: the length word last
-        else:
-            err = _pwrite_all(fd, self.wbuf + 4, n - 4, self.out_at + 4)
+        if n > 0:
+            if self.held_at < 0:  # hold this flush's first length word until the commit
+                self.held_at, self.held_word = self.out_at, (<uint32_t*>self.wbuf)[0]
+                self.held_by_pwrite = n >= PWRITE_MIN
+                err = self._write_out(self.wbuf + 4, n - 4, self.out_at + 4)
+            else:  # unreachable until the held word is written: all of it, one call
+                err = self._write_out(self.wbuf, n, self.out_at)
             if err == 0:
-                rl_fence()  # the body's stores before the commit word's, on any CPU
-                if first < 256:
-                    # one non-zero byte (little-endian: the first): a reader sees 0 or all
-                    err = _pwrite_all(fd, self.wbuf, 1, self.out_at)
-                else:
-                    # a kernel copy may store byte by byte, so a reader could see a part
-                    # of a wider word: an atomic store into the map (may fault) instead
-                    rl_store_release_u32(<uint32_t*>dst, first)
+                self._aim()
+        if err == 0 and publish and self.held_at >= 0:
+            rl_fence()  # the body's stores before the commit word's, on any CPU
+            if self.held_by_pwrite and self.held_word < 256:
+                # one non-zero byte (little-endian: the first): a reader sees 0 or all
+                err = _pwrite_all(self.seg._map.fd, <const char*>&self.held_word, 1,
+                                  self.held_at)
+            else:
+                # a kernel copy may store byte by byte, so a reader could see a part of a
+                # wider word: an atomic store into the map (may fault) instead
+                rl_store_release_u32(<uint32_t*>(self.seg.base + self.held_at),
+                                     self.held_word)
+            self.held_at = -1
         if err != 0:
             self.failed = 1  # the page cache holds part of the batch at most
             with gil:
                 raise JournalError(f"write to {self.seg.path} at byte offset {self.out_at} "
                                    f"failed: {os.strerror(err)}", errno=err,
                                    path=self.seg.path)
-        self._aim()
         return 0
+
+    cdef int _write_out(self, const char* src, Py_ssize_t n, Py_ssize_t at) noexcept nogil:
+        """``n`` buffered bytes into the segment at byte ``at``: pwrite() from PWRITE_MIN
+        bytes, else a copy into the map. Returns 0 or the errno."""
+        if n < PWRITE_MIN:
+            memcpy(self.seg.base + at, src, n)
+            return 0
+        return _pwrite_all(self.seg._map.fd, src, n, at)
 
     cdef void _write(self, const rl_header* h, const char* payload) noexcept nogil:
         cdef char* rec = self.out + (self.pos - self.out_at)
@@ -1171,9 +1209,11 @@ cdef class JournalAppender:
             PyBuffer_Release(&buf)
 
     def append_many(self, payloads, uint32_t type_id=0, *, int64_t timestamp_ns=0,
-                    int64_t correlation_id=0, uint32_t flags=0):
+                    int64_t correlation_id=0, uint32_t flags=0, bint commit=True):
         """Appends several bytes-like payloads with one durability step; returns the last
-        sequence. Every payload is checked first: a bad one appends nothing."""
+        sequence. Every payload is checked first: a bad one appends nothing. ``commit``
+        False: written (in parts, when they overflow the buffer) but readers see them only
+        at the next ``flush()``, as the loop's outputs within a batch."""
         cdef Py_buffer buf
         cdef rl_header h
         cdef Py_ssize_t need
@@ -1207,8 +1247,9 @@ cdef class JournalAppender:
                 self._write(&h, <const char*>buf.buf)
             finally:
                 PyBuffer_Release(&buf)
-        with nogil:
-            self.commit()
+        if commit:
+            with nogil:
+                self.commit()
         return self.next_seq - 1
 
     def append_batch(self, Batch batch):
