@@ -103,19 +103,24 @@ def _allowed_cpus(c: ProcessorConfig) -> tuple[frozenset[int] | None, frozenset[
     return c.loop_cpus, c.background_cpus
 
 
-def resolve_topology(topology: str = "auto") -> Literal["inline", "staged", "driven"]:
+def resolve_topology(topology: str = "auto", *,
+                     driver: bool = False) -> Literal["inline", "staged", "driven"]:
     """The topology ``auto`` stands for here: ``inline`` when this process may run on fewer
     than ``INLINE_BELOW_CPUS`` CPUs (``os.sched_getaffinity``: containers and taskset count),
-    where a thread per stage would make the stages take turns on shared cores; else
-    ``staged``. ``inline``/``staged``/``driven`` are returned as given (``driven`` needs a
-    caller that pumps: ``auto`` never picks it)."""
+    where a thread per stage would make the stages take turns on shared cores, or with
+    ``driver`` (the caller's own thread will pump, as the gateway's event loop does)
+    ``driven``: on such machines one thread fewer that wants a CPU; else ``staged``.
+    ``inline``/``staged``/``driven`` are returned as given (``driven`` needs a caller that
+    pumps: ``ProcessorConfig(topology="auto")`` never picks it)."""
     if topology in ("inline", "staged", "driven"):
         return topology  # type: ignore[return-value]
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
         cpus = os.cpu_count() or 1
-    return "inline" if cpus < INLINE_BELOW_CPUS else "staged"
+    if cpus >= INLINE_BELOW_CPUS:
+        return "staged"
+    return "driven" if driver else "inline"
 
 
 class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
