@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from ringlog import Processor, ProcessorConfig
-from ringlog.processor import resolve_topology
 from ringlog.engine import Engine, EngineConfig, SymbolSpec, registry
 from ringlog.gateway.protocol import FrameDecoder, Logon, ServerMessage, encode_frame
 from ringlog.gateway.server import GatewayThread
 from ringlog.gateway.session import GatewayConfig, Limits, SessionEntry
+from ringlog.processor import resolve_topology
 
 TOKENS = {1: ("token-alice", 7), 2: ("token-bob-1", 8), 3: ("token-carol", 9),
           4: ("token-alice-2", 7)}

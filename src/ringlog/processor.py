@@ -159,8 +159,9 @@ class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     # CPU placement (os.sched_setaffinity), as Disruptor and Chronicle deployments pin their
     # threads: the loop thread on ``loop_cpus``; the other stages (journaller, output) and
     # the journals' group-commit threads on ``background_cpus``; None: where the OS puts
-    # them. Checked against the CPUs this process may use at start() (docs/processor.md,
-    # "Placing the threads").
+    # them; driven, ``loop_cpus`` pins the thread that calls start() (the driver). Checked
+    # against the CPUs this process may use at start() (docs/processor.md, "Placing the
+    # threads").
     loop_cpus: frozenset[int] | None = None
     background_cpus: frozenset[int] | None = None
 
@@ -479,6 +480,11 @@ class Processor:
                                            self.input.appender if self._gated else None,
                                            self._on_output_slots, self._output_counters)
                 self._stage.attach()
+                if self.topology == "driven":
+                    # the sink's consumer is the pumping thread itself: a bound would
+                    # have the pump wait for a take() only its own thread can do. One
+                    # pump's outputs bound it (at most a ring of inputs per pump)
+                    self._stage.unbound()
             self._loop.set_outputs(self._out, None, self._stage)
         if c.admin:  # before any thread starts: a socket that cannot be made fails start()
             from .admin import AdminServer
@@ -515,6 +521,8 @@ class Processor:
             if cpus is not None and t.native_id is not None and t.is_alive():
                 with contextlib.suppress(ProcessLookupError):  # it ended since the check
                     os.sched_setaffinity(t.native_id, cpus)
+        if self.topology == "driven" and loop is not None:  # the loop is the caller's thread
+            os.sched_setaffinity(threading.get_native_id(), loop)
 
     def _open_counters(self) -> None:
         """Makes ``DIR/counters`` (with ``config.counters``) and the stages' counters in it;
@@ -731,7 +739,10 @@ class Processor:
             data = records if arr else memoryview(records).cast("B")
             size = 1 if arr else record_size
             n = len(data) // size if size > 0 else 1  # record_size 0: the ring's error
-            part = (lambda v, lo, hi: v[lo:hi] if isinstance(v, np.ndarray) else v)
+
+            def part(v: Any, lo: int, hi: int) -> Any:  # per-record arrays are sliced too
+                return v[lo:hi] if isinstance(v, np.ndarray) else v
+
             return self._in_chunks(n, lambda lo, hi, t: self._in.publish_records(
                 data[lo * size:hi * size], part(type_id, lo, hi), timestamp_ns=part(ts, lo, hi),
                 record_size=record_size, timeout=t), timeout)

@@ -35,8 +35,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .. import Processor, ProcessorConfig
     from ..gateway.server import run_server
-    from ..processor import resolve_topology
     from ..gateway.session import GatewayConfigError, load_config
+    from ..processor import resolve_topology
 
     try:
         cfg = load_config(args.config)

@@ -659,10 +659,16 @@ class Gateway:
         the outputs over later and the eventfd wakes this loop)."""
         self._pump_due = False
         p = self.processor
-        if p.state != "running" or self._stopping:
+        sink = self._sink
+        if p.state != "running" or self._stopping or sink is None:
             return  # halted: publishing answers Halted (the ring is closed); stopping:
             # drain() and stop() pump, on another thread
-        if p.pump() and self._sink is not None and self._sink.queued:
+        sink.quiet = True  # what the pump hands over is taken below: no eventfd write
+        try:
+            p.pump()
+        finally:
+            sink.quiet = False
+        if sink.queued:  # (a pump that halted midway may have handed some over too)
             self._drain_outputs()
 
     def _pump_tick(self) -> None:
