@@ -284,3 +284,17 @@ def test_recovery_after_a_driven_run_replays_the_same_state(tmp_path):
     q.publish(ev(1000), 5)
     q.pump()
     q.stop()
+
+
+def test_a_pump_with_more_outputs_than_the_output_ring_ends_without_a_take(tmp_path):
+    # the sink's consumer is the pumping thread: a bounded sink would have the pump wait
+    # for a take() only this thread can do (it fails that way with the bound kept)
+    sink = SlotSink()
+    p = Processor(Summer(), tmp_path, _cfg(output_capacity=16))
+    p.add_output_listener(sink, batch="slots")
+    p.start()
+    for v in range(200):
+        p.publish(ev(v), 5)
+    assert p.pump() == 200
+    assert sink.queued == 200 * CFG.slot_size
+    p.stop()
