@@ -249,6 +249,10 @@ class Processor:
     topology on the thread calling ``pump()``.
     """
 
+    # driven: pump() keeps the GIL through the journal append (bench/driven_pump.py measures
+    # the other choice; docs/gateway-design.md, eighth round)
+    _pump_nogil = False
+
     def __init__(self, handler: Any, directory: str | Path, config: ProcessorConfig | None = None,
                  *, breaker: Any | None = None, registry: EventRegistry | None = None,
                  on_output: Callable[[OutputRecord], None] | None = None) -> None:
@@ -312,6 +316,9 @@ class Processor:
         self._pumping = threading.Lock()  # driven: held by the one thread inside pump()
         self._live = False  # started and not yet stopped (its stages may run)
         self._driver = 0  # driven: the thread that pumps (threading.get_ident())
+        # driven: under sync the journal append waits for an fdatasync, which must not hold
+        # the GIL (nor hold back a sync thread that takes it: a Python journal hook)
+        self._nogil_append = self._pump_nogil or self.config.durability == "sync"
 
     # -- recovery -------------------------------------------------------------------------
     def recover(self, verify: bool = False) -> RecoveryReport:
@@ -585,7 +592,7 @@ class Processor:
         if self._state != "running":
             return 0
         done = self._guard(lambda: self._loop.pump(self._lc, self._base, self.input.appender,
-                                                   self.config.max_batch))
+                                                   self.config.max_batch, self._nogil_append))
         return int(done or 0)
 
     def _pump_all(self) -> None:
