@@ -503,6 +503,9 @@ class Processor:
                     self.counters.close()
                 raise
         self._write_manifest()
+        # driven: pump()'s arguments, taken once
+        self._pump_args = (self._lc, self._base, self.input.appender, c.max_batch,
+                           self._nogil_append)
         self._state = "running"
         self._live = True
         self._driver = threading.get_ident()  # until another thread pumps
@@ -556,12 +559,16 @@ class Processor:
         except RingClosedError:
             pass
         except BaseException as e:  # the loop halts; the error is re-raised by stop/drain
-            self._error = self.halt_cause = e
-            self._state = "halted"
-            self._in.close()
-            if self._out is not None:
-                self._out.close()
+            self._halt(e)
         return None
+
+    def _halt(self, e: BaseException) -> None:
+        """The loop failed with ``e``: halted, rings closed; stop()/drain() raise it."""
+        self._error = self.halt_cause = e
+        self._state = "halted"
+        self._in.close()
+        if self._out is not None:
+            self._out.close()
 
     # -- the driven topology ----------------------------------------------------------------
     def pump(self) -> int:
@@ -588,12 +595,17 @@ class Processor:
             self._pumping.release()
 
     def _pump_held(self) -> int:
-        """pump() with ``_pumping`` held."""
+        """pump() with ``_pumping`` held (as ``_guard`` runs the loop thread, without its
+        per-call closure: this runs once per event-loop iteration)."""
         if self._state != "running":
             return 0
-        done = self._guard(lambda: self._loop.pump(self._lc, self._base, self.input.appender,
-                                                   self.config.max_batch, self._nogil_append))
-        return int(done or 0)
+        try:
+            return self._loop.pump(*self._pump_args)  # type: ignore[no-any-return]
+        except RingClosedError:
+            return 0
+        except BaseException as e:  # halted as on a loop thread; stop() raises it
+            self._halt(e)
+            return 0
 
     def _pump_all(self) -> None:
         """Driven, drain and stop: pumps (waiting for a pump on another thread to end) until
