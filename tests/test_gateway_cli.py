@@ -184,6 +184,24 @@ def test_serve_with_bad_cpus_exits_2_naming_the_flag(tmp_path, capsys, flag, val
     assert flag in err and says in err
 
 
+def test_serve_with_a_bad_topology_exits_2_naming_the_flag(tmp_path, capsys):
+    assert main(["serve", str(tmp_path / "d"), "--config", str(_config(tmp_path)),
+                 "--topology", "threads"]) == 2
+    err = capsys.readouterr().err
+    assert "--topology" in err and "threads" in err
+
+
+def test_serve_runs_the_topology_asked_for(tmp_path):
+    from ringlog.processor import read_manifest
+
+    for topology in ("inline", "driven"):
+        d = tmp_path / topology
+        d.mkdir()
+        proc, _ = _serve(d, _config(d), "--topology", topology)
+        _stop(proc)
+        assert read_manifest(d / "data").config.topology == topology
+
+
 def test_load_without_enough_tokens_is_a_usage_error(capsys):
     assert main(["load", "--token", "x" * 10, "--connections", "2"]) == 2
     assert "needs 2 session tokens" in capsys.readouterr().err
