@@ -369,11 +369,12 @@ cdef inline int _call_on_event(LogicCore self, object event, int64_t seq,
 
 cdef inline int64_t _take_batch(Consumer consumer, Ring ring, JournalAppender journal,
                                 int64_t nxt, int64_t limit, int64_t wait_ns,
-                                int64_t** jc) noexcept nogil:
+                                int64_t** jc) except -3 nogil:
     """The next input batch from ``nxt`` on: waits up to ``wait_ns`` for it (0: only looks);
     with ``journal``, appends at most ``limit`` slots of it (memcpy + CRC, FLAG_BATCH_END on
     its last slot) before anything handles them. Returns its last sequence, RL_TIMEOUT when
-    none is there, RL_CLOSED once the ring is closed and drained (``ring``: the consumer's)."""
+    none is there, RL_CLOSED once the ring is closed and drained (``ring``: the consumer's);
+    a failed append (a full disk) raises, which halts the loop."""
     cdef int64_t avail, seen
     if wait_ns > 0:
         avail = consumer.wait_for(nxt, wait_ns)
