@@ -74,10 +74,11 @@ def gateway_config(directory: str, max_inflight: int = 1024) -> Path:
     return cfg
 
 
-def _gateway(directory: str, release: str = "durable", max_inflight: int = 1024) -> _Peer:
+def _gateway(directory: str, release: str = "durable", max_inflight: int = 1024,
+             extra: list[str] | None = None) -> _Peer:
     cfg = gateway_config(directory, max_inflight)
     return _Peer([sys.executable, "-m", "ringlog", "serve", str(Path(directory) / "data"),
-                  "--config", str(cfg), "--release", release])
+                  "--config", str(cfg), "--release", release, *(extra or [])])
 
 
 def _echo() -> _Peer:

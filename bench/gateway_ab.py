@@ -1,9 +1,12 @@
 """Interleaved A/B of two gateways on this machine: ``ringlog serve`` from this checkout and
-from another source tree (e.g. an older commit's ``src``, given as ``--base-src``), same
-load generator and config (bench_gateway.gateway_config), alternating peers per run.
+from another source tree (e.g. an older commit's ``src``, given as ``--base-src``; default
+this checkout too), each with its own extra serve options (``--base-args``,
+``--this-args``, e.g. ``"--topology inline"``), same load generator and config
+(bench_gateway.gateway_config), alternating peers per run.
 
-    python bench/gateway_ab.py --base-src /path/to/old/src [--connections 8]
-        [--rate 200000] [--duration 10] [--pairs 3] [--release durable|immediate]
+    python bench/gateway_ab.py [--base-src /path/to/old/src] [--base-args "..."]
+        [--this-args "..."] [--connections 8] [--rate 200000] [--duration 10] [--pairs 3]
+        [--release durable|immediate]
 
 Prints each run and the medians: answered orders/s, server CPU per answered order (all
 threads), the gateway's loop thread's share of it and the round trip's p50 and p99 (ms,
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import statistics
 import sys
 import tempfile
@@ -27,14 +31,14 @@ import bench_gateway as bg
 from ringlog.loadgen import LoadConfig, measure
 
 
-def _one(kind: str, base_src: str, conns: int, rate: float, duration: float,
-         release: str) -> tuple:
+def _one(kind: str, base_src: str | None, conns: int, rate: float, duration: float,
+         release: str, extra: list[str]) -> tuple:
     saved = os.environ.get("PYTHONPATH")
     with tempfile.TemporaryDirectory(prefix="gwab-") as d:
-        if kind == "base":
+        if kind == "base" and base_src:
             os.environ["PYTHONPATH"] = base_src
         try:
-            peer = bg._gateway(d, release)
+            peer = bg._gateway(d, release, extra=extra)
         finally:
             if saved is None:
                 os.environ.pop("PYTHONPATH", None)
@@ -62,7 +66,9 @@ def _thread_median(rows: list[tuple], thread: str, key: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--base-src", required=True)
+    ap.add_argument("--base-src", help="the base's source tree (default: this checkout)")
+    ap.add_argument("--base-args", default="", help="extra `ringlog serve` options (base)")
+    ap.add_argument("--this-args", default="", help="extra `ringlog serve` options (this)")
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--rate", type=float, default=200_000.0)
     ap.add_argument("--duration", type=float, default=10.0)
@@ -72,7 +78,8 @@ def main() -> None:
     got: dict[str, list[tuple]] = {"base": [], "this": []}
     for r in range(a.pairs):
         for kind in ("base", "this") if r % 2 == 0 else ("this", "base"):
-            row = _one(kind, a.base_src, a.connections, a.rate, a.duration, a.release)
+            extra = shlex.split(a.base_args if kind == "base" else a.this_args)
+            row = _one(kind, a.base_src, a.connections, a.rate, a.duration, a.release, extra)
             got[kind].append(row)
             print(f"{kind}: {row[0]:,.0f} orders/s, {row[1]:,.0f} ns/order (loop thread "
                   f"{row[2]:,.0f}), p50 {row[3]:.2f} ms, p99 {row[4]:.2f} ms, "

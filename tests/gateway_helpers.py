@@ -15,6 +15,7 @@ from ringlog.engine import Engine, EngineConfig, SymbolSpec, registry
 from ringlog.gateway.protocol import FrameDecoder, Logon, ServerMessage, encode_frame
 from ringlog.gateway.server import GatewayThread
 from ringlog.gateway.session import GatewayConfig, Limits, SessionEntry
+from ringlog.processor import resolve_topology
 
 TOKENS = {1: ("token-alice", 7), 2: ("token-bob-1", 8), 3: ("token-carol", 9),
           4: ("token-alice-2", 7)}
@@ -66,14 +67,16 @@ def config(limits: Limits | None = None, **kw: Any) -> GatewayConfig:
 def running(directory: Any, cfg: GatewayConfig | None = None, *, handler: Any = None,
             breaker: Any = None, loop: str = "uvloop", ring_capacity: int = 1 << 14,
             engine: EngineConfig | None = None, segment_size: int = 1 << 20,
-            ) -> Iterator[GatewayThread]:
+            topology: str = "auto") -> Iterator[GatewayThread]:
     """A gateway over a processor (dedup on) in ``directory`` running the real matching
     engine (``engine`` or ``engine_config()``), or ``handler``; stopped on exit."""
     ec = engine or engine_config()
     proc = Processor(handler or Engine(ec), directory,
                      ProcessorConfig(dedup=True, durability="none", wait="blocking",
                                      ring_capacity=ring_capacity, slot_size=ec.min_slot_size,
-                                     segment_size=segment_size),
+                                     segment_size=segment_size,
+                                     # what `ringlog serve` runs (auto: driven on few CPUs)
+                                     topology=resolve_topology(topology, driver=True)),
                      breaker=breaker, registry=registry(ec.l2_depth))
     g = GatewayThread(proc, cfg or config(), loop=loop)
     g.start()

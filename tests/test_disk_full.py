@@ -39,9 +39,10 @@ def _fail(op_names, err=errno.ENOSPC):
     return hook
 
 
-def test_producer_of_a_halted_processor_gets_the_disk_full_cause(tmp_path):
+@pytest.mark.parametrize("topology", ["auto", "driven"])  # driven: the publisher pumps
+def test_producer_of_a_halted_processor_gets_the_disk_full_cause(tmp_path, topology):
     cfg = ProcessorConfig(ring_capacity=64, output_capacity=64, segment_size=1 << 16,
-                          durability="sync")
+                          durability="sync", topology=topology)
     p = Processor(Counter(), tmp_path, cfg)
     p.start()
     try:

@@ -16,6 +16,7 @@ from ringlog.cli import main
 from ringlog.client import Client
 from ringlog.engine.records import Side
 from ringlog.gateway.protocol import MarketData, NewOrder, OpenOrders, Subscribe
+from ringlog.processor import resolve_topology
 
 # the real matching engine (`ringlog serve`'s default): the symbols the tests trade
 ENGINE = "[engine]\n" + "".join(f"[[engine.symbols]]\nsymbol = {s}\nmax_price = 100000\n"
@@ -161,8 +162,13 @@ def test_serve_pins_the_processor_threads_to_the_cpus_given(tmp_path):
         for task in Path(f"/proc/{proc.pid}/task").iterdir():
             name = (task / "comm").read_text().strip()
             status = (task / "status").read_text()
+            if task.name == str(proc.pid):
+                name = "main"  # the event loop's thread
             placed[name] = re.search(r"Cpus_allowed_list:\s*(\S+)", status).group(1)
-        assert placed["rl-loop"] == loop
+        # driven (serve's default on few CPUs) has no loop thread: the event loop's thread
+        # runs the engine and is placed as the loop
+        driven = resolve_topology("auto", driver=True) == "driven"
+        assert placed["main" if driven else "rl-loop"] == loop
         assert placed["rl-sync-input"] == placed["rl-sync-output"] == background
     finally:
         _stop(proc)
@@ -176,6 +182,24 @@ def test_serve_with_bad_cpus_exits_2_naming_the_flag(tmp_path, capsys, flag, val
                  flag, value]) == 2
     err = capsys.readouterr().err
     assert flag in err and says in err
+
+
+def test_serve_with_a_bad_topology_exits_2_naming_the_flag(tmp_path, capsys):
+    assert main(["serve", str(tmp_path / "d"), "--config", str(_config(tmp_path)),
+                 "--topology", "threads"]) == 2
+    err = capsys.readouterr().err
+    assert "--topology" in err and "threads" in err
+
+
+def test_serve_runs_the_topology_asked_for(tmp_path):
+    from ringlog.processor import read_manifest
+
+    for topology in ("inline", "driven"):
+        d = tmp_path / topology
+        d.mkdir()
+        proc, _ = _serve(d, _config(d), "--topology", topology)
+        _stop(proc)
+        assert read_manifest(d / "data").config.topology == topology
 
 
 def test_load_without_enough_tokens_is_a_usage_error(capsys):

@@ -532,7 +532,8 @@ class GatedEngine(StandInEngine):
 
 def test_a_full_input_ring_parks_commands_in_order_and_never_blocks_the_loop(tmp_path):
     engine = GatedEngine()
-    with running(tmp_path, handler=engine, ring_capacity=8) as g:
+    # a loop thread of its own: driven, the stuck engine would be the event loop's thread
+    with running(tmp_path, handler=engine, ring_capacity=8, topology="inline") as g:
         a = Raw(g.gateway.address)
         logon(a, ALICE)
         b = Raw(g.gateway.address)
@@ -546,6 +547,18 @@ def test_a_full_input_ring_parks_commands_in_order_and_never_blocks_the_loop(tmp
         b.send(Heartbeat(1))
         assert b.read(1) == [Ack(1)]
         engine.gate.set()
+        got = a.read_until(lambda m: m == Ack(40), timeout=20)
+        rested = [m.seq for m in got if isinstance(m, Report) and m.kind == "rested"]
+        assert rested == list(range(1, 41))  # every one, once, in order
+        assert g.call(lambda: g.gateway.metrics.backlog_peak) > 0
+        assert g.call(lambda: g.gateway.processor.metrics.duplicates) == 0
+
+
+def test_a_full_input_ring_under_the_driven_topology_parks_and_pumps_in_order(tmp_path):
+    with running(tmp_path, ring_capacity=8, topology="driven") as g:
+        a = Raw(g.gateway.address)
+        logon(a, ALICE)
+        a.send(*[NewOrder(i, i, 1, Side.BUY, 1, 100 - i) for i in range(1, 41)])
         got = a.read_until(lambda m: m == Ack(40), timeout=20)
         rested = [m.seq for m in got if isinstance(m, Report) and m.kind == "rested"]
         assert rested == list(range(1, 41))  # every one, once, in order

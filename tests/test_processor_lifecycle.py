@@ -16,7 +16,7 @@ from ringlog.events import FLAG_BATCH_END
 from ringlog.journal import JournalReader
 from ringlog.processor import INLINE_BELOW_CPUS, Processor, ProcessorConfig, resolve_topology
 
-TOPOLOGIES = ["inline", "staged"]
+TOPOLOGIES = ["inline", "staged", "driven"]
 
 
 def _cfg(topology, **kw):
@@ -143,6 +143,8 @@ def test_only_inline_with_outputs_journaled_by_the_loop_has_no_output_thread(tmp
         assert names == ["ringlog-loop"] and p.output_ring is None
     elif topology == "inline":
         assert names == ["ringlog-loop", "ringlog-output"]
+    elif topology == "driven":  # no loop thread: the caller's pump() is the loop
+        assert names == ([] if outputs == "loop" else ["ringlog-output"])
     else:
         assert names == ["ringlog-journaller", "ringlog-loop", "ringlog-output"]
 

@@ -89,6 +89,9 @@ cdef class LogicCore:
                        bint end_of_batch, object obj) except -1
     cdef int _run(self, Consumer consumer, int64_t base, JournalAppender journal,
                   int64_t limit) except -1
+    cdef int64_t _step(self, Consumer consumer, int64_t base, JournalAppender journal,
+                       int64_t limit, int64_t wait_ns, bint release_gil) except -3
+    cdef int _attach(self, Ring ring) except -1
     cdef int64_t _business_run(self, Ring ring, int64_t s, int64_t hi,
                                int64_t base) except -1
     cdef int64_t _replay_run(self, Segment seg, Py_ssize_t* offset, int64_t seq,

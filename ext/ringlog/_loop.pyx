@@ -48,7 +48,7 @@ from ringlog._counters cimport (
 from ringlog._handler cimport PACKED_HEADER, CyEventHandler, Emitter, packed_next
 from ringlog._journal cimport REC_PREFIX, SCAN_OK, JournalAppender, Segment, append_output
 from ringlog._ring cimport RL_CLOSED, RL_TIMEOUT, Consumer, Ring
-from ringlog.includes.atomics cimport rl_load_acquire
+from ringlog.includes.atomics cimport rl_load_acquire, rl_load_acquire32
 from ringlog.includes.pycall cimport rl_seq_int, rl_vectorcall, rl_vectorcall_of
 from ringlog.includes.event cimport (
     RL_FLAG_BATCH_END, RL_FLAG_CONTROL, RL_HEADER_SIZE, rl_header, rl_header_set,
@@ -365,6 +365,33 @@ cdef inline int _call_on_event(LogicCore self, object event, int64_t seq,
             n += 1
     rl_vectorcall(self.py_vc, self.py_func, &argv[1], <size_t>(n - 1))
     return 0
+
+
+cdef inline int64_t _take_batch(Consumer consumer, Ring ring, JournalAppender journal,
+                                int64_t nxt, int64_t limit, int64_t wait_ns,
+                                int64_t** jc) except -3 nogil:
+    """The next input batch from ``nxt`` on: waits up to ``wait_ns`` for it (0: only looks);
+    with ``journal``, appends at most ``limit`` slots of it (memcpy + CRC, FLAG_BATCH_END on
+    its last slot) before anything handles them. Returns its last sequence, RL_TIMEOUT when
+    none is there, RL_CLOSED once the ring is closed and drained (``ring``: the consumer's);
+    a failed append (a full disk) raises, which halts the loop."""
+    cdef int64_t avail, seen
+    if wait_ns > 0:
+        avail = consumer.wait_for(nxt, wait_ns)
+    else:
+        avail = consumer.available(nxt)
+        if avail < nxt:
+            return RL_CLOSED if rl_load_acquire32(&ring.hdr.closed) else RL_TIMEOUT
+    if avail >= nxt and journal is not None:
+        seen = avail
+        avail = min(avail, nxt + limit - 1, nxt | ring.mask)
+        (<rl_header*>ring.slot(avail)).flags |= RL_FLAG_BATCH_END
+        journal.append_slots(ring.slot(nxt), ring.slot_size, avail - nxt + 1)
+        counter_set(jc[JS_SEQUENCE], journal.last_seq)
+        counter_set(jc[JS_BACKLOG], seen - avail)
+        counter_set(jc[JS_DURABLE], rl_load_acquire(&journal.durable))
+        counter_add(jc[JS_BATCHES], 1)
+    return avail
 
 
 cdef class LogicCore:
@@ -833,11 +860,7 @@ cdef class LogicCore:
         holds exactly as with a separate stage and replay sees the same batches."""
         cdef Ring ring = consumer.ring
         cdef int64_t limit = max_batch if max_batch > 0 else ring.capacity
-        if self.kind == KIND_BATCH and ring.slot_size != self.slot_size:
-            raise ValueError(f"the ring's slots are {ring.slot_size} bytes, the batch "
-                             f"handler's view {self.slot_size}")
-        self.fly.owner_view = ring._view
-        self.fly.owner_base = ring._map.base
+        self._attach(ring)
         try:
             self._run(consumer, base, journal, limit)
         finally:  # outputs are published (journaled) even when the loop halts
@@ -845,8 +868,55 @@ cdef class LogicCore:
             if self.output_journal is not None:
                 self.output_journal.commit()
 
+    def pump(self, Consumer consumer, int64_t base, JournalAppender journal, int max_batch,
+             bint release_gil=False):
+        """The driven topology's step: the caller's thread is the loop. Journals and handles
+        what the ring holds now (up to its cursor when called), in batches of at most
+        ``max_batch`` slots, with the same code and batches as ``run`` (journal before
+        process, FLAG_BATCH_END, outputs published per batch), and returns how many events
+        it handled; never waits for input. ``release_gil``: the journal append runs without
+        the GIL (the caller's other threads may run meanwhile). Not thread-safe: one caller
+        at a time (``Processor.pump`` enforces it)."""
+        cdef Ring ring = consumer.ring
+        cdef int64_t limit = max_batch if max_batch > 0 else ring.capacity
+        cdef int64_t end = rl_load_acquire(&ring.hdr.cursor.value)  # what was published
+        cdef int64_t n, total = 0
+        self._attach(ring)
+        try:
+            while rl_load_acquire(consumer.seq_ptr) < end:
+                n = self._step(consumer, base, journal, limit, 0, release_gil)
+                if n <= 0:  # a slot claimed and not yet published, or closed and drained
+                    break
+                total += n
+        finally:  # as run(): what was emitted is published even when the handler failed
+            self.release_outputs()
+            if self.output_journal is not None:
+                self.output_journal.commit()
+        return total
+
+    cdef int _attach(self, Ring ring) except -1:
+        """Python handlers' flyweight events point into ``ring``'s slots."""
+        if self.kind == KIND_BATCH and ring.slot_size != self.slot_size:
+            raise ValueError(f"the ring's slots are {ring.slot_size} bytes, the batch "
+                             f"handler's view {self.slot_size}")
+        self.fly.owner_view = ring._view
+        self.fly.owner_base = ring._map.base
+        return 0
+
     cdef int _run(self, Consumer consumer, int64_t base, JournalAppender journal,
                   int64_t limit) except -1:
+        while self._step(consumer, base, journal, limit, WAIT_NS, True) != RL_CLOSED:
+            pass
+        return 0
+
+    cdef int64_t _step(self, Consumer consumer, int64_t base, JournalAppender journal,
+                       int64_t limit, int64_t wait_ns, bint release_gil) except -3:
+        """One batch of the live loop, shared by ``run`` (the loop thread: waits up to
+        ``wait_ns``, without the GIL) and ``pump`` (the driven topology: ``wait_ns`` 0, a
+        look, no wait): journals the batch of at most ``limit`` slots (``journal`` given),
+        handles it, publishes its outputs and moves the consumer past it. Returns how many
+        events it handled, 0 when none was there (a timeout), RL_CLOSED once the ring is
+        closed and drained."""
         cdef Ring ring = consumer.ring
         cdef int64_t nxt = rl_load_acquire(consumer.seq_ptr) + 1, avail, s, lo
         cdef const rl_header* h
@@ -854,71 +924,63 @@ cdef class LogicCore:
         cdef bint fast = (self.kind != KIND_BATCH and not self.dedup_on
                           and not self.snapshot_every)
         cdef int64_t** jc = self.journal_counters.slot
-        cdef int64_t seen
-        while True:
+        if release_gil:
             with nogil:
-                avail = consumer.wait_for(nxt, WAIT_NS)
-                if avail >= nxt and journal is not None:
-                    seen = avail
-                    avail = min(avail, nxt + limit - 1, nxt | ring.mask)
-                    (<rl_header*>ring.slot(avail)).flags |= RL_FLAG_BATCH_END
-                    journal.append_slots(ring.slot(nxt), ring.slot_size, avail - nxt + 1)
-                    counter_set(jc[JS_SEQUENCE], journal.last_seq)
-                    counter_set(jc[JS_BACKLOG], seen - avail)
-                    counter_set(jc[JS_DURABLE], rl_load_acquire(&journal.durable))
-                    counter_add(jc[JS_BATCHES], 1)
-            if avail == RL_CLOSED:
-                return 0
-            if avail == RL_TIMEOUT:
-                if journal is not None:  # idle: the sync thread may have moved the mark
-                    counter_set(jc[JS_DURABLE], rl_load_acquire(&journal.durable))
-                continue
-            was_open = self.pending_from >= 0
-            if fast:
-                if base + nxt != self.last_sequence + 1 and self.last_sequence >= 0:
-                    raise RuntimeError(f"input sequence {base + nxt} after "
-                                       f"{self.last_sequence}: the loop must see every "
-                                       "journal sequence once, in order")
-                s = nxt
-                while s <= avail:
-                    h = <const rl_header*>ring.slot(s)
-                    if self.pending_from >= 0 or _is_control(h):
-                        self.process_c(h, <const char*>h + RL_HEADER_SIZE, base + s,
-                                       (h.flags & RL_FLAG_BATCH_END) != 0, None)
-                        s += 1
-                    else:
-                        s = self._business_run(ring, s, avail, base)
-            elif self.kind != KIND_BATCH:
-                for s in range(nxt, avail + 1):
-                    h = <const rl_header*>ring.slot(s)
+                avail = _take_batch(consumer, ring, journal, nxt, limit, wait_ns, jc)
+        else:
+            avail = _take_batch(consumer, ring, journal, nxt, limit, wait_ns, jc)
+        if avail == RL_CLOSED:
+            return RL_CLOSED
+        if avail == RL_TIMEOUT:
+            if journal is not None:  # idle: the sync thread may have moved the mark
+                counter_set(jc[JS_DURABLE], rl_load_acquire(&journal.durable))
+            return 0
+        was_open = self.pending_from >= 0
+        if fast:
+            if base + nxt != self.last_sequence + 1 and self.last_sequence >= 0:
+                raise RuntimeError(f"input sequence {base + nxt} after "
+                                   f"{self.last_sequence}: the loop must see every "
+                                   "journal sequence once, in order")
+            s = nxt
+            while s <= avail:
+                h = <const rl_header*>ring.slot(s)
+                if self.pending_from >= 0 or _is_control(h):
                     self.process_c(h, <const char*>h + RL_HEADER_SIZE, base + s,
                                    (h.flags & RL_FLAG_BATCH_END) != 0, None)
-            else:
-                lo = -1
-                for s in range(nxt, avail + 1):
-                    h = <const rl_header*>ring.slot(s)
-                    if self._rare(h):
-                        if lo >= 0:
-                            self._ring_run(ring, lo, s - 1, base)
-                            lo = -1
-                        self.process_c(h, <const char*>h + RL_HEADER_SIZE, base + s,
-                                       (h.flags & RL_FLAG_BATCH_END) != 0, None)
-                        continue
-                    if lo < 0:
-                        lo = s
-                    if h.flags & RL_FLAG_BATCH_END or s == avail or (s & ring.mask) == \
-                            ring.mask or s - lo + 1 >= self.scratch_cap:
-                        self._ring_run(ring, lo, s, base)
+                    s += 1
+                else:
+                    s = self._business_run(ring, s, avail, base)
+        elif self.kind != KIND_BATCH:
+            for s in range(nxt, avail + 1):
+                h = <const rl_header*>ring.slot(s)
+                self.process_c(h, <const char*>h + RL_HEADER_SIZE, base + s,
+                               (h.flags & RL_FLAG_BATCH_END) != 0, None)
+        else:
+            lo = -1
+            for s in range(nxt, avail + 1):
+                h = <const rl_header*>ring.slot(s)
+                if self._rare(h):
+                    if lo >= 0:
+                        self._ring_run(ring, lo, s - 1, base)
                         lo = -1
-            self.release_outputs()  # the batch's outputs, before the batch counts as handled
-            if self.output_journal is not None:
-                self.output_journal.commit()  # the batch's outputs: one durability step
-            consumer.set_sequence(avail)
-            nxt = avail + 1
-            h = <const rl_header*>ring.slot(avail)
-            self._store_counters(base + avail, h.timestamp_ns)
-            if was_open and self.pending_from < 0 and self._on_resume is not None:
-                self._on_resume()
+                    self.process_c(h, <const char*>h + RL_HEADER_SIZE, base + s,
+                                   (h.flags & RL_FLAG_BATCH_END) != 0, None)
+                    continue
+                if lo < 0:
+                    lo = s
+                if h.flags & RL_FLAG_BATCH_END or s == avail or (s & ring.mask) == \
+                        ring.mask or s - lo + 1 >= self.scratch_cap:
+                    self._ring_run(ring, lo, s, base)
+                    lo = -1
+        self.release_outputs()  # the batch's outputs, before the batch counts as handled
+        if self.output_journal is not None:
+            self.output_journal.commit()  # the batch's outputs: one durability step
+        consumer.set_sequence(avail)
+        h = <const rl_header*>ring.slot(avail)
+        self._store_counters(base + avail, h.timestamp_ns)
+        if was_open and self.pending_from < 0 and self._on_resume is not None:
+            self._on_resume()
+        return avail - nxt + 1
 
     cdef void _store_counters(self, int64_t seq, int64_t ts) noexcept:
         """The loop's counters at a batch end: release stores into the counters file; the

@@ -30,6 +30,9 @@ cdef class SlotSink:
     cdef readonly int64_t refusals   # pushes refused by the bound
     cdef void (*refill)(void* ctx) noexcept nogil
     cdef void* refill_ctx
+    # set by the consumer's own thread while it produces too (a driven processor's pump):
+    # no eventfd write, the consumer takes right after (read under the lock by push)
+    cdef public bint quiet
 
     cdef int push(self, const char* first, Py_ssize_t first_len, const char* rest,
                   Py_ssize_t rest_len, int slot_size) noexcept nogil

@@ -132,7 +132,7 @@ cdef class SlotSink:
                 pthread_mutex_unlock(&self.lock)
                 return -1
             self.buf, self.cap = grown, cap
-        was_empty = self.len == 0
+        was_empty = self.len == 0 and not self.quiet
         memcpy(self.buf + self.len, first, first_len)
         if rest_len:
             memcpy(self.buf + self.len + first_len, rest, rest_len)
@@ -141,6 +141,7 @@ cdef class SlotSink:
         self.pushes += 1
         pthread_mutex_unlock(&self.lock)
         if was_empty:  # the consumer takes everything at once: one wake-up per take
+            # (quiet: the consumer's thread pushed this itself and takes next)
             self.signals += 1
             write(self.fd, &one, 8)
         return 0

@@ -43,6 +43,7 @@ class SlotSink:
     signals: int
     limit: int
     refusals: int
+    quiet: bool
 
     def __init__(self) -> None: ...
     def __call__(self, slots: bytes | bytearray | memoryview, slot_size: int) -> None: ...

@@ -18,7 +18,12 @@ Two topologies run the same logical stages in the same order (``ProcessorConfig.
             batch) ──► output thread, sleeping on the ring: output journal (copy + CRC + pwrite
             of whole batches), then listeners if any (output_journaller "thread", or listeners)
 
-    both: the input journal's sync thread sleeps until there is something to fdatasync and
+    driven (no loop thread: the thread that owns the processor, e.g. the gateway's event loop,
+    calls pump() after it publishes, and on a timer for what other threads publish)
+    producers ──publish──► INPUT RING ──► pump() on the owner's thread: the inline loop's step
+        (append the batch to the input journal, then handle it), until the ring is empty
+
+    all: the input journal's sync thread sleeps until there is something to fdatasync and
     starts the next fdatasync as soon as the previous one returns (group commit)
 
 Ordering, in every topology: an input is in the journal before the handler sees it; under
@@ -51,6 +56,7 @@ from .config import check_fields, config_error, cpus_not_allowed
 from .errors import (
     CircuitOpenError,
     ConfigError,
+    InsufficientCapacityError,
     JournalCorruptError,
     JournalError,
     RingClosedError,
@@ -83,6 +89,7 @@ MANIFEST = "processor.json"
 COUNTERS = "counters"  # the live counters file (ringlog._counters), read by `ringlog stat`
 INLINE_BELOW_CPUS = 4  # ``topology="auto"``: inline when the process may use fewer CPUs
 OUTPUT_GROUP_EVENTS, OUTPUT_GROUP_MS = 1 << 16, 20.0  # output journal: sync in large groups
+_DRIVEN_WAIT_S = 0.005  # driven, a full ring: the slice a publisher waits before pumping again
 
 
 def _allowed_cpus(c: ProcessorConfig) -> tuple[frozenset[int] | None, frozenset[int] | None]:
@@ -96,18 +103,24 @@ def _allowed_cpus(c: ProcessorConfig) -> tuple[frozenset[int] | None, frozenset[
     return c.loop_cpus, c.background_cpus
 
 
-def resolve_topology(topology: str = "auto") -> Literal["inline", "staged"]:
+def resolve_topology(topology: str = "auto", *,
+                     driver: bool = False) -> Literal["inline", "staged", "driven"]:
     """The topology ``auto`` stands for here: ``inline`` when this process may run on fewer
     than ``INLINE_BELOW_CPUS`` CPUs (``os.sched_getaffinity``: containers and taskset count),
-    where a thread per stage would make the stages take turns on shared cores; else
-    ``staged``. ``inline``/``staged`` are returned as given."""
-    if topology in ("inline", "staged"):
+    where a thread per stage would make the stages take turns on shared cores, or with
+    ``driver`` (the caller's own thread will pump, as the gateway's event loop does)
+    ``driven``: on such machines one thread fewer that wants a CPU; else ``staged``.
+    ``inline``/``staged``/``driven`` are returned as given (``driven`` needs a caller that
+    pumps: ``ProcessorConfig(topology="auto")`` never picks it)."""
+    if topology in ("inline", "staged", "driven"):
         return topology  # type: ignore[return-value]
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
         cpus = os.cpu_count() or 1
-    return "inline" if cpus < INLINE_BELOW_CPUS else "staged"
+    if cpus >= INLINE_BELOW_CPUS:
+        return "staged"
+    return "driven" if driver else "inline"
 
 
 class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -126,8 +139,10 @@ class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     counters: bool = True  # DIR/counters: live counters for `ringlog stat` and metrics
     admin: bool = True  # DIR/admin.sock: journaled operator commands (`ringlog admin`)
     # "inline": the loop thread journals each batch itself, then handles it; "staged": a
-    # journaller thread ahead of the loop; "auto": inline on few CPUs (resolve_topology)
-    topology: Literal["auto", "inline", "staged"] = "auto"
+    # journaller thread ahead of the loop; "auto": inline on few CPUs (resolve_topology);
+    # "driven": inline's step with no loop thread, run by whoever calls pump() (the
+    # gateway's event-loop thread: docs/processor.md, "Topology")
+    topology: Literal["auto", "inline", "staged", "driven"] = "auto"
     # inline with no output listener, who appends outputs to the output journal: "loop" the
     # loop thread itself (no output ring, no thread); "thread" an output thread sleeping on
     # the output ring (the loop only fills slots): fewer instructions on the loop thread but
@@ -144,8 +159,9 @@ class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     # CPU placement (os.sched_setaffinity), as Disruptor and Chronicle deployments pin their
     # threads: the loop thread on ``loop_cpus``; the other stages (journaller, output) and
     # the journals' group-commit threads on ``background_cpus``; None: where the OS puts
-    # them. Checked against the CPUs this process may use at start() (docs/processor.md,
-    # "Placing the threads").
+    # them; driven, ``loop_cpus`` pins the thread that calls start() (the driver). Checked
+    # against the CPUs this process may use at start() (docs/processor.md, "Placing the
+    # threads").
     loop_cpus: frozenset[int] | None = None
     background_cpus: frozenset[int] | None = None
 
@@ -229,8 +245,13 @@ class Processor:
     """An LMAX-style event processor around one handler. See the module docstring.
 
     Producers may publish from any thread (the input ring is multi-producer); everything else
-    (the handler, the breaker, snapshots) runs on the loop thread.
+    (the handler, the breaker, snapshots) runs on the loop thread, or under the ``driven``
+    topology on the thread calling ``pump()``.
     """
+
+    # driven: pump() keeps the GIL through the journal append (bench/driven_pump.py measures
+    # the other choice; docs/gateway-design.md, eighth round)
+    _pump_nogil = False
 
     def __init__(self, handler: Any, directory: str | Path, config: ProcessorConfig | None = None,
                  *, breaker: Any | None = None, registry: EventRegistry | None = None,
@@ -292,6 +313,12 @@ class Processor:
         self._stage: ReleaseStage | None = None  # start(): the loop thread runs it (SlotSink)
         self._oc: Any = None
         self._final: tuple[int, int, int, int] | None = None  # _counts() at the last stop
+        self._pumping = threading.Lock()  # driven: held by the one thread inside pump()
+        self._live = False  # started and not yet stopped (its stages may run)
+        self._driver = 0  # driven: the thread that pumps (threading.get_ident())
+        # driven: under sync the journal append waits for an fdatasync, which must not hold
+        # the GIL (nor hold back a sync thread that takes it: a Python journal hook)
+        self._nogil_append = self._pump_nogil or self.config.durability == "sync"
 
     # -- recovery -------------------------------------------------------------------------
     def recover(self, verify: bool = False) -> RecoveryReport:
@@ -432,7 +459,7 @@ class Processor:
             raise StateError(f"start() on a processor that is {self._state}")
         c = self.config
         cpus = _allowed_cpus(c)  # before anything starts: a CPU this process lacks fails here
-        inline = self.topology == "inline"
+        inline = self.topology in ("inline", "driven")  # driven: inline's step, pumped
         listeners = bool(self._on_output or self._on_output_batch or self._on_output_slots)
         # inline, a SlotSink the one listener (the gateway): the loop appends and hands over
         sink_only = (inline and c.output_journaller == "loop" and not self._on_output
@@ -460,6 +487,11 @@ class Processor:
                                            self.input.appender if self._gated else None,
                                            self._on_output_slots, self._output_counters)
                 self._stage.attach()
+                if self.topology == "driven":
+                    # the sink's consumer is the pumping thread itself: a bound would
+                    # have the pump wait for a take() only its own thread can do. One
+                    # pump's outputs bound it (at most a ring of inputs per pump)
+                    self._stage.unbound()
             self._loop.set_outputs(self._out, None, self._stage)
         if c.admin:  # before any thread starts: a socket that cannot be made fails start()
             from .admin import AdminServer
@@ -471,8 +503,14 @@ class Processor:
                     self.counters.close()
                 raise
         self._write_manifest()
+        # driven: pump()'s arguments, taken once
+        self._pump_args = (self._lc, self._base, self.input.appender, c.max_batch,
+                           self._nogil_append)
         self._state = "running"
-        stages: list[tuple[str, Callable[[], None]]] = [("loop", self._run_logic)]
+        self._live = True
+        self._driver = threading.get_ident()  # until another thread pumps
+        stages: list[tuple[str, Callable[[], None]]] = (
+            [] if self.topology == "driven" else [("loop", self._run_logic)])
         if not inline:
             stages.insert(0, ("journaller", self._run_journaller))
         if self._out is not None and self._stage is None:
@@ -493,6 +531,8 @@ class Processor:
             if cpus is not None and t.native_id is not None and t.is_alive():
                 with contextlib.suppress(ProcessLookupError):  # it ended since the check
                     os.sched_setaffinity(t.native_id, cpus)
+        if self.topology == "driven" and loop is not None:  # the loop is the caller's thread
+            os.sched_setaffinity(threading.get_native_id(), loop)
 
     def _open_counters(self) -> None:
         """Makes ``DIR/counters`` (with ``config.counters``) and the stages' counters in it;
@@ -511,19 +551,70 @@ class Processor:
         self._loop.journal_counters = self._journal_counters
         self._loop.output_counters = self._output_counters
 
-    def _guard(self, fn: Callable[[], None], name: str | None = None) -> None:
+    def _guard(self, fn: Callable[[], Any], name: str | None = None) -> Any:
         if name:
             name_thread(name)  # per-thread CPU figures (ringlog.bench.cpu), perf, top
         try:
-            fn()
+            return fn()
         except RingClosedError:
             pass
         except BaseException as e:  # the loop halts; the error is re-raised by stop/drain
-            self._error = self.halt_cause = e
-            self._state = "halted"
-            self._in.close()
-            if self._out is not None:
-                self._out.close()
+            self._halt(e)
+        return None
+
+    def _halt(self, e: BaseException) -> None:
+        """The loop failed with ``e``: halted, rings closed; stop()/drain() raise it."""
+        self._error = self.halt_cause = e
+        self._state = "halted"
+        self._in.close()
+        if self._out is not None:
+            self._out.close()
+
+    # -- the driven topology ----------------------------------------------------------------
+    def pump(self) -> int:
+        """The ``driven`` topology's loop step, on the caller's thread: journals and handles
+        what the input ring holds (published before the call), in batches of at most
+        ``max_batch``, exactly as the inline loop thread would, and returns how many events
+        it handled (0 when there were none, or the processor is not running). Never waits
+        for input. Outputs are published as the loop thread publishes them (a SlotSink
+        listener gets them here under release immediate, from the sync thread's durable
+        hook under durable release). A handler error, a breaker kill or a journal failure
+        halts the processor as on the loop thread (``state`` "halted", the error raised by
+        ``stop()``); this returns what it handled before. One pumper at a time: a call while
+        another thread is inside ``pump()`` raises StateError."""
+        if self.topology != "driven":
+            raise StateError(f"pump() needs ProcessorConfig(topology=\"driven\"); this "
+                             f"processor runs the {self.topology} topology, whose loop "
+                             "thread pumps")
+        if not self._pumping.acquire(blocking=False):
+            raise StateError("pump() is running on another thread: one pumper at a time")
+        try:
+            self._driver = threading.get_ident()
+            return self._pump_held()
+        finally:
+            self._pumping.release()
+
+    def _pump_held(self) -> int:
+        """pump() with ``_pumping`` held (as ``_guard`` runs the loop thread, without its
+        per-call closure: this runs once per event-loop iteration)."""
+        if self._state != "running":
+            return 0
+        try:
+            return self._loop.pump(*self._pump_args)  # type: ignore[no-any-return]
+        except RingClosedError:
+            return 0
+        except BaseException as e:  # halted as on a loop thread; stop() raises it
+            self._halt(e)
+            return 0
+
+    def _pump_all(self) -> None:
+        """Driven, drain and stop: pumps (waiting for a pump on another thread to end) until
+        everything published is handled, the processor halted, or only slots claimed and
+        not yet published are left (their producers publish them or time out)."""
+        with self._pumping:
+            while self._state == "running" and self._lc.sequence < self._in.cursor:
+                if not self._pump_held():
+                    break
 
     def _idle(self, target: int) -> bool:
         """Everything published up to ring sequence ``target`` is handled and every output
@@ -544,6 +635,10 @@ class Processor:
         target = self._in.cursor
         pause = 0.0001
         while self._state == "running" and not self._idle(target):
+            if self.topology == "driven":  # nobody else may pump: this thread does
+                self._pump_all()
+                if self._idle(target):
+                    break
             if self._loop_halted_by_breaker() and self._lc.sequence >= target:
                 break
             if deadline is not None and time.monotonic() > deadline:
@@ -560,8 +655,10 @@ class Processor:
         the error that halted the processor, if one did."""
         if getattr(self, "_admin", None) is not None:
             self._admin.close()
-        if self._state in ("running", "halted") and self._threads:
+        if self._state in ("running", "halted") and self._live:
             self._in.close()
+            if self.topology == "driven":  # no loop thread: handle the rest here, now
+                self._pump_all()
             loops = [t for t in self._threads if t.name != "ringlog-output"]
             if self._stage is not None:  # a full sink must not hold the loop from its end
                 self._stage.unbound()
@@ -578,6 +675,7 @@ class Processor:
             for t in self._threads:
                 t.join()
             self._threads = []
+            self._live = False
             self._final = self._counts()
             self._state = "stopped" if self._error is None else "halted"
         if self._state != "closed":
@@ -615,9 +713,9 @@ class Processor:
         self.wait_input_open(timeout)
         ts = time.time_ns() if timestamp_ns is None else timestamp_ns
         try:
-            return self._in.publish(payload, type_id, timestamp_ns=ts,
-                                    correlation_id=correlation_id, producer_id=producer_id,
-                                    producer_seq=producer_seq, timeout=timeout)
+            return self._with_room(lambda t: self._in.publish(
+                payload, type_id, timestamp_ns=ts, correlation_id=correlation_id,
+                producer_id=producer_id, producer_seq=producer_seq, timeout=t), timeout)
         except RingClosedError as e:
             raise self._closed(e) from self.halt_cause
 
@@ -628,7 +726,8 @@ class Processor:
         self.wait_input_open(timeout)
         ts = time.time_ns() if timestamp_ns is None else timestamp_ns
         try:
-            return self._in.publish_many(payloads, type_id, timestamp_ns=ts, timeout=timeout)
+            return self._in_chunks(len(payloads), lambda lo, hi, t: self._in.publish_many(
+                payloads[lo:hi], type_id, timestamp_ns=ts, timeout=t), timeout)
         except RingClosedError as e:
             raise self._closed(e) from self.halt_cause
 
@@ -650,8 +749,22 @@ class Processor:
         self.wait_input_open(timeout)
         ts = time.time_ns() if timestamp_ns is None else timestamp_ns
         try:
-            return self._in.publish_records(records, type_id, timestamp_ns=ts,
-                                            record_size=record_size, timeout=timeout)
+            if not self._drives_itself(timeout):
+                return self._in.publish_records(records, type_id, timestamp_ns=ts,
+                                                record_size=record_size, timeout=timeout)
+            import numpy as np
+
+            arr = isinstance(records, np.ndarray)
+            data = records if arr else memoryview(records).cast("B")
+            size = 1 if arr else record_size
+            n = len(data) // size if size > 0 else 1  # record_size 0: the ring's error
+
+            def part(v: Any, lo: int, hi: int) -> Any:  # per-record arrays are sliced too
+                return v[lo:hi] if isinstance(v, np.ndarray) else v
+
+            return self._in_chunks(n, lambda lo, hi, t: self._in.publish_records(
+                data[lo * size:hi * size], part(type_id, lo, hi), timestamp_ns=part(ts, lo, hi),
+                record_size=record_size, timeout=t), timeout)
         except RingClosedError as e:
             raise self._closed(e) from self.halt_cause
 
@@ -662,7 +775,57 @@ class Processor:
 
     def _control(self, type_id: int, timestamp_ns: int | None, payload: bytes = b"") -> int:
         ts = time.time_ns() if timestamp_ns is None else timestamp_ns
-        return self._in.publish(payload, type_id, timestamp_ns=ts, flags=FLAG_CONTROL)
+        return self._with_room(lambda t: self._in.publish(payload, type_id, timestamp_ns=ts,
+                                                          flags=FLAG_CONTROL, timeout=t), None)
+
+    def _drives_itself(self, timeout: float | None) -> bool:
+        """Driven, on the driver's thread, a publish that may wait: it must pump itself."""
+        return (self.topology == "driven" and timeout != 0
+                and threading.get_ident() == self._driver)
+
+    def _in_chunks(self, n: int, publish: Callable[[int, int, float | None], int],
+                   timeout: float | None) -> int:
+        """``publish(lo, hi, timeout)`` of events ``lo .. hi - 1``, in chunks of at most an
+        eighth of the ring where this thread must pump for room (each chunk one claim, all or
+        nothing, so a full ring refuses a chunk whole and it is retried after a pump; the
+        timeout applies per chunk); else all at once."""
+        if not self._drives_itself(timeout) or n <= 0:
+            return publish(0, n, timeout)
+        step = max(1, self._in.capacity // 8)
+        last = -1
+        for lo in range(0, n, step):
+            last = self._with_room(lambda t, lo=lo: publish(lo, min(n, lo + step), t),
+                                   timeout)
+        return last
+
+    def _with_room(self, publish: Callable[[float | None], int], timeout: float | None) -> int:
+        """``publish(timeout)`` under the topology's backpressure. Driven, only a pump
+        empties the ring: on the driver's own thread (the last to pump, or the one that
+        started the processor) a full ring is emptied by pumping here, so the driver never
+        waits for itself; another thread waits, as on any ring, for the driver's next pump
+        (its timer bounds the wait) or for ``stop()``, which closes the ring
+        (RingClosedError), up to ``timeout`` seconds (InsufficientCapacityError)."""
+        if not self._drives_itself(timeout):
+            return publish(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                return publish(0)
+            except InsufficientCapacityError:
+                pass
+            if self._pumping.acquire(blocking=False):  # a stop() elsewhere may hold it
+                try:
+                    if self._pump_held():
+                        continue
+                finally:
+                    self._pumping.release()
+            left = _DRIVEN_WAIT_S if deadline is None else min(deadline - time.monotonic(),
+                                                              _DRIVEN_WAIT_S)
+            try:  # a claimed slot, a held breaker or a stop() elsewhere: look again soon
+                return publish(max(left, 0.0))
+            except InsufficientCapacityError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
 
     def kill(self, key: int | None = None, timestamp_ns: int | None = None) -> int:
         """Operator command (journaled): the kill switch by hand. The loop calls the

@@ -174,7 +174,7 @@ def _crashes(request: pytest.FixtureRequest) -> int:
 
 @pytest.mark.crash
 @pytest.mark.stress
-@pytest.mark.parametrize("topology", ["inline", "staged"])
+@pytest.mark.parametrize("topology", ["inline", "staged", "driven"])
 @pytest.mark.parametrize("durability", ["group", "sync"])
 def test_no_received_output_lost_after_simulated_power_losses(tmp_path, durability, topology,
                                                               request):
@@ -188,7 +188,7 @@ def test_no_received_output_lost_after_simulated_power_losses(tmp_path, durabili
 
 
 @pytest.mark.crash
-@pytest.mark.parametrize("topology", ["inline", "staged"])
+@pytest.mark.parametrize("topology", ["inline", "staged", "driven"])
 def test_immediate_release_loses_received_outputs(tmp_path, topology):
     """The check can fail: outputs released before their input is durable go missing.
 

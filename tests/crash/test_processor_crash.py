@@ -22,11 +22,13 @@ HANDLERS = {"python": Summer, "cython": SumHandler}
 # (topology, output_journaller, a SlotSink listener): inline with the outputs journaled by an
 # output thread from the output ring or by the loop thread itself, staged (always an output
 # thread); with a SlotSink (the gateway's listener) inline "loop" has the loop thread append
-# and hand over (no output thread)
+# and hand over (no output thread); driven: the publishing thread pumps (no loop thread)
 STAGES = {"inline": ("inline", "loop", False),
           "inline-output-thread": ("inline", "thread", False),
           "staged": ("staged", "loop", False),
-          "inline-slot-sink": ("inline", "loop", True)}
+          "inline-slot-sink": ("inline", "loop", True),
+          "driven": ("driven", "loop", False),
+          "driven-slot-sink": ("driven", "loop", True)}
 
 
 def _drain_forever(sink):
@@ -50,6 +52,8 @@ def _child(path, policy, kind, stages, wfd):
     while True:
         p.publish(struct.pack("<q", v), 5, timestamp_ns=v)
         v += 1
+        if topology == "driven" and v % 8 == 0:  # the owner's pump (a full ring pumps too)
+            p.pump()
         if v % 16 == 0:
             os.write(wfd, struct.pack("<q", p.input.durable_sequence))
 

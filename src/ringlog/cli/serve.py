@@ -36,6 +36,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .. import Processor, ProcessorConfig
     from ..gateway.server import run_server
     from ..gateway.session import GatewayConfigError, load_config
+    from ..processor import resolve_topology
 
     try:
         cfg = load_config(args.config)
@@ -70,6 +71,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                      args.directory,
                      ProcessorConfig(dedup=True, durability=args.durability,
                                      release=args.release,
+                                     # auto: driven (the event loop pumps) on few CPUs
+                                     topology=resolve_topology(args.topology, driver=True),
                                      snapshot_every=args.snapshot_every,
                                      slot_size=max(slot, 128),
                                      loop_cpus=args.loop_cpus,
@@ -183,6 +186,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="pin the processor's loop thread to these CPUs (0,2-3 as taskset)")
     s.add_argument("--background-cpus", type=cpus, metavar="LIST",
                    help="pin the processor's other threads (output stage, fdatasync threads)")
+    s.add_argument("--topology", choices=["auto", "driven", "inline", "staged"],
+                   default="auto",
+                   help="the processor's threads: driven (the gateway's event loop runs the "
+                        "engine: no loop thread), inline (a loop thread), staged (a thread "
+                        "per stage); auto: driven below 4 usable CPUs, else staged "
+                        "(docs/processor.md, \"Topology\")")
     s.add_argument("--switch-interval-us", type=count, default=500,
                    help="the interpreter's GIL switch interval (default 500; Python's is 5000)")
     from ..cluster.cli import add_cluster_options

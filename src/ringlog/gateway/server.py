@@ -80,6 +80,9 @@ __all__ = ["Connection", "Gateway", "GatewayMetrics", "GatewayThread", "new_even
 _BACKLOG_RETRY_S = 0.0005
 _SETTLE_S = 0.0002
 _REBUILD_TIMEOUT_S = 30.0
+# driven topology: the event loop pumps the processor this often whatever happens, for input
+# other threads publish (admin commands, a breaker reset, Processor.publish from a user thread)
+_PUMP_EVERY_S = 0.002
 
 
 class Gateway:
@@ -133,6 +136,10 @@ class Gateway:
         self._holding = False  # test hook: outputs wait in _outq (hold_outputs)
         self._holding_completion = False  # test hook: no settle (hold_completion)
         self._stopping = False
+        # the processor's driven topology: this loop thread is its loop (pump())
+        self._driven = False
+        self._pump_due = False  # a pump is scheduled (call_soon) for what was just published
+        self._pump_timer: asyncio.TimerHandle | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -150,6 +157,9 @@ class Gateway:
         p.add_output_listener(self._sink, batch="slots")
         p.start()
         loop.add_reader(self._sink.fd, self._drain_outputs)
+        self._driven = p.topology == "driven"
+        if self._driven:  # before the rebuild below: its commands need a pump
+            self._pump_timer = loop.call_later(_PUMP_EVERY_S, self._pump_tick)
         self._journal_base = p.journal_sequence_of(0)  # + a ring sequence: its journal seq
         from ..metrics import GatewayCounters
 
@@ -186,6 +196,8 @@ class Gateway:
             self._retry.cancel()
         if self._settle_timer is not None:
             self._settle_timer.cancel()
+        if self._pump_timer is not None:  # drain() and stop() pump what is left
+            self._pump_timer.cancel()
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -501,6 +513,8 @@ class Gateway:
         they complete once the engine has done them."""
         if ring_seq is not None:
             self.table.published(s, first, self._journal_base + ring_seq, n)
+        if self._driven:
+            self._pump_soon()
         if self._settle_timer is None:  # completes them even if they make no report
             assert self._loop is not None
             self._settle_delay = _SETTLE_S
@@ -529,6 +543,8 @@ class Gateway:
 
     def _retry_backlog(self) -> None:
         self._retry = None
+        if self._driven:  # the ring is full: what the engine handles makes room
+            self._pump_now()
         q = self.backlog
         while q:
             s, seq, type_id, payload = q[0]
@@ -626,6 +642,41 @@ class Gateway:
                 c.close()
         self._flush_dirty()
         self._ticker = self._loop.call_later(self._tick_interval(), self._tick)
+
+    # -- the driven topology: this thread is the processor's loop --------------------------
+    def _pump_soon(self) -> None:
+        """Pumps once the reads of this loop iteration are in (one pump for every connection
+        that was readable), not once per read."""
+        if not self._pump_due:
+            self._pump_due = True
+            assert self._loop is not None
+            self._loop.call_soon(self._pump_now)
+
+    def _pump_now(self) -> None:
+        """Has the processor handle what is in its input ring (``Processor.pump``), then
+        routes what it handed to the sink right away, without waiting for the eventfd
+        (release immediate; under durable release the sync thread's durable hook hands
+        the outputs over later and the eventfd wakes this loop)."""
+        self._pump_due = False
+        p = self.processor
+        sink = self._sink
+        if p.state != "running" or self._stopping or sink is None:
+            return  # halted: publishing answers Halted (the ring is closed); stopping:
+            # drain() and stop() pump, on another thread
+        sink.quiet = True  # what the pump hands over is taken below: no eventfd write
+        try:
+            p.pump()
+        finally:
+            sink.quiet = False
+        if sink.queued:  # (a pump that halted midway may have handed some over too)
+            self._drain_outputs()
+
+    def _pump_tick(self) -> None:
+        """The periodic pump (every ``_PUMP_EVERY_S``): input published by other threads is
+        handled within that time even while no client sends."""
+        self._pump_now()
+        assert self._loop is not None
+        self._pump_timer = self._loop.call_later(_PUMP_EVERY_S, self._pump_tick)
 
     # -- output ---------------------------------------------------------------------------
     def _on_outputs(self, slots: bytes, slot_size: int) -> None:
