@@ -40,6 +40,7 @@ restarted processor continues exactly where the journal ends.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 import time
@@ -468,9 +469,9 @@ class Processor:
         self._in = Ring(c.ring_capacity, c.slot_size, producer="multi", wait=c.wait)
         # the consumer that journals looks at most max_batch slots ahead (a batch is never
         # longer); a staged loop takes what the journaller released, whole batches
-        self._lc = self._in.consumer(max_batch=c.max_batch) if inline else None
-        self._jc = self._lc or self._in.consumer(max_batch=c.max_batch)
-        self._lc = self._lc or self._in.consumer(after=[self._jc])
+        lc = self._in.consumer(max_batch=c.max_batch) if inline else None
+        self._jc = lc or self._in.consumer(max_batch=c.max_batch)
+        self._lc = lc or self._in.consumer(after=[self._jc])
         self._base = self.input.last_sequence + 1  # journal sequence of ring sequence 0
         self._published_at_start = int(self._loop.published)
         if inline and not listeners and c.output_journaller == "loop":  # no output ring
@@ -683,8 +684,9 @@ class Processor:
             self.output.close()
             if self._dead_letter_journal is not None:
                 self._dead_letter_journal.close()
-            if getattr(self, "counters", None) is not None:
-                self.counters.close()
+            counters = getattr(self, "counters", None)
+            if counters is not None:
+                counters.close()
             self._state = "closed" if self._error is None else "halted"
         if self._error is not None:
             err, self._error = self._error, None
@@ -794,7 +796,7 @@ class Processor:
         step = max(1, self._in.capacity // 8)
         last = -1
         for lo in range(0, n, step):
-            last = self._with_room(lambda t, lo=lo: publish(lo, min(n, lo + step), t),
+            last = self._with_room(functools.partial(publish, lo, min(n, lo + step)),
                                    timeout)
         return last
 
@@ -956,11 +958,11 @@ class Processor:
                     fn(block, slot_size)
             if each or whole:
                 recs = [_output_of(ev, int(keys[ev.sequence & mask])) for ev in batch]
-                for fn in each:
+                for on_each in each:
                     for rec in recs:
-                        fn(rec)
-                for fn in whole:
-                    fn(recs)
+                        on_each(rec)
+                for on_whole in whole:
+                    on_whole(recs)
             self._oc.release(batch)
             ctr.set("sequence", self.output.last_sequence)
             ctr.set("durable", self.output.durable_sequence)

@@ -120,7 +120,7 @@ class Gateway:
         self._sink: SlotSink | None = None  # the processor's outputs (start())
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._retry: asyncio.TimerHandle | None = None
         self._rebuild: asyncio.Future[None] | None = None
         self._ticker: asyncio.TimerHandle | None = None
@@ -209,7 +209,7 @@ class Gateway:
             try:
                 p.stop()
             finally:
-                if self._sink is not None:
+                if self._sink is not None and self._loop is not None:
                     self._loop.remove_reader(self._sink.fd)
                     self._drain_outputs()  # what the last drain released
 
@@ -236,8 +236,8 @@ class Gateway:
         lo = max(0, out.next_sequence - self.config.answer_scan)
         for rec in out.reader(lo):
             sid, seq = split_correlation(rec.correlation_id)
-            s = table.by_id.get(sid)
-            if s is None or not seq or seq > s.last_seen:
+            owner = table.by_id.get(sid)
+            if owner is None or not seq or seq > owner.last_seen:
                 continue
             for target, tseq, frame in table.route_frames(rec.type_id, bytes(rec.payload),
                                                           rec.correlation_id,
@@ -447,7 +447,7 @@ class Gateway:
             for seq in range(first, first + k):
                 self._halted(s, seq, e)
         else:
-            if ring_seq >= 0:
+            if ring_seq is None or ring_seq >= 0:  # None: a cluster's (never the fast path)
                 self._published(s, first, k, ring_seq)
             else:  # the input ring is full: park them in order
                 for i in range(k):
@@ -854,7 +854,7 @@ class GatewayThread:
         loop, done = self._loop, self._done
         if loop is not None and done is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+                loop.call_soon_threadsafe(lambda: None if done.done() else done.set_result(None))
         self._thread.join(timeout)
         self._thread = None
 
@@ -872,7 +872,7 @@ def run_server(processor: Any, config: GatewayConfig, *, loop: str = "uvloop",
         stop = asyncio.get_running_loop().create_future()
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(
-                sig, lambda: stop.done() or stop.set_result(None))
+                sig, lambda: None if stop.done() else stop.set_result(None))
         await gw.start()
         if on_ready is not None:
             on_ready(gw)
