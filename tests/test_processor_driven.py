@@ -26,6 +26,19 @@ def _cfg(**kw):
     return msgspec.structs.replace(CFG, topology="driven", **kw)
 
 
+class Blocking(Summer):
+    """A Summer whose every event says it is ``inside`` and waits to be let ``leave``."""
+
+    def __init__(self):
+        super().__init__()
+        self.inside, self.leave = threading.Event(), threading.Event()
+
+    def on_event(self, event, sequence, end_of_batch):
+        self.inside.set()
+        assert self.leave.wait(DEADLINE_S)
+        super().on_event(event, sequence, end_of_batch)
+
+
 def _records(path):
     return list(JournalReader(path))
 
@@ -66,15 +79,9 @@ def test_pump_on_another_topology_is_refused(tmp_path):
 
 
 def test_a_second_concurrent_pump_is_refused(tmp_path):
-    inside, leave = threading.Event(), threading.Event()
-
-    class Blocking(Summer):
-        def on_event(self, event, sequence, end_of_batch):
-            inside.set()
-            assert leave.wait(DEADLINE_S)
-            super().on_event(event, sequence, end_of_batch)
-
-    p = Processor(Blocking(), tmp_path, _cfg())
+    h = Blocking()
+    inside, leave = h.inside, h.leave
+    p = Processor(h, tmp_path, _cfg())
     p.start()
     p.publish(ev(1), 5)
     done = []
@@ -103,15 +110,9 @@ def test_a_publish_beyond_the_ring_on_the_pumping_thread_pumps_itself(tmp_path):
 
 
 def test_a_publish_with_no_room_and_a_busy_pumper_times_out(tmp_path):
-    inside, leave = threading.Event(), threading.Event()
-
-    class Blocking(Summer):
-        def on_event(self, event, sequence, end_of_batch):
-            inside.set()
-            assert leave.wait(DEADLINE_S)
-            super().on_event(event, sequence, end_of_batch)
-
-    p = Processor(Blocking(), tmp_path, _cfg(max_batch=1))
+    h = Blocking()
+    inside, leave = h.inside, h.leave
+    p = Processor(h, tmp_path, _cfg(max_batch=1))
     p.start()
     p.publish(ev(0), 5)
     t = threading.Thread(target=p.pump)
