@@ -81,6 +81,34 @@ def test_replica_killed_mid_stream_recovers_from_its_journal_then_the_stream(
     asyncio.run(asyncio.wait_for(scenario(), 180))
 
 
+def test_replica_restarted_with_everything_in_its_journal_hashes_its_state(
+        cluster_config: Any, tmp_path: Any) -> None:
+    """A replica killed after it applied the whole stream restarts from its journal alone (no
+    new input reaches it): its status still carries the state hash of what it recovered."""
+    async def scenario() -> None:
+        cfg = cluster_config()
+        async with Shard(cfg, tmp_path) as shard:
+            shard.start("a")
+            assert await shard.leader(timeout=60) == "a"
+            b = shard.start("b")
+            load = Load(shard, rate=3000).start()
+            await shard.caught_up("b", 20, timeout=60)
+            last = await load.stop()
+            before = await shard.caught_up("b", last, timeout=60)
+            b.kill()
+            b = shard.start("b")
+
+            async def hashed() -> Any:  # by the new process (the old one's status lingers)
+                st = await shard.watch.status("b")
+                return st if st and st.pid == b.pid and st.hash_seq >= last else None
+            st = await shard.watch.wait(hashed, "the restarted b's state hash", 60)
+            started = json.loads([ln for ln in b.output().splitlines()
+                                  if '"started"' in ln][-1])
+            assert started["next_seq"] == last + 1  # all of it from its journal
+            assert st.state_hash == before.state_hash
+    asyncio.run(asyncio.wait_for(scenario(), 180))
+
+
 def test_replica_whose_state_diverges_halts_at_the_first_checkpoint_naming_it(
         cluster_config: Any, tmp_path: Any) -> None:
     async def scenario() -> None:

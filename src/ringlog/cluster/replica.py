@@ -417,7 +417,10 @@ class Replica:
             try:
                 item = self._queue.get(timeout=0.1)
             except queue.Empty:  # quiet for 0.1 s: hash the state for the status
-                if last_ring >= 0 and self.status.hash_seq != self.status.applied_seq:
+                # (also when nothing came since the start: a replica that recovered all it
+                # applied from its journal hashes what it recovered; ring sequence -1 is then
+                # what the processor already has)
+                if self.status.hash_seq != self.status.applied_seq:
                     self._hash_now(last_ring)
                 continue
             if item is None:
