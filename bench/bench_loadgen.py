@@ -1,0 +1,92 @@
+"""The load generator's own CPU per order, this tree's loop against another revision's, in
+interleaved pairs (issue #16).
+
+::
+
+    for each run: for each peer (echo, gateway): for each scenario (8 conns 200k/s, 1 conn 50k/s):
+        old (``git show REV:src/ringlog/loadgen.py``, imported as a module) then new
+    ─► per (peer, scenario, loop): median and spread of client_cpu_ns_per_order, and the new/old
+       ratio of each pair
+
+``.venv/bin/python bench/bench_loadgen.py --old REV --runs 3 [--seconds 3]``; without
+``--old`` only this tree's loop runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ringlog.loadgen as new_loadgen  # noqa: E402
+from bench_gateway import TOKENS, _echo, _gateway  # noqa: E402
+
+SCENARIOS = ((8, 200_000.0), (1, 50_000.0))
+
+
+def load_revision(rev: str, directory: str) -> Any:
+    """``ringlog/loadgen.py`` as of ``rev`` as a module (its relative imports made absolute)."""
+    text = subprocess.run(["git", "show", f"{rev}:src/ringlog/loadgen.py"], check=True,
+                          capture_output=True, text=True).stdout.replace("from .", "from ringlog.")
+    path = Path(directory) / "loadgen_old.py"
+    path.write_text(text)
+    spec = importlib.util.spec_from_file_location("loadgen_old", path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["loadgen_old"] = mod  # msgspec resolves the annotations through it
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def one(mod: Any, port: int, pid: int, conns: int, rate: float, seconds: float) -> dict[str, Any]:
+    cfg = mod.LoadConfig(port=port, tokens=TOKENS[:conns], rate=rate, connections=conns,
+                         duration=seconds, warmup=min(1.0, seconds / 3), pattern="mixed",
+                         server_pid=pid, drain_timeout=30.0)
+    return mod.run_load(cfg)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--old", help="the git revision whose loop to compare with")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--peers", default="echo,gateway")
+    a = ap.parse_args()
+    got: dict[tuple[str, int, float, str], list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        loops = ([("old", load_revision(a.old, tmp))] if a.old else []) + [("new", new_loadgen)]
+        for run in range(a.runs):
+            for peer_name in a.peers.split(","):
+                for conns, rate in SCENARIOS:
+                    for name, mod in loops:
+                        peer = _echo() if peer_name == "echo" else _gateway(
+                            str(Path(tmp) / f"gw{run}{conns}{name}"), "immediate")
+                        try:
+                            doc = one(mod, peer.port, peer.pid, conns, rate, a.seconds)
+                        finally:
+                            peer.stop()
+                        got.setdefault((peer_name, conns, rate, name), []).append(
+                            doc["client_cpu_ns_per_order"])
+                        print(f"run {run} {peer_name} {conns}c {rate:.0f}/s {name}: "
+                              f"{doc['client_cpu_ns_per_order']:.0f} ns/order, answered "
+                              f"{doc['answered']}/{doc['sent']}, p50 "
+                              f"{(doc['latency_ns'] or {}).get('p50', 0) / 1000:.0f} us",
+                              flush=True)
+    for (peer_name, conns, rate, name), v in sorted(got.items()):
+        line = (f"{peer_name} {conns}c {rate:.0f}/s {name}: median {statistics.median(v):.0f} "
+                f"ns/order (min {min(v):.0f}, max {max(v):.0f}, n={len(v)})")
+        old = got.get((peer_name, conns, rate, "old"))
+        if name == "new" and old:
+            ratios = [n / o for n, o in zip(v, old)]
+            line += f"; new/old per pair {', '.join(f'{r:.2f}' for r in ratios)}"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
