@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import ringlog.loadgen as new_loadgen  # noqa: E402
-from bench_gateway import TOKENS, _echo, _gateway  # noqa: E402
+from bench_gateway import TOKENS, _echo, _gateway
+
+import ringlog.loadgen as new_loadgen
 
 SCENARIOS = ((8, 200_000.0), (1, 50_000.0))
 
@@ -65,8 +66,10 @@ def main() -> None:
             for peer_name in a.peers.split(","):
                 for conns, rate in SCENARIOS:
                     for name, mod in loops:
-                        peer = _echo() if peer_name == "echo" else _gateway(
-                            str(Path(tmp) / f"gw{run}{conns}{name}"), "immediate")
+                        gw = Path(tmp) / f"gw{run}{conns}{name}"
+                        if peer_name != "echo":
+                            gw.mkdir()
+                        peer = _echo() if peer_name == "echo" else _gateway(str(gw), "immediate")
                         try:
                             doc = one(mod, peer.port, peer.pid, conns, rate, a.seconds)
                         finally:
@@ -83,7 +86,7 @@ def main() -> None:
                 f"ns/order (min {min(v):.0f}, max {max(v):.0f}, n={len(v)})")
         old = got.get((peer_name, conns, rate, "old"))
         if name == "new" and old:
-            ratios = [n / o for n, o in zip(v, old)]
+            ratios = [n / o for n, o in zip(v, old, strict=True)]
             line += f"; new/old per pair {', '.join(f'{r:.2f}' for r in ratios)}"
         print(line)
 

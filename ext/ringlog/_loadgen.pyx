@@ -48,6 +48,14 @@ cdef extern from "<sys/socket.h>" nogil:
         MSG_NOSIGNAL
 
 
+cdef extern from "<sys/prctl.h>" nogil:
+    int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4,
+              unsigned long arg5)
+    enum:
+        PR_SET_TIMERSLACK
+        PR_GET_TIMERSLACK
+
+
 cdef enum:
     RECV_SIZE = 1 << 18             # the buffer is twice this: a partial frame + a read
     LOST_NONE = 0
@@ -156,7 +164,7 @@ def drive(list fds, list frames, list ends, list intended, list scanners, int64_
     outstanding, send lag)`` every ``sample_ns`` while sending, and per connection
     ``(kind, errno, orders handed to sends)`` with kind 0 (none), 1 (send), 2 (recv) or 3
     (closed by the peer)."""
-    cdef Py_ssize_t nc = len(fds), k, sent, answered, max_rlen = 0
+    cdef Py_ssize_t nc = len(fds), k, sent, answered
     cdef conn_t* cs = <conn_t*>calloc(nc, sizeof(conn_t))  # rbuf NULL
     cdef pollfd* pfds = <pollfd*>malloc(nc * sizeof(pollfd))
     cdef const int64_t[::1] ev, iv
@@ -171,6 +179,9 @@ def drive(list fds, list frames, list ends, list intended, list scanners, int64_
         free(cs)
         free(pfds)
         raise MemoryError()
+    # the kernel's default 50 us timer slack would stretch every tick's sleep (and the latency)
+    cdef int slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0)
+    prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
     samples = []
     keep = []  # the buffers the C structs point into
     try:
@@ -274,6 +285,8 @@ def drive(list fds, list frames, list ends, list intended, list scanners, int64_
                 PyErr_CheckSignals()  # a signal's handler (Ctrl-C) runs here
         return samples, [(cs[k].lost, cs[k].lost_errno, cs[k].next) for k in range(nc)]
     finally:
+        if slack > 0:
+            prctl(PR_SET_TIMERSLACK, slack, 0, 0, 0)
         for k in range(nc):
             free(cs[k].rbuf)
         free(cs)

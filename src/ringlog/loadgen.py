@@ -218,7 +218,7 @@ def _drive(cfg: LoadConfig, conns: list[_Conn]) -> dict[str, Any]:
                           [c.scanner for c in conns], cfg.tick_us * 1000,
                           int(cfg.drain_timeout * 1e9), _SAMPLE_NS, start)
     wall = clock() - wall0
-    for c, (kind, err, sent) in zip(conns, lost):
+    for c, (kind, err, sent) in zip(conns, lost, strict=True):
         c.next = sent
         if kind == 3:
             c.lost = "the gateway closed the connection"
