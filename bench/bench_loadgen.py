@@ -8,7 +8,8 @@ interleaved pairs (issue #16).
     ─► per (peer, scenario, loop): median and spread of client_cpu_ns_per_order, and the new/old
        ratio of each pair
 
-``.venv/bin/python bench/bench_loadgen.py --old REV --runs 3 [--seconds 3]``; without
+``.venv/bin/python bench/bench_loadgen.py --old REV --runs 3 [--seconds 3]
+[--tick-us 100]``; without
 ``--old`` only this tree's loop runs.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import statistics
 import subprocess
 import sys
@@ -45,11 +47,17 @@ def load_revision(rev: str, directory: str) -> Any:
     return mod
 
 
-def one(mod: Any, port: int, pid: int, conns: int, rate: float, seconds: float) -> dict[str, Any]:
+def one(mod: Any, port: int, pid: int, conns: int, rate: float, seconds: float,
+        tick_us: int) -> dict[str, Any]:
+    """One run of ``mod``'s generator; its result document with the process's user and
+    system CPU (s) over the whole run added."""
     cfg = mod.LoadConfig(port=port, tokens=TOKENS[:conns], rate=rate, connections=conns,
                          duration=seconds, warmup=min(1.0, seconds / 3), pattern="mixed",
-                         server_pid=pid, drain_timeout=30.0)
-    return mod.run_load(cfg)
+                         server_pid=pid, drain_timeout=30.0, tick_us=tick_us)
+    t0 = os.times()
+    doc = mod.run_load(cfg)
+    t1 = os.times()
+    return {**doc, "user_s": t1.user - t0.user, "system_s": t1.system - t0.system}
 
 
 def main() -> None:
@@ -58,6 +66,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--peers", default="echo,gateway")
+    ap.add_argument("--tick-us", type=int, default=100)
     a = ap.parse_args()
     got: dict[tuple[str, int, float, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,7 +80,7 @@ def main() -> None:
                             gw.mkdir()
                         peer = _echo() if peer_name == "echo" else _gateway(str(gw), "immediate")
                         try:
-                            doc = one(mod, peer.port, peer.pid, conns, rate, a.seconds)
+                            doc = one(mod, peer.port, peer.pid, conns, rate, a.seconds, a.tick_us)
                         finally:
                             peer.stop()
                         got.setdefault((peer_name, conns, rate, name), []).append(
@@ -79,7 +88,9 @@ def main() -> None:
                         print(f"run {run} {peer_name} {conns}c {rate:.0f}/s {name}: "
                               f"{doc['client_cpu_ns_per_order']:.0f} ns/order, answered "
                               f"{doc['answered']}/{doc['sent']}, p50 "
-                              f"{(doc['latency_ns'] or {}).get('p50', 0) / 1000:.0f} us",
+                              f"{(doc['latency_ns'] or {}).get('p50', 0) / 1000:.0f} us, "
+                              f"run user/sys "
+                              f"{doc['user_s']:.2f}/{doc['system_s']:.2f} s",
                               flush=True)
     for (peer_name, conns, rate, name), v in sorted(got.items()):
         line = (f"{peer_name} {conns}c {rate:.0f}/s {name}: median {statistics.median(v):.0f} "
