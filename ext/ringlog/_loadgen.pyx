@@ -22,7 +22,7 @@ from libc.errno cimport EAGAIN, EINTR, EMSGSIZE, errno
 from libc.stdint cimport int64_t, uint8_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memmove
-from posix.time cimport CLOCK_MONOTONIC, TIMER_ABSTIME, clock_gettime, clock_nanosleep, timespec
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from ringlog._wire cimport AnswerScanner
 
@@ -169,10 +169,9 @@ def drive(list fds, list frames, list ends, list intended, list scanners, int64_
     cdef pollfd* pfds = <pollfd*>malloc(nc * sizeof(pollfd))
     cdef const int64_t[::1] ev, iv
     cdef AnswerScanner sc
-    cdef int64_t now, last_due = 0, next_sample = start_ns, deadline = 0, nxt, wake, lag
+    cdef int64_t now, last_due = 0, next_sample = start_ns, deadline = 0, nxt, wait, lag
     cdef int64_t t, lag_max
-    cdef bint sending, finished, any_open, outstanding
-    cdef int64_t last_wake = 0
+    cdef bint sending, finished, any_open
     cdef int rc
     cdef timespec tmo
     if cs == NULL or pfds == NULL:
@@ -239,39 +238,25 @@ def drive(list fds, list frames, list ends, list intended, list scanners, int64_
                     deadline = now + drain_ns
                 elif now >= deadline:
                     break
-            # while sending: one wake per tick (sleep to the next due order, or to the next tick
-            # while answers are outstanding), then read every socket; draining: ppoll
+            # ppoll until an answer arrives (its time is read at once: the latency is not
+            # stretched to a tick) or, while sending, the next due order, at least a tick away
+            # (orders due within it leave together in one send)
             nxt = now + sample_ns
-            any_open = outstanding = False
+            any_open = False
             for k in range(nc):
                 if cs[k].next < cs[k].n and cs[k].intended[cs[k].next] < nxt:
                     nxt = cs[k].intended[cs[k].next]
                 pfds[k].fd = -1 if cs[k].lost else cs[k].fd
                 pfds[k].events = POLLIN
+                if cs[k].sent_to < cs[k].send_to:
+                    pfds[k].events |= POLLOUT
                 pfds[k].revents = 0
                 any_open = any_open or not cs[k].lost
-                outstanding = outstanding or (not cs[k].lost and
-                                              (<AnswerScanner>scanners[k]).answered < cs[k].next)
             if not any_open:
                 break
-            if sending:
-                wake = last_wake + tick_ns
-                if not outstanding and nxt > wake:
-                    wake = nxt
-                if wake > now:
-                    tmo.tv_sec = wake // 1_000_000_000
-                    tmo.tv_nsec = wake % 1_000_000_000
-                    with nogil:
-                        rc = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &tmo, NULL)
-                    if rc != 0:
-                        PyErr_CheckSignals()  # EINTR: a signal's handler (Ctrl-C) runs here
-                t = last_wake = mono_ns()
-                for k in range(nc):
-                    if not cs[k].lost:
-                        read_ready(&cs[k], <AnswerScanner>scanners[k], t)
-                continue
-            tmo.tv_sec = sample_ns // 1_000_000_000
-            tmo.tv_nsec = sample_ns % 1_000_000_000
+            wait = max(nxt - now, tick_ns) if sending else sample_ns
+            tmo.tv_sec = wait // 1_000_000_000
+            tmo.tv_nsec = wait % 1_000_000_000
             with nogil:
                 rc = ppoll(pfds, nc, &tmo, NULL)
             if rc > 0:

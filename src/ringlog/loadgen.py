@@ -4,17 +4,18 @@
 
     plan: engine flow (mixed_flow) ─► per connection: COMMAND_DTYPE records + intended send times
           (start + i / rate, global) ─► _wire.encode_orders: all its frames, one bytes (C)
-    _loadgen.drive (C, one thread; GIL released while it sleeps):
-      every tick_us while sending: frames due by now ─► one send() per connection
-                                   recv() ─► AnswerScanner._scan (C) ─► done[seq - base] = now
-      draining: ppoll() until every order is answered, a connection is lost, or drain_timeout
+    _loadgen.drive (C, one thread; GIL released in ppoll):
+      frames due by now ─► one send() per connection
+      ppoll() until an answer arrives or the next due order (at least tick_us away)
+      readable ─► recv() ─► AnswerScanner._scan (C) ─► done[seq - base] = now
+      draining: the same, until every order is answered, a connection is lost, or
+                drain_timeout
     latency = done - intended   (a stall shows in every message scheduled during it)
 
-Nothing per order or per wake runs in Python. The loop wakes once per ``tick_us`` while
-orders are due or answers outstanding (else at the next due order), sends everything due in
-one write per connection and reads every socket, so the cost per order falls as the rate
-grows; each latency is overstated by less than two ticks (the send waits for its tick, the
-answer is stamped at the tick that reads it). The result says what the generator itself cost
+Nothing per order or per wake runs in Python. The loop sleeps in ppoll until an answer
+arrives (stamped then: the answer side adds no tick to a latency) or the next due order, at
+least ``tick_us`` away, and sends everything due in one write per connection, so the cost per
+order falls as the rate grows; a send waits at most a tick. The result says what the generator itself cost
 (its process CPU per order, the frames' encoding included) and, given ``server_pid``, what the
 server cost, so every run says which side saturated. The default flow is the engine's mixed
 flow (``ringlog.engine.flow.mixed_flow``: resting orders, trades, cancels, modifies, a few
@@ -50,8 +51,8 @@ class LoadConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     Patterns: ``mixed`` (the engine's mixed flow over symbols ``1..symbols``: the server's
     engine must list them), ``ioc`` (immediate-or-cancel buys at price 1 on ``symbol``: accepted
     and cancelled), ``rest_cancel`` (a resting order, then its cancel). ``tick_us`` bounds how
-    often the loop wakes (orders due in between leave in one write, answers in between are
-    stamped when it reads them: it adds less than two ticks to a latency). ``server_pid``, if
+    often the sender wakes (orders due in between leave in one write; it adds at most that to
+    a latency; answers are stamped as they arrive). ``server_pid``, if
     set, is read for the server's CPU per order.
     """
 
