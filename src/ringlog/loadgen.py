@@ -15,10 +15,11 @@
 Nothing per order or per wake runs in Python. The loop sleeps in ppoll until an answer
 arrives (stamped then: the answer side adds no tick to a latency) or the next due order, at
 least ``tick_us`` away, and sends everything due in one write per connection, so the cost per
-order falls as the rate grows; a send waits at most a tick. The result says what the generator itself cost
-(its process CPU per order, the frames' encoding included) and, given ``server_pid``, what the
-server cost, so every run says which side saturated. The default flow is the engine's mixed
-flow (``ringlog.engine.flow.mixed_flow``: resting orders, trades, cancels, modifies, a few
+order falls as the rate grows; a send waits at most a tick. The result says what the
+generator itself cost (its process CPU per order, the frames' encoding included) and, given
+``server_pid``, what the server cost, so every run says which side saturated. The default
+flow is the engine's mixed flow (``ringlog.engine.flow.mixed_flow``: resting orders, trades,
+cancels, modifies, a few
 invalid commands), split over the connections by account.
 """
 
