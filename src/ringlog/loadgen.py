@@ -19,8 +19,7 @@ order falls as the rate grows; a send waits at most a tick. The result says what
 generator itself cost (its process CPU per order, the frames' encoding included) and, given
 ``server_pid``, what the server cost, so every run says which side saturated. The default
 flow is the engine's mixed flow (``ringlog.engine.flow.mixed_flow``: resting orders, trades,
-cancels, modifies, a few
-invalid commands), split over the connections by account.
+cancels, modifies, a few invalid commands), split over the connections by account.
 """
 
 from __future__ import annotations
