@@ -273,3 +273,85 @@ def test_a_connection_the_server_drops_is_reported_lost_and_its_orders_missing()
         lsock.close()
     assert len(doc["connections_lost"]) == 1
     assert doc["sent"] == 4000 and doc["answered"] == 0 and doc["missing"] == 4000
+
+
+_RESULT_FIELDS = {  # the result document's fields (measure / run_load), as before issue #16
+    "offered_rate", "connections", "duration_s", "warmup_s", "pattern", "tick_us", "sent",
+    "answered", "missing", "achieved_rate", "latency_ns", "halted", "errors", "answer_frames",
+    "connections_lost", "client_cpu_ns_per_order", "client_cpu_share", "server_cpu_ns_per_order",
+    "server_cpu_share", "server_threads", "send_lag_max_ns", "backlog_first_third",
+    "backlog_last_third"}
+
+
+def _dropping_echo(drop_every: int, orders: int):
+    """A one-session server that logs on, then echoes each order frame back except those whose
+    seq is a multiple of ``drop_every``, each batch written in two parts cut mid-frame, and
+    closes the connection after ``orders`` (so the run ends without waiting for its drain
+    timeout); returns (port, thread, listening socket)."""
+    import socket
+    import threading
+
+    import msgspec
+
+    from ringlog.gateway.protocol import LogonAck, encode_frame
+
+    lsock = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = lsock.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(encode_frame(LogonAck(0, 1)))
+            buf, seen = b"", 0
+            while seen < orders and (chunk := conn.recv(65536)):
+                buf += chunk
+                out = bytearray()
+                while len(buf) >= 4 and len(buf) >= 4 + int.from_bytes(buf[:4], "big"):
+                    end = 4 + int.from_bytes(buf[:4], "big")
+                    if msgspec.msgpack.decode(buf[4:end])[1] % drop_every:
+                        out += buf[:end]
+                    buf = buf[end:]
+                    seen += 1
+                cut = len(out) // 2 + 1  # mid-frame: the scanner keeps the partial one
+                conn.sendall(out[:cut])
+                conn.sendall(out[cut:])
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return lsock.getsockname()[1], t, lsock
+
+
+def test_answered_and_unanswered_orders_are_counted_exactly_against_a_dropping_peer():
+    port, t, lsock = _dropping_echo(3, 3000)
+    try:  # the drain timeout is a safety net: the server hangs up after the last order
+        doc, lat = measure(LoadConfig(port=port, tokens=["t"], rate=20_000, duration=0.15,
+                                      warmup=0.0, pattern="ioc", drain_timeout=60))
+    finally:
+        lsock.close()
+    t.join(10)
+    seqs = np.arange(3000) + 2  # the session's next seq after LogonAck(0, 1)
+    dropped = int((seqs % 3 == 0).sum())
+    assert set(doc) == _RESULT_FIELDS
+    assert doc["sent"] == 3000 and doc["missing"] == dropped
+    assert doc["answered"] == doc["answer_frames"] == 3000 - dropped == lat.size
+    assert doc["connections_lost"] == ["the gateway closed the connection"]
+    assert (lat > 0).all()
+
+
+def test_the_tick_and_the_connection_count_are_checked_by_name():
+    for field, kw in (("tick_us", {"tick_us": 0}), ("connections", {"connections": 0}),
+                      ("drain_timeout", {"drain_timeout": -1.0})):
+        with pytest.raises(ConfigError) as e:
+            LoadConfig(tokens=["a"], **kw)
+        assert e.value.field == f"LoadConfig.{field}"
+
+
+def test_frame_ends_finds_every_frame_and_rejects_a_short_buffer():
+    from ringlog._loadgen import frame_ends
+
+    cmds, kinds = mixed_flow(200, seed=3, symbols=2, accounts=5)
+    frames = _wire.encode_orders(cmds.view(np.uint8), kinds, 0, 200, 1)
+    ends = frame_ends(frames, 200)
+    assert ends[-1] == len(frames) and (np.diff(ends) > 4).all()
+    with pytest.raises(ValueError):
+        frame_ends(frames[:-1], 200)

@@ -1,28 +1,30 @@
-"""``ringlog load``: an open-loop load generator for the gateway (the wrk2 model), ~1 us/order.
+"""``ringlog load``: an open-loop load generator for the gateway (the wrk2 model).
 
 ::
 
     plan: engine flow (mixed_flow) ─► per connection: COMMAND_DTYPE records + intended send times
-                                                                   │ (start + i / rate, global)
-    one thread, select() with a us timeout:                        ▼
-      due records ─► _wire.encode_orders (C: one bytes of frames) ─► sock.send (one per tick)
-      sock.recv_into ─► _wire.AnswerScanner.feed (C) ─► done[seq - base] = now
+          (start + i / rate, global) ─► _wire.encode_orders: all its frames, one bytes (C)
+    _loadgen.drive (C, one thread; GIL released in ppoll):
+      frames due by now ─► one send() per connection
+      ppoll() until an answer arrives or the next due order (at least tick_us away)
+      readable ─► recv() ─► AnswerScanner._scan (C) ─► done[seq - base] = now
+      draining: the same, until every order is answered, a connection is lost, or
+                drain_timeout
     latency = done - intended   (a stall shows in every message scheduled during it)
 
-Nothing per order runs in Python: frames are written from the records in C and answers are
-scanned in C (first answer of each seq: Report, Halted, Error, OrderInfo, OpenOrdersEnd).
-The sender wakes at most every ``tick_us`` and sends everything due in one write, so the cost
-per order falls as the rate grows; the result says what the generator itself cost (its process
-CPU per order) and, given ``server_pid``, what the server cost, so every run says which side
-saturated. The default flow is the engine's mixed flow (``ringlog.engine.flow.mixed_flow``:
-resting orders, trades, cancels, modifies, a few invalid commands), split over the
-connections by account.
+Nothing per order or per wake runs in Python. The loop sleeps in ppoll until an answer
+arrives (stamped then: the answer side adds no tick to a latency) or the next due order, at
+least ``tick_us`` away, and sends everything due in one write per connection, so the cost per
+order falls as the rate grows; a send waits at most a tick. The result says what the
+generator itself cost (its process CPU per order, the frames' encoding included) and, given
+``server_pid``, what the server cost, so every run says which side saturated. The default
+flow is the engine's mixed flow (``ringlog.engine.flow.mixed_flow``: resting orders, trades,
+cancels, modifies, a few invalid commands), split over the connections by account.
 """
 
 from __future__ import annotations
 
 import os
-import select
 import socket
 import time
 from typing import Any, Literal
@@ -30,6 +32,7 @@ from typing import Any, Literal
 import msgspec
 import numpy as np
 
+from ._loadgen import drive, frame_ends
 from ._wire import AnswerScanner, encode_orders
 from .bench.latency import percentiles
 from .config import check_fields, config_error
@@ -37,7 +40,6 @@ from .engine.records import COMMAND_DTYPE, Command, Side, Tif
 
 __all__ = ["LoadConfig", "LoadPlan", "measure", "plan_load", "run_load", "summarize_load"]
 
-_RECV = 1 << 18
 _SAMPLE_NS = 100_000_000  # backlog samples every 100 ms
 _CONNECT_S = 10.0
 
@@ -50,7 +52,8 @@ class LoadConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     engine must list them), ``ioc`` (immediate-or-cancel buys at price 1 on ``symbol``: accepted
     and cancelled), ``rest_cancel`` (a resting order, then its cancel). ``tick_us`` bounds how
     often the sender wakes (orders due in between leave in one write; it adds at most that to
-    a latency). ``server_pid``, if set, is read for the server's CPU per order.
+    a latency; answers are stamped as they arrive). ``server_pid``, if
+    set, is read for the server's CPU per order.
     """
 
     host: str = "127.0.0.1"
@@ -127,55 +130,30 @@ def plan_load(cfg: LoadConfig) -> list[LoadPlan]:
 
 
 class _Conn:
-    """One session's socket, its schedule and its answer scanner. Not thread-safe."""
+    """One session's socket, its pre-encoded frames, its schedule and its answer scanner."""
 
     def __init__(self, cfg: LoadConfig, token: str, plan: LoadPlan) -> None:
         self.plan = plan
-        self.raw = plan.commands.view(np.uint8)
         self.sock = socket.create_connection((cfg.host, cfg.port), timeout=_CONNECT_S)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.base = _logon(self.sock, token)
         self.sock.setblocking(False)
-        self.done = np.zeros(len(plan.kinds), np.int64)
+        n = len(plan.kinds)
+        cpu0 = time.process_time_ns()  # counted as the run's: the old loop encoded as it sent
+        self.frames = encode_orders(plan.commands.view(np.uint8), plan.kinds, 0, n, self.base)
+        self.ends = frame_ends(self.frames, n)
+        self.encode_cpu_ns = time.process_time_ns() - cpu0
+        self.done = np.zeros(n, np.int64)
         self.scanner = AnswerScanner(self.done, self.base)
         self.intended = plan.offsets  # made absolute by start()
-        self.next = 0  # first record not yet encoded
-        self.pending = b""  # encoded, not yet accepted by the socket
+        self.next = 0  # orders handed to a send (set by _drive)
         self.lost = ""  # why the server closed or reset this connection mid-run
 
     def start(self, start_ns: int) -> None:
         self.intended = self.plan.offsets + start_ns
 
-    def send_due(self, now: int) -> None:
-        """Encodes everything due by ``now`` and writes as much as the socket takes. While
-        the socket is full (the server stopped reading) nothing more is encoded: the late
-        orders keep their intended times, so their latency counts the wait (and memory stays
-        bounded by one write)."""
-        if not self.pending:
-            i = self.next
-            j = int(np.searchsorted(self.intended, now, side="right"))
-            if j <= i:
-                return
-            self.pending = encode_orders(self.raw, self.plan.kinds, i, j, self.base + i)
-            self.next = j
-        try:
-            sent = self.sock.send(self.pending)
-        except BlockingIOError:
-            sent = 0
-        except OSError as e:  # reset by the server: its unanswered orders count as missing
-            self.lose(f"send: {e}")
-            return
-        self.pending = self.pending[sent:]
 
-    def lose(self, why: str) -> None:
-        """The server closed or reset the connection: nothing more is sent on it."""
-        self.lost = why
-        self.pending = b""
-        self.next = len(self.done)
-
-    @property
-    def finished(self) -> bool:
-        return bool(self.lost) or self.scanner.answered == len(self.done)
+_LOST = {1: "send", 2: "recv"}
 
 
 def _logon(sock: socket.socket, token: str) -> int:
@@ -232,71 +210,26 @@ def _threads_delta(before: dict[str, tuple[int, int]], after: dict[str, tuple[in
 
 
 def _drive(cfg: LoadConfig, conns: list[_Conn]) -> dict[str, Any]:
-    """The send/receive loop; returns run facts (times, CPU, backlog samples)."""
-    by_fd = {c.sock.fileno(): c for c in conns}
-    buf = bytearray(_RECV)
-    view = memoryview(buf)
-    tick = cfg.tick_us * 1000
+    """The send/receive loop (``_loadgen.drive``, in C); returns run facts (times, CPU,
+    backlog samples) and marks each lost connection."""
     clock = time.monotonic_ns
     start = clock() + 20_000_000
     for c in conns:
         c.start(start)
-    last_due = max(int(c.intended[-1]) for c in conns if len(c.intended))
-    total = sum(len(c.done) for c in conns)
     cpu0, srv0, wall0 = time.process_time_ns(), _proc_threads(cfg.server_pid), clock()
-    samples: list[tuple[int, int, int]] = []  # (t, outstanding, send lag)
-    next_sample = start
-    deadline = None
-    while True:
-        now = clock()
-        sending = now <= last_due + tick or any(c.pending or c.next < len(c.done)
-                                                for c in conns)
-        for c in conns:
-            if c.next < len(c.done) or c.pending:
-                c.send_due(now)
-        if sending and now >= next_sample:
-            sent = sum(c.next for c in conns)
-            answered = sum(c.scanner.answered for c in conns)
-            lag = max((now - int(c.intended[c.next]) for c in conns if c.next < len(c.done)),
-                      default=0)
-            samples.append((now - start, sent - answered, max(lag, 0)))
-            next_sample = now + _SAMPLE_NS
-        if not sending:
-            if all(c.finished for c in conns):
-                break
-            if deadline is None:
-                deadline = now + int(cfg.drain_timeout * 1e9)
-            elif now >= deadline:
-                break
-        # sleep until the next order is due, but batch at least a tick's worth of them
-        nxt = min((int(c.intended[c.next]) for c in conns if c.next < len(c.done)),
-                  default=now + _SAMPLE_NS)
-        wait = max(nxt - now, tick) if sending else _SAMPLE_NS
-        socks = [c.sock for c in conns if not c.lost]
-        wsocks = [c.sock for c in conns if c.pending]
-        if not socks:
-            break
-        readable, _, _ = select.select(socks, wsocks, [], wait / 1e9)
-        if readable:
-            t = clock()
-            for s in readable:
-                c = by_fd[s.fileno()]
-                while True:
-                    try:
-                        n = s.recv_into(buf)
-                    except BlockingIOError:
-                        break
-                    except OSError as e:
-                        c.lose(f"recv: {e}")
-                        break
-                    if not n:
-                        c.lose("the gateway closed the connection")
-                        break
-                    c.scanner.feed(view[:n], t)
-                    if n < _RECV:
-                        break
+    samples, lost = drive([c.sock.fileno() for c in conns], [c.frames for c in conns],
+                          [c.ends for c in conns], [c.intended for c in conns],
+                          [c.scanner for c in conns], cfg.tick_us * 1000,
+                          int(cfg.drain_timeout * 1e9), _SAMPLE_NS, start)
     wall = clock() - wall0
-    return {"start": start, "total": total, "cpu_ns": time.process_time_ns() - cpu0,
+    for c, (kind, err, sent) in zip(conns, lost, strict=True):
+        c.next = sent
+        if kind == 3:
+            c.lost = "the gateway closed the connection"
+        elif kind:
+            c.lost = f"{_LOST[kind]}: [Errno {err}] {os.strerror(err)}"
+    return {"start": start, "total": sum(len(c.done) for c in conns),
+            "cpu_ns": time.process_time_ns() - cpu0 + sum(c.encode_cpu_ns for c in conns),
             "server": _threads_delta(srv0, _proc_threads(cfg.server_pid)) if srv0 else None,
             "wall_ns": wall, "samples": samples}
 
