@@ -353,14 +353,15 @@ GOALS = [
     {"goal": "trivial Python handler >= 0.5x the same handler called from a plain Python loop",
      "row": "processor_python_handler", "ratio": "direct_call_loop", "min": 0.5,
      "why": ("the loop thread runs 0.98x the plain loop's instructions per event (bench/"
-            "loop_callgrind.py python vs python_direct) but ~1.5x its CPU: the input "
+            "loop_callgrind.py python vs python_direct) but 1.8-2.4x its CPU: the input "
             "journal's pwrite() (17% of the loop thread) and, in a run this short, the "
             "journal's growth rolls (a fresh journal's segments double from 1 MiB; 4-5 of "
             "the 6-7 rolls per run are done by the loop itself, ~10% with the small "
             "flushes' page faults: without them the ratio read 1.17-1.28x higher, bench/"
             "first_segment_ab.py); in wall time the loop also waits for the producer and "
             "shares the two cores with the input fdatasync thread (docs/processor.md, step "
-            "13)")},
+            "13). The plain loop's own rate swings between runs (8.2 and 11.6M calls/s in "
+            "the last two quiet runs, the pipeline 3.9 and 4.2M/s: 0.48x and 0.36x)")},
     {"goal": "breaker overhead < 5% (throughput with breaker >= 0.95x without)",
      "row": "processor_python_handler_breaker", "ratio": "without_breaker", "min": 0.95,
      "why": ("the breaker adds ~14 instructions per event (1.1%) to a Python handler's loop "
