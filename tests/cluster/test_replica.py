@@ -54,16 +54,27 @@ def test_replica_from_an_empty_directory_starts_from_a_snapshot_and_takes_over(
     asyncio.run(asyncio.wait_for(scenario(), 180))
 
 
+async def _standby_b_under_load(shard: Shard) -> tuple[Any, Load]:
+    """Replica a leading, b its standby, input flowing at 3,000 commands/s, b past input 20."""
+    shard.start("a")
+    assert await shard.leader(timeout=60) == "a"
+    b = shard.start("b")
+    load = Load(shard, rate=3000).start()
+    await shard.caught_up("b", 20, timeout=60)
+    return b, load
+
+
+def _last_start(replica: Any) -> dict[str, Any]:
+    """The replica process's last "started" event (where it resumed: ``next_seq``)."""
+    return json.loads([ln for ln in replica.output().splitlines() if '"started"' in ln][-1])
+
+
 def test_replica_killed_mid_stream_recovers_from_its_journal_then_the_stream(
         cluster_config: Any, tmp_path: Any) -> None:
     async def scenario() -> None:
         cfg = cluster_config(checkpoint_every=5)
         async with Shard(cfg, tmp_path) as shard:
-            shard.start("a")
-            assert await shard.leader(timeout=60) == "a"
-            b = shard.start("b")
-            load = Load(shard, rate=3000).start()
-            await shard.caught_up("b", 20, timeout=60)
+            b, load = await _standby_b_under_load(shard)
             b.kill()
             gone = await shard.watch.last_input_seq()
             async def moved_on() -> bool:  # the stream moves on without b
@@ -72,8 +83,7 @@ def test_replica_killed_mid_stream_recovers_from_its_journal_then_the_stream(
             b = shard.start("b")
             last = await load.stop()
             st = await shard.caught_up("b", last, timeout=60)
-            started = json.loads([ln for ln in b.output().splitlines()
-                                  if '"started"' in ln][-1])
+            started = _last_start(b)
             assert started["next_seq"] > 1  # resumed from its journal, not from the start
             batches = await shard.all_outputs(last, timeout=60)
             want = check_outputs(batches, load.commands[:load.sent], last)
@@ -88,11 +98,7 @@ def test_replica_restarted_with_everything_in_its_journal_hashes_its_state(
     async def scenario() -> None:
         cfg = cluster_config()
         async with Shard(cfg, tmp_path) as shard:
-            shard.start("a")
-            assert await shard.leader(timeout=60) == "a"
-            b = shard.start("b")
-            load = Load(shard, rate=3000).start()
-            await shard.caught_up("b", 20, timeout=60)
+            b, load = await _standby_b_under_load(shard)
             last = await load.stop()
             before = await shard.caught_up("b", last, timeout=60)
             b.kill()
@@ -102,8 +108,7 @@ def test_replica_restarted_with_everything_in_its_journal_hashes_its_state(
                 st = await shard.watch.status("b")
                 return st if st and st.pid == b.pid and st.hash_seq >= last else None
             st = await shard.watch.wait(hashed, "the restarted b's state hash", 60)
-            started = json.loads([ln for ln in b.output().splitlines()
-                                  if '"started"' in ln][-1])
+            started = _last_start(b)
             assert started["next_seq"] == last + 1  # all of it from its journal
             assert st.state_hash == before.state_hash
     asyncio.run(asyncio.wait_for(scenario(), 180))
