@@ -86,7 +86,7 @@ cdef inline int64_t mono_ns() noexcept nogil:
 
 def frame_ends(const uint8_t[::1] frames, Py_ssize_t count):
     """The end offset of each of the first ``count`` length-prefixed frames of ``frames``
-    (an int64 list as bytes, for numpy); ValueError if they run past the end."""
+    (an int64 numpy array); ValueError if they run past the end."""
     import numpy as np
     out = np.empty(count, np.int64)
     cdef int64_t[::1] ends = out

@@ -178,8 +178,13 @@ cdef class SlotSink:
 
     @property
     def queued(self):
-        """Bytes waiting for ``take()``."""
-        return self.len
+        """Bytes waiting for ``take()``. Read under the lock: a push that saw ``quiet`` (and
+        so wrote no eventfd) is either counted here or saw ``quiet`` cleared and wrote it."""
+        cdef Py_ssize_t n
+        pthread_mutex_lock(&self.lock)
+        n = self.len
+        pthread_mutex_unlock(&self.lock)
+        return n
 
 cdef int64_t WAIT_NS = 50000000  # re-check a closed ring or a failed journal this often
 

@@ -715,6 +715,10 @@ class Processor:
         self.wait_input_open(timeout)
         ts = time.time_ns() if timestamp_ns is None else timestamp_ns
         try:
+            if not self._drives_itself(timeout):  # no closure per event off the driver
+                return self._in.publish(payload, type_id, timestamp_ns=ts,
+                                        correlation_id=correlation_id, producer_id=producer_id,
+                                        producer_seq=producer_seq, timeout=timeout)
             return self._with_room(lambda t: self._in.publish(
                 payload, type_id, timestamp_ns=ts, correlation_id=correlation_id,
                 producer_id=producer_id, producer_seq=producer_seq, timeout=t), timeout)
@@ -728,6 +732,9 @@ class Processor:
         self.wait_input_open(timeout)
         ts = time.time_ns() if timestamp_ns is None else timestamp_ns
         try:
+            if not self._drives_itself(timeout):  # one call, no copy of the payload list
+                return self._in.publish_many(payloads, type_id, timestamp_ns=ts,
+                                             timeout=timeout)
             return self._in_chunks(len(payloads), lambda lo, hi, t: self._in.publish_many(
                 payloads[lo:hi], type_id, timestamp_ns=ts, timeout=t), timeout)
         except RingClosedError as e:
@@ -787,11 +794,11 @@ class Processor:
 
     def _in_chunks(self, n: int, publish: Callable[[int, int, float | None], int],
                    timeout: float | None) -> int:
-        """``publish(lo, hi, timeout)`` of events ``lo .. hi - 1``, in chunks of at most an
-        eighth of the ring where this thread must pump for room (each chunk one claim, all or
-        nothing, so a full ring refuses a chunk whole and it is retried after a pump; the
-        timeout applies per chunk); else all at once."""
-        if not self._drives_itself(timeout) or n <= 0:
+        """On the driver's thread (the callers check ``_drives_itself``): ``publish(lo, hi,
+        timeout)`` of events ``lo .. hi - 1`` in chunks of at most an eighth of the ring (each
+        chunk one claim, all or nothing, so a full ring refuses a chunk whole and it is retried
+        after a pump; the timeout applies per chunk)."""
+        if n <= 0:
             return publish(0, n, timeout)
         step = max(1, self._in.capacity // 8)
         last = -1
