@@ -16,6 +16,7 @@ import fcntl
 import itertools
 import json
 import logging
+import os
 import struct
 import threading
 import time
@@ -48,7 +49,8 @@ FIRST_SEGMENT_SIZE = 1 << 20  # the first segment of a journal; each next one do
 # pausing between chunks while the current segment is less than half full: one burst for a
 # whole segment (2.4 ms for 8 MiB, ~20 ms for 64 MiB on the CI VM) right after a roll takes
 # the core from the appending thread when a producer keeps the other one busy
-PREFAULT_CHUNK, PREFAULT_PAUSE_S = 256 << 10, 0.0005
+PREFAULT_CHUNK = 256 << 10
+PREFAULT_REST = 3.0  # a prepared segment's pre-fault pauses up to 3x its work: 1/4 of a CPU
 _SCAN_OK, _SCAN_END, _SCAN_UNTERMINATED = 0, 1, 6
 _IDX_MAGIC = b"RLJIDX01"
 _IDX_HEAD = struct.Struct("<8sIIqqq")  # magic, count, pad, last seq, end offset, max ts
@@ -112,6 +114,23 @@ def _write_index(seg_path: Path, last: int, end: int, max_ts: int,
     # not fsynced: an index is a hint (a damaged one is reported and rebuilt by a scan)
     durable.write_file(tmp, body, struct.pack("<I", crc32c(body)), sync=False)
     durable.rename(tmp, seg_path.with_suffix(".idx"))
+
+
+
+def prefault_pause(took: float, chunks_left: int, filled: int, bytes_left: int,
+                   elapsed: float) -> float:
+    """Seconds to rest after a pre-fault chunk that took ``took`` seconds, with
+    ``chunks_left`` to go (none: no rest): ``PREFAULT_REST`` times its time, shortened (to
+    zero if need be) so that the rest ends half-way to the roll, when the appender filled
+    ``filled`` bytes of its segment in the ``elapsed`` seconds since the pre-fault began
+    and has ``bytes_left`` to go."""
+    if not chunks_left:  # the last: the segment is offered at once
+        return 0.0
+    pause = PREFAULT_REST * took
+    if filled > 0:
+        to_roll = bytes_left * elapsed / filled
+        pause = min(pause, max(0.0, (to_roll / 2 - chunks_left * took) / chunks_left))
+    return pause
 
 
 class JournalReader:
@@ -749,17 +768,44 @@ class Journal:
             self._ready.notify_all()
 
     def _prefault_paced(self, seg: Segment) -> None:
-        """``seg.prefault`` in chunks, pausing between them while the appender's current
-        segment is less than half full (then at full speed: the roll comes closer)."""
+        """``seg.prefault`` in chunks, each followed by a pause of up to ``PREFAULT_REST``
+        times the chunk's own time (at most 1/4 of a CPU), shortened so the pre-fault
+        still ends half-way to the roll at the appender's fill rate since it began.
+        Unpaced, a 64 MiB segment's pages took a whole CPU for ~50-100 ms on a 2-CPU VM
+        (each new page-cache page is zeroed, and first touches of guest memory are slow),
+        which stalled the threads that answer orders; the kernel's read-around made the
+        touches lumpy, so each chunk's pages are asked for exactly (WILLNEED) first. Group
+        commits and a pending roll's syncs go on between chunks and during the pauses: this
+        thread is theirs too."""
         a, write = self._appender, self._prefault == "write"
         group = self.durability == "group"
-        for off in range(HEADER_SIZE, seg.size, PREFAULT_CHUNK):
+        offs = range(HEADER_SIZE, seg.size, PREFAULT_CHUNK)
+        cur, pos0, t_start = a.segment, a.pos, time.monotonic()
+        cost = 0.0  # a chunk's time without its rest: pre-fault and group-commit cycle
+        for i, off in enumerate(offs):
+            if self._closed:
+                return
+            t0 = time.monotonic()
+            if not write:  # the chunk's page-cache pages, exactly (a touch through the map
+                # alone makes the kernel read around it: ms-long lumps of zeroing)
+                os.posix_fadvise(seg.fd, off, PREFAULT_CHUNK, os.POSIX_FADV_WILLNEED)
             seg.prefault(write, off, off + PREFAULT_CHUNK)
-            paced = not self._closed and a.pos < a.segment.size // 2
-            if group:  # group commits go on between chunks: this thread is theirs too
-                a.group_commit(PREFAULT_PAUSE_S if paced else 0.0, False, True)
-            elif paced:
-                time.sleep(PREFAULT_PAUSE_S)
+            now = time.monotonic()
+            filled = a.pos - pos0 if a.segment is cur else 0
+            pause = prefault_pause(max(cost, now - t0), len(offs) - i - 1, filled,
+                                   cur.size - a.pos, now - t_start)
+            until = now + pause
+            while True:  # at least one group-commit cycle per chunk, pause or not
+                if group:
+                    a.group_commit(max(0.0, until - time.monotonic()), False, True)
+                elif until > time.monotonic():
+                    a.wait_for_work(until - time.monotonic(), False)
+                if a.roll_pending:  # a fast roll just before this pre-fault began: the
+                    self._finish_roll()  # group commit waits for its syncs, so do them
+                if self._closed or time.monotonic() >= until:
+                    break
+            spent = time.monotonic() - t0 - pause
+            cost = spent if i == 0 else 0.8 * cost + 0.2 * spent
 
     # -- appends --------------------------------------------------------------------------
     def append(self, payload: Any, type_id: int = 0, *, timestamp_ns: int = 0,

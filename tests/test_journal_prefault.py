@@ -1,0 +1,100 @@
+"""The background thread's paced pre-fault of the next segment: how long it rests after each
+chunk (``prefault_pause``), and that group commits, a roll's syncs and close() go on while it
+rests (a pre-fault that held them would stall every durable release behind it)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from ringlog import journal as journal_mod
+from ringlog.journal import PREFAULT_REST, Journal, prefault_pause
+
+DEADLINE_S = 30.0  # a safety net only: each wait below ends on the event it waits for
+
+
+def test_a_chunk_rests_rest_times_its_work_while_nothing_is_appended():
+    assert prefault_pause(0.001, 10, 0, 1 << 20, 0.5) == pytest.approx(PREFAULT_REST * 0.001)
+
+
+def test_the_last_chunk_does_not_rest():
+    assert prefault_pause(0.001, 0, 0, 1 << 20, 0.5) == 0.0
+
+
+def test_a_slow_fill_keeps_the_whole_rest():
+    # 1 MiB filled in 1 s, 63 MiB to go: the roll is ~63 s away
+    assert prefault_pause(0.001, 100, 1 << 20, 63 << 20, 1.0) == \
+        pytest.approx(PREFAULT_REST * 0.001)
+
+
+def test_a_fast_fill_shortens_the_rest_to_end_half_way_to_the_roll():
+    # the roll in 1 s at this rate; 100 chunks of 2 ms left: rest (0.5 - 0.2) / 100 each
+    pause = prefault_pause(0.002, 100, 1 << 20, 1 << 20, 1.0)
+    assert pause == pytest.approx(0.003)
+    assert pause < PREFAULT_REST * 0.002
+
+
+def test_a_fill_faster_than_the_pre_fault_does_not_rest():
+    assert prefault_pause(0.001, 1000, 1 << 20, 1 << 20, 0.1) == 0.0
+
+
+@pytest.fixture
+def resting_prefault(monkeypatch):
+    """Every pre-fault rests an hour after its first chunk; the event is set when it does."""
+    resting = threading.Event()
+
+    def pause(*args: object) -> float:
+        resting.set()
+        return 3600.0
+
+    monkeypatch.setattr(journal_mod, "prefault_pause", pause)
+    return resting
+
+
+def _wait(cond, what: str) -> None:
+    end = time.monotonic() + DEADLINE_S
+    while not cond():
+        assert time.monotonic() < end, f"{what}: not within {DEADLINE_S} s"
+        time.sleep(0.001)
+
+
+def test_group_commits_go_on_while_the_pre_fault_rests(tmp_path, resting_prefault):
+    with Journal(tmp_path / "j", durability="group", segment_size=1 << 20) as j:
+        assert resting_prefault.wait(DEADLINE_S), "the next segment's pre-fault never ran"
+        for i in range(100):
+            seq = j.append(b"x" * 64)
+            _wait(lambda s=seq: j.durable_sequence >= s, f"append {i} durable")
+
+
+def test_a_roll_during_the_rest_is_made_durable(tmp_path, resting_prefault):
+    # the next segment is never offered (its pre-fault rests): the appender rolls by itself
+    # (synchronously), and group commits must go on in each new segment
+    with Journal(tmp_path / "j", durability="group", segment_size=64 << 10) as j:
+        assert resting_prefault.wait(DEADLINE_S)
+        seqs = [j.append(b"y" * 1000) for _ in range(200)]  # ~200 KiB: several rolls
+        assert len(list((tmp_path / "j").glob("*.seg"))) > 1 or j.fallback_rolls > 0
+        _wait(lambda: j.durable_sequence >= seqs[-1], "the appends after the rolls durable")
+    with Journal(tmp_path / "j", durability="group", segment_size=64 << 10,
+                 prefault=False) as j2:
+        assert j2.last_sequence == seqs[-1]
+
+
+def test_close_ends_a_resting_pre_fault(tmp_path, resting_prefault):
+    j = Journal(tmp_path / "j", durability="group", segment_size=1 << 20)
+    assert resting_prefault.wait(DEADLINE_S)
+    j.append(b"z")
+    j.close()
+    j.thread.join(DEADLINE_S)
+    assert not j.thread.is_alive(), "the background thread still rests after close()"
+
+
+@pytest.mark.parametrize("durability", ["none", "sync"])
+def test_other_policies_finish_a_roll_during_the_rest(tmp_path, resting_prefault, durability):
+    with Journal(tmp_path / "j", durability=durability, segment_size=64 << 10) as j:
+        assert resting_prefault.wait(DEADLINE_S)
+        last = -1
+        for _ in range(200):  # sync: each append waits for its roll's syncs, so a roll
+            last = j.append(b"w" * 1000)  # left to the resting thread would hang here
+        assert j.last_sequence == last
