@@ -98,3 +98,27 @@ def test_other_policies_finish_a_roll_during_the_rest(tmp_path, resting_prefault
         for _ in range(200):  # sync: each append waits for its roll's syncs, so a roll
             last = j.append(b"w" * 1000)  # left to the resting thread would hang here
         assert j.last_sequence == last
+
+
+def test_a_journal_syncing_in_large_groups_keeps_its_pace_while_the_pre_fault_rests(
+        tmp_path, monkeypatch):
+    # the output journal's policy: a sync per group_events or group_ms, not per chunk
+    resting = threading.Event()
+
+    def pause(*args: object) -> float:  # 10 ms after each of the 256 chunks: ~2.6 s
+        resting.set()
+        return 0.01
+
+    monkeypatch.setattr(journal_mod, "prefault_pause", pause)
+    # (the background thread prepares once its first group wait ends: ~2 s here)
+    with Journal(tmp_path / "j", durability="group", segment_size=64 << 20,
+                 first_segment_size=64 << 20, group_events=8, group_ms=2_000.0) as j:
+        assert resting.wait(DEADLINE_S)
+        first = j.append(b"a")
+        time.sleep(0.3)  # a sync per chunk or per rest would have come by now; the group's
+        # time (2 s from the pre-fault's start) not yet
+        assert j.durable_sequence < first, "synced before its group was due"
+        last = first
+        for _ in range(7):  # the group is full: synced now, rest or not
+            last = j.append(b"b")
+        _wait(lambda: j.durable_sequence >= last, "a full group durable")

@@ -782,6 +782,10 @@ class Journal:
         offs = range(HEADER_SIZE, seg.size, PREFAULT_CHUNK)
         cur, pos0, t_start = a.segment, a.pos, time.monotonic()
         cost = 0.0  # a chunk's time without its rest: pre-fault and group-commit cycle
+        # a journal syncing in large groups keeps its own pace meanwhile (a sync per chunk
+        # would write its tail page back every few ms)
+        group_s = self.group_ms / 1000.0 if group and a.group_events > 1 else 0.0
+        due = t_start + group_s
         for i, off in enumerate(offs):
             if self._closed:
                 return
@@ -796,12 +800,16 @@ class Journal:
                                    cur.size - a.pos, now - t_start)
             until = now + pause
             while True:  # at least one group-commit cycle per chunk, pause or not
-                if group:
-                    a.group_commit(max(0.0, until - time.monotonic()), False, True)
-                elif until > time.monotonic():
-                    a.wait_for_work(until - time.monotonic(), False)
+                wake_at = min(until, due) if group_s else until
+                if wake_at > time.monotonic():  # until work comes (a roll, a group due)
+                    a.wait_for_work(wake_at - time.monotonic(), group)
                 if a.roll_pending:  # a fast roll just before this pre-fault began: the
                     self._finish_roll()  # group commit waits for its syncs, so do them
+                now = time.monotonic()
+                if group and (not group_s or now >= due or
+                              a.last_sequence - a.durable_sequence >= a.group_events):
+                    a.group_commit(0.0, False, True)
+                    due = now + group_s
                 if self._closed or time.monotonic() >= until:
                     break
             spent = time.monotonic() - t0 - pause
