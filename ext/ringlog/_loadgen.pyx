@@ -106,6 +106,7 @@ cdef struct conn_t:
     Py_ssize_t rlen
     uint32_t k                  # its index (the epoll event's data)
     bint out                    # EPOLLOUT is in its epoll interest (a send is incomplete)
+    int64_t sends, blocked      # send() calls; those that left bytes for EPOLLOUT
     int lost, lost_errno
 
 
@@ -161,11 +162,13 @@ cdef void push(const poller_t* pl, conn_t* c) noexcept nogil:
     """Sends what was handed to sends and not yet taken; EPOLLOUT while some is left."""
     cdef ssize_t w = send(c.fd, c.frames + c.sent_to, c.send_to - c.sent_to,
                           MSG_DONTWAIT | MSG_NOSIGNAL)
+    c.sends += 1
     if w >= 0:
         c.sent_to += w
     elif errno != EAGAIN and errno != EINTR:
         lose(pl, c, LOST_SEND, errno)
         return
+    c.blocked += c.sent_to < c.send_to
     if (c.sent_to < c.send_to) != c.out and watch(pl, c, not c.out) < 0:
         lose(pl, c, LOST_SEND, errno)
 
@@ -244,9 +247,10 @@ def drive(list fds, list frames, list ends, list intended, list scanners, int64_
     arrays; answers to ``scanners[k]``) until every order is answered or a connection is lost,
     or ``drain_ns`` after the last send. Sends go in rounds at most ``tick_ns`` apart; answers
     are stamped as they arrive. ``precise_wait`` False takes the fallback of a kernel without
-    epoll_pwait2 (tests). Returns ``(samples, lost)``: ``(t - start_ns, outstanding, send
-    lag)`` every ``sample_ns`` while sending, and per connection ``(kind, errno, orders
-    handed to sends)`` with kind 0 (none), 1 (send), 2 (recv) or 3 (closed by the peer)."""
+    epoll_pwait2 (tests). Returns ``(samples, conns, wakes)``: ``(t - start_ns, outstanding,
+    send lag)`` every ``sample_ns`` while sending; per connection ``(lost, errno, orders
+    handed to sends, send() calls, sends left incomplete)`` with lost 0 (no), 1 (send), 2
+    (recv) or 3 (closed by the peer); the waits the loop made."""
     cdef Py_ssize_t nc = len(fds), k, sent, answered
     cdef conn_t* cs = <conn_t*>calloc(nc, sizeof(conn_t))  # rbuf NULL
     cdef conn_t* c
@@ -254,7 +258,7 @@ def drive(list fds, list frames, list ends, list intended, list scanners, int64_
     cdef const int64_t[::1] ev, iv
     cdef epoll_event reg
     cdef int64_t now, last_due = 0, next_sample = start_ns, deadline = 0, next_round = 0
-    cdef int64_t due, wake, lag, lag_max
+    cdef int64_t due, wake, lag, lag_max, wakes = 0
     cdef bint sending, finished, any_open
     cdef int rc, i
     pl.epfd = -1
@@ -353,6 +357,7 @@ def drive(list fds, list frames, list ends, list intended, list scanners, int64_
                 wake = min(deadline, now + sample_ns)
             with nogil:
                 rc = wait_events(&pl, max(wake - now, 0))
+            wakes += 1
             now = mono_ns()  # the wake's one clock read: answers' time and the next round's
             if rc > 0:
                 for i in range(rc):
@@ -368,7 +373,8 @@ def drive(list fds, list frames, list ends, list intended, list scanners, int64_
                     raise OSError(errno, "epoll_pwait2" if pl.mode == WAIT_PWAIT2
                                   else "epoll_wait")
                 PyErr_CheckSignals()  # a signal's handler (Ctrl-C) runs here
-        return samples, [(cs[k].lost, cs[k].lost_errno, cs[k].next) for k in range(nc)]
+        return samples, [(cs[k].lost, cs[k].lost_errno, cs[k].next, cs[k].sends, cs[k].blocked)
+                         for k in range(nc)], wakes
     finally:
         if slack > 0:
             prctl(PR_SET_TIMERSLACK, slack, 0, 0, 0)
