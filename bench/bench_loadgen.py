@@ -3,24 +3,29 @@ interleaved pairs (issue #16).
 
 ::
 
-    for each run: for each peer (echo, gateway): for each scenario (8 conns 200k/s, 1 conn 50k/s):
-        old (``git show REV:src/ringlog/loadgen.py``, imported as a module) then new
-    ─► per (peer, scenario, loop): median and spread of client_cpu_ns_per_order, and the new/old
-       ratio of each pair
+    REV's loop: git archive REV (src, ext, setup.py, pyproject.toml) ─► its ext/ringlog/_loadgen.pyx
+                built apart (RINGLOG_ONLY=_loadgen) and its src/ringlog/loadgen.py imported
+                on top of it (both as modules of their own; this tree's _wire and the rest)
+    for each run: for each peer (echo, gateway): for each scenario (8 conns 200k/s, tick 500 us;
+        1 conn 50k/s, tick 100 us: make bench's): old then new (new then old on odd runs)
+    ─► per (peer, scenario, loop): median and spread of client_cpu_ns_per_order and of the
+       round trip's p50 and p99, and the new/old CPU ratio of each pair
 
-``.venv/bin/python bench/bench_loadgen.py --old REV --runs 3 [--seconds 3]
-[--tick-us 100]``; without
-``--old`` only this tree's loop runs.
+``.venv/bin/python bench/bench_loadgen.py --old REV --runs 3 [--seconds 3] [--tick-us N]
+[--release durable|immediate] [--peers echo,gateway]``; without ``--old`` only this tree's
+loop runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import io
 import os
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,21 +35,45 @@ from bench_gateway import TOKENS, _echo, _gateway
 
 import ringlog.loadgen as new_loadgen
 
-SCENARIOS = ((8, 200_000.0), (1, 50_000.0))
+# (connections, orders/s, sender tick us, the gateway's in-flight window): make bench's
+SCENARIOS = ((8, 200_000.0, 500, 1024), (1, 50_000.0, 100, 8192))
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _module(name: str, path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # msgspec resolves the annotations through it
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def load_revision(rev: str, directory: str) -> Any:
-    """``ringlog/loadgen.py`` as of ``rev`` as a module (its relative imports made absolute)."""
-    text = subprocess.run(["git", "show", f"{rev}:src/ringlog/loadgen.py"], check=True,
-                          capture_output=True, text=True).stdout.replace("from .", "from ringlog.")
+    """``ringlog/loadgen.py`` as of ``rev`` as a module (its relative imports made absolute),
+    on ``rev``'s compiled loop (``ext/ringlog/_loadgen.pyx``, built in ``directory``) if it
+    had one."""
+    def show(path: str) -> str:
+        return subprocess.run(["git", "show", f"{rev}:{path}"], check=True, cwd=ROOT,
+                              capture_output=True, text=True).stdout
+
+    text = show("src/ringlog/loadgen.py")
+    if "from ._loadgen import" in text:
+        tree = Path(directory) / "rev"
+        archive = subprocess.run(["git", "archive", rev, "src", "ext", "setup.py",
+                                  "pyproject.toml"], check=True, cwd=ROOT,
+                                 capture_output=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(tree, filter="data")
+        subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], check=True,
+                       cwd=tree, env={**os.environ, "RINGLOG_ONLY": "_loadgen"},
+                       stdout=subprocess.DEVNULL)
+        so = next((tree / "src" / "ringlog").glob("_loadgen.*.so"))
+        _module("loadgen_old_loop._loadgen", so)  # PyInit__loadgen: the name's last part
+        text = text.replace("from ._loadgen import", "from loadgen_old_loop._loadgen import")
     path = Path(directory) / "loadgen_old.py"
-    path.write_text(text)
-    spec = importlib.util.spec_from_file_location("loadgen_old", path)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["loadgen_old"] = mod  # msgspec resolves the annotations through it
-    spec.loader.exec_module(mod)
-    return mod
+    path.write_text(text.replace("from .", "from ringlog."))
+    return _module("loadgen_old", path)
 
 
 def one(mod: Any, port: int, pid: int, conns: int, rate: float, seconds: float,
@@ -60,45 +89,57 @@ def one(mod: Any, port: int, pid: int, conns: int, rate: float, seconds: float,
     return {**doc, "user_s": t1.user - t0.user, "system_s": t1.system - t0.system}
 
 
+def _spread(v: list[float], scale: float = 1.0) -> str:
+    """median [min - max] of ``v / scale``, whole units."""
+    return (f"{statistics.median(v) / scale:.0f} [{min(v) / scale:.0f} - "
+            f"{max(v) / scale:.0f}]")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--old", help="the git revision whose loop to compare with")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--peers", default="echo,gateway")
-    ap.add_argument("--tick-us", type=int, default=100)
+    ap.add_argument("--tick-us", type=int, help="every scenario's tick (default: make bench's)")
+    ap.add_argument("--release", choices=("durable", "immediate"), default="durable",
+                    help="the gateway's release of reports (make bench's rows: durable)")
     a = ap.parse_args()
-    got: dict[tuple[str, int, float, str], list[float]] = {}
+    got: dict[tuple[str, int, float, str], list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         loops = ([("old", load_revision(a.old, tmp))] if a.old else []) + [("new", new_loadgen)]
         for run in range(a.runs):
             for peer_name in a.peers.split(","):
-                for conns, rate in SCENARIOS:
-                    for name, mod in loops:
+                for conns, rate, tick, inflight in SCENARIOS:
+                    for name, mod in loops[::-1] if run % 2 else loops:
                         gw = Path(tmp) / f"gw{run}{conns}{name}"
                         if peer_name != "echo":
                             gw.mkdir()
-                        peer = _echo() if peer_name == "echo" else _gateway(str(gw), "immediate")
+                        peer = (_echo() if peer_name == "echo" else
+                                _gateway(str(gw), a.release, inflight))
                         try:
-                            doc = one(mod, peer.port, peer.pid, conns, rate, a.seconds, a.tick_us)
+                            doc = one(mod, peer.port, peer.pid, conns, rate, a.seconds,
+                                      a.tick_us or tick)
                         finally:
                             peer.stop()
-                        got.setdefault((peer_name, conns, rate, name), []).append(
-                            doc["client_cpu_ns_per_order"])
+                        got.setdefault((peer_name, conns, rate, name), []).append(doc)
+                        lat = doc["latency_ns"] or {}
                         print(f"run {run} {peer_name} {conns}c {rate:.0f}/s {name}: "
                               f"{doc['client_cpu_ns_per_order']:.0f} ns/order, answered "
                               f"{doc['answered']}/{doc['sent']}, p50 "
-                              f"{(doc['latency_ns'] or {}).get('p50', 0) / 1000:.0f} us, "
-                              f"run user/sys "
-                              f"{doc['user_s']:.2f}/{doc['system_s']:.2f} s",
-                              flush=True)
-    for (peer_name, conns, rate, name), v in sorted(got.items()):
-        line = (f"{peer_name} {conns}c {rate:.0f}/s {name}: median {statistics.median(v):.0f} "
-                f"ns/order (min {min(v):.0f}, max {max(v):.0f}, n={len(v)})")
+                              f"{lat.get('p50', 0) / 1000:.0f} us, p99 "
+                              f"{lat.get('p99', 0) / 1000:.0f} us, run user/sys "
+                              f"{doc['user_s']:.2f}/{doc['system_s']:.2f} s", flush=True)
+    for (peer_name, conns, rate, name), docs in sorted(got.items()):
+        cpu = [d["client_cpu_ns_per_order"] for d in docs]
+        line = (f"{peer_name} {conns}c {rate:.0f}/s {name}: CPU {_spread(cpu)} ns/order, "
+                f"p50 {_spread([(d['latency_ns'] or {}).get('p50', 0) for d in docs], 1e3)} us, "
+                f"p99 {_spread([(d['latency_ns'] or {}).get('p99', 0) for d in docs], 1e3)} us "
+                f"(n={len(docs)})")
         old = got.get((peer_name, conns, rate, "old"))
         if name == "new" and old:
-            ratios = [n / o for n, o in zip(v, old, strict=True)]
-            line += f"; new/old per pair {', '.join(f'{r:.2f}' for r in ratios)}"
+            ratios = [n / o["client_cpu_ns_per_order"] for n, o in zip(cpu, old, strict=True)]
+            line += f"; CPU new/old per pair {', '.join(f'{r:.2f}' for r in ratios)}"
         print(line)
 
 

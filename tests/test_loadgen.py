@@ -283,11 +283,12 @@ _RESULT_FIELDS = {  # the result document's fields (measure / run_load), as befo
     "backlog_last_third"}
 
 
-def _dropping_echo(drop_every: int, orders: int):
+def _dropping_echo(drop_every: int, orders: int, rcvbuf: int = 0):
     """A one-session server that logs on, then echoes each order frame back except those whose
     seq is a multiple of ``drop_every``, each batch written in two parts cut mid-frame, and
     closes the connection after ``orders`` (so the run ends without waiting for its drain
-    timeout); returns (port, thread, listening socket)."""
+    timeout); ``rcvbuf``, if set, is its socket's receive buffer (set before listen, so the
+    window it offers is that small). Returns (port, thread, listening socket)."""
     import socket
     import threading
 
@@ -295,7 +296,11 @@ def _dropping_echo(drop_every: int, orders: int):
 
     from ringlog.gateway.protocol import LogonAck, encode_frame
 
-    lsock = socket.create_server(("127.0.0.1", 0))
+    lsock = socket.socket()
+    if rcvbuf:
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen()
 
     def serve() -> None:
         conn, _ = lsock.accept()
@@ -321,7 +326,17 @@ def _dropping_echo(drop_every: int, orders: int):
     return lsock.getsockname()[1], t, lsock
 
 
-def test_answered_and_unanswered_orders_are_counted_exactly_against_a_dropping_peer():
+@pytest.mark.parametrize("precise_wait", [True, False], ids=["epoll_pwait2", "fallback"])
+def test_answered_and_unanswered_orders_are_counted_exactly_against_a_dropping_peer(
+        precise_wait, monkeypatch):
+    import functools
+
+    from ringlog import _loadgen, loadgen
+
+    # the fallback of a kernel without epoll_pwait2: epoll_wait for waits of 1 ms or more
+    # (the drain), ppoll on the epoll fd for shorter ones (the rounds)
+    monkeypatch.setattr(loadgen, "drive", functools.partial(_loadgen.drive,
+                                                            precise_wait=precise_wait))
     port, t, lsock = _dropping_echo(3, 3000)
     try:  # the drain timeout is a safety net: the server hangs up after the last order
         doc, lat = measure(LoadConfig(port=port, tokens=["t"], rate=20_000, duration=0.15,
@@ -336,6 +351,58 @@ def test_answered_and_unanswered_orders_are_counted_exactly_against_a_dropping_p
     assert doc["answered"] == doc["answer_frames"] == 3000 - dropped == lat.size
     assert doc["connections_lost"] == ["the gateway closed the connection"]
     assert (lat > 0).all()
+
+
+def _drive_one(port: int, sndbuf: int = 0, **load: object):
+    """One connection driven by the loop itself (no summary): its _Conn and the run facts;
+    ``sndbuf``, if set, is the socket's send buffer (fixed: no autotuning)."""
+    import socket
+
+    from ringlog.loadgen import _Conn, _drive
+
+    cfg = LoadConfig(port=port, tokens=["t"], warmup=0.0, pattern="ioc", drain_timeout=60,
+                     **load)  # type: ignore[arg-type]
+    conn = _Conn(cfg, "t", plan_load(cfg)[0])
+    try:
+        if sndbuf:
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        run = _drive(cfg, [conn])
+    finally:
+        conn.sock.close()
+    return conn, run
+
+
+def test_a_send_the_socket_cannot_take_whole_goes_on_when_it_is_writable():
+    # 10,000 orders due within 10 ms, a 100 ms tick: the second round hands ~250 KB to one
+    # send against a 4 KiB send buffer and a peer offering a 4 KiB window: the send stops
+    # short and the rest leaves on EPOLLOUT (dozens of sends), not a little more at each of
+    # the later rounds (at most one per tick of the run's wall time)
+    port, t, lsock = _dropping_echo(1 << 40, 10_000, rcvbuf=4096)
+    tick_us = 100_000
+    try:
+        conn, run = _drive_one(port, sndbuf=4096, rate=1_000_000, duration=0.01,
+                               tick_us=tick_us)
+    finally:
+        lsock.close()
+    t.join(10)
+    assert conn.next == 10_000 and conn.scanner.answered == 10_000 and (conn.done > 0).all()
+    assert conn.blocked >= 1
+    assert conn.sends > run["wall_ns"] / (tick_us * 1000) + 1
+
+
+def test_sends_go_in_rounds_at_least_a_tick_apart_not_on_every_answer():
+    # the peer answers every write at once (in two parts): sending on an answer's wake would
+    # make several writes a tick; rounds make at most one (+1 for the round at the start)
+    port, t, lsock = _dropping_echo(1 << 40, 5000)
+    tick_us, duration = 5000, 0.25
+    try:
+        conn, run = _drive_one(port, rate=20_000, duration=duration, tick_us=tick_us)
+    finally:
+        lsock.close()
+    t.join(10)
+    assert conn.scanner.answered == 5000 and conn.blocked == 0
+    assert conn.sends <= duration * 1e6 / tick_us + 1
+    assert run["wakes"] >= conn.sends  # each round is a wake; answers wake it too
 
 
 def test_the_tick_and_the_connection_count_are_checked_by_name():

@@ -4,25 +4,32 @@ sockets and summary).
 ::
 
     per connection: frames pre-encoded (one buffer) + frame ends + intended times (absolute ns)
+    set-up: one epoll fd, every socket in it once (level-triggered EPOLLIN, data = its index)
     loop (one thread):
-      now ─► each connection: frames due by now ─► one send(MSG_DONTWAIT) from the buffer
-             (while a send is incomplete nothing newer is added: late orders keep their times)
-      ppoll(POLLIN, +POLLOUT while a send is incomplete; GIL released) with a ns timeout to
-             the next due send, at least one tick
+      epoll_pwait2 (ns timeout; GIL released) until an answer arrives, a blocked send can go
+            on, or the next send round (the next sample while sending, a drain step after)
+      now = one clock read per wake
       readable ─► recv() into the connection's buffer ─► AnswerScanner._scan (the scanner's C
-             walk) ─► done[seq - base] = now; a partial frame is kept in place for the next read
-    every 100 ms while sending: (t, outstanding, send lag) sample
+            walk) ─► done[seq - base] = now; a partial frame is kept in place for the next read
+      writable ─► the rest of the blocked send (EPOLLOUT is in the set only while one is)
+      send round, at most one a tick (and none before an order is due): each connection's
+            frames due by now ─► one send(MSG_DONTWAIT) (while a send is incomplete nothing
+            newer is added: late orders keep their intended times)
+      every 100 ms while sending: (t, outstanding, send lag) sample
 
-No Python object is made per order or per wake; the GIL is held (one thread) except in ppoll.
+Answers are stamped when they arrive (every answer wakes the loop); sends are paced by the
+tick alone (an answer's wake does not send), so a send carries a tick's orders. No Python
+object is made per order or per wake; the GIL is held (one thread) except in the wait.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING
 from cpython.exc cimport PyErr_CheckSignals
-from libc.errno cimport EAGAIN, EINTR, EMSGSIZE, errno
-from libc.stdint cimport int64_t, uint8_t
+from libc.errno cimport EAGAIN, EINTR, EMSGSIZE, ENOSYS, errno
+from libc.stdint cimport int64_t, uint8_t, uint32_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memmove
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+from posix.unistd cimport close
 
 from ringlog._wire cimport AnswerScanner
 
@@ -35,10 +42,30 @@ cdef extern from "<poll.h>" nogil:
         short revents
     enum:
         POLLIN
-        POLLOUT
-        POLLERR
-        POLLHUP
     int ppoll(pollfd* fds, nfds_t nfds, const timespec* tmo, const void* sigmask)
+
+cdef extern from "<sys/epoll.h>" nogil:
+    union epoll_data_t:
+        void* ptr
+        int fd
+        uint32_t u32
+    struct epoll_event:
+        uint32_t events
+        epoll_data_t data
+    enum:
+        EPOLLIN
+        EPOLLOUT
+        EPOLLERR
+        EPOLLHUP
+        EPOLL_CTL_ADD
+        EPOLL_CTL_MOD
+        EPOLL_CTL_DEL
+        EPOLL_CLOEXEC
+    int epoll_create1(int flags)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event* event)
+    int epoll_wait(int epfd, epoll_event* events, int maxevents, int timeout)
+    int epoll_pwait2(int epfd, epoll_event* events, int maxevents, const timespec* timeout,
+                     const void* sigmask)
 
 cdef extern from "<sys/socket.h>" nogil:
     ssize_t send(int fd, const void* buf, size_t n, int flags)
@@ -62,6 +89,8 @@ cdef enum:
     LOST_SEND = 1
     LOST_RECV = 2
     LOST_CLOSED = 3
+    WAIT_PWAIT2 = 0                 # epoll_pwait2: ns timeout (Linux >= 5.11)
+    WAIT_EPOLL = 1                  # the fallback (ENOSYS, or asked for): epoll_wait + ppoll
 
 
 cdef struct conn_t:
@@ -75,7 +104,17 @@ cdef struct conn_t:
     int64_t send_to             # bytes handed to sends so far (ends[next - 1])
     uint8_t* rbuf               # received bytes not yet scanned (a partial frame) + room
     Py_ssize_t rlen
+    uint32_t k                  # its index (the epoll event's data)
+    bint out                    # EPOLLOUT is in its epoll interest (a send is incomplete)
+    int64_t sends, blocked      # send() calls; those that left bytes for EPOLLOUT
     int lost, lost_errno
+
+
+cdef struct poller_t:
+    int epfd                    # every connection's socket, level-triggered
+    int mode                    # WAIT_PWAIT2 or WAIT_EPOLL
+    epoll_event* evs            # one per connection
+    int nev
 
 
 cdef inline int64_t mono_ns() noexcept nogil:
@@ -102,18 +141,42 @@ def frame_ends(const uint8_t[::1] frames, Py_ssize_t count):
     return out
 
 
-cdef inline void lose(conn_t* c, int why, int err) noexcept nogil:
+cdef int watch(const poller_t* pl, conn_t* c, bint out) noexcept nogil:
+    """Sets the connection's epoll interest: EPOLLIN, with EPOLLOUT while ``out``."""
+    cdef epoll_event ev
+    ev.events = EPOLLIN | (EPOLLOUT if out else 0)
+    ev.data.u32 = c.k
+    c.out = out
+    return epoll_ctl(pl.epfd, EPOLL_CTL_MOD, c.fd, &ev)
+
+
+cdef inline void lose(const poller_t* pl, conn_t* c, int why, int err) noexcept nogil:
     c.lost = why
     c.lost_errno = err
     c.next = c.n
     c.send_to = c.sent_to
+    epoll_ctl(pl.epfd, EPOLL_CTL_DEL, c.fd, NULL)  # a dead socket would stay readable
 
 
-cdef void send_due(conn_t* c, int64_t now) noexcept nogil:
+cdef void push(const poller_t* pl, conn_t* c) noexcept nogil:
+    """Sends what was handed to sends and not yet taken; EPOLLOUT while some is left."""
+    cdef ssize_t w = send(c.fd, c.frames + c.sent_to, c.send_to - c.sent_to,
+                          MSG_DONTWAIT | MSG_NOSIGNAL)
+    c.sends += 1
+    if w >= 0:
+        c.sent_to += w
+    elif errno != EAGAIN and errno != EINTR:
+        lose(pl, c, LOST_SEND, errno)
+        return
+    c.blocked += c.sent_to < c.send_to
+    if (c.sent_to < c.send_to) != c.out and watch(pl, c, not c.out) < 0:
+        lose(pl, c, LOST_SEND, errno)
+
+
+cdef void send_due(const poller_t* pl, conn_t* c, int64_t now) noexcept nogil:
     """Hands every frame due by ``now`` to one send; while the socket has not taken the
     last one, nothing newer is added (the late orders keep their intended times)."""
     cdef Py_ssize_t j
-    cdef ssize_t w
     if c.sent_to == c.send_to:
         j = c.next
         while j < c.n and c.intended[j] <= now:
@@ -122,29 +185,26 @@ cdef void send_due(conn_t* c, int64_t now) noexcept nogil:
             return
         c.next = j
         c.send_to = c.ends[j - 1]
-    w = send(c.fd, c.frames + c.sent_to, c.send_to - c.sent_to, MSG_DONTWAIT | MSG_NOSIGNAL)
-    if w >= 0:
-        c.sent_to += w
-    elif errno != EAGAIN and errno != EINTR:
-        lose(c, LOST_SEND, errno)
+    push(pl, c)
 
 
-cdef void read_ready(conn_t* c, AnswerScanner scanner, int64_t now) noexcept:
+cdef void read_ready(const poller_t* pl, conn_t* c, AnswerScanner scanner,
+                     int64_t now) noexcept:
     """Reads what the socket holds and scans the complete frames (a partial one stays)."""
     cdef ssize_t r
     cdef Py_ssize_t used, room
     while True:
         room = 2 * RECV_SIZE - c.rlen
         if room == 0:  # one answer frame larger than the buffer: never sent by the gateway
-            lose(c, LOST_RECV, EMSGSIZE)
+            lose(pl, c, LOST_RECV, EMSGSIZE)
             return
         r = recv(c.fd, c.rbuf + c.rlen, room, MSG_DONTWAIT)
         if r < 0:
             if errno != EAGAIN and errno != EINTR:
-                lose(c, LOST_RECV, errno)
+                lose(pl, c, LOST_RECV, errno)
             return
         if r == 0:
-            lose(c, LOST_CLOSED, 0)
+            lose(pl, c, LOST_CLOSED, 0)
             return
         c.rlen += r
         used = scanner._scan(c.rbuf, c.rlen, now)
@@ -155,28 +215,59 @@ cdef void read_ready(conn_t* c, AnswerScanner scanner, int64_t now) noexcept:
             return
 
 
+cdef int wait_events(poller_t* pl, int64_t wait_ns) noexcept nogil:
+    """Waits up to ``wait_ns`` for events (into ``pl.evs``); their count, 0 on timeout, -1
+    with errno. epoll_pwait2 takes the ns timeout; without it (ENOSYS: Linux < 5.11) a wait
+    of 1 ms or more is epoll_wait's ms rounded down (the loop comes back for the rest) and a
+    shorter one is ppoll's on the epoll fd, readable while an event is ready."""
+    cdef timespec ts
+    cdef pollfd pf
+    cdef int rc
+    ts.tv_sec = wait_ns // 1_000_000_000
+    ts.tv_nsec = wait_ns % 1_000_000_000
+    if pl.mode == WAIT_PWAIT2:
+        rc = epoll_pwait2(pl.epfd, pl.evs, pl.nev, &ts, NULL)
+        if rc >= 0 or errno != ENOSYS:
+            return rc
+        pl.mode = WAIT_EPOLL
+    if wait_ns >= 1_000_000:
+        return epoll_wait(pl.epfd, pl.evs, pl.nev, <int>(wait_ns // 1_000_000))
+    pf.fd = pl.epfd
+    pf.events = POLLIN
+    rc = ppoll(&pf, 1, &ts, NULL)
+    if rc <= 0:
+        return rc
+    return epoll_wait(pl.epfd, pl.evs, pl.nev, 0)
+
+
 def drive(list fds, list frames, list ends, list intended, list scanners, int64_t tick_ns,
-          int64_t drain_ns, int64_t sample_ns, int64_t start_ns):
+          int64_t drain_ns, int64_t sample_ns, int64_t start_ns, bint precise_wait=True):
     """Runs the open loop over the connections (``fds[k]`` non-blocking, logged on; its
     pre-encoded ``frames[k]`` bytes, their ``ends[k]`` and ``intended[k]`` absolute ns, int64
     arrays; answers to ``scanners[k]``) until every order is answered or a connection is lost,
-    or ``drain_ns`` after the last send. Returns ``(samples, lost)``: ``(t - start_ns,
-    outstanding, send lag)`` every ``sample_ns`` while sending, and per connection
-    ``(kind, errno, orders handed to sends)`` with kind 0 (none), 1 (send), 2 (recv) or 3
-    (closed by the peer)."""
+    or ``drain_ns`` after the last send. Sends go in rounds at most ``tick_ns`` apart; answers
+    are stamped as they arrive. ``precise_wait`` False takes the fallback of a kernel without
+    epoll_pwait2 (tests). Returns ``(samples, conns, wakes)``: ``(t - start_ns, outstanding,
+    send lag)`` every ``sample_ns`` while sending; per connection ``(lost, errno, orders
+    handed to sends, send() calls, sends left incomplete)`` with lost 0 (no), 1 (send), 2
+    (recv) or 3 (closed by the peer); the waits the loop made."""
     cdef Py_ssize_t nc = len(fds), k, sent, answered
     cdef conn_t* cs = <conn_t*>calloc(nc, sizeof(conn_t))  # rbuf NULL
-    cdef pollfd* pfds = <pollfd*>malloc(nc * sizeof(pollfd))
+    cdef conn_t* c
+    cdef poller_t pl
     cdef const int64_t[::1] ev, iv
-    cdef AnswerScanner sc
-    cdef int64_t now, last_due = 0, next_sample = start_ns, deadline = 0, nxt, wait, lag
-    cdef int64_t t, lag_max
+    cdef epoll_event reg
+    cdef int64_t now, last_due = 0, next_sample = start_ns, deadline = 0, next_round = 0
+    cdef int64_t due, wake, lag, lag_max, wakes = 0
     cdef bint sending, finished, any_open
-    cdef int rc
-    cdef timespec tmo
-    if cs == NULL or pfds == NULL:
+    cdef int rc, i
+    pl.epfd = -1
+    pl.mode = WAIT_PWAIT2 if precise_wait else WAIT_EPOLL
+    pl.nev = <int>nc
+    pl.evs = <epoll_event*>malloc(nc * sizeof(epoll_event))
+    if cs == NULL or pl.evs == NULL:
         free(cs)
-        free(pfds)
+        free(pl.evs)
         raise MemoryError()
     # the kernel's default 50 us timer slack would stretch every tick's sleep (and the latency)
     cdef int slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0)
@@ -184,36 +275,53 @@ def drive(list fds, list frames, list ends, list intended, list scanners, int64_
     samples = []
     keep = []  # the buffers the C structs point into
     try:
+        pl.epfd = epoll_create1(EPOLL_CLOEXEC)
+        if pl.epfd < 0:
+            raise OSError(errno, "epoll_create1")
         for k in range(nc):
             ev = ends[k]
             iv = intended[k]
             keep.append((frames[k], ev, iv))
-            cs[k].fd = fds[k]
-            cs[k].frames = <const uint8_t*>PyBytes_AS_STRING(frames[k])
-            cs[k].n = iv.shape[0]
-            if ev.shape[0] != cs[k].n:
-                raise ValueError(f"connection {k}: {ev.shape[0]} frame ends for "
-                                 f"{cs[k].n} orders")
-            cs[k].ends = &ev[0] if cs[k].n else NULL
-            cs[k].intended = &iv[0] if cs[k].n else NULL
-            cs[k].next = 0
-            cs[k].sent_to = cs[k].send_to = 0
-            cs[k].rbuf = NULL
-            cs[k].rlen = 0
-            cs[k].lost = cs[k].lost_errno = 0
-            if cs[k].n and cs[k].intended[cs[k].n - 1] > last_due:
-                last_due = cs[k].intended[cs[k].n - 1]
-        for k in range(nc):  # room for a partial frame (at most one order's answers) + a read
-            cs[k].rbuf = <uint8_t*>malloc(2 * RECV_SIZE)
-            if cs[k].rbuf == NULL:
+            c = &cs[k]
+            c.fd = fds[k]
+            c.k = <uint32_t>k
+            c.frames = <const uint8_t*>PyBytes_AS_STRING(frames[k])
+            c.n = iv.shape[0]
+            if ev.shape[0] != c.n:
+                raise ValueError(f"connection {k}: {ev.shape[0]} frame ends for {c.n} orders")
+            c.ends = &ev[0] if c.n else NULL
+            c.intended = &iv[0] if c.n else NULL
+            if c.n and c.intended[c.n - 1] > last_due:
+                last_due = c.intended[c.n - 1]
+            c.rbuf = <uint8_t*>malloc(2 * RECV_SIZE)  # a partial frame (one order's answers)
+            if c.rbuf == NULL:                        # + a read
                 raise MemoryError()
+            reg.events = EPOLLIN
+            reg.data.u32 = c.k
+            if epoll_ctl(pl.epfd, EPOLL_CTL_ADD, c.fd, &reg) < 0:
+                raise OSError(errno, f"epoll_ctl: connection {k}")
+        now = mono_ns()
         while True:
-            now = mono_ns()
+            # a send round: due orders wait for it at most a tick (an answer's wake that
+            # comes a tick after the last round also sends)
             sending = now <= last_due + tick_ns
+            due = 0
             for k in range(nc):
-                if cs[k].next < cs[k].n or cs[k].sent_to < cs[k].send_to:
+                c = &cs[k]
+                if c.next < c.n or c.sent_to < c.send_to:
                     sending = True
-                    send_due(&cs[k], now)
+                    if c.next < c.n and (due == 0 or c.intended[c.next] < due):
+                        due = c.intended[c.next]
+            if due and now >= next_round and due <= now:
+                for k in range(nc):
+                    if not cs[k].lost:
+                        send_due(&pl, &cs[k], now)
+                next_round = now + tick_ns
+                due = 0
+                for k in range(nc):
+                    c = &cs[k]
+                    if c.next < c.n and (due == 0 or c.intended[c.next] < due):
+                        due = c.intended[c.next]
             if sending and now >= next_sample:
                 sent = answered = 0
                 lag_max = 0
@@ -226,11 +334,19 @@ def drive(list fds, list frames, list ends, list intended, list scanners, int64_
                             lag_max = lag
                 samples.append((now - start_ns, sent - answered, lag_max))
                 next_sample = now + sample_ns
-            if not sending:
+            any_open = False
+            for k in range(nc):
+                any_open = any_open or not cs[k].lost
+            if not any_open:
+                break
+            if sending:  # until the next round (or sample); an answer wakes it sooner
+                wake = next_sample
+                if due:
+                    wake = min(wake, max(due, next_round))
+            else:
                 finished = True
                 for k in range(nc):
-                    sc = <AnswerScanner>scanners[k]
-                    if not cs[k].lost and sc.answered != cs[k].n:
+                    if not cs[k].lost and (<AnswerScanner>scanners[k]).answered != cs[k].n:
                         finished = False
                 if finished:
                     break
@@ -238,41 +354,33 @@ def drive(list fds, list frames, list ends, list intended, list scanners, int64_
                     deadline = now + drain_ns
                 elif now >= deadline:
                     break
-            # ppoll until an answer arrives (its time is read at once: the latency is not
-            # stretched to a tick) or, while sending, the next due order, at least a tick away
-            # (orders due within it leave together in one send)
-            nxt = now + sample_ns
-            any_open = False
-            for k in range(nc):
-                if cs[k].next < cs[k].n and cs[k].intended[cs[k].next] < nxt:
-                    nxt = cs[k].intended[cs[k].next]
-                pfds[k].fd = -1 if cs[k].lost else cs[k].fd
-                pfds[k].events = POLLIN
-                if cs[k].sent_to < cs[k].send_to:
-                    pfds[k].events |= POLLOUT
-                pfds[k].revents = 0
-                any_open = any_open or not cs[k].lost
-            if not any_open:
-                break
-            wait = max(nxt - now, tick_ns) if sending else sample_ns
-            tmo.tv_sec = wait // 1_000_000_000
-            tmo.tv_nsec = wait % 1_000_000_000
+                wake = min(deadline, now + sample_ns)
             with nogil:
-                rc = ppoll(pfds, nc, &tmo, NULL)
+                rc = wait_events(&pl, max(wake - now, 0))
+            wakes += 1
+            now = mono_ns()  # the wake's one clock read: answers' time and the next round's
             if rc > 0:
-                t = mono_ns()
-                for k in range(nc):
-                    if pfds[k].revents & (POLLIN | POLLERR | POLLHUP) and not cs[k].lost:
-                        read_ready(&cs[k], <AnswerScanner>scanners[k], t)
+                for i in range(rc):
+                    c = &cs[pl.evs[i].data.u32]
+                    if c.lost:
+                        continue
+                    if pl.evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP):
+                        read_ready(&pl, c, <AnswerScanner>scanners[c.k], now)
+                    if pl.evs[i].events & EPOLLOUT and not c.lost and c.sent_to < c.send_to:
+                        push(&pl, c)  # the rest of a blocked send: its orders are late
             elif rc < 0:
                 if errno != EINTR:
-                    raise OSError(errno, "ppoll")
+                    raise OSError(errno, "epoll_pwait2" if pl.mode == WAIT_PWAIT2
+                                  else "epoll_wait")
                 PyErr_CheckSignals()  # a signal's handler (Ctrl-C) runs here
-        return samples, [(cs[k].lost, cs[k].lost_errno, cs[k].next) for k in range(nc)]
+        return samples, [(cs[k].lost, cs[k].lost_errno, cs[k].next, cs[k].sends, cs[k].blocked)
+                         for k in range(nc)], wakes
     finally:
         if slack > 0:
             prctl(PR_SET_TIMERSLACK, slack, 0, 0, 0)
+        if pl.epfd >= 0:
+            close(pl.epfd)
         for k in range(nc):
             free(cs[k].rbuf)
         free(cs)
-        free(pfds)
+        free(pl.evs)

@@ -4,18 +4,19 @@
 
     plan: engine flow (mixed_flow) ─► per connection: COMMAND_DTYPE records + intended send times
           (start + i / rate, global) ─► _wire.encode_orders: all its frames, one bytes (C)
-    _loadgen.drive (C, one thread; GIL released in ppoll):
-      frames due by now ─► one send() per connection
-      ppoll() until an answer arrives or the next due order (at least tick_us away)
+    _loadgen.drive (C, one thread; GIL released in the wait):
+      epoll_pwait2 until an answer arrives or the next send round (at most one a tick)
       readable ─► recv() ─► AnswerScanner._scan (C) ─► done[seq - base] = now
+      a send round: frames due by now ─► one send() per connection
       draining: the same, until every order is answered, a connection is lost, or
                 drain_timeout
     latency = done - intended   (a stall shows in every message scheduled during it)
 
-Nothing per order or per wake runs in Python. The loop sleeps in ppoll until an answer
-arrives (stamped then: the answer side adds no tick to a latency) or the next due order, at
-least ``tick_us`` away, and sends everything due in one write per connection, so the cost per
-order falls as the rate grows; a send waits at most a tick. The result says what the
+Nothing per order or per wake runs in Python. The loop sleeps in epoll until an answer
+arrives (stamped then: the answer side adds no tick to a latency) or the next send round;
+rounds are at most ``tick_us`` apart and send everything due, one write per connection (an
+answer's wake only reads), so a write carries a tick's orders and the cost per order falls
+as the rate grows; an order waits at most a tick for its round. The result says what the
 generator itself cost (its process CPU per order, the frames' encoding included) and, given
 ``server_pid``, what the server cost, so every run says which side saturated. The default
 flow is the engine's mixed flow (``ringlog.engine.flow.mixed_flow``: resting orders, trades,
@@ -50,10 +51,10 @@ class LoadConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
     Patterns: ``mixed`` (the engine's mixed flow over symbols ``1..symbols``: the server's
     engine must list them), ``ioc`` (immediate-or-cancel buys at price 1 on ``symbol``: accepted
-    and cancelled), ``rest_cancel`` (a resting order, then its cancel). ``tick_us`` bounds how
-    often the sender wakes (orders due in between leave in one write; it adds at most that to
-    a latency; answers are stamped as they arrive). ``server_pid``, if
-    set, is read for the server's CPU per order.
+    and cancelled), ``rest_cancel`` (a resting order, then its cancel). ``tick_us`` is the
+    least time between two send rounds (the orders due in between leave in one write per
+    connection; it adds at most that to a latency; answers are stamped as they arrive).
+    ``server_pid``, if set, is read for the server's CPU per order.
     """
 
     host: str = "127.0.0.1"
@@ -147,6 +148,8 @@ class _Conn:
         self.scanner = AnswerScanner(self.done, self.base)
         self.intended = plan.offsets  # made absolute by start()
         self.next = 0  # orders handed to a send (set by _drive)
+        self.sends = 0  # send() calls (set by _drive)
+        self.blocked = 0  # sends the socket did not take whole (finished on EPOLLOUT)
         self.lost = ""  # why the server closed or reset this connection mid-run
 
     def start(self, start_ns: int) -> None:
@@ -211,19 +214,19 @@ def _threads_delta(before: dict[str, tuple[int, int]], after: dict[str, tuple[in
 
 def _drive(cfg: LoadConfig, conns: list[_Conn]) -> dict[str, Any]:
     """The send/receive loop (``_loadgen.drive``, in C); returns run facts (times, CPU,
-    backlog samples) and marks each lost connection."""
+    backlog samples, the loop's waits) and marks each lost connection."""
     clock = time.monotonic_ns
     start = clock() + 20_000_000
     for c in conns:
         c.start(start)
     cpu0, srv0, wall0 = time.process_time_ns(), _proc_threads(cfg.server_pid), clock()
-    samples, lost = drive([c.sock.fileno() for c in conns], [c.frames for c in conns],
-                          [c.ends for c in conns], [c.intended for c in conns],
-                          [c.scanner for c in conns], cfg.tick_us * 1000,
-                          int(cfg.drain_timeout * 1e9), _SAMPLE_NS, start)
+    samples, ends, wakes = drive([c.sock.fileno() for c in conns], [c.frames for c in conns],
+                                 [c.ends for c in conns], [c.intended for c in conns],
+                                 [c.scanner for c in conns], cfg.tick_us * 1000,
+                                 int(cfg.drain_timeout * 1e9), _SAMPLE_NS, start)
     wall = clock() - wall0
-    for c, (kind, err, sent) in zip(conns, lost, strict=True):
-        c.next = sent
+    for c, (kind, err, sent, sends, blocked) in zip(conns, ends, strict=True):
+        c.next, c.sends, c.blocked = sent, sends, blocked
         if kind == 3:
             c.lost = "the gateway closed the connection"
         elif kind:
@@ -231,7 +234,7 @@ def _drive(cfg: LoadConfig, conns: list[_Conn]) -> dict[str, Any]:
     return {"start": start, "total": sum(len(c.done) for c in conns),
             "cpu_ns": time.process_time_ns() - cpu0 + sum(c.encode_cpu_ns for c in conns),
             "server": _threads_delta(srv0, _proc_threads(cfg.server_pid)) if srv0 else None,
-            "wall_ns": wall, "samples": samples}
+            "wall_ns": wall, "samples": samples, "wakes": wakes}
 
 
 def summarize_load(intended: np.ndarray, done: np.ndarray, warmup_ns: int
