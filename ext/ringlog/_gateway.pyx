@@ -34,6 +34,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
+from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 
 from collections.abc import Mapping
 
@@ -622,6 +623,9 @@ cdef class Inflight:
         """Seqs ``first .. first + n - 1`` are in the input ring from journal sequence
         ``cause`` on, one each; returns how many of them are in flight (those get their
         cause; one not in flight - answered, halted - has nothing to complete)."""
+        return self._published(first, n, cause)
+
+    cdef int64_t _published(self, int64_t first, int64_t n, int64_t cause) noexcept:
         cdef int64_t lo = 0, hi = self._count, mid, k = 0, seq
         cdef if_entry* e
         while lo < hi:  # the first entry at or above first (seqs increase)
@@ -879,6 +883,33 @@ cdef class SessionCore:
         self.inflight = Inflight()
         self.depth = {}
         self.live = None
+        self.last_seen = self.acked = self.errors = 0
+        self.tokens = self.token_time = 0.0
+
+    cdef int64_t _tokens(self, double rate, int64_t burst, double now, int64_t n,
+                         bint take) noexcept:
+        # the bucket refilled up to now (at most burst): how many of n fit; with take the
+        # refill and the n taken are kept (without: a look that changes nothing)
+        cdef double t = self.tokens + (now - self.token_time) * rate
+        cdef int64_t k
+        if not t < burst:
+            t = <double>burst
+        k = <int64_t>t
+        if n < k:
+            k = n
+        if take:
+            self.tokens = t - k
+            self.token_time = now
+        return k
+
+    def take_tokens(self, double rate, int64_t burst, double now, int64_t n):
+        """Token bucket: how many of ``n`` messages fit the rate limit now (those are
+        taken)."""
+        return self._tokens(rate, burst, now, n, True)
+
+    def take_token(self, double rate, int64_t burst, double now):
+        """Token bucket: True if one more message fits the rate limit now."""
+        return self._tokens(rate, burst, now, 1, True) == 1
 
     @property
     def causes(self):
@@ -900,6 +931,29 @@ cdef class SessionCore:
     def conn(self, c):
         self._conn = c
         self._outbox = None if c is None else getattr(c, "outbox", None)
+
+
+cdef int _mark_published(SessionCore s, int64_t first, int64_t n, int64_t cause,
+                         set unsettled) except -1:
+    s.inflight._published(first, n, cause)
+    unsettled.add(s)
+    return 0
+
+
+def published(SessionCore s, int64_t first, int64_t n, int64_t cause, set unsettled):
+    """Commands ``first .. first + n - 1`` of ``s`` are in the input ring from journal
+    sequence ``cause`` on (one each, in order): they get their causes, and ``s`` joins
+    ``unsettled`` (the sessions with commands in flight)."""
+    _mark_published(s, first, n, cause, unsettled)
+
+
+cdef class ConnectionCore:
+    """What the read path needs of a connection, as C fields (``GatewayCore.read`` reads
+    and writes them without a dict lookup): ``gw``, ``decoder``, ``transport``, ``session``,
+    ``outbox``, ``paused`` (why reading is paused; empty: it is not), ``reading``,
+    ``closing``, ``owed_to``, ``resent``, ``logout_seq``, ``heard`` and ``partial_since``
+    (``time.monotonic()`` seconds). ``ringlog.gateway.connection.Connection`` subclasses it
+    and documents them. Not thread-safe (the gateway's loop)."""
 
 
 def complete_through(SessionCore s, int64_t seq):
@@ -1378,14 +1432,16 @@ cdef class CommandBatch:
         """Decodes the complete frames at the start of ``data`` while each is an order frame
         (``parse_order``) numbered ``next_seq``, ``next_seq + 1`` ... (any seq for the first
         if ``next_seq`` is -1), at most ``most`` (and ``capacity``); returns how many."""
-        cdef const uint8_t* p
-        cdef Py_ssize_t n = data.shape[0], pos = 0, k = 0, ln
+        if data.shape[0] == 0:
+            self.count = 0
+            return 0
+        return self._scan(&data[0], data.shape[0], max_frame, next_seq, most, account)
+
+    cdef Py_ssize_t _scan(self, const uint8_t* p, Py_ssize_t n, Py_ssize_t max_frame,
+                          int64_t next_seq, Py_ssize_t most, uint32_t account) noexcept:
+        cdef Py_ssize_t pos = 0, k = 0, ln
         cdef rl_command* recs = <rl_command*>self._recs
         most = min(most, self.capacity)
-        self.count = 0
-        if n == 0:
-            return 0
-        p = &data[0]
         with nogil:
             while k < most and n - pos >= 4:
                 ln = (<Py_ssize_t>p[pos] << 24) | (<Py_ssize_t>p[pos + 1] << 16) | \
@@ -1417,6 +1473,9 @@ cdef class CommandBatch:
 
     def prefix_with_news(self, Py_ssize_t k, Py_ssize_t news):
         """The longest prefix (at most ``k`` commands) holding at most ``news`` new orders."""
+        return self._prefix_with_news(k, news)
+
+    cdef Py_ssize_t _prefix_with_news(self, Py_ssize_t k, Py_ssize_t news) noexcept:
         cdef Py_ssize_t i, seen = 0
         for i in range(min(k, self.count)):
             if self._kinds[i] == C_NEW:
@@ -1437,9 +1496,7 @@ cdef class CommandBatch:
         ``producer_id`` and its seq as the dedup key and ``producer_id << 40 | seq`` as its
         correlation id; returns the first ring sequence, or -1 if the ring has no room for
         all of them now (nothing is published then). Never waits."""
-        cdef int64_t hi, lo, i
-        cdef rl_header* h
-        cdef rl_command* recs = <rl_command*>self._recs
+        cdef int64_t hi
         if not 0 < k <= self.count:
             raise ValueError(f"cannot publish {k} of {self.count} commands")
         if ring.slot_size - RL_HEADER_SIZE < <int>sizeof(rl_command):
@@ -1449,7 +1506,15 @@ cdef class CommandBatch:
             raise RingClosedError("publish on a closed ring")
         if hi < 0:
             return -1
-        lo = hi - k + 1
+        self._write(ring, hi - k + 1, k, producer_id, timestamp_ns)
+        return hi - k + 1
+
+    cdef void _write(self, Ring ring, int64_t lo, Py_ssize_t k, uint32_t producer_id,
+                     int64_t timestamp_ns) noexcept:
+        # the first k commands into the claimed slots lo .. lo + k - 1, then published
+        cdef int64_t i
+        cdef rl_header* h
+        cdef rl_command* recs = <rl_command*>self._recs
         with nogil:
             for i in range(k):
                 h = <rl_header*>ring.slot(lo + i)
@@ -1463,8 +1528,7 @@ cdef class CommandBatch:
                 h.length = sizeof(rl_command)
                 h.producer_id = producer_id
                 memcpy(<char*>h + RL_HEADER_SIZE, &recs[i], sizeof(rl_command))
-            ring.publish_range(lo, hi)
-        return lo
+            ring.publish_range(lo, lo + k - 1)
 
 
 cdef CommandBatch _one = CommandBatch(1)
@@ -1477,3 +1541,175 @@ def order_command(bytes frame, uint32_t account):
     if not b.scan(frame, len(frame), -1, 1, account):
         raise ValueError("not a complete NewOrder, Cancel or Modify frame")
     return b.command(0)
+
+
+# -- the read path: a logged-on connection's read of order frames, in one call ---------------
+
+cdef inline double _monotonic() noexcept nogil:
+    # time.monotonic()'s value: CLOCK_MONOTONIC in ns as a double, in seconds
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <double>(<int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec) / 1e9
+
+
+cdef inline int64_t _time_ns() noexcept nogil:
+    # time.time_ns()
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef class GatewayCore:
+    """What the read path needs of the gateway, as C fields, and the read path itself
+    (``ringlog.gateway.server.Gateway`` subclasses it and documents the fields)::
+
+        data_received(bytes) ─► read: counts the bytes; a logged-on, unpaused connection
+            │ with nothing kept in its decoder ─► _take: the leading order frames that pass
+            │ every session rule, published in one claim; the whole read taken ─► heard,
+            │ flush only if it has something to do, reading in sync ─► -1 (done)
+            └─► otherwise the bytes taken (0: none) - the caller keeps the rest in the
+                decoder and the per-message path handles it as before
+
+    ``_take`` (also ``take_orders``, for frames kept in the decoder) decides nothing the
+    per-message path (``Gateway.handle``) would decide differently: it takes a prefix of
+    order frames whose seqs follow on, within the in-flight window, the open-orders room and
+    the rate tokens, and only when the breaker is closed and the input ring has room for all
+    of them; whatever it leaves (another message, a frame a rule refuses, a halted breaker,
+    a full or closed ring) the per-message path answers, one message at a time, as always.
+    Not thread-safe (the gateway's loop)."""
+
+    def __init__(self, processor, table, metrics, limits):
+        self.processor = processor
+        self.table = table
+        self.metrics = metrics
+        self._unsettled = table.unsettled
+        self._pending_new = table.pending_new
+        self._max_frame = limits.max_frame
+        self._max_inflight = limits.max_inflight
+        self._rate = limits.rate
+        self._burst = limits.burst
+        self._max_open = limits.max_open_orders
+        self._batch = CommandBatch(limits.max_inflight)
+        self._input = None
+        self._fast = False
+        self._driven = self._pump_due = False
+        self._settle_delay = 0.0
+
+    def read(self, ConnectionCore conn, data):
+        """One read of ``conn``: the bytes are counted (``bytes_in``); a closing connection's
+        are dropped (-1). When the connection is logged on, not paused, keeps no partial
+        frame and the whole read is order frames that ``_take`` takes, the read is done here
+        (its Ack, if one is due, and its write through ``conn.flush()``): -1. Otherwise the
+        bytes taken from the front (0: none), and the caller handles the rest."""
+        cdef Py_ssize_t n = len(data), took
+        cdef SessionCore s
+        cdef Outbox ob
+        m = self.metrics
+        m.bytes_in += n
+        if conn.closing:
+            return -1
+        if n == 0 or type(data) is not bytes or conn.paused or conn.decoder.buffered:
+            return 0
+        took = self._take(conn, <const uint8_t*>PyBytes_AS_STRING(data), n)
+        if took != n:
+            return took
+        # Connection._received and process() after a read taken whole: a frame completed,
+        # nothing is kept, then flush() and the reading's state
+        conn.heard = _monotonic()
+        conn.partial_since = 0.0
+        s = <SessionCore>conn.session
+        ob = conn.outbox
+        if conn.paused or conn.closing or conn.logout_seq or PyByteArray_GET_SIZE(ob.out) \
+                or s.inflight.first() - 1 > s.acked:
+            conn.flush()  # something to write, an Ack due, or a state flush() changes
+        else:
+            ob.queued = False
+        if conn.reading != (not conn.paused):
+            conn._sync_reading()
+        return -1
+
+    def take_orders(self, ConnectionCore conn, const uint8_t[::1] data):
+        """The leading order frames of ``data`` (bytes kept in ``conn``'s decoder) that pass
+        every session rule, published in one claim (``_take``); returns the bytes taken."""
+        if data.shape[0] == 0:
+            return 0
+        return self._take(conn, &data[0], data.shape[0])
+
+    cdef Py_ssize_t _take(self, ConnectionCore conn, const uint8_t* p,
+                          Py_ssize_t n) except -1:
+        # the rules of Gateway.handle for each frame, for a prefix of order frames at once:
+        # seq in turn, the in-flight window, the open-orders room, the rate tokens; then the
+        # breaker and the ring's room; only then is any state changed
+        cdef SessionCore s
+        cdef CommandBatch b = self._batch
+        cdef Ring ring = self._input
+        cdef Py_ssize_t k, i, news = 0
+        cdef int64_t first, lo, room, cause
+        cdef double now
+        cdef Inflight fl
+        sess = conn.session
+        if sess is None or ring is None or not self._fast or conn.owed_to or self.backlog:
+            return 0  # rare states (and a cluster gateway): the per-message path knows them
+        if ring.slot_size - RL_HEADER_SIZE < <int>sizeof(rl_command):
+            return 0  # (the per-message path's publish says why)
+        s = <SessionCore>sess
+        fl = s.inflight
+        first = s.last_seen + 1
+        k = b._scan(p, n, self._max_frame, first, self._max_inflight - fl._count, s.account)
+        if not k:
+            return 0
+        room = self._max_open - (s.live._count if s.live is not None else 0) - \
+            self._pending_new.get(s.account, 0)
+        k = b._prefix_with_news(k, room if room > 0 else 0)
+        if not k:
+            return 0
+        now = _monotonic()
+        k = s._tokens(self._rate, self._burst, now, k, False)
+        if not k or self.processor.halted:
+            return 0
+        lo = ring.try_claim(k)
+        if lo < 0:
+            return 0  # full (the per-message path parks) or closed (it answers Halted)
+        lo -= k - 1
+        # taken: the session's state, the commands in flight, then published
+        s._tokens(self._rate, self._burst, now, k, True)
+        s.last_seen = first + k - 1
+        s.errors = 0
+        m = self.metrics
+        m.messages += k
+        for i in range(k):
+            fl.push(first + i, b._kinds[i] == C_NEW)
+            news += b._kinds[i] == C_NEW
+        b._write(ring, lo, k, <uint32_t>s.id, _time_ns())
+        _mark_published(s, first, k, self._journal_base + lo, self._unsettled)
+        self._entered(conn, s, news)
+        self._after_publish(s)
+        return b._ends[k - 1]
+
+    cdef int _entered(self, ConnectionCore conn, SessionCore s, int64_t news) except -1:
+        if news:
+            self._pending_new[s.account] += news
+        if s.inflight._count >= self._max_inflight:
+            conn.pause("inflight")
+        return 0
+
+    cdef int _after_publish(self, SessionCore s) except -1:
+        if self._driven and not self._pump_due:
+            self._pump_soon()
+        if self._settle_timer is None:  # completes them even if they make no report
+            self._arm_settle()
+        return 0
+
+    def _enter(self, ConnectionCore conn, SessionCore s, int64_t first, int64_t n, news=()):
+        """Commands ``first .. first + n - 1`` of ``s`` go in flight (the new orders among
+        them, ``news``, count against the open-orders limit until answered); at
+        ``max_inflight`` its reading pauses (its answers are bounded by the window, not by
+        its sending)."""
+        self._entered(conn, s, s.inflight.enter(first, n, news))
+
+    def _published(self, SessionCore s, int64_t first, int64_t n, ring_seq):
+        """Commands are in the input ring (or, ``ring_seq`` None, submitted and told later):
+        they complete once the engine has done them."""
+        if ring_seq is not None:
+            self.table.published(s, first, self._journal_base + ring_seq, n)
+        self._after_publish(s)

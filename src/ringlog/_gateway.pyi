@@ -77,7 +77,29 @@ class SessionCore:
     news: frozenset[int]
     depth: dict[int, int]
     live: OrderSet | None
+    last_seen: int
+    acked: int
+    errors: int
+    tokens: float
+    token_time: float
     def __init__(self, id: int, account: int, store: ResendStore) -> None: ...
+    def take_tokens(self, rate: float, burst: int, now: float, n: int) -> int: ...
+    def take_token(self, rate: float, burst: int, now: float) -> bool: ...
+
+class ConnectionCore:
+    gw: Any
+    decoder: Any
+    transport: Any
+    session: Any
+    outbox: Outbox
+    paused: set[str]
+    reading: bool
+    closing: bool
+    owed_to: int
+    resent: int
+    logout_seq: int
+    heard: float
+    partial_since: float
 
 class Router:
     def __init__(self, table: Any) -> None: ...
@@ -102,3 +124,27 @@ class CommandBatch:
 def order_command(frame: bytes, account: int) -> tuple[int, bytes]: ...
 
 def complete_through(s: Any, seq: int) -> int: ...
+
+def published(s: SessionCore, first: int, n: int, cause: int, unsettled: set[Any]) -> None: ...
+
+class GatewayCore:
+    processor: Any
+    table: Any
+    metrics: Any
+    backlog: Any
+    _loop: Any
+    _settle_timer: Any
+    _settle_delay: float
+    _fast: bool
+    _driven: bool
+    _pump_due: bool
+    _journal_base: int
+    _batch: CommandBatch
+    _input: Any
+    def __init__(self, processor: Any, table: Any, metrics: Any, limits: Any) -> None: ...
+    def read(self, conn: ConnectionCore, data: bytes) -> int: ...
+    def take_orders(self, conn: ConnectionCore,
+                    data: bytes | bytearray | memoryview) -> int: ...
+    def _enter(self, conn: ConnectionCore, s: SessionCore, first: int, n: int,
+               news: Iterable[int] = ()) -> None: ...
+    def _published(self, s: SessionCore, first: int, n: int, ring_seq: int | None) -> None: ...
