@@ -9,6 +9,7 @@ where a read splits the stream is the test's choice, not the kernel's."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import defaultdict
@@ -234,7 +235,7 @@ def test_random_reads_get_the_answers_of_the_per_message_path(tmp_path_factory, 
                                                               window):
     data = _stream(ops)
     bounds = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    reads = [data[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+    reads = [data[a:b] for a, b in itertools.pairwise(bounds) if b > a]
     cfg = config(Limits(max_inflight=window, max_errors=1000))
     _both(tmp_path_factory.mktemp("reads"), cfg, reads)
 
@@ -250,3 +251,40 @@ def test_bytes_in_and_messages_are_counted_once_per_read_and_message(tmp_path, f
         p.answers()
         after = g.call(lambda: (g.gateway.metrics.bytes_in, g.gateway.metrics.messages))
         assert (after[0] - before[0], after[1] - before[1]) == (len(data), 3)
+
+
+class _Transport:
+    """What flush() uses of a transport: it records the writes."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def is_closing(self) -> bool:
+        return False
+
+    def write(self, data: bytearray) -> None:
+        self.written.append(bytes(data))
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+@pytest.mark.parametrize("seq", [1, 127, 128, 255, 256, 65_535, 65_536, 2**32, 2**40 - 1])
+def test_the_compiled_flush_writes_msgspecs_ack_frame(seq):
+    from ringlog._gateway import ConnectionCore, GatewayCore, Outbox
+    from ringlog.gateway.connection import GatewayMetrics
+    from ringlog.gateway.session import SessionTable
+
+    cfg = config()
+    table = SessionTable(cfg)
+    gw = GatewayCore(None, table, GatewayMetrics(), cfg.limits)
+    conn = ConnectionCore()
+    conn.gw, conn.outbox, conn.paused = gw, Outbox(conn), set()
+    conn.transport = t = _Transport()
+    conn.session = s = table.by_id[1]
+    s.last_seen = seq
+    conn.flush()
+    assert t.written == [encode_frame(Ack(seq))] and s.acked == seq
+    assert gw.metrics.bytes_out == len(t.written[0])
+    conn.flush()  # nothing moved: nothing written
+    assert len(t.written) == 1

@@ -106,6 +106,7 @@ cdef class SessionCore:
     cdef public double tokens, token_time
     cdef int64_t _tokens(self, double rate, int64_t burst, double now, int64_t n,
                          bint take) noexcept
+    cdef int64_t _ack_target(self) noexcept
 
 
 cdef class ConnectionCore:
@@ -117,6 +118,7 @@ cdef class ConnectionCore:
     cdef public bint reading, closing
     cdef public int64_t owed_to, resent, logout_seq
     cdef public double heard, partial_since
+    cdef int _flush(self) except -1
 
 
 cdef class Router:
@@ -163,7 +165,7 @@ cdef class GatewayCore:
     cdef public Ring _input             # the processor's input ring once started (else None)
     cdef set _unsettled                 # the table's sessions with commands in flight
     cdef dict _pending_new              # the table's in-flight new orders per account
-    cdef Py_ssize_t _max_frame, _max_inflight
+    cdef Py_ssize_t _max_frame, _max_inflight, _max_buffered
     cdef int64_t _burst, _max_open
     cdef double _rate
     cdef Py_ssize_t _take(self, ConnectionCore conn, const uint8_t* p,

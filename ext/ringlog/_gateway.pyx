@@ -57,7 +57,7 @@ from ringlog.engine.records import CancelReason, RejectReason
 from ringlog.errors import RingClosedError
 from ringlog.events import CONTROL_BASE as _CONTROL_BASE
 from ringlog.events import TYPE_BREAKER_TRIPPED as _TYPE_BREAKER_TRIPPED
-from ringlog.gateway.protocol import Error, ErrorCode, encode_frame
+from ringlog.gateway.protocol import Ack, Error, ErrorCode, encode_frame
 
 # The resend store's accounting, in bytes: a kept message counts ANSWER_COST, a kept seq
 # SEQ_COST more (docs/protocol.md, "Memory": the budget a session's answers are held to).
@@ -85,6 +85,7 @@ cdef enum:
     T_MARKET_DATA = 70
     T_ORDER_INFO = 71
     T_OPEN_ORDERS_END = 72
+    T_ACK = 66
 
 cdef int64_t SEQ_MASK = (<int64_t>1 << SEQ_BITS) - 1
 cdef uint64_t ORDER_MASK = (<uint64_t>1 << ORDER_BITS) - 1
@@ -902,6 +903,13 @@ cdef class SessionCore:
             self.token_time = now
         return k
 
+    cdef int64_t _ack_target(self) noexcept:
+        return self.inflight.first() - 1 if self.inflight._count else self.last_seen
+
+    def ack_target(self):
+        """The highest seq with everything at or below it answered."""
+        return self._ack_target()
+
     def take_tokens(self, double rate, int64_t burst, double now, int64_t n):
         """Token bucket: how many of ``n`` messages fit the rate limit now (those are
         taken)."""
@@ -954,6 +962,65 @@ cdef class ConnectionCore:
     ``closing``, ``owed_to``, ``resent``, ``logout_seq``, ``heard`` and ``partial_since``
     (``time.monotonic()`` seconds). ``ringlog.gateway.connection.Connection`` subclasses it
     and documents them. Not thread-safe (the gateway's loop)."""
+
+    def flush(self):
+        """Appends an Ack if the acknowledged seq moved, then writes everything queued (one
+        ``transport.write``); a write buffer past ``max_buffered`` closes the connection
+        as a slow consumer; a logout acked or a close asked for closes it after the write."""
+        self._flush()
+
+    cdef int _flush(self) except -1:
+        cdef Outbox box = self.outbox
+        cdef GatewayCore gw = <GatewayCore?>self.gw
+        cdef SessionCore s
+        cdef int64_t target
+        cdef Py_ssize_t n, k
+        cdef bytearray out
+        cdef uint8_t ack[16]
+        box.queued = False  # the router adds this connection to the dirty set again
+        t = self.transport
+        if t is None or t.is_closing():
+            box.out = bytearray()  # aborted (slow consumer) or closed: nothing more goes out
+            return 0
+        if self.session is not None:
+            s = <SessionCore>self.session
+            if self.paused and "inflight" in self.paused and \
+                    s.inflight._count <= gw._max_inflight // 2:
+                self.resume("inflight")
+            target = s._ack_target()
+            if self.owed_to and target > self.resent:
+                target = self.resent
+            if target > s.acked:
+                s.acked = target
+                if box.raw:  # msgpack: [66, seq], as msgspec writes Ack(seq)
+                    ack[4] = 0x92
+                    ack[5] = T_ACK
+                    k = 6 + put_int(ack + 6, target)
+                    put_len(ack, k - 4)
+                    _append_out(box, <const char*>ack, k)
+                else:
+                    (<object>self).encoder.append(box.out, Ack(target))
+            if self.logout_seq and s.acked >= self.logout_seq:
+                self.logout_seq = 0
+                self.closing = True
+        out = box.out
+        n = PyByteArray_GET_SIZE(out)
+        if n:
+            # the transport may keep the buffer it was given (uvloop does when the socket is
+            # full): hand it over and start a new one, never clear or reuse it
+            m = gw.metrics
+            m.bytes_out += n
+            t.write(out)
+            box.out = bytearray()
+            if t.get_write_buffer_size() > gw._max_buffered:
+                # a slow consumer: its unread output would grow without bound
+                m.slow_consumers += 1
+                self.closing = True
+                t.abort()
+                return 0
+        if self.closing:
+            t.close()
+        return 0
 
 
 def complete_through(SessionCore s, int64_t seq):
@@ -1586,6 +1653,7 @@ cdef class GatewayCore:
         self._pending_new = table.pending_new
         self._max_frame = limits.max_frame
         self._max_inflight = limits.max_inflight
+        self._max_buffered = limits.max_buffered
         self._rate = limits.rate
         self._burst = limits.burst
         self._max_open = limits.max_open_orders
@@ -1602,8 +1670,6 @@ cdef class GatewayCore:
         (its Ack, if one is due, and its write through ``conn.flush()``): -1. Otherwise the
         bytes taken from the front (0: none), and the caller handles the rest."""
         cdef Py_ssize_t n = len(data), took
-        cdef SessionCore s
-        cdef Outbox ob
         m = self.metrics
         m.bytes_in += n
         if conn.closing:
@@ -1617,13 +1683,7 @@ cdef class GatewayCore:
         # nothing is kept, then flush() and the reading's state
         conn.heard = _monotonic()
         conn.partial_since = 0.0
-        s = <SessionCore>conn.session
-        ob = conn.outbox
-        if conn.paused or conn.closing or conn.logout_seq or PyByteArray_GET_SIZE(ob.out) \
-                or s.inflight.first() - 1 > s.acked:
-            conn.flush()  # something to write, an Ack due, or a state flush() changes
-        else:
-            ob.queued = False
+        conn._flush()
         if conn.reading != (not conn.paused):
             conn._sync_reading()
         return -1
@@ -1644,7 +1704,7 @@ cdef class GatewayCore:
         cdef CommandBatch b = self._batch
         cdef Ring ring = self._input
         cdef Py_ssize_t k, i, news = 0
-        cdef int64_t first, lo, room, cause
+        cdef int64_t first, lo, room
         cdef double now
         cdef Inflight fl
         sess = conn.session

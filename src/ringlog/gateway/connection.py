@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, cast
 import msgspec
 
 from .._gateway import ConnectionCore, Outbox
-from .protocol import Ack, Error, ErrorCode, FrameDecoder, FrameEncoder
+from .protocol import Error, ErrorCode, FrameDecoder, FrameEncoder
 from .session import GatewayConfigError, Session, decode_frames
 
 if TYPE_CHECKING:
@@ -81,7 +81,8 @@ class Connection(ConnectionCore, asyncio.Protocol):
     router writes frames through). What the compiled read path (``Gateway.read``) reads and
     writes are C fields of ``ringlog._gateway.ConnectionCore``: ``gw``, ``decoder``,
     ``transport``, ``session``, ``outbox``, ``paused``, ``reading``, ``closing``,
-    ``owed_to``, ``resent``, ``logout_seq``, ``heard``, ``partial_since``. Not thread-safe.
+    ``owed_to``, ``resent``, ``logout_seq``, ``heard``, ``partial_since``; ``flush`` (the
+    Ack, then one write of what is queued) is compiled there too. Not thread-safe.
     """
 
     def __init__(self, gateway: Gateway) -> None:
@@ -312,45 +313,6 @@ class Connection(ConnectionCore, asyncio.Protocol):
             self.send(Error(ErrorCode.BAD_MESSAGE,
                             f"more than {gw.config.limits.max_errors} errors in a row: closing"))
             self.close()
-
-    def flush(self) -> None:
-        """Appends an Ack if the acknowledged seq moved, then writes everything queued."""
-        box = self.outbox
-        box.queued = False  # the router adds this connection to the dirty set again
-        t = self.transport
-        if t is None or t.is_closing():
-            box.out = bytearray()  # aborted (slow consumer) or closed: nothing more goes out
-            return
-        s = self.session
-        if s is not None:
-            if "inflight" in self.paused and \
-                    len(s.inflight) <= self.gw.config.limits.max_inflight // 2:
-                self.resume("inflight")
-            target = s.ack_target()
-            if self.owed_to and target > self.resent:
-                target = self.resent
-            if target > s.acked:
-                s.acked = target
-                self.encoder.append(box.out, Ack(target))
-            if self.logout_seq and s.acked >= self.logout_seq:
-                self.logout_seq = 0
-                self.closing = True
-        out = box.out
-        if out:
-            # the transport may keep the buffer it was given (uvloop does when the socket is
-            # full): hand it over and start a new one, never clear or reuse it
-            self.gw.metrics.bytes_out += len(out)
-            t.write(out)
-            box.out = bytearray()
-            lim = self.gw.config.limits
-            if t.get_write_buffer_size() > lim.max_buffered:
-                # a slow consumer: its unread output would grow without bound
-                self.gw.metrics.slow_consumers += 1
-                self.closing = True
-                t.abort()
-                return
-        if self.closing:
-            t.close()
 
     def memory(self) -> int:
         """Bytes this connection holds by the server's accounting: unsent output (the

@@ -313,10 +313,6 @@ class Session(SessionCore):
         new orders left flight (compiled: ``ringlog._gateway.complete_through``)."""
         return complete_through(self, seq)
 
-    def ack_target(self) -> int:
-        """The highest seq with everything at or below it answered."""
-        return self.inflight[0] - 1 if self.inflight else self.last_seen
-
 
 class SessionTable:
     """Every configured session, by id, by token and by account; routes engine reports.
