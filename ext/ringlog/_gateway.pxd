@@ -65,6 +65,7 @@ cdef class Inflight:
     cdef readonly int64_t news          # in-flight new orders
     cdef if_entry* _at(self, int64_t i) noexcept
     cdef int64_t _published(self, int64_t first, int64_t n, int64_t cause) noexcept
+    cdef int64_t _settle(self, int64_t done, int64_t* last) noexcept
     cdef int _grow(self) except -1
     cdef int push(self, int64_t seq, bint is_new) except -1
     cdef int64_t _index(self, int64_t seq) noexcept
@@ -158,6 +159,7 @@ cdef class GatewayCore:
     # what the read path needs of the gateway, as C fields (ringlog.gateway.server's Gateway
     # subclasses it)
     cdef public object processor, table, metrics, backlog, _loop, _settle_timer
+    cdef public set dirty               # the connections to flush (Router.drain adds too)
     cdef public bint _fast, _driven, _pump_due
     cdef public int64_t _journal_base
     cdef public double _settle_delay

@@ -656,18 +656,24 @@ cdef class Inflight:
         """Completes the oldest seqs whose input (journal sequence) is at or below ``done``,
         up to the first not published or not done; returns ``(last seq completed or 0, new
         orders among them)``."""
-        cdef int64_t last = 0, n = 0
+        cdef int64_t last = 0
+        cdef int64_t n = self._settle(done, &last)
+        return last, n
+
+    cdef int64_t _settle(self, int64_t done, int64_t* last) noexcept:
+        cdef int64_t n = 0
         cdef if_entry* e
+        last[0] = 0
         while self._count:
             e = self._at(0)
             if e.cause < 0 or e.cause > done:
                 break
-            last = e.seq
+            last[0] = e.seq
             n += e.is_new
             self._head = (self._head + 1) & (self._cap - 1)
             self._count -= 1
         self.news -= n
-        return last, n
+        return n
 
     def complete_through(self, int64_t seq):
         """Pops the seqs up to ``seq`` (answered); returns how many were new orders."""
@@ -953,6 +959,26 @@ def published(SessionCore s, int64_t first, int64_t n, int64_t cause, set unsett
     sequence ``cause`` on (one each, in order): they get their causes, and ``s`` joins
     ``unsettled`` (the sessions with commands in flight)."""
     _mark_published(s, first, n, cause, unsettled)
+
+
+def settle(set unsettled, dict pending_new, int64_t done):
+    """Completes the in-flight commands of the ``unsettled`` sessions whose input (journal
+    sequence) is at or below ``done`` (``Inflight.settle``; their new orders leave
+    ``pending_new``, a session with nothing left in flight leaves ``unsettled``); returns
+    the sessions whose Ack may move."""
+    cdef SessionCore s
+    cdef int64_t last, left
+    out = []
+    for x in list(unsettled):
+        s = <SessionCore?>x
+        left = s.inflight._settle(done, &last)
+        if left:
+            pending_new[s.account] -= left
+        if last:
+            out.append(s)
+        if not s.inflight._count:
+            unsettled.discard(s)
+    return out
 
 
 cdef class ConnectionCore:
@@ -1759,6 +1785,12 @@ cdef class GatewayCore:
         if self._settle_timer is None:  # completes them even if they make no report
             self._arm_settle()
         return 0
+
+    def _flush_dirty(self):
+        """Flushes every connection in ``dirty`` (emptying it)."""
+        cdef set dirty = self.dirty
+        while dirty:
+            (<ConnectionCore?>dirty.pop())._flush()
 
     def _enter(self, ConnectionCore conn, SessionCore s, int64_t first, int64_t n, news=()):
         """Commands ``first .. first + n - 1`` of ``s`` go in flight (the new orders among

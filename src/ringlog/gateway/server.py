@@ -99,7 +99,8 @@ class Gateway(GatewayCore):
     which this subclasses: ``read``, ``take_orders``, ``_enter``, ``_published``); the
     fields it reads are C fields there (``processor``, ``table``, ``metrics``, ``backlog``,
     ``_loop``, ``_settle_timer``, ``_settle_delay``, ``_fast``, ``_driven``, ``_pump_due``,
-    ``_journal_base``, ``_batch``, ``_input``).
+    ``_journal_base``, ``_batch``, ``_input``, ``dirty``); so are ``_flush_dirty`` and each
+    connection's ``flush``.
     """
 
     def __init__(self, processor: Any, config: GatewayConfig, *,
@@ -118,7 +119,7 @@ class Gateway(GatewayCore):
         self._fast = submit is None
         self.connections: set[Connection] = set()
         self.peers: dict[str, int] = {}  # open connections per peer address
-        self.dirty: set[Connection] = set()
+        self.dirty = set()
         self.backlog: deque[tuple[Session, int, int, bytes]] = deque()
         self._outq: deque[Any] = deque()
         self._sink: SlotSink | None = None  # the processor's outputs (start())
@@ -725,11 +726,6 @@ class Gateway(GatewayCore):
                 self._settle_timer = self._loop.call_later(self._settle_delay, self._settle,
                                                            True)
         self._flush_dirty()
-
-    def _flush_dirty(self) -> None:
-        dirty = self.dirty
-        while dirty:
-            dirty.pop().flush()
 
 
 def _done_through(processor: Any, routed: int) -> int:

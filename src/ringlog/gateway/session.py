@@ -33,6 +33,7 @@ from .._gateway import (
     complete_through,
     order_command,
     published,
+    settle,
 )
 from ..engine.config import EngineConfig
 from ..engine.records import Command
@@ -383,17 +384,8 @@ class SessionTable:
         """Completes in-flight commands whose input (journal sequence) is at or below
         ``done``: the loop finished them and every output they made has been routed (so a
         command that makes no report, a mass cancel with nothing to cancel, completes too).
-        Returns the sessions whose Ack may move."""
-        out = []
-        for s in list(self.unsettled):
-            last, left = s.inflight.settle(done)
-            if left:
-                self.pending_new[s.account] -= left
-            if last:
-                out.append(s)
-            if not s.inflight:
-                self.unsettled.discard(s)
-        return out
+        Returns the sessions whose Ack may move (compiled: ``ringlog._gateway.settle``)."""
+        return settle(self.unsettled, self.pending_new, done)  # type: ignore[return-value]
 
     def route(self, type_id: int, payload: bytes, corr: int, cause: int = -1, rseq: int = 0,
               effects: bool = True) -> list[tuple[Session, int, msgspec.Struct]]:
