@@ -160,6 +160,10 @@ cdef class GatewayCore:
     # subclasses it)
     cdef public object processor, table, metrics, backlog, _loop, _settle_timer
     cdef public set dirty               # the connections to flush (Router.drain adds too)
+    # the output side (Gateway documents them)
+    cdef public object _sink, _outq, _rebuild
+    cdef public bint _scheduled, _holding, _holding_completion, _stopping
+    cdef public int64_t _held_from, _routed, _published0, _out_base
     cdef public bint _fast, _driven, _pump_due
     cdef public int64_t _journal_base
     cdef public double _settle_delay
@@ -174,3 +178,4 @@ cdef class GatewayCore:
                           Py_ssize_t n) except -1
     cdef int _entered(self, ConnectionCore conn, SessionCore s, int64_t news) except -1
     cdef int _after_publish(self, SessionCore s) except -1
+    cdef int64_t _done_through(self) except? -2

@@ -93,6 +93,10 @@ cdef uint32_t CONTROL_BASE = _CONTROL_BASE
 cdef uint32_t TYPE_BREAKER_TRIPPED = _TYPE_BREAKER_TRIPPED
 cdef int64_t C_ANSWER = ANSWER_COST
 cdef int64_t C_SEQ = SEQ_COST
+# the gateway's settle: soon after commands are published or progress, backing off to
+# SETTLE_MAX_S while nothing moves (ringlog.gateway.server imports it)
+SETTLE_S = 0.0002
+cdef double SETTLE_MAX_S = 0.05
 
 
 cdef inline int64_t client_id(uint64_t eid, uint32_t account) noexcept nogil:
@@ -1687,7 +1691,8 @@ cdef class GatewayCore:
         self._input = None
         self._fast = False
         self._driven = self._pump_due = False
-        self._settle_delay = 0.0
+        self._settle_delay = SETTLE_S
+        self._held_from = -1
 
     def read(self, ConnectionCore conn, data):
         """One read of ``conn``: the bytes are counted (``bytes_in``); a closing connection's
@@ -1791,6 +1796,113 @@ cdef class GatewayCore:
         cdef set dirty = self.dirty
         while dirty:
             (<ConnectionCore?>dirty.pop())._flush()
+
+    def _arm_settle(self):
+        """Completes commands just published even if they make no report: a settle soon
+        (``_after_publish`` calls this when no settle timer is armed)."""
+        self._settle_delay = SETTLE_S
+        self._settle_timer = self._loop.call_later(SETTLE_S, self._settle, True)
+
+    # -- the per-iteration side: pump, route, settle, flush -------------------------------
+    def _pump_now(self):
+        """Has the processor handle what is in its input ring (``Processor.pump``), then
+        routes what it handed to the sink right away, without waiting for the eventfd
+        (release immediate; under durable release the sync thread's durable hook hands
+        the outputs over later and the eventfd wakes this loop)."""
+        self._pump_due = False
+        p = self.processor
+        sink = self._sink
+        if self._stopping or sink is None or p.state != "running":
+            return  # halted: publishing answers Halted (the ring is closed); stopping:
+            # drain() and stop() pump, on another thread
+        sink.quiet = True  # what the pump hands over is taken below: no eventfd write
+        try:
+            p.pump()
+        finally:
+            sink.quiet = False
+        if sink.queued:  # (a pump that halted midway may have handed some over too)
+            self._drain_outputs()
+
+    def _drain_outputs(self):
+        """Routes the output slots waiting (the sink's, then any queued by
+        ``_on_outputs``) with ``Router.drain``, counts them, then settles."""
+        cdef int64_t reports = 0, dropped = 0, routed = 0, n, r, d, trip
+        # clear the flag before draining: a record queued after this point schedules again
+        self._scheduled = False
+        sink = self._sink
+        if sink is not None:  # the sink's fd was readable, or a drain for another reason
+            block = sink.take()
+            if block is not None:
+                self._outq.append((block, sink.slot_size))
+        if self._holding:
+            return
+        q = self._outq
+        router = <Router?>self.table.router
+        while q:
+            # routed and encoded in C: market data of a symbol nobody watches (most outputs
+            # of a busy book) is skipped there without an object, but still counts for the
+            # report seqs; the block's first report seq is session.report_seq of its first
+            # record's output journal sequence (2 * sequence + 1)
+            slots, slot_size = q.popleft()
+            n, r, d, trip = router.drain(slots, slot_size,
+                                         2 * (self._out_base + self._routed + routed) + 1,
+                                         self.dirty)
+            if trip >= 0 and self._held_from < 0:
+                self._held_from = trip  # outputs from this input on are held
+            routed += n
+            reports += r
+            dropped += d
+        self._routed += routed
+        if reports or dropped:
+            m = self.metrics
+            m.reports += reports
+            m.market_data_dropped += dropped
+        if self._rebuild is not None and not self.table.rebuilding \
+                and not self._rebuild.done():
+            self._rebuild.set_result(None)
+        self._settle()
+
+    def _settle(self, bint from_timer=False):
+        """Completes commands the engine has finished. The processor says when it finished
+        an input, not which output was an input's last, so while commands are in flight this
+        rechecks on a timer: soon after progress, backing off to 50 ms when nothing moves (a
+        halted breaker holds them)."""
+        cdef int64_t done
+        cdef set unsettled = self._unsettled
+        if from_timer:
+            self._settle_timer = None
+        if unsettled and self._holding_completion:
+            if self._settle_timer is None:  # look again later
+                self._settle_timer = self._loop.call_later(SETTLE_MAX_S, self._settle, True)
+        elif unsettled:
+            p = self.processor
+            done = self._done_through()
+            if self._held_from >= 0:
+                b = p.breaker
+                if b is None or b.held_count == 0:
+                    self._held_from = -1  # released or discarded: routed like any output
+                elif done > self._held_from - 1:  # held reports may still come: never
+                    done = self._held_from - 1     # complete past the trip
+            moved = settle(unsettled, self._pending_new, done)
+            for s in moved:
+                c = (<SessionCore>s)._conn
+                if c is not None:
+                    self.dirty.add(c)
+            self._settle_delay = SETTLE_S if moved or not from_timer \
+                else min(self._settle_delay * 2, SETTLE_MAX_S)
+            if unsettled and self._settle_timer is None:
+                self._settle_timer = self._loop.call_later(self._settle_delay, self._settle,
+                                                           True)
+        self._flush_dirty()
+
+    cdef int64_t _done_through(self) except? -2:
+        # the journal sequence up to which the loop has finished every input and all their
+        # outputs were routed, or -1 while some are still on their way
+        p = self.processor
+        if p.state != "running":
+            return -1
+        done = p.processed_sequence  # read first: outputs of inputs <= done are published
+        return done if self._routed + self._published0 >= p.published_outputs else -1
 
     def _enter(self, ConnectionCore conn, SessionCore s, int64_t first, int64_t n, news=()):
         """Commands ``first .. first + n - 1`` of ``s`` go in flight (the new orders among

@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .._gateway import GatewayCore
+from .._gateway import SETTLE_S, GatewayCore
 from .._release import SlotSink
 from ..errors import (
     CircuitOpenError,
@@ -78,7 +78,6 @@ __all__ = ["Connection", "Gateway", "GatewayMetrics", "GatewayThread", "new_even
            "run_server"]
 
 _BACKLOG_RETRY_S = 0.0005
-_SETTLE_S = 0.0002
 _REBUILD_TIMEOUT_S = 30.0
 # driven topology: the event loop pumps the processor this often whatever happens, for input
 # other threads publish (admin commands, a breaker reset, Processor.publish from a user thread)
@@ -99,8 +98,11 @@ class Gateway(GatewayCore):
     which this subclasses: ``read``, ``take_orders``, ``_enter``, ``_published``); the
     fields it reads are C fields there (``processor``, ``table``, ``metrics``, ``backlog``,
     ``_loop``, ``_settle_timer``, ``_settle_delay``, ``_fast``, ``_driven``, ``_pump_due``,
-    ``_journal_base``, ``_batch``, ``_input``, ``dirty``); so are ``_flush_dirty`` and each
-    connection's ``flush``.
+    ``_journal_base``, ``_batch``, ``_input``, ``dirty``, and the output side's ``_sink``,
+    ``_outq``, ``_rebuild``, ``_scheduled``, ``_holding``, ``_holding_completion``,
+    ``_stopping``, ``_held_from``, ``_routed``, ``_published0``, ``_out_base``); so is the
+    per-iteration side (``_pump_now``, ``_drain_outputs``, ``_settle``, ``_flush_dirty``,
+    and each connection's ``flush``).
     """
 
     def __init__(self, processor: Any, config: GatewayConfig, *,
@@ -130,7 +132,7 @@ class Gateway(GatewayCore):
         self._rebuild: asyncio.Future[None] | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self._settle_timer = None
-        self._settle_delay = _SETTLE_S
+        self._settle_delay = SETTLE_S
         self._held_from = -1  # input whose outputs the breaker started holding; -1: none
         self.recovery: Any = None  # the processor's RecoveryReport, if start() recovered it
         self._routed = 0  # outputs routed since start
@@ -461,13 +463,6 @@ class Gateway(GatewayCore):
         except InsufficientCapacityError:
             return -1
 
-    def _arm_settle(self) -> None:
-        """Completes commands just published even if they make no report: a settle soon
-        (``GatewayCore._after_publish`` calls this when no settle timer is armed)."""
-        assert self._loop is not None
-        self._settle_delay = _SETTLE_S
-        self._settle_timer = self._loop.call_later(_SETTLE_S, self._settle, True)
-
     def _halted(self, s: Session, seq: int, e: Exception) -> None:
         """Answers Halted: the command was not published (breaker open, processor stopped)."""
         self.metrics.halted += 1
@@ -600,25 +595,6 @@ class Gateway(GatewayCore):
             assert self._loop is not None
             self._loop.call_soon(self._pump_now)
 
-    def _pump_now(self) -> None:
-        """Has the processor handle what is in its input ring (``Processor.pump``), then
-        routes what it handed to the sink right away, without waiting for the eventfd
-        (release immediate; under durable release the sync thread's durable hook hands
-        the outputs over later and the eventfd wakes this loop)."""
-        self._pump_due = False
-        p = self.processor
-        sink = self._sink
-        if p.state != "running" or self._stopping or sink is None:
-            return  # halted: publishing answers Halted (the ring is closed); stopping:
-            # drain() and stop() pump, on another thread
-        sink.quiet = True  # what the pump hands over is taken below: no eventfd write
-        try:
-            p.pump()
-        finally:
-            sink.quiet = False
-        if sink.queued:  # (a pump that halted midway may have handed some over too)
-            self._drain_outputs()
-
     def _pump_tick(self) -> None:
         """The periodic pump (every ``_PUMP_EVERY_S``): input published by other threads is
         handled within that time even while no client sends."""
@@ -659,84 +635,6 @@ class Gateway(GatewayCore):
         """Ends ``hold_outputs``: the waiting outputs are routed now (loop thread)."""
         self._holding = False
         self._drain_outputs()
-
-    def _drain_outputs(self) -> None:
-        # clear the flag before draining: a record queued after this point schedules again
-        self._scheduled = False
-        sink = self._sink
-        if sink is not None:  # the sink's fd was readable, or a drain for another reason
-            block = sink.take()
-            if block is not None:
-                self._outq.append((block, sink.slot_size))
-        if self._holding:
-            return
-        q = self._outq
-        drain = self.table.router.drain
-        dirty = self.dirty
-        reports = dropped = routed = 0
-        while q:
-            # routed and encoded in C (ringlog._gateway.Router.drain): market data of a symbol
-            # nobody watches (most outputs of a busy book) is skipped there without an object,
-            # but still counts for the report seqs
-            slots, slot_size = q.popleft()
-            rseq0 = report_seq(self._out_base + self._routed + routed)  # the block's first
-            n, r, d, trip = drain(slots, slot_size, rseq0, dirty)
-            if trip >= 0 and self._held_from < 0:
-                self._held_from = trip  # outputs from this input on are held
-            routed += n
-            reports += r
-            dropped += d
-        self._routed += routed
-        m = self.metrics
-        m.reports += reports
-        m.market_data_dropped += dropped
-        if self._rebuild is not None and not self.table.rebuilding \
-                and not self._rebuild.done():
-            self._rebuild.set_result(None)
-        self._settle()
-
-    def _settle(self, from_timer: bool = False) -> None:
-        """Completes commands the engine has finished. The processor says when it finished
-        an input, not which output was an input's last, so while commands are in flight this
-        rechecks on a timer: soon after progress, backing off to 50 ms when nothing moves (a
-        halted breaker holds them)."""
-        if from_timer:
-            self._settle_timer = None
-        table = self.table
-        if table.unsettled and self._holding_completion:
-            if self._settle_timer is None:  # look again later
-                assert self._loop is not None
-                self._settle_timer = self._loop.call_later(0.05, self._settle, True)
-        elif table.unsettled:
-            p = self.processor
-            done = _done_through(p, self._routed + self._published0)
-            if self._held_from >= 0:
-                if p.breaker is None or p.breaker.held_count == 0:
-                    self._held_from = -1  # released or discarded: routed like any output
-                else:  # held reports may still come: never complete past the trip
-                    done = min(done, self._held_from - 1)
-            moved = table.settle(done)
-            for s in moved:
-                if s.conn is not None:
-                    self.dirty.add(s.conn)
-            self._settle_delay = _SETTLE_S if moved or not from_timer \
-                else min(self._settle_delay * 2, 0.05)
-            if table.unsettled and self._settle_timer is None:
-                assert self._loop is not None
-                self._settle_timer = self._loop.call_later(self._settle_delay, self._settle,
-                                                           True)
-        self._flush_dirty()
-
-
-def _done_through(processor: Any, routed: int) -> int:
-    """The journal sequence up to which the loop has finished every input and all their
-    outputs were routed (``routed`` of them), or -1 while some are still on their way."""
-    p = processor
-    if p.state != "running":
-        return -1
-    done = p.processed_sequence  # read first: outputs of inputs <= done are published
-    return done if routed >= p.published_outputs else -1
-
 
 class GatewayThread:
     """Runs a Gateway on its own event loop in a background thread (tests, benchmarks, apps
