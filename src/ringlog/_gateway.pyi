@@ -6,6 +6,7 @@ from typing import Any
 
 ANSWER_COST: int
 SEQ_COST: int
+SETTLE_S: float
 
 class ResendStore:
     window: int
@@ -144,6 +145,17 @@ class GatewayCore:
     _batch: CommandBatch
     _input: Any
     dirty: set[Any]
+    _sink: Any
+    _outq: Any
+    _rebuild: Any
+    _scheduled: bool
+    _holding: bool
+    _holding_completion: bool
+    _stopping: bool
+    _held_from: int
+    _routed: int
+    _published0: int
+    _out_base: int
     def __init__(self, processor: Any, table: Any, metrics: Any, limits: Any) -> None: ...
     def _flush_dirty(self) -> None: ...
     def read(self, conn: ConnectionCore, data: bytes) -> int: ...
@@ -152,5 +164,9 @@ class GatewayCore:
     def _enter(self, conn: ConnectionCore, s: SessionCore, first: int, n: int,
                news: Iterable[int] = ()) -> None: ...
     def _published(self, s: SessionCore, first: int, n: int, ring_seq: int | None) -> None: ...
+    def _arm_settle(self) -> None: ...
+    def _pump_now(self) -> None: ...
+    def _drain_outputs(self) -> None: ...
+    def _settle(self, from_timer: bool = False) -> None: ...
 
 def settle(unsettled: set[Any], pending_new: dict[int, int], done: int) -> list[Any]: ...
