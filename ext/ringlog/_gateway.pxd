@@ -3,6 +3,8 @@
 # protocol frames; each session's resend store of answer frames.
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
+from ringlog._ring cimport Ring
+
 
 cdef struct report_t:               # the fields of one Report frame but its seq
     const char* kind
@@ -62,6 +64,8 @@ cdef class Inflight:
     cdef int64_t _cap, _head, _count
     cdef readonly int64_t news          # in-flight new orders
     cdef if_entry* _at(self, int64_t i) noexcept
+    cdef int64_t _published(self, int64_t first, int64_t n, int64_t cause) noexcept
+    cdef int64_t _settle(self, int64_t done, int64_t* last) noexcept
     cdef int _grow(self) except -1
     cdef int push(self, int64_t seq, bint is_new) except -1
     cdef int64_t _index(self, int64_t seq) noexcept
@@ -98,6 +102,24 @@ cdef class SessionCore:
     cdef readonly Inflight inflight     # commands awaiting their first report, in order
     cdef public dict depth              # market data subscriptions: symbol -> depth
     cdef public OrderSet live           # the account's live order ids (SessionTable.live's)
+    # the session rules' state (ringlog.gateway.session.Session): seqs and the rate bucket
+    cdef public int64_t last_seen, acked, errors
+    cdef public double tokens, token_time
+    cdef int64_t _tokens(self, double rate, int64_t burst, double now, int64_t n,
+                         bint take) noexcept
+    cdef int64_t _ack_target(self) noexcept
+
+
+cdef class ConnectionCore:
+    # what the read path needs of a connection, as C fields (ringlog.gateway.connection's
+    # Connection subclasses it)
+    cdef public object gw, decoder, transport, session
+    cdef public Outbox outbox
+    cdef public set paused              # why reading is paused (empty: it is not)
+    cdef public bint reading, closing
+    cdef public int64_t owed_to, resent, logout_seq
+    cdef public double heard, partial_since
+    cdef int _flush(self) except -1
 
 
 cdef class Router:
@@ -126,3 +148,34 @@ cdef class CommandBatch:
     cdef readonly Py_ssize_t capacity
     cdef readonly Py_ssize_t count
     cdef readonly int64_t first_seq
+    cdef Py_ssize_t _scan(self, const uint8_t* p, Py_ssize_t n, Py_ssize_t max_frame,
+                          int64_t next_seq, Py_ssize_t most, uint32_t account) noexcept
+    cdef Py_ssize_t _prefix_with_news(self, Py_ssize_t k, Py_ssize_t news) noexcept
+    cdef void _write(self, Ring ring, int64_t lo, Py_ssize_t k, uint32_t producer_id,
+                     int64_t timestamp_ns) noexcept
+
+
+cdef class GatewayCore:
+    # what the read path needs of the gateway, as C fields (ringlog.gateway.server's Gateway
+    # subclasses it)
+    cdef public object processor, table, metrics, backlog, _loop, _settle_timer
+    cdef public set dirty               # the connections to flush (Router.drain adds too)
+    # the output side (Gateway documents them)
+    cdef public object _sink, _outq, _rebuild
+    cdef public bint _scheduled, _holding, _holding_completion, _stopping
+    cdef public int64_t _held_from, _routed, _published0, _out_base
+    cdef public bint _fast, _driven, _pump_due
+    cdef public int64_t _journal_base
+    cdef public double _settle_delay
+    cdef public CommandBatch _batch
+    cdef public Ring _input             # the processor's input ring once started (else None)
+    cdef set _unsettled                 # the table's sessions with commands in flight
+    cdef dict _pending_new              # the table's in-flight new orders per account
+    cdef Py_ssize_t _max_frame, _max_inflight, _max_buffered
+    cdef int64_t _burst, _max_open
+    cdef double _rate
+    cdef Py_ssize_t _take(self, ConnectionCore conn, const uint8_t* p,
+                          Py_ssize_t n) except -1
+    cdef int _entered(self, ConnectionCore conn, SessionCore s, int64_t news) except -1
+    cdef int _after_publish(self, SessionCore s) except -1
+    cdef int64_t _done_through(self) except? -2

@@ -34,6 +34,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
+from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 
 from collections.abc import Mapping
 
@@ -56,7 +57,7 @@ from ringlog.engine.records import CancelReason, RejectReason
 from ringlog.errors import RingClosedError
 from ringlog.events import CONTROL_BASE as _CONTROL_BASE
 from ringlog.events import TYPE_BREAKER_TRIPPED as _TYPE_BREAKER_TRIPPED
-from ringlog.gateway.protocol import Error, ErrorCode, encode_frame
+from ringlog.gateway.protocol import Ack, Error, ErrorCode, encode_frame
 
 # The resend store's accounting, in bytes: a kept message counts ANSWER_COST, a kept seq
 # SEQ_COST more (docs/protocol.md, "Memory": the budget a session's answers are held to).
@@ -84,6 +85,7 @@ cdef enum:
     T_MARKET_DATA = 70
     T_ORDER_INFO = 71
     T_OPEN_ORDERS_END = 72
+    T_ACK = 66
 
 cdef int64_t SEQ_MASK = (<int64_t>1 << SEQ_BITS) - 1
 cdef uint64_t ORDER_MASK = (<uint64_t>1 << ORDER_BITS) - 1
@@ -91,6 +93,10 @@ cdef uint32_t CONTROL_BASE = _CONTROL_BASE
 cdef uint32_t TYPE_BREAKER_TRIPPED = _TYPE_BREAKER_TRIPPED
 cdef int64_t C_ANSWER = ANSWER_COST
 cdef int64_t C_SEQ = SEQ_COST
+# the gateway's settle: soon after commands are published or progress, backing off to
+# SETTLE_MAX_S while nothing moves (ringlog.gateway.server imports it)
+SETTLE_S = 0.0002
+cdef double SETTLE_MAX_S = 0.05
 
 
 cdef inline int64_t client_id(uint64_t eid, uint32_t account) noexcept nogil:
@@ -622,6 +628,9 @@ cdef class Inflight:
         """Seqs ``first .. first + n - 1`` are in the input ring from journal sequence
         ``cause`` on, one each; returns how many of them are in flight (those get their
         cause; one not in flight - answered, halted - has nothing to complete)."""
+        return self._published(first, n, cause)
+
+    cdef int64_t _published(self, int64_t first, int64_t n, int64_t cause) noexcept:
         cdef int64_t lo = 0, hi = self._count, mid, k = 0, seq
         cdef if_entry* e
         while lo < hi:  # the first entry at or above first (seqs increase)
@@ -651,18 +660,24 @@ cdef class Inflight:
         """Completes the oldest seqs whose input (journal sequence) is at or below ``done``,
         up to the first not published or not done; returns ``(last seq completed or 0, new
         orders among them)``."""
-        cdef int64_t last = 0, n = 0
+        cdef int64_t last = 0
+        cdef int64_t n = self._settle(done, &last)
+        return last, n
+
+    cdef int64_t _settle(self, int64_t done, int64_t* last) noexcept:
+        cdef int64_t n = 0
         cdef if_entry* e
+        last[0] = 0
         while self._count:
             e = self._at(0)
             if e.cause < 0 or e.cause > done:
                 break
-            last = e.seq
+            last[0] = e.seq
             n += e.is_new
             self._head = (self._head + 1) & (self._cap - 1)
             self._count -= 1
         self.news -= n
-        return last, n
+        return n
 
     def complete_through(self, int64_t seq):
         """Pops the seqs up to ``seq`` (answered); returns how many were new orders."""
@@ -879,6 +894,40 @@ cdef class SessionCore:
         self.inflight = Inflight()
         self.depth = {}
         self.live = None
+        self.last_seen = self.acked = self.errors = 0
+        self.tokens = self.token_time = 0.0
+
+    cdef int64_t _tokens(self, double rate, int64_t burst, double now, int64_t n,
+                         bint take) noexcept:
+        # the bucket refilled up to now (at most burst): how many of n fit; with take the
+        # refill and the n taken are kept (without: a look that changes nothing)
+        cdef double t = self.tokens + (now - self.token_time) * rate
+        cdef int64_t k
+        if not t < burst:
+            t = <double>burst
+        k = <int64_t>t
+        if n < k:
+            k = n
+        if take:
+            self.tokens = t - k
+            self.token_time = now
+        return k
+
+    cdef int64_t _ack_target(self) noexcept:
+        return self.inflight.first() - 1 if self.inflight._count else self.last_seen
+
+    def ack_target(self):
+        """The highest seq with everything at or below it answered."""
+        return self._ack_target()
+
+    def take_tokens(self, double rate, int64_t burst, double now, int64_t n):
+        """Token bucket: how many of ``n`` messages fit the rate limit now (those are
+        taken)."""
+        return self._tokens(rate, burst, now, n, True)
+
+    def take_token(self, double rate, int64_t burst, double now):
+        """Token bucket: True if one more message fits the rate limit now."""
+        return self._tokens(rate, burst, now, 1, True) == 1
 
     @property
     def causes(self):
@@ -900,6 +949,108 @@ cdef class SessionCore:
     def conn(self, c):
         self._conn = c
         self._outbox = None if c is None else getattr(c, "outbox", None)
+
+
+cdef int _mark_published(SessionCore s, int64_t first, int64_t n, int64_t cause,
+                         set unsettled) except -1:
+    s.inflight._published(first, n, cause)
+    unsettled.add(s)
+    return 0
+
+
+def published(SessionCore s, int64_t first, int64_t n, int64_t cause, set unsettled):
+    """Commands ``first .. first + n - 1`` of ``s`` are in the input ring from journal
+    sequence ``cause`` on (one each, in order): they get their causes, and ``s`` joins
+    ``unsettled`` (the sessions with commands in flight)."""
+    _mark_published(s, first, n, cause, unsettled)
+
+
+def settle(set unsettled, dict pending_new, int64_t done):
+    """Completes the in-flight commands of the ``unsettled`` sessions whose input (journal
+    sequence) is at or below ``done`` (``Inflight.settle``; their new orders leave
+    ``pending_new``, a session with nothing left in flight leaves ``unsettled``); returns
+    the sessions whose Ack may move."""
+    cdef SessionCore s
+    cdef int64_t last, left
+    out = []
+    for x in list(unsettled):
+        s = <SessionCore?>x
+        left = s.inflight._settle(done, &last)
+        if left:
+            pending_new[s.account] -= left
+        if last:
+            out.append(s)
+        if not s.inflight._count:
+            unsettled.discard(s)
+    return out
+
+
+cdef class ConnectionCore:
+    """What the read path needs of a connection, as C fields (``GatewayCore.read`` reads
+    and writes them without a dict lookup): ``gw``, ``decoder``, ``transport``, ``session``,
+    ``outbox``, ``paused`` (why reading is paused; empty: it is not), ``reading``,
+    ``closing``, ``owed_to``, ``resent``, ``logout_seq``, ``heard`` and ``partial_since``
+    (``time.monotonic()`` seconds). ``ringlog.gateway.connection.Connection`` subclasses it
+    and documents them. Not thread-safe (the gateway's loop)."""
+
+    def flush(self):
+        """Appends an Ack if the acknowledged seq moved, then writes everything queued (one
+        ``transport.write``); a write buffer past ``max_buffered`` closes the connection
+        as a slow consumer; a logout acked or a close asked for closes it after the write."""
+        self._flush()
+
+    cdef int _flush(self) except -1:
+        cdef Outbox box = self.outbox
+        cdef GatewayCore gw = <GatewayCore?>self.gw
+        cdef SessionCore s
+        cdef int64_t target
+        cdef Py_ssize_t n, k
+        cdef bytearray out
+        cdef uint8_t ack[16]
+        box.queued = False  # the router adds this connection to the dirty set again
+        t = self.transport
+        if t is None or t.is_closing():
+            box.out = bytearray()  # aborted (slow consumer) or closed: nothing more goes out
+            return 0
+        if self.session is not None:
+            s = <SessionCore>self.session
+            if self.paused and "inflight" in self.paused and \
+                    s.inflight._count <= gw._max_inflight // 2:
+                self.resume("inflight")
+            target = s._ack_target()
+            if self.owed_to and target > self.resent:
+                target = self.resent
+            if target > s.acked:
+                s.acked = target
+                if box.raw:  # msgpack: [66, seq], as msgspec writes Ack(seq)
+                    ack[4] = 0x92
+                    ack[5] = T_ACK
+                    k = 6 + put_int(ack + 6, target)
+                    put_len(ack, k - 4)
+                    _append_out(box, <const char*>ack, k)
+                else:
+                    (<object>self).encoder.append(box.out, Ack(target))
+            if self.logout_seq and s.acked >= self.logout_seq:
+                self.logout_seq = 0
+                self.closing = True
+        out = box.out
+        n = PyByteArray_GET_SIZE(out)
+        if n:
+            # the transport may keep the buffer it was given (uvloop does when the socket is
+            # full): hand it over and start a new one, never clear or reuse it
+            m = gw.metrics
+            m.bytes_out += n
+            t.write(out)
+            box.out = bytearray()
+            if t.get_write_buffer_size() > gw._max_buffered:
+                # a slow consumer: its unread output would grow without bound
+                m.slow_consumers += 1
+                self.closing = True
+                t.abort()
+                return 0
+        if self.closing:
+            t.close()
+        return 0
 
 
 def complete_through(SessionCore s, int64_t seq):
@@ -1378,14 +1529,16 @@ cdef class CommandBatch:
         """Decodes the complete frames at the start of ``data`` while each is an order frame
         (``parse_order``) numbered ``next_seq``, ``next_seq + 1`` ... (any seq for the first
         if ``next_seq`` is -1), at most ``most`` (and ``capacity``); returns how many."""
-        cdef const uint8_t* p
-        cdef Py_ssize_t n = data.shape[0], pos = 0, k = 0, ln
+        if data.shape[0] == 0:
+            self.count = 0
+            return 0
+        return self._scan(&data[0], data.shape[0], max_frame, next_seq, most, account)
+
+    cdef Py_ssize_t _scan(self, const uint8_t* p, Py_ssize_t n, Py_ssize_t max_frame,
+                          int64_t next_seq, Py_ssize_t most, uint32_t account) noexcept:
+        cdef Py_ssize_t pos = 0, k = 0, ln
         cdef rl_command* recs = <rl_command*>self._recs
         most = min(most, self.capacity)
-        self.count = 0
-        if n == 0:
-            return 0
-        p = &data[0]
         with nogil:
             while k < most and n - pos >= 4:
                 ln = (<Py_ssize_t>p[pos] << 24) | (<Py_ssize_t>p[pos + 1] << 16) | \
@@ -1417,6 +1570,9 @@ cdef class CommandBatch:
 
     def prefix_with_news(self, Py_ssize_t k, Py_ssize_t news):
         """The longest prefix (at most ``k`` commands) holding at most ``news`` new orders."""
+        return self._prefix_with_news(k, news)
+
+    cdef Py_ssize_t _prefix_with_news(self, Py_ssize_t k, Py_ssize_t news) noexcept:
         cdef Py_ssize_t i, seen = 0
         for i in range(min(k, self.count)):
             if self._kinds[i] == C_NEW:
@@ -1437,9 +1593,7 @@ cdef class CommandBatch:
         ``producer_id`` and its seq as the dedup key and ``producer_id << 40 | seq`` as its
         correlation id; returns the first ring sequence, or -1 if the ring has no room for
         all of them now (nothing is published then). Never waits."""
-        cdef int64_t hi, lo, i
-        cdef rl_header* h
-        cdef rl_command* recs = <rl_command*>self._recs
+        cdef int64_t hi
         if not 0 < k <= self.count:
             raise ValueError(f"cannot publish {k} of {self.count} commands")
         if ring.slot_size - RL_HEADER_SIZE < <int>sizeof(rl_command):
@@ -1449,7 +1603,15 @@ cdef class CommandBatch:
             raise RingClosedError("publish on a closed ring")
         if hi < 0:
             return -1
-        lo = hi - k + 1
+        self._write(ring, hi - k + 1, k, producer_id, timestamp_ns)
+        return hi - k + 1
+
+    cdef void _write(self, Ring ring, int64_t lo, Py_ssize_t k, uint32_t producer_id,
+                     int64_t timestamp_ns) noexcept:
+        # the first k commands into the claimed slots lo .. lo + k - 1, then published
+        cdef int64_t i
+        cdef rl_header* h
+        cdef rl_command* recs = <rl_command*>self._recs
         with nogil:
             for i in range(k):
                 h = <rl_header*>ring.slot(lo + i)
@@ -1463,8 +1625,7 @@ cdef class CommandBatch:
                 h.length = sizeof(rl_command)
                 h.producer_id = producer_id
                 memcpy(<char*>h + RL_HEADER_SIZE, &recs[i], sizeof(rl_command))
-            ring.publish_range(lo, hi)
-        return lo
+            ring.publish_range(lo, lo + k - 1)
 
 
 cdef CommandBatch _one = CommandBatch(1)
@@ -1477,3 +1638,282 @@ def order_command(bytes frame, uint32_t account):
     if not b.scan(frame, len(frame), -1, 1, account):
         raise ValueError("not a complete NewOrder, Cancel or Modify frame")
     return b.command(0)
+
+
+# -- the read path: a logged-on connection's read of order frames, in one call ---------------
+
+cdef inline double _monotonic() noexcept nogil:
+    # time.monotonic()'s value: CLOCK_MONOTONIC in ns as a double, in seconds
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <double>(<int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec) / 1e9
+
+
+cdef inline int64_t _time_ns() noexcept nogil:
+    # time.time_ns()
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef class GatewayCore:
+    """What the read path needs of the gateway, as C fields, and the read path itself
+    (``ringlog.gateway.server.Gateway`` subclasses it and documents the fields)::
+
+        data_received(bytes) ─► read: counts the bytes; a logged-on, unpaused connection
+            │ with nothing kept in its decoder ─► _take: the leading order frames that pass
+            │ every session rule, published in one claim; the whole read taken ─► heard,
+            │ flush only if it has something to do, reading in sync ─► -1 (done)
+            └─► otherwise the bytes taken (0: none) - the caller keeps the rest in the
+                decoder and the per-message path handles it as before
+
+    ``_take`` (also ``take_orders``, for frames kept in the decoder) decides nothing the
+    per-message path (``Gateway.handle``) would decide differently: it takes a prefix of
+    order frames whose seqs follow on, within the in-flight window, the open-orders room and
+    the rate tokens, and only when the breaker is closed and the input ring has room for all
+    of them; whatever it leaves (another message, a frame a rule refuses, a halted breaker,
+    a full or closed ring) the per-message path answers, one message at a time, as always.
+    Not thread-safe (the gateway's loop)."""
+
+    def __init__(self, processor, table, metrics, limits):
+        self.processor = processor
+        self.table = table
+        self.metrics = metrics
+        self._unsettled = table.unsettled
+        self._pending_new = table.pending_new
+        self._max_frame = limits.max_frame
+        self._max_inflight = limits.max_inflight
+        self._max_buffered = limits.max_buffered
+        self._rate = limits.rate
+        self._burst = limits.burst
+        self._max_open = limits.max_open_orders
+        self._batch = CommandBatch(limits.max_inflight)
+        self._input = None
+        self._fast = False
+        self._driven = self._pump_due = False
+        self._settle_delay = SETTLE_S
+        self._held_from = -1
+
+    def read(self, ConnectionCore conn, data):
+        """One read of ``conn``: the bytes are counted (``bytes_in``); a closing connection's
+        are dropped (-1). When the connection is logged on, not paused, keeps no partial
+        frame and the whole read is order frames that ``_take`` takes, the read is done here
+        (its Ack, if one is due, and its write through ``conn.flush()``): -1. Otherwise the
+        bytes taken from the front (0: none), and the caller handles the rest."""
+        cdef Py_ssize_t n = len(data), took
+        m = self.metrics
+        m.bytes_in += n
+        if conn.closing:
+            return -1
+        if n == 0 or type(data) is not bytes or conn.paused or conn.decoder.buffered:
+            return 0
+        took = self._take(conn, <const uint8_t*>PyBytes_AS_STRING(data), n)
+        if took != n:
+            return took
+        # Connection._received and process() after a read taken whole: a frame completed,
+        # nothing is kept, then flush() and the reading's state
+        conn.heard = _monotonic()
+        conn.partial_since = 0.0
+        conn._flush()
+        if conn.reading != (not conn.paused):
+            conn._sync_reading()
+        return -1
+
+    def take_orders(self, ConnectionCore conn, const uint8_t[::1] data):
+        """The leading order frames of ``data`` (bytes kept in ``conn``'s decoder) that pass
+        every session rule, published in one claim (``_take``); returns the bytes taken."""
+        if data.shape[0] == 0:
+            return 0
+        return self._take(conn, &data[0], data.shape[0])
+
+    cdef Py_ssize_t _take(self, ConnectionCore conn, const uint8_t* p,
+                          Py_ssize_t n) except -1:
+        # the rules of Gateway.handle for each frame, for a prefix of order frames at once:
+        # seq in turn, the in-flight window, the open-orders room, the rate tokens; then the
+        # breaker and the ring's room; only then is any state changed
+        cdef SessionCore s
+        cdef CommandBatch b = self._batch
+        cdef Ring ring = self._input
+        cdef Py_ssize_t k, i, news = 0
+        cdef int64_t first, lo, room
+        cdef double now
+        cdef Inflight fl
+        sess = conn.session
+        if sess is None or ring is None or not self._fast or conn.owed_to or self.backlog:
+            return 0  # rare states (and a cluster gateway): the per-message path knows them
+        if ring.slot_size - RL_HEADER_SIZE < <int>sizeof(rl_command):
+            return 0  # (the per-message path's publish says why)
+        s = <SessionCore>sess
+        fl = s.inflight
+        first = s.last_seen + 1
+        k = b._scan(p, n, self._max_frame, first, self._max_inflight - fl._count, s.account)
+        if not k:
+            return 0
+        room = self._max_open - (s.live._count if s.live is not None else 0) - \
+            self._pending_new.get(s.account, 0)
+        k = b._prefix_with_news(k, room if room > 0 else 0)
+        if not k:
+            return 0
+        now = _monotonic()
+        k = s._tokens(self._rate, self._burst, now, k, False)
+        if not k or self.processor.halted:
+            return 0
+        lo = ring.try_claim(k)
+        if lo < 0:
+            return 0  # full (the per-message path parks) or closed (it answers Halted)
+        lo -= k - 1
+        # taken: the session's state, the commands in flight, then published
+        s._tokens(self._rate, self._burst, now, k, True)
+        s.last_seen = first + k - 1
+        s.errors = 0
+        m = self.metrics
+        m.messages += k
+        for i in range(k):
+            fl.push(first + i, b._kinds[i] == C_NEW)
+            news += b._kinds[i] == C_NEW
+        b._write(ring, lo, k, <uint32_t>s.id, _time_ns())
+        _mark_published(s, first, k, self._journal_base + lo, self._unsettled)
+        self._entered(conn, s, news)
+        self._after_publish(s)
+        return b._ends[k - 1]
+
+    cdef int _entered(self, ConnectionCore conn, SessionCore s, int64_t news) except -1:
+        if news:
+            self._pending_new[s.account] += news
+        if s.inflight._count >= self._max_inflight:
+            conn.pause("inflight")
+        return 0
+
+    cdef int _after_publish(self, SessionCore s) except -1:
+        if self._driven and not self._pump_due:
+            self._pump_soon()
+        if self._settle_timer is None:  # completes them even if they make no report
+            self._arm_settle()
+        return 0
+
+    def _flush_dirty(self):
+        """Flushes every connection in ``dirty`` (emptying it)."""
+        cdef set dirty = self.dirty
+        while dirty:
+            (<ConnectionCore?>dirty.pop())._flush()
+
+    def _arm_settle(self):
+        """Completes commands just published even if they make no report: a settle soon
+        (``_after_publish`` calls this when no settle timer is armed)."""
+        self._settle_delay = SETTLE_S
+        self._settle_timer = self._loop.call_later(SETTLE_S, self._settle, True)
+
+    # -- the per-iteration side: pump, route, settle, flush -------------------------------
+    def _pump_now(self):
+        """Has the processor handle what is in its input ring (``Processor.pump``), then
+        routes what it handed to the sink right away, without waiting for the eventfd
+        (release immediate; under durable release the sync thread's durable hook hands
+        the outputs over later and the eventfd wakes this loop)."""
+        self._pump_due = False
+        p = self.processor
+        sink = self._sink
+        if self._stopping or sink is None or p.state != "running":
+            return  # halted: publishing answers Halted (the ring is closed); stopping:
+            # drain() and stop() pump, on another thread
+        sink.quiet = True  # what the pump hands over is taken below: no eventfd write
+        try:
+            p.pump()
+        finally:
+            sink.quiet = False
+        if sink.queued:  # (a pump that halted midway may have handed some over too)
+            self._drain_outputs()
+
+    def _drain_outputs(self):
+        """Routes the output slots waiting (the sink's, then any queued by
+        ``_on_outputs``) with ``Router.drain``, counts them, then settles."""
+        cdef int64_t reports = 0, dropped = 0, routed = 0, n, r, d, trip
+        # clear the flag before draining: a record queued after this point schedules again
+        self._scheduled = False
+        sink = self._sink
+        if sink is not None:  # the sink's fd was readable, or a drain for another reason
+            block = sink.take()
+            if block is not None:
+                self._outq.append((block, sink.slot_size))
+        if self._holding:
+            return
+        q = self._outq
+        router = <Router?>self.table.router
+        while q:
+            # routed and encoded in C: market data of a symbol nobody watches (most outputs
+            # of a busy book) is skipped there without an object, but still counts for the
+            # report seqs; the block's first report seq is session.report_seq of its first
+            # record's output journal sequence (2 * sequence + 1)
+            slots, slot_size = q.popleft()
+            n, r, d, trip = router.drain(slots, slot_size,
+                                         2 * (self._out_base + self._routed + routed) + 1,
+                                         self.dirty)
+            if trip >= 0 and self._held_from < 0:
+                self._held_from = trip  # outputs from this input on are held
+            routed += n
+            reports += r
+            dropped += d
+        self._routed += routed
+        if reports or dropped:
+            m = self.metrics
+            m.reports += reports
+            m.market_data_dropped += dropped
+        if self._rebuild is not None and not self.table.rebuilding \
+                and not self._rebuild.done():
+            self._rebuild.set_result(None)
+        self._settle()
+
+    def _settle(self, bint from_timer=False):
+        """Completes commands the engine has finished. The processor says when it finished
+        an input, not which output was an input's last, so while commands are in flight this
+        rechecks on a timer: soon after progress, backing off to 50 ms when nothing moves (a
+        halted breaker holds them)."""
+        cdef int64_t done
+        cdef set unsettled = self._unsettled
+        if from_timer:
+            self._settle_timer = None
+        if unsettled and self._holding_completion:
+            if self._settle_timer is None:  # look again later
+                self._settle_timer = self._loop.call_later(SETTLE_MAX_S, self._settle, True)
+        elif unsettled:
+            p = self.processor
+            done = self._done_through()
+            if self._held_from >= 0:
+                b = p.breaker
+                if b is None or b.held_count == 0:
+                    self._held_from = -1  # released or discarded: routed like any output
+                elif done > self._held_from - 1:  # held reports may still come: never
+                    done = self._held_from - 1     # complete past the trip
+            moved = settle(unsettled, self._pending_new, done)
+            for s in moved:
+                c = (<SessionCore>s)._conn
+                if c is not None:
+                    self.dirty.add(c)
+            self._settle_delay = SETTLE_S if moved or not from_timer \
+                else min(self._settle_delay * 2, SETTLE_MAX_S)
+            if unsettled and self._settle_timer is None:
+                self._settle_timer = self._loop.call_later(self._settle_delay, self._settle,
+                                                           True)
+        self._flush_dirty()
+
+    cdef int64_t _done_through(self) except? -2:
+        # the journal sequence up to which the loop has finished every input and all their
+        # outputs were routed, or -1 while some are still on their way
+        p = self.processor
+        if p.state != "running":
+            return -1
+        done = p.processed_sequence  # read first: outputs of inputs <= done are published
+        return done if self._routed + self._published0 >= p.published_outputs else -1
+
+    def _enter(self, ConnectionCore conn, SessionCore s, int64_t first, int64_t n, news=()):
+        """Commands ``first .. first + n - 1`` of ``s`` go in flight (the new orders among
+        them, ``news``, count against the open-orders limit until answered); at
+        ``max_inflight`` its reading pauses (its answers are bounded by the window, not by
+        its sending)."""
+        self._entered(conn, s, s.inflight.enter(first, n, news))
+
+    def _published(self, SessionCore s, int64_t first, int64_t n, ring_seq):
+        """Commands are in the input ring (or, ``ring_seq`` None, submitted and told later):
+        they complete once the engine has done them."""
+        if ring_seq is not None:
+            self.table.published(s, first, self._journal_base + ring_seq, n)
+        self._after_publish(s)

@@ -6,6 +6,7 @@ from typing import Any
 
 ANSWER_COST: int
 SEQ_COST: int
+SETTLE_S: float
 
 class ResendStore:
     window: int
@@ -77,7 +78,31 @@ class SessionCore:
     news: frozenset[int]
     depth: dict[int, int]
     live: OrderSet | None
+    last_seen: int
+    acked: int
+    errors: int
+    tokens: float
+    token_time: float
     def __init__(self, id: int, account: int, store: ResendStore) -> None: ...
+    def ack_target(self) -> int: ...
+    def take_tokens(self, rate: float, burst: int, now: float, n: int) -> int: ...
+    def take_token(self, rate: float, burst: int, now: float) -> bool: ...
+
+class ConnectionCore:
+    gw: Any
+    decoder: Any
+    transport: Any
+    session: Any
+    outbox: Outbox
+    paused: set[str]
+    reading: bool
+    closing: bool
+    owed_to: int
+    resent: int
+    logout_seq: int
+    heard: float
+    partial_since: float
+    def flush(self) -> None: ...
 
 class Router:
     def __init__(self, table: Any) -> None: ...
@@ -102,3 +127,46 @@ class CommandBatch:
 def order_command(frame: bytes, account: int) -> tuple[int, bytes]: ...
 
 def complete_through(s: Any, seq: int) -> int: ...
+
+def published(s: SessionCore, first: int, n: int, cause: int, unsettled: set[Any]) -> None: ...
+
+class GatewayCore:
+    processor: Any
+    table: Any
+    metrics: Any
+    backlog: Any
+    _loop: Any
+    _settle_timer: Any
+    _settle_delay: float
+    _fast: bool
+    _driven: bool
+    _pump_due: bool
+    _journal_base: int
+    _batch: CommandBatch
+    _input: Any
+    dirty: set[Any]
+    _sink: Any
+    _outq: Any
+    _rebuild: Any
+    _scheduled: bool
+    _holding: bool
+    _holding_completion: bool
+    _stopping: bool
+    _held_from: int
+    _routed: int
+    _published0: int
+    _out_base: int
+    def __init__(self, processor: Any, table: Any, metrics: Any, limits: Any) -> None: ...
+    def _flush_dirty(self) -> None: ...
+    def read(self, conn: ConnectionCore, data: bytes) -> int: ...
+    def take_orders(self, conn: ConnectionCore,
+                    data: bytes | bytearray | memoryview) -> int: ...
+    def _enter(self, conn: ConnectionCore, s: SessionCore, first: int, n: int,
+               news: Iterable[int] = ()) -> None: ...
+    def _published(self, s: SessionCore, first: int, n: int, ring_seq: int | None) -> None: ...
+    def _arm_settle(self) -> None: ...
+    def _pump_now(self) -> None: ...
+    def _drain_outputs(self) -> None: ...
+    def _settle(self, from_timer: bool = False) -> None: ...
+
+def settle(unsettled: set[Any], pending_new: dict[int, int], done: int) -> list[Any]: ...

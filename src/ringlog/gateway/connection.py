@@ -2,9 +2,11 @@
 
 ::
 
-    socket ──data_received──► FrameDecoder (bytes) ──process─┬─► Gateway.take_orders (C: order
-                                                             │   frames ─► input ring)
-                                                             └─► next() ─► Gateway.handle
+    socket ──data_received──► Gateway.read (C): a logged-on read of order frames, whole:
+                │                 the session rules, one claim into the input ring, done
+                └─ the rest ─► FrameDecoder (bytes) ──process─┬─► Gateway.take_orders (C:
+                                                              │   the same, kept frames)
+                                                              └─► next() ─► Gateway.handle
     socket ◄──one write per batch── flush (+ Ack) ◄── out ◄── send / send_frame / error
 
 A ``Connection`` is an ``asyncio.Protocol`` on the gateway's event loop; it is bound to a
@@ -22,8 +24,8 @@ from typing import TYPE_CHECKING, cast
 
 import msgspec
 
-from .._gateway import Outbox
-from .protocol import Ack, Error, ErrorCode, FrameDecoder, FrameEncoder
+from .._gateway import ConnectionCore, Outbox
+from .protocol import Error, ErrorCode, FrameDecoder, FrameEncoder
 from .session import GatewayConfigError, Session, decode_frames
 
 if TYPE_CHECKING:
@@ -71,12 +73,16 @@ def new_event_loop(kind: str = "uvloop") -> asyncio.AbstractEventLoop:
     raise GatewayConfigError(f"loop must be 'uvloop' or 'asyncio', got {kind!r}")
 
 
-class Connection(asyncio.Protocol):
+class Connection(ConnectionCore, asyncio.Protocol):
     """One TCP connection: frames in, answers out; bound to a session after logon.
 
     Answers are appended to ``out`` and written once per batch (``flush``); ``out``,
     ``raw_frames`` and whether reading is paused live in ``outbox`` (C fields the compiled
-    router writes frames through). Not thread-safe.
+    router writes frames through). What the compiled read path (``Gateway.read``) reads and
+    writes are C fields of ``ringlog._gateway.ConnectionCore``: ``gw``, ``decoder``,
+    ``transport``, ``session``, ``outbox``, ``paused``, ``reading``, ``closing``,
+    ``owed_to``, ``resent``, ``logout_seq``, ``heard``, ``partial_since``; ``flush`` (the
+    Ack, then one write of what is queued) is compiled there too. Not thread-safe.
     """
 
     def __init__(self, gateway: Gateway) -> None:
@@ -162,12 +168,17 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         """Decodes every complete frame and handles them; then one write of the answers.
-        The protocol layer turns every bad frame into an answer without a catch-all; an
-        exception escaping it anyway is a bug: counted (``unexpected_exceptions``), logged
-        once per connection with its traceback, and that connection is aborted, so a bug
-        is seen and never takes the event loop or another session with it."""
+        The common read (a logged-on session's order frames, all taken) is done in one
+        compiled call (``Gateway.read``); the rest of a read goes through the decoder and
+        the per-message path. The protocol layer turns every bad frame into an answer
+        without a catch-all; an exception escaping it anyway is a bug: counted
+        (``unexpected_exceptions``), logged once per connection with its traceback, and that
+        connection is aborted, so a bug is seen and never takes the event loop or another
+        session with it."""
         try:
-            self._received(data)
+            took = self.gw.read(self, data)  # -1: the read is done (or dropped: closing)
+            if took >= 0:
+                self._received(data, took)
         except Exception:
             self.gw.metrics.unexpected_exceptions += 1
             _log.exception("gateway: unexpected error handling a connection's input; "
@@ -176,13 +187,11 @@ class Connection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.abort()
 
-    def _received(self, data: bytes) -> None:
-        self.gw.metrics.bytes_in += len(data)  # once per read, not per frame
-        if self.closing:
-            return
+    def _received(self, data: bytes, took: int) -> None:
+        # the bytes after the ``took`` that Gateway.read took (and counted)
         dec = self.decoder
-        dec.keep(data)
-        fresh = dec.complete()  # a frame completed: heard, and any partial one is new
+        dec.keep(memoryview(data)[took:] if took else data)
+        fresh = took > 0 or dec.complete()  # a frame completed: heard, a partial one is new
         if fresh:
             self.heard = time.monotonic()
         self.process()
@@ -304,45 +313,6 @@ class Connection(asyncio.Protocol):
             self.send(Error(ErrorCode.BAD_MESSAGE,
                             f"more than {gw.config.limits.max_errors} errors in a row: closing"))
             self.close()
-
-    def flush(self) -> None:
-        """Appends an Ack if the acknowledged seq moved, then writes everything queued."""
-        box = self.outbox
-        box.queued = False  # the router adds this connection to the dirty set again
-        t = self.transport
-        if t is None or t.is_closing():
-            box.out = bytearray()  # aborted (slow consumer) or closed: nothing more goes out
-            return
-        s = self.session
-        if s is not None:
-            if "inflight" in self.paused and \
-                    len(s.inflight) <= self.gw.config.limits.max_inflight // 2:
-                self.resume("inflight")
-            target = s.ack_target()
-            if self.owed_to and target > self.resent:
-                target = self.resent
-            if target > s.acked:
-                s.acked = target
-                self.encoder.append(box.out, Ack(target))
-            if self.logout_seq and s.acked >= self.logout_seq:
-                self.logout_seq = 0
-                self.closing = True
-        out = box.out
-        if out:
-            # the transport may keep the buffer it was given (uvloop does when the socket is
-            # full): hand it over and start a new one, never clear or reuse it
-            self.gw.metrics.bytes_out += len(out)
-            t.write(out)
-            box.out = bytearray()
-            lim = self.gw.config.limits
-            if t.get_write_buffer_size() > lim.max_buffered:
-                # a slow consumer: its unread output would grow without bound
-                self.gw.metrics.slow_consumers += 1
-                self.closing = True
-                t.abort()
-                return
-        if self.closing:
-            t.close()
 
     def memory(self) -> int:
         """Bytes this connection holds by the server's accounting: unsent output (the

@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .._gateway import CommandBatch
+from .._gateway import SETTLE_S, GatewayCore
 from .._release import SlotSink
 from ..errors import (
     CircuitOpenError,
@@ -78,14 +78,13 @@ __all__ = ["Connection", "Gateway", "GatewayMetrics", "GatewayThread", "new_even
            "run_server"]
 
 _BACKLOG_RETRY_S = 0.0005
-_SETTLE_S = 0.0002
 _REBUILD_TIMEOUT_S = 30.0
 # driven topology: the event loop pumps the processor this often whatever happens, for input
 # other threads publish (admin commands, a breaker reset, Processor.publish from a user thread)
 _PUMP_EVERY_S = 0.002
 
 
-class Gateway:
+class Gateway(GatewayCore):
     """The gateway around one processor running the matching engine (or any handler that
     speaks ``ringlog.engine.records``). Create it, ``await start()``, ``await stop()``.
 
@@ -94,6 +93,16 @@ class Gateway:
     first. Not thread-safe: everything runs on the event loop that called ``start()``.
     ``submit`` replaces ``processor.publish`` as the way commands enter (same arguments;
     returns the ring sequence, or None when the journal sequence is told later).
+
+    The read path of a logged-on connection is compiled (``ringlog._gateway.GatewayCore``,
+    which this subclasses: ``read``, ``take_orders``, ``_enter``, ``_published``); the
+    fields it reads are C fields there (``processor``, ``table``, ``metrics``, ``backlog``,
+    ``_loop``, ``_settle_timer``, ``_settle_delay``, ``_fast``, ``_driven``, ``_pump_due``,
+    ``_journal_base``, ``_batch``, ``_input``, ``dirty``, and the output side's ``_sink``,
+    ``_outq``, ``_rebuild``, ``_scheduled``, ``_holding``, ``_holding_completion``,
+    ``_stopping``, ``_held_from``, ``_routed``, ``_published0``, ``_out_base``); so is the
+    per-iteration side (``_pump_now``, ``_drain_outputs``, ``_settle``, ``_flush_dirty``,
+    and each connection's ``flush``).
     """
 
     def __init__(self, processor: Any, config: GatewayConfig, *,
@@ -101,21 +110,19 @@ class Gateway:
         if not processor.config.dedup:
             raise GatewayConfigError("the gateway needs ProcessorConfig(dedup=True): without "
                                      "it a resent command could be applied twice")
-        self.processor = processor
         # Where commands go: the processor's input ring, or (a cluster gateway) a shard's
         # input stream, whose submit returns None and reports each command's journal
         # sequence later through ``table.published`` (ringlog.cluster.front). The compiled
         # fast path publishes straight into the ring, so it serves the first case only.
         self._submit_command = submit or processor.publish
-        self._fast = submit is None
         self.config = config
         self.table = SessionTable(config)
-        self.metrics = GatewayMetrics()
+        super().__init__(processor, self.table, GatewayMetrics(), config.limits)
+        self._fast = submit is None
         self.connections: set[Connection] = set()
         self.peers: dict[str, int] = {}  # open connections per peer address
-        self.dirty: set[Connection] = set()
+        self.dirty = set()
         self.backlog: deque[tuple[Session, int, int, bytes]] = deque()
-        self._batch = CommandBatch(config.limits.max_inflight)  # the fast path's commands
         self._outq: deque[Any] = deque()
         self._sink: SlotSink | None = None  # the processor's outputs (start())
         self._scheduled = False
@@ -124,8 +131,8 @@ class Gateway:
         self._retry: asyncio.TimerHandle | None = None
         self._rebuild: asyncio.Future[None] | None = None
         self._ticker: asyncio.TimerHandle | None = None
-        self._settle_timer: asyncio.TimerHandle | None = None
-        self._settle_delay = _SETTLE_S
+        self._settle_timer = None
+        self._settle_delay = SETTLE_S
         self._held_from = -1  # input whose outputs the breaker started holding; -1: none
         self.recovery: Any = None  # the processor's RecoveryReport, if start() recovered it
         self._routed = 0  # outputs routed since start
@@ -161,6 +168,8 @@ class Gateway:
         if self._driven:  # before the rebuild below: its commands need a pump
             self._pump_timer = loop.call_later(_PUMP_EVERY_S, self._pump_tick)
         self._journal_base = p.journal_sequence_of(0)  # + a ring sequence: its journal seq
+        if self._fast:  # the read path publishes order frames straight into it
+            self._input = p.input_ring
         from ..metrics import GatewayCounters
 
         self._gw_counters = GatewayCounters(self, loop)  # gateway.* in DIR/counters
@@ -416,44 +425,6 @@ class Gateway:
         # the Ack are on their way here
         conn.send_frame(s.store.get(seq, conn.before.pop(seq, 0)))
 
-    def take_orders(self, conn: Connection, data: bytes | memoryview) -> int:
-        """The fast path of a logged-on connection's read: its leading order frames (NewOrder,
-        Cancel, Modify in msgpack, fields in range, seqs following ``received``) are decoded
-        in C into command records and published in one claim, under the same session rules
-        as ``handle`` (seq, rate, open orders, in-flight window) taken for the whole batch.
-        Returns the bytes taken; the rest (any other frame, a frame a rule would refuse, a
-        partial frame) goes to the per-message path, which answers it as before."""
-        s = conn.session
-        if s is None or self.backlog or conn.owed_to or not self._fast:
-            return 0  # rare states (and a cluster gateway): the per-message path knows them
-        lim = self.config.limits
-        batch = self._batch
-        k = batch.scan(data, lim.max_frame, s.last_seen + 1, lim.max_inflight - len(s.inflight),
-                       s.account)
-        if k:
-            k = batch.prefix_with_news(k, max(0, self.table.order_room(s.account)))
-        if k:
-            k = s.take_tokens(lim.rate, lim.burst, time.monotonic(), k)
-        if not k:
-            return 0
-        first = s.last_seen + 1
-        s.last_seen = first + k - 1
-        s.errors = 0
-        self.metrics.messages += k
-        self._enter(conn, s, first, k, batch.new_seqs(k))
-        try:
-            ring_seq = self._publish(s, first, k)
-        except (CircuitOpenError, RingClosedError) as e:
-            for seq in range(first, first + k):
-                self._halted(s, seq, e)
-        else:
-            if ring_seq is None or ring_seq >= 0:  # None: a cluster's (never the fast path)
-                self._published(s, first, k, ring_seq)
-            else:  # the input ring is full: park them in order
-                for i in range(k):
-                    self._park(conn, s, first + i, *batch.command(i))
-        return batch.end(k)
-
     def _submit(self, conn: Connection, s: Session, msg: Any) -> None:
         seq = msg.seq
         is_new = type(msg) is NewOrder
@@ -468,7 +439,7 @@ class Gateway:
             self._park(conn, s, seq, *command)
             return
         try:
-            ring_seq = self._publish(s, seq, 1, command)
+            ring_seq = self._publish(s, seq, command)
         except (CircuitOpenError, RingClosedError) as e:
             self._halted(s, seq, e)
         else:
@@ -477,48 +448,20 @@ class Gateway:
             else:
                 self._park(conn, s, seq, *command)
 
-    def _enter(self, conn: Connection, s: Session, first: int, n: int, news: Any) -> None:
-        """Commands ``first .. first + n - 1`` of ``s`` go in flight (the new orders among
-        them, ``news``, count against the open-orders limit until answered); at
-        ``max_inflight`` its reading pauses (its answers are bounded by the window, not by
-        its sending)."""
-        if s.inflight.enter(first, n, news):
-            self.table.pending_new[s.account] += len(news)
-        if len(s.inflight) >= self.config.limits.max_inflight:
-            conn.pause("inflight")
-
-    def _publish(self, s: Session, first: int, n: int,
-                 command: tuple[int, bytes] | None = None) -> int | None:
-        """The one way session commands leave the gateway: ``n`` commands of ``s`` numbered
-        from ``first`` (the fast path's batch, or one ``command``: type id and payload) into
-        the processor's input ring (or the ``submit`` given), never waiting, with the session
-        as the dedup producer and ``correlation(s.id, seq)``. Returns the ring sequence of
-        the first, -1 if there is no room now, None if the journal sequence is told later
-        (a cluster gateway); raises CircuitOpenError (breaker open) or RingClosedError."""
-        p = self.processor
-        if command is not None:
-            try:
-                return self._submit_command(command[1], command[0],
-                                            correlation_id=correlation(s.id, first),
-                                            producer_id=s.id, producer_seq=first, timeout=0)
-            except InsufficientCapacityError:
-                return -1
-        if p.halted:
-            raise CircuitOpenError("the circuit breaker is open: input is held until an "
-                                   "operator resets it")
-        return self._batch.publish(p.input_ring, n, s.id, time.time_ns())
-
-    def _published(self, s: Session, first: int, n: int, ring_seq: int | None) -> None:
-        """Commands are in the input ring (or, ``ring_seq`` None, submitted and told later):
-        they complete once the engine has done them."""
-        if ring_seq is not None:
-            self.table.published(s, first, self._journal_base + ring_seq, n)
-        if self._driven:
-            self._pump_soon()
-        if self._settle_timer is None:  # completes them even if they make no report
-            assert self._loop is not None
-            self._settle_delay = _SETTLE_S
-            self._settle_timer = self._loop.call_later(_SETTLE_S, self._settle, True)
+    def _publish(self, s: Session, seq: int, command: tuple[int, bytes]) -> int | None:
+        """The way one session command leaves the gateway: ``command`` (type id and
+        payload) of ``s``'s ``seq`` into the processor's input ring (or the ``submit``
+        given), never waiting, with the session as the dedup producer and
+        ``correlation(s.id, seq)``. Returns its ring sequence, -1 if there is no room now,
+        None if the journal sequence is told later (a cluster gateway); raises
+        CircuitOpenError (breaker open) or RingClosedError. (The read path, ``_fast`` only,
+        writes a batch of order frames into the ring itself: ``GatewayCore._take``.)"""
+        try:
+            return self._submit_command(command[1], command[0],
+                                        correlation_id=correlation(s.id, seq),
+                                        producer_id=s.id, producer_seq=seq, timeout=0)
+        except InsufficientCapacityError:
+            return -1
 
     def _halted(self, s: Session, seq: int, e: Exception) -> None:
         """Answers Halted: the command was not published (breaker open, processor stopped)."""
@@ -549,7 +492,7 @@ class Gateway:
         while q:
             s, seq, type_id, payload = q[0]
             try:
-                ring_seq = self._publish(s, seq, 1, (type_id, payload))
+                ring_seq = self._publish(s, seq, (type_id, payload))
             except (CircuitOpenError, RingClosedError) as e:
                 self._halted(s, seq, e)
             else:
@@ -652,25 +595,6 @@ class Gateway:
             assert self._loop is not None
             self._loop.call_soon(self._pump_now)
 
-    def _pump_now(self) -> None:
-        """Has the processor handle what is in its input ring (``Processor.pump``), then
-        routes what it handed to the sink right away, without waiting for the eventfd
-        (release immediate; under durable release the sync thread's durable hook hands
-        the outputs over later and the eventfd wakes this loop)."""
-        self._pump_due = False
-        p = self.processor
-        sink = self._sink
-        if p.state != "running" or self._stopping or sink is None:
-            return  # halted: publishing answers Halted (the ring is closed); stopping:
-            # drain() and stop() pump, on another thread
-        sink.quiet = True  # what the pump hands over is taken below: no eventfd write
-        try:
-            p.pump()
-        finally:
-            sink.quiet = False
-        if sink.queued:  # (a pump that halted midway may have handed some over too)
-            self._drain_outputs()
-
     def _pump_tick(self) -> None:
         """The periodic pump (every ``_PUMP_EVERY_S``): input published by other threads is
         handled within that time even while no client sends."""
@@ -711,89 +635,6 @@ class Gateway:
         """Ends ``hold_outputs``: the waiting outputs are routed now (loop thread)."""
         self._holding = False
         self._drain_outputs()
-
-    def _drain_outputs(self) -> None:
-        # clear the flag before draining: a record queued after this point schedules again
-        self._scheduled = False
-        sink = self._sink
-        if sink is not None:  # the sink's fd was readable, or a drain for another reason
-            block = sink.take()
-            if block is not None:
-                self._outq.append((block, sink.slot_size))
-        if self._holding:
-            return
-        q = self._outq
-        drain = self.table.router.drain
-        dirty = self.dirty
-        reports = dropped = routed = 0
-        while q:
-            # routed and encoded in C (ringlog._gateway.Router.drain): market data of a symbol
-            # nobody watches (most outputs of a busy book) is skipped there without an object,
-            # but still counts for the report seqs
-            slots, slot_size = q.popleft()
-            rseq0 = report_seq(self._out_base + self._routed + routed)  # the block's first
-            n, r, d, trip = drain(slots, slot_size, rseq0, dirty)
-            if trip >= 0 and self._held_from < 0:
-                self._held_from = trip  # outputs from this input on are held
-            routed += n
-            reports += r
-            dropped += d
-        self._routed += routed
-        m = self.metrics
-        m.reports += reports
-        m.market_data_dropped += dropped
-        if self._rebuild is not None and not self.table.rebuilding \
-                and not self._rebuild.done():
-            self._rebuild.set_result(None)
-        self._settle()
-
-    def _settle(self, from_timer: bool = False) -> None:
-        """Completes commands the engine has finished. The processor says when it finished
-        an input, not which output was an input's last, so while commands are in flight this
-        rechecks on a timer: soon after progress, backing off to 50 ms when nothing moves (a
-        halted breaker holds them)."""
-        if from_timer:
-            self._settle_timer = None
-        table = self.table
-        if table.unsettled and self._holding_completion:
-            if self._settle_timer is None:  # look again later
-                assert self._loop is not None
-                self._settle_timer = self._loop.call_later(0.05, self._settle, True)
-        elif table.unsettled:
-            p = self.processor
-            done = _done_through(p, self._routed + self._published0)
-            if self._held_from >= 0:
-                if p.breaker is None or p.breaker.held_count == 0:
-                    self._held_from = -1  # released or discarded: routed like any output
-                else:  # held reports may still come: never complete past the trip
-                    done = min(done, self._held_from - 1)
-            moved = table.settle(done)
-            for s in moved:
-                if s.conn is not None:
-                    self.dirty.add(s.conn)
-            self._settle_delay = _SETTLE_S if moved or not from_timer \
-                else min(self._settle_delay * 2, 0.05)
-            if table.unsettled and self._settle_timer is None:
-                assert self._loop is not None
-                self._settle_timer = self._loop.call_later(self._settle_delay, self._settle,
-                                                           True)
-        self._flush_dirty()
-
-    def _flush_dirty(self) -> None:
-        dirty = self.dirty
-        while dirty:
-            dirty.pop().flush()
-
-
-def _done_through(processor: Any, routed: int) -> int:
-    """The journal sequence up to which the loop has finished every input and all their
-    outputs were routed (``routed`` of them), or -1 while some are still on their way."""
-    p = processor
-    if p.state != "running":
-        return -1
-    done = p.processed_sequence  # read first: outputs of inputs <= done are published
-    return done if routed >= p.published_outputs else -1
-
 
 class GatewayThread:
     """Runs a Gateway on its own event loop in a background thread (tests, benchmarks, apps

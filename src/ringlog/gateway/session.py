@@ -32,6 +32,8 @@ from .._gateway import (
     SessionCore,
     complete_through,
     order_command,
+    published,
+    settle,
 )
 from ..engine.config import EngineConfig
 from ..engine.records import Command
@@ -261,19 +263,15 @@ class Session(SessionCore):
     account's ``live`` orders) are C fields of ``ringlog._gateway.SessionCore``.
 
     ``last_seen`` is the highest client seq taken (answered or in flight); ``acked`` the
-    highest below which everything is answered; ``inflight`` the engine-bound seqs waiting for
+    highest below which everything is answered; ``errors`` the error frames in a row;
+    ``tokens`` and ``token_time`` the rate limit's bucket (``take_token``, ``take_tokens``);
+    these are C fields of ``SessionCore`` too (the compiled read path takes order frames
+    under the same rules); ``inflight`` the engine-bound seqs waiting for
     their first report; ``store`` the recent answers kept for resends (frames, compiled:
     ``ringlog._gateway.ResendStore``), ``answers`` a view of them as messages.
     """
 
-    __slots__ = (
-        "acked",
-        "errors",
-        "last_seen",
-        "token_digest",
-        "token_time",
-        "tokens",
-    )
+    __slots__ = ("token_digest",)
 
     def __init__(self, entry: SessionEntry, limits: Limits) -> None:
         super().__init__(entry.id, entry.account,
@@ -315,23 +313,6 @@ class Session(SessionCore):
         order, so a later seq's report completes earlier silent ones); returns how many
         new orders left flight (compiled: ``ringlog._gateway.complete_through``)."""
         return complete_through(self, seq)
-
-    def ack_target(self) -> int:
-        """The highest seq with everything at or below it answered."""
-        return self.inflight[0] - 1 if self.inflight else self.last_seen
-
-    def take_token(self, rate: float, burst: int, now: float) -> bool:
-        """Token bucket: True if one more message fits the rate limit now."""
-        return self.take_tokens(rate, burst, now, 1) == 1
-
-    def take_tokens(self, rate: float, burst: int, now: float, n: int) -> int:
-        """Token bucket: how many of ``n`` messages fit the rate limit now (those are taken)."""
-        t = self.tokens + (now - self.token_time) * rate
-        self.tokens = t if t < burst else float(burst)
-        self.token_time = now
-        k = min(n, int(self.tokens))
-        self.tokens -= k
-        return k
 
 
 class SessionTable:
@@ -397,24 +378,14 @@ class SessionTable:
     def published(self, s: Session, seq: int, cause: int, n: int = 1) -> None:
         """Commands ``seq .. seq + n - 1`` of ``s`` are in the input ring from journal
         sequence ``cause`` on (one each, in order)."""
-        s.inflight.published(seq, n, cause)
-        self.unsettled.add(s)
+        published(s, seq, n, cause, self.unsettled)
 
     def settle(self, done: int) -> list[Session]:
         """Completes in-flight commands whose input (journal sequence) is at or below
         ``done``: the loop finished them and every output they made has been routed (so a
         command that makes no report, a mass cancel with nothing to cancel, completes too).
-        Returns the sessions whose Ack may move."""
-        out = []
-        for s in list(self.unsettled):
-            last, left = s.inflight.settle(done)
-            if left:
-                self.pending_new[s.account] -= left
-            if last:
-                out.append(s)
-            if not s.inflight:
-                self.unsettled.discard(s)
-        return out
+        Returns the sessions whose Ack may move (compiled: ``ringlog._gateway.settle``)."""
+        return settle(self.unsettled, self.pending_new, done)  # type: ignore[return-value]
 
     def route(self, type_id: int, payload: bytes, corr: int, cause: int = -1, rseq: int = 0,
               effects: bool = True) -> list[tuple[Session, int, msgspec.Struct]]:
