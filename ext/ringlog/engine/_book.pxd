@@ -29,7 +29,7 @@ cdef enum:
     R_CANCELLED = 204
     BITMAP_MAX_DEPTH = 4
 
-ctypedef struct rl_order:       # one pool entry (a live order, or a free slot)
+ctypedef struct rl_order:       # one pool entry (a live order, or a free slot): one cache line
     uint64_t id
     int64_t price
     int64_t qty                 # executed + leaves (a modify sets leaves, qty follows)
@@ -41,6 +41,7 @@ ctypedef struct rl_order:       # one pool entry (a live order, or a free slot)
     uint8_t side
     uint8_t flags
     uint8_t stp                 # the order's own STP mode as sent (may be ENGINE_DEFAULT)
+    uint8_t _pad[13]            # to 64 bytes: the pool is line-aligned, so no order straddles
 
 ctypedef struct rl_level:       # one price level: an intrusive FIFO of pool indices
     int32_t head
@@ -53,11 +54,14 @@ ctypedef struct rl_bitmap:      # hierarchical bitmap: bit i of level k+1 = word
     int64_t nwords[BITMAP_MAX_DEPTH]
     int depth
 
+ctypedef struct rl_entry:       # one hash map slot: key and value in one 16-byte entry
+    uint64_t key
+    int64_t val                 # >= 0; MAP_EMPTY marks a free slot
+
 ctypedef struct rl_map:         # open addressing, linear probing, backward-shift deletion
-    uint64_t* keys
-    int64_t* vals
-    uint8_t* used
+    rl_entry* slots             # 64-byte aligned: a group of MAP_GROUP entries is one line
     uint64_t mask
+    int shift                   # 64 - log2(slots / MAP_GROUP): the hash keeps the top bits
     int64_t size
 
 ctypedef struct rl_book:
@@ -92,60 +96,72 @@ ctypedef struct rl_taker:       # the incoming side of a match (not in the pool 
 
 
 # -- the hash map (inline so that _engine shares it) ----------------------------------------
-cdef inline uint64_t map_hash(uint64_t x) noexcept nogil:
-    # splitmix64's finalizer: spreads sequential ids over the table
-    x ^= x >> 30
-    x *= <uint64_t>0xbf58476d1ce4e5b9
-    x ^= x >> 27
-    x *= <uint64_t>0x94d049bb133111eb
-    x ^= x >> 31
-    return x
+# Keys that differ only in their low MAP_BITS bits (ids handed out in sequence) share one home
+# line of MAP_GROUP entries: a new order's id lands in the line its predecessors' ids warmed,
+# and a cancel soon after finds it still cached. The other bits are spread by Fibonacci
+# hashing (one multiply; the product's top bits), so strided or clustered ids still scatter:
+# at most MAP_GROUP keys share a home line.
+cdef enum:
+    MAP_BITS = 2
+    MAP_GROUP = 4               # 1 << MAP_BITS entries of 16 bytes: one cache line
+    MAP_EMPTY = -1
+
+
+cdef inline uint64_t map_home(const rl_map* m, uint64_t key) noexcept nogil:
+    return ((((key >> MAP_BITS) * <uint64_t>0x9E3779B97F4A7C15) >> m.shift) << MAP_BITS
+            | (key & (MAP_GROUP - 1)))
 
 
 cdef inline int64_t map_get(const rl_map* m, uint64_t key, int64_t missing) noexcept nogil:
-    cdef uint64_t i = map_hash(key) & m.mask
-    while m.used[i]:
-        if m.keys[i] == key:
-            return m.vals[i]
+    cdef uint64_t i = map_home(m, key)
+    cdef const rl_entry* e
+    while True:
+        e = &m.slots[i]
+        if e.val < 0:
+            return missing
+        if e.key == key:
+            return e.val
         i = (i + 1) & m.mask
-    return missing
 
 
 cdef inline int64_t* map_slot(rl_map* m, uint64_t key, int64_t initial) noexcept nogil:
-    # the value slot of `key`, inserted with `initial` if absent; the caller keeps size < cap
-    cdef uint64_t i = map_hash(key) & m.mask
-    while m.used[i]:
-        if m.keys[i] == key:
-            return &m.vals[i]
+    # the value slot of `key`, inserted with `initial` (>= 0) if absent; the caller keeps
+    # size < cap
+    cdef uint64_t i = map_home(m, key)
+    cdef rl_entry* e
+    while True:
+        e = &m.slots[i]
+        if e.val < 0:
+            break
+        if e.key == key:
+            return &e.val
         i = (i + 1) & m.mask
-    m.used[i] = 1
-    m.keys[i] = key
-    m.vals[i] = initial
+    e.key = key
+    e.val = initial
     m.size += 1
-    return &m.vals[i]
+    return &e.val
 
 
 cdef inline void map_del(rl_map* m, uint64_t key) noexcept nogil:
     # backward-shift deletion: no tombstones, so probe lengths never degrade
-    cdef uint64_t i = map_hash(key) & m.mask
+    cdef uint64_t i = map_home(m, key)
     cdef uint64_t j, h
     while True:
-        if not m.used[i]:
+        if m.slots[i].val < 0:
             return
-        if m.keys[i] == key:
+        if m.slots[i].key == key:
             break
         i = (i + 1) & m.mask
     j = i
     while True:
         j = (j + 1) & m.mask
-        if not m.used[j]:
+        if m.slots[j].val < 0:
             break
-        h = map_hash(m.keys[j]) & m.mask
+        h = map_home(m, m.slots[j].key)
         if (h <= i or h > j) if i <= j else (h <= i and h > j):
-            m.keys[i] = m.keys[j]
-            m.vals[i] = m.vals[j]
+            m.slots[i] = m.slots[j]
             i = j
-    m.used[i] = 0
+    m.slots[i].val = MAP_EMPTY
     m.size -= 1
 
 

@@ -20,6 +20,9 @@ from ringlog._handler cimport PACKED_HEADER
 
 __all__ = ["Books", "layouts"]
 
+cdef extern from "<stdlib.h>" nogil:
+    void* aligned_alloc(size_t alignment, size_t size)
+
 cdef extern from *:
     """
     static inline int rl_ctz(unsigned long long v) { return __builtin_ctzll(v); }
@@ -37,48 +40,32 @@ cdef enum:
 cdef uint64_t ALL = <uint64_t>0xFFFFFFFFFFFFFFFF
 
 
-cdef void prefault(void* p, size_t n) noexcept:
-    """Touches every page now, so that no page fault lands on the matching path later
-    (a plain memset of zeros would be folded into calloc's lazy zero pages)."""
-    cdef volatile char* b = <volatile char*>p
-    cdef size_t i = 0
-    while i < n:
-        b[i] = b[i]
-        i += 4096
-
-
 # -- hash map ---------------------------------------------------------------------------------
 cdef int map_init(rl_map* m, int64_t entries) except -1:
     """Room for ``entries`` keys at a load factor <= 1/2."""
-    cdef uint64_t cap = 8
+    cdef uint64_t cap = 2 * MAP_GROUP
+    cdef int bits = 1
     while cap < <uint64_t>(2 * entries):
         cap <<= 1
-    m.keys = <uint64_t*>malloc(cap * sizeof(uint64_t))
-    m.vals = <int64_t*>malloc(cap * sizeof(int64_t))
-    m.used = <uint8_t*>malloc(cap)
-    if m.keys == NULL or m.vals == NULL or m.used == NULL:
-        map_free(m)
+        bits += 1
+    m.slots = <rl_entry*>aligned_alloc(64, cap * sizeof(rl_entry))
+    if m.slots == NULL:
         raise MemoryError(f"cannot allocate a hash map of {cap} slots")
-    memset(m.used, 0, cap)
-    prefault(m.keys, cap * sizeof(uint64_t))
-    prefault(m.vals, cap * sizeof(int64_t))
-    prefault(m.used, cap)
     m.mask = cap - 1
-    m.size = 0
+    m.shift = 64 - bits
+    map_clear(m)        # writes every entry: its pages are touched now, not while matching
     return 0
 
 
 cdef void map_free(rl_map* m) noexcept:
-    free(m.keys)
-    free(m.vals)
-    free(m.used)
-    m.keys = NULL
-    m.vals = NULL
-    m.used = NULL
+    free(m.slots)
+    m.slots = NULL
 
 
 cdef void map_clear(rl_map* m) noexcept:
-    memset(m.used, 0, m.mask + 1)
+    cdef uint64_t i
+    for i in range(m.mask + 1):
+        m.slots[i].val = MAP_EMPTY
     m.size = 0
 
 
@@ -226,9 +213,10 @@ cdef class Books:
         cdef rl_book* b
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
-        self.orders = <rl_order*>calloc(capacity, sizeof(rl_order))     # (touched below)
+        self.orders = <rl_order*>aligned_alloc(64, capacity * sizeof(rl_order))
         if self.orders == NULL:
             raise MemoryError(f"cannot allocate an order pool of {capacity} orders")
+        memset(self.orders, 0, capacity * sizeof(rl_order))
         self.capacity = capacity
         for i in range(capacity):
             self.orders[i].book = -1
