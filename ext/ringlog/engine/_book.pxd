@@ -28,6 +28,9 @@ cdef enum:
     R_TRADE = 203
     R_CANCELLED = 204
     BITMAP_MAX_DEPTH = 4
+    MD_L1 = 1                   # rl_book.md_dirty: a level at or better than a best changed
+    MD_BIDS = 2                 # a bid level inside the last L2 window changed
+    MD_ASKS = 4                 # an ask level inside the last L2 window changed
 
 ctypedef struct rl_order:       # one pool entry (a live order, or a free slot): one cache line
     uint64_t id
@@ -75,8 +78,7 @@ ctypedef struct rl_book:
     int64_t best_ask            # 0 = no ask
     int64_t last_price          # last trade price; 0 = none yet
     int64_t n_orders
-    uint8_t touched             # changed by the current command (market data to check)
-    uint8_t l2_dirty            # a level inside the last L2 window changed
+    uint8_t md_dirty            # MD_* bits: what the current command changed of the L1/L2
     int64_t l2_bid_bound        # worst bid price in the last L2 (0: fewer than depth levels)
     int64_t l2_ask_bound        # worst ask price in the last L2 (max: fewer than depth levels)
     int64_t l1_last[4]          # last L1 sent: bid price, bid qty, ask price, ask qty
@@ -204,7 +206,6 @@ cdef class Books:
     cdef void release(self, int32_t idx) noexcept
     cdef int cancel(self, int32_t idx, int64_t key, uint8_t reason, uint8_t command) except -1
     cdef void set_leaves(self, int32_t idx, int64_t leaves) noexcept
-    cdef void level_changed(self, rl_book* b, uint8_t side, int64_t price) noexcept
     cdef int market_data(self, rl_book* b, int64_t key, bint publish) except -1
     cdef void clear_book(self, rl_book* b) noexcept
     cdef int32_t first_order(self, rl_book* b, uint8_t side) noexcept
