@@ -3,9 +3,13 @@
 # hierarchical bitmap per side for best-price search, and an output arena for the reports of
 # the current command. No Python object per order. Not thread-safe: the processor's loop thread
 # is the only caller.
+cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 
+from libc.string cimport memset
+
+from ringlog._handler cimport PACKED_HEADER
 from ringlog.engine.records cimport (
     RL_FLAG_POST_ONLY,
     rl_command,
@@ -28,6 +32,7 @@ cdef enum:
     R_TRADE = 203
     R_CANCELLED = 204
     BITMAP_MAX_DEPTH = 4
+    OUT_HEAD = PACKED_HEADER    # bytes before each output's payload in the arena
     MD_L1 = 1                   # rl_book.md_dirty: a level at or better than a best changed
     MD_BIDS = 2                 # a bid level inside the last L2 window changed
     MD_ASKS = 4                 # an ask level inside the last L2 window changed
@@ -66,6 +71,12 @@ ctypedef struct rl_map:         # open addressing, linear probing, backward-shif
     uint64_t mask
     int shift                   # 64 - log2(slots / MAP_GROUP): the hash keeps the top bits
     int64_t size
+
+ctypedef struct rl_out:         # output arena: [type u32 | length u32 | key i64 | payload]...
+    char* buf
+    size_t len
+    size_t cap
+    int32_t n                   # outputs in it
 
 ctypedef struct rl_book:
     uint32_t symbol
@@ -171,6 +182,7 @@ cdef int map_init(rl_map* m, int64_t entries) except -1
 cdef void map_free(rl_map* m) noexcept
 
 
+@cython.final    # methods called directly (no vtable), so the C compiler can inline them
 cdef class Books:
     cdef rl_order* orders
     cdef int32_t capacity
@@ -183,10 +195,7 @@ cdef class Books:
     cdef int32_t nbooks
     cdef int l2_depth
     cdef uint32_t l2_size
-    cdef char* out              # output arena: [type u32 | length u32 | key i64 | payload]...
-    cdef size_t out_len
-    cdef size_t out_cap
-    cdef int32_t n_out
+    cdef rl_out out             # the current command's outputs
     cdef int64_t n_trades       # counters, part of the state
     cdef int64_t traded_qty
     cdef int64_t n_cancels      # orders cancelled out of the book (user, mass, STP)
@@ -194,8 +203,6 @@ cdef class Books:
     cdef int32_t book_of(self, uint32_t symbol) noexcept
     cdef int32_t find(self, uint64_t order_id) noexcept
     cdef int64_t open_orders_of(self, uint32_t account) noexcept
-    cdef char* push(self, uint32_t type_id, uint32_t length, int64_t key) except NULL
-    cdef rl_report* push_report(self, uint32_t type_id, int64_t key) except NULL
     cdef int report_order(self, uint32_t type_id, int64_t key, int32_t idx, uint8_t reason,
                           uint8_t command, int64_t qty) except -1
     cdef bint would_cross(self, rl_book* b, const rl_taker* t) noexcept
@@ -212,3 +219,40 @@ cdef class Books:
     cdef int32_t next_order(self, int32_t idx) noexcept
     cdef rl_book* _book(self, uint32_t symbol) except NULL
     cdef dict _order_dict(self, int32_t idx)
+
+
+# -- the output arena (inline so that _engine shares it: no call per report; a struct, not the
+# Books object, so that no reference is counted per call) ----------------------------------
+cdef char* grow_output(rl_out* o, size_t need) except NULL
+
+
+cdef inline char* reserve_output(rl_out* o, uint32_t type_id, uint32_t length,
+                                 int64_t key) except NULL:
+    """Appends an output's head to the arena (type u32 | length u32 | key i64, then the
+    payload padded to 8 bytes: the layout CyEventHandler.emit_packed_c takes, so the engine
+    emits a command's outputs in one call); returns its payload, which the caller fills
+    entirely."""
+    cdef size_t need = OUT_HEAD + ((length + 7) & ~7)
+    cdef char* p
+    if o.len + need > o.cap:
+        grow_output(o, need)
+    p = o.buf + o.len
+    (<uint32_t*>p)[0] = type_id
+    (<uint32_t*>p)[1] = length
+    (<int64_t*>p)[1] = key
+    o.len += need
+    o.n += 1
+    return p + OUT_HEAD
+
+
+cdef inline char* push_output(rl_out* o, uint32_t type_id, uint32_t length,
+                              int64_t key) except NULL:
+    """``reserve_output`` with the payload zeroed: where ``length`` is a constant (a report,
+    a trade, an L1 update) the C compiler zeroes it with a few stores, not a memset call."""
+    cdef char* p = reserve_output(o, type_id, length, key)
+    memset(p, 0, (length + 7) & ~7)
+    return p
+
+
+cdef inline rl_report* push_report(rl_out* o, uint32_t type_id, int64_t key) except NULL:
+    return <rl_report*>push_output(o, type_id, sizeof(rl_report), key)

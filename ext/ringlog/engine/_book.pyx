@@ -16,7 +16,6 @@ from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint32_t, uint64_
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memset
 
-from ringlog._handler cimport PACKED_HEADER
 
 __all__ = ["Books", "layouts"]
 
@@ -32,9 +31,6 @@ cdef extern from *:
     int rl_clz(unsigned long long v) nogil
 
 cdef enum:
-    # arena entry: type u32 | length u32 | key i64, then the payload padded to 8 bytes: the
-    # layout CyEventHandler.emit_packed_c takes (the engine emits a command's in one call)
-    OUT_HEAD = PACKED_HEADER
     ORDER_REC = 48         # snapshot bytes per order
     BOOK_REC = 24          # snapshot bytes per book header
 cdef uint64_t ALL = <uint64_t>0xFFFFFFFFFFFFFFFF
@@ -170,42 +166,17 @@ cdef inline int64_t best_after(rl_book* b, uint8_t side, int64_t price) noexcept
     return 0 if i < 0 else b.min_price + i
 
 
-cdef char* _grow_arena(Books self, size_t need) except NULL:
+cdef char* grow_output(rl_out* o, size_t need) except NULL:
     """Doubles the output arena until ``need`` more bytes fit (out of line: rare)."""
-    cdef size_t cap = self.out_cap
+    cdef size_t cap = o.cap
     cdef char* p
-    while self.out_len + need > cap:
+    while o.len + need > cap:
         cap *= 2
-    p = <char*>realloc(self.out, cap)
+    p = <char*>realloc(o.buf, cap)
     if p == NULL:
         raise MemoryError(f"cannot grow the output arena to {cap} bytes")
-    self.out = p
-    self.out_cap = cap
-    return p
-
-
-cdef inline char* _reserve(Books self, uint32_t type_id, uint32_t length,
-                           int64_t key) except NULL:
-    """Appends an output's head to the arena; returns its payload (``length`` bytes padded
-    to 8), which the caller fills entirely."""
-    cdef size_t need = OUT_HEAD + ((length + 7) & ~7)
-    if self.out_len + need > self.out_cap:
-        _grow_arena(self, need)
-    cdef char* p = self.out + self.out_len
-    (<uint32_t*>p)[0] = type_id
-    (<uint32_t*>p)[1] = length
-    (<int64_t*>p)[1] = key
-    self.out_len += need
-    self.n_out += 1
-    return p + OUT_HEAD
-
-
-cdef inline char* _push(Books self, uint32_t type_id, uint32_t length,
-                        int64_t key) except NULL:
-    """``Books.push``, inline: where ``length`` is a constant (a report, a trade, an L1
-    update) the C compiler zeroes the payload with a few stores instead of a memset call."""
-    cdef char* p = _reserve(self, type_id, length, key)
-    memset(p, 0, (length + 7) & ~7)
+    o.buf = p
+    o.cap = cap
     return p
 
 
@@ -342,9 +313,9 @@ cdef class Books:
             bm_init(&b.asks, hi - lo + 1)
             map_slot(&self.symbols, sym, self.nbooks - 1)[0] = self.nbooks - 1
             self.clear_book(b)
-        self.out_cap = 4096
-        self.out = <char*>malloc(self.out_cap)
-        if self.out == NULL:
+        self.out.cap = 4096
+        self.out.buf = <char*>malloc(self.out.cap)
+        if self.out.buf == NULL:
             raise MemoryError("cannot allocate the output arena")
 
     def __dealloc__(self):
@@ -357,7 +328,7 @@ cdef class Books:
                 free(self.books[i].l2_last)
             free(self.books)
         free(self.orders)
-        free(self.out)
+        free(self.out.buf)
         map_free(&self.ids)
         map_free(&self.open_count)
         map_free(&self.symbols)
@@ -410,18 +381,11 @@ cdef class Books:
         return -1 if p == 0 else b.levels[p - b.min_price].head
 
     # -- outputs ----------------------------------------------------------------------------
-    cdef char* push(self, uint32_t type_id, uint32_t length, int64_t key) except NULL:
-        """Appends a zeroed output of ``length`` bytes to the arena; returns its payload."""
-        return _push(self, type_id, length, key)
-
-    cdef rl_report* push_report(self, uint32_t type_id, int64_t key) except NULL:
-        return <rl_report*>_push(self, type_id, sizeof(rl_report), key)
-
     cdef int report_order(self, uint32_t type_id, int64_t key, int32_t idx, uint8_t reason,
                           uint8_t command, int64_t qty) except -1:
         """A report about a pool order: its id, account, symbol, price, side and leaves."""
         cdef rl_order* o = &self.orders[idx]
-        cdef rl_report* r = self.push_report(type_id, key)
+        cdef rl_report* r = push_report(&self.out, type_id, key)
         r.order_id = o.id
         r.account = o.account
         r.symbol = self.books[o.book].symbol
@@ -605,7 +569,7 @@ cdef class Books:
                 b.last_price = best
                 self.n_trades += 1
                 self.traded_qty += q
-                tr = <rl_trade*>_push(self, R_TRADE, sizeof(rl_trade), t.account)
+                tr = <rl_trade*>push_output(&self.out, R_TRADE, sizeof(rl_trade), t.account)
                 tr.taker_id = t.id
                 tr.maker_id = o.id
                 tr.taker_account = t.account
@@ -646,7 +610,7 @@ cdef class Books:
             if memcmp(cur, b.l1_last, sizeof(cur)) != 0:
                 memcpy(b.l1_last, cur, sizeof(cur))
                 if publish:
-                    l1 = <rl_l1*>_push(self, 210, sizeof(rl_l1), key)
+                    l1 = <rl_l1*>push_output(&self.out, 210, sizeof(rl_l1), key)
                     l1.symbol = b.symbol
                     l1.bid_price = cur[0]
                     l1.bid_qty = cur[1]
@@ -667,7 +631,7 @@ cdef class Books:
             diff |= <uint64_t>(head.asks ^ n)
             head.asks = n
         if publish and diff:
-            memcpy(_reserve(self, 211, self.l2_size, key), b.l2_last, self.l2_size)
+            memcpy(reserve_output(&self.out, 211, self.l2_size, key), b.l2_last, self.l2_size)
         return 0
 
     # -- snapshot ---------------------------------------------------------------------------
@@ -751,8 +715,8 @@ cdef class Books:
             raise ValueError(f"{end - p} bytes left over after the order book snapshot")
         for i in range(self.nbooks):
             self.market_data(&self.books[i], 0, False)
-        self.out_len = 0
-        self.n_out = 0
+        self.out.len = 0
+        self.out.n = 0
 
     def reset(self):
         """Empties every book and the pool."""
