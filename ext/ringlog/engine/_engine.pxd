@@ -38,6 +38,7 @@ cdef class Engine(CyEventHandler):
     cdef int mass_cancel(self, const rl_command* c) except -1
     cdef int cancel_resting(self, bint every, uint32_t account, int32_t lo, int32_t hi,
                             uint8_t reason, list ids) except -1
+    cdef int64_t limits_of(self, uint32_t account) noexcept
     cdef bint is_disabled(self, uint32_t account) noexcept
     cdef int order_status(self, const rl_command* c) except -1
     cdef int open_orders(self, const rl_command* c) except -1

@@ -271,7 +271,7 @@ cdef class Engine(CyEventHandler):
                 return self.reject(c, r, 1)
         if self.any_disabled and self.is_disabled(c.account):
             return self.reject(c, ACCOUNT_DISABLED, 1)
-        lim = map_get(&self.limit_index, c.account, 0)
+        lim = self.limits_of(c.account)
         if c.qty > self.max_qty[lim]:
             return self.reject(c, MAX_ORDER_QTY, 1)
         if <int32_t>map_get(&self.books.ids, c.order_id, -1) >= 0:
@@ -337,7 +337,7 @@ cdef class Engine(CyEventHandler):
             r = self.check_price(b, c.price)
             if r:
                 return self.reject(c, r, 3)
-        if c.qty > self.max_qty[map_get(&self.limit_index, c.account, 0)]:
+        if c.qty > self.max_qty[self.limits_of(c.account)]:
             return self.reject(c, MAX_ORDER_QTY, 3)
         if c.price == o.price and c.qty <= o.leaves:
             self.books.set_leaves(idx, c.qty)      # keeps its place in the FIFO
@@ -394,6 +394,11 @@ cdef class Engine(CyEventHandler):
             if self.md:
                 self.books.market_data(&self.books.books[bi], account, True)
         return 0
+
+    cdef inline int64_t limits_of(self, uint32_t account) noexcept:
+        """The index of the account's limits in max_qty/max_open (0: the defaults); no probe
+        when no account has overrides."""
+        return map_get(&self.limit_index, account, 0) if self.limit_index.size else 0
 
     cdef bint is_disabled(self, uint32_t account) noexcept:
         return self.all_disabled or account in self.disabled
