@@ -5,8 +5,6 @@
 # is the only caller.
 cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-
-
 from libc.string cimport memset
 
 from ringlog._handler cimport PACKED_HEADER

@@ -16,7 +16,6 @@ from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint32_t, uint64_
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memset
 
-
 __all__ = ["Books", "layouts"]
 
 cdef extern from "<stdlib.h>" nogil:
