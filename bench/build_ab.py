@@ -21,6 +21,10 @@
         ``SRC@BYTES``: that build with journal write buffers of BYTES
         (``ringlog._journal.write_buffer_size``), e.g. ``src@65536 src`` compares two buffer
         sizes of one build.
+        ``--engine``: the engine alone instead (``Engine.process_commands`` over the
+        ``engine_mixed_throughput`` row's mixed flow of ``commands`` commands, on a fresh
+        engine, market data on then off): per run the rate (M commands/s) and the thread's
+        CPU ns per command of each.
 
 What changes between builds is code; the flow, the machine and the moment are shared by the
 pair of a round, so the per-round ratio is what to read on a loaded machine.
@@ -82,6 +86,26 @@ def _child_python(n: int) -> None:
                       "ratio": rate / direct}))
 
 
+def _child_engine(n: int) -> None:
+    """One run of the engine alone on the mixed flow, market data on and off: JSON."""
+    import time
+
+    from ringlog.engine import Engine
+    from ringlog.engine.flow import demo_config, mixed_flow
+
+    cmds, types = mixed_flow(n, seed=11)
+    out = {}
+    for md in (True, False):
+        engine = Engine(demo_config(market_data=md, max_orders=1 << 21))
+        t0, c0 = time.perf_counter(), time.thread_time_ns()
+        engine.process_commands(cmds, types)
+        c1, t1 = time.thread_time_ns(), time.perf_counter()
+        tag = "md" if md else "no_md"
+        out[f"rate_{tag}"] = n / (t1 - t0) / 1e6
+        out[f"cpu_{tag}"] = (c1 - c0) / n
+    print(json.dumps(out))
+
+
 def _run(spec: str, n: int, child: str = "--child") -> dict[str, float]:
     src, _, wbuf = spec.partition("@")
     env = dict(os.environ, PYTHONPATH=src, BUILD_AB_WBUF=wbuf)
@@ -97,9 +121,12 @@ def main(argv: list[str]) -> None:
     if argv[:1] == ["--child-python"]:
         _child_python(int(argv[1]))
         return
+    if argv[:1] == ["--child-engine"]:
+        _child_engine(int(argv[1]))
+        return
     child = "--child"
-    if argv[:1] == ["--python"]:
-        child, argv = "--child-python", argv[1:]
+    if argv[:1] in (["--python"], ["--engine"]):
+        child, argv = "--child-" + argv[0][2:], argv[1:]
     if len(argv) < 2 or not all(Path(p.partition("@")[0], "ringlog").is_dir()
                                 for p in argv[:2]):
         print("usage: build_ab.py OLD_SRC NEW_SRC [commands] [rounds] (each SRC holds a "

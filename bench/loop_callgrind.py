@@ -208,8 +208,12 @@ def measure(kind: str, n: int, keep: Path | None = None, writes: str = "default"
             totals, crows = _annotate(f, events)
             total, rows = totals[0], [(c[0], name) for c, name in crows]
             in_loop = sum(ir for ir, name in rows if marker in name)
-            if kind in ("python_direct", "engine_alone") and not f.name.endswith("-01"):
+            if kind == "python_direct" and not f.name.endswith("-01"):
                 in_loop = total  # the plain loop's thread: the busiest after the main one
+            elif kind == "engine_alone" and not f.name.endswith("-01"):
+                # the thread that ran the engine most (on short runs numpy's BLAS threads
+                # spin longer than the engine runs)
+                in_loop = sum(ir for ir, name in rows if re.search(r"_engine|_book", name))
             if in_loop > most:  # the loop thread: the one that ran LogicCore most
                 loop, most = (f, total, rows, totals, crows), in_loop
         if loop is None:

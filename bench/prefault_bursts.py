@@ -9,7 +9,7 @@ tree (e.g. an older commit's ``src``: ``git worktree add /tmp/old <commit>``, bu
         [--runs 3]
 
 On a 2-CPU machine a window near 1.0 is a whole CPU taken from the threads that answer
-orders (docs/processor.md, step 14).
+orders (docs/processor.md, step 15).
 """
 
 from __future__ import annotations

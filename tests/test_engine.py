@@ -452,6 +452,66 @@ def test_a_full_order_pool_rejects_resting_orders_but_not_ioc():
     assert kinds(new(e, 5, 1, B, 98, 1)) == ["ACCEPTED", "RESTED"]
 
 
+def test_ids_sharing_their_low_bits_fill_the_pool_and_are_found_cancelled_and_reused():
+    # ids striding by 2**20 share their home line's slot bits in the id map: long probe runs,
+    # and deletions in random order shift entries back over the gaps
+    n = 512
+    e = make(max_orders=n)
+    ids = [(k << 20) | 3 for k in range(n)]
+    for i, oid in enumerate(ids):
+        assert kinds(new(e, oid, 1 + i % 7, B, 100 + i % 50, 1)) == ["ACCEPTED", "RESTED"]
+    assert new(e, 5, 1, B, 100, 1)[0]["reason"] == RejectReason.ORDER_POOL_FULL
+    e.books.check()
+    gone = [ids[k] for k in np.random.default_rng(5).permutation(n)[: n // 2]]
+    for oid in gone:
+        assert kinds(run(e, Command.CANCEL, cancel(oid, account=1 + ids.index(oid) % 7))) == [
+            "CANCELLED"]
+    e.books.check()
+    for oid in ids:
+        assert (e.order(oid) is None) == (oid in gone)
+    for oid in gone:                    # a dead id may be used again, a live one not
+        assert kinds(new(e, oid, 2, S, 900, 1)) == ["ACCEPTED", "RESTED"]
+    assert new(e, ids[0] if ids[0] not in gone else ids[1], 2, S, 900, 1)[0]["reason"] in (
+        RejectReason.DUPLICATE_ORDER_ID, RejectReason.ORDER_POOL_FULL)
+    e.books.check()
+
+
+def test_many_orders_at_one_level_trade_in_fifo_order_and_empty_it():
+    e = make(max_orders=3000)
+    for oid in range(1, 3001):
+        new(e, oid, 1 + oid % 3, S, 500, 2)
+    assert e.depth(1)["asks"] == [(500, 6000, 3000)]
+    r = new(e, 10_000, 9, B, 0, 6000, order_type=OrderType.MARKET, tif=Tif.IOC)
+    trades = [x for x in r if x["type"] == Report.TRADE]
+    assert [t["maker_id"] for t in trades] == list(range(1, 3001))
+    assert e.best(1) == (0, 0, 0, 0) and e.books.live_orders == 0
+    e.books.check()
+
+
+def test_l2_reaches_levels_far_from_the_best_across_empty_bitmap_words():
+    # a band of 300,000 ticks: the next level after the best may be words or whole
+    # hierarchy blocks away
+    e = make(market_data=True, l2_depth=3,
+             symbols=[SymbolSpec(symbol=1, min_price=1, max_price=300_000)])
+    for oid, price in enumerate([1, 64, 262_144], start=1):
+        new(e, oid, 1, B, price, 1)
+    for oid, price in enumerate([262_145, 299_999, 300_000], start=4):
+        new(e, oid, 2, S, price, 1)
+    r = run(e, Command.CANCEL, cancel(3, account=1))
+    assert kinds(r) == ["CANCELLED", "L1", "L2"]
+    assert r[2]["bids"] == [(64, 1), (1, 1)] and r[2]["asks"] == [
+        (262_145, 1), (299_999, 1), (300_000, 1)]
+    r = run(e, Command.CANCEL, cancel(4, account=2))
+    assert r[2]["asks"] == [(299_999, 1), (300_000, 1)]
+    assert kinds(new(e, 7, 2, S, 150_000, 1)) == ["ACCEPTED", "RESTED", "L1", "L2"]
+    r = new(e, 8, 2, S, 299_998, 1)
+    assert r[2]["asks"] == [(150_000, 1), (299_998, 1), (299_999, 1)]
+    assert new(e, 9, 1, B, 3, 1)[2]["bids"] == [(64, 1), (3, 1), (1, 1)]
+    assert new(e, 10, 1, B, 2, 1)[2]["bids"] == [(64, 1), (3, 1), (2, 1)]
+    assert kinds(new(e, 11, 1, B, 1, 1)) == ["ACCEPTED", "RESTED"]      # below the depth
+    e.books.check()
+
+
 # -- mass cancel and queries -------------------------------------------------------------------
 def test_mass_cancel_cancels_only_that_accounts_orders_in_book_order():
     e = make()

@@ -3,9 +3,11 @@
 # hierarchical bitmap per side for best-price search, and an output arena for the reports of
 # the current command. No Python object per order. Not thread-safe: the processor's loop thread
 # is the only caller.
+cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memset
 
-
+from ringlog._handler cimport PACKED_HEADER
 from ringlog.engine.records cimport (
     RL_FLAG_POST_ONLY,
     rl_command,
@@ -28,8 +30,12 @@ cdef enum:
     R_TRADE = 203
     R_CANCELLED = 204
     BITMAP_MAX_DEPTH = 4
+    OUT_HEAD = PACKED_HEADER    # bytes before each output's payload in the arena
+    MD_L1 = 1                   # rl_book.md_dirty: a level at or better than a best changed
+    MD_BIDS = 2                 # a bid level inside the last L2 window changed
+    MD_ASKS = 4                 # an ask level inside the last L2 window changed
 
-ctypedef struct rl_order:       # one pool entry (a live order, or a free slot)
+ctypedef struct rl_order:       # one pool entry (a live order, or a free slot): one cache line
     uint64_t id
     int64_t price
     int64_t qty                 # executed + leaves (a modify sets leaves, qty follows)
@@ -41,6 +47,7 @@ ctypedef struct rl_order:       # one pool entry (a live order, or a free slot)
     uint8_t side
     uint8_t flags
     uint8_t stp                 # the order's own STP mode as sent (may be ENGINE_DEFAULT)
+    uint8_t _pad[13]            # to 64 bytes: the pool is line-aligned, so no order straddles
 
 ctypedef struct rl_level:       # one price level: an intrusive FIFO of pool indices
     int32_t head
@@ -53,12 +60,21 @@ ctypedef struct rl_bitmap:      # hierarchical bitmap: bit i of level k+1 = word
     int64_t nwords[BITMAP_MAX_DEPTH]
     int depth
 
+ctypedef struct rl_entry:       # one hash map slot: key and value in one 16-byte entry
+    uint64_t key
+    int64_t val                 # >= 0; MAP_EMPTY marks a free slot
+
 ctypedef struct rl_map:         # open addressing, linear probing, backward-shift deletion
-    uint64_t* keys
-    int64_t* vals
-    uint8_t* used
+    rl_entry* slots             # 64-byte aligned: a group of MAP_GROUP entries is one line
     uint64_t mask
+    int shift                   # 64 - log2(slots / MAP_GROUP): the hash keeps the top bits
     int64_t size
+
+ctypedef struct rl_out:         # output arena: [type u32 | length u32 | key i64 | payload]...
+    char* buf
+    size_t len
+    size_t cap
+    int32_t n                   # outputs in it
 
 ctypedef struct rl_book:
     uint32_t symbol
@@ -71,8 +87,7 @@ ctypedef struct rl_book:
     int64_t best_ask            # 0 = no ask
     int64_t last_price          # last trade price; 0 = none yet
     int64_t n_orders
-    uint8_t touched             # changed by the current command (market data to check)
-    uint8_t l2_dirty            # a level inside the last L2 window changed
+    uint8_t md_dirty            # MD_* bits: what the current command changed of the L1/L2
     int64_t l2_bid_bound        # worst bid price in the last L2 (0: fewer than depth levels)
     int64_t l2_ask_bound        # worst ask price in the last L2 (max: fewer than depth levels)
     int64_t l1_last[4]          # last L1 sent: bid price, bid qty, ask price, ask qty
@@ -92,60 +107,72 @@ ctypedef struct rl_taker:       # the incoming side of a match (not in the pool 
 
 
 # -- the hash map (inline so that _engine shares it) ----------------------------------------
-cdef inline uint64_t map_hash(uint64_t x) noexcept nogil:
-    # splitmix64's finalizer: spreads sequential ids over the table
-    x ^= x >> 30
-    x *= <uint64_t>0xbf58476d1ce4e5b9
-    x ^= x >> 27
-    x *= <uint64_t>0x94d049bb133111eb
-    x ^= x >> 31
-    return x
+# Keys that differ only in their low MAP_BITS bits (ids handed out in sequence) share one home
+# line of MAP_GROUP entries: a new order's id lands in the line its predecessors' ids warmed,
+# and a cancel soon after finds it still cached. The other bits are spread by Fibonacci
+# hashing (one multiply; the product's top bits), so strided or clustered ids still scatter:
+# at most MAP_GROUP keys share a home line.
+cdef enum:
+    MAP_BITS = 2
+    MAP_GROUP = 4               # 1 << MAP_BITS entries of 16 bytes: one cache line
+    MAP_EMPTY = -1
+
+
+cdef inline uint64_t map_home(const rl_map* m, uint64_t key) noexcept nogil:
+    return ((((key >> MAP_BITS) * <uint64_t>0x9E3779B97F4A7C15) >> m.shift) << MAP_BITS
+            | (key & (MAP_GROUP - 1)))
 
 
 cdef inline int64_t map_get(const rl_map* m, uint64_t key, int64_t missing) noexcept nogil:
-    cdef uint64_t i = map_hash(key) & m.mask
-    while m.used[i]:
-        if m.keys[i] == key:
-            return m.vals[i]
+    cdef uint64_t i = map_home(m, key)
+    cdef const rl_entry* e
+    while True:
+        e = &m.slots[i]
+        if e.val < 0:
+            return missing
+        if e.key == key:
+            return e.val
         i = (i + 1) & m.mask
-    return missing
 
 
 cdef inline int64_t* map_slot(rl_map* m, uint64_t key, int64_t initial) noexcept nogil:
-    # the value slot of `key`, inserted with `initial` if absent; the caller keeps size < cap
-    cdef uint64_t i = map_hash(key) & m.mask
-    while m.used[i]:
-        if m.keys[i] == key:
-            return &m.vals[i]
+    # the value slot of `key`, inserted with `initial` (>= 0) if absent; the caller keeps
+    # size < cap
+    cdef uint64_t i = map_home(m, key)
+    cdef rl_entry* e
+    while True:
+        e = &m.slots[i]
+        if e.val < 0:
+            break
+        if e.key == key:
+            return &e.val
         i = (i + 1) & m.mask
-    m.used[i] = 1
-    m.keys[i] = key
-    m.vals[i] = initial
+    e.key = key
+    e.val = initial
     m.size += 1
-    return &m.vals[i]
+    return &e.val
 
 
 cdef inline void map_del(rl_map* m, uint64_t key) noexcept nogil:
     # backward-shift deletion: no tombstones, so probe lengths never degrade
-    cdef uint64_t i = map_hash(key) & m.mask
+    cdef uint64_t i = map_home(m, key)
     cdef uint64_t j, h
     while True:
-        if not m.used[i]:
+        if m.slots[i].val < 0:
             return
-        if m.keys[i] == key:
+        if m.slots[i].key == key:
             break
         i = (i + 1) & m.mask
     j = i
     while True:
         j = (j + 1) & m.mask
-        if not m.used[j]:
+        if m.slots[j].val < 0:
             break
-        h = map_hash(m.keys[j]) & m.mask
+        h = map_home(m, m.slots[j].key)
         if (h <= i or h > j) if i <= j else (h <= i and h > j):
-            m.keys[i] = m.keys[j]
-            m.vals[i] = m.vals[j]
+            m.slots[i] = m.slots[j]
             i = j
-    m.used[i] = 0
+    m.slots[i].val = MAP_EMPTY
     m.size -= 1
 
 
@@ -153,6 +180,7 @@ cdef int map_init(rl_map* m, int64_t entries) except -1
 cdef void map_free(rl_map* m) noexcept
 
 
+@cython.final    # methods called directly (no vtable), so the C compiler can inline them
 cdef class Books:
     cdef rl_order* orders
     cdef int32_t capacity
@@ -165,10 +193,7 @@ cdef class Books:
     cdef int32_t nbooks
     cdef int l2_depth
     cdef uint32_t l2_size
-    cdef char* out              # output arena: [type u32 | length u32 | key i64 | payload]...
-    cdef size_t out_len
-    cdef size_t out_cap
-    cdef int32_t n_out
+    cdef rl_out out             # the current command's outputs
     cdef int64_t n_trades       # counters, part of the state
     cdef int64_t traded_qty
     cdef int64_t n_cancels      # orders cancelled out of the book (user, mass, STP)
@@ -176,8 +201,6 @@ cdef class Books:
     cdef int32_t book_of(self, uint32_t symbol) noexcept
     cdef int32_t find(self, uint64_t order_id) noexcept
     cdef int64_t open_orders_of(self, uint32_t account) noexcept
-    cdef char* push(self, uint32_t type_id, uint32_t length, int64_t key) except NULL
-    cdef rl_report* push_report(self, uint32_t type_id, int64_t key) except NULL
     cdef int report_order(self, uint32_t type_id, int64_t key, int32_t idx, uint8_t reason,
                           uint8_t command, int64_t qty) except -1
     cdef bint would_cross(self, rl_book* b, const rl_taker* t) noexcept
@@ -188,10 +211,46 @@ cdef class Books:
     cdef void release(self, int32_t idx) noexcept
     cdef int cancel(self, int32_t idx, int64_t key, uint8_t reason, uint8_t command) except -1
     cdef void set_leaves(self, int32_t idx, int64_t leaves) noexcept
-    cdef void level_changed(self, rl_book* b, uint8_t side, int64_t price) noexcept
     cdef int market_data(self, rl_book* b, int64_t key, bint publish) except -1
     cdef void clear_book(self, rl_book* b) noexcept
     cdef int32_t first_order(self, rl_book* b, uint8_t side) noexcept
     cdef int32_t next_order(self, int32_t idx) noexcept
     cdef rl_book* _book(self, uint32_t symbol) except NULL
     cdef dict _order_dict(self, int32_t idx)
+
+
+# -- the output arena (inline so that _engine shares it: no call per report; a struct, not the
+# Books object, so that no reference is counted per call) ----------------------------------
+cdef char* grow_output(rl_out* o, size_t need) except NULL
+
+
+cdef inline char* reserve_output(rl_out* o, uint32_t type_id, uint32_t length,
+                                 int64_t key) except NULL:
+    """Appends an output's head to the arena (type u32 | length u32 | key i64, then the
+    payload padded to 8 bytes: the layout CyEventHandler.emit_packed_c takes, so the engine
+    emits a command's outputs in one call); returns its payload, which the caller fills
+    entirely."""
+    cdef size_t need = OUT_HEAD + ((length + 7) & ~7)
+    cdef char* p
+    if o.len + need > o.cap:
+        grow_output(o, need)
+    p = o.buf + o.len
+    (<uint32_t*>p)[0] = type_id
+    (<uint32_t*>p)[1] = length
+    (<int64_t*>p)[1] = key
+    o.len += need
+    o.n += 1
+    return p + OUT_HEAD
+
+
+cdef inline char* push_output(rl_out* o, uint32_t type_id, uint32_t length,
+                              int64_t key) except NULL:
+    """``reserve_output`` with the payload zeroed: where ``length`` is a constant (a report,
+    a trade, an L1 update) the C compiler zeroes it with a few stores, not a memset call."""
+    cdef char* p = reserve_output(o, type_id, length, key)
+    memset(p, 0, (length + 7) & ~7)
+    return p
+
+
+cdef inline rl_report* push_report(rl_out* o, uint32_t type_id, int64_t key) except NULL:
+    return <rl_report*>push_output(o, type_id, sizeof(rl_report), key)

@@ -16,9 +16,10 @@ from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint32_t, uint64_
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memset
 
-from ringlog._handler cimport PACKED_HEADER
-
 __all__ = ["Books", "layouts"]
+
+cdef extern from "<stdlib.h>" nogil:
+    void* aligned_alloc(size_t alignment, size_t size)
 
 cdef extern from *:
     """
@@ -29,56 +30,37 @@ cdef extern from *:
     int rl_clz(unsigned long long v) nogil
 
 cdef enum:
-    # arena entry: type u32 | length u32 | key i64, then the payload padded to 8 bytes: the
-    # layout CyEventHandler.emit_packed_c takes (the engine emits a command's in one call)
-    OUT_HEAD = PACKED_HEADER
     ORDER_REC = 48         # snapshot bytes per order
     BOOK_REC = 24          # snapshot bytes per book header
 cdef uint64_t ALL = <uint64_t>0xFFFFFFFFFFFFFFFF
 
 
-cdef void prefault(void* p, size_t n) noexcept:
-    """Touches every page now, so that no page fault lands on the matching path later
-    (a plain memset of zeros would be folded into calloc's lazy zero pages)."""
-    cdef volatile char* b = <volatile char*>p
-    cdef size_t i = 0
-    while i < n:
-        b[i] = b[i]
-        i += 4096
-
-
 # -- hash map ---------------------------------------------------------------------------------
 cdef int map_init(rl_map* m, int64_t entries) except -1:
     """Room for ``entries`` keys at a load factor <= 1/2."""
-    cdef uint64_t cap = 8
+    cdef uint64_t cap = 2 * MAP_GROUP
+    cdef int bits = 1
     while cap < <uint64_t>(2 * entries):
         cap <<= 1
-    m.keys = <uint64_t*>malloc(cap * sizeof(uint64_t))
-    m.vals = <int64_t*>malloc(cap * sizeof(int64_t))
-    m.used = <uint8_t*>malloc(cap)
-    if m.keys == NULL or m.vals == NULL or m.used == NULL:
-        map_free(m)
+        bits += 1
+    m.slots = <rl_entry*>aligned_alloc(64, cap * sizeof(rl_entry))
+    if m.slots == NULL:
         raise MemoryError(f"cannot allocate a hash map of {cap} slots")
-    memset(m.used, 0, cap)
-    prefault(m.keys, cap * sizeof(uint64_t))
-    prefault(m.vals, cap * sizeof(int64_t))
-    prefault(m.used, cap)
     m.mask = cap - 1
-    m.size = 0
+    m.shift = 64 - bits
+    map_clear(m)        # writes every entry: its pages are touched now, not while matching
     return 0
 
 
 cdef void map_free(rl_map* m) noexcept:
-    free(m.keys)
-    free(m.vals)
-    free(m.used)
-    m.keys = NULL
-    m.vals = NULL
-    m.used = NULL
+    free(m.slots)
+    m.slots = NULL
 
 
 cdef void map_clear(rl_map* m) noexcept:
-    memset(m.used, 0, m.mask + 1)
+    cdef uint64_t i
+    for i in range(m.mask + 1):
+        m.slots[i].val = MAP_EMPTY
     m.size = 0
 
 
@@ -183,35 +165,108 @@ cdef inline int64_t best_after(rl_book* b, uint8_t side, int64_t price) noexcept
     return 0 if i < 0 else b.min_price + i
 
 
-cdef char* _grow_arena(Books self, size_t need) except NULL:
+cdef char* grow_output(rl_out* o, size_t need) except NULL:
     """Doubles the output arena until ``need`` more bytes fit (out of line: rare)."""
-    cdef size_t cap = self.out_cap
+    cdef size_t cap = o.cap
     cdef char* p
-    while self.out_len + need > cap:
+    while o.len + need > cap:
         cap *= 2
-    p = <char*>realloc(self.out, cap)
+    p = <char*>realloc(o.buf, cap)
     if p == NULL:
         raise MemoryError(f"cannot grow the output arena to {cap} bytes")
-    self.out = p
-    self.out_cap = cap
+    o.buf = p
+    o.cap = cap
     return p
 
 
-cdef inline char* _push(Books self, uint32_t type_id, uint32_t length,
-                        int64_t key) except NULL:
-    """``Books.push``, inline: where ``length`` is a constant (a report, a trade, an L1
-    update) the C compiler zeroes the payload with a few stores instead of a memset call."""
-    cdef size_t need = OUT_HEAD + ((length + 7) & ~7)
-    if self.out_len + need > self.out_cap:
-        _grow_arena(self, need)
-    cdef char* p = self.out + self.out_len
-    (<uint32_t*>p)[0] = type_id
-    (<uint32_t*>p)[1] = length
-    (<int64_t*>p)[1] = key
-    memset(p + OUT_HEAD, 0, need - OUT_HEAD)
-    self.out_len += need
-    self.n_out += 1
-    return p + OUT_HEAD
+cdef inline int l2_bids(rl_book* b, rl_l2_level* lv, int depth, uint64_t* diff) noexcept:
+    """Writes the best ``depth`` bid levels over ``lv`` (zeros after the last), OR-ing any
+    change into ``diff``; returns how many there are. Walks the bits of one bitmap word at a
+    time (the levels near the touch are dense): the hierarchy only to skip empty words.
+    The book's fields are read into locals once: the stores to ``lv`` could alias them."""
+    cdef const uint64_t* words = b.bids.words      # level 0 of the hierarchy comes first
+    cdef const rl_level* levels = b.levels
+    cdef int64_t lo = b.min_price, i, w = 0, p, q
+    cdef uint64_t v = 0, d = 0
+    cdef int n = 0
+    if b.best_bid:
+        i = b.best_bid - lo
+        w = i >> 6
+        v = words[w] & (ALL >> (63 - (i & 63)))
+    while n < depth and v:
+        i = (w << 6) + 63 - rl_clz(v)
+        v &= ~(<uint64_t>1 << (i & 63))
+        p = lo + i
+        q = levels[i].qty
+        d |= <uint64_t>(lv[n].price ^ p) | <uint64_t>(lv[n].qty ^ q)
+        lv[n].price = p
+        lv[n].qty = q
+        n += 1
+        if v == 0 and w > 0 and n < depth:        # this word is done: the next one down
+            i = bm_prev(&b.bids, (w << 6) - 1)
+            if i >= 0:
+                w = i >> 6
+                v = words[w] & (ALL >> (63 - (i & 63)))
+    b.l2_bid_bound = lv[n - 1].price if n == depth else 0
+    diff[0] |= d | _l2_zero(lv, n, depth)
+    return n
+
+
+cdef inline int l2_asks(rl_book* b, rl_l2_level* lv, int depth, uint64_t* diff) noexcept:
+    """``l2_bids`` for the asks (upwards from the best ask)."""
+    cdef const uint64_t* words = b.asks.words
+    cdef const rl_level* levels = b.levels
+    cdef int64_t lo = b.min_price, i, w = 0, p, q
+    cdef uint64_t v = 0, d = 0
+    cdef int n = 0
+    if b.best_ask:
+        i = b.best_ask - lo
+        w = i >> 6
+        v = words[w] & (ALL << (i & 63))
+    while n < depth and v:
+        i = (w << 6) + rl_ctz(v)
+        v &= v - 1
+        p = lo + i
+        q = levels[i].qty
+        d |= <uint64_t>(lv[n].price ^ p) | <uint64_t>(lv[n].qty ^ q)
+        lv[n].price = p
+        lv[n].qty = q
+        n += 1
+        if v == 0 and n < depth:
+            i = bm_next(&b.asks, (w + 1) << 6)
+            if i >= 0:
+                w = i >> 6
+                v = words[w] & (ALL << (i & 63))
+    b.l2_ask_bound = lv[n - 1].price if n == depth else INT64_MAX
+    diff[0] |= d | _l2_zero(lv, n, depth)
+    return n
+
+
+cdef inline uint64_t _l2_zero(rl_l2_level* lv, int n, int depth) noexcept:
+    """Zeroes levels n..depth-1; returns non-zero if any was not."""
+    cdef uint64_t d = 0
+    while n < depth:
+        d |= <uint64_t>lv[n].price | <uint64_t>lv[n].qty
+        lv[n].price = 0
+        lv[n].qty = 0
+        n += 1
+    return d
+
+
+cdef inline void level_changed(rl_book* b, uint8_t side, int64_t price) noexcept:
+    """Notes what a change of the level at ``price`` (best prices already updated) may have
+    changed: the L1 if it is at or better than its side's best (or the side is empty), that
+    side's L2 if it is inside the last L2 window (or the window was not full)."""
+    if side == BUY:
+        if price >= b.best_bid:
+            b.md_dirty |= MD_L1
+        if price >= b.l2_bid_bound:
+            b.md_dirty |= MD_BIDS
+    else:
+        if price <= b.best_ask or b.best_ask == 0:
+            b.md_dirty |= MD_L1
+        if price <= b.l2_ask_bound:
+            b.md_dirty |= MD_ASKS
 
 
 cdef class Books:
@@ -226,9 +281,10 @@ cdef class Books:
         cdef rl_book* b
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
-        self.orders = <rl_order*>calloc(capacity, sizeof(rl_order))     # (touched below)
+        self.orders = <rl_order*>aligned_alloc(64, capacity * sizeof(rl_order))
         if self.orders == NULL:
             raise MemoryError(f"cannot allocate an order pool of {capacity} orders")
+        memset(self.orders, 0, capacity * sizeof(rl_order))
         self.capacity = capacity
         for i in range(capacity):
             self.orders[i].book = -1
@@ -256,9 +312,9 @@ cdef class Books:
             bm_init(&b.asks, hi - lo + 1)
             map_slot(&self.symbols, sym, self.nbooks - 1)[0] = self.nbooks - 1
             self.clear_book(b)
-        self.out_cap = 4096
-        self.out = <char*>malloc(self.out_cap)
-        if self.out == NULL:
+        self.out.cap = 4096
+        self.out.buf = <char*>malloc(self.out.cap)
+        if self.out.buf == NULL:
             raise MemoryError("cannot allocate the output arena")
 
     def __dealloc__(self):
@@ -271,7 +327,7 @@ cdef class Books:
                 free(self.books[i].l2_last)
             free(self.books)
         free(self.orders)
-        free(self.out)
+        free(self.out.buf)
         map_free(&self.ids)
         map_free(&self.open_count)
         map_free(&self.symbols)
@@ -289,8 +345,7 @@ cdef class Books:
         b.best_ask = 0
         b.last_price = 0
         b.n_orders = 0
-        b.touched = 0
-        b.l2_dirty = 1
+        b.md_dirty = 0      # the L1 and L2 last sent (zeros) are those of an empty book
         b.l2_bid_bound = 0
         b.l2_ask_bound = INT64_MAX
         memset(b.l1_last, 0, sizeof(b.l1_last))
@@ -325,18 +380,11 @@ cdef class Books:
         return -1 if p == 0 else b.levels[p - b.min_price].head
 
     # -- outputs ----------------------------------------------------------------------------
-    cdef char* push(self, uint32_t type_id, uint32_t length, int64_t key) except NULL:
-        """Appends a zeroed output of ``length`` bytes to the arena; returns its payload."""
-        return _push(self, type_id, length, key)
-
-    cdef rl_report* push_report(self, uint32_t type_id, int64_t key) except NULL:
-        return <rl_report*>_push(self, type_id, sizeof(rl_report), key)
-
     cdef int report_order(self, uint32_t type_id, int64_t key, int32_t idx, uint8_t reason,
                           uint8_t command, int64_t qty) except -1:
         """A report about a pool order: its id, account, symbol, price, side and leaves."""
         cdef rl_order* o = &self.orders[idx]
-        cdef rl_report* r = self.push_report(type_id, key)
+        cdef rl_report* r = push_report(&self.out, type_id, key)
         r.order_id = o.id
         r.account = o.account
         r.symbol = self.books[o.book].symbol
@@ -349,11 +397,6 @@ cdef class Books:
         return 0
 
     # -- book maintenance -------------------------------------------------------------------
-    cdef void level_changed(self, rl_book* b, uint8_t side, int64_t price) noexcept:
-        b.touched = 1
-        if (price >= b.l2_bid_bound) if side == BUY else (price <= b.l2_ask_bound):
-            b.l2_dirty = 1
-
     cdef int32_t rest(self, rl_book* b, const rl_taker* t) except -1:
         """Puts the taker's remainder at the tail of its level; returns its pool index."""
         cdef int32_t idx = self.free_head
@@ -392,7 +435,7 @@ cdef class Books:
         self.live += 1
         map_slot(&self.ids, t.id, idx)[0] = idx
         map_slot(&self.open_count, t.account, 0)[0] += 1
-        self.level_changed(b, t.side, t.price)
+        level_changed(b, t.side, t.price)
         return idx
 
     cdef void unlink(self, int32_t idx) noexcept:
@@ -419,7 +462,7 @@ cdef class Books:
                 bm_clear(&b.asks, o.price - b.min_price)
                 if o.price == b.best_ask:
                     b.best_ask = best_after(b, SELL, o.price)
-        self.level_changed(b, o.side, o.price)
+        level_changed(b, o.side, o.price)
 
     cdef void release(self, int32_t idx) noexcept:
         """Returns an unlinked order's slot to the pool and forgets its id."""
@@ -452,7 +495,7 @@ cdef class Books:
         b.levels[o.price - b.min_price].qty += leaves - o.leaves
         o.qty += leaves - o.leaves
         o.leaves = leaves
-        self.level_changed(b, o.side, o.price)
+        level_changed(b, o.side, o.price)
 
     # -- matching ---------------------------------------------------------------------------
     cdef bint would_cross(self, rl_book* b, const rl_taker* t) noexcept:
@@ -525,7 +568,7 @@ cdef class Books:
                 b.last_price = best
                 self.n_trades += 1
                 self.traded_qty += q
-                tr = <rl_trade*>_push(self, R_TRADE, sizeof(rl_trade), t.account)
+                tr = <rl_trade*>push_output(&self.out, R_TRADE, sizeof(rl_trade), t.account)
                 tr.taker_id = t.id
                 tr.maker_id = o.id
                 tr.taker_account = t.account
@@ -540,7 +583,7 @@ cdef class Books:
                     self.unlink(idx)
                     self.release(idx)
                 else:
-                    self.level_changed(b, maker_side, best)
+                    level_changed(b, maker_side, best)
                 idx = nxt
         return 0
 
@@ -550,57 +593,44 @@ cdef class Books:
         since the last ones sent (``publish`` false: only remember the current state)."""
         cdef int64_t cur[4]
         cdef rl_l1* l1
-        cdef char* buf
         cdef rl_l2_head* head
         cdef rl_l2_level* lv
-        cdef int64_t p
-        cdef int n, side
-        if not b.touched:
+        cdef uint64_t diff = 0
+        cdef int n
+        cdef uint8_t dirty = b.md_dirty
+        if not dirty:
             return 0
-        b.touched = 0
-        cur[0] = b.best_bid
-        cur[1] = b.levels[b.best_bid - b.min_price].qty if b.best_bid else 0
-        cur[2] = b.best_ask
-        cur[3] = b.levels[b.best_ask - b.min_price].qty if b.best_ask else 0
-        if memcmp(cur, b.l1_last, sizeof(cur)) != 0:
-            memcpy(b.l1_last, cur, sizeof(cur))
-            if publish:
-                l1 = <rl_l1*>_push(self, 210, sizeof(rl_l1), key)
-                l1.symbol = b.symbol
-                l1.bid_price = cur[0]
-                l1.bid_qty = cur[1]
-                l1.ask_price = cur[2]
-                l1.ask_qty = cur[3]
-        if self.l2_depth == 0 or not b.l2_dirty:
+        b.md_dirty = 0
+        if dirty & MD_L1:
+            cur[0] = b.best_bid
+            cur[1] = b.levels[b.best_bid - b.min_price].qty if b.best_bid else 0
+            cur[2] = b.best_ask
+            cur[3] = b.levels[b.best_ask - b.min_price].qty if b.best_ask else 0
+            if memcmp(cur, b.l1_last, sizeof(cur)) != 0:
+                memcpy(b.l1_last, cur, sizeof(cur))
+                if publish:
+                    l1 = <rl_l1*>push_output(&self.out, 210, sizeof(rl_l1), key)
+                    l1.symbol = b.symbol
+                    l1.bid_price = cur[0]
+                    l1.bid_qty = cur[1]
+                    l1.ask_price = cur[2]
+                    l1.ask_qty = cur[3]
+        if self.l2_depth == 0 or not dirty & (MD_BIDS | MD_ASKS):
             return 0
-        b.l2_dirty = 0
-        buf = self.push(211, self.l2_size, key)    # dropped again below if unchanged
-        head = <rl_l2_head*>buf
-        head.symbol = b.symbol
-        head.depth = self.l2_depth
-        lv = <rl_l2_level*>(buf + sizeof(rl_l2_head))
-        for side in range(2):
-            p = b.best_bid if side == 0 else b.best_ask
-            n = 0
-            while p != 0 and n < self.l2_depth:
-                lv[n].price = p
-                lv[n].qty = b.levels[p - b.min_price].qty
-                n += 1
-                if n < self.l2_depth:
-                    p = best_after(b, BUY if side == 0 else SELL, p)
-            if side == 0:
-                head.bids = n
-                b.l2_bid_bound = p if n == self.l2_depth else 0
-            else:
-                head.asks = n
-                b.l2_ask_bound = p if n == self.l2_depth else INT64_MAX
-            lv += self.l2_depth
-        if publish and memcmp(buf, b.l2_last, self.l2_size) != 0:
-            memcpy(b.l2_last, buf, self.l2_size)
-        else:
-            memcpy(b.l2_last, buf, self.l2_size)
-            self.out_len -= OUT_HEAD + ((self.l2_size + 7) & ~7)
-            self.n_out -= 1
+        # rebuilt in place over the last one sent (only the sides that changed), noting any
+        # difference on the way
+        head = <rl_l2_head*>b.l2_last
+        lv = <rl_l2_level*>(b.l2_last + sizeof(rl_l2_head))
+        if dirty & MD_BIDS:
+            n = l2_bids(b, lv, self.l2_depth, &diff)
+            diff |= <uint64_t>(head.bids ^ n)
+            head.bids = n
+        if dirty & MD_ASKS:
+            n = l2_asks(b, lv + self.l2_depth, self.l2_depth, &diff)
+            diff |= <uint64_t>(head.asks ^ n)
+            head.asks = n
+        if publish and diff:
+            memcpy(reserve_output(&self.out, 211, self.l2_size, key), b.l2_last, self.l2_size)
         return 0
 
     # -- snapshot ---------------------------------------------------------------------------
@@ -684,8 +714,8 @@ cdef class Books:
             raise ValueError(f"{end - p} bytes left over after the order book snapshot")
         for i in range(self.nbooks):
             self.market_data(&self.books[i], 0, False)
-        self.out_len = 0
-        self.n_out = 0
+        self.out.len = 0
+        self.out.n = 0
 
     def reset(self):
         """Empties every book and the pool."""

@@ -1,6 +1,7 @@
 # The matching engine as a ringlog handler: decodes command records in place, applies the rules
 # (validation, account limits, price bands, self-trade prevention defaults) and drives the
 # books of ringlog.engine._book; reports go out through emit_c with key = the account.
+cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 
 from ringlog._handler cimport CyEventHandler
@@ -8,6 +9,7 @@ from ringlog.engine._book cimport Books, rl_book, rl_command, rl_map, rl_taker
 from ringlog.includes.event cimport rl_header
 
 
+@cython.final    # methods called directly (no vtable), so the C compiler can inline them
 cdef class Engine(CyEventHandler):
     cdef readonly Books books
     cdef readonly object config
@@ -36,6 +38,7 @@ cdef class Engine(CyEventHandler):
     cdef int mass_cancel(self, const rl_command* c) except -1
     cdef int cancel_resting(self, bint every, uint32_t account, int32_t lo, int32_t hi,
                             uint8_t reason, list ids) except -1
+    cdef int64_t limits_of(self, uint32_t account) noexcept
     cdef bint is_disabled(self, uint32_t account) noexcept
     cdef int order_status(self, const rl_command* c) except -1
     cdef int open_orders(self, const rl_command* c) except -1

@@ -27,6 +27,7 @@ from ringlog.engine._book cimport (
     map_get,
     map_init,
     map_slot,
+    push_report,
     rl_book,
     rl_command,
     rl_order,
@@ -150,8 +151,8 @@ cdef class Engine(CyEventHandler):
     cdef int flush(self, int64_t key) except -1:
         """Emits the current command's outputs, in order: the books' arena is laid out as
         ``emit_packed_c`` takes it (``PACKED_HEADER``), so it goes in one call."""
-        if self.books.out_len:
-            self.emit_packed_c(self.books.out, self.books.out_len)
+        if self.books.out.len:
+            self.emit_packed_c(self.books.out.buf, self.books.out.len)
         return 0
 
     cdef int command(self, uint32_t type_id, const char* payload, uint32_t length) except -1:
@@ -163,8 +164,8 @@ cdef class Engine(CyEventHandler):
         else:  # short (malformed) payloads: the missing fields are zero
             memset(&c, 0, sizeof(c))
             memcpy(&c, payload, length)
-        self.books.out_len = 0
-        self.books.n_out = 0
+        self.books.out.len = 0
+        self.books.out.n = 0
         self.n_commands += 1
         if type_id < CMD_NEW or type_id > CMD_OPEN_ORDERS:
             return self.reject(&c, UNKNOWN_COMMAND, kind)
@@ -184,7 +185,7 @@ cdef class Engine(CyEventHandler):
 
     # -- reports ----------------------------------------------------------------------------
     cdef int reject(self, const rl_command* c, uint8_t reason, uint8_t command) except -1:
-        cdef rl_report* r = self.books.push_report(R_REJECTED, c.account)
+        cdef rl_report* r = push_report(&self.books.out, R_REJECTED, c.account)
         r.order_id = c.order_id
         r.account = c.account
         r.symbol = c.symbol
@@ -198,7 +199,7 @@ cdef class Engine(CyEventHandler):
 
     cdef int taker_report(self, uint32_t type_id, rl_book* b, const rl_taker* t, int64_t price,
                           int64_t qty, uint8_t reason) except -1:
-        cdef rl_report* r = self.books.push_report(type_id, t.account)
+        cdef rl_report* r = push_report(&self.books.out, type_id, t.account)
         r.order_id = t.id
         r.account = t.account
         r.symbol = b.symbol
@@ -243,7 +244,7 @@ cdef class Engine(CyEventHandler):
         return 0
 
     cdef int new_order(self, const rl_command* c) except -1:
-        cdef int32_t bi = self.books.book_of(c.symbol)
+        cdef int32_t bi = <int32_t>map_get(&self.books.symbols, c.symbol, -1)
         cdef rl_book* b
         cdef rl_taker t
         cdef uint8_t r
@@ -270,14 +271,15 @@ cdef class Engine(CyEventHandler):
                 return self.reject(c, r, 1)
         if self.any_disabled and self.is_disabled(c.account):
             return self.reject(c, ACCOUNT_DISABLED, 1)
-        lim = map_get(&self.limit_index, c.account, 0)
+        lim = self.limits_of(c.account)
         if c.qty > self.max_qty[lim]:
             return self.reject(c, MAX_ORDER_QTY, 1)
-        if self.books.find(c.order_id) >= 0:
+        if <int32_t>map_get(&self.books.ids, c.order_id, -1) >= 0:
             return self.reject(c, DUPLICATE_ORDER_ID, 1)
         gtc = c.tif == GTC
         if gtc:
-            if self.max_open[lim] and self.books.open_orders_of(c.account) >= self.max_open[lim]:
+            if (self.max_open[lim]
+                    and map_get(&self.books.open_count, c.account, 0) >= self.max_open[lim]):
                 return self.reject(c, MAX_OPEN_ORDERS, 1)
             if self.books.free_head < 0:
                 return self.reject(c, ORDER_POOL_FULL, 1)
@@ -298,12 +300,12 @@ cdef class Engine(CyEventHandler):
             self.taker_report(R_CANCELLED, b, &t, c.price, c.qty, CXL_FOK)
         else:
             self.execute(b, &t, gtc, c.price)
-        if self.md:
+        if self.md and b.md_dirty:       # (no call when the book did not change)
             self.books.market_data(b, c.account, True)
         return 0
 
     cdef int cancel(self, const rl_command* c) except -1:
-        cdef int32_t idx = self.books.find(c.order_id)
+        cdef int32_t idx = <int32_t>map_get(&self.books.ids, c.order_id, -1)
         cdef int32_t bi
         if idx < 0:
             return self.reject(c, UNKNOWN_ORDER, 2)
@@ -311,12 +313,12 @@ cdef class Engine(CyEventHandler):
             return self.reject(c, NOT_OWNER, 2)
         bi = self.books.orders[idx].book
         self.books.cancel(idx, c.account, CXL_USER, 2)
-        if self.md:
+        if self.md and self.books.books[bi].md_dirty:
             self.books.market_data(&self.books.books[bi], c.account, True)
         return 0
 
     cdef int modify(self, const rl_command* c) except -1:
-        cdef int32_t idx = self.books.find(c.order_id)
+        cdef int32_t idx = <int32_t>map_get(&self.books.ids, c.order_id, -1)
         cdef rl_order* o
         cdef rl_book* b
         cdef rl_taker t
@@ -335,7 +337,7 @@ cdef class Engine(CyEventHandler):
             r = self.check_price(b, c.price)
             if r:
                 return self.reject(c, r, 3)
-        if c.qty > self.max_qty[map_get(&self.limit_index, c.account, 0)]:
+        if c.qty > self.max_qty[self.limits_of(c.account)]:
             return self.reject(c, MAX_ORDER_QTY, 3)
         if c.price == o.price and c.qty <= o.leaves:
             self.books.set_leaves(idx, c.qty)      # keeps its place in the FIFO
@@ -357,14 +359,14 @@ cdef class Engine(CyEventHandler):
             self.books.release(idx)
             self.taker_report(R_MODIFIED, b, &t, t.price, t.qty, 0)
             self.execute(b, &t, True, t.price)
-        if self.md:
+        if self.md and b.md_dirty:       # (no call when the book did not change)
             self.books.market_data(b, c.account, True)
         return 0
 
     cdef int mass_cancel(self, const rl_command* c) except -1:
         cdef int32_t lo = 0, hi = self.books.nbooks
         if c.symbol:
-            lo = self.books.book_of(c.symbol)
+            lo = <int32_t>map_get(&self.books.symbols, c.symbol, -1)
             if lo < 0:
                 return self.reject(c, UNKNOWN_SYMBOL, 4)
             hi = lo + 1
@@ -393,6 +395,11 @@ cdef class Engine(CyEventHandler):
                 self.books.market_data(&self.books.books[bi], account, True)
         return 0
 
+    cdef inline int64_t limits_of(self, uint32_t account) noexcept:
+        """The index of the account's limits in max_qty/max_open (0: the defaults); no probe
+        when no account has overrides."""
+        return map_get(&self.limit_index, account, 0) if self.limit_index.size else 0
+
     cdef bint is_disabled(self, uint32_t account) noexcept:
         return self.all_disabled or account in self.disabled
 
@@ -404,8 +411,8 @@ cdef class Engine(CyEventHandler):
         cdef list ids = []
         if key is not None and not 0 <= key < 2 ** 32:
             return ids  # not an account: nothing of it rests here
-        self.books.out_len = 0
-        self.books.n_out = 0
+        self.books.out.len = 0
+        self.books.out.n = 0
         self.cancel_resting(key is None, 0 if key is None else key, 0, self.books.nbooks,
                             CXL_KILL, ids)
         if key is None:
@@ -430,7 +437,7 @@ cdef class Engine(CyEventHandler):
         return self.all_disabled, sorted(self.disabled)
 
     cdef int order_status(self, const rl_command* c) except -1:
-        cdef int32_t idx = self.books.find(c.order_id)
+        cdef int32_t idx = <int32_t>map_get(&self.books.ids, c.order_id, -1)
         if idx < 0:
             return self.reject(c, UNKNOWN_ORDER, 5)
         if self.books.orders[idx].account != c.account:
@@ -444,7 +451,7 @@ cdef class Engine(CyEventHandler):
         cdef uint8_t side
         cdef rl_report* r
         if c.symbol:
-            lo = self.books.book_of(c.symbol)
+            lo = <int32_t>map_get(&self.books.symbols, c.symbol, -1)
             if lo < 0:
                 return self.reject(c, UNKNOWN_SYMBOL, 6)
             hi = lo + 1
@@ -457,7 +464,7 @@ cdef class Engine(CyEventHandler):
                                                 self.books.orders[idx].qty)
                         n += 1
                     idx = self.books.next_order(idx)
-        r = self.books.push_report(R_OPEN_ORDERS_END, c.account)
+        r = push_report(&self.books.out, R_OPEN_ORDERS_END, c.account)
         r.order_id = n
         r.account = c.account
         r.symbol = c.symbol
@@ -470,13 +477,13 @@ cdef class Engine(CyEventHandler):
         order (without emitting them). For tests and tools."""
         cdef const unsigned char[::1] body = memoryview(payload).cast("B")
         cdef char empty = 0
-        cdef char* p = self.books.out
+        cdef char* p = self.books.out.buf
         cdef list out = []
         cdef uint32_t length
         self.command(type_id, <const char*>&body[0] if body.shape[0] else &empty,
                      <uint32_t>body.shape[0])
-        p = self.books.out
-        while p < self.books.out + self.books.out_len:
+        p = self.books.out.buf
+        while p < self.books.out.buf + self.books.out.len:
             length = (<uint32_t*>p)[1]
             out.append(((<uint32_t*>p)[0], p[16:16 + length]))
             p += 16 + ((length + 7) & ~7)
@@ -524,9 +531,9 @@ cdef class Engine(CyEventHandler):
             if timed:
                 clock_gettime(CLOCK_MONOTONIC, &t1)
                 lat[i] = (t1.tv_sec - t0.tv_sec) * 1_000_000_000 + (t1.tv_nsec - t0.tv_nsec)
-            outputs += self.books.n_out
-        self.books.out_len = 0
-        self.books.n_out = 0
+            outputs += self.books.out.n
+        self.books.out.len = 0
+        self.books.out.n = 0
         return outputs
 
     # -- state ------------------------------------------------------------------------------
