@@ -272,26 +272,28 @@ GOALS = [
              "default config, bulk producer)",
      "row": "processor_engine_journaled", "min": 2e6,
      "why": ("one loop thread does the engine's work and journals the input and ~2.6 "
-            "outputs (~390 bytes: copy, CRC, pwrite()) and checks the breaker: 1,920 "
-            "instructions per command against the engine's 1,017 (bench/loop_callgrind.py "
-            "engine; 2,355 before steps 11-12 of docs/processor.md) at the engine's own "
-            "time per instruction, and 155-610 ns per command in the kernel by the machine's "
-            "load (pwrite() copying ~410 bytes into page-cache pages: 42% of the loop "
-            "thread's samples, step 13), so the loop needs ~700 ns per command where 2M/s "
-            "needs < 500; moving output journaling to a second thread (output_journaller='thread') "
-            "cost more CPU in all than it saved")},
+            "outputs (~390 bytes: copy, CRC, pwrite()) and checks the breaker: 1,588 "
+            "instructions per command, of which the engine's 686 (bench/loop_callgrind.py "
+            "engine; 1,920 and 988 before docs/processor.md step 14, 2,355 before steps "
+            "11-12), and 155-610 ns per command in the kernel by the machine's load "
+            "(pwrite() copying ~410 bytes into page-cache pages, step 13): the loop thread "
+            "~506 ns per command (bench/build_ab.py, step 14) where 2M/s needs < 500 with "
+            "nothing left for the producer; moving output journaling to a second thread "
+            "(output_journaller='thread') cost more CPU in all than it saved")},
     {"goal": "through the pipeline >= 0.3x the engine alone on the same flow (same run)",
      "row": "processor_engine_journaled", "ratio": "engine_alone", "min": 0.3,
-     "why": "see the row above"},
+     "why": ("met before step 14 (0.28-0.33x): the engine alone then got ~2.5x cheaper "
+             "(7.33M ops/s here, 0.37x the CPU per command: docs/processor.md step 14) and "
+             "the loop's journaling did not, so the pipeline rose 1.34 -> 1.41M/s while the "
+             "ratio fell; see the row above")},
     {"goal": "the loop thread's CPU per command <= 2.5x the engine alone's",
      "row": "processor_engine_journaled", "ratio": "loop_cpu_vs_engine_alone_cpu", "max": 2.5,
-     "why": ("in instructions 1.89x (1,920 against 1,017, bench/loop_callgrind.py engine), "
-            "run at the engine alone's time per instruction (~0.24 ns); in CPU the loop "
-            "thread also pays the kernel's copy of its journal batches into page-cache pages "
-            "(pwrite(): 42% of its samples, 155-610 ns per command as the machine's memory "
-            "traffic varies; bench/perf_categories.py, docs/processor.md step 13), so the "
-            "ratio moves with the machine (2.34-3.37 over the rounds of one run), and "
-            "cheaper engine code lowers both sides (steps 10-12)")},
+     "why": ("2.2-2.8x before step 14; the engine alone's CPU per command then fell to "
+            "~0.37x (the id map's cache lines, market data built only for what changed: "
+            "docs/processor.md step 14) while the loop's own part stayed: in instructions "
+            "1,588 against the engine alone's 704 (bench/loop_callgrind.py), and in CPU the "
+            "kernel's copy of the journal batches into page-cache pages (pwrite(), 155-610 "
+            "ns per command as the machine's memory traffic varies; step 13) on top")},
     {"goal": ">= 10x the Python peer (cython-orderbook) on the mixed stream",
      "row": "engine_mixed_throughput", "ratio": "cython-orderbook", "min": 10.0,
      "why": "the peer makes Python objects per order and per trade"},

@@ -272,26 +272,26 @@ GOALS = [
      "why": "answers lag while the server is saturated"},
     {"goal": "p99 round trip < 10 ms at 200k/s (8 connections, CO-corrected)",
      "row": "gateway_8conn_latency_200k_per_s_p99", "max": 10_000_000,
-     "why": ("at 200k/s the server takes ~1.15 of the 2 cores (~5.7 us per order) beside the "
-            "generator's ~0.25: answers queue behind bursts (p50 ~1.4 ms against the echo "
-            "peer's ~0.06 ms in the same run); the gateway's thread now runs the engine too "
-            "(driven topology, docs/gateway-design.md eighth round), which left this p99 "
-            "where it was (nine A/B pairs: no change)")},
+     "why": ("at 200k/s the server takes ~1.1 of the 2 cores (~5.4 us per order) beside the "
+            "generator's ~0.2: answers queue behind bursts (p50 ~1.4 ms); the journal's "
+            "segment preparation no longer takes a whole CPU in bursts (docs/processor.md "
+            "step 15: p99 17.3 -> 4.15 ms in three interleaved pairs)")},
     {"goal": "p99 round trip < 1 ms (or fdatasync p99 + 0.3 ms) at 50k orders/s, 1 connection, "
              "durable release",
      "row": "gateway_1conn_50k_p99_of_target", "max": 1.0,
      "why": ("at 50k/s on one connection a wake-up carries a few orders, so per-wake-up costs "
-            "dominate: ~21 us of server CPU per order over the gateway's thread (it also "
-            "runs the engine: driven topology) and the input fdatasync thread (~7 us: an "
-            "fdatasync every ~4 orders, each ~30 us of guest CPU in VM exits), ~170-250 "
-            "switches per 1,000 orders each (the 1conn server CPU row's note); they queue "
-            "behind each other and the generator. Release immediate in the same run, the "
-            "next rows: p99 ~0.9 ms")},
+            "dominate: ~20 us of server CPU per order over the gateway's thread (~11 us: "
+            "it also runs the engine, driven topology) and the input fdatasync thread (~7 "
+            "us: an fdatasync every ~4 orders, each ~30 us of guest CPU in VM exits), "
+            "~180-200 switches per 1,000 orders each (the 1conn server CPU row's note); they "
+            "queue behind each other and the generator. Release immediate in the same run, "
+            "the next rows: p99 ~1.2 ms")},
     {"goal": "server CPU per order <= 3 us (process CPU, all threads, 200k/s run)",
      "row": "gateway_8conn_200k_server_cpu_per_order", "max": 3_000,
-     "why": ("per thread in the row's note: the gateway's thread ~4.3 us (uvloop, the "
-            "sessions and the engine with its journal appends: driven topology; the echo "
-            "peer's loop, which only reads and writes the same frames, takes ~4.8 us in the "
-            "same run), the two fdatasync threads ~1.5 us (writing back ~50 MB/s of journal "
-            "costs guest CPU per page in this VM): docs/gateway-design.md")},
+     "why": ("per thread in the row's note: the gateway's thread ~3.2 us (was ~4.3: the "
+            "read and per-iteration paths in C, docs/gateway-design.md ninth round, and the "
+            "engine's cheaper commands, docs/processor.md step 14; it runs uvloop, the "
+            "sessions and the engine with its journal appends), the two fdatasync threads "
+            "~1.5-2.2 us (writing back ~50 MB/s of journal costs guest CPU per page in this "
+            "VM, and they prepare the next segments' page-cache pages)")},
 ]
