@@ -10,31 +10,20 @@ the run's answered rate, CPU per order by thread and round trips. Needs ``perf``
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_gateway as bg
+import gateway_profile
 import perf_categories
 
 
 def main() -> None:
     """Runs once and prints the categories of each busy thread."""
     a = bg.scenario_args(__doc__, 10.0, 3)
-    with tempfile.TemporaryDirectory(dir=".") as d:
-        peer = bg._gateway(d, a.release, 8192 if a.connections == 1 else 1024)
-        data = Path(d) / "perf.data"
-        try:
-            doc = bg.measure_under(a, peer, [
-                "sh", "-c", f"sleep 2; exec perf record -q -e cpu-clock -F 4000 -g "
-                f"-p {peer.pid} -o {data} -- sleep {a.seconds - 3}"])
-        finally:
-            peer.stop()
-        script = subprocess.run(["perf", "script", "-i", str(data), "-F", "comm,ip,sym,dso"],
-                                capture_output=True, text=True, check=True).stdout
+    doc, script = gateway_profile.record(a, "-p", ("comm", "ip", "sym", "dso"))
     lat = doc["latency_ns"] or {}
     print(f"{doc['achieved_rate']:.0f} answered/s; server {doc['server_cpu_ns_per_order']:.0f} "
           f"ns per order; p50 {lat.get('p50', 0) / 1e6:.2f} ms, p99 "

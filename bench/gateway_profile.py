@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -40,21 +41,29 @@ def _samples(script: str) -> list[list[str]]:
     return out
 
 
-def main() -> None:
-    """Runs once and prints the main thread's profile."""
-    a = bg.scenario_args(__doc__, 10.0, 3)
+def record(a: Any, target: str, fields: tuple[str, ...] = ()) -> tuple[dict, str]:
+    """One run of ``ringlog serve`` under the load generator (scenario ``a``) with ``perf
+    record -g`` of the server's ``target`` ("-t": its main thread, "-p": every thread) over
+    the run less its first two seconds and the last; the generator's result and ``perf
+    script`` of the samples (``fields``: its -F list, default perf's own)."""
     with tempfile.TemporaryDirectory(dir=".") as d:
         peer = bg._gateway(d, a.release, 8192 if a.connections == 1 else 1024)
         data = Path(d) / "perf.data"
         try:
-            # the main thread only, over the run less its first two seconds and the last
             doc = bg.measure_under(a, peer, [
                 "sh", "-c", f"sleep 2; exec perf record -q -e cpu-clock -F 4000 -g "
-                f"-t {peer.pid} -o {data} -- sleep {a.seconds - 3}"])
+                f"{target} {peer.pid} -o {data} -- sleep {a.seconds - 3}"])
         finally:
             peer.stop()
-        script = subprocess.run(["perf", "script", "-i", str(data)], capture_output=True,
-                                text=True, check=True).stdout
+        cmd = ["perf", "script", "-i", str(data)] + (["-F", ",".join(fields)] if fields else [])
+        script = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return doc, script
+
+
+def main() -> None:
+    """Runs once and prints the main thread's profile."""
+    a = bg.scenario_args(__doc__, 10.0, 3)
+    doc, script = record(a, "-t")
     samples = _samples(script)
     n = len(samples) or 1
     lat = doc["latency_ns"] or {}
