@@ -93,6 +93,10 @@ cdef enum:
     WAIT_EPOLL = 1                  # the fallback (ENOSYS, or asked for): epoll_wait + ppoll
 
 
+# what ``drive`` reports a connection was lost to (its kind), for the caller's message
+LOST = {LOST_SEND: "send", LOST_RECV: "recv", LOST_CLOSED: "closed"}
+
+
 cdef struct conn_t:
     int fd
     const uint8_t* frames       # every frame of the connection, in order

@@ -5,6 +5,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+LOST: dict[int, str]
+
 def frame_ends(frames: bytes, count: int) -> NDArray[np.int64]: ...
 def drive(fds: list[int], frames: list[bytes], ends: list[NDArray[np.int64]],
           intended: list[NDArray[np.int64]], scanners: list[Any], tick_ns: int, drain_ns: int,

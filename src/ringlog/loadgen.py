@@ -33,7 +33,7 @@ from typing import Any, Literal
 import msgspec
 import numpy as np
 
-from ._loadgen import drive, frame_ends
+from ._loadgen import LOST, drive, frame_ends
 from ._wire import AnswerScanner, encode_orders
 from .bench.latency import percentiles
 from .config import check_fields, config_error
@@ -156,9 +156,6 @@ class _Conn:
         self.intended = self.plan.offsets + start_ns
 
 
-_LOST = {1: "send", 2: "recv"}
-
-
 def _logon(sock: socket.socket, token: str) -> int:
     """Logs on (blocking); returns the seq of the session's next message."""
     from .client import GatewayError, LogonRejected
@@ -227,10 +224,11 @@ def _drive(cfg: LoadConfig, conns: list[_Conn]) -> dict[str, Any]:
     wall = clock() - wall0
     for c, (kind, err, sent, sends, blocked) in zip(conns, ends, strict=True):
         c.next, c.sends, c.blocked = sent, sends, blocked
-        if kind == 3:
+        why = LOST.get(kind)
+        if why == "closed":
             c.lost = "the gateway closed the connection"
-        elif kind:
-            c.lost = f"{_LOST[kind]}: [Errno {err}] {os.strerror(err)}"
+        elif why:
+            c.lost = f"{why}: [Errno {err}] {os.strerror(err)}"
     return {"start": start, "total": sum(len(c.done) for c in conns),
             "cpu_ns": time.process_time_ns() - cpu0 + sum(c.encode_cpu_ns for c in conns),
             "server": _threads_delta(srv0, _proc_threads(cfg.server_pid)) if srv0 else None,
