@@ -89,6 +89,10 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--runs", type=int, default=3)
     a = ap.parse_args()
+    if a.base_src and not os.path.isdir(os.path.join(a.base_src, "ringlog")):
+        ap.error(f"--base-src {a.base_src}: no ringlog package there")
+    if a.rate <= 0 or a.seconds <= 0 or a.runs < 1:
+        ap.error("--rate and --seconds must be > 0 and --runs >= 1")
     sides = {"this": None} if not a.base_src else {"base": a.base_src, "this": None}
     res: dict[str, list[dict]] = {k: [] for k in sides}
     for r in range(a.runs):
