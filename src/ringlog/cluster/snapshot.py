@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from nats.js.errors import KeyNotFoundError
 
 from ..errors import ClusterError
 from .config import ShardNames
@@ -101,17 +102,21 @@ async def _shipped(store: Any, names: ShardNames) -> list[str]:
 
 
 async def _pinned(kv: Any, names: ShardNames) -> set[str]:
-    """The objects joining replicas are reading (their pins in the status bucket)."""
+    """The objects joining replicas are reading (their pins in the status bucket): the
+    bucket stream's subjects that hold a pin, then each pin's value. (A KV watch's "initial
+    values done" marker can come before a value already on its way to the client, which
+    once let a shipper delete a pinned snapshot.)"""
+    pre = kv._pre  # the bucket's subject prefix ("$KV.<bucket>.")
+    info = await kv._js.stream_info(kv._stream,
+                                    subjects_filter=pre + names.snapshot_pin_key("*"))
     pins = set()
-    watcher = await kv.watch(names.snapshot_pin_key("*"), ignore_deletes=True)
-    try:
-        async for entry in watcher:
-            if entry is None:  # the current values are all read
-                break
-            if entry.value:
-                pins.add(entry.value.decode())
-    finally:
-        await watcher.stop()
+    for subject in (info.state.subjects or {}):
+        try:
+            entry = await kv.get(subject[len(pre):])
+        except KeyNotFoundError:  # unpinned (deleted) since the listing
+            continue
+        if entry.value:
+            pins.add(entry.value.decode())
     return pins
 
 
