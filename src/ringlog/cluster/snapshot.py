@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from nats.js.errors import KeyNotFoundError
 
 from ..errors import ClusterError
 from .config import ShardNames
@@ -106,6 +105,8 @@ async def _pinned(kv: Any, names: ShardNames) -> set[str]:
     bucket stream's subjects that hold a pin, then each pin's value. (A KV watch's "initial
     values done" marker can come before a value already on its way to the client, which
     once let a shipper delete a pinned snapshot.)"""
+    from nats.js.errors import KeyNotFoundError  # (nats: the cluster extra, not the core)
+
     pre = kv._pre  # the bucket's subject prefix ("$KV.<bucket>.")
     info = await kv._js.stream_info(kv._stream,
                                     subjects_filter=pre + names.snapshot_pin_key("*"))
