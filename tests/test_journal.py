@@ -245,9 +245,11 @@ def _fill_until_disk_full(path, q):
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     appended = 0
     try:
-        with Journal(path, segment_size=SMALL, durability="sync", prefault=False) as j:
-            # no file may now grow past half a segment: the next roll cannot preallocate
-            resource.setrlimit(resource.RLIMIT_FSIZE, (SMALL // 2, SMALL // 2))
+        # no file may grow past SMALL: the first segment (SMALL) is written whole, by
+        # pwrite() too, and the next one (2 * SMALL, the journal grows) cannot be preallocated
+        resource.setrlimit(resource.RLIMIT_FSIZE, (SMALL, SMALL))
+        with Journal(path, segment_size=2 * SMALL, first_segment_size=SMALL,
+                     durability="sync", prefault=False) as j:
             while True:
                 j.append(payload(appended, 100))
                 appended += 1
@@ -320,8 +322,9 @@ def test_a_reader_in_another_process_sees_the_writers_durable_sequence(tmp_path)
 
 def _broken_fsync(journal):
     """Points the current segment's fd at /dev/null: fdatasync then fails with EINVAL, as a
-    failing disk would with EIO (the mapping, and so every record, is untouched)."""
-    fd = os.open("/dev/null", os.O_RDONLY)
+    failing disk would with EIO (the mapping, and so every record written before, is
+    untouched; a pwrite() after it writes nowhere)."""
+    fd = os.open("/dev/null", os.O_RDWR)
     os.dup2(fd, journal.appender.segment.fd)
     os.close(fd)
 

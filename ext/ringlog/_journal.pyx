@@ -15,7 +15,8 @@ each 4 KiB page after every fdatasync or background writeback, a pwrite() takes 
                     ├─ the first flush since a commit: all but its first length word,
                     │  which is held (the records after it are unreachable until then)
                     ├─ later flushes before the commit: all of their bytes (one call)
-                    │     each >= PWRITE_MIN: pwrite(), smaller: memcpy into the map
+                    │     by pwrite(); under durability "none" a part smaller
+                    │     than PWRITE_MIN is copied into the map instead
                     └─ commit: the held word (a 1-byte pwrite, or a release store into
                        the map): the whole batch becomes reachable at once
 """
@@ -203,10 +204,13 @@ cdef enum:
 
 cdef enum:
     WBUF_SIZE = 256 * 1024  # a buffered appender's private buffer (grown for a larger record)
-    # A flush of fewer bytes is copied into the map instead: its two pwrite() calls (~1.3-2.7
-    # us each on the 2-vCPU VM, plus ~0.9 us per page) cost about what the one or two write
-    # faults (~3.5 us each) of a batch within a page do; above a page pwrite() wins, ~3x at
-    # 64 KiB (figures: docs/processor.md, bench/journal_write_ab.py)
+    # Under durability "none" a flush of fewer bytes is copied into the map instead: its two
+    # pwrite() calls (~1.3-2.7 us each on the 2-vCPU VM, plus ~0.9 us per page) cost about
+    # what the one or two write faults (~3.5 us each) of a batch within a page do; above a
+    # page pwrite() wins, ~3x at 64 KiB (figures: docs/processor.md, bench/journal_write_ab.py).
+    # Under group and sync every flush is a pwrite(): each fdatasync write-protects the pages
+    # stored into through the map again, and cleaning them costs the sync thread TLB
+    # shootdowns besides the appender's faults (docs/processor.md, step 16)
     PWRITE_MIN = 4096
 
 
@@ -750,6 +754,7 @@ cdef class JournalAppender:
         self.durable_cap = INT64_MAX
         self.last_seq = -1
         self.buffered = buffered
+        self.pwrite_min = PWRITE_MIN if policy == NONE else 1
         if self.buffered and self.wbuf == NULL:
             self.wbuf = <char*>malloc(_wbuf_size)
             if self.wbuf == NULL:
@@ -956,7 +961,7 @@ cdef class JournalAppender:
         if n > 0:
             if self.held_at < 0:  # hold this flush's first length word until the commit
                 self.held_at, self.held_word = self.out_at, (<uint32_t*>self.wbuf)[0]
-                self.held_by_pwrite = n >= PWRITE_MIN
+                self.held_by_pwrite = n >= self.pwrite_min
                 err = self._write_out(self.wbuf + 4, n - 4, self.out_at + 4)
             else:  # unreachable until the held word is written: all of it, one call
                 err = self._write_out(self.wbuf, n, self.out_at)
@@ -983,9 +988,9 @@ cdef class JournalAppender:
         return 0
 
     cdef int _write_out(self, const char* src, Py_ssize_t n, Py_ssize_t at) noexcept nogil:
-        """``n`` buffered bytes into the segment at byte ``at``: pwrite() from PWRITE_MIN
+        """``n`` buffered bytes into the segment at byte ``at``: pwrite() from ``pwrite_min``
         bytes, else a copy into the map. Returns 0 or the errno."""
-        if n < PWRITE_MIN:
+        if n < self.pwrite_min:
             memcpy(self.seg.base + at, src, n)
             return 0
         return _pwrite_all(self.seg._map.fd, src, n, at)
