@@ -280,12 +280,15 @@ GOALS = [
              "durable release",
      "row": "gateway_1conn_50k_p99_of_target", "max": 1.0,
      "why": ("at 50k/s on one connection a wake-up carries a few orders, so per-wake-up costs "
-            "dominate: ~20 us of server CPU per order over the gateway's thread (~11 us: "
+            "dominate: ~18 us of server CPU per order over the gateway's thread (~11 us: "
             "it also runs the engine, driven topology) and the input fdatasync thread (~7 "
             "us: an fdatasync every ~4 orders, each ~30 us of guest CPU in VM exits), "
             "~180-200 switches per 1,000 orders each (the 1conn server CPU row's note); they "
             "queue behind each other and the generator. Release immediate in the same run, "
-            "the next rows: p99 ~1.2 ms")},
+            "the next rows: p99 ~1 ms. Journal writes by pwrite() only (docs/processor.md "
+            "step 16) took the write faults off the gateway's thread: 1.00-1.13 ms in "
+            "interleaved 10 s runs; about one run in five has a stall of ~200 ms (p99 "
+            "70-240 ms), not explained yet")},
     {"goal": "server CPU per order <= 3 us (process CPU, all threads, 200k/s run)",
      "row": "gateway_8conn_200k_server_cpu_per_order", "max": 3_000,
      "why": ("per thread in the row's note: the gateway's thread ~3.2 us (was ~4.3: the "
