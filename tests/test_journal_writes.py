@@ -165,22 +165,34 @@ def _faults() -> int:
     return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
 
 
-@pytest.mark.parametrize("buffered", [True, False])
-def test_group_commit_appends_take_no_page_fault_per_page_when_buffered(tmp_path, buffered):
-    # ring batches: append_batch makes no Python object per record (whose allocations would
-    # fault on their own); 1,024 records of 64 bytes per batch, 8 MiB in all
+def _faults_appending(j: Journal, batches: int, per_batch: int, durable_each: bool) -> int:
+    """The appending thread's page faults over ``batches`` ring batches of ``per_batch``
+    64-byte records (append_batch makes no Python object per record, whose allocations would
+    fault on their own), the first batch left out (the first segment mapped, the buffer
+    touched); ``durable_each``: each made durable by the group-commit thread before the next."""
     r = Ring(1024, 56)
     c = r.consumer()
     faults = 0
+    for i in range(batches + 1):
+        r.publish_many([bytes(8)] * per_batch, 1)
+        batch = c.poll()
+        before = _faults()
+        j.append_batch(batch)
+        if i:
+            faults += _faults() - before
+        c.release(batch)
+        deadline = time.monotonic() + 30
+        while durable_each and j.durable_sequence < j.last_sequence:
+            assert time.monotonic() < deadline, "group commit never made the batch durable"
+            time.sleep(0.0002)
+    return faults
+
+
+@pytest.mark.parametrize("buffered", [True, False])
+def test_group_commit_appends_take_no_page_fault_per_page_when_buffered(tmp_path, buffered):
+    # 1,024 records of 64 bytes per batch, 8 MiB in all
     with Journal(tmp_path, durability="group", buffered=buffered) as j:
-        for i in range(129):
-            r.publish_many([bytes(8)] * 1024, 1)
-            batch = c.poll()
-            before = _faults()
-            j.append_batch(batch)
-            if i:  # the first: the first segment mapped, the buffer touched
-                faults += _faults() - before
-            c.release(batch)
+        faults = _faults_appending(j, 128, 1024, durable_each=False)
     pages = 128 * 1024 * 64 // 4096
     if buffered:
         assert faults < pages // 20, f"{faults} page faults for {pages} pages written"
@@ -193,22 +205,8 @@ def test_small_batches_under_group_commit_take_no_page_fault(tmp_path):
     # a write fault per batch (the fdatasync write-protected the page again, and cleaning a
     # page stored into through the map costs the sync thread a TLB shootdown); by pwrite()
     # the appending thread takes none
-    r = Ring(1024, 56)
-    c = r.consumer()
-    faults = 0
     with Journal(tmp_path, durability="group") as j:
-        for i in range(101):
-            r.publish_many([bytes(8)] * 16, 1)
-            batch = c.poll()
-            before = _faults()
-            j.append_batch(batch)
-            if i:  # the first: the first segment mapped, the buffer touched
-                faults += _faults() - before
-            c.release(batch)
-            deadline = time.monotonic() + 30
-            while j.durable_sequence < j.last_sequence:  # the group-commit thread's sync
-                assert time.monotonic() < deadline, "group commit never made the batch durable"
-                time.sleep(0.0002)
+        faults = _faults_appending(j, 100, 16, durable_each=True)
     assert faults < 10, f"{faults} page faults for 100 small batches"
 
 
