@@ -71,7 +71,7 @@ def _with_write_buffer(wbuf, fn):
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(sizes=BATCHES, policy=st.sampled_from(["group", "sync"]), wbuf=WBUFS)
+@given(sizes=BATCHES, policy=st.sampled_from(["none", "group", "sync"]), wbuf=WBUFS)
 def test_buffered_and_direct_appends_write_the_same_bytes(tmp_path_factory, sizes, policy,
                                                           wbuf):
     dirs = {}

@@ -104,9 +104,6 @@ cdef class JournalAppender:
     cdef Py_ssize_t held_at    # its segment offset (-1: nothing held)
     cdef uint32_t held_word
     cdef bint held_by_pwrite   # its flush went by pwrite() (the word may go so too)
-    # a smaller flush is copied into the map: PWRITE_MIN, or 1 (never) under group and
-    # sync, whose fdatasyncs write-protect the pages again
-    cdef Py_ssize_t pwrite_min
     cdef Py_ssize_t wcap
     cdef readonly bint buffered
     # builds an output record's body: the CRC32C implementation in force when the appender

@@ -229,6 +229,12 @@ def write_buffer_size(Py_ssize_t nbytes=-1):
     return _wbuf_size
 
 
+cdef inline bint _by_copy(JournalAppender a, Py_ssize_t n) noexcept nogil:
+    """A flush of ``n`` bytes is copied into the map, not written by pwrite(): under
+    durability "none" only, below PWRITE_MIN (see there)."""
+    return a.policy == NONE and n < PWRITE_MIN
+
+
 cdef int _pwrite_all(int fd, const char* buf, Py_ssize_t n, Py_ssize_t off) noexcept nogil:
     """pwrite() of all ``n`` bytes at ``off`` (a short write continued, EINTR retried);
     returns 0 or the errno."""
@@ -754,7 +760,6 @@ cdef class JournalAppender:
         self.durable_cap = INT64_MAX
         self.last_seq = -1
         self.buffered = buffered
-        self.pwrite_min = PWRITE_MIN if policy == NONE else 1
         if self.buffered and self.wbuf == NULL:
             self.wbuf = <char*>malloc(_wbuf_size)
             if self.wbuf == NULL:
@@ -961,7 +966,7 @@ cdef class JournalAppender:
         if n > 0:
             if self.held_at < 0:  # hold this flush's first length word until the commit
                 self.held_at, self.held_word = self.out_at, (<uint32_t*>self.wbuf)[0]
-                self.held_by_pwrite = n >= self.pwrite_min
+                self.held_by_pwrite = not _by_copy(self, n)
                 err = self._write_out(self.wbuf + 4, n - 4, self.out_at + 4)
             else:  # unreachable until the held word is written: all of it, one call
                 err = self._write_out(self.wbuf, n, self.out_at)
@@ -988,9 +993,9 @@ cdef class JournalAppender:
         return 0
 
     cdef int _write_out(self, const char* src, Py_ssize_t n, Py_ssize_t at) noexcept nogil:
-        """``n`` buffered bytes into the segment at byte ``at``: pwrite() from ``pwrite_min``
-        bytes, else a copy into the map. Returns 0 or the errno."""
-        if n < self.pwrite_min:
+        """``n`` buffered bytes into the segment at byte ``at``: pwrite(), or a copy into the
+        map (``_by_copy``). Returns 0 or the errno."""
+        if _by_copy(self, n):
             memcpy(self.seg.base + at, src, n)
             return 0
         return _pwrite_all(self.seg._map.fd, src, n, at)
