@@ -165,6 +165,46 @@ def test_python_event_path_matches_the_model(ops, half_open):
     assert loop.breaker.held == m.breaker.held
 
 
+@settings(max_examples=100, deadline=None)
+@given(keys=st.lists(st.tuples(st.sampled_from([1, 2, 3, 4, 1023, 1024, 1 << 31, (1 << 32) - 1])
+                               | st.integers(1, (1 << 32) - 1), st.integers(-3, 60)),
+                     min_size=1, max_size=300))
+def test_dedup_table_keeps_the_last_seq_of_every_producer(keys):
+    """The loop's dedup table (a C hash map that grows) applies an event only if its
+    producer_seq is above the producer's last applied one, for any number of producers and
+    any ids; ``dedup`` reads it back as a dict, and assigning that dict (a snapshot's
+    restore) gives a loop that decides the same."""
+    events = [ModelEvent(5, ev(i), MS * (i + 1), producer_id=pid, producer_seq=seq)
+              for i, (pid, seq) in enumerate(keys)]
+    loop = LogicLoop(Summer(), None, sink=lambda o: None, dedup=True)
+    model, dups = {}, 0
+    for s, e in enumerate(events):
+        loop.process(e, s, True)
+        if e.producer_seq <= model.get(e.producer_id, -1):
+            dups += 1
+        else:
+            model[e.producer_id] = e.producer_seq
+    assert loop.dedup == model and loop.duplicates == dups
+    assert loop.processed == len(events) - dups
+    again = LogicLoop(Summer(), None, sink=lambda o: None, dedup=True)
+    again.state = loop.state
+    assert again.dedup == model
+    for s, (pid, seq) in enumerate(model.items()):  # the last seq again: a duplicate each
+        again.process(ModelEvent(5, ev(0), 0, producer_id=pid, producer_seq=seq),
+                      len(events) + s, True)
+    assert again.duplicates == loop.duplicates + len(model)
+
+
+@pytest.mark.parametrize("bad, word", [({1 << 32: 5}, "producer_id"), ({-1: 5}, "producer_id"),
+                                      ({7: -2}, "negative")])
+def test_dedup_table_refuses_what_no_producer_sends(bad, word):
+    loop = LogicLoop(Summer(), None, sink=lambda o: None, dedup=True)
+    loop.dedup = {3: 4}
+    with pytest.raises(ValueError, match=word):
+        loop.dedup = bad
+    assert loop.dedup == {3: 4}  # unchanged
+
+
 class Recorder(EventHandler):
     """Keeps what it saw of each event during the call (the flyweight is reused)."""
 

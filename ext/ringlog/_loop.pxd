@@ -8,6 +8,7 @@ from libc.stdint cimport int64_t, uint32_t
 from ringlog._breaker cimport BreakerCore
 from ringlog._counters cimport StageCounters
 from ringlog._handler cimport CyEventHandler, Emitter
+from ringlog._hashmap cimport rl_map
 from ringlog._journal cimport JournalAppender, Segment
 from ringlog._release cimport ReleaseStage
 from ringlog._ring cimport Consumer, Ring
@@ -55,7 +56,7 @@ cdef class LogicCore:
     # state (saved in snapshots through ringlog.logic.LoopState)
     cdef public int64_t last_sequence
     cdef public int64_t pending_from   # first input held back while the breaker is open
-    cdef public dict dedup
+    cdef rl_map dedup_map           # producer_id -> last applied producer_seq (``dedup``)
     cdef public int64_t outputs, published, processed, duplicates, dead_letters, kills
     cdef public bint replaying
     cdef public int64_t replay_quiet   # replay: outputs below this index are suppressed

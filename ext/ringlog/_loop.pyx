@@ -11,8 +11,8 @@ ring in place (claim, header + payload, publish), or held while the breaker is o
 The same per-event code (``process_c``) runs live over ring slots (``run``), on replay over
 mapped journal records (``replay_segment``) and for Python event objects (``process``), so a
 replay trips, halts, resumes and emits exactly as the live run did. Consecutive business
-events (no control event, no dedup key, breaker closed) run through ``_handle`` in runs with
-one exception frame (``_business_run`` live, ``_replay_run`` on replay), with the same
+events (no control event, breaker closed; a duplicate is skipped in the run) run through
+``_handle`` in runs with one exception frame (``_business_run`` live, ``_replay_run`` on replay), with the same
 decisions. Handlers:
 
 - ``CyEventHandler`` subclasses: ``on_event_c`` gets the slot's header and payload pointers;
@@ -32,7 +32,7 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_XDECREF
-from libc.stdint cimport int64_t, uint32_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
 from ringlog._breaker cimport (
@@ -46,6 +46,7 @@ from ringlog._counters cimport (
     counter_set, wall_ns,
 )
 from ringlog._handler cimport PACKED_HEADER, CyEventHandler, Emitter, packed_next
+from ringlog._hashmap cimport map_clear, map_free, map_get, map_init, map_reserve, map_slot
 from ringlog._journal cimport REC_PREFIX, SCAN_OK, JournalAppender, Segment, append_output
 from ringlog._ring cimport RL_CLOSED, RL_TIMEOUT, Consumer, Ring
 from ringlog.includes.atomics cimport rl_load_acquire, rl_load_acquire32
@@ -238,14 +239,29 @@ cdef int _header_of(object event, rl_header* h, Py_buffer* buf) except -1:
     return 0
 
 
+cdef inline int _dedup_admit(LogicCore self, const rl_header* h) except -1:
+    """1 if the event's producer_seq is past its producer's last applied one (now recorded),
+    else 0: a duplicate (a resend), counted and not handled."""
+    cdef int64_t last = map_get(&self.dedup_map, h.producer_id, -1)
+    if h.producer_seq <= last:
+        self.duplicates += 1
+        return 0
+    if last < 0:  # a new producer: room first (the insert itself never grows)
+        map_reserve(&self.dedup_map, 1)
+    map_slot(&self.dedup_map, h.producer_id, 0)[0] = h.producer_seq
+    return 1
+
+
 cdef inline int _handle(LogicCore self, BreakerCore b, CyEventHandler cy, SlotEvent fly,
                         const rl_header* h, int64_t seq) except -1:
     """One event of a business run (``LogicCore._business_run``, ``._replay_run``): what
-    ``_business`` does when there is no dedup key and the breaker is closed. Its end of
-    batch is the record's FLAG_BATCH_END, as on the per-event path. ``b``, ``cy`` and
-    ``fly`` are the core's, held by the caller for the run (no reference counting per
-    event). A function, not a method, so that the C compiler inlines it into both runs."""
+    ``_business`` does while the breaker is closed. Its end of batch is the record's
+    FLAG_BATCH_END, as on the per-event path. ``b``, ``cy`` and ``fly`` are the core's,
+    held by the caller for the run (no reference counting per event). A function, not a
+    method, so that the C compiler inlines it into both runs."""
     self.last_sequence = seq
+    if self.dedup_on and h.producer_id and not _dedup_admit(self, h):
+        return 0
     self.cur_seq = seq
     self.cur_ts = h.timestamp_ns
     self.cur_corr = h.correlation_id
@@ -427,7 +443,6 @@ cdef class LogicCore:
         self.slot_size = slot_size
         self.last_sequence = -1
         self.pending_from = -1
-        self.dedup = {}
         self.cur_seq = -1
         self.out_lo = -1
         self.fly = SlotEvent.__new__(SlotEvent)
@@ -474,8 +489,37 @@ cdef class LogicCore:
             self.py_vc = rl_vectorcall_of(self.py_func)
         handler.emit = self.emit
 
+    def __cinit__(self, *args, **kwargs):
+        map_init(&self.dedup_map, 16)
+
     def __dealloc__(self):
         Py_XDECREF(self.seq_cache)
+        map_free(&self.dedup_map)
+
+    @property
+    def dedup(self):
+        """``producer_id -> last applied producer_seq`` (a copy; assign a mapping to replace
+        it, as a snapshot's restore does). The table itself is a C hash map: the loop looks
+        a key up and stores it per event with no Python object."""
+        cdef uint64_t i
+        out = {}
+        for i in range(self.dedup_map.mask + 1):
+            if self.dedup_map.slots[i].val >= 0:
+                out[self.dedup_map.slots[i].key] = self.dedup_map.slots[i].val
+        return out
+
+    @dedup.setter
+    def dedup(self, positions):
+        items = [(int(k), int(v)) for k, v in dict(positions).items()]
+        for k, v in items:  # checked before the table changes
+            if not 0 <= k < 1 << 32:
+                raise ValueError(f"dedup: producer_id {k} is outside 0..2**32-1")
+            if v < 0:
+                raise ValueError(f"dedup: producer {k}'s last seq {v} is negative")
+        map_clear(&self.dedup_map)
+        map_reserve(&self.dedup_map, len(items))
+        for k, v in items:
+            map_slot(&self.dedup_map, <uint64_t>k, v)[0] = v
 
     # -- the per-event path ---------------------------------------------------------------
     cdef int process_c(self, const rl_header* h, const char* payload, int64_t seq,
@@ -503,13 +547,8 @@ cdef class LogicCore:
     cdef int _business(self, const rl_header* h, const char* payload, int64_t seq,
                        bint end_of_batch, object obj) except -1:
         """Runs the handler; returns 0 if the breaker opened on this event, else 1."""
-        cdef int64_t last
-        if self.dedup_on and h.producer_id:
-            last = self.dedup.get(h.producer_id, -1)
-            if h.producer_seq <= last:
-                self.duplicates += 1
-                return 1
-            self.dedup[h.producer_id] = h.producer_seq
+        if self.dedup_on and h.producer_id and not _dedup_admit(self, h):
+            return 1
         self.cur_seq = seq
         self.cur_ts = h.timestamp_ns
         self.cur_corr = h.correlation_id
@@ -538,7 +577,7 @@ cdef class LogicCore:
         """``_business`` for consecutive ring slots from ``s`` (a business event) to ``hi``,
         with one exception frame for the run instead of one per event; it stops before a
         control event and after the event that opens the breaker. Returns the next ring
-        sequence to handle. Used when nothing else runs per event (no dedup, no automatic
+        sequence to handle. Used when nothing else runs per event (no automatic
         snapshots): the decisions are exactly ``process_c``'s."""
         cdef const rl_header* h = NULL
         cdef int64_t seq = -1
@@ -921,8 +960,7 @@ cdef class LogicCore:
         cdef int64_t nxt = rl_load_acquire(consumer.seq_ptr) + 1, avail, s, lo
         cdef const rl_header* h
         cdef bint was_open
-        cdef bint fast = (self.kind != KIND_BATCH and not self.dedup_on
-                          and not self.snapshot_every)
+        cdef bint fast = self.kind != KIND_BATCH and not self.snapshot_every
         cdef int64_t** jc = self.journal_counters.slot
         if release_gil:
             with nogil:
@@ -1031,7 +1069,7 @@ cdef class LogicCore:
         cdef const char* payload
         # business records in runs, as the live loop's fast path (automatic snapshots are
         # not taken while replaying)
-        cdef bint fast = (self.kind != KIND_BATCH and not self.dedup_on
+        cdef bint fast = (self.kind != KIND_BATCH
                           and (self.replaying or not self.snapshot_every))
         self.fly.owner_view = seg._view
         self.fly.owner_base = seg.base

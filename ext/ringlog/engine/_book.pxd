@@ -8,6 +8,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memset
 
 from ringlog._handler cimport PACKED_HEADER
+from ringlog._hashmap cimport rl_map
 from ringlog.engine.records cimport (
     RL_FLAG_POST_ONLY,
     rl_command,
@@ -60,16 +61,6 @@ ctypedef struct rl_bitmap:      # hierarchical bitmap: bit i of level k+1 = word
     int64_t nwords[BITMAP_MAX_DEPTH]
     int depth
 
-ctypedef struct rl_entry:       # one hash map slot: key and value in one 16-byte entry
-    uint64_t key
-    int64_t val                 # >= 0; MAP_EMPTY marks a free slot
-
-ctypedef struct rl_map:         # open addressing, linear probing, backward-shift deletion
-    rl_entry* slots             # 64-byte aligned: a group of MAP_GROUP entries is one line
-    uint64_t mask
-    int shift                   # 64 - log2(slots / MAP_GROUP): the hash keeps the top bits
-    int64_t size
-
 ctypedef struct rl_out:         # output arena: [type u32 | length u32 | key i64 | payload]...
     char* buf
     size_t len
@@ -104,80 +95,6 @@ ctypedef struct rl_taker:       # the incoming side of a match (not in the pool 
     uint8_t stp                 # the order's STP as sent (kept when it rests)
     uint8_t stp_mode            # resolved mode (never ENGINE_DEFAULT)
     uint8_t command             # Command - 100, for the reports
-
-
-# -- the hash map (inline so that _engine shares it) ----------------------------------------
-# Keys that differ only in their low MAP_BITS bits (ids handed out in sequence) share one home
-# line of MAP_GROUP entries: a new order's id lands in the line its predecessors' ids warmed,
-# and a cancel soon after finds it still cached. The other bits are spread by Fibonacci
-# hashing (one multiply; the product's top bits), so strided or clustered ids still scatter:
-# at most MAP_GROUP keys share a home line.
-cdef enum:
-    MAP_BITS = 2
-    MAP_GROUP = 4               # 1 << MAP_BITS entries of 16 bytes: one cache line
-    MAP_EMPTY = -1
-
-
-cdef inline uint64_t map_home(const rl_map* m, uint64_t key) noexcept nogil:
-    return ((((key >> MAP_BITS) * <uint64_t>0x9E3779B97F4A7C15) >> m.shift) << MAP_BITS
-            | (key & (MAP_GROUP - 1)))
-
-
-cdef inline int64_t map_get(const rl_map* m, uint64_t key, int64_t missing) noexcept nogil:
-    cdef uint64_t i = map_home(m, key)
-    cdef const rl_entry* e
-    while True:
-        e = &m.slots[i]
-        if e.val < 0:
-            return missing
-        if e.key == key:
-            return e.val
-        i = (i + 1) & m.mask
-
-
-cdef inline int64_t* map_slot(rl_map* m, uint64_t key, int64_t initial) noexcept nogil:
-    # the value slot of `key`, inserted with `initial` (>= 0) if absent; the caller keeps
-    # size < cap
-    cdef uint64_t i = map_home(m, key)
-    cdef rl_entry* e
-    while True:
-        e = &m.slots[i]
-        if e.val < 0:
-            break
-        if e.key == key:
-            return &e.val
-        i = (i + 1) & m.mask
-    e.key = key
-    e.val = initial
-    m.size += 1
-    return &e.val
-
-
-cdef inline void map_del(rl_map* m, uint64_t key) noexcept nogil:
-    # backward-shift deletion: no tombstones, so probe lengths never degrade
-    cdef uint64_t i = map_home(m, key)
-    cdef uint64_t j, h
-    while True:
-        if m.slots[i].val < 0:
-            return
-        if m.slots[i].key == key:
-            break
-        i = (i + 1) & m.mask
-    j = i
-    while True:
-        j = (j + 1) & m.mask
-        if m.slots[j].val < 0:
-            break
-        h = map_home(m, m.slots[j].key)
-        if (h <= i or h > j) if i <= j else (h <= i and h > j):
-            m.slots[i] = m.slots[j]
-            i = j
-    m.slots[i].val = MAP_EMPTY
-    m.size -= 1
-
-
-cdef int map_init(rl_map* m, int64_t entries) except -1
-cdef void map_free(rl_map* m) noexcept
 
 
 @cython.final    # methods called directly (no vtable), so the C compiler can inline them

@@ -18,8 +18,15 @@ from libc.string cimport memcmp, memcpy, memset
 
 __all__ = ["Books", "layouts"]
 
-cdef extern from "<stdlib.h>" nogil:
-    void* aligned_alloc(size_t alignment, size_t size)
+from ringlog._hashmap cimport (
+    aligned_alloc,
+    map_clear,
+    map_del,
+    map_free,
+    map_get,
+    map_init,
+    map_slot,
+)
 
 cdef extern from *:
     """
@@ -35,36 +42,6 @@ cdef enum:
 cdef uint64_t ALL = <uint64_t>0xFFFFFFFFFFFFFFFF
 
 
-# -- hash map ---------------------------------------------------------------------------------
-cdef int map_init(rl_map* m, int64_t entries) except -1:
-    """Room for ``entries`` keys at a load factor <= 1/2."""
-    cdef uint64_t cap = 2 * MAP_GROUP
-    cdef int bits = 1
-    while cap < <uint64_t>(2 * entries):
-        cap <<= 1
-        bits += 1
-    m.slots = <rl_entry*>aligned_alloc(64, cap * sizeof(rl_entry))
-    if m.slots == NULL:
-        raise MemoryError(f"cannot allocate a hash map of {cap} slots")
-    m.mask = cap - 1
-    m.shift = 64 - bits
-    map_clear(m)        # writes every entry: its pages are touched now, not while matching
-    return 0
-
-
-cdef void map_free(rl_map* m) noexcept:
-    free(m.slots)
-    m.slots = NULL
-
-
-cdef void map_clear(rl_map* m) noexcept:
-    cdef uint64_t i
-    for i in range(m.mask + 1):
-        m.slots[i].val = MAP_EMPTY
-    m.size = 0
-
-
-# -- hierarchical bitmap ----------------------------------------------------------------------
 cdef int bm_init(rl_bitmap* m, int64_t nbits) except -1:
     cdef int64_t n = nbits, total = 0
     cdef int d = 0

@@ -5,7 +5,8 @@ cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 
 from ringlog._handler cimport CyEventHandler
-from ringlog.engine._book cimport Books, rl_book, rl_command, rl_map, rl_taker
+from ringlog._hashmap cimport rl_map
+from ringlog.engine._book cimport Books, rl_book, rl_command, rl_taker
 from ringlog.includes.event cimport rl_header
 
 

@@ -23,10 +23,6 @@ from ringlog.engine._book cimport (
     RL_FLAG_POST_ONLY,
     SELL,
     Books,
-    map_free,
-    map_get,
-    map_init,
-    map_slot,
     push_report,
     rl_book,
     rl_command,
@@ -34,6 +30,7 @@ from ringlog.engine._book cimport (
     rl_report,
     rl_taker,
 )
+from ringlog._hashmap cimport map_free, map_get, map_init, map_slot
 from ringlog.includes.event cimport rl_header
 
 from ringlog.engine.config import EngineConfig
