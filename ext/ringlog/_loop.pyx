@@ -12,8 +12,8 @@ The same per-event code (``process_c``) runs live over ring slots (``run``), on 
 mapped journal records (``replay_segment``) and for Python event objects (``process``), so a
 replay trips, halts, resumes and emits exactly as the live run did. Consecutive business
 events (no control event, breaker closed; a duplicate is skipped in the run) run through
-``_handle`` in runs with one exception frame (``_business_run`` live, ``_replay_run`` on replay), with the same
-decisions. Handlers:
+``_handle`` in runs with one exception frame (``_business_run`` live, ``_replay_run`` on
+replay), with the same decisions. Handlers:
 
 - ``CyEventHandler`` subclasses: ``on_event_c`` gets the slot's header and payload pointers;
   no Python object is made per event.
