@@ -198,6 +198,55 @@ def test_a_handler_error_during_pump_halts_and_stop_raises_it(tmp_path):
     assert len(_records(tmp_path / "input")) == 6  # journaled before it was handled
 
 
+def test_the_loop_handle_is_the_processors_pump_and_progress_in_every_state(tmp_path):
+    """``loop_handle`` (what the gateway calls per iteration) pumps, refuses a second
+    pumper and says ``running`` and ``processed_sequence`` exactly as the processor does,
+    from created through running and halted, on a journal that holds input already."""
+    first = Processor(Summer(), tmp_path, _cfg())
+    first.start()
+    for v in range(20, 23):
+        first.publish(ev(v), 5)
+    first.pump()
+    first.stop()
+    p = Processor(Summer(fail_on=7), tmp_path, _cfg())
+    h = p.loop_handle
+
+    def same():
+        assert h.running == (p.state == "running")
+        assert h.processed_sequence == p.processed_sequence
+
+    same()
+    assert h.pump() == 0  # not running: nothing to do, no error
+    p.start()
+    same()
+    for v in range(5):
+        p.publish(ev(v), 5)
+    assert h.pump() == 5 and p.handler.count == 3 + 5  # (the first 3 recovered)
+    same()
+    assert p.processed_sequence == 3 + 4
+    with p._pumping, pytest.raises(StateError, match="one pumper at a time"):
+        h.pump()  # (the lock held: as if another thread were inside pump())
+    for v in range(5, 10):
+        p.publish(ev(v), 5)
+    assert h.pump() == 0  # the handler failed on 7: halted, as by Processor.pump()
+    assert p.state == "halted" and not h.running
+    same()
+    with pytest.raises(StateError, match="poison 7"):
+        p.stop()
+    same()
+
+
+def test_the_loop_handle_pumps_only_the_driven_topology(tmp_path):
+    p = Processor(Summer(), tmp_path, msgspec.structs.replace(CFG, topology="inline"))
+    p.start()
+    try:
+        with pytest.raises(StateError, match="driven"):
+            p.loop_handle.pump()
+        assert p.loop_handle.running
+    finally:
+        p.stop()
+
+
 def test_a_slot_sink_gets_outputs_during_pump_under_immediate_release(tmp_path):
     sink = SlotSink()
     p = Processor(Summer(), tmp_path, _cfg(durability="group", release="immediate"))

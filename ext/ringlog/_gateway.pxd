@@ -3,6 +3,7 @@
 # protocol frames; each session's resend store of answer frames.
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
+from ringlog._loop cimport LoopHandle
 from ringlog._ring cimport Ring
 
 
@@ -169,6 +170,7 @@ cdef class GatewayCore:
     cdef public double _settle_delay
     cdef public CommandBatch _batch
     cdef public Ring _input             # the processor's input ring once started (else None)
+    cdef LoopHandle _handle             # the processor's loop: running, pump(), progress
     cdef set _unsettled                 # the table's sessions with commands in flight
     cdef dict _pending_new              # the table's in-flight new orders per account
     cdef Py_ssize_t _max_frame, _max_inflight, _max_buffered

@@ -1677,6 +1677,7 @@ cdef class GatewayCore:
 
     def __init__(self, processor, table, metrics, limits):
         self.processor = processor
+        self._handle = None if processor is None else processor.loop_handle  # None: tests
         self.table = table
         self.metrics = metrics
         self._unsettled = table.unsettled
@@ -1756,7 +1757,7 @@ cdef class GatewayCore:
             return 0
         now = _monotonic()
         k = s._tokens(self._rate, self._burst, now, k, False)
-        if not k or self.processor.halted:
+        if not k or self._handle.core.pending_from >= 0:  # the breaker holds input
             return 0
         lo = ring.try_claim(k)
         if lo < 0:
@@ -1810,14 +1811,13 @@ cdef class GatewayCore:
         (release immediate; under durable release the sync thread's durable hook hands
         the outputs over later and the eventfd wakes this loop)."""
         self._pump_due = False
-        p = self.processor
         sink = self._sink
-        if self._stopping or sink is None or p.state != "running":
+        if self._stopping or sink is None or self._handle is None or not self._handle.running:
             return  # halted: publishing answers Halted (the ring is closed); stopping:
             # drain() and stop() pump, on another thread
         sink.quiet = True  # what the pump hands over is taken below: no eventfd write
         try:
-            p.pump()
+            self._handle.pump()  # Processor.pump() without its Python frames
         finally:
             sink.quiet = False
         if sink.queued:  # (a pump that halted midway may have handed some over too)
@@ -1898,11 +1898,12 @@ cdef class GatewayCore:
     cdef int64_t _done_through(self) except? -2:
         # the journal sequence up to which the loop has finished every input and all their
         # outputs were routed, or -1 while some are still on their way
-        p = self.processor
-        if p.state != "running":
+        cdef LoopHandle h = self._handle
+        cdef int64_t done
+        if h is None or not h.running:
             return -1
-        done = p.processed_sequence  # read first: outputs of inputs <= done are published
-        return done if self._routed + self._published0 >= p.published_outputs else -1
+        done = h.processed_c()  # read first: outputs of inputs <= done are published
+        return done if self._routed + self._published0 >= h.core.published else -1
 
     def _enter(self, ConnectionCore conn, SessionCore s, int64_t first, int64_t n, news=()):
         """Commands ``first .. first + n - 1`` of ``s`` go in flight (the new orders among

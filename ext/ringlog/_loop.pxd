@@ -124,3 +124,20 @@ cdef class LogicCore:
                    uint32_t length, int64_t key) except -1
     cdef int release_outputs(self) except -1
     cdef int64_t _claim_outputs(self, uint32_t length) except -1
+
+
+cdef class LoopHandle:
+    cdef readonly LogicCore core
+    cdef Consumer consumer             # the loop's consumer (armed by start())
+    cdef int64_t base                  # journal sequence of ring sequence 0
+    cdef JournalAppender journal
+    cdef int max_batch
+    cdef bint release_gil
+    cdef object _acquire, _release     # the processor's pump lock
+    cdef object _on_error              # Processor._halt
+    cdef public bint running           # the processor's state is "running"
+    cdef readonly bint driven          # the driven topology: pump() is the loop's step
+    cdef public unsigned long driver   # the thread that pumped last (threading.get_ident())
+    cpdef int64_t pump(self) except -1
+    cdef int64_t pump_held(self) except -1
+    cdef int64_t processed_c(self) noexcept

@@ -62,7 +62,7 @@ import msgspec
 import numpy as np
 
 from ringlog import events as _events
-from ringlog.errors import ConfigError, RingClosedError, RingLogError, SchemaError
+from ringlog.errors import ConfigError, RingClosedError, RingLogError, SchemaError, StateError
 
 __all__ = ["LogicCore", "SlotEvent", "journal_stage"]
 
@@ -1265,3 +1265,81 @@ cdef class LogicCore:
     def halted(self):
         """True while the breaker holds input back (input is journaled, not processed)."""
         return self.pending_from >= 0
+
+
+cdef extern from "pythread.h":
+    unsigned long PyThread_get_thread_ident()
+
+
+cdef class LoopHandle:
+    """The processor's loop as C calls for the threads around it (``Processor.loop_handle``):
+    whether it runs, how far it is (``processed_sequence``, ``published``) and, in the
+    driven topology, its step (``pump``). ``Processor.pump()`` is this ``pump``; a gateway
+    driving the processor from its event loop calls it, and reads the progress, without a
+    Python frame per loop iteration.
+
+    ::
+
+        pump() ─► the pump lock (one pumper at a time; StateError if taken)
+                  ─► running? ─► LogicCore.pump(consumer, base, journal, ...) ─► events handled
+                     RingClosedError ─► 0; any other error ─► on_error (the processor halts)
+    """
+
+    def __init__(self, LogicCore core, lock, on_error, bint driven):
+        self.core = core
+        self.driven = driven
+        self._acquire = lock.acquire
+        self._release = lock.release
+        self._on_error = on_error
+
+    def arm(self, Consumer consumer, int64_t base, JournalAppender journal, int max_batch,
+            bint release_gil):
+        """At start(): the loop's consumer and journal, as ``LogicCore.pump`` takes them."""
+        self.consumer = consumer
+        self.base = base
+        self.journal = journal
+        self.max_batch = max_batch
+        self.release_gil = release_gil
+
+    cpdef int64_t pump(self) except -1:
+        """The driven topology's step on the caller's thread (``Processor.pump``): how many
+        events it handled; StateError if another thread is inside ``pump()``."""
+        if not self.driven:
+            raise StateError("pump() needs ProcessorConfig(topology=\"driven\"); this "
+                             "processor's loop thread pumps")
+        if not self._acquire(False):
+            raise StateError("pump() is running on another thread: one pumper at a time")
+        try:
+            self.driver = PyThread_get_thread_ident()
+            return self.pump_held()
+        finally:
+            self._release()
+
+    cdef int64_t pump_held(self) except -1:
+        # pump() with the lock held: 0 unless running; a failure halts the processor
+        if not self.running:
+            return 0
+        try:
+            return self.core.pump(self.consumer, self.base, self.journal, self.max_batch,
+                                  self.release_gil)
+        except RingClosedError:
+            return 0
+        except BaseException as e:  # halted as on a loop thread; stop() raises it
+            self._on_error(e)
+            return 0
+
+    def held(self):
+        """``pump()`` for a caller that holds the pump lock already (drain, stop, a full
+        ring on the driver's thread)."""
+        return self.pump_held()
+
+    cdef int64_t processed_c(self) noexcept:
+        if self.running:
+            return self.base + rl_load_acquire(self.consumer.seq_ptr)
+        return self.core.last_sequence
+
+    @property
+    def processed_sequence(self):
+        """``Processor.processed_sequence``: the journal sequence of the last input the loop
+        has finished (-1: none yet)."""
+        return self.processed_c()

@@ -50,7 +50,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from ._loop import journal_stage
+from ._loop import LoopHandle, journal_stage
 from ._release import ReleaseStage, SlotSink
 from .bench.cpu import name_thread
 from .config import check_fields, config_error, cpus_not_allowed
@@ -253,6 +253,7 @@ class Processor:
     # driven: pump() keeps the GIL through the journal append (bench/driven_pump.py measures
     # the other choice; docs/gateway-design.md, eighth round)
     _pump_nogil = False
+    _handle: LoopHandle | None = None  # __init__ makes it once the loop exists
 
     def __init__(self, handler: Any, directory: str | Path, config: ProcessorConfig | None = None,
                  *, breaker: Any | None = None, registry: EventRegistry | None = None,
@@ -315,8 +316,11 @@ class Processor:
         self._oc: Any = None
         self._final: tuple[int, int, int, int] | None = None  # _counts() at the last stop
         self._pumping = threading.Lock()  # driven: held by the one thread inside pump()
+        # pump() and the loop's progress as C calls (a gateway driving the loop uses it)
+        self._handle = LoopHandle(self._loop, self._pumping, self._halt,
+                                  self.topology == "driven")
+        self._handle.running = self._state == "running"
         self._live = False  # started and not yet stopped (its stages may run)
-        self._driver = 0  # driven: the thread that pumps (threading.get_ident())
         # driven: under sync the journal append waits for an fdatasync, which must not hold
         # the GIL (nor hold back a sync thread that takes it: a Python journal hook)
         self._nogil_append = self._pump_nogil or self.config.durability == "sync"
@@ -505,11 +509,11 @@ class Processor:
                 raise
         self._write_manifest()
         # driven: pump()'s arguments, taken once
-        self._pump_args = (self._lc, self._base, self.input.appender, c.max_batch,
-                           self._nogil_append)
+        self.loop_handle.arm(self._lc, self._base, self.input.appender, c.max_batch,
+                             self._nogil_append)
         self._state = "running"
         self._live = True
-        self._driver = threading.get_ident()  # until another thread pumps
+        self.loop_handle.driver = threading.get_ident()  # until another thread pumps
         stages: list[tuple[str, Callable[[], None]]] = (
             [] if self.topology == "driven" else [("loop", self._run_logic)])
         if not inline:
@@ -587,26 +591,19 @@ class Processor:
             raise StateError(f"pump() needs ProcessorConfig(topology=\"driven\"); this "
                              f"processor runs the {self.topology} topology, whose loop "
                              "thread pumps")
-        if not self._pumping.acquire(blocking=False):
-            raise StateError("pump() is running on another thread: one pumper at a time")
-        try:
-            self._driver = threading.get_ident()
-            return self._pump_held()
-        finally:
-            self._pumping.release()
+        return self.loop_handle.pump()
 
     def _pump_held(self) -> int:
-        """pump() with ``_pumping`` held (as ``_guard`` runs the loop thread, without its
-        per-call closure: this runs once per event-loop iteration)."""
-        if self._state != "running":
-            return 0
-        try:
-            return self._loop.pump(*self._pump_args)  # type: ignore[no-any-return]
-        except RingClosedError:
-            return 0
-        except BaseException as e:  # halted as on a loop thread; stop() raises it
-            self._halt(e)
-            return 0
+        """pump() with ``_pumping`` held (``LoopHandle.held``)."""
+        return self.loop_handle.held()
+
+    @property
+    def loop_handle(self) -> LoopHandle:
+        """The loop as C calls (``ringlog._loop.LoopHandle``): ``pump()`` and the progress
+        figures without a Python frame, for a caller that drives the loop per iteration (the
+        gateway). Same rules as ``pump()`` and the properties it mirrors."""
+        assert self._handle is not None  # made in __init__
+        return self._handle
 
     def _pump_all(self) -> None:
         """Driven, drain and stop: pumps (waiting for a pump on another thread to end) until
@@ -790,7 +787,7 @@ class Processor:
     def _drives_itself(self, timeout: float | None) -> bool:
         """Driven, on the driver's thread, a publish that may wait: it must pump itself."""
         return (self.topology == "driven" and timeout != 0
-                and threading.get_ident() == self._driver)
+                and threading.get_ident() == self.loop_handle.driver)
 
     def _in_chunks(self, n: int, publish: Callable[[int, int, float | None], int],
                    timeout: float | None) -> int:
@@ -1039,6 +1036,16 @@ class Processor:
     def state(self) -> str:
         """created, recovered, running, stopped, halted or closed."""
         return self._state
+
+    @property
+    def _state(self) -> str:
+        return self._state_now
+
+    @_state.setter
+    def _state(self, value: str) -> None:
+        self._state_now = value
+        if self._handle is not None:  # its running flag follows (its pump and progress)
+            self._handle.running = value == "running"
 
     def _counts(self) -> tuple[int, int, int, int]:
         """(published, journaled, handled, outputs journaled) as counts of ring sequences
