@@ -171,6 +171,7 @@ cdef class GatewayCore:
     cdef public CommandBatch _batch
     cdef public Ring _input             # the processor's input ring once started (else None)
     cdef LoopHandle _handle             # the processor's loop: running, pump(), progress
+    cdef object _pump_cb                # self._pump_now, bound once
     cdef set _unsettled                 # the table's sessions with commands in flight
     cdef dict _pending_new              # the table's in-flight new orders per account
     cdef Py_ssize_t _max_frame, _max_inflight, _max_buffered
@@ -180,4 +181,5 @@ cdef class GatewayCore:
                           Py_ssize_t n) except -1
     cdef int _entered(self, ConnectionCore conn, SessionCore s, int64_t news) except -1
     cdef int _after_publish(self, SessionCore s) except -1
+    cdef int _pump_soon(self) except -1
     cdef int64_t _done_through(self) except? -2

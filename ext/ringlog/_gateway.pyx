@@ -1792,6 +1792,16 @@ cdef class GatewayCore:
             self._arm_settle()
         return 0
 
+    cdef int _pump_soon(self) except -1:
+        # pumps once the reads of this loop iteration are in (one pump for every connection
+        # that was readable), not once per read
+        if not self._pump_due:
+            self._pump_due = True
+            if self._pump_cb is None:
+                self._pump_cb = self._pump_now  # one bound method, not one per read
+            self._loop.call_soon(self._pump_cb)
+        return 0
+
     def _flush_dirty(self):
         """Flushes every connection in ``dirty`` (emptying it)."""
         cdef set dirty = self.dirty

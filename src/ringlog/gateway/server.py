@@ -587,14 +587,7 @@ class Gateway(GatewayCore):
         self._ticker = self._loop.call_later(self._tick_interval(), self._tick)
 
     # -- the driven topology: this thread is the processor's loop --------------------------
-    def _pump_soon(self) -> None:
-        """Pumps once the reads of this loop iteration are in (one pump for every connection
-        that was readable), not once per read."""
-        if not self._pump_due:
-            self._pump_due = True
-            assert self._loop is not None
-            self._loop.call_soon(self._pump_now)
-
+    # (a read's pump is scheduled by GatewayCore._pump_soon, in C)
     def _pump_tick(self) -> None:
         """The periodic pump (every ``_PUMP_EVERY_S``): input published by other threads is
         handled within that time even while no client sends."""
