@@ -185,6 +185,7 @@ def test_dedup_table_keeps_the_last_seq_of_every_producer(keys):
         else:
             model[e.producer_id] = e.producer_seq
     assert loop.dedup == model and loop.duplicates == dups
+    assert list(loop.dedup) == sorted(model)  # snapshots: the same bytes for the same state
     assert loop.processed == len(events) - dups
     again = LogicLoop(Summer(), None, sink=lambda o: None, dedup=True)
     again.state = loop.state

@@ -498,15 +498,16 @@ cdef class LogicCore:
 
     @property
     def dedup(self):
-        """``producer_id -> last applied producer_seq`` (a copy; assign a mapping to replace
+        """``producer_id -> last applied producer_seq`` (a copy, in producer_id order, so a
+        snapshot's bytes never depend on the table's history; assign a mapping to replace
         it, as a snapshot's restore does). The table itself is a C hash map: the loop looks
         a key up and stores it per event with no Python object."""
         cdef uint64_t i
-        out = {}
+        out = []
         for i in range(self.dedup_map.mask + 1):
             if self.dedup_map.slots[i].val >= 0:
-                out[self.dedup_map.slots[i].key] = self.dedup_map.slots[i].val
-        return out
+                out.append((self.dedup_map.slots[i].key, self.dedup_map.slots[i].val))
+        return dict(sorted(out))
 
     @dedup.setter
     def dedup(self, positions):
