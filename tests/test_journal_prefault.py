@@ -122,3 +122,20 @@ def test_a_journal_syncing_in_large_groups_keeps_its_pace_while_the_pre_fault_re
         for _ in range(7):  # the group is full: synced now, rest or not
             last = j.append(b"b")
         _wait(lambda: j.durable_sequence >= last, "a full group durable")
+
+
+def test_a_segment_the_appender_rolled_past_is_offered_at_once(tmp_path, resting_prefault):
+    # the pre-fault rests (an hour) while the appender rolls by itself: the segment is late
+    # then, and is offered as it is, so the roll after is the appender's own (fast) one
+    with Journal(tmp_path / "j", durability="group", segment_size=64 << 10) as j:
+        assert resting_prefault.wait(DEADLINE_S), "the next segment's pre-fault never ran"
+        slow = j.fallback_rolls
+        while j.fallback_rolls == slow:
+            j.append(b"y" * 1000)
+        _wait(lambda: j._appender.offered, "the late segment offered")
+        fast = j.fast_rolls
+        for _ in range(200):  # ~200 KiB: the next roll comes within
+            j.append(b"y" * 1000)
+            if j.fast_rolls > fast:
+                break
+        assert j.fast_rolls > fast

@@ -776,7 +776,10 @@ class Journal:
         which stalled the threads that answer orders; the kernel's read-around made the
         touches lumpy, so each chunk's pages are asked for exactly (WILLNEED) first. Group
         commits and a pending roll's syncs go on between chunks and during the pauses: this
-        thread is theirs too."""
+        thread is theirs too. Late - the appender rolled by itself (with the GIL, on its own
+        thread) since this began - it stops at once: offered as it is, the segment spares
+        the next roll that, and its untouched pages cost the appender no more than those of
+        the segment it made itself."""
         a, write = self._appender, self._prefault == "write"
         group = self.durability == "group"
         offs = range(HEADER_SIZE, seg.size, PREFAULT_CHUNK)
@@ -787,7 +790,7 @@ class Journal:
         group_s = self.group_ms / 1000.0 if group and a.group_events > 1 else 0.0
         due = t_start + group_s
         for i, off in enumerate(offs):
-            if self._closed:
+            if self._closed or a.segment is not cur:  # closed, or late: see the docstring
                 return
             t0 = time.monotonic()
             if not write:  # the chunk's page-cache pages, exactly (a touch through the map
@@ -810,7 +813,7 @@ class Journal:
                               a.last_sequence - a.durable_sequence >= a.group_events):
                     a.group_commit(0.0, False, True)
                     due = now + group_s
-                if self._closed or time.monotonic() >= until:
+                if self._closed or time.monotonic() >= until or a.segment is not cur:
                     break
             spent = time.monotonic() - t0 - pause
             cost = spent if i == 0 else 0.8 * cost + 0.2 * spent
