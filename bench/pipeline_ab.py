@@ -43,6 +43,10 @@
         round by round: the loop thread's faults per 1,000 events and CPU ns per event
     python bench/pipeline_ab.py writes_none [events] [rounds]
         the same under durability none
+    python bench/pipeline_ab.py rolls [commands] [rounds]
+        the engine flow (default config) once per round: the rate and each journal's rolls
+        made without the GIL against the synchronous ones on the loop thread (run with
+        ``PYTHONPATH=<another src>`` to count another build)
     python bench/pipeline_ab.py journal [records] [rounds]
         journal-only appends (batches of 1,024 records of 64 bytes) under durability none
         and group, buffered (pwrite) against direct (stores into the map): the appending
@@ -361,9 +365,11 @@ def _flow_cython(d: str, n: int, durability: str = "group") -> tuple[dict, dict]
     return a, b
 
 
-def _flow_engine(d: str, n: int, durability: str = "group") -> tuple[dict, dict]:
+def _flow_engine(d: str, n: int, durability: str = "group",
+                 seen: dict[str, float] | None = None) -> tuple[dict, dict]:
     """The matching engine's mixed flow (``n`` commands, per-account breaker, bulk
-    producer): per-thread stats before/after."""
+    producer): per-thread stats before/after; ``seen`` gets the rate (commands/s) and each
+    journal's fast and synchronous rolls."""
     import numpy as np
 
     from ringlog import Breaker, BreakerConfig, Limit, Processor, ProcessorConfig
@@ -379,12 +385,35 @@ def _flow_engine(d: str, n: int, durability: str = "group") -> tuple[dict, dict]
     p.start()
     time.sleep(0.3)
     a = _task_stat()
+    t0 = time.perf_counter()
     p.publish_records(cmds, types.astype(np.uint32),
                       timestamp_ns=np.arange(n, dtype=np.int64) * 1000)
     p.drain(timeout=900)
+    elapsed = time.perf_counter() - t0
     b = _task_stat()
+    if seen is not None:
+        seen["rate"] = n / elapsed
+        for name, j in (("input", p.input), ("output", p.output)):
+            seen[f"{name}_fast"], seen[f"{name}_sync"] = j.fast_rolls, j.fallback_rolls
     p.stop()
     return a, b
+
+
+def rolls(n: int = 4_000_000, rounds: int = 3) -> None:
+    """The engine flow's journal rolls: per run the rate and, per journal, the rolls the
+    appender made without the GIL (a prepared segment was offered) and the synchronous ones
+    on the loop thread (``Journal._roll``: syncs, create, directory fsync). Run it with
+    ``PYTHONPATH=<another build's src>`` to count another build the same way."""
+    for r in range(rounds):
+        d = tempfile.mkdtemp(prefix="ringlog-ab-", dir=".")
+        try:
+            seen: dict[str, float] = {}
+            _flow_engine(d, n, seen=seen)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+        print(f"round {r}: {seen['rate'] / 1e6:.2f} M commands/s; rolls fast / synchronous: "
+              f"input {seen['input_fast']:.0f} / {seen['input_sync']:.0f}, output "
+              f"{seen['output_fast']:.0f} / {seen['output_sync']:.0f}", flush=True)
 
 
 def faults(n: int = 1_000_000) -> None:
@@ -494,7 +523,7 @@ if __name__ == "__main__":
     fns = {"prefault": prefault, "processor": processor, "handlers": handlers,
            "engine": engine, "outputs": outputs, "prepare": prepare, "faults": faults,
            "writes": writes,
-           "journal": journal,
+           "journal": journal, "rolls": rolls,
            "writes_none": lambda *a: writes(*a, durability="none")}
     if what not in fns:
         print(f"unknown measurement {what!r}: {', '.join(fns)}", file=sys.stderr)
