@@ -201,7 +201,7 @@ def test_dedup_table_keeps_the_last_seq_of_every_producer(keys):
 def test_dedup_table_refuses_what_no_producer_sends(bad, word):
     loop = LogicLoop(Summer(), None, sink=lambda o: None, dedup=True)
     loop.dedup = {3: 4}
-    with pytest.raises(ValueError, match=word):
+    with pytest.raises(SchemaError, match=word):
         loop.dedup = bad
     assert loop.dedup == {3: 4}  # unchanged
 

@@ -199,9 +199,10 @@ def test_a_handler_error_during_pump_halts_and_stop_raises_it(tmp_path):
 
 
 def test_the_loop_handle_is_the_processors_pump_and_progress_in_every_state(tmp_path):
-    """``loop_handle`` (what the gateway calls per iteration) pumps, refuses a second
-    pumper and says ``running`` and ``processed_sequence`` exactly as the processor does,
-    from created through running and halted, on a journal that holds input already."""
+    """``loop_handle`` (what the gateway calls per iteration, and what ``pump()`` and
+    ``processed_sequence`` are) pumps, refuses a second pumper and says ``running`` and how
+    far the loop is, from created through running and halted, on a journal that holds
+    input already (journal sequences 0-2: ring sequence 0 is journal sequence 3)."""
     first = Processor(Summer(), tmp_path, _cfg())
     first.start()
     for v in range(20, 23):
@@ -211,29 +212,28 @@ def test_the_loop_handle_is_the_processors_pump_and_progress_in_every_state(tmp_
     p = Processor(Summer(fail_on=7), tmp_path, _cfg())
     h = p.loop_handle
 
-    def same():
+    def at(processed):
         assert h.running == (p.state == "running")
-        assert h.processed_sequence == p.processed_sequence
+        assert h.processed_sequence == p.processed_sequence == processed
 
-    same()
+    at(-1)  # nothing recovered yet
     assert h.pump() == 0  # not running: nothing to do, no error
     p.start()
-    same()
+    at(2)  # the 3 recovered
     for v in range(5):
         p.publish(ev(v), 5)
-    assert h.pump() == 5 and p.handler.count == 3 + 5  # (the first 3 recovered)
-    same()
-    assert p.processed_sequence == 3 + 4
+    assert h.pump() == 5 and p.handler.count == 3 + 5
+    at(3 + 4)
     with p._pumping, pytest.raises(StateError, match="one pumper at a time"):
         h.pump()  # (the lock held: as if another thread were inside pump())
     for v in range(5, 10):
         p.publish(ev(v), 5)
     assert h.pump() == 0  # the handler failed on 7: halted, as by Processor.pump()
     assert p.state == "halted" and not h.running
-    same()
+    at(3 + 7)  # the input that failed (values 5, 6, 7: sequences 8, 9, 10)
     with pytest.raises(StateError, match="poison 7"):
         p.stop()
-    same()
+    at(3 + 7)
 
 
 def test_the_loop_handle_pumps_only_the_driven_topology(tmp_path):

@@ -500,8 +500,9 @@ cdef class LogicCore:
     def dedup(self):
         """``producer_id -> last applied producer_seq`` (a copy, in producer_id order, so a
         snapshot's bytes never depend on the table's history; assign a mapping to replace
-        it, as a snapshot's restore does). The table itself is a C hash map: the loop looks
-        a key up and stores it per event with no Python object."""
+        it, as a snapshot's restore does: SchemaError, naming the entry, for a producer_id
+        outside 0..2**32-1 or a negative seq, and the table unchanged). The table itself is a
+        C hash map: the loop looks a key up and stores it per event with no Python object."""
         cdef uint64_t i
         out = []
         for i in range(self.dedup_map.mask + 1):
@@ -514,9 +515,9 @@ cdef class LogicCore:
         items = [(int(k), int(v)) for k, v in dict(positions).items()]
         for k, v in items:  # checked before the table changes
             if not 0 <= k < 1 << 32:
-                raise ValueError(f"dedup: producer_id {k} is outside 0..2**32-1")
+                raise SchemaError(f"dedup: producer_id {k} is outside 0..2**32-1")
             if v < 0:
-                raise ValueError(f"dedup: producer {k}'s last seq {v} is negative")
+                raise SchemaError(f"dedup: producer {k}'s last seq {v} is negative")
         map_clear(&self.dedup_map)
         map_reserve(&self.dedup_map, len(items))
         for k, v in items:

@@ -319,7 +319,6 @@ class Processor:
         # pump() and the loop's progress as C calls (a gateway driving the loop uses it)
         self._handle = LoopHandle(self._loop, self._pumping, self._halt,
                                   self.topology == "driven")
-        self._handle.running = self._state == "running"
         self._live = False  # started and not yet stopped (its stages may run)
         # driven: under sync the journal append waits for an fdatasync, which must not hold
         # the GIL (nor hold back a sync thread that takes it: a Python journal hook)
@@ -1006,9 +1005,7 @@ class Processor:
         """Journal sequence of the last input the loop has finished (-1: none yet). While
         running, every output of the inputs up to it is already in the output ring (it is
         read before ``published_outputs`` when both are read). Safe from any thread."""
-        if self._state == "running":
-            return int(self._base + self._lc.sequence)
-        return int(self._loop.last_sequence)
+        return self.loop_handle.processed_sequence
 
     @property
     def published_outputs(self) -> int:
