@@ -1757,7 +1757,7 @@ cdef class GatewayCore:
             return 0
         now = _monotonic()
         k = s._tokens(self._rate, self._burst, now, k, False)
-        if not k or self._handle.core.pending_from >= 0:  # the breaker holds input
+        if not k or self._handle.holding_c():  # the breaker holds input
             return 0
         lo = ring.try_claim(k)
         if lo < 0:

@@ -141,3 +141,4 @@ cdef class LoopHandle:
     cpdef int64_t pump(self) except -1
     cdef int64_t pump_held(self) except -1
     cdef int64_t processed_c(self) noexcept
+    cdef bint holding_c(self) noexcept

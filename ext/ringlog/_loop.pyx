@@ -1340,6 +1340,14 @@ cdef class LoopHandle:
             return self.base + rl_load_acquire(self.consumer.seq_ptr)
         return self.core.last_sequence
 
+    cdef bint holding_c(self) noexcept:
+        return self.core.pending_from >= 0
+
+    @property
+    def holding(self):
+        """``Processor.halted``: the circuit breaker is open and input is held."""
+        return self.holding_c()
+
     @property
     def processed_sequence(self):
         """``Processor.processed_sequence``: the journal sequence of the last input the loop

@@ -891,7 +891,7 @@ class Processor:
          else self._on_output).append(fn)
 
     def _loop_halted_by_breaker(self) -> bool:
-        return bool(self._loop.pending_from >= 0)
+        return self.loop_handle.holding
 
     @property
     def halted(self) -> bool:
