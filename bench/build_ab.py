@@ -8,7 +8,8 @@
         ``src``). Each round runs the engine flow of ``pipeline_ab.py faults`` (default
         config, per-account breaker, bulk producer, ``commands`` commands) once per build,
         each in a child process with that build first on ``sys.path``, the order of the two
-        reversed every other round. Per run: the loop thread's on-CPU ns per command
+        reversed every other round. Per run: the rate (M commands/s), the journals'
+        synchronous rolls (``Journal.fallback_rolls``), the loop thread's on-CPU ns per command
         (schedstat), its user and system ns per command and minor faults per 1,000
         commands (/proc/self/task/*/stat), all threads' on-CPU ns per command and the
         commands per loop batch (the counters file's ``logic.batches``: the loop takes
@@ -57,13 +58,15 @@ def _child(n: int) -> None:
     from ringlog._counters import CountersReader
 
     d = tempfile.mkdtemp(prefix="ringlog-build-ab-", dir=".")
+    seen: dict[str, float] = {}
     try:
-        before, after = ab._flow_engine(d + "/engine", n)
+        before, after = ab._flow_engine(d + "/engine", n, seen=seen)
         batches = CountersReader(d + "/engine/counters").values()["logic.batches"]
     finally:
         shutil.rmtree(d, ignore_errors=True)
     tick = 1e9 / os.sysconf("SC_CLK_TCK")
-    out = {"all_cpu": 0.0, "per_batch": n / max(batches, 1)}
+    out = {"rate": seen["rate"] / 1e6, "sync_rolls": seen["input_sync"] + seen["output_sync"],
+           "all_cpu": 0.0, "per_batch": n / max(batches, 1)}
     for k, (flt, user, sys_, on) in after.items():
         f0, u0, s0, on0 = before.get(k, (0, 0, 0, 0))
         out["all_cpu"] += (on - on0) / n

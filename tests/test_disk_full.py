@@ -69,7 +69,6 @@ def test_segment_preparation_logs_once_per_change_of_state(tmp_path, caplog):
     try:
         j.append(b"x")
         _journal.set_sync_hook(_fail({"fallocate"}))
-        j._prepared = None
         deadline = time.monotonic() + 5
         failures = 0
         while time.monotonic() < deadline and failures < 20:  # the thread retries

@@ -4,13 +4,14 @@ rests (a pre-fault that held them would stall every durable release behind it)."
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
 import pytest
 
 from ringlog import journal as journal_mod
-from ringlog.journal import PREFAULT_REST, Journal, prefault_pause
+from ringlog.journal import PREFAULT_REST, Journal, list_segments, prefault_pause
 
 DEADLINE_S = 30.0  # a safety net only: each wait below ends on the event it waits for
 
@@ -139,3 +140,53 @@ def test_a_segment_the_appender_rolled_past_is_offered_at_once(tmp_path, resting
             if j.fast_rolls > fast:
                 break
         assert j.fast_rolls > fast
+
+
+def test_a_journal_that_fills_fast_has_a_spare_segment_prepared(tmp_path, monkeypatch):
+    # any rate counts as fast here: once a roll has told the rate, the background thread
+    # prepares the segment after the offered one too, and the roll after next takes it
+    monkeypatch.setattr(journal_mod, "SPARE_UNDER_S", 1e6)
+    with Journal(tmp_path / "j", durability="group", segment_size=256 << 10,
+                 first_segment_size=64 << 10) as j:
+
+        def roll() -> None:
+            _wait(lambda: j._appender.offered and not j._appender.roll_pending,
+                  "a segment offered")
+            rolls = j.fast_rolls
+            while j.fast_rolls == rolls:
+                j.append(b"z" * 1000)
+
+        roll()
+        _wait(lambda: j._spare is not None, "a spare beside the offered segment")
+        spare = os.stat(j._spare.path).st_ino
+        roll()  # into the offered one; the spare is offered next
+        roll()
+        assert os.stat(list_segments(tmp_path / "j")[-1][1]).st_ino == spare
+        assert j.fallback_rolls == 0
+
+
+def test_close_right_before_the_rest_begins_is_not_missed(tmp_path, monkeypatch):
+    # close() sets the flag and wakes the thread after the pre-fault checked the flag and
+    # before it went to sleep for its rest: a plain wake-up is gone by then (the thread
+    # slept the whole hour); close() must end the rest anyway
+    checked, closed = threading.Event(), threading.Event()
+
+    def pause(*args: object) -> float:  # between the flag's check and the sleep
+        checked.set()
+        assert closed.wait(DEADLINE_S)
+        return 3600.0
+
+    monkeypatch.setattr(journal_mod, "prefault_pause", pause)
+    j = Journal(tmp_path / "j", durability="group", segment_size=1 << 20)
+    assert checked.wait(DEADLINE_S), "the next segment's pre-fault never ran"
+    join = j.thread.join
+
+    def joined(*args: object) -> None:  # close() has woken the thread: let it go on
+        closed.set()
+        join(*args)
+
+    j.thread.join = joined  # type: ignore[method-assign]
+    closer = threading.Thread(target=j.close, daemon=True)
+    closer.start()
+    closer.join(DEADLINE_S)
+    assert not closer.is_alive(), "close() waits for a rest that began after its wake-up"

@@ -84,6 +84,44 @@ def test_without_a_prepared_segment_every_roll_is_the_counted_fallback(tmp_path)
     assert [r.sequence for r in JournalReader(tmp_path / "j")] == list(range(1000))
 
 
+@pytest.mark.parametrize("policy", ["none", "group", "sync"])
+def test_a_roll_with_none_prepared_creates_the_segment_but_leaves_the_syncs(tmp_path,
+                                                                            policy):
+    """No segment offered (no pre-fault, so none is ever prepared): the appending thread
+    creates and names the next segment itself, but the fdatasyncs of the old and new
+    segments and the directory fsync are the background thread's, as after a fast roll;
+    under sync an append still returns only once its roll is durable."""
+    ops: list[tuple[int, str]] = []
+    me = threading.get_ident()
+    j = Journal(tmp_path / "j", segment_size=MAX, first_segment_size=FIRST,
+                durability=policy, prefault=False)
+    _journal.set_sync_hook(lambda op, path, target: ops.append((threading.get_ident(), op)))
+    try:
+        for seq in range(1000):
+            rolls = j.fallback_rolls
+            j.append(payload(seq, 100))
+            if policy == "sync":
+                assert not j.appender.roll_pending and j.durable_sequence == seq
+            deadline = time.monotonic() + 30
+            while j.fallback_rolls > rolls and j.appender.roll_pending:  # the next roll
+                assert time.monotonic() < deadline  # finds none pending: not its syncs here
+                time.sleep(0.001)
+        j.sync()
+        assert j.durable_sequence == 999  # an explicit sync: under none too
+    finally:
+        _journal.set_sync_hook(None)
+        j.close()
+    rolls = len(list_segments(tmp_path / "j")) - 1
+    assert rolls > 3 and j.fallback_rolls == rolls and j.fast_rolls == 0
+    mine = Counter(op for t, op in ops if t == me)
+    assert mine["create"] == mine["fallocate"] == mine["rename"] == rolls
+    # under sync each append fdatasyncs (the policy); j.sync() one more
+    assert mine["fsync_dir"] == 0 and mine["fdatasync"] == (1001 if policy == "sync" else 1)
+    theirs = Counter(op for t, op in ops if t != me)
+    assert theirs["fsync_dir"] == rolls
+    assert [r.sequence for r in JournalReader(tmp_path / "j")] == list(range(1000))
+
+
 def test_sync_policy_returns_from_an_append_only_once_its_roll_is_durable(tmp_path):
     with Journal(tmp_path / "j", segment_size=MAX, first_segment_size=FIRST,
                  durability="sync") as j:

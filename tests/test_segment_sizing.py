@@ -6,6 +6,7 @@ import struct
 
 import pytest
 
+from ringlog import journal
 from ringlog.errors import JournalError
 from ringlog.handler import EventHandler
 from ringlog.journal import FIRST_SEGMENT_SIZE, Journal, JournalReader, list_segments
@@ -22,7 +23,8 @@ def on_disk(d):
     return sum(p.stat().st_blocks * 512 for p in d.rglob("*") if p.is_file())
 
 
-def test_segments_double_from_the_first_size_up_to_segment_size(tmp_path):
+def test_segments_double_from_the_first_size_up_to_segment_size(tmp_path, monkeypatch):
+    monkeypatch.setattr(journal, "FILL_AHEAD_S", 0.0)  # sized by doubling alone
     with Journal(tmp_path, segment_size=64 * KB, first_segment_size=16 * KB,
                  durability="none") as j:
         for _ in range(3000):
@@ -35,6 +37,26 @@ def test_segments_double_from_the_first_size_up_to_segment_size(tmp_path):
         for _ in range(1500):
             j.append(b"y" * 40)
     assert set(sizes(tmp_path)[3:]) == {64 * KB}
+
+
+def test_a_journal_that_fills_fast_skips_sizes_up_to_segment_size(tmp_path, monkeypatch):
+    """The next segment holds at least FILL_AHEAD_S of appends at the rate the last one
+    filled: here any rate asks for more than segment_size, so the second segment is full
+    size, not twice the first."""
+    monkeypatch.setattr(journal, "FILL_AHEAD_S", 1e6)
+    for prefault in (False, True):  # the roll on the appending thread, the prepared one
+        d = tmp_path / str(prefault)
+        with Journal(d, segment_size=256 * KB, first_segment_size=16 * KB,
+                     durability="none", prefault=prefault) as j:
+            if prefault:
+                assert j.wait_ready(30)  # the second segment, prepared before any fill
+            for _ in range(6000):
+                j.append(b"x" * 40)
+        got = sizes(d)
+        # prepared ahead, the second is sized before the first filled: twice the first
+        assert got[0] == 16 * KB and got[1] == (32 * KB if prefault else 256 * KB)
+        assert set(got[2:]) == {256 * KB}, got
+        assert [r.sequence for r in JournalReader(d)] == list(range(6000))
 
 
 def test_a_record_larger_than_the_small_segment_rolls_into_one_that_fits(tmp_path):

@@ -80,6 +80,7 @@ cdef class JournalAppender:
     cdef int64_t durable_lock  # serializes publishing `durable` (appender vs sync callers)
     cdef int32_t sync_signal
     cdef int32_t sync_waiters
+    cdef int32_t stopping      # close(): the background thread's waits return at once
     cdef int32_t durable_signal   # bumped (futex) each time `durable` advances
     cdef int32_t durable_waiters  # threads sleeping in wait_durable_c
     cdef readonly int policy

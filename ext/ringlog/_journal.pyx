@@ -831,12 +831,18 @@ cdef class JournalAppender:
         rl_store_release32(&self.path_stale, 1)
         rl_store_release32(&self.roll_pending, 1)
         self._switch(SEG_HEADER_SIZE, first)
-        self.fast_rolls += 1
         rl_fence()
         if rl_load_acquire32(&self.sync_waiters) > 0:
             rl_fetch_add32(&self.sync_signal, 1)
             rl_futex_wake_all(&self.sync_signal)
         return 1
+
+    def fast_roll(self, Py_ssize_t need):
+        """The owner's roll into the offered segment, made as the appender makes it (the
+        syncs left to the background thread; counted by the owner, not in ``fast_rolls``);
+        False if none is offered, a roll's syncs are pending or a record of ``need`` bytes
+        does not fit it."""
+        return self._fast_roll(need) == 1
 
     def offer(self, Segment seg, directory):
         """Background thread: offers a prepared segment (its header template written) for
@@ -928,7 +934,9 @@ cdef class JournalAppender:
                                    "reopen it to continue from what is durable")
         if self.pos + need > self.seg.size:
             self._flush(True)  # a sealed segment holds all its records, committed
-            if not self._fast_roll(need):
+            if self._fast_roll(need):
+                self.fast_rolls += 1
+            else:
                 with gil:  # the owner sizes the next segment to fit, or refuses the record
                     self.owner._roll(self, need)
         else:
@@ -1319,7 +1327,7 @@ cdef class JournalAppender:
             token = rl_load_acquire32(&self.sync_signal)
             if not rl_load_acquire32(&self.roll_pending) and not (
                     group and rl_load_acquire(&self.last_seq) - rl_load_acquire(&self.durable)
-                    >= self.group_events):
+                    >= self.group_events) and not rl_load_acquire32(&self.stopping):
                 rl_futex_wait(&self.sync_signal, token, t)
             rl_fetch_add32(&self.sync_waiters, -1)
 
@@ -1341,7 +1349,7 @@ cdef class JournalAppender:
                 token = rl_load_acquire32(&self.sync_signal)
                 if not rl_load_acquire32(&self.roll_pending) and \
                         rl_load_acquire(&self.last_seq) - rl_load_acquire(&self.durable) \
-                        < self.group_events:
+                        < self.group_events and not rl_load_acquire32(&self.stopping):
                     rl_futex_wait(&self.sync_signal, token, t)
                 rl_fetch_add32(&self.sync_waiters, -1)
                 if rl_load_acquire32(&self.roll_pending) or (
@@ -1364,6 +1372,13 @@ cdef class JournalAppender:
         if rc != 0:
             raise JournalError(f"fdatasync of {self.seg.path} failed: {os.strerror(rc)}",
                                errno=rc, path=self.seg.path)
+
+    def stop(self):
+        """For close: the background thread's waits return at once from now on (a wake-up
+        alone is lost if it comes between the thread's check of the journal's closed flag
+        and its sleep), and it is woken."""
+        rl_store_release32(&self.stopping, 1)
+        self.wake()
 
     def wake(self):
         """Wakes the group-commit thread (for close) and every thread in wait_durable."""

@@ -45,6 +45,11 @@ log = logging.getLogger("ringlog.journal")
 
 _POLICIES = {"none": 0, "group": 1, "sync": 2}
 FIRST_SEGMENT_SIZE = 1 << 20  # the first segment of a journal; each next one doubles
+# ... or more: the next holds at least this long of appends at the rate the last one filled,
+# so the background thread has that long to prepare the one after it (a journal filling 1, 2,
+# 4 MiB in milliseconds outran it, and each such roll was made on the appending thread)
+FILL_AHEAD_S = 0.25
+SPARE_UNDER_S = 1.0  # a journal filling a segment faster than this has one more prepared
 # Preparing the next segment maps its pages a chunk at a time (~75 us of CPU each here),
 # pausing between chunks while the current segment is less than half full: one burst for a
 # whole segment (2.4 ms for 8 MiB, ~20 ms for 64 MiB on the CI VM) right after a roll takes
@@ -484,6 +489,9 @@ class Journal:
         self._roll_lock = threading.Lock()  # one thread at a time makes a roll durable
         self._prepare_failing = False
         self.fallback_rolls = 0  # rolls done with the GIL (no prepared segment was ready)
+        self._fill_rate = 0.0  # bytes per second the last full segment filled at (0: unknown)
+        self._spare: Segment | None = None  # prepared after the offered one (_prepare_next)
+        self._offered_size = 0  # of the segment offered last
         self._error: BaseException | None = None
         self._closed = False
         self.recovery: TornTail | None = None
@@ -605,18 +613,32 @@ class Journal:
         log.warning("journal %s: recovery: %s %s (offset %d, sequence %d, %d bytes): %s",
                     self.path, d.action, d.path, d.offset, d.sequence, d.bytes, d.reason)
 
-    def _next_size(self, need: int = 0) -> int:
+    def _next_size(self, need: int = 0, after: int | None = None) -> int:
         """The size of the next segment: the first is ``first_segment_size``, each next one
-        twice the current, up to ``segment_size``, and large enough for a record of
-        ``need`` bytes (JournalError if even ``segment_size`` is not)."""
+        twice the current (or the segment of ``after`` bytes it follows), more if the last
+        one filled fast (``FILL_AHEAD_S``), up to ``segment_size``, and large enough for a
+        record of ``need`` bytes (JournalError if even ``segment_size`` is not)."""
         if HEADER_SIZE + need > self.segment_size:
             raise JournalError(f"a record of {need} bytes cannot fit a segment of "
                                f"{self.segment_size} bytes; use a larger segment_size")
         cur = self._appender.segment
-        size = self.first_segment_size if cur is None else min(self.segment_size,
-                                                               max(self.first_segment_size,
-                                                                   2 * cur.size))
+        if after is None and cur is not None:
+            after = cur.size
+        if after is None:
+            size = self.first_segment_size
+        else:
+            size = max(self.first_segment_size, 2 * after)
+            while size < self.segment_size and size < self._fill_rate * FILL_AHEAD_S:
+                size *= 2
+            size = min(self.segment_size, size)
         return max(size, (HEADER_SIZE + need + 4095) & ~4095)
+
+    def _note_fill(self, seg: Segment, end: int, until_ns: int) -> None:
+        """Notes the rate at which ``seg`` filled to byte ``end`` from its creation (its
+        header's time) to ``until_ns`` (a segment reopened after a restart reads slow)."""
+        took = (until_ns - seg.created_ns) / 1e9
+        if took > 0:
+            self._fill_rate = (end - HEADER_SIZE) / took
 
     def _new_segment(self, first: int, size: int | None = None) -> Segment:
         size = self._next_size() if size is None else size
@@ -641,13 +663,34 @@ class Journal:
     def _roll(self, appender: JournalAppender, need: int = 0) -> None:
         """Called by the appender (with the GIL) when the next record (``need`` bytes) does
         not fit and it could not roll by itself (no prepared segment offered, or too small,
-        or the last roll's syncs still running): the synchronous roll, counted."""
+        or the last roll's syncs still running): a roll on this thread, counted. The last
+        roll's syncs are made here if still pending (they come first). With no segment
+        offered, it makes the next one here (create, preallocate, header template: no
+        sync) and rolls into it as the appender would, waking the background thread for
+        the syncs; only what that cannot do (a record larger than the offered segment, a
+        failed rename) takes every step here (``_roll_now``)."""
         self.fallback_rolls += 1
+        if appender.roll_pending:
+            self._finish_roll()
+        if appender.fast_roll(need):
+            appender.wake()
+            return
+        if not appender.offered:
+            self._note_fill(appender.segment, appender.pos, time.time_ns())
+            seg = Segment.prepare(self.path / f"rolling-{time.monotonic_ns()}.tmp",
+                                  self._next_size(need))
+            seg.write_template(self._schema)
+            if appender.offer(seg, self.path) and appender.fast_roll(need):
+                appender.wake()
+                return
+            if appender.take_offer() is seg or not appender.offered:
+                durable.unlink(seg.path)  # not taken (a rename failed): the full roll says why
         self._roll_now(appender, need)
 
     def _roll_now(self, appender: JournalAppender, need: int = 0) -> None:
         """Rolls with every step on this thread: index, old segment synced, new segment
         sealed, synced, named and the directory fsynced before a record goes into it."""
+        self._note_fill(appender.segment, appender.pos, time.time_ns())
         size = self._next_size(need)  # before anything changes: a record too large refuses
         self._finish_roll()  # the previous roll's steps first, in order
         old = appender.segment
@@ -672,6 +715,7 @@ class Journal:
             if taken is None:
                 return
             old, new, last, end, max_ts, entries = taken
+            self._note_fill(old, end, new.created_ns)
             if "roll_mark_before_sync" in durable.planted:  # a test-only planted bug
                 a.roll_done(a.last_sequence)
             try:
@@ -724,7 +768,8 @@ class Journal:
                 self._finish_roll()  # before the next group sync: the mark passes rolls
                 if group:
                     self._group_sync()
-                if self._prefault and not a.offered and not self._closed:
+                if self._prefault and not self._closed and (
+                        not a.offered or (self._spare is None and self._wants_spare())):
                     self._prepare_next()
             except Exception as e:  # surfaces on the next append
                 self._error = e
@@ -747,24 +792,63 @@ class Journal:
         a.mark_durable(last)
 
     def _prepare_next(self) -> None:
+        """Offers the next segment (the spare if one is ready, else one made now); then, for
+        a journal that fills a segment in under ``SPARE_UNDER_S``, prepares the one after it
+        as a spare, so the background thread has two segments' time for each and a busy
+        appender never finds none offered (the output journal of the engine flow filled
+        64 MiB every ~110-300 ms; a prepare beside its group commits took 50-95 ms and was
+        late for every other roll, which the appending thread then made itself)."""
+        a = self._appender
+        if not a.offered:
+            nxt, self._spare = self._spare, None
+            if nxt is None:
+                nxt = self._prepare_segment(self._next_size())
+                if nxt is None:
+                    return
+            self._offer(nxt)
+        while self._spare is None and a.offered and self._wants_spare():
+            seg = self._prepare_segment(self._next_size(after=self._offered_size))
+            if seg is None:
+                return
+            self._offer(seg, spare=True)  # late (the offered one taken): offered at once
+
+    def _wants_spare(self) -> bool:
+        """Does this journal fill a segment in under ``SPARE_UNDER_S``?"""
+        return not self._closed and self._fill_rate > 0 and \
+            self._next_size(after=self._offered_size) < self._fill_rate * SPARE_UNDER_S
+
+    def _prepare_segment(self, size: int) -> Segment | None:
+        """A new segment of ``size`` bytes, pre-faulted (paced) and its header template
+        written; None if it cannot be made now (logged once, retried)."""
         try:
             # a fresh name each time: the segment taken last may not be renamed yet
-            seg = Segment.prepare(self.path / f"prepared-{time.monotonic_ns()}.tmp",
-                                  self._next_size())
+            seg = Segment.prepare(self.path / f"prepared-{time.monotonic_ns()}.tmp", size)
         except JournalError as e:
             if not self._prepare_failing:  # once per change of state, not every few ms
                 log.warning("journal %s: could not prepare the next segment: %s (retrying; "
                             "a roll fails with this error while it lasts)", self.path, e)
             self._prepare_failing = True
-            return
+            return None
         if self._prepare_failing:
             log.warning("journal %s: preparing segments works again", self.path)
             self._prepare_failing = False
         self._prefault_paced(seg)
         seg.write_template(self._schema)  # the roll only finishes the header
+        return seg
+
+    def _offer(self, seg: Segment, spare: bool = False) -> None:
+        """Offers ``seg`` for the next roll; if one is offered already, keeps it as the
+        spare (``spare``) or deletes it, as it does once the journal is closed."""
         with self._ready:
-            if self._closed or not self._appender.offer(seg, self.path):
+            if not self._closed and not self._appender.offer(seg, self.path):
+                if spare:
+                    self._spare = seg
+                    return
                 durable.unlink(seg.path)
+            elif self._closed:
+                durable.unlink(seg.path)
+            else:
+                self._offered_size = seg.size
             self._ready.notify_all()
 
     def _prefault_paced(self, seg: Segment) -> None:
@@ -918,12 +1002,13 @@ class Journal:
                     self.sync()
         finally:
             self._closed = True
-            self._appender.wake()
+            self._appender.stop()
             self._thread.join()
             with self._ready:
-                seg = self._appender.take_offer()
-                if seg is not None:
-                    durable.unlink(seg.path)
+                for seg in (self._appender.take_offer(), self._spare):
+                    if seg is not None:
+                        durable.unlink(seg.path)
+                self._spare = None
                 self._ready.notify_all()
             self._release_lock()
 
