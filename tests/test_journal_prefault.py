@@ -133,7 +133,10 @@ def test_a_segment_the_appender_rolled_past_is_offered_at_once(tmp_path, resting
         slow = j.fallback_rolls
         while j.fallback_rolls == slow:
             j.append(b"y" * 1000)
-        _wait(lambda: j._appender.offered, "the late segment offered")
+        # (the roll by itself left its syncs to the background thread: done first, or the
+        # next roll would make them, with the GIL)
+        _wait(lambda: j._appender.offered and not j._appender.roll_pending,
+              "the late segment offered")
         fast = j.fast_rolls
         for _ in range(200):  # ~200 KiB: the next roll comes within
             j.append(b"y" * 1000)
