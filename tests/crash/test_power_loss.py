@@ -34,9 +34,11 @@ def payload(seq: int) -> bytes:
 
 
 def run_workload(tmp: Path, policy: str, seed: int, crashes: int,
-                 crash_rate: float = 0.08) -> PowerLossModel:
+                 crash_rate: float = 0.08, prefault: bool = True) -> PowerLossModel:
     """Appends (rolling segments), writes snapshots and prunes, taking crash images at
-    random sync points and between appends until ``crashes`` images exist."""
+    random sync points and between appends until ``crashes`` images exist. ``prefault``
+    False: no segment is ever prepared, so every roll is the appender's own (it creates the
+    segment, the background thread syncs the roll)."""
     root = tmp / "run"
     jdir, sdir = root / "j", root / "s"
     jdir.mkdir(parents=True)
@@ -46,7 +48,8 @@ def run_workload(tmp: Path, policy: str, seed: int, crashes: int,
     model.limit = crashes
     model.install()
     try:
-        j = Journal(jdir, segment_size=SEG, durability=policy, group_events=16, group_ms=0.5)
+        j = Journal(jdir, segment_size=SEG, durability=policy, group_events=16, group_ms=0.5,
+                    prefault=prefault)
         model.journal = j
         store = SnapshotStore(sdir)
         try:
@@ -122,10 +125,11 @@ def verify_image(img: CrashImage, where: Path, actions: Counter[str] | None = No
 
 
 def simulate(tmp_path: Path, policy: str, crashes: int, seed: int = 1,
-             actions: Counter[str] | None = None) -> tuple[int, list[str], dict[str, int]]:
+             actions: Counter[str] | None = None,
+             prefault: bool = True) -> tuple[int, list[str], dict[str, int]]:
     return crash_runs(
         tmp_path, crashes, 100,
-        lambda work, i, n: run_workload(work, policy, seed * 1000 + i, n),
+        lambda work, i, n: run_workload(work, policy, seed * 1000 + i, n, prefault=prefault),
         lambda model: ((img, verify_image(img, tmp_path / "img", actions))
                        for img in model.images))
 
@@ -146,6 +150,22 @@ def test_recovery_after_simulated_power_losses(tmp_path, policy, request):
     assert not failures, failures[:5]
     # every kind of crash point was exercised
     assert {"append", "roll", "snapshot", "prune"} <= set(counts), counts
+
+
+@pytest.mark.crash
+@pytest.mark.parametrize("policy", ["sync", "group"])
+def test_recovery_after_power_losses_when_the_appender_makes_every_roll(tmp_path, policy):
+    # no prepared segment: each roll creates its segment on the appending thread and leaves
+    # the old tail's, the new header's and the directory's syncs to the background thread
+    done, failures, counts = simulate(tmp_path / "ok", policy, 100, seed=3, prefault=False)
+    assert done >= 100 and not failures, failures[:5]
+    assert "roll" in counts, counts
+    durable.planted.add("no_roll_dir_fsync")  # and the simulation would see a roll's bug
+    try:
+        _, failures, _ = simulate(tmp_path / "bug", policy, 100, seed=3, prefault=False)
+    finally:
+        durable.planted.discard("no_roll_dir_fsync")
+    assert failures, "the simulator missed a roll without a directory fsync"
 
 
 @pytest.mark.crash
