@@ -272,28 +272,27 @@ GOALS = [
              "default config, bulk producer)",
      "row": "processor_engine_journaled", "min": 2e6,
      "why": ("one loop thread does the engine's work and journals the input and ~2.6 "
-            "outputs (~390 bytes: copy, CRC, pwrite()) and checks the breaker: 1,588 "
-            "instructions per command, of which the engine's 686 (bench/loop_callgrind.py "
-            "engine; 1,920 and 988 before docs/processor.md step 14, 2,355 before steps "
-            "11-12), and 155-610 ns per command in the kernel by the machine's load "
-            "(pwrite() copying ~410 bytes into page-cache pages, step 13): the loop thread "
-            "~506 ns per command (bench/build_ab.py, step 14) where 2M/s needs < 500 with "
-            "nothing left for the producer; moving output journaling to a second thread "
-            "(output_journaller='thread') cost more CPU in all than it saved")},
+            "outputs (~410 bytes: copy, CRC, pwrite()) and checks the breaker: the loop "
+            "thread ~380-420 ns per command on a quiet machine (user ~250, kernel ~125-150: "
+            "pwrite() copying into page-cache pages); met on a quiet machine since "
+            "docs/processor.md step 18 (no roll's syncs on the loop thread: 2.17 -> 2.43M/s "
+            "in 7 interleaved pairs), missed when the neighbours take the second core")},
     {"goal": "through the pipeline >= 0.3x the engine alone on the same flow (same run)",
      "row": "processor_engine_journaled", "ratio": "engine_alone", "min": 0.3,
-     "why": ("met before step 14 (0.28-0.33x): the engine alone then got ~2.5x cheaper "
-             "(7.33M ops/s here, 0.37x the CPU per command: docs/processor.md step 14) and "
-             "the loop's journaling did not, so the pipeline rose 1.34 -> 1.41M/s while the "
-             "ratio fell; see the row above")},
+     "why": ("the engine alone is ~100-150 ns of CPU per command on a quiet machine (9.4M "
+             "ops/s in the quiet run of 2026-12-01 07:30, 6.7-8.2M earlier that morning), "
+             "so 0.3x needs the pipeline at 2.0-2.8M/s; the loop thread spends ~380-420 ns "
+             "per command (the row above). What would close it: the output journal's "
+             "pwrite() (~3/4 of the loop's kernel time) handed to the output journal's "
+             "background thread as whole buffers (not built; docs/processor.md step 18)")},
     {"goal": "the loop thread's CPU per command <= 2.5x the engine alone's",
      "row": "processor_engine_journaled", "ratio": "loop_cpu_vs_engine_alone_cpu", "max": 2.5,
-     "why": ("2.2-2.8x before step 14; the engine alone's CPU per command then fell to "
-            "~0.37x (the id map's cache lines, market data built only for what changed: "
-            "docs/processor.md step 14) while the loop's own part stayed: in instructions "
-            "1,588 against the engine alone's 704 (bench/loop_callgrind.py), and in CPU the "
-            "kernel's copy of the journal batches into page-cache pages (pwrite(), 155-610 "
-            "ns per command as the machine's memory traffic varies; step 13) on top")},
+     "why": ("the loop's own part beside the engine: its instructions (1,588 against the "
+             "engine alone's 704 per command, bench/loop_callgrind.py; the copy + CRC of "
+             "~410 bytes, the breaker's per-key windows, the output records), and in the "
+             "kernel ~125-150 ns per command of pwrite() into page-cache pages "
+             "(docs/processor.md steps 13 and 18); the quieter the machine, the cheaper the "
+             "engine alone (~100 ns here), the higher this ratio")},
     {"goal": ">= 10x the Python peer (cython-orderbook) on the mixed stream",
      "row": "engine_mixed_throughput", "ratio": "cython-orderbook", "min": 10.0,
      "why": "the peer makes Python objects per order and per trade"},

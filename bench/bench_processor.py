@@ -372,7 +372,9 @@ GOALS = [
      "row": "processor_cython_handler_breaker", "ratio": "without_breaker", "min": 0.95,
      "why": ("~10 instructions per input (clock, count, open-state test) and ~60 per output "
             "with a per-key limit: 7.4% of the loop's instructions (bench/loop_callgrind.py "
-            "cython_breaker); the wall ratio swings with the neighbours")},
+            "cython_breaker); the wall ratio swings with the neighbours (0.73-0.98x in "
+            "the runs of 2026-12-01; bench/pipeline_ab.py handlers, 5 rounds, gave 0.66x "
+            "and 0.70x for this build and the one before docs/processor.md step 18)")},
     {"goal": "recovery (Processor.recover) replays >= 20M events/s (64-byte records, "
              "Cython handler)",
      "row": "replay_cython_handler_64b", "min": 20_000_000,
