@@ -417,8 +417,13 @@ class Journal:
     the write path (``buffered``): ``"write"`` when records are stored into the map (every
     page touched by a store: no first-touch fault on the hot path), ``"read"`` when they
     are written with pwrite() (pages mapped by a load: nothing dirtied, so no zero page is
-    written back); False: no segment prepared ahead (each is created when the appender
-    rolls: every roll is then the synchronous fallback, see docs/journal-format.md).
+    written back); False: no segment prepared ahead (the appending thread creates each one
+    when it rolls; the roll's syncs stay the background thread's, docs/journal-format.md).
+
+    Segment sizes: the first is ``first_segment_size`` (1 MiB by default), each next one
+    twice the last or more (``FILL_AHEAD_S`` of appends at the rate the last one filled),
+    up to ``segment_size``; a journal that fills one in under ``SPARE_UNDER_S`` keeps two
+    prepared ahead.
 
     ``buffered``: how records reach the segment file. True (the default): each batch is
     built in a private buffer and written with ``pwrite()``; False: records are stored
