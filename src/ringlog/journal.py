@@ -770,6 +770,8 @@ class Journal:
                     a.group_commit(timeout, bool(self._prefault) and not self._closed)
                 else:
                     a.wait_for_work(timeout, False)
+                if self._spare is not None and not a.offered:  # before the roll's syncs:
+                    self._prepare_next()  # the next roll may come before they end
                 self._finish_roll()  # before the next group sync: the mark passes rolls
                 if group:
                     self._group_sync()
@@ -815,7 +817,7 @@ class Journal:
             seg = self._prepare_segment(self._next_size(after=self._offered_size))
             if seg is None:
                 return
-            self._offer(seg, spare=True)  # late (the offered one taken): offered at once
+            self._offer(seg)  # late (the offered one taken): offered at once
 
     def _wants_spare(self) -> bool:
         """Does this journal fill a segment in under ``SPARE_UNDER_S``?"""
@@ -841,19 +843,17 @@ class Journal:
         seg.write_template(self._schema)  # the roll only finishes the header
         return seg
 
-    def _offer(self, seg: Segment, spare: bool = False) -> None:
-        """Offers ``seg`` for the next roll; if one is offered already, keeps it as the
-        spare (``spare``) or deletes it, as it does once the journal is closed."""
+    def _offer(self, seg: Segment) -> None:
+        """Offers ``seg`` for the next roll; keeps it as the spare if one is offered already
+        (none is kept then: see ``_prepare_next``); deletes it once the journal is closed
+        (or if its path is too long for a roll without the GIL)."""
         with self._ready:
-            if not self._closed and not self._appender.offer(seg, self.path):
-                if spare:
-                    self._spare = seg
-                    return
-                durable.unlink(seg.path)
-            elif self._closed:
-                durable.unlink(seg.path)
-            else:
+            if not self._closed and self._appender.offer(seg, self.path):
                 self._offered_size = seg.size
+            elif not self._closed and self._appender.offered:
+                self._spare = seg
+            else:
+                durable.unlink(seg.path)
             self._ready.notify_all()
 
     def _prefault_paced(self, seg: Segment) -> None:
