@@ -193,3 +193,38 @@ def test_close_right_before_the_rest_begins_is_not_missed(tmp_path, monkeypatch)
     closer.start()
     closer.join(DEADLINE_S)
     assert not closer.is_alive(), "close() waits for a rest that began after its wake-up"
+
+
+def test_a_segment_offered_while_the_appender_makes_its_own_is_taken_not_leaked(
+        tmp_path, monkeypatch):
+    # the appender rolls by itself (the prepared segment is held back) and, while its own
+    # segment is being preallocated (without the GIL), the background thread offers the
+    # prepared one: the appender rolls into that one and deletes its own; no file is left
+    from ringlog import _journal
+
+    hold = threading.Event()
+
+    def pause(*args: object) -> float:
+        assert hold.wait(DEADLINE_S)
+        return 0.0
+
+    monkeypatch.setattr(journal_mod, "prefault_pause", pause)
+    d = tmp_path / "j"
+    j = Journal(d, durability="none", segment_size=1 << 20, first_segment_size=64 << 10)
+
+    def hook(op: str, path: str, target: object) -> None:
+        if op == "fallocate" and "rolling-" in path and not hold.is_set():
+            hold.set()  # the prepared segment goes on, and is offered
+            _wait(lambda: j.appender.offered, "the prepared segment offered")
+
+    _journal.set_sync_hook(hook)
+    try:
+        for _ in range(100):  # ~100 KiB: one roll
+            j.append(b"r" * 1000)
+        assert hold.is_set() and j.fallback_rolls == 1, "the appender did not roll by itself"
+    finally:
+        _journal.set_sync_hook(None)
+        j.close()
+    assert not list(d.glob("*.tmp")), sorted(p.name for p in d.iterdir())
+    with Journal(d, durability="none") as again:
+        assert again.next_sequence == 100 and not again.decisions

@@ -685,12 +685,14 @@ class Journal:
             seg = Segment.prepare(self.path / f"rolling-{time.monotonic_ns()}.tmp",
                                   self._next_size(need))
             seg.write_template(self._schema)
-            if appender.offer(seg, self.path) and appender.fast_roll(need):
+            # the background thread may have offered one meanwhile (the preallocation ran
+            # without the GIL): then that one is taken, and this one deleted
+            if not appender.offer(seg, self.path):
+                durable.unlink(seg.path)
+            if appender.fast_roll(need):
                 appender.wake()
                 return
-            if appender.take_offer() is seg or not appender.offered:
-                durable.unlink(seg.path)  # not taken (a rename failed): the full roll says why
-        self._roll_now(appender, need)
+        self._roll_now(appender, need)  # takes what is offered if it fits, else deletes it
 
     def _roll_now(self, appender: JournalAppender, need: int = 0) -> None:
         """Rolls with every step on this thread: index, old segment synced, new segment
