@@ -773,7 +773,7 @@ class Journal:
                 else:
                     a.wait_for_work(timeout, False)
                 if self._spare is not None and not a.offered:  # before the roll's syncs:
-                    self._prepare_next()  # the next roll may come before they end
+                    self._offer_spare()  # the next roll may come before they end
                 self._finish_roll()  # before the next group sync: the mark passes rolls
                 if group:
                     self._group_sync()
@@ -808,18 +808,24 @@ class Journal:
         64 MiB every ~110-300 ms; a prepare beside its group commits took 50-95 ms and was
         late for every other roll, which the appending thread then made itself)."""
         a = self._appender
-        if not a.offered:
-            nxt, self._spare = self._spare, None
+        if not a.offered and self._spare is not None:
+            self._offer_spare()
+        elif not a.offered:
+            nxt = self._prepare_segment(self._next_size())
             if nxt is None:
-                nxt = self._prepare_segment(self._next_size())
-                if nxt is None:
-                    return
+                return
             self._offer(nxt)
         while self._spare is None and a.offered and self._wants_spare():
             seg = self._prepare_segment(self._next_size(after=self._offered_size))
             if seg is None:
                 return
             self._offer(seg)  # late (the offered one taken): offered at once
+
+    def _offer_spare(self) -> None:
+        """Offers the spare segment (there is one, and none is offered)."""
+        seg, self._spare = self._spare, None
+        if seg is not None:
+            self._offer(seg)
 
     def _wants_spare(self) -> bool:
         """Does this journal fill a segment in under ``SPARE_UNDER_S``?"""
