@@ -45,7 +45,8 @@
         the same under durability none
     python bench/pipeline_ab.py rolls [commands] [rounds]
         the engine flow (default config) once per round: the rate and each journal's rolls
-        made without the GIL against the synchronous ones on the loop thread (run with
+        made without the GIL against those with the GIL on the loop thread, each timed, and
+        the background thread's pre-faults of prepared segments, timed (run with
         ``PYTHONPATH=<another src>`` to count another build)
     python bench/pipeline_ab.py journal [records] [rounds]
         journal-only appends (batches of 1,024 records of 64 bytes) under durability none
@@ -59,6 +60,7 @@ shared machine are noise; the ratios and the CPU per event are what to read.
 
 from __future__ import annotations
 
+import collections
 import os
 import shutil
 import statistics
@@ -399,21 +401,58 @@ def _flow_engine(d: str, n: int, durability: str = "group",
     return a, b
 
 
+def _timed_rolls() -> dict[str, list[tuple[str, float, bool]]]:
+    """Wraps ``Journal._roll`` (a roll with the GIL, on the appending thread) and
+    ``Journal._prefault_paced`` (a prepared segment's pre-fault, on the background thread)
+    in this process to time each call: per journal name, (what, ms, late) in call order;
+    ``late``: a pre-fault the appender rolled past (step 17), a roll that found the previous
+    roll's syncs still running."""
+    from ringlog.journal import Journal
+
+    log: dict[str, list[tuple[str, float, bool]]] = collections.defaultdict(list)
+    roll, prefault = Journal._roll, Journal._prefault_paced
+
+    def timed_roll(j: Journal, appender: Any, need: int = 0) -> None:
+        pending, t0 = appender.roll_pending, time.perf_counter()
+        roll(j, appender, need)
+        log[j.path.name].append(("roll", (time.perf_counter() - t0) * 1e3, pending))
+
+    def timed_prefault(j: Journal, seg: Any) -> None:
+        cur, t0 = j.appender.segment, time.perf_counter()
+        prefault(j, seg)
+        log[j.path.name].append(("prefault", (time.perf_counter() - t0) * 1e3,
+                                 j.appender.segment is not cur))
+
+    Journal._roll, Journal._prefault_paced = timed_roll, timed_prefault  # type: ignore
+    return log
+
+
 def rolls(n: int = 4_000_000, rounds: int = 3) -> None:
     """The engine flow's journal rolls: per run the rate and, per journal, the rolls the
-    appender made without the GIL (a prepared segment was offered) and the synchronous ones
-    on the loop thread (``Journal._roll``: syncs, create, directory fsync). Run it with
+    appender made without the GIL (a prepared segment was offered) and those with the GIL
+    on the loop thread (``Journal._roll``), each timed, and how long the background thread's
+    pre-faults of prepared segments took (how many the appender rolled past). Run it with
     ``PYTHONPATH=<another build's src>`` to count another build the same way."""
+    log = _timed_rolls()
     for r in range(rounds):
+        log.clear()
         d = tempfile.mkdtemp(prefix="ringlog-ab-", dir=".")
         try:
             seen: dict[str, float] = {}
             _flow_engine(d, n, seen=seen)
         finally:
             shutil.rmtree(d, ignore_errors=True)
-        print(f"round {r}: {seen['rate'] / 1e6:.2f} M commands/s; rolls fast / synchronous: "
-              f"input {seen['input_fast']:.0f} / {seen['input_sync']:.0f}, output "
-              f"{seen['output_fast']:.0f} / {seen['output_sync']:.0f}", flush=True)
+        print(f"round {r}: {seen['rate'] / 1e6:.2f} M commands/s", flush=True)
+        for name in ("input", "output"):
+            ms = [f"{t:.1f}{'p' if late else ''}" for what, t, late in log[name]
+                  if what == "roll"]
+            pf = [t for what, t, _ in log[name] if what == "prefault"]
+            late = sum(1 for what, _, x in log[name] if what == "prefault" and x)
+            print(f"  {name}: fast {seen[name + '_fast']:.0f}, with the GIL "
+                  f"{seen[name + '_sync']:.0f} (ms each, p: the last roll's syncs were still "
+                  f"running: {' '.join(ms) or '-'}); pre-faults {len(pf)}, ms median "
+                  f"{statistics.median(pf) if pf else 0:.1f} max {max(pf, default=0):.1f}, "
+                  f"{late} rolled past", flush=True)
 
 
 def faults(n: int = 1_000_000) -> None:

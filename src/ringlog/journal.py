@@ -677,11 +677,11 @@ class Journal:
         self.fallback_rolls += 1
         if appender.roll_pending:
             self._finish_roll()
+        self._note_fill(appender.segment, appender.pos, time.time_ns())  # (after the last's)
         if appender.fast_roll(need):
             appender.wake()
             return
         if not appender.offered:
-            self._note_fill(appender.segment, appender.pos, time.time_ns())
             seg = Segment.prepare(self.path / f"rolling-{time.monotonic_ns()}.tmp",
                                   self._next_size(need))
             seg.write_template(self._schema)
@@ -697,7 +697,6 @@ class Journal:
     def _roll_now(self, appender: JournalAppender, need: int = 0) -> None:
         """Rolls with every step on this thread: index, old segment synced, new segment
         sealed, synced, named and the directory fsynced before a record goes into it."""
-        self._note_fill(appender.segment, appender.pos, time.time_ns())
         size = self._next_size(need)  # before anything changes: a record too large refuses
         self._finish_roll()  # the previous roll's steps first, in order
         old = appender.segment
@@ -804,17 +803,18 @@ class Journal:
         """Offers the next segment (the spare if one is ready, else one made now); then, for
         a journal that fills a segment in under ``SPARE_UNDER_S``, prepares the one after it
         as a spare, so the background thread has two segments' time for each and a busy
-        appender never finds none offered (the output journal of the engine flow filled
-        64 MiB every ~110-300 ms; a prepare beside its group commits took 50-95 ms and was
-        late for every other roll, which the appending thread then made itself)."""
+        appender never finds none offered (the engine flow's output journal fills 64 MiB in
+        about 0.1 s; a prepare beside its group commits took up to 78-146 ms and was late
+        for most rolls, which the appending thread then made itself: docs/processor.md
+        step 18)."""
         a = self._appender
         if not a.offered and self._spare is not None:
             self._offer_spare()
         elif not a.offered:
-            nxt = self._prepare_segment(self._next_size())
-            if nxt is None:
+            seg = self._prepare_segment(self._next_size())
+            if seg is None:
                 return
-            self._offer(nxt)
+            self._offer(seg)
         while self._spare is None and a.offered and self._wants_spare():
             seg = self._prepare_segment(self._next_size(after=self._offered_size))
             if seg is None:
@@ -824,8 +824,8 @@ class Journal:
     def _offer_spare(self) -> None:
         """Offers the spare segment (there is one, and none is offered)."""
         seg, self._spare = self._spare, None
-        if seg is not None:
-            self._offer(seg)
+        assert seg is not None
+        self._offer(seg)
 
     def _wants_spare(self) -> bool:
         """Does this journal fill a segment in under ``SPARE_UNDER_S``?"""
