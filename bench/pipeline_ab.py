@@ -290,7 +290,7 @@ def prepare(n: int = 2_000_000, rounds: int = 4) -> None:
 
     cmds, types = be.mixed_flow(n, seed=21)
     variants = {"read": as_is, "none": without_prefault}
-    threads = ("rl-loop", "rl-sync-input", "rl-sync-output")
+    threads = ("rl-loop", "rl-sync-input", "rl-sync-output", "rl-write-output")
     res: dict[str, list[tuple[float, dict]]] = {k: [] for k in variants}
     try:
         for r in range(rounds):

@@ -16,6 +16,7 @@ cdef extern from "record.h" nogil:
 
 
 cdef enum:
+    WB_SLOTS = 8              # write-behind: buffers handed to the writer thread at most - 1
     SEG_HEADER_SIZE = 4096
     REC_PREFIX = 8            # u32 length + u32 crc32c
     ROLL_PATH_MAX = 4096      # longest path a roll without the GIL renames (else: fallback)
@@ -64,6 +65,23 @@ cdef class Segment:
     cdef Py_ssize_t first_nonzero_c(self, Py_ssize_t start, Py_ssize_t end) noexcept nogil
 
 
+# One write of buffered records into a segment (JournalAppender._flush): made on the appending
+# thread, or handed to the write-behind writer thread (a ring of WB_SLOTS of them).
+ctypedef struct wb_item:
+    char* buf                  # the records (a write-behind slot's buffer, or the appender's)
+    Py_ssize_t cap             # its size
+    Py_ssize_t at              # the segment offset of buf[0]
+    Py_ssize_t n               # bytes from buf[0]
+    Py_ssize_t skip            # 4: the first length word is held (not written here), else 0
+    int by_copy                # copied into the map, not by pwrite() (_by_copy)
+    int fd                     # the segment's file and map
+    char* base
+    Py_ssize_t word_at         # -1, or a held length word written after the bytes (a commit)
+    uint32_t word
+    int word_by_pwrite
+    int64_t last               # -1, or published as last_seq once written (commit())
+
+
 # Called by whichever thread advanced the durable mark, right after publishing it (no GIL):
 # ringlog._release.ReleaseStage hands the outputs made durable over from there.
 ctypedef void (*durable_hook_t)(void* ctx, int64_t durable) noexcept nogil
@@ -107,6 +125,23 @@ cdef class JournalAppender:
     cdef bint held_by_pwrite   # its flush went by pwrite() (the word may go so too)
     cdef Py_ssize_t wcap
     cdef readonly bint buffered
+    # Write-behind (write_behind=True): a flush of WB_MIN bytes or more, and any flush while
+    # earlier ones are in flight, is handed to a writer thread (run_writer) as a wb_item; the
+    # appender goes on building records in the next slot's buffer. Items are written in
+    # order; the writer publishes last_seq for a commit's item once it is written, so the
+    # group-commit thread never syncs past what is in the file.
+    cdef readonly bint write_behind
+    cdef wb_item wb_items[WB_SLOTS]
+    cdef int64_t wb_head       # items handed off (the appender's counter)
+    cdef int64_t wb_tail       # items written (whoever holds wb_lock)
+    cdef int64_t wb_lock       # held while writing items: the writer thread, or a helper
+    cdef int32_t wb_running    # the writer thread is in run_writer (else waiters help)
+    cdef int32_t wb_signal     # the writer sleeps here
+    cdef int32_t wb_waiters
+    cdef int32_t wb_done_signal   # bumped each time wb_tail moves (futex)
+    cdef int32_t wb_done_waiters
+    cdef int wb_err            # the errno of a failed write-behind write, and its offset
+    cdef Py_ssize_t wb_err_at
     # builds an output record's body: the CRC32C implementation in force when the appender
     # was made (rl_output_body_pick; append_output runs inlined in other modules)
     cdef rl_output_body_fn output_body
@@ -140,8 +175,12 @@ cdef class JournalAppender:
     cdef int64_t append_slots(self, const char* base, Py_ssize_t stride,
                               Py_ssize_t count) except -1 nogil
     cdef int _room(self, Py_ssize_t need) except -1 nogil
-    cdef int _flush(self, bint publish=*) except -1 nogil
-    cdef int _write_out(self, const char* src, Py_ssize_t n, Py_ssize_t at) noexcept nogil
+    cdef int _flush(self, bint publish=*, int64_t last=*) except -1 nogil
+    cdef int _hand_off(self) except -1 nogil
+    cdef void _wb_wait(self, int64_t upto) noexcept nogil
+    cdef void _wb_run(self) noexcept nogil
+    cdef int _raise_failed(self) except -1 nogil
+    cdef void _nudge(self, int64_t last) noexcept nogil
     cdef void _aim(self) noexcept nogil
     cdef void _write(self, const rl_header* h, const char* payload) noexcept nogil
     cdef void _note_index(self, int64_t seq, int64_t ts) noexcept nogil

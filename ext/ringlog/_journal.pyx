@@ -212,6 +212,10 @@ cdef enum:
     # stored into through the map again, and cleaning them costs the sync thread TLB
     # shootdowns besides the appender's faults (docs/processor.md, step 16)
     PWRITE_MIN = 4096
+    # Write-behind: a flush this large is handed to the writer thread (a wake-up of it costs
+    # the appender ~1-2 us, a pwrite() of 32 KiB ~10 us); smaller ones are written on the
+    # appending thread while nothing is in flight (a gateway's few orders per pump)
+    WB_MIN = 32 * 1024
 
 
 cdef Py_ssize_t _wbuf_size = WBUF_SIZE  # what new buffered appenders get (write_buffer_size)
@@ -227,6 +231,21 @@ def write_buffer_size(Py_ssize_t nbytes=-1):
     if nbytes > 0:
         _wbuf_size = _align8(max(nbytes, 64))
     return _wbuf_size
+
+
+cdef Py_ssize_t _wb_min = WB_MIN  # what a write-behind flush hands off (write_behind_min)
+
+
+def write_behind_min(Py_ssize_t nbytes=-1):
+    """The smallest flush a write-behind appender hands to its writer thread while none is
+    in flight, in bytes (``nbytes`` >= 0 sets it, 0: every flush; default 32 KiB); returns
+    the size in force. For tests and benchmarks."""
+    global _wb_min
+    if nbytes < -1:
+        raise ValueError(f"write_behind_min: nbytes must be >= 0, got {nbytes}")
+    if nbytes >= 0:
+        _wb_min = nbytes
+    return _wb_min
 
 
 cdef inline bint _by_copy(JournalAppender a, Py_ssize_t n) noexcept nogil:
@@ -251,6 +270,29 @@ cdef int _pwrite_all(int fd, const char* buf, Py_ssize_t n, Py_ssize_t off) noex
         n -= w
         off += w
     return 0
+
+
+cdef int _write_item(const wb_item* it) noexcept nogil:
+    """Makes one write of buffered records (``JournalAppender._flush``): the bytes, by pwrite()
+    or a copy into the map, then the held length word if the item carries it. Returns 0 or the
+    errno."""
+    cdef int err = 0
+    cdef Py_ssize_t n = it.n - it.skip
+    if n > 0:
+        if it.by_copy:
+            memcpy(it.base + it.at + it.skip, it.buf + it.skip, n)
+        else:
+            err = _pwrite_all(it.fd, it.buf + it.skip, n, it.at + it.skip)
+    if err == 0 and it.word_at >= 0:
+        rl_fence()  # the body's stores before the commit word's, on any CPU
+        if it.word_by_pwrite and it.word < 256:
+            # one non-zero byte (little-endian: the first): a reader sees 0 or all
+            err = _pwrite_all(it.fd, <const char*>&it.word, 1, it.word_at)
+        else:
+            # a kernel copy may store byte by byte, so a reader could see a part of a wider
+            # word: an atomic store into the map (may fault) instead
+            rl_store_release_u32(<uint32_t*>(it.base + it.word_at), it.word)
+    return err
 
 
 def crc32c(data, uint32_t crc=0):
@@ -744,14 +786,23 @@ cdef class JournalAppender:
         self.output_body = rl_output_body_pick()  # set before anything can append
 
     def __dealloc__(self):
+        cdef int k
         free(self.index)
         free(self.rolled_index)
-        free(self.wbuf)
+        if self.write_behind:  # wbuf is one of the slots' buffers
+            for k in range(WB_SLOTS):
+                free(self.wb_items[k].buf)
+        else:
+            free(self.wbuf)
 
     def __init__(self, owner, int policy, int64_t group_events=1000,
-                 int64_t index_every=1024, bint buffered=True):
+                 int64_t index_every=1024, bint buffered=True, bint write_behind=False):
+        cdef int k
         if policy not in (NONE, GROUP, SYNC):
             raise ValueError(f"unknown durability policy {policy}")
+        if write_behind and (not buffered or policy == SYNC):
+            raise ValueError("write_behind needs a buffered appender and a policy other "
+                             "than sync (a sync commit waits for its own fdatasync)")
         self.owner = owner
         self.policy = policy
         self.group_events = max(1, group_events)
@@ -760,7 +811,17 @@ cdef class JournalAppender:
         self.durable_cap = INT64_MAX
         self.last_seq = -1
         self.buffered = buffered
-        if self.buffered and self.wbuf == NULL:
+        if self.wbuf != NULL or (self.write_behind and self.wb_items[0].buf != NULL):
+            raise JournalError("JournalAppender.__init__ called twice")
+        self.write_behind = write_behind
+        if self.write_behind:
+            for k in range(WB_SLOTS):  # untouched pages cost nothing until a slot is used
+                self.wb_items[k].buf = <char*>malloc(_wbuf_size)
+                if self.wb_items[k].buf == NULL:
+                    raise MemoryError()
+                self.wb_items[k].cap = _wbuf_size
+            self.wbuf, self.wcap = self.wb_items[0].buf, _wbuf_size
+        elif self.buffered:
             self.wbuf = <char*>malloc(_wbuf_size)
             if self.wbuf == NULL:
                 raise MemoryError()
@@ -772,6 +833,7 @@ cdef class JournalAppender:
             raise JournalError(f"{seg.path} is mapped read-only")
         if self.seg is not None:
             self._flush()  # nothing pending when the owner rolls; kept for any other caller
+            self._wb_wait(self.wb_head)
         self.seg = seg
         self.path_stale = 0
         self._switch(pos, next_seq)
@@ -929,11 +991,12 @@ cdef class JournalAppender:
         grows the buffer for a record larger than it."""
         cdef char* grown
         if self.failed:
-            with gil:
-                raise JournalError("the journal failed earlier (a write or sync error); "
-                                   "reopen it to continue from what is durable")
+            self._raise_failed()
         if self.pos + need > self.seg.size:
             self._flush(True)  # a sealed segment holds all its records, committed
+            self._wb_wait(self.wb_head)  # written, before its syncs and the switch
+            if self.failed:
+                self._raise_failed()
             if self._fast_roll(need):
                 self.fast_rolls += 1
             else:
@@ -947,6 +1010,9 @@ cdef class JournalAppender:
                 with gil:
                     raise MemoryError(f"no memory for a journal record of {need} bytes")
             self.wbuf, self.wcap = grown, need
+            if self.write_behind:
+                self.wb_items[self.wb_head % WB_SLOTS].buf = grown
+                self.wb_items[self.wb_head % WB_SLOTS].cap = need
             self._aim()
         return 0
 
@@ -959,54 +1025,147 @@ cdef class JournalAppender:
         else:
             self.out, self.out_at, self.out_end = self.seg.base, 0, self.seg.size
 
-    cdef int _flush(self, bint publish=True) except -1 nogil:
+    cdef int _flush(self, bint publish=True, int64_t last=-1) except -1 nogil:
         """Writes the buffered records (``out_at``..``pos``) into the segment. The length word
         of the first record since the last commit is held back (``held_at``): every later
         record is reachable only through it, so a reader sees none of them before that word,
         written last. ``publish``: then writes it (the commit: a batch's records become
         reachable at once, never a record before its body and CRC); else a full buffer is
         written out in one call and the word stays held. The file holds zero at ``held_at``
-        until then."""
+        until then. ``last`` (commit()): the sequence to publish once all is written.
+
+        Write-behind: the write is handed to the writer thread instead when it is large or
+        earlier ones are still in flight (they are written in order); returns 1 then (the
+        writer publishes ``last``), else 0."""
         cdef Py_ssize_t n = self.pos - self.out_at
-        cdef int err = 0
-        if not self.buffered:
+        cdef wb_item it
+        cdef wb_item* w = &it
+        cdef int err
+        if not self.buffered or (n == 0 and last < 0 and not (publish and self.held_at >= 0)):
             return 0
-        if n > 0:
-            if self.held_at < 0:  # hold this flush's first length word until the commit
-                self.held_at, self.held_word = self.out_at, (<uint32_t*>self.wbuf)[0]
-                self.held_by_pwrite = not _by_copy(self, n)
-                err = self._write_out(self.wbuf + 4, n - 4, self.out_at + 4)
-            else:  # unreachable until the held word is written: all of it, one call
-                err = self._write_out(self.wbuf, n, self.out_at)
-            if err == 0:
-                self._aim()
-        if err == 0 and publish and self.held_at >= 0:
-            rl_fence()  # the body's stores before the commit word's, on any CPU
-            if self.held_by_pwrite and self.held_word < 256:
-                # one non-zero byte (little-endian: the first): a reader sees 0 or all
-                err = _pwrite_all(self.seg._map.fd, <const char*>&self.held_word, 1,
-                                  self.held_at)
-            else:
-                # a kernel copy may store byte by byte, so a reader could see a part of a
-                # wider word: an atomic store into the map (may fault) instead
-                rl_store_release_u32(<uint32_t*>(self.seg.base + self.held_at),
-                                     self.held_word)
+        cdef bint behind = self.write_behind and (
+            n >= _wb_min or rl_load_acquire(&self.wb_tail) != self.wb_head)
+        if behind:
+            w = &self.wb_items[self.wb_head % WB_SLOTS]
+        w.buf, w.at, w.n, w.skip, w.by_copy = self.wbuf, self.out_at, n, 0, _by_copy(self, n)
+        w.fd, w.base, w.word_at, w.last = self.seg._map.fd, self.seg.base, -1, last
+        if n > 0 and self.held_at < 0:  # hold this flush's first length word until the commit
+            self.held_at, self.held_word = self.out_at, (<uint32_t*>self.wbuf)[0]
+            self.held_by_pwrite = not w.by_copy
+            w.skip = 4
+        if publish and self.held_at >= 0:
+            w.word_at, w.word, w.word_by_pwrite = self.held_at, self.held_word, \
+                self.held_by_pwrite
             self.held_at = -1
+        if behind:
+            self._hand_off()
+            self._aim()
+            return 1
+        err = _write_item(w)
         if err != 0:
             self.failed = 1  # the page cache holds part of the batch at most
             with gil:
                 raise JournalError(f"write to {self.seg.path} at byte offset {self.out_at} "
                                    f"failed: {os.strerror(err)}", errno=err,
                                    path=self.seg.path)
+        self._aim()
         return 0
 
-    cdef int _write_out(self, const char* src, Py_ssize_t n, Py_ssize_t at) noexcept nogil:
-        """``n`` buffered bytes into the segment at byte ``at``: pwrite(), or a copy into the
-        map (``_by_copy``). Returns 0 or the errno."""
-        if _by_copy(self, n):
-            memcpy(self.seg.base + at, src, n)
-            return 0
-        return _pwrite_all(self.seg._map.fd, src, n, at)
+    # -- write-behind ----------------------------------------------------------------------
+    #   appending thread                              writer thread (run_writer, no GIL)
+    #   records ──► slot buffer [head % WB_SLOTS]
+    #   _flush: item (bytes, held word, last) ─ head+1 ─►  pwrite(bytes), then the held word;
+    #   next slot's buffer (waits while all are        publish last_seq (the group-commit
+    #   in flight)                                     thread syncs up to it), nudge it
+    #   roll, flush(), sync(): _wb_wait(head)  ◄─ tail+1 ─  (a failed write: failed, errno)
+    cdef int _hand_off(self) except -1 nogil:
+        """Hands the item at ``wb_head`` to the writer and takes the next slot's buffer (once
+        the writer is done with it)."""
+        cdef wb_item* nxt
+        rl_store_release(&self.wb_head, self.wb_head + 1)
+        rl_fence()
+        if rl_load_acquire32(&self.wb_waiters) > 0:
+            rl_fetch_add32(&self.wb_signal, 1)
+            rl_futex_wake_all(&self.wb_signal)
+        self._wb_wait(self.wb_head - WB_SLOTS + 1)  # the next slot's item is written
+        nxt = &self.wb_items[self.wb_head % WB_SLOTS]
+        self.wbuf, self.wcap = nxt.buf, nxt.cap
+        return 0
+
+    cdef void _wb_wait(self, int64_t upto) noexcept nogil:
+        """Returns once the items before ``upto`` are written (or dropped: the journal
+        failed). Any thread; writes them itself while no writer thread runs."""
+        cdef int32_t token
+        while rl_load_acquire(&self.wb_tail) < upto:
+            if not rl_load_acquire32(&self.wb_running):
+                self._wb_run()
+                continue
+            rl_fetch_add32(&self.wb_done_waiters, 1)
+            rl_fence()
+            token = rl_load_acquire32(&self.wb_done_signal)
+            if rl_load_acquire(&self.wb_tail) < upto and rl_load_acquire32(&self.wb_running):
+                rl_futex_wait(&self.wb_done_signal, token, 50000000)
+            rl_fetch_add32(&self.wb_done_waiters, -1)
+
+    cdef void _wb_run(self) noexcept nogil:
+        """Writes every item handed off, in order (under ``wb_lock``: the writer thread, or a
+        waiter helping when none runs). After a failed write the rest are dropped."""
+        cdef int64_t t
+        cdef wb_item* it
+        cdef int err
+        while not rl_cas(&self.wb_lock, 0, 1):
+            rl_cpu_relax()
+        t = self.wb_tail
+        while t < rl_load_acquire(&self.wb_head):
+            it = &self.wb_items[t % WB_SLOTS]
+            if not self.failed:
+                err = _write_item(it)
+                if err != 0:
+                    self.wb_err, self.wb_err_at = err, it.at
+                    self.failed = 1  # the page cache holds part of the batch at most
+                elif it.last >= 0:
+                    rl_store_release(&self.last_seq, it.last)
+                    self._nudge(it.last)
+            t += 1
+            rl_store_release(&self.wb_tail, t)
+            rl_fence()
+            if rl_load_acquire32(&self.wb_done_waiters) > 0:
+                rl_fetch_add32(&self.wb_done_signal, 1)
+                rl_futex_wake_all(&self.wb_done_signal)
+        rl_store_release(&self.wb_lock, 0)
+
+    def run_writer(self):
+        """The write-behind writer thread's body (``write_behind``): writes the items the
+        appender hands off, in order, without the GIL; returns after ``stop()`` once none is
+        left."""
+        cdef int32_t token
+        if not self.write_behind:
+            raise JournalError("run_writer: this appender was made without write_behind")
+        with nogil:
+            rl_store_release32(&self.wb_running, 1)
+            while True:
+                self._wb_run()
+                rl_fetch_add32(&self.wb_waiters, 1)
+                rl_fence()
+                token = rl_load_acquire32(&self.wb_signal)
+                if rl_load_acquire(&self.wb_tail) == rl_load_acquire(&self.wb_head):
+                    if rl_load_acquire32(&self.stopping):
+                        rl_fetch_add32(&self.wb_waiters, -1)
+                        break
+                    rl_futex_wait(&self.wb_signal, token, 1000000000)
+                rl_fetch_add32(&self.wb_waiters, -1)
+            rl_store_release32(&self.wb_running, 0)
+            self._wb_run()  # an item handed off after the last look (none in a clean close)
+
+    cdef int _raise_failed(self) except -1 nogil:
+        with gil:
+            if self.wb_err != 0:
+                raise JournalError(f"write to {self.seg.path} at byte offset {self.wb_err_at} "
+                                   f"failed: {os.strerror(self.wb_err)}; reopen the journal to "
+                                   "continue from what is durable", errno=self.wb_err,
+                                   path=self.seg.path)
+            raise JournalError("the journal failed earlier (a write or sync error); "
+                               "reopen it to continue from what is durable")
 
     cdef void _write(self, const rl_header* h, const char* payload) noexcept nogil:
         cdef char* rec = self.out + (self.pos - self.out_at)
@@ -1052,11 +1211,18 @@ cdef class JournalAppender:
         """The durability step after a batch of appends: writes the buffered records out
         (committing them for readers), publishes ``last_seq`` (readers, the group-commit
         thread), fdatasyncs under ``sync``, wakes the group-commit thread once enough is
-        unsynced under ``group``."""
-        self._flush()
+        unsynced under ``group``. Write-behind: the writer thread publishes ``last_seq`` once
+        the batch is written."""
         cdef int64_t last = self.next_seq - 1
-        rl_store_release(&self.last_seq, last)
         cdef int err
+        if self.write_behind:
+            if self.failed:
+                self._raise_failed()
+            if self._flush(True, last):
+                return 0
+        else:
+            self._flush()
+        rl_store_release(&self.last_seq, last)
         if self.policy == SYNC:
             if _plant_mark_early:
                 self._set_durable(last)
@@ -1069,13 +1235,18 @@ cdef class JournalAppender:
             self._set_durable(last)
             if rl_load_acquire(&self.durable) < last:  # capped: a roll's syncs are pending
                 self._await_roll(last)
-        elif self.policy == GROUP:
-            if last - rl_load_acquire(&self.durable) >= self.group_events:
-                rl_fence()
-                if rl_load_acquire32(&self.sync_waiters) > 0:
-                    rl_fetch_add32(&self.sync_signal, 1)
-                    rl_futex_wake_all(&self.sync_signal)
+        else:
+            self._nudge(last)
         return 0
+
+    cdef void _nudge(self, int64_t last) noexcept nogil:
+        """Group policy: wakes the group-commit thread once ``group_events`` are unsynced
+        (``last`` just published)."""
+        if self.policy == GROUP and last - rl_load_acquire(&self.durable) >= self.group_events:
+            rl_fence()
+            if rl_load_acquire32(&self.sync_waiters) > 0:
+                rl_fetch_add32(&self.sync_signal, 1)
+                rl_futex_wake_all(&self.sync_signal)
 
     cdef void _set_durable(self, int64_t seq) noexcept nogil:
         # The appending thread (sync policy, without the GIL), the group-commit thread and
@@ -1285,21 +1456,26 @@ cdef class JournalAppender:
 
     def flush(self):
         """``commit()`` from Python: the records written since the last commit reach the
-        segment (readers see them) and the durability step runs. The appending thread
-        only."""
+        segment (readers see them) and the durability step runs; write-behind: returns once
+        they are written. The appending thread only."""
         with nogil:
             self.commit()
+            self._wb_wait(self.wb_head)
+        if self.failed:
+            self._raise_failed()
 
     def sync(self):
         """Makes everything committed so far durable now (fdatasync); returns that sequence.
         Records written but not yet committed (``write_record``, ``write_output``) are not
         included: ``flush()`` them first, from the appending thread.
         Safe to call from the group-commit thread while the appender appends."""
+        cdef int64_t head = rl_load_acquire(&self.wb_head)
+        with nogil:
+            self._wb_wait(head)  # write-behind: what was committed is in the file first
         cdef int64_t last = rl_load_acquire(&self.last_seq)
         cdef Segment seg = self.seg
         if self.failed:
-            raise JournalError("the journal failed earlier (a write or sync error); reopen "
-                               "it to continue from what is durable")
+            self._raise_failed()
         if _plant_mark_early:
             self._set_durable(last)
         try:
@@ -1381,9 +1557,12 @@ cdef class JournalAppender:
         self.wake()
 
     def wake(self):
-        """Wakes the group-commit thread (for close) and every thread in wait_durable."""
+        """Wakes the group-commit thread (for close), the write-behind writer and every
+        thread in wait_durable."""
         rl_fetch_add32(&self.sync_signal, 1)
         rl_futex_wake_all(&self.sync_signal)
+        rl_fetch_add32(&self.wb_signal, 1)
+        rl_futex_wake_all(&self.wb_signal)
         rl_fetch_add32(&self.durable_signal, 1)
         rl_futex_wake_all(&self.durable_signal)
 

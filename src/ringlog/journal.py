@@ -431,6 +431,15 @@ class Journal:
     4 KiB page that an fdatasync (or the kernel's background writeback, under ``none``)
     has cleaned: measured slower under every policy (docs/processor.md). Readers map the
     segments either way (the page cache is one).
+
+    ``write_behind`` (buffered, durability ``none`` or ``group``): the appending thread hands
+    whole buffers of records (32 KiB or more, or any while others are in flight) to a writer
+    thread of the journal's own, which writes them in order and only then publishes them as
+    appended (``last_sequence``); the appender builds the next batch meanwhile. A commit
+    returns before its records are in the file: readers, ``sync()`` and the group commit see
+    them once written; ``appender.flush()`` and ``sync()`` wait for them. A kill -9 loses the
+    records still in those buffers (at most 8 of them), which a processor's output journal
+    recomputes from the input journal on restart (docs/journal-format.md, "Write-behind").
     """
 
     def __init__(self, path: str | Path, *, segment_size: int = 64 << 20,
@@ -440,7 +449,7 @@ class Journal:
                  index_every: int = 1024,
                  prefault: bool | Literal["write", "read"] = True,
                  first_segment_size: int | None = None,
-                 buffered: bool = True) -> None:
+                 buffered: bool = True, write_behind: bool = False) -> None:
         if durability not in _POLICIES:
             raise ConfigError("Journal.durability", f"must be one of {sorted(_POLICIES)}, got "
                               f"{durability!r}", durability)
@@ -454,6 +463,14 @@ class Journal:
         if buffered not in (True, False):
             raise ConfigError("Journal.buffered", f"must be True or False, got {buffered!r}",
                               buffered)
+        if write_behind not in (True, False):
+            raise ConfigError("Journal.write_behind", f"must be True or False, got "
+                              f"{write_behind!r}", write_behind)
+        if write_behind and (not buffered or durability == "sync"):
+            raise ConfigError("Journal.write_behind", "needs buffered=True and durability "
+                              "'none' or 'group' (under 'sync' an append returns once "
+                              f"durable), got buffered={buffered!r}, durability={durability!r}",
+                              write_behind)
         # segments grow: a short-lived journal stays small on disk (docs/journal-format.md)
         if first_segment_size is None:
             first_segment_size = min(segment_size, FIRST_SEGMENT_SIZE)
@@ -506,7 +523,7 @@ class Journal:
             self._decide(RecoveryDecision("remove_temp_file", str(stale),
                                           reason="left by a crash"))
         self._appender = JournalAppender(self, _POLICIES[durability], group_events, index_every,
-                                         buffered)
+                                         buffered, write_behind)
         try:
             self._open_tail(first_sequence)
         except BaseException:
@@ -515,6 +532,11 @@ class Journal:
         self._thread = threading.Thread(target=self._background,
                                         name=f"rl-sync-{self.path.name}"[:15], daemon=True)
         self._thread.start()
+        self._writer: threading.Thread | None = None
+        if write_behind:
+            self._writer = threading.Thread(target=self._write_behind,
+                                            name=f"rl-write-{self.path.name}"[:15], daemon=True)
+            self._writer.start()
 
     @property
     def thread(self) -> threading.Thread:
@@ -787,6 +809,12 @@ class Journal:
                           "group commit" if group else "making a roll durable", e)
                 return
 
+    def _write_behind(self) -> None:
+        from .bench.cpu import name_thread
+
+        name_thread(threading.current_thread().name)
+        self._appender.run_writer()  # until close(): every item handed off is written
+
     def _group_sync(self) -> None:
         a = self._appender
         last = a.last_sequence
@@ -1016,6 +1044,8 @@ class Journal:
         finally:
             self._closed = True
             self._appender.stop()
+            if self._writer is not None:
+                self._writer.join()  # it returns once every write handed to it is made
             self._thread.join()
             with self._ready:
                 for seg in (self._appender.take_offer(), self._spare):

@@ -12,8 +12,9 @@ Two topologies run the same logical stages in the same order (``ProcessorConfig.
 
     inline (few CPUs: nothing spins on a core it shares)
     producers ──publish──► INPUT RING ──► loop thread: append the batch to the input journal
-        (no GIL), then handle it ──emit──► breaker ──┬─► output journal (appended by the loop:
-                                                      │   output_journaller "loop")
+        (no GIL), then handle it ──emit──► breaker ──┬─► output journal (records built by the
+                                                      │   loop: output_journaller "loop"; its
+                                                      │   writer thread pwrite()s them behind)
                                                       └─► OUTPUT RING (slots published once per
             batch) ──► output thread, sleeping on the ring: output journal (copy + CRC + pwrite
             of whole batches), then listeners if any (output_journaller "thread", or listeners)
@@ -283,11 +284,12 @@ class Processor:
         self.input = Journal(self.directory / "input", segment_size=c.segment_size,
                              durability=c.durability, registry=self._schema)  # type: ignore[arg-type]
         # the output journal is not on the release path (a restart recomputes outputs from
-        # the input journal): it syncs in large groups, sparing a core the fdatasync churn
+        # the input journal): it syncs in large groups, sparing a core the fdatasync churn,
+        # and its writes are made behind the appending thread (the loop's, or the gateway's)
         self.output = Journal(self.directory / "output", segment_size=c.segment_size,
                               durability="none" if c.durability == "none" else "group",
                               group_events=OUTPUT_GROUP_EVENTS, group_ms=OUTPUT_GROUP_MS,
-                              registry=self._schema)  # type: ignore[arg-type]
+                              registry=self._schema, write_behind=True)  # type: ignore[arg-type]
         self.snapshots = SnapshotStore(self.directory / "snapshots")
         self._dead_letter_journal: Any = None
         self._state = "created"
