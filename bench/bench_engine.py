@@ -271,28 +271,31 @@ GOALS = [
     {"goal": ">= 2M ops/s through the full pipeline (group commit, durable release, breaker, "
              "default config, bulk producer)",
      "row": "processor_engine_journaled", "min": 2e6,
-     "why": ("one loop thread does the engine's work and journals the input and ~2.6 "
-            "outputs (~410 bytes: copy, CRC, pwrite()) and checks the breaker: the loop "
-            "thread ~380-420 ns per command on a quiet machine (user ~250, kernel ~125-150: "
-            "pwrite() copying into page-cache pages); met on a quiet machine since "
-            "docs/processor.md step 18 (no roll's syncs on the loop thread: 2.17 -> 2.43M/s "
-            "in 7 interleaved pairs), missed when the neighbours take the second core")},
+     "why": ("one loop thread does the engine's work, journals the input and builds ~2.6 "
+            "output records (~410 bytes: copy, CRC) and checks the breaker: ~340 ns per "
+            "command on a quiet machine; the output journal's pwrite() is made behind it by "
+            "the output journal's writer thread (~115 ns per command there: docs/processor.md "
+            "step 19, 2.15 -> 2.37M/s and 1.61 -> 2.08M/s in two sets of interleaved pairs); "
+            "missed when the neighbours take the second core")},
     {"goal": "through the pipeline >= 0.3x the engine alone on the same flow (same run)",
      "row": "processor_engine_journaled", "ratio": "engine_alone", "min": 0.3,
-     "why": ("the engine alone is ~100-150 ns of CPU per command on a quiet machine (9.4M "
-             "ops/s in the quiet run of 2026-12-01 07:30, 6.7-8.2M earlier that morning), "
-             "so 0.3x needs the pipeline at 2.0-2.8M/s; the loop thread spends ~380-420 ns "
-             "per command (the row above). What would close it: the output journal's "
-             "pwrite() (~3/4 of the loop's kernel time) handed to the output journal's "
-             "background thread as whole buffers (not built; docs/processor.md step 18)")},
+     "why": ("the engine alone is ~97 ns of CPU per command in a quiet run (10.3M ops/s on "
+             "2026-12-01 11:00, 6.7-9.4M in earlier runs that day), so 0.3x needs the "
+             "pipeline at ~3.1M/s, the loop thread at <= ~320 ns per command of wall time; it "
+             "spends ~340 ns of CPU (the row below). A perf profile of the loop thread "
+             "(docs/processor.md step 19): the engine's own functions ~48% (~165 ns: 1.7x "
+             "their cost alone, the journals' buffers streaming through the same caches), "
+             "the emit path 20% (breaker windows, output records), the input's copy + CRC "
+             "10% (ring slots written by the producer on the other CPU), the kernel ~8%")},
     {"goal": "the loop thread's CPU per command <= 2.5x the engine alone's",
      "row": "processor_engine_journaled", "ratio": "loop_cpu_vs_engine_alone_cpu", "max": 2.5,
-     "why": ("the loop's own part beside the engine: its instructions (1,588 against the "
-             "engine alone's 704 per command, bench/loop_callgrind.py; the copy + CRC of "
-             "~410 bytes, the breaker's per-key windows, the output records), and in the "
-             "kernel ~125-150 ns per command of pwrite() into page-cache pages "
-             "(docs/processor.md steps 13 and 18); the quieter the machine, the cheaper the "
-             "engine alone (~100 ns here), the higher this ratio")},
+     "why": ("the engine inside the pipeline costs ~1.7x the engine alone (~165 against ~97 ns "
+             "per command: caches shared with ~410 bytes of journal records per command), "
+             "and the loop's own part beside it is ~175 ns (emit path and breaker ~70, the "
+             "input's copy + CRC ~35, the input's pwrite() and the rest of the kernel ~30, "
+             "ring and batch steps); the output journal's pwrite() left the loop thread in "
+             "docs/processor.md step 19 (its system time 0.28-0.47x). The quieter the "
+             "machine, the cheaper the engine alone, the higher this ratio")},
     {"goal": ">= 10x the Python peer (cython-orderbook) on the mixed stream",
      "row": "engine_mixed_throughput", "ratio": "cython-orderbook", "min": 10.0,
      "why": "the peer makes Python objects per order and per trade"},
