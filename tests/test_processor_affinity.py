@@ -33,7 +33,8 @@ def test_threads_are_pinned_as_configured(tmp_path, topology):
         assert _affinity(by_name["ringlog-loop"]) == loop
         others = [t for n, t in by_name.items() if n != "ringlog-loop"]
         assert others  # staged: the journaller and the output stage; inline: the output stage
-        for t in [*others, p.input.thread, p.output.thread]:
+        assert len(p.output.threads) == 2  # its group commit and its write-behind writer
+        for t in [*others, *p.input.threads, *p.output.threads]:
             assert _affinity(t) == background, t.name
         assert os.sched_getaffinity(0) == set(ALLOWED)  # the caller's thread is left alone
         for v in range(20):
@@ -48,7 +49,7 @@ def test_no_placement_leaves_threads_where_the_os_puts_them(tmp_path):
     p = Processor(Summer(), tmp_path, _cfg())
     p.start()
     try:
-        for t in [*p._threads, p.input.thread, p.output.thread]:
+        for t in [*p._threads, *p.input.threads, *p.output.threads]:
             assert _affinity(t) == frozenset(ALLOWED), t.name
     finally:
         p.stop()

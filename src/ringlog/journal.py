@@ -543,6 +543,12 @@ class Journal:
         """The background thread: group commit, segment preparation, a roll's syncs."""
         return self._thread
 
+    @property
+    def threads(self) -> list[threading.Thread]:
+        """Every thread of the journal's own: the background thread, and the write-behind
+        writer (``write_behind``)."""
+        return [self._thread] + ([self._writer] if self._writer is not None else [])
+
     # -- open -----------------------------------------------------------------------------
     def _open_tail(self, first_sequence: int) -> None:
         segs = list_segments(self.path)

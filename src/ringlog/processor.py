@@ -532,7 +532,7 @@ class Processor:
                        background: frozenset[int] | None) -> None:
         """Pins the loop thread and the background threads (ProcessorConfig.loop_cpus,
         background_cpus); a thread that already ended is left alone."""
-        for t in [*self._threads, self.input.thread, self.output.thread]:
+        for t in [*self._threads, *self.input.threads, *self.output.threads]:
             cpus = loop if t.name == "ringlog-loop" else background
             if cpus is not None and t.native_id is not None and t.is_alive():
                 with contextlib.suppress(ProcessLookupError):  # it ended since the check
