@@ -280,21 +280,25 @@ GOALS = [
              "durable release",
      "row": "gateway_1conn_50k_p99_of_target", "max": 1.0,
      "why": ("at 50k/s on one connection a wake-up carries a few orders, so per-wake-up costs "
-            "dominate: ~18 us of server CPU per order over the gateway's thread (~11 us: "
-            "it also runs the engine, driven topology) and the input fdatasync thread (~7 "
+            "dominate: ~18 us of server CPU per order over the gateway's thread (~9.4 us: "
+            "it also runs the engine, driven topology) and the input fdatasync thread (~7.7 "
             "us: an fdatasync every ~4 orders, each ~30 us of guest CPU in VM exits), "
-            "~180-200 switches per 1,000 orders each (the 1conn server CPU row's note); they "
+            "~240-300 switches per 1,000 orders each (the 1conn server CPU row's note); they "
             "queue behind each other and the generator. Release immediate in the same run, "
-            "the next rows: p99 ~1 ms. Journal writes by pwrite() only (docs/processor.md "
-            "step 16) took the write faults off the gateway's thread: 1.00-1.13 ms in "
-            "interleaved 10 s runs; about one run in five has a stall of ~200 ms (p99 "
-            "70-240 ms), not explained yet")},
+            "the next rows: p99 ~0.5 ms. The runs of 2026-12-01 11:35 read 1.10-2.43 ms; "
+            "interleaved 10 s runs read 1.00-1.13 ms after docs/processor.md step 16 and "
+            "1.5-2.3 ms on 2026-12-01; now and then a run has a stall of 50-200 ms, not "
+            "explained yet (perf sched of such runs shows perf itself and kdamond taking "
+            "the CPUs: docs/gateway-design.md)")},
     {"goal": "server CPU per order <= 3 us (process CPU, all threads, 200k/s run)",
      "row": "gateway_8conn_200k_server_cpu_per_order", "max": 3_000,
-     "why": ("per thread in the row's note: the gateway's thread ~3.2 us (was ~4.3: the "
+     "why": ("per thread in the row's note: the gateway's thread ~2.8 us (was ~4.3: the "
             "read and per-iteration paths in C, docs/gateway-design.md ninth round, and the "
             "engine's cheaper commands, docs/processor.md step 14; it runs uvloop, the "
-            "sessions and the engine with its journal appends), the two fdatasync threads "
-            "~1.5-2.2 us (writing back ~50 MB/s of journal costs guest CPU per page in this "
-            "VM, and they prepare the next segments' page-cache pages)")},
+            "sessions and the engine with its journal appends), the input fdatasync thread "
+            "~1.2 us, the output journal's ~0.8 us and its writer ~0.2 us (writing back "
+            "~60 MB/s of journal costs guest CPU per page in this VM, and they prepare the "
+            "next segments' page-cache pages; syncing the output journal once a second "
+            "instead of every 20 ms saved none of it: docs/gateway-design.md, eleventh "
+            "round)")},
 ]

@@ -8,7 +8,6 @@ a write that fails on the writer thread fails the appending thread's next step w
 and offset, never silently.
 """
 
-import multiprocessing as mp
 import os
 import time
 
@@ -21,9 +20,9 @@ from test_journal_writes import (
     WBUFS,
     _append_batches,
     _records_region,
-    _tail_in_child,
     _with_write_buffer,
     payload,
+    tail_while_appending,
 )
 from test_processor import Summer
 
@@ -41,6 +40,18 @@ def hand_off_every_flush():
     write_behind_min(0)
     yield
     write_behind_min(before)
+
+
+def _with_write_behind_min(nbytes, fn):
+    """``fn()`` with write-behind handing off flushes of ``nbytes`` or more (None: the
+    default)."""
+    before = write_behind_min()
+    if nbytes is not None:
+        write_behind_min(nbytes)
+    try:
+        return fn()
+    finally:
+        write_behind_min(before)
 
 
 def _appender_without_writer(tmp_path, size=1 << 20):
@@ -101,23 +112,17 @@ def test_more_flushes_than_slots_wait_for_the_writer(tmp_path, hand_off_every_fl
        wb_min=st.sampled_from([0, 4096, None]))
 def test_write_behind_writes_the_bytes_the_appender_would(tmp_path_factory, sizes, policy,
                                                           wbuf, wb_min):
-    before = write_behind_min()
     dirs = {}
-    try:
-        if wb_min is not None:
-            write_behind_min(wb_min)
-        for behind in (False, True):
-            d = tmp_path_factory.mktemp("behind" if behind else "itself")
 
-            def write(d=d, behind=behind):
-                with Journal(d, segment_size=SMALL, first_segment_size=SMALL,
-                             durability=policy, write_behind=behind) as j:
-                    assert j.appender.write_behind is behind
-                    return _append_batches(j, sizes)
-            n = _with_write_buffer(wbuf, write)
-            dirs[behind] = d
-    finally:
-        write_behind_min(before)
+    def write(behind):
+        d = dirs[behind] = tmp_path_factory.mktemp("behind" if behind else "itself")
+        with Journal(d, segment_size=SMALL, first_segment_size=SMALL, durability=policy,
+                     write_behind=behind) as j:
+            assert j.appender.write_behind is behind
+            return _append_batches(j, sizes)
+    for behind in (False, True):
+        n = _with_write_behind_min(wb_min, lambda b=behind: _with_write_buffer(wbuf,
+                                                                              lambda: write(b)))
     assert _records_region(dirs[True]) == _records_region(dirs[False])
     assert JournalReader(dirs[True]).verify_all() == (n, n - 1)
 
@@ -129,31 +134,14 @@ def test_write_behind_writes_the_bytes_the_appender_would(tmp_path_factory, size
 def test_a_reader_process_tailing_a_write_behind_journal_never_sees_a_torn_record(
         tmp_path_factory, sizes, rounds, wbuf, wb_min):
     d = tmp_path_factory.mktemp("tail")
-    ctx = mp.get_context("fork")
-    before = write_behind_min()
-    if wb_min is not None:
-        write_behind_min(wb_min)
-    try:
+
+    def tail():
         j = _with_write_buffer(wbuf, lambda: Journal(d, segment_size=SMALL,
                                                       first_segment_size=SMALL,
                                                       durability="group", write_behind=True))
         with j:
-            total = sum(len(b) for b in sizes) * rounds
-            parent, child = ctx.Pipe()
-            p = ctx.Process(target=_tail_in_child, args=(d, total, child))
-            p.start()
-            try:
-                for _ in range(rounds):
-                    _append_batches(j, sizes)
-                assert parent.poll(120), "the tailing reader did not finish in 120 s"
-                assert parent.recv() is None
-            finally:
-                p.join(10)
-                if p.exitcode is None:
-                    p.kill()
-                    p.join()
-    finally:
-        write_behind_min(before)
+            tail_while_appending(j, sizes, rounds)
+    _with_write_behind_min(wb_min, tail)
 
 
 def test_a_failed_write_on_the_writer_thread_fails_the_next_append(tmp_path,

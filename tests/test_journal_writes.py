@@ -139,26 +139,32 @@ def _tail_in_child(path, n, conn):
 def test_a_reader_process_tailing_pwritten_batches_never_sees_a_torn_record(
         tmp_path_factory, sizes, rounds, wbuf):
     d = tmp_path_factory.mktemp("tail")
-    ctx = mp.get_context("fork")
     j = _with_write_buffer(wbuf, lambda: Journal(d, segment_size=SMALL,
                                                   first_segment_size=SMALL,
                                                   durability="group"))
     with j:
         assert j.appender.buffered
-        total = sum(len(b) for b in sizes) * rounds
-        parent, child = ctx.Pipe()
-        p = ctx.Process(target=_tail_in_child, args=(d, total, child))
-        p.start()
-        try:
-            for _ in range(rounds):
-                _append_batches(j, sizes)
-            assert parent.poll(120), "the tailing reader did not finish in 120 s"
-            assert parent.recv() is None
-        finally:
-            p.join(10)
-            if p.exitcode is None:
-                p.kill()
-                p.join()
+        tail_while_appending(j, sizes, rounds)
+
+
+def tail_while_appending(j: Journal, sizes: list[list[int]], rounds: int) -> None:
+    """Appends ``sizes`` ``rounds`` times while a forked reader process tails ``j`` with
+    checksums verified; fails with what the reader saw go wrong."""
+    ctx = mp.get_context("fork")
+    total = sum(len(b) for b in sizes) * rounds
+    parent, child = ctx.Pipe()
+    p = ctx.Process(target=_tail_in_child, args=(j.path, total, child))
+    p.start()
+    try:
+        for _ in range(rounds):
+            _append_batches(j, sizes)
+        assert parent.poll(120), "the tailing reader did not finish in 120 s"
+        assert parent.recv() is None
+    finally:
+        p.join(10)
+        if p.exitcode is None:
+            p.kill()
+            p.join()
 
 
 def _faults() -> int:
