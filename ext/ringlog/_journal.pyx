@@ -64,6 +64,7 @@ cdef extern from "<unistd.h>" nogil:
     int fdatasync(int fd)
     int fsync(int fd)
     ssize_t pwrite(int fd, const void* buf, size_t n, off_t offset)
+    int usleep(unsigned int usec)
 
 cdef extern from "Python.h":
     object PyMemoryView_FromObject(object)
@@ -95,6 +96,8 @@ ctypedef int (*_sync_hook_fn)(int op, int fd) noexcept nogil
 cdef _sync_hook_fn _hook_fn = NULL
 cdef object _py_hook = None
 cdef int _plant_mark_early = 0  # test-only planted bug: publish the durable mark before sync
+cdef int _plant_append_before_write = 0  # and: write-behind publishes a commit at hand-off
+cdef unsigned int _wb_delay_us = 0  # test-only: the write-behind writer's pause per write
 _OP_NAMES = {SYNC_DATA: "fdatasync", SYNC_FILE: "fsync"}
 
 
@@ -177,10 +180,16 @@ def sync_hook():
 
 
 def _plant(str name, bint on):
-    """Test-only planted bugs that the power-loss simulator must catch."""
-    global _plant_mark_early
+    """Test-only planted bugs that the power-loss simulator must catch, and ``slow_writer``:
+    the write-behind writer sleeps 300 us before each write (a wide window for a crash between
+    a hand-off and its write)."""
+    global _plant_mark_early, _plant_append_before_write, _wb_delay_us
     if name == "mark_before_sync":
         _plant_mark_early = on
+    elif name == "append_before_write":
+        _plant_append_before_write = on
+    elif name == "slow_writer":
+        _wb_delay_us = 300 if on else 0
     else:
         raise ValueError(f"unknown planted bug {name!r}")
 
@@ -1058,6 +1067,8 @@ cdef class JournalAppender:
                 self.held_by_pwrite
             self.held_at = -1
         if behind:
+            if _plant_append_before_write and last >= 0:  # test-only planted bug
+                rl_store_release(&self.last_seq, last)
             self._hand_off()
             self._aim()
             return 1
@@ -1118,6 +1129,8 @@ cdef class JournalAppender:
         t = self.wb_tail
         while t < rl_load_acquire(&self.wb_head):
             it = &self.wb_items[t % WB_SLOTS]
+            if _wb_delay_us:
+                usleep(_wb_delay_us)
             if not self.failed:
                 err = _write_item(it)
                 if err != 0:

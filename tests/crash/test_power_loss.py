@@ -34,11 +34,14 @@ def payload(seq: int) -> bytes:
 
 
 def run_workload(tmp: Path, policy: str, seed: int, crashes: int,
-                 crash_rate: float = 0.08, prefault: bool = True) -> PowerLossModel:
+                 crash_rate: float = 0.08, prefault: bool = True,
+                 write_behind: bool = False) -> PowerLossModel:
     """Appends (rolling segments), writes snapshots and prunes, taking crash images at
     random sync points and between appends until ``crashes`` images exist. ``prefault``
     False: no segment is ever prepared, so every roll is the appender's own (it creates the
-    segment, the background thread syncs the roll)."""
+    segment, the background thread syncs the roll). ``write_behind``: the journal's writer
+    thread makes every write (each flush handed off), so a crash also catches records still
+    in its buffers."""
     root = tmp / "run"
     jdir, sdir = root / "j", root / "s"
     jdir.mkdir(parents=True)
@@ -49,7 +52,7 @@ def run_workload(tmp: Path, policy: str, seed: int, crashes: int,
     model.install()
     try:
         j = Journal(jdir, segment_size=SEG, durability=policy, group_events=16, group_ms=0.5,
-                    prefault=prefault)
+                    prefault=prefault, write_behind=write_behind)
         model.journal = j
         store = SnapshotStore(sdir)
         try:
@@ -125,11 +128,12 @@ def verify_image(img: CrashImage, where: Path, actions: Counter[str] | None = No
 
 
 def simulate(tmp_path: Path, policy: str, crashes: int, seed: int = 1,
-             actions: Counter[str] | None = None,
-             prefault: bool = True) -> tuple[int, list[str], dict[str, int]]:
+             actions: Counter[str] | None = None, prefault: bool = True,
+             write_behind: bool = False) -> tuple[int, list[str], dict[str, int]]:
     return crash_runs(
         tmp_path, crashes, 100,
-        lambda work, i, n: run_workload(work, policy, seed * 1000 + i, n, prefault=prefault),
+        lambda work, i, n: run_workload(work, policy, seed * 1000 + i, n, prefault=prefault,
+                                        write_behind=write_behind),
         lambda model: ((img, verify_image(img, tmp_path / "img", actions))
                        for img in model.images))
 
@@ -166,6 +170,33 @@ def test_recovery_after_power_losses_when_the_appender_makes_every_roll(tmp_path
     finally:
         durable.planted.discard("no_roll_dir_fsync")
     assert failures, "the simulator missed a roll without a directory fsync"
+
+
+def _simulate_write_behind(tmp_path: Path, bug: bool) -> tuple[int, list[str], dict[str, int]]:
+    """Power losses of a group-commit journal whose writer thread makes every write (each
+    flush handed off) and pauses before each one, so crashes fall between hand-offs and
+    writes; ``bug``: commits published as appended at hand-off, before their write."""
+    before = _journal.write_behind_min()
+    _journal.write_behind_min(0)
+    _journal._plant("slow_writer", True)
+    _journal._plant("append_before_write", bug)
+    try:
+        return simulate(tmp_path, "group", 100, seed=5, write_behind=True)
+    finally:
+        _journal._plant("append_before_write", False)
+        _journal._plant("slow_writer", False)
+        _journal.write_behind_min(before)
+
+
+@pytest.mark.crash
+def test_recovery_after_power_losses_with_every_write_made_behind(tmp_path):
+    # a processor's output journal: the durable mark must never cover a record its writer
+    # thread had not written when the fdatasync ran
+    done, failures, counts = _simulate_write_behind(tmp_path / "ok", bug=False)
+    assert done >= 100 and not failures, failures[:5]
+    assert {"append", "roll"} <= set(counts), counts
+    _, failures, _ = _simulate_write_behind(tmp_path / "bug", bug=True)
+    assert failures, "the simulator missed commits published before they were written"
 
 
 @pytest.mark.crash
