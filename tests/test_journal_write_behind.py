@@ -9,6 +9,7 @@ and offset, never silently.
 """
 
 import os
+import threading
 import time
 
 import pytest
@@ -182,3 +183,39 @@ def test_a_processor_writes_its_output_journal_behind(tmp_path):
         assert not p.input.appender.write_behind  # journal before process: written inline
     finally:
         p.stop()
+
+
+def test_sync_from_another_thread_while_appending_covers_only_written_records(
+        tmp_path, hand_off_every_flush):
+    # sync() waits for what was handed off when it was called, then fdatasyncs: whatever it
+    # returns as durable is readable, whole and checksummed, at that moment
+    j = Journal(tmp_path, durability="group", group_events=1 << 30, write_behind=True)
+    stop = threading.Event()
+    seen: list[int] = []
+    errors: list[BaseException] = []
+
+    def syncer():
+        try:
+            while not stop.is_set():
+                d = j.sync()
+                if d >= 0:
+                    r = JournalReader(tmp_path)
+                    got = sum(1 for rec in r.records(0) if rec.sequence <= d)
+                    r.close()
+                    assert got == d + 1, f"sync() returned {d} but {got} records are readable"
+                    seen.append(d)
+        except BaseException as e:
+            errors.append(e)
+
+    t = threading.Thread(target=syncer)
+    t.start()
+    try:
+        for b in range(300):
+            j.append_many([payload(b * 10 + i, 700) for i in range(10)])
+    finally:
+        stop.set()
+        t.join(60)
+        j.close()
+    assert not t.is_alive() and not errors, errors[:1]
+    assert seen and seen == sorted(seen)
+    assert JournalReader(tmp_path).verify_all() == (3000, 2999)
