@@ -752,6 +752,7 @@ class Journal:
             self._note_fill(old, end, new.created_ns)
             if "roll_mark_before_sync" in durable.planted:  # a test-only planted bug
                 a.roll_done(a.last_sequence)
+                time.sleep(0.02)  # a window wide enough for the simulator's crashes to fall in
             try:
                 _write_index(Path(old.path), last, end, max_ts, entries)
                 if self.durability != "none":

@@ -129,13 +129,14 @@ def verify_image(img: CrashImage, where: Path, actions: Counter[str] | None = No
 
 def simulate(tmp_path: Path, policy: str, crashes: int, seed: int = 1,
              actions: Counter[str] | None = None, prefault: bool = True,
-             write_behind: bool = False) -> tuple[int, list[str], dict[str, int]]:
+             write_behind: bool = False,
+             first_failure: bool = False) -> tuple[int, list[str], dict[str, int]]:
     return crash_runs(
         tmp_path, crashes, 100,
         lambda work, i, n: run_workload(work, policy, seed * 1000 + i, n, prefault=prefault,
                                         write_behind=write_behind),
         lambda model: ((img, verify_image(img, tmp_path / "img", actions))
-                       for img in model.images))
+                       for img in model.images), first_failure=first_failure)
 
 
 def _crashes(request: pytest.FixtureRequest) -> int:
@@ -292,9 +293,11 @@ def test_power_losses_between_a_roll_and_its_syncs_leave_torn_rolls_set_aside(tm
 
 @pytest.mark.crash
 def test_planted_bug_durable_mark_past_a_roll_before_its_syncs_is_caught(tmp_path):
+    # the planted mark is followed by a 20 ms pause (journal.py) so that crashes fall in
+    # its window whatever the scheduling; up to 300 losses, stopping at the first caught
     durable.planted.add("roll_mark_before_sync")
     try:
-        done, failures, _ = simulate(tmp_path, "group", 100, seed=7)
+        _, failures, _ = simulate(tmp_path, "group", 300, seed=7, first_failure=True)
     finally:
         durable.planted.discard("roll_mark_before_sync")
-    assert done <= 100 and failures, "the simulator missed a mark published past an unsynced roll"
+    assert failures, "the simulator missed a mark published past an unsynced roll"
