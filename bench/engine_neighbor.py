@@ -5,8 +5,8 @@ pipeline because of what the other threads do at the same time?
 
     python bench/engine_neighbor.py [commands] [rounds]
 
-Each round times ``Engine.process_commands`` over the engine flow (``bench_engine.mixed_flow``,
-``commands`` commands, a fresh engine per run) with the other CPU idle, then beside each
+Each round times the engine alone (``bench_engine._engine_alone``: a fresh engine over the
+engine flow of ``commands`` commands) with the other CPU idle, then beside each
 neighbour process in turn:
 
 - ``pwrite``: pwrite() of 256 KiB buffers into a page-cache file, what the output journal's
@@ -30,9 +30,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_engine as be
 
-from ringlog.bench.cpu import CpuMeter
-from ringlog.engine import Engine
-
 NEIGHBOURS = {
     "pwrite": ("import os, tempfile\n"
                "fd, path = tempfile.mkstemp(prefix='ringlog-neighbour-')\n"
@@ -50,13 +47,6 @@ NEIGHBOURS = {
 }
 
 
-def _engine_cpu(cmds, types) -> float:
-    engine = Engine(be.demo_config(max_orders=1 << 21))
-    with CpuMeter(poll=None) as m:
-        engine.process_commands(cmds, types)
-    return float(m.per_event(len(cmds))["cpu_ns_total"])
-
-
 def main(n: int = 2_000_000, rounds: int = 3) -> None:
     cmds, types = be.mixed_flow(n, seed=21)
     res: dict[str, list[float]] = {k: [] for k in ["idle", *NEIGHBOURS]}
@@ -67,7 +57,7 @@ def main(n: int = 2_000_000, rounds: int = 3) -> None:
                 p = subprocess.Popen([sys.executable, "-c", NEIGHBOURS[k]])
                 time.sleep(0.5)  # running before the engine starts
             try:
-                res[k].append(_engine_cpu(cmds, types))
+                res[k].append(be._engine_alone(cmds, types)[1]["cpu_ns_total"])
             finally:
                 if p is not None:
                     p.kill()

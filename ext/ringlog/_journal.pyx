@@ -221,9 +221,11 @@ cdef enum:
     # stored into through the map again, and cleaning them costs the sync thread TLB
     # shootdowns besides the appender's faults (docs/processor.md, step 16)
     PWRITE_MIN = 4096
-    # Write-behind: a flush this large is handed to the writer thread (a wake-up of it costs
-    # the appender ~1-2 us, a pwrite() of 32 KiB ~10 us); smaller ones are written on the
-    # appending thread while nothing is in flight (a gateway's few orders per pump)
+    # Write-behind: a flush this large is handed to the writer thread (its pwrite() costs
+    # ~1.3-3.4 us per call plus ~0.9 us per 4 KiB, bench/journal_write_ab.py: ~10 us at 32
+    # KiB); smaller ones are written on the appending thread while nothing is in flight, with
+    # no wake-up of the writer per call (a gateway's few orders per pump). Not tuned: the
+    # engine flow hands off whole 256 KiB buffers, one connection's pumps stay under it
     WB_MIN = 32 * 1024
 
 
@@ -279,6 +281,16 @@ cdef int _pwrite_all(int fd, const char* buf, Py_ssize_t n, Py_ssize_t off) noex
         n -= w
         off += w
     return 0
+
+
+cdef inline void _wake_sleepers(int32_t* signal, int32_t* waiters) noexcept nogil:
+    """Wakes the threads sleeping on ``signal`` (futex), with a syscall only when
+    ``waiters`` counts one: the waker's half of the handshake whose sleeper counts itself,
+    fences, reads the signal, re-checks its condition and only then sleeps."""
+    rl_fence()
+    if rl_load_acquire32(waiters) > 0:
+        rl_fetch_add32(signal, 1)
+        rl_futex_wake_all(signal)
 
 
 cdef int _write_item(const wb_item* it) noexcept nogil:
@@ -820,7 +832,7 @@ cdef class JournalAppender:
         self.durable_cap = INT64_MAX
         self.last_seq = -1
         self.buffered = buffered
-        if self.wbuf != NULL or (self.write_behind and self.wb_items[0].buf != NULL):
+        if self.wbuf != NULL:  # (a buffered appender's, either way)
             raise JournalError("JournalAppender.__init__ called twice")
         self.write_behind = write_behind
         if self.write_behind:
@@ -902,10 +914,7 @@ cdef class JournalAppender:
         rl_store_release32(&self.path_stale, 1)
         rl_store_release32(&self.roll_pending, 1)
         self._switch(SEG_HEADER_SIZE, first)
-        rl_fence()
-        if rl_load_acquire32(&self.sync_waiters) > 0:
-            rl_fetch_add32(&self.sync_signal, 1)
-            rl_futex_wake_all(&self.sync_signal)
+        _wake_sleepers(&self.sync_signal, &self.sync_waiters)
         return 1
 
     def fast_roll(self, Py_ssize_t need):
@@ -1094,10 +1103,7 @@ cdef class JournalAppender:
         the writer is done with it)."""
         cdef wb_item* nxt
         rl_store_release(&self.wb_head, self.wb_head + 1)
-        rl_fence()
-        if rl_load_acquire32(&self.wb_waiters) > 0:
-            rl_fetch_add32(&self.wb_signal, 1)
-            rl_futex_wake_all(&self.wb_signal)
+        _wake_sleepers(&self.wb_signal, &self.wb_waiters)
         self._wb_wait(self.wb_head - WB_SLOTS + 1)  # the next slot's item is written
         nxt = &self.wb_items[self.wb_head % WB_SLOTS]
         self.wbuf, self.wcap = nxt.buf, nxt.cap
@@ -1141,10 +1147,7 @@ cdef class JournalAppender:
                     self._nudge(it.last)
             t += 1
             rl_store_release(&self.wb_tail, t)
-            rl_fence()
-            if rl_load_acquire32(&self.wb_done_waiters) > 0:
-                rl_fetch_add32(&self.wb_done_signal, 1)
-                rl_futex_wake_all(&self.wb_done_signal)
+            _wake_sleepers(&self.wb_done_signal, &self.wb_done_waiters)
         rl_store_release(&self.wb_lock, 0)
 
     def run_writer(self):
@@ -1256,10 +1259,7 @@ cdef class JournalAppender:
         """Group policy: wakes the group-commit thread once ``group_events`` are unsynced
         (``last`` just published)."""
         if self.policy == GROUP and last - rl_load_acquire(&self.durable) >= self.group_events:
-            rl_fence()
-            if rl_load_acquire32(&self.sync_waiters) > 0:
-                rl_fetch_add32(&self.sync_signal, 1)
-                rl_futex_wake_all(&self.sync_signal)
+            _wake_sleepers(&self.sync_signal, &self.sync_waiters)
 
     cdef void _set_durable(self, int64_t seq) noexcept nogil:
         # The appending thread (sync policy, without the GIL), the group-commit thread and
@@ -1282,10 +1282,7 @@ cdef class JournalAppender:
             if fn != NULL:
                 fn(self.durable_hook_ctx, rl_load_acquire(&self.durable))
             rl_fetch_add32(&self.durable_hook_busy, -1)
-        rl_fence()
-        if rl_load_acquire32(&self.durable_waiters) > 0:  # a syscall only when someone sleeps
-            rl_fetch_add32(&self.durable_signal, 1)
-            rl_futex_wake_all(&self.durable_signal)
+        _wake_sleepers(&self.durable_signal, &self.durable_waiters)
 
     cdef void set_durable_hook(self, durable_hook_t fn, void* ctx) noexcept nogil:
         """Sets (or, ``fn`` NULL, clears) the function every advance of the durable mark
