@@ -138,6 +138,43 @@ def prefault_pause(took: float, chunks_left: int, filled: int, bytes_left: int,
     return pause
 
 
+def cut_after(path: str | Path, sequence: int) -> RecoveryDecision | None:
+    """Removes every record after ``sequence`` from a journal no appender has open: a
+    processor's recovery cutting the outputs of inputs a crash lost (they were never released;
+    a replay does not make them again). Zeroes them in their segment, deletes the segments
+    after it and the index of the one cut into, lowers the durable mark to ``sequence``; all
+    durable before it returns. None when the journal holds nothing after ``sequence``."""
+    directory = Path(path)
+    reader = JournalReader(directory, verify=False)
+    try:
+        found = reader.locate(sequence + 1)
+        segs = reader.segments()
+    finally:
+        reader.close()
+    if found is None:
+        return None
+    i, _, off = found
+    seg_path = segs[i][1]
+    seg = Segment.open(seg_path, True)
+    end = seg.last_nonzero(off, seg.size)
+    if end <= off and i == len(segs) - 1:
+        return None  # (a torn tail only: opening the journal truncates it)
+    seg.zero(off, end)
+    if seg.durable_sequence > sequence:
+        seg.write_durable_mark(sequence)
+    seg.sync()
+    removed = end - off
+    for _, p in segs[i + 1:]:
+        removed += p.stat().st_size
+        durable.unlink(p)
+        durable.unlink(p.with_suffix(".idx"), missing_ok=True)
+    durable.unlink(seg_path.with_suffix(".idx"), missing_ok=True)  # it may list cut records
+    durable.fsync_dir(directory)
+    return RecoveryDecision("cut_after", str(seg_path), off, sequence + 1, removed,
+                            f"records after {sequence} removed ({len(segs) - i - 1} later "
+                            "segments deleted)")
+
+
 class JournalReader:
     """Reads a journal directory; usable while another thread or process appends to it.
 

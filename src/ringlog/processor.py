@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import threading
 import time
@@ -86,6 +87,8 @@ from .retention import Retention, prune_processor
 
 __all__ = ["Processor", "ProcessorConfig", "ProcessorManifest", "ProcessorMetrics",
            "RecoveryReport", "read_manifest", "resolve_topology"]
+
+log = logging.getLogger("ringlog.processor")
 
 MANIFEST = "processor.json"
 COUNTERS = "counters"  # the live counters file (ringlog._counters), read by `ringlog stat`
@@ -241,6 +244,7 @@ class RecoveryReport(msgspec.Struct, frozen=True):
     verified_outputs: int
     first_divergence: int | None  # input sequence whose outputs differ from the recorded ones
     outputs_restored: int  # outputs the output journal lacked (lost in a crash), journaled
+    outputs_cut: int = 0  # outputs of inputs a crash lost, cut from the output journal
 
 
 class Processor:
@@ -286,10 +290,7 @@ class Processor:
         # the output journal is not on the release path (a restart recomputes outputs from
         # the input journal): it syncs in large groups, sparing a core the fdatasync churn,
         # and its writes are made behind the appending thread (the loop's, or the gateway's)
-        self.output = Journal(self.directory / "output", segment_size=c.segment_size,
-                              durability="none" if c.durability == "none" else "group",
-                              group_events=OUTPUT_GROUP_EVENTS, group_ms=OUTPUT_GROUP_MS,
-                              registry=self._schema, write_behind=True)  # type: ignore[arg-type]
+        self.output = self._open_output()
         self.snapshots = SnapshotStore(self.directory / "snapshots")
         self._dead_letter_journal: Any = None
         self._state = "created"
@@ -325,6 +326,15 @@ class Processor:
         # driven: under sync the journal append waits for an fdatasync, which must not hold
         # the GIL (nor hold back a sync thread that takes it: a Python journal hook)
         self._nogil_append = self._pump_nogil or self.config.durability == "sync"
+
+    def _open_output(self) -> Any:
+        from .journal import Journal
+
+        c = self.config
+        return Journal(self.directory / "output", segment_size=c.segment_size,
+                       durability="none" if c.durability == "none" else "group",
+                       group_events=OUTPUT_GROUP_EVENTS, group_ms=OUTPUT_GROUP_MS,
+                       registry=self._schema, write_behind=True)  # type: ignore[arg-type]
 
     # -- recovery -------------------------------------------------------------------------
     def recover(self, verify: bool = False) -> RecoveryReport:
@@ -376,14 +386,44 @@ class Processor:
         finally:
             loop.replaying = False
             loop.sink = None
+        cut = self._cut_lost_outputs(loop.published) if loop.published < journaled else 0
         for out in missing:
             self.output.append(out.payload, out.type_id, timestamp_ns=out.timestamp_ns,
                                correlation_id=out.correlation_id, producer_seq=out.cause,
                                flags=out.flags)
         self._recovered = RecoveryReport(snap_seq, replayed, loop.last_sequence, verified,
-                                         divergence, len(missing))
+                                         divergence, len(missing), cut)
         self._state = "recovered"
         return self._recovered
+
+    def _cut_lost_outputs(self, keep: int) -> int:
+        """The output journal holds more outputs than the replay made (``keep``): outputs of
+        inputs that a crash lost before they reached the input journal's file (a power loss,
+        or a kill -9 while they were in its write-behind buffers). No listener saw them
+        (release "durable" waits for their inputs), and no replay makes them again, so they are
+        cut: the next live output takes the index of the first. Returns how many."""
+        from .journal import cut_after
+
+        last_input = self.input.last_sequence
+        n = self.output.next_sequence - keep
+        kept = [r.producer_seq for r in self.output.reader(keep, verify=False)
+                if r.producer_seq <= last_input]
+        if kept:
+            # not an input's loss: a handler whose replay differs from its run (or outputs
+            # a lost breaker command released from the hold); cut all the same, so that
+            # output indexes stay those of the replay, but say so
+            log.warning("%s: %d of the %d outputs past the replay's %d have causes the input "
+                        "journal holds (first: input %d): the replay made fewer outputs than "
+                        "the run did", self.output.path, len(kept), n, keep, kept[0])
+        self.output.close()
+        decision = cut_after(self.output.path, keep - 1)
+        self.output = self._open_output()
+        if decision is not None:
+            self.output.decisions.append(decision)
+            log.warning("%s: recovery: cut %d outputs of inputs the input journal lacks "
+                        "(from output %d, the input journal ends at %d)", self.output.path, n,
+                        keep, last_input)
+        return n
 
     def _end_torn_batch(self) -> None:
         """A crash can cut the journaller's last batch short: its last record then lacks
@@ -436,6 +476,9 @@ class Processor:
                 self.output.appender.flush()
             if self.config.durability != "none":
                 self.output.sync()
+                # and the inputs it covers: a snapshot past the input journal's durable end
+                # would, after a power loss, stand for inputs the journal no longer has
+                self.input.sync()
         snap = _Snapshot(loop=self._loop.state, handler=self.handler.on_snapshot(),
                          breaker=self.breaker.snapshot() if self.breaker is not None else b"")
         self.snapshots.write(sequence, msgspec.msgpack.encode(snap))

@@ -57,7 +57,8 @@ class RecoveryDecision(msgspec.Struct, frozen=True):
     """One thing recovery did to a journal directory and why (also logged).
 
     ``action``: ``truncate_torn_tail``, ``set_aside_torn_roll``, ``remove_temp_file``,
-    ``rebuild_index`` or ``rewrite_durable_mark``."""
+    ``rebuild_index``, ``rewrite_durable_mark`` or ``cut_after`` (a processor's outputs of
+    inputs a crash lost)."""
 
     action: str
     path: str
