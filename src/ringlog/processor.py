@@ -52,6 +52,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from . import durable
 from ._loop import LoopHandle, journal_stage
 from ._release import ReleaseStage, SlotSink
 from .bench.cpu import name_thread
@@ -386,7 +387,9 @@ class Processor:
         finally:
             loop.replaying = False
             loop.sink = None
-        cut = self._cut_lost_outputs(loop.published) if loop.published < journaled else 0
+        cut = 0
+        if loop.published < journaled and "no_output_cut" not in durable.planted:  # (a
+            cut = self._cut_lost_outputs(loop.published)  # test-only planted bug)
         for out in missing:
             self.output.append(out.payload, out.type_id, timestamp_ns=out.timestamp_ns,
                                correlation_id=out.correlation_id, producer_seq=out.cause,
@@ -478,7 +481,8 @@ class Processor:
                 self.output.sync()
                 # and the inputs it covers: a snapshot past the input journal's durable end
                 # would, after a power loss, stand for inputs the journal no longer has
-                self.input.sync()
+                if "snapshot_before_inputs_durable" not in durable.planted:  # (a test-only
+                    self.input.sync()                                   # planted bug)
         snap = _Snapshot(loop=self._loop.state, handler=self.handler.on_snapshot(),
                          breaker=self.breaker.snapshot() if self.breaker is not None else b"")
         self.snapshots.write(sequence, msgspec.msgpack.encode(snap))
