@@ -3,7 +3,7 @@
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 
 from ringlog._ring cimport _Mapping
-from ringlog.includes.atomics cimport rl_store_release_u32
+from ringlog.includes.atomics cimport rl_load_acquire, rl_store_release_u32
 from ringlog.includes.event cimport RL_HEADER_SIZE, rl_header
 
 
@@ -196,6 +196,16 @@ cdef class JournalAppender:
     cdef void* durable_hook_ctx
     cdef int32_t durable_hook_busy
     cdef void set_durable_hook(self, durable_hook_t fn, void* ctx) noexcept nogil
+
+
+cdef inline int64_t written_seq(JournalAppender j, int64_t* unwritten) noexcept nogil:
+    """The last sequence in the file (what readers see: a stage's ``.sequence``), and in
+    ``unwritten`` the records appended after it that are not in the file yet (in the buffer,
+    or handed to the write-behind writer: counted in the stage's ``.backlog``). The appending
+    thread only (``next_seq`` is its own)."""
+    cdef int64_t w = rl_load_acquire(&j.last_seq)
+    unwritten[0] = j.next_seq - 1 - w
+    return w
 
 
 # -- building an output record, inline where it is called (the loop's emit path) ----------

@@ -47,7 +47,14 @@ from ringlog._counters cimport (
 )
 from ringlog._handler cimport PACKED_HEADER, CyEventHandler, Emitter, packed_next
 from ringlog._hashmap cimport map_clear, map_free, map_get, map_init, map_reserve, map_slot
-from ringlog._journal cimport REC_PREFIX, SCAN_OK, JournalAppender, Segment, append_output
+from ringlog._journal cimport (
+    REC_PREFIX,
+    SCAN_OK,
+    JournalAppender,
+    Segment,
+    append_output,
+    written_seq,
+)
 from ringlog._ring cimport RL_CLOSED, RL_TIMEOUT, Consumer, Ring
 from ringlog.includes.atomics cimport rl_load_acquire, rl_load_acquire32
 from ringlog.includes.pycall cimport rl_seq_int, rl_vectorcall, rl_vectorcall_of
@@ -124,7 +131,7 @@ def journal_stage(Consumer consumer, JournalAppender appender, int max_batch,
     journaled, so replay sees the live batch boundaries. ``counters`` (kind "journal") are
     stored at each batch end. Returns when the ring is closed and drained."""
     cdef Ring ring = consumer.ring
-    cdef int64_t nxt = rl_load_acquire(consumer.seq_ptr) + 1, avail, hi
+    cdef int64_t nxt = rl_load_acquire(consumer.seq_ptr) + 1, avail, hi, unwritten
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
     cdef StageCounters ctr = counters if counters is not None else StageCounters(None, "journal")
@@ -143,8 +150,8 @@ def journal_stage(Consumer consumer, JournalAppender appender, int max_batch,
             appender.append_slots(ring.slot(nxt), ring.slot_size, hi - nxt + 1)
             consumer.set_sequence(hi)
             nxt = hi + 1
-            counter_set(c[JS_SEQUENCE], appender.last_seq)
-            counter_set(c[JS_BACKLOG], avail - hi)
+            counter_set(c[JS_SEQUENCE], written_seq(appender, &unwritten))
+            counter_set(c[JS_BACKLOG], avail - hi + unwritten)
             counter_set(c[JS_DURABLE], rl_load_acquire(&appender.durable))
             counter_add(c[JS_BATCHES], 1)
 
@@ -1026,6 +1033,7 @@ cdef class LogicCore:
         """The loop's counters at a batch end: release stores into the counters file; the
         age histogram counts how old (wall clock) the batch's last event was when handled."""
         cdef int64_t** c = self.counters.slot
+        cdef int64_t unwritten
         counter_add(c[LS_AGE + age_bucket(wall_ns() - ts)], 1)
         cdef BreakerCore b = self.breaker
         counter_set(c[LS_SEQUENCE], seq)
@@ -1042,7 +1050,8 @@ cdef class LogicCore:
         counter_set(c[LS_KILLS], self.kills)
         if self.output_journal is not None:  # outputs journaled by this thread
             c = self.output_counters.slot
-            counter_set(c[JS_SEQUENCE], self.output_journal.last_seq)
+            counter_set(c[JS_SEQUENCE], written_seq(self.output_journal, &unwritten))
+            counter_set(c[JS_BACKLOG], unwritten)
             counter_set(c[JS_DURABLE], rl_load_acquire(&self.output_journal.durable))
             counter_add(c[JS_BATCHES], 1)
 

@@ -63,7 +63,7 @@ from posix.unistd cimport close, read, write
 from ringlog._counters cimport (
     JS_BACKLOG, JS_BATCHES, JS_DURABLE, JS_SEQUENCE, StageCounters, counter_add, counter_set,
 )
-from ringlog._journal cimport JournalAppender
+from ringlog._journal cimport JournalAppender, written_seq
 from ringlog._ring cimport RL_CLOSED, RL_TIMEOUT, Consumer, Ring
 from ringlog.includes.atomics cimport rl_load_acquire
 from ringlog.includes.event cimport rl_header
@@ -271,7 +271,7 @@ cdef class ReleaseStage:
         hand-over to Python listeners, or PUMP_CLOSED / PUMP_FAILED; hands over to the sink
         itself and sleeps on the ring or on the durable mark meanwhile, without the GIL (a
         roll of the output journal takes it, in the journal's code)."""
-        cdef int64_t avail, hi, upto, cause
+        cdef int64_t avail, hi, upto, cause, unwritten
         while True:
             avail = self.consumer.available(self.appended)
             if avail >= self.appended:
@@ -283,8 +283,8 @@ cdef class ReleaseStage:
                 self.appended = hi + 1
                 if self.hooked:
                     pthread_mutex_unlock(&self.lock)
-                counter_set(self.ctr[JS_SEQUENCE], self.journal.last_seq)
-                counter_set(self.ctr[JS_BACKLOG], avail - hi)
+                counter_set(self.ctr[JS_SEQUENCE], written_seq(self.journal, &unwritten))
+                counter_set(self.ctr[JS_BACKLOG], avail - hi + unwritten)
             if self.hooked:
                 # what is durable already goes now; the rest goes from the durable hook on
                 # the sync thread, before this one wakes from the durable wait (which it
@@ -424,7 +424,7 @@ cdef class ReleaseStage:
         """The loop thread, right after it published output slots up to ``hi``: appends
         them to the output journal, then hands over those whose causes are durable now
         (all of them without a gate, release immediate)."""
-        cdef int64_t lo, end
+        cdef int64_t lo, end, unwritten
         cdef Py_ssize_t size = self.ring.slot_size
         while self.appended <= hi:  # one contiguous run of slots per append
             lo = self.appended
@@ -433,7 +433,8 @@ cdef class ReleaseStage:
             pthread_mutex_lock(&self.lock)
             self.appended = end + 1
             pthread_mutex_unlock(&self.lock)
-        counter_set(self.ctr[JS_SEQUENCE], self.journal.last_seq)
+        counter_set(self.ctr[JS_SEQUENCE], written_seq(self.journal, &unwritten))
+        counter_set(self.ctr[JS_BACKLOG], unwritten)
         self._release_durable(self._gate_durable(), False)
         return 0
 
