@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from test_processor import CFG
 from test_processor_outputs import Fanout
 
+from ringlog.errors import JournalError
 from ringlog.journal import Journal, JournalReader, cut_after
 from ringlog.processor import Processor
 
@@ -119,6 +120,18 @@ def test_cut_after_crosses_segments_and_lowers_the_durable_mark(tmp_path):
     assert [r.sequence for r in recs] == list(range(keep + 2))
     assert bytes(recs[-1].payload) == b"after the cut"
     assert cut_after(tmp_path, keep + 1) is None  # nothing after the end
+
+
+def test_cut_after_refuses_to_cut_before_the_journals_first_record(tmp_path):
+    with Journal(tmp_path, segment_size=1 << 16, durability="group") as j:
+        for i in range(3000):
+            j.append(struct.pack("<q", i) * 4)
+    (_, gone), (second, _) = JournalReader(tmp_path).segments()[:2]
+    gone.unlink()  # as retention drops a segment
+    gone.with_suffix(".idx").unlink(missing_ok=True)
+    with pytest.raises(JournalError, match=f"starts at {second}"):
+        cut_after(tmp_path, second - 5)
+    assert [r.sequence for r in JournalReader(tmp_path)][0] == second  # nothing was cut
 
 
 class SnapshotWatcher(Fanout):

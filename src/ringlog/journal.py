@@ -154,6 +154,9 @@ def cut_after(path: str | Path, sequence: int) -> RecoveryDecision | None:
     if found is None:
         return None
     i, _, off = found
+    if sequence + 1 < segs[0][0]:
+        raise JournalError(f"{directory}: cannot keep only the records up to {sequence}: the "
+                           f"journal starts at {segs[0][0]}", path=str(directory))
     seg_path = segs[i][1]
     seg = Segment.open(seg_path, True)
     end = seg.last_nonzero(off, seg.size)
