@@ -401,10 +401,10 @@ class Processor:
 
     def _cut_lost_outputs(self, keep: int) -> int:
         """The output journal holds more outputs than the replay made (``keep``): outputs of
-        inputs that a crash lost before they reached the input journal's file (a power loss,
-        or a kill -9 while they were in its write-behind buffers). No listener saw them
-        (release "durable" waits for their inputs), and no replay makes them again, so they are
-        cut: the next live output takes the index of the first. Returns how many."""
+        inputs a power loss took from the input journal's tail (journaled, not yet durable)
+        while the output journal, synced on its own, kept them. No listener saw them (release
+        "durable" waits for their inputs), and no replay makes them again, so they are cut:
+        the next live output takes the index of the first. Returns how many."""
         from .journal import cut_after
 
         last_input = self.input.last_sequence
@@ -421,11 +421,12 @@ class Processor:
         self.output.close()
         decision = cut_after(self.output.path, keep - 1)
         self.output = self._open_output()
-        if decision is not None:
-            self.output.decisions.append(decision)
-            log.warning("%s: recovery: cut %d outputs of inputs the input journal lacks "
-                        "(from output %d, the input journal ends at %d)", self.output.path, n,
-                        keep, last_input)
+        if decision is None:
+            return 0
+        self.output.decisions.append(decision)
+        log.warning("%s: recovery: cut %d outputs of inputs the input journal lacks (from "
+                    "output %d, the input journal ends at %d)", self.output.path, n, keep,
+                    last_input)
         return n
 
     def _end_torn_batch(self) -> None:
