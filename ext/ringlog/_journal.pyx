@@ -472,8 +472,18 @@ cdef class Segment:
         self.store_durable(durable)
 
     cdef void store_durable(self, int64_t seq) noexcept nogil:
-        """Publishes the durable sequence to readers (in this and other processes): the check
-        word ~seq first, then seq with release, so a reader that sees seq sees its check."""
+        """Publishes the durable sequence to readers (in this and other processes): ~seq and
+        seq in one pwrite() into the page cache, not stores through the map. A store leaves
+        the header page's mapping writable and dirty, so the next fdatasync's writeback
+        write-protects it again (a TLB-shootdown IPI to every CPU running a thread of this
+        process: the loop's, the gateway's) and the next store takes a write fault: once per
+        group commit. A reader that finds the pair torn reads it again (durable_sequence).
+        Should the pwrite() fail, the stores (check word first) publish it."""
+        cdef int64_t pair[2]
+        pair[0] = ~seq
+        pair[1] = seq
+        if pwrite(self._map.fd, pair, sizeof(pair), H_DURABLE_CHECK) == sizeof(pair):
+            return
         rl_store_release(<int64_t*>(self.base + H_DURABLE_CHECK), ~seq)
         rl_store_release(<int64_t*>(self.base + H_DURABLE), seq)
 
