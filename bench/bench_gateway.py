@@ -280,23 +280,26 @@ GOALS = [
              "durable release",
      "row": "gateway_1conn_50k_p99_of_target", "max": 1.0,
      "why": ("at 50k/s on one connection a wake-up carries a few orders, so per-wake-up costs "
-            "dominate: ~18 us of server CPU per order over the gateway's thread (~9.4 us: "
-            "it also runs the engine, driven topology) and the input fdatasync thread (~7.7 "
-            "us: an fdatasync every ~4 orders, each ~30 us of guest CPU in VM exits), "
-            "~240-300 switches per 1,000 orders each (the 1conn server CPU row's note); they "
-            "queue behind each other and the generator. Release immediate in the same run, "
-            "the next rows: p99 ~0.5 ms. The runs of 2026-12-01 11:35 read 1.10-2.43 ms; "
-            "interleaved 10 s runs read 1.00-1.13 ms after docs/processor.md step 16 and "
-            "1.5-2.3 ms on 2026-12-01; now and then a run has a stall of 50-200 ms, not "
-            "explained yet (perf sched of such runs shows perf itself and kdamond taking "
-            "the CPUs: docs/gateway-design.md)")},
+            "dominate: ~17 us of server CPU per order over the gateway's thread (~10 us: "
+            "it also runs the engine, driven topology) and the input fdatasync thread (~6.2 "
+            "us: an fdatasync every ~4 orders, each ~25-30 us of guest CPU in VM exits; "
+            "~7.1 before the durable mark went by pwrite(), docs/gateway-design.md twelfth "
+            "round), ~220-300 switches per 1,000 orders each; they queue behind each other "
+            "and the generator. The p99 follows the fdatasync cadence, not CPU contention: "
+            "a 200 us pause between group commits saved a quarter of the CPU and doubled "
+            "the p99 (1.85 -> 3.68 ms). Release immediate in the same run, the next rows. "
+            "The 30 s runs of 2026-12-01 14:00 read 1.93-2.4 ms; interleaved 10 s pairs an "
+            "hour earlier 1.10-1.27 ms, and 1.00-1.13 ms after docs/processor.md step 16; "
+            "now and then a run has a stall of 50-200 ms, not explained yet (perf sched of "
+            "such runs shows perf itself and kdamond taking the CPUs: "
+            "docs/gateway-design.md)")},
     {"goal": "server CPU per order <= 3 us (process CPU, all threads, 200k/s run)",
      "row": "gateway_8conn_200k_server_cpu_per_order", "max": 3_000,
      "why": ("per thread in the row's note: the gateway's thread ~2.8 us (was ~4.3: the "
             "read and per-iteration paths in C, docs/gateway-design.md ninth round, and the "
             "engine's cheaper commands, docs/processor.md step 14; it runs uvloop, the "
             "sessions and the engine with its journal appends), the input fdatasync thread "
-            "~1.2 us, the output journal's ~0.8 us and its writer ~0.2 us (writing back "
+            "~1.1 us, the output journal's ~0.7 us and its writer ~0.2 us (writing back "
             "~60 MB/s of journal costs guest CPU per page in this VM, and they prepare the "
             "next segments' page-cache pages; syncing the output journal once a second "
             "instead of every 20 ms saved none of it: docs/gateway-design.md, eleventh "
