@@ -25,14 +25,16 @@ corruption for a state the model produced.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ringlog import _journal
 
@@ -192,6 +194,28 @@ class PowerLossModel:
             if page != out[off:off + PAGE] and self.rnd.random() < 0.5:
                 out[off:off + len(page)] = page
         return bytes(out)
+
+
+@contextlib.contextmanager
+def processor_under(model: PowerLossModel, make: Callable[[], Any],
+                    hook: Callable[[str, str, str | None], None] | None = None
+                    ) -> Iterator[Any]:
+    """A processor made by ``make()`` (before its start: add listeners there) and started
+    while ``model`` records every durability step (``hook``: the model's hook wrapped,
+    default the hook itself); what it acknowledges is its input journal's durable sequence.
+    Stopped, and the hook removed, on the way out."""
+    _journal.set_sync_hook(hook or model.hook)
+    try:
+        p = make()
+        model.journal = p.input
+        try:
+            p.start()
+            yield p
+        finally:
+            model.journal = None
+            p.stop()
+    finally:
+        model.remove()
 
 
 def crash_runs(tmp_path: Path, crashes: int, per_run: int,

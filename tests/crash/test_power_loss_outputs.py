@@ -32,7 +32,7 @@ from ringlog.handler import EventHandler
 from ringlog.journal import JournalReader
 from ringlog.processor import Processor, ProcessorConfig
 
-from .powerloss import CrashImage, PowerLossModel, crash_count, crash_runs
+from .powerloss import CrashImage, PowerLossModel, crash_count, crash_runs, processor_under
 
 SEG = 1 << 16
 MAX_EVENTS = 6000  # per run; a run that took fewer crash images is followed by another
@@ -106,22 +106,16 @@ def run_processor(tmp: Path, durability: str, topology: str, release: str, seed:
         if lrnd.random() < 0.01:  # just after a client got an output: the crash that matters
             model.crash("release")
 
-    model.install()
-    try:
+    def make() -> Processor:
         p = Processor(Tally(), root, cfg)
-        model.journal = p.input
         p.add_output_listener(client)
-        p.start()
-        try:
-            v = 0
-            while len(model.images) < crashes and v < MAX_EVENTS:
-                p.publish(struct.pack("<q", v), 5, timestamp_ns=v)
-                v += 1
-        finally:
-            model.journal = None
-            p.stop()
-    finally:
-        model.remove()
+        return p
+
+    with processor_under(model, make) as p:
+        v = 0
+        while len(model.images) < crashes and v < MAX_EVENTS:
+            p.publish(struct.pack("<q", v), 5, timestamp_ns=v)
+            v += 1
     return model
 
 

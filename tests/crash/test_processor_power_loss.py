@@ -7,6 +7,7 @@ A power loss can take the input journal's tail while the output journal, synced 
 keeps the outputs those inputs made, and it can keep a snapshot of inputs the input journal
 lost: recovery must cut those outputs (Processor._cut_lost_outputs), and a snapshot must not
 be written before its inputs are durable. Planting either bug back makes the simulation fail.
+(test_power_loss_outputs.py checks the other side: no output a client received is missing.)
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from pathlib import Path
 import pytest
 from test_processor_outputs import Fanout
 
-from ringlog import _journal, durable
+from ringlog import durable
 from ringlog.errors import RingLogError
 from ringlog.journal import JournalReader
 from ringlog.processor import Processor, ProcessorConfig
 
-from .powerloss import CrashImage, PowerLossModel, crash_count, crash_runs
+from .powerloss import CrashImage, PowerLossModel, crash_count, crash_runs, processor_under
 
 DEADLINE = 60  # s: a safety net for drain(), never reached when the processor works
 TOPOLOGIES = ["inline", "staged", "driven"]
@@ -60,25 +61,16 @@ def run_processor(work: Path, topology: str, seed: int, crashes: int) -> PowerLo
             time.sleep(0.003)  # the input journal's syncs lag: crashes find inputs handled,
                                # their outputs and snapshots written, and not yet durable
 
-    _journal.set_sync_hook(slow_input_disk)
-    try:
-        p = Processor(Fanout(), root, _config(topology))
-        model.journal = p.input  # acknowledged: its durable sequence at each crash
-        p.start()
+    with processor_under(model, lambda: Processor(Fanout(), root, _config(topology)),
+                         slow_input_disk) as p:
         v = 0
-        try:
-            while len(model.images) < crashes:
-                p.publish(_command(v), 5)
-                v += 1
-                if topology == "driven" and v % 8 == 0:
-                    p.pump()
-                if v % 200 == 0:
-                    p.drain(timeout=DEADLINE)
-        finally:
-            model.journal = None
-            p.stop()
-    finally:
-        model.remove()
+        while len(model.images) < crashes:
+            p.publish(_command(v), 5)
+            v += 1
+            if topology == "driven" and v % 8 == 0:
+                p.pump()
+            if v % 200 == 0:
+                p.drain(timeout=DEADLINE)
     return model
 
 
