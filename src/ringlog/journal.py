@@ -163,7 +163,11 @@ def cut_after(path: str | Path, sequence: int) -> RecoveryDecision | None:
     if end <= off and i == len(segs) - 1:
         return None  # (a torn tail only: opening the journal truncates it)
     seg.zero(off, end)
-    if seg.durable_sequence > sequence:
+    try:
+        mark = seg.durable_sequence
+    except JournalCorruptError:  # a torn hint (a sealed segment's is not checked on open)
+        mark = sequence + 1
+    if mark > sequence:
         seg.write_durable_mark(sequence)
     seg.sync()
     removed = end - off
