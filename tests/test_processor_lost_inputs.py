@@ -16,6 +16,7 @@ from test_processor_outputs import Fanout
 
 from ringlog.errors import JournalError
 from ringlog.journal import Journal, JournalReader, cut_after
+from ringlog.journaltool import check
 from ringlog.processor import Processor
 
 DEADLINE = 60  # s: a safety net for drain(), never reached when the processor works
@@ -111,6 +112,7 @@ def test_cut_after_crosses_segments_and_lowers_the_durable_mark(tmp_path):
     keep = firsts[1] + 7  # inside the second segment: the later ones go
     d = cut_after(tmp_path, keep)
     assert d.action == "cut_after" and d.sequence == keep + 1
+    assert check(tmp_path, live=False).problem is None  # `ringlog journal verify`: clean
     with Journal(tmp_path, segment_size=1 << 16, durability="group") as j:
         assert j.decisions == []  # nothing torn, no durable record missing
         assert j.last_sequence == keep
