@@ -283,6 +283,21 @@ cdef int _pwrite_all(int fd, const char* buf, Py_ssize_t n, Py_ssize_t off) noex
     return 0
 
 
+cdef inline int32_t _sleeper_in(int32_t* signal, int32_t* waiters) noexcept nogil:
+    """The sleeper's half of the futex handshake (``_wake_sleepers`` is the waker's): counts
+    itself in ``waiters``, fences and returns the signal's token. The caller then re-checks
+    its condition, sleeps with ``rl_futex_wait(signal, token, ...)`` only if it still holds,
+    and leaves with ``_sleeper_out``: a waker that changed the condition before the re-check
+    is seen by it, one after it bumps the token (the wait returns at once)."""
+    rl_fetch_add32(waiters, 1)
+    rl_fence()
+    return rl_load_acquire32(signal)
+
+
+cdef inline void _sleeper_out(int32_t* waiters) noexcept nogil:
+    rl_fetch_add32(waiters, -1)
+
+
 cdef inline void _wake_sleepers(int32_t* signal, int32_t* waiters) noexcept nogil:
     """Wakes the threads sleeping on ``signal`` (futex), with a syscall only when
     ``waiters`` counts one: the waker's half of the handshake whose sleeper counts itself,
@@ -995,12 +1010,10 @@ cdef class JournalAppender:
         are not done yet; sleeps until they are, then publishes ``last``."""
         cdef int32_t token
         while rl_load_acquire32(&self.roll_pending) and not self.failed:
-            rl_fetch_add32(&self.durable_waiters, 1)
-            rl_fence()
-            token = rl_load_acquire32(&self.durable_signal)
+            token = _sleeper_in(&self.durable_signal, &self.durable_waiters)
             if rl_load_acquire32(&self.roll_pending) and not self.failed:
                 rl_futex_wait(&self.durable_signal, token, 50000000)
-            rl_fetch_add32(&self.durable_waiters, -1)
+            _sleeper_out(&self.durable_waiters)
         if self.failed:
             with gil:
                 raise JournalError("the journal failed while a segment roll was being made "
@@ -1127,12 +1140,10 @@ cdef class JournalAppender:
             if not rl_load_acquire32(&self.wb_running):
                 self._wb_run()
                 continue
-            rl_fetch_add32(&self.wb_done_waiters, 1)
-            rl_fence()
-            token = rl_load_acquire32(&self.wb_done_signal)
+            token = _sleeper_in(&self.wb_done_signal, &self.wb_done_waiters)
             if rl_load_acquire(&self.wb_tail) < upto and rl_load_acquire32(&self.wb_running):
                 rl_futex_wait(&self.wb_done_signal, token, 50000000)
-            rl_fetch_add32(&self.wb_done_waiters, -1)
+            _sleeper_out(&self.wb_done_waiters)
 
     cdef void _wb_run(self) noexcept nogil:
         """Writes every item handed off, in order (under ``wb_lock``: the writer thread, or a
@@ -1171,15 +1182,13 @@ cdef class JournalAppender:
             rl_store_release32(&self.wb_running, 1)
             while True:
                 self._wb_run()
-                rl_fetch_add32(&self.wb_waiters, 1)
-                rl_fence()
-                token = rl_load_acquire32(&self.wb_signal)
+                token = _sleeper_in(&self.wb_signal, &self.wb_waiters)
                 if rl_load_acquire(&self.wb_tail) == rl_load_acquire(&self.wb_head):
                     if rl_load_acquire32(&self.stopping):
-                        rl_fetch_add32(&self.wb_waiters, -1)
+                        _sleeper_out(&self.wb_waiters)
                         break
                     rl_futex_wait(&self.wb_signal, token, 1000000000)
-                rl_fetch_add32(&self.wb_waiters, -1)
+                _sleeper_out(&self.wb_waiters)
             rl_store_release32(&self.wb_running, 0)
             self._wb_run()  # an item handed off after the last look (none in a clean close)
 
@@ -1321,12 +1330,10 @@ cdef class JournalAppender:
                 left = deadline - rl_now_ns()
                 if left <= 0:
                     break
-            rl_fetch_add32(&self.durable_waiters, 1)
-            rl_fence()
-            token = rl_load_acquire32(&self.durable_signal)
+            token = _sleeper_in(&self.durable_signal, &self.durable_waiters)
             if rl_load_acquire(&self.durable) < seq and not self.failed:
                 rl_futex_wait(&self.durable_signal, token, min(left, 50000000))
-            rl_fetch_add32(&self.durable_waiters, -1)
+            _sleeper_out(&self.durable_waiters)
             d = rl_load_acquire(&self.durable)
         return d
 
@@ -1518,14 +1525,12 @@ cdef class JournalAppender:
         cdef int32_t token
         cdef int64_t t = <int64_t>(timeout * 1e9)
         with nogil:
-            rl_fetch_add32(&self.sync_waiters, 1)
-            rl_fence()
-            token = rl_load_acquire32(&self.sync_signal)
+            token = _sleeper_in(&self.sync_signal, &self.sync_waiters)
             if not rl_load_acquire32(&self.roll_pending) and not (
                     group and rl_load_acquire(&self.last_seq) - rl_load_acquire(&self.durable)
                     >= self.group_events) and not rl_load_acquire32(&self.stopping):
                 rl_futex_wait(&self.sync_signal, token, t)
-            rl_fetch_add32(&self.sync_waiters, -1)
+            _sleeper_out(&self.sync_waiters)
 
     def group_commit(self, double timeout, bint prepare, bint once=False):
         """Background thread, group policy: the group-commit cycle without the GIL. Sleeps
@@ -1540,14 +1545,12 @@ cdef class JournalAppender:
         cdef int rc = 0
         with nogil:
             while not self.failed:
-                rl_fetch_add32(&self.sync_waiters, 1)
-                rl_fence()
-                token = rl_load_acquire32(&self.sync_signal)
+                token = _sleeper_in(&self.sync_signal, &self.sync_waiters)
                 if not rl_load_acquire32(&self.roll_pending) and \
                         rl_load_acquire(&self.last_seq) - rl_load_acquire(&self.durable) \
                         < self.group_events and not rl_load_acquire32(&self.stopping):
                     rl_futex_wait(&self.sync_signal, token, t)
-                rl_fetch_add32(&self.sync_waiters, -1)
+                _sleeper_out(&self.sync_waiters)
                 if rl_load_acquire32(&self.roll_pending) or (
                         prepare and not rl_load_acquire32(&self.ready)):
                     break
