@@ -33,20 +33,24 @@ def _business_inputs(path):
     return [r for r in JournalReader(path / "input") if r.type_id == 5]
 
 
-def _check_aligned(path):
-    """Every output names as its cause the input that made it (Fanout's outputs carry the
-    input's value), and the outputs of each input are all there, in order."""
+def misaligned(path):
+    """None if every output names as its cause the input that made it (Fanout's outputs carry
+    the input's value) and the outputs of each input are all there, in order; else what is
+    wrong. (tests/crash/test_processor_power_loss.py checks its images with it too.)"""
     ins = {r.sequence: struct.unpack("<qq", bytes(r.payload)) for r in _business_inputs(path)}
-    seen: dict[int, list[int]] = {}
+    made: dict[int, list[int]] = {}
     for r in JournalReader(path / "output"):
         v, j = struct.unpack_from("<qq", bytes(r.payload))
-        assert r.producer_seq in ins, f"output {r.sequence} names input {r.producer_seq}, " \
-                                      "which the input journal lacks"
-        assert ins[r.producer_seq][0] == v, f"output {r.sequence} is of value {v}, its " \
-                                            f"cause {r.producer_seq} of {ins[r.producer_seq][0]}"
-        seen.setdefault(r.producer_seq, []).append(j)
-    for seq, (_, k) in ins.items():
-        assert seen.get(seq, []) == list(range(k)), f"input {seq}'s outputs: {seen.get(seq)}"
+        if r.producer_seq not in ins:
+            return f"output {r.sequence} names input {r.producer_seq}, which the journal lacks"
+        if ins[r.producer_seq][0] != v:
+            return (f"output {r.sequence} (value {v}) names input {r.producer_seq} of value "
+                    f"{ins[r.producer_seq][0]}: outputs of a lost input were kept")
+        made.setdefault(r.producer_seq, []).append(j)
+    for seq, (v, k) in ins.items():
+        if made.get(seq, []) != list(range(k)):
+            return f"input {seq} (value {v}) has outputs {made.get(seq)}, not {list(range(k))}"
+    return None
 
 
 def _lose_inputs_after(path, keep):
@@ -82,7 +86,7 @@ def test_outputs_of_lost_inputs_are_cut_and_new_inputs_line_up(tmp_path_factory,
     p.start()
     _feed(p, range(2000, 2000 + after))
     p.stop()
-    _check_aligned(path)
+    assert misaligned(path) is None, misaligned(path)
     values = [struct.unpack("<qq", bytes(r.payload))[0] for r in _business_inputs(path)]
     assert values == [*range(kept), *range(2000, 2000 + after)]
     outs = [r.sequence for r in JournalReader(path / "output")]
@@ -99,7 +103,7 @@ def test_nothing_is_cut_when_no_input_was_lost(tmp_path):
     assert p.output.decisions == []
     p.start()
     p.stop()
-    _check_aligned(tmp_path)
+    assert misaligned(tmp_path) is None, misaligned(tmp_path)
 
 
 def test_cut_after_crosses_segments_and_lowers_the_durable_mark(tmp_path):
