@@ -11,9 +11,10 @@
         reversed every other round. Per run: the rate (M commands/s), the journals'
         synchronous rolls (``Journal.fallback_rolls``), the loop thread's on-CPU ns per command
         (schedstat), its user and system ns per command and minor faults per 1,000
-        commands (/proc/self/task/*/stat), all threads' on-CPU ns per command and the
-        commands per loop batch (the counters file's ``logic.batches``: the loop takes
-        the GIL once per batch); then the medians and the NEW/OLD ratios per round
+        commands (/proc/self/task/*/stat), all threads' on-CPU ns per command, each
+        thread's (``pipeline_ab.per_command``; the publishing main thread as ``producer``)
+        and the commands per loop batch (the counters file's ``logic.batches``: the loop
+        takes the GIL once per batch); then the medians and the NEW/OLD ratios per round
         (median and range).
         ``--python``: the flow of the ``processor_python_handler`` row instead (the bench's
         Python Counter through the default processor, ``commands`` events) and, in the same
@@ -64,15 +65,8 @@ def _child(n: int) -> None:
         batches = CountersReader(d + "/engine/counters").values()["logic.batches"]
     finally:
         shutil.rmtree(d, ignore_errors=True)
-    tick = 1e9 / os.sysconf("SC_CLK_TCK")
     out = {"rate": seen["rate"] / 1e6, "sync_rolls": seen["input_sync"] + seen["output_sync"],
-           "all_cpu": 0.0, "per_batch": n / max(batches, 1)}
-    for k, (flt, user, sys_, on) in after.items():
-        f0, u0, s0, on0 = before.get(k, (0, 0, 0, 0))
-        out["all_cpu"] += (on - on0) / n
-        if k.startswith("rl-loop"):
-            out.update(loop_cpu=(on - on0) / n, loop_user=(user - u0) * tick / n,
-                       loop_sys=(sys_ - s0) * tick / n, loop_faults=(flt - f0) * 1000 / n)
+           "per_batch": n / max(batches, 1), **ab.per_command(n, before, after)}
     print(json.dumps(out))
 
 
@@ -147,8 +141,8 @@ def main(argv: list[str]) -> None:
             print(f"round {r} {name}: " + ", ".join(f"{k} {v:.3g}" for k, v in got.items()),
                   flush=True)
     for what in res["old"][0]:
-        o = [x[what] for x in res["old"]]
-        w = [x[what] for x in res["new"]]
+        o = [x.get(what, 0.0) for x in res["old"]]  # a thread may be missing in a run
+        w = [x.get(what, 0.0) for x in res["new"]]
         ratios = [b / a for a, b in zip(o, w, strict=True) if a]
         line = (f"{what:12s} old median {statistics.median(o):7.3g}, "
                 f"new {statistics.median(w):7.3g}")

@@ -8,12 +8,15 @@ breaker window or a thread placement costs the loop thread (docs/processor.md, s
             window of 1 s (the bench's) or 1 ms of event time; no_breaker: none
         placed: loop_cpus={0}, background_cpus={1}; placed_producer: the same, and the
             producing thread moved to CPU 1 after start()
+        batch_N: ProcessorConfig.max_batch=N (the default is 1024)
         default: the flow as pipeline_ab.py runs it
 
 Each round runs every variant once (a child process each, the order reversed every other
 round) over ``commands`` commands of ``pipeline_ab._flow_engine``; per run the rate (M
-commands/s), the loop thread's on-CPU ns per command and all threads' (schedstat); then the
-medians per variant.
+commands/s) and ``pipeline_ab.per_command`` (the loop thread's and all threads' on-CPU ns per
+command, the loop's user and system time and faults, each thread's); then the medians per
+variant and, for each variant after the first, the per-round ratios to the first (median and
+range).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 WINDOWS = {"window_1s": 10**9, "window_1ms": 10**6}
+MAIN = ("rate", "loop_cpu", "all_cpu")
 
 
 def _child(variant: str, n: int) -> None:
@@ -51,6 +55,8 @@ def _child(variant: str, n: int) -> None:
     def make_config(**kw):
         if variant.startswith("placed"):
             kw.update(loop_cpus=frozenset({0}), background_cpus=frozenset({1}))
+        if variant.startswith("batch_"):
+            kw.update(max_batch=int(variant[len("batch_"):]))
         return config(**kw)
 
     class Placed(processor):
@@ -68,12 +74,7 @@ def _child(variant: str, n: int) -> None:
         before, after = ab._flow_engine(d + "/engine", n, seen=seen)
     finally:
         shutil.rmtree(d, ignore_errors=True)
-    out = {"rate": seen["rate"] / 1e6, "all_cpu": 0.0, "loop_cpu": 0.0}
-    for k, (_flt, _user, _sys, on) in after.items():
-        on0 = before.get(k, (0, 0, 0, 0))[3]
-        out["all_cpu"] += (on - on0) / n
-        if k.startswith("rl-loop"):
-            out["loop_cpu"] = (on - on0) / n
+    out = {"rate": seen["rate"] / 1e6, **ab.per_command(n, before, after)}
     print(json.dumps(out))
 
 
@@ -95,9 +96,18 @@ def main(argv: list[str]) -> None:
             print(f"round {r} {v}: " + ", ".join(f"{k} {x:.2f}" for k, x in
                                                  res[v][-1].items()), flush=True)
     for v in variants:
+        keys = sorted({k for d in res[v] for k in d}, key=lambda k: (k not in MAIN, k))
         print(f"{v:16s} " + ", ".join(
-            f"{k} median {statistics.median(d[k] for d in res[v]):.2f}"
-            for k in ("rate", "loop_cpu", "all_cpu")))
+            f"{k} {statistics.median(d.get(k, 0.0) for d in res[v]):.2f}" for k in keys))
+    base = res[variants[0]]
+    for v in variants[1:]:  # per-round ratios to the first variant: same round, same moment
+        print(f"{v} / {variants[0]}: " + ", ".join(
+            f"{k} {_ratios([d[k] for d in res[v]], [d[k] for d in base])}" for k in MAIN))
+
+
+def _ratios(new: list[float], old: list[float]) -> str:
+    r = [a / b for a, b in zip(new, old, strict=True) if b]
+    return f"{statistics.median(r):.2f} ({min(r):.2f}-{max(r):.2f})" if r else "-"
 
 
 if __name__ == "__main__":

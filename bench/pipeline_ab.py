@@ -503,6 +503,25 @@ def journal(n: int = 2_000_000, rounds: int = 5) -> None:
               f"(range {min(ratios):.2f}-{max(ratios):.2f}, {rounds} pairs)", flush=True)
 
 
+def per_command(n: int, before: dict, after: dict) -> dict[str, float]:
+    """``_task_stat`` before and after ``n`` commands as ns per command: ``all_cpu`` (every
+    thread, schedstat), ``loop_cpu``, ``loop_user``, ``loop_sys`` and ``loop_faults`` (per
+    1,000) of the loop thread, and each thread's on-CPU ns by name (the main thread, which
+    publishes, as ``producer``)."""
+    tick = 1e9 / os.sysconf("SC_CLK_TCK")
+    out = {"all_cpu": 0.0}
+    for k, (flt, user, sys_, on) in after.items():
+        f0, u0, s0, on0 = before.get(k, (0, 0, 0, 0))
+        out["all_cpu"] += (on - on0) / n
+        name = k.split(":")[0]
+        name = "producer" if name.startswith("python") else name
+        out[name] = out.get(name, 0.0) + (on - on0) / n
+        if name.startswith("rl-loop"):
+            out.update(loop_cpu=(on - on0) / n, loop_user=(user - u0) * tick / n,
+                       loop_sys=(sys_ - s0) * tick / n, loop_faults=(flt - f0) * 1000 / n)
+    return out
+
+
 def _loop_thread(n: int, before: dict, after: dict) -> tuple[float, float, float, float]:
     """The loop thread's (faults per 1k events, system ns/event, CPU ns/event) and the CPU
     ns/event of every thread of the process together."""

@@ -387,7 +387,12 @@ cdef class Ring:
                 return 1
         if spins < 100:
             rl_cpu_relax()
-        elif spins < 200 or self.wait_kind == BUSY_SPIN:
+        # a full ring frees room when a consumer ends a batch (~100 us and more), so a
+        # blocking producer yields briefly before it sleeps: each yield with nothing else to
+        # run returns at once, and a hundred of them per wait cost the engine flow's
+        # producer ~30% of its CPU (docs/processor.md, step 21)
+        elif (self.wait_kind == BUSY_SPIN or spins < 110
+              or spins < 200 and self.wait_kind != BLOCKING):
             rl_yield()
         elif self.wait_kind == BLOCKING:
             rl_fetch_add32(&self.hdr.wake.waiters, 1)
