@@ -9,6 +9,9 @@ breaker window or a thread placement costs the loop thread (docs/processor.md, s
         placed: loop_cpus={0}, background_cpus={1}; placed_producer: the same, and the
             producing thread moved to CPU 1 after start()
         batch_N: ProcessorConfig.max_batch=N (the default is 1024)
+        output_untouched: the output journal's next segments prepared (created,
+            preallocated, header template) but their pages not pre-faulted: the writer
+            thread's pwrite() allocates them
         default: the flow as pipeline_ab.py runs it
 
 Each round runs every variant once (a child process each, the order reversed every other
@@ -64,6 +67,16 @@ def _child(variant: str, n: int) -> None:
             super().start()
             os.sched_setaffinity(0, {1})  # this (the producing) thread only
 
+    if variant == "output_untouched":
+        from ringlog.journal import Journal
+
+        paced = Journal._prefault_paced
+
+        def prefault_paced(j, seg):
+            if j.path.name != "output":
+                paced(j, seg)
+
+        Journal._prefault_paced = prefault_paced
     # _flow_engine imports these names from ringlog when it runs
     ringlog.Breaker, ringlog.ProcessorConfig = make_breaker, make_config
     if variant == "placed_producer":

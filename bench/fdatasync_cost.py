@@ -1,0 +1,84 @@
+"""What one small durable append costs this machine's thread: CPU and wall per fdatasync.
+
+::
+
+    python bench/fdatasync_cost.py [rounds] [--syncs N]
+
+    each variant: a fresh file, then N times: pwrite 400 bytes at the end ──► make it durable
+      falloc       posix_fallocate'd file (as Segment.prepare makes segments), fdatasync
+      falloc_dsync the same, pwritev(RWF_DSYNC) instead of pwrite + fdatasync
+      zeros        a file written with zeros and synced first (no unwritten extents)
+      zeros_dsync  the same with RWF_DSYNC
+      mark         falloc, and after each sync a 16-byte pwrite() into the first page (the
+                   journal's durable mark in its segment header)
+      mark_16      the same, the mark written after every 16th sync
+
+Per variant the thread's CPU (``time.thread_time_ns``) and the wall time per sync, median
+over the rounds (the variants interleaved, the order reversed every other round). The files
+go in the current directory (the file system the journals use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+SIZE = 16 << 20
+RECORD = b"x" * 400
+
+
+def one(variant: str, n: int) -> tuple[float, float]:
+    """(CPU us, wall us) per durable append of ``variant``."""
+    path = f"fdatasync-cost-{variant}-{os.getpid()}.tmp"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        if variant.startswith("zeros"):
+            zeros = bytes(1 << 20)
+            for off in range(0, SIZE, 1 << 20):
+                os.pwrite(fd, zeros, off)
+        else:
+            os.posix_fallocate(fd, 0, SIZE)
+        os.fsync(fd)
+        dsync = variant.endswith("dsync")
+        every = 16 if variant == "mark_16" else 1 if variant == "mark" else 0
+        off = 4096
+        c0, t0 = time.thread_time_ns(), time.perf_counter_ns()
+        for i in range(n):
+            if dsync:
+                os.pwritev(fd, [RECORD], off, os.RWF_DSYNC)
+            else:
+                os.pwrite(fd, RECORD, off)
+                os.fdatasync(fd)
+            if every and i % every == 0:
+                os.pwrite(fd, i.to_bytes(8, "little") * 2, 64)
+            off += len(RECORD)
+        c1, t1 = time.thread_time_ns(), time.perf_counter_ns()
+        return (c1 - c0) / n / 1e3, (t1 - t0) / n / 1e3
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("rounds", nargs="?", type=int, default=4)
+    ap.add_argument("--syncs", type=int, default=3000)
+    ap.add_argument("--variants", default="falloc,falloc_dsync,zeros,zeros_dsync,mark,mark_16")
+    a = ap.parse_args()
+    variants = a.variants.split(",")
+    if a.rounds < 1 or a.syncs < 1:
+        ap.error("rounds and --syncs must be >= 1")
+    res: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
+    for r in range(a.rounds):
+        for v in variants if r % 2 == 0 else variants[::-1]:
+            res[v].append(one(v, a.syncs))
+    for v, runs in res.items():
+        cpu, wall = [c for c, _ in runs], [w for _, w in runs]
+        print(f"{v:13s} CPU {statistics.median(cpu):6.1f} us per sync "
+              f"({min(cpu):.1f}-{max(cpu):.1f}), wall {statistics.median(wall):6.1f} us")
+
+
+if __name__ == "__main__":
+    main()
