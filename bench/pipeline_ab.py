@@ -525,14 +525,10 @@ def per_command(n: int, before: dict, after: dict) -> dict[str, float]:
 def _loop_thread(n: int, before: dict, after: dict) -> tuple[float, float, float, float]:
     """The loop thread's (faults per 1k events, system ns/event, CPU ns/event) and the CPU
     ns/event of every thread of the process together."""
-    ns_per_tick = 1e9 / os.sysconf("SC_CLK_TCK")
-    total = sum(cpu - before.get(k, (0, 0, 0, 0))[3] for k, (_, _, _, cpu) in after.items())
-    for k, (flt, _, sys_, cpu) in after.items():
-        if k.startswith("rl-loop"):
-            f0, _, s0, c0 = before.get(k, (0, 0, 0, 0))
-            return ((flt - f0) * 1000 / n, (sys_ - s0) * ns_per_tick / n, (cpu - c0) / n,
-                    total / n)
-    raise RuntimeError("no rl-loop thread")
+    c = per_command(n, before, after)
+    if "loop_cpu" not in c:
+        raise RuntimeError("no rl-loop thread")
+    return c["loop_faults"], c["loop_sys"], c["loop_cpu"], c["all_cpu"]
 
 
 def writes(n: int = 1_000_000, rounds: int = 5, durability: str = "group") -> None:
