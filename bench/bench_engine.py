@@ -272,21 +272,25 @@ GOALS = [
              "default config, bulk producer)",
      "row": "processor_engine_journaled", "min": 2e6,
      "why": ("one loop thread does the engine's work, journals the input and builds ~2.6 "
-            "output records (~410 bytes: copy, CRC) and checks the breaker: ~340 ns per "
-            "command on a quiet machine; the output journal's pwrite() is made behind it by "
-            "the output journal's writer thread (~115 ns per command there: docs/processor.md "
-            "step 19, 2.15 -> 2.37M/s and 1.61 -> 2.08M/s in two sets of interleaved pairs); "
-            "missed when the neighbours take the second core")},
+            "output records (~410 bytes: copy, CRC) and checks the breaker: ~340-430 ns per "
+            "command; the output journal's pwrite() is made behind it by the output "
+            "journal's writer thread (docs/processor.md step 19). Met at 10:55 on 2026-12-01 "
+            "(2.41M/s, the engine alone 10.3M/s); missed in this run of 16:37 (1.73M/s, "
+            "1.43-2.23; the engine alone 9.27M/s), whose median run spent per command: loop "
+            "432 ns, writer 201, output sync 109, input sync 72, producer 41. In fresh "
+            "processes in the same hour (bench/build_ab.py children) the same flow read "
+            "1.9-2.3M/s with the writer at 100-115 ns")},
     {"goal": "through the pipeline >= 0.3x the engine alone on the same flow (same run)",
      "row": "processor_engine_journaled", "ratio": "engine_alone", "min": 0.3,
-     "why": ("the engine alone is ~97 ns of CPU per command in a quiet run (10.3M ops/s on "
-             "2026-12-01 11:00, 6.7-9.4M in earlier runs that day), so 0.3x needs the "
-             "pipeline at ~3.1M/s, the loop thread at <= ~320 ns per command of wall time; it "
-             "spends ~340 ns of CPU (the row below). A perf profile of the loop thread "
-             "(docs/processor.md step 19): the engine's own functions ~48% (~165 ns: 1.7x "
-             "their cost alone, the journals' buffers streaming through the same caches), "
-             "the emit path 20% (breaker windows, output records), the input's copy + CRC "
-             "10% (ring slots written by the producer on the other CPU), the kernel ~8%")},
+     "why": ("the engine alone is ~97-108 ns of CPU per command (10.3M ops/s at 11:00 on "
+             "2026-12-01, 9.27M in this run), so 0.3x needs the pipeline at ~2.8-3.1M/s, the "
+             "loop thread at <= ~320-360 ns per command of wall time; it spends ~340-430 ns "
+             "of CPU (the row below; 0.23x at 11:00). A perf profile of the loop thread "
+             "(docs/processor.md step 21): the engine's own functions 42% (~1.7x their cost "
+             "alone: not the emit path interleaved with them, step 21's deferred-emit "
+             "experiment), ringlog's C 33% (emit path, breaker windows, output records, the "
+             "input's copy + CRC), the input's pwrite() 10%, page faults 6% (the breaker's "
+             "1 s windows growing), futex 5% (wake-ups per batch)")},
     {"goal": "the loop thread's CPU per command <= 2.5x the engine alone's",
      "row": "processor_engine_journaled", "ratio": "loop_cpu_vs_engine_alone_cpu", "max": 2.5,
      "why": ("the engine inside the pipeline costs ~1.7x the engine alone (~165 against ~97 ns "
@@ -294,8 +298,9 @@ GOALS = [
              "and the loop's own part beside it is ~175 ns (emit path and breaker ~70, the "
              "input's copy + CRC ~35, the input's pwrite() and the rest of the kernel ~30, "
              "ring and batch steps); the output journal's pwrite() left the loop thread in "
-             "docs/processor.md step 19 (its system time 0.28-0.47x). The quieter the "
-             "machine, the cheaper the engine alone, the higher this ratio")},
+             "docs/processor.md step 19 (its system time 0.28-0.47x); 3.80x at 11:00 on "
+             "2026-12-01, 3.93x in this run. The quieter the machine, the cheaper the engine "
+             "alone, the higher this ratio")},
     {"goal": ">= 10x the Python peer (cython-orderbook) on the mixed stream",
      "row": "engine_mixed_throughput", "ratio": "cython-orderbook", "min": 10.0,
      "why": "the peer makes Python objects per order and per trade"},

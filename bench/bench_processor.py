@@ -387,9 +387,10 @@ GOALS = [
             "(~0.4 of a core: each fdatasync costs ~38 us of guest CPU in VM exits) and the "
             "kernel's writeback, and they are time-sliced at the 4 ms tick (CONFIG_HZ=250); "
             "the Disruptor's consumer has its core alone. Placed (the pinned rows: the "
-            "processor's threads on one CPU, the producer on the other) the p99 falls ~2.4x; "
-            "what is left are the fdatasync threads' CPU bursts of 1-4 ms (TLB-shootdown IPIs, "
-            "virtio notifies: VM exits) preempting whichever thread shares their CPU "
+            "processor's threads on one CPU, the producer on the other) the p99 falls 2.4-5.5x "
+            "(2.41 ms -> 441 us in the run of 2026-12-01 16:37, 3.42x the Disruptor's); what "
+            "is left are the fdatasync threads' CPU bursts (each fdatasync ~60 us of guest "
+            "CPU here, bench/fdatasync_cost.py) preempting whichever thread shares their CPU "
             "(docs/processor.md, 'Placing the threads'). Segment rolls no longer stall the "
             "loop (68 us against 4 ms); a real-time loop thread, nicer sync threads and "
             "shorter EEVDF slices did not win")},
