@@ -1,8 +1,9 @@
 """Where the gateway's loop thread spends its CPU: one run of ``ringlog serve`` under the load
 generator with ``perf record -e cpu-clock -g`` on the server's main thread (the gateway's
-event loop) only, then the self time by function, and the inclusive time of the compiled
-entry points. Build with ``RINGLOG_SYMBOLS=1`` for the Cython functions' names (a stripped
-build shows their addresses in the ``ringlog/_*.so`` objects only). Needs ``perf``.
+event loop) only, then the self time by function, the inclusive time of the compiled entry
+points, and the time in system calls by call and caller. Build with ``RINGLOG_SYMBOLS=1``
+for the Cython functions' names (a stripped build shows their addresses in the
+``ringlog/_*.so`` objects only). Needs ``perf``.
 
     python bench/gateway_profile.py [durable|immediate] [CONNECTIONS] [RATE] [SECONDS]
 """
@@ -82,6 +83,30 @@ def main() -> None:
     for fn, k in incl.most_common():
         if "_gateway" in fn or "_wire" in fn or "_release" in fn or "_ring" in fn:
             print(f"  {100 * k / n:5.1f}%  {fn}")
+    print("in system calls, by the kernel function under the entry and the caller above it:")
+    for (kfn, caller), k in _by_syscall(samples).most_common(TOP // 2):
+        print(f"  {100 * k / n:5.1f}%  {kfn} <- {caller}")
+    names = [[f.split(" [")[0] for f in s] for s in samples]
+    writes = [f for f in names if "ksys_write" in f]
+    rx = sum(1 for f in writes if "tcp_v4_rcv" in f)  # loopback: the peer's receive path
+    woke = sum(1 for f in writes if "sock_def_readable" in f)
+    print(f"write(): {100 * len(writes) / n:.1f}%, of which the receiving socket's TCP path "
+          f"(loopback: the generator's side, run on this thread) {100 * rx / n:.1f}% and "
+          f"waking its reader {100 * woke / n:.1f}%")
+
+
+def _by_syscall(samples: list[list[str]]) -> collections.Counter[tuple[str, str]]:
+    """Samples inside a system call, counted by (the syscall's kernel function, the
+    user-space frame that made it: libc's wrapper, e.g. ``syscall`` for ringlog's raw
+    futex calls, ``pthread_cond_signal`` for the GIL's hand-over)."""
+    out: collections.Counter[tuple[str, str]] = collections.Counter()
+    for s in samples:
+        names = [f.split(" [")[0] for f in s]
+        entry = [i for i, f in enumerate(names) if f.startswith("entry_SYSCALL")]
+        if entry and entry[-1] >= 2:
+            i = entry[-1]
+            out[(names[i - 2], names[i + 1] if i + 1 < len(names) else "?")] += 1
+    return out
 
 
 if __name__ == "__main__":
