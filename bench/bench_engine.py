@@ -279,7 +279,9 @@ GOALS = [
             "1.43-2.23; the engine alone 9.27M/s), whose median run spent per command: loop "
             "432 ns, writer 201, output sync 109, input sync 72, producer 41. In fresh "
             "processes in the same hour (bench/build_ab.py children) the same flow read "
-            "1.9-2.3M/s with the writer at 100-115 ns")},
+            "1.9-2.3M/s with the writer at 100-115 ns, and the same command again at 17:00 "
+            "2.59M/s (1.45-2.77), 0.25x, the loop at 3.45x, the writer at 86 ns: the "
+            "machine, not the code, moved between the runs")},
     {"goal": "through the pipeline >= 0.3x the engine alone on the same flow (same run)",
      "row": "processor_engine_journaled", "ratio": "engine_alone", "min": 0.3,
      "why": ("the engine alone is ~97-108 ns of CPU per command (10.3M ops/s at 11:00 on "
