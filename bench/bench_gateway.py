@@ -25,14 +25,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ringlog.bench.latency import latency_rows, past_capacity, percentiles, rate_label
 from ringlog.bench.stats import summarize
 from ringlog.loadgen import LoadConfig, measure
+
+T = TypeVar("T")
 
 TOKENS = [f"bench-token-{i:02d}" for i in range(1, 9)]
 # the demo's engine (ringlog.engine.flow.demo_config): symbols 1..4 around 10_000 ticks, a
@@ -131,13 +134,23 @@ def scenario_load(a: argparse.Namespace, port: int, server_pid: int = 0) -> Load
                       server_pid=server_pid, drain_timeout=30.0)
 
 
-def measure_under(a: argparse.Namespace, peer: _Peer, recorder: list[str]) -> dict[str, Any]:
-    """One ``scenario_load`` run of ``peer`` while ``recorder`` (a perf command line, started
-    first and waited for) records beside it; the load generator's result."""
-    perf = subprocess.Popen(recorder)
-    doc, _ = measure(scenario_load(a, peer.port, peer.pid))
-    perf.wait()
-    return doc
+def record_under(a: argparse.Namespace, recorder: Callable[[int, Path], list[str]],
+                 read: Callable[[Path], T], slots: int = 0) -> tuple[dict[str, Any], T]:
+    """One ``scenario_load`` run of a gateway of its own (``ringlog serve`` in a temporary
+    directory, output slots ``slots`` or as the scenario's connections want) while
+    ``recorder(server_pid, out)``, a command line (perf), started first and waited for,
+    records beside it into the file ``out``; the load generator's result and ``read(out)``
+    (before the directory goes)."""
+    with tempfile.TemporaryDirectory(dir=".") as d:
+        peer = _gateway(d, a.release, slots or (8192 if a.connections == 1 else 1024))
+        out = Path(d) / "recorded"
+        try:
+            perf = subprocess.Popen(recorder(peer.pid, out))
+            doc, _ = measure(scenario_load(a, peer.port, peer.pid))
+            perf.wait()
+        finally:
+            peer.stop()
+        return doc, read(out)
 
 
 def drive_unmeasured(cfg: LoadConfig) -> list[Any]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import collections
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -47,18 +46,13 @@ def record(a: Any, target: str, fields: tuple[str, ...] = ()) -> tuple[dict, str
     record -g`` of the server's ``target`` ("-t": its main thread, "-p": every thread) over
     the run less its first two seconds and the last; the generator's result and ``perf
     script`` of the samples (``fields``: its -F list, default perf's own)."""
-    with tempfile.TemporaryDirectory(dir=".") as d:
-        peer = bg._gateway(d, a.release, 8192 if a.connections == 1 else 1024)
-        data = Path(d) / "perf.data"
-        try:
-            doc = bg.measure_under(a, peer, [
-                "sh", "-c", f"sleep 2; exec perf record -q -e cpu-clock -F 4000 -g "
-                f"{target} {peer.pid} -o {data} -- sleep {a.seconds - 3}"])
-        finally:
-            peer.stop()
+    def script(data: Path) -> str:
         cmd = ["perf", "script", "-i", str(data)] + (["-F", ",".join(fields)] if fields else [])
-        script = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return doc, script
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+
+    return bg.record_under(a, lambda pid, data: [
+        "sh", "-c", f"sleep 2; exec perf record -q -e cpu-clock -F 4000 -g {target} {pid} "
+        f"-o {data} -- sleep {a.seconds - 3}"], script)
 
 
 def main() -> None:

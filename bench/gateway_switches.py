@@ -14,7 +14,6 @@ import collections
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -42,18 +41,12 @@ def _why(script: str) -> dict[str, collections.Counter[tuple[str, str]]]:
 def main() -> None:
     """Runs once and prints the switches per 1,000 answered orders by thread and reason."""
     a = bg.scenario_args(__doc__, 10.0, 2)
-    with tempfile.TemporaryDirectory(dir=".") as d:
-        peer = bg._gateway(d, a.release, 8192)
-        data = Path(d) / "perf.data"
-        try:
-            # recorded over the run less its first and last second (start-up, drain)
-            doc = bg.measure_under(a, peer, [
-                "perf", "record", "-q", "-e", "sched:sched_switch", "-g", "-p", str(peer.pid),
-                "-o", str(data), "--", "sleep", str(a.seconds - 1)])
-        finally:
-            peer.stop()
-        script = subprocess.run(["perf", "script", "-i", str(data)], capture_output=True,
-                                text=True, check=True).stdout
+    # recorded over the run less its first and last second (start-up, drain)
+    doc, script = bg.record_under(a, lambda pid, data: [
+        "perf", "record", "-q", "-e", "sched:sched_switch", "-g", "-p", str(pid), "-o",
+        str(data), "--", "sleep", str(a.seconds - 1)], lambda data: subprocess.run(
+            ["perf", "script", "-i", str(data)], capture_output=True, text=True,
+            check=True).stdout, slots=8192)
     orders = a.rate * (a.seconds - 1) / 1000  # thousands of orders in the recorded window
     lat = doc["latency_ns"] or {}
     print(f"p50 {lat.get('p50', 0) / 1e6:.2f} ms, p99 {lat.get('p99', 0) / 1e6:.2f} ms; "

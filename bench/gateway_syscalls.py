@@ -11,7 +11,6 @@ journals' pwrite(), epoll iterations, futex calls), and the orders answered per 
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -26,16 +25,9 @@ SECONDS = 5
 def main() -> None:
     a = bg.scenario_args(__doc__, 10.0, SECONDS + 2)
     events = ",".join(f"syscalls:sys_enter_{c}" for c in CALLS)
-    with tempfile.TemporaryDirectory(dir=".") as d:
-        peer = bg._gateway(d, a.release, 8192 if a.connections == 1 else 1024)
-        out = Path(d) / "stat.txt"
-        try:
-            doc = bg.measure_under(a, peer, [
-                "sh", "-c", f"sleep 2; exec perf stat -x, -e {events} -t {peer.pid} "
-                f"-o {out} -- sleep {SECONDS}"])
-        finally:
-            peer.stop()
-        text = out.read_text()
+    doc, text = bg.record_under(a, lambda pid, out: [
+        "sh", "-c", f"sleep 2; exec perf stat -x, -e {events} -t {pid} -o {out} -- sleep "
+        f"{SECONDS}"], Path.read_text)
     rate = doc["achieved_rate"] or 1.0
     print(f"{rate:.0f} orders/s answered; the gateway thread's system calls over {SECONDS} s:")
     for line in text.splitlines():
