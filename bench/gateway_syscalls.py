@@ -23,6 +23,7 @@ SECONDS = 5
 
 
 def main() -> None:
+    """Runs once and prints the gateway thread's system calls per second and per order."""
     a = bg.scenario_args(__doc__, 10.0, SECONDS + 2)
     events = ",".join(f"syscalls:sys_enter_{c}" for c in CALLS)
     doc, text = bg.record_under(a, lambda pid, out: [
