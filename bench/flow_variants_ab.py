@@ -7,7 +7,9 @@ breaker window or a thread placement costs the loop thread (docs/processor.md, s
         window_1s, window_1ms: the flow's per-account breaker limit (10**6 outputs) over a
             window of 1 s (the bench's) or 1 ms of event time; no_breaker: none
         placed: loop_cpus={0}, background_cpus={1}; placed_producer: the same, and the
-            producing thread moved to CPU 1 after start()
+            producing thread moved to CPU 1 after start(); placed_with_loop: the same with
+            the producing thread on CPU 0, beside the loop (the ring's slots written by the
+            loop's own core)
         batch_N: ProcessorConfig.max_batch=N (the default is 1024)
         output_untouched: the output journal's next segments prepared (created,
             preallocated, header template) but their pages not pre-faulted: the writer
@@ -65,7 +67,8 @@ def _child(variant: str, n: int) -> None:
     class Placed(processor):
         def start(self):
             super().start()
-            os.sched_setaffinity(0, {1})  # this (the producing) thread only
+            # this (the producing) thread only
+            os.sched_setaffinity(0, {0} if variant == "placed_with_loop" else {1})
 
     if variant == "output_untouched":
         from ringlog.journal import Journal
@@ -79,7 +82,7 @@ def _child(variant: str, n: int) -> None:
         Journal._prefault_paced = prefault_paced
     # _flow_engine imports these names from ringlog when it runs
     ringlog.Breaker, ringlog.ProcessorConfig = make_breaker, make_config
-    if variant == "placed_producer":
+    if variant in ("placed_producer", "placed_with_loop"):
         ringlog.Processor = Placed
     d = tempfile.mkdtemp(prefix="ringlog-variants-", dir=".")
     seen: dict[str, float] = {}
