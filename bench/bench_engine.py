@@ -295,9 +295,11 @@ GOALS = [
              "1 s windows growing), futex 5% (wake-ups per batch)")},
     {"goal": "the loop thread's CPU per command <= 2.5x the engine alone's",
      "row": "processor_engine_journaled", "ratio": "loop_cpu_vs_engine_alone_cpu", "max": 2.5,
-     "why": ("the engine inside the pipeline costs ~1.7x the engine alone (~165 against ~97 ns "
-             "per command: caches shared with ~410 bytes of journal records per command), "
-             "and the loop's own part beside it is ~175 ns (emit path and breaker ~70, the "
+     "why": ("the engine inside the pipeline costs ~1.7-2x the engine alone (~165-200 "
+             "against ~100 ns per command; not the neighbours, not the emit path interleaved "
+             "with it, not the ring's slots written on the other CPU; the breaker's 1 s "
+             "windows ~20 ns of it: docs/processor.md steps 19 and 21), and the loop's own "
+             "part beside it is ~175 ns (emit path and breaker ~70, the "
              "input's copy + CRC ~35, the input's pwrite() and the rest of the kernel ~30, "
              "ring and batch steps); the output journal's pwrite() left the loop thread in "
              "docs/processor.md step 19 (its system time 0.28-0.47x); 3.80x at 11:00 on "
