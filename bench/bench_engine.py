@@ -297,7 +297,8 @@ GOALS = [
      "row": "processor_engine_journaled", "ratio": "loop_cpu_vs_engine_alone_cpu", "max": 2.5,
      "why": ("the engine inside the pipeline costs ~1.7-2x the engine alone (~165-200 "
              "against ~100 ns per command; not the neighbours, not the emit path interleaved "
-             "with it, not the ring's slots written on the other CPU; the breaker's 1 s "
+             "with it, not the ring's slots written on the other CPU nor the input's copy "
+             "streaming through the caches before it; the breaker's 1 s "
              "windows ~20 ns of it: docs/processor.md steps 19 and 21), and the loop's own "
              "part beside it is ~175 ns (emit path and breaker ~70, the "
              "input's copy + CRC ~35, the input's pwrite() and the rest of the kernel ~30, "
