@@ -27,6 +27,9 @@
         ``engine_mixed_throughput`` row's mixed flow of ``commands`` commands, on a fresh
         engine, market data on then off): per run the rate (M commands/s) and the thread's
         CPU ns per command of each.
+        ``--ring``: the ring alone, ``commands`` events from a producing thread to a
+        consuming thread (claims of 1, blocking then yielding waits): per run the rates (M
+        events/s) and all threads' CPU ns per event of each.
 
 What changes between builds is code; the flow, the machine and the moment are shared by the
 pair of a round, so the per-round ratio is what to read on a loaded machine.
@@ -103,6 +106,21 @@ def _child_engine(n: int) -> None:
     print(json.dumps(out))
 
 
+def _child_ring(n: int) -> None:
+    """The ring's blocking waits: one_to_one_threads with claims of 1 (a wake-up check per
+    publish), producing and consuming threads in C, and a Python publish + iterate per
+    event; per run the rates (M events/s) and all threads' CPU ns per event: JSON."""
+    from ringlog.bench.cpu import CpuMeter
+    from ringlog.bench.loops import one_to_one_threads
+
+    out = {}
+    for wait in ("blocking", "yielding"):
+        with CpuMeter() as m:
+            out[f"rate_{wait}"] = one_to_one_threads(n, 1, wait) / 1e6
+        out[f"cpu_{wait}"] = m.per_event(n)["cpu_ns_total"]
+    print(json.dumps(out))
+
+
 def _run(spec: str, n: int, child: str = "--child") -> dict[str, float]:
     src, _, wbuf = spec.partition("@")
     env = dict(os.environ, PYTHONPATH=src, BUILD_AB_WBUF=wbuf)
@@ -121,8 +139,11 @@ def main(argv: list[str]) -> None:
     if argv[:1] == ["--child-engine"]:
         _child_engine(int(argv[1]))
         return
+    if argv[:1] == ["--child-ring"]:
+        _child_ring(int(argv[1]))
+        return
     child = "--child"
-    if argv[:1] in (["--python"], ["--engine"]):
+    if argv[:1] in (["--python"], ["--engine"], ["--ring"]):
         child, argv = "--child-" + argv[0][2:], argv[1:]
     if len(argv) < 2 or not all(Path(p.partition("@")[0], "ringlog").is_dir()
                                 for p in argv[:2]):

@@ -13,13 +13,11 @@ from libc.string cimport memcpy
 
 from ringlog._handler cimport CyEventHandler
 from ringlog.includes.event cimport rl_header
+from ringlog.includes.ringwait cimport rl_now_ns
 
 import msgspec
 
 __all__ = ["CountingHandler", "LatencyHandler", "SumHandler"]
-
-cdef extern from "ringwait.h" nogil:
-    int64_t rl_now_ns()
 
 
 cdef class CountingHandler(CyEventHandler):

@@ -32,6 +32,7 @@ from posix.unistd cimport close as c_close, ftruncate
 from ringlog.includes.atomics cimport (
     rl_fence, rl_load_acquire32, rl_store_release, rl_store_release32,
 )
+from ringlog.includes.ringwait cimport rl_futex_wait, rl_futex_wake_all
 
 import os
 import threading
@@ -42,10 +43,6 @@ import msgspec
 from ringlog.errors import (
     CountersError, CountersFileError, CountersMissingError, CountersVersionError,
 )
-
-cdef extern from "ringwait.h" nogil:
-    void rl_futex_wait(int32_t *word, int32_t expected, int64_t timeout_ns)
-    void rl_futex_wake_all(int32_t *word)
 
 __all__ = [
     "AGE_BUCKETS", "BUCKET", "GAUGE", "LAYOUT_VERSION", "LABEL_MAX", "SEQUENCE",

@@ -38,6 +38,10 @@ from ringlog.includes.atomics cimport (
     rl_load_acquire_u32, rl_store_release, rl_store_release32, rl_store_release_u32,
 )
 from ringlog.includes.event cimport RL_HEADER_SIZE, rl_header
+from ringlog.includes.ringwait cimport (
+    rl_futex_wait, rl_futex_wake_all, rl_now_ns, rl_sleeper_in, rl_sleeper_out,
+    rl_wake_sleepers,
+)
 
 import json
 import os
@@ -51,11 +55,6 @@ cdef extern from "crc32c.h" nogil:
     uint32_t rl_crc32c(uint32_t crc, const void* buf, size_t n)
     uint32_t rl_crc32c_copy(uint32_t crc, void* dst, const void* src, size_t n)
     uint32_t rl_crc32c_body(void* dst, const void* src, size_t n, uint64_t first)
-
-cdef extern from "ringwait.h" nogil:
-    int64_t rl_now_ns()
-    void rl_futex_wait(int32_t *word, int32_t expected, int64_t timeout_ns)
-    void rl_futex_wake_all(int32_t *word)
 
 cdef extern from "<fcntl.h>" nogil:
     int posix_fallocate(int fd, long offset, long length)
@@ -281,31 +280,6 @@ cdef int _pwrite_all(int fd, const char* buf, Py_ssize_t n, Py_ssize_t off) noex
         n -= w
         off += w
     return 0
-
-
-cdef inline int32_t _sleeper_in(int32_t* signal, int32_t* waiters) noexcept nogil:
-    """The sleeper's half of the futex handshake (``_wake_sleepers`` is the waker's): counts
-    itself in ``waiters``, fences and returns the signal's token. The caller then re-checks
-    its condition, sleeps with ``rl_futex_wait(signal, token, ...)`` only if it still holds,
-    and leaves with ``_sleeper_out``: a waker that changed the condition before the re-check
-    is seen by it, one after it bumps the token (the wait returns at once)."""
-    rl_fetch_add32(waiters, 1)
-    rl_fence()
-    return rl_load_acquire32(signal)
-
-
-cdef inline void _sleeper_out(int32_t* waiters) noexcept nogil:
-    rl_fetch_add32(waiters, -1)
-
-
-cdef inline void _wake_sleepers(int32_t* signal, int32_t* waiters) noexcept nogil:
-    """Wakes the threads sleeping on ``signal`` (futex), with a syscall only when
-    ``waiters`` counts one: the waker's half of the handshake whose sleeper counts itself,
-    fences, reads the signal, re-checks its condition and only then sleeps."""
-    rl_fence()
-    if rl_load_acquire32(waiters) > 0:
-        rl_fetch_add32(signal, 1)
-        rl_futex_wake_all(signal)
 
 
 cdef int _write_item(const wb_item* it) noexcept nogil:
@@ -939,7 +913,7 @@ cdef class JournalAppender:
         rl_store_release32(&self.path_stale, 1)
         rl_store_release32(&self.roll_pending, 1)
         self._switch(SEG_HEADER_SIZE, first)
-        _wake_sleepers(&self.sync_signal, &self.sync_waiters)
+        rl_wake_sleepers(&self.sync_signal, &self.sync_waiters)
         return 1
 
     def fast_roll(self, Py_ssize_t need):
@@ -1010,10 +984,10 @@ cdef class JournalAppender:
         are not done yet; sleeps until they are, then publishes ``last``."""
         cdef int32_t token
         while rl_load_acquire32(&self.roll_pending) and not self.failed:
-            token = _sleeper_in(&self.durable_signal, &self.durable_waiters)
+            token = rl_sleeper_in(&self.durable_signal, &self.durable_waiters)
             if rl_load_acquire32(&self.roll_pending) and not self.failed:
                 rl_futex_wait(&self.durable_signal, token, 50000000)
-            _sleeper_out(&self.durable_waiters)
+            rl_sleeper_out(&self.durable_waiters)
         if self.failed:
             with gil:
                 raise JournalError("the journal failed while a segment roll was being made "
@@ -1126,7 +1100,7 @@ cdef class JournalAppender:
         the writer is done with it)."""
         cdef wb_item* nxt
         rl_store_release(&self.wb_head, self.wb_head + 1)
-        _wake_sleepers(&self.wb_signal, &self.wb_waiters)
+        rl_wake_sleepers(&self.wb_signal, &self.wb_waiters)
         self._wb_wait(self.wb_head - WB_SLOTS + 1)  # the next slot's item is written
         nxt = &self.wb_items[self.wb_head % WB_SLOTS]
         self.wbuf, self.wcap = nxt.buf, nxt.cap
@@ -1140,10 +1114,10 @@ cdef class JournalAppender:
             if not rl_load_acquire32(&self.wb_running):
                 self._wb_run()
                 continue
-            token = _sleeper_in(&self.wb_done_signal, &self.wb_done_waiters)
+            token = rl_sleeper_in(&self.wb_done_signal, &self.wb_done_waiters)
             if rl_load_acquire(&self.wb_tail) < upto and rl_load_acquire32(&self.wb_running):
                 rl_futex_wait(&self.wb_done_signal, token, 50000000)
-            _sleeper_out(&self.wb_done_waiters)
+            rl_sleeper_out(&self.wb_done_waiters)
 
     cdef void _wb_run(self) noexcept nogil:
         """Writes every item handed off, in order (under ``wb_lock``: the writer thread, or a
@@ -1168,7 +1142,7 @@ cdef class JournalAppender:
                     self._nudge(it.last)
             t += 1
             rl_store_release(&self.wb_tail, t)
-            _wake_sleepers(&self.wb_done_signal, &self.wb_done_waiters)
+            rl_wake_sleepers(&self.wb_done_signal, &self.wb_done_waiters)
         rl_store_release(&self.wb_lock, 0)
 
     def run_writer(self):
@@ -1182,13 +1156,13 @@ cdef class JournalAppender:
             rl_store_release32(&self.wb_running, 1)
             while True:
                 self._wb_run()
-                token = _sleeper_in(&self.wb_signal, &self.wb_waiters)
+                token = rl_sleeper_in(&self.wb_signal, &self.wb_waiters)
                 if rl_load_acquire(&self.wb_tail) == rl_load_acquire(&self.wb_head):
                     if rl_load_acquire32(&self.stopping):
-                        _sleeper_out(&self.wb_waiters)
+                        rl_sleeper_out(&self.wb_waiters)
                         break
                     rl_futex_wait(&self.wb_signal, token, 1000000000)
-                _sleeper_out(&self.wb_waiters)
+                rl_sleeper_out(&self.wb_waiters)
             rl_store_release32(&self.wb_running, 0)
             self._wb_run()  # an item handed off after the last look (none in a clean close)
 
@@ -1278,7 +1252,7 @@ cdef class JournalAppender:
         """Group policy: wakes the group-commit thread once ``group_events`` are unsynced
         (``last`` just published)."""
         if self.policy == GROUP and last - rl_load_acquire(&self.durable) >= self.group_events:
-            _wake_sleepers(&self.sync_signal, &self.sync_waiters)
+            rl_wake_sleepers(&self.sync_signal, &self.sync_waiters)
 
     cdef void _set_durable(self, int64_t seq) noexcept nogil:
         # The appending thread (sync policy, without the GIL), the group-commit thread and
@@ -1301,7 +1275,7 @@ cdef class JournalAppender:
             if fn != NULL:
                 fn(self.durable_hook_ctx, rl_load_acquire(&self.durable))
             rl_fetch_add32(&self.durable_hook_busy, -1)
-        _wake_sleepers(&self.durable_signal, &self.durable_waiters)
+        rl_wake_sleepers(&self.durable_signal, &self.durable_waiters)
 
     cdef void set_durable_hook(self, durable_hook_t fn, void* ctx) noexcept nogil:
         """Sets (or, ``fn`` NULL, clears) the function every advance of the durable mark
@@ -1330,10 +1304,10 @@ cdef class JournalAppender:
                 left = deadline - rl_now_ns()
                 if left <= 0:
                     break
-            token = _sleeper_in(&self.durable_signal, &self.durable_waiters)
+            token = rl_sleeper_in(&self.durable_signal, &self.durable_waiters)
             if rl_load_acquire(&self.durable) < seq and not self.failed:
                 rl_futex_wait(&self.durable_signal, token, min(left, 50000000))
-            _sleeper_out(&self.durable_waiters)
+            rl_sleeper_out(&self.durable_waiters)
             d = rl_load_acquire(&self.durable)
         return d
 
@@ -1525,12 +1499,12 @@ cdef class JournalAppender:
         cdef int32_t token
         cdef int64_t t = <int64_t>(timeout * 1e9)
         with nogil:
-            token = _sleeper_in(&self.sync_signal, &self.sync_waiters)
+            token = rl_sleeper_in(&self.sync_signal, &self.sync_waiters)
             if not rl_load_acquire32(&self.roll_pending) and not (
                     group and rl_load_acquire(&self.last_seq) - rl_load_acquire(&self.durable)
                     >= self.group_events) and not rl_load_acquire32(&self.stopping):
                 rl_futex_wait(&self.sync_signal, token, t)
-            _sleeper_out(&self.sync_waiters)
+            rl_sleeper_out(&self.sync_waiters)
 
     def group_commit(self, double timeout, bint prepare, bint once=False):
         """Background thread, group policy: the group-commit cycle without the GIL. Sleeps
@@ -1545,12 +1519,12 @@ cdef class JournalAppender:
         cdef int rc = 0
         with nogil:
             while not self.failed:
-                token = _sleeper_in(&self.sync_signal, &self.sync_waiters)
+                token = rl_sleeper_in(&self.sync_signal, &self.sync_waiters)
                 if not rl_load_acquire32(&self.roll_pending) and \
                         rl_load_acquire(&self.last_seq) - rl_load_acquire(&self.durable) \
                         < self.group_events and not rl_load_acquire32(&self.stopping):
                     rl_futex_wait(&self.sync_signal, token, t)
-                _sleeper_out(&self.sync_waiters)
+                rl_sleeper_out(&self.sync_waiters)
                 if rl_load_acquire32(&self.roll_pending) or (
                         prepare and not rl_load_acquire32(&self.ready)):
                     break

@@ -28,18 +28,15 @@ from ringlog.includes.atomics cimport (
     rl_store_release, rl_store_release32,
 )
 from ringlog.includes.event cimport RL_HEADER_SIZE, rl_header, rl_header_set
+from ringlog.includes.ringwait cimport (
+    rl_futex_wait, rl_futex_wake_all, rl_now_ns, rl_sleep_ns, rl_sleeper_in, rl_sleeper_out,
+    rl_wake_sleepers, rl_yield,
+)
 
 import os
 
 from ringlog.errors import InsufficientCapacityError, RingClosedError, RingError, SchemaError
 from ringlog.events import FLAG_MSGPACK, slot_dtype
-
-cdef extern from "ringwait.h" nogil:
-    int64_t rl_now_ns()
-    void rl_sleep_ns(int64_t ns)
-    void rl_yield()
-    void rl_futex_wait(int32_t *word, int32_t expected, int64_t timeout_ns)
-    void rl_futex_wake_all(int32_t *word)
 
 cdef extern from "<stdlib.h>" nogil:
     int posix_memalign(void** p, size_t alignment, size_t size)
@@ -385,22 +382,20 @@ cdef class Ring:
             left = deadline - rl_now_ns()
             if left <= 0:
                 return 1
-        if spins < 100:
-            rl_cpu_relax()
         # a full ring frees room when a consumer ends a batch (~100 us and more), so a
         # blocking producer yields briefly before it sleeps: each yield with nothing else to
         # run returns at once, and a hundred of them per wait cost the engine flow's
         # producer ~30% of its CPU (docs/processor.md, step 21)
-        elif (self.wait_kind == BUSY_SPIN or spins < 110
-              or spins < 200 and self.wait_kind != BLOCKING):
+        cdef int yields = 10 if self.wait_kind == BLOCKING else 100
+        if spins < 100:
+            rl_cpu_relax()
+        elif spins < 100 + yields or self.wait_kind == BUSY_SPIN:
             rl_yield()
         elif self.wait_kind == BLOCKING:
-            rl_fetch_add32(&self.hdr.wake.waiters, 1)
-            rl_fence()  # pairs with the consumer's fence in signal() (Dekker)
-            token = rl_load_acquire32(&self.hdr.wake.signal)
+            token = rl_sleeper_in(&self.hdr.wake.signal, &self.hdr.wake.waiters)
             if self.min_gating(wrap) < wrap and not rl_load_acquire32(&self.hdr.closed):
                 rl_futex_wait(&self.hdr.wake.signal, token, min(left, 1000000))
-            rl_fetch_add32(&self.hdr.wake.waiters, -1)
+            rl_sleeper_out(&self.hdr.wake.waiters)
         else:
             rl_sleep_ns(20000)
         return 0
@@ -498,10 +493,7 @@ cdef class Ring:
         """Wakes blocked waiters; costs no syscall when nobody sleeps."""
         if self.wait_kind != BLOCKING:
             return
-        rl_fence()  # pairs with the waiter's increment of `waiters` (Dekker)
-        if rl_load_acquire32(&self.hdr.wake.waiters) > 0:
-            rl_fetch_add32(&self.hdr.wake.signal, 1)
-            rl_futex_wake_all(&self.hdr.wake.signal)
+        rl_wake_sleepers(&self.hdr.wake.signal, &self.hdr.wake.waiters)
 
     cdef int64_t highest_published(self, int64_t lo, int64_t hi) noexcept nogil:
         """Multi-producer: the highest s in lo..hi such that every slot up to s is published."""
@@ -833,12 +825,10 @@ cdef class Consumer:
             elif kind == SLEEPING:
                 rl_sleep_ns(min(left, 50000))
             else:
-                rl_fetch_add32(&h.wake.waiters, 1)
-                rl_fence()
-                token = rl_load_acquire32(&h.wake.signal)
+                token = rl_sleeper_in(&h.wake.signal, &h.wake.waiters)
                 if self.available(seq) < seq and not rl_load_acquire32(&h.closed):
                     rl_futex_wait(&h.wake.signal, token, min(left, 100000000))
-                rl_fetch_add32(&h.wake.waiters, -1)
+                rl_sleeper_out(&h.wake.waiters)
 
     cdef void set_sequence(self, int64_t seq) noexcept nogil:
         """Releases every slot up to ``seq`` (release store) and wakes downstream sleepers."""

@@ -8,6 +8,7 @@ from libc.stdint cimport int64_t, uint32_t
 
 from ringlog._ring cimport RL_CLOSED, RL_TIMEOUT, Consumer, Ring
 from ringlog.includes.event cimport RL_HEADER_SIZE, rl_header
+from ringlog.includes.ringwait cimport rl_now_ns, rl_sleep_ns
 
 from ringlog.errors import RingClosedError
 
@@ -16,10 +17,6 @@ cdef extern from "<sys/prctl.h>" nogil:
     int prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5)
     int PR_SET_TIMERSLACK
 
-
-cdef extern from "ringwait.h" nogil:
-    int64_t rl_now_ns()
-    void rl_sleep_ns(int64_t ns)
 
 __all__ = ["consume", "consume_latency", "consume_values", "cycle", "produce", "produce_paced",
            "produce_values"]

@@ -7,6 +7,7 @@
 #include <sched.h>
 #include <errno.h>
 #include <limits.h>
+#include "atomics.h"
 #ifdef __linux__
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -49,5 +50,28 @@ static inline void rl_futex_wake_all(int32_t *word) {
 #else
     (void)word;
 #endif
+}
+
+/* The futex handshake on a signal word and a count of its sleepers (the ring's wake words,
+ * the journal's sync, write-behind and durable waits). The sleeper counts itself in, fences
+ * and takes the signal's token (rl_sleeper_in), re-checks its condition, sleeps with
+ * rl_futex_wait(signal, token, ...) only if it still holds, and counts itself out. The waker
+ * changes the condition, then rl_wake_sleepers: it fences and makes the syscall only when a
+ * sleeper is counted. Either the sleeper's re-check sees the change, or the waker sees the
+ * count and bumps the token, so the wait returns at once (Dekker, through the two fences). */
+static inline int32_t rl_sleeper_in(int32_t *signal, int32_t *waiters) {
+    rl_fetch_add32(waiters, 1);
+    rl_fence();
+    return rl_load_acquire32(signal);
+}
+
+static inline void rl_sleeper_out(int32_t *waiters) { rl_fetch_add32(waiters, -1); }
+
+static inline void rl_wake_sleepers(int32_t *signal, int32_t *waiters) {
+    rl_fence();
+    if (rl_load_acquire32(waiters) > 0) {
+        rl_fetch_add32(signal, 1);
+        rl_futex_wake_all(signal);
+    }
 }
 #endif
