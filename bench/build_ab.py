@@ -151,27 +151,25 @@ def main(argv: list[str]) -> None:
               "built ringlog package)", file=sys.stderr)
         raise SystemExit(2)
     old, new = argv[0], argv[1]
-    n = int(argv[2]) if len(argv) > 2 else 1_000_000
-    rounds = int(argv[3]) if len(argv) > 3 else 5
-    res: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
-    for r in range(rounds):
-        order = [("old", old), ("new", new)] if r % 2 == 0 else [("new", new), ("old", old)]
-        for name, src in order:
-            got = _run(src, n, child)
-            res[name].append(got)
-            print(f"round {r} {name}: " + ", ".join(f"{k} {v:.3g}" for k, v in got.items()),
-                  flush=True)
+    try:
+        n = int(argv[2]) if len(argv) > 2 else 1_000_000
+        rounds = int(argv[3]) if len(argv) > 3 else 5
+    except ValueError as e:
+        print(f"build_ab.py: commands and rounds are counts: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if n < 1 or rounds < 1:
+        print("build_ab.py: commands and rounds must be >= 1", file=sys.stderr)
+        raise SystemExit(2)
+    sys.path.insert(0, str(HERE))
+    import pipeline_ab as ab
+
+    res = ab.interleaved(["old", "new"], rounds,
+                         lambda name: _run(old if name == "old" else new, n, child))
     for what in res["old"][0]:
         o = [x.get(what, 0.0) for x in res["old"]]  # a thread may be missing in a run
         w = [x.get(what, 0.0) for x in res["new"]]
-        ratios = [b / a for a, b in zip(o, w, strict=True) if a]
-        line = (f"{what:12s} old median {statistics.median(o):7.3g}, "
-                f"new {statistics.median(w):7.3g}")
-        if ratios:
-            line += (f"; new/old median {statistics.median(ratios):.2f} "
-                     f"(range {min(ratios):.2f}-{max(ratios):.2f}, {len(ratios)} rounds)")
-        print(line)
-
+        print(f"{what:12s} old median {statistics.median(o):7.3g}, "
+              f"new {statistics.median(w):7.3g}; new/old median {ab.ratio_summary(w, o)}")
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -4,6 +4,7 @@ breaker window or a thread placement costs the loop thread (docs/processor.md, s
 ::
 
     python bench/flow_variants_ab.py VARIANT[,VARIANT...] [rounds] [commands]
+        (an unknown variant or a count below 1: one line and exit 2)
         window_1s, window_1ms: the flow's per-account breaker limit (10**6 outputs) over a
             window of 1 s (the bench's) or 1 ms of event time; no_breaker: none
         placed: loop_cpus={0}, background_cpus={1}; placed_producer: the same, and the
@@ -26,91 +27,85 @@ range).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).parent
-WINDOWS = {"window_1s": 10**9, "window_1ms": 10**6}
+sys.path.insert(0, str(HERE))
+
+import pipeline_ab as ab  # noqa: E402
+
+WINDOWS = {"window_1s": 10**9, "window_1ms": 10**6, "no_breaker": None}
+PLACED = {"placed": None, "placed_producer": 1, "placed_with_loop": 0}  # the producer's CPU
+NAMED = {"default", "output_untouched", *WINDOWS, *PLACED}
 MAIN = ("rate", "loop_cpu", "all_cpu")
+
+
+def known(variant: str) -> bool:
+    """Is ``variant`` one this script runs?"""
+    return variant in NAMED or re.fullmatch(r"batch_[1-9][0-9]*", variant) is not None
 
 
 def _child(variant: str, n: int) -> None:
     """One run of the flow under ``variant``: its figures as JSON."""
-    sys.path.insert(0, str(HERE))
-    import pipeline_ab as ab
-
-    import ringlog
-
-    breaker, config, processor = ringlog.Breaker, ringlog.ProcessorConfig, ringlog.Processor
-
-    def make_breaker(cfg):
-        if variant == "no_breaker":
-            return None
-        lim = cfg.limits[0]
-        window = WINDOWS.get(variant, lim.window_ns)
-        return breaker(ringlog.BreakerConfig(limits=[ringlog.Limit(
-            max_count=lim.max_count, window_ns=window, per=lim.per)]))
-
-    def make_config(**kw):
-        if variant.startswith("placed"):
-            kw.update(loop_cpus=frozenset({0}), background_cpus=frozenset({1}))
-        if variant.startswith("batch_"):
-            kw.update(max_batch=int(variant[len("batch_"):]))
-        return config(**kw)
-
-    class Placed(processor):
-        def start(self):
-            super().start()
-            # this (the producing) thread only
-            os.sched_setaffinity(0, {0} if variant == "placed_with_loop" else {1})
-
+    kw: dict[str, Any] = {"window_ns": WINDOWS.get(variant, 10**9)}
+    config: dict[str, Any] = {}
+    if variant in PLACED:
+        config.update(loop_cpus=frozenset({0}), background_cpus=frozenset({1}))
+        cpu = PLACED[variant]
+        if cpu is not None:  # this (the producing) thread only, once the processor runs
+            kw["after_start"] = lambda _p: os.sched_setaffinity(0, {cpu})
+    if variant.startswith("batch_"):
+        config["max_batch"] = int(variant[len("batch_"):])
     if variant == "output_untouched":
         from ringlog.journal import Journal
 
         paced = Journal._prefault_paced
 
-        def prefault_paced(j, seg):
+        def prefault_paced(j: Journal, seg: Any) -> None:
             if j.path.name != "output":
                 paced(j, seg)
 
-        Journal._prefault_paced = prefault_paced
-    # _flow_engine imports these names from ringlog when it runs
-    ringlog.Breaker, ringlog.ProcessorConfig = make_breaker, make_config
-    if variant in ("placed_producer", "placed_with_loop"):
-        ringlog.Processor = Placed
+        Journal._prefault_paced = prefault_paced  # type: ignore[method-assign]
     d = tempfile.mkdtemp(prefix="ringlog-variants-", dir=".")
     seen: dict[str, float] = {}
     try:
-        before, after = ab._flow_engine(d + "/engine", n, seen=seen)
+        before, after = ab._flow_engine(d + "/engine", n, seen=seen, config=config, **kw)
     finally:
         shutil.rmtree(d, ignore_errors=True)
-    out = {"rate": seen["rate"] / 1e6, **ab.per_command(n, before, after)}
-    print(json.dumps(out))
+    print(json.dumps({"rate": seen["rate"] / 1e6, **ab.per_command(n, before, after)}))
 
 
-def main(argv: list[str]) -> None:
-    if argv[:1] == ["--child"]:
-        _child(argv[1], int(argv[2]))
+def _run(variant: str, n: int) -> dict[str, float]:
+    done = subprocess.run([sys.executable, __file__, "--child", variant, str(n)],
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--child"]:
+        _child(sys.argv[2], int(sys.argv[3]))
         return
-    if not argv:
-        sys.exit(__doc__)
-    variants = argv[0].split(",")
-    rounds = int(argv[1]) if len(argv) > 1 else 4
-    n = int(argv[2]) if len(argv) > 2 else 2_000_000
-    res: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
-    for r in range(rounds):
-        for v in variants if r % 2 == 0 else variants[::-1]:
-            done = subprocess.run([sys.executable, __file__, "--child", v, str(n)],
-                                  capture_output=True, text=True, check=True)
-            res[v].append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(f"round {r} {v}: " + ", ".join(f"{k} {x:.2f}" for k, x in
-                                                 res[v][-1].items()), flush=True)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("variants", help="VARIANT[,VARIANT...] (see the module docstring)")
+    ap.add_argument("rounds", nargs="?", type=int, default=4)
+    ap.add_argument("commands", nargs="?", type=int, default=2_000_000)
+    a = ap.parse_args()
+    variants = a.variants.split(",")
+    bad = [v for v in variants if not known(v)]
+    if bad or a.rounds < 1 or a.commands < 1:
+        ap.error(f"unknown variant {bad[0]!r} (see --help)" if bad
+                 else "rounds and commands must be >= 1")
+    res = ab.interleaved(variants, a.rounds, lambda v: _run(v, a.commands), "{:.2f}")
     for v in variants:
         keys = sorted({k for d in res[v] for k in d}, key=lambda k: (k not in MAIN, k))
         print(f"{v:16s} " + ", ".join(
@@ -118,13 +113,9 @@ def main(argv: list[str]) -> None:
     base = res[variants[0]]
     for v in variants[1:]:  # per-round ratios to the first variant: same round, same moment
         print(f"{v} / {variants[0]}: " + ", ".join(
-            f"{k} {_ratios([d[k] for d in res[v]], [d[k] for d in base])}" for k in MAIN))
-
-
-def _ratios(new: list[float], old: list[float]) -> str:
-    r = [a / b for a, b in zip(new, old, strict=True) if b]
-    return f"{statistics.median(r):.2f} ({min(r):.2f}-{max(r):.2f})" if r else "-"
+            f"{k} {ab.ratio_summary([d[k] for d in res[v]], [d[k] for d in base])}"
+            for k in MAIN))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -6,7 +6,8 @@
                                         └─ staged: ──► output ring ──► probe: output[i]
     python bench/latency_config_ab.py VARIANT[,VARIANT...] [rounds] [--rate R] [--events N]
         VARIANT: "default" (ProcessorConfig as a user gets it) or FIELD=VALUE[+FIELD=VALUE],
-            e.g. max_batch=16384; integers are parsed as such
+            e.g. max_batch=16384; integers are parsed as such (a field ProcessorConfig
+            refuses: one line and exit 2)
 
 Each round runs every variant once per topology (``auto``: publish to handled; ``staged``:
 publish to handled and to output, after the input is durable), each in a process of its own,
@@ -73,22 +74,32 @@ def main() -> int:
     variants, tops = a.variants.split(","), a.topologies.split(",")
     if a.rounds < 1 or a.rate <= 0 or a.events < 10:
         ap.error("rounds must be >= 1, --rate > 0 and --events >= 10")
-    res: dict[tuple[str, str], list[dict]] = {(v, t): [] for v in variants for t in tops}
-    for r in range(a.rounds):
-        for v in variants if r % 2 == 0 else variants[::-1]:
-            for t in tops:
-                done = subprocess.run([sys.executable, __file__, "--one", v, t, "--rate",
-                                       str(a.rate), "--events", str(a.events), "x"],
-                                      capture_output=True, text=True)
-                lines = done.stdout.strip().splitlines()
-                if done.returncode or not lines:
-                    print(f"round {r} {v} {t}: failed: {done.stderr.strip()[-400:]}")
-                    return 1
-                res[(v, t)].append(json.loads(lines[-1]))
-                print(f"round {r} {v} {t}: " + ", ".join(
-                    f"{k} {x / 1e3:.1f} us" for k, x in res[(v, t)][-1].items()), flush=True)
-    for (v, t), runs in res.items():
-        print(f"{v} {t}: " + ", ".join(
+    if any(t not in ("auto", "inline", "staged", "driven") for t in tops):
+        ap.error(f"--topologies: a comma list of auto, inline, staged, driven; got {a.topologies}")
+    from ringlog import ProcessorConfig
+    from ringlog.errors import RingLogError
+
+    for v in variants:  # a wrong field or value: one line here, not a child's traceback
+        try:
+            ProcessorConfig(**_fields(v))
+        except (RingLogError, TypeError, ValueError) as e:
+            ap.error(f"variant {v!r}: {e}")
+    sys.path.insert(0, str(HERE))
+    import pipeline_ab as ab
+
+    def run(name: str) -> dict[str, float]:
+        v, t = name.split(" ")
+        done = subprocess.run([sys.executable, __file__, "--one", v, t, "--rate", str(a.rate),
+                               "--events", str(a.events), "x"], capture_output=True, text=True)
+        lines = done.stdout.strip().splitlines()
+        if done.returncode or not lines:
+            raise SystemExit(f"{name}: the run failed: {done.stderr.strip()[-400:]}")
+        return json.loads(lines[-1])
+
+    res = ab.interleaved([f"{v} {t}" for v in variants for t in tops], a.rounds, run,
+                         "{:.0f} ns")
+    for name, runs in res.items():
+        print(f"{name}: " + ", ".join(
             f"{k} {statistics.median(d[k] for d in runs) / 1e3:.1f} us" for k in runs[0]))
     return 0
 

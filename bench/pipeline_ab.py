@@ -67,6 +67,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -368,10 +369,14 @@ def _flow_cython(d: str, n: int, durability: str = "group") -> tuple[dict, dict]
 
 
 def _flow_engine(d: str, n: int, durability: str = "group",
-                 seen: dict[str, float] | None = None) -> tuple[dict, dict]:
+                 seen: dict[str, float] | None = None, *, window_ns: int | None = 10**9,
+                 config: dict[str, Any] | None = None,
+                 after_start: Callable[[Any], None] | None = None) -> tuple[dict, dict]:
     """The matching engine's mixed flow (``n`` commands, per-account breaker, bulk
     producer): per-thread stats before/after; ``seen`` gets the rate (commands/s) and each
-    journal's fast and synchronous rolls."""
+    journal's fast and synchronous rolls. ``window_ns``: the breaker limit's window (None: no
+    breaker); ``config``: ProcessorConfig fields besides the slot size and durability;
+    ``after_start(processor)``: runs on the producing thread once the processor started."""
     import numpy as np
 
     from ringlog import Breaker, BreakerConfig, Limit, Processor, ProcessorConfig
@@ -380,11 +385,14 @@ def _flow_engine(d: str, n: int, durability: str = "group",
 
     cfg = demo_config(max_orders=1 << 21)
     cmds, types = mixed_flow(n, seed=21)
-    br = Breaker(BreakerConfig(limits=[Limit(max_count=10**6, window_ns=10**9, per="key")]))
+    br = None if window_ns is None else Breaker(BreakerConfig(
+        limits=[Limit(max_count=10**6, window_ns=window_ns, per="key")]))
     p = Processor(Engine(cfg), d, ProcessorConfig(slot_size=cfg.min_slot_size,
-                                                  durability=durability),
+                                                  durability=durability, **(config or {})),
                   breaker=br, registry=registry(cfg.l2_depth))
     p.start()
+    if after_start is not None:
+        after_start(p)
     time.sleep(0.3)
     a = _task_stat()
     t0 = time.perf_counter()
@@ -501,6 +509,29 @@ def journal(n: int = 2_000_000, rounds: int = 5) -> None:
                   f"{statistics.median(x[1] for x in xs):.1f}")
         print(f"{policy}: appending thread CPU pwrite/map median {statistics.median(ratios):.2f} "
               f"(range {min(ratios):.2f}-{max(ratios):.2f}, {rounds} pairs)", flush=True)
+
+
+def interleaved(names: list[str], rounds: int, run: Callable[[str], dict[str, float]],
+                fmt: str = "{:.3g}") -> dict[str, list[dict[str, float]]]:
+    """``run(name)`` for each name, round after round, the order reversed every other
+    round (the pair of a round shares the machine's moment); each run's figures printed as
+    it ends. Returns the runs per name."""
+    res: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            got = run(name)
+            res[name].append(got)
+            print(f"round {r} {name}: " + ", ".join(f"{k} " + fmt.format(v)
+                                                   for k, v in got.items()), flush=True)
+    return res
+
+
+def ratio_summary(new: list[float], old: list[float]) -> str:
+    """The per-round ratios new/old as "median (min-max, N rounds)" ("-" if none)."""
+    r = [b / a for a, b in zip(old, new, strict=True) if a]
+    if not r:
+        return "-"
+    return f"{statistics.median(r):.2f} ({min(r):.2f}-{max(r):.2f}, {len(r)} rounds)"
 
 
 def per_command(n: int, before: dict, after: dict) -> dict[str, float]:
