@@ -4,7 +4,8 @@
 end-to-end throughput handler); ``LatencyHandler`` records, per event, now minus the event's
 timestamp (its intended send time from an open-loop producer) and emits one output per event;
 ``SumHandler`` is the Cython twin of the tests' Python ``Summer`` (count and sum of int64
-payloads, one output per event, a poison value), so the same input can be checked through both.
+payloads, one output per event, a poison value), so the same input can be checked through both;
+``LookaheadHandler`` records which event each ``prefetch_c`` call was for (the lookahead contract).
 Not thread-safe: the processor's loop thread calls them.
 """
 
@@ -17,7 +18,7 @@ from ringlog.includes.ringwait cimport rl_now_ns
 
 import msgspec
 
-__all__ = ["CountingHandler", "LatencyHandler", "SumHandler"]
+__all__ = ["CountingHandler", "LatencyHandler", "LookaheadHandler", "SumHandler"]
 
 
 cdef class CountingHandler(CyEventHandler):
@@ -94,3 +95,35 @@ cdef class SumHandler(CyEventHandler):
     def on_restore(self, data):
         """Loads ``on_snapshot`` output."""
         self.count, self.total = msgspec.msgpack.decode(data)
+
+
+cdef class LookaheadHandler(CyEventHandler):
+    """Records the lookahead contract for int64 payloads: per event handled, its value and
+    the value of the last event ``prefetch_c`` was called for since the event before (-1:
+    none), as pairs into ``out``. ``lookahead``: whether it asks for ``prefetch_c`` calls."""
+
+    cdef int64_t[::1] out
+    cdef readonly int64_t count, prefetches
+    cdef int64_t last
+
+    def __init__(self, int64_t[::1] out, bint lookahead=True):
+        self.out = out
+        self.lookahead = lookahead
+        self.last = -1
+
+    cdef void prefetch_c(self, const rl_header* h, const char* payload) noexcept:
+        if h.length == 8:
+            memcpy(&self.last, payload, 8)
+            self.prefetches += 1
+
+    cdef int on_event_c(self, const rl_header* h, const char* payload, int64_t sequence,
+                        bint end_of_batch) except -1:
+        cdef int64_t v = -1
+        if h.length == 8:
+            memcpy(&v, payload, 8)
+        if 2 * self.count + 1 < self.out.shape[0]:
+            self.out[2 * self.count] = v
+            self.out[2 * self.count + 1] = self.last
+        self.count += 1
+        self.last = -1
+        return 0

@@ -14,6 +14,13 @@ cdef enum:
     PACKED_HEADER = 16
 
 
+# How many events ahead of `on_event_c` the processor's loop calls a lookahead handler's
+# `prefetch_c` (far enough for a line to arrive from memory meanwhile, near enough for it
+# to stay cached until used).
+cdef enum:
+    LOOKAHEAD = 8
+
+
 # The packed output after the one at `p`.
 cdef inline const char* packed_next(const char* p) noexcept nogil:
     return p + PACKED_HEADER + (((<const uint32_t*>p)[1] + 7) & ~(<uint32_t>7))
@@ -32,11 +39,16 @@ cdef class Emitter:
 
 cdef class CyEventHandler:
     cdef Emitter _emitter       # set by the processor (or by assigning `handler.emit`)
+    # True when `prefetch_c` does something: the loop then calls it a few events ahead
+    cdef bint lookahead
 
     # Handles one input event: `h` is its 48-byte header, `payload` its h.length bytes.
     # Both are valid only during the call. Raise to signal a poison event.
     cdef int on_event_c(self, const rl_header* h, const char* payload, int64_t sequence,
                         bint end_of_batch) except -1
+    # A hint, a few events before `on_event_c` sees the same event: start loading what it
+    # will touch (the default does nothing). Must not change any state.
+    cdef void prefetch_c(self, const rl_header* h, const char* payload) noexcept
     # Publishes one output through the breaker; `key` is the breaker's per-key limit key.
     cdef int emit_c(self, uint32_t type_id, const char* payload, uint32_t length,
                     int64_t key) except -1

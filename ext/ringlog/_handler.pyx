@@ -55,6 +55,9 @@ cdef class CyEventHandler:
                         bint end_of_batch) except -1:
         raise NotImplementedError(f"{type(self).__name__} must override cdef on_event_c")
 
+    cdef void prefetch_c(self, const rl_header* h, const char* payload) noexcept:
+        pass
+
     cdef int emit_c(self, uint32_t type_id, const char* payload, uint32_t length,
                     int64_t key) except -1:
         return self._emitter.emit(type_id, payload, length, key)

@@ -11,9 +11,7 @@
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free
 
-
-cdef extern from "<stdlib.h>" nogil:
-    void* aligned_alloc(size_t alignment, size_t size)
+from ringlog.includes.tables cimport rl_prefetch_w, rl_table_alloc
 
 
 ctypedef struct rl_entry:       # one hash map slot: key and value in one 16-byte entry
@@ -36,6 +34,12 @@ cdef enum:
 cdef inline uint64_t map_home(const rl_map* m, uint64_t key) noexcept nogil:
     return ((((key >> MAP_BITS) * <uint64_t>0x9E3779B97F4A7C15) >> m.shift) << MAP_BITS
             | (key & (MAP_GROUP - 1)))
+
+
+cdef inline void map_prefetch(const rl_map* m, uint64_t key) noexcept nogil:
+    # starts loading the home line of `key` (to read or write it soon): a lookup a few
+    # commands later finds it in the cache instead of waiting on memory
+    rl_prefetch_w(&m.slots[map_home(m, key)])
 
 
 cdef inline int64_t map_get(const rl_map* m, uint64_t key, int64_t missing) noexcept nogil:
@@ -106,7 +110,7 @@ cdef inline int map_init(rl_map* m, int64_t entries) except -1:
     while cap < <uint64_t>(2 * entries):
         cap <<= 1
         bits += 1
-    m.slots = <rl_entry*>aligned_alloc(64, cap * sizeof(rl_entry))
+    m.slots = <rl_entry*>rl_table_alloc(cap * sizeof(rl_entry))
     if m.slots == NULL:
         raise MemoryError(f"cannot allocate a hash map of {cap} slots")
     m.mask = cap - 1

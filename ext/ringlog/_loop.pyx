@@ -45,7 +45,7 @@ from ringlog._counters cimport (
     LS_PROCESSED, LS_PUBLISHED, LS_SEQUENCE, StageCounters, age_bucket, counter_add,
     counter_set, wall_ns,
 )
-from ringlog._handler cimport PACKED_HEADER, CyEventHandler, Emitter, packed_next
+from ringlog._handler cimport LOOKAHEAD, PACKED_HEADER, CyEventHandler, Emitter, packed_next
 from ringlog._hashmap cimport map_clear, map_free, map_get, map_init, map_reserve, map_slot
 from ringlog._journal cimport (
     REC_PREFIX,
@@ -594,11 +594,16 @@ cdef class LogicCore:
         cdef BreakerCore b = self.breaker
         cdef CyEventHandler cy = self.cy if self.kind == KIND_CYTHON else None
         cdef SlotEvent fly = self.fly
+        cdef const rl_header* ah
+        cdef bint ahead = cy is not None and cy.lookahead
         try:
             while s <= hi:
                 h = <const rl_header*>ring.slot(s)
                 if _is_control(h):
                     break
+                if ahead and s + LOOKAHEAD <= hi:
+                    ah = <const rl_header*>ring.slot(s + LOOKAHEAD)
+                    cy.prefetch_c(ah, <const char*>ah + RL_HEADER_SIZE)
                 seq = base + s
                 _handle(self, b, cy, fly, h, seq)
                 s += 1

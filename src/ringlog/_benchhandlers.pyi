@@ -12,6 +12,11 @@ class LatencyHandler(CyEventHandler):
     count: int
     def __init__(self, out: Any) -> None: ...
 
+class LookaheadHandler(CyEventHandler):
+    count: int
+    prefetches: int
+    def __init__(self, out: Any, lookahead: bool = True) -> None: ...
+
 class SumHandler(CyEventHandler):
     count: int
     total: int

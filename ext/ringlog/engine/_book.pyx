@@ -19,14 +19,16 @@ from libc.string cimport memcmp, memcpy, memset
 __all__ = ["Books", "layouts"]
 
 from ringlog._hashmap cimport (
-    aligned_alloc,
     map_clear,
     map_del,
     map_free,
     map_get,
     map_init,
+    map_prefetch,
     map_slot,
 )
+
+from ringlog.includes.tables cimport rl_prefetch_w, rl_table_alloc
 
 cdef extern from *:
     """
@@ -258,7 +260,7 @@ cdef class Books:
         cdef rl_book* b
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
-        self.orders = <rl_order*>aligned_alloc(64, capacity * sizeof(rl_order))
+        self.orders = <rl_order*>rl_table_alloc(capacity * sizeof(rl_order))
         if self.orders == NULL:
             raise MemoryError(f"cannot allocate an order pool of {capacity} orders")
         memset(self.orders, 0, capacity * sizeof(rl_order))
@@ -383,6 +385,8 @@ cdef class Books:
             raise MemoryError("the order pool is full (the engine checks before resting)")
         o = &self.orders[idx]
         self.free_head = o.next
+        if o.next >= 0:
+            rl_prefetch_w(&self.orders[o.next])  # the next order to rest takes it
         o.id = t.id
         o.price = t.price
         o.qty = t.qty
@@ -529,6 +533,11 @@ cdef class Books:
             while idx >= 0 and t.leaves > 0:
                 o = &self.orders[idx]
                 nxt = o.next
+                # a filled maker's id leaves the id map, and the next maker follows: start
+                # both loads now (random lines) instead of waiting on each in turn
+                map_prefetch(&self.ids, o.id)
+                if nxt >= 0:
+                    rl_prefetch_w(&self.orders[nxt])
                 if o.account == t.account and t.stp_mode != STP_NONE:
                     if t.stp_mode == STP_CANCEL_NEWEST:
                         return 1

@@ -16,7 +16,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
-from ringlog._handler cimport CyEventHandler
+from ringlog._handler cimport LOOKAHEAD, CyEventHandler
 from ringlog.engine._book cimport (
     BUY,
     CXL_SELF_TRADE,
@@ -30,7 +30,7 @@ from ringlog.engine._book cimport (
     rl_report,
     rl_taker,
 )
-from ringlog._hashmap cimport map_free, map_get, map_init, map_slot
+from ringlog._hashmap cimport map_free, map_get, map_init, map_prefetch, map_slot
 from ringlog.includes.event cimport rl_header
 
 from ringlog.engine.config import EngineConfig
@@ -103,6 +103,7 @@ cdef class Engine(CyEventHandler):
         if not isinstance(config, EngineConfig):
             raise TypeError(f"Engine() takes an EngineConfig, got {type(config).__name__}")
         self.config = config
+        self.lookahead = True  # prefetch_c: the loop calls it a few commands ahead
         self.default_stp = int(config.stp)
         self.md = config.market_data
         self.books = Books([(s.symbol, s.min_price, s.max_price) for s in config.symbols],
@@ -138,6 +139,15 @@ cdef class Engine(CyEventHandler):
         map_free(&self.limit_index)
 
     # -- the handler ------------------------------------------------------------------------
+    cdef void prefetch_c(self, const rl_header* h, const char* payload) noexcept:
+        # the order id's line in the id map, which new orders insert into and cancels and
+        # modifies look up: a random line of a map far larger than the caches
+        cdef const rl_command* c = <const rl_command*>payload
+        if h.length < sizeof(rl_command):
+            return
+        if CMD_NEW <= h.type_id <= CMD_MODIFY:
+            map_prefetch(&self.books.ids, c.order_id)
+
     cdef int on_event_c(self, const rl_header* h, const char* payload, int64_t sequence,
                         bint end_of_batch) except -1:
         if h.type_id >= CONTROL_BASE:
@@ -501,6 +511,7 @@ cdef class Engine(CyEventHandler):
         cdef bint timed = latencies is not None
         cdef int64_t outputs = 0
         cdef timespec t0, t1
+        cdef rl_header ah
         cdef const char* base
         if getattr(commands, "dtype", None) != COMMAND_DTYPE:
             raise TypeError("commands must be a numpy array of COMMAND_DTYPE")
@@ -521,6 +532,10 @@ cdef class Engine(CyEventHandler):
                 raise ValueError(f"latencies has room for {lat.shape[0]} of {n} commands")
         base = <const char*>&raw[0]
         for i in range(n):
+            if i + LOOKAHEAD < n:  # as the processor's loop calls prefetch_c
+                ah.type_id = types[i + LOOKAHEAD] if per_type else one
+                ah.length = sizeof(rl_command)
+                self.prefetch_c(&ah, base + (i + LOOKAHEAD) * sizeof(rl_command))
             if timed:
                 clock_gettime(CLOCK_MONOTONIC, &t0)
             self.command(types[i] if per_type else one, base + i * sizeof(rl_command),
