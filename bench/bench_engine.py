@@ -272,40 +272,36 @@ GOALS = [
              "default config, bulk producer)",
      "row": "processor_engine_journaled", "min": 2e6,
      "why": ("one loop thread does the engine's work, journals the input and builds ~2.6 "
-            "output records (~410 bytes: copy, CRC) and checks the breaker: ~340-430 ns per "
-            "command; the output journal's pwrite() is made behind it by the output "
-            "journal's writer thread (docs/processor.md step 19). Met at 10:55 on 2026-12-01 "
-            "(2.41M/s, the engine alone 10.3M/s); missed in this run of 16:37 (1.73M/s, "
-            "1.43-2.23; the engine alone 9.27M/s), whose median run spent per command: loop "
-            "432 ns, writer 201, output sync 109, input sync 72, producer 41. In fresh "
-            "processes in the same hour (bench/build_ab.py children) the same flow read "
-            "1.9-2.3M/s with the writer at 100-115 ns, and the same command again at 17:00 "
-            "2.59M/s (1.45-2.77), 0.25x, the loop at 3.45x, the writer at 86 ns: the "
-            "machine, not the code, moved between the runs")},
+            "output records (~410 bytes: copy, CRC) and checks the breaker; the output "
+            "journal's pwrite() is made behind it by the writer thread (docs/processor.md "
+            "step 19). Met in this run of 2026-12-01 19:05 (2.45M/s, 2.06-2.83), after the "
+            "engine's lookahead prefetch (step 22); its median run spent per command: loop "
+            "337 ns, writer 117, output sync 68, producer 42, input sync 35. Missed at 16:37 "
+            "before it (1.73M/s), met at 10:55 (2.41M/s): the machine moves the figure by "
+            "~1.5x within an hour")},
     {"goal": "through the pipeline >= 0.3x the engine alone on the same flow (same run)",
      "row": "processor_engine_journaled", "ratio": "engine_alone", "min": 0.3,
-     "why": ("the engine alone is ~97-108 ns of CPU per command (10.3M ops/s at 11:00 on "
-             "2026-12-01, 9.27M in this run), so 0.3x needs the pipeline at ~2.8-3.1M/s, the "
-             "loop thread at <= ~320-360 ns per command of wall time; it spends ~340-430 ns "
-             "of CPU (the row below; 0.23x at 11:00). A perf profile of the loop thread "
-             "(docs/processor.md step 21): the engine's own functions 42% (~1.7x their cost "
-             "alone: not the emit path interleaved with them, step 21's deferred-emit "
-             "experiment), ringlog's C 33% (emit path, breaker windows, output records, the "
-             "input's copy + CRC), the input's pwrite() 10%, page faults 6% (the breaker's "
-             "1 s windows growing), futex 5% (wake-ups per batch)")},
+     "why": ("the engine alone is ~90-108 ns of CPU per command (9.69M ops/s in this "
+             "run), so 0.3x needs the pipeline at ~2.9-3.3M/s, the loop thread at <= "
+             "~300-340 ns per command of wall time; it spends ~320-340 ns of CPU (the row "
+             "below), so it would have to run without a pause. Rounds ranged 0.23-0.31x "
+             "(0.19x at 16:37 before step 22's prefetch). Where the loop's CPU goes "
+             "(docs/processor.md step 22, perf): the engine's functions ~120-130 ns, the "
+             "emit path with the breaker's windows and the output records ~60, the input's "
+             "copy + CRC ~30, its pwrite() ~25, page faults ~17 (the breaker's 1 s windows "
+             "growing), futex wake-ups ~12")},
     {"goal": "the loop thread's CPU per command <= 2.5x the engine alone's",
      "row": "processor_engine_journaled", "ratio": "loop_cpu_vs_engine_alone_cpu", "max": 2.5,
-     "why": ("the engine inside the pipeline costs ~1.7-2x the engine alone (~165-200 "
-             "against ~100 ns per command; not the neighbours, not the emit path interleaved "
-             "with it, not the ring's slots written on the other CPU nor the input's copy "
-             "streaming through the caches before it; the breaker's 1 s "
-             "windows ~20 ns of it: docs/processor.md steps 19 and 21), and the loop's own "
-             "part beside it is ~175 ns (emit path and breaker ~70, the "
-             "input's copy + CRC ~35, the input's pwrite() and the rest of the kernel ~30, "
-             "ring and batch steps); the output journal's pwrite() left the loop thread in "
-             "docs/processor.md step 19 (its system time 0.28-0.47x); 3.80x at 11:00 on "
-             "2026-12-01, 3.93x in this run. The quieter the machine, the cheaper the engine "
-             "alone, the higher this ratio")},
+     "why": ("the engine inside the pipeline cost ~1.7-2x the engine alone (~165-200 "
+             "against ~100 ns per command): its id map's lines, evicted by the journal "
+             "copies between commands, were waited on in new_order and release (63 and 43 "
+             "ns per command inside, 40 and 12 alone). Step 22 (docs/processor.md) starts "
+             "loading them 8 commands ahead: the engine's functions ~117-130 ns inside now, "
+             "loop CPU 0.88x (10 rounds). What is left is the loop's own part (~190 ns: emit "
+             "path and breaker ~60, the input's copy + CRC ~30 and pwrite() ~25, faults "
+             "~17, futex ~12, ring and batch steps); rounds ranged 2.63-3.65x, 3.93x at 16:37 "
+             "before step 22. The quieter the machine, the cheaper the engine alone, the "
+             "higher this ratio")},
     {"goal": ">= 10x the Python peer (cython-orderbook) on the mixed stream",
      "row": "engine_mixed_throughput", "ratio": "cython-orderbook", "min": 10.0,
      "why": "the peer makes Python objects per order and per trade"},

@@ -7,6 +7,17 @@ processor's loop then walks them without a call per output). The processor's Cyt
 ``on_event_c`` straight from the ring slot; Python callers (the Python loop, tests) use
 ``on_event(event, sequence, end_of_batch)``, which builds the header from the event's
 fields and passes the payload's buffer. Not thread-safe: only the loop thread calls it.
+
+A handler whose state is too large for the caches can set ``self.lookahead = True`` and
+override ``cdef void prefetch_c(h, payload)``: the loop then calls it for the event
+``LOOKAHEAD`` (8) places ahead of the one it hands to ``on_event_c``, within the batch it has
+(at most once per event, never for one not yet published), so the handler can start loading
+the lines that event will touch (``rl_prefetch`` in ``includes/tables.h``) while it works on
+the ones before::
+
+    loop: ... prefetch_c(e[i+8]) ─► on_event_c(e[i]) ─► prefetch_c(e[i+9]) ─► on_event_c(e[i+1]) ...
+
+It must not change any state: replay and recovery do not call it.
 """
 
 from libc.stdint cimport int64_t, uint32_t
