@@ -274,7 +274,7 @@ GOALS = [
      "why": ("one loop thread does the engine's work, journals the input and builds ~2.6 "
             "output records (~410 bytes: copy, CRC) and checks the breaker; the output "
             "journal's pwrite() is made behind it by the writer thread (docs/processor.md "
-            "step 19). Met in this run of 2026-12-01 19:05 (2.45M/s, 2.06-2.83), after the "
+            "step 19). Met in this run of 2026-12-01 18:55 (2.45M/s, 2.06-2.83), after the "
             "engine's lookahead prefetch (step 22); its median run spent per command: loop "
             "337 ns, writer 117, output sync 68, producer 42, input sync 35. Missed at 16:37 "
             "before it (1.73M/s), met at 10:55 (2.41M/s): the machine moves the figure by "
