@@ -301,8 +301,9 @@ GOALS = [
             "and the generator. The p99 follows the fdatasync cadence, not CPU contention: "
             "a 200 us pause between group commits saved a quarter of the CPU and doubled "
             "the p99 (1.85 -> 3.68 ms). Release immediate in the same run, the next rows. "
-            "The 30 s runs of 2026-12-01 14:00 read 1.93-2.4 ms; interleaved 10 s pairs an "
-            "hour earlier 1.10-1.27 ms, and 1.00-1.13 ms after docs/processor.md step 16; "
+            "The 30 s runs of 2026-12-01 14:00 read 1.93-2.4 ms, those of 19:07 1.46-1.98 "
+            "ms (release immediate 0.67-0.89 ms); interleaved 10 s pairs read 1.10-1.27 "
+            "ms, and 1.00-1.13 ms after docs/processor.md step 16; "
             "now and then a run has a stall of 50-200 ms, not explained yet (perf sched of "
             "such runs shows perf itself and kdamond taking the CPUs: "
             "docs/gateway-design.md)")},
@@ -312,9 +313,10 @@ GOALS = [
             "read and per-iteration paths in C, docs/gateway-design.md ninth round, and the "
             "engine's cheaper commands, docs/processor.md step 14; it runs uvloop, the "
             "sessions and the engine with its journal appends), the input fdatasync thread "
-            "~1.1 us, the output journal's ~0.7 us and its writer ~0.2 us (writing back "
-            "~60 MB/s of journal costs guest CPU per page in this VM, and they prepare the "
-            "next segments' page-cache pages; syncing the output journal once a second "
-            "instead of every 20 ms saved none of it: docs/gateway-design.md, eleventh "
-            "round)")},
+            "~1.1 us, the output journal's ~0.3-0.95 us and its writer ~0.1-0.2 us "
+            "(writing back ~60 MB/s of journal costs guest CPU per page in this VM, and "
+            "they prepare the next segments' page-cache pages; syncing the output journal "
+            "once a second instead of every 20 ms saved none of it: docs/gateway-design.md, "
+            "eleventh round; the same pattern written with O_DIRECT measured ~7x less CPU "
+            "per page, not built: docs/processor.md step 22)")},
 ]
