@@ -27,6 +27,11 @@
         ``engine_mixed_throughput`` row's mixed flow of ``commands`` commands, on a fresh
         engine, market data on then off): per run the rate (M commands/s) and the thread's
         CPU ns per command of each.
+        ``--replay``: the engine's recovery instead: each child journals the engine flow of
+        ``commands`` commands through the default processor (untimed), then times
+        ``Processor.recover()`` of it on a fresh engine (snapshot-less replay, outputs
+        suppressed): per run the replay rate (M commands/s) and the recovering thread's CPU
+        ns per command.
         ``--ring``: the ring alone, ``commands`` events from a producing thread to a
         consuming thread (claims of 1, blocking then yielding waits): per run the rates (M
         events/s) and all threads' CPU ns per event of each.
@@ -106,6 +111,34 @@ def _child_engine(n: int) -> None:
     print(json.dumps(out))
 
 
+def _child_replay(n: int) -> None:
+    """One recovery of an engine journal of ``n`` commands: rate and CPU per command, JSON."""
+    import time
+
+    sys.path.insert(0, str(HERE))
+    import pipeline_ab as ab
+
+    from ringlog import Breaker, BreakerConfig, Limit, Processor, ProcessorConfig
+    from ringlog.engine import Engine, registry
+    from ringlog.engine.flow import demo_config
+
+    d = tempfile.mkdtemp(prefix="ringlog-build-ab-", dir=".")
+    try:
+        ab._flow_engine(d, n)
+        cfg = demo_config(max_orders=1 << 21)
+        p = Processor(Engine(cfg), d, ProcessorConfig(slot_size=cfg.min_slot_size),
+                      breaker=Breaker(BreakerConfig(limits=[Limit(
+                          max_count=10**6, window_ns=10**9, per="key")])),
+                      registry=registry(cfg.l2_depth))
+        t0, c0 = time.perf_counter(), time.thread_time_ns()
+        replayed = p.recover().replayed
+        c1, t1 = time.thread_time_ns(), time.perf_counter()
+        p.stop()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    print(json.dumps({"rate": replayed / (t1 - t0) / 1e6, "cpu": (c1 - c0) / replayed}))
+
+
 def _child_ring(n: int) -> None:
     """The ring's blocking waits: one_to_one_threads with claims of 1 (a wake-up check per
     publish), producing and consuming threads in C, and a Python publish + iterate per
@@ -142,8 +175,11 @@ def main(argv: list[str]) -> None:
     if argv[:1] == ["--child-ring"]:
         _child_ring(int(argv[1]))
         return
+    if argv[:1] == ["--child-replay"]:
+        _child_replay(int(argv[1]))
+        return
     child = "--child"
-    if argv[:1] in (["--python"], ["--engine"], ["--ring"]):
+    if argv[:1] in (["--python"], ["--engine"], ["--ring"], ["--replay"]):
         child, argv = "--child-" + argv[0][2:], argv[1:]
     if len(argv) < 2 or not all(Path(p.partition("@")[0], "ringlog").is_dir()
                                 for p in argv[:2]):

@@ -1,7 +1,8 @@
 """The lookahead contract of Cython handlers (``CyEventHandler.prefetch_c``): the loop calls
 it for the event ``LOOKAHEAD`` (8) places ahead of the one it hands to ``on_event_c``, at most
-once per event, never past what is published, never for a handler that does not ask for it;
-and the engine's lookahead leaves its results exactly as they were."""
+once per event, never past what is published (live) or what the journal holds (replay), never
+for a handler that does not ask for it; and the engine's lookahead leaves its results exactly
+as they were."""
 
 import tempfile
 
@@ -20,11 +21,12 @@ from ringlog.engine.flow import demo_config, mixed_flow
 LOOKAHEAD = 8
 
 
-def run(n, lookahead, topology, chunks):
-    out = np.full(2 * n, -2, np.int64)
-    h = LookaheadHandler(out, lookahead)
+def run(n, lookahead, topology, chunks, replay=False):
+    """(pairs, prefetches) of a live run, or with ``replay`` of the recovery of its journal."""
     cfg = msgspec.structs.replace(CFG, topology=topology)
     with tempfile.TemporaryDirectory() as d:
+        out = np.full(2 * n, -2, np.int64)
+        h = LookaheadHandler(out, lookahead)
         p = Processor(h, d, cfg)
         p.start()
         lo = 0
@@ -36,15 +38,21 @@ def run(n, lookahead, topology, chunks):
             p.publish_records(np.arange(lo, n, dtype=np.int64))
         p.drain(timeout=30)
         p.stop()
+        if replay:
+            out = np.full(2 * n, -2, np.int64)
+            h = LookaheadHandler(out, lookahead)
+            p = Processor(h, d, cfg)
+            assert p.recover().replayed == n
+            p.stop()
     assert h.count == n
     return out.reshape(n, 2), h.prefetches
 
 
 @settings(max_examples=12, deadline=None)
 @given(n=st.integers(1, 600), topology=st.sampled_from(["inline", "staged"]),
-       chunks=st.lists(st.integers(1, 300), max_size=4))
-def test_prefetch_comes_lookahead_events_early_once_each(n, topology, chunks):
-    pairs, prefetches = run(n, True, topology, chunks)
+       chunks=st.lists(st.integers(1, 300), max_size=4), replay=st.booleans())
+def test_prefetch_comes_lookahead_events_early_once_each(n, topology, chunks, replay):
+    pairs, prefetches = run(n, True, topology, chunks, replay)
     handled, ahead = pairs[:, 0], pairs[:, 1]
     assert handled.tolist() == list(range(n))
     hinted = ahead[ahead >= 0]
@@ -55,16 +63,19 @@ def test_prefetch_comes_lookahead_events_early_once_each(n, topology, chunks):
     assert len(set(hinted.tolist())) == len(hinted) == prefetches
 
 
-def test_prefetch_is_called_when_a_batch_is_long_enough():
-    # one burst of 500 events: the loop's batches are longer than LOOKAHEAD
-    pairs, prefetches = run(500, True, "inline", [500])
+@pytest.mark.parametrize("replay", [False, True])
+def test_prefetch_is_called_when_a_batch_is_long_enough(replay):
+    # one burst of 500 events: the loop's batches, and the replay's runs of records, are
+    # longer than LOOKAHEAD
+    pairs, prefetches = run(500, True, "inline", [500], replay)
     assert prefetches > 0
     assert prefetches == int((pairs[:, 1] >= 0).sum())
 
 
-@pytest.mark.parametrize("topology", ["inline", "staged"])
-def test_no_prefetch_for_a_handler_that_does_not_ask(topology):
-    pairs, prefetches = run(300, False, topology, [300])
+@pytest.mark.parametrize(("topology", "replay"), [("inline", False), ("staged", False),
+                                                  ("inline", True)])
+def test_no_prefetch_for_a_handler_that_does_not_ask(topology, replay):
+    pairs, prefetches = run(300, False, topology, [300], replay)
     assert prefetches == 0
     assert np.all(pairs[:, 1] == -1)
 

@@ -17,7 +17,9 @@ the ones before::
 
     loop: ... prefetch_c(e[i+8]) ─► on_event_c(e[i]) ─► prefetch_c(e[i+9]) ─► on_event_c(e[i+1]) ...
 
-It must not change any state: replay and recovery do not call it.
+Replay (recovery, the replay tool) calls it the same way for the record 8 ahead in the
+segment it reads, checked for length and sequence but not yet for its CRC. It must not
+change any state: a handler's results are the same whether the hints came or not.
 """
 
 from libc.stdint cimport int64_t, uint32_t

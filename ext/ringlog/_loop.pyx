@@ -639,9 +639,22 @@ cdef class LogicCore:
         cdef CyEventHandler cy = self.cy if self.kind == KIND_CYTHON else None
         cdef SlotEvent fly = self.fly
         cdef Py_ssize_t off = offset[0]
+        # a lookahead handler's cursor LOOKAHEAD records ahead (-1: none there); its records
+        # are checked for bounds, lengths and sequence, their CRC only once they are handled
+        cdef Py_ssize_t aoff = -1
+        cdef uint32_t an = 0
+        cdef const rl_header* ah
+        cdef int i
         if seq != self.last_sequence + 1 and self.last_sequence >= 0:
             raise RuntimeError(f"input sequence {seq} after {self.last_sequence}: the loop "
                                "must see every journal sequence once, in order")
+        if cy is not None and cy.lookahead:
+            aoff = off
+            for i in range(LOOKAHEAD):
+                if seg.scan_one(aoff, seq + i, False, &an) != SCAN_OK:
+                    aoff = -1
+                    break
+                aoff += REC_PREFIX + _align8(an)
         status[0] = SCAN_OK
         try:
             while stop < 0 or seq <= stop:
@@ -651,6 +664,14 @@ cdef class LogicCore:
                 h = <const rl_header*>(seg.base + off + REC_PREFIX)
                 if _is_control(h):
                     break
+                if aoff >= 0:
+                    if (stop < 0 or seq + LOOKAHEAD <= stop) and \
+                            seg.scan_one(aoff, seq + LOOKAHEAD, False, &an) == SCAN_OK:
+                        ah = <const rl_header*>(seg.base + aoff + REC_PREFIX)
+                        cy.prefetch_c(ah, <const char*>ah + RL_HEADER_SIZE)
+                        aoff += REC_PREFIX + _align8(an)
+                    else:
+                        aoff = -1
                 _handle(self, b, cy, fly, h, seq)
                 off += REC_PREFIX + _align8(n)
                 seq += 1
