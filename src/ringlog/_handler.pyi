@@ -9,7 +9,8 @@ class Emitter:
     def __init__(self, fn: Callable[[bytes, int, int], Any] | None = None) -> None: ...
 
 class CyEventHandler:
-    """Base class of a handler written in Cython: override ``cdef on_event_c``."""
+    """Base class of a handler written in Cython: override ``cdef on_event_c`` (and, for
+    state larger than the caches, set ``lookahead`` and override ``cdef prefetch_c``)."""
 
     emit: Callable[..., Any]
     def on_event(self, event: Any, sequence: int, end_of_batch: bool) -> None: ...
