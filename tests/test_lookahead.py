@@ -1,8 +1,8 @@
 """The lookahead contract of Cython handlers (``CyEventHandler.prefetch_c``): the loop calls
-it for the event ``LOOKAHEAD`` (8) places ahead of the one it hands to ``on_event_c``, at most
-once per event, never past what is published (live) or what the journal holds (replay), never
-for a handler that does not ask for it; and the engine's lookahead leaves its results exactly
-as they were."""
+it for the event ``LOOKAHEAD_EVENTS`` (16) places ahead of the one it hands to
+``on_event_c``, at most once per event, never past what is published (live) or what the
+journal holds (replay), never for a handler that does not ask for it; and the engine's
+lookahead leaves its results exactly as they were."""
 
 import tempfile
 
@@ -15,10 +15,11 @@ from test_processor import CFG
 
 from ringlog import Processor
 from ringlog._benchhandlers import LookaheadHandler
+from ringlog._handler import LOOKAHEAD_EVENTS
 from ringlog.engine import Engine
 from ringlog.engine.flow import demo_config, mixed_flow
 
-LOOKAHEAD = 8
+LOOKAHEAD = LOOKAHEAD_EVENTS
 
 
 def run(n, lookahead, topology, chunks, replay=False):

@@ -18,7 +18,7 @@ cdef enum:
 # `prefetch_c` (far enough for a line to arrive from memory meanwhile, near enough for it
 # to stay cached until used).
 cdef enum:
-    LOOKAHEAD = 8
+    LOOKAHEAD = 16
 
 
 # The packed output after the one at `p`.

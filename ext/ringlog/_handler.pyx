@@ -10,14 +10,14 @@ fields and passes the payload's buffer. Not thread-safe: only the loop thread ca
 
 A handler whose state is too large for the caches can set ``self.lookahead = True`` and
 override ``cdef void prefetch_c(h, payload)``: the loop then calls it for the event
-``LOOKAHEAD`` (8) places ahead of the one it hands to ``on_event_c``, within the batch it has
+``LOOKAHEAD`` (16) places ahead of the one it hands to ``on_event_c``, within the batch it has
 (at most once per event, never for one not yet published), so the handler can start loading
 the lines that event will touch (``rl_prefetch`` in ``includes/tables.h``) while it works on
 the ones before::
 
-    loop: ... prefetch_c(e[i+8]) ─► on_event_c(e[i]) ─► prefetch_c(e[i+9]) ─► on_event_c(e[i+1]) ...
+    loop: ... prefetch_c(e[i+16]) ─► on_event_c(e[i]) ─► prefetch_c(e[i+17]) ─► ...
 
-Replay (recovery, the replay tool) calls it the same way for the record 8 ahead in the
+Replay (recovery, the replay tool) calls it the same way for the record 16 ahead in the
 segment it reads, checked for length and sequence but not yet for its CRC. It must not
 change any state: a handler's results are the same whether the hints came or not.
 """
@@ -27,7 +27,9 @@ from libc.string cimport memset
 
 from ringlog.includes.event cimport rl_header
 
-__all__ = ["CyEventHandler", "Emitter"]
+__all__ = ["LOOKAHEAD_EVENTS", "CyEventHandler", "Emitter"]
+
+LOOKAHEAD_EVENTS = LOOKAHEAD  # how far ahead prefetch_c comes (the .pxd's LOOKAHEAD)
 
 cdef char _EMPTY[1]
 

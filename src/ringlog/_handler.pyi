@@ -3,6 +3,8 @@
 from collections.abc import Callable
 from typing import Any
 
+LOOKAHEAD_EVENTS: int  # how many events ahead the loop calls a lookahead handler's prefetch_c
+
 class Emitter:
     """Sends a Cython handler's outputs to a Python ``emit(payload, type_id, key)``."""
 
