@@ -274,18 +274,20 @@ GOALS = [
      "why": ("one loop thread does the engine's work, journals the input and builds ~2.6 "
             "output records (~410 bytes: copy, CRC) and checks the breaker; the output "
             "journal's pwrite() is made behind it by the writer thread (docs/processor.md "
-            "step 19). Met in this run of 2026-12-01 18:55 (2.45M/s, 2.06-2.83), after the "
-            "engine's lookahead prefetch (step 22); its median run spent per command: loop "
-            "337 ns, writer 117, output sync 68, producer 42, input sync 35. Missed at 16:37 "
-            "before it (1.73M/s), met at 10:55 (2.41M/s): the machine moves the figure by "
-            "~1.5x within an hour")},
+            "step 19). Met in this run of 2026-12-01 19:45 (2.19M/s, 2.17-2.32; the engine "
+            "alone 8.13M/s: a busy hour) with the engine's lookahead at 16 commands (step "
+            "22); its median run spent per command: loop 357 ns, writer 107, producer 83, "
+            "output sync 76, input sync 40. At 18:55 with the lookahead at 8: 2.45M/s. Missed "
+            "at 16:37 before it (1.73M/s), met at 10:55 (2.41M/s): the machine moves the "
+            "figure by ~1.5x within an hour")},
     {"goal": "through the pipeline >= 0.3x the engine alone on the same flow (same run)",
      "row": "processor_engine_journaled", "ratio": "engine_alone", "min": 0.3,
-     "why": ("the engine alone is ~90-108 ns of CPU per command (9.69M ops/s in this "
-             "run), so 0.3x needs the pipeline at ~2.9-3.3M/s, the loop thread at <= "
-             "~300-340 ns per command of wall time; it spends ~320-340 ns of CPU (the row "
-             "below), so it would have to run without a pause. Rounds ranged 0.23-0.31x "
-             "(0.19x at 16:37 before step 22's prefetch). Where the loop's CPU goes "
+     "why": ("the engine alone is ~90-120 ns of CPU per command (8.13M ops/s in this "
+             "run of 19:45, 9.69M at 18:55), so 0.3x needs the loop thread at <= ~300-400 ns "
+             "per command of wall time; it spends ~300-360 ns of CPU (the row below) and "
+             "shares the two CPUs with ~300 ns per command of the other threads. Rounds "
+             "ranged 0.22-0.28x (0.23-0.31x at 18:55 with the lookahead at 8; 0.19x at 16:37 "
+             "before step 22's prefetch). Where the loop's CPU goes "
              "(docs/processor.md step 22, perf): the engine's functions ~120-130 ns, the "
              "emit path with the breaker's windows and the output records ~60, the input's "
              "copy + CRC ~30, its pwrite() ~25, page faults ~17 (the breaker's 1 s windows "
@@ -296,12 +298,12 @@ GOALS = [
              "against ~100 ns per command): its id map's lines, evicted by the journal "
              "copies between commands, were waited on in new_order and release (63 and 43 "
              "ns per command inside, 40 and 12 alone). Step 22 (docs/processor.md) starts "
-             "loading them 8 commands ahead: the engine's functions ~117-130 ns inside now, "
-             "loop CPU 0.88x (10 rounds). What is left is the loop's own part (~190 ns: emit "
-             "path and breaker ~60, the input's copy + CRC ~30 and pwrite() ~25, faults "
-             "~17, futex ~12, ring and batch steps); rounds ranged 2.63-3.65x, 3.93x at 16:37 "
-             "before step 22. The quieter the machine, the cheaper the engine alone, the "
-             "higher this ratio")},
+             "loading them 16 commands ahead (loop CPU 0.88x at 8 commands, then 0.88x again "
+             "from 8 to 16, 10 rounds each): the engine's functions ~117-137 ns inside. What "
+             "is left is the loop's own part (~200 ns: emit path and breaker ~65, the input's "
+             "copy + CRC ~39 and pwrite() ~40, faults ~24, futex ~19, ring and batch steps); "
+             "rounds ranged 2.70-3.59x (2.63-3.65x at 18:55, 3.93x at 16:37 before step 22). "
+             "The quieter the machine, the cheaper the engine alone, the higher this ratio")},
     {"goal": ">= 10x the Python peer (cython-orderbook) on the mixed stream",
      "row": "engine_mixed_throughput", "ratio": "cython-orderbook", "min": 10.0,
      "why": "the peer makes Python objects per order and per trade"},
