@@ -318,6 +318,6 @@ GOALS = [
             "(writing back ~60 MB/s of journal costs guest CPU per page in this VM, and "
             "they prepare the next segments' page-cache pages; syncing the output journal "
             "once a second instead of every 20 ms saved none of it: docs/gateway-design.md, "
-            "eleventh round; the same pattern written with O_DIRECT measured ~7x less CPU "
-            "per page, not built: docs/processor.md step 22)")},
+            "eleventh round; the same pattern written with O_DIRECT measured ~2.5-3x less "
+            "CPU per page, bench/odirect_cost.py, not built: docs/processor.md step 22)")},
 ]

@@ -162,24 +162,17 @@ def _run(spec: str, n: int, child: str = "--child") -> dict[str, float]:
     return json.loads(out.strip().splitlines()[-1])
 
 
+CHILDREN = {"--child": _child, "--child-python": _child_python, "--child-engine": _child_engine,
+            "--child-ring": _child_ring, "--child-replay": _child_replay}
+MODES = ("--python", "--engine", "--ring", "--replay")  # each runs "--child-" + its name
+
+
 def main(argv: list[str]) -> None:
-    if argv[:1] == ["--child"]:
-        _child(int(argv[1]))
-        return
-    if argv[:1] == ["--child-python"]:
-        _child_python(int(argv[1]))
-        return
-    if argv[:1] == ["--child-engine"]:
-        _child_engine(int(argv[1]))
-        return
-    if argv[:1] == ["--child-ring"]:
-        _child_ring(int(argv[1]))
-        return
-    if argv[:1] == ["--child-replay"]:
-        _child_replay(int(argv[1]))
+    if argv[:1] and argv[0] in CHILDREN:
+        CHILDREN[argv[0]](int(argv[1]))
         return
     child = "--child"
-    if argv[:1] in (["--python"], ["--engine"], ["--ring"], ["--replay"]):
+    if argv[:1] and argv[0] in MODES:
         child, argv = "--child-" + argv[0][2:], argv[1:]
     if len(argv) < 2 or not all(Path(p.partition("@")[0], "ringlog").is_dir()
                                 for p in argv[:2]):

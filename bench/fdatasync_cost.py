@@ -23,10 +23,17 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import pipeline_ab as ab
 
 SIZE = 16 << 20
 RECORD = b"x" * 400
+VARIANTS = ("falloc", "falloc_dsync", "zeros", "zeros_dsync", "mark", "mark_16")
 
 
 def one(variant: str, n: int) -> tuple[float, float]:
@@ -65,17 +72,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("rounds", nargs="?", type=int, default=4)
     ap.add_argument("--syncs", type=int, default=3000)
-    ap.add_argument("--variants", default="falloc,falloc_dsync,zeros,zeros_dsync,mark,mark_16")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
     a = ap.parse_args()
     variants = a.variants.split(",")
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        ap.error(f"unknown variant {bad[0]!r}: one of {', '.join(VARIANTS)}")
     if a.rounds < 1 or a.syncs < 1:
         ap.error("rounds and --syncs must be >= 1")
-    res: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
-    for r in range(a.rounds):
-        for v in variants if r % 2 == 0 else variants[::-1]:
-            res[v].append(one(v, a.syncs))
+
+    def run(v: str) -> dict[str, float]:
+        cpu, wall = one(v, a.syncs)
+        return {"cpu_us": cpu, "wall_us": wall}
+
+    res = ab.interleaved(variants, a.rounds, run, "{:.1f}")
     for v, runs in res.items():
-        cpu, wall = [c for c, _ in runs], [w for _, w in runs]
+        cpu, wall = [r["cpu_us"] for r in runs], [r["wall_us"] for r in runs]
         print(f"{v:13s} CPU {statistics.median(cpu):6.1f} us per sync "
               f"({min(cpu):.1f}-{max(cpu):.1f}), wall {statistics.median(wall):6.1f} us")
 

@@ -29,3 +29,13 @@ def test_samples_are_counted_per_thread_in_their_first_category(monkeypatch):
     got = perf_categories.count(SCRIPT.splitlines())
     assert dict(got["rl-loop"]) == {"pwrite": 1, "ringlog C": 1, "engine": 1}
     assert dict(got["python"]) == {"sched_yield": 1}
+
+
+def test_functions_counts_one_thread_by_leaf_function(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "bench"))
+    import perf_categories
+
+    got = perf_categories.functions(SCRIPT.splitlines(), "rl-loop")
+    assert dict(got) == {"copy_folio_from_iter_atomic": 1, "__pyx_f_book": 1,
+                         "__pyx_f_7ringlog_5_loop_9LogicCore__business_run": 1}
+    assert not perf_categories.functions(SCRIPT.splitlines(), "nobody")
