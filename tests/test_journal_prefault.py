@@ -5,6 +5,7 @@ rests (a pre-fault that held them would stall every durable release behind it)."
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 
@@ -67,6 +68,29 @@ def test_group_commits_go_on_while_the_pre_fault_rests(tmp_path, resting_prefaul
         for i in range(100):
             seq = j.append(b"x" * 64)
             _wait(lambda s=seq: j.durable_sequence >= s, f"append {i} durable")
+
+
+def test_group_commits_during_the_rest_do_not_wait_for_the_gil(tmp_path, resting_prefault):
+    # a gateway's loop thread holds the GIL for up to the switch interval at a time: here
+    # this thread holds it throughout (an interval longer than the test) while each append
+    # waits for its durable mark; a commit cycle that needs the GIL never comes back
+    with Journal(tmp_path / "j", durability="group", segment_size=1 << 20) as j:
+        assert resting_prefault.wait(DEADLINE_S), "the next segment's pre-fault never ran"
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(10 * DEADLINE_S)
+        try:
+            late = []
+            for i in range(20):
+                seq = j.append(b"g" * 64)
+                end = time.monotonic() + DEADLINE_S
+                while j.durable_sequence < seq and time.monotonic() < end:
+                    pass  # a busy loop: never gives the GIL up
+                if j.durable_sequence < seq:
+                    late.append(i)
+                    break
+        finally:
+            sys.setswitchinterval(old)
+        assert not late, f"append {late} not durable while this thread held the GIL"
 
 
 def test_a_roll_during_the_rest_is_made_durable(tmp_path, resting_prefault):

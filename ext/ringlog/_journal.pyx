@@ -1506,14 +1506,14 @@ cdef class JournalAppender:
                 rl_futex_wait(&self.sync_signal, token, t)
             rl_sleeper_out(&self.sync_waiters)
 
-    def group_commit(self, double timeout, bint prepare, bint once=False):
+    def group_commit(self, double timeout, bint prepare):
         """Background thread, group policy: the group-commit cycle without the GIL. Sleeps
         as ``wait_for_work``, then fdatasyncs the current segment and publishes the durable
         mark, again and again, and returns only when Python is needed: a roll left work, a
         segment is to be prepared (``prepare`` and none offered), a wake-up or ``timeout``
         found nothing to sync (close, idle), or a sync failed (raised, the appender failed).
-        So a durable mark never waits for the GIL (a gateway's loop thread may hold it).
-        ``once``: at most one cycle (between the chunks of a segment's pre-fault)."""
+        So a durable mark never waits for the GIL (a gateway's loop thread may hold it);
+        between the chunks of a segment's pre-fault, ``pace`` does the same."""
         cdef int32_t token
         cdef int64_t t = <int64_t>(timeout * 1e9), last
         cdef int rc = 0
@@ -1531,20 +1531,68 @@ cdef class JournalAppender:
                 last = rl_load_acquire(&self.last_seq)
                 if last <= rl_load_acquire(&self.durable):
                     break  # woken for something else (close), or idle
-                if _plant_mark_early:  # test-only planted bug: the mark before the sync
-                    self._set_durable(last)
-                # a roll after the read of last leaves the old segment here: its tail is
-                # what last covers, and the mark stays capped until the roll's own syncs
-                rc = durable_sync(self.seg._map.fd, SYNC_DATA)
+                rc = self._sync_to(last)
                 if rc != 0:
-                    self.failed = 1  # what the page cache holds may never reach the disk
-                    break
-                self._set_durable(last)
-                if once:
                     break
         if rc != 0:
-            raise JournalError(f"fdatasync of {self.seg.path} failed: {os.strerror(rc)}",
-                               errno=rc, path=self.seg.path)
+            self._raise_sync_failed(rc)
+
+    cdef int _sync_to(self, int64_t last) noexcept nogil:
+        """One group commit: fdatasync of the current segment, then the durable mark at
+        ``last`` (read before the sync); 0, or the errno that failed the appender."""
+        if _plant_mark_early:  # test-only planted bug: the mark before the sync
+            self._set_durable(last)
+        # a roll after the read of last leaves the old segment here: its tail is what last
+        # covers, and the mark stays capped until the roll's own syncs
+        cdef int rc = durable_sync(self.seg._map.fd, SYNC_DATA)
+        if rc != 0:
+            self.failed = 1  # what the page cache holds may never reach the disk
+            return rc
+        self._set_durable(last)
+        return 0
+
+    cdef _raise_sync_failed(self, int rc):
+        raise JournalError(f"fdatasync of {self.seg.path} failed: {os.strerror(rc)}",
+                           errno=rc, path=self.seg.path)
+
+    def pace(self, double until, double due, double group_s, bint group):
+        """Background thread, between the chunks of a segment's pre-fault: group commits
+        without the GIL until the monotonic time ``until``, a roll leaves work or close;
+        returns when the next group commit is due (``due`` on entry). ``group``: the group
+        policy (else it only waits); ``group_s`` > 0: a commit when ``group_events`` are
+        unsynced or every ``group_s`` seconds (the output journal's large groups), 0: back
+        to back. In Python this loop took the GIL after every commit, so a gateway's loop
+        thread holding it (up to the 5 ms switch interval) held the next commit back."""
+        cdef int64_t until_ns = <int64_t>(until * 1e9), due_ns = <int64_t>(due * 1e9)
+        cdef int64_t group_ns = <int64_t>(group_s * 1e9), now, wake_at, last
+        cdef int32_t token
+        cdef int rc = 0
+        with nogil:
+            while not self.failed:
+                if rl_load_acquire32(&self.roll_pending) or rl_load_acquire32(&self.stopping):
+                    break
+                now = rl_now_ns()
+                last = rl_load_acquire(&self.last_seq)
+                if group and (not group_ns or now >= due_ns or
+                              last - rl_load_acquire(&self.durable) >= self.group_events):
+                    if last > rl_load_acquire(&self.durable):
+                        rc = self._sync_to(last)
+                        if rc != 0:
+                            break
+                    due_ns = now + group_ns
+                    now = rl_now_ns()
+                if now >= until_ns:
+                    break
+                wake_at = due_ns if group and group_ns and due_ns < until_ns else until_ns
+                token = rl_sleeper_in(&self.sync_signal, &self.sync_waiters)
+                if not rl_load_acquire32(&self.roll_pending) and not (
+                        group and rl_load_acquire(&self.last_seq) - rl_load_acquire(&self.durable)
+                        >= self.group_events) and not rl_load_acquire32(&self.stopping):
+                    rl_futex_wait(&self.sync_signal, token, wake_at - now)
+                rl_sleeper_out(&self.sync_waiters)
+        if rc != 0:
+            self._raise_sync_failed(rc)
+        return due_ns / 1e9
 
     def stop(self):
         """For close: the background thread's waits return at once from now on (a wake-up

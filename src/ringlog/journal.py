@@ -979,16 +979,9 @@ class Journal:
                                    cur.size - a.pos, now - t_start)
             until = now + pause
             while True:  # at least one group-commit cycle per chunk, pause or not
-                wake_at = min(until, due) if group_s else until
-                if wake_at > time.monotonic():  # until work comes (a roll, a group due)
-                    a.wait_for_work(wake_at - time.monotonic(), group)
+                due = a.pace(until, due, group_s, group)  # without the GIL until then
                 if a.roll_pending:  # a fast roll just before this pre-fault began: the
                     self._finish_roll()  # group commit waits for its syncs, so do them
-                now = time.monotonic()
-                if group and (not group_s or now >= due or
-                              a.last_sequence - a.durable_sequence >= a.group_events):
-                    a.group_commit(0.0, False, True)
-                    due = now + group_s
                 if self._closed or time.monotonic() >= until or a.segment is not cur:
                     break
             spent = time.monotonic() - t0 - pause
