@@ -314,10 +314,15 @@ GOALS = [
             "read and per-iteration paths in C, docs/gateway-design.md ninth round, and the "
             "engine's cheaper commands, docs/processor.md step 14; it runs uvloop, the "
             "sessions and the engine with its journal appends), the input fdatasync thread "
-            "~1.1 us, the output journal's ~0.3-0.95 us and its writer ~0.1-0.2 us "
+            "~1.1 us (back-to-back group commits: ~3,500 fdatasyncs a second at ~60 us of "
+            "guest CPU each in this VM's device path whatever the rate; O_DIRECT with "
+            "RWF_DSYNC is no cheaper, bench/fdatasync_cost.py), the output journal's "
+            "~0.3-0.95 us and its writer ~0.1-0.2 us "
             "(writing back ~60 MB/s of journal costs guest CPU per page in this VM, and "
             "they prepare the next segments' page-cache pages; syncing the output journal "
             "once a second instead of every 20 ms saved none of it: docs/gateway-design.md, "
             "eleventh round; the same pattern written with O_DIRECT measured ~2.5-3x less "
-            "CPU per page, bench/odirect_cost.py, not built: docs/processor.md step 22)")},
+            "CPU per page, bench/odirect_cost.py, not built: docs/processor.md step 22); "
+            "the echo peer's server alone costs ~0.66 us per order in the same runs "
+            "(docs/gateway-design.md, fifteenth round)")},
 ]
