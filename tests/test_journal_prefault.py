@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from ringlog import _journal
 from ringlog import journal as journal_mod
 from ringlog.journal import PREFAULT_REST, Journal, list_segments, prefault_pause
 
@@ -91,6 +92,27 @@ def test_group_commits_during_the_rest_do_not_wait_for_the_gil(tmp_path, resting
         finally:
             sys.setswitchinterval(old)
         assert not late, f"append {late} not durable while this thread held the GIL"
+
+
+def test_a_sync_slower_than_the_group_interval_does_not_end_the_commits_of_a_rest(
+        tmp_path, resting_prefault):
+    # a journal syncing in large groups (the output journal's policy) whose sync takes
+    # longer than its group interval: the next commit is due before the sync returns, and
+    # the rest must go on committing (not sleep with no limit until the group fills)
+    def slow(op: str, path: str, target: object) -> None:
+        if op == "fdatasync":
+            time.sleep(0.02)
+
+    with Journal(tmp_path / "j", durability="group", segment_size=1 << 20,
+                 group_events=1 << 20, group_ms=5) as j:
+        assert resting_prefault.wait(DEADLINE_S), "the next segment's pre-fault never ran"
+        _journal.set_sync_hook(slow)
+        try:
+            for i in range(5):
+                seq = j.append(b"s" * 64)
+                _wait(lambda s=seq: j.durable_sequence >= s, f"append {i} durable")
+        finally:
+            _journal.set_sync_hook(None)
 
 
 def test_a_roll_during_the_rest_is_made_durable(tmp_path, resting_prefault):

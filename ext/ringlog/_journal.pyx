@@ -1584,6 +1584,8 @@ cdef class JournalAppender:
                 if now >= until_ns:
                     break
                 wake_at = due_ns if group and group_ns and due_ns < until_ns else until_ns
+                if wake_at <= now:  # a sync longer than group_s: the next one is due now
+                    continue  # (a negative timeout would sleep with no limit)
                 token = rl_sleeper_in(&self.sync_signal, &self.sync_waiters)
                 if not rl_load_acquire32(&self.roll_pending) and not (
                         group and rl_load_acquire(&self.last_seq) - rl_load_acquire(&self.durable)
