@@ -77,6 +77,10 @@ def test_group_commits_during_the_rest_do_not_wait_for_the_gil(tmp_path, resting
     # waits for its durable mark; a commit cycle that needs the GIL never comes back
     with Journal(tmp_path / "j", durability="group", segment_size=1 << 20) as j:
         assert resting_prefault.wait(DEADLINE_S), "the next segment's pre-fault never ran"
+        # one commit while this thread lets the GIL go: the background thread is in the
+        # rest's commit cycle from then on (the rest lasts an hour), not on its way to it
+        first = j.append(b"g" * 64)
+        _wait(lambda: j.durable_sequence >= first, "the first append durable")
         old = sys.getswitchinterval()
         sys.setswitchinterval(10 * DEADLINE_S)
         try:
