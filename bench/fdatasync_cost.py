@@ -115,6 +115,10 @@ def main() -> None:
         ap.error(f"unknown variant {bad[0]!r}: one of {', '.join(VARIANTS)}")
     if a.rounds < 1 or a.syncs < 1:
         ap.error("rounds and --syncs must be >= 1")
+    most = (SIZE - 2 * BLOCK) // len(RECORD)
+    if a.syncs > most and any(v.startswith("direct") for v in variants):
+        ap.error(f"--syncs at most {most} with the direct variants (their {SIZE >> 20} MiB "
+                 "file is written with zeros first)")
 
     def run(v: str) -> dict[str, float]:
         cpu, wall = one(v, a.syncs)
