@@ -151,3 +151,43 @@ def test_output_backlog_counts_outputs_still_in_the_write_behind_buffers(tmp_pat
     assert max(backlog for _, backlog, _ in seen) > 0, seen  # the writer lags 300 us a write
     v = _values(tmp_path)
     assert v["output.sequence"] + 1 + v["output.backlog"] == v["logic.published"] == 2000
+
+
+HOLD_S = 0.3  # how long this thread keeps the GIL from the loop
+
+
+@pytest.mark.parametrize("topology", ["inline", "staged"])
+def test_logic_gil_wait_counts_the_time_another_thread_held_the_gil(tmp_path, topology):
+    # the loop journals a batch without the GIL and takes it back to handle the batch: a
+    # thread keeping the GIL meanwhile holds the loop, and logic.gil_wait_ns says how long
+    import sys
+
+    p = Processor(Summer(), tmp_path, msgspec.structs.replace(CFG, topology=topology))
+    p.start()
+    try:
+        p.publish(ev(0), 5, timestamp_ns=MS)
+        p.drain(timeout=30)
+        before = _values(tmp_path)["logic.gil_wait_ns"]
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(60.0)  # the loop's request for the GIL is not granted early
+        try:
+            seq = p.publish(ev(1), 5, timestamp_ns=2 * MS)
+            end = time.monotonic() + 30.0
+            # busy loops that never give the GIL up: until the event is journaled (the loop
+            # then wants the GIL to handle it), then HOLD_S more
+            while p.input.last_sequence < seq and time.monotonic() < end:
+                pass
+            journaled = p.input.last_sequence >= seq
+            until = time.perf_counter() + HOLD_S
+            while time.perf_counter() < until:
+                pass
+        finally:
+            sys.setswitchinterval(old)
+        p.drain(timeout=30)
+        waited = _values(tmp_path)["logic.gil_wait_ns"] - before
+    finally:
+        p.stop()
+    assert journaled, "the event was not journaled while this thread held the GIL"
+    # the loop waited from (about) the journaling to the end of the hold; a third of it
+    # leaves room for the loop thread being descheduled in between
+    assert waited >= HOLD_S * 1e9 / 3, f"logic.gil_wait_ns grew by {waited} ns"

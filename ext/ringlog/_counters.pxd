@@ -121,6 +121,9 @@ cdef enum:
     LS_KILLS = 10
     LS_AGE = 11          # 28 buckets of event age at handling: < 2^10 ns, < 2^11, ..., rest
     LS_AGE_BUCKETS = 28
+    # ns the loop thread waited to take the GIL back after a batch's journal step (it
+    # holds the GIL while it handles a batch)
+    LS_GIL_WAIT = 39
 cdef enum:
     STAGE_MAX = 40
 

@@ -70,7 +70,8 @@ STAGE_COUNTERS = {
               ("outputs", TOTAL), ("published", TOTAL), ("dead_letters", TOTAL),
               ("duplicates", TOTAL), ("breaker_state", STATE), ("breaker_trips", TOTAL),
               ("breaker_held", GAUGE), ("kills", TOTAL))
-    + tuple((f"age_ns:{b}", BUCKET) for b in AGE_BUCKETS) + (("age_ns:inf", BUCKET),),
+    + tuple((f"age_ns:{b}", BUCKET) for b in AGE_BUCKETS) + (("age_ns:inf", BUCKET),)
+    + (("gil_wait_ns", TOTAL),),
 }
 
 

@@ -41,8 +41,8 @@ from ringlog._breaker cimport (
 )
 from ringlog._counters cimport (
     JS_BACKLOG, JS_BATCHES, JS_DURABLE, JS_SEQUENCE, LS_AGE, LS_BATCHES, LS_BREAKER_HELD,
-    LS_BREAKER_STATE, LS_BREAKER_TRIPS, LS_DEAD_LETTERS, LS_DUPLICATES, LS_KILLS, LS_OUTPUTS,
-    LS_PROCESSED, LS_PUBLISHED, LS_SEQUENCE, StageCounters, age_bucket, counter_add,
+    LS_BREAKER_STATE, LS_BREAKER_TRIPS, LS_DEAD_LETTERS, LS_DUPLICATES, LS_GIL_WAIT, LS_KILLS,
+    LS_OUTPUTS, LS_PROCESSED, LS_PUBLISHED, LS_SEQUENCE, StageCounters, age_bucket, counter_add,
     counter_set, wall_ns,
 )
 from ringlog._handler cimport LOOKAHEAD, PACKED_HEADER, CyEventHandler, Emitter, packed_next
@@ -61,6 +61,7 @@ from ringlog.includes.pycall cimport rl_seq_int, rl_vectorcall, rl_vectorcall_of
 from ringlog.includes.event cimport (
     RL_FLAG_BATCH_END, RL_FLAG_CONTROL, RL_HEADER_SIZE, rl_header, rl_header_set,
 )
+from ringlog.includes.ringwait cimport rl_now_ns
 
 import inspect
 import traceback
@@ -997,9 +998,13 @@ cdef class LogicCore:
         cdef bint was_open
         cdef bint fast = self.kind != KIND_BATCH and not self.snapshot_every
         cdef int64_t** jc = self.journal_counters.slot
+        cdef int64_t gil_from
         if release_gil:
             with nogil:
                 avail = _take_batch(consumer, ring, journal, nxt, limit, wait_ns, jc)
+                gil_from = rl_now_ns()
+            # another Python thread holding the GIL holds the loop here (logic.gil_wait_ns)
+            counter_add(self.counters.slot[LS_GIL_WAIT], rl_now_ns() - gil_from)
         else:
             avail = _take_batch(consumer, ring, journal, nxt, limit, wait_ns, jc)
         if avail == RL_CLOSED:
