@@ -118,18 +118,10 @@ def _child_replay(n: int) -> None:
     sys.path.insert(0, str(HERE))
     import pipeline_ab as ab
 
-    from ringlog import Breaker, BreakerConfig, Limit, Processor, ProcessorConfig
-    from ringlog.engine import Engine, registry
-    from ringlog.engine.flow import demo_config
-
     d = tempfile.mkdtemp(prefix="ringlog-build-ab-", dir=".")
     try:
         ab._flow_engine(d, n)
-        cfg = demo_config(max_orders=1 << 21)
-        p = Processor(Engine(cfg), d, ProcessorConfig(slot_size=cfg.min_slot_size),
-                      breaker=Breaker(BreakerConfig(limits=[Limit(
-                          max_count=10**6, window_ns=10**9, per="key")])),
-                      registry=registry(cfg.l2_depth))
+        p = ab.engine_processor(d)  # a fresh engine on the journal just made
         t0, c0 = time.perf_counter(), time.thread_time_ns()
         replayed = p.recover().replayed
         c1, t1 = time.thread_time_ns(), time.perf_counter()

@@ -64,11 +64,15 @@ def count(lines: list[str]) -> dict[str, collections.Counter[str]]:
     return per
 
 
+def _symbol(frame: str) -> str:
+    """``ADDRESS SYMBOL (OBJECT)`` -> ``SYMBOL`` (the frame as it is without a symbol)."""
+    parts = frame.split(None, 1)
+    return parts[1].split(" (")[0] if len(parts) > 1 else frame
+
+
 def functions(lines: list[str], comm: str) -> collections.Counter[str]:
     """Samples of thread ``comm`` per leaf function (its symbol, without the address)."""
-    return collections.Counter(
-        f[0].split(None, 1)[1].split(" (")[0] if len(f[0].split(None, 1)) > 1 else f[0]
-        for c, f in samples(lines) if c == comm and f)
+    return collections.Counter(_symbol(f[0]) for c, f in samples(lines) if c == comm and f)
 
 
 def _usage(why: str) -> None:

@@ -368,6 +368,23 @@ def _flow_cython(d: str, n: int, durability: str = "group") -> tuple[dict, dict]
     return a, b
 
 
+def engine_processor(d: str, durability: str = "group", *, window_ns: int | None = 10**9,
+                     config: dict[str, Any] | None = None) -> Any:
+    """A processor of the matching engine in ``d`` as the engine flow runs it (the demo's
+    symbols, 2M orders, a per-account breaker over ``window_ns``, None: no breaker;
+    ``config``: ProcessorConfig fields besides the slot size and durability), not started."""
+    from ringlog import Breaker, BreakerConfig, Limit, Processor, ProcessorConfig
+    from ringlog.engine import Engine, registry
+    from ringlog.engine.flow import demo_config
+
+    cfg = demo_config(max_orders=1 << 21)
+    br = None if window_ns is None else Breaker(BreakerConfig(
+        limits=[Limit(max_count=10**6, window_ns=window_ns, per="key")]))
+    return Processor(Engine(cfg), d, ProcessorConfig(slot_size=cfg.min_slot_size,
+                                                     durability=durability, **(config or {})),
+                     breaker=br, registry=registry(cfg.l2_depth))
+
+
 def _flow_engine(d: str, n: int, durability: str = "group",
                  seen: dict[str, float] | None = None, *, window_ns: int | None = 10**9,
                  config: dict[str, Any] | None = None,
@@ -379,17 +396,10 @@ def _flow_engine(d: str, n: int, durability: str = "group",
     ``after_start(processor)``: runs on the producing thread once the processor started."""
     import numpy as np
 
-    from ringlog import Breaker, BreakerConfig, Limit, Processor, ProcessorConfig
-    from ringlog.engine import Engine, registry
-    from ringlog.engine.flow import demo_config, mixed_flow
+    from ringlog.engine.flow import mixed_flow
 
-    cfg = demo_config(max_orders=1 << 21)
     cmds, types = mixed_flow(n, seed=21)
-    br = None if window_ns is None else Breaker(BreakerConfig(
-        limits=[Limit(max_count=10**6, window_ns=window_ns, per="key")]))
-    p = Processor(Engine(cfg), d, ProcessorConfig(slot_size=cfg.min_slot_size,
-                                                  durability=durability, **(config or {})),
-                  breaker=br, registry=registry(cfg.l2_depth))
+    p = engine_processor(d, durability, window_ns=window_ns, config=config)
     p.start()
     if after_start is not None:
         after_start(p)

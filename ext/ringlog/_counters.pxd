@@ -123,7 +123,7 @@ cdef enum:
     LS_AGE_BUCKETS = 28
     # ns the loop thread waited to take the GIL back after a batch's journal step (it
     # holds the GIL while it handles a batch)
-    LS_GIL_WAIT = 39
+    LS_GIL_WAIT = LS_AGE + LS_AGE_BUCKETS
 cdef enum:
     STAGE_MAX = 40
 

@@ -187,6 +187,7 @@ cdef class JournalAppender:
     cdef int commit(self) except -1 nogil
     cdef void _set_durable(self, int64_t seq) noexcept nogil
     cdef int _sync_to(self, int64_t last) noexcept nogil
+    cdef void _sleep_for_work(self, bint group, int64_t timeout_ns) noexcept nogil
     cdef _raise_sync_failed(self, int rc)
     cdef int _fast_roll(self, Py_ssize_t need) noexcept nogil
     cdef void _switch(self, Py_ssize_t pos, int64_t next_seq) noexcept nogil

@@ -1496,15 +1496,19 @@ cdef class JournalAppender:
         """Background thread: sleeps (no GIL) until a roll left work, ``group_events``
         are unsynced (``group``: the group-commit policy), ``wake()`` or ``timeout`` seconds
         pass."""
-        cdef int32_t token
         cdef int64_t t = <int64_t>(timeout * 1e9)
         with nogil:
-            token = rl_sleeper_in(&self.sync_signal, &self.sync_waiters)
-            if not rl_load_acquire32(&self.roll_pending) and not (
-                    group and rl_load_acquire(&self.last_seq) - rl_load_acquire(&self.durable)
-                    >= self.group_events) and not rl_load_acquire32(&self.stopping):
-                rl_futex_wait(&self.sync_signal, token, t)
-            rl_sleeper_out(&self.sync_waiters)
+            self._sleep_for_work(group, t)
+
+    cdef void _sleep_for_work(self, bint group, int64_t timeout_ns) noexcept nogil:
+        # wait_for_work's sleep (the futex handshake of includes/ringwait.h): none when a
+        # roll left work, close began or (group) group_events are unsynced already
+        cdef int32_t token = rl_sleeper_in(&self.sync_signal, &self.sync_waiters)
+        if not rl_load_acquire32(&self.roll_pending) and not (
+                group and rl_load_acquire(&self.last_seq) - rl_load_acquire(&self.durable)
+                >= self.group_events) and not rl_load_acquire32(&self.stopping):
+            rl_futex_wait(&self.sync_signal, token, timeout_ns)
+        rl_sleeper_out(&self.sync_waiters)
 
     def group_commit(self, double timeout, bint prepare):
         """Background thread, group policy: the group-commit cycle without the GIL. Sleeps
@@ -1514,17 +1518,11 @@ cdef class JournalAppender:
         found nothing to sync (close, idle), or a sync failed (raised, the appender failed).
         So a durable mark never waits for the GIL (a gateway's loop thread may hold it);
         between the chunks of a segment's pre-fault, ``pace`` does the same."""
-        cdef int32_t token
         cdef int64_t t = <int64_t>(timeout * 1e9), last
         cdef int rc = 0
         with nogil:
             while not self.failed:
-                token = rl_sleeper_in(&self.sync_signal, &self.sync_waiters)
-                if not rl_load_acquire32(&self.roll_pending) and \
-                        rl_load_acquire(&self.last_seq) - rl_load_acquire(&self.durable) \
-                        < self.group_events and not rl_load_acquire32(&self.stopping):
-                    rl_futex_wait(&self.sync_signal, token, t)
-                rl_sleeper_out(&self.sync_waiters)
+                self._sleep_for_work(True, t)
                 if rl_load_acquire32(&self.roll_pending) or (
                         prepare and not rl_load_acquire32(&self.ready)):
                     break
@@ -1565,7 +1563,6 @@ cdef class JournalAppender:
         thread holding it (up to the 5 ms switch interval) held the next commit back."""
         cdef int64_t until_ns = <int64_t>(until * 1e9), due_ns = <int64_t>(due * 1e9)
         cdef int64_t group_ns = <int64_t>(group_s * 1e9), now, wake_at, last
-        cdef int32_t token
         cdef int rc = 0
         with nogil:
             while not self.failed:
@@ -1584,14 +1581,10 @@ cdef class JournalAppender:
                 if now >= until_ns:
                     break
                 wake_at = due_ns if group and group_ns and due_ns < until_ns else until_ns
-                if wake_at <= now:  # a sync longer than group_s: the next one is due now
-                    continue  # (a negative timeout would sleep with no limit)
-                token = rl_sleeper_in(&self.sync_signal, &self.sync_waiters)
-                if not rl_load_acquire32(&self.roll_pending) and not (
-                        group and rl_load_acquire(&self.last_seq) - rl_load_acquire(&self.durable)
-                        >= self.group_events) and not rl_load_acquire32(&self.stopping):
-                    rl_futex_wait(&self.sync_signal, token, wake_at - now)
-                rl_sleeper_out(&self.sync_waiters)
+                # none after a sync longer than group_s (the next is due now): a negative
+                # timeout would sleep with no limit
+                if wake_at > now:
+                    self._sleep_for_work(group, wake_at - now)
         if rc != 0:
             self._raise_sync_failed(rc)
         return due_ns / 1e9
