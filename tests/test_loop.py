@@ -101,24 +101,36 @@ def dead_sequences(path):
     return [msgspec.msgpack.decode(r.payload)[0] for r in JournalReader(path)]
 
 
+def handler_of(kind):
+    """The model's Summer as a Python handler, a Cython one, or a Cython one whose events
+    the loop handles without the GIL (``nogil_events``)."""
+    if kind == "python":
+        return Summer(fail_on=POISON)
+    return SumHandler(fail_on=POISON, nogil=kind == "cython_nogil")
+
+
+@pytest.mark.parametrize("listener", [True, False], ids=["listener", "journal"])
 @pytest.mark.parametrize("dedup", [True, False], ids=["dedup", "runs"])
-@pytest.mark.parametrize("kind", ["python", "cython"])
+@pytest.mark.parametrize("kind", ["python", "cython", "cython_nogil"])
 @settings(max_examples=20)
 @given(ops=OPS, half_open=st.sampled_from([None, 30 * MS]))
-def test_live_loop_and_replay_match_the_model_on_random_mixes(kind, dedup, ops, half_open):
+def test_live_loop_and_replay_match_the_model_on_random_mixes(kind, dedup, listener, ops,
+                                                              half_open):
     """Events, control events, breaker trips/resets/releases, dedup resends and poison
-    events: the live Cython loop (ring -> journal -> loop -> output ring) publishes exactly
-    the model's outputs, ends in its state, and a recovery from snapshot + journal verifies
-    every output and reaches the same state again. Without dedup the loop and the replay
-    take their business-run paths (``_business_run``, ``_replay_run``): same decisions."""
+    events: the live Cython loop (ring -> journal -> loop -> output ring, or with no
+    listener straight into the output journal) publishes exactly the model's outputs, ends
+    in its state, and a recovery from snapshot + journal verifies every output and reaches
+    the same state again. Without dedup the loop and the replay take their business-run
+    paths (``_business_run``, ``_replay_run``; ``_steps_nogil`` for a nogil handler): same
+    decisions."""
     events = build(ops)
     m = model_of(events, half_open, dedup)
     cfg = msgspec.structs.replace(DL_CFG, dedup=dedup)
     with tempfile.TemporaryDirectory() as d:
-        h = Summer(fail_on=POISON) if kind == "python" else SumHandler(fail_on=POISON)
+        h = handler_of(kind)
         outs = []
         p = Processor(h, d, cfg, breaker=Breaker(breaker_config(half_open)),
-                      on_output=outs.append)
+                      on_output=outs.append if listener else None)
         p.start()
         for e in events:  # bypass producer backpressure: the breaker holds input back
             p.input_ring.publish(e.payload, e.type_id, timestamp_ns=e.timestamp_ns,
@@ -126,7 +138,10 @@ def test_live_loop_and_replay_match_the_model_on_random_mixes(kind, dedup, ops, 
                                  producer_id=e.producer_id, producer_seq=e.producer_seq)
         p.drain(timeout=30)
         p.stop()
-        assert [key(o) for o in outs] == [key(o) for o in m.published]
+        got = [key(o) for o in outs] if listener else [  # a record's cause: producer_seq
+            (r.type_id, bytes(r.payload), r.producer_seq, r.flags, r.timestamp_ns,
+             r.correlation_id) for r in JournalReader(f"{d}/output")]
+        assert got == [key(o) for o in m.published]
         assert (h.count, h.total) == (m.handler.count, m.handler.total)
         assert loop_figures(p._loop) == model_figures(m)
         assert p.breaker.counters() == m.breaker.counters()
@@ -135,7 +150,7 @@ def test_live_loop_and_replay_match_the_model_on_random_mixes(kind, dedup, ops, 
         dead = dead_sequences(f"{d}/dead-letter") if m.dead else []
         assert dead == [s for s, _ in m.dead]
 
-        h2 = Summer(fail_on=POISON) if kind == "python" else SumHandler(fail_on=POISON)
+        h2 = handler_of(kind)
         p2 = Processor(h2, d, cfg, breaker=Breaker(breaker_config(half_open)))
         rep = p2.recover(verify=True)
         p2.stop()

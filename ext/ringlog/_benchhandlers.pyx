@@ -6,6 +6,8 @@ timestamp (its intended send time from an open-loop producer) and emits one outp
 ``SumHandler`` is the Cython twin of the tests' Python ``Summer`` (count and sum of int64
 payloads, one output per event, a poison value), so the same input can be checked through both;
 ``LookaheadHandler`` records which event each ``prefetch_c`` call was for (the lookahead contract).
+``CountingHandler``, ``SumHandler`` and ``LookaheadHandler`` take ``nogil=True`` to handle events
+without the GIL (``on_event_nogil``, ``nogil_events``); their ``on_event_c`` is the same code.
 Not thread-safe: the processor's loop thread calls them.
 """
 
@@ -27,16 +29,21 @@ cdef class CountingHandler(CyEventHandler):
     cdef readonly int64_t count
     cdef int64_t mask
 
-    def __init__(self, int64_t every=16):
+    def __init__(self, int64_t every=16, bint nogil=False):
         if every < 1 or every & (every - 1):
             raise ValueError(f"every must be a power of two >= 1, got {every}")
         self.mask = every - 1
+        self.nogil_events = nogil
 
     cdef int on_event_c(self, const rl_header* h, const char* payload, int64_t sequence,
                         bint end_of_batch) except -1:
+        return self.on_event_nogil(h, payload, sequence, end_of_batch)
+
+    cdef int on_event_nogil(self, const rl_header* h, const char* payload, int64_t sequence,
+                            bint end_of_batch) except -1 nogil:
         self.count += 1
         if not self.count & self.mask:
-            self.emit_c(1, <const char*>&self.count, 8, 0)
+            self.emit_nogil(1, <const char*>&self.count, 8, 0)
         return 0
 
 
@@ -68,24 +75,31 @@ cdef class SumHandler(CyEventHandler):
     cdef int64_t poison
     cdef bint has_poison
 
-    def __init__(self, fail_on=None):
+    def __init__(self, fail_on=None, bint nogil=False):
         self.fail_on = fail_on
         self.has_poison = fail_on is not None
         self.poison = fail_on if fail_on is not None else 0
+        self.nogil_events = nogil
 
     cdef int on_event_c(self, const rl_header* h, const char* payload, int64_t sequence,
                         bint end_of_batch) except -1:
+        return self.on_event_nogil(h, payload, sequence, end_of_batch)
+
+    cdef int on_event_nogil(self, const rl_header* h, const char* payload, int64_t sequence,
+                            bint end_of_batch) except -1 nogil:
         cdef int64_t v = 0, out[2]
         if h.length != 8:
-            raise ValueError(f"SumHandler expects 8-byte payloads, got {h.length} bytes")
+            with gil:
+                raise ValueError(f"SumHandler expects 8-byte payloads, got {h.length} bytes")
         memcpy(&v, payload, 8)
         if self.has_poison and v == self.poison:
-            raise ValueError(f"poison {v}")
+            with gil:
+                raise ValueError(f"poison {v}")
         self.count += 1
         self.total += v
         out[0] = sequence
         out[1] = self.total
-        self.emit_c(1, <const char*>out, 16, ((v % 3) + 3) % 3)  # Python's v % 3
+        self.emit_nogil(1, <const char*>out, 16, ((v % 3) + 3) % 3)  # Python's v % 3
         return 0
 
     def on_snapshot(self):
@@ -106,18 +120,23 @@ cdef class LookaheadHandler(CyEventHandler):
     cdef readonly int64_t count, prefetches
     cdef int64_t last
 
-    def __init__(self, int64_t[::1] out, bint lookahead=True):
+    def __init__(self, int64_t[::1] out, bint lookahead=True, bint nogil=False):
         self.out = out
         self.lookahead = lookahead
         self.last = -1
+        self.nogil_events = nogil
 
-    cdef void prefetch_c(self, const rl_header* h, const char* payload) noexcept:
+    cdef void prefetch_c(self, const rl_header* h, const char* payload) noexcept nogil:
         if h.length == 8:
             memcpy(&self.last, payload, 8)
             self.prefetches += 1
 
     cdef int on_event_c(self, const rl_header* h, const char* payload, int64_t sequence,
                         bint end_of_batch) except -1:
+        return self.on_event_nogil(h, payload, sequence, end_of_batch)
+
+    cdef int on_event_nogil(self, const rl_header* h, const char* payload, int64_t sequence,
+                            bint end_of_batch) except -1 nogil:
         cdef int64_t v = -1
         if h.length == 8:
             memcpy(&v, payload, 8)

@@ -169,7 +169,7 @@ cdef class BreakerCore:
     cdef bint runs_ok
 
     cdef int64_t _now(self, int64_t ts) noexcept
-    cdef void _ratio_advance(self, int64_t t) noexcept
+    cdef void _ratio_advance(self, int64_t t) noexcept nogil
     cdef void on_input_c(self, int64_t timestamp_ns) noexcept
     cdef int check_c(self, int64_t timestamp_ns, uint32_t type_id, int64_t key) except -1
     cdef int _trip(self, int64_t t, name, int64_t count, int64_t window, key, int per,
@@ -182,8 +182,8 @@ cdef class BreakerCore:
 
 # One input at event time `timestamp_ns`: moves the clock, counts it (and, with a ratio
 # limit, fills its bucket). Inline so that the loop pays no call per input; the one
-# implementation (BreakerCore.on_input_c calls it).
-cdef inline void breaker_input(BreakerCore b, int64_t timestamp_ns) noexcept:
+# implementation (BreakerCore.on_input_c calls it). No GIL needed.
+cdef inline void breaker_input(BreakerCore b, int64_t timestamp_ns) noexcept nogil:
     if timestamp_ns > b.clock:
         b.clock = timestamp_ns
     b.inputs += 1
@@ -194,10 +194,11 @@ cdef inline void breaker_input(BreakerCore b, int64_t timestamp_ns) noexcept:
 
 # The decision for one output (PASS, HOLD, THROTTLE or TRIPPED) at event time
 # `timestamp_ns`: the one implementation (BreakerCore.check_c calls it). Inline so that the
-# loop pays no call per output: the hot path reads and writes C structs only; an open
-# breaker, the allow-list, the ratio limit and a trip (Python objects) are out of line.
+# loop pays no call per output: the hot path reads and writes C structs only, without the
+# GIL; an open breaker, the allow-list, the ratio limit and a trip (Python objects) are out
+# of line and take it (a nogil handler's loop holds none).
 cdef inline int breaker_check(BreakerCore b, int64_t timestamp_ns, uint32_t type_id,
-                              int64_t key) except -1:
+                              int64_t key) except -1 nogil:
     cdef Py_ssize_t i
     cdef CountLimit* L
     cdef Window* w
@@ -208,7 +209,8 @@ cdef inline int breaker_check(BreakerCore b, int64_t timestamp_ns, uint32_t type
     cdef int64_t t = b.clock
     b.checks += 1
     if b.state == BR_OPEN or b.has_allow:
-        decision = b._open_or_allowed(type_id)
+        with gil:
+            decision = b._open_or_allowed(type_id)
         if decision >= 0:
             return decision
     for i in range(b.nlimits):  # each limit's window for this output, found once
@@ -217,13 +219,17 @@ cdef inline int breaker_check(BreakerCore b, int64_t timestamp_ns, uint32_t type
         b.cwins[i] = w
         if window_full_within(w, t):
             if not L.throttle:
-                return b._trip_limit(i, t, type_id, key)
+                with gil:
+                    return b._trip_limit(i, t, type_id, key)
             throttled = True
-    if b.ratio_window and b._ratio_check(t):
-        return BR_TRIPPED
+    if b.ratio_window:
+        with gil:
+            if b._ratio_check(t):
+                return BR_TRIPPED
     for i in range(b.nlimits):  # passed every limit: counted in each window
         if window_add(b.cwins[i], t) < 0:
-            raise MemoryError("cannot grow a breaker window")
+            with gil:
+                raise MemoryError("cannot grow a breaker window")
     if b.state == BR_HALF_OPEN:
         b.state = BR_CLOSED  # the probe passed every limit
     if throttled:
@@ -243,7 +249,7 @@ cdef inline int breaker_check(BreakerCore b, int64_t timestamp_ns, uint32_t type
 # instead of per output. Applies to a closed breaker whose limits are in total or per key,
 # without a ratio limit or an allow-list (`runs_ok`).
 cdef inline int breaker_pass_run(BreakerCore b, int64_t timestamp_ns, int64_t key,
-                                 int64_t k) except -1:
+                                 int64_t k) except -1 nogil:
     cdef Py_ssize_t i
     cdef CountLimit* L
     cdef Window* w
@@ -262,7 +268,8 @@ cdef inline int breaker_pass_run(BreakerCore b, int64_t timestamp_ns, int64_t ke
                 return 0
     for i in range(b.nlimits):
         if window_add_run(b.cwins[i], t, k) < 0:
-            raise MemoryError("cannot grow a breaker window")
+            with gil:
+                raise MemoryError("cannot grow a breaker window")
     b.checks += k
     b.passed += k
     return 1

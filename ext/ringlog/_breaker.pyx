@@ -197,7 +197,7 @@ cdef class BreakerCore:
             self.clock = ts
         return self.clock
 
-    cdef void _ratio_advance(self, int64_t t) noexcept:
+    cdef void _ratio_advance(self, int64_t t) noexcept nogil:
         cdef int64_t width = self.ratio_window // RATIO_BUCKETS or 1, i, steps
         if self.bucket_start == 0 and self.ins[0] == 0 and self.outs[0] == 0:
             self.bucket_start = t - t % width

@@ -35,23 +35,40 @@ cdef class Emitter:
                   int64_t key) except -1
     # The outputs packed in p[0:n] (see PACKED_HEADER), in order: as many `emit` calls.
     cdef int emit_packed(self, const char* p, size_t n) except -1
+    # The same two, callable without the GIL (the default takes it; the processor's emitter
+    # takes it only for what the breaker holds or trips on).
+    cdef int emit_nogil(self, uint32_t type_id, const char* payload, uint32_t length,
+                        int64_t key) except -1 nogil
+    cdef int emit_packed_nogil(self, const char* p, size_t n) except -1 nogil
 
 
 cdef class CyEventHandler:
     cdef Emitter _emitter       # set by the processor (or by assigning `handler.emit`)
     # True when `prefetch_c` does something: the loop then calls it a few events ahead
     cdef bint lookahead
+    # True when `on_event_nogil` handles events without the GIL: the processor's loop thread
+    # then handles batches without taking it (other Python threads run meanwhile)
+    cdef bint nogil_events
 
     # Handles one input event: `h` is its 48-byte header, `payload` its h.length bytes.
     # Both are valid only during the call. Raise to signal a poison event.
     cdef int on_event_c(self, const rl_header* h, const char* payload, int64_t sequence,
                         bint end_of_batch) except -1
+    # `on_event_c` without the GIL, for a handler that sets `nogil_events`: C state only,
+    # outputs through `emit_packed_nogil`; a rare path that needs Python takes the GIL
+    # (`with gil:`) itself. The default takes the GIL and calls `on_event_c`.
+    cdef int on_event_nogil(self, const rl_header* h, const char* payload, int64_t sequence,
+                            bint end_of_batch) except -1 nogil
     # A hint, a few events before `on_event_c` sees the same event: start loading what it
     # will touch (the default does nothing). Must not change any state.
-    cdef void prefetch_c(self, const rl_header* h, const char* payload) noexcept
+    cdef void prefetch_c(self, const rl_header* h, const char* payload) noexcept nogil
     # Publishes one output through the breaker; `key` is the breaker's per-key limit key.
     cdef int emit_c(self, uint32_t type_id, const char* payload, uint32_t length,
                     int64_t key) except -1
     # Publishes the outputs packed in p[0:n] (see PACKED_HEADER), in order, as `emit_c`
     # each: one call for all of an event's outputs (the processor's loop walks them).
     cdef int emit_packed_c(self, const char* p, size_t n) except -1
+    # `emit_c` and `emit_packed_c` without the GIL (from `on_event_nogil`).
+    cdef int emit_nogil(self, uint32_t type_id, const char* payload, uint32_t length,
+                        int64_t key) except -1 nogil
+    cdef int emit_packed_nogil(self, const char* p, size_t n) except -1 nogil

@@ -20,6 +20,21 @@ the ones before::
 Replay (recovery, the replay tool) calls it the same way for the record 16 ahead in the
 segment it reads, checked for length and sequence but not yet for its CRC. It must not
 change any state: a handler's results are the same whether the hints came or not.
+
+A handler whose events need no Python object can set ``self.nogil_events = True`` and
+override ``cdef int on_event_nogil(h, payload, sequence, end_of_batch) except -1 nogil``,
+emitting through ``self.emit_nogil(...)`` or ``self.emit_packed_nogil(p, n)``: the
+processor's loop thread then journals and handles whole batches without the GIL, so the
+application's other Python threads (producers, an event loop, a busy main thread) and the
+loop no longer wait for each other::
+
+    loop thread (nogil_events)          other Python threads
+      take batch ─► journal ─► on_event_nogil x n ─► publish outputs ─► next batch
+      (the GIL only for a control event, an open breaker, a hold or trip, an error)
+
+A rare path that needs Python (a Python container, a raise) takes the GIL itself
+(``with gil:``); ``on_event_c`` stays the entry point with the GIL (replay, Python callers)
+and may simply call ``on_event_nogil``.
 """
 
 from libc.stdint cimport int64_t, uint32_t
@@ -55,6 +70,15 @@ cdef class Emitter:
             p = packed_next(p)
         return 0
 
+    cdef int emit_nogil(self, uint32_t type_id, const char* payload, uint32_t length,
+                        int64_t key) except -1 nogil:
+        with gil:
+            return self.emit(type_id, payload, length, key)
+
+    cdef int emit_packed_nogil(self, const char* p, size_t n) except -1 nogil:
+        with gil:
+            return self.emit_packed(p, n)
+
 
 cdef class CyEventHandler:
     """Base class of a handler written in Cython (see the module docstring).
@@ -70,7 +94,12 @@ cdef class CyEventHandler:
                         bint end_of_batch) except -1:
         raise NotImplementedError(f"{type(self).__name__} must override cdef on_event_c")
 
-    cdef void prefetch_c(self, const rl_header* h, const char* payload) noexcept:
+    cdef int on_event_nogil(self, const rl_header* h, const char* payload, int64_t sequence,
+                            bint end_of_batch) except -1 nogil:
+        with gil:
+            return self.on_event_c(h, payload, sequence, end_of_batch)
+
+    cdef void prefetch_c(self, const rl_header* h, const char* payload) noexcept nogil:
         pass
 
     cdef int emit_c(self, uint32_t type_id, const char* payload, uint32_t length,
@@ -79,6 +108,13 @@ cdef class CyEventHandler:
 
     cdef int emit_packed_c(self, const char* p, size_t n) except -1:
         return self._emitter.emit_packed(p, n)
+
+    cdef int emit_nogil(self, uint32_t type_id, const char* payload, uint32_t length,
+                        int64_t key) except -1 nogil:
+        return self._emitter.emit_nogil(type_id, payload, length, key)
+
+    cdef int emit_packed_nogil(self, const char* p, size_t n) except -1 nogil:
+        return self._emitter.emit_packed_nogil(p, n)
 
     def on_event(self, event, int64_t sequence, bint end_of_batch):
         """Handles one event given as Python object (a ring Event or a journal Record)."""

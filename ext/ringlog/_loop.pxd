@@ -83,6 +83,9 @@ cdef class LogicCore:
     cdef public StageCounters counters  # stored at each live batch end (ringlog._counters)
     # the journal stages' counters when this thread journals (inline topology, no output ring)
     cdef public StageCounters journal_counters, output_counters
+    # the nogil loop (_steps_nogil): the batch it hands to the GIL and where in it
+    cdef int64_t nb_nxt, nb_avail, run_slot
+    cdef bint nb_was_open, run_opened
 
     cdef int process_c(self, const rl_header* h, const char* payload, int64_t seq,
                        bint end_of_batch, object obj) except -1
@@ -92,9 +95,18 @@ cdef class LogicCore:
                   int64_t limit) except -1
     cdef int64_t _step(self, Consumer consumer, int64_t base, JournalAppender journal,
                        int64_t limit, int64_t wait_ns, bint release_gil) except -3
+    cdef int64_t _steps_nogil(self, Consumer consumer, int64_t base, JournalAppender journal,
+                              int64_t limit) except -3 nogil
+    cdef int64_t _finish_batch(self, Consumer consumer, int64_t base, int64_t nxt,
+                               int64_t avail, int64_t s, bint was_open) except -3
+    cdef int _batch_end(self, Consumer consumer, int64_t base, int64_t avail) except -1 nogil
     cdef int _attach(self, Ring ring) except -1
     cdef int64_t _business_run(self, Ring ring, int64_t s, int64_t hi,
                                int64_t base) except -1
+    cdef int64_t _business_run_nogil(self, Ring ring, int64_t s, int64_t hi,
+                                     int64_t base) except -2 nogil
+    cdef int _dead_in_run(self, const rl_header* h, int64_t seq) except -1
+    cdef int _opened(self, int64_t pending) except -1
     cdef int64_t _replay_run(self, Segment seg, Py_ssize_t* offset, int64_t seq,
                              int64_t stop, bint verify, int* status) except -1
     cdef int _call(self, const rl_header* h, const char* payload, int64_t seq,
@@ -107,23 +119,24 @@ cdef class LogicCore:
     cdef int _kill_on_trip(self) except -1
     cdef object _kill(self, object key, bint by_trip)
     cdef int _after(self, int64_t seq) except -1
-    cdef void _store_counters(self, int64_t seq, int64_t ts) noexcept
+    cdef void _store_counters(self, int64_t seq, int64_t ts) noexcept nogil
     cdef bint _rare(self, const rl_header* h) noexcept
     cdef int _flush_scratch(self) except -1
     cdef int _ring_run(self, Ring ring, int64_t lo, int64_t hi, int64_t base) except -1
     cdef object _readonly(self, object arr)
     cdef char* _scratch_row(self, const rl_header* h, const char* payload) except NULL
     cdef int emit_c(self, uint32_t type_id, const char* payload, uint32_t length,
-                    int64_t key) except -1
-    cdef int emit_packed_c(self, const char* p, size_t n) except -1
+                    int64_t key) except -1 nogil
+    cdef int emit_packed_c(self, const char* p, size_t n) except -1 nogil
     cdef int _publish(self, uint32_t type_id, uint32_t flags, const char* payload,
                       uint32_t length, int64_t key, int64_t ts, int64_t corr,
                       int64_t cause) except -1
     cdef int _publish_record(self, object rec) except -1
     cdef int _hold(self, int decision, uint32_t type_id, const char* payload,
                    uint32_t length, int64_t key) except -1
-    cdef int release_outputs(self) except -1
-    cdef int64_t _claim_outputs(self, uint32_t length) except -1
+    cdef int release_outputs(self) except -1 nogil
+    cdef int64_t _claim_outputs(self, uint32_t length) except -1 nogil
+    cdef int64_t _await_output_slot(self) except -2
 
 
 cdef class LoopHandle:

@@ -107,6 +107,7 @@ cdef uint32_t T_KILLED = _events.TYPE_KILLED
 
 cdef int64_t WAIT_NS = 50000000  # a stage re-checks for a closed ring at least this often
 cdef int64_t OUT_CHUNK = 32      # output ring slots claimed at once (_claim_outputs)
+cdef int64_t NEED_GIL = -4       # _steps_nogil: the rest of the batch needs the GIL
 cdef char _EMPTY[1]
 
 
@@ -227,6 +228,13 @@ cdef class _CoreEmitter(Emitter):
     cdef int emit_packed(self, const char* p, size_t n) except -1:
         return self.core.emit_packed_c(p, n)
 
+    cdef int emit_nogil(self, uint32_t type_id, const char* payload, uint32_t length,
+                        int64_t key) except -1 nogil:
+        return self.core.emit_c(type_id, payload, length, key)
+
+    cdef int emit_packed_nogil(self, const char* p, size_t n) except -1 nogil:
+        return self.core.emit_packed_c(p, n)
+
 
 cdef int _header_of(object event, rl_header* h, Py_buffer* buf) except -1:
     """Fills ``h`` from a Python event (ring Event, journal Record, any InputEvent) and gets
@@ -247,7 +255,7 @@ cdef int _header_of(object event, rl_header* h, Py_buffer* buf) except -1:
     return 0
 
 
-cdef inline int _dedup_admit(LogicCore self, const rl_header* h) except -1:
+cdef inline int _dedup_admit(LogicCore self, const rl_header* h) except -1 nogil:
     """1 if the event's producer_seq is past its producer's last applied one (now recorded),
     else 0: a duplicate (a resend), counted and not handled."""
     cdef int64_t last = map_get(&self.dedup_map, h.producer_id, -1)
@@ -255,26 +263,36 @@ cdef inline int _dedup_admit(LogicCore self, const rl_header* h) except -1:
         self.duplicates += 1
         return 0
     if last < 0:  # a new producer: room first (the insert itself never grows)
-        map_reserve(&self.dedup_map, 1)
+        with gil:
+            map_reserve(&self.dedup_map, 1)
     map_slot(&self.dedup_map, h.producer_id, 0)[0] = h.producer_seq
     return 1
 
 
-cdef inline int _handle(LogicCore self, BreakerCore b, CyEventHandler cy, SlotEvent fly,
-                        const rl_header* h, int64_t seq) except -1:
-    """One event of a business run (``LogicCore._business_run``, ``._replay_run``): what
-    ``_business`` does while the breaker is closed. Its end of batch is the record's
-    FLAG_BATCH_END, as on the per-event path. ``b``, ``cy`` and ``fly`` are the core's,
-    held by the caller for the run (no reference counting per event). A function, not a
-    method, so that the C compiler inlines it into both runs."""
-    self.last_sequence = seq
+cdef inline int _admit(LogicCore self, const rl_header* h, int64_t seq) except -1 nogil:
+    """What every business event goes through before its handler (``_business``, the runs
+    with and without the GIL): 0 for a duplicate (not handled); else 1, with the outputs'
+    cause, time and correlation id set and the input counted by the breaker."""
     if self.dedup_on and h.producer_id and not _dedup_admit(self, h):
         return 0
     self.cur_seq = seq
     self.cur_ts = h.timestamp_ns
     self.cur_corr = h.correlation_id
-    if b is not None:
-        breaker_input(b, h.timestamp_ns)
+    if self.breaker is not None:
+        breaker_input(self.breaker, h.timestamp_ns)
+    return 1
+
+
+cdef inline int _handle(LogicCore self, CyEventHandler cy, SlotEvent fly,
+                        const rl_header* h, int64_t seq) except -1:
+    """One event of a business run (``LogicCore._business_run``, ``._replay_run``): what
+    ``_business`` does while the breaker is closed. Its end of batch is the record's
+    FLAG_BATCH_END, as on the per-event path. ``cy`` and ``fly`` are the core's, held by
+    the caller for the run (no reference counting per event). A function, not a method, so
+    that the C compiler inlines it into both runs."""
+    self.last_sequence = seq
+    if not _admit(self, h, seq):
+        return 0
     if cy is not None:
         cy.on_event_c(h, <const char*>h + RL_HEADER_SIZE, seq,
                       (h.flags & RL_FLAG_BATCH_END) != 0)
@@ -288,7 +306,7 @@ cdef inline int _handle(LogicCore self, BreakerCore b, CyEventHandler cy, SlotEv
 
 cdef inline int _to_slot(LogicCore self, uint32_t type_id, uint32_t flags, const char* payload,
                          uint32_t length, int64_t key, int64_t ts, int64_t corr,
-                         int64_t cause) except -1:
+                         int64_t cause) except -1 nogil:
     """One live output written in place into the next claimed output ring slot (published
     with the batch's by ``release_outputs``). A function, not a method, so that the C
     compiler inlines it into ``_publish``: C fields only, no reference counting."""
@@ -308,7 +326,7 @@ cdef inline int _to_slot(LogicCore self, uint32_t type_id, uint32_t flags, const
 
 
 cdef inline int _emit_one(LogicCore self, uint32_t type_id, const char* payload,
-                          uint32_t length, int64_t key) except -1:
+                          uint32_t length, int64_t key) except -1 nogil:
     """The handler's output (``LogicCore.emit_c``): the breaker's decision, then
     ``_emit_passed``. Lean on purpose (it runs per output): no Python object, what the
     breaker holds out of line. A function, not a method, so that the C compiler inlines it
@@ -319,13 +337,14 @@ cdef inline int _emit_one(LogicCore self, uint32_t type_id, const char* payload,
         decision = breaker_check(self.breaker, self.cur_ts, type_id, key)
         if decision != BR_PASS and decision != BR_THROTTLE:
             self.outputs += 1
-            return self._hold(decision, type_id, payload, length, key)
+            with gil:
+                return self._hold(decision, type_id, payload, length, key)
     _emit_passed(self, type_id, payload, length, key)
     return decision
 
 
 cdef inline int _emit_passed(LogicCore self, uint32_t type_id, const char* payload,
-                             uint32_t length, int64_t key) except -1:
+                             uint32_t length, int64_t key) except -1 nogil:
     """An output the breaker let through (or with no breaker): into the output ring slot
     when live (``_to_slot``), else the output journal when live, else ``_publish``."""
     self.outputs += 1
@@ -338,22 +357,22 @@ cdef inline int _emit_passed(LogicCore self, uint32_t type_id, const char* paylo
         append_output(self.output_journal, type_id, 0, payload, length, self.cur_ts,
                       self.cur_corr, self.cur_seq)
     else:
-        self._publish(type_id, 0, payload, length, key, self.cur_ts, self.cur_corr,
-                      self.cur_seq)
+        with gil:
+            self._publish(type_id, 0, payload, length, key, self.cur_ts, self.cur_corr,
+                          self.cur_seq)
     return 0
 
 
 cdef inline int _emit_run(LogicCore self, const char* p, const char* end,
-                          int64_t key) except -1:
+                          int64_t key) except -1 nogil:
     """``_emit_passed`` for each packed output from ``p`` to ``end`` (all with breaker key
     ``key``, all passed): straight into the output journal when that is where live outputs
     go (the test of where they go made once per run, not per output)."""
-    cdef JournalAppender j = self.output_journal
-    if self.output_ring is None and j is not None and not self.replaying:
+    if self.output_ring is None and self.output_journal is not None and not self.replaying:
         while p < end:
             self.outputs += 1
             self.published += 1  # committed once per batch by run()
-            append_output(j, (<const uint32_t*>p)[0], 0, p + PACKED_HEADER,
+            append_output(self.output_journal, (<const uint32_t*>p)[0], 0, p + PACKED_HEADER,
                           (<const uint32_t*>p)[1], self.cur_ts, self.cur_corr, self.cur_seq)
             p = packed_next(p)
         return 0
@@ -557,13 +576,8 @@ cdef class LogicCore:
     cdef int _business(self, const rl_header* h, const char* payload, int64_t seq,
                        bint end_of_batch, object obj) except -1:
         """Runs the handler; returns 0 if the breaker opened on this event, else 1."""
-        if self.dedup_on and h.producer_id and not _dedup_admit(self, h):
+        if not _admit(self, h, seq):
             return 1
-        self.cur_seq = seq
-        self.cur_ts = h.timestamp_ns
-        self.cur_corr = h.correlation_id
-        if self.breaker is not None:
-            breaker_input(self.breaker, h.timestamp_ns)
         try:
             self._call(h, payload, seq, end_of_batch, obj)
         except Exception:
@@ -606,7 +620,7 @@ cdef class LogicCore:
                     ah = <const rl_header*>ring.slot(s + LOOKAHEAD)
                     cy.prefetch_c(ah, <const char*>ah + RL_HEADER_SIZE)
                 seq = base + s
-                _handle(self, b, cy, fly, h, seq)
+                _handle(self, cy, fly, h, seq)
                 s += 1
                 if b is not None and b.state == BR_OPEN:
                     opened = True
@@ -614,17 +628,59 @@ cdef class LogicCore:
         except Exception:  # only the handler (and what it calls: emit) raises in the loop
             if self._dead_letter is None:
                 raise
-            fly.h = h
-            fly.seq = seq
-            self._dead(fly, seq, traceback.format_exc())
-            self.processed += 1
+            opened = self._dead_in_run(h, seq)
             s += 1
-            opened = b is not None and b.state == BR_OPEN
         if opened:
-            if self.kill_armed:
-                self._kill_on_trip()
-            self.pending_from = seq + 1
+            self._opened(seq + 1)
         return s
+
+    cdef int64_t _business_run_nogil(self, Ring ring, int64_t s, int64_t hi,
+                                     int64_t base) except -2 nogil:
+        """``_business_run`` for a handler with ``nogil_events``, without the GIL: the same
+        events, decisions and stops (before a control event, after the event that opens
+        the breaker: ``run_opened``). When the handler raises, ``run_slot`` is its event;
+        the caller, with the GIL, makes it a dead letter or halts (``_run``)."""
+        cdef const rl_header* h
+        cdef const rl_header* ah
+        cdef int64_t seq
+        cdef bint ahead = self.cy.lookahead
+        self.run_opened = False
+        while s <= hi:
+            h = <const rl_header*>ring.slot(s)
+            if _is_control(h):
+                break
+            if ahead and s + LOOKAHEAD <= hi:
+                ah = <const rl_header*>ring.slot(s + LOOKAHEAD)
+                self.cy.prefetch_c(ah, <const char*>ah + RL_HEADER_SIZE)
+            seq = base + s
+            self.run_slot = s
+            self.last_sequence = seq
+            if _admit(self, h, seq):
+                self.cy.on_event_nogil(h, <const char*>h + RL_HEADER_SIZE, seq,
+                                       (h.flags & RL_FLAG_BATCH_END) != 0)
+                self.processed += 1
+            s += 1
+            if self.breaker is not None and self.breaker.state == BR_OPEN:
+                self.run_opened = True
+                break
+        return s
+
+    cdef int _dead_in_run(self, const rl_header* h, int64_t seq) except -1:
+        """The handler raised on ``h`` (journal ``seq``) in a business run and the policy is
+        dead letters: records it, counts it handled; True if the breaker is open now."""
+        self.fly.h = h
+        self.fly.seq = seq
+        self._dead(self.fly, seq, traceback.format_exc())
+        self.processed += 1
+        return self.breaker is not None and self.breaker.state == BR_OPEN
+
+    cdef int _opened(self, int64_t pending) except -1:
+        """After the event that opened the breaker: the kill switch when a trip armed it,
+        then input from journal sequence ``pending`` on is held back."""
+        if self.kill_armed:
+            self._kill_on_trip()
+        self.pending_from = pending
+        return 0
 
     cdef int64_t _replay_run(self, Segment seg, Py_ssize_t* offset, int64_t seq,
                              int64_t stop, bint verify, int* status) except -1:
@@ -673,7 +729,7 @@ cdef class LogicCore:
                         aoff += REC_PREFIX + _align8(an)
                     else:
                         aoff = -1
-                _handle(self, b, cy, fly, h, seq)
+                _handle(self, cy, fly, h, seq)
                 off += REC_PREFIX + _align8(n)
                 seq += 1
                 if b is not None and b.state == BR_OPEN:
@@ -683,18 +739,12 @@ cdef class LogicCore:
             if self._dead_letter is None:
                 offset[0] = off
                 raise
-            fly.h = h
-            fly.seq = seq
-            self._dead(fly, seq, traceback.format_exc())
-            self.processed += 1
+            opened = self._dead_in_run(h, seq)
             off += REC_PREFIX + _align8(n)
             seq += 1
-            opened = b is not None and b.state == BR_OPEN
         offset[0] = off
         if opened:
-            if self.kill_armed:
-                self._kill_on_trip()
-            self.pending_from = seq
+            self._opened(seq)
         return seq
 
     cdef int _call(self, const rl_header* h, const char* payload, int64_t seq,
@@ -980,9 +1030,67 @@ cdef class LogicCore:
 
     cdef int _run(self, Consumer consumer, int64_t base, JournalAppender journal,
                   int64_t limit) except -1:
-        while self._step(consumer, base, journal, limit, WAIT_NS, True) != RL_CLOSED:
-            pass
-        return 0
+        cdef int64_t r, s, gil_from
+        if not (self.kind == KIND_CYTHON and self.cy.nogil_events and not self.snapshot_every):
+            while self._step(consumer, base, journal, limit, WAIT_NS, True) != RL_CLOSED:
+                pass
+            return 0
+        while True:  # a nogil handler: the GIL only for what _steps_nogil leaves
+            try:
+                with nogil:
+                    r = self._steps_nogil(consumer, base, journal, limit)
+                    gil_from = rl_now_ns()
+            except Exception:  # the handler raised on the event at run_slot (if >= 0)
+                if self.run_slot < 0 or self._dead_letter is None:
+                    raise
+                s = self.run_slot
+                if self._dead_in_run(<const rl_header*>consumer.ring.slot(s), base + s):
+                    self._opened(base + s + 1)
+                self._finish_batch(consumer, base, self.nb_nxt, self.nb_avail, s + 1, False)
+                continue
+            counter_add(self.counters.slot[LS_GIL_WAIT], rl_now_ns() - gil_from)
+            if r == RL_CLOSED:
+                return 0
+            s = self.run_slot
+            if self.run_opened:
+                self._opened(base + s)
+            self._finish_batch(consumer, base, self.nb_nxt, self.nb_avail, s,
+                               self.nb_was_open)
+
+    cdef int64_t _steps_nogil(self, Consumer consumer, int64_t base, JournalAppender journal,
+                              int64_t limit) except -3 nogil:
+        """``_step`` for a handler with ``nogil_events`` (``run``): batch after batch without
+        the GIL for as long as each is business only with the breaker closed. Returns
+        RL_CLOSED, or NEED_GIL with the batch ``nb_nxt``..``nb_avail`` to finish with the
+        GIL from ``run_slot`` on (a control event, input held back, the breaker opened, a
+        sequence out of order). Exceptions propagate: the handler's with ``run_slot`` its
+        event, any other (a journal's) with ``run_slot`` -1."""
+        cdef int64_t nxt, avail, s
+        cdef int64_t** jc = self.journal_counters.slot
+        while True:
+            self.run_slot = -1  # what raises outside the handler (a journal) is not its
+            nxt = rl_load_acquire(consumer.seq_ptr) + 1
+            avail = _take_batch(consumer, consumer.ring, journal, nxt, limit, WAIT_NS, jc)
+            if avail == RL_CLOSED:
+                return RL_CLOSED
+            if avail == RL_TIMEOUT:
+                if journal is not None:  # idle: the sync thread may have moved the mark
+                    counter_set(jc[JS_DURABLE], rl_load_acquire(&journal.durable))
+                continue
+            self.nb_nxt = nxt
+            self.nb_avail = avail
+            self.nb_was_open = self.pending_from >= 0
+            self.run_slot = nxt
+            self.run_opened = False
+            if self.nb_was_open or (base + nxt != self.last_sequence + 1
+                                    and self.last_sequence >= 0):
+                return NEED_GIL
+            s = self._business_run_nogil(consumer.ring, nxt, avail, base)
+            self.run_slot = s
+            if s <= avail or self.run_opened:
+                return NEED_GIL
+            self.run_slot = -1
+            self._batch_end(consumer, base, avail)
 
     cdef int64_t _step(self, Consumer consumer, int64_t base, JournalAppender journal,
                        int64_t limit, int64_t wait_ns, bint release_gil) except -3:
@@ -993,10 +1101,7 @@ cdef class LogicCore:
         events it handled, 0 when none was there (a timeout), RL_CLOSED once the ring is
         closed and drained."""
         cdef Ring ring = consumer.ring
-        cdef int64_t nxt = rl_load_acquire(consumer.seq_ptr) + 1, avail, s, lo
-        cdef const rl_header* h
-        cdef bint was_open
-        cdef bint fast = self.kind != KIND_BATCH and not self.snapshot_every
+        cdef int64_t nxt = rl_load_acquire(consumer.seq_ptr) + 1, avail
         cdef int64_t** jc = self.journal_counters.slot
         cdef int64_t gil_from
         if release_gil:
@@ -1013,13 +1118,22 @@ cdef class LogicCore:
             if journal is not None:  # idle: the sync thread may have moved the mark
                 counter_set(jc[JS_DURABLE], rl_load_acquire(&journal.durable))
             return 0
-        was_open = self.pending_from >= 0
+        return self._finish_batch(consumer, base, nxt, avail, nxt, self.pending_from >= 0)
+
+    cdef int64_t _finish_batch(self, Consumer consumer, int64_t base, int64_t nxt,
+                               int64_t avail, int64_t s, bint was_open) except -3:
+        """Handles the journaled batch ``nxt``..``avail`` from ring slot ``s`` on (the ones
+        before it were handled without the GIL), then ends it (``_batch_end``). Returns how
+        many events the batch holds. ``was_open``: input was held back at its start."""
+        cdef Ring ring = consumer.ring
+        cdef const rl_header* h
+        cdef int64_t lo
+        cdef bint fast = self.kind != KIND_BATCH and not self.snapshot_every
         if fast:
-            if base + nxt != self.last_sequence + 1 and self.last_sequence >= 0:
+            if s == nxt and base + nxt != self.last_sequence + 1 and self.last_sequence >= 0:
                 raise RuntimeError(f"input sequence {base + nxt} after "
                                    f"{self.last_sequence}: the loop must see every "
                                    "journal sequence once, in order")
-            s = nxt
             while s <= avail:
                 h = <const rl_header*>ring.slot(s)
                 if self.pending_from >= 0 or _is_control(h):
@@ -1029,13 +1143,13 @@ cdef class LogicCore:
                 else:
                     s = self._business_run(ring, s, avail, base)
         elif self.kind != KIND_BATCH:
-            for s in range(nxt, avail + 1):
+            for s in range(s, avail + 1):
                 h = <const rl_header*>ring.slot(s)
                 self.process_c(h, <const char*>h + RL_HEADER_SIZE, base + s,
                                (h.flags & RL_FLAG_BATCH_END) != 0, None)
         else:
             lo = -1
-            for s in range(nxt, avail + 1):
+            for s in range(s, avail + 1):
                 h = <const rl_header*>ring.slot(s)
                 if self._rare(h):
                     if lo >= 0:
@@ -1050,23 +1164,32 @@ cdef class LogicCore:
                         ring.mask or s - lo + 1 >= self.scratch_cap:
                     self._ring_run(ring, lo, s, base)
                     lo = -1
-        self.release_outputs()  # the batch's outputs, before the batch counts as handled
-        if self.output_journal is not None:
-            self.output_journal.commit()  # the batch's outputs: one durability step
-        consumer.set_sequence(avail)
-        h = <const rl_header*>ring.slot(avail)
-        self._store_counters(base + avail, h.timestamp_ns)
+        self._batch_end(consumer, base, avail)
+        if self.breaker is not None:  # held outputs change only with the GIL
+            counter_set(self.counters.slot[LS_BREAKER_HELD], len(self.breaker.held))
         if was_open and self.pending_from < 0 and self._on_resume is not None:
             self._on_resume()
         return avail - nxt + 1
 
-    cdef void _store_counters(self, int64_t seq, int64_t ts) noexcept:
+    cdef int _batch_end(self, Consumer consumer, int64_t base, int64_t avail) except -1 nogil:
+        """A handled batch's end: its outputs published (before the batch counts as
+        handled) and committed to the output journal in one durability step, the consumer
+        moved past it, the counters stored."""
+        self.release_outputs()
+        if self.output_journal is not None:
+            self.output_journal.commit()
+        consumer.set_sequence(avail)
+        self._store_counters(base + avail,
+                             (<const rl_header*>consumer.ring.slot(avail)).timestamp_ns)
+        return 0
+
+    cdef void _store_counters(self, int64_t seq, int64_t ts) noexcept nogil:
         """The loop's counters at a batch end: release stores into the counters file; the
-        age histogram counts how old (wall clock) the batch's last event was when handled."""
+        age histogram counts how old (wall clock) the batch's last event was when handled.
+        The breaker's held outputs are stored where they change (with the GIL)."""
         cdef int64_t** c = self.counters.slot
         cdef int64_t unwritten
         counter_add(c[LS_AGE + age_bucket(wall_ns() - ts)], 1)
-        cdef BreakerCore b = self.breaker
         counter_set(c[LS_SEQUENCE], seq)
         counter_add(c[LS_BATCHES], 1)
         counter_set(c[LS_PROCESSED], self.processed)
@@ -1074,10 +1197,9 @@ cdef class LogicCore:
         counter_set(c[LS_PUBLISHED], self.published)
         counter_set(c[LS_DEAD_LETTERS], self.dead_letters)
         counter_set(c[LS_DUPLICATES], self.duplicates)
-        if b is not None:
-            counter_set(c[LS_BREAKER_STATE], b.state)
-            counter_set(c[LS_BREAKER_TRIPS], b.trips)
-            counter_set(c[LS_BREAKER_HELD], len(b.held))
+        if self.breaker is not None:
+            counter_set(c[LS_BREAKER_STATE], self.breaker.state)
+            counter_set(c[LS_BREAKER_TRIPS], self.breaker.trips)
         counter_set(c[LS_KILLS], self.kills)
         if self.output_journal is not None:  # outputs journaled by this thread
             c = self.output_counters.slot
@@ -1185,27 +1307,27 @@ cdef class LogicCore:
             PyBuffer_Release(&buf)
 
     cdef int emit_c(self, uint32_t type_id, const char* payload, uint32_t length,
-                    int64_t key) except -1:
+                    int64_t key) except -1 nogil:
         return _emit_one(self, type_id, payload, length, key)
 
-    cdef int emit_packed_c(self, const char* p, size_t n) except -1:
+    cdef int emit_packed_c(self, const char* p, size_t n) except -1 nogil:
         """``emit_c`` for each output packed in ``p[0:n]`` (``PACKED_HEADER``), in order,
         with the same decisions: each run of consecutive outputs with one breaker key goes
         through the breaker at once when it can (``breaker_pass_run``: all of them pass),
-        else output by output."""
+        else output by output. Without the GIL but for what the breaker holds or trips on."""
         cdef const char* end = p + n
         cdef const char* q
         cdef int64_t key, k
-        cdef BreakerCore b = self.breaker
         while p < end:
             key = (<const int64_t*>(p + 8))[0]
             q = packed_next(p)
-            if b is not None and not self.bypass and b.runs_ok and b.state == BR_CLOSED:
+            if (self.breaker is not None and not self.bypass and self.breaker.runs_ok
+                    and self.breaker.state == BR_CLOSED):
                 k = 1
                 while q < end and (<const int64_t*>(q + 8))[0] == key:
                     q = packed_next(q)
                     k += 1
-                if breaker_pass_run(b, self.cur_ts, key, k):
+                if breaker_pass_run(self.breaker, self.cur_ts, key, k):
                     _emit_run(self, p, q, key)
                     p = q
                     continue
@@ -1223,6 +1345,7 @@ cdef class LogicCore:
         cdef BreakerCore b = self.breaker
         b.hold(self.encode(self.OutputRecord(type_id, payload[:length], key, self.cur_ts,
                                              self.cur_corr, self.cur_seq)))
+        counter_set(self.counters.slot[LS_BREAKER_HELD], len(b.held))
         if decision == BR_TRIPPED:
             info = self.encode(self.TripInfo(self.cur_seq, b.last_trip))
             self._publish(T_TRIPPED, RL_FLAG_CONTROL, PyBytes_AS_STRING(info),
@@ -1258,40 +1381,50 @@ cdef class LogicCore:
         self.sink(self.OutputRecord(type_id, payload[:length], key, ts, corr, cause, flags))
         return 0
 
-    cdef int64_t _claim_outputs(self, uint32_t length) except -1:
-        """``_to_slot``'s rare path: refuses an output too large for a slot; otherwise claims
-        the next output slots, up to ``out_chunk`` at once when the ring has room (one claim
-        per chunk of outputs, not per output), else publishes what was written (the output
-        stage frees slots only past what it sees) and waits for one slot without the GIL.
-        Returns the sequence of the slot to write."""
-        cdef Ring r = self.output_ring
-        cdef int64_t hi
-        if length > <uint32_t>(r.slot_size - RL_HEADER_SIZE):
+    cdef int64_t _claim_outputs(self, uint32_t length) except -1 nogil:
+        """``_to_slot``'s rare path (once per ``out_chunk`` outputs): refuses an output too
+        large for a slot; otherwise claims the next output slots, up to ``out_chunk`` at
+        once when the ring has room (one claim per chunk of outputs, not per output), else
+        waits for one (``_await_output_slot``, with the GIL). Without the GIL but to raise
+        or wait. Returns the sequence of the slot to write."""
+        cdef int64_t hi, size = self.output_ring.slot_size
+        if length > <uint32_t>(size - RL_HEADER_SIZE):
             self.published -= 1
-            raise SchemaError(f"output of {length} bytes does not fit a {r.slot_size}-byte "
-                              f"output slot ({r.slot_size - RL_HEADER_SIZE} bytes after the "
-                              "header); use a larger slot_size")
+            with gil:
+                raise SchemaError(f"output of {length} bytes does not fit a {size}-byte "
+                                  f"output slot ({size - RL_HEADER_SIZE} bytes after the "
+                                  "header); use a larger slot_size")
         if self.out_next <= self.out_end:  # claimed already: only the length was in question
             return self.out_next
-        hi = r.try_claim(self.out_chunk)
+        hi = self.output_ring.try_claim(self.out_chunk)
         if hi >= 0:
             self.out_end = hi
             return hi - self.out_chunk + 1
         if hi != RL_CLOSED:
-            self.release_outputs()
-            while True:  # the output ring is full: wait without the GIL (backpressure)
-                with nogil:
-                    hi = r.claim(1, WAIT_NS)
-                if hi != RL_TIMEOUT:
-                    break
-                if self.release_stage is not None:  # no output thread to fail for us
-                    self.release_stage.check_gate()
+            with gil:
+                hi = self._await_output_slot()
         if hi == RL_CLOSED:
-            raise RingClosedError("the output ring is closed")
+            with gil:
+                raise RingClosedError("the output ring is closed")
         self.out_end = hi
         return hi
 
-    cdef int release_outputs(self) except -1:
+    cdef int64_t _await_output_slot(self) except -2:
+        """The output ring is full: publishes what was written (the output stage frees
+        slots only past what it sees) and waits for one slot without the GIL (whoever holds
+        it may be what frees slots: a Python listener). Returns its sequence or RL_CLOSED."""
+        cdef Ring r = self.output_ring
+        cdef int64_t hi
+        self.release_outputs()
+        while True:  # backpressure
+            with nogil:
+                hi = r.claim(1, WAIT_NS)
+            if hi != RL_TIMEOUT:
+                return hi
+            if self.release_stage is not None:  # no output thread to fail for us
+                self.release_stage.check_gate()
+
+    cdef int release_outputs(self) except -1 nogil:
         """Publishes the output slots written since the last call, in one release store (one
         fence, at most one wake of a sleeping output stage): at each input batch end, before
         a snapshot, when the output ring is full, when the loop stops. Outputs are handled

@@ -66,7 +66,7 @@ cdef class ReleaseStage:
     cdef int64_t _releasable(self, int64_t durable) noexcept nogil
     cdef int _hand_over(self, int64_t upto) except -1
     cdef bint _to_sinks(self, int64_t upto) noexcept nogil
-    cdef int loop_append(self, int64_t hi) except -1
+    cdef int loop_append(self, int64_t hi) except -1 nogil
     cdef int check_gate(self) except -1
     cdef int64_t _gate_durable(self) noexcept nogil
     cdef void _released(self, int64_t upto) noexcept nogil

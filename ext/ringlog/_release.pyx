@@ -420,7 +420,7 @@ cdef class ReleaseStage:
         if self.gate is not None:
             self.gate.set_durable_hook(_on_durable, <void*>self)
 
-    cdef int loop_append(self, int64_t hi) except -1:
+    cdef int loop_append(self, int64_t hi) except -1 nogil:
         """The loop thread, right after it published output slots up to ``hi``: appends
         them to the output journal, then hands over those whose causes are durable now
         (all of them without a gate, release immediate)."""

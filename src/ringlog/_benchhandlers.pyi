@@ -6,7 +6,7 @@ from ._handler import CyEventHandler
 
 class CountingHandler(CyEventHandler):
     count: int
-    def __init__(self, every: int = 16) -> None: ...
+    def __init__(self, every: int = 16, nogil: bool = False) -> None: ...
 
 class LatencyHandler(CyEventHandler):
     count: int
@@ -15,9 +15,9 @@ class LatencyHandler(CyEventHandler):
 class LookaheadHandler(CyEventHandler):
     count: int
     prefetches: int
-    def __init__(self, out: Any, lookahead: bool = True) -> None: ...
+    def __init__(self, out: Any, lookahead: bool = True, nogil: bool = False) -> None: ...
 
 class SumHandler(CyEventHandler):
     count: int
     total: int
-    def __init__(self, fail_on: int | None = None) -> None: ...
+    def __init__(self, fail_on: int | None = None, nogil: bool = False) -> None: ...

@@ -115,34 +115,35 @@ cdef class Books:
     cdef int64_t traded_qty
     cdef int64_t n_cancels      # orders cancelled out of the book (user, mass, STP)
 
-    cdef int32_t book_of(self, uint32_t symbol) noexcept
-    cdef int32_t find(self, uint64_t order_id) noexcept
-    cdef int64_t open_orders_of(self, uint32_t account) noexcept
+    cdef int32_t book_of(self, uint32_t symbol) noexcept nogil
+    cdef int32_t find(self, uint64_t order_id) noexcept nogil
+    cdef int64_t open_orders_of(self, uint32_t account) noexcept nogil
     cdef int report_order(self, uint32_t type_id, int64_t key, int32_t idx, uint8_t reason,
-                          uint8_t command, int64_t qty) except -1
-    cdef bint would_cross(self, rl_book* b, const rl_taker* t) noexcept
-    cdef int64_t fillable(self, rl_book* b, const rl_taker* t) noexcept
-    cdef int match(self, rl_book* b, rl_taker* t) except -1
-    cdef int32_t rest(self, rl_book* b, const rl_taker* t) except -1
-    cdef void unlink(self, int32_t idx) noexcept
-    cdef void release(self, int32_t idx) noexcept
-    cdef int cancel(self, int32_t idx, int64_t key, uint8_t reason, uint8_t command) except -1
-    cdef void set_leaves(self, int32_t idx, int64_t leaves) noexcept
-    cdef int market_data(self, rl_book* b, int64_t key, bint publish) except -1
-    cdef void clear_book(self, rl_book* b) noexcept
-    cdef int32_t first_order(self, rl_book* b, uint8_t side) noexcept
-    cdef int32_t next_order(self, int32_t idx) noexcept
+                          uint8_t command, int64_t qty) except -1 nogil
+    cdef bint would_cross(self, rl_book* b, const rl_taker* t) noexcept nogil
+    cdef int64_t fillable(self, rl_book* b, const rl_taker* t) noexcept nogil
+    cdef int match(self, rl_book* b, rl_taker* t) except -1 nogil
+    cdef int32_t rest(self, rl_book* b, const rl_taker* t) except -1 nogil
+    cdef void unlink(self, int32_t idx) noexcept nogil
+    cdef void release(self, int32_t idx) noexcept nogil
+    cdef int cancel(self, int32_t idx, int64_t key, uint8_t reason,
+                    uint8_t command) except -1 nogil
+    cdef void set_leaves(self, int32_t idx, int64_t leaves) noexcept nogil
+    cdef int market_data(self, rl_book* b, int64_t key, bint publish) except -1 nogil
+    cdef void clear_book(self, rl_book* b) noexcept nogil
+    cdef int32_t first_order(self, rl_book* b, uint8_t side) noexcept nogil
+    cdef int32_t next_order(self, int32_t idx) noexcept nogil
     cdef rl_book* _book(self, uint32_t symbol) except NULL
     cdef dict _order_dict(self, int32_t idx)
 
 
 # -- the output arena (inline so that _engine shares it: no call per report; a struct, not the
 # Books object, so that no reference is counted per call) ----------------------------------
-cdef char* grow_output(rl_out* o, size_t need) except NULL
+cdef char* grow_output(rl_out* o, size_t need) except NULL nogil
 
 
 cdef inline char* reserve_output(rl_out* o, uint32_t type_id, uint32_t length,
-                                 int64_t key) except NULL:
+                                 int64_t key) except NULL nogil:
     """Appends an output's head to the arena (type u32 | length u32 | key i64, then the
     payload padded to 8 bytes: the layout CyEventHandler.emit_packed_c takes, so the engine
     emits a command's outputs in one call); returns its payload, which the caller fills
@@ -161,7 +162,7 @@ cdef inline char* reserve_output(rl_out* o, uint32_t type_id, uint32_t length,
 
 
 cdef inline char* push_output(rl_out* o, uint32_t type_id, uint32_t length,
-                              int64_t key) except NULL:
+                              int64_t key) except NULL nogil:
     """``reserve_output`` with the payload zeroed: where ``length`` is a constant (a report,
     a trade, an L1 update) the C compiler zeroes it with a few stores, not a memset call."""
     cdef char* p = reserve_output(o, type_id, length, key)
@@ -169,5 +170,5 @@ cdef inline char* push_output(rl_out* o, uint32_t type_id, uint32_t length,
     return p
 
 
-cdef inline rl_report* push_report(rl_out* o, uint32_t type_id, int64_t key) except NULL:
+cdef inline rl_report* push_report(rl_out* o, uint32_t type_id, int64_t key) except NULL nogil:
     return <rl_report*>push_output(o, type_id, sizeof(rl_report), key)

@@ -144,7 +144,7 @@ cdef inline int64_t best_after(rl_book* b, uint8_t side, int64_t price) noexcept
     return 0 if i < 0 else b.min_price + i
 
 
-cdef char* grow_output(rl_out* o, size_t need) except NULL:
+cdef char* grow_output(rl_out* o, size_t need) except NULL nogil:
     """Doubles the output arena until ``need`` more bytes fit (out of line: rare)."""
     cdef size_t cap = o.cap
     cdef char* p
@@ -152,13 +152,14 @@ cdef char* grow_output(rl_out* o, size_t need) except NULL:
         cap *= 2
     p = <char*>realloc(o.buf, cap)
     if p == NULL:
-        raise MemoryError(f"cannot grow the output arena to {cap} bytes")
+        with gil:
+            raise MemoryError(f"cannot grow the output arena to {cap} bytes")
     o.buf = p
     o.cap = cap
     return p
 
 
-cdef inline int l2_bids(rl_book* b, rl_l2_level* lv, int depth, uint64_t* diff) noexcept:
+cdef inline int l2_bids(rl_book* b, rl_l2_level* lv, int depth, uint64_t* diff) noexcept nogil:
     """Writes the best ``depth`` bid levels over ``lv`` (zeros after the last), OR-ing any
     change into ``diff``; returns how many there are. Walks the bits of one bitmap word at a
     time (the levels near the touch are dense): the hierarchy only to skip empty words.
@@ -191,7 +192,7 @@ cdef inline int l2_bids(rl_book* b, rl_l2_level* lv, int depth, uint64_t* diff) 
     return n
 
 
-cdef inline int l2_asks(rl_book* b, rl_l2_level* lv, int depth, uint64_t* diff) noexcept:
+cdef inline int l2_asks(rl_book* b, rl_l2_level* lv, int depth, uint64_t* diff) noexcept nogil:
     """``l2_bids`` for the asks (upwards from the best ask)."""
     cdef const uint64_t* words = b.asks.words
     cdef const rl_level* levels = b.levels
@@ -221,7 +222,7 @@ cdef inline int l2_asks(rl_book* b, rl_l2_level* lv, int depth, uint64_t* diff) 
     return n
 
 
-cdef inline uint64_t _l2_zero(rl_l2_level* lv, int n, int depth) noexcept:
+cdef inline uint64_t _l2_zero(rl_l2_level* lv, int n, int depth) noexcept nogil:
     """Zeroes levels n..depth-1; returns non-zero if any was not."""
     cdef uint64_t d = 0
     while n < depth:
@@ -232,7 +233,7 @@ cdef inline uint64_t _l2_zero(rl_l2_level* lv, int n, int depth) noexcept:
     return d
 
 
-cdef inline void level_changed(rl_book* b, uint8_t side, int64_t price) noexcept:
+cdef inline void level_changed(rl_book* b, uint8_t side, int64_t price) noexcept nogil:
     """Notes what a change of the level at ``price`` (best prices already updated) may have
     changed: the L1 if it is at or better than its side's best (or the side is empty), that
     side's L2 if it is inside the last L2 window (or the window was not full)."""
@@ -311,7 +312,7 @@ cdef class Books:
         map_free(&self.open_count)
         map_free(&self.symbols)
 
-    cdef void clear_book(self, rl_book* b) noexcept:
+    cdef void clear_book(self, rl_book* b) noexcept nogil:
         cdef int64_t n = b.max_price - b.min_price + 1, i
         cdef rl_l2_head* head = <rl_l2_head*>b.l2_last
         for i in range(n):
@@ -333,20 +334,20 @@ cdef class Books:
         head.depth = self.l2_depth
 
     # -- lookups ----------------------------------------------------------------------------
-    cdef int32_t book_of(self, uint32_t symbol) noexcept:
+    cdef int32_t book_of(self, uint32_t symbol) noexcept nogil:
         return <int32_t>map_get(&self.symbols, symbol, -1)
 
-    cdef int32_t find(self, uint64_t order_id) noexcept:
+    cdef int32_t find(self, uint64_t order_id) noexcept nogil:
         return <int32_t>map_get(&self.ids, order_id, -1)
 
-    cdef int64_t open_orders_of(self, uint32_t account) noexcept:
+    cdef int64_t open_orders_of(self, uint32_t account) noexcept nogil:
         return map_get(&self.open_count, account, 0)
 
-    cdef int32_t first_order(self, rl_book* b, uint8_t side) noexcept:
+    cdef int32_t first_order(self, rl_book* b, uint8_t side) noexcept nogil:
         cdef int64_t best = b.best_bid if side == BUY else b.best_ask
         return -1 if best == 0 else b.levels[best - b.min_price].head
 
-    cdef int32_t next_order(self, int32_t idx) noexcept:
+    cdef int32_t next_order(self, int32_t idx) noexcept nogil:
         """The order after ``idx`` in priority order on its side (next in FIFO, else the head
         of the next worse level), or -1."""
         cdef rl_order* o = &self.orders[idx]
@@ -360,7 +361,7 @@ cdef class Books:
 
     # -- outputs ----------------------------------------------------------------------------
     cdef int report_order(self, uint32_t type_id, int64_t key, int32_t idx, uint8_t reason,
-                          uint8_t command, int64_t qty) except -1:
+                          uint8_t command, int64_t qty) except -1 nogil:
         """A report about a pool order: its id, account, symbol, price, side and leaves."""
         cdef rl_order* o = &self.orders[idx]
         cdef rl_report* r = push_report(&self.out, type_id, key)
@@ -376,13 +377,14 @@ cdef class Books:
         return 0
 
     # -- book maintenance -------------------------------------------------------------------
-    cdef int32_t rest(self, rl_book* b, const rl_taker* t) except -1:
+    cdef int32_t rest(self, rl_book* b, const rl_taker* t) except -1 nogil:
         """Puts the taker's remainder at the tail of its level; returns its pool index."""
         cdef int32_t idx = self.free_head
         cdef rl_order* o
         cdef rl_level* lvl = &b.levels[t.price - b.min_price]
         if idx < 0:
-            raise MemoryError("the order pool is full (the engine checks before resting)")
+            with gil:
+                raise MemoryError("the order pool is full (the engine checks before resting)")
         o = &self.orders[idx]
         self.free_head = o.next
         if o.next >= 0:
@@ -419,7 +421,7 @@ cdef class Books:
         level_changed(b, t.side, t.price)
         return idx
 
-    cdef void unlink(self, int32_t idx) noexcept:
+    cdef void unlink(self, int32_t idx) noexcept nogil:
         """Takes an order out of its level (the best price moves on if the level empties)."""
         cdef rl_order* o = &self.orders[idx]
         cdef rl_book* b = &self.books[o.book]
@@ -445,7 +447,7 @@ cdef class Books:
                     b.best_ask = best_after(b, SELL, o.price)
         level_changed(b, o.side, o.price)
 
-    cdef void release(self, int32_t idx) noexcept:
+    cdef void release(self, int32_t idx) noexcept nogil:
         """Returns an unlinked order's slot to the pool and forgets its id."""
         cdef rl_order* o = &self.orders[idx]
         cdef int64_t* n = map_slot(&self.open_count, o.account, 0)
@@ -458,7 +460,8 @@ cdef class Books:
         self.free_head = idx
         self.live -= 1
 
-    cdef int cancel(self, int32_t idx, int64_t key, uint8_t reason, uint8_t command) except -1:
+    cdef int cancel(self, int32_t idx, int64_t key, uint8_t reason,
+                    uint8_t command) except -1 nogil:
         """Removes a live order with a CANCELLED report (qty = the quantity cancelled)."""
         cdef rl_order* o = &self.orders[idx]
         cdef int64_t q = o.leaves
@@ -469,7 +472,7 @@ cdef class Books:
         self.n_cancels += 1
         return 0
 
-    cdef void set_leaves(self, int32_t idx, int64_t leaves) noexcept:
+    cdef void set_leaves(self, int32_t idx, int64_t leaves) noexcept nogil:
         """Reduces an order in place (it keeps its place in the FIFO)."""
         cdef rl_order* o = &self.orders[idx]
         cdef rl_book* b = &self.books[o.book]
@@ -479,12 +482,12 @@ cdef class Books:
         level_changed(b, o.side, o.price)
 
     # -- matching ---------------------------------------------------------------------------
-    cdef bint would_cross(self, rl_book* b, const rl_taker* t) noexcept:
+    cdef bint would_cross(self, rl_book* b, const rl_taker* t) noexcept nogil:
         if t.side == BUY:
             return b.best_ask != 0 and b.best_ask <= t.price
         return b.best_bid != 0 and b.best_bid >= t.price
 
-    cdef int64_t fillable(self, rl_book* b, const rl_taker* t) noexcept:
+    cdef int64_t fillable(self, rl_book* b, const rl_taker* t) noexcept nogil:
         """How much of the taker could fill now within its limit, under its STP mode
         (stopping once ``t.leaves`` is reached): the fill-or-kill test."""
         cdef int64_t got = 0, p
@@ -508,7 +511,7 @@ cdef class Books:
             p = best_after(b, SELL if t.side == BUY else BUY, p)
         return got
 
-    cdef int match(self, rl_book* b, rl_taker* t) except -1:
+    cdef int match(self, rl_book* b, rl_taker* t) except -1 nogil:
         """Trades the taker against the opposite side in price-time priority, within its limit.
 
         Returns 1 if self-trade prevention cancels the taker's remainder, else 0."""
@@ -574,7 +577,7 @@ cdef class Books:
         return 0
 
     # -- market data ------------------------------------------------------------------------
-    cdef int market_data(self, rl_book* b, int64_t key, bint publish) except -1:
+    cdef int market_data(self, rl_book* b, int64_t key, bint publish) except -1 nogil:
         """L1 and L2 records for a book the current command touched, where they changed
         since the last ones sent (``publish`` false: only remember the current state)."""
         cdef int64_t cur[4]

@@ -29,20 +29,20 @@ cdef class Engine(CyEventHandler):
     cdef bint all_disabled
     cdef set disabled               # killed accounts, until re-enabled
 
-    cdef int command(self, uint32_t type_id, const char* payload, uint32_t length) except -1
-    cdef int flush(self, int64_t key) except -1
-    cdef int reject(self, const rl_command* c, uint8_t reason, uint8_t command) except -1
-    cdef uint8_t check_price(self, rl_book* b, int64_t price) noexcept
-    cdef int new_order(self, const rl_command* c) except -1
-    cdef int cancel(self, const rl_command* c) except -1
-    cdef int modify(self, const rl_command* c) except -1
-    cdef int mass_cancel(self, const rl_command* c) except -1
+    cdef int command(self, uint32_t type_id, const char* payload, uint32_t length) except -1 nogil
+    cdef int flush(self, int64_t key) except -1 nogil
+    cdef int reject(self, const rl_command* c, uint8_t reason, uint8_t command) except -1 nogil
+    cdef uint8_t check_price(self, rl_book* b, int64_t price) noexcept nogil
+    cdef int new_order(self, const rl_command* c) except -1 nogil
+    cdef int cancel(self, const rl_command* c) except -1 nogil
+    cdef int modify(self, const rl_command* c) except -1 nogil
+    cdef int mass_cancel(self, const rl_command* c) except -1 nogil
     cdef int cancel_resting(self, bint every, uint32_t account, int32_t lo, int32_t hi,
                             uint8_t reason, list ids) except -1
-    cdef int64_t limits_of(self, uint32_t account) noexcept
-    cdef bint is_disabled(self, uint32_t account) noexcept
-    cdef int order_status(self, const rl_command* c) except -1
-    cdef int open_orders(self, const rl_command* c) except -1
-    cdef int execute(self, rl_book* b, rl_taker* t, bint gtc, int64_t price) except -1
+    cdef int64_t limits_of(self, uint32_t account) noexcept nogil
+    cdef bint is_disabled(self, uint32_t account) noexcept nogil
+    cdef int order_status(self, const rl_command* c) except -1 nogil
+    cdef int open_orders(self, const rl_command* c) except -1 nogil
+    cdef int execute(self, rl_book* b, rl_taker* t, bint gtc, int64_t price) except -1 nogil
     cdef int taker_report(self, uint32_t type_id, rl_book* b, const rl_taker* t, int64_t price,
-                          int64_t qty, uint8_t reason) except -1
+                          int64_t qty, uint8_t reason) except -1 nogil

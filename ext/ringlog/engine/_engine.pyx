@@ -104,6 +104,7 @@ cdef class Engine(CyEventHandler):
             raise TypeError(f"Engine() takes an EngineConfig, got {type(config).__name__}")
         self.config = config
         self.lookahead = True  # prefetch_c: the loop calls it a few commands ahead
+        self.nogil_events = True  # on_event_nogil: the loop handles batches without the GIL
         self.default_stp = int(config.stp)
         self.md = config.market_data
         self.books = Books([(s.symbol, s.min_price, s.max_price) for s in config.symbols],
@@ -139,7 +140,7 @@ cdef class Engine(CyEventHandler):
         map_free(&self.limit_index)
 
     # -- the handler ------------------------------------------------------------------------
-    cdef void prefetch_c(self, const rl_header* h, const char* payload) noexcept:
+    cdef void prefetch_c(self, const rl_header* h, const char* payload) noexcept nogil:
         # the order id's line in the id map, which new orders insert into and cancels and
         # modifies look up: a random line of a map far larger than the caches
         cdef const rl_command* c = <const rl_command*>payload
@@ -150,19 +151,25 @@ cdef class Engine(CyEventHandler):
 
     cdef int on_event_c(self, const rl_header* h, const char* payload, int64_t sequence,
                         bint end_of_batch) except -1:
+        return self.on_event_nogil(h, payload, sequence, end_of_batch)
+
+    cdef int on_event_nogil(self, const rl_header* h, const char* payload, int64_t sequence,
+                            bint end_of_batch) except -1 nogil:
+        # the processor's loop calls this without the GIL (nogil_events): the commands are
+        # C; a mass cancel and a disabled account's check take the GIL themselves
         if h.type_id >= CONTROL_BASE:
             return 0                # timers and other control events carry no command
         self.command(h.type_id, payload, h.length)
         return self.flush(0)
 
-    cdef int flush(self, int64_t key) except -1:
+    cdef int flush(self, int64_t key) except -1 nogil:
         """Emits the current command's outputs, in order: the books' arena is laid out as
         ``emit_packed_c`` takes it (``PACKED_HEADER``), so it goes in one call."""
         if self.books.out.len:
-            self.emit_packed_c(self.books.out.buf, self.books.out.len)
+            self.emit_packed_nogil(self.books.out.buf, self.books.out.len)
         return 0
 
-    cdef int command(self, uint32_t type_id, const char* payload, uint32_t length) except -1:
+    cdef int command(self, uint32_t type_id, const char* payload, uint32_t length) except -1 nogil:
         """Runs one command; its outputs are left in the books' arena."""
         cdef rl_command c
         cdef uint8_t kind = <uint8_t>(type_id - 100) if 100 < type_id < 356 else 0
@@ -191,7 +198,7 @@ cdef class Engine(CyEventHandler):
         return self.open_orders(&c)
 
     # -- reports ----------------------------------------------------------------------------
-    cdef int reject(self, const rl_command* c, uint8_t reason, uint8_t command) except -1:
+    cdef int reject(self, const rl_command* c, uint8_t reason, uint8_t command) except -1 nogil:
         cdef rl_report* r = push_report(&self.books.out, R_REJECTED, c.account)
         r.order_id = c.order_id
         r.account = c.account
@@ -205,7 +212,7 @@ cdef class Engine(CyEventHandler):
         return 0
 
     cdef int taker_report(self, uint32_t type_id, rl_book* b, const rl_taker* t, int64_t price,
-                          int64_t qty, uint8_t reason) except -1:
+                          int64_t qty, uint8_t reason) except -1 nogil:
         cdef rl_report* r = push_report(&self.books.out, type_id, t.account)
         r.order_id = t.id
         r.account = t.account
@@ -221,7 +228,7 @@ cdef class Engine(CyEventHandler):
         return 0
 
     # -- rules ------------------------------------------------------------------------------
-    cdef uint8_t check_price(self, rl_book* b, int64_t price) noexcept:
+    cdef uint8_t check_price(self, rl_book* b, int64_t price) noexcept nogil:
         """0, INVALID_PRICE (outside the tick band) or PRICE_BAND (too far from the last
         trade, or from the reference price before the first trade)."""
         cdef int32_t i = <int32_t>(b - self.books.books)
@@ -237,7 +244,7 @@ cdef class Engine(CyEventHandler):
                 return PRICE_BAND
         return 0
 
-    cdef int execute(self, rl_book* b, rl_taker* t, bint gtc, int64_t price) except -1:
+    cdef int execute(self, rl_book* b, rl_taker* t, bint gtc, int64_t price) except -1 nogil:
         """Matches the taker, then rests its remainder (GTC) or cancels it."""
         cdef bint stp = self.books.match(b, t)
         if t.leaves > 0:
@@ -250,7 +257,7 @@ cdef class Engine(CyEventHandler):
                 self.taker_report(R_CANCELLED, b, t, price, t.leaves, CXL_UNFILLED)
         return 0
 
-    cdef int new_order(self, const rl_command* c) except -1:
+    cdef int new_order(self, const rl_command* c) except -1 nogil:
         cdef int32_t bi = <int32_t>map_get(&self.books.symbols, c.symbol, -1)
         cdef rl_book* b
         cdef rl_taker t
@@ -311,7 +318,7 @@ cdef class Engine(CyEventHandler):
             self.books.market_data(b, c.account, True)
         return 0
 
-    cdef int cancel(self, const rl_command* c) except -1:
+    cdef int cancel(self, const rl_command* c) except -1 nogil:
         cdef int32_t idx = <int32_t>map_get(&self.books.ids, c.order_id, -1)
         cdef int32_t bi
         if idx < 0:
@@ -324,7 +331,7 @@ cdef class Engine(CyEventHandler):
             self.books.market_data(&self.books.books[bi], c.account, True)
         return 0
 
-    cdef int modify(self, const rl_command* c) except -1:
+    cdef int modify(self, const rl_command* c) except -1 nogil:
         cdef int32_t idx = <int32_t>map_get(&self.books.ids, c.order_id, -1)
         cdef rl_order* o
         cdef rl_book* b
@@ -370,14 +377,15 @@ cdef class Engine(CyEventHandler):
             self.books.market_data(b, c.account, True)
         return 0
 
-    cdef int mass_cancel(self, const rl_command* c) except -1:
+    cdef int mass_cancel(self, const rl_command* c) except -1 nogil:
         cdef int32_t lo = 0, hi = self.books.nbooks
         if c.symbol:
             lo = <int32_t>map_get(&self.books.symbols, c.symbol, -1)
             if lo < 0:
                 return self.reject(c, UNKNOWN_SYMBOL, 4)
             hi = lo + 1
-        return self.cancel_resting(False, c.account, lo, hi, CXL_MASS, None)
+        with gil:  # walks every book: no hot path
+            return self.cancel_resting(False, c.account, lo, hi, CXL_MASS, None)
 
     cdef int cancel_resting(self, bint every, uint32_t account, int32_t lo, int32_t hi,
                             uint8_t reason, list ids) except -1:
@@ -402,13 +410,16 @@ cdef class Engine(CyEventHandler):
                 self.books.market_data(&self.books.books[bi], account, True)
         return 0
 
-    cdef inline int64_t limits_of(self, uint32_t account) noexcept:
+    cdef inline int64_t limits_of(self, uint32_t account) noexcept nogil:
         """The index of the account's limits in max_qty/max_open (0: the defaults); no probe
         when no account has overrides."""
         return map_get(&self.limit_index, account, 0) if self.limit_index.size else 0
 
-    cdef bint is_disabled(self, uint32_t account) noexcept:
-        return self.all_disabled or account in self.disabled
+    cdef bint is_disabled(self, uint32_t account) noexcept nogil:
+        if self.all_disabled:
+            return True
+        with gil:
+            return account in self.disabled
 
     # -- the kill switch (the loop calls these; see BreakerConfig.kill) ---------------------
     def on_kill(self, key):
@@ -443,7 +454,7 @@ cdef class Engine(CyEventHandler):
         """``(all_disabled, sorted killed accounts)``."""
         return self.all_disabled, sorted(self.disabled)
 
-    cdef int order_status(self, const rl_command* c) except -1:
+    cdef int order_status(self, const rl_command* c) except -1 nogil:
         cdef int32_t idx = <int32_t>map_get(&self.books.ids, c.order_id, -1)
         if idx < 0:
             return self.reject(c, UNKNOWN_ORDER, 5)
@@ -452,7 +463,7 @@ cdef class Engine(CyEventHandler):
         return self.books.report_order(R_ORDER_INFO, c.account, idx, 0, 5,
                                        self.books.orders[idx].qty)
 
-    cdef int open_orders(self, const rl_command* c) except -1:
+    cdef int open_orders(self, const rl_command* c) except -1 nogil:
         cdef int32_t bi, lo = 0, hi = self.books.nbooks, idx
         cdef int64_t n = 0
         cdef uint8_t side
@@ -463,7 +474,7 @@ cdef class Engine(CyEventHandler):
                 return self.reject(c, UNKNOWN_SYMBOL, 6)
             hi = lo + 1
         for bi in range(lo, hi):
-            for side in (BUY, SELL):
+            for side in range(BUY, SELL + 1):  # BUY, then SELL (a C loop: no tuple, no GIL)
                 idx = self.books.first_order(&self.books.books[bi], side)
                 while idx >= 0:
                     if self.books.orders[idx].account == c.account:
