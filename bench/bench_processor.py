@@ -212,16 +212,18 @@ def _placement() -> tuple[dict[str, Any], set[int]] | None:
     return {"loop_cpus": mine, "background_cpus": mine}, set(cpus[:1])
 
 
-def _latency(rate: float, n: int, topology: str,
-             pinned: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+def _latency(rate: float, n: int, topology: str, pinned: bool = False,
+             nogil: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Publish-to-handled latencies and, under ``staged``, publish-to-output ones;
-    ``pinned``: placed as ``_placement`` says (the caller's CPUs restored after)."""
+    ``pinned``: placed as ``_placement`` says (the caller's CPUs restored after);
+    ``nogil``: the handler is handled without the GIL (``nogil_events``)."""
     d = tempfile.mkdtemp(prefix="ringlog-lat-", dir=".")
     place, producer_cpus = _placement() if pinned else ({}, None)
     before = os.sched_getaffinity(0)
     try:
         handled = np.zeros(n, dtype=np.int64)
-        p = Processor(LatencyHandler(handled), d, _config(topology=topology, **place))
+        p = Processor(LatencyHandler(handled, nogil=nogil), d,
+                      _config(topology=topology, **place))
         p.start()
         if producer_cpus:
             os.sched_setaffinity(0, producer_cpus)

@@ -7,7 +7,8 @@
     python bench/latency_config_ab.py VARIANT[,VARIANT...] [rounds] [--rate R] [--events N]
         VARIANT: "default" (ProcessorConfig as a user gets it) or FIELD=VALUE[+FIELD=VALUE],
             e.g. max_batch=16384; integers are parsed as such (a field ProcessorConfig
-            refuses: one line and exit 2)
+            refuses: one line and exit 2); ``handler=nogil`` runs the handler without the
+            GIL (``nogil_events``; ``handler=gil``, the default, with it)
 
 Each round runs every variant once per topology (``auto``: publish to handled; ``staged``:
 publish to handled and to output, after the input is durable), each in a process of its own,
@@ -49,8 +50,9 @@ def one(variant: str, topology: str, rate: float, n: int) -> dict:
     from ringlog.bench.latency import percentiles
 
     extra = _fields(variant)
+    nogil = extra.pop("handler", "gil") == "nogil"
     bp._config = lambda **kw: ProcessorConfig(**{**kw, **extra})
-    handled, output = bp._latency(rate, n, topology)
+    handled, output = bp._latency(rate, n, topology, nogil=nogil)
     out: dict[str, float] = {}
     for what, lat in (("handled", handled), ("output", output)):
         if lat is not None:
@@ -80,8 +82,11 @@ def main() -> int:
     from ringlog.errors import RingLogError
 
     for v in variants:  # a wrong field or value: one line here, not a child's traceback
+        fields = _fields(v)
+        if fields.pop("handler", "gil") not in ("gil", "nogil"):
+            ap.error(f"variant {v!r}: handler must be gil or nogil")
         try:
-            ProcessorConfig(**_fields(v))
+            ProcessorConfig(**fields)
         except (RingLogError, TypeError, ValueError) as e:
             ap.error(f"variant {v!r}: {e}")
     sys.path.insert(0, str(HERE))

@@ -6,8 +6,8 @@ timestamp (its intended send time from an open-loop producer) and emits one outp
 ``SumHandler`` is the Cython twin of the tests' Python ``Summer`` (count and sum of int64
 payloads, one output per event, a poison value), so the same input can be checked through both;
 ``LookaheadHandler`` records which event each ``prefetch_c`` call was for (the lookahead contract).
-``CountingHandler``, ``SumHandler`` and ``LookaheadHandler`` take ``nogil=True`` to handle events
-without the GIL (``on_event_nogil``, ``nogil_events``); their ``on_event_c`` is the same code.
+Each takes ``nogil=True`` to be handled without the GIL (``on_event_nogil``, ``nogil_events``);
+its ``on_event_c`` is the same code.
 Not thread-safe: the processor's loop thread calls them.
 """
 
@@ -54,15 +54,20 @@ cdef class LatencyHandler(CyEventHandler):
     cdef int64_t[::1] out
     cdef readonly int64_t count
 
-    def __init__(self, int64_t[::1] out):
+    def __init__(self, int64_t[::1] out, bint nogil=False):
         self.out = out
+        self.nogil_events = nogil
 
     cdef int on_event_c(self, const rl_header* h, const char* payload, int64_t sequence,
                         bint end_of_batch) except -1:
+        return self.on_event_nogil(h, payload, sequence, end_of_batch)
+
+    cdef int on_event_nogil(self, const rl_header* h, const char* payload, int64_t sequence,
+                            bint end_of_batch) except -1 nogil:
         if self.count < self.out.shape[0]:
             self.out[self.count] = rl_now_ns() - h.timestamp_ns
         self.count += 1
-        self.emit_c(1, <const char*>&sequence, 8, 0)
+        self.emit_nogil(1, <const char*>&sequence, 8, 0)
         return 0
 
 

@@ -10,7 +10,7 @@ class CountingHandler(CyEventHandler):
 
 class LatencyHandler(CyEventHandler):
     count: int
-    def __init__(self, out: Any) -> None: ...
+    def __init__(self, out: Any, nogil: bool = False) -> None: ...
 
 class LookaheadHandler(CyEventHandler):
     count: int
