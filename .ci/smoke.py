@@ -3,7 +3,8 @@
     every compiled module imports  ->  ringlog --version  ->  a small journal written through
     the public API passes `ringlog journal verify`  ->  `ringlog bench ring` outside a checkout
     is exit 2 with one line saying where the targets are  ->  (--cimport) a Cython module that
-    cimports ringlog._ring compiles against the wheel's .pxd and headers and runs
+    cimports ringlog._ring compiles against the wheel's .pxd and headers and runs, and so does
+    the README's Cython handler (its ```cython block), handled without the GIL by a Processor
 
 Exits non-zero with the failing step's message.
 """
@@ -16,6 +17,7 @@ import sys
 import sysconfig
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 
@@ -99,6 +101,48 @@ def cimport(tmp: Path) -> None:
     if uses_ring.claim_one(ring) != 0:
         sys.exit("smoke: the cimported Ring claimed the wrong sequence")
     step("a Cython module cimports ringlog._ring from the wheel and claims a slot")
+    readme_handler(tmp)
+
+
+def readme_handler(tmp: Path) -> None:
+    """Builds the README's Cython handler against the wheel and runs 1,000 events through a
+    Processor while this thread holds the GIL (a switch interval longer than the wait): a
+    handler with ``nogil_events`` is handled all the same."""
+    import ringlog
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = readme.split("```cython\n")
+    if len(blocks) != 2:
+        sys.exit(f"smoke: the README has {len(blocks) - 1} ```cython blocks, expected one")
+    (tmp / "readme_total.pyx").write_text(blocks[1].split("```")[0])
+    (tmp / "setup_total.py").write_text(textwrap.dedent(f"""\
+        from Cython.Build import cythonize
+        from setuptools import Extension, setup
+        setup(ext_modules=cythonize([Extension("readme_total", ["readme_total.pyx"],
+              include_dirs={ringlog.get_include()!r})]), script_args=["build_ext", "-i", "-q"])
+        """))
+    subprocess.run([sys.executable, "setup_total.py"], cwd=tmp, check=True)
+    h = importlib.import_module("readme_total").Total()
+    outs: list = []
+    cfg = ringlog.ProcessorConfig(durability="group", ring_capacity=4096)
+    with ringlog.Processor(h, tmp / "total", cfg, on_output=outs.append) as p:
+        p.publish((0).to_bytes(8, "little"), 1)
+        p.drain(timeout=30)
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(60.0)
+        try:  # publish and wait holding the GIL throughout
+            for i in range(1, 1001):
+                p.publish(i.to_bytes(8, "little"), 1)
+            end = time.monotonic() + 30
+            while h.total != 500500 and time.monotonic() < end:
+                pass
+        finally:
+            sys.setswitchinterval(old)
+        p.drain(timeout=30)
+    if h.total != 500500 or len(outs) != 1001 or \
+            int.from_bytes(outs[-1].payload, "little", signed=True) != 500500:
+        sys.exit(f"smoke: the README's handler: total {h.total}, {len(outs)} outputs")
+    step("the README's Cython handler builds against the wheel and runs without the GIL")
 
 
 if __name__ == "__main__":
