@@ -29,10 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from ringlog import Breaker, BreakerConfig, Limit, Processor, ProcessorConfig
 from ringlog.bench.latency import percentiles
 from ringlog.bench.stats import summarize
-from ringlog.engine import Command, Engine, OrderType, Side, Tif, registry
+from ringlog.engine import Command, Engine, OrderType, Side, Tif
 from ringlog.engine.flow import adds_flow, cancels_flow, demo_config, matches_flow, mixed_flow
 
 
@@ -54,22 +53,19 @@ def _latencies(cmds: np.ndarray, types: np.ndarray) -> dict[str, Any]:
     return percentiles(lat)
 
 
-def _pipeline(n: int, cmds: np.ndarray, types: np.ndarray, **cfg_kw: Any
-              ) -> tuple[float, dict]:
+def _pipeline(n: int, cmds: np.ndarray, types: np.ndarray) -> tuple[float, dict]:
     """Commands per second through the processor (default ProcessorConfig: topology auto,
     blocking waits, group commit, durable release) with a per-account breaker, fed by the
     bulk producer (``publish_records``: the command array in one call, no Python object per
-    command); and the CPU figures per command."""
+    command); and the CPU figures per command. The processor is the engine flow's
+    (``pipeline_ab.engine_processor``), as every A/B tool builds it."""
+    from pipeline_ab import engine_processor
+
     from ringlog.bench.cpu import CpuMeter
 
-    cfg = demo_config(max_orders=1 << 21)
     d = tempfile.mkdtemp(prefix="ringlog-engine-", dir=".")
     try:
-        engine = Engine(cfg)
-        breaker = Breaker(BreakerConfig(limits=[Limit(max_count=10**6, window_ns=10**9,
-                                                      per="key")]))
-        p = Processor(engine, d, ProcessorConfig(slot_size=cfg.min_slot_size, **cfg_kw),
-                      breaker=breaker, registry=registry(cfg.l2_depth))
+        p = engine_processor(d)
         p.start()
         time.sleep(0.3)  # let the journals prepare their next segment
         ts = np.arange(n, dtype=np.int64) * 1000

@@ -77,7 +77,7 @@ KINDS = ("cython", "cython_breaker", "python", "python_breaker", "python_event",
 
 def _child(kind: str, n: int) -> None:
     """The measured run: a processor with the default config over ``n`` events."""
-    from ringlog import Breaker, BreakerConfig, Limit, Processor, ProcessorConfig
+    from ringlog import Processor, ProcessorConfig
 
     if os.environ.get("RINGLOG_CG_WRITES") == "map":  # --map: the processor's journals
         import functools
@@ -96,21 +96,20 @@ def _child(kind: str, n: int) -> None:
         if kind in ("engine", "engine_alone"):
             import numpy as np
 
-            from ringlog.engine import Engine, registry
+            from ringlog.engine import Engine
             from ringlog.engine.flow import demo_config, mixed_flow
 
-            cfg = demo_config(max_orders=1 << 21)
             cmds, types = mixed_flow(n, seed=21)
-            br = Breaker(BreakerConfig(limits=[Limit(max_count=10**6, window_ns=10**9,
-                                                     per="key")]))
             if kind == "engine_alone":  # the same flow, no processor, on a thread of its own
-                t = threading.Thread(target=Engine(cfg).process_commands, args=(cmds, types),
-                                     name="alone")
+                t = threading.Thread(target=Engine(demo_config(max_orders=1 << 21))
+                                     .process_commands, args=(cmds, types), name="alone")
                 t.start()
                 t.join()
                 return
-            p = Processor(Engine(cfg), d, ProcessorConfig(slot_size=cfg.min_slot_size, **pc),
-                          breaker=br, registry=registry(cfg.l2_depth))
+            sys.path.insert(0, str(Path(__file__).parent))
+            from pipeline_ab import engine_processor  # the engine flow's, as everywhere
+
+            p = engine_processor(d, pc.pop("durability", "group"), config=pc)
             p.start()
             p.publish_records(cmds, types.astype(np.uint32),
                               timestamp_ns=np.arange(n, dtype=np.int64) * 1000)
