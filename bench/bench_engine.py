@@ -270,24 +270,24 @@ GOALS = [
      "why": ("one loop thread does the engine's work, journals the input and builds ~2.6 "
             "output records (~410 bytes: copy, CRC) and checks the breaker; the output "
             "journal's pwrite() is made behind it by the writer thread (docs/processor.md "
-            "step 19). Met in this run of 2026-12-01 19:45 (2.19M/s, 2.17-2.32; the engine "
-            "alone 8.13M/s: a busy hour) with the engine's lookahead at 16 commands (step "
-            "22); its median run spent per command: loop 357 ns, writer 107, producer 83, "
-            "output sync 76, input sync 40. At 18:55 with the lookahead at 8: 2.45M/s. Missed "
-            "at 16:37 before it (1.73M/s), met at 10:55 (2.41M/s): the machine moves the "
-            "figure by ~1.5x within an hour")},
+            "step 19), without the GIL (the engine sets nogil_events: step 24). Met in this "
+            "run of 2026-12-02 00:50 (2.14M/s median of 10 runs, 1.55-2.44; 00:36: 2.32M/s; "
+            "00:47: 1.92M/s, 1.47-2.54); its median run spent per command: loop 340 ns, "
+            "writer 113, output sync 103, input sync 46, producer 39. On 2026-12-01: 2.19M/s "
+            "at 19:45, 2.45M/s at 18:55, 1.73M/s at 16:37 (before step 22's lookahead): the "
+            "machine moves the figure by ~1.5x within an hour")},
     {"goal": "through the pipeline >= 0.3x the engine alone on the same flow (same run)",
      "row": "processor_engine_journaled", "ratio": "engine_alone", "min": 0.3,
-     "why": ("the engine alone is ~90-120 ns of CPU per command (8.13M ops/s in this "
-             "run of 19:45, 9.69M at 18:55), so 0.3x needs the loop thread at <= ~300-400 ns "
-             "per command of wall time; it spends ~300-360 ns of CPU (the row below) and "
-             "shares the two CPUs with ~300 ns per command of the other threads. Rounds "
-             "ranged 0.22-0.28x (0.23-0.31x at 18:55 with the lookahead at 8; 0.19x at 16:37 "
-             "before step 22's prefetch). Where the loop's CPU goes "
-             "(docs/processor.md step 22, perf): the engine's functions ~120-130 ns, the "
-             "emit path with the breaker's windows and the output records ~60, the input's "
-             "copy + CRC ~30, its pwrite() ~25, page faults ~17 (the breaker's 1 s windows "
-             "growing), futex wake-ups ~12")},
+     "why": ("the engine alone is ~90-120 ns of CPU per command (9.71M ops/s, 102 ns, in "
+             "this run of 00:50; 8.13M at 19:45 the day before), so 0.3x needs the loop "
+             "thread at <= ~300-400 ns per command of wall time; it spends ~340-360 ns of CPU "
+             "(the row below) and shares the two CPUs with ~300 ns per command of the other "
+             "threads. Rounds ranged 0.18-0.29x (0.22-0.28x at 19:45). Where the loop's CPU "
+             "goes (docs/processor.md step 24, perf, the nogil loop): the engine's functions "
+             "~120-130 ns (its prefetch ~26 waiting for line fill buffers), the emit path "
+             "~52 (the breaker's window store ~8, its key probe ~6, the first store of each "
+             "output record ~12), the input's copy + CRC ~37 and pwrite() ~12-20, futex "
+             "wake-ups ~19; the GIL no longer (step 24)")},
     {"goal": "the loop thread's CPU per command <= 2.5x the engine alone's",
      "row": "processor_engine_journaled", "ratio": "loop_cpu_vs_engine_alone_cpu", "max": 2.5,
      "why": ("the engine inside the pipeline cost ~1.7-2x the engine alone (~165-200 "
@@ -296,10 +296,12 @@ GOALS = [
              "ns per command inside, 40 and 12 alone). Step 22 (docs/processor.md) starts "
              "loading them 16 commands ahead (loop CPU 0.88x at 8 commands, then 0.88x again "
              "from 8 to 16, 10 rounds each): the engine's functions ~117-137 ns inside. What "
-             "is left is the loop's own part (~200 ns: emit path and breaker ~65, the input's "
-             "copy + CRC ~39 and pwrite() ~40, faults ~24, futex ~19, ring and batch steps); "
-             "rounds ranged 2.70-3.59x (2.63-3.65x at 18:55, 3.93x at 16:37 before step 22). "
-             "The quieter the machine, the cheaper the engine alone, the higher this ratio")},
+             "is left is the loop's own part (~200 ns: emit path and breaker ~52, the input's "
+             "copy + CRC ~37 and pwrite() ~12-20, futex ~19, ring and batch steps); the "
+             "nogil loop (step 24) took its GIL wait and ~4% of its CPU (build_ab, 10 rounds: "
+             "0.96). Rounds ranged 2.54-4.08x in this run of 00:50 (2.70-3.59x at 19:45 the "
+             "day before, with the engine alone at 8.13M/s against 9.71M now): the quieter "
+             "the machine, the cheaper the engine alone, the higher this ratio")},
     {"goal": ">= 10x the Python peer (cython-orderbook) on the mixed stream",
      "row": "engine_mixed_throughput", "ratio": "cython-orderbook", "min": 10.0,
      "why": "the peer makes Python objects per order and per trade"},
