@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 from test_processor import CFG, MS, ev
 
-from ringlog._benchhandlers import CountingHandler
+from ringlog._benchhandlers import CountingHandler, SumHandler
 from ringlog.engine import Engine
 from ringlog.engine.flow import demo_config, mixed_flow
+from ringlog.journal import JournalReader
 from ringlog.processor import Processor
+from ringlog.snapshot import SnapshotStore
 
 N = 2000
 HOLD_S = 0.3  # how long the handler without the flag is kept from the GIL
@@ -128,3 +130,30 @@ def test_the_engine_matches_a_flow_while_another_thread_holds_the_gil(tmp_path):
     assert eng.stats()["trades"] > 100 and eng.stats()["cancelled"] > 100
     assert eng.state_hash() == alone.state_hash()
     eng.books.check()
+
+
+def test_automatic_snapshots_and_dead_letters_match_the_handler_with_the_gil(tmp_path):
+    # snapshot_every on the nogil path: the run stops after each snapshot's event and takes
+    # it with the GIL; the poison events sit exactly at snapshot points (an exception and a
+    # snapshot after the same event). Same snapshots, outputs and dead letters both ways.
+    cfg = msgspec.structs.replace(BIG, snapshot_every=50, exception_policy="dead_letter",
+                                  max_batch=37)
+    got = {}
+    for nogil in (False, True):
+        d = tmp_path / f"nogil-{nogil}"
+        h = SumHandler(fail_on=49, nogil=nogil)
+        p = Processor(h, d, cfg)
+        p.start()
+        for v in range(1000):
+            p.publish(ev(v % 100), 5, timestamp_ns=(v + 1) * MS)
+        p.drain(timeout=30)
+        p.stop()
+        snaps = SnapshotStore(d / "snapshots")
+        got[nogil] = ([(s, snaps.load(s).data) for s in snaps.sequences()],
+                      [(r.type_id, bytes(r.payload)) for r in JournalReader(d / "output")],
+                      [msgspec.msgpack.decode(r.payload)[0]
+                       for r in JournalReader(d / "dead-letter")],
+                      (h.count, h.total))
+    assert [s for s, _ in got[True][0]] == list(range(49, 1000, 50))
+    assert got[True][2] == list(range(49, 1000, 100))
+    assert got[True] == got[False]

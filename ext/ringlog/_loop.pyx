@@ -638,13 +638,18 @@ cdef class LogicCore:
                                      int64_t base) except -2 nogil:
         """``_business_run`` for a handler with ``nogil_events``, without the GIL: the same
         events, decisions and stops (before a control event, after the event that opens
-        the breaker: ``run_opened``). When the handler raises, ``run_slot`` is its event;
-        the caller, with the GIL, makes it a dead letter or halts (``_run``)."""
+        the breaker: ``run_opened``), and after an event an automatic snapshot follows
+        (``run_snapshot``: ``_after`` takes it with the GIL). When the handler raises,
+        ``run_slot`` is its event; the caller, with the GIL, makes it a dead letter or halts
+        (``_run``)."""
         cdef const rl_header* h
         cdef const rl_header* ah
         cdef int64_t seq
         cdef bint ahead = self.cy.lookahead
+        cdef bint snapshots = (self.snapshot_every > 0 and not self.replaying
+                               and self._snapshot is not None)
         self.run_opened = False
+        self.run_snapshot = False
         while s <= hi:
             h = <const rl_header*>ring.slot(s)
             if _is_control(h):
@@ -662,6 +667,9 @@ cdef class LogicCore:
             s += 1
             if self.breaker is not None and self.breaker.state == BR_OPEN:
                 self.run_opened = True
+            if snapshots and (seq + 1) % self.snapshot_every == 0:
+                self.run_snapshot = True
+            if self.run_opened or self.run_snapshot:
                 break
         return s
 
@@ -1031,7 +1039,7 @@ cdef class LogicCore:
     cdef int _run(self, Consumer consumer, int64_t base, JournalAppender journal,
                   int64_t limit) except -1:
         cdef int64_t r, s, gil_from
-        if not (self.kind == KIND_CYTHON and self.cy.nogil_events and not self.snapshot_every):
+        if not (self.kind == KIND_CYTHON and self.cy.nogil_events):
             while self._step(consumer, base, journal, limit, WAIT_NS, True) != RL_CLOSED:
                 pass
             return 0
@@ -1046,6 +1054,8 @@ cdef class LogicCore:
                 s = self.run_slot
                 if self._dead_in_run(<const rl_header*>consumer.ring.slot(s), base + s):
                     self._opened(base + s + 1)
+                if self.snapshot_every:
+                    self._after(base + s)
                 self._finish_batch(consumer, base, self.nb_nxt, self.nb_avail, s + 1, False)
                 continue
             counter_add(self.counters.slot[LS_GIL_WAIT], rl_now_ns() - gil_from)
@@ -1054,6 +1064,8 @@ cdef class LogicCore:
             s = self.run_slot
             if self.run_opened:
                 self._opened(base + s)
+            if self.run_snapshot:  # after the event before s, as process_c takes it
+                self._after(base + s - 1)
             self._finish_batch(consumer, base, self.nb_nxt, self.nb_avail, s,
                                self.nb_was_open)
 
@@ -1062,8 +1074,8 @@ cdef class LogicCore:
         """``_step`` for a handler with ``nogil_events`` (``run``): batch after batch without
         the GIL for as long as each is business only with the breaker closed. Returns
         RL_CLOSED, or NEED_GIL with the batch ``nb_nxt``..``nb_avail`` to finish with the
-        GIL from ``run_slot`` on (a control event, input held back, the breaker opened, a
-        sequence out of order). Exceptions propagate: the handler's with ``run_slot`` its
+        GIL from ``run_slot`` on (a control event, input held back, the breaker opened, an
+        automatic snapshot due, a sequence out of order). Exceptions propagate: the handler's with ``run_slot`` its
         event, any other (a journal's) with ``run_slot`` -1."""
         cdef int64_t nxt, avail, s
         cdef int64_t** jc = self.journal_counters.slot
@@ -1087,7 +1099,7 @@ cdef class LogicCore:
                 return NEED_GIL
             s = self._business_run_nogil(consumer.ring, nxt, avail, base)
             self.run_slot = s
-            if s <= avail or self.run_opened:
+            if s <= avail or self.run_opened or self.run_snapshot:
                 return NEED_GIL
             self.run_slot = -1
             self._batch_end(consumer, base, avail)

@@ -19,7 +19,10 @@ from ringlog.processor import Processor, ProcessorConfig
 
 from .killer import run_and_kill
 
-HANDLERS = {"python": Summer, "cython": SumHandler}
+# cython_nogil: handled without the GIL by the loop thread (nogil_events; automatic snapshots
+# taken with it), by the pump with the GIL (driven)
+HANDLERS = {"python": Summer, "cython": SumHandler,
+            "cython_nogil": lambda: SumHandler(nogil=True)}
 # (topology, output_journaller, a SlotSink listener): inline with the outputs journaled by an
 # output thread from the output ring or by the loop thread itself, staged (always an output
 # thread); with a SlotSink (the gateway's listener) inline "loop" has the loop thread append
@@ -66,7 +69,7 @@ def _child(path, policy, kind, stages, wfd):
 
 @pytest.mark.crash
 @pytest.mark.parametrize("topology", list(STAGES))
-@pytest.mark.parametrize("kind", ["python", "cython"])
+@pytest.mark.parametrize("kind", ["python", "cython", "cython_nogil"])
 @pytest.mark.parametrize("policy", ["sync", "group"])
 def test_processor_recovers_exactly_after_kill_9(tmp_path, policy, kind, topology):
     rnd = random.Random(policy + kind + topology)
