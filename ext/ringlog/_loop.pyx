@@ -1075,8 +1075,9 @@ cdef class LogicCore:
         the GIL for as long as each is business only with the breaker closed. Returns
         RL_CLOSED, or NEED_GIL with the batch ``nb_nxt``..``nb_avail`` to finish with the
         GIL from ``run_slot`` on (a control event, input held back, the breaker opened, an
-        automatic snapshot due, a sequence out of order). Exceptions propagate: the handler's with ``run_slot`` its
-        event, any other (a journal's) with ``run_slot`` -1."""
+        automatic snapshot due, a sequence out of order). Exceptions propagate: the
+        handler's with ``run_slot`` its event, any other (a journal's) with ``run_slot``
+        -1."""
         cdef int64_t nxt, avail, s
         cdef int64_t** jc = self.journal_counters.slot
         while True:
