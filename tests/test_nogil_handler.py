@@ -126,6 +126,7 @@ def test_the_engine_matches_a_flow_while_another_thread_holds_the_gil(tmp_path):
         p.drain(timeout=60)
     finally:
         p.stop()
+    assert eng.nogil_events and not CountingHandler().nogil_events
     assert done, f"{eng.stats()['commands']} of {len(cmds) + 1} commands while holding the GIL"
     assert eng.stats()["trades"] > 100 and eng.stats()["cancelled"] > 100
     assert eng.state_hash() == alone.state_hash()

@@ -47,8 +47,9 @@ cdef class CyEventHandler:
     # True when `prefetch_c` does something: the loop then calls it a few events ahead
     cdef bint lookahead
     # True when `on_event_nogil` handles events without the GIL: the processor's loop thread
-    # then handles batches without taking it (other Python threads run meanwhile)
-    cdef bint nogil_events
+    # then handles batches without taking it (other Python threads run meanwhile); set by the
+    # subclass, readable from Python
+    cdef readonly bint nogil_events
 
     # Handles one input event: `h` is its 48-byte header, `payload` its h.length bytes.
     # Both are valid only during the call. Raise to signal a poison event.

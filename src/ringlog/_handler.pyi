@@ -12,9 +12,13 @@ class Emitter:
 
 class CyEventHandler:
     """Base class of a handler written in Cython: override ``cdef on_event_c`` (and, for
-    state larger than the caches, set ``lookahead`` and override ``cdef prefetch_c``)."""
+    state larger than the caches, set ``lookahead`` and override ``cdef prefetch_c``; to be
+    handled without the GIL, set ``nogil_events`` and override ``cdef on_event_nogil``)."""
 
     emit: Callable[..., Any]
+    @property
+    def nogil_events(self) -> bool:
+        """True when the processor's loop handles this handler's events without the GIL."""
     def on_event(self, event: Any, sequence: int, end_of_batch: bool) -> None: ...
     def on_start(self) -> None: ...
     def on_snapshot(self) -> bytes: ...
