@@ -304,6 +304,21 @@ cdef inline int _handle(LogicCore self, CyEventHandler cy, SlotEvent fly,
     return 0
 
 
+cdef inline const rl_header* _run_next(Ring ring, int64_t s, int64_t hi,
+                                       CyEventHandler cy, bint ahead) noexcept nogil:
+    """The event at ring slot ``s`` of a business run up to ``hi``, or NULL at a control
+    event (the run stops there); with ``ahead`` (a lookahead handler ``cy``) after the hint
+    for the event LOOKAHEAD slots on. Both business runs, with and without the GIL."""
+    cdef const rl_header* h = <const rl_header*>ring.slot(s)
+    cdef const rl_header* ah
+    if _is_control(h):
+        return NULL
+    if ahead and s + LOOKAHEAD <= hi:
+        ah = <const rl_header*>ring.slot(s + LOOKAHEAD)
+        cy.prefetch_c(ah, <const char*>ah + RL_HEADER_SIZE)
+    return h
+
+
 cdef inline int _to_slot(LogicCore self, uint32_t type_id, uint32_t flags, const char* payload,
                          uint32_t length, int64_t key, int64_t ts, int64_t corr,
                          int64_t cause) except -1 nogil:
@@ -609,16 +624,12 @@ cdef class LogicCore:
         cdef BreakerCore b = self.breaker
         cdef CyEventHandler cy = self.cy if self.kind == KIND_CYTHON else None
         cdef SlotEvent fly = self.fly
-        cdef const rl_header* ah
         cdef bint ahead = cy is not None and cy.lookahead
         try:
             while s <= hi:
-                h = <const rl_header*>ring.slot(s)
-                if _is_control(h):
+                h = _run_next(ring, s, hi, cy, ahead)
+                if h == NULL:
                     break
-                if ahead and s + LOOKAHEAD <= hi:
-                    ah = <const rl_header*>ring.slot(s + LOOKAHEAD)
-                    cy.prefetch_c(ah, <const char*>ah + RL_HEADER_SIZE)
                 seq = base + s
                 _handle(self, cy, fly, h, seq)
                 s += 1
@@ -643,7 +654,6 @@ cdef class LogicCore:
         ``run_slot`` is its event; the caller, with the GIL, makes it a dead letter or halts
         (``_run``)."""
         cdef const rl_header* h
-        cdef const rl_header* ah
         cdef int64_t seq
         cdef bint ahead = self.cy.lookahead
         cdef bint snapshots = (self.snapshot_every > 0 and not self.replaying
@@ -651,12 +661,9 @@ cdef class LogicCore:
         self.run_opened = False
         self.run_snapshot = False
         while s <= hi:
-            h = <const rl_header*>ring.slot(s)
-            if _is_control(h):
+            h = _run_next(ring, s, hi, self.cy, ahead)
+            if h == NULL:
                 break
-            if ahead and s + LOOKAHEAD <= hi:
-                ah = <const rl_header*>ring.slot(s + LOOKAHEAD)
-                self.cy.prefetch_c(ah, <const char*>ah + RL_HEADER_SIZE)
             seq = base + s
             self.run_slot = s
             self.last_sequence = seq
