@@ -92,8 +92,10 @@ def _breaker() -> Breaker:
     return Breaker(BreakerConfig(limits=[Limit(max_count=10_000_000, window_ns=10**9)]))
 
 
-def _throughput(n: int, handler: Any, breaker: bool, **cfg: Any) -> tuple[float, dict]:
-    """Events/s from the first publish to the last output journaled, and the CPU figures."""
+def _throughput(n: int, handler: Any, breaker: bool,
+                after: Callable[[Any], None] | None = None, **cfg: Any) -> tuple[float, dict]:
+    """Events/s from the first publish to the last output journaled, and the CPU figures;
+    ``after(processor)`` runs once it drained, before it stops (e.g. to read its counters)."""
     d = tempfile.mkdtemp(prefix="ringlog-proc-", dir=".")
     try:
         p = Processor(handler, d, _config(**cfg), breaker=_breaker() if breaker else None)
@@ -106,6 +108,8 @@ def _throughput(n: int, handler: Any, breaker: bool, **cfg: Any) -> tuple[float,
             t.join()
             p.drain(timeout=600)
             dt = time.perf_counter() - t0
+        if after is not None:
+            after(p)
         p.stop()
         return n / dt, m.per_event(n)
     finally:
