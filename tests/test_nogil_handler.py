@@ -158,3 +158,33 @@ def test_automatic_snapshots_and_dead_letters_match_the_handler_with_the_gil(tmp
     assert [s for s, _ in got[True][0]] == list(range(49, 1000, 50))
     assert got[True][2] == list(range(49, 1000, 100))
     assert got[True] == got[False]
+
+
+@pytest.mark.parametrize("allow", [[7], [1]], ids=["allow-other", "allow-this"])
+def test_a_ratio_limit_and_an_allow_list_decide_alike_without_the_gil(tmp_path, allow):
+    # the breaker's allow-list and ratio limit are checked without the GIL on the nogil
+    # path (the trip takes it): the ratio trips (one output per input against 0.5) unless
+    # the handler's output type is allowed; the same outputs, figures and counters both ways
+    from ringlog.breaker import Breaker, BreakerConfig, Limit, RatioLimit
+
+    got = {}
+    for nogil in (False, True):
+        d = tmp_path / f"nogil-{nogil}"
+        br = Breaker(BreakerConfig(limits=[Limit(max_count=40, window_ns=100 * MS)],
+                                   ratio=RatioLimit(max_ratio=0.5, window_ns=50 * MS,
+                                                    min_inputs=8),
+                                   allow_types=frozenset(allow)))
+        p = Processor(SumHandler(nogil=nogil), d, BIG, breaker=br)
+        p.start()
+        for v in range(300):
+            p.input_ring.publish(ev(v), 5, timestamp_ns=(v + 1) * MS)
+        p.drain(timeout=30)
+        loop = p._loop
+        figures = (loop.processed, loop.outputs, loop.published, loop.pending_from)
+        counters = p.breaker.counters()
+        p.stop()
+        got[nogil] = ([(r.type_id, bytes(r.payload), r.flags)
+                       for r in JournalReader(d / "output")], figures, counters)
+    assert got[True] == got[False]
+    tripped = got[True][1][3] >= 0
+    assert tripped == (allow == [7]), got[True][1]

@@ -155,6 +155,8 @@ cdef class BreakerCore:
     cdef int64_t outs[RATIO_BUCKETS]
     cdef frozenset allow
     cdef bint has_allow                 # skip the allow-list lookup when it is empty
+    cdef uint32_t* allow_ids            # the allow-list in C, sorted: checked without the GIL
+    cdef Py_ssize_t n_allow
     cdef int64_t half_open_after, opened_at
     cdef public object last_trip
     cdef object alert
@@ -174,10 +176,10 @@ cdef class BreakerCore:
     cdef int check_c(self, int64_t timestamp_ns, uint32_t type_id, int64_t key) except -1
     cdef int _trip(self, int64_t t, name, int64_t count, int64_t window, key, int per,
                    ratio=*) except -1
-    cdef int _open_or_allowed(self, uint32_t type_id) except -2
+    cdef int _open_or_allowed(self, uint32_t type_id) noexcept nogil
     cdef int _trip_limit(self, Py_ssize_t i, int64_t t, uint32_t type_id,
                          int64_t key) except -1
-    cdef int _ratio_check(self, int64_t t) except -1
+    cdef int _ratio_check(self, int64_t t) except -1 nogil
 
 
 # One input at event time `timestamp_ns`: moves the clock, counts it (and, with a ratio
@@ -195,8 +197,8 @@ cdef inline void breaker_input(BreakerCore b, int64_t timestamp_ns) noexcept nog
 # The decision for one output (PASS, HOLD, THROTTLE or TRIPPED) at event time
 # `timestamp_ns`: the one implementation (BreakerCore.check_c calls it). Inline so that the
 # loop pays no call per output: the hot path reads and writes C structs only, without the
-# GIL; an open breaker, the allow-list, the ratio limit and a trip (Python objects) are out
-# of line and take it (a nogil handler's loop holds none).
+# GIL; an open breaker, the allow-list and the ratio limit are out of line (C too), a trip
+# (Python objects) takes the GIL (a nogil handler's loop holds none).
 cdef inline int breaker_check(BreakerCore b, int64_t timestamp_ns, uint32_t type_id,
                               int64_t key) except -1 nogil:
     cdef Py_ssize_t i
@@ -209,8 +211,7 @@ cdef inline int breaker_check(BreakerCore b, int64_t timestamp_ns, uint32_t type
     cdef int64_t t = b.clock
     b.checks += 1
     if b.state == BR_OPEN or b.has_allow:
-        with gil:
-            decision = b._open_or_allowed(type_id)
+        decision = b._open_or_allowed(type_id)
         if decision >= 0:
             return decision
     for i in range(b.nlimits):  # each limit's window for this output, found once
@@ -222,10 +223,8 @@ cdef inline int breaker_check(BreakerCore b, int64_t timestamp_ns, uint32_t type
                 with gil:
                     return b._trip_limit(i, t, type_id, key)
             throttled = True
-    if b.ratio_window:
-        with gil:
-            if b._ratio_check(t):
-                return BR_TRIPPED
+    if b.ratio_window and b._ratio_check(t):
+        return BR_TRIPPED
     for i in range(b.nlimits):  # passed every limit: counted in each window
         if window_add(b.cwins[i], t) < 0:
             with gil:

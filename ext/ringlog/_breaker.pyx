@@ -179,6 +179,13 @@ cdef class BreakerCore:
             self.ratio_name = ratio.name or "ratio"
         self.allow = frozenset(allow)
         self.has_allow = len(self.allow) > 0
+        ids = sorted(t for t in self.allow if 0 <= t < 1 << 32)  # no other type id exists
+        self.allow_ids = <uint32_t*>calloc(len(ids) + 1, sizeof(uint32_t))
+        if self.allow_ids == NULL:
+            raise MemoryError("cannot allocate the breaker's allow-list")
+        for i, t in enumerate(ids):
+            self.allow_ids[i] = t
+        self.n_allow = len(ids)
         self.runs_ok = (not self.ratio_window and not self.has_allow
                         and all((<_CountLimit>lim).c.per != 2 for lim in self._limits))
         self.half_open_after = -1 if half_open_after_ns is None else half_open_after_ns
@@ -191,6 +198,7 @@ cdef class BreakerCore:
     def __dealloc__(self):
         free(self.climits)
         free(self.cwins)
+        free(self.allow_ids)
 
     cdef int64_t _now(self, int64_t ts) noexcept:
         if ts > self.clock:
@@ -251,11 +259,18 @@ cdef class BreakerCore:
     cdef int check_c(self, int64_t timestamp_ns, uint32_t type_id, int64_t key) except -1:
         return breaker_check(self, timestamp_ns, type_id, key)
 
-    cdef int _open_or_allowed(self, uint32_t type_id) except -2:
+    cdef int _open_or_allowed(self, uint32_t type_id) noexcept nogil:
         """While open: PASS for the allow-list, else HOLD. While closed (or half-open: a
         probe is judged by the limits), PASS for the allow-list; -1: judge it by the
         limits."""
-        if self.has_allow and type_id in self.allow:
+        cdef Py_ssize_t lo = 0, hi = self.n_allow, mid
+        while lo < hi:  # binary search of the sorted allow-list
+            mid = (lo + hi) // 2
+            if self.allow_ids[mid] < type_id:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < self.n_allow and self.allow_ids[lo] == type_id:
             if self.state != BR_HALF_OPEN:
                 self.passed += 1
                 return BR_PASS
@@ -270,16 +285,18 @@ cdef class BreakerCore:
         return self._trip(t, (<_CountLimit>self._limits[i]).name, L.max_count, L.window_ns,
                           key if L.per == 1 else (type_id if L.per else None), L.per)
 
-    cdef int _ratio_check(self, int64_t t) except -1:
-        """The output/input ratio limit for one more output: trips (returns 1) or counts it."""
+    cdef int _ratio_check(self, int64_t t) except -1 nogil:
+        """The output/input ratio limit for one more output: trips (returns 1, with the GIL)
+        or counts it."""
         cdef int64_t sin = 0, sout = 0, i
         self._ratio_advance(t)
         for i in range(RATIO_BUCKETS):
             sin += self.ins[i]
             sout += self.outs[i]
         if sin >= self.ratio_min_inputs and (sout + 1) > self.ratio_max * sin:
-            self._trip(t, self.ratio_name, sout + 1, self.ratio_window, None, 0,
-                       ratio=(sout + 1) / sin)
+            with gil:
+                self._trip(t, self.ratio_name, sout + 1, self.ratio_window, None, 0,
+                           ratio=(sout + 1) / sin)
             return 1
         self.outs[RATIO_BUCKETS - 1] += 1
         return 0
