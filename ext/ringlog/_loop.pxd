@@ -85,7 +85,7 @@ cdef class LogicCore:
     cdef public StageCounters journal_counters, output_counters
     # the nogil loop (_steps_nogil): the batch it hands to the GIL and where in it
     cdef int64_t nb_nxt, nb_avail, run_slot
-    cdef bint nb_was_open, run_opened, run_snapshot
+    cdef bint nb_was_open, run_opened, run_snapshot, in_run
 
     cdef int process_c(self, const rl_header* h, const char* payload, int64_t seq,
                        bint end_of_batch, object obj) except -1

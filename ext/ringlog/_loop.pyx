@@ -431,16 +431,19 @@ cdef inline int64_t _take_batch(Consumer consumer, Ring ring, JournalAppender jo
     """The next input batch from ``nxt`` on: waits up to ``wait_ns`` for it (0: only looks);
     with ``journal``, appends at most ``limit`` slots of it (memcpy + CRC, FLAG_BATCH_END on
     its last slot) before anything handles them. Returns its last sequence, RL_TIMEOUT when
-    none is there, RL_CLOSED once the ring is closed and drained (``ring``: the consumer's);
-    a failed append (a full disk) raises, which halts the loop."""
+    none is there (idle: the journal's durable mark, which the sync thread may have moved,
+    stored), RL_CLOSED once the ring is closed and drained (``ring``: the consumer's); a
+    failed append (a full disk) raises, which halts the loop."""
     cdef int64_t avail, seen
     if wait_ns > 0:
         avail = consumer.wait_for(nxt, wait_ns)
     else:
         avail = consumer.available(nxt)
         if avail < nxt:
-            return RL_CLOSED if rl_load_acquire32(&ring.hdr.closed) else RL_TIMEOUT
-    if avail >= nxt and journal is not None:
+            avail = RL_CLOSED if rl_load_acquire32(&ring.hdr.closed) else RL_TIMEOUT
+    if avail == RL_TIMEOUT and journal is not None:
+        counter_set(jc[JS_DURABLE], rl_load_acquire(&journal.durable))
+    elif avail >= nxt and journal is not None:
         seen = avail
         avail = min(avail, nxt + limit - 1, nxt | ring.mask)
         (<rl_header*>ring.slot(avail)).flags |= RL_FLAG_BATCH_END
@@ -450,6 +453,11 @@ cdef inline int64_t _take_batch(Consumer consumer, Ring ring, JournalAppender jo
         counter_set(jc[JS_DURABLE], rl_load_acquire(&journal.durable))
         counter_add(jc[JS_BATCHES], 1)
     return avail
+
+
+cdef inline bint _in_order(LogicCore self, int64_t seq) noexcept nogil:
+    """Is journal ``seq`` the one after the last the core saw (or the first it sees)?"""
+    return self.last_sequence < 0 or seq == self.last_sequence + 1
 
 
 cdef class LogicCore:
@@ -651,22 +659,24 @@ cdef class LogicCore:
         events, decisions and stops (before a control event, after the event that opens
         the breaker: ``run_opened``), and after an event an automatic snapshot follows
         (``run_snapshot``: ``_after`` takes it with the GIL). When the handler raises,
-        ``run_slot`` is its event; the caller, with the GIL, makes it a dead letter or halts
-        (``_run``)."""
+        ``in_run`` is still set and ``last_sequence`` is its event; the caller, with the
+        GIL, makes it a dead letter or halts (``_run``)."""
         cdef const rl_header* h
-        cdef int64_t seq
+        cdef int64_t seq, snap = -1
         cdef bint ahead = self.cy.lookahead
-        cdef bint snapshots = (self.snapshot_every > 0 and not self.replaying
-                               and self._snapshot is not None)
+        if self.snapshot_every > 0 and not self.replaying and self._snapshot is not None:
+            # the run ends with the next event a snapshot follows: (seq + 1) % every == 0
+            snap = ((base + s) // self.snapshot_every + 1) * self.snapshot_every - 1 - base
+            if snap < hi:
+                hi = snap
         self.run_opened = False
-        self.run_snapshot = False
+        self.in_run = True
         while s <= hi:
             h = _run_next(ring, s, hi, self.cy, ahead)
             if h == NULL:
                 break
             seq = base + s
-            self.run_slot = s
-            self.last_sequence = seq
+            self.last_sequence = seq  # the event a raise comes from (_run)
             if _admit(self, h, seq):
                 self.cy.on_event_nogil(h, <const char*>h + RL_HEADER_SIZE, seq,
                                        (h.flags & RL_FLAG_BATCH_END) != 0)
@@ -674,10 +684,9 @@ cdef class LogicCore:
             s += 1
             if self.breaker is not None and self.breaker.state == BR_OPEN:
                 self.run_opened = True
-            if snapshots and (seq + 1) % self.snapshot_every == 0:
-                self.run_snapshot = True
-            if self.run_opened or self.run_snapshot:
                 break
+        self.in_run = False
+        self.run_snapshot = snap >= 0 and s == snap + 1  # the snapshot's event handled
         return s
 
     cdef int _dead_in_run(self, const rl_header* h, int64_t seq) except -1:
@@ -1055,17 +1064,17 @@ cdef class LogicCore:
                 with nogil:
                     r = self._steps_nogil(consumer, base, journal, limit)
                     gil_from = rl_now_ns()
-            except Exception:  # the handler raised on the event at run_slot (if >= 0)
-                if self.run_slot < 0 or self._dead_letter is None:
+                counter_add(self.counters.slot[LS_GIL_WAIT], rl_now_ns() - gil_from)
+            except Exception:  # from the handler while in_run, else from a journal: halts
+                if not self.in_run or self._dead_letter is None:
                     raise
-                s = self.run_slot
-                if self._dead_in_run(<const rl_header*>consumer.ring.slot(s), base + s):
-                    self._opened(base + s + 1)
-                if self.snapshot_every:
-                    self._after(base + s)
-                self._finish_batch(consumer, base, self.nb_nxt, self.nb_avail, s + 1, False)
-                continue
-            counter_add(self.counters.slot[LS_GIL_WAIT], rl_now_ns() - gil_from)
+                self.in_run = False
+                s = self.last_sequence - base
+                self.run_opened = self._dead_in_run(<const rl_header*>consumer.ring.slot(s),
+                                                    self.last_sequence)
+                self.run_snapshot = self.snapshot_every > 0  # _after decides
+                self.run_slot = s + 1
+                r = NEED_GIL
             if r == RL_CLOSED:
                 return 0
             s = self.run_slot
@@ -1083,33 +1092,28 @@ cdef class LogicCore:
         RL_CLOSED, or NEED_GIL with the batch ``nb_nxt``..``nb_avail`` to finish with the
         GIL from ``run_slot`` on (a control event, input held back, the breaker opened, an
         automatic snapshot due, a sequence out of order). Exceptions propagate: the
-        handler's with ``run_slot`` its event, any other (a journal's) with ``run_slot``
-        -1."""
+        handler's with ``in_run`` set (``_business_run_nogil``), any other (a journal's)
+        without."""
         cdef int64_t nxt, avail, s
         cdef int64_t** jc = self.journal_counters.slot
         while True:
-            self.run_slot = -1  # what raises outside the handler (a journal) is not its
             nxt = rl_load_acquire(consumer.seq_ptr) + 1
             avail = _take_batch(consumer, consumer.ring, journal, nxt, limit, WAIT_NS, jc)
             if avail == RL_CLOSED:
                 return RL_CLOSED
             if avail == RL_TIMEOUT:
-                if journal is not None:  # idle: the sync thread may have moved the mark
-                    counter_set(jc[JS_DURABLE], rl_load_acquire(&journal.durable))
                 continue
             self.nb_nxt = nxt
             self.nb_avail = avail
             self.nb_was_open = self.pending_from >= 0
             self.run_slot = nxt
-            self.run_opened = False
-            if self.nb_was_open or (base + nxt != self.last_sequence + 1
-                                    and self.last_sequence >= 0):
-                return NEED_GIL
+            self.run_opened = self.run_snapshot = False
+            if self.nb_was_open or not _in_order(self, base + nxt):
+                return NEED_GIL  # the GIL path raises on a sequence out of order
             s = self._business_run_nogil(consumer.ring, nxt, avail, base)
             self.run_slot = s
             if s <= avail or self.run_opened or self.run_snapshot:
                 return NEED_GIL
-            self.run_slot = -1
             self._batch_end(consumer, base, avail)
 
     cdef int64_t _step(self, Consumer consumer, int64_t base, JournalAppender journal,
@@ -1135,8 +1139,6 @@ cdef class LogicCore:
         if avail == RL_CLOSED:
             return RL_CLOSED
         if avail == RL_TIMEOUT:
-            if journal is not None:  # idle: the sync thread may have moved the mark
-                counter_set(jc[JS_DURABLE], rl_load_acquire(&journal.durable))
             return 0
         return self._finish_batch(consumer, base, nxt, avail, nxt, self.pending_from >= 0)
 
@@ -1150,7 +1152,7 @@ cdef class LogicCore:
         cdef int64_t lo
         cdef bint fast = self.kind != KIND_BATCH and not self.snapshot_every
         if fast:
-            if s == nxt and base + nxt != self.last_sequence + 1 and self.last_sequence >= 0:
+            if s == nxt and not _in_order(self, base + nxt):
                 raise RuntimeError(f"input sequence {base + nxt} after "
                                    f"{self.last_sequence}: the loop must see every "
                                    "journal sequence once, in order")
