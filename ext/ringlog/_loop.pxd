@@ -130,7 +130,7 @@ cdef class LogicCore:
     cdef int emit_packed_c(self, const char* p, size_t n) except -1 nogil
     cdef int _publish(self, uint32_t type_id, uint32_t flags, const char* payload,
                       uint32_t length, int64_t key, int64_t ts, int64_t corr,
-                      int64_t cause) except -1
+                      int64_t cause) except -1 nogil
     cdef int _publish_record(self, object rec) except -1
     cdef int _hold(self, int decision, uint32_t type_id, const char* payload,
                    uint32_t length, int64_t key) except -1

@@ -371,10 +371,9 @@ cdef inline int _emit_passed(LogicCore self, uint32_t type_id, const char* paylo
         self.published += 1  # committed once per batch by run()
         append_output(self.output_journal, type_id, 0, payload, length, self.cur_ts,
                       self.cur_corr, self.cur_seq)
-    else:
-        with gil:
-            self._publish(type_id, 0, payload, length, key, self.cur_ts, self.cur_corr,
-                          self.cur_seq)
+    else:  # replaying (or neither ring nor journal): the GIL only for a Python sink
+        self._publish(type_id, 0, payload, length, key, self.cur_ts, self.cur_corr,
+                      self.cur_seq)
     return 0
 
 
@@ -1384,10 +1383,10 @@ cdef class LogicCore:
 
     cdef int _publish(self, uint32_t type_id, uint32_t flags, const char* payload,
                       uint32_t length, int64_t key, int64_t ts, int64_t corr,
-                      int64_t cause) except -1:
+                      int64_t cause) except -1 nogil:
         """Publishes one output: in place into the output ring when live (``_to_slot``); to
         the output journal when live without a ring; to ``sink`` when replaying (unless it
-        is already journaled and not verified)."""
+        is already journaled and not verified: a quiet replay's outputs need no GIL)."""
         self.published += 1
         if self.output_ring is not None and not self.replaying:
             return _to_slot(self, type_id, flags, payload, length, key, ts, corr, cause)
@@ -1396,11 +1395,13 @@ cdef class LogicCore:
         if not self.replaying and self.output_journal is not None:
             # committed (last_seq, group-commit nudge) once per batch by run()
             self.output_journal.write_output(type_id, flags, payload, length, ts, corr,
-                                             cause)  # GIL held: no hand-off
+                                             cause)
             return 0
-        if self.sink is None:
-            raise RingLogError("the loop has no output ring and no sink for its outputs")
-        self.sink(self.OutputRecord(type_id, payload[:length], key, ts, corr, cause, flags))
+        with gil:  # a Python sink (verify, a ringless loop)
+            if self.sink is None:
+                raise RingLogError("the loop has no output ring and no sink for its outputs")
+            self.sink(self.OutputRecord(type_id, payload[:length], key, ts, corr, cause,
+                                        flags))
         return 0
 
     cdef int64_t _claim_outputs(self, uint32_t length) except -1 nogil:
