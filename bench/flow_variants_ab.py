@@ -15,6 +15,9 @@ breaker window or a thread placement costs the loop thread (docs/processor.md, s
         output_untouched: the output journal's next segments prepared (created,
             preallocated, header template) but their pages not pre-faulted: the writer
             thread's pwrite() allocates them
+        output_buffered, output_direct: ProcessorConfig.output_io (the output journal's
+            writer by pwrite() into the page cache, or O_DIRECT; the default is auto: direct
+            where the file system takes it)
         default: the flow as pipeline_ab.py runs it
 
 Each round runs every variant once (a child process each, the order reversed every other
@@ -46,7 +49,8 @@ import pipeline_ab as ab  # noqa: E402
 
 WINDOWS = {"window_1s": 10**9, "window_1ms": 10**6, "no_breaker": None}
 PLACED = {"placed": None, "placed_producer": 1, "placed_with_loop": 0}  # the producer's CPU
-NAMED = {"default", "output_untouched", *WINDOWS, *PLACED}
+OUTPUT_IO = {"output_buffered": "buffered", "output_direct": "direct"}
+NAMED = {"default", "output_untouched", *WINDOWS, *PLACED, *OUTPUT_IO}
 MAIN = ("rate", "loop_cpu", "all_cpu")
 
 
@@ -64,6 +68,8 @@ def _child(variant: str, n: int) -> None:
         cpu = PLACED[variant]
         if cpu is not None:  # this (the producing) thread only, once the processor runs
             kw["after_start"] = lambda _p: os.sched_setaffinity(0, {cpu})
+    if variant in OUTPUT_IO:
+        config["output_io"] = OUTPUT_IO[variant]
     if variant.startswith("batch_"):
         config["max_batch"] = int(variant[len("batch_"):])
     if variant == "output_untouched":

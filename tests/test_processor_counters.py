@@ -49,6 +49,26 @@ def test_processor_counters_hold_every_stages_sequence_and_totals_after_a_run(tm
     assert types["logic.breaker_state"] == STATE and types["journal.backlog"] == GAUGE
 
 
+@pytest.mark.parametrize("output_io", ["direct", "buffered"])
+def test_the_output_journal_counters_catch_up_while_the_loop_is_idle(tmp_path, output_io):
+    # a direct-I/O writer writes the last batch's outputs up to a linger after the batch end
+    # stored the counters: the idle loop stores them again, and stop() stores the last
+    cfg = msgspec.structs.replace(CFG, topology="inline", output_io=output_io)
+    p = Processor(Summer(), tmp_path, cfg)
+    p.start()
+    try:
+        for v in range(100):
+            p.publish(ev(v), 5, timestamp_ns=v * MS)
+        p.drain(timeout=30)
+        deadline = time.monotonic() + 20
+        while _values(tmp_path)["output.sequence"] != 99 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        v = _values(tmp_path)
+        assert (v["output.sequence"], v["output.backlog"]) == (99, 0)
+    finally:
+        p.stop()
+
+
 def test_processor_counters_show_a_breaker_trip_and_held_outputs(tmp_path):
     br = Breaker(BreakerConfig(limits=[Limit(max_count=10, window_ns=10**12)]))
     run(tmp_path, range(50), breaker=br)

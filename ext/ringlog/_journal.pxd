@@ -55,6 +55,7 @@ cdef class Segment:
     cdef readonly bint writable
     cdef object _view
     cdef dict _versions        # type id -> schema version from the header (parsed lazily)
+    cdef readonly int dfd      # an O_DIRECT descriptor of the file (open_direct), else -1
 
     cdef int scan_one(self, Py_ssize_t off, int64_t expect_seq, bint verify,
                       uint32_t* length) noexcept nogil
@@ -74,7 +75,7 @@ ctypedef struct wb_item:
     Py_ssize_t n               # bytes from buf[0]
     Py_ssize_t skip            # 4: the first length word is held (not written here), else 0
     int by_copy                # copied into the map, not by pwrite() (_by_copy)
-    int fd                     # the segment's file and map
+    int fd                     # the segment's file (its O_DIRECT one: direct_io) and map
     char* base
     Py_ssize_t word_at         # -1, or a held length word written after the bytes (a commit)
     uint32_t word
@@ -142,6 +143,32 @@ cdef class JournalAppender:
     cdef int32_t wb_done_waiters
     cdef int wb_err            # the errno of a failed write-behind write, and its offset
     cdef Py_ssize_t wb_err_at
+    cdef int64_t wb_written    # items whose bytes are in the file (== wb_tail unless direct_io)
+    cdef int64_t wb_want       # a waiter wants the items before this written now (direct_io)
+    cdef int32_t wb_lingering  # the writer sleeps on a timeout with bytes staged (direct_io)
+    # Direct I/O (direct_io=True, write-behind only): the writer copies the items it takes into an
+    # aligned stage and writes whole 4 KiB blocks of it with O_DIRECT, once DIRECT_MIN bytes
+    # are staged, `linger_ns` after the first, or when a waiter needs them written: no page
+    # cache, no writeback, no page allocation per 4 KiB (docs/journal-format.md, "Direct I/O").
+    # A write never makes a record reachable before its bytes are in the file: the length
+    # word of the first record not yet reachable (the frontier) is zero in every write of
+    # the stage, and written alone after it. Touched only under wb_lock.
+    cdef readonly bint direct_io
+    cdef readonly int64_t linger_ns
+    cdef char* st_buf          # file bytes st_off .. st_off + st_len (4 KiB aligned)
+    cdef Py_ssize_t st_cap
+    cdef int st_fd             # the O_DIRECT descriptor the stage is for (-1: none yet)
+    cdef Py_ssize_t st_off
+    cdef Py_ssize_t st_len
+    cdef Py_ssize_t st_done    # st_buf[:st_done] is in the file already (the kept block)
+    cdef int64_t st_since      # when the first byte not in the file was staged
+    cdef int64_t st_last       # the last commit staged (published once written; -1: none)
+    cdef Py_ssize_t fr_at      # the frontier (-1: everything written is reachable)
+    cdef uint32_t fr_word      # its length word, once its batch is committed (fr_ready)
+    cdef bint fr_ready
+    cdef char* fr_blk          # the frontier's block once the stage moved past it
+    cdef Py_ssize_t open_at    # the start of the batch whose commit has not come yet (-1)
+    cdef readonly int64_t direct_writes  # O_DIRECT write calls (the stage's and words')
     # builds an output record's body: the CRC32C implementation in force when the appender
     # was made (rl_output_body_pick; append_output runs inlined in other modules)
     cdef rl_output_body_fn output_body
@@ -177,8 +204,10 @@ cdef class JournalAppender:
     cdef int _room(self, Py_ssize_t need) except -1 nogil
     cdef int _flush(self, bint publish=*, int64_t last=*) except -1 nogil
     cdef int _hand_off(self) except -1 nogil
-    cdef void _wb_wait(self, int64_t upto) noexcept nogil
-    cdef void _wb_run(self) noexcept nogil
+    cdef void _wb_wait(self, int64_t upto, bint written=*) noexcept nogil
+    cdef void _wb_run(self, bint force=*) noexcept nogil
+    cdef int _stage_item(self, const wb_item* it, int64_t taken) noexcept nogil
+    cdef int _write_stage(self, int64_t taken) noexcept nogil
     cdef int _raise_failed(self) except -1 nogil
     cdef void _nudge(self, int64_t last) noexcept nogil
     cdef void _aim(self) noexcept nogil

@@ -26,7 +26,7 @@ from libc.errno cimport EINTR, EIO, errno
 from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint32_t, uint64_t
 from libc.stdio cimport rename, snprintf
 from libc.stdlib cimport calloc, free, malloc, realloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy, memmove, memset
 from posix.fcntl cimport O_CREAT, O_EXCL, O_RDONLY, O_RDWR, open as c_open
 from posix.stat cimport fstat, struct_stat
 from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
@@ -58,11 +58,17 @@ cdef extern from "crc32c.h" nogil:
 
 cdef extern from "<fcntl.h>" nogil:
     int posix_fallocate(int fd, long offset, long length)
+    const int O_DIRECT
+
+cdef extern from "<stdlib.h>" nogil:
+    int posix_memalign(void** memptr, size_t alignment, size_t size)
 
 cdef extern from "<unistd.h>" nogil:
     int fdatasync(int fd)
     int fsync(int fd)
     ssize_t pwrite(int fd, const void* buf, size_t n, off_t offset)
+    ssize_t pread(int fd, void* buf, size_t n, off_t offset)
+    int close(int fd)
     int usleep(unsigned int usec)
 
 cdef extern from "Python.h":
@@ -97,6 +103,7 @@ cdef object _py_hook = None
 cdef int _plant_mark_early = 0  # test-only planted bug: publish the durable mark before sync
 cdef int _plant_append_before_write = 0  # and: write-behind publishes a commit at hand-off
 cdef unsigned int _wb_delay_us = 0  # test-only: the write-behind writer's pause per write
+cdef int _plant_direct_word_with_body = 0  # and: direct I/O writes a word with its body
 _OP_NAMES = {SYNC_DATA: "fdatasync", SYNC_FILE: "fsync"}
 
 
@@ -183,8 +190,11 @@ def _plant(str name, bint on):
     the write-behind writer sleeps 300 us before each write (a wide window for a crash between
     a hand-off and its write)."""
     global _plant_mark_early, _plant_append_before_write, _wb_delay_us
+    global _plant_direct_word_with_body
     if name == "mark_before_sync":
         _plant_mark_early = on
+    elif name == "direct_word_with_body":
+        _plant_direct_word_with_body = on
     elif name == "append_before_write":
         _plant_append_before_write = on
     elif name == "slow_writer":
@@ -226,6 +236,13 @@ cdef enum:
     # no wake-up of the writer per call (a gateway's few orders per pump). Not tuned: the
     # engine flow hands off whole 256 KiB buffers, one connection's pumps stay under it
     WB_MIN = 32 * 1024
+    # Direct I/O (docs/journal-format.md): the writer's stage, and what it writes at once.
+    # bench/odirect_cost.py: O_DIRECT writes of 256 KiB cost ~1.0-1.2 us of CPU per 4 KiB on
+    # the 2-vCPU VM, steady, where buffered ones swing 1-8 us (a new page-cache page each,
+    # whose first touch the host backs) plus the writeback
+    DIRECT_STAGE = 1024 * 1024
+    DIRECT_MIN = 256 * 1024
+    BLK = 4096                # O_DIRECT's unit here: offsets, lengths, buffer addresses
 
 
 cdef Py_ssize_t _wbuf_size = WBUF_SIZE  # what new buffered appenders get (write_buffer_size)
@@ -244,6 +261,28 @@ def write_buffer_size(Py_ssize_t nbytes=-1):
 
 
 cdef Py_ssize_t _wb_min = WB_MIN  # what a write-behind flush hands off (write_behind_min)
+cdef Py_ssize_t _direct_stage = DIRECT_STAGE  # a direct-I/O writer's stage (direct_stage_size)
+cdef Py_ssize_t _direct_min = DIRECT_MIN      # staged bytes written at once
+
+
+def direct_stage_size(Py_ssize_t nbytes=-1, Py_ssize_t write_at=-1):
+    """The stage of direct-I/O appenders made from now on (``nbytes``, a multiple of 4096,
+    at least 8192; default 1 MiB) and the staged bytes its writer writes at once
+    (``write_at``, at most ``nbytes``; default 256 KiB); returns both in force. For tests
+    (a small stage fills in the middle of a batch) and benchmarks."""
+    global _direct_stage, _direct_min
+    if nbytes != -1 and (nbytes < 2 * BLK or nbytes % BLK):
+        raise ValueError(f"direct_stage_size: nbytes must be a multiple of 4096 and >= 8192, "
+                         f"got {nbytes}")
+    if nbytes > 0:
+        _direct_stage = nbytes
+    if write_at != -1 and not 0 < write_at <= _direct_stage:
+        raise ValueError(f"direct_stage_size: write_at must be in 1..{_direct_stage}, got "
+                         f"{write_at}")
+    if write_at > 0:
+        _direct_min = write_at
+    _direct_min = min(_direct_min, _direct_stage)
+    return _direct_stage, _direct_min
 
 
 def write_behind_min(Py_ssize_t nbytes=-1):
@@ -258,10 +297,34 @@ def write_behind_min(Py_ssize_t nbytes=-1):
     return _wb_min
 
 
+def direct_io_supported(directory):
+    """Whether files in ``directory`` take O_DIRECT writes: a probe file is created there,
+    written one aligned 4 KiB block with O_DIRECT and removed."""
+    cdef void* buf = NULL
+    cdef int fd
+    cdef ssize_t w
+    probe = os.path.join(os.fspath(directory), f".direct-probe-{os.getpid()}.tmp")
+    try:
+        fd = os.open(probe, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_DIRECT, 0o644)
+    except OSError:
+        return False
+    try:
+        if posix_memalign(&buf, BLK, BLK) != 0:
+            raise MemoryError()
+        memset(buf, 0, BLK)
+        with nogil:
+            w = pwrite(fd, buf, BLK, 0)
+        return w == BLK
+    finally:
+        free(buf)
+        os.close(fd)
+        os.unlink(probe)
+
+
 cdef inline bint _by_copy(JournalAppender a, Py_ssize_t n) noexcept nogil:
     """A flush of ``n`` bytes is copied into the map, not written by pwrite(): under
-    durability "none" only, below PWRITE_MIN (see there)."""
-    return a.policy == NONE and n < PWRITE_MIN
+    durability "none" only, below PWRITE_MIN (see there); never under direct I/O."""
+    return a.policy == NONE and n < PWRITE_MIN and not a.direct_io
 
 
 cdef int _pwrite_all(int fd, const char* buf, Py_ssize_t n, Py_ssize_t off) noexcept nogil:
@@ -280,6 +343,41 @@ cdef int _pwrite_all(int fd, const char* buf, Py_ssize_t n, Py_ssize_t off) noex
         n -= w
         off += w
     return 0
+
+
+cdef object _direct_hook = None  # test-only: sees every direct write (fd, offset, bytes)
+
+
+def _set_direct_write_hook(hook):
+    """Test-only: ``hook(fd, offset, data)`` is called (with the GIL) before every O_DIRECT write
+    of a direct-I/O writer; an exception fails the write (EIO). None removes it."""
+    global _direct_hook
+    _direct_hook = hook
+
+
+cdef int _run_direct_hook(int fd, const char* buf, Py_ssize_t n,
+                          Py_ssize_t off) noexcept with gil:
+    try:
+        _direct_hook(fd, off, buf[:n])
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+        return EIO
+    return 0
+
+
+cdef int _direct_write(int fd, const char* buf, Py_ssize_t n, Py_ssize_t off) noexcept nogil:
+    """One O_DIRECT write of whole blocks (through the test hook, if one is set). No Python
+    object in here: Cython would take the GIL on the way out to release it."""
+    if _direct_hook is not None and _run_direct_hook(fd, buf, n, off) != 0:
+        return EIO
+    return _pwrite_all(fd, buf, n, off)
+
+
+cdef inline bint _staged(JournalAppender a) noexcept nogil:
+    """A direct-I/O writer has something to write: staged bytes not in the file, or the
+    frontier's word, committed but not written."""
+    return a.st_len > a.st_done or a.fr_ready
 
 
 cdef int _write_item(const wb_item* it) noexcept nogil:
@@ -357,6 +455,27 @@ def _output_body(uint32_t type_id, uint32_t flags, payload, int64_t seq, int64_t
 
 cdef class Segment:
     """One mapped segment file: a 4096-byte header, then records. See the format doc."""
+
+    def __cinit__(self):
+        self.dfd = -1
+
+    def __dealloc__(self):
+        if self.dfd >= 0:
+            close(self.dfd)
+
+    def open_direct(self):
+        """Opens the file a second time with O_DIRECT (``dfd``), for a direct-I/O appender's
+        writer; once. JournalError if the file system refuses O_DIRECT (tmpfs before Linux
+        6.6, some FUSE and network file systems)."""
+        if self.dfd >= 0:
+            return
+        # through /proc: the file may have been renamed without the GIL since it was mapped
+        try:
+            self.dfd = os.open(f"/proc/self/fd/{self._map.fd}", os.O_RDWR | os.O_DIRECT)
+        except OSError as e:
+            raise JournalError(f"cannot open {self.path} for direct I/O (O_DIRECT): "
+                               f"{e.strerror}; use direct_io=False on this file system",
+                               errno=e.errno, path=self.path) from None
 
     @staticmethod
     def prepare(path, Py_ssize_t size):
@@ -795,7 +914,8 @@ cdef class JournalAppender:
     ``commit()`` (the default: stores into the map would fault on every page an fdatasync
     or background writeback cleaned); False: stored straight into the mapped segment.
     Either way a record becomes visible to readers at the ``commit()`` after it, at the
-    latest.
+    latest; with ``write_behind`` once its writer wrote it, and with ``direct_io`` (O_DIRECT
+    writes of whole 4 KiB blocks, no page cache) within ``linger_ms`` of the commit.
     """
 
     def __cinit__(self):
@@ -804,6 +924,12 @@ cdef class JournalAppender:
         self.wbuf = NULL
         self.held_at = -1
         self.output_body = rl_output_body_pick()  # set before anything can append
+        self.st_buf = NULL
+        self.fr_blk = NULL
+        self.st_fd = -1
+        self.st_last = -1
+        self.fr_at = -1
+        self.open_at = -1
 
     def __dealloc__(self):
         cdef int k
@@ -814,15 +940,23 @@ cdef class JournalAppender:
                 free(self.wb_items[k].buf)
         else:
             free(self.wbuf)
+        free(self.st_buf)
+        free(self.fr_blk)
 
     def __init__(self, owner, int policy, int64_t group_events=1000,
-                 int64_t index_every=1024, bint buffered=True, bint write_behind=False):
+                 int64_t index_every=1024, bint buffered=True, bint write_behind=False,
+                 bint direct_io=False, double linger_ms=5.0):
         cdef int k
         if policy not in (NONE, GROUP, SYNC):
             raise ValueError(f"unknown durability policy {policy}")
         if write_behind and (not buffered or policy == SYNC):
             raise ValueError("write_behind needs a buffered appender and a policy other "
                              "than sync (a sync commit waits for its own fdatasync)")
+        if direct_io and not write_behind:
+            raise ValueError("direct_io needs write_behind (its writer thread makes the "
+                             "device writes)")
+        if not linger_ms > 0:
+            raise ValueError(f"linger_ms must be > 0, got {linger_ms}")
         self.owner = owner
         self.policy = policy
         self.group_events = max(1, group_events)
@@ -846,14 +980,24 @@ cdef class JournalAppender:
             if self.wbuf == NULL:
                 raise MemoryError()
             self.wcap = _wbuf_size
+        self.direct_io = direct_io
+        self.linger_ns = <int64_t>(linger_ms * 1e6)
+        if direct_io:
+            if posix_memalign(<void**>&self.st_buf, BLK, _direct_stage) != 0 or \
+                    posix_memalign(<void**>&self.fr_blk, BLK, BLK) != 0:
+                raise MemoryError()
+            self.st_cap = _direct_stage
 
     def attach(self, Segment seg, Py_ssize_t pos, int64_t next_seq):
         """Continues appending into ``seg`` at byte ``pos`` with sequence ``next_seq``."""
         if not seg.writable:
             raise JournalError(f"{seg.path} is mapped read-only")
+        if self.direct_io:
+            seg.open_direct()
         if self.seg is not None:
-            self._flush()  # nothing pending when the owner rolls; kept for any other caller
-            self._wb_wait(self.wb_head)
+            with nogil:
+                self._flush()  # nothing pending when the owner rolls; kept for any other caller
+                self._wb_wait(self.wb_head, True)
         self.seg = seg
         self.path_stale = 0
         self._switch(pos, next_seq)
@@ -931,6 +1075,8 @@ cdef class JournalAppender:
         if rl_load_acquire32(&self.ready) or len(src) >= ROLL_PATH_MAX \
                 or len(dst) + 26 >= ROLL_PATH_MAX:
             return False
+        if self.direct_io:
+            seg.open_direct()
         memcpy(self.ready_src, <const char*>src, len(src) + 1)
         memcpy(self.roll_dir, <const char*>dst, len(dst) + 1)
         self.ready_seg = seg
@@ -1009,7 +1155,7 @@ cdef class JournalAppender:
             self._raise_failed()
         if self.pos + need > self.seg.size:
             self._flush(True)  # a sealed segment holds all its records, committed
-            self._wb_wait(self.wb_head)  # written, before its syncs and the switch
+            self._wb_wait(self.wb_head, True)  # written, before its syncs and the switch
             if self.failed:
                 self._raise_failed()
             if self._fast_roll(need):
@@ -1059,11 +1205,12 @@ cdef class JournalAppender:
         if not self.buffered or (n == 0 and last < 0 and not (publish and self.held_at >= 0)):
             return 0
         cdef bint behind = self.write_behind and (
-            n >= _wb_min or rl_load_acquire(&self.wb_tail) != self.wb_head)
+            n >= _wb_min or self.direct_io or rl_load_acquire(&self.wb_tail) != self.wb_head)
         if behind:
             w = &self.wb_items[self.wb_head % WB_SLOTS]
         w.buf, w.at, w.n, w.skip, w.by_copy = self.wbuf, self.out_at, n, 0, _by_copy(self, n)
-        w.fd, w.base, w.word_at, w.last = self.seg._map.fd, self.seg.base, -1, last
+        w.fd = self.seg.dfd if self.direct_io else self.seg._map.fd
+        w.base, w.word_at, w.last = self.seg.base, -1, last
         if n > 0 and self.held_at < 0:  # hold this flush's first length word until the commit
             self.held_at, self.held_word = self.out_at, (<uint32_t*>self.wbuf)[0]
             self.held_by_pwrite = not w.by_copy
@@ -1097,34 +1244,50 @@ cdef class JournalAppender:
     #   roll, flush(), sync(): _wb_wait(head)  ◄─ tail+1 ─  (a failed write: failed, errno)
     cdef int _hand_off(self) except -1 nogil:
         """Hands the item at ``wb_head`` to the writer and takes the next slot's buffer (once
-        the writer is done with it)."""
+        the writer is done with it). Direct I/O: a writer lingering over its stage is not
+        woken for a small item (it takes it at the end of its linger), only once half the
+        slots are in use or the item is large."""
         cdef wb_item* nxt
+        cdef wb_item* it = &self.wb_items[self.wb_head % WB_SLOTS]
         rl_store_release(&self.wb_head, self.wb_head + 1)
-        rl_wake_sleepers(&self.wb_signal, &self.wb_waiters)
-        self._wb_wait(self.wb_head - WB_SLOTS + 1)  # the next slot's item is written
+        if not self.direct_io or not rl_load_acquire32(&self.wb_lingering) or \
+                it.n >= _wb_min or self.wb_head - rl_load_acquire(&self.wb_tail) >= WB_SLOTS // 2:
+            rl_wake_sleepers(&self.wb_signal, &self.wb_waiters)
+        self._wb_wait(self.wb_head - WB_SLOTS + 1)  # the next slot's item is taken
         nxt = &self.wb_items[self.wb_head % WB_SLOTS]
         self.wbuf, self.wcap = nxt.buf, nxt.cap
         return 0
 
-    cdef void _wb_wait(self, int64_t upto) noexcept nogil:
-        """Returns once the items before ``upto`` are written (or dropped: the journal
-        failed). Any thread; writes them itself while no writer thread runs."""
+    cdef void _wb_wait(self, int64_t upto, bint written=False) noexcept nogil:
+        """Returns once the items before ``upto`` are taken by the writer (their buffers free
+        again), or with ``written`` once their bytes are in the file (the same unless direct
+        I/O, whose writer is then asked to write its stage now); or the journal failed. Any
+        thread; writes them itself while no writer thread runs."""
         cdef int32_t token
-        while rl_load_acquire(&self.wb_tail) < upto:
+        cdef int64_t* done = &self.wb_written if written else &self.wb_tail
+        cdef int64_t want
+        while rl_load_acquire(done) < upto:
             if not rl_load_acquire32(&self.wb_running):
-                self._wb_run()
+                self._wb_run(True)
                 continue
+            if written and self.direct_io:
+                want = rl_load_acquire(&self.wb_want)
+                while want < upto and not rl_cas(&self.wb_want, want, upto):
+                    want = rl_load_acquire(&self.wb_want)
+                rl_wake_sleepers(&self.wb_signal, &self.wb_waiters)
             token = rl_sleeper_in(&self.wb_done_signal, &self.wb_done_waiters)
-            if rl_load_acquire(&self.wb_tail) < upto and rl_load_acquire32(&self.wb_running):
+            if rl_load_acquire(done) < upto and rl_load_acquire32(&self.wb_running):
                 rl_futex_wait(&self.wb_done_signal, token, 50000000)
             rl_sleeper_out(&self.wb_done_waiters)
 
-    cdef void _wb_run(self) noexcept nogil:
+    cdef void _wb_run(self, bint force=False) noexcept nogil:
         """Writes every item handed off, in order (under ``wb_lock``: the writer thread, or a
-        waiter helping when none runs). After a failed write the rest are dropped."""
+        waiter helping when none runs). After a failed write the rest are dropped. Direct
+        I/O: the items go into the stage, which is written out when it holds DIRECT_MIN
+        bytes, lingered ``linger_ns``, a waiter wants it written, or ``force``."""
         cdef int64_t t
         cdef wb_item* it
-        cdef int err
+        cdef int err = 0
         while not rl_cas(&self.wb_lock, 0, 1):
             rl_cpu_relax()
         t = self.wb_tail
@@ -1133,23 +1296,155 @@ cdef class JournalAppender:
             if _wb_delay_us:
                 usleep(_wb_delay_us)
             if not self.failed:
-                err = _write_item(it)
+                if self.direct_io:
+                    err = self._stage_item(it, t)
+                else:
+                    err = _write_item(it)
+                    if err == 0 and it.last >= 0:
+                        rl_store_release(&self.last_seq, it.last)
+                        self._nudge(it.last)
                 if err != 0:
                     self.wb_err, self.wb_err_at = err, it.at
                     self.failed = 1  # the page cache holds part of the batch at most
-                elif it.last >= 0:
-                    rl_store_release(&self.last_seq, it.last)
-                    self._nudge(it.last)
             t += 1
             rl_store_release(&self.wb_tail, t)
+            if not self.direct_io:
+                rl_store_release(&self.wb_written, t)
+            rl_wake_sleepers(&self.wb_done_signal, &self.wb_done_waiters)
+        if self.direct_io:
+            if not self.failed and _staged(self) and (
+                    force or rl_load_acquire(&self.wb_want) > self.wb_written
+                    or rl_load_acquire32(&self.stopping)
+                    or self.st_len - self.st_done >= _direct_min
+                    or rl_now_ns() - self.st_since >= self.linger_ns):
+                err = self._write_stage(t)
+                if err != 0:
+                    self.wb_err, self.wb_err_at = err, self.st_off
+                    self.failed = 1
+            if self.failed or not _staged(self):
+                rl_store_release(&self.wb_written, t)  # (a waiter sees `failed`)
+                if self.st_last > rl_load_acquire(&self.last_seq) and not self.failed:
+                    rl_store_release(&self.last_seq, self.st_last)  # a commit with no bytes
+                    self._nudge(self.st_last)
             rl_wake_sleepers(&self.wb_done_signal, &self.wb_done_waiters)
         rl_store_release(&self.wb_lock, 0)
+
+    # -- direct I/O: the writer's stage --------------------------------------------------
+    #   items (records; a batch's first length word held at zero; its commit's word later)
+    #     └─► stage: file bytes st_off.. (st_off 4 KiB aligned; st_buf[:st_done] in the file)
+    #   write-out: the frontier's word (the first record not reachable in the file) zeroed,
+    #     the stage's blocks by one pwrite(); then, if that word is known (committed), the
+    #     frontier's block alone with it: readers reach the new records only after all their
+    #     bytes are in the file. The last partial block stays staged (rewritten next time);
+    #     the frontier's block, if the stage moves past it, is kept in fr_blk for its word.
+    cdef int _stage_item(self, const wb_item* it, int64_t taken) noexcept nogil:
+        """Copies one item into the stage, writing the stage out whenever it fills (``taken``:
+        the items before this one are staged whole). Returns 0 or an errno."""
+        cdef Py_ssize_t left = it.n, k, first = 1, at
+        cdef const char* src = it.buf
+        cdef int err
+        if it.fd != self.st_fd:  # a new segment: all of the last one is written (the roll)
+            if _staged(self):
+                err = self._write_stage(taken)
+                if err != 0:
+                    return err
+            self.st_fd = it.fd
+            self.st_off = it.at & ~(<Py_ssize_t>BLK - 1)
+            self.st_len = self.st_done = it.at - self.st_off
+            self.fr_at = self.open_at = -1
+            self.fr_ready = 0
+            if self.st_len > 0:  # the committed records before `at` in its block
+                if pread(self.st_fd, self.st_buf, BLK, self.st_off) != BLK:
+                    return errno or EIO
+        if it.at != self.st_off + self.st_len:
+            return EIO  # not contiguous: an appender bug, never written over
+        if it.skip:  # a batch starts: its first word stays zero in the file until its commit
+            self.open_at = it.at
+            if self.fr_at < 0:
+                self.fr_at = it.at
+        while left > 0:
+            if self.st_len == self.st_cap:
+                err = self._write_stage(taken)
+                if err != 0:
+                    return err
+            k = min(left, self.st_cap - self.st_len)
+            if not _staged(self):  # the linger starts with the first byte not in the file
+                self.st_since = rl_now_ns()
+            memcpy(self.st_buf + self.st_len, src, k)
+            if first and it.skip:
+                (<uint32_t*>(self.st_buf + self.st_len))[0] = 0
+            first = 0
+            self.st_len += k
+            src += k
+            left -= k
+        if it.word_at >= 0:
+            if not _staged(self):
+                self.st_since = rl_now_ns()
+            if it.word_at == self.fr_at:  # its batch is committed: the word goes alone, last
+                self.fr_word, self.fr_ready = it.word, 1
+            elif it.word_at >= self.st_off:  # a batch past the frontier: a part of its body
+                at = it.word_at - self.st_off
+                (<uint32_t*>(self.st_buf + at))[0] = it.word
+                if at < self.st_done:  # in the kept block: it is written again
+                    self.st_done = at
+            else:
+                return EIO  # a held word behind the stage is the frontier's, or a bug
+            if it.word_at == self.open_at:
+                self.open_at = -1
+        if it.last >= 0:
+            self.st_last = it.last
+        return 0
+
+    cdef int _write_stage(self, int64_t taken) noexcept nogil:
+        """Writes the stage out (see the diagram above); publishes the last commit staged and
+        the items before ``taken`` as written. Returns 0 or an errno."""
+        cdef Py_ssize_t end = self.st_off + self.st_len, keep = end & ~(<Py_ssize_t>BLK - 1)
+        cdef Py_ssize_t size = (self.st_len + BLK - 1) & ~(<Py_ssize_t>BLK - 1), f = self.fr_at
+        cdef bint in_stage = f >= self.st_off, together = False
+        cdef char* blk
+        cdef int err
+        if self.st_len > self.st_done:
+            if _plant_direct_word_with_body and self.fr_ready and in_stage:
+                (<uint32_t*>(self.st_buf + (f - self.st_off)))[0] = self.fr_word
+                together = True  # test-only planted bug: the word with its body
+            memset(self.st_buf + self.st_len, 0, size - self.st_len)
+            err = _direct_write(self.st_fd, self.st_buf, size, self.st_off)
+            self.direct_writes += 1
+            if err != 0:
+                return err
+        if self.fr_ready:  # the frontier's batch is committed: its word, alone, after it
+            if in_stage:
+                (<uint32_t*>(self.st_buf + (f - self.st_off)))[0] = self.fr_word
+                blk = self.st_buf + ((f - self.st_off) & ~(<Py_ssize_t>BLK - 1))
+            else:
+                (<uint32_t*>(self.fr_blk + (f & (BLK - 1))))[0] = self.fr_word
+                blk = self.fr_blk
+            if not together:
+                err = _direct_write(self.st_fd, blk, BLK, f & ~(<Py_ssize_t>BLK - 1))
+                self.direct_writes += 1
+                if err != 0:
+                    return err
+            self.fr_at, self.fr_ready = self.open_at, 0  # batches commit in order
+        # the frontier's block, if the stage moves past it, for its word's write later
+        if self.fr_at >= self.st_off and self.fr_at < keep:
+            memcpy(self.fr_blk, self.st_buf + ((self.fr_at - self.st_off) &
+                                               ~(<Py_ssize_t>BLK - 1)), BLK)
+        if keep > self.st_off:
+            memmove(self.st_buf, self.st_buf + (keep - self.st_off), end - keep)
+            self.st_off = keep
+        self.st_len = self.st_done = end - keep
+        if self.st_last > rl_load_acquire(&self.last_seq):
+            rl_store_release(&self.last_seq, self.st_last)
+            self._nudge(self.st_last)
+        rl_store_release(&self.wb_written, taken)
+        return 0
 
     def run_writer(self):
         """The write-behind writer thread's body (``write_behind``): writes the items the
         appender hands off, in order, without the GIL; returns after ``stop()`` once none is
-        left."""
+        left. Direct I/O: it sleeps no longer than the linger while bytes are staged."""
         cdef int32_t token
+        cdef int64_t timeout
         if not self.write_behind:
             raise JournalError("run_writer: this appender was made without write_behind")
         with nogil:
@@ -1157,14 +1452,20 @@ cdef class JournalAppender:
             while True:
                 self._wb_run()
                 token = rl_sleeper_in(&self.wb_signal, &self.wb_waiters)
-                if rl_load_acquire(&self.wb_tail) == rl_load_acquire(&self.wb_head):
+                if rl_load_acquire(&self.wb_tail) == rl_load_acquire(&self.wb_head) and \
+                        rl_load_acquire(&self.wb_want) <= rl_load_acquire(&self.wb_written):
                     if rl_load_acquire32(&self.stopping):
                         rl_sleeper_out(&self.wb_waiters)
                         break
-                    rl_futex_wait(&self.wb_signal, token, 1000000000)
+                    timeout = 1000000000
+                    if self.direct_io and _staged(self) and not self.failed:
+                        timeout = max(1, self.st_since + self.linger_ns - rl_now_ns())
+                        rl_store_release32(&self.wb_lingering, 1)
+                    rl_futex_wait(&self.wb_signal, token, timeout)
+                    rl_store_release32(&self.wb_lingering, 0)
                 rl_sleeper_out(&self.wb_waiters)
             rl_store_release32(&self.wb_running, 0)
-            self._wb_run()  # an item handed off after the last look (none in a clean close)
+            self._wb_run(True)  # an item handed off after the last look (none in a clean close)
 
     cdef int _raise_failed(self) except -1 nogil:
         with gil:
@@ -1433,7 +1734,8 @@ cdef class JournalAppender:
                 h.length = <uint32_t>buf.len
                 need = REC_PREFIX + _align8(RL_HEADER_SIZE + h.length)
                 if self.failed or self.pos + need > self.out_end:
-                    self._room(need)
+                    with nogil:  # it may wait for the writer thread
+                        self._room(need)
                 self._write(&h, <const char*>buf.buf)
             finally:
                 PyBuffer_Release(&buf)
@@ -1461,7 +1763,7 @@ cdef class JournalAppender:
         they are written. The appending thread only."""
         with nogil:
             self.commit()
-            self._wb_wait(self.wb_head)
+            self._wb_wait(self.wb_head, True)
         if self.failed:
             self._raise_failed()
 
@@ -1472,7 +1774,7 @@ cdef class JournalAppender:
         Safe to call from the group-commit thread while the appender appends."""
         cdef int64_t head = rl_load_acquire(&self.wb_head)
         with nogil:
-            self._wb_wait(head)  # write-behind: what was committed is in the file first
+            self._wb_wait(head, True)  # write-behind: what was committed is in the file first
         cdef int64_t last = rl_load_acquire(&self.last_seq)
         cdef Segment seg = self.seg
         if self.failed:
@@ -1486,6 +1788,23 @@ cdef class JournalAppender:
             raise
         self._set_durable(last)
         return min(last, rl_load_acquire(&self.durable))  # lower while a roll's syncs run
+
+    def wait_written(self, int64_t seq, double timeout):
+        """Any thread: waits until the record ``seq`` is in the file (readers see it), asking a
+        direct-I/O writer to write its stage now rather than at the end of its linger; returns
+        the last sequence in the file, below ``seq`` after ``timeout`` seconds (a record not
+        committed yet is not handed to the writer: nothing can write it) or a failure."""
+        cdef int64_t deadline = rl_now_ns() + <int64_t>(max(0.0, timeout) * 1e9)
+        cdef int64_t last = rl_load_acquire(&self.last_seq)
+        with nogil:
+            while last < seq and not self.failed and rl_now_ns() < deadline:
+                if self.write_behind:
+                    self._wb_wait(rl_load_acquire(&self.wb_head), True)
+                last = rl_load_acquire(&self.last_seq)
+                if last < seq:
+                    usleep(200)
+                    last = rl_load_acquire(&self.last_seq)
+        return last
 
     def mark_durable(self, int64_t seq):
         """Records that everything up to ``seq`` is on disk (after the owner synced it) and

@@ -97,6 +97,7 @@ cdef class LogicCore:
                        int64_t limit, int64_t wait_ns, bint release_gil) except -3
     cdef int64_t _steps_nogil(self, Consumer consumer, int64_t base, JournalAppender journal,
                               int64_t limit) except -3 nogil
+    cdef void _idle_counters(self) noexcept nogil
     cdef int64_t _finish_batch(self, Consumer consumer, int64_t base, int64_t nxt,
                                int64_t avail, int64_t s, bint was_open) except -3
     cdef int _batch_end(self, Consumer consumer, int64_t base, int64_t avail) except -1 nogil

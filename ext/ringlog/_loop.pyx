@@ -1101,6 +1101,7 @@ cdef class LogicCore:
             if avail == RL_CLOSED:
                 return RL_CLOSED
             if avail == RL_TIMEOUT:
+                self._idle_counters()
                 continue
             self.nb_nxt = nxt
             self.nb_avail = avail
@@ -1138,8 +1139,21 @@ cdef class LogicCore:
         if avail == RL_CLOSED:
             return RL_CLOSED
         if avail == RL_TIMEOUT:
+            self._idle_counters()
             return 0
         return self._finish_batch(consumer, base, nxt, avail, nxt, self.pending_from >= 0)
+
+    cdef void _idle_counters(self) noexcept nogil:
+        """No input: the output journal's counters this thread keeps, as its writer and sync
+        threads moved them since the last batch (a direct-I/O writer writes its stage up to
+        a linger after the batch that filled it)."""
+        cdef int64_t unwritten
+        cdef int64_t** c
+        if self.output_journal is not None:
+            c = self.output_counters.slot
+            counter_set(c[JS_SEQUENCE], written_seq(self.output_journal, &unwritten))
+            counter_set(c[JS_BACKLOG], unwritten)
+            counter_set(c[JS_DURABLE], rl_load_acquire(&self.output_journal.durable))
 
     cdef int64_t _finish_batch(self, Consumer consumer, int64_t base, int64_t nxt,
                                int64_t avail, int64_t s, bint was_open) except -3:

@@ -74,6 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                      # auto: driven (the event loop pumps) on few CPUs
                                      topology=resolve_topology(args.topology, driver=True),
                                      snapshot_every=args.snapshot_every,
+                                     output_io=args.output_io,
                                      slot_size=max(slot, 128),
                                      loop_cpus=args.loop_cpus,
                                      background_cpus=args.background_cpus),
@@ -192,6 +193,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                         "engine: no loop thread), inline (a loop thread), staged (a thread "
                         "per stage); auto: driven below 4 usable CPUs, else staged "
                         "(docs/processor.md, \"Topology\")")
+    s.add_argument("--output-io", choices=["auto", "direct", "buffered"], default="auto",
+                   help="how the output journal is written: direct (O_DIRECT, no page cache), "
+                        "buffered (the page cache); auto: direct where the file system takes "
+                        "it (docs/journal-format.md, \"Direct I/O\")")
     s.add_argument("--switch-interval-us", type=count, default=500,
                    help="the interpreter's GIL switch interval (default 500; Python's is 5000)")
     from ..cluster.cli import add_cluster_options

@@ -316,6 +316,10 @@ class Replica:
         # Every replica dedups by (producer, producer seq): a gateway session's resend (after
         # a failover, to another node) is applied once, identically everywhere.
         pc = msgspec.structs.replace(pc, dedup=True)
+        if pc.output_io == "auto":  # the leader tails its output journal live to cut the
+            # output batches: written direct, each would wait up to a linger (5 ms) and read
+            # its pages back from the disk (docs/journal-format.md, "Direct I/O")
+            pc = msgspec.structs.replace(pc, output_io="buffered")
         p = Processor(self.handler, self.config.directory, pc)
         p.recover()
         inp = p.input

@@ -378,7 +378,14 @@ class Gateway(GatewayCore):
         unsolicited (fills of resting orders, engine cancels, drop copies), read from the
         output journal up to ``end`` (the records routed so far: the later ones reach this
         connection live). Solicited answers come back through resends, not here."""
-        reader = JournalReader(self.processor.output.path)
+        # routed records are committed, but a write-behind (direct I/O: lingering) writer may
+        # not have them in the file yet: asked for now, or the replay would stop short
+        out = self.processor.output
+        if end > 0 and out.wait_written(end - 1) < end - 1:
+            conn.send(Error(ErrorCode.REPORTS_GONE, "the output journal did not take the "
+                            f"reports up to {report_seq(end - 1)} in time; use OpenOrders"))
+            return
+        reader = JournalReader(out.path)
         try:
             self._replay_from(reader, conn, s, after, end)
         except JournalError as e:  # retention dropped a segment while we read it
