@@ -96,6 +96,7 @@ COUNTERS = "counters"  # the live counters file (ringlog._counters), read by `ri
 INLINE_BELOW_CPUS = 4  # ``topology="auto"``: inline when the process may use fewer CPUs
 OUTPUT_GROUP_EVENTS, OUTPUT_GROUP_MS = 1 << 16, 20.0  # output journal: sync in large groups
 _DRIVEN_WAIT_S = 0.005  # driven, a full ring: the slice a publisher waits before pumping again
+WRITTEN_WAIT_S = 30.0  # a snapshot waits this long at most for its outputs to be in the file
 
 
 def _allowed_cpus(c: ProcessorConfig) -> tuple[frozenset[int] | None, frozenset[int] | None]:
@@ -491,6 +492,10 @@ class Processor:
                 time.sleep(0.0002)
             if self._out is None:  # this thread's outputs may still be in the buffer
                 self.output.appender.flush()
+            elif self.output.wait_written(int(self._loop.published) - 1, WRITTEN_WAIT_S) \
+                    < int(self._loop.published) - 1:  # (a direct-I/O writer lingers)
+                raise StateError("the output journal did not write the outputs a snapshot "
+                                 f"counts within {WRITTEN_WAIT_S} s")
             if self.config.durability != "none":
                 self.output.sync()
                 # and the inputs it covers: a snapshot past the input journal's durable end
