@@ -16,7 +16,9 @@ cdef extern from "record.h" nogil:
 
 
 cdef enum:
-    WB_SLOTS = 8              # write-behind: buffers handed to the writer thread at most - 1
+    # write-behind: buffers handed to the writer thread at most - 1 (direct I/O: a lingering
+    # writer takes a gateway's small commits only every WB_SLOTS - 8 of them)
+    WB_SLOTS = 64
     SEG_HEADER_SIZE = 4096
     REC_PREFIX = 8            # u32 length + u32 crc32c
     ROLL_PATH_MAX = 4096      # longest path a roll without the GIL renames (else: fallback)

@@ -164,7 +164,7 @@ class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     release: Literal["durable", "immediate"] = "durable"
     # how the output journal's writer thread writes: "direct" whole 4 KiB blocks with
     # O_DIRECT from its own buffer (no page cache: no page allocated, dirtied and written
-    # back per 4 KiB; records reach the file within 5 ms of their batch), "buffered" by
+    # back per 4 KiB; records reach the file within 20 ms of their batch), "buffered" by
     # pwrite() into the page cache; "auto": direct where the file system takes O_DIRECT
     # (docs/journal-format.md, "Direct I/O"; docs/processor.md, step 25)
     output_io: Literal["auto", "direct", "buffered"] = "auto"
@@ -349,7 +349,7 @@ class Processor:
                        durability="none" if c.durability == "none" else "group",
                        group_events=OUTPUT_GROUP_EVENTS, group_ms=OUTPUT_GROUP_MS,
                        registry=self._schema, write_behind=True,  # type: ignore[arg-type]
-                       direct_io=direct)
+                       direct_io=direct, linger_ms=OUTPUT_GROUP_MS)
 
     # -- recovery -------------------------------------------------------------------------
     def recover(self, verify: bool = False) -> RecoveryReport:
