@@ -100,7 +100,7 @@ def test_a_small_commit_behind_one_in_flight_waits_its_turn(tmp_path):
 def test_more_flushes_than_slots_wait_for_the_writer(tmp_path, hand_off_every_flush):
     # with no writer thread the appender writes the oldest itself once every slot is taken
     a, seg = _appender_without_writer(tmp_path)
-    for b in range(200):  # more than the 64 slots
+    for b in range(200):  # many more than the 8 slots
         a.append_many([payload(b * 5 + i, 300) for i in range(5)])
     a.flush()
     assert a.last_sequence == 999

@@ -16,9 +16,10 @@ cdef extern from "record.h" nogil:
 
 
 cdef enum:
-    # write-behind: buffers handed to the writer thread at most - 1 (direct I/O: a lingering
-    # writer takes a gateway's small commits only every WB_SLOTS - 8 of them)
-    WB_SLOTS = 64
+    # write-behind: buffers handed to the writer thread at most - 1. More (64) spared a
+    # lingering direct-I/O writer wake-ups at small commits, but cost the engine flow more
+    # than they saved (its 256 KiB buffers cycled through 16 MiB: docs/processor.md, step 25)
+    WB_SLOTS = 8
     SEG_HEADER_SIZE = 4096
     REC_PREFIX = 8            # u32 length + u32 crc32c
     ROLL_PATH_MAX = 4096      # longest path a roll without the GIL renames (else: fallback)

@@ -1246,12 +1246,12 @@ cdef class JournalAppender:
         """Hands the item at ``wb_head`` to the writer and takes the next slot's buffer (once
         the writer is done with it). Direct I/O: a writer lingering over its stage is not
         woken for a small item (it takes it at the end of its linger), only once all the
-        slots but 8 are in use or the item is large."""
+        slots but 2 are in use or the item is large."""
         cdef wb_item* nxt
         cdef wb_item* it = &self.wb_items[self.wb_head % WB_SLOTS]
         rl_store_release(&self.wb_head, self.wb_head + 1)
         if not self.direct_io or not rl_load_acquire32(&self.wb_lingering) or \
-                it.n >= _wb_min or self.wb_head - rl_load_acquire(&self.wb_tail) >= WB_SLOTS - 8:
+                it.n >= _wb_min or self.wb_head - rl_load_acquire(&self.wb_tail) >= WB_SLOTS - 2:
             rl_wake_sleepers(&self.wb_signal, &self.wb_waiters)
         self._wb_wait(self.wb_head - WB_SLOTS + 1)  # the next slot's item is taken
         nxt = &self.wb_items[self.wb_head % WB_SLOTS]

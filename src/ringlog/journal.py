@@ -490,7 +490,7 @@ class Journal:
     appended (``last_sequence``); the appender builds the next batch meanwhile. A commit
     returns before its records are in the file: readers, ``sync()`` and the group commit see
     them once written; ``appender.flush()`` and ``sync()`` wait for them. A kill -9 loses the
-    records still in those buffers (at most 64 of them), which a processor's output journal
+    records still in those buffers (at most 8 of them), which a processor's output journal
     recomputes from the input journal on restart (docs/journal-format.md, "Write-behind").
 
     ``direct_io`` (with ``write_behind``): the writer stages the records and writes whole
