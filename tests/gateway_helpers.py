@@ -75,8 +75,10 @@ def running(directory: Any, cfg: GatewayConfig | None = None, *, handler: Any = 
                      ProcessorConfig(dedup=True, durability="none", wait="blocking",
                                      ring_capacity=ring_capacity, slot_size=ec.min_slot_size,
                                      segment_size=segment_size,
-                                     # what `ringlog serve` runs (auto: driven on few CPUs)
-                                     topology=resolve_topology(topology, driver=True)),
+                                     # what `ringlog serve` runs (auto: driven on few CPUs;
+                                     # the output journal direct where O_DIRECT works)
+                                     topology=resolve_topology(topology, driver=True),
+                                     output_io="auto"),
                      breaker=breaker, registry=registry(ec.l2_depth))
     g = GatewayThread(proc, cfg or config(), loop=loop)
     g.start()

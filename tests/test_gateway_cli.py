@@ -202,6 +202,24 @@ def test_serve_runs_the_topology_asked_for(tmp_path):
         assert read_manifest(d / "data").config.topology == topology
 
 
+def test_serve_writes_the_output_journal_as_asked(tmp_path):
+    from ringlog.processor import read_manifest
+
+    for args, want in (((), "auto"), (("--output-io", "buffered"), "buffered")):
+        d = tmp_path / want
+        d.mkdir()
+        proc, _ = _serve(d, _config(d), *args)
+        _stop(proc)
+        assert read_manifest(d / "data").config.output_io == want
+
+
+def test_serve_with_a_bad_output_io_exits_2_naming_the_flag(tmp_path, capsys):
+    assert main(["serve", str(tmp_path / "d"), "--config", str(_config(tmp_path)),
+                 "--output-io", "mmap"]) == 2
+    err = capsys.readouterr().err
+    assert "--output-io" in err and "mmap" in err
+
+
 def test_load_without_enough_tokens_is_a_usage_error(capsys):
     assert main(["load", "--token", "x" * 10, "--connections", "2"]) == 2
     assert "needs 2 session tokens" in capsys.readouterr().err

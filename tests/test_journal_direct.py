@@ -8,7 +8,7 @@ every byte that word leads to is in the file, which a planted bug that writes th
 its body breaks; a reader process tailing it never sees a torn record; what is committed
 reaches the file within the linger, or at once on flush() or sync(); a failed write fails the
 next append with the path and offset; a file system without O_DIRECT is a configuration
-error naming the directory or the processor's field.
+error naming the directory or the processor's field; `ringlog serve` asks for it (auto).
 """
 
 import os
@@ -283,10 +283,11 @@ def test_direct_io_configuration_errors(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("output_io, direct", [("auto", True), ("direct", True),
-                                                ("buffered", False)])
-def test_a_processor_output_journal_is_written_with_direct_io_by_default(tmp_path, output_io,
+                                                ("buffered", False), (None, False)])
+def test_a_processor_writes_its_output_journal_with_direct_io_when_asked(tmp_path, output_io,
                                                                          direct):
-    p = Processor(Summer(), tmp_path, ProcessorConfig(durability="group", output_io=output_io))
+    kw = {} if output_io is None else {"output_io": output_io}  # None: the default
+    p = Processor(Summer(), tmp_path, ProcessorConfig(durability="group", **kw))
     try:
         assert p.output.appender.direct_io is direct
         assert not p.input.appender.direct_io  # journal before process: the page cache

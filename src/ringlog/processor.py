@@ -162,12 +162,14 @@ class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     # "durable": under group/sync an output reaches listeners only once the input that caused
     # it is durable (power-loss safe acks); "immediate": as soon as it is journaled
     release: Literal["durable", "immediate"] = "durable"
-    # how the output journal's writer thread writes: "direct" whole 4 KiB blocks with
-    # O_DIRECT from its own buffer (no page cache: no page allocated, dirtied and written
-    # back per 4 KiB; records reach the file within 20 ms of their batch), "buffered" by
-    # pwrite() into the page cache; "auto": direct where the file system takes O_DIRECT
-    # (docs/journal-format.md, "Direct I/O"; docs/processor.md, step 25)
-    output_io: Literal["auto", "direct", "buffered"] = "auto"
+    # how the output journal's writer thread writes: "buffered" by pwrite() into the page
+    # cache; "direct" whole 4 KiB blocks with O_DIRECT from its own buffer (no page cache:
+    # no page allocated, dirtied and written back per 4 KiB; records reach the file within
+    # 20 ms of their batch), less CPU per byte but the writer waits for the device, and at
+    # hundreds of MB/s of outputs the loop behind it (`ringlog serve` uses it: a gateway's
+    # tens of MB/s); "auto": direct where the file system takes O_DIRECT (docs/processor.md,
+    # step 25; docs/journal-format.md, "Direct I/O")
+    output_io: Literal["buffered", "direct", "auto"] = "buffered"
     retention: Retention | None = None  # prune after each snapshot (ringlog.retention)
     # CPU placement (os.sched_setaffinity), as Disruptor and Chronicle deployments pin their
     # threads: the loop thread on ``loop_cpus``; the other stages (journaller, output) and

@@ -26,16 +26,22 @@ HANDLERS = {"python": Summer, "cython": SumHandler,
 # (topology, output_journaller, a SlotSink listener): inline with the outputs journaled by an
 # output thread from the output ring or by the loop thread itself, staged (always an output
 # thread); with a SlotSink (the gateway's listener) inline "loop" has the loop thread append
-# and hand over (no output thread); driven: the publishing thread pumps (no loop thread)
-STAGES = {"inline": ("inline", "loop", False),
-          "inline-output-thread": ("inline", "thread", False),
-          "staged": ("staged", "loop", False),
-          "inline-slot-sink": ("inline", "loop", True),
-          "driven": ("driven", "loop", False),
-          "driven-slot-sink": ("driven", "loop", True),
+# and hand over (no output thread); driven: the publishing thread pumps (no loop thread);
+# the last field: ProcessorConfig.output_io
+STAGES = {"inline": ("inline", "loop", False, "buffered"),
+          "inline-output-thread": ("inline", "thread", False, "buffered"),
+          "staged": ("staged", "loop", False, "buffered"),
+          "inline-slot-sink": ("inline", "loop", True, "buffered"),
+          "driven": ("driven", "loop", False, "buffered"),
+          "driven-slot-sink": ("driven", "loop", True, "buffered"),
           # inline, every output journal flush handed to its writer thread (write-behind):
           # a kill loses what is still in its buffers, which recovery must journal again
-          "inline-write-behind": ("inline", "loop", False)}
+          "inline-write-behind": ("inline", "loop", False, "buffered"),
+          # the output journal written with O_DIRECT from a lingering stage (as `ringlog
+          # serve` runs it: driven, a SlotSink): a kill loses what is staged
+          "inline-direct-io": ("inline", "loop", False, "direct"),
+          "driven-slot-sink-direct-io": ("driven", "loop", True, "direct")}
+LOSE_STAGED = ("write-behind", "direct-io")  # variants whose kills must catch outputs
 
 
 def _drain_forever(sink):
@@ -45,12 +51,12 @@ def _drain_forever(sink):
 
 
 def _child(path, policy, kind, stages, wfd):
-    topology, outputs, slots = STAGES[stages]
+    topology, outputs, slots, output_io = STAGES[stages]
     if stages.endswith("write-behind"):
         write_behind_min(0)
     cfg = ProcessorConfig(ring_capacity=256, output_capacity=256, segment_size=1 << 16,
                           durability=policy, snapshot_every=97, topology=topology,
-                          output_journaller=outputs)
+                          output_journaller=outputs, output_io=output_io)
     p = Processor(HANDLERS[kind](), path, cfg)
     if slots:
         sink = SlotSink()
@@ -94,5 +100,5 @@ def test_processor_recovers_exactly_after_kill_9(tmp_path, policy, kind, topolog
                   if not r.flags & FLAG_CONTROL]
         assert rep.last_sequence == len(records) - 1 >= acked  # nothing durable was lost
         assert (h.count, h.total) == (len(values), sum(values))  # equals a reference replay
-    if topology.endswith("write-behind"):  # the kills did catch outputs in its buffers
+    if topology.endswith(LOSE_STAGED):  # the kills did catch outputs in its buffers
         assert restored > 0

@@ -195,8 +195,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                         "(docs/processor.md, \"Topology\")")
     s.add_argument("--output-io", choices=["auto", "direct", "buffered"], default="auto",
                    help="how the output journal is written: direct (O_DIRECT, no page cache), "
-                        "buffered (the page cache); auto: direct where the file system takes "
-                        "it (docs/journal-format.md, \"Direct I/O\")")
+                        "buffered (the page cache); auto (the default here): direct where the "
+                        "file system takes it (docs/processor.md, step 25)")
     s.add_argument("--switch-interval-us", type=count, default=500,
                    help="the interpreter's GIL switch interval (default 500; Python's is 5000)")
     from ..cluster.cli import add_cluster_options
