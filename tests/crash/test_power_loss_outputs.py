@@ -87,7 +87,8 @@ class ClientModel(PowerLossModel):
 
 
 def run_processor(tmp: Path, durability: str, topology: str, release: str, seed: int,
-                  crashes: int, crash_rate: float = 0.03) -> ClientModel:
+                  crashes: int, crash_rate: float = 0.03,
+                  output_io: str = "buffered") -> ClientModel:
     """Runs a Processor with a recording listener, taking crash images at random sync
     points and after random releases until ``crashes`` images exist (or MAX_EVENTS)."""
     root = tmp / "run"
@@ -99,7 +100,8 @@ def run_processor(tmp: Path, durability: str, topology: str, release: str, seed:
     model.limit = crashes
     cfg = ProcessorConfig(ring_capacity=256, output_capacity=256, segment_size=SEG,
                           durability=durability, topology=topology, release=release,
-                          snapshot_every=701, counters=False, admin=False)
+                          snapshot_every=701, counters=False, admin=False,
+                          output_io=output_io)
 
     def client(rec) -> None:
         model.received.append((rec.cause, rec.type_id, bytes(rec.payload)))
@@ -149,11 +151,13 @@ def verify_outputs(img: CrashImage, received: list[tuple[int, int, bytes]], wher
 
 
 def simulate(tmp_path: Path, durability: str, topology: str, release: str, crashes: int,
-             seed: int = 1, first_failure: bool = False) -> tuple[int, list[str], dict[str, int]]:
+             seed: int = 1, first_failure: bool = False,
+             output_io: str = "buffered") -> tuple[int, list[str], dict[str, int]]:
     """Runs until ``crashes`` images are verified (or, with ``first_failure``, one fails);
     returns (images verified, failures, crash points by phase)."""
     def run(work: Path, i: int, n: int) -> ClientModel:
-        return run_processor(work, durability, topology, release, seed * 1000 + i, n)
+        return run_processor(work, durability, topology, release, seed * 1000 + i, n,
+                             output_io=output_io)
 
     def verify(model: ClientModel) -> Iterator[tuple[CrashImage, str | None]]:
         for img, n in zip(model.images, model.seen, strict=True):
@@ -168,12 +172,15 @@ def _crashes(request: pytest.FixtureRequest) -> int:
 
 @pytest.mark.crash
 @pytest.mark.stress
-@pytest.mark.parametrize("topology", ["inline", "staged", "driven"])
+@pytest.mark.parametrize("topology", ["inline", "staged", "driven", "driven-direct-io"])
 @pytest.mark.parametrize("durability", ["group", "sync"])
 def test_no_received_output_lost_after_simulated_power_losses(tmp_path, durability, topology,
                                                               request):
+    # driven-direct-io: the output journal written with O_DIRECT, as `ringlog serve` runs it
     crashes = _crashes(request)
-    done, failures, counts = simulate(tmp_path, durability, topology, "durable", crashes)
+    topology, _, direct = topology.partition("-")
+    done, failures, counts = simulate(tmp_path, durability, topology, "durable", crashes,
+                                      output_io="direct" if direct else "buffered")
     print(f"\n{durability}/{topology}: {done} simulated power losses, crash points {counts}, "
           f"{len(failures)} failures")
     assert done >= crashes
