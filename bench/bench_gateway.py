@@ -317,12 +317,9 @@ GOALS = [
             "~1.1 us (back-to-back group commits: ~3,500 fdatasyncs a second at ~60 us of "
             "guest CPU each in this VM's device path whatever the rate; O_DIRECT with "
             "RWF_DSYNC is no cheaper, bench/fdatasync_cost.py), the output journal's "
-            "~0.3-0.95 us and its writer ~0.1-0.2 us "
-            "(writing back ~60 MB/s of journal costs guest CPU per page in this VM, and "
-            "they prepare the next segments' page-cache pages; syncing the output journal "
-            "once a second instead of every 20 ms saved none of it: docs/gateway-design.md, "
-            "eleventh round; the same pattern written with O_DIRECT measured ~2.5-3x less "
-            "CPU per page, bench/odirect_cost.py, not built: docs/processor.md step 22); "
-            "the echo peer's server alone costs ~0.66 us per order in the same runs "
-            "(docs/gateway-design.md, fifteenth round)")},
+            "writer ~0.3 us: `ringlog serve` writes it with O_DIRECT (docs/processor.md "
+            "step 25: its sync thread, ~0.35-0.95 us when the journal went through the page "
+            "cache, now has nothing to write back; the server 2-5% less CPU per order in "
+            "interleaved pairs); the echo peer's server alone costs ~0.66-0.76 us per order "
+            "in the same runs (docs/gateway-design.md, fifteenth round)")},
 ]

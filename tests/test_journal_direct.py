@@ -275,6 +275,7 @@ def test_direct_io_configuration_errors(tmp_path, monkeypatch):
     Journal(tmp_path / "d", write_behind=True).close()  # the lock was released
     with pytest.raises(ConfigError, match=r"ProcessorConfig\.output_io.*/e/output"):
         Processor(Summer(), tmp_path / "e", ProcessorConfig(output_io="direct"))
+    Journal(tmp_path / "e" / "input").close()  # the processor's input journal was closed
     p = Processor(Summer(), tmp_path / "f", ProcessorConfig(output_io="auto"))
     try:
         assert not p.output.appender.direct_io  # auto: buffered where O_DIRECT is refused

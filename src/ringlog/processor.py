@@ -300,7 +300,11 @@ class Processor:
         # the output journal is not on the release path (a restart recomputes outputs from
         # the input journal): it syncs in large groups, sparing a core the fdatasync churn,
         # and its writes are made behind the appending thread (the loop's, or the gateway's)
-        self.output = self._open_output()
+        try:
+            self.output = self._open_output()
+        except BaseException:  # (output_io="direct" where O_DIRECT is refused): unlocked
+            self.input.close()
+            raise
         self.snapshots = SnapshotStore(self.directory / "snapshots")
         self._dead_letter_journal: Any = None
         self._state = "created"

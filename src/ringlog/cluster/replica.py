@@ -317,7 +317,7 @@ class Replica:
         # a failover, to another node) is applied once, identically everywhere.
         pc = msgspec.structs.replace(pc, dedup=True)
         if pc.output_io == "auto":  # the leader tails its output journal live to cut the
-            # output batches: written direct, each would wait up to a linger (5 ms) and read
+            # output batches: written direct, each would wait up to a linger (20 ms) and read
             # its pages back from the disk (docs/journal-format.md, "Direct I/O")
             pc = msgspec.structs.replace(pc, output_io="buffered")
         p = Processor(self.handler, self.config.directory, pc)
