@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from test_journal_writes import (
     BATCHES,
     SMALL,
+    TAIL_BATCHES,
     WBUFS,
     _append_batches,
     _records_region,
@@ -184,9 +185,7 @@ def test_a_batch_larger_than_the_stage_is_written_in_parts_and_reachable_only_at
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(sizes=st.lists(st.lists(st.integers(0, 2000), min_size=20, max_size=200), min_size=5,
-                      max_size=15),
-       rounds=st.integers(3, 6), stage=STAGES)
+@given(sizes=TAIL_BATCHES, rounds=st.integers(3, 6), stage=STAGES)
 def test_a_reader_process_tailing_a_direct_io_journal_never_sees_a_torn_record(
         tmp_path_factory, sizes, rounds, stage):
     d = tmp_path_factory.mktemp("tail")

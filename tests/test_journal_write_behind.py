@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from test_journal_writes import (
     BATCHES,
     SMALL,
+    TAIL_BATCHES,
     WBUFS,
     _append_batches,
     _records_region,
@@ -129,9 +130,8 @@ def test_write_behind_writes_the_bytes_the_appender_would(tmp_path_factory, size
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(sizes=st.lists(st.lists(st.integers(0, 2000), min_size=20, max_size=200), min_size=5,
-                      max_size=15),
-       rounds=st.integers(3, 6), wbuf=WBUFS, wb_min=st.sampled_from([0, None]))
+@given(sizes=TAIL_BATCHES, rounds=st.integers(3, 6), wbuf=WBUFS,
+       wb_min=st.sampled_from([0, None]))
 def test_a_reader_process_tailing_a_write_behind_journal_never_sees_a_torn_record(
         tmp_path_factory, sizes, rounds, wbuf, wb_min):
     d = tmp_path_factory.mktemp("tail")

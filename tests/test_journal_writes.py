@@ -55,6 +55,11 @@ BATCHES = st.lists(st.lists(st.integers(0, 3000), min_size=1, max_size=60), min_
                    max_size=12)
 
 
+# a tailing reader's test: many batches of small records, appended over a few rounds
+TAIL_BATCHES = st.lists(st.lists(st.integers(0, 2000), min_size=20, max_size=200), min_size=5,
+                        max_size=15)
+
+
 # write buffers: the default, and small ones that a batch overflows (written in parts,
 # committed once)
 WBUFS = st.sampled_from([None, 2048, 8192, 20000])
@@ -133,9 +138,7 @@ def _tail_in_child(path, n, conn):
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(sizes=st.lists(st.lists(st.integers(0, 2000), min_size=20, max_size=200), min_size=5,
-                      max_size=15),
-       rounds=st.integers(3, 6), wbuf=WBUFS)
+@given(sizes=TAIL_BATCHES, rounds=st.integers(3, 6), wbuf=WBUFS)
 def test_a_reader_process_tailing_pwritten_batches_never_sees_a_torn_record(
         tmp_path_factory, sizes, rounds, wbuf):
     d = tmp_path_factory.mktemp("tail")
