@@ -205,8 +205,11 @@ def test_serve_runs_the_topology_asked_for(tmp_path):
 def test_serve_writes_the_output_journal_as_asked(tmp_path):
     from ringlog.processor import read_manifest
 
-    for args, want in (((), "auto"), (("--output-io", "buffered"), "buffered")):
-        d = tmp_path / want
+    for name, args, want in (
+            ("auto", ("--topology", "driven"), "auto"),
+            ("buffered", ("--output-io", "buffered"), "buffered"),
+            ("staged", ("--topology", "staged"), "buffered")):  # auto: buffered when staged
+        d = tmp_path / name
         d.mkdir()
         proc, _ = _serve(d, _config(d), *args)
         _stop(proc)
