@@ -374,6 +374,13 @@ cdef int _direct_write(int fd, const char* buf, Py_ssize_t n, Py_ssize_t off) no
     return _pwrite_all(fd, buf, n, off)
 
 
+cdef inline void _publish_staged(JournalAppender a) noexcept nogil:
+    """A direct-I/O writer publishes the last commit it staged, once it is in the file."""
+    if a.st_last > rl_load_acquire(&a.last_seq):
+        rl_store_release(&a.last_seq, a.st_last)
+        a._nudge(a.st_last)
+
+
 cdef inline bint _staged(JournalAppender a) noexcept nogil:
     """A direct-I/O writer has something to write: staged bytes not in the file, or the
     frontier's word, committed but not written."""
@@ -1323,9 +1330,8 @@ cdef class JournalAppender:
                     self.failed = 1
             if self.failed or not _staged(self):
                 rl_store_release(&self.wb_written, t)  # (a waiter sees `failed`)
-                if self.st_last > rl_load_acquire(&self.last_seq) and not self.failed:
-                    rl_store_release(&self.last_seq, self.st_last)  # a commit with no bytes
-                    self._nudge(self.st_last)
+                if not self.failed:
+                    _publish_staged(self)  # a commit with no bytes
             rl_wake_sleepers(&self.wb_done_signal, &self.wb_done_waiters)
         rl_store_release(&self.wb_lock, 0)
 
@@ -1433,9 +1439,7 @@ cdef class JournalAppender:
             memmove(self.st_buf, self.st_buf + (keep - self.st_off), end - keep)
             self.st_off = keep
         self.st_len = self.st_done = end - keep
-        if self.st_last > rl_load_acquire(&self.last_seq):
-            rl_store_release(&self.last_seq, self.st_last)
-            self._nudge(self.st_last)
+        _publish_staged(self)
         rl_store_release(&self.wb_written, taken)
         return 0
 
