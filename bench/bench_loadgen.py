@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_gateway import TOKENS, _echo, _gateway
+from bench_gateway import TOKENS, _echo, _gateway, stamps_for
 
 import ringlog.loadgen as new_loadgen
 
@@ -80,9 +80,11 @@ def one(mod: Any, port: int, pid: int, conns: int, rate: float, seconds: float,
         tick_us: int) -> dict[str, Any]:
     """One run of ``mod``'s generator; its result document with the process's user and
     system CPU (s) over the whole run added."""
+    # a revision from before answer stamps took its answers' wake time (stamps="wake")
+    stamps = {"stamps": stamps_for(conns)} if "stamps" in mod.LoadConfig.__struct_fields__ else {}
     cfg = mod.LoadConfig(port=port, tokens=TOKENS[:conns], rate=rate, connections=conns,
                          duration=seconds, warmup=min(1.0, seconds / 3), pattern="mixed",
-                         server_pid=pid, drain_timeout=30.0, tick_us=tick_us)
+                         server_pid=pid, drain_timeout=30.0, tick_us=tick_us, **stamps)
     t0 = os.times()
     doc = mod.run_load(cfg)
     t1 = os.times()

@@ -280,7 +280,7 @@ _RESULT_FIELDS = {  # the result document's fields (measure / run_load), as befo
     "answered", "missing", "achieved_rate", "latency_ns", "halted", "errors", "answer_frames",
     "connections_lost", "client_cpu_ns_per_order", "client_cpu_share", "server_cpu_ns_per_order",
     "server_cpu_share", "server_threads", "send_lag_max_ns", "backlog_first_third",
-    "backlog_last_third"}
+    "backlog_last_third", "stamps", "client_wakes_per_1k_orders"}
 
 
 def _dropping_echo(drop_every: int, orders: int, rcvbuf: int = 0):
@@ -326,9 +326,11 @@ def _dropping_echo(drop_every: int, orders: int, rcvbuf: int = 0):
     return lsock.getsockname()[1], t, lsock
 
 
-@pytest.mark.parametrize("precise_wait", [True, False], ids=["epoll_pwait2", "fallback"])
+@pytest.mark.parametrize("precise_wait,stamps", [(True, "wake"), (False, "wake"),
+                                                 (True, "kernel")],
+                         ids=["epoll_pwait2", "fallback", "kernel_stamps"])
 def test_answered_and_unanswered_orders_are_counted_exactly_against_a_dropping_peer(
-        precise_wait, monkeypatch):
+        precise_wait, stamps, monkeypatch):
     import functools
 
     from ringlog import _loadgen, loadgen
@@ -340,10 +342,12 @@ def test_answered_and_unanswered_orders_are_counted_exactly_against_a_dropping_p
     port, t, lsock = _dropping_echo(3, 3000)
     try:  # the drain timeout is a safety net: the server hangs up after the last order
         doc, lat = measure(LoadConfig(port=port, tokens=["t"], rate=20_000, duration=0.15,
-                                      warmup=0.0, pattern="ioc", drain_timeout=60))
+                                      warmup=0.0, pattern="ioc", drain_timeout=60,
+                                      stamps=stamps))
     finally:
         lsock.close()
     t.join(10)
+    assert doc["stamps"] == stamps
     seqs = np.arange(3000) + 2  # the session's next seq after LogonAck(0, 1)
     dropped = int((seqs % 3 == 0).sum())
     assert set(doc) == _RESULT_FIELDS
@@ -405,9 +409,85 @@ def test_sends_go_in_rounds_at_least_a_tick_apart_not_on_every_answer():
     assert run["wakes"] >= conn.sends  # each round is a wake; answers wake it too
 
 
+def _timing_echo(orders: int):
+    """A one-session server that answers each order frame with itself, one write each, and
+    records the monotonic clock just before and just after each write (``times[i]`` for the
+    i-th order); it hangs up after ``orders``. Returns (port, thread, listening socket,
+    times)."""
+    import socket
+    import threading
+    import time
+
+    from ringlog.gateway.protocol import LogonAck, encode_frame
+
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen()
+    times: list[tuple[int, int]] = []
+
+    def serve() -> None:
+        conn, _ = lsock.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(encode_frame(LogonAck(0, 1)))
+            buf = b""
+            while len(times) < orders and (chunk := conn.recv(65536)):
+                buf += chunk
+                while len(buf) >= 4 and len(buf) >= 4 + int.from_bytes(buf[:4], "big"):
+                    end = 4 + int.from_bytes(buf[:4], "big")
+                    before = time.monotonic_ns()
+                    conn.sendall(buf[:end])
+                    times.append((before, time.monotonic_ns()))
+                    buf = buf[end:]
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return lsock.getsockname()[1], t, lsock, times
+
+
+def test_kernel_stamps_are_each_answers_arrival_not_the_round_that_reads_it():
+    # orders due at 0, 100 and 200 ms and a 300 ms tick: order 0 leaves in the first round,
+    # its answer comes back at once and is read at the next wake (the 100 ms backlog
+    # sample); its stamp is the kernel's receive time, so it lies within the server's write
+    # of it (a stamp taken at the read would be ~100 ms past it; one never errs early)
+    port, t, lsock, times = _timing_echo(3)
+    try:
+        conn, _ = _drive_one(port, rate=10, duration=0.3, tick_us=300_000,
+                             stamps="kernel")
+    finally:
+        lsock.close()
+    t.join(10)
+    assert conn.scanner.answered == 3 and len(times) == 3
+    for stamp, (before, after) in zip(conn.done.tolist(), times, strict=True):
+        assert before <= stamp <= after + 1_000_000  # the clocks' conversion errs late
+    assert conn.sends == 2  # order 0, then orders 1 and 2 in the round a tick later
+
+
+@pytest.mark.parametrize("stamps", ["wake", "kernel"])
+def test_signals_during_the_waits_run_their_handlers_and_the_run_goes_on(stamps):
+    # an interval timer's SIGALRM every 2 ms interrupts the loop's waits (epoll, or the
+    # rounds' sleep under kernel stamps): each is EINTR, its Python handler runs, nothing
+    # is lost
+    import signal
+
+    caught = []
+    old = signal.signal(signal.SIGALRM, lambda *_: caught.append(1))
+    port, t, lsock = _dropping_echo(1 << 40, 2000)
+    signal.setitimer(signal.ITIMER_REAL, 0.002, 0.002)
+    try:
+        conn, _ = _drive_one(port, rate=10_000, duration=0.2, tick_us=1000, stamps=stamps)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, old)
+        lsock.close()
+    t.join(10)
+    assert conn.scanner.answered == 2000 and (conn.done > 0).all()  # then it hangs up
+    assert len(caught) >= 10
+
+
 def test_the_tick_and_the_connection_count_are_checked_by_name():
     for field, kw in (("tick_us", {"tick_us": 0}), ("connections", {"connections": 0}),
-                      ("drain_timeout", {"drain_timeout": -1.0})):
+                      ("drain_timeout", {"drain_timeout": -1.0}), ("stamps", {"stamps": "nic"})):
         with pytest.raises(ConfigError) as e:
             LoadConfig(tokens=["a"], **kw)
         assert e.value.field == f"LoadConfig.{field}"

@@ -10,25 +10,31 @@ sockets and summary).
             on, or the next send round (the next sample while sending, a drain step after)
       now = one clock read per wake
       readable ─► recv() into the connection's buffer ─► AnswerScanner._scan (the scanner's C
-            walk) ─► done[seq - base] = now; a partial frame is kept in place for the next read
+            walk) ─► done[seq - base] = the stamp; a partial frame is kept for the next read
+            stamp: the wake's clock read, or (kernel stamps) the kernel's receive time of the
+            read's last segment (SO_TIMESTAMPNS via recvmsg), moved to CLOCK_MONOTONIC
       writable ─► the rest of the blocked send (EPOLLOUT is in the set only while one is)
       send round, at most one a tick (and none before an order is due): each connection's
             frames due by now ─► one send(MSG_DONTWAIT) (while a send is incomplete nothing
             newer is added: late orders keep their intended times)
       every 100 ms while sending: (t, outstanding, send lag) sample
 
-Answers are stamped when they arrive (every answer wakes the loop); sends are paced by the
-tick alone (an answer's wake does not send), so a send carries a tick's orders. No Python
-object is made per order or per wake; the GIL is held (one thread) except in the wait.
+Without kernel stamps, answers are stamped when they arrive (every answer wakes the loop);
+with them, while sending, the loop sleeps from round to round and reads the answers then:
+one wake per round instead of one per answer burst, and a stamp no earlier than the answer's
+arrival (a read's last segment's; earlier ones in the same read are stamped late, never
+early). Sends are paced by the tick alone (an answer's wake does not send), so a send
+carries a tick's orders. No Python object is made per order or per wake; the GIL is held
+(one thread) except in the wait.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport EAGAIN, EINTR, EMSGSIZE, ENOSYS, errno
-from libc.stdint cimport int64_t, uint8_t, uint32_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memmove
-from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+from libc.string cimport memcpy, memmove, memset
+from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 from posix.unistd cimport close
 
 from ringlog._wire cimport AnswerScanner
@@ -67,12 +73,50 @@ cdef extern from "<sys/epoll.h>" nogil:
     int epoll_pwait2(int epfd, epoll_event* events, int maxevents, const timespec* timeout,
                      const void* sigmask)
 
+cdef extern from "<sys/uio.h>" nogil:
+    struct iovec:
+        void* iov_base
+        size_t iov_len
+
 cdef extern from "<sys/socket.h>" nogil:
+    ctypedef unsigned int socklen_t
+    struct msghdr:
+        void* msg_name
+        socklen_t msg_namelen
+        iovec* msg_iov
+        size_t msg_iovlen
+        void* msg_control
+        size_t msg_controllen
+        int msg_flags
+    struct cmsghdr:
+        size_t cmsg_len
+        int cmsg_level
+        int cmsg_type
+    cmsghdr* CMSG_FIRSTHDR(msghdr* m)
+    cmsghdr* CMSG_NXTHDR(msghdr* m, cmsghdr* c)
+    unsigned char* CMSG_DATA(cmsghdr* c)
     ssize_t send(int fd, const void* buf, size_t n, int flags)
     ssize_t recv(int fd, void* buf, size_t n, int flags)
+    ssize_t recvmsg(int fd, msghdr* m, int flags)
+    int setsockopt(int fd, int level, int name, const void* value, socklen_t size)
     enum:
         MSG_DONTWAIT
         MSG_NOSIGNAL
+        SOL_SOCKET
+        SO_TIMESTAMPNS              # the receive time, CLOCK_REALTIME, as a timespec
+        SCM_TIMESTAMPNS
+
+cdef extern from *:
+    """
+    #include <errno.h>
+    static inline void set_errno(int e) { errno = e; }
+    """
+    void set_errno(int e) nogil
+
+cdef extern from "<time.h>" nogil:
+    enum:
+        TIMER_ABSTIME
+    int clock_nanosleep(int clock, int flags, const timespec* t, timespec* rest)
 
 
 cdef extern from "<sys/prctl.h>" nogil:
@@ -119,6 +163,8 @@ cdef struct poller_t:
     int mode                    # WAIT_PWAIT2 or WAIT_EPOLL
     epoll_event* evs            # one per connection
     int nev
+    bint kstamps                # answers stamped with the kernel's receive time
+    int64_t real_to_mono        # CLOCK_MONOTONIC - CLOCK_REALTIME at this wake (kstamps)
 
 
 cdef inline int64_t mono_ns() noexcept nogil:
@@ -192,17 +238,77 @@ cdef void send_due(const poller_t* pl, conn_t* c, int64_t now) noexcept nogil:
     push(pl, c)
 
 
+cdef inline int64_t clock_ns(int clock) noexcept nogil:
+    cdef timespec ts
+    clock_gettime(clock, &ts)
+    return <int64_t>ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+
+
+cdef int64_t real_to_mono(int64_t* now) noexcept nogil:
+    """CLOCK_MONOTONIC - CLOCK_REALTIME, never less than it was at any instant between the
+    reads (a stamp moved by it errs late, by at most the reads' span, ~2 us unless every
+    try was preempted); ``now`` is set to the last monotonic read."""
+    cdef int64_t a, r, b
+    cdef int _try
+    for _try in range(4):
+        a = mono_ns()
+        r = clock_ns(CLOCK_REALTIME)
+        b = mono_ns()
+        if b - a <= 2000:
+            break
+    now[0] = b
+    return b - r
+
+
+cdef ssize_t recv_stamped(const poller_t* pl, int fd, void* buf, size_t n,
+                          int64_t* stamp) noexcept nogil:
+    """recv() that also sets ``stamp`` to the kernel's receive time of the last segment read
+    (as CLOCK_MONOTONIC, at most the current ``stamp``), if the kernel gave one."""
+    cdef iovec iov
+    cdef msghdr m
+    cdef cmsghdr* cm
+    cdef timespec ts
+    cdef int64_t t
+    cdef uint64_t control[8]  # room for one cmsghdr + timespec, aligned
+    iov.iov_base = buf
+    iov.iov_len = n
+    memset(&m, 0, sizeof(m))
+    m.msg_iov = &iov
+    m.msg_iovlen = 1
+    m.msg_control = control
+    m.msg_controllen = sizeof(control)
+    cdef ssize_t r = recvmsg(fd, &m, MSG_DONTWAIT)
+    if r <= 0:
+        return r
+    cm = CMSG_FIRSTHDR(&m)
+    while cm != NULL:
+        if cm.cmsg_level == SOL_SOCKET and cm.cmsg_type == SCM_TIMESTAMPNS:
+            memcpy(&ts, CMSG_DATA(cm), sizeof(ts))
+            t = <int64_t>ts.tv_sec * 1_000_000_000 + ts.tv_nsec + pl.real_to_mono
+            if t < stamp[0]:  # a clock step between the two reads could put it ahead
+                stamp[0] = t
+            break
+        cm = CMSG_NXTHDR(&m, cm)
+    return r
+
+
 cdef void read_ready(const poller_t* pl, conn_t* c, AnswerScanner scanner,
                      int64_t now) noexcept:
-    """Reads what the socket holds and scans the complete frames (a partial one stays)."""
+    """Reads what the socket holds and scans the complete frames (a partial one stays),
+    stamped ``now`` or, with kernel stamps, each read's receive time."""
     cdef ssize_t r
     cdef Py_ssize_t used, room
+    cdef int64_t stamp = now
     while True:
         room = 2 * RECV_SIZE - c.rlen
         if room == 0:  # one answer frame larger than the buffer: never sent by the gateway
             lose(pl, c, LOST_RECV, EMSGSIZE)
             return
-        r = recv(c.fd, c.rbuf + c.rlen, room, MSG_DONTWAIT)
+        if pl.kstamps:
+            stamp = now
+            r = recv_stamped(pl, c.fd, c.rbuf + c.rlen, room, &stamp)
+        else:
+            r = recv(c.fd, c.rbuf + c.rlen, room, MSG_DONTWAIT)
         if r < 0:
             if errno != EAGAIN and errno != EINTR:
                 lose(pl, c, LOST_RECV, errno)
@@ -211,7 +317,7 @@ cdef void read_ready(const poller_t* pl, conn_t* c, AnswerScanner scanner,
             lose(pl, c, LOST_CLOSED, 0)
             return
         c.rlen += r
-        used = scanner._scan(c.rbuf, c.rlen, now)
+        used = scanner._scan(c.rbuf, c.rlen, stamp)
         if used:
             c.rlen -= used
             memmove(c.rbuf, c.rbuf + used, c.rlen)
@@ -244,17 +350,34 @@ cdef int wait_events(poller_t* pl, int64_t wait_ns) noexcept nogil:
     return epoll_wait(pl.epfd, pl.evs, pl.nev, 0)
 
 
+cdef int sleep_then_poll(poller_t* pl, int64_t until) noexcept nogil:
+    """Sleeps until ``until`` (CLOCK_MONOTONIC ns) whatever arrives, then takes the events
+    ready (into ``pl.evs``) without waiting: their count, or -1 with errno."""
+    cdef timespec ts
+    cdef int rc
+    ts.tv_sec = until // 1_000_000_000
+    ts.tv_nsec = until % 1_000_000_000
+    rc = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL)
+    if rc != 0:  # it returns the error rather than setting errno
+        set_errno(rc)
+        return -1
+    return epoll_wait(pl.epfd, pl.evs, pl.nev, 0)
+
+
 def drive(list fds, list frames, list ends, list intended, list scanners, int64_t tick_ns,
-          int64_t drain_ns, int64_t sample_ns, int64_t start_ns, bint precise_wait=True):
+          int64_t drain_ns, int64_t sample_ns, int64_t start_ns, bint precise_wait=True,
+          bint kernel_stamps=False):
     """Runs the open loop over the connections (``fds[k]`` non-blocking, logged on; its
     pre-encoded ``frames[k]`` bytes, their ``ends[k]`` and ``intended[k]`` absolute ns, int64
     arrays; answers to ``scanners[k]``) until every order is answered or a connection is lost,
     or ``drain_ns`` after the last send. Sends go in rounds at most ``tick_ns`` apart; answers
-    are stamped as they arrive. ``precise_wait`` False takes the fallback of a kernel without
-    epoll_pwait2 (tests). Returns ``(samples, conns, wakes)``: ``(t - start_ns, outstanding,
-    send lag)`` every ``sample_ns`` while sending; per connection ``(lost, errno, orders
-    handed to sends, send() calls, sends left incomplete)`` with lost 0 (no), 1 (send), 2
-    (recv) or 3 (closed by the peer); the waits the loop made."""
+    are stamped as they arrive, or with ``kernel_stamps`` read at the rounds and stamped with
+    the kernel's receive time (SO_TIMESTAMPNS) while sending (as they arrive in the drain).
+    ``precise_wait`` False takes the fallback of a kernel without epoll_pwait2 (tests).
+    Returns ``(samples, conns, wakes)``: ``(t - start_ns, outstanding, send lag)`` every
+    ``sample_ns`` while sending; per connection ``(lost, errno, orders handed to sends,
+    send() calls, sends left incomplete)`` with lost 0 (no), 1 (send), 2 (recv) or 3
+    (closed by the peer); the waits the loop made."""
     cdef Py_ssize_t nc = len(fds), k, sent, answered
     cdef conn_t* cs = <conn_t*>calloc(nc, sizeof(conn_t))  # rbuf NULL
     cdef conn_t* c
@@ -264,10 +387,12 @@ def drive(list fds, list frames, list ends, list intended, list scanners, int64_
     cdef int64_t now, last_due = 0, next_sample = start_ns, deadline = 0, next_round = 0
     cdef int64_t due, wake, lag, lag_max, wakes = 0
     cdef bint sending, finished, any_open
-    cdef int rc, i
+    cdef int rc, i, one = 1
     pl.epfd = -1
     pl.mode = WAIT_PWAIT2 if precise_wait else WAIT_EPOLL
     pl.nev = <int>nc
+    pl.kstamps = kernel_stamps
+    pl.real_to_mono = 0
     pl.evs = <epoll_event*>malloc(nc * sizeof(epoll_event))
     if cs == NULL or pl.evs == NULL:
         free(cs)
@@ -300,6 +425,9 @@ def drive(list fds, list frames, list ends, list intended, list scanners, int64_
             c.rbuf = <uint8_t*>malloc(2 * RECV_SIZE)  # a partial frame (one order's answers)
             if c.rbuf == NULL:                        # + a read
                 raise MemoryError()
+            if kernel_stamps and setsockopt(c.fd, SOL_SOCKET, SO_TIMESTAMPNS, &one,
+                                            sizeof(one)) < 0:
+                raise OSError(errno, f"setsockopt(SO_TIMESTAMPNS): connection {k}")
             reg.events = EPOLLIN
             reg.data.u32 = c.k
             if epoll_ctl(pl.epfd, EPOLL_CTL_ADD, c.fd, &reg) < 0:
@@ -360,9 +488,14 @@ def drive(list fds, list frames, list ends, list intended, list scanners, int64_
                     break
                 wake = min(deadline, now + sample_ns)
             with nogil:
-                rc = wait_events(&pl, max(wake - now, 0))
+                if kernel_stamps and sending:  # the answers wait for the round: one wake
+                    rc = sleep_then_poll(&pl, wake)
+                else:
+                    rc = wait_events(&pl, max(wake - now, 0))
             wakes += 1
-            now = mono_ns()  # the wake's one clock read: answers' time and the next round's
+            now = mono_ns()  # the wake's clock read: answers' time and the next round's
+            if kernel_stamps:
+                pl.real_to_mono = real_to_mono(&now)
             if rc > 0:
                 for i in range(rc):
                     c = &cs[pl.evs[i].data.u32]

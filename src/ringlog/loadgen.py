@@ -54,7 +54,12 @@ class LoadConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     and cancelled), ``rest_cancel`` (a resting order, then its cancel). ``tick_us`` is the
     least time between two send rounds (the orders due in between leave in one write per
     connection; it adds at most that to a latency; answers are stamped as they arrive).
-    ``server_pid``, if set, is read for the server's CPU per order.
+    ``server_pid``, if set, is read for the server's CPU per order. ``stamps``: ``wake``
+    stamps an answer when the generator reads it, woken by its arrival; ``kernel`` stamps it
+    with the kernel's receive time (SO_TIMESTAMPNS) and reads answers only at the send
+    rounds while sending, which spares the generator a wake per answer burst. A kernel
+    stamp is the receive time of the last segment of its read, so it is never earlier than
+    the answer's arrival; it leaves out how late the generator itself would have woken.
     """
 
     host: str = "127.0.0.1"
@@ -69,6 +74,7 @@ class LoadConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     symbol: int = 1
     seed: int = 1
     tick_us: int = 100
+    stamps: Literal["wake", "kernel"] = "wake"
     drain_timeout: float = 10.0
     server_pid: int = 0
 
@@ -220,7 +226,8 @@ def _drive(cfg: LoadConfig, conns: list[_Conn]) -> dict[str, Any]:
     samples, ends, wakes = drive([c.sock.fileno() for c in conns], [c.frames for c in conns],
                                  [c.ends for c in conns], [c.intended for c in conns],
                                  [c.scanner for c in conns], cfg.tick_us * 1000,
-                                 int(cfg.drain_timeout * 1e9), _SAMPLE_NS, start)
+                                 int(cfg.drain_timeout * 1e9), _SAMPLE_NS, start,
+                                 kernel_stamps=cfg.stamps == "kernel")
     wall = clock() - wall0
     for c, (kind, err, sent, sends, blocked) in zip(conns, ends, strict=True):
         c.next, c.sends, c.blocked = sent, sends, blocked
@@ -273,13 +280,15 @@ def measure(cfg: LoadConfig) -> tuple[dict[str, Any], np.ndarray]:
     server = run["server"]
     server_cpu = sum(v[0] for v in server.values()) if server else None
     doc = {"offered_rate": cfg.rate, "connections": cfg.connections, "duration_s": cfg.duration,
-           "warmup_s": cfg.warmup, "pattern": cfg.pattern, "tick_us": cfg.tick_us, **doc,
+           "warmup_s": cfg.warmup, "pattern": cfg.pattern, "tick_us": cfg.tick_us,
+           "stamps": cfg.stamps, **doc,
            "halted": sum(c.scanner.halted for c in conns),
            "errors": sum(c.scanner.errors for c in conns),
            "answer_frames": sum(c.scanner.frames for c in conns),
            "connections_lost": [c.lost for c in conns if c.lost],
            "client_cpu_ns_per_order": run["cpu_ns"] / n,
            "client_cpu_share": run["cpu_ns"] / max(run["wall_ns"], 1),
+           "client_wakes_per_1k_orders": 1000 * run["wakes"] / n,
            # per order the server finished: under saturation it never saw the rest
            "server_cpu_ns_per_order": server_cpu / max(1, doc["answered"]) if server
            else None,

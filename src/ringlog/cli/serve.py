@@ -131,7 +131,8 @@ def cmd_load(args: argparse.Namespace) -> int:
     try:
         lc = LoadConfig(host=host or "127.0.0.1", port=port or 7878, tokens=tokens,
                         rate=args.rate, connections=args.connections, duration=args.duration,
-                        warmup=args.warmup, pattern=args.pattern, tick_us=args.tick_us)
+                        warmup=args.warmup, pattern=args.pattern, tick_us=args.tick_us,
+                        stamps=args.stamps)
     except ValueError as e:
         print(f"ringlog load: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -235,6 +236,10 @@ def _add_load(sub: argparse._SubParsersAction) -> None:
                    help="mixed: the engine's mixed flow on symbols 1..4 (default)")
     s.add_argument("--tick-us", type=count, default=100,
                    help="the sender wakes at most this often (us); due orders go in one write")
+    s.add_argument("--stamps", choices=["wake", "kernel"], default="wake",
+                   help="stamp answers when the generator wakes for them (wake, default), or "
+                        "with the kernel's receive time and read them at the send rounds "
+                        "(kernel: fewer wakes, a stamp up to a tick late)")
     s.add_argument("--json", help="write the result here instead of stdout")
 
 
