@@ -27,7 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -131,15 +131,7 @@ def scenario_load(a: argparse.Namespace, port: int, server_pid: int = 0) -> Load
     return LoadConfig(port=port, tokens=TOKENS[:a.connections], rate=a.rate,
                       connections=a.connections, duration=a.seconds, warmup=2.0,
                       pattern="mixed", tick_us=100 if a.connections == 1 else 500,
-                      stamps=stamps_for(a.connections), server_pid=server_pid,
-                      drain_timeout=30.0)
-
-
-def stamps_for(connections: int) -> Literal["wake", "kernel"]:
-    """make bench's answer stamps: at 8 connections the kernel's receive time, read at the
-    500 us send rounds (a wake per round, not per answer burst: the generator's CPU), at one
-    connection the wake's clock (its 1 ms latency goal: a kernel stamp can err a tick late)."""
-    return "wake" if connections == 1 else "kernel"
+                      server_pid=server_pid, drain_timeout=30.0)
 
 
 def record_under(a: argparse.Namespace, recorder: Callable[[int, Path], list[str]],
@@ -179,7 +171,7 @@ def _run_once(peer: _Peer, conns: int, rate: float, duration: float, warmup: flo
               tick_us: int) -> tuple[dict[str, Any], np.ndarray]:
     cfg = LoadConfig(port=peer.port, tokens=TOKENS[:conns], rate=rate, connections=conns,
                      duration=duration, warmup=warmup, pattern="mixed", tick_us=tick_us,
-                     stamps=stamps_for(conns), server_pid=peer.pid, drain_timeout=30.0)
+                     server_pid=peer.pid, drain_timeout=30.0)
     return measure(cfg)
 
 
@@ -337,7 +329,10 @@ GOALS = [
     {"goal": "the load generator <= 1 us of its own CPU per order (8 connections, 200k/s)",
      "row": "gateway_8conn_200k_client_cpu_per_order", "max": 1_000,
      "why": ("~90% of its CPU is the kernel's (perf: the loopback TCP path of its sends, "
-            "which runs the server's receive, and the switches of its wakes); it reads "
-            "answers at its 500 us send rounds with the kernel's receive stamps, one wake a "
-            "round (docs/gateway-design.md, eighteenth round)")},
+            "which runs the server's receive, and the switches of its wakes). Reading "
+            "answers only at its 500 us send rounds, stamped with the kernel's receive time "
+            "(`LoadConfig.stamps='kernel'`), took it to ~0.96-1.0 us, but also delays its "
+            "ACKs to the rounds, and what that does to the gateway's CPU and tail was not "
+            "settled in a noisy hour, so make bench stamps answers as the generator wakes "
+            "for them (docs/gateway-design.md, eighteenth round)")},
 ]

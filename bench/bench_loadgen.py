@@ -12,8 +12,11 @@ interleaved pairs (issue #16).
        round trip's p50 and p99, and the new/old CPU ratio of each pair
 
 ``.venv/bin/python bench/bench_loadgen.py --old REV --runs 3 [--seconds 3] [--tick-us N]
-[--release durable|immediate] [--peers echo,gateway]``; without ``--old`` only this tree's
-loop runs.
+[--release durable|immediate] [--peers echo,gateway] [--scenarios 8,1]``; without ``--old``
+only this tree's loop runs; ``--stamps wake,kernel`` (no ``--old``) runs this tree's loop
+once with each way of stamping answers (``LoadConfig.stamps``) and compares the second with
+the first. Each line also gives the peer's CPU per order: a cost the generator sheds can
+land on the server (loopback TCP charges each side part of the other's work).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_gateway import TOKENS, _echo, _gateway, stamps_for
+from bench_gateway import TOKENS, _echo, _gateway
 
 import ringlog.loadgen as new_loadgen
 
@@ -77,14 +80,13 @@ def load_revision(rev: str, directory: str) -> Any:
 
 
 def one(mod: Any, port: int, pid: int, conns: int, rate: float, seconds: float,
-        tick_us: int) -> dict[str, Any]:
-    """One run of ``mod``'s generator; its result document with the process's user and
-    system CPU (s) over the whole run added."""
-    # a revision from before answer stamps took its answers' wake time (stamps="wake")
-    stamps = {"stamps": stamps_for(conns)} if "stamps" in mod.LoadConfig.__struct_fields__ else {}
+        tick_us: int, stamps: str | None = None) -> dict[str, Any]:
+    """One run of ``mod``'s generator (answers stamped ``stamps`` way, if given); its result
+    document with the process's user and system CPU (s) over the whole run added."""
     cfg = mod.LoadConfig(port=port, tokens=TOKENS[:conns], rate=rate, connections=conns,
                          duration=seconds, warmup=min(1.0, seconds / 3), pattern="mixed",
-                         server_pid=pid, drain_timeout=30.0, tick_us=tick_us, **stamps)
+                         server_pid=pid, drain_timeout=30.0, tick_us=tick_us,
+                         **({"stamps": stamps} if stamps else {}))
     t0 = os.times()
     doc = mod.run_load(cfg)
     t1 = os.times()
@@ -106,14 +108,22 @@ def main() -> None:
     ap.add_argument("--tick-us", type=int, help="every scenario's tick (default: make bench's)")
     ap.add_argument("--release", choices=("durable", "immediate"), default="durable",
                     help="the gateway's release of reports (make bench's rows: durable)")
+    ap.add_argument("--stamps", help="two ways of stamping answers to compare, e.g. wake,kernel")
+    ap.add_argument("--scenarios", default="8,1", help="connection counts of SCENARIOS to run")
     a = ap.parse_args()
+    if a.stamps and (a.old or len(a.stamps.split(",")) != 2):
+        ap.error("--stamps takes two ways (wake,kernel) and no --old")
+    scenarios = [s for s in SCENARIOS if str(s[0]) in a.scenarios.split(",")]
     got: dict[tuple[str, int, float, str], list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        loops = ([("old", load_revision(a.old, tmp))] if a.old else []) + [("new", new_loadgen)]
+        # (name, module, stamps); the second of two is compared with the first
+        loops = ([(w, new_loadgen, w) for w in a.stamps.split(",")] if a.stamps else
+                 ([("old", load_revision(a.old, tmp), None)] if a.old else []) +
+                 [("new", new_loadgen, None)])
         for run in range(a.runs):
             for peer_name in a.peers.split(","):
-                for conns, rate, tick, inflight in SCENARIOS:
-                    for name, mod in loops[::-1] if run % 2 else loops:
+                for conns, rate, tick, inflight in scenarios:
+                    for name, mod, stamps in loops[::-1] if run % 2 else loops:
                         gw = Path(tmp) / f"gw{run}{conns}{name}"
                         if peer_name != "echo":
                             gw.mkdir()
@@ -121,27 +131,30 @@ def main() -> None:
                                 _gateway(str(gw), a.release, inflight))
                         try:
                             doc = one(mod, peer.port, peer.pid, conns, rate, a.seconds,
-                                      a.tick_us or tick)
+                                      a.tick_us or tick, stamps)
                         finally:
                             peer.stop()
                         got.setdefault((peer_name, conns, rate, name), []).append(doc)
                         lat = doc["latency_ns"] or {}
                         print(f"run {run} {peer_name} {conns}c {rate:.0f}/s {name}: "
-                              f"{doc['client_cpu_ns_per_order']:.0f} ns/order, answered "
+                              f"{doc['client_cpu_ns_per_order']:.0f} ns/order (peer "
+                              f"{doc['server_cpu_ns_per_order'] or 0:.0f}), answered "
                               f"{doc['answered']}/{doc['sent']}, p50 "
                               f"{lat.get('p50', 0) / 1000:.0f} us, p99 "
                               f"{lat.get('p99', 0) / 1000:.0f} us, run user/sys "
                               f"{doc['user_s']:.2f}/{doc['system_s']:.2f} s", flush=True)
     for (peer_name, conns, rate, name), docs in sorted(got.items()):
         cpu = [d["client_cpu_ns_per_order"] for d in docs]
-        line = (f"{peer_name} {conns}c {rate:.0f}/s {name}: CPU {_spread(cpu)} ns/order, "
+        line = (f"{peer_name} {conns}c {rate:.0f}/s {name}: CPU {_spread(cpu)} ns/order, peer "
+                f"{_spread([d['server_cpu_ns_per_order'] or 0 for d in docs])} ns/order, "
                 f"p50 {_spread([(d['latency_ns'] or {}).get('p50', 0) for d in docs], 1e3)} us, "
                 f"p99 {_spread([(d['latency_ns'] or {}).get('p99', 0) for d in docs], 1e3)} us "
                 f"(n={len(docs)})")
-        old = got.get((peer_name, conns, rate, "old"))
-        if name == "new" and old:
+        first, second = [w[0] for w in loops[-2:]] if len(loops) == 2 else ("old", "new")
+        old = got.get((peer_name, conns, rate, first))
+        if name == second and old:
             ratios = [n / o["client_cpu_ns_per_order"] for n, o in zip(cpu, old, strict=True)]
-            line += f"; CPU new/old per pair {', '.join(f'{r:.2f}' for r in ratios)}"
+            line += f"; CPU {second}/{first} per pair {', '.join(f'{r:.2f}' for r in ratios)}"
         print(line)
 
 

@@ -48,8 +48,7 @@ def _one(kind: str, base_src: str | None, conns: int, rate: float, duration: flo
             cfg = LoadConfig(port=peer.port, tokens=bg.TOKENS[:conns], rate=rate,
                              connections=conns, duration=duration,
                              warmup=min(2.0, duration / 4), pattern="mixed",
-                             tick_us=500 if conns > 1 else 100,
-                             stamps=bg.stamps_for(conns), server_pid=peer.pid,
+                             tick_us=500 if conns > 1 else 100, server_pid=peer.pid,
                              drain_timeout=15.0)
             doc, _ = measure(cfg)
         finally:
