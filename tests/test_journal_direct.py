@@ -300,3 +300,30 @@ def test_a_processor_writes_its_output_journal_with_direct_io_when_asked(tmp_pat
     r = JournalReader(tmp_path / "output")
     assert r.verify_all() == (1000, 999)
     r.close()
+
+
+def test_small_commits_are_staged_by_the_appender_without_waking_a_lingering_writer(
+        tmp_path, frontier_check):
+    # once the writer lingers over its stage (ten minutes), small commits are copied into the
+    # stage by the appending thread: the writer is not woken and nothing is written until
+    # the stage is asked for (the old hand-off woke it every 6 items)
+    with Journal(tmp_path, durability="group", group_events=1 << 30, write_behind=True,
+                 direct_io=True, linger_ms=600_000) as j:
+        a = j.appender
+        j.append_many([payload(0, 100)])
+        assert a.writer_wakes == 1  # a new segment's first item: the writer opens its stage
+        deadline = time.monotonic() + 30
+        while not a.wb_lingering and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert a.wb_lingering
+        wakes, writes = a.writer_wakes, a.direct_writes
+        for i in range(1, 1001):
+            j.append_many([payload(i, 100)])
+        assert a.writer_wakes == wakes and a.direct_writes == writes == 0
+        assert j.last_sequence == -1  # all staged, none written
+        a.flush()
+        assert j.last_sequence == 1000
+    assert not frontier_check.errors, frontier_check.errors[:3]
+    r = JournalReader(tmp_path)
+    assert [bytes(x.payload) for x in r.records(0)] == [payload(i, 100) for i in range(1001)]
+    r.close()

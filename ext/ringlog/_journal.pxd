@@ -148,7 +148,7 @@ cdef class JournalAppender:
     cdef Py_ssize_t wb_err_at
     cdef int64_t wb_written    # items whose bytes are in the file (== wb_tail unless direct_io)
     cdef int64_t wb_want       # a waiter wants the items before this written now (direct_io)
-    cdef int32_t wb_lingering  # the writer sleeps on a timeout with bytes staged (direct_io)
+    cdef readonly int32_t wb_lingering  # the writer sleeps on a timeout with bytes staged
     # Direct I/O (direct_io=True, write-behind only): the writer copies the items it takes into an
     # aligned stage and writes whole 4 KiB blocks of it with O_DIRECT, once DIRECT_MIN bytes
     # are staged, `linger_ns` after the first, or when a waiter needs them written: no page
@@ -172,6 +172,7 @@ cdef class JournalAppender:
     cdef char* fr_blk          # the frontier's block once the stage moved past it
     cdef Py_ssize_t open_at    # the start of the batch whose commit has not come yet (-1)
     cdef readonly int64_t direct_writes  # O_DIRECT write calls (the stage's and words')
+    cdef readonly int64_t writer_wakes   # hand-offs that woke the writer (direct_io)
     # builds an output record's body: the CRC32C implementation in force when the appender
     # was made (rl_output_body_pick; append_output runs inlined in other modules)
     cdef rl_output_body_fn output_body
@@ -207,6 +208,7 @@ cdef class JournalAppender:
     cdef int _room(self, Py_ssize_t need) except -1 nogil
     cdef int _flush(self, bint publish=*, int64_t last=*) except -1 nogil
     cdef int _hand_off(self) except -1 nogil
+    cdef bint _stage_handed(self) noexcept nogil
     cdef void _wb_wait(self, int64_t upto, bint written=*) noexcept nogil
     cdef void _wb_run(self, bint force=*) noexcept nogil
     cdef int _stage_item(self, const wb_item* it, int64_t taken) noexcept nogil

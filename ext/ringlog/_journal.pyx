@@ -1251,19 +1251,50 @@ cdef class JournalAppender:
     #   roll, flush(), sync(): _wb_wait(head)  ◄─ tail+1 ─  (a failed write: failed, errno)
     cdef int _hand_off(self) except -1 nogil:
         """Hands the item at ``wb_head`` to the writer and takes the next slot's buffer (once
-        the writer is done with it). Direct I/O: a writer lingering over its stage is not
-        woken for a small item (it takes it at the end of its linger), only once all the
-        slots but 2 are in use or the item is large."""
+        the writer is done with it). Direct I/O: the appender stages a small item itself
+        when the stage is free and takes it without a write-out (a copy: the writer is not
+        woken per item, and the appender never waits for a writer that has no CPU yet); the
+        writer is woken only to write the stage out (DIRECT_MIN staged, a waiter, an item
+        that needs a write-out first) or to start its linger over a stage it did not see."""
         cdef wb_item* nxt
         cdef wb_item* it = &self.wb_items[self.wb_head % WB_SLOTS]
         rl_store_release(&self.wb_head, self.wb_head + 1)
-        if not self.direct_io or not rl_load_acquire32(&self.wb_lingering) or \
-                it.n >= _wb_min or self.wb_head - rl_load_acquire(&self.wb_tail) >= WB_SLOTS - 2:
+        if not self.direct_io:
+            rl_wake_sleepers(&self.wb_signal, &self.wb_waiters)
+        elif it.n >= _wb_min or not rl_cas(&self.wb_lock, 0, 1):
+            self.writer_wakes += 1  # large, or the writer (or a waiter) holds the stage
+            rl_wake_sleepers(&self.wb_signal, &self.wb_waiters)
+        elif not self._stage_handed() or not rl_load_acquire32(&self.wb_lingering) or \
+                self.st_len - self.st_done >= _direct_min or \
+                rl_load_acquire(&self.wb_want) > self.wb_written:
+            self.writer_wakes += 1
             rl_wake_sleepers(&self.wb_signal, &self.wb_waiters)
         self._wb_wait(self.wb_head - WB_SLOTS + 1)  # the next slot's item is taken
         nxt = &self.wb_items[self.wb_head % WB_SLOTS]
         self.wbuf, self.wcap = nxt.buf, nxt.cap
         return 0
+
+    cdef bint _stage_handed(self) noexcept nogil:
+        """(Direct I/O, the appender, ``wb_lock`` taken, released here.) Stages the items
+        handed off that fit the stage of their segment without writing it out; whether all
+        of them did (else the writer must write the stage out first)."""
+        cdef int64_t t = self.wb_tail
+        cdef wb_item* it
+        cdef int err
+        cdef bint all_staged = True
+        while t < rl_load_acquire(&self.wb_head):
+            it = &self.wb_items[t % WB_SLOTS]
+            if self.failed or it.fd != self.st_fd or self.st_len + it.n > self.st_cap:
+                all_staged = False
+                break
+            err = self._stage_item(it, t)  # it fits: no write-out, no read
+            if err != 0:
+                self.wb_err, self.wb_err_at = err, it.at
+                self.failed = 1
+            t += 1
+            rl_store_release(&self.wb_tail, t)
+        rl_store_release(&self.wb_lock, 0)
+        return all_staged and not self.failed
 
     cdef void _wb_wait(self, int64_t upto, bint written=False) noexcept nogil:
         """Returns once the items before ``upto`` are taken by the writer (their buffers free

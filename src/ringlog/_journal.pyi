@@ -108,6 +108,8 @@ class JournalAppender:
     direct_io: bool
     linger_ns: int
     direct_writes: int
+    writer_wakes: int
+    wb_lingering: int
     def __init__(self, owner: Any, policy: int, group_events: int = 1000,
                  index_every: int = 1024, buffered: bool = True,
                  write_behind: bool = False, direct_io: bool = False,
