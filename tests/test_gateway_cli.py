@@ -58,9 +58,10 @@ def test_serve_then_load_then_restart_recovers_the_orders(tmp_path, capsys):
         out = tmp_path / "load.json"
         rc = main(["load", "--config", str(cfg), "--port", port, "--connections", "2",
                    "--rate", "2000", "--duration", "0.5", "--warmup", "0.1",
-                   "--pattern", "rest_cancel", "--json", str(out)])
+                   "--pattern", "rest_cancel", "--stamps", "kernel", "--json", str(out)])
         doc = json.loads(out.read_text())
         assert rc == 0 and doc["sent"] == doc["answered"] == 1000 and doc["missing"] == 0
+        assert doc["stamps"] == "kernel"
         assert doc["latency_ns"]["count"] > 0 and doc["latency_ns"]["p50"] > 0
         with Client("127.0.0.1", ready["port"], "load-token-1") as c:
             c.new_order(4_000_000, 7, Side.BUY, 3, 50)
@@ -226,6 +227,9 @@ def test_serve_with_a_bad_output_io_exits_2_naming_the_flag(tmp_path, capsys):
 def test_load_without_enough_tokens_is_a_usage_error(capsys):
     assert main(["load", "--token", "x" * 10, "--connections", "2"]) == 2
     assert "needs 2 session tokens" in capsys.readouterr().err
+    assert main(["load", "--token", "x" * 10, "--stamps", "nic"]) == 2
+    err = capsys.readouterr().err
+    assert "--stamps" in err and "nic" in err
 
 
 def test_kill_9_mid_stream_then_resend_applies_every_order_exactly_once(tmp_path):
