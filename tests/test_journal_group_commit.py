@@ -66,3 +66,37 @@ def test_the_durable_mark_moves_while_another_thread_holds_the_gil(tmp_path):
         while j.durable_sequence < n - 1:
             assert time.monotonic() < deadline
             time.sleep(0.001)
+
+
+def test_the_header_holds_a_durable_sequence_before_any_thread_can_read_it(tmp_path):
+    # what a thread reads from durable_sequence it may tell another process at once, and
+    # then be killed (the kill -9 test's child does): the segment header, which that
+    # process reads, must hold the value by then (it was published in memory first, and a
+    # read between the two could claim more than the file's readers find)
+    import threading
+
+    with Journal(tmp_path, durability="group", group_events=1) as j:
+        seg = j.appender.segment
+        stop = threading.Event()
+
+        def append() -> None:
+            while not stop.is_set():
+                j.append_many([b"x" * 32] * 8, 1)
+                time.sleep(0)
+
+        t = threading.Thread(target=append)
+        t.start()
+        seen = []
+        try:
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline and j.appender.segment is seg:
+                d = j.durable_sequence
+                m = seg.durable_sequence
+                if m < d:
+                    seen.append((d, m))
+                    break
+        finally:
+            stop.set()
+            t.join(30)
+        assert j.durable_sequence > 100  # many group commits were raced
+        assert not seen, f"durable_sequence {seen[0][0]} read before the header held it"

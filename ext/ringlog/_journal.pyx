@@ -1599,10 +1599,14 @@ cdef class JournalAppender:
             rl_cpu_relax()
         if seq > self.durable_cap:  # a roll's syncs are pending (_fast_roll)
             seq = self.durable_cap
+        if seq < self.durable:
+            seq = self.durable
+        # the header's mark first: a thread that reads durable_sequence and tells another
+        # process (then is killed) never claims more than the file's readers will find
+        if seq > self.seg.durable_hint():
+            self.seg.store_durable(seq)
         if seq > self.durable:
             rl_store_release(&self.durable, seq)
-        if self.durable > self.seg.durable_hint():
-            self.seg.store_durable(self.durable)
         rl_store_release(&self.durable_lock, 0)
         if self.durable_hook != NULL:  # set_durable_hook: run it here, before any wake-up
             rl_fetch_add32(&self.durable_hook_busy, 1)
