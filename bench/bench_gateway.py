@@ -289,10 +289,14 @@ GOALS = [
      "why": "answers lag while the server is saturated"},
     {"goal": "p99 round trip < 10 ms at 200k/s (8 connections, CO-corrected)",
      "row": "gateway_8conn_latency_200k_per_s_p99", "max": 10_000_000,
-     "why": ("at 200k/s the server takes ~1.1 of the 2 cores (~5.4 us per order) beside the "
-            "generator's ~0.2: answers queue behind bursts (p50 ~1.4 ms); the journal's "
-            "segment preparation no longer takes a whole CPU in bursts (docs/processor.md "
-            "step 15: p99 17.3 -> 4.15 ms in three interleaved pairs)")},
+     "why": ("at 200k/s the server takes ~0.85-1.0 of the 2 cores (~4.2-4.8 us per order) "
+            "beside the generator's ~0.25: answers queue behind bursts (p50 ~1.5-2.7 ms); "
+            "the journal's segment preparation no longer takes a whole CPU in bursts "
+            "(docs/processor.md step 15: p99 17.3 -> 4.15 ms in three interleaved pairs). "
+            "The three runs of 2026-12-02 06:41 read 7.96, 16.1 and 70.8 ms, in an hour when "
+            "the echo peer's own p99 read 1.25-5.66 ms and interleaved A/B pairs of one build "
+            "8-118 ms (docs/gateway-design.md, eighteenth round); those of 03:55 read "
+            "7.94-18.8 ms, median 9.99")},
     {"goal": "p99 round trip < 1 ms (or fdatasync p99 + 0.3 ms) at 50k orders/s, 1 connection, "
              "durable release",
      "row": "gateway_1conn_50k_p99_of_target", "max": 1.0,
