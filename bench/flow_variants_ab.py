@@ -16,8 +16,8 @@ breaker window or a thread placement costs the loop thread (docs/processor.md, s
             preallocated, header template) but their pages not pre-faulted: the writer
             thread's pwrite() allocates them
         output_buffered, output_direct: ProcessorConfig.output_io (the output journal's
-            writer by pwrite() into the page cache, or O_DIRECT; the default is auto: direct
-            where the file system takes it)
+            writer by pwrite() into the page cache, or O_DIRECT; the library's default is
+            buffered, `ringlog serve`'s auto: direct where the file system takes it)
         default: the flow as pipeline_ab.py runs it
 
 Each round runs every variant once (a child process each, the order reversed every other
