@@ -335,8 +335,10 @@ GOALS = [
      "why": ("~90% of its CPU is the kernel's (perf: the loopback TCP path of its sends, "
             "which runs the server's receive, and the switches of its wakes). Reading "
             "answers only at its 500 us send rounds, stamped with the kernel's receive time "
-            "(`LoadConfig.stamps='kernel'`), took it to ~0.96-1.0 us, but also delays its "
-            "ACKs to the rounds, and what that does to the gateway's CPU and tail was not "
-            "settled in a noisy hour, so make bench stamps answers as the generator wakes "
-            "for them (docs/gateway-design.md, eighteenth round)")},
+            "(`LoadConfig.stamps='kernel'`), took it to ~1.0 us (0.73-0.90x per pair in four "
+            "sets, bench/bench_loadgen.py --stamps wake,kernel) and left the gateway's CPU "
+            "unchanged in three of them, but the gateway's p99 median came out higher in all "
+            "four (the generator's ACKs wait for the rounds too), so make bench stamps "
+            "answers as the generator wakes for them (docs/gateway-design.md, eighteenth "
+            "round)")},
 ]

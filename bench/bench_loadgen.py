@@ -111,8 +111,9 @@ def main() -> None:
     ap.add_argument("--stamps", help="two ways of stamping answers to compare, e.g. wake,kernel")
     ap.add_argument("--scenarios", default="8,1", help="connection counts of SCENARIOS to run")
     a = ap.parse_args()
-    if a.stamps and (a.old or len(a.stamps.split(",")) != 2):
-        ap.error("--stamps takes two ways (wake,kernel) and no --old")
+    if a.stamps and (a.old or len(a.stamps.split(",")) != 2 or
+                     not set(a.stamps.split(",")) <= {"wake", "kernel"}):
+        ap.error(f"--stamps takes two of wake,kernel and no --old, got {a.stamps!r}")
     scenarios = [s for s in SCENARIOS if str(s[0]) in a.scenarios.split(",")]
     got: dict[tuple[str, int, float, str], list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,6 +144,7 @@ def main() -> None:
                               f"{lat.get('p50', 0) / 1000:.0f} us, p99 "
                               f"{lat.get('p99', 0) / 1000:.0f} us, run user/sys "
                               f"{doc['user_s']:.2f}/{doc['system_s']:.2f} s", flush=True)
+    first, second = [w[0] for w in loops] if len(loops) == 2 else ("old", "new")
     for (peer_name, conns, rate, name), docs in sorted(got.items()):
         cpu = [d["client_cpu_ns_per_order"] for d in docs]
         line = (f"{peer_name} {conns}c {rate:.0f}/s {name}: CPU {_spread(cpu)} ns/order, peer "
@@ -150,7 +152,6 @@ def main() -> None:
                 f"p50 {_spread([(d['latency_ns'] or {}).get('p50', 0) for d in docs], 1e3)} us, "
                 f"p99 {_spread([(d['latency_ns'] or {}).get('p99', 0) for d in docs], 1e3)} us "
                 f"(n={len(docs)})")
-        first, second = [w[0] for w in loops[-2:]] if len(loops) == 2 else ("old", "new")
         old = got.get((peer_name, conns, rate, first))
         if name == second and old:
             ratios = [n / o["client_cpu_ns_per_order"] for n, o in zip(cpu, old, strict=True)]

@@ -1258,16 +1258,15 @@ cdef class JournalAppender:
         that needs a write-out first) or to start its linger over a stage it did not see."""
         cdef wb_item* nxt
         cdef wb_item* it = &self.wb_items[self.wb_head % WB_SLOTS]
+        cdef bint wake = True
         rl_store_release(&self.wb_head, self.wb_head + 1)
-        if not self.direct_io:
-            rl_wake_sleepers(&self.wb_signal, &self.wb_waiters)
-        elif it.n >= _wb_min or not rl_cas(&self.wb_lock, 0, 1):
-            self.writer_wakes += 1  # large, or the writer (or a waiter) holds the stage
-            rl_wake_sleepers(&self.wb_signal, &self.wb_waiters)
-        elif not self._stage_handed() or not rl_load_acquire32(&self.wb_lingering) or \
+        # (a large item, or a stage the writer or a waiter holds: the writer takes it)
+        if self.direct_io and it.n < _wb_min and rl_cas(&self.wb_lock, 0, 1):
+            wake = not self._stage_handed() or not rl_load_acquire32(&self.wb_lingering) or \
                 self.st_len - self.st_done >= _direct_min or \
-                rl_load_acquire(&self.wb_want) > self.wb_written:
-            self.writer_wakes += 1
+                rl_load_acquire(&self.wb_want) > self.wb_written
+        if wake:
+            self.writer_wakes += self.direct_io
             rl_wake_sleepers(&self.wb_signal, &self.wb_waiters)
         self._wb_wait(self.wb_head - WB_SLOTS + 1)  # the next slot's item is taken
         nxt = &self.wb_items[self.wb_head % WB_SLOTS]

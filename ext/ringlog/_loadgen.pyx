@@ -167,10 +167,14 @@ cdef struct poller_t:
     int64_t real_to_mono        # CLOCK_MONOTONIC - CLOCK_REALTIME at this wake (kstamps)
 
 
-cdef inline int64_t mono_ns() noexcept nogil:
+cdef inline int64_t clock_ns(int clock) noexcept nogil:
     cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
+    clock_gettime(clock, &ts)
     return <int64_t>ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+
+
+cdef inline int64_t mono_ns() noexcept nogil:
+    return clock_ns(CLOCK_MONOTONIC)
 
 
 def frame_ends(const uint8_t[::1] frames, Py_ssize_t count):
@@ -236,12 +240,6 @@ cdef void send_due(const poller_t* pl, conn_t* c, int64_t now) noexcept nogil:
         c.next = j
         c.send_to = c.ends[j - 1]
     push(pl, c)
-
-
-cdef inline int64_t clock_ns(int clock) noexcept nogil:
-    cdef timespec ts
-    clock_gettime(clock, &ts)
-    return <int64_t>ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 
 
 cdef int64_t real_to_mono(int64_t* now) noexcept nogil:

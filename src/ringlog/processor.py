@@ -165,10 +165,10 @@ class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     # how the output journal's writer thread writes: "buffered" by pwrite() into the page
     # cache; "direct" whole 4 KiB blocks with O_DIRECT from its own buffer (no page cache:
     # no page allocated, dirtied and written back per 4 KiB; records reach the file within
-    # 20 ms of their batch), less CPU per byte but the writer waits for the device, and at
-    # hundreds of MB/s of outputs the loop behind it (`ringlog serve` uses it: a gateway's
-    # tens of MB/s); "auto": direct where the file system takes O_DIRECT (docs/processor.md,
-    # step 25; docs/journal-format.md, "Direct I/O")
+    # 20 ms of their batch, so a live tailer sees them that late): less CPU per byte, one
+    # write at a time to the device (`ringlog serve` uses it); "auto": direct where the
+    # file system takes O_DIRECT (docs/processor.md, steps 25-26; docs/journal-format.md,
+    # "Direct I/O")
     output_io: Literal["buffered", "direct", "auto"] = "buffered"
     retention: Retention | None = None  # prune after each snapshot (ringlog.retention)
     # CPU placement (os.sched_setaffinity), as Disruptor and Chronicle deployments pin their
