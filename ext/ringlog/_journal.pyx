@@ -58,7 +58,9 @@ cdef extern from "crc32c.h" nogil:
 
 cdef extern from "<fcntl.h>" nogil:
     int posix_fallocate(int fd, long offset, long length)
+    int sync_file_range(int fd, long offset, long nbytes, unsigned int flags)
     const int O_DIRECT
+    const unsigned int SYNC_FILE_RANGE_WRITE
 
 cdef extern from "<stdlib.h>" nogil:
     int posix_memalign(void** memptr, size_t alignment, size_t size)
@@ -89,6 +91,11 @@ _HAS_HW_CRC = rl_crc32c_mode == 1
 __all__ = ["JournalAppender", "Record", "Segment", "crc32c", "scan", "set_sync_hook",
            "sync_hook"]
 
+
+# Segment.write_zeros writes from this (never written: its pages stay the kernel's zero page)
+cdef enum:
+    ZERO_RUN = 256 << 10
+cdef char _zero_run[ZERO_RUN]
 
 # -- the sync hook: every durability step of the journal goes through durable_sync ----------
 # Production: `_hook_fn` is NULL and durable_sync is one branch before the syscall. Tests
@@ -514,6 +521,40 @@ cdef class Segment:
         s._setup(p, True)
         s.first_sequence = -1
         return s
+
+    def write_zeros(self, Py_ssize_t start, Py_ssize_t end):
+        """Writes zeros over bytes ``start``..``end`` of the file with pwrite() and starts
+        their write-back (``sync_file_range``), without the GIL; JournalError naming the
+        path and offset if a write fails.
+
+        A posix_fallocate'd block reads as zeros but is an *unwritten* extent: the first
+        write-back of a record into it changes the file's extent map, so the fdatasync that
+        makes the record durable writes the inode too, one more I/O waited for by every sync
+        that reaches a new block (docs/journal-format.md, "Preparing segments"). After this
+        the blocks are plain data (PostgreSQL zero-fills new WAL files for the same reason);
+        their pages stay in the page cache, clean, for the appender's pwrite()s."""
+        cdef int fd = self._map.fd, e = 0
+        cdef Py_ssize_t off = max(start, 0), n
+        cdef ssize_t w
+        if end > self.size:
+            end = self.size
+        with nogil:
+            while off < end:
+                n = min(<Py_ssize_t>ZERO_RUN, end - off)
+                w = pwrite(fd, _zero_run, n, off)
+                if w < 0:
+                    e = errno
+                    if e == EINTR:
+                        e = 0
+                        continue
+                    break
+                off += w
+            if e == 0 and end > start and sync_file_range(
+                    fd, start, end - start, SYNC_FILE_RANGE_WRITE) != 0:
+                e = errno
+        if e != 0:
+            raise JournalError(f"cannot write zeros into segment {self.path} at offset "
+                               f"{off}: {os.strerror(e)}", errno=e, path=self.path)
 
     def prefault(self, bint write=True, Py_ssize_t start=SEG_HEADER_SIZE,
                  Py_ssize_t end=-1):

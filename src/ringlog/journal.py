@@ -466,11 +466,16 @@ class Journal:
     (an append returns once durable). Not thread-safe for appends: one appending thread.
 
     ``prefault``: how the background thread prepares the next segment. ``True`` picks by
-    the write path (``buffered``): ``"write"`` when records are stored into the map (every
-    page touched by a store: no first-touch fault on the hot path), ``"read"`` when they
-    are written with pwrite() (pages mapped by a load: nothing dirtied, so no zero page is
-    written back); False: no segment prepared ahead (the appending thread creates each one
-    when it rolls; the roll's syncs stay the background thread's, docs/journal-format.md).
+    the write path (``buffered``) and the policy: ``"write"`` when records are stored into
+    the map (every page touched by a store: no first-touch fault on the hot path);
+    ``"zero"`` when they are written with pwrite() under ``group`` or ``sync`` (the file
+    written with zeros, paced, its write-back started as it goes: its blocks are then plain
+    data, so an fdatasync reaching a new block does not write the inode as well, which a
+    preallocated block's first write-back makes it do; the first segment too, when the
+    journal is created); ``"read"`` with pwrite() under ``none`` (pages mapped by a load:
+    nothing dirtied, so no zero page is written back, and no fdatasync to spare); False: no
+    segment prepared ahead (the appending thread creates each one when it rolls; the
+    roll's syncs stay the background thread's, docs/journal-format.md).
 
     Segment sizes: the first is ``first_segment_size`` (1 MiB by default), each next one
     twice the last or more (``FILL_AHEAD_S`` of appends at the rate the last one filled),
@@ -570,11 +575,12 @@ class Journal:
         self.registry = registry
         self._schema = json.dumps(registry.describe() if registry else [],
                                   separators=(",", ":")).encode()
-        if prefault not in (True, False, "write", "read"):
-            raise ConfigError("Journal.prefault", "must be True, False, 'write' or 'read', "
-                              f"got {prefault!r}", prefault)
-        if prefault is True:  # stores into the map want writable pages; pwrite() does not
-            prefault = "read" if buffered else "write"
+        if prefault not in (True, False, "write", "read", "zero"):
+            raise ConfigError("Journal.prefault", "must be True, False, 'write', 'read' or "
+                              f"'zero', got {prefault!r}", prefault)
+        if prefault is True:  # stores into the map want writable pages; pwrite() does not,
+            # and under fdatasyncs it wants written blocks (see the docstring)
+            prefault = ("read" if durability == "none" else "zero") if buffered else "write"
         self._prefault = prefault
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -632,7 +638,7 @@ class Journal:
         if floor is not None:
             segs = segs[:-1]
         if not segs:
-            seg = self._new_segment(first_sequence)
+            seg = self._new_segment(first_sequence, zero=self._prefault == "zero")
             self._appender.attach(seg, HEADER_SIZE, first_sequence)
             return
         expect = segs[0][0]
@@ -749,7 +755,11 @@ class Journal:
         if took > 0:
             self._fill_rate = (end - HEADER_SIZE) / took
 
-    def _new_segment(self, first: int, size: int | None = None) -> Segment:
+    def _new_segment(self, first: int, size: int | None = None, zero: bool = False
+                     ) -> Segment:
+        """The next segment (the offered one, else one made here) sealed and named for
+        ``first``; ``zero``: a segment made here is zero-filled first (the first one, small,
+        when the journal opens: see ``prefault``)."""
         size = self._next_size() if size is None else size
         seg = self._take_prepared()
         if seg is not None and seg.size < size:  # prepared for a smaller record
@@ -757,6 +767,8 @@ class Journal:
             seg = None
         if seg is None:
             seg = Segment.prepare(self.path / "roll.tmp", size)
+            if zero:
+                seg.write_zeros(0, seg.size)  # made durable by the sync below
         seg.seal_header(first, self._schema, time.time_ns(), self._appender.durable_sequence)
         # the header is on disk before the name is (whatever the policy): a segment under its
         # final name always has a valid header, so a damaged one is never a crash's doing
@@ -959,7 +971,15 @@ class Journal:
             log.warning("journal %s: preparing segments works again", self.path)
             self._prepare_failing = False
         if not self.direct_io:  # (direct I/O writes bypass the page cache: nothing to map)
-            self._prefault_paced(seg)
+            try:
+                self._prefault_paced(seg)
+            except JournalError as e:  # zero-filling it failed (an I/O error): as above
+                durable.unlink(seg.path, missing_ok=True)
+                if not self._prepare_failing:
+                    log.warning("journal %s: could not prepare the next segment: %s "
+                                "(retrying)", self.path, e)
+                self._prepare_failing = True
+                return None
         seg.write_template(self._schema)  # the roll only finishes the header
         return seg
 
@@ -990,8 +1010,9 @@ class Journal:
         the next roll that, and its untouched pages cost the appender no more than those of
         the segment it made itself."""
         a, write = self._appender, self._prefault == "write"
+        zero = self._prefault == "zero"
         group = self.durability == "group"
-        offs = range(HEADER_SIZE, seg.size, PREFAULT_CHUNK)
+        offs = range(0 if zero else HEADER_SIZE, seg.size, PREFAULT_CHUNK)
         cur, pos0, t_start = a.segment, a.pos, time.monotonic()
         cost = 0.0  # a chunk's time without its rest: pre-fault and group-commit cycle
         # a journal syncing in large groups keeps its own pace meanwhile (a sync per chunk
@@ -1002,10 +1023,13 @@ class Journal:
             if self._closed or a.segment is not cur:  # closed, or late: see the docstring
                 return
             t0 = time.monotonic()
-            if not write:  # the chunk's page-cache pages, exactly (a touch through the map
-                # alone makes the kernel read around it: ms-long lumps of zeroing)
-                os.posix_fadvise(seg.fd, off, PREFAULT_CHUNK, os.POSIX_FADV_WILLNEED)
-            seg.prefault(write, off, off + PREFAULT_CHUNK)
+            if zero:  # written blocks (their pages cached, clean); no sync needed: zeros
+                seg.write_zeros(off, off + PREFAULT_CHUNK)  # are what an unwritten one reads
+            else:
+                if not write:  # the chunk's page-cache pages, exactly (a touch through the
+                    # map alone makes the kernel read around it: ms-long lumps of zeroing)
+                    os.posix_fadvise(seg.fd, off, PREFAULT_CHUNK, os.POSIX_FADV_WILLNEED)
+                seg.prefault(write, off, off + PREFAULT_CHUNK)
             now = time.monotonic()
             filled = a.pos - pos0 if a.segment is cur else 0
             pause = prefault_pause(max(cost, now - t0), len(offs) - i - 1, filled,
