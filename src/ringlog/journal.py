@@ -513,7 +513,7 @@ class Journal:
                  group_events: int = 1, group_ms: float = 2.0,
                  registry: EventRegistry | None = None, first_sequence: int = 0,
                  index_every: int = 1024,
-                 prefault: bool | Literal["write", "read"] = True,
+                 prefault: bool | Literal["write", "read", "zero"] = True,
                  first_segment_size: int | None = None,
                  buffered: bool = True, write_behind: bool = False,
                  direct_io: bool = False, linger_ms: float = 5.0) -> None:
