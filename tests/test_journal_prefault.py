@@ -350,6 +350,20 @@ def test_journals_without_syncs_keep_preallocated_blocks(tmp_path):
         assert unwritten is None or unwritten > 0
 
 
+def test_a_journal_filling_fast_pre_faults_by_reads_instead(tmp_path, monkeypatch):
+    # its larger group commits amortise the inode writes; zeros would take its disk's
+    # bandwidth (every rate is "fast" here; the first segment is zero-filled at creation)
+    monkeypatch.setattr(journal_mod, "ZERO_FILL_UNDER", 0)
+    d = tmp_path / "j"
+    with Journal(d, durability="group", segment_size=1 << 20) as j:
+        j.append(b"x" * 64)
+        first = list_segments(d)[0][1]
+        _wait(lambda: j._appender.offered, "the next segment prepared")
+        unwritten = _unwritten_bytes(_prepared(d))
+        assert unwritten is None or unwritten > 0
+        assert _unwritten_bytes(first) in (None, 0)
+
+
 def test_records_read_back_across_zero_filled_segments(tmp_path):
     d = tmp_path / "j"
     payloads = [bytes([i % 251]) * (1 + i % 300) for i in range(3000)]

@@ -64,6 +64,11 @@ SPARE_UNDER_S = 1.0  # a journal filling a segment faster than this has one more
 # the core from the appending thread when a producer keeps the other one busy
 PREFAULT_CHUNK = 256 << 10
 PREFAULT_REST = 3.0  # a prepared segment's pre-fault pauses up to 3x its work: 1/4 of a CPU
+# prefault "zero" writes a segment twice (zeros, then records): worth it while a group commit
+# carries a few blocks (each sync into unwritten blocks writes the inode too), not for a
+# journal filling faster than this, whose larger syncs amortise that and whose disk
+# bandwidth the zeros would take (docs/journal-format.md, "Preparing segments")
+ZERO_FILL_UNDER = 64 << 20  # bytes per second
 _SCAN_OK, _SCAN_END, _SCAN_UNTERMINATED = 0, 1, 6
 _IDX_MAGIC = b"RLJIDX01"
 _IDX_HEAD = struct.Struct("<8sIIqqq")  # magic, count, pad, last seq, end offset, max ts
@@ -472,8 +477,9 @@ class Journal:
     written with zeros, paced, its write-back started as it goes: its blocks are then plain
     data, so an fdatasync reaching a new block does not write the inode as well, which a
     preallocated block's first write-back makes it do; the first segment too, when the
-    journal is created); ``"read"`` with pwrite() under ``none`` (pages mapped by a load:
-    nothing dirtied, so no zero page is written back, and no fdatasync to spare); False: no
+    journal is created; a journal filling faster than ``ZERO_FILL_UNDER`` bytes a second is
+    pre-faulted by reads instead); ``"read"`` with pwrite() under ``none`` (pages mapped by a
+    load: nothing dirtied, so no zero page is written back, and no fdatasync to spare); False: no
     segment prepared ahead (the appending thread creates each one when it rolls; the
     roll's syncs stay the background thread's, docs/journal-format.md).
 
@@ -1010,7 +1016,7 @@ class Journal:
         the next roll that, and its untouched pages cost the appender no more than those of
         the segment it made itself."""
         a, write = self._appender, self._prefault == "write"
-        zero = self._prefault == "zero"
+        zero = self._prefault == "zero" and self._fill_rate < ZERO_FILL_UNDER
         group = self.durability == "group"
         offs = range(0 if zero else HEADER_SIZE, seg.size, PREFAULT_CHUNK)
         cur, pos0, t_start = a.segment, a.pos, time.monotonic()
