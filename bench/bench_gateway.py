@@ -296,7 +296,9 @@ GOALS = [
             "The three runs of 2026-12-02 06:41 read 7.96, 16.1 and 70.8 ms, in an hour when "
             "the echo peer's own p99 read 1.25-5.66 ms and interleaved A/B pairs of one build "
             "8-118 ms (docs/gateway-design.md, eighteenth round); those of 03:55 read "
-            "7.94-18.8 ms, median 9.99")},
+            "7.94-18.8 ms, median 9.99; those of 09:12, after segments were zero-filled "
+            "ahead (docs/processor.md step 27: p99 3.40 -> 2.21 ms in five interleaved "
+            "pairs), 2.88-6.15 ms")},
     {"goal": "p99 round trip < 1 ms (or fdatasync p99 + 0.3 ms) at 50k orders/s, 1 connection, "
              "durable release",
      "row": "gateway_1conn_50k_p99_of_target", "max": 1.0,
@@ -315,7 +317,11 @@ GOALS = [
             "ms, and 1.00-1.13 ms after docs/processor.md step 16; "
             "now and then a run has a stall of 50-200 ms, not explained yet (perf sched of "
             "such runs shows perf itself and kdamond taking the CPUs: "
-            "docs/gateway-design.md)")},
+            "docs/gateway-design.md). Zero-filled segments (docs/processor.md step 27: no "
+            "inode write per group commit) took interleaved 10 s pairs of 2026-12-02 from "
+            "1.72 to 1.47 ms and 1.40 to 1.30 ms; the 30 s runs of 09:12 read 1.67-3.35x "
+            "the target (fdatasync p99 alone 214 us, so 1 ms), release immediate 0.89-1.0 "
+            "ms: most of the tail is this hour's scheduling, not the durability wait")},
     {"goal": "server CPU per order <= 3 us (process CPU, all threads, 200k/s run)",
      "row": "gateway_8conn_200k_server_cpu_per_order", "max": 3_000,
      "why": ("per thread in the row's note: the gateway's thread ~2.8 us (was ~4.3: the "
@@ -328,8 +334,11 @@ GOALS = [
             "writer ~0.3 us: `ringlog serve` writes it with O_DIRECT (docs/processor.md "
             "step 25: its sync thread, ~0.35-0.95 us when the journal went through the page "
             "cache, now has nothing to write back; the server 2-5% less CPU per order in "
-            "interleaved pairs); the echo peer's server alone costs ~0.66-0.76 us per order "
-            "in the same runs (docs/gateway-design.md, fifteenth round)")},
+            "interleaved pairs); the echo peer's server alone costs ~0.63-0.76 us per order "
+            "in the same runs (docs/gateway-design.md, fifteenth round). The runs of "
+            "2026-12-02 09:12 read 4.66-4.82 us (06:41: 4.15); interleaved pairs of that "
+            "hour read 4.69 us for the build before step 27 (zero-filled segments: the "
+            "input sync thread -13%, the gateway's thread +7%) and 4.65 after it")},
     {"goal": "the load generator <= 1 us of its own CPU per order (8 connections, 200k/s)",
      "row": "gateway_8conn_200k_client_cpu_per_order", "max": 1_000,
      "why": ("~90% of its CPU is the kernel's (perf: the loopback TCP path of its sends, "
@@ -340,5 +349,6 @@ GOALS = [
             "unchanged in three of them, but the gateway's p99 median came out higher in all "
             "four (the generator's ACKs wait for the rounds too), so make bench stamps "
             "answers as the generator wakes for them (docs/gateway-design.md, eighteenth "
-            "round)")},
+            "round). The runs of 2026-12-02 09:12 read 1.37-1.40 us, with the echo peer's "
+            "generator at 0.98-1.04 us in the same runs (06:41: 1.16)")},
 ]
