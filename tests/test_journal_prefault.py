@@ -388,6 +388,19 @@ def test_write_zeros_names_the_path_and_offset_when_a_write_fails(tmp_path):
         seg.write_zeros(0, 4096)
 
 
+def test_write_zeros_clips_to_the_file_and_zeroes_what_was_written(tmp_path):
+    with Journal(tmp_path / "j", durability="group", segment_size=1 << 20) as j:
+        for _ in range(100):
+            j.append(b"\xff" * 200)
+        path = list_segments(tmp_path / "j")[0][1]
+    seg = _journal.Segment.open(path, writable=True)
+    size = os.path.getsize(path)
+    seg.write_zeros(-4096, size + (1 << 20))  # clipped to the file: no error, no growth
+    del seg
+    assert os.path.getsize(path) == size
+    assert not any(path.read_bytes())
+
+
 def test_a_failed_zero_fill_is_retried_not_fatal(tmp_path, monkeypatch, caplog):
     real = Journal._prefault_paced
     calls = []

@@ -534,10 +534,11 @@ cdef class Segment:
         the blocks are plain data (PostgreSQL zero-fills new WAL files for the same reason);
         their pages stay in the page cache, clean, for the appender's pwrite()s."""
         cdef int fd = self._map.fd, e = 0
-        cdef Py_ssize_t off = max(start, 0), n
+        cdef Py_ssize_t off, n
         cdef ssize_t w
-        if end > self.size:
-            end = self.size
+        start = max(start, 0)
+        end = min(end, self.size)
+        off = start
         with nogil:
             while off < end:
                 n = min(<Py_ssize_t>ZERO_RUN, end - off)
