@@ -69,6 +69,7 @@ PREFAULT_REST = 3.0  # a prepared segment's pre-fault pauses up to 3x its work: 
 # journal filling faster than this, whose larger syncs amortise that and whose disk
 # bandwidth the zeros would take (docs/journal-format.md, "Preparing segments")
 ZERO_FILL_UNDER = 64 << 20  # bytes per second
+_zero_fill = Segment.write_zeros  # (a name of its own: a test makes it fail)
 _SCAN_OK, _SCAN_END, _SCAN_UNTERMINATED = 0, 1, 6
 _IDX_MAGIC = b"RLJIDX01"
 _IDX_HEAD = struct.Struct("<8sIIqqq")  # magic, count, pad, last seq, end offset, max ts
@@ -977,15 +978,7 @@ class Journal:
             log.warning("journal %s: preparing segments works again", self.path)
             self._prepare_failing = False
         if not self.direct_io:  # (direct I/O writes bypass the page cache: nothing to map)
-            try:
-                self._prefault_paced(seg)
-            except JournalError as e:  # zero-filling it failed (an I/O error): as above
-                durable.unlink(seg.path, missing_ok=True)
-                if not self._prepare_failing:
-                    log.warning("journal %s: could not prepare the next segment: %s "
-                                "(retrying)", self.path, e)
-                self._prepare_failing = True
-                return None
+            self._prefault_paced(seg)
         seg.write_template(self._schema)  # the roll only finishes the header
         return seg
 
@@ -1030,7 +1023,12 @@ class Journal:
                 return
             t0 = time.monotonic()
             if zero:  # written blocks (their pages cached, clean); no sync needed: zeros
-                seg.write_zeros(off, off + PREFAULT_CHUNK)  # are what an unwritten one reads
+                try:  # are what an unwritten one reads
+                    _zero_fill(seg, off, off + PREFAULT_CHUNK)
+                except JournalError as e:  # (an I/O error) the rest stays preallocated:
+                    log.warning("journal %s: zero-filling the next segment failed: %s; it "
+                                "is used as preallocated", self.path, e)
+                    return  # correct, only its syncs cost more
             else:
                 if not write:  # the chunk's page-cache pages, exactly (a touch through the
                     # map alone makes the kernel read around it: ms-long lumps of zeroing)
