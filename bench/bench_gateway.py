@@ -338,7 +338,8 @@ GOALS = [
             "in the same runs (docs/gateway-design.md, fifteenth round). The runs of "
             "2026-12-02 09:12 read 4.66-4.82 us (06:41: 4.15); interleaved pairs of that "
             "hour read 4.69 us for the build before step 27 (zero-filled segments: the "
-            "input sync thread -13%, the gateway's thread +7%) and 4.65 after it")},
+            "input sync thread -13%; the gateway's thread +7%, its socket writes following "
+            "the faster syncs) and 4.65 after it")},
     {"goal": "the load generator <= 1 us of its own CPU per order (8 connections, 200k/s)",
      "row": "gateway_8conn_200k_client_cpu_per_order", "max": 1_000,
      "why": ("~90% of its CPU is the kernel's (perf: the loopback TCP path of its sends, "
