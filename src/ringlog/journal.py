@@ -996,9 +996,11 @@ class Journal:
             self._ready.notify_all()
 
     def _prefault_paced(self, seg: Segment) -> None:
-        """``seg.prefault`` in chunks, each followed by a pause of up to ``PREFAULT_REST``
-        times the chunk's own time (at most 1/4 of a CPU), shortened so the pre-fault
-        still ends half-way to the roll at the appender's fill rate since it began.
+        """``seg.prefault`` (prefault "zero": ``Segment.write_zeros``, while the journal
+        fills slower than ``ZERO_FILL_UNDER``) in chunks, each followed by a pause of up to
+        ``PREFAULT_REST`` times the chunk's own time (at most 1/4 of a CPU), shortened so
+        the pre-fault still ends half-way to the roll at the appender's fill rate since it
+        began.
         Unpaced, a 64 MiB segment's pages took a whole CPU for ~50-100 ms on a 2-CPU VM
         (each new page-cache page is zeroed, and first touches of guest memory are slow),
         which stalled the threads that answer orders; the kernel's read-around made the
@@ -1022,13 +1024,14 @@ class Journal:
             if self._closed or a.segment is not cur:  # closed, or late: see the docstring
                 return
             t0 = time.monotonic()
-            if zero:  # written blocks (their pages cached, clean); no sync needed: zeros
-                try:  # are what an unwritten one reads
+            if zero:  # written blocks, their pages cached and clean (no sync: zeros are
+                # what an unwritten block reads as, whichever a crash leaves)
+                try:
                     _zero_fill(seg, off, off + PREFAULT_CHUNK)
-                except JournalError as e:  # (an I/O error) the rest stays preallocated:
+                except JournalError as e:  # an I/O error: the rest stays preallocated,
                     log.warning("journal %s: zero-filling the next segment failed: %s; it "
                                 "is used as preallocated", self.path, e)
-                    return  # correct, only its syncs cost more
+                    return  # which is correct, only its syncs cost more
             else:
                 if not write:  # the chunk's page-cache pages, exactly (a touch through the
                     # map alone makes the kernel read around it: ms-long lumps of zeroing)
