@@ -319,7 +319,8 @@ GOALS = [
             "such runs shows perf itself and kdamond taking the CPUs: "
             "docs/gateway-design.md). Zero-filled segments (docs/processor.md step 27: no "
             "inode write per group commit) took interleaved 10 s pairs of 2026-12-02 from "
-            "1.72 to 1.47 ms and 1.40 to 1.30 ms; the 30 s runs of 09:12 read 1.67-3.35x "
+            "1.72 to 1.47 ms and 1.40 to 1.30 ms, and in a noisier hour from 2.89 to 4.34 "
+            "ms (p50 0.64 -> 0.60); the 30 s runs of 09:12 read 1.67-3.35x "
             "the target (fdatasync p99 alone 214 us, so 1 ms), release immediate 0.89-1.0 "
             "ms: most of the tail is this hour's scheduling, not the durability wait")},
     {"goal": "server CPU per order <= 3 us (process CPU, all threads, 200k/s run)",
