@@ -543,8 +543,8 @@ cdef class Segment:
             while off < end:
                 n = min(<Py_ssize_t>ZERO_RUN, end - off)
                 w = pwrite(fd, _zero_run, n, off)
-                if w < 0:
-                    e = errno
+                if w <= 0:  # (0 cannot happen inside the file: taken as an I/O error)
+                    e = errno if w < 0 else EIO
                     if e == EINTR:
                         e = 0
                         continue
