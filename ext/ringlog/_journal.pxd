@@ -107,6 +107,17 @@ cdef class JournalAppender:
     cdef int32_t durable_waiters  # threads sleeping in wait_durable_c
     cdef readonly int policy
     cdef readonly int64_t group_events
+    # Group commit on demand: `wanted` is the highest sequence a thread waits to see durable
+    # (wait_durable_c, want_durable: a release held for its input, a drain). While it is not
+    # durable the group commit runs back to back; while nothing is wanted it lets appends
+    # gather for `lazy_ns` after each fdatasync (0: back to back always), sleeping on
+    # want_signal, which a want, a roll and close wake.
+    cdef int64_t wanted
+    cdef int32_t want_signal
+    cdef int32_t want_waiters
+    cdef readonly int64_t lazy_ns
+    cdef int64_t synced_at     # when the group commit's last fdatasync returned
+    cdef readonly int64_t group_syncs  # fdatasyncs of the group commit (tests, benches)
     cdef int64_t index_every
     cdef int64_t since_index
     cdef int64_t max_ts
@@ -227,6 +238,9 @@ cdef class JournalAppender:
     cdef void _switch(self, Py_ssize_t pos, int64_t next_seq) noexcept nogil
     cdef int _await_roll(self, int64_t last) except -1 nogil
     cdef _fix_path(self)
+    cdef void want_durable(self, int64_t seq) noexcept nogil
+    cdef int64_t _lazy_until(self, int64_t now) noexcept nogil
+    cdef void _lazy_wait(self, int64_t until) noexcept nogil
     cdef int64_t wait_durable_c(self, int64_t seq, int64_t timeout_ns) noexcept nogil
     # the durable hook (set_durable_hook): fn, its argument, calls running now
     cdef durable_hook_t durable_hook

@@ -993,7 +993,7 @@ cdef class JournalAppender:
 
     def __init__(self, owner, int policy, int64_t group_events=1000,
                  int64_t index_every=1024, bint buffered=True, bint write_behind=False,
-                 bint direct_io=False, double linger_ms=5.0):
+                 bint direct_io=False, double linger_ms=5.0, double lazy_ms=0.0):
         cdef int k
         if policy not in (NONE, GROUP, SYNC):
             raise ValueError(f"unknown durability policy {policy}")
@@ -1005,6 +1005,10 @@ cdef class JournalAppender:
                              "device writes)")
         if not linger_ms > 0:
             raise ValueError(f"linger_ms must be > 0, got {linger_ms}")
+        if not 0 <= lazy_ms <= 60_000:
+            raise ValueError(f"lazy_ms must be from 0 to 60000, got {lazy_ms}")
+        self.lazy_ns = <int64_t>(lazy_ms * 1e6)
+        self.wanted = -1
         self.owner = owner
         self.policy = policy
         self.group_events = max(1, group_events)
@@ -1106,6 +1110,7 @@ cdef class JournalAppender:
         rl_store_release32(&self.roll_pending, 1)
         self._switch(SEG_HEADER_SIZE, first)
         rl_wake_sleepers(&self.sync_signal, &self.sync_waiters)
+        rl_wake_sleepers(&self.want_signal, &self.want_waiters)  # a lazy wait: the roll first
         return 1
 
     def fast_roll(self, Py_ssize_t need):
@@ -1647,6 +1652,7 @@ cdef class JournalAppender:
             self.seg.store_durable(seq)
         if seq > self.durable:
             rl_store_release(&self.durable, seq)
+        self.synced_at = rl_now_ns()  # after any sync: the lazy pause counts from here
         rl_store_release(&self.durable_lock, 0)
         if self.durable_hook != NULL:  # set_durable_hook: run it here, before any wake-up
             rl_fetch_add32(&self.durable_hook_busy, 1)
@@ -1672,6 +1678,42 @@ cdef class JournalAppender:
             rl_cpu_relax()
         self.durable_hook_ctx = NULL
 
+    cdef void want_durable(self, int64_t seq) noexcept nogil:
+        """Asks for ``seq`` to be durable soon (any thread): the group commit runs back to
+        back until it is, instead of letting appends gather for ``lazy_ns``. A thread that
+        holds outputs for their inputs' durability says so here (``wait_durable_c`` does)."""
+        cdef int64_t w = rl_load_acquire(&self.wanted)
+        while seq > w:
+            if rl_cas(&self.wanted, w, seq):
+                rl_wake_sleepers(&self.want_signal, &self.want_waiters)
+                return
+            w = rl_load_acquire(&self.wanted)
+
+    cdef int64_t _lazy_until(self, int64_t now) noexcept nogil:
+        # Until when the group commit may let appends gather before its next fdatasync: the
+        # last one's end + lazy_ns while something is unsynced and nothing wanted; 0: sync now
+        cdef int64_t until = self.synced_at + self.lazy_ns
+        cdef int64_t d = rl_load_acquire(&self.durable)
+        if (not self.lazy_ns or now >= until or rl_load_acquire(&self.wanted) > d
+                or rl_load_acquire(&self.last_seq) <= d
+                or rl_load_acquire32(&self.roll_pending) or rl_load_acquire32(&self.stopping)):
+            return 0
+        return until
+
+    cdef void _lazy_wait(self, int64_t until) noexcept nogil:
+        # Sleeps until `until` (monotonic ns), a want, a roll or close. Not on sync_signal:
+        # the appends' nudges would wake it per batch (and cost the appender a futex call)
+        cdef int32_t token
+        cdef int64_t now = rl_now_ns()
+        while now < until:
+            token = rl_sleeper_in(&self.want_signal, &self.want_waiters)
+            if self._lazy_until(now):
+                rl_futex_wait(&self.want_signal, token, until - now)
+            rl_sleeper_out(&self.want_waiters)
+            if not self._lazy_until(rl_now_ns()):
+                return
+            now = rl_now_ns()
+
     cdef int64_t wait_durable_c(self, int64_t seq, int64_t timeout_ns) noexcept nogil:
         """Sleeps (futex, no spinning) until ``seq`` is durable or ``timeout_ns`` passed (< 0:
         no limit) or the journal failed; returns the durable sequence then. Any thread."""
@@ -1679,6 +1721,8 @@ cdef class JournalAppender:
         cdef int64_t deadline = -1 if timeout_ns < 0 else rl_now_ns() + timeout_ns
         cdef int64_t left = 50000000
         cdef int32_t token
+        if d < seq:
+            self.want_durable(seq)
         while d < seq and not self.failed:
             if deadline >= 0:
                 left = deadline - rl_now_ns()
@@ -1916,7 +1960,7 @@ cdef class JournalAppender:
         found nothing to sync (close, idle), or a sync failed (raised, the appender failed).
         So a durable mark never waits for the GIL (a gateway's loop thread may hold it);
         between the chunks of a segment's pre-fault, ``pace`` does the same."""
-        cdef int64_t t = <int64_t>(timeout * 1e9), last
+        cdef int64_t t = <int64_t>(timeout * 1e9), last, until
         cdef int rc = 0
         with nogil:
             while not self.failed:
@@ -1927,6 +1971,12 @@ cdef class JournalAppender:
                 last = rl_load_acquire(&self.last_seq)
                 if last <= rl_load_acquire(&self.durable):
                     break  # woken for something else (close), or idle
+                until = self._lazy_until(rl_now_ns())
+                if until:  # nothing waits for it: let appends gather (lazy_ns)
+                    self._lazy_wait(until)
+                    if rl_load_acquire32(&self.roll_pending):
+                        break
+                    last = rl_load_acquire(&self.last_seq)
                 rc = self._sync_to(last)
                 if rc != 0:
                     break
@@ -1944,6 +1994,7 @@ cdef class JournalAppender:
         if rc != 0:
             self.failed = 1  # what the page cache holds may never reach the disk
             return rc
+        self.group_syncs += 1
         self._set_durable(last)
         return 0
 
@@ -1960,7 +2011,7 @@ cdef class JournalAppender:
         to back. In Python this loop took the GIL after every commit, so a gateway's loop
         thread holding it (up to the 5 ms switch interval) held the next commit back."""
         cdef int64_t until_ns = <int64_t>(until * 1e9), due_ns = <int64_t>(due * 1e9)
-        cdef int64_t group_ns = <int64_t>(group_s * 1e9), now, wake_at, last
+        cdef int64_t group_ns = <int64_t>(group_s * 1e9), now, wake_at, last, lazy
         cdef int rc = 0
         with nogil:
             while not self.failed:
@@ -1968,8 +2019,10 @@ cdef class JournalAppender:
                     break
                 now = rl_now_ns()
                 last = rl_load_acquire(&self.last_seq)
-                if group and (not group_ns or now >= due_ns or
-                              last - rl_load_acquire(&self.durable) >= self.group_events):
+                lazy = self._lazy_until(now) if group and not group_ns else 0
+                if group and not lazy and (not group_ns or now >= due_ns or
+                                           last - rl_load_acquire(&self.durable)
+                                           >= self.group_events):
                     if last > rl_load_acquire(&self.durable):
                         rc = self._sync_to(last)
                         if rc != 0:
@@ -1979,9 +2032,11 @@ cdef class JournalAppender:
                 if now >= until_ns:
                     break
                 wake_at = due_ns if group and group_ns and due_ns < until_ns else until_ns
+                if lazy:
+                    self._lazy_wait(min(lazy, wake_at))
                 # none after a sync longer than group_s (the next is due now): a negative
                 # timeout would sleep with no limit
-                if wake_at > now:
+                elif wake_at > now:
                     self._sleep_for_work(group, wake_at - now)
         if rc != 0:
             self._raise_sync_failed(rc)
@@ -2003,6 +2058,8 @@ cdef class JournalAppender:
         rl_futex_wake_all(&self.wb_signal)
         rl_fetch_add32(&self.durable_signal, 1)
         rl_futex_wake_all(&self.durable_signal)
+        rl_fetch_add32(&self.want_signal, 1)
+        rl_futex_wake_all(&self.want_signal)
 
     def wait_durable(self, int64_t sequence, timeout=None):
         """Waits without the GIL (sleeping, not spinning) until ``sequence`` is durable;

@@ -313,6 +313,7 @@ cdef class ReleaseStage:
                 # the oldest unreleased output waits for its input's sync; what the loop
                 # publishes meanwhile is appended after the wake-up
                 cause = (<const rl_header*>self.ring.slot(self.released)).producer_seq
+                self._want(self.appended)
                 self.durable_waits += 1
                 self.gate.wait_durable_c(cause, WAIT_NS)
                 continue
@@ -380,8 +381,15 @@ cdef class ReleaseStage:
             self.hook_handovers += 1
         if self.released < self.appended:
             cause = (<const rl_header*>self.ring.slot(self.released)).producer_seq
+            self._want(self.appended)
         pthread_mutex_unlock(&self.lock)
         return cause
+
+    cdef void _want(self, int64_t end) noexcept nogil:
+        # outputs before `end` wait for their inputs: the group commit syncs back to back
+        # until the last one's cause is durable (JournalAppender.want_durable)
+        if self.gate is not None:
+            self.gate.want_durable((<const rl_header*>self.ring.slot(end - 1)).producer_seq)
 
     cdef int _hand_over(self, int64_t upto) except -1:
         """Ring slots [released, upto) to the sink and one bytes copy of them to every Python

@@ -104,6 +104,8 @@ class JournalAppender:
     pos: int
     policy: int
     group_events: int
+    lazy_ns: int
+    group_syncs: int
     buffered: bool
     write_behind: bool
     direct_io: bool
@@ -114,7 +116,7 @@ class JournalAppender:
     def __init__(self, owner: Any, policy: int, group_events: int = 1000,
                  index_every: int = 1024, buffered: bool = True,
                  write_behind: bool = False, direct_io: bool = False,
-                 linger_ms: float = 5.0) -> None: ...
+                 linger_ms: float = 5.0, lazy_ms: float = 0.0) -> None: ...
     def wait_written(self, seq: int, timeout: float) -> int: ...
     def run_writer(self) -> None: ...
     def attach(self, seg: Segment, pos: int, next_seq: int) -> None: ...

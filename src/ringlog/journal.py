@@ -69,6 +69,7 @@ PREFAULT_REST = 3.0  # a prepared segment's pre-fault pauses up to 3x its work: 
 # journal filling faster than this, whose larger syncs amortise that and whose disk
 # bandwidth the zeros would take (docs/journal-format.md, "Preparing segments")
 ZERO_FILL_UNDER = 64 << 20  # bytes per second
+LAZY_SYNC_MAX_MS = 60_000  # Journal.lazy_sync_ms: a minute at most (the appender's bound)
 _zero_fill = Segment.write_zeros  # (a name of its own: a test makes it fail)
 _SCAN_OK, _SCAN_END, _SCAN_UNTERMINATED = 0, 1, 6
 _IDX_MAGIC = b"RLJIDX01"
@@ -471,6 +472,13 @@ class Journal:
     ``group_events`` > 1 it waits for that many events or ``group_ms`` ms first) or ``sync``
     (an append returns once durable). Not thread-safe for appends: one appending thread.
 
+    ``lazy_sync_ms`` (``group``, back to back): while no thread waits for a sequence to be
+    durable (``wait_durable``, a processor's release of outputs held for their inputs), the
+    group commit lets appends gather this long after each fdatasync before the next; a
+    waiter makes it sync at once and back to back until what it waits for is durable. A
+    power loss may then take the appends of up to that long plus one fdatasync that nothing
+    waited for. 0 (the default here): back to back always.
+
     ``prefault``: how the background thread prepares the next segment. ``True`` picks by
     the write path (``buffered``) and the policy: ``"write"`` when records are stored into
     the map (every page touched by a store: no first-touch fault on the hot path);
@@ -523,7 +531,8 @@ class Journal:
                  prefault: bool | Literal["write", "read", "zero"] = True,
                  first_segment_size: int | None = None,
                  buffered: bool = True, write_behind: bool = False,
-                 direct_io: bool = False, linger_ms: float = 5.0) -> None:
+                 direct_io: bool = False, linger_ms: float = 5.0,
+                 lazy_sync_ms: float = 0.0) -> None:
         if durability not in _POLICIES:
             raise ConfigError("Journal.durability", f"must be one of {sorted(_POLICIES)}, got "
                               f"{durability!r}", durability)
@@ -554,6 +563,9 @@ class Journal:
         if not (isinstance(linger_ms, int | float) and linger_ms > 0):
             raise ConfigError("Journal.linger_ms", f"must be a number > 0, got {linger_ms!r}",
                               linger_ms)
+        if not (isinstance(lazy_sync_ms, int | float) and 0 <= lazy_sync_ms <= LAZY_SYNC_MAX_MS):
+            raise ConfigError("Journal.lazy_sync_ms", f"must be a number from 0 to "
+                              f"{LAZY_SYNC_MAX_MS}, got {lazy_sync_ms!r}", lazy_sync_ms)
         # segments grow: a short-lived journal stays small on disk (docs/journal-format.md)
         if first_segment_size is None:
             first_segment_size = min(segment_size, FIRST_SEGMENT_SIZE)
@@ -612,7 +624,8 @@ class Journal:
             self._decide(RecoveryDecision("remove_temp_file", str(stale),
                                           reason="left by a crash"))
         self._appender = JournalAppender(self, _POLICIES[durability], group_events, index_every,
-                                         buffered, write_behind, direct_io, linger_ms)
+                                         buffered, write_behind, direct_io, linger_ms,
+                                         float(lazy_sync_ms))
         try:
             self._open_tail(first_sequence)
         except BaseException:

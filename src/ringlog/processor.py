@@ -83,6 +83,7 @@ from .events import (
     EventRegistry,
     control_descriptors,
 )
+from .journal import LAZY_SYNC_MAX_MS
 from .logic import InputEvent, LogicLoop, LoopState, OutputRecord
 from .retention import Retention, prune_processor
 
@@ -138,6 +139,11 @@ class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     slot_size: int = 128
     max_batch: int = 1024
     durability: Literal["none", "group", "sync"] = "group"
+    # group: while nothing waits for an input to be durable (no output held for release, no
+    # drain), the group commit lets appends gather this long after each fdatasync; an output
+    # held for its input makes it sync at once and back to back (docs/processor.md,
+    # "Durability"); 0: back to back always
+    lazy_sync_ms: float = 1.0
     wait: Literal["blocking", "busy_spin", "yielding", "sleeping"] = "blocking"
     segment_size: int = 64 << 20
     snapshot_every: int = 0  # events between automatic snapshots; 0 = only on request
@@ -191,6 +197,9 @@ class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
                                f"48-byte header plus payload), got {self.slot_size}")
         if self.max_batch < 1:
             raise config_error(self, "max_batch", f"must be >= 1, got {self.max_batch}")
+        if not 0 <= self.lazy_sync_ms <= LAZY_SYNC_MAX_MS:
+            raise config_error(self, "lazy_sync_ms", f"must be from 0 to {LAZY_SYNC_MAX_MS} "
+                               f"ms, got {self.lazy_sync_ms}")
         if self.segment_size < 8192 or self.segment_size % 4096:
             raise config_error(self, "segment_size", f"must be a multiple of 4096 and >= 8192 "
                                f"bytes, got {self.segment_size}")
@@ -296,7 +305,8 @@ class Processor:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._schema = _Schema(self.registry)
         self.input = Journal(self.directory / "input", segment_size=c.segment_size,
-                             durability=c.durability, registry=self._schema)  # type: ignore[arg-type]
+                             durability=c.durability, registry=self._schema,  # type: ignore[arg-type]
+                             lazy_sync_ms=c.lazy_sync_ms)
         # the output journal is not on the release path (a restart recomputes outputs from
         # the input journal): it syncs in large groups, sparing a core the fdatasync churn,
         # and its writes are made behind the appending thread (the loop's, or the gateway's)
