@@ -116,7 +116,7 @@ cdef class JournalAppender:
     cdef int32_t want_signal
     cdef int32_t want_waiters
     cdef readonly int64_t lazy_ns
-    cdef int64_t synced_at     # when the group commit's last fdatasync returned
+    cdef int64_t synced_at     # when a sync last published the durable mark (_set_durable)
     cdef readonly int64_t group_syncs  # fdatasyncs of the group commit (tests, benches)
     cdef int64_t index_every
     cdef int64_t since_index

@@ -1652,7 +1652,7 @@ cdef class JournalAppender:
             self.seg.store_durable(seq)
         if seq > self.durable:
             rl_store_release(&self.durable, seq)
-        self.synced_at = rl_now_ns()  # after any sync: the lazy pause counts from here
+        rl_store_release(&self.synced_at, rl_now_ns())  # the lazy pause counts from here
         rl_store_release(&self.durable_lock, 0)
         if self.durable_hook != NULL:  # set_durable_hook: run it here, before any wake-up
             rl_fetch_add32(&self.durable_hook_busy, 1)
@@ -1692,7 +1692,7 @@ cdef class JournalAppender:
     cdef int64_t _lazy_until(self, int64_t now) noexcept nogil:
         # Until when the group commit may let appends gather before its next fdatasync: the
         # last one's end + lazy_ns while something is unsynced and nothing wanted; 0: sync now
-        cdef int64_t until = self.synced_at + self.lazy_ns
+        cdef int64_t until = rl_load_acquire(&self.synced_at) + self.lazy_ns
         cdef int64_t d = rl_load_acquire(&self.durable)
         if (not self.lazy_ns or now >= until or rl_load_acquire(&self.wanted) > d
                 or rl_load_acquire(&self.last_seq) <= d

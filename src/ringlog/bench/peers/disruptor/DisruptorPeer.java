@@ -147,12 +147,22 @@ public final class DisruptorPeer {
                 name, xs[runs / 2], runs, xs[0], xs[runs - 1]);
     }
 
-    static void latencyFigure(String wait) throws InterruptedException {
+    /** Each percentile the median over `runs` runs after a warm-up, as ringlog's own
+     *  latency rows are (one run's tail swings 10x with the neighbours on a shared VM). */
+    static void latencyFigure(String wait, int runs) throws InterruptedException {
         latency(wait);  // warm-up
-        Histogram h = latency(wait);
-        System.out.printf("disruptor_latency_%s_100k_per_s_ns p50=%d p99=%d p99.9=%d max=%d%n",
-                wait, h.getValueAtPercentile(50), h.getValueAtPercentile(99),
-                h.getValueAtPercentile(99.9), h.getMaxValue());
+        long[][] xs = new long[4][runs];
+        for (int i = 0; i < runs; i++) {
+            Histogram h = latency(wait);
+            xs[0][i] = h.getValueAtPercentile(50);
+            xs[1][i] = h.getValueAtPercentile(99);
+            xs[2][i] = h.getValueAtPercentile(99.9);
+            xs[3][i] = h.getMaxValue();
+        }
+        for (long[] x : xs) Arrays.sort(x);
+        System.out.printf("disruptor_latency_%s_100k_per_s_ns p50=%d p99=%d p99.9=%d max=%d"
+                + "  # medians of %d runs%n", wait, xs[0][runs / 2], xs[1][runs / 2],
+                xs[2][runs / 2], xs[3][runs / 2], runs);
     }
 
     public static void main(String[] args) throws InterruptedException {
@@ -171,7 +181,7 @@ public final class DisruptorPeer {
         figure("disruptor_1p1c_multi_producer_busyspin_ops_per_s", runs,
                 () -> throughput("busyspin", ProducerType.MULTI, n, 1));
         figure("java_array_blocking_queue_1p1c_ops_per_s", runs, () -> blockingQueue(n / 4));
-        latencyFigure("busyspin");
-        latencyFigure("yielding");
+        latencyFigure("busyspin", runs);
+        latencyFigure("yielding", runs);
     }
 }
