@@ -389,15 +389,20 @@ GOALS = [
     {"goal": "p99 publish to handled at 100k/s within the Java Disruptor's p99",
      "row": "latency_100k_per_s_handled_p99", "ratio": "disruptor_best", "max": 1.0,
      "why": ("the bench's producer spins on one core (its 20 us spin exceeds the 10 us "
-            "period), so the loop shares the other with the input group-commit thread "
-            "(~0.4 of a core: each fdatasync costs ~38 us of guest CPU in VM exits) and the "
-            "kernel's writeback, and they are time-sliced at the 4 ms tick (CONFIG_HZ=250); "
-            "the Disruptor's consumer has its core alone. Placed (the pinned rows: the "
-            "processor's threads on one CPU, the producer on the other) the p99 falls 2.4-5.5x "
-            "(2.41 ms -> 441 us in the run of 2026-12-01 16:37, 3.42x the Disruptor's); what "
-            "is left are the fdatasync threads' CPU bursts (each fdatasync ~60 us of guest "
-            "CPU here, bench/fdatasync_cost.py) preempting whichever thread shares their CPU "
-            "(docs/processor.md, 'Placing the threads'). Segment rolls no longer stall the "
-            "loop (68 us against 4 ms); a real-time loop thread, nicer sync threads and "
-            "shorter EEVDF slices did not win")},
+            "period), so the loop shares the other with the journals' sync threads and the "
+            "kernel's writeback; the Disruptor's consumer has its core alone. The input "
+            "group commit ran back to back whatever the rate (~5,700 fdatasyncs a second at "
+            "100k/s, ~60 us of guest CPU and two wake-ups each, preempting the loop 47,568 "
+            "times in 4 s); while nothing waits for durability it now pauses lazy_sync_ms "
+            "between syncs (docs/processor.md step 28: p50 20 -> 2.7 us, p99 1.09 -> 0.51 ms "
+            "in interleaved rounds). The loop, asleep between events, is woken onto either "
+            "CPU: on the producer's it waits for the slice, so the default's p99 swings "
+            "0.5-5 ms from round to round here. Three make-bench runs of 2026-12-02 "
+            "12:37-12:56 (host steal time rising): ours 583 us, 2.35 ms, 2.01 ms; the "
+            "Disruptor's 2.95 ms (one run), 364 us, 36 us (medians of 3 runs, as ours, since "
+            "then): 0.20x, 6.46x, 55.4x. Placed (the pinned rows: the processor's threads "
+            "on one CPU, the producer on the other) ours read 411, 329 and 351 us. A "
+            "real-time loop thread, "
+            "nicer sync threads and shorter EEVDF slices did not win (docs/processor.md, "
+            "'Placing the threads')")},
 ]
