@@ -53,6 +53,13 @@ def test_a_standby_asks_nothing_while_the_leader_renews_and_takes_a_lapsed_lease
             standby = [Lease(b, key, "b", ttl), Lease(c, key, "c", ttl)]
             watches = [LeaseWatch(kv, key, rid, ttl) for rid in ("b", "c")]
             tasks += [asyncio.ensure_future(w.run()) for w in watches]
+            # the watches' first answer (the leader's entry) before the standby's loop: a
+            # loaded machine can take longer than the ttl/8 a new watch waits for it, and
+            # the standby would then ask (create, get) as it should without one
+            async def first_answers() -> None:
+                while any(w.updates < 1 for w in watches):
+                    await asyncio.sleep(0.01)
+            await asyncio.wait_for(first_answers(), 10 * ttl)
             taking = asyncio.ensure_future(_until_taken(watches[0], standby[0]))
             for _ in range(8):  # the leader renews every ttl/4, as Replica._renew does
                 await asyncio.sleep(ttl / 4)
