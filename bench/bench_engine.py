@@ -275,7 +275,11 @@ GOALS = [
             "00:47: 1.92M/s, 1.47-2.54); its median run spent per command: loop 340 ns, "
             "writer 113, output sync 103, input sync 46, producer 39. On 2026-12-01: 2.19M/s "
             "at 19:45, 2.45M/s at 18:55, 1.73M/s at 16:37 (before step 22's lookahead): the "
-            "machine moves the figure by ~1.5x within an hour")},
+            "machine moves the figure by ~1.5x within an hour. The run of 2026-12-02 13:20 "
+            "(the host's steal time up ~25 s in that hour) read 1.97M/s, 1.23-2.38M; the "
+            "input's group commit paced while nothing waits (docs/processor.md step 28) read "
+            "1.04x without the pause, 0.81-1.55, in 8 interleaved rounds of the same hour "
+            "(bench/flow_variants_ab.py default,lazy_0)")},
     {"goal": "through the pipeline >= 0.3x the engine alone on the same flow (same run)",
      "row": "processor_engine_journaled", "ratio": "engine_alone", "min": 0.3,
      "why": ("the engine alone is ~90-120 ns of CPU per command (9.71M ops/s, 102 ns, in "
@@ -287,7 +291,8 @@ GOALS = [
              "~120-130 ns (its prefetch ~26 waiting for line fill buffers), the emit path "
              "~52 (the breaker's window store ~8, its key probe ~6, the first store of each "
              "output record ~12), the input's copy + CRC ~37 and pwrite() ~12-20, futex "
-             "wake-ups ~19; the GIL no longer (step 24)")},
+             "wake-ups ~19; the GIL no longer (step 24). The run of 2026-12-02 13:20, a noisy "
+             "hour: 0.17x, rounds 0.13-0.24x")},
     {"goal": "the loop thread's CPU per command <= 2.5x the engine alone's",
      "row": "processor_engine_journaled", "ratio": "loop_cpu_vs_engine_alone_cpu", "max": 2.5,
      "why": ("the engine inside the pipeline cost ~1.7-2x the engine alone (~165-200 "
@@ -301,7 +306,12 @@ GOALS = [
              "nogil loop (step 24) took its GIL wait and ~4% of its CPU (build_ab, 10 rounds: "
              "0.96). Rounds ranged 2.54-4.08x in this run of 00:50 (2.70-3.59x at 19:45 the "
              "day before, with the engine alone at 8.13M/s against 9.71M now): the quieter "
-             "the machine, the cheaper the engine alone, the higher this ratio")},
+             "the machine, the cheaper the engine alone, the higher this ratio. The run of "
+             "2026-12-02 13:20 (a noisy hour): 3.52x, rounds 3.00-5.25x; the loop 335 ns per "
+             "command at its median; a quiet moment of 11:55 read the loop at ~250 ns "
+             "(bench/build_ab.py) and the engine alone at ~90 (2.8x). Left in the loop's "
+             "system time: the breaker windows' growth through the run's first second of "
+             "event time (~6 page faults per 1,000 commands)")},
     {"goal": ">= 10x the Python peer (cython-orderbook) on the mixed stream",
      "row": "engine_mixed_throughput", "ratio": "cython-orderbook", "min": 10.0,
      "why": "the peer makes Python objects per order and per trade"},

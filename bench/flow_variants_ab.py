@@ -12,6 +12,8 @@ breaker window or a thread placement costs the loop thread (docs/processor.md, s
             the producing thread on CPU 0, beside the loop (the ring's slots written by the
             loop's own core)
         batch_N: ProcessorConfig.max_batch=N (the default is 1024)
+        lazy_N: ProcessorConfig.lazy_sync_ms=N (the default is 1; lazy_0: the input's group
+            commits back to back whether or not anything waits for them)
         output_untouched: the output journal's next segments prepared (created,
             preallocated, header template) but their pages not pre-faulted: the writer
             thread's pwrite() allocates them
@@ -56,7 +58,8 @@ MAIN = ("rate", "loop_cpu", "all_cpu")
 
 def known(variant: str) -> bool:
     """Is ``variant`` one this script runs?"""
-    return variant in NAMED or re.fullmatch(r"batch_[1-9][0-9]*", variant) is not None
+    return variant in NAMED or re.fullmatch(r"batch_[1-9][0-9]*|lazy_[0-9]+", variant) \
+        is not None
 
 
 def _child(variant: str, n: int) -> None:
@@ -72,6 +75,8 @@ def _child(variant: str, n: int) -> None:
         config["output_io"] = OUTPUT_IO[variant]
     if variant.startswith("batch_"):
         config["max_batch"] = int(variant[len("batch_"):])
+    if variant.startswith("lazy_"):
+        config["lazy_sync_ms"] = float(variant[len("lazy_"):])
     if variant == "output_untouched":
         from ringlog.journal import Journal
 
