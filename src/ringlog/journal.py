@@ -473,11 +473,11 @@ class Journal:
     (an append returns once durable). Not thread-safe for appends: one appending thread.
 
     ``lazy_sync_ms`` (``group``, back to back): while no thread waits for a sequence to be
-    durable (``wait_durable``, a processor's release of outputs held for their inputs), the
-    group commit lets appends gather this long after each fdatasync before the next; a
-    waiter makes it sync at once and back to back until what it waits for is durable. A
-    power loss may then take the appends of up to that long plus one fdatasync that nothing
-    waited for. 0 (the default here): back to back always.
+    durable (``appender.wait_durable``, a processor's release of outputs held for their
+    inputs), the group commit lets appends gather this long after each fdatasync before the
+    next; a waiter makes it sync at once and back to back until what it waits for is
+    durable. A power loss may then take the appends of up to that long plus one fdatasync
+    that nothing waited for. 0 (the default here): back to back always.
 
     ``prefault``: how the background thread prepares the next segment. ``True`` picks by
     the write path (``buffered``) and the policy: ``"write"`` when records are stored into
