@@ -108,7 +108,7 @@ cdef class JournalAppender:
     cdef readonly int policy
     cdef readonly int64_t group_events
     # Group commit on demand: `wanted` is the highest sequence a thread waits to see durable
-    # (wait_durable_c, want_durable: a release held for its input, a drain). While it is not
+    # (want_durable: wait_durable_c, a release stage holding outputs). While it is not
     # durable the group commit runs back to back; while nothing is wanted it lets appends
     # gather for `lazy_ns` after each fdatasync (0: back to back always), sleeping on
     # want_signal, which a want, a roll and close wake.

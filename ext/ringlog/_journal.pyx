@@ -213,6 +213,7 @@ def _plant(str name, bint on):
 MAGIC = b"RLJRNL01"
 FORMAT_VERSION = 1
 HEADER_SIZE = SEG_HEADER_SIZE
+LAZY_SYNC_MAX_MS = 60_000  # the group commit's pause while nothing waits: a minute at most
 # segment header offsets (docs/journal-format.md)
 cdef enum:
     H_VERSION = 8
@@ -1005,8 +1006,8 @@ cdef class JournalAppender:
                              "device writes)")
         if not linger_ms > 0:
             raise ValueError(f"linger_ms must be > 0, got {linger_ms}")
-        if not 0 <= lazy_ms <= 60_000:
-            raise ValueError(f"lazy_ms must be from 0 to 60000, got {lazy_ms}")
+        if not 0 <= lazy_ms <= LAZY_SYNC_MAX_MS:
+            raise ValueError(f"lazy_ms must be from 0 to {LAZY_SYNC_MAX_MS}, got {lazy_ms}")
         self.lazy_ns = <int64_t>(lazy_ms * 1e6)
         self.wanted = -1
         self.owner = owner

@@ -71,4 +71,4 @@ cdef class ReleaseStage:
     cdef int64_t _gate_durable(self) noexcept nogil
     cdef void _released(self, int64_t upto) noexcept nogil
     cdef int64_t _release_durable(self, int64_t durable, bint by_hook) noexcept nogil
-    cdef void _want(self, int64_t end) noexcept nogil
+    cdef int64_t _last_cause(self) noexcept nogil

@@ -313,7 +313,7 @@ cdef class ReleaseStage:
                 # the oldest unreleased output waits for its input's sync; what the loop
                 # publishes meanwhile is appended after the wake-up
                 cause = (<const rl_header*>self.ring.slot(self.released)).producer_seq
-                self._want(self.appended)
+                self.gate.want_durable(self._last_cause())
                 self.durable_waits += 1
                 self.gate.wait_durable_c(cause, WAIT_NS)
                 continue
@@ -374,22 +374,23 @@ cdef class ReleaseStage:
         """Hooked: hands the appended outputs whose causes are at or below ``durable`` into
         the sink (either thread, under the lock); returns the cause of the oldest output
         left unreleased, -1 if none is."""
-        cdef int64_t upto, cause = -1
+        cdef int64_t upto, cause = -1, last = -1
         pthread_mutex_lock(&self.lock)
         upto = self._releasable(durable)
         if upto > self.released and self._to_sinks(upto) and by_hook:
             self.hook_handovers += 1
         if self.released < self.appended:
             cause = (<const rl_header*>self.ring.slot(self.released)).producer_seq
-            self._want(self.appended)
+            last = self._last_cause()
         pthread_mutex_unlock(&self.lock)
+        if last >= 0 and self.gate is not None:  # (its wake-up, if any, not under the lock)
+            self.gate.want_durable(last)
         return cause
 
-    cdef void _want(self, int64_t end) noexcept nogil:
-        # outputs before `end` wait for their inputs: the group commit syncs back to back
-        # until the last one's cause is durable (JournalAppender.want_durable)
-        if self.gate is not None:
-            self.gate.want_durable((<const rl_header*>self.ring.slot(end - 1)).producer_seq)
+    cdef int64_t _last_cause(self) noexcept nogil:
+        # the cause of the last appended output: while it is held, the group commit syncs
+        # back to back until that input is durable (JournalAppender.want_durable)
+        return (<const rl_header*>self.ring.slot(self.appended - 1)).producer_seq
 
     cdef int _hand_over(self, int64_t upto) except -1:
         """Ring slots [released, upto) to the sink and one bytes copy of them to every Python

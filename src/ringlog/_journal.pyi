@@ -11,6 +11,7 @@ from .errors import JournalCorruptError
 MAGIC: bytes
 FORMAT_VERSION: int
 HEADER_SIZE: int
+LAZY_SYNC_MAX_MS: int
 _HAS_HW_CRC: bool  # the CPU has the SSE4.2 crc32 instruction (checked at import)
 
 class ScanStatus(IntEnum):

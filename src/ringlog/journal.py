@@ -29,6 +29,7 @@ import msgspec
 from . import durable
 from ._journal import (
     HEADER_SIZE,
+    LAZY_SYNC_MAX_MS,
     JournalAppender,
     Record,
     Segment,
@@ -69,7 +70,6 @@ PREFAULT_REST = 3.0  # a prepared segment's pre-fault pauses up to 3x its work: 
 # journal filling faster than this, whose larger syncs amortise that and whose disk
 # bandwidth the zeros would take (docs/journal-format.md, "Preparing segments")
 ZERO_FILL_UNDER = 64 << 20  # bytes per second
-LAZY_SYNC_MAX_MS = 60_000  # Journal.lazy_sync_ms: a minute at most (the appender's bound)
 _zero_fill = Segment.write_zeros  # (a name of its own: a test makes it fail)
 _SCAN_OK, _SCAN_END, _SCAN_UNTERMINATED = 0, 1, 6
 _IDX_MAGIC = b"RLJIDX01"

@@ -140,7 +140,7 @@ class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     max_batch: int = 1024
     durability: Literal["none", "group", "sync"] = "group"
     # group: while nothing waits for an input to be durable (no output held for release, no
-    # drain), the group commit lets appends gather this long after each fdatasync; an output
+    # wait_durable), the group commit lets appends gather this long after each fdatasync; an output
     # held for its input makes it sync at once and back to back (docs/processor.md,
     # "Durability"); 0: back to back always
     lazy_sync_ms: float = 1.0
