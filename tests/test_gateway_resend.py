@@ -97,6 +97,27 @@ def test_the_arena_keeps_what_the_model_of_the_rule_keeps(ops, window, budget):
     assert store.arena_bytes <= max(4096, budget + 15)
 
 
+# the gateway's own order: seqs rising by 0 (more answers of the seq), 1 or a few (errors
+# answered before an earlier seq's engine answers), now and then an earlier seq's answers
+steps = st.lists(st.tuples(st.sampled_from([0, 0, 1, 1, 1, 2, 5, -1, -3, -30]),
+                           st.integers(0, 40)), max_size=600)
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps, st.integers(1, 64), st.integers(200, 40_000))
+def test_seqs_in_the_gateways_order_are_kept_as_the_model_keeps_them(ops, window, budget):
+    # record_frame finds the newest seq and a seq past every kept one without the hash:
+    # the same answers as the model when seqs come mostly in order, repeat and go back
+    store, model = ResendStore(window, budget), ModelStore(window, budget)
+    seq = 1
+    for i, (step, size) in enumerate(ops):
+        seq = max(1, seq + step)
+        f = _frame(seq, i, size)
+        store.record(seq, f)
+        model.record(seq, f)
+    _same(store, model)
+
+
 def test_the_arena_wraps_around_many_times_and_keeps_the_newest_seqs_whole():
     # 1 MiB of budget, two interleaved answers of ~100 bytes per seq: the arena grows to what
     # the kept frames need (half the budget) and is written over several times

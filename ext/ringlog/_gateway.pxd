@@ -34,6 +34,7 @@ cdef class ResendStore:
     cdef int64_t _ecap, _efirst, _ecount    # entry ring: capacity, number of the oldest, count
     cdef int64_t* _hash                 # entry number or -1; size _hmask + 1 (>= 2 x _ecap)
     cdef int64_t _hmask
+    cdef int64_t _max_seq               # the highest seq ever given an entry (>= every kept one)
     cdef readonly Py_ssize_t window     # answered seqs kept at most
     cdef readonly int64_t budget        # bytes by the accounting (ANSWER_COST, SEQ_COST)
     cdef readonly int64_t kept          # bytes kept by that accounting
@@ -41,7 +42,7 @@ cdef class ResendStore:
     cdef int record_frame(self, int64_t seq, const char* frame, Py_ssize_t n) except -1
     cdef rs_entry* _find(self, int64_t seq) noexcept
     cdef void _hash_put(self, int64_t seq, int64_t k) noexcept
-    cdef void _hash_del(self, int64_t seq) noexcept
+    cdef void _hash_del(self, int64_t seq, int64_t k) noexcept
     cdef int _grow_entries(self) except -1
     cdef rs_entry* _add(self, int64_t seq) except NULL
     cdef void _evict(self) noexcept

@@ -32,7 +32,7 @@ test compares them), so a client cannot tell which path answered.
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport INT64_MIN, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 
@@ -189,6 +189,7 @@ cdef class ResendStore:
                             (budget + RS_ALIGN - 1) & ~(<int64_t>RS_ALIGN - 1))
         self._cap = min(self._cap_max, <int64_t>RS_FIRST_ARENA)
         self._ecap = min(<int64_t>window, <int64_t>RS_FIRST_ENTRIES)
+        self._max_seq = INT64_MIN
         self._hmask = 2 * RS_FIRST_ENTRIES - 1
         while self._hmask + 1 < 2 * self._ecap:
             self._hmask = 2 * self._hmask + 1
@@ -224,10 +225,11 @@ cdef class ResendStore:
             h = (h + 1) & <uint64_t>self._hmask
         self._hash[h] = k
 
-    cdef void _hash_del(self, int64_t seq) noexcept:
-        # linear probing's backward-shift deletion (no tombstones)
+    cdef void _hash_del(self, int64_t seq, int64_t k) noexcept:
+        # linear probing's backward-shift deletion (no tombstones) of entry number k (its
+        # slot is the one holding k: no entry read per probe)
         cdef uint64_t m = <uint64_t>self._hmask, i = rs_hash(seq) & m, j, home
-        while self._entries[self._hash[i] % self._ecap].seq != seq:
+        while self._hash[i] != k:
             i = (i + 1) & m
         j = i
         while True:
@@ -282,6 +284,8 @@ cdef class ResendStore:
         e.frames = 0
         e.overflowed = False
         self._hash_put(seq, k)
+        if seq > self._max_seq:
+            self._max_seq = seq
         self.kept += C_SEQ
         return e
 
@@ -289,7 +293,7 @@ cdef class ResendStore:
         cdef rs_entry* e = &self._entries[self._efirst % self._ecap]
         self._free_frames(e)
         self.kept -= C_SEQ + C_ANSWER * e.frames
-        self._hash_del(e.seq)
+        self._hash_del(e.seq, self._efirst)
         self._efirst += 1
         self._ecount -= 1
         self.evicted += 1
@@ -405,7 +409,13 @@ cdef class ResendStore:
 
     cdef int record_frame(self, int64_t seq, const char* frame, Py_ssize_t n) except -1:
         """Keeps one answer frame of ``seq`` (C callers: the router)."""
-        cdef rs_entry* e = self._find(seq)
+        cdef rs_entry* e = NULL
+        # a seq's answers come together, and new seqs come in order: the newest entry, or a
+        # seq past every seq ever kept, without a probe of the hash (a cache miss or more)
+        if self._ecount:
+            e = &self._entries[(self._efirst + self._ecount - 1) % self._ecap]
+            if e.seq != seq:
+                e = self._find(seq) if seq <= self._max_seq else NULL
         if e == NULL:
             e = self._add(seq)
         elif e.overflowed:
