@@ -234,7 +234,7 @@ def cmd_journal_prune(args: Any) -> int:
     import sys
 
     from .cli.common import EXIT_FAILED, EXIT_OK, UsageError
-    from .journaltool import _appender_lock
+    from .journaltool.repair import _appender_lock
     from .processor import read_manifest
 
     d = Path(args.dir)
