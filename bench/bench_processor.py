@@ -315,6 +315,8 @@ def run(runs: int = 3, smoke: bool = False, peers: dict | None = None) -> list[d
     dl = dis.get("disruptor_latency_busyspin_100k_per_s_ns")
     dy = dis.get("disruptor_latency_yielding_100k_per_s_ns")
     dis_lat = (("disruptor_busyspin", dl), ("disruptor_yielding", dy))
+    # the Disruptor with a blocking wait, like ringlog's default: beside the goal's peers
+    db = dis.get("disruptor_latency_blocking_100k_per_s_ns")
     rate_pinned = 100_000 if _placement() is not None else None
     for rate, n in lat_n.items():
         samples = []
@@ -332,6 +334,8 @@ def run(runs: int = 3, smoke: bool = False, peers: dict | None = None) -> list[d
                 if rate == 100_000 and peers:
                     # the goal is against the Disruptor's better figure of the same run
                     peers["disruptor_best"] = min(peers.values())
+                    if isinstance(db, dict) and p in db:
+                        peers["disruptor_blocking"] = db[p]
                     row["peers"] = peers
                     row["ratios"] = {k: row["median"] / v for k, v in peers.items()}
                 rows.append(row)
@@ -361,13 +365,15 @@ GOALS = [
      "why": ("the loop thread runs 0.98x the plain loop's instructions per event (bench/"
             "loop_callgrind.py python vs python_direct) but 1.8-2.4x its CPU: the input "
             "journal's pwrite() (17% of the loop thread) and, in a run this short, the "
-            "journal's growth rolls (a fresh journal's segments double from 1 MiB; 4-5 of "
-            "the 6-7 rolls per run are done by the loop itself, ~10% with the small "
-            "flushes' page faults: without them the ratio read 1.17-1.28x higher, bench/"
-            "first_segment_ab.py); in wall time the loop also waits for the producer and "
-            "shares the two cores with the input fdatasync thread (docs/processor.md, step "
-            "13). The plain loop's own rate swings between runs (8.2 and 11.6M calls/s in "
-            "the last two quiet runs, the pipeline 3.9 and 4.2M/s: 0.48x and 0.36x)")},
+            "journal's growth rolls (a fresh journal's first segment is 1 MiB; since "
+            "docs/processor.md step 18 one roll per run is the loop's own, counted on "
+            "2026-12-02 by wrapping Journal._roll). bench/first_segment_ab.py 5 (a 64 MiB "
+            "first segment, no growth) read 1.19x (1.00-2.25) that day, but 1, 8 and 64 MiB "
+            "interleaved over 6 rounds read 0.54, 0.54 and 0.61 (0.39-0.79 each): within "
+            "the spread. In wall time the loop also waits for the producer and shares the "
+            "two cores with the input fdatasync thread (docs/processor.md, step 13). The "
+            "ratio swings within a run: 0.64, 0.67, 0.46, 0.45, 0.43 in the five rounds "
+            "of 2026-12-02 15:24 (the plain loop 9.8-16.5M calls/s)")},
     {"goal": "breaker overhead < 5% (throughput with breaker >= 0.95x without)",
      "row": "processor_python_handler_breaker", "ratio": "without_breaker", "min": 0.95,
      "why": ("the breaker adds ~14 instructions per event (1.1%) to a Python handler's loop "
@@ -388,21 +394,22 @@ GOALS = [
             "this shared machine it runs at the fraction of a core it gets"},
     {"goal": "p99 publish to handled at 100k/s within the Java Disruptor's p99",
      "row": "latency_100k_per_s_handled_p99", "ratio": "disruptor_best", "max": 1.0,
-     "why": ("the bench's producer spins on one core (its 20 us spin exceeds the 10 us "
-            "period), so the loop shares the other with the journals' sync threads and the "
-            "kernel's writeback; the Disruptor's consumer has its core alone. The input "
-            "group commit ran back to back whatever the rate (~5,700 fdatasyncs a second at "
-            "100k/s, ~60 us of guest CPU and two wake-ups each, preempting the loop 47,568 "
-            "times in 4 s); while nothing waits for durability it now pauses lazy_sync_ms "
-            "between syncs (docs/processor.md step 28: p50 20 -> 2.7 us, p99 1.09 -> 0.51 ms "
-            "in interleaved rounds). The loop, asleep between events, is woken onto either "
-            "CPU: on the producer's it waits for the slice, so the default's p99 swings "
-            "0.5-5 ms from round to round here. Three make-bench runs of 2026-12-02 "
-            "12:37-12:56 (host steal time rising): ours 583 us, 2.35 ms, 2.01 ms; the "
-            "Disruptor's 2.95 ms (one run), 364 us, 36 us (medians of 3 runs, as ours, since "
-            "then): 0.20x, 6.46x, 55.4x. Placed (the pinned rows: the processor's threads "
-            "on one CPU, the producer on the other) ours read 411, 329 and 351 us. A "
-            "real-time loop thread, "
-            "nicer sync threads and shorter EEVDF slices did not win (docs/processor.md, "
-            "'Placing the threads')")},
+     "why": ("the bench's producer spins on one CPU (its 20 us spin exceeds the 10 us "
+            "period), so the loop shares the other with the journals' sync threads; the "
+            "Disruptor's test journals nothing, so its consumer has that CPU alone. Like "
+            "for like, the Disruptor with a blocking wait (ours: spin, yield, then sleep) "
+            "read p99 268 us in the run of 2026-12-02 15:24, ours placed (the pinned row: "
+            "the processor's threads on one CPU, the producer on the other) 271 us: 1.01x; "
+            "unplaced 1.67 ms (rounds 1.57-50.7 ms) against the Disruptor's busy-spin 1.89 "
+            "ms and yielding 784 us (the goal's peer: 2.13x). `perf record -e "
+            "sched:sched_switch` of one default run (300k events at 100k/s): the loop slept "
+            "1,737 times (its wait's 64 spins and 64 yields cover most 10 us gaps) and was "
+            "preempted 4,027 times by the input sync thread and 420 by the output's (an "
+            "fdatasync is ~60 us of guest CPU, 39% of the input sync thread's samples in "
+            "the virtio notify, a VM exit). The input group commit pauses lazy_sync_ms "
+            "between syncs while nothing waits for durability (docs/processor.md step 28: "
+            "p50 20 -> 2.7 us, p99 1.09 -> 0.51 ms); where the loop runs is the scheduler's: "
+            "on the producer's CPU it waits for the slice, so the p99 swings 0.3-5 ms "
+            "between rounds here. A real-time loop thread, nicer sync threads and shorter "
+            "EEVDF slices did not win (docs/processor.md, 'Placing the threads')")},
 ]

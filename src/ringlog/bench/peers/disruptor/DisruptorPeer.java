@@ -183,5 +183,8 @@ public final class DisruptorPeer {
         figure("java_array_blocking_queue_1p1c_ops_per_s", runs, () -> blockingQueue(n / 4));
         latencyFigure("busyspin", runs);
         latencyFigure("yielding", runs);
+        // like for like with ringlog's default wait (spin, yield, then sleep on a futex): the
+        // consumer parks between events at this rate and the producer's publish wakes it
+        latencyFigure("blocking", runs);
     }
 }
