@@ -209,7 +209,8 @@ def test_serve_writes_the_output_journal_as_asked(tmp_path):
     for name, args, want in (
             ("auto", ("--topology", "driven"), "auto"),
             ("buffered", ("--output-io", "buffered"), "buffered"),
-            ("staged", ("--topology", "staged"), "buffered")):  # auto: buffered when staged
+            ("staged", ("--topology", "staged"), "auto")):  # written buffered: the
+        # processor's rule for auto under staged (tests/test_journal_direct.py)
         d = tmp_path / name
         d.mkdir()
         proc, _ = _serve(d, _config(d), *args)

@@ -307,6 +307,49 @@ def test_a_torn_roll_is_set_aside_and_the_previous_segment_continues(tmp_path, s
     assert check(d, live=False).problem is None
 
 
+def test_a_reader_that_read_a_segment_before_its_end_was_written_reads_the_rest_after_a_roll(
+        tmp_path):
+    # the race of a reader and a live journal: the reader reaches this segment's end, the
+    # appender writes more and rolls, the reader lists the segments: it reads the rest of
+    # this one before the next (not a gap: the appender rolls only after its last record)
+    with Journal(tmp_path, segment_size=MAX, first_segment_size=FIRST,
+                 durability="none") as j:
+        for _ in range(5):
+            j.append(payload(j.next_sequence, 100))
+        reader = JournalReader(tmp_path)
+        it = reader.records()
+        assert [next(it).sequence for _ in range(5)] == list(range(5))
+        listing = reader.segments
+
+        def racing():
+            reader.segments = listing
+            roll_once(j)  # more records in this segment, then the roll
+            j.append(payload(j.next_sequence, 100))
+            return listing()
+
+        reader.segments = racing
+        assert [r.sequence for r in it] == list(range(5, j.next_sequence))
+        assert len(list_segments(tmp_path)) == 2
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_a_reader_ends_at_a_gap_before_a_roll_only_when_the_missing_records_were_not_durable(
+        tmp_path, durable):
+    # a live write-behind journal rolls before its writer wrote the old segment's end; a
+    # reader between the two sees the old segment end early: the live end, not corruption,
+    # as long as the durable mark is below the gap (as after a crash: a torn roll)
+    d, prev, last, first = _two_segments(tmp_path)
+    end = JournalReader(d).locate(first - 3)[2]  # its last three records: gone
+    _zero(prev, end, Segment.open(prev).size)
+    Segment.open(last, True).write_durable_mark(first + 2 if durable else first - 4)
+    reader = JournalReader(d)
+    if durable:
+        with pytest.raises(JournalCorruptError, match="previous segment ends before"):
+            list(reader)
+    else:
+        assert [r.sequence for r in reader] == list(range(first - 3))
+
+
 def test_a_damaged_header_of_a_segment_whose_records_were_durable_is_corruption(tmp_path):
     d, _, last, first = _two_segments(tmp_path)
     Segment.open(last, True).write_durable_mark(first + 2)  # its records were durable

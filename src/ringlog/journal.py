@@ -301,20 +301,36 @@ class JournalReader:
             return
         i, seg, off = found
         expect = from_sequence
+        reread = False
         while True:
-            for _, rec in seg.records(off, expect, self.verify):
+            for o, rec in seg.records(off, expect, self.verify):
                 if to_sequence is not None and rec.sequence > to_sequence:
                     return
                 yield rec
                 expect = rec.sequence + 1
+                off = o + 8 + _align8(48 + len(rec.payload))
             segs = self.segments()
             if i + 1 >= len(segs):
                 return
             first, path = segs[i + 1]
+            if first > expect and not reread:
+                # a live journal rolled after this segment was read to its then end: the
+                # appender rolls only once the segment's last record is in the file
+                reread = True
+                continue
             if first != expect:
+                try:
+                    mark = durable_mark(seg, self.segment(first, path))
+                except JournalCorruptError:  # its header: the gap is reported below
+                    mark = durable_mark(seg)
+                if first > expect and 0 <= mark < expect:
+                    # records never durable, and the next segment exists: a crash tore this
+                    # one's end after the roll (a torn roll, which repair sets aside)
+                    return
                 raise JournalCorruptError(
                     f"{path}: first sequence {first} but the previous segment ends before "
                     f"{expect} (a missing or out-of-order segment)", str(path), 0, expect)
+            reread = False
             # unmap what was read (views handed out keep their own reference): a reader
             # streaming a journal larger than memory keeps one segment mapped, not all
             self._open.pop(segs[i][0], None)

@@ -172,10 +172,10 @@ class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     # cache; "direct" whole 4 KiB blocks with O_DIRECT from its own buffer (no page cache:
     # no page allocated, dirtied and written back per 4 KiB; records reach the file within
     # 20 ms of their batch, so a live tailer sees them that late): less CPU per byte, one
-    # write at a time to the device (`ringlog serve` uses it); "auto": direct where the
-    # file system takes O_DIRECT (docs/processor.md, steps 25-26; docs/journal-format.md,
-    # "Direct I/O")
-    output_io: Literal["buffered", "direct", "auto"] = "buffered"
+    # write at a time to the device; "auto": direct where the file system takes O_DIRECT,
+    # except under the staged topology (buffered there: not measured to pay) (docs/
+    # processor.md, steps 25-26 and 30; docs/journal-format.md, "Direct I/O")
+    output_io: Literal["buffered", "direct", "auto"] = "auto"
     retention: Retention | None = None  # prune after each snapshot (ringlog.retention)
     # CPU placement (os.sched_setaffinity), as Disruptor and Chronicle deployments pin their
     # threads: the loop thread on ``loop_cpus``; the other stages (journaller, output) and
@@ -357,7 +357,9 @@ class Processor:
         c = self.config
         path = self.directory / "output"
         path.mkdir(exist_ok=True)
-        direct = c.output_io != "buffered" and direct_io_supported(path)
+        direct = (c.output_io == "direct"
+                  or (c.output_io == "auto" and self.topology != "staged")) \
+            and direct_io_supported(path)
         if c.output_io == "direct" and not direct:
             raise config_error(c, "output_io", f"'direct', but the file system of {path} does "
                                "not take O_DIRECT writes (use 'auto' or 'buffered')")
@@ -706,10 +708,10 @@ class Processor:
 
     def drain(self, timeout: float | None = None) -> None:
         """Waits until everything published so far is handled and its outputs have left the
-        output stage (journaled, and handed to listeners); the processor keeps running, so
-        a later publish is handled as usual. Returns early while the breaker holds input
-        back. Raises TimeoutError after ``timeout`` seconds, or the processor's error
-        (RingLogError) if it halted."""
+        output stage (in the output journal's file, where readers find them, and handed to
+        listeners); the processor keeps running, so a later publish is handled as usual.
+        Returns early while the breaker holds input back. Raises TimeoutError after
+        ``timeout`` seconds, or the processor's error (RingLogError) if it halted."""
         if self._state not in ("running", "halted"):
             raise StateError(f"drain() on a processor that is {self._state}")
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -727,6 +729,12 @@ class Processor:
                                        f"the input cursor at {target}")
             time.sleep(pause)
             pause = min(pause * 2, 0.005)
+        last = int(self._loop.published) - 1  # the last output journaled
+        if self._state == "running" and last >= 0:  # a direct-I/O writer lingers: ask it
+            left = WRITTEN_WAIT_S if deadline is None else max(0.0, deadline - time.monotonic())
+            if self.output.wait_written(last, left) < last:
+                raise WaitTimeoutError(f"drain: the output journal's writer has not written "
+                                       f"output {last} within {left:.3g} s")
         if self._error is not None:
             self.stop()  # raises the error that halted the processor
 

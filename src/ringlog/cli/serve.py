@@ -68,18 +68,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     slot = cfg.engine.min_slot_size if cfg.engine is not None else 128
     reg = engine.registry(cfg.engine.l2_depth) if real and cfg.engine is not None else None
     topology = resolve_topology(args.topology, driver=True)  # auto: driven on few CPUs
-    # auto: direct where it was measured to pay (driven, inline); buffered under staged,
-    # whose p50 latency on two CPUs swings 40 us-1.3 ms with either writer (docs/processor.md,
-    # steps 25-26): not measured apart on a machine with the CPUs staged is chosen for
-    output_io = args.output_io
-    if output_io == "auto" and topology == "staged":
-        output_io = "buffered"
     proc = Processor(factory(cfg.engine) if cfg.engine is not None else factory(),
                      args.directory,
                      ProcessorConfig(dedup=True, durability=args.durability,
                                      release=args.release, topology=topology,
                                      snapshot_every=args.snapshot_every,
-                                     output_io=output_io,
+                                     output_io=args.output_io,
                                      slot_size=max(slot, 128),
                                      loop_cpus=args.loop_cpus,
                                      background_cpus=args.background_cpus),
@@ -201,9 +195,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                         "(docs/processor.md, \"Topology\")")
     s.add_argument("--output-io", choices=["auto", "direct", "buffered"], default="auto",
                    help="how the output journal is written: direct (O_DIRECT, no page cache), "
-                        "buffered (the page cache); auto (the default here): direct where the "
+                        "buffered (the page cache); auto (the default): direct where the "
                         "file system takes it, except under the staged topology "
-                        "(docs/processor.md, steps 25-26)")
+                        "(docs/processor.md, steps 25-26 and 30)")
     s.add_argument("--switch-interval-us", type=count, default=500,
                    help="the interpreter's GIL switch interval (default 500; Python's is 5000)")
     from ..cluster.cli import add_cluster_options
