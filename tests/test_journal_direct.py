@@ -302,11 +302,11 @@ def test_drain_returns_with_every_output_in_the_output_journals_file(tmp_path, t
 
 @pytest.mark.parametrize("output_io, topology, direct", [
     ("auto", "inline", True), ("direct", "inline", True), ("buffered", "inline", False),
-    (None, "inline", True), ("auto", "staged", False), ("direct", "staged", True),
-    (None, "driven", True)])
+    (None, "inline", False), ("auto", "staged", False), ("direct", "staged", True),
+    ("auto", "driven", True)])
 def test_a_processor_writes_its_output_journal_with_direct_io_when_asked(
         tmp_path, output_io, topology, direct):
-    # None: the default (auto: direct where the file system takes it, but under staged)
+    # None: the default (buffered); auto: direct where the file system takes it, but staged
     kw = {} if output_io is None else {"output_io": output_io}
     p = Processor(Summer(), tmp_path, ProcessorConfig(durability="group", topology=topology,
                                                       **kw))

@@ -172,10 +172,12 @@ class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     # cache; "direct" whole 4 KiB blocks with O_DIRECT from its own buffer (no page cache:
     # no page allocated, dirtied and written back per 4 KiB; records reach the file within
     # 20 ms of their batch, so a live tailer sees them that late): less CPU per byte, one
-    # write at a time to the device; "auto": direct where the file system takes O_DIRECT,
-    # except under the staged topology (buffered there: not measured to pay) (docs/
-    # processor.md, steps 25-26 and 30; docs/journal-format.md, "Direct I/O")
-    output_io: Literal["buffered", "direct", "auto"] = "auto"
+    # write at a time to the device (`ringlog serve` asks for "auto"); "auto": direct where
+    # the file system takes O_DIRECT, except under the staged topology (buffered there: not
+    # measured to pay). Buffered by default: direct saved CPU on the engine flow but widened
+    # the publish-to-handled tail at 100k/s (docs/processor.md, steps 25-26 and 30;
+    # docs/journal-format.md, "Direct I/O")
+    output_io: Literal["buffered", "direct", "auto"] = "buffered"
     retention: Retention | None = None  # prune after each snapshot (ringlog.retention)
     # CPU placement (os.sched_setaffinity), as Disruptor and Chronicle deployments pin their
     # threads: the loop thread on ``loop_cpus``; the other stages (journaller, output) and
