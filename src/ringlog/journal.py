@@ -301,14 +301,14 @@ class JournalReader:
             return
         i, seg, off = found
         expect = from_sequence
-        reread = False
+        reread, last_off, last = False, 0, None
         while True:
             for o, rec in seg.records(off, expect, self.verify):
                 if to_sequence is not None and rec.sequence > to_sequence:
                     return
                 yield rec
                 expect = rec.sequence + 1
-                off = o + 8 + _align8(48 + len(rec.payload))
+                last_off, last = o, rec
             segs = self.segments()
             if i + 1 >= len(segs):
                 return
@@ -317,6 +317,8 @@ class JournalReader:
                 # a live journal rolled after this segment was read to its then end: the
                 # appender rolls only once the segment's last record is in the file
                 reread = True
+                if last is not None:
+                    off = last_off + 8 + _align8(48 + len(last.payload))
                 continue
             if first != expect:
                 try:
@@ -330,7 +332,7 @@ class JournalReader:
                 raise JournalCorruptError(
                     f"{path}: first sequence {first} but the previous segment ends before "
                     f"{expect} (a missing or out-of-order segment)", str(path), 0, expect)
-            reread = False
+            reread, last = False, None
             # unmap what was read (views handed out keep their own reference): a reader
             # streaming a journal larger than memory keeps one segment mapped, not all
             self._open.pop(segs[i][0], None)
