@@ -32,6 +32,9 @@
         ``Processor.recover()`` of it on a fresh engine (snapshot-less replay, outputs
         suppressed): per run the replay rate (M commands/s) and the recovering thread's CPU
         ns per command.
+        ``--reader``: ``JournalReader.records`` over a journal of ``commands`` 64-byte
+        records (the Python reader behind ``journal dump``, the replay tool, the gateway's
+        report replay): per run its rate (M records/s) and CPU ns per record.
         ``--ring``: the ring alone, ``commands`` events from a producing thread to a
         consuming thread (claims of 1, blocking then yielding waits): per run the rates (M
         events/s) and all threads' CPU ns per event of each.
@@ -146,6 +149,28 @@ def _child_ring(n: int) -> None:
     print(json.dumps(out))
 
 
+def _child_reader(n: int) -> None:
+    """``JournalReader.records`` over a journal of ``n`` 64-byte records (written untimed):
+    the Python reader's rate (M records/s) and the thread's CPU ns per record, JSON."""
+    import time
+
+    from ringlog import Journal, JournalReader
+
+    d = tempfile.mkdtemp(prefix="ringlog-build-ab-", dir=".")
+    try:
+        with Journal(d, durability="none") as j:
+            for _ in range(0, n, 1000):
+                j.append_many([bytes(64)] * 1000)
+        r = JournalReader(d)
+        t0, c0 = time.perf_counter(), time.thread_time_ns()
+        count = sum(1 for _ in r.records())
+        c1, t1 = time.thread_time_ns(), time.perf_counter()
+        r.close()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    print(json.dumps({"rate": count / (t1 - t0) / 1e6, "cpu": (c1 - c0) / count}))
+
+
 def _run(spec: str, n: int, child: str = "--child") -> dict[str, float]:
     src, _, wbuf = spec.partition("@")
     env = dict(os.environ, PYTHONPATH=src, BUILD_AB_WBUF=wbuf)
@@ -155,8 +180,9 @@ def _run(spec: str, n: int, child: str = "--child") -> dict[str, float]:
 
 
 CHILDREN = {"--child": _child, "--child-python": _child_python, "--child-engine": _child_engine,
-            "--child-ring": _child_ring, "--child-replay": _child_replay}
-MODES = ("--python", "--engine", "--ring", "--replay")  # each runs "--child-" + its name
+            "--child-ring": _child_ring, "--child-replay": _child_replay,
+            "--child-reader": _child_reader}
+MODES = tuple("--" + c[len("--child-"):] for c in CHILDREN if c != "--child")  # --child-X: --X
 
 
 def main(argv: list[str]) -> None:

@@ -62,6 +62,17 @@ def known(variant: str) -> bool:
         is not None
 
 
+def _fields(variant: str) -> dict[str, Any]:
+    """The ProcessorConfig fields ``variant`` sets by value (placement aside)."""
+    if variant in OUTPUT_IO:
+        return {"output_io": OUTPUT_IO[variant]}
+    if variant.startswith("batch_"):
+        return {"max_batch": int(variant[len("batch_"):])}
+    if variant.startswith("lazy_"):
+        return {"lazy_sync_ms": float(variant[len("lazy_"):])}
+    return {}
+
+
 def _child(variant: str, n: int) -> None:
     """One run of the flow under ``variant``: its figures as JSON."""
     kw: dict[str, Any] = {"window_ns": WINDOWS.get(variant, 10**9)}
@@ -71,12 +82,7 @@ def _child(variant: str, n: int) -> None:
         cpu = PLACED[variant]
         if cpu is not None:  # this (the producing) thread only, once the processor runs
             kw["after_start"] = lambda _p: os.sched_setaffinity(0, {cpu})
-    if variant in OUTPUT_IO:
-        config["output_io"] = OUTPUT_IO[variant]
-    if variant.startswith("batch_"):
-        config["max_batch"] = int(variant[len("batch_"):])
-    if variant.startswith("lazy_"):
-        config["lazy_sync_ms"] = float(variant[len("lazy_"):])
+    config.update(_fields(variant))
     if variant == "output_untouched":
         from ringlog.journal import Journal
 
@@ -116,6 +122,14 @@ def main() -> None:
     if bad or a.rounds < 1 or a.commands < 1:
         ap.error(f"unknown variant {bad[0]!r} (see --help)" if bad
                  else "rounds and commands must be >= 1")
+    from ringlog import ProcessorConfig
+    from ringlog.errors import RingLogError
+
+    for v in variants:  # a value ProcessorConfig refuses: one line here, not a child's trace
+        try:
+            ProcessorConfig(**_fields(v))
+        except RingLogError as e:
+            ap.error(f"variant {v!r}: {e}")
     res = ab.interleaved(variants, a.rounds, lambda v: _run(v, a.commands), "{:.2f}")
     for v in variants:
         keys = sorted({k for d in res[v] for k in d}, key=lambda k: (k not in MAIN, k))

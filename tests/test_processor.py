@@ -192,6 +192,9 @@ def test_bad_configuration_is_an_error():
         ProcessorConfig(ring_capacity=100)
     with pytest.raises(ValueError, match="max_batch"):
         ProcessorConfig(max_batch=0)
+    # was an OverflowError once the loop was built
+    with pytest.raises(ValueError, match="max_batch: must be from 1 to 2147483647, got 2"):
+        ProcessorConfig(max_batch=2**41)
 
 
 @pytest.mark.parametrize(("kwargs", "field"), [

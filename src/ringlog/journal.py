@@ -32,6 +32,7 @@ from ._journal import (
     LAZY_SYNC_MAX_MS,
     JournalAppender,
     Record,
+    ScanStatus,
     Segment,
     corrupt,
     crc32c,
@@ -71,7 +72,6 @@ PREFAULT_REST = 3.0  # a prepared segment's pre-fault pauses up to 3x its work: 
 # bandwidth the zeros would take (docs/journal-format.md, "Preparing segments")
 ZERO_FILL_UNDER = 64 << 20  # bytes per second
 _zero_fill = Segment.write_zeros  # (a name of its own: a test makes it fail)
-_SCAN_OK, _SCAN_END, _SCAN_UNTERMINATED = 0, 1, 6
 _IDX_MAGIC = b"RLJIDX01"
 _IDX_HEAD = struct.Struct("<8sIIqqq")  # magic, count, pad, last seq, end offset, max ts
 
@@ -301,24 +301,25 @@ class JournalReader:
             return
         i, seg, off = found
         expect = from_sequence
-        reread, last_off, last = False, 0, None
+        reread = False
         while True:
-            for o, rec in seg.records(off, expect, self.verify):
+            start = expect  # this pass over the segment starts at `off`, sequence `start`
+            for _, rec in seg.records(off, expect, self.verify):
                 if to_sequence is not None and rec.sequence > to_sequence:
                     return
                 yield rec
                 expect = rec.sequence + 1
-                last_off, last = o, rec
             segs = self.segments()
             if i + 1 >= len(segs):
                 return
             first, path = segs[i + 1]
             if first > expect and not reread:
-                # a live journal rolled after this segment was read to its then end: the
-                # appender rolls only once the segment's last record is in the file
+                # a live journal rolled after this segment was read to its then end (the
+                # appender rolls only once the segment's last record is in the file): read
+                # on from the end of what was read (found once here, not tracked per record)
                 reread = True
-                if last is not None:
-                    off = last_off + 8 + _align8(48 + len(last.payload))
+                if expect > start:
+                    _, off, _, _ = seg.scan(off, start, False, expect - 1)
                 continue
             if first != expect:
                 try:
@@ -332,7 +333,7 @@ class JournalReader:
                 raise JournalCorruptError(
                     f"{path}: first sequence {first} but the previous segment ends before "
                     f"{expect} (a missing or out-of-order segment)", str(path), 0, expect)
-            reread, last = False, None
+            reread = False
             # unmap what was read (views handed out keep their own reference): a reader
             # streaming a journal larger than memory keeps one segment mapped, not all
             self._open.pop(segs[i][0], None)
@@ -361,7 +362,7 @@ class JournalReader:
         while True:
             status, off, expect, n = read(seg, off, expect)
             total += n
-            if status != _SCAN_END:
+            if status != ScanStatus.SCAN_END:
                 raise corrupt(str(seg.path), off, expect, status)
             segs = self.segments()
             if i + 1 >= len(segs):
@@ -400,7 +401,7 @@ class JournalReader:
                 verdict = judge_tail(seg, off, expect, status, mark)
                 if verdict.kind == "corrupt":
                     raise verdict.error()
-            elif status != _SCAN_END:
+            elif status != ScanStatus.SCAN_END:
                 raise corrupt(str(path), off, expect, status)
             junk = -1 if last else seg.first_nonzero(off, seg.size)
             if junk >= 0:  # a sealed segment is all zeros after its last record
@@ -463,7 +464,7 @@ class JournalTailer:
                 if i + 1 < len(segs) and segs[i + 1][0] == self.next_sequence:
                     # the appender only rolls after the last record of `seg` is committed
                     status, _, _, _ = seg.scan(off, self.next_sequence, self.reader.verify)
-                    if status == _SCAN_END:
+                    if status == ScanStatus.SCAN_END:
                         i, seg, off = i + 1, self.reader.segment(*segs[i + 1]), HEADER_SIZE
                         continue
                 break
@@ -689,7 +690,7 @@ class Journal:
             if idx is None:
                 sealed = Segment.open(path)
                 status, off, nxt, _ = sealed.scan(HEADER_SIZE, first, True)
-                if status != _SCAN_END:
+                if status != ScanStatus.SCAN_END:
                     raise corrupt(str(path), off, nxt, status)
                 expect = nxt
                 self._rebuild_index(sealed, first, path)

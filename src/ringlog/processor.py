@@ -197,8 +197,9 @@ class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
         if self.slot_size < 56 or self.slot_size % 8:
             raise config_error(self, "slot_size", f"must be a multiple of 8 and >= 56 (the "
                                f"48-byte header plus payload), got {self.slot_size}")
-        if self.max_batch < 1:
-            raise config_error(self, "max_batch", f"must be >= 1, got {self.max_batch}")
+        if not 1 <= self.max_batch <= 2**31 - 1:  # the loop's C int
+            raise config_error(self, "max_batch", f"must be from 1 to {2**31 - 1}, got "
+                               f"{self.max_batch}")
         if not 0 <= self.lazy_sync_ms <= LAZY_SYNC_MAX_MS:
             raise config_error(self, "lazy_sync_ms", f"must be from 0 to {LAZY_SYNC_MAX_MS} "
                                f"ms, got {self.lazy_sync_ms}")
@@ -512,8 +513,7 @@ class Processor:
                 time.sleep(0.0002)
             if self._out is None:  # this thread's outputs may still be in the buffer
                 self.output.appender.flush()
-            elif self.output.wait_written(int(self._loop.published) - 1, WRITTEN_WAIT_S) \
-                    < int(self._loop.published) - 1:  # (a direct-I/O writer lingers)
+            elif not self._outputs_written(WRITTEN_WAIT_S):  # (a direct-I/O writer lingers)
                 raise StateError("the output journal did not write the outputs a snapshot "
                                  f"counts within {WRITTEN_WAIT_S} s")
             if self.config.durability != "none":
@@ -708,6 +708,12 @@ class Processor:
             return False
         return self._out is None or self._oc.sequence >= self._out.cursor
 
+    def _outputs_written(self, timeout: float) -> bool:
+        """Whether every output the loop journaled is in the output journal's file (asks its
+        writer, waiting up to ``timeout`` seconds): a snapshot and ``drain()``."""
+        last = int(self._loop.published) - 1
+        return last < 0 or self.output.wait_written(last, timeout) >= last
+
     def drain(self, timeout: float | None = None) -> None:
         """Waits until everything published so far is handled and its outputs have left the
         output stage (in the output journal's file, where readers find them, and handed to
@@ -731,12 +737,12 @@ class Processor:
                                        f"the input cursor at {target}")
             time.sleep(pause)
             pause = min(pause * 2, 0.005)
-        last = int(self._loop.published) - 1  # the last output journaled
-        if self._state == "running" and last >= 0:  # a direct-I/O writer lingers: ask it
+        if self._state == "running":  # a direct-I/O writer lingers: ask it
             left = WRITTEN_WAIT_S if deadline is None else max(0.0, deadline - time.monotonic())
-            if self.output.wait_written(last, left) < last:
+            if not self._outputs_written(left):
                 raise WaitTimeoutError(f"drain: the output journal's writer has not written "
-                                       f"output {last} within {left:.3g} s")
+                                       f"output {int(self._loop.published) - 1} within "
+                                       f"{left:.3g} s")
         if self._error is not None:
             self.stop()  # raises the error that halted the processor
 

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import msgspec
 
-from ._journal import HEADER_SIZE, Segment
+from ._journal import HEADER_SIZE, ScanStatus, Segment
 from .errors import JournalCorruptError
 
 __all__ = ["RecoveryDecision", "TailVerdict", "TornRoll", "durable_mark", "judge_roll",
@@ -48,9 +48,11 @@ __all__ = ["RecoveryDecision", "TailVerdict", "TornRoll", "durable_mark", "judge
 
 log = logging.getLogger("ringlog.journal")
 
-_SCAN_END = 1
-_WHY = {2: "impossible length", 3: "checksum mismatch", 4: "sequence out of order",
-        5: "non-zero padding", 6: "no length word"}
+_WHY: dict[int, str] = {ScanStatus.SCAN_BAD_LENGTH: "impossible length",
+                        ScanStatus.SCAN_BAD_CRC: "checksum mismatch",
+                        ScanStatus.SCAN_BAD_SEQUENCE: "sequence out of order",
+                        ScanStatus.SCAN_BAD_PADDING: "non-zero padding",
+                        ScanStatus.SCAN_UNTERMINATED: "no length word"}
 
 
 class RecoveryDecision(msgspec.Struct, frozen=True):
@@ -104,7 +106,7 @@ def judge_tail(seg: Segment, off: int, nxt: int, status: int, durable: int) -> T
     ``nxt``) with ``status``; ``durable`` from ``durable_mark``."""
     path = str(seg.path)
     end = seg.last_nonzero(off, seg.size)
-    if status == _SCAN_END and end <= off:
+    if status == ScanStatus.SCAN_END and end <= off:
         if durable >= nxt:
             return TailVerdict(
                 "corrupt", path, off, nxt, off, durable, durable, "durable records missing",
@@ -113,7 +115,7 @@ def judge_tail(seg: Segment, off: int, nxt: int, status: int, durable: int) -> T
                 "(lost writes or zeroed pages); refusing to truncate or append over them")
         return TailVerdict("clean", path, off, nxt, off, durable, -1, "", "")
     reason = _WHY.get(status, "data after the last record's missing length word"
-                      if status == _SCAN_END else f"status {status}")
+                      if status == ScanStatus.SCAN_END else f"status {status}")
     found_off, found_seq = seg.find_record(off + 8, seg.size, nxt + 1)
     if durable >= nxt or (durable == -2 and found_off >= 0):
         last = max(durable, found_seq)
@@ -216,7 +218,7 @@ def judge_roll(segs: list[tuple[int, Path]]) -> TornRoll | None:
             return None
     else:
         status, _, nxt, _ = prev.scan(HEADER_SIZE, prev_first, True)
-        if status == _SCAN_END and nxt == first:
+        if status == ScanStatus.SCAN_END and nxt == first:
             return None  # the newest segment continues the journal: judged as the last
         reason = (f"the previous segment's records stop at sequence {nxt} "
                   f"({_WHY.get(status, 'nothing written')}), not at {first}")

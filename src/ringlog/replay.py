@@ -26,6 +26,7 @@ from typing import Any, TextIO
 
 import msgspec
 
+from ._journal import ScanStatus
 from .errors import HandlerSpecError, JournalError, SnapshotError, StateError
 from .journal import JournalReader
 from .logic import InputEvent, LogicLoop, OutputRecord
@@ -139,9 +140,6 @@ def _out_dict(o: Any) -> dict[str, Any]:
         return {"type_id": o.type_id, "cause": o.cause, "payload_hex": o.payload.hex()}
     return {"type_id": o.type_id, "cause": o.producer_seq, "payload_hex": bytes(o.payload).hex(),
             "output_sequence": o.sequence}
-
-
-_SCAN_OK = 0
 
 
 class _Reached(Exception):
@@ -333,7 +331,7 @@ class Replayer:
                     progress.update(done)
                 if seq > to:
                     raise _Reached
-                if st != _SCAN_OK or n == 0:
+                if st != ScanStatus.SCAN_OK or n == 0:
                     return st, off, seq, count
 
         self.handler.on_start()

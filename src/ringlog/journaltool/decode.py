@@ -12,13 +12,16 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from .._journal import Record, Segment
+from .._journal import Record, ScanStatus, Segment
 from ..events import CONTROL_NAMES, FLAG_CONTROL, FLAG_MSGPACK, is_control
 
-_SCAN_END, _SCAN_UNTERMINATED = 1, 6
-_SCAN_WHAT = {2: "impossible record length", 3: "checksum mismatch",
-              4: "sequence out of order", 5: "non-zero padding",
-              6: "bytes after the last record with no length word"}
+# why a verifying scan stopped (ScanStatus), in the tools' words
+SCAN_WHAT: dict[int, str] = {
+    ScanStatus.SCAN_BAD_LENGTH: "impossible record length",
+    ScanStatus.SCAN_BAD_CRC: "checksum mismatch",
+    ScanStatus.SCAN_BAD_SEQUENCE: "sequence out of order",
+    ScanStatus.SCAN_BAD_PADDING: "non-zero padding",
+    ScanStatus.SCAN_UNTERMINATED: "bytes after the last record with no length word"}
 
 
 # -- time ---------------------------------------------------------------------------------

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import journal
-from .._journal import FORMAT_VERSION, HEADER_SIZE, Segment, type_counts
+from .._journal import FORMAT_VERSION, HEADER_SIZE, ScanStatus, Segment, type_counts
 from ..errors import JournalError
 from ..journal import JournalReader
-from .decode import _SCAN_END, _SCAN_WHAT, PayloadDecoder, format_time
+from .decode import SCAN_WHAT, PayloadDecoder, format_time
 
 
 def lock_holder(path: str | Path) -> int | None:
@@ -54,8 +54,8 @@ def info(path: str | Path, counts: bool = True) -> dict[str, Any]:
             "file": p.name, "first_sequence": first, "last_sequence": nxt - 1, "records": n,
             "bytes_used": off, "bytes": seg.size, "created": format_time(seg.created_ns),
             "indexed": p.with_suffix(".idx").exists()}
-        if status != _SCAN_END:
-            row["stopped_at"] = {"offset": off, "reason": _SCAN_WHAT.get(status, str(status))}
+        if status != ScanStatus.SCAN_END:
+            row["stopped_at"] = {"offset": off, "reason": SCAN_WHAT.get(status, str(status))}
         segs_out.append(row)
         total += seg.size
         used += off

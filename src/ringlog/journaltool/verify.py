@@ -12,11 +12,11 @@ from typing import Any
 import msgspec
 
 from .. import journal
-from .._journal import HEADER_SIZE, Segment
+from .._journal import HEADER_SIZE, ScanStatus, Segment
 from ..errors import JournalCorruptError, JournalError
 from ..journal import _read_index
 from ..recovery import TailVerdict, durable_mark, judge_roll, judge_tail
-from .decode import _SCAN_END, _SCAN_WHAT
+from .decode import SCAN_WHAT
 from .info import lock_holder
 
 _END_PROBE = 65536  # bytes after the written end that must be zero
@@ -117,7 +117,7 @@ def _check_segment(i: int, first: int, p: Path, expect: int, last: bool,
         # after the written end comes nothing: a record there behind a zero length word
         # would be invisible to readers and overwritten by the next append. An appender may
         # be committing a record right now (length is stored last): look again shortly.
-        if status != _SCAN_END or seg.is_zero(off, off + _END_PROBE):
+        if status != ScanStatus.SCAN_END or seg.is_zero(off, off + _END_PROBE):
             break
         time.sleep(0.01)
         status, off2, nxt2, n2 = seg.scan(off, nxt, True)
@@ -139,8 +139,8 @@ def _check_segment(i: int, first: int, p: Path, expect: int, last: bool,
             tail = "; `ringlog journal repair` truncates it" if kind == "torn_tail" else ""
             return Problem(kind, str(p), off, nxt, verdict.message + tail, i, verdict.end,
                            verdict.lost_last)
-    elif status != _SCAN_END:
-        what = _SCAN_WHAT.get(status, f"status {status}")
+    elif status != ScanStatus.SCAN_END:
+        what = SCAN_WHAT.get(status, f"status {status}")
         return Problem("corrupt", str(p), off, nxt,
                        f"{p}: {what} at byte offset {off} (sequence {nxt}) in a sealed "
                        "segment: corruption in the middle of the journal", i)
