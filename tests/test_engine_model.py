@@ -178,3 +178,27 @@ def test_sparse_wide_book_and_strided_ids_match_the_reference(depth, cmds):
         assert got == ref.apply(type_id, payload), f"command {type_id} {payload.hex()}"
         e.books.check()
     assert e.book(1) == ref.book(1)
+
+
+def test_check_catches_a_damaged_bitmap_at_every_level():
+    # the invariant check the property tests lean on must itself fail on a wrong bitmap: a
+    # resting level's bit cleared, an empty level's bit set, an upper word's bit flipped, a
+    # bit past the tick band
+    cfg = EngineConfig(symbols=[SymbolSpec(symbol=1, min_price=1, max_price=300_000)],
+                       max_orders=16)
+    e = Engine(cfg)
+    e.apply(101, command(1, account=1, symbol=1, side=1, price=4096, qty=5))
+    e.apply(101, command(2, account=1, symbol=1, side=2, price=262_145, qty=5))
+    e.books.check()
+    band = 300_000
+    for side, lvl, bit, what in [(1, 0, 4095, "bitmap disagrees"),  # bid at 4096 (min 1)
+                                 (2, 0, 262_144, "bitmap disagrees"),
+                                 (1, 0, 77, "bitmap disagrees"),  # nothing rests there
+                                 (2, 1, 3, "upper words"), (1, 2, 0, "upper words"),
+                                 (1, 2, 1, "upper words"),
+                                 (2, 0, band + 1, "past the band")]:
+        e.books._flip_bit(1, side, lvl, bit)
+        with pytest.raises(AssertionError, match=what):
+            e.books.check()
+        e.books._flip_bit(1, side, lvl, bit)
+        e.books.check()

@@ -113,6 +113,25 @@ cdef inline int64_t bm_next(const rl_bitmap* m, int64_t i) noexcept nogil:
     return i
 
 
+cdef inline bint bm_test(const rl_bitmap* m, int64_t i) noexcept nogil:
+    """Is bit i set (in the lowest level: the one that says which levels rest)?"""
+    return (m.words[i >> 6] >> (i & 63)) & 1
+
+
+cdef bint bm_consistent(const rl_bitmap* m) noexcept nogil:
+    """Does every upper level's bit i say exactly whether word i below is non-zero (and no bit
+    past the last word is set)? For check(): the lowest level is tested bit by bit there."""
+    cdef int lvl
+    cdef int64_t w
+    cdef uint64_t v
+    for lvl in range(1, m.depth):
+        for w in range(m.nwords[lvl] << 6):
+            v = m.words[m.off[lvl] + (w >> 6)] >> (w & 63) & 1
+            if v != (w < m.nwords[lvl - 1] and m.words[m.off[lvl - 1] + w] != 0):
+                return False
+    return True
+
+
 cdef inline int64_t bm_prev(const rl_bitmap* m, int64_t i) noexcept nogil:
     """The largest set bit <= i, or -1."""
     cdef int lvl = 0
@@ -807,9 +826,13 @@ cdef class Books:
                     idx = o.next
                 if lv.tail != prev or lv.qty != q:
                     raise AssertionError(f"level {b.symbol}@{p}: tail or size is wrong")
-                if ((bm_next(&b.bids, k) == k) != (side == BUY)
-                        or (bm_next(&b.asks, k) == k) != (side == SELL)):
+                if bm_test(&b.bids, k) != (side == BUY) or bm_test(&b.asks, k) != (side == SELL):
                     raise AssertionError(f"level {b.symbol}@{p}: bitmap disagrees")
+            k = b.max_price - b.min_price + 1  # no bit past the band
+            if (not bm_consistent(&b.bids) or not bm_consistent(&b.asks)
+                    or bm_next(&b.bids, k) >= 0 or bm_next(&b.asks, k) >= 0):
+                raise AssertionError(f"book {b.symbol}: a bitmap's upper words disagree with "
+                                     "the words below them, or a bit is set past the band")
             if (b.best_bid != best_after(b, BUY, b.max_price + 1)
                     or b.best_ask != best_after(b, SELL, b.min_price - 1)):
                 raise AssertionError(f"book {b.symbol}: best prices are stale")
@@ -823,6 +846,15 @@ cdef class Books:
         if self.ids.size != self.live or self.open_count.size != len(counts) or any(
                 self.open_orders_of(a) != n for a, n in counts.items()):
             raise AssertionError("the id map or the open-order counts disagree with the books")
+
+    def _flip_bit(self, uint32_t symbol, int side, int lvl, int64_t bit):
+        """Flips one bit of a book's bitmap (a word of level ``lvl``): for the tests that
+        show check() catches a damaged bitmap. Never called by the engine."""
+        cdef rl_book* b = self._book(symbol)
+        cdef rl_bitmap* m = &b.bids if side == BUY else &b.asks
+        if not 0 <= lvl < m.depth or not 0 <= bit < m.nwords[lvl] << 6:
+            raise IndexError(f"no bit {bit} in level {lvl} of {m.depth}")
+        m.words[m.off[lvl] + (bit >> 6)] ^= <uint64_t>1 << (bit & 63)
 
     @property
     def live_orders(self):
