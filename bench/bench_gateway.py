@@ -37,6 +37,17 @@ from ringlog.loadgen import LoadConfig, measure
 
 T = TypeVar("T")
 
+
+# the load generator's send tick (us): a send carries a tick's orders (at 8 connections and
+# 200k/s, 25 per connection: 1,000 us read the generator at 0.85x and 0.91x of 500 us' CPU per
+# order in two sets of 4 interleaved pairs, bench/gateway_ab.py --ticks 500,1000; the wait for
+# the round, up to a tick, is in the CO-corrected latency); one connection at 50k/s gets a
+# finer one (its latency row)
+def sender_tick_us(connections: int) -> int:
+    """make bench's send tick for ``connections`` connections."""
+    return 100 if connections == 1 else 1000
+
+
 TOKENS = [f"bench-token-{i:02d}" for i in range(1, 9)]
 # the demo's engine (ringlog.engine.flow.demo_config): symbols 1..4 around 10_000 ticks, a
 # 10% band; the mixed flow rests ~20% of its orders for good, so the pool is large
@@ -130,7 +141,7 @@ def scenario_load(a: argparse.Namespace, port: int, server_pid: int = 0) -> Load
     tick at one connection), warm-up 2 s."""
     return LoadConfig(port=port, tokens=TOKENS[:a.connections], rate=a.rate,
                       connections=a.connections, duration=a.seconds, warmup=2.0,
-                      pattern="mixed", tick_us=100 if a.connections == 1 else 500,
+                      pattern="mixed", tick_us=sender_tick_us(a.connections),
                       server_pid=server_pid, drain_timeout=30.0)
 
 
@@ -228,9 +239,10 @@ def run(runs: int = 3, smoke: bool = False, peers: dict | None = None,
     picks the series), against the gateway and the echo peer alternately."""
     # (connections, offered rate, seconds, warmup, sender tick us, gateway release modes,
     #  in-flight window: 50k/s x a durable round trip of ~20 ms needs more than 1024)
-    plan = ([(1, 2_000.0, 0.3, 0.05, 100, ("durable",), 1024)] if smoke else
-            [p for p in [(8, 200_000.0, 30.0, 5.0, 500, ("durable",), 1024),
-                         (1, 50_000.0, 10.0, 2.0, 100, ("durable", "immediate"), 8192)]
+    plan = ([(1, 2_000.0, 0.3, 0.05, sender_tick_us(1), ("durable",), 1024)] if smoke else
+            [p for p in [(8, 200_000.0, 30.0, 5.0, sender_tick_us(8), ("durable",), 1024),
+                         (1, 50_000.0, 10.0, 2.0, sender_tick_us(1), ("durable", "immediate"),
+                          8192)]
              if p[0] in connections])
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="ringlog-gw-", dir=".") as d:

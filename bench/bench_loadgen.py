@@ -6,7 +6,7 @@ interleaved pairs (issue #16).
     REV's loop: git archive REV (src, ext, setup.py, pyproject.toml) ─► its ext/ringlog/_loadgen.pyx
                 built apart (RINGLOG_ONLY=_loadgen) and its src/ringlog/loadgen.py imported
                 on top of it (both as modules of their own; this tree's _wire and the rest)
-    for each run: for each peer (echo, gateway): for each scenario (8 conns 200k/s, tick 500 us;
+    for each run: for each peer (echo, gateway): for each scenario (8 conns 200k/s, tick 1,000 us;
         1 conn 50k/s, tick 100 us: make bench's): old then new (new then old on odd runs)
     ─► per (peer, scenario, loop): median and spread of client_cpu_ns_per_order and of the
        round trip's p50 and p99, and the new/old CPU ratio of each pair
@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_gateway import TOKENS, _echo, _gateway
+from bench_gateway import TOKENS, _echo, _gateway, sender_tick_us
 
 import ringlog.loadgen as new_loadgen
 
 # (connections, orders/s, sender tick us, the gateway's in-flight window): make bench's
-SCENARIOS = ((8, 200_000.0, 500, 1024), (1, 50_000.0, 100, 8192))
+SCENARIOS = ((8, 200_000.0, sender_tick_us(8), 1024), (1, 50_000.0, sender_tick_us(1), 8192))
 ROOT = Path(__file__).resolve().parent.parent
 
 
