@@ -310,7 +310,10 @@ GOALS = [
             "8-118 ms (docs/gateway-design.md, eighteenth round); those of 03:55 read "
             "7.94-18.8 ms, median 9.99; those of 09:12, after segments were zero-filled "
             "ahead (docs/processor.md step 27: p99 3.40 -> 2.21 ms in five interleaved "
-            "pairs), 2.88-6.15 ms")},
+            "pairs), 2.88-6.15 ms; those of 18:40 (the generator's tick 1,000 us: up to a "
+            "tick more of wait before the send, counted) 6.32-49.4 ms, in an hour when the "
+            "echo peer's own p99 read 6.04-13.8 ms (758 us at 09:12): the gateway 0.75x "
+            "the echo peer's p99 in that run")},
     {"goal": "p99 round trip < 1 ms (or fdatasync p99 + 0.3 ms) at 50k orders/s, 1 connection, "
              "durable release",
      "row": "gateway_1conn_50k_p99_of_target", "max": 1.0,
@@ -334,7 +337,11 @@ GOALS = [
             "1.72 to 1.47 ms and 1.40 to 1.30 ms, and in a noisier hour from 2.89 to 4.34 "
             "ms (p50 0.64 -> 0.60); the 30 s runs of 09:12 read 1.67-3.35x "
             "the target (fdatasync p99 alone 214 us, so 1 ms), release immediate 0.89-1.0 "
-            "ms: most of the tail is this hour's scheduling, not the durability wait")},
+            "ms: most of the tail is this hour's scheduling, not the durability wait. The "
+            "runs of 18:40 read 11.3-11.8x (11.8 ms), in an hour when the echo peer's own "
+            "one-connection p99 read 4.29-6.49 ms (422 us at 09:12) and its server 8.3 us "
+            "of CPU per order (4.1 at 09:12): the gateway 1.85x the echo peer's p99, "
+            "release immediate 9.38 ms")},
     {"goal": "server CPU per order <= 3 us (process CPU, all threads, 200k/s run)",
      "row": "gateway_8conn_200k_server_cpu_per_order", "max": 3_000,
      "why": ("per thread in the row's note: the gateway's thread ~2.8 us (was ~4.3: the "
@@ -352,7 +359,8 @@ GOALS = [
             "2026-12-02 09:12 read 4.66-4.82 us (06:41: 4.15); interleaved pairs of that "
             "hour read 4.69 us for the build before step 27 (zero-filled segments: the "
             "input sync thread -13%; the gateway's thread +7%, its socket writes following "
-            "the faster syncs) and 4.65 after it")},
+            "the faster syncs) and 4.65 after it; the runs of 18:40 (1,000 us generator "
+            "rounds) 3.81-4.49 us")},
     {"goal": "the load generator <= 1 us of its own CPU per order (8 connections, 200k/s)",
      "row": "gateway_8conn_200k_client_cpu_per_order", "max": 1_000,
      "why": ("~90% of its CPU is the kernel's (perf: the loopback TCP path of its sends, "
@@ -363,6 +371,12 @@ GOALS = [
             "unchanged in three of them, but the gateway's p99 median came out higher in all "
             "four (the generator's ACKs wait for the rounds too), so make bench stamps "
             "answers as the generator wakes for them (docs/gateway-design.md, eighteenth "
-            "round). The runs of 2026-12-02 09:12 read 1.37-1.40 us, with the echo peer's "
-            "generator at 0.98-1.04 us in the same runs (06:41: 1.16)")},
+            "round). The runs of 2026-12-02 09:12 read 1.37-1.40 us (500 us send rounds), "
+            "with the echo peer's generator at 0.98-1.04 us in the same runs; since "
+            "2026-12-02 18:40 make bench sends in 1,000 us rounds at 8 connections (25 orders "
+            "a send per connection: half the sends, each segment's loopback receive charged "
+            "to the sender; bench/gateway_ab.py --ticks 500,1000, two sets of 4 pairs: "
+            "0.85x and 0.91x; the wait for a round is in the CO-corrected latency): 0.82-1.06 "
+            "us, the echo peer's generator 0.70-0.93 us in the same runs "
+            "(docs/gateway-design.md, twenty-first round)")},
 ]
