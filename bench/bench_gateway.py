@@ -48,6 +48,12 @@ def sender_tick_us(connections: int) -> int:
     return 100 if connections == 1 else 1000
 
 
+def inflight_window(connections: int) -> int:
+    """make bench's in-flight window per session for ``connections`` connections: 50k/s on
+    one connection times a durable round trip of up to ~20 ms needs more than 1024."""
+    return 8192 if connections == 1 else 1024
+
+
 TOKENS = [f"bench-token-{i:02d}" for i in range(1, 9)]
 # the demo's engine (ringlog.engine.flow.demo_config): symbols 1..4 around 10_000 ticks, a
 # 10% band; the mixed flow rests ~20% of its orders for good, so the pool is large
@@ -88,9 +94,11 @@ def gateway_config(directory: str, max_inflight: int = 1024) -> Path:
     return cfg
 
 
-def _gateway(directory: str, release: str = "durable", max_inflight: int = 1024,
+def _gateway(directory: str, release: str = "durable", connections: int = 8,
              extra: list[str] | None = None) -> _Peer:
-    cfg = gateway_config(directory, max_inflight)
+    """``ringlog serve`` in ``directory`` with make bench's in-flight window for
+    ``connections`` connections."""
+    cfg = gateway_config(directory, inflight_window(connections))
     return _Peer([sys.executable, "-m", "ringlog", "serve", str(Path(directory) / "data"),
                   "--config", str(cfg), "--release", release, *(extra or [])])
 
@@ -146,14 +154,14 @@ def scenario_load(a: argparse.Namespace, port: int, server_pid: int = 0) -> Load
 
 
 def record_under(a: argparse.Namespace, recorder: Callable[[int, Path], list[str]],
-                 read: Callable[[Path], T], slots: int = 0) -> tuple[dict[str, Any], T]:
+                 read: Callable[[Path], T]) -> tuple[dict[str, Any], T]:
     """One ``scenario_load`` run of a gateway of its own (``ringlog serve`` in a temporary
-    directory, output slots ``slots`` or as the scenario's connections want) while
+    directory) while
     ``recorder(server_pid, out)``, a command line (perf), started first and waited for,
     records beside it into the file ``out``; the load generator's result and ``read(out)``
     (before the directory goes)."""
     with tempfile.TemporaryDirectory(dir=".") as d:
-        peer = _gateway(d, a.release, slots or (8192 if a.connections == 1 else 1024))
+        peer = _gateway(d, a.release, a.connections)
         out = Path(d) / "recorded"
         try:
             perf = subprocess.Popen(recorder(peer.pid, out))
@@ -178,10 +186,12 @@ def drive_unmeasured(cfg: LoadConfig) -> list[Any]:
     return conns
 
 
-def _run_once(peer: _Peer, conns: int, rate: float, duration: float, warmup: float,
-              tick_us: int) -> tuple[dict[str, Any], np.ndarray]:
+def _run_once(peer: _Peer, conns: int, rate: float, duration: float, warmup: float
+              ) -> tuple[dict[str, Any], np.ndarray]:
+    """One load generator run against ``peer`` (make bench's send tick for ``conns``)."""
     cfg = LoadConfig(port=peer.port, tokens=TOKENS[:conns], rate=rate, connections=conns,
-                     duration=duration, warmup=warmup, pattern="mixed", tick_us=tick_us,
+                     duration=duration, warmup=warmup, pattern="mixed",
+                     tick_us=sender_tick_us(conns),
                      server_pid=peer.pid, drain_timeout=30.0)
     return measure(cfg)
 
@@ -237,40 +247,38 @@ def run(runs: int = 3, smoke: bool = False, peers: dict | None = None,
         connections: tuple[int, ...] = (8, 1)) -> list[dict]:
     """Throughput at 200k/s on 8 connections and latency at 50k/s on one (``connections``
     picks the series), against the gateway and the echo peer alternately."""
-    # (connections, offered rate, seconds, warmup, sender tick us, gateway release modes,
-    #  in-flight window: 50k/s x a durable round trip of ~20 ms needs more than 1024)
-    plan = ([(1, 2_000.0, 0.3, 0.05, sender_tick_us(1), ("durable",), 1024)] if smoke else
-            [p for p in [(8, 200_000.0, 30.0, 5.0, sender_tick_us(8), ("durable",), 1024),
-                         (1, 50_000.0, 10.0, 2.0, sender_tick_us(1), ("durable", "immediate"),
-                          8192)]
+    # (connections, offered rate, seconds, warmup, gateway release modes)
+    plan = ([(1, 2_000.0, 0.3, 0.05, ("durable",))] if smoke else
+            [p for p in [(8, 200_000.0, 30.0, 5.0, ("durable",)),
+                         (1, 50_000.0, 10.0, 2.0, ("durable", "immediate"))]
              if p[0] in connections])
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="ringlog-gw-", dir=".") as d:
         sync_p99 = fdatasync_p99(d, 100 if smoke else 500)
-        for conns, rate, duration, warmup, tick, releases, inflight in plan:
+        for conns, rate, duration, warmup, releases in plan:
             kinds = [*releases, "echo"]
             got: dict[str, list] = {k: [] for k in kinds}
             for r in range(runs):
                 for kind in kinds[::-1] if r % 2 else kinds:
                     sub = Path(d) / f"{kind}-{conns}-{r}"
                     sub.mkdir()
-                    peer = _echo() if kind == "echo" else _gateway(str(sub), kind, inflight)
+                    peer = _echo() if kind == "echo" else _gateway(str(sub), kind, conns)
                     try:
-                        got[kind].append(_run_once(peer, conns, rate, duration, warmup, tick))
+                        got[kind].append(_run_once(peer, conns, rate, duration, warmup))
                     finally:
                         err = peer.stop()
                     if got[kind][-1][0]["connections_lost"] and err:
                         print(f"bench_gateway: {kind} peer's stderr: {err}", file=sys.stderr)
             echo = _rows(f"echo_{conns}conn", rate, got["echo"])
-            by_name = {r["name"]: r for r in echo}
+            by_name = {row["name"]: row for row in echo}
             for release in releases:
                 series = f"gateway_{conns}conn" + ("" if release == "durable" else
                                                   f"_release_{release}")
                 gw = _rows(series, rate, got[release])
-                for r in gw:
-                    twin = by_name.get(r["name"].replace(series, f"echo_{conns}conn", 1))
-                    if twin and twin.get("median") and r.get("median"):
-                        r.setdefault("ratios", {})["echo"] = r["median"] / twin["median"]
+                for row in gw:
+                    twin = by_name.get(row["name"].replace(series, f"echo_{conns}conn", 1))
+                    if twin and twin.get("median") and row.get("median"):
+                        row.setdefault("ratios", {})["echo"] = row["median"] / twin["median"]
                 rows += gw
             rows += echo
     rows.append({"target": "gateway", "name": "fdatasync_4k_p99", "unit": "ns",

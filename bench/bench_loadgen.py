@@ -38,8 +38,9 @@ from bench_gateway import TOKENS, _echo, _gateway, sender_tick_us
 
 import ringlog.loadgen as new_loadgen
 
-# (connections, orders/s, sender tick us, the gateway's in-flight window): make bench's
-SCENARIOS = ((8, 200_000.0, sender_tick_us(8), 1024), (1, 50_000.0, sender_tick_us(1), 8192))
+# (connections, offered orders/s): make bench's; its send tick and in-flight window follow
+# from the connections (bench_gateway.sender_tick_us, inflight_window)
+SCENARIOS = ((8, 200_000.0), (1, 50_000.0))
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -123,16 +124,16 @@ def main() -> None:
                  [("new", new_loadgen, None)])
         for run in range(a.runs):
             for peer_name in a.peers.split(","):
-                for conns, rate, tick, inflight in scenarios:
+                for conns, rate in scenarios:
                     for name, mod, stamps in loops[::-1] if run % 2 else loops:
                         gw = Path(tmp) / f"gw{run}{conns}{name}"
                         if peer_name != "echo":
                             gw.mkdir()
                         peer = (_echo() if peer_name == "echo" else
-                                _gateway(str(gw), a.release, inflight))
+                                _gateway(str(gw), a.release, conns))
                         try:
                             doc = one(mod, peer.port, peer.pid, conns, rate, a.seconds,
-                                      a.tick_us or tick, stamps)
+                                      a.tick_us or sender_tick_us(conns), stamps)
                         finally:
                             peer.stop()
                         got.setdefault((peer_name, conns, rate, name), []).append(doc)

@@ -40,7 +40,7 @@ def _one(kind: str, base_src: str | None, conns: int, rate: float, duration: flo
         if kind == "base" and base_src:
             os.environ["PYTHONPATH"] = base_src
         try:
-            peer = bg._gateway(d, release, extra=extra)
+            peer = bg._gateway(d, release, conns, extra=extra)
         finally:
             if saved is None:
                 os.environ.pop("PYTHONPATH", None)

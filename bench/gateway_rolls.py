@@ -31,7 +31,7 @@ def main() -> None:
     """Runs once and prints the figures."""
     a = bg.scenario_args(__doc__, 10.0)
     with tempfile.TemporaryDirectory(dir=".") as d:
-        peer = bg._gateway(d, a.release, 8192)
+        peer = bg._gateway(d, a.release, a.connections)
         wall_minus_mono = time.time_ns() - time.monotonic_ns()
         try:
             cfg = bg.scenario_load(a, peer.port)

@@ -46,7 +46,7 @@ def main() -> None:
         "perf", "record", "-q", "-e", "sched:sched_switch", "-g", "-p", str(pid), "-o",
         str(data), "--", "sleep", str(a.seconds - 1)], lambda data: subprocess.run(
             ["perf", "script", "-i", str(data)], capture_output=True, text=True,
-            check=True).stdout, slots=8192)
+            check=True).stdout)
     orders = a.rate * (a.seconds - 1) / 1000  # thousands of orders in the recorded window
     lat = doc["latency_ns"] or {}
     print(f"p50 {lat.get('p50', 0) / 1e6:.2f} ms, p99 {lat.get('p99', 0) / 1e6:.2f} ms; "

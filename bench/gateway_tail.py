@@ -90,7 +90,7 @@ def main() -> None:
     """Runs once and prints the figures."""
     a = bg.scenario_args(__doc__, 10.0, 4)
     with tempfile.TemporaryDirectory(dir=".") as d:
-        peer = bg._gateway(d, a.release, 8192)
+        peer = bg._gateway(d, a.release, a.connections)
         data = Path(d) / "sched.data"
         try:
             perf = subprocess.Popen(["perf", "sched", "record", "-q", "-a", "-k",

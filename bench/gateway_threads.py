@@ -24,10 +24,9 @@ def main() -> None:
     """Runs once and prints the figures."""
     a = bg.scenario_args(__doc__, 8.0)
     with tempfile.TemporaryDirectory(dir=".") as d:
-        peer = bg._gateway(d, a.release)
+        peer = bg._gateway(d, a.release, a.connections)
         try:
-            doc, lat = bg._run_once(peer, a.connections, a.rate, a.seconds, 2.0,
-                                    100 if a.connections == 1 else 500)
+            doc, lat = bg._run_once(peer, a.connections, a.rate, a.seconds, 2.0)
         finally:
             peer.stop()
     print(json.dumps({k: round(v / 1e3) for k, v in percentiles(lat).items()}))
