@@ -84,6 +84,23 @@ def test_a_roll_is_not_held_by_the_pause(tmp_path):
     assert JournalReader(tmp_path / "j").durable_sequence >= last
 
 
+def test_a_new_pause_applies_to_a_running_journal_at_once(tmp_path):
+    # set_lazy_ns(0) wakes a pause in progress: without the wake the held append would wait
+    # out the minute and this test time out
+    with Journal(tmp_path / "j", durability="group", lazy_sync_ms=MINUTE_MS) as j:
+        _durable_first(j)
+        seq = j.append(b"held")
+        time.sleep(0.3)
+        assert j.durable_sequence < seq  # held by the pause
+        j.appender.set_lazy_ns(0)
+        _wait("the sync the new pause allows", lambda: j.durable_sequence >= seq)
+        assert j.appender.lazy_ns == 0
+        with pytest.raises(ValueError, match="lazy pause"):
+            j.appender.set_lazy_ns(-1)
+        with pytest.raises(ValueError, match="lazy pause"):
+            j.appender.set_lazy_ns(int(MINUTE_MS * 1e6) + 1)
+
+
 def test_close_does_not_wait_out_the_pause_and_leaves_everything_durable(tmp_path):
     j = Journal(tmp_path / "j", durability="group", lazy_sync_ms=MINUTE_MS)
     _durable_first(j)
@@ -142,6 +159,24 @@ def test_outputs_held_in_the_loop_for_a_slot_sink_ask_too(tmp_path):
         p.stop()
     assert len(r.sums) == n and r.sums == list(range(1, n + 1))
     assert r.violations == []
+
+
+@pytest.mark.parametrize("release,listener,paused", [
+    ("durable", True, False), ("durable", False, True), ("immediate", True, True)])
+def test_listeners_holding_every_output_turn_the_pause_off(tmp_path, release, listener,
+                                                          paused):
+    """Under durable release a listener holds every output for its input, so the group
+    commit always has a waiter: start() turns the pause off (with it, each commit cycle woke
+    the sync thread twice, for the append and then for the want). Without a listener, or
+    under immediate release, nothing waits and the pause stays."""
+    p = Processor(Summer(), tmp_path, _cfg(topology="inline", lazy_sync_ms=MINUTE_MS,
+                                           release=release),
+                  on_output=(lambda out: None) if listener else None)
+    p.start()
+    try:
+        assert p.input.appender.lazy_ns == (int(MINUTE_MS * 1e6) if paused else 0)
+    finally:
+        p.stop()
 
 
 def test_a_processor_without_listeners_drains_and_stops_promptly(tmp_path):

@@ -1690,12 +1690,25 @@ cdef class JournalAppender:
                 return
             w = rl_load_acquire(&self.wanted)
 
+    def set_lazy_ns(self, int64_t ns):
+        """Changes the pause the group commit lets appends gather after each fdatasync
+        while nothing is wanted (0: back to back always), on a running journal: the cycle
+        reads it at its next decision. The processor turns it off once a listener holds
+        every output for its input (``Processor.start``)."""
+        if not 0 <= ns <= <int64_t>(LAZY_SYNC_MAX_MS * 1e6):
+            raise ValueError(f"the lazy pause must be from 0 to {LAZY_SYNC_MAX_MS} ms, "
+                             f"got {ns} ns")
+        rl_store_release(&self.lazy_ns, ns)
+        rl_fetch_add32(&self.want_signal, 1)  # a lazy wait in progress looks again
+        rl_futex_wake_all(&self.want_signal)
+
     cdef int64_t _lazy_until(self, int64_t now) noexcept nogil:
         # Until when the group commit may let appends gather before its next fdatasync: the
         # last one's end + lazy_ns while something is unsynced and nothing wanted; 0: sync now
-        cdef int64_t until = rl_load_acquire(&self.synced_at) + self.lazy_ns
+        cdef int64_t lazy = rl_load_acquire(&self.lazy_ns)  # (set_lazy_ns: any thread)
+        cdef int64_t until = rl_load_acquire(&self.synced_at) + lazy
         cdef int64_t d = rl_load_acquire(&self.durable)
-        if (not self.lazy_ns or now >= until or rl_load_acquire(&self.wanted) > d
+        if (not lazy or now >= until or rl_load_acquire(&self.wanted) > d
                 or rl_load_acquire(&self.last_seq) <= d
                 or rl_load_acquire32(&self.roll_pending) or rl_load_acquire32(&self.stopping)):
             return 0

@@ -142,7 +142,8 @@ class ProcessorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     # group: while nothing waits for an input to be durable (no output held for release, no
     # wait_durable), the group commit lets appends gather this long after each fdatasync; an output
     # held for its input makes it sync at once and back to back (docs/processor.md,
-    # "Durability"); 0: back to back always
+    # "Durability"); 0: back to back always, as under durable release with listeners (every
+    # output held: start() turns the pause off)
     lazy_sync_ms: float = 1.0
     wait: Literal["blocking", "busy_spin", "yielding", "sleeping"] = "blocking"
     segment_size: int = 64 << 20
@@ -553,6 +554,11 @@ class Processor:
         cpus = _allowed_cpus(c)  # before anything starts: a CPU this process lacks fails here
         inline = self.topology in ("inline", "driven")  # driven: inline's step, pumped
         listeners = bool(self._on_output or self._on_output_batch or self._on_output_slots)
+        if listeners and self._gated and c.durability == "group":
+            # every output now waits for its input to be durable, so the group commit always
+            # has a waiter: a lazy pause would only cost each commit cycle a second wake-up
+            # (the append's nudge, then the release's want: docs/processor.md, step 31)
+            self.input.appender.set_lazy_ns(0)
         # inline, a SlotSink the one listener (the gateway): the loop appends and hands over
         sink_only = (inline and c.output_journaller == "loop" and not self._on_output
                      and not self._on_output_batch and len(self._on_output_slots) == 1
