@@ -95,6 +95,12 @@ def test_merge_replaces_only_the_rerun_targets_rows_in_place_and_says_so(tmp_pat
     results.save(out, tmp_path / "m.json")  # still a valid document
     text = report.render(results.load(tmp_path / "m.json"), "make bench")
     assert f"re-measured {new['created']}: processor (3 runs per figure" in text
+    # a fold from another machine says which; one from the document's own machine does not
+    other = doc(["engine"], [("engine", "e", 5.0)])
+    other["machine"] = dict(other["machine"], cpu="Other CPU", cores=64)
+    text = report.render(results.merge(out, other), "make bench")
+    assert f"re-measured {other['created']} on Other CPU, 64 cores" in text
+    assert f"re-measured {new['created']}: processor" in text
 
 
 
