@@ -144,13 +144,19 @@ def scenario_args(doc: str, seconds: float, min_seconds: float = 0.0) -> argpars
     return a
 
 
+def bench_load(port: int, server_pid: int, conns: int, rate: float, duration: float,
+               warmup: float, tick_us: int = 0, drain_timeout: float = 30.0) -> LoadConfig:
+    """make bench's load: the mixed flow from ``conns`` of the bench's sessions, sent in
+    rounds of ``tick_us`` (0: make bench's tick for ``conns``)."""
+    return LoadConfig(port=port, tokens=TOKENS[:conns], rate=rate, connections=conns,
+                      duration=duration, warmup=warmup, pattern="mixed",
+                      tick_us=tick_us or sender_tick_us(conns), server_pid=server_pid,
+                      drain_timeout=drain_timeout)
+
+
 def scenario_load(a: argparse.Namespace, port: int, server_pid: int = 0) -> LoadConfig:
-    """The one-run scripts' load: the mixed flow at ``scenario_args``'s rate (a finer pacing
-    tick at one connection), warm-up 2 s."""
-    return LoadConfig(port=port, tokens=TOKENS[:a.connections], rate=a.rate,
-                      connections=a.connections, duration=a.seconds, warmup=2.0,
-                      pattern="mixed", tick_us=sender_tick_us(a.connections),
-                      server_pid=server_pid, drain_timeout=30.0)
+    """The one-run scripts' load: ``bench_load`` at ``scenario_args``'s rate, warm-up 2 s."""
+    return bench_load(port, server_pid, a.connections, a.rate, a.seconds, 2.0)
 
 
 def record_under(a: argparse.Namespace, recorder: Callable[[int, Path], list[str]],
@@ -189,11 +195,7 @@ def drive_unmeasured(cfg: LoadConfig) -> list[Any]:
 def _run_once(peer: _Peer, conns: int, rate: float, duration: float, warmup: float
               ) -> tuple[dict[str, Any], np.ndarray]:
     """One load generator run against ``peer`` (make bench's send tick for ``conns``)."""
-    cfg = LoadConfig(port=peer.port, tokens=TOKENS[:conns], rate=rate, connections=conns,
-                     duration=duration, warmup=warmup, pattern="mixed",
-                     tick_us=sender_tick_us(conns),
-                     server_pid=peer.pid, drain_timeout=30.0)
-    return measure(cfg)
+    return measure(bench_load(peer.port, peer.pid, conns, rate, duration, warmup))
 
 
 def _by_thread(docs: list[dict[str, Any]]) -> str:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_gateway as bg
 
-from ringlog.loadgen import LoadConfig, measure
+from ringlog.loadgen import measure
 
 
 def _one(kind: str, base_src: str | None, conns: int, rate: float, duration: float,
@@ -47,12 +47,8 @@ def _one(kind: str, base_src: str | None, conns: int, rate: float, duration: flo
             else:
                 os.environ["PYTHONPATH"] = saved
         try:
-            cfg = LoadConfig(port=peer.port, tokens=bg.TOKENS[:conns], rate=rate,
-                             connections=conns, duration=duration,
-                             warmup=min(2.0, duration / 4), pattern="mixed",
-                             tick_us=tick_us, server_pid=peer.pid,
-                             drain_timeout=15.0)
-            doc, _ = measure(cfg)
+            doc, _ = measure(bg.bench_load(peer.port, peer.pid, conns, rate, duration,
+                                           min(2.0, duration / 4), tick_us, 15.0))
         finally:
             peer.stop()
     main = (doc["server_threads"] or {}).get("main", {}).get("cpu_ns_per_order", 0.0)

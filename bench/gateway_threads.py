@@ -29,7 +29,8 @@ def main() -> None:
             doc, lat = bg._run_once(peer, a.connections, a.rate, a.seconds, 2.0)
         finally:
             peer.stop()
-    print(json.dumps({k: round(v / 1e3) for k, v in percentiles(lat).items()}))
+    print(json.dumps({k: v if k == "count" else round(v / 1e3)  # latencies in us
+                      for k, v in percentiles(lat).items()}))
     print(json.dumps({k: v for k, v in doc.items() if "cpu" in k or "thread" in k}, indent=1))
 
 
